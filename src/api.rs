@@ -1,0 +1,495 @@
+//! The routes of SPEC §3: what each one does, in plain functions over [`App`], the state the
+//! whole service shares.
+//!
+//! A handler reads its JSON, asks `payload` to check it, uses the job table for a moment,
+//! builds its points with `points`, and blocks on the writer until InfluxDB has them. Errors
+//! become HTTP answers in exactly one place, [`ApiError::response`]. Handlers never hold the
+//! job-table lock while writing, and never log a request body.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::auth::{Denied, Tokens};
+use crate::config::Settings;
+use crate::http::{Exchange, Handler, Request, Response};
+use crate::influx::{Disposition, Influx, WriteError};
+use crate::jobs::{Job, Jobs, Refusal, State};
+use crate::line_protocol::{Point, encode_batch};
+use crate::payload::{self, PayloadError, PayloadLimits};
+use crate::points::{self, Run};
+use crate::stats::{self, Stats};
+
+const PREFIX: &str = "/apiv0.1";
+
+/// Everything the handlers and the ticker share.
+pub struct App {
+    pub settings: Settings,
+    pub tokens: Tokens,
+    pub jobs: Jobs,
+    pub influx: Influx,
+    pub stats: Stats,
+    pub started: Instant,
+    /// Open connections, kept by the HTTP server.
+    pub connections: Arc<AtomicUsize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Register,
+    Commit,
+    IsRunning,
+    States,
+    Ping,
+}
+
+impl Route {
+    fn find(path: &str) -> Option<Route> {
+        let path = path
+            .strip_suffix('/')
+            .filter(|p| !p.is_empty())
+            .unwrap_or(path);
+        Some(match path.strip_prefix(PREFIX)? {
+            "/events/register" => Route::Register,
+            "/events/commit" => Route::Commit,
+            "/events/isrunning" => Route::IsRunning,
+            "/states" => Route::States,
+            "/ping" => Route::Ping,
+            _ => return None,
+        })
+    }
+
+    fn method(self) -> &'static str {
+        match self {
+            Route::Register | Route::Commit => "POST",
+            Route::IsRunning | Route::States | Route::Ping => "GET",
+        }
+    }
+
+    /// Index into [`stats::ROUTES`].
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a request was not done. Mapped to a status and a JSON error in [`ApiError::response`].
+#[derive(Debug)]
+enum ApiError {
+    Payload(PayloadError),
+    Unauthorized(Denied),
+    NoRoute,
+    Method(&'static str),
+    UnknownRun(Uuid),
+    Committed { uuid: Uuid, at_ms: i64 },
+    Committing(Uuid),
+    TooManyRunning(usize),
+    Influx(WriteError),
+}
+
+impl ApiError {
+    fn response(&self) -> Response {
+        match self {
+            ApiError::Payload(e) => Response::error(400, e.code, &e.to_string()),
+            ApiError::Unauthorized(denied) => Response::error(401, "unauthorized", denied.message())
+                .with_header("WWW-Authenticate", "Bearer realm=\"metrics-consumer\"")
+                .with_header("WWW-Authenticate", "Basic realm=\"metrics-consumer\""),
+            ApiError::NoRoute => Response::error(
+                404,
+                "not_found",
+                "no such route; the routes are under /apiv0.1/: events/register, events/commit, events/isrunning, states, ping",
+            ),
+            ApiError::Method(allow) => {
+                Response::error(405, "method_not_allowed", &format!("this route takes {allow}"))
+                    .with_header("Allow", *allow)
+            }
+            ApiError::UnknownRun(uuid) => Response::error(
+                404,
+                "unknown_run",
+                &format!("no run {uuid} is known here; register it first (finished runs are forgotten after jobs.finished_retention)"),
+            ),
+            ApiError::Committed { uuid, at_ms } => Response::error(
+                409,
+                "already_committed",
+                &format!("run {uuid} was already committed at {}", rfc3339(*at_ms)),
+            ),
+            ApiError::Committing(uuid) => Response::error(
+                409,
+                "commit_in_progress",
+                &format!("a commit of run {uuid} is in progress; wait for its answer"),
+            ),
+            ApiError::TooManyRunning(max) => Response::error(
+                503,
+                "too_many_running",
+                &format!("{max} runs are running already (jobs.max_running); commit finished runs or raise the limit"),
+            )
+            .with_header("Retry-After", "5"),
+            ApiError::Influx(e) => {
+                let retry = e.disposition() != Disposition::Reject;
+                let (status, code) = if retry { (503, "influxdb_unavailable") } else { (502, "influxdb_rejected") };
+                let message = format!("nothing was recorded: {e}");
+                let response = Response::error(status, code, &message);
+                if retry { response.with_header("Retry-After", "5") } else { response }
+            }
+        }
+    }
+}
+
+impl From<PayloadError> for ApiError {
+    fn from(e: PayloadError) -> Self {
+        ApiError::Payload(e)
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// A commit that has begun; if the handler leaves early (an error or a panic), the job goes
+/// back to what it was, so a run is never stuck in `Committing`.
+struct CommitGuard<'a> {
+    jobs: &'a Jobs,
+    uuid: Uuid,
+    done: bool,
+}
+
+impl CommitGuard<'_> {
+    fn finish(mut self, now_ms: i64) {
+        self.jobs.end_commit(&self.uuid, true, now_ms);
+        self.done = true;
+    }
+}
+
+impl Drop for CommitGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.jobs.end_commit(&self.uuid, false, now_ms());
+        }
+    }
+}
+
+impl App {
+    fn limits(&self) -> PayloadLimits {
+        PayloadLimits {
+            max_string_bytes: self.settings.config.limits.max_string_bytes,
+            max_stats_rows: self.settings.config.limits.max_stats_rows,
+        }
+    }
+
+    /// Writes points; `Ok` means InfluxDB stored them.
+    fn record(&self, points: &[Point]) -> Result<(), WriteError> {
+        let result = self.influx.write(&encode_batch(points));
+        match &result {
+            Ok(()) => Stats::add(&self.stats.points_written, points.len()),
+            Err(e) => {
+                Stats::add(&self.stats.points_failed, points.len());
+                Stats::add(&self.stats.writes_failed, 1);
+                if e.disposition() == Disposition::RetryMisconfigured {
+                    log::error!(
+                        "{e}: check [influxdb] credentials, database and bucket in the configuration"
+                    );
+                } else {
+                    log::warn!("write of {} points failed: {e}", points.len());
+                }
+            }
+        }
+        result
+    }
+
+    fn route(&self, req: &Request) -> Result<Value, ApiError> {
+        let route = Route::find(&req.path).ok_or(ApiError::NoRoute)?;
+        if req.method != route.method() {
+            return Err(ApiError::Method(route.method()));
+        }
+        if route != Route::Ping {
+            self.tokens
+                .check(req.header("authorization"))
+                .map_err(|denied| {
+                    Stats::add(&self.stats.auth_failures, 1);
+                    log::warn!(
+                        "refused {} {} from {}: {}",
+                        req.method,
+                        loggable(&req.path),
+                        req.peer.ip(),
+                        match denied {
+                            Denied::Missing => "no token",
+                            Denied::Malformed => "malformed Authorization header",
+                            Denied::WrongToken => "wrong token",
+                        }
+                    );
+                    ApiError::Unauthorized(denied)
+                })?;
+        }
+        match route {
+            Route::Register => self.register(req),
+            Route::Commit => self.commit(req),
+            Route::IsRunning => Ok(self.is_running()),
+            Route::States => Ok(self.states()),
+            Route::Ping => Ok(json!({"res": "PONG!"})),
+        }
+    }
+
+    fn register(&self, req: &Request) -> Result<Value, ApiError> {
+        let body = payload::parse_body(&req.body)?;
+        let record = payload::register(&body, self.limits())?;
+        let max = self.settings.config.jobs.max_running;
+        let slot = self
+            .jobs
+            .reserve(max)
+            .ok_or(ApiError::TooManyRunning(max))?;
+        let now = now_ms();
+        let run = Run {
+            uuid: Uuid::new_v4(),
+            // Without a host the peer's address says at least where the run came from.
+            host: record
+                .host
+                .clone()
+                .unwrap_or_else(|| peer_host(req.peer.ip())),
+            tags: record.tags.clone(),
+            started_ms: record.started_at_ms.unwrap_or(now),
+        };
+        self.record(&points::register(&run, &record, now))
+            .map_err(ApiError::Influx)?;
+        let uuid = run.uuid;
+        slot.fill(Job {
+            run,
+            fields: record.fields,
+            last_seen_ms: now,
+            state: State::Running,
+            heartbeats: 0,
+        });
+        log::info!("run {uuid} registered");
+        Ok(json!({"uuid": uuid, "data": {"uuid": uuid}, "delivered": true}))
+    }
+
+    fn commit(&self, req: &Request) -> Result<Value, ApiError> {
+        let body = payload::parse_body(&req.body)?;
+        let commit = payload::commit(&body, self.limits())?;
+        let uuid = commit.uuid;
+        let mut run = self.jobs.begin_commit(&uuid).map_err(|r| match r {
+            Refusal::Unknown => ApiError::UnknownRun(uuid),
+            Refusal::Finished { at_ms } => ApiError::Committed { uuid, at_ms },
+            Refusal::InProgress => ApiError::Committing(uuid),
+        })?;
+        let guard = CommitGuard {
+            jobs: &self.jobs,
+            uuid,
+            done: false,
+        };
+        // The run's tags are the register's and the commit's; the commit's win.
+        for (k, v) in &commit.record.tags {
+            match run.tags.iter_mut().find(|(key, _)| key == k) {
+                Some(slot) => slot.1 = v.clone(),
+                None => run.tags.push((k.clone(), v.clone())),
+            }
+        }
+        let now = now_ms();
+        let points = points::commit(&run, &commit.record, commit.stats.as_ref(), now);
+        self.record(&points).map_err(ApiError::Influx)?;
+        guard.finish(now);
+        log::info!("run {uuid} committed");
+        let rows = commit.stats.as_ref().map_or(0, |s| s.rows.len());
+        let mut description = format!(
+            "run {uuid} finished; wrote {} points ({rows} endpoint rows)",
+            points.len()
+        );
+        if let Some(s) = commit.stats.as_ref().filter(|s| s.rows_sent > s.rows.len()) {
+            description.push_str(&format!(
+                "; {} of {} stats rows were written (limits.max_stats_rows), the rest only in requestStats",
+                s.rows.len(),
+                s.rows_sent
+            ));
+        }
+        Ok(json!({"uuid": uuid, "data": {"description": description}, "delivered": true}))
+    }
+
+    fn is_running(&self) -> Value {
+        let map: Map<String, Value> = self
+            .jobs
+            .is_running()
+            .into_iter()
+            .map(|(uuid, running)| (uuid.to_string(), Value::Bool(running)))
+            .collect();
+        Value::Object(map)
+    }
+
+    fn states(&self) -> Value {
+        const LISTED: usize = 1000;
+        let counts = self.jobs.counts();
+        let list: Vec<Value> = self
+            .jobs
+            .list(LISTED)
+            .iter()
+            .map(|j| {
+                json!({
+                    "uuid": j.run.uuid,
+                    "host": j.run.host,
+                    "startedAt": rfc3339(j.run.started_ms),
+                    "state": j.state.as_str(),
+                    "heartbeats": j.heartbeats,
+                })
+            })
+            .collect();
+        let health = self.influx.health();
+        let time = |t: SystemTime| {
+            rfc3339(
+                t.duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0),
+            )
+        };
+        let s = &self.stats;
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": self.started.elapsed().as_secs(),
+            "memory": {"resident_bytes": stats::resident_bytes()},
+            "connections": self.connections.load(std::sync::atomic::Ordering::Relaxed),
+            "jobs": {
+                "running": counts.running + counts.committing,
+                "finished": counts.finished,
+                "expired": counts.expired,
+                "listed": list.len(),
+                "list": list,
+            },
+            "influxdb": {
+                "url": self.influx.url(),
+                "api": self.influx.api().to_string(),
+                "last_success": health.last_success.map(time),
+                "last_error": health.last_error.map(|(t, e)| json!({"at": time(t), "error": e})),
+            },
+            "counters": {
+                "requests": s.requests_json(),
+                "points_written": Stats::get(&s.points_written),
+                "points_failed": Stats::get(&s.points_failed),
+                "writes_failed": Stats::get(&s.writes_failed),
+                "heartbeat_ticks": Stats::get(&s.heartbeat_ticks),
+                "jobs_expired": Stats::get(&s.jobs_expired),
+                "auth_failures": Stats::get(&s.auth_failures),
+            },
+        })
+    }
+
+    /// One heartbeat tick: expire what is too old, forget what is past its retention, and write
+    /// every running job's heartbeat as one batch.
+    pub fn tick(&self) {
+        let jobs = &self.settings.config.jobs;
+        let tick = self.jobs.tick(
+            now_ms(),
+            jobs.max_age.0.as_millis() as i64,
+            jobs.finished_retention.0.as_millis() as i64,
+        );
+        Stats::add(&self.stats.heartbeat_ticks, 1);
+        Stats::add(&self.stats.jobs_expired, tick.expired);
+        if tick.expired > 0 {
+            log::info!(
+                "{} runs expired without a commit (jobs.max_age)",
+                tick.expired
+            );
+        }
+        if tick.points.is_empty() {
+            return;
+        }
+        if self.record(&tick.points).is_ok() {
+            self.jobs.count_beats(&tick.beats);
+        }
+    }
+
+    /// Runs [`App::tick`] every `jobs.heartbeat_interval` until the process ends.
+    pub fn heartbeat_loop(self: Arc<Self>) {
+        let interval: Duration = self.settings.config.jobs.heartbeat_interval.0;
+        let mut next = Instant::now() + interval;
+        loop {
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            next += interval;
+            // A slow InfluxDB must not make ticks pile up: skip the ones already missed.
+            let now = Instant::now();
+            while next <= now {
+                next += interval;
+            }
+            self.tick();
+        }
+    }
+}
+
+fn peer_host(ip: IpAddr) -> String {
+    ip.to_string()
+}
+
+/// Keeps client text out of the log's structure: control characters become '?', and it is cut.
+fn loggable(text: &str) -> String {
+    text.chars()
+        .take(200)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+impl Handler for App {
+    fn handle(&self, req: &Request) -> Response {
+        match self.route(req) {
+            Ok(body) => Response::json(200, &body),
+            Err(e) => e.response(),
+        }
+    }
+
+    fn completed(&self, ex: &Exchange<'_>) {
+        let route = Route::find(ex.path).map_or(stats::ROUTES.len() - 1, Route::index);
+        self.stats.request(route, ex.status);
+        log::info!(
+            target: "access",
+            "{} {} {} {} {} {:.1}ms",
+            ex.peer.ip(),
+            loggable(ex.method),
+            loggable(ex.path),
+            ex.status,
+            ex.bytes,
+            ex.duration.as_secs_f64() * 1000.0
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_found_with_or_without_a_trailing_slash() {
+        assert_eq!(
+            Route::find("/apiv0.1/events/register"),
+            Some(Route::Register)
+        );
+        assert_eq!(Route::find("/apiv0.1/events/commit/"), Some(Route::Commit));
+        assert_eq!(Route::find("/apiv0.1/ping"), Some(Route::Ping));
+        assert_eq!(Route::find("/apiv0.1/"), None);
+        assert_eq!(Route::find("/"), None);
+        assert_eq!(Route::find("/apiv0.1/states/x"), None);
+        for (route, name) in [
+            (Route::Register, "register"),
+            (Route::Ping, "ping"),
+            (Route::States, "states"),
+        ] {
+            assert_eq!(stats::ROUTES[route.index()], name);
+        }
+    }
+
+    #[test]
+    fn log_text_cannot_forge_lines() {
+        assert_eq!(loggable("/a\nGET /b 200"), "/a?GET /b 200");
+        assert_eq!(loggable(&"x".repeat(500)).len(), 200);
+    }
+}

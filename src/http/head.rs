@@ -1,0 +1,947 @@
+//! Sans-I/O request heads: parsing a request head out of a byte slice and deciding how
+//! the request is framed (body length, keep-alive, `Expect`), plus the one mapping of
+//! every request-side failure to a status, a machine code and a message.
+//!
+//! Everything here is a pure function of its arguments; nothing here reads a socket,
+//! looks at a clock or allocates more than the head it is given. It must never
+//! panic on any input, never accept a body length it cannot represent exactly, and
+//! never put a header value into an error message, because header values may be
+//! credentials.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Largest request head accepted, request line and headers included.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Largest number of header fields accepted in one request head.
+pub const MAX_HEADERS: usize = 64;
+
+/// How many empty lines may precede a request line. RFC 9112 asks servers to skip
+/// at least one; allowing a few more is harmless, but allowing thousands would let a
+/// client make every re-parse of the buffer walk over them again.
+const MAX_LEADING_EMPTY_LINES: usize = 8;
+
+/// A parsed request head, owning its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    /// The target up to the first '?', as sent.
+    pub path: String,
+    /// The target after the first '?', without it.
+    pub query: Option<String>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
+    /// Names as sent, values as raw bytes (surrounding whitespace already removed).
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl RequestHead {
+    /// Values of every header called `name`, compared without regard to case.
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// How a request with a valid head is to be read and answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Framing {
+    /// Exact number of body bytes that follow the head.
+    pub body_len: u64,
+    /// Whether the client allows the connection to stay open after the response.
+    pub keep_alive: bool,
+    /// Whether the client waits for `100 Continue` before sending the body.
+    pub expect_continue: bool,
+}
+
+/// Every reason for which the layer refuses a request on the client's account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    /// The head is not valid HTTP/1.x syntax; the detail names the part at fault.
+    Malformed(&'static str),
+    /// The request line names a version other than HTTP/1.0 or HTTP/1.1.
+    UnsupportedVersion,
+    /// The head is larger than [`MAX_HEAD_BYTES`] or has more than [`MAX_HEADERS`] fields.
+    TooLarge,
+    /// The request target is not in origin form (it does not start with '/').
+    BadTarget,
+    /// A `Transfer-Encoding` header is present; only `Content-Length` bodies are read.
+    TransferEncoding,
+    /// A `Content-Length` value is not a plain decimal number that fits in 64 bits.
+    InvalidContentLength,
+    /// Several `Content-Length` headers with different values.
+    ConflictingContentLength,
+    /// The declared body is larger than the configured limit.
+    BodyTooLarge { length: u64, limit: u64 },
+    /// An `Expect` value other than `100-continue`.
+    UnsupportedExpectation,
+    /// The head did not arrive in full within the head deadline.
+    HeadTimeout(Duration),
+    /// The body did not arrive in full within the body deadline.
+    BodyTimeout(Duration),
+}
+
+impl HeadError {
+    /// The response status for this failure.
+    pub fn status(&self) -> u16 {
+        match self {
+            HeadError::Malformed(_)
+            | HeadError::UnsupportedVersion
+            | HeadError::BadTarget
+            | HeadError::InvalidContentLength
+            | HeadError::ConflictingContentLength => 400,
+            HeadError::HeadTimeout(_) | HeadError::BodyTimeout(_) => 408,
+            HeadError::TransferEncoding => 411,
+            HeadError::BodyTooLarge { .. } => 413,
+            HeadError::UnsupportedExpectation => 417,
+            HeadError::TooLarge => 431,
+        }
+    }
+
+    /// The machine-readable code put in the JSON error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            HeadError::Malformed(_) => "malformed_request",
+            HeadError::UnsupportedVersion => "unsupported_version",
+            HeadError::TooLarge => "head_too_large",
+            HeadError::BadTarget => "invalid_target",
+            HeadError::TransferEncoding => "transfer_encoding_unsupported",
+            HeadError::InvalidContentLength | HeadError::ConflictingContentLength => {
+                "invalid_content_length"
+            }
+            HeadError::BodyTooLarge { .. } => "body_too_large",
+            HeadError::UnsupportedExpectation => "expectation_failed",
+            HeadError::HeadTimeout(_) => "head_timeout",
+            HeadError::BodyTimeout(_) => "body_timeout",
+        }
+    }
+}
+
+/// The message says what went wrong and what the client can do; it is what goes into
+/// the "error" field of the JSON body.
+impl fmt::Display for HeadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeadError::Malformed(detail) => {
+                write!(
+                    f,
+                    "malformed request head ({detail}); send a valid HTTP/1.1 request"
+                )
+            }
+            HeadError::UnsupportedVersion => {
+                f.write_str("unsupported protocol; only HTTP/1.1 and HTTP/1.0 are served here")
+            }
+            HeadError::TooLarge => write!(
+                f,
+                "request head is larger than {MAX_HEAD_BYTES} bytes or has more than {MAX_HEADERS} headers"
+            ),
+            HeadError::BadTarget => f.write_str("request target must be a path starting with '/'"),
+            HeadError::TransferEncoding => {
+                f.write_str("Transfer-Encoding is not supported; send the body with Content-Length")
+            }
+            HeadError::InvalidContentLength => f.write_str(
+                "Content-Length must be a single non-negative decimal number that fits in 64 bits",
+            ),
+            HeadError::ConflictingContentLength => {
+                f.write_str("several different Content-Length values; send exactly one")
+            }
+            HeadError::BodyTooLarge { length, limit } => write!(
+                f,
+                "request body is {length} bytes; the limit is {limit} (server.max_body_bytes)"
+            ),
+            HeadError::UnsupportedExpectation => {
+                f.write_str("only 'Expect: 100-continue' is supported; remove the Expect header")
+            }
+            HeadError::HeadTimeout(limit) => {
+                write!(f, "request head not received within {}", Secs(*limit))
+            }
+            HeadError::BodyTimeout(limit) => write!(
+                f,
+                "request body not received within {}; send it right after the head",
+                Secs(*limit)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for HeadError {}
+
+/// A duration written the way people configure it: "10s", "1.5s" or "250ms".
+struct Secs(Duration);
+
+impl fmt::Display for Secs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_millis();
+        if millis < 1000 {
+            write!(f, "{millis}ms")
+        } else if millis.is_multiple_of(1000) {
+            write!(f, "{}s", millis / 1000)
+        } else {
+            let fraction = format!("{:03}", millis % 1000);
+            write!(f, "{}.{}s", millis / 1000, fraction.trim_end_matches('0'))
+        }
+    }
+}
+
+/// Parses the request head at the start of `buf`.
+///
+/// Returns `Ok(None)` while the head is incomplete, and `Ok(Some((head, len)))` once
+/// it is complete, where `len` is the number of bytes the head takes up (anything
+/// after it is body or the next pipelined request). Only the first
+/// [`MAX_HEAD_BYTES`] bytes are ever looked at: a head that is not complete within
+/// them is [`HeadError::TooLarge`].
+pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
+    let window = buf.get(..MAX_HEAD_BYTES).unwrap_or(buf);
+    check_leading_empty_lines(window)?;
+
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    let len = match parsed.parse(window) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if window.len() >= MAX_HEAD_BYTES => {
+            return Err(HeadError::TooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(from_httparse(e)),
+    };
+
+    // A complete parse always fills in the request line; the fallbacks only keep
+    // this function total.
+    let method = parsed
+        .method
+        .ok_or(HeadError::Malformed("missing method"))?;
+    let target = parsed
+        .path
+        .ok_or(HeadError::Malformed("missing request target"))?;
+    let version = parsed.version.ok_or(HeadError::UnsupportedVersion)?;
+    if version > 1 {
+        return Err(HeadError::UnsupportedVersion);
+    }
+    // Only origin form is served: absolute form is meant for proxies, and authority
+    // and asterisk forms belong to CONNECT and OPTIONS *, which this server does not
+    // offer.
+    if !target.starts_with('/') {
+        return Err(HeadError::BadTarget);
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
+        None => (target.to_owned(), None),
+    };
+    let headers = parsed
+        .headers
+        .iter()
+        .map(|h| (h.name.to_owned(), h.value.to_vec()))
+        .collect();
+
+    let head = RequestHead {
+        method: method.to_owned(),
+        path,
+        query,
+        version,
+        headers,
+    };
+    Ok(Some((head, len)))
+}
+
+fn check_leading_empty_lines(buf: &[u8]) -> Result<(), HeadError> {
+    let mut rest = buf;
+    let mut lines = 0;
+    loop {
+        rest = if let Some(r) = rest.strip_prefix(b"\r\n") {
+            r
+        } else if let Some(r) = rest.strip_prefix(b"\n") {
+            r
+        } else {
+            return Ok(());
+        };
+        lines += 1;
+        if lines > MAX_LEADING_EMPTY_LINES {
+            return Err(HeadError::Malformed(
+                "too many empty lines before the request line",
+            ));
+        }
+    }
+}
+
+fn from_httparse(e: httparse::Error) -> HeadError {
+    match e {
+        httparse::Error::TooManyHeaders => HeadError::TooLarge,
+        httparse::Error::Version => HeadError::UnsupportedVersion,
+        httparse::Error::HeaderName => HeadError::Malformed("invalid header name"),
+        httparse::Error::HeaderValue => HeadError::Malformed("invalid header value"),
+        httparse::Error::NewLine => HeadError::Malformed("invalid line ending"),
+        httparse::Error::Token => HeadError::Malformed("invalid method or request target"),
+        httparse::Error::Status => HeadError::Malformed("invalid status"),
+    }
+}
+
+/// Decides how the request is framed, refusing anything this server does not read.
+///
+/// The checks run in a fixed order: `Transfer-Encoding` (411), then `Content-Length`
+/// syntax and agreement (400), then the body limit (413), then `Expect` (417). So a
+/// client that waits for `100 Continue` is told no before it sends a body that would
+/// be refused anyway.
+pub fn framing(head: &RequestHead, max_body_bytes: u64) -> Result<Framing, HeadError> {
+    let body_len = body_length(&head.headers)?;
+    if body_len > max_body_bytes {
+        return Err(HeadError::BodyTooLarge {
+            length: body_len,
+            limit: max_body_bytes,
+        });
+    }
+
+    let mut expect_continue = false;
+    for value in head.values("expect") {
+        if value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+            expect_continue = true;
+        } else {
+            return Err(HeadError::UnsupportedExpectation);
+        }
+    }
+    // RFC 9110 section 10.1.1: a 100-continue expectation in an HTTP/1.0 request
+    // must be ignored, because HTTP/1.0 clients do not understand 1xx responses.
+    if head.version == 0 {
+        expect_continue = false;
+    }
+
+    let close = connection_has(head, b"close");
+    let keep_alive = if head.version >= 1 {
+        !close
+    } else {
+        !close && connection_has(head, b"keep-alive")
+    };
+
+    Ok(Framing {
+        body_len,
+        keep_alive,
+        expect_continue,
+    })
+}
+
+/// The body length a request declares: 0 without `Content-Length`.
+///
+/// Any `Transfer-Encoding` is refused outright, so that no request is ever framed
+/// two ways (the classic request smuggling vector). Several `Content-Length` headers
+/// are accepted only when they are the very same digit string.
+pub fn body_length(headers: &[(String, Vec<u8>)]) -> Result<u64, HeadError> {
+    if headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("transfer-encoding"))
+    {
+        return Err(HeadError::TransferEncoding);
+    }
+    let mut declared: Option<(&[u8], u64)> = None;
+    for (_, value) in headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+    {
+        let length = parse_decimal(value).ok_or(HeadError::InvalidContentLength)?;
+        match declared {
+            Some((first, _)) if first != value.as_slice() => {
+                return Err(HeadError::ConflictingContentLength);
+            }
+            Some(_) => {}
+            None => declared = Some((value.as_slice(), length)),
+        }
+    }
+    Ok(declared.map_or(0, |(_, length)| length))
+}
+
+/// A non-empty run of ASCII digits as a `u64`, or `None` for anything else (signs,
+/// spaces, lists, overflow).
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |acc, &b| {
+        let digit = match b {
+            b'0'..=b'9' => u64::from(b - b'0'),
+            _ => return None,
+        };
+        acc.checked_mul(10)?.checked_add(digit)
+    })
+}
+
+/// Whether any `Connection` header lists `token` (the header is a comma-separated
+/// list of case-insensitive tokens).
+fn connection_has(head: &RequestHead, token: &[u8]) -> bool {
+    head.values("connection").any(|value| {
+        value
+            .split(|&b| b == b',')
+            .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: u64 = 1024 * 1024;
+
+    /// What a raw request should turn into; each variant checks one aspect.
+    #[derive(Debug)]
+    enum Want {
+        /// Refused with this status.
+        Status(u16),
+        /// Not complete yet: more bytes are needed.
+        Incomplete,
+        /// Accepted with this request line.
+        Target {
+            method: &'static str,
+            path: &'static str,
+            query: Option<&'static str>,
+            version: u8,
+        },
+        /// Accepted with this body length.
+        Body(u64),
+        /// Accepted; the connection stays open (true) or closes (false).
+        KeepAlive(bool),
+        /// Accepted; the client waits for 100 Continue (true) or not.
+        Continue(bool),
+        /// Accepted and the head is exactly this many bytes long.
+        HeadLen(usize),
+    }
+
+    /// Parses `raw` and frames it as the server would, and compares with `want`.
+    fn check(name: &str, raw: &[u8], want: Want) {
+        let outcome = parse_head(raw).and_then(|parsed| match parsed {
+            Some((head, len)) => framing(&head, LIMIT).map(|f| Some((head, len, f))),
+            None => Ok(None),
+        });
+        let ok = match (&want, &outcome) {
+            (Want::Status(status), Err(e)) => e.status() == *status,
+            (Want::Incomplete, Ok(None)) => true,
+            (
+                Want::Target {
+                    method,
+                    path,
+                    query,
+                    version,
+                },
+                Ok(Some((head, _, _))),
+            ) => {
+                head.method == *method
+                    && head.path == *path
+                    && head.query.as_deref() == *query
+                    && head.version == *version
+            }
+            (Want::Body(n), Ok(Some((_, _, f)))) => f.body_len == *n,
+            (Want::KeepAlive(k), Ok(Some((_, _, f)))) => f.keep_alive == *k,
+            (Want::Continue(c), Ok(Some((_, _, f)))) => f.expect_continue == *c,
+            (Want::HeadLen(n), Ok(Some((_, len, _)))) => len == n,
+            _ => false,
+        };
+        assert!(ok, "case {name:?}: wanted {want:?}, got {outcome:?}");
+    }
+
+    fn post(extra_headers: &str) -> Vec<u8> {
+        format!("POST /write HTTP/1.1\r\nHost: x\r\n{extra_headers}\r\n").into_bytes()
+    }
+
+    #[test]
+    fn request_heads() {
+        let many_headers: String = (0..65).map(|i| format!("X-H{i}: v\r\n")).collect();
+        let max_headers: String = (0..64).map(|i| format!("X-H{i}: v\r\n")).collect();
+        let long_value = "a".repeat(MAX_HEAD_BYTES);
+        let just_fits = {
+            // A head of exactly MAX_HEAD_BYTES bytes.
+            let base = "GET / HTTP/1.1\r\nX: \r\n\r\n".len();
+            format!(
+                "GET / HTTP/1.1\r\nX: {}\r\n\r\n",
+                "a".repeat(MAX_HEAD_BYTES - base)
+            )
+        };
+        let cases: Vec<(&str, Vec<u8>, Want)> = vec![
+            // Content-Length values.
+            ("no body", post(""), Want::Body(0)),
+            ("plain length", post("Content-Length: 5\r\n"), Want::Body(5)),
+            (
+                "leading zeros",
+                post("Content-Length: 0005\r\n"),
+                Want::Body(5),
+            ),
+            (
+                "length at limit",
+                post("Content-Length: 1048576\r\n"),
+                Want::Body(LIMIT),
+            ),
+            (
+                "length over limit",
+                post("Content-Length: 1048577\r\n"),
+                Want::Status(413),
+            ),
+            (
+                "absurd length",
+                post("Content-Length: 9000000000000000000\r\n"),
+                Want::Status(413),
+            ),
+            (
+                "u64 max",
+                post("Content-Length: 18446744073709551615\r\n"),
+                Want::Status(413),
+            ),
+            (
+                "u64 max plus one",
+                post("Content-Length: 18446744073709551616\r\n"),
+                Want::Status(400),
+            ),
+            (
+                "very long digit string",
+                post(&format!("Content-Length: {}\r\n", "9".repeat(200))),
+                Want::Status(400),
+            ),
+            (
+                "negative",
+                post("Content-Length: -1\r\n"),
+                Want::Status(400),
+            ),
+            ("list", post("Content-Length: 1, 2\r\n"), Want::Status(400)),
+            (
+                "same list",
+                post("Content-Length: 5, 5\r\n"),
+                Want::Status(400),
+            ),
+            (
+                "plus sign",
+                post("Content-Length: +5\r\n"),
+                Want::Status(400),
+            ),
+            ("hex", post("Content-Length: 0x5\r\n"), Want::Status(400)),
+            ("empty", post("Content-Length:\r\n"), Want::Status(400)),
+            (
+                "inner space",
+                post("Content-Length: 1 2\r\n"),
+                Want::Status(400),
+            ),
+            // Whitespace around a field value is not part of it (RFC 9110 5.5), and
+            // httparse strips it, so these are plain 5s. A space inside the value as
+            // stored is refused; see `content_length_values` below.
+            (
+                "space before",
+                post("Content-Length:   5\r\n"),
+                Want::Body(5),
+            ),
+            (
+                "space after",
+                post("Content-Length: 5  \r\n"),
+                Want::Body(5),
+            ),
+            (
+                "two equal",
+                post("Content-Length: 5\r\ncontent-length: 5\r\n"),
+                Want::Body(5),
+            ),
+            (
+                "two differing",
+                post("Content-Length: 5\r\nContent-Length: 6\r\n"),
+                Want::Status(400),
+            ),
+            (
+                "two equal numbers, different digits",
+                post("Content-Length: 5\r\nContent-Length: 05\r\n"),
+                Want::Status(400),
+            ),
+            (
+                "one valid one invalid",
+                post("Content-Length: 5\r\nContent-Length: x\r\n"),
+                Want::Status(400),
+            ),
+            (
+                "space before colon",
+                post("Content-Length : 5\r\n"),
+                Want::Status(400),
+            ),
+            // Transfer-Encoding in any form or casing is refused.
+            (
+                "chunked",
+                post("Transfer-Encoding: chunked\r\n"),
+                Want::Status(411),
+            ),
+            (
+                "te and cl",
+                post("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"),
+                Want::Status(411),
+            ),
+            (
+                "cl after te",
+                post("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n"),
+                Want::Status(411),
+            ),
+            (
+                "te odd casing",
+                post("tRaNsFeR-eNcOdInG: ChUnKeD\r\n"),
+                Want::Status(411),
+            ),
+            (
+                "te identity",
+                post("Transfer-Encoding: identity\r\n"),
+                Want::Status(411),
+            ),
+            (
+                "te empty",
+                post("Transfer-Encoding:\r\n"),
+                Want::Status(411),
+            ),
+            (
+                "te beats huge cl",
+                post("Content-Length: 99999999999999999999999\r\nTransfer-Encoding: chunked\r\n"),
+                Want::Status(411),
+            ),
+            // Head size and header count.
+            (
+                "64 headers",
+                format!("GET / HTTP/1.1\r\n{max_headers}\r\n").into_bytes(),
+                Want::Body(0),
+            ),
+            (
+                "65 headers",
+                format!("GET / HTTP/1.1\r\n{many_headers}\r\n").into_bytes(),
+                Want::Status(431),
+            ),
+            (
+                "65 headers, head not finished",
+                format!("GET / HTTP/1.1\r\n{many_headers}").into_bytes(),
+                Want::Status(431),
+            ),
+            (
+                "head over 16 KiB",
+                format!("GET / HTTP/1.1\r\nX: {long_value}\r\n\r\n").into_bytes(),
+                Want::Status(431),
+            ),
+            (
+                "16 KiB without line end",
+                format!("GET / HTTP/1.1\r\nX: {long_value}").into_bytes(),
+                Want::Status(431),
+            ),
+            (
+                "head of exactly 16 KiB",
+                just_fits.clone().into_bytes(),
+                Want::HeadLen(MAX_HEAD_BYTES),
+            ),
+            (
+                "head one byte short of 16 KiB, still incomplete",
+                just_fits.as_bytes()[..MAX_HEAD_BYTES - 1].to_vec(),
+                Want::Incomplete,
+            ),
+            // Protocol and syntax.
+            (
+                "http2 preface",
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+                Want::Status(400),
+            ),
+            (
+                "http/1.2",
+                b"GET / HTTP/1.2\r\n\r\n".to_vec(),
+                Want::Status(400),
+            ),
+            ("http/0.9", b"GET /\r\n\r\n".to_vec(), Want::Status(400)),
+            (
+                "binary garbage",
+                vec![
+                    0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+                ],
+                Want::Status(400),
+            ),
+            (
+                "nul in method",
+                b"GE\0T / HTTP/1.1\r\n\r\n".to_vec(),
+                Want::Status(400),
+            ),
+            (
+                "control byte in header value",
+                b"GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n".to_vec(),
+                Want::Status(400),
+            ),
+            (
+                "obs-fold",
+                b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n".to_vec(),
+                Want::Status(400),
+            ),
+            (
+                "bare cr",
+                b"GET / HTTP/1.1\rX: a\r\n\r\n".to_vec(),
+                Want::Status(400),
+            ),
+            (
+                "non-utf8 target",
+                b"GET /\xff HTTP/1.1\r\n\r\n".to_vec(),
+                Want::Status(400),
+            ),
+            (
+                "double space in request line",
+                b"GET  / HTTP/1.1\r\n\r\n".to_vec(),
+                Want::Status(400),
+            ),
+            (
+                "lowercase method is passed through",
+                b"get /write HTTP/1.1\r\n\r\n".to_vec(),
+                Want::Target {
+                    method: "get",
+                    path: "/write",
+                    query: None,
+                    version: 1,
+                },
+            ),
+            (
+                "absolute-form target",
+                b"GET http://example.com/write HTTP/1.1\r\n\r\n".to_vec(),
+                Want::Status(400),
+            ),
+            (
+                "asterisk target",
+                b"OPTIONS * HTTP/1.1\r\n\r\n".to_vec(),
+                Want::Status(400),
+            ),
+            (
+                "authority target",
+                b"CONNECT example.com:443 HTTP/1.1\r\n\r\n".to_vec(),
+                Want::Status(400),
+            ),
+            (
+                "query split",
+                b"GET /api/v2/write?org=a&bucket=b?c HTTP/1.1\r\n\r\n".to_vec(),
+                Want::Target {
+                    method: "GET",
+                    path: "/api/v2/write",
+                    query: Some("org=a&bucket=b?c"),
+                    version: 1,
+                },
+            ),
+            (
+                "empty query",
+                b"GET /x? HTTP/1.1\r\n\r\n".to_vec(),
+                Want::Target {
+                    method: "GET",
+                    path: "/x",
+                    query: Some(""),
+                    version: 1,
+                },
+            ),
+            (
+                "http/1.0",
+                b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+                Want::Target {
+                    method: "GET",
+                    path: "/",
+                    query: None,
+                    version: 0,
+                },
+            ),
+            (
+                "bare lf line endings",
+                b"GET / HTTP/1.1\nHost: x\n\n".to_vec(),
+                Want::HeadLen(24),
+            ),
+            (
+                "incomplete request line",
+                b"GET / HT".to_vec(),
+                Want::Incomplete,
+            ),
+            (
+                "incomplete headers",
+                b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec(),
+                Want::Incomplete,
+            ),
+            ("nothing yet", Vec::new(), Want::Incomplete),
+            (
+                "one leading empty line",
+                b"\r\nGET / HTTP/1.1\r\n\r\n".to_vec(),
+                Want::HeadLen(20),
+            ),
+            (
+                "too many leading empty lines",
+                b"\r\n"
+                    .repeat(9)
+                    .into_iter()
+                    .chain(*b"GET / HTTP/1.1\r\n\r\n")
+                    .collect(),
+                Want::Status(400),
+            ),
+            (
+                "body bytes after head are not part of it",
+                b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET".to_vec(),
+                Want::HeadLen(38),
+            ),
+            // Keep-alive.
+            (
+                "1.1 default",
+                b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+                Want::KeepAlive(true),
+            ),
+            (
+                "1.1 close",
+                b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(),
+                Want::KeepAlive(false),
+            ),
+            (
+                "1.1 close in a list, odd casing",
+                b"GET / HTTP/1.1\r\nConnection: TE, CLOSE\r\n\r\n".to_vec(),
+                Want::KeepAlive(false),
+            ),
+            (
+                "1.0 default",
+                b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+                Want::KeepAlive(false),
+            ),
+            (
+                "1.0 keep-alive",
+                b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n".to_vec(),
+                Want::KeepAlive(true),
+            ),
+            (
+                "1.0 keep-alive and close",
+                b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n".to_vec(),
+                Want::KeepAlive(false),
+            ),
+            (
+                "1.0 keep-alive as a substring does not count",
+                b"GET / HTTP/1.0\r\nConnection: keep-alive-ish\r\n\r\n".to_vec(),
+                Want::KeepAlive(false),
+            ),
+            // Expect.
+            (
+                "100-continue",
+                post("Content-Length: 5\r\nExpect: 100-continue\r\n"),
+                Want::Continue(true),
+            ),
+            (
+                "100-continue odd casing",
+                post("Content-Length: 5\r\nExpect: 100-Continue\r\n"),
+                Want::Continue(true),
+            ),
+            (
+                "no expect",
+                post("Content-Length: 5\r\n"),
+                Want::Continue(false),
+            ),
+            (
+                "100-continue ignored for http/1.0",
+                b"POST / HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n".to_vec(),
+                Want::Continue(false),
+            ),
+            (
+                "other expectation",
+                post("Content-Length: 5\r\nExpect: 200-ok\r\n"),
+                Want::Status(417),
+            ),
+            (
+                "expectation list",
+                post("Content-Length: 5\r\nExpect: 100-continue, foo\r\n"),
+                Want::Status(417),
+            ),
+            ("empty expectation", post("Expect:\r\n"), Want::Status(417)),
+            (
+                "too large beats expectation",
+                post("Content-Length: 9000000000000000000\r\nExpect: 100-continue\r\n"),
+                Want::Status(413),
+            ),
+        ];
+        for (name, raw, want) in cases {
+            check(name, &raw, want);
+        }
+    }
+
+    #[test]
+    fn content_length_values() {
+        // Values as stored after parsing, to cover what httparse would already trim.
+        type Case<'a> = (&'a [&'a [u8]], Result<u64, u16>);
+        let cases: &[Case] = &[
+            (&[], Ok(0)),
+            (&[b"0"], Ok(0)),
+            (&[b"18446744073709551615"], Ok(u64::MAX)),
+            (&[b"18446744073709551616"], Err(400)),
+            (&[b" 5"], Err(400)),
+            (&[b"5 "], Err(400)),
+            (&[b"5\t"], Err(400)),
+            (&[b"\xd9\xa5"], Err(400)),
+            (&[b"5", b"5", b"5"], Ok(5)),
+            (&[b"5", b"5", b"6"], Err(400)),
+        ];
+        for (values, want) in cases {
+            let headers: Vec<(String, Vec<u8>)> = values
+                .iter()
+                .map(|v| ("Content-Length".to_owned(), v.to_vec()))
+                .collect();
+            let got = body_length(&headers).map_err(|e| e.status());
+            assert_eq!(&got, want, "values {values:?}");
+        }
+    }
+
+    #[test]
+    fn every_prefix_of_a_valid_head_is_incomplete() {
+        let raw = b"POST /api/v2/write?org=o HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n";
+        for end in 0..raw.len() {
+            assert_eq!(parse_head(&raw[..end]), Ok(None), "prefix of {end} bytes");
+        }
+        assert!(matches!(parse_head(raw), Ok(Some((_, n))) if n == raw.len()));
+    }
+
+    #[test]
+    fn no_input_panics() {
+        // A cheap deterministic fuzz: every byte value at every position of a small
+        // valid head must give an answer, never a panic.
+        let base = b"GET /a?b HTTP/1.1\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx".to_vec();
+        for pos in 0..base.len() {
+            for byte in 0..=255u8 {
+                let mut raw = base.clone();
+                raw[pos] = byte;
+                if let Ok(Some((head, _))) = parse_head(&raw) {
+                    let _ = framing(&head, LIMIT);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn messages() {
+        let cases = [
+            (
+                HeadError::BodyTooLarge {
+                    length: 9_000_000_000_000_000_000,
+                    limit: 1_048_576,
+                },
+                413,
+                "body_too_large",
+                "request body is 9000000000000000000 bytes; the limit is 1048576 (server.max_body_bytes)",
+            ),
+            (
+                HeadError::TransferEncoding,
+                411,
+                "transfer_encoding_unsupported",
+                "Transfer-Encoding is not supported; send the body with Content-Length",
+            ),
+            (
+                HeadError::TooLarge,
+                431,
+                "head_too_large",
+                "request head is larger than 16384 bytes or has more than 64 headers",
+            ),
+            (
+                HeadError::HeadTimeout(Duration::from_secs(10)),
+                408,
+                "head_timeout",
+                "request head not received within 10s",
+            ),
+            (
+                HeadError::HeadTimeout(Duration::from_millis(250)),
+                408,
+                "head_timeout",
+                "request head not received within 250ms",
+            ),
+            (
+                HeadError::HeadTimeout(Duration::from_millis(1500)),
+                408,
+                "head_timeout",
+                "request head not received within 1.5s",
+            ),
+        ];
+        for (error, status, code, message) in cases {
+            assert_eq!(error.status(), status);
+            assert_eq!(error.code(), code);
+            assert_eq!(error.to_string(), message);
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The HTTP layer of the gateway: the public types that the rest of the program sees
+//! (limits, requests, responses, the handler trait) and the re-exports of the server.
+//!
+//! This layer is the security boundary of the process. It speaks a strict subset of
+//! HTTP/1.1 and HTTP/1.0 over `std::net`, bounds every buffer, every wait and every
+//! thread, and turns every malformed or hostile input into a JSON error response. It
+//! must never panic on input, never allocate in proportion to a number the client
+//! claims before that number has been checked against a limit, and never log header
+//! values or bodies, which may carry credentials.
+
+mod head;
+mod server;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use server::{Server, ShutdownHandle};
+
+/// Bounds that the server enforces on every connection.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Deadline for reading a whole request head, counted from its first byte, and
+    /// separately the deadline for reading the body once the head is in. The same
+    /// span bounds the writing of one response.
+    pub header_timeout: Duration,
+    /// How long a connection may wait for the first byte of a request, whether it is
+    /// the first request on the connection or the next one on a kept-alive connection.
+    pub idle_timeout: Duration,
+    /// Largest request body accepted; larger declared bodies are refused with 413
+    /// before any body byte is read.
+    pub max_body_bytes: u64,
+    /// Connection threads kept warm even when no connection is open.
+    pub workers: usize,
+    /// Global cap on open connections, which is also the cap on connection threads.
+    pub max_connections: usize,
+    /// Cap on open connections from one peer IP address.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(15),
+            max_body_bytes: 1024 * 1024,
+            workers: 16,
+            max_connections: 256,
+            max_connections_per_ip: 64,
+        }
+    }
+}
+
+/// A complete request: head and body, both already checked against the limits.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    /// The request target up to the first '?', exactly as sent (not percent-decoded).
+    pub path: String,
+    /// The part of the target after the first '?', without the '?'.
+    // Kept as parsed for completeness; the routes take no query parameters.
+    #[allow(dead_code)]
+    pub query: Option<String>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    // Keep-alive is decided inside this layer; handlers have no use for the version.
+    #[allow(dead_code)]
+    pub version: u8,
+    /// Header names as sent, in order; values are raw bytes because HTTP allows
+    /// bytes that are not UTF-8.
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+    pub peer: SocketAddr,
+}
+
+impl Request {
+    /// The value of the first header called `name`, compared without regard to case.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// A response produced by a handler or by the layer itself.
+///
+/// The layer adds `Content-Length`, `Date` and `Connection` when it writes the
+/// response; handler-supplied headers with those names are ignored so that a handler
+/// can never break the framing of the connection.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A response whose body is `body` serialised as JSON.
+    pub fn json(status: u16, body: &serde_json::Value) -> Response {
+        // Serialising a `Value` cannot fail (its map keys are always strings), but a
+        // fallback keeps this path free of panics all the same.
+        let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"null".to_vec());
+        Response::json_bytes(status, bytes)
+    }
+
+    /// A JSON error response: `{"error": message, "code": code}`.
+    ///
+    /// The message should say what went wrong and what the caller can do about it. It
+    /// must never contain header values or body content, which may be secrets.
+    pub fn error(status: u16, code: &str, message: &str) -> Response {
+        // The object is written by hand so that "error" comes before "code" whatever
+        // features serde_json was built with; the strings themselves go through
+        // serde_json so that they are always escaped correctly.
+        let message = serde_json::to_string(message).unwrap_or_else(|_| "\"\"".to_owned());
+        let code = serde_json::to_string(code).unwrap_or_else(|_| "\"\"".to_owned());
+        let body = format!("{{\"error\":{message},\"code\":{code}}}");
+        Response::json_bytes(status, body.into_bytes())
+    }
+
+    /// The same response with one more header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    fn json_bytes(status: u16, body: Vec<u8>) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type", "application/json".to_owned())],
+            body,
+        }
+    }
+}
+
+/// What the layer reports after each response it writes, including the error
+/// responses it generates itself (400, 408, 411, 413, 417, 431, 500, 503).
+#[derive(Debug, Clone, Copy)]
+pub struct Exchange<'a> {
+    pub peer: SocketAddr,
+    /// "-" when the request head could not be parsed.
+    pub method: &'a str,
+    /// "-" when the request head could not be parsed.
+    pub path: &'a str,
+    pub status: u16,
+    /// Response body bytes written.
+    pub bytes: usize,
+    /// From the first byte of the request (or the accept, for a refused connection)
+    /// to the end of the response.
+    pub duration: Duration,
+}
+
+/// The application side of the server.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request. A panic here becomes a 500 response and closes the
+    /// connection; it never takes a worker thread down.
+    fn handle(&self, req: &Request) -> Response;
+
+    /// Called once per response written (access log and counters live in the
+    /// implementor). It runs on the connection's thread, or on the accept thread for
+    /// connections refused at the cap, so it must be quick.
+    fn completed(&self, exchange: &Exchange<'_>) {
+        let _ = exchange;
+    }
+}

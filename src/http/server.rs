@@ -1,0 +1,1451 @@
+//! The server: the listener and its accept loop, the connection caps, the pool of
+//! connection threads, and the loop that reads requests from one connection, hands
+//! them to the handler and writes the responses.
+//!
+//! Every wait here is bounded by a deadline, every buffer by a constant or a checked
+//! limit, and the number of threads by `Limits::max_connections`. The accept loop must
+//! never block on a client and never read from a refused connection; a connection
+//! thread must never die from a handler panic; and an open-connection slot must be
+//! released on every path out of a connection, which is why slots are guards that
+//! release themselves on drop.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs,
+};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::head::{self, HeadError, MAX_HEAD_BYTES, RequestHead};
+use super::{Exchange, Handler, Limits, Request, Response};
+
+/// Stack size of connection threads. The handler parses JSON (serde_json recurses up
+/// to 128 levels) and makes a blocking HTTPS call, and debug builds use much larger
+/// frames than release builds: in a debug build, parsing JSON nested 127 deep in a
+/// handler overflows 192 KiB and fits in 256 KiB (see the `deep_json` test).
+/// 512 KiB leaves room for the HTTPS call on top, while a full pool of threads still
+/// reserves a quarter of what default 2 MiB stacks would.
+const WORKER_STACK_BYTES: usize = 512 * 1024;
+
+/// How long a connection thread above `Limits::workers` waits for work before exiting.
+const SPARE_WORKER_IDLE: Duration = Duration::from_secs(30);
+
+/// How often a connection waiting for its next request checks for shutdown.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
+
+/// Most body bytes read (and allocated ahead of their arrival) in one step.
+const BODY_STEP: usize = 64 * 1024;
+
+/// After an error response, the connection is drained for at most this long (and at
+/// most `LINGER_BYTES`) before closing; see `linger`.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Pause after an accept error such as running out of file descriptors, so that the
+/// accept loop does not spin while the condition lasts.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How long `ShutdownHandle::shutdown` waits to connect to the listener to wake it.
+const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The stream a connection is served over.
+///
+/// Implemented for `TcpStream`. TLS plugs in here: implement it for
+/// `rustls::StreamOwned<ServerConnection, TcpStream>`, delegating the four socket
+/// methods to its `sock` field (and sending `close_notify` before shutting down the
+/// write side), and wrap the socket in `serve_tcp` where it is marked.
+trait Transport: Read + Write {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+    fn peer_addr(&self) -> io::Result<SocketAddr>;
+    fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+}
+
+impl Transport for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_write_timeout(self, timeout)
+    }
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        TcpStream::peer_addr(self)
+    }
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        TcpStream::shutdown(self, how)
+    }
+}
+
+/// A bound listener, ready to serve.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    limits: Limits,
+    shutdown: ShutdownHandle,
+    conns: Arc<ConnTable>,
+}
+
+impl Server {
+    /// Binds the listening socket. Fails with `InvalidInput` for limits that could
+    /// never serve a request (zero timeouts or zero connection caps).
+    pub fn bind(addr: impl ToSocketAddrs, limits: Limits) -> io::Result<Server> {
+        check_limits(&limits)?;
+        let listener = TcpListener::bind(addr)?;
+        let local_addr = listener.local_addr()?;
+        let shutdown = ShutdownHandle {
+            inner: Arc::new(ShutdownState {
+                stopping: AtomicBool::new(false),
+                wake_addr: wake_addr(local_addr),
+            }),
+        };
+        let conns = Arc::new(ConnTable::new(
+            limits.max_connections,
+            limits.max_connections_per_ip,
+        ));
+        Ok(Server {
+            listener,
+            local_addr,
+            limits,
+            shutdown,
+            conns,
+        })
+    }
+
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A cloneable handle that stops the server from another thread.
+    pub fn handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// The number of open connections, readable at any time from anywhere. It counts
+    /// connections that hold a slot: refused connections never do.
+    pub fn connections(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.conns.open)
+    }
+
+    /// Accepts and serves until shutdown. Then it stops accepting, closes idle
+    /// keep-alive connections, lets in-flight requests finish for at most `grace`,
+    /// and returns. Connection threads still busy after `grace` are left to finish
+    /// on their own (each is bounded by its deadlines); they hold no lock that the
+    /// caller needs.
+    pub fn run(self, handler: Arc<dyn Handler>, grace: Duration) -> io::Result<()> {
+        let Server {
+            listener,
+            limits,
+            shutdown,
+            conns,
+            ..
+        } = self;
+        let ctx = Arc::new(ConnContext {
+            limits,
+            handler,
+            shutdown,
+        });
+        let warm = ctx.limits.workers.min(ctx.limits.max_connections);
+        let pool = {
+            let ctx = Arc::clone(&ctx);
+            Pool::new(
+                warm,
+                ctx.limits.max_connections,
+                SPARE_WORKER_IDLE,
+                move |conn: Conn| serve_tcp(conn, &ctx),
+            )?
+        };
+
+        accept_loop(&listener, &pool, &conns, &ctx);
+
+        // Closing the listener first makes new clients fail fast instead of waiting
+        // in the backlog during the grace period.
+        drop(listener);
+        pool.stop();
+        if !conns.wait_drained(Instant::now() + grace) {
+            log::warn!(
+                "{} connections still open after the shutdown grace period",
+                conns.open.load(Ordering::SeqCst)
+            );
+        }
+        Ok(())
+    }
+}
+
+fn check_limits(limits: &Limits) -> io::Result<()> {
+    let problem = if limits.header_timeout.is_zero() {
+        "header_timeout must be more than zero"
+    } else if limits.idle_timeout.is_zero() {
+        "idle_timeout must be more than zero"
+    } else if limits.max_connections == 0 {
+        "max_connections must be at least 1"
+    } else if limits.max_connections_per_ip == 0 {
+        "max_connections_per_ip must be at least 1"
+    } else {
+        return Ok(());
+    };
+    Err(io::Error::new(io::ErrorKind::InvalidInput, problem))
+}
+
+/// The address `shutdown` connects to: the listening address, with a wildcard IP
+/// replaced by loopback, because connecting to a wildcard address is not portable.
+fn wake_addr(local: SocketAddr) -> SocketAddr {
+    let ip = match local.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, local.port())
+}
+
+/// Stops a running server from any thread.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    inner: Arc<ShutdownState>,
+}
+
+#[derive(Debug)]
+struct ShutdownState {
+    stopping: AtomicBool,
+    wake_addr: SocketAddr,
+}
+
+impl ShutdownHandle {
+    /// Asks the server to stop and wakes its accept loop by connecting to it. It
+    /// returns at once (or after at most a second, if the listener is unreachable);
+    /// `Server::run` returns once the server has drained. Calling it again is
+    /// harmless.
+    pub fn shutdown(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        // The accept loop checks the flag after every accept, so one connection is
+        // enough to wake it. If the connection fails, the listener is already gone
+        // or the next real client will wake it instead.
+        if let Err(e) = TcpStream::connect_timeout(&self.inner.wake_addr, WAKE_TIMEOUT) {
+            log::debug!("could not wake the accept loop: {e}");
+        }
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::SeqCst)
+    }
+}
+
+/// Open-connection accounting: a global count and a count per peer IP, changed only
+/// under one lock so that the caps are exact.
+#[derive(Debug)]
+struct ConnTable {
+    counts: Mutex<Counts>,
+    drained: Condvar,
+    /// Mirror of `Counts::total` that can be read without the lock.
+    open: Arc<AtomicUsize>,
+    max_total: usize,
+    max_per_ip: usize,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    /// Only IPs with at least one open connection have an entry, so the map never
+    /// holds more entries than there are open connections.
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// One open-connection slot; dropping it gives the slot back.
+#[derive(Debug)]
+struct ConnGuard {
+    table: Arc<ConnTable>,
+    ip: IpAddr,
+}
+
+impl ConnTable {
+    fn new(max_total: usize, max_per_ip: usize) -> ConnTable {
+        ConnTable {
+            counts: Mutex::new(Counts::default()),
+            drained: Condvar::new(),
+            open: Arc::new(AtomicUsize::new(0)),
+            max_total,
+            max_per_ip,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Counts> {
+        // No code that can panic runs under this lock, but a poisoned lock must not
+        // take the whole server down either.
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes a slot for a connection from `ip`, or `None` if a cap is reached.
+    fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnGuard> {
+        // An IPv4 client reaching a dual-stack IPv6 listener shows up as a mapped
+        // address; count it under its IPv4 address like any other IPv4 client.
+        let ip = ip.to_canonical();
+        let mut counts = self.lock();
+        let from_ip = counts.per_ip.get(&ip).copied().unwrap_or(0);
+        if counts.total >= self.max_total || from_ip >= self.max_per_ip {
+            return None;
+        }
+        counts.total += 1;
+        counts.per_ip.insert(ip, from_ip + 1);
+        self.open.store(counts.total, Ordering::SeqCst);
+        Some(ConnGuard {
+            table: Arc::clone(self),
+            ip,
+        })
+    }
+
+    /// Waits until no connection is open or `deadline` passes; true if drained.
+    fn wait_drained(&self, deadline: Instant) -> bool {
+        let mut counts = self.lock();
+        while counts.total > 0 {
+            let Some(left) = remaining(deadline) else {
+                return false;
+            };
+            counts = match self.drained.wait_timeout(counts, left) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        true
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let mut counts = self.table.lock();
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.per_ip.remove(&self.ip);
+            }
+        }
+        self.table.open.store(counts.total, Ordering::SeqCst);
+        if counts.total == 0 {
+            self.table.drained.notify_all();
+        }
+    }
+}
+
+/// A pool of threads that keeps `warm` threads alive, starts more on demand up to
+/// `max`, and lets the extra ones exit after `spare_idle` without work.
+///
+/// Each job is a whole connection, so a thread is busy for as long as its
+/// connection is open. The queue cannot grow without bound: the server submits only
+/// connections that hold a slot, and there are at most `max` slots; the pool also
+/// refuses jobs beyond `max` queued on its own account.
+struct Pool<J> {
+    inner: Arc<PoolInner<J>>,
+}
+
+struct PoolInner<J> {
+    state: Mutex<PoolState<J>>,
+    wake: Condvar,
+    warm: usize,
+    max: usize,
+    spare_idle: Duration,
+    work: Box<dyn Fn(J) + Send + Sync>,
+}
+
+struct PoolState<J> {
+    queue: VecDeque<J>,
+    /// Threads waiting for a job.
+    idle: usize,
+    /// Threads alive (busy or idle).
+    threads: usize,
+    stopping: bool,
+}
+
+impl<J: Send + 'static> Pool<J> {
+    fn new(
+        warm: usize,
+        max: usize,
+        spare_idle: Duration,
+        work: impl Fn(J) + Send + Sync + 'static,
+    ) -> io::Result<Pool<J>> {
+        let pool = Pool {
+            inner: Arc::new(PoolInner {
+                state: Mutex::new(PoolState {
+                    queue: VecDeque::new(),
+                    idle: 0,
+                    threads: 0,
+                    stopping: false,
+                }),
+                wake: Condvar::new(),
+                warm: warm.min(max),
+                max,
+                spare_idle,
+                work: Box::new(work),
+            }),
+        };
+        for _ in 0..pool.inner.warm {
+            pool.inner.lock().threads += 1;
+            if let Err(e) = spawn_worker(&pool.inner) {
+                pool.inner.lock().threads -= 1;
+                pool.stop();
+                return Err(e);
+            }
+        }
+        Ok(pool)
+    }
+
+    /// Runs `job` on a pool thread, or gives it back if the pool cannot take it.
+    fn submit(&self, job: J) -> Result<(), J> {
+        let mut state = self.inner.lock();
+        if state.stopping || state.queue.len() >= self.inner.max {
+            return Err(job);
+        }
+        state.queue.push_back(job);
+        if state.idle >= state.queue.len() {
+            self.inner.wake.notify_one();
+            return Ok(());
+        }
+        if state.threads >= self.inner.max {
+            // Every thread is busy. A slot was free, so one of them is finishing its
+            // connection right now and will take this job next.
+            return Ok(());
+        }
+        state.threads += 1;
+        drop(state);
+        if let Err(e) = spawn_worker(&self.inner) {
+            log::warn!("could not start a connection thread: {e}");
+            let mut state = self.inner.lock();
+            state.threads -= 1;
+            // Give a job back unless an idle thread is there to take it. Jobs are
+            // interchangeable for this purpose: each is one waiting connection.
+            if state.queue.len() > state.idle
+                && let Some(job) = state.queue.pop_back()
+            {
+                return Err(job);
+            }
+        }
+        Ok(())
+    }
+
+    /// Lets idle threads exit; busy threads exit after their current job, once the
+    /// queue is empty.
+    fn stop(&self) {
+        self.inner.lock().stopping = true;
+        self.inner.wake.notify_all();
+    }
+
+    #[cfg(test)]
+    fn threads(&self) -> usize {
+        self.inner.lock().threads
+    }
+}
+
+impl<J> PoolInner<J> {
+    fn lock(&self) -> MutexGuard<'_, PoolState<J>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn spawn_worker<J: Send + 'static>(inner: &Arc<PoolInner<J>>) -> io::Result<()> {
+    let inner = Arc::clone(inner);
+    thread::Builder::new()
+        .name("http-conn".to_owned())
+        .stack_size(WORKER_STACK_BYTES)
+        .spawn(move || worker_loop(&inner))
+        .map(drop)
+}
+
+fn worker_loop<J>(inner: &PoolInner<J>) {
+    let mut state = inner.lock();
+    loop {
+        if let Some(job) = state.queue.pop_front() {
+            drop(state);
+            // The connection code catches handler panics itself; this is the last
+            // line of defence so that no bug anywhere in it can kill the thread and
+            // leak the pool's count of live threads.
+            if catch_unwind(AssertUnwindSafe(|| (inner.work)(job))).is_err() {
+                log::warn!("a connection thread recovered from a panic");
+            }
+            state = inner.lock();
+            continue;
+        }
+        if state.stopping {
+            state.threads -= 1;
+            return;
+        }
+        state.idle += 1;
+        let (guard, wait) = match inner.wake.wait_timeout(state, inner.spare_idle) {
+            Ok(woken) => woken,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        state = guard;
+        state.idle -= 1;
+        if wait.timed_out() && state.queue.is_empty() && state.threads > inner.warm {
+            state.threads -= 1;
+            return;
+        }
+    }
+}
+
+/// What a connection thread needs besides its socket.
+struct ConnContext {
+    limits: Limits,
+    handler: Arc<dyn Handler>,
+    shutdown: ShutdownHandle,
+}
+
+/// An accepted connection that holds a slot.
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: ConnGuard,
+}
+
+fn accept_loop(
+    listener: &TcpListener,
+    pool: &Pool<Conn>,
+    conns: &Arc<ConnTable>,
+    ctx: &ConnContext,
+) {
+    let mut failing = false;
+    while !ctx.shutdown.is_stopping() {
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                match e.kind() {
+                    // The client gave up before we got to it; nothing to do.
+                    io::ErrorKind::Interrupted
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::ConnectionReset => {}
+                    _ if ctx.shutdown.is_stopping() => {}
+                    // Most likely out of file descriptors. Warn once per episode and
+                    // back off so that the loop does not spin while it lasts.
+                    _ => {
+                        if failing {
+                            log::debug!("accept failed: {e}");
+                        } else {
+                            log::warn!("accept failed: {e}");
+                            failing = true;
+                        }
+                        thread::sleep(ACCEPT_BACKOFF);
+                    }
+                }
+                continue;
+            }
+        };
+        if failing {
+            log::debug!("accept works again");
+            failing = false;
+        }
+        if ctx.shutdown.is_stopping() {
+            // The wake-up connection from `shutdown`, or a client that arrived just
+            // as the server stopped.
+            break;
+        }
+        let accepted = Instant::now();
+        match conns.try_acquire(peer.ip()) {
+            Some(slot) => {
+                if let Err(conn) = pool.submit(Conn { stream, peer, slot }) {
+                    refuse(conn.stream, peer, accepted, ctx.handler.as_ref());
+                }
+            }
+            None => refuse(stream, peer, accepted, ctx.handler.as_ref()),
+        }
+    }
+}
+
+/// Answers 503 on a connection that gets no slot, without ever blocking: the socket
+/// is made non-blocking and written once (a fresh socket's send buffer always has
+/// room for these few hundred bytes), and it is never read.
+fn refuse(stream: TcpStream, peer: SocketAddr, accepted: Instant, handler: &dyn Handler) {
+    let response = Response::error(
+        503,
+        "too_many_connections",
+        "too many connections; retry later",
+    )
+    .with_header("Retry-After", "1");
+    let rendered = render(&response, Disposition::Close, false);
+    if stream.set_nonblocking(true).is_ok()
+        && let Err(e) = (&stream).write(&rendered.bytes)
+    {
+        log::debug!("could not send 503 to a refused connection: {e}");
+    }
+    // Sending FIN right after the response lets the client read it before it
+    // notices the close.
+    let _ = stream.shutdown(Shutdown::Write);
+    drop(stream);
+    report(
+        handler,
+        &Exchange {
+            peer,
+            method: "-",
+            path: "-",
+            status: 503,
+            bytes: rendered.body_bytes,
+            duration: accepted.elapsed(),
+        },
+    );
+}
+
+fn serve_tcp(conn: Conn, ctx: &ConnContext) {
+    let Conn { stream, peer, slot } = conn;
+    // Accepted sockets are blocking on the platforms std supports today, but the
+    // deadlines below rely on it, so say so explicitly.
+    if let Err(e) = stream.set_nonblocking(false) {
+        log::debug!("could not configure an accepted socket: {e}");
+        return;
+    }
+    // Responses go out in one write, but a 100 Continue followed by the response
+    // would otherwise wait on Nagle's algorithm.
+    let _ = stream.set_nodelay(true);
+
+    // TLS plugs in here: wrap `stream` in the TLS stream, drive the handshake to
+    // completion under a deadline (read and write timeouts set from
+    // `ctx.limits.header_timeout`), and serve the wrapped stream instead.
+    let mut stream = stream;
+    serve_connection(&mut stream, peer, ctx);
+
+    // The socket is closed before its slot is given back, so the open count never
+    // reads lower than the number of sockets actually open.
+    drop(stream);
+    drop(slot);
+}
+
+/// Fixed-capacity input buffer for one connection: exactly `MAX_HEAD_BYTES`, which
+/// bounds both the head and any pipelined bytes read along with it. Bodies never go
+/// through it except for the part that arrived in the same read as the head.
+struct InBuf {
+    bytes: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl InBuf {
+    fn new() -> InBuf {
+        InBuf {
+            bytes: vec![0; MAX_HEAD_BYTES].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn data(&self) -> &[u8] {
+        self.bytes.get(self.start..self.end).unwrap_or_default()
+    }
+
+    fn len(&self) -> usize {
+        self.end.saturating_sub(self.start)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn is_full(&self) -> bool {
+        self.end >= self.bytes.len()
+    }
+
+    /// The last `n` bytes buffered.
+    fn tail(&self, n: usize) -> &[u8] {
+        let data = self.data();
+        data.get(data.len().saturating_sub(n)..).unwrap_or_default()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start = self.start.saturating_add(n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Drops line ends at the front. Some clients send a stray CRLF after a request
+    /// body; it is not the start of the next request, so it must neither start the
+    /// head deadline (earning an idle client a 408) nor take up buffer space.
+    fn skip_line_ends(&mut self) {
+        let stray = self
+            .data()
+            .iter()
+            .take_while(|b| matches!(b, b'\r' | b'\n'))
+            .count();
+        self.consume(stray);
+    }
+
+    /// Moves buffered bytes to the front so that a new head has the full capacity.
+    fn compact(&mut self) {
+        if self.start > 0 && self.start <= self.end && self.end <= self.bytes.len() {
+            self.bytes.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+
+    /// One read into the free space at the end.
+    fn read_from<R: Read + ?Sized>(&mut self, reader: &mut R) -> io::Result<usize> {
+        let spare = match self.bytes.get_mut(self.end..) {
+            Some(spare) if !spare.is_empty() => spare,
+            _ => return Err(io::Error::other("input buffer is full")),
+        };
+        let n = reader.read(spare)?.min(spare.len());
+        self.end += n;
+        Ok(n)
+    }
+
+    /// The whole storage, emptied, for use as scratch space.
+    fn scratch(&mut self) -> &mut [u8] {
+        self.start = 0;
+        self.end = 0;
+        &mut self.bytes
+    }
+}
+
+/// What to do with the connection after one exchange.
+enum Next {
+    /// Keep the connection open for the next request.
+    KeepAlive,
+    /// Close; everything the client sent has been read.
+    Close,
+    /// Close, but the client may still be sending: drain first (see `linger`).
+    Linger,
+    /// The connection is broken (reset, timed-out write, client gone): just drop it.
+    Drop,
+}
+
+fn serve_connection<S: Transport>(stream: &mut S, peer: SocketAddr, ctx: &ConnContext) {
+    let peer = stream.peer_addr().unwrap_or(peer);
+    let mut inbuf = InBuf::new();
+    loop {
+        inbuf.skip_line_ends();
+        inbuf.compact();
+        // Pipelined bytes left over from the previous request start the next one at
+        // once; otherwise wait, bounded by the idle timeout, for its first byte.
+        if inbuf.is_empty() && !wait_for_request(stream, &mut inbuf, ctx) {
+            return;
+        }
+        let next = serve_one(stream, &mut inbuf, peer, ctx);
+        match next {
+            Next::KeepAlive => {}
+            Next::Close => {
+                let _ = stream.flush();
+                let _ = stream.shutdown(Shutdown::Both);
+                return;
+            }
+            Next::Linger => {
+                linger(
+                    stream,
+                    &mut inbuf,
+                    ctx.limits.header_timeout.min(LINGER_TIME),
+                );
+                return;
+            }
+            Next::Drop => return,
+        }
+    }
+}
+
+/// Waits for the first byte of a request. False means close silently: the idle
+/// timeout passed, the client closed, the connection broke, or the server is
+/// shutting down.
+fn wait_for_request<S: Transport>(stream: &mut S, inbuf: &mut InBuf, ctx: &ConnContext) -> bool {
+    let deadline = Instant::now() + ctx.limits.idle_timeout;
+    loop {
+        if ctx.shutdown.is_stopping() {
+            return false;
+        }
+        let Some(left) = remaining(deadline) else {
+            return false;
+        };
+        // Waiting in short slices lets an idle connection notice shutdown promptly.
+        if stream
+            .set_read_timeout(Some(left.min(SHUTDOWN_POLL)))
+            .is_err()
+        {
+            return false;
+        }
+        match inbuf.read_from(stream) {
+            Ok(0) => return false,
+            Ok(_) => {
+                inbuf.skip_line_ends();
+                if !inbuf.is_empty() {
+                    return true;
+                }
+            }
+            Err(e) if is_retryable(&e) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Reads, checks and answers one request whose first byte is already buffered.
+fn serve_one<S: Transport>(
+    stream: &mut S,
+    inbuf: &mut InBuf,
+    peer: SocketAddr,
+    ctx: &ConnContext,
+) -> Next {
+    let started = Instant::now();
+    let limits = &ctx.limits;
+    let (head, head_len) = match read_head(stream, inbuf, limits.header_timeout) {
+        Ok(parsed) => parsed,
+        Err(Failure::Refuse(e)) => return refuse_request(stream, peer, started, None, e, ctx),
+        Err(Failure::Gone) => return Next::Drop,
+    };
+    inbuf.consume(head_len);
+    let head_only = head.method == "HEAD";
+
+    let framing = match head::framing(&head, limits.max_body_bytes) {
+        Ok(framing) => framing,
+        Err(e) => return refuse_request(stream, peer, started, Some(&head), e, ctx),
+    };
+    // The length is within max_body_bytes here; this only fails where usize is
+    // narrower than the configured limit.
+    let Ok(body_len) = usize::try_from(framing.body_len) else {
+        let e = HeadError::BodyTooLarge {
+            length: framing.body_len,
+            limit: limits.max_body_bytes,
+        };
+        return refuse_request(stream, peer, started, Some(&head), e, ctx);
+    };
+
+    // The body is accepted now, so a client waiting for 100 Continue may send it.
+    if framing.expect_continue && inbuf.len() < body_len {
+        let deadline = Instant::now() + limits.header_timeout;
+        if write_all_before(stream, b"HTTP/1.1 100 Continue\r\n\r\n", deadline).is_err() {
+            return Next::Drop;
+        }
+    }
+    let body = match read_body(stream, inbuf, body_len, limits.header_timeout) {
+        Ok(body) => body,
+        Err(Failure::Refuse(e)) => {
+            return refuse_request(stream, peer, started, Some(&head), e, ctx);
+        }
+        Err(Failure::Gone) => return Next::Drop,
+    };
+
+    let RequestHead {
+        method,
+        path,
+        query,
+        version,
+        headers,
+    } = head;
+    let request = Request {
+        method,
+        path,
+        query,
+        version,
+        headers,
+        body,
+        peer,
+    };
+    let (response, failed) = call_handler(ctx.handler.as_ref(), &request);
+
+    let close = !framing.keep_alive || failed || ctx.shutdown.is_stopping();
+    let disposition = match (close, version) {
+        (true, _) => Disposition::Close,
+        (false, 0) => Disposition::KeepAlive10,
+        (false, _) => Disposition::KeepAlive,
+    };
+    let rendered = render(&response, disposition, head_only);
+    let written = write_all_before(
+        stream,
+        &rendered.bytes,
+        Instant::now() + limits.header_timeout,
+    );
+    report(
+        ctx.handler.as_ref(),
+        &Exchange {
+            peer,
+            method: &request.method,
+            path: &request.path,
+            status: rendered.status,
+            bytes: rendered.body_bytes,
+            duration: started.elapsed(),
+        },
+    );
+    match (written, close) {
+        (Err(_), _) => Next::Drop,
+        (Ok(()), false) => Next::KeepAlive,
+        (Ok(()), true) if inbuf.is_empty() => Next::Close,
+        (Ok(()), true) => Next::Linger,
+    }
+}
+
+/// Why reading a request stopped short.
+enum Failure {
+    /// Answer with this error and close.
+    Refuse(HeadError),
+    /// The client went away or the connection broke; there is no one to answer.
+    Gone,
+}
+
+/// Reads until a whole head is buffered, all of it within `limit` from now (the
+/// first byte is already buffered, so this counts from the first byte).
+///
+/// The read timeout is set to the time left before every read, so a client that
+/// trickles one byte at a time cannot stretch the head past the deadline.
+fn read_head<S: Transport>(
+    stream: &mut S,
+    inbuf: &mut InBuf,
+    limit: Duration,
+) -> Result<(RequestHead, usize), Failure> {
+    let deadline = Instant::now() + limit;
+    // Re-parsing the whole buffer after every read would let a client that sends
+    // one byte per packet cost quadratic time. A head can only become complete when
+    // a line ends, so parse when new bytes contain a newline, and otherwise only
+    // each time the buffer has doubled (which still catches garbage early).
+    let mut parse_now = true;
+    let mut parsed_len = 0;
+    loop {
+        if parse_now {
+            match head::parse_head(inbuf.data()) {
+                Ok(Some(parsed)) => return Ok(parsed),
+                Ok(None) => parsed_len = inbuf.len(),
+                Err(e) => return Err(Failure::Refuse(e)),
+            }
+        }
+        if inbuf.is_full() {
+            // parse_head reports a full, incomplete buffer itself; this is only
+            // reached if that ever changes.
+            return Err(Failure::Refuse(HeadError::TooLarge));
+        }
+        let Some(left) = remaining(deadline) else {
+            return Err(Failure::Refuse(HeadError::HeadTimeout(limit)));
+        };
+        if stream.set_read_timeout(Some(left)).is_err() {
+            return Err(Failure::Gone);
+        }
+        match inbuf.read_from(stream) {
+            Ok(0) => return Err(Failure::Gone),
+            Ok(n) => {
+                parse_now = inbuf.tail(n).contains(&b'\n')
+                    || inbuf.len() >= parsed_len.saturating_mul(2)
+                    || inbuf.is_full();
+            }
+            Err(e) if is_retryable(&e) => parse_now = false,
+            Err(_) => return Err(Failure::Gone),
+        }
+    }
+}
+
+/// Reads exactly `len` body bytes, all of them within `limit` from now.
+///
+/// `len` was checked against the body limit before this is called. Even so the
+/// buffer grows with the bytes that actually arrive (geometrically, never past
+/// `len`) rather than being allocated in full up front, so that many clients
+/// announcing large bodies and then stalling cost only what they really sent.
+fn read_body<S: Transport>(
+    stream: &mut S,
+    inbuf: &mut InBuf,
+    len: usize,
+    limit: Duration,
+) -> Result<Vec<u8>, Failure> {
+    let deadline = Instant::now() + limit;
+    let mut body = Vec::with_capacity(len.min(BODY_STEP));
+    let from_buffer = len.min(inbuf.len());
+    body.extend_from_slice(inbuf.data().get(..from_buffer).unwrap_or_default());
+    inbuf.consume(from_buffer);
+    while body.len() < len {
+        let Some(left) = remaining(deadline) else {
+            return Err(Failure::Refuse(HeadError::BodyTimeout(limit)));
+        };
+        if stream.set_read_timeout(Some(left)).is_err() {
+            return Err(Failure::Gone);
+        }
+        let filled = body.len();
+        let step = (len - filled).min(BODY_STEP);
+        if body.capacity() < filled + step {
+            let target = body
+                .capacity()
+                .saturating_mul(2)
+                .max(filled + step)
+                .min(len);
+            body.reserve_exact(target.saturating_sub(filled));
+        }
+        body.resize(filled + step, 0);
+        let read = match body.get_mut(filled..) {
+            Some(dst) => stream.read(dst),
+            None => Ok(0),
+        };
+        match read {
+            Ok(0) => return Err(Failure::Gone),
+            Ok(n) => body.truncate(filled + n.min(step)),
+            Err(e) if is_retryable(&e) => body.truncate(filled),
+            Err(_) => return Err(Failure::Gone),
+        }
+    }
+    Ok(body)
+}
+
+/// Writes the error response for `error`, reports it, and asks for the connection to
+/// be closed (after draining, since the client may still be sending).
+fn refuse_request<S: Transport>(
+    stream: &mut S,
+    peer: SocketAddr,
+    started: Instant,
+    head: Option<&RequestHead>,
+    error: HeadError,
+    ctx: &ConnContext,
+) -> Next {
+    let response = Response::error(error.status(), error.code(), &error.to_string());
+    let head_only = head.is_some_and(|h| h.method == "HEAD");
+    let rendered = render(&response, Disposition::Close, head_only);
+    let written = write_all_before(
+        stream,
+        &rendered.bytes,
+        Instant::now() + ctx.limits.header_timeout,
+    );
+    report(
+        ctx.handler.as_ref(),
+        &Exchange {
+            peer,
+            method: head.map_or("-", |h| h.method.as_str()),
+            path: head.map_or("-", |h| h.path.as_str()),
+            status: rendered.status,
+            bytes: rendered.body_bytes,
+            duration: started.elapsed(),
+        },
+    );
+    if written.is_err() {
+        Next::Drop
+    } else {
+        Next::Linger
+    }
+}
+
+/// Closes a connection whose client may still be sending.
+///
+/// Closing a socket with unread input makes the kernel send a reset, and a reset can
+/// make the client discard the error response before reading it. So the write side
+/// is shut first (the client sees the response, then end of stream), and input is
+/// read and discarded until the client closes, `max_time` passes or `LINGER_BYTES`
+/// have been drained.
+fn linger<S: Transport>(stream: &mut S, inbuf: &mut InBuf, max_time: Duration) {
+    let _ = stream.flush();
+    if stream.shutdown(Shutdown::Write).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + max_time;
+    let scratch = inbuf.scratch();
+    let mut drained = 0usize;
+    while drained < LINGER_BYTES {
+        let Some(left) = remaining(deadline) else {
+            return;
+        };
+        if stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(scratch) {
+            Ok(0) => return,
+            Ok(n) => drained = drained.saturating_add(n),
+            Err(e) if is_retryable(&e) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Calls the handler, turning a panic or an unusable status into a 500. The flag is
+/// true when that happened, and the connection is then closed: after a panic
+/// nothing is known about the state the handler left behind.
+fn call_handler(handler: &dyn Handler, request: &Request) -> (Response, bool) {
+    match catch_unwind(AssertUnwindSafe(|| handler.handle(request))) {
+        Ok(response) if (200..=599).contains(&response.status) => (response, false),
+        Ok(response) => {
+            log::warn!(
+                "handler returned status {}, which is not a final status; answering 500",
+                response.status
+            );
+            (internal_error(), true)
+        }
+        Err(payload) => {
+            log::warn!("handler panicked; answering 500 and closing the connection");
+            // Dropping a panic payload runs arbitrary code, which could panic again.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            (internal_error(), true)
+        }
+    }
+}
+
+fn internal_error() -> Response {
+    Response::error(
+        500,
+        "internal_error",
+        "the server failed while handling this request; retry, and report it if it persists",
+    )
+}
+
+/// Calls `Handler::completed`, which must not be able to take a thread down either.
+fn report(handler: &dyn Handler, exchange: &Exchange<'_>) {
+    if catch_unwind(AssertUnwindSafe(|| handler.completed(exchange))).is_err() {
+        log::warn!("Handler::completed panicked");
+    }
+}
+
+/// How the connection continues after a response, as the response must announce it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disposition {
+    /// The server closes: `Connection: close`.
+    Close,
+    /// HTTP/1.1 persistence is the default and needs no header.
+    KeepAlive,
+    /// An HTTP/1.0 client asked to keep the connection and must be told it was kept.
+    KeepAlive10,
+}
+
+/// A response serialised for the wire.
+struct Rendered {
+    bytes: Vec<u8>,
+    status: u16,
+    body_bytes: usize,
+}
+
+/// Response headers that only the layer may set, because they decide the framing
+/// of the connection (or, for Date, are always set by the layer).
+const RESERVED_HEADERS: [&str; 6] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "date",
+];
+
+/// Serialises a response. Every response carries `Date` and `Content-Length`
+/// (except 204 and 304, which by definition have no body and where RFC 9110 forbids
+/// or discourages it); a HEAD response carries the length but no body.
+fn render(response: &Response, disposition: Disposition, head_only: bool) -> Rendered {
+    let status = response.status;
+    let bodiless = status == 204 || status == 304;
+    let body: &[u8] = if bodiless || head_only {
+        &[]
+    } else {
+        &response.body
+    };
+
+    let mut out = Vec::with_capacity(256 + body.len());
+    out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
+    out.extend_from_slice(b"Date: ");
+    out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &response.headers {
+        if RESERVED_HEADERS
+            .iter()
+            .any(|reserved| name.eq_ignore_ascii_case(reserved))
+        {
+            continue;
+        }
+        if !is_token(name) || !is_field_value(value) {
+            // Writing it could split the response or corrupt the stream.
+            log::warn!("dropping response header {name:?}: invalid name or value");
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !bodiless {
+        out.extend_from_slice(format!("Content-Length: {}\r\n", response.body.len()).as_bytes());
+    }
+    match disposition {
+        Disposition::Close => out.extend_from_slice(b"Connection: close\r\n"),
+        Disposition::KeepAlive10 => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        Disposition::KeepAlive => {}
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    Rendered {
+        bytes: out,
+        status,
+        body_bytes: body.len(),
+    }
+}
+
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn is_field_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        // The reason phrase is optional (RFC 9112 section 4); clients go by the code.
+        _ => "",
+    }
+}
+
+/// Writes all of `buf` before `deadline`, however slowly the client reads.
+fn write_all_before<S: Transport>(
+    stream: &mut S,
+    mut buf: &[u8],
+    deadline: Instant,
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        let Some(left) = remaining(deadline) else {
+            return Err(io::ErrorKind::TimedOut.into());
+        };
+        stream.set_write_timeout(Some(left))?;
+        match stream.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = buf.get(n..).unwrap_or_default(),
+            Err(e) if is_retryable(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    stream.flush()
+}
+
+/// Time left before `deadline`, or `None` once it has passed.
+fn remaining(deadline: Instant) -> Option<Duration> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|left| !left.is_zero())
+}
+
+/// Errors after which the operation is simply retried (the caller's deadline decides
+/// when to stop): a timeout of one read or write, or an interrupted system call.
+fn is_retryable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[track_caller]
+    fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn pool_grows_to_its_cap_and_shrinks_back_to_warm() {
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        let running = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let pool = {
+            let (running, done) = (Arc::clone(&running), Arc::clone(&done));
+            Pool::new(1, 3, Duration::from_millis(50), move |_: u32| {
+                running.fetch_add(1, Ordering::SeqCst);
+                // Each job holds its thread until the test releases it.
+                let _ = release_rx
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .recv_timeout(Duration::from_secs(5));
+                done.fetch_add(1, Ordering::SeqCst);
+            })
+            .expect("pool")
+        };
+        assert_eq!(pool.threads(), 1);
+        for job in 0..3 {
+            assert!(pool.submit(job).is_ok());
+        }
+        wait_until("three running jobs", || running.load(Ordering::SeqCst) == 3);
+        assert_eq!(pool.threads(), 3);
+        // A fourth job waits for a thread instead of starting a fourth one.
+        assert!(pool.submit(3).is_ok());
+        assert_eq!(pool.threads(), 3);
+        for _ in 0..4 {
+            release_tx.send(()).expect("release");
+        }
+        wait_until("all jobs done", || done.load(Ordering::SeqCst) == 4);
+        wait_until("spare threads to exit", || pool.threads() == 1);
+        pool.stop();
+        wait_until("the warm thread to exit", || pool.threads() == 0);
+        assert!(pool.submit(4).is_err(), "a stopped pool takes no jobs");
+    }
+
+    #[test]
+    fn pool_queue_is_bounded() {
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        let pool = Pool::new(0, 1, Duration::from_secs(1), move |_: u32| {
+            let _ = release_rx
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .recv_timeout(Duration::from_secs(5));
+        })
+        .expect("pool");
+        assert!(pool.submit(0).is_ok());
+        wait_until("the job to start", || pool.inner.lock().queue.is_empty());
+        assert!(pool.submit(1).is_ok(), "one job may wait");
+        assert_eq!(pool.submit(2), Err(2), "the queue is full");
+        release_tx.send(()).expect("release");
+        release_tx.send(()).expect("release");
+        pool.stop();
+    }
+
+    #[test]
+    fn pool_threads_survive_panicking_jobs() {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let pool = {
+            let ran = Arc::clone(&ran);
+            Pool::new(1, 1, Duration::from_secs(1), move |panic: bool| {
+                ran.fetch_add(1, Ordering::SeqCst);
+                assert!(!panic, "job panic requested by the test");
+            })
+            .expect("pool")
+        };
+        for (i, panic) in [true, true, false].into_iter().enumerate() {
+            assert!(pool.submit(panic).is_ok());
+            wait_until("the job to run", || ran.load(Ordering::SeqCst) == i + 1);
+            assert_eq!(pool.threads(), 1);
+        }
+        pool.stop();
+    }
+
+    #[test]
+    fn conn_table_counts_exactly() {
+        let table = Arc::new(ConnTable::new(3, 2));
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: IpAddr = "10.0.0.2".parse().expect("ip");
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
+        let a1 = table.try_acquire(a).expect("first from a");
+        let a2 = table.try_acquire(mapped).expect("second from a, mapped");
+        assert!(table.try_acquire(a).is_none(), "per-ip cap");
+        let b1 = table.try_acquire(b).expect("first from b");
+        assert!(table.try_acquire(b).is_none(), "global cap");
+        assert_eq!(table.open.load(Ordering::SeqCst), 3);
+        drop(a1);
+        assert!(
+            table.try_acquire(b).is_some(),
+            "released and dropped at once"
+        );
+        drop((a2, b1));
+        assert_eq!(table.open.load(Ordering::SeqCst), 0);
+        assert!(table.lock().per_ip.is_empty());
+        assert!(table.wait_drained(Instant::now()));
+    }
+
+    fn text(rendered: &Rendered) -> String {
+        String::from_utf8_lossy(&rendered.bytes).into_owned()
+    }
+
+    #[test]
+    fn render_sets_framing_headers_itself() {
+        let response = Response {
+            status: 200,
+            headers: vec![
+                ("Content-Length", "1".to_owned()),
+                ("Transfer-Encoding", "chunked".to_owned()),
+                ("connection", "keep-alive".to_owned()),
+                ("X-Split", "a\r\nSet-Cookie: x".to_owned()),
+                ("Bad Name", "v".to_owned()),
+                ("X-Ok", "fine\tvalue".to_owned()),
+            ],
+            body: b"hello".to_vec(),
+        };
+        let out = text(&render(&response, Disposition::KeepAlive, false));
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\nDate: "), "{out}");
+        assert!(
+            out.ends_with("\r\nX-Ok: fine\tvalue\r\nContent-Length: 5\r\n\r\nhello"),
+            "{out}"
+        );
+        for absent in ["chunked", "Set-Cookie", "Bad Name", "keep-alive", ": 1\r\n"] {
+            assert!(!out.contains(absent), "{absent} in {out}");
+        }
+
+        let closing = text(&render(&response, Disposition::Close, true));
+        assert!(
+            closing.ends_with("Content-Length: 5\r\nConnection: close\r\n\r\n"),
+            "{closing}"
+        );
+        let old = text(&render(&response, Disposition::KeepAlive10, false));
+        assert!(old.contains("\r\nConnection: keep-alive\r\n"), "{old}");
+
+        let empty = Response {
+            status: 204,
+            headers: Vec::new(),
+            body: b"dropped".to_vec(),
+        };
+        let rendered = render(&empty, Disposition::KeepAlive, false);
+        assert_eq!(rendered.body_bytes, 0);
+        assert!(!text(&rendered).contains("Content-Length"));
+        let odd = Response {
+            status: 299,
+            ..empty
+        };
+        assert!(
+            text(&render(&odd, Disposition::KeepAlive, false)).starts_with("HTTP/1.1 299 \r\n")
+        );
+    }
+
+    #[test]
+    fn handler_results_are_checked() {
+        struct Odd;
+        impl Handler for Odd {
+            fn handle(&self, req: &Request) -> Response {
+                match req.path.as_str() {
+                    "/panic" => panic!("handler panic requested by the test"),
+                    "/101" => Response::json(101, &serde_json::json!({})),
+                    _ => Response::json(200, &serde_json::json!({})),
+                }
+            }
+        }
+        let request = |path: &str| Request {
+            method: "GET".to_owned(),
+            path: path.to_owned(),
+            query: None,
+            version: 1,
+            headers: Vec::new(),
+            body: Vec::new(),
+            peer: "127.0.0.1:1".parse().expect("addr"),
+        };
+        let (ok, failed) = call_handler(&Odd, &request("/"));
+        assert_eq!((ok.status, failed), (200, false));
+        let (panicked, failed) = call_handler(&Odd, &request("/panic"));
+        assert_eq!((panicked.status, failed), (500, true));
+        let (informational, failed) = call_handler(&Odd, &request("/101"));
+        assert_eq!((informational.status, failed), (500, true));
+    }
+
+    #[test]
+    fn wake_address_replaces_wildcards() {
+        let v4: SocketAddr = "0.0.0.0:8086".parse().expect("addr");
+        let v6: SocketAddr = "[::]:8086".parse().expect("addr");
+        let fixed: SocketAddr = "192.0.2.1:8086".parse().expect("addr");
+        assert_eq!(wake_addr(v4), "127.0.0.1:8086".parse().expect("addr"));
+        assert_eq!(wake_addr(v6), "[::1]:8086".parse().expect("addr"));
+        assert_eq!(wake_addr(fixed), fixed);
+    }
+}

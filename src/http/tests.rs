@@ -1,0 +1,939 @@
+//! End-to-end tests of the HTTP layer: a real `Server` on 127.0.0.1 with a small
+//! handler, driven by raw `TcpStream`s so that every byte on the wire is the test's
+//! choice. Waits are bounded by deadlines; nothing relies on a sleep for ordering.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{Exchange, Handler, Limits, Request, Response, Server, ShutdownHandle};
+
+/// Upper bound for any single wait in these tests; reaching it is a failure.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+fn limits() -> Limits {
+    Limits {
+        header_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(2),
+        max_body_bytes: 1024 * 1024,
+        workers: 2,
+        max_connections: 64,
+        max_connections_per_ip: 64,
+    }
+}
+
+#[derive(Default)]
+struct TestHandler {
+    /// (status, method, path) of every exchange reported through `completed`.
+    log: Mutex<Vec<(u16, String, String)>>,
+    /// Requests that reached `handle`.
+    started: AtomicUsize,
+}
+
+impl Handler for TestHandler {
+    fn handle(&self, req: &Request) -> Response {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        match req.path.as_str() {
+            "/panic" => panic!("handler panic requested by the test"),
+            "/slow" => {
+                // Simulates a slow backend call; the test never waits on it.
+                let ms = req
+                    .query
+                    .as_deref()
+                    .and_then(|q| q.parse().ok())
+                    .unwrap_or(0);
+                thread::sleep(Duration::from_millis(ms));
+                Response::json(200, &json!({ "slept_ms": ms }))
+            }
+            "/sum" => Response::json(
+                200,
+                &json!({
+                    "len": req.body.len(),
+                    "sum": req.body.iter().map(|b| u64::from(*b)).sum::<u64>(),
+                }),
+            ),
+            "/json" => match serde_json::from_slice::<Value>(&req.body) {
+                Ok(value) => Response::json(200, &json!({ "depth": depth(&value) })),
+                Err(e) => Response::error(400, "invalid_json", &e.to_string()),
+            },
+            "/bad-header" => Response::json(200, &json!({}))
+                .with_header("X-Split", "a\r\nInjected: yes")
+                .with_header("Content-Length", "9999")
+                .with_header("X-Fine", "ok"),
+            "/no-content" => Response {
+                status: 204,
+                headers: Vec::new(),
+                body: b"ignored".to_vec(),
+            },
+            _ => Response::json(
+                200,
+                &json!({
+                    "method": req.method,
+                    "path": req.path,
+                    "query": req.query,
+                    "version": req.version,
+                    "body": String::from_utf8_lossy(&req.body),
+                    "host": req.header("HOST").map(|h| String::from_utf8_lossy(h).into_owned()),
+                }),
+            ),
+        }
+    }
+
+    fn completed(&self, exchange: &Exchange<'_>) {
+        let entry = (
+            exchange.status,
+            exchange.method.to_owned(),
+            exchange.path.to_owned(),
+        );
+        self.log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(entry);
+    }
+}
+
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+struct TestServer {
+    addr: SocketAddr,
+    handle: ShutdownHandle,
+    conns: Arc<AtomicUsize>,
+    handler: Arc<TestHandler>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+fn start(limits: Limits) -> TestServer {
+    start_with_grace(limits, Duration::from_secs(1))
+}
+
+fn start_with_grace(limits: Limits, grace: Duration) -> TestServer {
+    let server = Server::bind("127.0.0.1:0", limits).expect("bind");
+    let addr = server.local_addr();
+    let handle = server.handle();
+    let conns = server.connections();
+    let handler = Arc::new(TestHandler::default());
+    let for_run: Arc<dyn Handler> = handler.clone();
+    let thread = thread::spawn(move || server.run(for_run, grace));
+    TestServer {
+        addr,
+        handle,
+        conns,
+        handler,
+        thread: Some(thread),
+    }
+}
+
+impl TestServer {
+    fn open(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
+    }
+
+    fn statuses(&self) -> Vec<u16> {
+        self.handler
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(status, _, _)| *status)
+            .collect()
+    }
+
+    fn log(&self) -> Vec<(u16, String, String)> {
+        self.handler
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Shuts the server down and returns how long `run` took to return.
+    fn stop(&mut self) -> Duration {
+        let begun = Instant::now();
+        self.handle.shutdown();
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("run thread").expect("run result");
+        }
+        begun.elapsed()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.stop();
+        }
+    }
+}
+
+/// Polls `cond` until it holds, failing the test after `PATIENCE`.
+#[track_caller]
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("json body")
+    }
+
+    /// Checks the shape every layer-generated error must have.
+    #[track_caller]
+    fn assert_error(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        assert_eq!(self.header("connection"), Some("close"));
+        assert!(self.header("date").is_some());
+        let body = self.json();
+        let object = body.as_object().expect("object");
+        assert_eq!(object.len(), 2, "{body}");
+        assert_eq!(body["code"], code);
+        body["error"].as_str().expect("error message").to_owned()
+    }
+}
+
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        self.stream.write_all(bytes.as_ref()).expect("send");
+    }
+
+    #[track_caller]
+    fn response(&mut self) -> Resp {
+        match self.read_response(false) {
+            Ok(Some(resp)) => resp,
+            other => panic!("expected a response, got {other:?}"),
+        }
+    }
+
+    /// A response to HEAD: Content-Length describes a body that is not sent.
+    #[track_caller]
+    fn head_response(&mut self) -> Resp {
+        match self.read_response(true) {
+            Ok(Some(resp)) => resp,
+            other => panic!("expected a response, got {other:?}"),
+        }
+    }
+
+    /// Asserts that the server closes without sending anything (more).
+    #[track_caller]
+    fn expect_eof(&mut self) {
+        assert!(self.buf.is_empty(), "unexpected bytes {:?}", self.buf);
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Ok(0) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+            other => panic!("expected end of stream, got {other:?} {byte:?}"),
+        }
+    }
+
+    /// Reads one response; `Ok(None)` on end of stream before any byte of it.
+    fn read_response(&mut self, head_only: bool) -> io::Result<Option<Resp>> {
+        loop {
+            let mut fields = [httparse::EMPTY_HEADER; 64];
+            let mut parsed = httparse::Response::new(&mut fields);
+            if let Ok(httparse::Status::Complete(head_len)) = parsed.parse(&self.buf) {
+                let status = parsed.code.unwrap_or(0);
+                let headers: Vec<(String, String)> = parsed
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_owned(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect();
+                let declared = headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                    .map(|(_, v)| v.parse::<usize>().expect("content-length"));
+                let body_len = if head_only || status < 200 {
+                    0
+                } else {
+                    declared.unwrap_or(0)
+                };
+                while self.buf.len() < head_len + body_len {
+                    self.fill()?;
+                }
+                let rest = self.buf.split_off(head_len + body_len);
+                let body = self.buf.split_off(head_len);
+                self.buf = rest;
+                return Ok(Some(Resp {
+                    status,
+                    headers,
+                    body,
+                }));
+            }
+            match self.fill() {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && self.buf.is_empty() => {
+                    return Ok(None);
+                }
+                other => other?,
+            }
+        }
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        let mut chunk = [0u8; 4096];
+        let n = self.stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")
+}
+
+#[test]
+fn keep_alive_serves_three_requests_on_one_connection() {
+    let srv = start(limits());
+    let mut client = Client::connect(srv.addr);
+    for i in 0..3 {
+        client.send(get(&format!("/echo?i={i}")));
+        let resp = client.response();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("connection"), None);
+        assert!(resp.header("date").is_some());
+        assert_eq!(
+            resp.header("content-length"),
+            Some(resp.body.len().to_string().as_str())
+        );
+        let body = resp.json();
+        assert_eq!(body["query"], format!("i={i}"));
+        assert_eq!(body["host"], "test");
+    }
+    wait_until("three exchanges", || srv.statuses() == [200, 200, 200]);
+    assert_eq!(srv.open(), 1);
+    assert_eq!(srv.log()[0].1, "GET");
+    assert_eq!(srv.log()[0].2, "/echo");
+}
+
+#[test]
+fn pipelined_requests_in_one_write_are_all_answered() {
+    let srv = start(limits());
+    let mut client = Client::connect(srv.addr);
+    client.send(
+        "POST /first HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello\
+         GET /second?x HTTP/1.1\r\n\r\n\
+         POST /third HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbye",
+    );
+    let first = client.response().json();
+    assert_eq!(first["path"], "/first");
+    assert_eq!(first["body"], "hello");
+    let second = client.response().json();
+    assert_eq!(second["path"], "/second");
+    assert_eq!(second["query"], "x");
+    let third = client.response();
+    assert_eq!(third.header("connection"), Some("close"));
+    assert_eq!(third.json()["body"], "bye");
+    client.expect_eof();
+}
+
+#[test]
+fn expect_100_continue_gets_continue_before_the_body() {
+    let srv = start(limits());
+    let mut client = Client::connect(srv.addr);
+    client.send("POST /upload HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    let interim = client.response();
+    assert_eq!(interim.status, 100);
+    client.send("hello");
+    let resp = client.response();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["body"], "hello");
+
+    // An expectation the server does not know is refused before any body.
+    client.send("POST /upload HTTP/1.1\r\nContent-Length: 5\r\nExpect: 200-ok\r\n\r\n");
+    client.response().assert_error(417, "expectation_failed");
+}
+
+#[test]
+fn oversized_body_is_refused_before_any_body_byte() {
+    let srv = start(limits());
+    let mut client = Client::connect(srv.addr);
+    let sent = Instant::now();
+    // Only the head is sent; the client even waits for 100 Continue, which must not
+    // come.
+    client.send(
+        "POST /write HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000000000000000\r\n\
+         Expect: 100-continue\r\n\r\n",
+    );
+    let resp = client.response();
+    assert!(sent.elapsed() < Duration::from_secs(1));
+    let message = resp.assert_error(413, "body_too_large");
+    assert_eq!(
+        message,
+        "request body is 9000000000000000000 bytes; the limit is 1048576 (server.max_body_bytes)"
+    );
+    client.expect_eof();
+    wait_until("the 413 to be reported", || {
+        srv.log() == [(413, "POST".to_owned(), "/write".to_owned())]
+    });
+    assert_eq!(srv.handler.started.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn body_at_the_limit_is_read_in_full_and_one_more_byte_is_refused() {
+    let srv = start(limits());
+    let body: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
+    let sum: u64 = body.iter().map(|b| u64::from(*b)).sum();
+    let mut client = Client::connect(srv.addr);
+    client.send(format!(
+        "POST /sum HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    ));
+    for chunk in body.chunks(100_000) {
+        client.send(chunk);
+    }
+    let resp = client.response().json();
+    assert_eq!(resp["len"], body.len());
+    assert_eq!(resp["sum"], sum);
+
+    client.send("POST /sum HTTP/1.1\r\nContent-Length: 1048577\r\n\r\n");
+    client.response().assert_error(413, "body_too_large");
+}
+
+#[test]
+fn stray_line_ends_between_requests_are_skipped() {
+    let srv = start(Limits {
+        idle_timeout: Duration::from_millis(600),
+        header_timeout: Duration::from_millis(200),
+        ..limits()
+    });
+    let mut client = Client::connect(srv.addr);
+    client.send("POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nok\r\n");
+    assert_eq!(client.response().json()["body"], "ok");
+    // The CRLF that came with the body must not start a head deadline: letting
+    // more than header_timeout pass before the next request is the point here.
+    thread::sleep(Duration::from_millis(350));
+    client.send("\r\n");
+    client.send(get("/b"));
+    assert_eq!(client.response().json()["path"], "/b");
+    // A stray line end alone is idleness, not a stalled head: no 408.
+    client.send("\r\n");
+    client.expect_eof();
+    wait_until("two reports", || srv.statuses().len() == 2);
+    assert_eq!(srv.statuses(), [200, 200]);
+}
+
+#[test]
+fn transfer_encoding_is_refused_with_411() {
+    let srv = start(limits());
+    let mut client = Client::connect(srv.addr);
+    client.send(
+        "POST /write HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5\r\nhello\r\n0\r\n\r\n",
+    );
+    let message = client
+        .response()
+        .assert_error(411, "transfer_encoding_unsupported");
+    assert_eq!(
+        message,
+        "Transfer-Encoding is not supported; send the body with Content-Length"
+    );
+    client.expect_eof();
+}
+
+#[test]
+fn megabyte_header_line_without_line_end_gets_431() {
+    let srv = start(limits());
+    let mut client = Client::connect(srv.addr);
+    client.send("GET / HTTP/1.1\r\nX-Long: ");
+    let chunk = vec![b'a'; 16 * 1024];
+    for _ in 0..64 {
+        // The server may answer and close long before the megabyte is sent.
+        if client.stream.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let message = client.response().assert_error(431, "head_too_large");
+    assert_eq!(
+        message,
+        "request head is larger than 16384 bytes or has more than 64 headers"
+    );
+    wait_until("the 431 to be reported", || {
+        srv.log() == [(431, "-".to_owned(), "-".to_owned())]
+    });
+}
+
+#[test]
+fn too_many_headers_get_431() {
+    let srv = start(limits());
+    let mut client = Client::connect(srv.addr);
+    let headers: String = (0..65).map(|i| format!("X-{i}: v\r\n")).collect();
+    client.send(format!("GET / HTTP/1.1\r\n{headers}\r\n"));
+    client.response().assert_error(431, "head_too_large");
+}
+
+#[test]
+fn stalled_head_gets_408_at_the_deadline() {
+    let srv = start(Limits {
+        header_timeout: Duration::from_millis(300),
+        ..limits()
+    });
+    let mut client = Client::connect(srv.addr);
+    let sent = Instant::now();
+    client.send("GET / HTTP/1.1\r\nHost: x\r\n");
+    let message = client.response().assert_error(408, "head_timeout");
+    let took = sent.elapsed();
+    assert!(took >= Duration::from_millis(250), "{took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(message, "request head not received within 300ms");
+    client.expect_eof();
+}
+
+#[test]
+fn trickled_head_cannot_outlast_the_deadline() {
+    let srv = start(Limits {
+        header_timeout: Duration::from_millis(400),
+        ..limits()
+    });
+    let mut client = Client::connect(srv.addr);
+    let mut writer = client.stream.try_clone().expect("clone");
+    let started = Instant::now();
+    // One byte every 50 ms: each read succeeds well within any per-read timeout, so
+    // only a deadline for the whole head stops it.
+    let trickle = thread::spawn(move || {
+        let _ = writer.write_all(b"GET / HTTP/1.1\r\nX: ");
+        while started.elapsed() < PATIENCE {
+            if writer.write_all(b"a").is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    });
+    client.response().assert_error(408, "head_timeout");
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    drop(client);
+    trickle.join().expect("trickle thread");
+}
+
+#[test]
+fn stalled_body_gets_408() {
+    let srv = start(Limits {
+        header_timeout: Duration::from_millis(300),
+        ..limits()
+    });
+    let mut client = Client::connect(srv.addr);
+    client.send("POST /write HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+    let message = client.response().assert_error(408, "body_timeout");
+    assert!(message.starts_with("request body not received within 300ms"));
+    wait_until("the 408 to be reported", || {
+        srv.log() == [(408, "POST".to_owned(), "/write".to_owned())]
+    });
+}
+
+#[test]
+fn idle_connections_are_closed_silently() {
+    let srv = start(Limits {
+        idle_timeout: Duration::from_millis(300),
+        ..limits()
+    });
+    // Never sends a byte.
+    let mut silent = Client::connect(srv.addr);
+    // Sends one request, then goes quiet on a kept-alive connection.
+    let mut kept = Client::connect(srv.addr);
+    kept.send(get("/"));
+    assert_eq!(kept.response().status, 200);
+
+    let waited = Instant::now();
+    silent.expect_eof();
+    kept.expect_eof();
+    let took = waited.elapsed();
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    wait_until("both connections to close", || srv.open() == 0);
+    assert_eq!(srv.statuses(), [200], "no 408 for idle connections");
+}
+
+#[test]
+fn handler_panic_gives_500_and_the_server_goes_on() {
+    let srv = start(Limits {
+        workers: 1,
+        max_connections: 4,
+        ..limits()
+    });
+    // More panics than there are threads: none of them may cost a thread.
+    for _ in 0..6 {
+        let mut client = Client::connect(srv.addr);
+        client.send(get("/panic"));
+        client.response().assert_error(500, "internal_error");
+        client.expect_eof();
+    }
+    let mut client = Client::connect(srv.addr);
+    client.send(get("/after"));
+    assert_eq!(client.response().json()["path"], "/after");
+    wait_until("slots to be released", || srv.open() == 1);
+}
+
+#[test]
+fn per_ip_cap_refuses_with_503_at_once() {
+    let srv = start(Limits {
+        max_connections_per_ip: 2,
+        ..limits()
+    });
+    let first = Client::connect(srv.addr);
+    let _second = Client::connect(srv.addr);
+    wait_until("two open connections", || srv.open() == 2);
+
+    let mut third = Client::connect(srv.addr);
+    let asked = Instant::now();
+    let resp = third.response();
+    assert!(asked.elapsed() < Duration::from_secs(1));
+    let message = resp.assert_error(503, "too_many_connections");
+    assert_eq!(message, "too many connections; retry later");
+    assert_eq!(resp.header("retry-after"), Some("1"));
+    third.expect_eof();
+    assert_eq!(srv.open(), 2);
+
+    drop(first);
+    wait_until("a slot to be released", || srv.open() == 1);
+    let mut fourth = Client::connect(srv.addr);
+    fourth.send(get("/"));
+    assert_eq!(fourth.response().status, 200);
+    wait_until("the 503 to be reported", || srv.statuses().contains(&503));
+    assert!(srv.log().contains(&(503, "-".to_owned(), "-".to_owned())));
+}
+
+#[test]
+fn global_cap_refuses_with_503_at_once() {
+    let srv = start(Limits {
+        max_connections: 3,
+        max_connections_per_ip: 100,
+        ..limits()
+    });
+    let clients: Vec<Client> = (0..3).map(|_| Client::connect(srv.addr)).collect();
+    wait_until("three open connections", || srv.open() == 3);
+    let mut extra = Client::connect(srv.addr);
+    extra.response().assert_error(503, "too_many_connections");
+    drop(clients);
+    wait_until("all slots to be released", || srv.open() == 0);
+}
+
+#[test]
+fn many_idle_connections_do_not_stop_the_server_answering() {
+    let srv = start(Limits {
+        idle_timeout: Duration::from_secs(10),
+        workers: 4,
+        max_connections: 512,
+        max_connections_per_ip: 1000,
+        ..limits()
+    });
+    let mut idle: Vec<Client> = (0..600).map(|_| Client::connect(srv.addr)).collect();
+    wait_until("512 open connections", || srv.open() == 512);
+    wait_until("88 refusals", || {
+        srv.statuses().iter().filter(|s| **s == 503).count() == 88
+    });
+
+    // The accept loop is not blocked: a new connection is answered (refused) at once.
+    let mut probe = Client::connect(srv.addr);
+    let asked = Instant::now();
+    probe.response().assert_error(503, "too_many_connections");
+    assert!(asked.elapsed() < Duration::from_secs(1));
+
+    // Freeing a few slots lets a real request through within a second.
+    for client in &mut idle {
+        client.stream.set_nonblocking(true).expect("nonblocking");
+    }
+    let mut freed = 0;
+    idle.retain_mut(|client| {
+        let mut byte = [0u8; 1];
+        let refused = !matches!(client.stream.peek(&mut byte),
+            Err(ref e) if e.kind() == io::ErrorKind::WouldBlock);
+        if refused || freed >= 4 {
+            return refused;
+        }
+        freed += 1;
+        false
+    });
+    let asked = Instant::now();
+    let answered = loop {
+        let mut client = Client::connect(srv.addr);
+        client.send(get("/through"));
+        let resp = client.response();
+        if resp.status == 200 {
+            break asked.elapsed();
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "no slot within 1s"
+        );
+    };
+    assert!(answered < Duration::from_secs(1), "{answered:?}");
+    drop(idle);
+    wait_until("all connections to close", || srv.open() == 0);
+}
+
+#[test]
+fn thirty_two_keep_alive_clients_are_served_side_by_side() {
+    let srv = start(Limits {
+        workers: 4,
+        ..limits()
+    });
+    let mut clients: Vec<Client> = (0..32).map(|_| Client::connect(srv.addr)).collect();
+    for round in 0..2 {
+        for (i, client) in clients.iter_mut().enumerate() {
+            client.send(get(&format!("/c?{round}-{i}")));
+        }
+        for (i, client) in clients.iter_mut().enumerate() {
+            let resp = client.response();
+            assert_eq!(resp.json()["query"], format!("{round}-{i}"));
+        }
+    }
+    assert_eq!(srv.open(), 32);
+}
+
+#[test]
+fn shutdown_lets_an_in_flight_request_finish_and_closes_idle_ones() {
+    let mut srv = start_with_grace(
+        Limits {
+            idle_timeout: Duration::from_secs(10),
+            ..limits()
+        },
+        Duration::from_secs(5),
+    );
+    let mut idle = Client::connect(srv.addr);
+    idle.send(get("/"));
+    assert_eq!(idle.response().status, 200);
+
+    let mut slow = Client::connect(srv.addr);
+    slow.send(get("/slow?400"));
+    wait_until("the slow request to reach the handler", || {
+        srv.handler.started.load(Ordering::SeqCst) == 2
+    });
+
+    let took = srv.stop();
+    // run waited for the slow request, but not for the idle connection's 10 s.
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let resp = slow.response();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("connection"), Some("close"));
+    idle.expect_eof();
+    assert_eq!(srv.open(), 0);
+    assert!(TcpStream::connect(srv.addr).is_err(), "listener still open");
+}
+
+#[test]
+fn shutdown_grace_bounds_run() {
+    let mut srv = start_with_grace(limits(), Duration::from_millis(300));
+    let mut slow = Client::connect(srv.addr);
+    slow.send(get("/slow?3000"));
+    wait_until("the slow request to reach the handler", || {
+        srv.handler.started.load(Ordering::SeqCst) == 1
+    });
+    let took = srv.stop();
+    assert!(took >= Duration::from_millis(250), "{took:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+}
+
+#[test]
+fn http10_closes_unless_keep_alive_is_asked_for() {
+    let srv = start(limits());
+    let mut plain = Client::connect(srv.addr);
+    plain.send("GET /old HTTP/1.0\r\n\r\n");
+    let resp = plain.response();
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert_eq!(resp.json()["version"], 0);
+    plain.expect_eof();
+
+    let mut kept = Client::connect(srv.addr);
+    for _ in 0..2 {
+        kept.send("GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        let resp = kept.response();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("connection"), Some("keep-alive"));
+    }
+}
+
+#[test]
+fn http11_connection_close_is_honoured() {
+    let srv = start(limits());
+    let mut client = Client::connect(srv.addr);
+    client.send("GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(client.response().header("connection"), Some("close"));
+    client.expect_eof();
+}
+
+#[test]
+fn garbage_and_other_protocols_get_400() {
+    let srv = start(limits());
+    let cases: [(&[u8], &str); 4] = [
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "unsupported_version"),
+        (
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+            "malformed_request",
+        ),
+        (
+            b"GET http://example.com/ HTTP/1.1\r\n\r\n",
+            "invalid_target",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n",
+            "invalid_content_length",
+        ),
+    ];
+    for (raw, code) in cases {
+        let mut client = Client::connect(srv.addr);
+        client.send(raw);
+        client.response().assert_error(400, code);
+        client.expect_eof();
+    }
+    wait_until("four reports", || srv.statuses() == [400; 4]);
+    assert_eq!(srv.log()[0], (400, "-".to_owned(), "-".to_owned()));
+    assert_eq!(srv.handler.started.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn head_requests_get_headers_only() {
+    let srv = start(limits());
+    let mut client = Client::connect(srv.addr);
+    client.send("HEAD /h HTTP/1.1\r\n\r\n");
+    let resp = client.head_response();
+    assert_eq!(resp.status, 200);
+    assert!(resp.header("content-length").is_some_and(|l| l != "0"));
+    // If a body had been sent, it would be read here as a malformed response.
+    client.send(get("/next"));
+    assert_eq!(client.response().json()["path"], "/next");
+}
+
+#[test]
+fn handler_headers_cannot_break_framing() {
+    let srv = start(limits());
+    let mut client = Client::connect(srv.addr);
+    client.send(get("/bad-header"));
+    let resp = client.response();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("x-split"), None);
+    assert_eq!(resp.header("injected"), None);
+    assert_eq!(resp.header("x-fine"), Some("ok"));
+    assert_eq!(resp.header("content-length"), Some("2"));
+    client.send(get("/no-content"));
+    let resp = client.response();
+    assert_eq!(resp.status, 204);
+    assert_eq!(resp.header("content-length"), None);
+    assert!(resp.body.is_empty());
+    client.send(get("/after"));
+    assert_eq!(client.response().json()["path"], "/after");
+}
+
+#[test]
+fn deep_json_fits_the_worker_stack() {
+    let srv = start(limits());
+    for (depth, status) in [(127usize, 200u16), (100_000, 400)] {
+        let body = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let mut client = Client::connect(srv.addr);
+        client.send(format!(
+            "POST /json HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        let resp = client.response();
+        assert_eq!(resp.status, status);
+        if status == 200 {
+            assert_eq!(resp.json()["depth"], depth);
+        }
+    }
+}
+
+#[test]
+fn bind_rejects_unusable_limits() {
+    let zero_caps = Limits {
+        max_connections: 0,
+        ..limits()
+    };
+    let err = Server::bind("127.0.0.1:0", zero_caps).expect_err("zero cap");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    let zero_timeout = Limits {
+        header_timeout: Duration::ZERO,
+        ..limits()
+    };
+    assert!(Server::bind("127.0.0.1:0", zero_timeout).is_err());
+}
+
+#[test]
+fn shutdown_before_run_returns_at_once() {
+    let server = Server::bind("127.0.0.1:0", limits()).expect("bind");
+    server.handle().shutdown();
+    let begun = Instant::now();
+    server
+        .run(Arc::new(TestHandler::default()), Duration::from_secs(1))
+        .expect("run");
+    assert!(begun.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn error_bodies_are_escaped_json_with_error_first() {
+    let resp = Response::error(400, "bad\"code", "line\nbreak \"quoted\" \u{1}");
+    let text = String::from_utf8(resp.body.clone()).expect("utf-8");
+    assert!(text.starts_with("{\"error\":"), "{text}");
+    let value: Value = serde_json::from_str(&text).expect("valid json");
+    assert_eq!(value["error"], "line\nbreak \"quoted\" \u{1}");
+    assert_eq!(value["code"], "bad\"code");
+    assert_eq!(
+        resp.headers,
+        [("Content-Type", "application/json".to_owned())]
+    );
+}
+
+#[test]
+fn request_header_lookup_ignores_case_and_takes_the_first() {
+    let request = Request {
+        method: "GET".to_owned(),
+        path: "/".to_owned(),
+        query: None,
+        version: 1,
+        headers: vec![
+            ("X-Token".to_owned(), b"first".to_vec()),
+            ("x-token".to_owned(), b"second".to_vec()),
+        ],
+        body: Vec::new(),
+        peer: "127.0.0.1:1".parse().expect("addr"),
+    };
+    assert_eq!(request.header("X-TOKEN"), Some(&b"first"[..]));
+    assert_eq!(request.header("missing"), None);
+}

@@ -1,0 +1,326 @@
+//! The InfluxDB writer: the only module that talks to InfluxDB.
+//!
+//! It sends line protocol with millisecond precision to the v1 `/write` or the v2
+//! `/api/v2/write` endpoint, creates the v1 database when asked to, reads InfluxDB's answers
+//! within bounds, and says what a failure means for the data ([`Disposition`]): try again
+//! later, or never (bad data). It keeps the last success and the last error for the state page.
+//!
+//! It never follows redirects (they would carry credentials elsewhere), never takes a proxy
+//! from the environment, never reads more than [`MAX_ANSWER_BYTES`] of an answer, and never
+//! logs a credential. It knows nothing of jobs or HTTP clients of the gateway.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use crate::config::{Api, Influxdb};
+
+/// InfluxDB's error answers are short JSON; anything longer is cut.
+const MAX_ANSWER_BYTES: u64 = 64 * 1024;
+/// How much of InfluxDB's message is kept for answers, states and logs.
+const MAX_MESSAGE_CHARS: usize = 500;
+
+/// Why a write did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// No answer: connection refused, DNS, TLS, timeout.
+    Unreachable(String),
+    /// InfluxDB answered with an error status.
+    Status { status: u16, message: String },
+}
+
+/// What a failed write means for its points (SPEC §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// InfluxDB is down, busy or slow: try again later.
+    Retry,
+    /// Credentials or database/bucket are wrong: try again later, and say so loudly, because
+    /// nothing will arrive until the configuration is fixed.
+    RetryMisconfigured,
+    /// InfluxDB refused the data itself (bad line, field type conflict): retrying cannot help.
+    Reject,
+}
+
+impl WriteError {
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            WriteError::Unreachable(_) => Disposition::Retry,
+            WriteError::Status { status, .. } => match status {
+                401 | 403 | 404 => Disposition::RetryMisconfigured,
+                408 | 429 => Disposition::Retry,
+                400..=499 => Disposition::Reject,
+                _ => Disposition::Retry,
+            },
+        }
+    }
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteError::Unreachable(why) => write!(f, "influxdb is unreachable: {why}"),
+            WriteError::Status { status, message } => {
+                write!(f, "influxdb answered {status}: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+/// The writer's view of InfluxDB, for the state page.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    pub last_success: Option<SystemTime>,
+    pub last_error: Option<(SystemTime, String)>,
+}
+
+pub struct Influx {
+    agent: ureq::Agent,
+    write_url: String,
+    query_url: String,
+    /// The `Authorization` header value; never logged or shown.
+    authorization: Option<String>,
+    api: Api,
+    database: String,
+    /// v1 with `create_database`: false until `CREATE DATABASE` succeeded once.
+    database_ready: AtomicBool,
+    health: Mutex<Health>,
+    base_url: String,
+}
+
+impl Influx {
+    pub fn new(c: &Influxdb) -> Influx {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(c.timeout.0))
+            .timeout_connect(Some(c.timeout.0))
+            .http_status_as_error(false)
+            .proxy(None)
+            .max_redirects(0)
+            .user_agent(concat!("metrics-consumer/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        let base = c.url.trim_end_matches('/').to_string();
+        let (write_url, authorization) = match c.api {
+            Api::V1 => {
+                let mut url = format!("{base}/write?db={}&precision=ms", encode(&c.database));
+                if !c.retention_policy.is_empty() {
+                    url.push_str(&format!("&rp={}", encode(&c.retention_policy)));
+                }
+                let auth = (!c.username.is_empty())
+                    .then(|| crate::auth::basic_credentials(&c.username, &c.password));
+                (url, auth)
+            }
+            Api::V2 => {
+                let url = format!(
+                    "{base}/api/v2/write?org={}&bucket={}&precision=ms",
+                    encode(&c.org),
+                    encode(&c.bucket)
+                );
+                let auth = (!c.token.is_empty()).then(|| format!("Token {}", c.token));
+                (url, auth)
+            }
+        };
+        Influx {
+            agent,
+            write_url,
+            query_url: format!("{base}/query"),
+            authorization,
+            api: c.api,
+            database: c.database.clone(),
+            database_ready: AtomicBool::new(!(c.api == Api::V1 && c.create_database)),
+            health: Mutex::new(Health::default()),
+            base_url: base,
+        }
+    }
+
+    /// The URL as configured (it never holds credentials: the configuration refuses them).
+    pub fn url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn api(&self) -> Api {
+        self.api
+    }
+
+    pub fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Writes line protocol (lines separated by '\n'). On success InfluxDB has stored it.
+    pub fn write(&self, lines: &str) -> Result<(), WriteError> {
+        if !self.database_ready.load(Ordering::Relaxed) {
+            // A failure here shows up again as the write's own error, so it is not returned.
+            let _ = self.ensure_database();
+        }
+        let result = self.post(
+            &self.write_url,
+            lines.as_bytes(),
+            "text/plain; charset=utf-8",
+        );
+        self.record(&result);
+        result
+    }
+
+    /// v1 with `create_database`: `CREATE DATABASE` (a no-op when it exists). Called at start
+    /// and before writes until it has succeeded once.
+    pub fn ensure_database(&self) -> Result<(), WriteError> {
+        if self.database_ready.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let query = format!(
+            "q={}",
+            encode(&format!(
+                "CREATE DATABASE \"{}\"",
+                self.database.replace('"', "\\\"")
+            ))
+        );
+        let result = self.post(
+            &self.query_url,
+            query.as_bytes(),
+            "application/x-www-form-urlencoded",
+        );
+        match &result {
+            Ok(()) => {
+                self.database_ready.store(true, Ordering::Relaxed);
+                log::info!("influxdb: database {:?} is ready", self.database);
+            }
+            Err(e) => log::warn!("influxdb: cannot create database {:?}: {e}", self.database),
+        }
+        self.record(&result);
+        result
+    }
+
+    fn post(&self, url: &str, body: &[u8], content_type: &str) -> Result<(), WriteError> {
+        let mut request = self.agent.post(url).header("Content-Type", content_type);
+        if let Some(auth) = &self.authorization {
+            request = request.header("Authorization", auth);
+        }
+        let mut response = request
+            .send(body)
+            .map_err(|e| WriteError::Unreachable(e.to_string()))?;
+        let status = response.status().as_u16();
+        // The answer is read (bounded) even on success so the connection can be reused.
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES)
+            .lossy_utf8(true)
+            .read_to_string()
+            .unwrap_or_default();
+        if (200..300).contains(&status) {
+            // InfluxDB 1.x query answers are 200 even when the statement failed.
+            if let Some(message) = error_message(&text).filter(|_| status == 200) {
+                return Err(WriteError::Status {
+                    status: 400,
+                    message,
+                });
+            }
+            return Ok(());
+        }
+        let message = error_message(&text).unwrap_or_else(|| cut(text.trim()));
+        Err(WriteError::Status { status, message })
+    }
+
+    fn record(&self, result: &Result<(), WriteError>) {
+        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(()) => health.last_success = Some(SystemTime::now()),
+            Err(e) => health.last_error = Some((SystemTime::now(), e.to_string())),
+        }
+    }
+}
+
+/// InfluxDB's own message: v1 `{"error": ...}`, v1 query `{"results":[{"error": ...}]}`,
+/// v2 `{"code": ..., "message": ...}`.
+fn error_message(text: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let found = v
+        .get("error")
+        .or_else(|| v.get("message"))
+        .or_else(|| v.get("results")?.get(0)?.get("error"))?;
+    Some(cut(found.as_str()?))
+}
+
+fn cut(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(MAX_MESSAGE_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().count() > MAX_MESSAGE_CHARS {
+        out.push_str("...");
+    }
+    out
+}
+
+/// Percent-encodes a query-string value (RFC 3986 unreserved characters stay).
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(encode("my db&x=1"), "my%20db%26x%3D1");
+        assert_eq!(encode("telegraf"), "telegraf");
+    }
+
+    #[test]
+    fn dispositions_follow_the_spec() {
+        let status = |s| WriteError::Status {
+            status: s,
+            message: String::new(),
+        };
+        assert_eq!(
+            WriteError::Unreachable("x".into()).disposition(),
+            Disposition::Retry
+        );
+        for s in [500, 502, 503, 429, 408] {
+            assert_eq!(status(s).disposition(), Disposition::Retry, "{s}");
+        }
+        for s in [401, 403, 404] {
+            assert_eq!(
+                status(s).disposition(),
+                Disposition::RetryMisconfigured,
+                "{s}"
+            );
+        }
+        for s in [400, 413, 422] {
+            assert_eq!(status(s).disposition(), Disposition::Reject, "{s}");
+        }
+    }
+
+    #[test]
+    fn messages_are_taken_from_each_answer_shape() {
+        assert_eq!(
+            error_message(r#"{"error":"field type conflict"}"#).as_deref(),
+            Some("field type conflict")
+        );
+        assert_eq!(
+            error_message(r#"{"code":"invalid","message":"bad line"}"#).as_deref(),
+            Some("bad line")
+        );
+        assert_eq!(
+            error_message(r#"{"results":[{"statement_id":0,"error":"nope"}]}"#).as_deref(),
+            Some("nope")
+        );
+        assert_eq!(error_message(r#"{"results":[{"statement_id":0}]}"#), None);
+        assert_eq!(cut("a\nb"), "a b");
+    }
+}

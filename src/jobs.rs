@@ -1,0 +1,355 @@
+//! The job table: which runs are running, committing, finished or expired, and the ticker that
+//! writes their heartbeats.
+//!
+//! The table is one `Mutex<HashMap<Uuid, Job>>`. The lock is held only to read or change the
+//! table, never across I/O: handlers take what they need, write to InfluxDB without the lock,
+//! and come back to record the outcome. That is why a register first reserves a slot (so
+//! `jobs.max_running` holds under concurrency) and a commit first marks the job `Committing`
+//! (so two commits of one run cannot both succeed).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use uuid::Uuid;
+
+use crate::line_protocol::{FieldValue, Point};
+use crate::points::{self, Event, Run};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Heartbeats are written.
+    Running,
+    /// A commit's points are being written; `expired` says what it was before.
+    Committing { expired: bool },
+    /// Committed at this time (Unix ms); kept for `jobs.finished_retention`.
+    Finished { at_ms: i64 },
+    /// No commit within `jobs.max_age`; heartbeats stopped. A late commit is still accepted:
+    /// the result of a long test is worth more than the rule it broke.
+    Expired { at_ms: i64 },
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Running => "running",
+            State::Committing { .. } => "committing",
+            State::Finished { .. } => "finished",
+            State::Expired { .. } => "expired",
+        }
+    }
+
+    /// Counts against `jobs.max_running`.
+    fn is_active(self) -> bool {
+        matches!(self, State::Running | State::Committing { .. })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub run: Run,
+    /// The fields every heartbeat repeats.
+    pub fields: Vec<(String, FieldValue)>,
+    /// When the gateway last heard of the run (Unix ms); `jobs.max_age` counts from here.
+    pub last_seen_ms: i64,
+    pub state: State,
+    pub heartbeats: u64,
+}
+
+#[derive(Default)]
+struct Table {
+    jobs: HashMap<Uuid, Job>,
+    /// Jobs in an active state, kept with every state change so a register needs no scan.
+    active: usize,
+    /// Registers between their slot reservation and their outcome.
+    reserved: usize,
+}
+
+#[derive(Default)]
+pub struct Jobs {
+    table: Mutex<Table>,
+}
+
+/// A place for one more running job, held while register writes its points.
+pub struct Slot<'a> {
+    jobs: &'a Jobs,
+    filled: bool,
+}
+
+impl Slot<'_> {
+    pub fn fill(mut self, job: Job) {
+        let mut t = self.jobs.lock();
+        t.reserved -= 1;
+        if job.state.is_active() {
+            t.active += 1;
+        }
+        t.jobs.insert(job.run.uuid, job);
+        self.filled = true;
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if !self.filled {
+            self.jobs.lock().reserved -= 1;
+        }
+    }
+}
+
+/// Why a commit cannot go ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Unknown,
+    Finished { at_ms: i64 },
+    InProgress,
+}
+
+/// What one tick writes.
+#[derive(Debug, Default)]
+pub struct Tick {
+    pub points: Vec<Point>,
+    /// Runs whose heartbeat is among `points`.
+    pub beats: Vec<Uuid>,
+    pub expired: usize,
+    pub removed: usize,
+}
+
+/// Counts for the state page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub running: usize,
+    pub committing: usize,
+    pub finished: usize,
+    pub expired: usize,
+}
+
+impl Jobs {
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // A panic elsewhere must not take the table down with it: every change below leaves the
+        // table consistent before anything can panic, so the data is still good.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reserves room for a new running job, or `None` when `max_running` are running already.
+    pub fn reserve(&self, max_running: usize) -> Option<Slot<'_>> {
+        let mut t = self.lock();
+        if t.active + t.reserved >= max_running {
+            return None;
+        }
+        t.reserved += 1;
+        Some(Slot {
+            jobs: self,
+            filled: false,
+        })
+    }
+
+    /// Marks a job `Committing` and hands back its run, or says why it can't be committed.
+    pub fn begin_commit(&self, uuid: &Uuid) -> Result<Run, Refusal> {
+        let mut t = self.lock();
+        let Some(job) = t.jobs.get_mut(uuid) else {
+            return Err(Refusal::Unknown);
+        };
+        let (state, was_active) = match job.state {
+            State::Running => (State::Committing { expired: false }, true),
+            State::Expired { .. } => (State::Committing { expired: true }, false),
+            State::Committing { .. } => return Err(Refusal::InProgress),
+            State::Finished { at_ms } => return Err(Refusal::Finished { at_ms }),
+        };
+        job.state = state;
+        let run = job.run.clone();
+        if !was_active {
+            t.active += 1;
+        }
+        Ok(run)
+    }
+
+    /// Records a commit's outcome: finished when its points were recorded, else back as it was.
+    pub fn end_commit(&self, uuid: &Uuid, recorded: bool, now_ms: i64) {
+        let mut t = self.lock();
+        let Some(job) = t.jobs.get_mut(uuid) else {
+            return;
+        };
+        let State::Committing { expired } = job.state else {
+            return;
+        };
+        job.state = match (recorded, expired) {
+            (true, _) => State::Finished { at_ms: now_ms },
+            (false, false) => State::Running,
+            (false, true) => State::Expired { at_ms: now_ms },
+        };
+        if job.state != State::Running {
+            t.active -= 1;
+        }
+    }
+
+    /// Builds this tick's heartbeats and expiry events, and forgets jobs past their retention.
+    /// Only CPU work happens under the lock; the caller writes the points afterwards.
+    pub fn tick(&self, now_ms: i64, max_age_ms: i64, retention_ms: i64) -> Tick {
+        let mut tick = Tick::default();
+        let mut t = self.lock();
+        let before = t.jobs.len();
+        t.jobs.retain(|_, job| match job.state {
+            State::Finished { at_ms } | State::Expired { at_ms } => now_ms - at_ms < retention_ms,
+            _ => true,
+        });
+        tick.removed = before - t.jobs.len();
+        for job in t.jobs.values_mut() {
+            if job.state != State::Running {
+                continue;
+            }
+            if now_ms - job.last_seen_ms >= max_age_ms {
+                job.state = State::Expired { at_ms: now_ms };
+                let text = format!(
+                    "load test on {} expired: no commit within {} (run {})",
+                    job.run.host,
+                    crate::config::format_duration(std::time::Duration::from_millis(
+                        max_age_ms as u64
+                    )),
+                    job.run.uuid
+                );
+                tick.points
+                    .push(points::event(&job.run, Event::Expired, now_ms, text));
+                tick.expired += 1;
+                continue;
+            }
+            tick.points
+                .push(points::heartbeat(&job.run, &job.fields, now_ms));
+            tick.beats.push(job.run.uuid);
+        }
+        t.active -= tick.expired;
+        tick
+    }
+
+    /// Counts the heartbeats that were written.
+    pub fn count_beats(&self, uuids: &[Uuid]) {
+        let mut t = self.lock();
+        for uuid in uuids {
+            if let Some(job) = t.jobs.get_mut(uuid) {
+                job.heartbeats += 1;
+            }
+        }
+    }
+
+    /// `true` for running jobs, `false` for the ones that ended within the retention.
+    pub fn is_running(&self) -> Vec<(Uuid, bool)> {
+        let t = self.lock();
+        t.jobs
+            .values()
+            .map(|j| (j.run.uuid, j.state.is_active()))
+            .collect()
+    }
+
+    pub fn counts(&self) -> Counts {
+        let t = self.lock();
+        let mut c = Counts::default();
+        for job in t.jobs.values() {
+            match job.state {
+                State::Running => c.running += 1,
+                State::Committing { .. } => c.committing += 1,
+                State::Finished { .. } => c.finished += 1,
+                State::Expired { .. } => c.expired += 1,
+            }
+        }
+        c
+    }
+
+    /// Up to `limit` jobs, newest first, for the state page.
+    pub fn list(&self, limit: usize) -> Vec<Job> {
+        let t = self.lock();
+        let mut jobs: Vec<&Job> = t.jobs.values().collect();
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.run.started_ms));
+        jobs.into_iter().take(limit).cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(n: u128, now_ms: i64) -> Job {
+        Job {
+            run: Run {
+                uuid: Uuid::from_u128(n),
+                host: "h".into(),
+                tags: vec![],
+                started_ms: now_ms,
+            },
+            fields: vec![],
+            last_seen_ms: now_ms,
+            state: State::Running,
+            heartbeats: 0,
+        }
+    }
+
+    #[test]
+    fn max_running_counts_reservations() {
+        let jobs = Jobs::default();
+        let a = jobs.reserve(2).unwrap();
+        let b = jobs.reserve(2).unwrap();
+        assert!(
+            jobs.reserve(2).is_none(),
+            "two reserved slots fill max_running = 2"
+        );
+        drop(b);
+        a.fill(job(1, 0));
+        assert!(jobs.reserve(2).is_some(), "a dropped slot is free again");
+        jobs.reserve(2).unwrap().fill(job(2, 0));
+        assert!(jobs.reserve(2).is_none());
+        jobs.begin_commit(&Uuid::from_u128(1)).unwrap();
+        jobs.end_commit(&Uuid::from_u128(1), true, 5);
+        assert!(jobs.reserve(2).is_some(), "a finished job frees its slot");
+    }
+
+    #[test]
+    fn commit_states() {
+        let jobs = Jobs::default();
+        let id = Uuid::from_u128(1);
+        jobs.reserve(10).unwrap().fill(job(1, 0));
+        assert_eq!(
+            jobs.begin_commit(&Uuid::from_u128(9)),
+            Err(Refusal::Unknown)
+        );
+        jobs.begin_commit(&id).unwrap();
+        assert_eq!(jobs.begin_commit(&id), Err(Refusal::InProgress));
+        jobs.end_commit(&id, false, 1);
+        assert_eq!(
+            jobs.is_running(),
+            vec![(id, true)],
+            "a failed commit leaves the job running"
+        );
+        jobs.begin_commit(&id).unwrap();
+        jobs.end_commit(&id, true, 7);
+        assert_eq!(jobs.begin_commit(&id), Err(Refusal::Finished { at_ms: 7 }));
+        assert_eq!(jobs.is_running(), vec![(id, false)]);
+    }
+
+    #[test]
+    fn tick_beats_expires_and_forgets() {
+        let jobs = Jobs::default();
+        jobs.reserve(10).unwrap().fill(job(1, 0));
+        jobs.reserve(10).unwrap().fill(job(2, 500));
+        let t = jobs.tick(1000, 1000, 300);
+        assert_eq!((t.expired, t.beats.len(), t.points.len()), (1, 1, 2));
+        assert_eq!(t.beats, vec![Uuid::from_u128(2)]);
+        jobs.count_beats(&t.beats);
+        assert_eq!(
+            jobs.counts(),
+            Counts {
+                running: 1,
+                expired: 1,
+                ..Counts::default()
+            }
+        );
+        // The expired run can still be committed.
+        jobs.begin_commit(&Uuid::from_u128(1)).unwrap();
+        jobs.end_commit(&Uuid::from_u128(1), true, 1100);
+        let t = jobs.tick(1200, 10_000, 300);
+        assert_eq!((t.expired, t.removed, t.beats.len()), (0, 0, 1));
+        let t = jobs.tick(1400, 10_000, 300);
+        assert_eq!(
+            t.removed, 1,
+            "finished at 1100, gone after 300 ms of retention"
+        );
+        assert_eq!(jobs.list(10)[0].heartbeats, 1);
+        assert!(jobs.reserve(1).is_none(), "one job is still running");
+    }
+}

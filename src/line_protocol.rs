@@ -1,0 +1,905 @@
+//! Building validated points and encoding them as InfluxDB line protocol, the text format that
+//! both InfluxDB 1.x (`/write`) and InfluxDB 2 (`/api/v2/write`) accept. A [`Point`] can only hold
+//! content that encodes to a line InfluxDB parses back to exactly the same values: every tag key,
+//! tag value and field key goes through [`check_name`] or [`check_tag_value`], and float fields
+//! must be finite. This module never performs I/O; it only produces strings, and sending them
+//! (with `precision=ms`) is the caller's business. It does not check the length of string field
+//! values, because that limit is configuration and callers enforce it, and it does not check that
+//! a millisecond timestamp fits InfluxDB's nanosecond range (roughly the years 1677 to 2262).
+
+use std::fmt::{self, Write as _};
+
+/// Longest tag key or field key, in bytes, that [`check_name`] accepts.
+pub const MAX_NAME_BYTES: usize = 128;
+/// Longest tag value, in bytes, that [`check_tag_value`] accepts.
+pub const MAX_TAG_VALUE_BYTES: usize = 256;
+
+// Escaping rules from the line protocol reference,
+// https://docs.influxdata.com/influxdb/v1/write_protocols/line_protocol_reference/#special-characters
+// Each listed character is written with a backslash in front of it. Backslashes themselves are
+// never escaped in names or tag values because this module refuses them there: a trailing
+// backslash would otherwise escape the following delimiter.
+/// Measurements: comma and space.
+const MEASUREMENT_SPECIALS: &[char] = &[',', ' '];
+/// Tag keys, tag values and field keys: comma, equals sign and space.
+const KEY_AND_TAG_VALUE_SPECIALS: &[char] = &[',', '=', ' '];
+/// String field values (inside the surrounding double quotes): double quote and backslash.
+const STRING_FIELD_SPECIALS: &[char] = &['"', '\\'];
+
+/// The value of one field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    Float(f64),
+    Bool(bool),
+    Str(String),
+}
+
+/// Why a name (tag key / field key) or a tag value is refused.
+///
+/// The messages are short and lowercase and do not name the key, because callers prefix them
+/// with the path of the offending key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Invalid {
+    Empty,
+    TooLong { len: usize, max: usize },
+    ControlChar(char),
+    Backslash,
+    ReservedTime,
+    Underscore,
+    NotFinite,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Invalid::Empty => f.write_str("is empty"),
+            Invalid::TooLong { len, max } => write!(f, "is {len} bytes; the limit is {max}"),
+            Invalid::ControlChar(c) => {
+                write!(f, "contains a control character (U+{:04X})", u32::from(*c))
+            }
+            Invalid::Backslash => f.write_str("contains a backslash"),
+            Invalid::ReservedTime => f.write_str("is reserved (\"time\")"),
+            Invalid::Underscore => f.write_str("starts with '_', which InfluxDB reserves"),
+            Invalid::NotFinite => f.write_str("is not a finite number"),
+        }
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// Which part of a tag or field was refused: the key or the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Key,
+    Value,
+}
+
+/// Checks a tag key or field key: 1..=128 bytes, no control characters (as defined by
+/// [`char::is_control`]: tab, CR, LF, DEL, the C1 range and the rest), no backslash, not exactly
+/// `time`, and not starting with `_`.
+///
+/// The rules are tried in that order and the first failure is reported. InfluxDB 1.x drops
+/// fields and tags named `time`, and InfluxDB 2 reserves every name starting with `_` for its
+/// own columns such as `_measurement` and `_field`.
+pub fn check_name(name: &str) -> Result<(), Invalid> {
+    check_text(name, MAX_NAME_BYTES)?;
+    if name == "time" {
+        return Err(Invalid::ReservedTime);
+    }
+    if name.starts_with('_') {
+        return Err(Invalid::Underscore);
+    }
+    Ok(())
+}
+
+/// Checks a tag value: 1..=256 bytes, no control characters, no backslash.
+///
+/// Empty tag values are refused because InfluxDB silently drops such tags.
+pub fn check_tag_value(value: &str) -> Result<(), Invalid> {
+    check_text(value, MAX_TAG_VALUE_BYTES)
+}
+
+/// The rules that names and tag values share.
+fn check_text(text: &str, max: usize) -> Result<(), Invalid> {
+    if text.is_empty() {
+        return Err(Invalid::Empty);
+    }
+    if text.len() > max {
+        return Err(Invalid::TooLong {
+            len: text.len(),
+            max,
+        });
+    }
+    // Control characters are refused because the parsers treat tab and newline as delimiters
+    // that cannot be escaped, and the others are never meaningful in a series key.
+    match text.chars().find(|&c| c.is_control() || c == '\\') {
+        Some('\\') => Err(Invalid::Backslash),
+        Some(c) => Err(Invalid::ControlChar(c)),
+        None => Ok(()),
+    }
+}
+
+/// Replaces control characters and backslashes by `_` and cuts the result to at most `max`
+/// bytes on a char boundary.
+///
+/// This is for data that must become a tag value whatever it contains, such as endpoint names
+/// reported by load tests. Replacement happens before cutting, so `max` limits the output. The
+/// result is empty when `value` is empty or its first character is longer than `max`; such a
+/// value is still refused by [`Point::tag`], so callers keep handling that error.
+pub fn sanitize_tag_value(value: &str, max: usize) -> String {
+    let mut out = String::with_capacity(value.len().min(max));
+    for c in value.chars() {
+        let c = if c.is_control() || c == '\\' { '_' } else { c };
+        if out.len() + c.len_utf8() > max {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A point that can only hold encodable content: every tag and field goes through the checks
+/// above.
+///
+/// Tags are kept sorted by key (byte order), because InfluxDB has to sort them anyway and
+/// sorted input saves it that work; fields stay in insertion order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    measurement: &'static str,
+    tags: Vec<(String, String)>,
+    fields: Vec<(String, FieldValue)>,
+    time_ms: i64,
+}
+
+impl Point {
+    /// Starts a point without tags or fields. `measurement` is one of the program's own
+    /// constant names, so it is only checked by a debug assertion: it must be non-empty and free
+    /// of control characters and backslashes, and must not start with `_` (reserved by
+    /// InfluxDB 2) or `#` (which would turn the line into a comment).
+    pub fn new(measurement: &'static str, time_ms: i64) -> Point {
+        debug_assert!(
+            is_usable_measurement(measurement),
+            "unusable measurement name {measurement:?}"
+        );
+        Point {
+            measurement,
+            tags: Vec::new(),
+            fields: Vec::new(),
+            time_ms,
+        }
+    }
+
+    /// Sets (or replaces) a tag after [`check_name`] on the key and [`check_tag_value`] on the
+    /// value. On error the point is unchanged.
+    pub fn tag(&mut self, key: &str, value: &str) -> Result<(), (Which, Invalid)> {
+        check_name(key).map_err(|e| (Which::Key, e))?;
+        check_tag_value(value).map_err(|e| (Which::Value, e))?;
+        match self.tag_index(key) {
+            Ok(i) => value.clone_into(&mut self.tags[i].1),
+            Err(i) => self.tags.insert(i, (key.to_owned(), value.to_owned())),
+        }
+        Ok(())
+    }
+
+    /// Sets (or replaces) a field after [`check_name`] on the key; a float must be finite
+    /// (else [`Invalid::NotFinite`]), because line protocol has no spelling for NaN or infinity.
+    /// A replaced field keeps its original position. On error the point is unchanged.
+    pub fn field(&mut self, key: &str, value: FieldValue) -> Result<(), (Which, Invalid)> {
+        check_name(key).map_err(|e| (Which::Key, e))?;
+        if let FieldValue::Float(v) = value
+            && !v.is_finite()
+        {
+            return Err((Which::Value, Invalid::NotFinite));
+        }
+        match self.fields.iter_mut().find(|(k, _)| k == key) {
+            Some((_, slot)) => *slot = value,
+            None => self.fields.push((key.to_owned(), value)),
+        }
+        Ok(())
+    }
+
+    // Read back by the tests, which compare points with InfluxData's parser; the program only encodes.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn measurement(&self) -> &'static str {
+        self.measurement
+    }
+
+    // Read back by the tests, which compare points with InfluxData's parser; the program only encodes.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn time_ms(&self) -> i64 {
+        self.time_ms
+    }
+
+    /// The tags, sorted by key.
+    // Read back by the tests, which compare points with InfluxData's parser; the program only encodes.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn tags(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The fields, in insertion order.
+    // Read back by the tests, which compare points with InfluxData's parser; the program only encodes.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &FieldValue)> {
+        self.fields.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    // Read back by the tests, which compare points with InfluxData's parser; the program only encodes.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn has_tag(&self, key: &str) -> bool {
+        self.tag_index(key).is_ok()
+    }
+
+    pub fn field_count(&self) -> usize {
+        self.fields.len()
+    }
+
+    // Read back by the tests, which compare points with InfluxData's parser; the program only encodes.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn tag_count(&self) -> usize {
+        self.tags.len()
+    }
+
+    /// Appends one line (no trailing newline) to `out`: measurement, sorted tags, a space, the
+    /// fields separated by commas, a space and the timestamp in milliseconds.
+    ///
+    /// A line without fields is not valid line protocol, and every point the program builds has
+    /// at least one field, so a point without fields is a programming error: debug builds panic,
+    /// and release builds append nothing rather than a line that would make InfluxDB reject the
+    /// whole request. Such a point carries no values, so nothing is lost by leaving it out.
+    pub fn encode(&self, out: &mut String) {
+        debug_assert!(
+            !self.fields.is_empty(),
+            "point {:?} has no fields and cannot be encoded",
+            self.measurement
+        );
+        if self.fields.is_empty() {
+            return;
+        }
+        escape_into(out, self.measurement, MEASUREMENT_SPECIALS);
+        for (key, value) in &self.tags {
+            out.push(',');
+            escape_into(out, key, KEY_AND_TAG_VALUE_SPECIALS);
+            out.push('=');
+            escape_into(out, value, KEY_AND_TAG_VALUE_SPECIALS);
+        }
+        for (i, (key, value)) in self.fields.iter().enumerate() {
+            out.push(if i == 0 { ' ' } else { ',' });
+            escape_into(out, key, KEY_AND_TAG_VALUE_SPECIALS);
+            out.push('=');
+            encode_field_value(out, value);
+        }
+        write!(out, " {}", self.time_ms).expect("writing to a String cannot fail");
+    }
+
+    fn tag_index(&self, key: &str) -> Result<usize, usize> {
+        self.tags.binary_search_by(|(k, _)| k.as_str().cmp(key))
+    }
+}
+
+/// Encodes points as one line each, every line (the last one included) terminated by `'\n'`, so
+/// that bodies can be concatenated safely. An empty slice gives an empty string. Points without
+/// fields are handled as described at [`Point::encode`].
+pub fn encode_batch(points: &[Point]) -> String {
+    let mut out = String::with_capacity(points.len() * 128);
+    for point in points {
+        let start = out.len();
+        point.encode(&mut out);
+        if out.len() > start {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn is_usable_measurement(name: &str) -> bool {
+    check_text(name, MAX_NAME_BYTES).is_ok() && !name.starts_with(['_', '#'])
+}
+
+/// Appends `text` to `out`, putting a backslash in front of every character in `specials`.
+fn escape_into(out: &mut String, text: &str, specials: &[char]) {
+    for c in text.chars() {
+        if specials.contains(&c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+fn encode_field_value(out: &mut String, value: &FieldValue) {
+    match value {
+        // `Display` for f64 prints the shortest decimal that parses back to the same bits and
+        // never uses exponent notation, so the output is a plain decimal number that every
+        // InfluxDB parser reads as a float (a number without the `i` or `u` suffix is a float)
+        // and that round-trips exactly: 1.0 becomes `1`, -0.0 becomes `-0`, and extremes are
+        // long (1e300 takes 301 characters, 5e-324 takes 326) but exact. The exponent form of
+        // `Debug` would be shorter, but plain decimals avoid depending on every server version
+        // accepting exponents.
+        FieldValue::Float(v) => write!(out, "{v}").expect("writing to a String cannot fail"),
+        FieldValue::Bool(true) => out.push_str("true"),
+        FieldValue::Bool(false) => out.push_str("false"),
+        // Everything except `"` and `\` goes in literally, newlines included: the parsers track
+        // quotes when splitting a body into lines.
+        FieldValue::Str(s) => {
+            out.push('"');
+            escape_into(out, s, STRING_FIELD_SPECIALS);
+            out.push('"');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use influxdb_line_protocol as oracle;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn point(
+        measurement: &'static str,
+        tags: &[(&str, &str)],
+        fields: &[(&str, FieldValue)],
+        time_ms: i64,
+    ) -> Point {
+        let mut p = Point::new(measurement, time_ms);
+        for (k, v) in tags {
+            p.tag(k, v).unwrap();
+        }
+        for (k, v) in fields {
+            p.field(k, v.clone()).unwrap();
+        }
+        p
+    }
+
+    /// Encodes `p`, compares with `expected`, and also makes sure the oracle parses the line.
+    fn check(p: &Point, expected: &str) {
+        let mut line = String::new();
+        p.encode(&mut line);
+        assert_eq!(line, expected);
+        assert_eq!(
+            encode_batch(std::slice::from_ref(p)),
+            format!("{expected}\n")
+        );
+        assert_round_trip(std::slice::from_ref(p), &line);
+    }
+
+    fn float(v: f64) -> FieldValue {
+        FieldValue::Float(v)
+    }
+
+    fn text(s: &str) -> FieldValue {
+        FieldValue::Str(s.to_owned())
+    }
+
+    #[test]
+    fn encodes_points() {
+        let cases: Vec<(Point, String)> = vec![
+            (point("m", &[], &[("f", float(1.5))], 0), "m f=1.5 0".into()),
+            (
+                point(
+                    "m",
+                    &[("b", "2"), ("a", "1")],
+                    &[("z", float(1.0)), ("y", FieldValue::Bool(false))],
+                    5,
+                ),
+                "m,a=1,b=2 z=1,y=false 5".into(),
+            ),
+            (
+                point(
+                    "load test,run=1",
+                    &[],
+                    &[("ok", FieldValue::Bool(true))],
+                    -42,
+                ),
+                r"load\ test\,run=1 ok=true -42".into(),
+            ),
+            (
+                point("m", &[("a b,c=d", "x=y, z")], &[("f g,h=i", float(2.0))], 7),
+                r"m,a\ b\,c\=d=x\=y\,\ z f\ g\,h\=i=2 7".into(),
+            ),
+            (
+                point(
+                    "m",
+                    &[("q", "\"quoted\"")],
+                    &[("s", text("say \"hi\" \\ a,b=c d"))],
+                    1,
+                ),
+                r#"m,q="quoted" s="say \"hi\" \\ a,b=c d" 1"#.into(),
+            ),
+            (
+                point("m", &[], &[("s", text("line one\nline two\r\ttab"))], 1),
+                "m s=\"line one\nline two\r\ttab\" 1".into(),
+            ),
+            (point("m", &[], &[("s", text(""))], 1), r#"m s="" 1"#.into()),
+            (
+                point(
+                    "messwert",
+                    &[("städte", "köln 🚀")],
+                    &[("größe", text("日本"))],
+                    3,
+                ),
+                r#"messwert,städte=köln\ 🚀 größe="日本" 3"#.into(),
+            ),
+            (point("m", &[], &[("f", float(-0.0))], 0), "m f=-0 0".into()),
+            (point("m", &[], &[("f", float(0.0))], 0), "m f=0 0".into()),
+            (
+                point("m", &[], &[("f", float(0.1 + 0.2))], 0),
+                "m f=0.30000000000000004 0".into(),
+            ),
+            (
+                point("m", &[], &[("f", float(1e300))], 0),
+                format!("m f=1{} 0", "0".repeat(300)),
+            ),
+            (
+                point("m", &[], &[("f", float(-1e-300))], 0),
+                format!("m f=-0.{}1 0", "0".repeat(299)),
+            ),
+            (
+                point("m", &[], &[("f", float(5e-324))], 0),
+                format!("m f=0.{}5 0", "0".repeat(323)),
+            ),
+            (
+                point("m", &[], &[("f", float(f64::MAX))], 0),
+                format!("m f=17976931348623157{} 0", "0".repeat(292)),
+            ),
+            (
+                point("m", &[], &[("f", float(f64::MIN_POSITIVE))], 0),
+                format!("m f=0.{}22250738585072014 0", "0".repeat(307)),
+            ),
+            (
+                point("m", &[], &[("f", float(1.0))], i64::MIN),
+                "m f=1 -9223372036854775808".into(),
+            ),
+            (
+                point("m", &[], &[("f", float(1.0))], i64::MAX),
+                "m f=1 9223372036854775807".into(),
+            ),
+            (
+                point(
+                    "m",
+                    &[("time_zone", "_x"), ("t", "time")],
+                    &[("Time", float(1.0))],
+                    0,
+                ),
+                "m,t=time,time_zone=_x Time=1 0".into(),
+            ),
+        ];
+        for (p, expected) in &cases {
+            check(p, expected);
+        }
+    }
+
+    #[test]
+    fn replacing_keeps_one_entry_and_field_position() {
+        let mut p = Point::new("m", 9);
+        p.tag("host", "a").unwrap();
+        p.tag("host", "b").unwrap();
+        p.field("x", float(1.0)).unwrap();
+        p.field("y", float(2.0)).unwrap();
+        p.field("x", text("again")).unwrap();
+        assert_eq!(p.tag_count(), 1);
+        assert_eq!(p.field_count(), 2);
+        assert!(p.has_tag("host"));
+        assert!(!p.has_tag("hos"));
+        assert_eq!(p.measurement(), "m");
+        assert_eq!(p.time_ms(), 9);
+        assert_eq!(p.tags().collect::<Vec<_>>(), [("host", "b")]);
+        check(&p, r#"m,host=b x="again",y=2 9"#);
+    }
+
+    #[test]
+    fn batch_terminates_every_line() {
+        let a = point("a", &[], &[("f", float(1.0))], 1);
+        let b = point("b", &[], &[("s", text("x\ny"))], 2);
+        let body = encode_batch(&[a.clone(), b.clone()]);
+        assert_eq!(body, "a f=1 1\nb s=\"x\ny\" 2\n");
+        assert_round_trip(&[a, b], &body);
+        assert_eq!(encode_batch(&[]), "");
+    }
+
+    /// The parsers split a body into lines by tracking quotes, so a newline inside a string
+    /// field (even next to text that looks like another line, escaped quotes, or field keys
+    /// containing quotes and escaped delimiters) stays part of the value.
+    #[test]
+    fn newlines_in_string_fields_do_not_split_lines() {
+        let tricky = "end\" \nm f=1 2\n\"\\\nx=\"y\"";
+        let points = [
+            point("m", &[("t", "\"")], &[("s", text(tricky))], 1),
+            point(
+                "m",
+                &[],
+                &[("a\"b", float(1.0)), ("c=\",d", text(tricky))],
+                2,
+            ),
+            point("m", &[], &[("\"", text("\n")), ("x", text("\n\n"))], 3),
+        ];
+        let body = encode_batch(&points);
+        // Three line ends, the tricky value twice, and three newlines in the last point.
+        assert_eq!(
+            body.matches('\n').count(),
+            3 + 2 * tricky.matches('\n').count() + 3
+        );
+        assert_round_trip(&points, &body);
+    }
+
+    #[test]
+    #[cfg_attr(debug_assertions, should_panic(expected = "has no fields"))]
+    fn point_without_fields_is_never_encoded() {
+        let mut p = Point::new("m", 0);
+        p.tag("a", "b").unwrap();
+        assert_eq!(encode_batch(&[p]), "");
+    }
+
+    #[test]
+    fn invalid_messages() {
+        let cases = [
+            (Invalid::Empty, "is empty"),
+            (
+                Invalid::TooLong { len: 300, max: 256 },
+                "is 300 bytes; the limit is 256",
+            ),
+            (
+                Invalid::ControlChar('\n'),
+                "contains a control character (U+000A)",
+            ),
+            (
+                Invalid::ControlChar('\u{85}'),
+                "contains a control character (U+0085)",
+            ),
+            (Invalid::Backslash, "contains a backslash"),
+            (Invalid::ReservedTime, "is reserved (\"time\")"),
+            (
+                Invalid::Underscore,
+                "starts with '_', which InfluxDB reserves",
+            ),
+            (Invalid::NotFinite, "is not a finite number"),
+        ];
+        for (invalid, message) in cases {
+            assert_eq!(invalid.to_string(), message);
+        }
+    }
+
+    #[test]
+    fn check_name_rules() {
+        let long_ok = "n".repeat(MAX_NAME_BYTES);
+        let too_long = "n".repeat(MAX_NAME_BYTES + 1);
+        let multibyte = "é".repeat(65);
+        let cases: Vec<(&str, Result<(), Invalid>)> = vec![
+            ("a", Ok(())),
+            (&long_ok, Ok(())),
+            ("Time", Ok(())),
+            ("times", Ok(())),
+            ("x_", Ok(())),
+            ("a b,c=d\"é🚀", Ok(())),
+            ("", Err(Invalid::Empty)),
+            (&too_long, Err(Invalid::TooLong { len: 129, max: 128 })),
+            (&multibyte, Err(Invalid::TooLong { len: 130, max: 128 })),
+            ("a\tb", Err(Invalid::ControlChar('\t'))),
+            ("a\r", Err(Invalid::ControlChar('\r'))),
+            ("\n", Err(Invalid::ControlChar('\n'))),
+            ("a\u{7f}", Err(Invalid::ControlChar('\u{7f}'))),
+            ("a\u{9f}", Err(Invalid::ControlChar('\u{9f}'))),
+            ("a\\b", Err(Invalid::Backslash)),
+            ("a\\b\n", Err(Invalid::Backslash)),
+            ("a\nb\\", Err(Invalid::ControlChar('\n'))),
+            ("time", Err(Invalid::ReservedTime)),
+            ("_time", Err(Invalid::Underscore)),
+            ("_field", Err(Invalid::Underscore)),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(check_name(name), expected, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn check_tag_value_rules() {
+        let long_ok = "v".repeat(MAX_TAG_VALUE_BYTES);
+        let too_long = "v".repeat(300);
+        let cases: Vec<(&str, Result<(), Invalid>)> = vec![
+            ("time", Ok(())),
+            ("_x", Ok(())),
+            (&long_ok, Ok(())),
+            ("", Err(Invalid::Empty)),
+            (&too_long, Err(Invalid::TooLong { len: 300, max: 256 })),
+            ("a\nb", Err(Invalid::ControlChar('\n'))),
+            ("c:\\dir", Err(Invalid::Backslash)),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(check_tag_value(value), expected, "{value:?}");
+        }
+        assert_eq!(
+            check_tag_value(&too_long).unwrap_err().to_string(),
+            "is 300 bytes; the limit is 256"
+        );
+    }
+
+    #[test]
+    fn point_refusals_name_the_part_and_leave_the_point_unchanged() {
+        let mut p = point("m", &[("a", "1")], &[("f", float(1.0))], 0);
+        let before = p.clone();
+        assert_eq!(p.tag("time", "x"), Err((Which::Key, Invalid::ReservedTime)));
+        assert_eq!(p.tag("_a", "x"), Err((Which::Key, Invalid::Underscore)));
+        assert_eq!(p.tag("a", ""), Err((Which::Value, Invalid::Empty)));
+        assert_eq!(p.tag("a", "x\\y"), Err((Which::Value, Invalid::Backslash)));
+        assert_eq!(p.field("", float(1.0)), Err((Which::Key, Invalid::Empty)));
+        assert_eq!(
+            p.field("f", float(f64::NAN)),
+            Err((Which::Value, Invalid::NotFinite))
+        );
+        assert_eq!(
+            p.field("f", float(f64::INFINITY)),
+            Err((Which::Value, Invalid::NotFinite))
+        );
+        assert_eq!(
+            p.field("g", float(f64::NEG_INFINITY)),
+            Err((Which::Value, Invalid::NotFinite))
+        );
+        assert_eq!(
+            p.field("time", text("x")),
+            Err((Which::Key, Invalid::ReservedTime))
+        );
+        assert_eq!(p, before);
+    }
+
+    #[test]
+    fn sanitize_tag_value_cases() {
+        let cases = [
+            ("plain", 256, "plain"),
+            ("a\tb\\c\n", 256, "a_b_c_"),
+            ("GET /a\\b\u{7f}\u{85}", 256, "GET /a_b__"),
+            // U+0085 is two bytes but its replacement is one, so the limit applies afterwards.
+            ("\u{85}\u{85}\u{85}", 3, "___"),
+            ("héllo", 2, "h"),
+            ("héllo", 3, "hé"),
+            ("日本語", 5, "日"),
+            ("日本語", 6, "日本"),
+            ("🚀x", 3, ""),
+            ("abc", 0, ""),
+            ("", 10, ""),
+        ];
+        for (input, max, expected) in cases {
+            assert_eq!(sanitize_tag_value(input, max), expected, "{input:?} {max}");
+        }
+    }
+
+    /// What a parsed field value must equal; floats are compared by bits so that -0.0 and 0.0
+    /// differ.
+    fn same_value(parsed: &oracle::FieldValue<'_>, expected: &FieldValue) -> bool {
+        match (parsed, expected) {
+            (oracle::FieldValue::F64(a), FieldValue::Float(b)) => a.to_bits() == b.to_bits(),
+            (oracle::FieldValue::Boolean(a), FieldValue::Bool(b)) => a == b,
+            (oracle::FieldValue::String(a), FieldValue::Str(b)) => a.as_str() == b,
+            _ => false,
+        }
+    }
+
+    /// Parses `body` with InfluxData's parser and asserts it yields exactly `points`.
+    fn assert_round_trip(points: &[Point], body: &str) {
+        let parsed: Vec<_> = oracle::parse_lines(body)
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("oracle refused {body:?}: {e}"));
+        assert_eq!(parsed.len(), points.len(), "{body:?}");
+        for (line, p) in parsed.iter().zip(points) {
+            assert_eq!(
+                line.series.measurement.as_str(),
+                p.measurement(),
+                "{body:?}"
+            );
+            let tags: Vec<(&str, &str)> = line
+                .series
+                .tag_set
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            assert_eq!(tags, p.tags().collect::<Vec<_>>(), "{body:?}");
+            assert_eq!(line.field_set.len(), p.field_count(), "{body:?}");
+            for ((key, value), (expected_key, expected_value)) in
+                line.field_set.iter().zip(p.fields())
+            {
+                assert_eq!(key.as_str(), expected_key, "{body:?}");
+                assert!(
+                    same_value(value, expected_value),
+                    "{key}: parsed {value:?}, expected {expected_value:?} in {body:?}"
+                );
+            }
+            assert_eq!(line.timestamp, Some(p.time_ms()), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn oracle_reads_awkward_floats_bit_exactly() {
+        let values = [
+            1e300,
+            -1e300,
+            1e-300,
+            -0.0,
+            0.0,
+            f64::MAX,
+            f64::MIN,
+            f64::MIN_POSITIVE,
+            5e-324,
+            -5e-324,
+            0.1 + 0.2,
+            1.0,
+            1e16,
+            123_456_789.125,
+            f64::EPSILON,
+        ];
+        let points: Vec<Point> = values
+            .iter()
+            .map(|&v| point("m", &[], &[("f", float(v))], 0))
+            .collect();
+        assert_round_trip(&points, &encode_batch(&points));
+    }
+
+    // Measurements are the program's own constants, so the generated points pick from a fixed
+    // list that still exercises measurement escaping.
+    const MEASUREMENTS: &[&str] = &["requests", "load test", "run,summary", "a=b", "日本 µ"];
+
+    /// Characters for names and tag values: heavy in the delimiters that need escaping, plus any
+    /// other character that the checks let through.
+    fn key_char() -> impl Strategy<Value = char> {
+        prop_oneof![
+            3 => prop::sample::select(vec![',', ' ', '=', '"', '#', '\'', '_', 'é', '日', '🚀']),
+            // Mapping instead of filtering keeps proptest from running out of allowed rejects.
+            2 => any::<char>().prop_map(|c| if c.is_control() || c == '\\' { '?' } else { c }),
+            2 => prop::char::range('a', 'z'),
+        ]
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        prop::collection::vec(key_char(), 1..12).prop_map(|cs| {
+            // A leading '_' and the name "time" are the only refusals left; a prefix fixes both.
+            let s: String = cs.into_iter().collect();
+            if check_name(&s).is_ok() {
+                s
+            } else {
+                format!("k{s}")
+            }
+        })
+    }
+
+    fn tag_value() -> impl Strategy<Value = String> {
+        prop::collection::vec(key_char(), 1..20).prop_map(|cs| cs.into_iter().collect())
+    }
+
+    /// String field values may contain anything, so this mixes delimiters, quotes, backslashes
+    /// and newlines with arbitrary characters, control characters included.
+    fn string_value() -> impl Strategy<Value = String> {
+        let c = prop_oneof![
+            3 => prop::sample::select(vec![',', ' ', '=', '"', '\\', '\n', '\r', '\t', 'é', '🚀']),
+            2 => any::<char>(),
+            1 => prop::char::range('a', 'z'),
+        ];
+        prop::collection::vec(c, 0..30).prop_map(|cs| cs.into_iter().collect())
+    }
+
+    fn finite_float() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            prop::sample::select(vec![
+                1e300,
+                1e-300,
+                -0.0,
+                0.0,
+                f64::MAX,
+                f64::MIN,
+                f64::MIN_POSITIVE,
+                5e-324,
+                0.1 + 0.2,
+                1.0,
+            ]),
+            // Uniform bit patterns cover every exponent, subnormals included; clearing the top
+            // exponent bit turns infinities and NaNs into finite values instead of rejecting them.
+            any::<u64>().prop_map(|bits| f64::from_bits(bits & !(1 << 62))),
+            -1e6..1e6f64,
+        ]
+    }
+
+    fn field_value() -> impl Strategy<Value = FieldValue> {
+        prop_oneof![
+            finite_float().prop_map(FieldValue::Float),
+            any::<bool>().prop_map(FieldValue::Bool),
+            string_value().prop_map(FieldValue::Str),
+        ]
+    }
+
+    struct Input {
+        measurement: &'static str,
+        tags: Vec<(String, String)>,
+        fields: Vec<(String, FieldValue)>,
+        time_ms: i64,
+    }
+
+    impl fmt::Debug for Input {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(
+                f,
+                "{:?} {:?} {:?} {}",
+                self.measurement, self.tags, self.fields, self.time_ms
+            )
+        }
+    }
+
+    fn input() -> impl Strategy<Value = Input> {
+        (
+            prop::sample::select(MEASUREMENTS),
+            prop::collection::vec((name(), tag_value()), 0..5),
+            prop::collection::vec((name(), field_value()), 1..5),
+            any::<i64>(),
+        )
+            .prop_map(|(measurement, tags, fields, time_ms)| Input {
+                measurement,
+                tags,
+                fields,
+                time_ms,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn generated_points_round_trip(inputs in prop::collection::vec(input(), 1..5)) {
+            let mut points = Vec::new();
+            for input in &inputs {
+                let mut p = Point::new(input.measurement, input.time_ms);
+                // The model: the last value for a tag key wins, and tags come out sorted; a
+                // field keeps the position of its first occurrence and the last value.
+                let mut tags = BTreeMap::new();
+                for (k, v) in &input.tags {
+                    p.tag(k, v).unwrap();
+                    tags.insert(k.as_str(), v.as_str());
+                }
+                let mut fields: Vec<(&str, &FieldValue)> = Vec::new();
+                for (k, v) in &input.fields {
+                    p.field(k, v.clone()).unwrap();
+                    match fields.iter_mut().find(|(key, _)| key == k) {
+                        Some(slot) => slot.1 = v,
+                        None => fields.push((k, v)),
+                    }
+                }
+                prop_assert_eq!(p.tags().collect::<Vec<_>>(), tags.into_iter().collect::<Vec<_>>());
+                prop_assert_eq!(p.fields().collect::<Vec<_>>(), fields);
+                points.push(p);
+            }
+            let body = encode_batch(&points);
+            assert_round_trip(&points, &body);
+        }
+
+        #[test]
+        fn arbitrary_strings_are_accepted_only_if_encodable(
+            key in prop_oneof![any::<String>(), name(), string_value()],
+            value in prop_oneof![any::<String>(), tag_value(), string_value()],
+            max in 0..40usize,
+        ) {
+            let key_ok = check_name(&key).is_ok();
+            let value_ok = check_tag_value(&value).is_ok();
+
+            let mut p = Point::new("m", 0);
+            p.field("f", FieldValue::Bool(true)).unwrap();
+            let tag = p.tag(&key, &value);
+            prop_assert_eq!(tag.is_ok(), key_ok && value_ok);
+            if !key_ok {
+                prop_assert_eq!(tag.unwrap_err().0, Which::Key);
+            }
+            let field = p.field(&key, FieldValue::Str(value.clone()));
+            prop_assert_eq!(field.is_ok(), key_ok);
+            assert_round_trip(std::slice::from_ref(&p), &encode_batch(std::slice::from_ref(&p)));
+
+            let sanitized = sanitize_tag_value(&value, max);
+            prop_assert!(sanitized.len() <= max);
+            // The output is the longest prefix of the mapped input that fits.
+            let mapped: Vec<char> = value
+                .chars()
+                .map(|c| if c.is_control() || c == '\\' { '_' } else { c })
+                .collect();
+            let taken = sanitized.chars().count();
+            prop_assert_eq!(sanitized.chars().collect::<Vec<_>>(), &mapped[..taken]);
+            if let Some(next) = mapped.get(taken) {
+                prop_assert!(sanitized.len() + next.len_utf8() > max);
+            }
+            prop_assert!(sanitized.is_empty() || check_tag_value(&sanitized).is_ok());
+        }
+    }
+}

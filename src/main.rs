@@ -1,0 +1,202 @@
+//! metrics-consumer: a small, secure HTTP gateway that records load-test runs into InfluxDB.
+//!
+//! This file is the command line and the wiring: it reads the configuration, starts logging,
+//! binds the listener, starts the heartbeat thread, and serves until SIGTERM or SIGINT.
+//! Everything else lives in one module per concern (see ARCHITECTURE.md).
+
+mod api;
+mod auth;
+mod config;
+mod http;
+mod influx;
+mod jobs;
+mod line_protocol;
+mod payload;
+mod points;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::api::App;
+use crate::config::Overrides;
+
+const HELP: &str = "\
+metrics-consumer: records load-test runs into InfluxDB over a small, secure HTTP API
+
+USAGE:
+    metrics-consumer [OPTIONS]
+
+OPTIONS:
+    --config PATH       configuration file (default: ./consumer.toml; all keys have defaults)
+    --listen ADDR       listen address, e.g. 127.0.0.1:3000 (overrides server.listen)
+    --log-level LEVEL   off, error, warn, info, debug or trace (overrides log.level)
+    --check-config      check the configuration, print it with secrets redacted, and exit
+    --version           print the version and exit
+    -h, --help          print this help and exit
+
+ENVIRONMENT:
+    CONSUMER_INFLUXDB_PASSWORD   InfluxDB v1 password (overrides influxdb.password)
+    CONSUMER_INFLUXDB_TOKEN      InfluxDB v2 token (overrides influxdb.token)
+    CONSUMER_AUTH_TOKENS         extra client tokens, comma-separated
+
+Routes: POST /apiv0.1/events/register, POST /apiv0.1/events/commit,
+        GET /apiv0.1/events/isrunning, GET /apiv0.1/states, GET /apiv0.1/ping
+";
+
+/// How long in-flight requests may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+struct Args {
+    config: Option<PathBuf>,
+    listen: Option<String>,
+    log_level: Option<String>,
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("metrics-consumer: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = pico_args::Arguments::from_env();
+    if args.contains(["-h", "--help"]) {
+        print!("{HELP}");
+        return Ok(None);
+    }
+    if args.contains("--version") {
+        println!("metrics-consumer {}", env!("CARGO_PKG_VERSION"));
+        return Ok(None);
+    }
+    let bad = |e: pico_args::Error| format!("{e} (see --help)");
+    let parsed = Args {
+        config: args.opt_value_from_str("--config").map_err(bad)?,
+        listen: args.opt_value_from_str("--listen").map_err(bad)?,
+        log_level: args.opt_value_from_str("--log-level").map_err(bad)?,
+        check_config: args.contains("--check-config"),
+    };
+    let rest = args.finish();
+    if !rest.is_empty() {
+        return Err(format!("unexpected argument {:?} (see --help)", rest[0]));
+    }
+    Ok(Some(parsed))
+}
+
+fn run() -> Result<(), String> {
+    let Some(args) = parse_args()? else {
+        return Ok(());
+    };
+    let overrides = Overrides {
+        listen: args.listen,
+        log_level: args.log_level,
+        ..Overrides::from_env()
+    };
+    let required = args.config.is_some();
+    let file = args
+        .config
+        .unwrap_or_else(|| PathBuf::from("consumer.toml"));
+    let settings = config::load(&file, required, overrides).map_err(|e| e.to_string())?;
+    if args.check_config {
+        println!("# {}: configuration is valid", settings.file.display());
+        print!("{}", settings.redacted_toml());
+        return Ok(());
+    }
+    init_logging(settings.level);
+
+    let c = &settings.config;
+    let limits = http::Limits {
+        header_timeout: c.server.header_timeout.0,
+        idle_timeout: c.server.idle_timeout.0,
+        max_body_bytes: c.server.max_body_bytes,
+        workers: c.server.workers,
+        max_connections: c.server.max_connections,
+        max_connections_per_ip: c.server.max_connections_per_ip,
+    };
+    let server = http::Server::bind(settings.listen, limits)
+        .map_err(|e| format!("cannot listen on {} (server.listen): {e}", settings.listen))?;
+    for file in settings.readable_secrets() {
+        log::warn!(
+            "{} holds secrets and other users can read it; run `chmod o-rwx {}`",
+            file.display(),
+            file.display()
+        );
+    }
+    if settings.tokens.is_empty() {
+        log::warn!(
+            "no auth tokens are configured: every client on {} may write",
+            settings.listen
+        );
+    }
+    let app = Arc::new(App {
+        tokens: auth::Tokens::new(&settings.tokens),
+        influx: influx::Influx::new(&c.influxdb),
+        jobs: jobs::Jobs::default(),
+        stats: stats::Stats::default(),
+        started: Instant::now(),
+        connections: server.connections(),
+        settings,
+    });
+    log::info!(
+        "metrics-consumer {} writing to {} (api {})",
+        env!("CARGO_PKG_VERSION"),
+        app.influx.url(),
+        app.influx.api()
+    );
+    log::info!("listening on http://{}", server.local_addr());
+
+    // InfluxDB may not be up yet; the database is created as soon as it answers.
+    let starter = Arc::clone(&app);
+    std::thread::Builder::new()
+        .name("create-database".into())
+        .spawn(move || {
+            let _ = starter.influx.ensure_database();
+        })
+        .map_err(|e| format!("cannot start a thread: {e}"))?;
+    let ticker = Arc::clone(&app);
+    std::thread::Builder::new()
+        .name("heartbeat".into())
+        .spawn(move || ticker.heartbeat_loop())
+        .map_err(|e| format!("cannot start the heartbeat thread: {e}"))?;
+    watch_signals(server.handle())?;
+
+    server
+        .run(app, SHUTDOWN_GRACE)
+        .map_err(|e| format!("server stopped: {e}"))?;
+    log::info!("stopped");
+    Ok(())
+}
+
+fn init_logging(level: log::LevelFilter) {
+    let config = simplelog::ConfigBuilder::new()
+        .set_time_format_rfc3339()
+        .set_target_level(log::LevelFilter::Error)
+        .set_thread_level(log::LevelFilter::Off)
+        .build();
+    // Only fails when a logger is set already, which cannot happen here.
+    let _ = simplelog::WriteLogger::init(level, config, std::io::stderr());
+}
+
+/// SIGTERM and SIGINT stop the server gracefully.
+fn watch_signals(handle: http::ShutdownHandle) -> Result<(), String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| format!("cannot watch signals: {e}"))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                log::info!("signal {signal}: stopping");
+                handle.shutdown();
+            }
+        })
+        .map_err(|e| format!("cannot start a thread: {e}"))?;
+    Ok(())
+}

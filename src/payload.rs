@@ -1,0 +1,887 @@
+//! Request payloads: turns the JSON of `register` and `commit` into checked records, for both
+//! client shapes in the field (SPEC §4).
+//!
+//! The README shape sends RFC 3339 `startedAt`, `host` and `measurement.tags`; the customized
+//! Locust sends epoch seconds, top-level `hostname`, `targetHost` and `tags`, and `null` fields.
+//! Both become one [`Record`]. Every rule of §4 is enforced here, and each violation is a
+//! [`PayloadError`] naming the key, so the client can fix its request.
+//!
+//! This module is pure: no I/O, no clock (the caller passes "now"), no job table.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::line_protocol::{self, FieldValue};
+
+/// Client tags per point at most (§4).
+pub const MAX_TAGS: usize = 32;
+/// Client fields per point at most (§4).
+pub const MAX_FIELDS: usize = 64;
+
+/// What a request says about a run, checked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Record {
+    /// Milliseconds since the Unix epoch, when the client gave `startedAt`.
+    pub started_at_ms: Option<i64>,
+    /// `host`, else `hostname`.
+    pub host: Option<String>,
+    /// Client tags, sorted by key; `uuid` and `host` are never among them (the gateway's own win).
+    pub tags: Vec<(String, String)>,
+    /// Client fields in the order sent, without `null`s.
+    pub fields: Vec<(String, FieldValue)>,
+}
+
+/// A commit: the run it ends, and what it reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Commit {
+    pub uuid: Uuid,
+    pub record: Record,
+    pub stats: Option<RequestStats>,
+}
+
+/// Locust's `requestStats`, taken apart for the points of §5.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestStats {
+    /// The compact JSON text, written whole as the string field `requestStats`.
+    pub text: String,
+    /// Numeric and boolean top-level members (`total_rps`, `fail_ratio`, ...).
+    pub scalars: Vec<(String, FieldValue)>,
+    /// Per-endpoint rows, at most `limits.max_stats_rows`.
+    pub rows: Vec<StatsRow>,
+    /// How many rows the client sent (more than `rows.len()` when the limit cut them).
+    pub rows_sent: usize,
+}
+
+/// One element of `requestStats.stats`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsRow {
+    /// `name` and `method`, made safe for a tag.
+    pub tags: Vec<(String, String)>,
+    /// Numeric and boolean members, plus `full_name` when the name had to be changed.
+    pub fields: Vec<(String, FieldValue)>,
+}
+
+/// A request the gateway refuses, with the key it is about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PayloadError {
+    /// The key, as a path into the payload (`measurement.tags.mode`), or empty for the body.
+    pub key: String,
+    pub message: String,
+    pub code: &'static str,
+}
+
+impl PayloadError {
+    fn new(key: impl Into<String>, code: &'static str, message: impl Into<String>) -> PayloadError {
+        PayloadError {
+            key: key.into(),
+            message: message.into(),
+            code,
+        }
+    }
+}
+
+impl fmt::Display for PayloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Limits that come from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct PayloadLimits {
+    pub max_string_bytes: usize,
+    pub max_stats_rows: usize,
+}
+
+/// Parses a request body as JSON, whatever its Content-Type says (§3).
+pub fn parse_body(body: &[u8]) -> Result<Map<String, Value>, PayloadError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(PayloadError::new(
+            "",
+            "empty_body",
+            "request body is empty; send a JSON object, e.g. {\"host\": \"lg-1\"}",
+        ));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(PayloadError::new(
+            "",
+            "not_an_object",
+            format!("request body must be a JSON object, not {}", kind(&other)),
+        )),
+        Err(e) => Err(PayloadError::new(
+            "",
+            "invalid_json",
+            format!("request body is not valid JSON ({e})"),
+        )),
+    }
+}
+
+/// The record of a `register`.
+pub fn register(body: &Map<String, Value>, limits: PayloadLimits) -> Result<Record, PayloadError> {
+    record(body, limits, |_| false)
+}
+
+/// The record of a `commit`, with its `uuid` and `requestStats`.
+pub fn commit(body: &Map<String, Value>, limits: PayloadLimits) -> Result<Commit, PayloadError> {
+    let uuid = match body.get("uuid") {
+        None | Some(Value::Null) => {
+            return Err(PayloadError::new(
+                "uuid",
+                "missing_uuid",
+                "is missing; send the uuid that register answered",
+            ));
+        }
+        Some(Value::String(s)) => Uuid::parse_str(s.trim()).map_err(|_| {
+            PayloadError::new(
+                "uuid",
+                "invalid_uuid",
+                format!("{} is not a UUID", quote(s)),
+            )
+        })?,
+        Some(other) => {
+            return Err(PayloadError::new(
+                "uuid",
+                "invalid_uuid",
+                format!("must be a string, not {}", kind(other)),
+            ));
+        }
+    };
+    let record = record(body, limits, |key| key == "requestStats")?;
+    let stats = match measurement(body)?
+        .and_then(|m| m.get("fields"))
+        .and_then(|f| f.get("requestStats"))
+    {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(request_stats(value, limits)?),
+    };
+    Ok(Commit {
+        uuid,
+        record,
+        stats,
+    })
+}
+
+/// The part both routes share; `skip_field` names fields that another step takes apart.
+fn record(
+    body: &Map<String, Value>,
+    limits: PayloadLimits,
+    skip_field: impl Fn(&str) -> bool,
+) -> Result<Record, PayloadError> {
+    let started_at_ms = match body.get("startedAt") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(started_at(v)?),
+    };
+
+    let mut host = None;
+    for key in ["host", "hostname"] {
+        match body.get(key) {
+            None | Some(Value::Null) => continue,
+            Some(Value::String(s)) if s.is_empty() => continue,
+            Some(Value::String(s)) => {
+                line_protocol::check_tag_value(s).map_err(|e| invalid(key, "invalid_tag", e))?;
+                host = Some(s.clone());
+                break;
+            }
+            Some(other) => {
+                return Err(PayloadError::new(
+                    key,
+                    "invalid_tag",
+                    format!("must be a string, not {}", kind(other)),
+                ));
+            }
+        }
+    }
+
+    let mut tags: Vec<(String, String)> = Vec::new();
+    let measurement = measurement(body)?;
+    for (path, source) in [
+        ("tags", body.get("tags")),
+        ("measurement.tags", measurement.and_then(|m| m.get("tags"))),
+    ] {
+        for (key, value) in object(path, source)? {
+            let at = format!("{path}.{key}");
+            line_protocol::check_name(key).map_err(|e| invalid(&at, "invalid_tag", e))?;
+            let Some(text) = tag_text(&at, value)? else {
+                continue;
+            };
+            line_protocol::check_tag_value(&text).map_err(|e| invalid(&at, "invalid_tag", e))?;
+            if key != "uuid" && key != "host" {
+                put(&mut tags, key, text);
+            }
+        }
+    }
+    if let Some(target) = body.get("targetHost") {
+        if let Some(text) = tag_text("targetHost", target)? {
+            line_protocol::check_tag_value(&text)
+                .map_err(|e| invalid("targetHost", "invalid_tag", e))?;
+            if !tags.iter().any(|(k, _)| k == "targetHost") {
+                tags.push(("targetHost".into(), text));
+            }
+        }
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(PayloadError::new(
+            "tags",
+            "too_many_tags",
+            format!("{} tags; the limit is {MAX_TAGS}", tags.len()),
+        ));
+    }
+    tags.sort();
+
+    let mut fields = Vec::new();
+    for (key, value) in object(
+        "measurement.fields",
+        measurement.and_then(|m| m.get("fields")),
+    )? {
+        if skip_field(key) {
+            continue;
+        }
+        let at = format!("measurement.fields.{key}");
+        line_protocol::check_name(key).map_err(|e| invalid(&at, "invalid_field", e))?;
+        let value = match value {
+            Value::Null => continue,
+            Value::Bool(b) => FieldValue::Bool(*b),
+            Value::Number(n) => FieldValue::Float(finite(&at, n)?),
+            Value::String(s) if s.len() > limits.max_string_bytes => {
+                return Err(PayloadError::new(
+                    at,
+                    "string_too_long",
+                    format!(
+                        "is {} bytes; the limit is {} (limits.max_string_bytes)",
+                        s.len(),
+                        limits.max_string_bytes
+                    ),
+                ));
+            }
+            Value::String(s) => FieldValue::Str(s.clone()),
+            other => {
+                return Err(PayloadError::new(
+                    at,
+                    "invalid_field",
+                    format!(
+                        "must be a number, boolean, string or null, not {}",
+                        kind(other)
+                    ),
+                ));
+            }
+        };
+        fields.push((key.clone(), value));
+    }
+    if fields.len() > MAX_FIELDS {
+        return Err(PayloadError::new(
+            "measurement.fields",
+            "too_many_fields",
+            format!("{} fields; the limit is {MAX_FIELDS}", fields.len()),
+        ));
+    }
+    Ok(Record {
+        started_at_ms,
+        host,
+        tags,
+        fields,
+    })
+}
+
+/// Sets a tag, replacing an earlier value of the same key.
+fn put(tags: &mut Vec<(String, String)>, key: &str, value: String) {
+    match tags.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = value,
+        None => tags.push((key.to_string(), value)),
+    }
+}
+
+fn measurement(body: &Map<String, Value>) -> Result<Option<&Map<String, Value>>, PayloadError> {
+    match body.get("measurement") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(other) => Err(PayloadError::new(
+            "measurement",
+            "invalid_measurement",
+            format!(
+                "must be an object with \"fields\" and \"tags\", not {}",
+                kind(other)
+            ),
+        )),
+    }
+}
+
+/// An optional object member: absent or `null` is empty, anything but an object is refused.
+fn object<'a>(
+    path: &str,
+    value: Option<&'a Value>,
+) -> Result<impl Iterator<Item = (&'a String, &'a Value)>, PayloadError> {
+    match value {
+        None | Some(Value::Null) => Ok(None.into_iter().flatten()),
+        Some(Value::Object(m)) => Ok(Some(m.iter()).into_iter().flatten()),
+        Some(other) => Err(PayloadError::new(
+            path,
+            "invalid_object",
+            format!("must be an object, not {}", kind(other)),
+        )),
+    }
+}
+
+/// A tag value as text: strings as they are, numbers and booleans as their JSON text; `null`
+/// and the empty string mean "no tag" (InfluxDB cannot store an empty tag value).
+fn tag_text(at: &str, value: &Value) -> Result<Option<String>, PayloadError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) if s.is_empty() => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        Value::Number(n) => Ok(Some(n.to_string())),
+        Value::Bool(b) => Ok(Some(b.to_string())),
+        other => Err(PayloadError::new(
+            at,
+            "invalid_tag",
+            format!(
+                "tag values must be strings, numbers or booleans, not {}",
+                kind(other)
+            ),
+        )),
+    }
+}
+
+fn finite(at: &str, n: &serde_json::Number) -> Result<f64, PayloadError> {
+    match n.as_f64() {
+        Some(f) if f.is_finite() => Ok(f),
+        _ => Err(PayloadError::new(
+            at,
+            "invalid_field",
+            "is not a finite number",
+        )),
+    }
+}
+
+fn invalid(at: &str, code: &'static str, e: line_protocol::Invalid) -> PayloadError {
+    PayloadError::new(at, code, e.to_string())
+}
+
+/// Earliest and latest instants InfluxDB can store (nanoseconds in an i64), in milliseconds.
+const MIN_TIME_MS: i64 = -9_223_372_036_854;
+const MAX_TIME_MS: i64 = 9_223_372_036_854;
+
+/// `startedAt`: a number is Unix seconds (milliseconds above 1e11, as `Date.now()` sends), a
+/// string is RFC 3339 (without an offset: UTC) or an HTTP-date.
+pub fn started_at(value: &Value) -> Result<i64, PayloadError> {
+    let bad = |what: String| PayloadError::new("startedAt", "invalid_time", what);
+    let ms = match value {
+        Value::Number(n) => {
+            let f = n.as_f64().filter(|f| f.is_finite()).ok_or_else(|| bad("is not a finite number".into()))?;
+            let ms = if f.abs() > 1e11 { f } else { f * 1000.0 };
+            if !(MIN_TIME_MS as f64..=MAX_TIME_MS as f64).contains(&ms) {
+                return Err(bad(format!("{n} is outside the times InfluxDB can store (1677 to 2262)")));
+            }
+            ms.round() as i64
+        }
+        Value::String(s) => parse_time_text(s.trim()).ok_or_else(|| {
+            bad(format!(
+                "{} is not a time; send Unix seconds, RFC 3339 (\"2016-11-20T10:00:00Z\") or an HTTP-date",
+                quote(s)
+            ))
+        })?,
+        other => {
+            return Err(bad(format!(
+                "must be a number (Unix seconds) or a string (RFC 3339), not {}",
+                kind(other)
+            )));
+        }
+    };
+    if !(MIN_TIME_MS..=MAX_TIME_MS).contains(&ms) {
+        return Err(bad(
+            "is outside the times InfluxDB can store (1677 to 2262)".into(),
+        ));
+    }
+    Ok(ms)
+}
+
+fn parse_time_text(s: &str) -> Option<i64> {
+    use time::format_description::well_known::Rfc3339;
+    use time::macros::format_description;
+    let to_ms = |t: time::OffsetDateTime| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok();
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return to_ms(t);
+    }
+    // RFC 3339 without an offset is read as UTC, with 'T' or a space between date and time.
+    let local = format_description!(
+        version = 2,
+        "[year]-[month]-[day][first [T] [t] [ ]][hour]:[minute]:[second][optional [.[subsecond]]]"
+    );
+    if let Ok(t) = time::PrimitiveDateTime::parse(s, local) {
+        return to_ms(t.assume_utc());
+    }
+    let t = httpdate::parse_http_date(s).ok()?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_millis()).ok()
+}
+
+/// `requestStats`: an object, or a string holding one. Its data is the load test's, so keys
+/// that cannot be field names are skipped rather than refused: the whole text is kept anyway.
+fn request_stats(value: &Value, limits: PayloadLimits) -> Result<RequestStats, PayloadError> {
+    const AT: &str = "measurement.fields.requestStats";
+    let parsed;
+    let stats = match value {
+        Value::Object(m) => m,
+        Value::String(s) => {
+            parsed = serde_json::from_str::<Value>(s).map_err(|e| {
+                PayloadError::new(
+                    AT,
+                    "invalid_stats",
+                    format!("the string is not valid JSON ({e})"),
+                )
+            })?;
+            match &parsed {
+                Value::Object(m) => m,
+                other => {
+                    return Err(PayloadError::new(
+                        AT,
+                        "invalid_stats",
+                        format!("must hold a JSON object, not {}", kind(other)),
+                    ));
+                }
+            }
+        }
+        other => {
+            return Err(PayloadError::new(
+                AT,
+                "invalid_stats",
+                format!(
+                    "must be an object or a string holding JSON, not {}",
+                    kind(other)
+                ),
+            ));
+        }
+    };
+    let text = serde_json::to_string(stats).unwrap_or_default();
+    if text.len() > limits.max_string_bytes {
+        return Err(PayloadError::new(
+            AT,
+            "string_too_long",
+            format!(
+                "is {} bytes as compact JSON; the limit is {} (limits.max_string_bytes)",
+                text.len(),
+                limits.max_string_bytes
+            ),
+        ));
+    }
+    let scalars = scalar_members(stats);
+    let sent: &[Value] = match stats.get("stats") {
+        Some(Value::Array(rows)) => rows,
+        _ => &[],
+    };
+    let rows = sent
+        .iter()
+        .filter_map(Value::as_object)
+        .take(limits.max_stats_rows)
+        .filter_map(stats_row)
+        .collect();
+    Ok(RequestStats {
+        text,
+        scalars,
+        rows,
+        rows_sent: sent.len(),
+    })
+}
+
+/// Numeric and boolean members whose keys can be field names, at most [`MAX_FIELDS`].
+fn scalar_members(map: &Map<String, Value>) -> Vec<(String, FieldValue)> {
+    map.iter()
+        .filter(|(key, _)| line_protocol::check_name(key).is_ok())
+        .filter_map(|(key, value)| match value {
+            Value::Bool(b) => Some((key.clone(), FieldValue::Bool(*b))),
+            Value::Number(n) => n
+                .as_f64()
+                .filter(|f| f.is_finite())
+                .map(|f| (key.clone(), FieldValue::Float(f))),
+            _ => None,
+        })
+        .take(MAX_FIELDS)
+        .collect()
+}
+
+/// One endpoint row. `name` and `method` are data, never a reason to refuse: a value that
+/// breaks the tag rules is made safe, and the exact name goes into the field `full_name`.
+fn stats_row(row: &Map<String, Value>) -> Option<StatsRow> {
+    let mut tags = Vec::new();
+    let mut fields = scalar_members(row);
+    for key in ["method", "name"] {
+        let Some(text) = row.get(key).and_then(|v| tag_text(key, v).ok().flatten()) else {
+            continue;
+        };
+        if line_protocol::check_tag_value(&text).is_ok() {
+            tags.push((key.to_string(), text));
+            continue;
+        }
+        let safe = line_protocol::sanitize_tag_value(&text, line_protocol::MAX_TAG_VALUE_BYTES);
+        if key == "name" {
+            fields.push(("full_name".to_string(), FieldValue::Str(text)));
+        }
+        if !safe.is_empty() {
+            tags.push((key.to_string(), safe));
+        }
+    }
+    // A point needs a field; a row with nothing to record is left to the requestStats text.
+    (!fields.is_empty()).then_some(StatsRow { tags, fields })
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Quotes client text for an error message, cut short so a 1 MiB string stays out of answers.
+fn quote(s: &str) -> String {
+    const MAX: usize = 64;
+    if s.len() <= MAX {
+        return format!("{s:?}");
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}...", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const LIMITS: PayloadLimits = PayloadLimits {
+        max_string_bytes: 1000,
+        max_stats_rows: 3,
+    };
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    /// Registers `body` and expects the error `expected` (key and message as the client sees it).
+    fn check_err(body: Value, expected: &str) {
+        let err = register(&obj(body), LIMITS).expect_err("payload should be refused");
+        assert_eq!(err.to_string(), expected);
+    }
+
+    #[test]
+    fn readme_shape() {
+        let r = register(
+            &obj(json!({"startedAt": "2016-11-20T10:00:00Z", "host": "lg-1",
+                "measurement": {"fields": {"clients": 10, "hatchRate": 0.5, "requests": 0},
+                                "tags": {"targetHost": "http://10.10.10.1", "mode": "single"}}})),
+            LIMITS,
+        )
+        .unwrap();
+        assert_eq!(r.started_at_ms, Some(1_479_636_000_000));
+        assert_eq!(r.host.as_deref(), Some("lg-1"));
+        assert_eq!(
+            r.tags,
+            vec![
+                ("mode".into(), "single".into()),
+                ("targetHost".into(), "http://10.10.10.1".into())
+            ]
+        );
+        assert_eq!(
+            r.fields,
+            vec![
+                ("clients".into(), FieldValue::Float(10.0)),
+                ("hatchRate".into(), FieldValue::Float(0.5)),
+                ("requests".into(), FieldValue::Float(0.0)),
+            ]
+        );
+    }
+
+    #[test]
+    fn locust_shape() {
+        let r = register(
+            &obj(json!({"startedAt": 1479636000, "hostname": "lg-1", "targetHost": "http://10.10.10.1",
+                "tags": {"mode": "single", "hostname": "http://10.10.10.1"},
+                "measurement": {"fields": {"clients": 10, "hatchRate": 0.5, "requests": null}},
+                "state": "hatching"})),
+            LIMITS,
+        )
+        .unwrap();
+        assert_eq!(r.started_at_ms, Some(1_479_636_000_000));
+        assert_eq!(r.host.as_deref(), Some("lg-1"));
+        assert_eq!(
+            r.tags,
+            vec![
+                ("hostname".into(), "http://10.10.10.1".into()),
+                ("mode".into(), "single".into()),
+                ("targetHost".into(), "http://10.10.10.1".into()),
+            ]
+        );
+        assert_eq!(r.fields.len(), 2, "null fields are omitted");
+    }
+
+    #[test]
+    fn tag_sources_merge_and_the_gateway_tags_win() {
+        let r = register(
+            &obj(json!({"targetHost": "a", "tags": {"x": "top", "n": 5, "b": true, "gone": null, "empty": "", "uuid": "u"},
+                "measurement": {"tags": {"x": "inner", "targetHost": "t", "host": "h"}}})),
+            LIMITS,
+        )
+        .unwrap();
+        assert_eq!(
+            r.tags,
+            vec![
+                ("b".into(), "true".into()),
+                ("n".into(), "5".into()),
+                ("targetHost".into(), "t".into()),
+                ("x".into(), "inner".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn started_at_forms() {
+        let cases = [
+            (json!(1479636000), 1_479_636_000_000),
+            (json!(1479636000.25), 1_479_636_000_250),
+            (json!(1479636000123u64), 1_479_636_000_123),
+            (json!("2016-11-20T10:00:00Z"), 1_479_636_000_000),
+            (json!("2016-11-20T11:00:00+01:00"), 1_479_636_000_000),
+            (json!("2016-11-20T10:00:00.5"), 1_479_636_000_500),
+            (json!("2016-11-20 10:00:00"), 1_479_636_000_000),
+            (json!("Sun, 20 Nov 2016 10:00:00 GMT"), 1_479_636_000_000),
+        ];
+        for (value, ms) in cases {
+            assert_eq!(started_at(&value), Ok(ms), "{value}");
+        }
+        for bad in [
+            json!("yesterday"),
+            json!(true),
+            json!([1]),
+            json!(1e300),
+            json!(""),
+        ] {
+            let err = started_at(&bad).expect_err(&bad.to_string());
+            assert_eq!(err.key, "startedAt");
+        }
+    }
+
+    #[test]
+    fn every_rule_names_its_key() {
+        check_err(
+            json!({"startedAt": "soon"}),
+            "startedAt: \"soon\" is not a time; send Unix seconds, RFC 3339 (\"2016-11-20T10:00:00Z\") or an HTTP-date",
+        );
+        check_err(json!({"host": 5}), "host: must be a string, not a number");
+        check_err(
+            json!({"host": "a\nb"}),
+            "host: contains a control character (U+000A)",
+        );
+        check_err(json!({"tags": []}), "tags: must be an object, not an array");
+        check_err(
+            json!({"tags": {"k": {"a": 1}}}),
+            "tags.k: tag values must be strings, numbers or booleans, not an object",
+        );
+        check_err(
+            json!({"tags": {"k": [1]}}),
+            "tags.k: tag values must be strings, numbers or booleans, not an array",
+        );
+        check_err(json!({"tags": {"": "v"}}), "tags.: is empty");
+        check_err(
+            json!({"tags": {"_k": "v"}}),
+            "tags._k: starts with '_', which InfluxDB reserves",
+        );
+        check_err(
+            json!({"tags": {"time": "v"}}),
+            "tags.time: is reserved (\"time\")",
+        );
+        check_err(
+            json!({"tags": {"a\tb": "v"}}),
+            "tags.a\tb: contains a control character (U+0009)",
+        );
+        check_err(
+            json!({"tags": {"k": "a\\b"}}),
+            "tags.k: contains a backslash",
+        );
+        check_err(
+            json!({"tags": {"k": "v".repeat(257)}}),
+            "tags.k: is 257 bytes; the limit is 256",
+        );
+        check_err(
+            json!({"tags": {"k".repeat(129): "v"}}),
+            &format!("tags.{}: is 129 bytes; the limit is 128", "k".repeat(129)),
+        );
+        check_err(
+            json!({"measurement": []}),
+            "measurement: must be an object with \"fields\" and \"tags\", not an array",
+        );
+        check_err(
+            json!({"measurement": {"fields": {"f": [1]}}}),
+            "measurement.fields.f: must be a number, boolean, string or null, not an array",
+        );
+        check_err(
+            json!({"measurement": {"fields": {"_f": 1}}}),
+            "measurement.fields._f: starts with '_', which InfluxDB reserves",
+        );
+        check_err(
+            json!({"measurement": {"fields": {"s": "x".repeat(1001)}}}),
+            "measurement.fields.s: is 1001 bytes; the limit is 1000 (limits.max_string_bytes)",
+        );
+        check_err(
+            json!({"targetHost": {"x": 1}}),
+            "targetHost: tag values must be strings, numbers or booleans, not an object",
+        );
+
+        let many_tags: Map<String, Value> =
+            (0..33).map(|i| (format!("t{i}"), json!("v"))).collect();
+        check_err(json!({"tags": many_tags}), "tags: 33 tags; the limit is 32");
+        let many_fields: Map<String, Value> =
+            (0..65).map(|i| (format!("f{i}"), json!(1))).collect();
+        check_err(
+            json!({"measurement": {"fields": many_fields}}),
+            "measurement.fields: 65 fields; the limit is 64",
+        );
+    }
+
+    #[test]
+    fn bodies_that_are_not_objects() {
+        for (body, code) in [
+            (&b""[..], "empty_body"),
+            (b"  \n", "empty_body"),
+            (b"[1]", "not_an_object"),
+            (b"{\"a\":", "invalid_json"),
+            (b"\xff\xfe", "invalid_json"),
+            (b"{\"a\": 1e400}", "invalid_json"),
+            (b"{\"a\": NaN}", "invalid_json"),
+        ] {
+            assert_eq!(
+                parse_body(body).unwrap_err().code,
+                code,
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let deep = "[".repeat(100_000);
+        assert_eq!(
+            parse_body(deep.as_bytes()).unwrap_err().code,
+            "invalid_json"
+        );
+    }
+
+    #[test]
+    fn commit_needs_a_uuid() {
+        let err = commit(&obj(json!({})), LIMITS).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "uuid: is missing; send the uuid that register answered"
+        );
+        let err = commit(&obj(json!({"uuid": "nope"})), LIMITS).unwrap_err();
+        assert_eq!(err.to_string(), "uuid: \"nope\" is not a UUID");
+        let err = commit(&obj(json!({"uuid": 7})), LIMITS).unwrap_err();
+        assert_eq!(err.to_string(), "uuid: must be a string, not a number");
+    }
+
+    #[test]
+    fn request_stats_as_object_or_string() {
+        let stats = json!({"total_rps": 12.5, "fail_ratio": 0, "ok": true, "errors": [], "label": "x",
+        "stats": [
+            {"name": "/a?x=1", "method": "GET", "num_requests": 10, "avg_response_time": 1.5, "response_times": {"1": 2}},
+            {"name": "Aggregated", "method": null, "num_requests": 10},
+            {"name": "bad\\name\n", "method": "POST", "num_requests": 1},
+            {"name": "cut", "num_requests": 1}
+        ]});
+        for form in [stats.clone(), Value::String(stats.to_string())] {
+            let uuid = Uuid::new_v4();
+            let c = commit(
+                &obj(json!({"uuid": uuid.to_string(), "measurement": {"fields": {"requestStats": form, "users": 3}}})),
+                LIMITS,
+            )
+            .unwrap();
+            assert_eq!(c.uuid, uuid);
+            assert_eq!(
+                c.record.fields,
+                vec![("users".into(), FieldValue::Float(3.0))]
+            );
+            let s = c.stats.unwrap();
+            assert_eq!(serde_json::from_str::<Value>(&s.text).unwrap(), stats);
+            assert_eq!(
+                s.scalars,
+                vec![
+                    ("fail_ratio".into(), FieldValue::Float(0.0)),
+                    ("ok".into(), FieldValue::Bool(true)),
+                    ("total_rps".into(), FieldValue::Float(12.5)),
+                ]
+            );
+            assert_eq!(s.rows_sent, 4);
+            assert_eq!(s.rows.len(), 3, "limits.max_stats_rows cuts the rows");
+            assert_eq!(
+                s.rows[0].tags,
+                vec![
+                    ("method".into(), "GET".into()),
+                    ("name".into(), "/a?x=1".into())
+                ]
+            );
+            assert_eq!(
+                s.rows[0].fields,
+                vec![
+                    ("avg_response_time".into(), FieldValue::Float(1.5)),
+                    ("num_requests".into(), FieldValue::Float(10.0)),
+                ]
+            );
+            assert_eq!(s.rows[1].tags, vec![("name".into(), "Aggregated".into())]);
+            assert_eq!(
+                s.rows[2].tags,
+                vec![
+                    ("method".into(), "POST".into()),
+                    ("name".into(), "bad_name_".into())
+                ]
+            );
+            assert!(
+                s.rows[2]
+                    .fields
+                    .contains(&("full_name".into(), FieldValue::Str("bad\\name\n".into())))
+            );
+        }
+    }
+
+    #[test]
+    fn request_stats_that_cannot_be_read() {
+        let uuid = Uuid::new_v4().to_string();
+        for (stats, expected) in [
+            (
+                json!("{not json"),
+                "measurement.fields.requestStats: the string is not valid JSON",
+            ),
+            (
+                json!("[1]"),
+                "measurement.fields.requestStats: must hold a JSON object, not an array",
+            ),
+            (
+                json!(5),
+                "measurement.fields.requestStats: must be an object or a string holding JSON, not a number",
+            ),
+            (
+                json!({"big": "x".repeat(1000)}),
+                "measurement.fields.requestStats: is 1010 bytes as compact JSON",
+            ),
+        ] {
+            let err = commit(
+                &obj(json!({"uuid": uuid, "measurement": {"fields": {"requestStats": stats}}})),
+                LIMITS,
+            )
+            .unwrap_err();
+            assert!(err.to_string().starts_with(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn long_values_are_cut_in_messages() {
+        let err = commit(&obj(json!({"uuid": "x".repeat(10_000)})), LIMITS).unwrap_err();
+        assert!(err.message.len() < 100, "{}", err.message);
+    }
+}

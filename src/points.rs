@@ -1,0 +1,207 @@
+//! The points a run writes (SPEC §5): which measurement, which tags, which fields, which time.
+//!
+//! One place decides the shape of every point so that heartbeats, results and events of a run
+//! always carry the same `uuid` and `host` tags and the gateway's own tags win over the client's.
+//! Pure: no I/O, no clock, no job table; the caller passes the run and the time.
+
+use uuid::Uuid;
+
+use crate::line_protocol::{FieldValue, Point};
+use crate::payload::{Record, RequestStats};
+
+pub const HEARTBEAT: &str = "load_testing";
+pub const RESULT: &str = "load_testing_result";
+pub const REQUEST_STATS: &str = "load_testing_request_stats";
+pub const EVENTS: &str = "load_testing_events";
+
+/// What every point of a run shares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub uuid: Uuid,
+    pub host: String,
+    /// Client tags, already checked.
+    pub tags: Vec<(String, String)>,
+    /// When the run started, in Unix milliseconds.
+    pub started_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Started,
+    Finished,
+    Expired,
+}
+
+impl Event {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Started => "started",
+            Event::Finished => "finished",
+            Event::Expired => "expired",
+        }
+    }
+}
+
+/// Adds the run's identity. Tags and fields reaching here were checked by `payload`, so a
+/// refusal would be a bug; it is skipped rather than turned into a panic on the request path.
+fn with_run(point: &mut Point, run: &Run, client_tags: bool) {
+    if client_tags {
+        for (k, v) in &run.tags {
+            let _ = point.tag(k, v);
+        }
+    }
+    let _ = point.tag("uuid", &run.uuid.to_string());
+    let _ = point.tag("host", &run.host);
+}
+
+fn put_fields<'a>(point: &mut Point, fields: impl IntoIterator<Item = &'a (String, FieldValue)>) {
+    for (k, v) in fields {
+        let _ = point.field(k, v.clone());
+    }
+}
+
+/// A `load_testing` point: the run's fields and `elapsed`, so it always has a field.
+pub fn heartbeat(run: &Run, fields: &[(String, FieldValue)], now_ms: i64) -> Point {
+    let mut p = Point::new(HEARTBEAT, now_ms);
+    with_run(&mut p, run, true);
+    put_fields(&mut p, fields);
+    let elapsed = (now_ms - run.started_ms) as f64 / 1000.0;
+    let _ = p.field("elapsed", FieldValue::Float(elapsed));
+    p
+}
+
+/// A `load_testing_events` point with a sentence for Grafana annotations.
+pub fn event(run: &Run, event: Event, time_ms: i64, text: String) -> Point {
+    let mut p = Point::new(EVENTS, time_ms);
+    with_run(&mut p, run, false);
+    let _ = p.tag("event", event.as_str());
+    let _ = p.field("text", FieldValue::Str(text));
+    p
+}
+
+/// The points of a register: the `started` event and the first heartbeat.
+pub fn register(run: &Run, record: &Record, now_ms: i64) -> Vec<Point> {
+    let text = format!("load test started on {} (run {})", run.host, run.uuid);
+    vec![
+        event(
+            run,
+            Event::Started,
+            record.started_at_ms.unwrap_or(now_ms),
+            text,
+        ),
+        heartbeat(run, &record.fields, now_ms),
+    ]
+}
+
+/// The points of a commit: the result (when there is anything to record), one point per
+/// endpoint row, and the `finished` event. `run.tags` are the register's and the commit's tags.
+pub fn commit(run: &Run, record: &Record, stats: Option<&RequestStats>, now_ms: i64) -> Vec<Point> {
+    let time = record.started_at_ms.unwrap_or(now_ms);
+    let mut points = Vec::new();
+
+    let mut result = Point::new(RESULT, time);
+    with_run(&mut result, run, true);
+    if let Some(stats) = stats {
+        let _ = result.field("requestStats", FieldValue::Str(stats.text.clone()));
+        put_fields(&mut result, &stats.scalars);
+    }
+    // The client's own fields are explicit, so they win over members of requestStats.
+    put_fields(&mut result, &record.fields);
+    if result.field_count() > 0 {
+        points.push(result);
+    }
+
+    for row in stats.map(|s| s.rows.as_slice()).unwrap_or_default() {
+        let mut p = Point::new(REQUEST_STATS, time);
+        with_run(&mut p, run, true);
+        for (k, v) in &row.tags {
+            let _ = p.tag(k, v);
+        }
+        // The gateway's identity wins over a row's tags too.
+        with_run(&mut p, run, false);
+        put_fields(&mut p, &row.fields);
+        points.push(p);
+    }
+
+    let secs = (now_ms - run.started_ms).max(0) / 1000;
+    let text = format!(
+        "load test finished on {} after {}m{:02}s (run {})",
+        run.host,
+        secs / 60,
+        secs % 60,
+        run.uuid
+    );
+    points.push(event(run, Event::Finished, time, text));
+    points
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::line_protocol::encode_batch;
+    use crate::payload::StatsRow;
+
+    fn run() -> Run {
+        Run {
+            uuid: Uuid::nil(),
+            host: "lg-1".into(),
+            tags: vec![
+                ("mode".into(), "single".into()),
+                ("uuid".into(), "client".into()),
+            ],
+            started_ms: 1_000_000,
+        }
+    }
+
+    #[test]
+    fn register_writes_started_event_and_first_heartbeat() {
+        let record = Record {
+            started_at_ms: Some(999_000),
+            fields: vec![("clients".into(), FieldValue::Float(10.0))],
+            ..Record::default()
+        };
+        let lines = encode_batch(&register(&run(), &record, 1_002_500));
+        let nil = Uuid::nil();
+        assert_eq!(
+            lines.trim_end(),
+            format!(
+                "load_testing_events,event=started,host=lg-1,uuid={nil} text=\"load test started on lg-1 (run {nil})\" 999000\n\
+                 load_testing,host=lg-1,mode=single,uuid={nil} clients=10,elapsed=2.5 1002500"
+            )
+        );
+    }
+
+    #[test]
+    fn commit_without_fields_writes_only_the_finished_event() {
+        let points = commit(&run(), &Record::default(), None, 1_125_000);
+        assert_eq!(points.len(), 1);
+        assert_eq!(points[0].measurement(), EVENTS);
+        assert!(encode_batch(&points).contains("after 2m05s"));
+    }
+
+    #[test]
+    fn commit_rows_keep_the_run_identity() {
+        let stats = RequestStats {
+            text: "{}".into(),
+            scalars: vec![("total_rps".into(), FieldValue::Float(3.0))],
+            rows: vec![StatsRow {
+                tags: vec![("name".into(), "/x".into()), ("host".into(), "evil".into())],
+                fields: vec![("num_requests".into(), FieldValue::Float(4.0))],
+            }],
+            rows_sent: 1,
+        };
+        let record = Record {
+            fields: vec![("total_rps".into(), FieldValue::Float(5.0))],
+            ..Record::default()
+        };
+        let points = commit(&run(), &record, Some(&stats), 2_000_000);
+        let text = encode_batch(&points);
+        let nil = Uuid::nil();
+        assert!(text.contains(&format!(
+            "load_testing_result,host=lg-1,mode=single,uuid={nil} requestStats=\"{{}}\",total_rps=5 2000000"
+        )));
+        assert!(text.contains(&format!(
+            "load_testing_request_stats,host=lg-1,mode=single,name=/x,uuid={nil} num_requests=4 2000000"
+        )));
+    }
+}
