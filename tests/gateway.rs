@@ -1,0 +1,538 @@
+//! End-to-end tests of the routes: the real binary, a real throwaway `influxd`, and every point
+//! read back with a query.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Gateway, Influxd, config, get, post_json, wait_until};
+use serde_json::{Value, json};
+
+const REGISTER: &str = "/apiv0.1/events/register";
+const COMMIT: &str = "/apiv0.1/events/commit";
+const ISRUNNING: &str = "/apiv0.1/events/isrunning";
+
+fn start(extra: &str) -> (Influxd, Gateway) {
+    let influx = Influxd::start();
+    let gw = Gateway::start(&config(&influx.url, "runs", extra));
+    (influx, gw)
+}
+
+/// Rows of `measurement` for one run, oldest first.
+fn rows(influx: &Influxd, measurement: &str, uuid: &str) -> Vec<serde_json::Map<String, Value>> {
+    influx
+        .series("runs", measurement)
+        .into_iter()
+        .filter(|r| r.get("uuid").and_then(Value::as_str) == Some(uuid))
+        .collect()
+}
+
+/// The stats of a Locust run as the customized client sends them: a JSON string.
+fn locust_stats() -> Value {
+    json!({
+        "stats": [
+            {"name": "/api/items?page=1,2 x=y", "method": "GET", "num_requests": 120, "num_failures": 2,
+             "avg_response_time": 12.5, "median_response_time": 11, "current_rps": 8.5,
+             "response_times": {"11": 60, "12": 60}},
+            {"name": "/login", "method": "POST", "num_requests": 10, "num_failures": 0,
+             "avg_response_time": 30, "median_response_time": 29, "current_rps": 1},
+            {"name": "Aggregated", "method": null, "num_requests": 130, "num_failures": 2,
+             "avg_response_time": 13.8, "median_response_time": 11, "current_rps": 9.5}
+        ],
+        "errors": [{"method": "GET", "name": "/api/items", "error": "HTTPError('500')", "occurrences": 2}],
+        "total_rps": 9.5,
+        "fail_ratio": 0.0153,
+        "user_count": 10
+    })
+}
+
+#[test]
+fn customized_locust_payloads_round_trip() {
+    let (influx, gw) = start("");
+    let register = post_json(
+        gw.addr,
+        REGISTER,
+        &json!({"startedAt": 1479636000, "hostname": "lg-1", "targetHost": "http://10.10.10.1",
+                "tags": {"mode": "single", "hostname": "http://10.10.10.1"},
+                "measurement": {"fields": {"clients": 10, "hatchRate": 0.5, "requests": null}},
+                "state": "hatching"}),
+    );
+    assert_eq!(register.status, 200, "{}", register.body);
+    let answer = register.json();
+    let uuid = answer["data"]["uuid"]
+        .as_str()
+        .expect("data.uuid")
+        .to_string();
+    assert_eq!(answer["uuid"], uuid);
+    assert_eq!(answer["delivered"], true);
+
+    let started = rows(&influx, "load_testing_events", &uuid);
+    assert_eq!(started.len(), 1);
+    assert_eq!(
+        started[0]["time"], 1_479_636_000_000i64,
+        "the event is at the client's startedAt"
+    );
+    assert_eq!(started[0]["event"], "started");
+    assert_eq!(started[0]["host"], "lg-1");
+    assert!(started[0]["text"].as_str().unwrap().contains("lg-1"));
+
+    let beats = rows(&influx, "load_testing", &uuid);
+    assert_eq!(beats.len(), 1, "register writes the first heartbeat");
+    let beat = &beats[0];
+    assert_eq!(beat["clients"], 10.0);
+    assert_eq!(beat["hatchRate"], 0.5);
+    assert!(beat.get("requests").is_none(), "null fields are omitted");
+    assert!(
+        beat["elapsed"].as_f64().unwrap() > 1e8,
+        "elapsed counts from 2016"
+    );
+    assert_eq!(beat["mode"], "single");
+    assert_eq!(beat["hostname"], "http://10.10.10.1");
+    assert_eq!(beat["targetHost"], "http://10.10.10.1");
+    assert_eq!(beat["host"], "lg-1");
+
+    assert_eq!(get(gw.addr, ISRUNNING).json()[&uuid], true);
+
+    let commit = post_json(
+        gw.addr,
+        COMMIT,
+        &json!({"uuid": uuid, "startedAt": 1479639600, "hostname": "lg-1",
+                "measurement": {"fields": {"requestStats": locust_stats().to_string(), "requests": 130}},
+                "state": "stopped"}),
+    );
+    assert_eq!(commit.status, 200, "{}", commit.body);
+    assert_eq!(commit.json()["uuid"], uuid);
+    assert!(
+        commit.json()["data"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("3 endpoint rows")
+    );
+
+    let result = rows(&influx, "load_testing_result", &uuid);
+    assert_eq!(result.len(), 1);
+    let r = &result[0];
+    assert_eq!(r["time"], 1_479_639_600_000i64);
+    assert_eq!(r["total_rps"], 9.5);
+    assert_eq!(r["fail_ratio"], 0.0153);
+    assert_eq!(r["user_count"], 10.0);
+    assert_eq!(r["requests"], 130.0);
+    assert_eq!(r["mode"], "single");
+    let text: Value = serde_json::from_str(r["requestStats"].as_str().unwrap()).unwrap();
+    assert_eq!(text, locust_stats(), "requestStats keeps the whole JSON");
+
+    let mut endpoints = rows(&influx, "load_testing_request_stats", &uuid);
+    endpoints.sort_by_key(|row| row["name"].as_str().unwrap_or("").to_string());
+    assert_eq!(endpoints.len(), 3);
+    let names: Vec<&str> = endpoints
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["/api/items?page=1,2 x=y", "/login", "Aggregated"]);
+    assert_eq!(endpoints[0]["method"], "GET");
+    assert_eq!(endpoints[0]["num_requests"], 120.0);
+    assert_eq!(endpoints[0]["median_response_time"], 11.0);
+    assert!(endpoints[2].get("method").is_none());
+    assert_eq!(endpoints[2]["num_failures"], 2.0);
+    assert_eq!(endpoints[1]["time"], 1_479_639_600_000i64);
+
+    let events = rows(&influx, "load_testing_events", &uuid);
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().any(|e| e["event"] == "finished"));
+
+    assert_eq!(
+        get(gw.addr, ISRUNNING).json()[&uuid],
+        false,
+        "committed runs answer false"
+    );
+    let again = post_json(gw.addr, COMMIT, &json!({"uuid": uuid}));
+    assert_eq!(again.status, 409);
+    assert_eq!(again.json()["code"], "already_committed");
+}
+
+#[test]
+fn readme_payloads_round_trip() {
+    let (influx, gw) = start("");
+    let register = post_json(
+        gw.addr,
+        REGISTER,
+        &json!({"startedAt": "2016-11-20T10:00:00Z", "host": "lg-2",
+                "measurement": {"fields": {"clients": 10, "hatchRate": 0.5, "requests": 0},
+                                "tags": {"targetHost": "http://10.10.10.1", "mode": "single"}}}),
+    );
+    assert_eq!(register.status, 200, "{}", register.body);
+    let uuid = register.json()["uuid"].as_str().unwrap().to_string();
+    let beat = &rows(&influx, "load_testing", &uuid)[0];
+    assert_eq!(beat["host"], "lg-2");
+    assert_eq!(beat["requests"], 0.0);
+    assert_eq!(beat["targetHost"], "http://10.10.10.1");
+    assert_eq!(
+        rows(&influx, "load_testing_events", &uuid)[0]["time"],
+        1_479_636_000_000i64
+    );
+
+    // A commit without requestStats still ends the run and writes its finished event.
+    let commit = post_json(gw.addr, COMMIT, &json!({"uuid": uuid}));
+    assert_eq!(commit.status, 200, "{}", commit.body);
+    assert!(rows(&influx, "load_testing_result", &uuid).is_empty());
+    let events = rows(&influx, "load_testing_events", &uuid);
+    assert_eq!(
+        events.iter().filter(|e| e["event"] == "finished").count(),
+        1
+    );
+}
+
+#[test]
+fn every_validation_error_is_a_400_naming_the_key_and_writes_nothing() {
+    let (influx, gw) = start("[limits]\nmax_string_bytes = 100\n");
+    let cases: Vec<(Value, &str, &str)> = vec![
+        (
+            json!({"startedAt": "tomorrow"}),
+            "startedAt",
+            "invalid_time",
+        ),
+        (json!({"startedAt": [1]}), "startedAt", "invalid_time"),
+        (json!({"startedAt": 1e300}), "startedAt", "invalid_time"),
+        (json!({"host": {"a": 1}}), "host", "invalid_tag"),
+        (json!({"hostname": "a\nb"}), "hostname", "invalid_tag"),
+        (json!({"tags": "x"}), "tags", "invalid_object"),
+        (json!({"tags": {"k": [1]}}), "tags.k", "invalid_tag"),
+        (json!({"tags": {"k": {"x": 1}}}), "tags.k", "invalid_tag"),
+        (json!({"tags": {"k": "a\\b"}}), "tags.k", "invalid_tag"),
+        (json!({"tags": {"k": "a\tb"}}), "tags.k", "invalid_tag"),
+        (
+            json!({"tags": {"k": "v".repeat(257)}}),
+            "tags.k",
+            "invalid_tag",
+        ),
+        (
+            json!({"tags": {"k".repeat(129): "v"}}),
+            "tags.kkkk",
+            "invalid_tag",
+        ),
+        (json!({"tags": {"time": "v"}}), "tags.time", "invalid_tag"),
+        (json!({"tags": {"_x": "v"}}), "tags._x", "invalid_tag"),
+        (
+            json!({"measurement": {"tags": {"a b\r": "v"}}}),
+            "measurement.tags.a b",
+            "invalid_tag",
+        ),
+        (
+            json!({"measurement": 5}),
+            "measurement",
+            "invalid_measurement",
+        ),
+        (
+            json!({"measurement": {"fields": {"f": {"x": 1}}}}),
+            "measurement.fields.f",
+            "invalid_field",
+        ),
+        (
+            json!({"measurement": {"fields": {"time": 1}}}),
+            "measurement.fields.time",
+            "invalid_field",
+        ),
+        (
+            json!({"measurement": {"fields": {"s": "x".repeat(101)}}}),
+            "measurement.fields.s",
+            "string_too_long",
+        ),
+        (json!({"targetHost": ["x"]}), "targetHost", "invalid_tag"),
+        (
+            json!({"tags": (0..33).map(|i| (format!("t{i}"), json!("v"))).collect::<serde_json::Map<_, _>>()}),
+            "tags",
+            "too_many_tags",
+        ),
+        (
+            json!({"measurement": {"fields": (0..65).map(|i| (format!("f{i}"), json!(1))).collect::<serde_json::Map<_, _>>()}}),
+            "measurement.fields",
+            "too_many_fields",
+        ),
+    ];
+    for (body, key, code) in &cases {
+        let answer = post_json(gw.addr, REGISTER, body);
+        assert_eq!(answer.status, 400, "{body}: {}", answer.body);
+        let error = answer.json();
+        assert_eq!(error["code"], *code, "{body}: {error}");
+        assert!(
+            error["error"].as_str().unwrap().starts_with(key),
+            "{body}: {error}"
+        );
+        assert_eq!(answer.header("content-type"), Some("application/json"));
+    }
+    for (raw, code) in [
+        ("", "empty_body"),
+        ("[]", "not_an_object"),
+        ("{\"a\":", "invalid_json"),
+        ("{\"a\": NaN}", "invalid_json"),
+        ("{\"a\": 1e400}", "invalid_json"),
+    ] {
+        let answer = common::request(
+            gw.addr,
+            "POST",
+            REGISTER,
+            &[("Content-Type", "application/json")],
+            Some(raw),
+        );
+        assert_eq!(answer.status, 400, "{raw}");
+        assert_eq!(answer.json()["code"], code, "{raw}");
+    }
+    let commits: Vec<(Value, u16, &str)> = vec![
+        (json!({}), 400, "missing_uuid"),
+        (json!({"uuid": "not-a-uuid"}), 400, "invalid_uuid"),
+        (json!({"uuid": uuid_nil()}), 404, "unknown_run"),
+        (
+            json!({"uuid": uuid_nil(), "measurement": {"fields": {"requestStats": "{oops"}}}),
+            400,
+            "invalid_stats",
+        ),
+    ];
+    for (body, status, code) in commits {
+        let answer = post_json(gw.addr, COMMIT, &body);
+        assert_eq!(
+            (answer.status, answer.json()["code"].as_str().unwrap()),
+            (status, code),
+            "{body}"
+        );
+    }
+    let measurements = influx.query("runs", "SHOW MEASUREMENTS");
+    assert!(
+        measurements["results"][0]["series"].is_null(),
+        "refused requests wrote nothing: {measurements}"
+    );
+    assert!(
+        get(gw.addr, ISRUNNING)
+            .json()
+            .as_object()
+            .unwrap()
+            .is_empty(),
+        "and made no job"
+    );
+}
+
+fn uuid_nil() -> &'static str {
+    "00000000-0000-0000-0000-000000000000"
+}
+
+#[test]
+fn unknown_paths_and_wrong_methods() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(&config(&influx.url, "runs", ""));
+    let missing = get(gw.addr, "/apiv0.1/nothing");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["code"], "not_found");
+    let wrong = get(gw.addr, REGISTER);
+    assert_eq!(wrong.status, 405);
+    assert_eq!(wrong.header("allow"), Some("POST"));
+    let wrong = post_json(gw.addr, "/apiv0.1/ping", &json!({}));
+    assert_eq!(wrong.status, 405);
+    assert_eq!(wrong.header("allow"), Some("GET"));
+    let ping = get(gw.addr, "/apiv0.1/ping");
+    assert_eq!((ping.status, ping.json()), (200, json!({"res": "PONG!"})));
+}
+
+#[test]
+fn heartbeats_are_written_every_interval() {
+    let (influx, gw) = start("[jobs]\nheartbeat_interval = \"1s\"\n");
+    let a = post_json(
+        gw.addr,
+        REGISTER,
+        &json!({"host": "a", "measurement": {"fields": {"clients": 3}}}),
+    );
+    let b = post_json(gw.addr, REGISTER, &json!({"host": "b"}));
+    let (a, b) = (
+        a.json()["uuid"].as_str().unwrap().to_string(),
+        b.json()["uuid"].as_str().unwrap().to_string(),
+    );
+    wait_until(
+        Duration::from_secs(8),
+        "three heartbeats of each run",
+        || {
+            rows(&influx, "load_testing", &a).len() >= 3
+                && rows(&influx, "load_testing", &b).len() >= 3
+        },
+    );
+    let beats = rows(&influx, "load_testing", &a);
+    assert!(
+        beats.iter().all(|r| r["clients"] == 3.0),
+        "heartbeats repeat the register fields"
+    );
+    let elapsed: Vec<f64> = beats
+        .iter()
+        .map(|r| r["elapsed"].as_f64().unwrap())
+        .collect();
+    assert!(
+        elapsed.windows(2).all(|w| w[1] > w[0]),
+        "elapsed grows: {elapsed:?}"
+    );
+    let states = get(gw.addr, "/apiv0.1/states").json();
+    let listed = states["jobs"]["list"].as_array().unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|j| j["uuid"] == a.as_str() && j["heartbeats"].as_u64().unwrap() >= 2),
+        "{states}"
+    );
+
+    // After commit the run's heartbeats stop.
+    assert_eq!(post_json(gw.addr, COMMIT, &json!({"uuid": a})).status, 200);
+    let after = rows(&influx, "load_testing", &a).len();
+    let b_before = rows(&influx, "load_testing", &b).len();
+    wait_until(
+        Duration::from_secs(5),
+        "two more heartbeats of the other run",
+        || rows(&influx, "load_testing", &b).len() >= b_before + 2,
+    );
+    assert_eq!(rows(&influx, "load_testing", &a).len(), after);
+}
+
+#[test]
+fn runs_without_commit_expire() {
+    let (influx, gw) = start("[jobs]\nheartbeat_interval = \"500ms\"\nmax_age = \"1s\"\n");
+    let uuid = post_json(gw.addr, REGISTER, &json!({"host": "x"})).json()["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_until(Duration::from_secs(5), "an expired event", || {
+        rows(&influx, "load_testing_events", &uuid)
+            .iter()
+            .any(|e| e["event"] == "expired")
+    });
+    assert_eq!(get(gw.addr, ISRUNNING).json()[&uuid], false);
+    let beats = rows(&influx, "load_testing", &uuid).len();
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        rows(&influx, "load_testing", &uuid).len(),
+        beats,
+        "no heartbeats after expiry"
+    );
+    assert_eq!(
+        get(gw.addr, "/apiv0.1/states").json()["counters"]["jobs_expired"],
+        1
+    );
+    // A late commit still records the result.
+    let commit = post_json(
+        gw.addr,
+        COMMIT,
+        &json!({"uuid": uuid, "measurement": {"fields": {"ok": true}}}),
+    );
+    assert_eq!(commit.status, 200, "{}", commit.body);
+    assert_eq!(rows(&influx, "load_testing_result", &uuid)[0]["ok"], true);
+}
+
+#[test]
+fn max_running_is_enforced() {
+    let (_influx, gw) = start("[jobs]\nmax_running = 2\n");
+    let first = post_json(gw.addr, REGISTER, &json!({}));
+    assert_eq!(post_json(gw.addr, REGISTER, &json!({})).status, 200);
+    let third = post_json(gw.addr, REGISTER, &json!({}));
+    assert_eq!(third.status, 503);
+    assert_eq!(third.json()["code"], "too_many_running");
+    assert!(
+        third.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("jobs.max_running")
+    );
+    assert_eq!(
+        post_json(gw.addr, COMMIT, &json!({"uuid": first.json()["uuid"]})).status,
+        200
+    );
+    assert_eq!(
+        post_json(gw.addr, REGISTER, &json!({})).status,
+        200,
+        "a commit frees a slot"
+    );
+}
+
+#[test]
+fn a_register_without_host_uses_the_peer_address() {
+    let (influx, gw) = start("");
+    let uuid = post_json(gw.addr, REGISTER, &json!({})).json()["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(rows(&influx, "load_testing", &uuid)[0]["host"], "127.0.0.1");
+}
+
+#[test]
+fn influxdb_rejecting_data_answers_502_and_makes_no_job() {
+    let (influx, gw) = start("");
+    assert_eq!(
+        post_json(
+            gw.addr,
+            REGISTER,
+            &json!({"measurement": {"fields": {"clients": 1}}})
+        )
+        .status,
+        200
+    );
+    // `clients` is a float in InfluxDB now; a string is a field type conflict.
+    let conflict = post_json(
+        gw.addr,
+        REGISTER,
+        &json!({"measurement": {"fields": {"clients": "many"}}}),
+    );
+    assert_eq!(conflict.status, 502, "{}", conflict.body);
+    assert_eq!(conflict.json()["code"], "influxdb_rejected");
+    assert!(
+        conflict.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("conflict"),
+        "{}",
+        conflict.body
+    );
+    assert_eq!(get(gw.addr, ISRUNNING).json().as_object().unwrap().len(), 1);
+    assert_eq!(influx.count("runs", "load_testing"), 1);
+}
+
+#[test]
+fn influxdb_down_answers_503_and_makes_no_job() {
+    let mut influx = Influxd::start();
+    let gw = Gateway::start(&config(&influx.url, "runs", ""));
+    influx.stop();
+    let answer = post_json(gw.addr, REGISTER, &json!({"host": "x"}));
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert_eq!(answer.json()["code"], "influxdb_unavailable");
+    assert!(answer.header("retry-after").is_some());
+    assert!(
+        get(gw.addr, ISRUNNING)
+            .json()
+            .as_object()
+            .unwrap()
+            .is_empty()
+    );
+    let states = get(gw.addr, "/apiv0.1/states").json();
+    assert!(
+        states["influxdb"]["last_error"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{states}"
+    );
+    // Once InfluxDB is back, the database is created and writes go through.
+    influx.restart();
+    assert_eq!(
+        post_json(gw.addr, REGISTER, &json!({"host": "x"})).status,
+        200
+    );
+}
+
+#[test]
+fn states_reports_jobs_counters_and_memory() {
+    let (_influx, gw) = start("");
+    let uuid = post_json(gw.addr, REGISTER, &json!({"host": "h"})).json()["uuid"].clone();
+    get(gw.addr, "/apiv0.1/nope");
+    let s = get(gw.addr, "/apiv0.1/states").json();
+    assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
+    assert!(s["memory"]["resident_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(s["jobs"]["running"], 1);
+    assert_eq!(s["jobs"]["list"][0]["uuid"], uuid);
+    assert_eq!(s["jobs"]["list"][0]["host"], "h");
+    assert_eq!(s["counters"]["requests"]["register"]["2xx"], 1);
+    assert_eq!(s["counters"]["requests"]["other"]["4xx"], 1);
+    assert_eq!(s["counters"]["points_written"], 2);
+    assert!(s["influxdb"]["last_success"].is_string());
+    assert!(!s["influxdb"]["url"].as_str().unwrap().contains('@'));
+}

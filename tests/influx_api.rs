@@ -1,0 +1,176 @@
+//! The shape of the requests sent to InfluxDB, checked against a stub where the real InfluxDB
+//! 1.6 cannot serve the case (the v2 API), or cannot show what it received (credentials).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use common::{Gateway, config_with, post_json};
+use serde_json::json;
+
+/// One request as the stub saw it.
+struct Seen {
+    request_line: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+/// A loopback listener that answers every request with `status` and reports what it got.
+fn stub(status: u16) -> (SocketAddr, mpsc::Receiver<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                loop {
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut headers = Vec::new();
+                    loop {
+                        let mut line = String::new();
+                        reader.read_line(&mut line).unwrap();
+                        let line = line.trim_end();
+                        if line.is_empty() {
+                            break;
+                        }
+                        let (k, v) = line.split_once(':').unwrap();
+                        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+                    }
+                    let len: usize = headers
+                        .iter()
+                        .find(|(k, _)| k == "content-length")
+                        .map_or(0, |(_, v)| v.parse().unwrap());
+                    let mut body = vec![0; len];
+                    reader.read_exact(&mut body).unwrap();
+                    let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+                    conn.write_all(answer.as_bytes()).unwrap();
+                    let _ = tx.send(Seen {
+                        request_line: request_line.trim_end().to_string(),
+                        headers,
+                        body: String::from_utf8(body).unwrap(),
+                    });
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+fn header<'a>(seen: &'a Seen, name: &str) -> Option<&'a str> {
+    seen.headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn v2_writes_to_the_bucket_with_a_token() {
+    let (addr, seen) = stub(204);
+    let gw = Gateway::start(&config_with(
+        &format!("http://{addr}"),
+        "unused",
+        "",
+        "api = \"v2\"\norg = \"my org\"\nbucket = \"load&tests\"\ntoken = \"v2-secret-token\"\n",
+        "",
+    ));
+    let answer = post_json(gw.addr, "/apiv0.1/events/register", &json!({"host": "lg"}));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let write = seen
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a write reached the stub");
+    assert_eq!(
+        write.request_line,
+        "POST /api/v2/write?org=my%20org&bucket=load%26tests&precision=ms HTTP/1.1"
+    );
+    assert_eq!(
+        header(&write, "authorization"),
+        Some("Token v2-secret-token")
+    );
+    let lines: Vec<&str> = write.body.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", write.body);
+    assert!(lines[0].starts_with("load_testing_events,event=started,host=lg,uuid="));
+    assert!(lines[1].starts_with("load_testing,host=lg,uuid="));
+    assert!(
+        !gw.log().contains("v2-secret-token"),
+        "the token is never logged"
+    );
+}
+
+#[test]
+fn v1_sends_basic_credentials_and_the_retention_policy() {
+    let (addr, seen) = stub(204);
+    let gw = Gateway::start(&config_with(
+        &format!("http://{addr}"),
+        "runs",
+        "",
+        "username = \"writer\"\npassword = \"pa:ss\"\nretention_policy = \"week\"\ncreate_database = false\n",
+        "",
+    ));
+    assert_eq!(
+        post_json(gw.addr, "/apiv0.1/events/register", &json!({})).status,
+        200
+    );
+    let write = seen.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        write.request_line,
+        "POST /write?db=runs&precision=ms&rp=week HTTP/1.1"
+    );
+    // base64("writer:pa:ss")
+    assert_eq!(
+        header(&write, "authorization"),
+        Some("Basic d3JpdGVyOnBhOnNz")
+    );
+    assert!(!gw.log().contains("pa:ss"));
+}
+
+#[test]
+fn v1_creates_the_database_first() {
+    let (addr, seen) = stub(200);
+    let gw = Gateway::start(&config_with(&format!("http://{addr}"), "my db", "", "", ""));
+    let create = seen.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(create.request_line, "POST /query HTTP/1.1");
+    assert_eq!(create.body, "q=CREATE%20DATABASE%20%22my%20db%22");
+    drop(gw);
+}
+
+#[test]
+fn influxdb_errors_are_passed_on() {
+    for (status, expected_status, code) in [
+        (503, 503, "influxdb_unavailable"),
+        (401, 503, "influxdb_unavailable"),
+        (400, 502, "influxdb_rejected"),
+    ] {
+        let (addr, _seen) = stub(status);
+        let gw = Gateway::start(&config_with(
+            &format!("http://{addr}"),
+            "runs",
+            "",
+            "create_database = false\n",
+            "",
+        ));
+        let answer = post_json(gw.addr, "/apiv0.1/events/register", &json!({}));
+        assert_eq!(
+            answer.status, expected_status,
+            "influx {status}: {}",
+            answer.body
+        );
+        assert_eq!(answer.json()["code"], code);
+        assert!(
+            answer.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("influxdb answered {status}"))
+        );
+    }
+}

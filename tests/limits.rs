@@ -1,0 +1,142 @@
+//! The HTTP layer's limits, through the real binary: hostile requests are answered with a 4xx
+//! or a 503, and the server keeps answering ping within a second.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::{Gateway, Influxd, config, config_with, connect_from, get, send_raw};
+
+/// Ping answers 200 within a second, on a fresh connection from 127.0.0.1.
+fn assert_ping_within_a_second(addr: SocketAddr) {
+    let start = Instant::now();
+    let ping = get(addr, "/apiv0.1/ping");
+    let took = start.elapsed();
+    assert_eq!(ping.status, 200, "{}", ping.body);
+    assert!(took < Duration::from_secs(1), "ping took {took:?}");
+}
+
+#[test]
+fn absurd_content_length_is_413_before_any_body_byte() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(&config(&influx.url, "runs", ""));
+    let answer = send_raw(
+        gw.addr,
+        b"POST /apiv0.1/events/register HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000000000000000\r\n\r\n",
+    );
+    assert_eq!(answer.status, 413);
+    assert_eq!(answer.json()["code"], "body_too_large");
+    assert!(
+        answer.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("server.max_body_bytes")
+    );
+    assert_ping_within_a_second(gw.addr);
+    let mut gw = gw;
+    assert!(gw.is_alive());
+}
+
+#[test]
+fn a_one_mib_header_line_is_431() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(&config(&influx.url, "runs", ""));
+    let mut stream = TcpStream::connect(gw.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"GET /apiv0.1/ping HTTP/1.1\r\nX-Big: ")
+        .unwrap();
+    // The server may answer and close before all of it is sent; that is the point.
+    let chunk = vec![b'a'; 64 * 1024];
+    for _ in 0..16 {
+        if stream.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 431 "), "{text}");
+    assert_ping_within_a_second(gw.addr);
+    let rss = gw.rss_kib();
+    assert!(rss < 64 * 1024, "resident memory stays small: {rss} KiB");
+}
+
+#[test]
+fn six_hundred_idle_connections_do_not_block_ping() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(&config_with(
+        &influx.url,
+        "runs",
+        "idle_timeout = \"30s\"\nheader_timeout = \"30s\"\n",
+        "",
+        "",
+    ));
+    let other = IpAddr::from([127, 0, 0, 2]);
+    let idle: Vec<TcpStream> = (0..600).map(|_| connect_from(other, gw.addr)).collect();
+    // Let the accept loop see all of them: the ones past the per-IP cap get 503 and are closed.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_ping_within_a_second(gw.addr);
+    let threads = gw.threads();
+    assert!(
+        threads < 200,
+        "threads stay bounded by the per-IP cap: {threads}"
+    );
+    let mut refused = 0;
+    for mut s in idle.into_iter().rev().take(10) {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 12];
+        if s.read(&mut buf).is_ok_and(|n| n > 0) && buf.starts_with(b"HTTP/1.1 503") {
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        refused, 10,
+        "connections over server.max_connections_per_ip get 503 at once"
+    );
+}
+
+#[test]
+fn transfer_encoding_is_refused() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(&config(&influx.url, "runs", ""));
+    let answer = send_raw(
+        gw.addr,
+        b"POST /apiv0.1/events/register HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    );
+    assert_eq!(answer.status, 411);
+    assert!(influx.measurements("runs").is_empty());
+    assert_ping_within_a_second(gw.addr);
+}
+
+#[test]
+fn body_limit_comes_from_the_configuration() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(&config_with(
+        &influx.url,
+        "runs",
+        "max_body_bytes = 100\n",
+        "",
+        "",
+    ));
+    let body = format!("{{\"host\": \"{}\"}}", "x".repeat(100));
+    let answer = common::request(
+        gw.addr,
+        "POST",
+        "/apiv0.1/events/register",
+        &[],
+        Some(&body),
+    );
+    assert_eq!(answer.status, 413);
+    assert!(
+        answer.json()["error"].as_str().unwrap().contains("100"),
+        "{}",
+        answer.body
+    );
+    let small = common::request(gw.addr, "POST", "/apiv0.1/events/register", &[], Some("{}"));
+    assert_eq!(small.status, 200, "{}", small.body);
+}
