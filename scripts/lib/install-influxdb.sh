@@ -1,0 +1,92 @@
+# shellcheck shell=bash
+# Installs the system packages that the tests and the local InfluxDB need:
+# InfluxDB 1.x (`influxd`, from Debian's `influxdb` package), curl and openssl.
+# Sourced by scripts/test.sh and scripts/influxdb-dev.sh; defines functions only.
+
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+# Runs a command as root: directly when already root, else through sudo.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root to run '$*': run as root or install sudo"
+    fi
+}
+
+# apt-get update is slow, so it runs at most once per script run, and only when
+# something is actually missing.
+_apt_updated=0
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 ||
+        die "apt-get not found: install these by hand: $*"
+    if [ "$_apt_updated" -eq 0 ]; then
+        as_root apt-get update
+        _apt_updated=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "$@"
+}
+
+# Path of influxd, or nothing when it is not installed. Debian puts it in
+# /usr/bin, which a stripped-down PATH may lack.
+influxd_path() {
+    if command -v influxd >/dev/null 2>&1; then
+        command -v influxd
+    elif [ -x /usr/bin/influxd ]; then
+        echo /usr/bin/influxd
+    fi
+}
+
+# Installs Debian's influxdb package unless influxd is already there, without
+# leaving the packaged system service running: tests start their own servers
+# on free ports, and a system influxd would hold 8086 and 8088.
+ensure_influxd() {
+    if [ -n "$(influxd_path)" ]; then
+        return 0
+    fi
+    echo "influxd not found; installing Debian's influxdb package"
+
+    # The package's postinst starts the service through invoke-rc.d (and
+    # deb-systemd-invoke), both of which ask policy-rc.d first; exit code 101
+    # means "forbidden". An existing policy file is set aside and put back.
+    local policy=/usr/sbin/policy-rc.d
+    local backup="$policy.metrics-consumer-backup"
+    if [ -e "$policy" ]; then
+        as_root mv "$policy" "$backup"
+    fi
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
+
+    local status=0
+    apt_install influxdb || status=$?
+
+    as_root rm -f "$policy"
+    if [ -e "$backup" ]; then
+        as_root mv "$backup" "$policy"
+    fi
+    [ "$status" -eq 0 ] || die "apt-get install influxdb failed (exit $status)"
+
+    # On a systemd machine the unit was enabled for the next boot; undo that
+    # and stop it in case it started anyway.
+    as_root systemctl disable --now influxdb 2>/dev/null || true
+
+    [ -n "$(influxd_path)" ] ||
+        die "the influxdb package is installed but influxd is still missing"
+}
+
+# curl and openssl, which the tests and the docs' examples call.
+ensure_tools() {
+    local missing=()
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "installing ${missing[*]}"
+        apt_install "${missing[@]}"
+    fi
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The project's one test command, run by CI (.ci/run) and by developers:
+# installs what the tests need when it is missing, then checks formatting,
+# lints, and runs the unit and integration tests. Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# shellcheck source=scripts/lib/install-influxdb.sh
+source scripts/lib/install-influxdb.sh
+
+step() {
+    printf '\n==> %s\n' "$*"
+}
+
+step "Checking the toolchain"
+command -v cargo >/dev/null 2>&1 ||
+    die "cargo not found: install Rust (https://rustup.rs), then rerun"
+cargo fmt --version >/dev/null 2>&1 ||
+    die "rustfmt not found: rustup component add rustfmt"
+cargo clippy --version >/dev/null 2>&1 ||
+    die "clippy not found: rustup component add clippy"
+cargo --version
+
+step "Installing test dependencies (influxd, curl, openssl) when missing"
+ensure_influxd
+ensure_tools
+"$(influxd_path)" version
+
+# The integration tests open hundreds of sockets at once (connection-limit
+# tests go past 600), more than the common default of 1024 leaves room for.
+step "Raising the open-file limit"
+min_files=4096
+current=$(ulimit -n)
+if [ "$current" != unlimited ] && [ "$current" -lt "$min_files" ]; then
+    ulimit -n "$min_files" 2>/dev/null ||
+        die "cannot raise the open-file limit to $min_files (hard limit: $(ulimit -Hn)); raise it, e.g. in /etc/security/limits.conf"
+fi
+echo "open files: $(ulimit -n)"
+
+step "cargo fmt --check"
+cargo fmt --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+if cargo nextest --version >/dev/null 2>&1; then
+    step "Tests: cargo nextest run --all-targets --no-fail-fast"
+    cargo nextest run --all-targets --no-fail-fast
+else
+    step "Tests: cargo test --all-targets --no-fail-fast (cargo-nextest not found)"
+    cargo test --all-targets --no-fail-fast
+fi
+
+# ---------------------------------------------------------------------------
+# LATER STEPS GO HERE, after the Rust tests: for example an end-to-end run of
+# the gateway driven by Locust from a Python venv. Each gets its own `step`
+# heading and must fail the script when it fails.
+# ---------------------------------------------------------------------------
+
+step "All checks passed"
