@@ -2,13 +2,15 @@
 //! whole service shares.
 //!
 //! A handler reads its JSON, asks `payload` to check it, uses the job table for a moment,
-//! builds its points with `points`, and blocks on the writer until InfluxDB has them. Errors
+//! builds its points with `points`, and blocks on `delivery` until InfluxDB or the spool has
+//! them; a change of the job table is then saved to `jobs.json` before the answer. Errors
 //! become HTTP answers in exactly one place, [`ApiError::response`]. Handlers never hold the
 //! job-table lock while writing, and never log a request body.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
@@ -16,8 +18,8 @@ use uuid::Uuid;
 
 use crate::auth::{Denied, Tokens};
 use crate::config::Settings;
+use crate::delivery::{Delivery, Failure, Outcome};
 use crate::http::{Exchange, Handler, Request, Response};
-use crate::influx::{Disposition, Influx, WriteError};
 use crate::jobs::{Job, Jobs, Refusal, State};
 use crate::line_protocol::{Point, encode_batch};
 use crate::payload::{self, PayloadError, PayloadLimits};
@@ -31,8 +33,12 @@ pub struct App {
     pub settings: Settings,
     pub tokens: Tokens,
     pub jobs: Jobs,
-    pub influx: Influx,
+    pub delivery: Delivery,
     pub stats: Stats,
+    /// `storage.dir/jobs.json`.
+    pub jobs_file: PathBuf,
+    /// Held while the job table is saved, so saves never overtake one another.
+    pub save_lock: Mutex<()>,
     pub started: Instant,
     /// Open connections, kept by the HTTP server.
     pub connections: Arc<AtomicUsize>,
@@ -87,7 +93,8 @@ enum ApiError {
     Committed { uuid: Uuid, at_ms: i64 },
     Committing(Uuid),
     TooManyRunning(usize),
-    Influx(WriteError),
+    NotRecorded(Failure),
+    NotSaved(String),
 }
 
 impl ApiError {
@@ -127,13 +134,18 @@ impl ApiError {
                 &format!("{max} runs are running already (jobs.max_running); commit finished runs or raise the limit"),
             )
             .with_header("Retry-After", "5"),
-            ApiError::Influx(e) => {
-                let retry = e.disposition() != Disposition::Reject;
-                let (status, code) = if retry { (503, "influxdb_unavailable") } else { (502, "influxdb_rejected") };
-                let message = format!("nothing was recorded: {e}");
-                let response = Response::error(status, code, &message);
-                if retry { response.with_header("Retry-After", "5") } else { response }
+            ApiError::NotRecorded(Failure::SpoolFull(why)) => {
+                Response::error(503, "spool_full", &format!("nothing was recorded: {why}")).with_header("Retry-After", "30")
             }
+            ApiError::NotRecorded(Failure::Disk(why)) => {
+                Response::error(503, "storage_error", &format!("nothing was recorded: {why}")).with_header("Retry-After", "30")
+            }
+            ApiError::NotSaved(why) => Response::error(
+                503,
+                "storage_error",
+                &format!("the run could not be saved, so it was not registered: {why}"),
+            )
+            .with_header("Retry-After", "30"),
         }
     }
 }
@@ -192,24 +204,19 @@ impl App {
         }
     }
 
-    /// Writes points; `Ok` means InfluxDB stored them.
-    fn record(&self, points: &[Point]) -> Result<(), WriteError> {
-        let result = self.influx.write(&encode_batch(points));
-        match &result {
-            Ok(()) => Stats::add(&self.stats.points_written, points.len()),
-            Err(e) => {
-                Stats::add(&self.stats.points_failed, points.len());
-                Stats::add(&self.stats.writes_failed, 1);
-                if e.disposition() == Disposition::RetryMisconfigured {
-                    log::error!(
-                        "{e}: check [influxdb] credentials, database and bucket in the configuration"
-                    );
-                } else {
-                    log::warn!("write of {} points failed: {e}", points.len());
-                }
-            }
-        }
-        result
+    /// Records points: `Ok` means InfluxDB or the spool has them (or the dead letters, when
+    /// InfluxDB refused them).
+    fn record(&self, points: &[Point]) -> Result<Outcome, Failure> {
+        self.delivery
+            .deliver(&encode_batch(points), points.len(), &self.stats)
+    }
+
+    /// Saves the job table to `jobs.json`.
+    pub fn save_jobs(&self) -> Result<(), String> {
+        let _saving = self.save_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let bytes = self.jobs.save();
+        crate::storage::write_atomic(&self.jobs_file, &bytes)
+            .map_err(|e| format!("cannot write {}: {e}", self.jobs_file.display()))
     }
 
     fn route(&self, req: &Request) -> Result<Value, ApiError> {
@@ -264,8 +271,9 @@ impl App {
             tags: record.tags.clone(),
             started_ms: record.started_at_ms.unwrap_or(now),
         };
-        self.record(&points::register(&run, &record, now))
-            .map_err(ApiError::Influx)?;
+        let outcome = self
+            .record(&points::register(&run, &record, now))
+            .map_err(ApiError::NotRecorded)?;
         let uuid = run.uuid;
         slot.fill(Job {
             run,
@@ -274,8 +282,16 @@ impl App {
             state: State::Running,
             heartbeats: 0,
         });
+        if let Err(e) = self.save_jobs() {
+            log::error!("{e}");
+            self.jobs.remove(&uuid);
+            return Err(ApiError::NotSaved(e));
+        }
         log::info!("run {uuid} registered");
-        Ok(json!({"uuid": uuid, "data": {"uuid": uuid}, "delivered": true}))
+        Ok(answer(
+            json!({"uuid": uuid, "data": {"uuid": uuid}}),
+            &outcome,
+        ))
     }
 
     fn commit(&self, req: &Request) -> Result<Value, ApiError> {
@@ -301,8 +317,13 @@ impl App {
         }
         let now = now_ms();
         let points = points::commit(&run, &commit.record, commit.stats.as_ref(), now);
-        self.record(&points).map_err(ApiError::Influx)?;
+        let outcome = self.record(&points).map_err(ApiError::NotRecorded)?;
         guard.finish(now);
+        // The points are recorded, so the commit stands even if the table cannot be saved; a
+        // restart would then show the run as running again, which a second commit settles.
+        if let Err(e) = self.save_jobs() {
+            log::error!("{e}");
+        }
         log::info!("run {uuid} committed");
         let rows = commit.stats.as_ref().map_or(0, |s| s.rows.len());
         let mut description = format!(
@@ -316,7 +337,10 @@ impl App {
                 s.rows_sent
             ));
         }
-        Ok(json!({"uuid": uuid, "data": {"description": description}, "delivered": true}))
+        Ok(answer(
+            json!({"uuid": uuid, "data": {"description": description}}),
+            &outcome,
+        ))
     }
 
     fn is_running(&self) -> Value {
@@ -346,7 +370,10 @@ impl App {
                 })
             })
             .collect();
-        let health = self.influx.health();
+        let influx = self.delivery.influx();
+        let health = influx.health();
+        let spool = self.delivery.spool().usage();
+        let (dead_records, dead_bytes) = self.delivery.spool().dead_letters();
         let time = |t: SystemTime| {
             rfc3339(
                 t.duration_since(UNIX_EPOCH)
@@ -368,16 +395,25 @@ impl App {
                 "list": list,
             },
             "influxdb": {
-                "url": self.influx.url(),
-                "api": self.influx.api().to_string(),
+                "url": influx.url(),
+                "api": influx.api().to_string(),
+                "up": self.delivery.influx_up(),
                 "last_success": health.last_success.map(time),
                 "last_error": health.last_error.map(|(t, e)| json!({"at": time(t), "error": e})),
             },
+            "spool": {
+                "records": spool.records,
+                "bytes": spool.bytes,
+                "oldest_age_seconds": spool.oldest.map(|t| t.elapsed().map(|d| d.as_secs()).unwrap_or(0)),
+            },
+            "dead_letters": {"records": dead_records, "bytes": dead_bytes},
             "counters": {
                 "requests": s.requests_json(),
                 "points_written": Stats::get(&s.points_written),
-                "points_failed": Stats::get(&s.points_failed),
-                "writes_failed": Stats::get(&s.writes_failed),
+                "points_spooled": Stats::get(&s.points_spooled),
+                "points_replayed": Stats::get(&s.points_replayed),
+                "points_dead_lettered": Stats::get(&s.points_dead_lettered),
+                "heartbeats_dropped": Stats::get(&s.heartbeats_dropped),
                 "heartbeat_ticks": Stats::get(&s.heartbeat_ticks),
                 "jobs_expired": Stats::get(&s.jobs_expired),
                 "auth_failures": Stats::get(&s.auth_failures),
@@ -402,11 +438,20 @@ impl App {
                 tick.expired
             );
         }
-        if tick.points.is_empty() {
-            return;
+        if !tick.points.is_empty() {
+            match self.record(&tick.points) {
+                Ok(_) => self.jobs.count_beats(&tick.beats),
+                Err(Failure::SpoolFull(why) | Failure::Disk(why)) => {
+                    // Heartbeats were promised to nobody; losing a tick is logged, not fatal.
+                    Stats::add(&self.stats.heartbeats_dropped, tick.beats.len());
+                    log::warn!("{} heartbeats dropped: {why}", tick.beats.len());
+                }
+            }
         }
-        if self.record(&tick.points).is_ok() {
-            self.jobs.count_beats(&tick.beats);
+        if !tick.points.is_empty() || tick.removed > 0 {
+            if let Err(e) = self.save_jobs() {
+                log::error!("{e}");
+            }
         }
     }
 
@@ -425,6 +470,15 @@ impl App {
             self.tick();
         }
     }
+}
+
+/// A successful answer: `body` plus where the points went (SPEC §7).
+fn answer(mut body: Value, outcome: &Outcome) -> Value {
+    body["delivered"] = Value::Bool(outcome.delivered());
+    if let Outcome::DeadLettered(why) = outcome {
+        body["dead_letter"] = Value::String(why.clone());
+    }
+    body
 }
 
 fn peer_host(ip: IpAddr) -> String {

@@ -86,6 +86,7 @@ pub struct Influx {
     database: String,
     /// v1 with `create_database`: false until `CREATE DATABASE` succeeded once.
     database_ready: AtomicBool,
+    create_database: bool,
     health: Mutex<Health>,
     base_url: String,
 }
@@ -130,6 +131,7 @@ impl Influx {
             api: c.api,
             database: c.database.clone(),
             database_ready: AtomicBool::new(!(c.api == Api::V1 && c.create_database)),
+            create_database: c.api == Api::V1 && c.create_database,
             health: Mutex::new(Health::default()),
             base_url: base,
         }
@@ -162,8 +164,27 @@ impl Influx {
             lines.as_bytes(),
             "text/plain; charset=utf-8",
         );
+        if let Err(WriteError::Status { status: 404, .. }) = &result {
+            // The database may have been dropped while we ran: create it again before the
+            // next write, as at start.
+            self.database_ready
+                .store(!self.create_database, Ordering::Relaxed);
+        }
         self.record(&result);
         result
+    }
+
+    /// A cheap reachability probe: InfluxDB 1.x, 2.x and 3.x answer `GET /ping` with 204.
+    pub fn ping(&self) -> bool {
+        let ok = self
+            .agent
+            .get(format!("{}/ping", self.base_url))
+            .call()
+            .is_ok_and(|r| r.status().is_success());
+        if ok && !self.database_ready.load(Ordering::Relaxed) {
+            return self.ensure_database().is_ok();
+        }
+        ok
     }
 
     /// v1 with `create_database`: `CREATE DATABASE` (a no-op when it exists). Called at start

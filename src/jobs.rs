@@ -6,13 +6,17 @@
 //! and come back to record the outcome. That is why a register first reserves a slot (so
 //! `jobs.max_running` holds under concurrency) and a commit first marks the job `Committing`
 //! (so two commits of one run cannot both succeed).
+//!
+//! [`Jobs::save`] and [`Jobs::load`] turn the table into the bytes of `jobs.json` and back;
+//! writing the file is the caller's business, so this module does no I/O.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::line_protocol::{FieldValue, Point};
+use crate::line_protocol::{self, FieldValue, Point};
 use crate::points::{self, Event, Run};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +59,7 @@ pub struct Job {
     pub heartbeats: u64,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Table {
     jobs: HashMap<Uuid, Job>,
     /// Jobs in an active state, kept with every state change so a register needs no scan.
@@ -64,7 +68,7 @@ struct Table {
     reserved: usize,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Jobs {
     table: Mutex<Table>,
 }
@@ -252,12 +256,162 @@ impl Jobs {
         c
     }
 
+    /// Takes out a job that could not be made durable.
+    pub fn remove(&self, uuid: &Uuid) {
+        let mut t = self.lock();
+        if let Some(job) = t.jobs.remove(uuid)
+            && job.state.is_active()
+        {
+            t.active -= 1;
+        }
+    }
+
+    /// The table as the bytes of `jobs.json`. A job in the middle of a commit is saved as it
+    /// was before the commit: the commit has not been answered yet.
+    pub fn save(&self) -> Vec<u8> {
+        let t = self.lock();
+        let jobs: Vec<Saved> = t.jobs.values().map(Saved::from).collect();
+        serde_json::to_vec(&SavedTable { version: 1, jobs }).unwrap_or_default()
+    }
+
+    /// Reads `jobs.json`. Anything that does not check out is an error, never an empty table:
+    /// forgetting running jobs silently is worse than not starting.
+    pub fn load(bytes: &[u8]) -> Result<Jobs, String> {
+        let saved: SavedTable =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a job table ({e})"))?;
+        if saved.version != 1 {
+            return Err(format!(
+                "version {} is not known to this program",
+                saved.version
+            ));
+        }
+        let mut table = Table::default();
+        for s in saved.jobs {
+            let uuid = s.uuid;
+            let job = s.into_job().map_err(|e| format!("job {uuid}: {e}"))?;
+            if job.state.is_active() {
+                table.active += 1;
+            }
+            table.jobs.insert(uuid, job);
+        }
+        Ok(Jobs {
+            table: Mutex::new(table),
+        })
+    }
+
     /// Up to `limit` jobs, newest first, for the state page.
     pub fn list(&self, limit: usize) -> Vec<Job> {
         let t = self.lock();
         let mut jobs: Vec<&Job> = t.jobs.values().collect();
         jobs.sort_by_key(|j| std::cmp::Reverse(j.run.started_ms));
         jobs.into_iter().take(limit).cloned().collect()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedTable {
+    version: u32,
+    jobs: Vec<Saved>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Saved {
+    uuid: Uuid,
+    host: String,
+    tags: Vec<(String, String)>,
+    started_ms: i64,
+    fields: Vec<(String, SavedField)>,
+    last_seen_ms: i64,
+    state: SavedState,
+    heartbeats: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SavedField {
+    Float(f64),
+    Bool(bool),
+    Str(String),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SavedState {
+    Running,
+    Finished { at_ms: i64 },
+    Expired { at_ms: i64 },
+}
+
+impl From<&Job> for Saved {
+    fn from(job: &Job) -> Saved {
+        let state = match job.state {
+            State::Running | State::Committing { expired: false } => SavedState::Running,
+            State::Committing { expired: true } => SavedState::Expired {
+                at_ms: job.last_seen_ms,
+            },
+            State::Finished { at_ms } => SavedState::Finished { at_ms },
+            State::Expired { at_ms } => SavedState::Expired { at_ms },
+        };
+        Saved {
+            uuid: job.run.uuid,
+            host: job.run.host.clone(),
+            tags: job.run.tags.clone(),
+            started_ms: job.run.started_ms,
+            fields: job
+                .fields
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        FieldValue::Float(f) => SavedField::Float(*f),
+                        FieldValue::Bool(b) => SavedField::Bool(*b),
+                        FieldValue::Str(s) => SavedField::Str(s.clone()),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+            last_seen_ms: job.last_seen_ms,
+            state,
+            heartbeats: job.heartbeats,
+        }
+    }
+}
+
+impl Saved {
+    /// Checks names and values as a request's would be: the file may have been edited by hand.
+    fn into_job(self) -> Result<Job, String> {
+        line_protocol::check_tag_value(&self.host).map_err(|e| format!("host: {e}"))?;
+        for (k, v) in &self.tags {
+            line_protocol::check_name(k).map_err(|e| format!("tag {k:?}: {e}"))?;
+            line_protocol::check_tag_value(v).map_err(|e| format!("tag {k:?}: {e}"))?;
+        }
+        let mut fields = Vec::with_capacity(self.fields.len());
+        for (k, v) in self.fields {
+            line_protocol::check_name(&k).map_err(|e| format!("field {k:?}: {e}"))?;
+            let v = match v {
+                SavedField::Float(f) if f.is_finite() => FieldValue::Float(f),
+                SavedField::Float(_) => return Err(format!("field {k:?}: is not a finite number")),
+                SavedField::Bool(b) => FieldValue::Bool(b),
+                SavedField::Str(s) => FieldValue::Str(s),
+            };
+            fields.push((k, v));
+        }
+        Ok(Job {
+            run: Run {
+                uuid: self.uuid,
+                host: self.host,
+                tags: self.tags,
+                started_ms: self.started_ms,
+            },
+            fields,
+            last_seen_ms: self.last_seen_ms,
+            state: match self.state {
+                SavedState::Running => State::Running,
+                SavedState::Finished { at_ms } => State::Finished { at_ms },
+                SavedState::Expired { at_ms } => State::Expired { at_ms },
+            },
+            heartbeats: self.heartbeats,
+        })
     }
 }
 
@@ -320,6 +474,79 @@ mod tests {
         jobs.end_commit(&id, true, 7);
         assert_eq!(jobs.begin_commit(&id), Err(Refusal::Finished { at_ms: 7 }));
         assert_eq!(jobs.is_running(), vec![(id, false)]);
+    }
+
+    #[test]
+    fn the_table_survives_save_and_load() {
+        let jobs = Jobs::default();
+        let mut a = job(1, 100);
+        a.fields = vec![
+            ("clients".into(), FieldValue::Float(10.0)),
+            ("ok".into(), FieldValue::Bool(true)),
+            ("note".into(), FieldValue::Str("a \"quoted\"\nline".into())),
+        ];
+        a.run.tags = vec![("mode".into(), "single".into())];
+        jobs.reserve(10).unwrap().fill(a);
+        jobs.reserve(10).unwrap().fill(job(2, 200));
+        jobs.reserve(10).unwrap().fill(job(3, 300));
+        jobs.begin_commit(&Uuid::from_u128(2)).unwrap();
+        jobs.end_commit(&Uuid::from_u128(2), true, 250);
+        jobs.begin_commit(&Uuid::from_u128(3)).unwrap();
+        let loaded = Jobs::load(&jobs.save()).unwrap();
+        let mut before = jobs.is_running();
+        let mut after = loaded.is_running();
+        before.sort();
+        after.sort();
+        // The commit in progress is saved as running: it was not answered yet.
+        assert_eq!(
+            after,
+            [
+                (Uuid::from_u128(1), true),
+                (Uuid::from_u128(2), false),
+                (Uuid::from_u128(3), true)
+            ]
+        );
+        assert_eq!(before.len(), after.len());
+        let restored = loaded
+            .list(10)
+            .into_iter()
+            .find(|j| j.run.uuid == Uuid::from_u128(1))
+            .unwrap();
+        assert_eq!(
+            restored.fields,
+            jobs.list(10)
+                .into_iter()
+                .find(|j| j.run.uuid == Uuid::from_u128(1))
+                .unwrap()
+                .fields
+        );
+        assert_eq!(
+            restored.run.tags,
+            [("mode".to_string(), "single".to_string())]
+        );
+        assert!(
+            loaded.reserve(2).is_none(),
+            "the two running jobs count against max_running"
+        );
+        assert!(loaded.reserve(3).is_some());
+    }
+
+    #[test]
+    fn a_bad_table_is_an_error_not_an_empty_table() {
+        assert!(Jobs::load(b"").is_err());
+        assert!(
+            Jobs::load(b"{\"version\": 2, \"jobs\": []}")
+                .unwrap_err()
+                .contains("version 2")
+        );
+        let bad_tag = br#"{"version":1,"jobs":[{"uuid":"00000000-0000-0000-0000-000000000001","host":"h","tags":[["a\nb","v"]],"started_ms":0,"fields":[],"last_seen_ms":0,"state":"running","heartbeats":0}]}"#;
+        let err = Jobs::load(bad_tag).unwrap_err();
+        assert!(
+            err.contains("00000000-0000-0000-0000-000000000001")
+                && err.contains("control character"),
+            "{err}"
+        );
+        assert!(Jobs::load(br#"{"version":1,"jobs":[]}"#).is_ok());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod api;
 mod auth;
 mod config;
+mod delivery;
 mod http;
 mod influx;
 mod jobs;
@@ -14,6 +15,7 @@ mod line_protocol;
 mod payload;
 mod points;
 mod stats;
+mod storage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,7 +29,10 @@ const HELP: &str = "\
 metrics-consumer: records load-test runs into InfluxDB over a small, secure HTTP API
 
 USAGE:
-    metrics-consumer [OPTIONS]
+    metrics-consumer [OPTIONS]                         run the service
+    metrics-consumer replay-dead-letters [--config PATH]
+                                                       send the dead letters to InfluxDB again,
+                                                       after fixing what made InfluxDB refuse them
 
 OPTIONS:
     --config PATH       configuration file (default: ./consumer.toml; all keys have defaults)
@@ -50,6 +55,7 @@ Routes: POST /apiv0.1/events/register, POST /apiv0.1/events/commit,
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 struct Args {
+    replay_dead_letters: bool,
     config: Option<PathBuf>,
     listen: Option<String>,
     log_level: Option<String>,
@@ -77,7 +83,13 @@ fn parse_args() -> Result<Option<Args>, String> {
         return Ok(None);
     }
     let bad = |e: pico_args::Error| format!("{e} (see --help)");
+    let replay_dead_letters = match args.subcommand().map_err(bad)?.as_deref() {
+        None => false,
+        Some("replay-dead-letters") => true,
+        Some(other) => return Err(format!("unknown command {other:?} (see --help)")),
+    };
     let parsed = Args {
+        replay_dead_letters,
         config: args.opt_value_from_str("--config").map_err(bad)?,
         listen: args.opt_value_from_str("--listen").map_err(bad)?,
         log_level: args.opt_value_from_str("--log-level").map_err(bad)?,
@@ -110,6 +122,9 @@ fn run() -> Result<(), String> {
         return Ok(());
     }
     init_logging(settings.level);
+    if args.replay_dead_letters {
+        return replay_dead_letters(&settings);
+    }
 
     let c = &settings.config;
     let limits = http::Limits {
@@ -135,20 +150,44 @@ fn run() -> Result<(), String> {
             settings.listen
         );
     }
+    let dir = PathBuf::from(&c.storage.dir);
+    let spool = storage::Spool::open(&dir, c.storage.max_spool_bytes).map_err(|e| {
+        format!(
+            "storage.dir: cannot open the spool in {}: {e}",
+            dir.display()
+        )
+    })?;
+    let jobs_file = dir.join("jobs.json");
+    let jobs = match std::fs::read(&jobs_file) {
+        Ok(bytes) => jobs::Jobs::load(&bytes).map_err(|e| {
+            format!(
+                "{}: {e}; the gateway will not start and forget its running jobs: repair the file, or move it away to start with an empty job table",
+                jobs_file.display()
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => jobs::Jobs::default(),
+        Err(e) => return Err(format!("cannot read {}: {e}", jobs_file.display())),
+    };
+    let counts = jobs.counts();
+    let usage = spool.usage();
     let app = Arc::new(App {
         tokens: auth::Tokens::new(&settings.tokens),
-        influx: influx::Influx::new(&c.influxdb),
-        jobs: jobs::Jobs::default(),
+        delivery: delivery::Delivery::new(influx::Influx::new(&c.influxdb), spool),
+        jobs,
+        jobs_file,
+        save_lock: std::sync::Mutex::new(()),
         stats: stats::Stats::default(),
         started: Instant::now(),
         connections: server.connections(),
         settings,
     });
     log::info!(
-        "metrics-consumer {} writing to {} (api {})",
+        "metrics-consumer {} writing to {} (api {}); {} running jobs restored, {} spooled records waiting",
         env!("CARGO_PKG_VERSION"),
-        app.influx.url(),
-        app.influx.api()
+        app.delivery.influx().url(),
+        app.delivery.influx().api(),
+        counts.running,
+        usage.records
     );
     log::info!("listening on http://{}", server.local_addr());
 
@@ -157,7 +196,7 @@ fn run() -> Result<(), String> {
     std::thread::Builder::new()
         .name("create-database".into())
         .spawn(move || {
-            let _ = starter.influx.ensure_database();
+            let _ = starter.delivery.influx().ensure_database();
         })
         .map_err(|e| format!("cannot start a thread: {e}"))?;
     let ticker = Arc::clone(&app);
@@ -165,12 +204,61 @@ fn run() -> Result<(), String> {
         .name("heartbeat".into())
         .spawn(move || ticker.heartbeat_loop())
         .map_err(|e| format!("cannot start the heartbeat thread: {e}"))?;
+    let replayer = Arc::clone(&app);
+    std::thread::Builder::new()
+        .name("replay".into())
+        .spawn(move || replayer.delivery.replay_loop(&replayer.stats))
+        .map_err(|e| format!("cannot start the replay thread: {e}"))?;
     watch_signals(server.handle())?;
 
+    let handler: Arc<App> = Arc::clone(&app);
     server
-        .run(app, SHUTDOWN_GRACE)
+        .run(handler, SHUTDOWN_GRACE)
         .map_err(|e| format!("server stopped: {e}"))?;
-    log::info!("stopped");
+    // Requests in flight have finished; what they changed is saved before the process ends.
+    app.save_jobs()?;
+    let usage = app.delivery.spool().usage();
+    log::info!(
+        "stopped; {} spooled records wait for InfluxDB",
+        usage.records
+    );
+    Ok(())
+}
+
+/// `metrics-consumer replay-dead-letters`: sends each dead letter to InfluxDB again, oldest
+/// first; a delivered one is removed, a refused one stays with the new reason.
+fn replay_dead_letters(settings: &config::Settings) -> Result<(), String> {
+    let dir = PathBuf::from(&settings.config.storage.dir);
+    let letters = storage::list_dead_letters(&dir).map_err(|e| {
+        format!(
+            "cannot read the dead letters in {}: {e}",
+            dir.join("dead-letter").display()
+        )
+    })?;
+    let influx = influx::Influx::new(&settings.config.influxdb);
+    let (mut delivered, mut failed) = (0, 0);
+    for (path, _) in &letters {
+        let lines = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        match influx.write(&lines) {
+            Ok(()) => {
+                storage::remove_dead_letter(path)
+                    .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+                delivered += 1;
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                let _ = storage::update_dead_letter(path, &e.to_string());
+                failed += 1;
+            }
+        }
+    }
+    println!("{delivered} dead letters delivered, {failed} still refused");
+    if failed > 0 {
+        return Err(format!(
+            "{failed} dead letters were not delivered; see the messages above"
+        ));
+    }
     Ok(())
 }
 

@@ -16,8 +16,10 @@ const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 pub struct Stats {
     requests: [[AtomicU64; 5]; 6],
     pub points_written: AtomicU64,
-    pub points_failed: AtomicU64,
-    pub writes_failed: AtomicU64,
+    pub points_spooled: AtomicU64,
+    pub points_replayed: AtomicU64,
+    pub points_dead_lettered: AtomicU64,
+    pub heartbeats_dropped: AtomicU64,
     pub heartbeat_ticks: AtomicU64,
     pub jobs_expired: AtomicU64,
     pub auth_failures: AtomicU64,
