@@ -145,11 +145,14 @@ fn v1_creates_the_database_first() {
 }
 
 #[test]
-fn influxdb_errors_are_passed_on() {
-    for (status, expected_status, code) in [
-        (503, 503, "influxdb_unavailable"),
-        (401, 503, "influxdb_unavailable"),
-        (400, 502, "influxdb_rejected"),
+fn influxdb_failures_are_sorted_as_the_spec_says() {
+    // 5xx and auth failures keep the points in the spool; a 400 is refused data: dead letters.
+    for (status, spooled, dead) in [
+        (503, 1, 0),
+        (429, 1, 0),
+        (401, 1, 0),
+        (404, 1, 0),
+        (400, 0, 1),
     ] {
         let (addr, _seen) = stub(status);
         let gw = Gateway::start(&config_with(
@@ -160,17 +163,30 @@ fn influxdb_errors_are_passed_on() {
             "",
         ));
         let answer = post_json(gw.addr, "/apiv0.1/events/register", &json!({}));
+        assert_eq!(answer.status, 200, "influx {status}: {}", answer.body);
+        assert_eq!(answer.json()["delivered"], false, "influx {status}");
+        let dead_letter = answer.json()["dead_letter"].as_str().map(String::from);
         assert_eq!(
-            answer.status, expected_status,
+            dead_letter.is_some(),
+            dead == 1,
             "influx {status}: {}",
             answer.body
         );
-        assert_eq!(answer.json()["code"], code);
-        assert!(
-            answer.json()["error"]
-                .as_str()
-                .unwrap()
-                .contains(&format!("influxdb answered {status}"))
+        if let Some(message) = dead_letter {
+            assert!(
+                message.contains(&format!("influxdb answered {status}")),
+                "{message}"
+            );
+        }
+        let states = common::get(gw.addr, "/apiv0.1/states").json();
+        assert_eq!(
+            states["spool"]["records"], spooled,
+            "influx {status}: {states}"
         );
+        assert_eq!(
+            states["dead_letters"]["records"], dead,
+            "influx {status}: {states}"
+        );
+        assert_eq!(states["jobs"]["running"], 1, "the run goes on");
     }
 }
