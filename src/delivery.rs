@@ -170,7 +170,12 @@ impl Delivery {
                 }
                 Err(e) => {
                     self.mark_down(&e);
-                    log::debug!("replay paused for {backoff:?}: {e}");
+                    if e.disposition() == Disposition::RetryMisconfigured {
+                        // Nothing arrives until a person fixes the configuration: say so each time.
+                        log::error!("{e}: spooled points wait; fix [influxdb] in the configuration");
+                    } else {
+                        log::debug!("replay paused for {backoff:?}: {e}");
+                    }
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
