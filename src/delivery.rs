@@ -172,7 +172,9 @@ impl Delivery {
                     self.mark_down(&e);
                     if e.disposition() == Disposition::RetryMisconfigured {
                         // Nothing arrives until a person fixes the configuration: say so each time.
-                        log::error!("{e}: spooled points wait; fix [influxdb] in the configuration");
+                        log::error!(
+                            "{e}: spooled points wait; fix [influxdb] in the configuration"
+                        );
                     } else {
                         log::debug!("replay paused for {backoff:?}: {e}");
                     }

@@ -329,7 +329,7 @@ fn encode_field_value(out: &mut String, value: &FieldValue) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use influxdb_line_protocol as oracle;
     use proptest::prelude::*;
@@ -674,7 +674,7 @@ mod tests {
     }
 
     /// Parses `body` with InfluxData's parser and asserts it yields exactly `points`.
-    fn assert_round_trip(points: &[Point], body: &str) {
+    pub(crate) fn assert_round_trip(points: &[Point], body: &str) {
         let parsed: Vec<_> = oracle::parse_lines(body)
             .collect::<Result<_, _>>()
             .unwrap_or_else(|e| panic!("oracle refused {body:?}: {e}"));

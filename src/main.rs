@@ -14,6 +14,8 @@ mod jobs;
 mod line_protocol;
 mod payload;
 mod points;
+#[cfg(test)]
+mod roundtrip_tests;
 mod stats;
 mod storage;
 

@@ -944,4 +944,76 @@ mod tests {
             assert_eq!(error.to_string(), message);
         }
     }
+
+    /// Requests built from the pieces smuggling and overflow attacks use: any method, target
+    /// and header soup, Content-Length and Transfer-Encoding in every spelling.
+    fn hostile_request() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let header = prop_oneof![
+            "[0-9]{0,25}".prop_map(|v| format!("Content-Length: {v}")),
+            "[-+ ,0-9a-f]{0,12}".prop_map(|v| format!("content-length:{v}")),
+            Just("Transfer-Encoding: chunked".to_string()),
+            Just("transfer-encoding : identity".to_string()),
+            Just("Expect: 100-continue".to_string()),
+            "[a-zA-Z-]{1,10}: [ -~]{0,30}".prop_map(String::from),
+            any::<String>(),
+        ];
+        (
+            prop_oneof![
+                Just("GET"),
+                Just("POST"),
+                Just("PRI"),
+                Just("get"),
+                Just("")
+            ],
+            prop_oneof![
+                Just("/apiv0.1/ping".to_string()),
+                "[ -~]{0,40}".prop_map(String::from)
+            ],
+            prop_oneof![
+                Just("HTTP/1.1"),
+                Just("HTTP/1.0"),
+                Just("HTTP/2.0"),
+                Just("")
+            ],
+            prop::collection::vec(header, 0..70),
+            prop_oneof![Just("\r\n"), Just("\n")],
+            prop::collection::vec(any::<u8>(), 0..20),
+        )
+            .prop_map(|(method, target, version, headers, eol, tail)| {
+                let mut raw = format!("{method} {target} {version}{eol}");
+                for h in headers {
+                    raw.push_str(&h);
+                    raw.push_str(eol);
+                }
+                raw.push_str(eol);
+                let mut raw = raw.into_bytes();
+                raw.extend(tail);
+                raw
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_requests_are_answered_within_the_limits(raw in hostile_request()) {
+            match parse_head(&raw) {
+                Ok(Some((head, len))) => {
+                    proptest::prop_assert!(len <= raw.len() && len <= MAX_HEAD_BYTES);
+                    if let Ok(f) = framing(&head, LIMIT) {
+                        proptest::prop_assert!(f.body_len <= LIMIT);
+                        proptest::prop_assert!(head.values("transfer-encoding").next().is_none());
+                    }
+                }
+                Ok(None) => proptest::prop_assert!(raw.len() < MAX_HEAD_BYTES),
+                Err(e) => proptest::prop_assert!((400..500).contains(&e.status())),
+            }
+        }
+
+        #[test]
+        fn random_bytes_are_answered(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000)) {
+            if let Ok(Some((head, _))) = parse_head(&raw) {
+                let _ = framing(&head, LIMIT);
+            }
+        }
+    }
 }
