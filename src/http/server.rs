@@ -54,15 +54,16 @@ const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The stream a connection is served over.
 ///
-/// Implemented for `TcpStream`. TLS plugs in here: implement it for
-/// `rustls::StreamOwned<ServerConnection, TcpStream>`, delegating the four socket
-/// methods to its `sock` field (and sending `close_notify` before shutting down the
-/// write side), and wrap the socket in `serve_tcp` where it is marked.
+/// Implemented for `TcpStream`. Reads and writes may fail with `WouldBlock` or
+/// `TimedOut` when the socket timeout set before them expires; callers retry until
+/// their own deadline. `flush` may need several calls for the same reason, and
+/// `shutdown` takes `&mut self` because a stream with a protocol of its own (TLS) has
+/// to send something before it closes.
 trait Transport: Read + Write {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
     fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
     fn peer_addr(&self) -> io::Result<SocketAddr>;
-    fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+    fn shutdown(&mut self, how: Shutdown) -> io::Result<()>;
 }
 
 impl Transport for TcpStream {
@@ -75,7 +76,7 @@ impl Transport for TcpStream {
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         TcpStream::peer_addr(self)
     }
-    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+    fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
         TcpStream::shutdown(self, how)
     }
 }
@@ -1224,7 +1225,20 @@ fn write_all_before<S: Transport>(
             Err(e) => return Err(e),
         }
     }
-    stream.flush()
+    // A TLS stream may need several socket writes to hand its records over, and each
+    // is bounded by the same deadline. For a TcpStream this is one call that does
+    // nothing.
+    loop {
+        let Some(left) = remaining(deadline) else {
+            return Err(io::ErrorKind::TimedOut.into());
+        };
+        stream.set_write_timeout(Some(left))?;
+        match stream.flush() {
+            Ok(()) => return Ok(()),
+            Err(e) if is_retryable(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Time left before `deadline`, or `None` once it has passed.
