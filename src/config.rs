@@ -323,7 +323,7 @@ pub struct Settings {
 
 impl Settings {
     /// Files holding secrets that other users can read: the configuration file when it has a
-    /// secret inline, and every secret file it names. Worth a warning at start, not a refusal
+    /// secret inline, and every secret file it names (the TLS key too). Worth a warning at start, not a refusal
     /// (the operator may have reasons), so the caller logs these.
     pub fn readable_secrets(&self) -> Vec<PathBuf> {
         use std::os::unix::fs::PermissionsExt;
@@ -333,14 +333,29 @@ impl Settings {
         if self.file_has_secrets {
             files.push(self.file.clone());
         }
-        let named = [&c.influxdb.password_file, &c.influxdb.token_file]
-            .into_iter()
-            .chain(&c.auth.token_files);
+        let named = [
+            &c.influxdb.password_file,
+            &c.influxdb.token_file,
+            &c.server.tls_key,
+        ]
+        .into_iter()
+        .chain(&c.auth.token_files);
         files.extend(named.filter(|p| !p.is_empty()).map(|p| base.join(p)));
         files
             .into_iter()
             .filter(|f| fs::metadata(f).is_ok_and(|m| m.permissions().mode() & 0o004 != 0))
             .collect()
+    }
+
+    /// The certificate and key files for HTTPS, when both are set. Relative paths are
+    /// relative to the configuration file, as for secret files.
+    pub fn tls_files(&self) -> Option<(PathBuf, PathBuf)> {
+        let s = &self.config.server;
+        if s.tls_cert.is_empty() || s.tls_key.is_empty() {
+            return None;
+        }
+        let base = self.file.parent().unwrap_or(Path::new("."));
+        Some((base.join(&s.tls_cert), base.join(&s.tls_key)))
     }
 
     /// The effective configuration as TOML with every secret replaced by `<redacted>`.
@@ -680,6 +695,42 @@ mod tests {
         fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
         fs::set_permissions(dir.join("tok"), fs::Permissions::from_mode(0o604)).unwrap();
         assert_eq!(s.readable_secrets(), vec![dir.join("tok")]);
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn tls_paths_are_relative_to_the_config_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("mc-tls-paths-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("consumer.toml");
+        fs::write(
+            &file,
+            "[server]\ntls_cert = \"certs/cert.pem\"\ntls_key = \"/etc/key.pem\"\n",
+        )
+        .unwrap();
+        let s = load(&file, true, Overrides::default()).unwrap();
+        assert_eq!(
+            s.tls_files(),
+            Some((dir.join("certs/cert.pem"), PathBuf::from("/etc/key.pem")))
+        );
+        assert!(
+            load_text("", Overrides::default())
+                .unwrap()
+                .tls_files()
+                .is_none()
+        );
+
+        // The key is a secret: readable by others, it is worth a warning.
+        fs::write(
+            &file,
+            "[server]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n",
+        )
+        .unwrap();
+        fs::write(dir.join("key.pem"), "k").unwrap();
+        fs::set_permissions(dir.join("key.pem"), fs::Permissions::from_mode(0o644)).unwrap();
+        let s = load(&file, true, Overrides::default()).unwrap();
+        assert_eq!(s.readable_secrets(), vec![dir.join("key.pem")]);
         fs::remove_dir_all(&dir).ok();
     }
 

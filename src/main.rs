@@ -118,6 +118,12 @@ fn run() -> Result<(), String> {
         .config
         .unwrap_or_else(|| PathBuf::from("consumer.toml"));
     let settings = config::load(&file, required, overrides).map_err(|e| e.to_string())?;
+    // The certificate and key are part of the configuration: a bad pair stops the start
+    // (and fails --check-config) before anything listens.
+    let tls = match settings.tls_files() {
+        Some((cert, key)) => Some(http::tls::load(&cert, &key)?),
+        None => None,
+    };
     if args.check_config {
         println!("# {}: configuration is valid", settings.file.display());
         print!("{}", settings.redacted_toml());
@@ -137,7 +143,8 @@ fn run() -> Result<(), String> {
         max_connections: c.server.max_connections,
         max_connections_per_ip: c.server.max_connections_per_ip,
     };
-    let server = http::Server::bind(settings.listen, limits)
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let server = http::Server::bind(settings.listen, limits, tls)
         .map_err(|e| format!("cannot listen on {} (server.listen): {e}", settings.listen))?;
     for file in settings.readable_secrets() {
         log::warn!(
@@ -191,7 +198,7 @@ fn run() -> Result<(), String> {
         counts.running,
         usage.records
     );
-    log::info!("listening on http://{}", server.local_addr());
+    log::info!("listening on {scheme}://{}", server.local_addr());
 
     // InfluxDB may not be up yet; the database is created as soon as it answers.
     let starter = Arc::clone(&app);
@@ -269,6 +276,10 @@ fn init_logging(level: log::LevelFilter) {
         .set_time_format_rfc3339()
         .set_target_level(log::LevelFilter::Error)
         .set_thread_level(log::LevelFilter::Off)
+        // rustls logs protocol details, at trace level whole client hellos and at warn
+        // level messages any client can provoke, so its log is left out: the server
+        // logs failed handshakes itself, in fixed words.
+        .add_filter_ignore_str("rustls")
         .build();
     // Only fails when a logger is set already, which cannot happen here.
     let _ = simplelog::WriteLogger::init(level, config, std::io::stderr());

@@ -1,5 +1,6 @@
 //! The HTTP layer of the gateway: the public types that the rest of the program sees
-//! (limits, requests, responses, the handler trait) and the re-exports of the server.
+//! (limits, requests, responses, the handler trait), the re-exports of the server, and
+//! `tls`, which loads the certificate and key for HTTPS.
 //!
 //! This layer is the security boundary of the process. It speaks a strict subset of
 //! HTTP/1.1 and HTTP/1.0 over `std::net`, bounds every buffer, every wait and every
@@ -12,6 +13,7 @@ mod head;
 mod server;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -135,6 +137,10 @@ impl Response {
 
 /// What the layer reports after each response it writes, including the error
 /// responses it generates itself (400, 408, 411, 413, 417, 431, 500, 503).
+///
+/// Over HTTPS two cases differ: a connection refused at a connection cap is closed
+/// without a response but still reported as 503 with no body bytes, and a connection
+/// whose TLS handshake fails is not reported at all, since it never carried a request.
 #[derive(Debug, Clone, Copy)]
 pub struct Exchange<'a> {
     pub peer: SocketAddr,

@@ -1,6 +1,7 @@
 //! The server: the listener and its accept loop, the connection caps, the pool of
-//! connection threads, and the loop that reads requests from one connection, hands
-//! them to the handler and writes the responses.
+//! connection threads, the TLS handshake (on the connection thread, under its
+//! deadline), and the loop that reads requests from one connection, hands them to the
+//! handler and writes the responses.
 //!
 //! Every wait here is bounded by a deadline, every buffer by a constant or a checked
 //! limit, and the number of threads by `Limits::max_connections`. The accept loop must
@@ -20,7 +21,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
+use rustls::ServerConfig;
+
 use super::head::{self, HeadError, MAX_HEAD_BYTES, RequestHead};
+use super::tls::{self, TlsStream};
 use super::{Exchange, Handler, Limits, Request, Response};
 
 /// Stack size of connection threads. The handler parses JSON (serde_json recurses up
@@ -52,17 +56,17 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// How long `ShutdownHandle::shutdown` waits to connect to the listener to wake it.
 const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The stream a connection is served over.
+/// The stream a connection is served over: a `TcpStream`, or a `TlsStream` over one.
 ///
-/// Implemented for `TcpStream`. TLS plugs in here: implement it for
-/// `rustls::StreamOwned<ServerConnection, TcpStream>`, delegating the four socket
-/// methods to its `sock` field (and sending `close_notify` before shutting down the
-/// write side), and wrap the socket in `serve_tcp` where it is marked.
+/// Reads and writes may fail with `WouldBlock` or `TimedOut` when the socket timeout
+/// set before them expires, and a `TlsStream` also when one socket operation brought
+/// no complete record; callers retry until their own deadline. `flush` may need
+/// several calls for the same reason.
 trait Transport: Read + Write {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
     fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
     fn peer_addr(&self) -> io::Result<SocketAddr>;
-    fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+    fn shutdown(&mut self, how: Shutdown) -> io::Result<()>;
 }
 
 impl Transport for TcpStream {
@@ -75,8 +79,28 @@ impl Transport for TcpStream {
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         TcpStream::peer_addr(self)
     }
-    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+    fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
         TcpStream::shutdown(self, how)
+    }
+}
+
+impl Transport for TlsStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.socket().set_read_timeout(timeout)
+    }
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.socket().set_write_timeout(timeout)
+    }
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.socket().peer_addr()
+    }
+    /// Closing the write side first tells the client, with `close_notify`, that the
+    /// response ended there and was not cut off.
+    fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
+        if how != Shutdown::Read {
+            self.send_close_notify();
+        }
+        self.socket().shutdown(how)
     }
 }
 
@@ -86,14 +110,20 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     limits: Limits,
+    tls: Option<Arc<ServerConfig>>,
     shutdown: ShutdownHandle,
     conns: Arc<ConnTable>,
 }
 
 impl Server {
-    /// Binds the listening socket. Fails with `InvalidInput` for limits that could
-    /// never serve a request (zero timeouts or zero connection caps).
-    pub fn bind(addr: impl ToSocketAddrs, limits: Limits) -> io::Result<Server> {
+    /// Binds the listening socket. With `tls` every connection is HTTPS (see
+    /// `tls::load`); without it, plain HTTP. Fails with `InvalidInput` for limits that
+    /// could never serve a request (zero timeouts or zero connection caps).
+    pub fn bind(
+        addr: impl ToSocketAddrs,
+        limits: Limits,
+        tls: Option<Arc<ServerConfig>>,
+    ) -> io::Result<Server> {
         check_limits(&limits)?;
         let listener = TcpListener::bind(addr)?;
         let local_addr = listener.local_addr()?;
@@ -111,6 +141,7 @@ impl Server {
             listener,
             local_addr,
             limits,
+            tls,
             shutdown,
             conns,
         })
@@ -141,12 +172,14 @@ impl Server {
         let Server {
             listener,
             limits,
+            tls,
             shutdown,
             conns,
             ..
         } = self;
         let ctx = Arc::new(ConnContext {
             limits,
+            tls,
             handler,
             shutdown,
         });
@@ -489,6 +522,8 @@ fn worker_loop<J>(inner: &PoolInner<J>) {
 /// What a connection thread needs besides its socket.
 struct ConnContext {
     limits: Limits,
+    /// Set when the server speaks HTTPS.
+    tls: Option<Arc<ServerConfig>>,
     handler: Arc<dyn Handler>,
     shutdown: ShutdownHandle,
 }
@@ -545,10 +580,10 @@ fn accept_loop(
         match conns.try_acquire(peer.ip()) {
             Some(slot) => {
                 if let Err(conn) = pool.submit(Conn { stream, peer, slot }) {
-                    refuse(conn.stream, peer, accepted, ctx.handler.as_ref());
+                    refuse(conn.stream, peer, accepted, ctx);
                 }
             }
-            None => refuse(stream, peer, accepted, ctx.handler.as_ref()),
+            None => refuse(stream, peer, accepted, ctx),
         }
     }
 }
@@ -556,31 +591,39 @@ fn accept_loop(
 /// Answers 503 on a connection that gets no slot, without ever blocking: the socket
 /// is made non-blocking and written once (a fresh socket's send buffer always has
 /// room for these few hundred bytes), and it is never read.
-fn refuse(stream: TcpStream, peer: SocketAddr, accepted: Instant, handler: &dyn Handler) {
-    let response = Response::error(
-        503,
-        "too_many_connections",
-        "too many connections; retry later",
-    )
-    .with_header("Retry-After", "1");
-    let rendered = render(&response, Disposition::Close, false);
-    if stream.set_nonblocking(true).is_ok()
-        && let Err(e) = (&stream).write(&rendered.bytes)
-    {
-        log::debug!("could not send 503 to a refused connection: {e}");
+///
+/// Over HTTPS the connection is closed without an answer: a 503 would need a TLS
+/// handshake first, and the accept thread must never wait on a client. It is still
+/// reported as a 503 (with no body bytes), so the refusal is logged and counted.
+fn refuse(stream: TcpStream, peer: SocketAddr, accepted: Instant, ctx: &ConnContext) {
+    let mut body_bytes = 0;
+    if ctx.tls.is_none() {
+        let response = Response::error(
+            503,
+            "too_many_connections",
+            "too many connections; retry later",
+        )
+        .with_header("Retry-After", "1");
+        let rendered = render(&response, Disposition::Close, false);
+        if stream.set_nonblocking(true).is_ok()
+            && let Err(e) = (&stream).write(&rendered.bytes)
+        {
+            log::debug!("could not send 503 to a refused connection: {e}");
+        }
+        body_bytes = rendered.body_bytes;
     }
     // Sending FIN right after the response lets the client read it before it
     // notices the close.
     let _ = stream.shutdown(Shutdown::Write);
     drop(stream);
     report(
-        handler,
+        ctx.handler.as_ref(),
         &Exchange {
             peer,
             method: "-",
             path: "-",
             status: 503,
-            bytes: rendered.body_bytes,
+            bytes: body_bytes,
             duration: accepted.elapsed(),
         },
     );
@@ -598,16 +641,69 @@ fn serve_tcp(conn: Conn, ctx: &ConnContext) {
     // would otherwise wait on Nagle's algorithm.
     let _ = stream.set_nodelay(true);
 
-    // TLS plugs in here: wrap `stream` in the TLS stream, drive the handshake to
-    // completion under a deadline (read and write timeouts set from
-    // `ctx.limits.header_timeout`), and serve the wrapped stream instead.
-    let mut stream = stream;
-    serve_connection(&mut stream, peer, ctx);
-
+    match &ctx.tls {
+        None => {
+            let mut stream = stream;
+            serve_connection(&mut stream, peer, ctx);
+            drop(stream);
+        }
+        Some(config) => serve_tls(stream, peer, Arc::clone(config), ctx),
+    }
     // The socket is closed before its slot is given back, so the open count never
     // reads lower than the number of sockets actually open.
-    drop(stream);
     drop(slot);
+}
+
+/// Completes the TLS handshake, then serves HTTP over the encrypted stream. Runs on
+/// the connection's own thread, so a slow or silent client delays no one else.
+///
+/// A failed handshake is not an HTTP exchange: no response can be sent, so nothing is
+/// reported to `Handler::completed` (no access-log line, no status counted). It is
+/// logged at debug level in fixed words; nothing the client sent is logged.
+fn serve_tls(stream: TcpStream, peer: SocketAddr, config: Arc<ServerConfig>, ctx: &ConnContext) {
+    let mut stream = match TlsStream::new(config, stream) {
+        Ok(stream) => stream,
+        Err(e) => {
+            log::warn!("cannot start a TLS connection: {e}");
+            return;
+        }
+    };
+    match handshake(&mut stream, ctx) {
+        Ok(true) => serve_connection(&mut stream, peer, ctx),
+        Ok(false) => {}
+        Err(e) => log::debug!(
+            "TLS handshake with {peer} failed: {}",
+            tls::describe_failure(&e)
+        ),
+    }
+}
+
+/// Drives the handshake to completion within `header_timeout`, counted from when the
+/// connection thread takes the connection. It goes one socket operation at a time and
+/// checks the deadline between them, so that a client trickling its hello byte by byte
+/// gets no more time than one that sends nothing. False when the server began to stop
+/// before the handshake was done.
+fn handshake(stream: &mut TlsStream, ctx: &ConnContext) -> io::Result<bool> {
+    let deadline = Instant::now() + ctx.limits.header_timeout;
+    loop {
+        if ctx.shutdown.is_stopping() {
+            return Ok(false);
+        }
+        let Some(left) = remaining(deadline) else {
+            return Err(io::ErrorKind::TimedOut.into());
+        };
+        // Waiting in short slices lets a stalled handshake notice shutdown promptly. A
+        // step may read or write, so both directions get the same bound.
+        let slice = Some(left.min(SHUTDOWN_POLL));
+        stream.set_read_timeout(slice)?;
+        stream.set_write_timeout(slice)?;
+        match stream.handshake_step() {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            Err(e) if is_retryable(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Fixed-capacity input buffer for one connection: exactly `MAX_HEAD_BYTES`, which
@@ -1224,7 +1320,20 @@ fn write_all_before<S: Transport>(
             Err(e) => return Err(e),
         }
     }
-    stream.flush()
+    // A TLS stream may need several socket writes to hand its records over, and each
+    // is bounded by the same deadline. For a TcpStream this is one call that does
+    // nothing.
+    loop {
+        let Some(left) = remaining(deadline) else {
+            return Err(io::ErrorKind::TimedOut.into());
+        };
+        stream.set_write_timeout(Some(left))?;
+        match stream.flush() {
+            Ok(()) => return Ok(()),
+            Err(e) if is_retryable(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Time left before `deadline`, or `None` once it has passed.
@@ -1246,6 +1355,7 @@ fn is_retryable(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::pem::PemObject;
     use std::sync::mpsc;
 
     #[track_caller]
@@ -1437,6 +1547,98 @@ mod tests {
         assert_eq!((panicked.status, failed), (500, true));
         let (informational, failed) = call_handler(&Odd, &request("/101"));
         assert_eq!((informational.status, failed), (500, true));
+    }
+
+    /// A TLS connection over loopback: the server's `TlsStream` with the handshake done,
+    /// and the client's socket and rustls connection.
+    fn tls_pair(dir: &tls::testing::Dir) -> (TlsStream, TcpStream, rustls::ClientConnection) {
+        let (cert, key) = dir.self_signed("server");
+        let config = tls::load(&cert, &key).expect("load the pair");
+        let mut roots = rustls::RootCertStore::empty();
+        let der = rustls::pki_types::CertificateDer::from_pem_file(&cert).expect("read cert");
+        roots.add(der).expect("trust the certificate");
+        let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut client =
+            rustls::ClientConnection::new(Arc::new(client_config), name).expect("client");
+
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client_sock =
+            TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server_sock, _) = listener.accept().expect("accept");
+        let mut server = TlsStream::new(config, server_sock).expect("server connection");
+        // Both sides step in turns on this thread; short timeouts stand for "nothing yet".
+        let tick = Some(Duration::from_millis(20));
+        server.set_read_timeout(tick).expect("timeout");
+        client_sock.set_read_timeout(tick).expect("timeout");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut server_done = false;
+        while !server_done || client.is_handshaking() {
+            assert!(Instant::now() < deadline, "the handshake did not finish");
+            if !server_done {
+                match server.handshake_step() {
+                    Ok(done) => server_done = done,
+                    Err(e) if is_retryable(&e) => {}
+                    Err(e) => panic!("server handshake: {e}"),
+                }
+            }
+            match client.complete_io(&mut client_sock) {
+                Ok(_) => {}
+                Err(e) if is_retryable(&e) => {}
+                Err(e) => panic!("client handshake: {e}"),
+            }
+        }
+        (server, client_sock, client)
+    }
+
+    #[test]
+    fn tls_responses_larger_than_the_tls_buffer_arrive_whole() {
+        let dir = tls::testing::Dir::new("server-large");
+        let (mut server, client_sock, client) = tls_pair(&dir);
+        // Four times rustls's 64 KiB buffer, so writing has to wait for room.
+        let body: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+        let reader = thread::spawn(move || {
+            let mut stream = rustls::StreamOwned::new(client, client_sock);
+            stream
+                .sock
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let mut got = Vec::new();
+            let result = stream.read_to_end(&mut got);
+            (result.map(drop), got)
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        write_all_before(&mut server, &body, deadline).expect("the whole response is written");
+        server.shutdown(Shutdown::Both).expect("close");
+        let (result, got) = reader.join().expect("reader thread");
+        assert!(result.is_ok(), "the client saw close_notify: {result:?}");
+        assert!(got == body, "{} bytes arrived of {}", got.len(), body.len());
+    }
+
+    #[test]
+    fn a_tls_client_that_does_not_read_meets_the_write_deadline() {
+        let dir = tls::testing::Dir::new("server-stalled");
+        let (mut server, _client_sock, _client) = tls_pair(&dir);
+        // Far more than loopback socket buffers hold, and the client never reads.
+        let body = vec![b'x'; 64 * 1024 * 1024];
+        let started = Instant::now();
+        let limit = Duration::from_millis(500);
+        let result = write_all_before(&mut server, &body, started + limit);
+        let took = started.elapsed();
+        assert!(
+            result.is_err(),
+            "64 MiB went to a client that reads nothing"
+        );
+        assert!(
+            took < limit + Duration::from_millis(500),
+            "the write took {took:?} with a deadline of {limit:?}"
+        );
     }
 
     #[test]

@@ -118,7 +118,7 @@ fn start(limits: Limits) -> TestServer {
 }
 
 fn start_with_grace(limits: Limits, grace: Duration) -> TestServer {
-    let server = Server::bind("127.0.0.1:0", limits).expect("bind");
+    let server = Server::bind("127.0.0.1:0", limits, None).expect("bind");
     let addr = server.local_addr();
     let handle = server.handle();
     let conns = server.connections();
@@ -886,18 +886,18 @@ fn bind_rejects_unusable_limits() {
         max_connections: 0,
         ..limits()
     };
-    let err = Server::bind("127.0.0.1:0", zero_caps).expect_err("zero cap");
+    let err = Server::bind("127.0.0.1:0", zero_caps, None).expect_err("zero cap");
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     let zero_timeout = Limits {
         header_timeout: Duration::ZERO,
         ..limits()
     };
-    assert!(Server::bind("127.0.0.1:0", zero_timeout).is_err());
+    assert!(Server::bind("127.0.0.1:0", zero_timeout, None).is_err());
 }
 
 #[test]
 fn shutdown_before_run_returns_at_once() {
-    let server = Server::bind("127.0.0.1:0", limits()).expect("bind");
+    let server = Server::bind("127.0.0.1:0", limits(), None).expect("bind");
     server.handle().shutdown();
     let begun = Instant::now();
     server
