@@ -1477,6 +1477,102 @@ fn pathological_json_is_refused_and_what_is_valid_is_stored_exactly() {
     after_each(&mut gw, &influx, &expected);
 }
 
+/// An error names the key at fault, but a key can be as long as the body: the answer must
+/// not carry a megabyte of the client's own input back (values are already quoted short).
+#[test]
+fn errors_name_a_huge_key_without_echoing_it_whole() {
+    let (influx, mut gw) = start(&format!("max_body_bytes = {}\n", 2 * MIB), "");
+    let key = "k".repeat(MIB);
+    let run = register(gw.addr, &json!({"host": "echo"}));
+    let mut expected = Expected::default();
+    expected.register(&run, "echo", &[]);
+    let bodies = [
+        (
+            "a 1 MiB field key",
+            REGISTER,
+            json!({"measurement": {"fields": {&key: 1}}}),
+            "invalid_field",
+        ),
+        (
+            "a 1 MiB tag key",
+            REGISTER,
+            json!({"tags": {&key: "v"}}),
+            "invalid_tag",
+        ),
+        (
+            "a 1 MiB measurement tag key",
+            REGISTER,
+            json!({"measurement": {"tags": {&key: "v"}}}),
+            "invalid_tag",
+        ),
+        (
+            "a 1 MiB field key on commit",
+            COMMIT,
+            json!({"uuid": run, "measurement": {"fields": {&key: 1}}}),
+            "invalid_field",
+        ),
+        (
+            "a 1 MiB startedAt",
+            REGISTER,
+            json!({"startedAt": key}),
+            "invalid_time",
+        ),
+        ("a 1 MiB uuid", COMMIT, json!({"uuid": key}), "invalid_uuid"),
+    ];
+    let cases: Vec<Case> = bodies
+        .iter()
+        .map(|(name, path, body, code)| {
+            case(
+                *name,
+                post_raw(path, body.to_string().as_bytes()),
+                400,
+                code,
+            )
+        })
+        .collect();
+    check_all(gw.addr, &cases);
+    after_each(&mut gw, &influx, &expected);
+}
+
+/// A body within `server.max_body_bytes` must cost memory in proportion to its size. Parsed
+/// into a JSON tree, each 8-byte `{"a":1}` becomes a map node of several hundred bytes, so
+/// 1 MiB of them under a key the gateway ignores would take tens of MiB per request, and
+/// every connection can send one at the same time.
+#[test]
+fn a_body_of_tiny_objects_does_not_multiply_into_memory() {
+    let (influx, mut gw) = start("", "");
+    let before = gw.rss_kib();
+    let prefix = r#"{"host":"tiny-objects","ignored":["#;
+    let count = (MIB - prefix.len() - 2) / 8;
+    let body = format!("{prefix}{}]}}", vec![r#"{"a":1}"#; count].join(","));
+    assert!(body.len() <= MIB);
+    let answer = send_raw(gw.addr, &post_raw(REGISTER, body.as_bytes()));
+    assert!(
+        matches!(answer.status, 200 | 400 | 413),
+        "{}: {}",
+        answer.status,
+        answer.body
+    );
+    println!(
+        "a {}-byte body of {count} tiny objects: {}, RSS {before} -> {} KiB, peak {} KiB",
+        body.len(),
+        answer.status,
+        gw.rss_kib(),
+        peak_rss_kib(&gw)
+    );
+    let mut expected = Expected::default();
+    if answer.status == 200 {
+        let uuid = answer.json()["uuid"].as_str().unwrap().to_string();
+        expected.register(&uuid, "tiny-objects", &[]);
+    }
+    let peak = peak_rss_kib(&gw);
+    assert!(
+        peak < before + 32 * 1024,
+        "one 1 MiB request must not cost tens of MiB: resident memory went from {before} KiB to a peak of {peak} KiB"
+    );
+    after_each(&mut gw, &influx, &expected);
+}
+
 // ---------------------------------------------------------------------------
 // SPEC §4 name and value rules, through HTTP
 // ---------------------------------------------------------------------------
@@ -1812,6 +1908,92 @@ fn every_name_and_value_rule_holds_over_http_and_nothing_is_injected() {
     assert!(!beat.contains_key("empty") && !beat.contains_key("none"));
     let started = only_row(&influx, "load_testing_events", &tricky_run);
     assert_eq!(started["time"], 1_479_636_000_000i64);
+    after_each(&mut gw, &influx, &expected);
+}
+
+/// InfluxQL resolves a name that is a field anywhere in a measurement as that field, so a
+/// single point with a field called like one of the gateway's tags (`uuid`, `host`, and
+/// `name`/`method` on endpoint rows) makes `WHERE uuid = '…'` find nothing, for every run in
+/// that measurement and shard, not just the sender's. Such fields must never be written.
+#[test]
+fn field_keys_cannot_shadow_the_gateways_tags() {
+    let (influx, mut gw) = start("", "");
+    let mut expected = Expected::default();
+    let a = register(gw.addr, &json!({"host": "lg-a"}));
+    expected.register(&a, "lg-a", &[]);
+
+    // Refusing these fields (400 naming the key) or leaving them out are both fine.
+    let shadow = post(
+        gw.addr,
+        REGISTER,
+        &json!({"host": "lg-b", "measurement": {"fields": {"uuid": 1, "host": 2, "clients": 3}}}),
+    );
+    assert!(
+        matches!(shadow.status, 200 | 400),
+        "{}: {}",
+        shadow.status,
+        shadow.body
+    );
+    if shadow.status == 200 {
+        let b = shadow.json()["uuid"].as_str().unwrap().to_string();
+        expected.register(&b, "lg-b", &[]);
+    }
+
+    // requestStats is data and never makes a commit fail: its members named like the tags
+    // must simply not become fields.
+    let commit = post(
+        gw.addr,
+        COMMIT,
+        &json!({"uuid": a, "measurement": {"fields": {"requestStats": {
+            "uuid": 1, "host": 2, "total_rps": 3,
+            "stats": [{"name": 12, "method": 34, "uuid": 5, "host": 6, "num_requests": 7}]
+        }}}}),
+    );
+    assert_eq!(commit.status, 200, "{}", commit.body);
+    expected.commit(&a, "lg-a", true, &[vec![("method", "34"), ("name", "12")]]);
+
+    let reserved = ["uuid", "host", "event", "name", "method"];
+    for measurement in [
+        "load_testing",
+        "load_testing_result",
+        "load_testing_request_stats",
+        "load_testing_events",
+    ] {
+        let v = influx.query(DB, &format!("SHOW FIELD KEYS FROM \"{measurement}\""));
+        let keys: Vec<String> = v["results"][0]["series"][0]["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|row| row[0].as_str().map(str::to_string))
+            .collect();
+        let clashing: Vec<&String> = keys
+            .iter()
+            .filter(|k| reserved.contains(&k.as_str()))
+            .collect();
+        assert!(
+            clashing.is_empty(),
+            "{measurement} has fields named like the gateway's tags: {clashing:?} (all fields: {keys:?})"
+        );
+    }
+    for (measurement, want) in [
+        ("load_testing", 1),
+        ("load_testing_result", 1),
+        ("load_testing_request_stats", 1),
+    ] {
+        let v = influx.query(
+            DB,
+            &format!(
+                "SELECT * FROM \"{measurement}\" WHERE \"uuid\" = '{a}' AND \"host\" = 'lg-a'"
+            ),
+        );
+        let found = v["results"][0]["series"][0]["values"]
+            .as_array()
+            .map_or(0, Vec::len);
+        assert_eq!(
+            found, want,
+            "{measurement}: run {a} is found by its uuid and host: {v}"
+        );
+    }
     after_each(&mut gw, &influx, &expected);
 }
 
