@@ -1,0 +1,529 @@
+"""Record Locust runs into InfluxDB through a metrics-consumer gateway.
+
+Use it from a locustfile with one line::
+
+    import locust_consumer  # noqa: F401  (registers the event listeners)
+
+and point it at the gateway, on the command line or in the environment::
+
+    locust -f locustfile.py --consumer-url http://gateway:3000 --consumer-token TOKEN
+    METRICS_CONSUMER_URL=http://gateway:3000 METRICS_CONSUMER_TOKEN=TOKEN locust -f locustfile.py
+
+What it does, on a local runner or on the master of a distributed run (workers do nothing):
+
+- test start: registers the run (POST /apiv0.1/events/register) with the target user count,
+  the spawn rate, the target host and the tags from --consumer-tags;
+- while the test runs: every --consumer-interval seconds, posts the live user count, request
+  count, requests per second and failure ratio (POST /apiv0.1/events/progress), which the
+  gateway's heartbeat points then carry;
+- test stop: commits the run (POST /apiv0.1/events/commit) with the full statistics: one row per
+  endpoint plus the aggregated row, the error list, total requests per second, failure ratio
+  and response-time percentiles.
+
+The gateway being down, slow or refusing never breaks the load test: every failure is caught
+and logged as a warning, and the commit is tried three times with a growing pause between tries.
+
+Works with Locust 2.x. It needs nothing but what Locust already brings (gevent, requests).
+"""
+
+import logging
+import math
+import os
+import socket
+import time
+import urllib.parse
+
+import gevent
+import requests
+from gevent.event import Event
+
+import locust.stats
+from locust import events
+from locust.runners import MasterRunner, WorkerRunner
+
+__all__ = ["GatewayClient", "ConsumerRun", "request_stats"]
+
+logger = logging.getLogger("locust_consumer")
+
+API = "/apiv0.1/events/"
+# (connect, read) timeouts of one call to the gateway, in seconds. Short: the gateway answers
+# within milliseconds when it is well, and a load test must not wait long when it is not.
+TIMEOUT = (3.0, 5.0)
+# Commit tries and the pause before each retry, in seconds.
+COMMIT_TRIES = 3
+COMMIT_BACKOFF = (1.0, 2.0)
+# Percentiles of every stats row, as in Locust's own report; newer Locust lets a locustfile
+# change this list, so it is read when the run ends.
+DEFAULT_PERCENTILES = (0.5, 0.66, 0.75, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999, 0.9999, 1.0)
+
+
+class GatewayError(Exception):
+    """A call to the gateway failed: no answer, or an answer other than 200."""
+
+    def __init__(self, message, status=None, code=None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class GatewayClient:
+    """Posts JSON to the gateway's /apiv0.1/events/ routes.
+
+    `url` is the gateway's base URL, e.g. http://gw:3000, and may carry credentials
+    (http://locust:TOKEN@gw:3000), which requests sends as HTTP Basic auth. A `token` given
+    separately is sent as "Authorization: Bearer TOKEN" instead, and credentials in the URL are
+    then dropped. Neither ever appears in a log message.
+    """
+
+    def __init__(self, url, token=None, timeout=TIMEOUT):
+        parts = urllib.parse.urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("the consumer URL must look like http://host:port")
+        self._secrets = [s for s in (token, parts.password, parts.username) if s]
+        if token:
+            parts = parts._replace(netloc=_host_port(parts))
+        self.base = urllib.parse.urlunsplit(parts._replace(query="", fragment="")).rstrip("/")
+        # The gateway's address without credentials, for log messages.
+        self.shown = urllib.parse.urlunsplit((parts.scheme, _host_port(parts), parts.path.rstrip("/"), "", ""))
+        self.timeout = timeout
+        self.session = requests.Session()
+        # The gateway is on the lab network: a proxy from the environment is not wanted.
+        self.session.trust_env = False
+        self.session.headers["User-Agent"] = "locust-consumer/1"
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def post(self, route, body):
+        """POSTs `body` to /apiv0.1/events/`route`; returns the JSON answer of a 200, else
+        raises GatewayError with a message fit for the log."""
+        url = f"{self.base}{API}{route}"
+        try:
+            resp = self.session.post(url, json=body, timeout=self.timeout)
+        except requests.RequestException as e:
+            raise GatewayError(f"{self.shown}{API}{route}: {self.redact(_reason(e))}") from None
+        if resp.status_code == 200:
+            try:
+                return resp.json()
+            except ValueError:
+                raise GatewayError(f"{self.shown}{API}{route}: the answer is not JSON", 200) from None
+        # The gateway answers {"error": "...", "code": "..."}; anything else is shown cut short.
+        code = error = None
+        try:
+            answer = resp.json()
+            code, error = answer.get("code"), answer.get("error")
+        except (ValueError, AttributeError):
+            pass
+        if error is None:
+            error = resp.text[:200]
+        raise GatewayError(
+            f"{self.shown}{API}{route} answered {resp.status_code}: {self.redact(str(error))}",
+            resp.status_code,
+            code,
+        )
+
+    def redact(self, text):
+        """`text` with every secret this client knows replaced by ***."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _host_port(parts):
+    """host[:port] of a split URL, without user and password."""
+    host = parts.hostname
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+def _reason(exc):
+    """A short reason for a failed request, without the long chain requests wraps it in."""
+    text = str(exc)
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    if "Connection refused" in text:
+        return "connection refused"
+    if "Name or service not known" in text or "Temporary failure in name resolution" in text:
+        return "unknown host"
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+# ---------------------------------------------------------------------------
+# Statistics
+# ---------------------------------------------------------------------------
+
+
+def _number(value):
+    """A JSON-safe number: None and non-finite floats (which JSON cannot carry) become 0."""
+    if value is None:
+        return 0
+    if isinstance(value, float) and not math.isfinite(value):
+        return 0
+    return value
+
+
+def _percentiles():
+    return list(getattr(locust.stats, "PERCENTILES_TO_REPORT", DEFAULT_PERCENTILES))
+
+
+def stats_row(entry, percentiles):
+    """One endpoint row (a StatsEntry) in the shape of Locust's own StatsEntry.to_dict(),
+    with its failure ratio and every reported percentile added."""
+    row = {
+        "name": entry.name,
+        "method": entry.method or "",
+        "num_requests": entry.num_requests,
+        "num_failures": entry.num_failures,
+        "num_none_requests": getattr(entry, "num_none_requests", 0),
+        "fail_ratio": entry.fail_ratio,
+        "min_response_time": entry.min_response_time,
+        "max_response_time": entry.max_response_time,
+        "avg_response_time": entry.avg_response_time,
+        "median_response_time": entry.median_response_time,
+        "current_rps": entry.current_rps,
+        "current_fail_per_sec": entry.current_fail_per_sec,
+        "total_rps": entry.total_rps,
+        "total_fail_per_sec": entry.total_fail_per_sec,
+        "avg_content_length": entry.avg_content_length,
+    }
+    for p in percentiles:
+        # Keys as Locust spells them: response_time_percentile_0.95
+        row[f"response_time_percentile_{p}"] = entry.get_response_time_percentile(p) if entry.num_requests else 0
+    return {k: (v if k in ("name", "method") else _number(v)) for k, v in row.items()}
+
+
+def error_row(error):
+    """One element of the error list: method, name, error text, occurrences."""
+    return {
+        "method": error.method or "",
+        "name": error.name,
+        # parse_error turns an exception into text without memory addresses, as Locust's report.
+        "error": locust.stats.StatsError.parse_error(error.error),
+        "occurrences": error.occurrences,
+    }
+
+
+def request_stats(environment):
+    """The `requestStats` object of a commit, built from environment.stats: one row per
+    endpoint (sorted by name and method) and the aggregated row, the error list, and the run's
+    totals as top-level numbers."""
+    stats = environment.stats
+    percentiles = _percentiles()
+    total = stats.total
+    rows = [stats_row(e, percentiles) for e in sorted(stats.entries.values(), key=lambda e: (e.name, e.method or ""))]
+    rows.append(stats_row(total, percentiles))
+    errors = [error_row(e) for e in stats.errors.values()]
+    runner = environment.runner
+    result = {
+        "stats": rows,
+        "errors": errors,
+        "total_rps": _number(total.total_rps),
+        "total_fail_per_sec": _number(total.total_fail_per_sec),
+        "fail_ratio": _number(total.fail_ratio),
+        "num_requests": total.num_requests,
+        "num_failures": total.num_failures,
+        "avg_response_time": _number(total.avg_response_time),
+        "user_count": runner.user_count if runner is not None else 0,
+    }
+    for p in percentiles:
+        result[f"response_time_percentile_{p}"] = _number(
+            total.get_response_time_percentile(p) if total.num_requests else 0
+        )
+    return result
+
+
+def progress_fields(environment):
+    """The live values posted every interval; they keep the same names and types all run long,
+    so InfluxDB never sees a field change type."""
+    runner = environment.runner
+    total = environment.stats.total
+    return {
+        "user_count": float(runner.user_count if runner is not None else 0),
+        "num_requests": float(total.num_requests),
+        "num_failures": float(total.num_failures),
+        "current_rps": float(_number(total.current_rps)),
+        "current_fail_per_sec": float(_number(total.current_fail_per_sec)),
+        "fail_ratio": float(_number(total.fail_ratio)),
+    }
+
+
+# ---------------------------------------------------------------------------
+# One run: register, progress, commit
+# ---------------------------------------------------------------------------
+
+
+class ConsumerRun:
+    """The life of one test run on the gateway. A greenlet registers it and posts progress;
+    finish() stops that greenlet and commits. No method raises."""
+
+    def __init__(self, environment, client, interval, extra_tags):
+        self.environment = environment
+        self.client = client
+        self.interval = interval
+        self.started_at = time.time()
+        self.register_body = self._register_body(extra_tags)
+        self.uuid = None
+        self.finished = False
+        self._stop = Event()
+        self._greenlet = gevent.spawn(self._loop)
+
+    def _register_body(self, extra_tags):
+        env = self.environment
+        opts = env.parsed_options
+        runner = env.runner
+        users = getattr(runner, "target_user_count", None) or getattr(opts, "num_users", None) or 0
+        spawn_rate = getattr(runner, "spawn_rate", None) or getattr(opts, "spawn_rate", None) or 0
+        tags = {"mode": "distributed" if isinstance(runner, MasterRunner) else "local"}
+        if env.host:
+            tags["targetHost"] = env.host
+        tags.update(extra_tags)
+        fields = {"clients": float(users), "spawnRate": float(spawn_rate)}
+        # Register the live values too, as zeros: the heartbeats carry them from the first point.
+        fields.update({k: 0.0 for k in progress_fields(env)})
+        return {
+            "startedAt": self.started_at,
+            "host": socket.gethostname(),
+            "measurement": {"fields": fields, "tags": tags},
+        }
+
+    def _register(self):
+        """Registers the run once; returns whether it has a uuid."""
+        if self.uuid is not None:
+            return True
+        try:
+            answer = self.client.post("register", self.register_body)
+        except GatewayError as e:
+            logger.warning("metrics-consumer: cannot register the run: %s", e)
+            return False
+        uuid = answer.get("uuid") or (answer.get("data") or {}).get("uuid")
+        if not uuid:
+            logger.warning("metrics-consumer: the register answer holds no uuid")
+            return False
+        self.uuid = uuid
+        logger.info("metrics-consumer: registered run %s at %s", uuid, self.client.shown)
+        return True
+
+    def _loop(self):
+        """Registers, then posts progress every interval until finish() or the gateway says the
+        run is over. A gateway that is down is tried again at the next interval."""
+        try:
+            self._register()
+            while not self._stop.wait(self.interval):
+                if not self._register():
+                    continue
+                if not self._progress():
+                    return
+        except Exception:  # never let a bug here reach Locust
+            logger.warning("metrics-consumer: progress stopped by an unexpected error", exc_info=True)
+
+    def _progress(self):
+        """Posts the live values; returns False when progress should stop for this run."""
+        body = {"uuid": self.uuid, "measurement": {"fields": progress_fields(self.environment)}}
+        try:
+            self.client.post("progress", body)
+        except GatewayError as e:
+            if e.status == 409:
+                logger.warning("metrics-consumer: run %s is already finished on the gateway", self.uuid)
+                return False
+            if e.status == 404:
+                # Either the gateway does not know the run or it predates the progress route;
+                # heartbeats go on with the registered values either way.
+                logger.warning("metrics-consumer: no live progress for run %s: %s", self.uuid, e)
+                return False
+            logger.warning("metrics-consumer: cannot post progress: %s", e)
+        return True
+
+    def finish(self):
+        """Stops the progress greenlet and commits the run with its final statistics."""
+        if self.finished:
+            return
+        self.finished = True
+        try:
+            self._stop.set()
+            # The greenlet may be inside a call to the gateway; let it end that call so a
+            # register in flight is not lost, but no longer than one call can take.
+            self._greenlet.join(timeout=sum(self.client.timeout) + 1)
+            self._greenlet.kill(block=False)
+            body_stats = request_stats(self.environment)
+        except Exception:
+            logger.warning("metrics-consumer: cannot collect the run's statistics", exc_info=True)
+            return
+        for attempt in range(COMMIT_TRIES):
+            if attempt:
+                gevent.sleep(COMMIT_BACKOFF[min(attempt - 1, len(COMMIT_BACKOFF) - 1)])
+            # A run whose register never got through is registered now, so its result is kept.
+            if not self._register():
+                continue
+            body = {
+                "uuid": self.uuid,
+                "measurement": {
+                    "fields": {
+                        "requestStats": body_stats,
+                        "duration": round(time.time() - self.started_at, 3),
+                    }
+                },
+            }
+            try:
+                answer = self.client.post("commit", body)
+            except GatewayError as e:
+                if e.status == 409:
+                    logger.warning("metrics-consumer: run %s was already committed", self.uuid)
+                    return
+                if e.status is not None and 400 <= e.status < 500 and e.status not in (404, 408, 429):
+                    # The gateway refused the data itself: sending it again cannot help.
+                    logger.warning("metrics-consumer: commit of run %s refused: %s", self.uuid, e)
+                    return
+                logger.warning(
+                    "metrics-consumer: commit of run %s failed (try %d of %d): %s",
+                    self.uuid,
+                    attempt + 1,
+                    COMMIT_TRIES,
+                    e,
+                )
+                continue
+            delivered = answer.get("delivered", True)
+            logger.info(
+                "metrics-consumer: committed run %s (%d endpoint rows)%s",
+                self.uuid,
+                len(body_stats["stats"]) - 1,
+                "" if delivered else "; the gateway spooled it until InfluxDB answers",
+            )
+            return
+        logger.warning("metrics-consumer: gave up committing the run; its result is not recorded")
+
+
+# ---------------------------------------------------------------------------
+# Locust event listeners
+# ---------------------------------------------------------------------------
+
+# The run in progress on this process, if any.
+_current = None
+# A run whose commit waits for the workers' last statistics (master, see on_test_stop).
+_deferred = None
+
+
+def parse_tags(text):
+    """"k=v,k2=v2" → {"k": "v", "k2": "v2"}; pairs without "=" are skipped with a warning."""
+    tags = {}
+    for pair in (text or "").split(","):
+        pair = pair.strip()
+        if not pair:
+            continue
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            logger.warning("metrics-consumer: --consumer-tags: %r is not key=value; skipped", pair)
+            continue
+        tags[key.strip()] = value.strip()
+    return tags
+
+
+def _add_option(group, *names, **kwargs):
+    """add_argument with Locust's web-UI keywords, which Locust before 2.16 does not know."""
+    try:
+        group.add_argument(*names, **kwargs)
+    except TypeError:
+        for key in ("include_in_web_ui", "is_secret"):
+            kwargs.pop(key, None)
+        group.add_argument(*names, **kwargs)
+
+
+@events.init_command_line_parser.add_listener
+def on_init_command_line_parser(parser, **_kwargs):
+    group = parser.add_argument_group("metrics-consumer", "record the run through a metrics-consumer gateway")
+    _add_option(
+        group,
+        "--consumer-url",
+        env_var="METRICS_CONSUMER_URL",
+        default="",
+        help="base URL of the gateway, e.g. http://gw:3000 (credentials allowed: http://locust:TOKEN@gw:3000); "
+        "unset: nothing is recorded",
+        include_in_web_ui=False,
+    )
+    _add_option(
+        group,
+        "--consumer-token",
+        env_var="METRICS_CONSUMER_TOKEN",
+        default="",
+        help="token sent as 'Authorization: Bearer TOKEN'",
+        include_in_web_ui=False,
+        is_secret=True,
+    )
+    _add_option(
+        group,
+        "--consumer-interval",
+        env_var="METRICS_CONSUMER_INTERVAL",
+        type=float,
+        default=15.0,
+        help="seconds between two progress posts (default 15)",
+        include_in_web_ui=False,
+    )
+    _add_option(
+        group,
+        "--consumer-tags",
+        env_var="METRICS_CONSUMER_TAGS",
+        default="",
+        help="extra tags of the run's points: k=v,k2=v2",
+        include_in_web_ui=False,
+    )
+
+
+def _recording(environment):
+    """Whether this process records runs: a local runner or a master with --consumer-url."""
+    if isinstance(environment.runner, WorkerRunner):
+        return False
+    opts = environment.parsed_options
+    return bool(opts is not None and getattr(opts, "consumer_url", ""))
+
+
+@events.test_start.add_listener
+def on_test_start(environment, **_kwargs):
+    global _current
+    try:
+        if not _recording(environment):
+            return
+        opts = environment.parsed_options
+        if _current is not None:
+            # Started again without a stop in between (a web UI restart): close the old run.
+            _current.finish()
+        client = GatewayClient(opts.consumer_url, opts.consumer_token or None)
+        interval = max(float(opts.consumer_interval or 15.0), 0.1)
+        _current = ConsumerRun(environment, client, interval, parse_tags(opts.consumer_tags))
+    except Exception as e:
+        logger.warning("metrics-consumer: not recording this run: %s", e)
+        _current = None
+
+
+@events.test_stop.add_listener
+def on_test_stop(environment, **_kwargs):
+    global _current, _deferred
+    run, _current = _current, None
+    if run is None:
+        return
+    try:
+        runner = environment.runner
+        if isinstance(runner, MasterRunner) and runner.user_count > 0:
+            # A master that is quitting (headless --run-time, Ctrl-C) stops before its workers
+            # have stopped and sent their last statistics; they arrive while Locust shuts down,
+            # so the commit waits for the "quit" event.
+            run._stop.set()
+            _deferred = run
+            return
+        run.finish()
+    except Exception:
+        logger.warning("metrics-consumer: commit failed", exc_info=True)
+
+
+def _on_quit(**_kwargs):
+    """Last chance before the process exits: commit whatever is still open."""
+    global _current, _deferred
+    for run in (_deferred, _current):
+        if run is not None:
+            try:
+                run.finish()
+            except Exception:
+                logger.warning("metrics-consumer: commit failed", exc_info=True)
+    _current = _deferred = None
+
+
+# "quit" (Locust 2.x) fires after the runner has quit and the workers' last reports are in.
+getattr(events, "quit", events.quitting).add_listener(_on_quit)
