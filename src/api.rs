@@ -51,6 +51,7 @@ enum Route {
     IsRunning,
     States,
     Ping,
+    Progress,
 }
 
 impl Route {
@@ -65,13 +66,14 @@ impl Route {
             "/events/isrunning" => Route::IsRunning,
             "/states" => Route::States,
             "/ping" => Route::Ping,
+            "/events/progress" => Route::Progress,
             _ => return None,
         })
     }
 
     fn method(self) -> &'static str {
         match self {
-            Route::Register | Route::Commit => "POST",
+            Route::Register | Route::Commit | Route::Progress => "POST",
             Route::IsRunning | Route::States | Route::Ping => "GET",
         }
     }
@@ -107,7 +109,7 @@ impl ApiError {
             ApiError::NoRoute => Response::error(
                 404,
                 "not_found",
-                "no such route; the routes are under /apiv0.1/: events/register, events/commit, events/isrunning, states, ping",
+                "no such route; the routes are under /apiv0.1/: events/register, events/progress, events/commit, events/isrunning, states, ping",
             ),
             ApiError::Method(allow) => {
                 Response::error(405, "method_not_allowed", &format!("this route takes {allow}"))
@@ -249,12 +251,12 @@ impl App {
             Route::IsRunning => Ok(self.is_running()),
             Route::States => Ok(self.states()),
             Route::Ping => Ok(json!({"res": "PONG!"})),
+            Route::Progress => self.progress(req),
         }
     }
 
     fn register(&self, req: &Request) -> Result<Value, ApiError> {
-        let body = payload::parse_body(&req.body)?;
-        let record = payload::register(&body, self.limits())?;
+        let record = payload::register(&req.body, self.limits())?;
         let max = self.settings.config.jobs.max_running;
         let slot = self
             .jobs
@@ -294,15 +296,27 @@ impl App {
         ))
     }
 
+    /// Live progress: new field values for the following heartbeats. Writes no point itself.
+    fn progress(&self, req: &Request) -> Result<Value, ApiError> {
+        let (uuid, record) = payload::progress(&req.body, self.limits())?;
+        self.jobs
+            .progress(&uuid, record.fields, now_ms(), payload::MAX_FIELDS)
+            .map_err(|r| refused(uuid, r))?;
+        if let Err(e) = self.save_jobs() {
+            // The new values are in memory and go out with the next heartbeat; only a restart
+            // before the next save would lose them, and the next progress brings them back.
+            log::error!("{e}");
+        }
+        Ok(json!({"uuid": uuid, "data": {"description": format!("run {uuid} updated")}}))
+    }
+
     fn commit(&self, req: &Request) -> Result<Value, ApiError> {
-        let body = payload::parse_body(&req.body)?;
-        let commit = payload::commit(&body, self.limits())?;
+        let commit = payload::commit(&req.body, self.limits())?;
         let uuid = commit.uuid;
-        let mut run = self.jobs.begin_commit(&uuid).map_err(|r| match r {
-            Refusal::Unknown => ApiError::UnknownRun(uuid),
-            Refusal::Finished { at_ms } => ApiError::Committed { uuid, at_ms },
-            Refusal::InProgress => ApiError::Committing(uuid),
-        })?;
+        let mut run = self
+            .jobs
+            .begin_commit(&uuid)
+            .map_err(|r| refused(uuid, r))?;
         let guard = CommitGuard {
             jobs: &self.jobs,
             uuid,
@@ -469,6 +483,25 @@ impl App {
             }
             self.tick();
         }
+    }
+}
+
+/// Why the job table would not let a commit or progress go ahead.
+fn refused(uuid: Uuid, r: Refusal) -> ApiError {
+    match r {
+        Refusal::Unknown => ApiError::UnknownRun(uuid),
+        Refusal::Finished { at_ms } => ApiError::Committed { uuid, at_ms },
+        Refusal::InProgress => ApiError::Committing(uuid),
+        Refusal::TooManyFields(max) => ApiError::Payload(PayloadError {
+            key: "measurement.fields".into(),
+            message: format!("the run would have more than {max} fields"),
+            code: "too_many_fields",
+        }),
+        Refusal::IsTag => ApiError::Payload(PayloadError {
+            key: "measurement.fields".into(),
+            message: "a field is named like one of the run's tags; a name can be a tag or a field, not both".into(),
+            code: "invalid_field",
+        }),
     }
 }
 

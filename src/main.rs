@@ -11,6 +11,7 @@ mod delivery;
 mod http;
 mod influx;
 mod jobs;
+mod json;
 mod line_protocol;
 mod payload;
 mod points;
@@ -49,7 +50,7 @@ ENVIRONMENT:
     CONSUMER_INFLUXDB_TOKEN      InfluxDB v2 token (overrides influxdb.token)
     CONSUMER_AUTH_TOKENS         extra client tokens, comma-separated
 
-Routes: POST /apiv0.1/events/register, POST /apiv0.1/events/commit,
+Routes: POST /apiv0.1/events/register, POST /apiv0.1/events/progress, POST /apiv0.1/events/commit,
         GET /apiv0.1/events/isrunning, GET /apiv0.1/states, GET /apiv0.1/ping
 ";
 

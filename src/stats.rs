@@ -9,12 +9,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{Map, Value, json};
 
 /// The routes counted apart; everything else (404s, errors before routing) is `other`.
-pub const ROUTES: [&str; 6] = ["register", "commit", "isrunning", "states", "ping", "other"];
+pub const ROUTES: [&str; 7] = [
+    "register",
+    "commit",
+    "isrunning",
+    "states",
+    "ping",
+    "progress",
+    "other",
+];
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 #[derive(Default)]
 pub struct Stats {
-    requests: [[AtomicU64; 5]; 6],
+    requests: [[AtomicU64; 5]; 7],
     pub points_written: AtomicU64,
     pub points_spooled: AtomicU64,
     pub points_replayed: AtomicU64,
