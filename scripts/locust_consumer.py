@@ -28,13 +28,13 @@ Works with Locust 2.x. It needs nothing but what Locust already brings (gevent, 
 
 import logging
 import math
-import os
 import socket
 import time
 import urllib.parse
 
 import gevent
 import requests
+import requests.auth
 from gevent.event import Event
 
 import locust.stats
@@ -66,32 +66,44 @@ class GatewayError(Exception):
         self.code = code
 
 
+class BearerAuth(requests.auth.AuthBase):
+    """Sends "Authorization: Bearer TOKEN"."""
+
+    def __init__(self, token):
+        self.token = token
+
+    def __call__(self, request):
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        return request
+
+
 class GatewayClient:
     """Posts JSON to the gateway's /apiv0.1/events/ routes.
 
     `url` is the gateway's base URL, e.g. http://gw:3000, and may carry credentials
-    (http://locust:TOKEN@gw:3000), which requests sends as HTTP Basic auth. A `token` given
-    separately is sent as "Authorization: Bearer TOKEN" instead, and credentials in the URL are
-    then dropped. Neither ever appears in a log message.
+    (http://locust:TOKEN@gw:3000), sent as HTTP Basic auth (the gateway takes the token as the
+    password). A `token` given separately is sent as "Authorization: Bearer TOKEN" instead, and
+    wins over credentials in the URL. Neither ever appears in a log message: the URL kept and
+    shown has no credentials.
     """
 
     def __init__(self, url, token=None, timeout=TIMEOUT):
         parts = urllib.parse.urlsplit(url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("the consumer URL must look like http://host:port")
-        self._secrets = [s for s in (token, parts.password, parts.username) if s]
-        if token:
-            parts = parts._replace(netloc=_host_port(parts))
-        self.base = urllib.parse.urlunsplit(parts._replace(query="", fragment="")).rstrip("/")
-        # The gateway's address without credentials, for log messages.
-        self.shown = urllib.parse.urlunsplit((parts.scheme, _host_port(parts), parts.path.rstrip("/"), "", ""))
+        user = urllib.parse.unquote(parts.username or "")
+        password = urllib.parse.unquote(parts.password or "")
+        self._secrets = [s for s in (token, password, parts.password) if s]
+        path = parts.path.rstrip("/")
+        self.base = urllib.parse.urlunsplit((parts.scheme, _host_port(parts), path, "", ""))
         self.timeout = timeout
         self.session = requests.Session()
-        # The gateway is on the lab network: a proxy from the environment is not wanted.
-        self.session.trust_env = False
         self.session.headers["User-Agent"] = "locust-consumer/1"
+        # Explicit auth, so requests never falls back to a ~/.netrc entry for the gateway.
         if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
+            self.session.auth = BearerAuth(token)
+        elif user or password:
+            self.session.auth = requests.auth.HTTPBasicAuth(user, password)
 
     def post(self, route, body):
         """POSTs `body` to /apiv0.1/events/`route`; returns the JSON answer of a 200, else
@@ -100,12 +112,12 @@ class GatewayClient:
         try:
             resp = self.session.post(url, json=body, timeout=self.timeout)
         except requests.RequestException as e:
-            raise GatewayError(f"{self.shown}{API}{route}: {self.redact(_reason(e))}") from None
+            raise GatewayError(f"{self.base}{API}{route}: {self.redact(_reason(e))}") from None
         if resp.status_code == 200:
             try:
                 return resp.json()
             except ValueError:
-                raise GatewayError(f"{self.shown}{API}{route}: the answer is not JSON", 200) from None
+                raise GatewayError(f"{self.base}{API}{route}: the answer is not JSON", 200) from None
         # The gateway answers {"error": "...", "code": "..."}; anything else is shown cut short.
         code = error = None
         try:
@@ -116,7 +128,7 @@ class GatewayClient:
         if error is None:
             error = resp.text[:200]
         raise GatewayError(
-            f"{self.shown}{API}{route} answered {resp.status_code}: {self.redact(str(error))}",
+            f"{self.base}{API}{route} answered {resp.status_code}: {self.redact(str(error))}",
             resp.status_code,
             code,
         )
@@ -188,7 +200,9 @@ def stats_row(entry, percentiles):
     }
     for p in percentiles:
         # Keys as Locust spells them: response_time_percentile_0.95
-        row[f"response_time_percentile_{p}"] = entry.get_response_time_percentile(p) if entry.num_requests else 0
+        row[f"response_time_percentile_{p}"] = (
+            entry.get_response_time_percentile(p) if entry.num_requests else 0
+        )
     return {k: (v if k in ("name", "method") else _number(v)) for k, v in row.items()}
 
 
@@ -203,14 +217,18 @@ def error_row(error):
     }
 
 
-def request_stats(environment):
+def request_stats(environment, peak_users=0):
     """The `requestStats` object of a commit, built from environment.stats: one row per
     endpoint (sorted by name and method) and the aggregated row, the error list, and the run's
-    totals as top-level numbers."""
+    totals as top-level numbers. `user_count` is the most users seen running: when a test has
+    stopped, the runner's own count is already 0."""
     stats = environment.stats
     percentiles = _percentiles()
     total = stats.total
-    rows = [stats_row(e, percentiles) for e in sorted(stats.entries.values(), key=lambda e: (e.name, e.method or ""))]
+    rows = [
+        stats_row(e, percentiles)
+        for e in sorted(stats.entries.values(), key=lambda e: (e.name, e.method or ""))
+    ]
     rows.append(stats_row(total, percentiles))
     errors = [error_row(e) for e in stats.errors.values()]
     runner = environment.runner
@@ -223,13 +241,19 @@ def request_stats(environment):
         "num_requests": total.num_requests,
         "num_failures": total.num_failures,
         "avg_response_time": _number(total.avg_response_time),
-        "user_count": runner.user_count if runner is not None else 0,
+        "user_count": max(peak_users, users_at_stop(runner)),
     }
     for p in percentiles:
         result[f"response_time_percentile_{p}"] = _number(
             total.get_response_time_percentile(p) if total.num_requests else 0
         )
     return result
+
+
+def users_at_stop(runner):
+    """Users running when the test was stopped: Locust keeps the count per user class."""
+    counts = getattr(runner, "final_user_classes_count", None) or {}
+    return max(sum(counts.values()), getattr(runner, "user_count", 0) or 0)
 
 
 def progress_fields(environment):
@@ -264,6 +288,10 @@ class ConsumerRun:
         self.register_body = self._register_body(extra_tags)
         self.uuid = None
         self.finished = False
+        self.peak_users = 0
+        # Calls that are failing ("register", "progress"): only the first failure of a streak
+        # is a warning, so a gateway that is down for an hour does not flood the log.
+        self._failing = set()
         self._stop = Event()
         self._greenlet = gevent.spawn(self._loop)
 
@@ -286,6 +314,17 @@ class ConsumerRun:
             "measurement": {"fields": fields, "tags": tags},
         }
 
+    def _failed(self, call, message, *args):
+        """Logs a failed call: a warning the first time, at debug level while it keeps failing."""
+        level = logging.DEBUG if call in self._failing else logging.WARNING
+        self._failing.add(call)
+        logger.log(level, message, *args)
+
+    def _succeeded(self, call):
+        if call in self._failing:
+            self._failing.discard(call)
+            logger.info("metrics-consumer: %s works again", call)
+
     def _register(self):
         """Registers the run once; returns whether it has a uuid."""
         if self.uuid is not None:
@@ -293,14 +332,15 @@ class ConsumerRun:
         try:
             answer = self.client.post("register", self.register_body)
         except GatewayError as e:
-            logger.warning("metrics-consumer: cannot register the run: %s", e)
+            self._failed("register", "metrics-consumer: cannot register the run: %s", e)
             return False
         uuid = answer.get("uuid") or (answer.get("data") or {}).get("uuid")
         if not uuid:
-            logger.warning("metrics-consumer: the register answer holds no uuid")
+            self._failed("register", "metrics-consumer: the register answer holds no uuid")
             return False
+        self._succeeded("register")
         self.uuid = uuid
-        logger.info("metrics-consumer: registered run %s at %s", uuid, self.client.shown)
+        logger.info("metrics-consumer: registered run %s at %s", uuid, self.client.base)
         return True
 
     def _loop(self):
@@ -318,7 +358,9 @@ class ConsumerRun:
 
     def _progress(self):
         """Posts the live values; returns False when progress should stop for this run."""
-        body = {"uuid": self.uuid, "measurement": {"fields": progress_fields(self.environment)}}
+        fields = progress_fields(self.environment)
+        self.peak_users = max(self.peak_users, int(fields["user_count"]))
+        body = {"uuid": self.uuid, "measurement": {"fields": fields}}
         try:
             self.client.post("progress", body)
         except GatewayError as e:
@@ -330,7 +372,9 @@ class ConsumerRun:
                 # heartbeats go on with the registered values either way.
                 logger.warning("metrics-consumer: no live progress for run %s: %s", self.uuid, e)
                 return False
-            logger.warning("metrics-consumer: cannot post progress: %s", e)
+            self._failed("progress", "metrics-consumer: cannot post progress: %s", e)
+            return True
+        self._succeeded("progress")
         return True
 
     def finish(self):
@@ -344,7 +388,7 @@ class ConsumerRun:
             # register in flight is not lost, but no longer than one call can take.
             self._greenlet.join(timeout=sum(self.client.timeout) + 1)
             self._greenlet.kill(block=False)
-            body_stats = request_stats(self.environment)
+            body_stats = request_stats(self.environment, self.peak_users)
         except Exception:
             logger.warning("metrics-consumer: cannot collect the run's statistics", exc_info=True)
             return
@@ -403,7 +447,7 @@ _deferred = None
 
 
 def parse_tags(text):
-    """"k=v,k2=v2" → {"k": "v", "k2": "v2"}; pairs without "=" are skipped with a warning."""
+    """ "k=v,k2=v2" → {"k": "v", "k2": "v2"}; pairs without "=" are skipped with a warning."""
     tags = {}
     for pair in (text or "").split(","):
         pair = pair.strip()
@@ -435,8 +479,8 @@ def on_init_command_line_parser(parser, **_kwargs):
         "--consumer-url",
         env_var="METRICS_CONSUMER_URL",
         default="",
-        help="base URL of the gateway, e.g. http://gw:3000 (credentials allowed: http://locust:TOKEN@gw:3000); "
-        "unset: nothing is recorded",
+        help="base URL of the gateway, e.g. http://gw:3000, or with the token in it: "
+        "http://locust:TOKEN@gw:3000; unset: nothing is recorded",
         include_in_web_ui=False,
     )
     _add_option(
@@ -472,7 +516,10 @@ def _recording(environment):
     if isinstance(environment.runner, WorkerRunner):
         return False
     opts = environment.parsed_options
-    return bool(opts is not None and getattr(opts, "consumer_url", ""))
+    if opts is None or not getattr(opts, "consumer_url", ""):
+        logger.info("metrics-consumer: no --consumer-url (or METRICS_CONSUMER_URL); this run is not recorded")
+        return False
+    return True
 
 
 @events.test_start.add_listener
