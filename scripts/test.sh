@@ -21,9 +21,10 @@ cargo clippy --version >/dev/null 2>&1 ||
     die "clippy not found: rustup component add clippy"
 cargo --version
 
-step "Installing test dependencies (influxd, curl, openssl) when missing"
+step "Installing test dependencies (influxd, curl, openssl, python3-venv) when missing"
 ensure_influxd
 ensure_tools
+ensure_python_venv
 "$(influxd_path)" version
 
 # The integration tests open hundreds of sockets at once (connection-limit
@@ -56,5 +57,8 @@ fi
 # the gateway driven by Locust from a Python venv. Each gets its own `step`
 # heading and must fail the script when it fails.
 # ---------------------------------------------------------------------------
+
+step "End to end: Locust plugin and Grafana dashboard (scripts/e2e-locust.sh)"
+scripts/e2e-locust.sh
 
 step "All checks passed"

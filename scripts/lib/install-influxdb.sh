@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Installs the system packages that the tests and the local InfluxDB need:
-# InfluxDB 1.x (`influxd`, from Debian's `influxdb` package), curl and openssl.
+# InfluxDB 1.x (`influxd`, from Debian's `influxdb` package), curl, openssl, and
+# python3 with venv for the Locust end-to-end test.
 # Sourced by scripts/test.sh and scripts/influxdb-dev.sh; defines functions only.
 
 die() {
@@ -89,4 +90,16 @@ ensure_tools() {
         echo "installing ${missing[*]}"
         apt_install "${missing[@]}"
     fi
+}
+
+# python3 able to make virtualenvs (Debian splits venv and ensurepip into python3-venv),
+# which the Locust end-to-end test needs.
+ensure_python_venv() {
+    if command -v python3 >/dev/null 2>&1 && python3 -c 'import ensurepip, venv' 2>/dev/null; then
+        return 0
+    fi
+    echo "installing python3 and python3-venv"
+    apt_install python3 python3-venv
+    python3 -c 'import ensurepip, venv' 2>/dev/null ||
+        die "python3 still cannot make virtualenvs after installing python3-venv"
 }

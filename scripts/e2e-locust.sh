@@ -1,0 +1,338 @@
+#!/usr/bin/env bash
+# End-to-end test of the Locust plugin (scripts/locust_consumer.py) and the Grafana dashboard
+# (scripts/grafana-dashboard.json): a real headless Locust loads a tiny loopback service,
+# records the run through the real gateway into a real, throwaway InfluxDB 1.x, and the points
+# are checked by query; then every query of the dashboard must return rows. Also checks that a
+# distributed run (master + worker) commits from the master, and that a gateway that is down
+# never breaks the load test.
+#
+# Locust comes from PyPI into a virtualenv under target/e2e-venv, made once and reused.
+# Every process started here listens on 127.0.0.1 only and is stopped by its PID on exit.
+# Called by scripts/test.sh; can be run alone (needs influxd, python3 with venv, cargo).
+# E2E_KEEP=1 keeps the logs and data of a passing run too (a failing run always keeps them).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$(pwd)
+
+# shellcheck source=scripts/lib/install-influxdb.sh
+source scripts/lib/install-influxdb.sh
+
+LOCUST_VERSION=2.47.0
+venv=target/e2e-venv
+users=5
+
+# ---------------------------------------------------------------------------
+# Processes and clean-up
+# ---------------------------------------------------------------------------
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/metrics-consumer-e2e-locust.XXXXXX")
+pids=()
+ok=0
+
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        # Up to 5 s for a clean stop, then SIGKILL.
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "$ok" -eq 1 ] && [ -z "${E2E_KEEP:-}" ]; then
+        rm -rf "$work"
+    elif [ "$ok" -eq 1 ]; then
+        echo "e2e-locust: logs kept in $work (E2E_KEEP is set)"
+    else
+        echo "e2e-locust: FAILED; logs kept in $work" >&2
+    fi
+}
+trap cleanup EXIT
+
+fail() {
+    printf 'e2e-locust: FAILED: %s\n' "$*" >&2
+    exit 1
+}
+
+# Polls a command every 0.1 s, up to $1 seconds.
+wait_for() {
+    local seconds=$1
+    shift
+    local i
+    for i in $(seq $((seconds * 10))); do
+        if "$@"; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+alive() {
+    kill -0 "$1" 2>/dev/null
+}
+
+# ---------------------------------------------------------------------------
+# Tools: the gateway binary, influxd, the virtualenv with Locust
+# ---------------------------------------------------------------------------
+
+influxd=$(influxd_path)
+[ -n "$influxd" ] || die "influxd not found: install Debian's influxdb package or run scripts/test.sh, which installs it"
+command -v curl >/dev/null 2>&1 || die "curl not found: apt-get install curl (scripts/test.sh installs it)"
+command -v python3 >/dev/null 2>&1 || die "python3 not found: apt-get install python3 python3-venv"
+
+cargo build --quiet --bin metrics-consumer
+gateway_bin=$root/target/debug/metrics-consumer
+
+if ! "$venv/bin/python" - "$LOCUST_VERSION" >/dev/null 2>&1 <<'PY'; then
+import sys
+import locust, prometheus_client  # noqa: F401
+sys.exit(locust.__version__ != sys.argv[1])
+PY
+    echo "creating $venv with locust==$LOCUST_VERSION"
+    rm -rf "$venv"
+    python3 -c 'import ensurepip, venv' 2>/dev/null ||
+        die "python3 cannot make virtualenvs: apt-get install python3-venv (scripts/test.sh installs it)"
+    python3 -m venv "$venv" || die "python3 -m venv $venv failed: apt-get install python3-venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+        "locust==$LOCUST_VERSION" prometheus_client ||
+        die "pip install locust==$LOCUST_VERSION failed (is PyPI reachable?)"
+fi
+py=$root/$venv/bin/python
+locust=$root/$venv/bin/locust
+"$locust" --version
+
+started=$(date +%s)
+
+# ---------------------------------------------------------------------------
+# influxd on two free loopback ports (HTTP and RPC), data in $work
+# ---------------------------------------------------------------------------
+
+start_influxd() {
+    local attempt http_port rpc_port
+    for attempt in 1 2 3; do
+        read -r http_port rpc_port < <(python3 scripts/e2e/free_ports.py 2)
+        mkdir -p "$work/influxd"
+        cat >"$work/influxd/influxd.conf" <<CONF
+reporting-disabled = true
+reporting-enabled = false
+bind-address = "127.0.0.1:$rpc_port"
+[meta]
+  dir = "$work/influxd/meta"
+[data]
+  dir = "$work/influxd/data"
+  wal-dir = "$work/influxd/wal"
+  query-log-enabled = false
+  index-version = "inmem"
+[http]
+  bind-address = "127.0.0.1:$http_port"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+[subscriber]
+  enabled = false
+[logging]
+  suppress-logo = true
+CONF
+        "$influxd" run -config "$work/influxd/influxd.conf" >"$work/influxd.log" 2>&1 &
+        influxd_pid=$!
+        pids+=("$influxd_pid")
+        influx_url=http://127.0.0.1:$http_port
+        if wait_for 15 curl -fs -o /dev/null "$influx_url/ping"; then
+            return 0
+        fi
+        kill -KILL "$influxd_pid" 2>/dev/null || true
+        wait "$influxd_pid" 2>/dev/null || true
+        if grep -q "address already in use" "$work/influxd.log" && [ "$attempt" -lt 3 ]; then
+            continue
+        fi
+        tail -n 30 "$work/influxd.log" >&2
+        fail "influxd did not answer /ping within 15 s"
+    done
+}
+start_influxd
+echo "influxd on $influx_url (pid $influxd_pid)"
+
+# ---------------------------------------------------------------------------
+# The gateway, with a token and one heartbeat a second
+# ---------------------------------------------------------------------------
+
+db=e2e_locust
+token=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
+mkdir -p "$work/gateway"
+cat >"$work/gateway/consumer.toml" <<TOML
+[server]
+listen = "127.0.0.1:0"
+
+[auth]
+tokens = ["$token"]
+
+[influxdb]
+url = "$influx_url"
+database = "$db"
+
+[jobs]
+heartbeat_interval = "1s"
+
+[storage]
+dir = "$work/gateway/data"
+TOML
+"$gateway_bin" --config "$work/gateway/consumer.toml" >"$work/gateway.log" 2>&1 &
+gateway_pid=$!
+pids+=("$gateway_pid")
+listening() {
+    alive "$gateway_pid" || {
+        tail -n 30 "$work/gateway.log" >&2
+        fail "the gateway exited at start"
+    }
+    grep -q 'listening on http://' "$work/gateway.log"
+}
+wait_for 15 listening || fail "the gateway did not log 'listening on' within 15 s"
+gateway_addr=$(sed -n 's|.*listening on http://\([0-9.:]*\).*|\1|p' "$work/gateway.log" | head -n 1)
+gateway_url=http://$gateway_addr
+echo "gateway on $gateway_url (pid $gateway_pid)"
+
+# ---------------------------------------------------------------------------
+# The service under load
+# ---------------------------------------------------------------------------
+
+"$py" scripts/e2e/target.py "$work/target.port" 2>"$work/target.log" &
+target_pid=$!
+pids+=("$target_pid")
+wait_for 10 test -s "$work/target.port" || fail "the target service did not start"
+target_url=http://127.0.0.1:$(cat "$work/target.port")
+echo "target on $target_url (pid $target_pid)"
+
+# Locust imports the plugin from scripts/, as a user's locustfile would from its own directory.
+export PYTHONPATH=$root/scripts
+# No METRICS_CONSUMER_* from the caller's environment may change what is tested.
+unset METRICS_CONSUMER_URL METRICS_CONSUMER_TOKEN METRICS_CONSUMER_INTERVAL METRICS_CONSUMER_TAGS
+
+# The total request count of Locust's own summary (its first "Aggregated" line), which the
+# committed statistics must match.
+summary_requests() {
+    awk '$1 == "Aggregated" { print $2; exit }' "$1"
+}
+
+# Fails when Locust's output shows an exception from the plugin.
+no_tracebacks() {
+    if grep -qE 'Traceback|Uncaught exception|unexpected error' "$1"; then
+        grep -nE -A15 'Traceback|Uncaught exception|unexpected error' "$1" | head -n 40 >&2
+        fail "$2: the output shows an exception"
+    fi
+}
+
+# ---------------------------------------------------------------------------
+# 1. A local run, 10 s, token as Bearer; it has failures (/flaky), which must
+#    not change Locust's exit code here (--exit-code-on-error 0).
+# ---------------------------------------------------------------------------
+
+echo
+echo "--- local run: $users users for 10 s"
+from_ms=$(($(date +%s) * 1000 - 5000))
+status=0
+timeout 60 "$locust" -f scripts/e2e/locustfile.py --headless -u "$users" -r "$users" -t 10s \
+    --host "$target_url" --only-summary --exit-code-on-error 0 \
+    --consumer-url "$gateway_url" --consumer-token "$token" --consumer-interval 1 \
+    --consumer-tags "scenario=e2e-local,suite=metrics-consumer" \
+    >"$work/locust-local.log" 2>&1 || status=$?
+[ "$status" -eq 0 ] || {
+    tail -n 40 "$work/locust-local.log" >&2
+    fail "local run: locust exited $status"
+}
+no_tracebacks "$work/locust-local.log" "local run"
+grep -q "metrics-consumer: committed run" "$work/locust-local.log" || {
+    tail -n 40 "$work/locust-local.log" >&2
+    fail "local run: the plugin did not log its commit"
+}
+if grep -qF "$token" "$work/locust-local.log"; then
+    fail "local run: the token appears in Locust's output"
+fi
+run_uuid=$("$py" scripts/e2e/check_run.py run --influx "$influx_url" --db "$db" --users "$users" \
+    --endpoints "GET /items,POST /orders,GET /flaky" --min-heartbeats 5 --errors \
+    --requests "$(summary_requests "$work/locust-local.log")") ||
+    fail "local run: the points in InfluxDB are not as expected"
+
+# ---------------------------------------------------------------------------
+# 2. The dashboard's queries, on the points of that run
+# ---------------------------------------------------------------------------
+
+echo
+echo "--- dashboard queries"
+to_ms=$(($(date +%s) * 1000 + 5000))
+"$py" scripts/e2e/check_run.py dashboard --influx "$influx_url" --db "$db" \
+    --dashboard scripts/grafana-dashboard.json --run "$run_uuid" --from-ms "$from_ms" --to-ms "$to_ms" ||
+    fail "the dashboard's queries do not all return rows"
+
+# ---------------------------------------------------------------------------
+# 3. A distributed run: master + one worker, the token in the URL (Basic auth).
+#    Only the master records; its commit must hold the worker's statistics.
+# ---------------------------------------------------------------------------
+
+echo
+echo "--- distributed run: master and one worker, 2 users for 5 s"
+read -r master_port < <(python3 scripts/e2e/free_ports.py 1)
+"$locust" -f scripts/e2e/locustfile.py --worker --master-host 127.0.0.1 --master-port "$master_port" \
+    >"$work/locust-worker.log" 2>&1 &
+worker_pid=$!
+pids+=("$worker_pid")
+status=0
+timeout 60 "$locust" -f scripts/e2e/locustfile.py --master --master-bind-host 127.0.0.1 \
+    --master-bind-port "$master_port" --expect-workers 1 --expect-workers-max-wait 20 \
+    --headless -u 2 -r 2 -t 5s --host "$target_url" --only-summary --exclude-tags flaky \
+    --consumer-url "http://locust:$token@$gateway_addr" --consumer-interval 1 \
+    >"$work/locust-master.log" 2>&1 || status=$?
+[ "$status" -eq 0 ] || {
+    tail -n 40 "$work/locust-master.log" >&2
+    fail "distributed run: the master exited $status"
+}
+wait_for 10 bash -c "! kill -0 $worker_pid 2>/dev/null" || fail "distributed run: the worker did not quit"
+no_tracebacks "$work/locust-master.log" "distributed run (master)"
+no_tracebacks "$work/locust-worker.log" "distributed run (worker)"
+if grep -q "metrics-consumer:" "$work/locust-worker.log"; then
+    fail "distributed run: the worker talked to the gateway; only the master may"
+fi
+"$py" scripts/e2e/check_run.py run --influx "$influx_url" --db "$db" --users 2 \
+    --endpoints "GET /items,POST /orders" --min-heartbeats 3 --exclude-uuid "$run_uuid" \
+    --requests "$(summary_requests "$work/locust-master.log")" >/dev/null ||
+    fail "distributed run: the points in InfluxDB are not as expected"
+
+# ---------------------------------------------------------------------------
+# 4. The gateway is down: Locust must run and exit 0 all the same, with a warning.
+#    (Port 9, discard, has no listener on loopback: connections are refused.)
+# ---------------------------------------------------------------------------
+
+echo
+echo "--- gateway down: 3 s run against http://127.0.0.1:9"
+status=0
+timeout 60 "$locust" -f scripts/e2e/locustfile.py --headless -u 2 -r 2 -t 3s \
+    --host "$target_url" --only-summary --exclude-tags flaky \
+    --consumer-url http://127.0.0.1:9 --consumer-token "$token" --consumer-interval 1 \
+    >"$work/locust-down.log" 2>&1 || status=$?
+[ "$status" -eq 0 ] || {
+    tail -n 40 "$work/locust-down.log" >&2
+    fail "gateway down: locust exited $status; the plugin must never break the load test"
+}
+no_tracebacks "$work/locust-down.log" "gateway down"
+grep -q "WARNING.*metrics-consumer: cannot register the run" "$work/locust-down.log" ||
+    fail "gateway down: no warning about the failed register in Locust's output"
+grep -q "WARNING.*metrics-consumer: gave up committing" "$work/locust-down.log" ||
+    fail "gateway down: no warning about the failed commit in Locust's output"
+if grep -qF "$token" "$work/locust-down.log"; then
+    fail "gateway down: the token appears in Locust's output"
+fi
+grep -m1 "WARNING.*metrics-consumer" "$work/locust-down.log"
+
+if grep -qF "$token" "$work/gateway.log"; then
+    fail "the token appears in the gateway's log"
+fi
+
+ok=1
+echo
+echo "e2e-locust: all checks passed in $(($(date +%s) - started)) s (after the virtualenv was ready)"
