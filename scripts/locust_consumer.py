@@ -46,12 +46,15 @@ __all__ = ["GatewayClient", "ConsumerRun", "request_stats"]
 logger = logging.getLogger("locust_consumer")
 
 API = "/apiv0.1/events/"
-# (connect, read) timeouts of one call to the gateway, in seconds. Short: the gateway answers
-# within milliseconds when it is well, and a load test must not wait long when it is not.
-TIMEOUT = (3.0, 5.0)
+# (connect, read) timeouts of one call to the gateway, in seconds. The gateway answers once
+# InfluxDB stored the points or it spooled them, which takes its own influxdb.timeout (5 s by
+# default) at worst, so the read timeout is a little longer than that.
+TIMEOUT = (3.0, 8.0)
 # Commit tries and the pause before each retry, in seconds.
 COMMIT_TRIES = 3
 COMMIT_BACKOFF = (1.0, 2.0)
+# The most that stopping a test may wait for the gateway, all tries included, in seconds.
+COMMIT_DEADLINE = 30.0
 # Percentiles of every stats row, as in Locust's own report; newer Locust lets a locustfile
 # change this list, so it is read when the run ends.
 DEFAULT_PERCENTILES = (0.5, 0.66, 0.75, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999, 0.9999, 1.0)
@@ -105,12 +108,19 @@ class GatewayClient:
         elif user or password:
             self.session.auth = requests.auth.HTTPBasicAuth(user, password)
 
-    def post(self, route, body):
+    def post(self, route, body, deadline=None):
         """POSTs `body` to /apiv0.1/events/`route`; returns the JSON answer of a 200, else
-        raises GatewayError with a message fit for the log."""
+        raises GatewayError with a message fit for the log. With a `deadline` (a
+        time.monotonic() value) the call's timeouts are cut to end by then."""
         url = f"{self.base}{API}{route}"
+        timeout = self.timeout
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0.1:
+                raise GatewayError(f"{self.base}{API}{route}: no time left")
+            timeout = (min(timeout[0], left), min(timeout[1], left))
         try:
-            resp = self.session.post(url, json=body, timeout=self.timeout)
+            resp = self.session.post(url, json=body, timeout=timeout)
         except requests.RequestException as e:
             raise GatewayError(f"{self.base}{API}{route}: {self.redact(_reason(e))}") from None
         if resp.status_code == 200:
@@ -325,12 +335,12 @@ class ConsumerRun:
             self._failing.discard(call)
             logger.info("metrics-consumer: %s works again", call)
 
-    def _register(self):
+    def _register(self, deadline=None):
         """Registers the run once; returns whether it has a uuid."""
         if self.uuid is not None:
             return True
         try:
-            answer = self.client.post("register", self.register_body)
+            answer = self.client.post("register", self.register_body, deadline)
         except GatewayError as e:
             self._failed("register", "metrics-consumer: cannot register the run: %s", e)
             return False
@@ -378,43 +388,40 @@ class ConsumerRun:
         return True
 
     def finish(self):
-        """Stops the progress greenlet and commits the run with its final statistics."""
+        """Stops the progress greenlet and commits the run with its final statistics, trying
+        COMMIT_TRIES times within COMMIT_DEADLINE seconds."""
         if self.finished:
             return
         self.finished = True
+        deadline = time.monotonic() + COMMIT_DEADLINE
         try:
             self._stop.set()
-            # The greenlet may be inside a call to the gateway; let it end that call so a
-            # register in flight is not lost, but no longer than one call can take.
-            self._greenlet.join(timeout=sum(self.client.timeout) + 1)
+            # The greenlet may be inside a call to the gateway; let it end that call, so that a
+            # register in flight is not lost and registered twice.
+            self._greenlet.join(timeout=sum(self.client.timeout))
             self._greenlet.kill(block=False)
-            body_stats = request_stats(self.environment, self.peak_users)
+            stats = request_stats(self.environment, self.peak_users)
         except Exception:
             logger.warning("metrics-consumer: cannot collect the run's statistics", exc_info=True)
             return
+        fields = {"requestStats": stats, "duration": round(time.time() - self.started_at, 3)}
         for attempt in range(COMMIT_TRIES):
             if attempt:
-                gevent.sleep(COMMIT_BACKOFF[min(attempt - 1, len(COMMIT_BACKOFF) - 1)])
+                pause = COMMIT_BACKOFF[min(attempt - 1, len(COMMIT_BACKOFF) - 1)]
+                gevent.sleep(max(0.0, min(pause, deadline - time.monotonic())))
             # A run whose register never got through is registered now, so its result is kept.
-            if not self._register():
+            if not self._register(deadline):
                 continue
-            body = {
-                "uuid": self.uuid,
-                "measurement": {
-                    "fields": {
-                        "requestStats": body_stats,
-                        "duration": round(time.time() - self.started_at, 3),
-                    }
-                },
-            }
+            body = {"uuid": self.uuid, "measurement": {"fields": fields}}
             try:
-                answer = self.client.post("commit", body)
+                answer = self.client.post("commit", body, deadline)
             except GatewayError as e:
-                if e.status == 409:
-                    logger.warning("metrics-consumer: run %s was already committed", self.uuid)
+                if e.status == 409 and attempt:
+                    # An earlier try got through, but its answer was lost (a timeout).
+                    logger.info("metrics-consumer: committed run %s", self.uuid)
                     return
-                if e.status is not None and 400 <= e.status < 500 and e.status not in (404, 408, 429):
-                    # The gateway refused the data itself: sending it again cannot help.
+                if e.status is not None and 400 <= e.status < 500 and e.status not in (408, 429):
+                    # The gateway refused this commit itself: sending it again cannot help.
                     logger.warning("metrics-consumer: commit of run %s refused: %s", self.uuid, e)
                     return
                 logger.warning(
@@ -425,12 +432,11 @@ class ConsumerRun:
                     e,
                 )
                 continue
-            delivered = answer.get("delivered", True)
             logger.info(
                 "metrics-consumer: committed run %s (%d endpoint rows)%s",
                 self.uuid,
-                len(body_stats["stats"]) - 1,
-                "" if delivered else "; the gateway spooled it until InfluxDB answers",
+                len(stats["stats"]) - 1,
+                "" if answer.get("delivered", True) else "; the gateway spooled it until InfluxDB answers",
             )
             return
         logger.warning("metrics-consumer: gave up committing the run; its result is not recorded")
