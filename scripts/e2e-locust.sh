@@ -209,8 +209,10 @@ wait_for 10 test -s "$work/target.port" || fail "the target service did not star
 target_url=http://127.0.0.1:$(cat "$work/target.port")
 echo "target on $target_url (pid $target_pid)"
 
-# Locust imports the plugin from scripts/, as a user's locustfile would from its own directory.
+# Locust imports the plugin from scripts/, as a user's locustfile would from its own directory;
+# no __pycache__ is left in the source tree.
 export PYTHONPATH=$root/scripts
+export PYTHONDONTWRITEBYTECODE=1
 # No METRICS_CONSUMER_* from the caller's environment may change what is tested.
 unset METRICS_CONSUMER_URL METRICS_CONSUMER_TOKEN METRICS_CONSUMER_INTERVAL METRICS_CONSUMER_TAGS
 
