@@ -185,7 +185,10 @@ def _number(value):
 
 
 def _percentiles():
-    return list(getattr(locust.stats, "PERCENTILES_TO_REPORT", DEFAULT_PERCENTILES))
+    """Locust's reported percentiles, always with the median, 95th and 99th, which the Grafana
+    dashboard shows."""
+    reported = getattr(locust.stats, "PERCENTILES_TO_REPORT", DEFAULT_PERCENTILES)
+    return sorted(set(reported) | {0.5, 0.95, 0.99})
 
 
 def stats_row(entry, percentiles):
@@ -387,6 +390,10 @@ class ConsumerRun:
         self._succeeded("progress")
         return True
 
+    def stop_progress(self):
+        """Stops posting progress; the run stays open for finish()."""
+        self._stop.set()
+
     def finish(self):
         """Stops the progress greenlet and commits the run with its final statistics, trying
         COMMIT_TRIES times within COMMIT_DEADLINE seconds."""
@@ -530,14 +537,16 @@ def _recording(environment):
 
 @events.test_start.add_listener
 def on_test_start(environment, **_kwargs):
-    global _current
+    global _current, _deferred
     try:
         if not _recording(environment):
             return
         opts = environment.parsed_options
-        if _current is not None:
-            # Started again without a stop in between (a web UI restart): close the old run.
-            _current.finish()
+        for earlier in (_deferred, _current):
+            # Started again before an earlier run was committed: commit that one first.
+            if earlier is not None:
+                earlier.finish()
+        _current = _deferred = None
         client = GatewayClient(opts.consumer_url, opts.consumer_token or None)
         interval = max(float(opts.consumer_interval or 15.0), 0.1)
         _current = ConsumerRun(environment, client, interval, parse_tags(opts.consumer_tags))
@@ -558,7 +567,7 @@ def on_test_stop(environment, **_kwargs):
             # A master that is quitting (headless --run-time, Ctrl-C) stops before its workers
             # have stopped and sent their last statistics; they arrive while Locust shuts down,
             # so the commit waits for the "quit" event.
-            run._stop.set()
+            run.stop_progress()
             _deferred = run
             return
         run.finish()
