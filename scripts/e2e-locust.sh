@@ -258,6 +258,7 @@ if grep -qF "$token" "$work/locust-local.log"; then
 fi
 run_uuid=$("$py" scripts/e2e/check_run.py run --influx "$influx_url" --db "$db" --users "$users" \
     --endpoints "GET /items,POST /orders,GET /flaky" --min-heartbeats 5 --errors \
+    --tag "targetHost=$target_url" --tag mode=local --tag scenario=e2e-local --tag suite=metrics-consumer \
     --requests "$(summary_requests "$work/locust-local.log")") ||
     fail "local run: the points in InfluxDB are not as expected"
 
@@ -301,7 +302,7 @@ if grep -q "metrics-consumer:" "$work/locust-worker.log"; then
     fail "distributed run: the worker talked to the gateway; only the master may"
 fi
 "$py" scripts/e2e/check_run.py run --influx "$influx_url" --db "$db" --users 2 \
-    --endpoints "GET /items,POST /orders" --min-heartbeats 3 --exclude-uuid "$run_uuid" \
+    --endpoints "GET /items,POST /orders" --min-heartbeats 3 --exclude-uuid "$run_uuid" --tag mode=distributed \
     --requests "$(summary_requests "$work/locust-master.log")" >/dev/null ||
     fail "distributed run: the points in InfluxDB are not as expected"
 

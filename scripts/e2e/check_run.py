@@ -4,6 +4,7 @@ runs every InfluxQL query of the Grafana dashboard against it.
 Usage:
     check_run.py run --influx URL --db DB --users N --endpoints "GET /items,POST /orders,..."
                      [--exclude-uuid U ...] [--min-heartbeats N] [--requests N] [--errors]
+                     [--tag K=V ...]
         finds the one run (uuid) not excluded, checks its events, heartbeats, result and
         per-endpoint rows, and prints its uuid on stdout.
     check_run.py dashboard --influx URL --db DB --dashboard FILE --run UUID --from-ms T --to-ms T
@@ -99,12 +100,17 @@ def check_run(args):
     check(
         all(b.get("clients") == args.users for b in beats), f"run {uuid}: heartbeat clients != {args.users}"
     )
+    check(all(b.get("spawnRate", 0) > 0 for b in beats), f"run {uuid}: a heartbeat without spawnRate")
     check(max(b.get("num_requests", 0) for b in beats) > 0, f"run {uuid}: no heartbeat counts requests")
     log(f"run {uuid}: {len(beats)} heartbeats, user_count up to {max(u or 0 for u in users):g}")
 
     results = select(influx, db, f'SELECT * FROM "load_testing_result" {where}')
     check(len(results) == 1, f"run {uuid}: expected one load_testing_result point, got {len(results)}")
     result = results[0]
+    for key, value in args.tag:
+        for name, points in (("load_testing", beats), ("load_testing_result", results)):
+            got = {p.get(key) for p in points}
+            check(got == {value}, f"run {uuid}: tag {key} of {name} is {got}, expected {value!r}")
     check(result.get("total_rps", 0) > 0, f"run {uuid}: total_rps is {result.get('total_rps')}")
     try:
         stats = json.loads(result["requestStats"])
@@ -245,6 +251,9 @@ def main():
     )
     run.add_argument("--exclude-uuid", action="append", default=[])
     run.add_argument("--min-heartbeats", type=int, default=5)
+    run.add_argument(
+        "--tag", action="append", default=[], type=lambda s: tuple(s.split("=", 1)), help="k=v the run has"
+    )
     run.add_argument("--requests", type=int, help="the request count of Locust's own summary")
     run.add_argument("--errors", action="store_true", help="the run had failures: expect an error list")
     dash = sub.add_parser("dashboard")
