@@ -52,6 +52,7 @@ enum Route {
     States,
     Ping,
     Progress,
+    Metrics,
 }
 
 impl Route {
@@ -67,6 +68,7 @@ impl Route {
             "/states" => Route::States,
             "/ping" => Route::Ping,
             "/events/progress" => Route::Progress,
+            "/metrics" => Route::Metrics,
             _ => return None,
         })
     }
@@ -74,7 +76,7 @@ impl Route {
     fn method(self) -> &'static str {
         match self {
             Route::Register | Route::Commit | Route::Progress => "POST",
-            Route::IsRunning | Route::States | Route::Ping => "GET",
+            Route::IsRunning | Route::States | Route::Ping | Route::Metrics => "GET",
         }
     }
 
@@ -221,7 +223,7 @@ impl App {
             .map_err(|e| format!("cannot write {}: {e}", self.jobs_file.display()))
     }
 
-    fn route(&self, req: &Request) -> Result<Value, ApiError> {
+    fn route(&self, req: &Request) -> Result<Reply, ApiError> {
         let route = Route::find(&req.path).ok_or(ApiError::NoRoute)?;
         if req.method != route.method() {
             return Err(ApiError::Method(route.method()));
@@ -245,14 +247,70 @@ impl App {
                     ApiError::Unauthorized(denied)
                 })?;
         }
-        match route {
-            Route::Register => self.register(req),
-            Route::Commit => self.commit(req),
-            Route::IsRunning => Ok(self.is_running()),
-            Route::States => Ok(self.states()),
-            Route::Ping => Ok(json!({"res": "PONG!"})),
-            Route::Progress => self.progress(req),
-        }
+        Ok(Reply::Json(match route {
+            Route::Register => self.register(req)?,
+            Route::Commit => self.commit(req)?,
+            Route::IsRunning => self.is_running(),
+            Route::States => self.states(),
+            Route::Ping => json!({"res": "PONG!"}),
+            Route::Progress => self.progress(req)?,
+            Route::Metrics => return Ok(Reply::Text(self.metrics())),
+        }))
+    }
+
+    /// `GET /apiv0.1/metrics`: the counters and the live gauges for Prometheus.
+    fn metrics(&self) -> String {
+        let counts = self.jobs.counts();
+        let spool = self.delivery.spool().usage();
+        let (dead_records, dead_bytes) = self.delivery.spool().dead_letters();
+        let up = if self.delivery.influx_up() { 1.0 } else { 0.0 };
+        self.stats.prometheus(&[
+            (
+                "running_jobs",
+                "Runs now running.",
+                (counts.running + counts.committing) as f64,
+            ),
+            (
+                "spool_records",
+                "Records waiting in the spool for InfluxDB.",
+                spool.records as f64,
+            ),
+            (
+                "spool_bytes",
+                "Bytes waiting in the spool for InfluxDB.",
+                spool.bytes as f64,
+            ),
+            (
+                "dead_letter_records",
+                "Records InfluxDB refused, waiting for a person.",
+                dead_records as f64,
+            ),
+            (
+                "dead_letter_bytes",
+                "Bytes of the dead letters.",
+                dead_bytes as f64,
+            ),
+            (
+                "influxdb_up",
+                "1 when the last write to InfluxDB succeeded, else 0.",
+                up,
+            ),
+            (
+                "open_connections",
+                "Open client connections.",
+                self.connections.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            ),
+            (
+                "resident_memory_bytes",
+                "Resident memory of the process.",
+                stats::resident_bytes().unwrap_or(0) as f64,
+            ),
+            (
+                "uptime_seconds",
+                "Seconds since the start.",
+                self.started.elapsed().as_secs_f64(),
+            ),
+        ])
     }
 
     fn register(&self, req: &Request) -> Result<Value, ApiError> {
@@ -526,17 +584,32 @@ fn loggable(text: &str) -> String {
         .collect()
 }
 
+/// A successful answer's body.
+enum Reply {
+    Json(Value),
+    /// The Prometheus text format.
+    Text(String),
+}
+
 impl Handler for App {
     fn handle(&self, req: &Request) -> Response {
         match self.route(req) {
-            Ok(body) => Response::json(200, &body),
+            Ok(Reply::Json(body)) => Response::json(200, &body),
+            Ok(Reply::Text(text)) => Response {
+                status: 200,
+                headers: vec![(
+                    "Content-Type",
+                    "text/plain; version=0.0.4; charset=utf-8".into(),
+                )],
+                body: text.into_bytes(),
+            },
             Err(e) => e.response(),
         }
     }
 
     fn completed(&self, ex: &Exchange<'_>) {
         let route = Route::find(ex.path).map_or(stats::ROUTES.len() - 1, Route::index);
-        self.stats.request(route, ex.status);
+        self.stats.request(route, ex.status, ex.duration);
         log::info!(
             target: "access",
             "{} {} {} {} {} {:.1}ms",

@@ -51,7 +51,8 @@ ENVIRONMENT:
     CONSUMER_AUTH_TOKENS         extra client tokens, comma-separated
 
 Routes: POST /apiv0.1/events/register, POST /apiv0.1/events/progress, POST /apiv0.1/events/commit,
-        GET /apiv0.1/events/isrunning, GET /apiv0.1/states, GET /apiv0.1/ping
+        GET /apiv0.1/events/isrunning, GET /apiv0.1/states, GET /apiv0.1/metrics,
+        GET /apiv0.1/ping
 ";
 
 /// How long in-flight requests may take to finish after SIGTERM.
