@@ -4,7 +4,7 @@
 # records the run through the real gateway into a real, throwaway InfluxDB 1.x, and the points
 # are checked by query; then every query of the dashboard must return rows. Also checks that a
 # distributed run (master + worker) commits from the master, and that a gateway that is down
-# never breaks the load test.
+# never breaks the load test. First, the plugin's unit tests against a stub gateway.
 #
 # Locust comes from PyPI into a virtualenv under target/e2e-venv, made once and reused.
 # Every process started here listens on 127.0.0.1 only and is stopped by its PID on exit.
@@ -108,6 +108,18 @@ locust=$root/$venv/bin/locust
 
 started=$(date +%s)
 
+# Locust imports the plugin from scripts/, as a user's locustfile would from its own directory;
+# no __pycache__ is left in the source tree.
+export PYTHONPATH=$root/scripts
+export PYTHONDONTWRITEBYTECODE=1
+# No METRICS_CONSUMER_* from the caller's environment may change what is tested.
+unset METRICS_CONSUMER_URL METRICS_CONSUMER_TOKEN METRICS_CONSUMER_INTERVAL METRICS_CONSUMER_TAGS
+
+echo
+echo "--- unit tests of the plugin (stub gateway)"
+timeout 120 "$py" -m unittest scripts/e2e/test_locust_consumer.py ||
+    fail "unit tests of scripts/locust_consumer.py"
+
 # ---------------------------------------------------------------------------
 # influxd on two free loopback ports (HTTP and RPC), data in $work
 # ---------------------------------------------------------------------------
@@ -208,13 +220,6 @@ pids+=("$target_pid")
 wait_for 10 test -s "$work/target.port" || fail "the target service did not start"
 target_url=http://127.0.0.1:$(cat "$work/target.port")
 echo "target on $target_url (pid $target_pid)"
-
-# Locust imports the plugin from scripts/, as a user's locustfile would from its own directory;
-# no __pycache__ is left in the source tree.
-export PYTHONPATH=$root/scripts
-export PYTHONDONTWRITEBYTECODE=1
-# No METRICS_CONSUMER_* from the caller's environment may change what is tested.
-unset METRICS_CONSUMER_URL METRICS_CONSUMER_TOKEN METRICS_CONSUMER_INTERVAL METRICS_CONSUMER_TAGS
 
 # The total request count of Locust's own summary (its first "Aggregated" line), which the
 # committed statistics must match.

@@ -1,0 +1,247 @@
+"""Unit tests of scripts/locust_consumer.py against a stub gateway on 127.0.0.1.
+
+Run with the virtualenv that has Locust, from the repository root:
+    PYTHONPATH=scripts target/e2e-venv/bin/python -m unittest scripts/e2e/test_locust_consumer.py
+(scripts/e2e-locust.sh does.) The real gateway is exercised by the end-to-end run; these tests
+cover what it cannot show on demand: the exact headers sent, retries after refusals, and what
+the plugin does with a gateway that fails in a chosen way.
+"""
+
+# Locust patches the standard library for gevent when imported; import it first, as locust does.
+import locust  # noqa: F401, I001
+
+import argparse
+import base64
+import json
+import logging
+import threading
+import time
+import unittest
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from locust.env import Environment
+
+import locust_consumer as lc
+
+
+class StubGateway:
+    """A loopback HTTP server that records every request and answers from a script: a list of
+    statuses per route, used up in order (200 when the list is empty)."""
+
+    def __init__(self):
+        self.requests = []  # (route, headers, body)
+        self.script = {}
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                route = self.path.rsplit("/", 1)[-1]
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                stub.requests.append((route, dict(self.headers), body))
+                statuses = stub.script.get(route) or []
+                status = statuses.pop(0) if statuses else 200
+                if status == 200:
+                    answer = {"uuid": "u-1", "data": {"uuid": "u-1"}, "delivered": True}
+                else:
+                    answer = {"error": f"scripted {status}", "code": "scripted"}
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def routes(self):
+        return [route for route, _, _ in self.requests]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def environment(**options):
+    """A Locust environment with a local runner and the plugin's options."""
+    opts = argparse.Namespace(
+        num_users=3,
+        spawn_rate=1.5,
+        consumer_url="",
+        consumer_token="",
+        consumer_interval=0.05,
+        consumer_tags="",
+    )
+    for key, value in options.items():
+        setattr(opts, key, value)
+    env = Environment(user_classes=[], host="http://target.test", parsed_options=opts)
+    env.create_local_runner()
+    return env
+
+
+def log_requests(stats):
+    """Some requests and failures, as Locust's request event would log them."""
+    for ms in (10, 20, 30, 40, 500):
+        stats.log_request("GET", "/items", ms, 100)
+    stats.log_request("POST", "/orders", 15, 10)
+    stats.log_request("GET", "/flaky", 5, 0)
+    stats.log_error("GET", "/flaky", "500 Server Error")
+
+
+class GatewayClientTest(unittest.TestCase):
+    def test_credentials_in_the_url_become_basic_auth_and_leave_the_url(self):
+        client = lc.GatewayClient("http://locust:s%40cret@gw.test:3000/")
+        self.assertEqual(client.base, "http://gw.test:3000")
+        self.assertEqual((client.session.auth.username, client.session.auth.password), ("locust", "s@cret"))
+        self.assertEqual(client.redact("token s@cret here"), "token *** here")
+
+    def test_a_token_is_sent_as_bearer_and_wins_over_the_url(self):
+        client = lc.GatewayClient("https://user:old@gw.test/prefix", token="t0ken")
+        self.assertEqual(client.base, "https://gw.test/prefix")
+        self.assertIsInstance(client.session.auth, lc.BearerAuth)
+
+    def test_a_url_without_scheme_is_refused(self):
+        for url in ("gw.test:3000", "ftp://gw.test", "http://"):
+            with self.assertRaises(ValueError, msg=url):
+                lc.GatewayClient(url)
+
+    def test_headers_sent(self):
+        gw = StubGateway()
+        self.addCleanup(gw.close)
+        host = gw.url.removeprefix("http://")
+        lc.GatewayClient(f"http://locust:secret-token@{host}").post("register", {})
+        lc.GatewayClient(gw.url, token="secret-token").post("register", {})
+        basic = "Basic " + base64.b64encode(b"locust:secret-token").decode()
+        self.assertEqual([h["Authorization"] for _, h, _ in gw.requests], [basic, "Bearer secret-token"])
+
+    def test_failures_are_gateway_errors_without_the_token(self):
+        gw = StubGateway()
+        self.addCleanup(gw.close)
+        gw.script["commit"] = [401]
+        client = lc.GatewayClient(gw.url, token="secret-token")
+        with self.assertRaises(lc.GatewayError) as caught:
+            client.post("commit", {})
+        self.assertEqual(caught.exception.status, 401)
+        self.assertIn("answered 401: scripted 401", str(caught.exception))
+        with self.assertRaises(lc.GatewayError) as caught:
+            lc.GatewayClient("http://127.0.0.1:9", token="secret-token").post("register", {})
+        self.assertIsNone(caught.exception.status)
+        self.assertIn("connection refused", str(caught.exception))
+        self.assertNotIn("secret-token", str(caught.exception))
+
+
+class StatsTest(unittest.TestCase):
+    def test_request_stats_has_a_row_per_endpoint_the_aggregate_errors_and_totals(self):
+        env = environment()
+        log_requests(env.stats)
+        stats = lc.request_stats(env, peak_users=3)
+        # JSON without NaN or infinities, as the gateway requires.
+        json.dumps(stats, allow_nan=False)
+        names = [(r["method"], r["name"]) for r in stats["stats"]]
+        self.assertEqual(names, [("GET", "/flaky"), ("GET", "/items"), ("POST", "/orders"), ("", "Aggregated")])
+        items = stats["stats"][1]
+        self.assertEqual(items["num_requests"], 5)
+        self.assertEqual((items["min_response_time"], items["max_response_time"]), (10, 500))
+        for p in ("0.5", "0.95", "0.99", "1.0"):
+            self.assertIn(f"response_time_percentile_{p}", items)
+        self.assertEqual(items["response_time_percentile_1.0"], 500)
+        total = stats["stats"][-1]
+        self.assertEqual((total["num_requests"], total["num_failures"]), (7, 1))
+        self.assertEqual(stats["errors"][0]["occurrences"], 1)
+        self.assertIn("500 Server Error", stats["errors"][0]["error"])
+        self.assertAlmostEqual(stats["fail_ratio"], 1 / 7)
+        self.assertEqual(stats["user_count"], 3)
+
+    def test_an_empty_run_has_only_the_aggregate_with_zeros(self):
+        stats = lc.request_stats(environment())
+        json.dumps(stats, allow_nan=False)
+        self.assertEqual(len(stats["stats"]), 1)
+        self.assertEqual(stats["stats"][0]["min_response_time"], 0)
+
+    def test_parse_tags(self):
+        with self.assertLogs("locust_consumer", logging.WARNING):
+            tags = lc.parse_tags(" team=shop, env = staging ,bad,,=x")
+        self.assertEqual(tags, {"team": "shop", "env": "staging"})
+
+
+class RunTest(unittest.TestCase):
+    def setUp(self):
+        self.gw = StubGateway()
+        self.addCleanup(self.gw.close)
+        self.backoff = lc.COMMIT_BACKOFF
+        lc.COMMIT_BACKOFF = (0.05, 0.05)
+        self.addCleanup(setattr, lc, "COMMIT_BACKOFF", self.backoff)
+
+    def run_for(self, seconds, tags=None):
+        env = environment()
+        client = lc.GatewayClient(self.gw.url, token="secret-token")
+        run = lc.ConsumerRun(env, client, 0.05, tags or {})
+        log_requests(env.stats)
+        time.sleep(seconds)
+        run.finish()
+        return run
+
+    def test_life_of_a_run(self):
+        run = self.run_for(0.4, {"team": "shop"})
+        routes = self.gw.routes()
+        self.assertEqual(routes[0], "register")
+        self.assertEqual(routes[-1], "commit")
+        self.assertGreaterEqual(routes.count("progress"), 3)
+        register = self.gw.requests[0][2]
+        self.assertEqual(register["measurement"]["fields"]["clients"], 3.0)
+        self.assertEqual(register["measurement"]["fields"]["spawnRate"], 1.5)
+        self.assertEqual(
+            register["measurement"]["tags"],
+            {"mode": "local", "targetHost": "http://target.test", "team": "shop"},
+        )
+        progress = self.gw.requests[1][2]
+        self.assertEqual(progress["uuid"], "u-1")
+        self.assertEqual(set(progress["measurement"]["fields"]), set(lc.progress_fields(run.environment)))
+        commit = self.gw.requests[-1][2]
+        self.assertEqual(commit["uuid"], "u-1")
+        self.assertEqual(len(commit["measurement"]["fields"]["requestStats"]["stats"]), 4)
+
+    def test_register_is_retried_and_commit_retried_after_a_server_error(self):
+        self.gw.script["register"] = [503, 503]
+        self.gw.script["commit"] = [503]
+        with self.assertLogs("locust_consumer", logging.WARNING) as logs:
+            self.run_for(0.3)
+        routes = self.gw.routes()
+        self.assertEqual(routes[:3], ["register"] * 3)
+        self.assertEqual(routes[-2:], ["commit", "commit"])
+        # One warning for the register streak, one for the failed commit try.
+        self.assertEqual(len([m for m in logs.output if "cannot register" in m]), 1)
+        self.assertEqual(len([m for m in logs.output if "commit of run u-1 failed" in m]), 1)
+
+    def test_a_refused_commit_is_not_retried(self):
+        self.gw.script["commit"] = [400]
+        with self.assertLogs("locust_consumer", logging.WARNING) as logs:
+            self.run_for(0.1)
+        self.assertEqual(self.gw.routes().count("commit"), 1)
+        self.assertIn("refused", logs.output[-1])
+
+    def test_progress_stops_when_the_gateway_says_the_run_is_over(self):
+        self.gw.script["progress"] = [409]
+        with self.assertLogs("locust_consumer", logging.WARNING) as logs:
+            self.run_for(0.4)
+        self.assertIn("already finished", logs.output[0])
+        self.assertEqual(self.gw.routes().count("progress"), 1)
+
+    def test_a_gateway_that_is_down_costs_warnings_not_exceptions(self):
+        env = environment()
+        run = lc.ConsumerRun(env, lc.GatewayClient("http://127.0.0.1:9"), 0.05, {})
+        start = time.monotonic()
+        with self.assertLogs("locust_consumer", logging.WARNING) as logs:
+            time.sleep(0.2)
+            run.finish()
+        self.assertLess(time.monotonic() - start, 5)
+        self.assertIn("gave up committing", logs.output[-1])
+
+
+if __name__ == "__main__":
+    unittest.main()
