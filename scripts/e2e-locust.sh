@@ -62,8 +62,7 @@ fail() {
 wait_for() {
     local seconds=$1
     shift
-    local i
-    for i in $(seq $((seconds * 10))); do
+    for _ in $(seq $((seconds * 10))); do
         if "$@"; then
             return 0
         fi
