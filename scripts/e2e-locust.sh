@@ -266,6 +266,11 @@ run_uuid=$("$py" scripts/e2e/check_run.py run --influx "$influx_url" --db "$db" 
     --requests "$(summary_requests "$work/locust-local.log")") ||
     fail "local run: the points in InfluxDB are not as expected"
 
+echo
+echo "--- Prometheus metrics after the run"
+"$py" scripts/e2e/check_metrics.py "$gateway_url" "$token" ||
+    fail "/apiv0.1/metrics does not parse with prometheus_client or did not count the run"
+
 # ---------------------------------------------------------------------------
 # 2. The dashboard's queries, on the points of that run
 # ---------------------------------------------------------------------------
