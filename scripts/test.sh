@@ -21,9 +21,10 @@ cargo clippy --version >/dev/null 2>&1 ||
     die "clippy not found: rustup component add clippy"
 cargo --version
 
-step "Installing test dependencies (influxd, curl, openssl) when missing"
+step "Installing test dependencies (influxd, curl, openssl, shellcheck, systemd-analyze) when missing"
 ensure_influxd
 ensure_tools
+ensure_systemd_analyze
 "$(influxd_path)" version
 
 # The integration tests open hundreds of sockets at once (connection-limit

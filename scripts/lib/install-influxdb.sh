@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Installs the system packages that the tests and the local InfluxDB need:
-# InfluxDB 1.x (`influxd`, from Debian's `influxdb` package), curl and openssl.
+# InfluxDB 1.x (`influxd`, from Debian's `influxdb` package), curl, openssl, the
+# shell linter shellcheck, and systemd-analyze (from Debian's `systemd` package).
 # Sourced by scripts/test.sh and scripts/influxdb-dev.sh; defines functions only.
 
 die() {
@@ -80,13 +81,29 @@ ensure_influxd() {
         die "the influxdb package is installed but influxd is still missing"
 }
 
-# curl and openssl, which the tests and the docs' examples call.
+# curl and openssl, which the tests and the docs' examples call, and shellcheck,
+# which the tests run over the shell scripts.
 ensure_tools() {
     local missing=()
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+    command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "installing ${missing[*]}"
         apt_install "${missing[@]}"
     fi
+}
+
+# systemd-analyze, with which the tests verify the shipped unit file. Debian ships
+# it in the systemd package; installing that package on a machine or container that
+# boots without systemd adds the tools and leaves its init system as it is (that
+# would take systemd-sysv).
+ensure_systemd_analyze() {
+    if command -v systemd-analyze >/dev/null 2>&1 || [ -x /usr/bin/systemd-analyze ]; then
+        return 0
+    fi
+    echo "systemd-analyze not found; installing Debian's systemd package"
+    apt_install systemd
+    command -v systemd-analyze >/dev/null 2>&1 || [ -x /usr/bin/systemd-analyze ] ||
+        die "the systemd package is installed but systemd-analyze is still missing"
 }
