@@ -51,6 +51,8 @@ enum Route {
     IsRunning,
     States,
     Ping,
+    Progress,
+    Metrics,
 }
 
 impl Route {
@@ -65,14 +67,16 @@ impl Route {
             "/events/isrunning" => Route::IsRunning,
             "/states" => Route::States,
             "/ping" => Route::Ping,
+            "/events/progress" => Route::Progress,
+            "/metrics" => Route::Metrics,
             _ => return None,
         })
     }
 
     fn method(self) -> &'static str {
         match self {
-            Route::Register | Route::Commit => "POST",
-            Route::IsRunning | Route::States | Route::Ping => "GET",
+            Route::Register | Route::Commit | Route::Progress => "POST",
+            Route::IsRunning | Route::States | Route::Ping | Route::Metrics => "GET",
         }
     }
 
@@ -107,7 +111,7 @@ impl ApiError {
             ApiError::NoRoute => Response::error(
                 404,
                 "not_found",
-                "no such route; the routes are under /apiv0.1/: events/register, events/commit, events/isrunning, states, ping",
+                "no such route; the routes are under /apiv0.1/: events/register, events/progress, events/commit, events/isrunning, states, ping",
             ),
             ApiError::Method(allow) => {
                 Response::error(405, "method_not_allowed", &format!("this route takes {allow}"))
@@ -219,7 +223,7 @@ impl App {
             .map_err(|e| format!("cannot write {}: {e}", self.jobs_file.display()))
     }
 
-    fn route(&self, req: &Request) -> Result<Value, ApiError> {
+    fn route(&self, req: &Request) -> Result<Reply, ApiError> {
         let route = Route::find(&req.path).ok_or(ApiError::NoRoute)?;
         if req.method != route.method() {
             return Err(ApiError::Method(route.method()));
@@ -243,18 +247,74 @@ impl App {
                     ApiError::Unauthorized(denied)
                 })?;
         }
-        match route {
-            Route::Register => self.register(req),
-            Route::Commit => self.commit(req),
-            Route::IsRunning => Ok(self.is_running()),
-            Route::States => Ok(self.states()),
-            Route::Ping => Ok(json!({"res": "PONG!"})),
-        }
+        Ok(Reply::Json(match route {
+            Route::Register => self.register(req)?,
+            Route::Commit => self.commit(req)?,
+            Route::IsRunning => self.is_running(),
+            Route::States => self.states(),
+            Route::Ping => json!({"res": "PONG!"}),
+            Route::Progress => self.progress(req)?,
+            Route::Metrics => return Ok(Reply::Text(self.metrics())),
+        }))
+    }
+
+    /// `GET /apiv0.1/metrics`: the counters and the live gauges for Prometheus.
+    fn metrics(&self) -> String {
+        let counts = self.jobs.counts();
+        let spool = self.delivery.spool().usage();
+        let (dead_records, dead_bytes) = self.delivery.spool().dead_letters();
+        let up = if self.delivery.influx_up() { 1.0 } else { 0.0 };
+        self.stats.prometheus(&[
+            (
+                "running_jobs",
+                "Runs now running.",
+                (counts.running + counts.committing) as f64,
+            ),
+            (
+                "spool_records",
+                "Records waiting in the spool for InfluxDB.",
+                spool.records as f64,
+            ),
+            (
+                "spool_bytes",
+                "Bytes waiting in the spool for InfluxDB.",
+                spool.bytes as f64,
+            ),
+            (
+                "dead_letter_records",
+                "Records InfluxDB refused, waiting for a person.",
+                dead_records as f64,
+            ),
+            (
+                "dead_letter_bytes",
+                "Bytes of the dead letters.",
+                dead_bytes as f64,
+            ),
+            (
+                "influxdb_up",
+                "1 when the last write to InfluxDB succeeded, else 0.",
+                up,
+            ),
+            (
+                "open_connections",
+                "Open client connections.",
+                self.connections.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            ),
+            (
+                "resident_memory_bytes",
+                "Resident memory of the process.",
+                stats::resident_bytes().unwrap_or(0) as f64,
+            ),
+            (
+                "uptime_seconds",
+                "Seconds since the start.",
+                self.started.elapsed().as_secs_f64(),
+            ),
+        ])
     }
 
     fn register(&self, req: &Request) -> Result<Value, ApiError> {
-        let body = payload::parse_body(&req.body)?;
-        let record = payload::register(&body, self.limits())?;
+        let record = payload::register(&req.body, self.limits())?;
         let max = self.settings.config.jobs.max_running;
         let slot = self
             .jobs
@@ -294,15 +354,27 @@ impl App {
         ))
     }
 
+    /// Live progress: new field values for the following heartbeats. Writes no point itself.
+    fn progress(&self, req: &Request) -> Result<Value, ApiError> {
+        let (uuid, record) = payload::progress(&req.body, self.limits())?;
+        self.jobs
+            .progress(&uuid, record.fields, now_ms(), payload::MAX_FIELDS)
+            .map_err(|r| refused(uuid, r))?;
+        if let Err(e) = self.save_jobs() {
+            // The new values are in memory and go out with the next heartbeat; only a restart
+            // before the next save would lose them, and the next progress brings them back.
+            log::error!("{e}");
+        }
+        Ok(json!({"uuid": uuid, "data": {"description": format!("run {uuid} updated")}}))
+    }
+
     fn commit(&self, req: &Request) -> Result<Value, ApiError> {
-        let body = payload::parse_body(&req.body)?;
-        let commit = payload::commit(&body, self.limits())?;
+        let commit = payload::commit(&req.body, self.limits())?;
         let uuid = commit.uuid;
-        let mut run = self.jobs.begin_commit(&uuid).map_err(|r| match r {
-            Refusal::Unknown => ApiError::UnknownRun(uuid),
-            Refusal::Finished { at_ms } => ApiError::Committed { uuid, at_ms },
-            Refusal::InProgress => ApiError::Committing(uuid),
-        })?;
+        let mut run = self
+            .jobs
+            .begin_commit(&uuid)
+            .map_err(|r| refused(uuid, r))?;
         let guard = CommitGuard {
             jobs: &self.jobs,
             uuid,
@@ -472,6 +544,25 @@ impl App {
     }
 }
 
+/// Why the job table would not let a commit or progress go ahead.
+fn refused(uuid: Uuid, r: Refusal) -> ApiError {
+    match r {
+        Refusal::Unknown => ApiError::UnknownRun(uuid),
+        Refusal::Finished { at_ms } => ApiError::Committed { uuid, at_ms },
+        Refusal::InProgress => ApiError::Committing(uuid),
+        Refusal::TooManyFields(max) => ApiError::Payload(PayloadError {
+            key: "measurement.fields".into(),
+            message: format!("the run would have more than {max} fields"),
+            code: "too_many_fields",
+        }),
+        Refusal::IsTag => ApiError::Payload(PayloadError {
+            key: "measurement.fields".into(),
+            message: "a field is named like one of the run's tags; a name can be a tag or a field, not both".into(),
+            code: "invalid_field",
+        }),
+    }
+}
+
 /// A successful answer: `body` plus where the points went (SPEC §7).
 fn answer(mut body: Value, outcome: &Outcome) -> Value {
     body["delivered"] = Value::Bool(outcome.delivered());
@@ -493,17 +584,32 @@ fn loggable(text: &str) -> String {
         .collect()
 }
 
+/// A successful answer's body.
+enum Reply {
+    Json(Value),
+    /// The Prometheus text format.
+    Text(String),
+}
+
 impl Handler for App {
     fn handle(&self, req: &Request) -> Response {
         match self.route(req) {
-            Ok(body) => Response::json(200, &body),
+            Ok(Reply::Json(body)) => Response::json(200, &body),
+            Ok(Reply::Text(text)) => Response {
+                status: 200,
+                headers: vec![(
+                    "Content-Type",
+                    "text/plain; version=0.0.4; charset=utf-8".into(),
+                )],
+                body: text.into_bytes(),
+            },
             Err(e) => e.response(),
         }
     }
 
     fn completed(&self, ex: &Exchange<'_>) {
         let route = Route::find(ex.path).map_or(stats::ROUTES.len() - 1, Route::index);
-        self.stats.request(route, ex.status);
+        self.stats.request(route, ex.status, ex.duration);
         log::info!(
             target: "access",
             "{} {} {} {} {} {:.1}ms",

@@ -103,8 +103,14 @@ impl Drop for Slot<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     Unknown,
-    Finished { at_ms: i64 },
+    Finished {
+        at_ms: i64,
+    },
     InProgress,
+    /// Progress would give the run more than this many fields.
+    TooManyFields(usize),
+    /// Progress names a field like one of the run's tags.
+    IsTag,
 }
 
 /// What one tick writes.
@@ -164,6 +170,47 @@ impl Jobs {
             t.active += 1;
         }
         Ok(run)
+    }
+
+    /// Live progress: the fields replace those of the same name in the following heartbeats,
+    /// and the expiry clock starts again. An expired run that reports progress is running again.
+    pub fn progress(
+        &self,
+        uuid: &Uuid,
+        fields: Vec<(String, FieldValue)>,
+        now_ms: i64,
+        max_fields: usize,
+    ) -> Result<(), Refusal> {
+        let mut t = self.lock();
+        let job = t.jobs.get_mut(uuid).ok_or(Refusal::Unknown)?;
+        match job.state {
+            State::Finished { at_ms } => return Err(Refusal::Finished { at_ms }),
+            State::Committing { .. } => return Err(Refusal::InProgress),
+            State::Running | State::Expired { .. } => {}
+        }
+        if fields
+            .iter()
+            .any(|(k, _)| job.run.tags.iter().any(|(t, _)| t == k))
+        {
+            return Err(Refusal::IsTag);
+        }
+        let mut merged = job.fields.clone();
+        for (k, v) in fields {
+            match merged.iter_mut().find(|(key, _)| *key == k) {
+                Some(slot) => slot.1 = v,
+                None => merged.push((k, v)),
+            }
+        }
+        if merged.len() > max_fields {
+            return Err(Refusal::TooManyFields(max_fields));
+        }
+        job.fields = merged;
+        job.last_seen_ms = now_ms;
+        if matches!(job.state, State::Expired { .. }) {
+            job.state = State::Running;
+            t.active += 1;
+        }
+        Ok(())
     }
 
     /// Records a commit's outcome: finished when its points were recorded, else back as it was.
@@ -547,6 +594,57 @@ mod tests {
             "{err}"
         );
         assert!(Jobs::load(br#"{"version":1,"jobs":[]}"#).is_ok());
+    }
+
+    #[test]
+    fn progress_updates_fields_and_revives_expired_runs() {
+        let jobs = Jobs::default();
+        let id = Uuid::from_u128(1);
+        let mut j = job(1, 0);
+        j.run.tags = vec![("mode".into(), "single".into())];
+        j.fields = vec![
+            ("clients".into(), FieldValue::Float(1.0)),
+            ("rps".into(), FieldValue::Float(0.0)),
+        ];
+        jobs.reserve(10).unwrap().fill(j);
+        let update = vec![
+            ("clients".into(), FieldValue::Float(5.0)),
+            ("new".into(), FieldValue::Bool(true)),
+        ];
+        jobs.progress(&id, update, 50, 64).unwrap();
+        let fields = jobs.list(1)[0].fields.clone();
+        assert_eq!(
+            fields,
+            vec![
+                ("clients".into(), FieldValue::Float(5.0)),
+                ("rps".into(), FieldValue::Float(0.0)),
+                ("new".into(), FieldValue::Bool(true))
+            ]
+        );
+        assert_eq!(jobs.list(1)[0].last_seen_ms, 50);
+        assert_eq!(
+            jobs.progress(&id, vec![("mode".into(), FieldValue::Float(1.0))], 60, 64),
+            Err(Refusal::IsTag)
+        );
+        assert_eq!(
+            jobs.progress(&id, vec![("x".into(), FieldValue::Float(1.0))], 60, 3),
+            Err(Refusal::TooManyFields(3))
+        );
+        assert_eq!(
+            jobs.progress(&Uuid::from_u128(9), vec![], 60, 64),
+            Err(Refusal::Unknown)
+        );
+        let t = jobs.tick(2000, 1000, 10_000);
+        assert_eq!(t.expired, 1);
+        jobs.progress(&id, vec![], 2100, 64).unwrap();
+        assert_eq!(jobs.counts().running, 1, "progress revives an expired run");
+        assert!(jobs.reserve(1).is_none());
+        jobs.begin_commit(&id).unwrap();
+        jobs.end_commit(&id, true, 2200);
+        assert_eq!(
+            jobs.progress(&id, vec![], 2300, 64),
+            Err(Refusal::Finished { at_ms: 2200 })
+        );
     }
 
     #[test]

@@ -41,12 +41,18 @@ pub enum FieldValue {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Invalid {
     Empty,
-    TooLong { len: usize, max: usize },
+    TooLong {
+        len: usize,
+        max: usize,
+    },
     ControlChar(char),
     Backslash,
     ReservedTime,
     Underscore,
     NotFinite,
+    /// A tag and a field of one point would share the name; InfluxQL could then no longer
+    /// tell them apart in a `WHERE` clause.
+    TagAndField,
 }
 
 impl fmt::Display for Invalid {
@@ -61,6 +67,7 @@ impl fmt::Display for Invalid {
             Invalid::ReservedTime => f.write_str("is reserved (\"time\")"),
             Invalid::Underscore => f.write_str("starts with '_', which InfluxDB reserves"),
             Invalid::NotFinite => f.write_str("is not a finite number"),
+            Invalid::TagAndField => f.write_str("is both a tag and a field of the point"),
         }
     }
 }
@@ -174,6 +181,9 @@ impl Point {
     pub fn tag(&mut self, key: &str, value: &str) -> Result<(), (Which, Invalid)> {
         check_name(key).map_err(|e| (Which::Key, e))?;
         check_tag_value(value).map_err(|e| (Which::Value, e))?;
+        if self.fields.iter().any(|(k, _)| k == key) {
+            return Err((Which::Key, Invalid::TagAndField));
+        }
         match self.tag_index(key) {
             Ok(i) => value.clone_into(&mut self.tags[i].1),
             Err(i) => self.tags.insert(i, (key.to_owned(), value.to_owned())),
@@ -190,6 +200,9 @@ impl Point {
             && !v.is_finite()
         {
             return Err((Which::Value, Invalid::NotFinite));
+        }
+        if self.tag_index(key).is_ok() {
+            return Err((Which::Key, Invalid::TagAndField));
         }
         match self.fields.iter_mut().find(|(k, _)| k == key) {
             Some((_, slot)) => *slot = value,
@@ -674,6 +687,25 @@ pub(crate) mod tests {
     }
 
     /// Parses `body` with InfluxData's parser and asserts it yields exactly `points`.
+    #[test]
+    fn a_name_is_a_tag_or_a_field_never_both() {
+        let mut p = Point::new("m", 1);
+        p.tag("uuid", "u").unwrap();
+        assert_eq!(
+            p.field("uuid", float(1.0)),
+            Err((Which::Key, Invalid::TagAndField))
+        );
+        p.field("f", float(1.0)).unwrap();
+        assert_eq!(p.tag("f", "v"), Err((Which::Key, Invalid::TagAndField)));
+        assert_eq!(
+            Invalid::TagAndField.to_string(),
+            "is both a tag and a field of the point"
+        );
+        let mut line = String::new();
+        p.encode(&mut line);
+        assert_eq!(line, "m,uuid=u f=1 1");
+    }
+
     pub(crate) fn assert_round_trip(points: &[Point], body: &str) {
         let parsed: Vec<_> = oracle::parse_lines(body)
             .collect::<Result<_, _>>()
@@ -853,6 +885,11 @@ pub(crate) mod tests {
                 }
                 let mut fields: Vec<(&str, &FieldValue)> = Vec::new();
                 for (k, v) in &input.fields {
+                    if tags.contains_key(k.as_str()) {
+                        // A name that is already a tag is refused as a field.
+                        prop_assert_eq!(p.field(k, v.clone()), Err((Which::Key, Invalid::TagAndField)));
+                        continue;
+                    }
                     p.field(k, v.clone()).unwrap();
                     match fields.iter_mut().find(|(key, _)| key == k) {
                         Some(slot) => slot.1 = v,
@@ -879,12 +916,13 @@ pub(crate) mod tests {
             let mut p = Point::new("m", 0);
             p.field("f", FieldValue::Bool(true)).unwrap();
             let tag = p.tag(&key, &value);
-            prop_assert_eq!(tag.is_ok(), key_ok && value_ok);
+            // "f" is already a field of the point, so it cannot also be a tag.
+            prop_assert_eq!(tag.is_ok(), key_ok && value_ok && key != "f");
             if !key_ok {
-                prop_assert_eq!(tag.unwrap_err().0, Which::Key);
+                prop_assert_eq!(tag.clone().unwrap_err().0, Which::Key);
             }
             let field = p.field(&key, FieldValue::Str(value.clone()));
-            prop_assert_eq!(field.is_ok(), key_ok);
+            prop_assert_eq!(field.is_ok(), key_ok && tag.is_err());
             assert_round_trip(std::slice::from_ref(&p), &encode_batch(std::slice::from_ref(&p)));
 
             let sanitized = sanitize_tag_value(&value, max);

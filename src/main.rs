@@ -12,6 +12,7 @@ mod delivery;
 mod http;
 mod influx;
 mod jobs;
+mod json;
 mod line_protocol;
 mod notify;
 mod payload;
@@ -51,8 +52,9 @@ ENVIRONMENT:
     CONSUMER_INFLUXDB_TOKEN      InfluxDB v2 token (overrides influxdb.token)
     CONSUMER_AUTH_TOKENS         extra client tokens, comma-separated
 
-Routes: POST /apiv0.1/events/register, POST /apiv0.1/events/commit,
-        GET /apiv0.1/events/isrunning, GET /apiv0.1/states, GET /apiv0.1/ping
+Routes: POST /apiv0.1/events/register, POST /apiv0.1/events/progress, POST /apiv0.1/events/commit,
+        GET /apiv0.1/events/isrunning, GET /apiv0.1/states, GET /apiv0.1/metrics,
+        GET /apiv0.1/ping
 ";
 
 /// How long in-flight requests may take to finish after SIGTERM.

@@ -99,8 +99,17 @@ pub struct PayloadLimits {
     pub max_stats_rows: usize,
 }
 
-/// Parses a request body as JSON, whatever its Content-Type says (§3).
-pub fn parse_body(body: &[u8]) -> Result<Map<String, Value>, PayloadError> {
+/// Entries kept of any one object: far more than any limit below, far less than a body can hold.
+const ENTRY_CAP: usize = 1000;
+/// Names the gateway writes as tags on every point, or on stats rows and events; a field of
+/// the same name would make InfluxQL's `WHERE uuid = ...` read the field, and the run would no
+/// longer be found.
+const RESERVED: [&str; 5] = ["uuid", "host", "event", "name", "method"];
+
+/// Reads a request body as JSON, whatever its Content-Type says (§3), keeping only the keys of
+/// §4 (see `json`: memory stays proportional to what is kept, not to the body).
+fn read_body(body: &[u8], with_stats: bool) -> Result<Map<String, Value>, PayloadError> {
+    use crate::json::Rule;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(PayloadError::new(
             "",
@@ -108,7 +117,45 @@ pub fn parse_body(body: &[u8]) -> Result<Map<String, Value>, PayloadError> {
             "request body is empty; send a JSON object, e.g. {\"host\": \"lg-1\"}",
         ));
     }
-    match serde_json::from_slice::<Value>(body) {
+    let entries = Rule::Entries {
+        keep: ENTRY_CAP,
+        inner: &Rule::Scalar,
+        seen: None,
+    };
+    let stats_key = [("requestStats", Rule::Raw)];
+    let fields = Rule::Keys {
+        keys: if with_stats { &stats_key } else { &[] },
+        other: Some(&Rule::Scalar),
+        keep_other: ENTRY_CAP,
+    };
+    let measurement_keys = [("tags", entries), ("fields", fields)];
+    let measurement = Rule::Keys {
+        keys: &measurement_keys,
+        other: None,
+        keep_other: 0,
+    };
+    let top_keys = [
+        ("startedAt", Rule::Scalar),
+        ("host", Rule::Scalar),
+        ("hostname", Rule::Scalar),
+        ("targetHost", Rule::Scalar),
+        ("uuid", Rule::Scalar),
+        (
+            "tags",
+            Rule::Entries {
+                keep: ENTRY_CAP,
+                inner: &Rule::Scalar,
+                seen: None,
+            },
+        ),
+        ("measurement", measurement),
+    ];
+    let top = Rule::Keys {
+        keys: &top_keys,
+        other: None,
+        keep_other: 0,
+    };
+    match crate::json::parse(body, &top) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(other) => Err(PayloadError::new(
             "",
@@ -124,48 +171,69 @@ pub fn parse_body(body: &[u8]) -> Result<Map<String, Value>, PayloadError> {
 }
 
 /// The record of a `register`.
-pub fn register(body: &Map<String, Value>, limits: PayloadLimits) -> Result<Record, PayloadError> {
-    record(body, limits, |_| false)
+pub fn register(body: &[u8], limits: PayloadLimits) -> Result<Record, PayloadError> {
+    record(&read_body(body, false)?, limits, |_| false)
+}
+
+/// The uuid and new fields of a `progress`.
+pub fn progress(body: &[u8], limits: PayloadLimits) -> Result<(Uuid, Record), PayloadError> {
+    let body = read_body(body, false)?;
+    Ok((uuid_of(&body)?, record(&body, limits, |_| false)?))
 }
 
 /// The record of a `commit`, with its `uuid` and `requestStats`.
-pub fn commit(body: &Map<String, Value>, limits: PayloadLimits) -> Result<Commit, PayloadError> {
-    let uuid = match body.get("uuid") {
-        None | Some(Value::Null) => {
-            return Err(PayloadError::new(
-                "uuid",
-                "missing_uuid",
-                "is missing; send the uuid that register answered",
-            ));
-        }
-        Some(Value::String(s)) => Uuid::parse_str(s.trim()).map_err(|_| {
-            PayloadError::new(
-                "uuid",
-                "invalid_uuid",
-                format!("{} is not a UUID", quote(s)),
-            )
-        })?,
-        Some(other) => {
-            return Err(PayloadError::new(
-                "uuid",
-                "invalid_uuid",
-                format!("must be a string, not {}", kind(other)),
-            ));
-        }
-    };
-    let record = record(body, limits, |key| key == "requestStats")?;
-    let stats = match measurement(body)?
+pub fn commit(body: &[u8], limits: PayloadLimits) -> Result<Commit, PayloadError> {
+    let body = read_body(body, true)?;
+    let uuid = uuid_of(&body)?;
+    let record = record(&body, limits, |key| key == "requestStats")?;
+    let stats = match measurement(&body)?
         .and_then(|m| m.get("fields"))
         .and_then(|f| f.get("requestStats"))
+        .and_then(Value::as_str)
     {
-        None | Some(Value::Null) => None,
-        Some(value) => Some(request_stats(value, limits)?),
+        None => None,
+        Some(raw) => request_stats(raw, limits)?,
     };
     Ok(Commit {
         uuid,
         record,
         stats,
     })
+}
+
+fn uuid_of(body: &Map<String, Value>) -> Result<Uuid, PayloadError> {
+    match body.get("uuid") {
+        None | Some(Value::Null) => Err(PayloadError::new(
+            "uuid",
+            "missing_uuid",
+            "is missing; send the uuid that register answered",
+        )),
+        Some(Value::String(s)) => Uuid::parse_str(s.trim()).map_err(|_| {
+            PayloadError::new(
+                "uuid",
+                "invalid_uuid",
+                format!("{} is not a UUID", quote(s)),
+            )
+        }),
+        Some(other) => Err(PayloadError::new(
+            "uuid",
+            "invalid_uuid",
+            format!("must be a string, not {}", kind(other)),
+        )),
+    }
+}
+
+/// `path.key`, with a long key cut so an error never echoes a megabyte back.
+fn at(path: &str, key: &str) -> String {
+    const MAX: usize = 64;
+    if key.len() <= MAX {
+        return format!("{path}.{key}");
+    }
+    let mut end = MAX;
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{path}.{}...", &key[..end])
 }
 
 /// The part both routes share; `skip_field` names fields that another step takes apart.
@@ -206,7 +274,7 @@ fn record(
         ("measurement.tags", measurement.and_then(|m| m.get("tags"))),
     ] {
         for (key, value) in object(path, source)? {
-            let at = format!("{path}.{key}");
+            let at = at(path, key);
             line_protocol::check_name(key).map_err(|e| invalid(&at, "invalid_tag", e))?;
             let Some(text) = tag_text(&at, value)? else {
                 continue;
@@ -243,8 +311,22 @@ fn record(
         if skip_field(key) {
             continue;
         }
-        let at = format!("measurement.fields.{key}");
+        let at = at("measurement.fields", key);
         line_protocol::check_name(key).map_err(|e| invalid(&at, "invalid_field", e))?;
+        if key == "uuid" || key == "host" {
+            return Err(PayloadError::new(
+                at,
+                "invalid_field",
+                "is a tag the gateway writes on every point; give the field another name",
+            ));
+        }
+        if tags.iter().any(|(k, _)| k == key) {
+            return Err(PayloadError::new(
+                at,
+                "invalid_field",
+                "is also a tag of this request; a name can be a tag or a field, not both",
+            ));
+        }
         let value = match value {
             Value::Null => continue,
             Value::Bool(b) => FieldValue::Bool(*b),
@@ -421,44 +503,61 @@ fn parse_time_text(s: &str) -> Option<i64> {
     i64::try_from(d.as_millis()).ok()
 }
 
-/// `requestStats`: an object, or a string holding one. Its data is the load test's, so keys
-/// that cannot be field names are skipped rather than refused: the whole text is kept anyway.
-fn request_stats(value: &Value, limits: PayloadLimits) -> Result<RequestStats, PayloadError> {
+/// `requestStats`, from its JSON text as sent: an object, or a string holding one, or `null`.
+/// Its data is the load test's, so keys that cannot be field names are skipped rather than
+/// refused: the whole text is kept anyway.
+fn request_stats(raw: &str, limits: PayloadLimits) -> Result<Option<RequestStats>, PayloadError> {
+    use crate::json::Rule;
+    use std::borrow::Cow;
     const AT: &str = "measurement.fields.requestStats";
-    let parsed;
-    let stats = match value {
-        Value::Object(m) => m,
-        Value::String(s) => {
-            parsed = serde_json::from_str::<Value>(s).map_err(|e| {
-                PayloadError::new(
-                    AT,
-                    "invalid_stats",
-                    format!("the string is not valid JSON ({e})"),
-                )
-            })?;
-            match &parsed {
-                Value::Object(m) => m,
-                other => {
-                    return Err(PayloadError::new(
-                        AT,
-                        "invalid_stats",
-                        format!("must hold a JSON object, not {}", kind(other)),
-                    ));
-                }
-            }
+    let bad = |message: String| PayloadError::new(AT, "invalid_stats", message);
+    let text: Cow<str> = match raw.as_bytes().first() {
+        Some(b'{') => Cow::Borrowed(raw),
+        Some(b'"') => {
+            Cow::Owned(serde_json::from_str::<String>(raw).map_err(|e| bad(e.to_string()))?)
         }
-        other => {
-            return Err(PayloadError::new(
-                AT,
-                "invalid_stats",
-                format!(
-                    "must be an object or a string holding JSON, not {}",
-                    kind(other)
-                ),
-            ));
+        Some(b'n') => return Ok(None),
+        first => {
+            let kind = match first {
+                Some(b'[') => "an array",
+                Some(b't' | b'f') => "a boolean",
+                _ => "a number",
+            };
+            return Err(bad(format!(
+                "must be an object or a string holding JSON, not {kind}"
+            )));
         }
     };
-    let text = serde_json::to_string(stats).unwrap_or_default();
+    let rows_sent = std::cell::Cell::new(0);
+    let row = Rule::Entries {
+        keep: ENTRY_CAP,
+        inner: &Rule::Scalar,
+        seen: None,
+    };
+    let keys = [(
+        "stats",
+        Rule::Entries {
+            keep: limits.max_stats_rows,
+            inner: &row,
+            seen: Some(&rows_sent),
+        },
+    )];
+    let rule = Rule::Keys {
+        keys: &keys,
+        other: Some(&Rule::Scalar),
+        keep_other: ENTRY_CAP,
+    };
+    let stats = match crate::json::parse(text.as_bytes(), &rule) {
+        Ok(Value::Object(m)) => m,
+        Ok(other) => {
+            return Err(bad(format!(
+                "must hold a JSON object, not {}",
+                kind(&other)
+            )));
+        }
+        Err(e) => return Err(bad(format!("the string is not valid JSON ({e})"))),
+    };
+    let text = crate::json::compact(&text);
     if text.len() > limits.max_string_bytes {
         return Err(PayloadError::new(
             AT,
@@ -470,29 +569,30 @@ fn request_stats(value: &Value, limits: PayloadLimits) -> Result<RequestStats, P
             ),
         ));
     }
-    let scalars = scalar_members(stats);
-    let sent: &[Value] = match stats.get("stats") {
-        Some(Value::Array(rows)) => rows,
-        _ => &[],
+    let (rows, rows_sent) = match stats.get("stats") {
+        Some(Value::Array(rows)) => (
+            rows.iter()
+                .filter_map(Value::as_object)
+                .filter_map(stats_row)
+                .collect(),
+            rows_sent.get(),
+        ),
+        _ => (Vec::new(), 0),
     };
-    let rows = sent
-        .iter()
-        .filter_map(Value::as_object)
-        .take(limits.max_stats_rows)
-        .filter_map(stats_row)
-        .collect();
-    Ok(RequestStats {
+    Ok(Some(RequestStats {
         text,
-        scalars,
+        scalars: scalar_members(&stats),
         rows,
-        rows_sent: sent.len(),
-    })
+        rows_sent,
+    }))
 }
 
 /// Numeric and boolean members whose keys can be field names, at most [`MAX_FIELDS`].
 fn scalar_members(map: &Map<String, Value>) -> Vec<(String, FieldValue)> {
     map.iter()
-        .filter(|(key, _)| line_protocol::check_name(key).is_ok())
+        .filter(|(key, _)| {
+            line_protocol::check_name(key).is_ok() && !RESERVED.contains(&key.as_str())
+        })
         .filter_map(|(key, value)| match value {
             Value::Bool(b) => Some((key.clone(), FieldValue::Bool(*b))),
             Value::Number(n) => n
@@ -564,8 +664,8 @@ mod tests {
         max_stats_rows: 3,
     };
 
-    fn obj(v: Value) -> Map<String, Value> {
-        v.as_object().cloned().unwrap()
+    fn obj(v: Value) -> Vec<u8> {
+        serde_json::to_vec(&v).unwrap()
     }
 
     /// Registers `body` and expects the error `expected` (key and message as the client sees it).
@@ -714,7 +814,7 @@ mod tests {
         );
         check_err(
             json!({"tags": {"k".repeat(129): "v"}}),
-            &format!("tags.{}: is 129 bytes; the limit is 128", "k".repeat(129)),
+            &format!("tags.{}...: is 129 bytes; the limit is 128", "k".repeat(64)),
         );
         check_err(
             json!({"measurement": []}),
@@ -737,6 +837,14 @@ mod tests {
             "targetHost: tag values must be strings, numbers or booleans, not an object",
         );
 
+        check_err(
+            json!({"measurement": {"fields": {"uuid": 1}}}),
+            "measurement.fields.uuid: is a tag the gateway writes on every point; give the field another name",
+        );
+        check_err(
+            json!({"tags": {"mode": "a"}, "measurement": {"fields": {"mode": 1}}}),
+            "measurement.fields.mode: is also a tag of this request; a name can be a tag or a field, not both",
+        );
         let many_tags: Map<String, Value> =
             (0..33).map(|i| (format!("t{i}"), json!("v"))).collect();
         check_err(json!({"tags": many_tags}), "tags: 33 tags; the limit is 32");
@@ -756,11 +864,11 @@ mod tests {
             (b"[1]", "not_an_object"),
             (b"{\"a\":", "invalid_json"),
             (b"\xff\xfe", "invalid_json"),
-            (b"{\"a\": 1e400}", "invalid_json"),
+            (b"{\"host\": 1e400}", "invalid_json"),
             (b"{\"a\": NaN}", "invalid_json"),
         ] {
             assert_eq!(
-                parse_body(body).unwrap_err().code,
+                register(body, LIMITS).unwrap_err().code,
                 code,
                 "{:?}",
                 String::from_utf8_lossy(body)
@@ -768,9 +876,48 @@ mod tests {
         }
         let deep = "[".repeat(100_000);
         assert_eq!(
-            parse_body(deep.as_bytes()).unwrap_err().code,
+            register(deep.as_bytes(), LIMITS).unwrap_err().code,
             "invalid_json"
         );
+    }
+
+    #[test]
+    fn stats_members_named_like_the_gateways_tags_are_skipped() {
+        let body = json!({"uuid": Uuid::nil(), "measurement": {"fields": {"requestStats": {
+            "uuid": 1, "host": 2, "total_rps": 3,
+            "stats": [{"name": 12, "method": 34, "uuid": 5, "host": 6, "event": 7, "num_requests": 8}]}}}});
+        let s = commit(&obj(body), LIMITS).unwrap().stats.unwrap();
+        assert_eq!(
+            s.scalars,
+            vec![("total_rps".into(), FieldValue::Float(3.0))]
+        );
+        assert_eq!(
+            s.rows[0].tags,
+            vec![("method".into(), "34".into()), ("name".into(), "12".into())]
+        );
+        assert_eq!(
+            s.rows[0].fields,
+            vec![("num_requests".into(), FieldValue::Float(8.0))]
+        );
+    }
+
+    #[test]
+    fn memory_follows_what_is_kept_not_the_body() {
+        // 100 000 tiny objects under an unknown key and in stats rows past the limit: nothing of
+        // them is kept, so the result is small whatever the body's shape.
+        let noise: Vec<Value> = (0..100_000).map(|_| json!({"a": 1})).collect();
+        let r = register(&obj(json!({"noise": noise, "host": "h"})), LIMITS).unwrap();
+        assert_eq!(r.host.as_deref(), Some("h"));
+        let rows: Vec<Value> = (0..100_000)
+            .map(|i| json!({"name": format!("/{i}"), "num_requests": 1}))
+            .collect();
+        let c = commit(
+            &obj(json!({"uuid": Uuid::nil(), "measurement": {"fields": {"requestStats": {"stats": rows}}}})),
+            PayloadLimits { max_string_bytes: 10 << 20, max_stats_rows: 3 },
+        )
+        .unwrap();
+        let s = c.stats.unwrap();
+        assert_eq!((s.rows.len(), s.rows_sent), (3, 100_000));
     }
 
     #[test]

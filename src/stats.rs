@@ -1,5 +1,6 @@
-//! Counters for the state page (SPEC §8): requests per route and status class, points written
-//! and failed, and the process's resident memory.
+//! Counters for the state page (SPEC §8) and the Prometheus metrics: requests per route and
+//! status class, request durations, points written, spooled and dead-lettered, and the
+//! process's resident memory.
 //!
 //! Counters are plain atomics, bumped on the request path without a lock; reading them is a
 //! snapshot that may be a moment out of step between counters, which a state page can afford.
@@ -9,12 +10,34 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{Map, Value, json};
 
 /// The routes counted apart; everything else (404s, errors before routing) is `other`.
-pub const ROUTES: [&str; 6] = ["register", "commit", "isrunning", "states", "ping", "other"];
+pub const ROUTES: [&str; 8] = [
+    "register",
+    "commit",
+    "isrunning",
+    "states",
+    "ping",
+    "progress",
+    "metrics",
+    "other",
+];
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Upper bounds of the request-duration histogram, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// A request-duration histogram for one route; buckets count cumulatively at render time.
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
 
 #[derive(Default)]
 pub struct Stats {
-    requests: [[AtomicU64; 5]; 6],
+    requests: [[AtomicU64; 5]; ROUTES.len()],
+    durations: [Histogram; ROUTES.len()],
     pub points_written: AtomicU64,
     pub points_spooled: AtomicU64,
     pub points_replayed: AtomicU64,
@@ -27,9 +50,111 @@ pub struct Stats {
 
 impl Stats {
     /// Counts one answered request; `route` is an index into [`ROUTES`].
-    pub fn request(&self, route: usize, status: u16) {
+    pub fn request(&self, route: usize, status: u16, duration: std::time::Duration) {
+        let route = route.min(ROUTES.len() - 1);
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.requests[route.min(ROUTES.len() - 1)][class].fetch_add(1, Ordering::Relaxed);
+        self.requests[route][class].fetch_add(1, Ordering::Relaxed);
+        let h = &self.durations[route];
+        let secs = duration.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            h.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        h.count.fetch_add(1, Ordering::Relaxed);
+        h.sum_micros
+            .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The counters in the Prometheus text format (version 0.0.4), followed by `gauges`
+    /// (name, help, value) that the caller reads from elsewhere.
+    pub fn prometheus(&self, gauges: &[(&str, &str, f64)]) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        out.push_str("# HELP metrics_consumer_requests_total Requests answered, by route and status class.\n");
+        out.push_str("# TYPE metrics_consumer_requests_total counter\n");
+        for (route, row) in ROUTES.iter().zip(&self.requests) {
+            for (class, n) in CLASSES.iter().zip(row) {
+                let _ = writeln!(
+                    out,
+                    "metrics_consumer_requests_total{{route=\"{route}\",status=\"{class}\"}} {}",
+                    get(n)
+                );
+            }
+        }
+        out.push_str("# HELP metrics_consumer_request_duration_seconds Time from accepting a request to its answer.\n");
+        out.push_str("# TYPE metrics_consumer_request_duration_seconds histogram\n");
+        for (route, h) in ROUTES.iter().zip(&self.durations) {
+            let mut cumulative = 0;
+            for (bound, n) in BUCKETS.iter().zip(&h.buckets) {
+                cumulative += get(n);
+                let _ = writeln!(
+                    out,
+                    "metrics_consumer_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let count = get(&h.count);
+            let _ = writeln!(
+                out,
+                "metrics_consumer_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "metrics_consumer_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                get(&h.sum_micros) as f64 / 1e6
+            );
+            let _ = writeln!(
+                out,
+                "metrics_consumer_request_duration_seconds_count{{route=\"{route}\"}} {count}"
+            );
+        }
+        let counters = [
+            (
+                "points_written_total",
+                "Points InfluxDB stored (directly or from the spool).",
+                &self.points_written,
+            ),
+            (
+                "points_spooled_total",
+                "Points stored in the spool while InfluxDB failed.",
+                &self.points_spooled,
+            ),
+            (
+                "points_replayed_total",
+                "Spooled points InfluxDB has since stored.",
+                &self.points_replayed,
+            ),
+            (
+                "points_dead_lettered_total",
+                "Points InfluxDB refused, kept in the dead letters.",
+                &self.points_dead_lettered,
+            ),
+            (
+                "heartbeats_dropped_total",
+                "Heartbeats neither stored nor spooled.",
+                &self.heartbeats_dropped,
+            ),
+            (
+                "jobs_expired_total",
+                "Runs that expired without a commit.",
+                &self.jobs_expired,
+            ),
+            (
+                "auth_failures_total",
+                "Requests refused for a missing or wrong token.",
+                &self.auth_failures,
+            ),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(out, "# HELP metrics_consumer_{name} {help}");
+            let _ = writeln!(out, "# TYPE metrics_consumer_{name} counter");
+            let _ = writeln!(out, "metrics_consumer_{name} {}", get(c));
+        }
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP metrics_consumer_{name} {help}");
+            let _ = writeln!(out, "# TYPE metrics_consumer_{name} gauge");
+            let _ = writeln!(out, "metrics_consumer_{name} {value}");
+        }
+        out
     }
 
     pub fn add(counter: &AtomicU64, n: usize) {
@@ -72,17 +197,30 @@ mod tests {
     #[test]
     fn requests_are_counted_by_route_and_class() {
         let s = Stats::default();
-        s.request(0, 200);
-        s.request(0, 201);
-        s.request(1, 404);
-        s.request(99, 503);
-        s.request(4, 0);
+        let ms = std::time::Duration::from_millis;
+        s.request(0, 200, ms(3));
+        s.request(0, 201, ms(30));
+        s.request(1, 404, ms(1));
+        s.request(99, 503, ms(10_000));
+        s.request(4, 0, ms(0));
         let j = s.requests_json();
         assert_eq!(j["register"]["2xx"], 2);
         assert_eq!(j["commit"]["4xx"], 1);
         assert_eq!(j["other"]["5xx"], 1);
         assert_eq!(j["ping"]["1xx"], 1);
         assert!(j["states"].as_object().unwrap().is_empty());
+        let text = s.prometheus(&[("running_jobs", "Runs now running.", 2.0)]);
+        for line in [
+            "metrics_consumer_requests_total{route=\"register\",status=\"2xx\"} 2",
+            "metrics_consumer_request_duration_seconds_bucket{route=\"register\",le=\"0.005\"} 1",
+            "metrics_consumer_request_duration_seconds_bucket{route=\"register\",le=\"0.05\"} 2",
+            "metrics_consumer_request_duration_seconds_bucket{route=\"other\",le=\"5\"} 0",
+            "metrics_consumer_request_duration_seconds_bucket{route=\"other\",le=\"+Inf\"} 1",
+            "metrics_consumer_request_duration_seconds_sum{route=\"register\"} 0.033",
+            "metrics_consumer_running_jobs 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
     }
 
     #[test]

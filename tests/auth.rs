@@ -9,6 +9,16 @@ use serde_json::json;
 const TOKEN: &str = "test-token-0123456789abcdef";
 const OTHER: &str = "file-token-abcdef0123456789";
 
+/// A gateway with TOKEN in the configuration and `tokens_txt` as its token file.
+fn start(tokens_txt: &str) -> (Influxd, Gateway) {
+    let influx = Influxd::start();
+    let dir = common::TempDir::new("auth");
+    std::fs::write(dir.join("tokens.txt"), tokens_txt).unwrap();
+    let toml = format!("[auth]\ntokens = [\"{TOKEN}\"]\ntoken_files = [\"tokens.txt\"]\n");
+    let gw = Gateway::start_in(dir, &config(&influx.url, "runs", &toml));
+    (influx, gw)
+}
+
 fn basic(user: &str, password: &str) -> String {
     // The same encoding curl -u and a URL's user:password@ produce.
     let out = std::process::Command::new("base64")
@@ -31,17 +41,7 @@ fn basic(user: &str, password: &str) -> String {
 
 #[test]
 fn requests_without_a_valid_token_change_nothing() {
-    let influx = Influxd::start();
-    let dir = common::TempDir::new("auth");
-    std::fs::write(dir.join("tokens.txt"), format!("# lab tokens\n\n{OTHER}\n")).unwrap();
-    let gw = Gateway::start_in(
-        dir,
-        &config(
-            &influx.url,
-            "runs",
-            &format!("[auth]\ntokens = [\"{TOKEN}\"]\ntoken_files = [\"tokens.txt\"]\n"),
-        ),
-    );
+    let (influx, gw) = start(&format!("# lab tokens\n\n{OTHER}\n"));
     let body = json!({"host": "intruder"}).to_string();
     let bad_headers: Vec<Vec<(&str, String)>> = vec![
         vec![],
@@ -120,17 +120,7 @@ fn requests_without_a_valid_token_change_nothing() {
 
 #[test]
 fn bearer_and_basic_tokens_are_accepted() {
-    let influx = Influxd::start();
-    let dir = common::TempDir::new("auth");
-    std::fs::write(dir.join("tokens.txt"), format!("{OTHER}\n")).unwrap();
-    let gw = Gateway::start_in(
-        dir,
-        &config(
-            &influx.url,
-            "runs",
-            &format!("[auth]\ntokens = [\"{TOKEN}\"]\ntoken_files = [\"tokens.txt\"]\n"),
-        ),
-    );
+    let (influx, gw) = start(&format!("{OTHER}\n"));
     let body = json!({"host": "lg"}).to_string();
     for auth in [
         format!("Bearer {TOKEN}"),
