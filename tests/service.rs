@@ -572,7 +572,7 @@ const SHELLCHECK_MISSING: &str = "shellcheck not found: install Debian's `shellc
 #[test]
 fn shell_scripts_are_shellcheck_clean_and_executable() {
     let mut scripts = Vec::new();
-    for dir in ["scripts", "scripts/lib", ".ci"] {
+    for dir in ["scripts", "scripts/lib", "scripts/examples", ".ci"] {
         for entry in fs::read_dir(repo().join(dir)).unwrap() {
             let path = entry.unwrap().path();
             let is_shell = path.extension() == Some(OsStr::new("sh"))
@@ -582,7 +582,7 @@ fn shell_scripts_are_shellcheck_clean_and_executable() {
             }
         }
     }
-    assert!(scripts.len() >= 5, "found only {scripts:?}");
+    assert!(scripts.len() >= 10, "found only {scripts:?}");
     for script in &scripts {
         // Sourced libraries are not run on their own.
         if !script.starts_with(repo().join("scripts/lib")) {
