@@ -21,9 +21,10 @@ cargo clippy --version >/dev/null 2>&1 ||
     die "clippy not found: rustup component add clippy"
 cargo --version
 
-step "Installing test dependencies (influxd, curl, openssl, python3-venv) when missing"
+step "Installing test dependencies (influxd, curl, openssl, shellcheck, systemd-analyze, python3-venv) when missing"
 ensure_influxd
 ensure_tools
+ensure_systemd_analyze
 ensure_python_venv
 "$(influxd_path)" version
 

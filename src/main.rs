@@ -1,7 +1,8 @@
 //! metrics-consumer: a small, secure HTTP gateway that records load-test runs into InfluxDB.
 //!
 //! This file is the command line and the wiring: it reads the configuration, starts logging,
-//! binds the listener, starts the heartbeat thread, and serves until SIGTERM or SIGINT.
+//! binds the listener, starts the heartbeat thread, tells systemd it is ready (`notify`), and
+//! serves until SIGTERM or SIGINT.
 //! Everything else lives in one module per concern (see ARCHITECTURE.md).
 
 mod api;
@@ -13,6 +14,7 @@ mod influx;
 mod jobs;
 mod json;
 mod line_protocol;
+mod notify;
 mod payload;
 mod points;
 #[cfg(test)]
@@ -221,6 +223,9 @@ fn run() -> Result<(), String> {
         .spawn(move || replayer.delivery.replay_loop(&replayer.stats))
         .map_err(|e| format!("cannot start the replay thread: {e}"))?;
     watch_signals(server.handle())?;
+    // Only now, with every thread running and SIGTERM handled, may systemd count the
+    // service as started; connections that arrived since the bind wait in the backlog.
+    notify::ready();
 
     let handler: Arc<App> = Arc::clone(&app);
     server
@@ -297,6 +302,7 @@ fn watch_signals(handle: http::ShutdownHandle) -> Result<(), String> {
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
                 log::info!("signal {signal}: stopping");
+                notify::stopping();
                 handle.shutdown();
             }
         })

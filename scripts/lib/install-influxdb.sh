@@ -1,7 +1,12 @@
 # shellcheck shell=bash
 # Installs the system packages that the tests and the local InfluxDB need:
+<<<<<<< HEAD
 # InfluxDB 1.x (`influxd`, from Debian's `influxdb` package), curl, openssl, and
 # python3 with venv for the Locust end-to-end test.
+=======
+# InfluxDB 1.x (`influxd`, from Debian's `influxdb` package), curl, openssl, the
+# shell linter shellcheck, and systemd-analyze (from Debian's `systemd` package).
+>>>>>>> service
 # Sourced by scripts/test.sh and scripts/influxdb-dev.sh; defines functions only.
 
 die() {
@@ -81,17 +86,20 @@ ensure_influxd() {
         die "the influxdb package is installed but influxd is still missing"
 }
 
-# curl and openssl, which the tests and the docs' examples call.
+# curl and openssl, which the tests and the docs' examples call, and shellcheck,
+# which the tests run over the shell scripts.
 ensure_tools() {
     local missing=()
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+    command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "installing ${missing[*]}"
         apt_install "${missing[@]}"
     fi
 }
 
+<<<<<<< HEAD
 # python3 able to make virtualenvs (Debian splits venv and ensurepip into python3-venv),
 # which the Locust end-to-end test needs.
 ensure_python_venv() {
@@ -102,4 +110,18 @@ ensure_python_venv() {
     apt_install python3 python3-venv
     python3 -c 'import ensurepip, venv' 2>/dev/null ||
         die "python3 still cannot make virtualenvs after installing python3-venv"
+=======
+# systemd-analyze, with which the tests verify the shipped unit file. Debian ships
+# it in the systemd package; installing that package on a machine or container that
+# boots without systemd adds the tools and leaves its init system as it is (that
+# would take systemd-sysv).
+ensure_systemd_analyze() {
+    if command -v systemd-analyze >/dev/null 2>&1 || [ -x /usr/bin/systemd-analyze ]; then
+        return 0
+    fi
+    echo "systemd-analyze not found; installing Debian's systemd package"
+    apt_install systemd
+    command -v systemd-analyze >/dev/null 2>&1 || [ -x /usr/bin/systemd-analyze ] ||
+        die "the systemd package is installed but systemd-analyze is still missing"
+>>>>>>> service
 }

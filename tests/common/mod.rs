@@ -11,7 +11,7 @@
 // without this, the unused helpers would warn and fail `clippy -D warnings`.
 #![allow(dead_code)]
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -599,6 +599,8 @@ pub struct Gateway {
     readers: Vec<JoinHandle<()>>,
     program: PathBuf,
     config_path: PathBuf,
+    /// Extra environment variables, set again on `restart`.
+    env: Vec<(OsString, OsString)>,
     /// Set once the child has been reaped, so it is never signalled again (its
     /// PID may by then belong to another process).
     exit: Option<ExitStatus>,
@@ -630,6 +632,17 @@ impl Gateway {
         Gateway::try_start_program(gateway_binary(), dir, config_toml)
     }
 
+    /// Like `start_in`, with `env` added to the gateway's environment (also after
+    /// `restart`), e.g. `NOTIFY_SOCKET` as systemd sets it.
+    pub fn start_in_with_env(dir: TempDir, config_toml: &str, env: &[(&str, &OsStr)]) -> Gateway {
+        let env = env
+            .iter()
+            .map(|(name, value)| (OsString::from(name), value.to_os_string()))
+            .collect();
+        Gateway::launch(gateway_binary(), dir, config_toml, env)
+            .unwrap_or_else(|log| panic!("metrics-consumer did not start; its log:\n{log}"))
+    }
+
     /// `try_start_in` with another program in place of the gateway; the harness
     /// self-test uses it to check this module against a stand-in.
     pub fn try_start_program(
@@ -637,11 +650,21 @@ impl Gateway {
         dir: TempDir,
         config_toml: &str,
     ) -> Result<Gateway, String> {
+        Gateway::launch(program, dir, config_toml, Vec::new())
+    }
+
+    fn launch(
+        program: &Path,
+        dir: TempDir,
+        config_toml: &str,
+        env: Vec<(OsString, OsString)>,
+    ) -> Result<Gateway, String> {
         let config_path = dir.join("consumer.toml");
         fs::write(&config_path, config_toml)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", config_path.display()));
         let log = Arc::new(Mutex::new(String::new()));
-        let (child, readers) = spawn_logged(program, dir.path(), &config_path, Arc::clone(&log));
+        let (child, readers) =
+            spawn_logged(program, dir.path(), &config_path, &env, Arc::clone(&log));
         let mut gateway = Gateway {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             dir,
@@ -650,6 +673,7 @@ impl Gateway {
             readers,
             program: program.to_path_buf(),
             config_path,
+            env,
             exit: None,
         };
         gateway.await_listening(0)?;
@@ -742,6 +766,7 @@ impl Gateway {
             &self.program,
             self.dir.path(),
             &self.config_path,
+            &self.env,
             Arc::clone(&self.log),
         );
         self.child = child;
@@ -855,21 +880,26 @@ fn base_command(program: &Path, dir: &Path) -> Command {
         cmd.env_remove(name);
     }
     remove_env_with_prefix(&mut cmd, "CONSUMER_");
+    // A test run started by a systemd service (a CI runner) inherits its NOTIFY_SOCKET;
+    // gateways under test must not report to that service's manager.
+    cmd.env_remove("NOTIFY_SOCKET");
     cmd
 }
 
-/// Spawns `program --config CONFIG` in `dir` with stderr and stdout both
-/// appended to `log`. Both are read to EOF so the child never blocks on a full pipe;
-/// stdout is captured too so that nothing is lost whichever stream the logger
-/// picks.
+/// Spawns `program --config CONFIG` in `dir`, with `env` added to its
+/// environment and stderr and stdout both appended to `log`. Both are read to
+/// EOF so the child never blocks on a full pipe; stdout is captured too so that
+/// nothing is lost whichever stream the logger picks.
 fn spawn_logged(
     program: &Path,
     dir: &Path,
     config_path: &Path,
+    env: &[(OsString, OsString)],
     log: Arc<Mutex<String>>,
 ) -> (Child, Vec<JoinHandle<()>>) {
     let mut cmd = base_command(program, dir);
-    cmd.arg("--config")
+    cmd.envs(env.iter().map(|(name, value)| (name, value)))
+        .arg("--config")
         .arg(config_path)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
