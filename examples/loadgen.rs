@@ -251,19 +251,20 @@ fn register_body(started_s: u64) -> String {
     )
 }
 
-/// The `requestStats` text as Locust sends it (a JSON object in a string).
+/// The `requestStats` text as Locust sends it (a JSON object in a string). Compact, so the
+/// gateway stores exactly this text and the direct writer can send the same.
 fn request_stats() -> String {
     let rows: Vec<String> = ROWS
         .iter()
         .map(|(name, method, avg)| {
             format!(
-                r#"{{"name": "{name}", "method": "{method}", "num_requests": 1200, "num_failures": 3, "avg_response_time": {avg}, "median_response_time": 11, "min_response_time": 2, "max_response_time": 310, "current_rps": 20.5, "total_content_length": 912000}}"#
+                r#"{{"name":"{name}","method":"{method}","num_requests":1200,"num_failures":3,"avg_response_time":{avg},"median_response_time":11,"min_response_time":2,"max_response_time":310,"current_rps":20.5,"total_content_length":912000}}"#
             )
         })
         .collect();
     format!(
-        r#"{{"stats": [{}], "errors": [], "total_rps": 61.5, "fail_ratio": 0.0025, "user_count": 10}}"#,
-        rows.join(", ")
+        r#"{{"stats":[{}],"errors":[],"total_rps":61.5,"fail_ratio":0.0025,"user_count":10}}"#,
+        rows.join(",")
     )
 }
 
@@ -280,11 +281,11 @@ fn lp_string(s: &str) -> String {
 }
 
 /// What the gateway writes for a register (the `started` event and the first heartbeat), with
-/// the same tags, fields and timestamps.
+/// the same tags, fields and timestamps (events carry only the run's identity as tags).
 fn register_lines(uuid: &str, started_ms: u64, now_ms: u64) -> String {
     let tags = format!("host={HOST},mode=single,targetHost={TARGET_HOST},uuid={uuid}");
     format!(
-        "load_testing_events,event=started,{tags} text=\"load test started on {HOST} (run {uuid})\" {started_ms}\n\
+        "load_testing_events,event=started,host={HOST},uuid={uuid} text=\"load test started on {HOST} (run {uuid})\" {started_ms}\n\
          load_testing,{tags} clients=10,hatchRate=0.5,elapsed={} {now_ms}\n",
         (now_ms.saturating_sub(started_ms)) as f64 / 1000.0
     )
@@ -295,19 +296,19 @@ fn register_lines(uuid: &str, started_ms: u64, now_ms: u64) -> String {
 fn commit_lines(uuid: &str, stats: &str, now_ms: u64) -> String {
     let tags = format!("host={HOST},mode=single,targetHost={TARGET_HOST},uuid={uuid}");
     let mut out = format!(
-        "load_testing_result,{tags} requestStats=\"{}\",total_rps=61.5,fail_ratio=0.0025,user_count=10 {now_ms}\n",
+        "load_testing_result,{tags} requestStats=\"{}\",fail_ratio=0.0025,total_rps=61.5,user_count=10 {now_ms}\n",
         lp_string(stats)
     );
     for (name, method, avg) in ROWS {
         let name = name.replace(',', "\\,").replace('=', "\\=");
         out.push_str(&format!(
             "load_testing_request_stats,host={HOST},method={method},mode=single,name={name},targetHost={TARGET_HOST},uuid={uuid} \
-             num_requests=1200,num_failures=3,avg_response_time={avg},median_response_time=11,min_response_time=2,\
-             max_response_time=310,current_rps=20.5,total_content_length=912000 {now_ms}\n"
+             avg_response_time={avg},current_rps=20.5,max_response_time=310,median_response_time=11,\
+             min_response_time=2,num_failures=3,num_requests=1200,total_content_length=912000 {now_ms}\n"
         ));
     }
     out.push_str(&format!(
-        "load_testing_events,event=finished,{tags} text=\"load test finished on {HOST} after 0m00s (run {uuid})\" {now_ms}\n"
+        "load_testing_events,event=finished,host={HOST},uuid={uuid} text=\"load test finished on {HOST} after 0m00s (run {uuid})\" {now_ms}\n"
     ));
     out
 }
