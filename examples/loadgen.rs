@@ -650,14 +650,22 @@ fn cmd_tick(args: &mut pico_args::Arguments) -> Result<()> {
     }
     while walls.len() < ticks && Instant::now() < deadline {
         let cpu0 = cpu_ns();
+        let mut timed_out = false;
         while asleep()? {
             if Instant::now() >= deadline {
+                timed_out = true;
                 break;
             }
             thread::sleep(step);
         }
+        if timed_out {
+            break;
+        }
         let t0 = Instant::now();
         while !asleep()? {
+            if Instant::now() >= deadline {
+                return Err("a heartbeat tick outlasted --max-seconds".into());
+            }
             thread::sleep(step);
         }
         walls.push(t0.elapsed().as_nanos() as u64);
