@@ -1,0 +1,848 @@
+//! Load generator and measuring helpers for `scripts/bench.sh`.
+//!
+//! Subcommands:
+//!
+//! - `gateway --addr A --concurrency N --cycles M [--pid P] [--max-seconds S]`: N threads,
+//!   each on one keep-alive connection, run register + commit cycles against the gateway
+//!   (Locust-shaped bodies, a `requestStats` of 3 endpoint rows).
+//! - `direct --influx A --db D --concurrency N --cycles M`: the same points as line protocol,
+//!   written straight to InfluxDB 1.x `/write`, one write per gateway request (2 lines for
+//!   what register writes, 5 for what commit writes): what a client gets without the gateway.
+//! - `null-influx --listen 127.0.0.1:0`: a stand-in InfluxDB answering 204 at once; prints
+//!   its address, then one line per large write (time to receive it, size).
+//! - `register-many --addr A --n 10000 [--concurrency N]`: leaves N running jobs.
+//! - `tick --pid P --ticks K [--max-seconds S]`: wall time and CPU time of heartbeat ticks,
+//!   sampled from `/proc` (see [`tick`]).
+//! - `startup --bin B --config C --runs 5`: time from spawn to the first answered ping.
+//! - `seed-jobs --from jobs.json --n 10000 --out jobs.json`: a job table of N running jobs,
+//!   copies of the first running job of a table the gateway saved, each with its own uuid.
+//! - `free-ports --n 2`: that many distinct free loopback ports, one a line (for influxd).
+//!
+//! Everything prints `key=value` lines on stdout for the script to turn into a table.
+//! Only std and the crate's own dependencies are used, and the client is raw HTTP/1.1 over
+//! `TcpStream`, so the generator itself adds as little as possible to what is measured.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use uuid::Uuid;
+
+type Result<T> = std::result::Result<T, String>;
+
+/// Connect, read and write limit of every client socket: a stuck server fails the run instead
+/// of hanging it.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn main() {
+    let mut args = pico_args::Arguments::from_env();
+    let command = args.subcommand().unwrap_or(None).unwrap_or_default();
+    let outcome = match command.as_str() {
+        "gateway" => cmd_cycles(&mut args, Target::Gateway),
+        "direct" => cmd_cycles(&mut args, Target::Direct),
+        "null-influx" => cmd_null_influx(&mut args),
+        "register-many" => cmd_register_many(&mut args),
+        "tick" => cmd_tick(&mut args),
+        "startup" => cmd_startup(&mut args),
+        "free-ports" => cmd_free_ports(&mut args),
+        "seed-jobs" => cmd_seed_jobs(&mut args),
+        _ => Err(
+            "usage: loadgen gateway|direct|null-influx|register-many|tick|startup|free-ports|seed-jobs [options] \
+             (see the header of examples/loadgen.rs)"
+                .into(),
+        ),
+    };
+    if let Err(e) = outcome {
+        eprintln!("loadgen {command}: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn opt<T: std::str::FromStr>(args: &mut pico_args::Arguments, key: &'static str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    args.value_from_str(key).map_err(|e| format!("{key}: {e}"))
+}
+
+fn opt_or<T: std::str::FromStr>(
+    args: &mut pico_args::Arguments,
+    key: &'static str,
+    default: T,
+) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    Ok(args
+        .opt_value_from_str(key)
+        .map_err(|e| format!("{key}: {e}"))?
+        .unwrap_or(default))
+}
+
+// ---------------------------------------------------------------------------
+// A minimal keep-alive HTTP/1.1 client
+// ---------------------------------------------------------------------------
+
+/// One keep-alive connection. Reconnects when the server closed it (or asked to).
+struct Client {
+    addr: SocketAddr,
+    stream: Option<BufReader<TcpStream>>,
+    request: Vec<u8>,
+}
+
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Client {
+    fn new(addr: SocketAddr) -> Client {
+        Client {
+            addr,
+            stream: None,
+            request: Vec::with_capacity(4096),
+        }
+    }
+
+    fn connect(&mut self) -> Result<&mut BufReader<TcpStream>> {
+        if self.stream.is_none() {
+            let s = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT)
+                .map_err(|e| format!("connect {}: {e}", self.addr))?;
+            // Requests are written in one piece; Nagle would only delay them.
+            let _ = s.set_nodelay(true);
+            let _ = s.set_read_timeout(Some(IO_TIMEOUT));
+            let _ = s.set_write_timeout(Some(IO_TIMEOUT));
+            self.stream = Some(BufReader::with_capacity(16 * 1024, s));
+        }
+        Ok(self.stream.as_mut().expect("just connected"))
+    }
+
+    /// Sends one request and reads its answer. A connection the server closed while idle
+    /// (keep-alive timeout) is retried once on a new connection.
+    fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Answer> {
+        self.request.clear();
+        write!(
+            self.request,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        )
+        .expect("writing to a Vec");
+        self.request.extend_from_slice(body);
+        let fresh = self.stream.is_none();
+        match self.exchange() {
+            Ok(a) => Ok(a),
+            Err(_) if !fresh => {
+                self.stream = None;
+                self.exchange()
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn exchange(&mut self) -> Result<Answer> {
+        let request = std::mem::take(&mut self.request);
+        let result = self.exchange_inner(&request);
+        self.request = request;
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+
+    fn exchange_inner(&mut self, request: &[u8]) -> Result<Answer> {
+        let s = self.connect()?;
+        s.get_mut()
+            .write_all(request)
+            .map_err(|e| format!("write: {e}"))?;
+        let (status, length, close) = read_head(s)?;
+        let mut body = vec![0; length];
+        s.read_exact(&mut body).map_err(|e| format!("body: {e}"))?;
+        if close {
+            self.stream = None;
+        }
+        Ok(Answer { status, body })
+    }
+}
+
+/// Reads a response head; returns the status, the body length and whether the server closes.
+/// Only `Content-Length` bodies are understood (the gateway and InfluxDB's `/write` send no
+/// others); 204 and 304 have no body.
+fn read_head(s: &mut BufReader<TcpStream>) -> Result<(u16, usize, bool)> {
+    let mut line = String::new();
+    let mut status = 0u16;
+    let mut length = 0usize;
+    let mut close = false;
+    let mut first = true;
+    loop {
+        line.clear();
+        let n = s.read_line(&mut line).map_err(|e| format!("head: {e}"))?;
+        if n == 0 {
+            return Err("connection closed before the answer".into());
+        }
+        let l = line.trim_end();
+        if first {
+            first = false;
+            status = l
+                .split(' ')
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .ok_or_else(|| format!("bad status line {l:?}"))?;
+            continue;
+        }
+        if l.is_empty() {
+            break;
+        }
+        let Some((name, value)) = l.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.parse().map_err(|_| format!("bad length {value:?}"))?;
+        } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close") {
+            close = true;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(format!("transfer-encoding {value} is not supported"));
+        }
+    }
+    if status == 204 || status == 304 {
+        length = 0;
+    }
+    Ok((status, length, close))
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr> {
+    let addr = addr.trim_start_matches("http://").trim_end_matches('/');
+    addr.parse().map_err(|e| format!("address {addr:?}: {e}"))
+}
+
+// ---------------------------------------------------------------------------
+// Register + commit cycles
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq)]
+enum Target {
+    Gateway,
+    Direct,
+}
+
+/// The Locust endpoint rows a commit carries: three is a small but realistic test.
+const ROWS: [(&str, &str, f64); 3] = [
+    ("/", "GET", 11.5),
+    ("/items?page=2", "GET", 23.25),
+    ("/login", "POST", 48.0),
+];
+const HOST: &str = "lg-1";
+const TARGET_HOST: &str = "http://10.10.10.1";
+
+fn register_body(started_s: u64) -> String {
+    format!(
+        r#"{{"startedAt": {started_s}, "hostname": "{HOST}", "targetHost": "{TARGET_HOST}", "tags": {{"mode": "single"}}, "measurement": {{"fields": {{"clients": 10, "hatchRate": 0.5, "requests": null}}}}, "state": "hatching"}}"#
+    )
+}
+
+/// The `requestStats` text as Locust sends it (a JSON object in a string). Compact, so the
+/// gateway stores exactly this text and the direct writer can send the same.
+fn request_stats() -> String {
+    let rows: Vec<String> = ROWS
+        .iter()
+        .map(|(name, method, avg)| {
+            format!(
+                r#"{{"name":"{name}","method":"{method}","num_requests":1200,"num_failures":3,"avg_response_time":{avg},"median_response_time":11,"min_response_time":2,"max_response_time":310,"current_rps":20.5,"total_content_length":912000}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"stats":[{}],"errors":[],"total_rps":61.5,"fail_ratio":0.0025,"user_count":10}}"#,
+        rows.join(",")
+    )
+}
+
+fn commit_body(uuid: &str, stats: &str) -> String {
+    let stats = serde_json::to_string(stats).expect("a string serializes");
+    format!(
+        r#"{{"uuid": "{uuid}", "measurement": {{"fields": {{"requestStats": {stats}}}}}, "state": "stopped"}}"#
+    )
+}
+
+/// Escapes a line protocol string field value.
+fn lp_string(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// What the gateway writes for a register (the `started` event and the first heartbeat), with
+/// the same tags, fields and timestamps (events carry only the run's identity as tags).
+fn register_lines(uuid: &str, started_ms: u64, now_ms: u64) -> String {
+    let tags = format!("host={HOST},mode=single,targetHost={TARGET_HOST},uuid={uuid}");
+    format!(
+        "load_testing_events,event=started,host={HOST},uuid={uuid} text=\"load test started on {HOST} (run {uuid})\" {started_ms}\n\
+         load_testing,{tags} clients=10,hatchRate=0.5,elapsed={} {now_ms}\n",
+        (now_ms.saturating_sub(started_ms)) as f64 / 1000.0
+    )
+}
+
+/// What the gateway writes for a commit: the result, one point per endpoint row, and the
+/// `finished` event.
+fn commit_lines(uuid: &str, stats: &str, now_ms: u64) -> String {
+    let tags = format!("host={HOST},mode=single,targetHost={TARGET_HOST},uuid={uuid}");
+    let mut out = format!(
+        "load_testing_result,{tags} requestStats=\"{}\",fail_ratio=0.0025,total_rps=61.5,user_count=10 {now_ms}\n",
+        lp_string(stats)
+    );
+    for (name, method, avg) in ROWS {
+        let name = name.replace(',', "\\,").replace('=', "\\=");
+        out.push_str(&format!(
+            "load_testing_request_stats,host={HOST},method={method},mode=single,name={name},targetHost={TARGET_HOST},uuid={uuid} \
+             avg_response_time={avg},current_rps=20.5,max_response_time=310,median_response_time=11,\
+             min_response_time=2,num_failures=3,num_requests=1200,total_content_length=912000 {now_ms}\n"
+        ));
+    }
+    out.push_str(&format!(
+        "load_testing_events,event=finished,host={HOST},uuid={uuid} text=\"load test finished on {HOST} after 0m00s (run {uuid})\" {now_ms}\n"
+    ));
+    out
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What one client thread saw.
+#[derive(Default)]
+struct Tally {
+    /// Nanoseconds per register + commit cycle.
+    cycles: Vec<u64>,
+    /// Nanoseconds per request.
+    requests: Vec<u64>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn error(&mut self, e: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(e);
+    }
+}
+
+fn cmd_cycles(args: &mut pico_args::Arguments, target: Target) -> Result<()> {
+    let addr = match target {
+        Target::Gateway => resolve(&opt::<String>(args, "--addr")?)?,
+        Target::Direct => resolve(&opt::<String>(args, "--influx")?)?,
+    };
+    let db: String = opt_or(args, "--db", "bench".to_string())?;
+    let concurrency: usize = opt(args, "--concurrency")?;
+    let cycles: u64 = opt(args, "--cycles")?;
+    let pid: Option<u32> = args
+        .opt_value_from_str("--pid")
+        .map_err(|e| e.to_string())?;
+    let max_seconds: f64 = opt_or(args, "--max-seconds", 3600.0)?;
+    let write_path = format!("/write?db={db}&precision=ms");
+
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let barrier = Arc::new(Barrier::new(concurrency + 1));
+    let stats = Arc::new(request_stats());
+    let mut handles = Vec::new();
+    for _ in 0..concurrency {
+        let (next, stop, barrier, stats) = (
+            Arc::clone(&next),
+            Arc::clone(&stop),
+            Arc::clone(&barrier),
+            Arc::clone(&stats),
+        );
+        let write_path = write_path.clone();
+        handles.push(thread::spawn(move || {
+            let mut client = Client::new(addr);
+            let mut tally = Tally::default();
+            // Connections are opened before the clock starts: connection set-up is not
+            // what a keep-alive client pays per cycle.
+            if let Err(e) = client.connect() {
+                tally.error(e);
+            }
+            barrier.wait();
+            while !stop.load(Ordering::Relaxed) && next.fetch_add(1, Ordering::Relaxed) < cycles {
+                let t0 = Instant::now();
+                let outcome = match target {
+                    Target::Gateway => gateway_cycle(&mut client, &stats, &mut tally),
+                    Target::Direct => direct_cycle(&mut client, &write_path, &stats, &mut tally),
+                };
+                match outcome {
+                    Ok(()) => tally.cycles.push(t0.elapsed().as_nanos() as u64),
+                    Err(e) => tally.error(e),
+                }
+            }
+            tally
+        }));
+    }
+    let cpu_before = pid.map(process_cpu_ns).transpose()?;
+    barrier.wait();
+    let start = Instant::now();
+    let limit = Duration::from_secs_f64(max_seconds);
+    while !handles.iter().all(|h| h.is_finished()) {
+        if start.elapsed() >= limit {
+            stop.store(true, Ordering::Relaxed);
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    let wall = start.elapsed();
+    let cpu_after = pid.map(process_cpu_ns).transpose()?;
+
+    let mut all = Tally::default();
+    for h in handles {
+        let t = h.join().map_err(|_| "a client thread panicked")?;
+        all.cycles.extend(t.cycles);
+        all.requests.extend(t.requests);
+        all.errors += t.errors;
+        if all.first_error.is_none() {
+            all.first_error = t.first_error;
+        }
+    }
+    let done = all.cycles.len() as u64;
+    println!("cycles={done}");
+    println!("stopped_early={}", done + all.errors < cycles);
+    println!("errors={}", all.errors);
+    if let Some(e) = &all.first_error {
+        println!("first_error={}", e.replace('\n', " "));
+    }
+    println!("seconds={:.3}", wall.as_secs_f64());
+    println!("cycles_per_s={:.1}", done as f64 / wall.as_secs_f64());
+    print_percentiles("cycle", &mut all.cycles);
+    print_percentiles("request", &mut all.requests);
+    if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+        let requests = 2 * done + all.errors;
+        println!(
+            "server_cpu_us_per_request={:.1}",
+            (b - a) as f64 / 1000.0 / requests.max(1) as f64
+        );
+    }
+    Ok(())
+}
+
+fn timed(tally: &mut Tally, f: impl FnOnce() -> Result<Answer>) -> Result<Answer> {
+    let t0 = Instant::now();
+    let a = f()?;
+    tally.requests.push(t0.elapsed().as_nanos() as u64);
+    Ok(a)
+}
+
+fn gateway_cycle(client: &mut Client, stats: &str, tally: &mut Tally) -> Result<()> {
+    let body = register_body(now_ms() / 1000);
+    let a = timed(tally, || {
+        client.send(
+            "POST",
+            "/apiv0.1/events/register",
+            "application/json",
+            body.as_bytes(),
+        )
+    })?;
+    if a.status != 200 {
+        return Err(format!(
+            "register: {} {}",
+            a.status,
+            String::from_utf8_lossy(&a.body)
+        ));
+    }
+    let uuid = uuid_of(&a.body)?;
+    let body = commit_body(&uuid, stats);
+    let a = timed(tally, || {
+        client.send(
+            "POST",
+            "/apiv0.1/events/commit",
+            "application/json",
+            body.as_bytes(),
+        )
+    })?;
+    if a.status != 200 {
+        return Err(format!(
+            "commit: {} {}",
+            a.status,
+            String::from_utf8_lossy(&a.body)
+        ));
+    }
+    Ok(())
+}
+
+fn uuid_of(body: &[u8]) -> Result<String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("register answer: {e}"))?;
+    v["uuid"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| "register answer without uuid".into())
+}
+
+fn direct_cycle(client: &mut Client, path: &str, stats: &str, tally: &mut Tally) -> Result<()> {
+    // The client makes the run id itself: the part of the gateway's work that a direct
+    // writer would still have to do.
+    let uuid = Uuid::new_v4().to_string();
+    let now = now_ms();
+    let lines = register_lines(&uuid, now / 1000 * 1000, now);
+    let a = timed(tally, || {
+        client.send("POST", path, "text/plain", lines.as_bytes())
+    })?;
+    if a.status != 204 {
+        return Err(format!(
+            "write: {} {}",
+            a.status,
+            String::from_utf8_lossy(&a.body)
+        ));
+    }
+    let lines = commit_lines(&uuid, stats, now_ms());
+    let a = timed(tally, || {
+        client.send("POST", path, "text/plain", lines.as_bytes())
+    })?;
+    if a.status != 204 {
+        return Err(format!(
+            "write: {} {}",
+            a.status,
+            String::from_utf8_lossy(&a.body)
+        ));
+    }
+    Ok(())
+}
+
+fn print_percentiles(name: &str, ns: &mut [u64]) {
+    if ns.is_empty() {
+        return;
+    }
+    ns.sort_unstable();
+    let at = |q: f64| {
+        let i = ((ns.len() as f64 * q).ceil() as usize).clamp(1, ns.len()) - 1;
+        ns[i] as f64 / 1e6
+    };
+    println!("{name}_p50_ms={:.3}", at(0.50));
+    println!("{name}_p99_ms={:.3}", at(0.99));
+    println!("{name}_max_ms={:.3}", at(1.0));
+}
+
+/// User + system CPU time of a whole process (all threads), from `/proc/PID/stat`.
+fn process_cpu_ns(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    // The command name may hold spaces; the fields after it are fixed.
+    let rest = &stat[stat.rfind(')').ok_or("bad /proc stat")? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+    Ok(ticks * 1_000_000_000 / clock_ticks_per_second())
+}
+
+/// `sysconf(_SC_CLK_TCK)`, which is 100 on every Linux architecture the kernel reports in
+/// `/proc` with (USER_HZ is fixed for the user-space ABI).
+fn clock_ticks_per_second() -> u64 {
+    100
+}
+
+// ---------------------------------------------------------------------------
+// Many running jobs
+// ---------------------------------------------------------------------------
+
+fn cmd_register_many(args: &mut pico_args::Arguments) -> Result<()> {
+    let addr = resolve(&opt::<String>(args, "--addr")?)?;
+    let n: u64 = opt(args, "--n")?;
+    let concurrency: usize = opt_or(args, "--concurrency", 8)?;
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let next = Arc::clone(&next);
+            thread::spawn(move || -> Result<u64> {
+                let mut client = Client::new(addr);
+                let mut done = 0;
+                while next.fetch_add(1, Ordering::Relaxed) < n {
+                    let body = register_body(now_ms() / 1000);
+                    let a = client.send(
+                        "POST",
+                        "/apiv0.1/events/register",
+                        "application/json",
+                        body.as_bytes(),
+                    )?;
+                    if a.status != 200 {
+                        return Err(format!(
+                            "register: {} {}",
+                            a.status,
+                            String::from_utf8_lossy(&a.body)
+                        ));
+                    }
+                    done += 1;
+                }
+                Ok(done)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h.join().map_err(|_| "a client thread panicked")??;
+    }
+    println!("registered={total}");
+    println!("seconds={:.3}", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Heartbeat ticks
+// ---------------------------------------------------------------------------
+
+/// The system calls a sleeping heartbeat thread waits in (`nanosleep`, `clock_nanosleep`).
+#[cfg(target_arch = "x86_64")]
+const SLEEP_SYSCALLS: [&str; 2] = ["35", "230"];
+#[cfg(target_arch = "aarch64")]
+const SLEEP_SYSCALLS: [&str; 2] = ["101", "115"];
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const SLEEP_SYSCALLS: [&str; 2] = ["?", "?"];
+
+/// Measures heartbeat ticks from outside the gateway. Between ticks the gateway's thread named
+/// `heartbeat` sleeps in `nanosleep`; `/proc/PID/task/TID/syscall` shows which system call a
+/// thread waits in (or `running`). Sampling it every 0.2 ms, a tick is the span from the first
+/// sample outside the sleep to the first sample back in it: it covers collecting the points,
+/// the write to InfluxDB and its answer, and saving the job table, to within the sampling step.
+/// The thread's CPU time per tick comes from `/proc/PID/task/TID/schedstat` (nanoseconds).
+fn cmd_tick(args: &mut pico_args::Arguments) -> Result<()> {
+    let pid: u32 = opt(args, "--pid")?;
+    let ticks: usize = opt_or(args, "--ticks", 3)?;
+    let max_seconds: f64 = opt_or(args, "--max-seconds", 30.0)?;
+    let tid = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|e| format!("/proc/{pid}/task: {e}"))?
+        .filter_map(|e| e.ok())
+        .find(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "heartbeat")
+        })
+        .ok_or("no thread named heartbeat")?
+        .file_name();
+    let dir = format!("/proc/{pid}/task/{}", tid.to_string_lossy());
+    let syscall = format!("{dir}/syscall");
+    let schedstat = format!("{dir}/schedstat");
+    let asleep = || -> Result<bool> {
+        let s = std::fs::read_to_string(&syscall).map_err(|e| format!("{syscall}: {e}"))?;
+        let first = s.split(' ').next().unwrap_or("").trim();
+        Ok(SLEEP_SYSCALLS.contains(&first))
+    };
+    let cpu_ns = || -> u64 {
+        std::fs::read_to_string(&schedstat)
+            .ok()
+            .and_then(|s| s.split(' ').next().and_then(|n| n.parse().ok()))
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs_f64(max_seconds);
+    let step = Duration::from_micros(200);
+    let mut walls = Vec::new();
+    let mut cpus = Vec::new();
+    // Start from a sleeping thread, so the first tick is seen whole.
+    while !asleep()? {
+        if Instant::now() >= deadline {
+            return Err("the heartbeat thread never slept".into());
+        }
+        thread::sleep(step);
+    }
+    while walls.len() < ticks && Instant::now() < deadline {
+        let cpu0 = cpu_ns();
+        let mut timed_out = false;
+        while asleep()? {
+            if Instant::now() >= deadline {
+                timed_out = true;
+                break;
+            }
+            thread::sleep(step);
+        }
+        if timed_out {
+            break;
+        }
+        let t0 = Instant::now();
+        while !asleep()? {
+            if Instant::now() >= deadline {
+                return Err("a heartbeat tick outlasted --max-seconds".into());
+            }
+            thread::sleep(step);
+        }
+        walls.push(t0.elapsed().as_nanos() as u64);
+        cpus.push(cpu_ns().saturating_sub(cpu0));
+    }
+    println!("ticks={}", walls.len());
+    print_percentiles("tick_wall", &mut walls);
+    print_percentiles("tick_cpu", &mut cpus);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// A null InfluxDB
+// ---------------------------------------------------------------------------
+
+/// Writes of at least this many lines are reported (heartbeat ticks), smaller ones are not.
+const REPORTED_LINES: usize = 100;
+
+fn cmd_null_influx(args: &mut pico_args::Arguments) -> Result<()> {
+    let listen: String = opt_or(args, "--listen", "127.0.0.1:0".to_string())?;
+    let listener = TcpListener::bind(&listen).map_err(|e| format!("bind {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening={addr}");
+    io::stdout().flush().map_err(|e| e.to_string())?;
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        thread::spawn(move || {
+            let _ = serve_null(conn);
+        });
+    }
+    Ok(())
+}
+
+/// Answers every request on one connection at once: 204, no body, keep-alive.
+fn serve_null(conn: TcpStream) -> io::Result<()> {
+    let _ = conn.set_nodelay(true);
+    let mut writer = conn.try_clone()?;
+    let mut reader = BufReader::with_capacity(64 * 1024, conn);
+    let mut line = String::new();
+    let mut body = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let is_write = line.starts_with("POST /write") || line.starts_with("POST /api/v2/write");
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = l.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        body.resize(length, 0);
+        reader.read_exact(&mut body)?;
+        let lines = body.iter().filter(|&&b| b == b'\n').count();
+        if is_write && lines >= REPORTED_LINES {
+            println!(
+                "write lines={lines} bytes={length} receive_ms={:.3}",
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+            let _ = io::stdout().flush();
+        }
+        writer.write_all(b"HTTP/1.1 204 No Content\r\nX-Influxdb-Version: null\r\n\r\n")?;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Start-up time
+// ---------------------------------------------------------------------------
+
+/// Spawns the gateway `--runs` times on a free port and times each start to the first 200
+/// from `/apiv0.1/ping`, polling every 0.2 ms; prints the median and every run.
+fn cmd_startup(args: &mut pico_args::Arguments) -> Result<()> {
+    let bin: String = opt(args, "--bin")?;
+    let config: String = opt(args, "--config")?;
+    let runs: usize = opt_or(args, "--runs", 5)?;
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let t0 = Instant::now();
+        let mut child = Command::new(&bin)
+            .args(["--config", &config, "--listen", &addr.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{bin}: {e}"))?;
+        let mut answered = None;
+        while t0.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("{bin} exited: {status}"));
+            }
+            let mut client = Client::new(addr);
+            if client
+                .send("GET", "/apiv0.1/ping", "application/json", b"")
+                .is_ok_and(|a| a.status == 200)
+            {
+                answered = Some(t0.elapsed());
+                break;
+            }
+            thread::sleep(Duration::from_micros(200));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let t = answered.ok_or("no answer to ping within 10 s")?;
+        times.push(t.as_nanos() as u64);
+    }
+    let each: Vec<String> = times
+        .iter()
+        .map(|t| format!("{:.1}", *t as f64 / 1e6))
+        .collect();
+    println!("startup_runs_ms={}", each.join(","));
+    times.sort_unstable();
+    println!(
+        "startup_median_ms={:.1}",
+        times[times.len() / 2] as f64 / 1e6
+    );
+    Ok(())
+}
+
+/// Asks the kernel for distinct free loopback ports. All listeners are held until every port is
+/// known, so none is handed out twice.
+fn cmd_free_ports(args: &mut pico_args::Arguments) -> Result<()> {
+    let n: usize = opt_or(args, "--n", 1)?;
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(|e| e.to_string())?;
+    for l in &listeners {
+        println!("{}", l.local_addr().map_err(|e| e.to_string())?.port());
+    }
+    Ok(())
+}
+
+/// Writes a job table of `--n` running jobs for the gateway to load at start. Registering them
+/// one by one costs a save of the whole table per register, which makes the set-up itself
+/// quadratic; copying a job the gateway saved keeps the set-up short and the jobs real.
+fn cmd_seed_jobs(args: &mut pico_args::Arguments) -> Result<()> {
+    let from: String = opt(args, "--from")?;
+    let n: usize = opt(args, "--n")?;
+    let out: String = opt(args, "--out")?;
+    let text = std::fs::read_to_string(&from).map_err(|e| format!("{from}: {e}"))?;
+    let mut table: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{from}: {e}"))?;
+    let template = table["jobs"]
+        .as_array()
+        .and_then(|jobs| jobs.iter().find(|j| j["state"] == "running"))
+        .cloned()
+        .ok_or_else(|| format!("{from}: no running job to copy"))?;
+    let now = now_ms();
+    let jobs: Vec<serde_json::Value> = (0..n)
+        .map(|_| {
+            let mut job = template.clone();
+            job["uuid"] = Uuid::new_v4().to_string().into();
+            job["started_ms"] = now.into();
+            job["last_seen_ms"] = now.into();
+            job
+        })
+        .collect();
+    table["jobs"] = jobs.into();
+    let bytes = serde_json::to_vec(&table).map_err(|e| e.to_string())?;
+    std::fs::write(&out, bytes).map_err(|e| format!("{out}: {e}"))?;
+    println!("seeded={n}");
+    Ok(())
+}

@@ -1,0 +1,294 @@
+#!/usr/bin/env bash
+# Benchmark of the gateway: starts a throwaway influxd and the release binary on
+# loopback, drives them with the Rust load generator (examples/loadgen.rs) and
+# prints one markdown table, every figure from this run, next to the targets.
+#
+#   scripts/bench.sh           full run (several minutes)
+#   scripts/bench.sh --quick   under a minute: fewer cycles, shorter time limits
+#
+# Every phase has a time limit: a phase that does not finish its cycles in time
+# reports how many it did. Each throughput phase starts a fresh gateway with an
+# empty job table, so the phases are comparable. Not part of scripts/test.sh:
+# it prints figures, it asserts nothing.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# shellcheck source=scripts/lib/install-influxdb.sh
+source scripts/lib/install-influxdb.sh
+
+quick=0
+case "${1:-}" in
+--quick) quick=1 ;;
+"") ;;
+*) die "usage: scripts/bench.sh [--quick]" ;;
+esac
+
+if [ "$quick" -eq 1 ]; then
+    mode="quick"
+    cycles=2000        # register+commit cycles per throughput phase
+    phase_limit=4      # seconds per throughput phase at most
+    mem_steps=(1000 10000)
+    mem_limits=(4 10)  # seconds for each memory step at most
+else
+    mode="full"
+    cycles=20000
+    phase_limit=30
+    mem_steps=(10000 100000)
+    mem_limits=(60 300)
+fi
+running_jobs=10000
+ticks=3
+
+step() {
+    printf "==> [%3ss] %s\n" "$SECONDS" "$*" >&2
+}
+
+step "Building the release binary and the load generator"
+cargo build --release --quiet --bin metrics-consumer --example loadgen
+bin=target/release/metrics-consumer
+loadgen=target/release/examples/loadgen
+ensure_influxd
+influxd=$(influxd_path)
+command -v curl >/dev/null 2>&1 || ensure_tools
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/metrics-consumer-bench.XXXXXX")
+pids=()
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Waits up to 10 s until a command succeeds.
+wait_for() {
+    local what=$1
+    shift
+    local i
+    for i in $(seq 200); do
+        if "$@" >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    die "timed out waiting for $what (tried $i times)"
+}
+
+# key=value lines of a loadgen run -> one value.
+val() {
+    sed -n "s/^$1=//p" "$2" | head -n 1
+}
+
+rss_kib() {
+    awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
+
+mib() {
+    awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'
+}
+
+# --- influxd ------------------------------------------------------------------
+step "Starting a throwaway influxd"
+mapfile -t ports < <("$loadgen" free-ports --n 2)
+mkdir -p "$work/influxd"
+cat >"$work/influxd/influxd.conf" <<EOF
+reporting-disabled = true
+bind-address = "127.0.0.1:${ports[1]}"
+[meta]
+  dir = "$work/influxd/meta"
+[data]
+  dir = "$work/influxd/data"
+  wal-dir = "$work/influxd/wal"
+  query-log-enabled = false
+  index-version = "inmem"
+[http]
+  bind-address = "127.0.0.1:${ports[0]}"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+[subscriber]
+  enabled = false
+[logging]
+  suppress-logo = true
+EOF
+env -u INFLUXDB_HTTP_BIND_ADDRESS "$influxd" run -config "$work/influxd/influxd.conf" \
+    >"$work/influxd/log" 2>&1 &
+pids+=("$!")
+influx="127.0.0.1:${ports[0]}"
+wait_for "influxd on $influx" curl -sf "http://$influx/ping"
+for db in bench_gateway bench_direct; do
+    curl -sf -XPOST "http://$influx/query" --data-urlencode "q=CREATE DATABASE $db" >/dev/null
+done
+
+step "Starting a null InfluxDB"
+"$loadgen" null-influx --listen 127.0.0.1:0 >"$work/null.out" &
+pids+=("$!")
+wait_for "the null InfluxDB" grep -q '^listening=' "$work/null.out"
+null=$(val listening "$work/null.out")
+
+# --- the gateway ----------------------------------------------------------------
+gw_pid=""
+gw_addr=""
+gw_n=0
+# start_gateway INFLUX_ADDR HEARTBEAT_INTERVAL [JOBS_JSON]: a fresh gateway with its own
+# storage dir; sets gw_pid and gw_addr.
+start_gateway() {
+    gw_n=$((gw_n + 1))
+    local dir="$work/gateway-$gw_n"
+    mkdir -p "$dir/data"
+    if [ -n "${3:-}" ]; then
+        cp "$3" "$dir/data/jobs.json"
+    fi
+    cat >"$dir/consumer.toml" <<EOF
+[server]
+listen = "127.0.0.1:0"
+[influxdb]
+url = "http://$1"
+database = "bench_gateway"
+[jobs]
+heartbeat_interval = "$2"
+max_running = 20000
+[storage]
+dir = "$dir/data"
+EOF
+    "$bin" --config "$dir/consumer.toml" 2>"$dir/stderr" &
+    gw_pid=$!
+    pids+=("$gw_pid")
+    wait_for "the gateway to listen" grep -q 'listening on http://' "$dir/stderr"
+    gw_addr=$(sed -n 's|.*listening on http://||p' "$dir/stderr" | head -n 1)
+    wait_for "the gateway's ping" curl -sf "http://$gw_addr/apiv0.1/ping"
+}
+
+stop_gateway() {
+    kill -TERM "$gw_pid"
+    wait "$gw_pid" || true
+}
+
+# run NAME LOADGEN-ARGS...: runs the load generator, bounded in time, into $work/NAME.
+run() {
+    local name=$1
+    shift
+    timeout 900 "$loadgen" "$@" >"$work/$name"
+    if [ "$(val errors "$work/$name")" != "0" ] && [ -n "$(val errors "$work/$name")" ]; then
+        echo "warning: $name: $(val errors "$work/$name") errors, first: $(val first_error "$work/$name")" >&2
+    fi
+}
+
+# --- 1-3: throughput and latency ---------------------------------------------------
+step "Warming up influxd (shards of both databases)"
+start_gateway "$influx" 1h
+run warm-gw gateway --addr "$gw_addr" --concurrency 4 --cycles 100 --max-seconds 10
+stop_gateway
+run warm-direct direct --influx "$influx" --db bench_direct --concurrency 4 --cycles 100
+
+for c in 8 32; do
+    step "Concurrency $c: gateway (then direct), up to $cycles cycles or ${phase_limit}s"
+    start_gateway "$influx" 1h
+    run "gw-$c" gateway --addr "$gw_addr" --concurrency "$c" --cycles "$cycles" \
+        --max-seconds "$phase_limit" --pid "$gw_pid"
+    stop_gateway
+    run "direct-$c" direct --influx "$influx" --db bench_direct --concurrency "$c" \
+        --cycles "$cycles" --max-seconds "$phase_limit"
+    step "Concurrency $c: gateway against the null InfluxDB"
+    start_gateway "$null" 1h
+    run "null-$c" gateway --addr "$gw_addr" --concurrency "$c" --cycles "$cycles" \
+        --max-seconds "$phase_limit" --pid "$gw_pid"
+    stop_gateway
+done
+
+# --- 5: memory ------------------------------------------------------------------------
+step "Memory: idle, then ${mem_steps[0]} and ${mem_steps[1]} cycles (null InfluxDB, ${mem_limits[0]}s and ${mem_limits[1]}s at most)"
+start_gateway "$null" 1h
+sleep 1
+rss_idle=$(rss_kib "$gw_pid")
+run mem-1 gateway --addr "$gw_addr" --concurrency 8 --cycles "${mem_steps[0]}" \
+    --max-seconds "${mem_limits[0]}"
+rss_step1=$(rss_kib "$gw_pid")
+run mem-2 gateway --addr "$gw_addr" --concurrency 8 \
+    --cycles "$((mem_steps[1] - mem_steps[0]))" --max-seconds "${mem_limits[1]}"
+rss_step2=$(rss_kib "$gw_pid")
+mem_done1=$(val cycles "$work/mem-1")
+mem_done2=$((mem_done1 + $(val cycles "$work/mem-2")))
+stop_gateway
+
+step "$running_jobs running jobs: heartbeat every 1s against influxd"
+# One register gives a job as the gateway saves it; the table of N running jobs is made of
+# copies of it (registering them one by one would take minutes, see README).
+start_gateway "$null" 1h
+run seed-register register-many --addr "$gw_addr" --n 1
+stop_gateway
+"$loadgen" seed-jobs --from "$work/gateway-$gw_n/data/jobs.json" --n "$running_jobs" \
+    --out "$work/jobs-seeded.json" >/dev/null
+start_gateway "$influx" 1s "$work/jobs-seeded.json"
+run tick tick --pid "$gw_pid" --ticks "$ticks" --max-seconds 20
+rss_jobs=$(rss_kib "$gw_pid")
+beats=$(curl -sf "http://$gw_addr/apiv0.1/states" | grep -o '"heartbeat_ticks":[0-9]*' | cut -d: -f2)
+stop_gateway
+
+# --- 6: start-up and size ----------------------------------------------------------------
+step "Start-up time (median of 5) and binary size"
+mkdir -p "$work/startup-cfg/data"
+cat >"$work/startup-cfg/consumer.toml" <<EOF
+[influxdb]
+url = "http://$null"
+[storage]
+dir = "$work/startup-cfg/data"
+EOF
+run startup startup --bin "$bin" --config "$work/startup-cfg/consumer.toml" --runs 5
+cp "$bin" "$work/stripped"
+strip "$work/stripped"
+size=$(stat -c %s "$work/stripped")
+
+# --- the table ------------------------------------------------------------------------------
+# met GOT OP LIMIT: "met" or "missed" (numbers compared with awk).
+met() {
+    awk -v a="$1" -v b="$3" -v op="$2" 'BEGIN {
+        ok = (op == ">=") ? (a >= b) : (a <= b)
+        print (ok ? "met" : "**missed**") }'
+}
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
+}
+cyc() {
+    local f="$work/$1" note=""
+    if [ "$(val stopped_early "$f")" = "true" ]; then
+        note=" (${phase_limit}s limit)"
+    fi
+    printf '%s cycles/s, p50 %s ms, p99 %s ms; %s cycles%s' "$(val cycles_per_s "$f")" \
+        "$(val cycle_p50_ms "$f")" "$(val cycle_p99_ms "$f")" "$(val cycles "$f")" "$note"
+}
+
+echo
+echo "Benchmark ($mode): $(date -u +%Y-%m-%d), $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, influxd $("$influxd" version | awk '{ print $2 }')"
+echo
+echo "| # | measure | measured | target | |"
+echo "|---|---|---|---|---|"
+for c in 8 32; do
+    target=1.0
+    [ "$c" -eq 32 ] && target=1.5
+    r=$(ratio "$(val cycles_per_s "$work/gw-$c")" "$(val cycles_per_s "$work/direct-$c")")
+    gp99=$(val cycle_p99_ms "$work/gw-$c")
+    dp99=$(val cycle_p99_ms "$work/direct-$c")
+    echo "| 1 | gateway, concurrency $c | $(cyc "gw-$c"); server CPU $(val server_cpu_us_per_request "$work/gw-$c") µs/request | | |"
+    echo "| 2 | direct /write, concurrency $c | $(cyc "direct-$c") | | |"
+    echo "| 3 | gateway / direct cycles/s, concurrency $c | $r× | ≥ $target× | $(met "$r" ">=" "$target") |"
+    echo "| 3 | gateway p99 vs direct p99, concurrency $c | $gp99 ms vs $dp99 ms | ≤ direct | $(met "$gp99" "<=" "$dp99") |"
+done
+for c in 8 32; do
+    echo "| 4 | gateway, null InfluxDB, concurrency $c | $(cyc "null-$c"); per request p50 $(val request_p50_ms "$work/null-$c") ms, p99 $(val request_p99_ms "$work/null-$c") ms; server CPU $(val server_cpu_us_per_request "$work/null-$c") µs/request | | |"
+done
+echo "| 5 | RSS idle | $(mib "$rss_idle") | ≤ 4 MiB | $(met "$rss_idle" "<=" 4096) |"
+echo "| 5 | RSS after $mem_done1 cycles (asked: ${mem_steps[0]} in ${mem_limits[0]}s) | $(mib "$rss_step1"); $(val cycles_per_s "$work/mem-1") cycles/s | | |"
+grow=$((rss_step2 - rss_step1))
+echo "| 5 | RSS after $mem_done2 cycles (asked: ${mem_steps[1]} in ${mem_limits[0]}+${mem_limits[1]}s) | $(mib "$rss_step2"), +$(mib "$grow"); $(val cycles_per_s "$work/mem-2") cycles/s in this step | within 1 MiB of the first step, 100 000 vs 10 000 cycles | $(met "$grow" "<=" 1024) |"
+echo "| 5 | RSS with $running_jobs running jobs | $(mib "$rss_jobs") | ≤ 16 MiB | $(met "$rss_jobs" "<=" 16384) |"
+echo "| 5 | heartbeat tick, $running_jobs jobs, to influxd ($(val ticks "$work/tick") ticks; $beats counted by the gateway) | wall p50 $(val tick_wall_p50_ms "$work/tick") ms, max $(val tick_wall_max_ms "$work/tick") ms; CPU p50 $(val tick_cpu_p50_ms "$work/tick") ms | ≤ 100 ms | $(met "$(val tick_wall_max_ms "$work/tick")" "<=" 100) |"
+echo "| 6 | start-up to first ping (median of 5: $(val startup_runs_ms "$work/startup") ms) | $(val startup_median_ms "$work/startup") ms | ≤ 20 ms | $(met "$(val startup_median_ms "$work/startup")" "<=" 20) |"
+echo "| 6 | stripped release binary | $(mib $((size / 1024))) ($size bytes) | ≤ 4 MiB | $(met "$size" "<=" 4194304) |"
