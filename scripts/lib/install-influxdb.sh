@@ -95,7 +95,28 @@ ensure_tools() {
     fi
 }
 
-# InfluxDB 1.x (`influxd`, from Debian's `influxdb` package), curl, openssl, the
-# shell linter shellcheck, systemd-analyze (from Debian's `systemd` package), and
-# python3 with venv for the Locust end-to-end test.
+# python3 able to make virtualenvs (Debian splits venv and ensurepip into python3-venv),
+# which the Locust end-to-end test needs.
+ensure_python_venv() {
+    if command -v python3 >/dev/null 2>&1 && python3 -c 'import ensurepip, venv' 2>/dev/null; then
+        return 0
+    fi
+    echo "installing python3 and python3-venv"
+    apt_install python3 python3-venv
+    python3 -c 'import ensurepip, venv' 2>/dev/null ||
+        die "python3 still cannot make virtualenvs after installing python3-venv"
+}
+
+# systemd-analyze, with which the tests verify the shipped unit file. Debian ships
+# it in the systemd package; installing that package on a machine or container that
+# boots without systemd adds the tools and leaves its init system as it is (that
+# would take systemd-sysv).
+ensure_systemd_analyze() {
+    if command -v systemd-analyze >/dev/null 2>&1 || [ -x /usr/bin/systemd-analyze ]; then
+        return 0
+    fi
+    echo "systemd-analyze not found; installing Debian's systemd package"
+    apt_install systemd
+    command -v systemd-analyze >/dev/null 2>&1 || [ -x /usr/bin/systemd-analyze ] ||
+        die "the systemd package is installed but systemd-analyze is still missing"
 }
