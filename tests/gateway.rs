@@ -365,13 +365,18 @@ fn heartbeats_are_written_every_interval() {
         elapsed.windows(2).all(|w| w[1] > w[0]),
         "elapsed grows: {elapsed:?}"
     );
-    let states = get(gw.addr, "/apiv0.1/states").json();
-    let listed = states["jobs"]["list"].as_array().unwrap();
-    assert!(
-        listed
-            .iter()
-            .any(|j| j["uuid"] == a.as_str() && j["heartbeats"].as_u64().unwrap() >= 2),
-        "{states}"
+    // A tick's heartbeats are counted just after InfluxDB stored them.
+    wait_until(
+        Duration::from_secs(5),
+        "states to count two heartbeats",
+        || {
+            let states = get(gw.addr, "/apiv0.1/states").json();
+            states["jobs"]["list"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|j| j["uuid"] == a.as_str() && j["heartbeats"].as_u64().unwrap() >= 2)
+        },
     );
 
     // After commit the run's heartbeats stop. A tick built just before the commit may still
