@@ -18,7 +18,7 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Gateway, TempDir, gateway_binary, get, parse_listening, request};
 
@@ -528,8 +528,21 @@ fn the_gateway_runs_with_its_config_and_secrets_in_a_credentials_directory() {
         })
     };
     assert_eq!(next_notification(&receiver, "READY=1"), "READY=1");
-    let addr = parse_listening(&log.lock().unwrap())
-        .unwrap_or_else(|| panic!("no `listening on` line: {}", log.lock().unwrap()));
+    // The gateway logged `listening on` before READY=1, but the reader thread may not
+    // have taken the line from the pipe yet.
+    let deadline = Instant::now() + NOTIFY_TIMEOUT;
+    let addr = loop {
+        let found = parse_listening(&log.lock().unwrap());
+        if let Some(addr) = found {
+            break addr;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `listening on` line: {}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
 
     let bearer = format!("Bearer {TOKEN}");
     let body = r#"{"host": "lg-1", "measurement": {"fields": {"clients": 1}}}"#;
@@ -557,7 +570,18 @@ fn the_gateway_runs_with_its_config_and_secrets_in_a_credentials_directory() {
         .unwrap();
     assert!(status.success());
     assert_eq!(next_notification(&receiver, "STOPPING=1"), "STOPPING=1");
-    let exit = child.0.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = child.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 15 s after SIGTERM: {}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let _ = reader.join();
     assert!(exit.success(), "{exit:?}: {}", log.lock().unwrap());
 }

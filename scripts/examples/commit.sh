@@ -33,7 +33,7 @@ stats=${2:-$(
 JSON
 )}
 
-curl -sS --fail-with-body -w '\n' -H @<(auth_header) \
-    -H 'Content-Type: application/json' \
+curl -sS --fail-with-body --connect-timeout 10 --max-time 60 -w '\n' \
+    -H @<(auth_header) -H 'Content-Type: application/json' \
     --data-binary "{\"uuid\": \"$uuid\", \"measurement\": {\"fields\": {\"requestStats\": $stats}}}" \
     "$url/apiv0.1/events/commit"

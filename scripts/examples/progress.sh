@@ -28,7 +28,7 @@ if ! [[ $uuid =~ ^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$ ]]; then
 fi
 fields=${2:-'{"clients": 50, "requests": 1200, "rps": 41.5}'}
 
-curl -sS --fail-with-body -w '\n' -H @<(auth_header) \
-    -H 'Content-Type: application/json' \
+curl -sS --fail-with-body --connect-timeout 10 --max-time 60 -w '\n' \
+    -H @<(auth_header) -H 'Content-Type: application/json' \
     --data-binary "{\"uuid\": \"$uuid\", \"measurement\": {\"fields\": $fields}}" \
     "$url/apiv0.1/events/progress"

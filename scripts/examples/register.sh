@@ -27,8 +27,8 @@ JSON
 )}
 
 status=0
-answer=$(curl -sS --fail-with-body -w '\n' -H @<(auth_header) \
-    -H 'Content-Type: application/json' --data-binary "$body" \
+answer=$(curl -sS --fail-with-body --connect-timeout 10 --max-time 60 -w '\n' \
+    -H @<(auth_header) -H 'Content-Type: application/json' --data-binary "$body" \
     "$url/apiv0.1/events/register") || status=$?
 printf '%s\n' "$answer"
 [ "$status" -eq 0 ] || exit "$status"

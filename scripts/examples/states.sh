@@ -16,4 +16,5 @@ auth_header() {
     fi
 }
 
-curl -sS --fail-with-body -w '\n' -H @<(auth_header) "$url/apiv0.1/states"
+curl -sS --fail-with-body --connect-timeout 10 --max-time 60 -w '\n' \
+    -H @<(auth_header) "$url/apiv0.1/states"
