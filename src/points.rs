@@ -120,7 +120,10 @@ pub fn commit(run: &Run, record: &Record, stats: Option<&RequestStats>, now_ms: 
         // The gateway's identity wins over a row's tags too.
         with_run(&mut p, run, false);
         put_fields(&mut p, &row.fields);
-        points.push(p);
+        // Members named like the run's tags are left out; a row left with no field has no line.
+        if p.field_count() > 0 {
+            points.push(p);
+        }
     }
 
     let secs = (now_ms - run.started_ms).max(0) / 1000;
@@ -169,6 +172,22 @@ mod tests {
                  load_testing,host=lg-1,mode=single,uuid={nil} clients=10,elapsed=2.5 1002500"
             )
         );
+    }
+
+    #[test]
+    fn a_row_whose_only_member_is_a_run_tag_writes_no_line() {
+        let stats = RequestStats {
+            text: "{}".into(),
+            scalars: vec![],
+            rows: vec![StatsRow {
+                tags: vec![("name".into(), "/x".into())],
+                fields: vec![("mode".into(), FieldValue::Float(1.0))],
+            }],
+            rows_sent: 1,
+        };
+        let points = commit(&run(), &Record::default(), Some(&stats), 2_000_000);
+        assert!(points.iter().all(|p| p.measurement() != REQUEST_STATS));
+        assert!(points.iter().all(|p| p.field_count() > 0));
     }
 
     #[test]
