@@ -96,28 +96,7 @@ mib() {
 step "Starting a throwaway influxd"
 mapfile -t ports < <("$loadgen" free-ports --n 2)
 mkdir -p "$work/influxd"
-cat >"$work/influxd/influxd.conf" <<EOF
-reporting-disabled = true
-bind-address = "127.0.0.1:${ports[1]}"
-[meta]
-  dir = "$work/influxd/meta"
-[data]
-  dir = "$work/influxd/data"
-  wal-dir = "$work/influxd/wal"
-  query-log-enabled = false
-  index-version = "inmem"
-[http]
-  bind-address = "127.0.0.1:${ports[0]}"
-  log-enabled = false
-[monitor]
-  store-enabled = false
-[continuous_queries]
-  enabled = false
-[subscriber]
-  enabled = false
-[logging]
-  suppress-logo = true
-EOF
+influxd_config "$work/influxd" "${ports[0]}" "${ports[1]}" >"$work/influxd/influxd.conf"
 env -u INFLUXDB_HTTP_BIND_ADDRESS "$influxd" run -config "$work/influxd/influxd.conf" \
     >"$work/influxd/log" 2>&1 &
 pids+=("$!")

@@ -128,29 +128,7 @@ start_influxd() {
     for attempt in 1 2 3; do
         read -r http_port rpc_port < <(python3 scripts/e2e/free_ports.py 2)
         mkdir -p "$work/influxd"
-        cat >"$work/influxd/influxd.conf" <<CONF
-reporting-disabled = true
-reporting-enabled = false
-bind-address = "127.0.0.1:$rpc_port"
-[meta]
-  dir = "$work/influxd/meta"
-[data]
-  dir = "$work/influxd/data"
-  wal-dir = "$work/influxd/wal"
-  query-log-enabled = false
-  index-version = "inmem"
-[http]
-  bind-address = "127.0.0.1:$http_port"
-  log-enabled = false
-[monitor]
-  store-enabled = false
-[continuous_queries]
-  enabled = false
-[subscriber]
-  enabled = false
-[logging]
-  suppress-logo = true
-CONF
+        influxd_config "$work/influxd" "$http_port" "$rpc_port" >"$work/influxd/influxd.conf"
         "$influxd" run -config "$work/influxd/influxd.conf" >"$work/influxd.log" 2>&1 &
         influxd_pid=$!
         pids+=("$influxd_pid")

@@ -22,30 +22,7 @@ if (exec 3<>/dev/tcp/127.0.0.1/8086) 2>/dev/null; then
     die "something already listens on 127.0.0.1:8086 (another influxd?); stop it first"
 fi
 
-# Upstream calls the usage-report switch reporting-disabled; Debian's build
-# renamed it reporting-enabled. influxd ignores unknown keys, so set both.
-cat >"$config" <<CONF
-reporting-disabled = true
-reporting-enabled = false
-bind-address = "127.0.0.1:8088"
-
-[meta]
-  dir = "$dir/meta"
-
-[data]
-  dir = "$dir/data"
-  wal-dir = "$dir/wal"
-  index-version = "inmem"
-
-[http]
-  bind-address = "127.0.0.1:8086"
-
-[monitor]
-  store-enabled = false
-
-[logging]
-  suppress-logo = true
-CONF
+influxd_config "$dir" 8086 8088 >"$config"
 
 cat <<MSG
 InfluxDB on http://127.0.0.1:8086 with data in $dir; Ctrl-C stops it.

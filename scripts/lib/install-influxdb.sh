@@ -120,3 +120,34 @@ ensure_systemd_analyze() {
     command -v systemd-analyze >/dev/null 2>&1 || [ -x /usr/bin/systemd-analyze ] ||
         die "the systemd package is installed but systemd-analyze is still missing"
 }
+
+# Prints an influxd 1.x configuration for a server of this project's own: data under DIR,
+# HTTP on 127.0.0.1:HTTP_PORT, the backup RPC on 127.0.0.1:RPC_PORT, nothing else listening,
+# no usage reports (upstream calls the switch reporting-disabled, Debian's build
+# reporting-enabled; influxd ignores unknown keys, so both are set).
+#   influxd_config DIR HTTP_PORT RPC_PORT
+influxd_config() {
+    cat <<CONF
+reporting-disabled = true
+reporting-enabled = false
+bind-address = "127.0.0.1:$3"
+[meta]
+  dir = "$1/meta"
+[data]
+  dir = "$1/data"
+  wal-dir = "$1/wal"
+  query-log-enabled = false
+  index-version = "inmem"
+[http]
+  bind-address = "127.0.0.1:$2"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+[subscriber]
+  enabled = false
+[logging]
+  suppress-logo = true
+CONF
+}
