@@ -8,9 +8,8 @@
 //! job-table lock while writing, and never log a request body.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
@@ -20,7 +19,8 @@ use crate::auth::{Denied, Tokens};
 use crate::config::Settings;
 use crate::delivery::{Delivery, Failure, Outcome};
 use crate::http::{Exchange, Handler, Request, Response};
-use crate::jobs::{Job, Jobs, Refusal, State};
+use crate::jobs::{Job, Jobs, Refusal};
+use crate::journal::Journal;
 use crate::line_protocol::{Point, encode_batch};
 use crate::payload::{self, PayloadError, PayloadLimits};
 use crate::points::{self, Run};
@@ -35,10 +35,8 @@ pub struct App {
     pub jobs: Jobs,
     pub delivery: Delivery,
     pub stats: Stats,
-    /// `storage.dir/jobs.json`.
-    pub jobs_file: PathBuf,
-    /// Held while the job table is saved, so saves never overtake one another.
-    pub save_lock: Mutex<()>,
+    /// `storage.dir/jobs.json` and `jobs.journal`.
+    pub journal: Journal,
     pub started: Instant,
     /// Open connections, kept by the HTTP server.
     pub connections: Arc<AtomicUsize>,
@@ -186,9 +184,10 @@ struct CommitGuard<'a> {
 }
 
 impl CommitGuard<'_> {
-    fn finish(mut self, now_ms: i64) {
-        self.jobs.end_commit(&self.uuid, true, now_ms);
+    /// The number is the change's journal record.
+    fn finish(mut self, now_ms: i64) -> u64 {
         self.done = true;
+        self.jobs.end_commit(&self.uuid, true, now_ms)
     }
 }
 
@@ -215,12 +214,9 @@ impl App {
             .deliver(&encode_batch(points), points.len(), &self.stats)
     }
 
-    /// Saves the job table to `jobs.json`.
-    pub fn save_jobs(&self) -> Result<(), String> {
-        let _saving = self.save_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let bytes = self.jobs.save();
-        crate::storage::write_atomic(&self.jobs_file, &bytes)
-            .map_err(|e| format!("cannot write {}: {e}", self.jobs_file.display()))
+    /// Waits until the job-table change `seq` is on disk.
+    fn persist(&self, seq: u64) -> Result<(), String> {
+        self.journal.wait(&self.jobs, seq)
     }
 
     fn route(&self, req: &Request) -> Result<Reply, ApiError> {
@@ -335,16 +331,11 @@ impl App {
             .record(&points::register(&run, &record, now))
             .map_err(ApiError::NotRecorded)?;
         let uuid = run.uuid;
-        slot.fill(Job {
-            run,
-            fields: record.fields,
-            last_seen_ms: now,
-            state: State::Running,
-            heartbeats: 0,
-        });
-        if let Err(e) = self.save_jobs() {
+        let seq = slot.fill(Job::running(run, record.fields, now));
+        if let Err(e) = self.persist(seq) {
             log::error!("{e}");
-            self.jobs.remove(&uuid);
+            let seq = self.jobs.remove(&uuid);
+            let _ = self.persist(seq);
             return Err(ApiError::NotSaved(e));
         }
         log::info!("run {uuid} registered");
@@ -357,10 +348,11 @@ impl App {
     /// Live progress: new field values for the following heartbeats. Writes no point itself.
     fn progress(&self, req: &Request) -> Result<Value, ApiError> {
         let (uuid, record) = payload::progress(&req.body, self.limits())?;
-        self.jobs
+        let seq = self
+            .jobs
             .progress(&uuid, record.fields, now_ms(), payload::MAX_FIELDS)
             .map_err(|r| refused(uuid, r))?;
-        if let Err(e) = self.save_jobs() {
+        if let Err(e) = self.persist(seq) {
             // The new values are in memory and go out with the next heartbeat; only a restart
             // before the next save would lose them, and the next progress brings them back.
             log::error!("{e}");
@@ -390,10 +382,10 @@ impl App {
         let now = now_ms();
         let points = points::commit(&run, &commit.record, commit.stats.as_ref(), now);
         let outcome = self.record(&points).map_err(ApiError::NotRecorded)?;
-        guard.finish(now);
+        let seq = guard.finish(now);
         // The points are recorded, so the commit stands even if the table cannot be saved; a
         // restart would then show the run as running again, which a second commit settles.
-        if let Err(e) = self.save_jobs() {
+        if let Err(e) = self.persist(seq) {
             log::error!("{e}");
         }
         log::info!("run {uuid} committed");
@@ -510,8 +502,8 @@ impl App {
                 tick.expired
             );
         }
-        if !tick.points.is_empty() {
-            match self.record(&tick.points) {
+        if tick.points > 0 {
+            match self.delivery.deliver(&tick.lines, tick.points, &self.stats) {
                 Ok(_) => self.jobs.count_beats(&tick.beats),
                 Err(Failure::SpoolFull(why) | Failure::Disk(why)) => {
                     // Heartbeats were promised to nobody; losing a tick is logged, not fatal.
@@ -520,10 +512,8 @@ impl App {
                 }
             }
         }
-        if !tick.points.is_empty() || tick.removed > 0 {
-            if let Err(e) = self.save_jobs() {
-                log::error!("{e}");
-            }
+        if let Err(e) = self.persist(tick.seq) {
+            log::error!("{e}");
         }
     }
 

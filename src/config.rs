@@ -134,6 +134,7 @@ pub struct Jobs {
     pub max_running: usize,
     pub max_age: Dur,
     pub finished_retention: Dur,
+    pub max_finished: usize,
 }
 
 impl Default for Jobs {
@@ -143,6 +144,7 @@ impl Default for Jobs {
             max_running: 10_000,
             max_age: Dur::secs(24 * 3600),
             finished_retention: Dur::secs(3600),
+            max_finished: 1000,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The job table: which runs are running, committing, finished or expired, and the ticker that
-//! writes their heartbeats.
+//! The job table: which runs are running, committing, finished or expired, and the ticker's
+//! heartbeat lines.
 //!
 //! The table is one `Mutex<HashMap<Uuid, Job>>`. The lock is held only to read or change the
 //! table, never across I/O: handlers take what they need, write to InfluxDB without the lock,
@@ -7,17 +7,24 @@
 //! `jobs.max_running` holds under concurrency) and a commit first marks the job `Committing`
 //! (so two commits of one run cannot both succeed).
 //!
-//! [`Jobs::save`] and [`Jobs::load`] turn the table into the bytes of `jobs.json` and back;
-//! writing the file is the caller's business, so this module does no I/O.
+//! Every change that must survive a restart appends one journal record (a line of JSON: the
+//! job's whole saved state, or its removal) to a buffer in the table, under the same lock, and
+//! returns the record's sequence number. The records are therefore in the order of the changes,
+//! and replaying them over any older state of the table gives the newest one. Writing them out
+//! and waiting until they are on disk is `journal`'s business; this module does no I/O.
+//!
+//! Finished and expired runs are remembered for `jobs.finished_retention`, and at most
+//! `jobs.max_finished` of them (the oldest are forgotten first), so memory stays bounded
+//! however many runs come and go. A finished run keeps only what the state page shows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::line_protocol::{self, FieldValue, Point};
-use crate::points::{self, Event, Run};
+use crate::line_protocol::{self, FieldValue};
+use crate::points::{self, BeatLine, Event, Run};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -46,6 +53,14 @@ impl State {
     fn is_active(self) -> bool {
         matches!(self, State::Running | State::Committing { .. })
     }
+
+    /// When a finished or expired run ended.
+    fn ended_at(self) -> Option<i64> {
+        match self {
+            State::Finished { at_ms } | State::Expired { at_ms } => Some(at_ms),
+            State::Running | State::Committing { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -53,22 +68,140 @@ pub struct Job {
     pub run: Run,
     /// The fields every heartbeat repeats.
     pub fields: Vec<(String, FieldValue)>,
+    /// The heartbeat, encoded from `run` and `fields` whenever they change.
+    beat: BeatLine,
     /// When the gateway last heard of the run (Unix ms); `jobs.max_age` counts from here.
     pub last_seen_ms: i64,
     pub state: State,
     pub heartbeats: u64,
 }
 
-#[derive(Debug, Default)]
+impl Job {
+    /// A run that has just registered.
+    pub fn running(run: Run, fields: Vec<(String, FieldValue)>, now_ms: i64) -> Job {
+        Job {
+            beat: BeatLine::new(&run, &fields),
+            run,
+            fields,
+            last_seen_ms: now_ms,
+            state: State::Running,
+            heartbeats: 0,
+        }
+    }
+
+    /// Lets go of what a finished run no longer needs: its tags, fields and heartbeat.
+    fn shed(&mut self) {
+        self.run.tags = Vec::new();
+        self.fields = Vec::new();
+        self.beat = BeatLine::default();
+    }
+}
+
+#[derive(Debug)]
 struct Table {
     jobs: HashMap<Uuid, Job>,
     /// Jobs in an active state, kept with every state change so a register needs no scan.
     active: usize,
     /// Registers between their slot reservation and their outcome.
     reserved: usize,
+    /// Finished and expired runs as they ended, oldest first: (when, which). An entry whose job
+    /// has since been revived, or ended again, no longer matches it and is skipped.
+    ended: VecDeque<(i64, Uuid)>,
+    /// Jobs now finished or expired.
+    ended_count: usize,
+    /// `jobs.max_finished`.
+    max_ended: usize,
+    /// Journal records not yet taken by the journal writer.
+    pending: Vec<u8>,
+    /// Sequence number of the last change.
+    seq: u64,
 }
 
-#[derive(Debug, Default)]
+impl Table {
+    fn new(max_ended: usize) -> Table {
+        Table {
+            jobs: HashMap::new(),
+            active: 0,
+            reserved: 0,
+            ended: VecDeque::new(),
+            ended_count: 0,
+            max_ended,
+            pending: Vec::new(),
+            seq: 0,
+        }
+    }
+
+    /// Records the job's present state in the journal.
+    fn put(&mut self, uuid: &Uuid) -> u64 {
+        self.seq += 1;
+        if let Some(job) = self.jobs.get(uuid) {
+            write_record(&mut self.pending, self.seq, Some(job), uuid);
+        }
+        self.seq
+    }
+
+    /// Records the job's removal in the journal.
+    fn del(&mut self, uuid: &Uuid) -> u64 {
+        self.seq += 1;
+        write_record(&mut self.pending, self.seq, None, uuid);
+        self.seq
+    }
+
+    fn is_ended_at(&self, uuid: &Uuid, at_ms: i64) -> bool {
+        self.jobs
+            .get(uuid)
+            .and_then(|j| j.state.ended_at())
+            .is_some_and(|at| at == at_ms)
+    }
+
+    /// A job has just become finished or expired; forgets the oldest ended runs beyond the cap.
+    fn ended(&mut self, uuid: Uuid, at_ms: i64) -> usize {
+        self.ended.push_back((at_ms, uuid));
+        self.ended_count += 1;
+        let mut forgotten = 0;
+        while self.ended_count > self.max_ended {
+            let Some((at, oldest)) = self.ended.pop_front() else {
+                break;
+            };
+            if self.forget(&oldest, at) {
+                forgotten += 1;
+            }
+        }
+        self.tidy_ended();
+        forgotten
+    }
+
+    /// A finished or expired job is active again (a late commit began, or progress revived it).
+    fn revived(&mut self) {
+        self.ended_count -= 1;
+        self.active += 1;
+    }
+
+    /// Removes a job that ended at `at_ms`, if it still did.
+    fn forget(&mut self, uuid: &Uuid, at_ms: i64) -> bool {
+        if !self.is_ended_at(uuid, at_ms) {
+            return false;
+        }
+        self.jobs.remove(uuid);
+        self.ended_count -= 1;
+        self.del(uuid);
+        true
+    }
+
+    /// Drops entries of `ended` that match no job any more, once they are the majority.
+    fn tidy_ended(&mut self) {
+        if self.ended.len() > 2 * self.ended_count + 1024 {
+            let jobs = &self.jobs;
+            self.ended.retain(|(at, uuid)| {
+                jobs.get(uuid)
+                    .and_then(|j| j.state.ended_at())
+                    .is_some_and(|a| a == *at)
+            });
+        }
+    }
+}
+
+#[derive(Debug)]
 pub struct Jobs {
     table: Mutex<Table>,
 }
@@ -80,14 +213,17 @@ pub struct Slot<'a> {
 }
 
 impl Slot<'_> {
-    pub fn fill(mut self, job: Job) {
+    /// Adds the job; the number is its journal record.
+    pub fn fill(mut self, job: Job) -> u64 {
         let mut t = self.jobs.lock();
         t.reserved -= 1;
         if job.state.is_active() {
             t.active += 1;
         }
-        t.jobs.insert(job.run.uuid, job);
+        let uuid = job.run.uuid;
+        t.jobs.insert(uuid, job);
         self.filled = true;
+        t.put(&uuid)
     }
 }
 
@@ -116,11 +252,15 @@ pub enum Refusal {
 /// What one tick writes.
 #[derive(Debug, Default)]
 pub struct Tick {
-    pub points: Vec<Point>,
-    /// Runs whose heartbeat is among `points`.
+    /// Heartbeats and expiry events, as line protocol.
+    pub lines: String,
+    pub points: usize,
+    /// Runs whose heartbeat is among `lines`.
     pub beats: Vec<Uuid>,
     pub expired: usize,
     pub removed: usize,
+    /// The journal record of the last change the tick made (0: none).
+    pub seq: u64,
 }
 
 /// Counts for the state page.
@@ -132,7 +272,25 @@ pub struct Counts {
     pub expired: usize,
 }
 
+/// What [`Jobs::restore`] found besides the table.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Journal records applied over the snapshot.
+    pub replayed: usize,
+    /// The journal ended in a record that was being written when the process stopped; it was
+    /// never acknowledged and is left out.
+    pub torn_tail: bool,
+}
+
 impl Jobs {
+    /// An empty table that remembers at most `max_ended` finished or expired runs.
+    #[cfg(test)]
+    pub fn new(max_ended: usize) -> Jobs {
+        Jobs {
+            table: Mutex::new(Table::new(max_ended)),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Table> {
         // A panic elsewhere must not take the table down with it: every change below leaves the
         // table consistent before anything can panic, so the data is still good.
@@ -167,20 +325,21 @@ impl Jobs {
         job.state = state;
         let run = job.run.clone();
         if !was_active {
-            t.active += 1;
+            t.revived();
         }
         Ok(run)
     }
 
     /// Live progress: the fields replace those of the same name in the following heartbeats,
     /// and the expiry clock starts again. An expired run that reports progress is running again.
+    /// The number is the change's journal record.
     pub fn progress(
         &self,
         uuid: &Uuid,
         fields: Vec<(String, FieldValue)>,
         now_ms: i64,
         max_fields: usize,
-    ) -> Result<(), Refusal> {
+    ) -> Result<u64, Refusal> {
         let mut t = self.lock();
         let job = t.jobs.get_mut(uuid).ok_or(Refusal::Unknown)?;
         match job.state {
@@ -204,45 +363,58 @@ impl Jobs {
         if merged.len() > max_fields {
             return Err(Refusal::TooManyFields(max_fields));
         }
+        job.beat = BeatLine::new(&job.run, &merged);
         job.fields = merged;
         job.last_seen_ms = now_ms;
         if matches!(job.state, State::Expired { .. }) {
             job.state = State::Running;
-            t.active += 1;
+            t.revived();
         }
-        Ok(())
+        Ok(t.put(uuid))
     }
 
     /// Records a commit's outcome: finished when its points were recorded, else back as it was.
-    pub fn end_commit(&self, uuid: &Uuid, recorded: bool, now_ms: i64) {
+    /// The number is the change's journal record (0: there was no commit to end).
+    pub fn end_commit(&self, uuid: &Uuid, recorded: bool, now_ms: i64) -> u64 {
         let mut t = self.lock();
         let Some(job) = t.jobs.get_mut(uuid) else {
-            return;
+            return 0;
         };
         let State::Committing { expired } = job.state else {
-            return;
+            return 0;
         };
         job.state = match (recorded, expired) {
             (true, _) => State::Finished { at_ms: now_ms },
             (false, false) => State::Running,
             (false, true) => State::Expired { at_ms: now_ms },
         };
+        if recorded {
+            job.shed();
+        }
         if job.state != State::Running {
             t.active -= 1;
+            t.ended(*uuid, now_ms);
         }
+        t.put(uuid)
     }
 
-    /// Builds this tick's heartbeats and expiry events, and forgets jobs past their retention.
-    /// Only CPU work happens under the lock; the caller writes the points afterwards.
+    /// Writes this tick's heartbeats and expiry events as line protocol, and forgets jobs past
+    /// their retention. Only CPU work happens under the lock; the caller sends the lines.
     pub fn tick(&self, now_ms: i64, max_age_ms: i64, retention_ms: i64) -> Tick {
         let mut tick = Tick::default();
-        let mut t = self.lock();
-        let before = t.jobs.len();
-        t.jobs.retain(|_, job| match job.state {
-            State::Finished { at_ms } | State::Expired { at_ms } => now_ms - at_ms < retention_ms,
-            _ => true,
-        });
-        tick.removed = before - t.jobs.len();
+        let mut guard = self.lock();
+        let t = &mut *guard;
+        while let Some(&(at_ms, uuid)) = t.ended.front() {
+            if now_ms - at_ms < retention_ms {
+                break;
+            }
+            t.ended.pop_front();
+            if t.forget(&uuid, at_ms) {
+                tick.removed += 1;
+                tick.seq = t.seq;
+            }
+        }
+        let mut expired = Vec::new();
         for job in t.jobs.values_mut() {
             if job.state != State::Running {
                 continue;
@@ -257,20 +429,30 @@ impl Jobs {
                     )),
                     job.run.uuid
                 );
-                tick.points
-                    .push(points::event(&job.run, Event::Expired, now_ms, text));
-                tick.expired += 1;
+                let event = points::event(&job.run, Event::Expired, now_ms, text);
+                event.encode(&mut tick.lines);
+                tick.lines.push('\n');
+                tick.points += 1;
+                expired.push(job.run.uuid);
                 continue;
             }
-            tick.points
-                .push(points::heartbeat(&job.run, &job.fields, now_ms));
-            tick.beats.push(job.run.uuid);
+            if job.beat.encode(job.run.started_ms, now_ms, &mut tick.lines) {
+                tick.points += 1;
+                tick.beats.push(job.run.uuid);
+            }
         }
+        tick.expired = expired.len();
         t.active -= tick.expired;
+        for uuid in expired {
+            t.put(&uuid);
+            tick.removed += t.ended(uuid, now_ms);
+            tick.seq = t.seq;
+        }
         tick
     }
 
-    /// Counts the heartbeats that were written.
+    /// Counts the heartbeats that were written. Not a journal record: the counts reach the disk
+    /// with the job's next record or the next snapshot.
     pub fn count_beats(&self, uuids: &[Uuid]) {
         let mut t = self.lock();
         for uuid in uuids {
@@ -303,47 +485,17 @@ impl Jobs {
         c
     }
 
-    /// Takes out a job that could not be made durable.
-    pub fn remove(&self, uuid: &Uuid) {
+    /// Takes out a job that could not be made durable. The number is the journal record.
+    pub fn remove(&self, uuid: &Uuid) -> u64 {
         let mut t = self.lock();
-        if let Some(job) = t.jobs.remove(uuid)
-            && job.state.is_active()
-        {
-            t.active -= 1;
-        }
-    }
-
-    /// The table as the bytes of `jobs.json`. A job in the middle of a commit is saved as it
-    /// was before the commit: the commit has not been answered yet.
-    pub fn save(&self) -> Vec<u8> {
-        let t = self.lock();
-        let jobs: Vec<Saved> = t.jobs.values().map(Saved::from).collect();
-        serde_json::to_vec(&SavedTable { version: 1, jobs }).unwrap_or_default()
-    }
-
-    /// Reads `jobs.json`. Anything that does not check out is an error, never an empty table:
-    /// forgetting running jobs silently is worse than not starting.
-    pub fn load(bytes: &[u8]) -> Result<Jobs, String> {
-        let saved: SavedTable =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a job table ({e})"))?;
-        if saved.version != 1 {
-            return Err(format!(
-                "version {} is not known to this program",
-                saved.version
-            ));
-        }
-        let mut table = Table::default();
-        for s in saved.jobs {
-            let uuid = s.uuid;
-            let job = s.into_job().map_err(|e| format!("job {uuid}: {e}"))?;
+        if let Some(job) = t.jobs.remove(uuid) {
             if job.state.is_active() {
-                table.active += 1;
+                t.active -= 1;
+            } else {
+                t.ended_count -= 1;
             }
-            table.jobs.insert(uuid, job);
         }
-        Ok(Jobs {
-            table: Mutex::new(table),
-        })
+        t.del(uuid)
     }
 
     /// Up to `limit` jobs, newest first, for the state page.
@@ -353,15 +505,190 @@ impl Jobs {
         jobs.sort_by_key(|j| std::cmp::Reverse(j.run.started_ms));
         jobs.into_iter().take(limit).cloned().collect()
     }
+
+    /// The journal records written since the last call, and the number of the last one.
+    pub fn take_pending(&self) -> (Vec<u8>, u64) {
+        let mut t = self.lock();
+        (std::mem::take(&mut t.pending), t.seq)
+    }
+
+    /// The whole table as the bytes of `jobs.json`, and the number of the last journal record
+    /// it includes; the records waiting to be written are in it, so they are dropped. A job in
+    /// the middle of a commit is saved as it was before the commit: the commit has not been
+    /// answered yet.
+    pub fn snapshot(&self) -> (Vec<u8>, u64) {
+        let mut t = self.lock();
+        t.pending = Vec::new();
+        let jobs: Vec<SavedView> = t.jobs.values().map(SavedView::of).collect();
+        let bytes = serde_json::to_vec(&SnapshotView {
+            version: 1,
+            journal_seq: t.seq,
+            jobs,
+        })
+        .unwrap_or_default();
+        (bytes, t.seq)
+    }
+
+    /// Rebuilds the table from `jobs.json` (if there is one) and the journal records after it.
+    /// Anything that does not check out is an error, never an empty table: forgetting running
+    /// jobs silently is worse than not starting. The one exception is the journal's last line
+    /// when it does not parse: that record was being written when the process stopped, so it
+    /// was never acknowledged.
+    pub fn restore(
+        snapshot: Option<&[u8]>,
+        journal: &[u8],
+        max_ended: usize,
+    ) -> Result<(Jobs, Restored), RestoreError> {
+        let mut table = Table::new(max_ended);
+        if let Some(bytes) = snapshot {
+            let saved: SavedTable = serde_json::from_slice(bytes)
+                .map_err(|e| RestoreError::Snapshot(format!("not a job table ({e})")))?;
+            if saved.version != 1 {
+                return Err(RestoreError::Snapshot(format!(
+                    "version {} is not known to this program",
+                    saved.version
+                )));
+            }
+            for s in saved.jobs {
+                let uuid = s.uuid;
+                let job = s
+                    .into_job()
+                    .map_err(|e| RestoreError::Snapshot(format!("job {uuid}: {e}")))?;
+                table.jobs.insert(uuid, job);
+            }
+            table.seq = saved.journal_seq;
+        }
+        let mut restored = Restored::default();
+        let mut rest = journal;
+        let mut line_no = 0;
+        while !rest.is_empty() {
+            line_no += 1;
+            let (line, after) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, &rest[rest.len()..]),
+            };
+            rest = after;
+            let record = match serde_json::from_slice::<SavedRecord>(line) {
+                Ok(record) => record,
+                Err(_) if after.is_empty() => {
+                    restored.torn_tail = true;
+                    break;
+                }
+                Err(e) => {
+                    return Err(RestoreError::Journal(format!(
+                        "line {line_no} is not a journal record ({e})"
+                    )));
+                }
+            };
+            if record.seq <= table.seq {
+                // Already in the snapshot (the journal is emptied after each snapshot, but a
+                // stop between the two leaves the old records behind).
+                continue;
+            }
+            table.seq = record.seq;
+            restored.replayed += 1;
+            match (record.put, record.del) {
+                (Some(saved), None) => {
+                    let uuid = saved.uuid;
+                    let job = saved.into_job().map_err(|e| {
+                        RestoreError::Journal(format!("line {line_no}, job {uuid}: {e}"))
+                    })?;
+                    table.jobs.insert(uuid, job);
+                }
+                (None, Some(uuid)) => {
+                    table.jobs.remove(&uuid);
+                }
+                _ => {
+                    return Err(RestoreError::Journal(format!(
+                        "line {line_no} must have exactly one of \"put\" and \"del\""
+                    )));
+                }
+            }
+        }
+        let mut ended: Vec<(i64, Uuid)> = Vec::new();
+        for (uuid, job) in &mut table.jobs {
+            match job.state.ended_at() {
+                Some(at_ms) => ended.push((at_ms, *uuid)),
+                None => table.active += 1,
+            }
+            if matches!(job.state, State::Finished { .. }) {
+                job.shed();
+            }
+        }
+        ended.sort_unstable();
+        table.ended_count = ended.len();
+        table.ended = ended.into();
+        while table.ended_count > table.max_ended {
+            let Some((at, oldest)) = table.ended.pop_front() else {
+                break;
+            };
+            table.forget(&oldest, at);
+        }
+        table.pending = Vec::new();
+        Ok((
+            Jobs {
+                table: Mutex::new(table),
+            },
+            restored,
+        ))
+    }
 }
 
-#[derive(Serialize, Deserialize)]
+/// Why the job table could not be rebuilt, and in which file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreError {
+    Snapshot(String),
+    Journal(String),
+}
+
+/// `{"seq":N,"put":{job}}` or `{"seq":N,"del":"uuid"}`, and a newline.
+fn write_record(out: &mut Vec<u8>, seq: u64, job: Option<&Job>, uuid: &Uuid) {
+    let record = RecordView {
+        seq,
+        put: job.map(SavedView::of),
+        del: if job.is_none() { Some(*uuid) } else { None },
+    };
+    // Serializing plain data into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &record);
+    out.push(b'\n');
+}
+
+#[derive(Deserialize)]
 struct SavedTable {
     version: u32,
+    /// The last journal record included (files from before the journal have none).
+    #[serde(default)]
+    journal_seq: u64,
     jobs: Vec<Saved>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
+struct SnapshotView<'a> {
+    version: u32,
+    journal_seq: u64,
+    jobs: Vec<SavedView<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedRecord {
+    seq: u64,
+    #[serde(default)]
+    put: Option<Saved>,
+    #[serde(default)]
+    del: Option<Uuid>,
+}
+
+#[derive(Serialize)]
+struct RecordView<'a> {
+    seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    put: Option<SavedView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    del: Option<Uuid>,
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Saved {
     uuid: Uuid,
@@ -374,12 +701,33 @@ struct Saved {
     heartbeats: u64,
 }
 
-#[derive(Serialize, Deserialize)]
+/// A job as it is saved, borrowed from the table: the same JSON as [`Saved`].
+#[derive(Serialize)]
+struct SavedView<'a> {
+    uuid: Uuid,
+    host: &'a str,
+    tags: &'a [(String, String)],
+    started_ms: i64,
+    fields: Vec<(&'a str, SavedFieldView<'a>)>,
+    last_seen_ms: i64,
+    state: SavedState,
+    heartbeats: u64,
+}
+
+#[derive(Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum SavedField {
     Float(f64),
     Bool(bool),
     Str(String),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "lowercase")]
+enum SavedFieldView<'a> {
+    Float(f64),
+    Bool(bool),
+    Str(&'a str),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -390,8 +738,8 @@ enum SavedState {
     Expired { at_ms: i64 },
 }
 
-impl From<&Job> for Saved {
-    fn from(job: &Job) -> Saved {
+impl<'a> SavedView<'a> {
+    fn of(job: &'a Job) -> SavedView<'a> {
         let state = match job.state {
             State::Running | State::Committing { expired: false } => SavedState::Running,
             State::Committing { expired: true } => SavedState::Expired {
@@ -400,21 +748,21 @@ impl From<&Job> for Saved {
             State::Finished { at_ms } => SavedState::Finished { at_ms },
             State::Expired { at_ms } => SavedState::Expired { at_ms },
         };
-        Saved {
+        SavedView {
             uuid: job.run.uuid,
-            host: job.run.host.clone(),
-            tags: job.run.tags.clone(),
+            host: &job.run.host,
+            tags: &job.run.tags,
             started_ms: job.run.started_ms,
             fields: job
                 .fields
                 .iter()
                 .map(|(k, v)| {
                     let v = match v {
-                        FieldValue::Float(f) => SavedField::Float(*f),
-                        FieldValue::Bool(b) => SavedField::Bool(*b),
-                        FieldValue::Str(s) => SavedField::Str(s.clone()),
+                        FieldValue::Float(f) => SavedFieldView::Float(*f),
+                        FieldValue::Bool(b) => SavedFieldView::Bool(*b),
+                        FieldValue::Str(s) => SavedFieldView::Str(s),
                     };
-                    (k.clone(), v)
+                    (k.as_str(), v)
                 })
                 .collect(),
             last_seen_ms: job.last_seen_ms,
@@ -443,22 +791,20 @@ impl Saved {
             };
             fields.push((k, v));
         }
-        Ok(Job {
-            run: Run {
-                uuid: self.uuid,
-                host: self.host,
-                tags: self.tags,
-                started_ms: self.started_ms,
-            },
-            fields,
-            last_seen_ms: self.last_seen_ms,
-            state: match self.state {
-                SavedState::Running => State::Running,
-                SavedState::Finished { at_ms } => State::Finished { at_ms },
-                SavedState::Expired { at_ms } => State::Expired { at_ms },
-            },
-            heartbeats: self.heartbeats,
-        })
+        let run = Run {
+            uuid: self.uuid,
+            host: self.host,
+            tags: self.tags,
+            started_ms: self.started_ms,
+        };
+        let mut job = Job::running(run, fields, self.last_seen_ms);
+        job.state = match self.state {
+            SavedState::Running => State::Running,
+            SavedState::Finished { at_ms } => State::Finished { at_ms },
+            SavedState::Expired { at_ms } => State::Expired { at_ms },
+        };
+        job.heartbeats = self.heartbeats;
+        Ok(job)
     }
 }
 
@@ -467,23 +813,44 @@ mod tests {
     use super::*;
 
     fn job(n: u128, now_ms: i64) -> Job {
-        Job {
-            run: Run {
-                uuid: Uuid::from_u128(n),
-                host: "h".into(),
-                tags: vec![],
-                started_ms: now_ms,
-            },
-            fields: vec![],
-            last_seen_ms: now_ms,
-            state: State::Running,
-            heartbeats: 0,
-        }
+        job_with(n, now_ms, vec![], vec![])
+    }
+
+    fn job_with(
+        n: u128,
+        now_ms: i64,
+        tags: Vec<(String, String)>,
+        fields: Vec<(String, FieldValue)>,
+    ) -> Job {
+        let run = Run {
+            uuid: Uuid::from_u128(n),
+            host: "h".into(),
+            tags,
+            started_ms: now_ms,
+        };
+        Job::running(run, fields, now_ms)
+    }
+
+    fn restore(snapshot: Option<&[u8]>, journal: &[u8]) -> Jobs {
+        Jobs::restore(snapshot, journal, 1000).unwrap().0
+    }
+
+    type Row = (Uuid, &'static str, Vec<(String, FieldValue)>);
+
+    /// The table as (uuid, state, fields) rows, sorted, to compare two tables.
+    fn rows(jobs: &Jobs) -> Vec<Row> {
+        let mut rows: Vec<_> = jobs
+            .list(usize::MAX)
+            .into_iter()
+            .map(|j| (j.run.uuid, j.state.as_str(), j.fields))
+            .collect();
+        rows.sort_by_key(|r| r.0);
+        rows
     }
 
     #[test]
     fn max_running_counts_reservations() {
-        let jobs = Jobs::default();
+        let jobs = Jobs::new(1000);
         let a = jobs.reserve(2).unwrap();
         let b = jobs.reserve(2).unwrap();
         assert!(
@@ -502,7 +869,7 @@ mod tests {
 
     #[test]
     fn commit_states() {
-        let jobs = Jobs::default();
+        let jobs = Jobs::new(1000);
         let id = Uuid::from_u128(1);
         jobs.reserve(10).unwrap().fill(job(1, 0));
         assert_eq!(
@@ -524,22 +891,25 @@ mod tests {
     }
 
     #[test]
-    fn the_table_survives_save_and_load() {
-        let jobs = Jobs::default();
-        let mut a = job(1, 100);
-        a.fields = vec![
-            ("clients".into(), FieldValue::Float(10.0)),
-            ("ok".into(), FieldValue::Bool(true)),
-            ("note".into(), FieldValue::Str("a \"quoted\"\nline".into())),
-        ];
-        a.run.tags = vec![("mode".into(), "single".into())];
+    fn the_table_survives_a_snapshot() {
+        let jobs = Jobs::new(1000);
+        let a = job_with(
+            1,
+            100,
+            vec![("mode".into(), "single".into())],
+            vec![
+                ("clients".into(), FieldValue::Float(10.0)),
+                ("ok".into(), FieldValue::Bool(true)),
+                ("note".into(), FieldValue::Str("a \"quoted\"\nline".into())),
+            ],
+        );
         jobs.reserve(10).unwrap().fill(a);
         jobs.reserve(10).unwrap().fill(job(2, 200));
         jobs.reserve(10).unwrap().fill(job(3, 300));
         jobs.begin_commit(&Uuid::from_u128(2)).unwrap();
         jobs.end_commit(&Uuid::from_u128(2), true, 250);
         jobs.begin_commit(&Uuid::from_u128(3)).unwrap();
-        let loaded = Jobs::load(&jobs.save()).unwrap();
+        let loaded = restore(Some(&jobs.snapshot().0), b"");
         let mut before = jobs.is_running();
         let mut after = loaded.is_running();
         before.sort();
@@ -580,32 +950,40 @@ mod tests {
 
     #[test]
     fn a_bad_table_is_an_error_not_an_empty_table() {
-        assert!(Jobs::load(b"").is_err());
+        let load = |bytes: &[u8]| match Jobs::restore(Some(bytes), b"", 10) {
+            Ok(_) => Ok(()),
+            Err(RestoreError::Snapshot(e)) => Err(e),
+            Err(e) => panic!("{e:?}"),
+        };
+        assert!(load(b"").is_err());
         assert!(
-            Jobs::load(b"{\"version\": 2, \"jobs\": []}")
+            load(b"{\"version\": 2, \"jobs\": []}")
                 .unwrap_err()
                 .contains("version 2")
         );
         let bad_tag = br#"{"version":1,"jobs":[{"uuid":"00000000-0000-0000-0000-000000000001","host":"h","tags":[["a\nb","v"]],"started_ms":0,"fields":[],"last_seen_ms":0,"state":"running","heartbeats":0}]}"#;
-        let err = Jobs::load(bad_tag).unwrap_err();
+        let err = load(bad_tag).unwrap_err();
         assert!(
             err.contains("00000000-0000-0000-0000-000000000001")
                 && err.contains("control character"),
             "{err}"
         );
-        assert!(Jobs::load(br#"{"version":1,"jobs":[]}"#).is_ok());
+        assert!(load(br#"{"version":1,"jobs":[]}"#).is_ok());
     }
 
     #[test]
     fn progress_updates_fields_and_revives_expired_runs() {
-        let jobs = Jobs::default();
+        let jobs = Jobs::new(1000);
         let id = Uuid::from_u128(1);
-        let mut j = job(1, 0);
-        j.run.tags = vec![("mode".into(), "single".into())];
-        j.fields = vec![
-            ("clients".into(), FieldValue::Float(1.0)),
-            ("rps".into(), FieldValue::Float(0.0)),
-        ];
+        let j = job_with(
+            1,
+            0,
+            vec![("mode".into(), "single".into())],
+            vec![
+                ("clients".into(), FieldValue::Float(1.0)),
+                ("rps".into(), FieldValue::Float(0.0)),
+            ],
+        );
         jobs.reserve(10).unwrap().fill(j);
         let update = vec![
             ("clients".into(), FieldValue::Float(5.0)),
@@ -649,11 +1027,12 @@ mod tests {
 
     #[test]
     fn tick_beats_expires_and_forgets() {
-        let jobs = Jobs::default();
+        let jobs = Jobs::new(1000);
         jobs.reserve(10).unwrap().fill(job(1, 0));
         jobs.reserve(10).unwrap().fill(job(2, 500));
         let t = jobs.tick(1000, 1000, 300);
-        assert_eq!((t.expired, t.beats.len(), t.points.len()), (1, 1, 2));
+        assert_eq!((t.expired, t.beats.len(), t.points), (1, 1, 2));
+        assert_eq!(t.lines.lines().count(), 2);
         assert_eq!(t.beats, vec![Uuid::from_u128(2)]);
         jobs.count_beats(&t.beats);
         assert_eq!(
@@ -676,5 +1055,163 @@ mod tests {
         );
         assert_eq!(jobs.list(10)[0].heartbeats, 1);
         assert!(jobs.reserve(1).is_none(), "one job is still running");
+    }
+
+    #[test]
+    fn the_journal_replayed_over_an_old_snapshot_gives_the_table() {
+        let jobs = Jobs::new(1000);
+        jobs.reserve(10).unwrap().fill(job(1, 0));
+        let (old, _) = jobs.snapshot();
+        let mut journal = Vec::new();
+        let mut take = |jobs: &Jobs| journal.extend(jobs.take_pending().0);
+        jobs.reserve(10).unwrap().fill(job(2, 10));
+        jobs.reserve(10).unwrap().fill(job(3, 20));
+        take(&jobs);
+        jobs.progress(
+            &Uuid::from_u128(2),
+            vec![("rps".into(), FieldValue::Float(3.5))],
+            30,
+            64,
+        )
+        .unwrap();
+        jobs.begin_commit(&Uuid::from_u128(1)).unwrap();
+        jobs.end_commit(&Uuid::from_u128(1), true, 40);
+        jobs.remove(&Uuid::from_u128(3));
+        take(&jobs);
+        assert_eq!(rows(&restore(Some(&old), &journal)), rows(&jobs));
+        assert_eq!(
+            rows(&restore(None, &journal))
+                .iter()
+                .map(|r| r.0)
+                .collect::<Vec<_>>(),
+            [Uuid::from_u128(1), Uuid::from_u128(2)],
+            "without a snapshot, the journal alone has what it recorded"
+        );
+        // A snapshot taken later already has every record; replaying them again changes nothing
+        // (a stop between writing the snapshot and emptying the journal).
+        let (new, seq) = jobs.snapshot();
+        assert_eq!(seq, 6, "five changes after the first register");
+        let (again, restored) = Jobs::restore(Some(&new), &journal, 1000).unwrap();
+        assert_eq!(rows(&again), rows(&jobs));
+        assert_eq!(restored.replayed, 0);
+    }
+
+    #[test]
+    fn a_torn_last_record_is_dropped_and_a_bad_one_inside_is_an_error() {
+        let jobs = Jobs::new(1000);
+        jobs.reserve(10).unwrap().fill(job(1, 0));
+        jobs.reserve(10).unwrap().fill(job(2, 0));
+        let journal = jobs.take_pending().0;
+        let first_line = journal.iter().position(|&b| b == b'\n').unwrap() + 1;
+        for cut in [journal.len() - 2, journal.len() - 20, first_line + 3] {
+            let (restored, how) = Jobs::restore(None, &journal[..cut], 10).unwrap();
+            assert!(how.torn_tail, "cut at {cut}");
+            assert_eq!(restored.counts().running, 1, "cut at {cut}");
+        }
+        // Whole but for its newline: the record is complete, so it counts.
+        let (restored, how) = Jobs::restore(None, &journal[..journal.len() - 1], 10).unwrap();
+        assert_eq!((restored.counts().running, how.torn_tail), (2, false));
+        let (_, how) = Jobs::restore(None, &journal, 10).unwrap();
+        assert_eq!(
+            how,
+            Restored {
+                replayed: 2,
+                torn_tail: false
+            }
+        );
+        let mut bad = journal[..first_line - 5].to_vec();
+        bad.extend_from_slice(&journal[first_line - 1..]);
+        assert!(matches!(
+            Jobs::restore(None, &bad, 10),
+            Err(RestoreError::Journal(e)) if e.contains("line 1")
+        ));
+        let both = br#"{"seq":1,"del":"00000000-0000-0000-0000-000000000001"}
+{"seq":2}
+{"seq":3,"del":"00000000-0000-0000-0000-000000000001"}
+"#;
+        assert!(matches!(
+            Jobs::restore(None, both, 10),
+            Err(RestoreError::Journal(e)) if e.contains("line 2") && e.contains("exactly one")
+        ));
+    }
+
+    #[test]
+    fn ended_runs_beyond_max_finished_are_forgotten_oldest_first() {
+        let jobs = Jobs::new(2);
+        for n in 1..=5 {
+            jobs.reserve(10).unwrap().fill(job(n, n as i64));
+            jobs.begin_commit(&Uuid::from_u128(n)).unwrap();
+            jobs.end_commit(&Uuid::from_u128(n), true, 100 + n as i64);
+        }
+        let kept: Vec<Uuid> = rows(&jobs).iter().map(|r| r.0).collect();
+        assert_eq!(kept, [Uuid::from_u128(4), Uuid::from_u128(5)]);
+        assert_eq!(
+            jobs.begin_commit(&Uuid::from_u128(1)),
+            Err(Refusal::Unknown)
+        );
+        let finished = &jobs.list(1)[0];
+        assert!(
+            finished.fields.is_empty() && finished.run.tags.is_empty(),
+            "a finished run keeps only what the state page shows"
+        );
+        // A revived run is no longer ended; its old entry is skipped, not used to forget it.
+        jobs.reserve(10).unwrap().fill(job(6, 6));
+        jobs.tick(10_000, 1000, 1_000_000);
+        assert_eq!(jobs.counts().expired, 1);
+        assert_eq!(
+            jobs.counts().finished,
+            1,
+            "the expired run pushed out a finished one"
+        );
+        jobs.progress(&Uuid::from_u128(6), vec![], 10_001, 64)
+            .unwrap();
+        jobs.reserve(10).unwrap().fill(job(7, 7));
+        jobs.begin_commit(&Uuid::from_u128(7)).unwrap();
+        jobs.end_commit(&Uuid::from_u128(7), true, 10_002);
+        assert_eq!(
+            jobs.counts(),
+            Counts {
+                running: 1,
+                finished: 2,
+                ..Counts::default()
+            }
+        );
+        // The cap holds across a restart too.
+        let (snapshot, _) = jobs.snapshot();
+        let (small, _) = Jobs::restore(Some(&snapshot), b"", 1).unwrap();
+        assert_eq!(small.counts().finished, 1);
+        assert_eq!(small.counts().running, 1);
+    }
+
+    #[test]
+    fn tick_writes_each_running_job_once_with_its_fields() {
+        let jobs = Jobs::new(10);
+        jobs.reserve(10).unwrap().fill(job_with(
+            1,
+            0,
+            vec![],
+            vec![("clients".into(), FieldValue::Float(4.0))],
+        ));
+        jobs.reserve(10).unwrap().fill(job(2, 0));
+        jobs.progress(
+            &Uuid::from_u128(1),
+            vec![("clients".into(), FieldValue::Float(8.0))],
+            500,
+            64,
+        )
+        .unwrap();
+        let t = jobs.tick(1500, 10_000, 10_000);
+        let one = Uuid::from_u128(1);
+        let two = Uuid::from_u128(2);
+        let mut lines: Vec<&str> = t.lines.lines().collect();
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                format!("load_testing,host=h,uuid={one} clients=8,elapsed=1.5 1500"),
+                format!("load_testing,host=h,uuid={two} elapsed=1.5 1500"),
+            ]
+        );
+        assert_eq!(t.seq, 0, "heartbeats alone change nothing on disk");
     }
 }

@@ -237,8 +237,6 @@ impl Point {
         self.fields.iter().map(|(k, v)| (k.as_str(), v))
     }
 
-    // Read back by the tests, which compare points with InfluxData's parser; the program only encodes.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn has_tag(&self, key: &str) -> bool {
         self.tag_index(key).is_ok()
     }
@@ -269,6 +267,14 @@ impl Point {
         if self.fields.is_empty() {
             return;
         }
+        self.encode_head(out);
+        write!(out, " {}", self.time_ms).expect("writing to a String cannot fail");
+    }
+
+    /// Appends the line without its timestamp: measurement, sorted tags and, when there are
+    /// any, a space and the fields. A caller that adds fields after this must start with a comma
+    /// when [`Point::field_count`] is not zero, and with a space otherwise.
+    pub fn encode_head(&self, out: &mut String) {
         escape_into(out, self.measurement, MEASUREMENT_SPECIALS);
         for (key, value) in &self.tags {
             out.push(',');
@@ -282,7 +288,6 @@ impl Point {
             out.push('=');
             encode_field_value(out, value);
         }
-        write!(out, " {}", self.time_ms).expect("writing to a String cannot fail");
     }
 
     fn tag_index(&self, key: &str) -> Result<usize, usize> {
@@ -319,7 +324,8 @@ fn escape_into(out: &mut String, text: &str, specials: &[char]) {
     }
 }
 
-fn encode_field_value(out: &mut String, value: &FieldValue) {
+/// Appends a field value as line protocol writes it.
+pub fn encode_field_value(out: &mut String, value: &FieldValue) {
     match value {
         // `Display` for f64 prints the shortest decimal that parses back to the same bits and
         // never uses exponent notation, so the output is a plain decimal number that every

@@ -12,6 +12,7 @@ mod delivery;
 mod http;
 mod influx;
 mod jobs;
+mod journal;
 mod json;
 mod line_protocol;
 mod notify;
@@ -170,25 +171,19 @@ fn run() -> Result<(), String> {
             dir.display()
         )
     })?;
-    let jobs_file = dir.join("jobs.json");
-    let jobs = match std::fs::read(&jobs_file) {
-        Ok(bytes) => jobs::Jobs::load(&bytes).map_err(|e| {
-            format!(
-                "{}: {e}; the gateway will not start and forget its running jobs: repair the file, or move it away to start with an empty job table",
-                jobs_file.display()
-            )
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => jobs::Jobs::default(),
-        Err(e) => return Err(format!("cannot read {}: {e}", jobs_file.display())),
-    };
+    let (journal, jobs, restored) = journal::Journal::open(&dir, c.jobs.max_finished)?;
+    if restored.torn_tail {
+        log::warn!(
+            "the last record of jobs.journal was cut short by the previous stop; it was never acknowledged and is left out"
+        );
+    }
     let counts = jobs.counts();
     let usage = spool.usage();
     let app = Arc::new(App {
         tokens: auth::Tokens::new(&settings.tokens),
         delivery: delivery::Delivery::new(influx::Influx::new(&c.influxdb), spool),
         jobs,
-        jobs_file,
-        save_lock: std::sync::Mutex::new(()),
+        journal,
         stats: stats::Stats::default(),
         started: Instant::now(),
         connections: server.connections(),
@@ -232,7 +227,7 @@ fn run() -> Result<(), String> {
         .run(handler, SHUTDOWN_GRACE)
         .map_err(|e| format!("server stopped: {e}"))?;
     // Requests in flight have finished; what they changed is saved before the process ends.
-    app.save_jobs()?;
+    app.journal.compact(&app.jobs)?;
     let usage = app.delivery.spool().usage();
     log::info!(
         "stopped; {} spooled records wait for InfluxDB",

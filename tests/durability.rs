@@ -177,10 +177,21 @@ fn restored_runs_keep_heartbeating() {
         "runs",
         "[jobs]\nheartbeat_interval = \"300ms\"\n",
     ));
-    let uuid = post_json(gw.addr, REGISTER, &json!({"host": "h"})).json()["uuid"]
+    let uuid = post_json(
+        gw.addr,
+        REGISTER,
+        &json!({"host": "h", "measurement": {"fields": {"clients": 1}}}),
+    )
+    .json()["uuid"]
         .as_str()
         .unwrap()
         .to_string();
+    let progress = post_json(
+        gw.addr,
+        "/apiv0.1/events/progress",
+        &json!({"uuid": uuid, "measurement": {"fields": {"clients": 7}}}),
+    );
+    assert_eq!(progress.status, 200, "{}", progress.body);
     gw.kill();
     let before = influx.series("runs", "load_testing").len();
     gw.restart();
@@ -193,6 +204,9 @@ fn restored_runs_keep_heartbeating() {
         "heartbeats after the restart",
         || influx.series("runs", "load_testing").len() >= before + 2,
     );
+    // The progress acknowledged before the kill is in them.
+    let last = influx.series("runs", "load_testing").pop().unwrap();
+    assert_eq!(last["clients"], 7.0, "{last:?}");
 }
 
 #[test]
@@ -209,9 +223,91 @@ fn a_corrupt_job_table_stops_the_start() {
         .err()
         .expect("refuses to start");
     assert!(
-        err.contains("jobs.json") && err.contains("move it away"),
+        err.contains("jobs.json") && err.contains("move jobs.json and jobs.journal away"),
         "{err}"
     );
+}
+
+/// Registers `n` runs, kills the gateway and hands back its directory with the journal of
+/// those registers (the snapshot written at start has none of them).
+fn journal_of_registers(influx: &Influxd, n: usize) -> (common::TempDir, Vec<String>) {
+    let mut gw = Gateway::start(&config(&influx.url, "runs", NO_TICKS));
+    let uuids = (0..n)
+        .map(|i| cycle(gw.addr, i as i64, false).unwrap().0)
+        .collect();
+    gw.kill();
+    let journal = std::fs::read_to_string(gw.dir.join("data/jobs.journal")).unwrap();
+    assert_eq!(journal.lines().count(), n, "one record per register");
+    (
+        std::mem::replace(&mut gw.dir, common::TempDir::new("unused")),
+        uuids,
+    )
+}
+
+#[test]
+fn a_corrupt_journal_stops_the_start_and_a_torn_last_record_does_not() {
+    let influx = Influxd::start();
+    let (dir, _) = journal_of_registers(&influx, 3);
+    let path = dir.join("data/jobs.journal");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&path, format!("{}\n{{\"seq\":\n{}\n", lines[0], lines[2])).unwrap();
+    let err = Gateway::try_start_in(dir, &config(&influx.url, "runs", NO_TICKS))
+        .err()
+        .expect("refuses to start");
+    assert!(
+        err.contains("jobs.journal") && err.contains("line 2") && err.contains("move jobs.json"),
+        "{err}"
+    );
+
+    // The last record cut short: it was being written when the process died, never answered.
+    let (dir, uuids) = journal_of_registers(&influx, 3);
+    let path = dir.join("data/jobs.journal");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, &text[..text.len() - 30]).unwrap();
+    let gw = Gateway::start_in(dir, &config(&influx.url, "runs", NO_TICKS));
+    assert!(gw.log().contains("cut short"), "{}", gw.log());
+    let running = get(gw.addr, "/apiv0.1/events/isrunning").json();
+    assert_eq!(running[&uuids[0]], true);
+    assert_eq!(running[&uuids[1]], true);
+    assert_eq!(running[&uuids[2]], Value::Null);
+    assert_eq!(
+        std::fs::metadata(gw.dir.join("data/jobs.journal"))
+            .unwrap()
+            .len(),
+        0,
+        "the start folds the journal into a fresh jobs.json"
+    );
+}
+
+#[test]
+fn a_job_table_that_cannot_be_written_refuses_the_register_and_the_server_goes_on() {
+    let influx = Influxd::start();
+    let dir = common::TempDir::new("full-disk");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    // Every write to /dev/full fails with ENOSPC: a full disk, on demand.
+    std::os::unix::fs::symlink("/dev/full", dir.join("data/jobs.journal")).unwrap();
+    let gw = Gateway::start_in(dir, &config(&influx.url, "runs", NO_TICKS));
+    let answer = post_json(gw.addr, REGISTER, &json!({"host": "h"}));
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert_eq!(answer.json()["code"], "storage_error", "{}", answer.body);
+    assert!(
+        answer.body.contains("No space left") && answer.header("retry-after").is_some(),
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        get(gw.addr, "/apiv0.1/events/isrunning").json(),
+        json!({}),
+        "a register that could not be saved is not in the table"
+    );
+    assert_eq!(
+        post_json(gw.addr, REGISTER, &json!({"host": "h"})).status,
+        503,
+        "and so is the next one, while the disk stays full"
+    );
+    assert_eq!(get(gw.addr, "/apiv0.1/ping").status, 200);
+    assert!(gw.log().contains("jobs.journal"), "{}", gw.log());
 }
 
 #[test]
