@@ -10,11 +10,46 @@
 //! logs a credential. It knows nothing of jobs or HTTP clients of the gateway.
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::NextTimeout;
+
 use crate::config::{Api, Influxdb};
+
+/// ureq looks up the host of every request, even one that goes out on a pooled connection, and
+/// with a time limit set it starts a thread for each lookup so it can stop waiting: one thread
+/// per write to InfluxDB. An address (`127.0.0.1`, `[::1]`, the usual case for a gateway beside
+/// its InfluxDB) needs no lookup, so it is answered here at once; a name still goes through
+/// ureq's own resolver with its time limit.
+#[derive(Debug, Default)]
+struct AddressFirst(DefaultResolver);
+
+impl Resolver for AddressFirst {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let host = uri.host().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().or(match uri.scheme_str() {
+            Some("https") => Some(443),
+            Some("http") => Some(80),
+            _ => None,
+        });
+        if let (Ok(ip), Some(port)) = (host.parse::<IpAddr>(), port) {
+            let mut addrs = self.empty();
+            addrs.push(SocketAddr::new(ip, port));
+            return Ok(addrs);
+        }
+        self.0.resolve(uri, config, timeout)
+    }
+}
 
 /// InfluxDB's error answers are short JSON; anything longer is cut.
 const MAX_ANSWER_BYTES: u64 = 64 * 1024;
@@ -93,15 +128,27 @@ pub struct Influx {
 
 impl Influx {
     pub fn new(c: &Influxdb) -> Influx {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .timeout_global(Some(c.timeout.0))
             .timeout_connect(Some(c.timeout.0))
             .http_status_as_error(false)
             .proxy(None)
             .max_redirects(0)
             .user_agent(concat!("metrics-consumer/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            // ureq's defaults (128 KiB in and out per connection, 10 idle connections) are
+            // sized for downloads; InfluxDB answers a write with a few hundred bytes, and the
+            // writes are few and large (delivery groups them). Smaller buffers only mean more
+            // system calls per large write, and the idle ones would sit in resident memory.
+            .input_buffer_size(16 * 1024)
+            .output_buffer_size(64 * 1024)
+            .max_idle_connections(4)
+            .max_idle_connections_per_host(4)
+            .build();
+        let agent = ureq::Agent::with_parts(
+            config,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            AddressFirst::default(),
+        );
         let base = c.url.trim_end_matches('/').to_string();
         let (write_url, authorization) = match c.api {
             Api::V1 => {
