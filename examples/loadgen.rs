@@ -13,6 +13,9 @@
 //! - `register-many --addr A --n 10000 [--concurrency N]`: leaves N running jobs.
 //! - `tick --pid P --ticks K [--max-seconds S]`: wall time and CPU time of heartbeat ticks,
 //!   sampled from `/proc` (see [`tick`]).
+//! - `batch --influx A --db D --lines 10000 --writes 4`: what one heartbeat tick's write costs
+//!   InfluxDB itself: N heartbeat lines (N runs, shaped like the gateway's) in one `/write`,
+//!   repeated with new timestamps; the first write, which creates the series, is left out.
 //! - `startup --bin B --config C --runs 5`: time from spawn to the first answered ping.
 //! - `seed-jobs --from jobs.json --n 10000 --out jobs.json`: a job table of N running jobs,
 //!   copies of the first running job of a table the gateway saved, each with its own uuid.
@@ -47,11 +50,12 @@ fn main() {
         "null-influx" => cmd_null_influx(&mut args),
         "register-many" => cmd_register_many(&mut args),
         "tick" => cmd_tick(&mut args),
+        "batch" => cmd_batch(&mut args),
         "startup" => cmd_startup(&mut args),
         "free-ports" => cmd_free_ports(&mut args),
         "seed-jobs" => cmd_seed_jobs(&mut args),
         _ => Err(
-            "usage: loadgen gateway|direct|null-influx|register-many|tick|startup|free-ports|seed-jobs [options] \
+            "usage: loadgen gateway|direct|null-influx|register-many|tick|batch|startup|free-ports|seed-jobs [options] \
              (see the header of examples/loadgen.rs)"
                 .into(),
         ),
@@ -512,6 +516,44 @@ fn direct_cycle(client: &mut Client, path: &str, stats: &str, tally: &mut Tally)
             String::from_utf8_lossy(&a.body)
         ));
     }
+    Ok(())
+}
+
+/// Times `--writes` writes of `--lines` heartbeat lines each (see the header).
+fn cmd_batch(args: &mut pico_args::Arguments) -> Result<()> {
+    let influx = resolve(&opt::<String>(args, "--influx")?)?;
+    let db: String = opt(args, "--db")?;
+    let lines: usize = opt(args, "--lines")?;
+    let writes: usize = opt_or(args, "--writes", 4)?;
+    let uuids: Vec<String> = (0..lines).map(|_| Uuid::new_v4().to_string()).collect();
+    let path = format!("/write?db={db}&precision=ms");
+    let mut client = Client::new(influx);
+    let mut walls = Vec::new();
+    let started = now_ms();
+    for w in 0..writes.max(2) {
+        let now = now_ms() + w as u64;
+        let mut body = String::with_capacity(lines * 160);
+        for uuid in &uuids {
+            body.push_str(&format!(
+                "load_testing,host={HOST},mode=single,targetHost={TARGET_HOST},uuid={uuid} clients=10,hatchRate=0.5,elapsed={} {now}\n",
+                (now - started) as f64 / 1000.0
+            ));
+        }
+        let t0 = Instant::now();
+        let a = client.send("POST", &path, "text/plain", body.as_bytes())?;
+        if a.status != 204 {
+            return Err(format!(
+                "write: {} {}",
+                a.status,
+                String::from_utf8_lossy(&a.body)
+            ));
+        }
+        if w > 0 {
+            walls.push(t0.elapsed().as_nanos() as u64);
+        }
+    }
+    println!("writes={}", walls.len());
+    print_percentiles("batch_wall", &mut walls);
     Ok(())
 }
 
