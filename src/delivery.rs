@@ -20,8 +20,8 @@
 //! see below.) When a write fails for a reason that may pass, every request of the batch not yet
 //! settled is spooled as a record of its own, as if it had been written alone, so a refusal
 //! at replay still buries only that request's points. A leader that panics settles what it
-//! had not settled yet as a storage failure (never stored: the client gets a 503), so no
-//! request waits forever.
+//! had not settled yet as a storage failure (the client gets a 503 and may send again, which
+//! stores nothing twice), so no request waits forever.
 //!
 //! While InfluxDB is known to be down, requests go straight to the spool instead of each
 //! waiting for a timeout; the replay thread probes InfluxDB cheaply (`/ping`) with capped
@@ -46,7 +46,13 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Records sent together by the replay, and their size at most.
 const REPLAY_BATCH: usize = 64;
 const REPLAY_BATCH_BYTES: u64 = 4 * 1024 * 1024;
-/// Batches of requests written to InfluxDB at the same time, at most.
+/// Batches of requests written to InfluxDB at the same time, at most. With 1, every request
+/// waits behind the one write under way, and one slow write (the heartbeat tick of many jobs,
+/// an InfluxDB stall) holds up all of them: against a real influxd at 32 clients its p99 was
+/// the worst of 1, 2 and 4. 4 made 1.5 to 1.8 times the writes of 2 for no throughput gain we
+/// could tell from the noise (the load generator of scripts/bench.sh on 2 cores, against
+/// influxd and the null InfluxDB). So 2: a batch gathers while the previous one is written,
+/// and a slow write leaves the other slot free.
 const MAX_IN_FLIGHT: usize = 2;
 /// Requests, and bytes of line protocol, in one coalesced write at most (a single larger
 /// request still goes, alone). Bounded so that a split after a refusal stays short and one
