@@ -477,6 +477,7 @@ impl App {
                 "points_spooled": Stats::get(&s.points_spooled),
                 "points_replayed": Stats::get(&s.points_replayed),
                 "points_dead_lettered": Stats::get(&s.points_dead_lettered),
+                "influxdb_writes": Stats::get(&s.influxdb_writes),
                 "heartbeats_dropped": Stats::get(&s.heartbeats_dropped),
                 "heartbeat_ticks": Stats::get(&s.heartbeat_ticks),
                 "jobs_expired": Stats::get(&s.jobs_expired),

@@ -1,6 +1,6 @@
 //! Counters for the state page (SPEC §8) and the Prometheus metrics: requests per route and
-//! status class, request durations, points written, spooled and dead-lettered, and the
-//! process's resident memory.
+//! status class, request durations, points written, spooled and dead-lettered, writes sent to
+//! InfluxDB, and the process's resident memory.
 //!
 //! Counters are plain atomics, bumped on the request path without a lock; reading them is a
 //! snapshot that may be a moment out of step between counters, which a state page can afford.
@@ -42,6 +42,8 @@ pub struct Stats {
     pub points_spooled: AtomicU64,
     pub points_replayed: AtomicU64,
     pub points_dead_lettered: AtomicU64,
+    /// Write requests sent to InfluxDB; requests that share a write (group commit) count once.
+    pub influxdb_writes: AtomicU64,
     pub heartbeats_dropped: AtomicU64,
     pub heartbeat_ticks: AtomicU64,
     pub jobs_expired: AtomicU64,
@@ -127,6 +129,11 @@ impl Stats {
                 "points_dead_lettered_total",
                 "Points InfluxDB refused, kept in the dead letters.",
                 &self.points_dead_lettered,
+            ),
+            (
+                "influxdb_writes_total",
+                "Write requests sent to InfluxDB (requests that share a write count once).",
+                &self.influxdb_writes,
             ),
             (
                 "heartbeats_dropped_total",
