@@ -531,9 +531,9 @@ impl Jobs {
 
     /// Rebuilds the table from `jobs.json` (if there is one) and the journal records after it.
     /// Anything that does not check out is an error, never an empty table: forgetting running
-    /// jobs silently is worse than not starting. The one exception is the journal's last line
-    /// when it does not parse: that record was being written when the process stopped, so it
-    /// was never acknowledged.
+    /// jobs silently is worse than not starting. The one exception is the journal's end: a last
+    /// line that does not parse, or bytes after the zero padding, were being written when the
+    /// process stopped, so they were never acknowledged.
     pub fn restore(
         snapshot: Option<&[u8]>,
         journal: &[u8],
@@ -559,7 +559,16 @@ impl Jobs {
             table.seq = saved.journal_seq;
         }
         let mut restored = Restored::default();
-        let mut rest = journal;
+        // The journal file is zero-filled ahead of the records (see `journal`); what follows
+        // the first zero byte was never fsync'd as a whole, so never acknowledged.
+        let end = journal
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(journal.len());
+        if journal[end..].iter().any(|&b| b != 0) {
+            restored.torn_tail = true;
+        }
+        let mut rest = &journal[..end];
         let mut line_no = 0;
         while !rest.is_empty() {
             line_no += 1;
@@ -1125,6 +1134,15 @@ mod tests {
             Jobs::restore(None, &bad, 10),
             Err(RestoreError::Journal(e)) if e.contains("line 1")
         ));
+        // Zero padding ends the records; bytes after it are an unfinished write.
+        let mut padded = journal.clone();
+        padded.extend_from_slice(&[0; 100]);
+        let (restored, how) = Jobs::restore(None, &padded, 10).unwrap();
+        assert_eq!((restored.counts().running, how.torn_tail), (2, false));
+        padded.extend_from_slice(&journal[..10]);
+        padded.extend_from_slice(&[0; 10]);
+        let (restored, how) = Jobs::restore(None, &padded, 10).unwrap();
+        assert_eq!((restored.counts().running, how.torn_tail), (2, true));
         let both = br#"{"seq":1,"del":"00000000-0000-0000-0000-000000000001"}
 {"seq":2}
 {"seq":3,"del":"00000000-0000-0000-0000-000000000001"}

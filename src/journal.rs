@@ -12,13 +12,23 @@
 //! fsync, as every file under `storage.dir`) and empties the journal. Each record carries a
 //! sequence number and the snapshot the number of the last record it includes, so records left
 //! behind by a stop between the two steps are skipped at start. The start reads both files and
-//! writes a fresh snapshot at once, which also proves `storage.dir` writable.
+//! writes a fresh snapshot and an empty journal at once.
 //!
-//! A failed append is cut back off the file, and the next write is a whole snapshot, so the
-//! file never keeps half a record in its middle; the requests in the failed group get the error.
+//! The journal file is filled with zeros ahead of the records, and records overwrite the zeros.
+//! An fsync of data written inside the file's length is a flush of those blocks alone; an
+//! append that grows the file also has the filesystem commit its metadata, which costs several
+//! times more (measured on ext4: 0.2 ms against 1.2 ms while the machine is busy). At start the
+//! records end at the first zero byte; anything after it belongs to a write that was never
+//! fsync'd whole, so never acknowledged.
+//!
+//! After a failed write the next write is a whole snapshot, which also starts a fresh journal,
+//! so the file never keeps half a record in its middle; the requests in the failed group get
+//! the error. A start whose first snapshot fails (a full or read-only disk) goes on: the state
+//! page and the commits of runs still answer, and a register answers 503 until the disk works.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
@@ -27,6 +37,8 @@ use crate::storage::write_atomic;
 
 /// The journal is never compacted below this size: a snapshot costs more than many appends.
 pub const MIN_COMPACT_BYTES: u64 = 1 << 20;
+/// The journal file grows by this much of zeros at a time.
+const ZERO_FILL_BYTES: u64 = 1 << 20;
 
 pub struct Journal {
     snapshot: PathBuf,
@@ -38,8 +50,10 @@ pub struct Journal {
 
 struct LogFile {
     file: File,
-    /// Bytes of whole records in the file.
+    /// Bytes of whole records at the start of the file.
     len: u64,
+    /// Bytes in the file: the records, then zeros.
+    size: u64,
     /// Compact once `len` reaches this.
     compact_at: u64,
     /// The last append failed: the next write must be a snapshot.
@@ -73,8 +87,9 @@ impl Journal {
         let snapshot_bytes = read(&snapshot)?;
         let mut file = OpenOptions::new()
             .create(true)
+            .truncate(false)
             .read(true)
-            .append(true)
+            .write(true)
             .open(&log)
             .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
         // What the file holds now, and no more: a journal is never read past its length.
@@ -98,14 +113,17 @@ impl Journal {
             log,
             file: Mutex::new(LogFile {
                 file,
-                len: journal_bytes.len() as u64,
+                len: 0,
+                size: 0,
                 compact_at: MIN_COMPACT_BYTES,
-                broken: false,
+                broken: true,
             }),
             state: Mutex::new(Flushes::default()),
             flushed: Condvar::new(),
         };
-        journal.compact(&jobs)?;
+        if let Err(e) = journal.compact(&jobs) {
+            log::error!("{e}; registers are refused until the job table can be saved");
+        }
         Ok((journal, jobs, restored))
     }
 
@@ -172,32 +190,24 @@ impl Journal {
                     Err(format!("cannot write {}: {e}", self.snapshot.display())),
                 );
             }
-            // The snapshot has every record; an old journal left behind is skipped at start.
-            match log.file.set_len(0).and_then(|()| log.file.sync_data()) {
-                Ok(()) => log.len = 0,
-                Err(e) => log::warn!("cannot empty {}: {e}", self.log.display()),
-            }
-            log.broken = false;
+            // The snapshot has every record, so the change is saved even if no new journal can
+            // be started; records of the old one are skipped at start.
             log.compact_at = MIN_COMPACT_BYTES.max(2 * bytes.len() as u64);
+            match log.restart() {
+                Ok(()) => log.broken = false,
+                Err(e) => log::warn!("cannot start a new {}: {e}", self.log.display()),
+            }
             return (upto, Ok(()));
         }
         let (bytes, upto) = jobs.take_pending();
         if bytes.is_empty() {
             return (upto, Ok(()));
         }
-        match log
-            .file
-            .write_all(&bytes)
-            .and_then(|()| log.file.sync_data())
-        {
-            Ok(()) => {
-                log.len += bytes.len() as u64;
-                (upto, Ok(()))
-            }
+        match log.append(&bytes) {
+            Ok(()) => (upto, Ok(())),
             Err(e) => {
-                // Cut off what may have been written, so no half record stays in the middle.
-                let len = log.len;
-                let _ = log.file.set_len(len);
+                // What may have been written stays after the last whole record, where a start
+                // takes it for an unfinished write; the next write starts a new journal.
                 log.broken = true;
                 (
                     upto,
@@ -205,6 +215,43 @@ impl Journal {
                 )
             }
         }
+    }
+}
+
+impl LogFile {
+    /// Writes records over the zeros after the last ones, and fsyncs them.
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let end = self.len + bytes.len() as u64;
+        if end > self.size {
+            self.zero_fill(end.max(self.size + ZERO_FILL_BYTES))?;
+        }
+        self.file.write_all_at(bytes, self.len)?;
+        self.file.sync_data()?;
+        self.len = end;
+        Ok(())
+    }
+
+    /// Empties the journal and fills it with zeros up to where the next snapshot is due.
+    fn restart(&mut self) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.len = 0;
+        self.size = 0;
+        self.zero_fill(self.compact_at.div_ceil(ZERO_FILL_BYTES) * ZERO_FILL_BYTES)
+    }
+
+    /// Grows the file with written zeros (not a hole, which the filesystem would still have to
+    /// allocate on the first write) to `size` bytes, and fsyncs it.
+    fn zero_fill(&mut self, size: u64) -> io::Result<()> {
+        static CHUNK: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut at = self.size;
+        while at < size {
+            let n = (size - at).min(CHUNK.len() as u64);
+            self.file.write_all_at(&CHUNK[..n as usize], at)?;
+            at += n;
+        }
+        self.file.sync_all()?;
+        self.size = size;
+        Ok(())
     }
 }
 

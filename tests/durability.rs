@@ -228,6 +228,17 @@ fn a_corrupt_job_table_stops_the_start() {
     );
 }
 
+/// The records of a journal file, without the zeros that follow them.
+fn records(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let end = text.find('\0').unwrap_or(text.len());
+    assert!(
+        text[end..].bytes().all(|b| b == 0),
+        "only zeros follow the records"
+    );
+    text[..end].to_string()
+}
+
 /// Registers `n` runs, kills the gateway and hands back its directory with the journal of
 /// those registers (the snapshot written at start has none of them).
 fn journal_of_registers(influx: &Influxd, n: usize) -> (common::TempDir, Vec<String>) {
@@ -236,7 +247,7 @@ fn journal_of_registers(influx: &Influxd, n: usize) -> (common::TempDir, Vec<Str
         .map(|i| cycle(gw.addr, i as i64, false).unwrap().0)
         .collect();
     gw.kill();
-    let journal = std::fs::read_to_string(gw.dir.join("data/jobs.journal")).unwrap();
+    let journal = records(&gw.dir.join("data/jobs.journal"));
     assert_eq!(journal.lines().count(), n, "one record per register");
     (
         std::mem::replace(&mut gw.dir, common::TempDir::new("unused")),
@@ -249,7 +260,7 @@ fn a_corrupt_journal_stops_the_start_and_a_torn_last_record_does_not() {
     let influx = Influxd::start();
     let (dir, _) = journal_of_registers(&influx, 3);
     let path = dir.join("data/jobs.journal");
-    let text = std::fs::read_to_string(&path).unwrap();
+    let text = records(&path);
     let lines: Vec<&str> = text.lines().collect();
     std::fs::write(&path, format!("{}\n{{\"seq\":\n{}\n", lines[0], lines[2])).unwrap();
     let err = Gateway::try_start_in(dir, &config(&influx.url, "runs", NO_TICKS))
@@ -263,7 +274,7 @@ fn a_corrupt_journal_stops_the_start_and_a_torn_last_record_does_not() {
     // The last record cut short: it was being written when the process died, never answered.
     let (dir, uuids) = journal_of_registers(&influx, 3);
     let path = dir.join("data/jobs.journal");
-    let text = std::fs::read_to_string(&path).unwrap();
+    let text = records(&path);
     std::fs::write(&path, &text[..text.len() - 30]).unwrap();
     let gw = Gateway::start_in(dir, &config(&influx.url, "runs", NO_TICKS));
     assert!(gw.log().contains("cut short"), "{}", gw.log());
@@ -272,10 +283,8 @@ fn a_corrupt_journal_stops_the_start_and_a_torn_last_record_does_not() {
     assert_eq!(running[&uuids[1]], true);
     assert_eq!(running[&uuids[2]], Value::Null);
     assert_eq!(
-        std::fs::metadata(gw.dir.join("data/jobs.journal"))
-            .unwrap()
-            .len(),
-        0,
+        records(&gw.dir.join("data/jobs.journal")),
+        "",
         "the start folds the journal into a fresh jobs.json"
     );
 }
@@ -285,8 +294,10 @@ fn a_job_table_that_cannot_be_written_refuses_the_register_and_the_server_goes_o
     let influx = Influxd::start();
     let dir = common::TempDir::new("full-disk");
     std::fs::create_dir_all(dir.join("data")).unwrap();
-    // Every write to /dev/full fails with ENOSPC: a full disk, on demand.
+    // Every write to /dev/full fails with ENOSPC: a full disk, on demand, for the journal and
+    // for the temporary file a new jobs.json is written to.
     std::os::unix::fs::symlink("/dev/full", dir.join("data/jobs.journal")).unwrap();
+    std::os::unix::fs::symlink("/dev/full", dir.join("data/jobs.tmp")).unwrap();
     let gw = Gateway::start_in(dir, &config(&influx.url, "runs", NO_TICKS));
     let answer = post_json(gw.addr, REGISTER, &json!({"host": "h"}));
     assert_eq!(answer.status, 503, "{}", answer.body);
@@ -307,7 +318,12 @@ fn a_job_table_that_cannot_be_written_refuses_the_register_and_the_server_goes_o
         "and so is the next one, while the disk stays full"
     );
     assert_eq!(get(gw.addr, "/apiv0.1/ping").status, 200);
-    assert!(gw.log().contains("jobs.journal"), "{}", gw.log());
+    assert!(
+        gw.log()
+            .contains("registers are refused until the job table can be saved"),
+        "{}",
+        gw.log()
+    );
 }
 
 #[test]
