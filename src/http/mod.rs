@@ -33,7 +33,9 @@ pub struct Limits {
     /// Largest request body accepted; larger declared bodies are refused with 413
     /// before any body byte is read.
     pub max_body_bytes: u64,
-    /// Connection threads kept warm even when no connection is open.
+    /// Connection threads kept alive while idle. The pool starts threads as
+    /// connections arrive (none before the first), and of those it keeps this many
+    /// waiting for the next connection; the others exit after 30 s without one.
     pub workers: usize,
     /// Global cap on open connections, which is also the cap on connection threads.
     pub max_connections: usize,
