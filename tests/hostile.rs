@@ -37,8 +37,8 @@ const PING: &str = "/apiv0.1/ping";
 
 /// `server.header_timeout` for most tests: short, so stalls are cheap to wait out.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
-/// Bounds checked after every batch of hostile input. The pool keeps 16 threads warm and
-/// grows by one per open connection (at most 64 from one address), so a gateway that leaks
+/// Bounds checked after every batch of hostile input. The pool keeps up to 16 threads once
+/// started and grows by one per open connection (at most 64 from one address), so a gateway that leaks
 /// threads per request or per refused connection passes 150 quickly.
 const MAX_THREADS: u64 = 150;
 const MAX_RSS_KIB: u64 = 64 * 1024;
