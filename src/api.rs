@@ -504,7 +504,10 @@ impl App {
             );
         }
         if tick.points > 0 {
-            match self.delivery.deliver(&tick.lines, tick.points, &self.stats) {
+            match self
+                .delivery
+                .deliver_alone(tick.lines, tick.points, &self.stats)
+            {
                 Ok(_) => self.jobs.count_beats(&tick.beats),
                 Err(Failure::SpoolFull(why) | Failure::Disk(why)) => {
                     // Heartbeats were promised to nobody; losing a tick is logged, not fatal.
