@@ -14,7 +14,8 @@
 //! behind by a stop between the two steps are skipped at start. The start reads both files and
 //! writes a fresh snapshot and an empty journal at once.
 //!
-//! The journal file is filled with zeros ahead of the records, and records overwrite the zeros.
+//! The journal file is filled with zeros ahead of the records, 1 MiB at a time, and records
+//! overwrite the zeros.
 //! An fsync of data written inside the file's length is a flush of those blocks alone; an
 //! append that grows the file also has the filesystem commit its metadata, which costs several
 //! times more (measured on ext4: 0.2 ms against 1.2 ms while the machine is busy). At start the
@@ -231,12 +232,14 @@ impl LogFile {
         Ok(())
     }
 
-    /// Empties the journal and fills it with zeros up to where the next snapshot is due.
+    /// Empties the journal. The zeros are written by the first append, not here: a start
+    /// then answers its first ping without waiting for a megabyte to reach the disk.
     fn restart(&mut self) -> io::Result<()> {
         self.file.set_len(0)?;
+        self.file.sync_all()?;
         self.len = 0;
         self.size = 0;
-        self.zero_fill(self.compact_at.div_ceil(ZERO_FILL_BYTES) * ZERO_FILL_BYTES)
+        Ok(())
     }
 
     /// Grows the file with written zeros (not a hole, which the filesystem would still have to
