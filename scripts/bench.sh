@@ -37,7 +37,7 @@ else
     mem_limits=(60 300)
 fi
 running_jobs=10000
-ticks=3
+ticks=4
 
 step() {
     printf "==> [%3ss] %s\n" "$SECONDS" "$*" >&2
@@ -270,7 +270,7 @@ echo "| 5 | RSS after $mem_done1 cycles (asked: ${mem_steps[0]} in ${mem_limits[
 grow=$((rss_step2 - rss_step1))
 echo "| 5 | RSS after $mem_done2 cycles (asked: ${mem_steps[1]} in ${mem_limits[0]}+${mem_limits[1]}s) | $(mib "$rss_step2"), +$(mib "$grow"); $(val cycles_per_s "$work/mem-2") cycles/s in this step | within 1 MiB of the first step, 100 000 vs 10 000 cycles | $(met "$grow" "<=" 1024) |"
 echo "| 5 | RSS with $running_jobs running jobs | $(mib "$rss_jobs") | ≤ 16 MiB | $(met "$rss_jobs" "<=" 16384) |"
-echo "| 5 | heartbeat tick, $running_jobs jobs, to influxd ($(val ticks "$work/tick") ticks; $beats counted by the gateway) | wall p50 $(val tick_wall_p50_ms "$work/tick") ms, max $(val tick_wall_max_ms "$work/tick") ms; CPU p50 $(val tick_cpu_p50_ms "$work/tick") ms | ≤ 100 ms | $(met "$(val tick_wall_max_ms "$work/tick")" "<=" 100) |"
+echo "| 5 | heartbeat tick, $running_jobs jobs, to influxd ($(val ticks "$work/tick") ticks after the first; $beats counted by the gateway) | wall p50 $(val tick_wall_p50_ms "$work/tick") ms, max $(val tick_wall_max_ms "$work/tick") ms; CPU p50 $(val tick_cpu_p50_ms "$work/tick") ms; the first tick, which has InfluxDB create the $running_jobs series: $(val first_tick_wall_ms "$work/tick") ms | ≤ 100 ms | $(met "$(val tick_wall_max_ms "$work/tick")" "<=" 100) |"
 echo "| 5 | $running_jobs heartbeat lines in one write straight to influxd ($(val writes "$work/batch") writes after the one creating the series): what a tick waits for | p50 $(val batch_wall_p50_ms "$work/batch") ms, max $(val batch_wall_max_ms "$work/batch") ms | | |"
 echo "| 6 | start-up to first ping (median of 5: $(val startup_runs_ms "$work/startup") ms) | $(val startup_median_ms "$work/startup") ms | ≤ 20 ms | $(met "$(val startup_median_ms "$work/startup")" "<=" 20) |"
 echo "| 6 | stripped release binary | $(mib $((size / 1024))) ($size bytes) | ≤ 4 MiB | $(met "$size" "<=" 4194304) |"

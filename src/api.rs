@@ -19,7 +19,7 @@ use crate::auth::{Denied, Tokens};
 use crate::config::Settings;
 use crate::delivery::{Delivery, Failure, Outcome};
 use crate::http::{Exchange, Handler, Request, Response};
-use crate::jobs::{Job, Jobs, Refusal};
+use crate::jobs::{Batch, Job, Jobs, Refusal};
 use crate::journal::Journal;
 use crate::line_protocol::{Point, encode_batch};
 use crate::payload::{self, PayloadError, PayloadLimits};
@@ -503,21 +503,62 @@ impl App {
                 tick.expired
             );
         }
-        if tick.points > 0 {
-            match self
-                .delivery
-                .deliver_alone(tick.lines, tick.points, &self.stats)
-            {
-                Ok(_) => self.jobs.count_beats(&tick.beats),
-                Err(Failure::SpoolFull(why) | Failure::Disk(why)) => {
-                    // Heartbeats were promised to nobody; losing a tick is logged, not fatal.
-                    Stats::add(&self.stats.heartbeats_dropped, tick.beats.len());
-                    log::warn!("{} heartbeats dropped: {why}", tick.beats.len());
-                }
-            }
+        let mut batches = tick.batches.into_iter();
+        if let Some(first) = batches.next() {
+            self.write_beats(first, batches);
         }
         if let Err(e) = self.persist(tick.seq) {
             log::error!("{e}");
+        }
+    }
+
+    /// Writes a tick's batches at the same time (see `jobs::TICK_BATCHES`): the first on this
+    /// thread, the others on threads of their own that end with the tick.
+    fn write_beats(&self, first: Batch, others: impl Iterator<Item = Batch>) {
+        std::thread::scope(|scope| {
+            let others: Vec<_> = others
+                .map(
+                    |Batch {
+                         lines,
+                         points,
+                         beats,
+                     }| {
+                        let handle = std::thread::Builder::new()
+                            .name("heartbeat-write".into())
+                            .spawn_scoped(scope, move || {
+                                self.delivery.deliver_alone(lines, points, &self.stats)
+                            });
+                        (beats, handle)
+                    },
+                )
+                .collect();
+            let result = self
+                .delivery
+                .deliver_alone(first.lines, first.points, &self.stats);
+            self.beats_written(&first.beats, result);
+            for (beats, handle) in others {
+                let result = match handle {
+                    Ok(handle) => handle
+                        .join()
+                        .unwrap_or_else(|_| Err(Failure::Disk("their write panicked".into()))),
+                    Err(e) => Err(Failure::Disk(format!(
+                        "cannot start a thread to write them: {e}"
+                    ))),
+                };
+                self.beats_written(&beats, result);
+            }
+        });
+    }
+
+    /// Counts the heartbeats of a batch once written, or says they were dropped.
+    fn beats_written(&self, beats: &[Uuid], result: Result<Outcome, Failure>) {
+        match result {
+            Ok(_) => self.jobs.count_beats(beats),
+            Err(Failure::SpoolFull(why) | Failure::Disk(why)) => {
+                // Heartbeats were promised to nobody; losing some is logged, not fatal.
+                Stats::add(&self.stats.heartbeats_dropped, beats.len());
+                log::warn!("{} heartbeats dropped: {why}", beats.len());
+            }
         }
     }
 
