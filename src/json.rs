@@ -85,28 +85,30 @@ fn too_deep(text: &[u8]) -> bool {
 }
 
 /// Removes the white space outside strings from valid JSON text: its compact form, with keys
-/// and numbers exactly as sent.
+/// and numbers exactly as sent. Quotes, backslashes and white space are ASCII, and in UTF-8 an
+/// ASCII byte is always that character, so the text is scanned as bytes and copied in runs.
 pub fn compact(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut in_string = false;
     let mut escaped = false;
-    for c in text.chars() {
+    let mut start = 0;
+    for (i, b) in text.bytes().enumerate() {
         if in_string {
-            out.push(c);
             if escaped {
                 escaped = false;
-            } else if c == '\\' {
+            } else if b == b'\\' {
                 escaped = true;
-            } else if c == '"' {
+            } else if b == b'"' {
                 in_string = false;
             }
-        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
-            if c == '"' {
-                in_string = true;
-            }
-            out.push(c);
+        } else if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            out.push_str(&text[start..i]);
+            start = i + 1;
+        } else if b == b'"' {
+            in_string = true;
         }
     }
+    out.push_str(&text[start..]);
     out
 }
 
@@ -297,6 +299,23 @@ mod tests {
             keep_other: 0,
         };
         assert!(parse(br#"{"x": 1e400}"#, &kept).is_err());
+    }
+
+    proptest::proptest! {
+        /// Pretty JSON made compact is the compact serialization of the same value, whatever
+        /// the strings hold (quotes, backslashes, white space, any Unicode).
+        #[test]
+        fn compact_undoes_pretty_printing(
+            entries in proptest::collection::vec((".*", ".*", -1e6f64..1e6), 0..8)
+        ) {
+            let value: Value = entries
+                .into_iter()
+                .map(|(k, text, n)| (k, serde_json::json!([text, n, {" ": [text.clone()]}])))
+                .collect::<serde_json::Map<String, Value>>()
+                .into();
+            let pretty = serde_json::to_string_pretty(&value).unwrap();
+            proptest::prop_assert_eq!(compact(&pretty), serde_json::to_string(&value).unwrap());
+        }
     }
 
     #[test]

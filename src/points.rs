@@ -50,7 +50,12 @@ fn with_run(point: &mut Point, run: &Run, client_tags: bool) {
             let _ = point.tag(k, v);
         }
     }
-    let _ = point.tag("uuid", &run.uuid.to_string());
+    let _ = point.tag(
+        "uuid",
+        run.uuid
+            .hyphenated()
+            .encode_lower(&mut Uuid::encode_buffer()),
+    );
     let _ = point.tag("host", &run.host);
 }
 

@@ -804,8 +804,74 @@ enum Next {
     Drop,
 }
 
+/// A transport that changes a socket timeout only when it must: when the one asked for is
+/// shorter than the one in force, or more than twice as long. Every wait stays bounded by its
+/// deadline, because the timeout in force is then never longer than the one asked for and
+/// callers check their deadline again after a timeout; and a connection serving one request
+/// after another makes no `setsockopt` calls at all, where it made four per request.
+struct Armed<'a, S> {
+    inner: &'a mut S,
+    read: std::cell::Cell<Option<Duration>>,
+    write: std::cell::Cell<Option<Duration>>,
+}
+
+impl<S> Armed<'_, S> {
+    fn arm(
+        in_force: &std::cell::Cell<Option<Duration>>,
+        asked: Option<Duration>,
+        set: impl FnOnce(Option<Duration>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        if let (Some(now), Some(asked)) = (in_force.get(), asked)
+            && asked >= now
+            && asked <= now.saturating_mul(2)
+        {
+            return Ok(());
+        }
+        // Unknown after a failure: set again next time.
+        in_force.set(None);
+        set(asked)?;
+        in_force.set(asked);
+        Ok(())
+    }
+}
+
+impl<S: Read> Read for Armed<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl<S: Write> Write for Armed<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<S: Transport> Transport for Armed<'_, S> {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        Self::arm(&self.read, timeout, |t| self.inner.set_read_timeout(t))
+    }
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        Self::arm(&self.write, timeout, |t| self.inner.set_write_timeout(t))
+    }
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.peer_addr()
+    }
+    fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
+        self.inner.shutdown(how)
+    }
+}
+
 fn serve_connection<S: Transport>(stream: &mut S, peer: SocketAddr, ctx: &ConnContext) {
     let peer = stream.peer_addr().unwrap_or(peer);
+    let stream = &mut Armed {
+        inner: stream,
+        read: std::cell::Cell::new(None),
+        write: std::cell::Cell::new(None),
+    };
     let mut inbuf = InBuf::new();
     loop {
         inbuf.skip_line_ends();
@@ -1005,7 +1071,11 @@ fn read_head<S: Transport>(
         let Some(left) = remaining(deadline) else {
             return Err(Failure::Refuse(HeadError::HeadTimeout(limit)));
         };
-        if stream.set_read_timeout(Some(left)).is_err() {
+        // In slices, like the wait for a request, so the timeout in force stays the same.
+        if stream
+            .set_read_timeout(Some(left.min(SHUTDOWN_POLL)))
+            .is_err()
+        {
             return Err(Failure::Gone);
         }
         match inbuf.read_from(stream) {
@@ -1042,7 +1112,10 @@ fn read_body<S: Transport>(
         let Some(left) = remaining(deadline) else {
             return Err(Failure::Refuse(HeadError::BodyTimeout(limit)));
         };
-        if stream.set_read_timeout(Some(left)).is_err() {
+        if stream
+            .set_read_timeout(Some(left.min(SHUTDOWN_POLL)))
+            .is_err()
+        {
             return Err(Failure::Gone);
         }
         let filled = body.len();
@@ -1363,6 +1436,76 @@ mod tests {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Records the socket timeouts it is given.
+    #[derive(Default)]
+    struct Recorder {
+        set: std::cell::RefCell<Vec<Option<Duration>>>,
+    }
+
+    impl Read for Recorder {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Ok(0)
+        }
+    }
+
+    impl Write for Recorder {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Transport for Recorder {
+        fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+            self.set.borrow_mut().push(timeout);
+            Ok(())
+        }
+        fn set_write_timeout(&self, _: Option<Duration>) -> io::Result<()> {
+            Ok(())
+        }
+        fn peer_addr(&self) -> io::Result<SocketAddr> {
+            Ok(SocketAddr::from(([127, 0, 0, 1], 1)))
+        }
+        fn shutdown(&mut self, _: Shutdown) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_socket_timeout_is_set_when_it_must_be_and_never_longer_than_asked() {
+        let mut recorder = Recorder::default();
+        let armed = Armed {
+            inner: &mut recorder,
+            read: std::cell::Cell::new(None),
+            write: std::cell::Cell::new(None),
+        };
+        let ms = Duration::from_millis;
+        for asked in [200, 200, 150, 150, 300, 301, 600, 10, 10] {
+            armed.set_read_timeout(Some(ms(asked))).unwrap();
+            let in_force = armed.read.get().unwrap();
+            assert!(
+                in_force <= ms(asked),
+                "{in_force:?} in force, {asked} ms asked"
+            );
+        }
+        armed.set_read_timeout(None).unwrap();
+        let set: Vec<Option<Duration>> = recorder.set.into_inner();
+        assert_eq!(
+            set,
+            [
+                Some(ms(200)),
+                Some(ms(150)),
+                Some(ms(301)),
+                Some(ms(10)),
+                None
+            ],
+            "200 first; 150 is shorter; 300 is within twice 150; 301 is not; 600 is within twice \
+             301; 10 is shorter; 10 again is kept; no timeout at all is always set"
+        );
     }
 
     #[test]
