@@ -67,16 +67,6 @@ fn influxdb_writes(addr: SocketAddr) -> u64 {
         .expect("counters.influxdb_writes")
 }
 
-/// The uuids that have a point in `measurement` (with `event` for events).
-fn uuids(influx: &Influxd, measurement: &str, event: Option<&str>) -> HashSet<String> {
-    influx
-        .series("runs", measurement)
-        .into_iter()
-        .filter(|r| event.is_none_or(|e| r.get("event").and_then(Value::as_str) == Some(e)))
-        .filter_map(|r| r.get("uuid")?.as_str().map(String::from))
-        .collect()
-}
-
 #[test]
 fn concurrent_requests_share_writes_and_every_point_is_stored() {
     const CYCLES: usize = 4;
@@ -131,12 +121,12 @@ fn concurrent_requests_share_writes_and_every_point_is_stored() {
     // Every point is in InfluxDB.
     let all: HashSet<String> = runs.into_iter().collect();
     assert_eq!(all.len(), n);
-    let started = uuids(&influx, "load_testing_events", Some("started"));
-    let finished = uuids(&influx, "load_testing_events", Some("finished"));
+    let started = influx.uuids("runs", "load_testing_events", Some("started"));
+    let finished = influx.uuids("runs", "load_testing_events", Some("finished"));
     assert!(all.is_subset(&started), "every register's event is stored");
     assert_eq!(finished, all, "every commit's event is stored");
-    assert!(all.is_subset(&uuids(&influx, "load_testing", None)));
-    assert_eq!(uuids(&influx, "load_testing_result", None), all);
+    assert!(all.is_subset(&influx.uuids("runs", "load_testing", None)));
+    assert_eq!(influx.uuids("runs", "load_testing_result", None), all);
     assert_eq!(influx.count("runs", "load_testing"), n + 1);
     assert_eq!(influx.count("runs", "load_testing_result"), n);
     assert_eq!(influx.count("runs", "load_testing_request_stats"), 2 * n);

@@ -65,16 +65,6 @@ fn wait_for_empty_spool(addr: SocketAddr) {
     });
 }
 
-/// The uuids that have a point in `measurement` (with `event` for events).
-fn uuids(influx: &Influxd, measurement: &str, event: Option<&str>) -> HashSet<String> {
-    influx
-        .series("runs", measurement)
-        .into_iter()
-        .filter(|r| event.is_none_or(|e| r.get("event").and_then(Value::as_str) == Some(e)))
-        .filter_map(|r| r.get("uuid")?.as_str().map(String::from))
-        .collect()
-}
-
 #[test]
 fn an_influxdb_outage_loses_nothing() {
     let mut influx = Influxd::start();
@@ -145,9 +135,9 @@ fn a_gateway_killed_mid_way_loses_nothing_acknowledged() {
     influx.restart();
     gw.restart();
     wait_for_empty_spool(gw.addr);
-    let registered = uuids(&influx, "load_testing_events", Some("started"));
-    let finished = uuids(&influx, "load_testing_events", Some("finished"));
-    let heartbeats = uuids(&influx, "load_testing", None);
+    let registered = influx.uuids("runs", "load_testing_events", Some("started"));
+    let finished = influx.uuids("runs", "load_testing_events", Some("finished"));
+    let heartbeats = influx.uuids("runs", "load_testing", None);
     let running = get(gw.addr, "/apiv0.1/events/isrunning").json();
     for (uuid, committed) in &acked {
         assert!(
@@ -497,7 +487,7 @@ fn sigterm_under_load_exits_0_and_keeps_everything_acknowledged() {
     // Whatever was spooled is delivered by the next start.
     gw.restart();
     wait_for_empty_spool(gw.addr);
-    let finished = uuids(&influx, "load_testing_events", Some("finished"));
+    let finished = influx.uuids("runs", "load_testing_events", Some("finished"));
     for (uuid, _) in acked.lock().unwrap().iter() {
         assert!(
             finished.contains(uuid),

@@ -489,6 +489,20 @@ impl Influxd {
     }
 
     /// Number of points in `measurement` (0 when it or the database is missing).
+    /// The uuids that have a point in `measurement` (with tag `event` = `event` for events).
+    pub fn uuids(
+        &self,
+        db: &str,
+        measurement: &str,
+        event: Option<&str>,
+    ) -> std::collections::HashSet<String> {
+        self.series(db, measurement)
+            .into_iter()
+            .filter(|r| event.is_none_or(|e| r.get("event").and_then(Value::as_str) == Some(e)))
+            .filter_map(|r| r.get("uuid")?.as_str().map(String::from))
+            .collect()
+    }
+
     pub fn count(&self, db: &str, measurement: &str) -> usize {
         self.series(db, measurement).len()
     }
