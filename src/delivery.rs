@@ -541,23 +541,9 @@ mod tests {
     use crate::config::{Dur, Influxdb};
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpListener;
-    use std::path::PathBuf;
     use std::sync::Arc;
 
-    struct Dir(PathBuf);
-    impl Dir {
-        fn new(name: &str) -> Dir {
-            let p = std::env::temp_dir().join(format!("mc-delivery-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            Dir(p)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::storage::tests::Dir;
 
     /// An HTTP server that answers each `/write` with the next status of a script and keeps
     /// the bodies it received.

@@ -297,3 +297,98 @@ impl Drop for Writer<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::Job;
+    use crate::line_protocol::FieldValue;
+    use crate::points::Run;
+    use crate::storage::tests::Dir;
+    use uuid::Uuid;
+
+    fn register(jobs: &Jobs, n: u128) -> u64 {
+        let run = Run {
+            uuid: Uuid::from_u128(n),
+            host: "lg-1".into(),
+            tags: vec![("mode".into(), "single".into())],
+            started_ms: 1,
+        };
+        let fields = vec![("note".into(), FieldValue::Str("x".repeat(200)))];
+        jobs.reserve(usize::MAX)
+            .unwrap()
+            .fill(Job::running(run, fields, 1))
+    }
+
+    fn running(jobs: &Jobs) -> Vec<Uuid> {
+        let mut list: Vec<Uuid> = jobs
+            .is_running()
+            .into_iter()
+            .filter(|(_, running)| *running)
+            .map(|(uuid, _)| uuid)
+            .collect();
+        list.sort();
+        list
+    }
+
+    #[test]
+    fn the_journal_grows_over_zeros_is_folded_into_a_snapshot_and_reads_back() {
+        let dir = Dir::new("journal-compact");
+        let (journal, jobs, _) = Journal::open(&dir.0, 100).unwrap();
+        let journal_file = dir.0.join("jobs.journal");
+        let mut snapshots = 0;
+        let mut last_len = 0;
+        // About 400 bytes a record: past MIN_COMPACT_BYTES several times over.
+        for n in 1..=8000 {
+            let seq = register(&jobs, n);
+            journal.wait(&jobs, seq).unwrap();
+            let log = journal.file.lock().unwrap();
+            assert!(
+                log.len <= log.size,
+                "records stay inside the zero-filled file"
+            );
+            if log.len < last_len {
+                snapshots += 1;
+            }
+            last_len = log.len;
+            let on_disk = std::fs::metadata(&journal_file).unwrap().len();
+            assert_eq!(
+                on_disk, log.size,
+                "the file is exactly the zero-filled size"
+            );
+        }
+        assert!(snapshots >= 2, "{snapshots} snapshots");
+        // A stop without a snapshot: what the journal holds since the last one reads back.
+        drop(journal);
+        let (_, again, restored) = Journal::open(&dir.0, 100).unwrap();
+        assert!(!restored.torn_tail);
+        assert!(restored.replayed > 0, "records after the last snapshot");
+        assert_eq!(running(&again), running(&jobs));
+        assert_eq!(running(&again).len(), 8000);
+    }
+
+    #[test]
+    fn a_failed_append_fails_its_group_and_the_next_write_is_a_snapshot() {
+        let dir = Dir::new("journal-fail");
+        let (journal, jobs, _) = Journal::open(&dir.0, 100).unwrap();
+        let seq = register(&jobs, 1);
+        journal.wait(&jobs, seq).unwrap();
+        // The journal file goes away under the gateway's feet: writes to a descriptor opened
+        // read-only fail.
+        journal.file.lock().unwrap().file = File::open(dir.0.join("jobs.journal")).unwrap();
+        let seq = register(&jobs, 2);
+        let err = journal.wait(&jobs, seq).unwrap_err();
+        assert!(err.contains("jobs.journal"), "{err}");
+        assert!(journal.file.lock().unwrap().broken);
+        // The next change is saved by a snapshot, which has both runs.
+        let seq = register(&jobs, 3);
+        journal.wait(&jobs, seq).unwrap();
+        drop(journal);
+        let (_, again, _) = Journal::open(&dir.0, 100).unwrap();
+        assert_eq!(
+            running(&again),
+            [1, 2, 3].map(Uuid::from_u128),
+            "the snapshot after the failure has every change"
+        );
+    }
+}

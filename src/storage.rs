@@ -336,13 +336,14 @@ pub fn update_dead_letter(path: &Path, why: &str) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    struct Dir(PathBuf);
+    /// A directory of its own for a unit test, removed when dropped.
+    pub(crate) struct Dir(pub(crate) PathBuf);
     impl Dir {
-        fn new(name: &str) -> Dir {
-            let p = std::env::temp_dir().join(format!("mc-storage-{name}-{}", std::process::id()));
+        pub(crate) fn new(name: &str) -> Dir {
+            let p = std::env::temp_dir().join(format!("mc-unit-{name}-{}", std::process::id()));
             let _ = fs::remove_dir_all(&p);
             fs::create_dir_all(&p).unwrap();
             Dir(p)
