@@ -560,3 +560,59 @@ fn progress_updates_the_following_heartbeats() {
     let s = get(gw.addr, "/apiv0.1/states").json();
     assert_eq!(s["counters"]["requests"]["progress"]["2xx"], 1);
 }
+
+/// A tick of more than 1 000 runs goes out as several writes at once; every run still gets
+/// exactly one heartbeat per tick, and every one is counted.
+#[test]
+fn a_large_tick_writes_every_runs_heartbeat_once() {
+    const RUNS: u128 = 2500;
+    let influx = Influxd::start();
+    let dir = common::TempDir::new("large-tick");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    // A job table as the gateway saves it, so the runs need no 2 500 registers.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let jobs: Vec<Value> = (1..=RUNS)
+        .map(|n| {
+            json!({"uuid": uuid::Uuid::from_u128(n), "host": "lg", "tags": [["mode", "big"]],
+                   "started_ms": now, "fields": [["clients", {"float": n as f64}]],
+                   "last_seen_ms": now, "state": "running", "heartbeats": 0})
+        })
+        .collect();
+    std::fs::write(
+        dir.join("data/jobs.json"),
+        json!({"version": 1, "jobs": jobs}).to_string(),
+    )
+    .unwrap();
+    let gw = Gateway::start_in(
+        dir,
+        &config(&influx.url, "runs", "[jobs]\nheartbeat_interval = \"1s\"\n"),
+    );
+    // A tick is counted as it starts, and ticks run one after the other: with three counted,
+    // the first two are written whole.
+    wait_until(Duration::from_secs(20), "three ticks counted", || {
+        get(gw.addr, "/apiv0.1/states").json()["counters"]["heartbeat_ticks"]
+            .as_u64()
+            .unwrap()
+            >= 3
+    });
+    // Stop the ticks, then count what reached InfluxDB.
+    drop(gw);
+    let beats = influx.series("runs", "load_testing");
+    let mut per_run = std::collections::HashMap::<String, usize>::new();
+    for row in &beats {
+        assert_eq!(row["mode"], "big", "{row:?}");
+        *per_run
+            .entry(row["uuid"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(per_run.len(), RUNS as usize, "every run has heartbeats");
+    let ticks = *per_run.values().min().unwrap();
+    assert!(ticks >= 2, "at least the two whole ticks");
+    assert!(
+        per_run.values().all(|&n| n == ticks || n == ticks + 1),
+        "one heartbeat per run per tick (a tick under way at the stop may have landed in part)"
+    );
+}
