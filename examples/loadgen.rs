@@ -104,6 +104,20 @@ struct Answer {
     body: Vec<u8>,
 }
 
+impl Answer {
+    /// An error naming `what` and the answer, unless its status is `status`.
+    fn expect(&self, status: u16, what: &str) -> Result<()> {
+        if self.status == status {
+            return Ok(());
+        }
+        Err(format!(
+            "{what}: {} {}",
+            self.status,
+            String::from_utf8_lossy(&self.body)
+        ))
+    }
+}
+
 impl Client {
     fn new(addr: SocketAddr) -> Client {
         Client {
@@ -288,10 +302,16 @@ fn lp_string(s: &str) -> String {
 /// What the gateway writes for a register (the `started` event and the first heartbeat), with
 /// the same tags, fields and timestamps (events carry only the run's identity as tags).
 fn register_lines(uuid: &str, started_ms: u64, now_ms: u64) -> String {
-    let tags = format!("host={HOST},mode=single,targetHost={TARGET_HOST},uuid={uuid}");
     format!(
-        "load_testing_events,event=started,host={HOST},uuid={uuid} text=\"load test started on {HOST} (run {uuid})\" {started_ms}\n\
-         load_testing,{tags} clients=10,hatchRate=0.5,elapsed={} {now_ms}\n",
+        "load_testing_events,event=started,host={HOST},uuid={uuid} text=\"load test started on {HOST} (run {uuid})\" {started_ms}\n{}",
+        heartbeat_line(uuid, started_ms, now_ms)
+    )
+}
+
+/// The heartbeat the gateway writes for a run registered with `register_body`.
+fn heartbeat_line(uuid: &str, started_ms: u64, now_ms: u64) -> String {
+    format!(
+        "load_testing,host={HOST},mode=single,targetHost={TARGET_HOST},uuid={uuid} clients=10,hatchRate=0.5,elapsed={} {now_ms}\n",
         (now_ms.saturating_sub(started_ms)) as f64 / 1000.0
     )
 }
@@ -454,13 +474,7 @@ fn gateway_cycle(client: &mut Client, stats: &str, tally: &mut Tally) -> Result<
             body.as_bytes(),
         )
     })?;
-    if a.status != 200 {
-        return Err(format!(
-            "register: {} {}",
-            a.status,
-            String::from_utf8_lossy(&a.body)
-        ));
-    }
+    a.expect(200, "register")?;
     let uuid = uuid_of(&a.body)?;
     let body = commit_body(&uuid, stats);
     let a = timed(tally, || {
@@ -471,13 +485,7 @@ fn gateway_cycle(client: &mut Client, stats: &str, tally: &mut Tally) -> Result<
             body.as_bytes(),
         )
     })?;
-    if a.status != 200 {
-        return Err(format!(
-            "commit: {} {}",
-            a.status,
-            String::from_utf8_lossy(&a.body)
-        ));
-    }
+    a.expect(200, "commit")?;
     Ok(())
 }
 
@@ -499,24 +507,12 @@ fn direct_cycle(client: &mut Client, path: &str, stats: &str, tally: &mut Tally)
     let a = timed(tally, || {
         client.send("POST", path, "text/plain", lines.as_bytes())
     })?;
-    if a.status != 204 {
-        return Err(format!(
-            "write: {} {}",
-            a.status,
-            String::from_utf8_lossy(&a.body)
-        ));
-    }
+    a.expect(204, "write")?;
     let lines = commit_lines(&uuid, stats, now_ms());
     let a = timed(tally, || {
         client.send("POST", path, "text/plain", lines.as_bytes())
     })?;
-    if a.status != 204 {
-        return Err(format!(
-            "write: {} {}",
-            a.status,
-            String::from_utf8_lossy(&a.body)
-        ));
-    }
+    a.expect(204, "write")?;
     Ok(())
 }
 
@@ -535,20 +531,11 @@ fn cmd_batch(args: &mut pico_args::Arguments) -> Result<()> {
         let now = now_ms() + w as u64;
         let mut body = String::with_capacity(lines * 160);
         for uuid in &uuids {
-            body.push_str(&format!(
-                "load_testing,host={HOST},mode=single,targetHost={TARGET_HOST},uuid={uuid} clients=10,hatchRate=0.5,elapsed={} {now}\n",
-                (now - started) as f64 / 1000.0
-            ));
+            body.push_str(&heartbeat_line(uuid, started, now));
         }
         let t0 = Instant::now();
         let a = client.send("POST", &path, "text/plain", body.as_bytes())?;
-        if a.status != 204 {
-            return Err(format!(
-                "write: {} {}",
-                a.status,
-                String::from_utf8_lossy(&a.body)
-            ));
-        }
+        a.expect(204, "write")?;
         if w > 0 {
             walls.push(t0.elapsed().as_nanos() as u64);
         }
@@ -614,13 +601,7 @@ fn cmd_register_many(args: &mut pico_args::Arguments) -> Result<()> {
                         "application/json",
                         body.as_bytes(),
                     )?;
-                    if a.status != 200 {
-                        return Err(format!(
-                            "register: {} {}",
-                            a.status,
-                            String::from_utf8_lossy(&a.body)
-                        ));
-                    }
+                    a.expect(200, "register")?;
                     done += 1;
                 }
                 Ok(done)
