@@ -167,15 +167,10 @@ fn restored_runs_keep_heartbeating() {
         "runs",
         "[jobs]\nheartbeat_interval = \"300ms\"\n",
     ));
-    let uuid = post_json(
+    let uuid = common::register(
         gw.addr,
-        REGISTER,
         &json!({"host": "h", "measurement": {"fields": {"clients": 1}}}),
-    )
-    .json()["uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    );
     let progress = post_json(
         gw.addr,
         "/apiv0.1/events/progress",

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Gateway, Influxd, config, get, post_json, wait_until};
+use common::{Gateway, Influxd, config, get, post_json, register, wait_until};
 use serde_json::{Value, json};
 
 const REGISTER: &str = "/apiv0.1/events/register";
@@ -334,16 +334,11 @@ fn unknown_paths_and_wrong_methods() {
 #[test]
 fn heartbeats_are_written_every_interval() {
     let (influx, gw) = start("[jobs]\nheartbeat_interval = \"1s\"\n");
-    let a = post_json(
+    let a = register(
         gw.addr,
-        REGISTER,
         &json!({"host": "a", "measurement": {"fields": {"clients": 3}}}),
     );
-    let b = post_json(gw.addr, REGISTER, &json!({"host": "b"}));
-    let (a, b) = (
-        a.json()["uuid"].as_str().unwrap().to_string(),
-        b.json()["uuid"].as_str().unwrap().to_string(),
-    );
+    let b = register(gw.addr, &json!({"host": "b"}));
     wait_until(
         Duration::from_secs(8),
         "three heartbeats of each run",
@@ -401,10 +396,7 @@ fn heartbeats_are_written_every_interval() {
 #[test]
 fn runs_without_commit_expire() {
     let (influx, gw) = start("[jobs]\nheartbeat_interval = \"500ms\"\nmax_age = \"1s\"\n");
-    let uuid = post_json(gw.addr, REGISTER, &json!({"host": "x"})).json()["uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let uuid = register(gw.addr, &json!({"host": "x"}));
     wait_until(Duration::from_secs(5), "an expired event", || {
         rows(&influx, "load_testing_events", &uuid)
             .iter()
@@ -460,10 +452,7 @@ fn max_running_is_enforced() {
 #[test]
 fn a_register_without_host_uses_the_peer_address() {
     let (influx, gw) = start("");
-    let uuid = post_json(gw.addr, REGISTER, &json!({})).json()["uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let uuid = register(gw.addr, &json!({}));
     assert_eq!(rows(&influx, "load_testing", &uuid)[0]["host"], "127.0.0.1");
 }
 
@@ -497,11 +486,10 @@ fn states_reports_jobs_counters_and_memory() {
 #[test]
 fn progress_updates_the_following_heartbeats() {
     let (influx, gw) = start("[jobs]\nheartbeat_interval = \"300ms\"\n");
-    let uuid = post_json(gw.addr, REGISTER, &json!({"host": "lg", "tags": {"mode": "x"}, "measurement": {"fields": {"user_count": 1, "rps": 0}}}))
-        .json()["uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let uuid = register(
+        gw.addr,
+        &json!({"host": "lg", "tags": {"mode": "x"}, "measurement": {"fields": {"user_count": 1, "rps": 0}}}),
+    );
     let progress = post_json(
         gw.addr,
         "/apiv0.1/events/progress",

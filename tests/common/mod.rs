@@ -445,23 +445,33 @@ impl Influxd {
         }
     }
 
+    /// The result of one query, or `None` when the database does not exist (yet); any other
+    /// error panics with the query.
+    fn result(&self, db: &str, q: &str) -> Option<Value> {
+        let mut v = self.query(db, q);
+        let result = v["results"][0].take();
+        if let Some(err) = result.get("error") {
+            if err
+                .as_str()
+                .is_some_and(|e| e.starts_with("database not found"))
+            {
+                return None;
+            }
+            panic!("{q} on {db:?} failed: {err}");
+        }
+        Some(result)
+    }
+
     /// Every point of `measurement` (`SELECT * FROM "measurement"`), oldest
     /// first, as maps from column (time, tags and fields) to value. Columns that
     /// are null for a point, i.e. fields it does not have, are left out. A missing
     /// database or measurement gives an empty Vec, so this can be polled while
     /// the gateway is still creating the database; other errors panic.
     pub fn series(&self, db: &str, measurement: &str) -> Vec<Map<String, Value>> {
-        let v = self.query(db, &format!("SELECT * FROM {}", quote_ident(measurement)));
-        let result = &v["results"][0];
-        if let Some(err) = result.get("error") {
-            if err
-                .as_str()
-                .is_some_and(|e| e.starts_with("database not found"))
-            {
-                return Vec::new();
-            }
-            panic!("SELECT * FROM {measurement:?} on {db:?} failed: {err}");
-        }
+        let q = format!("SELECT * FROM {}", quote_ident(measurement));
+        let Some(result) = self.result(db, &q) else {
+            return Vec::new();
+        };
         let mut rows = Vec::new();
         for series in result["series"].as_array().into_iter().flatten() {
             let columns: Vec<&str> = series["columns"]
@@ -488,7 +498,6 @@ impl Influxd {
         rows
     }
 
-    /// Number of points in `measurement` (0 when it or the database is missing).
     /// The uuids that have a point in `measurement` (with tag `event` = `event` for events).
     pub fn uuids(
         &self,
@@ -503,23 +512,16 @@ impl Influxd {
             .collect()
     }
 
+    /// Number of points in `measurement` (0 when it or the database is missing).
     pub fn count(&self, db: &str, measurement: &str) -> usize {
         self.series(db, measurement).len()
     }
 
     /// Names of the measurements in `db` (empty when the database is missing).
     pub fn measurements(&self, db: &str) -> Vec<String> {
-        let v = self.query(db, "SHOW MEASUREMENTS");
-        let result = &v["results"][0];
-        if let Some(err) = result.get("error") {
-            if err
-                .as_str()
-                .is_some_and(|e| e.starts_with("database not found"))
-            {
-                return Vec::new();
-            }
-            panic!("SHOW MEASUREMENTS on {db:?} failed: {err}");
-        }
+        let Some(result) = self.result(db, "SHOW MEASUREMENTS") else {
+            return Vec::new();
+        };
         result["series"][0]["values"]
             .as_array()
             .into_iter()
@@ -1257,6 +1259,16 @@ pub fn request(
 }
 
 /// POSTs `value` as `application/json`.
+/// A register that must succeed (no token); returns the run's uuid.
+pub fn register(addr: SocketAddr, body: &Value) -> String {
+    let answer = post_json(addr, "/apiv0.1/events/register", body);
+    assert_eq!(answer.status, 200, "register {body}: {}", answer.body);
+    answer.json()["uuid"]
+        .as_str()
+        .expect("register answers a uuid")
+        .to_string()
+}
+
 pub fn post_json(addr: SocketAddr, path: &str, value: &Value) -> RawResponse {
     let body = serde_json::to_string(value).expect("a JSON value always serializes");
     request(
