@@ -83,8 +83,20 @@ config_dir=/etc/metrics-consumer
 
 changed=0
 
-# Puts the content of $2 at $destdir$1 with mode $3, through a temporary file and a
-# rename, so a running service's binary is never half-written. Leaves an identical file
+# Writes $2 to the path $1 with mode $3 through a temporary file and a rename, so the file
+# is never seen half-written (a running service's binary included).
+place() {
+    local target=$1 source=$2 mode=$3
+    mkdir -p "$(dirname "$target")"
+    local tmp
+    tmp=$(mktemp "$target.XXXXXX")
+    cp "$source" "$tmp"
+    chmod "$mode" "$tmp"
+    mv -f "$tmp" "$target"
+    changed=1
+}
+
+# Puts the content of $2 at $destdir$1 with mode $3 (see place). Leaves an identical file
 # alone, and only corrects the mode when only the mode differs.
 put() {
     local target=$destdir$1 source=$2 mode=$3
@@ -98,14 +110,8 @@ put() {
         fi
         return
     fi
-    mkdir -p "$(dirname "$target")"
-    local tmp
-    tmp=$(mktemp "$target.XXXXXX")
-    cp "$source" "$tmp"
-    chmod "$mode" "$tmp"
-    mv -f "$tmp" "$target"
+    place "$target" "$source" "$mode"
     echo "installed  $target"
-    changed=1
 }
 
 # Creates $destdir$1 from $2 with mode $3 unless it exists: an operator's file is kept.
@@ -115,14 +121,8 @@ put_if_absent() {
         echo "kept       $target (exists; not overwritten)"
         return
     fi
-    mkdir -p "$(dirname "$target")"
-    local tmp
-    tmp=$(mktemp "$target.XXXXXX")
-    cp "$source" "$tmp"
-    chmod "$mode" "$tmp"
-    mv -f "$tmp" "$target"
+    place "$target" "$source" "$mode"
     echo "created    $target"
-    changed=1
 }
 
 scratch=$(mktemp -d)
