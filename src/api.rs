@@ -3,7 +3,7 @@
 //!
 //! A handler reads its JSON, asks `payload` to check it, uses the job table for a moment,
 //! builds its points with `points`, and blocks on `delivery` until InfluxDB or the spool has
-//! them; a change of the job table is then saved to `jobs.json` before the answer. Errors
+//! them; a change of the job table is then on disk (`journal`) before the answer. Errors
 //! become HTTP answers in exactly one place, [`ApiError::response`]. Handlers never hold the
 //! job-table lock while writing, and never log a request body.
 
@@ -211,7 +211,7 @@ impl App {
     /// InfluxDB refused them).
     fn record(&self, points: &[Point]) -> Result<Outcome, Failure> {
         self.delivery
-            .deliver(&encode_batch(points), points.len(), &self.stats)
+            .deliver(encode_batch(points), points.len(), &self.stats)
     }
 
     /// Waits until the job-table change `seq` is on disk.

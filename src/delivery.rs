@@ -216,16 +216,16 @@ impl Delivery {
     /// Records `lines` (`points` points): stored by InfluxDB, spooled, or dead-lettered.
     /// Blocks until this request's points are settled; requests that arrive together share one
     /// InfluxDB write (see the module documentation).
-    pub fn deliver(&self, lines: &str, points: usize, stats: &Stats) -> Result<Outcome, Failure> {
+    pub fn deliver(&self, lines: String, points: usize, stats: &Stats) -> Result<Outcome, Failure> {
         if !self.influx_up() {
-            return self.spool_one(lines, points, stats);
+            return self.spool_one(&lines, points, stats);
         }
         let mut q = self.lock_queue();
         let ticket = q.next_ticket;
         q.next_ticket += 1;
         q.waiting.push_back(Entry {
             ticket,
-            lines: lines.to_owned(),
+            lines,
             points,
         });
         loop {
@@ -710,7 +710,7 @@ mod tests {
         let followers: Vec<_> = (0..2)
             .map(|i| {
                 let d = Arc::clone(&d);
-                std::thread::spawn(move || d.deliver(&format!("m v={i} 1\n"), 1, &Stats::default()))
+                std::thread::spawn(move || d.deliver(format!("m v={i} 1\n"), 1, &Stats::default()))
             })
             .collect();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
