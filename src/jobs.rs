@@ -1229,6 +1229,28 @@ mod tests {
     }
 
     #[test]
+    fn entries_of_revived_runs_do_not_pile_up() {
+        let jobs = Jobs::new(10);
+        let id = Uuid::from_u128(1);
+        jobs.reserve(10).unwrap().fill(job(1, 0));
+        // Expired by a tick, revived by progress, again and again: each round leaves an entry
+        // in `ended` that no longer matches the job.
+        for round in 1..=5000 {
+            let t = jobs.tick(round * 10, 5, i64::MAX);
+            assert_eq!(t.expired, 1);
+            jobs.progress(&id, vec![], round * 10, 64).unwrap();
+        }
+        let t = jobs.lock();
+        assert!(
+            t.ended.len() <= 2 * t.ended_count + 1024,
+            "{}",
+            t.ended.len()
+        );
+        assert_eq!(t.ended_count, 0);
+        assert_eq!(t.active, 1);
+    }
+
+    #[test]
     fn a_large_tick_is_cut_into_batches_written_together() {
         let jobs = Jobs::new(10);
         for n in 0..2500 {

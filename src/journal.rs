@@ -37,7 +37,7 @@ use crate::jobs::{Jobs, RestoreError, Restored};
 use crate::storage::write_atomic;
 
 /// The journal is never compacted below this size: a snapshot costs more than many appends.
-pub const MIN_COMPACT_BYTES: u64 = 1 << 20;
+const MIN_COMPACT_BYTES: u64 = 1 << 20;
 /// The journal file grows by this much of zeros at a time.
 const ZERO_FILL_BYTES: u64 = 1 << 20;
 

@@ -1,15 +1,16 @@
-//! Everything the gateway keeps on disk under `storage.dir`: the spool of points waiting for
-//! InfluxDB, the dead letters InfluxDB refused, and the job table.
+//! The points the gateway keeps on disk under `storage.dir`: the spool of points waiting for
+//! InfluxDB and the dead letters InfluxDB refused; and [`write_atomic`], which `journal` also
+//! uses for the job table's snapshot (`jobs.json`; its journal is `journal`'s own).
 //!
 //! ```text
 //! storage.dir/
 //!   spool/00000000000000000042.lp        one record: line protocol, exactly as it would be sent
 //!   dead-letter/00000000000000000007.lp  a record InfluxDB refused...
 //!   dead-letter/00000000000000000007.error  ...and why (time, status, InfluxDB's message)
-//!   jobs.json                            the job table
+//!   jobs.json, jobs.journal              the job table (see `journal`)
 //! ```
 //!
-//! Every file is written the same way: to a temporary name, fsync'd, renamed into place, and
+//! Every file here is written the same way: to a temporary name, fsync'd, renamed into place, and
 //! the directory fsync'd. A rename is atomic, so after a crash (kill -9, power loss) a record
 //! is either whole or absent, never torn; a leftover temporary file is an unfinished write that
 //! was never acknowledged, and is removed at start. Records are named by a sequence number, so
