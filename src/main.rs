@@ -10,18 +10,10 @@ mod auth;
 mod config;
 mod delivery;
 mod http;
-mod influx;
-mod jobs;
-mod journal;
-mod json;
-mod line_protocol;
+mod ingest;
 mod notify;
-mod payload;
-mod points;
-#[cfg(test)]
-mod roundtrip_tests;
+mod state;
 mod stats;
-mod storage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -196,13 +188,13 @@ fn run() -> Result<(), String> {
         );
     }
     let dir = PathBuf::from(&c.storage.dir);
-    let spool = storage::Spool::open(&dir, c.storage.max_spool_bytes).map_err(|e| {
+    let spool = delivery::spool::Spool::open(&dir, c.storage.max_spool_bytes).map_err(|e| {
         format!(
             "storage.dir: cannot open the spool in {}: {e}",
             dir.display()
         )
     })?;
-    let (journal, jobs, restored) = journal::Journal::open(&dir, c.jobs.max_finished)?;
+    let (journal, jobs, restored) = state::journal::Journal::open(&dir, c.jobs.max_finished)?;
     if restored.torn_tail {
         log::warn!(
             "the last record of jobs.journal was cut short by the previous stop; it was never acknowledged and is left out"
@@ -212,7 +204,7 @@ fn run() -> Result<(), String> {
     let usage = spool.usage();
     let app = Arc::new(App {
         tokens: auth::Tokens::new(&settings.tokens),
-        delivery: delivery::Delivery::new(influx::Influx::new(&c.influxdb), spool),
+        delivery: delivery::Delivery::new(delivery::influx::Influx::new(&c.influxdb), spool),
         jobs,
         journal,
         stats: stats::Stats::default(),
@@ -271,26 +263,26 @@ fn run() -> Result<(), String> {
 /// first; a delivered one is removed, a refused one stays with the new reason.
 fn replay_dead_letters(settings: &config::Settings) -> Result<(), String> {
     let dir = PathBuf::from(&settings.config.storage.dir);
-    let letters = storage::list_dead_letters(&dir).map_err(|e| {
+    let letters = delivery::spool::list_dead_letters(&dir).map_err(|e| {
         format!(
             "cannot read the dead letters in {}: {e}",
             dir.join("dead-letter").display()
         )
     })?;
-    let influx = influx::Influx::new(&settings.config.influxdb);
+    let influx = delivery::influx::Influx::new(&settings.config.influxdb);
     let (mut delivered, mut failed) = (0, 0);
     for (path, _) in &letters {
         let lines = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         match influx.write(&lines) {
             Ok(()) => {
-                storage::remove_dead_letter(path)
+                delivery::spool::remove_dead_letter(path)
                     .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
                 delivered += 1;
             }
             Err(e) => {
                 eprintln!("{}: {e}", path.display());
-                let _ = storage::update_dead_letter(path, &e.to_string());
+                let _ = delivery::spool::update_dead_letter(path, &e.to_string());
                 failed += 1;
             }
         }

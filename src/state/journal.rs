@@ -33,8 +33,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use crate::jobs::{Jobs, RestoreError, Restored};
-use crate::storage::write_atomic;
+use crate::delivery::spool::write_atomic;
+use crate::state::jobs::{Jobs, RestoreError, Restored};
 
 /// The journal is never compacted below this size: a snapshot costs more than many appends.
 const MIN_COMPACT_BYTES: u64 = 1 << 20;
@@ -301,10 +301,10 @@ impl Drop for Writer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::Job;
-    use crate::line_protocol::FieldValue;
-    use crate::points::Run;
-    use crate::storage::tests::Dir;
+    use crate::delivery::spool::tests::Dir;
+    use crate::ingest::line_protocol::FieldValue;
+    use crate::ingest::points::Run;
+    use crate::state::jobs::Job;
     use uuid::Uuid;
 
     fn register(jobs: &Jobs, n: u128) -> u64 {

@@ -30,15 +30,18 @@
 //! InfluxDB stores a point with the same series and time only once, so a record sent twice
 //! (after a crash between the write and the removal) does no harm.
 
+pub mod influx;
+pub mod spool;
+
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::influx::{Disposition, Influx, WriteError};
 use crate::stats::Stats;
-use crate::storage::{Record, Spool, SpoolError};
+use influx::{Disposition, Influx, WriteError};
+use spool::{Record, Spool, SpoolError};
 
 /// First and longest wait between tries while InfluxDB is down.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -543,7 +546,7 @@ mod tests {
     use std::net::TcpListener;
     use std::sync::Arc;
 
-    use crate::storage::tests::Dir;
+    use crate::delivery::spool::tests::Dir;
 
     /// An HTTP server that answers each `/write` with the next status of a script and keeps
     /// the bodies it received.

@@ -7,10 +7,10 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::line_protocol::tests::assert_round_trip;
-use crate::line_protocol::{FieldValue, encode_batch};
-use crate::payload::{self, PayloadLimits};
-use crate::points::{self, Run};
+use crate::ingest::line_protocol::tests::assert_round_trip;
+use crate::ingest::line_protocol::{FieldValue, encode_batch};
+use crate::ingest::payload::{self, PayloadLimits};
+use crate::ingest::points::{self, Run};
 
 const LIMITS: PayloadLimits = PayloadLimits {
     max_string_bytes: 4096,

@@ -23,8 +23,8 @@ use std::sync::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::line_protocol::{self, FieldValue};
-use crate::points::{self, BeatLine, Event, Run};
+use crate::ingest::line_protocol::{self, FieldValue};
+use crate::ingest::points::{self, BeatLine, Event, Run};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {

@@ -19,11 +19,11 @@ use crate::auth::{Denied, Tokens};
 use crate::config::Settings;
 use crate::delivery::{Delivery, Failure, Outcome};
 use crate::http::{Exchange, Handler, Request, Response};
-use crate::jobs::{Batch, Job, Jobs, Refusal};
-use crate::journal::Journal;
-use crate::line_protocol::{Point, encode_batch};
-use crate::payload::{self, PayloadError, PayloadLimits};
-use crate::points::{self, Run};
+use crate::ingest::line_protocol::{Point, encode_batch};
+use crate::ingest::payload::{self, PayloadError, PayloadLimits};
+use crate::ingest::points::{self, Run};
+use crate::state::jobs::{Batch, Job, Jobs, Refusal};
+use crate::state::journal::Journal;
 use crate::stats::{self, Stats};
 
 const PREFIX: &str = "/apiv0.1";

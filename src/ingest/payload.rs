@@ -13,7 +13,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::line_protocol::{self, FieldValue};
+use crate::ingest::line_protocol::{self, FieldValue};
 
 /// Client tags per point at most (§4).
 pub const MAX_TAGS: usize = 32;
@@ -109,7 +109,7 @@ const RESERVED: [&str; 5] = ["uuid", "host", "event", "name", "method"];
 /// Reads a request body as JSON, whatever its Content-Type says (§3), keeping only the keys of
 /// §4 (see `json`: memory stays proportional to what is kept, not to the body).
 fn read_body(body: &[u8], with_stats: bool) -> Result<Map<String, Value>, PayloadError> {
-    use crate::json::Rule;
+    use crate::ingest::json::Rule;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(PayloadError::new(
             "",
@@ -155,7 +155,7 @@ fn read_body(body: &[u8], with_stats: bool) -> Result<Map<String, Value>, Payloa
         other: None,
         keep_other: 0,
     };
-    match crate::json::parse(body, &top) {
+    match crate::ingest::json::parse(body, &top) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(other) => Err(PayloadError::new(
             "",
@@ -507,7 +507,7 @@ fn parse_time_text(s: &str) -> Option<i64> {
 /// Its data is the load test's, so keys that cannot be field names are skipped rather than
 /// refused: the whole text is kept anyway.
 fn request_stats(raw: &str, limits: PayloadLimits) -> Result<Option<RequestStats>, PayloadError> {
-    use crate::json::Rule;
+    use crate::ingest::json::Rule;
     use std::borrow::Cow;
     const AT: &str = "measurement.fields.requestStats";
     let bad = |message: String| PayloadError::new(AT, "invalid_stats", message);
@@ -547,7 +547,7 @@ fn request_stats(raw: &str, limits: PayloadLimits) -> Result<Option<RequestStats
         other: Some(&Rule::Scalar),
         keep_other: ENTRY_CAP,
     };
-    let stats = match crate::json::parse(text.as_bytes(), &rule) {
+    let stats = match crate::ingest::json::parse(text.as_bytes(), &rule) {
         Ok(Value::Object(m)) => m,
         Ok(other) => {
             return Err(bad(format!(
@@ -557,7 +557,7 @@ fn request_stats(raw: &str, limits: PayloadLimits) -> Result<Option<RequestStats
         }
         Err(e) => return Err(bad(format!("the string is not valid JSON ({e})"))),
     };
-    let text = crate::json::compact(&text);
+    let text = crate::ingest::json::compact(&text);
     if text.len() > limits.max_string_bytes {
         return Err(PayloadError::new(
             AT,

@@ -6,8 +6,8 @@
 
 use uuid::Uuid;
 
-use crate::line_protocol::{self, FieldValue, Point};
-use crate::payload::{Record, RequestStats};
+use crate::ingest::line_protocol::{self, FieldValue, Point};
+use crate::ingest::payload::{Record, RequestStats};
 
 pub const HEARTBEAT: &str = "load_testing";
 pub const RESULT: &str = "load_testing_result";
@@ -197,8 +197,8 @@ pub fn commit(run: &Run, record: &Record, stats: Option<&RequestStats>, now_ms: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::line_protocol::encode_batch;
-    use crate::payload::StatsRow;
+    use crate::ingest::line_protocol::encode_batch;
+    use crate::ingest::payload::StatsRow;
 
     fn run() -> Run {
         Run {
