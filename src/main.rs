@@ -7,11 +7,14 @@
 
 mod api;
 mod auth;
+mod code;
 mod config;
 mod delivery;
 mod http;
 mod ingest;
 mod notify;
+#[cfg(test)]
+mod readme_tables;
 mod state;
 mod stats;
 

@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::auth::{Denied, Tokens};
+use crate::code::Code;
 use crate::config::Settings;
 use crate::delivery::{Delivery, Failure, Outcome};
 use crate::http::{Exchange, Handler, Request, Response};
@@ -101,53 +102,50 @@ enum ApiError {
 
 impl ApiError {
     fn response(&self) -> Response {
-        match self {
-            ApiError::Payload(e) => Response::error(400, e.code, &e.to_string()),
-            ApiError::Unauthorized(denied) => Response::error(401, "unauthorized", denied.message())
-                .with_header("WWW-Authenticate", "Bearer realm=\"metrics-consumer\"")
-                .with_header("WWW-Authenticate", "Basic realm=\"metrics-consumer\""),
-            ApiError::NoRoute => Response::error(
-                404,
-                "not_found",
-                "no such route; the routes are under /apiv0.1/: events/register, events/progress, events/commit, events/isrunning, states, ping",
+        let (code, message) = match self {
+            ApiError::Payload(e) => (e.code, e.to_string()),
+            ApiError::Unauthorized(denied) => (Code::Unauthorized, denied.message().to_string()),
+            ApiError::NoRoute => (
+                Code::NotFound,
+                "no such route; the routes are under /apiv0.1/: events/register, events/progress, events/commit, events/isrunning, states, ping".to_string(),
             ),
             ApiError::Method(allow) => {
-                Response::error(405, "method_not_allowed", &format!("this route takes {allow}"))
-                    .with_header("Allow", *allow)
+                return Response::error(Code::MethodNotAllowed, &format!("this route takes {allow}"))
+                    .with_header("Allow", *allow);
             }
-            ApiError::UnknownRun(uuid) => Response::error(
-                404,
-                "unknown_run",
-                &format!("no run {uuid} is known here; register it first (finished runs are forgotten after jobs.finished_retention)"),
+            ApiError::UnknownRun(uuid) => (
+                Code::UnknownRun,
+                format!("no run {uuid} is known here; register it first (finished runs are forgotten after jobs.finished_retention)"),
             ),
-            ApiError::Committed { uuid, at_ms } => Response::error(
-                409,
-                "already_committed",
-                &format!("run {uuid} was already committed at {}", rfc3339(*at_ms)),
+            ApiError::Committed { uuid, at_ms } => (
+                Code::AlreadyCommitted,
+                format!("run {uuid} was already committed at {}", rfc3339(*at_ms)),
             ),
-            ApiError::Committing(uuid) => Response::error(
-                409,
-                "commit_in_progress",
-                &format!("a commit of run {uuid} is in progress; wait for its answer"),
+            ApiError::Committing(uuid) => (
+                Code::CommitInProgress,
+                format!("a commit of run {uuid} is in progress; wait for its answer"),
             ),
-            ApiError::TooManyRunning(max) => Response::error(
-                503,
-                "too_many_running",
-                &format!("{max} runs are running already (jobs.max_running); commit finished runs or raise the limit"),
-            )
-            .with_header("Retry-After", "5"),
+            ApiError::TooManyRunning(max) => (
+                Code::TooManyRunning,
+                format!("{max} runs are running already (jobs.max_running); commit finished runs or raise the limit"),
+            ),
             ApiError::NotRecorded(Failure::SpoolFull(why)) => {
-                Response::error(503, "spool_full", &format!("nothing was recorded: {why}")).with_header("Retry-After", "30")
+                (Code::SpoolFull, format!("nothing was recorded: {why}"))
             }
             ApiError::NotRecorded(Failure::Disk(why)) => {
-                Response::error(503, "storage_error", &format!("nothing was recorded: {why}")).with_header("Retry-After", "30")
+                (Code::StorageError, format!("nothing was recorded: {why}"))
             }
-            ApiError::NotSaved(why) => Response::error(
-                503,
-                "storage_error",
-                &format!("the run could not be saved, so it was not registered: {why}"),
-            )
-            .with_header("Retry-After", "30"),
+            ApiError::NotSaved(why) => (
+                Code::StorageError,
+                format!("the run could not be saved, so it was not registered: {why}"),
+            ),
+        };
+        let response = Response::error(code, &message);
+        match self {
+            ApiError::Unauthorized(_) => response
+                .with_header("WWW-Authenticate", "Bearer realm=\"metrics-consumer\"")
+                .with_header("WWW-Authenticate", "Basic realm=\"metrics-consumer\""),
+            _ => response,
         }
     }
 }
@@ -588,12 +586,12 @@ fn refused(uuid: Uuid, r: Refusal) -> ApiError {
         Refusal::TooManyFields(max) => ApiError::Payload(PayloadError {
             key: "measurement.fields".into(),
             message: format!("the run would have more than {max} fields"),
-            code: "too_many_fields",
+            code: Code::TooManyFields,
         }),
         Refusal::IsTag => ApiError::Payload(PayloadError {
             key: "measurement.fields".into(),
             message: "a field is named like one of the run's tags; a name can be a tag or a field, not both".into(),
-            code: "invalid_field",
+            code: Code::InvalidField,
         }),
     }
 }

@@ -11,6 +11,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::code::Code;
+
 /// Largest request head accepted, request line and headers included.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
@@ -85,37 +87,21 @@ pub enum HeadError {
 }
 
 impl HeadError {
-    /// The response status for this failure.
-    pub fn status(&self) -> u16 {
+    /// The code of the answer to this failure (its status comes with it).
+    pub fn code(&self) -> Code {
         match self {
-            HeadError::Malformed(_)
-            | HeadError::UnsupportedVersion
-            | HeadError::BadTarget
-            | HeadError::InvalidContentLength
-            | HeadError::ConflictingContentLength => 400,
-            HeadError::HeadTimeout(_) | HeadError::BodyTimeout(_) => 408,
-            HeadError::TransferEncoding => 411,
-            HeadError::BodyTooLarge { .. } => 413,
-            HeadError::UnsupportedExpectation => 417,
-            HeadError::TooLarge => 431,
-        }
-    }
-
-    /// The machine-readable code put in the JSON error body.
-    pub fn code(&self) -> &'static str {
-        match self {
-            HeadError::Malformed(_) => "malformed_request",
-            HeadError::UnsupportedVersion => "unsupported_version",
-            HeadError::TooLarge => "head_too_large",
-            HeadError::BadTarget => "invalid_target",
-            HeadError::TransferEncoding => "transfer_encoding_unsupported",
+            HeadError::Malformed(_) => Code::MalformedRequest,
+            HeadError::UnsupportedVersion => Code::UnsupportedVersion,
+            HeadError::TooLarge => Code::HeadTooLarge,
+            HeadError::BadTarget => Code::InvalidTarget,
+            HeadError::TransferEncoding => Code::TransferEncodingUnsupported,
             HeadError::InvalidContentLength | HeadError::ConflictingContentLength => {
-                "invalid_content_length"
+                Code::InvalidContentLength
             }
-            HeadError::BodyTooLarge { .. } => "body_too_large",
-            HeadError::UnsupportedExpectation => "expectation_failed",
-            HeadError::HeadTimeout(_) => "head_timeout",
-            HeadError::BodyTimeout(_) => "body_timeout",
+            HeadError::BodyTooLarge { .. } => Code::BodyTooLarge,
+            HeadError::UnsupportedExpectation => Code::ExpectationFailed,
+            HeadError::HeadTimeout(_) => Code::HeadTimeout,
+            HeadError::BodyTimeout(_) => Code::BodyTimeout,
         }
     }
 }
@@ -412,7 +398,7 @@ mod tests {
             None => Ok(None),
         });
         let ok = match (&want, &outcome) {
-            (Want::Status(status), Err(e)) => e.status() == *status,
+            (Want::Status(status), Err(e)) => e.code().status() == *status,
             (Want::Incomplete, Ok(None)) => true,
             (
                 Want::Target {
@@ -865,7 +851,7 @@ mod tests {
                 .iter()
                 .map(|v| ("Content-Length".to_owned(), v.to_vec()))
                 .collect();
-            let got = body_length(&headers).map_err(|e| e.status());
+            let got = body_length(&headers).map_err(|e| e.code().status());
             assert_eq!(&got, want, "values {values:?}");
         }
     }
@@ -939,8 +925,8 @@ mod tests {
             ),
         ];
         for (error, status, code, message) in cases {
-            assert_eq!(error.status(), status);
-            assert_eq!(error.code(), code);
+            assert_eq!(error.code().status(), status);
+            assert_eq!(error.code().as_str(), code);
             assert_eq!(error.to_string(), message);
         }
     }
@@ -1005,7 +991,7 @@ mod tests {
                     }
                 }
                 Ok(None) => proptest::prop_assert!(raw.len() < MAX_HEAD_BYTES),
-                Err(e) => proptest::prop_assert!((400..500).contains(&e.status())),
+                Err(e) => proptest::prop_assert!((400..500).contains(&e.code().status())),
             }
         }
 

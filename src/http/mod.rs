@@ -16,6 +16,8 @@ mod tests;
 pub mod tls;
 
 use std::net::SocketAddr;
+
+use crate::code::Code;
 use std::time::Duration;
 
 pub use server::{Server, ShutdownHandle};
@@ -108,18 +110,23 @@ impl Response {
         Response::json_bytes(status, bytes)
     }
 
-    /// A JSON error response: `{"error": message, "code": code}`.
+    /// A JSON error response: `{"error": message, "code": code}`, with the status of `code`
+    /// and, when the code asks for one, `Retry-After`.
     ///
     /// The message should say what went wrong and what the caller can do about it. It
     /// must never contain header values or body content, which may be secrets.
-    pub fn error(status: u16, code: &str, message: &str) -> Response {
+    pub fn error(code: Code, message: &str) -> Response {
         // The object is written by hand so that "error" comes before "code" whatever
         // features serde_json was built with; the strings themselves go through
         // serde_json so that they are always escaped correctly.
         let message = serde_json::to_string(message).unwrap_or_else(|_| "\"\"".to_owned());
-        let code = serde_json::to_string(code).unwrap_or_else(|_| "\"\"".to_owned());
-        let body = format!("{{\"error\":{message},\"code\":{code}}}");
-        Response::json_bytes(status, body.into_bytes())
+        let name = serde_json::to_string(code.as_str()).unwrap_or_else(|_| "\"\"".to_owned());
+        let body = format!("{{\"error\":{message},\"code\":{name}}}");
+        let response = Response::json_bytes(code.status(), body.into_bytes());
+        match code.retry_after() {
+            Some(seconds) => response.with_header("Retry-After", seconds.to_string()),
+            None => response,
+        }
     }
 
     /// The same response with one more header.

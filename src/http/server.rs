@@ -23,6 +23,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rustls::ServerConfig;
 
+use crate::code::Code;
+
 use super::head::{self, HeadError, MAX_HEAD_BYTES, RequestHead};
 use super::tls::{self, TlsStream};
 use super::{Exchange, Handler, Limits, Request, Response};
@@ -597,11 +599,9 @@ fn refuse(stream: TcpStream, peer: SocketAddr, accepted: Instant, ctx: &ConnCont
     let mut body_bytes = 0;
     if ctx.tls.is_none() {
         let response = Response::error(
-            503,
-            "too_many_connections",
+            Code::TooManyConnections,
             "too many connections; retry later",
-        )
-        .with_header("Retry-After", "1");
+        );
         let rendered = render(&response, Disposition::Close, false);
         if stream.set_nonblocking(true).is_ok()
             && let Err(e) = (&stream).write(&rendered.bytes)
@@ -1153,7 +1153,7 @@ fn refuse_request<S: Transport>(
     error: HeadError,
     ctx: &ConnContext,
 ) -> Next {
-    let response = Response::error(error.status(), error.code(), &error.to_string());
+    let response = Response::error(error.code(), &error.to_string());
     let head_only = head.is_some_and(|h| h.method == "HEAD");
     let rendered = render(&response, Disposition::Close, head_only);
     let written = write_all_before(
@@ -1234,8 +1234,7 @@ fn call_handler(handler: &dyn Handler, request: &Request) -> (Response, bool) {
 
 fn internal_error() -> Response {
     Response::error(
-        500,
-        "internal_error",
+        Code::InternalError,
         "the server failed while handling this request; retry, and report it if it persists",
     )
 }

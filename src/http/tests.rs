@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::{Exchange, Handler, Limits, Request, Response, Server, ShutdownHandle};
+use crate::code::Code;
 
 /// Upper bound for any single wait in these tests; reaching it is a failure.
 const PATIENCE: Duration = Duration::from_secs(5);
@@ -59,7 +60,7 @@ impl Handler for TestHandler {
             ),
             "/json" => match serde_json::from_slice::<Value>(&req.body) {
                 Ok(value) => Response::json(200, &json!({ "depth": depth(&value) })),
-                Err(e) => Response::error(400, "invalid_json", &e.to_string()),
+                Err(e) => Response::error(Code::InvalidJson, &e.to_string()),
             },
             "/bad-header" => Response::json(200, &json!({}))
                 .with_header("X-Split", "a\r\nInjected: yes")
@@ -908,12 +909,13 @@ fn shutdown_before_run_returns_at_once() {
 
 #[test]
 fn error_bodies_are_escaped_json_with_error_first() {
-    let resp = Response::error(400, "bad\"code", "line\nbreak \"quoted\" \u{1}");
+    let resp = Response::error(Code::InvalidJson, "line\nbreak \"quoted\" \u{1}");
     let text = String::from_utf8(resp.body.clone()).expect("utf-8");
     assert!(text.starts_with("{\"error\":"), "{text}");
     let value: Value = serde_json::from_str(&text).expect("valid json");
     assert_eq!(value["error"], "line\nbreak \"quoted\" \u{1}");
-    assert_eq!(value["code"], "bad\"code");
+    assert_eq!(value["code"], "invalid_json");
+    assert_eq!(resp.status, 400);
     assert_eq!(
         resp.headers,
         [("Content-Type", "application/json".to_owned())]

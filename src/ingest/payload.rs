@@ -13,6 +13,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::code::Code;
 use crate::ingest::line_protocol::{self, FieldValue};
 
 /// Client tags per point at most (§4).
@@ -69,11 +70,11 @@ pub struct PayloadError {
     /// The key, as a path into the payload (`measurement.tags.mode`), or empty for the body.
     pub key: String,
     pub message: String,
-    pub code: &'static str,
+    pub code: Code,
 }
 
 impl PayloadError {
-    fn new(key: impl Into<String>, code: &'static str, message: impl Into<String>) -> PayloadError {
+    fn new(key: impl Into<String>, code: Code, message: impl Into<String>) -> PayloadError {
         PayloadError {
             key: key.into(),
             message: message.into(),
@@ -113,7 +114,7 @@ fn read_body(body: &[u8], with_stats: bool) -> Result<Map<String, Value>, Payloa
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(PayloadError::new(
             "",
-            "empty_body",
+            Code::EmptyBody,
             "request body is empty; send a JSON object, e.g. {\"host\": \"lg-1\"}",
         ));
     }
@@ -159,12 +160,12 @@ fn read_body(body: &[u8], with_stats: bool) -> Result<Map<String, Value>, Payloa
         Ok(Value::Object(map)) => Ok(map),
         Ok(other) => Err(PayloadError::new(
             "",
-            "not_an_object",
+            Code::NotAnObject,
             format!("request body must be a JSON object, not {}", kind(&other)),
         )),
         Err(e) => Err(PayloadError::new(
             "",
-            "invalid_json",
+            Code::InvalidJson,
             format!("request body is not valid JSON ({e})"),
         )),
     }
@@ -205,19 +206,19 @@ fn uuid_of(body: &Map<String, Value>) -> Result<Uuid, PayloadError> {
     match body.get("uuid") {
         None | Some(Value::Null) => Err(PayloadError::new(
             "uuid",
-            "missing_uuid",
+            Code::MissingUuid,
             "is missing; send the uuid that register answered",
         )),
         Some(Value::String(s)) => Uuid::parse_str(s.trim()).map_err(|_| {
             PayloadError::new(
                 "uuid",
-                "invalid_uuid",
+                Code::InvalidUuid,
                 format!("{} is not a UUID", quote(s)),
             )
         }),
         Some(other) => Err(PayloadError::new(
             "uuid",
-            "invalid_uuid",
+            Code::InvalidUuid,
             format!("must be a string, not {}", kind(other)),
         )),
     }
@@ -253,14 +254,14 @@ fn record(
             None | Some(Value::Null) => continue,
             Some(Value::String(s)) if s.is_empty() => continue,
             Some(Value::String(s)) => {
-                line_protocol::check_tag_value(s).map_err(|e| invalid(key, "invalid_tag", e))?;
+                line_protocol::check_tag_value(s).map_err(|e| invalid(key, Code::InvalidTag, e))?;
                 host = Some(s.clone());
                 break;
             }
             Some(other) => {
                 return Err(PayloadError::new(
                     key,
-                    "invalid_tag",
+                    Code::InvalidTag,
                     format!("must be a string, not {}", kind(other)),
                 ));
             }
@@ -275,11 +276,11 @@ fn record(
     ] {
         for (key, value) in object(path, source)? {
             let at = at(path, key);
-            line_protocol::check_name(key).map_err(|e| invalid(&at, "invalid_tag", e))?;
+            line_protocol::check_name(key).map_err(|e| invalid(&at, Code::InvalidTag, e))?;
             let Some(text) = tag_text(&at, value)? else {
                 continue;
             };
-            line_protocol::check_tag_value(&text).map_err(|e| invalid(&at, "invalid_tag", e))?;
+            line_protocol::check_tag_value(&text).map_err(|e| invalid(&at, Code::InvalidTag, e))?;
             if key != "uuid" && key != "host" {
                 put(&mut tags, key, text);
             }
@@ -288,7 +289,7 @@ fn record(
     if let Some(target) = body.get("targetHost") {
         if let Some(text) = tag_text("targetHost", target)? {
             line_protocol::check_tag_value(&text)
-                .map_err(|e| invalid("targetHost", "invalid_tag", e))?;
+                .map_err(|e| invalid("targetHost", Code::InvalidTag, e))?;
             if !tags.iter().any(|(k, _)| k == "targetHost") {
                 tags.push(("targetHost".into(), text));
             }
@@ -297,7 +298,7 @@ fn record(
     if tags.len() > MAX_TAGS {
         return Err(PayloadError::new(
             "tags",
-            "too_many_tags",
+            Code::TooManyTags,
             format!("{} tags; the limit is {MAX_TAGS}", tags.len()),
         ));
     }
@@ -312,18 +313,18 @@ fn record(
             continue;
         }
         let at = at("measurement.fields", key);
-        line_protocol::check_name(key).map_err(|e| invalid(&at, "invalid_field", e))?;
+        line_protocol::check_name(key).map_err(|e| invalid(&at, Code::InvalidField, e))?;
         if key == "uuid" || key == "host" {
             return Err(PayloadError::new(
                 at,
-                "invalid_field",
+                Code::InvalidField,
                 "is a tag the gateway writes on every point; give the field another name",
             ));
         }
         if tags.iter().any(|(k, _)| k == key) {
             return Err(PayloadError::new(
                 at,
-                "invalid_field",
+                Code::InvalidField,
                 "is also a tag of this request; a name can be a tag or a field, not both",
             ));
         }
@@ -334,7 +335,7 @@ fn record(
             Value::String(s) if s.len() > limits.max_string_bytes => {
                 return Err(PayloadError::new(
                     at,
-                    "string_too_long",
+                    Code::StringTooLong,
                     format!(
                         "is {} bytes; the limit is {} (limits.max_string_bytes)",
                         s.len(),
@@ -346,7 +347,7 @@ fn record(
             other => {
                 return Err(PayloadError::new(
                     at,
-                    "invalid_field",
+                    Code::InvalidField,
                     format!(
                         "must be a number, boolean, string or null, not {}",
                         kind(other)
@@ -359,7 +360,7 @@ fn record(
     if fields.len() > MAX_FIELDS {
         return Err(PayloadError::new(
             "measurement.fields",
-            "too_many_fields",
+            Code::TooManyFields,
             format!("{} fields; the limit is {MAX_FIELDS}", fields.len()),
         ));
     }
@@ -385,7 +386,7 @@ fn measurement(body: &Map<String, Value>) -> Result<Option<&Map<String, Value>>,
         Some(Value::Object(m)) => Ok(Some(m)),
         Some(other) => Err(PayloadError::new(
             "measurement",
-            "invalid_measurement",
+            Code::InvalidMeasurement,
             format!(
                 "must be an object with \"fields\" and \"tags\", not {}",
                 kind(other)
@@ -404,7 +405,7 @@ fn object<'a>(
         Some(Value::Object(m)) => Ok(Some(m.iter()).into_iter().flatten()),
         Some(other) => Err(PayloadError::new(
             path,
-            "invalid_object",
+            Code::InvalidObject,
             format!("must be an object, not {}", kind(other)),
         )),
     }
@@ -421,7 +422,7 @@ fn tag_text(at: &str, value: &Value) -> Result<Option<String>, PayloadError> {
         Value::Bool(b) => Ok(Some(b.to_string())),
         other => Err(PayloadError::new(
             at,
-            "invalid_tag",
+            Code::InvalidTag,
             format!(
                 "tag values must be strings, numbers or booleans, not {}",
                 kind(other)
@@ -435,13 +436,13 @@ fn finite(at: &str, n: &serde_json::Number) -> Result<f64, PayloadError> {
         Some(f) if f.is_finite() => Ok(f),
         _ => Err(PayloadError::new(
             at,
-            "invalid_field",
+            Code::InvalidField,
             "is not a finite number",
         )),
     }
 }
 
-fn invalid(at: &str, code: &'static str, e: line_protocol::Invalid) -> PayloadError {
+fn invalid(at: &str, code: Code, e: line_protocol::Invalid) -> PayloadError {
     PayloadError::new(at, code, e.to_string())
 }
 
@@ -452,7 +453,7 @@ const MAX_TIME_MS: i64 = 9_223_372_036_854;
 /// `startedAt`: a number is Unix seconds (milliseconds above 1e11, as `Date.now()` sends), a
 /// string is RFC 3339 (without an offset: UTC) or an HTTP-date.
 pub fn started_at(value: &Value) -> Result<i64, PayloadError> {
-    let bad = |what: String| PayloadError::new("startedAt", "invalid_time", what);
+    let bad = |what: String| PayloadError::new("startedAt", Code::InvalidTime, what);
     let ms = match value {
         Value::Number(n) => {
             let f = n.as_f64().filter(|f| f.is_finite()).ok_or_else(|| bad("is not a finite number".into()))?;
@@ -510,7 +511,7 @@ fn request_stats(raw: &str, limits: PayloadLimits) -> Result<Option<RequestStats
     use crate::ingest::json::Rule;
     use std::borrow::Cow;
     const AT: &str = "measurement.fields.requestStats";
-    let bad = |message: String| PayloadError::new(AT, "invalid_stats", message);
+    let bad = |message: String| PayloadError::new(AT, Code::InvalidStats, message);
     let text: Cow<str> = match raw.as_bytes().first() {
         Some(b'{') => Cow::Borrowed(raw),
         Some(b'"') => {
@@ -561,7 +562,7 @@ fn request_stats(raw: &str, limits: PayloadLimits) -> Result<Option<RequestStats
     if text.len() > limits.max_string_bytes {
         return Err(PayloadError::new(
             AT,
-            "string_too_long",
+            Code::StringTooLong,
             format!(
                 "is {} bytes as compact JSON; the limit is {} (limits.max_string_bytes)",
                 text.len(),
@@ -868,7 +869,7 @@ mod tests {
             (b"{\"a\": NaN}", "invalid_json"),
         ] {
             assert_eq!(
-                register(body, LIMITS).unwrap_err().code,
+                register(body, LIMITS).unwrap_err().code.as_str(),
                 code,
                 "{:?}",
                 String::from_utf8_lossy(body)
@@ -877,7 +878,7 @@ mod tests {
         let deep = "[".repeat(100_000);
         assert_eq!(
             register(deep.as_bytes(), LIMITS).unwrap_err().code,
-            "invalid_json"
+            Code::InvalidJson
         );
     }
 

@@ -1,0 +1,194 @@
+//! Every error the gateway answers with, in one table: its HTTP status, its machine code (the
+//! `"code"` member of the JSON error body), what the client should do about it, and whether the
+//! answer carries `Retry-After`.
+//!
+//! The HTTP layer's own refusals (408, 411, 413, 431, 500, 503) and the API's (400, 401, 404,
+//! 405, 409, 503) all come from here, so a new error is one new row, and the README's table of
+//! codes is checked against [`Code::ALL`] by a test. The message of each answer says what went
+//! wrong in this request (naming the key or the limit); the advice here is the same for every
+//! request with that code.
+
+/// Declares [`Code`] from rows of `Variant = (status, "machine_code", retry_after, "advice")`.
+macro_rules! codes {
+    ($($(#[$doc:meta])* $variant:ident = ($status:literal, $name:literal, $retry:expr, $advice:literal),)*) => {
+        /// Why a request was refused; see the module documentation.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Code {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Code {
+            /// Every code, in the order of the table.
+            // Read by the check of the README's table of codes.
+            #[cfg_attr(not(test), allow(dead_code))]
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            /// The HTTP status of an answer with this code.
+            pub fn status(self) -> u16 {
+                match self {
+                    $(Code::$variant => $status,)*
+                }
+            }
+
+            /// The machine code, as it appears in `{"error": ..., "code": ...}`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $name,)*
+                }
+            }
+
+            /// Seconds the client should wait before sending again, sent as `Retry-After`.
+            pub fn retry_after(self) -> Option<u32> {
+                match self {
+                    $(Code::$variant => $retry,)*
+                }
+            }
+
+            /// What the client can do about it, the same for every answer with this code.
+            // Read by the check of the README's table of codes.
+            #[cfg_attr(not(test), allow(dead_code))]
+            pub fn advice(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $advice,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    // The HTTP layer: framing, limits and the server itself.
+    /// The request head is not valid HTTP/1.x.
+    MalformedRequest = (400, "malformed_request", None, "send a valid HTTP/1.1 request"),
+    /// A protocol other than HTTP/1.0 or HTTP/1.1.
+    UnsupportedVersion = (400, "unsupported_version", None, "speak HTTP/1.1 or HTTP/1.0"),
+    /// The request target does not start with `/`.
+    InvalidTarget = (400, "invalid_target", None, "send a path that starts with '/'"),
+    /// `Content-Length` is not one plain decimal number.
+    InvalidContentLength = (400, "invalid_content_length", None, "send exactly one Content-Length, a decimal number"),
+    /// The head did not arrive within `server.header_timeout`.
+    HeadTimeout = (408, "head_timeout", None, "send the whole request head within server.header_timeout"),
+    /// The body did not arrive within `server.header_timeout` after the head.
+    BodyTimeout = (408, "body_timeout", None, "send the body right after the head, within server.header_timeout"),
+    /// A `Transfer-Encoding` header: only `Content-Length` bodies are read.
+    TransferEncodingUnsupported = (411, "transfer_encoding_unsupported", None, "send the body with Content-Length, not chunked"),
+    /// The declared body is larger than `server.max_body_bytes`.
+    BodyTooLarge = (413, "body_too_large", None, "send a smaller body, or raise server.max_body_bytes"),
+    /// An `Expect` other than `100-continue`.
+    ExpectationFailed = (417, "expectation_failed", None, "remove the Expect header; only 100-continue is supported"),
+    /// The head is over 16 KiB or 64 headers.
+    HeadTooLarge = (431, "head_too_large", None, "send a head of at most 16 KiB and 64 headers"),
+    /// The handler failed; nothing was recorded.
+    InternalError = (500, "internal_error", None, "retry; report it if it persists"),
+    /// The connection caps (`server.max_connections`, `server.max_connections_per_ip`) are reached.
+    TooManyConnections = (503, "too_many_connections", Some(1), "retry after Retry-After, and close connections you do not use"),
+
+    // Routing and tokens.
+    /// No token, a malformed `Authorization` header, or a wrong token.
+    Unauthorized = (401, "unauthorized", None, "send a configured token: Authorization: Bearer TOKEN"),
+    /// No route has this path.
+    NotFound = (404, "not_found", None, "use one of the routes under /apiv0.1/"),
+    /// The route takes another method, named in `Allow`.
+    MethodNotAllowed = (405, "method_not_allowed", None, "use the method named in the Allow header"),
+
+    // The request body.
+    /// The body is empty.
+    EmptyBody = (400, "empty_body", None, "send a JSON object"),
+    /// The body is JSON but not an object.
+    NotAnObject = (400, "not_an_object", None, "send a JSON object, not an array or a scalar"),
+    /// The body is not valid JSON.
+    InvalidJson = (400, "invalid_json", None, "send valid JSON; the message gives line and column"),
+    /// `uuid` is missing.
+    MissingUuid = (400, "missing_uuid", None, "send the uuid that register answered"),
+    /// `uuid` is not a UUID.
+    InvalidUuid = (400, "invalid_uuid", None, "send the uuid that register answered, as a string"),
+    /// `measurement` is not an object.
+    InvalidMeasurement = (400, "invalid_measurement", None, "send measurement as an object with fields and tags"),
+    /// `tags` or `fields` is not an object.
+    InvalidObject = (400, "invalid_object", None, "send tags and fields as JSON objects"),
+    /// A tag's name or value breaks the rules.
+    InvalidTag = (400, "invalid_tag", None, "fix the tag the message names (see Payload rules)"),
+    /// A field's name or value breaks the rules.
+    InvalidField = (400, "invalid_field", None, "fix the field the message names (see Payload rules)"),
+    /// More than 32 tags.
+    TooManyTags = (400, "too_many_tags", None, "send at most 32 tags"),
+    /// More than 64 fields, in the request or in the run after a progress.
+    TooManyFields = (400, "too_many_fields", None, "send at most 64 fields per run"),
+    /// A string field over `limits.max_string_bytes`.
+    StringTooLong = (400, "string_too_long", None, "send a shorter string, or raise limits.max_string_bytes"),
+    /// `startedAt` is not a time.
+    InvalidTime = (400, "invalid_time", None, "send Unix seconds, RFC 3339 or an HTTP-date"),
+    /// `requestStats` is neither an object nor a string holding one.
+    InvalidStats = (400, "invalid_stats", None, "send requestStats as an object or a string holding JSON"),
+
+    // The run's state.
+    /// The uuid names no run the gateway knows.
+    UnknownRun = (404, "unknown_run", None, "register the run first; finished runs are forgotten after jobs.finished_retention"),
+    /// The run was committed already.
+    AlreadyCommitted = (409, "already_committed", None, "nothing to do: the first commit was recorded"),
+    /// A commit of the run is under way.
+    CommitInProgress = (409, "commit_in_progress", None, "wait for the answer to the first commit"),
+    /// `jobs.max_running` runs are running.
+    TooManyRunning = (503, "too_many_running", Some(5), "commit finished runs, or raise jobs.max_running"),
+
+    // Storage.
+    /// The spool is full (`storage.max_spool_bytes`): InfluxDB must catch up first.
+    SpoolFull = (503, "spool_full", Some(30), "retry after Retry-After, once InfluxDB has caught up"),
+    /// The disk under `storage.dir` failed; nothing was recorded.
+    StorageError = (503, "storage_error", Some(30), "retry after Retry-After; the operator should check storage.dir"),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_lowercase_and_error_statuses() {
+        let mut seen = std::collections::HashSet::new();
+        for code in Code::ALL {
+            assert!(seen.insert(code.as_str()), "{} twice", code.as_str());
+            assert!(
+                code.as_str()
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{}",
+                code.as_str()
+            );
+            assert!((400..600).contains(&code.status()), "{code:?}");
+            assert!(!code.advice().is_empty());
+            assert_eq!(
+                code.retry_after().is_some(),
+                code.status() == 503,
+                "{code:?}: every 503 says when to come back, nothing else does"
+            );
+        }
+    }
+
+    #[test]
+    fn the_readme_lists_every_code() {
+        let rows = crate::readme_tables::table("| status | code | Retry-After | what to do |");
+        let documented: Vec<[String; 4]> = rows
+            .into_iter()
+            .map(|row| {
+                <[String; 4]>::try_from(row)
+                    .unwrap_or_else(|row| panic!("a row of four cells: {row:?}"))
+            })
+            .collect();
+        let expected: Vec<[String; 4]> = Code::ALL
+            .iter()
+            .map(|code| {
+                [
+                    code.status().to_string(),
+                    format!("`{}`", code.as_str()),
+                    code.retry_after()
+                        .map_or(String::new(), |s| format!("{s} s")),
+                    code.advice().to_string(),
+                ]
+            })
+            .collect();
+        assert_eq!(
+            documented, expected,
+            "README.md's table of errors must list every Code, in order"
+        );
+    }
+}
