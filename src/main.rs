@@ -5,6 +5,11 @@
 //! serves until SIGTERM or SIGINT.
 //! Everything else lives in one module per concern (see ARCHITECTURE.md).
 
+#![deny(unsafe_code)]
+// Code that runs in the service must not panic on a value it did not expect: it says why
+// instead (tests may unwrap).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod api;
 mod auth;
 mod code;
@@ -12,19 +17,27 @@ mod config;
 mod delivery;
 mod http;
 mod ingest;
+mod malloc;
 mod notify;
 #[cfg(test)]
 mod readme_tables;
+mod service;
 mod state;
 mod stats;
 
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api::App;
-use crate::config::Overrides;
+use crate::config::{ConfigError, Overrides};
+use crate::delivery::sink::Sink;
+use crate::service::{Rules, Service};
+use crate::state::journal::JournalError;
 
 const HELP: &str = "\
 metrics-consumer: records load-test runs into InfluxDB over a small, secure HTTP API
@@ -48,9 +61,7 @@ ENVIRONMENT:
     CONSUMER_INFLUXDB_TOKEN      InfluxDB v2 token (overrides influxdb.token)
     CONSUMER_AUTH_TOKENS         extra client tokens, comma-separated
 
-Routes: POST /apiv0.1/events/register, POST /apiv0.1/events/progress, POST /apiv0.1/events/commit,
-        GET /apiv0.1/events/isrunning, GET /apiv0.1/states, GET /apiv0.1/metrics,
-        GET /apiv0.1/ping
+ROUTES:
 ";
 
 /// How long in-flight requests may take to finish after SIGTERM.
@@ -65,61 +76,120 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    tune_malloc();
+    malloc::tune();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("metrics-consumer: {message}");
+        Err(error) => {
+            eprintln!("metrics-consumer: {error}");
             ExitCode::from(2)
         }
     }
 }
 
-/// Two tunables of glibc's allocator, for a long-running server with a thread per connection:
-///
-/// - glibc gives each thread that allocates its own arena, up to eight per core, and an arena
-///   keeps what it once held, so resident memory grows with the number of threads that ever
-///   served a request (measured: 12 MiB after 10 000 register+commit cycles at concurrency 8,
-///   against 8 MiB with two arenas). The requests are short and mostly wait on I/O, so two
-///   arenas cost no measurable throughput.
-/// - Blocks from 128 KiB up (job-table snapshots, heartbeat batches, large bodies) are mapped
-///   and given back to the system when freed. glibc raises that threshold each time such a
-///   block is freed, after which the same blocks come from the arenas and stay resident; a
-///   fixed threshold keeps them going back.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn tune_malloc() {
-    // From glibc's <malloc.h>.
-    const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
-    const M_ARENA_MAX: std::ffi::c_int = -8;
-    unsafe extern "C" {
-        fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
-    }
-    // SAFETY: mallopt only sets tunables of the C allocator; it is called first thing in
-    // main, before any other thread exists. A value it refuses leaves the default in place.
-    unsafe {
-        mallopt(M_ARENA_MAX, 2);
-        mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+/// Why the program stopped before or instead of serving. Each names the key, the file or the
+/// address it is about.
+#[derive(Debug)]
+enum StartError {
+    /// A bad command line.
+    Usage(String),
+    Config(ConfigError),
+    /// `server.tls_cert` or `server.tls_key` cannot be used (the message names key and file).
+    Tls(String),
+    Listen {
+        addr: SocketAddr,
+        error: io::Error,
+    },
+    Spool {
+        dir: PathBuf,
+        error: io::Error,
+    },
+    Journal(JournalError),
+    Thread {
+        name: &'static str,
+        error: io::Error,
+    },
+    Signals(io::Error),
+    Serve(io::Error),
+    /// `replay-dead-letters`: a dead letter could not be read or removed.
+    DeadLetter {
+        path: PathBuf,
+        doing: &'static str,
+        error: io::Error,
+    },
+    /// `replay-dead-letters`: this many were refused again.
+    StillRefused(usize),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Usage(message) | StartError::Tls(message) => f.write_str(message),
+            StartError::Config(e) => e.fmt(f),
+            StartError::Listen { addr, error } => {
+                write!(f, "cannot listen on {addr} (server.listen): {error}")
+            }
+            StartError::Spool { dir, error } => write!(
+                f,
+                "storage.dir: cannot open the spool in {}: {error}",
+                dir.display()
+            ),
+            StartError::Journal(e) => e.fmt(f),
+            StartError::Thread { name, error } => {
+                write!(f, "cannot start the {name} thread: {error}")
+            }
+            StartError::Signals(e) => write!(f, "cannot watch signals: {e}"),
+            StartError::Serve(e) => write!(f, "server stopped: {e}"),
+            StartError::DeadLetter { path, doing, error } => {
+                write!(f, "cannot {doing} {}: {error}", path.display())
+            }
+            StartError::StillRefused(n) => write!(
+                f,
+                "{n} dead letters were not delivered; see the messages above"
+            ),
+        }
     }
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_malloc() {}
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> Self {
+        StartError::Config(e)
+    }
+}
 
-fn parse_args() -> Result<Option<Args>, String> {
+impl From<JournalError> for StartError {
+    fn from(e: JournalError) -> Self {
+        StartError::Journal(e)
+    }
+}
+
+/// Starts a named thread running `work`.
+fn spawn(name: &'static str, work: impl FnOnce() + Send + 'static) -> Result<(), StartError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(work)
+        .map(drop)
+        .map_err(|error| StartError::Thread { name, error })
+}
+
+fn parse_args() -> Result<Option<Args>, StartError> {
     let mut args = pico_args::Arguments::from_env();
     if args.contains(["-h", "--help"]) {
-        print!("{HELP}");
+        println!("{HELP}        {}", api::listing("\n        "));
         return Ok(None);
     }
     if args.contains("--version") {
         println!("metrics-consumer {}", env!("CARGO_PKG_VERSION"));
         return Ok(None);
     }
-    let bad = |e: pico_args::Error| format!("{e} (see --help)");
+    let bad = |e: pico_args::Error| StartError::Usage(format!("{e} (see --help)"));
     let replay_dead_letters = match args.subcommand().map_err(bad)?.as_deref() {
         None => false,
         Some("replay-dead-letters") => true,
-        Some(other) => return Err(format!("unknown command {other:?} (see --help)")),
+        Some(other) => {
+            return Err(StartError::Usage(format!(
+                "unknown command {other:?} (see --help)"
+            )));
+        }
     };
     let parsed = Args {
         replay_dead_letters,
@@ -130,12 +200,15 @@ fn parse_args() -> Result<Option<Args>, String> {
     };
     let rest = args.finish();
     if !rest.is_empty() {
-        return Err(format!("unexpected argument {:?} (see --help)", rest[0]));
+        return Err(StartError::Usage(format!(
+            "unexpected argument {:?} (see --help)",
+            rest[0]
+        )));
     }
     Ok(Some(parsed))
 }
 
-fn run() -> Result<(), String> {
+fn run() -> Result<(), StartError> {
     let Some(args) = parse_args()? else {
         return Ok(());
     };
@@ -148,11 +221,11 @@ fn run() -> Result<(), String> {
     let file = args
         .config
         .unwrap_or_else(|| PathBuf::from("consumer.toml"));
-    let settings = config::load(&file, required, overrides).map_err(|e| e.to_string())?;
+    let settings = config::load(&file, required, overrides)?;
     // The certificate and key are part of the configuration: a bad pair stops the start
     // (and fails --check-config) before anything listens.
     let tls = match settings.tls_files() {
-        Some((cert, key)) => Some(http::tls::load(&cert, &key)?),
+        Some((cert, key)) => Some(http::tls::load(&cert, &key).map_err(StartError::Tls)?),
         None => None,
     };
     if args.check_config {
@@ -175,8 +248,11 @@ fn run() -> Result<(), String> {
         max_connections_per_ip: c.server.max_connections_per_ip,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let server = http::Server::bind(settings.listen, limits, tls)
-        .map_err(|e| format!("cannot listen on {} (server.listen): {e}", settings.listen))?;
+    let server =
+        http::Server::bind(settings.listen, limits, tls).map_err(|error| StartError::Listen {
+            addr: settings.listen,
+            error,
+        })?;
     for file in settings.readable_secrets() {
         log::warn!(
             "{} holds secrets and other users can read it; run `chmod o-rwx {}`",
@@ -191,11 +267,11 @@ fn run() -> Result<(), String> {
         );
     }
     let dir = PathBuf::from(&c.storage.dir);
-    let spool = delivery::spool::Spool::open(&dir, c.storage.max_spool_bytes).map_err(|e| {
-        format!(
-            "storage.dir: cannot open the spool in {}: {e}",
-            dir.display()
-        )
+    let spool = delivery::spool::Spool::open(&dir, c.storage.max_spool_bytes).map_err(|error| {
+        StartError::Spool {
+            dir: dir.clone(),
+            error,
+        }
     })?;
     let (journal, jobs, restored) = state::journal::Journal::open(&dir, c.jobs.max_finished)?;
     if restored.torn_tail {
@@ -205,44 +281,45 @@ fn run() -> Result<(), String> {
     }
     let counts = jobs.counts();
     let usage = spool.usage();
-    let app = Arc::new(App {
-        tokens: auth::Tokens::new(&settings.tokens),
-        delivery: delivery::Delivery::new(delivery::influx::Influx::new(&c.influxdb), spool),
+    let sink: Box<dyn Sink> = Box::new(delivery::influx::Influx::new(&c.influxdb));
+    let service = Arc::new(Service {
         jobs,
         journal,
-        stats: stats::Stats::default(),
-        started: Instant::now(),
-        connections: server.connections(),
-        settings,
+        delivery: delivery::Delivery::new(sink, spool),
+        stats: stats::Stats::new(&api::route_names()),
+        rules: Rules {
+            max_running: c.jobs.max_running,
+            max_age: c.jobs.max_age.0,
+            finished_retention: c.jobs.finished_retention.0,
+            heartbeat_interval: c.jobs.heartbeat_interval.0,
+        },
     });
     log::info!(
         "metrics-consumer {} writing to {} (api {}); {} running jobs restored, {} spooled records waiting",
         env!("CARGO_PKG_VERSION"),
-        app.delivery.influx().url(),
-        app.delivery.influx().api(),
+        c.influxdb.url.trim_end_matches('/'),
+        c.influxdb.api,
         counts.running,
         usage.records
     );
     log::info!("listening on {scheme}://{}", server.local_addr());
+    let app = Arc::new(App {
+        tokens: auth::Tokens::new(&settings.tokens),
+        service: Arc::clone(&service),
+        started: Instant::now(),
+        connections: server.connections(),
+        settings,
+    });
 
     // InfluxDB may not be up yet; the database is created as soon as it answers.
-    let starter = Arc::clone(&app);
-    std::thread::Builder::new()
-        .name("create-database".into())
-        .spawn(move || {
-            let _ = starter.delivery.influx().ensure_database();
-        })
-        .map_err(|e| format!("cannot start a thread: {e}"))?;
-    let ticker = Arc::clone(&app);
-    std::thread::Builder::new()
-        .name("heartbeat".into())
-        .spawn(move || ticker.heartbeat_loop())
-        .map_err(|e| format!("cannot start the heartbeat thread: {e}"))?;
-    let replayer = Arc::clone(&app);
-    std::thread::Builder::new()
-        .name("replay".into())
-        .spawn(move || replayer.delivery.replay_loop(&replayer.stats))
-        .map_err(|e| format!("cannot start the replay thread: {e}"))?;
+    let starter = Arc::clone(&service);
+    spawn("create-database", move || starter.delivery.prepare())?;
+    let ticker = Arc::clone(&service);
+    spawn("heartbeat", move || ticker.heartbeat_loop())?;
+    let replayer = Arc::clone(&service);
+    spawn("replay", move || {
+        replayer.delivery.replay_loop(&replayer.stats)
+    })?;
     watch_signals(server.handle())?;
     // Only now, with every thread running and SIGTERM handled, may systemd count the
     // service as started; connections that arrived since the bind wait in the backlog.
@@ -251,10 +328,10 @@ fn run() -> Result<(), String> {
     let handler: Arc<App> = Arc::clone(&app);
     server
         .run(handler, SHUTDOWN_GRACE)
-        .map_err(|e| format!("server stopped: {e}"))?;
+        .map_err(StartError::Serve)?;
     // Requests in flight have finished; what they changed is saved before the process ends.
-    app.journal.compact(&app.jobs)?;
-    let usage = app.delivery.spool().usage();
+    service.journal.compact(&service.jobs)?;
+    let usage = service.delivery.spool().usage();
     log::info!(
         "stopped; {} spooled records wait for InfluxDB",
         usage.records
@@ -264,23 +341,31 @@ fn run() -> Result<(), String> {
 
 /// `metrics-consumer replay-dead-letters`: sends each dead letter to InfluxDB again, oldest
 /// first; a delivered one is removed, a refused one stays with the new reason.
-fn replay_dead_letters(settings: &config::Settings) -> Result<(), String> {
+fn replay_dead_letters(settings: &config::Settings) -> Result<(), StartError> {
     let dir = PathBuf::from(&settings.config.storage.dir);
-    let letters = delivery::spool::list_dead_letters(&dir).map_err(|e| {
-        format!(
-            "cannot read the dead letters in {}: {e}",
-            dir.join("dead-letter").display()
-        )
-    })?;
+    let letters =
+        delivery::spool::list_dead_letters(&dir).map_err(|error| StartError::DeadLetter {
+            path: dir.join("dead-letter"),
+            doing: "read the dead letters in",
+            error,
+        })?;
     let influx = delivery::influx::Influx::new(&settings.config.influxdb);
     let (mut delivered, mut failed) = (0, 0);
     for (path, _) in &letters {
-        let lines = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let lines = std::fs::read_to_string(path).map_err(|error| StartError::DeadLetter {
+            path: path.clone(),
+            doing: "read",
+            error,
+        })?;
         match influx.write(&lines) {
             Ok(()) => {
-                delivery::spool::remove_dead_letter(path)
-                    .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+                delivery::spool::remove_dead_letter(path).map_err(|error| {
+                    StartError::DeadLetter {
+                        path: path.clone(),
+                        doing: "remove",
+                        error,
+                    }
+                })?;
                 delivered += 1;
             }
             Err(e) => {
@@ -292,9 +377,7 @@ fn replay_dead_letters(settings: &config::Settings) -> Result<(), String> {
     }
     println!("{delivered} dead letters delivered, {failed} still refused");
     if failed > 0 {
-        return Err(format!(
-            "{failed} dead letters were not delivered; see the messages above"
-        ));
+        return Err(StartError::StillRefused(failed));
     }
     Ok(())
 }
@@ -318,19 +401,15 @@ fn init_logging(level: log::LevelFilter) {
 }
 
 /// SIGTERM and SIGINT stop the server gracefully.
-fn watch_signals(handle: http::ShutdownHandle) -> Result<(), String> {
+fn watch_signals(handle: http::ShutdownHandle) -> Result<(), StartError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
-        .map_err(|e| format!("cannot watch signals: {e}"))?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                log::info!("signal {signal}: stopping");
-                notify::stopping();
-                handle.shutdown();
-            }
-        })
-        .map_err(|e| format!("cannot start a thread: {e}"))?;
-    Ok(())
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).map_err(StartError::Signals)?;
+    spawn("signals", move || {
+        if let Some(signal) = signals.forever().next() {
+            log::info!("signal {signal}: stopping");
+            notify::stopping();
+            handle.shutdown();
+        }
+    })
 }

@@ -9,17 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value, json};
 
-/// The routes counted apart; everything else (404s, errors before routing) is `other`.
-pub const ROUTES: [&str; 8] = [
-    "register",
-    "commit",
-    "isrunning",
-    "states",
-    "ping",
-    "progress",
-    "metrics",
-    "other",
-];
+/// Where requests that match no route (404s, errors before routing) are counted.
+const OTHER: &str = "other";
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Upper bounds of the request-duration histogram, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -36,8 +27,10 @@ struct Histogram {
 
 #[derive(Default)]
 pub struct Stats {
-    requests: [[AtomicU64; 5]; ROUTES.len()],
-    durations: [Histogram; ROUTES.len()],
+    /// The routes counted apart (from the route table), then [`OTHER`].
+    routes: Vec<&'static str>,
+    requests: Vec<[AtomicU64; 5]>,
+    durations: Vec<Histogram>,
     pub points_written: AtomicU64,
     pub points_spooled: AtomicU64,
     pub points_replayed: AtomicU64,
@@ -51,9 +44,25 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Counts one answered request; `route` is an index into [`ROUTES`].
+    /// Counters for requests to each of `routes` (by their index there) and to no route.
+    pub fn new(routes: &[&'static str]) -> Stats {
+        let mut names = routes.to_vec();
+        names.push(OTHER);
+        Stats {
+            requests: names.iter().map(|_| Default::default()).collect(),
+            durations: names.iter().map(|_| Histogram::default()).collect(),
+            routes: names,
+            ..Stats::default()
+        }
+    }
+
+    /// Counts one answered request; `route` is an index into the routes given to
+    /// [`Stats::new`], and any index past them counts as `other`.
     pub fn request(&self, route: usize, status: u16, duration: std::time::Duration) {
-        let route = route.min(ROUTES.len() - 1);
+        let Some(last) = self.routes.len().checked_sub(1) else {
+            return;
+        };
+        let route = route.min(last);
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.requests[route][class].fetch_add(1, Ordering::Relaxed);
         let h = &self.durations[route];
@@ -74,7 +83,7 @@ impl Stats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         out.push_str("# HELP metrics_consumer_requests_total Requests answered, by route and status class.\n");
         out.push_str("# TYPE metrics_consumer_requests_total counter\n");
-        for (route, row) in ROUTES.iter().zip(&self.requests) {
+        for (route, row) in self.routes.iter().zip(&self.requests) {
             for (class, n) in CLASSES.iter().zip(row) {
                 let _ = writeln!(
                     out,
@@ -85,7 +94,7 @@ impl Stats {
         }
         out.push_str("# HELP metrics_consumer_request_duration_seconds Time from accepting a request to its answer.\n");
         out.push_str("# TYPE metrics_consumer_request_duration_seconds histogram\n");
-        for (route, h) in ROUTES.iter().zip(&self.durations) {
+        for (route, h) in self.routes.iter().zip(&self.durations) {
             let mut cumulative = 0;
             for (bound, n) in BUCKETS.iter().zip(&h.buckets) {
                 cumulative += get(n);
@@ -171,7 +180,7 @@ impl Stats {
     /// `{"register": {"2xx": 3, ...}, ...}` with the zero counts left out.
     pub fn requests_json(&self) -> Value {
         let mut routes = Map::new();
-        for (route, row) in ROUTES.iter().zip(&self.requests) {
+        for (route, row) in self.routes.iter().zip(&self.requests) {
             let mut classes = Map::new();
             for (class, n) in CLASSES.iter().zip(row) {
                 let n = n.load(Ordering::Relaxed);
@@ -203,7 +212,7 @@ mod tests {
 
     #[test]
     fn requests_are_counted_by_route_and_class() {
-        let s = Stats::default();
+        let s = Stats::new(&["register", "commit", "isrunning", "states", "ping"]);
         let ms = std::time::Duration::from_millis;
         s.request(0, 200, ms(3));
         s.request(0, 201, ms(30));

@@ -1,24 +1,22 @@
-//! The InfluxDB writer: the only module that talks to InfluxDB.
+//! The InfluxDB sink: the only module that talks to InfluxDB.
 //!
 //! It sends line protocol with millisecond precision to the v1 `/write` or the v2
 //! `/api/v2/write` endpoint, creates the v1 database when asked to, reads InfluxDB's answers
-//! within bounds, and says what a failure means for the data ([`Disposition`]): try again
-//! later, or never (bad data). It keeps the last success and the last error for the state page.
+//! within bounds, and sorts a failure into a [`SinkError`] (whose disposition says: try again
+//! later, or never, for bad data).
 //!
 //! It never follows redirects (they would carry credentials elsewhere), never takes a proxy
 //! from the environment, never reads more than [`MAX_ANSWER_BYTES`] of an answer, and never
 //! logs a credential. It knows nothing of jobs or HTTP clients of the gateway.
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
 
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::NextTimeout;
 
 use crate::config::{Api, Influxdb};
+use crate::delivery::sink::{Sink, SinkError};
 
 /// ureq looks up the host of every request, even one that goes out on a pooled connection, and
 /// with a time limit set it starts a thread for each lookup so it can stop waiting: one thread
@@ -56,73 +54,16 @@ const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 /// How much of InfluxDB's message is kept for answers, states and logs.
 const MAX_MESSAGE_CHARS: usize = 500;
 
-/// Why a write did not happen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteError {
-    /// No answer: connection refused, DNS, TLS, timeout.
-    Unreachable(String),
-    /// InfluxDB answered with an error status.
-    Status { status: u16, message: String },
-}
-
-/// What a failed write means for its points (SPEC §7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposition {
-    /// InfluxDB is down, busy or slow: try again later.
-    Retry,
-    /// Credentials or database/bucket are wrong: try again later, and say so loudly, because
-    /// nothing will arrive until the configuration is fixed.
-    RetryMisconfigured,
-    /// InfluxDB refused the data itself (bad line, field type conflict): retrying cannot help.
-    Reject,
-}
-
-impl WriteError {
-    pub fn disposition(&self) -> Disposition {
-        match self {
-            WriteError::Unreachable(_) => Disposition::Retry,
-            WriteError::Status { status, .. } => match status {
-                401 | 403 | 404 => Disposition::RetryMisconfigured,
-                408 | 429 => Disposition::Retry,
-                400..=499 => Disposition::Reject,
-                _ => Disposition::Retry,
-            },
-        }
-    }
-}
-
-impl fmt::Display for WriteError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WriteError::Unreachable(why) => write!(f, "influxdb is unreachable: {why}"),
-            WriteError::Status { status, message } => {
-                write!(f, "influxdb answered {status}: {message}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for WriteError {}
-
-/// The writer's view of InfluxDB, for the state page.
-#[derive(Debug, Clone, Default)]
-pub struct Health {
-    pub last_success: Option<SystemTime>,
-    pub last_error: Option<(SystemTime, String)>,
-}
-
 pub struct Influx {
     agent: ureq::Agent,
     write_url: String,
     query_url: String,
     /// The `Authorization` header value; never logged or shown.
     authorization: Option<String>,
-    api: Api,
     database: String,
     /// v1 with `create_database`: false until `CREATE DATABASE` succeeded once.
     database_ready: AtomicBool,
     create_database: bool,
-    health: Mutex<Health>,
     base_url: String,
 }
 
@@ -175,68 +116,16 @@ impl Influx {
             write_url,
             query_url: format!("{base}/query"),
             authorization,
-            api: c.api,
             database: c.database.clone(),
             database_ready: AtomicBool::new(!(c.api == Api::V1 && c.create_database)),
             create_database: c.api == Api::V1 && c.create_database,
-            health: Mutex::new(Health::default()),
             base_url: base,
         }
     }
 
-    /// The URL as configured (it never holds credentials: the configuration refuses them).
-    pub fn url(&self) -> &str {
-        &self.base_url
-    }
-
-    pub fn api(&self) -> Api {
-        self.api
-    }
-
-    pub fn health(&self) -> Health {
-        self.health
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Writes line protocol (lines separated by '\n'). On success InfluxDB has stored it.
-    pub fn write(&self, lines: &str) -> Result<(), WriteError> {
-        if !self.database_ready.load(Ordering::Relaxed) {
-            // A failure here shows up again as the write's own error, so it is not returned.
-            let _ = self.ensure_database();
-        }
-        let result = self.post(
-            &self.write_url,
-            lines.as_bytes(),
-            "text/plain; charset=utf-8",
-        );
-        if let Err(WriteError::Status { status: 404, .. }) = &result {
-            // The database may have been dropped while we ran: create it again before the
-            // next write, as at start.
-            self.database_ready
-                .store(!self.create_database, Ordering::Relaxed);
-        }
-        self.record(&result);
-        result
-    }
-
-    /// A cheap reachability probe: InfluxDB 1.x, 2.x and 3.x answer `GET /ping` with 204.
-    pub fn ping(&self) -> bool {
-        let ok = self
-            .agent
-            .get(format!("{}/ping", self.base_url))
-            .call()
-            .is_ok_and(|r| r.status().is_success());
-        if ok && !self.database_ready.load(Ordering::Relaxed) {
-            return self.ensure_database().is_ok();
-        }
-        ok
-    }
-
     /// v1 with `create_database`: `CREATE DATABASE` (a no-op when it exists). Called at start
     /// and before writes until it has succeeded once.
-    pub fn ensure_database(&self) -> Result<(), WriteError> {
+    fn ensure_database(&self) -> Result<(), SinkError> {
         if self.database_ready.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -259,18 +148,18 @@ impl Influx {
             }
             Err(e) => log::warn!("influxdb: cannot create database {:?}: {e}", self.database),
         }
-        self.record(&result);
         result
     }
 
-    fn post(&self, url: &str, body: &[u8], content_type: &str) -> Result<(), WriteError> {
+    fn post(&self, url: &str, body: &[u8], content_type: &str) -> Result<(), SinkError> {
         let mut request = self.agent.post(url).header("Content-Type", content_type);
         if let Some(auth) = &self.authorization {
             request = request.header("Authorization", auth);
         }
-        let mut response = request
-            .send(body)
-            .map_err(|e| WriteError::Unreachable(e.to_string()))?;
+        let mut response = request.send(body).map_err(|e| match e {
+            ureq::Error::Timeout(_) => SinkError::TimedOut(e.to_string()),
+            _ => SinkError::Unreachable(e.to_string()),
+        })?;
         let status = response.status().as_u16();
         // The answer is read (bounded) even on success so the connection can be reused.
         let text = response
@@ -283,23 +172,61 @@ impl Influx {
         if (200..300).contains(&status) {
             // InfluxDB 1.x query answers are 200 even when the statement failed.
             if let Some(message) = error_message(&text).filter(|_| status == 200) {
-                return Err(WriteError::Status {
-                    status: 400,
-                    message,
-                });
+                return Err(SinkError::from_status(400, message));
             }
             return Ok(());
         }
         let message = error_message(&text).unwrap_or_else(|| cut(text.trim()));
-        Err(WriteError::Status { status, message })
+        Err(SinkError::from_status(status, message))
+    }
+}
+
+impl Sink for Influx {
+    /// Writes line protocol (lines separated by '\n'). On success InfluxDB has stored it.
+    fn write(&self, lines: &str) -> Result<(), SinkError> {
+        if !self.database_ready.load(Ordering::Relaxed) {
+            // A failure here shows up again as the write's own error, so it is not returned.
+            let _ = self.ensure_database();
+        }
+        let result = self.post(
+            &self.write_url,
+            lines.as_bytes(),
+            "text/plain; charset=utf-8",
+        );
+        if let Err(SinkError::Misconfigured { status: 404, .. }) = &result {
+            // The database may have been dropped while we ran: create it again before the
+            // next write, as at start.
+            self.database_ready
+                .store(!self.create_database, Ordering::Relaxed);
+        }
+        result
     }
 
-    fn record(&self, result: &Result<(), WriteError>) {
-        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        match result {
-            Ok(()) => health.last_success = Some(SystemTime::now()),
-            Err(e) => health.last_error = Some((SystemTime::now(), e.to_string())),
+    /// InfluxDB 1.x, 2.x and 3.x answer `GET /ping` with 204.
+    fn ping(&self) -> Result<(), SinkError> {
+        let response = self
+            .agent
+            .get(format!("{}/ping", self.base_url))
+            .call()
+            .map_err(|e| match e {
+                ureq::Error::Timeout(_) => SinkError::TimedOut(e.to_string()),
+                _ => SinkError::Unreachable(e.to_string()),
+            })?;
+        let status = response.status().as_u16();
+        if !response.status().is_success() {
+            return Err(SinkError::from_status(
+                status,
+                format!("/ping answered {status}"),
+            ));
         }
+        if !self.database_ready.load(Ordering::Relaxed) {
+            return self.ensure_database();
+        }
+        Ok(())
+    }
+
+    fn prepare(&self) -> Result<(), SinkError> {
+        self.ensure_database()
     }
 }
 
@@ -347,31 +274,6 @@ mod tests {
     fn query_values_are_encoded() {
         assert_eq!(encode("my db&x=1"), "my%20db%26x%3D1");
         assert_eq!(encode("telegraf"), "telegraf");
-    }
-
-    #[test]
-    fn dispositions_follow_the_spec() {
-        let status = |s| WriteError::Status {
-            status: s,
-            message: String::new(),
-        };
-        assert_eq!(
-            WriteError::Unreachable("x".into()).disposition(),
-            Disposition::Retry
-        );
-        for s in [500, 502, 503, 429, 408] {
-            assert_eq!(status(s).disposition(), Disposition::Retry, "{s}");
-        }
-        for s in [401, 403, 404] {
-            assert_eq!(
-                status(s).disposition(),
-                Disposition::RetryMisconfigured,
-                "{s}"
-            );
-        }
-        for s in [400, 413, 422] {
-            assert_eq!(status(s).disposition(), Disposition::Reject, "{s}");
-        }
     }
 
     #[test]

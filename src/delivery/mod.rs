@@ -31,16 +31,17 @@
 //! (after a crash between the write and the removal) does no harm.
 
 pub mod influx;
+pub mod sink;
 pub mod spool;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::stats::Stats;
-use influx::{Disposition, Influx, WriteError};
+use sink::{Disposition, Sink, SinkError};
 use spool::{Record, Spool, SpoolError};
 
 /// First and longest wait between tries while InfluxDB is down.
@@ -78,12 +79,38 @@ impl Outcome {
     }
 }
 
-/// Nothing was recorded.
+/// Why nothing of a request was recorded.
 #[derive(Debug)]
 pub enum Failure {
-    SpoolFull(String),
-    Disk(String),
+    /// The spool could not take the points: full (`storage.max_spool_bytes`) or a disk error.
+    Spool(SpoolError),
+    /// InfluxDB refused the points and the dead letters could not be written.
+    DeadLetter(std::io::Error),
+    /// The write of the request's batch stopped half-way: the thread writing it panicked or
+    /// could not be started.
+    Interrupted(&'static str),
 }
+
+impl Failure {
+    /// True when the spool is full: the disk works, InfluxDB must catch up first.
+    pub fn is_spool_full(&self) -> bool {
+        matches!(self, Failure::Spool(SpoolError::Full { .. }))
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Spool(e) => e.fmt(f),
+            Failure::DeadLetter(e) => {
+                write!(f, "cannot store refused points in the dead letters: {e}")
+            }
+            Failure::Interrupted(what) => f.write_str(what),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
 
 /// What [`Delivery::deliver`] answers.
 type Settled = Result<Outcome, Failure>;
@@ -162,11 +189,9 @@ impl Drop for Leader<'_> {
         let mut q = self.delivery.lock_queue();
         q.writing -= 1;
         for (entry, result) in self.batch.iter().zip(&mut self.results) {
-            let result = result.take().unwrap_or_else(|| {
-                Err(Failure::Disk(
-                    "the write of this request's batch stopped half-way (an internal error, see the log)".into(),
-                ))
-            });
+            let result = result.take().unwrap_or(Err(Failure::Interrupted(
+                "the write of this request's batch stopped half-way (an internal error, see the log)",
+            )));
             q.settle(entry.ticket, result);
         }
         if std::thread::panicking() {
@@ -177,9 +202,18 @@ impl Drop for Leader<'_> {
     }
 }
 
+/// What delivery has seen of InfluxDB, for the state page.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    pub last_success: Option<SystemTime>,
+    /// When, and the error, as a sentence.
+    pub last_error: Option<(SystemTime, String)>,
+}
+
 pub struct Delivery {
-    influx: Influx,
+    sink: Box<dyn Sink>,
     spool: Spool,
+    health: Mutex<Health>,
     /// InfluxDB failed recently: new points go straight to the spool.
     down: AtomicBool,
     wake: Condvar,
@@ -191,11 +225,12 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn new(influx: Influx, spool: Spool) -> Delivery {
+    pub fn new(sink: Box<dyn Sink>, spool: Spool) -> Delivery {
         // Points left from an earlier run go first through the replay; new ones may go direct.
         Delivery {
-            influx,
+            sink,
             spool,
+            health: Mutex::new(Health::default()),
             down: AtomicBool::new(false),
             wake: Condvar::new(),
             wake_lock: Mutex::new(false),
@@ -204,8 +239,27 @@ impl Delivery {
         }
     }
 
-    pub fn influx(&self) -> &Influx {
-        &self.influx
+    /// The last success and the last error of a write or a probe.
+    pub fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn record_health(&self, result: &Result<(), SinkError>) {
+        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(()) => health.last_success = Some(SystemTime::now()),
+            Err(e) => health.last_error = Some((SystemTime::now(), e.to_string())),
+        }
+    }
+
+    /// Makes InfluxDB ready for writes (v1: `CREATE DATABASE`); run once at start, on a
+    /// thread of its own, since InfluxDB may not answer yet.
+    pub fn prepare(&self) {
+        let result = self.sink.prepare();
+        self.record_health(&result);
     }
 
     pub fn spool(&self) -> &Spool {
@@ -268,11 +322,9 @@ impl Delivery {
         };
         let mut result = [None];
         self.write_batch(std::slice::from_ref(&entry), &mut result, stats);
-        result[0].take().unwrap_or_else(|| {
-            Err(Failure::Disk(
-                "the heartbeat write stopped half-way (an internal error, see the log)".into(),
-            ))
-        })
+        result[0].take().unwrap_or(Err(Failure::Interrupted(
+            "the heartbeat write stopped half-way (an internal error, see the log)",
+        )))
     }
 
     fn lock_queue(&self) -> MutexGuard<'_, Queue> {
@@ -327,23 +379,21 @@ impl Delivery {
     }
 
     /// One InfluxDB write, counted.
-    fn write(&self, lines: &str, stats: &Stats) -> Result<(), WriteError> {
+    fn write(&self, lines: &str, stats: &Stats) -> Result<(), SinkError> {
         Stats::add(&stats.influxdb_writes, 1);
-        self.influx.write(lines)
+        let result = self.sink.write(lines);
+        self.record_health(&result);
+        result
     }
 
     /// One request's points that InfluxDB refused, alone, go to the dead letters.
-    fn dead_letter(&self, entry: &Entry, e: &WriteError, stats: &Stats) -> Settled {
+    fn dead_letter(&self, entry: &Entry, e: &SinkError, stats: &Stats) -> Settled {
         let message = e.to_string();
         let points = entry.points;
         log::error!("influxdb refused {points} points; they go to the dead letters: {message}");
         self.spool
             .dead_letter(entry.lines.as_bytes(), points as u64, &message)
-            .map_err(|io| {
-                Failure::Disk(format!(
-                    "cannot store refused points in the dead letters: {io}"
-                ))
-            })?;
+            .map_err(Failure::DeadLetter)?;
         Stats::add(&stats.points_dead_lettered, points);
         Ok(Outcome::DeadLettered(message))
     }
@@ -356,12 +406,11 @@ impl Delivery {
                 self.notify();
                 Ok(Outcome::Spooled)
             }
-            Err(e @ SpoolError::Full { .. }) => Err(Failure::SpoolFull(e.to_string())),
-            Err(e @ SpoolError::Io(_)) => Err(Failure::Disk(e.to_string())),
+            Err(e) => Err(Failure::Spool(e)),
         }
     }
 
-    fn mark_down(&self, e: &WriteError) {
+    fn mark_down(&self, e: &SinkError) {
         if !self.down.swap(true, Ordering::Relaxed) {
             if e.disposition() == Disposition::RetryMisconfigured {
                 log::error!(
@@ -371,6 +420,13 @@ impl Delivery {
                 log::warn!("{e}: points are spooled until it answers again");
             }
         }
+    }
+
+    /// Probes InfluxDB; true when it answers.
+    fn ping(&self) -> bool {
+        let result = self.sink.ping();
+        self.record_health(&result);
+        result.is_ok()
     }
 
     fn notify(&self) {
@@ -397,7 +453,7 @@ impl Delivery {
                 self.wait(Duration::from_secs(1));
                 continue;
             }
-            if !self.influx_up() && !self.influx.ping() {
+            if !self.influx_up() && !self.ping() {
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
@@ -428,7 +484,7 @@ impl Delivery {
 
     /// Sends records together; when InfluxDB refuses the batch, sends them one by one so only
     /// the refused record goes to the dead letters.
-    fn replay(&self, mut batch: Vec<Record>, stats: &Stats) -> Result<(), WriteError> {
+    fn replay(&self, mut batch: Vec<Record>, stats: &Stats) -> Result<(), SinkError> {
         let mut size = 0;
         let fits = batch
             .iter()
@@ -508,7 +564,7 @@ impl Delivery {
         }
     }
 
-    fn bury(&self, record: &Record, e: &WriteError, stats: &Stats) {
+    fn bury(&self, record: &Record, e: &SinkError, stats: &Stats) {
         log::error!("influxdb refused spooled points; they go to the dead letters: {e}");
         Stats::add(&stats.points_dead_lettered, record.points as usize);
         if let Err(io) = self.spool.bury(record, &e.to_string()) {
@@ -535,99 +591,38 @@ fn join(entries: &[Entry]) -> String {
 
 #[cfg(test)]
 mod tests {
-    //! The group-commit paths a real InfluxDB cannot be made to take on demand: a write that
-    //! fails for a passing reason in the middle of a split, and a leader that panics. The rest
-    //! (sharing, splitting around a refused request) is tested against a real `influxd` in
-    //! `tests/coalesce.rs`.
+    //! Every outcome of a write, in-process, through the in-memory sink: stored, refused alone
+    //! or in a shared write, too large, unreachable, timed out, busy and misconfigured; the
+    //! replay after an outage; and the group-commit paths a real InfluxDB cannot be made to
+    //! take on demand (a passing failure in the middle of a split, a leader that panics).
+    //! Sharing and splitting against a real `influxd` are tested through the binary too.
 
     use super::*;
-    use crate::config::{Dur, Influxdb};
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::TcpListener;
     use std::sync::Arc;
 
+    use crate::delivery::sink::testing::{Answer, MemorySink};
     use crate::delivery::spool::tests::Dir;
 
-    /// An HTTP server that answers each `/write` with the next status of a script and keeps
-    /// the bodies it received.
-    struct Stub {
-        url: String,
-        bodies: Arc<Mutex<Vec<String>>>,
+    fn delivery(sink: &Arc<MemorySink>, dir: &Dir, spool_limit: u64) -> Delivery {
+        Delivery::new(
+            Box::new(Arc::clone(sink)),
+            Spool::open(&dir.0, spool_limit).unwrap(),
+        )
     }
 
-    impl Stub {
-        fn start(script: &[u16]) -> Stub {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let url = format!("http://{}", listener.local_addr().unwrap());
-            let bodies = Arc::new(Mutex::new(Vec::new()));
-            let script = Arc::new(Mutex::new(VecDeque::from(script.to_vec())));
-            let (kept, next) = (Arc::clone(&bodies), Arc::clone(&script));
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    let Ok(stream) = stream else { return };
-                    let (kept, next) = (Arc::clone(&kept), Arc::clone(&next));
-                    std::thread::spawn(move || serve(stream, &kept, &next));
-                }
-            });
-            Stub { url, bodies }
-        }
-
-        fn bodies(&self) -> Vec<String> {
-            self.bodies.lock().unwrap().clone()
-        }
+    fn refused() -> Answer {
+        Answer::Fail(SinkError::Refused {
+            status: 400,
+            message: "stub answer 400".into(),
+            lines: None,
+        })
     }
 
-    fn serve(stream: std::net::TcpStream, kept: &Mutex<Vec<String>>, next: &Mutex<VecDeque<u16>>) {
-        let mut writer = stream.try_clone().unwrap();
-        let mut reader = BufReader::new(stream);
-        loop {
-            let mut length = 0;
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            loop {
-                line.clear();
-                reader.read_line(&mut line).unwrap();
-                if line.trim().is_empty() {
-                    break;
-                }
-                if let Some((name, value)) = line.split_once(':') {
-                    if name.eq_ignore_ascii_case("content-length") {
-                        length = value.trim().parse().unwrap();
-                    }
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            kept.lock().unwrap().push(String::from_utf8(body).unwrap());
-            let status = next
-                .lock()
-                .unwrap()
-                .pop_front()
-                .expect("a write beyond the script");
-            let answer = match status {
-                204 => "HTTP/1.1 204 No Content\r\n\r\n".to_string(),
-                _ => {
-                    let body = format!(r#"{{"error":"stub answer {status}"}}"#);
-                    format!(
-                        "HTTP/1.1 {status} Stub\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    )
-                }
-            };
-            writer.write_all(answer.as_bytes()).unwrap();
-        }
-    }
-
-    fn delivery(url: &str, dir: &Dir, spool_limit: u64) -> Delivery {
-        let influx = Influx::new(&Influxdb {
-            url: url.into(),
-            create_database: false,
-            timeout: Dur(Duration::from_secs(5)),
-            ..Influxdb::default()
-        });
-        Delivery::new(influx, Spool::open(&dir.0, spool_limit).unwrap())
+    fn unavailable() -> Answer {
+        Answer::Fail(SinkError::Unavailable {
+            status: 503,
+            message: "stub answer 503".into(),
+        })
     }
 
     fn entry(ticket: u64, name: &str) -> Entry {
@@ -643,19 +638,20 @@ mod tests {
         // The batch of four is refused; its first half is stored; the second half meets a
         // 503: InfluxDB is down, and c and d go to the spool, one record each. The spool has
         // room for c only, so d fails alone.
-        let stub = Stub::start(&[400, 204, 503]);
+        let sink = Arc::new(MemorySink::new());
+        sink.answer([refused(), Answer::Store, unavailable()]);
         let dir = Dir::new("split-503");
         let entries: Vec<Entry> = ["a", "b", "c", "d"]
             .iter()
             .enumerate()
             .map(|(i, n)| entry(i as u64, n))
             .collect();
-        let d = delivery(&stub.url, &dir, entries[2].lines.len() as u64);
+        let d = delivery(&sink, &dir, entries[2].lines.len() as u64);
         let stats = Stats::default();
         let mut results: Vec<Option<Settled>> = entries.iter().map(|_| None).collect();
         d.write_batch(&entries, &mut results, &stats);
 
-        let bodies = stub.bodies();
+        let bodies = sink.bodies();
         assert_eq!(bodies.len(), 3, "{bodies:?}");
         assert_eq!(bodies[0], join(&entries));
         assert_eq!(bodies[1], join(&entries[..2]));
@@ -665,7 +661,7 @@ mod tests {
         assert!(matches!(results[1], Ok(Outcome::Delivered)), "{results:?}");
         assert!(matches!(results[2], Ok(Outcome::Spooled)), "{results:?}");
         assert!(
-            matches!(results[3], Err(Failure::SpoolFull(_))),
+            matches!(&results[3], Err(f) if f.is_spool_full()),
             "{results:?}"
         );
         assert!(!d.influx_up());
@@ -683,9 +679,10 @@ mod tests {
 
     #[test]
     fn the_heartbeat_write_does_not_wait_for_the_request_slot() {
-        let stub = Stub::start(&[204, 400]);
+        let sink = Arc::new(MemorySink::new());
+        sink.answer([Answer::Store, refused()]);
         let dir = Dir::new("alone");
-        let d = delivery(&stub.url, &dir, 1 << 20);
+        let d = delivery(&sink, &dir, 1 << 20);
         // A batch of requests holds the write slot and, in this test, never lets it go.
         d.lock_queue().writing = MAX_IN_FLIGHT;
         let stats = Stats::default();
@@ -695,7 +692,7 @@ mod tests {
         // Refused heartbeats go to the dead letters like a request's points.
         let outcome = d.deliver_alone("m v=2 2\n".into(), 1, &stats).unwrap();
         assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}");
-        assert_eq!(stub.bodies(), ["m v=1 1\n", "m v=2 2\n"]);
+        assert_eq!(sink.bodies(), ["m v=1 1\n", "m v=2 2\n"]);
         assert_eq!(
             d.lock_queue().writing,
             MAX_IN_FLIGHT,
@@ -705,9 +702,9 @@ mod tests {
 
     #[test]
     fn a_leader_that_panics_settles_its_batch_and_wakes_the_waiters() {
-        let stub = Stub::start(&[]);
+        let sink = Arc::new(MemorySink::new());
         let dir = Dir::new("panic");
-        let d = Arc::new(delivery(&stub.url, &dir, 1 << 20));
+        let d = Arc::new(delivery(&sink, &dir, 1 << 20));
         // Every write slot is taken, so the two requests below queue and wait.
         d.lock_queue().writing = MAX_IN_FLIGHT;
         let followers: Vec<_> = (0..2)
@@ -747,14 +744,14 @@ mod tests {
         results.sort_by_key(|r| r.is_err());
         assert!(matches!(results[0], Ok(Outcome::Delivered)), "{results:?}");
         match &results[1] {
-            Err(Failure::Disk(why)) => assert!(why.contains("stopped half-way"), "{why}"),
+            Err(Failure::Interrupted(why)) => assert!(why.contains("stopped half-way"), "{why}"),
             other => panic!("{other:?}"),
         }
         // The slot is free again, and the gone leader's result is not kept for nobody.
         let q = d.lock_queue();
         assert_eq!(q.writing, MAX_IN_FLIGHT - 1);
         assert!(q.settled.is_empty() && q.abandoned.is_empty() && q.waiting.is_empty());
-        assert!(stub.bodies().is_empty());
+        assert!(sink.bodies().is_empty());
     }
 
     #[test]
@@ -809,5 +806,173 @@ mod tests {
             },
         ];
         assert_eq!(join(&entries), "a v=1 1\nb v=1 1\nc v=1 1\n");
+    }
+
+    fn fail(e: SinkError) -> Answer {
+        Answer::Fail(e)
+    }
+
+    #[test]
+    fn every_outcome_of_a_write_reaches_its_request() {
+        let status = |status: u16| (status, format!("stub answer {status}"));
+        // (what InfluxDB answers, what the request learns, records spooled, dead letters,
+        // InfluxDB counted as up afterwards)
+        let cases: Vec<(Answer, &str, u64, u64, bool)> = vec![
+            (Answer::Store, "delivered", 0, 0, true),
+            (refused(), "dead letter: influxdb answered 400", 0, 1, true),
+            (
+                fail(SinkError::TooLarge {
+                    message: "request entity too large".into(),
+                }),
+                "dead letter: influxdb answered 413",
+                0,
+                1,
+                true,
+            ),
+            (
+                fail(SinkError::Unreachable("connection refused".into())),
+                "spooled",
+                1,
+                0,
+                false,
+            ),
+            (
+                fail(SinkError::TimedOut("timeout: global".into())),
+                "spooled",
+                1,
+                0,
+                false,
+            ),
+            (unavailable(), "spooled", 1, 0, false),
+            (
+                fail(SinkError::from_status(429, status(429).1)),
+                "spooled",
+                1,
+                0,
+                false,
+            ),
+            (
+                fail(SinkError::from_status(401, status(401).1)),
+                "spooled",
+                1,
+                0,
+                false,
+            ),
+            (
+                fail(SinkError::from_status(404, status(404).1)),
+                "spooled",
+                1,
+                0,
+                false,
+            ),
+        ];
+        for (i, (answer, expected, spooled, dead, up)) in cases.into_iter().enumerate() {
+            let sink = Arc::new(MemorySink::new());
+            sink.answer([answer.clone()]);
+            let dir = Dir::new(&format!("outcome-{i}"));
+            let d = delivery(&sink, &dir, 1 << 20);
+            let stats = Stats::default();
+            let outcome = d
+                .deliver("m,r=a v=1 1\nm,r=a v=2 2\n".into(), 2, &stats)
+                .unwrap();
+            let seen = match &outcome {
+                Outcome::Delivered => "delivered".to_string(),
+                Outcome::Spooled => "spooled".to_string(),
+                Outcome::DeadLettered(why) => format!("dead letter: {why}"),
+            };
+            assert!(seen.starts_with(expected), "{answer:?}: {seen}");
+            assert_eq!(d.spool().usage().records, spooled, "{answer:?}");
+            assert_eq!(d.spool().dead_letters().0, dead, "{answer:?}");
+            assert_eq!(d.influx_up(), up, "{answer:?}");
+            let health = d.health();
+            assert_eq!(
+                health.last_error.is_some(),
+                !matches!(answer, Answer::Store)
+            );
+            assert_eq!(
+                health.last_success.is_some(),
+                matches!(answer, Answer::Store)
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_request_in_a_shared_write_is_dead_lettered_alone() {
+        let sink = Arc::new(MemorySink::new());
+        sink.refuse_lines_with("r=bad");
+        let dir = Dir::new("shared-refusal");
+        let d = delivery(&sink, &dir, 1 << 20);
+        let entries: Vec<Entry> = ["a", "bad", "c", "d", "e"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| entry(i as u64, n))
+            .collect();
+        let stats = Stats::default();
+        let mut results: Vec<Option<Settled>> = entries.iter().map(|_| None).collect();
+        d.write_batch(&entries, &mut results, &stats);
+        for (entry, result) in entries.iter().zip(&results) {
+            let outcome = result.as_ref().unwrap().as_ref().unwrap();
+            if entry.lines.contains("r=bad") {
+                assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}");
+            } else {
+                assert_eq!(*outcome, Outcome::Delivered);
+            }
+        }
+        // The dead letter holds the refused request's points and nothing else.
+        let letters = spool::list_dead_letters(&dir.0).unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(
+            std::fs::read_to_string(&letters[0].0).unwrap(),
+            entries[1].lines
+        );
+        assert_eq!(Stats::get(&stats.points_dead_lettered), 2);
+        assert_eq!(Stats::get(&stats.points_written), 8);
+        assert!(
+            d.influx_up(),
+            "a refusal says nothing about InfluxDB's health"
+        );
+        let stored = sink.stored();
+        for good in ["r=a", "r=c", "r=d", "r=e"] {
+            assert!(
+                stored.iter().any(|l| l.contains(good)),
+                "{good}: {stored:?}"
+            );
+        }
+        assert!(!stored.iter().any(|l| l.contains("r=bad")));
+    }
+
+    #[test]
+    fn the_spool_is_sent_once_influxdb_answers_and_a_refused_record_is_buried() {
+        let sink = Arc::new(MemorySink::new());
+        sink.answer([fail(SinkError::Unreachable("connection refused".into()))]);
+        let dir = Dir::new("replay");
+        let d = delivery(&sink, &dir, 1 << 20);
+        let stats = Stats::default();
+        for (i, name) in ["a", "b", "bad", "c"].iter().enumerate() {
+            let e = entry(i as u64, name);
+            assert_eq!(d.deliver(e.lines, 2, &stats).unwrap(), Outcome::Spooled);
+        }
+        assert!(!d.influx_up());
+        assert_eq!(d.spool().usage().records, 4);
+        // Down: only the first request tried InfluxDB, the others went straight to the spool.
+        assert_eq!(sink.bodies().len(), 1);
+
+        sink.set_ping_fails(true);
+        assert!(!d.ping(), "the replay waits while the probe fails");
+        sink.set_ping_fails(false);
+        assert!(d.ping());
+        sink.refuse_lines_with("r=bad");
+        d.replay(d.spool().oldest(REPLAY_BATCH), &stats).unwrap();
+        assert_eq!(d.spool().usage().records, 0, "every record left the spool");
+        assert_eq!(d.spool().dead_letters().0, 1, "the refused one is buried");
+        assert_eq!(Stats::get(&stats.points_replayed), 6);
+        assert_eq!(Stats::get(&stats.points_dead_lettered), 2);
+        let stored = sink.stored();
+        for good in ["r=a", "r=b", "r=c"] {
+            assert!(
+                stored.iter().any(|l| l.contains(good)),
+                "{good}: {stored:?}"
+            );
+        }
     }
 }

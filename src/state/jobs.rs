@@ -20,11 +20,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::ingest::line_protocol::{self, FieldValue};
+use crate::ingest::line_protocol::FieldValue;
 use crate::ingest::points::{self, BeatLine, Event, Run};
+use crate::state::journal;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -135,7 +135,7 @@ impl Table {
     fn put(&mut self, uuid: &Uuid) -> u64 {
         self.seq += 1;
         if let Some(job) = self.jobs.get(uuid) {
-            write_record(&mut self.pending, self.seq, Some(job), uuid);
+            journal::encode_record(&mut self.pending, self.seq, Some(job), uuid);
         }
         self.seq
     }
@@ -143,7 +143,7 @@ impl Table {
     /// Records the job's removal in the journal.
     fn del(&mut self, uuid: &Uuid) -> u64 {
         self.seq += 1;
-        write_record(&mut self.pending, self.seq, None, uuid);
+        journal::encode_record(&mut self.pending, self.seq, None, uuid);
         self.seq
     }
 
@@ -284,16 +284,6 @@ pub struct Counts {
     pub committing: usize,
     pub finished: usize,
     pub expired: usize,
-}
-
-/// What [`Jobs::restore`] found besides the table.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Restored {
-    /// Journal records applied over the snapshot.
-    pub replayed: usize,
-    /// The journal ended in a record that was being written when the process stopped; it was
-    /// never acknowledged and is left out.
-    pub torn_tail: bool,
 }
 
 impl Jobs {
@@ -544,101 +534,16 @@ impl Jobs {
     pub fn snapshot(&self) -> (Vec<u8>, u64) {
         let mut t = self.lock();
         t.pending = Vec::new();
-        let jobs: Vec<SavedView> = t.jobs.values().map(SavedView::of).collect();
-        let bytes = serde_json::to_vec(&SnapshotView {
-            version: 1,
-            journal_seq: t.seq,
-            jobs,
-        })
-        .unwrap_or_default();
-        (bytes, t.seq)
+        (journal::encode_snapshot(t.seq, t.jobs.values()), t.seq)
     }
 
-    /// Rebuilds the table from `jobs.json` (if there is one) and the journal records after it.
-    /// Anything that does not check out is an error, never an empty table: forgetting running
-    /// jobs silently is worse than not starting. The one exception is the journal's end: a last
-    /// line that does not parse, or bytes after the zero padding, were being written when the
-    /// process stopped, so they were never acknowledged.
-    pub fn restore(
-        snapshot: Option<&[u8]>,
-        journal: &[u8],
-        max_ended: usize,
-    ) -> Result<(Jobs, Restored), RestoreError> {
+    /// A table of `jobs` (restored from disk by `journal`), whose last change was journal
+    /// record `seq`: counts what is running, orders what has ended, and forgets the oldest
+    /// ended runs beyond `max_ended`.
+    pub fn from_saved(jobs: HashMap<Uuid, Job>, seq: u64, max_ended: usize) -> Jobs {
         let mut table = Table::new(max_ended);
-        if let Some(bytes) = snapshot {
-            let saved: SavedTable = serde_json::from_slice(bytes)
-                .map_err(|e| RestoreError::Snapshot(format!("not a job table ({e})")))?;
-            if saved.version != 1 {
-                return Err(RestoreError::Snapshot(format!(
-                    "version {} is not known to this program",
-                    saved.version
-                )));
-            }
-            for s in saved.jobs {
-                let uuid = s.uuid;
-                let job = s
-                    .into_job()
-                    .map_err(|e| RestoreError::Snapshot(format!("job {uuid}: {e}")))?;
-                table.jobs.insert(uuid, job);
-            }
-            table.seq = saved.journal_seq;
-        }
-        let mut restored = Restored::default();
-        // The journal file is zero-filled ahead of the records (see `journal`); what follows
-        // the first zero byte was never fsync'd as a whole, so never acknowledged.
-        let end = journal
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(journal.len());
-        if journal[end..].iter().any(|&b| b != 0) {
-            restored.torn_tail = true;
-        }
-        let mut rest = &journal[..end];
-        let mut line_no = 0;
-        while !rest.is_empty() {
-            line_no += 1;
-            let (line, after) = match rest.iter().position(|&b| b == b'\n') {
-                Some(i) => (&rest[..i], &rest[i + 1..]),
-                None => (rest, &rest[rest.len()..]),
-            };
-            rest = after;
-            let record = match serde_json::from_slice::<SavedRecord>(line) {
-                Ok(record) => record,
-                Err(_) if after.is_empty() => {
-                    restored.torn_tail = true;
-                    break;
-                }
-                Err(e) => {
-                    return Err(RestoreError::Journal(format!(
-                        "line {line_no} is not a journal record ({e})"
-                    )));
-                }
-            };
-            if record.seq <= table.seq {
-                // Already in the snapshot (the journal is emptied after each snapshot, but a
-                // stop between the two leaves the old records behind).
-                continue;
-            }
-            table.seq = record.seq;
-            restored.replayed += 1;
-            match (record.put, record.del) {
-                (Some(saved), None) => {
-                    let uuid = saved.uuid;
-                    let job = saved.into_job().map_err(|e| {
-                        RestoreError::Journal(format!("line {line_no}, job {uuid}: {e}"))
-                    })?;
-                    table.jobs.insert(uuid, job);
-                }
-                (None, Some(uuid)) => {
-                    table.jobs.remove(&uuid);
-                }
-                _ => {
-                    return Err(RestoreError::Journal(format!(
-                        "line {line_no} must have exactly one of \"put\" and \"del\""
-                    )));
-                }
-            }
-        }
+        table.jobs = jobs;
+        table.seq = seq;
         let mut ended: Vec<(i64, Uuid)> = Vec::new();
         for (uuid, job) in &mut table.jobs {
             match job.state.ended_at() {
@@ -659,198 +564,21 @@ impl Jobs {
             table.forget(&oldest, at);
         }
         table.pending = Vec::new();
-        Ok((
-            Jobs {
-                table: Mutex::new(table),
-            },
-            restored,
-        ))
-    }
-}
-
-/// Why the job table could not be rebuilt, and in which file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RestoreError {
-    Snapshot(String),
-    Journal(String),
-}
-
-/// `{"seq":N,"put":{job}}` or `{"seq":N,"del":"uuid"}`, and a newline.
-fn write_record(out: &mut Vec<u8>, seq: u64, job: Option<&Job>, uuid: &Uuid) {
-    let record = RecordView {
-        seq,
-        put: job.map(SavedView::of),
-        del: if job.is_none() { Some(*uuid) } else { None },
-    };
-    // Serializing plain data into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, &record);
-    out.push(b'\n');
-}
-
-#[derive(Deserialize)]
-struct SavedTable {
-    version: u32,
-    /// The last journal record included (files from before the journal have none).
-    #[serde(default)]
-    journal_seq: u64,
-    jobs: Vec<Saved>,
-}
-
-#[derive(Serialize)]
-struct SnapshotView<'a> {
-    version: u32,
-    journal_seq: u64,
-    jobs: Vec<SavedView<'a>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SavedRecord {
-    seq: u64,
-    #[serde(default)]
-    put: Option<Saved>,
-    #[serde(default)]
-    del: Option<Uuid>,
-}
-
-#[derive(Serialize)]
-struct RecordView<'a> {
-    seq: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    put: Option<SavedView<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    del: Option<Uuid>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Saved {
-    uuid: Uuid,
-    host: String,
-    tags: Vec<(String, String)>,
-    started_ms: i64,
-    fields: Vec<(String, SavedField)>,
-    last_seen_ms: i64,
-    state: SavedState,
-    heartbeats: u64,
-}
-
-/// A job as it is saved, borrowed from the table: the same JSON as [`Saved`].
-#[derive(Serialize)]
-struct SavedView<'a> {
-    uuid: Uuid,
-    host: &'a str,
-    tags: &'a [(String, String)],
-    started_ms: i64,
-    fields: Vec<(&'a str, SavedFieldView<'a>)>,
-    last_seen_ms: i64,
-    state: SavedState,
-    heartbeats: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum SavedField {
-    Float(f64),
-    Bool(bool),
-    Str(String),
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "lowercase")]
-enum SavedFieldView<'a> {
-    Float(f64),
-    Bool(bool),
-    Str(&'a str),
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum SavedState {
-    Running,
-    Finished { at_ms: i64 },
-    Expired { at_ms: i64 },
-}
-
-impl<'a> SavedView<'a> {
-    fn of(job: &'a Job) -> SavedView<'a> {
-        let state = match job.state {
-            State::Running | State::Committing { expired: false } => SavedState::Running,
-            State::Committing { expired: true } => SavedState::Expired {
-                at_ms: job.last_seen_ms,
-            },
-            State::Finished { at_ms } => SavedState::Finished { at_ms },
-            State::Expired { at_ms } => SavedState::Expired { at_ms },
-        };
-        SavedView {
-            uuid: job.run.uuid,
-            host: &job.run.host,
-            tags: &job.run.tags,
-            started_ms: job.run.started_ms,
-            fields: job
-                .fields
-                .iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        FieldValue::Float(f) => SavedFieldView::Float(*f),
-                        FieldValue::Bool(b) => SavedFieldView::Bool(*b),
-                        FieldValue::Str(s) => SavedFieldView::Str(s),
-                    };
-                    (k.as_str(), v)
-                })
-                .collect(),
-            last_seen_ms: job.last_seen_ms,
-            state,
-            heartbeats: job.heartbeats,
+        Jobs {
+            table: Mutex::new(table),
         }
-    }
-}
-
-impl Saved {
-    /// Checks names and values as a request's would be: the file may have been edited by hand.
-    fn into_job(self) -> Result<Job, String> {
-        line_protocol::check_tag_value(&self.host).map_err(|e| format!("host: {e}"))?;
-        for (k, v) in &self.tags {
-            line_protocol::check_name(k).map_err(|e| format!("tag {k:?}: {e}"))?;
-            line_protocol::check_tag_value(v).map_err(|e| format!("tag {k:?}: {e}"))?;
-        }
-        let mut fields = Vec::with_capacity(self.fields.len());
-        for (k, v) in self.fields {
-            line_protocol::check_name(&k).map_err(|e| format!("field {k:?}: {e}"))?;
-            let v = match v {
-                SavedField::Float(f) if f.is_finite() => FieldValue::Float(f),
-                SavedField::Float(_) => return Err(format!("field {k:?}: is not a finite number")),
-                SavedField::Bool(b) => FieldValue::Bool(b),
-                SavedField::Str(s) => FieldValue::Str(s),
-            };
-            fields.push((k, v));
-        }
-        let run = Run {
-            uuid: self.uuid,
-            host: self.host,
-            tags: self.tags,
-            started_ms: self.started_ms,
-        };
-        let mut job = Job::running(run, fields, self.last_seen_ms);
-        job.state = match self.state {
-            SavedState::Running => State::Running,
-            SavedState::Finished { at_ms } => State::Finished { at_ms },
-            SavedState::Expired { at_ms } => State::Expired { at_ms },
-        };
-        job.heartbeats = self.heartbeats;
-        Ok(job)
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn job(n: u128, now_ms: i64) -> Job {
+    pub(crate) fn job(n: u128, now_ms: i64) -> Job {
         job_with(n, now_ms, vec![], vec![])
     }
 
-    fn job_with(
+    pub(crate) fn job_with(
         n: u128,
         now_ms: i64,
         tags: Vec<(String, String)>,
@@ -865,14 +593,10 @@ mod tests {
         Job::running(run, fields, now_ms)
     }
 
-    fn restore(snapshot: Option<&[u8]>, journal: &[u8]) -> Jobs {
-        Jobs::restore(snapshot, journal, 1000).unwrap().0
-    }
-
-    type Row = (Uuid, &'static str, Vec<(String, FieldValue)>);
+    pub(crate) type Row = (Uuid, &'static str, Vec<(String, FieldValue)>);
 
     /// The table as (uuid, state, fields) rows, sorted, to compare two tables.
-    fn rows(jobs: &Jobs) -> Vec<Row> {
+    pub(crate) fn rows(jobs: &Jobs) -> Vec<Row> {
         let mut rows: Vec<_> = jobs
             .list(usize::MAX)
             .into_iter()
@@ -922,87 +646,6 @@ mod tests {
         jobs.end_commit(&id, true, 7);
         assert_eq!(jobs.begin_commit(&id), Err(Refusal::Finished { at_ms: 7 }));
         assert_eq!(jobs.is_running(), vec![(id, false)]);
-    }
-
-    #[test]
-    fn the_table_survives_a_snapshot() {
-        let jobs = Jobs::new(1000);
-        let a = job_with(
-            1,
-            100,
-            vec![("mode".into(), "single".into())],
-            vec![
-                ("clients".into(), FieldValue::Float(10.0)),
-                ("ok".into(), FieldValue::Bool(true)),
-                ("note".into(), FieldValue::Str("a \"quoted\"\nline".into())),
-            ],
-        );
-        jobs.reserve(10).unwrap().fill(a);
-        jobs.reserve(10).unwrap().fill(job(2, 200));
-        jobs.reserve(10).unwrap().fill(job(3, 300));
-        jobs.begin_commit(&Uuid::from_u128(2)).unwrap();
-        jobs.end_commit(&Uuid::from_u128(2), true, 250);
-        jobs.begin_commit(&Uuid::from_u128(3)).unwrap();
-        let loaded = restore(Some(&jobs.snapshot().0), b"");
-        let mut before = jobs.is_running();
-        let mut after = loaded.is_running();
-        before.sort();
-        after.sort();
-        // The commit in progress is saved as running: it was not answered yet.
-        assert_eq!(
-            after,
-            [
-                (Uuid::from_u128(1), true),
-                (Uuid::from_u128(2), false),
-                (Uuid::from_u128(3), true)
-            ]
-        );
-        assert_eq!(before.len(), after.len());
-        let restored = loaded
-            .list(10)
-            .into_iter()
-            .find(|j| j.run.uuid == Uuid::from_u128(1))
-            .unwrap();
-        assert_eq!(
-            restored.fields,
-            jobs.list(10)
-                .into_iter()
-                .find(|j| j.run.uuid == Uuid::from_u128(1))
-                .unwrap()
-                .fields
-        );
-        assert_eq!(
-            restored.run.tags,
-            [("mode".to_string(), "single".to_string())]
-        );
-        assert!(
-            loaded.reserve(2).is_none(),
-            "the two running jobs count against max_running"
-        );
-        assert!(loaded.reserve(3).is_some());
-    }
-
-    #[test]
-    fn a_bad_table_is_an_error_not_an_empty_table() {
-        let load = |bytes: &[u8]| match Jobs::restore(Some(bytes), b"", 10) {
-            Ok(_) => Ok(()),
-            Err(RestoreError::Snapshot(e)) => Err(e),
-            Err(e) => panic!("{e:?}"),
-        };
-        assert!(load(b"").is_err());
-        assert!(
-            load(b"{\"version\": 2, \"jobs\": []}")
-                .unwrap_err()
-                .contains("version 2")
-        );
-        let bad_tag = br#"{"version":1,"jobs":[{"uuid":"00000000-0000-0000-0000-000000000001","host":"h","tags":[["a\nb","v"]],"started_ms":0,"fields":[],"last_seen_ms":0,"state":"running","heartbeats":0}]}"#;
-        let err = load(bad_tag).unwrap_err();
-        assert!(
-            err.contains("00000000-0000-0000-0000-000000000001")
-                && err.contains("control character"),
-            "{err}"
-        );
-        assert!(load(br#"{"version":1,"jobs":[]}"#).is_ok());
     }
 
     #[test]
@@ -1094,93 +737,6 @@ mod tests {
     }
 
     #[test]
-    fn the_journal_replayed_over_an_old_snapshot_gives_the_table() {
-        let jobs = Jobs::new(1000);
-        jobs.reserve(10).unwrap().fill(job(1, 0));
-        let (old, _) = jobs.snapshot();
-        let mut journal = Vec::new();
-        let mut take = |jobs: &Jobs| journal.extend(jobs.take_pending().0);
-        jobs.reserve(10).unwrap().fill(job(2, 10));
-        jobs.reserve(10).unwrap().fill(job(3, 20));
-        take(&jobs);
-        jobs.progress(
-            &Uuid::from_u128(2),
-            vec![("rps".into(), FieldValue::Float(3.5))],
-            30,
-            64,
-        )
-        .unwrap();
-        jobs.begin_commit(&Uuid::from_u128(1)).unwrap();
-        jobs.end_commit(&Uuid::from_u128(1), true, 40);
-        jobs.remove(&Uuid::from_u128(3));
-        take(&jobs);
-        assert_eq!(rows(&restore(Some(&old), &journal)), rows(&jobs));
-        assert_eq!(
-            rows(&restore(None, &journal))
-                .iter()
-                .map(|r| r.0)
-                .collect::<Vec<_>>(),
-            [Uuid::from_u128(1), Uuid::from_u128(2)],
-            "without a snapshot, the journal alone has what it recorded"
-        );
-        // A snapshot taken later already has every record; replaying them again changes nothing
-        // (a stop between writing the snapshot and emptying the journal).
-        let (new, seq) = jobs.snapshot();
-        assert_eq!(seq, 6, "five changes after the first register");
-        let (again, restored) = Jobs::restore(Some(&new), &journal, 1000).unwrap();
-        assert_eq!(rows(&again), rows(&jobs));
-        assert_eq!(restored.replayed, 0);
-    }
-
-    #[test]
-    fn a_torn_last_record_is_dropped_and_a_bad_one_inside_is_an_error() {
-        let jobs = Jobs::new(1000);
-        jobs.reserve(10).unwrap().fill(job(1, 0));
-        jobs.reserve(10).unwrap().fill(job(2, 0));
-        let journal = jobs.take_pending().0;
-        let first_line = journal.iter().position(|&b| b == b'\n').unwrap() + 1;
-        for cut in [journal.len() - 2, journal.len() - 20, first_line + 3] {
-            let (restored, how) = Jobs::restore(None, &journal[..cut], 10).unwrap();
-            assert!(how.torn_tail, "cut at {cut}");
-            assert_eq!(restored.counts().running, 1, "cut at {cut}");
-        }
-        // Whole but for its newline: the record is complete, so it counts.
-        let (restored, how) = Jobs::restore(None, &journal[..journal.len() - 1], 10).unwrap();
-        assert_eq!((restored.counts().running, how.torn_tail), (2, false));
-        let (_, how) = Jobs::restore(None, &journal, 10).unwrap();
-        assert_eq!(
-            how,
-            Restored {
-                replayed: 2,
-                torn_tail: false
-            }
-        );
-        let mut bad = journal[..first_line - 5].to_vec();
-        bad.extend_from_slice(&journal[first_line - 1..]);
-        assert!(matches!(
-            Jobs::restore(None, &bad, 10),
-            Err(RestoreError::Journal(e)) if e.contains("line 1")
-        ));
-        // Zero padding ends the records; bytes after it are an unfinished write.
-        let mut padded = journal.clone();
-        padded.extend_from_slice(&[0; 100]);
-        let (restored, how) = Jobs::restore(None, &padded, 10).unwrap();
-        assert_eq!((restored.counts().running, how.torn_tail), (2, false));
-        padded.extend_from_slice(&journal[..10]);
-        padded.extend_from_slice(&[0; 10]);
-        let (restored, how) = Jobs::restore(None, &padded, 10).unwrap();
-        assert_eq!((restored.counts().running, how.torn_tail), (2, true));
-        let both = br#"{"seq":1,"del":"00000000-0000-0000-0000-000000000001"}
-{"seq":2}
-{"seq":3,"del":"00000000-0000-0000-0000-000000000001"}
-"#;
-        assert!(matches!(
-            Jobs::restore(None, both, 10),
-            Err(RestoreError::Journal(e)) if e.contains("line 2") && e.contains("exactly one")
-        ));
-    }
-
-    #[test]
     fn ended_runs_beyond_max_finished_are_forgotten_oldest_first() {
         let jobs = Jobs::new(2);
         for n in 1..=5 {
@@ -1223,7 +779,7 @@ mod tests {
         );
         // The cap holds across a restart too.
         let (snapshot, _) = jobs.snapshot();
-        let (small, _) = Jobs::restore(Some(&snapshot), b"", 1).unwrap();
+        let (small, _) = crate::state::journal::restore(Some(&snapshot), b"", 1).unwrap();
         assert_eq!(small.counts().finished, 1);
         assert_eq!(small.counts().running, 1);
     }

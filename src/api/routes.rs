@@ -1,0 +1,213 @@
+//! The route table: every route's method, path, whether it needs a token and its handler, in
+//! one place. Routing, the 404 and 405 answers, the request counters of `/states` and
+//! `/metrics`, `--help` and the check of the README's table of routes all read it.
+//!
+//! A handler is thin glue: it asks `ingest::payload` to check the body, calls one use-case of
+//! `service`, and renders the outcome as JSON. It never holds a lock or does I/O itself.
+
+use std::net::IpAddr;
+
+use serde_json::{Map, Value, json};
+
+use super::{ApiError, App, Reply, states};
+use crate::delivery::Outcome;
+use crate::http::Request;
+use crate::ingest::payload;
+use crate::service::now_ms;
+
+/// One route.
+pub struct Route {
+    pub method: &'static str,
+    /// The whole path, from `/apiv0.1/`.
+    pub path: &'static str,
+    /// Whether a token is needed when tokens are configured.
+    pub token: bool,
+    /// The name its requests are counted under in `/states` and `/metrics`.
+    pub name: &'static str,
+    pub handler: fn(&App, &Request) -> Result<Reply, ApiError>,
+}
+
+/// Every route, in the order the README lists them. A route's index here is its counter slot
+/// (see `stats::Stats::new`); requests that match no route are counted as `other`.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "POST",
+        path: "/apiv0.1/events/register",
+        token: true,
+        name: "register",
+        handler: register,
+    },
+    Route {
+        method: "POST",
+        path: "/apiv0.1/events/progress",
+        token: true,
+        name: "progress",
+        handler: progress,
+    },
+    Route {
+        method: "POST",
+        path: "/apiv0.1/events/commit",
+        token: true,
+        name: "commit",
+        handler: commit,
+    },
+    Route {
+        method: "GET",
+        path: "/apiv0.1/events/isrunning",
+        token: true,
+        name: "isrunning",
+        handler: is_running,
+    },
+    Route {
+        method: "GET",
+        path: "/apiv0.1/states",
+        token: true,
+        name: "states",
+        handler: |app, _| Ok(Reply::Json(states::states(app))),
+    },
+    Route {
+        method: "GET",
+        path: "/apiv0.1/metrics",
+        token: true,
+        name: "metrics",
+        handler: |app, _| Ok(Reply::Text(states::metrics(app))),
+    },
+    Route {
+        method: "GET",
+        path: "/apiv0.1/ping",
+        token: false,
+        name: "ping",
+        handler: |_, _| Ok(Reply::Json(json!({"res": "PONG!"}))),
+    },
+];
+
+/// The route of `path` and its index in [`ROUTES`]; a trailing slash is ignored.
+pub fn find(path: &str) -> Option<(usize, &'static Route)> {
+    let path = path
+        .strip_suffix('/')
+        .filter(|p| !p.is_empty())
+        .unwrap_or(path);
+    ROUTES.iter().enumerate().find(|(_, r)| r.path == path)
+}
+
+/// The names requests are counted under, one per route.
+pub fn names() -> Vec<&'static str> {
+    ROUTES.iter().map(|r| r.name).collect()
+}
+
+/// `POST /apiv0.1/events/register, GET …`: every route, for messages and `--help`.
+pub fn listing(separator: &str) -> String {
+    ROUTES
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect::<Vec<_>>()
+        .join(separator)
+}
+
+fn register(app: &App, req: &Request) -> Result<Reply, ApiError> {
+    let record = payload::register(&req.body, app.payload_limits())?;
+    // Without a host the peer's address says at least where the run came from.
+    let registered = app
+        .service
+        .register(record, &peer_host(req.peer.ip()), now_ms())?;
+    let uuid = registered.uuid;
+    Ok(Reply::Json(answer(
+        json!({"uuid": uuid, "data": {"uuid": uuid}}),
+        &registered.outcome,
+    )))
+}
+
+fn progress(app: &App, req: &Request) -> Result<Reply, ApiError> {
+    let (uuid, record) = payload::progress(&req.body, app.payload_limits())?;
+    app.service.progress(uuid, record, now_ms())?;
+    Ok(Reply::Json(
+        json!({"uuid": uuid, "data": {"description": format!("run {uuid} updated")}}),
+    ))
+}
+
+fn commit(app: &App, req: &Request) -> Result<Reply, ApiError> {
+    let commit = payload::commit(&req.body, app.payload_limits())?;
+    let c = app.service.commit(commit, now_ms())?;
+    let uuid = c.uuid;
+    let mut description = format!(
+        "run {uuid} finished; wrote {} points ({} endpoint rows)",
+        c.points, c.rows
+    );
+    if c.rows_sent > c.rows {
+        description.push_str(&format!(
+            "; {} of {} stats rows were written (limits.max_stats_rows), the rest only in requestStats",
+            c.rows, c.rows_sent
+        ));
+    }
+    Ok(Reply::Json(answer(
+        json!({"uuid": uuid, "data": {"description": description}}),
+        &c.outcome,
+    )))
+}
+
+fn is_running(app: &App, _: &Request) -> Result<Reply, ApiError> {
+    let map: Map<String, Value> = app
+        .service
+        .jobs
+        .is_running()
+        .into_iter()
+        .map(|(uuid, running)| (uuid.to_string(), Value::Bool(running)))
+        .collect();
+    Ok(Reply::Json(Value::Object(map)))
+}
+
+/// A successful answer: `body` plus where the points went.
+fn answer(mut body: Value, outcome: &Outcome) -> Value {
+    body["delivered"] = Value::Bool(outcome.delivered());
+    if let Outcome::DeadLettered(why) = outcome {
+        body["dead_letter"] = Value::String(why.clone());
+    }
+    body
+}
+
+fn peer_host(ip: IpAddr) -> String {
+    ip.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_found_with_or_without_a_trailing_slash() {
+        let name = |path| find(path).map(|(_, r)| r.name);
+        assert_eq!(name("/apiv0.1/events/register"), Some("register"));
+        assert_eq!(name("/apiv0.1/events/commit/"), Some("commit"));
+        assert_eq!(name("/apiv0.1/ping"), Some("ping"));
+        assert_eq!(name("/apiv0.1/"), None);
+        assert_eq!(name("/"), None);
+        assert_eq!(name("/apiv0.1/states/x"), None);
+        for (i, route) in ROUTES.iter().enumerate() {
+            assert_eq!(find(route.path).map(|(at, _)| at), Some(i));
+            assert!(route.path.starts_with("/apiv0.1/"), "{}", route.path);
+        }
+    }
+
+    #[test]
+    fn the_readme_lists_every_route() {
+        let rows = crate::readme_tables::table("| method | path | token | does |");
+        let documented: Vec<(String, String, String)> = rows
+            .into_iter()
+            .map(|row| (row[0].clone(), row[1].clone(), row[2].clone()))
+            .collect();
+        let expected: Vec<(String, String, String)> = ROUTES
+            .iter()
+            .map(|r| {
+                (
+                    r.method.to_string(),
+                    format!("`{}`", r.path),
+                    if r.token { "yes" } else { "no" }.to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            documented, expected,
+            "README.md's table of routes must list every route, in order"
+        );
+    }
+}

@@ -1,0 +1,284 @@
+//! Where delivered points end: the [`Sink`] trait, the one edge between delivery and a
+//! database, and what a write can come to ([`SinkError`], [`Disposition`]).
+//!
+//! The real sink is InfluxDB over HTTP (`influx`); the tests use [`testing::MemorySink`], which
+//! stores what it is given and answers each write as told, so every fault of the edge (a
+//! refusal, a body too large, no answer, a timeout, bad credentials) is a fast in-process test.
+//! A sink knows nothing of runs, requests or the spool: lines in, an outcome out.
+
+use std::fmt;
+
+/// A database that stores line protocol.
+pub trait Sink: Send + Sync {
+    /// Stores `lines`: line protocol, one point per line, separated by `'\n'`, timestamps in
+    /// milliseconds since the Unix epoch. `Ok` means every line is stored.
+    fn write(&self, lines: &str) -> Result<(), SinkError>;
+
+    /// A cheap check that the database answers at all; `Ok` when it does.
+    fn ping(&self) -> Result<(), SinkError>;
+
+    /// Makes the destination ready to take writes (for InfluxDB 1.x with
+    /// `influxdb.create_database`: `CREATE DATABASE`). Called at start and retried by the
+    /// sink itself before writes until it succeeds once.
+    fn prepare(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// A shared sink is a sink (the tests keep a handle on theirs to look into it).
+impl<S: Sink + ?Sized> Sink for std::sync::Arc<S> {
+    fn write(&self, lines: &str) -> Result<(), SinkError> {
+        (**self).write(lines)
+    }
+
+    fn ping(&self) -> Result<(), SinkError> {
+        (**self).ping()
+    }
+
+    fn prepare(&self) -> Result<(), SinkError> {
+        (**self).prepare()
+    }
+}
+
+/// Why a write stored nothing (or, for [`SinkError::Refused`], not everything).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkError {
+    /// The database refused the data itself (InfluxDB: 400 with a bad line or a field type
+    /// conflict, a partial write, 422). Sending it again cannot help. `lines` names the
+    /// refused lines (0-based) when the answer says which.
+    Refused {
+        status: u16,
+        message: String,
+        lines: Option<Vec<usize>>,
+    },
+    /// The body is larger than the database takes in one write (413).
+    TooLarge { message: String },
+    /// No answer: connection refused or reset, a name that does not resolve, TLS.
+    Unreachable(String),
+    /// No answer within `influxdb.timeout`.
+    TimedOut(String),
+    /// Credentials, database or bucket are wrong (401, 403, 404): nothing arrives until the
+    /// configuration is fixed.
+    Misconfigured { status: u16, message: String },
+    /// The database is busy or failing (5xx, 429, 408): it may take the same write later.
+    Unavailable { status: u16, message: String },
+}
+
+/// What a failed write means for its points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Down, busy or slow: keep the points and try again later.
+    Retry,
+    /// Credentials or database/bucket are wrong: keep them and try again later, and say so
+    /// loudly, because nothing arrives until the configuration is fixed.
+    RetryMisconfigured,
+    /// The data itself was refused: retrying cannot help.
+    Reject,
+}
+
+impl SinkError {
+    /// Sorts a failure by what it means for the points that were sent.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            SinkError::Refused { .. } | SinkError::TooLarge { .. } => Disposition::Reject,
+            SinkError::Misconfigured { .. } => Disposition::RetryMisconfigured,
+            SinkError::Unreachable(_) | SinkError::TimedOut(_) | SinkError::Unavailable { .. } => {
+                Disposition::Retry
+            }
+        }
+    }
+
+    /// The error an InfluxDB HTTP answer with `status` (not 2xx) stands for.
+    pub fn from_status(status: u16, message: String) -> SinkError {
+        match status {
+            401 | 403 | 404 => SinkError::Misconfigured { status, message },
+            408 | 429 => SinkError::Unavailable { status, message },
+            413 => SinkError::TooLarge { message },
+            400..=499 => SinkError::Refused {
+                status,
+                message,
+                lines: None,
+            },
+            _ => SinkError::Unavailable { status, message },
+        }
+    }
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SinkError::Unreachable(why) | SinkError::TimedOut(why) => {
+                write!(f, "influxdb is unreachable: {why}")
+            }
+            SinkError::TooLarge { message } => write!(f, "influxdb answered 413: {message}"),
+            SinkError::Refused {
+                status, message, ..
+            }
+            | SinkError::Misconfigured { status, message }
+            | SinkError::Unavailable { status, message } => {
+                write!(f, "influxdb answered {status}: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SinkError {}
+
+#[cfg(test)]
+pub mod testing {
+    //! An in-memory sink for in-process tests of delivery: it keeps what it stores and answers
+    //! each write as the test tells it.
+
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use super::{Sink, SinkError};
+
+    /// How the sink answers one write.
+    #[derive(Debug, Clone)]
+    pub enum Answer {
+        /// Stores the lines.
+        Store,
+        /// Fails with this error; with [`SinkError::Refused`] the lines that do not contain
+        /// `refuse_marker` are stored, as InfluxDB 1.x does with a partial write.
+        Fail(SinkError),
+        /// Panics, as a bug in a sink would.
+        Panic,
+    }
+
+    /// A sink that stores lines in memory. Writes are answered by the queued answers in order,
+    /// then by the default: store, except lines containing the refusal marker, which are
+    /// refused (the whole write fails, the other lines are stored: a partial write).
+    #[derive(Default)]
+    pub struct MemorySink {
+        state: Mutex<State>,
+    }
+
+    #[derive(Default)]
+    struct State {
+        answers: VecDeque<Answer>,
+        refuse_marker: Option<String>,
+        ping_fails: bool,
+        /// Every body sent, in order.
+        bodies: Vec<String>,
+        /// Every line stored, in order.
+        stored: Vec<String>,
+    }
+
+    impl MemorySink {
+        pub fn new() -> MemorySink {
+            MemorySink::default()
+        }
+
+        fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+            self.state.lock().unwrap_or_else(|e| e.into_inner())
+        }
+
+        /// Queues the answers to the next writes, in order.
+        pub fn answer(&self, answers: impl IntoIterator<Item = Answer>) {
+            self.lock().answers.extend(answers);
+        }
+
+        /// From now on, every write with a line containing `marker` is refused as a partial
+        /// write: its other lines are stored.
+        pub fn refuse_lines_with(&self, marker: &str) {
+            self.lock().refuse_marker = Some(marker.to_string());
+        }
+
+        /// Makes `ping` fail (or work again).
+        pub fn set_ping_fails(&self, fails: bool) {
+            self.lock().ping_fails = fails;
+        }
+
+        /// Every body written so far, in order.
+        pub fn bodies(&self) -> Vec<String> {
+            self.lock().bodies.clone()
+        }
+
+        /// Every line stored so far, in order.
+        pub fn stored(&self) -> Vec<String> {
+            self.lock().stored.clone()
+        }
+    }
+
+    impl Sink for MemorySink {
+        fn write(&self, lines: &str) -> Result<(), SinkError> {
+            let mut s = self.lock();
+            s.bodies.push(lines.to_string());
+            let answer = s.answers.pop_front();
+            let marker = s.refuse_marker.clone();
+            let refused = |line: &str| marker.as_deref().is_some_and(|m| line.contains(m));
+            let error = match answer {
+                Some(Answer::Panic) => {
+                    drop(s);
+                    panic!("the memory sink panics, as the test asked");
+                }
+                Some(Answer::Fail(e)) => Some(e),
+                Some(Answer::Store) | None if lines.lines().any(refused) => {
+                    Some(SinkError::Refused {
+                        status: 400,
+                        message: "partial write: field type conflict".into(),
+                        lines: None,
+                    })
+                }
+                Some(Answer::Store) | None => None,
+            };
+            match error {
+                // InfluxDB 1.x stores the good lines of a partial write before answering 400.
+                Some(e @ SinkError::Refused { .. }) => {
+                    let kept: Vec<String> = lines
+                        .lines()
+                        .filter(|l| !refused(l))
+                        .map(String::from)
+                        .collect();
+                    s.stored.extend(kept);
+                    Err(e)
+                }
+                Some(e) => Err(e),
+                None => {
+                    s.stored.extend(lines.lines().map(String::from));
+                    Ok(())
+                }
+            }
+        }
+
+        fn ping(&self) -> Result<(), SinkError> {
+            if self.lock().ping_fails {
+                Err(SinkError::Unreachable("connection refused".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_sorted_by_what_they_mean_for_the_points() {
+        let disposition = |status| SinkError::from_status(status, String::new()).disposition();
+        for s in [500, 502, 503, 429, 408] {
+            assert_eq!(disposition(s), Disposition::Retry, "{s}");
+        }
+        for s in [401, 403, 404] {
+            assert_eq!(disposition(s), Disposition::RetryMisconfigured, "{s}");
+        }
+        for s in [400, 413, 422] {
+            assert_eq!(disposition(s), Disposition::Reject, "{s}");
+        }
+        assert_eq!(
+            SinkError::Unreachable("x".into()).disposition(),
+            Disposition::Retry
+        );
+        assert_eq!(
+            SinkError::TimedOut("x".into()).disposition(),
+            Disposition::Retry
+        );
+        assert_eq!(
+            SinkError::from_status(413, "too big".into()).to_string(),
+            "influxdb answered 413: too big"
+        );
+    }
+}
