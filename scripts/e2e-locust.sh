@@ -16,9 +16,10 @@ root=$(pwd)
 
 # shellcheck source=scripts/lib/install-influxdb.sh
 source scripts/lib/install-influxdb.sh
+# shellcheck source=scripts/lib/python-venv.sh
+source scripts/lib/python-venv.sh
 
-LOCUST_VERSION=2.47.0
-venv=target/e2e-venv
+venv=$TEST_VENV
 users=5
 
 # ---------------------------------------------------------------------------
@@ -87,20 +88,7 @@ command -v python3 >/dev/null 2>&1 || die "python3 not found: apt-get install py
 cargo build --quiet --bin metrics-consumer
 gateway_bin=$root/target/debug/metrics-consumer
 
-if ! "$venv/bin/python" - "$LOCUST_VERSION" >/dev/null 2>&1 <<'PY'; then
-import sys
-import locust, prometheus_client  # noqa: F401
-sys.exit(locust.__version__ != sys.argv[1])
-PY
-    echo "creating $venv with locust==$LOCUST_VERSION"
-    rm -rf "$venv"
-    python3 -c 'import ensurepip, venv' 2>/dev/null ||
-        die "python3 cannot make virtualenvs: apt-get install python3-venv (scripts/test.sh installs it)"
-    python3 -m venv "$venv" || die "python3 -m venv $venv failed: apt-get install python3-venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check \
-        "locust==$LOCUST_VERSION" prometheus_client ||
-        die "pip install locust==$LOCUST_VERSION failed (is PyPI reachable?)"
-fi
+ensure_test_venv
 py=$root/$venv/bin/python
 locust=$root/$venv/bin/locust
 "$locust" --version

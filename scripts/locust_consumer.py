@@ -33,11 +33,10 @@ import time
 import urllib.parse
 
 import gevent
+import locust.stats
 import requests
 import requests.auth
 from gevent.event import Event
-
-import locust.stats
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 

@@ -7,6 +7,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # shellcheck source=scripts/lib/install-influxdb.sh
 source scripts/lib/install-influxdb.sh
+# shellcheck source=scripts/lib/python-venv.sh
+source scripts/lib/python-venv.sh
 
 step() {
     printf '\n==> %s\n' "$*"
@@ -21,11 +23,12 @@ cargo clippy --version >/dev/null 2>&1 ||
     die "clippy not found: rustup component add clippy"
 cargo --version
 
-step "Installing test dependencies (influxd, curl, openssl, shellcheck, systemd-analyze, python3-venv) when missing"
+step "Installing test dependencies (influxd, curl, openssl, shellcheck, systemd-analyze, python3-venv; Locust and ruff from PyPI) when missing"
 ensure_influxd
 ensure_tools
 ensure_systemd_analyze
 ensure_python_venv
+ensure_test_venv
 "$(influxd_path)" version
 
 # The integration tests open hundreds of sockets at once (connection-limit
@@ -52,12 +55,6 @@ else
     step "Tests: cargo test --all-targets --no-fail-fast (cargo-nextest not found)"
     cargo test --all-targets --no-fail-fast
 fi
-
-# ---------------------------------------------------------------------------
-# LATER STEPS GO HERE, after the Rust tests: for example an end-to-end run of
-# the gateway driven by Locust from a Python venv. Each gets its own `step`
-# heading and must fail the script when it fails.
-# ---------------------------------------------------------------------------
 
 step "End to end: Locust plugin and Grafana dashboard (scripts/e2e-locust.sh)"
 scripts/e2e-locust.sh

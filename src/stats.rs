@@ -1,4 +1,4 @@
-//! Counters for the state page (SPEC §8) and the Prometheus metrics: requests per route and
+//! Counters for the state page (`/apiv0.1/states`) and the Prometheus metrics: requests per route and
 //! status class, request durations, points written, spooled and dead-lettered, writes sent to
 //! InfluxDB, and the process's resident memory.
 //!

@@ -51,7 +51,7 @@ def rows(result):
     for series in result.get("series", []):
         for values in series.get("values", []):
             row = dict(series.get("tags") or {})
-            row.update({c: v for c, v in zip(series["columns"], values) if v is not None})
+            row.update({c: v for c, v in zip(series["columns"], values, strict=True) if v is not None})
             out.append(row)
     return out
 

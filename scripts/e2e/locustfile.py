@@ -1,9 +1,8 @@
 """The load of the end-to-end test: one user class hitting the three endpoints of target.py.
 The task on /flaky is tagged, so a run can leave it out with --exclude-tags flaky."""
 
-from locust import HttpUser, between, tag, task
-
 import locust_consumer  # noqa: F401  (records the run through metrics-consumer)
+from locust import HttpUser, between, tag, task
 
 
 class Shopper(HttpUser):

@@ -1,6 +1,6 @@
 //! Delivery: where the points of a request go, and the replay thread that empties the spool.
 //!
-//! The promise (SPEC §7): when [`Delivery::deliver`] returns `Ok`, every point is either
+//! The promise (README, "Delivery guarantees"): when [`Delivery::deliver`] returns `Ok`, every point is either
 //! stored by InfluxDB or fsync'd to the spool and will be delivered; when it returns `Err`,
 //! nothing was recorded. InfluxDB's failures are sorted by [`Disposition`]: unreachable,
 //! slow, busy or misconfigured → spool (and retry); refused data → dead letters (never retried

@@ -1,9 +1,9 @@
 //! Request payloads: turns the JSON of `register` and `commit` into checked records, for both
-//! client shapes in the field (SPEC §4).
+//! client shapes in the field (README, "Payload rules").
 //!
 //! The README shape sends RFC 3339 `startedAt`, `host` and `measurement.tags`; the customized
 //! Locust sends epoch seconds, top-level `hostname`, `targetHost` and `tags`, and `null` fields.
-//! Both become one [`Record`]. Every rule of §4 is enforced here, and each violation is a
+//! Both become one [`Record`]. Every payload rule is enforced here, and each violation is a
 //! [`PayloadError`] naming the key, so the client can fix its request.
 //!
 //! This module is pure: no I/O, no clock (the caller passes "now"), no job table.
@@ -16,9 +16,9 @@ use uuid::Uuid;
 use crate::code::Code;
 use crate::ingest::line_protocol::{self, FieldValue};
 
-/// Client tags per point at most (§4).
+/// Client tags per point at most.
 pub const MAX_TAGS: usize = 32;
-/// Client fields per point at most (§4).
+/// Client fields per point at most.
 pub const MAX_FIELDS: usize = 64;
 
 /// What a request says about a run, checked.
@@ -42,7 +42,7 @@ pub struct Commit {
     pub stats: Option<RequestStats>,
 }
 
-/// Locust's `requestStats`, taken apart for the points of §5.
+/// Locust's `requestStats`, taken apart for the points of the commit (README, "Points written").
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestStats {
     /// The compact JSON text, written whole as the string field `requestStats`.
@@ -107,8 +107,8 @@ const ENTRY_CAP: usize = 1000;
 /// longer be found.
 const RESERVED: [&str; 5] = ["uuid", "host", "event", "name", "method"];
 
-/// Reads a request body as JSON, whatever its Content-Type says (§3), keeping only the keys of
-/// §4 (see `json`: memory stays proportional to what is kept, not to the body).
+/// Reads a request body as JSON, whatever its Content-Type says (`curl -d` sends a form type),
+/// keeping only the keys the payload rules read (see `json`: memory stays proportional to what is kept, not to the body).
 fn read_body(body: &[u8], with_stats: bool) -> Result<Map<String, Value>, PayloadError> {
     use crate::ingest::json::Rule;
     if body.iter().all(u8::is_ascii_whitespace) {
