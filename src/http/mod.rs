@@ -64,14 +64,6 @@ pub struct Request {
     pub method: String,
     /// The request target up to the first '?', exactly as sent (not percent-decoded).
     pub path: String,
-    /// The part of the target after the first '?', without the '?'.
-    // Kept as parsed for completeness; the routes take no query parameters.
-    #[allow(dead_code)]
-    pub query: Option<String>,
-    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
-    // Keep-alive is decided inside this layer; handlers have no use for the version.
-    #[allow(dead_code)]
-    pub version: u8,
     /// Header names as sent, in order; values are raw bytes because HTTP allows
     /// bytes that are not UTF-8.
     pub headers: Vec<(String, Vec<u8>)>,

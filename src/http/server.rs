@@ -981,18 +981,18 @@ fn serve_one<S: Transport>(
         Err(Failure::Gone) => return Next::Drop,
     };
 
+    // The version stays here: keep-alive is decided inside this layer, and handlers
+    // have no use for it.
     let RequestHead {
         method,
         path,
-        query,
         version,
         headers,
+        ..
     } = head;
     let request = Request {
         method,
         path,
-        query,
-        version,
         headers,
         body,
         peer,
@@ -1679,8 +1679,6 @@ mod tests {
         let request = |path: &str| Request {
             method: "GET".to_owned(),
             path: path.to_owned(),
-            query: None,
-            version: 1,
             headers: Vec::new(),
             body: Vec::new(),
             peer: "127.0.0.1:1".parse().expect("addr"),
