@@ -10,6 +10,7 @@
 //! values or bodies, which may carry credentials.
 
 mod head;
+mod render;
 mod server;
 #[cfg(test)]
 mod tests;
