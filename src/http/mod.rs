@@ -10,6 +10,7 @@
 //! values or bodies, which may carry credentials.
 
 mod head;
+mod pool;
 mod render;
 mod server;
 #[cfg(test)]
