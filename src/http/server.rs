@@ -25,7 +25,8 @@ use rustls::ServerConfig;
 
 use crate::code::Code;
 
-use super::head::{self, HeadError, MAX_HEAD_BYTES, RequestHead};
+use super::buffer::InBuf;
+use super::head::{self, HeadError, RequestHead};
 use super::pool::Pool;
 use super::render::{Disposition, render};
 use super::tls::{self, TlsStream};
@@ -542,94 +543,6 @@ fn handshake(stream: &mut TlsStream, ctx: &ConnContext) -> io::Result<bool> {
             Err(e) if is_retryable(&e) => {}
             Err(e) => return Err(e),
         }
-    }
-}
-
-/// Fixed-capacity input buffer for one connection: exactly `MAX_HEAD_BYTES`, which
-/// bounds both the head and any pipelined bytes read along with it. Bodies never go
-/// through it except for the part that arrived in the same read as the head.
-struct InBuf {
-    bytes: Box<[u8]>,
-    start: usize,
-    end: usize,
-}
-
-impl InBuf {
-    fn new() -> InBuf {
-        InBuf {
-            bytes: vec![0; MAX_HEAD_BYTES].into_boxed_slice(),
-            start: 0,
-            end: 0,
-        }
-    }
-
-    fn data(&self) -> &[u8] {
-        self.bytes.get(self.start..self.end).unwrap_or_default()
-    }
-
-    fn len(&self) -> usize {
-        self.end.saturating_sub(self.start)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn is_full(&self) -> bool {
-        self.end >= self.bytes.len()
-    }
-
-    /// The last `n` bytes buffered.
-    fn tail(&self, n: usize) -> &[u8] {
-        let data = self.data();
-        data.get(data.len().saturating_sub(n)..).unwrap_or_default()
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start = self.start.saturating_add(n).min(self.end);
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-    }
-
-    /// Drops line ends at the front. Some clients send a stray CRLF after a request
-    /// body; it is not the start of the next request, so it must neither start the
-    /// head deadline (earning an idle client a 408) nor take up buffer space.
-    fn skip_line_ends(&mut self) {
-        let stray = self
-            .data()
-            .iter()
-            .take_while(|b| matches!(b, b'\r' | b'\n'))
-            .count();
-        self.consume(stray);
-    }
-
-    /// Moves buffered bytes to the front so that a new head has the full capacity.
-    fn compact(&mut self) {
-        if self.start > 0 && self.start <= self.end && self.end <= self.bytes.len() {
-            self.bytes.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-    }
-
-    /// One read into the free space at the end.
-    fn read_from<R: Read + ?Sized>(&mut self, reader: &mut R) -> io::Result<usize> {
-        let spare = match self.bytes.get_mut(self.end..) {
-            Some(spare) if !spare.is_empty() => spare,
-            _ => return Err(io::Error::other("input buffer is full")),
-        };
-        let n = reader.read(spare)?.min(spare.len());
-        self.end += n;
-        Ok(n)
-    }
-
-    /// The whole storage, emptied, for use as scratch space.
-    fn scratch(&mut self) -> &mut [u8] {
-        self.start = 0;
-        self.end = 0;
-        &mut self.bytes
     }
 }
 
