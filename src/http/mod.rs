@@ -10,6 +10,7 @@
 //! values or bodies, which may carry credentials.
 
 mod buffer;
+mod deadline;
 mod head;
 mod pool;
 mod render;
