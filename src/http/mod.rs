@@ -10,6 +10,7 @@
 //! values or bodies, which may carry credentials.
 
 mod buffer;
+mod caps;
 mod deadline;
 mod head;
 mod pool;
