@@ -13,7 +13,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::server::Transport;
+use super::transport::Transport;
 
 /// How often a connection waiting for its next request checks for shutdown.
 pub(super) const SHUTDOWN_POLL: Duration = Duration::from_millis(200);

@@ -19,6 +19,7 @@ mod server;
 #[cfg(test)]
 mod tests;
 pub mod tls;
+mod transport;
 
 use std::net::SocketAddr;
 
