@@ -11,6 +11,7 @@
 
 mod buffer;
 mod caps;
+mod conn;
 mod deadline;
 mod head;
 mod pool;
