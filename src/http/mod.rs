@@ -9,6 +9,7 @@
 //! claims before that number has been checked against a limit, and never log header
 //! values or bodies, which may carry credentials.
 
+mod accept;
 mod buffer;
 mod caps;
 mod conn;

@@ -1,41 +1,30 @@
-//! The server: the listener and its accept loop, the connection caps, the pool of
-//! connection threads, the TLS handshake (on the connection thread, under its
-//! deadline), and the loop that reads requests from one connection, hands them to the
-//! handler and writes the responses.
+//! The server's lifecycle: `Server`, which binds the listener, checks the limits and
+//! runs the accept loop on the pool of connection threads until shutdown, and
+//! `ShutdownHandle`, which stops it from any thread and wakes the accept loop.
 //!
-//! Every wait here is bounded by a deadline, every buffer by a constant or a checked
-//! limit, and the number of threads by `Limits::max_connections`. The accept loop must
-//! never block on a client and never read from a refused connection; a connection
-//! thread must never die from a handler panic; and an open-connection slot must be
-//! released on every path out of a connection, which is why slots are guards that
-//! release themselves on drop.
+//! It wires the other parts together and serves no connection itself. The number of
+//! connection threads must never exceed `Limits::max_connections`, limits that could
+//! never serve a request must be refused at `bind`, and shutdown must never wait longer
+//! than the grace period given to `run`: connections still busy after it are left to
+//! finish on their own, each bounded by its deadlines.
 
-use std::io::{self, Write};
-use std::net::{
-    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs,
-};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
 
-use crate::code::Code;
-
-use super::caps::{ConnGuard, ConnTable};
-use super::conn::{ConnContext, report};
+use super::accept::{Conn, accept_loop};
+use super::caps::ConnTable;
+use super::conn::ConnContext;
 use super::pool::Pool;
-use super::render::{Disposition, render};
 use super::transport::serve_tcp;
-use super::{Exchange, Handler, Limits, Response};
+use super::{Handler, Limits};
 
 /// How long a connection thread beyond `Limits::workers` waits for work before exiting.
 const SPARE_WORKER_IDLE: Duration = Duration::from_secs(30);
-
-/// Pause after an accept error such as running out of file descriptors, so that the
-/// accept loop does not spin while the condition lasts.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// How long `ShutdownHandle::shutdown` waits to connect to the listener to wake it.
 const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -202,105 +191,6 @@ impl ShutdownHandle {
     pub(super) fn is_stopping(&self) -> bool {
         self.inner.stopping.load(Ordering::SeqCst)
     }
-}
-
-/// An accepted connection that holds a slot.
-pub(super) struct Conn {
-    pub(super) stream: TcpStream,
-    pub(super) peer: SocketAddr,
-    pub(super) slot: ConnGuard,
-}
-
-fn accept_loop(
-    listener: &TcpListener,
-    pool: &Pool<Conn>,
-    conns: &Arc<ConnTable>,
-    ctx: &ConnContext,
-) {
-    let mut failing = false;
-    while !ctx.shutdown.is_stopping() {
-        let (stream, peer) = match listener.accept() {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                match e.kind() {
-                    // The client gave up before we got to it; nothing to do.
-                    io::ErrorKind::Interrupted
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::ConnectionReset => {}
-                    _ if ctx.shutdown.is_stopping() => {}
-                    // Most likely out of file descriptors. Warn once per episode and
-                    // back off so that the loop does not spin while it lasts.
-                    _ => {
-                        if failing {
-                            log::debug!("accept failed: {e}");
-                        } else {
-                            log::warn!("accept failed: {e}");
-                            failing = true;
-                        }
-                        thread::sleep(ACCEPT_BACKOFF);
-                    }
-                }
-                continue;
-            }
-        };
-        if failing {
-            log::debug!("accept works again");
-            failing = false;
-        }
-        if ctx.shutdown.is_stopping() {
-            // The wake-up connection from `shutdown`, or a client that arrived just
-            // as the server stopped.
-            break;
-        }
-        let accepted = Instant::now();
-        match conns.try_acquire(peer.ip()) {
-            Some(slot) => {
-                if let Err(conn) = pool.submit(Conn { stream, peer, slot }) {
-                    refuse(conn.stream, peer, accepted, ctx);
-                }
-            }
-            None => refuse(stream, peer, accepted, ctx),
-        }
-    }
-}
-
-/// Answers 503 on a connection that gets no slot, without ever blocking: the socket
-/// is made non-blocking and written once (a fresh socket's send buffer always has
-/// room for these few hundred bytes), and it is never read.
-///
-/// Over HTTPS the connection is closed without an answer: a 503 would need a TLS
-/// handshake first, and the accept thread must never wait on a client. It is still
-/// reported as a 503 (with no body bytes), so the refusal is logged and counted.
-fn refuse(stream: TcpStream, peer: SocketAddr, accepted: Instant, ctx: &ConnContext) {
-    let mut body_bytes = 0;
-    if ctx.tls.is_none() {
-        let response = Response::error(
-            Code::TooManyConnections,
-            "too many connections; retry later",
-        );
-        let rendered = render(&response, Disposition::Close, false);
-        if stream.set_nonblocking(true).is_ok()
-            && let Err(e) = (&stream).write(&rendered.bytes)
-        {
-            log::debug!("could not send 503 to a refused connection: {e}");
-        }
-        body_bytes = rendered.body_bytes;
-    }
-    // Sending FIN right after the response lets the client read it before it
-    // notices the close.
-    let _ = stream.shutdown(Shutdown::Write);
-    drop(stream);
-    report(
-        ctx.handler.as_ref(),
-        &Exchange {
-            peer,
-            method: "-",
-            path: "-",
-            status: 503,
-            bytes: body_bytes,
-            duration: accepted.elapsed(),
-        },
-    );
 }
 
 #[cfg(test)]

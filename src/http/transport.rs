@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
 
+use super::accept::Conn;
 use super::conn::{ConnContext, serve_connection};
 use super::deadline::{SHUTDOWN_POLL, is_retryable, remaining};
-use super::server::Conn;
 use super::tls::{self, TlsStream};
 
 /// The stream a connection is served over: a `TcpStream`, or a `TlsStream` over one.
