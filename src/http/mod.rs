@@ -8,6 +8,23 @@
 //! must never panic on input, never allocate in proportion to a number the client
 //! claims before that number has been checked against a limit, and never log header
 //! values or bodies, which may carry credentials.
+//!
+//! Each file owns one part, roughly in the order a connection meets them:
+//! - `server.rs`: the lifecycle, `Server` (bind, run, drain) and `ShutdownHandle`;
+//! - `accept.rs`: the accept loop, and the 503 for a connection refused at a cap;
+//! - `caps.rs`: the connection caps, in total and per peer IP, and the slot that an
+//!   open connection holds;
+//! - `pool.rs`: the generic pool of threads that runs each connection as one job;
+//! - `transport.rs`: the `Transport` trait over TCP and TLS, and the choice between
+//!   them, with the TLS handshake on the connection's own thread;
+//! - `tls.rs`: loading the certificate and key, and `TlsStream`;
+//! - `conn.rs`: the connection loop, which reads each request, calls the handler,
+//!   writes the response and keeps the connection or closes it;
+//! - `buffer.rs`: the fixed-size input buffer of one connection;
+//! - `deadline.rs`: deadlines, and the socket timeouts that hold every wait to them;
+//! - `head.rs` and `render.rs`: parsing request heads and rendering responses,
+//!   both without any I/O;
+//! - `tests.rs`: end-to-end tests of the whole layer over loopback.
 
 mod accept;
 mod buffer;
