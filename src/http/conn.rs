@@ -176,7 +176,6 @@ fn serve_one<S: Transport>(
         path,
         version,
         headers,
-        ..
     } = head;
     let request = Request {
         method,
