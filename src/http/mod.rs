@@ -8,12 +8,37 @@
 //! must never panic on input, never allocate in proportion to a number the client
 //! claims before that number has been checked against a limit, and never log header
 //! values or bodies, which may carry credentials.
+//!
+//! Each file owns one part, roughly in the order a connection meets them:
+//! - `server.rs`: the lifecycle, `Server` (bind, run, drain) and `ShutdownHandle`;
+//! - `accept.rs`: the accept loop, and the 503 for a connection refused at a cap;
+//! - `caps.rs`: the connection caps, in total and per peer IP, and the slot that an
+//!   open connection holds;
+//! - `pool.rs`: the generic pool of threads that runs each connection as one job;
+//! - `transport.rs`: the `Transport` trait over TCP and TLS, and the choice between
+//!   them, with the TLS handshake on the connection's own thread;
+//! - `tls.rs`: loading the certificate and key, and `TlsStream`;
+//! - `conn.rs`: the connection loop, which reads each request, calls the handler,
+//!   writes the response and keeps the connection or closes it;
+//! - `buffer.rs`: the fixed-size input buffer of one connection;
+//! - `deadline.rs`: deadlines, and the socket timeouts that hold every wait to them;
+//! - `head.rs` and `render.rs`: parsing request heads and rendering responses,
+//!   both without any I/O;
+//! - `tests.rs`: end-to-end tests of the whole layer over loopback.
 
+mod accept;
+mod buffer;
+mod caps;
+mod conn;
+mod deadline;
 mod head;
+mod pool;
+mod render;
 mod server;
 #[cfg(test)]
 mod tests;
 pub mod tls;
+mod transport;
 
 use std::net::SocketAddr;
 
@@ -64,14 +89,6 @@ pub struct Request {
     pub method: String,
     /// The request target up to the first '?', exactly as sent (not percent-decoded).
     pub path: String,
-    /// The part of the target after the first '?', without the '?'.
-    // Kept as parsed for completeness; the routes take no query parameters.
-    #[allow(dead_code)]
-    pub query: Option<String>,
-    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
-    // Keep-alive is decided inside this layer; handlers have no use for the version.
-    #[allow(dead_code)]
-    pub version: u8,
     /// Header names as sent, in order; values are raw bytes because HTTP allows
     /// bytes that are not UTF-8.
     pub headers: Vec<(String, Vec<u8>)>,

@@ -4,8 +4,9 @@
 //!
 //! `TlsStream` does at most one socket read or one socket write per call and reports
 //! "not yet" as `WouldBlock`, exactly like a socket whose timeout expired. That keeps the
-//! deadlines of `server.rs` in charge of every wait: a client that trickles a TLS record
-//! in byte by byte gets no more time than one that trickles a plain request. This module
+//! deadlines of the connection thread (`deadline.rs`) in charge of every wait: a client
+//! that trickles a TLS record in byte by byte gets no more time than one that trickles a
+//! plain request. This module
 //! must never log or put into an error message anything a client sent, nor any byte of a
 //! key file; and it never sets a process-wide default crypto provider.
 

@@ -1,0 +1,125 @@
+//! The accept loop: taking connections off the listener, giving each one a slot under
+//! the connection caps and handing it to the pool, and refusing with a 503 the ones that
+//! get no slot or that the pool cannot take.
+//!
+//! It runs on the one thread that called `Server::run`, so it must never block on a
+//! client: it never reads from a connection, never does a TLS handshake, and writes
+//! to a refused plain-HTTP connection once, without waiting. It stops as soon as
+//! shutdown is asked for, and it must not spin while accepting keeps failing.
+
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::code::Code;
+
+use super::caps::{ConnGuard, ConnTable};
+use super::conn::{ConnContext, report};
+use super::pool::Pool;
+use super::render::{Disposition, render};
+use super::{Exchange, Response};
+
+/// Pause after an accept error such as running out of file descriptors, so that the
+/// accept loop does not spin while the condition lasts.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// An accepted connection that holds a slot.
+pub(super) struct Conn {
+    pub(super) stream: TcpStream,
+    pub(super) peer: SocketAddr,
+    pub(super) slot: ConnGuard,
+}
+
+pub(super) fn accept_loop(
+    listener: &TcpListener,
+    pool: &Pool<Conn>,
+    conns: &Arc<ConnTable>,
+    ctx: &ConnContext,
+) {
+    let mut failing = false;
+    while !ctx.shutdown.is_stopping() {
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                match e.kind() {
+                    // The client gave up before we got to it; nothing to do.
+                    io::ErrorKind::Interrupted
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::ConnectionReset => {}
+                    _ if ctx.shutdown.is_stopping() => {}
+                    // Most likely out of file descriptors. Warn once per episode and
+                    // back off so that the loop does not spin while it lasts.
+                    _ => {
+                        if failing {
+                            log::debug!("accept failed: {e}");
+                        } else {
+                            log::warn!("accept failed: {e}");
+                            failing = true;
+                        }
+                        thread::sleep(ACCEPT_BACKOFF);
+                    }
+                }
+                continue;
+            }
+        };
+        if failing {
+            log::debug!("accept works again");
+            failing = false;
+        }
+        if ctx.shutdown.is_stopping() {
+            // The wake-up connection from `shutdown`, or a client that arrived just
+            // as the server stopped.
+            break;
+        }
+        let accepted = Instant::now();
+        match conns.try_acquire(peer.ip()) {
+            Some(slot) => {
+                if let Err(conn) = pool.submit(Conn { stream, peer, slot }) {
+                    refuse(conn.stream, peer, accepted, ctx);
+                }
+            }
+            None => refuse(stream, peer, accepted, ctx),
+        }
+    }
+}
+
+/// Answers 503 on a connection that gets no slot, without ever blocking: the socket
+/// is made non-blocking and written once (a fresh socket's send buffer always has
+/// room for these few hundred bytes), and it is never read.
+///
+/// Over HTTPS the connection is closed without an answer: a 503 would need a TLS
+/// handshake first, and the accept thread must never wait on a client. It is still
+/// reported as a 503 (with no body bytes), so the refusal is logged and counted.
+fn refuse(stream: TcpStream, peer: SocketAddr, accepted: Instant, ctx: &ConnContext) {
+    let mut body_bytes = 0;
+    if ctx.tls.is_none() {
+        let response = Response::error(
+            Code::TooManyConnections,
+            "too many connections; retry later",
+        );
+        let rendered = render(&response, Disposition::Close, false);
+        if stream.set_nonblocking(true).is_ok()
+            && let Err(e) = (&stream).write(&rendered.bytes)
+        {
+            log::debug!("could not send 503 to a refused connection: {e}");
+        }
+        body_bytes = rendered.body_bytes;
+    }
+    // Sending FIN right after the response lets the client read it before it
+    // notices the close.
+    let _ = stream.shutdown(Shutdown::Write);
+    drop(stream);
+    report(
+        ctx.handler.as_ref(),
+        &Exchange {
+            peer,
+            method: "-",
+            path: "-",
+            status: 503,
+            bytes: body_bytes,
+            duration: accepted.elapsed(),
+        },
+    );
+}

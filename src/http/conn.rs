@@ -1,0 +1,466 @@
+//! The connection loop: reading requests off one connection, checking them against the
+//! limits, handing them to the handler and writing the responses, for as long as the
+//! connection is kept alive; and `report`, which tells the handler about every
+//! exchange.
+//!
+//! Every read and write here is bounded by a deadline taken from `Limits`, and every
+//! byte buffered by a constant or a checked limit. It must never let a handler panic
+//! take its thread down, never allocate a body ahead of the bytes that actually arrive,
+//! never close a connection whose client may still be sending without draining it
+//! first, and never log header values or bodies. It never touches the listener or the
+//! connection caps.
+
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::ServerConfig;
+
+use crate::code::Code;
+
+use super::buffer::InBuf;
+use super::deadline::{Armed, SHUTDOWN_POLL, is_retryable, remaining, write_all_before};
+use super::head::{self, HeadError, RequestHead};
+use super::render::{Disposition, render};
+use super::server::ShutdownHandle;
+use super::transport::Transport;
+use super::{Exchange, Handler, Limits, Request, Response};
+
+/// Most body bytes read (and allocated ahead of their arrival) in one step.
+const BODY_STEP: usize = 64 * 1024;
+
+/// After an error response, the connection is drained for at most this long (and at
+/// most `LINGER_BYTES`) before closing; see `linger`.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// What a connection thread needs besides its socket.
+pub(super) struct ConnContext {
+    pub(super) limits: Limits,
+    /// Set when the server speaks HTTPS.
+    pub(super) tls: Option<Arc<ServerConfig>>,
+    pub(super) handler: Arc<dyn Handler>,
+    pub(super) shutdown: ShutdownHandle,
+}
+
+/// What to do with the connection after one exchange.
+enum Next {
+    /// Keep the connection open for the next request.
+    KeepAlive,
+    /// Close; everything the client sent has been read.
+    Close,
+    /// Close, but the client may still be sending: drain first (see `linger`).
+    Linger,
+    /// The connection is broken (reset, timed-out write, client gone): just drop it.
+    Drop,
+}
+
+pub(super) fn serve_connection<S: Transport>(stream: &mut S, peer: SocketAddr, ctx: &ConnContext) {
+    let peer = stream.peer_addr().unwrap_or(peer);
+    let stream = &mut Armed::new(stream);
+    let mut inbuf = InBuf::new();
+    loop {
+        inbuf.skip_line_ends();
+        inbuf.compact();
+        // Pipelined bytes left over from the previous request start the next one at
+        // once; otherwise wait, bounded by the idle timeout, for its first byte.
+        if inbuf.is_empty() && !wait_for_request(stream, &mut inbuf, ctx) {
+            return;
+        }
+        let next = serve_one(stream, &mut inbuf, peer, ctx);
+        match next {
+            Next::KeepAlive => {}
+            Next::Close => {
+                let _ = stream.flush();
+                let _ = stream.shutdown(Shutdown::Both);
+                return;
+            }
+            Next::Linger => {
+                linger(
+                    stream,
+                    &mut inbuf,
+                    ctx.limits.header_timeout.min(LINGER_TIME),
+                );
+                return;
+            }
+            Next::Drop => return,
+        }
+    }
+}
+
+/// Waits for the first byte of a request. False means close silently: the idle
+/// timeout passed, the client closed, the connection broke, or the server is
+/// shutting down.
+fn wait_for_request<S: Transport>(stream: &mut S, inbuf: &mut InBuf, ctx: &ConnContext) -> bool {
+    let deadline = Instant::now() + ctx.limits.idle_timeout;
+    loop {
+        if ctx.shutdown.is_stopping() {
+            return false;
+        }
+        let Some(left) = remaining(deadline) else {
+            return false;
+        };
+        // Waiting in short slices lets an idle connection notice shutdown promptly.
+        if stream
+            .set_read_timeout(Some(left.min(SHUTDOWN_POLL)))
+            .is_err()
+        {
+            return false;
+        }
+        match inbuf.read_from(stream) {
+            Ok(0) => return false,
+            Ok(_) => {
+                inbuf.skip_line_ends();
+                if !inbuf.is_empty() {
+                    return true;
+                }
+            }
+            Err(e) if is_retryable(&e) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Reads, checks and answers one request whose first byte is already buffered.
+fn serve_one<S: Transport>(
+    stream: &mut S,
+    inbuf: &mut InBuf,
+    peer: SocketAddr,
+    ctx: &ConnContext,
+) -> Next {
+    let started = Instant::now();
+    let limits = &ctx.limits;
+    let (head, head_len) = match read_head(stream, inbuf, limits.header_timeout) {
+        Ok(parsed) => parsed,
+        Err(Failure::Refuse(e)) => return refuse_request(stream, peer, started, None, e, ctx),
+        Err(Failure::Gone) => return Next::Drop,
+    };
+    inbuf.consume(head_len);
+    let head_only = head.method == "HEAD";
+
+    let framing = match head::framing(&head, limits.max_body_bytes) {
+        Ok(framing) => framing,
+        Err(e) => return refuse_request(stream, peer, started, Some(&head), e, ctx),
+    };
+    // The length is within max_body_bytes here; this only fails where usize is
+    // narrower than the configured limit.
+    let Ok(body_len) = usize::try_from(framing.body_len) else {
+        let e = HeadError::BodyTooLarge {
+            length: framing.body_len,
+            limit: limits.max_body_bytes,
+        };
+        return refuse_request(stream, peer, started, Some(&head), e, ctx);
+    };
+
+    // The body is accepted now, so a client waiting for 100 Continue may send it.
+    if framing.expect_continue && inbuf.len() < body_len {
+        let deadline = Instant::now() + limits.header_timeout;
+        if write_all_before(stream, b"HTTP/1.1 100 Continue\r\n\r\n", deadline).is_err() {
+            return Next::Drop;
+        }
+    }
+    let body = match read_body(stream, inbuf, body_len, limits.header_timeout) {
+        Ok(body) => body,
+        Err(Failure::Refuse(e)) => {
+            return refuse_request(stream, peer, started, Some(&head), e, ctx);
+        }
+        Err(Failure::Gone) => return Next::Drop,
+    };
+
+    // The version stays here: keep-alive is decided inside this layer, and handlers
+    // have no use for it.
+    let RequestHead {
+        method,
+        path,
+        version,
+        headers,
+    } = head;
+    let request = Request {
+        method,
+        path,
+        headers,
+        body,
+        peer,
+    };
+    let (response, failed) = call_handler(ctx.handler.as_ref(), &request);
+
+    let close = !framing.keep_alive || failed || ctx.shutdown.is_stopping();
+    let disposition = match (close, version) {
+        (true, _) => Disposition::Close,
+        (false, 0) => Disposition::KeepAlive10,
+        (false, _) => Disposition::KeepAlive,
+    };
+    let rendered = render(&response, disposition, head_only);
+    let written = write_all_before(
+        stream,
+        &rendered.bytes,
+        Instant::now() + limits.header_timeout,
+    );
+    report(
+        ctx.handler.as_ref(),
+        &Exchange {
+            peer,
+            method: &request.method,
+            path: &request.path,
+            status: rendered.status,
+            bytes: rendered.body_bytes,
+            duration: started.elapsed(),
+        },
+    );
+    match (written, close) {
+        (Err(_), _) => Next::Drop,
+        (Ok(()), false) => Next::KeepAlive,
+        (Ok(()), true) if inbuf.is_empty() => Next::Close,
+        (Ok(()), true) => Next::Linger,
+    }
+}
+
+/// Why reading a request stopped short.
+enum Failure {
+    /// Answer with this error and close.
+    Refuse(HeadError),
+    /// The client went away or the connection broke; there is no one to answer.
+    Gone,
+}
+
+/// Reads until a whole head is buffered, all of it within `limit` from now (the
+/// first byte is already buffered, so this counts from the first byte).
+///
+/// The read timeout is set to the time left before every read, so a client that
+/// trickles one byte at a time cannot stretch the head past the deadline.
+fn read_head<S: Transport>(
+    stream: &mut S,
+    inbuf: &mut InBuf,
+    limit: Duration,
+) -> Result<(RequestHead, usize), Failure> {
+    let deadline = Instant::now() + limit;
+    // Re-parsing the whole buffer after every read would let a client that sends
+    // one byte per packet cost quadratic time. A head can only become complete when
+    // a line ends, so parse when new bytes contain a newline, and otherwise only
+    // each time the buffer has doubled (which still catches garbage early).
+    let mut parse_now = true;
+    let mut parsed_len = 0;
+    loop {
+        if parse_now {
+            match head::parse_head(inbuf.data()) {
+                Ok(Some(parsed)) => return Ok(parsed),
+                Ok(None) => parsed_len = inbuf.len(),
+                Err(e) => return Err(Failure::Refuse(e)),
+            }
+        }
+        if inbuf.is_full() {
+            // parse_head reports a full, incomplete buffer itself; this is only
+            // reached if that ever changes.
+            return Err(Failure::Refuse(HeadError::TooLarge));
+        }
+        let Some(left) = remaining(deadline) else {
+            return Err(Failure::Refuse(HeadError::HeadTimeout(limit)));
+        };
+        // In slices, like the wait for a request, so the timeout in force stays the same.
+        if stream
+            .set_read_timeout(Some(left.min(SHUTDOWN_POLL)))
+            .is_err()
+        {
+            return Err(Failure::Gone);
+        }
+        match inbuf.read_from(stream) {
+            Ok(0) => return Err(Failure::Gone),
+            Ok(n) => {
+                parse_now = inbuf.tail(n).contains(&b'\n')
+                    || inbuf.len() >= parsed_len.saturating_mul(2)
+                    || inbuf.is_full();
+            }
+            Err(e) if is_retryable(&e) => parse_now = false,
+            Err(_) => return Err(Failure::Gone),
+        }
+    }
+}
+
+/// Reads exactly `len` body bytes, all of them within `limit` from now.
+///
+/// `len` was checked against the body limit before this is called. Even so the
+/// buffer grows with the bytes that actually arrive (geometrically, never past
+/// `len`) rather than being allocated in full up front, so that many clients
+/// announcing large bodies and then stalling cost only what they really sent.
+fn read_body<S: Transport>(
+    stream: &mut S,
+    inbuf: &mut InBuf,
+    len: usize,
+    limit: Duration,
+) -> Result<Vec<u8>, Failure> {
+    let deadline = Instant::now() + limit;
+    let mut body = Vec::with_capacity(len.min(BODY_STEP));
+    let from_buffer = len.min(inbuf.len());
+    body.extend_from_slice(inbuf.data().get(..from_buffer).unwrap_or_default());
+    inbuf.consume(from_buffer);
+    while body.len() < len {
+        let Some(left) = remaining(deadline) else {
+            return Err(Failure::Refuse(HeadError::BodyTimeout(limit)));
+        };
+        if stream
+            .set_read_timeout(Some(left.min(SHUTDOWN_POLL)))
+            .is_err()
+        {
+            return Err(Failure::Gone);
+        }
+        let filled = body.len();
+        let step = (len - filled).min(BODY_STEP);
+        if body.capacity() < filled + step {
+            let target = body
+                .capacity()
+                .saturating_mul(2)
+                .max(filled + step)
+                .min(len);
+            body.reserve_exact(target.saturating_sub(filled));
+        }
+        body.resize(filled + step, 0);
+        let read = match body.get_mut(filled..) {
+            Some(dst) => stream.read(dst),
+            None => Ok(0),
+        };
+        match read {
+            Ok(0) => return Err(Failure::Gone),
+            Ok(n) => body.truncate(filled + n.min(step)),
+            Err(e) if is_retryable(&e) => body.truncate(filled),
+            Err(_) => return Err(Failure::Gone),
+        }
+    }
+    Ok(body)
+}
+
+/// Writes the error response for `error`, reports it, and asks for the connection to
+/// be closed (after draining, since the client may still be sending).
+fn refuse_request<S: Transport>(
+    stream: &mut S,
+    peer: SocketAddr,
+    started: Instant,
+    head: Option<&RequestHead>,
+    error: HeadError,
+    ctx: &ConnContext,
+) -> Next {
+    let response = Response::error(error.code(), &error.to_string());
+    let head_only = head.is_some_and(|h| h.method == "HEAD");
+    let rendered = render(&response, Disposition::Close, head_only);
+    let written = write_all_before(
+        stream,
+        &rendered.bytes,
+        Instant::now() + ctx.limits.header_timeout,
+    );
+    report(
+        ctx.handler.as_ref(),
+        &Exchange {
+            peer,
+            method: head.map_or("-", |h| h.method.as_str()),
+            path: head.map_or("-", |h| h.path.as_str()),
+            status: rendered.status,
+            bytes: rendered.body_bytes,
+            duration: started.elapsed(),
+        },
+    );
+    if written.is_err() {
+        Next::Drop
+    } else {
+        Next::Linger
+    }
+}
+
+/// Closes a connection whose client may still be sending.
+///
+/// Closing a socket with unread input makes the kernel send a reset, and a reset can
+/// make the client discard the error response before reading it. So the write side
+/// is shut first (the client sees the response, then end of stream), and input is
+/// read and discarded until the client closes, `max_time` passes or `LINGER_BYTES`
+/// have been drained.
+fn linger<S: Transport>(stream: &mut S, inbuf: &mut InBuf, max_time: Duration) {
+    let _ = stream.flush();
+    if stream.shutdown(Shutdown::Write).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + max_time;
+    let scratch = inbuf.scratch();
+    let mut drained = 0usize;
+    while drained < LINGER_BYTES {
+        let Some(left) = remaining(deadline) else {
+            return;
+        };
+        if stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(scratch) {
+            Ok(0) => return,
+            Ok(n) => drained = drained.saturating_add(n),
+            Err(e) if is_retryable(&e) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Calls the handler, turning a panic or an unusable status into a 500. The flag is
+/// true when that happened, and the connection is then closed: after a panic
+/// nothing is known about the state the handler left behind.
+fn call_handler(handler: &dyn Handler, request: &Request) -> (Response, bool) {
+    match catch_unwind(AssertUnwindSafe(|| handler.handle(request))) {
+        Ok(response) if (200..=599).contains(&response.status) => (response, false),
+        Ok(response) => {
+            log::warn!(
+                "handler returned status {}, which is not a final status; answering 500",
+                response.status
+            );
+            (internal_error(), true)
+        }
+        Err(payload) => {
+            log::warn!("handler panicked; answering 500 and closing the connection");
+            // Dropping a panic payload runs arbitrary code, which could panic again.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            (internal_error(), true)
+        }
+    }
+}
+
+fn internal_error() -> Response {
+    Response::error(
+        Code::InternalError,
+        "the server failed while handling this request; retry, and report it if it persists",
+    )
+}
+
+/// Calls `Handler::completed`, which must not be able to take a thread down either.
+pub(super) fn report(handler: &dyn Handler, exchange: &Exchange<'_>) {
+    if catch_unwind(AssertUnwindSafe(|| handler.completed(exchange))).is_err() {
+        log::warn!("Handler::completed panicked");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handler_results_are_checked() {
+        struct Odd;
+        impl Handler for Odd {
+            fn handle(&self, req: &Request) -> Response {
+                match req.path.as_str() {
+                    "/panic" => panic!("handler panic requested by the test"),
+                    "/101" => Response::json(101, &serde_json::json!({})),
+                    _ => Response::json(200, &serde_json::json!({})),
+                }
+            }
+        }
+        let request = |path: &str| Request {
+            method: "GET".to_owned(),
+            path: path.to_owned(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            peer: "127.0.0.1:1".parse().expect("addr"),
+        };
+        let (ok, failed) = call_handler(&Odd, &request("/"));
+        assert_eq!((ok.status, failed), (200, false));
+        let (panicked, failed) = call_handler(&Odd, &request("/panic"));
+        assert_eq!((panicked.status, failed), (500, true));
+        let (informational, failed) = call_handler(&Odd, &request("/101"));
+        assert_eq!((informational.status, failed), (500, true));
+    }
+}
