@@ -1,11 +1,9 @@
 //! End-to-end tests of the routes: the real binary, a real throwaway `influxd`, and every point
 //! read back with a query.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Gateway, Influxd, config, get, post_json, register, wait_until};
+use crate::support::{Gateway, Influxd, config, get, post_json, register, wait_until};
 use serde_json::{Value, json};
 
 const REGISTER: &str = "/apiv0.1/events/register";
@@ -267,7 +265,7 @@ fn every_validation_error_is_a_400_naming_the_key_and_writes_nothing() {
         ("{\"a\": NaN}", "invalid_json"),
         ("{\"host\": 1e400}", "invalid_json"),
     ] {
-        let answer = common::request(
+        let answer = crate::support::request(
             gw.addr,
             "POST",
             REGISTER,
@@ -555,7 +553,7 @@ fn progress_updates_the_following_heartbeats() {
 fn a_large_tick_writes_every_runs_heartbeat_once() {
     const RUNS: u128 = 2500;
     let influx = Influxd::start();
-    let dir = common::TempDir::new("large-tick");
+    let dir = crate::support::TempDir::new("large-tick");
     std::fs::create_dir_all(dir.join("data")).unwrap();
     // A job table as the gateway saves it, so the runs need no 2 500 registers.
     let now = std::time::SystemTime::now()

@@ -11,8 +11,6 @@
 //! past authentication and reaches the parser and the handlers; `nothing_works_without_a_token`
 //! replays the framing tables without it.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Cursor, ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -21,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::support::{
     Gateway, Influxd, RawResponse, config_with, connect_from, read_response, request, send_raw,
     wait_until,
 };

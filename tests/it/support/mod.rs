@@ -2,14 +2,10 @@
 //! (`Influxd`), the gateway binary run as a child process (`Gateway`), a raw
 //! HTTP/1.1 client that can also send malformed bytes, a client socket bound to a
 //! chosen loopback address, polling, temporary directories and consumer.toml
-//! builders. Each test file includes this module with `mod common;`.
+//! builders. Every test module uses it through `crate::support`.
 //!
 //! Every server started here listens on 127.0.0.1 only and is stopped by its PID
 //! when its handle is dropped, so a failing test cannot leave one running.
-
-// Each test binary compiles its own copy of this module and uses only part of it;
-// without this, the unused helpers would warn and fail `clippy -D warnings`.
-#![allow(dead_code)]
 
 use std::ffi::{OsStr, OsString};
 use std::fs;

@@ -6,8 +6,6 @@
 //! No test here needs systemd to be running: the notification socket is the test's
 //! own, and `systemd-analyze verify` reads unit files offline.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
@@ -20,7 +18,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Gateway, TempDir, gateway_binary, get, parse_listening, request};
+use crate::support::{Gateway, TempDir, gateway_binary, get, parse_listening, request};
 
 /// Nothing listens on the discard port: these tests need no InfluxDB.
 const NO_INFLUX: &str =

@@ -1,15 +1,13 @@
 //! Nothing acknowledged is lost (SPEC §7): InfluxDB outages, a gateway killed with SIGKILL, a
 //! refused point, a full spool and SIGTERM under load, all against a real `influxd`.
 
-mod common;
-
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::{Gateway, Influxd, config, get, post_json, wait_until};
+use crate::support::{Gateway, Influxd, config, get, post_json, wait_until};
 use serde_json::{Value, json};
 
 const REGISTER: &str = "/apiv0.1/events/register";
@@ -30,7 +28,7 @@ fn stats_body() -> String {
 /// One register (2 points) and, when `commit`, its commit (result, 2 rows, finished: 4 points).
 /// Returns the uuid and the answers' `delivered` values, or `None` once the gateway is gone.
 fn cycle(addr: SocketAddr, i: i64, commit: bool) -> Option<(String, Vec<bool>)> {
-    let register = common::try_request(
+    let register = crate::support::try_request(
         addr,
         "POST",
         REGISTER,
@@ -48,7 +46,7 @@ fn cycle(addr: SocketAddr, i: i64, commit: bool) -> Option<(String, Vec<bool>)> 
         let body = json!({"uuid": uuid, "startedAt": BASE + i + 1,
                           "measurement": {"fields": {"requestStats": stats_body()}}});
         let answer =
-            common::try_request(addr, "POST", COMMIT, &[], Some(&body.to_string())).ok()?;
+            crate::support::try_request(addr, "POST", COMMIT, &[], Some(&body.to_string())).ok()?;
         assert_eq!(answer.status, 200, "{}", answer.body);
         delivered.push(answer.json()["delivered"].as_bool().unwrap());
     }
@@ -167,7 +165,7 @@ fn restored_runs_keep_heartbeating() {
         "runs",
         "[jobs]\nheartbeat_interval = \"300ms\"\n",
     ));
-    let uuid = common::register(
+    let uuid = crate::support::register(
         gw.addr,
         &json!({"host": "h", "measurement": {"fields": {"clients": 1}}}),
     );
@@ -197,7 +195,7 @@ fn restored_runs_keep_heartbeating() {
 #[test]
 fn a_corrupt_job_table_stops_the_start() {
     let influx = Influxd::start();
-    let dir = common::TempDir::new("corrupt");
+    let dir = crate::support::TempDir::new("corrupt");
     std::fs::create_dir_all(dir.join("data")).unwrap();
     std::fs::write(
         dir.join("data/jobs.json"),
@@ -226,7 +224,7 @@ fn records(path: &std::path::Path) -> String {
 
 /// Registers `n` runs, kills the gateway and hands back its directory with the journal of
 /// those registers (the snapshot written at start has none of them).
-fn journal_of_registers(influx: &Influxd, n: usize) -> (common::TempDir, Vec<String>) {
+fn journal_of_registers(influx: &Influxd, n: usize) -> (crate::support::TempDir, Vec<String>) {
     let mut gw = Gateway::start(&config(&influx.url, "runs", NO_TICKS));
     let uuids = (0..n)
         .map(|i| cycle(gw.addr, i as i64, false).unwrap().0)
@@ -235,7 +233,7 @@ fn journal_of_registers(influx: &Influxd, n: usize) -> (common::TempDir, Vec<Str
     let journal = records(&gw.dir.join("data/jobs.journal"));
     assert_eq!(journal.lines().count(), n, "one record per register");
     (
-        std::mem::replace(&mut gw.dir, common::TempDir::new("unused")),
+        std::mem::replace(&mut gw.dir, crate::support::TempDir::new("unused")),
         uuids,
     )
 }
@@ -277,7 +275,7 @@ fn a_corrupt_journal_stops_the_start_and_a_torn_last_record_does_not() {
 #[test]
 fn a_job_table_that_cannot_be_written_refuses_the_register_and_the_server_goes_on() {
     let influx = Influxd::start();
-    let dir = common::TempDir::new("full-disk");
+    let dir = crate::support::TempDir::new("full-disk");
     std::fs::create_dir_all(dir.join("data")).unwrap();
     // Every write to /dev/full fails with ENOSPC: a full disk, on demand, for the journal and
     // for the temporary file a new jobs.json is written to.

@@ -2,14 +2,12 @@
 //! with bash against the real binary (with a token) and a real `influxd`, and what they
 //! wrote read back from InfluxDB.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use std::time::Duration;
 
-use common::{Gateway, Influxd, config, wait_until};
+use crate::support::{Gateway, Influxd, config, wait_until};
 use serde_json::Value;
 
 const TOKEN: &str = "examples-token-0123456789abcdef";

@@ -1,15 +1,13 @@
 //! The shape of the requests sent to InfluxDB, checked against a stub where the real InfluxDB
 //! 1.6 cannot serve the case (the v2 API), or cannot show what it received (credentials).
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::{Gateway, config_with, post_json};
+use crate::support::{Gateway, config_with, post_json};
 use serde_json::json;
 
 /// One request as the stub saw it.
@@ -178,7 +176,7 @@ fn influxdb_failures_are_sorted_as_the_spec_says() {
                 "{message}"
             );
         }
-        let states = common::get(gw.addr, "/apiv0.1/states").json();
+        let states = crate::support::get(gw.addr, "/apiv0.1/states").json();
         assert_eq!(
             states["spool"]["records"], spooled,
             "influx {status}: {states}"

@@ -2,15 +2,13 @@
 //! InfluxDB write, each still answers for its own points (SPEC §7), and a request whose points
 //! InfluxDB refuses in a shared write is the only one dead-lettered.
 
-mod common;
-
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use common::{Gateway, Influxd, RawResponse, config, get, post_json, wait_until};
+use crate::support::{Gateway, Influxd, RawResponse, config, get, post_json, wait_until};
 use serde_json::{Value, json};
 
 const REGISTER: &str = "/apiv0.1/events/register";
