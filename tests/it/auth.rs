@@ -1,8 +1,9 @@
 //! Tokens: with tokens configured, nothing but ping works without one, and nothing reaches
 //! InfluxDB or the job table.
 
-use crate::support::{Gateway, Influxd, config, get, request};
 use serde_json::json;
+
+use crate::support::{Gateway, Influxd, config, get, request};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 const OTHER: &str = "file-token-abcdef0123456789";

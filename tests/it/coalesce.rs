@@ -8,8 +8,9 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use crate::support::{Gateway, Influxd, RawResponse, config, get, post_json, wait_until};
 use serde_json::{Value, json};
+
+use crate::support::{Gateway, Influxd, RawResponse, config, get, post_json, wait_until};
 
 const REGISTER: &str = "/apiv0.1/events/register";
 const COMMIT: &str = "/apiv0.1/events/commit";

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use crate::support::{Gateway, Influxd, config, get, post_json, wait_until};
 use serde_json::{Value, json};
+
+use crate::support::{Gateway, Influxd, config, get, post_json, wait_until};
 
 const REGISTER: &str = "/apiv0.1/events/register";
 const COMMIT: &str = "/apiv0.1/events/commit";

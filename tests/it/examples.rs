@@ -7,8 +7,9 @@ use std::process::{Command, Output, Stdio};
 
 use std::time::Duration;
 
-use crate::support::{Gateway, Influxd, config, wait_until};
 use serde_json::Value;
+
+use crate::support::{Gateway, Influxd, config, wait_until};
 
 const TOKEN: &str = "examples-token-0123456789abcdef";
 

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use crate::support::{Gateway, Influxd, config, get, post_json, register, wait_until};
 use serde_json::{Value, json};
+
+use crate::support::{Gateway, Influxd, config, get, post_json, register, wait_until};
 
 const REGISTER: &str = "/apiv0.1/events/register";
 const COMMIT: &str = "/apiv0.1/events/commit";

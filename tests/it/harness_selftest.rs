@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
+use serde_json::json;
+
 use crate::support::{
     Gateway, Influxd, TempDir, config, config_with, connect_from, parse_listening, request,
     send_raw, try_send_raw, wait_until,
 };
-use serde_json::json;
 
 fn pid_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()

@@ -19,11 +19,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use serde_json::{Map, Value, json};
+
 use crate::support::{
     Gateway, Influxd, RawResponse, config_with, connect_from, read_response, request, send_raw,
     wait_until,
 };
-use serde_json::{Map, Value, json};
 
 const DB: &str = "runs";
 const TOKEN: &str = "hostile-suite-token-5f0c9a7e21d4";

@@ -7,8 +7,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use crate::support::{Gateway, config_with, post_json};
 use serde_json::json;
+
+use crate::support::{Gateway, config_with, post_json};
 
 /// One request as the stub saw it.
 struct Seen {

@@ -2,8 +2,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::support::{Gateway, Influxd, config, request};
 use serde_json::json;
+
+use crate::support::{Gateway, Influxd, config, request};
 
 const TOKEN: &str = "metrics-token-0123456789";
 

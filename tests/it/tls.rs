@@ -9,9 +9,10 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::{Gateway, Influxd, TempDir, config_with, try_request, wait_until};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
+
+use crate::support::{Gateway, Influxd, TempDir, config_with, try_request, wait_until};
 
 const PING: &str = "/apiv0.1/ping";
 const PONG: &str = r#"{"res":"PONG!"}"#;
