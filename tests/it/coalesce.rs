@@ -1,6 +1,7 @@
 //! Group commit against a real `influxd`: requests that reach the writer together share one
-//! InfluxDB write, each still answers for its own points (SPEC §7), and a request whose points
-//! InfluxDB refuses in a shared write is the only one dead-lettered.
+//! InfluxDB write, each still answers for its own points (its `delivered` says whether they are
+//! in InfluxDB, exactly as when written alone), and a request whose points InfluxDB refuses in a
+//! shared write is the only one dead-lettered.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

@@ -1,5 +1,7 @@
-//! Nothing acknowledged is lost (SPEC §7): InfluxDB outages, a gateway killed with SIGKILL, a
-//! refused point, a full spool and SIGTERM under load, all against a real `influxd`.
+//! Nothing acknowledged is lost: a 200 means every point of the request is stored by InfluxDB
+//! or fsync'd to the spool (or, when InfluxDB refuses it, kept in the dead letters), through
+//! InfluxDB outages, a gateway killed with SIGKILL, a refused point, a full spool and SIGTERM
+//! under load, all against a real `influxd`.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

@@ -144,8 +144,9 @@ fn v1_creates_the_database_first() {
 }
 
 #[test]
-fn influxdb_failures_are_sorted_as_the_spec_says() {
-    // 5xx and auth failures keep the points in the spool; a 400 is refused data: dead letters.
+fn influxdb_failures_go_to_the_spool_and_refused_data_to_the_dead_letters() {
+    // 5xx, 429 and auth failures keep the points in the spool to be written again; a 400 is
+    // data InfluxDB refuses, which no retry can change: dead letters.
     for (status, spooled, dead) in [
         (503, 1, 0),
         (429, 1, 0),
