@@ -1,279 +1,137 @@
 //! The rules for tag and field names and values, sent over HTTP: every refused name or value
-//! gets a 400 naming its key, names at the limits and names full of escapes are stored exactly,
-//! and nothing a client sends can inject a point or shadow the gateway's own tags.
+//! gets a 400 naming its key, on register and on commit, and leaves InfluxDB and the job table
+//! as they were; names and values at the limits, and names full of line-protocol specials, are
+//! stored exactly; and no field can shadow the gateway's own tags.
+//!
+//! The refused cases are the table in tests/data/payload-rules.json, which the unit tests of the
+//! payload parser read too: one list of rules, checked at both levels.
 
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
+
+use crate::support::{Gateway, Influxd};
 
 use super::{
     COMMIT, Case, DB, Expected, ISRUNNING, REGISTER, after_each, case, check_all, get_authed,
     only_row, post, post_raw, register, start,
 };
 
-#[test]
-fn every_name_and_value_rule_holds_over_http_and_nothing_is_injected() {
-    let (influx, mut gw) = start("", "");
-    let tags = |k: &str, v: Value| json!({"host": "lg", "tags": {k: v}});
-    let mtags = |k: &str, v: Value| json!({"host": "lg", "measurement": {"tags": {k: v}}});
-    let fields = |k: &str, v: Value| json!({"host": "lg", "measurement": {"fields": {k: v}}});
-    // Tags are t0, t1, …, fields f0, f1, …: a tag and a field of one name would shadow
-    // each other in InfluxQL queries.
-    let many = |prefix: &str, n: usize, v: Value| -> Map<String, Value> {
-        (0..n)
-            .map(|i| (format!("{prefix}{i}"), v.clone()))
-            .collect()
-    };
-    let mut refused: Vec<(String, Value, &str, String)> = vec![
-        (
-            "empty tag key".into(),
-            tags("", json!("v")),
-            "invalid_tag",
-            "tags.".into(),
-        ),
-        (
-            "empty field key".into(),
-            fields("", json!(1)),
-            "invalid_field",
-            "measurement.fields.".into(),
-        ),
-        (
-            "129-byte tag key".into(),
-            tags(&"k".repeat(129), json!("v")),
-            "invalid_tag",
-            "tags.k".into(),
-        ),
-        (
-            "129-byte field key".into(),
-            fields(&"k".repeat(129), json!(1)),
-            "invalid_field",
-            "measurement.fields.k".into(),
-        ),
-        (
-            "257-byte tag value".into(),
-            tags("t", json!("v".repeat(257))),
-            "invalid_tag",
-            "tags.t".into(),
-        ),
-        (
-            "257-byte host".into(),
-            json!({"host": "h".repeat(257)}),
-            "invalid_tag",
-            "host".into(),
-        ),
-        (
-            "257-byte targetHost".into(),
-            json!({"host": "lg", "targetHost": "h".repeat(257)}),
-            "invalid_tag",
-            "targetHost".into(),
-        ),
-        (
-            "tag key time".into(),
-            tags("time", json!("v")),
-            "invalid_tag",
-            "tags.time".into(),
-        ),
-        (
-            "field key time".into(),
-            fields("time", json!(1)),
-            "invalid_field",
-            "measurement.fields.time".into(),
-        ),
-        (
-            "tag key _x".into(),
-            mtags("_x", json!("v")),
-            "invalid_tag",
-            "measurement.tags._x".into(),
-        ),
-        (
-            "field key _x".into(),
-            fields("_x", json!(1)),
-            "invalid_field",
-            "measurement.fields._x".into(),
-        ),
-        (
-            "33 tags".into(),
-            json!({"host": "lg", "tags": many("t", 33, json!("v"))}),
-            "too_many_tags",
-            "tags".into(),
-        ),
-        (
-            "32 tags and targetHost".into(),
-            json!({"host": "lg", "targetHost": "t", "tags": many("t", 32, json!("v"))}),
-            "too_many_tags",
-            "tags".into(),
-        ),
-        (
-            "65 fields".into(),
-            json!({"host": "lg", "measurement": {"fields": many("f", 65, json!(1))}}),
-            "too_many_fields",
-            "measurement.fields".into(),
-        ),
-        (
-            "an object tag value".into(),
-            tags("t", json!({"a": 1})),
-            "invalid_tag",
-            "tags.t".into(),
-        ),
-        (
-            "an array tag value".into(),
-            mtags("t", json!(["a"])),
-            "invalid_tag",
-            "measurement.tags.t".into(),
-        ),
-        (
-            "an object field value".into(),
-            fields("f", json!({"a": 1})),
-            "invalid_field",
-            "measurement.fields.f".into(),
-        ),
-        (
-            "an array field value".into(),
-            fields("f", json!([1])),
-            "invalid_field",
-            "measurement.fields.f".into(),
-        ),
-        (
-            "an array host".into(),
-            json!({"host": ["lg"]}),
-            "invalid_tag",
-            "host".into(),
-        ),
-        (
-            "a tag value injecting a line".into(),
-            tags("t", json!("a\nload_testing_result,uuid=x f=1")),
-            "invalid_tag",
-            "tags.t".into(),
-        ),
-        (
-            "a field key injecting a line".into(),
-            fields("f=1 123\nx", json!(1)),
-            "invalid_field",
-            "measurement.fields.f=1 123".into(),
-        ),
-        (
-            "a host injecting a line".into(),
-            json!({"host": "lg\nload_testing_events,event=started,host=x,uuid=y text=\"t\" 1"}),
-            "invalid_tag",
-            "host".into(),
-        ),
-        (
-            "a hostname injecting a line".into(),
-            json!({"hostname": "lg\r\nload_testing f=1"}),
-            "invalid_tag",
-            "hostname".into(),
-        ),
-        (
-            "a startedAt with a line end".into(),
-            json!({"host": "lg", "startedAt": "2016-11-20T10:00:00Z\nx"}),
-            "invalid_time",
-            "startedAt".into(),
-        ),
-    ];
-    // Every forbidden character, in every place a name or a tag value comes from.
-    for (label, c) in [
-        ("tab", '\t'),
-        ("CR", '\r'),
-        ("LF", '\n'),
-        ("DEL", '\u{7f}'),
-        ("NUL", '\0'),
-        ("ESC", '\u{1b}'),
-        ("U+0085", '\u{85}'),
-        ("U+009B", '\u{9b}'),
-        ("backslash", '\\'),
-    ] {
-        let bad = format!("a{c}b");
-        let code_for = |field: bool| {
-            if field {
-                "invalid_field"
-            } else {
-                "invalid_tag"
-            }
-        };
-        for (place, body, field, key) in [
-            (
-                "tag key",
-                tags(&bad, json!("v")),
-                false,
-                "tags.a".to_string(),
-            ),
-            ("tag value", tags("t", json!(bad)), false, "tags.t".into()),
-            (
-                "measurement tag key",
-                mtags(&bad, json!("v")),
-                false,
-                "measurement.tags.a".into(),
-            ),
-            (
-                "measurement tag value",
-                mtags("t", json!(bad)),
-                false,
-                "measurement.tags.t".into(),
-            ),
-            (
-                "field key",
-                fields(&bad, json!(1)),
-                true,
-                "measurement.fields.a".into(),
-            ),
-            ("host", json!({"host": bad}), false, "host".into()),
-            (
-                "hostname",
-                json!({"hostname": bad}),
-                false,
-                "hostname".into(),
-            ),
-            (
-                "targetHost",
-                json!({"host": "lg", "targetHost": bad}),
-                false,
-                "targetHost".into(),
-            ),
-        ] {
-            refused.push((format!("{label} in a {place}"), body, code_for(field), key));
-        }
-    }
-    let cases: Vec<Case> = refused
+/// tests/data/payload-rules.json: the limits its cases are written for, and the cases.
+#[derive(Deserialize)]
+struct PayloadRules {
+    limits: Limits,
+    cases: Vec<Rule>,
+}
+
+#[derive(Deserialize)]
+struct Limits {
+    max_string_bytes: usize,
+}
+
+/// A body the gateway must refuse, and its answer.
+#[derive(Deserialize)]
+struct Rule {
+    name: String,
+    body: Value,
+    status: u16,
+    code: String,
+    /// The key the error names: the message starts with it.
+    key: String,
+    /// The `error` member of the JSON answer, exactly.
+    message: String,
+}
+
+/// The table, read once; `'static` because a `Case` borrows its code.
+fn payload_rules() -> &'static PayloadRules {
+    static RULES: OnceLock<PayloadRules> = OnceLock::new();
+    RULES.get_or_init(|| {
+        serde_json::from_str(include_str!("../../data/payload-rules.json"))
+            .expect("tests/data/payload-rules.json is valid")
+    })
+}
+
+/// The gateway with the limits the table is written for.
+fn start_for_the_rules() -> (Influxd, Gateway) {
+    let limits = &payload_rules().limits;
+    start(
+        "",
+        &format!("[limits]\nmax_string_bytes = {}\n", limits.max_string_bytes),
+    )
+}
+
+/// Sends every case of the table to `path`, with `uuid` added to the body when given, and checks
+/// each answer: the status and code (and the rest of `check`), and the exact message.
+fn refuse_every_rule(addr: SocketAddr, path: &str, uuid: Option<&str>) {
+    let rules = &payload_rules().cases;
+    let cases: Vec<Case> = rules
         .iter()
-        .map(|(name, body, code, _)| {
+        .map(|rule| {
+            let mut body = rule.body.clone();
+            if let Some(uuid) = uuid {
+                body["uuid"] = json!(uuid);
+            }
             case(
-                name.clone(),
-                post_raw(REGISTER, body.to_string().as_bytes()),
-                400,
-                code,
+                format!("{path}: {}", rule.name),
+                post_raw(path, body.to_string().as_bytes()),
+                rule.status,
+                &rule.code,
             )
         })
         .collect();
-    let answers = check_all(gw.addr, &cases);
-    for ((name, _, _, key), answer) in refused.iter().zip(&answers) {
+    let answers = check_all(addr, &cases);
+    for (rule, answer) in rules.iter().zip(&answers) {
         let error = answer.json()["error"]
             .as_str()
             .unwrap_or_default()
             .to_string();
+        assert_eq!(error, rule.message, "{path}: {}", rule.name);
         assert!(
-            error.starts_with(key.as_str()),
-            "{name}: the error names {key:?}: {error}"
+            error.starts_with(&format!("{}: ", rule.key)),
+            "{path}: {}: the error names {:?}: {error}",
+            rule.name,
+            rule.key
         );
     }
-    // Commits are checked by the same rules (the run exists, so only the payload can refuse).
+}
+
+#[test]
+fn every_name_and_value_rule_refuses_a_register_and_nothing_is_injected() {
+    let (influx, mut gw) = start_for_the_rules();
+    refuse_every_rule(gw.addr, REGISTER, None);
+    after_each(&mut gw, &influx, &Expected::default());
+}
+
+/// Commits are checked by the same rules: the run exists, so only the payload can refuse.
+#[test]
+fn every_name_and_value_rule_refuses_a_commit_and_ends_nothing() {
+    let (influx, mut gw) = start_for_the_rules();
     let run = register(gw.addr, &json!({"host": "rules"}));
     let mut expected = Expected::default();
     expected.register(&run, "rules", &[]);
-    for (name, body, code, _) in refused.iter().take(12) {
-        let mut body = body.clone();
-        body["uuid"] = json!(run);
-        let answer = post(gw.addr, COMMIT, &body);
-        assert_eq!(
-            (answer.status, answer.json()["code"].as_str()),
-            (400, Some(*code)),
-            "commit, {name}"
-        );
-    }
+    refuse_every_rule(gw.addr, COMMIT, Some(&run));
     assert_eq!(
         get_authed(gw.addr, ISRUNNING).json()[&run],
         true,
         "refused commits end nothing"
     );
+    after_each(&mut gw, &influx, &expected);
+}
 
-    // At the limits, and escaping: accepted, and stored exactly as sent.
+/// Tags are t0, t1, …, fields f0, f1, …: a tag and a field of one name would shadow each other
+/// in InfluxQL queries.
+fn many(prefix: &str, n: usize, v: Value) -> Map<String, Value> {
+    (0..n)
+        .map(|i| (format!("{prefix}{i}"), v.clone()))
+        .collect()
+}
+
+#[test]
+fn names_and_values_at_the_limits_are_stored_exactly() {
+    let (influx, mut gw) = start("", "");
+    let mut expected = Expected::default();
     let key128 = "k".repeat(128);
     let value256 = "v".repeat(256);
     let mut at_limits = many("t", 30, json!("v"));
@@ -307,7 +165,15 @@ fn every_name_and_value_rule_holds_over_http_and_nothing_is_injected() {
         (30, 63),
         "every tag and field is stored"
     );
+    after_each(&mut gw, &influx, &expected);
+}
 
+/// Commas, spaces, equals signs, quotes and line ends are line-protocol syntax: in names and
+/// values they are escaped, so a client's text is stored as sent and never becomes a point.
+#[test]
+fn names_and_values_full_of_line_protocol_specials_are_stored_exactly() {
+    let (influx, mut gw) = start("", "");
+    let mut expected = Expected::default();
     let fake_line = "a\"\nload_testing_result,uuid=evil,host=evil f=1 1\n\\\" \\\u{0}\u{2028}é\\";
     let tricky = json!({
         "host": "lg, h=1 \"q\"",
