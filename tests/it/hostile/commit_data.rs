@@ -1,30 +1,44 @@
 //! Hostile commit data: `requestStats` that is not an object, hostile endpoint names and rows
 //! far past `limits.max_stats_rows`, refused or made safe.
 
+use std::net::SocketAddr;
+
 use serde_json::{Value, json};
+
+use crate::support::{Gateway, Influxd};
 
 use super::{
     COMMIT, Expected, ISRUNNING, MIB, after_each, get_authed, only_row, post, register, rows_of,
     start,
 };
 
-#[test]
-fn hostile_commit_data_is_refused_or_made_safe() {
-    let (influx, mut gw) = start(
+/// InfluxDB and a gateway that take a 3 MiB commit: bodies and strings as large as the one with
+/// 100 000 stats rows.
+fn start_for_commits() -> (Influxd, Gateway) {
+    start(
         &format!("max_body_bytes = {}\n", 3 * MIB),
         &format!("[limits]\nmax_string_bytes = {}\n", 3 * MIB),
-    );
-    let addr = gw.addr;
-    let mut expected = Expected::default();
-    let run = |expected: &mut Expected, host: &str| {
-        let uuid = register(addr, &json!({"host": host}));
-        expected.register(&uuid, host, &[]);
-        uuid
-    };
-    let stats_of = |uuid: &str, stats: Value| json!({"uuid": uuid, "measurement": {"fields": {"requestStats": stats}}});
+    )
+}
 
+/// Registers a run for `host`, which `expected` then holds.
+fn new_run(addr: SocketAddr, expected: &mut Expected, host: &str) -> String {
+    let uuid = register(addr, &json!({"host": host}));
+    expected.register(&uuid, host, &[]);
+    uuid
+}
+
+/// A commit of run `uuid` with `stats` as its `requestStats`.
+fn stats_of(uuid: &str, stats: Value) -> Value {
+    json!({"uuid": uuid, "measurement": {"fields": {"requestStats": stats}}})
+}
+
+#[test]
+fn request_stats_that_is_not_an_object_is_refused_and_the_run_goes_on() {
+    let (influx, mut gw) = start_for_commits();
+    let mut expected = Expected::default();
     // Refused: requestStats that is not an object or JSON text holding one. The run goes on.
-    let garbage_run = run(&mut expected, "garbage");
+    let garbage_run = new_run(gw.addr, &mut expected, "garbage");
     let deep_text = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     let deep_object = format!("{}1{}", "{\"a\":".repeat(100_000), "}".repeat(100_000));
     for (name, stats) in [
@@ -66,14 +80,20 @@ fn hostile_commit_data_is_refused_or_made_safe() {
     expected.commit(&garbage_run, "garbage", true, &[]);
     for stats in [json!({"a": 1}), json!(5), json!(null)] {
         let host = format!("stats-{}", stats.to_string().len());
-        let uuid = run(&mut expected, &host);
+        let uuid = new_run(gw.addr, &mut expected, &host);
         let answer = post(gw.addr, COMMIT, &stats_of(&uuid, json!({"stats": stats})));
         assert_eq!(answer.status, 200, "stats {stats}: {}", answer.body);
         expected.commit(&uuid, &host, true, &[]);
     }
+    after_each(&mut gw, &influx, &expected);
+}
 
+#[test]
+fn a_hostile_endpoint_name_is_made_safe_and_kept_whole_in_full_name() {
+    let (influx, mut gw) = start_for_commits();
+    let mut expected = Expected::default();
     // A hostile endpoint name: made safe for the tag, kept exactly in full_name.
-    let names_run = run(&mut expected, "names");
+    let names_run = new_run(gw.addr, &mut expected, "names");
     let long_name = format!(
         "/x?q=1,2 y=\"z\"\n\\evil\r\nload_testing_result,uuid=forged f=1 1\t{}é{}",
         "\u{85}",
@@ -138,10 +158,16 @@ fn hostile_commit_data_is_refused_or_made_safe() {
         (Some(1.5), Some(3.0))
     );
     assert!(!result.contains_key("_x") && !result.contains_key("bad\tkey"));
+    after_each(&mut gw, &influx, &expected);
+}
 
+#[test]
+fn stats_rows_past_max_stats_rows_are_not_written() {
+    let (influx, mut gw) = start_for_commits();
+    let mut expected = Expected::default();
     // 100 000 rows in one commit of about 2.3 MB: only limits.max_stats_rows (1000) become
     // points; the answer says so; the whole text is kept in requestStats.
-    let rows_run = run(&mut expected, "rows");
+    let rows_run = new_run(gw.addr, &mut expected, "rows");
     let rows: Vec<Value> = (0..100_000)
         .map(|i| json!({"name": format!("{i}"), "n": 1}))
         .collect();
