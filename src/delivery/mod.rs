@@ -538,7 +538,7 @@ mod tests {
     //! The group-commit paths a real InfluxDB cannot be made to take on demand: a write that
     //! fails for a passing reason in the middle of a split, and a leader that panics. The rest
     //! (sharing, splitting around a refused request) is tested against a real `influxd` in
-    //! `tests/coalesce.rs`.
+    //! `tests/it/coalesce.rs`.
 
     use super::*;
     use crate::config::{Dur, Influxdb};
