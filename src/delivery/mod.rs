@@ -595,7 +595,8 @@ mod tests {
     //! or in a shared write, too large, unreachable, timed out, busy and misconfigured; the
     //! replay after an outage; and the group-commit paths a real InfluxDB cannot be made to
     //! take on demand (a passing failure in the middle of a split, a leader that panics).
-    //! Sharing and splitting against a real `influxd` are tested through the binary too.
+    //! Sharing and splitting against a real `influxd` are tested through the binary too
+    //! (`tests/it/coalesce.rs`).
 
     use super::*;
     use std::sync::Arc;

@@ -669,12 +669,6 @@ mod tests {
         serde_json::to_vec(&v).unwrap()
     }
 
-    /// Registers `body` and expects the error `expected` (key and message as the client sees it).
-    fn check_err(body: Value, expected: &str) {
-        let err = register(&obj(body), LIMITS).expect_err("payload should be refused");
-        assert_eq!(err.to_string(), expected);
-    }
-
     #[test]
     fn readme_shape() {
         let r = register(
@@ -772,89 +766,41 @@ mod tests {
         }
     }
 
+    /// The rules that refuse a body with 400, one case each: a table shared with the integration
+    /// tests (tests/it/hostile/names.rs), which send the same cases through the real binary.
+    const RULES: &str = include_str!("../../tests/data/payload-rules.json");
+
     #[test]
     fn every_rule_names_its_key() {
-        check_err(
-            json!({"startedAt": "soon"}),
-            "startedAt: \"soon\" is not a time; send Unix seconds, RFC 3339 (\"2016-11-20T10:00:00Z\") or an HTTP-date",
+        let rules: Value = serde_json::from_str(RULES).expect("payload-rules.json is JSON");
+        assert_eq!(
+            rules["limits"]["max_string_bytes"], LIMITS.max_string_bytes,
+            "payload-rules.json is written for these limits"
         );
-        check_err(json!({"host": 5}), "host: must be a string, not a number");
-        check_err(
-            json!({"host": "a\nb"}),
-            "host: contains a control character (U+000A)",
-        );
-        check_err(json!({"tags": []}), "tags: must be an object, not an array");
-        check_err(
-            json!({"tags": {"k": {"a": 1}}}),
-            "tags.k: tag values must be strings, numbers or booleans, not an object",
-        );
-        check_err(
-            json!({"tags": {"k": [1]}}),
-            "tags.k: tag values must be strings, numbers or booleans, not an array",
-        );
-        check_err(json!({"tags": {"": "v"}}), "tags.: is empty");
-        check_err(
-            json!({"tags": {"_k": "v"}}),
-            "tags._k: starts with '_', which InfluxDB reserves",
-        );
-        check_err(
-            json!({"tags": {"time": "v"}}),
-            "tags.time: is reserved (\"time\")",
-        );
-        check_err(
-            json!({"tags": {"a\tb": "v"}}),
-            "tags.a\tb: contains a control character (U+0009)",
-        );
-        check_err(
-            json!({"tags": {"k": "a\\b"}}),
-            "tags.k: contains a backslash",
-        );
-        check_err(
-            json!({"tags": {"k": "v".repeat(257)}}),
-            "tags.k: is 257 bytes; the limit is 256",
-        );
-        check_err(
-            json!({"tags": {"k".repeat(129): "v"}}),
-            &format!("tags.{}...: is 129 bytes; the limit is 128", "k".repeat(64)),
-        );
-        check_err(
-            json!({"measurement": []}),
-            "measurement: must be an object with \"fields\" and \"tags\", not an array",
-        );
-        check_err(
-            json!({"measurement": {"fields": {"f": [1]}}}),
-            "measurement.fields.f: must be a number, boolean, string or null, not an array",
-        );
-        check_err(
-            json!({"measurement": {"fields": {"_f": 1}}}),
-            "measurement.fields._f: starts with '_', which InfluxDB reserves",
-        );
-        check_err(
-            json!({"measurement": {"fields": {"s": "x".repeat(1001)}}}),
-            "measurement.fields.s: is 1001 bytes; the limit is 1000 (limits.max_string_bytes)",
-        );
-        check_err(
-            json!({"targetHost": {"x": 1}}),
-            "targetHost: tag values must be strings, numbers or booleans, not an object",
-        );
-
-        check_err(
-            json!({"measurement": {"fields": {"uuid": 1}}}),
-            "measurement.fields.uuid: is a tag the gateway writes on every point; give the field another name",
-        );
-        check_err(
-            json!({"tags": {"mode": "a"}, "measurement": {"fields": {"mode": 1}}}),
-            "measurement.fields.mode: is also a tag of this request; a name can be a tag or a field, not both",
-        );
-        let many_tags: Map<String, Value> =
-            (0..33).map(|i| (format!("t{i}"), json!("v"))).collect();
-        check_err(json!({"tags": many_tags}), "tags: 33 tags; the limit is 32");
-        let many_fields: Map<String, Value> =
-            (0..65).map(|i| (format!("f{i}"), json!(1))).collect();
-        check_err(
-            json!({"measurement": {"fields": many_fields}}),
-            "measurement.fields: 65 fields; the limit is 64",
-        );
+        let cases = rules["cases"]
+            .as_array()
+            .expect("payload-rules.json has cases");
+        assert!(cases.len() > 100, "{} cases", cases.len());
+        for case in cases {
+            let name = case["name"].as_str().expect("every case has a name");
+            let mut with_uuid = case["body"].clone();
+            with_uuid["uuid"] = json!(Uuid::nil());
+            // Commit reads its body by the same rules, so every case is refused on both routes.
+            let refusals = [
+                ("register", register(&obj(case["body"].clone()), LIMITS)),
+                (
+                    "commit",
+                    commit(&obj(with_uuid), LIMITS).map(|_| Record::default()),
+                ),
+            ];
+            for (route, outcome) in refusals {
+                let err = outcome.expect_err(&format!("{route}: {name} should be refused"));
+                assert_eq!(err.to_string(), case["message"], "{route}: {name}");
+                assert_eq!(err.key, case["key"], "{route}: {name}");
+                assert_eq!(err.code.as_str(), case["code"], "{route}: {name}");
+                assert_eq!(err.code.status(), case["status"], "{route}: {name}");
+            }
+        }
     }
 
     #[test]

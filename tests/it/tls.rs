@@ -2,8 +2,6 @@
 //! clients (`curl`, and a rustls client where the test must control every byte on the
 //! wire), hostile handshakes, and the start-up errors for a bad certificate or key.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -11,9 +9,10 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Gateway, Influxd, TempDir, config_with, try_request, wait_until};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
+
+use crate::support::{Gateway, Influxd, TempDir, config_with, try_request, wait_until};
 
 const PING: &str = "/apiv0.1/ping";
 const PONG: &str = r#"{"res":"PONG!"}"#;

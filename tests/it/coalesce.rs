@@ -1,8 +1,7 @@
 //! Group commit against a real `influxd`: requests that reach the writer together share one
-//! InfluxDB write, each still answers for its own points (SPEC §7), and a request whose points
-//! InfluxDB refuses in a shared write is the only one dead-lettered.
-
-mod common;
+//! InfluxDB write, each still answers for its own points (its `delivered` says whether they are
+//! in InfluxDB, exactly as when written alone), and a request whose points InfluxDB refuses in a
+//! shared write is the only one dead-lettered.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -10,8 +9,9 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use common::{Gateway, Influxd, RawResponse, config, get, post_json, wait_until};
 use serde_json::{Value, json};
+
+use crate::support::{Gateway, Influxd, RawResponse, config, get, post_json, wait_until};
 
 const REGISTER: &str = "/apiv0.1/events/register";
 const COMMIT: &str = "/apiv0.1/events/commit";

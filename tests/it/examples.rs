@@ -2,15 +2,14 @@
 //! with bash against the real binary (with a token) and a real `influxd`, and what they
 //! wrote read back from InfluxDB.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use std::time::Duration;
 
-use common::{Gateway, Influxd, config, wait_until};
 use serde_json::Value;
+
+use crate::support::{Gateway, Influxd, config, wait_until};
 
 const TOKEN: &str = "examples-token-0123456789abcdef";
 

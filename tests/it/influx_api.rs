@@ -1,16 +1,15 @@
 //! The shape of the requests sent to InfluxDB, checked against a stub where the real InfluxDB
 //! 1.6 cannot serve the case (the v2 API), or cannot show what it received (credentials).
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::{Gateway, config_with, post_json};
 use serde_json::json;
+
+use crate::support::{Gateway, config_with, post_json};
 
 /// One request as the stub saw it.
 struct Seen {
@@ -145,8 +144,9 @@ fn v1_creates_the_database_first() {
 }
 
 #[test]
-fn influxdb_failures_are_sorted_as_the_spec_says() {
-    // 5xx and auth failures keep the points in the spool; a 400 is refused data: dead letters.
+fn influxdb_failures_go_to_the_spool_and_refused_data_to_the_dead_letters() {
+    // 5xx, 429 and auth failures keep the points in the spool to be written again; a 400 is
+    // data InfluxDB refuses, which no retry can change: dead letters.
     for (status, spooled, dead) in [
         (503, 1, 0),
         (429, 1, 0),
@@ -178,7 +178,7 @@ fn influxdb_failures_are_sorted_as_the_spec_says() {
                 "{message}"
             );
         }
-        let states = common::get(gw.addr, "/apiv0.1/states").json();
+        let states = crate::support::get(gw.addr, "/apiv0.1/states").json();
         assert_eq!(
             states["spool"]["records"], spooled,
             "influx {status}: {states}"

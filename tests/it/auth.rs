@@ -1,10 +1,9 @@
 //! Tokens: with tokens configured, nothing but ping works without one, and nothing reaches
 //! InfluxDB or the job table.
 
-mod common;
-
-use common::{Gateway, Influxd, config, get, request};
 use serde_json::json;
+
+use crate::support::{Gateway, Influxd, config, get, request};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 const OTHER: &str = "file-token-abcdef0123456789";
@@ -12,7 +11,7 @@ const OTHER: &str = "file-token-abcdef0123456789";
 /// A gateway with TOKEN in the configuration and `tokens_txt` as its token file.
 fn start(tokens_txt: &str) -> (Influxd, Gateway) {
     let influx = Influxd::start();
-    let dir = common::TempDir::new("auth");
+    let dir = crate::support::TempDir::new("auth");
     std::fs::write(dir.join("tokens.txt"), tokens_txt).unwrap();
     let toml = format!("[auth]\ntokens = [\"{TOKEN}\"]\ntoken_files = [\"tokens.txt\"]\n");
     let gw = Gateway::start_in(dir, &config(&influx.url, "runs", &toml));

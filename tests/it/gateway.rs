@@ -1,12 +1,11 @@
 //! End-to-end tests of the routes: the real binary, a real throwaway `influxd`, and every point
 //! read back with a query.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Gateway, Influxd, config, get, post_json, register, wait_until};
 use serde_json::{Value, json};
+
+use crate::support::{Gateway, Influxd, config, get, post_json, register, wait_until};
 
 const REGISTER: &str = "/apiv0.1/events/register";
 const COMMIT: &str = "/apiv0.1/events/commit";
@@ -182,84 +181,29 @@ fn readme_payloads_round_trip() {
     );
 }
 
+// The rules for the fields of a body (names, values, limits) are the table in
+// tests/data/payload-rules.json, sent through the binary by tests/it/hostile/names.rs.
+
+/// Nothing of a refused request reached InfluxDB or the job table.
+fn assert_nothing_recorded(influx: &Influxd, gw: &Gateway) {
+    let measurements = influx.query("runs", "SHOW MEASUREMENTS");
+    assert!(
+        measurements["results"][0]["series"].is_null(),
+        "refused requests wrote nothing: {measurements}"
+    );
+    assert!(
+        get(gw.addr, ISRUNNING)
+            .json()
+            .as_object()
+            .unwrap()
+            .is_empty(),
+        "and made no job"
+    );
+}
+
 #[test]
-fn every_validation_error_is_a_400_naming_the_key_and_writes_nothing() {
-    let (influx, gw) = start("[limits]\nmax_string_bytes = 100\n");
-    let cases: Vec<(Value, &str, &str)> = vec![
-        (
-            json!({"startedAt": "tomorrow"}),
-            "startedAt",
-            "invalid_time",
-        ),
-        (json!({"startedAt": [1]}), "startedAt", "invalid_time"),
-        (json!({"startedAt": 1e300}), "startedAt", "invalid_time"),
-        (json!({"host": {"a": 1}}), "host", "invalid_tag"),
-        (json!({"hostname": "a\nb"}), "hostname", "invalid_tag"),
-        (json!({"tags": "x"}), "tags", "invalid_object"),
-        (json!({"tags": {"k": [1]}}), "tags.k", "invalid_tag"),
-        (json!({"tags": {"k": {"x": 1}}}), "tags.k", "invalid_tag"),
-        (json!({"tags": {"k": "a\\b"}}), "tags.k", "invalid_tag"),
-        (json!({"tags": {"k": "a\tb"}}), "tags.k", "invalid_tag"),
-        (
-            json!({"tags": {"k": "v".repeat(257)}}),
-            "tags.k",
-            "invalid_tag",
-        ),
-        (
-            json!({"tags": {"k".repeat(129): "v"}}),
-            "tags.kkkk",
-            "invalid_tag",
-        ),
-        (json!({"tags": {"time": "v"}}), "tags.time", "invalid_tag"),
-        (json!({"tags": {"_x": "v"}}), "tags._x", "invalid_tag"),
-        (
-            json!({"measurement": {"tags": {"a b\r": "v"}}}),
-            "measurement.tags.a b",
-            "invalid_tag",
-        ),
-        (
-            json!({"measurement": 5}),
-            "measurement",
-            "invalid_measurement",
-        ),
-        (
-            json!({"measurement": {"fields": {"f": {"x": 1}}}}),
-            "measurement.fields.f",
-            "invalid_field",
-        ),
-        (
-            json!({"measurement": {"fields": {"time": 1}}}),
-            "measurement.fields.time",
-            "invalid_field",
-        ),
-        (
-            json!({"measurement": {"fields": {"s": "x".repeat(101)}}}),
-            "measurement.fields.s",
-            "string_too_long",
-        ),
-        (json!({"targetHost": ["x"]}), "targetHost", "invalid_tag"),
-        (
-            json!({"tags": (0..33).map(|i| (format!("t{i}"), json!("v"))).collect::<serde_json::Map<_, _>>()}),
-            "tags",
-            "too_many_tags",
-        ),
-        (
-            json!({"measurement": {"fields": (0..65).map(|i| (format!("f{i}"), json!(1))).collect::<serde_json::Map<_, _>>()}}),
-            "measurement.fields",
-            "too_many_fields",
-        ),
-    ];
-    for (body, key, code) in &cases {
-        let answer = post_json(gw.addr, REGISTER, body);
-        assert_eq!(answer.status, 400, "{body}: {}", answer.body);
-        let error = answer.json();
-        assert_eq!(error["code"], *code, "{body}: {error}");
-        assert!(
-            error["error"].as_str().unwrap().starts_with(key),
-            "{body}: {error}"
-        );
-        assert_eq!(answer.header("content-type"), Some("application/json"));
-    }
+fn a_body_that_is_not_one_json_object_is_a_400_and_writes_nothing() {
+    let (influx, gw) = start("");
     for (raw, code) in [
         ("", "empty_body"),
         ("[]", "not_an_object"),
@@ -267,7 +211,7 @@ fn every_validation_error_is_a_400_naming_the_key_and_writes_nothing() {
         ("{\"a\": NaN}", "invalid_json"),
         ("{\"host\": 1e400}", "invalid_json"),
     ] {
-        let answer = common::request(
+        let answer = crate::support::request(
             gw.addr,
             "POST",
             REGISTER,
@@ -277,6 +221,12 @@ fn every_validation_error_is_a_400_naming_the_key_and_writes_nothing() {
         assert_eq!(answer.status, 400, "{raw}");
         assert_eq!(answer.json()["code"], code, "{raw}");
     }
+    assert_nothing_recorded(&influx, &gw);
+}
+
+#[test]
+fn a_commit_without_a_known_run_or_with_unreadable_stats_is_refused_and_writes_nothing() {
+    let (influx, gw) = start("");
     let commits: Vec<(Value, u16, &str)> = vec![
         (json!({}), 400, "missing_uuid"),
         (json!({"uuid": "not-a-uuid"}), 400, "invalid_uuid"),
@@ -295,19 +245,7 @@ fn every_validation_error_is_a_400_naming_the_key_and_writes_nothing() {
             "{body}"
         );
     }
-    let measurements = influx.query("runs", "SHOW MEASUREMENTS");
-    assert!(
-        measurements["results"][0]["series"].is_null(),
-        "refused requests wrote nothing: {measurements}"
-    );
-    assert!(
-        get(gw.addr, ISRUNNING)
-            .json()
-            .as_object()
-            .unwrap()
-            .is_empty(),
-        "and made no job"
-    );
+    assert_nothing_recorded(&influx, &gw);
 }
 
 fn uuid_nil() -> &'static str {
@@ -555,7 +493,7 @@ fn progress_updates_the_following_heartbeats() {
 fn a_large_tick_writes_every_runs_heartbeat_once() {
     const RUNS: u128 = 2500;
     let influx = Influxd::start();
-    let dir = common::TempDir::new("large-tick");
+    let dir = crate::support::TempDir::new("large-tick");
     std::fs::create_dir_all(dir.join("data")).unwrap();
     // A job table as the gateway saves it, so the runs need no 2 500 registers.
     let now = std::time::SystemTime::now()

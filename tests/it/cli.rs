@@ -1,8 +1,6 @@
 //! The command line and the configuration file, through the real binary.
 
-mod common;
-
-use common::{Gateway, get};
+use crate::support::{Gateway, get};
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -1,11 +1,10 @@
 //! `GET /apiv0.1/metrics`: the Prometheus text format, behind the token, with counters that move.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 
-use common::{Gateway, Influxd, config, request};
 use serde_json::json;
+
+use crate::support::{Gateway, Influxd, config, request};
 
 const TOKEN: &str = "metrics-token-0123456789";
 
@@ -83,7 +82,7 @@ fn metrics_need_the_token_parse_and_move() {
     let register_ok = "metrics_consumer_requests_total{route=\"register\",status=\"2xx\"}";
     // A request is counted just after its answer is sent, so the count may trail by a moment.
     let mut after = HashMap::new();
-    common::wait_until(
+    crate::support::wait_until(
         std::time::Duration::from_secs(5),
         "the register to be counted",
         || {

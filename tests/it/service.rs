@@ -6,8 +6,6 @@
 //! No test here needs systemd to be running: the notification socket is the test's
 //! own, and `systemd-analyze verify` reads unit files offline.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
@@ -20,7 +18,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Gateway, TempDir, gateway_binary, get, parse_listening, request};
+use crate::support::{Gateway, TempDir, gateway_binary, get, parse_listening, request};
 
 /// Nothing listens on the discard port: these tests need no InfluxDB.
 const NO_INFLUX: &str =
@@ -470,20 +468,28 @@ fn readme_service_config(installed: &str) -> String {
     edited
 }
 
-#[test]
-fn the_gateway_runs_with_its_config_and_secrets_in_a_credentials_directory() {
+/// scripts/install.sh into a fresh DESTDIR, then what the README has the operator do: the
+/// configuration for the service in the installed consumer.toml, a client token in `tokens` and
+/// the InfluxDB password in `influxdb-secret`. Returns the DESTDIR.
+fn installed_and_configured() -> TempDir {
     let destdir = TempDir::new("install-run");
-    let d = destdir.path();
-    install(d, &[]);
-    let etc = d.join("etc/metrics-consumer");
+    install(destdir.path(), &[]);
+    let etc = destdir.join("etc/metrics-consumer");
     let installed = fs::read_to_string(etc.join("consumer.toml")).unwrap();
     fs::write(etc.join("consumer.toml"), readme_service_config(&installed)).unwrap();
     fs::write(etc.join("tokens"), format!("{TOKEN}\n")).unwrap();
     fs::write(etc.join("influxdb-secret"), "influx-password\n").unwrap();
-    let binary = d.join("usr/local/bin/metrics-consumer");
+    destdir
+}
 
-    // By hand, as an operator checks the configuration: relative secret paths are
-    // relative to /etc/metrics-consumer.
+/// By hand, as an operator checks the configuration: relative secret paths are relative to
+/// /etc/metrics-consumer.
+#[test]
+fn the_installed_configuration_passes_check_config_and_shows_no_secret() {
+    let destdir = installed_and_configured();
+    let d = destdir.path();
+    let etc = d.join("etc/metrics-consumer");
+    let binary = d.join("usr/local/bin/metrics-consumer");
     let out = Command::new(&binary)
         .args(["--check-config", "--config"])
         .arg(etc.join("consumer.toml"))
@@ -496,6 +502,12 @@ fn the_gateway_runs_with_its_config_and_secrets_in_a_credentials_directory() {
         !shown.contains(TOKEN) && !shown.contains("influx-password"),
         "{shown}"
     );
+}
+
+#[test]
+fn the_gateway_runs_with_its_config_and_secrets_in_a_credentials_directory() {
+    let destdir = installed_and_configured();
+    let etc = destdir.join("etc/metrics-consumer");
 
     // As systemd runs it: the configuration and secrets copied into a credentials
     // directory, the working directory the state directory, NOTIFY_SOCKET set.

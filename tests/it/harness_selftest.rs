@@ -1,9 +1,7 @@
-//! Tests of the shared test harness in `tests/common`: the throwaway InfluxDB,
+//! Tests of the shared test harness in `support`: the throwaway InfluxDB,
 //! the child-process handle (driven here by a stand-in shell script, so these
 //! tests hold whatever state the gateway itself is in), the raw HTTP client,
 //! source-address binding, temporary directories and the config builders.
-
-mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -12,11 +10,12 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
-use common::{
+use serde_json::json;
+
+use crate::support::{
     Gateway, Influxd, TempDir, config, config_with, connect_from, parse_listening, request,
     send_raw, try_send_raw, wait_until,
 };
-use serde_json::json;
 
 fn pid_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
@@ -417,7 +416,7 @@ fn raw_client_reads_every_body_framing() {
     assert!(echoed.contains("\r\nContent-Length: 4\r\n"), "{echoed}");
     assert!(echoed.ends_with("\r\n\r\nbody"), "{echoed}");
 
-    let resp = common::post_json(addr, "/echo", &json!({"a": 1}));
+    let resp = crate::support::post_json(addr, "/echo", &json!({"a": 1}));
     assert!(
         resp.body.contains("Content-Type: application/json"),
         "{}",

@@ -1,13 +1,11 @@
 //! The HTTP layer's limits, through the real binary: hostile requests are answered with a 4xx
 //! or a 503, and the server keeps answering ping within a second.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{Gateway, Influxd, config, config_with, connect_from, get, send_raw};
+use crate::support::{Gateway, Influxd, config, config_with, connect_from, get, send_raw};
 
 /// Ping answers 200 within a second, on a fresh connection from 127.0.0.1.
 fn assert_ping_within_a_second(addr: SocketAddr) {
@@ -124,7 +122,7 @@ fn body_limit_comes_from_the_configuration() {
         "",
     ));
     let body = format!("{{\"host\": \"{}\"}}", "x".repeat(100));
-    let answer = common::request(
+    let answer = crate::support::request(
         gw.addr,
         "POST",
         "/apiv0.1/events/register",
@@ -137,6 +135,7 @@ fn body_limit_comes_from_the_configuration() {
         "{}",
         answer.body
     );
-    let small = common::request(gw.addr, "POST", "/apiv0.1/events/register", &[], Some("{}"));
+    let small =
+        crate::support::request(gw.addr, "POST", "/apiv0.1/events/register", &[], Some("{}"));
     assert_eq!(small.status, 200, "{}", small.body);
 }

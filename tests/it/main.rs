@@ -1,0 +1,20 @@
+//! The integration tests, built as one test binary (`it`): each module below covers one area
+//! of the gateway through the real binary (`CARGO_BIN_EXE_metrics-consumer`), most of them with
+//! a real throwaway `influxd` on loopback, and `support` holds what they share. One binary
+//! rather than one per file, so the shared helpers are compiled and linked once.
+
+mod support;
+
+mod auth;
+mod cli;
+mod coalesce;
+mod durability;
+mod examples;
+mod gateway;
+mod harness_selftest;
+mod hostile;
+mod influx_api;
+mod limits;
+mod metrics;
+mod service;
+mod tls;

@@ -1,0 +1,323 @@
+//! A raw HTTP/1.1 client: well-formed requests, or any bytes at all for the hostile tests, and
+//! the one response read back whatever its framing; plus a client socket bound to a chosen
+//! loopback source address.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Connect, read and write limit of the raw HTTP client.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One HTTP response as read off the wire.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    pub reason: String,
+    /// In order of arrival, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// Decoded from chunked encoding when needed; invalid UTF-8 is replaced.
+    pub body: String,
+}
+
+impl RawResponse {
+    /// The first header called `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON; panics with status and body when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "response {} is not JSON ({e}): {:?}",
+                self.status, self.body
+            )
+        })
+    }
+}
+
+/// Connects (5 s timeouts), writes `bytes` as they are and reads one response.
+/// A failed write is not final: a server may answer early (413, 431) and close
+/// while the rest is still being sent, so the response is read anyway.
+pub fn try_send_raw(addr: SocketAddr, bytes: &[u8]) -> io::Result<RawResponse> {
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let written = stream.write_all(bytes).and_then(|()| stream.flush());
+    let head_request = bytes.starts_with(b"HEAD ");
+    match read_response(&mut BufReader::new(&stream), head_request) {
+        Ok(resp) => Ok(resp),
+        Err(read_err) => Err(match written {
+            Err(write_err) => io::Error::new(
+                write_err.kind(),
+                format!("write failed ({write_err}), then no response ({read_err})"),
+            ),
+            Ok(()) => read_err,
+        }),
+    }
+}
+
+/// `try_send_raw` that panics, naming the address, when no response arrives.
+pub fn send_raw(addr: SocketAddr, bytes: &[u8]) -> RawResponse {
+    try_send_raw(addr, bytes).unwrap_or_else(|e| {
+        let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+        panic!("no HTTP response from {addr} to {shown:?}: {e}")
+    })
+}
+
+/// Reads one response from `reader`: status line, headers, then a body framed
+/// by Content-Length, chunked encoding or the end of the stream. Interim 1xx
+/// responses are skipped. `head_request` means no body follows whatever the
+/// headers say. Usable on a kept-alive connection for a second response.
+pub fn read_response(reader: &mut impl BufRead, head_request: bool) -> io::Result<RawResponse> {
+    loop {
+        let status_line = read_line(reader)?.ok_or_else(|| {
+            bad(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            )
+        })?;
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default();
+        if !version.starts_with("HTTP/1.") {
+            return Err(bad(
+                io::ErrorKind::InvalidData,
+                &format!("bad status line {status_line:?}"),
+            ));
+        }
+        let status: u16 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| {
+            bad(
+                io::ErrorKind::InvalidData,
+                &format!("bad status line {status_line:?}"),
+            )
+        })?;
+        let reason = parts.next().unwrap_or_default().to_string();
+
+        let mut headers = Vec::new();
+        loop {
+            let line = read_line(reader)?.ok_or_else(|| {
+                bad(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed inside the headers",
+                )
+            })?;
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').ok_or_else(|| {
+                bad(
+                    io::ErrorKind::InvalidData,
+                    &format!("bad header line {line:?}"),
+                )
+            })?;
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+        if (100..200).contains(&status) && status != 101 {
+            continue;
+        }
+
+        let mut resp = RawResponse {
+            status,
+            reason,
+            headers,
+            body: String::new(),
+        };
+        if head_request || status == 204 || status == 304 || status == 101 {
+            return Ok(resp);
+        }
+        let chunked = resp
+            .header("transfer-encoding")
+            .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+        let body = if chunked {
+            read_chunked(reader)?
+        } else if let Some(length) = resp.header("content-length") {
+            let length: usize = length.parse().map_err(|_| {
+                bad(
+                    io::ErrorKind::InvalidData,
+                    &format!("bad Content-Length {length:?}"),
+                )
+            })?;
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body)?;
+            body
+        } else {
+            let mut body = Vec::new();
+            reader.read_to_end(&mut body)?;
+            body
+        };
+        resp.body = String::from_utf8_lossy(&body).into_owned();
+        return Ok(resp);
+    }
+}
+
+fn bad(kind: io::ErrorKind, message: &str) -> io::Error {
+    io::Error::new(kind, message.to_string())
+}
+
+/// One CRLF- (or LF-) terminated line without its terminator; None at EOF.
+/// Capped at 64 KiB so a misbehaving server cannot grow it without bound.
+fn read_line(reader: &mut impl BufRead) -> io::Result<Option<String>> {
+    let mut line = Vec::new();
+    let n = reader.take(64 * 1024).read_until(b'\n', &mut line)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if line.last() != Some(&b'\n') {
+        return Err(bad(io::ErrorKind::InvalidData, "line too long or cut off"));
+    }
+    line.pop();
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(Some(String::from_utf8_lossy(&line).into_owned()))
+}
+
+fn read_chunked(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line = read_line(reader)?.ok_or_else(|| {
+            bad(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed inside a chunked body",
+            )
+        })?;
+        let size_text = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| {
+            bad(
+                io::ErrorKind::InvalidData,
+                &format!("bad chunk size {line:?}"),
+            )
+        })?;
+        if size == 0 {
+            // Trailer fields, if any, up to the blank line.
+            while let Some(trailer) = read_line(reader)? {
+                if trailer.is_empty() {
+                    break;
+                }
+            }
+            return Ok(body);
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..])?;
+        if read_line(reader)?.is_none_or(|rest| !rest.is_empty()) {
+            return Err(bad(
+                io::ErrorKind::InvalidData,
+                "chunk not followed by CRLF",
+            ));
+        }
+    }
+}
+
+/// Sends a well-formed HTTP/1.1 request with `Host`, `Connection: close` and,
+/// when there is a body, `Content-Length` (each unless `headers` has it).
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> io::Result<RawResponse> {
+    let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if !has("host") {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !has("connection") {
+        req.push_str("Connection: close\r\n");
+    }
+    if let Some(body) = body {
+        if !has("content-length") && !has("transfer-encoding") {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+    }
+    req.push_str("\r\n");
+    req.push_str(body.unwrap_or_default());
+    try_send_raw(addr, req.as_bytes())
+}
+
+/// `try_request` that panics when no response arrives.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> RawResponse {
+    try_request(addr, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {path} to {addr}: no response: {e}"))
+}
+
+/// A register that must succeed (no token); returns the run's uuid.
+pub fn register(addr: SocketAddr, body: &Value) -> String {
+    let answer = post_json(addr, "/apiv0.1/events/register", body);
+    assert_eq!(answer.status, 200, "register {body}: {}", answer.body);
+    answer.json()["uuid"]
+        .as_str()
+        .expect("register answers a uuid")
+        .to_string()
+}
+
+/// POSTs `value` as `application/json`.
+pub fn post_json(addr: SocketAddr, path: &str, value: &Value) -> RawResponse {
+    let body = serde_json::to_string(value).expect("a JSON value always serializes");
+    request(
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        Some(&body),
+    )
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> RawResponse {
+    request(addr, "GET", path, &[], None)
+}
+
+/// A TCP connection to `addr` from `src_ip` (any port), e.g. from 127.0.0.2 to
+/// test per-client-IP limits: all of 127.0.0.0/8 reaches loopback on Linux.
+/// 5 s connect, read and write timeouts.
+pub fn connect_from(src_ip: IpAddr, addr: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .expect("create a TCP socket");
+    let local = SocketAddr::new(src_ip, 0);
+    socket
+        .bind(&local.into())
+        .unwrap_or_else(|e| panic!("cannot bind a client socket to {local}: {e}"));
+    socket
+        .connect_timeout(&addr.into(), IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("cannot connect from {src_ip} to {addr}: {e}"));
+    let stream = TcpStream::from(socket);
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .expect("set read timeout");
+    stream
+        .set_write_timeout(Some(IO_TIMEOUT))
+        .expect("set write timeout");
+    stream
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters; good for both
+/// query-string values and `application/x-www-form-urlencoded` bodies.
+pub(super) fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
