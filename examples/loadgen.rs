@@ -753,10 +753,10 @@ fn serve_null(conn: TcpStream) -> io::Result<()> {
             if l.is_empty() {
                 break;
             }
-            if let Some((name, value)) = l.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
+            if let Some((name, value)) = l.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
             }
         }
         body.resize(length, 0);

@@ -25,6 +25,7 @@ pub struct Config {
     pub server: Server,
     pub auth: Auth,
     pub influxdb: Influxdb,
+    pub delivery: Delivery,
     pub jobs: Jobs,
     pub storage: Storage,
     pub limits: Limits,
@@ -88,6 +89,10 @@ pub struct Influxdb {
     pub token_file: String,
     pub timeout: Dur,
     pub create_database: bool,
+    /// Bytes of line protocol in one write at most.
+    pub max_write_bytes: usize,
+    /// Points in one write at most.
+    pub max_write_lines: usize,
 }
 
 impl Default for Influxdb {
@@ -106,6 +111,25 @@ impl Default for Influxdb {
             token_file: String::new(),
             timeout: Dur::secs(5),
             create_database: true,
+            // Well under InfluxDB's own limits (1.x: 25 MB; 3.x: 10 MiB), and InfluxDB's advice
+            // of about 5 000 lines a write.
+            max_write_bytes: 4 << 20,
+            max_write_lines: 5000,
+        }
+    }
+}
+
+/// `[delivery]`: when a request is answered.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    pub acknowledge: crate::delivery::Acknowledge,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            acknowledge: crate::delivery::Acknowledge::Disk,
         }
     }
 }
@@ -153,7 +177,10 @@ impl Default for Jobs {
 #[serde(deny_unknown_fields, default)]
 pub struct Storage {
     pub dir: String,
+    /// Bytes of the log not yet delivered to InfluxDB, at most.
     pub max_spool_bytes: u64,
+    /// Bytes of dead letters kept at most; refusals beyond are counted as dropped.
+    pub max_dead_letter_bytes: u64,
 }
 
 impl Default for Storage {
@@ -161,6 +188,7 @@ impl Default for Storage {
         Storage {
             dir: "./data".into(),
             max_spool_bytes: 1 << 30,
+            max_dead_letter_bytes: 256 << 20,
         }
     }
 }
@@ -544,12 +572,21 @@ fn validate(c: &Config) -> Result<(SocketAddr, log::LevelFilter), String> {
         }
         _ => {}
     }
+    if i.max_write_bytes < 1024 || i.max_write_bytes > 64 << 20 {
+        return Err(
+            "influxdb.max_write_bytes: must be between 1024 and 67108864 (64 MiB); InfluxDB 1.x takes 25 MB at most, 3.x 10 MiB".into(),
+        );
+    }
+    if i.max_write_lines == 0 {
+        return Err("influxdb.max_write_lines: must be at least 1".into());
+    }
     if c.jobs.max_running == 0 {
         return Err("jobs.max_running: must be at least 1".into());
     }
     if c.storage.dir.is_empty() {
         return Err("storage.dir: must name a directory".into());
     }
+
     if c.limits.max_stats_rows == 0 {
         return Err("limits.max_stats_rows: must be at least 1".into());
     }

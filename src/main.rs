@@ -24,6 +24,7 @@ mod readme_tables;
 mod service;
 mod state;
 mod stats;
+mod storage;
 
 use std::fmt;
 use std::io;
@@ -36,8 +37,12 @@ use std::time::{Duration, Instant};
 use crate::api::App;
 use crate::config::{ConfigError, Overrides};
 use crate::delivery::sink::Sink;
+use crate::delivery::{Delivery, WriteLimits};
 use crate::service::{Rules, Service};
-use crate::state::journal::JournalError;
+use crate::state::journal::{JournalError, Snapshots};
+use crate::storage::dead_letters::{self, DeadLetters};
+use crate::storage::log::{Log, LogError, OpenError};
+use crate::storage::{DirLock, StorageError};
 
 const HELP: &str = "\
 metrics-consumer: records load-test runs into InfluxDB over a small, secure HTTP API
@@ -53,6 +58,8 @@ OPTIONS:
     --listen ADDR       listen address, e.g. 127.0.0.1:3000 (overrides server.listen)
     --log-level LEVEL   off, error, warn, info, debug or trace (overrides log.level)
     --check-config      check the configuration, print it with secrets redacted, and exit
+    --repair            start even though a record inside the log under storage.dir is
+                        damaged: drop it (and say which) and keep the records around it
     --version           print the version and exit
     -h, --help          print this help and exit
 
@@ -73,6 +80,7 @@ struct Args {
     listen: Option<String>,
     log_level: Option<String>,
     check_config: bool,
+    repair: bool,
 }
 
 fn main() -> ExitCode {
@@ -99,10 +107,10 @@ enum StartError {
         addr: SocketAddr,
         error: io::Error,
     },
-    Spool {
-        dir: PathBuf,
-        error: io::Error,
-    },
+    Storage(StorageError),
+    Log(OpenError),
+    /// The 0.1 spool could not be moved into the log.
+    Upgrade(LogError),
     Journal(JournalError),
     Thread {
         name: &'static str,
@@ -128,10 +136,11 @@ impl fmt::Display for StartError {
             StartError::Listen { addr, error } => {
                 write!(f, "cannot listen on {addr} (server.listen): {error}")
             }
-            StartError::Spool { dir, error } => write!(
+            StartError::Storage(e) => write!(f, "storage.dir: {e}"),
+            StartError::Log(e) => write!(f, "storage.dir: {e}"),
+            StartError::Upgrade(e) => write!(
                 f,
-                "storage.dir: cannot open the spool in {}: {error}",
-                dir.display()
+                "storage.dir: cannot move the spool of version 0.1 into the log: {e}"
             ),
             StartError::Journal(e) => e.fmt(f),
             StartError::Thread { name, error } => {
@@ -153,6 +162,18 @@ impl fmt::Display for StartError {
 impl From<ConfigError> for StartError {
     fn from(e: ConfigError) -> Self {
         StartError::Config(e)
+    }
+}
+
+impl From<StorageError> for StartError {
+    fn from(e: StorageError) -> Self {
+        StartError::Storage(e)
+    }
+}
+
+impl From<OpenError> for StartError {
+    fn from(e: OpenError) -> Self {
+        StartError::Log(e)
     }
 }
 
@@ -197,6 +218,7 @@ fn parse_args() -> Result<Option<Args>, StartError> {
         listen: args.opt_value_from_str("--listen").map_err(bad)?,
         log_level: args.opt_value_from_str("--log-level").map_err(bad)?,
         check_config: args.contains("--check-config"),
+        repair: args.contains("--repair"),
     };
     let rest = args.finish();
     if !rest.is_empty() {
@@ -267,25 +289,59 @@ fn run() -> Result<(), StartError> {
         );
     }
     let dir = PathBuf::from(&c.storage.dir);
-    let spool = delivery::spool::Spool::open(&dir, c.storage.max_spool_bytes).map_err(|error| {
-        StartError::Spool {
-            dir: dir.clone(),
-            error,
-        }
-    })?;
-    let (journal, jobs, restored) = state::journal::Journal::open(&dir, c.jobs.max_finished)?;
-    if restored.torn_tail {
+    storage::ensure_dir(&dir)?;
+    storage::check_tree(&dir)?;
+    // Held until the process ends: one gateway per storage.dir.
+    let _lock = DirLock::take(&dir, "lock")?;
+    let log_dir = dir.join("log");
+    let (log, position, opened) = Log::open(&log_dir, c.storage.max_spool_bytes, args.repair)?;
+    if let Some((path, offset, bytes)) = &opened.torn {
+        log::warn!(
+            "{}: the last {bytes} bytes (from byte {offset}) were a write cut short by the previous stop; it was never acknowledged and is left out",
+            path.display()
+        );
+    }
+    for (path, offset, bytes) in &opened.repaired {
+        log::warn!(
+            "--repair: {}: dropped {bytes} damaged bytes at byte {offset}; what they held is lost",
+            path.display()
+        );
+    }
+    let (imported, imported_points) =
+        storage::upgrade::import_spool(&dir, &log).map_err(StartError::Upgrade)?;
+    if imported > 0 {
+        log::info!(
+            "moved {imported} records ({imported_points} points) of the version 0.1 spool into the log"
+        );
+    }
+    let snapshots = Snapshots::new(&dir);
+    let loaded = snapshots.load(&opened.changes, &log_dir, c.jobs.max_finished)?;
+    if loaded.restored.torn_tail {
         log::warn!(
             "the last record of jobs.journal was cut short by the previous stop; it was never acknowledged and is left out"
         );
     }
+    let jobs = loaded.jobs;
+    let dead = DeadLetters::open(&dir, c.storage.max_dead_letter_bytes)?;
     let counts = jobs.counts();
-    let usage = spool.usage();
+    let dead_usage = dead.usage();
+    let write_limits = WriteLimits {
+        max_bytes: c.influxdb.max_write_bytes,
+        max_lines: c.influxdb.max_write_lines,
+    };
     let sink: Box<dyn Sink> = Box::new(delivery::influx::Influx::new(&c.influxdb));
+    let delivery = Delivery::new(
+        log,
+        sink,
+        dead,
+        c.delivery.acknowledge,
+        c.influxdb.timeout.0,
+        write_limits,
+    );
     let service = Arc::new(Service {
         jobs,
-        journal,
-        delivery: delivery::Delivery::new(sink, spool),
+        snapshots,
+        delivery,
         stats: stats::Stats::new(&api::route_names()),
         rules: Rules {
             max_running: c.jobs.max_running,
@@ -293,14 +349,27 @@ fn run() -> Result<(), StartError> {
             finished_retention: c.jobs.finished_retention.0,
             heartbeat_interval: c.jobs.heartbeat_interval.0,
         },
+        write_limits,
     });
+    // A fresh snapshot holds everything read back: the log can let go of what is delivered.
+    match service.try_save_snapshot() {
+        Ok(()) if loaded.legacy_journal => service.snapshots.remove_legacy_journal(),
+        Ok(()) => {}
+        Err(e) => log::error!("{e}"),
+    }
     log::info!(
-        "metrics-consumer {} writing to {} (api {}); {} running jobs restored, {} spooled records waiting",
+        "metrics-consumer {} writing to {} (api {}, acknowledge {}); {} running jobs restored, {} records ({} bytes) waiting for InfluxDB, {} dead letters",
         env!("CARGO_PKG_VERSION"),
         c.influxdb.url.trim_end_matches('/'),
         c.influxdb.api,
+        match c.delivery.acknowledge {
+            delivery::Acknowledge::Disk => "disk",
+            delivery::Acknowledge::Influxdb => "influxdb",
+        },
         counts.running,
-        usage.records
+        opened.undelivered.0,
+        opened.undelivered.1,
+        dead_usage.records
     );
     log::info!("listening on {scheme}://{}", server.local_addr());
     let app = Arc::new(App {
@@ -311,15 +380,14 @@ fn run() -> Result<(), StartError> {
         settings,
     });
 
-    // InfluxDB may not be up yet; the database is created as soon as it answers.
-    let starter = Arc::clone(&service);
-    spawn("create-database", move || starter.delivery.prepare())?;
+    // The deliverer first makes InfluxDB ready (v1: CREATE DATABASE) and asks whether it is
+    // up; InfluxDB may not answer yet, and then it tries again with a backoff.
+    let deliverer = Arc::clone(&service);
+    spawn("deliver", move || {
+        deliverer.delivery.run(position, &deliverer.stats)
+    })?;
     let ticker = Arc::clone(&service);
     spawn("heartbeat", move || ticker.heartbeat_loop())?;
-    let replayer = Arc::clone(&service);
-    spawn("replay", move || {
-        replayer.delivery.replay_loop(&replayer.stats)
-    })?;
     watch_signals(server.handle())?;
     // Only now, with every thread running and SIGTERM handled, may systemd count the
     // service as started; connections that arrived since the bind wait in the backlog.
@@ -329,48 +397,51 @@ fn run() -> Result<(), StartError> {
     server
         .run(handler, SHUTDOWN_GRACE)
         .map_err(StartError::Serve)?;
-    // Requests in flight have finished; what they changed is saved before the process ends.
-    service.journal.compact(&service.jobs)?;
-    let usage = service.delivery.spool().usage();
+    // Requests in flight have finished. The deliverer ends its write; what it has not delivered
+    // waits in the log for the next start. A snapshot holds the heartbeat counts too.
+    service.delivery.stop();
+    service.try_save_snapshot()?;
+    service.delivery.log().save_delivered();
     log::info!(
-        "stopped; {} spooled records wait for InfluxDB",
-        usage.records
+        "stopped; {} bytes of the log wait for InfluxDB",
+        service.delivery.log().undelivered_bytes()
     );
     Ok(())
 }
 
 /// `metrics-consumer replay-dead-letters`: sends each dead letter to InfluxDB again, oldest
-/// first; a delivered one is removed, a refused one stays with the new reason.
+/// first; a delivered one is removed, a refused one stays with the new reason. It may run beside
+/// the service: it takes the dead letters' own lock, not the storage directory's.
 fn replay_dead_letters(settings: &config::Settings) -> Result<(), StartError> {
     let dir = PathBuf::from(&settings.config.storage.dir);
-    let letters =
-        delivery::spool::list_dead_letters(&dir).map_err(|error| StartError::DeadLetter {
-            path: dir.join("dead-letter"),
-            doing: "read the dead letters in",
-            error,
-        })?;
+    let dead_dir = dir.join("dead-letter");
+    storage::ensure_dir(&dead_dir)?;
+    let _lock = DirLock::take(&dead_dir, "lock")?;
+    let letters = dead_letters::list(&dir).map_err(|error| StartError::DeadLetter {
+        path: dead_dir.clone(),
+        doing: "read the dead letters in",
+        error,
+    })?;
     let influx = delivery::influx::Influx::new(&settings.config.influxdb);
     let (mut delivered, mut failed) = (0, 0);
-    for (path, _) in &letters {
-        let lines = std::fs::read_to_string(path).map_err(|error| StartError::DeadLetter {
+    for (path, _, _) in &letters {
+        let lines = dead_letters::read(path).map_err(|error| StartError::DeadLetter {
             path: path.clone(),
             doing: "read",
             error,
         })?;
         match influx.write(&lines) {
             Ok(()) => {
-                delivery::spool::remove_dead_letter(path).map_err(|error| {
-                    StartError::DeadLetter {
-                        path: path.clone(),
-                        doing: "remove",
-                        error,
-                    }
+                dead_letters::remove(path).map_err(|error| StartError::DeadLetter {
+                    path: path.clone(),
+                    doing: "remove",
+                    error,
                 })?;
                 delivered += 1;
             }
             Err(e) => {
                 eprintln!("{}: {e}", path.display());
-                let _ = delivery::spool::update_dead_letter(path, &e.to_string());
+                let _ = dead_letters::update(path, &e.to_string());
                 failed += 1;
             }
         }

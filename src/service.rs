@@ -2,8 +2,8 @@
 //! functions over plain types: checked records in, typed outcomes out.
 //!
 //! Each use-case takes what `ingest::payload` checked, uses the job table for a moment, builds
-//! the run's points, has `delivery` record them, and has the job-table change made durable by
-//! `journal` before it returns. What it returns says what happened in the run's own words
+//! the run's points, and has `delivery` record them together with the job-table change, as one
+//! record of the log, before it returns. What it returns says what happened in the run's own words
 //! ([`Registered`], [`Committed`], [`Refused`]); turning that into an HTTP answer is `api`'s
 //! business, so nothing here knows of requests, headers or status codes (the tidy test keeps
 //! `http` out of this file). Never holds the job-table lock across I/O.
@@ -14,13 +14,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
-use crate::delivery::{Delivery, Failure, Outcome};
-use crate::ingest::line_protocol::{Point, encode_batch};
+use crate::delivery::{Delivery, Failure, Outcome, WriteLimits};
+use crate::ingest::line_protocol::encode_batch;
 use crate::ingest::payload::{self, Commit, Record};
 use crate::ingest::points::{self, Run};
-use crate::state::jobs::{Batch, Job, Jobs, Refusal};
-use crate::state::journal::{Journal, JournalError};
+use crate::state::jobs::{Change, Job, Jobs, Refusal, Tick};
+use crate::state::journal::{JournalError, Snapshots};
 use crate::stats::Stats;
+use crate::storage::record::{Kind, Unit};
 
 /// The rules of the job table, from `[jobs]`.
 #[derive(Debug, Clone, Copy)]
@@ -38,11 +39,13 @@ pub struct Rules {
 /// Everything the use-cases share.
 pub struct Service {
     pub jobs: Jobs,
-    /// `storage.dir/jobs.json` and `jobs.journal`.
-    pub journal: Journal,
+    /// `storage.dir/jobs.json`.
+    pub snapshots: Snapshots,
     pub delivery: Delivery,
     pub stats: Stats,
     pub rules: Rules,
+    /// How a tick's heartbeats are cut into records: as the deliverer's writes.
+    pub write_limits: WriteLimits,
 }
 
 /// A run that has started.
@@ -82,11 +85,8 @@ pub enum Refused {
     TooManyFields(usize),
     /// Progress names a field like one of the run's tags.
     FieldIsTag,
-    /// Delivery could not record the points.
+    /// The log could not record the request: full, or the disk failed.
     NotRecorded(Failure),
-    /// The job-table change could not be made durable (register only: a commit whose points are
-    /// recorded stands).
-    NotSaved(JournalError),
 }
 
 impl fmt::Display for Refused {
@@ -117,10 +117,6 @@ impl fmt::Display for Refused {
                 "measurement.fields: a field is named like one of the run's tags; a name can be a tag or a field, not both",
             ),
             Refused::NotRecorded(why) => write!(f, "nothing was recorded: {why}"),
-            Refused::NotSaved(why) => write!(
-                f,
-                "the run could not be saved, so it was not registered: {why}"
-            ),
         }
     }
 }
@@ -161,40 +157,42 @@ pub fn rfc3339(ms: i64) -> String {
 struct CommitGuard<'a> {
     jobs: &'a Jobs,
     uuid: Uuid,
+    /// The finishing change, once prepared.
+    prepared: Option<Change>,
     done: bool,
 }
 
 impl CommitGuard<'_> {
-    /// The number is the change's journal record.
-    fn finish(mut self, now_ms: i64) -> u64 {
+    /// The commit's record is on disk: the run is finished.
+    fn finish(mut self, now_ms: i64) {
         self.done = true;
-        self.jobs.end_commit(&self.uuid, true, now_ms)
+        self.jobs
+            .end_commit(&self.uuid, self.prepared.as_ref(), true, now_ms);
     }
 }
 
 impl Drop for CommitGuard<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.jobs.end_commit(&self.uuid, false, now_ms());
+            self.jobs
+                .end_commit(&self.uuid, self.prepared.as_ref(), false, now_ms());
         }
     }
 }
 
+/// A request's points as the one unit of its record.
+fn request_unit(points: usize, lines: &str) -> [Unit<'_>; 1] {
+    [Unit {
+        run: Uuid::nil(),
+        points: points as u32,
+        lines,
+    }]
+}
+
 impl Service {
-    /// Records points: `Ok` means InfluxDB or the spool has them (or the dead letters, when
-    /// InfluxDB refused them).
-    fn record(&self, points: &[Point]) -> Result<Outcome, Failure> {
-        self.delivery
-            .deliver(encode_batch(points), points.len(), &self.stats)
-    }
-
-    /// Waits until the job-table change `seq` is on disk.
-    fn persist(&self, seq: u64) -> Result<(), JournalError> {
-        self.journal.wait(&self.jobs, seq)
-    }
-
-    /// Starts a run: writes its `started` event and first heartbeat, and adds it to the table.
-    /// `default_host` is the run's host when the record names none (the client's address).
+    /// Starts a run: records its `started` event and first heartbeat with the new job, and adds
+    /// it to the table. `default_host` is the run's host when the record names none (the
+    /// client's address).
     pub fn register(
         &self,
         record: Record,
@@ -202,7 +200,7 @@ impl Service {
         now_ms: i64,
     ) -> Result<Registered, Refused> {
         let max = self.rules.max_running;
-        let slot = self.jobs.reserve(max).ok_or(Refused::TooManyRunning(max))?;
+        let mut slot = self.jobs.reserve(max).ok_or(Refused::TooManyRunning(max))?;
         let run = Run {
             uuid: Uuid::new_v4(),
             host: record
@@ -212,46 +210,55 @@ impl Service {
             tags: record.tags.clone(),
             started_ms: record.started_at_ms.unwrap_or(now_ms),
         };
-        let outcome = self
-            .record(&points::register(&run, &record, now_ms))
-            .map_err(Refused::NotRecorded)?;
+        let points = points::register(&run, &record, now_ms);
+        let lines = encode_batch(&points);
         let uuid = run.uuid;
-        let seq = slot.fill(Job::running(run, record.fields, now_ms));
-        if let Err(e) = self.persist(seq) {
-            log::error!("{e}");
-            let seq = self.jobs.remove(&uuid);
-            let _ = self.persist(seq);
-            return Err(Refused::NotSaved(e));
-        }
+        let job = Job::running(run, record.fields, now_ms);
+        let change = slot.prepare(&job);
+        let seq = self
+            .delivery
+            .record(
+                Kind::Request,
+                &change,
+                &request_unit(points.len(), &lines),
+                &self.stats,
+            )
+            .map_err(Refused::NotRecorded)?;
+        slot.fill(job);
         log::info!("run {uuid} registered");
-        Ok(Registered { uuid, outcome })
+        Ok(Registered {
+            uuid,
+            outcome: self.delivery.outcome(seq),
+        })
     }
 
     /// Live progress: new field values for the following heartbeats. Writes no point itself.
+    /// The change is made at once, and recorded; when the log cannot record it, the answer is
+    /// an error (the new values stay in memory until the next progress).
     pub fn progress(&self, uuid: Uuid, record: Record, now_ms: i64) -> Result<(), Refused> {
-        let seq = self
+        let change = self
             .jobs
             .progress(&uuid, record.fields, now_ms, payload::MAX_FIELDS)
             .map_err(|r| Refused::of(uuid, r))?;
-        if let Err(e) = self.persist(seq) {
-            // The new values are in memory and go out with the next heartbeat; only a restart
-            // before the next save would lose them, and the next progress brings them back.
-            log::error!("{e}");
-        }
+        self.delivery
+            .record(Kind::Request, &change, &[], &self.stats)
+            .map_err(Refused::NotRecorded)?;
         Ok(())
     }
 
-    /// Ends a run with its result: writes the result, per-endpoint and `finished` points, and
-    /// marks the run finished. If the points cannot be recorded, the run is as it was.
+    /// Ends a run with its result: records the result, per-endpoint and `finished` points with
+    /// the run's end, and marks the run finished. If the record cannot be written, the run is
+    /// as it was.
     pub fn commit(&self, commit: Commit, now_ms: i64) -> Result<Committed, Refused> {
         let uuid = commit.uuid;
         let mut run = self
             .jobs
             .begin_commit(&uuid)
             .map_err(|r| Refused::of(uuid, r))?;
-        let guard = CommitGuard {
+        let mut guard = CommitGuard {
             jobs: &self.jobs,
             uuid,
+            prepared: None,
             done: false,
         };
         // The run's tags are the register's and the commit's; the commit's win.
@@ -262,13 +269,22 @@ impl Service {
             }
         }
         let points = points::commit(&run, &commit.record, commit.stats.as_ref(), now_ms);
-        let outcome = self.record(&points).map_err(Refused::NotRecorded)?;
-        let seq = guard.finish(now_ms);
-        // The points are recorded, so the commit stands even if the table cannot be saved; a
-        // restart would then show the run as running again, which a second commit settles.
-        if let Err(e) = self.persist(seq) {
-            log::error!("{e}");
-        }
+        let lines = encode_batch(&points);
+        let change = self
+            .jobs
+            .prepare_finish(&uuid, now_ms)
+            .ok_or(Refused::CommitInProgress(uuid))?;
+        let change = guard.prepared.insert(change);
+        let seq = self
+            .delivery
+            .record(
+                Kind::Request,
+                change,
+                &request_unit(points.len(), &lines),
+                &self.stats,
+            )
+            .map_err(Refused::NotRecorded)?;
+        guard.finish(now_ms);
         log::info!("run {uuid} committed");
         let (rows, rows_sent) = commit
             .stats
@@ -279,12 +295,13 @@ impl Service {
             points: points.len(),
             rows,
             rows_sent,
-            outcome,
+            outcome: self.delivery.outcome(seq),
         })
     }
 
-    /// One heartbeat tick: expire what is too old, forget what is past its retention, and write
-    /// every running job's heartbeat.
+    /// One heartbeat tick: expire what is too old, forget what is past its retention, and record
+    /// every running job's heartbeat; then save a snapshot of the table when the log asks for
+    /// one.
     pub fn tick(&self, now_ms: i64) {
         let tick = self.jobs.tick(
             now_ms,
@@ -299,61 +316,83 @@ impl Service {
                 tick.expired
             );
         }
-        let mut batches = tick.batches.into_iter();
-        if let Some(first) = batches.next() {
-            self.write_beats(first, batches);
-        }
-        if let Err(e) = self.persist(tick.seq) {
-            log::error!("{e}");
+        self.record_tick(&tick);
+        if self.delivery.log().needs_snapshot() {
+            self.save_snapshot();
         }
     }
 
-    /// Writes a tick's batches at the same time (see `jobs::TICK_BATCHES`): the first on this
-    /// thread, the others on threads of their own that end with the tick.
-    fn write_beats(&self, first: Batch, others: impl Iterator<Item = Batch>) {
-        std::thread::scope(|scope| {
-            let others: Vec<_> = others
-                .map(
-                    |Batch {
-                         lines,
-                         points,
-                         beats,
-                     }| {
-                        let handle = std::thread::Builder::new()
-                            .name("heartbeat-write".into())
-                            .spawn_scoped(scope, move || {
-                                self.delivery.deliver_alone(lines, points, &self.stats)
-                            });
-                        (beats, handle)
-                    },
-                )
+    /// Records a tick's lines as records of the size of the deliverer's writes (the first one
+    /// also carries the tick's changes of the table), and counts the heartbeats recorded.
+    fn record_tick(&self, tick: &Tick) {
+        let mut units: Vec<Unit<'_>> = Vec::with_capacity(tick.units.len());
+        let mut start = 0;
+        for line in &tick.units {
+            units.push(Unit {
+                run: line.run,
+                points: 1,
+                lines: &tick.lines[start..line.end],
+            });
+            start = line.end;
+        }
+        let limits = self.write_limits;
+        let mut chunks: Vec<&[Unit<'_>]> = Vec::new();
+        let mut rest = &units[..];
+        while !rest.is_empty() {
+            let mut bytes = 0;
+            let n = rest
+                .iter()
+                .take(limits.max_lines)
+                .take_while(|u| {
+                    bytes += u.lines.len();
+                    bytes <= limits.max_bytes
+                })
+                .count()
+                .max(1);
+            let (chunk, after) = rest.split_at(n);
+            chunks.push(chunk);
+            rest = after;
+        }
+        if chunks.is_empty() && !tick.change.bytes.is_empty() {
+            chunks.push(&[]);
+        }
+        let empty = Change::default();
+        let mut start = 0;
+        for (i, chunk) in chunks.iter().enumerate() {
+            let change = if i == 0 { &tick.change } else { &empty };
+            let beats: Vec<Uuid> = tick.units[start..start + chunk.len()]
+                .iter()
+                .filter(|l| l.beat)
+                .map(|l| l.run)
                 .collect();
-            let result = self
+            start += chunk.len();
+            match self
                 .delivery
-                .deliver_alone(first.lines, first.points, &self.stats);
-            self.beats_written(&first.beats, result);
-            for (beats, handle) in others {
-                let result = match handle {
-                    Ok(handle) => handle
-                        .join()
-                        .unwrap_or(Err(Failure::Interrupted("their write panicked"))),
-                    Err(_) => Err(Failure::Interrupted("cannot start a thread to write them")),
-                };
-                self.beats_written(&beats, result);
-            }
-        });
-    }
-
-    /// Counts the heartbeats of a batch once written, or says they were dropped.
-    fn beats_written(&self, beats: &[Uuid], result: Result<Outcome, Failure>) {
-        match result {
-            Ok(_) => self.jobs.count_beats(beats),
-            Err(why) => {
-                // Heartbeats were promised to nobody; losing some is logged, not fatal.
-                Stats::add(&self.stats.heartbeats_dropped, beats.len());
-                log::warn!("{} heartbeats dropped: {why}", beats.len());
+                .record(Kind::Heartbeats, change, chunk, &self.stats)
+            {
+                Ok(_) => self.jobs.count_beats(&beats),
+                Err(why) => {
+                    // Heartbeats were promised to nobody; losing some is logged, not fatal.
+                    Stats::add(&self.stats.heartbeats_dropped, beats.len());
+                    log::warn!("{} heartbeats dropped: {why}", beats.len());
+                }
             }
         }
+    }
+
+    /// Writes a snapshot of the job table, so the log can let go of delivered segments.
+    pub fn save_snapshot(&self) {
+        match self.snapshots.write(&self.jobs) {
+            Ok((covers, bytes)) => self.delivery.log().snapshot_written(covers, bytes),
+            Err(e) => log::error!("{e}"),
+        }
+    }
+
+    /// Writes a snapshot; an error says why it could not be written.
+    pub fn try_save_snapshot(&self) -> Result<(), JournalError> {
+        let (covers, bytes) = self.snapshots.write(&self.jobs)?;
+        self.delivery.log().snapshot_written(covers, bytes);
+        Ok(())
     }
 
     /// Runs [`Service::tick`] every `jobs.heartbeat_interval` until the process ends.
@@ -363,7 +402,7 @@ impl Service {
         loop {
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
             next += interval;
-            // A slow InfluxDB must not make ticks pile up: skip the ones already missed.
+            // A slow disk must not make ticks pile up: skip the ones already missed.
             let now = Instant::now();
             while next <= now {
                 next += interval;
@@ -374,41 +413,79 @@ impl Service {
 }
 
 #[cfg(test)]
-mod tests {
-    //! The use-cases in-process, over the in-memory sink: what each records, and that a
-    //! refusal or a failure half-way leaves the job table as it was.
+pub(crate) mod tests {
+    //! The use-cases in-process, over the in-memory sink and a real log in a temporary
+    //! directory: what each records, and that a refusal or a failure half-way leaves the job
+    //! table as it was.
 
     use super::*;
-    use crate::delivery::sink::SinkError;
-    use crate::delivery::sink::testing::{Answer, MemorySink};
-    use crate::delivery::spool::Spool;
-    use crate::delivery::spool::tests::Dir;
+    use crate::delivery::Acknowledge;
+    use crate::delivery::sink::testing::MemorySink;
     use crate::ingest::line_protocol::FieldValue;
     use crate::ingest::payload::{
         PayloadLimits, commit as parse_commit, register as parse_register,
     };
     use crate::state::jobs::State;
+    use crate::storage::dead_letters::DeadLetters;
+    use crate::storage::log::Log;
+    use crate::storage::tests::Dir;
 
     const LIMITS: PayloadLimits = PayloadLimits {
         max_string_bytes: 1 << 20,
         max_stats_rows: 1000,
     };
 
-    struct Fixture {
-        service: Service,
-        sink: Arc<MemorySink>,
-        _dir: Dir,
+    /// A service over a fresh storage directory, its deliverer running on a thread of its own
+    /// (stopped when the fixture is dropped), acknowledging once InfluxDB has the points.
+    pub(crate) struct Fixture {
+        pub service: Arc<Service>,
+        pub sink: Arc<MemorySink>,
+        deliverer: Option<std::thread::JoinHandle<()>>,
+        pub dir: Dir,
     }
 
-    fn fixture(name: &str, max_running: usize, spool_limit: u64) -> Fixture {
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            self.service.delivery.stop();
+            if let Some(t) = self.deliverer.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    pub(crate) fn fixture(name: &str, max_running: usize, spool_limit: u64) -> Fixture {
+        fixture_with(name, max_running, spool_limit, Acknowledge::Influxdb)
+    }
+
+    pub(crate) fn fixture_with(
+        name: &str,
+        max_running: usize,
+        spool_limit: u64,
+        acknowledge: Acknowledge,
+    ) -> Fixture {
         let dir = Dir::new(name);
         let sink = Arc::new(MemorySink::new());
-        let (journal, jobs, _) = Journal::open(&dir.0, 100).unwrap();
-        let spool = Spool::open(&dir.0, spool_limit).unwrap();
-        let service = Service {
-            jobs,
-            journal,
-            delivery: Delivery::new(Box::new(Arc::clone(&sink)), spool),
+        let (log, position, opened) = Log::open(&dir.0.join("log"), spool_limit, false).unwrap();
+        let snapshots = Snapshots::new(&dir.0);
+        let loaded = snapshots
+            .load(&opened.changes, &dir.0.join("log"), 100)
+            .unwrap();
+        let write_limits = WriteLimits {
+            max_bytes: 1 << 20,
+            max_lines: 5000,
+        };
+        let delivery = Delivery::new(
+            log,
+            Box::new(Arc::clone(&sink)),
+            DeadLetters::open(&dir.0, 1 << 20).unwrap(),
+            acknowledge,
+            Duration::from_secs(5),
+            write_limits,
+        );
+        let service = Arc::new(Service {
+            jobs: loaded.jobs,
+            snapshots,
+            delivery,
             stats: Stats::default(),
             rules: Rules {
                 max_running,
@@ -416,11 +493,32 @@ mod tests {
                 finished_retention: Duration::from_secs(3600),
                 heartbeat_interval: Duration::from_secs(15),
             },
-        };
+            write_limits,
+        });
+        let running = Arc::clone(&service);
+        let deliverer = std::thread::spawn(move || running.delivery.run(position, &running.stats));
         Fixture {
             service,
             sink,
-            _dir: dir,
+            deliverer: Some(deliverer),
+            dir,
+        }
+    }
+
+    /// Waits (10 s at most) until the sink has stored `n` lines; the lines.
+    pub(crate) fn stored(f: &Fixture, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stored = f.sink.stored();
+            if stored.len() >= n {
+                return stored;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} lines stored: {stored:?}",
+                stored.len()
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -429,12 +527,17 @@ mod tests {
         f.service.register(record, "10.0.0.9", 1_000)
     }
 
+    fn commit_body(uuid: Uuid, note: &str) -> String {
+        format!(
+            r#"{{"uuid":"{uuid}","measurement":{{"fields":{{"note":"{note}","requestStats":{{"stats":[{{"name":"/a","method":"GET","num_requests":3}}],"total_rps":1.5}}}}}}}}"#
+        )
+    }
+
     fn commit(f: &Fixture, uuid: Uuid) -> Result<Committed, Refused> {
-        let body = format!(
-            r#"{{"uuid":"{uuid}","measurement":{{"fields":{{"requestStats":{{"stats":[{{"name":"/a","method":"GET","num_requests":3}}],"total_rps":1.5}}}}}}}}"#
-        );
-        f.service
-            .commit(parse_commit(body.as_bytes(), LIMITS).unwrap(), 2_000)
+        f.service.commit(
+            parse_commit(commit_body(uuid, "").as_bytes(), LIMITS).unwrap(),
+            2_000,
+        )
     }
 
     fn state(f: &Fixture, uuid: Uuid) -> Option<State> {
@@ -444,10 +547,6 @@ mod tests {
             .into_iter()
             .find(|j| j.run.uuid == uuid)
             .map(|j| j.state)
-    }
-
-    fn unreachable() -> Answer {
-        Answer::Fail(SinkError::Unreachable("connection refused".into()))
     }
 
     #[test]
@@ -469,18 +568,35 @@ mod tests {
     }
 
     #[test]
+    fn with_acknowledge_disk_the_answer_does_not_wait_for_influxdb() {
+        let f = fixture_with("service-disk", 10, 1 << 20, Acknowledge::Disk);
+        // InfluxDB never answers; the register is answered all the same, as recorded.
+        f.sink.set_ping_fails(true);
+        f.sink.answer(std::iter::repeat_n(
+            crate::delivery::sink::testing::Answer::Fail(
+                crate::delivery::sink::SinkError::Unreachable("connection refused".into()),
+            ),
+            100,
+        ));
+        let r = register(&f, "{}").unwrap();
+        assert_eq!(r.outcome, Outcome::Recorded);
+        assert_eq!(state(&f, r.uuid), Some(State::Running));
+    }
+
+    #[test]
     fn a_register_that_cannot_be_recorded_leaves_no_run_and_frees_its_slot() {
-        // InfluxDB is unreachable and the spool has no room: nothing can be recorded.
+        // The log has no room for a record with points.
         let f = fixture("service-register-full", 1, 0);
-        f.sink.answer([unreachable()]);
         let err = register(&f, "{}").unwrap_err();
         assert!(
             matches!(&err, Refused::NotRecorded(why) if why.is_spool_full()),
             "{err:?}"
         );
         assert!(f.service.jobs.list(usize::MAX).is_empty());
-        // The slot it reserved is free again: with max_running = 1 a new register fits.
+        // The slot it reserved is free again: with max_running = 1 a new register fits, and
+        // the snapshot is not held back by a change that never happened.
         assert!(f.service.jobs.reserve(1).is_some());
+        assert_eq!(f.service.jobs.snapshot().1, 1);
     }
 
     #[test]
@@ -501,34 +617,74 @@ mod tests {
 
     #[test]
     fn a_commit_that_cannot_be_recorded_leaves_the_run_running() {
-        // The register is delivered; then InfluxDB goes away and the spool is too small for
-        // the commit's points.
-        let f = fixture("service-commit-full", 10, 64);
+        // Room for the register's record (delivered at once), not for a commit with a note of
+        // 2 000 bytes.
+        let f = fixture("service-commit-full", 10, 1500);
         let uuid = register(&f, "{}").unwrap().uuid;
-        f.sink.answer([unreachable()]);
+        let big = parse_commit(commit_body(uuid, &"n".repeat(2000)).as_bytes(), LIMITS).unwrap();
         for attempt in 0..2 {
-            let err = commit(&f, uuid).unwrap_err();
+            let err = f.service.commit(big.clone(), 2_000).unwrap_err();
             assert!(
                 matches!(&err, Refused::NotRecorded(why) if why.is_spool_full()),
                 "attempt {attempt}: {err:?}"
             );
             assert_eq!(state(&f, uuid), Some(State::Running), "attempt {attempt}");
         }
-        assert_eq!(f.service.delivery.spool().usage().records, 0);
         assert_eq!(f.sink.stored().len(), 2, "only the register's points");
+        // A commit that fits goes through.
+        commit(&f, uuid).unwrap();
+        assert!(matches!(
+            state(&f, uuid),
+            Some(State::Finished { at_ms: 2_000 })
+        ));
     }
 
     #[test]
-    fn a_commit_whose_write_panics_leaves_the_run_running() {
+    fn a_commit_that_fails_on_disk_leaves_the_run_running_and_can_be_sent_again() {
+        let f = fixture("service-commit-disk", 10, 1 << 20);
+        let uuid = register(&f, "{}").unwrap().uuid;
+        f.service.delivery.log().fail_next_writes(1);
+        let err = commit(&f, uuid).unwrap_err();
+        assert!(
+            matches!(&err, Refused::NotRecorded(why) if !why.is_spool_full()),
+            "{err:?}"
+        );
+        assert_eq!(state(&f, uuid), Some(State::Running));
+        let c = commit(&f, uuid).unwrap();
+        assert_eq!((c.points, c.rows, c.rows_sent), (3, 1, 1));
+        assert_eq!(c.outcome, Outcome::Delivered);
+        assert!(matches!(
+            state(&f, uuid),
+            Some(State::Finished { at_ms: 2_000 })
+        ));
+    }
+
+    #[test]
+    fn a_commit_left_half_way_puts_the_run_back() {
         let f = fixture("service-commit-panic", 10, 1 << 20);
         let uuid = register(&f, "{}").unwrap().uuid;
-        f.sink.answer([Answer::Panic]);
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(&f, uuid)));
+        let jobs = &f.service.jobs;
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            jobs.begin_commit(&uuid).unwrap();
+            let mut guard = CommitGuard {
+                jobs,
+                uuid,
+                prepared: None,
+                done: false,
+            };
+            guard.prepared = jobs.prepare_finish(&uuid, 1_500);
+            panic!("a commit fails half-way (on purpose, by the test)");
+        }));
         assert!(panicked.is_err());
         assert_eq!(
             state(&f, uuid),
             Some(State::Running),
-            "the commit guard put the run back"
+            "the guard put the run back"
+        );
+        assert_eq!(
+            jobs.snapshot().1,
+            2,
+            "the abandoned change does not hold the snapshot back"
         );
         commit(&f, uuid).unwrap();
         assert!(matches!(state(&f, uuid), Some(State::Finished { .. })));
@@ -559,7 +715,7 @@ mod tests {
     }
 
     #[test]
-    fn a_tick_writes_each_running_run_and_expires_the_silent_ones() {
+    fn a_tick_records_each_running_run_and_expires_the_silent_ones() {
         let f = fixture("service-tick", 10, 1 << 20);
         let a = register(&f, r#"{"measurement":{"fields":{"clients":1}}}"#)
             .unwrap()
@@ -568,11 +724,59 @@ mod tests {
         commit(&f, b).unwrap();
         let before = f.sink.stored().len();
         f.service.tick(1_000 + 60_000);
-        let beats: Vec<String> = f.sink.stored()[before..].to_vec();
+        let beats: Vec<String> = stored(&f, before + 1)[before..].to_vec();
         assert_eq!(beats.len(), 1, "only the running run beats: {beats:?}");
         assert!(beats[0].contains(&a.to_string()) && beats[0].contains("elapsed=60"));
         f.service.tick(1_000 + 3_600_000);
         assert!(matches!(state(&f, a), Some(State::Expired { .. })));
-        assert!(f.sink.stored().last().unwrap().contains("event=expired"));
+        let all = stored(&f, before + 2);
+        assert!(all.last().unwrap().contains("event=expired"));
+    }
+
+    #[test]
+    fn a_restart_finds_every_acknowledged_change() {
+        let (a, b) = {
+            let f = fixture("service-restart", 10, 1 << 20);
+            let a = register(&f, r#"{"measurement":{"fields":{"clients":1}}}"#)
+                .unwrap()
+                .uuid;
+            let b = register(&f, "{}").unwrap().uuid;
+            let record = parse_register(br#"{"measurement":{"fields":{"clients":9}}}"#, LIMITS);
+            f.service.progress(a, record.unwrap(), 1_500).unwrap();
+            commit(&f, b).unwrap();
+            // A copy of the directory as it is, no snapshot written since the start: as after
+            // a kill -9.
+            let path = f.dir.0.clone();
+            let copy = std::env::temp_dir().join(format!("mc-restart-copy-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&copy);
+            copy_dir(&path, &copy);
+            (a, b)
+        };
+        let copy = std::env::temp_dir().join(format!("mc-restart-copy-{}", std::process::id()));
+        let (_, _, opened) = Log::open(&copy.join("log"), 1 << 20, false).unwrap();
+        let loaded = Snapshots::new(&copy)
+            .load(&opened.changes, &copy.join("log"), 100)
+            .unwrap();
+        let jobs = loaded.jobs.list(10);
+        let find = |u: Uuid| jobs.iter().find(|j| j.run.uuid == u).unwrap().clone();
+        assert_eq!(
+            find(a).fields,
+            [("clients".to_string(), FieldValue::Float(9.0))]
+        );
+        assert!(matches!(find(b).state, State::Finished { at_ms: 2_000 }));
+        let _ = std::fs::remove_dir_all(&copy);
+    }
+
+    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
     }
 }

@@ -38,6 +38,10 @@ pub struct Stats {
     /// Write requests sent to InfluxDB; requests that share a write (group commit) count once.
     pub influxdb_writes: AtomicU64,
     pub heartbeats_dropped: AtomicU64,
+    /// Heartbeats InfluxDB refused (each run's first refusal for a reason is dead-lettered).
+    pub heartbeats_refused: AtomicU64,
+    /// Refused points that found no room in the dead letters (`storage.max_dead_letter_bytes`).
+    pub points_dropped: AtomicU64,
     pub heartbeat_ticks: AtomicU64,
     pub jobs_expired: AtomicU64,
     pub auth_failures: AtomicU64,
@@ -121,17 +125,17 @@ impl Stats {
         let counters = [
             (
                 "points_written_total",
-                "Points InfluxDB stored (directly or from the spool).",
+                "Points InfluxDB stored.",
                 &self.points_written,
             ),
             (
                 "points_spooled_total",
-                "Points stored in the spool while InfluxDB failed.",
+                "Points recorded in the log under storage.dir (every accepted point).",
                 &self.points_spooled,
             ),
             (
                 "points_replayed_total",
-                "Spooled points InfluxDB has since stored.",
+                "Points InfluxDB stored after a write of them had failed.",
                 &self.points_replayed,
             ),
             (
@@ -146,8 +150,18 @@ impl Stats {
             ),
             (
                 "heartbeats_dropped_total",
-                "Heartbeats neither stored nor spooled.",
+                "Heartbeats not recorded (the log was full or the disk failed).",
                 &self.heartbeats_dropped,
+            ),
+            (
+                "heartbeats_refused_total",
+                "Heartbeats InfluxDB refused.",
+                &self.heartbeats_refused,
+            ),
+            (
+                "points_dropped_total",
+                "Refused points that found no room in the dead letters.",
+                &self.points_dropped,
             ),
             (
                 "jobs_expired_total",

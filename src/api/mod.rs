@@ -83,7 +83,7 @@ fn refused_code(refused: &Refused) -> Code {
         Refused::TooManyFields(_) => Code::TooManyFields,
         Refused::FieldIsTag => Code::InvalidField,
         Refused::NotRecorded(why) if why.is_spool_full() => Code::SpoolFull,
-        Refused::NotRecorded(_) | Refused::NotSaved(_) => Code::StorageError,
+        Refused::NotRecorded(_) => Code::StorageError,
     }
 }
 

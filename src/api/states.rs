@@ -18,24 +18,8 @@ const LISTED: usize = 1000;
 pub fn states(app: &App) -> Value {
     let service = &app.service;
     let counts = service.jobs.counts();
-    let list: Vec<Value> = service
-        .jobs
-        .list(LISTED)
-        .iter()
-        .map(|j| {
-            json!({
-                "uuid": j.run.uuid,
-                "host": j.run.host,
-                "startedAt": rfc3339(j.run.started_ms),
-                "state": j.state.as_str(),
-                "heartbeats": j.heartbeats,
-            })
-        })
-        .collect();
     let delivery = &service.delivery;
-    let health = delivery.health();
-    let spool = delivery.spool().usage();
-    let (dead_records, dead_bytes) = delivery.spool().dead_letters();
+    let refusals = delivery.refusals();
     let time = |t: SystemTime| {
         rfc3339(
             t.duration_since(UNIX_EPOCH)
@@ -43,6 +27,31 @@ pub fn states(app: &App) -> Value {
                 .unwrap_or(0),
         )
     };
+    let list: Vec<Value> = service
+        .jobs
+        .list(LISTED)
+        .iter()
+        .map(|j| {
+            let mut entry = json!({
+                "uuid": j.run.uuid,
+                "host": j.run.host,
+                "startedAt": rfc3339(j.run.started_ms),
+                "state": j.state.as_str(),
+                "heartbeats": j.heartbeats,
+            });
+            if let Some(r) = refusals.get(&j.run.uuid) {
+                entry["heartbeats_refused"] = json!({
+                    "count": r.count,
+                    "last_error": r.error,
+                    "at": time(r.at),
+                });
+            }
+            entry
+        })
+        .collect();
+    let health = delivery.health();
+    let (waiting_records, waiting_bytes) = delivery.log().undelivered();
+    let dead = delivery.dead_letters().usage();
     let s = &service.stats;
     let influxdb = &app.settings.config.influxdb;
     json!({
@@ -60,16 +69,23 @@ pub fn states(app: &App) -> Value {
         "influxdb": {
             "url": influxdb.url.trim_end_matches('/'),
             "api": influxdb.api.to_string(),
-            "up": delivery.influx_up(),
+            "up": health.up,
             "last_success": health.last_success.map(time),
             "last_error": health.last_error.map(|(t, e)| json!({"at": time(t), "error": e})),
         },
         "spool": {
-            "records": spool.records,
-            "bytes": spool.bytes,
-            "oldest_age_seconds": spool.oldest.map(|t| t.elapsed().map(|d| d.as_secs()).unwrap_or(0)),
+            "records": waiting_records,
+            "bytes": waiting_bytes,
+            "limit": app.settings.config.storage.max_spool_bytes,
+            "oldest_age_seconds": delivery.oldest_waiting().map(|d| d.as_secs()),
+            "segments": delivery.log().segments(),
         },
-        "dead_letters": {"records": dead_records, "bytes": dead_bytes},
+        "dead_letters": {
+            "records": dead.records,
+            "bytes": dead.bytes,
+            "limit": dead.limit,
+            "points_dropped": dead.dropped_points,
+        },
         "counters": {
             "requests": s.requests_json(),
             "points_written": Stats::get(&s.points_written),
@@ -78,6 +94,8 @@ pub fn states(app: &App) -> Value {
             "points_dead_lettered": Stats::get(&s.points_dead_lettered),
             "influxdb_writes": Stats::get(&s.influxdb_writes),
             "heartbeats_dropped": Stats::get(&s.heartbeats_dropped),
+            "heartbeats_refused": Stats::get(&s.heartbeats_refused),
+            "points_dropped": Stats::get(&s.points_dropped),
             "heartbeat_ticks": Stats::get(&s.heartbeat_ticks),
             "jobs_expired": Stats::get(&s.jobs_expired),
             "auth_failures": Stats::get(&s.auth_failures),
@@ -90,9 +108,14 @@ pub fn metrics(app: &App) -> String {
     let service = &app.service;
     let counts = service.jobs.counts();
     let delivery = &service.delivery;
-    let spool = delivery.spool().usage();
-    let (dead_records, dead_bytes) = delivery.spool().dead_letters();
-    let up = if delivery.influx_up() { 1.0 } else { 0.0 };
+    let (waiting_records, waiting_bytes) = delivery.log().undelivered();
+    let dead = delivery.dead_letters().usage();
+    // Unknown counts as not up: a gateway that never reached InfluxDB must not look healthy.
+    let up = if delivery.influx_up() == Some(true) {
+        1.0
+    } else {
+        0.0
+    };
     service.stats.prometheus(&[
         (
             "running_jobs",
@@ -101,27 +124,27 @@ pub fn metrics(app: &App) -> String {
         ),
         (
             "spool_records",
-            "Records waiting in the spool for InfluxDB.",
-            spool.records as f64,
+            "Records of the log not yet delivered to InfluxDB.",
+            waiting_records as f64,
         ),
         (
             "spool_bytes",
-            "Bytes waiting in the spool for InfluxDB.",
-            spool.bytes as f64,
+            "Bytes of the log not yet delivered to InfluxDB.",
+            waiting_bytes as f64,
         ),
         (
             "dead_letter_records",
             "Records InfluxDB refused, waiting for a person.",
-            dead_records as f64,
+            dead.records as f64,
         ),
         (
             "dead_letter_bytes",
             "Bytes of the dead letters.",
-            dead_bytes as f64,
+            dead.bytes as f64,
         ),
         (
             "influxdb_up",
-            "1 when the last write to InfluxDB succeeded, else 0.",
+            "1 once InfluxDB answered and the last write or probe worked; 0 before it ever answered, and while it fails.",
             up,
         ),
         (

@@ -1,74 +1,90 @@
-//! Delivery: where the points of a request go, and the replay thread that empties the spool.
+//! Delivery: every accepted request goes into the log, and one deliverer thread takes the log to
+//! InfluxDB in bulk.
 //!
-//! The promise (README, "Delivery guarantees"): when [`Delivery::deliver`] returns `Ok`, every point is either
-//! stored by InfluxDB or fsync'd to the spool and will be delivered; when it returns `Err`,
-//! nothing was recorded. InfluxDB's failures are sorted by [`Disposition`]: unreachable,
-//! slow, busy or misconfigured → spool (and retry); refused data → dead letters (never retried
-//! by itself, never dropped).
+//! **The request's side** ([`Delivery::record`]): the request's points and its job-table change
+//! are one record of the log; the call returns once that record is on disk (group commit: the
+//! requests waiting together share one write and one fsync). Then [`Delivery::outcome`] says
+//! what to answer: with `delivery.acknowledge = "disk"` at once (the points are recorded,
+//! normally not yet in InfluxDB); with `"influxdb"` once the deliverer has stored the record's
+//! points or dead-lettered them (or, while InfluxDB does not answer, at once, as recorded but
+//! not delivered). A request that gets no record on disk (the log is full, the disk failed)
+//! gets an error, and nothing of it was recorded.
 //!
-//! Group commit: requests that reach the writer together share one InfluxDB write. Each
-//! request queues its lines with a ticket and blocks; while fewer than [`MAX_IN_FLIGHT`]
-//! batches are being written, a waiting request becomes the leader: it takes the queue (up to
-//! [`BATCH_REQUESTS`] requests and [`BATCH_BYTES`] bytes; the rest stays for the next leader),
-//! writes it as one body without holding the lock, settles every request of the batch, and
-//! wakes them. There is no writer thread: the leader is one of the waiting requests, and it
-//! goes on leading until its own request is settled. Each request still gets its own
-//! [`Outcome`], so the meaning of a 200 is unchanged. When InfluxDB refuses a shared batch,
-//! the batch is written again in halves, recursively, until the refused requests stand alone:
-//! only those go to the dead letters, the others are delivered. (InfluxDB 1.x stores the good
-//! points of a "partial write" before answering 400; writing them again stores nothing twice,
-//! see below.) When a write fails for a reason that may pass, every request of the batch not yet
-//! settled is spooled as a record of its own, as if it had been written alone, so a refusal
-//! at replay still buries only that request's points. A leader that panics settles what it
-//! had not settled yet as a storage failure (the client gets a 503 and may send again, which
-//! stores nothing twice), so no request waits forever.
+//! **The deliverer** ([`Delivery::run`]) reads the log in order and writes what it reads to
+//! InfluxDB in batches of at most `influxdb.max_write_bytes` and `influxdb.max_write_lines`.
+//! What InfluxDB stored, the log marks delivered (and trims). A failure that may pass
+//! (unreachable, timeout, 5xx, 429, credentials, a missing database) keeps the batch: the
+//! deliverer probes InfluxDB with `/ping`, waiting 0.5 s doubling to 30 s, and writes the same
+//! batch again; a batch sent twice stores nothing twice, since every point has an explicit
+//! timestamp and InfluxDB keeps one point per series and time. A refusal (400, a partial
+//! write, 422, 413, or a connection reset while sending a large body while `/ping` answers)
+//! never travels and never loops: the batch is written again in halves, and halves of those,
+//! until the refused units stand alone; those go to the dead letters — a request's points as
+//! one dead letter, a heartbeat once per run and reason (later refusals of the same run for
+//! the same reason are only counted) — and the deliverer goes on with what follows.
 //!
-//! While InfluxDB is known to be down, requests go straight to the spool instead of each
-//! waiting for a timeout; the replay thread probes InfluxDB cheaply (`/ping`) with capped
-//! exponential backoff, and once it answers, sends the spool oldest first. A record is removed
-//! only after InfluxDB accepted it. Replayed points carry their original timestamps, and
-//! InfluxDB stores a point with the same series and time only once, so a record sent twice
-//! (after a crash between the write and the removal) does no harm.
+//! Delivery knows nothing of runs beyond the uuid a heartbeat unit carries, and holds no lock
+//! across I/O but the log's own writer turn.
 
 pub mod influx;
 pub mod sink;
-pub mod spool;
 
-use std::borrow::Cow;
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use uuid::Uuid;
+
+use crate::state::jobs::Change;
 use crate::stats::Stats;
+use crate::storage::dead_letters::{DeadLetters, Kept};
+use crate::storage::log::{Log, LogError, Position, Read};
+use crate::storage::record::{Kind, Unit};
 use sink::{Disposition, Sink, SinkError};
-use spool::{Record, Spool, SpoolError};
 
-/// First and longest wait between tries while InfluxDB is down.
+/// First and longest wait between tries while InfluxDB fails.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Records sent together by the replay, and their size at most.
-const REPLAY_BATCH: usize = 64;
-const REPLAY_BATCH_BYTES: u64 = 4 * 1024 * 1024;
-/// Batches of requests written to InfluxDB at the same time, at most. One: while it is being
-/// written the next batch gathers, so the busier the gateway, the larger and fewer the writes,
-/// and InfluxDB's cost per point falls as the load rises. Measured with scripts/bench.sh's
-/// load generator against influxd on 2 cores, 1 did half the writes of 2 and more cycles per
-/// second at 8 clients (and as many at 32), with a lower p99; 4 and 8 did worse still. The
-/// heartbeat tick, a write as large as the number of runs, does not take this slot (see
-/// [`Delivery::deliver_alone`]), so requests never wait behind it.
-const MAX_IN_FLIGHT: usize = 1;
-/// Requests, and bytes of line protocol, in one coalesced write at most (a single larger
-/// request still goes, alone). Bounded so that a split after a refusal stays short and one
-/// write stays well inside InfluxDB's body limit (25 MB by default in 1.x).
-const BATCH_REQUESTS: usize = 256;
-const BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// A write larger than this that ends in a reset is taken for InfluxDB closing on a body it
+/// will not read (influxd answers 413 and closes while the client still sends), once `/ping`
+/// shows InfluxDB is up: the batch is split, not retried whole forever.
+const RESET_SUSPECT_BYTES: usize = 1 << 20;
+/// Per-run heartbeat refusals remembered at most; the oldest are forgotten first.
+const REFUSALS_KEPT: usize = 20_000;
+/// Dead-lettered requests whose answer nobody took (their client gave up) are forgotten once
+/// this many records have been settled after them.
+const SETTLED_KEPT: u64 = 100_000;
 
-/// Where a request's points went.
+/// When a request is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Acknowledge {
+    /// Once its record is on disk.
+    Disk,
+    /// Once InfluxDB stored its points or refused them (or, while InfluxDB does not answer, once
+    /// its record is on disk).
+    Influxdb,
+}
+
+/// The batch limits of the deliverer's writes, from `[influxdb]`.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteLimits {
+    /// `influxdb.max_write_bytes`: bytes of line protocol in one write at most (a single
+    /// larger unit still goes, alone).
+    pub max_bytes: usize,
+    /// `influxdb.max_write_lines`: points in one write at most.
+    pub max_lines: usize,
+}
+
+/// Where a request's points stand when it is answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// InfluxDB stored them.
     Delivered,
-    Spooled,
+    /// Recorded in the log; the deliverer will deliver them.
+    Recorded,
     /// InfluxDB refused them; they wait in the dead letters with this message.
     DeadLettered(String),
 }
@@ -80,509 +96,548 @@ impl Outcome {
 }
 
 /// Why nothing of a request was recorded.
-#[derive(Debug)]
-pub enum Failure {
-    /// The spool could not take the points: full (`storage.max_spool_bytes`) or a disk error.
-    Spool(SpoolError),
-    /// InfluxDB refused the points and the dead letters could not be written.
-    DeadLetter(std::io::Error),
-    /// The write of the request's batch stopped half-way: the thread writing it panicked or
-    /// could not be started.
-    Interrupted(&'static str),
-}
+#[derive(Debug, Clone)]
+pub struct Failure(pub LogError);
 
 impl Failure {
-    /// True when the spool is full: the disk works, InfluxDB must catch up first.
+    /// True when the log is full: the disk works, InfluxDB must catch up first.
     pub fn is_spool_full(&self) -> bool {
-        matches!(self, Failure::Spool(SpoolError::Full { .. }))
+        matches!(self.0, LogError::Full { .. })
     }
 }
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Spool(e) => e.fmt(f),
-            Failure::DeadLetter(e) => {
-                write!(f, "cannot store refused points in the dead letters: {e}")
-            }
-            Failure::Interrupted(what) => f.write_str(what),
-        }
+        self.0.fmt(f)
     }
 }
 
 impl std::error::Error for Failure {}
 
-/// What [`Delivery::deliver`] answers.
-type Settled = Result<Outcome, Failure>;
-
-/// One request's points, waiting in the queue or in a batch being written.
-struct Entry {
-    ticket: u64,
-    lines: String,
-    points: usize,
-}
-
-/// The group-commit queue, under [`Delivery::queue`].
-#[derive(Default)]
-struct Queue {
-    next_ticket: u64,
-    waiting: VecDeque<Entry>,
-    /// Batches being written now (never more than [`MAX_IN_FLIGHT`]).
-    writing: usize,
-    /// Results not yet taken by their request, by ticket.
-    settled: HashMap<u64, Settled>,
-    /// Tickets whose request is gone (its thread unwound from a panic while leading): their
-    /// results are dropped instead of kept for nobody.
-    abandoned: HashSet<u64>,
-}
-
-impl Queue {
-    /// Takes the oldest waiting requests for one write: at least one, at most
-    /// [`BATCH_REQUESTS`] and, beyond the first, [`BATCH_BYTES`].
-    fn take_batch(&mut self) -> Vec<Entry> {
-        let mut bytes = 0;
-        let mut n = 0;
-        for entry in self.waiting.iter().take(BATCH_REQUESTS) {
-            bytes += entry.lines.len();
-            if n > 0 && bytes > BATCH_BYTES {
-                break;
-            }
-            n += 1;
-        }
-        self.waiting.drain(..n).collect()
-    }
-
-    fn settle(&mut self, ticket: u64, result: Settled) {
-        if !self.abandoned.remove(&ticket) {
-            self.settled.insert(ticket, result);
-        }
-    }
-
-    /// Forgets a request whose thread is gone: its result, its place in the queue, or (while a
-    /// batch holding it is being written) the result to come.
-    fn abandon(&mut self, ticket: u64) {
-        if self.settled.remove(&ticket).is_some() {
-            return;
-        }
-        if let Some(i) = self.waiting.iter().position(|e| e.ticket == ticket) {
-            self.waiting.remove(i);
-            return;
-        }
-        self.abandoned.insert(ticket);
-    }
-}
-
-/// A batch being written by its leader. Dropping it, after the write or while unwinding from
-/// a panic, publishes every result, settles what has no result yet as a failure, and wakes
-/// the waiting requests; so no request waits forever for a leader that is gone.
-struct Leader<'a> {
-    delivery: &'a Delivery,
-    /// The leader's own ticket, which may or may not be in `batch`.
-    own: u64,
-    batch: Vec<Entry>,
-    /// One per entry of `batch`, filled in as each is settled.
-    results: Vec<Option<Settled>>,
-}
-
-impl Drop for Leader<'_> {
-    fn drop(&mut self) {
-        let mut q = self.delivery.lock_queue();
-        q.writing -= 1;
-        for (entry, result) in self.batch.iter().zip(&mut self.results) {
-            let result = result.take().unwrap_or(Err(Failure::Interrupted(
-                "the write of this request's batch stopped half-way (an internal error, see the log)",
-            )));
-            q.settle(entry.ticket, result);
-        }
-        if std::thread::panicking() {
-            q.abandon(self.own);
-        }
-        drop(q);
-        self.delivery.written.notify_all();
-    }
-}
-
 /// What delivery has seen of InfluxDB, for the state page.
 #[derive(Debug, Clone, Default)]
 pub struct Health {
+    /// `None` until InfluxDB answered a write or a probe; then whether the last one worked.
+    pub up: Option<bool>,
     pub last_success: Option<SystemTime>,
     /// When, and the error, as a sentence.
     pub last_error: Option<(SystemTime, String)>,
 }
 
+/// The last refusal of a run's heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRefusal {
+    /// InfluxDB's message.
+    pub error: String,
+    pub at: SystemTime,
+    /// Heartbeats of the run refused so far.
+    pub count: u64,
+}
+
+/// Results of records, for requests waiting in `"influxdb"` mode.
+#[derive(Default)]
+struct Settled {
+    /// Every record up to this number is delivered or dead-lettered.
+    upto: u64,
+    /// Dead-lettered requests and InfluxDB's message, until their request takes it.
+    dead: BTreeMap<u64, String>,
+}
+
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
 pub struct Delivery {
+    log: Log,
     sink: Box<dyn Sink>,
-    spool: Spool,
+    dead: DeadLetters,
+    acknowledge: Acknowledge,
+    /// How long a request waits for InfluxDB in `"influxdb"` mode at most.
+    wait_at_most: Duration,
+    limits: WriteLimits,
     health: Mutex<Health>,
-    /// InfluxDB failed recently: new points go straight to the spool.
-    down: AtomicBool,
-    wake: Condvar,
-    wake_lock: Mutex<bool>,
-    /// Requests waiting for a write (group commit), and the results of batches written.
-    queue: Mutex<Queue>,
-    /// Notified whenever a batch is settled.
-    written: Condvar,
+    /// [`UNKNOWN`], [`UP`] or [`DOWN`]: readable without the health lock on the request path.
+    up: AtomicU8,
+    settled: Mutex<Settled>,
+    settled_changed: Condvar,
+    refusals: Mutex<HashMap<Uuid, RunRefusal>>,
+    /// Since when the oldest undelivered record has waited, as the deliverer saw it.
+    waiting_since: Mutex<Option<Instant>>,
+    /// Set by [`Delivery::stop`]: the deliverer returns.
+    stopping: AtomicBool,
+    /// Bytes of one write at most, as learned from InfluxDB refusing larger ones (it starts at
+    /// `influxdb.max_write_bytes`): later batches are cut to what it takes, so a body limit
+    /// smaller than the configured batch is met with one refusal, not one per batch.
+    learned_max_bytes: std::sync::atomic::AtomicUsize,
+}
+
+/// Units of one batch, each with the record it belongs to.
+struct Piece<'a> {
+    seq: u64,
+    kind: Kind,
+    run: Uuid,
+    points: u32,
+    lines: &'a str,
 }
 
 impl Delivery {
-    pub fn new(sink: Box<dyn Sink>, spool: Spool) -> Delivery {
-        // Points left from an earlier run go first through the replay; new ones may go direct.
+    /// Delivery over `log` (opened at start), to `sink`, with refusals kept in `dead`.
+    pub fn new(
+        log: Log,
+        sink: Box<dyn Sink>,
+        dead: DeadLetters,
+        acknowledge: Acknowledge,
+        wait_at_most: Duration,
+        limits: WriteLimits,
+    ) -> Delivery {
         Delivery {
+            log,
             sink,
-            spool,
+            dead,
+            acknowledge,
+            wait_at_most,
+            limits,
             health: Mutex::new(Health::default()),
-            down: AtomicBool::new(false),
-            wake: Condvar::new(),
-            wake_lock: Mutex::new(false),
-            queue: Mutex::new(Queue::default()),
-            written: Condvar::new(),
+            up: AtomicU8::new(UNKNOWN),
+            settled: Mutex::new(Settled::default()),
+            settled_changed: Condvar::new(),
+            refusals: Mutex::new(HashMap::new()),
+            waiting_since: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+            learned_max_bytes: std::sync::atomic::AtomicUsize::new(limits.max_bytes),
         }
     }
 
-    /// The last success and the last error of a write or a probe.
+    /// Makes [`Delivery::run`] return soon (within a second); what is undelivered stays in the
+    /// log for the next start.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.log.wake();
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps for `d`, or less when the deliverer is asked to stop.
+    fn pause(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while !self.is_stopping() {
+            let Some(left) = until.checked_duration_since(Instant::now()) else {
+                return;
+            };
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+        }
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub fn dead_letters(&self) -> &DeadLetters {
+        &self.dead
+    }
+
+    /// The last success and the last error of a write or a probe, and whether InfluxDB is up.
     pub fn health(&self) -> Health {
-        self.health
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let mut health = lock(&self.health).clone();
+        health.up = match self.up.load(Ordering::Relaxed) {
+            UP => Some(true),
+            DOWN => Some(false),
+            _ => None,
+        };
+        health
+    }
+
+    /// `None` until InfluxDB answered; then whether the last write or probe worked.
+    pub fn influx_up(&self) -> Option<bool> {
+        self.health().up
+    }
+
+    /// How long the oldest undelivered record has waited.
+    pub fn oldest_waiting(&self) -> Option<Duration> {
+        lock(&self.waiting_since).map(|at| at.elapsed())
+    }
+
+    /// The last refusal of each run whose heartbeat InfluxDB refused.
+    pub fn refusals(&self) -> HashMap<Uuid, RunRefusal> {
+        lock(&self.refusals).clone()
     }
 
     fn record_health(&self, result: &Result<(), SinkError>) {
-        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let mut health = lock(&self.health);
         match result {
-            Ok(()) => health.last_success = Some(SystemTime::now()),
-            Err(e) => health.last_error = Some((SystemTime::now(), e.to_string())),
-        }
-    }
-
-    /// Makes InfluxDB ready for writes (v1: `CREATE DATABASE`); run once at start, on a
-    /// thread of its own, since InfluxDB may not answer yet.
-    pub fn prepare(&self) {
-        let result = self.sink.prepare();
-        self.record_health(&result);
-    }
-
-    pub fn spool(&self) -> &Spool {
-        &self.spool
-    }
-
-    pub fn influx_up(&self) -> bool {
-        !self.down.load(Ordering::Relaxed)
-    }
-
-    /// Records `lines` (`points` points): stored by InfluxDB, spooled, or dead-lettered.
-    /// Blocks until this request's points are settled; requests that arrive together share one
-    /// InfluxDB write (see the module documentation).
-    pub fn deliver(&self, lines: String, points: usize, stats: &Stats) -> Result<Outcome, Failure> {
-        if !self.influx_up() {
-            return self.spool_one(&lines, points, stats);
-        }
-        let mut q = self.lock_queue();
-        let ticket = q.next_ticket;
-        q.next_ticket += 1;
-        q.waiting.push_back(Entry {
-            ticket,
-            lines,
-            points,
-        });
-        loop {
-            if let Some(result) = q.settled.remove(&ticket) {
-                return result;
-            }
-            if q.writing < MAX_IN_FLIGHT && !q.waiting.is_empty() {
-                let batch = q.take_batch();
-                q.writing += 1;
-                drop(q);
-                let mut leader = Leader {
-                    delivery: self,
-                    own: ticket,
-                    results: batch.iter().map(|_| None).collect(),
-                    batch,
-                };
-                self.write_batch(&leader.batch, &mut leader.results, stats);
-                drop(leader);
-                q = self.lock_queue();
-            } else {
-                q = self.written.wait(q).unwrap_or_else(|e| e.into_inner());
-            }
-        }
-    }
-
-    /// Records the heartbeat tick's points in a write of their own, beside the requests'
-    /// queue: a tick of many runs is one large write, and requests must not wait behind it.
-    /// Outcomes as [`Delivery::deliver`].
-    pub fn deliver_alone(&self, lines: String, points: usize, stats: &Stats) -> Settled {
-        if !self.influx_up() {
-            return self.spool_one(&lines, points, stats);
-        }
-        let entry = Entry {
-            ticket: u64::MAX,
-            lines,
-            points,
-        };
-        let mut result = [None];
-        self.write_batch(std::slice::from_ref(&entry), &mut result, stats);
-        result[0].take().unwrap_or(Err(Failure::Interrupted(
-            "the heartbeat write stopped half-way (an internal error, see the log)",
-        )))
-    }
-
-    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Writes `entries` as one InfluxDB write and puts each one's result in `results`. A
-    /// refused batch of several is written again in two halves, recursively, so that only the
-    /// refused requests go to the dead letters; a failure that may pass spools every entry
-    /// not settled yet, each as a record of its own.
-    fn write_batch(&self, entries: &[Entry], results: &mut [Option<Settled>], stats: &Stats) {
-        if !self.influx_up() {
-            // Down since the batch was queued, or since the other half failed.
-            for (entry, result) in entries.iter().zip(results) {
-                *result = Some(self.spool_one(&entry.lines, entry.points, stats));
-            }
-            return;
-        }
-        let body = if let [entry] = entries {
-            Cow::Borrowed(entry.lines.as_str())
-        } else {
-            Cow::Owned(join(entries))
-        };
-        match self.write(&body, stats) {
             Ok(()) => {
-                for (entry, result) in entries.iter().zip(results) {
-                    Stats::add(&stats.points_written, entry.points);
-                    *result = Some(Ok(Outcome::Delivered));
-                }
-            }
-            Err(e) if e.disposition() == Disposition::Reject && entries.len() > 1 => {
-                log::debug!(
-                    "influxdb refused a batch of {} requests; writing it in halves to find the refused points: {e}",
-                    entries.len()
-                );
-                let half = entries.len() / 2;
-                let (first, second) = entries.split_at(half);
-                let (first_results, second_results) = results.split_at_mut(half);
-                self.write_batch(first, first_results, stats);
-                self.write_batch(second, second_results, stats);
-            }
-            Err(e) if e.disposition() == Disposition::Reject => {
-                results[0] = Some(self.dead_letter(&entries[0], &e, stats));
+                health.last_success = Some(SystemTime::now());
+                self.up.store(UP, Ordering::Relaxed);
             }
             Err(e) => {
-                self.mark_down(&e);
-                for (entry, result) in entries.iter().zip(results) {
-                    *result = Some(self.spool_one(&entry.lines, entry.points, stats));
+                health.last_error = Some((SystemTime::now(), e.to_string()));
+                // A refusal is an answer: InfluxDB is up, it only did not like the data.
+                let up = if e.disposition() == Disposition::Reject {
+                    UP
+                } else {
+                    DOWN
+                };
+                self.up.store(up, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Makes InfluxDB ready for writes (v1: `CREATE DATABASE`) and decides whether it is up;
+    /// run once at start by the deliverer.
+    fn prepare(&self) {
+        let result = self.sink.prepare().and_then(|()| self.sink.ping());
+        self.record_health(&result);
+    }
+
+    /// Puts a request's points (`units`) and job-table change into one record of the log, and
+    /// waits until it is on disk; its number. An error means nothing of it was recorded.
+    pub fn record(
+        &self,
+        kind: Kind,
+        change: &Change,
+        units: &[Unit<'_>],
+        stats: &Stats,
+    ) -> Result<u64, Failure> {
+        let ticket = self
+            .log
+            .append(kind, change.seq, &change.bytes, units)
+            .map_err(Failure)?;
+        let seq = self.log.wait(ticket).map_err(Failure)?;
+        let points: u32 = units.iter().map(|u| u.points).sum();
+        Stats::add(&stats.points_spooled, points as usize);
+        Ok(seq)
+    }
+
+    /// What to answer for record `seq` (see the module documentation).
+    pub fn outcome(&self, seq: u64) -> Outcome {
+        let mut settled = lock(&self.settled);
+        if self.acknowledge == Acknowledge::Influxdb && self.up.load(Ordering::Relaxed) != DOWN {
+            let deadline = Instant::now() + self.wait_at_most;
+            while settled.upto < seq && self.up.load(Ordering::Relaxed) != DOWN {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                settled = self
+                    .settled_changed
+                    .wait_timeout(settled, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+        if let Some(why) = settled.dead.remove(&seq) {
+            return Outcome::DeadLettered(why);
+        }
+        if settled.upto >= seq {
+            Outcome::Delivered
+        } else {
+            Outcome::Recorded
+        }
+    }
+
+    /// Records up to `upto` are settled; `dead` are the requests among them that were refused.
+    fn settle(&self, upto: u64, dead: Vec<(u64, String)>) {
+        let mut settled = lock(&self.settled);
+        settled.upto = settled.upto.max(upto);
+        if self.acknowledge == Acknowledge::Influxdb {
+            settled.dead.extend(dead);
+            let floor = upto.saturating_sub(SETTLED_KEPT);
+            settled.dead = settled.dead.split_off(&floor);
+        }
+        drop(settled);
+        self.settled_changed.notify_all();
+    }
+
+    /// The deliverer: takes the log to InfluxDB from `at` on, until the process ends.
+    pub fn run(&self, mut at: Position, stats: &Stats) {
+        self.prepare();
+        if at.next_seq > 1 {
+            // Everything before the first undelivered record was delivered by an earlier run.
+            self.settle(at.next_seq - 1, Vec::new());
+        }
+        let mut queue: VecDeque<Read> = VecDeque::new();
+        let mut backoff = BACKOFF_MIN;
+        // The batch at the front failed at least once.
+        let mut retried = false;
+        while !self.is_stopping() {
+            if queue.iter().map(|r| r.bytes).sum::<u64>() < self.limits.max_bytes as u64 {
+                match self.log.read(&mut at, self.limits.max_bytes as u64) {
+                    Ok(more) => queue.extend(more),
+                    Err(e) => {
+                        log::error!("the deliverer cannot read the log: {e}");
+                        self.pause(BACKOFF_MIN);
+                        continue;
+                    }
                 }
             }
-        }
-    }
-
-    /// One InfluxDB write, counted.
-    fn write(&self, lines: &str, stats: &Stats) -> Result<(), SinkError> {
-        Stats::add(&stats.influxdb_writes, 1);
-        let result = self.sink.write(lines);
-        self.record_health(&result);
-        result
-    }
-
-    /// One request's points that InfluxDB refused, alone, go to the dead letters.
-    fn dead_letter(&self, entry: &Entry, e: &SinkError, stats: &Stats) -> Settled {
-        let message = e.to_string();
-        let points = entry.points;
-        log::error!("influxdb refused {points} points; they go to the dead letters: {message}");
-        self.spool
-            .dead_letter(entry.lines.as_bytes(), points as u64, &message)
-            .map_err(Failure::DeadLetter)?;
-        Stats::add(&stats.points_dead_lettered, points);
-        Ok(Outcome::DeadLettered(message))
-    }
-
-    /// One request's points go to the spool as one record.
-    fn spool_one(&self, lines: &str, points: usize, stats: &Stats) -> Settled {
-        match self.spool.append(lines.as_bytes(), points as u64) {
-            Ok(_) => {
-                Stats::add(&stats.points_spooled, points);
-                self.notify();
-                Ok(Outcome::Spooled)
-            }
-            Err(e) => Err(Failure::Spool(e)),
-        }
-    }
-
-    fn mark_down(&self, e: &SinkError) {
-        if !self.down.swap(true, Ordering::Relaxed) {
-            if e.disposition() == Disposition::RetryMisconfigured {
-                log::error!(
-                    "{e}: points are spooled until the [influxdb] credentials, database or bucket are fixed"
-                );
-            } else {
-                log::warn!("{e}: points are spooled until it answers again");
-            }
-        }
-    }
-
-    /// Probes InfluxDB; true when it answers.
-    fn ping(&self) -> bool {
-        let result = self.sink.ping();
-        self.record_health(&result);
-        result.is_ok()
-    }
-
-    fn notify(&self) {
-        *self.wake_lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.wake.notify_one();
-    }
-
-    /// Waits until something is spooled or `timeout` passes.
-    fn wait(&self, timeout: Duration) {
-        let guard = self.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let (mut woken, _) = self
-            .wake
-            .wait_timeout_while(guard, timeout, |woken| !*woken)
-            .unwrap_or_else(|e| e.into_inner());
-        *woken = false;
-    }
-
-    /// The replay thread: runs until the process ends.
-    pub fn replay_loop(&self, stats: &Stats) {
-        let mut backoff = BACKOFF_MIN;
-        loop {
-            let batch = self.spool.oldest(REPLAY_BATCH);
-            if batch.is_empty() {
-                self.wait(Duration::from_secs(1));
+            if queue.is_empty() {
+                *lock(&self.waiting_since) = None;
+                self.log
+                    .wait_for_more(at.next_seq - 1, Duration::from_secs(1));
                 continue;
             }
-            if !self.influx_up() && !self.ping() {
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                continue;
-            }
-            match self.replay(batch, stats) {
-                Ok(()) => {
-                    if self.down.swap(false, Ordering::Relaxed) {
-                        log::info!("influxdb answers again; sending the spool");
+            lock(&self.waiting_since).get_or_insert_with(Instant::now);
+            let take = self.batch_len(&queue);
+            let batch: Vec<Read> = queue.drain(..take).collect();
+            match self.deliver(&batch, stats) {
+                Ok(dead) => {
+                    let last = batch.last().map_or(0, |r| r.seq);
+                    let bytes = batch.iter().map(|r| r.bytes).sum();
+                    if std::mem::take(&mut retried) {
+                        let points: u32 =
+                            batch.iter().flat_map(|r| &r.units).map(|u| u.points).sum();
+                        Stats::add(&stats.points_replayed, points as usize);
                     }
+                    self.log.delivered(last, batch.len() as u64, bytes);
+                    self.settle(last, dead);
+                    *lock(&self.waiting_since) = if queue.is_empty() {
+                        None
+                    } else {
+                        Some(Instant::now())
+                    };
                     backoff = BACKOFF_MIN;
                 }
                 Err(e) => {
-                    self.mark_down(&e);
-                    if e.disposition() == Disposition::RetryMisconfigured {
-                        // Nothing arrives until a person fixes the configuration: say so each time.
-                        log::error!(
-                            "{e}: spooled points wait; fix [influxdb] in the configuration"
-                        );
-                    } else {
-                        log::debug!("replay paused for {backoff:?}: {e}");
+                    retried = true;
+                    // Nothing of the batch is settled: it goes again, first in line.
+                    for record in batch.into_iter().rev() {
+                        queue.push_front(record);
                     }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    self.wait_for_influxdb(&e, &mut backoff);
                 }
             }
         }
     }
 
-    /// Sends records together; when InfluxDB refuses the batch, sends them one by one so only
-    /// the refused record goes to the dead letters.
-    fn replay(&self, mut batch: Vec<Record>, stats: &Stats) -> Result<(), SinkError> {
-        let mut size = 0;
-        let fits = batch
-            .iter()
-            .take_while(|r| {
-                size += r.bytes;
-                size <= REPLAY_BATCH_BYTES
-            })
-            .count();
-        // A single record larger than the batch limit still has to go.
-        batch.truncate(fits.max(1));
-        let mut texts = Vec::with_capacity(batch.len());
-        for record in &batch {
-            match std::fs::read_to_string(&record.path) {
-                Ok(text) => texts.push(text),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    log::error!(
-                        "spool record {} was removed by hand; forgetting it",
-                        record.path.display()
-                    );
-                    let _ = self.spool.remove(record);
-                    return Ok(());
-                }
-                Err(e) => {
-                    // Unreadable (a disk fault): keep it for a person to look at.
-                    log::error!(
-                        "cannot read spool record {}: {e}; moving it to the dead letters",
-                        record.path.display()
-                    );
-                    let _ = self
-                        .spool
-                        .bury(record, &format!("unreadable in the spool: {e}"));
-                    return Ok(());
-                }
+    /// How many records of `queue` (at least one) go in the next write.
+    fn batch_len(&self, queue: &VecDeque<Read>) -> usize {
+        let (mut bytes, mut lines) = (0usize, 0usize);
+        let max_bytes = self.learned_max_bytes.load(Ordering::Relaxed);
+        let mut n = 0;
+        for record in queue {
+            let b: usize = record.units.iter().map(|u| u.lines.len()).sum();
+            let l: usize = record.units.iter().map(|u| u.points as usize).sum();
+            if n > 0 && (bytes + b > max_bytes || lines + l > self.limits.max_lines) {
+                break;
+            }
+            bytes += b;
+            lines += l;
+            n += 1;
+        }
+        n.max(1)
+    }
+
+    /// After a failure that may pass: says so, then waits (probing with `/ping`) until
+    /// InfluxDB answers again.
+    fn wait_for_influxdb(&self, e: &SinkError, backoff: &mut Duration) {
+        if e.disposition() == Disposition::RetryMisconfigured {
+            // Nothing arrives until a person fixes the configuration: say so each time.
+            log::error!(
+                "{e}: points wait in the log until the [influxdb] credentials, database or bucket are fixed"
+            );
+        } else if self.up.load(Ordering::Relaxed) != DOWN {
+            log::warn!("{e}: points wait in the log until it answers again");
+        } else {
+            log::debug!("delivery paused for {backoff:?}: {e}");
+        }
+        self.up.store(DOWN, Ordering::Relaxed);
+        // Requests waiting in "influxdb" mode are answered now: their points are recorded.
+        self.settled_changed.notify_all();
+        while !self.is_stopping() {
+            self.pause(*backoff);
+            *backoff = (*backoff * 2).min(BACKOFF_MAX);
+            let result = self.sink.ping();
+            self.record_health(&result);
+            if result.is_ok() {
+                log::info!("influxdb answers again; delivering the log");
+                return;
             }
         }
-        let joined: String = texts
+    }
+
+    /// Writes a batch of records; `Ok` with the refused requests (settled: stored or
+    /// dead-lettered), or the failure that may pass.
+    fn deliver(&self, batch: &[Read], stats: &Stats) -> Result<Vec<(u64, String)>, SinkError> {
+        let pieces: Vec<Piece<'_>> = batch
             .iter()
-            .map(|t| t.trim_end_matches('\n'))
-            .collect::<Vec<_>>()
-            .join("\n");
-        match self.write(&joined, stats) {
+            .flat_map(|record| {
+                record
+                    .units
+                    .iter()
+                    .filter(|u| u.points > 0)
+                    .map(move |u| Piece {
+                        seq: record.seq,
+                        kind: record.kind,
+                        run: u.run,
+                        points: u.points,
+                        lines: &u.lines,
+                    })
+            })
+            .collect();
+        let mut dead = Vec::new();
+        if !pieces.is_empty() {
+            self.write_pieces(&pieces, stats, &mut dead)?;
+        }
+        Ok(dead)
+    }
+
+    /// Writes `pieces` as one write; a refused write of several is written again in halves, so
+    /// that only the refused units go to the dead letters.
+    fn write_pieces(
+        &self,
+        pieces: &[Piece<'_>],
+        stats: &Stats,
+        dead: &mut Vec<(u64, String)>,
+    ) -> Result<(), SinkError> {
+        let body = join(pieces);
+        let points: usize = pieces.iter().map(|p| p.points as usize).sum();
+        match self.write(&body, stats) {
             Ok(()) => {
-                for record in &batch {
-                    self.forget(record, stats);
-                }
-                Ok(())
-            }
-            Err(e) if e.disposition() == Disposition::Reject && batch.len() > 1 => {
-                for (record, text) in batch.iter().zip(&texts) {
-                    match self.write(text, stats) {
-                        Ok(()) => self.forget(record, stats),
-                        Err(e) if e.disposition() == Disposition::Reject => {
-                            self.bury(record, &e, stats)
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
+                Stats::add(&stats.points_written, points);
                 Ok(())
             }
             Err(e) if e.disposition() == Disposition::Reject => {
-                self.bury(&batch[0], &e, stats);
-                Ok(())
+                if let [piece] = pieces {
+                    self.refused(piece, &e, stats, dead);
+                    return Ok(());
+                }
+                if matches!(e, SinkError::TooLarge { .. }) {
+                    self.learn_body_limit(body.len());
+                }
+                log::debug!(
+                    "influxdb refused a write of {} units; writing it in halves to find the refused ones: {e}",
+                    pieces.len()
+                );
+                let (first, second) = pieces.split_at(pieces.len() / 2);
+                self.write_pieces(first, stats, dead)?;
+                self.write_pieces(second, stats, dead)
+            }
+            Err(e) if body.len() > RESET_SUSPECT_BYTES && self.sink.ping().is_ok() => {
+                // InfluxDB answers, yet the connection broke while the body was being sent:
+                // it refused the body's size (influxd answers 413 and closes). Treated as too
+                // large, so it is split rather than retried whole forever.
+                let too_large = SinkError::TooLarge {
+                    message: format!(
+                        "the connection broke while sending {} bytes, and /ping answers ({e})",
+                        body.len()
+                    ),
+                };
+                self.record_health(&Err(too_large.clone()));
+                if let [piece] = pieces {
+                    self.refused(piece, &too_large, stats, dead);
+                    return Ok(());
+                }
+                self.learn_body_limit(body.len());
+                let (first, second) = pieces.split_at(pieces.len() / 2);
+                self.write_pieces(first, stats, dead)?;
+                self.write_pieces(second, stats, dead)
             }
             Err(e) => Err(e),
         }
     }
 
-    fn forget(&self, record: &Record, stats: &Stats) {
-        Stats::add(&stats.points_written, record.points as usize);
-        Stats::add(&stats.points_replayed, record.points as usize);
-        if let Err(e) = self.spool.remove(record) {
-            // It will be sent again after a restart, which InfluxDB absorbs; say so once here.
+    /// InfluxDB refused a write of `bytes` as too large: later batches are at most half that.
+    fn learn_body_limit(&self, bytes: usize) {
+        let half = (bytes / 2).max(1024);
+        let before = self.learned_max_bytes.fetch_min(half, Ordering::Relaxed);
+        if half < before {
             log::warn!(
-                "cannot remove delivered spool record {}: {e}",
-                record.path.display()
+                "influxdb refused a write of {bytes} bytes as too large; writes are now at most {half} bytes (influxdb.max_write_bytes is {}: lower it to InfluxDB's body limit)",
+                self.limits.max_bytes
             );
         }
     }
 
-    fn bury(&self, record: &Record, e: &SinkError, stats: &Stats) {
-        log::error!("influxdb refused spooled points; they go to the dead letters: {e}");
-        Stats::add(&stats.points_dead_lettered, record.points as usize);
-        if let Err(io) = self.spool.bury(record, &e.to_string()) {
+    /// One InfluxDB write, counted. A sink that panics (a bug) fails the write as if InfluxDB
+    /// did not answer, so the deliverer lives on and tries again later.
+    fn write(&self, body: &str, stats: &Stats) -> Result<(), SinkError> {
+        Stats::add(&stats.influxdb_writes, 1);
+        let result =
+            catch_unwind(AssertUnwindSafe(|| self.sink.write(body))).unwrap_or_else(|_| {
+                log::error!(
+                    "the InfluxDB client panicked while writing; the write is tried again later"
+                );
+                Err(SinkError::Unreachable(
+                    "the InfluxDB client panicked".into(),
+                ))
+            });
+        self.record_health(&result);
+        result
+    }
+
+    /// A unit InfluxDB refused on its own: a request's points go to the dead letters; a run's
+    /// heartbeat too, the first time for each reason, and is counted after that.
+    fn refused(
+        &self,
+        piece: &Piece<'_>,
+        e: &SinkError,
+        stats: &Stats,
+        dead: &mut Vec<(u64, String)>,
+    ) {
+        let message = e.to_string();
+        let points = piece.points as usize;
+        if piece.kind == Kind::Heartbeats && !piece.run.is_nil() {
+            Stats::add(&stats.heartbeats_refused, 1);
+            let mut refusals = lock(&self.refusals);
+            let seen = refusals.get(&piece.run).is_some_and(|r| r.error == message);
+            let entry = refusals.entry(piece.run).or_insert_with(|| RunRefusal {
+                error: message.clone(),
+                at: SystemTime::now(),
+                count: 0,
+            });
+            entry.error = message.clone();
+            entry.at = SystemTime::now();
+            entry.count += 1;
+            if refusals.len() > REFUSALS_KEPT {
+                forget_oldest(&mut refusals);
+            }
+            drop(refusals);
+            if seen {
+                return;
+            }
             log::error!(
-                "cannot move spool record {} to the dead letters: {io}",
-                record.path.display()
+                "influxdb refused the heartbeat of run {}; it goes to the dead letters once for this reason, later ones are counted: {message}",
+                piece.run
             );
+        } else {
+            log::error!("influxdb refused {points} points; they go to the dead letters: {message}");
+            dead.push((piece.seq, message.clone()));
+        }
+        match self.dead.store(piece.lines, points as u64, &message) {
+            Ok(Kept::Kept) => Stats::add(&stats.points_dead_lettered, points),
+            Ok(Kept::Dropped) => Stats::add(&stats.points_dropped, points),
+            Err(io) => {
+                // The points can be kept nowhere; holding up everything behind them would not
+                // bring them back.
+                log::error!(
+                    "cannot write a dead letter ({io}); {points} refused points are dropped"
+                );
+                Stats::add(&stats.points_dropped, points);
+            }
         }
     }
 }
 
-/// The lines of several requests as one body. Each request's lines end with '\n'
-/// (`encode_batch`); one that does not gets it, so lines of two requests never run together.
-fn join(entries: &[Entry]) -> String {
-    let mut body = String::with_capacity(entries.iter().map(|e| e.lines.len() + 1).sum());
-    for entry in entries {
-        body.push_str(&entry.lines);
-        if !entry.lines.is_empty() && !entry.lines.ends_with('\n') {
+/// Forgets the tenth of the refusals heard of longest ago.
+fn forget_oldest(refusals: &mut HashMap<Uuid, RunRefusal>) {
+    let mut times: Vec<SystemTime> = refusals.values().map(|r| r.at).collect();
+    times.sort_unstable();
+    let cut = times[times.len() / 10];
+    refusals.retain(|_, r| r.at > cut);
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The lines of several units as one body. Each unit's lines end with '\n'; one that does not
+/// gets it, so lines of two units never run together.
+fn join(pieces: &[Piece<'_>]) -> String {
+    let mut body = String::with_capacity(pieces.iter().map(|p| p.lines.len() + 1).sum());
+    for piece in pieces {
+        body.push_str(piece.lines);
+        if !piece.lines.is_empty() && !piece.lines.ends_with('\n') {
             body.push('\n');
         }
     }
@@ -591,389 +646,484 @@ fn join(entries: &[Entry]) -> String {
 
 #[cfg(test)]
 mod tests {
-    //! Every outcome of a write, in-process, through the in-memory sink: stored, refused alone
-    //! or in a shared write, too large, unreachable, timed out, busy and misconfigured; the
-    //! replay after an outage; and the group-commit paths a real InfluxDB cannot be made to
-    //! take on demand (a passing failure in the middle of a split, a leader that panics).
-    //! Sharing and splitting against a real `influxd` are tested through the binary too
-    //! (`tests/it/coalesce.rs`).
+    //! Every outcome of a write, in-process, through the in-memory sink and a real log in a
+    //! temporary directory: stored; refused alone, in a shared write, or as a run's heartbeat;
+    //! too large, or cut off while sending; unreachable, timed out, busy or misconfigured and
+    //! then back; a sink that panics; the acknowledgement modes; the health the state page
+    //! shows; the bound on the dead letters. Against a real `influxd` through the binary too
+    //! (`tests/it/delivery.rs`).
 
     use super::*;
     use std::sync::Arc;
+    use std::thread::JoinHandle;
 
     use crate::delivery::sink::testing::{Answer, MemorySink};
-    use crate::delivery::spool::tests::Dir;
+    use crate::storage::dead_letters;
+    use crate::storage::tests::Dir;
 
-    fn delivery(sink: &Arc<MemorySink>, dir: &Dir, spool_limit: u64) -> Delivery {
-        Delivery::new(
-            Box::new(Arc::clone(sink)),
-            Spool::open(&dir.0, spool_limit).unwrap(),
-        )
+    struct Running {
+        delivery: Arc<Delivery>,
+        sink: Arc<MemorySink>,
+        stats: Arc<Stats>,
+        dir: Dir,
+        position: Option<Position>,
+        deliverer: Option<JoinHandle<()>>,
     }
 
-    fn refused() -> Answer {
-        Answer::Fail(SinkError::Refused {
-            status: 400,
-            message: "stub answer 400".into(),
-            lines: None,
-        })
-    }
-
-    fn unavailable() -> Answer {
-        Answer::Fail(SinkError::Unavailable {
-            status: 503,
-            message: "stub answer 503".into(),
-        })
-    }
-
-    fn entry(ticket: u64, name: &str) -> Entry {
-        Entry {
-            ticket,
-            lines: format!("m,r={name} v=1 {ticket}\nm,r={name} v=2 {ticket}\n"),
-            points: 2,
+    impl Running {
+        /// The deliverer goes to work (records appended before wait for it, so they are
+        /// written together).
+        fn start(&mut self) {
+            let (d, stats) = (Arc::clone(&self.delivery), Arc::clone(&self.stats));
+            let at = self.position.take().unwrap();
+            self.deliverer = Some(std::thread::spawn(move || d.run(at, &stats)));
         }
-    }
 
-    #[test]
-    fn a_passing_failure_in_a_split_spools_each_unsettled_request_alone() {
-        // The batch of four is refused; its first half is stored; the second half meets a
-        // 503: InfluxDB is down, and c and d go to the spool, one record each. The spool has
-        // room for c only, so d fails alone.
-        let sink = Arc::new(MemorySink::new());
-        sink.answer([refused(), Answer::Store, unavailable()]);
-        let dir = Dir::new("split-503");
-        let entries: Vec<Entry> = ["a", "b", "c", "d"]
-            .iter()
-            .enumerate()
-            .map(|(i, n)| entry(i as u64, n))
-            .collect();
-        let d = delivery(&sink, &dir, entries[2].lines.len() as u64);
-        let stats = Stats::default();
-        let mut results: Vec<Option<Settled>> = entries.iter().map(|_| None).collect();
-        d.write_batch(&entries, &mut results, &stats);
-
-        let bodies = sink.bodies();
-        assert_eq!(bodies.len(), 3, "{bodies:?}");
-        assert_eq!(bodies[0], join(&entries));
-        assert_eq!(bodies[1], join(&entries[..2]));
-        assert_eq!(bodies[2], join(&entries[2..]));
-        let results: Vec<Settled> = results.into_iter().map(Option::unwrap).collect();
-        assert!(matches!(results[0], Ok(Outcome::Delivered)), "{results:?}");
-        assert!(matches!(results[1], Ok(Outcome::Delivered)), "{results:?}");
-        assert!(matches!(results[2], Ok(Outcome::Spooled)), "{results:?}");
-        assert!(
-            matches!(&results[3], Err(f) if f.is_spool_full()),
-            "{results:?}"
-        );
-        assert!(!d.influx_up());
-        let records = d.spool().oldest(10);
-        assert_eq!(records.len(), 1);
-        assert_eq!(
-            std::fs::read_to_string(&records[0].path).unwrap(),
-            entries[2].lines
-        );
-        assert_eq!(Stats::get(&stats.points_written), 4);
-        assert_eq!(Stats::get(&stats.points_spooled), 2);
-        assert_eq!(Stats::get(&stats.influxdb_writes), 3);
-        assert_eq!(d.spool().dead_letters(), (0, 0));
-    }
-
-    #[test]
-    fn the_heartbeat_write_does_not_wait_for_the_request_slot() {
-        let sink = Arc::new(MemorySink::new());
-        sink.answer([Answer::Store, refused()]);
-        let dir = Dir::new("alone");
-        let d = delivery(&sink, &dir, 1 << 20);
-        // A batch of requests holds the write slot and, in this test, never lets it go.
-        d.lock_queue().writing = MAX_IN_FLIGHT;
-        let stats = Stats::default();
-        let outcome = d.deliver_alone("m v=1 1\n".into(), 1, &stats).unwrap();
-        assert_eq!(outcome, Outcome::Delivered);
-        assert_eq!(Stats::get(&stats.points_written), 1);
-        // Refused heartbeats go to the dead letters like a request's points.
-        let outcome = d.deliver_alone("m v=2 2\n".into(), 1, &stats).unwrap();
-        assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}");
-        assert_eq!(sink.bodies(), ["m v=1 1\n", "m v=2 2\n"]);
-        assert_eq!(
-            d.lock_queue().writing,
-            MAX_IN_FLIGHT,
-            "the slot was never taken"
-        );
-    }
-
-    #[test]
-    fn a_leader_that_panics_settles_its_batch_and_wakes_the_waiters() {
-        let sink = Arc::new(MemorySink::new());
-        let dir = Dir::new("panic");
-        let d = Arc::new(delivery(&sink, &dir, 1 << 20));
-        // Every write slot is taken, so the two requests below queue and wait.
-        d.lock_queue().writing = MAX_IN_FLIGHT;
-        let followers: Vec<_> = (0..2)
-            .map(|i| {
-                let d = Arc::clone(&d);
-                std::thread::spawn(move || d.deliver(format!("m v={i} 1\n"), 1, &Stats::default()))
-            })
-            .collect();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while d.lock_queue().waiting.len() < 2 {
-            assert!(std::time::Instant::now() < deadline, "the followers queue");
-            std::thread::sleep(Duration::from_millis(5));
+        /// Appends a request's record without waiting for its answer; its ticket.
+        fn append(&self, lines: &str) -> u64 {
+            let points = lines.lines().count() as u32;
+            self.delivery
+                .log
+                .append(
+                    Kind::Request,
+                    0,
+                    b"",
+                    &[Unit {
+                        run: Uuid::nil(),
+                        points,
+                        lines,
+                    }],
+                )
+                .unwrap()
         }
-        // A leader whose own request is the third of its batch settles the first, then
-        // panics half-way.
-        let own = {
-            let mut q = d.lock_queue();
-            let own = q.next_ticket;
-            q.next_ticket += 1;
-            q.waiting.push_back(entry(own, "own"));
-            own
-        };
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let batch = d.lock_queue().take_batch();
-            assert_eq!(batch.len(), 3);
-            let mut leader = Leader {
-                delivery: &d,
-                own,
-                results: batch.iter().map(|_| None).collect(),
-                batch,
-            };
-            leader.results[0] = Some(Ok(Outcome::Delivered));
-            panic!("a leader panics half-way (on purpose, by the test)");
-        }));
-        assert!(panicked.is_err());
-        let mut results: Vec<Settled> = followers.into_iter().map(|t| t.join().unwrap()).collect();
-        results.sort_by_key(|r| r.is_err());
-        assert!(matches!(results[0], Ok(Outcome::Delivered)), "{results:?}");
-        match &results[1] {
-            Err(Failure::Interrupted(why)) => assert!(why.contains("stopped half-way"), "{why}"),
-            other => panic!("{other:?}"),
-        }
-        // The slot is free again, and the gone leader's result is not kept for nobody.
-        let q = d.lock_queue();
-        assert_eq!(q.writing, MAX_IN_FLIGHT - 1);
-        assert!(q.settled.is_empty() && q.abandoned.is_empty() && q.waiting.is_empty());
-        assert!(sink.bodies().is_empty());
-    }
 
-    #[test]
-    fn a_batch_is_bounded_but_never_empty() {
-        let mut q = Queue::default();
-        let big = "x".repeat(BATCH_BYTES / 2 + 1);
-        for ticket in 0..3 {
-            q.waiting.push_back(Entry {
-                ticket,
-                lines: big.clone(),
-                points: 1,
+        /// A request's record, and the answer it gets.
+        fn request(&self, lines: &str) -> Outcome {
+            let points = lines.lines().count() as u32;
+            let seq = self
+                .delivery
+                .record(
+                    Kind::Request,
+                    &Change::default(),
+                    &[Unit {
+                        run: Uuid::nil(),
+                        points,
+                        lines,
+                    }],
+                    &self.stats,
+                )
+                .unwrap();
+            self.delivery.outcome(seq)
+        }
+
+        /// A tick's record: one heartbeat unit per run.
+        fn heartbeats(&self, beats: &[(Uuid, String)]) {
+            let units: Vec<Unit<'_>> = beats
+                .iter()
+                .map(|(run, line)| Unit {
+                    run: *run,
+                    points: 1,
+                    lines: line,
+                })
+                .collect();
+            self.delivery
+                .record(Kind::Heartbeats, &Change::default(), &units, &self.stats)
+                .unwrap();
+        }
+
+        /// Waits (10 s at most) until `done` holds.
+        fn until(&self, what: &str, done: impl Fn(&Running) -> bool) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !done(self) {
+                assert!(Instant::now() < deadline, "{what}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+
+        fn delivered_all(&self) {
+            self.until("every record delivered", |r| {
+                r.delivery.log.undelivered().0 == 0
             });
         }
-        assert_eq!(q.take_batch().len(), 1, "two would pass BATCH_BYTES");
-        q.waiting[0].lines = "x".repeat(BATCH_BYTES * 2);
-        assert_eq!(
-            q.take_batch().len(),
-            1,
-            "a request larger than a batch still goes"
-        );
-        q.waiting.pop_front();
-        for ticket in 0..BATCH_REQUESTS as u64 + 5 {
-            q.waiting.push_back(entry(ticket, "n"));
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.delivery.stop();
+            if let Some(t) = self.deliverer.take() {
+                let _ = t.join();
+            }
         }
-        assert_eq!(q.take_batch().len(), BATCH_REQUESTS);
-        assert_eq!(q.take_batch().len(), 5);
-        assert!(q.take_batch().is_empty());
+    }
+
+    fn setup(
+        name: &str,
+        acknowledge: Acknowledge,
+        limits: WriteLimits,
+        dead_limit: u64,
+    ) -> Running {
+        let dir = Dir::new(name);
+        let sink = Arc::new(MemorySink::new());
+        let (log, position, _) = Log::open(&dir.0.join("log"), 1 << 30, false).unwrap();
+        let delivery = Arc::new(Delivery::new(
+            log,
+            Box::new(Arc::clone(&sink)),
+            DeadLetters::open(&dir.0, dead_limit).unwrap(),
+            acknowledge,
+            Duration::from_secs(5),
+            limits,
+        ));
+        Running {
+            delivery,
+            sink,
+            stats: Arc::new(Stats::default()),
+            dir,
+            position: Some(position),
+            deliverer: None,
+        }
+    }
+
+    const LIMITS: WriteLimits = WriteLimits {
+        max_bytes: 1 << 20,
+        max_lines: 5000,
+    };
+
+    fn started(name: &str) -> Running {
+        let mut r = setup(name, Acknowledge::Influxdb, LIMITS, 1 << 20);
+        r.start();
+        r
     }
 
     #[test]
-    fn joined_lines_never_run_together() {
-        let entries = [
-            Entry {
-                ticket: 0,
-                lines: "a v=1 1\n".into(),
-                points: 1,
-            },
-            Entry {
-                ticket: 1,
-                lines: String::new(),
-                points: 0,
-            },
-            Entry {
-                ticket: 2,
-                lines: "b v=1 1".into(),
-                points: 1,
-            },
-            Entry {
-                ticket: 3,
-                lines: "c v=1 1\n".into(),
-                points: 1,
-            },
-        ];
-        assert_eq!(join(&entries), "a v=1 1\nb v=1 1\nc v=1 1\n");
-    }
-
-    fn fail(e: SinkError) -> Answer {
-        Answer::Fail(e)
+    fn a_stored_request_is_answered_delivered() {
+        let r = started("delivery-stored");
+        assert_eq!(r.request("m,r=a v=1 1\nm,r=a v=2 2\n"), Outcome::Delivered);
+        assert_eq!(r.sink.stored(), ["m,r=a v=1 1", "m,r=a v=2 2"]);
+        assert_eq!(Stats::get(&r.stats.points_written), 2);
+        assert_eq!(r.delivery.influx_up(), Some(true));
+        r.delivered_all();
     }
 
     #[test]
-    fn every_outcome_of_a_write_reaches_its_request() {
-        let status = |status: u16| (status, format!("stub answer {status}"));
-        // (what InfluxDB answers, what the request learns, records spooled, dead letters,
-        // InfluxDB counted as up afterwards)
-        let cases: Vec<(Answer, &str, u64, u64, bool)> = vec![
-            (Answer::Store, "delivered", 0, 0, true),
-            (refused(), "dead letter: influxdb answered 400", 0, 1, true),
+    fn refused_data_goes_to_the_dead_letters_and_the_request_learns_why() {
+        for (name, answer, status) in [
             (
-                fail(SinkError::TooLarge {
+                "refused",
+                SinkError::Refused {
+                    status: 400,
+                    message: "partial write: field type conflict".into(),
+                    lines: None,
+                },
+                400,
+            ),
+            (
+                "too-large",
+                SinkError::TooLarge {
                     message: "request entity too large".into(),
-                }),
-                "dead letter: influxdb answered 413",
-                0,
-                1,
-                true,
+                },
+                413,
             ),
             (
-                fail(SinkError::Unreachable("connection refused".into())),
-                "spooled",
-                1,
-                0,
-                false,
+                "unprocessable",
+                SinkError::from_status(422, "schema conflict".into()),
+                422,
             ),
-            (
-                fail(SinkError::TimedOut("timeout: global".into())),
-                "spooled",
-                1,
-                0,
-                false,
-            ),
-            (unavailable(), "spooled", 1, 0, false),
-            (
-                fail(SinkError::from_status(429, status(429).1)),
-                "spooled",
-                1,
-                0,
-                false,
-            ),
-            (
-                fail(SinkError::from_status(401, status(401).1)),
-                "spooled",
-                1,
-                0,
-                false,
-            ),
-            (
-                fail(SinkError::from_status(404, status(404).1)),
-                "spooled",
-                1,
-                0,
-                false,
-            ),
-        ];
-        for (i, (answer, expected, spooled, dead, up)) in cases.into_iter().enumerate() {
-            let sink = Arc::new(MemorySink::new());
-            sink.answer([answer.clone()]);
-            let dir = Dir::new(&format!("outcome-{i}"));
-            let d = delivery(&sink, &dir, 1 << 20);
-            let stats = Stats::default();
-            let outcome = d
-                .deliver("m,r=a v=1 1\nm,r=a v=2 2\n".into(), 2, &stats)
-                .unwrap();
-            let seen = match &outcome {
-                Outcome::Delivered => "delivered".to_string(),
-                Outcome::Spooled => "spooled".to_string(),
-                Outcome::DeadLettered(why) => format!("dead letter: {why}"),
-            };
-            assert!(seen.starts_with(expected), "{answer:?}: {seen}");
-            assert_eq!(d.spool().usage().records, spooled, "{answer:?}");
-            assert_eq!(d.spool().dead_letters().0, dead, "{answer:?}");
-            assert_eq!(d.influx_up(), up, "{answer:?}");
-            let health = d.health();
+        ] {
+            let r = started(&format!("delivery-{name}"));
+            r.sink.answer([Answer::Fail(answer)]);
+            let outcome = r.request("m,r=a v=1 1\n");
+            match &outcome {
+                Outcome::DeadLettered(why) => {
+                    assert!(
+                        why.contains(&format!("influxdb answered {status}")),
+                        "{why}"
+                    )
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+            let letters = dead_letters::list(&r.dir.0).unwrap();
+            assert_eq!(letters.len(), 1, "{name}");
+            assert_eq!(dead_letters::read(&letters[0].0).unwrap(), "m,r=a v=1 1\n");
             assert_eq!(
-                health.last_error.is_some(),
-                !matches!(answer, Answer::Store)
+                r.delivery.influx_up(),
+                Some(true),
+                "{name}: a refusal is an answer"
             );
-            assert_eq!(
-                health.last_success.is_some(),
-                matches!(answer, Answer::Store)
-            );
+            // What follows is delivered: a refusal never blocks the log.
+            assert_eq!(r.request("m,r=b v=1 1\n"), Outcome::Delivered, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_failure_that_may_pass_keeps_the_points_and_delivers_them_once_influxdb_answers() {
+        for (name, e) in [
+            (
+                "unreachable",
+                SinkError::Unreachable("connection refused".into()),
+            ),
+            ("timeout", SinkError::TimedOut("timeout: global".into())),
+            ("busy", SinkError::from_status(503, "busy".into())),
+            ("throttled", SinkError::from_status(429, "slow down".into())),
+            (
+                "credentials",
+                SinkError::from_status(401, "authorization failed".into()),
+            ),
+            (
+                "database",
+                SinkError::from_status(404, "database not found".into()),
+            ),
+        ] {
+            let r = started(&format!("delivery-retry-{name}"));
+            r.until("the start's probe", |r| {
+                r.delivery.influx_up() == Some(true)
+            });
+            r.sink
+                .answer([Answer::Fail(e.clone()), Answer::Fail(e.clone())]);
+            // In "influxdb" mode the request waits for the first write, which fails: it is
+            // answered as recorded, not delivered.
+            assert_eq!(r.request("m,r=a v=1 1\n"), Outcome::Recorded, "{name}");
+            assert_eq!(r.delivery.influx_up(), Some(false), "{name}");
+            assert!(r.delivery.health().last_error.is_some());
+            // Later requests do not wait while InfluxDB is down.
+            let started = Instant::now();
+            assert_eq!(r.request("m,r=b v=1 1\n"), Outcome::Recorded, "{name}");
+            assert!(started.elapsed() < Duration::from_secs(1), "{name}");
+            // The probe answers: both are delivered, in order, once each.
+            r.delivered_all();
+            assert_eq!(r.sink.stored(), ["m,r=a v=1 1", "m,r=b v=1 1"], "{name}");
+            assert_eq!(r.delivery.influx_up(), Some(true), "{name}");
+            assert_eq!(Stats::get(&r.stats.points_replayed), 2, "{name}");
+            assert!(dead_letters::list(&r.dir.0).unwrap().is_empty(), "{name}");
         }
     }
 
     #[test]
     fn a_refused_request_in_a_shared_write_is_dead_lettered_alone() {
-        let sink = Arc::new(MemorySink::new());
-        sink.refuse_lines_with("r=bad");
-        let dir = Dir::new("shared-refusal");
-        let d = delivery(&sink, &dir, 1 << 20);
-        let entries: Vec<Entry> = ["a", "bad", "c", "d", "e"]
-            .iter()
-            .enumerate()
-            .map(|(i, n)| entry(i as u64, n))
-            .collect();
-        let stats = Stats::default();
-        let mut results: Vec<Option<Settled>> = entries.iter().map(|_| None).collect();
-        d.write_batch(&entries, &mut results, &stats);
-        for (entry, result) in entries.iter().zip(&results) {
-            let outcome = result.as_ref().unwrap().as_ref().unwrap();
-            if entry.lines.contains("r=bad") {
-                assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}");
-            } else {
-                assert_eq!(*outcome, Outcome::Delivered);
-            }
+        let mut r = setup("delivery-shared", Acknowledge::Influxdb, LIMITS, 1 << 20);
+        r.sink.refuse_lines_with("r=bad");
+        for name in ["a", "b", "bad", "c", "d"] {
+            r.append(&format!("m,r={name} v=1 1\nm,r={name} v=2 2\n"));
         }
-        // The dead letter holds the refused request's points and nothing else.
-        let letters = spool::list_dead_letters(&dir.0).unwrap();
+        let last = r.append("m,r=e v=1 1\n");
+        r.delivery.log.wait(last).unwrap();
+        r.start();
+        r.delivered_all();
+        let bodies = r.sink.bodies();
+        assert!(
+            bodies[0].lines().count() == 11,
+            "the six requests went as one write first: {bodies:?}"
+        );
+        let letters = dead_letters::list(&r.dir.0).unwrap();
         assert_eq!(letters.len(), 1);
         assert_eq!(
-            std::fs::read_to_string(&letters[0].0).unwrap(),
-            entries[1].lines
+            dead_letters::read(&letters[0].0).unwrap(),
+            "m,r=bad v=1 1\nm,r=bad v=2 2\n"
         );
-        assert_eq!(Stats::get(&stats.points_dead_lettered), 2);
-        assert_eq!(Stats::get(&stats.points_written), 8);
-        assert!(
-            d.influx_up(),
-            "a refusal says nothing about InfluxDB's health"
-        );
-        let stored = sink.stored();
-        for good in ["r=a", "r=c", "r=d", "r=e"] {
+        let stored = r.sink.stored();
+        for good in ["r=a", "r=b", "r=c", "r=d", "r=e"] {
             assert!(
                 stored.iter().any(|l| l.contains(good)),
                 "{good}: {stored:?}"
             );
         }
         assert!(!stored.iter().any(|l| l.contains("r=bad")));
+        assert_eq!(Stats::get(&r.stats.points_dead_lettered), 2);
+        // The request that was refused learns it; the others do not.
+        assert!(matches!(r.delivery.outcome(3), Outcome::DeadLettered(_)));
+        assert_eq!(r.delivery.outcome(2), Outcome::Delivered);
     }
 
     #[test]
-    fn the_spool_is_sent_once_influxdb_answers_and_a_refused_record_is_buried() {
-        let sink = Arc::new(MemorySink::new());
-        sink.answer([fail(SinkError::Unreachable("connection refused".into()))]);
-        let dir = Dir::new("replay");
-        let d = delivery(&sink, &dir, 1 << 20);
-        let stats = Stats::default();
-        for (i, name) in ["a", "b", "bad", "c"].iter().enumerate() {
-            let e = entry(i as u64, name);
-            assert_eq!(d.deliver(e.lines, 2, &stats).unwrap(), Outcome::Spooled);
+    fn a_refused_heartbeat_is_dead_lettered_once_per_run_and_reason_and_counted_after() {
+        let r = started("delivery-heartbeats");
+        r.sink.refuse_lines_with("clients=\"ten\"");
+        let runs: Vec<Uuid> = (1..=5).map(Uuid::from_u128).collect();
+        for tick in 1..=4 {
+            let beats: Vec<(Uuid, String)> = runs
+                .iter()
+                .enumerate()
+                .map(|(i, run)| {
+                    let clients = if i == 4 {
+                        "\"ten\"".to_string()
+                    } else {
+                        "5".to_string()
+                    };
+                    (
+                        *run,
+                        format!("load_testing,uuid={run} clients={clients} {tick}\n"),
+                    )
+                })
+                .collect();
+            r.heartbeats(&beats);
         }
-        assert!(!d.influx_up());
-        assert_eq!(d.spool().usage().records, 4);
-        // Down: only the first request tried InfluxDB, the others went straight to the spool.
-        assert_eq!(sink.bodies().len(), 1);
+        r.delivered_all();
+        let letters = dead_letters::list(&r.dir.0).unwrap();
+        assert_eq!(
+            letters.len(),
+            1,
+            "one dead letter for the run and its reason"
+        );
+        assert!(
+            dead_letters::read(&letters[0].0)
+                .unwrap()
+                .contains(&runs[4].to_string())
+        );
+        assert_eq!(Stats::get(&r.stats.heartbeats_refused), 4);
+        assert_eq!(Stats::get(&r.stats.points_dead_lettered), 1);
+        let refusals = r.delivery.refusals();
+        assert_eq!(refusals.len(), 1);
+        assert_eq!(refusals[&runs[4]].count, 4);
+        // The four good runs' heartbeats are all stored, every tick (InfluxDB stores the good
+        // lines of a partial write, and the same line again is the same point: counted once).
+        let stored: std::collections::HashSet<String> = r.sink.stored().into_iter().collect();
+        for run in &runs[..4] {
+            let beats = stored
+                .iter()
+                .filter(|l| l.contains(&run.to_string()))
+                .count();
+            assert_eq!(beats, 4, "{run}");
+        }
+        // A new reason is dead-lettered again, once.
+        r.sink.refuse_lines_with("clients=\"eleven\"");
+        for tick in 5..=6 {
+            r.heartbeats(&[(
+                runs[4],
+                format!("load_testing,uuid={} clients=\"eleven\" {tick}\n", runs[4]),
+            )]);
+        }
+        r.delivered_all();
+        assert_eq!(dead_letters::list(&r.dir.0).unwrap().len(), 2);
+        assert_eq!(r.delivery.refusals()[&runs[4]].count, 6);
+    }
 
-        sink.set_ping_fails(true);
-        assert!(!d.ping(), "the replay waits while the probe fails");
-        sink.set_ping_fails(false);
-        assert!(d.ping());
-        sink.refuse_lines_with("r=bad");
-        d.replay(d.spool().oldest(REPLAY_BATCH), &stats).unwrap();
-        assert_eq!(d.spool().usage().records, 0, "every record left the spool");
-        assert_eq!(d.spool().dead_letters().0, 1, "the refused one is buried");
-        assert_eq!(Stats::get(&stats.points_replayed), 6);
-        assert_eq!(Stats::get(&stats.points_dead_lettered), 2);
-        let stored = sink.stored();
-        for good in ["r=a", "r=b", "r=c"] {
-            assert!(
-                stored.iter().any(|l| l.contains(good)),
-                "{good}: {stored:?}"
-            );
+    #[test]
+    fn writes_over_influxdbs_body_limit_are_split_and_never_block_what_follows() {
+        let limits = WriteLimits {
+            max_bytes: 1 << 20,
+            max_lines: 5000,
+        };
+        let mut r = setup("delivery-too-large", Acknowledge::Influxdb, limits, 1 << 22);
+        r.sink.refuse_bodies_over(10_000);
+        // Thirty runs of 900-byte heartbeats: the tick's write is 27 kB, over the sink's limit;
+        // one run's heartbeat alone (12 kB) is over it too.
+        let big = "x".repeat(900);
+        let beats: Vec<(Uuid, String)> = (1..=30)
+            .map(|n| {
+                let run = Uuid::from_u128(n);
+                let note = if n == 7 {
+                    "y".repeat(12_000)
+                } else {
+                    big.clone()
+                };
+                (run, format!("load_testing,uuid={run} note=\"{note}\" 1\n"))
+            })
+            .collect();
+        r.start();
+        r.heartbeats(&beats);
+        assert_eq!(r.request("m,r=after v=1 1\n"), Outcome::Delivered);
+        r.delivered_all();
+        let stored = r.sink.stored();
+        assert_eq!(stored.len(), 30, "29 heartbeats and the request after them");
+        assert!(
+            stored
+                .iter()
+                .all(|l| !l.contains(&Uuid::from_u128(7).to_string()))
+        );
+        let letters = dead_letters::list(&r.dir.0).unwrap();
+        assert_eq!(letters.len(), 1, "only the run too large on its own");
+        assert!(letters[0].2.contains("413"), "{}", letters[0].2);
+    }
+
+    #[test]
+    fn a_connection_broken_while_sending_a_large_body_is_split_when_influxdb_answers_ping() {
+        let r = started("delivery-reset");
+        r.sink.reset_bodies_over(1 << 20);
+        let line = |n: u32| format!("m,r=r{n} note=\"{}\" 1\n", "z".repeat(100_000));
+        let lines: String = (0..20).map(line).collect();
+        match r.request(&lines) {
+            Outcome::DeadLettered(why) => assert!(
+                why.starts_with("influxdb answered 413: the connection broke while sending")
+                    && why.contains("and /ping answers"),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
         }
+        // A request alone over the size is kept as a dead letter; smaller ones go through.
+        let small: String = (0..5).map(line).collect();
+        assert_eq!(r.request(&small), Outcome::Delivered);
+        assert_eq!(r.sink.stored().len(), 5);
+    }
+
+    #[test]
+    fn a_sink_that_panics_does_not_stop_the_deliverer() {
+        let r = started("delivery-panic");
+        r.until("the start's probe", |r| {
+            r.delivery.influx_up() == Some(true)
+        });
+        r.sink.answer([Answer::Panic]);
+        assert_eq!(r.request("m v=1 1\n"), Outcome::Recorded);
+        r.delivered_all();
+        assert_eq!(r.sink.stored(), ["m v=1 1"]);
+    }
+
+    #[test]
+    fn health_is_unknown_until_influxdb_answers_then_follows_it() {
+        let mut r = setup("delivery-health", Acknowledge::Disk, LIMITS, 1 << 20);
+        assert_eq!(r.delivery.influx_up(), None, "nothing was asked yet");
+        r.sink.set_ping_fails(true);
+        r.start();
+        r.until("the start's probe fails", |r| {
+            r.delivery.influx_up() == Some(false)
+        });
+        assert_eq!(r.request("m v=1 1\n"), Outcome::Recorded);
+        r.sink.set_ping_fails(false);
+        r.until("the probe answers", |r| {
+            r.delivery.influx_up() == Some(true)
+        });
+        r.delivered_all();
+        assert_eq!(r.sink.stored(), ["m v=1 1"]);
+    }
+
+    #[test]
+    fn writes_respect_the_line_and_byte_limits() {
+        let limits = WriteLimits {
+            max_bytes: 60,
+            max_lines: 3,
+        };
+        let mut r = setup("delivery-limits", Acknowledge::Disk, limits, 1 << 20);
+        for n in 0..10 {
+            r.append(&format!("m,r=r{n} v={n} 1\n"));
+        }
+        let last = r.append("m,r=last v=1 1\n");
+        r.delivery.log.wait(last).unwrap();
+        r.start();
+        r.delivered_all();
+        let bodies = r.sink.bodies();
+        assert!(
+            bodies
+                .iter()
+                .all(|b| b.lines().count() <= 3 && b.len() <= 60),
+            "{bodies:?}"
+        );
+        assert_eq!(r.sink.stored().len(), 11);
+    }
+
+    #[test]
+    fn beyond_the_dead_letter_bound_refusals_are_counted_as_dropped() {
+        let mut r = setup("delivery-dead-bound", Acknowledge::Influxdb, LIMITS, 40);
+        r.start();
+        r.sink.refuse_lines_with("bad");
+        assert!(matches!(
+            r.request("m,t=bad v=1 1\n"),
+            Outcome::DeadLettered(_)
+        ));
+        assert!(matches!(
+            r.request("m,t=bad v=2 2\nm,t=bad v=3 3\n"),
+            Outcome::DeadLettered(_)
+        ));
+        assert_eq!(dead_letters::list(&r.dir.0).unwrap().len(), 1);
+        assert_eq!(Stats::get(&r.stats.points_dropped), 2);
+        let usage = r.delivery.dead_letters().usage();
+        assert_eq!((usage.records, usage.dropped_points), (1, 2));
     }
 }

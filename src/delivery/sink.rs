@@ -137,8 +137,6 @@ pub mod testing {
     /// How the sink answers one write.
     #[derive(Debug, Clone)]
     pub enum Answer {
-        /// Stores the lines.
-        Store,
         /// Fails with this error; with [`SinkError::Refused`] the lines that do not contain
         /// `refuse_marker` are stored, as InfluxDB 1.x does with a partial write.
         Fail(SinkError),
@@ -146,9 +144,10 @@ pub mod testing {
         Panic,
     }
 
-    /// A sink that stores lines in memory. Writes are answered by the queued answers in order,
-    /// then by the default: store, except lines containing the refusal marker, which are
-    /// refused (the whole write fails, the other lines are stored: a partial write).
+    /// A sink that stores lines in memory. Writes are answered by the queued answers in order;
+    /// without one, a write is stored, except that a body over a set size is refused as too
+    /// large or breaks the connection, and lines containing the refusal marker are refused
+    /// (the whole write fails, the other lines are stored: a partial write).
     #[derive(Default)]
     pub struct MemorySink {
         state: Mutex<State>,
@@ -159,6 +158,10 @@ pub mod testing {
         answers: VecDeque<Answer>,
         refuse_marker: Option<String>,
         ping_fails: bool,
+        /// Bodies larger than this are refused as too large (413).
+        max_body: Option<usize>,
+        /// Bodies larger than this break the connection (as influxd closing on a 413 does).
+        reset_above: Option<usize>,
         /// Every body sent, in order.
         bodies: Vec<String>,
         /// Every line stored, in order.
@@ -183,6 +186,16 @@ pub mod testing {
         /// write: its other lines are stored.
         pub fn refuse_lines_with(&self, marker: &str) {
             self.lock().refuse_marker = Some(marker.to_string());
+        }
+
+        /// From now on, bodies over `bytes` are answered 413, as InfluxDB's body limit does.
+        pub fn refuse_bodies_over(&self, bytes: usize) {
+            self.lock().max_body = Some(bytes);
+        }
+
+        /// From now on, bodies over `bytes` break the connection while they are sent.
+        pub fn reset_bodies_over(&self, bytes: usize) {
+            self.lock().reset_above = Some(bytes);
         }
 
         /// Makes `ping` fail (or work again).
@@ -214,14 +227,24 @@ pub mod testing {
                     panic!("the memory sink panics, as the test asked");
                 }
                 Some(Answer::Fail(e)) => Some(e),
-                Some(Answer::Store) | None if lines.lines().any(refused) => {
+                _ if s.reset_above.is_some_and(|max| lines.len() > max) => Some(
+                    SinkError::Unreachable("connection reset by peer (os error 104)".into()),
+                ),
+                _ if s.max_body.is_some_and(|max| lines.len() > max) => Some(SinkError::TooLarge {
+                    message: "request entity too large".into(),
+                }),
+                None if lines.lines().any(refused) => {
+                    let why = format!(
+                        "partial write: field type conflict on lines with {}",
+                        marker.as_deref().unwrap_or_default()
+                    );
                     Some(SinkError::Refused {
                         status: 400,
-                        message: "partial write: field type conflict".into(),
+                        message: why,
                         lines: None,
                     })
                 }
-                Some(Answer::Store) | None => None,
+                None => None,
             };
             match error {
                 // InfluxDB 1.x stores the good lines of a partial write before answering 400.

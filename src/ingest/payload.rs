@@ -286,13 +286,13 @@ fn record(
             }
         }
     }
-    if let Some(target) = body.get("targetHost") {
-        if let Some(text) = tag_text("targetHost", target)? {
-            line_protocol::check_tag_value(&text)
-                .map_err(|e| invalid("targetHost", Code::InvalidTag, e))?;
-            if !tags.iter().any(|(k, _)| k == "targetHost") {
-                tags.push(("targetHost".into(), text));
-            }
+    if let Some(target) = body.get("targetHost")
+        && let Some(text) = tag_text("targetHost", target)?
+    {
+        line_protocol::check_tag_value(&text)
+            .map_err(|e| invalid("targetHost", Code::InvalidTag, e))?;
+        if !tags.iter().any(|(k, _)| k == "targetHost") {
+            tags.push(("targetHost".into(), text));
         }
     }
     if tags.len() > MAX_TAGS {

@@ -7,17 +7,22 @@
 //! `jobs.max_running` holds under concurrency) and a commit first marks the job `Committing`
 //! (so two commits of one run cannot both succeed).
 //!
-//! Every change that must survive a restart appends one journal record (a line of JSON: the
-//! job's whole saved state, or its removal) to a buffer in the table, under the same lock, and
-//! returns the record's sequence number. The records are therefore in the order of the changes,
-//! and replaying them over any older state of the table gives the newest one. Writing them out
-//! and waiting until they are on disk is `journal`'s business; this module does no I/O.
+//! Every change that must survive a restart is one journal record (a line of JSON: the job's
+//! whole saved state, or its removal) with the next number of the table's changes, handed back
+//! to the caller as a [`Change`], which puts it into the log with the points of the same
+//! request. Records applied in the order of their numbers over any older state of the table
+//! give the newest one, whatever order they reached the disk in. Two changes are *prepared*
+//! rather than made at once: a register's new job and a commit's end. The table changes only
+//! once their record is on disk ([`Slot::fill`], [`Jobs::end_commit`]), so a snapshot never
+//! shows a run finished whose result may yet be lost; the snapshot says it covers the changes
+//! below the oldest one still prepared. Changes made while forgetting old runs wait in the
+//! table and go out with the next change. This module does no I/O.
 //!
 //! Finished and expired runs are remembered for `jobs.finished_retention`, and at most
 //! `jobs.max_finished` of them (the oldest are forgotten first), so memory stays bounded
 //! however many runs come and go. A finished run keeps only what the state page shows.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use uuid::Uuid;
@@ -111,10 +116,13 @@ struct Table {
     ended_count: usize,
     /// `jobs.max_finished`.
     max_ended: usize,
-    /// Journal records not yet taken by the journal writer.
+    /// Journal records of changes not yet handed out (removals of forgotten runs); they go
+    /// out with the next [`Change`].
     pending: Vec<u8>,
     /// Sequence number of the last change.
     seq: u64,
+    /// Changes prepared but not yet made: a snapshot covers only the changes below them.
+    preparing: BTreeSet<u64>,
 }
 
 impl Table {
@@ -128,23 +136,43 @@ impl Table {
             max_ended,
             pending: Vec::new(),
             seq: 0,
+            preparing: BTreeSet::new(),
         }
+    }
+
+    /// Hands out the records made since the last change (ending with the latest), as one
+    /// [`Change`] whose number is the latest.
+    fn take(&mut self) -> Change {
+        // Every numbered change adds its record to `pending`, so its last record is the
+        // latest change whenever it holds any.
+        let bytes = std::mem::take(&mut self.pending);
+        Change {
+            seq: if bytes.is_empty() { 0 } else { self.seq },
+            bytes,
+        }
+    }
+
+    /// A journal record of `job` in the state it is about to take, numbered and marked
+    /// prepared; its removals waiting (if any) go with it.
+    fn prepare(&mut self, job: &Job) -> Change {
+        self.seq += 1;
+        journal::encode_record(&mut self.pending, self.seq, Some(job), &job.run.uuid);
+        self.preparing.insert(self.seq);
+        self.take()
     }
 
     /// Records the job's present state in the journal.
-    fn put(&mut self, uuid: &Uuid) -> u64 {
-        self.seq += 1;
+    fn put(&mut self, uuid: &Uuid) {
         if let Some(job) = self.jobs.get(uuid) {
+            self.seq += 1;
             journal::encode_record(&mut self.pending, self.seq, Some(job), uuid);
         }
-        self.seq
     }
 
     /// Records the job's removal in the journal.
-    fn del(&mut self, uuid: &Uuid) -> u64 {
+    fn del(&mut self, uuid: &Uuid) {
         self.seq += 1;
         journal::encode_record(&mut self.pending, self.seq, None, uuid);
-        self.seq
     }
 
     fn is_ended_at(&self, uuid: &Uuid, at_ms: i64) -> bool {
@@ -206,31 +234,60 @@ pub struct Jobs {
     table: Mutex<Table>,
 }
 
+/// Changes of the job table as journal records, to be made durable together with the points of
+/// the same request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Change {
+    /// The number of the last change among `bytes` (0: none).
+    pub seq: u64,
+    /// Journal lines, each ending in '\n'.
+    pub bytes: Vec<u8>,
+}
+
 /// A place for one more running job, held while register writes its points.
 pub struct Slot<'a> {
     jobs: &'a Jobs,
     filled: bool,
+    /// The number of the prepared change, once there is one.
+    prepared: Option<u64>,
 }
 
 impl Slot<'_> {
-    /// Adds the job; the number is its journal record.
-    pub fn fill(mut self, job: Job) -> u64 {
+    /// The journal record that adds `job`; the job joins the table with [`Slot::fill`] once
+    /// the record is on disk.
+    pub fn prepare(&mut self, job: &Job) -> Change {
+        let mut t = self.jobs.lock();
+        if let Some(seq) = self.prepared.take() {
+            t.preparing.remove(&seq);
+        }
+        let change = t.prepare(job);
+        self.prepared = Some(change.seq);
+        change
+    }
+
+    /// Adds the job, whose record is on disk.
+    pub fn fill(mut self, job: Job) {
         let mut t = self.jobs.lock();
         t.reserved -= 1;
         if job.state.is_active() {
             t.active += 1;
         }
-        let uuid = job.run.uuid;
-        t.jobs.insert(uuid, job);
+        if let Some(seq) = self.prepared.take() {
+            t.preparing.remove(&seq);
+        }
+        t.jobs.insert(job.run.uuid, job);
         self.filled = true;
-        t.put(&uuid)
     }
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
+        let mut t = self.jobs.lock();
         if !self.filled {
-            self.jobs.lock().reserved -= 1;
+            t.reserved -= 1;
+        }
+        if let Some(seq) = self.prepared.take() {
+            t.preparing.remove(&seq);
         }
     }
 }
@@ -249,32 +306,27 @@ pub enum Refusal {
     IsTag,
 }
 
-/// A tick's points are cut into at most this many batches of at least [`TICK_BATCH_MIN`]
-/// points, which the caller writes at the same time: InfluxDB parses each write on one core,
-/// and on 2 cores four writes of 2 500 heartbeats were stored in about 40% less time than one
-/// write of 10 000.
-pub const TICK_BATCHES: usize = 4;
-pub const TICK_BATCH_MIN: usize = 1000;
-
-/// Points of a tick that go in one write.
-#[derive(Debug, Default)]
-pub struct Batch {
-    /// Heartbeats and expiry events, as line protocol.
-    pub lines: String,
-    pub points: usize,
-    /// Runs whose heartbeat is among `lines`.
-    pub beats: Vec<Uuid>,
+/// One line of a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TickLine {
+    pub run: Uuid,
+    /// Where the line ends in [`Tick::lines`] (exclusive; it starts where the one before ends).
+    pub end: usize,
+    /// A heartbeat (else the run's expiry event).
+    pub beat: bool,
 }
 
 /// What one tick writes.
 #[derive(Debug, Default)]
 pub struct Tick {
-    /// Never empty batches; none when there is nothing to write.
-    pub batches: Vec<Batch>,
+    /// Heartbeats and expiry events as line protocol, one line each, ending in '\n'.
+    pub lines: String,
+    /// One entry per line of `lines`, in order.
+    pub units: Vec<TickLine>,
     pub expired: usize,
     pub removed: usize,
-    /// The journal record of the last change the tick made (0: none).
-    pub seq: u64,
+    /// The tick's changes of the table: expiries and removals.
+    pub change: Change,
 }
 
 /// Counts for the state page.
@@ -311,6 +363,7 @@ impl Jobs {
         Some(Slot {
             jobs: self,
             filled: false,
+            prepared: None,
         })
     }
 
@@ -336,14 +389,14 @@ impl Jobs {
 
     /// Live progress: the fields replace those of the same name in the following heartbeats,
     /// and the expiry clock starts again. An expired run that reports progress is running again.
-    /// The number is the change's journal record.
+    /// Made at once; the change is for the log.
     pub fn progress(
         &self,
         uuid: &Uuid,
         fields: Vec<(String, FieldValue)>,
         now_ms: i64,
         max_fields: usize,
-    ) -> Result<u64, Refusal> {
+    ) -> Result<Change, Refusal> {
         let mut t = self.lock();
         let job = t.jobs.get_mut(uuid).ok_or(Refusal::Unknown)?;
         match job.state {
@@ -374,18 +427,37 @@ impl Jobs {
             job.state = State::Running;
             t.revived();
         }
-        Ok(t.put(uuid))
+        t.put(uuid);
+        Ok(t.take())
     }
 
-    /// Records a commit's outcome: finished when its points were recorded, else back as it was.
-    /// The number is the change's journal record (0: there was no commit to end).
-    pub fn end_commit(&self, uuid: &Uuid, recorded: bool, now_ms: i64) -> u64 {
+    /// The journal record that finishes a run being committed, at `now_ms`; the table shows
+    /// the run finished once [`Jobs::end_commit`] says the record is on disk. `None` when the
+    /// run is not being committed.
+    pub fn prepare_finish(&self, uuid: &Uuid, now_ms: i64) -> Option<Change> {
         let mut t = self.lock();
+        let job = t.jobs.get(uuid)?;
+        if !matches!(job.state, State::Committing { .. }) {
+            return None;
+        }
+        let mut finished = job.clone();
+        finished.state = State::Finished { at_ms: now_ms };
+        finished.shed();
+        Some(t.prepare(&finished))
+    }
+
+    /// Records a commit's outcome: finished at `now_ms` when `recorded` (its prepared change,
+    /// if one was prepared, is on disk); else back as it was, nothing of the commit recorded.
+    pub fn end_commit(&self, uuid: &Uuid, prepared: Option<&Change>, recorded: bool, now_ms: i64) {
+        let mut t = self.lock();
+        if let Some(change) = prepared {
+            t.preparing.remove(&change.seq);
+        }
         let Some(job) = t.jobs.get_mut(uuid) else {
-            return 0;
+            return;
         };
         let State::Committing { expired } = job.state else {
-            return 0;
+            return;
         };
         job.state = match (recorded, expired) {
             (true, _) => State::Finished { at_ms: now_ms },
@@ -399,7 +471,10 @@ impl Jobs {
             t.active -= 1;
             t.ended(*uuid, now_ms);
         }
-        t.put(uuid)
+        if !recorded && expired {
+            // Back to expired with a new time: the table's record of it changes.
+            t.put(uuid);
+        }
     }
 
     /// Writes this tick's heartbeats and expiry events as line protocol, and forgets jobs past
@@ -415,18 +490,12 @@ impl Jobs {
             t.ended.pop_front();
             if t.forget(&uuid, at_ms) {
                 tick.removed += 1;
-                tick.seq = t.seq;
             }
         }
         let mut expired = Vec::new();
-        let per_batch = t.active.div_ceil(TICK_BATCHES).max(TICK_BATCH_MIN);
-        let mut batch = Batch::default();
         for job in t.jobs.values_mut() {
             if job.state != State::Running {
                 continue;
-            }
-            if batch.points >= per_batch {
-                tick.batches.push(std::mem::take(&mut batch));
             }
             if now_ms - job.last_seen_ms >= max_age_ms {
                 job.state = State::Expired { at_ms: now_ms };
@@ -439,35 +508,36 @@ impl Jobs {
                     job.run.uuid
                 );
                 let event = points::event(&job.run, Event::Expired, now_ms, text);
-                event.encode(&mut batch.lines);
-                batch.lines.push('\n');
-                batch.points += 1;
+                event.encode(&mut tick.lines);
+                tick.lines.push('\n');
+                tick.units.push(TickLine {
+                    run: job.run.uuid,
+                    end: tick.lines.len(),
+                    beat: false,
+                });
                 expired.push(job.run.uuid);
                 continue;
             }
-            if job
-                .beat
-                .encode(job.run.started_ms, now_ms, &mut batch.lines)
-            {
-                batch.points += 1;
-                batch.beats.push(job.run.uuid);
+            if job.beat.encode(job.run.started_ms, now_ms, &mut tick.lines) {
+                tick.units.push(TickLine {
+                    run: job.run.uuid,
+                    end: tick.lines.len(),
+                    beat: true,
+                });
             }
-        }
-        if batch.points > 0 {
-            tick.batches.push(batch);
         }
         tick.expired = expired.len();
         t.active -= tick.expired;
         for uuid in expired {
             t.put(&uuid);
             tick.removed += t.ended(uuid, now_ms);
-            tick.seq = t.seq;
         }
+        tick.change = t.take();
         tick
     }
 
-    /// Counts the heartbeats that were written. Not a journal record: the counts reach the disk
-    /// with the job's next record or the next snapshot.
+    /// Counts the heartbeats that were recorded. Not a journal record: the counts reach the
+    /// disk with the job's next record or the next snapshot.
     pub fn count_beats(&self, uuids: &[Uuid]) {
         let mut t = self.lock();
         for uuid in uuids {
@@ -500,19 +570,6 @@ impl Jobs {
         c
     }
 
-    /// Takes out a job that could not be made durable. The number is the journal record.
-    pub fn remove(&self, uuid: &Uuid) -> u64 {
-        let mut t = self.lock();
-        if let Some(job) = t.jobs.remove(uuid) {
-            if job.state.is_active() {
-                t.active -= 1;
-            } else {
-                t.ended_count -= 1;
-            }
-        }
-        t.del(uuid)
-    }
-
     /// Up to `limit` jobs, newest first, for the state page.
     pub fn list(&self, limit: usize) -> Vec<Job> {
         let t = self.lock();
@@ -521,20 +578,14 @@ impl Jobs {
         jobs.into_iter().take(limit).cloned().collect()
     }
 
-    /// The journal records written since the last call, and the number of the last one.
-    pub fn take_pending(&self) -> (Vec<u8>, u64) {
-        let mut t = self.lock();
-        (std::mem::take(&mut t.pending), t.seq)
-    }
-
-    /// The whole table as the bytes of `jobs.json`, and the number of the last journal record
-    /// it includes; the records waiting to be written are in it, so they are dropped. A job in
-    /// the middle of a commit is saved as it was before the commit: the commit has not been
+    /// The whole table as the bytes of `jobs.json`, and the number up to which it includes
+    /// every change: the latest one, or the one before the oldest change still prepared. A job
+    /// in the middle of a commit is saved as it was before the commit: the commit has not been
     /// answered yet.
     pub fn snapshot(&self) -> (Vec<u8>, u64) {
-        let mut t = self.lock();
-        t.pending = Vec::new();
-        (journal::encode_snapshot(t.seq, t.jobs.values()), t.seq)
+        let t = self.lock();
+        let covers = t.preparing.first().map_or(t.seq, |first| first - 1);
+        (journal::encode_snapshot(covers, t.jobs.values()), covers)
     }
 
     /// A table of `jobs` (restored from disk by `journal`), whose last change was journal
@@ -593,6 +644,18 @@ pub(crate) mod tests {
         Job::running(run, fields, now_ms)
     }
 
+    /// Ends a commit begun with `begin_commit`, as recorded at `at_ms`.
+    pub(crate) fn finish(jobs: &Jobs, id: &Uuid, at_ms: i64) {
+        let change = jobs.prepare_finish(id, at_ms).unwrap();
+        jobs.end_commit(id, Some(&change), true, at_ms);
+    }
+
+    /// The heartbeats of a tick (the runs), and the number of its lines.
+    fn beats(t: &Tick) -> (Vec<Uuid>, usize) {
+        let beats = t.units.iter().filter(|u| u.beat).map(|u| u.run).collect();
+        (beats, t.lines.lines().count())
+    }
+
     pub(crate) type Row = (Uuid, &'static str, Vec<(String, FieldValue)>);
 
     /// The table as (uuid, state, fields) rows, sorted, to compare two tables.
@@ -621,7 +684,7 @@ pub(crate) mod tests {
         jobs.reserve(2).unwrap().fill(job(2, 0));
         assert!(jobs.reserve(2).is_none());
         jobs.begin_commit(&Uuid::from_u128(1)).unwrap();
-        jobs.end_commit(&Uuid::from_u128(1), true, 5);
+        finish(&jobs, &Uuid::from_u128(1), 5);
         assert!(jobs.reserve(2).is_some(), "a finished job frees its slot");
     }
 
@@ -636,14 +699,14 @@ pub(crate) mod tests {
         );
         jobs.begin_commit(&id).unwrap();
         assert_eq!(jobs.begin_commit(&id), Err(Refusal::InProgress));
-        jobs.end_commit(&id, false, 1);
+        jobs.end_commit(&id, None, false, 1);
         assert_eq!(
             jobs.is_running(),
             vec![(id, true)],
             "a failed commit leaves the job running"
         );
         jobs.begin_commit(&id).unwrap();
-        jobs.end_commit(&id, true, 7);
+        finish(&jobs, &id, 7);
         assert_eq!(jobs.begin_commit(&id), Err(Refusal::Finished { at_ms: 7 }));
         assert_eq!(jobs.is_running(), vec![(id, false)]);
     }
@@ -695,7 +758,7 @@ pub(crate) mod tests {
         assert_eq!(jobs.counts().running, 1, "progress revives an expired run");
         assert!(jobs.reserve(1).is_none());
         jobs.begin_commit(&id).unwrap();
-        jobs.end_commit(&id, true, 2200);
+        finish(&jobs, &id, 2200);
         assert_eq!(
             jobs.progress(&id, vec![], 2300, 64),
             Err(Refusal::Finished { at_ms: 2200 })
@@ -708,12 +771,18 @@ pub(crate) mod tests {
         jobs.reserve(10).unwrap().fill(job(1, 0));
         jobs.reserve(10).unwrap().fill(job(2, 500));
         let t = jobs.tick(1000, 1000, 300);
-        assert_eq!(t.batches.len(), 1);
-        let b = &t.batches[0];
-        assert_eq!((t.expired, b.beats.len(), b.points), (1, 1, 2));
-        assert_eq!(b.lines.lines().count(), 2);
-        assert_eq!(b.beats, vec![Uuid::from_u128(2)]);
-        jobs.count_beats(&b.beats);
+        let (beaten, lines) = beats(&t);
+        assert_eq!(
+            (t.expired, beaten.len(), lines, t.units.len()),
+            (1, 1, 2, 2)
+        );
+        assert_eq!(beaten, vec![Uuid::from_u128(2)]);
+        assert!(t.lines.contains("event=expired"));
+        assert!(
+            !t.change.bytes.is_empty(),
+            "the expiry is a change of the table"
+        );
+        jobs.count_beats(&beaten);
         assert_eq!(
             jobs.counts(),
             Counts {
@@ -724,9 +793,9 @@ pub(crate) mod tests {
         );
         // The expired run can still be committed.
         jobs.begin_commit(&Uuid::from_u128(1)).unwrap();
-        jobs.end_commit(&Uuid::from_u128(1), true, 1100);
+        finish(&jobs, &Uuid::from_u128(1), 1100);
         let t = jobs.tick(1200, 10_000, 300);
-        assert_eq!((t.expired, t.removed, t.batches[0].beats.len()), (0, 0, 1));
+        assert_eq!((t.expired, t.removed, beats(&t).0.len()), (0, 0, 1));
         let t = jobs.tick(1400, 10_000, 300);
         assert_eq!(
             t.removed, 1,
@@ -742,7 +811,7 @@ pub(crate) mod tests {
         for n in 1..=5 {
             jobs.reserve(10).unwrap().fill(job(n, n as i64));
             jobs.begin_commit(&Uuid::from_u128(n)).unwrap();
-            jobs.end_commit(&Uuid::from_u128(n), true, 100 + n as i64);
+            finish(&jobs, &Uuid::from_u128(n), 100 + n as i64);
         }
         let kept: Vec<Uuid> = rows(&jobs).iter().map(|r| r.0).collect();
         assert_eq!(kept, [Uuid::from_u128(4), Uuid::from_u128(5)]);
@@ -768,7 +837,7 @@ pub(crate) mod tests {
             .unwrap();
         jobs.reserve(10).unwrap().fill(job(7, 7));
         jobs.begin_commit(&Uuid::from_u128(7)).unwrap();
-        jobs.end_commit(&Uuid::from_u128(7), true, 10_002);
+        finish(&jobs, &Uuid::from_u128(7), 10_002);
         assert_eq!(
             jobs.counts(),
             Counts {
@@ -779,7 +848,7 @@ pub(crate) mod tests {
         );
         // The cap holds across a restart too.
         let (snapshot, _) = jobs.snapshot();
-        let (small, _) = crate::state::journal::restore(Some(&snapshot), b"", 1).unwrap();
+        let (small, _) = crate::state::journal::restore(Some(&snapshot), b"", b"", 1).unwrap();
         assert_eq!(small.counts().finished, 1);
         assert_eq!(small.counts().running, 1);
     }
@@ -807,28 +876,75 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_large_tick_is_cut_into_batches_written_together() {
+    fn a_tick_has_one_line_per_running_job_and_says_where_each_ends() {
         let jobs = Jobs::new(10);
         for n in 0..2500 {
             jobs.reserve(10_000).unwrap().fill(job(n, 0));
         }
         let t = jobs.tick(1000, 10_000, 10_000);
-        let sizes: Vec<usize> = t.batches.iter().map(|b| b.points).collect();
-        assert_eq!(sizes, [TICK_BATCH_MIN, TICK_BATCH_MIN, 500]);
-        let mut beats: Vec<Uuid> = t.batches.iter().flat_map(|b| b.beats.clone()).collect();
-        beats.sort();
-        beats.dedup();
-        assert_eq!(beats.len(), 2500, "every running job once");
-        for b in &t.batches {
-            assert_eq!(b.lines.lines().count(), b.points);
+        let (mut beaten, lines) = beats(&t);
+        assert_eq!(lines, 2500);
+        beaten.sort();
+        beaten.dedup();
+        assert_eq!(beaten.len(), 2500, "every running job once");
+        let mut start = 0;
+        for unit in &t.units {
+            let line = &t.lines[start..unit.end];
+            assert!(
+                line.ends_with('\n') && line.contains(&unit.run.to_string()),
+                "{line}"
+            );
+            start = unit.end;
         }
-        for n in 2500..10_000 {
-            jobs.reserve(10_000).unwrap().fill(job(n, 0));
-        }
-        let t = jobs.tick(2000, 10_000, 10_000);
-        let sizes: Vec<usize> = t.batches.iter().map(|b| b.points).collect();
-        assert_eq!(sizes, [2500; TICK_BATCHES]);
-        assert!(Jobs::new(10).tick(0, 1, 1).batches.is_empty());
+        assert_eq!(start, t.lines.len());
+        let empty = Jobs::new(10).tick(0, 1, 1);
+        assert!(empty.units.is_empty() && empty.lines.is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_covers_only_the_changes_before_one_still_prepared() {
+        let jobs = Jobs::new(10);
+        jobs.reserve(10).unwrap().fill(job(1, 0));
+        jobs.reserve(10).unwrap().fill(job(2, 0));
+        // A register prepared (its record not yet on disk): the run is not in the table yet.
+        let mut slot = jobs.reserve(10).unwrap();
+        let three = job(3, 0);
+        let prepared = slot.prepare(&three);
+        assert!(!prepared.bytes.is_empty());
+        // A commit prepared too, then a change made at once after both.
+        jobs.begin_commit(&Uuid::from_u128(1)).unwrap();
+        let finishing = jobs.prepare_finish(&Uuid::from_u128(1), 50).unwrap();
+        let progress = jobs
+            .progress(
+                &Uuid::from_u128(2),
+                vec![("x".into(), FieldValue::Float(1.0))],
+                60,
+                64,
+            )
+            .unwrap();
+        assert!(progress.seq > finishing.seq && finishing.seq > prepared.seq);
+        let (bytes, covers) = jobs.snapshot();
+        assert_eq!(covers, prepared.seq - 1, "below the oldest prepared change");
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            !text.contains(&three.run.uuid.to_string()),
+            "not in the table yet"
+        );
+        // Restored with the prepared changes after it (their records made it to disk), in any
+        // order: the table has all three changes.
+        let log: Vec<u8> = [
+            finishing.bytes.as_slice(),
+            progress.bytes.as_slice(),
+            prepared.bytes.as_slice(),
+        ]
+        .concat();
+        let (restored, _) =
+            crate::state::journal::restore(Some(text.as_bytes()), b"", &log, 10).unwrap();
+        assert_eq!(restored.counts().running, 2);
+        assert_eq!(restored.counts().finished, 1);
+        slot.fill(three);
+        jobs.end_commit(&Uuid::from_u128(1), Some(&finishing), true, 50);
+        assert_eq!(jobs.snapshot().1, progress.seq, "nothing prepared any more");
     }
 
     #[test]
@@ -851,7 +967,7 @@ pub(crate) mod tests {
         let t = jobs.tick(1500, 10_000, 10_000);
         let one = Uuid::from_u128(1);
         let two = Uuid::from_u128(2);
-        let mut lines: Vec<&str> = t.batches[0].lines.lines().collect();
+        let mut lines: Vec<&str> = t.lines.lines().collect();
         lines.sort();
         assert_eq!(
             lines,
@@ -860,6 +976,6 @@ pub(crate) mod tests {
                 format!("load_testing,host=h,uuid={two} elapsed=1.5 1500"),
             ]
         );
-        assert_eq!(t.seq, 0, "heartbeats alone change nothing on disk");
+        assert_eq!(t.change.seq, 0, "heartbeats alone change nothing on disk");
     }
 }

@@ -1,41 +1,24 @@
-//! The job table on disk: `jobs.json`, a snapshot of the whole table, and `jobs.journal`, the
-//! changes made since, one line of JSON each.
+//! The job table on disk: its snapshot, `jobs.json`, written whole, and the format of its
+//! changes (journal records, one line of JSON each), which travel in the log with the points of
+//! the request that made them; and the reading of both at start.
 //!
-//! A change is durable once its journal record is appended and fsync'd; requests that change
-//! the table together share one append and one fsync (group commit): the first request to wait
-//! becomes the writer and takes every record queued so far, the others wait for its fsync, and
-//! whoever waits when it is done writes the next group. No thread is added and no lock is held
-//! across the disk write but the file's own.
+//! A record is the job's whole saved state (`{"seq":N,"put":{...}}`) or its removal
+//! (`{"seq":N,"del":"uuid"}`), numbered in the order the table changed. The snapshot names the
+//! number up to which it holds every change. At start the table is the snapshot with every
+//! record after that number applied in the order of the numbers — whatever order the records
+//! reached the log in, since each holds a whole state. Anything that does not read back stops the
+//! start rather than leave out runs: forgetting running jobs silently is worse than not
+//! starting.
 //!
-//! When the journal grows past twice the size of the last snapshot (and at least
-//! [`MIN_COMPACT_BYTES`]), the writer writes a new snapshot (temp file, fsync, rename, directory
-//! fsync, as every file under `storage.dir`) and empties the journal. Each record carries a
-//! sequence number and the snapshot the number of the last record it includes, so records left
-//! behind by a stop between the two steps are skipped at start. The start reads both files and
-//! writes a fresh snapshot and an empty journal at once.
-//!
-//! The journal file is filled with zeros ahead of the records, 1 MiB at a time, and records
-//! overwrite the zeros.
-//! An fsync of data written inside the file's length is a flush of those blocks alone; an
-//! append that grows the file also has the filesystem commit its metadata, which costs several
-//! times more (measured on ext4: 0.2 ms against 1.2 ms while the machine is busy). At start the
-//! records end at the first zero byte; anything after it belongs to a write that was never
-//! fsync'd whole, so never acknowledged.
-//!
-//! After a failed write the next write is a whole snapshot, which also starts a fresh journal,
-//! so the file never keeps half a record in its middle; the requests in the failed group get
-//! the error. A start whose first snapshot fails (a full or read-only disk) goes on: the state
-//! page and the commits of runs still answer, and a register answers 503 until the disk works.
+//! A storage directory of version 0.1 kept the records in `jobs.journal` instead of the log;
+//! the first start reads it the old way (a last line cut short by a crash was never
+//! acknowledged and is left out), and removes it once a snapshot holds what it said.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-
-use crate::delivery::spool::write_atomic;
 use std::collections::HashMap;
 use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -43,11 +26,12 @@ use uuid::Uuid;
 use crate::ingest::line_protocol::{self, FieldValue};
 use crate::ingest::points::Run;
 use crate::state::jobs::{Job, Jobs, State};
+use crate::storage::{read_if_exists, write_atomic};
 
-/// The journal is never compacted below this size: a snapshot costs more than many appends.
-const MIN_COMPACT_BYTES: u64 = 1 << 20;
-/// The journal file grows by this much of zeros at a time.
-const ZERO_FILL_BYTES: u64 = 1 << 20;
+/// The snapshot's file name in `storage.dir`.
+pub const SNAPSHOT_FILE: &str = "jobs.json";
+/// Version 0.1's journal, taken over at the first start.
+pub const LEGACY_JOURNAL_FILE: &str = "jobs.journal";
 
 /// Why the job table could not be read or saved, naming the file.
 #[derive(Debug, Clone)]
@@ -80,7 +64,7 @@ impl fmt::Display for JournalError {
             }
             JournalError::Damaged { path, error } => write!(
                 f,
-                "{}: {error}; the gateway will not start and forget its running jobs: repair the file, or move jobs.json and jobs.journal away to start with an empty job table",
+                "{}: {error}; the gateway will not start and forget its running jobs: repair the file, or move it away to start with an empty job table",
                 path.display()
             ),
         }
@@ -89,269 +73,107 @@ impl fmt::Display for JournalError {
 
 impl std::error::Error for JournalError {}
 
-pub struct Journal {
-    snapshot: PathBuf,
-    log: PathBuf,
-    file: Mutex<LogFile>,
-    state: Mutex<Flushes>,
-    flushed: Condvar,
+/// Where the job table is saved: `storage.dir/jobs.json`.
+pub struct Snapshots {
+    path: PathBuf,
 }
 
-struct LogFile {
-    file: File,
-    /// Bytes of whole records at the start of the file.
-    len: u64,
-    /// Bytes in the file: the records, then zeros.
-    size: u64,
-    /// Compact once `len` reaches this.
-    compact_at: u64,
-    /// The last append failed: the next write must be a snapshot.
-    broken: bool,
+/// What the start found of the job table.
+#[derive(Debug)]
+pub struct Loaded {
+    pub jobs: Jobs,
+    pub restored: Restored,
+    /// Version 0.1's `jobs.journal` was read: remove it once a snapshot is written.
+    pub legacy_journal: bool,
 }
 
-#[derive(Default)]
-struct Flushes {
-    /// Every record up to this number has been written (or has failed).
-    done: u64,
-    /// A writer is at work.
-    writing: bool,
-    /// Recent failed groups: records in `(from, to]` were not saved, for this reason.
-    failures: Vec<(u64, u64, JournalError)>,
-}
-
-/// Failed groups remembered for their waiters; older ones have been read long since.
-const FAILURES_KEPT: usize = 64;
-
-impl Journal {
-    /// Reads the job table from `dir` and writes it back as a fresh snapshot with an empty
-    /// journal. The error names the file and says what to do.
-    pub fn open(dir: &Path, max_ended: usize) -> Result<(Journal, Jobs, Restored), JournalError> {
-        let snapshot = dir.join("jobs.json");
-        let log = dir.join("jobs.journal");
-        let read = |path: &Path| match std::fs::read(path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(JournalError::io("read", path, e)),
-        };
-        let snapshot_bytes = read(&snapshot)?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&log)
-            .map_err(|e| JournalError::io("open", &log, e))?;
-        // What the file holds now, and no more: a journal is never read past its length.
-        let mut journal_bytes = Vec::new();
-        file.metadata()
-            .and_then(|m| (&mut file).take(m.len()).read_to_end(&mut journal_bytes))
-            .map_err(|e| JournalError::io("read", &log, e))?;
-        let (jobs, restored) = restore(snapshot_bytes.as_deref(), &journal_bytes, max_ended)
-            .map_err(|error| JournalError::Damaged {
-                path: if error.in_snapshot() {
-                    snapshot.clone()
-                } else {
-                    log.clone()
-                },
-                error,
-            })?;
-        let journal = Journal {
-            snapshot,
-            log,
-            file: Mutex::new(LogFile {
-                file,
-                len: 0,
-                size: 0,
-                compact_at: MIN_COMPACT_BYTES,
-                broken: true,
-            }),
-            state: Mutex::new(Flushes::default()),
-            flushed: Condvar::new(),
-        };
-        if let Err(e) = journal.compact(&jobs) {
-            log::error!("{e}; registers are refused until the job table can be saved");
-        }
-        Ok((journal, jobs, restored))
-    }
-
-    fn state(&self) -> MutexGuard<'_, Flushes> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Blocks until journal record `seq` (from a [`Jobs`] change) is on disk.
-    pub fn wait(&self, jobs: &Jobs, seq: u64) -> Result<(), JournalError> {
-        self.lead(jobs, seq, false)
-    }
-
-    /// Writes a snapshot of the whole table and empties the journal (at start and at stop, so
-    /// the heartbeat counts are saved too).
-    pub fn compact(&self, jobs: &Jobs) -> Result<(), JournalError> {
-        self.lead(jobs, u64::MAX, true)
-    }
-
-    /// Waits for record `seq`, writing groups while nobody else does. With `compact`, writes one
-    /// snapshot itself, after any write under way.
-    fn lead(&self, jobs: &Jobs, seq: u64, compact: bool) -> Result<(), JournalError> {
-        let mut state = self.state();
-        loop {
-            if !compact && state.done >= seq {
-                return match state
-                    .failures
-                    .iter()
-                    .find(|(from, to, _)| seq > *from && seq <= *to)
-                {
-                    Some((_, _, e)) => Err(e.clone()),
-                    None => Ok(()),
-                };
-            }
-            if !state.writing {
-                state.writing = true;
-                let from = state.done;
-                drop(state);
-                let mut writer = Writer {
-                    journal: self,
-                    from,
-                    finished: false,
-                };
-                let (upto, result) = self.write(jobs, compact);
-                writer.finish(upto, result.clone());
-                if compact {
-                    return result;
-                }
-                state = self.state();
-                continue;
-            }
-            state = self.flushed.wait(state).unwrap_or_else(|e| e.into_inner());
+impl Snapshots {
+    /// The snapshot of the table in `storage_dir`.
+    pub fn new(storage_dir: &Path) -> Snapshots {
+        Snapshots {
+            path: storage_dir.join(SNAPSHOT_FILE),
         }
     }
 
-    /// Appends the queued records, or writes a snapshot; says up to which record.
-    fn write(&self, jobs: &Jobs, compact: bool) -> (u64, Result<(), JournalError>) {
-        let mut log = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        if compact || log.broken || log.len >= log.compact_at {
-            let (bytes, upto) = jobs.snapshot();
-            if let Err(e) = write_atomic(&self.snapshot, &bytes) {
-                log.broken = true;
-                return (upto, Err(JournalError::io("write", &self.snapshot, e)));
-            }
-            // The snapshot has every record, so the change is saved even if no new journal can
-            // be started; records of the old one are skipped at start.
-            log.compact_at = MIN_COMPACT_BYTES.max(2 * bytes.len() as u64);
-            match log.restart() {
-                Ok(()) => log.broken = false,
-                Err(e) => log::warn!("cannot start a new {}: {e}", self.log.display()),
-            }
-            return (upto, Ok(()));
-        }
-        let (bytes, upto) = jobs.take_pending();
-        if bytes.is_empty() {
-            return (upto, Ok(()));
-        }
-        match log.append(&bytes) {
-            Ok(()) => (upto, Ok(())),
-            Err(e) => {
-                // What may have been written stays after the last whole record, where a start
-                // takes it for an unfinished write; the next write starts a new journal.
-                log.broken = true;
-                (upto, Err(JournalError::io("write", &self.log, e)))
-            }
+    /// Rebuilds the table from the snapshot, a 0.1 journal if one is left, and the changes
+    /// read from the log (`log_changes`, journal lines in the log's order; `log_dir` names
+    /// them in errors).
+    pub fn load(
+        &self,
+        log_changes: &[u8],
+        log_dir: &Path,
+        max_ended: usize,
+    ) -> Result<Loaded, JournalError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let legacy_path = dir.join(LEGACY_JOURNAL_FILE);
+        let snapshot =
+            read_if_exists(&self.path).map_err(|e| JournalError::io("read", &self.path, e))?;
+        let legacy =
+            read_if_exists(&legacy_path).map_err(|e| JournalError::io("read", &legacy_path, e))?;
+        let (jobs, restored) = restore(
+            snapshot.as_deref(),
+            legacy.as_deref().unwrap_or_default(),
+            log_changes,
+            max_ended,
+        )
+        .map_err(|error| JournalError::Damaged {
+            path: match error.place() {
+                Place::Snapshot => self.path.clone(),
+                Place::LegacyJournal => legacy_path.clone(),
+                Place::Log => log_dir.to_path_buf(),
+            },
+            error,
+        })?;
+        Ok(Loaded {
+            jobs,
+            restored,
+            legacy_journal: legacy.is_some(),
+        })
+    }
+
+    /// Writes the whole table; returns the number up to which it holds every change, and its
+    /// size in bytes.
+    pub fn write(&self, jobs: &Jobs) -> Result<(u64, u64), JournalError> {
+        let (bytes, covers) = jobs.snapshot();
+        write_atomic(&self.path, &bytes).map_err(|e| JournalError::io("write", &self.path, e))?;
+        Ok((covers, bytes.len() as u64))
+    }
+
+    /// Removes version 0.1's journal, whose records the last snapshot holds.
+    pub fn remove_legacy_journal(&self) {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let path = dir.join(LEGACY_JOURNAL_FILE);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            log::warn!("cannot remove {}: {e}", path.display());
         }
     }
 }
 
-impl LogFile {
-    /// Writes records over the zeros after the last ones, and fsyncs them.
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let end = self.len + bytes.len() as u64;
-        if end > self.size {
-            self.zero_fill(end.max(self.size + ZERO_FILL_BYTES))?;
-        }
-        self.file.write_all_at(bytes, self.len)?;
-        self.file.sync_data()?;
-        self.len = end;
-        Ok(())
-    }
+// The format.
 
-    /// Empties the journal. The zeros are written by the first append, not here: a start
-    /// then answers its first ping without waiting for a megabyte to reach the disk.
-    fn restart(&mut self) -> io::Result<()> {
-        self.file.set_len(0)?;
-        self.file.sync_all()?;
-        self.len = 0;
-        self.size = 0;
-        Ok(())
-    }
-
-    /// Grows the file with written zeros (not a hole, which the filesystem would still have to
-    /// allocate on the first write) to `size` bytes, and fsyncs it.
-    fn zero_fill(&mut self, size: u64) -> io::Result<()> {
-        static CHUNK: [u8; 64 * 1024] = [0; 64 * 1024];
-        let mut at = self.size;
-        while at < size {
-            let n = (size - at).min(CHUNK.len() as u64);
-            self.file.write_all_at(&CHUNK[..n as usize], at)?;
-            at += n;
-        }
-        self.file.sync_all()?;
-        self.size = size;
-        Ok(())
-    }
+/// Where a change comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Snapshot,
+    LegacyJournal,
+    Log,
 }
 
-/// The writer's turn: always handed back, with its outcome, even if the write panicked.
-struct Writer<'a> {
-    journal: &'a Journal,
-    from: u64,
-    finished: bool,
-}
-
-impl Writer<'_> {
-    fn finish(&mut self, upto: u64, result: Result<(), JournalError>) {
-        let mut state = self.journal.state();
-        state.writing = false;
-        state.done = state.done.max(upto);
-        if let Err(e) = result {
-            state.failures.push((self.from, upto, e));
-            if state.failures.len() > FAILURES_KEPT {
-                state.failures.remove(0);
-            }
-        }
-        self.finished = true;
-        drop(state);
-        self.journal.flushed.notify_all();
-    }
-}
-
-impl Drop for Writer<'_> {
-    fn drop(&mut self) {
-        if !self.finished {
-            // Nothing is known to be written: the waiters of this group fail, the next writer
-            // starts again from a snapshot.
-            self.journal
-                .file
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .broken = true;
-            let upto = self.from;
-            self.finish(upto, Ok(()));
-        }
-    }
-}
-
-// The format of both files.
-
-/// Rebuilds the table from `jobs.json` (if there is one) and the journal records after it.
-/// Anything that does not check out is an error, never an empty table: forgetting running
-/// jobs silently is worse than not starting. The one exception is the journal's end: a last
-/// line that does not parse, or bytes after the zero padding, were being written when the
-/// process stopped, so they were never acknowledged.
+/// Rebuilds the table: the snapshot (if there is one), then every change numbered after it, from
+/// a 0.1 journal and from the log, in the order of their numbers. The one exception to "anything
+/// that does not check out is an error" is the 0.1 journal's end: a last line that does not
+/// parse, or bytes after its zero padding, were being written when the process stopped, so they
+/// were never acknowledged.
 pub fn restore(
     snapshot: Option<&[u8]>,
-    journal: &[u8],
+    legacy_journal: &[u8],
+    log_changes: &[u8],
     max_ended: usize,
 ) -> Result<(Jobs, Restored), RestoreError> {
     let mut jobs: HashMap<Uuid, Job> = HashMap::new();
-    let mut seq = 0;
+    let mut covered = 0;
     if let Some(bytes) = snapshot {
         let saved: SavedTable =
             serde_json::from_slice(bytes).map_err(|e| RestoreError::NotATable(e.to_string()))?;
@@ -365,19 +187,21 @@ pub fn restore(
                 .map_err(|why| RestoreError::BadSavedJob { uuid, why })?;
             jobs.insert(uuid, job);
         }
-        seq = saved.journal_seq;
+        covered = saved.journal_seq;
     }
     let mut restored = Restored::default();
-    // The journal file is zero-filled ahead of the records (see `journal`); what follows
-    // the first zero byte was never fsync'd as a whole, so never acknowledged.
-    let end = journal
+    let mut changes: Vec<(u64, Place, usize, SavedRecord)> = Vec::new();
+
+    // Version 0.1's journal was zero-filled ahead of its records; what follows the first zero
+    // byte was never fsync'd as a whole, so never acknowledged.
+    let end = legacy_journal
         .iter()
         .position(|&b| b == 0)
-        .unwrap_or(journal.len());
-    if journal[end..].iter().any(|&b| b != 0) {
+        .unwrap_or(legacy_journal.len());
+    if legacy_journal[end..].iter().any(|&b| b != 0) {
         restored.torn_tail = true;
     }
-    let mut rest = &journal[..end];
+    let mut rest = &legacy_journal[..end];
     let mut line_no = 0;
     while !rest.is_empty() {
         line_no += 1;
@@ -386,8 +210,8 @@ pub fn restore(
             None => (rest, &rest[rest.len()..]),
         };
         rest = after;
-        let record = match serde_json::from_slice::<SavedRecord>(line) {
-            Ok(record) => record,
+        match serde_json::from_slice::<SavedRecord>(line) {
+            Ok(record) => changes.push((record.seq, Place::LegacyJournal, line_no, record)),
             Err(_) if after.is_empty() => {
                 restored.torn_tail = true;
                 break;
@@ -398,44 +222,72 @@ pub fn restore(
                     why: e.to_string(),
                 });
             }
-        };
-        if record.seq <= seq {
-            // Already in the snapshot (the journal is emptied after each snapshot, but a
-            // stop between the two leaves the old records behind).
+        }
+    }
+    // The log's records are whole (each passed its checksum), so every change must parse.
+    for (i, line) in log_changes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        let record =
+            serde_json::from_slice::<SavedRecord>(line).map_err(|e| RestoreError::BadChange {
+                index: i + 1,
+                why: e.to_string(),
+            })?;
+        changes.push((record.seq, Place::Log, i + 1, record));
+    }
+    // Stable: a change found twice (a 0.1 journal taken over, then written again) applies once
+    // more to the same effect.
+    changes.sort_by_key(|c| c.0);
+    let mut seq = covered;
+    for (number, place, at, record) in changes {
+        if number <= covered {
+            // Already in the snapshot.
             continue;
         }
-        seq = record.seq;
+        seq = seq.max(number);
         restored.replayed += 1;
         match (record.put, record.del) {
             (Some(saved), None) => {
                 let uuid = saved.uuid;
-                let job = saved
-                    .into_job()
-                    .map_err(|why| RestoreError::BadRecordedJob {
-                        line: line_no,
+                let job = saved.into_job().map_err(|why| match place {
+                    Place::Log => RestoreError::BadChangedJob {
+                        index: at,
                         uuid,
                         why,
-                    })?;
+                    },
+                    _ => RestoreError::BadRecordedJob {
+                        line: at,
+                        uuid,
+                        why,
+                    },
+                })?;
                 jobs.insert(uuid, job);
             }
             (None, Some(uuid)) => {
                 jobs.remove(&uuid);
             }
-            _ => return Err(RestoreError::NotOneChange { line: line_no }),
+            _ => {
+                return Err(match place {
+                    Place::Log => RestoreError::NotOneChangeInLog { index: at },
+                    _ => RestoreError::NotOneChange { line: at },
+                });
+            }
         }
     }
     Ok((Jobs::from_saved(jobs, seq, max_ended), restored))
 }
 
-/// The bytes of `jobs.json`: every job of `jobs`, and the number of the last journal record
-/// they include. A job in the middle of a commit is saved as it was before the commit: the
-/// commit has not been answered yet.
-pub fn encode_snapshot<'a>(seq: u64, jobs: impl Iterator<Item = &'a Job>) -> Vec<u8> {
+/// The bytes of `jobs.json`: every job of `jobs`, and the number up to which they hold every
+/// change. A job in the middle of a commit is saved as it was before the commit: the commit has
+/// not been answered yet.
+pub fn encode_snapshot<'a>(covers: u64, jobs: impl Iterator<Item = &'a Job>) -> Vec<u8> {
     let jobs: Vec<SavedView> = jobs.map(SavedView::of).collect();
     // Serializing plain data into a Vec cannot fail.
     serde_json::to_vec(&SnapshotView {
         version: 1,
-        journal_seq: seq,
+        journal_seq: covers,
         jobs,
     })
     .unwrap_or_default()
@@ -460,17 +312,32 @@ pub enum RestoreError {
     },
     /// Line `line` of `jobs.journal` has neither or both of `put` and `del`.
     NotOneChange { line: usize },
+    /// The `index`th job-table change in the log (1-based) does not parse.
+    BadChange { index: usize, why: String },
+    /// A job in the `index`th change in the log breaks a rule a request would be held to.
+    BadChangedJob {
+        index: usize,
+        uuid: Uuid,
+        why: String,
+    },
+    /// The `index`th change in the log has neither or both of `put` and `del`.
+    NotOneChangeInLog { index: usize },
 }
 
 impl RestoreError {
-    /// Whether the error is in the snapshot (`jobs.json`) rather than the journal.
-    pub fn in_snapshot(&self) -> bool {
-        matches!(
-            self,
+    /// Which file the error is in.
+    pub fn place(&self) -> Place {
+        match self {
             RestoreError::NotATable(_)
-                | RestoreError::UnknownVersion(_)
-                | RestoreError::BadSavedJob { .. }
-        )
+            | RestoreError::UnknownVersion(_)
+            | RestoreError::BadSavedJob { .. } => Place::Snapshot,
+            RestoreError::BadRecord { .. }
+            | RestoreError::BadRecordedJob { .. }
+            | RestoreError::NotOneChange { .. } => Place::LegacyJournal,
+            RestoreError::BadChange { .. }
+            | RestoreError::BadChangedJob { .. }
+            | RestoreError::NotOneChangeInLog { .. } => Place::Log,
+        }
     }
 }
 
@@ -492,6 +359,19 @@ impl fmt::Display for RestoreError {
                 f,
                 "line {line} must have exactly one of \"put\" and \"del\""
             ),
+            RestoreError::BadChange { index, why } => {
+                write!(
+                    f,
+                    "job-table change {index} in the log does not parse ({why})"
+                )
+            }
+            RestoreError::BadChangedJob { index, uuid, why } => {
+                write!(f, "job-table change {index} in the log, job {uuid}: {why}")
+            }
+            RestoreError::NotOneChangeInLog { index } => write!(
+                f,
+                "job-table change {index} in the log must have exactly one of \"put\" and \"del\""
+            ),
         }
     }
 }
@@ -499,10 +379,10 @@ impl fmt::Display for RestoreError {
 /// What [`restore`] found besides the table.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Restored {
-    /// Journal records applied over the snapshot.
+    /// Changes applied over the snapshot.
     pub replayed: usize,
-    /// The journal ended in a record that was being written when the process stopped; it was
-    /// never acknowledged and is left out.
+    /// Version 0.1's journal ended in a record that was being written when the process
+    /// stopped; it was never acknowledged and is left out.
     pub torn_tail: bool,
 }
 
@@ -677,94 +557,60 @@ impl Saved {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::spool::tests::Dir;
-    use crate::ingest::line_protocol::FieldValue;
-    use crate::ingest::points::Run;
-    use crate::state::jobs::Job;
-    use crate::state::jobs::tests::{job, job_with, rows};
+    use crate::state::jobs::tests::{finish, job, job_with, rows};
+    use crate::storage::tests::Dir;
 
-    fn register(jobs: &Jobs, n: u128) -> u64 {
-        let run = Run {
-            uuid: Uuid::from_u128(n),
-            host: "lg-1".into(),
-            tags: vec![("mode".into(), "single".into())],
-            started_ms: 1,
-        };
-        let fields = vec![("note".into(), FieldValue::Str("x".repeat(200)))];
-        jobs.reserve(usize::MAX)
-            .unwrap()
-            .fill(Job::running(run, fields, 1))
-    }
-
-    fn running(jobs: &Jobs) -> Vec<Uuid> {
-        let mut list: Vec<Uuid> = jobs
-            .is_running()
-            .into_iter()
-            .filter(|(_, running)| *running)
-            .map(|(uuid, _)| uuid)
-            .collect();
-        list.sort();
-        list
-    }
-
-    #[test]
-    fn the_journal_grows_over_zeros_is_folded_into_a_snapshot_and_reads_back() {
-        let dir = Dir::new("journal-compact");
-        let (journal, jobs, _) = Journal::open(&dir.0, 100).unwrap();
-        let journal_file = dir.0.join("jobs.journal");
-        let mut snapshots = 0;
-        let mut last_len = 0;
-        // About 400 bytes a record: past MIN_COMPACT_BYTES several times over.
-        for n in 1..=8000 {
-            let seq = register(&jobs, n);
-            journal.wait(&jobs, seq).unwrap();
-            let log = journal.file.lock().unwrap();
-            assert!(
-                log.len <= log.size,
-                "records stay inside the zero-filled file"
-            );
-            if log.len < last_len {
-                snapshots += 1;
-            }
-            last_len = log.len;
-            let on_disk = std::fs::metadata(&journal_file).unwrap().len();
-            assert_eq!(
-                on_disk, log.size,
-                "the file is exactly the zero-filled size"
-            );
+    /// Journal lines of the jobs, numbered from 1, as version 0.1 wrote them.
+    fn legacy_lines(jobs: &[Job]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, job) in jobs.iter().enumerate() {
+            encode_record(&mut out, i as u64 + 1, Some(job), &job.run.uuid);
         }
-        assert!(snapshots >= 2, "{snapshots} snapshots");
-        // A stop without a snapshot: what the journal holds since the last one reads back.
-        drop(journal);
-        let (_, again, restored) = Journal::open(&dir.0, 100).unwrap();
-        assert!(!restored.torn_tail);
-        assert!(restored.replayed > 0, "records after the last snapshot");
-        assert_eq!(running(&again), running(&jobs));
-        assert_eq!(running(&again).len(), 8000);
+        out
+    }
+
+    /// Registers `job`, as the service does; the change for the log.
+    fn register(jobs: &Jobs, job: Job) -> Vec<u8> {
+        let mut slot = jobs.reserve(usize::MAX).unwrap();
+        let change = slot.prepare(&job);
+        slot.fill(job);
+        change.bytes
     }
 
     #[test]
-    fn a_failed_append_fails_its_group_and_the_next_write_is_a_snapshot() {
-        let dir = Dir::new("journal-fail");
-        let (journal, jobs, _) = Journal::open(&dir.0, 100).unwrap();
-        let seq = register(&jobs, 1);
-        journal.wait(&jobs, seq).unwrap();
-        // The journal file goes away under the gateway's feet: writes to a descriptor opened
-        // read-only fail.
-        journal.file.lock().unwrap().file = File::open(dir.0.join("jobs.journal")).unwrap();
-        let seq = register(&jobs, 2);
-        let err = journal.wait(&jobs, seq).unwrap_err().to_string();
-        assert!(err.contains("jobs.journal"), "{err}");
-        assert!(journal.file.lock().unwrap().broken);
-        // The next change is saved by a snapshot, which has both runs.
-        let seq = register(&jobs, 3);
-        journal.wait(&jobs, seq).unwrap();
-        drop(journal);
-        let (_, again, _) = Journal::open(&dir.0, 100).unwrap();
-        assert_eq!(
-            running(&again),
-            [1, 2, 3].map(Uuid::from_u128),
-            "the snapshot after the failure has every change"
+    fn snapshots_are_written_and_read_back_with_a_legacy_journal_and_the_log() {
+        let dir = Dir::new("snapshots");
+        let snapshots = Snapshots::new(&dir.0);
+        // Version 0.1 left a journal of two runs; the log holds a third.
+        std::fs::write(
+            dir.0.join(LEGACY_JOURNAL_FILE),
+            legacy_lines(&[job(1, 0), job(2, 0)]),
+        )
+        .unwrap();
+        let mut log = Vec::new();
+        encode_record(&mut log, 3, Some(&job(3, 0)), &Uuid::from_u128(3));
+        let loaded = snapshots.load(&log, &dir.0.join("log"), 100).unwrap();
+        assert!(loaded.legacy_journal);
+        assert_eq!(loaded.jobs.counts().running, 3);
+        assert_eq!(loaded.restored.replayed, 3);
+        let (covers, bytes) = snapshots.write(&loaded.jobs).unwrap();
+        assert_eq!(covers, 3);
+        assert!(bytes > 0);
+        snapshots.remove_legacy_journal();
+        assert!(!dir.0.join(LEGACY_JOURNAL_FILE).exists());
+        // The snapshot alone has everything; the log's change is skipped as already in it.
+        let again = snapshots.load(&log, &dir.0.join("log"), 100).unwrap();
+        assert_eq!(again.jobs.counts().running, 3);
+        assert_eq!(again.restored.replayed, 0);
+        assert!(!again.legacy_journal);
+        // A change in the log that does not parse names the log.
+        let err = snapshots
+            .load(b"{\"seq\":9,\"put\":\n", &dir.0.join("log"), 100)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/log:") && err.contains("change 1 in the log"),
+            "{err}"
         );
     }
 
@@ -785,9 +631,9 @@ mod tests {
         jobs.reserve(10).unwrap().fill(job(2, 200));
         jobs.reserve(10).unwrap().fill(job(3, 300));
         jobs.begin_commit(&Uuid::from_u128(2)).unwrap();
-        jobs.end_commit(&Uuid::from_u128(2), true, 250);
+        finish(&jobs, &Uuid::from_u128(2), 250);
         jobs.begin_commit(&Uuid::from_u128(3)).unwrap();
-        let loaded = restore(Some(&jobs.snapshot().0), b"", 1000).unwrap().0;
+        let loaded = restore(Some(&jobs.snapshot().0), b"", b"", 1000).unwrap().0;
         let mut before = jobs.is_running();
         let mut after = loaded.is_running();
         before.sort();
@@ -828,9 +674,9 @@ mod tests {
 
     #[test]
     fn a_bad_table_is_an_error_not_an_empty_table() {
-        let load = |bytes: &[u8]| match restore(Some(bytes), b"", 10) {
+        let load = |bytes: &[u8]| match restore(Some(bytes), b"", b"", 10) {
             Ok(_) => Ok(()),
-            Err(e) if e.in_snapshot() => Err(e.to_string()),
+            Err(e) if e.place() == Place::Snapshot => Err(e.to_string()),
             Err(e) => panic!("{e:?}"),
         };
         assert!(load(b"").is_err());
@@ -850,63 +696,71 @@ mod tests {
     }
 
     #[test]
-    fn the_journal_replayed_over_an_old_snapshot_gives_the_table() {
+    fn changes_applied_over_an_old_snapshot_give_the_table_whatever_their_order() {
         let jobs = Jobs::new(1000);
         jobs.reserve(10).unwrap().fill(job(1, 0));
         let (old, _) = jobs.snapshot();
-        let mut journal = Vec::new();
-        let mut take = |jobs: &Jobs| journal.extend(jobs.take_pending().0);
-        jobs.reserve(10).unwrap().fill(job(2, 10));
-        jobs.reserve(10).unwrap().fill(job(3, 20));
-        take(&jobs);
-        jobs.progress(
-            &Uuid::from_u128(2),
-            vec![("rps".into(), FieldValue::Float(3.5))],
-            30,
-            64,
-        )
-        .unwrap();
+        // Each change as the log would hold it: one record's worth of lines each.
+        let mut changes: Vec<Vec<u8>> =
+            vec![register(&jobs, job(2, 10)), register(&jobs, job(3, 20))];
+        changes.push(
+            jobs.progress(
+                &Uuid::from_u128(2),
+                vec![("rps".into(), FieldValue::Float(3.5))],
+                30,
+                64,
+            )
+            .unwrap()
+            .bytes,
+        );
         jobs.begin_commit(&Uuid::from_u128(1)).unwrap();
-        jobs.end_commit(&Uuid::from_u128(1), true, 40);
-        jobs.remove(&Uuid::from_u128(3));
-        take(&jobs);
+        let finishing = jobs.prepare_finish(&Uuid::from_u128(1), 40).unwrap();
+        jobs.end_commit(&Uuid::from_u128(1), Some(&finishing), true, 40);
+        changes.push(finishing.bytes);
+        let in_order = changes.concat();
         assert_eq!(
-            rows(&restore(Some(&old), &journal, 1000).unwrap().0),
+            rows(&restore(Some(&old), b"", &in_order, 1000).unwrap().0),
+            rows(&jobs)
+        );
+        // Records reach the log in the order their requests wrote them, not the order of the
+        // changes: the numbers put them right.
+        let reversed: Vec<u8> = changes.iter().rev().flatten().copied().collect();
+        assert_eq!(
+            rows(&restore(Some(&old), b"", &reversed, 1000).unwrap().0),
             rows(&jobs)
         );
         assert_eq!(
-            rows(&restore(None, &journal, 1000).unwrap().0)
+            rows(&restore(None, b"", &in_order, 1000).unwrap().0)
                 .iter()
                 .map(|r| r.0)
                 .collect::<Vec<_>>(),
-            [Uuid::from_u128(1), Uuid::from_u128(2)],
-            "without a snapshot, the journal alone has what it recorded"
+            [Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3)],
+            "without a snapshot, the changes alone have what they recorded"
         );
-        // A snapshot taken later already has every record; replaying them again changes nothing
-        // (a stop between writing the snapshot and emptying the journal).
+        // A snapshot taken later already has every change; replaying them changes nothing.
         let (new, seq) = jobs.snapshot();
-        assert_eq!(seq, 6, "five changes after the first register");
-        let (again, restored) = restore(Some(&new), &journal, 1000).unwrap();
+        assert_eq!(
+            seq, 4,
+            "four changes after the first register, filled without one"
+        );
+        let (again, restored) = restore(Some(&new), b"", &in_order, 1000).unwrap();
         assert_eq!(rows(&again), rows(&jobs));
         assert_eq!(restored.replayed, 0);
     }
 
     #[test]
-    fn a_torn_last_record_is_dropped_and_a_bad_one_inside_is_an_error() {
-        let jobs = Jobs::new(1000);
-        jobs.reserve(10).unwrap().fill(job(1, 0));
-        jobs.reserve(10).unwrap().fill(job(2, 0));
-        let journal = jobs.take_pending().0;
+    fn a_legacy_journal_cut_short_is_dropped_and_a_bad_line_inside_is_an_error() {
+        let journal = legacy_lines(&[job(1, 0), job(2, 0)]);
         let first_line = journal.iter().position(|&b| b == b'\n').unwrap() + 1;
         for cut in [journal.len() - 2, journal.len() - 20, first_line + 3] {
-            let (restored, how) = restore(None, &journal[..cut], 10).unwrap();
+            let (restored, how) = restore(None, &journal[..cut], b"", 10).unwrap();
             assert!(how.torn_tail, "cut at {cut}");
             assert_eq!(restored.counts().running, 1, "cut at {cut}");
         }
         // Whole but for its newline: the record is complete, so it counts.
-        let (restored, how) = restore(None, &journal[..journal.len() - 1], 10).unwrap();
+        let (restored, how) = restore(None, &journal[..journal.len() - 1], b"", 10).unwrap();
         assert_eq!((restored.counts().running, how.torn_tail), (2, false));
-        let (_, how) = restore(None, &journal, 10).unwrap();
+        let (_, how) = restore(None, &journal, b"", 10).unwrap();
         assert_eq!(
             how,
             Restored {
@@ -917,24 +771,24 @@ mod tests {
         let mut bad = journal[..first_line - 5].to_vec();
         bad.extend_from_slice(&journal[first_line - 1..]);
         assert!(matches!(
-            restore(None, &bad, 10),
-            Err(e @ RestoreError::BadRecord { line: 1, .. }) if !e.in_snapshot()
+            restore(None, &bad, b"", 10),
+            Err(e @ RestoreError::BadRecord { line: 1, .. }) if e.place() == Place::LegacyJournal
         ));
         // Zero padding ends the records; bytes after it are an unfinished write.
         let mut padded = journal.clone();
         padded.extend_from_slice(&[0; 100]);
-        let (restored, how) = restore(None, &padded, 10).unwrap();
+        let (restored, how) = restore(None, &padded, b"", 10).unwrap();
         assert_eq!((restored.counts().running, how.torn_tail), (2, false));
         padded.extend_from_slice(&journal[..10]);
         padded.extend_from_slice(&[0; 10]);
-        let (restored, how) = restore(None, &padded, 10).unwrap();
+        let (restored, how) = restore(None, &padded, b"", 10).unwrap();
         assert_eq!((restored.counts().running, how.torn_tail), (2, true));
         let both = br#"{"seq":1,"del":"00000000-0000-0000-0000-000000000001"}
 {"seq":2}
 {"seq":3,"del":"00000000-0000-0000-0000-000000000001"}
 "#;
         assert!(matches!(
-            restore(None, both, 10),
+            restore(None, both, b"", 10),
             Err(e @ RestoreError::NotOneChange { line: 2 }) if e.to_string().contains("exactly one")
         ));
     }

@@ -572,9 +572,10 @@ fn the_gateway_runs_with_its_config_and_secrets_in_a_credentials_directory() {
         refused.status, 401,
         "the token from the credential is required"
     );
-    // storage.dir = "./data": the spool and the job table are in the state directory.
+    // storage.dir = "./data": the log and the job table are in the state directory.
     assert!(state.join("data/jobs.json").is_file());
-    assert!(state.join("data/spool").is_dir());
+    assert!(state.join("data/log").is_dir());
+    assert!(state.join("data/lock").is_file());
 
     let status = Command::new("sh")
         .args(["-c", "kill -TERM \"$0\"", &child.0.id().to_string()])

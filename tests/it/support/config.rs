@@ -14,6 +14,7 @@ pub fn config(influx_url: &str, db: &str, extra: &str) -> String {
 /// Like `config`, with `server_extra` lines added to `[server]` and
 /// `influx_extra` lines added to `[influxdb]`; `rest` is appended as `extra` is
 /// in `config`. A key repeated from the defaults (e.g. `listen`) is a TOML error.
+/// `[delivery] acknowledge` is [`ACKNOWLEDGE`] unless `rest` has a `[delivery]` of its own.
 pub fn config_with(
     influx_url: &str,
     db: &str,
@@ -28,8 +29,14 @@ pub fn config_with(
             format!("{text}\n")
         }
     }
+    // A test that sets its own mode names `[delivery]` in `rest`.
+    let delivery = if rest.contains("[delivery]") {
+        String::new()
+    } else {
+        format!("[delivery]\nacknowledge = {}\n", toml_str(ACKNOWLEDGE))
+    };
     format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}\n[influxdb]\nurl = {}\ndatabase = {}\n{}\n[storage]\ndir = \"./data\"\n{}",
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}\n[influxdb]\nurl = {}\ndatabase = {}\n{}\n{delivery}[storage]\ndir = \"./data\"\n{}",
         lines(server_extra),
         toml_str(influx_url),
         toml_str(db),
@@ -37,6 +44,10 @@ pub fn config_with(
         lines(rest),
     )
 }
+
+/// The tests read back what they wrote right after the answer, so their gateways answer once
+/// InfluxDB has the points; the tests of the "disk" mode say so themselves.
+pub const ACKNOWLEDGE: &str = "influxdb";
 
 /// Quotes `s` as a TOML basic string. JSON string escapes are a subset of TOML's,
 /// so serde_json's encoding is valid TOML for ordinary text such as paths and URLs.

@@ -40,6 +40,8 @@ pub struct Gateway {
     config_path: PathBuf,
     /// Extra environment variables, set again on `restart`.
     env: Vec<(OsString, OsString)>,
+    /// Command-line arguments after `--config`, kept for `restart`.
+    args: Vec<OsString>,
     /// Set once the child has been reaped, so it is never signalled again (its
     /// PID may by then belong to another process).
     exit: Option<ExitStatus>,
@@ -92,18 +94,41 @@ impl Gateway {
         Gateway::launch(program, dir, config_toml, Vec::new())
     }
 
+    /// Like `start_in`, with `args` after `--config` (e.g. `--repair`), also after `restart`.
+    pub fn start_in_with_args(dir: TempDir, config_toml: &str, args: &[&str]) -> Gateway {
+        let args = args.iter().map(OsString::from).collect();
+        Gateway::launch_with(gateway_binary(), dir, config_toml, Vec::new(), args)
+            .unwrap_or_else(|log| panic!("metrics-consumer did not start; its log:\n{log}"))
+    }
+
     fn launch(
         program: &Path,
         dir: TempDir,
         config_toml: &str,
         env: Vec<(OsString, OsString)>,
     ) -> Result<Gateway, String> {
+        Gateway::launch_with(program, dir, config_toml, env, Vec::new())
+    }
+
+    fn launch_with(
+        program: &Path,
+        dir: TempDir,
+        config_toml: &str,
+        env: Vec<(OsString, OsString)>,
+        args: Vec<OsString>,
+    ) -> Result<Gateway, String> {
         let config_path = dir.join("consumer.toml");
         fs::write(&config_path, config_toml)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", config_path.display()));
         let log = Arc::new(Mutex::new(String::new()));
-        let (child, readers) =
-            spawn_logged(program, dir.path(), &config_path, &env, Arc::clone(&log));
+        let (child, readers) = spawn_logged(
+            program,
+            dir.path(),
+            &config_path,
+            &env,
+            &args,
+            Arc::clone(&log),
+        );
         let mut gateway = Gateway {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             dir,
@@ -113,6 +138,7 @@ impl Gateway {
             program: program.to_path_buf(),
             config_path,
             env,
+            args,
             exit: None,
         };
         gateway.await_listening(0)?;
@@ -206,6 +232,7 @@ impl Gateway {
             self.dir.path(),
             &self.config_path,
             &self.env,
+            &self.args,
             Arc::clone(&self.log),
         );
         self.child = child;
@@ -246,10 +273,10 @@ impl Gateway {
     }
 
     fn poll_exit(&mut self) -> Option<ExitStatus> {
-        if self.exit.is_none() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.exit = Some(status);
-            }
+        if self.exit.is_none()
+            && let Ok(Some(status)) = self.child.try_wait()
+        {
+            self.exit = Some(status);
         }
         self.exit
     }
@@ -334,12 +361,14 @@ fn spawn_logged(
     dir: &Path,
     config_path: &Path,
     env: &[(OsString, OsString)],
+    args: &[OsString],
     log: Arc<Mutex<String>>,
 ) -> (Child, Vec<JoinHandle<()>>) {
     let mut cmd = base_command(program, dir);
     cmd.envs(env.iter().map(|(name, value)| (name, value)))
         .arg("--config")
         .arg(config_path)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd

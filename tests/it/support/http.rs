@@ -236,10 +236,11 @@ pub fn try_request(
     if !has("connection") {
         req.push_str("Connection: close\r\n");
     }
-    if let Some(body) = body {
-        if !has("content-length") && !has("transfer-encoding") {
-            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
+    if let Some(body) = body
+        && !has("content-length")
+        && !has("transfer-encoding")
+    {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
     req.push_str(body.unwrap_or_default());

@@ -61,6 +61,12 @@ impl Influxd {
     /// someone else between choosing and binding it leads to new ports, three
     /// attempts at most. Panics with the log tail when influxd does not come up.
     pub fn start() -> Influxd {
+        Influxd::start_with("")
+    }
+
+    /// Like [`Influxd::start`], with `http_extra` lines added to influxd's `[http]` section
+    /// (e.g. `max-body-size = 2000000`).
+    pub fn start_with(http_extra: &str) -> Influxd {
         let program = find_influxd();
         let dir = TempDir::new("influxd");
         let config_path = dir.join("influxd.conf");
@@ -79,7 +85,7 @@ impl Influxd {
             let [http_port, rpc_port] = free_ports::<2>();
             influxd.http_port = http_port;
             influxd.url = format!("http://127.0.0.1:{http_port}");
-            let config = influxd_config(influxd.dir.path(), http_port, rpc_port);
+            let config = influxd_config(influxd.dir.path(), http_port, rpc_port, http_extra);
             fs::write(&influxd.config_path, config).expect("write influxd.conf");
             match influxd.launch() {
                 Ok(()) => return influxd,
@@ -189,11 +195,11 @@ impl Influxd {
         let deadline = Instant::now() + START_TIMEOUT;
         let addr = self.addr();
         loop {
-            if let Ok(resp) = try_request(addr, "GET", "/ping", &[], None) {
-                if resp.status == 204 {
-                    self.child = Some(child);
-                    return Ok(());
-                }
+            if let Ok(resp) = try_request(addr, "GET", "/ping", &[], None)
+                && resp.status == 204
+            {
+                self.child = Some(child);
+                return Ok(());
             }
             if let Ok(Some(status)) = child.try_wait() {
                 let log = self.log();
@@ -374,7 +380,7 @@ fn quote_ident(name: &str) -> String {
 /// A config that keeps influxd small, quiet and on loopback. Upstream names the
 /// usage-report switch `reporting-disabled` while Debian's build renamed it
 /// `reporting-enabled`; influxd ignores unknown keys, so both are set.
-fn influxd_config(dir: &Path, http_port: u16, rpc_port: u16) -> String {
+fn influxd_config(dir: &Path, http_port: u16, rpc_port: u16, http_extra: &str) -> String {
     let path = |name: &str| toml_str(&dir.join(name).to_string_lossy());
     format!(
         r#"reporting-disabled = true
@@ -393,6 +399,7 @@ bind-address = "127.0.0.1:{rpc_port}"
 [http]
   bind-address = "127.0.0.1:{http_port}"
   log-enabled = false
+  {http_extra}
 
 [monitor]
   store-enabled = false

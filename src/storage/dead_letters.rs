@@ -1,0 +1,288 @@
+//! The dead letters: points InfluxDB refused, kept under `storage.dir/dead-letter/` for a
+//! person, each with InfluxDB's reason, and bounded by `storage.max_dead_letter_bytes`.
+//!
+//! ```text
+//! dead-letter/<n>-<points>.lp      the refused lines, exactly as they were sent
+//! dead-letter/<n>-<points>.error   when, and why: InfluxDB's status and message
+//! dead-letter/lock                 held by `replay-dead-letters` while it runs
+//! ```
+//!
+//! Both files are written whole or not at all. Beyond the bound a refusal is not kept: its
+//! points are counted as dropped, and the log says so at error level, at most once a minute,
+//! so a stream of refusals can never fill the disk. `replay-dead-letters` may remove dead
+//! letters while the gateway runs; the gateway counts the directory again when the bound is
+//! near, at most every few seconds, to notice the room made.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::{StorageError, ensure_dir, read_if_exists, write_atomic};
+
+const RECORD_EXT: &str = "lp";
+const ERROR_EXT: &str = "error";
+/// How often a dropped refusal is logged at most.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
+/// How often the directory is counted again, at most, while the bound is reached.
+const RESCAN_EVERY: Duration = Duration::from_secs(5);
+
+/// What became of a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// Written to the dead letters.
+    Kept,
+    /// The dead letters are full: counted as dropped.
+    Dropped,
+}
+
+/// Counts of the dead letters, for the state page and the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub records: u64,
+    pub bytes: u64,
+    /// `storage.max_dead_letter_bytes`.
+    pub limit: u64,
+    /// Points refused since the start that found no room.
+    pub dropped_points: u64,
+}
+
+struct State {
+    next: u64,
+    records: u64,
+    bytes: u64,
+    dropped_points: u64,
+    last_drop_log: Option<Instant>,
+    last_scan: Instant,
+}
+
+/// The dead letters of one `storage.dir`.
+pub struct DeadLetters {
+    dir: PathBuf,
+    limit: u64,
+    state: Mutex<State>,
+}
+
+/// `<n>-<points>.<ext>`: the number orders them, the point count keeps the counters exact
+/// without parsing line protocol again.
+fn name(n: u64, points: u64, ext: &str) -> String {
+    format!("{n:020}-{points}.{ext}")
+}
+
+/// (number, points) from a dead letter's file name.
+fn parse_name(path: &Path) -> Option<(u64, u64)> {
+    let (n, points) = path.file_stem()?.to_str()?.split_once('-')?;
+    Some((n.parse().ok()?, points.parse().ok()?))
+}
+
+/// (records, bytes, the next free number) of the dead letters in `dir`.
+fn count(dir: &Path) -> io::Result<(u64, u64, u64)> {
+    let (mut records, mut bytes, mut next) = (0, 0, 1);
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if ext == "tmp" {
+            // An unfinished write from a crash: never acknowledged as a dead letter.
+            let _ = fs::remove_file(&path);
+            continue;
+        }
+        let Some((n, _)) = parse_name(&path) else {
+            continue;
+        };
+        next = next.max(n + 1);
+        if ext == RECORD_EXT {
+            records += 1;
+            bytes += entry.metadata()?.len();
+        }
+    }
+    Ok((records, bytes, next))
+}
+
+impl DeadLetters {
+    /// Opens (creating it) `storage.dir/dead-letter` and counts what it holds.
+    pub fn open(storage_dir: &Path, limit: u64) -> Result<DeadLetters, StorageError> {
+        let dir = storage_dir.join("dead-letter");
+        ensure_dir(&dir)?;
+        let (records, bytes, next) = count(&dir).map_err(|e| StorageError::io("list", &dir, e))?;
+        Ok(DeadLetters {
+            dir,
+            limit,
+            state: Mutex::new(State {
+                next,
+                records,
+                bytes,
+                dropped_points: 0,
+                last_drop_log: None,
+                last_scan: Instant::now(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `lines` (`points` points) that InfluxDB refused, with the reason; or, beyond the
+    /// bound, counts them as dropped. An error means the disk failed.
+    pub fn store(&self, lines: &str, points: u64, why: &str) -> io::Result<Kept> {
+        let len = lines.len() as u64;
+        let n = {
+            let mut s = self.lock();
+            if s.bytes + len > self.limit && s.last_scan.elapsed() >= RESCAN_EVERY {
+                // `replay-dead-letters` may have made room.
+                if let Ok((records, bytes, next)) = count(&self.dir) {
+                    s.records = records;
+                    s.bytes = bytes;
+                    s.next = s.next.max(next);
+                }
+                s.last_scan = Instant::now();
+            }
+            if s.bytes + len > self.limit {
+                s.dropped_points += points;
+                if s.last_drop_log
+                    .is_none_or(|at| at.elapsed() >= DROP_LOG_EVERY)
+                {
+                    s.last_drop_log = Some(Instant::now());
+                    log::error!(
+                        "the dead letters are full ({} bytes, storage.max_dead_letter_bytes = {}): {points} refused points were dropped ({} since the start); empty them with `metrics-consumer replay-dead-letters`, or raise the limit. The latest refusal: {why}",
+                        s.bytes,
+                        self.limit,
+                        s.dropped_points
+                    );
+                }
+                return Ok(Kept::Dropped);
+            }
+            // Counted before the write, so concurrent refusals cannot overshoot together.
+            s.bytes += len;
+            s.records += 1;
+            s.next += 1;
+            s.next - 1
+        };
+        let target = self.dir.join(name(n, points, RECORD_EXT));
+        let written = write_atomic(
+            &target.with_extension(ERROR_EXT),
+            error_text(why).as_bytes(),
+        )
+        .and_then(|()| write_atomic(&target, lines.as_bytes()));
+        if let Err(e) = written {
+            let mut s = self.lock();
+            s.bytes -= len;
+            s.records -= 1;
+            return Err(e);
+        }
+        Ok(Kept::Kept)
+    }
+
+    pub fn usage(&self) -> Usage {
+        let s = self.lock();
+        Usage {
+            records: s.records,
+            bytes: s.bytes,
+            limit: self.limit,
+            dropped_points: s.dropped_points,
+        }
+    }
+}
+
+fn error_text(why: &str) -> String {
+    let at = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    format!("{at} {why}\n")
+}
+
+/// The dead letters of a storage directory, oldest first: (record, points, reason).
+pub fn list(storage_dir: &Path) -> io::Result<Vec<(PathBuf, u64, String)>> {
+    let dir = storage_dir.join("dead-letter");
+    let mut found: Vec<(u64, u64, PathBuf)> = Vec::new();
+    for entry in fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) == Some(RECORD_EXT)
+            && let Some((n, points)) = parse_name(&path)
+        {
+            found.push((n, points, path));
+        }
+    }
+    found.sort_unstable();
+    Ok(found
+        .into_iter()
+        .map(|(_, points, path)| {
+            let why = read_if_exists(&path.with_extension(ERROR_EXT))
+                .ok()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).trim_end().to_string())
+                .unwrap_or_default();
+            (path, points, why)
+        })
+        .collect())
+}
+
+/// Reads a dead letter's lines, without following a link.
+pub fn read(path: &Path) -> io::Result<String> {
+    let bytes = read_if_exists(path)?.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+    String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Removes a dead letter and its reason.
+pub fn remove(path: &Path) -> io::Result<()> {
+    let _ = fs::remove_file(path.with_extension(ERROR_EXT));
+    fs::remove_file(path)
+}
+
+/// Replaces a dead letter's reason after another failed try.
+pub fn update(path: &Path, why: &str) -> io::Result<()> {
+    write_atomic(&path.with_extension(ERROR_EXT), error_text(why).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::tests::Dir;
+
+    #[test]
+    fn dead_letters_keep_the_lines_and_the_reason_and_read_back() {
+        let dir = Dir::new("dead-letters");
+        let dead = DeadLetters::open(&dir.0, 1 << 20).unwrap();
+        let why = "influxdb answered 400: field type conflict";
+        assert_eq!(dead.store("m v=1 1\n", 1, why).unwrap(), Kept::Kept);
+        assert_eq!(dead.store("m v=\"x\" 2\n", 1, "bad").unwrap(), Kept::Kept);
+        assert_eq!((dead.usage().records, dead.usage().bytes), (2, 18));
+        let listed = list(&dir.0).unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(read(&listed[0].0).unwrap(), "m v=1 1\n");
+        assert_eq!(listed[0].1, 1);
+        assert!(listed[0].2.ends_with(why), "{}", listed[0].2);
+        remove(&listed[0].0).unwrap();
+        let again = DeadLetters::open(&dir.0, 1 << 20).unwrap();
+        assert_eq!((again.usage().records, again.usage().bytes), (1, 10));
+        again.store("m v=3 3\n", 1, "x").unwrap();
+        let names: Vec<_> = list(&dir.0).unwrap().into_iter().map(|l| l.0).collect();
+        assert!(
+            names[1]
+                .to_string_lossy()
+                .contains("00000000000000000003-1.lp"),
+            "numbers go on after a restart: {names:?}"
+        );
+    }
+
+    #[test]
+    fn beyond_the_bound_refusals_are_counted_as_dropped_not_written() {
+        let dir = Dir::new("dead-letters-bound");
+        let dead = DeadLetters::open(&dir.0, 20).unwrap();
+        assert_eq!(dead.store("m v=1 1\n", 1, "x").unwrap(), Kept::Kept);
+        assert_eq!(
+            dead.store("m v=22 1\nm v=2 2\n", 2, "x").unwrap(),
+            Kept::Dropped
+        );
+        assert_eq!(dead.store("m v=3 3\n", 1, "x").unwrap(), Kept::Kept);
+        assert_eq!(dead.store("m v=4 4\n", 1, "x").unwrap(), Kept::Dropped);
+        let usage = dead.usage();
+        assert_eq!(
+            (usage.records, usage.bytes, usage.dropped_points),
+            (2, 16, 3)
+        );
+        assert_eq!(list(&dir.0).unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,328 @@
+//! The files under `storage.dir`: how every one of them is opened, written and locked.
+//!
+//! ```text
+//! storage.dir/
+//!   lock                       held by the one process using the directory (its pid inside)
+//!   log/<first seq>.log        the log: every accepted request, in order (see `log`)
+//!   log/delivered              how far InfluxDB has taken the log
+//!   jobs.json                  a snapshot of the job table
+//!   dead-letter/<seq>-<points>.lp, .error   what InfluxDB refused, and why
+//!   dead-letter/lock           held by `replay-dead-letters` while it runs
+//! ```
+//!
+//! Nothing here follows a symbolic link: files are opened with `O_NOFOLLOW`, temporary files
+//! are created with `O_EXCL` after removing any leftover (removing a link removes the link),
+//! and [`check_tree`] refuses a start where anything in the tree is not a plain file or
+//! directory. `storage.dir` itself may be a link, set up by the operator. A file is written
+//! whole or not at all ([`write_atomic`]: temporary name, fsync, rename, directory fsync).
+
+pub mod dead_letters;
+pub mod log;
+pub mod record;
+pub mod upgrade;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Opens an existing file for reading without following a link at its name.
+pub fn open_read(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Opens (creating it when missing) a file for reading and writing, without following a link
+/// at its name and without truncating it.
+pub fn open_rw(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Creates `path` anew: an old file or link of that name is removed first, and the new file is
+/// created exclusively (`O_EXCL`), so nothing is written through a link an attacker left there.
+pub fn create_new(path: &Path) -> io::Result<File> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Writes `bytes` to `path` so that it is whole or absent after a crash: to `<path>.tmp`
+/// (created exclusively), fsync'd, renamed over `path`, and the directory fsync'd.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = create_new(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Makes the entries of `dir` (new, renamed or removed files) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Reads a whole file without following a link; `None` when it does not exist.
+pub fn read_if_exists(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let mut file = match open_read(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
+}
+
+/// Why `storage.dir` cannot be used.
+#[derive(Debug)]
+pub enum StorageError {
+    /// Another process holds the lock.
+    InUse { dir: PathBuf, pid: Option<u32> },
+    /// Something in the tree is not a plain file or directory.
+    NotRegular { path: PathBuf, what: &'static str },
+    /// A file or directory could not be made, opened or read.
+    Io {
+        doing: &'static str,
+        path: PathBuf,
+        error: io::Error,
+    },
+}
+
+impl StorageError {
+    pub fn io(doing: &'static str, path: &Path, error: io::Error) -> StorageError {
+        StorageError::Io {
+            doing,
+            path: path.to_path_buf(),
+            error,
+        }
+    }
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageError::InUse { dir, pid } => {
+                write!(
+                    f,
+                    "storage.dir {} is in use by another metrics-consumer",
+                    dir.display()
+                )?;
+                if let Some(pid) = pid {
+                    write!(f, " (pid {pid})")?;
+                }
+                f.write_str(
+                    "; stop it, or give this one a storage.dir of its own: two gateways in one directory would overwrite each other's job table",
+                )
+            }
+            StorageError::NotRegular { path, what } => write!(
+                f,
+                "{} is {what}, not a plain file or directory; the gateway follows no links inside storage.dir: move it away",
+                path.display()
+            ),
+            StorageError::Io { doing, path, error } => {
+                write!(f, "cannot {doing} {}: {error}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+/// An exclusive lock on a directory, held while this value lives (the kernel lets it go when
+/// the process ends, however it ends).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    /// Takes the lock file `name` in `dir` without waiting, and writes this process's pid into
+    /// it. When another process holds it, the error names that process's pid.
+    pub fn take(dir: &Path, name: &str) -> Result<DirLock, StorageError> {
+        let path = dir.join(name);
+        let mut file =
+            open_rw(&path).map_err(|e| StorageError::io("open the lock file", &path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(StorageError::InUse {
+                    dir: dir.to_path_buf(),
+                    pid: text.trim().parse().ok(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(StorageError::io("lock", &path, e));
+            }
+        }
+        // The pid is for the message above, read by the next process that tries; it is not
+        // what holds the lock, so a failure to write it is no reason to stop.
+        let _ = file.set_len(0);
+        let _ = (&file).write_all(format!("{}\n", std::process::id()).as_bytes());
+        Ok(DirLock { _file: file })
+    }
+}
+
+/// Makes `dir` (and its parents) when missing; refuses one that is a link or not a directory.
+pub fn ensure_dir(dir: &Path) -> Result<(), StorageError> {
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(meta) => Err(StorageError::NotRegular {
+            path: dir.to_path_buf(),
+            what: describe(&meta.file_type()),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(|e| StorageError::io("create", dir, e))
+        }
+        Err(e) => Err(StorageError::io("look at", dir, e)),
+    }
+}
+
+/// Checks that every entry of `dir`, and of its subdirectories, is a plain file or directory.
+/// `storage.dir` itself may be a link; nothing inside it may.
+pub fn check_tree(dir: &Path) -> Result<(), StorageError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StorageError::io("list", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
+        let path = entry.path();
+        let kind = entry
+            .file_type()
+            .map_err(|e| StorageError::io("look at", &path, e))?;
+        if kind.is_dir() {
+            check_tree(&path)?;
+        } else if !kind.is_file() {
+            return Err(StorageError::NotRegular {
+                path,
+                what: describe(&kind),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn describe(kind: &fs::FileType) -> &'static str {
+    if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_fifo() {
+        "a named pipe"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else if kind.is_file() {
+        "a file"
+    } else {
+        "not a directory"
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A temporary directory, removed when dropped.
+    pub struct Dir(pub PathBuf);
+
+    impl Dir {
+        pub fn new(name: &str) -> Dir {
+            let path = std::env::temp_dir().join(format!(
+                "mc-storage-{name}-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = fs::remove_dir_all(&path);
+            fs::create_dir_all(&path).unwrap();
+            Dir(path)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn write_atomic_replaces_whole_files_and_never_writes_through_a_link() {
+        let dir = Dir::new("atomic");
+        let target = dir.0.join("elsewhere");
+        fs::write(&target, "precious").unwrap();
+        let file = dir.0.join("jobs.json");
+        // An attacker's link at the temporary name, and at the name itself.
+        symlink(&target, dir.0.join("jobs.tmp")).unwrap();
+        write_atomic(&file, b"one").unwrap();
+        assert_eq!(fs::read(&file).unwrap(), b"one");
+        assert_eq!(fs::read(&target).unwrap(), b"precious");
+        fs::remove_file(&file).unwrap();
+        symlink(&target, &file).unwrap();
+        write_atomic(&file, b"two").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"precious");
+        assert!(
+            fs::symlink_metadata(&file).unwrap().is_file(),
+            "the link itself was replaced"
+        );
+        // Reading does not follow a link either.
+        let link = dir.0.join("link");
+        symlink(&target, &link).unwrap();
+        assert!(read_if_exists(&link).is_err());
+        assert_eq!(read_if_exists(&dir.0.join("nothing")).unwrap(), None);
+    }
+
+    #[test]
+    fn the_tree_may_hold_only_plain_files_and_directories() {
+        let dir = Dir::new("tree");
+        fs::create_dir_all(dir.0.join("log")).unwrap();
+        fs::write(dir.0.join("log/1.log"), "").unwrap();
+        check_tree(&dir.0).unwrap();
+        symlink("/etc/passwd", dir.0.join("log/2.log")).unwrap();
+        let err = check_tree(&dir.0).unwrap_err().to_string();
+        assert!(
+            err.contains("log/2.log is a symbolic link") && err.contains("move it away"),
+            "{err}"
+        );
+        let file_dir = dir.0.join("file");
+        fs::write(&file_dir, "").unwrap();
+        assert!(ensure_dir(&file_dir).is_err());
+        ensure_dir(&dir.0.join("a/b")).unwrap();
+    }
+
+    #[test]
+    fn a_second_lock_names_the_holder() {
+        let dir = Dir::new("lock");
+        let held = DirLock::take(&dir.0, "lock").unwrap();
+        let err = DirLock::take(&dir.0, "lock").unwrap_err();
+        assert!(
+            matches!(err, StorageError::InUse { pid: Some(p), .. } if p == std::process::id()),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("is in use by another metrics-consumer (pid ")
+        );
+        drop(held);
+        DirLock::take(&dir.0, "lock").unwrap();
+    }
+}
