@@ -18,5 +18,6 @@ mod influx_api;
 mod limits;
 mod metrics;
 mod service;
+mod tidy;
 mod tls;
 mod upgrade;

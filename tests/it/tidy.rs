@@ -1,0 +1,185 @@
+//! Tidy tests: the architecture's rules, checked on the source text rather than hoped for.
+//!
+//! - nothing under `src/ingest/` does I/O or reads a clock (`std::fs`, `std::net`,
+//!   `SystemTime::now`, `Instant`);
+//! - `service` knows nothing of HTTP;
+//! - `unsafe` appears only in `src/malloc.rs` (the compiler holds the rest: the crate denies
+//!   `unsafe_code`), and code outside tests may not `unwrap` or `expect` (clippy denies it, by an
+//!   attribute this test checks is there);
+//! - every Rust file opens with a `//!` paragraph saying what it is;
+//! - nothing in the repository cites a document it does not hold (the product's specification
+//!   lives outside it: what the code needs of it is said in README.md, ARCHITECTURE.md and
+//!   docs/);
+//! - the Python in `scripts/` passes ruff, beside the shellcheck test of the shell scripts.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every file under `dir` (relative to the repository) whose name ends with `ext`.
+fn files(dir: &str, ext: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, ext, out);
+            } else if path.to_string_lossy().ends_with(ext) {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&root().join(dir), ext, &mut out);
+    out.sort();
+    out
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The lines of a Rust file that are code, not comments.
+fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l))
+        .filter(|(_, l)| !l.trim_start().starts_with("//"))
+}
+
+#[test]
+fn ingest_does_no_io_and_reads_no_clock() {
+    let forbidden = [
+        "std::fs",
+        "std::net",
+        "SystemTime::now",
+        "Instant",
+        "File::open",
+    ];
+    let mut found = Vec::new();
+    for path in files("src/ingest", ".rs") {
+        let text = read(&path);
+        for (n, line) in code_lines(&text) {
+            for word in forbidden {
+                if line.contains(word) {
+                    found.push(format!("{}:{n}: {word}", path.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "src/ingest/ must stay pure:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_run_logic_knows_nothing_of_http() {
+    let text = read(&root().join("src/service.rs"));
+    let found: Vec<String> = code_lines(&text)
+        .filter(|(_, l)| l.contains("crate::http") || l.contains("http::"))
+        .map(|(n, l)| format!("src/service.rs:{n}: {l}"))
+        .collect();
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+#[test]
+fn unsafe_code_lives_in_one_module_and_unwrap_is_denied_outside_tests() {
+    let mut found = Vec::new();
+    for path in files("src", ".rs") {
+        if path.ends_with("malloc.rs") {
+            continue;
+        }
+        let text = read(&path);
+        for (n, line) in code_lines(&text) {
+            if line.contains("unsafe ") || line.contains("unsafe{") {
+                found.push(format!("{}:{n}", path.display()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "unsafe outside src/malloc.rs:\n{}",
+        found.join("\n")
+    );
+    let main = read(&root().join("src/main.rs"));
+    assert!(
+        main.contains("#![deny(unsafe_code)]"),
+        "src/main.rs denies unsafe_code"
+    );
+    assert!(
+        main.contains("#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]"),
+        "src/main.rs denies unwrap and expect outside tests"
+    );
+}
+
+#[test]
+fn every_rust_file_opens_with_a_paragraph_on_what_it_is() {
+    let mut missing = Vec::new();
+    for dir in ["src", "tests", "examples"] {
+        for path in files(dir, ".rs") {
+            let text = read(&path);
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            if !first.starts_with("//!") {
+                missing.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "files without a //! paragraph:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn nothing_cites_a_document_the_repository_does_not_hold() {
+    // Spelled in pieces so that this file does not cite it either.
+    let citation = format!("{}{}", "SPEC", " §");
+    let file = format!("{}{}", "SPEC", ".md");
+    let output = Command::new("git")
+        .args(["ls-files", "-co", "--exclude-standard"])
+        .current_dir(root())
+        .output()
+        .expect("git lists the repository's files");
+    let mut found = Vec::new();
+    for name in String::from_utf8_lossy(&output.stdout).lines() {
+        let path = root().join(name);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for (n, line) in text.lines().enumerate() {
+            if line.contains(&citation) || line.contains(&file) {
+                found.push(format!("{name}:{}", n + 1));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+#[test]
+fn the_python_in_scripts_passes_ruff() {
+    let ruff = root().join("target/e2e-venv/bin/ruff");
+    assert!(
+        ruff.exists(),
+        "{} not found: run scripts/test.sh, which makes the test virtualenv (Locust and ruff from PyPI)",
+        ruff.display()
+    );
+    let out = Command::new(&ruff)
+        .args(["check", "--no-cache", "scripts"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ruff:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
