@@ -103,7 +103,7 @@ codes! {
     EmptyBody = (400, "empty_body", None, "send a JSON object"),
     /// The body is not UTF-8: UTF-16 or UTF-32 (with or without a byte order mark), or bytes
     /// that are not UTF-8 at all.
-    NotUtf8 = (400, "not_utf8", None, "send the JSON as UTF-8 (RFC 8259 §8.1)"),
+    UnsupportedCharset = (415, "unsupported_charset", None, "send the JSON as UTF-8 (RFC 8259 §8.1)"),
     /// The body is JSON but not an object.
     NotAnObject = (400, "not_an_object", None, "send a JSON object, not an array or a scalar"),
     /// The body is not valid JSON.
