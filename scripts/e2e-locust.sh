@@ -3,8 +3,10 @@
 # (scripts/grafana-dashboard.json): a real headless Locust loads a tiny loopback service,
 # records the run through the real gateway into a real, throwaway InfluxDB 1.x, and the points
 # are checked by query; then every query of the dashboard must return rows. Also checks that a
-# distributed run (master + worker) commits from the master, and that a gateway that is down
-# never breaks the load test. First, the plugin's unit tests against a stub gateway.
+# distributed run (master + worker) commits from the master, that a run with 5 000 endpoints is
+# recorded (the plugin gzips its commit), that a --consumer-tags key naming a field stops Locust
+# at start, and that a gateway that is down never breaks the load test. First, the plugin's unit
+# tests against a stub gateway.
 #
 # Locust comes from PyPI into a virtualenv under target/e2e-venv, made once and reused.
 # Every process started here listens on 127.0.0.1 only and is stopped by its PID on exit.
@@ -276,13 +278,58 @@ no_tracebacks "$work/locust-worker.log" "distributed run (worker)"
 if grep -q "metrics-consumer:" "$work/locust-worker.log"; then
     fail "distributed run: the worker talked to the gateway; only the master may"
 fi
-"$py" scripts/e2e/check_run.py run --influx "$influx_url" --db "$db" --users 2 \
+distributed_uuid=$("$py" scripts/e2e/check_run.py run --influx "$influx_url" --db "$db" --users 2 \
     --endpoints "GET /items,POST /orders" --min-heartbeats 3 --exclude-uuid "$run_uuid" --tag mode=distributed \
-    --requests "$(summary_requests "$work/locust-master.log")" >/dev/null ||
+    --requests "$(summary_requests "$work/locust-master.log")") ||
     fail "distributed run: the points in InfluxDB are not as expected"
 
 # ---------------------------------------------------------------------------
-# 4. The gateway is down: Locust must run and exit 0 all the same, with a warning.
+# 4. 5 000 endpoints: one user reports 5 000 names through Locust's request event (no load).
+#    The commit is some 4 MB of JSON, over the gateway's default 1 MiB body limit; the plugin
+#    gzips it, and the gateway keeps 1 000 rows (limits.max_stats_rows) and Aggregated.
+# ---------------------------------------------------------------------------
+
+echo
+echo "--- 5 000 endpoints: 1 user for 3 s"
+status=0
+timeout 60 "$locust" -f scripts/e2e/locustfile_endpoints.py --headless -u 1 -r 1 -t 3s \
+    --host "$target_url" --only-summary \
+    --consumer-url "$gateway_url" --consumer-token "$token" --consumer-interval 1 \
+    >"$work/locust-endpoints.log" 2>&1 || status=$?
+[ "$status" -eq 0 ] || {
+    tail -n 40 "$work/locust-endpoints.log" >&2
+    fail "5 000 endpoints: locust exited $status"
+}
+no_tracebacks "$work/locust-endpoints.log" "5 000 endpoints"
+grep -q "metrics-consumer: committed run .* (5000 endpoint rows)" "$work/locust-endpoints.log" || {
+    grep "metrics-consumer" "$work/locust-endpoints.log" | tail -n 5 >&2
+    fail "5 000 endpoints: the plugin did not log its commit of 5000 rows"
+}
+"$py" scripts/e2e/check_run.py rows --influx "$influx_url" --db "$db" --rows 1001 --sent 5001 \
+    --exclude-uuid "$run_uuid" --exclude-uuid "$distributed_uuid" >/dev/null ||
+    fail "5 000 endpoints: the points in InfluxDB are not as expected"
+
+# ---------------------------------------------------------------------------
+# 5. A --consumer-tags key that names a field the plugin sends: Locust stops at start, with
+#    an error naming it, before any test runs (nothing is registered).
+# ---------------------------------------------------------------------------
+
+echo
+echo "--- a clashing --consumer-tags key stops Locust at start"
+status=0
+timeout 60 "$locust" -f scripts/e2e/locustfile.py --headless -u 1 -r 1 -t 30s \
+    --host "$target_url" --only-summary \
+    --consumer-url "$gateway_url" --consumer-token "$token" --consumer-tags "team=shop,num_requests=x" \
+    >"$work/locust-clash.log" 2>&1 || status=$?
+[ "$status" -ne 0 ] || fail "clashing tags: locust exited 0; it must refuse the tag at start"
+grep -q "ERROR.*metrics-consumer: --consumer-tags: num_requests is also the name of a field" "$work/locust-clash.log" ||
+    fail "clashing tags: no error naming the tag in Locust's output"
+if grep -q "registered run" "$work/locust-clash.log"; then
+    fail "clashing tags: a run was registered"
+fi
+
+# ---------------------------------------------------------------------------
+# 6. The gateway is down: Locust must run and exit 0 all the same, with a warning.
 #    (Port 9, discard, has no listener on loopback: connections are refused.)
 # ---------------------------------------------------------------------------
 

@@ -11,14 +11,18 @@ and point it at the gateway, on the command line or in the environment::
 
 What it does, on a local runner or on the master of a distributed run (workers do nothing):
 
+- Locust start: refuses a --consumer-tags key that names a field the plugin sends (Locust exits
+  with an error before any test runs, as for its own bad options);
 - test start: registers the run (POST /apiv0.1/events/register) with the target user count,
-  the spawn rate, the target host and the tags from --consumer-tags;
+  the spawn rate, the live values known at that moment, the target host and the tags from
+  --consumer-tags;
 - while the test runs: every --consumer-interval seconds, posts the live user count, request
   count, requests per second and failure ratio (POST /apiv0.1/events/progress), which the
   gateway's heartbeat points then carry;
 - test stop: commits the run (POST /apiv0.1/events/commit) with the full statistics: one row per
   endpoint plus the aggregated row, the error list, total requests per second, failure ratio
-  and response-time percentiles.
+  and response-time percentiles, gzip'd (Content-Encoding: gzip), so that a run with thousands
+  of endpoints stays within the gateway's body limit.
 
 The gateway being down, slow or refusing never breaks the load test: every failure is caught
 and logged as a warning, and the commit is tried three times with a growing pause between tries.
@@ -26,9 +30,12 @@ and logged as a warning, and the commit is tried three times with a growing paus
 Works with Locust 2.x. It needs nothing but what Locust already brings (gevent, requests).
 """
 
+import gzip
+import json
 import logging
 import math
 import socket
+import sys
 import time
 import urllib.parse
 
@@ -57,6 +64,9 @@ COMMIT_DEADLINE = 30.0
 # Percentiles of every stats row, as in Locust's own report; newer Locust lets a locustfile
 # change this list, so it is read when the run ends.
 DEFAULT_PERCENTILES = (0.5, 0.66, 0.75, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999, 0.9999, 1.0)
+# gzip level of compressed bodies: Locust's statistics shrink about tenfold already at 6, and
+# higher levels cost the master's CPU at the end of the run for little more.
+GZIP_LEVEL = 6
 
 
 class GatewayError(Exception):
@@ -107,10 +117,23 @@ class GatewayClient:
         elif user or password:
             self.session.auth = requests.auth.HTTPBasicAuth(user, password)
 
-    def post(self, route, body, deadline=None):
+    def post(self, route, body, deadline=None, compress=False):
         """POSTs `body` to /apiv0.1/events/`route`; returns the JSON answer of a 200, else
         raises GatewayError with a message fit for the log. With a `deadline` (a
-        time.monotonic() value) the call's timeouts are cut to end by then."""
+        time.monotonic() value) the call's timeouts are cut to end by then. With `compress`,
+        the body is sent gzip'd; a gateway too old to read it (415, or 400 invalid_json) gets
+        it again plain."""
+        data = json.dumps(body, separators=(",", ":")).encode()
+        if compress:
+            try:
+                return self._post(route, gzip.compress(data, GZIP_LEVEL), deadline, "gzip")
+            except GatewayError as e:
+                if not (e.status == 415 or (e.status == 400 and e.code == "invalid_json")):
+                    raise
+                logger.info("metrics-consumer: the gateway does not read gzip'd bodies; sending it plain")
+        return self._post(route, data, deadline, None)
+
+    def _post(self, route, data, deadline, encoding):
         url = f"{self.base}{API}{route}"
         timeout = self.timeout
         if deadline is not None:
@@ -118,8 +141,11 @@ class GatewayClient:
             if left <= 0.1:
                 raise GatewayError(f"{self.base}{API}{route}: no time left")
             timeout = (min(timeout[0], left), min(timeout[1], left))
+        headers = {"Content-Type": "application/json"}
+        if encoding:
+            headers["Content-Encoding"] = encoding
         try:
-            resp = self.session.post(url, json=body, timeout=timeout)
+            resp = self.session.post(url, data=data, headers=headers, timeout=timeout)
         except requests.RequestException as e:
             raise GatewayError(f"{self.base}{API}{route}: {self.redact(_reason(e))}") from None
         if resp.status_code == 200:
@@ -268,6 +294,33 @@ def users_at_stop(runner):
     return max(sum(counts.values()), getattr(runner, "user_count", 0) or 0)
 
 
+# The members of every endpoint row besides name and method (see stats_row), and the live
+# values of progress (see progress_fields), by name: the clash check at start reads them.
+ROW_MEMBERS = (
+    "num_requests",
+    "num_failures",
+    "num_none_requests",
+    "fail_ratio",
+    "min_response_time",
+    "max_response_time",
+    "avg_response_time",
+    "median_response_time",
+    "current_rps",
+    "current_fail_per_sec",
+    "total_rps",
+    "total_fail_per_sec",
+    "avg_content_length",
+)
+PROGRESS_FIELDS = (
+    "user_count",
+    "num_requests",
+    "num_failures",
+    "current_rps",
+    "current_fail_per_sec",
+    "fail_ratio",
+)
+
+
 def progress_fields(environment):
     """The live values posted every interval; they keep the same names and types all run long,
     so InfluxDB never sees a field change type."""
@@ -297,7 +350,7 @@ class ConsumerRun:
         self.client = client
         self.interval = interval
         self.started_at = time.time()
-        self.register_body = self._register_body(extra_tags)
+        self.extra_tags = dict(extra_tags)
         self.uuid = None
         self.finished = False
         self.peak_users = 0
@@ -307,7 +360,9 @@ class ConsumerRun:
         self._stop = Event()
         self._greenlet = gevent.spawn(self._loop)
 
-    def _register_body(self, extra_tags):
+    def register_body(self):
+        """The register, with the live values of this moment: a register sent late (the
+        gateway was down, or the test was short) carries what the test has done so far."""
         env = self.environment
         opts = env.parsed_options
         runner = env.runner
@@ -316,10 +371,12 @@ class ConsumerRun:
         tags = {"mode": "distributed" if isinstance(runner, MasterRunner) else "local"}
         if env.host:
             tags["targetHost"] = env.host
-        tags.update(extra_tags)
+        tags.update(self.extra_tags)
         fields = {"clients": float(users), "spawnRate": float(spawn_rate)}
-        # Register the live values too, as zeros: the heartbeats carry them from the first point.
-        fields.update({k: 0.0 for k in progress_fields(env)})
+        # The live values too: the heartbeats carry them from the first point on.
+        live = progress_fields(env)
+        self.peak_users = max(self.peak_users, int(live["user_count"]))
+        fields.update(live)
         return {
             "startedAt": self.started_at,
             "host": socket.gethostname(),
@@ -342,7 +399,7 @@ class ConsumerRun:
         if self.uuid is not None:
             return True
         try:
-            answer = self.client.post("register", self.register_body, deadline)
+            answer = self.client.post("register", self.register_body(), deadline)
         except GatewayError as e:
             self._failed("register", "metrics-consumer: cannot register the run: %s", e)
             return False
@@ -420,7 +477,7 @@ class ConsumerRun:
                 continue
             body = {"uuid": self.uuid, "measurement": {"fields": fields}}
             try:
-                answer = self.client.post("commit", body, deadline)
+                answer = self.client.post("commit", body, deadline, compress=True)
             except GatewayError as e:
                 if e.status == 409 and attempt:
                     # An earlier try got through, but its answer was lost (a timeout).
@@ -473,6 +530,39 @@ def parse_tags(text):
     return tags
 
 
+def field_names(percentiles=None):
+    """Every field name the plugin sends: register and progress fields, the commit's own fields,
+    the result's totals and the members of each endpoint row. A run tag of one of these names
+    would shadow the field in InfluxQL, so the gateway refuses it (register) or leaves it off
+    (result, rows)."""
+    percentiles = _percentiles() if percentiles is None else percentiles
+    per_percentile = {f"response_time_percentile_{p}" for p in percentiles}
+    fields = {"clients", "spawnRate", "duration", "requestStats"}
+    fields |= set(PROGRESS_FIELDS)
+    fields |= {
+        "total_rps",
+        "total_fail_per_sec",
+        "fail_ratio",
+        "num_requests",
+        "num_failures",
+        "avg_response_time",
+        "user_count",
+    }
+    fields |= set(ROW_MEMBERS) | per_percentile
+    return fields
+
+
+# Names the gateway writes as tags itself (uuid, host; event on events; name, method and
+# full_name on endpoint rows): a run tag of one of them is dropped or shadowed.
+GATEWAY_NAMES = {"uuid", "host", "event", "name", "method", "full_name"}
+
+
+def tag_clashes(tags, percentiles=None):
+    """The keys of `tags` that name a field the plugin sends or a tag the gateway writes."""
+    taken = field_names(percentiles) | GATEWAY_NAMES
+    return sorted(k for k in tags if k in taken)
+
+
 def _add_option(group, *names, **kwargs):
     """add_argument with Locust's web-UI keywords, which Locust before 2.16 does not know."""
     try:
@@ -521,6 +611,29 @@ def on_init_command_line_parser(parser, **_kwargs):
         help="extra tags of the run's points: k=v,k2=v2",
         include_in_web_ui=False,
     )
+
+
+@events.init.add_listener
+def on_init(environment, **_kwargs):
+    """Checks --consumer-tags when Locust starts, before any test runs: a key that names a field
+    the plugin sends would get the run refused (or a field lost) only at its end, and a long
+    test would record nothing. Locust exits with an error, as it does for its own bad options,
+    so a CI job fails at once rather than after the test."""
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    opts = environment.parsed_options
+    if opts is None or not getattr(opts, "consumer_url", ""):
+        return
+    clashes = tag_clashes(parse_tags(getattr(opts, "consumer_tags", "")))
+    if clashes:
+        logger.error(
+            "metrics-consumer: --consumer-tags: %s %s also the name of a field the plugin sends or a tag "
+            "the gateway writes; give the tag another name (e.g. tag_%s)",
+            ", ".join(clashes),
+            "is" if len(clashes) == 1 else "are",
+            clashes[0],
+        )
+        sys.exit(1)
 
 
 def _recording(environment):

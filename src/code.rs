@@ -74,6 +74,13 @@ codes! {
     TransferEncodingUnsupported = (411, "transfer_encoding_unsupported", None, "send the body with Content-Length, not chunked"),
     /// The declared body is larger than `server.max_body_bytes`.
     BodyTooLarge = (413, "body_too_large", None, "send a smaller body, or raise server.max_body_bytes"),
+    /// A compressed body inflates past its bound (`http::encoding::MAX_INFLATED_BYTES`, or
+    /// `server.max_body_bytes` when larger).
+    InflatedTooLarge = (413, "inflated_too_large", None, "send less per request: a compressed body may inflate to 16 MiB, or server.max_body_bytes when larger"),
+    /// A `Content-Encoding` other than gzip, x-gzip, deflate or identity (RFC 9110 §15.5.16).
+    UnsupportedContentEncoding = (415, "unsupported_content_encoding", None, "send the body plain, or with Content-Encoding gzip or deflate (named in Accept-Encoding)"),
+    /// The body is not valid data of the coding its `Content-Encoding` names.
+    InvalidContentEncoding = (400, "invalid_content_encoding", None, "compress the body once, whole, with the coding Content-Encoding names"),
     /// An `Expect` other than `100-continue`.
     ExpectationFailed = (417, "expectation_failed", None, "remove the Expect header; only 100-continue is supported"),
     /// The head is over 16 KiB or 64 headers.
@@ -94,6 +101,9 @@ codes! {
     // The request body.
     /// The body is empty.
     EmptyBody = (400, "empty_body", None, "send a JSON object"),
+    /// The body is not UTF-8: UTF-16 or UTF-32 (with or without a byte order mark), or bytes
+    /// that are not UTF-8 at all.
+    UnsupportedCharset = (415, "unsupported_charset", None, "send the JSON as UTF-8 (RFC 8259 §8.1)"),
     /// The body is JSON but not an object.
     NotAnObject = (400, "not_an_object", None, "send a JSON object, not an array or a scalar"),
     /// The body is not valid JSON.

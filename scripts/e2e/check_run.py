@@ -9,6 +9,10 @@ Usage:
         per-endpoint rows, and prints its uuid on stdout.
     check_run.py dashboard --influx URL --db DB --dashboard FILE --run UUID --from-ms T --to-ms T
         fills in the dashboard's variables and checks that each of its queries returns rows.
+    check_run.py rows --influx URL --db DB --rows N --sent N [--exclude-uuid U ...]
+        finds the one run not excluded and checks that it has N endpoint rows as points (the
+        Aggregated row among them), that its result's requestStats text is JSON and holds the
+        Aggregated row, and that it says how many of the N sent rows it left out.
 
 Exits 1 with a message saying what is wrong when a check fails. Standard library only.
 """
@@ -161,6 +165,40 @@ def check_run(args):
     print(uuid)
 
 
+def check_rows(args):
+    influx, db = args.influx, args.db
+    events = select(influx, db, 'SELECT * FROM "load_testing_events"')
+    uuids = sorted({e["uuid"] for e in events} - set(args.exclude_uuid))
+    check(len(uuids) == 1, f"expected exactly one new run, found {uuids}")
+    uuid = uuids[0]
+    where = f'WHERE "uuid" = {quote(uuid)}'
+    kinds = sorted(e["event"] for e in events if e["uuid"] == uuid)
+    check(kinds == ["finished", "started"], f"run {uuid}: events {kinds}: the commit was not recorded")
+    per_endpoint = select(influx, db, f'SELECT * FROM "load_testing_request_stats" {where}')
+    check(
+        len(per_endpoint) == args.rows,
+        f"run {uuid}: {len(per_endpoint)} load_testing_request_stats points, expected {args.rows}",
+    )
+    check(
+        any(r["name"] == "Aggregated" for r in per_endpoint), f"run {uuid}: the Aggregated row is not a point"
+    )
+    results = select(influx, db, f'SELECT * FROM "load_testing_result" {where}')
+    check(len(results) == 1, f"run {uuid}: expected one load_testing_result point, got {len(results)}")
+    try:
+        stats = json.loads(results[0]["requestStats"])
+    except (KeyError, ValueError) as e:
+        raise CheckFailed(f"run {uuid}: requestStats is missing or not JSON: {e}") from None
+    kept = stats["stats"]
+    check(kept and kept[-1]["name"] == "Aggregated", f"run {uuid}: the kept text lost the Aggregated row")
+    check(
+        len(kept) + stats.get("rows_left_out", 0) == args.sent,
+        f"run {uuid}: the text keeps {len(kept)} rows and says {stats.get('rows_left_out')} were left out, "
+        f"of {args.sent} sent",
+    )
+    log(f"run {uuid}: {len(per_endpoint)} endpoint rows as points, {len(kept)} of {args.sent} in requestStats")
+    print(uuid)
+
+
 # ---------------------------------------------------------------------------
 # The dashboard's queries
 # ---------------------------------------------------------------------------
@@ -263,9 +301,16 @@ def main():
     dash.add_argument("--run", required=True)
     dash.add_argument("--from-ms", type=int, required=True)
     dash.add_argument("--to-ms", type=int, required=True)
+    many = sub.add_parser("rows")
+    many.add_argument("--influx", required=True)
+    many.add_argument("--db", required=True)
+    many.add_argument("--rows", type=int, required=True, help="endpoint rows expected as points")
+    many.add_argument("--sent", type=int, required=True, help="endpoint rows Locust sent")
+    many.add_argument("--exclude-uuid", action="append", default=[])
     args = parser.parse_args()
+    commands = {"run": check_run, "dashboard": check_dashboard, "rows": check_rows}
     try:
-        (check_run if args.command == "run" else check_dashboard)(args)
+        commands[args.command](args)
     except CheckFailed as e:
         print(f"FAILED: {e}", file=sys.stderr)
         sys.exit(1)

@@ -12,6 +12,7 @@ import locust  # noqa: F401, I001
 
 import argparse
 import base64
+import gzip
 import json
 import logging
 import threading
@@ -29,17 +30,21 @@ class StubGateway:
     statuses per route, used up in order (200 when the list is empty)."""
 
     def __init__(self):
-        self.requests = []  # (route, headers, body)
+        self.requests = []  # (route, headers, body, bytes on the wire)
         self.script = {}
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 route = self.path.rsplit("/", 1)[-1]
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                stub.requests.append((route, dict(self.headers), body))
+                data = self.rfile.read(int(self.headers["Content-Length"]))
                 statuses = stub.script.get(route) or []
                 status = statuses.pop(0) if statuses else 200
+                wire = len(data)
+                if self.headers.get("Content-Encoding") == "gzip" and status != 415:
+                    data = gzip.decompress(data)
+                body = json.loads(data) if status != 415 else None
+                stub.requests.append((route, dict(self.headers), body, wire))
                 if status == 200:
                     answer = {"uuid": "u-1", "data": {"uuid": "u-1"}, "delivered": True}
                 else:
@@ -60,7 +65,7 @@ class StubGateway:
         self.thread.start()
 
     def routes(self):
-        return [route for route, _, _ in self.requests]
+        return [route for route, _, _, _ in self.requests]
 
     def close(self):
         self.server.shutdown()
@@ -117,7 +122,18 @@ class GatewayClientTest(unittest.TestCase):
         lc.GatewayClient(f"http://locust:secret-token@{host}").post("register", {})
         lc.GatewayClient(gw.url, token="secret-token").post("register", {})
         basic = "Basic " + base64.b64encode(b"locust:secret-token").decode()
-        self.assertEqual([h["Authorization"] for _, h, _ in gw.requests], [basic, "Bearer secret-token"])
+        self.assertEqual([h["Authorization"] for _, h, _, _ in gw.requests], [basic, "Bearer secret-token"])
+
+    def test_a_compressed_body_is_gzip_and_sent_plain_to_a_gateway_that_cannot_read_it(self):
+        gw = StubGateway()
+        self.addCleanup(gw.close)
+        client = lc.GatewayClient(gw.url)
+        client.post("commit", {"n": 1}, compress=True)
+        gw.script["commit"] = [415]
+        client.post("commit", {"n": 2}, compress=True)
+        client.post("progress", {"n": 3})
+        encodings = [(h.get("Content-Encoding"), body) for _, h, body, _ in gw.requests]
+        self.assertEqual(encodings, [("gzip", {"n": 1}), ("gzip", None), (None, {"n": 2}), (None, {"n": 3})])
 
     def test_failures_are_gateway_errors_without_the_token(self):
         gw = StubGateway()
@@ -163,10 +179,40 @@ class StatsTest(unittest.TestCase):
         self.assertEqual(len(stats["stats"]), 1)
         self.assertEqual(stats["stats"][0]["min_response_time"], 0)
 
+    def test_the_clash_check_knows_every_field_sent(self):
+        env = environment()
+        log_requests(env.stats)
+        stats = lc.request_stats(env)
+        row_members = set(stats["stats"][0]) - {"name", "method"}
+        self.assertEqual(
+            {k for k in row_members if not k.startswith("response_time_percentile_")}, set(lc.ROW_MEMBERS)
+        )
+        self.assertEqual(set(lc.progress_fields(env)), set(lc.PROGRESS_FIELDS))
+        names = lc.field_names()
+        self.assertTrue(row_members <= names, row_members - names)
+        self.assertTrue({k for k, v in stats.items() if isinstance(v, (int, float))} <= names)
+        self.assertEqual(lc.tag_clashes({"num_requests": "x", "team": "a", "uuid": "u", "clients": "3"}),
+                         ["clients", "num_requests", "uuid"])
+
     def test_parse_tags(self):
         with self.assertLogs("locust_consumer", logging.WARNING):
             tags = lc.parse_tags(" team=shop, env = staging ,bad,,=x")
         self.assertEqual(tags, {"team": "shop", "env": "staging"})
+
+
+class StartTest(unittest.TestCase):
+    def test_tags_that_clash_with_fields_stop_locust_at_start(self):
+        env = environment(consumer_url="http://gw.test:3000", consumer_tags="team=shop,num_requests=x")
+        with self.assertLogs("locust_consumer", logging.ERROR) as logs, self.assertRaises(SystemExit) as caught:
+            lc.on_init(environment=env, runner=env.runner)
+        self.assertEqual(caught.exception.code, 1)
+        self.assertIn("--consumer-tags: num_requests is also the name of a field", logs.output[0])
+
+    def test_other_tags_and_no_url_start_as_usual(self):
+        for options in ({"consumer_url": "http://gw.test:3000", "consumer_tags": "team=shop,env=ci"},
+                        {"consumer_tags": "num_requests=x"}):
+            env = environment(**options)
+            lc.on_init(environment=env, runner=env.runner)
 
 
 class RunTest(unittest.TestCase):
@@ -205,6 +251,30 @@ class RunTest(unittest.TestCase):
         commit = self.gw.requests[-1][2]
         self.assertEqual(commit["uuid"], "u-1")
         self.assertEqual(len(commit["measurement"]["fields"]["requestStats"]["stats"]), 4)
+        self.assertEqual(self.gw.requests[-1][1].get("Content-Encoding"), "gzip")
+
+    def test_register_carries_the_live_values_of_its_moment(self):
+        # The requests are logged before the greenlet gets to register (at the first sleep).
+        self.run_for(0.01)
+        register = self.gw.requests[0][2]["measurement"]["fields"]
+        self.assertEqual(register["num_requests"], 7.0)
+        self.assertEqual(register["num_failures"], 1.0)
+
+    def test_a_commit_of_5000_endpoints_is_gzipped_below_the_body_limit(self):
+        env = environment()
+        for i in range(5000):
+            path = f"/api/v2/catalog/products/{i}?fields=id,name,price&locale=de-DE"
+            for ms in (10 + i % 90, 20 + i % 50, 300 + i % 7):
+                env.stats.log_request("GET", path, ms, 2048 + i)
+        client = lc.GatewayClient(self.gw.url)
+        run = lc.ConsumerRun(env, client, 60, {})
+        run.finish()
+        route, headers, body, wire = self.gw.requests[-1]
+        self.assertEqual((route, headers.get("Content-Encoding")), ("commit", "gzip"))
+        self.assertEqual(len(body["measurement"]["fields"]["requestStats"]["stats"]), 5001)
+        plain = len(json.dumps(body, separators=(",", ":")))
+        self.assertGreater(plain, 1 << 20, "plain, it is over the gateway's default body limit")
+        self.assertLess(wire, 1 << 20, f"gzip'd {wire} bytes of {plain}")
 
     def test_register_is_retried_and_commit_retried_after_a_server_error(self):
         self.gw.script["register"] = [503, 503]

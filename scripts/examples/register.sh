@@ -5,12 +5,14 @@
 # Usage: register.sh [BODY]
 #   BODY  the JSON to send; default: an example run from this host
 # Environment:
-#   METRICS_CONSUMER_URL    the gateway (default http://127.0.0.1:3000)
+#   METRICS_CONSUMER_URL    the gateway (default http://127.0.0.1:3000; a trailing / is fine)
 #   METRICS_CONSUMER_TOKEN  sent as "Authorization: Bearer TOKEN" when set
 # Exits non-zero, after printing the gateway's error, when the answer is not a 200.
 set -euo pipefail
 
 url=${METRICS_CONSUMER_URL:-http://127.0.0.1:3000}
+# Without its trailing slashes, so that the paths below do not start with //.
+while [[ $url == */ ]]; do url=${url%/}; done
 # curl reads the header from a pipe, so the token never shows in `ps` output.
 auth_header() {
     if [ -n "${METRICS_CONSUMER_TOKEN:-}" ]; then

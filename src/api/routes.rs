@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 use super::{ApiError, App, Reply, states};
 use crate::delivery::Outcome;
 use crate::http::Request;
+use crate::ingest::json::Tolerated;
 use crate::ingest::payload;
 use crate::service::now_ms;
 
@@ -106,27 +107,44 @@ pub fn listing(separator: &str) -> String {
 
 fn register(app: &App, req: &Request) -> Result<Reply, ApiError> {
     let record = payload::register(&req.body, app.payload_limits())?;
+    let tolerated = record.tolerated;
     // Without a host the peer's address says at least where the run came from.
     let registered = app
         .service
         .register(record, &peer_host(req.peer.ip()), now_ms())?;
     let uuid = registered.uuid;
-    Ok(Reply::Json(answer(
-        json!({"uuid": uuid, "data": {"uuid": uuid}}),
-        &registered.outcome,
-    )))
+    let mut body = json!({"uuid": uuid, "data": {"uuid": uuid}});
+    if let Some(note) = tolerated_note(tolerated) {
+        body["data"]["description"] = Value::String(format!("run {uuid} registered; {note}"));
+    }
+    Ok(Reply::Json(answer(body, &registered.outcome, tolerated)))
 }
 
 fn progress(app: &App, req: &Request) -> Result<Reply, ApiError> {
     let (uuid, record) = payload::progress(&req.body, app.payload_limits())?;
+    let tolerated = record.tolerated;
     app.service.progress(uuid, record, now_ms())?;
-    Ok(Reply::Json(
-        json!({"uuid": uuid, "data": {"description": format!("run {uuid} updated")}}),
-    ))
+    let mut description = format!("run {uuid} updated");
+    if let Some(note) = tolerated_note(tolerated) {
+        description.push_str("; ");
+        description.push_str(&note);
+    }
+    let mut body = json!({"uuid": uuid, "data": {"description": description}});
+    if tolerated.non_finite > 0 {
+        body["non_finite_numbers"] = tolerated.non_finite.into();
+    }
+    Ok(Reply::Json(body))
 }
 
 fn commit(app: &App, req: &Request) -> Result<Reply, ApiError> {
     let commit = payload::commit(&req.body, app.payload_limits())?;
+    let mut tolerated = commit.record.tolerated;
+    let mut notes = Vec::new();
+    if let Some(s) = &commit.stats {
+        tolerated = tolerated.add(s.tolerated);
+        notes.extend(stats_notes(s));
+    }
+    notes.extend(tolerated_note(tolerated));
     let c = app.service.commit(commit, now_ms())?;
     let uuid = c.uuid;
     let mut description = format!(
@@ -134,15 +152,70 @@ fn commit(app: &App, req: &Request) -> Result<Reply, ApiError> {
         c.points, c.rows
     );
     if c.rows_sent > c.rows {
-        description.push_str(&format!(
-            "; {} of {} stats rows were written (limits.max_stats_rows), the rest only in requestStats",
-            c.rows, c.rows_sent
-        ));
+        notes.insert(
+            0,
+            format!(
+                "{} of {} stats rows were written: the rest (rows past limits.max_stats_rows but the Aggregated row, and rows with no number to record) are only in requestStats",
+                c.rows, c.rows_sent
+            ),
+        );
+    }
+    for note in notes {
+        description.push_str("; ");
+        description.push_str(&note);
     }
     Ok(Reply::Json(answer(
         json!({"uuid": uuid, "data": {"description": description}}),
         &c.outcome,
+        tolerated,
     )))
+}
+
+/// What the answer says about a `requestStats` whose rows or text could not be kept as sent.
+fn stats_notes(s: &payload::RequestStats) -> Vec<String> {
+    let mut notes = Vec::new();
+    if s.repeated > 0 {
+        notes.push(format!(
+            "{} rows repeated the name and method of an earlier row; their name tags end in ~2, ~3, ... and full_name holds the name",
+            s.repeated
+        ));
+    }
+    let safe = s.renamed - s.repeated;
+    if safe > 0 {
+        notes.push(format!(
+            "{safe} endpoint names were made safe for their tag (name~crc32); full_name holds each as sent"
+        ));
+    }
+    match &s.text {
+        None => notes.push(format!(
+            "the requestStats text ({} bytes) is longer than limits.max_string_bytes even without its rows, and was not kept",
+            s.cut.sent_bytes
+        )),
+        Some(_) if s.cut.rows + s.cut.errors > 0 => notes.push(format!(
+            "the requestStats text ({} bytes) is longer than limits.max_string_bytes: {} stats rows and {} errors were left out of it (rows_left_out, errors_left_out)",
+            s.cut.sent_bytes, s.cut.rows, s.cut.errors
+        )),
+        Some(_) => {}
+    }
+    notes
+}
+
+/// What the answer says about numbers and strings the JSON reader had to rewrite.
+fn tolerated_note(t: Tolerated) -> Option<String> {
+    let mut parts = Vec::new();
+    if t.non_finite > 0 {
+        parts.push(format!(
+            "{} numbers that are not finite (NaN, Infinity or beyond 1.8e308) were read as null and left out",
+            t.non_finite
+        ));
+    }
+    if t.lone_surrogates > 0 {
+        parts.push(format!(
+            "{} lone surrogate escapes (\\udXXX) were read as U+FFFD",
+            t.lone_surrogates
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 fn is_running(app: &App, _: &Request) -> Result<Reply, ApiError> {
@@ -156,11 +229,15 @@ fn is_running(app: &App, _: &Request) -> Result<Reply, ApiError> {
     Ok(Reply::Json(Value::Object(map)))
 }
 
-/// A successful answer: `body` plus where the points went.
-fn answer(mut body: Value, outcome: &Outcome) -> Value {
+/// A successful answer: `body` plus where the points went, and how many numbers were left
+/// out for not being finite (only when some were).
+fn answer(mut body: Value, outcome: &Outcome, tolerated: Tolerated) -> Value {
     body["delivered"] = Value::Bool(outcome.delivered());
     if let Outcome::DeadLettered(why) = outcome {
         body["dead_letter"] = Value::String(why.clone());
+    }
+    if tolerated.non_finite > 0 {
+        body["non_finite_numbers"] = tolerated.non_finite.into();
     }
     body
 }

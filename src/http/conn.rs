@@ -22,6 +22,7 @@ use crate::code::Code;
 
 use super::buffer::InBuf;
 use super::deadline::{Armed, SHUTDOWN_POLL, is_retryable, remaining, write_all_before};
+use super::encoding;
 use super::head::{self, HeadError, RequestHead};
 use super::render::{Disposition, render};
 use super::server::ShutdownHandle;
@@ -175,8 +176,18 @@ fn serve_one<S: Transport>(
         method,
         path,
         version,
-        headers,
+        mut headers,
     } = head;
+    // The body is whole, so a refusal here keeps the connection: nothing is left unread.
+    let decoded = encoding::decode(
+        &mut headers,
+        body,
+        encoding::inflated_limit(limits.max_body_bytes),
+    );
+    let (body, refused) = match decoded {
+        Ok(body) => (body, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
     let request = Request {
         method,
         path,
@@ -184,7 +195,10 @@ fn serve_one<S: Transport>(
         body,
         peer,
     };
-    let (response, failed) = call_handler(ctx.handler.as_ref(), &request);
+    let (response, failed) = match refused {
+        None => call_handler(ctx.handler.as_ref(), &request),
+        Some(e) => (decode_refusal(&e), false),
+    };
 
     let close = !framing.keep_alive || failed || ctx.shutdown.is_stopping();
     let disposition = match (close, version) {
@@ -416,6 +430,17 @@ fn call_handler(handler: &dyn Handler, request: &Request) -> (Response, bool) {
             let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
             (internal_error(), true)
         }
+    }
+}
+
+/// The answer to a body whose `Content-Encoding` cannot be undone; a 415 names the codings
+/// that can (RFC 9110 §15.5.16).
+fn decode_refusal(e: &encoding::DecodeError) -> Response {
+    let response = Response::error(e.code(), &e.to_string());
+    if e.code() == Code::UnsupportedContentEncoding {
+        response.with_header("Accept-Encoding", encoding::ACCEPTED)
+    } else {
+        response
     }
 }
 

@@ -20,6 +20,8 @@
 //! - `tls.rs`: loading the certificate and key, and `TlsStream`;
 //! - `conn.rs`: the connection loop, which reads each request, calls the handler,
 //!   writes the response and keeps the connection or closes it;
+//! - `encoding.rs`: undoing a body's `Content-Encoding` (gzip, deflate) within a bound,
+//!   before the handler sees it, without any I/O;
 //! - `buffer.rs`: the fixed-size input buffer of one connection;
 //! - `deadline.rs`: deadlines, and the socket timeouts that hold every wait to them;
 //! - `head.rs` and `render.rs`: parsing request heads and rendering responses,
@@ -31,6 +33,7 @@ mod buffer;
 mod caps;
 mod conn;
 mod deadline;
+pub mod encoding;
 mod head;
 mod pool;
 mod render;
@@ -90,8 +93,10 @@ pub struct Request {
     /// The request target up to the first '?', exactly as sent (not percent-decoded).
     pub path: String,
     /// Header names as sent, in order; values are raw bytes because HTTP allows
-    /// bytes that are not UTF-8.
+    /// bytes that are not UTF-8. `Content-Encoding` is never among them: the layer has
+    /// undone it (see `encoding`).
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The body as the client meant it: inflated when it was sent compressed.
     pub body: Vec<u8>,
     pub peer: SocketAddr,
 }

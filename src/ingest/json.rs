@@ -1,5 +1,5 @@
-//! Bounded JSON reading: parses a request body into a `serde_json::Value` that holds only what
-//! the gateway will look at, as a [`Rule`] describes it.
+//! Bounded, tolerant JSON reading: parses a request body into a `serde_json::Value` that holds
+//! only what the gateway will look at, as a [`Rule`] describes it.
 //!
 //! A plain `serde_json::Value` costs far more memory than the text it came from: a 1 MiB body
 //! of `{"a":1}` objects becomes about 90 MiB of maps. So nothing is built that no rule asks for:
@@ -8,8 +8,18 @@
 //! and every object or array keeps at most a fixed number of entries. What is skipped is still
 //! checked to be valid JSON, within serde_json's nesting limit of 128.
 //!
+//! Tolerant of what Python's `json.dumps` (and JSON5, and Jackson with its non-numeric numbers
+//! allowed) writes beyond RFC 8259, because load-test statistics hold such values: the tokens
+//! `NaN` and `Infinity` (either may carry a sign) and numbers too large for a 64-bit float
+//! (`1e400`, an integer of 400 digits) are read as `null`, and a `\u` escape of half a UTF-16
+//! surrogate pair (`"\udc80"`, which Python writes for text it could not decode) as U+FFFD.
+//! [`tolerate`] does that in the same pass that checks the nesting depth, before serde_json
+//! reads the text, and copies the text only when it finds something to rewrite; it counts what
+//! it rewrote ([`Tolerated`]), so an answer can say so.
+//!
 //! Pure: bytes in, values out; no I/O.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 
@@ -35,6 +45,14 @@ pub enum Rule<'a> {
         other: Option<&'a Rule<'a>>,
         keep_other: usize,
     },
+    /// An array read like `Entries`; of the entries past `keep`, the first that `rescue`
+    /// accepts (read by `inner`, one at a time) is kept too, after the others.
+    Rescue {
+        keep: usize,
+        inner: &'a Rule<'a>,
+        seen: Option<&'a Cell<usize>>,
+        rescue: fn(&Value) -> bool,
+    },
     /// The value's JSON text, exactly as sent, as a `Value::String`.
     Raw,
 }
@@ -43,45 +61,255 @@ pub enum Rule<'a> {
 /// builds, applied here to what it skips too, so the answer does not depend on the key).
 pub const MAX_DEPTH: usize = 128;
 
-/// Parses `text` as one JSON value under `rule`.
-pub fn parse(text: &[u8], rule: &Rule<'_>) -> Result<Value, serde_json::Error> {
-    if too_deep(text) {
-        return Err(de::Error::custom(format!(
-            "nested deeper than {MAX_DEPTH} levels"
-        )));
+/// What [`tolerate`] rewrote in a text.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tolerated {
+    /// Numbers a float cannot hold (`NaN`, `Infinity`, `-Infinity`, `+Infinity`, `-NaN`,
+    /// `+NaN`, and numbers beyond ±1.8e308), now `null`.
+    pub non_finite: usize,
+    /// `\u` escapes of a lone UTF-16 surrogate, now `\ufffd` (U+FFFD).
+    pub lone_surrogates: usize,
+}
+
+impl Tolerated {
+    /// Both counts, added.
+    pub fn add(self, other: Tolerated) -> Tolerated {
+        Tolerated {
+            non_finite: self.non_finite + other.non_finite,
+            lone_surrogates: self.lone_surrogates + other.lone_surrogates,
+        }
     }
+}
+
+/// A text ready for serde_json: the text as sent when nothing had to be rewritten.
+#[derive(Debug)]
+pub struct Text<'a> {
+    pub bytes: Cow<'a, [u8]>,
+    pub tolerated: Tolerated,
+}
+
+/// Parses `text` as one JSON value under `rule`, after [`tolerate`].
+pub fn parse(text: &[u8], rule: &Rule<'_>) -> Result<(Value, Tolerated), serde_json::Error> {
+    let text = tolerate(text)?;
+    Ok((parse_exact(&text.bytes, rule)?, text.tolerated))
+}
+
+/// Parses text that [`tolerate`] has already rewritten as one JSON value under `rule`.
+pub fn parse_exact(text: &[u8], rule: &Rule<'_>) -> Result<Value, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(text);
     let value = Prune(rule).deserialize(&mut de)?;
     de.end()?;
     Ok(value)
 }
 
-/// Whether brackets outside strings nest deeper than [`MAX_DEPTH`]; one pass, no allocation.
-fn too_deep(text: &[u8]) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in text {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+/// Rewrites what serde_json would refuse but a client may well send (see the module
+/// documentation) and checks that brackets outside strings nest at most [`MAX_DEPTH`] deep, in
+/// one pass. Anything else that is not JSON is left for serde_json to report where it is.
+pub fn tolerate(text: &[u8]) -> Result<Text<'_>, serde_json::Error> {
+    let mut edit = Edit {
+        text,
+        out: None,
+        copied: 0,
+    };
+    let mut tolerated = Tolerated::default();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(&b) = text.get(i) {
         match b {
-            b'"' => in_string = true,
+            b'"' => {
+                i = skip_string(text, i + 1, &mut edit, &mut tolerated);
+                continue;
+            }
             b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_DEPTH {
-                    return true;
+                    return Err(de::Error::custom(format!(
+                        "nested deeper than {MAX_DEPTH} levels"
+                    )));
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
+            b'N' | b'I' | b'+' | b'-' | b'0'..=b'9' => {
+                let end = token_end(text, i);
+                let token = text.get(i..end).unwrap_or_default();
+                if is_named_non_finite(token) || overflows(token) {
+                    edit.replace(i, end, b"null");
+                    tolerated.non_finite += 1;
+                }
+                i = end;
+                continue;
+            }
             _ => {}
         }
+        i += 1;
     }
-    false
+    Ok(Text {
+        bytes: edit.finish(),
+        tolerated,
+    })
+}
+
+/// A copy of a text with some ranges replaced, made only once the first one is.
+struct Edit<'a> {
+    text: &'a [u8],
+    out: Option<Vec<u8>>,
+    /// `text[..copied]` is in `out` already.
+    copied: usize,
+}
+
+impl<'a> Edit<'a> {
+    fn replace(&mut self, start: usize, end: usize, with: &[u8]) {
+        let text = self.text;
+        // NaN becomes null: a third longer at most, so one reservation covers nearly all.
+        let out = self
+            .out
+            .get_or_insert_with(|| Vec::with_capacity(text.len() + text.len() / 8 + 16));
+        out.extend_from_slice(text.get(self.copied..start).unwrap_or_default());
+        out.extend_from_slice(with);
+        self.copied = end;
+    }
+
+    fn finish(self) -> Cow<'a, [u8]> {
+        match self.out {
+            None => Cow::Borrowed(self.text),
+            Some(mut out) => {
+                out.extend_from_slice(self.text.get(self.copied..).unwrap_or_default());
+                Cow::Owned(out)
+            }
+        }
+    }
+}
+
+/// Walks a string from just after its opening quote; returns the index after its closing
+/// quote (or the end of the text). Escapes of a lone surrogate are replaced by `\ufffd`,
+/// which has the same length.
+fn skip_string(text: &[u8], mut i: usize, edit: &mut Edit<'_>, tolerated: &mut Tolerated) -> usize {
+    while let Some(&b) = text.get(i) {
+        match b {
+            b'"' => return i + 1,
+            b'\\' if text.get(i + 1) == Some(&b'u') => {
+                match hex4(text, i + 2) {
+                    Some(0xD800..=0xDBFF) => {
+                        let low = text.get(i + 6..i + 8) == Some(b"\\u")
+                            && matches!(hex4(text, i + 8), Some(0xDC00..=0xDFFF));
+                        if low {
+                            i += 12;
+                            continue;
+                        }
+                        edit.replace(i, i + 6, b"\\ufffd");
+                        tolerated.lone_surrogates += 1;
+                    }
+                    Some(0xDC00..=0xDFFF) => {
+                        edit.replace(i, i + 6, b"\\ufffd");
+                        tolerated.lone_surrogates += 1;
+                    }
+                    // An ordinary escape, or a malformed one that serde_json will report.
+                    _ => {}
+                }
+                i += 2;
+            }
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    i
+}
+
+/// The four hex digits at `at`, as a number.
+fn hex4(text: &[u8], at: usize) -> Option<u32> {
+    let digits = std::str::from_utf8(text.get(at..at + 4)?).ok()?;
+    if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(digits, 16).ok()
+}
+
+/// Where a bare token (a number or a word) starting at `start` ends: at the next byte that
+/// JSON uses between values.
+fn token_end(text: &[u8], start: usize) -> usize {
+    text.get(start..)
+        .unwrap_or_default()
+        .iter()
+        .position(|b| {
+            matches!(
+                b,
+                b' ' | b'\t' | b'\n' | b'\r' | b',' | b':' | b'[' | b']' | b'{' | b'}' | b'"'
+            )
+        })
+        .map_or(text.len(), |n| start + n)
+}
+
+/// `NaN` or `Infinity`, bare or with a sign, exactly as Python, JSON5 and Jackson write them.
+fn is_named_non_finite(token: &[u8]) -> bool {
+    let unsigned = token
+        .strip_prefix(b"-")
+        .or_else(|| token.strip_prefix(b"+"));
+    matches!(unsigned.unwrap_or(token), b"NaN" | b"Infinity")
+}
+
+/// Whether `token` is a JSON number too large for a 64-bit float. Most numbers are told apart
+/// by their count of digits and exponent alone; only those that may reach 1e308 are parsed.
+fn overflows(token: &[u8]) -> bool {
+    let Some((int, frac, exp)) = number_parts(token) else {
+        return false;
+    };
+    let significant_int = int.iter().position(|&b| b != b'0');
+    // The power of ten of the first significant digit, roughly (saturating, so that absurd
+    // exponents stay absurd rather than wrapping around).
+    let lead: i64 = match significant_int {
+        Some(at) => (int.len() - at) as i64 - 1,
+        None => match frac.iter().position(|&b| b != b'0') {
+            Some(at) => -(at as i64) - 1,
+            None => return false, // every digit is 0
+        },
+    };
+    if lead.saturating_add(exp) < 307 {
+        return false;
+    }
+    std::str::from_utf8(token)
+        .ok()
+        .and_then(|t| t.parse::<f64>().ok())
+        .is_some_and(f64::is_infinite)
+}
+
+/// A JSON number's integer digits, fraction digits and exponent (saturated to ±2^62), or
+/// `None` when `token` is not a JSON number (RFC 8259 §6).
+fn number_parts(token: &[u8]) -> Option<(&[u8], &[u8], i64)> {
+    let rest = token.strip_prefix(b"-").unwrap_or(token);
+    let digits = |t: &[u8]| t.iter().take_while(|b| b.is_ascii_digit()).count();
+    let n = digits(rest);
+    if n == 0 || (n > 1 && rest.first() == Some(&b'0')) {
+        return None;
+    }
+    let (int, mut rest) = rest.split_at(n);
+    let mut frac: &[u8] = &[];
+    if let Some(after) = rest.strip_prefix(b".") {
+        let n = digits(after);
+        if n == 0 {
+            return None;
+        }
+        (frac, rest) = after.split_at(n);
+    }
+    let mut exp = 0i64;
+    if let Some(after) = rest.strip_prefix(b"e").or_else(|| rest.strip_prefix(b"E")) {
+        let (negative, after) = match after.first() {
+            Some(b'-') => (true, after.get(1..).unwrap_or_default()),
+            Some(b'+') => (false, after.get(1..).unwrap_or_default()),
+            _ => (false, after),
+        };
+        let n = digits(after);
+        if n == 0 {
+            return None;
+        }
+        let value = after.iter().take(n).fold(0i64, |acc, &b| {
+            acc.saturating_mul(10)
+                .saturating_add(i64::from(b - b'0'))
+                .min(1 << 62)
+        });
+        exp = if negative { -value } else { value };
+        rest = after.get(n..).unwrap_or_default();
+    }
+    rest.is_empty().then_some((int, frac, exp))
 }
 
 /// Removes the white space outside strings from valid JSON text: its compact form, with keys
@@ -110,6 +338,90 @@ pub fn compact(text: &str) -> String {
     }
     out.push_str(&text[start..]);
     out
+}
+
+/// Where the array that is the value of a top-level member sits in the compact text of an
+/// object (see [`member_array`]): byte offsets of its brackets and of each element.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArraySpan {
+    /// The offset of `[`.
+    pub open: usize,
+    /// The offset of the matching `]`.
+    pub close: usize,
+    /// Each element's start and end (exclusive).
+    pub elements: Vec<(usize, usize)>,
+}
+
+/// The array that is the value of the top-level member `key` (spelled without escapes) of the
+/// compact JSON text of an object, as [`compact`] writes it; `None` when there is none.
+pub fn member_array(text: &str, key: &str) -> Option<ArraySpan> {
+    let b = text.as_bytes();
+    let wanted = format!("\"{key}\":[");
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let mut open = None;
+    for (i, &c) in b.iter().enumerate() {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            b'"' => {
+                let is_key = depth == 1 && i > 0 && matches!(b.get(i - 1), Some(b'{' | b','));
+                if is_key
+                    && b.get(i..)
+                        .is_some_and(|rest| rest.starts_with(wanted.as_bytes()))
+                {
+                    open = Some(i + wanted.len() - 1);
+                    break;
+                }
+                in_string = true;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    let open = open?;
+    let mut elements = Vec::new();
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let mut start = open + 1;
+    for (i, &c) in b.iter().enumerate().skip(open + 1) {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' if depth > 0 => depth -= 1,
+            b',' if depth == 0 => {
+                elements.push((start, i));
+                start = i + 1;
+            }
+            b']' => {
+                if i > start {
+                    elements.push((start, i));
+                }
+                return Some(ArraySpan {
+                    open,
+                    close: i,
+                    elements,
+                });
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 #[derive(Clone, Copy)]
@@ -170,18 +482,33 @@ impl<'de> Visitor<'de> for Prune<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut kept = Vec::new();
-        let (keep, inner, seen) = match self.0 {
-            Rule::Entries { keep, inner, seen } => (*keep, Some(*inner), *seen),
-            _ => (0, None, None),
+        let (keep, inner, seen, mut rescue) = match self.0 {
+            Rule::Entries { keep, inner, seen } => (*keep, Some(*inner), *seen, None),
+            Rule::Rescue {
+                keep,
+                inner,
+                seen,
+                rescue,
+            } => (*keep, Some(*inner), *seen, Some(*rescue)),
+            _ => (0, None, None, None),
         };
         let mut n = 0;
         loop {
-            match inner.filter(|_| n < keep) {
-                Some(rule) => match seq.next_element_seed(Prune(rule))? {
+            match (inner, n < keep, rescue) {
+                (Some(rule), true, _) => match seq.next_element_seed(Prune(rule))? {
                     Some(v) => kept.push(v),
                     None => break,
                 },
-                None => {
+                // Read whole, but only one at a time: memory stays that of one entry.
+                (Some(rule), false, Some(test)) => match seq.next_element_seed(Prune(rule))? {
+                    Some(v) if test(&v) => {
+                        kept.push(v);
+                        rescue = None;
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+                _ => {
                     if seq.next_element::<IgnoredAny>()?.is_none() {
                         break;
                     }
@@ -201,7 +528,11 @@ impl<'de> Visitor<'de> for Prune<'_> {
         let mut others = 0;
         while let Some(key) = map.next_key::<String>()? {
             let rule = match self.0 {
-                Rule::Entries { keep, inner, .. } if n < *keep => Some(*inner),
+                Rule::Entries { keep, inner, .. } | Rule::Rescue { keep, inner, .. }
+                    if n < *keep =>
+                {
+                    Some(*inner)
+                }
                 Rule::Keys {
                     keys,
                     other,
@@ -228,6 +559,9 @@ impl<'de> Visitor<'de> for Prune<'_> {
             n += 1;
         }
         if let Rule::Entries {
+            seen: Some(seen), ..
+        }
+        | Rule::Rescue {
             seen: Some(seen), ..
         } = self.0
         {
@@ -256,7 +590,7 @@ mod tests {
             other: None,
             keep_other: 0,
         };
-        let v = parse(
+        let (v, _) = parse(
             br#"{"tags": {"a": 1, "b": {"x": [1, 2]}, "c": 3}, "raw": {"k" : [1, 2]},
                  "s": [1, 2], "ignored": {"deep": [[[1]]]}}"#,
             &top,
@@ -292,13 +626,126 @@ mod tests {
             "]".repeat(127)
         );
         assert!(parse(fine.as_bytes(), &top).is_ok());
-        // A number out of range is an error where it is kept; skipped, it is never converted.
-        let kept = Rule::Keys {
-            keys: &[("x", Rule::Scalar)],
+    }
+
+    /// Every spelling of a number a float cannot hold, wherever it stands, is read as `null`
+    /// and counted; the same characters inside strings, and numbers that fit, are untouched.
+    #[test]
+    fn non_finite_numbers_are_read_as_null() {
+        let all = Rule::Entries {
+            keep: 100,
+            inner: &Rule::Entries {
+                keep: 100,
+                inner: &Rule::Scalar,
+                seen: None,
+            },
+            seen: None,
+        };
+        for (text, expected, count) in [
+            ("[NaN]", json!([null]), 1),
+            (
+                "[Infinity, -Infinity, +Infinity]",
+                json!([null, null, null]),
+                3,
+            ),
+            ("[-NaN,+NaN]", json!([null, null]), 2),
+            (
+                "{\"a\":NaN,\"b\":[Infinity]}",
+                json!({"a": null, "b": [null]}),
+                2,
+            ),
+            (
+                "[1e400, -1e400, 1E+309, 2e308]",
+                json!([null, null, null, null]),
+                4,
+            ),
+            ("[1.8e308, 0.00018e312]", json!([null, null]), 2),
+            (
+                &format!("[1{}, -1{}.5]", "0".repeat(400), "0".repeat(310)),
+                json!([null, null]),
+                2,
+            ),
+            ("[1e99999999999999999999999]", json!([null]), 1),
+            // Numbers that fit stay numbers.
+            (
+                "[1.7e308, -1.7e308, 1e-400, 0e999999, 0.000001e310]",
+                json!([1.7e308, -1.7e308, 0.0, 0.0, 1e304]),
+                0,
+            ),
+            (&format!("[{}]", "9".repeat(300)), json!([1e300]), 0),
+            // Inside strings nothing changes.
+            (
+                "[\"NaN\", \"Infinity\", \"1e400\"]",
+                json!(["NaN", "Infinity", "1e400"]),
+                0,
+            ),
+            ("[\"\\\"NaN\"]", json!(["\"NaN"]), 0),
+        ] {
+            let (value, tolerated) =
+                parse(text.as_bytes(), &all).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(value, expected, "{text}");
+            assert_eq!(tolerated.non_finite, count, "{text}");
+        }
+        // Near-misses are still not JSON, and are still refused.
+        for text in [
+            "[nan]",
+            "[inf]",
+            "[INF]",
+            "[NaNa]",
+            "[Infinityy]",
+            "[+1]",
+            "[-]",
+            "[01]",
+            "[1.]",
+            "[1e]",
+            "{NaN: 1}",
+        ] {
+            assert!(parse(text.as_bytes(), &all).is_err(), "{text}");
+        }
+        // Raw text is taken from the rewritten text, so it is JSON again.
+        let raw = Rule::Keys {
+            keys: &[("s", Rule::Raw)],
             other: None,
             keep_other: 0,
         };
-        assert!(parse(br#"{"x": 1e400}"#, &kept).is_err());
+        let (value, tolerated) = parse(br#"{"s": {"avg": NaN, "rps": Infinity}}"#, &raw).unwrap();
+        assert_eq!(value, json!({"s": "{\"avg\": null, \"rps\": null}"}));
+        assert_eq!(tolerated.non_finite, 2);
+    }
+
+    /// Text without anything to rewrite is not copied.
+    #[test]
+    fn plain_json_is_borrowed() {
+        let text = br#"{"a": [1, 2.5e10, "NaN \ud83d\ude00"], "b": -0}"#;
+        let t = tolerate(text).unwrap();
+        assert!(matches!(t.bytes, Cow::Borrowed(_)));
+        assert_eq!(t.tolerated, Tolerated::default());
+    }
+
+    #[test]
+    fn lone_surrogate_escapes_become_the_replacement_character() {
+        for (text, expected, count) in [
+            (r#"["\udc80"]"#, "\u{fffd}", 1),
+            (r#"["a\ud800b"]"#, "a\u{fffd}b", 1),
+            (r#"["\ud800\ud800"]"#, "\u{fffd}\u{fffd}", 2),
+            (r#"["\udc00\ud800"]"#, "\u{fffd}\u{fffd}", 2),
+            (r#"["\ud800\n"]"#, "\u{fffd}\n", 1),
+            (r#"["\ud83d\ude00"]"#, "\u{1f600}", 0),
+            (r#"["\uD83D\uDE00 \uDFFF"]"#, "\u{1f600} \u{fffd}", 1),
+            (r#"["\\udc80"]"#, "\\udc80", 0),
+        ] {
+            let (value, tolerated) = parse(
+                text.as_bytes(),
+                &Rule::Entries {
+                    keep: 1,
+                    inner: &Rule::Scalar,
+                    seen: None,
+                },
+            )
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(value, json!([expected]), "{text}");
+            assert_eq!(tolerated.lone_surrogates, count, "{text}");
+        }
     }
 
     proptest::proptest! {
@@ -316,6 +763,19 @@ mod tests {
             let pretty = serde_json::to_string_pretty(&value).unwrap();
             proptest::prop_assert_eq!(compact(&pretty), serde_json::to_string(&value).unwrap());
         }
+    }
+
+    #[test]
+    fn member_arrays_are_found_with_their_elements() {
+        let text =
+            r#"{"a":"\"stats\":[9]","x":{"stats":[8]},"stats":[{"n":"],["},[1,2],3],"z":[]}"#;
+        let span = member_array(text, "stats").unwrap();
+        let elements: Vec<&str> = span.elements.iter().map(|&(a, b)| &text[a..b]).collect();
+        assert_eq!(elements, [r#"{"n":"],["}"#, "[1,2]", "3"]);
+        assert_eq!(&text[span.open..=span.close], r#"[{"n":"],["},[1,2],3]"#);
+        assert_eq!(member_array(text, "z").unwrap().elements, []);
+        assert_eq!(member_array(text, "x"), None, "an object, not an array");
+        assert_eq!(member_array(text, "nope"), None);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! What clients send, turned into what InfluxDB stores: bounded JSON reading (`json`), the
+//! What clients send, turned into what InfluxDB stores: what clients put around their JSON
+//! (`body`), bounded and tolerant JSON reading (`json`), the
 //! checked records of both client shapes (`payload`), the points each run writes (`points`) and
 //! their line-protocol text (`line_protocol`).
 //!
@@ -6,6 +7,7 @@
 //! and text out. That makes every rule here testable with plain data, and the tidy test
 //! (`tests/it/tidy.rs`) keeps it so.
 
+pub mod body;
 pub mod json;
 pub mod line_protocol;
 pub mod payload;

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::code::Code;
+use crate::ingest::json::{Rule, Tolerated};
 use crate::ingest::line_protocol::{self, FieldValue};
 
 /// Client tags per point at most.
@@ -32,6 +33,9 @@ pub struct Record {
     pub tags: Vec<(String, String)>,
     /// Client fields in the order sent, without `null`s.
     pub fields: Vec<(String, FieldValue)>,
+    /// What the JSON reader rewrote: numbers a float cannot hold (read as `null`) and lone
+    /// surrogate escapes (read as U+FFFD), so the answer can say so.
+    pub tolerated: Tolerated,
 }
 
 /// A commit: the run it ends, and what it reports.
@@ -43,16 +47,39 @@ pub struct Commit {
 }
 
 /// Locust's `requestStats`, taken apart for the points of the commit (README, "Points written").
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestStats {
-    /// The compact JSON text, written whole as the string field `requestStats`.
-    pub text: String,
+    /// The compact JSON text, written as the string field `requestStats`: whole when it fits
+    /// `limits.max_string_bytes`, else cut to fit (see [`TextCut`]); `None` when even that
+    /// does not fit.
+    pub text: Option<String>,
     /// Numeric and boolean top-level members (`total_rps`, `fail_ratio`, ...).
     pub scalars: Vec<(String, FieldValue)>,
-    /// Per-endpoint rows, at most `limits.max_stats_rows`.
+    /// Per-endpoint rows, one point each: the first `limits.max_stats_rows`, and Locust's
+    /// `Aggregated` row wherever it was sent. No two have the same `name` and `method` tags.
     pub rows: Vec<StatsRow>,
     /// How many rows the client sent (more than `rows.len()` when the limit cut them).
     pub rows_sent: usize,
+    /// Rows whose `name` tag is not the name sent: made safe for a tag, or told apart from an
+    /// earlier row with the same name and method. Each has the name sent in `full_name`.
+    pub renamed: usize,
+    /// Of those, rows that repeated the name and method of an earlier row (`~2`, `~3`, …).
+    pub repeated: usize,
+    /// How the text was cut to fit `limits.max_string_bytes`.
+    pub cut: TextCut,
+    /// What the JSON reader rewrote inside a `requestStats` sent as a string.
+    pub tolerated: Tolerated,
+}
+
+/// What was left out of the `requestStats` text to make it fit `limits.max_string_bytes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TextCut {
+    /// The compact text's length as sent, in bytes.
+    pub sent_bytes: usize,
+    /// Elements left out of `stats` (the text says so in its member `rows_left_out`).
+    pub rows: usize,
+    /// Elements left out of `errors` (the text says so in its member `errors_left_out`).
+    pub errors: usize,
 }
 
 /// One element of `requestStats.stats`.
@@ -108,9 +135,14 @@ const ENTRY_CAP: usize = 1000;
 const RESERVED: [&str; 5] = ["uuid", "host", "event", "name", "method"];
 
 /// Reads a request body as JSON, whatever its Content-Type says (`curl -d` sends a form type),
-/// keeping only the keys the payload rules read (see `json`: memory stays proportional to what is kept, not to the body).
-fn read_body(body: &[u8], with_stats: bool) -> Result<Map<String, Value>, PayloadError> {
-    use crate::ingest::json::Rule;
+/// once what clients put around it is taken off (see `body`), keeping only the keys the
+/// payload rules read (see `json`: memory stays proportional to what is kept, not to the body).
+fn read_body(
+    body: &[u8],
+    with_stats: bool,
+) -> Result<(Map<String, Value>, Tolerated), PayloadError> {
+    let body = crate::ingest::body::unwrap(body)
+        .map_err(|refusal| PayloadError::new("", refusal.code, refusal.message))?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(PayloadError::new(
             "",
@@ -156,13 +188,24 @@ fn read_body(body: &[u8], with_stats: bool) -> Result<Map<String, Value>, Payloa
         other: None,
         keep_other: 0,
     };
-    match crate::ingest::json::parse(body, &top) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(PayloadError::new(
+    match crate::ingest::json::parse(&body, &top) {
+        Ok((Value::Object(map), tolerated)) => Ok((map, tolerated)),
+        Ok((other, _)) => Err(PayloadError::new(
             "",
             Code::NotAnObject,
             format!("request body must be a JSON object, not {}", kind(&other)),
         )),
+        Err(e) if crate::ingest::body::more_than_one_value(&body, e.line(), e.column()) => {
+            Err(PayloadError::new(
+                "",
+                Code::InvalidJson,
+                format!(
+                    "request body holds more than one JSON value (a second begins at line {} column {}: NDJSON?); send one object per request",
+                    e.line(),
+                    e.column()
+                ),
+            ))
+        }
         Err(e) => Err(PayloadError::new(
             "",
             Code::InvalidJson,
@@ -173,20 +216,24 @@ fn read_body(body: &[u8], with_stats: bool) -> Result<Map<String, Value>, Payloa
 
 /// The record of a `register`.
 pub fn register(body: &[u8], limits: PayloadLimits) -> Result<Record, PayloadError> {
-    record(&read_body(body, false)?, limits, |_| false)
+    let (body, tolerated) = read_body(body, false)?;
+    record(&body, tolerated, limits, |_| false)
 }
 
 /// The uuid and new fields of a `progress`.
 pub fn progress(body: &[u8], limits: PayloadLimits) -> Result<(Uuid, Record), PayloadError> {
-    let body = read_body(body, false)?;
-    Ok((uuid_of(&body)?, record(&body, limits, |_| false)?))
+    let (body, tolerated) = read_body(body, false)?;
+    Ok((
+        uuid_of(&body)?,
+        record(&body, tolerated, limits, |_| false)?,
+    ))
 }
 
 /// The record of a `commit`, with its `uuid` and `requestStats`.
 pub fn commit(body: &[u8], limits: PayloadLimits) -> Result<Commit, PayloadError> {
-    let body = read_body(body, true)?;
+    let (body, tolerated) = read_body(body, true)?;
     let uuid = uuid_of(&body)?;
-    let record = record(&body, limits, |key| key == "requestStats")?;
+    let record = record(&body, tolerated, limits, |key| key == "requestStats")?;
     let stats = match measurement(&body)?
         .and_then(|m| m.get("fields"))
         .and_then(|f| f.get("requestStats"))
@@ -240,6 +287,7 @@ fn at(path: &str, key: &str) -> String {
 /// The part both routes share; `skip_field` names fields that another step takes apart.
 fn record(
     body: &Map<String, Value>,
+    tolerated: Tolerated,
     limits: PayloadLimits,
     skip_field: impl Fn(&str) -> bool,
 ) -> Result<Record, PayloadError> {
@@ -369,6 +417,7 @@ fn record(
         host,
         tags,
         fields,
+        tolerated,
     })
 }
 
@@ -504,30 +553,46 @@ fn parse_time_text(s: &str) -> Option<i64> {
     i64::try_from(d.as_millis()).ok()
 }
 
-/// `requestStats`, from its JSON text as sent: an object, or a string holding one, or `null`.
+/// `requestStats`, from its JSON text as sent: an object, an array of rows (as `locust
+/// --json-file` writes them, read as `{"stats": [...]}`), a string holding either, or `null`.
 /// Its data is the load test's, so keys that cannot be field names are skipped rather than
-/// refused: the whole text is kept anyway.
+/// refused, and a text too long to keep whole is cut rather than refused.
 fn request_stats(raw: &str, limits: PayloadLimits) -> Result<Option<RequestStats>, PayloadError> {
-    use crate::ingest::json::Rule;
     use std::borrow::Cow;
     const AT: &str = "measurement.fields.requestStats";
     let bad = |message: String| PayloadError::new(AT, Code::InvalidStats, message);
+    let mut tolerated = Tolerated::default();
     let text: Cow<str> = match raw.as_bytes().first() {
-        Some(b'{') => Cow::Borrowed(raw),
+        Some(b'{' | b'[') => Cow::Borrowed(raw),
         Some(b'"') => {
-            Cow::Owned(serde_json::from_str::<String>(raw).map_err(|e| bad(e.to_string()))?)
+            let inner: String = serde_json::from_str(raw).map_err(|e| bad(e.to_string()))?;
+            // The string's text was never read as JSON: make it JSON the gateway can keep.
+            let t = crate::ingest::json::tolerate(inner.as_bytes())
+                .map_err(|e| bad(format!("the string is not valid JSON ({e})")))?;
+            tolerated = t.tolerated;
+            match t.bytes {
+                Cow::Borrowed(_) => Cow::Owned(inner),
+                Cow::Owned(bytes) => Cow::Owned(
+                    String::from_utf8(bytes).map_err(|_| bad("the string is not UTF-8".into()))?,
+                ),
+            }
         }
         Some(b'n') => return Ok(None),
         first => {
             let kind = match first {
-                Some(b'[') => "an array",
                 Some(b't' | b'f') => "a boolean",
                 _ => "a number",
             };
             return Err(bad(format!(
-                "must be an object or a string holding JSON, not {kind}"
+                "must be an object, an array of rows or a string holding JSON, not {kind}"
             )));
         }
+    };
+    // An array is the list of rows alone.
+    let text: Cow<str> = if text.trim_start().starts_with('[') {
+        Cow::Owned(format!("{{\"stats\":{text}}}"))
+    } else {
+        text
     };
     let rows_sent = std::cell::Cell::new(0);
     let row = Rule::Entries {
@@ -537,10 +602,11 @@ fn request_stats(raw: &str, limits: PayloadLimits) -> Result<Option<RequestStats
     };
     let keys = [(
         "stats",
-        Rule::Entries {
+        Rule::Rescue {
             keep: limits.max_stats_rows,
             inner: &row,
             seen: Some(&rows_sent),
+            rescue: is_total_row,
         },
     )];
     let rule = Rule::Keys {
@@ -548,28 +614,17 @@ fn request_stats(raw: &str, limits: PayloadLimits) -> Result<Option<RequestStats
         other: Some(&Rule::Scalar),
         keep_other: ENTRY_CAP,
     };
-    let stats = match crate::ingest::json::parse(text.as_bytes(), &rule) {
+    let stats = match crate::ingest::json::parse_exact(text.as_bytes(), &rule) {
         Ok(Value::Object(m)) => m,
         Ok(other) => {
             return Err(bad(format!(
-                "must hold a JSON object, not {}",
+                "must hold a JSON object or an array of rows, not {}",
                 kind(&other)
             )));
         }
         Err(e) => return Err(bad(format!("the string is not valid JSON ({e})"))),
     };
-    let text = crate::ingest::json::compact(&text);
-    if text.len() > limits.max_string_bytes {
-        return Err(PayloadError::new(
-            AT,
-            Code::StringTooLong,
-            format!(
-                "is {} bytes as compact JSON; the limit is {} (limits.max_string_bytes)",
-                text.len(),
-                limits.max_string_bytes
-            ),
-        ));
-    }
+    let (text, cut) = fit(crate::ingest::json::compact(&text), limits.max_string_bytes);
     let (rows, rows_sent) = match stats.get("stats") {
         Some(Value::Array(rows)) => (
             rows.iter()
@@ -580,12 +635,94 @@ fn request_stats(raw: &str, limits: PayloadLimits) -> Result<Option<RequestStats
         ),
         _ => (Vec::new(), 0),
     };
+    let (rows, renamed, repeated) = distinct(rows);
     Ok(Some(RequestStats {
         text,
         scalars: scalar_members(&stats),
         rows,
         rows_sent,
+        renamed,
+        repeated,
+        cut,
+        tolerated,
     }))
+}
+
+/// Whether a row is Locust's total of all endpoints: named `Aggregated`, without a method.
+fn is_total_row(row: &Value) -> bool {
+    let no_method = match row.get("method") {
+        None | Some(Value::Null) => true,
+        Some(Value::String(m)) => m.is_empty(),
+        Some(_) => false,
+    };
+    no_method && row.get("name").and_then(Value::as_str) == Some("Aggregated")
+}
+
+/// The compact `requestStats` text, cut to at most `max` bytes when it is longer: rows of
+/// `stats` are left out from the end (the `Aggregated` row is kept while it fits), then
+/// elements of `errors`, and the text says how many in `rows_left_out` and `errors_left_out`.
+/// The result is valid JSON; `None` when even without its arrays it does not fit.
+fn fit(text: String, max: usize) -> (Option<String>, TextCut) {
+    let mut cut = TextCut {
+        sent_bytes: text.len(),
+        ..TextCut::default()
+    };
+    if text.len() <= max {
+        return (Some(text), cut);
+    }
+    let mut text = text;
+    for (key, marker) in [("stats", "rows_left_out"), ("errors", "errors_left_out")] {
+        if text.len() <= max {
+            break;
+        }
+        let Some(span) = crate::ingest::json::member_array(&text, key) else {
+            continue;
+        };
+        let elements = span.elements.len();
+        // The marker's count is at most the number of elements, so this is room enough.
+        let marker_len = format!(",\"{marker}\":{elements}").len();
+        let fixed = text.len() - (span.close - span.open - 1) + marker_len;
+        let budget = max.saturating_sub(fixed);
+        let len = |&(a, b): &(usize, usize)| b - a + 1; // with its comma
+        let total = (key == "stats")
+            .then(|| {
+                span.elements.iter().rposition(|&(a, b)| {
+                    serde_json::from_str::<Value>(text.get(a..b).unwrap_or_default())
+                        .is_ok_and(|row| is_total_row(&row))
+                })
+            })
+            .flatten()
+            .filter(|&i| span.elements.get(i).is_some_and(|e| len(e) <= budget));
+        let mut used = total.and_then(|i| span.elements.get(i)).map_or(0, len);
+        let mut kept = Vec::new();
+        for (i, element) in span.elements.iter().enumerate() {
+            if Some(i) == total {
+                kept.push(*element);
+            } else if used + len(element) <= budget {
+                used += len(element);
+                kept.push(*element);
+            }
+        }
+        let left_out = elements - kept.len();
+        let mut shorter = String::with_capacity(max.min(text.len()));
+        shorter.push_str(text.get(..=span.open).unwrap_or_default());
+        for (n, &(a, b)) in kept.iter().enumerate() {
+            if n > 0 {
+                shorter.push(',');
+            }
+            shorter.push_str(text.get(a..b).unwrap_or_default());
+        }
+        // The text is a compact object: it ends with its closing brace.
+        shorter.push_str(text.get(span.close..text.len() - 1).unwrap_or_default());
+        shorter.push_str(&format!(",\"{marker}\":{left_out}}}"));
+        if key == "stats" {
+            cut.rows = left_out;
+        } else {
+            cut.errors = left_out;
+        }
+        text = shorter;
+    }
+    ((text.len() <= max).then_some(text), cut)
 }
 
 /// Numeric and boolean members whose keys can be field names, at most [`MAX_FIELDS`].
@@ -606,8 +743,22 @@ fn scalar_members(map: &Map<String, Value>) -> Vec<(String, FieldValue)> {
         .collect()
 }
 
+/// The tag value of a row's `name` or `method` that breaks the tag rules: made safe (control
+/// characters and backslashes become `_`), cut so that it fits with its suffix, and followed by
+/// `~` and the CRC-32 (ISO-HDLC, as gzip and zlib compute it) of the text as sent, in 8 hex
+/// digits (Python: `"%08x" % zlib.crc32(text.encode())`). So two names made safe alike still
+/// name two series, and a name names the same series in every commit.
+pub fn safe_tag(text: &str) -> String {
+    const SUFFIX: usize = 9; // "~" and 8 hex digits
+    let mut safe =
+        line_protocol::sanitize_tag_value(text, line_protocol::MAX_TAG_VALUE_BYTES - SUFFIX);
+    safe.push_str(&format!("~{:08x}", crc32fast::hash(text.as_bytes())));
+    safe
+}
+
 /// One endpoint row. `name` and `method` are data, never a reason to refuse: a value that
-/// breaks the tag rules is made safe, and the exact name goes into the field `full_name`.
+/// breaks the tag rules is made safe ([`safe_tag`]), and the exact name goes into the field
+/// `full_name`.
 fn stats_row(row: &Map<String, Value>) -> Option<StatsRow> {
     let mut tags = Vec::new();
     let mut fields = scalar_members(row);
@@ -619,16 +770,68 @@ fn stats_row(row: &Map<String, Value>) -> Option<StatsRow> {
             tags.push((key.to_string(), text));
             continue;
         }
-        let safe = line_protocol::sanitize_tag_value(&text, line_protocol::MAX_TAG_VALUE_BYTES);
+        let safe = safe_tag(&text);
         if key == "name" {
             fields.push(("full_name".to_string(), FieldValue::Str(text)));
         }
-        if !safe.is_empty() {
-            tags.push((key.to_string(), safe));
-        }
+        tags.push((key.to_string(), safe));
     }
     // A point needs a field; a row with nothing to record is left to the requestStats text.
     (!fields.is_empty()).then_some(StatsRow { tags, fields })
+}
+
+/// The rows with no two sharing their `name` and `method` tags, so each is its own series:
+/// a row that repeats an earlier one's (the same name twice, which Locust never sends, or a
+/// name sent that equals another's safe form) gets `~2`, `~3`, … after its name tag, and its
+/// name as sent in `full_name`. Also returns how many rows have a `name` tag other than the
+/// name sent, and how many of those were repeats.
+fn distinct(rows: Vec<StatsRow>) -> (Vec<StatsRow>, usize, usize) {
+    use std::collections::HashSet;
+    let tag = |row: &StatsRow, key: &str| {
+        row.tags
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let mut seen: HashSet<(Option<String>, Option<String>)> = HashSet::with_capacity(rows.len());
+    let mut out = Vec::with_capacity(rows.len());
+    let (mut renamed, mut repeated) = (0, 0);
+    for mut row in rows {
+        let method = tag(&row, "method");
+        let name = tag(&row, "name");
+        let has_full_name = row.fields.iter().any(|(k, _)| k == "full_name");
+        if seen.insert((name.clone(), method.clone())) {
+            renamed += usize::from(has_full_name);
+            out.push(row);
+            continue;
+        }
+        repeated += 1;
+        renamed += 1;
+        let base = name.clone().unwrap_or_default();
+        let mut n = 2usize;
+        let unique = loop {
+            let suffix = format!("~{n}");
+            let mut candidate = line_protocol::sanitize_tag_value(
+                &base,
+                line_protocol::MAX_TAG_VALUE_BYTES - suffix.len(),
+            );
+            candidate.push_str(&suffix);
+            if seen.insert((Some(candidate.clone()), method.clone())) {
+                break candidate;
+            }
+            n += 1;
+        };
+        // Without a full_name, the name tag was the name as sent (unless there was none).
+        if !has_full_name && name.is_some() {
+            row.fields
+                .push(("full_name".to_string(), FieldValue::Str(base)));
+        }
+        row.tags.retain(|(k, _)| k != "name");
+        row.tags.push(("name".to_string(), unique));
+        row.tags.sort();
+        out.push(row);
+    }
+    (out, renamed, repeated)
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -810,9 +1013,10 @@ mod tests {
             (b"  \n", "empty_body"),
             (b"[1]", "not_an_object"),
             (b"{\"a\":", "invalid_json"),
-            (b"\xff\xfe", "invalid_json"),
-            (b"{\"host\": 1e400}", "invalid_json"),
-            (b"{\"a\": NaN}", "invalid_json"),
+            (b"\xff\xfe", "unsupported_charset"),
+            (b"{\"host\": \"\xff\"}", "unsupported_charset"),
+            (b"{}\n{}\n", "invalid_json"),
+            (b"{'host': 1}", "invalid_json"),
         ] {
             assert_eq!(
                 register(body, LIMITS).unwrap_err().code.as_str(),
@@ -902,7 +1106,10 @@ mod tests {
                 vec![("users".into(), FieldValue::Float(3.0))]
             );
             let s = c.stats.unwrap();
-            assert_eq!(serde_json::from_str::<Value>(&s.text).unwrap(), stats);
+            assert_eq!(
+                serde_json::from_str::<Value>(s.text.as_deref().unwrap()).unwrap(),
+                stats
+            );
             assert_eq!(
                 s.scalars,
                 vec![
@@ -932,7 +1139,8 @@ mod tests {
                 s.rows[2].tags,
                 vec![
                     ("method".into(), "POST".into()),
-                    ("name".into(), "bad_name_".into())
+                    // Python: "%08x" % zlib.crc32("bad\\name\n".encode())
+                    ("name".into(), "bad_name_~91a0ca16".into())
                 ]
             );
             assert!(
@@ -952,16 +1160,16 @@ mod tests {
                 "measurement.fields.requestStats: the string is not valid JSON",
             ),
             (
-                json!("[1]"),
-                "measurement.fields.requestStats: must hold a JSON object, not an array",
+                json!("\"just text\""),
+                "measurement.fields.requestStats: must hold a JSON object or an array of rows, not a string",
             ),
             (
                 json!(5),
-                "measurement.fields.requestStats: must be an object or a string holding JSON, not a number",
+                "measurement.fields.requestStats: must be an object, an array of rows or a string holding JSON, not a number",
             ),
             (
-                json!({"big": "x".repeat(1000)}),
-                "measurement.fields.requestStats: is 1010 bytes as compact JSON",
+                json!(true),
+                "measurement.fields.requestStats: must be an object, an array of rows or a string holding JSON, not a boolean",
             ),
         ] {
             let err = commit(
@@ -971,6 +1179,269 @@ mod tests {
             .unwrap_err();
             assert!(err.to_string().starts_with(expected), "{err}");
         }
+    }
+
+    fn stats_of(stats: &str, limits: PayloadLimits) -> RequestStats {
+        let body = format!(
+            r#"{{"uuid": "{}", "measurement": {{"fields": {{"requestStats": {stats}}}}}}}"#,
+            Uuid::nil()
+        );
+        commit(body.as_bytes(), limits)
+            .unwrap_or_else(|e| panic!("{stats}: {e}"))
+            .stats
+            .expect("requestStats")
+    }
+
+    /// NaN, the infinities and numbers beyond a float, wherever a Python client can put them,
+    /// are read as null: left out of the points, counted, and null in the kept text.
+    #[test]
+    fn non_finite_numbers_are_left_out_everywhere_and_counted() {
+        let body = br#"{"uuid": "00000000-0000-0000-0000-000000000000", "startedAt": NaN,
+            "host": "lg", "tags": {"t": Infinity, "k": "v"}, "state": [NaN, {"x": -Infinity}],
+            "measurement": {"tags": {"m": 1e400}, "fields": {"users": 3, "avg": NaN, "big": -1e400,
+              "requestStats": {"stats": [{"name": "/x", "method": "GET", "num_requests": 3,
+                 "avg_response_time": NaN}], "total_rps": Infinity, "fail_ratio": 0.5}}}}"#;
+        let c = commit(body, LIMITS).unwrap();
+        assert_eq!(
+            c.record.started_at_ms, None,
+            "startedAt NaN is like null: now"
+        );
+        assert_eq!(c.record.tags, vec![("k".into(), "v".into())]);
+        assert_eq!(
+            c.record.fields,
+            vec![("users".into(), FieldValue::Float(3.0))]
+        );
+        assert_eq!(c.record.tolerated.non_finite, 9);
+        let s = c.stats.unwrap();
+        assert_eq!(
+            s.scalars,
+            vec![("fail_ratio".into(), FieldValue::Float(0.5))]
+        );
+        assert_eq!(
+            s.rows[0].fields,
+            vec![("num_requests".into(), FieldValue::Float(3.0))]
+        );
+        let text: Value = serde_json::from_str(s.text.as_deref().unwrap()).unwrap();
+        assert_eq!(text["total_rps"], Value::Null);
+        assert_eq!(text["stats"][0]["avg_response_time"], Value::Null);
+
+        // The issue's own example, requestStats as Locust sends it: a string.
+        let stats = r#"{"stats":[{"name":"/x","method":"GET","num_requests":3,"avg_response_time":NaN}], "total_rps":Infinity,"fail_ratio":0.5}"#;
+        let s = stats_of(&Value::String(stats.into()).to_string(), LIMITS);
+        assert_eq!(s.tolerated.non_finite, 2);
+        assert_eq!(
+            s.scalars,
+            vec![("fail_ratio".into(), FieldValue::Float(0.5))]
+        );
+        assert_eq!(s.rows.len(), 1);
+        assert_eq!(
+            s.text.as_deref(),
+            Some(
+                r#"{"stats":[{"name":"/x","method":"GET","num_requests":3,"avg_response_time":null}],"total_rps":null,"fail_ratio":0.5}"#
+            )
+        );
+        // A progress the same.
+        let (_, r) = progress(
+            br#"{"uuid": "00000000-0000-0000-0000-000000000000", "measurement": {"fields": {"rps": -Infinity, "n": 1}}}"#,
+            LIMITS,
+        )
+        .unwrap();
+        assert_eq!(r.fields, vec![("n".into(), FieldValue::Float(1.0))]);
+        assert_eq!(r.tolerated.non_finite, 1);
+    }
+
+    #[test]
+    fn lone_surrogates_become_the_replacement_character() {
+        let r = register(
+            br#"{"host": "lg\udc80", "measurement": {"fields": {"s": "\ud800x"}}}"#,
+            LIMITS,
+        )
+        .unwrap();
+        assert_eq!(r.host.as_deref(), Some("lg\u{fffd}"));
+        assert_eq!(
+            r.fields,
+            vec![("s".into(), FieldValue::Str("\u{fffd}x".into()))]
+        );
+        assert_eq!(r.tolerated.lone_surrogates, 2);
+        let s = stats_of(
+            &json!(r#"{"stats": [{"name": "/\udc80", "num_requests": 1}]}"#).to_string(),
+            LIMITS,
+        );
+        assert_eq!(s.rows[0].tags, vec![("name".into(), "/\u{fffd}".into())]);
+        assert!(s.text.unwrap().contains(r"\ufffd"));
+    }
+
+    /// `locust --json-file` writes an array of rows; as requestStats it means {"stats": rows},
+    /// in either form. The file here is what Locust 2.47 wrote.
+    #[test]
+    fn an_array_of_rows_is_the_stats() {
+        let file = include_str!("../../tests/data/locust-2.47-stats.json");
+        let rows: Value = serde_json::from_str(file).unwrap();
+        for form in [file.to_string(), Value::String(file.into()).to_string()] {
+            let s = stats_of(&form, LIMITS);
+            assert_eq!(s.rows_sent, 2);
+            let names: Vec<&str> = s
+                .rows
+                .iter()
+                .map(|r| r.tags.iter().find(|(k, _)| k == "name").unwrap().1.as_str())
+                .collect();
+            assert_eq!(names, ["/items?x=1", "/orders"]);
+            assert!(
+                s.rows[0]
+                    .fields
+                    .contains(&("num_requests".into(), FieldValue::Float(9.0)))
+            );
+            let kept: Value = serde_json::from_str(s.text.as_deref().unwrap()).unwrap();
+            assert_eq!(kept, json!({"stats": rows}));
+        }
+    }
+
+    #[test]
+    fn the_aggregated_row_is_kept_past_max_stats_rows() {
+        let rows: Vec<Value> = (0..10)
+            .map(|i| json!({"name": format!("/{i}"), "method": "GET", "num_requests": i}))
+            .chain([json!({"name": "Aggregated", "method": "", "num_requests": 45})])
+            .collect();
+        let s = stats_of(&json!({"stats": rows}).to_string(), LIMITS);
+        assert_eq!(s.rows_sent, 11);
+        let names: Vec<String> = name_tags(&s).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["/0", "/1", "/2", "Aggregated"]);
+        // An endpoint that happens to be called Aggregated has a method: it is not the total.
+        let rows = json!([{"name": "/a", "num_requests": 1}, {"name": "/b", "num_requests": 1},
+            {"name": "/c", "num_requests": 1}, {"name": "Aggregated", "method": "GET", "num_requests": 1}]);
+        assert_eq!(stats_of(&rows.to_string(), LIMITS).rows.len(), 3);
+    }
+
+    fn name_tags(s: &RequestStats) -> Vec<(String, String)> {
+        s.rows
+            .iter()
+            .map(|r| {
+                let get = |k: &str| {
+                    r.tags
+                        .iter()
+                        .find(|(key, _)| key == k)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default()
+                };
+                (get("name"), get("method"))
+            })
+            .collect()
+    }
+
+    /// Every endpoint row is its own series: a name that had to be changed carries the CRC-32
+    /// of the name sent, and a repeated name and method gets ~2, ~3, ...
+    #[test]
+    fn every_endpoint_row_is_its_own_series() {
+        let limits = PayloadLimits {
+            max_string_bytes: 1 << 20,
+            max_stats_rows: 1000,
+        };
+        let long = |tail: &str| format!("/search?q={}{tail}", "x".repeat(260));
+        let rows = json!([
+            {"name": "/a\\b", "method": "GET", "num_requests": 1},
+            {"name": "/a_b", "method": "GET", "num_requests": 2},
+            {"name": long("1"), "method": "GET", "num_requests": 3},
+            {"name": long("2"), "method": "GET", "num_requests": 4},
+            {"name": long("3"), "method": "GET", "num_requests": 5},
+            {"name": "/same", "method": "GET", "num_requests": 6},
+            {"name": "/same", "method": "GET", "num_requests": 7},
+            {"name": "/same", "method": "POST", "num_requests": 8},
+            {"name": "/same~2", "method": "GET", "num_requests": 9},
+            {"name": "/same", "method": "GET", "num_requests": 10},
+        ]);
+        let s = stats_of(&rows.to_string(), limits);
+        let crc = |t: &str| format!("{:08x}", crc32fast::hash(t.as_bytes()));
+        let cut = |t: &str| format!("{}~{}", &t[..247], crc(t));
+        let tags = name_tags(&s);
+        let expected: Vec<(String, String)> = [
+            (format!("/a_b~{}", crc("/a\\b")), "GET"),
+            ("/a_b".into(), "GET"),
+            (cut(&long("1")), "GET"),
+            (cut(&long("2")), "GET"),
+            (cut(&long("3")), "GET"),
+            ("/same".into(), "GET"),
+            ("/same~2".into(), "GET"),
+            ("/same".into(), "POST"),
+            ("/same~2~2".into(), "GET"),
+            ("/same~3".into(), "GET"),
+        ]
+        .into_iter()
+        .map(|(n, m)| (n, m.to_string()))
+        .collect();
+        assert_eq!(tags, expected);
+        let distinct: std::collections::HashSet<_> = tags.iter().collect();
+        assert_eq!(distinct.len(), 10, "no two rows share a series");
+        assert!(tags.iter().all(|(n, _)| n.len() <= 256));
+        assert_eq!((s.renamed, s.repeated), (7, 3));
+        let full_name = |i: usize| {
+            s.rows[i]
+                .fields
+                .iter()
+                .find(|(k, _)| k == "full_name")
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(full_name(0), Some(FieldValue::Str("/a\\b".into())));
+        assert_eq!(full_name(1), None);
+        assert_eq!(full_name(3), Some(FieldValue::Str(long("2"))));
+        assert_eq!(full_name(6), Some(FieldValue::Str("/same".into())));
+        assert_eq!(full_name(8), Some(FieldValue::Str("/same~2".into())));
+        // The same name gives the same tag in every commit.
+        assert_eq!(name_tags(&stats_of(&rows.to_string(), limits)), tags);
+    }
+
+    /// A requestStats text longer than limits.max_string_bytes never fails the commit: it is
+    /// cut to fit, keeping the Aggregated row, and says what it left out.
+    #[test]
+    fn a_text_too_long_is_cut_to_fit() {
+        let limits = PayloadLimits {
+            max_string_bytes: 2000,
+            max_stats_rows: 5,
+        };
+        let rows: Vec<Value> = (0..100)
+            .map(|i| json!({"name": format!("/endpoint/{i}"), "method": "GET", "num_requests": i}))
+            .chain([json!({"name": "Aggregated", "method": "", "num_requests": 4950})])
+            .collect();
+        let errors: Vec<Value> = (0..10)
+            .map(|i| json!({"error": format!("boom {i}"), "occurrences": 1}))
+            .collect();
+        let stats = json!({"stats": rows, "errors": errors, "total_rps": 1.5});
+        let s = stats_of(&stats.to_string(), limits);
+        let text = s.text.as_deref().unwrap();
+        assert!(text.len() <= 2000, "{}", text.len());
+        let kept: Value = serde_json::from_str(text).unwrap();
+        let kept_rows = kept["stats"].as_array().unwrap();
+        assert_eq!(kept_rows.last().unwrap()["name"], "Aggregated");
+        assert_eq!(kept_rows[0]["name"], "/endpoint/0");
+        assert_eq!(kept["rows_left_out"], 101 - kept_rows.len());
+        assert_eq!(kept["errors"], json!(errors), "the rows made room enough");
+        assert_eq!(kept["total_rps"], 1.5);
+        assert_eq!((s.cut.rows, s.cut.errors), (101 - kept_rows.len(), 0));
+        assert_eq!(
+            s.rows.len(),
+            6,
+            "the points are as before: 5 rows and Aggregated"
+        );
+        // Errors are cut next, when the rows alone do not make room.
+        let errors: Vec<Value> = (0..500)
+            .map(|i| json!({"error": format!("boom {i}"), "occurrences": 1}))
+            .collect();
+        let s = stats_of(&json!({"stats": [], "errors": errors}).to_string(), limits);
+        let kept: Value = serde_json::from_str(s.text.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            kept["errors_left_out"],
+            500 - kept["errors"].as_array().unwrap().len()
+        );
+        assert!(s.cut.errors > 0);
+        // When nothing can be cut enough, the text is not kept, and the commit still stands.
+        let s = stats_of(
+            &json!({"label": "x".repeat(3000), "total_rps": 2}).to_string(),
+            limits,
+        );
+        assert_eq!(s.text, None);
+        assert_eq!(
+            s.scalars,
+            vec![("total_rps".into(), FieldValue::Float(2.0))]
+        );
     }
 
     #[test]

@@ -158,7 +158,9 @@ pub fn commit(run: &Run, record: &Record, stats: Option<&RequestStats>, now_ms: 
     let mut result = Point::new(RESULT, time);
     with_run(&mut result, run, true);
     if let Some(stats) = stats {
-        let _ = result.field("requestStats", FieldValue::Str(stats.text.clone()));
+        if let Some(text) = &stats.text {
+            let _ = result.field("requestStats", FieldValue::Str(text.clone()));
+        }
         put_fields(&mut result, &stats.scalars);
     }
     // The client's own fields are explicit, so they win over members of requestStats.
@@ -168,15 +170,22 @@ pub fn commit(run: &Run, record: &Record, stats: Option<&RequestStats>, now_ms: 
     }
 
     for row in stats.map(|s| s.rows.as_slice()).unwrap_or_default() {
+        // Every row is one point, so the answer's count of rows is what InfluxDB holds: its
+        // members go in first, and a client tag of the run named like one of them is left off
+        // this point (it is on the run's other points). The row's own name and method are its
+        // identity among the rows: a run tag of either name is never on a row.
         let mut p = Point::new(REQUEST_STATS, time);
-        with_run(&mut p, run, true);
+        put_fields(&mut p, &row.fields);
         for (k, v) in &row.tags {
             let _ = p.tag(k, v);
         }
-        // The gateway's identity wins over a row's tags too.
+        for (k, v) in &run.tags {
+            if k != "name" && k != "method" {
+                let _ = p.tag(k, v);
+            }
+        }
+        // The gateway's identity wins over everything (rows have no member of its names).
         with_run(&mut p, run, false);
-        put_fields(&mut p, &row.fields);
-        // Members named like the run's tags are left out; a row left with no field has no line.
         if p.field_count() > 0 {
             points.push(p);
         }
@@ -262,20 +271,43 @@ mod tests {
         }
     }
 
+    /// Every row is a point, so the count of rows in the answer is what InfluxDB holds: a
+    /// member named like a client tag of the run keeps its value, and that tag is left off
+    /// this row's point; a run tag named `name` or `method` never stands in for the row's own.
     #[test]
-    fn a_row_whose_only_member_is_a_run_tag_writes_no_line() {
+    fn a_row_member_named_like_a_run_tag_is_kept_and_the_tag_left_off_the_row() {
+        let mut tagged = run();
+        tagged.tags.push(("name".into(), "run-name".into()));
         let stats = RequestStats {
-            text: "{}".into(),
-            scalars: vec![],
-            rows: vec![StatsRow {
-                tags: vec![("name".into(), "/x".into())],
-                fields: vec![("mode".into(), FieldValue::Float(1.0))],
-            }],
-            rows_sent: 1,
+            text: Some("{}".into()),
+            rows: vec![
+                StatsRow {
+                    tags: vec![("name".into(), "/x".into())],
+                    fields: vec![("mode".into(), FieldValue::Float(1.0))],
+                },
+                StatsRow {
+                    tags: vec![],
+                    fields: vec![("n".into(), FieldValue::Float(2.0))],
+                },
+            ],
+            rows_sent: 2,
+            ..RequestStats::default()
         };
-        let points = commit(&run(), &Record::default(), Some(&stats), 2_000_000);
-        assert!(points.iter().all(|p| p.measurement() != REQUEST_STATS));
-        assert!(points.iter().all(|p| p.field_count() > 0));
+        let points = commit(&tagged, &Record::default(), Some(&stats), 2_000_000);
+        let text = encode_batch(&points);
+        let nil = Uuid::nil();
+        assert!(
+            text.contains(&format!(
+                "load_testing_request_stats,host=lg-1,name=/x,uuid={nil} mode=1 2000000"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "load_testing_request_stats,host=lg-1,mode=single,uuid={nil} n=2 2000000"
+            )),
+            "{text}"
+        );
     }
 
     #[test]
@@ -289,13 +321,14 @@ mod tests {
     #[test]
     fn commit_rows_keep_the_run_identity() {
         let stats = RequestStats {
-            text: "{}".into(),
+            text: Some("{}".into()),
             scalars: vec![("total_rps".into(), FieldValue::Float(3.0))],
             rows: vec![StatsRow {
                 tags: vec![("name".into(), "/x".into()), ("host".into(), "evil".into())],
                 fields: vec![("num_requests".into(), FieldValue::Float(4.0))],
             }],
             rows_sent: 1,
+            ..RequestStats::default()
         };
         let record = Record {
             fields: vec![("total_rps".into(), FieldValue::Float(5.0))],

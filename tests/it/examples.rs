@@ -16,13 +16,18 @@ const TOKEN: &str = "examples-token-0123456789abcdef";
 /// Runs `scripts/examples/<script> ARGS` with bash, pointed at `gateway`, with `token`
 /// (when given) in `METRICS_CONSUMER_TOKEN`.
 fn run(gateway: &Gateway, token: Option<&str>, script: &str, args: &[&str]) -> Output {
+    run_at(&format!("http://{}", gateway.addr), token, script, args)
+}
+
+/// `run` with `METRICS_CONSUMER_URL` set to `url`.
+fn run_at(url: &str, token: Option<&str>, script: &str, args: &[&str]) -> Output {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("scripts/examples")
         .join(script);
     let mut cmd = Command::new("bash");
     cmd.arg(&path)
         .args(args)
-        .env("METRICS_CONSUMER_URL", format!("http://{}", gateway.addr))
+        .env("METRICS_CONSUMER_URL", url)
         .env_remove("METRICS_CONSUMER_TOKEN")
         .stdin(Stdio::null());
     if let Some(token) = token {
@@ -165,4 +170,44 @@ fn the_curl_examples_record_a_run() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["name"], "/items");
     assert_eq!(rows[0]["num_requests"], 120.0);
+}
+
+/// A URL with trailing slashes works for every script, and commit.sh records the file that
+/// `locust --json-file` writes, passed as the README shows ("$(cat FILE)") or as @FILE.
+#[test]
+fn the_examples_take_a_trailing_slash_and_locust_json_files() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(&config(&influx.url, "runs", ""));
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/locust-2.47-stats.json");
+    let text = std::fs::read_to_string(&file).expect("the Locust file");
+    for (url, stats) in [
+        (format!("http://{}/", gw.addr), text.clone()),
+        (
+            format!("http://{}//", gw.addr),
+            format!("@{}", file.display()),
+        ),
+    ] {
+        let registered = answer(&run_at(&url, None, "register.sh", &[]));
+        let uuid = registered["uuid"].as_str().expect("a uuid").to_string();
+        answer(&run_at(&url, None, "progress.sh", &[&uuid]));
+        assert_eq!(
+            answer(&run_at(&url, None, "isrunning.sh", &[]))[&uuid],
+            true
+        );
+        answer(&run_at(&url, None, "states.sh", &[]));
+        let committed = answer(&run_at(&url, None, "commit.sh", &[&uuid, &stats]));
+        assert!(
+            committed["data"]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("(2 endpoint rows)")),
+            "{committed}"
+        );
+        let mut names: Vec<String> =
+            with_uuid(influx.series("runs", "load_testing_request_stats"), &uuid)
+                .iter()
+                .map(|r| r["name"].as_str().unwrap_or_default().to_string())
+                .collect();
+        names.sort();
+        assert_eq!(names, ["/items?x=1", "/orders"], "{url}");
+    }
 }

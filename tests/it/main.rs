@@ -8,6 +8,7 @@ mod support;
 mod auth;
 mod cli;
 mod coalesce;
+mod commits;
 mod delivery;
 mod durability;
 mod examples;

@@ -1,7 +1,8 @@
 //! Hostile input against the real binary over loopback, with a real throwaway `influxd` behind
 //! it, one module per kind: malformed and ambiguous framing (`framing`: Content-Length,
 //! Transfer-Encoding, smuggling), oversized and stalled heads and bodies (`heads_and_bodies`),
-//! protocol garbage and odd targets (`garbage`), pathological JSON (`json`), every rule for tag
+//! protocol garbage and odd targets (`garbage`), gzip bombs and other hostile compressed bodies
+//! (`encoding`), pathological JSON (`json`), every rule for tag
 //! and field names and values sent over HTTP (`names`), hostile commit data (`commit_data`),
 //! slowloris from a second address (`slowloris`), and the framing tables again without a token
 //! (`no_token`). Each test sends its inputs, checks the exact answer (or that the connection
@@ -16,6 +17,7 @@
 //! table of cases and checking each answer, and the checks after each batch.
 
 mod commit_data;
+mod encoding;
 mod framing;
 mod garbage;
 mod heads_and_bodies;
