@@ -42,6 +42,8 @@ pub struct Server {
     pub header_timeout: Dur,
     pub idle_timeout: Dur,
     pub max_body_bytes: u64,
+    /// Largest body once its `Content-Encoding` (gzip, deflate) is undone.
+    pub max_inflated_bytes: u64,
     pub tls_cert: String,
     pub tls_key: String,
 }
@@ -56,6 +58,7 @@ impl Default for Server {
             header_timeout: Dur::secs(10),
             idle_timeout: Dur::secs(5),
             max_body_bytes: 1024 * 1024,
+            max_inflated_bytes: 16 * 1024 * 1024,
             tls_cert: String::new(),
             tls_key: String::new(),
         }
@@ -535,6 +538,12 @@ fn validate(c: &Config) -> Result<(SocketAddr, log::LevelFilter), String> {
     if s.max_body_bytes == 0 || s.max_body_bytes > 64 * 1024 * 1024 {
         return Err("server.max_body_bytes: must be between 1 and 67108864 (64 MiB)".into());
     }
+    if s.max_inflated_bytes < s.max_body_bytes || s.max_inflated_bytes > 256 * 1024 * 1024 {
+        return Err(format!(
+            "server.max_inflated_bytes: must be between server.max_body_bytes ({}) and 268435456 (256 MiB)",
+            s.max_body_bytes
+        ));
+    }
     if s.tls_cert.is_empty() != s.tls_key.is_empty() {
         return Err(
             "server.tls_cert, server.tls_key: set both (PEM files) for HTTPS, or neither".into(),
@@ -684,6 +693,10 @@ mod tests {
             "influxdb.password_file: cannot read",
         );
         check_err("[auth]\ntokens = [\"short\"]\n", "token #1 is not usable");
+        check_err(
+            "[server]\nmax_body_bytes = 2000000\nmax_inflated_bytes = 1000000\n",
+            "server.max_inflated_bytes: must be between server.max_body_bytes (2000000)",
+        );
     }
 
     #[test]

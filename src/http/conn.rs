@@ -182,7 +182,7 @@ fn serve_one<S: Transport>(
     let decoded = encoding::decode(
         &mut headers,
         body,
-        encoding::inflated_limit(limits.max_body_bytes),
+        usize::try_from(limits.max_inflated_bytes).unwrap_or(usize::MAX),
     );
     let (body, refused) = match decoded {
         Ok(body) => (body, None),

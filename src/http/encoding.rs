@@ -6,7 +6,8 @@
 //! (the zlib format of RFC 1950, as RFC 9110 §8.4.1.2 defines it, and the raw deflate data of
 //! RFC 1951 that some clients send under that name) and `identity`; anything else is refused
 //! with 415 and `Accept-Encoding` naming what is read (RFC 9110 §15.5.16). A compressed body
-//! may inflate to [`MAX_INFLATED_BYTES`] (or `server.max_body_bytes`, when that is larger):
+//! may inflate to `server.max_inflated_bytes` (16 MiB unless configured; never less than
+//! `server.max_body_bytes`):
 //! the inflated bytes are read in chunks into a buffer that grows only as they arrive, and the
 //! request is refused with 413 as soon as one byte more would be needed, so a small "bomb"
 //! costs at most that bound, never what it would inflate to.
@@ -26,7 +27,7 @@ use crate::code::Code;
 /// that large, so inflating to it costs nothing more. 16 MiB holds the commit of a Locust run
 /// with about 20 000 endpoints (some 800 bytes of JSON per row), which gzip sends in well under
 /// the default 1 MiB body limit; and it is the most memory one connection can make the gateway
-/// hold for a body. A constant until the configuration has a key for it.
+/// hold for a body. The default of `server.max_inflated_bytes`.
 pub const MAX_INFLATED_BYTES: usize = 16 * 1024 * 1024;
 
 /// Content codings applied on top of each other at most (`gzip, gzip` is legal, but each layer
@@ -38,13 +39,6 @@ const CHUNK: usize = 16 * 1024;
 
 /// What `Accept-Encoding` says on a 415: the codings this module reads.
 pub const ACCEPTED: &str = "gzip, deflate";
-
-/// The bound on the inflated body for a server whose body limit is `max_body_bytes`.
-pub fn inflated_limit(max_body_bytes: u64) -> usize {
-    usize::try_from(max_body_bytes)
-        .unwrap_or(usize::MAX)
-        .max(MAX_INFLATED_BYTES)
-}
 
 /// One content coding this module can undo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -372,11 +366,5 @@ mod tests {
             read_bounded(MultiGzDecoder::new(&gzip(&zeros)[..]), Coding::Gzip, limit).unwrap();
         assert_eq!(fits.len(), limit);
         assert!(fits.capacity() <= limit, "{}", fits.capacity());
-    }
-
-    #[test]
-    fn the_limit_is_never_below_the_body_limit() {
-        assert_eq!(inflated_limit(1 << 20), MAX_INFLATED_BYTES);
-        assert_eq!(inflated_limit(64 << 20), 64 << 20);
     }
 }

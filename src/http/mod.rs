@@ -63,6 +63,9 @@ pub struct Limits {
     /// Largest request body accepted; larger declared bodies are refused with 413
     /// before any body byte is read.
     pub max_body_bytes: u64,
+    /// Largest body once its `Content-Encoding` is undone; a body that would inflate past it is
+    /// refused with 413 without the memory being taken.
+    pub max_inflated_bytes: u64,
     /// Connection threads kept alive while idle. The pool starts threads as
     /// connections arrive (none before the first), and of those it keeps this many
     /// waiting for the next connection; the others exit after 30 s without one.
@@ -79,6 +82,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(15),
             max_body_bytes: 1024 * 1024,
+            max_inflated_bytes: encoding::MAX_INFLATED_BYTES as u64,
             workers: 16,
             max_connections: 256,
             max_connections_per_ip: 64,

@@ -22,6 +22,7 @@ fn limits() -> Limits {
         header_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(2),
         max_body_bytes: 1024 * 1024,
+        max_inflated_bytes: 16 << 20,
         workers: 2,
         max_connections: 64,
         max_connections_per_ip: 64,
