@@ -139,10 +139,15 @@ impl Default for Delivery {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum Api {
+    /// InfluxDB 1.x: `/write?db=&rp=`.
     #[serde(rename = "v1")]
     V1,
+    /// InfluxDB 2.x (and 3.x's compatibility endpoint): `/api/v2/write?org=&bucket=`.
     #[serde(rename = "v2")]
     V2,
+    /// InfluxDB 3.x's own endpoint: `/api/v3/write_lp?db=`.
+    #[serde(rename = "v3")]
+    V3,
 }
 
 impl fmt::Display for Api {
@@ -150,6 +155,7 @@ impl fmt::Display for Api {
         f.write_str(match self {
             Api::V1 => "v1",
             Api::V2 => "v2",
+            Api::V3 => "v3",
         })
     }
 }
@@ -573,8 +579,11 @@ fn validate(c: &Config) -> Result<(SocketAddr, log::LevelFilter), String> {
         return Err(format!("influxdb.url: {:?} has no host", i.url));
     }
     match i.api {
-        Api::V1 if i.database.is_empty() => {
-            return Err("influxdb.database: must be set for api = \"v1\"".into());
+        Api::V1 | Api::V3 if i.database.is_empty() => {
+            return Err(format!(
+                "influxdb.database: must be set for api = \"{}\"",
+                i.api
+            ));
         }
         Api::V2 if i.org.is_empty() || i.bucket.is_empty() => {
             return Err("influxdb.org, influxdb.bucket: both must be set for api = \"v2\"".into());
@@ -670,7 +679,11 @@ mod tests {
             "invalid duration \"10\"",
         );
         check_err("[server]\nbogus = 1\n", "unknown field `bogus`");
-        check_err("[influxdb]\napi = \"v3\"\n", "unknown variant `v3`");
+        check_err("[influxdb]\napi = \"v4\"\n", "unknown variant `v4`");
+        check_err(
+            "[influxdb]\napi = \"v3\"\ndatabase = \"\"\n",
+            "influxdb.database: must be set for api = \"v3\"",
+        );
         check_err(
             "[influxdb]\nurl = \"http://u:p@h:8086\"\n",
             "influxdb.url: must not contain credentials",

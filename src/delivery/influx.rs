@@ -1,7 +1,8 @@
 //! The InfluxDB sink: the only module that talks to InfluxDB.
 //!
-//! It sends line protocol with millisecond precision to the v1 `/write` or the v2
-//! `/api/v2/write` endpoint, creates the v1 database when asked to, reads InfluxDB's answers
+//! It sends line protocol with millisecond precision to the v1 `/write`, the v2 `/api/v2/write`
+//! or the v3 `/api/v3/write_lp` endpoint (with `precision=millisecond` always: InfluxDB 3 would
+//! guess the precision from the numbers' size), creates the v1 database when asked to, reads InfluxDB's answers
 //! within bounds, and sorts a failure into a [`SinkError`] (whose disposition says: try again
 //! later, or never, for bad data).
 //!
@@ -107,7 +108,18 @@ impl Influx {
                     encode(&c.org),
                     encode(&c.bucket)
                 );
+                // InfluxDB 2 OSS documents `Authorization: Token`.
                 let auth = (!c.token.is_empty()).then(|| format!("Token {}", c.token));
+                (url, auth)
+            }
+            Api::V3 => {
+                // InfluxDB 3's native endpoint; `accept_partial` stays at its default (true), so a
+                // refused line names itself and the others are stored.
+                let url = format!(
+                    "{base}/api/v3/write_lp?db={}&precision=millisecond",
+                    encode(&c.database)
+                );
+                let auth = (!c.token.is_empty()).then(|| format!("Bearer {}", c.token));
                 (url, auth)
             }
         };
@@ -177,7 +189,11 @@ impl Influx {
             return Ok(());
         }
         let message = error_message(&text).unwrap_or_else(|| cut(text.trim()));
-        Err(SinkError::from_status(status, message))
+        let mut error = SinkError::from_status(status, message);
+        if let SinkError::Refused { lines, .. } = &mut error {
+            *lines = refused_lines(&text);
+        }
+        Err(error)
     }
 }
 
@@ -202,16 +218,16 @@ impl Sink for Influx {
         result
     }
 
-    /// InfluxDB 1.x, 2.x and 3.x answer `GET /ping` with 204.
+    /// InfluxDB 1.x, 2.x and 3.x answer `GET /ping` with 204 (3.x may ask for the token).
     fn ping(&self) -> Result<(), SinkError> {
-        let response = self
-            .agent
-            .get(format!("{}/ping", self.base_url))
-            .call()
-            .map_err(|e| match e {
-                ureq::Error::Timeout(_) => SinkError::TimedOut(e.to_string()),
-                _ => SinkError::Unreachable(e.to_string()),
-            })?;
+        let mut request = self.agent.get(format!("{}/ping", self.base_url));
+        if let Some(auth) = &self.authorization {
+            request = request.header("Authorization", auth);
+        }
+        let response = request.call().map_err(|e| match e {
+            ureq::Error::Timeout(_) => SinkError::TimedOut(e.to_string()),
+            _ => SinkError::Unreachable(e.to_string()),
+        })?;
         let status = response.status().as_u16();
         if !response.status().is_success() {
             return Err(SinkError::from_status(
@@ -231,14 +247,41 @@ impl Sink for Influx {
 }
 
 /// InfluxDB's own message: v1 `{"error": ...}`, v1 query `{"results":[{"error": ...}]}`,
-/// v2 `{"code": ..., "message": ...}`.
+/// v2 `{"code": ..., "message": ...}`, v3 `{"error": ..., "data": [{"line_number": N,
+/// "error_message": ...}, ...]}` (a partial write: the first refused line is named).
 fn error_message(text: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(text).ok()?;
     let found = v
         .get("error")
         .or_else(|| v.get("message"))
         .or_else(|| v.get("results")?.get(0)?.get("error"))?;
-    Some(cut(found.as_str()?))
+    let mut message = found.as_str()?.to_string();
+    let first = v.get("data").and_then(|d| match d {
+        serde_json::Value::Array(items) => items.first(),
+        item => Some(item),
+    });
+    if let Some(item) = first
+        && let Some(why) = item.get("error_message").and_then(|m| m.as_str())
+    {
+        match item.get("line_number").and_then(|n| n.as_u64()) {
+            Some(n) => message.push_str(&format!(": line {n}: {why}")),
+            None => message.push_str(&format!(": {why}")),
+        }
+    }
+    Some(cut(&message))
+}
+
+/// The lines (0-based) an InfluxDB 3 partial write names as refused, or `None` when the answer
+/// does not say (InfluxDB 1.x and 2.x do not).
+fn refused_lines(text: &str) -> Option<Vec<usize>> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let data = v.get("data")?.as_array()?;
+    let lines: Vec<usize> = data
+        .iter()
+        .filter_map(|item| item.get("line_number")?.as_u64())
+        .filter_map(|n| usize::try_from(n).ok()?.checked_sub(1))
+        .collect();
+    (!lines.is_empty() && lines.len() == data.len()).then_some(lines)
 }
 
 fn cut(text: &str) -> String {
@@ -291,6 +334,19 @@ mod tests {
             Some("nope")
         );
         assert_eq!(error_message(r#"{"results":[{"statement_id":0}]}"#), None);
+        // InfluxDB 3's partial write, as its documentation shows it.
+        let v3 = r#"{"error":"partial write of line protocol occurred","data":[{"original_line":"home,room=Sunroom temp=hi 1735549200","line_number":2,"error_message":"invalid column type for column 'temp', expected iox::column_type::field::float, got iox::column_type::field::string"}]}"#;
+        assert_eq!(
+            error_message(v3).as_deref(),
+            Some(
+                "partial write of line protocol occurred: line 2: invalid column type for column 'temp', expected iox::column_type::field::float, got iox::column_type::field::string"
+            )
+        );
+        assert_eq!(refused_lines(v3), Some(vec![1]));
+        assert_eq!(
+            refused_lines(r#"{"error":"partial write: x dropped=1"}"#),
+            None
+        );
         assert_eq!(cut("a\nb"), "a b");
     }
 }

@@ -497,6 +497,31 @@ impl Delivery {
                 Stats::add(&stats.points_written, points);
                 Ok(())
             }
+            Err(SinkError::Refused {
+                status,
+                message,
+                lines: Some(refused),
+            }) if pieces.len() > 1 => {
+                // InfluxDB 3 names the refused lines and stored the others (a partial write):
+                // the pieces holding a refused line are dead-lettered, the rest are written.
+                let e = SinkError::Refused {
+                    status,
+                    message,
+                    lines: None,
+                };
+                let mut first_line = 0;
+                for piece in pieces {
+                    let count = piece.lines.lines().count();
+                    let range = first_line..first_line + count;
+                    first_line += count;
+                    if refused.iter().any(|line| range.contains(line)) {
+                        self.refused(piece, &e, stats, dead);
+                    } else {
+                        Stats::add(&stats.points_written, piece.points as usize);
+                    }
+                }
+                Ok(())
+            }
             Err(e) if e.disposition() == Disposition::Reject => {
                 if let [piece] = pieces {
                     self.refused(piece, &e, stats, dead);
@@ -1125,5 +1150,38 @@ mod tests {
         assert_eq!(Stats::get(&r.stats.points_dropped), 2);
         let usage = r.delivery.dead_letters().usage();
         assert_eq!((usage.records, usage.dropped_points), (1, 2));
+    }
+
+    #[test]
+    fn refused_lines_named_by_influxdb_3_are_dead_lettered_without_a_second_write() {
+        // Three requests in one write; InfluxDB 3 refuses line 4 (the second line of the
+        // second request) and stores the rest.
+        let mut r = setup("delivery-v3-lines", Acknowledge::Influxdb, LIMITS, 1 << 20);
+        r.sink.answer([Answer::Fail(SinkError::Refused {
+            status: 400,
+            message: "partial write of line protocol occurred: line 4: invalid column type".into(),
+            lines: Some(vec![3]),
+        })]);
+        r.append("m,r=a v=1 1\nm,r=a v=2 2\n");
+        r.append("m,r=b v=1 1\nm,r=b v=2 2\n");
+        let last = r.append("m,r=c v=1 1\n");
+        r.delivery.log.wait(last).unwrap();
+        r.start();
+        r.delivered_all();
+        assert_eq!(
+            r.sink.bodies().len(),
+            1,
+            "no second write: {:?}",
+            r.sink.bodies()
+        );
+        let letters = dead_letters::list(&r.dir.0).unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(
+            dead_letters::read(&letters[0].0).unwrap(),
+            "m,r=b v=1 1\nm,r=b v=2 2\n"
+        );
+        assert_eq!(Stats::get(&r.stats.points_written), 3);
+        assert!(matches!(r.delivery.outcome(2), Outcome::DeadLettered(_)));
+        assert_eq!(r.delivery.outcome(3), Outcome::Delivered);
     }
 }

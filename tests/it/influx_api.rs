@@ -21,6 +21,11 @@ struct Seen {
 /// A loopback listener that answers every request with `status` and reports what it got,
 /// but for the probes (`GET /ping`).
 fn stub(status: u16) -> (SocketAddr, mpsc::Receiver<Seen>) {
+    stub_with(status, "")
+}
+
+/// Like `stub`, with `body` (JSON) in every answer but the probes'.
+fn stub_with(status: u16, answer_body: &'static str) -> (SocketAddr, mpsc::Receiver<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -53,13 +58,22 @@ fn stub(status: u16) -> (SocketAddr, mpsc::Receiver<Seen>) {
                         .map_or(0, |(_, v)| v.parse().unwrap());
                     let mut body = vec![0; len];
                     reader.read_exact(&mut body).unwrap();
-                    let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
-                    conn.write_all(answer.as_bytes()).unwrap();
                     // The deliverer probes with GET /ping at start and while InfluxDB fails;
                     // the tests look at the writes.
                     if request_line.starts_with("GET /ping ") {
+                        let _ = tx.send(Seen {
+                            request_line: request_line.trim_end().to_string(),
+                            headers,
+                            body: String::new(),
+                        });
+                        conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
                         continue;
                     }
+                    let answer = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer_body}",
+                        answer_body.len()
+                    );
+                    conn.write_all(answer.as_bytes()).unwrap();
                     let _ = tx.send(Seen {
                         request_line: request_line.trim_end().to_string(),
                         headers,
@@ -70,6 +84,18 @@ fn stub(status: u16) -> (SocketAddr, mpsc::Receiver<Seen>) {
         }
     });
     (addr, rx)
+}
+
+/// The next request the stub saw that is not a probe (`GET /ping`).
+fn next_write(seen: &mpsc::Receiver<Seen>) -> Seen {
+    loop {
+        let request = seen
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a write reached the stub");
+        if !request.request_line.starts_with("GET /ping ") {
+            return request;
+        }
+    }
 }
 
 fn header<'a>(seen: &'a Seen, name: &str) -> Option<&'a str> {
@@ -91,9 +117,7 @@ fn v2_writes_to_the_bucket_with_a_token() {
     ));
     let answer = post_json(gw.addr, "/apiv0.1/events/register", &json!({"host": "lg"}));
     assert_eq!(answer.status, 200, "{}", answer.body);
-    let write = seen
-        .recv_timeout(Duration::from_secs(5))
-        .expect("a write reached the stub");
+    let write = next_write(&seen);
     assert_eq!(
         write.request_line,
         "POST /api/v2/write?org=my%20org&bucket=load%26tests&precision=ms HTTP/1.1"
@@ -126,7 +150,7 @@ fn v1_sends_basic_credentials_and_the_retention_policy() {
         post_json(gw.addr, "/apiv0.1/events/register", &json!({})).status,
         200
     );
-    let write = seen.recv_timeout(Duration::from_secs(5)).unwrap();
+    let write = next_write(&seen);
     assert_eq!(
         write.request_line,
         "POST /write?db=runs&precision=ms&rp=week HTTP/1.1"
@@ -143,7 +167,7 @@ fn v1_sends_basic_credentials_and_the_retention_policy() {
 fn v1_creates_the_database_first() {
     let (addr, seen) = stub(200);
     let gw = Gateway::start(&config_with(&format!("http://{addr}"), "my db", "", "", ""));
-    let create = seen.recv_timeout(Duration::from_secs(5)).unwrap();
+    let create = next_write(&seen);
     assert_eq!(create.request_line, "POST /query HTTP/1.1");
     assert_eq!(create.body, "q=CREATE%20DATABASE%20%22my%20db%22");
     drop(gw);
@@ -194,5 +218,100 @@ fn influxdb_failures_go_to_the_spool_and_refused_data_to_the_dead_letters() {
             "influx {status}: {states}"
         );
         assert_eq!(states["jobs"]["running"], 1, "the run goes on");
+    }
+}
+
+#[test]
+fn v3_writes_to_the_database_with_a_bearer_token_and_millisecond_precision() {
+    let (addr, seen) = stub(204);
+    let gw = Gateway::start(&config_with(
+        &format!("http://{addr}"),
+        "load tests",
+        "",
+        "api = \"v3\"\ntoken = \"apiv3_secret-token\"\n",
+        "",
+    ));
+    let answer = post_json(gw.addr, "/apiv0.1/events/register", &json!({"host": "lg"}));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let ping = seen.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(ping.request_line, "GET /ping HTTP/1.1");
+    assert_eq!(
+        header(&ping, "authorization"),
+        Some("Bearer apiv3_secret-token"),
+        "InfluxDB 3 may ask for the token on /ping too"
+    );
+    let write = next_write(&seen);
+    // An explicit precision: InfluxDB 3 guesses it from the numbers' size otherwise.
+    assert_eq!(
+        write.request_line,
+        "POST /api/v3/write_lp?db=load%20tests&precision=millisecond HTTP/1.1"
+    );
+    assert_eq!(
+        header(&write, "authorization"),
+        Some("Bearer apiv3_secret-token")
+    );
+    assert_eq!(write.body.lines().count(), 2, "{}", write.body);
+    assert!(
+        !gw.log().contains("apiv3_secret-token"),
+        "the token is never logged"
+    );
+}
+
+/// InfluxDB 3's answers as its documentation gives them: a partial write (400 naming the refused
+/// line), 413 and 422 are refusals; 401 is a configuration to fix.
+#[test]
+fn influxdb_3_answers_are_read_as_documented() {
+    const PARTIAL: &str = r#"{"error":"partial write of line protocol occurred","data":[{"original_line":"load_testing,host=lg x=1","line_number":2,"error_message":"invalid column type for column 'clients', expected iox::column_type::field::float, got iox::column_type::field::string"}]}"#;
+    for (status, body, expect) in [
+        (
+            400,
+            PARTIAL,
+            Some("line 2: invalid column type for column 'clients'"),
+        ),
+        (
+            413,
+            r#"{"error":"Request body too large"}"#,
+            Some("influxdb answered 413"),
+        ),
+        (
+            422,
+            r#"{"error":"write rejected"}"#,
+            Some("influxdb answered 422"),
+        ),
+        (401, r#"{"error":"unauthorized access"}"#, None),
+    ] {
+        let (addr, _seen) = stub_with(status, body);
+        let gw = Gateway::start(&config_with(
+            &format!("http://{addr}"),
+            "runs",
+            "",
+            "api = \"v3\"\ntoken = \"apiv3_secret-token\"\n",
+            "",
+        ));
+        let answer = post_json(gw.addr, "/apiv0.1/events/register", &json!({"host": "lg"}));
+        assert_eq!(answer.status, 200, "{status}: {}", answer.body);
+        match expect {
+            Some(words) => {
+                let why = answer.json()["dead_letter"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                assert!(why.contains(words), "{status}: {why}");
+            }
+            None => {
+                assert_eq!(
+                    answer.json()["delivered"],
+                    false,
+                    "{status}: {}",
+                    answer.body
+                );
+                assert!(answer.json().get("dead_letter").is_none(), "{status}");
+                assert!(
+                    gw.log().contains("credentials, database or bucket"),
+                    "{status}: {}",
+                    gw.log()
+                );
+            }
+        }
     }
 }
