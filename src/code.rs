@@ -76,7 +76,7 @@ codes! {
     BodyTooLarge = (413, "body_too_large", None, "send a smaller body, or raise server.max_body_bytes"),
     /// A compressed body inflates past its bound (`http::encoding::MAX_INFLATED_BYTES`, or
     /// `server.max_body_bytes` when larger).
-    InflatedTooLarge = (413, "inflated_too_large", None, "send less per request: a compressed body may inflate to 16 MiB, or server.max_body_bytes when larger"),
+    InflatedTooLarge = (413, "inflated_too_large", None, "send less per request, or raise server.max_inflated_bytes"),
     /// A `Content-Encoding` other than gzip, x-gzip, deflate or identity (RFC 9110 §15.5.16).
     UnsupportedContentEncoding = (415, "unsupported_content_encoding", None, "send the body plain, or with Content-Encoding gzip or deflate (named in Accept-Encoding)"),
     /// The body is not valid data of the coding its `Content-Encoding` names.
@@ -128,6 +128,10 @@ codes! {
     StringTooLong = (400, "string_too_long", None, "send a shorter string, or raise limits.max_string_bytes"),
     /// `startedAt` is not a time.
     InvalidTime = (400, "invalid_time", None, "send Unix seconds, RFC 3339 or an HTTP-date"),
+    /// A field has another type than earlier runs wrote to the measurement.
+    FieldTypeConflict = (400, "field_type_conflict", None, "send the field with the type earlier runs used, or give it another name"),
+    /// A name is a tag here and a field in the measurement, or the other way.
+    TagFieldConflict = (400, "tag_field_conflict", None, "give the tag or the field another name"),
     /// `requestStats` is neither an object nor a string holding one.
     InvalidStats = (400, "invalid_stats", None, "send requestStats as an object or a string holding JSON"),
 

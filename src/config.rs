@@ -96,6 +96,10 @@ pub struct Influxdb {
     pub max_write_bytes: usize,
     /// Points in one write at most.
     pub max_write_lines: usize,
+    /// Refuse at the request a field type or tag InfluxDB would refuse.
+    pub check_schema: bool,
+    /// How often InfluxDB's schema is read again (v1): the types the gateway holds requests to.
+    pub schema_refresh: Dur,
 }
 
 impl Default for Influxdb {
@@ -118,6 +122,8 @@ impl Default for Influxdb {
             // of about 5 000 lines a write.
             max_write_bytes: 4 << 20,
             max_write_lines: 5000,
+            check_schema: true,
+            schema_refresh: Dur::secs(60),
         }
     }
 }
@@ -594,6 +600,9 @@ fn validate(c: &Config) -> Result<(SocketAddr, log::LevelFilter), String> {
         return Err(
             "influxdb.max_write_bytes: must be between 1024 and 67108864 (64 MiB); InfluxDB 1.x takes 25 MB at most, 3.x 10 MiB".into(),
         );
+    }
+    if i.schema_refresh.0 < Duration::from_secs(1) {
+        return Err("influxdb.schema_refresh: must be at least \"1s\"".into());
     }
     if i.max_write_lines == 0 {
         return Err("influxdb.max_write_lines: must be at least 1".into());

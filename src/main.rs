@@ -38,8 +38,9 @@ use crate::api::App;
 use crate::config::{ConfigError, Overrides};
 use crate::delivery::sink::Sink;
 use crate::delivery::{Delivery, WriteLimits};
-use crate::service::{Rules, Service};
+use crate::service::{Rules, SchemaRefresh, Service};
 use crate::state::journal::{JournalError, Snapshots};
+use crate::state::schema::Schema;
 use crate::storage::dead_letters::{self, DeadLetters};
 use crate::storage::log::{Log, LogError, OpenError};
 use crate::storage::{DirLock, StorageError};
@@ -351,6 +352,9 @@ fn run() -> Result<(), StartError> {
             heartbeat_interval: c.jobs.heartbeat_interval.0,
         },
         write_limits,
+        schema: Schema::new(loaded.restored.schema),
+        schema_stale: SchemaRefresh::default(),
+        check_schema: c.influxdb.check_schema,
     });
     // A fresh snapshot holds everything read back: the log can let go of what is delivered.
     match service.try_save_snapshot() {
@@ -373,6 +377,7 @@ fn run() -> Result<(), StartError> {
         dead_usage.records
     );
     log::info!("listening on {scheme}://{}", server.local_addr());
+    let schema_every = c.influxdb.schema_refresh.0;
     let app = Arc::new(App {
         tokens: auth::Tokens::new(&settings.tokens),
         service: Arc::clone(&service),
@@ -389,6 +394,8 @@ fn run() -> Result<(), StartError> {
     })?;
     let ticker = Arc::clone(&service);
     spawn("heartbeat", move || ticker.heartbeat_loop())?;
+    let reader = Arc::clone(&service);
+    spawn("schema", move || reader.schema_loop(schema_every))?;
     watch_signals(server.handle())?;
     // Only now, with every thread running and SIGTERM handled, may systemd count the
     // service as started; connections that arrived since the bind wait in the backlog.

@@ -20,6 +20,7 @@ use crate::ingest::payload::{self, Commit, Record};
 use crate::ingest::points::{self, Run};
 use crate::state::jobs::{Change, Job, Jobs, Refusal, Tick};
 use crate::state::journal::{JournalError, Snapshots};
+use crate::state::schema::{Conflict, Schema};
 use crate::stats::Stats;
 use crate::storage::record::{Kind, Unit};
 
@@ -46,6 +47,39 @@ pub struct Service {
     pub rules: Rules,
     /// How a tick's heartbeats are cut into records: as the deliverer's writes.
     pub write_limits: WriteLimits,
+    /// What the gateway knows of InfluxDB's schema, to refuse at the request what InfluxDB
+    /// would refuse.
+    pub schema: Schema,
+    /// Set when a request was refused for a schema conflict: the schema is read again soon.
+    pub schema_stale: SchemaRefresh,
+    /// `influxdb.check_schema`: refuse at the request what InfluxDB would refuse for a schema
+    /// conflict.
+    pub check_schema: bool,
+}
+
+/// Wakes the thread that reads InfluxDB's schema again.
+#[derive(Debug, Default)]
+pub struct SchemaRefresh {
+    wanted: std::sync::Mutex<bool>,
+    woken: std::sync::Condvar,
+}
+
+impl SchemaRefresh {
+    /// Asks for a reading soon.
+    pub fn want(&self) {
+        *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.woken.notify_one();
+    }
+
+    /// Waits until a reading is asked for or `timeout` passes; true when it was asked for.
+    fn wait(&self, timeout: Duration) -> bool {
+        let wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut wanted, _) = self
+            .woken
+            .wait_timeout_while(wanted, timeout, |w| !*w)
+            .unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *wanted)
+    }
 }
 
 /// A run that has started.
@@ -87,6 +121,8 @@ pub enum Refused {
     FieldIsTag,
     /// The log could not record the request: full, or the disk failed.
     NotRecorded(Failure),
+    /// InfluxDB would refuse the request's points: `key` is where the name is in the request.
+    SchemaConflict { key: String, conflict: Conflict },
 }
 
 impl fmt::Display for Refused {
@@ -117,6 +153,7 @@ impl fmt::Display for Refused {
                 "measurement.fields: a field is named like one of the run's tags; a name can be a tag or a field, not both",
             ),
             Refused::NotRecorded(why) => write!(f, "nothing was recorded: {why}"),
+            Refused::SchemaConflict { key, conflict } => write!(f, "{key}: {conflict}"),
         }
     }
 }
@@ -210,6 +247,9 @@ impl Service {
             tags: record.tags.clone(),
             started_ms: record.started_at_ms.unwrap_or(now_ms),
         };
+        let tags = record.tags.iter().map(|(k, _)| k.as_str());
+        self.check_schema(points::HEARTBEAT, &record.fields, tags.clone())?;
+        self.check_tags(&[points::EVENTS], tags)?;
         let points = points::register(&run, &record, now_ms);
         let lines = encode_batch(&points);
         let uuid = run.uuid;
@@ -225,6 +265,7 @@ impl Service {
             )
             .map_err(Refused::NotRecorded)?;
         slot.fill(job);
+        self.schema.learn(&points);
         log::info!("run {uuid} registered");
         Ok(Registered {
             uuid,
@@ -236,6 +277,16 @@ impl Service {
     /// The change is made at once, and recorded; when the log cannot record it, the answer is
     /// an error (the new values stay in memory until the next progress).
     pub fn progress(&self, uuid: Uuid, record: Record, now_ms: i64) -> Result<(), Refused> {
+        match self.check_schema(points::HEARTBEAT, &record.fields, std::iter::empty()) {
+            // A field named like one of the run's own tags is the run's refusal, as without a
+            // schema.
+            Err(Refused::SchemaConflict {
+                conflict: Conflict::TagAndField { name, .. },
+                ..
+            }) if self.jobs.has_tag(&uuid, &name) => return Err(Refused::FieldIsTag),
+            other => other?,
+        }
+        let fields = record.fields.clone();
         let change = self
             .jobs
             .progress(&uuid, record.fields, now_ms, payload::MAX_FIELDS)
@@ -243,6 +294,7 @@ impl Service {
         self.delivery
             .record(Kind::Request, &change, &[], &self.stats)
             .map_err(Refused::NotRecorded)?;
+        self.schema.learn_fields(points::HEARTBEAT, &fields);
         Ok(())
     }
 
@@ -268,6 +320,9 @@ impl Service {
                 None => run.tags.push((k.clone(), v.clone())),
             }
         }
+        let tags = run.tags.iter().map(|(k, _)| k.as_str());
+        self.check_schema(points::RESULT, &commit.record.fields, tags.clone())?;
+        self.check_tags(&[points::REQUEST_STATS, points::EVENTS], tags)?;
         let points = points::commit(&run, &commit.record, commit.stats.as_ref(), now_ms);
         let lines = encode_batch(&points);
         let change = self
@@ -285,6 +340,7 @@ impl Service {
             )
             .map_err(Refused::NotRecorded)?;
         guard.finish(now_ms);
+        self.schema.learn(&points);
         log::info!("run {uuid} committed");
         let (rows, rows_sent) = commit
             .stats
@@ -380,9 +436,84 @@ impl Service {
         }
     }
 
+    /// Refuses a request whose client fields (`fields`) or tags InfluxDB would refuse in
+    /// `measurement` for a schema conflict, as far as the gateway knows; asks for InfluxDB's
+    /// schema to be read again soon, so that a change under the gateway is noticed.
+    fn check_schema<'a>(
+        &self,
+        measurement: &str,
+        fields: &'a [(String, crate::ingest::line_protocol::FieldValue)],
+        tags: impl Iterator<Item = &'a str>,
+    ) -> Result<(), Refused> {
+        if !self.check_schema {
+            return Ok(());
+        }
+        let fields = fields.iter().map(|(k, v)| (k.as_str(), v));
+        self.schema
+            .check(measurement, fields, tags)
+            .map_err(|conflict| self.schema_refused(conflict))
+    }
+
+    /// [`Service::check_schema`] of tags alone, in each of `measurements`.
+    fn check_tags<'a>(
+        &self,
+        measurements: &[&str],
+        tags: impl Iterator<Item = &'a str> + Clone,
+    ) -> Result<(), Refused> {
+        if !self.check_schema {
+            return Ok(());
+        }
+        for m in measurements {
+            self.schema
+                .check(m, std::iter::empty(), tags.clone())
+                .map_err(|conflict| self.schema_refused(conflict))?;
+        }
+        Ok(())
+    }
+
+    fn schema_refused(&self, conflict: Conflict) -> Refused {
+        self.schema_stale.want();
+        let key = match &conflict {
+            Conflict::TagAndField {
+                is_tag_now: true, ..
+            } => format!("tags.{}", conflict.name()),
+            _ => format!("measurement.fields.{}", conflict.name()),
+        };
+        Refused::SchemaConflict { key, conflict }
+    }
+
+    /// Reads InfluxDB's schema at once, then every `every`, and soon after a request was
+    /// refused for a conflict (at most once a second), until the process ends.
+    pub fn schema_loop(self: Arc<Self>, every: Duration) {
+        self.refresh_schema();
+        let mut last = Some(Instant::now());
+        loop {
+            let asked = self.schema_stale.wait(every);
+            if asked
+                && let Some(at) = last
+                && at.elapsed() < Duration::from_secs(1)
+            {
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(at.elapsed()));
+            }
+            last = Some(Instant::now());
+            self.refresh_schema();
+        }
+    }
+
+    /// Reads InfluxDB's schema once, where its API allows; while nothing waits to be delivered
+    /// it replaces what the gateway knew.
+    pub fn refresh_schema(&self) {
+        let caught_up = self.delivery.log().undelivered().0 == 0;
+        match self.delivery.read_schema() {
+            Ok(Some(seen)) => self.schema.update_from_influxdb(seen, caught_up),
+            Ok(None) => {}
+            Err(e) => log::debug!("cannot read InfluxDB's schema: {e}"),
+        }
+    }
+
     /// Writes a snapshot of the job table, so the log can let go of delivered segments.
     pub fn save_snapshot(&self) {
-        match self.snapshots.write(&self.jobs) {
+        match self.snapshots.write(&self.jobs, &self.schema.known()) {
             Ok((covers, bytes)) => self.delivery.log().snapshot_written(covers, bytes),
             Err(e) => log::error!("{e}"),
         }
@@ -390,7 +521,7 @@ impl Service {
 
     /// Writes a snapshot; an error says why it could not be written.
     pub fn try_save_snapshot(&self) -> Result<(), JournalError> {
-        let (covers, bytes) = self.snapshots.write(&self.jobs)?;
+        let (covers, bytes) = self.snapshots.write(&self.jobs, &self.schema.known())?;
         self.delivery.log().snapshot_written(covers, bytes);
         Ok(())
     }
@@ -426,6 +557,7 @@ pub(crate) mod tests {
         PayloadLimits, commit as parse_commit, register as parse_register,
     };
     use crate::state::jobs::State;
+    use crate::state::schema::Schema;
     use crate::storage::dead_letters::DeadLetters;
     use crate::storage::log::Log;
     use crate::storage::tests::Dir;
@@ -494,6 +626,9 @@ pub(crate) mod tests {
                 heartbeat_interval: Duration::from_secs(15),
             },
             write_limits,
+            schema: Schema::new(loaded.restored.schema),
+            schema_stale: SchemaRefresh::default(),
+            check_schema: true,
         });
         let running = Arc::clone(&service);
         let deliverer = std::thread::spawn(move || running.delivery.run(position, &running.stats));
@@ -778,5 +913,50 @@ pub(crate) mod tests {
                 std::fs::copy(entry.path(), target).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn a_field_of_another_type_is_refused_at_the_request_naming_the_type_used_before() {
+        let f = fixture("service-schema", 10, 1 << 20);
+        let a = register(
+            &f,
+            r#"{"tags":{"mode":"x"},"measurement":{"fields":{"clients":5}}}"#,
+        )
+        .unwrap()
+        .uuid;
+        let written = f.sink.stored().len();
+        let err = register(&f, r#"{"measurement":{"fields":{"clients":"ten"}}}"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "measurement.fields.clients: is a string (string), but earlier runs wrote it to load_testing as a float, and InfluxDB keeps one type per field: send a number, or give the field another name"
+        );
+        // A name used as a tag is refused as a field, and the other way round.
+        let err = register(&f, r#"{"measurement":{"fields":{"mode":1}}}"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("measurement.fields.mode: is a field here"),
+            "{err}"
+        );
+        let err = register(&f, r#"{"tags":{"clients":"many"}}"#).unwrap_err();
+        assert!(
+            err.to_string().starts_with("tags.clients: is a tag here"),
+            "{err}"
+        );
+        // Progress is held to the same types.
+        let record = parse_register(br#"{"measurement":{"fields":{"clients":"ten"}}}"#, LIMITS);
+        assert!(matches!(
+            f.service.progress(a, record.unwrap(), 1_500),
+            Err(Refused::SchemaConflict { .. })
+        ));
+        assert_eq!(
+            f.sink.stored().len(),
+            written,
+            "nothing of a refused request is written"
+        );
+        // What InfluxDB says wins once the log is delivered: the measurement is gone.
+        f.service
+            .schema
+            .update_from_influxdb(Default::default(), true);
+        register(&f, r#"{"measurement":{"fields":{"clients":"ten"}}}"#).unwrap();
     }
 }

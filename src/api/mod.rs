@@ -22,6 +22,7 @@ use crate::config::Settings;
 use crate::http::{Exchange, Handler, Request, Response};
 use crate::ingest::payload::{PayloadError, PayloadLimits};
 use crate::service::{Refused, Service};
+use crate::state::schema::Conflict;
 use crate::stats::Stats;
 
 /// Everything the handlers share.
@@ -84,6 +85,11 @@ fn refused_code(refused: &Refused) -> Code {
         Refused::FieldIsTag => Code::InvalidField,
         Refused::NotRecorded(why) if why.is_spool_full() => Code::SpoolFull,
         Refused::NotRecorded(_) => Code::StorageError,
+        Refused::SchemaConflict {
+            conflict: Conflict::FieldType { .. },
+            ..
+        } => Code::FieldTypeConflict,
+        Refused::SchemaConflict { .. } => Code::TagFieldConflict,
     }
 }
 

@@ -18,6 +18,7 @@ use ureq::unversioned::transport::NextTimeout;
 
 use crate::config::{Api, Influxdb};
 use crate::delivery::sink::{Sink, SinkError};
+use crate::state::schema::{FieldType, Known};
 
 /// ureq looks up the host of every request, even one that goes out on a pooled connection, and
 /// with a time limit set it starts a thread for each lookup so it can stop waiting: one thread
@@ -62,6 +63,8 @@ pub struct Influx {
     /// The `Authorization` header value; never logged or shown.
     authorization: Option<String>,
     database: String,
+    retention_policy: String,
+    api: Api,
     /// v1 with `create_database`: false until `CREATE DATABASE` succeeded once.
     database_ready: AtomicBool,
     create_database: bool,
@@ -129,6 +132,8 @@ impl Influx {
             query_url: format!("{base}/query"),
             authorization,
             database: c.database.clone(),
+            retention_policy: c.retention_policy.clone(),
+            api: c.api,
             database_ready: AtomicBool::new(!(c.api == Api::V1 && c.create_database)),
             create_database: c.api == Api::V1 && c.create_database,
             base_url: base,
@@ -164,6 +169,19 @@ impl Influx {
     }
 
     fn post(&self, url: &str, body: &[u8], content_type: &str) -> Result<(), SinkError> {
+        self.exchange(url, body, content_type, MAX_ANSWER_BYTES)
+            .map(drop)
+    }
+
+    /// POSTs `body` and returns the answer's text (at most `limit` bytes read) when the status
+    /// is 2xx and no error is in it.
+    fn exchange(
+        &self,
+        url: &str,
+        body: &[u8],
+        content_type: &str,
+        limit: u64,
+    ) -> Result<String, SinkError> {
         let mut request = self.agent.post(url).header("Content-Type", content_type);
         if let Some(auth) = &self.authorization {
             request = request.header("Authorization", auth);
@@ -177,7 +195,7 @@ impl Influx {
         let text = response
             .body_mut()
             .with_config()
-            .limit(MAX_ANSWER_BYTES)
+            .limit(limit)
             .lossy_utf8(true)
             .read_to_string()
             .unwrap_or_default();
@@ -186,7 +204,7 @@ impl Influx {
             if let Some(message) = error_message(&text).filter(|_| status == 200) {
                 return Err(SinkError::from_status(400, message));
             }
-            return Ok(());
+            return Ok(text);
         }
         let message = error_message(&text).unwrap_or_else(|| cut(text.trim()));
         let mut error = SinkError::from_status(status, message);
@@ -244,6 +262,99 @@ impl Sink for Influx {
     fn prepare(&self) -> Result<(), SinkError> {
         self.ensure_database()
     }
+
+    /// v1: `SHOW FIELD KEYS` and `SHOW TAG KEYS` of the measurements, in one query. A database
+    /// that does not exist (yet, or any more) has no schema. v2 and v3 answer `None`: the gateway
+    /// knows only what it wrote itself there.
+    fn schema(&self, measurements: &[&str]) -> Result<Option<Known>, SinkError> {
+        if self.api != Api::V1 {
+            return Ok(None);
+        }
+        let from: Vec<String> = measurements
+            .iter()
+            .map(|m| match &self.retention_policy {
+                rp if rp.is_empty() => quote_identifier(m),
+                rp => format!("{}.{}", quote_identifier(rp), quote_identifier(m)),
+            })
+            .collect();
+        let from = from.join(",");
+        // Two queries, not two statements in one: InfluxDB 1.6 answers a missing database with
+        // "not executed" for the first of several statements, and names the cause only when it
+        // is alone.
+        let mut texts = Vec::new();
+        for show in ["SHOW FIELD KEYS", "SHOW TAG KEYS"] {
+            let query = format!(
+                "db={}&q={}",
+                encode(&self.database),
+                encode(&format!("{show} FROM {from}"))
+            );
+            match self.exchange(
+                &self.query_url,
+                query.as_bytes(),
+                "application/x-www-form-urlencoded",
+                MAX_SCHEMA_BYTES,
+            ) {
+                Ok(text) => texts.push(text),
+                Err(SinkError::Refused { message, .. })
+                    if message.contains("database not found") =>
+                {
+                    return Ok(Some(Known::new()));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut known = parse_schema(&texts[0], true);
+        for (name, m) in parse_schema(&texts[1], false) {
+            known.entry(name).or_default().tags.extend(m.tags);
+        }
+        Ok(Some(known))
+    }
+}
+
+/// A schema answer may list many fields (every member of Locust's endpoint rows).
+const MAX_SCHEMA_BYTES: u64 = 4 << 20;
+
+/// An InfluxQL identifier in double quotes (InfluxQL: `"` and `\` escaped).
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The fields (with their types) of each measurement in an answer to `SHOW FIELD KEYS`
+/// (`fields`), or its tags in an answer to `SHOW TAG KEYS`. InfluxDB 1.x keeps a field's type per
+/// shard, so a field may be listed with several types: the first one listed is kept.
+fn parse_schema(text: &str, fields: bool) -> Known {
+    let mut known = Known::new();
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        return known;
+    };
+    let results = v["results"].as_array().cloned().unwrap_or_default();
+    for result in &results {
+        for series in result["series"].as_array().into_iter().flatten() {
+            let Some(name) = series["name"].as_str() else {
+                continue;
+            };
+            let m = known.entry(name.to_string()).or_default();
+            for row in series["values"].as_array().into_iter().flatten() {
+                let key = row.get(0).and_then(|k| k.as_str());
+                match (fields, key) {
+                    (true, Some(key)) => {
+                        if let Some(kind) = row
+                            .get(1)
+                            .and_then(|t| t.as_str())
+                            .and_then(FieldType::from_influx)
+                        {
+                            m.fields.entry(key.to_string()).or_insert(kind);
+                        }
+                    }
+                    (false, Some(key)) => {
+                        m.tags.insert(key.to_string());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    known
 }
 
 /// InfluxDB's own message: v1 `{"error": ...}`, v1 query `{"results":[{"error": ...}]}`,
@@ -312,6 +423,30 @@ fn encode(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schema_is_read_from_show_field_keys_and_show_tag_keys() {
+        let fields = r#"{"results":[{"statement_id":0,"series":[{"name":"load_testing","columns":["fieldKey","fieldType"],"values":[["clients","float"],["elapsed","float"],["note","string"],["note","float"]]},{"name":"load_testing_events","columns":["fieldKey","fieldType"],"values":[["text","string"]]}]}]}"#;
+        let tags = r#"{"results":[{"statement_id":0,"series":[{"name":"load_testing","columns":["tagKey"],"values":[["host"],["uuid"]]}]}]}"#;
+        let known = parse_schema(fields, true);
+        let heartbeats = &known["load_testing"];
+        assert_eq!(heartbeats.fields["clients"], FieldType::Float);
+        assert_eq!(
+            heartbeats.fields["note"],
+            FieldType::String,
+            "the first type listed"
+        );
+        assert_eq!(
+            known["load_testing_events"].fields["text"],
+            FieldType::String
+        );
+        let tags = parse_schema(tags, false);
+        assert!(
+            tags["load_testing"].tags.contains("uuid") && tags["load_testing"].fields.is_empty()
+        );
+        assert!(parse_schema(r#"{"results":[{"statement_id":0}]}"#, true).is_empty());
+        assert_eq!(quote_identifier(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
 
     #[test]
     fn query_values_are_encoded() {

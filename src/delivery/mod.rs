@@ -284,6 +284,11 @@ impl Delivery {
         }
     }
 
+    /// What InfluxDB says of the schema of the gateway's measurements, where its API allows.
+    pub fn read_schema(&self) -> Result<Option<crate::state::schema::Known>, SinkError> {
+        self.sink.schema(&crate::ingest::points::MEASUREMENTS)
+    }
+
     /// Makes InfluxDB ready for writes (v1: `CREATE DATABASE`) and decides whether it is up;
     /// run once at start by the deliverer.
     fn prepare(&self) {

@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use crate::state::schema::Known;
+
 /// A database that stores line protocol.
 pub trait Sink: Send + Sync {
     /// Stores `lines`: line protocol, one point per line, separated by `'\n'`, timestamps in
@@ -16,6 +18,13 @@ pub trait Sink: Send + Sync {
 
     /// A cheap check that the database answers at all; `Ok` when it does.
     fn ping(&self) -> Result<(), SinkError>;
+
+    /// What the database says of the schema of `measurements` (each field's type, the tag
+    /// names), or `None` where its API cannot say.
+    fn schema(&self, measurements: &[&str]) -> Result<Option<Known>, SinkError> {
+        let _ = measurements;
+        Ok(None)
+    }
 
     /// Makes the destination ready to take writes (for InfluxDB 1.x with
     /// `influxdb.create_database`: `CREATE DATABASE`). Called at start and retried by the
@@ -37,6 +46,10 @@ impl<S: Sink + ?Sized> Sink for std::sync::Arc<S> {
 
     fn prepare(&self) -> Result<(), SinkError> {
         (**self).prepare()
+    }
+
+    fn schema(&self, measurements: &[&str]) -> Result<Option<Known>, SinkError> {
+        (**self).schema(measurements)
     }
 }
 

@@ -13,6 +13,8 @@ pub const HEARTBEAT: &str = "load_testing";
 pub const RESULT: &str = "load_testing_result";
 pub const REQUEST_STATS: &str = "load_testing_request_stats";
 pub const EVENTS: &str = "load_testing_events";
+/// Every measurement the gateway writes.
+pub const MEASUREMENTS: [&str; 4] = [HEARTBEAT, RESULT, REQUEST_STATS, EVENTS];
 
 /// What every point of a run shares.
 #[derive(Debug, Clone, PartialEq)]

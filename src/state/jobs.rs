@@ -30,6 +30,7 @@ use uuid::Uuid;
 use crate::ingest::line_protocol::FieldValue;
 use crate::ingest::points::{self, BeatLine, Event, Run};
 use crate::state::journal;
+use crate::state::schema::Known;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -570,6 +571,14 @@ impl Jobs {
         c
     }
 
+    /// Whether `name` is one of the tags of run `uuid`.
+    pub fn has_tag(&self, uuid: &Uuid, name: &str) -> bool {
+        self.lock()
+            .jobs
+            .get(uuid)
+            .is_some_and(|j| j.run.tags.iter().any(|(k, _)| k == name))
+    }
+
     /// Up to `limit` jobs, newest first, for the state page.
     pub fn list(&self, limit: usize) -> Vec<Job> {
         let t = self.lock();
@@ -582,10 +591,19 @@ impl Jobs {
     /// every change: the latest one, or the one before the oldest change still prepared. A job
     /// in the middle of a commit is saved as it was before the commit: the commit has not been
     /// answered yet.
+    #[cfg(test)]
     pub fn snapshot(&self) -> (Vec<u8>, u64) {
+        self.snapshot_with(&Known::new())
+    }
+
+    /// [`Jobs::snapshot`], with what the gateway knows of InfluxDB's schema saved beside.
+    pub fn snapshot_with(&self, schema: &Known) -> (Vec<u8>, u64) {
         let t = self.lock();
         let covers = t.preparing.first().map_or(t.seq, |first| first - 1);
-        (journal::encode_snapshot(covers, t.jobs.values()), covers)
+        (
+            journal::encode_snapshot(covers, t.jobs.values(), schema),
+            covers,
+        )
     }
 
     /// A table of `jobs` (restored from disk by `journal`), whose last change was journal

@@ -26,6 +26,7 @@ use uuid::Uuid;
 use crate::ingest::line_protocol::{self, FieldValue};
 use crate::ingest::points::Run;
 use crate::state::jobs::{Job, Jobs, State};
+use crate::state::schema::Known;
 use crate::storage::{read_if_exists, write_atomic};
 
 /// The snapshot's file name in `storage.dir`.
@@ -131,10 +132,10 @@ impl Snapshots {
         })
     }
 
-    /// Writes the whole table; returns the number up to which it holds every change, and its
-    /// size in bytes.
-    pub fn write(&self, jobs: &Jobs) -> Result<(u64, u64), JournalError> {
-        let (bytes, covers) = jobs.snapshot();
+    /// Writes the whole table, and what the gateway knows of InfluxDB's schema; returns the
+    /// number up to which it holds every change, and its size in bytes.
+    pub fn write(&self, jobs: &Jobs, schema: &Known) -> Result<(u64, u64), JournalError> {
+        let (bytes, covers) = jobs.snapshot_with(schema);
         write_atomic(&self.path, &bytes).map_err(|e| JournalError::io("write", &self.path, e))?;
         Ok((covers, bytes.len() as u64))
     }
@@ -174,6 +175,7 @@ pub fn restore(
 ) -> Result<(Jobs, Restored), RestoreError> {
     let mut jobs: HashMap<Uuid, Job> = HashMap::new();
     let mut covered = 0;
+    let mut schema = Known::new();
     if let Some(bytes) = snapshot {
         let saved: SavedTable =
             serde_json::from_slice(bytes).map_err(|e| RestoreError::NotATable(e.to_string()))?;
@@ -188,8 +190,12 @@ pub fn restore(
             jobs.insert(uuid, job);
         }
         covered = saved.journal_seq;
+        schema = saved.schema;
     }
-    let mut restored = Restored::default();
+    let mut restored = Restored {
+        schema,
+        ..Restored::default()
+    };
     let mut changes: Vec<(u64, Place, usize, SavedRecord)> = Vec::new();
 
     // Version 0.1's journal was zero-filled ahead of its records; what follows the first zero
@@ -282,13 +288,18 @@ pub fn restore(
 /// The bytes of `jobs.json`: every job of `jobs`, and the number up to which they hold every
 /// change. A job in the middle of a commit is saved as it was before the commit: the commit has
 /// not been answered yet.
-pub fn encode_snapshot<'a>(covers: u64, jobs: impl Iterator<Item = &'a Job>) -> Vec<u8> {
+pub fn encode_snapshot<'a>(
+    covers: u64,
+    jobs: impl Iterator<Item = &'a Job>,
+    schema: &Known,
+) -> Vec<u8> {
     let jobs: Vec<SavedView> = jobs.map(SavedView::of).collect();
     // Serializing plain data into a Vec cannot fail.
     serde_json::to_vec(&SnapshotView {
         version: 1,
         journal_seq: covers,
         jobs,
+        schema,
     })
     .unwrap_or_default()
 }
@@ -384,6 +395,8 @@ pub struct Restored {
     /// Version 0.1's journal ended in a record that was being written when the process
     /// stopped; it was never acknowledged and is left out.
     pub torn_tail: bool,
+    /// What the snapshot said of InfluxDB's schema.
+    pub schema: Known,
 }
 
 /// Appends one journal record and its newline to `out`: `{"seq":N,"put":{job}}` (the job's
@@ -406,6 +419,9 @@ struct SavedTable {
     #[serde(default)]
     journal_seq: u64,
     jobs: Vec<Saved>,
+    /// What the gateway knew of InfluxDB's schema (files of 0.1 have none).
+    #[serde(default)]
+    schema: Known,
 }
 
 #[derive(Serialize)]
@@ -413,6 +429,7 @@ struct SnapshotView<'a> {
     version: u32,
     journal_seq: u64,
     jobs: Vec<SavedView<'a>>,
+    schema: &'a Known,
 }
 
 #[derive(Deserialize)]
@@ -593,7 +610,7 @@ mod tests {
         assert!(loaded.legacy_journal);
         assert_eq!(loaded.jobs.counts().running, 3);
         assert_eq!(loaded.restored.replayed, 3);
-        let (covers, bytes) = snapshots.write(&loaded.jobs).unwrap();
+        let (covers, bytes) = snapshots.write(&loaded.jobs, &Known::new()).unwrap();
         assert_eq!(covers, 3);
         assert!(bytes > 0);
         snapshots.remove_legacy_journal();
@@ -765,7 +782,7 @@ mod tests {
             how,
             Restored {
                 replayed: 2,
-                torn_tail: false
+                ..Restored::default()
             }
         );
         let mut bad = journal[..first_line - 5].to_vec();

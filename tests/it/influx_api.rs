@@ -86,13 +86,16 @@ fn stub_with(status: u16, answer_body: &'static str) -> (SocketAddr, mpsc::Recei
     (addr, rx)
 }
 
-/// The next request the stub saw that is not a probe (`GET /ping`).
+/// The next request the stub saw that is not a probe (`GET /ping`) or a reading of the schema
+/// (`SHOW FIELD KEYS`, `SHOW TAG KEYS`).
 fn next_write(seen: &mpsc::Receiver<Seen>) -> Seen {
     loop {
         let request = seen
             .recv_timeout(Duration::from_secs(5))
             .expect("a write reached the stub");
-        if !request.request_line.starts_with("GET /ping ") {
+        let probe =
+            request.request_line.starts_with("GET /ping ") || request.body.contains("q=SHOW%20");
+        if !probe {
             return request;
         }
     }

@@ -18,6 +18,7 @@ mod hostile;
 mod influx_api;
 mod limits;
 mod metrics;
+mod schema;
 mod service;
 mod tidy;
 mod tls;
