@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Gateway, Influxd, RawResponse, config, get, post_json, wait_until};
+use crate::support::{Gateway, Influxd, RawResponse, config_with, get, post_json, wait_until};
 
 const REGISTER: &str = "/apiv0.1/events/register";
 const COMMIT: &str = "/apiv0.1/events/commit";
@@ -36,7 +36,7 @@ fn post(addr: SocketAddr, path: &str, body: &Value) -> RawResponse {
 /// the only writes that follow.
 fn ready_gateway(influx: &Influxd, extra: &str) -> Gateway {
     // The gateway's own check of field types is off: these tests need InfluxDB to refuse.
-    let gw = Gateway::start(&crate::support::config_with(
+    let gw = Gateway::start(&config_with(
         &influx.url,
         "runs",
         "",
