@@ -17,6 +17,7 @@ mod config;
 mod delivery;
 mod http;
 mod ingest;
+mod logtext;
 mod malloc;
 mod notify;
 #[cfg(test)]

@@ -152,12 +152,9 @@ impl App {
     }
 }
 
-/// Keeps client text out of the log's structure: control characters become '?', and it is cut.
+/// Keeps client text out of the log's structure (see `logtext`), cut to 200 characters.
 fn loggable(text: &str) -> String {
-    text.chars()
-        .take(200)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    crate::logtext::escape(text, 200)
 }
 
 impl Handler for App {
@@ -199,6 +196,10 @@ mod tests {
     #[test]
     fn log_text_cannot_forge_lines() {
         assert_eq!(loggable("/a\nGET /b 200"), "/a?GET /b 200");
-        assert_eq!(loggable(&"x".repeat(500)).len(), 200);
+        assert_eq!(
+            loggable(&"x".repeat(500)),
+            format!("{}...", "x".repeat(200))
+        );
+        assert_eq!(loggable("/runs/\u{202E}txt.exe"), "/runs/?txt.exe");
     }
 }

@@ -395,16 +395,9 @@ fn refused_lines(text: &str) -> Option<Vec<usize>> {
     (!lines.is_empty() && lines.len() == data.len()).then_some(lines)
 }
 
+/// InfluxDB's message, which may quote a client's names, made safe for answers and logs.
 fn cut(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .take(MAX_MESSAGE_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if text.chars().count() > MAX_MESSAGE_CHARS {
-        out.push_str("...");
-    }
-    out
+    crate::logtext::escape(text, MAX_MESSAGE_CHARS)
 }
 
 /// Percent-encodes a query-string value (RFC 3986 unreserved characters stay).
@@ -482,6 +475,7 @@ mod tests {
             refused_lines(r#"{"error":"partial write: x dropped=1"}"#),
             None
         );
-        assert_eq!(cut("a\nb"), "a b");
+        assert_eq!(cut("a\nb"), "a?b");
+        assert_eq!(cut("field \"x\u{2028}y\u{202E}\""), "field \"x?y?\"");
     }
 }

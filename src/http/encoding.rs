@@ -136,13 +136,9 @@ fn codings<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Vec<Coding>, De
     Ok(out)
 }
 
-/// Client text for a message: at most 32 characters, control characters as '?'.
+/// Client text for a message: at most 32 characters, made safe for logs (see `logtext`).
 fn shown(token: &[u8]) -> String {
-    String::from_utf8_lossy(token)
-        .chars()
-        .take(32)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    crate::logtext::escape(&String::from_utf8_lossy(token), 32)
 }
 
 /// Undoes the `Content-Encoding` of `body` and removes the header from `headers`, so the

@@ -292,3 +292,34 @@ fn each_mode_answers_when_it_says() {
         });
     }
 }
+
+/// InfluxDB's error messages quote the names clients chose; line and paragraph separators and
+/// bidirectional controls in them reach no log line as they are.
+#[test]
+fn names_influxdb_quotes_in_its_errors_cannot_disguise_a_log_line() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(&config_with(
+        &influx.url,
+        "runs",
+        "",
+        "check_schema = false\n",
+        "[jobs]\nheartbeat_interval = \"1h\"\n",
+    ));
+    let name = "x\u{202E}gnp.exe\u{2028}y";
+    crate::support::register(gw.addr, &json!({"measurement": {"fields": {name: 1}}}));
+    let refused = post_json(
+        gw.addr,
+        REGISTER,
+        &json!({"measurement": {"fields": {name: "one"}}}),
+    );
+    let why = refused.json()["dead_letter"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(why.contains("x?gnp.exe?y"), "{}", refused.body);
+    let log = gw.log();
+    assert!(log.contains("x?gnp.exe?y"), "{log}");
+    for c in ['\u{202E}', '\u{2028}'] {
+        assert!(!log.contains(c), "{c:?} reached the log");
+    }
+}
