@@ -144,6 +144,11 @@ codes! {
     CommitInProgress = (409, "commit_in_progress", None, "wait for the answer to the first commit"),
     /// `jobs.max_running` runs are running.
     TooManyRunning = (503, "too_many_running", Some(5), "commit finished runs, or raise jobs.max_running"),
+    /// The run's heartbeat (measurement, tags and fields it keeps while it runs) would be over
+    /// `limits.max_run_bytes`.
+    RunTooLarge = (413, "run_too_large", None, "keep register and progress to a few numbers; send the results with the commit"),
+    /// The running jobs hold `jobs.max_table_bytes`.
+    JobTableFull = (503, "job_table_full", Some(30), "commit finished runs, or raise jobs.max_table_bytes"),
 
     // Storage.
     /// The spool is full (`storage.max_spool_bytes`): InfluxDB must catch up first.

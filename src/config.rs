@@ -172,8 +172,12 @@ pub struct Jobs {
     pub heartbeat_interval: Dur,
     pub max_running: usize,
     pub max_age: Dur,
+    /// A run that has reported progress, and then none for this long, expires.
+    pub progress_timeout: Dur,
     pub finished_retention: Dur,
     pub max_finished: usize,
+    /// Bytes all jobs together may keep in memory (their heartbeats, tags and fields).
+    pub max_table_bytes: usize,
 }
 
 impl Default for Jobs {
@@ -182,8 +186,10 @@ impl Default for Jobs {
             heartbeat_interval: Dur::secs(15),
             max_running: 10_000,
             max_age: Dur::secs(24 * 3600),
+            progress_timeout: Dur::secs(600),
             finished_retention: Dur::secs(3600),
             max_finished: 1000,
+            max_table_bytes: 128 << 20,
         }
     }
 }
@@ -213,6 +219,8 @@ impl Default for Storage {
 pub struct Limits {
     pub max_string_bytes: usize,
     pub max_stats_rows: usize,
+    /// Bytes of a running job's heartbeat line (measurement, tags and fields) at most.
+    pub max_run_bytes: usize,
 }
 
 impl Default for Limits {
@@ -220,6 +228,7 @@ impl Default for Limits {
         Limits {
             max_string_bytes: 1024 * 1024,
             max_stats_rows: 1000,
+            max_run_bytes: 64 << 10,
         }
     }
 }
@@ -539,6 +548,7 @@ fn validate(c: &Config) -> Result<(SocketAddr, log::LevelFilter), String> {
         ("server.idle_timeout", s.idle_timeout),
         ("influxdb.timeout", c.influxdb.timeout),
         ("jobs.max_age", c.jobs.max_age),
+        ("jobs.progress_timeout", c.jobs.progress_timeout),
     ] {
         if d.0.is_zero() {
             return Err(format!("{key}: must be longer than 0"));
@@ -617,6 +627,16 @@ fn validate(c: &Config) -> Result<(SocketAddr, log::LevelFilter), String> {
     if c.limits.max_stats_rows == 0 {
         return Err("limits.max_stats_rows: must be at least 1".into());
     }
+    if c.limits.max_run_bytes < 1024 {
+        return Err("limits.max_run_bytes: must be at least 1024".into());
+    }
+    if c.jobs.max_table_bytes < c.limits.max_run_bytes {
+        return Err(format!(
+            "jobs.max_table_bytes: must be at least limits.max_run_bytes ({})",
+            c.limits.max_run_bytes
+        ));
+    }
+
     let level = c.log.level.parse::<log::LevelFilter>().map_err(|_| {
         format!(
             "log.level: {:?} is not one of \"off\", \"error\", \"warn\", \"info\", \"debug\", \"trace\"",

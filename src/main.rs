@@ -39,7 +39,9 @@ use crate::api::App;
 use crate::config::{ConfigError, Overrides};
 use crate::delivery::sink::Sink;
 use crate::delivery::{Delivery, WriteLimits};
+use crate::ingest::payload;
 use crate::service::{Rules, SchemaRefresh, Service};
+use crate::state::jobs::Bounds;
 use crate::state::journal::{JournalError, Snapshots};
 use crate::state::schema::Schema;
 use crate::storage::dead_letters::{self, DeadLetters};
@@ -297,7 +299,15 @@ fn run() -> Result<(), StartError> {
     // Held until the process ends: one gateway per storage.dir.
     let _lock = DirLock::take(&dir, "lock")?;
     let log_dir = dir.join("log");
-    let (log, position, opened) = Log::open(&log_dir, c.storage.max_spool_bytes, args.repair)?;
+    // The job table: the snapshot first, then the log's changes applied as each record is read.
+    let snapshots = Snapshots::new(&dir);
+    let mut restore = snapshots.read()?;
+    let (log, position, opened) = Log::open(
+        &log_dir,
+        c.storage.max_spool_bytes,
+        args.repair,
+        &mut |changes| restore.log_changes(changes),
+    )?;
     if let Some((path, offset, bytes)) = &opened.torn {
         log::warn!(
             "{}: the last {bytes} bytes (from byte {offset}) were a write cut short by the previous stop; it was never acknowledged and is left out",
@@ -317,8 +327,7 @@ fn run() -> Result<(), StartError> {
             "moved {imported} records ({imported_points} points) of the version 0.1 spool into the log"
         );
     }
-    let snapshots = Snapshots::new(&dir);
-    let loaded = snapshots.load(&opened.changes, &log_dir, c.jobs.max_finished)?;
+    let loaded = snapshots.finish(restore, &log_dir, c.jobs.max_finished)?;
     if loaded.restored.torn_tail {
         log::warn!(
             "the last record of jobs.journal was cut short by the previous stop; it was never acknowledged and is left out"
@@ -349,6 +358,12 @@ fn run() -> Result<(), StartError> {
         rules: Rules {
             max_running: c.jobs.max_running,
             max_age: c.jobs.max_age.0,
+            progress_timeout: c.jobs.progress_timeout.0,
+            bounds: Bounds {
+                max_fields: payload::MAX_FIELDS,
+                max_run_bytes: c.limits.max_run_bytes,
+                max_table_bytes: c.jobs.max_table_bytes,
+            },
             finished_retention: c.jobs.finished_retention.0,
             heartbeat_interval: c.jobs.heartbeat_interval.0,
         },

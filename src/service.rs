@@ -16,9 +16,9 @@ use uuid::Uuid;
 
 use crate::delivery::{Delivery, Failure, Outcome, WriteLimits};
 use crate::ingest::line_protocol::encode_batch;
-use crate::ingest::payload::{self, Commit, Record};
+use crate::ingest::payload::{Commit, Record};
 use crate::ingest::points::{self, Run};
-use crate::state::jobs::{Change, Job, Jobs, Refusal, Tick};
+use crate::state::jobs::{Ages, Bounds, Change, Job, Jobs, Refusal, Tick};
 use crate::state::journal::{JournalError, Snapshots};
 use crate::state::schema::{Conflict, Schema};
 use crate::stats::Stats;
@@ -29,8 +29,15 @@ use crate::storage::record::{Kind, Unit};
 pub struct Rules {
     /// `jobs.max_running`: runs running at once at most.
     pub max_running: usize,
-    /// `jobs.max_age`: a run without a commit for this long expires.
+    /// `jobs.max_age`: a run not heard from (no register, progress or commit) for this long
+    /// expires.
     pub max_age: Duration,
+    /// `jobs.progress_timeout`: a run that has reported progress, and then none for this long,
+    /// expires.
+    pub progress_timeout: Duration,
+    /// What a running job and the whole table may hold: `limits.max_run_bytes`,
+    /// `jobs.max_table_bytes`.
+    pub bounds: Bounds,
     /// `jobs.finished_retention`: how long an ended run is remembered.
     pub finished_retention: Duration,
     /// `jobs.heartbeat_interval`: time between two ticks.
@@ -119,6 +126,10 @@ pub enum Refused {
     TooManyFields(usize),
     /// Progress names a field like one of the run's tags.
     FieldIsTag,
+    /// The run's heartbeat would be `bytes` long, more than `limit` (`limits.max_run_bytes`).
+    RunTooLarge { bytes: usize, limit: usize },
+    /// The running jobs hold this many bytes (`jobs.max_table_bytes`).
+    TableFull(usize),
     /// The log could not record the request: full, or the disk failed.
     NotRecorded(Failure),
     /// InfluxDB would refuse the request's points: `key` is where the name is in the request.
@@ -152,6 +163,14 @@ impl fmt::Display for Refused {
             Refused::FieldIsTag => f.write_str(
                 "measurement.fields: a field is named like one of the run's tags; a name can be a tag or a field, not both",
             ),
+            Refused::RunTooLarge { bytes, limit } => write!(
+                f,
+                "measurement: the run's heartbeat (its measurement, tags and fields) would be {bytes} bytes, more than limits.max_run_bytes ({limit}); register and progress carry a few live numbers, the results go in the commit"
+            ),
+            Refused::TableFull(limit) => write!(
+                f,
+                "the running jobs hold {limit} bytes already (jobs.max_table_bytes); commit finished runs, or try again later"
+            ),
             Refused::NotRecorded(why) => write!(f, "nothing was recorded: {why}"),
             Refused::SchemaConflict { key, conflict } => write!(f, "{key}: {conflict}"),
         }
@@ -166,6 +185,8 @@ impl Refused {
             Refusal::InProgress => Refused::CommitInProgress(uuid),
             Refusal::TooManyFields(max) => Refused::TooManyFields(max),
             Refusal::IsTag => Refused::FieldIsTag,
+            Refusal::RunTooLarge { bytes, limit } => Refused::RunTooLarge { bytes, limit },
+            Refusal::TableFull { limit } => Refused::TableFull(limit),
         }
     }
 }
@@ -254,7 +275,9 @@ impl Service {
         let lines = encode_batch(&points);
         let uuid = run.uuid;
         let job = Job::running(run, record.fields, now_ms);
-        let change = slot.prepare(&job);
+        let change = slot
+            .prepare(&job, &self.rules.bounds)
+            .map_err(|r| Refused::of(uuid, r))?;
         let seq = self
             .delivery
             .record(
@@ -289,7 +312,7 @@ impl Service {
         let fields = record.fields.clone();
         let change = self
             .jobs
-            .progress(&uuid, record.fields, now_ms, payload::MAX_FIELDS)
+            .progress(&uuid, record.fields, now_ms, &self.rules.bounds)
             .map_err(|r| Refused::of(uuid, r))?;
         self.delivery
             .record(Kind::Request, &change, &[], &self.stats)
@@ -359,16 +382,20 @@ impl Service {
     /// every running job's heartbeat; then save a snapshot of the table when the log asks for
     /// one.
     pub fn tick(&self, now_ms: i64) {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         let tick = self.jobs.tick(
             now_ms,
-            self.rules.max_age.as_millis() as i64,
-            self.rules.finished_retention.as_millis() as i64,
+            &Ages {
+                max_age_ms: ms(self.rules.max_age),
+                progress_timeout_ms: ms(self.rules.progress_timeout),
+                retention_ms: ms(self.rules.finished_retention),
+            },
         );
         Stats::add(&self.stats.heartbeat_ticks, 1);
         Stats::add(&self.stats.jobs_expired, tick.expired);
         if tick.expired > 0 {
             log::info!(
-                "{} runs expired without a commit (jobs.max_age)",
+                "{} runs expired: no commit within jobs.max_age, or no progress within jobs.progress_timeout",
                 tick.expired
             );
         }
@@ -597,11 +624,13 @@ pub(crate) mod tests {
     ) -> Fixture {
         let dir = Dir::new(name);
         let sink = Arc::new(MemorySink::new());
-        let (log, position, opened) = Log::open(&dir.0.join("log"), spool_limit, false).unwrap();
         let snapshots = Snapshots::new(&dir.0);
-        let loaded = snapshots
-            .load(&opened.changes, &dir.0.join("log"), 100)
-            .unwrap();
+        let mut restore = snapshots.read().unwrap();
+        let (log, position, _) = Log::open(&dir.0.join("log"), spool_limit, false, &mut |c| {
+            restore.log_changes(c)
+        })
+        .unwrap();
+        let loaded = snapshots.finish(restore, &dir.0.join("log"), 100).unwrap();
         let write_limits = WriteLimits {
             max_bytes: 1 << 20,
             max_lines: 5000,
@@ -622,6 +651,12 @@ pub(crate) mod tests {
             rules: Rules {
                 max_running,
                 max_age: Duration::from_secs(3600),
+                progress_timeout: Duration::from_secs(600),
+                bounds: Bounds {
+                    max_fields: crate::ingest::payload::MAX_FIELDS,
+                    max_run_bytes: 64 << 10,
+                    max_table_bytes: 128 << 20,
+                },
                 finished_retention: Duration::from_secs(3600),
                 heartbeat_interval: Duration::from_secs(15),
             },
@@ -888,10 +923,13 @@ pub(crate) mod tests {
             (a, b)
         };
         let copy = std::env::temp_dir().join(format!("mc-restart-copy-{}", std::process::id()));
-        let (_, _, opened) = Log::open(&copy.join("log"), 1 << 20, false).unwrap();
-        let loaded = Snapshots::new(&copy)
-            .load(&opened.changes, &copy.join("log"), 100)
-            .unwrap();
+        let snapshots = Snapshots::new(&copy);
+        let mut restore = snapshots.read().unwrap();
+        Log::open(&copy.join("log"), 1 << 20, false, &mut |c| {
+            restore.log_changes(c)
+        })
+        .unwrap();
+        let loaded = snapshots.finish(restore, &copy.join("log"), 100).unwrap();
         let jobs = loaded.jobs.list(10);
         let find = |u: Uuid| jobs.iter().find(|j| j.run.uuid == u).unwrap().clone();
         assert_eq!(

@@ -82,6 +82,8 @@ fn refused_code(refused: &Refused) -> Code {
         Refused::CommitInProgress(_) => Code::CommitInProgress,
         Refused::TooManyRunning(_) => Code::TooManyRunning,
         Refused::TooManyFields(_) => Code::TooManyFields,
+        Refused::RunTooLarge { .. } => Code::RunTooLarge,
+        Refused::TableFull(_) => Code::JobTableFull,
         Refused::FieldIsTag => Code::InvalidField,
         Refused::NotRecorded(why) if why.is_spool_full() => Code::SpoolFull,
         Refused::NotRecorded(_) => Code::StorageError,

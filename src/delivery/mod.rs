@@ -794,7 +794,8 @@ mod tests {
     ) -> Running {
         let dir = Dir::new(name);
         let sink = Arc::new(MemorySink::new());
-        let (log, position, _) = Log::open(&dir.0.join("log"), 1 << 30, false).unwrap();
+        let (log, position, _) =
+            Log::open(&dir.0.join("log"), 1 << 30, false, &mut |_| {}).unwrap();
         let delivery = Arc::new(Delivery::new(
             log,
             Box::new(Arc::clone(&sink)),

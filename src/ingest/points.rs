@@ -91,6 +91,12 @@ pub struct BeatLine {
 }
 
 impl BeatLine {
+    /// Bytes of the encoded heartbeat (measurement, tags and the run's fields): what
+    /// `limits.max_run_bytes` bounds.
+    pub fn size(&self) -> usize {
+        self.head.len()
+    }
+
     pub fn new(run: &Run, fields: &[(String, FieldValue)]) -> BeatLine {
         let mut p = Point::new(HEARTBEAT, 0);
         with_run(&mut p, run, true);

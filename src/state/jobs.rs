@@ -80,6 +80,11 @@ pub struct Job {
     pub last_seen_ms: i64,
     pub state: State,
     pub heartbeats: u64,
+    /// The run has reported progress: it is expected to go on doing so, and expires after
+    /// `jobs.progress_timeout` without it.
+    pub progressed: bool,
+    /// The name of the token that registered the run (none without tokens).
+    pub owner: Option<String>,
 }
 
 impl Job {
@@ -92,7 +97,33 @@ impl Job {
             last_seen_ms: now_ms,
             state: State::Running,
             heartbeats: 0,
+            progressed: false,
+            owner: None,
         }
+    }
+
+    /// Bytes the run keeps in memory while it runs, about: its heartbeat encoded once, and the
+    /// tags and fields it is encoded from. What `jobs.max_table_bytes` bounds.
+    pub fn weight(&self) -> usize {
+        const OVERHEAD: usize = 256;
+        let tags: usize = self.run.tags.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let fields: usize = self
+            .fields
+            .iter()
+            .map(|(k, v)| {
+                k.len()
+                    + match v {
+                        FieldValue::Str(s) => s.len(),
+                        _ => 8,
+                    }
+            })
+            .sum();
+        OVERHEAD + self.run.host.len() + tags + fields + self.beat.size()
+    }
+
+    /// Bytes of the run's encoded heartbeat: what `limits.max_run_bytes` bounds.
+    pub fn beat_len(&self) -> usize {
+        self.beat.size()
     }
 
     /// Lets go of what a finished run no longer needs: its tags, fields and heartbeat.
@@ -110,6 +141,9 @@ struct Table {
     active: usize,
     /// Registers between their slot reservation and their outcome.
     reserved: usize,
+    /// [`Job::weight`] of every job in the table, and of every register prepared (held by its
+    /// [`Slot`]).
+    bytes: usize,
     /// Finished and expired runs as they ended, oldest first: (when, which). An entry whose job
     /// has since been revived, or ended again, no longer matches it and is skipped.
     ended: VecDeque<(i64, Uuid)>,
@@ -132,6 +166,7 @@ impl Table {
             jobs: HashMap::new(),
             active: 0,
             reserved: 0,
+            bytes: 0,
             ended: VecDeque::new(),
             ended_count: 0,
             max_ended,
@@ -211,7 +246,9 @@ impl Table {
         if !self.is_ended_at(uuid, at_ms) {
             return false;
         }
-        self.jobs.remove(uuid);
+        if let Some(job) = self.jobs.remove(uuid) {
+            self.bytes -= job.weight();
+        }
         self.ended_count -= 1;
         self.del(uuid);
         true
@@ -251,19 +288,35 @@ pub struct Slot<'a> {
     filled: bool,
     /// The number of the prepared change, once there is one.
     prepared: Option<u64>,
+    /// The prepared job's [`Job::weight`], counted in the table's bytes.
+    bytes: usize,
 }
 
 impl Slot<'_> {
     /// The journal record that adds `job`; the job joins the table with [`Slot::fill`] once
-    /// the record is on disk.
-    pub fn prepare(&mut self, job: &Job) -> Change {
+    /// the record is on disk. Its bytes count against the table's from now on.
+    ///
+    /// Errors: [`Refusal::RunTooLarge`] when the job's heartbeat is longer than
+    /// `bounds.max_run_bytes`, [`Refusal::TableFull`] when the table would hold more than
+    /// `bounds.max_table_bytes`.
+    pub fn prepare(&mut self, job: &Job, bounds: &Bounds) -> Result<Change, Refusal> {
+        bounds.check_run(job)?;
+        let weight = job.weight();
         let mut t = self.jobs.lock();
         if let Some(seq) = self.prepared.take() {
             t.preparing.remove(&seq);
         }
+        t.bytes -= std::mem::take(&mut self.bytes);
+        if t.bytes + weight > bounds.max_table_bytes {
+            return Err(Refusal::TableFull {
+                limit: bounds.max_table_bytes,
+            });
+        }
+        t.bytes += weight;
+        self.bytes = weight;
         let change = t.prepare(job);
         self.prepared = Some(change.seq);
-        change
+        Ok(change)
     }
 
     /// Adds the job, whose record is on disk.
@@ -276,6 +329,8 @@ impl Slot<'_> {
         if let Some(seq) = self.prepared.take() {
             t.preparing.remove(&seq);
         }
+        t.bytes -= std::mem::take(&mut self.bytes);
+        t.bytes += job.weight();
         t.jobs.insert(job.run.uuid, job);
         self.filled = true;
     }
@@ -290,7 +345,45 @@ impl Drop for Slot<'_> {
         if let Some(seq) = self.prepared.take() {
             t.preparing.remove(&seq);
         }
+        t.bytes -= std::mem::take(&mut self.bytes);
     }
+}
+
+/// What one running job and the whole table may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Fields a run may have at most.
+    pub max_fields: usize,
+    /// `limits.max_run_bytes`: bytes of a running job's heartbeat line (measurement, tags
+    /// and fields) at most.
+    pub max_run_bytes: usize,
+    /// `jobs.max_table_bytes`: bytes the whole table may hold, by [`Job::weight`].
+    pub max_table_bytes: usize,
+}
+
+impl Bounds {
+    fn check_run(&self, job: &Job) -> Result<(), Refusal> {
+        let bytes = job.beat_len();
+        if bytes > self.max_run_bytes {
+            return Err(Refusal::RunTooLarge {
+                bytes,
+                limit: self.max_run_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// How long runs live, in ms: what a tick expires and forgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ages {
+    /// `jobs.max_age`: a running job not heard from for this long expires.
+    pub max_age_ms: i64,
+    /// `jobs.progress_timeout`: a running job that has reported progress, and then none for
+    /// this long, expires.
+    pub progress_timeout_ms: i64,
+    /// `jobs.finished_retention`: an ended job is forgotten this long after it ended.
+    pub retention_ms: i64,
 }
 
 /// Why a commit cannot go ahead.
@@ -305,6 +398,15 @@ pub enum Refusal {
     TooManyFields(usize),
     /// Progress names a field like one of the run's tags.
     IsTag,
+    /// The run's heartbeat would be `bytes` long, more than `limit` (`limits.max_run_bytes`).
+    RunTooLarge {
+        bytes: usize,
+        limit: usize,
+    },
+    /// The table would hold more than `limit` bytes (`jobs.max_table_bytes`).
+    TableFull {
+        limit: usize,
+    },
 }
 
 /// One line of a tick.
@@ -365,6 +467,7 @@ impl Jobs {
             jobs: self,
             filled: false,
             prepared: None,
+            bytes: 0,
         })
     }
 
@@ -389,16 +492,21 @@ impl Jobs {
     }
 
     /// Live progress: the fields replace those of the same name in the following heartbeats,
-    /// and the expiry clock starts again. An expired run that reports progress is running again.
-    /// Made at once; the change is for the log.
+    /// and the expiry clocks start again (`jobs.max_age`, and from now on
+    /// `jobs.progress_timeout`). An expired run that reports progress is running again. Made
+    /// at once; the change is for the log.
+    ///
+    /// Errors: the run is unknown, finished or being committed; a field is named like a tag;
+    /// the run would break one of `bounds`.
     pub fn progress(
         &self,
         uuid: &Uuid,
         fields: Vec<(String, FieldValue)>,
         now_ms: i64,
-        max_fields: usize,
+        bounds: &Bounds,
     ) -> Result<Change, Refusal> {
-        let mut t = self.lock();
+        let mut guard = self.lock();
+        let t = &mut *guard;
         let job = t.jobs.get_mut(uuid).ok_or(Refusal::Unknown)?;
         match job.state {
             State::Finished { at_ms } => return Err(Refusal::Finished { at_ms }),
@@ -418,14 +526,33 @@ impl Jobs {
                 None => merged.push((k, v)),
             }
         }
-        if merged.len() > max_fields {
-            return Err(Refusal::TooManyFields(max_fields));
+        if merged.len() > bounds.max_fields {
+            return Err(Refusal::TooManyFields(bounds.max_fields));
         }
-        job.beat = BeatLine::new(&job.run, &merged);
-        job.fields = merged;
-        job.last_seen_ms = now_ms;
-        if matches!(job.state, State::Expired { .. }) {
-            job.state = State::Running;
+        let old = job.weight();
+        let mut changed = Job {
+            fields: merged,
+            beat: BeatLine::default(),
+            ..job.clone()
+        };
+        changed.beat = BeatLine::new(&changed.run, &changed.fields);
+        bounds.check_run(&changed)?;
+        let new = changed.weight();
+        let bytes = t.bytes - old + new;
+        if new > old && bytes > bounds.max_table_bytes {
+            return Err(Refusal::TableFull {
+                limit: bounds.max_table_bytes,
+            });
+        }
+        changed.last_seen_ms = now_ms;
+        changed.progressed = true;
+        let revived = matches!(changed.state, State::Expired { .. });
+        if revived {
+            changed.state = State::Running;
+        }
+        *job = changed;
+        t.bytes = bytes;
+        if revived {
             t.revived();
         }
         t.put(uuid);
@@ -450,7 +577,8 @@ impl Jobs {
     /// Records a commit's outcome: finished at `now_ms` when `recorded` (its prepared change,
     /// if one was prepared, is on disk); else back as it was, nothing of the commit recorded.
     pub fn end_commit(&self, uuid: &Uuid, prepared: Option<&Change>, recorded: bool, now_ms: i64) {
-        let mut t = self.lock();
+        let mut guard = self.lock();
+        let t = &mut *guard;
         if let Some(change) = prepared {
             t.preparing.remove(&change.seq);
         }
@@ -466,7 +594,10 @@ impl Jobs {
             (false, true) => State::Expired { at_ms: now_ms },
         };
         if recorded {
+            let before = job.weight();
             job.shed();
+            let after = job.weight();
+            t.bytes = t.bytes - before + after;
         }
         if job.state != State::Running {
             t.active -= 1;
@@ -479,13 +610,15 @@ impl Jobs {
     }
 
     /// Writes this tick's heartbeats and expiry events as line protocol, and forgets jobs past
-    /// their retention. Only CPU work happens under the lock; the caller sends the lines.
-    pub fn tick(&self, now_ms: i64, max_age_ms: i64, retention_ms: i64) -> Tick {
+    /// their retention. A running job expires when not heard from for `ages.max_age_ms`, or,
+    /// once it has reported progress, for `ages.progress_timeout_ms`. Only CPU work happens
+    /// under the lock; the caller sends the lines.
+    pub fn tick(&self, now_ms: i64, ages: &Ages) -> Tick {
         let mut tick = Tick::default();
         let mut guard = self.lock();
         let t = &mut *guard;
         while let Some(&(at_ms, uuid)) = t.ended.front() {
-            if now_ms - at_ms < retention_ms {
+            if now_ms - at_ms < ages.retention_ms {
                 break;
             }
             t.ended.pop_front();
@@ -498,13 +631,21 @@ impl Jobs {
             if job.state != State::Running {
                 continue;
             }
-            if now_ms - job.last_seen_ms >= max_age_ms {
+            let silent_ms = now_ms - job.last_seen_ms;
+            let why = if silent_ms >= ages.max_age_ms {
+                Some(("no commit", ages.max_age_ms))
+            } else if job.progressed && silent_ms >= ages.progress_timeout_ms {
+                Some(("no progress", ages.progress_timeout_ms))
+            } else {
+                None
+            };
+            if let Some((what, after_ms)) = why {
                 job.state = State::Expired { at_ms: now_ms };
                 let text = format!(
-                    "load test on {} expired: no commit within {} (run {})",
+                    "load test on {} expired: {what} within {} (run {})",
                     job.run.host,
                     crate::config::format_duration(std::time::Duration::from_millis(
-                        max_age_ms as u64
+                        after_ms as u64
                     )),
                     job.run.uuid
                 );
@@ -622,6 +763,7 @@ impl Jobs {
             if matches!(job.state, State::Finished { .. }) {
                 job.shed();
             }
+            table.bytes += job.weight();
         }
         ended.sort_unstable();
         table.ended_count = ended.len();
@@ -642,6 +784,22 @@ impl Jobs {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// Bounds no test job reaches.
+    pub(crate) const BOUNDS: Bounds = Bounds {
+        max_fields: 64,
+        max_run_bytes: 1 << 20,
+        max_table_bytes: 1 << 30,
+    };
+
+    /// Ages with no progress timeout.
+    fn ages(max_age_ms: i64, retention_ms: i64) -> Ages {
+        Ages {
+            max_age_ms,
+            progress_timeout_ms: i64::MAX,
+            retention_ms,
+        }
+    }
 
     pub(crate) fn job(n: u128, now_ms: i64) -> Job {
         job_with(n, now_ms, vec![], vec![])
@@ -747,7 +905,7 @@ pub(crate) mod tests {
             ("clients".into(), FieldValue::Float(5.0)),
             ("new".into(), FieldValue::Bool(true)),
         ];
-        jobs.progress(&id, update, 50, 64).unwrap();
+        jobs.progress(&id, update, 50, &BOUNDS).unwrap();
         let fields = jobs.list(1)[0].fields.clone();
         assert_eq!(
             fields,
@@ -759,26 +917,39 @@ pub(crate) mod tests {
         );
         assert_eq!(jobs.list(1)[0].last_seen_ms, 50);
         assert_eq!(
-            jobs.progress(&id, vec![("mode".into(), FieldValue::Float(1.0))], 60, 64),
+            jobs.progress(
+                &id,
+                vec![("mode".into(), FieldValue::Float(1.0))],
+                60,
+                &BOUNDS
+            ),
             Err(Refusal::IsTag)
         );
         assert_eq!(
-            jobs.progress(&id, vec![("x".into(), FieldValue::Float(1.0))], 60, 3),
+            jobs.progress(
+                &id,
+                vec![("x".into(), FieldValue::Float(1.0))],
+                60,
+                &Bounds {
+                    max_fields: 3,
+                    ..BOUNDS
+                }
+            ),
             Err(Refusal::TooManyFields(3))
         );
         assert_eq!(
-            jobs.progress(&Uuid::from_u128(9), vec![], 60, 64),
+            jobs.progress(&Uuid::from_u128(9), vec![], 60, &BOUNDS),
             Err(Refusal::Unknown)
         );
-        let t = jobs.tick(2000, 1000, 10_000);
+        let t = jobs.tick(2000, &ages(1000, 10_000));
         assert_eq!(t.expired, 1);
-        jobs.progress(&id, vec![], 2100, 64).unwrap();
+        jobs.progress(&id, vec![], 2100, &BOUNDS).unwrap();
         assert_eq!(jobs.counts().running, 1, "progress revives an expired run");
         assert!(jobs.reserve(1).is_none());
         jobs.begin_commit(&id).unwrap();
         finish(&jobs, &id, 2200);
         assert_eq!(
-            jobs.progress(&id, vec![], 2300, 64),
+            jobs.progress(&id, vec![], 2300, &BOUNDS),
             Err(Refusal::Finished { at_ms: 2200 })
         );
     }
@@ -788,7 +959,7 @@ pub(crate) mod tests {
         let jobs = Jobs::new(1000);
         jobs.reserve(10).unwrap().fill(job(1, 0));
         jobs.reserve(10).unwrap().fill(job(2, 500));
-        let t = jobs.tick(1000, 1000, 300);
+        let t = jobs.tick(1000, &ages(1000, 300));
         let (beaten, lines) = beats(&t);
         assert_eq!(
             (t.expired, beaten.len(), lines, t.units.len()),
@@ -812,9 +983,9 @@ pub(crate) mod tests {
         // The expired run can still be committed.
         jobs.begin_commit(&Uuid::from_u128(1)).unwrap();
         finish(&jobs, &Uuid::from_u128(1), 1100);
-        let t = jobs.tick(1200, 10_000, 300);
+        let t = jobs.tick(1200, &ages(10_000, 300));
         assert_eq!((t.expired, t.removed, beats(&t).0.len()), (0, 0, 1));
-        let t = jobs.tick(1400, 10_000, 300);
+        let t = jobs.tick(1400, &ages(10_000, 300));
         assert_eq!(
             t.removed, 1,
             "finished at 1100, gone after 300 ms of retention"
@@ -844,14 +1015,14 @@ pub(crate) mod tests {
         );
         // A revived run is no longer ended; its old entry is skipped, not used to forget it.
         jobs.reserve(10).unwrap().fill(job(6, 6));
-        jobs.tick(10_000, 1000, 1_000_000);
+        jobs.tick(10_000, &ages(1000, 1_000_000));
         assert_eq!(jobs.counts().expired, 1);
         assert_eq!(
             jobs.counts().finished,
             1,
             "the expired run pushed out a finished one"
         );
-        jobs.progress(&Uuid::from_u128(6), vec![], 10_001, 64)
+        jobs.progress(&Uuid::from_u128(6), vec![], 10_001, &BOUNDS)
             .unwrap();
         jobs.reserve(10).unwrap().fill(job(7, 7));
         jobs.begin_commit(&Uuid::from_u128(7)).unwrap();
@@ -866,7 +1037,7 @@ pub(crate) mod tests {
         );
         // The cap holds across a restart too.
         let (snapshot, _) = jobs.snapshot();
-        let (small, _) = crate::state::journal::restore(Some(&snapshot), b"", b"", 1).unwrap();
+        let (small, _) = crate::state::journal::restore(Some(&snapshot[..]), b"", b"", 1).unwrap();
         assert_eq!(small.counts().finished, 1);
         assert_eq!(small.counts().running, 1);
     }
@@ -879,9 +1050,9 @@ pub(crate) mod tests {
         // Expired by a tick, revived by progress, again and again: each round leaves an entry
         // in `ended` that no longer matches the job.
         for round in 1..=5000 {
-            let t = jobs.tick(round * 10, 5, i64::MAX);
+            let t = jobs.tick(round * 10, &ages(5, i64::MAX));
             assert_eq!(t.expired, 1);
-            jobs.progress(&id, vec![], round * 10, 64).unwrap();
+            jobs.progress(&id, vec![], round * 10, &BOUNDS).unwrap();
         }
         let t = jobs.lock();
         assert!(
@@ -899,7 +1070,7 @@ pub(crate) mod tests {
         for n in 0..2500 {
             jobs.reserve(10_000).unwrap().fill(job(n, 0));
         }
-        let t = jobs.tick(1000, 10_000, 10_000);
+        let t = jobs.tick(1000, &ages(10_000, 10_000));
         let (mut beaten, lines) = beats(&t);
         assert_eq!(lines, 2500);
         beaten.sort();
@@ -915,7 +1086,7 @@ pub(crate) mod tests {
             start = unit.end;
         }
         assert_eq!(start, t.lines.len());
-        let empty = Jobs::new(10).tick(0, 1, 1);
+        let empty = Jobs::new(10).tick(0, &ages(1, 1));
         assert!(empty.units.is_empty() && empty.lines.is_empty());
     }
 
@@ -927,7 +1098,7 @@ pub(crate) mod tests {
         // A register prepared (its record not yet on disk): the run is not in the table yet.
         let mut slot = jobs.reserve(10).unwrap();
         let three = job(3, 0);
-        let prepared = slot.prepare(&three);
+        let prepared = slot.prepare(&three, &BOUNDS).unwrap();
         assert!(!prepared.bytes.is_empty());
         // A commit prepared too, then a change made at once after both.
         jobs.begin_commit(&Uuid::from_u128(1)).unwrap();
@@ -937,7 +1108,7 @@ pub(crate) mod tests {
                 &Uuid::from_u128(2),
                 vec![("x".into(), FieldValue::Float(1.0))],
                 60,
-                64,
+                &BOUNDS,
             )
             .unwrap();
         assert!(progress.seq > finishing.seq && finishing.seq > prepared.seq);
@@ -979,10 +1150,10 @@ pub(crate) mod tests {
             &Uuid::from_u128(1),
             vec![("clients".into(), FieldValue::Float(8.0))],
             500,
-            64,
+            &BOUNDS,
         )
         .unwrap();
-        let t = jobs.tick(1500, 10_000, 10_000);
+        let t = jobs.tick(1500, &ages(10_000, 10_000));
         let one = Uuid::from_u128(1);
         let two = Uuid::from_u128(2);
         let mut lines: Vec<&str> = t.lines.lines().collect();
@@ -995,5 +1166,170 @@ pub(crate) mod tests {
             ]
         );
         assert_eq!(t.change.seq, 0, "heartbeats alone change nothing on disk");
+    }
+
+    /// The table's count of bytes is the weight of its jobs (with no register under way).
+    fn assert_bytes_add_up(jobs: &Jobs) {
+        let t = jobs.lock();
+        let sum: usize = t.jobs.values().map(Job::weight).sum();
+        assert_eq!(t.bytes, sum);
+    }
+
+    fn text(n: usize) -> FieldValue {
+        FieldValue::Str("x".repeat(n))
+    }
+
+    #[test]
+    fn a_run_whose_heartbeat_is_over_max_run_bytes_is_refused_and_holds_nothing() {
+        let jobs = Jobs::new(10);
+        let bounds = Bounds {
+            max_run_bytes: 4096,
+            ..BOUNDS
+        };
+        let big = job_with(1, 0, vec![], vec![("note".into(), text(5000))]);
+        let mut slot = jobs.reserve(10).unwrap();
+        match slot.prepare(&big, &bounds) {
+            Err(Refusal::RunTooLarge { bytes, limit: 4096 }) => assert!(bytes > 5000),
+            other => panic!("{other:?}"),
+        }
+        drop(slot);
+        assert_eq!(jobs.lock().bytes, 0);
+        assert_eq!(jobs.lock().reserved, 0);
+
+        // A small run fits; progress that makes it too large is refused and changes nothing.
+        let small = job_with(2, 0, vec![], vec![("note".into(), text(10))]);
+        let mut slot = jobs.reserve(10).unwrap();
+        slot.prepare(&small, &bounds).unwrap();
+        slot.fill(small);
+        let id = Uuid::from_u128(2);
+        assert!(matches!(
+            jobs.progress(&id, vec![("note".into(), text(5000))], 5, &bounds),
+            Err(Refusal::RunTooLarge { limit: 4096, .. })
+        ));
+        assert_eq!(rows(&jobs)[0].2, vec![("note".to_string(), text(10))]);
+        assert_bytes_add_up(&jobs);
+        jobs.progress(&id, vec![("note".into(), text(3000))], 5, &bounds)
+            .unwrap();
+        assert_bytes_add_up(&jobs);
+    }
+
+    #[test]
+    fn the_table_holds_max_table_bytes_at_most_and_frees_what_runs_let_go() {
+        let jobs = Jobs::new(10);
+        let one = job_with(1, 0, vec![], vec![("note".into(), text(3000))]);
+        let bounds = Bounds {
+            max_table_bytes: one.weight() * 2 + 100,
+            ..BOUNDS
+        };
+        let register = |n: u128| {
+            let job = job_with(n, 0, vec![], vec![("note".into(), text(3000))]);
+            let mut slot = jobs.reserve(10).unwrap();
+            let prepared = slot.prepare(&job, &bounds).map(|_| ());
+            if prepared.is_ok() {
+                slot.fill(job);
+            }
+            prepared
+        };
+        register(1).unwrap();
+        // A register under way holds its bytes: a second one finds the room taken.
+        let mut held = jobs.reserve(10).unwrap();
+        held.prepare(
+            &job_with(2, 0, vec![], vec![("note".into(), text(3000))]),
+            &bounds,
+        )
+        .unwrap();
+        assert_eq!(
+            register(3),
+            Err(Refusal::TableFull {
+                limit: bounds.max_table_bytes
+            })
+        );
+        drop(held);
+        register(2).unwrap();
+        assert_eq!(
+            register(3).unwrap_err(),
+            Refusal::TableFull {
+                limit: bounds.max_table_bytes
+            }
+        );
+        assert_bytes_add_up(&jobs);
+
+        // Progress that grows a run past the budget is refused; progress that shrinks it is not.
+        let id = Uuid::from_u128(1);
+        assert_eq!(
+            jobs.progress(&id, vec![("more".into(), text(500))], 5, &bounds),
+            Err(Refusal::TableFull {
+                limit: bounds.max_table_bytes
+            })
+        );
+        jobs.progress(&id, vec![("note".into(), text(10))], 5, &bounds)
+            .unwrap();
+        assert_bytes_add_up(&jobs);
+
+        // A finished run keeps only what the state page shows; a forgotten one, nothing.
+        jobs.begin_commit(&Uuid::from_u128(2)).unwrap();
+        finish(&jobs, &Uuid::from_u128(2), 10);
+        assert_bytes_add_up(&jobs);
+        register(3).unwrap();
+        // A restored table counts its bytes too.
+        let (snapshot, _) = jobs.snapshot();
+        let (restored, _) =
+            crate::state::journal::restore(Some(&snapshot[..]), b"", b"", 10).unwrap();
+        assert_bytes_add_up(&restored);
+        assert_eq!(restored.lock().bytes, jobs.lock().bytes);
+        jobs.tick(100, &ages(1, 1000));
+        assert_bytes_add_up(&jobs);
+        jobs.tick(1100, &ages(1, 1000));
+        assert_eq!(jobs.lock().bytes, 0, "every run forgotten");
+    }
+
+    #[test]
+    fn a_run_that_reported_progress_expires_after_progress_timeout_without_it() {
+        let jobs = Jobs::new(10);
+        let ages = Ages {
+            max_age_ms: 100_000,
+            progress_timeout_ms: 1000,
+            retention_ms: 100_000,
+        };
+        jobs.reserve(10).unwrap().fill(job(1, 0));
+        jobs.reserve(10).unwrap().fill(job(2, 0));
+        let reporting = Uuid::from_u128(1);
+        jobs.progress(
+            &reporting,
+            vec![("users".into(), FieldValue::Float(3.0))],
+            500,
+            &BOUNDS,
+        )
+        .unwrap();
+        assert_eq!(jobs.tick(1499, &ages).expired, 0, "heard from 999 ms ago");
+        let t = jobs.tick(1500, &ages);
+        assert_eq!(t.expired, 1);
+        assert!(
+            t.lines.contains("expired: no progress within 1s"),
+            "{}",
+            t.lines
+        );
+        assert_eq!(
+            jobs.counts().running,
+            1,
+            "the run that never reported waits for max_age"
+        );
+        assert_eq!(
+            rows(&jobs).iter().find(|r| r.0 == reporting).unwrap().1,
+            "expired"
+        );
+        // What the table remembers of it survives a restart.
+        let (snapshot, _) = jobs.snapshot();
+        let (restored, _) =
+            crate::state::journal::restore(Some(&snapshot[..]), b"", b"", 10).unwrap();
+        jobs.progress(&Uuid::from_u128(2), vec![], 1600, &BOUNDS)
+            .unwrap();
+        assert!(restored.lock().jobs[&reporting].progressed);
+        let t = jobs.tick(100_000, &ages);
+        assert!(
+            t.lines.contains("expired: no progress within 1s"),
+            "{}",
+            t.lines
+        );
     }
 }

@@ -15,11 +15,15 @@
 //! acknowledged and is left out), and removes it once a snapshot holds what it said.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use serde::de::{
+    DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -27,7 +31,7 @@ use crate::ingest::line_protocol::{self, FieldValue};
 use crate::ingest::points::Run;
 use crate::state::jobs::{Job, Jobs, State};
 use crate::state::schema::Known;
-use crate::storage::{read_if_exists, write_atomic};
+use crate::storage::{open_read, read_if_exists, write_atomic};
 
 /// The snapshot's file name in `storage.dir`.
 pub const SNAPSHOT_FILE: &str = "jobs.json";
@@ -96,40 +100,63 @@ impl Snapshots {
         }
     }
 
-    /// Rebuilds the table from the snapshot, a 0.1 journal if one is left, and the changes
-    /// read from the log (`log_changes`, journal lines in the log's order; `log_dir` names
-    /// them in errors).
+    /// Starts rebuilding the table: reads the snapshot, if there is one, as it streams in. The
+    /// log's changes go to [`Restore::log_changes`] as the log is opened; then
+    /// [`Snapshots::finish`].
+    pub fn read(&self) -> Result<Restore, JournalError> {
+        let snapshot = match open_read(&self.path) {
+            Ok(file) => Some(io::BufReader::with_capacity(1 << 16, file)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(JournalError::io("open", &self.path, e)),
+        };
+        Restore::from_snapshot(snapshot).map_err(|error| JournalError::Damaged {
+            path: self.path.clone(),
+            error,
+        })
+    }
+
+    /// Finishes rebuilding the table: applies a 0.1 journal if one is left, and reports the
+    /// first change that did not read back, naming its file (`log_dir` for the log's).
+    pub fn finish(
+        &self,
+        restore: Restore,
+        log_dir: &Path,
+        max_ended: usize,
+    ) -> Result<Loaded, JournalError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let legacy_path = dir.join(LEGACY_JOURNAL_FILE);
+        let legacy =
+            read_if_exists(&legacy_path).map_err(|e| JournalError::io("read", &legacy_path, e))?;
+        let (jobs, restored) = restore
+            .finish(legacy.as_deref().unwrap_or_default(), max_ended)
+            .map_err(|error| JournalError::Damaged {
+                path: match error.place() {
+                    Place::Snapshot => self.path.clone(),
+                    Place::LegacyJournal => legacy_path.clone(),
+                    Place::Log => log_dir.to_path_buf(),
+                },
+                error,
+            })?;
+        Ok(Loaded {
+            jobs,
+            restored,
+            legacy_journal: legacy.is_some(),
+        })
+    }
+
+    /// Rebuilds the table from the snapshot, a 0.1 journal if one is left, and the log's
+    /// changes (`log_changes`, journal lines in the log's order; `log_dir` names them in
+    /// errors).
+    #[cfg(test)]
     pub fn load(
         &self,
         log_changes: &[u8],
         log_dir: &Path,
         max_ended: usize,
     ) -> Result<Loaded, JournalError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let legacy_path = dir.join(LEGACY_JOURNAL_FILE);
-        let snapshot =
-            read_if_exists(&self.path).map_err(|e| JournalError::io("read", &self.path, e))?;
-        let legacy =
-            read_if_exists(&legacy_path).map_err(|e| JournalError::io("read", &legacy_path, e))?;
-        let (jobs, restored) = restore(
-            snapshot.as_deref(),
-            legacy.as_deref().unwrap_or_default(),
-            log_changes,
-            max_ended,
-        )
-        .map_err(|error| JournalError::Damaged {
-            path: match error.place() {
-                Place::Snapshot => self.path.clone(),
-                Place::LegacyJournal => legacy_path.clone(),
-                Place::Log => log_dir.to_path_buf(),
-            },
-            error,
-        })?;
-        Ok(Loaded {
-            jobs,
-            restored,
-            legacy_journal: legacy.is_some(),
-        })
+        let mut restore = self.read()?;
+        restore.log_changes(log_changes);
+        self.finish(restore, log_dir, max_ended)
     }
 
     /// Writes the whole table, and what the gateway knows of InfluxDB's schema; returns the
@@ -162,101 +189,103 @@ pub enum Place {
     Log,
 }
 
-/// Rebuilds the table: the snapshot (if there is one), then every change numbered after it, from
-/// a 0.1 journal and from the log, in the order of their numbers. The one exception to "anything
-/// that does not check out is an error" is the 0.1 journal's end: a last line that does not
-/// parse, or bytes after its zero padding, were being written when the process stopped, so they
-/// were never acknowledged.
-pub fn restore(
-    snapshot: Option<&[u8]>,
-    legacy_journal: &[u8],
-    log_changes: &[u8],
-    max_ended: usize,
-) -> Result<(Jobs, Restored), RestoreError> {
-    let mut jobs: HashMap<Uuid, Job> = HashMap::new();
-    let mut covered = 0;
-    let mut schema = Known::new();
-    if let Some(bytes) = snapshot {
-        let saved: SavedTable =
-            serde_json::from_slice(bytes).map_err(|e| RestoreError::NotATable(e.to_string()))?;
-        if saved.version != 1 {
-            return Err(RestoreError::UnknownVersion(saved.version));
-        }
-        for s in saved.jobs {
-            let uuid = s.uuid;
-            let job = s
-                .into_job()
-                .map_err(|why| RestoreError::BadSavedJob { uuid, why })?;
-            jobs.insert(uuid, job);
-        }
-        covered = saved.journal_seq;
-        schema = saved.schema;
-    }
-    let mut restored = Restored {
-        schema,
-        ..Restored::default()
-    };
-    let mut changes: Vec<(u64, Place, usize, SavedRecord)> = Vec::new();
+/// The table being rebuilt at start: the snapshot read first, then every change numbered after
+/// it applied as it is read, from the log and from a 0.1 journal, whatever order they come in.
+/// A change holds its job's whole state (or its removal), so of each job only the change with
+/// the highest number counts: one read after a higher one of the same job is left out, which
+/// gives what applying them in the order of their numbers would. The start holds the table
+/// and one change at a time, never the log's changes all together.
+pub struct Restore {
+    jobs: HashMap<Uuid, Job>,
+    /// The snapshot holds every change up to this number.
+    covered: u64,
+    /// The highest change number seen.
+    seq: u64,
+    /// For each job changed after the snapshot, the number of the change applied.
+    applied: HashMap<Uuid, u64>,
+    restored: Restored,
+    /// Changes read from the log so far (errors name the `index`th, 1-based).
+    log_index: usize,
+    /// The first change of the log that did not read back; [`Restore::finish`] reports it.
+    error: Option<RestoreError>,
+}
 
-    // Version 0.1's journal was zero-filled ahead of its records; what follows the first zero
-    // byte was never fsync'd as a whole, so never acknowledged.
-    let end = legacy_journal
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(legacy_journal.len());
-    if legacy_journal[end..].iter().any(|&b| b != 0) {
-        restored.torn_tail = true;
-    }
-    let mut rest = &legacy_journal[..end];
-    let mut line_no = 0;
-    while !rest.is_empty() {
-        line_no += 1;
-        let (line, after) = match rest.iter().position(|&b| b == b'\n') {
-            Some(i) => (&rest[..i], &rest[i + 1..]),
-            None => (rest, &rest[rest.len()..]),
+impl Restore {
+    /// Starts from the snapshot, if there is one, read as it streams in: each job goes into
+    /// the table as soon as it is read, so the file is never held beside the table.
+    pub fn from_snapshot(snapshot: Option<impl io::Read>) -> Result<Restore, RestoreError> {
+        let mut jobs = HashMap::new();
+        let (covered, schema) = match snapshot {
+            Some(reader) => read_snapshot(reader, &mut jobs)?,
+            None => (0, Known::new()),
         };
-        rest = after;
-        match serde_json::from_slice::<SavedRecord>(line) {
-            Ok(record) => changes.push((record.seq, Place::LegacyJournal, line_no, record)),
-            Err(_) if after.is_empty() => {
-                restored.torn_tail = true;
-                break;
+        Ok(Restore {
+            jobs,
+            covered,
+            seq: covered,
+            applied: HashMap::new(),
+            restored: Restored {
+                schema,
+                ..Restored::default()
+            },
+            log_index: 0,
+            error: None,
+        })
+    }
+
+    /// Applies the job-table changes of one log record (journal lines, each ending in '\n').
+    /// The log's records are whole (each passed its checksum), so every change must read
+    /// back; the first that does not is kept as the error, and nothing after it is applied.
+    pub fn log_changes(&mut self, lines: &[u8]) {
+        for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            self.log_index += 1;
+            if self.error.is_some() {
+                continue;
             }
-            Err(e) => {
-                return Err(RestoreError::BadRecord {
-                    line: line_no,
+            let index = self.log_index;
+            let applied = serde_json::from_slice::<SavedRecord>(line)
+                .map_err(|e| RestoreError::BadChange {
+                    index,
                     why: e.to_string(),
+                })
+                .and_then(|record| self.apply(record, Place::Log, index));
+            if let Err(e) = applied {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    /// Applies one change read at `at` (a line of the 0.1 journal, or the index of a change
+    /// in the log), unless the snapshot or a higher change of the same job holds it already.
+    fn apply(&mut self, record: SavedRecord, place: Place, at: usize) -> Result<(), RestoreError> {
+        let uuid = match (&record.put, &record.del) {
+            (Some(saved), None) => saved.uuid,
+            (None, Some(uuid)) => *uuid,
+            _ => {
+                return Err(match place {
+                    Place::Log => RestoreError::NotOneChangeInLog { index: at },
+                    _ => RestoreError::NotOneChange { line: at },
                 });
             }
+        };
+        if record.seq <= self.covered {
+            return Ok(());
         }
-    }
-    // The log's records are whole (each passed its checksum), so every change must parse.
-    for (i, line) in log_changes
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .enumerate()
-    {
-        let record =
-            serde_json::from_slice::<SavedRecord>(line).map_err(|e| RestoreError::BadChange {
-                index: i + 1,
-                why: e.to_string(),
-            })?;
-        changes.push((record.seq, Place::Log, i + 1, record));
-    }
-    // Stable: a change found twice (a 0.1 journal taken over, then written again) applies once
-    // more to the same effect.
-    changes.sort_by_key(|c| c.0);
-    let mut seq = covered;
-    for (number, place, at, record) in changes {
-        if number <= covered {
-            // Already in the snapshot.
-            continue;
+        self.seq = self.seq.max(record.seq);
+        self.restored.replayed += 1;
+        match self.applied.entry(uuid) {
+            // A change found twice (a 0.1 journal taken over, then written again) is the same
+            // change, applied once.
+            Entry::Occupied(e) if *e.get() >= record.seq => return Ok(()),
+            Entry::Occupied(mut e) => {
+                e.insert(record.seq);
+            }
+            Entry::Vacant(e) => {
+                e.insert(record.seq);
+            }
         }
-        seq = seq.max(number);
-        restored.replayed += 1;
-        match (record.put, record.del) {
-            (Some(saved), None) => {
-                let uuid = saved.uuid;
+        match record.put {
+            Some(saved) => {
                 let job = saved.into_job().map_err(|why| match place {
                     Place::Log => RestoreError::BadChangedJob {
                         index: at,
@@ -269,20 +298,86 @@ pub fn restore(
                         why,
                     },
                 })?;
-                jobs.insert(uuid, job);
+                self.jobs.insert(uuid, job);
             }
-            (None, Some(uuid)) => {
-                jobs.remove(&uuid);
-            }
-            _ => {
-                return Err(match place {
-                    Place::Log => RestoreError::NotOneChangeInLog { index: at },
-                    _ => RestoreError::NotOneChange { line: at },
-                });
+            None => {
+                self.jobs.remove(&uuid);
             }
         }
+        Ok(())
     }
-    Ok((Jobs::from_saved(jobs, seq, max_ended), restored))
+
+    /// Applies version 0.1's journal: records one per line, zero-filled ahead. What follows
+    /// the first zero byte was never fsync'd as a whole, so never acknowledged, and neither was
+    /// a last line that does not parse; either sets `torn_tail`.
+    fn legacy_journal(&mut self, journal: &[u8]) -> Result<(), RestoreError> {
+        let end = journal
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(journal.len());
+        if journal[end..].iter().any(|&b| b != 0) {
+            self.restored.torn_tail = true;
+        }
+        let mut rest = &journal[..end];
+        let mut line_no = 0;
+        while !rest.is_empty() {
+            line_no += 1;
+            let (line, after) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, &rest[rest.len()..]),
+            };
+            rest = after;
+            match serde_json::from_slice::<SavedRecord>(line) {
+                Ok(record) => self.apply(record, Place::LegacyJournal, line_no)?,
+                Err(_) if after.is_empty() => {
+                    self.restored.torn_tail = true;
+                    break;
+                }
+                Err(e) => {
+                    return Err(RestoreError::BadRecord {
+                        line: line_no,
+                        why: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a 0.1 journal (empty when there is none) and hands over the table, which
+    /// remembers at most `max_ended` ended runs. Errors: the first change that did not read
+    /// back.
+    pub fn finish(
+        mut self,
+        legacy_journal: &[u8],
+        max_ended: usize,
+    ) -> Result<(Jobs, Restored), RestoreError> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        self.legacy_journal(legacy_journal)?;
+        Ok((
+            Jobs::from_saved(self.jobs, self.seq, max_ended),
+            self.restored,
+        ))
+    }
+}
+
+/// Rebuilds the table from a snapshot, a 0.1 journal and the log's changes (`log_changes`,
+/// journal lines in the log's order), as [`Restore`] does. The one exception to "anything
+/// that does not check out is an error" is the 0.1 journal's end: a last line that does not
+/// parse, or bytes after its zero padding, were being written when the process stopped, so they
+/// were never acknowledged.
+#[cfg(test)]
+pub fn restore(
+    snapshot: Option<impl io::Read>,
+    legacy_journal: &[u8],
+    log_changes: &[u8],
+    max_ended: usize,
+) -> Result<(Jobs, Restored), RestoreError> {
+    let mut restore = Restore::from_snapshot(snapshot)?;
+    restore.log_changes(log_changes);
+    restore.finish(legacy_journal, max_ended)
 }
 
 /// The bytes of `jobs.json`: every job of `jobs`, and the number up to which they hold every
@@ -412,16 +507,120 @@ pub fn encode_record(out: &mut Vec<u8>, seq: u64, job: Option<&Job>, uuid: &Uuid
     out.push(b'\n');
 }
 
-#[derive(Deserialize)]
-struct SavedTable {
-    version: u32,
-    /// The last journal record included (files from before the journal have none).
-    #[serde(default)]
-    journal_seq: u64,
-    jobs: Vec<Saved>,
-    /// What the gateway knew of InfluxDB's schema (files of 0.1 have none).
-    #[serde(default)]
-    schema: Known,
+/// Reads `jobs.json` (`{"version":1,"journal_seq":N,"jobs":[...],"schema":{...}}`) into
+/// `jobs`; returns the last journal record it includes (0 in files from before the journal)
+/// and what it says of InfluxDB's schema (nothing in files of 0.1). Members it does not know
+/// are skipped.
+fn read_snapshot(
+    reader: impl io::Read,
+    jobs: &mut HashMap<Uuid, Job>,
+) -> Result<(u64, Known), RestoreError> {
+    let mut bad = None;
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    let read = TableSeed {
+        jobs,
+        bad: &mut bad,
+    }
+    .deserialize(&mut de)
+    .and_then(|read| de.end().map(|()| read));
+    read.map_err(|e| bad.unwrap_or_else(|| RestoreError::NotATable(e.to_string())))
+}
+
+/// Reads the table object, its jobs straight into the map.
+struct TableSeed<'a> {
+    jobs: &'a mut HashMap<Uuid, Job>,
+    /// Set when the reading stops for a reason better said than serde's message.
+    bad: &'a mut Option<RestoreError>,
+}
+
+impl<'de> DeserializeSeed<'de> for TableSeed<'_> {
+    type Value = (u64, Known);
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(u64, Known), D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TableSeed<'_> {
+    type Value = (u64, Known);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a job table")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(u64, Known), A::Error> {
+        let (mut version, mut jobs_seen) = (None, false);
+        let (mut seq, mut schema) = (0, Known::new());
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "version" => {
+                    let v: u32 = map.next_value()?;
+                    if v != 1 {
+                        *self.bad = Some(RestoreError::UnknownVersion(v));
+                        return Err(A::Error::custom("unknown version"));
+                    }
+                    version = Some(v);
+                }
+                "journal_seq" => seq = map.next_value()?,
+                "jobs" => {
+                    map.next_value_seed(JobsSeed {
+                        jobs: &mut *self.jobs,
+                        bad: &mut *self.bad,
+                    })?;
+                    jobs_seen = true;
+                }
+                "schema" => schema = map.next_value()?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        if version.is_none() {
+            return Err(A::Error::missing_field("version"));
+        }
+        if !jobs_seen {
+            return Err(A::Error::missing_field("jobs"));
+        }
+        Ok((seq, schema))
+    }
+}
+
+/// Reads the array of saved jobs, checking each and putting it into the map as it comes.
+struct JobsSeed<'a> {
+    jobs: &'a mut HashMap<Uuid, Job>,
+    bad: &'a mut Option<RestoreError>,
+}
+
+impl<'de> DeserializeSeed<'de> for JobsSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for JobsSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of jobs")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(saved) = seq.next_element::<Saved>()? {
+            let uuid = saved.uuid;
+            match saved.into_job() {
+                Ok(job) => {
+                    self.jobs.insert(uuid, job);
+                }
+                Err(why) => {
+                    *self.bad = Some(RestoreError::BadSavedJob { uuid, why });
+                    return Err(A::Error::custom("a job breaks the rules"));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Serialize)]
@@ -462,6 +661,11 @@ struct Saved {
     last_seen_ms: i64,
     state: SavedState,
     heartbeats: u64,
+    /// Older files have neither.
+    #[serde(default)]
+    progressed: bool,
+    #[serde(default)]
+    owner: Option<String>,
 }
 
 /// A job as it is saved, borrowed from the table: the same JSON as [`Saved`].
@@ -475,6 +679,10 @@ struct SavedView<'a> {
     last_seen_ms: i64,
     state: SavedState,
     heartbeats: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    progressed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -531,6 +739,8 @@ impl<'a> SavedView<'a> {
             last_seen_ms: job.last_seen_ms,
             state,
             heartbeats: job.heartbeats,
+            progressed: job.progressed,
+            owner: job.owner.as_deref(),
         }
     }
 }
@@ -567,6 +777,11 @@ impl Saved {
             SavedState::Expired { at_ms } => State::Expired { at_ms },
         };
         job.heartbeats = self.heartbeats;
+        job.progressed = self.progressed;
+        if let Some(owner) = &self.owner {
+            line_protocol::check_tag_value(owner).map_err(|e| format!("owner: {e}"))?;
+        }
+        job.owner = self.owner;
         Ok(job)
     }
 }
@@ -574,7 +789,7 @@ impl Saved {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::jobs::tests::{finish, job, job_with, rows};
+    use crate::state::jobs::tests::{BOUNDS, finish, job, job_with, rows};
     use crate::storage::tests::Dir;
 
     /// Journal lines of the jobs, numbered from 1, as version 0.1 wrote them.
@@ -589,7 +804,7 @@ mod tests {
     /// Registers `job`, as the service does; the change for the log.
     fn register(jobs: &Jobs, job: Job) -> Vec<u8> {
         let mut slot = jobs.reserve(usize::MAX).unwrap();
-        let change = slot.prepare(&job);
+        let change = slot.prepare(&job, &BOUNDS).unwrap();
         slot.fill(job);
         change.bytes
     }
@@ -650,7 +865,9 @@ mod tests {
         jobs.begin_commit(&Uuid::from_u128(2)).unwrap();
         finish(&jobs, &Uuid::from_u128(2), 250);
         jobs.begin_commit(&Uuid::from_u128(3)).unwrap();
-        let loaded = restore(Some(&jobs.snapshot().0), b"", b"", 1000).unwrap().0;
+        let loaded = restore(Some(&jobs.snapshot().0[..]), b"", b"", 1000)
+            .unwrap()
+            .0;
         let mut before = jobs.is_running();
         let mut after = loaded.is_running();
         before.sort();
@@ -725,7 +942,7 @@ mod tests {
                 &Uuid::from_u128(2),
                 vec![("rps".into(), FieldValue::Float(3.5))],
                 30,
-                64,
+                &BOUNDS,
             )
             .unwrap()
             .bytes,
@@ -736,18 +953,18 @@ mod tests {
         changes.push(finishing.bytes);
         let in_order = changes.concat();
         assert_eq!(
-            rows(&restore(Some(&old), b"", &in_order, 1000).unwrap().0),
+            rows(&restore(Some(&old[..]), b"", &in_order, 1000).unwrap().0),
             rows(&jobs)
         );
         // Records reach the log in the order their requests wrote them, not the order of the
         // changes: the numbers put them right.
         let reversed: Vec<u8> = changes.iter().rev().flatten().copied().collect();
         assert_eq!(
-            rows(&restore(Some(&old), b"", &reversed, 1000).unwrap().0),
+            rows(&restore(Some(&old[..]), b"", &reversed, 1000).unwrap().0),
             rows(&jobs)
         );
         assert_eq!(
-            rows(&restore(None, b"", &in_order, 1000).unwrap().0)
+            rows(&restore(None::<&[u8]>, b"", &in_order, 1000).unwrap().0)
                 .iter()
                 .map(|r| r.0)
                 .collect::<Vec<_>>(),
@@ -760,7 +977,7 @@ mod tests {
             seq, 4,
             "four changes after the first register, filled without one"
         );
-        let (again, restored) = restore(Some(&new), b"", &in_order, 1000).unwrap();
+        let (again, restored) = restore(Some(&new[..]), b"", &in_order, 1000).unwrap();
         assert_eq!(rows(&again), rows(&jobs));
         assert_eq!(restored.replayed, 0);
     }
@@ -770,14 +987,15 @@ mod tests {
         let journal = legacy_lines(&[job(1, 0), job(2, 0)]);
         let first_line = journal.iter().position(|&b| b == b'\n').unwrap() + 1;
         for cut in [journal.len() - 2, journal.len() - 20, first_line + 3] {
-            let (restored, how) = restore(None, &journal[..cut], b"", 10).unwrap();
+            let (restored, how) = restore(None::<&[u8]>, &journal[..cut], b"", 10).unwrap();
             assert!(how.torn_tail, "cut at {cut}");
             assert_eq!(restored.counts().running, 1, "cut at {cut}");
         }
         // Whole but for its newline: the record is complete, so it counts.
-        let (restored, how) = restore(None, &journal[..journal.len() - 1], b"", 10).unwrap();
+        let (restored, how) =
+            restore(None::<&[u8]>, &journal[..journal.len() - 1], b"", 10).unwrap();
         assert_eq!((restored.counts().running, how.torn_tail), (2, false));
-        let (_, how) = restore(None, &journal, b"", 10).unwrap();
+        let (_, how) = restore(None::<&[u8]>, &journal, b"", 10).unwrap();
         assert_eq!(
             how,
             Restored {
@@ -788,24 +1006,24 @@ mod tests {
         let mut bad = journal[..first_line - 5].to_vec();
         bad.extend_from_slice(&journal[first_line - 1..]);
         assert!(matches!(
-            restore(None, &bad, b"", 10),
+            restore(None::<&[u8]>, &bad, b"", 10),
             Err(e @ RestoreError::BadRecord { line: 1, .. }) if e.place() == Place::LegacyJournal
         ));
         // Zero padding ends the records; bytes after it are an unfinished write.
         let mut padded = journal.clone();
         padded.extend_from_slice(&[0; 100]);
-        let (restored, how) = restore(None, &padded, b"", 10).unwrap();
+        let (restored, how) = restore(None::<&[u8]>, &padded, b"", 10).unwrap();
         assert_eq!((restored.counts().running, how.torn_tail), (2, false));
         padded.extend_from_slice(&journal[..10]);
         padded.extend_from_slice(&[0; 10]);
-        let (restored, how) = restore(None, &padded, b"", 10).unwrap();
+        let (restored, how) = restore(None::<&[u8]>, &padded, b"", 10).unwrap();
         assert_eq!((restored.counts().running, how.torn_tail), (2, true));
         let both = br#"{"seq":1,"del":"00000000-0000-0000-0000-000000000001"}
 {"seq":2}
 {"seq":3,"del":"00000000-0000-0000-0000-000000000001"}
 "#;
         assert!(matches!(
-            restore(None, both, b"", 10),
+            restore(None::<&[u8]>, both, b"", 10),
             Err(e @ RestoreError::NotOneChange { line: 2 }) if e.to_string().contains("exactly one")
         ));
     }

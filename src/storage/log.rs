@@ -140,8 +140,8 @@ impl From<StorageError> for OpenError {
 /// What the start found in the log besides the records.
 #[derive(Debug, Default)]
 pub struct Opened {
-    /// The job-table changes of every record, in the log's order, one journal line each.
-    pub changes: Vec<u8>,
+    /// Bytes of job-table changes in the log (handed one record's at a time to the caller).
+    pub change_bytes: u64,
     /// Whole records found.
     pub records: u64,
     /// Records not yet delivered, and their bytes.
@@ -262,14 +262,17 @@ fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 
 impl Log {
     /// Opens (creating it) the log in `dir`, reads and checks every record, and returns what
-    /// the start needs: the job-table changes, and the position of the first record not yet
-    /// delivered. With `repair`, damaged records are dropped instead of stopping the start.
+    /// the start needs: the position of the first record not yet delivered, and what was found.
+    /// Each record's job-table changes (journal lines) go to `changes` as the record is read,
+    /// in the log's order, so the start never holds them all at once. With `repair`, damaged
+    /// records are dropped instead of stopping the start.
     pub fn open(
         dir: &Path,
         limit: u64,
         repair: bool,
+        changes: &mut dyn FnMut(&[u8]),
     ) -> Result<(Log, Position, Opened), OpenError> {
-        Log::open_sized(dir, limit, repair, SEGMENT_BYTES)
+        Log::open_sized(dir, limit, repair, SEGMENT_BYTES, changes)
     }
 
     fn open_sized(
@@ -277,6 +280,7 @@ impl Log {
         limit: u64,
         repair: bool,
         segment_bytes: u64,
+        changes: &mut dyn FnMut(&[u8]),
     ) -> Result<(Log, Position, Opened), OpenError> {
         ensure_dir(dir)?;
         let mut names: Vec<(u64, PathBuf)> = Vec::new();
@@ -323,7 +327,14 @@ impl Log {
                 );
             }
             next_seq = *first;
-            let scanned = scan(path, next_seq, i == last_index, repair, &mut opened)?;
+            let scanned = scan(
+                path,
+                next_seq,
+                i == last_index,
+                repair,
+                &mut opened,
+                changes,
+            )?;
             for rec in &scanned.records {
                 if rec.seq > delivered {
                     undelivered_bytes += rec.len;
@@ -395,7 +406,7 @@ impl Log {
                 undelivered_records: opened.undelivered.0,
                 delivered: position.next_seq - 1,
                 snapshot_covers: 0,
-                changes_since_snapshot: opened.changes.len() as u64,
+                changes_since_snapshot: opened.change_bytes,
                 snapshot_bytes: 0,
                 broken: false,
             }),
@@ -906,6 +917,7 @@ fn scan(
     is_last: bool,
     repair: bool,
     opened: &mut Opened,
+    changes: &mut dyn FnMut(&[u8]),
 ) -> Result<Scanned, OpenError> {
     let bytes = super::read_if_exists(path)
         .map_err(|e| StorageError::io("read", path, e))?
@@ -921,7 +933,10 @@ fn scan(
             Frame::Record { seq, len } if seq >= expected => {
                 match record::decode(&bytes[pos + record::HEADER_BYTES..pos + len]) {
                     Ok(payload) => {
-                        opened.changes.extend_from_slice(payload.changes);
+                        if !payload.changes.is_empty() {
+                            opened.change_bytes += payload.changes.len() as u64;
+                            changes(payload.changes);
+                        }
                         max_change = max_change.max(payload.change_seq);
                         records.push(Found {
                             seq,
@@ -1015,7 +1030,7 @@ mod tests {
     const LIMIT: u64 = 1 << 30;
 
     fn open(dir: &Dir) -> Result<(Log, Position, Opened), OpenError> {
-        Log::open_sized(&dir.0, LIMIT, false, 4096)
+        Log::open_sized(&dir.0, LIMIT, false, 4096, &mut |_| {})
     }
 
     /// Appends a request record of `n`'s points and waits for it; its number.
@@ -1075,12 +1090,17 @@ mod tests {
         assert_eq!(read[41].seq, 42);
         assert_eq!(read[41].units[0].lines, "m,r=r42 v=42 42\n");
         drop(log);
-        let (_, start, opened) = open(&dir).unwrap();
+        let mut changes = Vec::new();
+        let (_, start, opened) = Log::open_sized(&dir.0, LIMIT, false, 4096, &mut |c| {
+            changes.extend_from_slice(c)
+        })
+        .unwrap();
         assert_eq!(opened.records, 200);
         assert_eq!(opened.undelivered.0, 200, "nothing was marked delivered");
         assert_eq!(start.next_seq, 1);
         assert!(opened.torn.is_none());
-        let changes = String::from_utf8(opened.changes).unwrap();
+        assert_eq!(opened.change_bytes, changes.len() as u64);
+        let changes = String::from_utf8(changes).unwrap();
         assert_eq!(changes.lines().count(), 200);
         assert!(changes.starts_with("{\"seq\":1,"));
     }
@@ -1111,7 +1131,7 @@ mod tests {
     #[test]
     fn points_beyond_the_limit_are_refused_and_changes_alone_have_headroom() {
         let dir = Dir::new("log-full");
-        let (log, _, _) = Log::open_sized(&dir.0, 300, false, 4096).unwrap();
+        let (log, _, _) = Log::open_sized(&dir.0, 300, false, 4096, &mut |_| {}).unwrap();
         put(&log, 1);
         put(&log, 2);
         let lines = "m v=1 1\n";
@@ -1198,7 +1218,7 @@ mod tests {
 
     /// Five records in one segment, as (file, offsets of the records).
     fn five_records(dir: &Dir) -> (PathBuf, Vec<u64>) {
-        let (log, mut at, _) = Log::open_sized(&dir.0, LIMIT, false, 1 << 20).unwrap();
+        let (log, mut at, _) = Log::open_sized(&dir.0, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
         for n in 1..=5 {
             put(&log, n);
         }
@@ -1218,7 +1238,8 @@ mod tests {
         let f = fs::OpenOptions::new().write(true).open(&file).unwrap();
         f.write_all_at(&[0; 20], offsets[4] + 10).unwrap();
         drop(f);
-        let (log, mut at, opened) = Log::open_sized(&dir.0, LIMIT, false, 1 << 20).unwrap();
+        let (log, mut at, opened) =
+            Log::open_sized(&dir.0, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
         let (path, offset, _) = opened.torn.clone().expect("a torn tail");
         assert_eq!((path, offset), (file.clone(), offsets[4]));
         assert_eq!(opened.records, 4);
@@ -1243,7 +1264,7 @@ mod tests {
                 _ => bytes[start] ^= 0x40,
             }
             fs::write(&file, &bytes).unwrap();
-            let err = match Log::open_sized(&dir.0, LIMIT, false, 1 << 20) {
+            let err = match Log::open_sized(&dir.0, LIMIT, false, 1 << 20, &mut |_| {}) {
                 Err(e) => e,
                 Ok(_) => panic!("{what}: the start went on"),
             };
@@ -1256,13 +1277,15 @@ mod tests {
                 text.contains(&file.display().to_string()) && text.contains("--repair"),
                 "{text}"
             );
-            let (log, mut at, opened) = Log::open_sized(&dir.0, LIMIT, true, 1 << 20).unwrap();
+            let (log, mut at, opened) =
+                Log::open_sized(&dir.0, LIMIT, true, 1 << 20, &mut |_| {}).unwrap();
             assert_eq!(opened.repaired.len(), 1, "{what}");
             let seqs: Vec<u64> = read_all(&log, &mut at).iter().map(|r| r.seq).collect();
             assert_eq!(seqs, [1, 2, 4, 5], "{what}");
             drop(log);
             // Repaired for good: the next start needs no --repair.
-            let (_, _, opened) = Log::open_sized(&dir.0, LIMIT, false, 1 << 20).unwrap();
+            let (_, _, opened) =
+                Log::open_sized(&dir.0, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
             assert_eq!(opened.records, 4, "{what}");
         }
     }
@@ -1270,7 +1293,7 @@ mod tests {
     #[test]
     fn a_failed_write_fails_its_group_leaves_no_record_and_no_gap() {
         let dir = Dir::new("log-fail");
-        let (log, mut at, _) = Log::open_sized(&dir.0, LIMIT, false, 1 << 20).unwrap();
+        let (log, mut at, _) = Log::open_sized(&dir.0, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
         put(&log, 1);
         let path = segment_files(&dir)[0].clone();
         log.fail_writes

@@ -10,6 +10,7 @@ use crate::support::{Gateway, Influxd, config, get, post_json, register, wait_un
 const REGISTER: &str = "/apiv0.1/events/register";
 const COMMIT: &str = "/apiv0.1/events/commit";
 const ISRUNNING: &str = "/apiv0.1/events/isrunning";
+const PROGRESS: &str = "/apiv0.1/events/progress";
 
 fn start(extra: &str) -> (Influxd, Gateway) {
     let influx = Influxd::start();
@@ -360,6 +361,32 @@ fn runs_without_commit_expire() {
     );
     assert_eq!(commit.status, 200, "{}", commit.body);
     assert_eq!(rows(&influx, "load_testing_result", &uuid)[0]["ok"], true);
+}
+
+#[test]
+fn a_run_that_stops_reporting_progress_expires_after_progress_timeout() {
+    let (influx, gw) = start("[jobs]\nheartbeat_interval = \"200ms\"\nprogress_timeout = \"1s\"\n");
+    let silent = register(gw.addr, &json!({"host": "x"}));
+    let reporting = register(gw.addr, &json!({"host": "y"}));
+    let progress = json!({"uuid": reporting, "measurement": {"fields": {"users": 4}}});
+    assert_eq!(post_json(gw.addr, PROGRESS, &progress).status, 200);
+    wait_until(Duration::from_secs(5), "an expired event", || {
+        rows(&influx, "load_testing_events", &reporting)
+            .iter()
+            .any(|e| e["event"] == "expired")
+    });
+    let event = rows(&influx, "load_testing_events", &reporting)
+        .into_iter()
+        .find(|e| e["event"] == "expired")
+        .unwrap();
+    let text = event["text"].as_str().unwrap_or_default().to_string();
+    assert!(text.contains("no progress within 1s"), "{event:?}");
+    let running = get(gw.addr, ISRUNNING).json();
+    assert_eq!(running[&reporting], false);
+    assert_eq!(
+        running[&silent], true,
+        "a run that never reported progress waits for jobs.max_age"
+    );
 }
 
 #[test]

@@ -248,6 +248,11 @@ impl Gateway {
         self.proc_status_field("VmRSS")
     }
 
+    /// Peak resident memory of the process so far in KiB (VmHWM in /proc/PID/status).
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.proc_status_field("VmHWM")
+    }
+
     /// Number of threads (Threads in /proc/PID/status).
     pub fn threads(&self) -> u64 {
         self.proc_status_field("Threads")
