@@ -162,7 +162,8 @@ uuid_of() {
 echo "--- register, progress and commit a run"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$gateway/apiv0.1/events/register" -d '{}')" = 401 ] ||
     fail "a register without the token was not refused with 401"
-first=$(post register '{"host": "container-e2e", "measurement": {"fields": {"users": 2}}}' | uuid_of)
+answer=$(post register '{"host": "container-e2e", "measurement": {"fields": {"users": 2}}}')
+first=$(uuid_of <<<"$answer")
 post progress "{\"uuid\": \"$first\", \"measurement\": {\"fields\": {\"users\": 4}}}" >/dev/null
 committed=$(post commit "{\"uuid\": \"$first\", \"measurement\": {\"fields\": {\"requestStats\": {\"stats\": [{\"name\": \"/items\", \"method\": \"GET\", \"num_requests\": 10}]}}}}")
 grep -q '"delivered":true' <<<"$committed" || fail "the commit was not delivered to InfluxDB: $committed"
@@ -172,7 +173,8 @@ for measurement in load_testing_events load_testing_result load_testing_request_
 done
 echo "run $first: its points landed in InfluxDB"
 
-second=$(post register '{"host": "container-e2e", "measurement": {"fields": {"users": 1}}}' | uuid_of)
+answer=$(post register '{"host": "container-e2e", "measurement": {"fields": {"users": 1}}}')
+second=$(uuid_of <<<"$answer")
 
 echo "--- podman restart: the running run is kept in the volume"
 pod restart -t 20 "$container" >/dev/null
