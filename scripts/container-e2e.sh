@@ -81,7 +81,7 @@ binary=$(static_binary)
 ls -l "$binary"
 
 echo "--- podman build $image (FROM scratch)"
-pod build --quiet --pull=never --build-arg "BINARY=$binary" -t "$image" -f Containerfile . >"$work/build.log" 2>&1 || {
+pod build --quiet --pull=never --layers=false --build-arg "BINARY=$binary" -t "$image" -f Containerfile . >"$work/build.log" 2>&1 || {
     cat "$work/build.log" >&2
     fail "podman build -f Containerfile failed"
 }
