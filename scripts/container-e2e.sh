@@ -7,7 +7,8 @@
 #     /etc/hosts, from --add-host) and a registered and committed run's points land;
 #   - a second run left running is kept in the volume across `podman restart`, and can be
 #     committed afterwards;
-#   - `podman stop` ends it cleanly as PID 1 (exit 0, "stopped" logged), without an init.
+#   - `podman stop` ends it cleanly as PID 1 (exit 0, "stopped" logged), without an init;
+#   - a new container on the same volume, as after an upgrade, knows both runs.
 # Every container, volume and image it makes is removed on exit, and influxd is stopped by
 # its PID. Called by scripts/test.sh; can be run alone as root (installs podman and runc).
 # podman runs with --runtime runc (crun refuses these machines' hybrid cgroups) and explicit
@@ -117,17 +118,21 @@ db=container_e2e
 influx_host=influxdb.container-e2e.test
 
 pod volume create "$volume" >/dev/null
+# Runs the gateway as container $container, its state in the volume, configured by environment.
+run_gateway() {
+    pod run -d --name "$container" "${run_flags[@]}" \
+        --add-host "$influx_host:127.0.0.1" \
+        -v "$volume:/var/lib/metrics-consumer" \
+        -e "CONSUMER_SERVER_LISTEN=127.0.0.1:$port" \
+        -e "CONSUMER_AUTH_TOKENS=$token" \
+        -e "CONSUMER_INFLUXDB_URL=http://$influx_host:$influx_port" \
+        -e "CONSUMER_INFLUXDB_DATABASE=$db" \
+        -e "CONSUMER_DELIVERY_ACKNOWLEDGE=influxdb" \
+        -e "CONSUMER_JOBS_HEARTBEAT_INTERVAL=1s" \
+        "$image" >/dev/null
+}
 echo "--- podman run: $gateway, InfluxDB at http://$influx_host:$influx_port"
-pod run -d --name "$container" "${run_flags[@]}" \
-    --add-host "$influx_host:127.0.0.1" \
-    -v "$volume:/var/lib/metrics-consumer" \
-    -e "CONSUMER_SERVER_LISTEN=127.0.0.1:$port" \
-    -e "CONSUMER_AUTH_TOKENS=$token" \
-    -e "CONSUMER_INFLUXDB_URL=http://$influx_host:$influx_port" \
-    -e "CONSUMER_INFLUXDB_DATABASE=$db" \
-    -e "CONSUMER_DELIVERY_ACKNOWLEDGE=influxdb" \
-    -e "CONSUMER_JOBS_HEARTBEAT_INTERVAL=1s" \
-    "$image" >/dev/null
+run_gateway
 
 # Waits for the $1-th "listening on" line of the container's log (one per start), then ping.
 await_listening() {
@@ -190,15 +195,31 @@ post commit "{\"uuid\": \"$second\", \"measurement\": {\"fields\": {\"duration\"
 mountpoint=$(podman volume inspect --format '{{.Mountpoint}}' "$volume")
 [ "$(stat -c %u "$mountpoint/data/log")" = 10001 ] || fail "the volume's data is not owned by the image's user"
 
+# Stops the container with podman stop and checks the stop was graceful; $1 names the log.
+stop_gracefully() {
+    local stop_started exit_code
+    stop_started=$(date +%s)
+    pod stop -t 20 "$container" >/dev/null
+    exit_code=$(podman inspect --format '{{.State.ExitCode}}' "$container")
+    podman logs "$container" >"$work/$1.log" 2>&1
+    [ "$exit_code" = 0 ] || fail "the gateway exited $exit_code on podman stop, not 0"
+    [ "$(tail -n 1 "$work/$1.log" | grep -c 'stopped;')" = 1 ] ||
+        fail "the last log line is not 'stopped': $(tail -n 1 "$work/$1.log")"
+    [ $(($(date +%s) - stop_started)) -lt 15 ] || fail "podman stop took 15 s or more"
+}
+
 echo "--- podman stop: a graceful stop as PID 1"
-stop_started=$(date +%s)
-pod stop -t 20 "$container" >/dev/null
-exit_code=$(podman inspect --format '{{.State.ExitCode}}' "$container")
-podman logs "$container" >"$work/gateway-3.log" 2>&1
-[ "$exit_code" = 0 ] || fail "the gateway exited $exit_code on podman stop, not 0"
-[ "$(tail -n 1 "$work/gateway-3.log" | grep -c 'stopped;')" = 1 ] ||
-    fail "the last log line is not 'stopped': $(tail -n 1 "$work/gateway-3.log")"
-[ $(($(date +%s) - stop_started)) -lt 15 ] || fail "podman stop took 15 s or more"
+stop_gracefully gateway-3
+
+echo "--- a new container on the same volume (as after an upgrade) knows both runs"
+pod rm "$container" >/dev/null
+run_gateway
+await_listening 1
+running=$(curl -fs "${auth[@]}" "$gateway/apiv0.1/events/isrunning")
+for run in "$first" "$second"; do
+    grep -q "\"$run\":false" <<<"$running" || fail "the new container does not know run $run as finished: $running"
+done
+stop_gracefully gateway-4
 
 ok=1
 echo "container-e2e: all checks passed in $(($(date +%s) - started)) s"
