@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The project's one test command, run by CI (.ci/run) and by developers:
 # installs what the tests need when it is missing, then checks formatting,
-# lints, and runs the unit and integration tests. Exits non-zero on any failure.
+# lints, runs the unit and integration tests, and the end-to-end tests: Locust,
+# the container image (podman) and the systemd unit (under systemd-nspawn).
+# Exits non-zero on any failure. The last two need root; run as another user,
+# they are skipped with a note (CI, which runs as root, fails instead).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -23,12 +26,15 @@ cargo clippy --version >/dev/null 2>&1 ||
     die "clippy not found: rustup component add clippy"
 cargo --version
 
-step "Installing test dependencies (influxd, curl, openssl, shellcheck, systemd-analyze, python3-venv; Locust and ruff from PyPI) when missing"
+step "Installing test dependencies (influxd, curl, openssl, shellcheck, systemd-analyze, python3-venv, podman, runc, debootstrap, systemd-nspawn; Locust and ruff from PyPI) when missing"
 ensure_influxd
 ensure_tools
 ensure_systemd_analyze
 ensure_python_venv
 ensure_test_venv
+if [ "$(id -u)" -eq 0 ]; then
+    ensure_deploy_tools
+fi
 "$(influxd_path)" version
 
 # The integration tests open hundreds of sockets at once (connection-limit
@@ -58,5 +64,16 @@ fi
 
 step "End to end: Locust plugin and Grafana dashboard (scripts/e2e-locust.sh)"
 scripts/e2e-locust.sh
+
+if [ "$(id -u)" -eq 0 ]; then
+    step "End to end: the container image with podman (scripts/container-e2e.sh)"
+    scripts/container-e2e.sh
+    step "End to end: the systemd unit under systemd in systemd-nspawn (scripts/systemd-e2e.sh)"
+    scripts/systemd-e2e.sh
+elif [ -n "${CI:-}" ]; then
+    die "the container and systemd end-to-end tests need root, and CI must run them: run scripts/test.sh as root"
+else
+    step "SKIPPED: scripts/container-e2e.sh and scripts/systemd-e2e.sh need root (podman, systemd-nspawn); run them as root, as CI does"
+fi
 
 step "All checks passed"

@@ -1,13 +1,19 @@
 //! Configuration: `consumer.toml`, environment overrides, and the checks that make a bad
-//! configuration stop the start with a message naming the file and the key.
+//! configuration stop the start with a message naming where the mistake is: the file and the
+//! key, the environment variable, or the command-line flag.
 //!
-//! Every key has a default, so an empty file is a valid configuration. Secrets (the InfluxDB
+//! Every key has a default, so an empty file (or none) is a valid configuration. Every key
+//! also has an environment variable, `CONSUMER_<SECTION>_<KEY>` upper-cased, derived from
+//! [`Config`] itself ([`env_keys`]); a flag wins over the environment, the environment over
+//! the file, the file over the default. Secrets (the InfluxDB
 //! password or token, the gateway's own tokens) may come from the file, from files named in it,
 //! or from the environment; they are resolved here once, at start, and never printed: the
 //! effective configuration shown by `--check-config` has them redacted.
 //!
 //! This module does no network I/O and starts nothing; it only reads the files it is told about.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fmt;
 use std::fs;
 use std::net::SocketAddr;
@@ -268,6 +274,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "invalid duration {text:?}: use a whole number with a unit, e.g. \"500ms\", \"15s\", \"5m\", \"24h\""
         )
     };
+    if unit.is_empty() && !num.is_empty() {
+        return Err(no_unit(num));
+    }
     let n: u64 = num.parse().map_err(|_| bad())?;
     let ms_per_unit: u64 = match unit {
         "ms" => 1,
@@ -297,12 +306,39 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// What to write instead of a number without a unit (`15` or `"15"`).
+fn no_unit(number: impl fmt::Display) -> String {
+    format!(
+        "{number} has no unit: a duration is a string with one, e.g. \"{number}s\" for seconds or \"{number}ms\" for milliseconds (units: ms, s, m, h, d)"
+    )
+}
+
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_duration(&text)
-            .map(Dur)
-            .map_err(serde::de::Error::custom)
+        /// Takes a string, and answers a bare number (`heartbeat_interval = 15`) with the
+        /// string it should have been.
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration: a string with a unit, e.g. \"15s\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Dur, E> {
+                parse_duration(v).map(Dur).map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Dur, E> {
+                Err(E::custom(no_unit(v)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Dur, E> {
+                Err(E::custom(no_unit(v)))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Dur, E> {
+                Err(E::custom(format!(
+                    "{v} is not a duration: write a whole number with a unit, e.g. \"1500ms\" or \"15s\""
+                )))
+            }
+        }
+        d.deserialize_any(Text)
     }
 }
 
@@ -321,42 +357,218 @@ fn redact_list<S: Serializer>(value: &[String], s: S) -> Result<S::Ok, S::Error>
     shown.serialize(s)
 }
 
-/// A configuration problem, always naming where it is.
+/// A configuration problem, naming where it comes from: the configuration file, an
+/// environment variable or a command-line flag.
 #[derive(Debug)]
 pub struct ConfigError {
-    pub file: PathBuf,
+    /// The file's path, `CONSUMER_X (sets section.key)` or `--flag`.
+    pub origin: String,
     pub message: String,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.file.display(), self.message)
+        write!(f, "{}: {}", self.origin, self.message)
     }
 }
 
 impl std::error::Error for ConfigError {}
 
+/// Every environment variable of the configuration starts with this.
+pub const ENV_PREFIX: &str = "CONSUMER_";
+
+/// The one variable that adds to a key rather than replacing it: its tokens are accepted
+/// beside those of `auth.tokens` and `auth.token_files`.
+const ENV_TOKENS: &str = "CONSUMER_AUTH_TOKENS";
+
+/// Where a setting came from; messages about it name that place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Origin {
+    /// An environment variable, by name.
+    Env(String),
+    /// A command-line flag, e.g. `--listen`.
+    Flag(&'static str),
+}
+
+/// A key of the configuration as the environment names it.
+#[derive(Debug, Clone)]
+pub struct EnvKey {
+    /// `CONSUMER_<SECTION>_<KEY>`, upper-cased.
+    pub variable: String,
+    /// `section.key`, as in messages.
+    pub key: String,
+    section: String,
+    name: String,
+    /// The built-in value; its type says how the variable's text is read.
+    default: toml::Value,
+}
+
+/// Every key of the configuration with its variable, in the order of the file, derived from
+/// [`Config`] itself (its defaults, serialized), so a new key has its variable without a list
+/// to keep.
+pub fn env_keys() -> Vec<EnvKey> {
+    let defaults = Config::default();
+    let (Ok(table), Ok(text)) = (toml::Table::try_from(&defaults), toml::to_string(&defaults))
+    else {
+        return Vec::new();
+    };
+    // The table is sorted by name; the text has the structs' order, the file's.
+    let mut keys = Vec::new();
+    let mut section = String::new();
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_string();
+            continue;
+        }
+        let Some((name, _)) = line.split_once(" = ") else {
+            continue;
+        };
+        let Some(default) = table.get(&section).and_then(|t| t.get(name)) else {
+            continue;
+        };
+        keys.push(EnvKey {
+            variable: format!("{ENV_PREFIX}{section}_{name}").to_uppercase(),
+            key: format!("{section}.{name}"),
+            section: section.clone(),
+            name: name.to_string(),
+            default: default.clone(),
+        });
+    }
+    keys
+}
+
+/// Reads a variable's text as the file would hold the key's value: a whole number or
+/// `true`/`false` as TOML writes them, a list as comma-separated items, a string as it is
+/// (or quoted as in TOML).
+fn env_value(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+    use toml::Value;
+    let trimmed = raw.trim();
+    match default {
+        Value::Array(_) => Ok(Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| Value::String(item.to_string()))
+                .collect(),
+        )),
+        Value::Integer(_) => match trimmed.parse::<Value>() {
+            Ok(number @ Value::Integer(_)) => Ok(number),
+            _ => Err(format!(
+                "{raw:?} is not a whole number (written as in consumer.toml, e.g. {default})"
+            )),
+        },
+        Value::Boolean(_) => match trimmed {
+            "true" => Ok(Value::Boolean(true)),
+            "false" => Ok(Value::Boolean(false)),
+            _ => Err(format!("{raw:?} is neither true nor false")),
+        },
+        _ if trimmed.starts_with(['"', '\'']) => match trimmed.parse::<Value>() {
+            Ok(text @ Value::String(_)) => Ok(text),
+            _ => Err(format!(
+                "{raw:?} starts with a quote but is not a TOML string"
+            )),
+        },
+        _ => Ok(Value::String(raw.to_string())),
+    }
+}
+
+/// The edit distance of two names, to suggest the variable a typo meant.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// What the environment sets.
+#[derive(Debug, Default)]
+struct FromEnv {
+    /// Keys set by a variable: (key, variable, value).
+    settings: Vec<(EnvKey, toml::Value)>,
+    /// `CONSUMER_AUTH_TOKENS`, when set.
+    tokens: Option<String>,
+}
+
+/// Reads every `CONSUMER_*` variable of `vars`; an unknown one, or a value that does not fit
+/// its key, is an error naming the variable. An empty variable counts as unset.
+fn read_env(vars: &[(OsString, OsString)]) -> Result<FromEnv, ConfigError> {
+    let keys = env_keys();
+    let mut vars: Vec<&(OsString, OsString)> = vars.iter().collect();
+    vars.sort();
+    let mut found = FromEnv::default();
+    for (name, value) in vars {
+        let name = name.to_string_lossy().into_owned();
+        let refuse = |origin: String, message: String| ConfigError { origin, message };
+        let Some(value) = value.to_str() else {
+            return Err(refuse(name, "the value is not UTF-8".into()));
+        };
+        if value.is_empty() {
+            continue;
+        }
+        if name == ENV_TOKENS {
+            found.tokens = Some(value.to_string());
+            continue;
+        }
+        let Some(key) = keys.iter().find(|k| k.variable == name) else {
+            let nearest = keys
+                .iter()
+                .map(|k| k.variable.as_str())
+                .chain([ENV_TOKENS])
+                .min_by_key(|known| distance(&name, known))
+                .filter(|known| distance(&name, known) <= 3)
+                .map(|known| format!("; did you mean {known}?"))
+                .unwrap_or_default();
+            return Err(refuse(
+                name,
+                format!(
+                    "no such setting{nearest} Every key of the configuration file has a variable {ENV_PREFIX}<SECTION>_<KEY> (e.g. CONSUMER_SERVER_LISTEN for [server] listen); `metrics-consumer --help` lists them"
+                ),
+            ));
+        };
+        let origin = format!("{name} (sets {})", key.key);
+        let parsed = env_value(&key.default, value).map_err(|m| refuse(origin.clone(), m))?;
+        // The value alone, as the only key of a configuration: what the key's type refuses
+        // (a duration without a unit, an unknown api) is this variable's fault.
+        let mut section = toml::Table::new();
+        section.insert(key.name.clone(), parsed.clone());
+        let mut alone = toml::Table::new();
+        alone.insert(key.section.clone(), toml::Value::Table(section));
+        alone
+            .try_into::<Config>()
+            .map_err(|e| refuse(origin, e.message().to_string()))?;
+        found.settings.push((key.clone(), parsed));
+    }
+    Ok(found)
+}
+
 /// Where the settings came from besides the file: the environment and the command line.
 #[derive(Debug, Default)]
 pub struct Overrides {
+    /// `--listen`
     pub listen: Option<String>,
+    /// `--log-level`
     pub log_level: Option<String>,
-    /// `CONSUMER_INFLUXDB_PASSWORD`
-    pub influxdb_password: Option<String>,
-    /// `CONSUMER_INFLUXDB_TOKEN`
-    pub influxdb_token: Option<String>,
-    /// `CONSUMER_AUTH_TOKENS`, comma-separated
-    pub auth_tokens: Option<String>,
+    /// The environment's variables whose names start with [`ENV_PREFIX`].
+    pub env: Vec<(OsString, OsString)>,
 }
 
 impl Overrides {
-    /// Reads the three documented environment variables.
+    /// Takes every `CONSUMER_*` variable of the process's environment.
     pub fn from_env() -> Overrides {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         Overrides {
-            influxdb_password: var("CONSUMER_INFLUXDB_PASSWORD"),
-            influxdb_token: var("CONSUMER_INFLUXDB_TOKEN"),
-            auth_tokens: var("CONSUMER_AUTH_TOKENS"),
+            env: std::env::vars_os()
+                .filter(|(name, _)| name.as_encoded_bytes().starts_with(ENV_PREFIX.as_bytes()))
+                .collect(),
             ..Overrides::default()
         }
     }
@@ -366,6 +578,8 @@ impl Overrides {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub file: PathBuf,
+    /// Whether `file` exists; without it, every key not set otherwise has its default.
+    pub file_found: bool,
     pub config: Config,
     pub listen: SocketAddr,
     pub level: log::LevelFilter,
@@ -373,6 +587,14 @@ pub struct Settings {
     pub tokens: Vec<String>,
     /// The file itself holds a password or token (not only names of files that do).
     pub file_has_secrets: bool,
+    /// The variables that set something, in name order.
+    pub from_env: Vec<String>,
+    /// Settings that are valid but cannot work (credentials InfluxDB will refuse, secret
+    /// files without a secret), each naming where it comes from; shown by `--check-config`
+    /// and logged at start.
+    pub warnings: Vec<String>,
+    /// Keys set by a variable or a flag, and by which.
+    origins: BTreeMap<String, Origin>,
 }
 
 impl Settings {
@@ -382,7 +604,7 @@ impl Settings {
     pub fn readable_secrets(&self) -> Vec<PathBuf> {
         use std::os::unix::fs::PermissionsExt;
         let c = &self.config;
-        let base = self.file.parent().unwrap_or(Path::new("."));
+        let base = self.base();
         let mut files = Vec::new();
         if self.file_has_secrets {
             files.push(self.file.clone());
@@ -401,6 +623,12 @@ impl Settings {
             .collect()
     }
 
+    /// The directory relative paths of files the gateway reads are found in: the
+    /// configuration file's, whether or not that file exists.
+    fn base(&self) -> &Path {
+        base_of(&self.file)
+    }
+
     /// The certificate and key files for HTTPS, when both are set. Relative paths are
     /// relative to the configuration file, as for secret files.
     pub fn tls_files(&self) -> Option<(PathBuf, PathBuf)> {
@@ -408,8 +636,14 @@ impl Settings {
         if s.tls_cert.is_empty() || s.tls_key.is_empty() {
             return None;
         }
-        let base = self.file.parent().unwrap_or(Path::new("."));
+        let base = self.base();
         Some((base.join(&s.tls_cert), base.join(&s.tls_key)))
+    }
+
+    /// An error about `key` (`"server.tls_key"`), blamed on what set it: the file, a
+    /// variable or a flag. `message` starts with the key, as every message here does.
+    pub fn error_about(&self, key: &str, message: String) -> ConfigError {
+        blame(&self.origins, &self.file, key, message)
     }
 
     /// The effective configuration as TOML with every secret replaced by `<redacted>`.
@@ -420,73 +654,223 @@ impl Settings {
     }
 }
 
-/// Loads `file`. A missing file is an error only when `required` (the user named it with
-/// `--config`); the default `./consumer.toml` may be absent, and then every default applies.
+/// The directory of `file`, `.` for a bare name.
+fn base_of(file: &Path) -> &Path {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// A message about `key` as a [`ConfigError`] of what set the key. For a variable or a flag
+/// the key moves into the origin: `CONSUMER_LOG_LEVEL (sets log.level): "loud" is not…`.
+fn blame(
+    origins: &BTreeMap<String, Origin>,
+    file: &Path,
+    key: &str,
+    message: String,
+) -> ConfigError {
+    let detail = |message: String| match message.strip_prefix(&format!("{key}: ")) {
+        Some(rest) => rest.to_string(),
+        None => message,
+    };
+    match origins.get(key) {
+        None => ConfigError {
+            origin: file.display().to_string(),
+            message,
+        },
+        Some(Origin::Env(variable)) => ConfigError {
+            origin: format!("{variable} (sets {key})"),
+            message: detail(message),
+        },
+        Some(Origin::Flag(flag)) => ConfigError {
+            origin: (*flag).to_string(),
+            message: detail(message),
+        },
+    }
+}
+
+/// Loads the configuration: built-in defaults, then `file`, then the environment, then the
+/// command-line flags, each winning over the ones before. A missing file is an error only
+/// when `required` (the user named it with `--config`); the default `./consumer.toml` may be
+/// absent, and then every key not set otherwise has its default.
 pub fn load(file: &Path, required: bool, overrides: Overrides) -> Result<Settings, ConfigError> {
-    let err = |message: String| ConfigError {
-        file: file.to_path_buf(),
+    let in_file = |message: String| ConfigError {
+        origin: file.display().to_string(),
         message,
     };
-    let text = match fs::read_to_string(file) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => String::new(),
-        Err(e) => return Err(err(format!("cannot read the configuration file: {e}"))),
+    let (text, file_found) = match fs::read_to_string(file) {
+        Ok(text) => (text, true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => (String::new(), false),
+        Err(e) => return Err(in_file(format!("cannot read the configuration file: {e}"))),
     };
-    let mut config: Config = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
-    let file_has_secrets = !config.auth.tokens.is_empty()
-        || !config.influxdb.password.is_empty()
-        || !config.influxdb.token.is_empty();
+    // The file alone first, so that its mistakes are blamed on it.
+    let from_file: Config = toml::from_str(&text).map_err(|e| in_file(e.to_string()))?;
+    let file_has_secrets = !from_file.auth.tokens.is_empty()
+        || !from_file.influxdb.password.is_empty()
+        || !from_file.influxdb.token.is_empty();
 
-    if let Some(listen) = overrides.listen.clone() {
-        config.server.listen = listen;
-    }
-    if let Some(level) = overrides.log_level.clone() {
-        config.log.level = level;
-    }
-    let base = file.parent().unwrap_or(Path::new("."));
-    resolve_secrets(&mut config, base, &overrides).map_err(err)?;
-    let mut tokens = config.auth.tokens.clone();
-    for path in &config.auth.token_files {
-        let text =
-            read_secret_file(base, path).map_err(|m| err(format!("auth.token_files: {m}")))?;
-        tokens.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(String::from),
-        );
-    }
-    if let Some(list) = &overrides.auth_tokens {
-        tokens.extend(
-            list.split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(String::from),
-        );
-    }
-    for (i, t) in tokens.iter().enumerate() {
-        if t.len() < 16 || t.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(err(format!(
-                "auth: token #{} is not usable: a token must be at least 16 characters with no spaces or control characters (make one with `openssl rand -hex 32`)",
-                i + 1
-            )));
+    let env = read_env(&overrides.env)?;
+    let mut origins = BTreeMap::new();
+    let mut config = if env.settings.is_empty() {
+        from_file
+    } else {
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| in_file(e.to_string()))?;
+        for (key, value) in &env.settings {
+            let section = table
+                .entry(key.section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let Some(section) = section.as_table_mut() {
+                section.insert(key.name.clone(), value.clone());
+            }
+            origins.insert(key.key.clone(), Origin::Env(key.variable.clone()));
         }
+        table.try_into::<Config>().map_err(|e| ConfigError {
+            origin: "the environment".into(),
+            message: e.message().to_string(),
+        })?
+    };
+    let mut from_env: Vec<String> = env
+        .settings
+        .iter()
+        .map(|(key, _)| key.variable.clone())
+        .collect();
+    from_env.extend(env.tokens.as_ref().map(|_| ENV_TOKENS.to_string()));
+    from_env.sort();
+
+    if let Some(listen) = overrides.listen {
+        config.server.listen = listen;
+        origins.insert("server.listen".into(), Origin::Flag("--listen"));
+    }
+    if let Some(level) = overrides.log_level {
+        config.log.level = level;
+        origins.insert("log.level".into(), Origin::Flag("--log-level"));
+    }
+    let about = |key: &str, message: String| blame(&origins, file, key, message);
+
+    let base = base_of(file);
+    let mut warnings = Vec::new();
+    resolve_secrets(&mut config, file, &origins, &mut warnings)
+        .map_err(|(key, message)| about(key, message))?;
+
+    let mut tokens = Vec::new();
+    check_tokens(&config.auth.tokens, |n| format!("auth.tokens: token #{n}"))
+        .map_err(|m| about("auth.tokens", m))?;
+    tokens.extend(config.auth.tokens.iter().cloned());
+    for path in &config.auth.token_files {
+        let text = read_secret_file(base, path)
+            .map_err(|m| about("auth.token_files", format!("auth.token_files: {m}")))?;
+        let listed: Vec<(usize, String)> = text
+            .lines()
+            .enumerate()
+            .map(|(i, line)| (i + 1, line.trim().to_string()))
+            .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        let full = base.join(path);
+        for (line, token) in &listed {
+            check_tokens(std::slice::from_ref(token), |_| {
+                format!(
+                    "auth.token_files: {} line {line}: the token",
+                    full.display()
+                )
+            })
+            .map_err(|m| about("auth.token_files", m))?;
+        }
+        if listed.is_empty() {
+            warnings.push(about(
+                "auth.token_files",
+                format!(
+                    "auth.token_files: {} holds no token (one per line; make one with `openssl rand -hex 32`)",
+                    full.display()
+                ),
+            ));
+        }
+        tokens.extend(listed.into_iter().map(|(_, token)| token));
+    }
+    if let Some(list) = &env.tokens {
+        let listed: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+            .collect();
+        check_tokens(&listed, |n| format!("token #{n}")).map_err(|message| ConfigError {
+            origin: ENV_TOKENS.into(),
+            message,
+        })?;
+        tokens.extend(listed);
     }
 
-    let (listen, level) = validate(&config).map_err(err)?;
+    let (listen, level) = validate(&config).map_err(|message| {
+        let key = key_of(&message).unwrap_or_default();
+        about(&key, message)
+    })?;
     if tokens.is_empty() && !listen.ip().is_loopback() && !config.auth.allow_unauthenticated {
-        return Err(err(format!(
-            "auth: no tokens are configured and server.listen ({listen}) is not a loopback address, so anyone who can reach the port could write; add a token to auth.tokens (make one with `openssl rand -hex 32`), or set auth.allow_unauthenticated = true if the network is trusted"
-        )));
+        return Err(about(
+            "server.listen",
+            format!(
+                "server.listen: {listen} is not a loopback address and no tokens are configured, so anyone who can reach the port could write; add a token to auth.tokens, auth.token_files or {ENV_TOKENS} (make one with `openssl rand -hex 32`), or set auth.allow_unauthenticated = true if the network is trusted"
+            ),
+        ));
     }
+    warnings.extend(
+        credential_warnings(&config)
+            .into_iter()
+            .map(|(key, message)| about(key, message)),
+    );
     Ok(Settings {
         file: file.to_path_buf(),
+        file_found,
         config,
         listen,
         level,
         tokens,
         file_has_secrets,
+        from_env,
+        warnings: warnings.into_iter().map(|w| w.to_string()).collect(),
+        origins,
     })
+}
+
+/// Refuses a token shorter than 16 characters or holding a space or control character;
+/// `which(n)` names the n-th (from 1) in the message.
+fn check_tokens(tokens: &[String], which: impl Fn(usize) -> String) -> Result<(), String> {
+    for (i, t) in tokens.iter().enumerate() {
+        if t.len() < 16 || t.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(format!(
+                "{} is not usable: a token must be at least 16 characters with no spaces or control characters (make one with `openssl rand -hex 32`)",
+                which(i + 1)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// InfluxDB credentials that can never authenticate, as (key, message): v2 without a token,
+/// a v1 user without a password, a v1 password without a user (never sent).
+fn credential_warnings(c: &Config) -> Vec<(&'static str, String)> {
+    let i = &c.influxdb;
+    let mut found = Vec::new();
+    match i.api {
+        // An empty token_file has a warning of its own.
+        Api::V2 if i.token.is_empty() && i.token_file.is_empty() => found.push((
+            "influxdb.api",
+            "influxdb.api: \"v2\" without a token (influxdb.token, influxdb.token_file or CONSUMER_INFLUXDB_TOKEN): InfluxDB 2.x and 3.x refuse every write (401) unless they run without authentication".to_string(),
+        )),
+        Api::V1 if !i.username.is_empty() && i.password.is_empty() && i.password_file.is_empty() => found.push((
+            "influxdb.username",
+            format!(
+                "influxdb.username: {:?} without a password (influxdb.password, influxdb.password_file or CONSUMER_INFLUXDB_PASSWORD): InfluxDB with authentication refuses every write (401)",
+                i.username
+            ),
+        )),
+        Api::V1 if i.username.is_empty() && !i.password.is_empty() => found.push((
+            "influxdb.password",
+            "influxdb.password: set without influxdb.username, so it is never sent: set the user too".to_string(),
+        )),
+        _ => {}
+    }
+    found
 }
 
 /// Reads a secret from a file named in the configuration; relative paths are relative to the
@@ -496,27 +880,59 @@ fn read_secret_file(base: &Path, path: &str) -> Result<String, String> {
     fs::read_to_string(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))
 }
 
-fn resolve_secrets(config: &mut Config, base: &Path, overrides: &Overrides) -> Result<(), String> {
+/// Reads `influxdb.password_file` and `influxdb.token_file` into the password and the token,
+/// unless a variable set those (`CONSUMER_INFLUXDB_PASSWORD` wins over the file's
+/// `password_file`). An empty secret file is worth a warning: it can never authenticate.
+fn resolve_secrets(
+    config: &mut Config,
+    file: &Path,
+    origins: &BTreeMap<String, Origin>,
+    warnings: &mut Vec<ConfigError>,
+) -> Result<(), (&'static str, String)> {
+    let base = base_of(file);
     let influx = &mut config.influxdb;
-    if !influx.password_file.is_empty() {
-        influx.password = read_secret_file(base, &influx.password_file)
-            .map_err(|m| format!("influxdb.password_file: {m}"))?
-            .trim_end_matches(['\r', '\n'])
-            .to_string();
-    }
-    if !influx.token_file.is_empty() {
-        influx.token = read_secret_file(base, &influx.token_file)
-            .map_err(|m| format!("influxdb.token_file: {m}"))?
-            .trim_end_matches(['\r', '\n'])
-            .to_string();
-    }
-    if let Some(p) = &overrides.influxdb_password {
-        influx.password = p.clone();
-    }
-    if let Some(t) = &overrides.influxdb_token {
-        influx.token = t.clone();
+    for (key, path, secret, set_by_env) in [
+        (
+            "influxdb.password_file",
+            &influx.password_file,
+            &mut influx.password,
+            origins.contains_key("influxdb.password"),
+        ),
+        (
+            "influxdb.token_file",
+            &influx.token_file,
+            &mut influx.token,
+            origins.contains_key("influxdb.token"),
+        ),
+    ] {
+        if path.is_empty() || set_by_env {
+            continue;
+        }
+        let text = read_secret_file(base, path).map_err(|m| (key, format!("{key}: {m}")))?;
+        *secret = text.trim_end_matches(['\r', '\n']).to_string();
+        if secret.trim().is_empty() {
+            warnings.push(blame(
+                origins,
+                file,
+                key,
+                format!(
+                    "{key}: {} is empty: InfluxDB with authentication refuses every write (401); put the secret alone on one line",
+                    base.join(path.as_str()).display()
+                ),
+            ));
+        }
     }
     Ok(())
+}
+
+/// The key a message of [`validate`] is about: the `section.key` it starts with (the first,
+/// when it names several).
+fn key_of(message: &str) -> Option<String> {
+    let named = message.split([':', ',']).next()?;
+    env_keys()
+        .into_iter()
+        .map(|k| k.key)
+        .find(|key| key == named)
 }
 
 /// Checks what the types cannot; every message starts with the key it is about.
@@ -567,9 +983,14 @@ fn validate(c: &Config) -> Result<(SocketAddr, log::LevelFilter), String> {
         ));
     }
     if s.tls_cert.is_empty() != s.tls_key.is_empty() {
-        return Err(
-            "server.tls_cert, server.tls_key: set both (PEM files) for HTTPS, or neither".into(),
-        );
+        let (set, unset) = if s.tls_key.is_empty() {
+            ("server.tls_cert", "server.tls_key")
+        } else {
+            ("server.tls_key", "server.tls_cert")
+        };
+        return Err(format!(
+            "{set}: set without {unset}: set both (PEM files) for HTTPS, or neither"
+        ));
     }
     let i = &c.influxdb;
     if !(i.url.starts_with("http://") || i.url.starts_with("https://")) {
@@ -650,9 +1071,42 @@ fn validate(c: &Config) -> Result<(SocketAddr, log::LevelFilter), String> {
 mod tests {
     use super::*;
 
+    /// Overrides with these environment variables only.
+    fn env(vars: &[(&str, &str)]) -> Overrides {
+        Overrides {
+            env: vars
+                .iter()
+                .map(|(name, value)| (OsString::from(name), OsString::from(value)))
+                .collect(),
+            ..Overrides::default()
+        }
+    }
+
+    /// The whole error, origin and message, of loading `text` with `overrides`.
+    fn load_error(text: &str, overrides: Overrides) -> String {
+        let dir = std::env::temp_dir().join(format!(
+            "mc-config-err-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("consumer.toml");
+        fs::write(&file, text).unwrap();
+        let result = load(&file, true, overrides);
+        fs::remove_dir_all(&dir).ok();
+        result
+            .expect_err("the configuration should be refused")
+            .to_string()
+    }
+
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
     fn load_text(text: &str, overrides: Overrides) -> Result<Settings, String> {
-        let dir =
-            std::env::temp_dir().join(format!("mc-config-{}-{}", std::process::id(), text.len()));
+        let dir = std::env::temp_dir().join(format!(
+            "mc-config-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         fs::create_dir_all(&dir).unwrap();
         let file = dir.join("consumer.toml");
         fs::write(&file, text).unwrap();
@@ -705,7 +1159,7 @@ mod tests {
         check_err("[server]\nworkers = 0\n", "server.workers");
         check_err(
             "[server]\nheader_timeout = \"10\"\n",
-            "invalid duration \"10\"",
+            "10 has no unit: a duration is a string with one, e.g. \"10s\"",
         );
         check_err("[server]\nbogus = 1\n", "unknown field `bogus`");
         check_err("[influxdb]\napi = \"v4\"\n", "unknown variant `v4`");
@@ -728,7 +1182,7 @@ mod tests {
         );
         check_err(
             "[server]\ntls_cert = \"a.pem\"\n",
-            "server.tls_cert, server.tls_key",
+            "server.tls_cert: set without server.tls_key",
         );
         check_err(
             "[influxdb]\npassword_file = \"missing\"\n",
@@ -743,24 +1197,246 @@ mod tests {
 
     #[test]
     fn environment_overrides_the_file_and_is_redacted() {
-        let overrides = Overrides {
-            influxdb_password: Some("from-env".into()),
-            auth_tokens: Some("0123456789abcdef0123, fedcba9876543210fedc".into()),
-            ..Overrides::default()
-        };
+        let overrides = env(&[
+            ("CONSUMER_INFLUXDB_PASSWORD", "from-env"),
+            (
+                "CONSUMER_AUTH_TOKENS",
+                "0123456789abcdef0123, fedcba9876543210fedc",
+            ),
+        ]);
         let s = load_text("[influxdb]\npassword = \"from-file\"\n", overrides).unwrap();
         assert_eq!(s.config.influxdb.password, "from-env");
         assert_eq!(s.tokens.len(), 2);
+        assert_eq!(
+            s.from_env,
+            ["CONSUMER_AUTH_TOKENS", "CONSUMER_INFLUXDB_PASSWORD"]
+        );
         let shown = s.redacted_toml();
         assert!(!shown.contains("from-env") && !shown.contains("0123456789abcdef0123"));
         assert!(shown.contains(REDACTED));
+    }
+
+    /// The variable of every key in the shipped file, set to the file's own value, loads and
+    /// gives that value: no key lacks a variable, and every type reads from text.
+    #[test]
+    fn every_key_of_the_shipped_file_has_a_variable() {
+        let shipped: toml::Table = toml::from_str(include_str!("../consumer.toml")).unwrap();
+        let keys = env_keys();
+        let mut seen = 0;
+        for (section, table) in &shipped {
+            for (name, value) in table.as_table().unwrap() {
+                let variable = format!("CONSUMER_{}_{}", section, name).to_uppercase();
+                assert!(
+                    keys.iter().any(|k| k.variable == variable),
+                    "[{section}] {name} has no variable {variable}"
+                );
+                let text = match value {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Array(items) => items
+                        .iter()
+                        .map(|i| i.as_str().unwrap())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    other => other.to_string(),
+                };
+                if text.is_empty() {
+                    continue; // an empty variable counts as unset
+                }
+                let s = load_text("", env(&[(&variable, &text)]))
+                    .unwrap_or_else(|e| panic!("{variable}={text}: {e}"));
+                let effective: toml::Table = toml::from_str(&s.redacted_toml()).unwrap();
+                assert_eq!(
+                    effective[section.as_str()][name.as_str()],
+                    *value,
+                    "{variable}={text}"
+                );
+                assert_eq!(s.from_env, std::slice::from_ref(&variable));
+                seen += 1;
+            }
+        }
+        assert!(seen > 25, "only {seen} keys tried");
+    }
+
+    #[test]
+    fn variables_read_values_as_the_file_does() {
+        let s = load_text(
+            "",
+            env(&[
+                ("CONSUMER_SERVER_MAX_BODY_BYTES", "2_000_000"),
+                ("CONSUMER_SERVER_MAX_INFLATED_BYTES", "16777216"),
+                ("CONSUMER_INFLUXDB_CREATE_DATABASE", "false"),
+                ("CONSUMER_DELIVERY_ACKNOWLEDGE", "influxdb"),
+                ("CONSUMER_JOBS_HEARTBEAT_INTERVAL", "\"2s\""),
+                ("CONSUMER_AUTH_TOKEN_FILES", ""),
+                ("CONSUMER_INFLUXDB_URL", "http://influxdb:8086"),
+                ("CONSUMER_INFLUXDB_API", "v2"),
+                ("CONSUMER_INFLUXDB_ORG", "lab"),
+                ("CONSUMER_INFLUXDB_BUCKET", "runs"),
+                ("CONSUMER_INFLUXDB_TOKEN", "secret-token"),
+            ]),
+        )
+        .unwrap();
+        let c = &s.config;
+        assert_eq!(c.server.max_body_bytes, 2_000_000);
+        assert!(!c.influxdb.create_database);
+        assert_eq!(
+            c.delivery.acknowledge,
+            crate::delivery::Acknowledge::Influxdb
+        );
+        assert_eq!(c.jobs.heartbeat_interval.0, Duration::from_secs(2));
+        assert_eq!(c.influxdb.url, "http://influxdb:8086");
+        assert_eq!(c.influxdb.token, "secret-token");
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        assert!(
+            !s.from_env
+                .contains(&"CONSUMER_AUTH_TOKEN_FILES".to_string())
+        );
+
+        let dir = std::env::temp_dir().join(format!("mc-env-lists-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("a"), "0123456789abcdef-a\n").unwrap();
+        fs::write(dir.join("b"), "0123456789abcdef-b\n").unwrap();
+        let file = dir.join("consumer.toml");
+        let s = load(&file, false, env(&[("CONSUMER_AUTH_TOKEN_FILES", "a, b")])).unwrap();
+        assert!(!s.file_found);
+        assert_eq!(s.config.auth.token_files, ["a", "b"]);
+        assert_eq!(s.tokens, ["0123456789abcdef-a", "0123456789abcdef-b"]);
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn flag_beats_environment_beats_file_beats_default() {
+        let file = "[server]\nlisten = \"127.0.0.1:1001\"\nworkers = 3\n[log]\nlevel = \"warn\"\n";
+        let mut overrides = env(&[
+            ("CONSUMER_SERVER_LISTEN", "127.0.0.1:1002"),
+            ("CONSUMER_LOG_LEVEL", "debug"),
+        ]);
+        overrides.listen = Some("127.0.0.1:1003".into());
+        let s = load_text(file, overrides).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:1003".parse().unwrap(), "the flag wins");
+        assert_eq!(s.level, log::LevelFilter::Debug, "the environment wins");
+        assert_eq!(s.config.server.workers, 3, "the file wins");
+        assert_eq!(s.config.server.max_connections, 512, "the default");
+        // A file's secret file loses to the variable, which is not read then.
+        let s = load_text(
+            "[influxdb]\npassword_file = \"missing\"\n",
+            env(&[("CONSUMER_INFLUXDB_PASSWORD", "pw")]),
+        )
+        .unwrap();
+        assert_eq!(s.config.influxdb.password, "pw");
+    }
+
+    #[test]
+    fn errors_name_the_variable_or_the_flag() {
+        let tokens = env(&[("CONSUMER_AUTH_TOKENS", "0123456789abcdef0123,short")]);
+        let err = load_error("", tokens);
+        assert!(
+            err.starts_with("CONSUMER_AUTH_TOKENS: token #2 is not usable"),
+            "{err}"
+        );
+        let err = load_error("", env(&[("CONSUMER_LOG_LEVEL", "loud")]));
+        assert!(
+            err.starts_with("CONSUMER_LOG_LEVEL (sets log.level): \"loud\" is not one of"),
+            "{err}"
+        );
+        let flag = Overrides {
+            log_level: Some("loud".into()),
+            ..Overrides::default()
+        };
+        let err = load_error("[log]\nlevel = \"info\"\n", flag);
+        assert!(err.starts_with("--log-level: \"loud\""), "{err}");
+        let err = load_error("", env(&[("CONSUMER_SERVER_LISTN", "x")]));
+        assert!(
+            err.starts_with(
+                "CONSUMER_SERVER_LISTN: no such setting; did you mean CONSUMER_SERVER_LISTEN?"
+            ),
+            "{err}"
+        );
+        let err = load_error("", env(&[("CONSUMER_COLOUR", "blue")]));
+        assert!(err.starts_with("CONSUMER_COLOUR: no such setting"), "{err}");
+        for (variable, value, expected) in [
+            (
+                "CONSUMER_SERVER_WORKERS",
+                "lots",
+                "\"lots\" is not a whole number",
+            ),
+            ("CONSUMER_SERVER_WORKERS", "1.5", "is not a whole number"),
+            (
+                "CONSUMER_AUTH_ALLOW_UNAUTHENTICATED",
+                "yes",
+                "neither true nor false",
+            ),
+            ("CONSUMER_JOBS_MAX_AGE", "15", "15 has no unit"),
+            ("CONSUMER_INFLUXDB_API", "v4", "unknown variant `v4`"),
+            ("CONSUMER_SERVER_WORKERS", "0", "must be at least 1"),
+            (
+                "CONSUMER_SERVER_LISTEN",
+                "0.0.0.0:3000",
+                "no tokens are configured",
+            ),
+            ("CONSUMER_INFLUXDB_URL", "\"unclosed", "not a TOML string"),
+        ] {
+            let err = load_error("", env(&[(variable, value)]));
+            assert!(
+                err.starts_with(variable) && err.contains(expected),
+                "{variable}={value}: {err}"
+            );
+        }
+        // The file's own mistakes are still the file's.
+        let err = load_error(
+            "[server]\nworkers = 0\n",
+            env(&[("CONSUMER_LOG_LEVEL", "info")]),
+        );
+        assert!(err.contains("consumer.toml: server.workers"), "{err}");
+    }
+
+    #[test]
+    fn a_duration_without_a_unit_says_which_to_write() {
+        check_err("[jobs]\nheartbeat_interval = 15\n", "15 has no unit");
+        check_err(
+            "[jobs]\nheartbeat_interval = \"15\"\n",
+            "\"15s\" for seconds",
+        );
+        check_err("[jobs]\nmax_age = 1.5\n", "e.g. \"1500ms\"");
+    }
+
+    #[test]
+    fn credentials_that_can_never_work_are_warned_about() {
+        let warned = |text: &str| load_text(text, Overrides::default()).unwrap().warnings;
+        let v2 = "[influxdb]\napi = \"v2\"\norg = \"o\"\nbucket = \"b\"\n";
+        assert!(warned(v2)[0].contains("influxdb.api: \"v2\" without a token"));
+        let with_token = format!("{v2}token = \"t\"\n");
+        assert!(warned(&with_token).is_empty());
+        assert!(warned("[influxdb]\nusername = \"u\"\n")[0].contains("without a password"));
+        assert!(warned("[influxdb]\npassword = \"p\"\n")[0].contains("never sent"));
+        assert!(warned("").is_empty());
+
+        let dir = std::env::temp_dir().join(format!("mc-empty-secrets-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("secret"), "\n").unwrap();
+        fs::write(dir.join("tokens"), "# none yet\n").unwrap();
+        let file = dir.join("consumer.toml");
+        fs::write(
+            &file,
+            "[auth]\ntoken_files = [\"tokens\"]\n[influxdb]\nusername = \"u\"\npassword_file = \"secret\"\n",
+        )
+        .unwrap();
+        let warnings = load(&file, true, Overrides::default()).unwrap().warnings;
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].contains("influxdb.password_file:") && warnings[0].contains("is empty")
+        );
+        assert!(
+            warnings[1].contains("auth.token_files:") && warnings[1].contains("holds no token")
+        );
+        fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
     fn no_tokens_on_a_public_address_is_refused() {
         check_err(
             "[server]\nlisten = \"0.0.0.0:3000\"\n",
-            "auth: no tokens are configured",
+            "is not a loopback address and no tokens are configured",
         );
         let open = "[server]\nlisten = \"0.0.0.0:3000\"\n[auth]\nallow_unauthenticated = true\n";
         assert!(load_text(open, Overrides::default()).is_ok());

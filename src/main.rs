@@ -64,16 +64,19 @@ OPTIONS:
     --check-config      check the configuration, print it with secrets redacted, and exit
     --repair            start even though a record inside the log under storage.dir is
                         damaged: drop it (and say which) and keep the records around it
-    --version           print the version and exit
+    -V, --version       print the version and exit
     -h, --help          print this help and exit
 
 ENVIRONMENT:
-    CONSUMER_INFLUXDB_PASSWORD   InfluxDB v1 password (overrides influxdb.password)
-    CONSUMER_INFLUXDB_TOKEN      InfluxDB v2 token (overrides influxdb.token)
-    CONSUMER_AUTH_TOKENS         extra client tokens, comma-separated
-
-ROUTES:
+    Every key of the configuration file has a variable CONSUMER_<SECTION>_<KEY>, e.g.
+    CONSUMER_SERVER_LISTEN for [server] listen, with the value written as in the file
+    (lists comma-separated). A flag wins over the environment, the environment over the
+    file, the file over the default. CONSUMER_AUTH_TOKENS adds client tokens to those of
+    the file. An empty variable counts as unset; an unknown CONSUMER_* variable is an error.
 ";
+
+/// The last part of `--help`.
+const HELP_ROUTES: &str = "ROUTES:";
 
 /// How long in-flight requests may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -105,8 +108,6 @@ enum StartError {
     /// A bad command line.
     Usage(String),
     Config(ConfigError),
-    /// `server.tls_cert` or `server.tls_key` cannot be used (the message names key and file).
-    Tls(String),
     Listen {
         addr: SocketAddr,
         error: io::Error,
@@ -135,7 +136,7 @@ enum StartError {
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StartError::Usage(message) | StartError::Tls(message) => f.write_str(message),
+            StartError::Usage(message) => f.write_str(message),
             StartError::Config(e) => e.fmt(f),
             StartError::Listen { addr, error } => {
                 write!(f, "cannot listen on {addr} (server.listen): {error}")
@@ -187,6 +188,35 @@ impl From<JournalError> for StartError {
     }
 }
 
+/// The configuration's variables for `--help`, a line per section, from `config::env_keys`.
+fn env_listing() -> String {
+    let mut lines: Vec<(String, Vec<String>)> = Vec::new();
+    for key in config::env_keys() {
+        let section = key.key.split('.').next().unwrap_or_default().to_string();
+        match lines.last_mut() {
+            Some((last, names)) if *last == section => names.push(key.variable),
+            _ => lines.push((section, vec![key.variable])),
+        }
+    }
+    let mut text = String::new();
+    for (section, names) in lines {
+        text.push_str(&format!("    [{section}]\n"));
+        let mut line = String::from("       ");
+        for name in names {
+            if line.len() + name.len() > 96 {
+                text.push_str(line.trim_end());
+                text.push('\n');
+                line = String::from("       ");
+            }
+            line.push(' ');
+            line.push_str(&name);
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    text
+}
+
 /// Starts a named thread running `work`.
 fn spawn(name: &'static str, work: impl FnOnce() + Send + 'static) -> Result<(), StartError> {
     std::thread::Builder::new()
@@ -199,10 +229,11 @@ fn spawn(name: &'static str, work: impl FnOnce() + Send + 'static) -> Result<(),
 fn parse_args() -> Result<Option<Args>, StartError> {
     let mut args = pico_args::Arguments::from_env();
     if args.contains(["-h", "--help"]) {
-        println!("{HELP}        {}", api::listing("\n        "));
+        println!("{HELP}{}\n{HELP_ROUTES}", env_listing());
+        println!("        {}", api::listing("\n        "));
         return Ok(None);
     }
-    if args.contains("--version") {
+    if args.contains(["-V", "--version"]) {
         println!("metrics-consumer {}", env!("CARGO_PKG_VERSION"));
         return Ok(None);
     }
@@ -251,11 +282,32 @@ fn run() -> Result<(), StartError> {
     // The certificate and key are part of the configuration: a bad pair stops the start
     // (and fails --check-config) before anything listens.
     let tls = match settings.tls_files() {
-        Some((cert, key)) => Some(http::tls::load(&cert, &key).map_err(StartError::Tls)?),
+        Some((cert, key)) => Some(http::tls::load(&cert, &key).map_err(|message| {
+            // The message starts with the key it is about.
+            let key = if message.starts_with("server.tls_key") {
+                "server.tls_key"
+            } else {
+                "server.tls_cert"
+            };
+            StartError::Config(settings.error_about(key, message))
+        })?),
         None => None,
     };
     if args.check_config {
-        println!("# {}: configuration is valid", settings.file.display());
+        if settings.file_found {
+            println!("# {}: configuration is valid", settings.file.display());
+        } else {
+            println!(
+                "# no configuration file {} was found: the configuration is valid, and shown with the built-in defaults",
+                settings.file.display()
+            );
+        }
+        if !settings.from_env.is_empty() {
+            println!("# set by the environment: {}", settings.from_env.join(", "));
+        }
+        for warning in &settings.warnings {
+            eprintln!("warning: {warning}");
+        }
         print!("{}", settings.redacted_toml());
         return Ok(());
     }
@@ -290,7 +342,21 @@ fn run() -> Result<(), StartError> {
     if settings.tokens.is_empty() {
         log::warn!(
             "no auth tokens are configured: every client on {} may write",
-            settings.listen
+            server.local_addr()
+        );
+    }
+    for warning in &settings.warnings {
+        log::warn!("{warning}");
+    }
+    if !settings.file_found {
+        log::info!(
+            "no configuration file {}: built-in defaults{}",
+            settings.file.display(),
+            if settings.from_env.is_empty() {
+                String::new()
+            } else {
+                format!(" and {}", settings.from_env.join(", "))
+            }
         );
     }
     let dir = PathBuf::from(&c.storage.dir);

@@ -1,8 +1,9 @@
 # shellcheck shell=bash
 # Installs the system packages that the tests and the local InfluxDB need:
 # InfluxDB 1.x (`influxd`, from Debian's `influxdb` package), curl, openssl, the
-# shell linter shellcheck, systemd-analyze (from Debian's `systemd` package), and
-# python3 with venv for the Locust end-to-end test.
+# shell linter shellcheck, systemd-analyze (from Debian's `systemd` package),
+# python3 with venv for the Locust end-to-end test, and for the deployment tests
+# podman, runc, debootstrap and systemd-nspawn (ensure_deploy_tools).
 # Sourced by scripts/test.sh and scripts/influxdb-dev.sh; defines functions only.
 
 die() {
@@ -150,4 +151,19 @@ bind-address = "127.0.0.1:$3"
 [logging]
   suppress-logo = true
 CONF
+}
+
+# What the deployment tests need: podman and runc (scripts/container-e2e.sh; podman runs
+# with --runtime runc), debootstrap and systemd-nspawn from systemd-container
+# (scripts/systemd-e2e.sh). All are Debian's packages.
+ensure_deploy_tools() {
+    local missing=()
+    command -v podman >/dev/null 2>&1 || missing+=(podman)
+    command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || missing+=(runc)
+    command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+    command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "installing ${missing[*]}"
+        apt_install "${missing[@]}"
+    fi
 }

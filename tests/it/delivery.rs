@@ -41,7 +41,7 @@ fn a_write_influxdb_cannot_take_is_split_and_blocks_nothing() {
         "runs",
         "max_body_bytes = 8388608",
         "max_write_bytes = 8388608",
-        "[jobs]\nheartbeat_interval = \"1s\"\n[limits]\nmax_string_bytes = 4000000\n",
+        "[jobs]\nheartbeat_interval = \"1s\"\n[limits]\nmax_string_bytes = 4000000\nmax_run_bytes = 4000000\n",
     ));
     let note = "n".repeat(300_000);
     let mut runs = Vec::new();

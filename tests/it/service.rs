@@ -1,7 +1,9 @@
 //! Running as a systemd service: the `sd_notify` messages the real binary sends
 //! (`READY=1`, `STOPPING=1`), `scripts/install.sh` into a temporary DESTDIR, the shipped
 //! unit checked by `systemd-analyze verify`, the gateway started the way the unit starts
-//! it, and shellcheck over the shell scripts.
+//! it, shellcheck over the shell scripts, and the Containerfile's parts agreeing with each
+//! other. The live deployments run in `scripts/systemd-e2e.sh` (a real systemd in
+//! systemd-nspawn) and `scripts/container-e2e.sh` (podman), which `scripts/test.sh` calls.
 //!
 //! No test here needs systemd to be running: the notification socket is the test's
 //! own, and `systemd-analyze verify` reads unit files offline.
@@ -642,4 +644,84 @@ fn shell_scripts_are_shellcheck_clean_and_executable() {
         text(&out.stdout),
         text(&out.stderr)
     );
+}
+
+// ---------------------------------------------------------------------------
+// The container image and the end-to-end tests of both deployments
+// ---------------------------------------------------------------------------
+
+/// The value of the first `INSTRUCTION` line of the Containerfile.
+fn instruction<'a>(containerfile: &'a str, name: &str) -> &'a str {
+    containerfile
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("the Containerfile has no {name}"))
+        .trim()
+}
+
+/// What scripts/container-e2e.sh cannot see from outside the image: its parts agree. The user
+/// is one of the image's /etc/passwd, whose home is the working directory and the volume; the
+/// port exposed is the one it listens on; the build context lets in what the COPYs take.
+#[test]
+fn the_containerfile_agrees_with_its_files() {
+    let containerfile = fs::read_to_string(repo().join("Containerfile")).unwrap();
+    assert_eq!(instruction(&containerfile, "FROM"), "scratch");
+    let passwd = fs::read_to_string(repo().join("scripts/container/rootfs/etc/passwd")).unwrap();
+    let user = instruction(&containerfile, "USER");
+    let (uid, gid) = user.split_once(':').expect("USER uid:gid");
+    let entry: Vec<&str> = passwd
+        .lines()
+        .find(|l| l.starts_with("metrics-consumer:"))
+        .expect("a metrics-consumer user")
+        .split(':')
+        .collect();
+    assert_eq!((entry[2], entry[3]), (uid, gid), "USER is the passwd entry");
+    assert_ne!(uid, "0", "not root");
+    let home = entry[5];
+    assert_eq!(instruction(&containerfile, "WORKDIR"), home);
+    assert_eq!(
+        instruction(&containerfile, "VOLUME"),
+        format!("[\"{home}\"]")
+    );
+    assert!(
+        containerfile.contains(&format!(
+            "COPY --chown={user} scripts/container/state/ {home}/"
+        )),
+        "the volume's directory belongs to the user"
+    );
+    let listen = instruction(&containerfile, "ENV")
+        .strip_prefix("CONSUMER_SERVER_LISTEN=")
+        .expect("ENV CONSUMER_SERVER_LISTEN=...");
+    let port = listen.rsplit(':').next().unwrap();
+    assert_eq!(instruction(&containerfile, "EXPOSE"), port);
+    assert_eq!(
+        instruction(&containerfile, "ENTRYPOINT"),
+        "[\"/usr/local/bin/metrics-consumer\"]"
+    );
+    let binary = instruction(&containerfile, "ARG")
+        .strip_prefix("BINARY=")
+        .expect("ARG BINARY=...");
+    assert_eq!(
+        binary,
+        "target/x86_64-unknown-linux-gnu/release/metrics-consumer"
+    );
+    let ignore = fs::read_to_string(repo().join(".dockerignore")).unwrap();
+    for allowed in ["!scripts/container/", "!target/*/release/metrics-consumer"] {
+        assert!(
+            ignore.lines().any(|l| l == allowed),
+            ".dockerignore lets in {allowed}"
+        );
+    }
+}
+
+#[test]
+fn the_test_command_runs_both_deployment_tests() {
+    let test = fs::read_to_string(repo().join("scripts/test.sh")).unwrap();
+    for script in ["scripts/container-e2e.sh", "scripts/systemd-e2e.sh"] {
+        assert!(
+            test.lines().any(|l| l.trim() == script),
+            "scripts/test.sh runs {script}"
+        );
+        assert!(repo().join(script).is_file());
+    }
 }

@@ -378,8 +378,10 @@ fn a_bad_certificate_or_key_stops_the_start() {
             let out = run_in(&dir, config, args);
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            // The configuration file first: the keys are set there.
+            let file = dir.join("consumer.toml");
             assert!(
-                err.starts_with(&format!("metrics-consumer: {expected}")),
+                err.starts_with(&format!("metrics-consumer: {}: {expected}", file.display())),
                 "{args:?}: {err:?} should say {expected:?}"
             );
         }

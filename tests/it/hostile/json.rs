@@ -19,7 +19,10 @@ use super::{
 fn start_for_big_json() -> (Influxd, Gateway) {
     start(
         &format!("max_body_bytes = {}\n", 2 * MIB),
-        &format!("[limits]\nmax_string_bytes = {MIB}\n"),
+        &format!(
+            "[limits]\nmax_string_bytes = {MIB}\nmax_run_bytes = {}\n",
+            2 * MIB
+        ),
     )
 }
 
