@@ -6,8 +6,44 @@
 //! time, against every configured token, so neither the answer time nor the order of the list
 //! says how much of a guess was right.
 //!
+//! Each token belongs to a [`Client`]: a name (shown in the access log, never the token) and
+//! limits of its own — runs running at once, requests per second ([`RequestRate`]). Failed
+//! checks are limited per address ([`FailedChecks`]): past `auth.max_failures` in
+//! `auth.failure_window`, an address (an IPv6 /64) is answered 429 without a check until it
+//! has waited, so guessing costs time.
+//!
 //! This module never logs, stores or echoes what a client sent; it only answers yes or no.
 //! It also holds the base64 code both directions of HTTP Basic need.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// A client of the gateway: one token, the name it goes by and its limits.
+#[derive(Clone, PartialEq)]
+pub struct Client {
+    /// Shown in the access log and, with `auth.tag_runs_with_token_name`, as the `token_name`
+    /// tag of its runs.
+    pub name: String,
+    pub token: String,
+    /// Runs it may have running (or being registered) at once.
+    pub max_running: usize,
+    /// Requests per second on average, with bursts of one second's worth; 0: no limit.
+    pub requests_per_second: f64,
+}
+
+/// Never shows the token.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .field("max_running", &self.max_running)
+            .field("requests_per_second", &self.requests_per_second)
+            .finish()
+    }
+}
 
 /// Why a request is not let in; the message is safe to show (it never quotes the credentials).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,14 +67,18 @@ impl Denied {
     }
 }
 
+/// The tokens of every client, to check a request's against.
 pub struct Tokens {
     tokens: Vec<Vec<u8>>,
 }
 
 impl Tokens {
-    pub fn new(tokens: &[String]) -> Tokens {
+    pub fn new(clients: &[Client]) -> Tokens {
         Tokens {
-            tokens: tokens.iter().map(|t| t.as_bytes().to_vec()).collect(),
+            tokens: clients
+                .iter()
+                .map(|c| c.token.as_bytes().to_vec())
+                .collect(),
         }
     }
 
@@ -47,21 +87,174 @@ impl Tokens {
         self.tokens.is_empty()
     }
 
-    /// Checks the value of an `Authorization` header (or its absence).
-    pub fn check(&self, authorization: Option<&[u8]>) -> Result<(), Denied> {
+    /// Checks the value of an `Authorization` header (or its absence); returns the index of
+    /// the client whose token it is (in the list given to [`Tokens::new`]), or `None` when no
+    /// tokens are configured.
+    pub fn check(&self, authorization: Option<&[u8]>) -> Result<Option<usize>, Denied> {
         if self.is_open() {
-            return Ok(());
+            return Ok(None);
         }
         let presented = presented_token(authorization.ok_or(Denied::Missing)?)?;
         // Every token is compared, whatever the outcome of the others.
-        let mut found = false;
-        for token in &self.tokens {
-            found |= constant_time_eq(token, &presented);
+        let mut found = None;
+        for (i, token) in self.tokens.iter().enumerate() {
+            if constant_time_eq(token, &presented) {
+                found = Some(i);
+            }
         }
-        if found {
-            Ok(())
+        found.map(Some).ok_or(Denied::WrongToken)
+    }
+}
+
+/// A token bucket: `rate` tokens a second, holding `burst` at most, full at first.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    level: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(burst: f64, now: Instant) -> Bucket {
+        Bucket {
+            level: burst,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant, rate: f64, burst: f64) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.level = (self.level + elapsed * rate).min(burst);
+        self.at = now;
+    }
+
+    /// How long until one token is there (zero when one is).
+    fn wait(&self, rate: f64) -> Duration {
+        if self.level >= 1.0 {
+            Duration::ZERO
         } else {
-            Err(Denied::WrongToken)
+            Duration::from_secs_f64((1.0 - self.level) / rate)
+        }
+    }
+}
+
+/// Seconds for `Retry-After`: `wait` rounded up, at least 1.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// What a limit is counted per: the address, or for IPv6 its /64, since one client commonly
+/// holds a whole /64 (RFC 6177). An IPv4-mapped IPv6 address counts as the IPv4 one.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
+/// Addresses tracked at most; beyond, those that have waited out their failures go first,
+/// then (under a flood from many addresses) all of them.
+const MAX_ADDRESSES: usize = 65_536;
+
+/// Failed token checks per address: `max_failures` in a burst, given back evenly over
+/// `window`.
+pub struct FailedChecks {
+    rate: f64,
+    burst: f64,
+    addresses: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+impl FailedChecks {
+    /// `max_failures` (≥ 1) within `window`.
+    pub fn new(max_failures: u32, window: Duration) -> FailedChecks {
+        let burst = f64::from(max_failures.max(1));
+        FailedChecks {
+            rate: burst / window.as_secs_f64().max(0.001),
+            burst,
+            addresses: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Err(wait)` when `ip` has spent its failures: its requests are answered 429 without a
+    /// check for `wait`.
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let mut addresses = self
+            .addresses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(bucket) = addresses.get_mut(&address_key(ip)) else {
+            return Ok(());
+        };
+        bucket.refill(now, self.rate, self.burst);
+        match bucket.wait(self.rate) {
+            Duration::ZERO => Ok(()),
+            wait => Err(wait),
+        }
+    }
+
+    /// Counts one failed check from `ip`; `true` when that spent its last one (worth one log
+    /// line, rather than one per attempt).
+    pub fn failed(&self, ip: IpAddr, now: Instant) -> bool {
+        let mut addresses = self
+            .addresses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if addresses.len() >= MAX_ADDRESSES {
+            let (rate, burst) = (self.rate, self.burst);
+            addresses.retain(|_, b| {
+                b.refill(now, rate, burst);
+                b.level < burst
+            });
+            if addresses.len() >= MAX_ADDRESSES {
+                addresses.clear();
+            }
+        }
+        let bucket = addresses
+            .entry(address_key(ip))
+            .or_insert_with(|| Bucket::full(self.burst, now));
+        bucket.refill(now, self.rate, self.burst);
+        bucket.level = (bucket.level - 1.0).max(0.0);
+        bucket.level < 1.0
+    }
+}
+
+/// Each client's request rate (`requests_per_second`), by the client's index.
+pub struct RequestRate {
+    limits: Vec<(f64, Mutex<Bucket>)>,
+}
+
+impl RequestRate {
+    pub fn new(clients: &[Client]) -> RequestRate {
+        let now = Instant::now();
+        RequestRate {
+            limits: clients
+                .iter()
+                .map(|c| {
+                    let rate = c.requests_per_second;
+                    (rate, Mutex::new(Bucket::full(rate.max(1.0), now)))
+                })
+                .collect(),
+        }
+    }
+
+    /// Takes one request of client `index`; `Err(wait)` when its rate is spent.
+    pub fn take(&self, index: usize, now: Instant) -> Result<(), Duration> {
+        let Some((rate, bucket)) = self.limits.get(index) else {
+            return Ok(());
+        };
+        if *rate <= 0.0 {
+            return Ok(());
+        }
+        let mut bucket = bucket.lock().unwrap_or_else(PoisonError::into_inner);
+        bucket.refill(now, *rate, rate.max(1.0));
+        match bucket.wait(*rate) {
+            Duration::ZERO => {
+                bucket.level -= 1.0;
+                Ok(())
+            }
+            wait => Err(wait),
         }
     }
 }
@@ -152,20 +345,32 @@ mod tests {
 
     const TOKEN: &str = "0123456789abcdef0123";
 
-    fn check(header: Option<&str>) -> Result<(), Denied> {
-        Tokens::new(&[TOKEN.into(), "another-token-0123456789".into()])
+    fn client(name: &str, token: &str) -> Client {
+        Client {
+            name: name.into(),
+            token: token.into(),
+            max_running: 10,
+            requests_per_second: 0.0,
+        }
+    }
+
+    fn check(header: Option<&str>) -> Result<Option<usize>, Denied> {
+        Tokens::new(&[client("a", TOKEN), client("b", "another-token-0123456789")])
             .check(header.map(str::as_bytes))
     }
 
     #[test]
     fn bearer_and_basic_are_accepted() {
-        assert_eq!(check(Some(&format!("Bearer {TOKEN}"))), Ok(()));
-        assert_eq!(check(Some(&format!("bearer   {TOKEN} "))), Ok(()));
-        assert_eq!(check(Some(&basic_credentials("locust", TOKEN))), Ok(()));
-        assert_eq!(check(Some(&basic_credentials("", TOKEN))), Ok(()));
+        assert_eq!(check(Some(&format!("Bearer {TOKEN}"))), Ok(Some(0)));
+        assert_eq!(check(Some(&format!("bearer   {TOKEN} "))), Ok(Some(0)));
+        assert_eq!(
+            check(Some(&basic_credentials("locust", TOKEN))),
+            Ok(Some(0))
+        );
+        assert_eq!(check(Some(&basic_credentials("", TOKEN))), Ok(Some(0)));
         assert_eq!(
             check(Some(&basic_credentials("", "another-token-0123456789"))),
-            Ok(())
+            Ok(Some(1))
         );
     }
 
@@ -198,6 +403,77 @@ mod tests {
         );
         assert!(Tokens::new(&[]).check(None).is_ok(), "no tokens: open");
         assert!(Tokens::new(&[]).is_open());
+    }
+
+    #[test]
+    fn failed_checks_are_limited_per_address_and_given_back_over_the_window() {
+        let checks = FailedChecks::new(3, Duration::from_secs(6));
+        let t0 = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(!checks.failed(a, t0));
+        assert!(!checks.failed(a, t0));
+        assert_eq!(checks.check(a, t0), Ok(()));
+        assert!(
+            checks.failed(a, t0),
+            "the third failure spends the last one"
+        );
+        let wait = checks.check(a, t0).unwrap_err();
+        assert!(
+            wait > Duration::from_millis(1900) && wait <= Duration::from_secs(2),
+            "{wait:?}"
+        );
+        assert_eq!(retry_after_secs(wait), 2);
+        assert_eq!(
+            checks.check("192.0.2.2".parse().unwrap(), t0),
+            Ok(()),
+            "another address"
+        );
+        assert_eq!(
+            checks.check(a, t0 + Duration::from_secs(2)),
+            Ok(()),
+            "one given back"
+        );
+        // One /64 is one client.
+        let v6: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        for _ in 0..3 {
+            checks.failed(v6, t0);
+        }
+        assert!(
+            checks
+                .check("2001:db8:1:2:ffff::9".parse().unwrap(), t0)
+                .is_err()
+        );
+        assert!(checks.check("2001:db8:1:3::1".parse().unwrap(), t0).is_ok());
+        assert_eq!(
+            address_key("::ffff:192.0.2.1".parse().unwrap()),
+            a,
+            "an IPv4-mapped address is the IPv4 one"
+        );
+    }
+
+    #[test]
+    fn a_client_request_rate_allows_one_seconds_burst() {
+        let mut limited = client("a", TOKEN);
+        limited.requests_per_second = 2.0;
+        let rate = RequestRate::new(&[limited, client("b", "another-token-0123456789")]);
+        let t0 = Instant::now();
+        assert_eq!(rate.take(0, t0), Ok(()));
+        assert_eq!(rate.take(0, t0), Ok(()));
+        let wait = rate.take(0, t0).unwrap_err();
+        assert!(wait <= Duration::from_millis(500), "{wait:?}");
+        assert_eq!(rate.take(0, t0 + Duration::from_millis(500)), Ok(()));
+        for _ in 0..100 {
+            assert_eq!(rate.take(1, t0), Ok(()), "no limit for b");
+        }
+    }
+
+    #[test]
+    fn a_client_shows_its_name_never_its_token() {
+        let shown = format!("{:?}", client("team-a", TOKEN));
+        assert!(
+            shown.contains("team-a") && !shown.contains(TOKEN),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -239,7 +515,7 @@ mod tests {
 
         #[test]
         fn any_header_is_answered_without_panic(header: Vec<u8>) {
-            let _ = Tokens::new(&[TOKEN.into()]).check(Some(&header));
+            let _ = Tokens::new(&[client("a", TOKEN)]).check(Some(&header));
         }
     }
 }

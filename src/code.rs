@@ -93,6 +93,11 @@ codes! {
     // Routing and tokens.
     /// No token, a malformed `Authorization` header, or a wrong token.
     Unauthorized = (401, "unauthorized", None, "send a configured token: Authorization: Bearer TOKEN"),
+    /// Too many failed token checks from the client's address (or IPv6 /64) of late
+    /// (`auth.max_failures` within `auth.failure_window`); Retry-After says when to try again.
+    TooManyAuthFailures = (429, "too_many_auth_failures", Some(6), "check the token, then wait for Retry-After before trying again"),
+    /// The token's `requests_per_second` is spent; Retry-After says when there is room.
+    TooManyRequests = (429, "too_many_requests", Some(1), "send fewer requests per second, or raise requests_per_second of the token"),
     /// No route has this path.
     NotFound = (404, "not_found", None, "use one of the routes under /apiv0.1/"),
     /// The route takes another method, named in `Allow`.
@@ -144,6 +149,8 @@ codes! {
     CommitInProgress = (409, "commit_in_progress", None, "wait for the answer to the first commit"),
     /// `jobs.max_running` runs are running.
     TooManyRunning = (503, "too_many_running", Some(5), "commit finished runs, or raise jobs.max_running"),
+    /// The token's client has its `max_running` runs running.
+    TooManyRunningForToken = (429, "too_many_running_for_token", Some(5), "commit finished runs, or raise max_running of the token"),
     /// The run's heartbeat (measurement, tags and fields it keeps while it runs) would be over
     /// `limits.max_run_bytes`.
     RunTooLarge = (413, "run_too_large", None, "keep register and progress to a few numbers; send the results with the commit"),
@@ -177,8 +184,8 @@ mod tests {
             assert!(!code.advice().is_empty());
             assert_eq!(
                 code.retry_after().is_some(),
-                code.status() == 503,
-                "{code:?}: every 503 says when to come back, nothing else does"
+                code.status() == 503 || code.status() == 429,
+                "{code:?}: every 503 and 429 says when to come back, nothing else does"
             );
         }
     }

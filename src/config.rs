@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::auth::Client;
+
 /// Shown instead of a secret wherever the configuration is printed.
 const REDACTED: &str = "<redacted>";
 
@@ -71,13 +73,55 @@ impl Default for Server {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
     #[serde(serialize_with = "redact_list")]
     pub tokens: Vec<String>,
+    /// Files of tokens, one per line, `TOKEN` or `NAME:TOKEN`.
     pub token_files: Vec<String>,
     pub allow_unauthenticated: bool,
+    /// Every run's points carry the `token_name` tag: the name of the token that registered it.
+    pub tag_runs_with_token_name: bool,
+    /// Failed token checks one address (an IPv6 /64) may make in `failure_window` before its
+    /// requests answer 429 `too_many_auth_failures`.
+    pub max_failures: u32,
+    pub failure_window: Dur,
+    /// Tokens with a name and limits of their own: the `[[auth.token]]` tables.
+    #[serde(rename = "token")]
+    pub named: Vec<NamedToken>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            tokens: Vec::new(),
+            token_files: Vec::new(),
+            allow_unauthenticated: false,
+            tag_runs_with_token_name: false,
+            max_failures: 10,
+            failure_window: Dur::secs(60),
+            named: Vec::new(),
+        }
+    }
+}
+
+/// One `[[auth.token]]` table: a client's token with its name and limits.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NamedToken {
+    /// Shown in the access log and, with `auth.tag_runs_with_token_name`, as the `token_name`
+    /// tag: 1 to 64 letters, digits, `.`, `_` or `-`.
+    pub name: String,
+    #[serde(serialize_with = "redact")]
+    pub token: String,
+    /// A file holding the token (its first line), instead of `token`.
+    pub token_file: String,
+    /// Runs the client may have running at once; 0: an equal share of `jobs.max_running`.
+    pub max_running: usize,
+    /// Requests per second the client may make on average, with bursts of one second's worth;
+    /// 0: no limit.
+    pub requests_per_second: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -426,6 +470,10 @@ pub fn env_keys() -> Vec<EnvKey> {
         let Some(default) = table.get(&section).and_then(|t| t.get(name)) else {
             continue;
         };
+        // A list of tables ([[auth.token]]) has no one-line form.
+        if section == "auth" && name == "token" {
+            continue;
+        }
         keys.push(EnvKey {
             variable: format!("{ENV_PREFIX}{section}_{name}").to_uppercase(),
             key: format!("{section}.{name}"),
@@ -583,8 +631,9 @@ pub struct Settings {
     pub config: Config,
     pub listen: SocketAddr,
     pub level: log::LevelFilter,
-    /// Every accepted token, from `auth.tokens`, `auth.token_files` and `CONSUMER_AUTH_TOKENS`.
-    pub tokens: Vec<String>,
+    /// Every accepted token with its client's name and limits, from `auth.tokens`,
+    /// `auth.token_files`, `CONSUMER_AUTH_TOKENS` and `[[auth.token]]`, in that order.
+    pub clients: Vec<Client>,
     /// The file itself holds a password or token (not only names of files that do).
     pub file_has_secrets: bool,
     /// The variables that set something, in name order.
@@ -648,9 +697,26 @@ impl Settings {
 
     /// The effective configuration as TOML with every secret replaced by `<redacted>`.
     pub fn redacted_toml(&self) -> String {
-        let mut shown = self.config.clone();
-        shown.auth.tokens = self.tokens.clone();
-        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot show configuration: {e}\n"))
+        let shown = toml::to_string(&self.config)
+            .unwrap_or_else(|e| format!("# cannot show configuration: {e}\n"));
+        if self.clients.is_empty() {
+            return shown;
+        }
+        let mut text =
+            format!("{shown}\n# Clients, one per token (the tokens themselves are never shown):\n");
+        for c in &self.clients {
+            let rate = if c.requests_per_second > 0.0 {
+                format!("{} requests per second", c.requests_per_second)
+            } else {
+                "no request rate limit".to_string()
+            };
+            text.push_str(&format!(
+                "#   {}: max_running {}, {rate}\n",
+                crate::logtext::escape(&c.name, 100),
+                c.max_running
+            ));
+        }
+        text
     }
 }
 
@@ -707,6 +773,7 @@ pub fn load(file: &Path, required: bool, overrides: Overrides) -> Result<Setting
     // The file alone first, so that its mistakes are blamed on it.
     let from_file: Config = toml::from_str(&text).map_err(|e| in_file(e.to_string()))?;
     let file_has_secrets = !from_file.auth.tokens.is_empty()
+        || from_file.auth.named.iter().any(|t| !t.token.is_empty())
         || !from_file.influxdb.password.is_empty()
         || !from_file.influxdb.token.is_empty();
 
@@ -753,59 +820,31 @@ pub fn load(file: &Path, required: bool, overrides: Overrides) -> Result<Setting
     resolve_secrets(&mut config, file, &origins, &mut warnings)
         .map_err(|(key, message)| about(key, message))?;
 
-    let mut tokens = Vec::new();
-    check_tokens(&config.auth.tokens, |n| format!("auth.tokens: token #{n}"))
-        .map_err(|m| about("auth.tokens", m))?;
-    tokens.extend(config.auth.tokens.iter().cloned());
-    for path in &config.auth.token_files {
-        let text = read_secret_file(base, path)
-            .map_err(|m| about("auth.token_files", format!("auth.token_files: {m}")))?;
-        let listed: Vec<(usize, String)> = text
-            .lines()
-            .enumerate()
-            .map(|(i, line)| (i + 1, line.trim().to_string()))
-            .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
-            .collect();
-        let full = base.join(path);
-        for (line, token) in &listed {
-            check_tokens(std::slice::from_ref(token), |_| {
-                format!(
-                    "auth.token_files: {} line {line}: the token",
-                    full.display()
-                )
-            })
-            .map_err(|m| about("auth.token_files", m))?;
-        }
-        if listed.is_empty() {
+    let (clients, empty_files) =
+        read_clients(&config, base, env.tokens.as_deref()).map_err(|(key, message)| match key {
+            ENV_TOKENS => ConfigError {
+                origin: ENV_TOKENS.into(),
+                message,
+            },
+            key => about(key, message),
+        })?;
+    for path in empty_files {
+        {
             warnings.push(about(
                 "auth.token_files",
                 format!(
-                    "auth.token_files: {} holds no token (one per line; make one with `openssl rand -hex 32`)",
-                    full.display()
+                    "auth.token_files: {} holds no token (one per line, TOKEN or NAME:TOKEN; make one with `openssl rand -hex 32`)",
+                    base.join(&path).display()
                 ),
             ));
         }
-        tokens.extend(listed.into_iter().map(|(_, token)| token));
-    }
-    if let Some(list) = &env.tokens {
-        let listed: Vec<String> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(String::from)
-            .collect();
-        check_tokens(&listed, |n| format!("token #{n}")).map_err(|message| ConfigError {
-            origin: ENV_TOKENS.into(),
-            message,
-        })?;
-        tokens.extend(listed);
     }
 
     let (listen, level) = validate(&config).map_err(|message| {
         let key = key_of(&message).unwrap_or_default();
         about(&key, message)
     })?;
-    if tokens.is_empty() && !listen.ip().is_loopback() && !config.auth.allow_unauthenticated {
+    if clients.is_empty() && !listen.ip().is_loopback() && !config.auth.allow_unauthenticated {
         return Err(about(
             "server.listen",
             format!(
@@ -824,7 +863,7 @@ pub fn load(file: &Path, required: bool, overrides: Overrides) -> Result<Setting
         config,
         listen,
         level,
-        tokens,
+        clients,
         file_has_secrets,
         from_env,
         warnings: warnings.into_iter().map(|w| w.to_string()).collect(),
@@ -832,16 +871,166 @@ pub fn load(file: &Path, required: bool, overrides: Overrides) -> Result<Setting
     })
 }
 
-/// Refuses a token shorter than 16 characters or holding a space or control character;
-/// `which(n)` names the n-th (from 1) in the message.
-fn check_tokens(tokens: &[String], which: impl Fn(usize) -> String) -> Result<(), String> {
-    for (i, t) in tokens.iter().enumerate() {
-        if t.len() < 16 || t.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(format!(
-                "{} is not usable: a token must be at least 16 characters with no spaces or control characters (make one with `openssl rand -hex 32`)",
-                which(i + 1)
+/// A mistake about a key: (key, message).
+type KeyError = (&'static str, String);
+
+/// Every client token, in the order `auth.tokens`, `auth.token_files`, `CONSUMER_AUTH_TOKENS`
+/// (`env_tokens`, comma-separated), `[[auth.token]]`, each with its name and limits. A token
+/// without a name is named after where it is: `auth.tokens[2]`, `tokens.txt:3` (file and
+/// line), `CONSUMER_AUTH_TOKENS[1]`. A client without its own `max_running` gets an equal share
+/// of `jobs.max_running`, so no token can take every slot from the others.
+///
+/// Also returns the token files that hold no token (worth a warning).
+///
+/// Errors, as (key, message): a token that is not usable, a name that is not, two clients
+/// with one name, one token under two names, a `[[auth.token]]` with neither or both of
+/// `token` and `token_file`.
+fn read_clients(
+    config: &Config,
+    base: &Path,
+    env_tokens: Option<&str>,
+) -> Result<(Vec<Client>, Vec<String>), KeyError> {
+    let auth = &config.auth;
+    let mut clients: Vec<Client> = Vec::new();
+    let mut empty_files = Vec::new();
+    let unnamed = |name: String, token: &str| Client {
+        name,
+        token: token.to_string(),
+        max_running: 0,
+        requests_per_second: 0.0,
+    };
+    for (i, token) in auth.tokens.iter().enumerate() {
+        let name = format!("auth.tokens[{}]", i + 1);
+        check_token(token)
+            .map_err(|m| ("auth.tokens", format!("auth.tokens: token #{}{m}", i + 1)))?;
+        clients.push(unnamed(name, token));
+    }
+    for path in &auth.token_files {
+        let before = clients.len();
+        let full = base.join(path);
+        let text = read_secret_file(base, path)
+            .map_err(|m| ("auth.token_files", format!("auth.token_files: {m}")))?;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let at = || format!("auth.token_files: {} line {}", full.display(), i + 1);
+            let (name, token) = match line.split_once(':') {
+                Some((name, token)) => {
+                    check_name(name)
+                        .map_err(|m| ("auth.token_files", format!("{}: the name{m}", at())))?;
+                    (name.to_string(), token)
+                }
+                None => (format!("{path}:{}", i + 1), line),
+            };
+            check_token(token)
+                .map_err(|m| ("auth.token_files", format!("{}: the token{m}", at())))?;
+            clients.push(unnamed(name, token));
+        }
+        if clients.len() == before {
+            empty_files.push(path.clone());
+        }
+    }
+    if let Some(list) = env_tokens {
+        let listed = list.split(',').map(str::trim).filter(|t| !t.is_empty());
+        for (i, token) in listed.enumerate() {
+            check_token(token).map_err(|m| (ENV_TOKENS, format!("token #{}{m}", i + 1)))?;
+            clients.push(unnamed(format!("{ENV_TOKENS}[{}]", i + 1), token));
+        }
+    }
+    for (i, t) in auth.named.iter().enumerate() {
+        let at = format!("auth.token[{}]", i + 1);
+        check_name(&t.name).map_err(|m| ("auth.token", format!("{at}.name: {:?}{m}", t.name)))?;
+        let token = match (t.token.is_empty(), t.token_file.is_empty()) {
+            (false, true) => t.token.clone(),
+            (true, false) => read_secret_file(base, &t.token_file)
+                .map_err(|m| ("auth.token", format!("{at}.token_file ({}): {m}", t.name)))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            _ => {
+                return Err((
+                    "auth.token",
+                    format!("{at} ({}): set one of token and token_file", t.name),
+                ));
+            }
+        };
+        check_token(&token)
+            .map_err(|m| ("auth.token", format!("{at} ({}): the token{m}", t.name)))?;
+        if !(t.requests_per_second.is_finite() && t.requests_per_second >= 0.0) {
+            return Err((
+                "auth.token",
+                format!(
+                    "{at}.requests_per_second ({}): must be 0 (no limit) or more",
+                    t.name
+                ),
             ));
         }
+        clients.push(Client {
+            name: t.name.clone(),
+            token,
+            max_running: t.max_running,
+            requests_per_second: t.requests_per_second,
+        });
+    }
+    for (i, c) in clients.iter().enumerate() {
+        if let Some(other) = clients[..i].iter().find(|o| o.name == c.name) {
+            return Err((
+                "auth.token",
+                format!(
+                    "auth: two tokens are named {:?}; give each its own name",
+                    other.name
+                ),
+            ));
+        }
+        if let Some(other) = clients[..i].iter().find(|o| o.token == c.token) {
+            return Err((
+                "auth.token",
+                format!(
+                    "auth: {:?} and {:?} are the same token; give each client its own",
+                    other.name, c.name
+                ),
+            ));
+        }
+    }
+    let max = config.jobs.max_running;
+    let share = if clients.len() > 1 {
+        (max / clients.len()).max(1)
+    } else {
+        max
+    };
+    for c in &mut clients {
+        if c.max_running == 0 {
+            c.max_running = share;
+        }
+    }
+    Ok((clients, empty_files))
+}
+
+/// A client's name: 1 to 64 letters, digits, `.`, `_` or `-` (it may become a tag value, and
+/// is shown in logs). The error follows the name in the message.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(
+            " is not usable: a name is 1 to 64 letters, digits, '.', '_' or '-'".to_string(),
+        );
+    }
+    Ok(())
+}
+
+/// A token: at least 16 characters, no spaces or control characters. The error follows the
+/// token's description in the message.
+fn check_token(token: &str) -> Result<(), String> {
+    if token.len() < 16 || token.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(" is not usable: a token must be at least 16 characters with no spaces or control characters (make one with `openssl rand -hex 32`)".to_string());
     }
     Ok(())
 }
@@ -1048,6 +1237,12 @@ fn validate(c: &Config) -> Result<(SocketAddr, log::LevelFilter), String> {
     if c.limits.max_stats_rows == 0 {
         return Err("limits.max_stats_rows: must be at least 1".into());
     }
+    if c.auth.max_failures == 0 {
+        return Err("auth.max_failures: must be at least 1".into());
+    }
+    if c.auth.failure_window.0.is_zero() {
+        return Err("auth.failure_window: must be longer than 0".into());
+    }
     if c.limits.max_run_bytes < 1024 {
         return Err("limits.max_run_bytes: must be at least 1024".into());
     }
@@ -1115,6 +1310,148 @@ mod tests {
         result
     }
 
+    /// Loads `text` with `files` (name, content) beside it.
+    fn load_with_files(text: &str, files: &[(&str, &str)]) -> Result<Settings, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "mc-config-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        for (name, content) in files {
+            fs::write(dir.join(name), content).unwrap();
+        }
+        let file = dir.join("consumer.toml");
+        fs::write(&file, text).unwrap();
+        let result = load(&file, true, Overrides::default()).map_err(|e| e.message);
+        fs::remove_dir_all(&dir).ok();
+        result
+    }
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbb";
+    const C: &str = "cccccccccccccccccccc";
+
+    #[test]
+    fn tokens_have_names_and_an_equal_share_of_max_running() {
+        let text = format!(
+            "[jobs]\nmax_running = 2000\n[auth]\ntokens = [\"{A}\"]\ntoken_files = [\"tokens\"]\n\
+             [[auth.token]]\nname = \"ci\"\ntoken_file = \"ci.token\"\nmax_running = 50\nrequests_per_second = 5.5\n"
+        );
+        let s = load_with_files(
+            &text,
+            &[
+                ("tokens", &format!("# team tokens\nteam-a:{B}\n\n{C}\n")),
+                ("ci.token", &format!("{}\n", "d".repeat(20))),
+            ],
+        )
+        .unwrap();
+        let shown: Vec<(&str, usize, f64)> = s
+            .clients
+            .iter()
+            .map(|c| (c.name.as_str(), c.max_running, c.requests_per_second))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("auth.tokens[1]", 500, 0.0),
+                ("team-a", 500, 0.0),
+                ("tokens:4", 500, 0.0),
+                ("ci", 50, 5.5),
+            ]
+        );
+        assert_eq!(s.clients[1].token, B);
+        assert_eq!(s.clients[3].token, "d".repeat(20));
+        let listed = s.redacted_toml();
+        assert!(
+            listed.contains("#   team-a: max_running 500, no request rate limit"),
+            "{listed}"
+        );
+        assert!(
+            listed.contains("#   ci: max_running 50, 5.5 requests per second"),
+            "{listed}"
+        );
+        for token in [A, B, C] {
+            assert!(!listed.contains(token), "{listed}");
+        }
+        // One token alone has all of jobs.max_running.
+        let one = load_text(
+            &format!("[jobs]\nmax_running = 2000\n[auth]\ntokens = [\"{A}\"]\n"),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(one.clients[0].max_running, 2000);
+    }
+
+    #[test]
+    fn token_names_and_tables_that_cannot_work_are_refused() {
+        for (text, files, expected) in [
+            (
+                format!(
+                    "[auth]\ntokens = [\"{A}\"]\n[[auth.token]]\nname = \"x\"\ntoken = \"{A}\"\n"
+                ),
+                vec![],
+                "\"auth.tokens[1]\" and \"x\" are the same token",
+            ),
+            (
+                format!(
+                    "[[auth.token]]\nname = \"x\"\ntoken = \"{A}\"\n[[auth.token]]\nname = \"x\"\ntoken = \"{B}\"\n"
+                ),
+                vec![],
+                "two tokens are named \"x\"",
+            ),
+            (
+                format!("[[auth.token]]\nname = \"team a\"\ntoken = \"{A}\"\n"),
+                vec![],
+                "auth.token[1].name: \"team a\" is not usable",
+            ),
+            (
+                format!("[[auth.token]]\nname = \"x\"\ntoken = \"{A}\"\ntoken_file = \"f\"\n"),
+                vec![],
+                "auth.token[1] (x): set one of token and token_file",
+            ),
+            (
+                "[[auth.token]]\nname = \"x\"\ntoken = \"short\"\n".to_string(),
+                vec![],
+                "auth.token[1] (x): the token is not usable",
+            ),
+            (
+                format!(
+                    "[[auth.token]]\nname = \"x\"\ntoken = \"{A}\"\nrequests_per_second = -1\n"
+                ),
+                vec![],
+                "requests_per_second (x): must be 0 (no limit) or more",
+            ),
+            (
+                "[auth]\ntoken_files = [\"t\"]\n".to_string(),
+                vec![("t", format!("bad name!:{A}\n"))],
+                "line 1: the name is not usable",
+            ),
+            (
+                "[auth]\nmax_failures = 0\n".to_string(),
+                vec![],
+                "auth.max_failures: must be at least 1",
+            ),
+        ] {
+            let files: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
+            let err = load_with_files(&text, &files).expect_err(&text);
+            assert!(
+                err.contains(expected),
+                "{err:?} should contain {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn named_tokens_have_no_variable() {
+        assert!(env_keys().iter().all(|k| k.key != "auth.token"));
+        assert!(
+            env_keys()
+                .iter()
+                .any(|k| k.key == "auth.tag_runs_with_token_name")
+        );
+    }
+
     fn check_err(text: &str, expected: &str) {
         let err = load_text(text, Overrides::default()).expect_err("config should be refused");
         assert!(
@@ -1145,6 +1482,11 @@ mod tests {
         for (table, keys) in &defaults {
             let keys = keys.as_table().unwrap();
             for key in keys.keys() {
+                if table == "auth" && key == "token" {
+                    // [[auth.token]] tables are shown commented out: there are none by default.
+                    assert!(include_str!("../consumer.toml").contains("# [[auth.token]]"));
+                    continue;
+                }
                 assert!(
                     shipped.get(table).and_then(|t| t.get(key)).is_some(),
                     "consumer.toml lacks [{table}] {key}"
@@ -1206,7 +1548,7 @@ mod tests {
         ]);
         let s = load_text("[influxdb]\npassword = \"from-file\"\n", overrides).unwrap();
         assert_eq!(s.config.influxdb.password, "from-env");
-        assert_eq!(s.tokens.len(), 2);
+        assert_eq!(s.clients.len(), 2);
         assert_eq!(
             s.from_env,
             ["CONSUMER_AUTH_TOKENS", "CONSUMER_INFLUXDB_PASSWORD"]
@@ -1300,7 +1642,13 @@ mod tests {
         let s = load(&file, false, env(&[("CONSUMER_AUTH_TOKEN_FILES", "a, b")])).unwrap();
         assert!(!s.file_found);
         assert_eq!(s.config.auth.token_files, ["a", "b"]);
-        assert_eq!(s.tokens, ["0123456789abcdef-a", "0123456789abcdef-b"]);
+        assert_eq!(
+            s.clients
+                .iter()
+                .map(|c| c.token.as_str())
+                .collect::<Vec<_>>(),
+            ["0123456789abcdef-a", "0123456789abcdef-b"]
+        );
         fs::remove_dir_all(&dir).ok();
     }
 

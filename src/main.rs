@@ -339,7 +339,7 @@ fn run() -> Result<(), StartError> {
             file.display()
         );
     }
-    if settings.tokens.is_empty() {
+    if settings.clients.is_empty() {
         log::warn!(
             "no auth tokens are configured: every client on {} may write",
             server.local_addr()
@@ -432,6 +432,7 @@ fn run() -> Result<(), StartError> {
             },
             finished_retention: c.jobs.finished_retention.0,
             heartbeat_interval: c.jobs.heartbeat_interval.0,
+            tag_token_name: c.auth.tag_runs_with_token_name,
         },
         write_limits,
         schema: Schema::new(loaded.restored.schema),
@@ -461,7 +462,9 @@ fn run() -> Result<(), StartError> {
     log::info!("listening on {scheme}://{}", server.local_addr());
     let schema_every = c.influxdb.schema_refresh.0;
     let app = Arc::new(App {
-        tokens: auth::Tokens::new(&settings.tokens),
+        tokens: auth::Tokens::new(&settings.clients),
+        failed_checks: auth::FailedChecks::new(c.auth.max_failures, c.auth.failure_window.0),
+        request_rate: auth::RequestRate::new(&settings.clients),
         service: Arc::clone(&service),
         started: Instant::now(),
         connections: server.connections(),

@@ -18,7 +18,7 @@ use crate::delivery::{Delivery, Failure, Outcome, WriteLimits};
 use crate::ingest::line_protocol::encode_batch;
 use crate::ingest::payload::{Commit, Record};
 use crate::ingest::points::{self, Run};
-use crate::state::jobs::{Ages, Bounds, Change, Job, Jobs, Refusal, Tick};
+use crate::state::jobs::{Ages, Bounds, Change, Job, Jobs, Quota, Refusal, Tick};
 use crate::state::journal::{JournalError, Snapshots};
 use crate::state::schema::{Conflict, Schema};
 use crate::stats::Stats;
@@ -38,6 +38,8 @@ pub struct Rules {
     /// What a running job and the whole table may hold: `limits.max_run_bytes`,
     /// `jobs.max_table_bytes`.
     pub bounds: Bounds,
+    /// `auth.tag_runs_with_token_name`: a run's points carry the `token_name` tag.
+    pub tag_token_name: bool,
     /// `jobs.finished_retention`: how long an ended run is remembered.
     pub finished_retention: Duration,
     /// `jobs.heartbeat_interval`: time between two ticks.
@@ -122,6 +124,10 @@ pub enum Refused {
     CommitInProgress(Uuid),
     /// `jobs.max_running` runs are running (the number).
     TooManyRunning(usize),
+    /// The token's client has its `max_running` runs running.
+    TooManyRunningForToken { owner: String, limit: usize },
+    /// A field is named like the tag the gateway adds (`token_name`).
+    FieldIsTokenTag,
     /// Progress would give the run more than this many fields.
     TooManyFields(usize),
     /// Progress names a field like one of the run's tags.
@@ -156,6 +162,15 @@ impl fmt::Display for Refused {
                 f,
                 "{max} runs are running already (jobs.max_running); commit finished runs or raise the limit"
             ),
+            Refused::TooManyRunningForToken { owner, limit } => write!(
+                f,
+                "the token {owner:?} has {limit} runs running already (its max_running); commit finished runs first"
+            ),
+            Refused::FieldIsTokenTag => write!(
+                f,
+                "measurement.fields.{}: the gateway tags every run with the name of its token under this name (auth.tag_runs_with_token_name); give the field another name",
+                points::TOKEN_NAME_TAG
+            ),
             Refused::TooManyFields(max) => write!(
                 f,
                 "measurement.fields: the run would have more than {max} fields"
@@ -186,6 +201,12 @@ impl Refused {
             Refusal::TooManyFields(max) => Refused::TooManyFields(max),
             Refusal::IsTag => Refused::FieldIsTag,
             Refusal::RunTooLarge { bytes, limit } => Refused::RunTooLarge { bytes, limit },
+            Refusal::TooManyRunning { limit } => Refused::TooManyRunning(limit),
+            // The caller names the owner.
+            Refusal::OwnerFull { limit } => Refused::TooManyRunningForToken {
+                owner: String::new(),
+                limit,
+            },
             Refusal::TableFull { limit } => Refused::TableFull(limit),
         }
     }
@@ -250,15 +271,41 @@ fn request_unit(points: usize, lines: &str) -> [Unit<'_>; 1] {
 impl Service {
     /// Starts a run: records its `started` event and first heartbeat with the new job, and adds
     /// it to the table. `default_host` is the run's host when the record names none (the
-    /// client's address).
+    /// client's address). `quota` names the client (a token's name) and how many runs it may
+    /// have running; with `auth.tag_runs_with_token_name`, that name becomes the run's
+    /// `token_name` tag, whatever the client sent under that name.
     pub fn register(
         &self,
-        record: Record,
+        mut record: Record,
         default_host: &str,
+        quota: Option<Quota<'_>>,
         now_ms: i64,
     ) -> Result<Registered, Refused> {
-        let max = self.rules.max_running;
-        let mut slot = self.jobs.reserve(max).ok_or(Refused::TooManyRunning(max))?;
+        if self.rules.tag_token_name
+            && let Some(q) = quota
+        {
+            if record
+                .fields
+                .iter()
+                .any(|(k, _)| k == points::TOKEN_NAME_TAG)
+            {
+                return Err(Refused::FieldIsTokenTag);
+            }
+            record.tags.retain(|(k, _)| k != points::TOKEN_NAME_TAG);
+            record
+                .tags
+                .push((points::TOKEN_NAME_TAG.to_string(), q.owner.to_string()));
+        }
+        let mut slot = self
+            .jobs
+            .reserve(self.rules.max_running, quota)
+            .map_err(|r| match (r, quota) {
+                (Refusal::OwnerFull { limit }, Some(q)) => Refused::TooManyRunningForToken {
+                    owner: q.owner.to_string(),
+                    limit,
+                },
+                (r, _) => Refused::of(Uuid::nil(), r),
+            })?;
         let run = Run {
             uuid: Uuid::new_v4(),
             host: record
@@ -274,7 +321,8 @@ impl Service {
         let points = points::register(&run, &record, now_ms);
         let lines = encode_batch(&points);
         let uuid = run.uuid;
-        let job = Job::running(run, record.fields, now_ms);
+        let mut job = Job::running(run, record.fields, now_ms);
+        job.owner = quota.map(|q| q.owner.to_string());
         let change = slot
             .prepare(&job, &self.rules.bounds)
             .map_err(|r| Refused::of(uuid, r))?;
@@ -336,8 +384,12 @@ impl Service {
             prepared: None,
             done: false,
         };
-        // The run's tags are the register's and the commit's; the commit's win.
+        // The run's tags are the register's and the commit's; the commit's win, except the
+        // tag the gateway sets.
         for (k, v) in &commit.record.tags {
+            if self.rules.tag_token_name && k == points::TOKEN_NAME_TAG {
+                continue;
+            }
             match run.tags.iter_mut().find(|(key, _)| key == k) {
                 Some(slot) => slot.1 = v.clone(),
                 None => run.tags.push((k.clone(), v.clone())),
@@ -659,6 +711,7 @@ pub(crate) mod tests {
                 },
                 finished_retention: Duration::from_secs(3600),
                 heartbeat_interval: Duration::from_secs(15),
+                tag_token_name: false,
             },
             write_limits,
             schema: Schema::new(loaded.restored.schema),
@@ -694,7 +747,7 @@ pub(crate) mod tests {
 
     fn register(f: &Fixture, body: &str) -> Result<Registered, Refused> {
         let record = parse_register(body.as_bytes(), LIMITS).unwrap();
-        f.service.register(record, "10.0.0.9", 1_000)
+        f.service.register(record, "10.0.0.9", None, 1_000)
     }
 
     fn commit_body(uuid: Uuid, note: &str) -> String {
@@ -765,7 +818,7 @@ pub(crate) mod tests {
         assert!(f.service.jobs.list(usize::MAX).is_empty());
         // The slot it reserved is free again: with max_running = 1 a new register fits, and
         // the snapshot is not held back by a change that never happened.
-        assert!(f.service.jobs.reserve(1).is_some());
+        assert!(f.service.jobs.reserve(1, None).is_ok());
         assert_eq!(f.service.jobs.snapshot().1, 1);
     }
 

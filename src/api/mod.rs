@@ -12,11 +12,11 @@ mod states;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use routes::{ROUTES, listing, names as route_names};
 
-use crate::auth::{Denied, Tokens};
+use crate::auth::{Client, Denied, FailedChecks, RequestRate, Tokens, retry_after_secs};
 use crate::code::Code;
 use crate::config::Settings;
 use crate::http::{Exchange, Handler, Request, Response};
@@ -29,6 +29,10 @@ use crate::stats::Stats;
 pub struct App {
     pub settings: Settings,
     pub tokens: Tokens,
+    /// Failed token checks per address (`auth.max_failures` in `auth.failure_window`).
+    pub failed_checks: FailedChecks,
+    /// Each client's `requests_per_second`.
+    pub request_rate: RequestRate,
     pub service: Arc<Service>,
     pub started: Instant,
     /// Open connections, kept by the HTTP server.
@@ -40,6 +44,10 @@ pub struct App {
 pub enum ApiError {
     Payload(PayloadError),
     Unauthorized(Denied),
+    /// The address has spent its failed token checks; it may try again after this long.
+    AuthThrottled(Duration),
+    /// The client (by name) has spent its `requests_per_second`; room again after this long.
+    RateLimited(String, Duration),
     NoRoute,
     /// The route takes this method.
     Method(&'static str),
@@ -51,6 +59,27 @@ impl ApiError {
         let (code, message) = match self {
             ApiError::Payload(e) => (e.code, e.to_string()),
             ApiError::Unauthorized(denied) => (Code::Unauthorized, denied.message().to_string()),
+            ApiError::AuthThrottled(wait) => {
+                let secs = retry_after_secs(*wait);
+                return retry_in(
+                    Code::TooManyAuthFailures,
+                    &format!(
+                        "too many failed token checks from this address; try again in {secs} s"
+                    ),
+                    secs,
+                );
+            }
+            ApiError::RateLimited(name, wait) => {
+                let secs = retry_after_secs(*wait);
+                return retry_in(
+                    Code::TooManyRequests,
+                    &format!(
+                        "the token {:?} has spent its requests_per_second; try again in {secs} s",
+                        name
+                    ),
+                    secs,
+                );
+            }
             ApiError::NoRoute => (
                 Code::NotFound,
                 format!("no such route; the routes are: {}", listing(", ")),
@@ -74,6 +103,13 @@ impl ApiError {
     }
 }
 
+/// An error answer whose `Retry-After` is `secs` rather than the code's usual.
+fn retry_in(code: Code, message: &str, secs: u64) -> Response {
+    let mut response = Response::error(code, message);
+    response.headers.retain(|(name, _)| *name != "Retry-After");
+    response.with_header("Retry-After", secs.to_string())
+}
+
 /// The code of each way a use-case can refuse.
 fn refused_code(refused: &Refused) -> Code {
     match refused {
@@ -81,6 +117,8 @@ fn refused_code(refused: &Refused) -> Code {
         Refused::AlreadyCommitted { .. } => Code::AlreadyCommitted,
         Refused::CommitInProgress(_) => Code::CommitInProgress,
         Refused::TooManyRunning(_) => Code::TooManyRunning,
+        Refused::TooManyRunningForToken { .. } => Code::TooManyRunningForToken,
+        Refused::FieldIsTokenTag => Code::InvalidField,
         Refused::TooManyFields(_) => Code::TooManyFields,
         Refused::RunTooLarge { .. } => Code::RunTooLarge,
         Refused::TableFull(_) => Code::JobTableFull,
@@ -131,26 +169,61 @@ impl App {
         if req.method != route.method {
             return Err(ApiError::Method(route.method));
         }
-        if route.token {
-            self.tokens
-                .check(req.header("authorization"))
-                .map_err(|denied| {
-                    Stats::add(&self.stats().auth_failures, 1);
-                    log::warn!(
-                        "refused {} {} from {}: {}",
-                        req.method,
-                        loggable(&req.path),
-                        req.peer.ip(),
-                        match denied {
-                            Denied::Missing => "no token",
-                            Denied::Malformed => "malformed Authorization header",
-                            Denied::WrongToken => "wrong token",
-                        }
-                    );
-                    ApiError::Unauthorized(denied)
-                })?;
+        let client = if route.token {
+            self.authenticate(req)?
+        } else {
+            None
+        };
+        (route.handler)(self, req, client)
+    }
+
+    /// The client whose token the request carries (`None` when no tokens are configured).
+    ///
+    /// Errors: no token or a wrong one (401); too many failed checks from the address of late
+    /// (429, checked before the token, so that guessing costs time); the client's request rate
+    /// spent (429).
+    fn authenticate(&self, req: &Request) -> Result<Option<&Client>, ApiError> {
+        if self.tokens.is_open() {
+            return Ok(None);
         }
-        (route.handler)(self, req)
+        let ip = req.peer.ip();
+        let now = Instant::now();
+        if let Err(wait) = self.failed_checks.check(ip, now) {
+            Stats::add(&self.stats().auth_failures, 1);
+            return Err(ApiError::AuthThrottled(wait));
+        }
+        let index = match self.tokens.check(req.header("authorization")) {
+            Ok(index) => index,
+            Err(denied) => {
+                Stats::add(&self.stats().auth_failures, 1);
+                let spent = self.failed_checks.failed(ip, now);
+                log::warn!(
+                    "refused {} {} from {ip}: {}{}",
+                    req.method,
+                    loggable(&req.path),
+                    match denied {
+                        Denied::Missing => "no token",
+                        Denied::Malformed => "malformed Authorization header",
+                        Denied::WrongToken => "wrong token",
+                    },
+                    if spent {
+                        "; too many failed token checks from this address: its requests are answered 429 for a while (auth.max_failures, auth.failure_window)"
+                    } else {
+                        ""
+                    }
+                );
+                return Err(ApiError::Unauthorized(denied));
+            }
+        };
+        let Some(index) = index else {
+            return Ok(None);
+        };
+        let client = self.settings.clients.get(index);
+        if let Err(wait) = self.request_rate.take(index, now) {
+            let name = client.map(|c| c.name.clone()).unwrap_or_default();
+            return Err(ApiError::RateLimited(name, wait));
+        }
+        Ok(client)
     }
 }
 

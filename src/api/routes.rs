@@ -10,11 +10,13 @@ use std::net::IpAddr;
 use serde_json::{Map, Value, json};
 
 use super::{ApiError, App, Reply, states};
+use crate::auth::Client;
 use crate::delivery::Outcome;
 use crate::http::Request;
 use crate::ingest::json::Tolerated;
 use crate::ingest::payload;
 use crate::service::now_ms;
+use crate::state::jobs::Quota;
 
 /// One route.
 pub struct Route {
@@ -25,7 +27,9 @@ pub struct Route {
     pub token: bool,
     /// The name its requests are counted under in `/states` and `/metrics`.
     pub name: &'static str,
-    pub handler: fn(&App, &Request) -> Result<Reply, ApiError>,
+    /// Called with the request and the client its token names (`None` without tokens, and
+    /// for routes that need none).
+    pub handler: fn(&App, &Request, Option<&Client>) -> Result<Reply, ApiError>,
 }
 
 /// Every route, in the order the README lists them. A route's index here is its counter slot
@@ -64,21 +68,21 @@ pub const ROUTES: &[Route] = &[
         path: "/apiv0.1/states",
         token: true,
         name: "states",
-        handler: |app, _| Ok(Reply::Json(states::states(app))),
+        handler: |app, _, _| Ok(Reply::Json(states::states(app))),
     },
     Route {
         method: "GET",
         path: "/apiv0.1/metrics",
         token: true,
         name: "metrics",
-        handler: |app, _| Ok(Reply::Text(states::metrics(app))),
+        handler: |app, _, _| Ok(Reply::Text(states::metrics(app))),
     },
     Route {
         method: "GET",
         path: "/apiv0.1/ping",
         token: false,
         name: "ping",
-        handler: |_, _| Ok(Reply::Json(json!({"res": "PONG!"}))),
+        handler: |_, _, _| Ok(Reply::Json(json!({"res": "PONG!"}))),
     },
 ];
 
@@ -105,13 +109,17 @@ pub fn listing(separator: &str) -> String {
         .join(separator)
 }
 
-fn register(app: &App, req: &Request) -> Result<Reply, ApiError> {
+fn register(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, ApiError> {
     let record = payload::register(&req.body, app.payload_limits())?;
     let tolerated = record.tolerated;
+    let quota = client.map(|c| Quota {
+        owner: &c.name,
+        max_running: c.max_running,
+    });
     // Without a host the peer's address says at least where the run came from.
     let registered = app
         .service
-        .register(record, &peer_host(req.peer.ip()), now_ms())?;
+        .register(record, &peer_host(req.peer.ip()), quota, now_ms())?;
     let uuid = registered.uuid;
     let mut body = json!({"uuid": uuid, "data": {"uuid": uuid}});
     if let Some(note) = tolerated_note(tolerated) {
@@ -120,7 +128,7 @@ fn register(app: &App, req: &Request) -> Result<Reply, ApiError> {
     Ok(Reply::Json(answer(body, &registered.outcome, tolerated)))
 }
 
-fn progress(app: &App, req: &Request) -> Result<Reply, ApiError> {
+fn progress(app: &App, req: &Request, _: Option<&Client>) -> Result<Reply, ApiError> {
     let (uuid, record) = payload::progress(&req.body, app.payload_limits())?;
     let tolerated = record.tolerated;
     app.service.progress(uuid, record, now_ms())?;
@@ -136,7 +144,7 @@ fn progress(app: &App, req: &Request) -> Result<Reply, ApiError> {
     Ok(Reply::Json(body))
 }
 
-fn commit(app: &App, req: &Request) -> Result<Reply, ApiError> {
+fn commit(app: &App, req: &Request, _: Option<&Client>) -> Result<Reply, ApiError> {
     let commit = payload::commit(&req.body, app.payload_limits())?;
     let mut tolerated = commit.record.tolerated;
     let mut notes = Vec::new();
@@ -218,7 +226,7 @@ fn tolerated_note(t: Tolerated) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
-fn is_running(app: &App, _: &Request) -> Result<Reply, ApiError> {
+fn is_running(app: &App, _: &Request, _: Option<&Client>) -> Result<Reply, ApiError> {
     let map: Map<String, Value> = app
         .service
         .jobs

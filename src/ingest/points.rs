@@ -13,6 +13,8 @@ pub const HEARTBEAT: &str = "load_testing";
 pub const RESULT: &str = "load_testing_result";
 pub const REQUEST_STATS: &str = "load_testing_request_stats";
 pub const EVENTS: &str = "load_testing_events";
+/// The tag naming the token a run was registered with (`auth.tag_runs_with_token_name`).
+pub const TOKEN_NAME_TAG: &str = "token_name";
 /// Every measurement the gateway writes.
 pub const MEASUREMENTS: [&str; 4] = [HEARTBEAT, RESULT, REQUEST_STATS, EVENTS];
 
@@ -44,11 +46,13 @@ impl Event {
     }
 }
 
-/// Adds the run's identity. Tags and fields reaching here were checked by `payload`, so a
-/// refusal would be a bug; it is skipped rather than turned into a panic on the request path.
+/// Adds the run's identity: `uuid`, `host`, the client's tags when `client_tags`, and the
+/// `token_name` tag (part of who ran it) always. Tags and fields reaching here were checked by
+/// `payload`, so a refusal would be a bug; it is skipped rather than turned into a panic on the
+/// request path.
 fn with_run(point: &mut Point, run: &Run, client_tags: bool) {
-    if client_tags {
-        for (k, v) in &run.tags {
+    for (k, v) in &run.tags {
+        if client_tags || k == TOKEN_NAME_TAG {
             let _ = point.tag(k, v);
         }
     }

@@ -141,6 +141,9 @@ struct Table {
     active: usize,
     /// Registers between their slot reservation and their outcome.
     reserved: usize,
+    /// Per owner (token name): its active jobs and its registers under way. Owners with none
+    /// have no entry.
+    held: HashMap<String, usize>,
     /// [`Job::weight`] of every job in the table, and of every register prepared (held by its
     /// [`Slot`]).
     bytes: usize,
@@ -166,6 +169,7 @@ impl Table {
             jobs: HashMap::new(),
             active: 0,
             reserved: 0,
+            held: HashMap::new(),
             bytes: 0,
             ended: VecDeque::new(),
             ended_count: 0,
@@ -236,9 +240,10 @@ impl Table {
     }
 
     /// A finished or expired job is active again (a late commit began, or progress revived it).
-    fn revived(&mut self) {
+    fn revived(&mut self, owner: Option<&str>) {
         self.ended_count -= 1;
         self.active += 1;
+        hold(&mut self.held, owner);
     }
 
     /// Removes a job that ended at `at_ms`, if it still did.
@@ -267,6 +272,33 @@ impl Table {
     }
 }
 
+/// One more active job or register under way for `owner`.
+fn hold(held: &mut HashMap<String, usize>, owner: Option<&str>) {
+    if let Some(owner) = owner {
+        *held.entry(owner.to_string()).or_default() += 1;
+    }
+}
+
+/// One less.
+fn release(held: &mut HashMap<String, usize>, owner: Option<&str>) {
+    if let Some(owner) = owner
+        && let Some(n) = held.get_mut(owner)
+    {
+        *n -= 1;
+        if *n == 0 {
+            held.remove(owner);
+        }
+    }
+}
+
+/// What one owner (a token's client) may hold: `max_running` active jobs and registers under
+/// way at most.
+#[derive(Debug, Clone, Copy)]
+pub struct Quota<'a> {
+    pub owner: &'a str,
+    pub max_running: usize,
+}
+
 #[derive(Debug)]
 pub struct Jobs {
     table: Mutex<Table>,
@@ -290,6 +322,8 @@ pub struct Slot<'a> {
     prepared: Option<u64>,
     /// The prepared job's [`Job::weight`], counted in the table's bytes.
     bytes: usize,
+    /// Whose register it is: its place is counted as theirs.
+    owner: Option<String>,
 }
 
 impl Slot<'_> {
@@ -319,12 +353,15 @@ impl Slot<'_> {
         Ok(change)
     }
 
-    /// Adds the job, whose record is on disk.
-    pub fn fill(mut self, job: Job) {
+    /// Adds the job, whose record is on disk. Its owner is the slot's.
+    pub fn fill(mut self, mut job: Job) {
         let mut t = self.jobs.lock();
         t.reserved -= 1;
+        job.owner = self.owner.take();
         if job.state.is_active() {
             t.active += 1;
+        } else {
+            release(&mut t.held, job.owner.as_deref());
         }
         if let Some(seq) = self.prepared.take() {
             t.preparing.remove(&seq);
@@ -341,6 +378,7 @@ impl Drop for Slot<'_> {
         let mut t = self.jobs.lock();
         if !self.filled {
             t.reserved -= 1;
+            release(&mut t.held, self.owner.as_deref());
         }
         if let Some(seq) = self.prepared.take() {
             t.preparing.remove(&seq);
@@ -398,6 +436,14 @@ pub enum Refusal {
     TooManyFields(usize),
     /// Progress names a field like one of the run's tags.
     IsTag,
+    /// `limit` jobs are active or being registered (`jobs.max_running`).
+    TooManyRunning {
+        limit: usize,
+    },
+    /// The owner has `limit` jobs active or being registered (its token's `max_running`).
+    OwnerFull {
+        limit: usize,
+    },
     /// The run's heartbeat would be `bytes` long, more than `limit` (`limits.max_run_bytes`).
     RunTooLarge {
         bytes: usize,
@@ -456,18 +502,35 @@ impl Jobs {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reserves room for a new running job, or `None` when `max_running` are running already.
-    pub fn reserve(&self, max_running: usize) -> Option<Slot<'_>> {
+    /// Reserves room for a new running job of `quota`'s owner (if any).
+    ///
+    /// Errors: [`Refusal::TooManyRunning`] when `max_running` jobs are active or being
+    /// registered, [`Refusal::OwnerFull`] when the owner has its `max_running` already.
+    pub fn reserve(
+        &self,
+        max_running: usize,
+        quota: Option<Quota<'_>>,
+    ) -> Result<Slot<'_>, Refusal> {
         let mut t = self.lock();
         if t.active + t.reserved >= max_running {
-            return None;
+            return Err(Refusal::TooManyRunning { limit: max_running });
+        }
+        if let Some(q) = quota
+            && t.held.get(q.owner).copied().unwrap_or(0) >= q.max_running
+        {
+            return Err(Refusal::OwnerFull {
+                limit: q.max_running,
+            });
         }
         t.reserved += 1;
-        Some(Slot {
+        let owner = quota.map(|q| q.owner);
+        hold(&mut t.held, owner);
+        Ok(Slot {
             jobs: self,
             filled: false,
             prepared: None,
             bytes: 0,
+            owner: owner.map(str::to_string),
         })
     }
 
@@ -485,8 +548,9 @@ impl Jobs {
         };
         job.state = state;
         let run = job.run.clone();
+        let owner = job.owner.clone();
         if !was_active {
-            t.revived();
+            t.revived(owner.as_deref());
         }
         Ok(run)
     }
@@ -550,10 +614,11 @@ impl Jobs {
         if revived {
             changed.state = State::Running;
         }
+        let owner = revived.then(|| changed.owner.clone()).flatten();
         *job = changed;
         t.bytes = bytes;
         if revived {
-            t.revived();
+            t.revived(owner.as_deref());
         }
         t.put(uuid);
         Ok(t.take())
@@ -601,6 +666,7 @@ impl Jobs {
         }
         if job.state != State::Running {
             t.active -= 1;
+            release(&mut t.held, job.owner.as_deref());
             t.ended(*uuid, now_ms);
         }
         if !recorded && expired {
@@ -658,6 +724,7 @@ impl Jobs {
                     beat: false,
                 });
                 expired.push(job.run.uuid);
+                release(&mut t.held, job.owner.as_deref());
                 continue;
             }
             if job.beat.encode(job.run.started_ms, now_ms, &mut tick.lines) {
@@ -758,7 +825,10 @@ impl Jobs {
         for (uuid, job) in &mut table.jobs {
             match job.state.ended_at() {
                 Some(at_ms) => ended.push((at_ms, *uuid)),
-                None => table.active += 1,
+                None => {
+                    table.active += 1;
+                    hold(&mut table.held, job.owner.as_deref());
+                }
             }
             if matches!(job.state, State::Finished { .. }) {
                 job.shed();
@@ -848,27 +918,33 @@ pub(crate) mod tests {
     #[test]
     fn max_running_counts_reservations() {
         let jobs = Jobs::new(1000);
-        let a = jobs.reserve(2).unwrap();
-        let b = jobs.reserve(2).unwrap();
+        let a = jobs.reserve(2, None).unwrap();
+        let b = jobs.reserve(2, None).unwrap();
         assert!(
-            jobs.reserve(2).is_none(),
+            jobs.reserve(2, None).is_err(),
             "two reserved slots fill max_running = 2"
         );
         drop(b);
         a.fill(job(1, 0));
-        assert!(jobs.reserve(2).is_some(), "a dropped slot is free again");
-        jobs.reserve(2).unwrap().fill(job(2, 0));
-        assert!(jobs.reserve(2).is_none());
+        assert!(
+            jobs.reserve(2, None).is_ok(),
+            "a dropped slot is free again"
+        );
+        jobs.reserve(2, None).unwrap().fill(job(2, 0));
+        assert!(jobs.reserve(2, None).is_err());
         jobs.begin_commit(&Uuid::from_u128(1)).unwrap();
         finish(&jobs, &Uuid::from_u128(1), 5);
-        assert!(jobs.reserve(2).is_some(), "a finished job frees its slot");
+        assert!(
+            jobs.reserve(2, None).is_ok(),
+            "a finished job frees its slot"
+        );
     }
 
     #[test]
     fn commit_states() {
         let jobs = Jobs::new(1000);
         let id = Uuid::from_u128(1);
-        jobs.reserve(10).unwrap().fill(job(1, 0));
+        jobs.reserve(10, None).unwrap().fill(job(1, 0));
         assert_eq!(
             jobs.begin_commit(&Uuid::from_u128(9)),
             Err(Refusal::Unknown)
@@ -900,7 +976,7 @@ pub(crate) mod tests {
                 ("rps".into(), FieldValue::Float(0.0)),
             ],
         );
-        jobs.reserve(10).unwrap().fill(j);
+        jobs.reserve(10, None).unwrap().fill(j);
         let update = vec![
             ("clients".into(), FieldValue::Float(5.0)),
             ("new".into(), FieldValue::Bool(true)),
@@ -945,7 +1021,7 @@ pub(crate) mod tests {
         assert_eq!(t.expired, 1);
         jobs.progress(&id, vec![], 2100, &BOUNDS).unwrap();
         assert_eq!(jobs.counts().running, 1, "progress revives an expired run");
-        assert!(jobs.reserve(1).is_none());
+        assert!(jobs.reserve(1, None).is_err());
         jobs.begin_commit(&id).unwrap();
         finish(&jobs, &id, 2200);
         assert_eq!(
@@ -957,8 +1033,8 @@ pub(crate) mod tests {
     #[test]
     fn tick_beats_expires_and_forgets() {
         let jobs = Jobs::new(1000);
-        jobs.reserve(10).unwrap().fill(job(1, 0));
-        jobs.reserve(10).unwrap().fill(job(2, 500));
+        jobs.reserve(10, None).unwrap().fill(job(1, 0));
+        jobs.reserve(10, None).unwrap().fill(job(2, 500));
         let t = jobs.tick(1000, &ages(1000, 300));
         let (beaten, lines) = beats(&t);
         assert_eq!(
@@ -991,14 +1067,14 @@ pub(crate) mod tests {
             "finished at 1100, gone after 300 ms of retention"
         );
         assert_eq!(jobs.list(10)[0].heartbeats, 1);
-        assert!(jobs.reserve(1).is_none(), "one job is still running");
+        assert!(jobs.reserve(1, None).is_err(), "one job is still running");
     }
 
     #[test]
     fn ended_runs_beyond_max_finished_are_forgotten_oldest_first() {
         let jobs = Jobs::new(2);
         for n in 1..=5 {
-            jobs.reserve(10).unwrap().fill(job(n, n as i64));
+            jobs.reserve(10, None).unwrap().fill(job(n, n as i64));
             jobs.begin_commit(&Uuid::from_u128(n)).unwrap();
             finish(&jobs, &Uuid::from_u128(n), 100 + n as i64);
         }
@@ -1014,7 +1090,7 @@ pub(crate) mod tests {
             "a finished run keeps only what the state page shows"
         );
         // A revived run is no longer ended; its old entry is skipped, not used to forget it.
-        jobs.reserve(10).unwrap().fill(job(6, 6));
+        jobs.reserve(10, None).unwrap().fill(job(6, 6));
         jobs.tick(10_000, &ages(1000, 1_000_000));
         assert_eq!(jobs.counts().expired, 1);
         assert_eq!(
@@ -1024,7 +1100,7 @@ pub(crate) mod tests {
         );
         jobs.progress(&Uuid::from_u128(6), vec![], 10_001, &BOUNDS)
             .unwrap();
-        jobs.reserve(10).unwrap().fill(job(7, 7));
+        jobs.reserve(10, None).unwrap().fill(job(7, 7));
         jobs.begin_commit(&Uuid::from_u128(7)).unwrap();
         finish(&jobs, &Uuid::from_u128(7), 10_002);
         assert_eq!(
@@ -1046,7 +1122,7 @@ pub(crate) mod tests {
     fn entries_of_revived_runs_do_not_pile_up() {
         let jobs = Jobs::new(10);
         let id = Uuid::from_u128(1);
-        jobs.reserve(10).unwrap().fill(job(1, 0));
+        jobs.reserve(10, None).unwrap().fill(job(1, 0));
         // Expired by a tick, revived by progress, again and again: each round leaves an entry
         // in `ended` that no longer matches the job.
         for round in 1..=5000 {
@@ -1068,7 +1144,7 @@ pub(crate) mod tests {
     fn a_tick_has_one_line_per_running_job_and_says_where_each_ends() {
         let jobs = Jobs::new(10);
         for n in 0..2500 {
-            jobs.reserve(10_000).unwrap().fill(job(n, 0));
+            jobs.reserve(10_000, None).unwrap().fill(job(n, 0));
         }
         let t = jobs.tick(1000, &ages(10_000, 10_000));
         let (mut beaten, lines) = beats(&t);
@@ -1093,10 +1169,10 @@ pub(crate) mod tests {
     #[test]
     fn a_snapshot_covers_only_the_changes_before_one_still_prepared() {
         let jobs = Jobs::new(10);
-        jobs.reserve(10).unwrap().fill(job(1, 0));
-        jobs.reserve(10).unwrap().fill(job(2, 0));
+        jobs.reserve(10, None).unwrap().fill(job(1, 0));
+        jobs.reserve(10, None).unwrap().fill(job(2, 0));
         // A register prepared (its record not yet on disk): the run is not in the table yet.
-        let mut slot = jobs.reserve(10).unwrap();
+        let mut slot = jobs.reserve(10, None).unwrap();
         let three = job(3, 0);
         let prepared = slot.prepare(&three, &BOUNDS).unwrap();
         assert!(!prepared.bytes.is_empty());
@@ -1139,13 +1215,13 @@ pub(crate) mod tests {
     #[test]
     fn tick_writes_each_running_job_once_with_its_fields() {
         let jobs = Jobs::new(10);
-        jobs.reserve(10).unwrap().fill(job_with(
+        jobs.reserve(10, None).unwrap().fill(job_with(
             1,
             0,
             vec![],
             vec![("clients".into(), FieldValue::Float(4.0))],
         ));
-        jobs.reserve(10).unwrap().fill(job(2, 0));
+        jobs.reserve(10, None).unwrap().fill(job(2, 0));
         jobs.progress(
             &Uuid::from_u128(1),
             vec![("clients".into(), FieldValue::Float(8.0))],
@@ -1187,7 +1263,7 @@ pub(crate) mod tests {
             ..BOUNDS
         };
         let big = job_with(1, 0, vec![], vec![("note".into(), text(5000))]);
-        let mut slot = jobs.reserve(10).unwrap();
+        let mut slot = jobs.reserve(10, None).unwrap();
         match slot.prepare(&big, &bounds) {
             Err(Refusal::RunTooLarge { bytes, limit: 4096 }) => assert!(bytes > 5000),
             other => panic!("{other:?}"),
@@ -1198,7 +1274,7 @@ pub(crate) mod tests {
 
         // A small run fits; progress that makes it too large is refused and changes nothing.
         let small = job_with(2, 0, vec![], vec![("note".into(), text(10))]);
-        let mut slot = jobs.reserve(10).unwrap();
+        let mut slot = jobs.reserve(10, None).unwrap();
         slot.prepare(&small, &bounds).unwrap();
         slot.fill(small);
         let id = Uuid::from_u128(2);
@@ -1223,7 +1299,7 @@ pub(crate) mod tests {
         };
         let register = |n: u128| {
             let job = job_with(n, 0, vec![], vec![("note".into(), text(3000))]);
-            let mut slot = jobs.reserve(10).unwrap();
+            let mut slot = jobs.reserve(10, None).unwrap();
             let prepared = slot.prepare(&job, &bounds).map(|_| ());
             if prepared.is_ok() {
                 slot.fill(job);
@@ -1232,7 +1308,7 @@ pub(crate) mod tests {
         };
         register(1).unwrap();
         // A register under way holds its bytes: a second one finds the room taken.
-        let mut held = jobs.reserve(10).unwrap();
+        let mut held = jobs.reserve(10, None).unwrap();
         held.prepare(
             &job_with(2, 0, vec![], vec![("note".into(), text(3000))]),
             &bounds,
@@ -1291,8 +1367,8 @@ pub(crate) mod tests {
             progress_timeout_ms: 1000,
             retention_ms: 100_000,
         };
-        jobs.reserve(10).unwrap().fill(job(1, 0));
-        jobs.reserve(10).unwrap().fill(job(2, 0));
+        jobs.reserve(10, None).unwrap().fill(job(1, 0));
+        jobs.reserve(10, None).unwrap().fill(job(2, 0));
         let reporting = Uuid::from_u128(1);
         jobs.progress(
             &reporting,
@@ -1330,6 +1406,71 @@ pub(crate) mod tests {
             t.lines.contains("expired: no progress within 1s"),
             "{}",
             t.lines
+        );
+    }
+
+    #[test]
+    fn an_owner_holds_its_max_running_at_most_and_ended_runs_free_their_places() {
+        let jobs = Jobs::new(10);
+        let a = Quota {
+            owner: "team-a",
+            max_running: 2,
+        };
+        let register = |n: u128, quota: Option<Quota<'_>>| {
+            let slot = jobs.reserve(100, quota)?;
+            slot.fill(job(n, 0));
+            Ok::<(), Refusal>(())
+        };
+        register(1, Some(a)).unwrap();
+        // A register under way holds its place.
+        let held = jobs.reserve(100, Some(a)).unwrap();
+        assert_eq!(
+            register(3, Some(a)).unwrap_err(),
+            Refusal::OwnerFull { limit: 2 }
+        );
+        drop(held);
+        register(2, Some(a)).unwrap();
+        assert!(register(3, Some(a)).is_err());
+        register(
+            4,
+            Some(Quota {
+                owner: "team-b",
+                max_running: 2,
+            }),
+        )
+        .unwrap();
+        register(5, None).unwrap();
+        assert_eq!(
+            jobs.reserve(4, None).err(),
+            Some(Refusal::TooManyRunning { limit: 4 })
+        );
+        // A commit and an expiry each free a place; a revived run takes one again.
+        jobs.begin_commit(&Uuid::from_u128(1)).unwrap();
+        finish(&jobs, &Uuid::from_u128(1), 10);
+        assert_eq!(jobs.lock().held["team-a"], 1);
+        jobs.tick(10_000, &ages(1000, 1_000_000));
+        assert!(
+            !jobs.lock().held.contains_key("team-a"),
+            "{:?}",
+            jobs.lock().held
+        );
+        jobs.progress(&Uuid::from_u128(2), vec![], 10_001, &BOUNDS)
+            .unwrap();
+        assert_eq!(jobs.lock().held["team-a"], 1);
+        // The owner is saved with the job: a restarted table counts the same.
+        let (snapshot, _) = jobs.snapshot();
+        let (restored, _) =
+            crate::state::journal::restore(Some(&snapshot[..]), b"", b"", 10).unwrap();
+        assert_eq!(restored.lock().held, jobs.lock().held);
+        assert_eq!(
+            restored
+                .list(10)
+                .iter()
+                .find(|j| j.run.uuid == Uuid::from_u128(2))
+                .unwrap()
+                .owner
+                .as_deref(),
+            Some("team-a")
         );
     }
 }

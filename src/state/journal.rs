@@ -803,7 +803,7 @@ mod tests {
 
     /// Registers `job`, as the service does; the change for the log.
     fn register(jobs: &Jobs, job: Job) -> Vec<u8> {
-        let mut slot = jobs.reserve(usize::MAX).unwrap();
+        let mut slot = jobs.reserve(usize::MAX, None).unwrap();
         let change = slot.prepare(&job, &BOUNDS).unwrap();
         slot.fill(job);
         change.bytes
@@ -859,9 +859,9 @@ mod tests {
                 ("note".into(), FieldValue::Str("a \"quoted\"\nline".into())),
             ],
         );
-        jobs.reserve(10).unwrap().fill(a);
-        jobs.reserve(10).unwrap().fill(job(2, 200));
-        jobs.reserve(10).unwrap().fill(job(3, 300));
+        jobs.reserve(10, None).unwrap().fill(a);
+        jobs.reserve(10, None).unwrap().fill(job(2, 200));
+        jobs.reserve(10, None).unwrap().fill(job(3, 300));
         jobs.begin_commit(&Uuid::from_u128(2)).unwrap();
         finish(&jobs, &Uuid::from_u128(2), 250);
         jobs.begin_commit(&Uuid::from_u128(3)).unwrap();
@@ -900,10 +900,10 @@ mod tests {
             [("mode".to_string(), "single".to_string())]
         );
         assert!(
-            loaded.reserve(2).is_none(),
+            loaded.reserve(2, None).is_err(),
             "the two running jobs count against max_running"
         );
-        assert!(loaded.reserve(3).is_some());
+        assert!(loaded.reserve(3, None).is_ok());
     }
 
     #[test]
@@ -932,7 +932,7 @@ mod tests {
     #[test]
     fn changes_applied_over_an_old_snapshot_give_the_table_whatever_their_order() {
         let jobs = Jobs::new(1000);
-        jobs.reserve(10).unwrap().fill(job(1, 0));
+        jobs.reserve(10, None).unwrap().fill(job(1, 0));
         let (old, _) = jobs.snapshot();
         // Each change as the log would hold it: one record's worth of lines each.
         let mut changes: Vec<Vec<u8>> =

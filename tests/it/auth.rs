@@ -1,9 +1,14 @@
 //! Tokens: with tokens configured, nothing but ping works without one, and nothing reaches
-//! InfluxDB or the job table.
+//! InfluxDB or the job table. Each token is a client with a name and limits of its own: one
+//! cannot take the job table or the request rate from the others, and guessing tokens is
+//! slowed down per address.
 
-use serde_json::json;
+use std::io::{BufReader, Write};
+use std::net::IpAddr;
 
-use crate::support::{Gateway, Influxd, config, get, request};
+use serde_json::{Value, json};
+
+use crate::support::{Gateway, Influxd, config, connect_from, get, read_response, request};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 const OTHER: &str = "file-token-abcdef0123456789";
@@ -13,7 +18,10 @@ fn start(tokens_txt: &str) -> (Influxd, Gateway) {
     let influx = Influxd::start();
     let dir = crate::support::TempDir::new("auth");
     std::fs::write(dir.join("tokens.txt"), tokens_txt).unwrap();
-    let toml = format!("[auth]\ntokens = [\"{TOKEN}\"]\ntoken_files = [\"tokens.txt\"]\n");
+    // Failed checks are limited per address (see below); here every one must be checked.
+    let toml = format!(
+        "[auth]\ntokens = [\"{TOKEN}\"]\ntoken_files = [\"tokens.txt\"]\nmax_failures = 1000\n"
+    );
     let gw = Gateway::start_in(dir, &config(&influx.url, "runs", &toml));
     (influx, gw)
 }
@@ -161,5 +169,225 @@ fn a_public_address_without_tokens_refuses_to_start() {
     assert!(
         err.contains("no tokens are configured") && err.contains("auth.tokens"),
         "{err}"
+    );
+}
+
+const REGISTER: &str = "/apiv0.1/events/register";
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn post_as(gw: &Gateway, token: &str, path: &str, body: &Value) -> crate::support::RawResponse {
+    request(
+        gw.addr,
+        "POST",
+        path,
+        &[("Authorization", &bearer(token))],
+        Some(&body.to_string()),
+    )
+}
+
+/// Case 2 of the fairness issue: with two tokens and `jobs.max_running = 2000`, one token
+/// registering until refused took every slot for 24 h. Now each token has an equal share.
+#[test]
+fn one_token_registering_until_refused_leaves_the_other_able_to_register() {
+    let influx = Influxd::start();
+    let dir = crate::support::TempDir::new("fair-tokens");
+    std::fs::write(
+        dir.join("tokens.txt"),
+        format!("team-a:{TOKEN}\nteam-b:{OTHER}\n"),
+    )
+    .unwrap();
+    let gw = Gateway::start_in(
+        dir,
+        &config(
+            &influx.url,
+            "runs",
+            "[delivery]\nacknowledge = \"disk\"\n[auth]\ntoken_files = [\"tokens.txt\"]\n[jobs]\nmax_running = 2000\nheartbeat_interval = \"1h\"\n",
+        ),
+    );
+    let body = json!({"host": "greedy"});
+    let accepted = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                loop {
+                    let r = post_as(&gw, TOKEN, REGISTER, &body);
+                    if r.status == 429 {
+                        assert_eq!(r.json()["code"], "too_many_running_for_token", "{}", r.body);
+                        assert_eq!(r.header("retry-after"), Some("5"));
+                        let error = r.json()["error"].as_str().unwrap().to_string();
+                        assert!(
+                            error.contains("\"team-a\" has 1000 runs running"),
+                            "{error}"
+                        );
+                        break;
+                    }
+                    assert_eq!(r.status, 200, "{}", r.body);
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    assert_eq!(
+        accepted.into_inner(),
+        1000,
+        "team-a has half of jobs.max_running"
+    );
+    let b = post_as(&gw, OTHER, REGISTER, &json!({"host": "fair"}));
+    assert_eq!(b.status, 200, "team-b can still register: {}", b.body);
+}
+
+#[test]
+fn a_token_max_running_and_name_tag_hold_and_the_name_is_never_spoofed() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(&config(
+        &influx.url,
+        "runs",
+        &format!(
+            "[auth]\ntag_runs_with_token_name = true\n\
+             [[auth.token]]\nname = \"team-a\"\ntoken = \"{TOKEN}\"\nmax_running = 2\n\
+             [[auth.token]]\nname = \"team-b\"\ntoken = \"{OTHER}\"\n"
+        ),
+    ));
+    // A client's own token_name tag is replaced by its token's name.
+    let spoof = json!({"host": "h", "measurement": {"tags": {"token_name": "team-b"}, "fields": {"users": 1}}});
+    let first = post_as(&gw, TOKEN, REGISTER, &spoof);
+    assert_eq!(first.status, 200, "{}", first.body);
+    let uuid = first.json()["uuid"].as_str().unwrap().to_string();
+    assert_eq!(post_as(&gw, TOKEN, REGISTER, &json!({})).status, 200);
+    let third = post_as(&gw, TOKEN, REGISTER, &json!({}));
+    assert_eq!(third.status, 429, "{}", third.body);
+    assert_eq!(third.json()["code"], "too_many_running_for_token");
+    // A commit frees a place; its tag cannot change the name either.
+    let commit = json!({"uuid": uuid, "measurement": {"tags": {"token_name": "team-b"}, "fields": {"ok": true}}});
+    assert_eq!(
+        post_as(&gw, TOKEN, "/apiv0.1/events/commit", &commit).status,
+        200
+    );
+    assert_eq!(post_as(&gw, TOKEN, REGISTER, &json!({})).status, 200);
+    for measurement in ["load_testing", "load_testing_events", "load_testing_result"] {
+        let rows: Vec<_> = influx
+            .series("runs", measurement)
+            .into_iter()
+            .filter(|r| r.get("uuid").and_then(Value::as_str) == Some(uuid.as_str()))
+            .collect();
+        assert!(!rows.is_empty(), "{measurement}");
+        for row in rows {
+            assert_eq!(
+                row.get("token_name"),
+                Some(&json!("team-a")),
+                "{measurement}: {row:?}"
+            );
+        }
+    }
+    // A field cannot take the tag's name.
+    let clash = post_as(
+        &gw,
+        OTHER,
+        REGISTER,
+        &json!({"measurement": {"fields": {"token_name": 1}}}),
+    );
+    assert_eq!(clash.status, 400, "{}", clash.body);
+    assert!(
+        clash.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("measurement.fields.token_name")
+    );
+    assert!(!gw.log().contains(TOKEN), "tokens never reach the log");
+}
+
+#[test]
+fn a_token_request_rate_is_its_own() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(&config(
+        &influx.url,
+        "runs",
+        &format!(
+            "[[auth.token]]\nname = \"slow\"\ntoken = \"{TOKEN}\"\nrequests_per_second = 2\n\
+             [[auth.token]]\nname = \"free\"\ntoken = \"{OTHER}\"\n"
+        ),
+    ));
+    let states = |token: &str| {
+        request(
+            gw.addr,
+            "GET",
+            "/apiv0.1/states",
+            &[("Authorization", &bearer(token))],
+            None,
+        )
+    };
+    let answers: Vec<u16> = (0..4).map(|_| states(TOKEN).status).collect();
+    assert_eq!(&answers[..2], [200, 200], "a burst of one second's worth");
+    let limited = states(TOKEN);
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert_eq!(limited.json()["code"], "too_many_requests");
+    assert_eq!(limited.header("retry-after"), Some("1"));
+    assert!(
+        limited.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("\"slow\"")
+    );
+    for _ in 0..20 {
+        assert_eq!(
+            states(OTHER).status,
+            200,
+            "another token is not slowed down"
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(states(TOKEN).status, 200, "room again after Retry-After");
+}
+
+/// Case 5: failed token checks were free. Past `auth.max_failures` an address is answered 429
+/// without a check, the right token included, until it has waited; other addresses go on.
+#[test]
+fn failed_token_checks_are_limited_per_address() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(&config(
+        &influx.url,
+        "runs",
+        &format!("[auth]\ntokens = [\"{TOKEN}\"]\nmax_failures = 5\nfailure_window = \"5s\"\n"),
+    ));
+    let from = |ip: &str, token: &str| {
+        let ip: IpAddr = ip.parse().unwrap();
+        let mut stream = connect_from(ip, gw.addr);
+        write!(
+            stream,
+            "GET /apiv0.1/states HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        read_response(&mut BufReader::new(stream), false).unwrap()
+    };
+    for _ in 0..5 {
+        assert_eq!(from("127.0.0.7", "guess-0123456789abcdef").status, 401);
+    }
+    let throttled = from("127.0.0.7", "guess-0123456789abcdef");
+    assert_eq!(throttled.status, 429, "{}", throttled.body);
+    assert_eq!(throttled.json()["code"], "too_many_auth_failures");
+    let retry: u64 = throttled.header("retry-after").unwrap().parse().unwrap();
+    assert!(
+        (1..=1).contains(&retry),
+        "one failure comes back a second: {retry}"
+    );
+    assert_eq!(from("127.0.0.7", TOKEN).status, 429, "not even checked");
+    assert_eq!(
+        from("127.0.0.8", TOKEN).status,
+        200,
+        "another address is not affected"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(from("127.0.0.7", TOKEN).status, 200, "after Retry-After");
+    let states = from("127.0.0.8", TOKEN).json();
+    assert_eq!(states["counters"]["auth_failures"], 7);
+    let log = gw.log();
+    assert_eq!(
+        log.matches("too many failed token checks from this address")
+            .count(),
+        1,
+        "one line when the address is throttled, not one per attempt: {log}"
     );
 }
