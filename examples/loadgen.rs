@@ -11,6 +11,13 @@
 //! - `null-influx --listen 127.0.0.1:0`: a stand-in InfluxDB answering 204 at once; prints
 //!   its address, then one line per large write (time to receive it, size).
 //! - `register-many --addr A --n 10000 [--concurrency N]`: leaves N running jobs.
+//! - `register-wide --addr A --fields F --bytes B --n N [--until-refused]`: N registers, each
+//!   with F string fields of B bytes (what a token holder filling memory sends), from 4
+//!   connections; counts the answers by status and code. With `--until-refused` it stops at
+//!   the first refusal (the table is full).
+//! - `wrk-script --db D --out F`: a Lua script for `wrk` posting the same lines as `direct`
+//!   (register's, then commit's, a new run id each pair), to check that `direct` is not the
+//!   limit of the comparison.
 //! - `tick --pid P --ticks K [--max-seconds S]`: wall time and CPU time of heartbeat ticks,
 //!   sampled from `/proc` (see [`tick`]); the first tick, which creates the series in
 //!   InfluxDB, is reported apart from the others.
@@ -50,13 +57,15 @@ fn main() {
         "direct" => cmd_cycles(&mut args, Target::Direct),
         "null-influx" => cmd_null_influx(&mut args),
         "register-many" => cmd_register_many(&mut args),
+        "register-wide" => cmd_register_wide(&mut args),
+        "wrk-script" => cmd_wrk_script(&mut args),
         "tick" => cmd_tick(&mut args),
         "batch" => cmd_batch(&mut args),
         "startup" => cmd_startup(&mut args),
         "free-ports" => cmd_free_ports(&mut args),
         "seed-jobs" => cmd_seed_jobs(&mut args),
         _ => Err(
-            "usage: loadgen gateway|direct|null-influx|register-many|tick|batch|startup|free-ports|seed-jobs [options] \
+            "usage: loadgen gateway|direct|null-influx|register-many|register-wide|wrk-script|tick|batch|startup|free-ports|seed-jobs [options] \
              (see the header of examples/loadgen.rs)"
                 .into(),
         ),
@@ -614,6 +623,125 @@ fn cmd_register_many(args: &mut pico_args::Arguments) -> Result<()> {
     }
     println!("registered={total}");
     println!("seconds={:.3}", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Registers of wide runs; see the header.
+fn cmd_register_wide(args: &mut pico_args::Arguments) -> Result<()> {
+    let addr = resolve(&opt::<String>(args, "--addr")?)?;
+    let fields: usize = opt(args, "--fields")?;
+    let bytes: usize = opt(args, "--bytes")?;
+    let n: u64 = opt(args, "--n")?;
+    let until_refused = args.contains("--until-refused");
+    let text = "x".repeat(bytes);
+    let fields: Vec<String> = (0..fields).map(|i| format!(r#""f{i}":"{text}""#)).collect();
+    let body = Arc::new(format!(
+        r#"{{"host":"{HOST}","measurement":{{"fields":{{{}}}}}}}"#,
+        fields.join(",")
+    ));
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (next, stop, body) = (Arc::clone(&next), Arc::clone(&stop), Arc::clone(&body));
+            thread::spawn(move || -> Result<Vec<(u16, String)>> {
+                let mut client = Client::new(addr);
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::Relaxed) && next.fetch_add(1, Ordering::Relaxed) < n {
+                    let a = client.send(
+                        "POST",
+                        "/apiv0.1/events/register",
+                        "application/json",
+                        body.as_bytes(),
+                    )?;
+                    let code = serde_json::from_slice::<serde_json::Value>(&a.body)
+                        .ok()
+                        .and_then(|v| v["code"].as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    if a.status != 200 && until_refused {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    answers.push((a.status, code));
+                }
+                Ok(answers)
+            })
+        })
+        .collect();
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    for h in handles {
+        for (status, code) in h.join().map_err(|_| "a client thread panicked")?? {
+            let key = if code.is_empty() {
+                status.to_string()
+            } else {
+                format!("{status}_{code}")
+            };
+            *counts.entry(key).or_default() += 1;
+        }
+    }
+    println!("ok={}", counts.get("200").copied().unwrap_or(0));
+    let answers: Vec<String> = counts.iter().map(|(k, v)| format!("{v}×{k}")).collect();
+    println!("answers={}", answers.join(" "));
+    println!("seconds={:.3}", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Writes the `wrk` script; see the header.
+fn cmd_wrk_script(args: &mut pico_args::Arguments) -> Result<()> {
+    let db: String = opt(args, "--db")?;
+    let out: String = opt(args, "--out")?;
+    // The lines with placeholders the script fills in: the same text `direct` sends.
+    let (uuid, now) = ("UUID", 2_000_000_000_000u64);
+    let register = register_lines(uuid, now, now).replace(&now.to_string(), "NOW");
+    let commit = commit_lines(uuid, &request_stats(), now).replace(&now.to_string(), "NOW");
+    let quote = |text: &str| format!("[==[{text}]==]");
+    let script = format!(
+        r#"-- Generated by `loadgen wrk-script`: posts what `loadgen direct` posts, a register's
+-- lines then a commit's, with a new run id for each pair.
+local register = {register}
+local commit = {commit}
+local path = "/write?db={db}&precision=ms"
+local headers = {{ ["Content-Type"] = "text/plain" }}
+local n = 0
+local id = ""
+local function uuid()
+  local hex = "0123456789abcdef"
+  local out = {{}}
+  for i = 1, 32 do
+    local k = math.random(1, 16)
+    out[i] = hex:sub(k, k)
+  end
+  local s = table.concat(out)
+  return s:sub(1, 8) .. "-" .. s:sub(9, 12) .. "-4" .. s:sub(14, 16) .. "-a" .. s:sub(18, 20) .. "-" .. s:sub(21, 32)
+end
+function setup(thread)
+  thread:set("seed", math.random(1, 1000000))
+end
+function init(args)
+  math.randomseed(seed + os.time())
+end
+function request()
+  n = n + 1
+  local now = string.format("%d", os.time() * 1000)
+  local body
+  if n % 2 == 1 then
+    id = uuid()
+    body = register:gsub("UUID", id):gsub("NOW", now)
+  else
+    body = commit:gsub("UUID", id):gsub("NOW", now)
+  end
+  return wrk.format("POST", path, headers, body)
+end
+function response(status, headers, body)
+  if status ~= 204 then
+    io.stderr:write("write answered " .. status .. ": " .. body .. "\n")
+  end
+end
+"#,
+        register = quote(&register),
+        commit = quote(&commit),
+    );
+    std::fs::write(&out, script).map_err(|e| format!("{out}: {e}"))?;
     Ok(())
 }
 
