@@ -20,6 +20,8 @@ root=$(pwd)
 source scripts/lib/install-influxdb.sh
 # shellcheck source=scripts/lib/python-venv.sh
 source scripts/lib/python-venv.sh
+# shellcheck source=scripts/lib/e2e.sh
+source scripts/lib/e2e.sh
 
 venv=$TEST_VENV
 users=5
@@ -33,19 +35,7 @@ pids=()
 ok=0
 
 cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        # Up to 5 s for a clean stop, then SIGKILL.
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids
     if [ "$ok" -eq 1 ] && [ -z "${E2E_KEEP:-}" ]; then
         rm -rf "$work"
     elif [ "$ok" -eq 1 ]; then
@@ -59,19 +49,6 @@ trap cleanup EXIT
 fail() {
     printf 'e2e-locust: FAILED: %s\n' "$*" >&2
     exit 1
-}
-
-# Polls a command every 0.1 s, up to $1 seconds.
-wait_for() {
-    local seconds=$1
-    shift
-    for _ in $(seq $((seconds * 10))); do
-        if "$@"; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    return 1
 }
 
 alive() {
@@ -113,29 +90,7 @@ timeout 120 "$py" -m unittest scripts/e2e/test_locust_consumer.py ||
 # influxd on two free loopback ports (HTTP and RPC), data in $work
 # ---------------------------------------------------------------------------
 
-start_influxd() {
-    local attempt http_port rpc_port
-    for attempt in 1 2 3; do
-        read -r http_port rpc_port < <(python3 scripts/e2e/free_ports.py 2)
-        mkdir -p "$work/influxd"
-        influxd_config "$work/influxd" "$http_port" "$rpc_port" >"$work/influxd/influxd.conf"
-        "$influxd" run -config "$work/influxd/influxd.conf" >"$work/influxd.log" 2>&1 &
-        influxd_pid=$!
-        pids+=("$influxd_pid")
-        influx_url=http://127.0.0.1:$http_port
-        if wait_for 15 curl -fs -o /dev/null "$influx_url/ping"; then
-            return 0
-        fi
-        kill -KILL "$influxd_pid" 2>/dev/null || true
-        wait "$influxd_pid" 2>/dev/null || true
-        if grep -q "address already in use" "$work/influxd.log" && [ "$attempt" -lt 3 ]; then
-            continue
-        fi
-        tail -n 30 "$work/influxd.log" >&2
-        fail "influxd did not answer /ping within 15 s"
-    done
-}
-start_influxd
+start_influxd "$work/influxd"
 echo "influxd on $influx_url (pid $influxd_pid)"
 
 # ---------------------------------------------------------------------------

@@ -1277,41 +1277,15 @@ mod tests {
         }
     }
 
-    /// The whole error, origin and message, of loading `text` with `overrides`.
-    fn load_error(text: &str, overrides: Overrides) -> String {
-        let dir = std::env::temp_dir().join(format!(
-            "mc-config-err-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("consumer.toml");
-        fs::write(&file, text).unwrap();
-        let result = load(&file, true, overrides);
-        fs::remove_dir_all(&dir).ok();
-        result
-            .expect_err("the configuration should be refused")
-            .to_string()
-    }
-
     static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-    fn load_text(text: &str, overrides: Overrides) -> Result<Settings, String> {
-        let dir = std::env::temp_dir().join(format!(
-            "mc-config-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("consumer.toml");
-        fs::write(&file, text).unwrap();
-        let result = load(&file, true, overrides).map_err(|e| e.message);
-        fs::remove_dir_all(&dir).ok();
-        result
-    }
-
-    /// Loads `text` with `files` (name, content) beside it.
-    fn load_with_files(text: &str, files: &[(&str, &str)]) -> Result<Settings, String> {
+    /// Loads `text` as `consumer.toml` in a directory of its own, with `files` (name, content)
+    /// beside it.
+    fn load_in_dir(
+        text: &str,
+        files: &[(&str, &str)],
+        overrides: Overrides,
+    ) -> Result<Settings, ConfigError> {
         let dir = std::env::temp_dir().join(format!(
             "mc-config-{}-{}",
             std::process::id(),
@@ -1323,9 +1297,25 @@ mod tests {
         }
         let file = dir.join("consumer.toml");
         fs::write(&file, text).unwrap();
-        let result = load(&file, true, Overrides::default()).map_err(|e| e.message);
+        let result = load(&file, true, overrides);
         fs::remove_dir_all(&dir).ok();
         result
+    }
+
+    /// The whole error, origin and message, of loading `text` with `overrides`.
+    fn load_error(text: &str, overrides: Overrides) -> String {
+        load_in_dir(text, &[], overrides)
+            .expect_err("the configuration should be refused")
+            .to_string()
+    }
+
+    fn load_text(text: &str, overrides: Overrides) -> Result<Settings, String> {
+        load_in_dir(text, &[], overrides).map_err(|e| e.message)
+    }
+
+    /// Loads `text` with `files` (name, content) beside it.
+    fn load_with_files(text: &str, files: &[(&str, &str)]) -> Result<Settings, String> {
+        load_in_dir(text, files, Overrides::default()).map_err(|e| e.message)
     }
 
     const A: &str = "aaaaaaaaaaaaaaaaaaaa";
