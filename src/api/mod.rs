@@ -126,7 +126,8 @@ impl App {
         &self.service.stats
     }
 
-    fn route(&self, req: &Request) -> Result<Reply, ApiError> {
+    /// Answers `req`; `client` is set when its token passed the check.
+    fn route(&self, req: &Request, client: &mut Option<String>) -> Result<Reply, ApiError> {
         let (_, route) = routes::find(&req.path).ok_or(ApiError::NoRoute)?;
         if req.method != route.method {
             return Err(ApiError::Method(route.method));
@@ -149,9 +150,16 @@ impl App {
                     );
                     ApiError::Unauthorized(denied)
                 })?;
+            *client = authenticated_client(&self.tokens);
         }
         (route.handler)(self, req)
     }
+}
+
+/// Who a request whose token passed the check authenticated as. Tokens have no names yet, so
+/// every one is "token"; `None` when no tokens are configured, since every request passes then.
+fn authenticated_client(tokens: &Tokens) -> Option<String> {
+    (!tokens.is_open()).then(|| "token".to_owned())
 }
 
 /// Keeps client text out of the log's structure (see `logtext`), cut to 200 characters.
@@ -161,7 +169,8 @@ fn loggable(text: &str) -> String {
 
 impl Handler for App {
     fn handle(&self, req: &Request) -> Response {
-        match self.route(req) {
+        let mut client = None;
+        let mut response = match self.route(req, &mut client) {
             Ok(Reply::Json(body)) => Response::json(200, &body),
             Ok(Reply::Text(text)) => Response {
                 status: 200,
@@ -170,9 +179,12 @@ impl Handler for App {
                     "text/plain; version=0.0.4; charset=utf-8".into(),
                 )],
                 body: text.into_bytes(),
+                client: None,
             },
             Err(e) => e.response(),
-        }
+        };
+        response.client = client;
+        response
     }
 
     fn completed(&self, ex: &Exchange<'_>) {
@@ -180,13 +192,15 @@ impl Handler for App {
         self.stats().request(route, ex.status, ex.duration);
         log::info!(
             target: "access",
-            "{} {} {} {} {} {:.1}ms",
+            "{} {} {} {} {} {:.1}ms{}",
             ex.peer.ip(),
             loggable(ex.method),
             loggable(ex.path),
             ex.status,
             ex.bytes,
-            ex.duration.as_secs_f64() * 1000.0
+            ex.duration.as_secs_f64() * 1000.0,
+            ex.client
+                .map_or(String::new(), |name| format!(" client={}", loggable(name)))
         );
     }
 }

@@ -120,6 +120,7 @@ fn refuse(stream: TcpStream, peer: SocketAddr, accepted: Instant, ctx: &ConnCont
             status: 503,
             bytes: body_bytes,
             duration: accepted.elapsed(),
+            client: None,
         },
     );
 }

@@ -221,6 +221,7 @@ fn serve_one<S: Transport>(
             status: rendered.status,
             bytes: rendered.body_bytes,
             duration: started.elapsed(),
+            client: response.client.as_deref(),
         },
     );
     match (written, close) {
@@ -371,6 +372,7 @@ fn refuse_request<S: Transport>(
             status: rendered.status,
             bytes: rendered.body_bytes,
             duration: started.elapsed(),
+            client: None,
         },
     );
     if written.is_err() {

@@ -125,6 +125,11 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    /// The name of the client the request authenticated as; set by the API after a token
+    /// check passed, `None` otherwise (and always when no tokens are configured). It is never
+    /// sent. The layer trusts a kept-alive connection whose last request authenticated: such a
+    /// connection is never closed to admit another (see `caps`). The access log names it.
+    pub client: Option<String>,
 }
 
 impl Response {
@@ -166,6 +171,7 @@ impl Response {
             status,
             headers: vec![("Content-Type", "application/json".to_owned())],
             body,
+            client: None,
         }
     }
 }
@@ -189,6 +195,9 @@ pub struct Exchange<'a> {
     /// From the first byte of the request (or the accept, for a refused connection)
     /// to the end of the response.
     pub duration: Duration,
+    /// `Response::client` of the answer: who the request authenticated as, if anyone. Client
+    /// text for a log line: escape it (see `logtext`).
+    pub client: Option<&'a str>,
 }
 
 /// The application side of the server.

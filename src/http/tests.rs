@@ -71,6 +71,7 @@ impl Handler for TestHandler {
                 status: 204,
                 headers: Vec::new(),
                 body: b"ignored".to_vec(),
+                client: None,
             },
             _ => Response::json(
                 200,

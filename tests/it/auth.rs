@@ -1,9 +1,11 @@
 //! Tokens: with tokens configured, nothing but ping works without one, and nothing reaches
 //! InfluxDB or the job table.
 
+use std::time::Duration;
+
 use serde_json::json;
 
-use crate::support::{Gateway, Influxd, config, get, request};
+use crate::support::{Gateway, Influxd, config, get, request, wait_until};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 const OTHER: &str = "file-token-abcdef0123456789";
@@ -151,6 +153,30 @@ fn bearer_and_basic_tokens_are_accepted() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "curl {args:?}");
     }
     assert_eq!(influx.count("runs", "load_testing"), 5);
+    // The access log names who a request authenticated as; tokens have no names yet.
+    assert_eq!(get(gw.addr, "/apiv0.1/ping").status, 200);
+    wait_until(
+        Duration::from_secs(5),
+        "the access log has the ping",
+        || gw.log().contains(" GET /apiv0.1/ping 200 "),
+    );
+    let log = gw.log();
+    let lines = |route: &str| -> Vec<&str> {
+        log.lines()
+            .filter(|l| l.contains(&format!(" {route} ")))
+            .collect()
+    };
+    let registers = lines("POST /apiv0.1/events/register 200");
+    assert_eq!(registers.len(), 5, "{log}");
+    assert!(
+        registers.iter().all(|l| l.ends_with("ms client=token")),
+        "{registers:?}"
+    );
+    let pings = lines("GET /apiv0.1/ping 200");
+    assert!(
+        pings.iter().all(|l| !l.contains("client=")),
+        "ping carries no token: {pings:?}"
+    );
 }
 
 #[test]
