@@ -8,7 +8,9 @@
 //! take its thread down, never allocate a body ahead of the bytes that actually arrive,
 //! never close a connection whose client may still be sending without draining it
 //! first, and never log header values or bodies. It never touches the listener or the
-//! connection caps.
+//! connection caps; it reports what the connection is doing to its `Activity`, and stops as
+//! soon as that says the connection was evicted (its socket is then shut down, so any wait
+//! ends at once), never calling the handler for an evicted connection.
 
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr};
@@ -21,6 +23,7 @@ use rustls::ServerConfig;
 use crate::code::Code;
 
 use super::buffer::InBuf;
+use super::caps::{Activity, Phase};
 use super::deadline::{Armed, SHUTDOWN_POLL, is_retryable, remaining, write_all_before};
 use super::encoding;
 use super::head::{self, HeadError, RequestHead};
@@ -58,7 +61,12 @@ enum Next {
     Drop,
 }
 
-pub(super) fn serve_connection<S: Transport>(stream: &mut S, peer: SocketAddr, ctx: &ConnContext) {
+pub(super) fn serve_connection<S: Transport>(
+    stream: &mut S,
+    peer: SocketAddr,
+    activity: &Activity,
+    ctx: &ConnContext,
+) {
     let peer = stream.peer_addr().unwrap_or(peer);
     let stream = &mut Armed::new(stream);
     let mut inbuf = InBuf::new();
@@ -70,7 +78,7 @@ pub(super) fn serve_connection<S: Transport>(stream: &mut S, peer: SocketAddr, c
         if inbuf.is_empty() && !wait_for_request(stream, &mut inbuf, ctx) {
             return;
         }
-        let next = serve_one(stream, &mut inbuf, peer, ctx);
+        let next = serve_one(stream, &mut inbuf, peer, activity, ctx);
         match next {
             Next::KeepAlive => {}
             Next::Close => {
@@ -129,13 +137,19 @@ fn serve_one<S: Transport>(
     stream: &mut S,
     inbuf: &mut InBuf,
     peer: SocketAddr,
+    activity: &Activity,
     ctx: &ConnContext,
 ) -> Next {
     let started = Instant::now();
     let limits = &ctx.limits;
+    if !activity.enter(Phase::Head) {
+        return Next::Drop;
+    }
     let (head, head_len) = match read_head(stream, inbuf, limits.header_timeout) {
         Ok(parsed) => parsed,
-        Err(Failure::Refuse(e)) => return refuse_request(stream, peer, started, None, e, ctx),
+        Err(Failure::Refuse(e)) => {
+            return refuse_request(stream, peer, started, None, e, activity, ctx);
+        }
         Err(Failure::Gone) => return Next::Drop,
     };
     inbuf.consume(head_len);
@@ -143,7 +157,7 @@ fn serve_one<S: Transport>(
 
     let framing = match head::framing(&head, limits.max_body_bytes) {
         Ok(framing) => framing,
-        Err(e) => return refuse_request(stream, peer, started, Some(&head), e, ctx),
+        Err(e) => return refuse_request(stream, peer, started, Some(&head), e, activity, ctx),
     };
     // The length is within max_body_bytes here; this only fails where usize is
     // narrower than the configured limit.
@@ -152,8 +166,11 @@ fn serve_one<S: Transport>(
             length: framing.body_len,
             limit: limits.max_body_bytes,
         };
-        return refuse_request(stream, peer, started, Some(&head), e, ctx);
+        return refuse_request(stream, peer, started, Some(&head), e, activity, ctx);
     };
+    if body_len > 0 && !activity.enter(Phase::Body) {
+        return Next::Drop;
+    }
 
     // The body is accepted now, so a client waiting for 100 Continue may send it.
     if framing.expect_continue && inbuf.len() < body_len {
@@ -162,13 +179,18 @@ fn serve_one<S: Transport>(
             return Next::Drop;
         }
     }
-    let body = match read_body(stream, inbuf, body_len, limits.header_timeout) {
+    let body = match read_body(stream, inbuf, body_len, limits.header_timeout, activity) {
         Ok(body) => body,
         Err(Failure::Refuse(e)) => {
-            return refuse_request(stream, peer, started, Some(&head), e, ctx);
+            return refuse_request(stream, peer, started, Some(&head), e, activity, ctx);
         }
         Err(Failure::Gone) => return Next::Drop,
     };
+    // From here the request is handled: the connection can no longer be evicted, and if it
+    // was a moment ago, the request is dropped unhandled.
+    if !activity.enter(Phase::Busy) {
+        return Next::Drop;
+    }
 
     // The version stays here: keep-alive is decided inside this layer, and handlers
     // have no use for it.
@@ -226,7 +248,8 @@ fn serve_one<S: Transport>(
     );
     match (written, close) {
         (Err(_), _) => Next::Drop,
-        (Ok(()), false) => Next::KeepAlive,
+        (Ok(()), false) if activity.idle(response.client.is_some()) => Next::KeepAlive,
+        (Ok(()), false) => Next::Drop,
         (Ok(()), true) if inbuf.is_empty() => Next::Close,
         (Ok(()), true) => Next::Linger,
     }
@@ -304,6 +327,7 @@ fn read_body<S: Transport>(
     inbuf: &mut InBuf,
     len: usize,
     limit: Duration,
+    activity: &Activity,
 ) -> Result<Vec<u8>, Failure> {
     let deadline = Instant::now() + limit;
     let mut body = Vec::with_capacity(len.min(BODY_STEP));
@@ -337,7 +361,8 @@ fn read_body<S: Transport>(
         };
         match read {
             Ok(0) => return Err(Failure::Gone),
-            Ok(n) => body.truncate(filled + n.min(step)),
+            Ok(n) if activity.progressed() => body.truncate(filled + n.min(step)),
+            Ok(_) => return Err(Failure::Gone),
             Err(e) if is_retryable(&e) => body.truncate(filled),
             Err(_) => return Err(Failure::Gone),
         }
@@ -353,6 +378,7 @@ fn refuse_request<S: Transport>(
     started: Instant,
     head: Option<&RequestHead>,
     error: HeadError,
+    activity: &Activity,
     ctx: &ConnContext,
 ) -> Next {
     let response = Response::error(error.code(), &error.to_string());
@@ -375,7 +401,7 @@ fn refuse_request<S: Transport>(
             client: None,
         },
     );
-    if written.is_err() {
+    if written.is_err() || !activity.enter(Phase::Closing) {
         Next::Drop
     } else {
         Next::Linger

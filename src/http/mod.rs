@@ -12,8 +12,9 @@
 //! Each file owns one part, roughly in the order a connection meets them:
 //! - `server.rs`: the lifecycle, `Server` (bind, run, drain) and `ShutdownHandle`;
 //! - `accept.rs`: the accept loop, and the 503 for a connection refused at a cap;
-//! - `caps.rs`: the connection caps, in total and per peer IP, and the slot that an
-//!   open connection holds;
+//! - `caps.rs`: the connection caps, in total and per client (an IPv4 address or an IPv6
+//!   /64), the slot that an open connection holds, what each connection is doing, and
+//!   which one gives way to a new connection when every slot is taken;
 //! - `pool.rs`: the generic pool of threads that runs each connection as one job;
 //! - `transport.rs`: the `Transport` trait over TCP and TLS, and the choice between
 //!   them, with the TLS handshake on the connection's own thread;
@@ -70,9 +71,11 @@ pub struct Limits {
     /// connections arrive (none before the first), and of those it keeps this many
     /// waiting for the next connection; the others exit after 30 s without one.
     pub workers: usize,
-    /// Global cap on open connections, which is also the cap on connection threads.
+    /// Global cap on open connections, which is also the cap on connection threads. At the
+    /// cap a new connection takes the slot of the open one making the least progress, when
+    /// one can give way (see `caps`), and is refused with 503 otherwise.
     pub max_connections: usize,
-    /// Cap on open connections from one peer IP address.
+    /// Cap on open connections from one client: one IPv4 address, or one IPv6 /64.
     pub max_connections_per_ip: usize,
 }
 

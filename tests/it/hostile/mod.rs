@@ -4,8 +4,8 @@
 //! protocol garbage and odd targets (`garbage`), gzip bombs and other hostile compressed bodies
 //! (`encoding`), pathological JSON (`json`), every rule for tag
 //! and field names and values sent over HTTP (`names`), hostile commit data (`commit_data`),
-//! slowloris from a second address (`slowloris`), and the framing tables again without a token
-//! (`no_token`). Each test sends its inputs, checks the exact answer (or that the connection
+//! slowloris from a second address (`slowloris`) and from nine at once (`fairness`), and the
+//! framing tables again without a token (`no_token`). Each test sends its inputs, checks the exact answer (or that the connection
 //! was closed), then checks with `after_each` that the process is alive, answers ping within a
 //! second, keeps its threads and memory bounded, and that InfluxDB holds exactly the series the
 //! test meant to write: no injected point, no smuggled run, ever.
@@ -18,6 +18,7 @@
 
 mod commit_data;
 mod encoding;
+mod fairness;
 mod framing;
 mod garbage;
 mod heads_and_bodies;
