@@ -8,7 +8,8 @@
 //! its TLS handshake or reading its request head, then one kept alive between requests, then one
 //! whose body has gone silent; within each, one from the client holding the most connections,
 //! and among those the one waiting longest. Never one whose request is being handled, and never
-//! one whose last request authenticated (`Response::client`).
+//! one whose last request authenticated (`Response::client`). The same table closes a body that
+//! has gone silent when the budget of body bytes runs out (`evict_stalled_body`).
 //!
 //! The caps are exact, because the counts change only under one lock; a slot is given back by a
 //! guard on drop, on every path out of a connection. Nothing here waits on anything but that
@@ -21,9 +22,14 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::deadline::remaining;
+
+/// A body silent for less than this is never closed for the memory it holds: a client sending
+/// at any useful rate delivers something more often, while a stalled body falls silent for
+/// good. (A TCP retransmission after loss takes 200 ms and more, so shorter would catch those.)
+pub(super) const STALLED: Duration = Duration::from_millis(500);
 
 /// Eviction attempts per admission: an attempt fails only when the chosen connection moved on
 /// between the choice and the eviction, which is progress made, so a few are plenty.
@@ -119,6 +125,8 @@ impl State {
 pub(super) struct Activity {
     epoch: Instant,
     state: AtomicU64,
+    /// Bytes of the body budget this connection holds (see `budget`).
+    held: AtomicU64,
 }
 
 impl Activity {
@@ -126,6 +134,7 @@ impl Activity {
         let activity = Activity {
             epoch,
             state: AtomicU64::new(0),
+            held: AtomicU64::new(0),
         };
         let state = State {
             phase: Phase::Head,
@@ -134,6 +143,12 @@ impl Activity {
         };
         activity.state.store(state.pack(), Ordering::SeqCst);
         activity
+    }
+
+    /// An activity no table knows about, which nothing ever evicts.
+    #[cfg(test)]
+    pub(super) fn detached() -> Activity {
+        Activity::new(Instant::now())
     }
 
     fn now_ms(&self) -> u64 {
@@ -183,6 +198,17 @@ impl Activity {
 
     pub(super) fn is_evicted(&self) -> bool {
         self.load().phase == Phase::Evicted
+    }
+
+    /// Bytes of the body budget held, kept by `budget::Hold`.
+    pub(super) fn held(&self) -> &AtomicU64 {
+        &self.held
+    }
+
+    /// Marks the connection evicted, as the table does.
+    #[cfg(test)]
+    pub(super) fn mark_evicted_for_tests(&self) {
+        assert!(self.evict(self.load()));
     }
 
     /// Marks the connection evicted if its state is still `seen`.
@@ -351,6 +377,24 @@ impl ConnTable {
         Some(guard)
     }
 
+    /// Closes the body that has been silent longest (at least `STALLED`) among those holding
+    /// body bytes, one of a connection whose last request authenticated only when there is no
+    /// other; true when one was closed. Its memory is given back as soon as its thread sees the
+    /// close.
+    pub(super) fn evict_stalled_body(&self) -> bool {
+        let stalled_ms = u64::try_from(STALLED.as_millis()).unwrap_or(u64::MAX);
+        let evicted = self.evict_one(&mut self.lock(), |c, now_ms| {
+            memory_rank(c, now_ms, stalled_ms)
+        });
+        match evicted {
+            Some(evicted) => {
+                evicted.close("to free memory for another body");
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Chooses the connection `rank` puts first, marks it evicted and takes it out of the
     /// table (its slot is free from here on); None when `rank` accepts none.
     fn evict_one<R: Ord>(
@@ -364,6 +408,7 @@ impl ConnTable {
                 let state = entry.activity.load();
                 let candidate = Candidate {
                     state,
+                    held: entry.activity.held.load(Ordering::SeqCst),
                     client_conns: table.per_client.get(&entry.client).copied().unwrap_or(0),
                 };
                 (*id, candidate)
@@ -433,6 +478,8 @@ impl Drop for ConnGuard {
 #[derive(Debug, Clone, Copy)]
 struct Candidate {
     state: State,
+    /// Body budget bytes it holds.
+    held: u64,
     /// Open connections of its client, itself included.
     client_conns: usize,
 }
@@ -466,6 +513,19 @@ fn slot_rank(c: &Candidate, _now_ms: u64) -> Option<(u8, Reverse<usize>, u64)> {
         Phase::Busy | Phase::Evicted => return None,
     };
     Some((tier, Reverse(c.client_conns), c.state.since_ms))
+}
+
+/// Which body gives up its memory to a new one: only a body that holds some and has been
+/// silent for `stalled_ms` at least; one of a connection whose last request authenticated only
+/// after all others (a token must not buy the right to sit on memory others need, as it buys a
+/// slot); then the one silent longest, then the one of the client holding the most connections.
+fn memory_rank(c: &Candidate, now_ms: u64, stalled_ms: u64) -> Option<(bool, u64, Reverse<usize>)> {
+    let silent = now_ms.saturating_sub(c.state.since_ms);
+    (c.state.phase == Phase::Body && c.held > 0 && silent >= stalled_ms).then_some((
+        c.state.trusted,
+        c.state.since_ms,
+        Reverse(c.client_conns),
+    ))
 }
 
 #[cfg(test)]
@@ -528,6 +588,7 @@ mod tests {
                 trusted,
                 since_ms,
             },
+            held: 0,
             client_conns,
         }
     }
@@ -599,6 +660,37 @@ mod tests {
         );
     }
 
+    #[test]
+    fn only_bodies_silent_long_enough_give_up_memory() {
+        use Phase::*;
+        let held = |mut c: Candidate, bytes| {
+            c.held = bytes;
+            c
+        };
+        let cands = [
+            ("silent 2 s", held(candidate(Body, false, 8000, 1), 1 << 20)),
+            ("silent 5 s", held(candidate(Body, false, 5000, 1), 1 << 20)),
+            (
+                "just sent bytes",
+                held(candidate(Body, false, 9900, 1), 1 << 20),
+            ),
+            (
+                "silent, trusted",
+                held(candidate(Body, true, 0, 1), 1 << 20),
+            ),
+            (
+                "silent, holds nothing",
+                held(candidate(Body, false, 0, 1), 0),
+            ),
+            ("handled", held(candidate(Busy, false, 0, 1), 1 << 20)),
+            ("head", held(candidate(Head, false, 0, 1), 0)),
+        ];
+        assert_eq!(
+            order(&cands, |c| memory_rank(c, 10_000, 500)),
+            ["silent 5 s", "silent 2 s", "silent, trusted"]
+        );
+    }
+
     /// A slot for a real loopback connection from `from`: the server's socket is kept in
     /// `sockets` (the table holds it weakly), and the client's beside it.
     fn slot_for_socket(
@@ -650,6 +742,27 @@ mod tests {
         );
         drop((trusted, newcomer));
         assert!(table.wait_drained(Instant::now()));
+    }
+
+    #[test]
+    fn a_silent_body_gives_up_its_memory() {
+        let table = Arc::new(ConnTable::new(10, 10));
+        let guard = acquire(&table, "10.0.0.1").expect("a slot");
+        assert!(guard.activity().enter(Phase::Body));
+        guard.activity().held().store(1 << 20, Ordering::SeqCst);
+        assert!(!table.evict_stalled_body(), "not silent long enough yet");
+        // Pretend the last bytes came long ago.
+        let state = State {
+            phase: Phase::Body,
+            trusted: false,
+            since_ms: 0,
+        };
+        guard.activity().state.store(state.pack(), Ordering::SeqCst);
+        std::thread::sleep(STALLED + Duration::from_millis(10));
+        assert!(table.evict_stalled_body());
+        assert!(guard.activity().is_evicted());
+        assert_eq!(table.open.load(Ordering::SeqCst), 0);
+        assert!(!table.evict_stalled_body(), "nothing left to close");
     }
 
     #[test]

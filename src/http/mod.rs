@@ -15,6 +15,8 @@
 //! - `caps.rs`: the connection caps, in total and per client (an IPv4 address or an IPv6
 //!   /64), the slot that an open connection holds, what each connection is doing, and
 //!   which one gives way to a new connection when every slot is taken;
+//! - `budget.rs`: the budget of request-body bytes held in memory at once, and the hold
+//!   of one request on it;
 //! - `pool.rs`: the generic pool of threads that runs each connection as one job;
 //! - `transport.rs`: the `Transport` trait over TCP and TLS, and the choice between
 //!   them, with the TLS handshake on the connection's own thread;
@@ -30,6 +32,7 @@
 //! - `tests.rs`: end-to-end tests of the whole layer over loopback.
 
 mod accept;
+mod budget;
 mod buffer;
 mod caps;
 mod conn;
@@ -67,6 +70,11 @@ pub struct Limits {
     /// Largest body once its `Content-Encoding` is undone; a body that would inflate past it is
     /// refused with 413 without the memory being taken.
     pub max_inflated_bytes: u64,
+    /// Bytes of request bodies held in memory at once, all connections together, counting
+    /// what compressed bodies inflate to. A body is reserved whole before it is read; one that
+    /// finds too little free waits up to a second (closing bodies that have gone silent to make
+    /// room) and is refused with 503 `too_many_bodies` after. At least `max_body_bytes`.
+    pub max_body_bytes_in_flight: u64,
     /// Connection threads kept alive while idle. The pool starts threads as
     /// connections arrive (none before the first), and of those it keeps this many
     /// waiting for the next connection; the others exit after 30 s without one.
@@ -86,6 +94,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(15),
             max_body_bytes: 1024 * 1024,
             max_inflated_bytes: encoding::MAX_INFLATED_BYTES as u64,
+            max_body_bytes_in_flight: 64 * 1024 * 1024,
             workers: 16,
             max_connections: 256,
             max_connections_per_ip: 64,

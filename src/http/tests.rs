@@ -23,6 +23,7 @@ fn limits() -> Limits {
         idle_timeout: Duration::from_secs(2),
         max_body_bytes: 1024 * 1024,
         max_inflated_bytes: 16 << 20,
+        max_body_bytes_in_flight: 64 << 20,
         workers: 2,
         max_connections: 64,
         max_connections_per_ip: 64,
