@@ -17,19 +17,19 @@
 //! connection is one `shutdown` call on its socket, which wakes its thread at once, and nothing
 //! here ever reads or writes a socket.
 
-use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::deadline::remaining;
 
 /// A body silent for less than this is never closed for the memory it holds: a client sending
 /// at any useful rate delivers something more often, while a stalled body falls silent for
 /// good. (A TCP retransmission after loss takes 200 ms and more, so shorter would catch those.)
-pub(super) const STALLED: Duration = Duration::from_millis(500);
+/// In milliseconds.
+const STALLED_MS: u64 = 500;
 
 /// Eviction attempts per admission: an attempt fails only when the chosen connection moved on
 /// between the choice and the eviction, which is progress made, so a few are plenty.
@@ -242,7 +242,10 @@ pub(super) struct ConnTable {
 
 #[derive(Debug, Default)]
 struct Table {
-    conns: HashMap<u64, Entry>,
+    /// One entry per open slot, in no particular order. A vector, not a map: there are at most
+    /// `max_total`, every eviction looks at all of them anyway, and a map of its own would add
+    /// kilobytes of code for nothing.
+    conns: Vec<Entry>,
     /// Open connections per client (`client_of`). Only clients with at least one have an
     /// entry, so the map never holds more entries than there are open connections.
     per_client: HashMap<IpAddr, usize>,
@@ -251,6 +254,8 @@ struct Table {
 
 #[derive(Debug)]
 struct Entry {
+    /// The connection's number, in the order of acceptance.
+    id: u64,
     client: IpAddr,
     activity: Arc<Activity>,
     /// The socket, to shut down when the connection is evicted. Weak, so that the socket is
@@ -293,13 +298,18 @@ struct Evicted {
 
 impl Evicted {
     /// Shuts the socket down, which wakes the connection's thread at once: its next read sees
-    /// the end of the stream, and it stops and drops the socket.
-    fn close(self, why: &str) {
+    /// the end of the stream, and it stops and drops the socket. `admitted` is the client of
+    /// the connection given its slot, or None when it was closed to free memory.
+    fn close(self, admitted: Option<IpAddr>) {
         if let Some(socket) = self.socket.upgrade() {
             let _ = socket.shutdown(Shutdown::Both);
         }
+        let (why, whom) = match admitted {
+            Some(client) => ("to admit one from ", client.to_string()),
+            None => ("to free memory for another body", String::new()),
+        };
         log::debug!(
-            "closed a connection from {} ({} for {} ms) {why}",
+            "closed a connection from {} ({} for {} ms) {why}{whom}",
             self.client,
             self.state.phase.describe(),
             self.now_ms.saturating_sub(self.state.since_ms)
@@ -358,11 +368,12 @@ impl ConnTable {
             table.next_id += 1;
             let activity = Arc::new(Activity::new(self.epoch));
             let entry = Entry {
+                id,
                 client,
                 activity: Arc::clone(&activity),
                 socket,
             };
-            table.conns.insert(id, entry);
+            table.conns.push(entry);
             *table.per_client.entry(client).or_insert(0) += 1;
             self.open.store(table.conns.len(), Ordering::SeqCst);
             ConnGuard {
@@ -372,23 +383,19 @@ impl ConnTable {
             }
         };
         if let Some(evicted) = evicted {
-            evicted.close(&format!("to admit one from {client}"));
+            evicted.close(Some(client));
         }
         Some(guard)
     }
 
-    /// Closes the body that has been silent longest (at least `STALLED`) among those holding
+    /// Closes the body that has been silent longest (at least `STALLED_MS`) among those holding
     /// body bytes, one of a connection whose last request authenticated only when there is no
     /// other; true when one was closed. Its memory is given back as soon as its thread sees the
     /// close.
     pub(super) fn evict_stalled_body(&self) -> bool {
-        let stalled_ms = u64::try_from(STALLED.as_millis()).unwrap_or(u64::MAX);
-        let evicted = self.evict_one(&mut self.lock(), |c, now_ms| {
-            memory_rank(c, now_ms, stalled_ms)
-        });
-        match evicted {
+        match self.evict_one(&mut self.lock(), memory_rank) {
             Some(evicted) => {
-                evicted.close("to free memory for another body");
+                evicted.close(None);
                 true
             }
             None => false,
@@ -397,32 +404,25 @@ impl ConnTable {
 
     /// Chooses the connection `rank` puts first, marks it evicted and takes it out of the
     /// table (its slot is free from here on); None when `rank` accepts none.
-    fn evict_one<R: Ord>(
-        &self,
-        table: &mut Table,
-        rank: impl Fn(&Candidate, u64) -> Option<R>,
-    ) -> Option<Evicted> {
+    fn evict_one(&self, table: &mut Table, rank: Rank) -> Option<Evicted> {
         let now_ms = self.now_ms();
         for _ in 0..EVICTION_ATTEMPTS {
-            let candidates = table.conns.iter().map(|(id, entry)| {
+            let candidates = table.conns.iter().map(|entry| {
                 let state = entry.activity.load();
                 let candidate = Candidate {
                     state,
                     held: entry.activity.held.load(Ordering::SeqCst),
                     client_conns: table.per_client.get(&entry.client).copied().unwrap_or(0),
                 };
-                (*id, candidate)
+                (entry.id, candidate)
             });
             let (id, candidate) = choose(candidates, |c| rank(c, now_ms))?;
-            let won = table
-                .conns
-                .get(&id)
-                .is_some_and(|entry| entry.activity.evict(candidate.state));
-            if !won {
+            let at = table.conns.iter().position(|entry| entry.id == id)?;
+            if !table.conns.get(at)?.activity.evict(candidate.state) {
                 // It moved on between the choice and now: choose again.
                 continue;
             }
-            let entry = table.conns.remove(&id)?;
+            let entry = table.conns.swap_remove(at);
             release_client(table, entry.client);
             self.open.store(table.conns.len(), Ordering::SeqCst);
             return Some(Evicted {
@@ -464,7 +464,8 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         let mut table = self.table.lock();
         // An evicted connection's slot was given to another already.
-        if let Some(entry) = table.conns.remove(&self.id) {
+        if let Some(at) = table.conns.iter().position(|entry| entry.id == self.id) {
+            let entry = table.conns.swap_remove(at);
             release_client(&mut table, entry.client);
         }
         self.table.open.store(table.conns.len(), Ordering::SeqCst);
@@ -496,6 +497,13 @@ fn choose<K: Ord, R: Ord>(
         .map(|(_, key, c)| (key, c))
 }
 
+/// How `choose` orders connections, least first: a rank function's key for one.
+type Key = (u8, u64, u64);
+
+/// A rank function: the key of a connection at a time (milliseconds after the table's epoch),
+/// or `None` for one that must not be closed.
+type Rank = fn(&Candidate, u64) -> Option<Key>;
+
 /// Which connection gives up its slot to a new one, least first; `None` for one that never
 /// does. The least progress goes first: a connection closing anyway; one still in its handshake
 /// or head (legitimate clients send a head in one packet, so a head that takes long is a
@@ -503,7 +511,7 @@ fn choose<K: Ord, R: Ord>(
 /// client holding the most connections goes first, so a client with one connection is closed
 /// last however many others come and go; then the one waiting longest. A connection whose last
 /// request authenticated, or whose request is being handled, is never closed.
-fn slot_rank(c: &Candidate, _now_ms: u64) -> Option<(u8, Reverse<usize>, u64)> {
+fn slot_rank(c: &Candidate, _now_ms: u64) -> Option<Key> {
     let tier = match c.state.phase {
         Phase::Closing => 0,
         _ if c.state.trusted => return None,
@@ -512,20 +520,25 @@ fn slot_rank(c: &Candidate, _now_ms: u64) -> Option<(u8, Reverse<usize>, u64)> {
         Phase::Body => 3,
         Phase::Busy | Phase::Evicted => return None,
     };
-    Some((tier, Reverse(c.client_conns), c.state.since_ms))
+    Some((tier, most_first(c.client_conns), c.state.since_ms))
 }
 
 /// Which body gives up its memory to a new one: only a body that holds some and has been
-/// silent for `stalled_ms` at least; one of a connection whose last request authenticated only
+/// silent for `STALLED_MS` at least; one of a connection whose last request authenticated only
 /// after all others (a token must not buy the right to sit on memory others need, as it buys a
 /// slot); then the one silent longest, then the one of the client holding the most connections.
-fn memory_rank(c: &Candidate, now_ms: u64, stalled_ms: u64) -> Option<(bool, u64, Reverse<usize>)> {
+fn memory_rank(c: &Candidate, now_ms: u64) -> Option<Key> {
     let silent = now_ms.saturating_sub(c.state.since_ms);
-    (c.state.phase == Phase::Body && c.held > 0 && silent >= stalled_ms).then_some((
-        c.state.trusted,
+    (c.state.phase == Phase::Body && c.held > 0 && silent >= STALLED_MS).then_some((
+        u8::from(c.state.trusted),
         c.state.since_ms,
-        Reverse(c.client_conns),
+        most_first(c.client_conns),
     ))
+}
+
+/// A key part that puts more connections first.
+fn most_first(client_conns: usize) -> u64 {
+    u64::MAX - u64::try_from(client_conns).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -686,7 +699,7 @@ mod tests {
             ("head", held(candidate(Head, false, 0, 1), 0)),
         ];
         assert_eq!(
-            order(&cands, |c| memory_rank(c, 10_000, 500)),
+            order(&cands, |c| memory_rank(c, 10_000)),
             ["silent 5 s", "silent 2 s", "silent, trusted"]
         );
     }
@@ -758,7 +771,7 @@ mod tests {
             since_ms: 0,
         };
         guard.activity().state.store(state.pack(), Ordering::SeqCst);
-        std::thread::sleep(STALLED + Duration::from_millis(10));
+        std::thread::sleep(std::time::Duration::from_millis(STALLED_MS + 10));
         assert!(table.evict_stalled_body());
         assert!(guard.activity().is_evicted());
         assert_eq!(table.open.load(Ordering::SeqCst), 0);
