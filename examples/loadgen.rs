@@ -28,9 +28,15 @@
 //! - `seed-jobs --from jobs.json --n 10000 --out jobs.json`: a job table of N running jobs,
 //!   copies of the first running job of a table the gateway saved, each with its own uuid.
 //! - `free-ports --n 2`: that many distinct free loopback ports, one a line (for influxd).
+//! - `stalled-bodies --addr A --pid P [--addresses 8] [--per-address 64] [--bytes 1048576]`:
+//!   from 127.0.0.2 onwards, that many connections per address each announce a register body
+//!   of `--bytes`, send half of it and stall; then the gateway's peak and current resident
+//!   memory, what the stalled connections were answered, and how long a normal register on a
+//!   new connection takes meanwhile.
 //!
 //! Everything prints `key=value` lines on stdout for the script to turn into a table.
-//! Only std and the crate's own dependencies are used, and the client is raw HTTP/1.1 over
+//! Only std and the crate's own dependencies (and `socket2`, to bind a client socket to another
+//! loopback address) are used, and the client is raw HTTP/1.1 over
 //! `TcpStream`, so the generator itself adds as little as possible to what is measured.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -64,8 +70,9 @@ fn main() {
         "startup" => cmd_startup(&mut args),
         "free-ports" => cmd_free_ports(&mut args),
         "seed-jobs" => cmd_seed_jobs(&mut args),
+        "stalled-bodies" => cmd_stalled_bodies(&mut args),
         _ => Err(
-            "usage: loadgen gateway|direct|null-influx|register-many|register-wide|wrk-script|tick|batch|startup|free-ports|seed-jobs [options] \
+            "usage: loadgen gateway|direct|null-influx|register-many|register-wide|wrk-script|tick|batch|startup|free-ports|seed-jobs|stalled-bodies [options] \
              (see the header of examples/loadgen.rs)"
                 .into(),
         ),
@@ -1003,4 +1010,135 @@ fn cmd_seed_jobs(args: &mut pico_args::Arguments) -> Result<()> {
     std::fs::write(&out, bytes).map_err(|e| format!("{out}: {e}"))?;
     println!("seeded={n}");
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Stalled bodies
+// ---------------------------------------------------------------------------
+
+/// How long the stalled connections get to send their halves; a body waiting for memory is not
+/// read, so its half may never all be sent.
+const SEND_FOR: Duration = Duration::from_secs(3);
+
+/// How long after the halves were sent the gateway's memory is read: every body has had its
+/// second to get memory or be refused by then.
+const SETTLE: Duration = Duration::from_millis(2500);
+
+fn cmd_stalled_bodies(args: &mut pico_args::Arguments) -> Result<()> {
+    let addr = resolve(&opt::<String>(args, "--addr")?)?;
+    let pid: u32 = opt(args, "--pid")?;
+    let addresses: u8 = opt_or(args, "--addresses", 8)?;
+    let per_address: usize = opt_or(args, "--per-address", 64)?;
+    let bytes: usize = opt_or(args, "--bytes", 1 << 20)?;
+    let head = format!(
+        "POST /apiv0.1/events/register HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {bytes}\r\n\r\n"
+    );
+    let half = vec![b' '; bytes / 2];
+    let senders: Vec<_> = (0..addresses)
+        .map(|i| {
+            let (head, half) = (head.clone(), half.clone());
+            let from = std::net::IpAddr::from([127, 0, 0, 2u8.saturating_add(i)]);
+            thread::spawn(move || stall_from(from, addr, per_address, &head, &half))
+        })
+        .collect();
+    let mut conns = Vec::new();
+    let mut sent = 0;
+    for s in senders {
+        let (c, n) = s.join().map_err(|_| "a sender thread panicked")??;
+        conns.extend(c);
+        sent += n;
+    }
+    thread::sleep(SETTLE);
+    let peak = proc_status_kib(pid, "VmHWM")?;
+    let rss = proc_status_kib(pid, "VmRSS")?;
+
+    let started = Instant::now();
+    let mut client = Client::new(addr);
+    let body = register_body(now_ms() / 1000);
+    let status = client
+        .send(
+            "POST",
+            "/apiv0.1/events/register",
+            "application/json",
+            body.as_bytes(),
+        )
+        .map_or(0, |a| a.status);
+    let register_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+    let (mut refused, mut closed) = (0, 0);
+    for c in &mut conns {
+        let mut answer = [0u8; 512];
+        match c.read(&mut answer) {
+            Ok(0) => closed += 1,
+            Ok(n) if String::from_utf8_lossy(&answer[..n]).contains("too_many_bodies") => {
+                refused += 1;
+            }
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => closed += 1,
+            _ => {}
+        }
+    }
+    println!("connections={}", conns.len());
+    println!("sent_mib={:.1}", sent as f64 / f64::from(1 << 20));
+    println!("rss_peak_kib={peak}");
+    println!("rss_kib={rss}");
+    println!("refused={refused}");
+    println!("closed={closed}");
+    println!("register_status={status}");
+    println!("register_ms={register_ms:.1}");
+    Ok(())
+}
+
+/// `n` connections from `from`, each sent `head` and as much of `half` as the server takes
+/// within `SEND_FOR`; returned open and non-blocking, with the bytes sent in all.
+fn stall_from(
+    from: std::net::IpAddr,
+    to: SocketAddr,
+    n: usize,
+    head: &str,
+    half: &[u8],
+) -> Result<(Vec<TcpStream>, usize)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
+            .map_err(|e| format!("socket: {e}"))?;
+        socket
+            .bind(&SocketAddr::new(from, 0).into())
+            .map_err(|e| format!("bind {from}: {e}"))?;
+        socket
+            .connect_timeout(&to.into(), IO_TIMEOUT)
+            .map_err(|e| format!("connect from {from}: {e}"))?;
+        let mut c: TcpStream = socket.into();
+        c.write_all(head.as_bytes())
+            .map_err(|e| format!("head: {e}"))?;
+        c.set_nonblocking(true).map_err(|e| e.to_string())?;
+        conns.push((c, 0));
+    }
+    let deadline = Instant::now() + SEND_FOR;
+    while Instant::now() < deadline && conns.iter().any(|(_, sent)| *sent < half.len()) {
+        for (c, sent) in &mut conns {
+            while *sent < half.len() {
+                match c.write(&half[*sent..]) {
+                    Ok(n) => *sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    // Refused and closed: nothing more to send.
+                    Err(_) => break,
+                }
+            }
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let total = conns.iter().map(|(_, sent)| sent).sum();
+    Ok((conns.into_iter().map(|(c, _)| c).collect(), total))
+}
+
+/// A `kB` field of `/proc/PID/status`, e.g. `VmHWM` (peak resident memory).
+fn proc_status_kib(pid: u32, field: &str) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("no {field} in {path}"))
 }

@@ -137,8 +137,9 @@ gw_addr=""
 gw_n=0
 # The acknowledgement mode of the next gateway started (delivery.acknowledge).
 ack=disk
-# start_gateway INFLUX_ADDR HEARTBEAT_INTERVAL [JOBS_JSON]: a fresh gateway with its own
-# storage dir, in mode $ack; sets gw_pid and gw_addr.
+# start_gateway INFLUX_ADDR HEARTBEAT_INTERVAL [JOBS_JSON] [SERVER_LINES]: a fresh gateway with
+# its own storage dir (and SERVER_LINES added to [server]), in mode $ack; sets gw_pid and
+# gw_addr.
 start_gateway() {
     gw_n=$((gw_n + 1))
     local dir="$work/gateway-$gw_n"
@@ -150,6 +151,7 @@ start_gateway() {
 [server]
 listen = "127.0.0.1:0"
 max_body_bytes = 2097152
+${4:-}
 [influxdb]
 url = "http://$1"
 database = "bench_gateway"
@@ -272,6 +274,14 @@ restart_ms=$((($(date +%s%N) - restart_t0) / 1000000))
 restart_hwm=$(hwm_kib "$gw_pid")
 restart_rss=$(rss_kib "$gw_pid")
 stop_gateway
+step "Memory with 512 stalled 1 MiB bodies from 8 loopback addresses: without a body budget, then with the default"
+# A budget of 1 TiB is no budget: the gateway holds what it was sent, as before there was one.
+start_gateway "$null" 1h "" "max_body_bytes_in_flight = 1099511627776"
+run stalled-unbounded stalled-bodies --addr "$gw_addr" --pid "$gw_pid"
+stop_gateway
+start_gateway "$null" 1h
+run stalled-budget stalled-bodies --addr "$gw_addr" --pid "$gw_pid"
+stop_gateway
 
 # --- 6: start-up and size ----------------------------------------------------------------
 step "Start-up time (median of 5) and binary size"
@@ -388,6 +398,15 @@ echo "| 5 | RSS after $mem_done1 cycles (asked: ${mem_steps[0]} in ${mem_limits[
 grow=$((rss_step2 - rss_step1))
 echo "| 5 | RSS after $mem_done2 cycles (asked: ${mem_steps[1]} in ${mem_limits[0]}+${mem_limits[1]}s) | $(mib "$rss_step2"), +$(mib "$grow"); $(val cycles_per_s "$work/mem-2") cycles/s in this step | within 1 MiB of the first step, 100 000 vs 10 000 cycles | $(met "$grow" "<=" 1024) |"
 echo "| 5 | RSS with $running_jobs running jobs | $(mib "$rss_jobs") | ≤ 16 MiB | $(met "$rss_jobs" "<=" 16384) |"
+# stalled FILE: the figures of one stalled-bodies run.
+stalled() {
+    local f="$work/$1"
+    printf 'peak %s (%s sent); %s of %s refused with 503 too_many_bodies, %s closed; a normal register meanwhile: %s in %s ms' \
+        "$(mib "$(val rss_peak_kib "$f")")" "$(val sent_mib "$f") MiB" "$(val refused "$f")" \
+        "$(val connections "$f")" "$(val closed "$f")" "$(val register_status "$f")" "$(val register_ms "$f")"
+}
+echo "| 5 | RSS with 512 stalled 1 MiB bodies, half sent, from 8 loopback addresses; no body budget (max_body_bytes_in_flight = 1 TiB, as before it existed) | $(stalled stalled-unbounded) | | |"
+echo "| 5 | the same with the default budget of 64 MiB | $(stalled stalled-budget) | peak ≤ 80 MiB | $(met "$(val rss_peak_kib "$work/stalled-budget")" "<=" 81920) |"
 echo "| 5 | heartbeat tick, $running_jobs jobs, to influxd ($(val ticks "$work/tick") ticks after the first; $beats counted by the gateway) | wall p50 $(val tick_wall_p50_ms "$work/tick") ms, max $(val tick_wall_max_ms "$work/tick") ms; CPU p50 $(val tick_cpu_p50_ms "$work/tick") ms; the first tick, which has InfluxDB create the $running_jobs series: $(val first_tick_wall_ms "$work/tick") ms | ≤ 100 ms | $(met "$(val tick_wall_max_ms "$work/tick")" "<=" 100) |"
 echo "| 5 | $running_jobs heartbeat lines in one write straight to influxd ($(val writes "$work/batch") writes after the one creating the series): what a tick waits for | p50 $(val batch_wall_p50_ms "$work/batch") ms, max $(val batch_wall_max_ms "$work/batch") ms | | |"
 echo "| 7 | 300 registers of about 1 MiB each ($(val answers "$work/wide-1mib")) | RSS $(mib "$rss_wide") | ≤ 256 MiB | $(met "$rss_wide" "<=" 262144) |"

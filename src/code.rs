@@ -87,8 +87,12 @@ codes! {
     HeadTooLarge = (431, "head_too_large", None, "send a head of at most 16 KiB and 64 headers"),
     /// The handler failed; nothing was recorded.
     InternalError = (500, "internal_error", None, "retry; report it if it persists"),
-    /// The connection caps (`server.max_connections`, `server.max_connections_per_ip`) are reached.
+    /// The connection caps (`server.max_connections`, `server.max_connections_per_ip`) are reached,
+    /// and no open connection can give way (see `http::caps`).
     TooManyConnections = (503, "too_many_connections", Some(1), "retry after Retry-After, and close connections you do not use"),
+    /// The request bodies in memory (and what compressed ones inflate to) hold
+    /// `server.max_body_bytes_in_flight`, and none gave way within a second.
+    TooManyBodies = (503, "too_many_bodies", Some(1), "retry after Retry-After; the gateway holds as many request bodies as server.max_body_bytes_in_flight allows"),
 
     // Routing and tokens.
     /// No token, a malformed `Authorization` header, or a wrong token.

@@ -52,6 +52,9 @@ pub struct Server {
     pub max_body_bytes: u64,
     /// Largest body once its `Content-Encoding` (gzip, deflate) is undone.
     pub max_inflated_bytes: u64,
+    /// Bytes of request bodies held in memory at once, all connections together, counting
+    /// what compressed bodies inflate to; beyond it a body waits up to a second, then 503.
+    pub max_body_bytes_in_flight: u64,
     pub tls_cert: String,
     pub tls_key: String,
 }
@@ -67,6 +70,7 @@ impl Default for Server {
             idle_timeout: Dur::secs(5),
             max_body_bytes: 1024 * 1024,
             max_inflated_bytes: 16 * 1024 * 1024,
+            max_body_bytes_in_flight: 64 * 1024 * 1024,
             tls_cert: String::new(),
             tls_key: String::new(),
         }
@@ -1171,6 +1175,15 @@ fn validate(c: &Config) -> Result<(SocketAddr, log::LevelFilter), String> {
             s.max_body_bytes
         ));
     }
+    // One request with a compressed body holds its body and what it inflates to at once; less
+    // than that could never serve it, whatever else is in flight.
+    let one_request = s.max_body_bytes + s.max_inflated_bytes;
+    if s.max_body_bytes_in_flight < one_request {
+        return Err(format!(
+            "server.max_body_bytes_in_flight: {} is less than server.max_body_bytes + server.max_inflated_bytes ({one_request}), what one compressed request may hold; raise it",
+            s.max_body_bytes_in_flight
+        ));
+    }
     if s.tls_cert.is_empty() != s.tls_key.is_empty() {
         let (set, unset) = if s.tls_key.is_empty() {
             ("server.tls_cert", "server.tls_key")
@@ -1524,6 +1537,14 @@ mod tests {
         check_err(
             "[server]\nmax_body_bytes = 2000000\nmax_inflated_bytes = 1000000\n",
             "server.max_inflated_bytes: must be between server.max_body_bytes (2000000)",
+        );
+        check_err(
+            "[server]\nmax_body_bytes_in_flight = 16777216\n",
+            "server.max_body_bytes_in_flight: 16777216 is less than server.max_body_bytes + server.max_inflated_bytes (17825792)",
+        );
+        check_err(
+            "[server]\nmax_body_bytes = 41943040\nmax_inflated_bytes = 41943040\n",
+            "server.max_body_bytes_in_flight: 67108864 is less than",
         );
     }
 

@@ -322,6 +322,7 @@ fn run() -> Result<(), StartError> {
         idle_timeout: c.server.idle_timeout.0,
         max_body_bytes: c.server.max_body_bytes,
         max_inflated_bytes: c.server.max_inflated_bytes,
+        max_body_bytes_in_flight: c.server.max_body_bytes_in_flight,
         workers: c.server.workers,
         max_connections: c.server.max_connections,
         max_connections_per_ip: c.server.max_connections_per_ip,

@@ -164,17 +164,30 @@ impl App {
         &self.service.stats
     }
 
-    fn route(&self, req: &Request) -> Result<Reply, ApiError> {
+    /// Answers `req`; `client` is set to the client's name when its token passed the check
+    /// (`None` when no tokens are configured, since every request passes then).
+    fn route(&self, req: &Request, client: &mut Option<String>) -> Result<Reply, ApiError> {
         let (_, route) = routes::find(&req.path).ok_or(ApiError::NoRoute)?;
         if req.method != route.method {
             return Err(ApiError::Method(route.method));
         }
-        let client = if route.token {
-            self.authenticate(req)?
+        let authenticated = if route.token {
+            match self.authenticate(req) {
+                Ok(found) => found,
+                Err(e) => {
+                    if let ApiError::RateLimited(name, _) = &e {
+                        // The token was right: the log names the client, and its connection
+                        // stays trusted.
+                        *client = Some(name.clone());
+                    }
+                    return Err(e);
+                }
+            }
         } else {
             None
         };
-        (route.handler)(self, req, client)
+        *client = authenticated.map(|c| c.name.clone());
+        (route.handler)(self, req, authenticated)
     }
 
     /// The client whose token the request carries (`None` when no tokens are configured).
@@ -234,7 +247,8 @@ fn loggable(text: &str) -> String {
 
 impl Handler for App {
     fn handle(&self, req: &Request) -> Response {
-        match self.route(req) {
+        let mut client = None;
+        let mut response = match self.route(req, &mut client) {
             Ok(Reply::Json(body)) => Response::json(200, &body),
             Ok(Reply::Text(text)) => Response {
                 status: 200,
@@ -243,9 +257,12 @@ impl Handler for App {
                     "text/plain; version=0.0.4; charset=utf-8".into(),
                 )],
                 body: text.into_bytes(),
+                client: None,
             },
             Err(e) => e.response(),
-        }
+        };
+        response.client = client;
+        response
     }
 
     fn completed(&self, ex: &Exchange<'_>) {
@@ -253,13 +270,15 @@ impl Handler for App {
         self.stats().request(route, ex.status, ex.duration);
         log::info!(
             target: "access",
-            "{} {} {} {} {} {:.1}ms",
+            "{} {} {} {} {} {:.1}ms{}",
             ex.peer.ip(),
             loggable(ex.method),
             loggable(ex.path),
             ex.status,
             ex.bytes,
-            ex.duration.as_secs_f64() * 1000.0
+            ex.duration.as_secs_f64() * 1000.0,
+            ex.client
+                .map_or(String::new(), |name| format!(" client={}", loggable(name)))
         );
     }
 }

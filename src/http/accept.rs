@@ -1,6 +1,7 @@
 //! The accept loop: taking connections off the listener, giving each one a slot under
-//! the connection caps and handing it to the pool, and refusing with a 503 the ones that
-//! get no slot or that the pool cannot take.
+//! the connection caps (the table may close the connection making the least progress to free
+//! one, see `caps`) and handing it to the pool, and refusing with a 503 the ones that get no
+//! slot or that the pool cannot take.
 //!
 //! It runs on the one thread that called `Server::run`, so it must never block on a
 //! client: it never reads from a connection, never does a TLS handshake, and writes
@@ -25,9 +26,10 @@ use super::{Exchange, Response};
 /// accept loop does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// An accepted connection that holds a slot.
+/// An accepted connection that holds a slot. The socket is shared with the slot's entry in the
+/// connection table (weakly), which shuts it down when it evicts the connection.
 pub(super) struct Conn {
-    pub(super) stream: TcpStream,
+    pub(super) stream: Arc<TcpStream>,
     pub(super) peer: SocketAddr,
     pub(super) slot: ConnGuard,
 }
@@ -74,13 +76,14 @@ pub(super) fn accept_loop(
             break;
         }
         let accepted = Instant::now();
-        match conns.try_acquire(peer.ip()) {
+        let stream = Arc::new(stream);
+        match conns.try_acquire(peer.ip(), Arc::downgrade(&stream)) {
             Some(slot) => {
                 if let Err(conn) = pool.submit(Conn { stream, peer, slot }) {
-                    refuse(conn.stream, peer, accepted, ctx);
+                    refuse(&conn.stream, peer, accepted, ctx);
                 }
             }
-            None => refuse(stream, peer, accepted, ctx),
+            None => refuse(&stream, peer, accepted, ctx),
         }
     }
 }
@@ -92,7 +95,7 @@ pub(super) fn accept_loop(
 /// Over HTTPS the connection is closed without an answer: a 503 would need a TLS
 /// handshake first, and the accept thread must never wait on a client. It is still
 /// reported as a 503 (with no body bytes), so the refusal is logged and counted.
-fn refuse(stream: TcpStream, peer: SocketAddr, accepted: Instant, ctx: &ConnContext) {
+fn refuse(stream: &TcpStream, peer: SocketAddr, accepted: Instant, ctx: &ConnContext) {
     let mut body_bytes = 0;
     if ctx.tls.is_none() {
         let response = Response::error(
@@ -101,7 +104,7 @@ fn refuse(stream: TcpStream, peer: SocketAddr, accepted: Instant, ctx: &ConnCont
         );
         let rendered = render(&response, Disposition::Close, false);
         if stream.set_nonblocking(true).is_ok()
-            && let Err(e) = (&stream).write(&rendered.bytes)
+            && let Err(e) = { stream }.write(&rendered.bytes)
         {
             log::debug!("could not send 503 to a refused connection: {e}");
         }
@@ -110,7 +113,6 @@ fn refuse(stream: TcpStream, peer: SocketAddr, accepted: Instant, ctx: &ConnCont
     // Sending FIN right after the response lets the client read it before it
     // notices the close.
     let _ = stream.shutdown(Shutdown::Write);
-    drop(stream);
     report(
         ctx.handler.as_ref(),
         &Exchange {
@@ -120,6 +122,7 @@ fn refuse(stream: TcpStream, peer: SocketAddr, accepted: Instant, ctx: &ConnCont
             status: 503,
             bytes: body_bytes,
             duration: accepted.elapsed(),
+            client: None,
         },
     );
 }

@@ -1,55 +1,331 @@
-//! Connection caps: the count of open connections, in total and per peer IP, and
-//! `ConnGuard`, the slot that a connection holds for as long as it is open.
+//! Connection caps and fairness: the count of open connections, in total and per client
+//! (an IPv4 address, or an IPv6 /64), `ConnGuard`, the slot a connection holds for as long as it
+//! is open, `Activity`, what each connection is doing as its own thread reports it, and
+//! eviction: when every slot is taken, the connection making the least progress is closed to
+//! admit the new one.
 //!
-//! Both caps are exact, because the counts change only under one lock. A slot must be
-//! given back on every path out of a connection, which is why it is a guard that gives
-//! itself back on drop. Nothing here touches a socket or waits on anything but that
-//! lock (and, in `wait_drained`, its condition variable, until a deadline); what a
-//! refused client is told is the accept loop's business.
+//! Who is closed (see `slot_rank`): first a connection that is closing anyway, then one still in
+//! its TLS handshake or reading its request head, then one kept alive between requests, then one
+//! whose body has gone silent; within each, one from the client holding the most connections,
+//! and among those the one waiting longest. Never one whose request is being handled, and never
+//! one whose last request authenticated (`Response::client`). The same table closes a body that
+//! has gone silent when the budget of body bytes runs out (`evict_stalled_body`).
+//!
+//! The caps are exact, because the counts change only under one lock; a slot is given back by a
+//! guard on drop, on every path out of a connection. Nothing here waits on anything but that
+//! lock (and, in `wait_drained`, its condition variable, until a deadline); closing an evicted
+//! connection is one `shutdown` call on its socket, which wakes its thread at once, and nothing
+//! here ever reads or writes a socket.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::net::{IpAddr, Ipv6Addr, Shutdown, TcpStream};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Instant;
 
 use super::deadline::remaining;
 
-/// Open-connection accounting: a global count and a count per peer IP, changed only
-/// under one lock so that the caps are exact.
+/// A body silent for less than this is never closed for the memory it holds: a client sending
+/// at any useful rate delivers something more often, while a stalled body falls silent for
+/// good. (A TCP retransmission after loss takes 200 ms and more, so shorter would catch those.)
+/// In milliseconds.
+const STALLED_MS: u64 = 500;
+
+/// Eviction attempts per admission: an attempt fails only when the chosen connection moved on
+/// between the choice and the eviction, which is progress made, so a few are plenty.
+const EVICTION_ATTEMPTS: usize = 4;
+
+/// What a connection is doing, as its own thread reports it (see `Activity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Accepted: in its TLS handshake, waiting for its first request, or reading a request
+    /// head. Since the accept, or the first byte of the head.
+    Head,
+    /// Kept alive between requests. Since the last response.
+    Idle,
+    /// Reading a request body, or waiting for memory to read it into. Since the last body
+    /// bytes arrived (or the head ended).
+    Body,
+    /// Its request is being handled or answered.
+    Busy,
+    /// Draining before the close, after an error answer.
+    Closing,
+    /// Closed by the table to admit another connection or free memory; it must stop.
+    Evicted,
+}
+
+impl Phase {
+    const ALL: [Phase; 6] = [
+        Phase::Head,
+        Phase::Idle,
+        Phase::Body,
+        Phase::Busy,
+        Phase::Closing,
+        Phase::Evicted,
+    ];
+
+    fn code(self) -> u64 {
+        match self {
+            Phase::Head => 1,
+            Phase::Idle => 2,
+            Phase::Body => 3,
+            Phase::Busy => 4,
+            Phase::Closing => 5,
+            Phase::Evicted => 6,
+        }
+    }
+
+    fn from_code(code: u64) -> Phase {
+        Phase::ALL
+            .into_iter()
+            .find(|p| p.code() == code)
+            .unwrap_or(Phase::Evicted)
+    }
+
+    /// In words, for the debug log.
+    fn describe(self) -> &'static str {
+        match self {
+            Phase::Head => "reading its head",
+            Phase::Idle => "idle between requests",
+            Phase::Body => "with its body silent",
+            Phase::Busy => "busy",
+            Phase::Closing => "closing",
+            Phase::Evicted => "evicted",
+        }
+    }
+}
+
+/// One connection's state in one word, so that its thread and eviction change it with one
+/// compare-and-swap: the phase (bits 0-7), whether its last request authenticated (bit 8), and
+/// since when, in milliseconds after the table's epoch (bits 16-63).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct State {
+    phase: Phase,
+    trusted: bool,
+    since_ms: u64,
+}
+
+impl State {
+    fn pack(self) -> u64 {
+        self.phase.code() | u64::from(self.trusted) << 8 | self.since_ms << 16
+    }
+
+    fn unpack(word: u64) -> State {
+        State {
+            phase: Phase::from_code(word & 0xff),
+            trusted: word >> 8 & 1 == 1,
+            since_ms: word >> 16,
+        }
+    }
+}
+
+/// What a connection is doing, written by its own thread and read by eviction; shared between
+/// the connection and the table.
+#[derive(Debug)]
+pub(super) struct Activity {
+    epoch: Instant,
+    state: AtomicU64,
+    /// Bytes of the body budget this connection holds (see `budget`).
+    held: AtomicU64,
+}
+
+impl Activity {
+    fn new(epoch: Instant) -> Activity {
+        let activity = Activity {
+            epoch,
+            state: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+        };
+        let state = State {
+            phase: Phase::Head,
+            trusted: false,
+            since_ms: activity.now_ms(),
+        };
+        activity.state.store(state.pack(), Ordering::SeqCst);
+        activity
+    }
+
+    /// An activity no table knows about, which nothing ever evicts.
+    #[cfg(test)]
+    pub(super) fn detached() -> Activity {
+        Activity::new(Instant::now())
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX >> 16)
+    }
+
+    fn load(&self) -> State {
+        State::unpack(self.state.load(Ordering::SeqCst))
+    }
+
+    /// Changes the state unless the connection was evicted; false when it was (its socket is
+    /// shut down, and its thread must stop).
+    fn update(&self, change: impl Fn(State) -> State) -> bool {
+        self.state
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |word| {
+                let state = State::unpack(word);
+                (state.phase != Phase::Evicted).then(|| change(state).pack())
+            })
+            .is_ok()
+    }
+
+    /// Enters `phase` from now on; false when the connection was evicted.
+    pub(super) fn enter(&self, phase: Phase) -> bool {
+        let now = self.now_ms();
+        self.update(|s| State {
+            phase,
+            since_ms: now,
+            ..s
+        })
+    }
+
+    /// Body bytes arrived: the body's silence starts again. False when evicted.
+    pub(super) fn progressed(&self) -> bool {
+        self.enter(Phase::Body)
+    }
+
+    /// A response was written and the connection is kept alive; `trusted` when the request
+    /// authenticated, which protects the connection from eviction until its next request ends.
+    pub(super) fn idle(&self, trusted: bool) -> bool {
+        let now = self.now_ms();
+        self.update(|_| State {
+            phase: Phase::Idle,
+            trusted,
+            since_ms: now,
+        })
+    }
+
+    pub(super) fn is_evicted(&self) -> bool {
+        self.load().phase == Phase::Evicted
+    }
+
+    /// Bytes of the body budget held, kept by `budget::Hold`.
+    pub(super) fn held(&self) -> &AtomicU64 {
+        &self.held
+    }
+
+    /// Marks the connection evicted, as the table does.
+    #[cfg(test)]
+    pub(super) fn mark_evicted_for_tests(&self) {
+        assert!(self.evict(self.load()));
+    }
+
+    /// Marks the connection evicted if its state is still `seen`.
+    fn evict(&self, seen: State) -> bool {
+        let evicted = State {
+            phase: Phase::Evicted,
+            ..seen
+        };
+        self.state
+            .compare_exchange(
+                seen.pack(),
+                evicted.pack(),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+    }
+}
+
+/// Open-connection accounting and eviction, under one lock.
 #[derive(Debug)]
 pub(super) struct ConnTable {
-    counts: Mutex<Counts>,
+    inner: Mutex<Table>,
     drained: Condvar,
-    /// Mirror of `Counts::total` that can be read without the lock.
+    /// Mirror of the number of open slots that can be read without the lock.
     open: Arc<AtomicUsize>,
     max_total: usize,
-    max_per_ip: usize,
+    max_per_client: usize,
+    epoch: Instant,
 }
 
 #[derive(Debug, Default)]
-struct Counts {
-    total: usize,
-    /// Only IPs with at least one open connection have an entry, so the map never
-    /// holds more entries than there are open connections.
-    per_ip: HashMap<IpAddr, usize>,
+struct Table {
+    /// One entry per open slot, in no particular order. A vector, not a map: there are at most
+    /// `max_total`, every eviction looks at all of them anyway, and a map of its own would add
+    /// kilobytes of code for nothing.
+    conns: Vec<Entry>,
+    /// Open connections per client (`client_of`). Only clients with at least one have an
+    /// entry, so the map never holds more entries than there are open connections.
+    per_client: HashMap<IpAddr, usize>,
+    next_id: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// The connection's number, in the order of acceptance.
+    id: u64,
+    client: IpAddr,
+    activity: Arc<Activity>,
+    /// The socket, to shut down when the connection is evicted. Weak, so that the socket is
+    /// closed when its connection drops it, before the slot is given back.
+    socket: Weak<TcpStream>,
 }
 
 /// One open-connection slot; dropping it gives the slot back.
 #[derive(Debug)]
 pub(super) struct ConnGuard {
     table: Arc<ConnTable>,
-    ip: IpAddr,
+    id: u64,
+    activity: Arc<Activity>,
+}
+
+impl ConnGuard {
+    /// What the connection is doing, for its thread to report.
+    pub(super) fn activity(&self) -> &Activity {
+        &self.activity
+    }
+}
+
+/// The client a connection is counted under: an IPv4 address (a v4-mapped IPv6 address counts
+/// as its IPv4 address), or the /64 of an IPv6 address, since one IPv6 client is typically given
+/// a whole /64 and can pick any address in it.
+pub(super) fn client_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !0u128 << 64)),
+        v4 => v4,
+    }
+}
+
+/// A connection evicted under the lock, to be closed after it.
+struct Evicted {
+    socket: Weak<TcpStream>,
+    state: State,
+    client: IpAddr,
+    now_ms: u64,
+}
+
+impl Evicted {
+    /// Shuts the socket down, which wakes the connection's thread at once: its next read sees
+    /// the end of the stream, and it stops and drops the socket. `admitted` is the client of
+    /// the connection given its slot, or None when it was closed to free memory.
+    fn close(self, admitted: Option<IpAddr>) {
+        if let Some(socket) = self.socket.upgrade() {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+        let (why, whom) = match admitted {
+            Some(client) => ("to admit one from ", client.to_string()),
+            None => ("to free memory for another body", String::new()),
+        };
+        log::debug!(
+            "closed a connection from {} ({} for {} ms) {why}{whom}",
+            self.client,
+            self.state.phase.describe(),
+            self.now_ms.saturating_sub(self.state.since_ms)
+        );
+    }
 }
 
 impl ConnTable {
-    pub(super) fn new(max_total: usize, max_per_ip: usize) -> ConnTable {
+    pub(super) fn new(max_total: usize, max_per_client: usize) -> ConnTable {
         ConnTable {
-            counts: Mutex::new(Counts::default()),
+            inner: Mutex::new(Table::default()),
             drained: Condvar::new(),
             open: Arc::new(AtomicUsize::new(0)),
             max_total,
-            max_per_ip,
+            max_per_client,
+            epoch: Instant::now(),
         }
     }
 
@@ -58,39 +334,115 @@ impl ConnTable {
         &self.open
     }
 
-    fn lock(&self) -> MutexGuard<'_, Counts> {
+    fn lock(&self) -> MutexGuard<'_, Table> {
         // No code that can panic runs under this lock, but a poisoned lock must not
         // take the whole server down either.
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes a slot for a connection from `ip`, or `None` if a cap is reached.
-    pub(super) fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnGuard> {
-        // An IPv4 client reaching a dual-stack IPv6 listener shows up as a mapped
-        // address; count it under its IPv4 address like any other IPv4 client.
-        let ip = ip.to_canonical();
-        let mut counts = self.lock();
-        let from_ip = counts.per_ip.get(&ip).copied().unwrap_or(0);
-        if counts.total >= self.max_total || from_ip >= self.max_per_ip {
-            return None;
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX >> 16)
+    }
+
+    /// Takes a slot for a connection from `ip` whose socket is `socket`, or `None` when its
+    /// client holds `max_per_client` slots already, or when every slot is taken and none can be
+    /// given up (see `slot_rank`). When every slot is taken and one can, that connection is
+    /// closed and its slot is this one's.
+    pub(super) fn try_acquire(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        socket: Weak<TcpStream>,
+    ) -> Option<ConnGuard> {
+        let client = client_of(ip);
+        let mut evicted = None;
+        let guard = {
+            let mut table = self.lock();
+            let from_client = table.per_client.get(&client).copied().unwrap_or(0);
+            if from_client >= self.max_per_client {
+                return None;
+            }
+            if table.conns.len() >= self.max_total {
+                evicted = Some(self.evict_one(&mut table, slot_rank)?);
+            }
+            let id = table.next_id;
+            table.next_id += 1;
+            let activity = Arc::new(Activity::new(self.epoch));
+            let entry = Entry {
+                id,
+                client,
+                activity: Arc::clone(&activity),
+                socket,
+            };
+            table.conns.push(entry);
+            *table.per_client.entry(client).or_insert(0) += 1;
+            self.open.store(table.conns.len(), Ordering::SeqCst);
+            ConnGuard {
+                table: Arc::clone(self),
+                id,
+                activity,
+            }
+        };
+        if let Some(evicted) = evicted {
+            evicted.close(Some(client));
         }
-        counts.total += 1;
-        counts.per_ip.insert(ip, from_ip + 1);
-        self.open.store(counts.total, Ordering::SeqCst);
-        Some(ConnGuard {
-            table: Arc::clone(self),
-            ip,
-        })
+        Some(guard)
+    }
+
+    /// Closes the body that has been silent longest (at least `STALLED_MS`) among those holding
+    /// body bytes, one of a connection whose last request authenticated only when there is no
+    /// other; true when one was closed. Its memory is given back as soon as its thread sees the
+    /// close.
+    pub(super) fn evict_stalled_body(&self) -> bool {
+        match self.evict_one(&mut self.lock(), memory_rank) {
+            Some(evicted) => {
+                evicted.close(None);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Chooses the connection `rank` puts first, marks it evicted and takes it out of the
+    /// table (its slot is free from here on); None when `rank` accepts none.
+    fn evict_one(&self, table: &mut Table, rank: Rank) -> Option<Evicted> {
+        let now_ms = self.now_ms();
+        for _ in 0..EVICTION_ATTEMPTS {
+            let candidates = table.conns.iter().map(|entry| {
+                let state = entry.activity.load();
+                let candidate = Candidate {
+                    state,
+                    held: entry.activity.held.load(Ordering::SeqCst),
+                    client_conns: table.per_client.get(&entry.client).copied().unwrap_or(0),
+                };
+                (entry.id, candidate)
+            });
+            let (id, candidate) = choose(candidates, |c| rank(c, now_ms))?;
+            let at = table.conns.iter().position(|entry| entry.id == id)?;
+            if !table.conns.get(at)?.activity.evict(candidate.state) {
+                // It moved on between the choice and now: choose again.
+                continue;
+            }
+            let entry = table.conns.swap_remove(at);
+            release_client(table, entry.client);
+            self.open.store(table.conns.len(), Ordering::SeqCst);
+            return Some(Evicted {
+                socket: entry.socket,
+                state: candidate.state,
+                client: entry.client,
+                now_ms,
+            });
+        }
+        None
     }
 
     /// Waits until no connection is open or `deadline` passes; true if drained.
     pub(super) fn wait_drained(&self, deadline: Instant) -> bool {
-        let mut counts = self.lock();
-        while counts.total > 0 {
+        let mut table = self.lock();
+        while !table.conns.is_empty() {
             let Some(left) = remaining(deadline) else {
                 return false;
             };
-            counts = match self.drained.wait_timeout(counts, left) {
+            table = match self.drained.wait_timeout(table, left) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
@@ -99,47 +451,346 @@ impl ConnTable {
     }
 }
 
+fn release_client(table: &mut Table, client: IpAddr) {
+    if let Some(n) = table.per_client.get_mut(&client) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            table.per_client.remove(&client);
+        }
+    }
+}
+
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        let mut counts = self.table.lock();
-        counts.total = counts.total.saturating_sub(1);
-        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                counts.per_ip.remove(&self.ip);
-            }
+        let mut table = self.table.lock();
+        // An evicted connection's slot was given to another already.
+        if let Some(at) = table.conns.iter().position(|entry| entry.id == self.id) {
+            let entry = table.conns.swap_remove(at);
+            release_client(&mut table, entry.client);
         }
-        self.table.open.store(counts.total, Ordering::SeqCst);
-        if counts.total == 0 {
+        self.table.open.store(table.conns.len(), Ordering::SeqCst);
+        if table.conns.is_empty() {
             self.table.drained.notify_all();
         }
     }
 }
 
+/// What the choice of a connection to close sees of one.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    state: State,
+    /// Body budget bytes it holds.
+    held: u64,
+    /// Open connections of its client, itself included.
+    client_conns: usize,
+}
+
+/// The connection `rank` puts first (the least rank), of those it accepts; of equal ranks, the
+/// least key (connections are numbered in the order they were accepted, so the oldest).
+fn choose<K: Ord, R: Ord>(
+    candidates: impl Iterator<Item = (K, Candidate)>,
+    rank: impl Fn(&Candidate) -> Option<R>,
+) -> Option<(K, Candidate)> {
+    candidates
+        .filter_map(|(key, c)| rank(&c).map(|r| (r, key, c)))
+        .min_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)))
+        .map(|(_, key, c)| (key, c))
+}
+
+/// How `choose` orders connections, least first: a rank function's key for one.
+type Key = (u8, u64, u64);
+
+/// A rank function: the key of a connection at a time (milliseconds after the table's epoch),
+/// or `None` for one that must not be closed.
+type Rank = fn(&Candidate, u64) -> Option<Key>;
+
+/// Which connection gives up its slot to a new one, least first; `None` for one that never
+/// does. The least progress goes first: a connection closing anyway; one still in its handshake
+/// or head (legitimate clients send a head in one packet, so a head that takes long is a
+/// slowloris); one idle between requests; a body that has gone silent longest. Within each, the
+/// client holding the most connections goes first, so a client with one connection is closed
+/// last however many others come and go; then the one waiting longest. A connection whose last
+/// request authenticated, or whose request is being handled, is never closed.
+fn slot_rank(c: &Candidate, _now_ms: u64) -> Option<Key> {
+    let tier = match c.state.phase {
+        Phase::Closing => 0,
+        _ if c.state.trusted => return None,
+        Phase::Head => 1,
+        Phase::Idle => 2,
+        Phase::Body => 3,
+        Phase::Busy | Phase::Evicted => return None,
+    };
+    Some((tier, most_first(c.client_conns), c.state.since_ms))
+}
+
+/// Which body gives up its memory to a new one: only a body that holds some and has been
+/// silent for `STALLED_MS` at least; one of a connection whose last request authenticated only
+/// after all others (a token must not buy the right to sit on memory others need, as it buys a
+/// slot); then the one silent longest, then the one of the client holding the most connections.
+fn memory_rank(c: &Candidate, now_ms: u64) -> Option<Key> {
+    let silent = now_ms.saturating_sub(c.state.since_ms);
+    (c.state.phase == Phase::Body && c.held > 0 && silent >= STALLED_MS).then_some((
+        u8::from(c.state.trusted),
+        c.state.since_ms,
+        most_first(c.client_conns),
+    ))
+}
+
+/// A key part that puts more connections first.
+fn most_first(client_conns: usize) -> u64 {
+    u64::MAX - u64::try_from(client_conns).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("ip")
+    }
+
+    fn acquire(table: &Arc<ConnTable>, from: &str) -> Option<ConnGuard> {
+        table.try_acquire(ip(from), Weak::new())
+    }
 
     #[test]
     fn conn_table_counts_exactly() {
+        // No connection can be evicted: every one is busy.
         let table = Arc::new(ConnTable::new(3, 2));
-        let a: IpAddr = "10.0.0.1".parse().expect("ip");
-        let b: IpAddr = "10.0.0.2".parse().expect("ip");
-        let mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
-        let a1 = table.try_acquire(a).expect("first from a");
-        let a2 = table.try_acquire(mapped).expect("second from a, mapped");
-        assert!(table.try_acquire(a).is_none(), "per-ip cap");
-        let b1 = table.try_acquire(b).expect("first from b");
-        assert!(table.try_acquire(b).is_none(), "global cap");
+        let busy = |guard: ConnGuard| {
+            assert!(guard.activity().enter(Phase::Busy));
+            guard
+        };
+        let a1 = busy(acquire(&table, "10.0.0.1").expect("first from a"));
+        let a2 = busy(acquire(&table, "::ffff:10.0.0.1").expect("second from a, mapped"));
+        assert!(acquire(&table, "10.0.0.1").is_none(), "per-client cap");
+        let b1 = busy(acquire(&table, "10.0.0.2").expect("first from b"));
+        assert!(acquire(&table, "10.0.0.2").is_none(), "global cap");
         assert_eq!(table.open.load(Ordering::SeqCst), 3);
         drop(a1);
         assert!(
-            table.try_acquire(b).is_some(),
+            acquire(&table, "10.0.0.2").is_some(),
             "released and dropped at once"
         );
         drop((a2, b1));
         assert_eq!(table.open.load(Ordering::SeqCst), 0);
-        assert!(table.lock().per_ip.is_empty());
+        assert!(table.lock().per_client.is_empty());
         assert!(table.wait_drained(Instant::now()));
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64() {
+        let table = Arc::new(ConnTable::new(100, 2));
+        let _a = acquire(&table, "2001:db8:1:2::1").expect("first in the /64");
+        let _b = acquire(&table, "2001:db8:1:2:ffff:ffff:ffff:ffff").expect("second in the /64");
+        assert!(
+            acquire(&table, "2001:db8:1:2:abcd::9").is_none(),
+            "a third address of the same /64 shares its cap"
+        );
+        assert!(acquire(&table, "2001:db8:1:3::1").is_some(), "the next /64");
+        assert_eq!(client_of(ip("2001:db8:1:2:abcd::9")), ip("2001:db8:1:2::"));
+        assert_eq!(client_of(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_of(ip("192.0.2.7")), ip("192.0.2.7"));
+    }
+
+    fn candidate(phase: Phase, trusted: bool, since_ms: u64, client_conns: usize) -> Candidate {
+        Candidate {
+            state: State {
+                phase,
+                trusted,
+                since_ms,
+            },
+            held: 0,
+            client_conns,
+        }
+    }
+
+    /// The order in which `rank` closes `cands`, by their names; those it never closes left out.
+    fn order<R: Ord>(
+        cands: &[(&'static str, Candidate)],
+        rank: impl Fn(&Candidate) -> Option<R>,
+    ) -> Vec<&'static str> {
+        let mut left: Vec<(&'static str, Candidate)> = cands.to_vec();
+        let mut out = Vec::new();
+        while let Some((name, _)) = choose(left.iter().copied(), &rank) {
+            out.push(name);
+            left.retain(|(n, _)| *n != name);
+        }
+        out
+    }
+
+    #[test]
+    fn the_least_progress_goes_first_and_authenticated_or_busy_never() {
+        use Phase::*;
+        let cands = [
+            ("busy", candidate(Busy, false, 0, 1)),
+            ("trusted idle", candidate(Idle, true, 0, 1)),
+            ("trusted in its next head", candidate(Head, true, 0, 1)),
+            ("trusted body", candidate(Body, true, 0, 1)),
+            ("silent body", candidate(Body, false, 10, 1)),
+            ("idle, long", candidate(Idle, false, 20, 1)),
+            ("idle, short", candidate(Idle, false, 900, 1)),
+            ("head, young", candidate(Head, false, 800, 1)),
+            ("head, old", candidate(Head, false, 100, 1)),
+            ("trusted, closing", candidate(Closing, true, 950, 1)),
+            ("already evicted", candidate(Evicted, false, 0, 1)),
+        ];
+        assert_eq!(
+            order(&cands, |c| slot_rank(c, 1000)),
+            [
+                "trusted, closing",
+                "head, old",
+                "head, young",
+                "idle, long",
+                "idle, short",
+                "silent body",
+            ]
+        );
+    }
+
+    #[test]
+    fn within_a_phase_the_client_with_most_connections_goes_first() {
+        use Phase::*;
+        // A newcomer's head (its client's only connection) outlasts the heads of a client
+        // holding many, however old theirs are; across phases, progress still decides.
+        let cands = [
+            ("newcomer's head", candidate(Head, false, 100, 1)),
+            ("attacker's new head", candidate(Head, false, 990, 60)),
+            ("attacker's old head", candidate(Head, false, 500, 60)),
+            ("other attacker's head", candidate(Head, false, 10, 59)),
+            ("attacker idle", candidate(Idle, false, 0, 60)),
+        ];
+        assert_eq!(
+            order(&cands, |c| slot_rank(c, 1000)),
+            [
+                "attacker's old head",
+                "attacker's new head",
+                "other attacker's head",
+                "newcomer's head",
+                "attacker idle",
+            ]
+        );
+    }
+
+    #[test]
+    fn only_bodies_silent_long_enough_give_up_memory() {
+        use Phase::*;
+        let held = |mut c: Candidate, bytes| {
+            c.held = bytes;
+            c
+        };
+        let cands = [
+            ("silent 2 s", held(candidate(Body, false, 8000, 1), 1 << 20)),
+            ("silent 5 s", held(candidate(Body, false, 5000, 1), 1 << 20)),
+            (
+                "just sent bytes",
+                held(candidate(Body, false, 9900, 1), 1 << 20),
+            ),
+            (
+                "silent, trusted",
+                held(candidate(Body, true, 0, 1), 1 << 20),
+            ),
+            (
+                "silent, holds nothing",
+                held(candidate(Body, false, 0, 1), 0),
+            ),
+            ("handled", held(candidate(Busy, false, 0, 1), 1 << 20)),
+            ("head", held(candidate(Head, false, 0, 1), 0)),
+        ];
+        assert_eq!(
+            order(&cands, |c| memory_rank(c, 10_000)),
+            ["silent 5 s", "silent 2 s", "silent, trusted"]
+        );
+    }
+
+    /// A slot for a real loopback connection from `from`: the server's socket is kept in
+    /// `sockets` (the table holds it weakly), and the client's beside it.
+    fn slot_for_socket(
+        table: &Arc<ConnTable>,
+        listener: &TcpListener,
+        sockets: &mut Vec<(TcpStream, Arc<TcpStream>)>,
+        from: &str,
+    ) -> Option<ConnGuard> {
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        let server = Arc::new(server);
+        let guard = table.try_acquire(ip(from), Arc::downgrade(&server));
+        sockets.push((client, server));
+        guard
+    }
+
+    #[test]
+    fn a_full_table_closes_the_least_progress_to_admit_a_newcomer() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let table = Arc::new(ConnTable::new(2, 10));
+        let mut sockets = Vec::new();
+        let slot =
+            |from: &str, sockets: &mut Vec<_>| slot_for_socket(&table, &listener, sockets, from);
+        let trusted = slot("10.0.0.1", &mut sockets).expect("a slot");
+        assert!(trusted.activity().idle(true));
+        let head = slot("10.0.0.2", &mut sockets).expect("a slot");
+        let newcomer = slot("10.0.0.3", &mut sockets).expect("the head gives its slot up");
+        assert!(head.activity().is_evicted());
+        assert!(
+            !head.activity().enter(Phase::Busy),
+            "an evicted connection stops"
+        );
+        assert_eq!(table.open.load(Ordering::SeqCst), 2);
+        // Its socket is shut down: its thread's next read sees the end at once.
+        let mut byte = [0u8; 1];
+        let read = std::io::Read::read(&mut &*sockets[1].1, &mut byte).expect("read");
+        assert_eq!(read, 0);
+        drop(head);
+        assert_eq!(
+            table.open.load(Ordering::SeqCst),
+            2,
+            "its slot was given away already"
+        );
+
+        assert!(newcomer.activity().enter(Phase::Busy));
+        assert!(
+            slot("10.0.0.4", &mut sockets).is_none(),
+            "trusted and busy connections stay"
+        );
+        drop((trusted, newcomer));
+        assert!(table.wait_drained(Instant::now()));
+    }
+
+    #[test]
+    fn a_silent_body_gives_up_its_memory() {
+        let table = Arc::new(ConnTable::new(10, 10));
+        let guard = acquire(&table, "10.0.0.1").expect("a slot");
+        assert!(guard.activity().enter(Phase::Body));
+        guard.activity().held().store(1 << 20, Ordering::SeqCst);
+        assert!(!table.evict_stalled_body(), "not silent long enough yet");
+        // Pretend the last bytes came long ago.
+        let state = State {
+            phase: Phase::Body,
+            trusted: false,
+            since_ms: 0,
+        };
+        guard.activity().state.store(state.pack(), Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(STALLED_MS + 10));
+        assert!(table.evict_stalled_body());
+        assert!(guard.activity().is_evicted());
+        assert_eq!(table.open.load(Ordering::SeqCst), 0);
+        assert!(!table.evict_stalled_body(), "nothing left to close");
+    }
+
+    #[test]
+    fn states_pack_and_unpack() {
+        for phase in Phase::ALL {
+            for trusted in [false, true] {
+                for since_ms in [0, 1, 123_456_789, u64::MAX >> 16] {
+                    let state = State {
+                        phase,
+                        trusted,
+                        since_ms,
+                    };
+                    assert_eq!(State::unpack(state.pack()), state);
+                }
+            }
+        }
     }
 }

@@ -8,7 +8,9 @@
 //! take its thread down, never allocate a body ahead of the bytes that actually arrive,
 //! never close a connection whose client may still be sending without draining it
 //! first, and never log header values or bodies. It never touches the listener or the
-//! connection caps.
+//! connection caps; it reports what the connection is doing to its `Activity`, and stops as
+//! soon as that says the connection was evicted (its socket is then shut down, so any wait
+//! ends at once), never calling the handler for an evicted connection.
 
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr};
@@ -20,7 +22,9 @@ use rustls::ServerConfig;
 
 use crate::code::Code;
 
+use super::budget::{BODY_WAIT, BodyBudget, Hold, Shortage};
 use super::buffer::InBuf;
+use super::caps::{Activity, ConnTable, Phase};
 use super::deadline::{Armed, SHUTDOWN_POLL, is_retryable, remaining, write_all_before};
 use super::encoding;
 use super::head::{self, HeadError, RequestHead};
@@ -44,6 +48,10 @@ pub(super) struct ConnContext {
     pub(super) tls: Option<Arc<ServerConfig>>,
     pub(super) handler: Arc<dyn Handler>,
     pub(super) shutdown: ShutdownHandle,
+    /// The open connections: a body short of memory closes a stalled one through it.
+    pub(super) conns: Arc<ConnTable>,
+    /// Request-body bytes held in memory at once (`Limits::max_body_bytes_in_flight`).
+    pub(super) budget: BodyBudget,
 }
 
 /// What to do with the connection after one exchange.
@@ -58,7 +66,12 @@ enum Next {
     Drop,
 }
 
-pub(super) fn serve_connection<S: Transport>(stream: &mut S, peer: SocketAddr, ctx: &ConnContext) {
+pub(super) fn serve_connection<S: Transport>(
+    stream: &mut S,
+    peer: SocketAddr,
+    activity: &Activity,
+    ctx: &ConnContext,
+) {
     let peer = stream.peer_addr().unwrap_or(peer);
     let stream = &mut Armed::new(stream);
     let mut inbuf = InBuf::new();
@@ -70,7 +83,7 @@ pub(super) fn serve_connection<S: Transport>(stream: &mut S, peer: SocketAddr, c
         if inbuf.is_empty() && !wait_for_request(stream, &mut inbuf, ctx) {
             return;
         }
-        let next = serve_one(stream, &mut inbuf, peer, ctx);
+        let next = serve_one(stream, &mut inbuf, peer, activity, ctx);
         match next {
             Next::KeepAlive => {}
             Next::Close => {
@@ -129,13 +142,19 @@ fn serve_one<S: Transport>(
     stream: &mut S,
     inbuf: &mut InBuf,
     peer: SocketAddr,
+    activity: &Activity,
     ctx: &ConnContext,
 ) -> Next {
     let started = Instant::now();
     let limits = &ctx.limits;
+    if !activity.enter(Phase::Head) {
+        return Next::Drop;
+    }
     let (head, head_len) = match read_head(stream, inbuf, limits.header_timeout) {
         Ok(parsed) => parsed,
-        Err(Failure::Refuse(e)) => return refuse_request(stream, peer, started, None, e, ctx),
+        Err(Failure::Refuse(e)) => {
+            return refuse_request(stream, peer, started, None, refusal(&e), activity, ctx);
+        }
         Err(Failure::Gone) => return Next::Drop,
     };
     inbuf.consume(head_len);
@@ -143,7 +162,10 @@ fn serve_one<S: Transport>(
 
     let framing = match head::framing(&head, limits.max_body_bytes) {
         Ok(framing) => framing,
-        Err(e) => return refuse_request(stream, peer, started, Some(&head), e, ctx),
+        Err(e) => {
+            let response = refusal(&e);
+            return refuse_request(stream, peer, started, Some(&head), response, activity, ctx);
+        }
     };
     // The length is within max_body_bytes here; this only fails where usize is
     // narrower than the configured limit.
@@ -152,8 +174,31 @@ fn serve_one<S: Transport>(
             length: framing.body_len,
             limit: limits.max_body_bytes,
         };
-        return refuse_request(stream, peer, started, Some(&head), e, ctx);
+        return refuse_request(
+            stream,
+            peer,
+            started,
+            Some(&head),
+            refusal(&e),
+            activity,
+            ctx,
+        );
     };
+    if body_len > 0 && !activity.enter(Phase::Body) {
+        return Next::Drop;
+    }
+    // The whole body is reserved before any of it is read, and held, with what it inflates to,
+    // until the request has been answered (see `budget`).
+    let evict = || ctx.conns.evict_stalled_body();
+    let mut hold = ctx.budget.hold(activity, &evict);
+    match hold.take(framing.body_len, Instant::now() + BODY_WAIT) {
+        Ok(()) => {}
+        Err(Shortage::Evicted) => return Next::Drop,
+        Err(shortage) => {
+            let response = short_of_memory(shortage, framing.body_len, &ctx.budget);
+            return refuse_request(stream, peer, started, Some(&head), response, activity, ctx);
+        }
+    }
 
     // The body is accepted now, so a client waiting for 100 Continue may send it.
     if framing.expect_continue && inbuf.len() < body_len {
@@ -162,13 +207,19 @@ fn serve_one<S: Transport>(
             return Next::Drop;
         }
     }
-    let body = match read_body(stream, inbuf, body_len, limits.header_timeout) {
+    let body = match read_body(stream, inbuf, body_len, limits.header_timeout, activity) {
         Ok(body) => body,
         Err(Failure::Refuse(e)) => {
-            return refuse_request(stream, peer, started, Some(&head), e, ctx);
+            let response = refusal(&e);
+            return refuse_request(stream, peer, started, Some(&head), response, activity, ctx);
         }
         Err(Failure::Gone) => return Next::Drop,
     };
+    // From here the request is handled: the connection can no longer be evicted, and if it
+    // was a moment ago, the request is dropped unhandled.
+    if !activity.enter(Phase::Busy) {
+        return Next::Drop;
+    }
 
     // The version stays here: keep-alive is decided inside this layer, and handlers
     // have no use for it.
@@ -183,6 +234,10 @@ fn serve_one<S: Transport>(
         &mut headers,
         body,
         usize::try_from(limits.max_inflated_bytes).unwrap_or(usize::MAX),
+        &mut Inflating {
+            hold: &mut hold,
+            deadline: Instant::now() + BODY_WAIT,
+        },
     );
     let (body, refused) = match decoded {
         Ok(body) => (body, None),
@@ -221,11 +276,13 @@ fn serve_one<S: Transport>(
             status: rendered.status,
             bytes: rendered.body_bytes,
             duration: started.elapsed(),
+            client: response.client.as_deref(),
         },
     );
     match (written, close) {
         (Err(_), _) => Next::Drop,
-        (Ok(()), false) => Next::KeepAlive,
+        (Ok(()), false) if activity.idle(response.client.is_some()) => Next::KeepAlive,
+        (Ok(()), false) => Next::Drop,
         (Ok(()), true) if inbuf.is_empty() => Next::Close,
         (Ok(()), true) => Next::Linger,
     }
@@ -303,6 +360,7 @@ fn read_body<S: Transport>(
     inbuf: &mut InBuf,
     len: usize,
     limit: Duration,
+    activity: &Activity,
 ) -> Result<Vec<u8>, Failure> {
     let deadline = Instant::now() + limit;
     let mut body = Vec::with_capacity(len.min(BODY_STEP));
@@ -336,7 +394,8 @@ fn read_body<S: Transport>(
         };
         match read {
             Ok(0) => return Err(Failure::Gone),
-            Ok(n) => body.truncate(filled + n.min(step)),
+            Ok(n) if activity.progressed() => body.truncate(filled + n.min(step)),
+            Ok(_) => return Err(Failure::Gone),
             Err(e) if is_retryable(&e) => body.truncate(filled),
             Err(_) => return Err(Failure::Gone),
         }
@@ -344,17 +403,69 @@ fn read_body<S: Transport>(
     Ok(body)
 }
 
-/// Writes the error response for `error`, reports it, and asks for the connection to
-/// be closed (after draining, since the client may still be sending).
+/// The answer to a request refused while it was read.
+fn refusal(error: &HeadError) -> Response {
+    Response::error(error.code(), &error.to_string())
+}
+
+/// The answer to a body that got no memory: 503, or 413 for one larger than all the memory
+/// there is for bodies (which the limits' check rules out, but the answer must be right).
+fn short_of_memory(shortage: Shortage, body_len: u64, budget: &BodyBudget) -> Response {
+    match shortage {
+        Shortage::Never { .. } => Response::error(
+            Code::BodyTooLarge,
+            &format!(
+                "request body is {body_len} bytes; the gateway holds at most {} bytes of request bodies (server.max_body_bytes_in_flight)",
+                budget.limit()
+            ),
+        ),
+        Shortage::Busy | Shortage::Evicted => {
+            let busy = encoding::DecodeError::Busy {
+                budget: budget.limit(),
+            };
+            Response::error(busy.code(), &busy.to_string())
+        }
+    }
+}
+
+/// A request's hold on the body budget, for inflating its body: every step may wait, all of
+/// them together until one deadline.
+struct Inflating<'h, 'a> {
+    hold: &'h mut Hold<'a>,
+    deadline: Instant,
+}
+
+impl encoding::Allowance for Inflating<'_, '_> {
+    fn take(&mut self, bytes: usize) -> Result<(), encoding::DecodeError> {
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        self.hold
+            .take(bytes, self.deadline)
+            .map_err(|shortage| match shortage {
+                Shortage::Never { room } => encoding::DecodeError::TooLarge {
+                    limit: usize::try_from(room).unwrap_or(usize::MAX),
+                },
+                Shortage::Busy | Shortage::Evicted => encoding::DecodeError::Busy {
+                    budget: self.hold.limit(),
+                },
+            })
+    }
+
+    fn give(&mut self, bytes: usize) {
+        self.hold.give(u64::try_from(bytes).unwrap_or(u64::MAX));
+    }
+}
+
+/// Writes `response` (an error), reports it, and asks for the connection to be closed (after
+/// draining, since the client may still be sending).
 fn refuse_request<S: Transport>(
     stream: &mut S,
     peer: SocketAddr,
     started: Instant,
     head: Option<&RequestHead>,
-    error: HeadError,
+    response: Response,
+    activity: &Activity,
     ctx: &ConnContext,
 ) -> Next {
-    let response = Response::error(error.code(), &error.to_string());
     let head_only = head.is_some_and(|h| h.method == "HEAD");
     let rendered = render(&response, Disposition::Close, head_only);
     let written = write_all_before(
@@ -371,9 +482,10 @@ fn refuse_request<S: Transport>(
             status: rendered.status,
             bytes: rendered.body_bytes,
             duration: started.elapsed(),
+            client: None,
         },
     );
-    if written.is_err() {
+    if written.is_err() || !activity.enter(Phase::Closing) {
         Next::Drop
     } else {
         Next::Linger

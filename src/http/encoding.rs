@@ -10,7 +10,9 @@
 //! `server.max_body_bytes`):
 //! the inflated bytes are read in chunks into a buffer that grows only as they arrive, and the
 //! request is refused with 413 as soon as one byte more would be needed, so a small "bomb"
-//! costs at most that bound, never what it would inflate to.
+//! costs at most that bound, never what it would inflate to. Every byte the buffer grows by is
+//! first taken from an [`Allowance`] (the server's budget of body bytes in flight), which may
+//! refuse it.
 //!
 //! Sans-I/O over bytes already read: headers and body in, body out. The inflation itself is
 //! `flate2`'s; nothing here writes a decoder of its own.
@@ -65,6 +67,9 @@ pub enum DecodeError {
     TooManyCodings(usize),
     /// The body would inflate past this many bytes.
     TooLarge { limit: usize },
+    /// The [`Allowance`] has no bytes to give now: the gateway holds as many request bodies as
+    /// it may, `budget` bytes (`server.max_body_bytes_in_flight`).
+    Busy { budget: u64 },
     /// The body is not valid data of its coding; the detail says how.
     Corrupt {
         coding: &'static str,
@@ -80,6 +85,7 @@ impl DecodeError {
                 Code::UnsupportedContentEncoding
             }
             DecodeError::TooLarge { .. } => Code::InflatedTooLarge,
+            DecodeError::Busy { .. } => Code::TooManyBodies,
             DecodeError::Corrupt { .. } => Code::InvalidContentEncoding,
         }
     }
@@ -100,6 +106,10 @@ impl fmt::Display for DecodeError {
                 f,
                 "the compressed body inflates to more than {limit} bytes, the most a compressed body may hold; send less per request"
             ),
+            DecodeError::Busy { budget } => write!(
+                f,
+                "the gateway holds as many request bodies as it may ({budget} bytes, server.max_body_bytes_in_flight), counting what compressed bodies inflate to; retry after Retry-After"
+            ),
             DecodeError::Corrupt { coding, detail } => write!(
                 f,
                 "the body is not valid {coding} data ({detail}), though Content-Encoding says {coding}; compress it whole, once, or drop the header"
@@ -109,6 +119,28 @@ impl fmt::Display for DecodeError {
 }
 
 impl std::error::Error for DecodeError {}
+
+/// Memory a decode may take for what it inflates: the server's budget of body bytes in flight.
+/// The bytes of the body handed to [`decode`] are held already.
+pub trait Allowance {
+    /// Takes `bytes` more, or says, as the error to answer with, why not.
+    fn take(&mut self, bytes: usize) -> Result<(), DecodeError>;
+    /// Gives back `bytes` no longer held.
+    fn give(&mut self, bytes: usize);
+}
+
+/// No bound but the decode's own `limit`, for tests of the decoding alone.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unbounded;
+
+#[cfg(test)]
+impl Allowance for Unbounded {
+    fn take(&mut self, _: usize) -> Result<(), DecodeError> {
+        Ok(())
+    }
+    fn give(&mut self, _: usize) {}
+}
 
 /// The codings of every `Content-Encoding` header, in the order they were applied. Values are
 /// comma-separated lists of case-insensitive tokens (RFC 9110 §8.4); `identity` and empty items
@@ -144,10 +176,16 @@ fn shown(token: &[u8]) -> String {
 /// Undoes the `Content-Encoding` of `body` and removes the header from `headers`, so the
 /// handler sees a plain body. A body without the header (or only `identity`) comes back as it
 /// is; so does an empty body, which has nothing to inflate.
+///
+/// `allowance` holds `body.len()` bytes when this is called; every byte an inflated buffer grows
+/// by is taken from it first, and the bytes of a body inflated from are given back, so that on
+/// success it holds what the result was allocated with. On an error it may hold more: the
+/// caller drops everything then.
 pub fn decode(
     headers: &mut Vec<(String, Vec<u8>)>,
     body: Vec<u8>,
     limit: usize,
+    allowance: &mut dyn Allowance,
 ) -> Result<Vec<u8>, DecodeError> {
     let list = codings(
         headers
@@ -157,26 +195,35 @@ pub fn decode(
     )?;
     headers.retain(|(name, _)| !name.eq_ignore_ascii_case("content-encoding"));
     let mut body = body;
+    let mut held = body.len();
     // The last coding listed was applied last, so it is undone first (RFC 9110 §8.4).
     for coding in list.into_iter().rev() {
         if body.is_empty() {
             break;
         }
-        body = inflate(coding, &body, limit)?;
+        let (inflated, taken) = inflate(coding, &body, limit, allowance)?;
+        allowance.give(held);
+        (body, held) = (inflated, taken);
     }
     Ok(body)
 }
 
-/// Inflates `data` of one coding, refusing as soon as the result would pass `limit` bytes.
-fn inflate(coding: Coding, data: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+/// Inflates `data` of one coding, refusing as soon as the result would pass `limit` bytes or
+/// `allowance` refuses memory; returns it with the bytes taken for it.
+fn inflate(
+    coding: Coding,
+    data: &[u8],
+    limit: usize,
+    allowance: &mut dyn Allowance,
+) -> Result<(Vec<u8>, usize), DecodeError> {
     match coding {
-        Coding::Gzip => read_bounded(MultiGzDecoder::new(data), coding, limit),
+        Coding::Gzip => read_bounded(MultiGzDecoder::new(data), coding, limit, allowance),
         // RFC 9110 means the zlib format; raw deflate data has no zlib header, which is two
         // bytes whose first names method 8 and which together are a multiple of 31 (RFC 1950).
         Coding::Deflate if is_zlib_header(data) => {
-            read_bounded(ZlibDecoder::new(data), coding, limit)
+            read_bounded(ZlibDecoder::new(data), coding, limit, allowance)
         }
-        Coding::Deflate => read_bounded(DeflateDecoder::new(data), coding, limit),
+        Coding::Deflate => read_bounded(DeflateDecoder::new(data), coding, limit, allowance),
     }
 }
 
@@ -191,16 +238,19 @@ fn read_bounded(
     mut decoder: impl Read,
     coding: Coding,
     limit: usize,
-) -> Result<Vec<u8>, DecodeError> {
+    allowance: &mut dyn Allowance,
+) -> Result<(Vec<u8>, usize), DecodeError> {
     let corrupt = |detail| DecodeError::Corrupt {
         coding: coding.name(),
         detail,
     };
     let mut out: Vec<u8> = Vec::new();
+    // Bytes taken from `allowance` for `out`: what it is allocated with.
+    let mut taken = 0;
     let mut chunk = [0u8; CHUNK];
     loop {
         let n = match decoder.read(&mut chunk) {
-            Ok(0) => return Ok(out),
+            Ok(0) => return Ok((out, taken)),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -215,6 +265,10 @@ fn read_bounded(
         if needed > out.capacity() {
             // Grow geometrically, as Vec would, but never past the limit.
             let target = out.capacity().saturating_mul(2).max(needed).min(limit);
+            if target > taken {
+                allowance.take(target - taken)?;
+                taken = target;
+            }
             out.reserve_exact(target - out.len());
         }
         out.extend_from_slice(chunk.get(..n).unwrap_or_default());
@@ -281,7 +335,7 @@ mod tests {
         ];
         for (values, body) in cases {
             let mut headers = with(&values);
-            let plain = decode(&mut headers, body, MAX_INFLATED_BYTES)
+            let plain = decode(&mut headers, body, MAX_INFLATED_BYTES, &mut Unbounded)
                 .unwrap_or_else(|e| panic!("{values:?}: {e}"));
             assert_eq!(plain, JSON, "{values:?}");
             assert_eq!(
@@ -292,7 +346,12 @@ mod tests {
         }
         // An empty body has nothing to inflate.
         assert_eq!(
-            decode(&mut with(&["gzip"]), Vec::new(), MAX_INFLATED_BYTES),
+            decode(
+                &mut with(&["gzip"]),
+                Vec::new(),
+                MAX_INFLATED_BYTES,
+                &mut Unbounded
+            ),
             Ok(Vec::new())
         );
     }
@@ -307,12 +366,24 @@ mod tests {
             ("gzip;q=1", "gzip;q=1"),
             ("\u{7f}x", "?x"),
         ] {
-            let err = decode(&mut with(&[value]), gzip(JSON), MAX_INFLATED_BYTES).unwrap_err();
+            let err = decode(
+                &mut with(&[value]),
+                gzip(JSON),
+                MAX_INFLATED_BYTES,
+                &mut Unbounded,
+            )
+            .unwrap_err();
             assert_eq!(err, DecodeError::Unsupported(shown.into()), "{value:?}");
             assert_eq!(err.code().status(), 415);
             assert!(err.to_string().contains("gzip or deflate"), "{err}");
         }
-        let err = decode(&mut with(&["gzip, gzip, gzip"]), gzip(JSON), 1 << 20).unwrap_err();
+        let err = decode(
+            &mut with(&["gzip, gzip, gzip"]),
+            gzip(JSON),
+            1 << 20,
+            &mut Unbounded,
+        )
+        .unwrap_err();
         assert_eq!(err, DecodeError::TooManyCodings(3));
     }
 
@@ -334,7 +405,13 @@ mod tests {
             ("gzip labelled deflate", "deflate", whole.clone()),
             ("plain JSON labelled deflate", "deflate", JSON.to_vec()),
         ] {
-            let err = decode(&mut with(&[value]), body, MAX_INFLATED_BYTES).unwrap_err();
+            let err = decode(
+                &mut with(&[value]),
+                body,
+                MAX_INFLATED_BYTES,
+                &mut Unbounded,
+            )
+            .unwrap_err();
             assert!(
                 matches!(err, DecodeError::Corrupt { coding, .. } if coding == value),
                 "{name}: {err:?}"
@@ -354,13 +431,107 @@ mod tests {
         let bomb = e.finish().unwrap();
         assert!(bomb.len() < 128 * 1024, "{}", bomb.len());
         let limit = 1 << 20;
-        let err = decode(&mut with(&["gzip"]), bomb, limit).unwrap_err();
+        let err = decode(&mut with(&["gzip"]), bomb, limit, &mut Unbounded).unwrap_err();
         assert_eq!(err, DecodeError::TooLarge { limit });
         assert_eq!(err.code().status(), 413);
         // Exactly at the limit is fine, and the buffer never grows past it.
-        let fits =
-            read_bounded(MultiGzDecoder::new(&gzip(&zeros)[..]), Coding::Gzip, limit).unwrap();
+        let (fits, taken) = read_bounded(
+            MultiGzDecoder::new(&gzip(&zeros)[..]),
+            Coding::Gzip,
+            limit,
+            &mut Unbounded,
+        )
+        .unwrap();
         assert_eq!(fits.len(), limit);
         assert!(fits.capacity() <= limit, "{}", fits.capacity());
+        assert_eq!(taken, limit);
+    }
+
+    /// An allowance of `room` bytes that records what it holds, as the server's budget does.
+    struct Counted {
+        room: usize,
+        held: usize,
+        most: usize,
+    }
+
+    impl Allowance for Counted {
+        fn take(&mut self, bytes: usize) -> Result<(), DecodeError> {
+            if self.held + bytes > self.room {
+                return Err(DecodeError::Busy { budget: 7 });
+            }
+            self.held += bytes;
+            self.most = self.most.max(self.held);
+            Ok(())
+        }
+        fn give(&mut self, bytes: usize) {
+            self.held -= bytes;
+        }
+    }
+
+    #[test]
+    fn inflated_bytes_are_taken_from_the_allowance_before_they_are_allocated() {
+        let plain = vec![b'x'; 1 << 20];
+        let body = gzip(&plain);
+        let compressed = body.len();
+        // The compressed body is held by the caller, then what it inflates to.
+        let mut allowance = Counted {
+            room: 4 << 20,
+            held: compressed,
+            most: compressed,
+        };
+        let out = decode(
+            &mut with(&["gzip"]),
+            body,
+            MAX_INFLATED_BYTES,
+            &mut allowance,
+        )
+        .unwrap();
+        assert_eq!(out, plain);
+        assert_eq!(
+            allowance.held,
+            out.capacity(),
+            "held: the result's allocation"
+        );
+        assert!(
+            allowance.most <= compressed + (1 << 20),
+            "{}",
+            allowance.most
+        );
+
+        // Twice compressed: the middle layer is given back too.
+        let twice = gzip(&gzip(&plain));
+        let mut allowance = Counted {
+            room: 4 << 20,
+            held: twice.len(),
+            most: 0,
+        };
+        let out = decode(
+            &mut with(&["gzip, gzip"]),
+            twice,
+            MAX_INFLATED_BYTES,
+            &mut allowance,
+        )
+        .unwrap();
+        assert_eq!(allowance.held, out.capacity());
+
+        // Too little room: refused with the allowance's answer, which is a 503.
+        let mut tight = Counted {
+            room: compressed + (512 << 10),
+            held: compressed,
+            most: 0,
+        };
+        let err = decode(
+            &mut with(&["gzip"]),
+            gzip(&plain),
+            MAX_INFLATED_BYTES,
+            &mut tight,
+        )
+        .unwrap_err();
+        assert_eq!(err, DecodeError::Busy { budget: 7 });
+        assert_eq!(
+            (err.code().status(), err.code().retry_after()),
+            (503, Some(1))
+        );
+        assert!(tight.held <= tight.room);
     }
 }

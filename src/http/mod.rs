@@ -12,8 +12,11 @@
 //! Each file owns one part, roughly in the order a connection meets them:
 //! - `server.rs`: the lifecycle, `Server` (bind, run, drain) and `ShutdownHandle`;
 //! - `accept.rs`: the accept loop, and the 503 for a connection refused at a cap;
-//! - `caps.rs`: the connection caps, in total and per peer IP, and the slot that an
-//!   open connection holds;
+//! - `caps.rs`: the connection caps, in total and per client (an IPv4 address or an IPv6
+//!   /64), the slot that an open connection holds, what each connection is doing, and
+//!   which one gives way to a new connection when every slot is taken;
+//! - `budget.rs`: the budget of request-body bytes held in memory at once, and the hold
+//!   of one request on it;
 //! - `pool.rs`: the generic pool of threads that runs each connection as one job;
 //! - `transport.rs`: the `Transport` trait over TCP and TLS, and the choice between
 //!   them, with the TLS handshake on the connection's own thread;
@@ -29,6 +32,7 @@
 //! - `tests.rs`: end-to-end tests of the whole layer over loopback.
 
 mod accept;
+mod budget;
 mod buffer;
 mod caps;
 mod conn;
@@ -66,13 +70,20 @@ pub struct Limits {
     /// Largest body once its `Content-Encoding` is undone; a body that would inflate past it is
     /// refused with 413 without the memory being taken.
     pub max_inflated_bytes: u64,
+    /// Bytes of request bodies held in memory at once, all connections together, counting
+    /// what compressed bodies inflate to. A body is reserved whole before it is read; one that
+    /// finds too little free waits up to a second (closing bodies that have gone silent to make
+    /// room) and is refused with 503 `too_many_bodies` after. At least `max_body_bytes`.
+    pub max_body_bytes_in_flight: u64,
     /// Connection threads kept alive while idle. The pool starts threads as
     /// connections arrive (none before the first), and of those it keeps this many
     /// waiting for the next connection; the others exit after 30 s without one.
     pub workers: usize,
-    /// Global cap on open connections, which is also the cap on connection threads.
+    /// Global cap on open connections, which is also the cap on connection threads. At the
+    /// cap a new connection takes the slot of the open one making the least progress, when
+    /// one can give way (see `caps`), and is refused with 503 otherwise.
     pub max_connections: usize,
-    /// Cap on open connections from one peer IP address.
+    /// Cap on open connections from one client: one IPv4 address, or one IPv6 /64.
     pub max_connections_per_ip: usize,
 }
 
@@ -83,6 +94,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(15),
             max_body_bytes: 1024 * 1024,
             max_inflated_bytes: encoding::MAX_INFLATED_BYTES as u64,
+            max_body_bytes_in_flight: 64 * 1024 * 1024,
             workers: 16,
             max_connections: 256,
             max_connections_per_ip: 64,
@@ -125,6 +137,11 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    /// The name of the client the request authenticated as; set by the API after a token
+    /// check passed, `None` otherwise (and always when no tokens are configured). It is never
+    /// sent. The layer trusts a kept-alive connection whose last request authenticated: such a
+    /// connection is never closed to admit another (see `caps`). The access log names it.
+    pub client: Option<String>,
 }
 
 impl Response {
@@ -166,6 +183,7 @@ impl Response {
             status,
             headers: vec![("Content-Type", "application/json".to_owned())],
             body,
+            client: None,
         }
     }
 }
@@ -189,6 +207,9 @@ pub struct Exchange<'a> {
     /// From the first byte of the request (or the accept, for a refused connection)
     /// to the end of the response.
     pub duration: Duration,
+    /// `Response::client` of the answer: who the request authenticated as, if anyone. Client
+    /// text for a log line: escape it (see `logtext`).
+    pub client: Option<&'a str>,
 }
 
 /// The application side of the server.

@@ -158,6 +158,7 @@ mod tests {
                 ("X-Ok", "fine\tvalue".to_owned()),
             ],
             body: b"hello".to_vec(),
+            client: None,
         };
         let out = text(&render(&response, Disposition::KeepAlive, false));
         assert!(out.starts_with("HTTP/1.1 200 OK\r\nDate: "), "{out}");
@@ -181,6 +182,7 @@ mod tests {
             status: 204,
             headers: Vec::new(),
             body: b"dropped".to_vec(),
+            client: None,
         };
         let rendered = render(&empty, Disposition::KeepAlive, false);
         assert_eq!(rendered.body_bytes, 0);

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use rustls::ServerConfig;
 
 use super::accept::{Conn, accept_loop};
+use super::budget::BodyBudget;
 use super::caps::ConnTable;
 use super::conn::ConnContext;
 use super::pool::Pool;
@@ -102,11 +103,14 @@ impl Server {
             conns,
             ..
         } = self;
+        let budget = BodyBudget::new(limits.max_body_bytes_in_flight);
         let ctx = Arc::new(ConnContext {
             limits,
             tls,
             handler,
             shutdown,
+            conns: Arc::clone(&conns),
+            budget,
         });
         let keep = ctx.limits.workers.min(ctx.limits.max_connections);
         let pool = {
@@ -144,6 +148,8 @@ fn check_limits(limits: &Limits) -> io::Result<()> {
         "max_connections must be at least 1"
     } else if limits.max_connections_per_ip == 0 {
         "max_connections_per_ip must be at least 1"
+    } else if limits.max_body_bytes_in_flight < limits.max_body_bytes {
+        "max_body_bytes_in_flight must be at least max_body_bytes"
     } else {
         return Ok(());
     };

@@ -23,6 +23,7 @@ fn limits() -> Limits {
         idle_timeout: Duration::from_secs(2),
         max_body_bytes: 1024 * 1024,
         max_inflated_bytes: 16 << 20,
+        max_body_bytes_in_flight: 64 << 20,
         workers: 2,
         max_connections: 64,
         max_connections_per_ip: 64,
@@ -67,10 +68,15 @@ impl Handler for TestHandler {
                 .with_header("X-Split", "a\r\nInjected: yes")
                 .with_header("Content-Length", "9999")
                 .with_header("X-Fine", "ok"),
+            "/authenticated" => Response {
+                client: Some("tester".to_owned()),
+                ..Response::json(200, &json!({}))
+            },
             "/no-content" => Response {
                 status: 204,
                 headers: Vec::new(),
                 body: b"ignored".to_vec(),
+                client: None,
             },
             _ => Response::json(
                 200,
@@ -641,18 +647,71 @@ fn per_ip_cap_refuses_with_503_at_once() {
 }
 
 #[test]
-fn global_cap_refuses_with_503_at_once() {
+fn at_the_global_cap_a_newcomer_takes_the_slot_of_the_least_progress() {
     let srv = start(Limits {
         max_connections: 3,
         max_connections_per_ip: 100,
         ..limits()
     });
-    let clients: Vec<Client> = (0..3).map(|_| Client::connect(srv.addr)).collect();
+    let mut first = Client::connect(srv.addr);
+    wait_until("one open connection", || srv.open() == 1);
+    let mut kept = Client::connect(srv.addr);
+    kept.send(get("/kept"));
+    assert_eq!(kept.response().status, 200);
+    let mut third = Client::connect(srv.addr);
     wait_until("three open connections", || srv.open() == 3);
+
+    // The first has been waiting for its head longest: its slot goes to the newcomer, which
+    // is served at once, and it is closed without an answer (it asked nothing).
+    let mut newcomer = Client::connect(srv.addr);
+    let asked = Instant::now();
+    newcomer.send(get("/new"));
+    assert_eq!(newcomer.response().json()["path"], "/new");
+    assert!(asked.elapsed() < Duration::from_secs(1));
+    first.expect_eof();
+    // Then the third, still without a head, before the kept-alive one, which made progress.
+    let mut another = Client::connect(srv.addr);
+    another.send(get("/another"));
+    assert_eq!(another.response().status, 200);
+    third.expect_eof();
+    kept.send(get("/kept-again"));
+    assert_eq!(kept.response().json()["path"], "/kept-again");
+    assert!(!srv.statuses().contains(&503), "{:?}", srv.statuses());
+    assert_eq!(srv.open(), 3);
+}
+
+#[test]
+fn at_the_global_cap_authenticated_and_busy_connections_keep_their_slots() {
+    let srv = start(Limits {
+        max_connections: 2,
+        max_connections_per_ip: 100,
+        ..limits()
+    });
+    let mut trusted = Client::connect(srv.addr);
+    trusted.send(get("/authenticated"));
+    assert_eq!(trusted.response().status, 200);
+    let mut busy = Client::connect(srv.addr);
+    busy.send(get("/slow/1000"));
+    wait_until("the slow request to reach the handler", || {
+        srv.handler.started.load(Ordering::SeqCst) == 2
+    });
+    // Neither can be closed: the newcomer is refused at once.
     let mut extra = Client::connect(srv.addr);
+    let asked = Instant::now();
     extra.response().assert_error(503, "too_many_connections");
-    drop(clients);
-    wait_until("all slots to be released", || srv.open() == 0);
+    assert!(asked.elapsed() < Duration::from_secs(1));
+    extra.expect_eof();
+    assert_eq!(busy.response().status, 200);
+    trusted.send(get("/again"));
+    assert_eq!(trusted.response().json()["path"], "/again");
+    // A request without the token ends the trust: the next newcomer takes its slot (the busy
+    // one's, now idle, was kept alive longer).
+    trusted.send(get("/anonymous"));
+    assert_eq!(trusted.response().status, 200);
+    let mut newcomer = Client::connect(srv.addr);
+    newcomer.send(get("/new"));
+    assert_eq!(newcomer.response().status, 200);
+    busy.expect_eof();
 }
 
 #[test]
@@ -665,47 +724,35 @@ fn many_idle_connections_do_not_stop_the_server_answering() {
         ..limits()
     });
     let mut idle: Vec<Client> = (0..600).map(|_| Client::connect(srv.addr)).collect();
-    wait_until("512 open connections", || srv.open() == 512);
-    wait_until("88 refusals", || {
-        srv.statuses().iter().filter(|s| **s == 503).count() == 88
-    });
-
-    // The accept loop is not blocked: a new connection is answered (refused) at once.
-    let mut probe = Client::connect(srv.addr);
-    let asked = Instant::now();
-    probe.response().assert_error(503, "too_many_connections");
-    assert!(asked.elapsed() < Duration::from_secs(1));
-
-    // Freeing a few slots lets a real request through within a second.
-    for client in &mut idle {
-        client.stream.set_nonblocking(true).expect("nonblocking");
-    }
-    let mut freed = 0;
-    idle.retain_mut(|client| {
+    // Each connection past the cap took the slot of the one that had waited longest: the
+    // first 88 are closed without an answer, the others are open.
+    for (i, client) in idle.iter_mut().take(88).enumerate() {
         let mut byte = [0u8; 1];
-        let refused = !matches!(client.stream.peek(&mut byte),
-            Err(ref e) if e.kind() == io::ErrorKind::WouldBlock);
-        if refused || freed >= 4 {
-            return refused;
+        match client.stream.read(&mut byte) {
+            Ok(0) => {}
+            other => panic!("connection {i} should be closed: {other:?}"),
         }
-        freed += 1;
-        false
-    });
+    }
+    assert_eq!(srv.open(), 512);
+    for client in &mut idle[88..] {
+        client.stream.set_nonblocking(true).expect("nonblocking");
+        let mut byte = [0u8; 1];
+        assert!(matches!(client.stream.peek(&mut byte),
+            Err(ref e) if e.kind() == io::ErrorKind::WouldBlock));
+    }
+
+    // The accept loop is not blocked, and a real request gets through at once.
     let asked = Instant::now();
-    let answered = loop {
-        let mut client = Client::connect(srv.addr);
-        client.send(get("/through"));
-        let resp = client.response();
-        if resp.status == 200 {
-            break asked.elapsed();
-        }
-        assert!(
-            asked.elapsed() < Duration::from_secs(1),
-            "no slot within 1s"
-        );
-    };
-    assert!(answered < Duration::from_secs(1), "{answered:?}");
-    drop(idle);
+    let mut client = Client::connect(srv.addr);
+    client.send(get("/through"));
+    assert_eq!(client.response().status, 200);
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(!srv.statuses().contains(&503));
+    drop((idle, client));
     wait_until("all connections to close", || srv.open() == 0);
 }
 

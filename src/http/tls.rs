@@ -128,15 +128,20 @@ pub fn describe_failure(e: &io::Error) -> &'static str {
 /// A server-side TLS connection over a TCP socket.
 pub struct TlsStream {
     conn: ServerConnection,
-    sock: TcpStream,
+    /// Shared with whoever may need to shut it down from another thread (the server's
+    /// connection table, on eviction).
+    sock: Arc<TcpStream>,
 }
 
 impl TlsStream {
     /// Starts a server connection over `sock`. No I/O happens here.
-    pub fn new(config: Arc<ServerConfig>, sock: TcpStream) -> Result<TlsStream, rustls::Error> {
+    pub fn new(
+        config: Arc<ServerConfig>,
+        sock: impl Into<Arc<TcpStream>>,
+    ) -> Result<TlsStream, rustls::Error> {
         Ok(TlsStream {
             conn: ServerConnection::new(config)?,
-            sock,
+            sock: sock.into(),
         })
     }
 
@@ -163,12 +168,12 @@ impl TlsStream {
     /// or shows that the client is not reading, and then it does not matter.
     pub fn send_close_notify(&mut self) {
         self.conn.send_close_notify();
-        let _ = self.conn.write_tls(&mut self.sock);
+        let _ = self.conn.write_tls(&mut &*self.sock);
     }
 
     /// One socket write of queued records.
     fn send_some(&mut self) -> io::Result<()> {
-        match self.conn.write_tls(&mut self.sock)? {
+        match self.conn.write_tls(&mut &*self.sock)? {
             0 => Err(io::ErrorKind::WriteZero.into()),
             _ => Ok(()),
         }
@@ -177,11 +182,11 @@ impl TlsStream {
     /// One socket read, then decryption of whatever complete records arrived. Returns
     /// the number of bytes read from the socket (0 at end of stream).
     fn receive_some(&mut self) -> io::Result<usize> {
-        let n = self.conn.read_tls(&mut self.sock)?;
+        let n = self.conn.read_tls(&mut &*self.sock)?;
         if let Err(e) = self.conn.process_new_packets() {
             // rustls has queued an alert telling the client what went wrong; one
             // attempt to send it, since the connection is closed next anyway.
-            let _ = self.conn.write_tls(&mut self.sock);
+            let _ = self.conn.write_tls(&mut &*self.sock);
             return Err(io::Error::new(io::ErrorKind::InvalidData, e));
         }
         Ok(n)
@@ -229,7 +234,7 @@ impl Write for TlsStream {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
         }
-        self.sock.flush()
+        (&*self.sock).flush()
     }
 }
 

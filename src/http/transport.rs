@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use rustls::ServerConfig;
 
 use super::accept::Conn;
+use super::caps::Activity;
 use super::conn::{ConnContext, serve_connection};
 use super::deadline::{SHUTDOWN_POLL, is_retryable, remaining};
 use super::tls::{self, TlsStream};
@@ -34,7 +35,8 @@ pub(super) trait Transport: Read + Write {
     fn shutdown(&mut self, how: Shutdown) -> io::Result<()>;
 }
 
-impl Transport for TcpStream {
+/// A shared socket: the connection table holds it too, to shut it down on eviction.
+impl Transport for &TcpStream {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         TcpStream::set_read_timeout(self, timeout)
     }
@@ -81,16 +83,19 @@ pub(super) fn serve_tcp(conn: Conn, ctx: &ConnContext) {
     // would otherwise wait on Nagle's algorithm.
     let _ = stream.set_nodelay(true);
 
+    let activity = slot.activity();
     match &ctx.tls {
         None => {
-            let mut stream = stream;
-            serve_connection(&mut stream, peer, ctx);
+            let mut socket: &TcpStream = &stream;
+            serve_connection(&mut socket, peer, activity, ctx);
             drop(stream);
         }
-        Some(config) => serve_tls(stream, peer, Arc::clone(config), ctx),
+        Some(config) => serve_tls(stream, peer, Arc::clone(config), activity, ctx),
     }
-    // The socket is closed before its slot is given back, so the open count never
-    // reads lower than the number of sockets actually open.
+    // The socket is closed before its slot is given back (the table holds it only weakly),
+    // so the open count never reads lower than the number of sockets actually open; except
+    // after an eviction, whose slot went to the new connection at once, while this thread
+    // was still on its way here.
     drop(slot);
 }
 
@@ -100,7 +105,13 @@ pub(super) fn serve_tcp(conn: Conn, ctx: &ConnContext) {
 /// A failed handshake is not an HTTP exchange: no response can be sent, so nothing is
 /// reported to `Handler::completed` (no access-log line, no status counted). It is
 /// logged at debug level in fixed words; nothing the client sent is logged.
-fn serve_tls(stream: TcpStream, peer: SocketAddr, config: Arc<ServerConfig>, ctx: &ConnContext) {
+fn serve_tls(
+    stream: Arc<TcpStream>,
+    peer: SocketAddr,
+    config: Arc<ServerConfig>,
+    activity: &Activity,
+    ctx: &ConnContext,
+) {
     let mut stream = match TlsStream::new(config, stream) {
         Ok(stream) => stream,
         Err(e) => {
@@ -109,8 +120,10 @@ fn serve_tls(stream: TcpStream, peer: SocketAddr, config: Arc<ServerConfig>, ctx
         }
     };
     match handshake(&mut stream, ctx) {
-        Ok(true) => serve_connection(&mut stream, peer, ctx),
+        Ok(true) => serve_connection(&mut stream, peer, activity, ctx),
         Ok(false) => {}
+        // The table closed it to admit another, and said so.
+        Err(_) if activity.is_evicted() => {}
         Err(e) => log::debug!(
             "TLS handshake with {peer} failed: {}",
             tls::describe_failure(&e)

@@ -5,10 +5,13 @@
 
 use std::io::{BufReader, Write};
 use std::net::IpAddr;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Gateway, Influxd, config, connect_from, get, read_response, request};
+use crate::support::{
+    Gateway, Influxd, config, connect_from, get, read_response, request, wait_until,
+};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 const OTHER: &str = "file-token-abcdef0123456789";
@@ -159,6 +162,39 @@ fn bearer_and_basic_tokens_are_accepted() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "curl {args:?}");
     }
     assert_eq!(influx.count("runs", "load_testing"), 5);
+    // The access log names who a request authenticated as: an unnamed token by where it is
+    // listed, never by the token.
+    assert_eq!(get(gw.addr, "/apiv0.1/ping").status, 200);
+    wait_until(
+        Duration::from_secs(5),
+        "the access log has the ping",
+        || gw.log().contains(" GET /apiv0.1/ping 200 "),
+    );
+    let log = gw.log();
+    let lines = |route: &str| -> Vec<&str> {
+        log.lines()
+            .filter(|l| l.contains(&format!(" {route} ")))
+            .collect()
+    };
+    let registers = lines("POST /apiv0.1/events/register 200");
+    assert_eq!(registers.len(), 5, "{log}");
+    let by = |name: &str| {
+        registers
+            .iter()
+            .filter(|l| l.ends_with(&format!("ms client={name}")))
+            .count()
+    };
+    assert_eq!(
+        (by("auth.tokens[1]"), by("tokens.txt:1")),
+        (3, 2),
+        "{registers:?}"
+    );
+    assert!(!log.contains(TOKEN) && !log.contains(OTHER));
+    let pings = lines("GET /apiv0.1/ping 200");
+    assert!(
+        pings.iter().all(|l| !l.contains("client=")),
+        "ping carries no token: {pings:?}"
+    );
 }
 
 #[test]

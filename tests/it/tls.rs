@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
-use crate::support::{Gateway, Influxd, TempDir, config_with, try_request, wait_until};
+use crate::support::{
+    Gateway, Influxd, TempDir, config_with, read_response, try_request, wait_until,
+};
 
 const PING: &str = "/apiv0.1/ping";
 const PONG: &str = r#"{"res":"PONG!"}"#;
@@ -23,7 +25,7 @@ const NO_INFLUX: &str = "http://127.0.0.1:9";
 /// `cert.pem` and `key.pem`, with the openssl command. It is marked as no CA
 /// certificate: rustls clients refuse a CA certificate as a server's own, while curl
 /// takes either.
-fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let out = Command::new("openssl")
         .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout"])
@@ -118,7 +120,7 @@ fn closed_within(stream: &mut TcpStream, within: Duration, mut each: impl FnMut(
 }
 
 /// A rustls client that trusts `cert` and offers `alpn`.
-fn tls_client(cert: &Path, alpn: &[&[u8]]) -> rustls::ClientConnection {
+pub(crate) fn tls_client(cert: &Path, alpn: &[&[u8]]) -> rustls::ClientConnection {
     let mut roots = rustls::RootCertStore::empty();
     for der in CertificateDer::pem_file_iter(cert).expect("open cert.pem") {
         roots
@@ -295,14 +297,50 @@ fn a_trickled_request_gets_no_more_than_its_timeouts() {
 }
 
 #[test]
-fn connections_over_the_cap_are_closed_at_once() {
+fn a_stalled_handshake_gives_its_slot_to_a_new_connection() {
     let gw = start_https(
         NO_INFLUX,
         "header_timeout = \"2s\"\nworkers = 1\nmax_connections = 1",
     );
-    // The first connection takes the only slot (connections are accepted in order)
-    // and stalls; the second is closed long before the 2 s handshake deadline.
-    let _holder = TcpStream::connect(gw.addr).expect("connect");
+    // The first connection takes the only slot (connections are accepted in order) and
+    // stalls; the next one takes its slot, and it is closed long before the 2 s deadline.
+    let mut holder = TcpStream::connect(gw.addr).expect("connect");
+    assert_eq!(curl_ping(&gw, "127.0.0.1"), (200, PONG.to_owned()));
+    assert!(
+        closed_within(&mut holder, Duration::from_secs(1), || {}),
+        "the stalled handshake kept its slot"
+    );
+}
+
+#[test]
+fn connections_over_the_cap_are_closed_at_once_when_none_can_give_way() {
+    const TOKEN: &str = "tls-test-token-0123456789";
+    let dir = TempDir::new("gateway-tls");
+    let (cert, _) = self_signed(dir.path());
+    let gw = Gateway::start_in(
+        dir,
+        &config_with(
+            NO_INFLUX,
+            "runs",
+            &tls_server("header_timeout = \"2s\"\nworkers = 1\nmax_connections = 1"),
+            "",
+            &format!("[auth]\ntokens = [\"{TOKEN}\"]\n"),
+        ),
+    );
+    // The only slot is held by a kept-alive connection whose request carried the token.
+    let mut conn = tls_client(&cert, &[b"http/1.1"]);
+    let sock = handshake(gw.addr, &mut conn).expect("handshake");
+    let mut holder = std::io::BufReader::new(rustls::StreamOwned::new(conn, sock));
+    let request = format!(
+        "GET /apiv0.1/events/isrunning HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    );
+    holder
+        .get_mut()
+        .write_all(request.as_bytes())
+        .expect("send the request");
+    let answer = read_response(&mut holder, false).expect("an answer");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+
     let mut refused = TcpStream::connect(gw.addr).expect("connect");
     assert!(
         closed_within(&mut refused, Duration::from_secs(1), || {}),
@@ -311,6 +349,13 @@ fn connections_over_the_cap_are_closed_at_once() {
     wait_until(Duration::from_secs(5), "the refusal is logged", || {
         gw.log().contains(" - - 503 0 ")
     });
+    // The holder is still served.
+    holder
+        .get_mut()
+        .write_all(request.as_bytes())
+        .expect("send the request again");
+    let again = read_response(&mut holder, false).expect("an answer");
+    assert_eq!(again.status, 200, "{}", again.body);
 }
 
 /// Runs the binary with `consumer.toml` from `dir` and the extra `args`; it must exit.

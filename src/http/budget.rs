@@ -1,0 +1,344 @@
+//! The budget of request-body bytes held in memory at once (`server.max_body_bytes_in_flight`):
+//! `BodyBudget`, and `Hold`, the bytes one request holds, given back when it is dropped.
+//!
+//! A body is reserved whole, as its `Content-Length` says, before any of it is read into a
+//! buffer, and what a compressed body inflates to is taken as it grows (see
+//! `encoding::Allowance`); the bytes are held until the request has been answered. When the
+//! budget runs out, a new body waits (`BODY_WAIT` at most) for others to give bytes back, and
+//! closes a body that has gone silent (`caps::ConnTable::evict_stalled_body`) to make them; one
+//! that gets none in time is answered 503. Without it, 512 connections announcing 1 MiB
+//! bodies and stalling halfway made the gateway hold 312 MiB; with the default 64 MiB, 53 MiB.
+//!
+//! Nothing here touches a socket; the only waits are on the budget's condition variable, each
+//! bounded by a deadline and by `POLL`, so a waiter notices its own eviction promptly. The lock
+//! is never held while the connection table's lock is taken.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::caps::Activity;
+use super::deadline::remaining;
+
+/// How long a body waits for memory before it is refused with 503.
+pub(super) const BODY_WAIT: Duration = Duration::from_secs(1);
+
+/// The longest a waiter sleeps before it looks again (for bytes given back without a wake-up
+/// reaching it, for its own eviction, and for a body that has fallen silent meanwhile).
+const POLL: Duration = Duration::from_millis(50);
+
+/// Waiters close stalled bodies at most this often, all together: each attempt scans the
+/// connection table, and hundreds of waiters each scanning every few milliseconds would cost
+/// more than the memory they wait for.
+const EVICT_EVERY_MS: u64 = 10;
+
+/// Bytes of request bodies held in memory at once, and the most that may be.
+#[derive(Debug)]
+pub(super) struct BodyBudget {
+    limit: u64,
+    used: Mutex<u64>,
+    freed: Condvar,
+    epoch: Instant,
+    /// When waiters may next try to close a stalled body, in milliseconds after `epoch`.
+    next_eviction_ms: AtomicU64,
+}
+
+/// Why a request could not have the bytes it asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shortage {
+    /// Others hold the budget and gave too little back before the deadline: retry later.
+    Busy,
+    /// This request alone would hold more than the whole budget; `room` is what it may still
+    /// take.
+    Never { room: u64 },
+    /// The connection was closed (to admit another, or to free memory) while it waited.
+    Evicted,
+}
+
+/// The budget bytes one request holds; dropping it gives them back.
+pub(super) struct Hold<'a> {
+    budget: &'a BodyBudget,
+    activity: &'a Activity,
+    /// Closes a body that has gone silent, elsewhere, to free its bytes; true when it did.
+    evict: &'a dyn Fn() -> bool,
+    bytes: u64,
+}
+
+impl BodyBudget {
+    /// A budget of `limit` bytes, none of them held.
+    pub(super) fn new(limit: u64) -> BodyBudget {
+        BodyBudget {
+            limit,
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+            epoch: Instant::now(),
+            next_eviction_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// The most bytes that may be held at once.
+    pub(super) fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// An empty hold for the request of the connection doing `activity`; `evict` closes a
+    /// stalled body elsewhere when bytes run short.
+    pub(super) fn hold<'a>(
+        &'a self,
+        activity: &'a Activity,
+        evict: &'a dyn Fn() -> bool,
+    ) -> Hold<'a> {
+        Hold {
+            budget: self,
+            activity,
+            evict,
+            bytes: 0,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, u64> {
+        // Nothing that can panic runs under this lock, but a poisoned lock must not take the
+        // server down either.
+        self.used.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes `n` bytes if they are free.
+    fn try_take(&self, n: u64) -> bool {
+        let mut used = self.lock();
+        let fits = used.checked_add(n).is_some_and(|total| total <= self.limit);
+        if fits {
+            *used += n;
+        }
+        fits
+    }
+
+    fn give(&self, n: u64) {
+        if n > 0 {
+            let mut used = self.lock();
+            *used = used.saturating_sub(n);
+            drop(used);
+            self.freed.notify_all();
+        }
+    }
+
+    /// Whether this waiter may try to close a stalled body now (see `EVICT_EVERY_MS`).
+    fn may_evict(&self) -> bool {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_eviction_ms.load(Ordering::SeqCst);
+        now >= next
+            && self
+                .next_eviction_ms
+                .compare_exchange(
+                    next,
+                    now + EVICT_EVERY_MS,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                )
+                .is_ok()
+    }
+
+    /// Bytes held now.
+    #[cfg(test)]
+    fn used(&self) -> u64 {
+        *self.lock()
+    }
+}
+
+impl Hold<'_> {
+    /// Bytes this request holds.
+    #[cfg(test)]
+    pub(super) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The budget's limit.
+    pub(super) fn limit(&self) -> u64 {
+        self.budget.limit
+    }
+
+    /// Takes `n` more bytes, waiting until `deadline` for others to give some back, and closing
+    /// stalled bodies to make them. Never waits when the request alone would hold more than the
+    /// whole budget.
+    pub(super) fn take(&mut self, n: u64, deadline: Instant) -> Result<(), Shortage> {
+        let total = self.bytes.saturating_add(n);
+        if total > self.budget.limit {
+            return Err(Shortage::Never {
+                room: self.budget.limit.saturating_sub(self.bytes),
+            });
+        }
+        loop {
+            if self.budget.try_take(n) {
+                self.bytes = total;
+                self.activity.held().store(total, Ordering::SeqCst);
+                return Ok(());
+            }
+            if self.activity.is_evicted() {
+                return Err(Shortage::Evicted);
+            }
+            let Some(left) = remaining(deadline) else {
+                return Err(Shortage::Busy);
+            };
+            // Not under the budget's lock: this takes the connection table's.
+            if self.budget.may_evict() {
+                (self.evict)();
+            }
+            let used = self.budget.lock();
+            if used.saturating_add(n) <= self.budget.limit {
+                continue;
+            }
+            // Woken when bytes are given back; an evicted body gives its bytes back as soon as
+            // its thread sees the close, moments after.
+            let _ = self
+                .budget
+                .freed
+                .wait_timeout(used, left.min(POLL))
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Gives back `n` bytes no longer held (at most what is held).
+    pub(super) fn give(&mut self, n: u64) {
+        let n = n.min(self.bytes);
+        self.bytes -= n;
+        self.activity.held().store(self.bytes, Ordering::SeqCst);
+        self.budget.give(n);
+    }
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        self.give(self.bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::caps::Phase;
+    use std::sync::atomic::AtomicUsize;
+    use std::thread;
+
+    fn never_evict() -> bool {
+        false
+    }
+
+    #[test]
+    fn holds_are_counted_exactly_and_given_back_on_drop() {
+        let budget = BodyBudget::new(100);
+        let (a, b) = (Activity::detached(), Activity::detached());
+        let soon = Instant::now() + Duration::from_millis(100);
+        let mut first = budget.hold(&a, &never_evict);
+        first.take(60, soon).expect("60 of 100");
+        assert_eq!((budget.used(), a.held().load(Ordering::SeqCst)), (60, 60));
+        let mut second = budget.hold(&b, &never_evict);
+        second.take(40, soon).expect("the other 40");
+        assert_eq!(
+            second.take(1, Instant::now()),
+            Err(Shortage::Busy),
+            "nothing left, and no time to wait"
+        );
+        first.give(20);
+        assert_eq!((budget.used(), first.bytes()), (80, 40));
+        second.take(20, soon).expect("what was given back");
+        drop(first);
+        assert_eq!(budget.used(), 60);
+        assert_eq!(a.held().load(Ordering::SeqCst), 0);
+        second.give(1000);
+        assert_eq!((budget.used(), second.bytes()), (0, 0), "no more than held");
+        drop(second);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_request_that_alone_would_pass_the_budget_never_waits() {
+        let budget = BodyBudget::new(100);
+        let activity = Activity::detached();
+        let mut hold = budget.hold(&activity, &never_evict);
+        hold.take(30, Instant::now()).expect("30");
+        let started = Instant::now();
+        let far = started + Duration::from_secs(10);
+        assert_eq!(hold.take(71, far), Err(Shortage::Never { room: 70 }));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(budget.used(), 30);
+    }
+
+    #[test]
+    fn a_waiter_gets_bytes_given_back_before_its_deadline_and_else_busy() {
+        let budget = BodyBudget::new(100);
+        let (a, b) = (Activity::detached(), Activity::detached());
+        let mut holder = budget.hold(&a, &never_evict);
+        holder.take(100, Instant::now()).expect("all of it");
+        thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let mut hold = budget.hold(&b, &never_evict);
+                let started = Instant::now();
+                let got = hold.take(50, started + Duration::from_secs(2));
+                (got, started.elapsed())
+            });
+            thread::sleep(Duration::from_millis(200));
+            drop(holder);
+            let (got, waited) = waiter.join().expect("waiter");
+            assert_eq!(got, Ok(()));
+            assert!(waited >= Duration::from_millis(150), "{waited:?}");
+            assert!(waited < Duration::from_secs(1), "{waited:?}");
+        });
+        // Held by nobody now; a hold that nobody gives back makes the next one wait it out.
+        let mut holder = budget.hold(&a, &never_evict);
+        holder.take(100, Instant::now()).expect("all of it");
+        let mut late = budget.hold(&b, &never_evict);
+        let started = Instant::now();
+        assert_eq!(
+            late.take(1, started + Duration::from_millis(300)),
+            Err(Shortage::Busy)
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(started.elapsed() < Duration::from_millis(800));
+    }
+
+    #[test]
+    fn a_waiter_closes_a_stalled_body_and_stops_when_it_is_closed_itself() {
+        let budget = BodyBudget::new(100);
+        let (a, b) = (Activity::detached(), Activity::detached());
+        let stalled = std::sync::Mutex::new(Some(budget.hold(&a, &never_evict)));
+        stalled
+            .lock()
+            .unwrap()
+            .as_mut()
+            .unwrap()
+            .take(100, Instant::now())
+            .expect("all of it");
+        // Closing the stalled body gives its bytes back, as its thread would on seeing the close.
+        let evictions = AtomicUsize::new(0);
+        let evict = || {
+            evictions.fetch_add(1, Ordering::SeqCst);
+            stalled.lock().unwrap().take().is_some()
+        };
+        let mut hold = budget.hold(&b, &evict);
+        hold.take(10, Instant::now() + Duration::from_secs(2))
+            .expect("the stalled body's bytes");
+        assert_eq!(evictions.load(Ordering::SeqCst), 1);
+        assert_eq!(budget.used(), 10);
+
+        // A waiter evicted while it waits stops at once.
+        let c = Activity::detached();
+        let mut all = budget.hold(&c, &never_evict);
+        all.take(90, Instant::now()).expect("the rest");
+        let d = Activity::detached();
+        assert!(d.enter(Phase::Body));
+        thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let mut hold = budget.hold(&d, &never_evict);
+                let started = Instant::now();
+                (
+                    hold.take(10, started + Duration::from_secs(5)),
+                    started.elapsed(),
+                )
+            });
+            thread::sleep(Duration::from_millis(100));
+            d.mark_evicted_for_tests();
+            let (got, waited) = waiter.join().expect("waiter");
+            assert_eq!(got, Err(Shortage::Evicted));
+            assert!(waited < Duration::from_secs(1), "{waited:?}");
+        });
+    }
+}

@@ -1,0 +1,197 @@
+//! Bodies in flight: many clients announcing large bodies and then stalling must not fill the
+//! gateway's memory (`server.max_body_bytes_in_flight`), inflated bytes of compressed bodies
+//! count against the same budget, and a normal client still gets its request through.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde_json::json;
+
+use crate::support::{connect_from, wait_until};
+
+use super::{
+    Expected, MIB, REGISTER, TOKEN, after_each, after_each_with_threads, case, check,
+    open_connections, peak_rss_kib, raw, register, start,
+};
+
+/// 512 connections, 64 from each of 8 addresses (the per-address cap; 512 in all is
+/// `server.max_connections`), each declaring a 1 MiB body, sending half of it and stalling:
+/// without a budget they hold some 535 MiB. With the default budget of 64 MiB the gateway's
+/// memory stays near it, the bodies beyond it get 503 `too_many_bodies` (or are closed to make
+/// room, once silent), and a normal client still registers.
+#[test]
+fn stalled_bodies_from_eight_addresses_keep_memory_near_the_budget() {
+    let (influx, mut gw) = start("header_timeout = \"10s\"\n", "");
+    let rss_before = gw.rss_kib();
+    let head = format!(
+        "POST {REGISTER} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {MIB}\r\n\r\n"
+    );
+    let half = vec![b' '; MIB / 2];
+    let senders: Vec<_> = (0..8u8)
+        .map(|i| {
+            let (head, half) = (head.clone(), half.clone());
+            let addr = gw.addr;
+            thread::spawn(move || {
+                stall_bodies(IpAddr::from([127, 0, 0, 2 + i]), addr, 64, &head, &half)
+            })
+        })
+        .collect();
+    let mut conns: Vec<TcpStream> = senders
+        .into_iter()
+        .flat_map(|s| s.join().expect("sender"))
+        .collect();
+    assert_eq!(conns.len(), 512);
+    // Every body has had its chance: a second to get memory and be read, or to be refused.
+    thread::sleep(Duration::from_millis(2500));
+    let peak = peak_rss_kib(&gw);
+    println!(
+        "512 stalled 1 MiB bodies: peak RSS {peak} KiB (before: {rss_before} KiB), now {} KiB",
+        gw.rss_kib()
+    );
+
+    let started = Instant::now();
+    let uuid = register(gw.addr, &json!({"host": "normal"}));
+    println!(
+        "a normal register while they stall: {:?}",
+        started.elapsed()
+    );
+    let mut expected = Expected::default();
+    expected.register(&uuid, "normal", &[]);
+
+    // What the stalled connections got: 503 too_many_bodies, or closed to make room.
+    let mut refused = 0;
+    for c in &mut conns {
+        c.set_nonblocking(true).expect("nonblocking");
+        let mut buf = [0u8; 512];
+        if let Ok(n) = c.read(&mut buf)
+            && String::from_utf8_lossy(&buf[..n]).contains("\"too_many_bodies\"")
+        {
+            refused += 1;
+        }
+    }
+    println!("512 stalled 1 MiB bodies: {refused} refused with 503 too_many_bodies");
+    assert!(refused > 0, "no body was refused for want of memory");
+    assert!(
+        peak < 64 * 1024 + 48 * 1024,
+        "peak resident memory {peak} KiB with a budget of 64 MiB for bodies"
+    );
+    drop(conns);
+    wait_until(
+        Duration::from_secs(5),
+        "the stalled bodies' memory to go back",
+        || gw.rss_kib() < 64 * 1024,
+    );
+    // One thread per slot at most: they outlive their connections by 30 s.
+    after_each_with_threads(&mut gw, &influx, &expected, 512 + 16);
+}
+
+/// `n` connections from `from`, each sent `head` and as much of `half` as the server takes
+/// within 3 s in all (bodies waiting for memory are not read); returned open.
+fn stall_bodies(from: IpAddr, to: SocketAddr, n: usize, head: &str, half: &[u8]) -> Vec<TcpStream> {
+    let mut conns: Vec<(TcpStream, usize)> = (0..n)
+        .map(|_| {
+            let mut c = connect_from(from, to);
+            c.write_all(head.as_bytes()).expect("send the head");
+            c.set_nonblocking(true).expect("nonblocking");
+            (c, 0)
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && conns.iter().any(|(_, sent)| *sent < half.len()) {
+        for (c, sent) in &mut conns {
+            while *sent < half.len() {
+                match c.write(&half[*sent..]) {
+                    Ok(n) => *sent += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    // Refused and closed: nothing more to send.
+                    Err(_) => *sent = half.len(),
+                }
+            }
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    conns.into_iter().map(|(c, _)| c).collect()
+}
+
+/// With a budget just large enough for one compressed request (1 MiB body + 16 MiB inflated),
+/// a 1 MiB body still arriving (a byte every 100 ms: never silent long enough to be closed for
+/// memory) leaves too little for a gzip body that inflates to 16 MiB: it waits its second and
+/// gets 503 `too_many_bodies` with Retry-After. Once that body is gone, the same request is
+/// read (and refused as JSON, being zeros).
+#[test]
+fn inflated_bytes_count_against_the_body_budget() {
+    let budget = MIB + 16 * MIB;
+    // The held body must outlast the other's wait for memory (a second).
+    let (influx, mut gw) = start(
+        &format!("max_body_bytes_in_flight = {budget}\nheader_timeout = \"10s\"\n"),
+        "",
+    );
+    let mut holder = TcpStream::connect(gw.addr).expect("connect");
+    holder
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    // The server reserves a body before it asks for it with 100 Continue.
+    let held = format!(
+        "POST {REGISTER} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {TOKEN}\r\nExpect: 100-continue\r\nContent-Length: {MIB}\r\n\r\n"
+    );
+    holder.write_all(held.as_bytes()).expect("send");
+    let mut continued = [0u8; 25];
+    holder.read_exact(&mut continued).expect("100 Continue");
+    assert_eq!(&continued, b"HTTP/1.1 100 Continue\r\n\r\n");
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickle = {
+        let (mut holder, stop) = (holder.try_clone().expect("clone"), Arc::clone(&stop));
+        thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) && holder.write_all(b" ").is_ok() {
+                thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+
+    let mut gz = GzEncoder::new(Vec::new(), Compression::best());
+    gz.write_all(&vec![0u8; 16 * MIB]).expect("gzip");
+    let bomb = gz.finish().expect("gzip");
+    let request = raw(
+        "POST",
+        REGISTER,
+        &format!(
+            "Content-Encoding: gzip\r\nContent-Length: {}\r\n",
+            bomb.len()
+        ),
+        &bomb,
+    );
+    let refused = case(
+        "a 16 MiB inflation beside a body in flight",
+        request.clone(),
+        503,
+        "too_many_bodies",
+    );
+    let answer = check(gw.addr, &refused);
+    assert_eq!(answer.header("retry-after"), Some("1"));
+    assert!(
+        answer.json()["error"]
+            .as_str()
+            .expect("a message")
+            .contains("server.max_body_bytes_in_flight"),
+        "{}",
+        answer.body
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    trickle.join().expect("trickle");
+    drop(holder);
+    wait_until(
+        Duration::from_secs(5),
+        "the held body to be given back",
+        || open_connections(gw.addr) == 1,
+    );
+    let alone = case("the same inflation alone", request, 400, "invalid_json");
+    check(gw.addr, &alone);
+    after_each(&mut gw, &influx, &Expected::default());
+}

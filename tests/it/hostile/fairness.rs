@@ -1,0 +1,398 @@
+//! Fairness between clients when the connection slots run out: slowloris from nine loopback
+//! addresses at once, each within `server.max_connections_per_ip` but together more than
+//! `server.max_connections`, over HTTP and over HTTPS. New clients must still get in, and a
+//! kept-alive client whose requests carry the token must never be starved.
+
+use std::io::{BufReader, ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::support::{
+    Gateway, Influxd, RawResponse, TempDir, config_with, read_response, wait_until,
+};
+use crate::tls::{self_signed, tls_client};
+
+use super::{ISRUNNING, PING, STATES, TOKEN, start};
+
+/// The attack of the issue: 9 addresses × 70 connections, one byte every 2 s.
+const ADDRESSES: u8 = 9;
+const PER_ADDRESS: usize = 70;
+const TRICKLE_EVERY: Duration = Duration::from_secs(2);
+/// Fresh-connection pings while the attack holds, and how many must be answered within 1 s.
+const PINGS: usize = 30;
+const MUST_ANSWER: usize = 27;
+
+/// Connections that trickle `bytes` one at a time from 127.0.0.2 onwards, `per_address` from
+/// each address; a connection the server closes (or answers) is replaced at once, as a
+/// determined attacker would.
+struct Attack {
+    stop: Arc<AtomicBool>,
+    /// Connections made so far, replacements included.
+    opened: Arc<AtomicUsize>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Attack {
+    fn start(
+        target: SocketAddr,
+        addresses: u8,
+        per_address: usize,
+        bytes: &'static [u8],
+    ) -> Attack {
+        let stop = Arc::new(AtomicBool::new(false));
+        let opened = Arc::new(AtomicUsize::new(0));
+        let threads = (0..addresses)
+            .map(|i| {
+                let (stop, opened) = (Arc::clone(&stop), Arc::clone(&opened));
+                let from = IpAddr::from([127, 0, 0, 2 + i]);
+                thread::spawn(move || {
+                    trickle_from(from, target, per_address, bytes, &stop, &opened)
+                })
+            })
+            .collect();
+        Attack {
+            stop,
+            opened,
+            threads,
+        }
+    }
+
+    /// Waits until every connection was opened once, at most 10 s.
+    fn wait_established(&self, want: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.opened.load(Ordering::SeqCst) < want {
+            assert!(Instant::now() < deadline, "the attack could not connect");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops every thread and closes every connection.
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            t.join().expect("attack thread");
+        }
+    }
+}
+
+/// One address's connections: opened, trickled, replaced when closed, until `stop`.
+fn trickle_from(
+    from: IpAddr,
+    target: SocketAddr,
+    n: usize,
+    bytes: &[u8],
+    stop: &AtomicBool,
+    opened: &AtomicUsize,
+) {
+    // Each connection with how many bytes it has sent.
+    let mut conns: Vec<Option<(TcpStream, usize)>> = (0..n).map(|_| None).collect();
+    let mut next_byte = Instant::now() + TRICKLE_EVERY;
+    let mut scratch = [0u8; 1024];
+    while !stop.load(Ordering::SeqCst) {
+        let trickle = Instant::now() >= next_byte;
+        if trickle {
+            next_byte += TRICKLE_EVERY;
+        }
+        for slot in &mut conns {
+            if let Some((stream, sent)) = slot {
+                // Closed, reset or answered (503, 408): replace it.
+                let gone = !matches!(stream.read(&mut scratch), Err(e) if e.kind() == ErrorKind::WouldBlock);
+                let refused = trickle
+                    && *sent < bytes.len()
+                    && stream
+                        .write(&bytes[*sent..=*sent])
+                        .map(|n| *sent += n)
+                        .is_err();
+                if gone || refused {
+                    *slot = None;
+                }
+            }
+            if slot.is_none()
+                && let Some(mut stream) = connect_quietly(from, target)
+            {
+                // The first byte at once: the server sees a head begin.
+                if stream.write_all(&bytes[..1]).is_ok() && stream.set_nonblocking(true).is_ok() {
+                    *slot = Some((stream, 1));
+                    opened.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A connection from `from`, or None when it cannot be made within a second (a full backlog).
+fn connect_quietly(from: IpAddr, to: SocketAddr) -> Option<TcpStream> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).ok()?;
+    socket.bind(&SocketAddr::new(from, 0).into()).ok()?;
+    socket
+        .connect_timeout(&to.into(), Duration::from_secs(1))
+        .ok()?;
+    Some(socket.into())
+}
+
+/// A request head that never ends, 200-odd bytes: 400 s at one byte every 2 s.
+const SLOW_HEAD: &[u8] = b"GET /apiv0.1/ping HTTP/1.1\r\nHost: gw\r\nX-Slow: \
+    aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\
+    aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+/// A TLS handshake record header announcing 16 KiB, then its body: a ClientHello that never
+/// ends.
+const SLOW_HELLO: &[u8] = &[
+    0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0x3f, 0xfc, 0x03, 0x03, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+    10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32,
+];
+
+/// What a client under test saw of one request.
+struct Answered {
+    status: Option<u16>,
+    took: Duration,
+}
+
+impl Answered {
+    fn within_a_second(&self) -> bool {
+        self.status == Some(200) && self.took < Duration::from_secs(1)
+    }
+}
+
+/// How the tests speak to the gateway: plain HTTP or HTTPS with the test's certificate.
+trait Speak {
+    /// Sends `request` on a fresh connection from 127.0.0.1 and reads the answer, 2 s at most.
+    fn fresh(&self, addr: SocketAddr, request: &str) -> Option<RawResponse>;
+
+    /// A ping on a fresh connection.
+    fn fresh_ping(&self, addr: SocketAddr) -> Answered {
+        let started = Instant::now();
+        let request = format!("GET {PING} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n");
+        let status = self.fresh(addr, &request).map(|r| r.status);
+        Answered {
+            status,
+            took: started.elapsed(),
+        }
+    }
+
+    /// Open connections as the gateway counts them (`states`), less the one asking.
+    fn open_slots(&self, addr: SocketAddr) -> u64 {
+        let request = format!(
+            "GET {STATES} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+        );
+        let answer = self.fresh(addr, &request).expect("an answer to states");
+        let open = answer.json()["connections"].as_u64();
+        open.expect("states.connections").saturating_sub(1)
+    }
+}
+
+struct Plain;
+
+impl Speak for Plain {
+    fn fresh(&self, addr: SocketAddr, request: &str) -> Option<RawResponse> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream.write_all(request.as_bytes()).ok()?;
+        read_response(&mut BufReader::new(stream), false).ok()
+    }
+}
+
+struct Tls {
+    cert: std::path::PathBuf,
+}
+
+impl Speak for Tls {
+    fn fresh(&self, addr: SocketAddr, request: &str) -> Option<RawResponse> {
+        let mut stream = tls_connect(addr, &self.cert)?;
+        stream.write_all(request.as_bytes()).ok()?;
+        read_response(&mut BufReader::new(stream), false).ok()
+    }
+}
+
+type TlsConn = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// An HTTPS connection from 127.0.0.1 with the handshake done, 2 s timeouts.
+fn tls_connect(addr: SocketAddr, cert: &std::path::Path) -> Option<TlsConn> {
+    let mut conn = tls_client(cert, &[b"http/1.1"]);
+    let mut sock = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    sock.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).ok()?;
+    }
+    Some(rustls::StreamOwned::new(conn, sock))
+}
+
+/// A kept-alive client whose requests carry the token: one request now, and one more each
+/// time `ask` is called, on the same connection.
+struct KeptAlive<S: Read + Write> {
+    reader: BufReader<S>,
+}
+
+impl<S: Read + Write> KeptAlive<S> {
+    fn new(stream: S) -> KeptAlive<S> {
+        let mut client = KeptAlive {
+            reader: BufReader::new(stream),
+        };
+        let first = client.ask();
+        assert!(
+            first.within_a_second(),
+            "the first request: {:?}",
+            first.status
+        );
+        client
+    }
+
+    fn ask(&mut self) -> Answered {
+        let started = Instant::now();
+        let request = format!(
+            "GET {ISRUNNING} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+        );
+        let status = self
+            .reader
+            .get_mut()
+            .write_all(request.as_bytes())
+            .ok()
+            .and_then(|()| read_response(&mut self.reader, false).ok())
+            .filter(|r: &RawResponse| r.header("connection") != Some("close"))
+            .map(|r| r.status);
+        Answered {
+            status,
+            took: started.elapsed(),
+        }
+    }
+}
+
+/// The attack from nine addresses on `addr`, `PINGS` fresh pings 100 ms apart and a request of
+/// `kept` after each; returns the pings answered within a second, and the requests of `kept`
+/// that were not (panicking when the gateway is not full while the attack holds).
+fn under_attack<S: Read + Write>(
+    gw: &Gateway,
+    speak: &dyn Speak,
+    kept: &mut KeptAlive<S>,
+    trickle: &'static [u8],
+) -> (usize, Vec<String>) {
+    let attack = Attack::start(gw.addr, ADDRESSES, PER_ADDRESS, trickle);
+    attack.wait_established(usize::from(ADDRESSES) * PER_ADDRESS);
+    // Every slot is taken: one thread per connection (512), however many were admitted.
+    let full = Instant::now() + Duration::from_secs(10);
+    while gw.threads() < 512 {
+        assert!(
+            Instant::now() < full,
+            "the attack did not fill the gateway: {} threads",
+            gw.threads()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let (mut answered, mut starved) = (0, Vec::new());
+    for i in 0..PINGS {
+        let ping = speak.fresh_ping(gw.addr);
+        if ping.within_a_second() {
+            answered += 1;
+        }
+        let again = kept.ask();
+        if !again.within_a_second() {
+            starved.push(format!(
+                "request {i}: {:?} after {:?}",
+                again.status, again.took
+            ));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    attack.stop();
+    (answered, starved)
+}
+
+#[test]
+fn slowloris_from_nine_addresses_leaves_room_for_new_clients() {
+    let (influx, mut gw) = start("header_timeout = \"10s\"\n", "");
+    let stream = TcpStream::connect(gw.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut kept = KeptAlive::new(stream);
+    let (answered, starved) = under_attack(&gw, &Plain, &mut kept, SLOW_HEAD);
+    println!(
+        "slowloris from {ADDRESSES} addresses: {answered} of {PINGS} fresh pings answered within 1 s"
+    );
+    assert!(
+        answered >= MUST_ANSWER,
+        "{answered} of {PINGS} fresh pings answered within 1 s; at least {MUST_ANSWER} must be"
+    );
+    assert!(
+        starved.is_empty(),
+        "the kept-alive client with the token was starved: {starved:?}"
+    );
+    drop(kept);
+    after_attack(&mut gw, &Plain);
+    assert!(
+        influx.measurements(super::DB).is_empty(),
+        "nothing was written"
+    );
+}
+
+#[test]
+fn tls_handshake_trickle_from_nine_addresses_leaves_room_for_new_clients() {
+    let influx = Influxd::start();
+    let dir = TempDir::new("fair-tls");
+    let (cert, _) = self_signed(dir.path());
+    let rest = format!("[auth]\ntokens = [\"{TOKEN}\"]\n[jobs]\nheartbeat_interval = \"1h\"\n");
+    let mut gw = Gateway::start_in(
+        dir,
+        &config_with(
+            &influx.url,
+            super::DB,
+            "tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\nheader_timeout = \"10s\"\n",
+            "",
+            &rest,
+        ),
+    );
+    let speak = Tls { cert };
+    let stream = tls_connect(gw.addr, &speak.cert).expect("a TLS connection");
+    let mut kept = KeptAlive::new(stream);
+    let (answered, starved) = under_attack(&gw, &speak, &mut kept, SLOW_HELLO);
+    println!(
+        "TLS handshake trickle from {ADDRESSES} addresses: {answered} of {PINGS} fresh pings answered within 1 s"
+    );
+    assert!(
+        answered >= MUST_ANSWER,
+        "{answered} of {PINGS} fresh pings over HTTPS answered within 1 s; at least {MUST_ANSWER} must be"
+    );
+    assert!(
+        starved.is_empty(),
+        "the kept-alive client with the token was starved: {starved:?}"
+    );
+    drop(kept);
+    after_attack(&mut gw, &speak);
+    assert!(
+        influx.measurements(super::DB).is_empty(),
+        "nothing was written"
+    );
+}
+
+/// After an attack: the gateway is alive and answers at once, every slot the attack held is
+/// given back, and threads and memory are bounded: one thread per slot at most (idle ones
+/// outlive their connections by 30 s), and a few MiB for all the connections.
+fn after_attack(gw: &mut Gateway, speak: &dyn Speak) {
+    assert!(gw.is_alive(), "the gateway died; its log:\n{}", gw.log());
+    let ping = speak.fresh_ping(gw.addr);
+    assert!(
+        ping.within_a_second(),
+        "ping after the attack: {:?} in {:?}",
+        ping.status,
+        ping.took
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "the attack's slots to be given back",
+        || speak.open_slots(gw.addr) == 0,
+    );
+    let (threads, rss) = (gw.threads(), gw.rss_kib());
+    println!(
+        "after the attack: {threads} threads, RSS {rss} KiB, peak {} KiB",
+        gw.peak_rss_kib()
+    );
+    assert!(threads <= 512 + 16, "{threads} threads for 512 slots");
+    assert!(rss < 64 * 1024, "resident memory {rss} KiB");
+}
