@@ -68,14 +68,18 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/metrics-consumer-bench.XXXXXX")
 pids=()
 cleanup() {
-    local pid
+    local rc=$? pid
     for pid in "${pids[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
     for pid in "${pids[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
-    rm -rf "$work"
+    if [ "$rc" -eq 0 ]; then
+        rm -rf "$work"
+    else
+        echo "bench: failed; the logs are kept in $work" >&2
+    fi
 }
 trap cleanup EXIT
 
@@ -169,12 +173,16 @@ EOF
 # launch_gateway: starts the gateway of $work/gateway-$gw_n (again, after a stop or a kill)
 # and waits for its first ping; sets gw_pid and gw_addr.
 launch_gateway() {
-    local dir="$work/gateway-$gw_n"
+    local dir="$work/gateway-$gw_n" before
+    touch "$dir/stderr"
+    # Only what this start logs counts: an earlier start's lines are in the same file.
+    before=$(wc -l <"$dir/stderr")
     "$bin" --config "$dir/consumer.toml" 2>>"$dir/stderr" &
     gw_pid=$!
     pids+=("$gw_pid")
-    wait_for "the gateway to listen" grep -q 'listening on http://' "$dir/stderr"
-    gw_addr=$(sed -n 's|.*listening on http://||p' "$dir/stderr" | tail -n 1)
+    wait_for "the gateway to listen" \
+        sh -c "tail -n +$((before + 1)) '$dir/stderr' | grep -q 'listening on http://'"
+    gw_addr=$(tail -n +$((before + 1)) "$dir/stderr" | sed -n 's|.*listening on http://||p' | head -n 1)
     wait_for "the gateway's ping" curl -sf "http://$gw_addr/apiv0.1/ping"
 }
 

@@ -47,8 +47,6 @@ pub const SEGMENT_BYTES: u64 = 16 << 20;
 const ZERO_FILL_BYTES: u64 = 1 << 20;
 /// How far past `storage.max_spool_bytes` records without points may go.
 pub const HEADROOM_BYTES: u64 = 16 << 20;
-/// Groups remembered for their waiters; older ones have been read long since.
-const GROUPS_KEPT: usize = 256;
 /// The file that says how far InfluxDB has taken the log.
 const DELIVERED_FILE: &str = "delivered";
 
@@ -153,6 +151,19 @@ pub struct Opened {
     pub repaired: Vec<(PathBuf, u64, u64)>,
 }
 
+/// The outcome of one group write, kept until each of its tickets' waiters has read it: a
+/// waiter that was not scheduled for a while must still learn what became of its record.
+#[derive(Debug)]
+struct Group {
+    /// The group's tickets are `(from, to]`.
+    from: u64,
+    to: u64,
+    /// The number of its first record, or why the group failed.
+    outcome: Result<u64, LogError>,
+    /// Tickets whose waiter has not read the outcome yet.
+    unread: u64,
+}
+
 /// A closed or active segment.
 #[derive(Debug, Clone)]
 struct Segment {
@@ -189,8 +200,8 @@ struct Inner {
     writing: bool,
     /// Every ticket up to this one is settled: written, or failed.
     done: u64,
-    /// Recent groups: tickets in `(from, to]` were written from record `first` on, or failed.
-    groups: VecDeque<(u64, u64, Result<u64, LogError>)>,
+    /// Groups with tickets whose waiters have not yet read the outcome, oldest first.
+    groups: VecDeque<Group>,
     /// The number of the last record on disk.
     durable: u64,
     /// Every segment, oldest first; the last one is being written.
@@ -422,6 +433,7 @@ impl Log {
     }
 
     /// Queues a record and returns its ticket; [`Log::wait`] then blocks until it is on disk.
+    /// Every ticket is waited for once: its group's outcome is kept until then.
     /// `change_seq` is the number of the last job-table change in `changes` (0: none).
     pub fn append(
         &self,
@@ -464,16 +476,23 @@ impl Log {
         let mut inner = self.lock();
         loop {
             if inner.done >= ticket {
-                return match inner
+                let Some(group) = inner
                     .groups
-                    .iter()
-                    .find(|(from, to, _)| ticket > *from && ticket <= *to)
-                {
-                    Some((from, _, Ok(first))) => Ok(first + (ticket - from - 1)),
-                    Some((_, _, Err(e))) => Err(e.clone()),
-                    // Too old to be remembered: only a waiter that slept through 64 groups.
-                    None => Err(LogError::Broken),
+                    .iter_mut()
+                    .find(|g| ticket > g.from && ticket <= g.to)
+                else {
+                    // Every ticket is waited for once; a second wait has nothing to read.
+                    return Err(LogError::Broken);
                 };
+                group.unread -= 1;
+                let outcome = match &group.outcome {
+                    Ok(first) => Ok(first + (ticket - group.from - 1)),
+                    Err(e) => Err(e.clone()),
+                };
+                while inner.groups.front().is_some_and(|g| g.unread == 0) {
+                    inner.groups.pop_front();
+                }
+                return outcome;
             }
             if !inner.writing && !inner.pending.is_empty() {
                 inner = self.write_group(inner);
@@ -595,10 +614,12 @@ impl Log {
         if let Err(e) = &outcome {
             log::error!("{e}");
         }
-        inner.groups.push_back((from, to, outcome));
-        if inner.groups.len() > GROUPS_KEPT {
-            inner.groups.pop_front();
-        }
+        inner.groups.push_back(Group {
+            from,
+            to,
+            outcome,
+            unread: to - from,
+        });
         self.written.notify_all();
         inner
     }
@@ -1053,6 +1074,26 @@ mod tests {
             )
             .unwrap();
         log.wait(ticket).unwrap()
+    }
+
+    #[test]
+    fn a_waiter_that_sleeps_through_many_groups_still_learns_its_number() {
+        let dir = Dir::new("log-late-waiter");
+        let (log, _, _) = open(&dir).unwrap();
+        let lines = "m,r=late v=1 1\n";
+        let unit = [Unit {
+            run: Uuid::nil(),
+            points: 1,
+            lines,
+        }];
+        let late = log.append(Kind::Request, 0, b"", &unit).unwrap();
+        // Another request writes the late one's group, then a thousand groups of its own.
+        let first = put(&log, 1);
+        for n in 2..1000 {
+            put(&log, n);
+        }
+        assert_eq!(log.wait(late).unwrap(), first - 1, "written in the first group");
+        assert!(log.lock().groups.is_empty(), "every outcome read is let go");
     }
 
     fn read_all(log: &Log, at: &mut Position) -> Vec<Read> {
