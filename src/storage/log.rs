@@ -1092,7 +1092,11 @@ mod tests {
         for n in 2..1000 {
             put(&log, n);
         }
-        assert_eq!(log.wait(late).unwrap(), first - 1, "written in the first group");
+        assert_eq!(
+            log.wait(late).unwrap(),
+            first - 1,
+            "written in the first group"
+        );
         assert!(log.lock().groups.is_empty(), "every outcome read is let go");
     }
 
