@@ -53,9 +53,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const RESET_SUSPECT_BYTES: usize = 1 << 20;
 /// Per-run heartbeat refusals remembered at most; the oldest are forgotten first.
 const REFUSALS_KEPT: usize = 20_000;
-/// Dead-lettered requests whose answer nobody took (their client gave up) are forgotten once
-/// this many records have been settled after them.
-const SETTLED_KEPT: u64 = 100_000;
+/// How long a refusal waits for its request to read it, in multiples of the longest a request
+/// waits (`influxdb.timeout`): the request reads it as soon as it is woken, or gave up waiting
+/// long before (and answered "recorded").
+const UNREAD_REFUSAL_WAITS: u32 = 10;
 
 /// When a request is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -139,8 +140,9 @@ pub struct RunRefusal {
 struct Settled {
     /// Every record up to this number is delivered or dead-lettered.
     upto: u64,
-    /// Dead-lettered requests and InfluxDB's message, until their request takes it.
-    dead: BTreeMap<u64, String>,
+    /// Dead-lettered requests, InfluxDB's message and when it came, until their request takes
+    /// it (or gave up waiting for it long since).
+    dead: BTreeMap<u64, (String, Instant)>,
 }
 
 const UNKNOWN: u8 = 0;
@@ -331,7 +333,7 @@ impl Delivery {
                     .0;
             }
         }
-        if let Some(why) = settled.dead.remove(&seq) {
+        if let Some((why, _)) = settled.dead.remove(&seq) {
             return Outcome::DeadLettered(why);
         }
         if settled.upto >= seq {
@@ -346,9 +348,14 @@ impl Delivery {
         let mut settled = lock(&self.settled);
         settled.upto = settled.upto.max(upto);
         if self.acknowledge == Acknowledge::Influxdb {
-            settled.dead.extend(dead);
-            let floor = upto.saturating_sub(SETTLED_KEPT);
-            settled.dead = settled.dead.split_off(&floor);
+            let now = Instant::now();
+            let keep = self.wait_at_most * UNREAD_REFUSAL_WAITS;
+            settled
+                .dead
+                .retain(|_, (_, at)| now.duration_since(*at) < keep);
+            settled
+                .dead
+                .extend(dead.into_iter().map(|(seq, why)| (seq, (why, now))));
         }
         drop(settled);
         self.settled_changed.notify_all();
@@ -926,6 +933,24 @@ mod tests {
             assert_eq!(Stats::get(&r.stats.points_replayed), 2, "{name}");
             assert!(dead_letters::list(&r.dir.0).unwrap().is_empty(), "{name}");
         }
+    }
+
+    #[test]
+    fn a_refusal_is_told_to_its_request_however_many_records_were_settled_since() {
+        let r = setup(
+            "delivery-late-reader",
+            Acknowledge::Influxdb,
+            LIMITS,
+            1 << 20,
+        );
+        r.delivery
+            .settle(5, vec![(5, "influxdb answered 400".into())]);
+        r.delivery.settle(500_000, Vec::new());
+        match r.delivery.outcome(5) {
+            Outcome::DeadLettered(why) => assert!(why.contains("400"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.delivery.outcome(6), Outcome::Delivered);
     }
 
     #[test]
