@@ -565,27 +565,37 @@ impl Service {
     /// refused for a conflict (at most once a second), until the process ends.
     pub fn schema_loop(self: Arc<Self>, every: Duration) {
         self.refresh_schema();
-        let mut last = Some(Instant::now());
+        let mut last = Instant::now();
+        let mut refusals = self.delivery.refusals_seen();
         loop {
-            let asked = self.schema_stale.wait(every);
-            if asked
-                && let Some(at) = last
-                && at.elapsed() < Duration::from_secs(1)
-            {
-                std::thread::sleep(Duration::from_secs(1).saturating_sub(at.elapsed()));
+            let asked = self.schema_stale.wait(every.min(Duration::from_secs(1)));
+            // InfluxDB refusing a write (a dead letter) may mean its schema changed too.
+            let refused = self.delivery.refusals_seen() != refusals;
+            if !(asked || refused || last.elapsed() >= every) {
+                continue;
             }
-            last = Some(Instant::now());
+            if last.elapsed() < Duration::from_secs(1) {
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(last.elapsed()));
+            }
+            refusals = self.delivery.refusals_seen();
+            last = Instant::now();
             self.refresh_schema();
         }
     }
 
     /// Reads InfluxDB's schema once, where its API allows; while nothing waits to be delivered
-    /// it replaces what the gateway knew.
+    /// it replaces what the gateway knew. Where it does not (v2, v3), what the gateway learned
+    /// from its own writes is let go while nothing waits to be delivered: InfluxDB may have
+    /// dropped it since (a bucket or table made anew), and the gateway cannot ask, so a type
+    /// it learned holds until the next `influxdb.schema_refresh`, and is learned again from the
+    /// next write that uses it.
     pub fn refresh_schema(&self) {
         let caught_up = self.delivery.log().undelivered().0 == 0;
         match self.delivery.read_schema() {
             Ok(Some(seen)) => self.schema.update_from_influxdb(seen, caught_up),
-            Ok(None) => {}
+            Ok(None) => self
+                .schema
+                .update_from_influxdb(Default::default(), caught_up),
             Err(e) => log::debug!("cannot read InfluxDB's schema: {e}"),
         }
     }
@@ -1019,7 +1029,7 @@ pub(crate) mod tests {
         let err = register(&f, r#"{"measurement":{"fields":{"clients":"ten"}}}"#).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "measurement.fields.clients: is a string (string), but earlier runs wrote it to load_testing as a float, and InfluxDB keeps one type per field: send a number, or give the field another name"
+            "measurement.fields.clients: is a string, but earlier runs wrote it to load_testing as a float, and InfluxDB keeps one type per field: send a number, or give the field another name"
         );
         // A name used as a tag is refused as a field, and the other way round.
         let err = register(&f, r#"{"measurement":{"fields":{"mode":1}}}"#).unwrap_err();
@@ -1049,5 +1059,24 @@ pub(crate) mod tests {
             .schema
             .update_from_influxdb(Default::default(), true);
         register(&f, r#"{"measurement":{"fields":{"clients":"ten"}}}"#).unwrap();
+    }
+
+    #[test]
+    fn where_influxdb_cannot_say_its_schema_what_was_learned_holds_until_the_next_refresh() {
+        // The memory sink, like InfluxDB 2 and 3 here, cannot say what its schema is.
+        let f = fixture("service-schema-forgotten", 10, 1 << 20);
+        register(&f, r#"{"measurement":{"fields":{"mode":1}}}"#).unwrap();
+        assert!(matches!(
+            register(&f, r#"{"measurement":{"fields":{"mode":"x"}}}"#),
+            Err(Refused::SchemaConflict { .. })
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while f.service.delivery.log().undelivered().0 > 0 {
+            assert!(Instant::now() < deadline, "the log delivered");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A bucket made anew would take the new type: the gateway lets go of what it learned.
+        f.service.refresh_schema();
+        register(&f, r#"{"measurement":{"fields":{"mode":"x"}}}"#).unwrap();
     }
 }

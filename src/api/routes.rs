@@ -182,6 +182,13 @@ fn commit(app: &App, req: &Request, _: Option<&Client>) -> Result<Reply, ApiErro
 /// What the answer says about a `requestStats` whose rows or text could not be kept as sent.
 fn stats_notes(s: &payload::RequestStats) -> Vec<String> {
     let mut notes = Vec::new();
+    if let Some(why) = &s.not_stats {
+        notes.push(format!(
+            "requestStats is not stats ({why}); its text is kept as sent ({} bytes), without endpoint rows",
+            s.cut.sent_bytes
+        ));
+        return notes;
+    }
     if s.repeated > 0 {
         notes.push(format!(
             "{} rows repeated the name and method of an earlier row; their name tags end in ~2, ~3, ... and full_name holds the name",

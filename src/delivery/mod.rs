@@ -31,7 +31,7 @@ pub mod sink;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -171,6 +171,8 @@ pub struct Delivery {
     /// `influxdb.max_write_bytes`): later batches are cut to what it takes, so a body limit
     /// smaller than the configured batch is met with one refusal, not one per batch.
     learned_max_bytes: std::sync::atomic::AtomicUsize,
+    /// Units InfluxDB refused so far: a refusal may mean its schema changed.
+    refusals_seen: AtomicU64,
 }
 
 /// Units of one batch, each with the record it belongs to.
@@ -207,6 +209,7 @@ impl Delivery {
             waiting_since: Mutex::new(None),
             stopping: AtomicBool::new(false),
             learned_max_bytes: std::sync::atomic::AtomicUsize::new(limits.max_bytes),
+            refusals_seen: AtomicU64::new(0),
         }
     }
 
@@ -287,6 +290,12 @@ impl Delivery {
     }
 
     /// What InfluxDB says of the schema of the gateway's measurements, where its API allows.
+    /// Units InfluxDB has refused since the start: when it grows, InfluxDB's schema may have
+    /// changed under the gateway.
+    pub fn refusals_seen(&self) -> u64 {
+        self.refusals_seen.load(Ordering::Relaxed)
+    }
+
     pub fn read_schema(&self) -> Result<Option<crate::state::schema::Known>, SinkError> {
         self.sink.schema(&crate::ingest::points::MEASUREMENTS)
     }
@@ -612,6 +621,7 @@ impl Delivery {
         stats: &Stats,
         dead: &mut Vec<(u64, String)>,
     ) {
+        self.refusals_seen.fetch_add(1, Ordering::Relaxed);
         let message = e.to_string();
         let points = piece.points as usize;
         if piece.kind == Kind::Heartbeats && !piece.run.is_nil() {

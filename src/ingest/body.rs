@@ -122,6 +122,11 @@ pub fn unwrap(body: &[u8]) -> Result<Cow<'_, [u8]>, Refusal> {
 /// Whether serde_json stopped at `line`:`column` (1-based, columns in bytes) of `text` because
 /// a second JSON value begins there: NDJSON, or objects written one after another.
 pub fn more_than_one_value(text: &[u8], line: usize, column: usize) -> bool {
+    // serde_json says line 0 for errors of its own making, which have no place in the text
+    // (nesting too deep, and the like): those are never a second value.
+    if line == 0 {
+        return false;
+    }
     let Some(start) = text
         .split(|&b| b == b'\n')
         .take(line.saturating_sub(1))
@@ -362,5 +367,9 @@ mod tests {
         assert!(more_than_one_value(b"{}\n\n  [1]", 3, 3));
         assert!(!more_than_one_value(b"{} x", 1, 4));
         assert!(!more_than_one_value(b"{}", 9, 9));
+        assert!(
+            !more_than_one_value(b"{\"x\":[[1]]}", 0, 0),
+            "line 0: an error of serde_json's own making, at no place in the text"
+        );
     }
 }

@@ -69,6 +69,9 @@ pub struct RequestStats {
     pub cut: TextCut,
     /// What the JSON reader rewrote inside a `requestStats` sent as a string.
     pub tolerated: Tolerated,
+    /// Why a `requestStats` string could not be read as stats (it is not JSON, or holds no
+    /// object or array): its text is then kept as it is, with no rows.
+    pub not_stats: Option<String>,
 }
 
 /// What was left out of the `requestStats` text to make it fit `limits.max_string_bytes`.
@@ -131,8 +134,16 @@ pub struct PayloadLimits {
 const ENTRY_CAP: usize = 1000;
 /// Names the gateway writes as tags on every point, or on stats rows and events; a field of
 /// the same name would make InfluxQL's `WHERE uuid = ...` read the field, and the run would no
-/// longer be found.
-const RESERVED: [&str; 5] = ["uuid", "host", "event", "name", "method"];
+/// longer be found. Then the fields it writes itself on endpoint rows.
+const RESERVED: [&str; 7] = [
+    "uuid",
+    "host",
+    "event",
+    "name",
+    "method",
+    "full_name",
+    "full_method",
+];
 
 /// Reads a request body as JSON, whatever its Content-Type says (`curl -d` sends a form type),
 /// once what clients put around it is taken off (see `body`), keeping only the keys the
@@ -566,9 +577,14 @@ fn request_stats(raw: &str, limits: PayloadLimits) -> Result<Option<RequestStats
         Some(b'{' | b'[') => Cow::Borrowed(raw),
         Some(b'"') => {
             let inner: String = serde_json::from_str(raw).map_err(|e| bad(e.to_string()))?;
+            if inner.trim().is_empty() {
+                return Ok(None);
+            }
             // The string's text was never read as JSON: make it JSON the gateway can keep.
-            let t = crate::ingest::json::tolerate(inner.as_bytes())
-                .map_err(|e| bad(format!("the string is not valid JSON ({e})")))?;
+            let t = match crate::ingest::json::tolerate(inner.as_bytes()) {
+                Ok(t) => t,
+                Err(e) => return Ok(Some(kept_as_text(inner, format!("{e}"), limits))),
+            };
             tolerated = t.tolerated;
             match t.bytes {
                 Cow::Borrowed(_) => Cow::Owned(inner),
@@ -614,15 +630,27 @@ fn request_stats(raw: &str, limits: PayloadLimits) -> Result<Option<RequestStats
         other: Some(&Rule::Scalar),
         keep_other: ENTRY_CAP,
     };
+    let from_string = raw.starts_with('"');
     let stats = match crate::ingest::json::parse_exact(text.as_bytes(), &rule) {
         Ok(Value::Object(m)) => m,
+        // What a string holds is the load test's data: kept, not refused.
+        Ok(other) if from_string => {
+            let why = format!(
+                "it holds {}, not an object or an array of rows",
+                kind(&other)
+            );
+            return Ok(Some(kept_as_text(text.into_owned(), why, limits)));
+        }
+        Err(e) if from_string => {
+            return Ok(Some(kept_as_text(text.into_owned(), e.to_string(), limits)));
+        }
         Ok(other) => {
             return Err(bad(format!(
                 "must hold a JSON object or an array of rows, not {}",
                 kind(&other)
             )));
         }
-        Err(e) => return Err(bad(format!("the string is not valid JSON ({e})"))),
+        Err(e) => return Err(bad(format!("not valid JSON ({e})"))),
     };
     let (text, cut) = fit(crate::ingest::json::compact(&text), limits.max_string_bytes);
     let (rows, rows_sent) = match stats.get("stats") {
@@ -645,7 +673,34 @@ fn request_stats(raw: &str, limits: PayloadLimits) -> Result<Option<RequestStats
         repeated,
         cut,
         tolerated,
+        not_stats: None,
     }))
+}
+
+/// A `requestStats` string that holds no stats (`why`): its text kept as sent (cut to
+/// `limits.max_string_bytes` at a character boundary), with no rows and no members.
+fn kept_as_text(text: String, why: String, limits: PayloadLimits) -> RequestStats {
+    let sent_bytes = text.len();
+    let mut end = text.len().min(limits.max_string_bytes);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut text = text;
+    text.truncate(end);
+    RequestStats {
+        text: (!text.is_empty()).then_some(text),
+        scalars: Vec::new(),
+        rows: Vec::new(),
+        rows_sent: 0,
+        renamed: 0,
+        repeated: 0,
+        cut: TextCut {
+            sent_bytes,
+            ..TextCut::default()
+        },
+        tolerated: Tolerated::default(),
+        not_stats: Some(why),
+    }
 }
 
 /// Whether a row is Locust's total of all endpoints: named `Aggregated`, without a method.
@@ -757,8 +812,8 @@ pub fn safe_tag(text: &str) -> String {
 }
 
 /// One endpoint row. `name` and `method` are data, never a reason to refuse: a value that
-/// breaks the tag rules is made safe ([`safe_tag`]), and the exact name goes into the field
-/// `full_name`.
+/// breaks the tag rules is made safe ([`safe_tag`]), and the exact text goes into the field
+/// `full_name` (or `full_method`).
 fn stats_row(row: &Map<String, Value>) -> Option<StatsRow> {
     let mut tags = Vec::new();
     let mut fields = scalar_members(row);
@@ -771,9 +826,7 @@ fn stats_row(row: &Map<String, Value>) -> Option<StatsRow> {
             continue;
         }
         let safe = safe_tag(&text);
-        if key == "name" {
-            fields.push(("full_name".to_string(), FieldValue::Str(text)));
-        }
+        fields.push((format!("full_{key}"), FieldValue::Str(text)));
         tags.push((key.to_string(), safe));
     }
     // A point needs a field; a row with nothing to record is left to the requestStats text.
@@ -800,8 +853,9 @@ fn distinct(rows: Vec<StatsRow>) -> (Vec<StatsRow>, usize, usize) {
         let method = tag(&row, "method");
         let name = tag(&row, "name");
         let has_full_name = row.fields.iter().any(|(k, _)| k == "full_name");
+        let has_full_method = row.fields.iter().any(|(k, _)| k == "full_method");
         if seen.insert((name.clone(), method.clone())) {
-            renamed += usize::from(has_full_name);
+            renamed += usize::from(has_full_name || has_full_method);
             out.push(row);
             continue;
         }
@@ -1156,14 +1210,6 @@ mod tests {
         let uuid = Uuid::new_v4().to_string();
         for (stats, expected) in [
             (
-                json!("{not json"),
-                "measurement.fields.requestStats: the string is not valid JSON",
-            ),
-            (
-                json!("\"just text\""),
-                "measurement.fields.requestStats: must hold a JSON object or an array of rows, not a string",
-            ),
-            (
                 json!(5),
                 "measurement.fields.requestStats: must be an object, an array of rows or a string holding JSON, not a number",
             ),
@@ -1179,6 +1225,34 @@ mod tests {
             .unwrap_err();
             assert!(err.to_string().starts_with(expected), "{err}");
         }
+        // A string is data: kept as sent, whatever it holds; an empty one is nothing to keep.
+        for (text, why) in [
+            ("{not json", "key must be a string"),
+            (
+                "\"just text\"",
+                "it holds a string, not an object or an array of rows",
+            ),
+        ] {
+            let c = commit(
+                &obj(json!({"uuid": uuid, "measurement": {"fields": {"requestStats": text}}})),
+                LIMITS,
+            )
+            .unwrap();
+            let s = c.stats.unwrap();
+            assert_eq!(s.text.as_deref(), Some(text));
+            assert!(s.rows.is_empty());
+            assert!(
+                s.not_stats.as_deref().unwrap().contains(why),
+                "{:?}",
+                s.not_stats
+            );
+        }
+        let c = commit(
+            &obj(json!({"uuid": uuid, "measurement": {"fields": {"requestStats": " "}}})),
+            LIMITS,
+        )
+        .unwrap();
+        assert!(c.stats.is_none());
     }
 
     fn stats_of(stats: &str, limits: PayloadLimits) -> RequestStats {
@@ -1294,6 +1368,39 @@ mod tests {
             let kept: Value = serde_json::from_str(s.text.as_deref().unwrap()).unwrap();
             assert_eq!(kept, json!({"stats": rows}));
         }
+    }
+
+    #[test]
+    fn a_member_named_like_a_field_the_gateway_writes_is_left_out_and_a_method_is_kept_whole() {
+        let stats = json!({"stats": [
+            {"name": "/k", "method": "GE\\T", "num_requests": 1, "full_name": 6, "full_method": 7}
+        ]})
+        .to_string();
+        let s = stats_of(&stats, LIMITS);
+        let fields = &s.rows[0].fields;
+        assert!(
+            !fields
+                .iter()
+                .any(|(k, v)| k == "full_name" || *v == FieldValue::Float(7.0))
+        );
+        assert!(fields.contains(&("full_method".into(), FieldValue::Str("GE\\T".into()))));
+        let method = s.rows[0].tags.iter().find(|(k, _)| k == "method").unwrap();
+        assert_eq!(method.1, safe_tag("GE\\T"));
+    }
+
+    #[test]
+    fn a_body_nested_too_deep_says_so() {
+        let deep = format!(
+            "{{\"x\": {}1{}, \"host\": \"h\"}}",
+            "[".repeat(129),
+            "]".repeat(129)
+        );
+        let err = register(deep.as_bytes(), LIMITS).unwrap_err();
+        assert_eq!(err.code, Code::InvalidJson);
+        assert!(
+            err.to_string().contains("nested deeper than 128 levels"),
+            "{err}"
+        );
     }
 
     #[test]

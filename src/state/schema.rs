@@ -123,14 +123,21 @@ impl fmt::Display for Conflict {
                 earlier,
                 now,
                 ..
-            } => write!(
-                f,
-                "is {} ({}), but earlier runs wrote it to {measurement} as a {}, and InfluxDB keeps one type per field: send {}, or give the field another name",
-                now.as_sent(),
-                now.name(),
-                earlier.name(),
-                earlier.as_sent()
-            ),
+            } => {
+                // "a number (float)", but "a string", not "a string (string)".
+                let sent = now.as_sent();
+                let now = if sent == format!("a {}", now.name()) {
+                    sent.to_string()
+                } else {
+                    format!("{sent} ({})", now.name())
+                };
+                write!(
+                    f,
+                    "is {now}, but earlier runs wrote it to {measurement} as a {}, and InfluxDB keeps one type per field: send {}, or give the field another name",
+                    earlier.name(),
+                    earlier.as_sent()
+                )
+            }
             Conflict::TagAndField {
                 measurement,
                 is_tag_now: true,
@@ -295,7 +302,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "is a string (string), but earlier runs wrote it to load_testing as a float, and InfluxDB keeps one type per field: send a number, or give the field another name"
+            "is a string, but earlier runs wrote it to load_testing as a float, and InfluxDB keeps one type per field: send a number, or give the field another name"
         );
         let one = FieldValue::Float(1.0);
         assert!(matches!(

@@ -41,7 +41,7 @@ fn a_field_of_another_type_is_refused_at_the_request_not_dead_lettered() {
     assert_eq!(ten.json()["code"], "field_type_conflict");
     assert_eq!(
         ten.json()["error"],
-        "measurement.fields.clients: is a string (string), but earlier runs wrote it to load_testing as a float, and InfluxDB keeps one type per field: send a number, or give the field another name"
+        "measurement.fields.clients: is a string, but earlier runs wrote it to load_testing as a float, and InfluxDB keeps one type per field: send a number, or give the field another name"
     );
     let field = post_json(
         gw.addr,
