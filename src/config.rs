@@ -945,6 +945,12 @@ fn read_clients(
     }
     for (i, t) in auth.named.iter().enumerate() {
         let at = format!("auth.token[{}]", i + 1);
+        if t.name.is_empty() {
+            return Err((
+                "auth.token",
+                format!("{at}: every [[auth.token]] needs a name (name = \"team-a\")"),
+            ));
+        }
         check_name(&t.name).map_err(|m| ("auth.token", format!("{at}.name: {:?}{m}", t.name)))?;
         let token = match (t.token.is_empty(), t.token_file.is_empty()) {
             (false, true) => t.token.clone(),
@@ -1039,16 +1045,19 @@ fn check_token(token: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// InfluxDB credentials that can never authenticate, as (key, message): v2 without a token,
+/// InfluxDB credentials that can never authenticate, as (key, message): v2 or v3 without a token,
 /// a v1 user without a password, a v1 password without a user (never sent).
 fn credential_warnings(c: &Config) -> Vec<(&'static str, String)> {
     let i = &c.influxdb;
     let mut found = Vec::new();
     match i.api {
         // An empty token_file has a warning of its own.
-        Api::V2 if i.token.is_empty() && i.token_file.is_empty() => found.push((
+        Api::V2 | Api::V3 if i.token.is_empty() && i.token_file.is_empty() => found.push((
             "influxdb.api",
-            "influxdb.api: \"v2\" without a token (influxdb.token, influxdb.token_file or CONSUMER_INFLUXDB_TOKEN): InfluxDB 2.x and 3.x refuse every write (401) unless they run without authentication".to_string(),
+            format!(
+                "influxdb.api: {:?} without a token (influxdb.token, influxdb.token_file or CONSUMER_INFLUXDB_TOKEN): InfluxDB 2.x and 3.x refuse every write (401) unless they run without authentication",
+                i.api.to_string()
+            ),
         )),
         Api::V1 if !i.username.is_empty() && i.password.is_empty() && i.password_file.is_empty() => found.push((
             "influxdb.username",
@@ -1211,7 +1220,7 @@ fn validate(c: &Config) -> Result<(SocketAddr, log::LevelFilter), String> {
         .unwrap_or("");
     if authority.contains('@') {
         return Err(
-            "influxdb.url: must not contain credentials; use influxdb.username and influxdb.password (v1) or influxdb.token (v2)".into(),
+            "influxdb.url: must not contain credentials; use influxdb.username and influxdb.password (v1) or influxdb.token (v2, v3)".into(),
         );
     }
     if authority.is_empty() {
@@ -1434,6 +1443,11 @@ mod tests {
                 "[auth]\nmax_failures = 0\n".to_string(),
                 vec![],
                 "auth.max_failures: must be at least 1",
+            ),
+            (
+                format!("[[auth.token]]\ntoken = \"{A}\"\n"),
+                vec![],
+                "auth.token[1]: every [[auth.token]] needs a name",
             ),
         ] {
             let files: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
@@ -1766,6 +1780,8 @@ mod tests {
         assert!(warned(v2)[0].contains("influxdb.api: \"v2\" without a token"));
         let with_token = format!("{v2}token = \"t\"\n");
         assert!(warned(&with_token).is_empty());
+        let v3 = "[influxdb]\napi = \"v3\"\n";
+        assert!(warned(v3)[0].contains("influxdb.api: \"v3\" without a token"));
         assert!(warned("[influxdb]\nusername = \"u\"\n")[0].contains("without a password"));
         assert!(warned("[influxdb]\npassword = \"p\"\n")[0].contains("never sent"));
         assert!(warned("").is_empty());

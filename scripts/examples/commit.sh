@@ -27,7 +27,7 @@ auth_header() {
 
 uuid=${1:-}
 if ! [[ $uuid =~ ^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$ ]]; then
-    echo "usage: $0 UUID [REQUEST_STATS]   (UUID: the uuid register.sh printed)" >&2
+    echo "usage: $0 UUID [REQUEST_STATS | @FILE]   (UUID: the uuid register.sh printed; @FILE: the stats read from FILE)" >&2
     exit 2
 fi
 stats=${2:-$(

@@ -219,14 +219,24 @@ fn stats_notes(s: &payload::RequestStats) -> Vec<String> {
 fn tolerated_note(t: Tolerated) -> Option<String> {
     let mut parts = Vec::new();
     if t.non_finite > 0 {
+        let (what, were) = if t.non_finite == 1 {
+            ("number that is", "was")
+        } else {
+            ("numbers that are", "were")
+        };
         parts.push(format!(
-            "{} numbers that are not finite (NaN, Infinity or beyond 1.8e308) were read as null and left out",
+            "{} {what} not finite (NaN, Infinity or beyond 1.8e308) {were} read as null and left out",
             t.non_finite
         ));
     }
     if t.lone_surrogates > 0 {
+        let (what, were) = if t.lone_surrogates == 1 {
+            ("escape", "was")
+        } else {
+            ("escapes", "were")
+        };
         parts.push(format!(
-            "{} lone surrogate escapes (\\udXXX) were read as U+FFFD",
+            "{} lone surrogate {what} (\\udXXX) {were} read as U+FFFD",
             t.lone_surrogates
         ));
     }

@@ -104,7 +104,7 @@ impl fmt::Display for DecodeError {
             ),
             DecodeError::TooLarge { limit } => write!(
                 f,
-                "the compressed body inflates to more than {limit} bytes, the most a compressed body may hold; send less per request"
+                "the compressed body inflates to more than {limit} bytes, the most a compressed body may hold (server.max_inflated_bytes); send less per request"
             ),
             DecodeError::Busy { budget } => write!(
                 f,
