@@ -102,7 +102,12 @@ fn refuse(stream: &TcpStream, peer: SocketAddr, accepted: Instant, ctx: &ConnCon
             Code::TooManyConnections,
             "too many connections; retry later",
         );
-        let rendered = render(&response, Disposition::Close, false);
+        let rendered = render(
+            &response,
+            Disposition::Close,
+            false,
+            std::time::SystemTime::now(),
+        );
         if stream.set_nonblocking(true).is_ok()
             && let Err(e) = { stream }.write(&rendered.bytes)
         {

@@ -261,7 +261,12 @@ fn serve_one<S: Transport>(
         (false, 0) => Disposition::KeepAlive10,
         (false, _) => Disposition::KeepAlive,
     };
-    let rendered = render(&response, disposition, head_only);
+    let rendered = render(
+        &response,
+        disposition,
+        head_only,
+        std::time::SystemTime::now(),
+    );
     let written = write_all_before(
         stream,
         &rendered.bytes,
@@ -467,7 +472,12 @@ fn refuse_request<S: Transport>(
     ctx: &ConnContext,
 ) -> Next {
     let head_only = head.is_some_and(|h| h.method == "HEAD");
-    let rendered = render(&response, Disposition::Close, head_only);
+    let rendered = render(
+        &response,
+        Disposition::Close,
+        head_only,
+        std::time::SystemTime::now(),
+    );
     let written = write_all_before(
         stream,
         &rendered.bytes,

@@ -40,10 +40,16 @@ const RESERVED_HEADERS: [&str; 6] = [
     "date",
 ];
 
-/// Serialises a response. Every response carries `Date` and `Content-Length`
+/// Serialises a response, dated `date` (the caller reads the clock: this module works on
+/// bytes alone). Every response carries `Date` and `Content-Length`
 /// (except 204 and 304, which by definition have no body and where RFC 9110 forbids
 /// or discourages it); a HEAD response carries the length but no body.
-pub(super) fn render(response: &Response, disposition: Disposition, head_only: bool) -> Rendered {
+pub(super) fn render(
+    response: &Response,
+    disposition: Disposition,
+    head_only: bool,
+    date: SystemTime,
+) -> Rendered {
     let status = response.status;
     let bodiless = status == 204 || status == 304;
     let body: &[u8] = if bodiless || head_only {
@@ -55,7 +61,7 @@ pub(super) fn render(response: &Response, disposition: Disposition, head_only: b
     let mut out = Vec::with_capacity(256 + body.len());
     out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
     out.extend_from_slice(b"Date: ");
-    out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+    out.extend_from_slice(httpdate::fmt_http_date(date).as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in &response.headers {
         if RESERVED_HEADERS
@@ -160,7 +166,12 @@ mod tests {
             body: b"hello".to_vec(),
             client: None,
         };
-        let out = text(&render(&response, Disposition::KeepAlive, false));
+        let out = text(&render(
+            &response,
+            Disposition::KeepAlive,
+            false,
+            SystemTime::UNIX_EPOCH,
+        ));
         assert!(out.starts_with("HTTP/1.1 200 OK\r\nDate: "), "{out}");
         assert!(
             out.ends_with("\r\nX-Ok: fine\tvalue\r\nContent-Length: 5\r\n\r\nhello"),
@@ -170,12 +181,22 @@ mod tests {
             assert!(!out.contains(absent), "{absent} in {out}");
         }
 
-        let closing = text(&render(&response, Disposition::Close, true));
+        let closing = text(&render(
+            &response,
+            Disposition::Close,
+            true,
+            SystemTime::UNIX_EPOCH,
+        ));
         assert!(
             closing.ends_with("Content-Length: 5\r\nConnection: close\r\n\r\n"),
             "{closing}"
         );
-        let old = text(&render(&response, Disposition::KeepAlive10, false));
+        let old = text(&render(
+            &response,
+            Disposition::KeepAlive10,
+            false,
+            SystemTime::UNIX_EPOCH,
+        ));
         assert!(old.contains("\r\nConnection: keep-alive\r\n"), "{old}");
 
         let empty = Response {
@@ -184,7 +205,12 @@ mod tests {
             body: b"dropped".to_vec(),
             client: None,
         };
-        let rendered = render(&empty, Disposition::KeepAlive, false);
+        let rendered = render(
+            &empty,
+            Disposition::KeepAlive,
+            false,
+            SystemTime::UNIX_EPOCH,
+        );
         assert_eq!(rendered.body_bytes, 0);
         assert!(!text(&rendered).contains("Content-Length"));
         let odd = Response {
@@ -192,7 +218,13 @@ mod tests {
             ..empty
         };
         assert!(
-            text(&render(&odd, Disposition::KeepAlive, false)).starts_with("HTTP/1.1 299 \r\n")
+            text(&render(
+                &odd,
+                Disposition::KeepAlive,
+                false,
+                SystemTime::UNIX_EPOCH
+            ))
+            .starts_with("HTTP/1.1 299 \r\n")
         );
     }
 }

@@ -31,7 +31,7 @@ use crate::ingest::line_protocol::{self, FieldValue};
 use crate::ingest::points::Run;
 use crate::state::jobs::{Job, Jobs, State};
 use crate::state::schema::Known;
-use crate::storage::{open_read, read_if_exists, write_atomic};
+use crate::storage::{open_read, read_if_exists, remove_if_exists, write_atomic};
 
 /// The snapshot's file name in `storage.dir`.
 pub const SNAPSHOT_FILE: &str = "jobs.json";
@@ -171,9 +171,7 @@ impl Snapshots {
     pub fn remove_legacy_journal(&self) {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let path = dir.join(LEGACY_JOURNAL_FILE);
-        if let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != io::ErrorKind::NotFound
-        {
+        if let Err(e) = remove_if_exists(&path) {
             log::warn!("cannot remove {}: {e}", path.display());
         }
     }

@@ -49,10 +49,7 @@ pub fn open_rw(path: &Path) -> io::Result<File> {
 /// Creates `path` anew: an old file or link of that name is removed first, and the new file is
 /// created exclusively (`O_EXCL`), so nothing is written through a link an attacker left there.
 pub fn create_new(path: &Path) -> io::Result<File> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
+    remove_if_exists(path)?;
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -88,6 +85,14 @@ pub fn read_if_exists(path: &Path) -> io::Result<Option<Vec<u8>>> {
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
     Ok(Some(bytes))
+}
+
+/// Removes a file (a link itself, never what it points to); a file already gone is no error.
+pub fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Why `storage.dir` cannot be used.
