@@ -495,11 +495,14 @@ class ConsumerRun:
                     e,
                 )
                 continue
+            # The gateway says what it wrote (how many endpoint rows it kept, say).
+            said = (answer.get("data") or {}).get("description") or "committed"
             logger.info(
-                "metrics-consumer: committed run %s (%d endpoint rows)%s",
-                self.uuid,
-                len(stats["stats"]) - 1,
-                "" if answer.get("delivered", True) else "; the gateway spooled it until InfluxDB answers",
+                "metrics-consumer: %s%s",
+                said,
+                " (in InfluxDB)"
+                if answer.get("delivered")
+                else " (recorded by the gateway, which delivers it to InfluxDB)",
             )
             return
         logger.warning("metrics-consumer: gave up committing the run; its result is not recorded")
@@ -552,15 +555,49 @@ def field_names(percentiles=None):
     return fields
 
 
-# Names the gateway writes as tags itself (uuid, host; event on events; name, method and
-# full_name on endpoint rows): a run tag of one of them is dropped or shadowed.
-GATEWAY_NAMES = {"uuid", "host", "event", "name", "method", "full_name"}
+# Names the gateway writes itself (uuid, host; event on events; name, method, full_name and
+# full_method on endpoint rows; token_name when it tags runs with their token's name): a run tag
+# of one of them is dropped or shadowed.
+GATEWAY_NAMES = {"uuid", "host", "event", "name", "method", "full_name", "full_method", "token_name"}
 
 
 def tag_clashes(tags, percentiles=None):
     """The keys of `tags` that name a field the plugin sends or a tag the gateway writes."""
     taken = field_names(percentiles) | GATEWAY_NAMES
     return sorted(k for k in tags if k in taken)
+
+
+def _text_problem(text, max_bytes):
+    """Why the gateway refuses `text` as a tag name or value (its line protocol rules), or None."""
+    if not text:
+        return "is empty"
+    if len(text.encode()) > max_bytes:
+        return f"is longer than {max_bytes} bytes"
+    if "\\" in text:
+        return "contains a backslash"
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text):
+        return "contains a control character"
+    return None
+
+
+def tag_problems(tags):
+    """What the gateway would refuse in `tags` at the register, one message per tag: names of
+    1 to 128 bytes, not "time" and not starting with "_", values of 1 to 256 bytes; neither
+    with a backslash or a control character."""
+    problems = []
+    for key, value in tags.items():
+        why = _text_problem(key, 128)
+        if why is None and key == "time":
+            why = "is a name InfluxDB keeps for itself"
+        if why is None and key.startswith("_"):
+            why = "starts with '_', which InfluxDB keeps for itself"
+        if why is not None:
+            problems.append(f"the tag name {key!r} {why}")
+            continue
+        why = _text_problem(value, 256)
+        if why is not None:
+            problems.append(f"the value of tag {key!r} {why}")
+    return problems
 
 
 def _add_option(group, *names, **kwargs):
@@ -624,7 +661,15 @@ def on_init(environment, **_kwargs):
     opts = environment.parsed_options
     if opts is None or not getattr(opts, "consumer_url", ""):
         return
-    clashes = tag_clashes(parse_tags(getattr(opts, "consumer_tags", "")))
+    tags = parse_tags(getattr(opts, "consumer_tags", ""))
+    problems = tag_problems(tags)
+    if problems:
+        logger.error(
+            "metrics-consumer: --consumer-tags: %s; the gateway would refuse the run, so nothing would be recorded",
+            "; ".join(problems),
+        )
+        sys.exit(1)
+    clashes = tag_clashes(tags)
     if clashes:
         logger.error(
             "metrics-consumer: --consumer-tags: %s %s also the name of a field the plugin sends or a tag "

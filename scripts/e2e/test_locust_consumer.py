@@ -194,6 +194,14 @@ class StatsTest(unittest.TestCase):
         self.assertEqual(lc.tag_clashes({"num_requests": "x", "team": "a", "uuid": "u", "clients": "3"}),
                          ["clients", "num_requests", "uuid"])
 
+    def test_tag_values_the_gateway_would_refuse_are_found(self):
+        self.assertEqual(lc.tag_problems({"team": "shop", "env": "a-b_c.d"}), [])
+        problems = lc.tag_problems(
+            {"ok": "a\\b", "bell": "x\x07", "_x": "1", "time": "t", "long": "v" * 257, "k" * 129: "v", "e": ""}
+        )
+        self.assertEqual(len(problems), 7, problems)
+        self.assertIn("the value of tag 'ok' contains a backslash", problems)
+
     def test_parse_tags(self):
         with self.assertLogs("locust_consumer", logging.WARNING):
             tags = lc.parse_tags(" team=shop, env = staging ,bad,,=x")
@@ -207,6 +215,13 @@ class StartTest(unittest.TestCase):
             lc.on_init(environment=env, runner=env.runner)
         self.assertEqual(caught.exception.code, 1)
         self.assertIn("--consumer-tags: num_requests is also the name of a field", logs.output[0])
+
+    def test_tags_the_gateway_would_refuse_stop_locust_at_start(self):
+        env = environment(consumer_url="http://gw.test:3000", consumer_tags="team=a\\b")
+        with self.assertLogs("locust_consumer", logging.ERROR) as logs, self.assertRaises(SystemExit) as caught:
+            lc.on_init(environment=env, runner=env.runner)
+        self.assertEqual(caught.exception.code, 1)
+        self.assertIn("the value of tag 'team' contains a backslash", logs.output[0])
 
     def test_other_tags_and_no_url_start_as_usual(self):
         for options in ({"consumer_url": "http://gw.test:3000", "consumer_tags": "team=shop,env=ci"},
