@@ -29,6 +29,9 @@ pub struct Client {
     pub token: String,
     /// Runs it may have running (or being registered) at once.
     pub max_running: usize,
+    /// Bytes of the job table its runs may hold: its share of `jobs.max_table_bytes`, in
+    /// proportion to its `max_running`.
+    pub max_table_bytes: usize,
     /// Requests per second on average, with bursts of one second's worth; 0: no limit.
     pub requests_per_second: f64,
 }
@@ -40,6 +43,7 @@ impl std::fmt::Debug for Client {
             .field("name", &self.name)
             .field("token", &"<redacted>")
             .field("max_running", &self.max_running)
+            .field("max_table_bytes", &self.max_table_bytes)
             .field("requests_per_second", &self.requests_per_second)
             .finish()
     }
@@ -350,6 +354,7 @@ mod tests {
             name: name.into(),
             token: token.into(),
             max_running: 10,
+            max_table_bytes: 1 << 20,
             requests_per_second: 0.0,
         }
     }

@@ -158,6 +158,8 @@ codes! {
     /// The run's heartbeat (measurement, tags and fields it keeps while it runs) would be over
     /// `limits.max_run_bytes`.
     RunTooLarge = (413, "run_too_large", None, "keep register and progress to a few numbers; send the results with the commit"),
+    /// The token's runs hold its share of `jobs.max_table_bytes`.
+    TokenTableFull = (429, "token_table_full", Some(30), "commit finished runs of this token; its share of jobs.max_table_bytes follows its max_running"),
     /// The running jobs hold `jobs.max_table_bytes`.
     JobTableFull = (503, "job_table_full", Some(30), "commit finished runs, or raise jobs.max_table_bytes"),
 

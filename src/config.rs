@@ -901,6 +901,7 @@ fn read_clients(
         name,
         token: token.to_string(),
         max_running: 0,
+        max_table_bytes: 0,
         requests_per_second: 0.0,
     };
     for (i, token) in auth.tokens.iter().enumerate() {
@@ -983,6 +984,7 @@ fn read_clients(
             name: t.name.clone(),
             token,
             max_running: t.max_running,
+            max_table_bytes: 0,
             requests_per_second: t.requests_per_second,
         });
     }
@@ -1012,10 +1014,15 @@ fn read_clients(
     } else {
         max
     };
+    let table = config.jobs.max_table_bytes;
     for c in &mut clients {
         if c.max_running == 0 {
             c.max_running = share;
         }
+        // The table's bytes are shared as its places are; one run of the largest size always
+        // fits.
+        let part = (table as u128 * c.max_running.min(max) as u128 / max.max(1) as u128) as usize;
+        c.max_table_bytes = part.max(2 * config.limits.max_run_bytes).min(table);
     }
     Ok((clients, empty_files))
 }

@@ -427,6 +427,7 @@ fn run() -> Result<(), StartError> {
             max_age: c.jobs.max_age.0,
             progress_timeout: c.jobs.progress_timeout.0,
             bounds: Bounds {
+                max_running: c.jobs.max_running,
                 max_fields: payload::MAX_FIELDS,
                 max_run_bytes: c.limits.max_run_bytes,
                 max_table_bytes: c.jobs.max_table_bytes,

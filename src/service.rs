@@ -126,6 +126,8 @@ pub enum Refused {
     TooManyRunning(usize),
     /// The token's client has its `max_running` runs running.
     TooManyRunningForToken { owner: String, limit: usize },
+    /// The token's client's runs hold its share of `jobs.max_table_bytes`.
+    TableFullForToken { owner: String, limit: usize },
     /// A field is named like the tag the gateway adds (`token_name`).
     FieldIsTokenTag,
     /// Progress would give the run more than this many fields.
@@ -166,6 +168,10 @@ impl fmt::Display for Refused {
                 f,
                 "the token {owner:?} has {limit} runs running already (its max_running); commit finished runs first"
             ),
+            Refused::TableFullForToken { owner, limit } => write!(
+                f,
+                "the runs of token {owner:?} hold its share of jobs.max_table_bytes ({limit} bytes); commit finished runs first"
+            ),
             Refused::FieldIsTokenTag => write!(
                 f,
                 "measurement.fields.{}: the gateway tags every run with the name of its token under this name (auth.tag_runs_with_token_name); give the field another name",
@@ -193,6 +199,18 @@ impl fmt::Display for Refused {
 }
 
 impl Refused {
+    /// [`Refused::of`], naming `quota`'s owner where the refusal is about it.
+    fn of_owner(uuid: Uuid, r: Refusal, quota: Option<Quota<'_>>) -> Refused {
+        let owner = quota.map(|q| q.owner.to_string()).unwrap_or_default();
+        match Refused::of(uuid, r) {
+            Refused::TooManyRunningForToken { limit, .. } => {
+                Refused::TooManyRunningForToken { owner, limit }
+            }
+            Refused::TableFullForToken { limit, .. } => Refused::TableFullForToken { owner, limit },
+            other => other,
+        }
+    }
+
     fn of(uuid: Uuid, r: Refusal) -> Refused {
         match r {
             Refusal::Unknown => Refused::UnknownRun(uuid),
@@ -204,6 +222,10 @@ impl Refused {
             Refusal::TooManyRunning { limit } => Refused::TooManyRunning(limit),
             // The caller names the owner.
             Refusal::OwnerFull { limit } => Refused::TooManyRunningForToken {
+                owner: String::new(),
+                limit,
+            },
+            Refusal::OwnerTableFull { limit } => Refused::TableFullForToken {
                 owner: String::new(),
                 limit,
             },
@@ -299,13 +321,7 @@ impl Service {
         let mut slot = self
             .jobs
             .reserve(self.rules.max_running, quota)
-            .map_err(|r| match (r, quota) {
-                (Refusal::OwnerFull { limit }, Some(q)) => Refused::TooManyRunningForToken {
-                    owner: q.owner.to_string(),
-                    limit,
-                },
-                (r, _) => Refused::of(Uuid::nil(), r),
-            })?;
+            .map_err(|r| Refused::of_owner(Uuid::nil(), r, quota))?;
         let run = Run {
             uuid: Uuid::new_v4(),
             host: record
@@ -325,7 +341,7 @@ impl Service {
         job.owner = quota.map(|q| q.owner.to_string());
         let change = slot
             .prepare(&job, &self.rules.bounds)
-            .map_err(|r| Refused::of(uuid, r))?;
+            .map_err(|r| Refused::of_owner(uuid, r, quota))?;
         let seq = self
             .delivery
             .record(
@@ -347,7 +363,19 @@ impl Service {
     /// Live progress: new field values for the following heartbeats. Writes no point itself.
     /// The change is made at once, and recorded; when the log cannot record it, the answer is
     /// an error (the new values stay in memory until the next progress).
-    pub fn progress(&self, uuid: Uuid, record: Record, now_ms: i64) -> Result<(), Refused> {
+    ///
+    /// `caller` is the client that sent it (`None` without tokens): a run registered with
+    /// another token is unknown to it, and a run it revives takes one of its places.
+    pub fn progress(
+        &self,
+        uuid: Uuid,
+        record: Record,
+        caller: Option<Quota<'_>>,
+        now_ms: i64,
+    ) -> Result<(), Refused> {
+        if !self.jobs.is_for(&uuid, caller.map(|q| q.owner)) {
+            return Err(Refused::UnknownRun(uuid));
+        }
         match self.check_schema(points::HEARTBEAT, &record.fields, std::iter::empty()) {
             // A field named like one of the run's own tags is the run's refusal, as without a
             // schema.
@@ -360,8 +388,8 @@ impl Service {
         let fields = record.fields.clone();
         let change = self
             .jobs
-            .progress(&uuid, record.fields, now_ms, &self.rules.bounds)
-            .map_err(|r| Refused::of(uuid, r))?;
+            .progress(&uuid, record.fields, now_ms, &self.rules.bounds, caller)
+            .map_err(|r| Refused::of_owner(uuid, r, caller))?;
         self.delivery
             .record(Kind::Request, &change, &[], &self.stats)
             .map_err(Refused::NotRecorded)?;
@@ -372,11 +400,19 @@ impl Service {
     /// Ends a run with its result: records the result, per-endpoint and `finished` points with
     /// the run's end, and marks the run finished. If the record cannot be written, the run is
     /// as it was.
-    pub fn commit(&self, commit: Commit, now_ms: i64) -> Result<Committed, Refused> {
+    ///
+    /// `caller` is the client that sent it (`None` without tokens): a run registered with
+    /// another token is unknown to it.
+    pub fn commit(
+        &self,
+        commit: Commit,
+        caller: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Committed, Refused> {
         let uuid = commit.uuid;
         let mut run = self
             .jobs
-            .begin_commit(&uuid)
+            .begin_commit(&uuid, caller)
             .map_err(|r| Refused::of(uuid, r))?;
         let mut guard = CommitGuard {
             jobs: &self.jobs,
@@ -715,6 +751,7 @@ pub(crate) mod tests {
                 max_age: Duration::from_secs(3600),
                 progress_timeout: Duration::from_secs(600),
                 bounds: Bounds {
+                    max_running,
                     max_fields: crate::ingest::payload::MAX_FIELDS,
                     max_run_bytes: 64 << 10,
                     max_table_bytes: 128 << 20,
@@ -769,6 +806,7 @@ pub(crate) mod tests {
     fn commit(f: &Fixture, uuid: Uuid) -> Result<Committed, Refused> {
         f.service.commit(
             parse_commit(commit_body(uuid, "").as_bytes(), LIMITS).unwrap(),
+            None,
             2_000,
         )
     }
@@ -856,7 +894,7 @@ pub(crate) mod tests {
         let uuid = register(&f, "{}").unwrap().uuid;
         let big = parse_commit(commit_body(uuid, &"n".repeat(2000)).as_bytes(), LIMITS).unwrap();
         for attempt in 0..2 {
-            let err = f.service.commit(big.clone(), 2_000).unwrap_err();
+            let err = f.service.commit(big.clone(), None, 2_000).unwrap_err();
             assert!(
                 matches!(&err, Refused::NotRecorded(why) if why.is_spool_full()),
                 "attempt {attempt}: {err:?}"
@@ -898,7 +936,7 @@ pub(crate) mod tests {
         let uuid = register(&f, "{}").unwrap().uuid;
         let jobs = &f.service.jobs;
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            jobs.begin_commit(&uuid).unwrap();
+            jobs.begin_commit(&uuid, None).unwrap();
             let mut guard = CommitGuard {
                 jobs,
                 uuid,
@@ -933,7 +971,7 @@ pub(crate) mod tests {
         // The payload alone is fine; against the run's tags it is not.
         let err = f
             .service
-            .progress(uuid, record.unwrap(), 1_500)
+            .progress(uuid, record.unwrap(), None, 1_500)
             .unwrap_err();
         assert!(matches!(err, Refused::FieldIsTag), "{err:?}");
         commit(&f, uuid).unwrap();
@@ -975,7 +1013,7 @@ pub(crate) mod tests {
                 .uuid;
             let b = register(&f, "{}").unwrap().uuid;
             let record = parse_register(br#"{"measurement":{"fields":{"clients":9}}}"#, LIMITS);
-            f.service.progress(a, record.unwrap(), 1_500).unwrap();
+            f.service.progress(a, record.unwrap(), None, 1_500).unwrap();
             commit(&f, b).unwrap();
             // A copy of the directory as it is, no snapshot written since the start: as after
             // a kill -9.
@@ -1046,7 +1084,7 @@ pub(crate) mod tests {
         // Progress is held to the same types.
         let record = parse_register(br#"{"measurement":{"fields":{"clients":"ten"}}}"#, LIMITS);
         assert!(matches!(
-            f.service.progress(a, record.unwrap(), 1_500),
+            f.service.progress(a, record.unwrap(), None, 1_500),
             Err(Refused::SchemaConflict { .. })
         ));
         assert_eq!(

@@ -118,6 +118,7 @@ fn refused_code(refused: &Refused) -> Code {
         Refused::CommitInProgress(_) => Code::CommitInProgress,
         Refused::TooManyRunning(_) => Code::TooManyRunning,
         Refused::TooManyRunningForToken { .. } => Code::TooManyRunningForToken,
+        Refused::TableFullForToken { .. } => Code::TokenTableFull,
         Refused::FieldIsTokenTag => Code::InvalidField,
         Refused::TooManyFields(_) => Code::TooManyFields,
         Refused::RunTooLarge { .. } => Code::RunTooLarge,

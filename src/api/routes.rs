@@ -112,10 +112,7 @@ pub fn listing(separator: &str) -> String {
 fn register(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, ApiError> {
     let record = payload::register(&req.body, app.payload_limits())?;
     let tolerated = record.tolerated;
-    let quota = client.map(|c| Quota {
-        owner: &c.name,
-        max_running: c.max_running,
-    });
+    let quota = client.map(quota_of);
     // Without a host the peer's address says at least where the run came from.
     let registered = app
         .service
@@ -128,10 +125,20 @@ fn register(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, 
     Ok(Reply::Json(answer(body, &registered.outcome, tolerated)))
 }
 
-fn progress(app: &App, req: &Request, _: Option<&Client>) -> Result<Reply, ApiError> {
+/// What a client may hold of the job table.
+fn quota_of(c: &Client) -> Quota<'_> {
+    Quota {
+        owner: &c.name,
+        max_running: c.max_running,
+        max_bytes: c.max_table_bytes,
+    }
+}
+
+fn progress(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, ApiError> {
     let (uuid, record) = payload::progress(&req.body, app.payload_limits())?;
     let tolerated = record.tolerated;
-    app.service.progress(uuid, record, now_ms())?;
+    app.service
+        .progress(uuid, record, client.map(quota_of), now_ms())?;
     let mut description = format!("run {uuid} updated");
     if let Some(note) = tolerated_note(tolerated) {
         description.push_str("; ");
@@ -144,7 +151,7 @@ fn progress(app: &App, req: &Request, _: Option<&Client>) -> Result<Reply, ApiEr
     Ok(Reply::Json(body))
 }
 
-fn commit(app: &App, req: &Request, _: Option<&Client>) -> Result<Reply, ApiError> {
+fn commit(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, ApiError> {
     let commit = payload::commit(&req.body, app.payload_limits())?;
     let mut tolerated = commit.record.tolerated;
     let mut notes = Vec::new();
@@ -153,7 +160,9 @@ fn commit(app: &App, req: &Request, _: Option<&Client>) -> Result<Reply, ApiErro
         notes.extend(stats_notes(s));
     }
     notes.extend(tolerated_note(tolerated));
-    let c = app.service.commit(commit, now_ms())?;
+    let c = app
+        .service
+        .commit(commit, client.map(|c| c.name.as_str()), now_ms())?;
     let uuid = c.uuid;
     let mut description = format!(
         "run {uuid} finished; wrote {} points ({} endpoint rows)",
@@ -243,11 +252,11 @@ fn tolerated_note(t: Tolerated) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
-fn is_running(app: &App, _: &Request, _: Option<&Client>) -> Result<Reply, ApiError> {
+fn is_running(app: &App, _: &Request, client: Option<&Client>) -> Result<Reply, ApiError> {
     let map: Map<String, Value> = app
         .service
         .jobs
-        .is_running()
+        .is_running(client.map(|c| c.name.as_str()))
         .into_iter()
         .map(|(uuid, running)| (uuid.to_string(), Value::Bool(running)))
         .collect();

@@ -121,6 +121,15 @@ impl Job {
         OVERHEAD + self.run.host.len() + tags + fields + self.beat.size()
     }
 
+    /// Whether `caller` (a client's name; `None` without tokens) may act on the run: a run
+    /// registered with a token belongs to that token's client alone.
+    pub fn is_for(&self, caller: Option<&str>) -> bool {
+        match (&self.owner, caller) {
+            (Some(owner), Some(caller)) => owner == caller,
+            (Some(_), None) | (None, _) => true,
+        }
+    }
+
     /// Bytes of the run's encoded heartbeat: what `limits.max_run_bytes` bounds.
     pub fn beat_len(&self) -> usize {
         self.beat.size()
@@ -147,6 +156,8 @@ struct Table {
     /// [`Job::weight`] of every job in the table, and of every register prepared (held by its
     /// [`Slot`]).
     bytes: usize,
+    /// The same, per owner. Owners with none have no entry.
+    held_bytes: HashMap<String, usize>,
     /// Finished and expired runs as they ended, oldest first: (when, which). An entry whose job
     /// has since been revived, or ended again, no longer matches it and is skipped.
     ended: VecDeque<(i64, Uuid)>,
@@ -171,6 +182,7 @@ impl Table {
             reserved: 0,
             held: HashMap::new(),
             bytes: 0,
+            held_bytes: HashMap::new(),
             ended: VecDeque::new(),
             ended_count: 0,
             max_ended,
@@ -252,7 +264,12 @@ impl Table {
             return false;
         }
         if let Some(job) = self.jobs.remove(uuid) {
-            self.bytes -= job.weight();
+            uncharge(
+                &mut self.bytes,
+                &mut self.held_bytes,
+                job.owner.as_deref(),
+                job.weight(),
+            );
         }
         self.ended_count -= 1;
         self.del(uuid);
@@ -291,12 +308,34 @@ fn release(held: &mut HashMap<String, usize>, owner: Option<&str>) {
     }
 }
 
+/// Counts `n` more bytes held, in all and by `owner`.
+fn charge(all: &mut usize, by: &mut HashMap<String, usize>, owner: Option<&str>, n: usize) {
+    *all += n;
+    if let Some(owner) = owner {
+        *by.entry(owner.to_string()).or_default() += n;
+    }
+}
+
+/// Counts `n` bytes less.
+fn uncharge(all: &mut usize, by: &mut HashMap<String, usize>, owner: Option<&str>, n: usize) {
+    *all -= n;
+    if let Some(owner) = owner
+        && let Some(held) = by.get_mut(owner)
+    {
+        *held -= n;
+        if *held == 0 {
+            by.remove(owner);
+        }
+    }
+}
+
 /// What one owner (a token's client) may hold: `max_running` active jobs and registers under
-/// way at most.
+/// way, and `max_bytes` of the table (by [`Job::weight`]), at most.
 #[derive(Debug, Clone, Copy)]
 pub struct Quota<'a> {
     pub owner: &'a str,
     pub max_running: usize,
+    pub max_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -324,6 +363,8 @@ pub struct Slot<'a> {
     bytes: usize,
     /// Whose register it is: its place is counted as theirs.
     owner: Option<String>,
+    /// Bytes of the table its owner may hold at most.
+    owner_max_bytes: usize,
 }
 
 impl Slot<'_> {
@@ -340,13 +381,27 @@ impl Slot<'_> {
         if let Some(seq) = self.prepared.take() {
             t.preparing.remove(&seq);
         }
-        t.bytes -= std::mem::take(&mut self.bytes);
+        let t = &mut *t;
+        let owner = self.owner.as_deref();
+        uncharge(
+            &mut t.bytes,
+            &mut t.held_bytes,
+            owner,
+            std::mem::take(&mut self.bytes),
+        );
         if t.bytes + weight > bounds.max_table_bytes {
             return Err(Refusal::TableFull {
                 limit: bounds.max_table_bytes,
             });
         }
-        t.bytes += weight;
+        if let Some(name) = owner
+            && t.held_bytes.get(name).copied().unwrap_or(0) + weight > self.owner_max_bytes
+        {
+            return Err(Refusal::OwnerTableFull {
+                limit: self.owner_max_bytes,
+            });
+        }
+        charge(&mut t.bytes, &mut t.held_bytes, owner, weight);
         self.bytes = weight;
         let change = t.prepare(job);
         self.prepared = Some(change.seq);
@@ -366,8 +421,15 @@ impl Slot<'_> {
         if let Some(seq) = self.prepared.take() {
             t.preparing.remove(&seq);
         }
-        t.bytes -= std::mem::take(&mut self.bytes);
-        t.bytes += job.weight();
+        let t = &mut *t;
+        let owner = job.owner.as_deref();
+        uncharge(
+            &mut t.bytes,
+            &mut t.held_bytes,
+            owner,
+            std::mem::take(&mut self.bytes),
+        );
+        charge(&mut t.bytes, &mut t.held_bytes, owner, job.weight());
         t.jobs.insert(job.run.uuid, job);
         self.filled = true;
     }
@@ -383,13 +445,21 @@ impl Drop for Slot<'_> {
         if let Some(seq) = self.prepared.take() {
             t.preparing.remove(&seq);
         }
-        t.bytes -= std::mem::take(&mut self.bytes);
+        let t = &mut *t;
+        uncharge(
+            &mut t.bytes,
+            &mut t.held_bytes,
+            self.owner.as_deref(),
+            std::mem::take(&mut self.bytes),
+        );
     }
 }
 
 /// What one running job and the whole table may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
+    /// `jobs.max_running`: jobs active at once at most (a run revived by progress counts).
+    pub max_running: usize,
     /// Fields a run may have at most.
     pub max_fields: usize,
     /// `limits.max_run_bytes`: bytes of a running job's heartbeat line (measurement, tags
@@ -442,6 +512,11 @@ pub enum Refusal {
     },
     /// The owner has `limit` jobs active or being registered (its token's `max_running`).
     OwnerFull {
+        limit: usize,
+    },
+    /// The owner's jobs would hold more than `limit` bytes (its share of
+    /// `jobs.max_table_bytes`).
+    OwnerTableFull {
         limit: usize,
     },
     /// The run's heartbeat would be `bytes` long, more than `limit` (`limits.max_run_bytes`).
@@ -531,13 +606,14 @@ impl Jobs {
             prepared: None,
             bytes: 0,
             owner: owner.map(str::to_string),
+            owner_max_bytes: quota.map_or(usize::MAX, |q| q.max_bytes),
         })
     }
 
     /// Marks a job `Committing` and hands back its run, or says why it can't be committed.
-    pub fn begin_commit(&self, uuid: &Uuid) -> Result<Run, Refusal> {
+    pub fn begin_commit(&self, uuid: &Uuid, caller: Option<&str>) -> Result<Run, Refusal> {
         let mut t = self.lock();
-        let Some(job) = t.jobs.get_mut(uuid) else {
+        let Some(job) = t.jobs.get_mut(uuid).filter(|j| j.is_for(caller)) else {
             return Err(Refusal::Unknown);
         };
         let (state, was_active) = match job.state {
@@ -568,10 +644,14 @@ impl Jobs {
         fields: Vec<(String, FieldValue)>,
         now_ms: i64,
         bounds: &Bounds,
+        caller: Option<Quota<'_>>,
     ) -> Result<Change, Refusal> {
         let mut guard = self.lock();
         let t = &mut *guard;
         let job = t.jobs.get_mut(uuid).ok_or(Refusal::Unknown)?;
+        if !job.is_for(caller.map(|q| q.owner)) {
+            return Err(Refusal::Unknown);
+        }
         match job.state {
             State::Finished { at_ms } => return Err(Refusal::Finished { at_ms }),
             State::Committing { .. } => return Err(Refusal::InProgress),
@@ -582,6 +662,23 @@ impl Jobs {
             .any(|(k, _)| job.run.tags.iter().any(|(t, _)| t == k))
         {
             return Err(Refusal::IsTag);
+        }
+        let revived = matches!(job.state, State::Expired { .. });
+        let owner = job.owner.clone();
+        if revived {
+            // Running again takes a place, as a register does.
+            if t.active + t.reserved >= bounds.max_running {
+                return Err(Refusal::TooManyRunning {
+                    limit: bounds.max_running,
+                });
+            }
+            if let (Some(q), Some(name)) = (caller, owner.as_deref())
+                && t.held.get(name).copied().unwrap_or(0) >= q.max_running
+            {
+                return Err(Refusal::OwnerFull {
+                    limit: q.max_running,
+                });
+            }
         }
         let mut merged = job.fields.clone();
         for (k, v) in fields {
@@ -602,21 +699,26 @@ impl Jobs {
         changed.beat = BeatLine::new(&changed.run, &changed.fields);
         bounds.check_run(&changed)?;
         let new = changed.weight();
-        let bytes = t.bytes - old + new;
-        if new > old && bytes > bounds.max_table_bytes {
-            return Err(Refusal::TableFull {
-                limit: bounds.max_table_bytes,
-            });
+        if new > old {
+            if t.bytes - old + new > bounds.max_table_bytes {
+                return Err(Refusal::TableFull {
+                    limit: bounds.max_table_bytes,
+                });
+            }
+            if let (Some(q), Some(name)) = (caller, owner.as_deref())
+                && t.held_bytes.get(name).copied().unwrap_or(0) - old + new > q.max_bytes
+            {
+                return Err(Refusal::OwnerTableFull { limit: q.max_bytes });
+            }
         }
         changed.last_seen_ms = now_ms;
         changed.progressed = true;
-        let revived = matches!(changed.state, State::Expired { .. });
         if revived {
             changed.state = State::Running;
         }
-        let owner = revived.then(|| changed.owner.clone()).flatten();
         *job = changed;
-        t.bytes = bytes;
+        uncharge(&mut t.bytes, &mut t.held_bytes, owner.as_deref(), old);
+        charge(&mut t.bytes, &mut t.held_bytes, owner.as_deref(), new);
         if revived {
             t.revived(owner.as_deref());
         }
@@ -661,8 +763,9 @@ impl Jobs {
         if recorded {
             let before = job.weight();
             job.shed();
-            let after = job.weight();
-            t.bytes = t.bytes - before + after;
+            let owner = job.owner.as_deref();
+            uncharge(&mut t.bytes, &mut t.held_bytes, owner, before);
+            charge(&mut t.bytes, &mut t.held_bytes, owner, job.weight());
         }
         if job.state != State::Running {
             t.active -= 1;
@@ -756,11 +859,13 @@ impl Jobs {
         }
     }
 
-    /// `true` for running jobs, `false` for the ones that ended within the retention.
-    pub fn is_running(&self) -> Vec<(Uuid, bool)> {
+    /// `true` for running jobs, `false` for the ones that ended within the retention: those
+    /// `caller` may act on (every one without tokens).
+    pub fn is_running(&self, caller: Option<&str>) -> Vec<(Uuid, bool)> {
         let t = self.lock();
         t.jobs
             .values()
+            .filter(|j| j.is_for(caller))
             .map(|j| (j.run.uuid, j.state.is_active()))
             .collect()
     }
@@ -777,6 +882,11 @@ impl Jobs {
             }
         }
         c
+    }
+
+    /// Whether run `uuid` exists and `caller` may act on it (see [`Job::is_for`]).
+    pub fn is_for(&self, uuid: &Uuid, caller: Option<&str>) -> bool {
+        self.lock().jobs.get(uuid).is_some_and(|j| j.is_for(caller))
     }
 
     /// Whether `name` is one of the tags of run `uuid`.
@@ -833,7 +943,12 @@ impl Jobs {
             if matches!(job.state, State::Finished { .. }) {
                 job.shed();
             }
-            table.bytes += job.weight();
+            charge(
+                &mut table.bytes,
+                &mut table.held_bytes,
+                job.owner.as_deref(),
+                job.weight(),
+            );
         }
         ended.sort_unstable();
         table.ended_count = ended.len();
@@ -857,6 +972,7 @@ pub(crate) mod tests {
 
     /// Bounds no test job reaches.
     pub(crate) const BOUNDS: Bounds = Bounds {
+        max_running: 1 << 20,
         max_fields: 64,
         max_run_bytes: 1 << 20,
         max_table_bytes: 1 << 30,
@@ -932,7 +1048,7 @@ pub(crate) mod tests {
         );
         jobs.reserve(2, None).unwrap().fill(job(2, 0));
         assert!(jobs.reserve(2, None).is_err());
-        jobs.begin_commit(&Uuid::from_u128(1)).unwrap();
+        jobs.begin_commit(&Uuid::from_u128(1), None).unwrap();
         finish(&jobs, &Uuid::from_u128(1), 5);
         assert!(
             jobs.reserve(2, None).is_ok(),
@@ -946,21 +1062,24 @@ pub(crate) mod tests {
         let id = Uuid::from_u128(1);
         jobs.reserve(10, None).unwrap().fill(job(1, 0));
         assert_eq!(
-            jobs.begin_commit(&Uuid::from_u128(9)),
+            jobs.begin_commit(&Uuid::from_u128(9), None),
             Err(Refusal::Unknown)
         );
-        jobs.begin_commit(&id).unwrap();
-        assert_eq!(jobs.begin_commit(&id), Err(Refusal::InProgress));
+        jobs.begin_commit(&id, None).unwrap();
+        assert_eq!(jobs.begin_commit(&id, None), Err(Refusal::InProgress));
         jobs.end_commit(&id, None, false, 1);
         assert_eq!(
-            jobs.is_running(),
+            jobs.is_running(None),
             vec![(id, true)],
             "a failed commit leaves the job running"
         );
-        jobs.begin_commit(&id).unwrap();
+        jobs.begin_commit(&id, None).unwrap();
         finish(&jobs, &id, 7);
-        assert_eq!(jobs.begin_commit(&id), Err(Refusal::Finished { at_ms: 7 }));
-        assert_eq!(jobs.is_running(), vec![(id, false)]);
+        assert_eq!(
+            jobs.begin_commit(&id, None),
+            Err(Refusal::Finished { at_ms: 7 })
+        );
+        assert_eq!(jobs.is_running(None), vec![(id, false)]);
     }
 
     #[test]
@@ -981,7 +1100,7 @@ pub(crate) mod tests {
             ("clients".into(), FieldValue::Float(5.0)),
             ("new".into(), FieldValue::Bool(true)),
         ];
-        jobs.progress(&id, update, 50, &BOUNDS).unwrap();
+        jobs.progress(&id, update, 50, &BOUNDS, None).unwrap();
         let fields = jobs.list(1)[0].fields.clone();
         assert_eq!(
             fields,
@@ -997,7 +1116,8 @@ pub(crate) mod tests {
                 &id,
                 vec![("mode".into(), FieldValue::Float(1.0))],
                 60,
-                &BOUNDS
+                &BOUNDS,
+                None
             ),
             Err(Refusal::IsTag)
         );
@@ -1009,23 +1129,24 @@ pub(crate) mod tests {
                 &Bounds {
                     max_fields: 3,
                     ..BOUNDS
-                }
+                },
+                None
             ),
             Err(Refusal::TooManyFields(3))
         );
         assert_eq!(
-            jobs.progress(&Uuid::from_u128(9), vec![], 60, &BOUNDS),
+            jobs.progress(&Uuid::from_u128(9), vec![], 60, &BOUNDS, None),
             Err(Refusal::Unknown)
         );
         let t = jobs.tick(2000, &ages(1000, 10_000));
         assert_eq!(t.expired, 1);
-        jobs.progress(&id, vec![], 2100, &BOUNDS).unwrap();
+        jobs.progress(&id, vec![], 2100, &BOUNDS, None).unwrap();
         assert_eq!(jobs.counts().running, 1, "progress revives an expired run");
         assert!(jobs.reserve(1, None).is_err());
-        jobs.begin_commit(&id).unwrap();
+        jobs.begin_commit(&id, None).unwrap();
         finish(&jobs, &id, 2200);
         assert_eq!(
-            jobs.progress(&id, vec![], 2300, &BOUNDS),
+            jobs.progress(&id, vec![], 2300, &BOUNDS, None),
             Err(Refusal::Finished { at_ms: 2200 })
         );
     }
@@ -1057,7 +1178,7 @@ pub(crate) mod tests {
             }
         );
         // The expired run can still be committed.
-        jobs.begin_commit(&Uuid::from_u128(1)).unwrap();
+        jobs.begin_commit(&Uuid::from_u128(1), None).unwrap();
         finish(&jobs, &Uuid::from_u128(1), 1100);
         let t = jobs.tick(1200, &ages(10_000, 300));
         assert_eq!((t.expired, t.removed, beats(&t).0.len()), (0, 0, 1));
@@ -1075,13 +1196,13 @@ pub(crate) mod tests {
         let jobs = Jobs::new(2);
         for n in 1..=5 {
             jobs.reserve(10, None).unwrap().fill(job(n, n as i64));
-            jobs.begin_commit(&Uuid::from_u128(n)).unwrap();
+            jobs.begin_commit(&Uuid::from_u128(n), None).unwrap();
             finish(&jobs, &Uuid::from_u128(n), 100 + n as i64);
         }
         let kept: Vec<Uuid> = rows(&jobs).iter().map(|r| r.0).collect();
         assert_eq!(kept, [Uuid::from_u128(4), Uuid::from_u128(5)]);
         assert_eq!(
-            jobs.begin_commit(&Uuid::from_u128(1)),
+            jobs.begin_commit(&Uuid::from_u128(1), None),
             Err(Refusal::Unknown)
         );
         let finished = &jobs.list(1)[0];
@@ -1098,10 +1219,10 @@ pub(crate) mod tests {
             1,
             "the expired run pushed out a finished one"
         );
-        jobs.progress(&Uuid::from_u128(6), vec![], 10_001, &BOUNDS)
+        jobs.progress(&Uuid::from_u128(6), vec![], 10_001, &BOUNDS, None)
             .unwrap();
         jobs.reserve(10, None).unwrap().fill(job(7, 7));
-        jobs.begin_commit(&Uuid::from_u128(7)).unwrap();
+        jobs.begin_commit(&Uuid::from_u128(7), None).unwrap();
         finish(&jobs, &Uuid::from_u128(7), 10_002);
         assert_eq!(
             jobs.counts(),
@@ -1128,7 +1249,8 @@ pub(crate) mod tests {
         for round in 1..=5000 {
             let t = jobs.tick(round * 10, &ages(5, i64::MAX));
             assert_eq!(t.expired, 1);
-            jobs.progress(&id, vec![], round * 10, &BOUNDS).unwrap();
+            jobs.progress(&id, vec![], round * 10, &BOUNDS, None)
+                .unwrap();
         }
         let t = jobs.lock();
         assert!(
@@ -1177,7 +1299,7 @@ pub(crate) mod tests {
         let prepared = slot.prepare(&three, &BOUNDS).unwrap();
         assert!(!prepared.bytes.is_empty());
         // A commit prepared too, then a change made at once after both.
-        jobs.begin_commit(&Uuid::from_u128(1)).unwrap();
+        jobs.begin_commit(&Uuid::from_u128(1), None).unwrap();
         let finishing = jobs.prepare_finish(&Uuid::from_u128(1), 50).unwrap();
         let progress = jobs
             .progress(
@@ -1185,6 +1307,7 @@ pub(crate) mod tests {
                 vec![("x".into(), FieldValue::Float(1.0))],
                 60,
                 &BOUNDS,
+                None,
             )
             .unwrap();
         assert!(progress.seq > finishing.seq && finishing.seq > prepared.seq);
@@ -1227,6 +1350,7 @@ pub(crate) mod tests {
             vec![("clients".into(), FieldValue::Float(8.0))],
             500,
             &BOUNDS,
+            None,
         )
         .unwrap();
         let t = jobs.tick(1500, &ages(10_000, 10_000));
@@ -1279,12 +1403,12 @@ pub(crate) mod tests {
         slot.fill(small);
         let id = Uuid::from_u128(2);
         assert!(matches!(
-            jobs.progress(&id, vec![("note".into(), text(5000))], 5, &bounds),
+            jobs.progress(&id, vec![("note".into(), text(5000))], 5, &bounds, None),
             Err(Refusal::RunTooLarge { limit: 4096, .. })
         ));
         assert_eq!(rows(&jobs)[0].2, vec![("note".to_string(), text(10))]);
         assert_bytes_add_up(&jobs);
-        jobs.progress(&id, vec![("note".into(), text(3000))], 5, &bounds)
+        jobs.progress(&id, vec![("note".into(), text(3000))], 5, &bounds, None)
             .unwrap();
         assert_bytes_add_up(&jobs);
     }
@@ -1333,17 +1457,17 @@ pub(crate) mod tests {
         // Progress that grows a run past the budget is refused; progress that shrinks it is not.
         let id = Uuid::from_u128(1);
         assert_eq!(
-            jobs.progress(&id, vec![("more".into(), text(500))], 5, &bounds),
+            jobs.progress(&id, vec![("more".into(), text(500))], 5, &bounds, None),
             Err(Refusal::TableFull {
                 limit: bounds.max_table_bytes
             })
         );
-        jobs.progress(&id, vec![("note".into(), text(10))], 5, &bounds)
+        jobs.progress(&id, vec![("note".into(), text(10))], 5, &bounds, None)
             .unwrap();
         assert_bytes_add_up(&jobs);
 
         // A finished run keeps only what the state page shows; a forgotten one, nothing.
-        jobs.begin_commit(&Uuid::from_u128(2)).unwrap();
+        jobs.begin_commit(&Uuid::from_u128(2), None).unwrap();
         finish(&jobs, &Uuid::from_u128(2), 10);
         assert_bytes_add_up(&jobs);
         register(3).unwrap();
@@ -1375,6 +1499,7 @@ pub(crate) mod tests {
             vec![("users".into(), FieldValue::Float(3.0))],
             500,
             &BOUNDS,
+            None,
         )
         .unwrap();
         assert_eq!(jobs.tick(1499, &ages).expired, 0, "heard from 999 ms ago");
@@ -1398,7 +1523,7 @@ pub(crate) mod tests {
         let (snapshot, _) = jobs.snapshot();
         let (restored, _) =
             crate::state::journal::restore(Some(&snapshot[..]), b"", b"", 10).unwrap();
-        jobs.progress(&Uuid::from_u128(2), vec![], 1600, &BOUNDS)
+        jobs.progress(&Uuid::from_u128(2), vec![], 1600, &BOUNDS, None)
             .unwrap();
         assert!(restored.lock().jobs[&reporting].progressed);
         let t = jobs.tick(100_000, &ages);
@@ -1415,6 +1540,7 @@ pub(crate) mod tests {
         let a = Quota {
             owner: "team-a",
             max_running: 2,
+            max_bytes: usize::MAX,
         };
         let register = |n: u128, quota: Option<Quota<'_>>| {
             let slot = jobs.reserve(100, quota)?;
@@ -1436,6 +1562,7 @@ pub(crate) mod tests {
             Some(Quota {
                 owner: "team-b",
                 max_running: 2,
+                max_bytes: usize::MAX,
             }),
         )
         .unwrap();
@@ -1445,7 +1572,7 @@ pub(crate) mod tests {
             Some(Refusal::TooManyRunning { limit: 4 })
         );
         // A commit and an expiry each free a place; a revived run takes one again.
-        jobs.begin_commit(&Uuid::from_u128(1)).unwrap();
+        jobs.begin_commit(&Uuid::from_u128(1), None).unwrap();
         finish(&jobs, &Uuid::from_u128(1), 10);
         assert_eq!(jobs.lock().held["team-a"], 1);
         jobs.tick(10_000, &ages(1000, 1_000_000));
@@ -1454,7 +1581,7 @@ pub(crate) mod tests {
             "{:?}",
             jobs.lock().held
         );
-        jobs.progress(&Uuid::from_u128(2), vec![], 10_001, &BOUNDS)
+        jobs.progress(&Uuid::from_u128(2), vec![], 10_001, &BOUNDS, None)
             .unwrap();
         assert_eq!(jobs.lock().held["team-a"], 1);
         // The owner is saved with the job: a restarted table counts the same.
@@ -1472,5 +1599,117 @@ pub(crate) mod tests {
                 .as_deref(),
             Some("team-a")
         );
+    }
+
+    #[test]
+    fn a_run_registered_with_a_token_is_its_clients_alone() {
+        let jobs = Jobs::new(10);
+        let a = Quota {
+            owner: "team-a",
+            max_running: 10,
+            max_bytes: usize::MAX,
+        };
+        let b = Quota {
+            owner: "team-b",
+            ..a
+        };
+        jobs.reserve(10, Some(a)).unwrap().fill(job(1, 0));
+        let id = Uuid::from_u128(1);
+        assert_eq!(
+            jobs.progress(&id, vec![], 5, &BOUNDS, Some(b)),
+            Err(Refusal::Unknown)
+        );
+        assert_eq!(
+            jobs.begin_commit(&id, Some("team-b")).err(),
+            Some(Refusal::Unknown)
+        );
+        assert!(jobs.is_running(Some("team-b")).is_empty());
+        assert_eq!(jobs.is_running(Some("team-a")), vec![(id, true)]);
+        jobs.progress(&id, vec![], 5, &BOUNDS, Some(a)).unwrap();
+        jobs.begin_commit(&id, Some("team-a")).unwrap();
+    }
+
+    #[test]
+    fn progress_that_revives_a_run_takes_a_place_as_a_register_does() {
+        let jobs = Jobs::new(10);
+        let a = Quota {
+            owner: "team-a",
+            max_running: 1,
+            max_bytes: usize::MAX,
+        };
+        let bounds = Bounds {
+            max_running: 2,
+            ..BOUNDS
+        };
+        jobs.reserve(2, Some(a)).unwrap().fill(job(1, 0));
+        jobs.tick(10_000, &ages(1000, 1_000_000));
+        jobs.reserve(2, Some(a)).unwrap().fill(job(2, 10_000));
+        let expired = Uuid::from_u128(1);
+        assert_eq!(
+            jobs.progress(&expired, vec![], 10_001, &bounds, Some(a)),
+            Err(Refusal::OwnerFull { limit: 1 }),
+            "team-a has its one place"
+        );
+        let roomy = Quota {
+            max_running: 5,
+            ..a
+        };
+        jobs.reserve(2, None).unwrap().fill(job(3, 10_000));
+        assert_eq!(
+            jobs.progress(&expired, vec![], 10_001, &bounds, Some(roomy)),
+            Err(Refusal::TooManyRunning { limit: 2 }),
+            "the table is full"
+        );
+        assert_eq!(jobs.counts().expired, 1, "refused: still expired");
+    }
+
+    #[test]
+    fn an_owner_holds_its_share_of_the_tables_bytes_at_most() {
+        let jobs = Jobs::new(10);
+        let one = job_with(1, 0, vec![], vec![("note".into(), text(3000))]);
+        let a = Quota {
+            owner: "team-a",
+            max_running: 100,
+            max_bytes: one.weight() * 2,
+        };
+        let register = |n: u128, q: Quota<'_>| {
+            let job = job_with(n, 0, vec![], vec![("note".into(), text(3000))]);
+            let mut slot = jobs.reserve(100, Some(q))?;
+            slot.prepare(&job, &BOUNDS)?;
+            slot.fill(job);
+            Ok::<(), Refusal>(())
+        };
+        register(1, a).unwrap();
+        register(2, a).unwrap();
+        assert_eq!(
+            register(3, a),
+            Err(Refusal::OwnerTableFull {
+                limit: one.weight() * 2
+            })
+        );
+        register(
+            4,
+            Quota {
+                owner: "team-b",
+                ..a
+            },
+        )
+        .unwrap();
+        // Progress that grows a run past the share is refused too.
+        assert_eq!(
+            jobs.progress(
+                &Uuid::from_u128(1),
+                vec![("more".into(), text(100))],
+                5,
+                &BOUNDS,
+                Some(a)
+            ),
+            Err(Refusal::OwnerTableFull {
+                limit: one.weight() * 2
+            })
+        );
+        assert_bytes_add_up(&jobs);
+        let t = jobs.lock();
+        assert_eq!(t.held_bytes["team-a"], 2 * one.weight());
     }
 }

@@ -860,14 +860,14 @@ mod tests {
         jobs.reserve(10, None).unwrap().fill(a);
         jobs.reserve(10, None).unwrap().fill(job(2, 200));
         jobs.reserve(10, None).unwrap().fill(job(3, 300));
-        jobs.begin_commit(&Uuid::from_u128(2)).unwrap();
+        jobs.begin_commit(&Uuid::from_u128(2), None).unwrap();
         finish(&jobs, &Uuid::from_u128(2), 250);
-        jobs.begin_commit(&Uuid::from_u128(3)).unwrap();
+        jobs.begin_commit(&Uuid::from_u128(3), None).unwrap();
         let loaded = restore(Some(&jobs.snapshot().0[..]), b"", b"", 1000)
             .unwrap()
             .0;
-        let mut before = jobs.is_running();
-        let mut after = loaded.is_running();
+        let mut before = jobs.is_running(None);
+        let mut after = loaded.is_running(None);
         before.sort();
         after.sort();
         // The commit in progress is saved as running: it was not answered yet.
@@ -941,11 +941,12 @@ mod tests {
                 vec![("rps".into(), FieldValue::Float(3.5))],
                 30,
                 &BOUNDS,
+                None,
             )
             .unwrap()
             .bytes,
         );
-        jobs.begin_commit(&Uuid::from_u128(1)).unwrap();
+        jobs.begin_commit(&Uuid::from_u128(1), None).unwrap();
         let finishing = jobs.prepare_finish(&Uuid::from_u128(1), 40).unwrap();
         jobs.end_commit(&Uuid::from_u128(1), Some(&finishing), true, 40);
         changes.push(finishing.bytes);

@@ -427,3 +427,98 @@ fn failed_token_checks_are_limited_per_address() {
         "one line when the address is throttled, not one per attempt: {log}"
     );
 }
+
+/// A run belongs to the token that registered it: another token can neither report progress
+/// on it, nor commit it, nor see it in isrunning.
+#[test]
+fn a_token_cannot_act_on_another_tokens_runs() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(&config(
+        &influx.url,
+        "runs",
+        &format!(
+            "[auth]\ntag_runs_with_token_name = true\n\
+             [[auth.token]]\nname = \"team-a\"\ntoken = \"{TOKEN}\"\n\
+             [[auth.token]]\nname = \"team-b\"\ntoken = \"{OTHER}\"\n"
+        ),
+    ));
+    let a = post_as(&gw, TOKEN, REGISTER, &json!({"host": "a"})).json()["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let forged = json!({"uuid": a, "measurement": {"fields": {"verdict": "fake"}}});
+    for path in ["/apiv0.1/events/progress", "/apiv0.1/events/commit"] {
+        let r = post_as(&gw, OTHER, path, &forged);
+        assert_eq!(
+            (r.status, r.json()["code"].as_str()),
+            (404, Some("unknown_run")),
+            "{path}: {}",
+            r.body
+        );
+    }
+    let listed = |token: &str| {
+        request(
+            gw.addr,
+            "GET",
+            "/apiv0.1/events/isrunning",
+            &[("Authorization", &bearer(token))],
+            None,
+        )
+        .json()
+    };
+    assert_eq!(
+        listed(OTHER),
+        json!({}),
+        "team-b sees none of team-a's runs"
+    );
+    assert_eq!(listed(TOKEN)[&a], true);
+    let own = post_as(&gw, TOKEN, "/apiv0.1/events/commit", &json!({"uuid": a}));
+    assert_eq!(own.status, 200, "{}", own.body);
+    assert!(
+        influx.series("runs", "load_testing_result").is_empty() || {
+            influx
+                .series("runs", "load_testing_result")
+                .iter()
+                .all(|r| r.get("verdict").is_none())
+        }
+    );
+}
+
+/// The table's bytes are shared as its places are: one token filling its share leaves the
+/// other able to register.
+#[test]
+fn one_token_filling_its_share_of_the_table_leaves_the_other_able_to_register() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(&config(
+        &influx.url,
+        "runs",
+        &format!(
+            "[delivery]\nacknowledge = \"disk\"\n[jobs]\nheartbeat_interval = \"1h\"\nmax_table_bytes = 2097152\n\
+             [[auth.token]]\nname = \"team-a\"\ntoken = \"{TOKEN}\"\n\
+             [[auth.token]]\nname = \"team-b\"\ntoken = \"{OTHER}\"\n"
+        ),
+    ));
+    let wide: serde_json::Map<String, Value> = (0..30)
+        .map(|i| (format!("f{i}"), Value::from("x".repeat(1000))))
+        .collect();
+    let body = json!({"host": "wide", "measurement": {"fields": wide}});
+    let mut registered = 0;
+    loop {
+        let r = post_as(&gw, TOKEN, REGISTER, &body);
+        if r.status != 200 {
+            assert_eq!(
+                (r.status, r.json()["code"].as_str()),
+                (429, Some("token_table_full")),
+                "{}",
+                r.body
+            );
+            assert!(r.json()["error"].as_str().unwrap().contains("\"team-a\""));
+            break;
+        }
+        registered += 1;
+        assert!(registered < 100, "team-a never reached its share");
+    }
+    assert!(registered > 5, "{registered}");
+    let b = post_as(&gw, OTHER, REGISTER, &body);
+    assert_eq!(b.status, 200, "team-b still registers: {}", b.body);
+}
