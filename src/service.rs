@@ -431,6 +431,22 @@ impl Service {
                 None => run.tags.push((k.clone(), v.clone())),
             }
         }
+        // A field named like one of the run's tags would be left off the result: refused, as
+        // in a progress.
+        if let Some((name, _)) = commit
+            .record
+            .fields
+            .iter()
+            .find(|(k, _)| run.tags.iter().any(|(t, _)| t == k))
+        {
+            return Err(
+                if name == points::TOKEN_NAME_TAG && self.rules.tag_token_name {
+                    Refused::FieldIsTokenTag
+                } else {
+                    Refused::FieldIsTag
+                },
+            );
+        }
         let tags = run.tags.iter().map(|(k, _)| k.as_str());
         self.check_schema(points::RESULT, &commit.record.fields, tags.clone())?;
         self.check_tags(&[points::REQUEST_STATS, points::EVENTS], tags)?;
@@ -453,10 +469,12 @@ impl Service {
         guard.finish(now_ms);
         self.schema.learn(&points);
         log::info!("run {uuid} committed");
-        let (rows, rows_sent) = commit
-            .stats
-            .as_ref()
-            .map_or((0, 0), |s| (s.rows.len(), s.rows_sent));
+        // The rows InfluxDB holds: a row left with nothing to record is not a point.
+        let rows = points
+            .iter()
+            .filter(|p| p.measurement() == points::REQUEST_STATS)
+            .count();
+        let rows_sent = commit.stats.as_ref().map_or(0, |s| s.rows_sent);
         Ok(Committed {
             uuid,
             points: points.len(),
@@ -1097,6 +1115,20 @@ pub(crate) mod tests {
             .schema
             .update_from_influxdb(Default::default(), true);
         register(&f, r#"{"measurement":{"fields":{"clients":"ten"}}}"#).unwrap();
+    }
+
+    #[test]
+    fn a_commit_field_named_like_a_tag_of_the_run_is_refused_and_the_run_goes_on() {
+        let f = fixture("service-commit-field-is-tag", 10, 1 << 20);
+        let uuid = register(&f, r#"{"tags":{"mode":"x"}}"#).unwrap().uuid;
+        let body = format!(r#"{{"uuid":"{uuid}","measurement":{{"fields":{{"mode":1}}}}}}"#);
+        let err = f
+            .service
+            .commit(parse_commit(body.as_bytes(), LIMITS).unwrap(), None, 2_000)
+            .unwrap_err();
+        assert!(matches!(err, Refused::FieldIsTag), "{err}");
+        assert!(err.to_string().starts_with("measurement.fields:"), "{err}");
+        commit(&f, uuid).unwrap();
     }
 
     #[test]

@@ -182,12 +182,13 @@ pub fn commit(run: &Run, record: &Record, stats: Option<&RequestStats>, now_ms: 
     }
 
     for row in stats.map(|s| s.rows.as_slice()).unwrap_or_default() {
-        // Every row is one point, so the answer's count of rows is what InfluxDB holds: its
-        // members go in first, and a client tag of the run named like one of them is left off
-        // this point (it is on the run's other points). The row's own name and method are its
-        // identity among the rows: a run tag of either name is never on a row.
+        // Every row is one point, so the answer's count of rows is what InfluxDB holds. Its
+        // tags go in first: the row's name and method (its identity among the rows; a run tag
+        // of either name is never on a row), the run's tags and the gateway's. A member named
+        // like one of them is left out of the point (it stays in the requestStats text): a
+        // name written as a tag and as a field would be refused by InfluxDB 3 and by the
+        // gateway's own schema check for every later run.
         let mut p = Point::new(REQUEST_STATS, time);
-        put_fields(&mut p, &row.fields);
         for (k, v) in &row.tags {
             let _ = p.tag(k, v);
         }
@@ -196,8 +197,8 @@ pub fn commit(run: &Run, record: &Record, stats: Option<&RequestStats>, now_ms: 
                 let _ = p.tag(k, v);
             }
         }
-        // The gateway's identity wins over everything (rows have no member of its names).
         with_run(&mut p, run, false);
+        put_fields(&mut p, &row.fields);
         if p.field_count() > 0 {
             points.push(p);
         }
@@ -287,19 +288,25 @@ mod tests {
     /// member named like a client tag of the run keeps its value, and that tag is left off
     /// this row's point; a run tag named `name` or `method` never stands in for the row's own.
     #[test]
-    fn a_row_member_named_like_a_run_tag_is_kept_and_the_tag_left_off_the_row() {
+    fn a_row_member_named_like_a_tag_is_left_out_and_the_tag_kept() {
         let mut tagged = run();
         tagged.tags.push(("name".into(), "run-name".into()));
+        tagged.tags.push((TOKEN_NAME_TAG.into(), "team-a".into()));
         let stats = RequestStats {
             text: Some("{}".into()),
             rows: vec![
                 StatsRow {
                     tags: vec![("name".into(), "/x".into())],
-                    fields: vec![("mode".into(), FieldValue::Float(1.0))],
+                    fields: vec![
+                        ("mode".into(), FieldValue::Float(1.0)),
+                        (TOKEN_NAME_TAG.into(), FieldValue::Float(7.0)),
+                        ("uuid".into(), FieldValue::Float(8.0)),
+                        ("n".into(), FieldValue::Float(3.0)),
+                    ],
                 },
                 StatsRow {
                     tags: vec![],
-                    fields: vec![("n".into(), FieldValue::Float(2.0))],
+                    fields: vec![("mode".into(), FieldValue::Float(2.0))],
                 },
             ],
             rows_sent: 2,
@@ -310,15 +317,17 @@ mod tests {
         let nil = Uuid::nil();
         assert!(
             text.contains(&format!(
-                "load_testing_request_stats,host=lg-1,name=/x,uuid={nil} mode=1 2000000"
+                "load_testing_request_stats,host=lg-1,mode=single,name=/x,token_name=team-a,uuid={nil} n=3 2000000"
             )),
             "{text}"
         );
-        assert!(
-            text.contains(&format!(
-                "load_testing_request_stats,host=lg-1,mode=single,uuid={nil} n=2 2000000"
-            )),
-            "{text}"
+        assert_eq!(
+            points
+                .iter()
+                .filter(|p| p.measurement() == REQUEST_STATS)
+                .count(),
+            1,
+            "a row left with nothing to record is not a point: {text}"
         );
     }
 
