@@ -158,8 +158,9 @@ pub fn address_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Addresses tracked at most; beyond, those that have waited out their failures go first,
-/// then (under a flood from many addresses) all of them.
+/// Addresses tracked at most; beyond, those that have waited out their failures go, and
+/// (under a flood from more addresses) new ones are not tracked: an address held back is never
+/// let go early.
 const MAX_ADDRESSES: usize = 65_536;
 
 /// Failed token checks per address: `max_failures` in a burst, given back evenly over
@@ -205,18 +206,23 @@ impl FailedChecks {
             .addresses
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if addresses.len() >= MAX_ADDRESSES {
+        let key = address_key(ip);
+        if addresses.len() >= MAX_ADDRESSES && !addresses.contains_key(&key) {
+            // Addresses that have their whole allowance back need no entry.
             let (rate, burst) = (self.rate, self.burst);
             addresses.retain(|_, b| {
                 b.refill(now, rate, burst);
                 b.level < burst
             });
             if addresses.len() >= MAX_ADDRESSES {
-                addresses.clear();
+                // A flood from more addresses than are tracked: those held back stay held back;
+                // this new one is not counted (it has its allowance, as any address it could
+                // come from next would).
+                return false;
             }
         }
         let bucket = addresses
-            .entry(address_key(ip))
+            .entry(key)
             .or_insert_with(|| Bucket::full(self.burst, now));
         bucket.refill(now, self.rate, self.burst);
         bucket.level = (bucket.level - 1.0).max(0.0);
@@ -454,6 +460,21 @@ mod tests {
             a,
             "an IPv4-mapped address is the IPv4 one"
         );
+    }
+
+    #[test]
+    fn a_flood_from_many_addresses_never_lets_an_address_held_back_go() {
+        let checks = FailedChecks::new(2, Duration::from_secs(600));
+        let t0 = Instant::now();
+        let held: IpAddr = "192.0.2.1".parse().unwrap();
+        checks.failed(held, t0);
+        checks.failed(held, t0);
+        assert!(checks.check(held, t0).is_err());
+        for n in 0..(MAX_ADDRESSES as u32 + 10) {
+            let other = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+            checks.failed(other, t0);
+        }
+        assert!(checks.check(held, t0).is_err(), "still held back");
     }
 
     #[test]

@@ -927,7 +927,15 @@ fn read_clients(
                         .map_err(|m| ("auth.token_files", format!("{}: the name{m}", at())))?;
                     (name.to_string(), token)
                 }
-                None => (format!("{path}:{}", i + 1), line),
+                // Named after where it is: a name that can be a tag value (token_name).
+                None => (
+                    format!(
+                        "{}:{}",
+                        crate::ingest::line_protocol::sanitize_tag_value(path, 200),
+                        i + 1
+                    ),
+                    line,
+                ),
             };
             check_token(token)
                 .map_err(|m| ("auth.token_files", format!("{}: the token{m}", at())))?;

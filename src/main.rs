@@ -377,7 +377,7 @@ fn run() -> Result<(), StartError> {
     )?;
     if let Some((path, offset, bytes)) = &opened.torn {
         log::warn!(
-            "{}: the last {bytes} bytes (from byte {offset}) were a write cut short by the previous stop; it was never acknowledged and is left out",
+            "{}: the last {bytes} bytes (from byte {offset}) are not a whole record and are left out: a write cut short by the previous stop, which was never acknowledged (or, after a power loss or a disk error, damage to the last record)",
             path.display()
         );
     }

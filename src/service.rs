@@ -170,7 +170,7 @@ impl fmt::Display for Refused {
             ),
             Refused::TableFullForToken { owner, limit } => write!(
                 f,
-                "the runs of token {owner:?} hold its share of jobs.max_table_bytes ({limit} bytes); commit finished runs first"
+                "the runs of token {owner:?} would hold more than its share of jobs.max_table_bytes ({limit} bytes); commit finished runs first"
             ),
             Refused::FieldIsTokenTag => write!(
                 f,
@@ -190,7 +190,7 @@ impl fmt::Display for Refused {
             ),
             Refused::TableFull(limit) => write!(
                 f,
-                "the running jobs hold {limit} bytes already (jobs.max_table_bytes); commit finished runs, or try again later"
+                "the running jobs would hold more than jobs.max_table_bytes ({limit} bytes); commit finished runs, or try again later"
             ),
             Refused::NotRecorded(why) => write!(f, "nothing was recorded: {why}"),
             Refused::SchemaConflict { key, conflict } => write!(f, "{key}: {conflict}"),

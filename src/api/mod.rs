@@ -64,7 +64,7 @@ impl ApiError {
                 return retry_in(
                     Code::TooManyAuthFailures,
                     &format!(
-                        "too many failed token checks from this address; try again in {secs} s"
+                        "too many failed token checks from this address (auth.max_failures in auth.failure_window); try again in {secs} s"
                     ),
                     secs,
                 );

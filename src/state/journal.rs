@@ -314,6 +314,19 @@ impl Restore {
             .position(|&b| b == 0)
             .unwrap_or(journal.len());
         if journal[end..].iter().any(|&b| b != 0) {
+            // Bytes after the zeros. A fragment of a record is a write cut short; a whole record
+            // after zeros means zeros where records were: damage, which must not be read as
+            // an end (the records after it were acknowledged).
+            let whole_after = journal[end..]
+                .split(|&b| b == b'\n' || b == 0)
+                .any(|piece| serde_json::from_slice::<SavedRecord>(piece).is_ok());
+            if whole_after {
+                let line = journal[..end].iter().filter(|&&b| b == b'\n').count() + 1;
+                return Err(RestoreError::BadRecord {
+                    line,
+                    why: "zero bytes where a record was, with whole records after them: the journal is damaged; mend or remove that line by hand (the records after it are runs the gateway acknowledged)".into(),
+                });
+            }
             self.restored.torn_tail = true;
         }
         let mut rest = &journal[..end];
@@ -1017,6 +1030,14 @@ mod tests {
         padded.extend_from_slice(&[0; 10]);
         let (restored, how) = restore(None::<&[u8]>, &padded, b"", 10).unwrap();
         assert_eq!((restored.counts().running, how.torn_tail), (2, true));
+        // Zeros where a record was, with whole records after them: damage, never an end.
+        let mut damaged = legacy_lines(&[job(1, 0), job(2, 0), job(3, 0)]);
+        let second = damaged.iter().position(|&b| b == b'\n').unwrap() + 5;
+        damaged[second] = 0;
+        assert!(matches!(
+            restore(None::<&[u8]>, &damaged, b"", 10),
+            Err(RestoreError::BadRecord { line: 2, .. })
+        ));
         let both = br#"{"seq":1,"del":"00000000-0000-0000-0000-000000000001"}
 {"seq":2}
 {"seq":3,"del":"00000000-0000-0000-0000-000000000001"}
