@@ -1176,7 +1176,12 @@ mod tests {
 
     #[test]
     fn beyond_the_dead_letter_bound_refusals_are_counted_as_dropped() {
-        let mut r = setup("delivery-dead-bound", Acknowledge::Influxdb, LIMITS, 40);
+        let mut r = setup(
+            "delivery-dead-bound",
+            Acknowledge::Influxdb,
+            LIMITS,
+            3 * 4096,
+        );
         r.start();
         r.sink.refuse_lines_with("bad");
         assert!(matches!(

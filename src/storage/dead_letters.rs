@@ -76,7 +76,14 @@ fn parse_name(path: &Path) -> Option<(u64, u64)> {
     Some((n.parse().ok()?, points.parse().ok()?))
 }
 
-/// (records, bytes, the next free number) of the dead letters in `dir`.
+/// What a file of `len` bytes takes on disk, about: whole blocks of 4 KiB (a small file takes one
+/// block, and an inode). What the bound counts, so that many small refusals cannot fill the
+/// disk within it.
+fn on_disk(len: u64) -> u64 {
+    len.div_ceil(4096).max(1) * 4096
+}
+
+/// (records, bytes on disk, the next free number) of the dead letters in `dir`.
 fn count(dir: &Path) -> io::Result<(u64, u64, u64)> {
     let (mut records, mut bytes, mut next) = (0, 0, 1);
     for entry in fs::read_dir(dir)? {
@@ -92,10 +99,8 @@ fn count(dir: &Path) -> io::Result<(u64, u64, u64)> {
             continue;
         };
         next = next.max(n + 1);
-        if ext == RECORD_EXT {
-            records += 1;
-            bytes += entry.metadata()?.len();
-        }
+        records += u64::from(ext == RECORD_EXT);
+        bytes += on_disk(entry.metadata()?.len());
     }
     Ok((records, bytes, next))
 }
@@ -127,7 +132,8 @@ impl DeadLetters {
     /// Keeps `lines` (`points` points) that InfluxDB refused, with the reason; or, beyond the
     /// bound, counts them as dropped. An error means the disk failed.
     pub fn store(&self, lines: &str, points: u64, why: &str) -> io::Result<Kept> {
-        let len = lines.len() as u64;
+        let error = error_text(why);
+        let len = on_disk(lines.len() as u64) + on_disk(error.len() as u64);
         let n = {
             let mut s = self.lock();
             if s.bytes + len > self.limit && s.last_scan.elapsed() >= RESCAN_EVERY {
@@ -161,11 +167,8 @@ impl DeadLetters {
             s.next - 1
         };
         let target = self.dir.join(name(n, points, RECORD_EXT));
-        let written = write_atomic(
-            &target.with_extension(ERROR_EXT),
-            error_text(why).as_bytes(),
-        )
-        .and_then(|()| write_atomic(&target, lines.as_bytes()));
+        let written = write_atomic(&target.with_extension(ERROR_EXT), error.as_bytes())
+            .and_then(|()| write_atomic(&target, lines.as_bytes()));
         if let Err(e) = written {
             let mut s = self.lock();
             s.bytes -= len;
@@ -248,7 +251,8 @@ mod tests {
         let why = "influxdb answered 400: field type conflict";
         assert_eq!(dead.store("m v=1 1\n", 1, why).unwrap(), Kept::Kept);
         assert_eq!(dead.store("m v=\"x\" 2\n", 1, "bad").unwrap(), Kept::Kept);
-        assert_eq!((dead.usage().records, dead.usage().bytes), (2, 18));
+        // Each letter is two files of one 4 KiB block each, as the disk counts them.
+        assert_eq!((dead.usage().records, dead.usage().bytes), (2, 4 * 4096));
         let listed = list(&dir.0).unwrap();
         assert_eq!(listed.len(), 2);
         assert_eq!(read(&listed[0].0).unwrap(), "m v=1 1\n");
@@ -256,7 +260,7 @@ mod tests {
         assert!(listed[0].2.ends_with(why), "{}", listed[0].2);
         remove(&listed[0].0).unwrap();
         let again = DeadLetters::open(&dir.0, 1 << 20).unwrap();
-        assert_eq!((again.usage().records, again.usage().bytes), (1, 10));
+        assert_eq!((again.usage().records, again.usage().bytes), (1, 2 * 4096));
         again.store("m v=3 3\n", 1, "x").unwrap();
         let names: Vec<_> = list(&dir.0).unwrap().into_iter().map(|l| l.0).collect();
         assert!(
@@ -270,19 +274,19 @@ mod tests {
     #[test]
     fn beyond_the_bound_refusals_are_counted_as_dropped_not_written() {
         let dir = Dir::new("dead-letters-bound");
-        let dead = DeadLetters::open(&dir.0, 20).unwrap();
+        // Room for three letters of two blocks each, and a bit.
+        let dead = DeadLetters::open(&dir.0, 6 * 4096 + 100).unwrap();
         assert_eq!(dead.store("m v=1 1\n", 1, "x").unwrap(), Kept::Kept);
-        assert_eq!(
-            dead.store("m v=22 1\nm v=2 2\n", 2, "x").unwrap(),
-            Kept::Dropped
-        );
+        assert_eq!(dead.store("m v=2 2\n", 1, "x").unwrap(), Kept::Kept);
+        let big = "m v=3 3\n".repeat(1000);
+        assert_eq!(dead.store(&big, 1000, "x").unwrap(), Kept::Dropped);
         assert_eq!(dead.store("m v=3 3\n", 1, "x").unwrap(), Kept::Kept);
         assert_eq!(dead.store("m v=4 4\n", 1, "x").unwrap(), Kept::Dropped);
         let usage = dead.usage();
         assert_eq!(
             (usage.records, usage.bytes, usage.dropped_points),
-            (2, 16, 3)
+            (3, 6 * 4096, 1001)
         );
-        assert_eq!(list(&dir.0).unwrap().len(), 2);
+        assert_eq!(list(&dir.0).unwrap().len(), 3);
     }
 }
