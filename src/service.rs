@@ -109,6 +109,8 @@ pub struct Committed {
     pub rows: usize,
     /// Endpoint rows the client sent.
     pub rows_sent: usize,
+    /// `requestStats` members left out of the points for a schema conflict.
+    pub left_out: usize,
     /// Where the points went.
     pub outcome: Outcome,
 }
@@ -405,7 +407,7 @@ impl Service {
     /// another token is unknown to it.
     pub fn commit(
         &self,
-        commit: Commit,
+        mut commit: Commit,
         caller: Option<&str>,
         now_ms: i64,
     ) -> Result<Committed, Refused> {
@@ -450,6 +452,10 @@ impl Service {
         let tags = run.tags.iter().map(|(k, _)| k.as_str());
         self.check_schema(points::RESULT, &commit.record.fields, tags.clone())?;
         self.check_tags(&[points::REQUEST_STATS, points::EVENTS], tags)?;
+        let left_out = match commit.stats.as_mut() {
+            Some(stats) if self.check_schema => self.leave_out_conflicts(stats),
+            _ => 0,
+        };
         let points = points::commit(&run, &commit.record, commit.stats.as_ref(), now_ms);
         let lines = encode_batch(&points);
         let change = self
@@ -480,6 +486,7 @@ impl Service {
             points: points.len(),
             rows,
             rows_sent,
+            left_out,
             outcome: self.delivery.outcome(seq),
         })
     }
@@ -585,6 +592,26 @@ impl Service {
         self.schema
             .check(measurement, fields, tags)
             .map_err(|conflict| self.schema_refused(conflict))
+    }
+
+    /// Leaves out of the points the `requestStats` members InfluxDB would refuse, as far as the
+    /// gateway knows (a number where earlier runs wrote text, a name that is a tag there): the
+    /// load test's data never fails a commit, nor sends its row to the dead letters. They stay
+    /// in the `requestStats` text. Returns how many were left out.
+    fn leave_out_conflicts(&self, stats: &mut crate::ingest::payload::RequestStats) -> usize {
+        let fits =
+            |measurement: &str, (k, v): &(String, crate::ingest::line_protocol::FieldValue)| {
+                self.schema
+                    .check(measurement, [(k.as_str(), v)], std::iter::empty())
+                    .is_ok()
+            };
+        let before = stats.scalars.len() + stats.rows.iter().map(|r| r.fields.len()).sum::<usize>();
+        stats.scalars.retain(|f| fits(points::RESULT, f));
+        for row in &mut stats.rows {
+            row.fields.retain(|f| fits(points::REQUEST_STATS, f));
+        }
+        let after = stats.scalars.len() + stats.rows.iter().map(|r| r.fields.len()).sum::<usize>();
+        before - after
     }
 
     /// [`Service::check_schema`] of tags alone, in each of `measurements`.
@@ -1115,6 +1142,42 @@ pub(crate) mod tests {
             .schema
             .update_from_influxdb(Default::default(), true);
         register(&f, r#"{"measurement":{"fields":{"clients":"ten"}}}"#).unwrap();
+    }
+
+    #[test]
+    fn a_stats_member_of_another_type_than_earlier_runs_wrote_is_left_out_not_its_row() {
+        let f = fixture("service-stats-member-type", 10, 1 << 20);
+        let commit_with = |member: &str| {
+            let uuid = register(&f, "{}").unwrap().uuid;
+            let stats = format!(
+                r#"{{"stats":[{{"name":"/a","method":"GET","n":{member},"rps":2}}],"total":{member}}}"#
+            );
+            let body = serde_json::json!({"uuid": uuid, "measurement": {"fields": {"requestStats": stats}}});
+            f.service
+                .commit(
+                    parse_commit(body.to_string().as_bytes(), LIMITS).unwrap(),
+                    None,
+                    2_000,
+                )
+                .unwrap()
+        };
+        assert_eq!(commit_with("1").left_out, 0);
+        let second = commit_with("true");
+        assert_eq!(
+            (second.left_out, second.rows),
+            (2, 1),
+            "the row stays, without n"
+        );
+        let stored = f.sink.stored();
+        let last_row = stored
+            .iter()
+            .rev()
+            .find(|l| l.starts_with("load_testing_request_stats"))
+            .unwrap();
+        assert!(
+            last_row.contains(" rps=2 ") && !last_row.contains("n="),
+            "{last_row}"
+        );
     }
 
     #[test]

@@ -168,6 +168,12 @@ fn commit(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, Ap
         "run {uuid} finished; wrote {} points ({} endpoint rows)",
         c.points, c.rows
     );
+    if c.left_out > 0 {
+        notes.push(format!(
+            "{} requestStats members were left out of the points: InfluxDB holds them with another type, or as tags, from earlier runs (they are in the requestStats text)",
+            c.left_out
+        ));
+    }
     if c.rows_sent > c.rows {
         notes.insert(
             0,
