@@ -263,6 +263,15 @@ struct Entry {
     socket: Weak<TcpStream>,
 }
 
+/// Why a connection got no slot: which cap it met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// Its client holds `server.max_connections_per_ip` connections already.
+    PerClient,
+    /// Every slot is taken (`server.max_connections`) and none can give way.
+    Full,
+}
+
 /// One open-connection slot; dropping it gives the slot back.
 #[derive(Debug)]
 pub(super) struct ConnGuard {
@@ -344,7 +353,17 @@ impl ConnTable {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX >> 16)
     }
 
-    /// Takes a slot for a connection from `ip` whose socket is `socket`, or `None` when its
+    /// The most open connections in all (`server.max_connections`).
+    pub(super) fn max_total(&self) -> usize {
+        self.max_total
+    }
+
+    /// The most open connections of one client (`server.max_connections_per_ip`).
+    pub(super) fn max_per_client(&self) -> usize {
+        self.max_per_client
+    }
+
+    /// Takes a slot for a connection from `ip` whose socket is `socket`. Refused when its
     /// client holds `max_per_client` slots already, or when every slot is taken and none can be
     /// given up (see `slot_rank`). When every slot is taken and one can, that connection is
     /// closed and its slot is this one's.
@@ -352,17 +371,17 @@ impl ConnTable {
         self: &Arc<Self>,
         ip: IpAddr,
         socket: Weak<TcpStream>,
-    ) -> Option<ConnGuard> {
+    ) -> Result<ConnGuard, Refused> {
         let client = client_of(ip);
         let mut evicted = None;
         let guard = {
             let mut table = self.lock();
             let from_client = table.per_client.get(&client).copied().unwrap_or(0);
             if from_client >= self.max_per_client {
-                return None;
+                return Err(Refused::PerClient);
             }
             if table.conns.len() >= self.max_total {
-                evicted = Some(self.evict_one(&mut table, slot_rank)?);
+                evicted = Some(self.evict_one(&mut table, slot_rank).ok_or(Refused::Full)?);
             }
             let id = table.next_id;
             table.next_id += 1;
@@ -385,7 +404,7 @@ impl ConnTable {
         if let Some(evicted) = evicted {
             evicted.close(Some(client));
         }
-        Some(guard)
+        Ok(guard)
     }
 
     /// Closes the body that has been silent longest (at least `STALLED_MS`) among those holding
@@ -551,7 +570,7 @@ mod tests {
     }
 
     fn acquire(table: &Arc<ConnTable>, from: &str) -> Option<ConnGuard> {
-        table.try_acquire(ip(from), Weak::new())
+        table.try_acquire(ip(from), Weak::new()).ok()
     }
 
     #[test]
@@ -564,9 +583,17 @@ mod tests {
         };
         let a1 = busy(acquire(&table, "10.0.0.1").expect("first from a"));
         let a2 = busy(acquire(&table, "::ffff:10.0.0.1").expect("second from a, mapped"));
-        assert!(acquire(&table, "10.0.0.1").is_none(), "per-client cap");
+        assert_eq!(
+            table.try_acquire(ip("10.0.0.1"), Weak::new()).err(),
+            Some(Refused::PerClient),
+            "per-client cap"
+        );
         let b1 = busy(acquire(&table, "10.0.0.2").expect("first from b"));
-        assert!(acquire(&table, "10.0.0.2").is_none(), "global cap");
+        assert_eq!(
+            table.try_acquire(ip("10.0.0.2"), Weak::new()).err(),
+            Some(Refused::Full),
+            "global cap"
+        );
         assert_eq!(table.open.load(Ordering::SeqCst), 3);
         drop(a1);
         assert!(
@@ -715,7 +742,7 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         let (server, _) = listener.accept().expect("accept");
         let server = Arc::new(server);
-        let guard = table.try_acquire(ip(from), Arc::downgrade(&server));
+        let guard = table.try_acquire(ip(from), Arc::downgrade(&server)).ok();
         sockets.push((client, server));
         guard
     }
