@@ -19,7 +19,7 @@ pub use routes::{ROUTES, listing, names as route_names};
 use crate::auth::{Client, Denied, FailedChecks, RequestRate, Tokens, retry_after_secs};
 use crate::code::Code;
 use crate::config::Settings;
-use crate::http::{Exchange, Handler, Request, Response};
+use crate::http::{Exchange, Handler, Head, Request, Response};
 use crate::ingest::payload::{PayloadError, PayloadLimits};
 use crate::service::{Refused, Service};
 use crate::state::schema::Conflict;
@@ -164,30 +164,32 @@ impl App {
         &self.service.stats
     }
 
-    /// Answers `req`; `client` is set to the client's name when its token passed the check
-    /// (`None` when no tokens are configured, since every request passes then).
-    fn route(&self, req: &Request, client: &mut Option<String>) -> Result<Reply, ApiError> {
+    /// Whether the request of `head` may go on, before its body is read: its route exists, takes
+    /// its method, and its token passes the check when the route needs one. The client its
+    /// token names (`None` for routes without a token, and when no tokens are configured).
+    fn admission(&self, head: &Head<'_>) -> Result<Option<&Client>, ApiError> {
+        let (_, route) = routes::find(head.path).ok_or(ApiError::NoRoute)?;
+        if head.method != route.method {
+            return Err(ApiError::Method(route.method));
+        }
+        if route.token {
+            self.authenticate(head)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Answers `req`, which `admission` let through as `req.client`.
+    fn route(&self, req: &Request) -> Result<Reply, ApiError> {
         let (_, route) = routes::find(&req.path).ok_or(ApiError::NoRoute)?;
         if req.method != route.method {
             return Err(ApiError::Method(route.method));
         }
-        let authenticated = if route.token {
-            match self.authenticate(req) {
-                Ok(found) => found,
-                Err(e) => {
-                    if let ApiError::RateLimited(name, _) = &e {
-                        // The token was right: the log names the client, and its connection
-                        // stays trusted.
-                        *client = Some(name.clone());
-                    }
-                    return Err(e);
-                }
-            }
-        } else {
-            None
-        };
-        *client = authenticated.map(|c| c.name.clone());
-        (route.handler)(self, req, authenticated)
+        let client = req
+            .client
+            .as_deref()
+            .and_then(|name| self.settings.clients.iter().find(|c| c.name == name));
+        (route.handler)(self, req, client)
     }
 
     /// The client whose token the request carries (`None` when no tokens are configured).
@@ -195,7 +197,7 @@ impl App {
     /// Errors: no token or a wrong one (401); too many failed checks from the address of late
     /// (429, checked before the token, so that guessing costs time); the client's request rate
     /// spent (429).
-    fn authenticate(&self, req: &Request) -> Result<Option<&Client>, ApiError> {
+    fn authenticate(&self, req: &Head<'_>) -> Result<Option<&Client>, ApiError> {
         if self.tokens.is_open() {
             return Ok(None);
         }
@@ -212,8 +214,8 @@ impl App {
                 let spent = self.failed_checks.failed(ip, now);
                 log::warn!(
                     "refused {} {} from {ip}: {}{}",
-                    req.method,
-                    loggable(&req.path),
+                    loggable(req.method),
+                    loggable(req.path),
                     match denied {
                         Denied::Missing => "no token",
                         Denied::Malformed => "malformed Authorization header",
@@ -246,9 +248,23 @@ fn loggable(text: &str) -> String {
 }
 
 impl Handler for App {
+    fn admit(&self, head: &Head<'_>) -> Result<Option<String>, Response> {
+        match self.admission(head) {
+            Ok(client) => Ok(client.map(|c| c.name.clone())),
+            Err(e) => {
+                let mut response = e.response();
+                // The token was right: the access log names the client.
+                if let ApiError::RateLimited(name, _) = &e {
+                    response.client = Some(name.clone());
+                }
+                Err(response)
+            }
+        }
+    }
+
     fn handle(&self, req: &Request) -> Response {
-        let mut client = None;
-        let mut response = match self.route(req, &mut client) {
+        let client = req.client.clone();
+        let mut response = match self.route(req) {
             Ok(Reply::Json(body)) => Response::json(200, &body),
             Ok(Reply::Text(text)) => Response {
                 status: 200,

@@ -31,7 +31,7 @@ use super::head::{self, HeadError, RequestHead};
 use super::render::{Disposition, render};
 use super::server::ShutdownHandle;
 use super::transport::Transport;
-use super::{Exchange, Handler, Limits, Request, Response};
+use super::{Exchange, Handler, Head, Limits, Request, Response};
 
 /// Most body bytes read (and allocated ahead of their arrival) in one step.
 const BODY_STEP: usize = 64 * 1024;
@@ -184,6 +184,18 @@ fn serve_one<S: Transport>(
             ctx,
         );
     };
+    // The handler decides from the head whether the request goes on (the token, the route,
+    // the method), before its body costs anything: a refused one is never reserved nor read.
+    let admitted = match call_admit(ctx.handler.as_ref(), &head, peer) {
+        Ok(client) => client,
+        // Its body is never read: with one, the connection is closed after the answer.
+        Err(response) if body_len > 0 || !framing.keep_alive || response.status == 500 => {
+            return refuse_request(stream, peer, started, Some(&head), response, activity, ctx);
+        }
+        Err(response) => {
+            return refuse_keeping(stream, peer, started, &head, response, activity, ctx);
+        }
+    };
     if body_len > 0 && !activity.enter(Phase::Body) {
         return Next::Drop;
     }
@@ -249,6 +261,7 @@ fn serve_one<S: Transport>(
         headers,
         body,
         peer,
+        client: admitted,
     };
     let (response, failed) = match refused {
         None => call_handler(ctx.handler.as_ref(), &request),
@@ -460,6 +473,88 @@ impl encoding::Allowance for Inflating<'_, '_> {
     }
 }
 
+/// Calls `Handler::admit` on the head: a panic there becomes a 500 (closing the connection,
+/// since the framing decides that and the head was fine).
+fn call_admit(
+    handler: &dyn Handler,
+    head: &RequestHead,
+    peer: SocketAddr,
+) -> Result<Option<String>, Response> {
+    let view = Head {
+        method: &head.method,
+        path: &head.path,
+        headers: &head.headers,
+        peer,
+    };
+    match catch_unwind(AssertUnwindSafe(|| handler.admit(&view))) {
+        Ok(Err(response)) if !(200..=599).contains(&response.status) => {
+            log::warn!(
+                "admit returned status {}, which is not a final status; answering 500",
+                response.status
+            );
+            Err(internal_error())
+        }
+        Ok(admitted) => admitted,
+        Err(payload) => {
+            log::warn!("admit panicked; answering 500 and closing the connection");
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            Err(internal_error())
+        }
+    }
+}
+
+/// Answers a request without a body that `Handler::admit` refused, keeping the connection
+/// alive (nothing is left unread), unless the server is stopping; a refused request never
+/// earns its connection the protection of an authenticated one (see `caps`).
+fn refuse_keeping<S: Transport>(
+    stream: &mut S,
+    peer: SocketAddr,
+    started: Instant,
+    head: &RequestHead,
+    response: Response,
+    activity: &Activity,
+    ctx: &ConnContext,
+) -> Next {
+    if ctx.shutdown.is_stopping() {
+        return refuse_request(stream, peer, started, Some(head), response, activity, ctx);
+    }
+    if !activity.enter(Phase::Busy) {
+        return Next::Drop;
+    }
+    let disposition = if head.version == 0 {
+        Disposition::KeepAlive10
+    } else {
+        Disposition::KeepAlive
+    };
+    let rendered = render(
+        &response,
+        disposition,
+        head.method == "HEAD",
+        std::time::SystemTime::now(),
+    );
+    let written = write_all_before(
+        stream,
+        &rendered.bytes,
+        Instant::now() + ctx.limits.header_timeout,
+    );
+    report(
+        ctx.handler.as_ref(),
+        &Exchange {
+            peer,
+            method: &head.method,
+            path: &head.path,
+            status: rendered.status,
+            bytes: rendered.body_bytes,
+            duration: started.elapsed(),
+            client: response.client.as_deref(),
+        },
+    );
+    match written {
+        Ok(()) if activity.idle(false) => Next::KeepAlive,
+        _ => Next::Drop,
+    }
+}
+
 /// Writes `response` (an error), reports it, and asks for the connection to be closed (after
 /// draining, since the client may still be sending).
 fn refuse_request<S: Transport>(
@@ -492,7 +587,7 @@ fn refuse_request<S: Transport>(
             status: rendered.status,
             bytes: rendered.body_bytes,
             duration: started.elapsed(),
-            client: None,
+            client: response.client.as_deref(),
         },
     );
     if written.is_err() || !activity.enter(Phase::Closing) {
@@ -602,6 +697,7 @@ mod tests {
             headers: Vec::new(),
             body: Vec::new(),
             peer: "127.0.0.1:1".parse().expect("addr"),
+            client: None,
         };
         let (ok, failed) = call_handler(&Odd, &request("/"));
         assert_eq!((ok.status, failed), (200, false));

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::support::{Gateway, Influxd, RawResponse, config_with, read_response, request};
+use crate::support::{Gateway, Influxd, RawResponse, TempDir, config_with, read_response, request};
 
 const DB: &str = "runs";
 const TOKEN: &str = "hostile-suite-token-5f0c9a7e21d4";
@@ -66,6 +66,16 @@ const MAX_ERROR_BYTES: usize = 2048;
 /// `header_timeout = "1s"` unless they set it), `rest` is appended after `[jobs]`. Heartbeats
 /// are an hour apart, so the only points in InfluxDB are the ones the requests wrote.
 fn start(server: &str, rest: &str) -> (Influxd, Gateway) {
+    start_with_env(server, rest, &[])
+}
+
+/// `start` with `env` added to the gateway's environment (`CONSUMER_AUTH_*`, say: `rest` comes
+/// after `[auth]` and cannot add to it).
+fn start_with_env(
+    server: &str,
+    rest: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (Influxd, Gateway) {
     let influx = Influxd::start();
     let mut server = server.to_string();
     if !server.contains("header_timeout") {
@@ -73,7 +83,8 @@ fn start(server: &str, rest: &str) -> (Influxd, Gateway) {
     }
     let rest =
         format!("[auth]\ntokens = [\"{TOKEN}\"]\n[jobs]\nheartbeat_interval = \"1h\"\n{rest}");
-    let gw = Gateway::start(&config_with(&influx.url, DB, &server, "", &rest));
+    let config = config_with(&influx.url, DB, &server, "", &rest);
+    let gw = Gateway::start_in_with_env(TempDir::new("hostile"), &config, env);
     (influx, gw)
 }
 
