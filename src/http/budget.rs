@@ -2,12 +2,13 @@
 //! `BodyBudget`, and `Hold`, the bytes one request holds, given back when it is dropped.
 //!
 //! A body is reserved whole, as its `Content-Length` says, before any of it is read into a
-//! buffer, and what a compressed body inflates to is taken as it grows (see
-//! `encoding::Allowance`); the bytes are held until the request has been answered. When the
-//! budget runs out, a new body waits (`BODY_WAIT` at most) for others to give bytes back, and
-//! closes a body that has gone silent (`caps::ConnTable::evict_stalled_body`) to make them; one
-//! that gets none in time is answered 503. Without it, 512 connections announcing 1 MiB
-//! bodies and stalling halfway made the gateway hold 312 MiB; with the default 64 MiB, 53 MiB.
+//! buffer (and only once the handler admitted its head), and what a compressed body inflates
+//! to is taken as it grows (see `encoding::Allowance`); the bytes are held until the request
+//! has been answered. When the budget runs out, a new body waits (`BODY_WAIT` at most) for
+//! others to give bytes back, and closes a body that has gone silent or fallen behind its
+//! `Pace` (`caps::ConnTable::evict_stalled_body`) to make them; one that gets none in time is
+//! answered 503. Without it, 512 connections announcing 1 MiB bodies and stalling halfway made
+//! the gateway hold 312 MiB; with the default 64 MiB, 53 MiB.
 //!
 //! Nothing here touches a socket; the only waits are on the budget's condition variable, each
 //! bounded by a deadline and by `POLL`, so a waiter notices its own eviction promptly. The lock
@@ -22,6 +23,53 @@ use super::deadline::remaining;
 
 /// How long a body waits for memory before it is refused with 503.
 pub(super) const BODY_WAIT: Duration = Duration::from_secs(1);
+
+/// How far a body may fall behind its `Pace` before it is closed with 408: long enough for a
+/// lost segment's retransmission (200 ms and more) at the start of a body; past it, the body
+/// is not coming at the rate `header_timeout` asks for, and the memory it holds goes back.
+pub(super) const BODY_GRACE: Duration = Duration::from_secs(1);
+
+/// The pace a body must keep (Apache's `mod_reqtimeout` `MinRate`, scaled to the body): the
+/// rate that brings all of it within `header_timeout`, its length divided by that time. A body
+/// at that pace or faster is never behind; one trickled far below it, holding memory reserved
+/// for all its length, is behind from its first second. Reading a body checks it after every
+/// read (closing it with 408 once behind by more than `BODY_GRACE`), and a body behind by
+/// `caps::STALLED_MS` is as stalled as a silent one when another body needs memory.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pace {
+    started: Instant,
+    length: u64,
+    limit: Duration,
+}
+
+impl Pace {
+    /// The pace of a body of `length` bytes whose first byte is awaited from `started`, to be
+    /// read within `limit`.
+    pub(super) fn new(started: Instant, length: u64, limit: Duration) -> Pace {
+        Pace {
+            started,
+            length,
+            limit,
+        }
+    }
+
+    /// When the body is due to have `received` bytes: `limit × received / length` after it
+    /// started (the start itself for a body of no bytes).
+    pub(super) fn due(&self, received: u64) -> Instant {
+        let nanos = self.limit.as_nanos() * u128::from(received) / u128::from(self.length.max(1));
+        self.started + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// The body's length in bytes.
+    pub(super) fn length(&self) -> u64 {
+        self.length
+    }
+
+    /// How long since the body began.
+    pub(super) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
 
 /// The longest a waiter sleeps before it looks again (for bytes given back without a wake-up
 /// reaching it, for its own eviction, and for a body that has fallen silent meanwhile).
@@ -220,6 +268,17 @@ mod tests {
 
     fn never_evict() -> bool {
         false
+    }
+
+    #[test]
+    fn a_body_is_due_in_proportion_to_its_length() {
+        let started = Instant::now();
+        let pace = Pace::new(started, 1000, Duration::from_secs(10));
+        assert_eq!(pace.due(0), started);
+        assert_eq!(pace.due(100), started + Duration::from_secs(1));
+        assert_eq!(pace.due(1000), started + Duration::from_secs(10));
+        let empty = Pace::new(started, 0, Duration::from_secs(10));
+        assert_eq!(empty.due(0), started);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! whose body has gone silent; within each, one from the client holding the most connections,
 //! and among those the one waiting longest. Never one whose request is being handled, and never
 //! one whose last request authenticated (`Response::client`). The same table closes a body that
-//! has gone silent when the budget of body bytes runs out (`evict_stalled_body`).
+//! has gone silent, or fallen behind its pace, when the budget of body bytes runs out
+//! (`evict_stalled_body`).
 //!
 //! The caps are exact, because the counts change only under one lock; a slot is given back by a
 //! guard on drop, on every path out of a connection. Nothing here waits on anything but that
@@ -25,10 +26,11 @@ use std::time::Instant;
 
 use super::deadline::remaining;
 
-/// A body silent for less than this is never closed for the memory it holds: a client sending
-/// at any useful rate delivers something more often, while a stalled body falls silent for
-/// good. (A TCP retransmission after loss takes 200 ms and more, so shorter would catch those.)
-/// In milliseconds.
+/// A body silent for less than this, and behind its pace (`budget::Pace`) by less than this,
+/// is never closed for the memory it holds: a client sending at any useful rate delivers
+/// something more often, while a stalled body falls silent for good, and a trickled one falls
+/// behind for good. (A TCP retransmission after loss takes 200 ms and more, so shorter would
+/// catch those.) In milliseconds.
 const STALLED_MS: u64 = 500;
 
 /// Eviction attempts per admission: an attempt fails only when the chosen connection moved on
@@ -127,6 +129,9 @@ pub(super) struct Activity {
     state: AtomicU64,
     /// Bytes of the body budget this connection holds (see `budget`).
     held: AtomicU64,
+    /// When the body being read is due to have the bytes it has (`budget::Pace`), in
+    /// milliseconds after the epoch; `u64::MAX` before a body is read.
+    due_ms: AtomicU64,
 }
 
 impl Activity {
@@ -135,6 +140,7 @@ impl Activity {
             epoch,
             state: AtomicU64::new(0),
             held: AtomicU64::new(0),
+            due_ms: AtomicU64::new(u64::MAX),
         };
         let state = State {
             phase: Phase::Head,
@@ -180,8 +186,12 @@ impl Activity {
         })
     }
 
-    /// Body bytes arrived: the body's silence starts again. False when evicted.
-    pub(super) fn progressed(&self) -> bool {
+    /// Body bytes arrived (or the body began), and with what it has the body is due at `due`
+    /// (`budget::Pace`): its silence starts again. False when evicted.
+    pub(super) fn progressed(&self, due: Instant) -> bool {
+        let due_ms = due.saturating_duration_since(self.epoch).as_millis();
+        self.due_ms
+            .store(u64::try_from(due_ms).unwrap_or(u64::MAX), Ordering::SeqCst);
         self.enter(Phase::Body)
     }
 
@@ -407,8 +417,8 @@ impl ConnTable {
         Ok(guard)
     }
 
-    /// Closes the body that has been silent longest (at least `STALLED_MS`) among those holding
-    /// body bytes, one of a connection whose last request authenticated only when there is no
+    /// Closes the body that has been stalled longest (silent, or behind its pace, for at least
+    /// `STALLED_MS`) among those holding body bytes, one of a connection whose last request authenticated only when there is no
     /// other; true when one was closed. Its memory is given back as soon as its thread sees the
     /// close.
     pub(super) fn evict_stalled_body(&self) -> bool {
@@ -431,6 +441,7 @@ impl ConnTable {
                 let candidate = Candidate {
                     state,
                     held: entry.activity.held.load(Ordering::SeqCst),
+                    due_ms: entry.activity.due_ms.load(Ordering::SeqCst),
                     client_conns: table.per_client.get(&entry.client).copied().unwrap_or(0),
                 };
                 (entry.id, candidate)
@@ -500,6 +511,8 @@ struct Candidate {
     state: State,
     /// Body budget bytes it holds.
     held: u64,
+    /// When its body is due to have what it has (see `Activity::due_ms`).
+    due_ms: u64,
     /// Open connections of its client, itself included.
     client_conns: usize,
 }
@@ -543,14 +556,16 @@ fn slot_rank(c: &Candidate, _now_ms: u64) -> Option<Key> {
 }
 
 /// Which body gives up its memory to a new one: only a body that holds some and has been
-/// silent for `STALLED_MS` at least; one of a connection whose last request authenticated only
-/// after all others (a token must not buy the right to sit on memory others need, as it buys a
-/// slot); then the one silent longest, then the one of the client holding the most connections.
+/// silent, or behind its pace, for `STALLED_MS` at least (a trickle is never silent, but falls
+/// behind); one of a connection whose last request authenticated only after all others (a
+/// token must not buy the right to sit on memory others need, as it buys a slot); then the one
+/// stalled longest, then the one of the client holding the most connections.
 fn memory_rank(c: &Candidate, now_ms: u64) -> Option<Key> {
-    let silent = now_ms.saturating_sub(c.state.since_ms);
-    (c.state.phase == Phase::Body && c.held > 0 && silent >= STALLED_MS).then_some((
+    let stalled_since = c.state.since_ms.min(c.due_ms);
+    let stalled = now_ms.saturating_sub(stalled_since);
+    (c.state.phase == Phase::Body && c.held > 0 && stalled >= STALLED_MS).then_some((
         u8::from(c.state.trusted),
-        c.state.since_ms,
+        stalled_since,
         most_first(c.client_conns),
     ))
 }
@@ -629,6 +644,7 @@ mod tests {
                 since_ms,
             },
             held: 0,
+            due_ms: u64::MAX,
             client_conns,
         }
     }
@@ -707,7 +723,23 @@ mod tests {
             c.held = bytes;
             c
         };
+        let due = |mut c: Candidate, due_ms| {
+            c.due_ms = due_ms;
+            c
+        };
         let cands = [
+            (
+                "trickled, behind for 3 s",
+                due(held(candidate(Body, false, 9990, 1), 1 << 20), 7000),
+            ),
+            (
+                "trickled, behind for 0.1 s",
+                due(held(candidate(Body, false, 9990, 1), 1 << 20), 9900),
+            ),
+            (
+                "ahead of its pace",
+                due(held(candidate(Body, false, 9990, 1), 1 << 20), 12_000),
+            ),
             ("silent 2 s", held(candidate(Body, false, 8000, 1), 1 << 20)),
             ("silent 5 s", held(candidate(Body, false, 5000, 1), 1 << 20)),
             (
@@ -727,7 +759,12 @@ mod tests {
         ];
         assert_eq!(
             order(&cands, |c| memory_rank(c, 10_000)),
-            ["silent 5 s", "silent 2 s", "silent, trusted"]
+            [
+                "silent 5 s",
+                "trickled, behind for 3 s",
+                "silent 2 s",
+                "silent, trusted"
+            ]
         );
     }
 

@@ -22,7 +22,7 @@ use rustls::ServerConfig;
 
 use crate::code::Code;
 
-use super::budget::{BODY_WAIT, BodyBudget, Hold, Shortage};
+use super::budget::{BODY_GRACE, BODY_WAIT, BodyBudget, Hold, Pace, Shortage};
 use super::buffer::InBuf;
 use super::caps::{Activity, ConnTable, Phase};
 use super::deadline::{Armed, SHUTDOWN_POLL, is_retryable, remaining, write_all_before};
@@ -367,7 +367,10 @@ fn read_head<S: Transport>(
     }
 }
 
-/// Reads exactly `len` body bytes, all of them within `limit` from now.
+/// Reads exactly `len` body bytes, all of them within `limit` from now, and never more than
+/// `BODY_GRACE` behind the pace that takes (`budget::Pace`): a body trickled far slower than
+/// its length needs is closed with 408 as soon as it is behind, not when `limit` is up, so
+/// that the memory reserved for it is not held for nothing.
 ///
 /// `len` was checked against the body limit before this is called. Even so the
 /// buffer grows with the bytes that actually arrive (geometrically, never past
@@ -380,17 +383,31 @@ fn read_body<S: Transport>(
     limit: Duration,
     activity: &Activity,
 ) -> Result<Vec<u8>, Failure> {
-    let deadline = Instant::now() + limit;
+    let started = Instant::now();
+    let deadline = started + limit;
+    let pace = Pace::new(started, u64::try_from(len).unwrap_or(u64::MAX), limit);
     let mut body = Vec::with_capacity(len.min(BODY_STEP));
     let from_buffer = len.min(inbuf.len());
     body.extend_from_slice(inbuf.data().get(..from_buffer).unwrap_or_default());
     inbuf.consume(from_buffer);
+    let received = |body: &Vec<u8>| u64::try_from(body.len()).unwrap_or(u64::MAX);
+    if !activity.progressed(pace.due(received(&body))) {
+        return Err(Failure::Gone);
+    }
     while body.len() < len {
         let Some(left) = remaining(deadline) else {
             return Err(Failure::Refuse(HeadError::BodyTimeout(limit)));
         };
+        let Some(grace) = remaining(pace.due(received(&body)) + BODY_GRACE) else {
+            return Err(Failure::Refuse(HeadError::BodyTooSlow {
+                received: received(&body),
+                length: pace.length(),
+                after: pace.elapsed(),
+                limit,
+            }));
+        };
         if stream
-            .set_read_timeout(Some(left.min(SHUTDOWN_POLL)))
+            .set_read_timeout(Some(left.min(grace).min(SHUTDOWN_POLL)))
             .is_err()
         {
             return Err(Failure::Gone);
@@ -412,8 +429,12 @@ fn read_body<S: Transport>(
         };
         match read {
             Ok(0) => return Err(Failure::Gone),
-            Ok(n) if activity.progressed() => body.truncate(filled + n.min(step)),
-            Ok(_) => return Err(Failure::Gone),
+            Ok(n) => {
+                body.truncate(filled + n.min(step));
+                if !activity.progressed(pace.due(received(&body))) {
+                    return Err(Failure::Gone);
+                }
+            }
             Err(e) if is_retryable(&e) => body.truncate(filled),
             Err(_) => return Err(Failure::Gone),
         }

@@ -58,8 +58,10 @@ pub use server::{Server, ShutdownHandle};
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Deadline for reading a whole request head, counted from its first byte, and
-    /// separately the deadline for reading the body once the head is in. The same
-    /// span bounds the writing of one response.
+    /// separately the deadline for reading the body once the head is in; a body must also
+    /// keep the pace that brings all of it within this span (its length over it, in bytes
+    /// per second), or it is refused with 408 once a second behind. The same span bounds the
+    /// writing of one response.
     pub header_timeout: Duration,
     /// How long a connection may wait for the first byte of a request, whether it is
     /// the first request on the connection or the next one on a kept-alive connection.
@@ -71,8 +73,9 @@ pub struct Limits {
     /// refused with 413 without the memory being taken.
     pub max_inflated_bytes: u64,
     /// Bytes of request bodies held in memory at once, all connections together, counting
-    /// what compressed bodies inflate to. A body is reserved whole before it is read; one that
-    /// finds too little free waits up to a second (closing bodies that have gone silent to make
+    /// what compressed bodies inflate to. A body is reserved whole before it is read (and only
+    /// once `Handler::admit` let its head through); one that finds too little free waits up to
+    /// a second (closing bodies that have gone silent, or fallen behind their pace, to make
     /// room) and is refused with 503 `too_many_bodies` after. At least `max_body_bytes`.
     pub max_body_bytes_in_flight: u64,
     /// Connection threads kept alive while idle. The pool starts threads as

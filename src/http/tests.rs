@@ -583,6 +583,35 @@ fn stalled_body_gets_408() {
 }
 
 #[test]
+fn a_body_far_behind_its_pace_gets_408_before_the_deadline() {
+    let srv = start(Limits {
+        header_timeout: Duration::from_secs(10),
+        ..limits()
+    });
+    let mut client = Client::connect(srv.addr);
+    let asked = Instant::now();
+    client.send("POST /sum HTTP/1.1\r\nContent-Length: 1048576\r\n\r\n");
+    // A byte every 100 ms, never silent: 10 bytes a second where 1 MiB in 10 s needs 100 KiB.
+    let mut trickle = client.stream.try_clone().expect("clone");
+    let trickler = thread::spawn(move || {
+        for _ in 0..30 {
+            if trickle.write_all(b" ").is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let message = client.response().assert_error(408, "body_timeout");
+    let took = asked.elapsed();
+    assert!(message.starts_with("request body too slow: "), "{message}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(2),
+        "behind by a second (BODY_GRACE), not at header_timeout: {took:?}"
+    );
+    trickler.join().expect("trickler");
+}
+
+#[test]
 fn idle_connections_are_closed_silently() {
     let srv = start(Limits {
         idle_timeout: Duration::from_millis(300),

@@ -121,10 +121,11 @@ fn stall_bodies(from: IpAddr, to: SocketAddr, n: usize, head: &str, half: &[u8])
 }
 
 /// With a budget just large enough for one compressed request (1 MiB body + 16 MiB inflated),
-/// a 1 MiB body still arriving (a byte every 100 ms: never silent long enough to be closed for
-/// memory) leaves too little for a gzip body that inflates to 16 MiB: it waits its second and
-/// gets 503 `too_many_bodies` with Retry-After. Once that body is gone, the same request is
-/// read (and refused as JSON, being zeros).
+/// a 1 MiB body still arriving (16 KiB every 100 ms: never silent, and ahead of the pace that
+/// brings 1 MiB within `header_timeout`, so never closed for memory) leaves too little for a
+/// gzip body that inflates to 16 MiB: it waits its second and gets 503 `too_many_bodies` with
+/// Retry-After. Once that body is gone, the same request is read (and refused as JSON, being
+/// zeros).
 #[test]
 fn inflated_bytes_count_against_the_body_budget() {
     let budget = MIB + 16 * MIB;
@@ -149,7 +150,9 @@ fn inflated_bytes_count_against_the_body_budget() {
     let trickle = {
         let (mut holder, stop) = (holder.try_clone().expect("clone"), Arc::clone(&stop));
         thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) && holder.write_all(b" ").is_ok() {
+            // 1 MiB in 6.4 s: the body is still arriving when the other has waited its second.
+            let chunk = [b' '; 16 * 1024];
+            while !stop.load(Ordering::SeqCst) && holder.write_all(&chunk).is_ok() {
                 thread::sleep(Duration::from_millis(100));
             }
         })
@@ -298,4 +301,34 @@ fn trickled_bodies_without_a_token_take_no_budget() {
         "the trickle without a token is refused from its head: {answers:?}"
     );
     after_each(&mut gw, &influx, &expected);
+}
+
+/// Issue 1 with the token: the same trickle is authenticated, so its bodies are reserved;
+/// but a body must keep the pace `header_timeout` asks of its length, and one that falls
+/// behind is closed when another body needs its memory, or with 408 `body_timeout` a second
+/// after it began: the trickle cannot hold the budget either (11 of 20 registers beside it got
+/// 503 before).
+#[test]
+fn an_authenticated_trickle_cannot_hold_the_budget() {
+    let (influx, mut gw) = start("header_timeout = \"10s\"\n", "");
+    let head = format!(
+        "POST {REGISTER} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {MIB}\r\n\r\n"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let from = IpAddr::from([127, 0, 0, 2]);
+    let attack = trickle_bodies(from, gw.addr, 64, head, stop.clone());
+    thread::sleep(Duration::from_millis(700));
+    let mut expected = Expected::default();
+    let (ok, refused) = registers_beside(&gw, &mut expected);
+    // Long enough for the first bodies to be a second behind.
+    thread::sleep(Duration::from_millis(600));
+    stop.store(true, Ordering::SeqCst);
+    let answers = attack.join().expect("attack");
+    println!("with the token: {ok} of 20 registers beside the trickle; it got {answers:?}");
+    assert_eq!(ok, 20, "registers refused beside the trickle: {refused:?}");
+    assert!(
+        answers.get(&408).is_some_and(|n| *n > 0),
+        "trickled bodies fall behind and get 408: {answers:?}"
+    );
+    after_each_with_threads(&mut gw, &influx, &expected, 64 + 32);
 }
