@@ -4,7 +4,7 @@
 //! A body is reserved whole, as its `Content-Length` says, before any of it is read into a
 //! buffer (and only once the handler admitted its head), and what a compressed body inflates
 //! to is taken as it grows (see `encoding::Allowance`); the bytes are held until the request
-//! has been answered. When the budget runs out, a new body waits (`BODY_WAIT` at most) for
+//! has been handled. When the budget runs out, a new body waits (`BODY_WAIT` at most) for
 //! others to give bytes back, and closes a body that has gone silent or fallen behind its
 //! `Pace` (`caps::ConnTable::evict_stalled_body`) to make them; one that gets none in time is
 //! answered 503. Without it, 512 connections announcing 1 MiB bodies and stalling halfway made

@@ -48,8 +48,11 @@ pub(super) enum Phase {
     /// Reading a request body, or waiting for memory to read it into. Since the last body
     /// bytes arrived (or the head ended).
     Body,
-    /// Its request is being handled or answered.
+    /// Its request is being handled.
     Busy,
+    /// Its answer is being written. Since the peer last took bytes of it (or the write began):
+    /// a client that does not read its answers makes no progress here.
+    Sending,
     /// Draining before the close, after an error answer.
     Closing,
     /// Closed by the table to admit another connection or free memory; it must stop.
@@ -57,11 +60,12 @@ pub(super) enum Phase {
 }
 
 impl Phase {
-    const ALL: [Phase; 6] = [
+    const ALL: [Phase; 7] = [
         Phase::Head,
         Phase::Idle,
         Phase::Body,
         Phase::Busy,
+        Phase::Sending,
         Phase::Closing,
         Phase::Evicted,
     ];
@@ -74,6 +78,7 @@ impl Phase {
             Phase::Busy => 4,
             Phase::Closing => 5,
             Phase::Evicted => 6,
+            Phase::Sending => 7,
         }
     }
 
@@ -91,6 +96,7 @@ impl Phase {
             Phase::Idle => "idle between requests",
             Phase::Body => "with its body silent",
             Phase::Busy => "busy",
+            Phase::Sending => "with its answer unread",
             Phase::Closing => "closing",
             Phase::Evicted => "evicted",
         }
@@ -98,24 +104,32 @@ impl Phase {
 }
 
 /// One connection's state in one word, so that its thread and eviction change it with one
-/// compare-and-swap: the phase (bits 0-7), whether its last request authenticated (bit 8), and
-/// since when, in milliseconds after the table's epoch (bits 16-63).
+/// compare-and-swap: the phase (bits 0-7), whether its last request authenticated (bit 8),
+/// whether the request it is serving was pipelined (bit 9), and since when, in milliseconds
+/// after the table's epoch (bits 16-63).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct State {
     phase: Phase,
     trusted: bool,
+    /// The request now served was sent before the answer to the one before it was written: the
+    /// client is not waiting for its answers (see `Activity::begin`).
+    pipelined: bool,
     since_ms: u64,
 }
 
 impl State {
     fn pack(self) -> u64 {
-        self.phase.code() | u64::from(self.trusted) << 8 | self.since_ms << 16
+        self.phase.code()
+            | u64::from(self.trusted) << 8
+            | u64::from(self.pipelined) << 9
+            | self.since_ms << 16
     }
 
     fn unpack(word: u64) -> State {
         State {
             phase: Phase::from_code(word & 0xff),
             trusted: word >> 8 & 1 == 1,
+            pipelined: word >> 9 & 1 == 1,
             since_ms: word >> 16,
         }
     }
@@ -145,6 +159,7 @@ impl Activity {
         let state = State {
             phase: Phase::Head,
             trusted: false,
+            pipelined: false,
             since_ms: activity.now_ms(),
         };
         activity.state.store(state.pack(), Ordering::SeqCst);
@@ -176,6 +191,18 @@ impl Activity {
             .is_ok()
     }
 
+    /// A request begins (its head is read from now on); `pipelined` when it was sent before
+    /// the answer to the one before it was written. False when the connection was evicted.
+    pub(super) fn begin(&self, pipelined: bool) -> bool {
+        let now = self.now_ms();
+        self.update(|s| State {
+            phase: Phase::Head,
+            pipelined,
+            since_ms: now,
+            ..s
+        })
+    }
+
     /// Enters `phase` from now on; false when the connection was evicted.
     pub(super) fn enter(&self, phase: Phase) -> bool {
         let now = self.now_ms();
@@ -202,6 +229,7 @@ impl Activity {
         self.update(|_| State {
             phase: Phase::Idle,
             trusted,
+            pipelined: false,
             since_ms: now,
         })
     }
@@ -539,13 +567,21 @@ type Rank = fn(&Candidate, u64) -> Option<Key>;
 /// Which connection gives up its slot to a new one, least first; `None` for one that never
 /// does. The least progress goes first: a connection closing anyway; one still in its handshake
 /// or head (legitimate clients send a head in one packet, so a head that takes long is a
-/// slowloris); one idle between requests; a body that has gone silent longest. Within each, the
-/// client holding the most connections goes first, so a client with one connection is closed
-/// last however many others come and go; then the one waiting longest. A connection whose last
-/// request authenticated, or whose request is being handled, is never closed.
-fn slot_rank(c: &Candidate, _now_ms: u64) -> Option<Key> {
+/// slowloris), or whose answer the client has not taken a byte of for `STALLED_MS`, or that
+/// serves requests pipelined before their answers were written (a client that does not read its
+/// answers, token or not: the kernel takes answers for a few megabytes before a write blocks);
+/// one idle between requests; a body that has gone silent longest. Within each, the client
+/// holding the most connections goes first, so a client with one connection is closed last
+/// however many others come and go; then the one waiting longest. A connection whose last
+/// request authenticated, whose request is being handled, or whose answer is being taken by a
+/// client that waits for it, is never closed.
+fn slot_rank(c: &Candidate, now_ms: u64) -> Option<Key> {
+    let unread = now_ms.saturating_sub(c.state.since_ms) >= STALLED_MS || c.state.pipelined;
     let tier = match c.state.phase {
         Phase::Closing => 0,
+        Phase::Sending if unread => 1,
+        Phase::Sending => return None,
+        Phase::Head if c.state.pipelined => 1,
         _ if c.state.trusted => return None,
         Phase::Head => 1,
         Phase::Idle => 2,
@@ -641,12 +677,18 @@ mod tests {
             state: State {
                 phase,
                 trusted,
+                pipelined: false,
                 since_ms,
             },
             held: 0,
             due_ms: u64::MAX,
             client_conns,
         }
+    }
+
+    fn pipelined(mut c: Candidate) -> Candidate {
+        c.state.pipelined = true;
+        c
     }
 
     /// The order in which `rank` closes `cands`, by their names; those it never closes left out.
@@ -664,7 +706,7 @@ mod tests {
     }
 
     #[test]
-    fn the_least_progress_goes_first_and_authenticated_or_busy_never() {
+    fn the_least_progress_goes_first_and_authenticated_busy_or_read_never() {
         use Phase::*;
         let cands = [
             ("busy", candidate(Busy, false, 0, 1)),
@@ -678,13 +720,26 @@ mod tests {
             ("head, old", candidate(Head, false, 100, 1)),
             ("trusted, closing", candidate(Closing, true, 950, 1)),
             ("already evicted", candidate(Evicted, false, 0, 1)),
+            ("answer taken lately", candidate(Sending, false, 600, 1)),
+            ("trusted, answer unread", candidate(Sending, true, 300, 1)),
+            (
+                "trusted, pipelined answer",
+                pipelined(candidate(Sending, true, 990, 1)),
+            ),
+            (
+                "trusted, pipelined head",
+                pipelined(candidate(Head, true, 995, 1)),
+            ),
         ];
         assert_eq!(
             order(&cands, |c| slot_rank(c, 1000)),
             [
                 "trusted, closing",
                 "head, old",
+                "trusted, answer unread",
                 "head, young",
+                "trusted, pipelined answer",
+                "trusted, pipelined head",
                 "idle, long",
                 "idle, short",
                 "silent body",
@@ -832,6 +887,7 @@ mod tests {
         let state = State {
             phase: Phase::Body,
             trusted: false,
+            pipelined: false,
             since_ms: 0,
         };
         guard.activity().state.store(state.pack(), Ordering::SeqCst);
@@ -845,11 +901,13 @@ mod tests {
     #[test]
     fn states_pack_and_unpack() {
         for phase in Phase::ALL {
-            for trusted in [false, true] {
+            for (trusted, pipelined) in [(false, false), (true, false), (false, true), (true, true)]
+            {
                 for since_ms in [0, 1, 123_456_789, u64::MAX >> 16] {
                     let state = State {
                         phase,
                         trusted,
+                        pipelined,
                         since_ms,
                     };
                     assert_eq!(State::unpack(state.pack()), state);

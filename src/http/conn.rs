@@ -1,7 +1,7 @@
 //! The connection loop: reading requests off one connection, checking them against the
-//! limits, handing them to the handler and writing the responses, for as long as the
-//! connection is kept alive; and `report`, which tells the handler about every
-//! exchange.
+//! limits, having the handler admit each from its head before its body is reserved or read,
+//! handing it to the handler and writing the responses, for as long as the connection is kept
+//! alive; and `report`, which tells the handler about every exchange.
 //!
 //! Every read and write here is bounded by a deadline taken from `Limits`, and every
 //! byte buffered by a constant or a checked limit. It must never let a handler panic
@@ -25,7 +25,9 @@ use crate::code::Code;
 use super::budget::{BODY_GRACE, BODY_WAIT, BodyBudget, Hold, Pace, Shortage};
 use super::buffer::InBuf;
 use super::caps::{Activity, ConnTable, Phase};
-use super::deadline::{Armed, SHUTDOWN_POLL, is_retryable, remaining, write_all_before};
+use super::deadline::{
+    Armed, SHUTDOWN_POLL, is_retryable, remaining, write_all_before, write_all_watched,
+};
 use super::encoding;
 use super::head::{self, HeadError, RequestHead};
 use super::render::{Disposition, render};
@@ -35,6 +37,10 @@ use super::{Exchange, Handler, Head, Limits, Request, Response};
 
 /// Most body bytes read (and allocated ahead of their arrival) in one step.
 const BODY_STEP: usize = 64 * 1024;
+
+/// An answer the client took no byte of for this long was not read: the requests it pipelined
+/// behind it are not served, and the connection is closed after it.
+const UNREAD_ANSWER: Duration = Duration::from_millis(500);
 
 /// After an error response, the connection is drained for at most this long (and at
 /// most `LINGER_BYTES`) before closing; see `linger`.
@@ -80,10 +86,11 @@ pub(super) fn serve_connection<S: Transport>(
         inbuf.compact();
         // Pipelined bytes left over from the previous request start the next one at
         // once; otherwise wait, bounded by the idle timeout, for its first byte.
-        if inbuf.is_empty() && !wait_for_request(stream, &mut inbuf, ctx) {
+        let pipelined = !inbuf.is_empty();
+        if !pipelined && !wait_for_request(stream, &mut inbuf, ctx) {
             return;
         }
-        let next = serve_one(stream, &mut inbuf, peer, activity, ctx);
+        let next = serve_one(stream, &mut inbuf, peer, pipelined, activity, ctx);
         match next {
             Next::KeepAlive => {}
             Next::Close => {
@@ -137,17 +144,19 @@ fn wait_for_request<S: Transport>(stream: &mut S, inbuf: &mut InBuf, ctx: &ConnC
     }
 }
 
-/// Reads, checks and answers one request whose first byte is already buffered.
+/// Reads, checks and answers one request whose first byte is already buffered; `pipelined`
+/// when it was, before the answer to the one before it was written.
 fn serve_one<S: Transport>(
     stream: &mut S,
     inbuf: &mut InBuf,
     peer: SocketAddr,
+    pipelined: bool,
     activity: &Activity,
     ctx: &ConnContext,
 ) -> Next {
     let started = Instant::now();
     let limits = &ctx.limits;
-    if !activity.enter(Phase::Head) {
+    if !activity.begin(pipelined) {
         return Next::Drop;
     }
     let (head, head_len) = match read_head(stream, inbuf, limits.header_timeout) {
@@ -200,7 +209,7 @@ fn serve_one<S: Transport>(
         return Next::Drop;
     }
     // The whole body is reserved before any of it is read, and held, with what it inflates to,
-    // until the request has been answered (see `budget`).
+    // until the request has been handled (see `budget`).
     let evict = || ctx.conns.evict_stalled_body();
     let mut hold = ctx.budget.hold(activity, &evict);
     match hold.take(framing.body_len, Instant::now() + BODY_WAIT) {
@@ -267,6 +276,10 @@ fn serve_one<S: Transport>(
         None => call_handler(ctx.handler.as_ref(), &request),
         Some(e) => (decode_refusal(&e), false),
     };
+    // Handled: the body's memory goes back before the answer is written, which takes as long
+    // as the client takes to read it.
+    let Request { method, path, .. } = request;
+    drop(hold);
 
     let close = !framing.keep_alive || failed || ctx.shutdown.is_stopping();
     let disposition = match (close, version) {
@@ -280,30 +293,49 @@ fn serve_one<S: Transport>(
         head_only,
         std::time::SystemTime::now(),
     );
-    let written = write_all_before(
-        stream,
-        &rendered.bytes,
-        Instant::now() + limits.header_timeout,
-    );
+    let written = send(stream, &rendered.bytes, limits.header_timeout, activity);
     report(
         ctx.handler.as_ref(),
         &Exchange {
             peer,
-            method: &request.method,
-            path: &request.path,
+            method: &method,
+            path: &path,
             status: rendered.status,
             bytes: rendered.body_bytes,
             duration: started.elapsed(),
             client: response.client.as_deref(),
         },
     );
-    match (written, close) {
+    // A client whose answer sat unread is not served the requests it pipelined behind it: it
+    // would hold its slot as long as it keeps sending and does not read.
+    let unread = written
+        .as_ref()
+        .is_ok_and(|stalled| *stalled >= UNREAD_ANSWER && !inbuf.is_empty());
+    match (written, close || unread) {
         (Err(_), _) => Next::Drop,
-        (Ok(()), false) if activity.idle(response.client.is_some()) => Next::KeepAlive,
-        (Ok(()), false) => Next::Drop,
-        (Ok(()), true) if inbuf.is_empty() => Next::Close,
-        (Ok(()), true) => Next::Linger,
+        (Ok(_), false) if activity.idle(response.client.is_some()) => Next::KeepAlive,
+        (Ok(_), false) => Next::Drop,
+        (Ok(_), true) if inbuf.is_empty() => Next::Close,
+        (Ok(_), true) => Next::Linger,
     }
+}
+
+/// Writes an answer within `limit`, in the `Sending` phase, telling `activity` each time the
+/// client takes bytes of it: a connection whose answer the client does not take makes no
+/// progress, and gives way at the connection cap (see `caps`). Returns the longest the client
+/// took no byte.
+fn send<S: Transport>(
+    stream: &mut S,
+    bytes: &[u8],
+    limit: Duration,
+    activity: &Activity,
+) -> std::io::Result<Duration> {
+    if !activity.enter(Phase::Sending) {
+        return Err(std::io::ErrorKind::ConnectionAborted.into());
+    }
+    write_all_watched(stream, bytes, Instant::now() + limit, &|| {
+        activity.enter(Phase::Sending)
+    })
 }
 
 /// Why reading a request stopped short.
@@ -525,8 +557,9 @@ fn call_admit(
 }
 
 /// Answers a request without a body that `Handler::admit` refused, keeping the connection
-/// alive (nothing is left unread), unless the server is stopping; a refused request never
-/// earns its connection the protection of an authenticated one (see `caps`).
+/// alive (nothing is left unread), unless the server is stopping or the client left the
+/// answer unread for `UNREAD_ANSWER`; a refused request never earns its connection the
+/// protection of an authenticated one (see `caps`).
 fn refuse_keeping<S: Transport>(
     stream: &mut S,
     peer: SocketAddr,
@@ -553,11 +586,7 @@ fn refuse_keeping<S: Transport>(
         head.method == "HEAD",
         std::time::SystemTime::now(),
     );
-    let written = write_all_before(
-        stream,
-        &rendered.bytes,
-        Instant::now() + ctx.limits.header_timeout,
-    );
+    let written = send(stream, &rendered.bytes, ctx.limits.header_timeout, activity);
     report(
         ctx.handler.as_ref(),
         &Exchange {
@@ -571,7 +600,9 @@ fn refuse_keeping<S: Transport>(
         },
     );
     match written {
-        Ok(()) if activity.idle(false) => Next::KeepAlive,
+        // A refusal whose answer sat unread: the client is not reading.
+        Ok(stalled) if stalled >= UNREAD_ANSWER => Next::Linger,
+        Ok(_) if activity.idle(false) => Next::KeepAlive,
         _ => Next::Drop,
     }
 }

@@ -17,7 +17,7 @@ use crate::support::{
 };
 use crate::tls::{self_signed, tls_client};
 
-use super::{ISRUNNING, PING, STATES, TOKEN, start};
+use super::{Expected, ISRUNNING, PING, STATES, TOKEN, after_each_with_threads, start};
 
 /// The attack of the issue: 9 addresses × 70 connections, one byte every 2 s.
 const ADDRESSES: u8 = 9;
@@ -395,4 +395,87 @@ fn after_attack(gw: &mut Gateway, speak: &dyn Speak) {
     );
     assert!(threads <= 512 + 16, "{threads} threads for 512 slots");
     assert!(rss < 64 * 1024, "resident memory {rss} KiB");
+}
+
+/// Fresh pings from 127.0.0.1, 100 ms apart: how many of `n` were answered 200 within a second.
+fn fresh_pings(addr: SocketAddr, n: usize) -> usize {
+    (0..n)
+        .filter(|_| {
+            let ping = Plain.fresh_ping(addr);
+            thread::sleep(Duration::from_millis(100));
+            ping.within_a_second()
+        })
+        .count()
+}
+
+/// A connection from `from` whose receive buffer is as small as the kernel allows, so that
+/// the server's answers pile up unread after a few kilobytes.
+fn connect_unread(from: IpAddr, to: SocketAddr) -> TcpStream {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    socket.set_recv_buffer_size(1).expect("SO_RCVBUF");
+    socket.bind(&SocketAddr::new(from, 0).into()).expect("bind");
+    socket
+        .connect_timeout(&to.into(), Duration::from_secs(2))
+        .expect("connect");
+    let stream: TcpStream = socket.into();
+    stream.set_nonblocking(true).expect("nonblocking");
+    stream
+}
+
+/// Issue 2: clients that pipeline pings and never read the answers. With
+/// `server.max_connections = 16`, 16 such connections from two addresses kept every slot
+/// (a new client got 503 for some 10 s): a connection blocked writing its answer was "busy"
+/// and never closed. Now one that has had no byte of its answer taken for a while makes no
+/// progress, and gives its slot up to a new client.
+#[test]
+fn clients_that_never_read_their_answers_give_their_slots_up() {
+    let (influx, mut gw) = start(
+        "max_connections = 16\nheader_timeout = \"10s\"\nidle_timeout = \"10s\"\n",
+        "",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let pipelined = format!("GET {PING} HTTP/1.1\r\nHost: gw\r\n\r\n").repeat(64);
+    let attackers: Vec<_> = (0..2u8)
+        .map(|i| {
+            let (stop, pipelined, addr) = (Arc::clone(&stop), pipelined.clone(), gw.addr);
+            thread::spawn(move || {
+                let from = IpAddr::from([127, 0, 0, 2 + i]);
+                let mut conns: Vec<Option<TcpStream>> = (0..8).map(|_| None).collect();
+                while !stop.load(Ordering::SeqCst) {
+                    for slot in &mut conns {
+                        let fresh = slot.is_none();
+                        let c = slot.get_or_insert_with(|| connect_unread(from, addr));
+                        // Pipeline pings for as long as the server takes them; never read.
+                        let closed = loop {
+                            match c.write(pipelined.as_bytes()) {
+                                Ok(_) if fresh => break false,
+                                Ok(_) => {}
+                                Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
+                                Err(_) => break true,
+                            }
+                        };
+                        if closed {
+                            *slot = None;
+                        }
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+            })
+        })
+        .collect();
+    // The answers pile up, and every connection's answer write blocks.
+    thread::sleep(Duration::from_millis(1500));
+    let answered = fresh_pings(gw.addr, 10);
+    stop.store(true, Ordering::SeqCst);
+    for a in attackers {
+        a.join().expect("attacker");
+    }
+    println!(
+        "16 clients that never read, max_connections = 16: {answered} of 10 fresh pings answered within 1 s"
+    );
+    assert!(
+        answered >= 9,
+        "{answered} of 10 fresh pings answered within 1 s"
+    );
+    after_each_with_threads(&mut gw, &influx, &Expected::default(), 64);
 }
