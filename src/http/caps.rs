@@ -8,7 +8,10 @@
 //! its TLS handshake or reading its request head, then one kept alive between requests, then one
 //! whose body has gone silent; within each, one from the client holding the most connections,
 //! and among those the one waiting longest. Never one whose request is being handled, and never
-//! one whose last request authenticated (`Response::client`). The same table closes a body that
+//! one whose last request authenticated (`Response::client`), for a client's share of
+//! connections (`max_protected`): beyond it, its connections give way like anyone's, so that no
+//! client, with or without a token, can hold every slot. A client that does not read its answers
+//! gives way whatever it sent. The same table closes a body that
 //! has gone silent, or fallen behind its pace, when the budget of body bytes runs out
 //! (`evict_stalled_body`).
 //!
@@ -141,6 +144,9 @@ impl State {
 pub(super) struct Activity {
     epoch: Instant,
     state: AtomicU64,
+    /// The client name this connection is protected under (its `trusted` bit), counted in the
+    /// table's `protected`; changed only under the table's lock (see `ConnTable::idle`).
+    protected_as: Mutex<Option<String>>,
     /// Bytes of the body budget this connection holds (see `budget`).
     held: AtomicU64,
     /// When the body being read is due to have the bytes it has (`budget::Pace`), in
@@ -153,6 +159,7 @@ impl Activity {
         let activity = Activity {
             epoch,
             state: AtomicU64::new(0),
+            protected_as: Mutex::new(None),
             held: AtomicU64::new(0),
             due_ms: AtomicU64::new(u64::MAX),
         };
@@ -222,8 +229,8 @@ impl Activity {
         self.enter(Phase::Body)
     }
 
-    /// A response was written and the connection is kept alive; `trusted` when the request
-    /// authenticated, which protects the connection from eviction until its next request ends.
+    /// A response was written and the connection is kept alive; `trusted` when it is protected
+    /// from eviction until its next request ends (see `ConnTable::idle`, which decides).
     pub(super) fn idle(&self, trusted: bool) -> bool {
         let now = self.now_ms();
         self.update(|_| State {
@@ -236,6 +243,13 @@ impl Activity {
 
     pub(super) fn is_evicted(&self) -> bool {
         self.load().phase == Phase::Evicted
+    }
+
+    /// The client name it is protected under.
+    fn protected_as(&self) -> MutexGuard<'_, Option<String>> {
+        self.protected_as
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Bytes of the body budget held, kept by `budget::Hold`.
@@ -287,6 +301,9 @@ struct Table {
     /// Open connections per client (`client_of`). Only clients with at least one have an
     /// entry, so the map never holds more entries than there are open connections.
     per_client: HashMap<IpAddr, usize>,
+    /// Protected connections (see `ConnTable::idle`) per client name (`Response::client`); only
+    /// names with at least one.
+    protected: HashMap<String, usize>,
     next_id: u64,
 }
 
@@ -401,6 +418,41 @@ impl ConnTable {
         self.max_per_client
     }
 
+    /// The most connections protected at once for one client name: `max_per_client`, but never
+    /// more than half of all slots (and at least one), so that no client, with or without a
+    /// token, can hold every slot.
+    pub(super) fn max_protected(&self) -> usize {
+        self.max_per_client.min(self.max_total / 2).max(1)
+    }
+
+    /// A response was written on the connection doing `activity`, and the connection is kept
+    /// alive: it goes idle, protected from eviction until its next request ends (see
+    /// `slot_rank`) when `client`, the name of the client its request authenticated as, has
+    /// fewer than `max_protected` connections protected (this one aside); like anyone's
+    /// otherwise. False when the connection was evicted.
+    pub(super) fn idle(&self, activity: &Activity, client: Option<&str>) -> bool {
+        if activity.protected_as().as_deref() == client {
+            return activity.idle(client.is_some());
+        }
+        let mut table = self.lock();
+        let mut mine = activity.protected_as();
+        // Evicted: its entry, and its protection, are gone already.
+        if activity.is_evicted() {
+            return false;
+        }
+        if let Some(old) = mine.take() {
+            release_name(&mut table.protected, &old);
+        }
+        if let Some(name) = client {
+            let count = table.protected.get(name).copied().unwrap_or(0);
+            if count < self.max_protected() {
+                table.protected.insert(name.to_owned(), count + 1);
+                *mine = Some(name.to_owned());
+            }
+        }
+        activity.idle(mine.is_some())
+    }
+
     /// Takes a slot for a connection from `ip` whose socket is `socket`. Refused when its
     /// client holds `max_per_client` slots already, or when every slot is taken and none can be
     /// given up (see `slot_rank`). When every slot is taken and one can, that connection is
@@ -446,9 +498,9 @@ impl ConnTable {
     }
 
     /// Closes the body that has been stalled longest (silent, or behind its pace, for at least
-    /// `STALLED_MS`) among those holding body bytes, one of a connection whose last request authenticated only when there is no
-    /// other; true when one was closed. Its memory is given back as soon as its thread sees the
-    /// close.
+    /// `STALLED_MS`) among those holding body bytes, one of a connection whose last request
+    /// authenticated only when there is no other; true when one was closed. Its memory is given
+    /// back as soon as its thread sees the close.
     pub(super) fn evict_stalled_body(&self) -> bool {
         match self.evict_one(&mut self.lock(), memory_rank) {
             Some(evicted) => {
@@ -481,7 +533,7 @@ impl ConnTable {
                 continue;
             }
             let entry = table.conns.swap_remove(at);
-            release_client(table, entry.client);
+            release(table, &entry);
             self.open.store(table.conns.len(), Ordering::SeqCst);
             return Some(Evicted {
                 socket: entry.socket,
@@ -509,11 +561,25 @@ impl ConnTable {
     }
 }
 
-fn release_client(table: &mut Table, client: IpAddr) {
-    if let Some(n) = table.per_client.get_mut(&client) {
+/// Takes what `entry` counts out of the table's counts: its client's connections, and its
+/// protection.
+fn release(table: &mut Table, entry: &Entry) {
+    if let Some(n) = table.per_client.get_mut(&entry.client) {
         *n = n.saturating_sub(1);
         if *n == 0 {
-            table.per_client.remove(&client);
+            table.per_client.remove(&entry.client);
+        }
+    }
+    if let Some(name) = entry.activity.protected_as().take() {
+        release_name(&mut table.protected, &name);
+    }
+}
+
+fn release_name(protected: &mut HashMap<String, usize>, name: &str) {
+    if let Some(n) = protected.get_mut(name) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            protected.remove(name);
         }
     }
 }
@@ -524,7 +590,7 @@ impl Drop for ConnGuard {
         // An evicted connection's slot was given to another already.
         if let Some(at) = table.conns.iter().position(|entry| entry.id == self.id) {
             let entry = table.conns.swap_remove(at);
-            release_client(&mut table, entry.client);
+            release(&mut table, &entry);
         }
         self.table.open.store(table.conns.len(), Ordering::SeqCst);
         if table.conns.is_empty() {
@@ -896,6 +962,47 @@ mod tests {
         assert!(guard.activity().is_evicted());
         assert_eq!(table.open.load(Ordering::SeqCst), 0);
         assert!(!table.evict_stalled_body(), "nothing left to close");
+    }
+
+    #[test]
+    fn a_client_has_at_most_its_share_of_connections_protected() {
+        let table = Arc::new(ConnTable::new(4, 64));
+        assert_eq!(table.max_protected(), 2, "half of 4 slots");
+        assert_eq!(ConnTable::new(512, 64).max_protected(), 64);
+        assert_eq!(ConnTable::new(1, 64).max_protected(), 1);
+        let trusted = |guard: &ConnGuard| guard.activity().load().trusted;
+        let a: Vec<ConnGuard> = (0..3)
+            .map(|_| acquire(&table, "10.0.0.1").expect("a slot"))
+            .collect();
+        for guard in &a {
+            assert!(table.idle(guard.activity(), Some("a")));
+        }
+        assert_eq!(
+            a.iter().map(trusted).collect::<Vec<_>>(),
+            [true, true, false]
+        );
+        let b = acquire(&table, "10.0.0.2").expect("a slot");
+        assert!(table.idle(b.activity(), Some("b")));
+        assert!(trusted(&b), "another client has a share of its own");
+        // The unprotected one of a gives way to a newcomer; the protected ones do not.
+        assert!(acquire(&table, "10.0.0.3").is_some());
+        assert!(a[2].activity().is_evicted());
+        let mut a = a;
+        drop(a.remove(2));
+        // A request without a token ends a connection's protection, and frees its place.
+        assert!(table.idle(a[0].activity(), None));
+        assert!(!trusted(&a[0]));
+        let c = acquire(&table, "10.0.0.4").expect("a slot");
+        assert!(table.idle(c.activity(), Some("a")));
+        assert!(trusted(&c), "a's second place was free again");
+        assert!(table.idle(a[0].activity(), Some("a")));
+        assert!(!trusted(&a[0]), "a has two protected already");
+        // A closed connection gives its place back.
+        drop(c);
+        assert!(table.idle(a[0].activity(), Some("a")));
+        assert!(trusted(&a[0]));
+        drop((a, b));
+        assert!(table.lock().protected.is_empty());
     }
 
     #[test]

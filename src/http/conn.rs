@@ -311,9 +311,11 @@ fn serve_one<S: Transport>(
     let unread = written
         .as_ref()
         .is_ok_and(|stalled| *stalled >= UNREAD_ANSWER && !inbuf.is_empty());
+    // The client the request authenticated as protects the connection, within its share (a
+    // request refused from its head, a 429 for its request rate among them, never gets here).
     match (written, close || unread) {
         (Err(_), _) => Next::Drop,
-        (Ok(_), false) if activity.idle(response.client.is_some()) => Next::KeepAlive,
+        (Ok(_), false) if ctx.conns.idle(activity, response.client.as_deref()) => Next::KeepAlive,
         (Ok(_), false) => Next::Drop,
         (Ok(_), true) if inbuf.is_empty() => Next::Close,
         (Ok(_), true) => Next::Linger,
@@ -602,7 +604,7 @@ fn refuse_keeping<S: Transport>(
     match written {
         // A refusal whose answer sat unread: the client is not reading.
         Ok(stalled) if stalled >= UNREAD_ANSWER => Next::Linger,
-        Ok(_) if activity.idle(false) => Next::KeepAlive,
+        Ok(_) if ctx.conns.idle(activity, None) => Next::KeepAlive,
         _ => Next::Drop,
     }
 }

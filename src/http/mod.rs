@@ -172,8 +172,12 @@ pub struct Response {
     pub body: Vec<u8>,
     /// The name of the client the request authenticated as; set by the API after a token
     /// check passed, `None` otherwise (and always when no tokens are configured). It is never
-    /// sent. The layer trusts a kept-alive connection whose last request authenticated: such a
-    /// connection is never closed to admit another (see `caps`). The access log names it.
+    /// sent. The layer protects a kept-alive connection whose last request authenticated and
+    /// was handled: such a connection is not closed to admit another, for at most
+    /// `max_connections_per_ip` connections of one client name (and half of
+    /// `max_connections`); the others give way like anyone's (see `caps`). A request refused
+    /// by `Handler::admit` (a 429 for its request rate, say) never protects its connection.
+    /// The access log names it.
     pub client: Option<String>,
 }
 
