@@ -4,8 +4,10 @@
 //! protocol garbage and odd targets (`garbage`), gzip bombs and other hostile compressed bodies
 //! (`encoding`), pathological JSON (`json`), every rule for tag
 //! and field names and values sent over HTTP (`names`), hostile commit data (`commit_data`),
-//! slowloris from a second address (`slowloris`) and from nine at once (`fairness`), and the
-//! framing tables again without a token (`no_token`). Each test sends its inputs, checks the exact answer (or that the connection
+//! slowloris from a second address (`slowloris`) and from nine at once, clients that never read
+//! their answers and a token holder on every slot (`fairness`), bodies held in memory
+//! (`bodies_in_flight`), floods of the log (`log_flood`), and the framing tables again without a
+//! token (`no_token`). Each test sends its inputs, checks the exact answer (or that the connection
 //! was closed), then checks with `after_each` that the process is alive, answers ping within a
 //! second, keeps its threads and memory bounded, and that InfluxDB holds exactly the series the
 //! test meant to write: no injected point, no smuggled run, ever.
@@ -24,6 +26,7 @@ mod framing;
 mod garbage;
 mod heads_and_bodies;
 mod json;
+mod log_flood;
 mod names;
 mod no_token;
 mod slowloris;
