@@ -24,7 +24,7 @@ use crate::code::Code;
 
 use super::budget::{BODY_GRACE, BODY_WAIT, BodyBudget, Hold, Pace, Shortage};
 use super::buffer::InBuf;
-use super::caps::{Activity, ConnTable, Phase};
+use super::caps::{Activity, ConnTable, Phase, client_of};
 use super::deadline::{
     Armed, SHUTDOWN_POLL, is_retryable, remaining, write_all_before, write_all_watched,
 };
@@ -211,7 +211,7 @@ fn serve_one<S: Transport>(
     // The whole body is reserved before any of it is read, and held, with what it inflates to,
     // until the request has been handled (see `budget`).
     let evict = || ctx.conns.evict_stalled_body();
-    let mut hold = ctx.budget.hold(activity, &evict);
+    let mut hold = ctx.budget.hold(activity, client_of(peer.ip()), &evict);
     match hold.take(framing.body_len, Instant::now() + BODY_WAIT) {
         Ok(()) => {}
         Err(Shortage::Evicted) => return Next::Drop,
