@@ -10,8 +10,8 @@
 mod routes;
 mod states;
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use routes::{ROUTES, listing, names as route_names};
@@ -19,7 +19,7 @@ pub use routes::{ROUTES, listing, names as route_names};
 use crate::auth::{Client, Denied, FailedChecks, RequestRate, Tokens, retry_after_secs};
 use crate::code::Code;
 use crate::config::Settings;
-use crate::http::{Exchange, Handler, Request, Response};
+use crate::http::{Exchange, Handler, Head, Request, Response};
 use crate::ingest::payload::{PayloadError, PayloadLimits};
 use crate::service::{Refused, Service};
 use crate::state::schema::Conflict;
@@ -165,30 +165,32 @@ impl App {
         &self.service.stats
     }
 
-    /// Answers `req`; `client` is set to the client's name when its token passed the check
-    /// (`None` when no tokens are configured, since every request passes then).
-    fn route(&self, req: &Request, client: &mut Option<String>) -> Result<Reply, ApiError> {
+    /// Whether the request of `head` may go on, before its body is read: its route exists, takes
+    /// its method, and its token passes the check when the route needs one. The client its
+    /// token names (`None` for routes without a token, and when no tokens are configured).
+    fn admission(&self, head: &Head<'_>) -> Result<Option<&Client>, ApiError> {
+        let (_, route) = routes::find(head.path).ok_or(ApiError::NoRoute)?;
+        if head.method != route.method {
+            return Err(ApiError::Method(route.method));
+        }
+        if route.token {
+            self.authenticate(head)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Answers `req`, which `admission` let through as `req.client`.
+    fn route(&self, req: &Request) -> Result<Reply, ApiError> {
         let (_, route) = routes::find(&req.path).ok_or(ApiError::NoRoute)?;
         if req.method != route.method {
             return Err(ApiError::Method(route.method));
         }
-        let authenticated = if route.token {
-            match self.authenticate(req) {
-                Ok(found) => found,
-                Err(e) => {
-                    if let ApiError::RateLimited(name, _) = &e {
-                        // The token was right: the log names the client, and its connection
-                        // stays trusted.
-                        *client = Some(name.clone());
-                    }
-                    return Err(e);
-                }
-            }
-        } else {
-            None
-        };
-        *client = authenticated.map(|c| c.name.clone());
-        (route.handler)(self, req, authenticated)
+        let client = req
+            .client
+            .as_deref()
+            .and_then(|name| self.settings.clients.iter().find(|c| c.name == name));
+        (route.handler)(self, req, client)
     }
 
     /// The client whose token the request carries (`None` when no tokens are configured).
@@ -196,7 +198,7 @@ impl App {
     /// Errors: no token or a wrong one (401); too many failed checks from the address of late
     /// (429, checked before the token, so that guessing costs time); the client's request rate
     /// spent (429).
-    fn authenticate(&self, req: &Request) -> Result<Option<&Client>, ApiError> {
+    fn authenticate(&self, req: &Head<'_>) -> Result<Option<&Client>, ApiError> {
         if self.tokens.is_open() {
             return Ok(None);
         }
@@ -211,10 +213,13 @@ impl App {
             Err(denied) => {
                 Stats::add(&self.stats().auth_failures, 1);
                 let spent = self.failed_checks.failed(ip, now);
+                if !REFUSED_LINES.allows(now) {
+                    return Err(ApiError::Unauthorized(denied));
+                }
                 log::warn!(
                     "refused {} {} from {ip}: {}{}",
-                    req.method,
-                    loggable(&req.path),
+                    loggable(req.method),
+                    loggable(req.path),
                     match denied {
                         Denied::Missing => "no token",
                         Denied::Malformed => "malformed Authorization header",
@@ -241,15 +246,117 @@ impl App {
     }
 }
 
+/// Access-log lines written in one second at most, all connections together: far more than
+/// normal traffic (a load test reports a few times a second), far fewer than a client
+/// pipelining pings asks for (90 000 in 2 s).
+const ACCESS_LINES_PER_SECOND: u32 = 200;
+
+/// Lines of refused token checks written in one second at most, all addresses together.
+const REFUSED_LINES_PER_SECOND: u32 = 20;
+
+/// The access log's budget of lines (one log per process, so one budget).
+static ACCESS_LINES: LineBudget = LineBudget::new(ACCESS_LINES_PER_SECOND, "access-log lines");
+
+/// The budget of lines of refused token checks.
+static REFUSED_LINES: LineBudget =
+    LineBudget::new(REFUSED_LINES_PER_SECOND, "refused token checks");
+
+/// A bound on log lines of one kind: `per_second` in each second at most; the others are
+/// counted, and the first line written after them is preceded by one saying how many were left
+/// out. A flood of requests or of wrong tokens cannot fill the disk, nor (under journald's rate
+/// limit, 10 000 lines in 30 s by default) push the gateway's own warnings and errors out of
+/// the journal; traffic far below the bound keeps every line. The request counters of `states`
+/// and `metrics` count every request all the same.
+struct LineBudget {
+    per_second: u32,
+    /// What a line is, in the line that counts those left out.
+    what: &'static str,
+    window: Mutex<Option<Window>>,
+}
+
+/// One second of a `LineBudget`.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    started: Instant,
+    written: u32,
+    left_out: u64,
+}
+
+impl LineBudget {
+    const fn new(per_second: u32, what: &'static str) -> LineBudget {
+        LineBudget {
+            per_second,
+            what,
+            window: Mutex::new(None),
+        }
+    }
+
+    /// Whether one more line may be written at `now`; when lines were left out before it, a
+    /// line saying how many is written first.
+    fn allows(&self, now: Instant) -> bool {
+        let (allowed, left_out) = self.take(now);
+        if let Some((count, over)) = left_out {
+            log::warn!(
+                "{count} {} left out in the {:.1} s before this line (more than {} a second)",
+                self.what,
+                over.as_secs_f64(),
+                self.per_second
+            );
+        }
+        allowed
+    }
+
+    /// Whether one more line may be written at `now`, and, when a second has passed since the
+    /// window began and lines were left out in it, how many and over how long.
+    fn take(&self, now: Instant) -> (bool, Option<(u64, Duration)>) {
+        let mut guard = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        let fresh = Window {
+            started: now,
+            written: 0,
+            left_out: 0,
+        };
+        let window = guard.get_or_insert(fresh);
+        let mut left_out = None;
+        let over = now.saturating_duration_since(window.started);
+        if over >= Duration::from_secs(1) {
+            if window.left_out > 0 {
+                left_out = Some((window.left_out, over));
+            }
+            *window = fresh;
+        }
+        let allowed = window.written < self.per_second;
+        if allowed {
+            window.written += 1;
+        } else {
+            window.left_out += 1;
+        }
+        (allowed, left_out)
+    }
+}
+
 /// Keeps client text out of the log's structure (see `logtext`), cut to 200 characters.
 fn loggable(text: &str) -> String {
     crate::logtext::escape(text, 200)
 }
 
 impl Handler for App {
+    fn admit(&self, head: &Head<'_>) -> Result<Option<String>, Response> {
+        match self.admission(head) {
+            Ok(client) => Ok(client.map(|c| c.name.clone())),
+            Err(e) => {
+                let mut response = e.response();
+                // The token was right: the access log names the client.
+                if let ApiError::RateLimited(name, _) = &e {
+                    response.client = Some(name.clone());
+                }
+                Err(response)
+            }
+        }
+    }
+
     fn handle(&self, req: &Request) -> Response {
-        let mut client = None;
-        let mut response = match self.route(req, &mut client) {
+        let client = req.client.clone();
+        let mut response = match self.route(req) {
             Ok(Reply::Json(body)) => Response::json(200, &body),
             Ok(Reply::Text(text)) => Response {
                 status: 200,
@@ -269,6 +376,11 @@ impl Handler for App {
     fn completed(&self, ex: &Exchange<'_>) {
         let route = routes::find(ex.path).map_or(ROUTES.len(), |(i, _)| i);
         self.stats().request(route, ex.status, ex.duration);
+        if !log::log_enabled!(target: "access", log::Level::Info)
+            || !ACCESS_LINES.allows(Instant::now())
+        {
+            return;
+        }
         log::info!(
             target: "access",
             "{} {} {} {} {} {:.1}ms{}",
@@ -287,6 +399,22 @@ impl Handler for App {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_budget_writes_its_lines_a_second_and_counts_the_others() {
+        let budget = LineBudget::new(3, "test lines");
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let taken: Vec<bool> = (0..5).map(|i| budget.take(at(i * 10)).0).collect();
+        assert_eq!(taken, [true, true, true, false, false]);
+        // A second later: a fresh window, and the two left out are told.
+        let (allowed, told) = budget.take(at(1000));
+        assert!(allowed);
+        assert_eq!(told, Some((2, Duration::from_secs(1))));
+        assert_eq!(budget.take(at(1100)), (true, None), "told once");
+        // Nothing left out: nothing to tell.
+        assert_eq!(budget.take(at(2500)), (true, None));
+    }
 
     #[test]
     fn log_text_cannot_forge_lines() {

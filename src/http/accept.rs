@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::code::Code;
 
-use super::caps::{ConnGuard, ConnTable};
+use super::caps::{ConnGuard, ConnTable, Refused};
 use super::conn::{ConnContext, report};
 use super::pool::Pool;
 use super::render::{Disposition, render};
@@ -78,30 +78,44 @@ pub(super) fn accept_loop(
         let accepted = Instant::now();
         let stream = Arc::new(stream);
         match conns.try_acquire(peer.ip(), Arc::downgrade(&stream)) {
-            Some(slot) => {
+            Ok(slot) => {
+                // The pool runs a thread per slot, so it is full only with every slot taken.
                 if let Err(conn) = pool.submit(Conn { stream, peer, slot }) {
-                    refuse(&conn.stream, peer, accepted, ctx);
+                    refuse(&conn.stream, peer, accepted, Refused::Full, ctx);
                 }
             }
-            None => refuse(&stream, peer, accepted, ctx),
+            Err(why) => refuse(&stream, peer, accepted, why, ctx),
         }
     }
 }
 
-/// Answers 503 on a connection that gets no slot, without ever blocking: the socket
-/// is made non-blocking and written once (a fresh socket's send buffer always has
-/// room for these few hundred bytes), and it is never read.
+/// Answers 503 on a connection that gets no slot, naming the cap it met, without ever
+/// blocking: the socket is made non-blocking and written once (a fresh socket's send buffer
+/// always has room for these few hundred bytes), and it is never read.
 ///
 /// Over HTTPS the connection is closed without an answer: a 503 would need a TLS
 /// handshake first, and the accept thread must never wait on a client. It is still
 /// reported as a 503 (with no body bytes), so the refusal is logged and counted.
-fn refuse(stream: &TcpStream, peer: SocketAddr, accepted: Instant, ctx: &ConnContext) {
+fn refuse(
+    stream: &TcpStream,
+    peer: SocketAddr,
+    accepted: Instant,
+    why: Refused,
+    ctx: &ConnContext,
+) {
     let mut body_bytes = 0;
     if ctx.tls.is_none() {
-        let response = Response::error(
-            Code::TooManyConnections,
-            "too many connections; retry later",
-        );
+        let message = match why {
+            Refused::PerClient => format!(
+                "too many connections from this address: it has server.max_connections_per_ip ({}) open (an IPv6 client counts per /64); close connections you do not use, or retry later",
+                ctx.conns.max_per_client()
+            ),
+            Refused::Full => format!(
+                "every connection slot is taken (server.max_connections, {}) and none can give way; retry later",
+                ctx.conns.max_total()
+            ),
+        };
+        let response = Response::error(Code::TooManyConnections, &message);
         let rendered = render(
             &response,
             Disposition::Close,

@@ -2,17 +2,21 @@
 //! `BodyBudget`, and `Hold`, the bytes one request holds, given back when it is dropped.
 //!
 //! A body is reserved whole, as its `Content-Length` says, before any of it is read into a
-//! buffer, and what a compressed body inflates to is taken as it grows (see
-//! `encoding::Allowance`); the bytes are held until the request has been answered. When the
-//! budget runs out, a new body waits (`BODY_WAIT` at most) for others to give bytes back, and
-//! closes a body that has gone silent (`caps::ConnTable::evict_stalled_body`) to make them; one
-//! that gets none in time is answered 503. Without it, 512 connections announcing 1 MiB
-//! bodies and stalling halfway made the gateway hold 312 MiB; with the default 64 MiB, 53 MiB.
+//! buffer (and only once the handler admitted its head), and what a compressed body inflates
+//! to is taken as it grows (see `encoding::Allowance`); the bytes are held until the request
+//! has been handled. When the budget runs out, a new body waits (`BODY_WAIT` at most) for
+//! others to give bytes back, and closes a body that has gone silent or fallen behind its
+//! `Pace` (`caps::ConnTable::evict_stalled_body`) to make them; bytes given back go first to
+//! the waiting client (an address, an IPv6 /64) that holds least; one that gets none in time is
+//! answered 503. Without it, 512 connections announcing 1 MiB bodies and stalling halfway made
+//! the gateway hold 312 MiB; with the default 64 MiB, 53 MiB.
 //!
 //! Nothing here touches a socket; the only waits are on the budget's condition variable, each
 //! bounded by a deadline and by `POLL`, so a waiter notices its own eviction promptly. The lock
 //! is never held while the connection table's lock is taken.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -22,6 +26,53 @@ use super::deadline::remaining;
 
 /// How long a body waits for memory before it is refused with 503.
 pub(super) const BODY_WAIT: Duration = Duration::from_secs(1);
+
+/// How far a body may fall behind its `Pace` before it is closed with 408: long enough for a
+/// lost segment's retransmission (200 ms and more) at the start of a body; past it, the body
+/// is not coming at the rate `header_timeout` asks for, and the memory it holds goes back.
+pub(super) const BODY_GRACE: Duration = Duration::from_secs(1);
+
+/// The pace a body must keep (Apache's `mod_reqtimeout` `MinRate`, scaled to the body): the
+/// rate that brings all of it within `header_timeout`, its length divided by that time. A body
+/// at that pace or faster is never behind; one trickled far below it, holding memory reserved
+/// for all its length, is behind from its first second. Reading a body checks it after every
+/// read (closing it with 408 once behind by more than `BODY_GRACE`), and a body behind by
+/// `caps::STALLED_MS` is as stalled as a silent one when another body needs memory.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pace {
+    started: Instant,
+    length: u64,
+    limit: Duration,
+}
+
+impl Pace {
+    /// The pace of a body of `length` bytes whose first byte is awaited from `started`, to be
+    /// read within `limit`.
+    pub(super) fn new(started: Instant, length: u64, limit: Duration) -> Pace {
+        Pace {
+            started,
+            length,
+            limit,
+        }
+    }
+
+    /// When the body is due to have `received` bytes: `limit × received / length` after it
+    /// started (the start itself for a body of no bytes).
+    pub(super) fn due(&self, received: u64) -> Instant {
+        let nanos = self.limit.as_nanos() * u128::from(received) / u128::from(self.length.max(1));
+        self.started + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// The body's length in bytes.
+    pub(super) fn length(&self) -> u64 {
+        self.length
+    }
+
+    /// How long since the body began.
+    pub(super) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
 
 /// The longest a waiter sleeps before it looks again (for bytes given back without a wake-up
 /// reaching it, for its own eviction, and for a body that has fallen silent meanwhile).
@@ -36,11 +87,83 @@ const EVICT_EVERY_MS: u64 = 10;
 #[derive(Debug)]
 pub(super) struct BodyBudget {
     limit: u64,
-    used: Mutex<u64>,
+    used: Mutex<Used>,
     freed: Condvar,
     epoch: Instant,
     /// When waiters may next try to close a stalled body, in milliseconds after `epoch`.
     next_eviction_ms: AtomicU64,
+}
+
+/// What the budget's lock guards: the bytes held, in all and by client, and who waits.
+#[derive(Debug, Default)]
+struct Used {
+    total: u64,
+    /// Bytes held by each client (`caps::client_of`: an IPv4 address, an IPv6 /64); only
+    /// clients that hold some.
+    by_client: HashMap<IpAddr, u64>,
+    /// Requests waiting for bytes, by client; only clients with some waiting.
+    waiting: HashMap<IpAddr, usize>,
+}
+
+impl Used {
+    fn held_by(&self, client: IpAddr) -> u64 {
+        self.by_client.get(&client).copied().unwrap_or(0)
+    }
+
+    /// Whether `client` may take `n` bytes of the `limit` now: they are free, and no client
+    /// holding less than it waits for some. Freed bytes go to the client holding least, so
+    /// that a client sitting on much of the budget, however many requests it has waiting,
+    /// cannot take back each byte given up before another client gets any.
+    fn may_take(&self, client: IpAddr, n: u64, limit: u64) -> bool {
+        let mine = self.held_by(client);
+        self.total
+            .checked_add(n)
+            .is_some_and(|total| total <= limit)
+            && self.waiting.keys().all(|w| self.held_by(*w) >= mine)
+    }
+
+    fn take(&mut self, client: IpAddr, n: u64) {
+        self.total += n;
+        *self.by_client.entry(client).or_insert(0) += n;
+    }
+
+    fn give(&mut self, client: IpAddr, n: u64) {
+        self.total = self.total.saturating_sub(n);
+        if let Some(held) = self.by_client.get_mut(&client) {
+            *held = held.saturating_sub(n);
+            if *held == 0 {
+                self.by_client.remove(&client);
+            }
+        }
+    }
+}
+
+/// A request of `client` waiting for bytes, counted in `Used::waiting` until it is dropped.
+struct Waiting<'a> {
+    budget: &'a BodyBudget,
+    client: IpAddr,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(budget: &'a BodyBudget, used: &mut Used, client: IpAddr) -> Waiting<'a> {
+        *used.waiting.entry(client).or_insert(0) += 1;
+        Waiting { budget, client }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut used = self.budget.lock();
+        if let Some(n) = used.waiting.get_mut(&self.client) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                used.waiting.remove(&self.client);
+            }
+        }
+        drop(used);
+        // Another waiter may be first in line now.
+        self.budget.freed.notify_all();
+    }
 }
 
 /// Why a request could not have the bytes it asked for.
@@ -59,6 +182,8 @@ pub(super) enum Shortage {
 pub(super) struct Hold<'a> {
     budget: &'a BodyBudget,
     activity: &'a Activity,
+    /// Who the bytes are held for (`caps::client_of`).
+    client: IpAddr,
     /// Closes a body that has gone silent, elsewhere, to free its bytes; true when it did.
     evict: &'a dyn Fn() -> bool,
     bytes: u64,
@@ -69,7 +194,7 @@ impl BodyBudget {
     pub(super) fn new(limit: u64) -> BodyBudget {
         BodyBudget {
             limit,
-            used: Mutex::new(0),
+            used: Mutex::new(Used::default()),
             freed: Condvar::new(),
             epoch: Instant::now(),
             next_eviction_ms: AtomicU64::new(0),
@@ -81,41 +206,33 @@ impl BodyBudget {
         self.limit
     }
 
-    /// An empty hold for the request of the connection doing `activity`; `evict` closes a
-    /// stalled body elsewhere when bytes run short.
+    /// An empty hold for the request of the connection doing `activity`, from `client`
+    /// (`caps::client_of`); `evict` closes a stalled body elsewhere when bytes run short.
     pub(super) fn hold<'a>(
         &'a self,
         activity: &'a Activity,
+        client: IpAddr,
         evict: &'a dyn Fn() -> bool,
     ) -> Hold<'a> {
         Hold {
             budget: self,
             activity,
+            client,
             evict,
             bytes: 0,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, u64> {
+    fn lock(&self) -> MutexGuard<'_, Used> {
         // Nothing that can panic runs under this lock, but a poisoned lock must not take the
         // server down either.
         self.used.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes `n` bytes if they are free.
-    fn try_take(&self, n: u64) -> bool {
-        let mut used = self.lock();
-        let fits = used.checked_add(n).is_some_and(|total| total <= self.limit);
-        if fits {
-            *used += n;
-        }
-        fits
-    }
-
-    fn give(&self, n: u64) {
+    fn give(&self, client: IpAddr, n: u64) {
         if n > 0 {
             let mut used = self.lock();
-            *used = used.saturating_sub(n);
+            used.give(client, n);
             drop(used);
             self.freed.notify_all();
         }
@@ -140,7 +257,7 @@ impl BodyBudget {
     /// Bytes held now.
     #[cfg(test)]
     fn used(&self) -> u64 {
-        *self.lock()
+        self.lock().total
     }
 }
 
@@ -157,20 +274,32 @@ impl Hold<'_> {
     }
 
     /// Takes `n` more bytes, waiting until `deadline` for others to give some back, and closing
-    /// stalled bodies to make them. Never waits when the request alone would hold more than the
-    /// whole budget.
+    /// stalled bodies to make them; bytes given back go first to the waiting client that holds
+    /// least (see `Used::may_take`). Never waits when the request alone would hold more than
+    /// the whole budget.
     pub(super) fn take(&mut self, n: u64, deadline: Instant) -> Result<(), Shortage> {
         let total = self.bytes.saturating_add(n);
-        if total > self.budget.limit {
+        let (budget, client) = (self.budget, self.client);
+        if total > budget.limit {
             return Err(Shortage::Never {
-                room: self.budget.limit.saturating_sub(self.bytes),
+                room: budget.limit.saturating_sub(self.bytes),
             });
         }
+        // Counted among the waiters from the first miss until this returns.
+        let mut waiting = None;
         loop {
-            if self.budget.try_take(n) {
-                self.bytes = total;
-                self.activity.held().store(total, Ordering::SeqCst);
-                return Ok(());
+            {
+                let mut used = budget.lock();
+                if used.may_take(client, n, budget.limit) {
+                    used.take(client, n);
+                    drop(used);
+                    self.bytes = total;
+                    self.activity.held().store(total, Ordering::SeqCst);
+                    return Ok(());
+                }
+                if waiting.is_none() {
+                    waiting = Some(Waiting::new(budget, &mut used, client));
+                }
             }
             if self.activity.is_evicted() {
                 return Err(Shortage::Evicted);
@@ -179,17 +308,16 @@ impl Hold<'_> {
                 return Err(Shortage::Busy);
             };
             // Not under the budget's lock: this takes the connection table's.
-            if self.budget.may_evict() {
+            if budget.may_evict() {
                 (self.evict)();
             }
-            let used = self.budget.lock();
-            if used.saturating_add(n) <= self.budget.limit {
+            let used = budget.lock();
+            if used.may_take(client, n, budget.limit) {
                 continue;
             }
             // Woken when bytes are given back; an evicted body gives its bytes back as soon as
             // its thread sees the close, moments after.
-            let _ = self
-                .budget
+            let _ = budget
                 .freed
                 .wait_timeout(used, left.min(POLL))
                 .unwrap_or_else(PoisonError::into_inner);
@@ -201,7 +329,7 @@ impl Hold<'_> {
         let n = n.min(self.bytes);
         self.bytes -= n;
         self.activity.held().store(self.bytes, Ordering::SeqCst);
-        self.budget.give(n);
+        self.budget.give(self.client, n);
     }
 }
 
@@ -222,15 +350,75 @@ mod tests {
         false
     }
 
+    fn ip() -> IpAddr {
+        IpAddr::from([10, 0, 0, 1])
+    }
+
+    #[test]
+    fn bytes_given_back_go_first_to_the_client_holding_least() {
+        let budget = BodyBudget::new(100);
+        let (big, small) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        let (a, b, c) = (
+            Activity::detached(),
+            Activity::detached(),
+            Activity::detached(),
+        );
+        let mut held = budget.hold(&a, big, &never_evict);
+        held.take(100, Instant::now()).expect("all of it");
+        thread::scope(|s| {
+            // The client holding everything waits for more, first; then one holding nothing.
+            let greedy = s.spawn(|| {
+                let mut hold = budget.hold(&b, big, &never_evict);
+                let got = hold.take(10, Instant::now() + Duration::from_millis(600));
+                (got, Instant::now())
+            });
+            thread::sleep(Duration::from_millis(100));
+            let modest = s.spawn(|| {
+                let mut hold = budget.hold(&c, small, &never_evict);
+                let got = hold.take(10, Instant::now() + Duration::from_secs(2));
+                let at = Instant::now();
+                // Held until the other has given up.
+                thread::sleep(Duration::from_millis(600));
+                (got, at)
+            });
+            thread::sleep(Duration::from_millis(100));
+            held.give(10);
+            let (got, modest_at) = modest.join().expect("modest");
+            assert_eq!(
+                got,
+                Ok(()),
+                "the client holding least gets the bytes given back"
+            );
+            let (got, greedy_at) = greedy.join().expect("greedy");
+            assert_eq!(
+                got,
+                Err(Shortage::Busy),
+                "and the client holding most waits on"
+            );
+            assert!(greedy_at > modest_at);
+        });
+    }
+
+    #[test]
+    fn a_body_is_due_in_proportion_to_its_length() {
+        let started = Instant::now();
+        let pace = Pace::new(started, 1000, Duration::from_secs(10));
+        assert_eq!(pace.due(0), started);
+        assert_eq!(pace.due(100), started + Duration::from_secs(1));
+        assert_eq!(pace.due(1000), started + Duration::from_secs(10));
+        let empty = Pace::new(started, 0, Duration::from_secs(10));
+        assert_eq!(empty.due(0), started);
+    }
+
     #[test]
     fn holds_are_counted_exactly_and_given_back_on_drop() {
         let budget = BodyBudget::new(100);
         let (a, b) = (Activity::detached(), Activity::detached());
         let soon = Instant::now() + Duration::from_millis(100);
-        let mut first = budget.hold(&a, &never_evict);
+        let mut first = budget.hold(&a, ip(), &never_evict);
         first.take(60, soon).expect("60 of 100");
         assert_eq!((budget.used(), a.held().load(Ordering::SeqCst)), (60, 60));
-        let mut second = budget.hold(&b, &never_evict);
+        let mut second = budget.hold(&b, ip(), &never_evict);
         second.take(40, soon).expect("the other 40");
         assert_eq!(
             second.take(1, Instant::now()),
@@ -253,7 +441,7 @@ mod tests {
     fn a_request_that_alone_would_pass_the_budget_never_waits() {
         let budget = BodyBudget::new(100);
         let activity = Activity::detached();
-        let mut hold = budget.hold(&activity, &never_evict);
+        let mut hold = budget.hold(&activity, ip(), &never_evict);
         hold.take(30, Instant::now()).expect("30");
         let started = Instant::now();
         let far = started + Duration::from_secs(10);
@@ -266,11 +454,11 @@ mod tests {
     fn a_waiter_gets_bytes_given_back_before_its_deadline_and_else_busy() {
         let budget = BodyBudget::new(100);
         let (a, b) = (Activity::detached(), Activity::detached());
-        let mut holder = budget.hold(&a, &never_evict);
+        let mut holder = budget.hold(&a, ip(), &never_evict);
         holder.take(100, Instant::now()).expect("all of it");
         thread::scope(|s| {
             let waiter = s.spawn(|| {
-                let mut hold = budget.hold(&b, &never_evict);
+                let mut hold = budget.hold(&b, ip(), &never_evict);
                 let started = Instant::now();
                 let got = hold.take(50, started + Duration::from_secs(2));
                 (got, started.elapsed())
@@ -283,9 +471,9 @@ mod tests {
             assert!(waited < Duration::from_secs(1), "{waited:?}");
         });
         // Held by nobody now; a hold that nobody gives back makes the next one wait it out.
-        let mut holder = budget.hold(&a, &never_evict);
+        let mut holder = budget.hold(&a, ip(), &never_evict);
         holder.take(100, Instant::now()).expect("all of it");
-        let mut late = budget.hold(&b, &never_evict);
+        let mut late = budget.hold(&b, ip(), &never_evict);
         let started = Instant::now();
         assert_eq!(
             late.take(1, started + Duration::from_millis(300)),
@@ -299,7 +487,7 @@ mod tests {
     fn a_waiter_closes_a_stalled_body_and_stops_when_it_is_closed_itself() {
         let budget = BodyBudget::new(100);
         let (a, b) = (Activity::detached(), Activity::detached());
-        let stalled = std::sync::Mutex::new(Some(budget.hold(&a, &never_evict)));
+        let stalled = std::sync::Mutex::new(Some(budget.hold(&a, ip(), &never_evict)));
         stalled
             .lock()
             .unwrap()
@@ -313,7 +501,7 @@ mod tests {
             evictions.fetch_add(1, Ordering::SeqCst);
             stalled.lock().unwrap().take().is_some()
         };
-        let mut hold = budget.hold(&b, &evict);
+        let mut hold = budget.hold(&b, ip(), &evict);
         hold.take(10, Instant::now() + Duration::from_secs(2))
             .expect("the stalled body's bytes");
         assert_eq!(evictions.load(Ordering::SeqCst), 1);
@@ -321,13 +509,13 @@ mod tests {
 
         // A waiter evicted while it waits stops at once.
         let c = Activity::detached();
-        let mut all = budget.hold(&c, &never_evict);
+        let mut all = budget.hold(&c, ip(), &never_evict);
         all.take(90, Instant::now()).expect("the rest");
         let d = Activity::detached();
         assert!(d.enter(Phase::Body));
         thread::scope(|s| {
             let waiter = s.spawn(|| {
-                let mut hold = budget.hold(&d, &never_evict);
+                let mut hold = budget.hold(&d, ip(), &never_evict);
                 let started = Instant::now();
                 (
                     hold.take(10, started + Duration::from_secs(5)),

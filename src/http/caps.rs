@@ -8,8 +8,12 @@
 //! its TLS handshake or reading its request head, then one kept alive between requests, then one
 //! whose body has gone silent; within each, one from the client holding the most connections,
 //! and among those the one waiting longest. Never one whose request is being handled, and never
-//! one whose last request authenticated (`Response::client`). The same table closes a body that
-//! has gone silent when the budget of body bytes runs out (`evict_stalled_body`).
+//! one whose last request authenticated (`Response::client`), for a client's share of
+//! connections (`max_protected`): beyond it, its connections give way like anyone's, so that no
+//! client, with or without a token, can hold every slot. A client that does not read its answers
+//! gives way whatever it sent. The same table closes a body that
+//! has gone silent, or fallen behind its pace, when the budget of body bytes runs out
+//! (`evict_stalled_body`).
 //!
 //! The caps are exact, because the counts change only under one lock; a slot is given back by a
 //! guard on drop, on every path out of a connection. Nothing here waits on anything but that
@@ -25,10 +29,11 @@ use std::time::Instant;
 
 use super::deadline::remaining;
 
-/// A body silent for less than this is never closed for the memory it holds: a client sending
-/// at any useful rate delivers something more often, while a stalled body falls silent for
-/// good. (A TCP retransmission after loss takes 200 ms and more, so shorter would catch those.)
-/// In milliseconds.
+/// A body silent for less than this, and behind its pace (`budget::Pace`) by less than this,
+/// is never closed for the memory it holds: a client sending at any useful rate delivers
+/// something more often, while a stalled body falls silent for good, and a trickled one falls
+/// behind for good. (A TCP retransmission after loss takes 200 ms and more, so shorter would
+/// catch those.) In milliseconds.
 const STALLED_MS: u64 = 500;
 
 /// Eviction attempts per admission: an attempt fails only when the chosen connection moved on
@@ -46,8 +51,11 @@ pub(super) enum Phase {
     /// Reading a request body, or waiting for memory to read it into. Since the last body
     /// bytes arrived (or the head ended).
     Body,
-    /// Its request is being handled or answered.
+    /// Its request is being handled.
     Busy,
+    /// Its answer is being written. Since the peer last took bytes of it (or the write began):
+    /// a client that does not read its answers makes no progress here.
+    Sending,
     /// Draining before the close, after an error answer.
     Closing,
     /// Closed by the table to admit another connection or free memory; it must stop.
@@ -55,11 +63,12 @@ pub(super) enum Phase {
 }
 
 impl Phase {
-    const ALL: [Phase; 6] = [
+    const ALL: [Phase; 7] = [
         Phase::Head,
         Phase::Idle,
         Phase::Body,
         Phase::Busy,
+        Phase::Sending,
         Phase::Closing,
         Phase::Evicted,
     ];
@@ -72,6 +81,7 @@ impl Phase {
             Phase::Busy => 4,
             Phase::Closing => 5,
             Phase::Evicted => 6,
+            Phase::Sending => 7,
         }
     }
 
@@ -89,6 +99,7 @@ impl Phase {
             Phase::Idle => "idle between requests",
             Phase::Body => "with its body silent",
             Phase::Busy => "busy",
+            Phase::Sending => "with its answer unread",
             Phase::Closing => "closing",
             Phase::Evicted => "evicted",
         }
@@ -96,24 +107,32 @@ impl Phase {
 }
 
 /// One connection's state in one word, so that its thread and eviction change it with one
-/// compare-and-swap: the phase (bits 0-7), whether its last request authenticated (bit 8), and
-/// since when, in milliseconds after the table's epoch (bits 16-63).
+/// compare-and-swap: the phase (bits 0-7), whether its last request authenticated (bit 8),
+/// whether the request it is serving was pipelined (bit 9), and since when, in milliseconds
+/// after the table's epoch (bits 16-63).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct State {
     phase: Phase,
     trusted: bool,
+    /// The request now served was sent before the answer to the one before it was written: the
+    /// client is not waiting for its answers (see `Activity::begin`).
+    pipelined: bool,
     since_ms: u64,
 }
 
 impl State {
     fn pack(self) -> u64 {
-        self.phase.code() | u64::from(self.trusted) << 8 | self.since_ms << 16
+        self.phase.code()
+            | u64::from(self.trusted) << 8
+            | u64::from(self.pipelined) << 9
+            | self.since_ms << 16
     }
 
     fn unpack(word: u64) -> State {
         State {
             phase: Phase::from_code(word & 0xff),
             trusted: word >> 8 & 1 == 1,
+            pipelined: word >> 9 & 1 == 1,
             since_ms: word >> 16,
         }
     }
@@ -125,8 +144,14 @@ impl State {
 pub(super) struct Activity {
     epoch: Instant,
     state: AtomicU64,
+    /// The client name this connection is protected under (its `trusted` bit), counted in the
+    /// table's `protected`; changed only under the table's lock (see `ConnTable::idle`).
+    protected_as: Mutex<Option<String>>,
     /// Bytes of the body budget this connection holds (see `budget`).
     held: AtomicU64,
+    /// When the body being read is due to have the bytes it has (`budget::Pace`), in
+    /// milliseconds after the epoch; `u64::MAX` before a body is read.
+    due_ms: AtomicU64,
 }
 
 impl Activity {
@@ -134,11 +159,14 @@ impl Activity {
         let activity = Activity {
             epoch,
             state: AtomicU64::new(0),
+            protected_as: Mutex::new(None),
             held: AtomicU64::new(0),
+            due_ms: AtomicU64::new(u64::MAX),
         };
         let state = State {
             phase: Phase::Head,
             trusted: false,
+            pipelined: false,
             since_ms: activity.now_ms(),
         };
         activity.state.store(state.pack(), Ordering::SeqCst);
@@ -170,6 +198,18 @@ impl Activity {
             .is_ok()
     }
 
+    /// A request begins (its head is read from now on); `pipelined` when it was sent before
+    /// the answer to the one before it was written. False when the connection was evicted.
+    pub(super) fn begin(&self, pipelined: bool) -> bool {
+        let now = self.now_ms();
+        self.update(|s| State {
+            phase: Phase::Head,
+            pipelined,
+            since_ms: now,
+            ..s
+        })
+    }
+
     /// Enters `phase` from now on; false when the connection was evicted.
     pub(super) fn enter(&self, phase: Phase) -> bool {
         let now = self.now_ms();
@@ -180,24 +220,36 @@ impl Activity {
         })
     }
 
-    /// Body bytes arrived: the body's silence starts again. False when evicted.
-    pub(super) fn progressed(&self) -> bool {
+    /// Body bytes arrived (or the body began), and with what it has the body is due at `due`
+    /// (`budget::Pace`): its silence starts again. False when evicted.
+    pub(super) fn progressed(&self, due: Instant) -> bool {
+        let due_ms = due.saturating_duration_since(self.epoch).as_millis();
+        self.due_ms
+            .store(u64::try_from(due_ms).unwrap_or(u64::MAX), Ordering::SeqCst);
         self.enter(Phase::Body)
     }
 
-    /// A response was written and the connection is kept alive; `trusted` when the request
-    /// authenticated, which protects the connection from eviction until its next request ends.
+    /// A response was written and the connection is kept alive; `trusted` when it is protected
+    /// from eviction until its next request ends (see `ConnTable::idle`, which decides).
     pub(super) fn idle(&self, trusted: bool) -> bool {
         let now = self.now_ms();
         self.update(|_| State {
             phase: Phase::Idle,
             trusted,
+            pipelined: false,
             since_ms: now,
         })
     }
 
     pub(super) fn is_evicted(&self) -> bool {
         self.load().phase == Phase::Evicted
+    }
+
+    /// The client name it is protected under.
+    fn protected_as(&self) -> MutexGuard<'_, Option<String>> {
+        self.protected_as
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Bytes of the body budget held, kept by `budget::Hold`.
@@ -249,6 +301,9 @@ struct Table {
     /// Open connections per client (`client_of`). Only clients with at least one have an
     /// entry, so the map never holds more entries than there are open connections.
     per_client: HashMap<IpAddr, usize>,
+    /// Protected connections (see `ConnTable::idle`) per client name (`Response::client`); only
+    /// names with at least one.
+    protected: HashMap<String, usize>,
     next_id: u64,
 }
 
@@ -261,6 +316,15 @@ struct Entry {
     /// The socket, to shut down when the connection is evicted. Weak, so that the socket is
     /// closed when its connection drops it, before the slot is given back.
     socket: Weak<TcpStream>,
+}
+
+/// Why a connection got no slot: which cap it met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// Its client holds `server.max_connections_per_ip` connections already.
+    PerClient,
+    /// Every slot is taken (`server.max_connections`) and none can give way.
+    Full,
 }
 
 /// One open-connection slot; dropping it gives the slot back.
@@ -344,7 +408,52 @@ impl ConnTable {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX >> 16)
     }
 
-    /// Takes a slot for a connection from `ip` whose socket is `socket`, or `None` when its
+    /// The most open connections in all (`server.max_connections`).
+    pub(super) fn max_total(&self) -> usize {
+        self.max_total
+    }
+
+    /// The most open connections of one client (`server.max_connections_per_ip`).
+    pub(super) fn max_per_client(&self) -> usize {
+        self.max_per_client
+    }
+
+    /// The most connections protected at once for one client name: `max_per_client`, but never
+    /// more than half of all slots (and at least one), so that no client, with or without a
+    /// token, can hold every slot.
+    pub(super) fn max_protected(&self) -> usize {
+        self.max_per_client.min(self.max_total / 2).max(1)
+    }
+
+    /// A response was written on the connection doing `activity`, and the connection is kept
+    /// alive: it goes idle, protected from eviction until its next request ends (see
+    /// `slot_rank`) when `client`, the name of the client its request authenticated as, has
+    /// fewer than `max_protected` connections protected (this one aside); like anyone's
+    /// otherwise. False when the connection was evicted.
+    pub(super) fn idle(&self, activity: &Activity, client: Option<&str>) -> bool {
+        if activity.protected_as().as_deref() == client {
+            return activity.idle(client.is_some());
+        }
+        let mut table = self.lock();
+        let mut mine = activity.protected_as();
+        // Evicted: its entry, and its protection, are gone already.
+        if activity.is_evicted() {
+            return false;
+        }
+        if let Some(old) = mine.take() {
+            release_name(&mut table.protected, &old);
+        }
+        if let Some(name) = client {
+            let count = table.protected.get(name).copied().unwrap_or(0);
+            if count < self.max_protected() {
+                table.protected.insert(name.to_owned(), count + 1);
+                *mine = Some(name.to_owned());
+            }
+        }
+        activity.idle(mine.is_some())
+    }
+
+    /// Takes a slot for a connection from `ip` whose socket is `socket`. Refused when its
     /// client holds `max_per_client` slots already, or when every slot is taken and none can be
     /// given up (see `slot_rank`). When every slot is taken and one can, that connection is
     /// closed and its slot is this one's.
@@ -352,17 +461,17 @@ impl ConnTable {
         self: &Arc<Self>,
         ip: IpAddr,
         socket: Weak<TcpStream>,
-    ) -> Option<ConnGuard> {
+    ) -> Result<ConnGuard, Refused> {
         let client = client_of(ip);
         let mut evicted = None;
         let guard = {
             let mut table = self.lock();
             let from_client = table.per_client.get(&client).copied().unwrap_or(0);
             if from_client >= self.max_per_client {
-                return None;
+                return Err(Refused::PerClient);
             }
             if table.conns.len() >= self.max_total {
-                evicted = Some(self.evict_one(&mut table, slot_rank)?);
+                evicted = Some(self.evict_one(&mut table, slot_rank).ok_or(Refused::Full)?);
             }
             let id = table.next_id;
             table.next_id += 1;
@@ -385,13 +494,13 @@ impl ConnTable {
         if let Some(evicted) = evicted {
             evicted.close(Some(client));
         }
-        Some(guard)
+        Ok(guard)
     }
 
-    /// Closes the body that has been silent longest (at least `STALLED_MS`) among those holding
-    /// body bytes, one of a connection whose last request authenticated only when there is no
-    /// other; true when one was closed. Its memory is given back as soon as its thread sees the
-    /// close.
+    /// Closes the body that has been stalled longest (silent, or behind its pace, for at least
+    /// `STALLED_MS`) among those holding body bytes, one of a connection whose last request
+    /// authenticated only when there is no other; true when one was closed. Its memory is given
+    /// back as soon as its thread sees the close.
     pub(super) fn evict_stalled_body(&self) -> bool {
         match self.evict_one(&mut self.lock(), memory_rank) {
             Some(evicted) => {
@@ -412,6 +521,7 @@ impl ConnTable {
                 let candidate = Candidate {
                     state,
                     held: entry.activity.held.load(Ordering::SeqCst),
+                    due_ms: entry.activity.due_ms.load(Ordering::SeqCst),
                     client_conns: table.per_client.get(&entry.client).copied().unwrap_or(0),
                 };
                 (entry.id, candidate)
@@ -423,7 +533,7 @@ impl ConnTable {
                 continue;
             }
             let entry = table.conns.swap_remove(at);
-            release_client(table, entry.client);
+            release(table, &entry);
             self.open.store(table.conns.len(), Ordering::SeqCst);
             return Some(Evicted {
                 socket: entry.socket,
@@ -451,11 +561,25 @@ impl ConnTable {
     }
 }
 
-fn release_client(table: &mut Table, client: IpAddr) {
-    if let Some(n) = table.per_client.get_mut(&client) {
+/// Takes what `entry` counts out of the table's counts: its client's connections, and its
+/// protection.
+fn release(table: &mut Table, entry: &Entry) {
+    if let Some(n) = table.per_client.get_mut(&entry.client) {
         *n = n.saturating_sub(1);
         if *n == 0 {
-            table.per_client.remove(&client);
+            table.per_client.remove(&entry.client);
+        }
+    }
+    if let Some(name) = entry.activity.protected_as().take() {
+        release_name(&mut table.protected, &name);
+    }
+}
+
+fn release_name(protected: &mut HashMap<String, usize>, name: &str) {
+    if let Some(n) = protected.get_mut(name) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            protected.remove(name);
         }
     }
 }
@@ -466,7 +590,7 @@ impl Drop for ConnGuard {
         // An evicted connection's slot was given to another already.
         if let Some(at) = table.conns.iter().position(|entry| entry.id == self.id) {
             let entry = table.conns.swap_remove(at);
-            release_client(&mut table, entry.client);
+            release(&mut table, &entry);
         }
         self.table.open.store(table.conns.len(), Ordering::SeqCst);
         if table.conns.is_empty() {
@@ -481,6 +605,8 @@ struct Candidate {
     state: State,
     /// Body budget bytes it holds.
     held: u64,
+    /// When its body is due to have what it has (see `Activity::due_ms`).
+    due_ms: u64,
     /// Open connections of its client, itself included.
     client_conns: usize,
 }
@@ -507,13 +633,21 @@ type Rank = fn(&Candidate, u64) -> Option<Key>;
 /// Which connection gives up its slot to a new one, least first; `None` for one that never
 /// does. The least progress goes first: a connection closing anyway; one still in its handshake
 /// or head (legitimate clients send a head in one packet, so a head that takes long is a
-/// slowloris); one idle between requests; a body that has gone silent longest. Within each, the
-/// client holding the most connections goes first, so a client with one connection is closed
-/// last however many others come and go; then the one waiting longest. A connection whose last
-/// request authenticated, or whose request is being handled, is never closed.
-fn slot_rank(c: &Candidate, _now_ms: u64) -> Option<Key> {
+/// slowloris), or whose answer the client has not taken a byte of for `STALLED_MS`, or that
+/// serves requests pipelined before their answers were written (a client that does not read its
+/// answers, token or not: the kernel takes answers for a few megabytes before a write blocks);
+/// one idle between requests; a body that has gone silent longest. Within each, the client
+/// holding the most connections goes first, so a client with one connection is closed last
+/// however many others come and go; then the one waiting longest. A connection whose last
+/// request authenticated, whose request is being handled, or whose answer is being taken by a
+/// client that waits for it, is never closed.
+fn slot_rank(c: &Candidate, now_ms: u64) -> Option<Key> {
+    let unread = now_ms.saturating_sub(c.state.since_ms) >= STALLED_MS || c.state.pipelined;
     let tier = match c.state.phase {
         Phase::Closing => 0,
+        Phase::Sending if unread => 1,
+        Phase::Sending => return None,
+        Phase::Head if c.state.pipelined => 1,
         _ if c.state.trusted => return None,
         Phase::Head => 1,
         Phase::Idle => 2,
@@ -524,14 +658,16 @@ fn slot_rank(c: &Candidate, _now_ms: u64) -> Option<Key> {
 }
 
 /// Which body gives up its memory to a new one: only a body that holds some and has been
-/// silent for `STALLED_MS` at least; one of a connection whose last request authenticated only
-/// after all others (a token must not buy the right to sit on memory others need, as it buys a
-/// slot); then the one silent longest, then the one of the client holding the most connections.
+/// silent, or behind its pace, for `STALLED_MS` at least (a trickle is never silent, but falls
+/// behind); one of a connection whose last request authenticated only after all others (a
+/// token must not buy the right to sit on memory others need, as it buys a slot); then the one
+/// stalled longest, then the one of the client holding the most connections.
 fn memory_rank(c: &Candidate, now_ms: u64) -> Option<Key> {
-    let silent = now_ms.saturating_sub(c.state.since_ms);
-    (c.state.phase == Phase::Body && c.held > 0 && silent >= STALLED_MS).then_some((
+    let stalled_since = c.state.since_ms.min(c.due_ms);
+    let stalled = now_ms.saturating_sub(stalled_since);
+    (c.state.phase == Phase::Body && c.held > 0 && stalled >= STALLED_MS).then_some((
         u8::from(c.state.trusted),
-        c.state.since_ms,
+        stalled_since,
         most_first(c.client_conns),
     ))
 }
@@ -551,7 +687,7 @@ mod tests {
     }
 
     fn acquire(table: &Arc<ConnTable>, from: &str) -> Option<ConnGuard> {
-        table.try_acquire(ip(from), Weak::new())
+        table.try_acquire(ip(from), Weak::new()).ok()
     }
 
     #[test]
@@ -564,9 +700,17 @@ mod tests {
         };
         let a1 = busy(acquire(&table, "10.0.0.1").expect("first from a"));
         let a2 = busy(acquire(&table, "::ffff:10.0.0.1").expect("second from a, mapped"));
-        assert!(acquire(&table, "10.0.0.1").is_none(), "per-client cap");
+        assert_eq!(
+            table.try_acquire(ip("10.0.0.1"), Weak::new()).err(),
+            Some(Refused::PerClient),
+            "per-client cap"
+        );
         let b1 = busy(acquire(&table, "10.0.0.2").expect("first from b"));
-        assert!(acquire(&table, "10.0.0.2").is_none(), "global cap");
+        assert_eq!(
+            table.try_acquire(ip("10.0.0.2"), Weak::new()).err(),
+            Some(Refused::Full),
+            "global cap"
+        );
         assert_eq!(table.open.load(Ordering::SeqCst), 3);
         drop(a1);
         assert!(
@@ -599,11 +743,18 @@ mod tests {
             state: State {
                 phase,
                 trusted,
+                pipelined: false,
                 since_ms,
             },
             held: 0,
+            due_ms: u64::MAX,
             client_conns,
         }
+    }
+
+    fn pipelined(mut c: Candidate) -> Candidate {
+        c.state.pipelined = true;
+        c
     }
 
     /// The order in which `rank` closes `cands`, by their names; those it never closes left out.
@@ -621,7 +772,7 @@ mod tests {
     }
 
     #[test]
-    fn the_least_progress_goes_first_and_authenticated_or_busy_never() {
+    fn the_least_progress_goes_first_and_authenticated_busy_or_read_never() {
         use Phase::*;
         let cands = [
             ("busy", candidate(Busy, false, 0, 1)),
@@ -635,13 +786,26 @@ mod tests {
             ("head, old", candidate(Head, false, 100, 1)),
             ("trusted, closing", candidate(Closing, true, 950, 1)),
             ("already evicted", candidate(Evicted, false, 0, 1)),
+            ("answer taken lately", candidate(Sending, false, 600, 1)),
+            ("trusted, answer unread", candidate(Sending, true, 300, 1)),
+            (
+                "trusted, pipelined answer",
+                pipelined(candidate(Sending, true, 990, 1)),
+            ),
+            (
+                "trusted, pipelined head",
+                pipelined(candidate(Head, true, 995, 1)),
+            ),
         ];
         assert_eq!(
             order(&cands, |c| slot_rank(c, 1000)),
             [
                 "trusted, closing",
                 "head, old",
+                "trusted, answer unread",
                 "head, young",
+                "trusted, pipelined answer",
+                "trusted, pipelined head",
                 "idle, long",
                 "idle, short",
                 "silent body",
@@ -680,7 +844,23 @@ mod tests {
             c.held = bytes;
             c
         };
+        let due = |mut c: Candidate, due_ms| {
+            c.due_ms = due_ms;
+            c
+        };
         let cands = [
+            (
+                "trickled, behind for 3 s",
+                due(held(candidate(Body, false, 9990, 1), 1 << 20), 7000),
+            ),
+            (
+                "trickled, behind for 0.1 s",
+                due(held(candidate(Body, false, 9990, 1), 1 << 20), 9900),
+            ),
+            (
+                "ahead of its pace",
+                due(held(candidate(Body, false, 9990, 1), 1 << 20), 12_000),
+            ),
             ("silent 2 s", held(candidate(Body, false, 8000, 1), 1 << 20)),
             ("silent 5 s", held(candidate(Body, false, 5000, 1), 1 << 20)),
             (
@@ -700,7 +880,12 @@ mod tests {
         ];
         assert_eq!(
             order(&cands, |c| memory_rank(c, 10_000)),
-            ["silent 5 s", "silent 2 s", "silent, trusted"]
+            [
+                "silent 5 s",
+                "trickled, behind for 3 s",
+                "silent 2 s",
+                "silent, trusted"
+            ]
         );
     }
 
@@ -715,7 +900,7 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         let (server, _) = listener.accept().expect("accept");
         let server = Arc::new(server);
-        let guard = table.try_acquire(ip(from), Arc::downgrade(&server));
+        let guard = table.try_acquire(ip(from), Arc::downgrade(&server)).ok();
         sockets.push((client, server));
         guard
     }
@@ -768,6 +953,7 @@ mod tests {
         let state = State {
             phase: Phase::Body,
             trusted: false,
+            pipelined: false,
             since_ms: 0,
         };
         guard.activity().state.store(state.pack(), Ordering::SeqCst);
@@ -779,13 +965,56 @@ mod tests {
     }
 
     #[test]
+    fn a_client_has_at_most_its_share_of_connections_protected() {
+        let table = Arc::new(ConnTable::new(4, 64));
+        assert_eq!(table.max_protected(), 2, "half of 4 slots");
+        assert_eq!(ConnTable::new(512, 64).max_protected(), 64);
+        assert_eq!(ConnTable::new(1, 64).max_protected(), 1);
+        let trusted = |guard: &ConnGuard| guard.activity().load().trusted;
+        let a: Vec<ConnGuard> = (0..3)
+            .map(|_| acquire(&table, "10.0.0.1").expect("a slot"))
+            .collect();
+        for guard in &a {
+            assert!(table.idle(guard.activity(), Some("a")));
+        }
+        assert_eq!(
+            a.iter().map(trusted).collect::<Vec<_>>(),
+            [true, true, false]
+        );
+        let b = acquire(&table, "10.0.0.2").expect("a slot");
+        assert!(table.idle(b.activity(), Some("b")));
+        assert!(trusted(&b), "another client has a share of its own");
+        // The unprotected one of a gives way to a newcomer; the protected ones do not.
+        assert!(acquire(&table, "10.0.0.3").is_some());
+        assert!(a[2].activity().is_evicted());
+        let mut a = a;
+        drop(a.remove(2));
+        // A request without a token ends a connection's protection, and frees its place.
+        assert!(table.idle(a[0].activity(), None));
+        assert!(!trusted(&a[0]));
+        let c = acquire(&table, "10.0.0.4").expect("a slot");
+        assert!(table.idle(c.activity(), Some("a")));
+        assert!(trusted(&c), "a's second place was free again");
+        assert!(table.idle(a[0].activity(), Some("a")));
+        assert!(!trusted(&a[0]), "a has two protected already");
+        // A closed connection gives its place back.
+        drop(c);
+        assert!(table.idle(a[0].activity(), Some("a")));
+        assert!(trusted(&a[0]));
+        drop((a, b));
+        assert!(table.lock().protected.is_empty());
+    }
+
+    #[test]
     fn states_pack_and_unpack() {
         for phase in Phase::ALL {
-            for trusted in [false, true] {
+            for (trusted, pipelined) in [(false, false), (true, false), (false, true), (true, true)]
+            {
                 for since_ms in [0, 1, 123_456_789, u64::MAX >> 16] {
                     let state = State {
                         phase,
                         trusted,
+                        pipelined,
                         since_ms,
                     };
                     assert_eq!(State::unpack(state.pack()), state);

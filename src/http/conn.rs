@@ -1,7 +1,7 @@
 //! The connection loop: reading requests off one connection, checking them against the
-//! limits, handing them to the handler and writing the responses, for as long as the
-//! connection is kept alive; and `report`, which tells the handler about every
-//! exchange.
+//! limits, having the handler admit each from its head before its body is reserved or read,
+//! handing it to the handler and writing the responses, for as long as the connection is kept
+//! alive; and `report`, which tells the handler about every exchange.
 //!
 //! Every read and write here is bounded by a deadline taken from `Limits`, and every
 //! byte buffered by a constant or a checked limit. It must never let a handler panic
@@ -22,19 +22,25 @@ use rustls::ServerConfig;
 
 use crate::code::Code;
 
-use super::budget::{BODY_WAIT, BodyBudget, Hold, Shortage};
+use super::budget::{BODY_GRACE, BODY_WAIT, BodyBudget, Hold, Pace, Shortage};
 use super::buffer::InBuf;
-use super::caps::{Activity, ConnTable, Phase};
-use super::deadline::{Armed, SHUTDOWN_POLL, is_retryable, remaining, write_all_before};
+use super::caps::{Activity, ConnTable, Phase, client_of};
+use super::deadline::{
+    Armed, SHUTDOWN_POLL, is_retryable, remaining, write_all_before, write_all_watched,
+};
 use super::encoding;
 use super::head::{self, HeadError, RequestHead};
 use super::render::{Disposition, render};
 use super::server::ShutdownHandle;
 use super::transport::Transport;
-use super::{Exchange, Handler, Limits, Request, Response};
+use super::{Exchange, Handler, Head, Limits, Request, Response};
 
 /// Most body bytes read (and allocated ahead of their arrival) in one step.
 const BODY_STEP: usize = 64 * 1024;
+
+/// An answer the client took no byte of for this long was not read: the requests it pipelined
+/// behind it are not served, and the connection is closed after it.
+const UNREAD_ANSWER: Duration = Duration::from_millis(500);
 
 /// After an error response, the connection is drained for at most this long (and at
 /// most `LINGER_BYTES`) before closing; see `linger`.
@@ -80,10 +86,11 @@ pub(super) fn serve_connection<S: Transport>(
         inbuf.compact();
         // Pipelined bytes left over from the previous request start the next one at
         // once; otherwise wait, bounded by the idle timeout, for its first byte.
-        if inbuf.is_empty() && !wait_for_request(stream, &mut inbuf, ctx) {
+        let pipelined = !inbuf.is_empty();
+        if !pipelined && !wait_for_request(stream, &mut inbuf, ctx) {
             return;
         }
-        let next = serve_one(stream, &mut inbuf, peer, activity, ctx);
+        let next = serve_one(stream, &mut inbuf, peer, pipelined, activity, ctx);
         match next {
             Next::KeepAlive => {}
             Next::Close => {
@@ -137,17 +144,19 @@ fn wait_for_request<S: Transport>(stream: &mut S, inbuf: &mut InBuf, ctx: &ConnC
     }
 }
 
-/// Reads, checks and answers one request whose first byte is already buffered.
+/// Reads, checks and answers one request whose first byte is already buffered; `pipelined`
+/// when it was, before the answer to the one before it was written.
 fn serve_one<S: Transport>(
     stream: &mut S,
     inbuf: &mut InBuf,
     peer: SocketAddr,
+    pipelined: bool,
     activity: &Activity,
     ctx: &ConnContext,
 ) -> Next {
     let started = Instant::now();
     let limits = &ctx.limits;
-    if !activity.enter(Phase::Head) {
+    if !activity.begin(pipelined) {
         return Next::Drop;
     }
     let (head, head_len) = match read_head(stream, inbuf, limits.header_timeout) {
@@ -184,13 +193,25 @@ fn serve_one<S: Transport>(
             ctx,
         );
     };
+    // The handler decides from the head whether the request goes on (the token, the route,
+    // the method), before its body costs anything: a refused one is never reserved nor read.
+    let admitted = match call_admit(ctx.handler.as_ref(), &head, peer) {
+        Ok(client) => client,
+        // Its body is never read: with one, the connection is closed after the answer.
+        Err(response) if body_len > 0 || !framing.keep_alive || response.status == 500 => {
+            return refuse_request(stream, peer, started, Some(&head), response, activity, ctx);
+        }
+        Err(response) => {
+            return refuse_keeping(stream, peer, started, &head, response, activity, ctx);
+        }
+    };
     if body_len > 0 && !activity.enter(Phase::Body) {
         return Next::Drop;
     }
     // The whole body is reserved before any of it is read, and held, with what it inflates to,
-    // until the request has been answered (see `budget`).
+    // until the request has been handled (see `budget`).
     let evict = || ctx.conns.evict_stalled_body();
-    let mut hold = ctx.budget.hold(activity, &evict);
+    let mut hold = ctx.budget.hold(activity, client_of(peer.ip()), &evict);
     match hold.take(framing.body_len, Instant::now() + BODY_WAIT) {
         Ok(()) => {}
         Err(Shortage::Evicted) => return Next::Drop,
@@ -249,11 +270,16 @@ fn serve_one<S: Transport>(
         headers,
         body,
         peer,
+        client: admitted,
     };
     let (response, failed) = match refused {
         None => call_handler(ctx.handler.as_ref(), &request),
         Some(e) => (decode_refusal(&e), false),
     };
+    // Handled: the body's memory goes back before the answer is written, which takes as long
+    // as the client takes to read it.
+    let Request { method, path, .. } = request;
+    drop(hold);
 
     let close = !framing.keep_alive || failed || ctx.shutdown.is_stopping();
     let disposition = match (close, version) {
@@ -267,30 +293,51 @@ fn serve_one<S: Transport>(
         head_only,
         std::time::SystemTime::now(),
     );
-    let written = write_all_before(
-        stream,
-        &rendered.bytes,
-        Instant::now() + limits.header_timeout,
-    );
+    let written = send(stream, &rendered.bytes, limits.header_timeout, activity);
     report(
         ctx.handler.as_ref(),
         &Exchange {
             peer,
-            method: &request.method,
-            path: &request.path,
+            method: &method,
+            path: &path,
             status: rendered.status,
             bytes: rendered.body_bytes,
             duration: started.elapsed(),
             client: response.client.as_deref(),
         },
     );
-    match (written, close) {
+    // A client whose answer sat unread is not served the requests it pipelined behind it: it
+    // would hold its slot as long as it keeps sending and does not read.
+    let unread = written
+        .as_ref()
+        .is_ok_and(|stalled| *stalled >= UNREAD_ANSWER && !inbuf.is_empty());
+    // The client the request authenticated as protects the connection, within its share (a
+    // request refused from its head, a 429 for its request rate among them, never gets here).
+    match (written, close || unread) {
         (Err(_), _) => Next::Drop,
-        (Ok(()), false) if activity.idle(response.client.is_some()) => Next::KeepAlive,
-        (Ok(()), false) => Next::Drop,
-        (Ok(()), true) if inbuf.is_empty() => Next::Close,
-        (Ok(()), true) => Next::Linger,
+        (Ok(_), false) if ctx.conns.idle(activity, response.client.as_deref()) => Next::KeepAlive,
+        (Ok(_), false) => Next::Drop,
+        (Ok(_), true) if inbuf.is_empty() => Next::Close,
+        (Ok(_), true) => Next::Linger,
     }
+}
+
+/// Writes an answer within `limit`, in the `Sending` phase, telling `activity` each time the
+/// client takes bytes of it: a connection whose answer the client does not take makes no
+/// progress, and gives way at the connection cap (see `caps`). Returns the longest the client
+/// took no byte.
+fn send<S: Transport>(
+    stream: &mut S,
+    bytes: &[u8],
+    limit: Duration,
+    activity: &Activity,
+) -> std::io::Result<Duration> {
+    if !activity.enter(Phase::Sending) {
+        return Err(std::io::ErrorKind::ConnectionAborted.into());
+    }
+    write_all_watched(stream, bytes, Instant::now() + limit, &|| {
+        activity.enter(Phase::Sending)
+    })
 }
 
 /// Why reading a request stopped short.
@@ -354,7 +401,10 @@ fn read_head<S: Transport>(
     }
 }
 
-/// Reads exactly `len` body bytes, all of them within `limit` from now.
+/// Reads exactly `len` body bytes, all of them within `limit` from now, and never more than
+/// `BODY_GRACE` behind the pace that takes (`budget::Pace`): a body trickled far slower than
+/// its length needs is closed with 408 as soon as it is behind, not when `limit` is up, so
+/// that the memory reserved for it is not held for nothing.
 ///
 /// `len` was checked against the body limit before this is called. Even so the
 /// buffer grows with the bytes that actually arrive (geometrically, never past
@@ -367,17 +417,31 @@ fn read_body<S: Transport>(
     limit: Duration,
     activity: &Activity,
 ) -> Result<Vec<u8>, Failure> {
-    let deadline = Instant::now() + limit;
+    let started = Instant::now();
+    let deadline = started + limit;
+    let pace = Pace::new(started, u64::try_from(len).unwrap_or(u64::MAX), limit);
     let mut body = Vec::with_capacity(len.min(BODY_STEP));
     let from_buffer = len.min(inbuf.len());
     body.extend_from_slice(inbuf.data().get(..from_buffer).unwrap_or_default());
     inbuf.consume(from_buffer);
+    let received = |body: &Vec<u8>| u64::try_from(body.len()).unwrap_or(u64::MAX);
+    if !activity.progressed(pace.due(received(&body))) {
+        return Err(Failure::Gone);
+    }
     while body.len() < len {
         let Some(left) = remaining(deadline) else {
             return Err(Failure::Refuse(HeadError::BodyTimeout(limit)));
         };
+        let Some(grace) = remaining(pace.due(received(&body)) + BODY_GRACE) else {
+            return Err(Failure::Refuse(HeadError::BodyTooSlow {
+                received: received(&body),
+                length: pace.length(),
+                after: pace.elapsed(),
+                limit,
+            }));
+        };
         if stream
-            .set_read_timeout(Some(left.min(SHUTDOWN_POLL)))
+            .set_read_timeout(Some(left.min(grace).min(SHUTDOWN_POLL)))
             .is_err()
         {
             return Err(Failure::Gone);
@@ -399,8 +463,12 @@ fn read_body<S: Transport>(
         };
         match read {
             Ok(0) => return Err(Failure::Gone),
-            Ok(n) if activity.progressed() => body.truncate(filled + n.min(step)),
-            Ok(_) => return Err(Failure::Gone),
+            Ok(n) => {
+                body.truncate(filled + n.min(step));
+                if !activity.progressed(pace.due(received(&body))) {
+                    return Err(Failure::Gone);
+                }
+            }
             Err(e) if is_retryable(&e) => body.truncate(filled),
             Err(_) => return Err(Failure::Gone),
         }
@@ -460,6 +528,87 @@ impl encoding::Allowance for Inflating<'_, '_> {
     }
 }
 
+/// Calls `Handler::admit` on the head: a panic there becomes a 500 (closing the connection,
+/// since the framing decides that and the head was fine).
+fn call_admit(
+    handler: &dyn Handler,
+    head: &RequestHead,
+    peer: SocketAddr,
+) -> Result<Option<String>, Response> {
+    let view = Head {
+        method: &head.method,
+        path: &head.path,
+        headers: &head.headers,
+        peer,
+    };
+    match catch_unwind(AssertUnwindSafe(|| handler.admit(&view))) {
+        Ok(Err(response)) if !(200..=599).contains(&response.status) => {
+            log::warn!(
+                "admit returned status {}, which is not a final status; answering 500",
+                response.status
+            );
+            Err(internal_error())
+        }
+        Ok(admitted) => admitted,
+        Err(payload) => {
+            log::warn!("admit panicked; answering 500 and closing the connection");
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            Err(internal_error())
+        }
+    }
+}
+
+/// Answers a request without a body that `Handler::admit` refused, keeping the connection
+/// alive (nothing is left unread), unless the server is stopping or the client left the
+/// answer unread for `UNREAD_ANSWER`; a refused request never earns its connection the
+/// protection of an authenticated one (see `caps`).
+fn refuse_keeping<S: Transport>(
+    stream: &mut S,
+    peer: SocketAddr,
+    started: Instant,
+    head: &RequestHead,
+    response: Response,
+    activity: &Activity,
+    ctx: &ConnContext,
+) -> Next {
+    if ctx.shutdown.is_stopping() {
+        return refuse_request(stream, peer, started, Some(head), response, activity, ctx);
+    }
+    if !activity.enter(Phase::Busy) {
+        return Next::Drop;
+    }
+    let disposition = if head.version == 0 {
+        Disposition::KeepAlive10
+    } else {
+        Disposition::KeepAlive
+    };
+    let rendered = render(
+        &response,
+        disposition,
+        head.method == "HEAD",
+        std::time::SystemTime::now(),
+    );
+    let written = send(stream, &rendered.bytes, ctx.limits.header_timeout, activity);
+    report(
+        ctx.handler.as_ref(),
+        &Exchange {
+            peer,
+            method: &head.method,
+            path: &head.path,
+            status: rendered.status,
+            bytes: rendered.body_bytes,
+            duration: started.elapsed(),
+            client: response.client.as_deref(),
+        },
+    );
+    match written {
+        // A refusal whose answer sat unread: the client is not reading.
+        Ok(stalled) if stalled >= UNREAD_ANSWER => Next::Linger,
+        Ok(_) if ctx.conns.idle(activity, None) => Next::KeepAlive,
+        _ => Next::Drop,
+    }
+}
+
 /// Writes `response` (an error), reports it, and asks for the connection to be closed (after
 /// draining, since the client may still be sending).
 fn refuse_request<S: Transport>(
@@ -492,7 +641,7 @@ fn refuse_request<S: Transport>(
             status: rendered.status,
             bytes: rendered.body_bytes,
             duration: started.elapsed(),
-            client: None,
+            client: response.client.as_deref(),
         },
     );
     if written.is_err() || !activity.enter(Phase::Closing) {
@@ -602,6 +751,7 @@ mod tests {
             headers: Vec::new(),
             body: Vec::new(),
             peer: "127.0.0.1:1".parse().expect("addr"),
+            client: None,
         };
         let (ok, failed) = call_handler(&Odd, &request("/"));
         assert_eq!((ok.status, failed), (200, false));

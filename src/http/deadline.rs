@@ -122,6 +122,59 @@ pub(super) fn write_all_before<S: Transport>(
     }
 }
 
+/// Writes all of `buf` before `deadline`, as `write_all_before` does, but in slices of at most
+/// `SHUTDOWN_POLL`, calling `took` each time the peer took bytes; when `took` returns false
+/// (the connection was evicted) the write stops with `ConnectionAborted`. Returns the longest
+/// the peer went without taking a byte.
+pub(super) fn write_all_watched<S: Transport>(
+    stream: &mut S,
+    mut buf: &[u8],
+    deadline: Instant,
+    took: &dyn Fn() -> bool,
+) -> io::Result<Duration> {
+    let mut since = Instant::now();
+    let mut longest = Duration::ZERO;
+    let progress = |since: &mut Instant, longest: &mut Duration| {
+        *longest = (*longest).max(since.elapsed());
+        *since = Instant::now();
+        if took() {
+            Ok(())
+        } else {
+            Err(io::Error::from(io::ErrorKind::ConnectionAborted))
+        }
+    };
+    while !buf.is_empty() {
+        let Some(left) = remaining(deadline) else {
+            return Err(io::ErrorKind::TimedOut.into());
+        };
+        stream.set_write_timeout(Some(left.min(SHUTDOWN_POLL)))?;
+        match stream.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf = buf.get(n..).unwrap_or_default();
+                progress(&mut since, &mut longest)?;
+            }
+            Err(e) if is_retryable(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // The records a TLS stream still holds (nothing, for a TcpStream).
+    loop {
+        let Some(left) = remaining(deadline) else {
+            return Err(io::ErrorKind::TimedOut.into());
+        };
+        stream.set_write_timeout(Some(left.min(SHUTDOWN_POLL)))?;
+        match stream.flush() {
+            Ok(()) => {
+                progress(&mut since, &mut longest)?;
+                return Ok(longest);
+            }
+            Err(e) if is_retryable(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Time left before `deadline`, or `None` once it has passed.
 pub(super) fn remaining(deadline: Instant) -> Option<Duration> {
     deadline

@@ -83,6 +83,15 @@ pub enum HeadError {
     HeadTimeout(Duration),
     /// The body did not arrive in full within the body deadline.
     BodyTimeout(Duration),
+    /// The body fell behind its pace: `received` of its `length` bytes had arrived `after`
+    /// it began, and at the pace `limit` (`server.header_timeout`) asks of its length it was
+    /// due to have more, for longer than the grace allows.
+    BodyTooSlow {
+        received: u64,
+        length: u64,
+        after: Duration,
+        limit: Duration,
+    },
 }
 
 impl HeadError {
@@ -100,7 +109,7 @@ impl HeadError {
             HeadError::BodyTooLarge { .. } => Code::BodyTooLarge,
             HeadError::UnsupportedExpectation => Code::ExpectationFailed,
             HeadError::HeadTimeout(_) => Code::HeadTimeout,
-            HeadError::BodyTimeout(_) => Code::BodyTimeout,
+            HeadError::BodyTimeout(_) | HeadError::BodyTooSlow { .. } => Code::BodyTimeout,
         }
     }
 }
@@ -148,6 +157,20 @@ impl fmt::Display for HeadError {
                 "request body not received within {}; send it right after the head",
                 Secs(*limit)
             ),
+            HeadError::BodyTooSlow {
+                received,
+                length,
+                after,
+                limit,
+            } => {
+                let rate = u128::from(*length) * 1000 / limit.as_millis().max(1);
+                write!(
+                    f,
+                    "request body too slow: {received} of {length} bytes in {}; a body must keep the pace that brings all of it within server.header_timeout ({}), here {rate} bytes/s",
+                    Secs(*after),
+                    Secs(*limit)
+                )
+            }
         }
     }
 }
@@ -909,6 +932,17 @@ mod tests {
                 408,
                 "head_timeout",
                 "request head not received within 1.5s",
+            ),
+            (
+                HeadError::BodyTooSlow {
+                    received: 4,
+                    length: 1_048_576,
+                    after: Duration::from_millis(1200),
+                    limit: Duration::from_secs(10),
+                },
+                408,
+                "body_timeout",
+                "request body too slow: 4 of 1048576 bytes in 1.2s; a body must keep the pace that brings all of it within server.header_timeout (10s), here 104857 bytes/s",
             ),
         ];
         for (error, status, code, message) in cases {

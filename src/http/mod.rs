@@ -58,8 +58,10 @@ pub use server::{Server, ShutdownHandle};
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Deadline for reading a whole request head, counted from its first byte, and
-    /// separately the deadline for reading the body once the head is in. The same
-    /// span bounds the writing of one response.
+    /// separately the deadline for reading the body once the head is in; a body must also
+    /// keep the pace that brings all of it within this span (its length over it, in bytes
+    /// per second), or it is refused with 408 once a second behind. The same span bounds the
+    /// writing of one response.
     pub header_timeout: Duration,
     /// How long a connection may wait for the first byte of a request, whether it is
     /// the first request on the connection or the next one on a kept-alive connection.
@@ -71,8 +73,9 @@ pub struct Limits {
     /// refused with 413 without the memory being taken.
     pub max_inflated_bytes: u64,
     /// Bytes of request bodies held in memory at once, all connections together, counting
-    /// what compressed bodies inflate to. A body is reserved whole before it is read; one that
-    /// finds too little free waits up to a second (closing bodies that have gone silent to make
+    /// what compressed bodies inflate to. A body is reserved whole before it is read (and only
+    /// once `Handler::admit` let its head through); one that finds too little free waits up to
+    /// a second (closing bodies that have gone silent, or fallen behind their pace, to make
     /// room) and is refused with 503 `too_many_bodies` after. At least `max_body_bytes`.
     pub max_body_bytes_in_flight: u64,
     /// Connection threads kept alive while idle. The pool starts threads as
@@ -102,6 +105,26 @@ impl Default for Limits {
     }
 }
 
+/// A request head, checked against the limits, before any byte of its body is reserved or
+/// read: what `Handler::admit` decides on.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    pub method: &'a str,
+    /// The request target up to the first '?', exactly as sent (not percent-decoded).
+    pub path: &'a str,
+    /// Header names as sent, in order, with their raw values (`Content-Encoding` included:
+    /// the body it applies to is not read yet).
+    pub headers: &'a [(String, Vec<u8>)],
+    pub peer: SocketAddr,
+}
+
+impl Head<'_> {
+    /// The value of the first header called `name`, compared without regard to case.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        first_header(self.headers, name)
+    }
+}
+
 /// A complete request: head and body, both already checked against the limits.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -110,21 +133,31 @@ pub struct Request {
     pub path: String,
     /// Header names as sent, in order; values are raw bytes because HTTP allows
     /// bytes that are not UTF-8. `Content-Encoding` is never among them: the layer has
-    /// undone it (see `encoding`).
+    /// undone it (see `encoding`). (The API reads what it needs of them in `admit`; the
+    /// layer's tests read them here.)
+    #[cfg_attr(not(test), allow(dead_code))]
     pub headers: Vec<(String, Vec<u8>)>,
     /// The body as the client meant it: inflated when it was sent compressed.
     pub body: Vec<u8>,
     pub peer: SocketAddr,
+    /// What `Handler::admit` said of the head: the name of the client the request
+    /// authenticated as, or `None`.
+    pub client: Option<String>,
 }
 
 impl Request {
     /// The value of the first header called `name`, compared without regard to case.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        first_header(&self.headers, name)
     }
+}
+
+fn first_header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
 }
 
 /// A response produced by a handler or by the layer itself.
@@ -139,8 +172,12 @@ pub struct Response {
     pub body: Vec<u8>,
     /// The name of the client the request authenticated as; set by the API after a token
     /// check passed, `None` otherwise (and always when no tokens are configured). It is never
-    /// sent. The layer trusts a kept-alive connection whose last request authenticated: such a
-    /// connection is never closed to admit another (see `caps`). The access log names it.
+    /// sent. The layer protects a kept-alive connection whose last request authenticated and
+    /// was handled: such a connection is not closed to admit another, for at most
+    /// `max_connections_per_ip` connections of one client name (and half of
+    /// `max_connections`); the others give way like anyone's (see `caps`). A request refused
+    /// by `Handler::admit` (a 429 for its request rate, say) never protects its connection.
+    /// The access log names it.
     pub client: Option<String>,
 }
 
@@ -214,8 +251,21 @@ pub struct Exchange<'a> {
 
 /// The application side of the server.
 pub trait Handler: Send + Sync + 'static {
-    /// Answers one request. A panic here becomes a 500 response and closes the
-    /// connection; it never takes a worker thread down.
+    /// Decides from the head alone, before any byte of the body is reserved in the body budget
+    /// or read, whether the request goes on: `Ok` with the name of the client it authenticated
+    /// as (or `None`), which `handle` then finds in `Request::client`; or `Err` with the answer,
+    /// which is sent at once. A refused request's body is never read: the connection is closed
+    /// after the answer when there is one (and kept alive otherwise). So a request without a
+    /// valid token, on a route that does not exist or with the wrong method, costs no memory
+    /// and no wait, however large the body it announces. A panic here becomes a 500 and closes
+    /// the connection. Without an implementation every request goes on, as no one's.
+    fn admit(&self, head: &Head<'_>) -> Result<Option<String>, Response> {
+        let _ = head;
+        Ok(None)
+    }
+
+    /// Answers one request that `admit` let through, its body read. A panic here becomes a
+    /// 500 response and closes the connection; it never takes a worker thread down.
     fn handle(&self, req: &Request) -> Response;
 
     /// Called once per response written (access log and counters live in the

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Exchange, Handler, Limits, Request, Response, Server, ShutdownHandle};
+use super::{Exchange, Handler, Head, Limits, Request, Response, Server, ShutdownHandle};
 use crate::code::Code;
 
 /// Upper bound for any single wait in these tests; reaching it is a failure.
@@ -39,6 +39,14 @@ struct TestHandler {
 }
 
 impl Handler for TestHandler {
+    fn admit(&self, head: &Head<'_>) -> Result<Option<String>, Response> {
+        match head.path {
+            "/refused" => Err(Response::error(Code::Unauthorized, "refused from its head")),
+            "/admit-panic" => panic!("admit panic requested by the test"),
+            _ => Ok(None),
+        }
+    }
+
     fn handle(&self, req: &Request) -> Response {
         self.started.fetch_add(1, Ordering::SeqCst);
         match req.path.as_str() {
@@ -575,6 +583,35 @@ fn stalled_body_gets_408() {
 }
 
 #[test]
+fn a_body_far_behind_its_pace_gets_408_before_the_deadline() {
+    let srv = start(Limits {
+        header_timeout: Duration::from_secs(10),
+        ..limits()
+    });
+    let mut client = Client::connect(srv.addr);
+    let asked = Instant::now();
+    client.send("POST /sum HTTP/1.1\r\nContent-Length: 1048576\r\n\r\n");
+    // A byte every 100 ms, never silent: 10 bytes a second where 1 MiB in 10 s needs 100 KiB.
+    let mut trickle = client.stream.try_clone().expect("clone");
+    let trickler = thread::spawn(move || {
+        for _ in 0..30 {
+            if trickle.write_all(b" ").is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let message = client.response().assert_error(408, "body_timeout");
+    let took = asked.elapsed();
+    assert!(message.starts_with("request body too slow: "), "{message}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(2),
+        "behind by a second (BODY_GRACE), not at header_timeout: {took:?}"
+    );
+    trickler.join().expect("trickler");
+}
+
+#[test]
 fn idle_connections_are_closed_silently() {
     let srv = start(Limits {
         idle_timeout: Duration::from_millis(300),
@@ -632,7 +669,12 @@ fn per_ip_cap_refuses_with_503_at_once() {
     let resp = third.response();
     assert!(asked.elapsed() < Duration::from_secs(1));
     let message = resp.assert_error(503, "too_many_connections");
-    assert_eq!(message, "too many connections; retry later");
+    assert!(
+        message.starts_with(
+            "too many connections from this address: it has server.max_connections_per_ip (2) open"
+        ),
+        "{message}"
+    );
     assert_eq!(resp.header("retry-after"), Some("1"));
     third.expect_eof();
     assert_eq!(srv.open(), 2);
@@ -978,7 +1020,53 @@ fn request_header_lookup_ignores_case_and_takes_the_first() {
         ],
         body: Vec::new(),
         peer: "127.0.0.1:1".parse().expect("addr"),
+        client: None,
     };
     assert_eq!(request.header("X-TOKEN"), Some(&b"first"[..]));
     assert_eq!(request.header("missing"), None);
+    let head = Head {
+        method: "GET",
+        path: "/",
+        headers: &request.headers,
+        peer: request.peer,
+    };
+    assert_eq!(head.header("x-TOKEN"), Some(&b"first"[..]));
+}
+
+#[test]
+fn a_request_refused_from_its_head_is_answered_without_its_body_being_read() {
+    let srv = start(limits());
+    // A body announced, the client waiting for 100 Continue: refused at once, without it.
+    let mut client = Client::connect(srv.addr);
+    let asked = Instant::now();
+    client
+        .send("POST /refused HTTP/1.1\r\nContent-Length: 1048576\r\nExpect: 100-continue\r\n\r\n");
+    let resp = client.response();
+    assert!(asked.elapsed() < Duration::from_secs(1));
+    resp.assert_error(401, "unauthorized");
+    assert_eq!(resp.header("connection"), Some("close"));
+    client.expect_eof();
+    // The body sent anyway, a byte at a time, is not waited for either.
+    let mut client = Client::connect(srv.addr);
+    client.send("POST /refused HTTP/1.1\r\nContent-Length: 1048576\r\n\r\nx");
+    client.response().assert_error(401, "unauthorized");
+    client.expect_eof();
+    // Without a body nothing is left unread: the connection goes on.
+    let mut client = Client::connect(srv.addr);
+    client.send(get("/refused"));
+    let refused = client.response();
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.header("connection"), None, "kept alive");
+    client.send(get("/after"));
+    assert_eq!(client.response().json()["path"], "/after");
+    // A panic in admit is a 500, and the server goes on.
+    let mut client = Client::connect(srv.addr);
+    client.send(get("/admit-panic"));
+    client.response().assert_error(500, "internal_error");
+    client.expect_eof();
+    assert_eq!(
+        srv.handler.started.load(Ordering::SeqCst),
+        1,
+        "only /after reached handle"
+    );
 }

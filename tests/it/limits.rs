@@ -87,9 +87,12 @@ fn six_hundred_idle_connections_do_not_block_ping() {
     let mut refused = 0;
     for mut s in idle.into_iter().rev().take(10) {
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut buf = [0u8; 12];
-        if s.read(&mut buf).is_ok_and(|n| n > 0) && buf.starts_with(b"HTTP/1.1 503") {
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        if answer.starts_with("HTTP/1.1 503") {
             refused += 1;
+            // The answer names the limit that was reached.
+            assert!(answer.contains("server.max_connections_per_ip"), "{answer}");
         }
     }
     assert_eq!(
@@ -138,4 +141,37 @@ fn body_limit_comes_from_the_configuration() {
     let small =
         crate::support::request(gw.addr, "POST", "/apiv0.1/events/register", &[], Some("{}"));
     assert_eq!(small.status, 200, "{}", small.body);
+}
+
+/// A connection refused because every slot is taken, and none can give way, is told which
+/// limit it met: `server.max_connections`, not the cap per address.
+#[test]
+fn the_503_at_the_global_cap_names_server_max_connections() {
+    let influx = Influxd::start();
+    let token = "limits-test-token-0123456789";
+    let gw = Gateway::start(&config_with(
+        &influx.url,
+        "runs",
+        "max_connections = 1\nworkers = 1\nidle_timeout = \"10s\"\n",
+        "",
+        &format!("[auth]\ntokens = [\"{token}\"]\n"),
+    ));
+    // The only slot, kept alive by a client whose requests carry the token: it never gives way.
+    let mut kept = TcpStream::connect(gw.addr).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        kept,
+        "GET /apiv0.1/events/isrunning HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let first = crate::support::read_response(&mut std::io::BufReader::new(&kept), false).unwrap();
+    assert_eq!(first.status, 200, "{}", first.body);
+    let answer = get(gw.addr, "/apiv0.1/ping");
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert_eq!(answer.json()["code"], "too_many_connections");
+    let message = answer.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("server.max_connections") && !message.contains("per_ip"),
+        "{message}"
+    );
 }

@@ -2,6 +2,7 @@
 //! gateway's memory (`server.max_body_bytes_in_flight`), inflated bytes of compressed bodies
 //! count against the same budget, and a normal client still gets its request through.
 
+use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use crate::support::{connect_from, wait_until};
 
 use super::{
     Expected, MIB, REGISTER, TOKEN, after_each, after_each_with_threads, case, check,
-    open_connections, peak_rss_kib, raw, register, start,
+    open_connections, peak_rss_kib, post, raw, register, start,
 };
 
 /// 512 connections, 64 from each of 8 addresses (the per-address cap; 512 in all is
@@ -120,10 +121,11 @@ fn stall_bodies(from: IpAddr, to: SocketAddr, n: usize, head: &str, half: &[u8])
 }
 
 /// With a budget just large enough for one compressed request (1 MiB body + 16 MiB inflated),
-/// a 1 MiB body still arriving (a byte every 100 ms: never silent long enough to be closed for
-/// memory) leaves too little for a gzip body that inflates to 16 MiB: it waits its second and
-/// gets 503 `too_many_bodies` with Retry-After. Once that body is gone, the same request is
-/// read (and refused as JSON, being zeros).
+/// a 1 MiB body still arriving (16 KiB every 100 ms: never silent, and ahead of the pace that
+/// brings 1 MiB within `header_timeout`, so never closed for memory) leaves too little for a
+/// gzip body that inflates to 16 MiB: it waits its second and gets 503 `too_many_bodies` with
+/// Retry-After. Once that body is gone, the same request is read (and refused as JSON, being
+/// zeros).
 #[test]
 fn inflated_bytes_count_against_the_body_budget() {
     let budget = MIB + 16 * MIB;
@@ -148,7 +150,9 @@ fn inflated_bytes_count_against_the_body_budget() {
     let trickle = {
         let (mut holder, stop) = (holder.try_clone().expect("clone"), Arc::clone(&stop));
         thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) && holder.write_all(b" ").is_ok() {
+            // 1 MiB in 6.4 s: the body is still arriving when the other has waited its second.
+            let chunk = [b' '; 16 * 1024];
+            while !stop.load(Ordering::SeqCst) && holder.write_all(&chunk).is_ok() {
                 thread::sleep(Duration::from_millis(100));
             }
         })
@@ -194,4 +198,156 @@ fn inflated_bytes_count_against_the_body_budget() {
     let alone = case("the same inflation alone", request, 400, "invalid_json");
     check(gw.addr, &alone);
     after_each(&mut gw, &influx, &Expected::default());
+}
+
+/// The attack of issue 1: `n` connections from `from`, each sending `head` (a 1 MiB body
+/// announced) and then one body byte every 300 ms, never silent for the 500 ms after which a
+/// body may be closed for its memory; a connection the server closes is replaced at once, as a
+/// determined attacker would. Stopped (and every connection closed) by `stop`; returns how many
+/// answers the connections got, by status.
+fn trickle_bodies(
+    from: IpAddr,
+    to: SocketAddr,
+    n: usize,
+    head: String,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<BTreeMap<u16, usize>> {
+    thread::spawn(move || {
+        let mut answers = BTreeMap::new();
+        let mut conns: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
+        let mut next_byte = Instant::now();
+        let mut scratch = [0u8; 1024];
+        while !stop.load(Ordering::SeqCst) {
+            let trickle = Instant::now() >= next_byte;
+            if trickle {
+                next_byte += Duration::from_millis(300);
+            }
+            for slot in &mut conns {
+                if let Some(c) = slot {
+                    let gone = match c.read(&mut scratch) {
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+                        Ok(got) if got >= 12 && scratch.starts_with(b"HTTP/1.1 ") => {
+                            let status = std::str::from_utf8(&scratch[9..12])
+                                .ok()
+                                .and_then(|s| s.parse().ok())
+                                .unwrap_or(0);
+                            *answers.entry(status).or_insert(0) += 1;
+                            true
+                        }
+                        _ => true,
+                    };
+                    if gone || (trickle && c.write_all(b" ").is_err()) {
+                        *slot = None;
+                    }
+                }
+                if slot.is_none() {
+                    let mut c = connect_from(from, to);
+                    if c.write_all(head.as_bytes()).is_ok() && c.set_nonblocking(true).is_ok() {
+                        *slot = Some(c);
+                    }
+                }
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        answers
+    })
+}
+
+/// 20 small registers with the token from 127.0.0.1, one after another, while `attack` runs
+/// from other addresses; returns how many were answered 200, and the others' answers.
+fn registers_beside(gw: &crate::support::Gateway, expected: &mut Expected) -> (usize, Vec<String>) {
+    let (mut ok, mut refused) = (0, Vec::new());
+    for i in 0..20 {
+        let host = format!("beside-{i}");
+        let answer = post(gw.addr, REGISTER, &json!({ "host": host }));
+        if answer.status == 200 {
+            ok += 1;
+            let uuid = answer.json()["uuid"].as_str().expect("a uuid").to_string();
+            expected.register(&uuid, &host, &[]);
+        } else {
+            refused.push(format!("{} {}", answer.status, answer.body));
+        }
+    }
+    (ok, refused)
+}
+
+/// Issue 1: 64 connections from one address, without a token, each announcing a 1 MiB
+/// register and trickling it a byte every 300 ms, held the whole body budget (15 of 20
+/// registers from another address got 503 `too_many_bodies`). The token is checked from the
+/// head now, before any body is reserved or read: they get 401 and are closed, and every
+/// register beside them goes through.
+#[test]
+fn trickled_bodies_without_a_token_take_no_budget() {
+    let (influx, mut gw) = start("header_timeout = \"10s\"\n", "");
+    let head = format!("POST {REGISTER} HTTP/1.1\r\nHost: gw\r\nContent-Length: {MIB}\r\n\r\n");
+    let stop = Arc::new(AtomicBool::new(false));
+    let attack = trickle_bodies(
+        IpAddr::from([127, 0, 0, 2]),
+        gw.addr,
+        64,
+        head,
+        stop.clone(),
+    );
+    thread::sleep(Duration::from_millis(700));
+    let mut expected = Expected::default();
+    let (ok, refused) = registers_beside(&gw, &mut expected);
+    stop.store(true, Ordering::SeqCst);
+    let answers = attack.join().expect("attack");
+    println!("without a token: {ok} of 20 registers beside the trickle; it got {answers:?}");
+    assert_eq!(ok, 20, "registers refused beside the trickle: {refused:?}");
+    // 503: the replacements of connections still closing, past the cap per address.
+    assert!(
+        answers.keys().all(|s| [401, 429, 503].contains(s)) && answers.contains_key(&401),
+        "the trickle without a token is refused from its head: {answers:?}"
+    );
+    after_each(&mut gw, &influx, &expected);
+}
+
+/// Issue 1 with the token, from three addresses: the trickle is authenticated, so its bodies
+/// are reserved; but a body must keep the pace `header_timeout` asks of its length, and one
+/// that falls behind is closed when another body needs its memory, or with 408 `body_timeout`
+/// a second after it began; and memory given back goes first to the client holding least, not
+/// to the trickle's next body waiting for it. So the trickle cannot hold the budget either (with
+/// the pace alone, 11 of 20 registers beside it got 503; before, 20 of 20 did with three
+/// addresses, 9 with one).
+#[test]
+fn an_authenticated_trickle_cannot_hold_the_budget() {
+    let (influx, mut gw) = start("header_timeout = \"10s\"\n", "");
+    let head = format!(
+        "POST {REGISTER} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {MIB}\r\n\r\n"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacks: Vec<_> = (0..3u8)
+        .map(|i| {
+            let from = IpAddr::from([127, 0, 0, 2 + i]);
+            trickle_bodies(from, gw.addr, 64, head.clone(), stop.clone())
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(1000));
+    let mut expected = Expected::default();
+    let started = Instant::now();
+    let (ok, refused) = registers_beside(&gw, &mut expected);
+    let took = started.elapsed();
+    // Long enough for the first bodies to be a second behind.
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let answers: Vec<_> = attacks
+        .into_iter()
+        .map(|a| a.join().expect("attack"))
+        .collect();
+    println!(
+        "with the token: {ok} of 20 registers beside the trickle in {took:?}; it got {answers:?}"
+    );
+    assert_eq!(ok, 20, "registers refused beside the trickle: {refused:?}");
+    assert!(
+        answers.iter().any(|a| a.get(&408).is_some_and(|n| *n > 0)),
+        "trickled bodies fall behind and get 408: {answers:?}"
+    );
+    // The trickle's connections close (some lingering a second after their 408).
+    wait_until(
+        Duration::from_secs(5),
+        "the trickle's sockets to close",
+        || gw.open_fds() < 64,
+    );
+    after_each_with_threads(&mut gw, &influx, &expected, 3 * 64 + 32);
 }

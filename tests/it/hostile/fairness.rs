@@ -17,7 +17,7 @@ use crate::support::{
 };
 use crate::tls::{self_signed, tls_client};
 
-use super::{ISRUNNING, PING, STATES, TOKEN, start};
+use super::{Expected, ISRUNNING, PING, STATES, TOKEN, after_each_with_threads, start};
 
 /// The attack of the issue: 9 addresses × 70 connections, one byte every 2 s.
 const ADDRESSES: u8 = 9;
@@ -395,4 +395,217 @@ fn after_attack(gw: &mut Gateway, speak: &dyn Speak) {
     );
     assert!(threads <= 512 + 16, "{threads} threads for 512 slots");
     assert!(rss < 64 * 1024, "resident memory {rss} KiB");
+}
+
+/// Fresh pings from 127.0.0.1, 100 ms apart: how many of `n` were answered 200 within a second.
+fn fresh_pings(addr: SocketAddr, n: usize) -> usize {
+    (0..n)
+        .filter(|_| {
+            let ping = Plain.fresh_ping(addr);
+            thread::sleep(Duration::from_millis(100));
+            ping.within_a_second()
+        })
+        .count()
+}
+
+/// A connection from `from` whose receive buffer is as small as the kernel allows, so that
+/// the server's answers pile up unread after a few kilobytes.
+fn connect_unread(from: IpAddr, to: SocketAddr) -> TcpStream {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    socket.set_recv_buffer_size(1).expect("SO_RCVBUF");
+    socket.bind(&SocketAddr::new(from, 0).into()).expect("bind");
+    socket
+        .connect_timeout(&to.into(), Duration::from_secs(2))
+        .expect("connect");
+    let stream: TcpStream = socket.into();
+    stream.set_nonblocking(true).expect("nonblocking");
+    stream
+}
+
+/// Issue 2: clients that pipeline pings and never read the answers. With
+/// `server.max_connections = 16`, 16 such connections from two addresses kept every slot
+/// (a new client got 503 for some 10 s): a connection blocked writing its answer was "busy"
+/// and never closed. Now one that has had no byte of its answer taken for a while makes no
+/// progress, and gives its slot up to a new client.
+#[test]
+fn clients_that_never_read_their_answers_give_their_slots_up() {
+    let (influx, mut gw) = start(
+        "max_connections = 16\nheader_timeout = \"10s\"\nidle_timeout = \"10s\"\n",
+        "",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let pipelined = format!("GET {PING} HTTP/1.1\r\nHost: gw\r\n\r\n").repeat(64);
+    let attackers: Vec<_> = (0..2u8)
+        .map(|i| {
+            let (stop, pipelined, addr) = (Arc::clone(&stop), pipelined.clone(), gw.addr);
+            thread::spawn(move || {
+                let from = IpAddr::from([127, 0, 0, 2 + i]);
+                let mut conns: Vec<Option<TcpStream>> = (0..8).map(|_| None).collect();
+                while !stop.load(Ordering::SeqCst) {
+                    for slot in &mut conns {
+                        let fresh = slot.is_none();
+                        let c = slot.get_or_insert_with(|| connect_unread(from, addr));
+                        // Pipeline pings for as long as the server takes them; never read.
+                        let closed = loop {
+                            match c.write(pipelined.as_bytes()) {
+                                Ok(_) if fresh => break false,
+                                Ok(_) => {}
+                                Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
+                                Err(_) => break true,
+                            }
+                        };
+                        if closed {
+                            *slot = None;
+                        }
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+            })
+        })
+        .collect();
+    // The answers pile up, and every connection's answer write blocks.
+    thread::sleep(Duration::from_millis(1500));
+    let answered = fresh_pings(gw.addr, 10);
+    stop.store(true, Ordering::SeqCst);
+    for a in attackers {
+        a.join().expect("attacker");
+    }
+    println!(
+        "16 clients that never read, max_connections = 16: {answered} of 10 fresh pings answered within 1 s"
+    );
+    assert!(
+        answered >= 9,
+        "{answered} of 10 fresh pings answered within 1 s"
+    );
+    after_each_with_threads(&mut gw, &influx, &Expected::default(), 64);
+}
+
+/// Connections from `from` that each ask `isrunning` with `token` once, then again every 4 s
+/// (within `idle_timeout`), reading every answer, until `stop`; returns the statuses.
+fn kept_alive_token_holder(
+    from: IpAddr,
+    to: SocketAddr,
+    n: usize,
+    token: &'static str,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<Vec<u16>> {
+    thread::spawn(move || {
+        let request = format!(
+            "GET {ISRUNNING} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        let mut conns: Vec<BufReader<TcpStream>> = (0..n)
+            .map(|_| BufReader::new(crate::support::connect_from(from, to)))
+            .collect();
+        let mut statuses = Vec::new();
+        let mut next = Instant::now();
+        while !stop.load(Ordering::SeqCst) {
+            if Instant::now() >= next {
+                next += Duration::from_secs(4);
+                for c in &mut conns {
+                    let status = c
+                        .get_mut()
+                        .write_all(request.as_bytes())
+                        .ok()
+                        .and_then(|()| read_response(c, false).ok())
+                        .map_or(0, |r| r.status);
+                    statuses.push(status);
+                }
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        statuses
+    })
+}
+
+/// Issue 3: one token holder on every slot. 4 addresses × 8 connections (`max_connections =
+/// 32`, `max_connections_per_ip = 8`), each asking `isrunning` with the token and then again
+/// every 4 s: every connection was protected, and 10 of 10 fresh pings got 503. Now a client
+/// (by token name) has at most `max_connections_per_ip` connections protected (and never more
+/// than half the slots); the others give way like anyone's.
+#[test]
+fn one_token_cannot_hold_every_slot() {
+    let (influx, mut gw) = start(
+        "max_connections = 32\nmax_connections_per_ip = 8\nheader_timeout = \"10s\"\nidle_timeout = \"10s\"\n",
+        "",
+    );
+    let (base, stop) = (gw.threads(), Arc::new(AtomicBool::new(false)));
+    let holders: Vec<_> = (0..4u8)
+        .map(|i| {
+            let from = IpAddr::from([127, 0, 0, 2 + i]);
+            kept_alive_token_holder(from, gw.addr, 8, TOKEN, Arc::clone(&stop))
+        })
+        .collect();
+    wait_until(Duration::from_secs(5), "32 connections", || {
+        gw.threads() >= base + 32
+    });
+    thread::sleep(Duration::from_millis(300));
+    let answered = fresh_pings(gw.addr, 10);
+    stop.store(true, Ordering::SeqCst);
+    let statuses: Vec<u16> = holders
+        .into_iter()
+        .flat_map(|h| h.join().expect("holder"))
+        .collect();
+    println!("one token on 32 of 32 slots: {answered} of 10 fresh pings answered within 1 s");
+    assert!(
+        statuses.iter().filter(|s| **s == 200).count() >= 32,
+        "the token holder's first requests: {statuses:?}"
+    );
+    assert_eq!(
+        answered, 10,
+        "{answered} of 10 fresh pings answered within 1 s"
+    );
+    after_each_with_threads(&mut gw, &influx, &Expected::default(), 64);
+}
+
+/// Issue 3, the answer 429: a request refused for its client's `requests_per_second` does not
+/// keep its connection protected. With `max_connections = 8` (so a client has at most 4
+/// connections protected), a steady client holds 4 protected connections and a greedy one,
+/// allowed one request a second, asks on 4 at once: one is answered, three get 429 and are
+/// no longer protected, so a fresh ping still gets a slot.
+#[test]
+fn an_answer_429_does_not_keep_a_connection_protected() {
+    const STEADY: &str = "steady-token-0123456789abcdef";
+    const GREEDY: &str = "greedy-token-0123456789abcdef";
+    let influx = Influxd::start();
+    let rest = format!(
+        "[auth]\ntokens = [\"{TOKEN}\"]\n[[auth.token]]\nname = \"steady\"\ntoken = \"{STEADY}\"\n\
+         [[auth.token]]\nname = \"greedy\"\ntoken = \"{GREEDY}\"\nrequests_per_second = 1\n\
+         [jobs]\nheartbeat_interval = \"1h\"\n"
+    );
+    let mut gw = Gateway::start(&config_with(
+        &influx.url,
+        super::DB,
+        "max_connections = 8\nworkers = 8\nheader_timeout = \"10s\"\nidle_timeout = \"10s\"\n",
+        "",
+        &rest,
+    ));
+    let (base, stop) = (gw.threads(), Arc::new(AtomicBool::new(false)));
+    let steady =
+        kept_alive_token_holder([127, 0, 0, 2].into(), gw.addr, 4, STEADY, Arc::clone(&stop));
+    let greedy =
+        kept_alive_token_holder([127, 0, 0, 3].into(), gw.addr, 4, GREEDY, Arc::clone(&stop));
+    wait_until(Duration::from_secs(5), "8 connections", || {
+        gw.threads() >= base + 8
+    });
+    thread::sleep(Duration::from_millis(300));
+    let answered = fresh_pings(gw.addr, 3);
+    stop.store(true, Ordering::SeqCst);
+    let (steady, greedy) = (
+        steady.join().expect("steady"),
+        greedy.join().expect("greedy"),
+    );
+    println!(
+        "4 protected, 1 + 3 × 429: {answered} of 3 fresh pings answered; {steady:?} {greedy:?}"
+    );
+    assert_eq!(steady, [200; 4]);
+    assert_eq!(
+        greedy.iter().filter(|s| **s == 429).count(),
+        3,
+        "{greedy:?}"
+    );
+    assert_eq!(
+        answered, 3,
+        "{answered} of 3 fresh pings answered within 1 s"
+    );
+    after_each_with_threads(&mut gw, &influx, &Expected::default(), 64);
 }

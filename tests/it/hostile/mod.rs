@@ -4,8 +4,10 @@
 //! protocol garbage and odd targets (`garbage`), gzip bombs and other hostile compressed bodies
 //! (`encoding`), pathological JSON (`json`), every rule for tag
 //! and field names and values sent over HTTP (`names`), hostile commit data (`commit_data`),
-//! slowloris from a second address (`slowloris`) and from nine at once (`fairness`), and the
-//! framing tables again without a token (`no_token`). Each test sends its inputs, checks the exact answer (or that the connection
+//! slowloris from a second address (`slowloris`) and from nine at once, clients that never read
+//! their answers and a token holder on every slot (`fairness`), bodies held in memory
+//! (`bodies_in_flight`), floods of the log (`log_flood`), and the framing tables again without a
+//! token (`no_token`). Each test sends its inputs, checks the exact answer (or that the connection
 //! was closed), then checks with `after_each` that the process is alive, answers ping within a
 //! second, keeps its threads and memory bounded, and that InfluxDB holds exactly the series the
 //! test meant to write: no injected point, no smuggled run, ever.
@@ -24,6 +26,7 @@ mod framing;
 mod garbage;
 mod heads_and_bodies;
 mod json;
+mod log_flood;
 mod names;
 mod no_token;
 mod slowloris;
@@ -37,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::support::{Gateway, Influxd, RawResponse, config_with, read_response, request};
+use crate::support::{Gateway, Influxd, RawResponse, TempDir, config_with, read_response, request};
 
 const DB: &str = "runs";
 const TOKEN: &str = "hostile-suite-token-5f0c9a7e21d4";
@@ -66,6 +69,16 @@ const MAX_ERROR_BYTES: usize = 2048;
 /// `header_timeout = "1s"` unless they set it), `rest` is appended after `[jobs]`. Heartbeats
 /// are an hour apart, so the only points in InfluxDB are the ones the requests wrote.
 fn start(server: &str, rest: &str) -> (Influxd, Gateway) {
+    start_with_env(server, rest, &[])
+}
+
+/// `start` with `env` added to the gateway's environment (`CONSUMER_AUTH_*`, say: `rest` comes
+/// after `[auth]` and cannot add to it).
+fn start_with_env(
+    server: &str,
+    rest: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (Influxd, Gateway) {
     let influx = Influxd::start();
     let mut server = server.to_string();
     if !server.contains("header_timeout") {
@@ -73,7 +86,8 @@ fn start(server: &str, rest: &str) -> (Influxd, Gateway) {
     }
     let rest =
         format!("[auth]\ntokens = [\"{TOKEN}\"]\n[jobs]\nheartbeat_interval = \"1h\"\n{rest}");
-    let gw = Gateway::start(&config_with(&influx.url, DB, &server, "", &rest));
+    let config = config_with(&influx.url, DB, &server, "", &rest);
+    let gw = Gateway::start_in_with_env(TempDir::new("hostile"), &config, env);
     (influx, gw)
 }
 
