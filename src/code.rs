@@ -68,8 +68,9 @@ codes! {
     InvalidContentLength = (400, "invalid_content_length", None, "send exactly one Content-Length, a decimal number"),
     /// The head did not arrive within `server.header_timeout`.
     HeadTimeout = (408, "head_timeout", None, "send the whole request head within server.header_timeout"),
-    /// The body did not arrive within `server.header_timeout` after the head.
-    BodyTimeout = (408, "body_timeout", None, "send the body right after the head, within server.header_timeout"),
+    /// The body did not arrive within `server.header_timeout` after the head, or fell behind
+    /// the pace that would have it arrive by then.
+    BodyTimeout = (408, "body_timeout", None, "send the body right after the head, at a pace that ends it within server.header_timeout"),
     /// A `Transfer-Encoding` header: only `Content-Length` bodies are read.
     TransferEncodingUnsupported = (411, "transfer_encoding_unsupported", None, "send the body with Content-Length, not chunked"),
     /// The declared body is larger than `server.max_body_bytes`.

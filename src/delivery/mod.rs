@@ -1137,6 +1137,11 @@ mod tests {
         let mut r = setup("delivery-health", Acknowledge::Disk, LIMITS, 1 << 20);
         assert_eq!(r.delivery.influx_up(), None, "nothing was asked yet");
         r.sink.set_ping_fails(true);
+        // InfluxDB is away for writes too, so the record cannot be delivered before it is
+        // answered.
+        r.sink.answer([Answer::Fail(SinkError::Unreachable(
+            "connection refused".into(),
+        ))]);
         r.start();
         r.until("the start's probe fails", |r| {
             r.delivery.influx_up() == Some(false)
