@@ -210,6 +210,21 @@ fn a_public_address_without_tokens_refuses_to_start() {
 
 const REGISTER: &str = "/apiv0.1/events/register";
 
+/// A gateway with two named clients, team-a (TOKEN, its table's `a_keys` added) and team-b
+/// (OTHER), and `rest` before their tables (keys of `[auth]` first, then other tables).
+fn two_teams(rest: &str, a_keys: &str) -> (Influxd, Gateway) {
+    let influx = Influxd::start();
+    let gw = Gateway::start(&config(
+        &influx.url,
+        "runs",
+        &format!(
+            "{rest}[[auth.token]]\nname = \"team-a\"\ntoken = \"{TOKEN}\"\n{a_keys}\
+             [[auth.token]]\nname = \"team-b\"\ntoken = \"{OTHER}\"\n"
+        ),
+    ));
+    (influx, gw)
+}
+
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
@@ -277,16 +292,10 @@ fn one_token_registering_until_refused_leaves_the_other_able_to_register() {
 
 #[test]
 fn a_token_max_running_and_name_tag_hold_and_the_name_is_never_spoofed() {
-    let influx = Influxd::start();
-    let gw = Gateway::start(&config(
-        &influx.url,
-        "runs",
-        &format!(
-            "[auth]\ntag_runs_with_token_name = true\n\
-             [[auth.token]]\nname = \"team-a\"\ntoken = \"{TOKEN}\"\nmax_running = 2\n\
-             [[auth.token]]\nname = \"team-b\"\ntoken = \"{OTHER}\"\n"
-        ),
-    ));
+    let (influx, gw) = two_teams(
+        "[auth]\ntag_runs_with_token_name = true\n",
+        "max_running = 2\n",
+    );
     // A client's own token_name tag is replaced by its token's name.
     let spoof = json!({"host": "h", "measurement": {"tags": {"token_name": "team-b"}, "fields": {"users": 1}}});
     let first = post_as(&gw, TOKEN, REGISTER, &spoof);
@@ -432,16 +441,7 @@ fn failed_token_checks_are_limited_per_address() {
 /// on it, nor commit it, nor see it in isrunning.
 #[test]
 fn a_token_cannot_act_on_another_tokens_runs() {
-    let influx = Influxd::start();
-    let gw = Gateway::start(&config(
-        &influx.url,
-        "runs",
-        &format!(
-            "[auth]\ntag_runs_with_token_name = true\n\
-             [[auth.token]]\nname = \"team-a\"\ntoken = \"{TOKEN}\"\n\
-             [[auth.token]]\nname = \"team-b\"\ntoken = \"{OTHER}\"\n"
-        ),
-    ));
+    let (influx, gw) = two_teams("[auth]\ntag_runs_with_token_name = true\n", "");
     let a = post_as(&gw, TOKEN, REGISTER, &json!({"host": "a"})).json()["uuid"]
         .as_str()
         .unwrap()
@@ -485,16 +485,10 @@ fn a_token_cannot_act_on_another_tokens_runs() {
 /// other able to register.
 #[test]
 fn one_token_filling_its_share_of_the_table_leaves_the_other_able_to_register() {
-    let influx = Influxd::start();
-    let gw = Gateway::start(&config(
-        &influx.url,
-        "runs",
-        &format!(
-            "[delivery]\nacknowledge = \"disk\"\n[jobs]\nheartbeat_interval = \"1h\"\nmax_table_bytes = 2097152\n\
-             [[auth.token]]\nname = \"team-a\"\ntoken = \"{TOKEN}\"\n\
-             [[auth.token]]\nname = \"team-b\"\ntoken = \"{OTHER}\"\n"
-        ),
-    ));
+    let (_influx, gw) = two_teams(
+        "[delivery]\nacknowledge = \"disk\"\n[jobs]\nheartbeat_interval = \"1h\"\nmax_table_bytes = 2097152\n",
+        "",
+    );
     let wide: serde_json::Map<String, Value> = (0..30)
         .map(|i| (format!("f{i}"), Value::from("x".repeat(1000))))
         .collect();
