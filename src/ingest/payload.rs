@@ -282,17 +282,25 @@ fn uuid_of(body: &Map<String, Value>) -> Result<Uuid, PayloadError> {
     }
 }
 
-/// `path.key`, with a long key cut so an error never echoes a megabyte back.
-fn at(path: &str, key: &str) -> String {
-    const MAX: usize = 64;
-    if key.len() <= MAX {
-        return format!("{path}.{key}");
-    }
-    let mut end = MAX;
-    while !key.is_char_boundary(end) {
+/// The longest start of `text` of at most `max` bytes that ends at a character boundary.
+fn prefix(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{path}.{}...", &key[..end])
+    &text[..end]
+}
+
+/// Client text shown in an error message: cut to 64 bytes (with `...`), so an error never
+/// echoes a megabyte back.
+const SHOWN_BYTES: usize = 64;
+
+/// `path.key`, with a long key cut (see [`SHOWN_BYTES`]).
+fn at(path: &str, key: &str) -> String {
+    if key.len() <= SHOWN_BYTES {
+        return format!("{path}.{key}");
+    }
+    format!("{path}.{}...", prefix(key, SHOWN_BYTES))
 }
 
 /// The part both routes share; `skip_field` names fields that another step takes apart.
@@ -681,12 +689,8 @@ fn request_stats(raw: &str, limits: PayloadLimits) -> Result<Option<RequestStats
 /// `limits.max_string_bytes` at a character boundary), with no rows and no members.
 fn kept_as_text(text: String, why: String, limits: PayloadLimits) -> RequestStats {
     let sent_bytes = text.len();
-    let mut end = text.len().min(limits.max_string_bytes);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
     let mut text = text;
-    text.truncate(end);
+    text.truncate(prefix(&text, limits.max_string_bytes).len());
     RequestStats {
         text: (!text.is_empty()).then_some(text),
         scalars: Vec::new(),
@@ -899,17 +903,12 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// Quotes client text for an error message, cut short so a 1 MiB string stays out of answers.
+/// Quotes client text for an error message, cut (see [`SHOWN_BYTES`]).
 fn quote(s: &str) -> String {
-    const MAX: usize = 64;
-    if s.len() <= MAX {
+    if s.len() <= SHOWN_BYTES {
         return format!("{s:?}");
     }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{:?}...", &s[..end])
+    format!("{:?}...", prefix(s, SHOWN_BYTES))
 }
 
 #[cfg(test)]
