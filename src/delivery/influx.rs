@@ -186,10 +186,7 @@ impl Influx {
         if let Some(auth) = &self.authorization {
             request = request.header("Authorization", auth);
         }
-        let mut response = request.send(body).map_err(|e| match e {
-            ureq::Error::Timeout(_) => SinkError::TimedOut(e.to_string()),
-            _ => SinkError::Unreachable(e.to_string()),
-        })?;
+        let mut response = request.send(body).map_err(failed)?;
         let status = response.status().as_u16();
         // The answer is read (bounded) even on success so the connection can be reused.
         let text = response
@@ -242,10 +239,7 @@ impl Sink for Influx {
         if let Some(auth) = &self.authorization {
             request = request.header("Authorization", auth);
         }
-        let response = request.call().map_err(|e| match e {
-            ureq::Error::Timeout(_) => SinkError::TimedOut(e.to_string()),
-            _ => SinkError::Unreachable(e.to_string()),
-        })?;
+        let response = request.call().map_err(failed)?;
         let status = response.status().as_u16();
         if !response.status().is_success() {
             return Err(SinkError::from_status(
@@ -355,6 +349,16 @@ fn parse_schema(text: &str, fields: bool) -> Known {
         }
     }
     known
+}
+
+/// What a request to InfluxDB that got no answer stands for: a timeout, a connection that
+/// broke once made, or none made.
+fn failed(e: ureq::Error) -> SinkError {
+    match e {
+        ureq::Error::Timeout(_) => SinkError::TimedOut(e.to_string()),
+        ureq::Error::Io(io) => SinkError::from_io(io.kind(), io.to_string()),
+        _ => SinkError::Unreachable(e.to_string()),
+    }
 }
 
 /// InfluxDB's own message: v1 `{"error": ...}`, v1 query `{"results":[{"error": ...}]}`,

@@ -37,6 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use uuid::Uuid;
 
+use crate::ingest::line_protocol;
 use crate::state::jobs::Change;
 use crate::stats::Stats;
 use crate::storage::dead_letters::{DeadLetters, Kept};
@@ -175,13 +176,48 @@ pub struct Delivery {
     refusals_seen: AtomicU64,
 }
 
-/// Units of one batch, each with the record it belongs to.
+/// A unit of a batch (or a part of one, when a unit too large for one write was cut), with
+/// the record it belongs to.
+#[derive(Clone, Copy)]
 struct Piece<'a> {
     seq: u64,
     kind: Kind,
     run: Uuid,
+    /// The unit's place in its record.
+    unit: u32,
+    /// The first of the unit's lines this piece holds (0 unless the unit was cut).
+    line: u32,
     points: u32,
     lines: &'a str,
+}
+
+impl<'a> Piece<'a> {
+    /// A run's heartbeat (not a request's points).
+    fn is_heartbeat(&self) -> bool {
+        self.kind == Kind::Heartbeats && !self.run.is_nil()
+    }
+
+    /// The piece cut in two at its middle line, or `None` for a single line.
+    fn halves(&self) -> Option<(Piece<'a>, Piece<'a>)> {
+        let starts: Vec<usize> = line_protocol::split_lines(self.lines)
+            .map(|line| line.as_ptr() as usize - self.lines.as_ptr() as usize)
+            .collect();
+        let mid = starts.len() / 2;
+        let cut = *starts.get(mid).filter(|_| mid > 0)?;
+        let (head, tail) = self.lines.split_at(cut);
+        let first = Piece {
+            points: mid as u32,
+            lines: head,
+            ..*self
+        };
+        let second = Piece {
+            line: self.line + mid as u32,
+            points: (starts.len() - mid) as u32,
+            lines: tail,
+            ..*self
+        };
+        Some((first, second))
+    }
 }
 
 impl Delivery {
@@ -478,33 +514,48 @@ impl Delivery {
     }
 
     /// Writes a batch of records; `Ok` with the refused requests (settled: stored or
-    /// dead-lettered), or the failure that may pass.
+    /// dead-lettered), or the failure that may pass. The heartbeats of runs InfluxDB refused
+    /// before go in a write of their own ([`Delivery::probe_refused`]), so that they never make
+    /// everyone else's points wait while a shared write is split to find them again.
     fn deliver(&self, batch: &[Read], stats: &Stats) -> Result<Vec<(u64, String)>, SinkError> {
-        let pieces: Vec<Piece<'_>> = batch
-            .iter()
-            .flat_map(|record| {
-                record
-                    .units
-                    .iter()
-                    .filter(|u| u.points > 0)
-                    .map(move |u| Piece {
-                        seq: record.seq,
-                        kind: record.kind,
-                        run: u.run,
-                        points: u.points,
-                        lines: &u.lines,
-                    })
-            })
-            .collect();
+        let pieces = batch.iter().flat_map(|record| {
+            record
+                .units
+                .iter()
+                .enumerate()
+                .filter(|(_, u)| u.points > 0)
+                .map(move |(unit, u)| Piece {
+                    seq: record.seq,
+                    kind: record.kind,
+                    run: u.run,
+                    unit: unit as u32,
+                    line: 0,
+                    points: u.points,
+                    lines: &u.lines,
+                })
+        });
+        let refusals = lock(&self.refusals);
+        let (known, others): (Vec<Piece<'_>>, Vec<Piece<'_>>) =
+            pieces.partition(|p| p.is_heartbeat() && refusals.contains_key(&p.run));
+        drop(refusals);
         let mut dead = Vec::new();
-        if !pieces.is_empty() {
-            self.write_pieces(&pieces, stats, &mut dead)?;
+        if !others.is_empty() {
+            self.write_pieces(&others, stats, &mut dead)?;
+        }
+        if !known.is_empty() {
+            self.probe_refused(&known, stats)?;
         }
         Ok(dead)
     }
 
-    /// Writes `pieces` as one write; a refused write of several is written again in halves, so
-    /// that only the refused units go to the dead letters.
+    /// Writes `pieces` as one write. Only InfluxDB's definite refusal of the data sends
+    /// anything to the dead letters: a refused write of several pieces is written again in
+    /// parts until the refused pieces stand alone ([`Delivery::write_split`]); a 413 is a
+    /// refusal only of a single line; lines InfluxDB 3 names are refused and the rest counted
+    /// as stored. Every other failure (5xx, 429, a timeout, a broken connection, credentials)
+    /// is returned, and the caller keeps the whole batch to try again; a connection that broke
+    /// while sending a large body, while `/ping` answers, is taken for a body limit and the
+    /// write is split, never refused for it.
     fn write_pieces(
         &self,
         pieces: &[Piece<'_>],
@@ -513,26 +564,43 @@ impl Delivery {
     ) -> Result<(), SinkError> {
         let body = join(pieces);
         let points: usize = pieces.iter().map(|p| p.points as usize).sum();
-        match self.write(&body, stats) {
+        let error = match self.write(&body, stats) {
             Ok(()) => {
                 Stats::add(&stats.points_written, points);
-                Ok(())
+                return Ok(());
             }
-            Err(SinkError::Refused {
+            Err(e) => e,
+        };
+        // Counted as InfluxDB counts lines, not by what the units say they hold.
+        let one_line =
+            || pieces.len() == 1 && line_protocol::split_lines(pieces[0].lines).nth(1).is_none();
+        match error {
+            SinkError::Refused {
                 status,
                 message,
                 lines: Some(refused),
-            }) if pieces.len() > 1 => {
+            } => {
                 // InfluxDB 3 names the refused lines and stored the others (a partial write):
                 // the pieces holding a refused line are dead-lettered, the rest are written.
+                // Its line numbers count lines as its parser splits them (a newline inside a
+                // string value does not end a line), and so does `split_lines`.
                 let e = SinkError::Refused {
                     status,
                     message,
                     lines: None,
                 };
+                let counts: Vec<usize> = pieces
+                    .iter()
+                    .map(|p| line_protocol::split_lines(p.lines).count())
+                    .collect();
+                let total: usize = counts.iter().sum();
+                if refused.iter().any(|&line| line >= total) {
+                    // The answer does not fit the body sent: find the refused lines by
+                    // writing in parts, as when InfluxDB does not name them.
+                    return self.refused_write(pieces, e, stats, dead);
+                }
                 let mut first_line = 0;
-                for piece in pieces {
-                    let count = piece.lines.lines().count();
+                for (piece, count) in pieces.iter().zip(counts) {
                     let range = first_line..first_line + count;
                     first_line += count;
                     if refused.iter().any(|line| range.contains(line)) {
@@ -543,44 +611,152 @@ impl Delivery {
                 }
                 Ok(())
             }
-            Err(e) if e.disposition() == Disposition::Reject => {
-                if let [piece] = pieces {
-                    self.refused(piece, &e, stats, dead);
-                    return Ok(());
-                }
-                if matches!(e, SinkError::TooLarge { .. }) {
-                    self.learn_body_limit(body.len());
-                }
-                log::debug!(
-                    "influxdb refused a write of {} units; writing it in halves to find the refused ones: {e}",
-                    pieces.len()
-                );
-                let (first, second) = pieces.split_at(pieces.len() / 2);
-                self.write_pieces(first, stats, dead)?;
-                self.write_pieces(second, stats, dead)
+            e @ SinkError::Refused { .. } => self.refused_write(pieces, e, stats, dead),
+            e @ SinkError::TooLarge { .. } if one_line() => {
+                // A single line InfluxDB will not take for its size: a definite refusal.
+                self.refused(&pieces[0], &e, stats, dead);
+                Ok(())
             }
-            Err(e) if body.len() > RESET_SUSPECT_BYTES && self.sink.ping().is_ok() => {
-                // InfluxDB answers, yet the connection broke while the body was being sent:
-                // it refused the body's size (influxd answers 413 and closes). Treated as too
-                // large, so it is split rather than retried whole forever.
-                let too_large = SinkError::TooLarge {
-                    message: format!(
-                        "the connection broke while sending {} bytes, and /ping answers ({e})",
-                        body.len()
-                    ),
-                };
-                self.record_health(&Err(too_large.clone()));
-                if let [piece] = pieces {
-                    self.refused(piece, &too_large, stats, dead);
-                    return Ok(());
-                }
+            e @ SinkError::TooLarge { .. } => {
                 self.learn_body_limit(body.len());
-                let (first, second) = pieces.split_at(pieces.len() / 2);
-                self.write_pieces(first, stats, dead)?;
-                self.write_pieces(second, stats, dead)
+                log::debug!(
+                    "influxdb refused a write of {} bytes as too large; writing it in parts: {e}",
+                    body.len()
+                );
+                self.write_split(pieces, &e, stats, dead)
             }
-            Err(e) => Err(e),
+            SinkError::Broken(why)
+                if body.len() > RESET_SUSPECT_BYTES && !one_line() && self.sink.ping().is_ok() =>
+            {
+                // InfluxDB answers, yet the connection broke while a large body was being
+                // sent: influxd answers 413 and closes on a body over its limit before the
+                // client has sent it all. It may also have been a passing fault, so it is
+                // never a refusal: the write is split, and writes stay smaller from now on.
+                log::warn!(
+                    "the connection to influxdb broke while sending {} bytes, and /ping answers: taken for a body limit, the write goes in parts ({why})",
+                    body.len()
+                );
+                self.learn_body_limit(body.len());
+                let e = SinkError::Broken(why);
+                self.write_split(pieces, &e, stats, dead)
+            }
+            e => Err(e),
         }
+    }
+
+    /// A write InfluxDB refused for its data (400, 422) without naming the lines: a piece
+    /// alone is dead-lettered, several are written again in parts.
+    fn refused_write(
+        &self,
+        pieces: &[Piece<'_>],
+        e: SinkError,
+        stats: &Stats,
+        dead: &mut Vec<(u64, String)>,
+    ) -> Result<(), SinkError> {
+        if let [piece] = pieces {
+            self.refused(piece, &e, stats, dead);
+            return Ok(());
+        }
+        log::debug!(
+            "influxdb refused a write of {} units; writing it in parts to find the refused ones: {e}",
+            pieces.len()
+        );
+        self.write_split(pieces, &e, stats, dead)
+    }
+
+    /// Writes `pieces` (more than one line), which failed with `e`, in parts: requests' points
+    /// apart from heartbeats first (so a run's refused heartbeats never hold a request's points
+    /// back), else in halves; a single piece is cut in halves at its lines.
+    fn write_split(
+        &self,
+        pieces: &[Piece<'_>],
+        e: &SinkError,
+        stats: &Stats,
+        dead: &mut Vec<(u64, String)>,
+    ) -> Result<(), SinkError> {
+        let parts: Vec<Vec<Piece<'_>>> = match pieces {
+            [piece] => match piece.halves() {
+                Some((first, second)) => vec![vec![first], vec![second]],
+                // The callers split only what holds more than one line; a line cannot be cut.
+                None if e.disposition() == Disposition::Reject => {
+                    self.refused(piece, e, stats, dead);
+                    return Ok(());
+                }
+                None => return Err(e.clone()),
+            },
+            _ if pieces.iter().any(|p| p.is_heartbeat())
+                && pieces.iter().any(|p| !p.is_heartbeat()) =>
+            {
+                let (beats, requests): (Vec<Piece<'_>>, Vec<Piece<'_>>) =
+                    pieces.iter().partition(|p| p.is_heartbeat());
+                vec![requests, beats]
+            }
+            _ => {
+                let (first, second) = pieces.split_at(pieces.len() / 2);
+                vec![first.to_vec(), second.to_vec()]
+            }
+        };
+        for part in parts {
+            self.write_pieces(&part, stats, dead)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the heartbeats of runs InfluxDB refused before, as one write of their own, each
+    /// tick: a probe, never split. Runs whose heartbeat InfluxDB takes (the whole write
+    /// stored, or InfluxDB 3 not naming their line) are known as refused no longer; the others
+    /// are counted as refused again, without a dead letter (each run has one for its reason;
+    /// a run probed alone is refused as usual, so a new reason of its own gets one).
+    /// InfluxDB 1.x and 2.x store the good lines of a partial write, so a run that InfluxDB
+    /// takes again among refused ones still has its heartbeats stored.
+    fn probe_refused(&self, known: &[Piece<'_>], stats: &Stats) -> Result<(), SinkError> {
+        let body = join(known);
+        let refused: Vec<bool> = match self.write(&body, stats) {
+            Ok(()) => vec![false; known.len()],
+            Err(SinkError::Refused {
+                lines: Some(lines), ..
+            }) => {
+                let mut first_line = 0;
+                known
+                    .iter()
+                    .map(|piece| {
+                        let count = line_protocol::split_lines(piece.lines).count();
+                        let range = first_line..first_line + count;
+                        first_line += count;
+                        lines.iter().any(|line| range.contains(line))
+                    })
+                    .collect()
+            }
+            Err(e) if e.disposition() == Disposition::Reject => {
+                if let [piece] = known {
+                    // Alone, the refusal is the run's own: a new reason gets its dead letter.
+                    self.refused(piece, &e, stats, &mut Vec::new());
+                    return Ok(());
+                }
+                vec![true; known.len()]
+            }
+            Err(e) => return Err(e),
+        };
+        let mut taken = 0;
+        let mut refusals = lock(&self.refusals);
+        for (piece, refused) in known.iter().zip(refused) {
+            if refused {
+                Stats::add(&stats.heartbeats_refused, 1);
+                if let Some(entry) = refusals.get_mut(&piece.run) {
+                    entry.count += 1;
+                    entry.at = SystemTime::now();
+                }
+            } else {
+                Stats::add(&stats.points_written, piece.points as usize);
+                refusals.remove(&piece.run);
+                taken += 1;
+            }
+        }
+        drop(refusals);
+        if taken > 0 {
+            log::info!("influxdb takes the heartbeats of {taken} runs it refused before");
+        }
+        Ok(())
     }
 
     /// InfluxDB refused a write of `bytes` as too large: later batches are at most half that.
@@ -648,7 +824,12 @@ impl Delivery {
                 piece.run
             );
         } else {
-            log::error!("influxdb refused {points} points; they go to the dead letters: {message}");
+            log::error!(
+                "influxdb refused {points} points (record {}, unit {}, from its line {}); they go to the dead letters: {message}",
+                piece.seq,
+                piece.unit,
+                piece.line
+            );
             dead.push((piece.seq, message.clone()));
         }
         match self.dead.store(piece.lines, points as u64, &message) {
@@ -728,7 +909,7 @@ mod tests {
 
         /// Appends a request's record without waiting for its answer; its ticket.
         fn append(&self, lines: &str) -> u64 {
-            let points = lines.lines().count() as u32;
+            let points = line_protocol::split_lines(lines).count() as u32;
             self.delivery
                 .log
                 .append(
@@ -746,7 +927,7 @@ mod tests {
 
         /// A request's record, and the answer it gets.
         fn request(&self, lines: &str) -> Outcome {
-            let points = lines.lines().count() as u32;
+            let points = line_protocol::split_lines(lines).count() as u32;
             let seq = self
                 .delivery
                 .record(
@@ -1105,19 +1286,179 @@ mod tests {
         let r = started("delivery-reset");
         r.sink.reset_bodies_over(1 << 20);
         let line = |n: u32| format!("m,r=r{n} note=\"{}\" 1\n", "z".repeat(100_000));
+        // One request of 2 MB: taken for a body limit, it is written in parts, and all of it
+        // is stored; nothing is dead-lettered for a broken connection.
         let lines: String = (0..20).map(line).collect();
-        match r.request(&lines) {
-            Outcome::DeadLettered(why) => assert!(
-                why.starts_with("influxdb answered 413: the connection broke while sending")
-                    && why.contains("and /ping answers"),
-                "{why}"
-            ),
-            other => panic!("{other:?}"),
+        assert_eq!(r.request(&lines), Outcome::Delivered);
+        assert_eq!(r.sink.stored().len(), 20);
+        assert!(r.sink.bodies().iter().skip(1).all(|b| b.len() <= 1 << 20));
+        assert!(dead_letters::list(&r.dir.0).unwrap().is_empty());
+        assert_eq!(Stats::get(&r.stats.points_dead_lettered), 0);
+    }
+
+    #[test]
+    fn a_line_whose_connection_breaks_is_kept_and_tried_again_never_dead_lettered() {
+        let r = started("delivery-reset-line");
+        r.until("the start's probe", |r| {
+            r.delivery.influx_up() == Some(true)
+        });
+        r.sink.reset_bodies_over(1 << 20);
+        let big = format!("m,r=big note=\"{}\" 1\n", "z".repeat(1_200_000));
+        assert_eq!(r.request(&big), Outcome::Recorded);
+        r.until("a few tries", |r| r.sink.bodies().len() >= 3);
+        assert!(dead_letters::list(&r.dir.0).unwrap().is_empty());
+        assert_eq!(r.delivery.log.undelivered().0, 1, "the record is kept");
+        // The fault passes: the line is delivered.
+        r.sink.reset_bodies_over(usize::MAX);
+        r.delivered_all();
+        assert_eq!(r.sink.stored().len(), 1);
+        assert_eq!(Stats::get(&r.stats.points_dead_lettered), 0);
+    }
+
+    /// 1 002 points (1.5 MB) of one commit while InfluxDB answers 500 to writes and `/ping`
+    /// answers: the commit waits in the log and is delivered whole once InfluxDB takes
+    /// writes again; a timeout does the same. Only a definite refusal dead-letters.
+    #[test]
+    fn a_large_commit_is_kept_through_a_5xx_and_a_timeout_and_delivered_later() {
+        let r = started("delivery-large-5xx");
+        r.until("the start's probe", |r| {
+            r.delivery.influx_up() == Some(true)
+        });
+        let members: String = (0..20).map(|m| format!(",m{m}=1{m}.5")).collect();
+        let mut commit = format!(
+            "load_testing_result,uuid=u requestStats=\"{}\" 1\n",
+            "s".repeat(300)
+        );
+        for row in 0..1001 {
+            commit.push_str(&format!(
+                "load_testing_request_stats,uuid=u,name=/e{row} full_name=\"{}\"{members} 1\n",
+                "n".repeat(1300)
+            ));
         }
-        // A request alone over the size is kept as a dead letter; smaller ones go through.
-        let small: String = (0..5).map(line).collect();
-        assert_eq!(r.request(&small), Outcome::Delivered);
-        assert_eq!(r.sink.stored().len(), 5);
+        assert!(commit.len() > 1_500_000, "{}", commit.len());
+        r.sink.answer([
+            Answer::Fail(SinkError::from_status(
+                500,
+                "engine: cache maximum memory size exceeded".into(),
+            )),
+            Answer::Fail(SinkError::TimedOut("timeout: global".into())),
+            Answer::Fail(SinkError::from_status(503, "busy".into())),
+        ]);
+        assert_eq!(r.request(&commit), Outcome::Recorded);
+        r.delivered_all();
+        assert_eq!(r.sink.stored().len(), 1002);
+        assert_eq!(r.sink.bodies().len(), 4, "three failures, then one write");
+        assert!(dead_letters::list(&r.dir.0).unwrap().is_empty());
+        assert_eq!(Stats::get(&r.stats.points_dead_lettered), 0);
+        assert_eq!(Stats::get(&r.stats.points_written), 1002);
+    }
+
+    /// InfluxDB 3 numbers the lines of a partial write as its parser splits them: a newline
+    /// inside a string value does not end a line. Run A's register holds one; run B's commit
+    /// is refused; A's points are stored and B's are dead-lettered.
+    #[test]
+    fn influxdb_3_line_numbers_count_lines_as_its_parser_does() {
+        let mut r = setup(
+            "delivery-v3-newlines",
+            Acknowledge::Influxdb,
+            LIMITS,
+            1 << 20,
+        );
+        r.sink.name_refused_lines();
+        r.sink.refuse_lines_with("conflict=");
+        r.append("load_testing_events,uuid=a commit_msg=\"Fix login\n\nCloses #12\" 1\n");
+        r.append("load_testing_events,uuid=b event=\"started\" 2\n");
+        let last = r.append("load_testing_result,uuid=b conflict=\"text\" 3\n");
+        r.delivery.log.wait(last).unwrap();
+        r.start();
+        r.delivered_all();
+        let letters = dead_letters::list(&r.dir.0).unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(
+            dead_letters::read(&letters[0].0).unwrap(),
+            "load_testing_result,uuid=b conflict=\"text\" 3\n"
+        );
+        assert_eq!(r.sink.bodies().len(), 1, "no second write");
+        assert_eq!(Stats::get(&r.stats.points_written), 2);
+        // The records are numbered 1, 2, 3 as they were written.
+        assert_eq!(r.delivery.outcome(1), Outcome::Delivered);
+        assert_eq!(r.delivery.outcome(2), Outcome::Delivered);
+        assert!(matches!(r.delivery.outcome(3), Outcome::DeadLettered(_)));
+    }
+
+    /// 1 000 runs whose heartbeats InfluxDB refuses: once known, they go in a write of their
+    /// own each tick (a probe, not split again), so a tick costs two writes, not thousands,
+    /// and a request recorded beside them is not held behind them.
+    #[test]
+    fn runs_known_to_be_refused_cost_one_write_a_tick_and_hold_nobody_back() {
+        let r = setup(
+            "delivery-refused-runs",
+            Acknowledge::Disk,
+            WriteLimits {
+                max_bytes: 1 << 20,
+                max_lines: 5000,
+            },
+            1 << 26,
+        );
+        let mut r = r;
+        r.start();
+        r.sink.refuse_lines_with("clients=\"ten\"");
+        let refused: Vec<Uuid> = (1..=1000).map(Uuid::from_u128).collect();
+        let good: Vec<Uuid> = (1001..=1005).map(Uuid::from_u128).collect();
+        let tick = |n: u32, clients: &str| -> Vec<(Uuid, String)> {
+            refused
+                .iter()
+                .map(|run| {
+                    (
+                        *run,
+                        format!("load_testing,uuid={run} clients={clients} {n}\n"),
+                    )
+                })
+                .chain(
+                    good.iter()
+                        .map(|run| (*run, format!("load_testing,uuid={run} clients=5 {n}\n"))),
+                )
+                .collect()
+        };
+        r.heartbeats(&tick(1, "\"ten\""));
+        r.delivered_all();
+        assert_eq!(r.delivery.refusals().len(), 1000);
+        assert_eq!(dead_letters::list(&r.dir.0).unwrap().len(), 1000);
+        let before = r.sink.bodies().len();
+        for n in 2..=4 {
+            r.heartbeats(&tick(n, "\"ten\""));
+        }
+        assert_eq!(
+            r.request("load_testing_result,uuid=other v=1 5\n"),
+            Outcome::Recorded
+        );
+        r.delivered_all();
+        let writes = r.sink.bodies().len() - before;
+        assert!(
+            writes <= 8,
+            "three ticks and a request took {writes} writes"
+        );
+        assert!(
+            r.sink
+                .stored()
+                .iter()
+                .any(|l| l.starts_with("load_testing_result,uuid=other"))
+        );
+        assert_eq!(
+            dead_letters::list(&r.dir.0).unwrap().len(),
+            1000,
+            "no new dead letter for the same reason"
+        );
+        assert_eq!(Stats::get(&r.stats.heartbeats_refused), 4000);
+        assert!(r.delivery.refusals().values().all(|x| x.count == 4));
+        // InfluxDB takes them again (the conflict is gone): the probe sees it, and they are
+        // known as refused no longer.
+        r.sink.refuse_lines_with("no-such-text");
+        r.heartbeats(&tick(5, "\"ten\""));
+        r.delivered_all();
+        assert!(r.delivery.refusals().is_empty());
+        let stored = r.sink.stored();
+        assert!(stored.iter().any(|l| l.contains("clients=\"ten\" 5")));
     }
 
     #[test]

@@ -58,7 +58,8 @@ impl<S: Sink + ?Sized> Sink for std::sync::Arc<S> {
 pub enum SinkError {
     /// The database refused the data itself (InfluxDB: 400 with a bad line or a field type
     /// conflict, a partial write, 422). Sending it again cannot help. `lines` names the
-    /// refused lines (0-based) when the answer says which.
+    /// refused lines (0-based, as [`crate::ingest::line_protocol::split_lines`] counts them)
+    /// when the answer says which.
     Refused {
         status: u16,
         message: String,
@@ -66,14 +67,20 @@ pub enum SinkError {
     },
     /// The body is larger than the database takes in one write (413).
     TooLarge { message: String },
-    /// No answer: connection refused or reset, a name that does not resolve, TLS.
+    /// No answer: connection refused, a name that does not resolve, TLS.
     Unreachable(String),
+    /// The connection broke (reset, broken pipe, closed early) while the body was being sent
+    /// or before the answer came. It may be a passing fault, or InfluxDB closing on a body it
+    /// will not read (influxd answers 413 and closes while the client still sends): it is never
+    /// taken as a refusal of the data by itself.
+    Broken(String),
     /// No answer within `influxdb.timeout`.
     TimedOut(String),
     /// Credentials, database or bucket are wrong (401, 403, 404): nothing arrives until the
     /// configuration is fixed.
     Misconfigured { status: u16, message: String },
-    /// The database is busy or failing (5xx, 429, 408): it may take the same write later.
+    /// The database is busy or failing (5xx, 429, 408), or answered a status that does not
+    /// say the data is wrong: it may take the same write later.
     Unavailable { status: u16, message: String },
 }
 
@@ -85,7 +92,8 @@ pub enum Disposition {
     /// Credentials or database/bucket are wrong: keep them and try again later, and say so
     /// loudly, because nothing arrives until the configuration is fixed.
     RetryMisconfigured,
-    /// The data itself was refused: retrying cannot help.
+    /// The data itself was refused, definitely: retrying cannot help. Only this ever sends
+    /// points to the dead letters.
     Reject,
 }
 
@@ -95,24 +103,42 @@ impl SinkError {
         match self {
             SinkError::Refused { .. } | SinkError::TooLarge { .. } => Disposition::Reject,
             SinkError::Misconfigured { .. } => Disposition::RetryMisconfigured,
-            SinkError::Unreachable(_) | SinkError::TimedOut(_) | SinkError::Unavailable { .. } => {
-                Disposition::Retry
-            }
+            SinkError::Unreachable(_)
+            | SinkError::Broken(_)
+            | SinkError::TimedOut(_)
+            | SinkError::Unavailable { .. } => Disposition::Retry,
         }
     }
 
-    /// The error an InfluxDB HTTP answer with `status` (not 2xx) stands for.
+    /// The error an InfluxDB HTTP answer with `status` (not 2xx) stands for. Only the answers
+    /// that say the data is wrong refuse it: 400 (a line InfluxDB cannot parse, a field type
+    /// conflict, a partial write) and 422 (InfluxDB 2's unprocessable points); 413 says the
+    /// body is too large. 401, 403 and 404 say the configuration is wrong; every other status
+    /// (5xx, 408, 429, and a 4xx a proxy may answer, such as 405 or 502's cousins) says
+    /// nothing about the data, so the points are kept and tried again.
     pub fn from_status(status: u16, message: String) -> SinkError {
         match status {
-            401 | 403 | 404 => SinkError::Misconfigured { status, message },
-            408 | 429 => SinkError::Unavailable { status, message },
-            413 => SinkError::TooLarge { message },
-            400..=499 => SinkError::Refused {
+            400 | 422 => SinkError::Refused {
                 status,
                 message,
                 lines: None,
             },
+            401 | 403 | 404 => SinkError::Misconfigured { status, message },
+            413 => SinkError::TooLarge { message },
             _ => SinkError::Unavailable { status, message },
+        }
+    }
+
+    /// The error a failed exchange with InfluxDB stands for, from what the socket said: a
+    /// timeout, a connection that broke once made ([`SinkError::Broken`]), or no connection.
+    pub fn from_io(kind: std::io::ErrorKind, message: String) -> SinkError {
+        use std::io::ErrorKind as K;
+        match kind {
+            K::TimedOut | K::WouldBlock => SinkError::TimedOut(message),
+            K::ConnectionReset | K::BrokenPipe | K::ConnectionAborted | K::UnexpectedEof => {
+                SinkError::Broken(message)
+            }
+            _ => SinkError::Unreachable(message),
         }
     }
 }
@@ -123,6 +149,7 @@ impl fmt::Display for SinkError {
             SinkError::Unreachable(why) | SinkError::TimedOut(why) => {
                 write!(f, "influxdb is unreachable: {why}")
             }
+            SinkError::Broken(why) => write!(f, "the connection to influxdb broke: {why}"),
             SinkError::TooLarge { message } => write!(f, "influxdb answered 413: {message}"),
             SinkError::Refused {
                 status, message, ..
@@ -170,6 +197,9 @@ pub mod testing {
     struct State {
         answers: VecDeque<Answer>,
         refuse_marker: Option<String>,
+        /// Refusals name the refused lines as InfluxDB 3 does (1-based in its answer, 0-based
+        /// here, counted by InfluxDB's own line splitter).
+        name_lines: bool,
         ping_fails: bool,
         /// Bodies larger than this are refused as too large (413).
         max_body: Option<usize>,
@@ -199,6 +229,11 @@ pub mod testing {
         /// write: its other lines are stored.
         pub fn refuse_lines_with(&self, marker: &str) {
             self.lock().refuse_marker = Some(marker.to_string());
+        }
+
+        /// From now on, refusals name the refused lines, as InfluxDB 3's partial writes do.
+        pub fn name_refused_lines(&self) {
+            self.lock().name_lines = true;
         }
 
         /// From now on, bodies over `bytes` are answered 413, as InfluxDB's body limit does.
@@ -234,27 +269,43 @@ pub mod testing {
             let answer = s.answers.pop_front();
             let marker = s.refuse_marker.clone();
             let refused = |line: &str| marker.as_deref().is_some_and(|m| line.contains(m));
+            // Lines as InfluxDB splits them (its own splitter): a newline inside a string
+            // value does not end a line.
+            let split = |body: &'_ str| -> Vec<String> {
+                influxdb_line_protocol::split_lines(body)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect()
+            };
             let error = match answer {
                 Some(Answer::Panic) => {
                     drop(s);
                     panic!("the memory sink panics, as the test asked");
                 }
                 Some(Answer::Fail(e)) => Some(e),
-                _ if s.reset_above.is_some_and(|max| lines.len() > max) => Some(
-                    SinkError::Unreachable("connection reset by peer (os error 104)".into()),
-                ),
+                _ if s.reset_above.is_some_and(|max| lines.len() > max) => Some(SinkError::Broken(
+                    "connection reset by peer (os error 104)".into(),
+                )),
                 _ if s.max_body.is_some_and(|max| lines.len() > max) => Some(SinkError::TooLarge {
                     message: "request entity too large".into(),
                 }),
-                None if lines.lines().any(refused) => {
+                None if split(lines).iter().any(|l| refused(l)) => {
                     let why = format!(
                         "partial write: field type conflict on lines with {}",
                         marker.as_deref().unwrap_or_default()
                     );
+                    let named = s.name_lines.then(|| {
+                        split(lines)
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, l)| refused(l))
+                            .map(|(i, _)| i)
+                            .collect()
+                    });
                     Some(SinkError::Refused {
                         status: 400,
                         message: why,
-                        lines: None,
+                        lines: named,
                     })
                 }
                 None => None,
@@ -262,17 +313,14 @@ pub mod testing {
             match error {
                 // InfluxDB 1.x stores the good lines of a partial write before answering 400.
                 Some(e @ SinkError::Refused { .. }) => {
-                    let kept: Vec<String> = lines
-                        .lines()
-                        .filter(|l| !refused(l))
-                        .map(String::from)
-                        .collect();
+                    let kept: Vec<String> =
+                        split(lines).into_iter().filter(|l| !refused(l)).collect();
                     s.stored.extend(kept);
                     Err(e)
                 }
                 Some(e) => Err(e),
                 None => {
-                    s.stored.extend(lines.lines().map(String::from));
+                    s.stored.extend(split(lines));
                     Ok(())
                 }
             }
@@ -295,7 +343,9 @@ mod tests {
     #[test]
     fn statuses_are_sorted_by_what_they_mean_for_the_points() {
         let disposition = |status| SinkError::from_status(status, String::new()).disposition();
-        for s in [500, 502, 503, 429, 408] {
+        // Anything that does not say the data is wrong keeps the points: 5xx, throttling,
+        // and 4xx a proxy in front of InfluxDB may answer.
+        for s in [500, 502, 503, 504, 429, 408, 405, 409, 411, 415, 499] {
             assert_eq!(disposition(s), Disposition::Retry, "{s}");
         }
         for s in [401, 403, 404] {
@@ -312,6 +362,20 @@ mod tests {
             SinkError::TimedOut("x".into()).disposition(),
             Disposition::Retry
         );
+        use std::io::ErrorKind as K;
+        for kind in [K::ConnectionReset, K::BrokenPipe, K::UnexpectedEof] {
+            let e = SinkError::from_io(kind, "x".into());
+            assert!(matches!(e, SinkError::Broken(_)), "{kind:?}");
+            assert_eq!(e.disposition(), Disposition::Retry, "{kind:?}");
+        }
+        assert!(matches!(
+            SinkError::from_io(K::TimedOut, "x".into()),
+            SinkError::TimedOut(_)
+        ));
+        assert!(matches!(
+            SinkError::from_io(K::ConnectionRefused, "x".into()),
+            SinkError::Unreachable(_)
+        ));
         assert_eq!(
             SinkError::from_status(413, "too big".into()).to_string(),
             "influxdb answered 413: too big"

@@ -311,6 +311,63 @@ pub fn encode_batch(points: &[Point]) -> String {
     out
 }
 
+/// The lines of a line-protocol body as InfluxDB's parsers split it (1.x's `scanLine`, and
+/// InfluxDB 3's `split_lines`, a port of it): a `'\n'` ends a line except inside a quoted
+/// string field value, where it is part of the value; a backslash escapes the byte after it
+/// (so `\"` inside a string does not end the string). A quote starts or ends a string only
+/// in the field set (after the first unescaped space) and only in a value (more `=` than `,`
+/// seen since the field set began), so quotes in measurement names, tag keys, tag values and
+/// field keys are plain characters. Empty lines are skipped, as InfluxDB 3 skips them before
+/// it numbers lines in a partial-write answer; the gateway writes neither empty lines nor
+/// comments, so the n-th item here is InfluxDB's line n + 1. Each item is without its `'\n'`.
+///
+/// Source: `scanLine` in InfluxDB 1.x's `models/points.go`; `split_lines` in InfluxData's
+/// `influxdb-line-protocol` crate (the test suite holds this function to the latter).
+pub fn split_lines(body: &str) -> impl Iterator<Item = &str> {
+    LineSplit { rest: body }.filter(|line| !line.is_empty())
+}
+
+struct LineSplit<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for LineSplit<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let bytes = self.rest.as_bytes();
+        let (mut fields, mut quoted, mut escaped) = (false, false, false);
+        let (mut equals, mut commas) = (0usize, 0usize);
+        // Every byte looked at is ASCII, and an ASCII byte in UTF-8 is always that character,
+        // so the cut below is at a character boundary.
+        for (i, &b) in bytes.iter().enumerate() {
+            if escaped {
+                escaped = false;
+                continue;
+            }
+            match b {
+                b'\\' => escaped = true,
+                b' ' => fields = true,
+                b'=' if fields && !quoted => equals += 1,
+                b',' if fields && !quoted => commas += 1,
+                b'"' if fields && equals > commas => quoted = !quoted,
+                b'\n' if !quoted => {
+                    let line = &self.rest[..i];
+                    self.rest = &self.rest[i + 1..];
+                    return Some(line);
+                }
+                _ => {}
+            }
+        }
+        let line = self.rest;
+        self.rest = "";
+        Some(line)
+    }
+}
+
 fn is_usable_measurement(name: &str) -> bool {
     check_text(name, MAX_NAME_BYTES).is_ok() && !name.starts_with(['_', '#'])
 }
@@ -886,8 +943,67 @@ pub(crate) mod tests {
             })
     }
 
+    /// The lines InfluxDB 3 numbers in a partial-write answer (its own splitter, empty lines
+    /// left out, as it leaves them out before numbering).
+    fn oracle_lines(body: &str) -> Vec<&str> {
+        oracle::split_lines(body)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn lines_are_split_as_influxdb_splits_them() {
+        for body in [
+            "",
+            "\n\n",
+            "m f=1 1\nm f=2 2\n",
+            "m f=1 1",
+            // A newline inside a string value, escaped quotes and backslashes around it.
+            "m msg=\"Fix login\n\nCloses #12\" 1\nm f=2 2\n",
+            "m s=\"a\\\"\nb\\\\\" 1\nn f=1 2\n",
+            // Quotes in names and tag values are plain characters.
+            "m\"x,t=\"v f=1 1\nm a\"b=1,c=\"x\ny\" 2\n",
+            // An escaped space in the measurement does not start the field set.
+            "m\\ \"q f=\"x\ny\" 1\n",
+        ] {
+            let ours: Vec<&str> = split_lines(body).collect();
+            assert_eq!(ours, oracle_lines(body), "{body:?}");
+        }
+        assert_eq!(
+            split_lines("m msg=\"Fix login\n\nCloses #12\" 1\nm f=2 2\n").count(),
+            2
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_text_is_split_as_influxdb_splits_it(
+            body in prop::collection::vec(
+                prop::sample::select(vec!["m", " ", "=", ",", "\"", "\\", "\n", "f", "1", "é"]),
+                0..40,
+            ).prop_map(|parts| parts.concat())
+        ) {
+            let ours: Vec<&str> = split_lines(&body).collect();
+            prop_assert_eq!(ours, oracle_lines(&body));
+        }
+
+        #[test]
+        fn encoded_points_are_one_line_each(inputs in prop::collection::vec(input(), 1..5)) {
+            let points: Vec<Point> = inputs.iter().filter_map(|input| {
+                let mut p = Point::new(input.measurement, input.time_ms);
+                for (k, v) in &input.tags {
+                    p.tag(k, v).ok()?;
+                }
+                for (k, v) in &input.fields {
+                    p.field(k, v.clone()).ok()?;
+                }
+                (p.field_count() > 0).then_some(p)
+            }).collect();
+            let body = encode_batch(&points);
+            prop_assert_eq!(split_lines(&body).count(), points.len());
+        }
 
         #[test]
         fn generated_points_round_trip(inputs in prop::collection::vec(input(), 1..5)) {
