@@ -11,7 +11,8 @@
 //! logs a credential. It knows nothing of jobs or HTTP clients of the gateway.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::NextTimeout;
@@ -53,6 +54,9 @@ impl Resolver for AddressFirst {
 
 /// InfluxDB's error answers are short JSON; anything longer is cut.
 const MAX_ANSWER_BYTES: u64 = 64 * 1024;
+/// How long after a failed `CREATE DATABASE` it may be tried again, when writes find the
+/// database missing.
+const CREATE_RETRY_EVERY: Duration = Duration::from_secs(60);
 /// How much of InfluxDB's message is kept for answers, states and logs.
 const MAX_MESSAGE_CHARS: usize = 500;
 
@@ -65,8 +69,9 @@ pub struct Influx {
     database: String,
     retention_policy: String,
     api: Api,
-    /// v1 with `create_database`: false until `CREATE DATABASE` succeeded once.
-    database_ready: AtomicBool,
+    /// v1 with `create_database`: when `CREATE DATABASE` last failed, so that a user who may
+    /// not create databases (InfluxDB answers 403) is not asked again on every write.
+    create_failed: Mutex<Option<Instant>>,
     create_database: bool,
     base_url: String,
 }
@@ -134,18 +139,17 @@ impl Influx {
             database: c.database.clone(),
             retention_policy: c.retention_policy.clone(),
             api: c.api,
-            database_ready: AtomicBool::new(!(c.api == Api::V1 && c.create_database)),
+            create_failed: Mutex::new(None),
             create_database: c.api == Api::V1 && c.create_database,
             base_url: base,
         }
     }
 
-    /// v1 with `create_database`: `CREATE DATABASE` (a no-op when it exists). Called at start
-    /// and before writes until it has succeeded once.
-    fn ensure_database(&self) -> Result<(), SinkError> {
-        if self.database_ready.load(Ordering::Relaxed) {
-            return Ok(());
-        }
+    /// v1 with `create_database`: `CREATE DATABASE` (a no-op when it exists). Tried at start,
+    /// and again when a write finds the database missing (not within [`CREATE_RETRY_EVERY`] of
+    /// a failed try). Its failure never holds a write back: the write's own answer
+    /// says what is wrong.
+    fn create_database(&self) -> Result<(), SinkError> {
         let query = format!(
             "q={}",
             encode(&format!(
@@ -158,14 +162,30 @@ impl Influx {
             query.as_bytes(),
             "application/x-www-form-urlencoded",
         );
+        *self.create_failed.lock().unwrap_or_else(|e| e.into_inner()) =
+            result.is_err().then(Instant::now);
         match &result {
-            Ok(()) => {
-                self.database_ready.store(true, Ordering::Relaxed);
-                log::info!("influxdb: database {:?} is ready", self.database);
-            }
+            Ok(()) => log::info!("influxdb: database {:?} is ready", self.database),
+            Err(SinkError::Misconfigured {
+                status: 401 | 403, ..
+            }) => log::warn!(
+                "influxdb: the user may not create database {:?} (it takes an admin); writes go on, and succeed once an admin creates it and grants WRITE (or set influxdb.create_database = false)",
+                self.database
+            ),
             Err(e) => log::warn!("influxdb: cannot create database {:?}: {e}", self.database),
         }
         result
+    }
+
+    /// Whether `CREATE DATABASE` may be tried now: when asked to, and not within
+    /// [`CREATE_RETRY_EVERY`] of a failed try.
+    fn may_create(&self) -> bool {
+        self.create_database
+            && self
+                .create_failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none_or(|at| at.elapsed() >= CREATE_RETRY_EVERY)
     }
 
     fn post(&self, url: &str, body: &[u8], content_type: &str) -> Result<(), SinkError> {
@@ -213,27 +233,30 @@ impl Influx {
 }
 
 impl Sink for Influx {
-    /// Writes line protocol (lines separated by '\n'). On success InfluxDB has stored it.
+    /// Writes line protocol (lines separated by '\n'). On success InfluxDB has stored it. A v1
+    /// database found missing (404) is created when `influxdb.create_database` allows, and the
+    /// write made again at once.
     fn write(&self, lines: &str) -> Result<(), SinkError> {
-        if !self.database_ready.load(Ordering::Relaxed) {
-            // A failure here shows up again as the write's own error, so it is not returned.
-            let _ = self.ensure_database();
-        }
-        let result = self.post(
-            &self.write_url,
-            lines.as_bytes(),
-            "text/plain; charset=utf-8",
-        );
-        if let Err(SinkError::Misconfigured { status: 404, .. }) = &result {
-            // The database may have been dropped while we ran: create it again before the
-            // next write, as at start.
-            self.database_ready
-                .store(!self.create_database, Ordering::Relaxed);
+        let post = || {
+            self.post(
+                &self.write_url,
+                lines.as_bytes(),
+                "text/plain; charset=utf-8",
+            )
+        };
+        let result = post();
+        if let Err(SinkError::Misconfigured { status: 404, .. }) = &result
+            && self.may_create()
+            && self.create_database().is_ok()
+        {
+            // The database was dropped while we ran, or never made: made now.
+            return post();
         }
         result
     }
 
-    /// InfluxDB 1.x, 2.x and 3.x answer `GET /ping` with 204 (3.x may ask for the token).
+    /// InfluxDB 1.x, 2.x and 3.x answer `GET /ping` with 204 (3.x may ask for the token). Only
+    /// whether InfluxDB answers: what a write needs beyond that, the write's answer says.
     fn ping(&self) -> Result<(), SinkError> {
         let mut request = self.agent.get(format!("{}/ping", self.base_url));
         if let Some(auth) = &self.authorization {
@@ -247,14 +270,14 @@ impl Sink for Influx {
                 format!("/ping answered {status}"),
             ));
         }
-        if !self.database_ready.load(Ordering::Relaxed) {
-            return self.ensure_database();
-        }
         Ok(())
     }
 
     fn prepare(&self) -> Result<(), SinkError> {
-        self.ensure_database()
+        if self.create_database {
+            self.create_database()?;
+        }
+        Ok(())
     }
 
     /// v1: `SHOW FIELD KEYS` and `SHOW TAG KEYS` of the measurements, in one query. A database

@@ -52,6 +52,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// will not read (influxd answers 413 and closes while the client still sends), once `/ping`
 /// shows InfluxDB is up: the batch is split, not retried whole forever.
 const RESET_SUSPECT_BYTES: usize = 1 << 20;
+/// How often, at most, the log says again that InfluxDB still fails.
+const REMINDER_EVERY: Duration = Duration::from_secs(60);
 /// Per-run heartbeat refusals remembered at most; the oldest are forgotten first.
 const REFUSALS_KEPT: usize = 20_000;
 /// How long a refusal waits for its request to read it, in multiples of the longest a request
@@ -116,14 +118,33 @@ impl std::fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
-/// What delivery has seen of InfluxDB, for the state page.
+/// What delivery has seen of InfluxDB, for the state page. The fields say one thing: `up` is
+/// whether InfluxDB takes writes (a refusal of bad data is an answer, so it counts as up);
+/// a probe that answers while writes fail (InfluxDB answers `/ping` but the database is
+/// missing) does not make it up. While `up` is false, `last_error` is newer than
+/// `last_success`.
 #[derive(Debug, Clone, Default)]
 pub struct Health {
-    /// `None` until InfluxDB answered a write or a probe; then whether the last one worked.
+    /// `None` until InfluxDB answered a write or the start's probe; then whether the last
+    /// write (or, before any write, that probe) worked.
     pub up: Option<bool>,
+    /// When InfluxDB last stored a write.
     pub last_success: Option<SystemTime>,
     /// When, and the error, as a sentence.
     pub last_error: Option<(SystemTime, String)>,
+}
+
+/// A streak of failed writes and probes, for the log's account of it: the first failure is
+/// told at once, then a reminder at most every [`REMINDER_EVERY`], an error once the log is
+/// half full, and one line once the log is delivered again.
+#[derive(Default)]
+struct Streak {
+    /// When the streak's first failure came; `None` while InfluxDB takes the log.
+    since: Option<Instant>,
+    /// When it was last told.
+    told: Option<Instant>,
+    /// Whether the log passing half of `storage.max_spool_bytes` was told in this streak.
+    half_full_told: bool,
 }
 
 /// The last refusal of a run's heartbeat.
@@ -174,6 +195,8 @@ pub struct Delivery {
     learned_max_bytes: std::sync::atomic::AtomicUsize,
     /// Units InfluxDB refused so far: a refusal may mean its schema changed.
     refusals_seen: AtomicU64,
+    /// The failures since InfluxDB last took the log, for the log's account of them.
+    streak: Mutex<Streak>,
 }
 
 /// A unit of a batch (or a part of one, when a unit too large for one write was cut), with
@@ -246,6 +269,7 @@ impl Delivery {
             stopping: AtomicBool::new(false),
             learned_max_bytes: std::sync::atomic::AtomicUsize::new(limits.max_bytes),
             refusals_seen: AtomicU64::new(0),
+            streak: Mutex::new(Streak::default()),
         }
     }
 
@@ -305,7 +329,9 @@ impl Delivery {
         lock(&self.refusals).clone()
     }
 
-    fn record_health(&self, result: &Result<(), SinkError>) {
+    /// Notes a write's outcome in the health: stored, refused (InfluxDB is up, it only did not
+    /// like the data) or failed.
+    fn record_write(&self, result: &Result<(), SinkError>) {
         let mut health = lock(&self.health);
         match result {
             Ok(()) => {
@@ -314,7 +340,6 @@ impl Delivery {
             }
             Err(e) => {
                 health.last_error = Some((SystemTime::now(), e.to_string()));
-                // A refusal is an answer: InfluxDB is up, it only did not like the data.
                 let up = if e.disposition() == Disposition::Reject {
                     UP
                 } else {
@@ -322,6 +347,83 @@ impl Delivery {
                 };
                 self.up.store(up, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// Notes a probe's outcome: a failure is an error and InfluxDB is down; an answer makes it
+    /// up only before anything else was known (at start), since `/ping` answering says nothing
+    /// of whether writes are taken.
+    fn record_probe(&self, result: &Result<(), SinkError>) {
+        let mut health = lock(&self.health);
+        match result {
+            Ok(()) => {
+                let _ = self
+                    .up
+                    .compare_exchange(UNKNOWN, UP, Ordering::Relaxed, Ordering::Relaxed);
+            }
+            Err(e) => {
+                health.last_error = Some((SystemTime::now(), e.to_string()));
+                self.up.store(DOWN, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Tells the log of a failure that keeps points waiting: the first of a streak at once
+    /// (as an error when only a person can fix it), then at most every [`REMINDER_EVERY`]
+    /// with what waits and since when; an error once the undelivered log passes half of
+    /// `storage.max_spool_bytes`.
+    fn tell_failure(&self, e: &SinkError) {
+        let mut streak = lock(&self.streak);
+        let now = Instant::now();
+        let (records, bytes) = self.log.undelivered();
+        let misconfigured = e.disposition() == Disposition::RetryMisconfigured;
+        let level = if misconfigured {
+            log::Level::Error
+        } else {
+            log::Level::Warn
+        };
+        let advice = if misconfigured {
+            "fix the [influxdb] credentials, database or bucket"
+        } else {
+            "they are delivered once it takes writes again"
+        };
+        match streak.since {
+            None => {
+                streak.since = Some(now);
+                streak.told = Some(now);
+                log::log!(
+                    level,
+                    "{e}: points wait in the log ({records} records, {bytes} bytes); {advice}"
+                );
+            }
+            Some(since) if streak.told.is_none_or(|t| now - t >= REMINDER_EVERY) => {
+                streak.told = Some(now);
+                log::log!(
+                    level,
+                    "influxdb has not taken writes for {}s: {records} records ({bytes} bytes) wait in the log; {advice}; the last error: {e}",
+                    (now - since).as_secs()
+                );
+            }
+            Some(_) => log::debug!("influxdb still fails: {e}"),
+        }
+        let limit = self.log.limit();
+        if !streak.half_full_told && bytes > limit / 2 {
+            streak.half_full_told = true;
+            log::error!(
+                "the log holds {bytes} bytes not yet delivered, over half of storage.max_spool_bytes ({limit}): when it is full, requests get 503 until influxdb takes writes again"
+            );
+        }
+    }
+
+    /// Tells the log, once, that InfluxDB took the whole log again after a streak of failures.
+    fn tell_delivered(&self) {
+        let mut streak = lock(&self.streak);
+        if let Some(since) = streak.since.take() {
+            *streak = Streak::default();
+            log::info!(
+                "influxdb takes writes again: the log is delivered, {}s after the first failure",
+                since.elapsed().as_secs()
+            );
         }
     }
 
@@ -336,11 +438,16 @@ impl Delivery {
         self.sink.schema(&crate::ingest::points::MEASUREMENTS)
     }
 
-    /// Makes InfluxDB ready for writes (v1: `CREATE DATABASE`) and decides whether it is up;
-    /// run once at start by the deliverer.
+    /// Makes InfluxDB ready for writes (v1: `CREATE DATABASE`, which the sink tells of when it
+    /// fails, and which holds nothing back) and probes whether it answers; run once at start by
+    /// the deliverer.
     fn prepare(&self) {
-        let result = self.sink.prepare().and_then(|()| self.sink.ping());
-        self.record_health(&result);
+        let _ = self.sink.prepare();
+        let result = self.sink.ping();
+        if let Err(e) = &result {
+            self.tell_failure(e);
+        }
+        self.record_probe(&result);
     }
 
     /// Puts a request's points (`units`) and job-table change into one record of the log, and
@@ -417,6 +524,8 @@ impl Delivery {
         let mut backoff = BACKOFF_MIN;
         // The batch at the front failed at least once.
         let mut retried = false;
+        // When InfluxDB was last probed while nothing waited to be written.
+        let mut idle_probe: Option<Instant> = None;
         while !self.is_stopping() {
             if queue.iter().map(|r| r.bytes).sum::<u64>() < self.limits.max_bytes as u64 {
                 match self.log.read(&mut at, self.limits.max_bytes as u64) {
@@ -430,6 +539,25 @@ impl Delivery {
             }
             if queue.is_empty() {
                 *lock(&self.waiting_since) = None;
+                if self.up.load(Ordering::Relaxed) == DOWN
+                    && idle_probe.is_none_or(|at: Instant| at.elapsed() >= backoff)
+                {
+                    // Nothing waits to be written, so a probe that answers is all there is to
+                    // know: InfluxDB is up again.
+                    idle_probe = Some(Instant::now());
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    match self.sink.ping() {
+                        Ok(()) => {
+                            self.up.store(UP, Ordering::Relaxed);
+                            self.tell_delivered();
+                            backoff = BACKOFF_MIN;
+                        }
+                        Err(e) => {
+                            self.record_probe(&Err(e.clone()));
+                            self.tell_failure(&e);
+                        }
+                    }
+                }
                 self.log
                     .wait_for_more(at.next_seq - 1, Duration::from_secs(1));
                 continue;
@@ -453,6 +581,9 @@ impl Delivery {
                     } else {
                         Some(Instant::now())
                     };
+                    if queue.is_empty() && self.log.undelivered().0 == 0 {
+                        self.tell_delivered();
+                    }
                     backoff = BACKOFF_MIN;
                 }
                 Err(e) => {
@@ -488,16 +619,7 @@ impl Delivery {
     /// After a failure that may pass: says so, then waits (probing with `/ping`) until
     /// InfluxDB answers again.
     fn wait_for_influxdb(&self, e: &SinkError, backoff: &mut Duration) {
-        if e.disposition() == Disposition::RetryMisconfigured {
-            // Nothing arrives until a person fixes the configuration: say so each time.
-            log::error!(
-                "{e}: points wait in the log until the [influxdb] credentials, database or bucket are fixed"
-            );
-        } else if self.up.load(Ordering::Relaxed) != DOWN {
-            log::warn!("{e}: points wait in the log until it answers again");
-        } else {
-            log::debug!("delivery paused for {backoff:?}: {e}");
-        }
+        self.tell_failure(e);
         self.up.store(DOWN, Ordering::Relaxed);
         // Requests waiting in "influxdb" mode are answered now: their points are recorded.
         self.settled_changed.notify_all();
@@ -505,10 +627,13 @@ impl Delivery {
             self.pause(*backoff);
             *backoff = (*backoff * 2).min(BACKOFF_MAX);
             let result = self.sink.ping();
-            self.record_health(&result);
-            if result.is_ok() {
-                log::info!("influxdb answers again; delivering the log");
-                return;
+            self.record_probe(&result);
+            match result {
+                Ok(()) => {
+                    log::debug!("influxdb answers /ping; trying the write again");
+                    return;
+                }
+                Err(e) => self.tell_failure(&e),
             }
         }
     }
@@ -784,7 +909,7 @@ impl Delivery {
                     "the InfluxDB client panicked".into(),
                 ))
             });
-        self.record_health(&result);
+        self.record_write(&result);
         result
     }
 

@@ -27,8 +27,9 @@ pub trait Sink: Send + Sync {
     }
 
     /// Makes the destination ready to take writes (for InfluxDB 1.x with
-    /// `influxdb.create_database`: `CREATE DATABASE`). Called at start and retried by the
-    /// sink itself before writes until it succeeds once.
+    /// `influxdb.create_database`: `CREATE DATABASE`). Called once at start; its failure is
+    /// told but holds nothing back (the sink may try again when a write finds the database
+    /// missing).
     fn prepare(&self) -> Result<(), SinkError> {
         Ok(())
     }

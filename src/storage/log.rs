@@ -649,6 +649,11 @@ impl Log {
         self.lock().undelivered
     }
 
+    /// `storage.max_spool_bytes`: the bytes of undelivered records the log takes at most.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
     /// Records not yet delivered, and their bytes.
     pub fn undelivered(&self) -> (u64, u64) {
         let inner = self.lock();

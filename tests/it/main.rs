@@ -17,6 +17,7 @@ mod gateway;
 mod harness_selftest;
 mod hostile;
 mod influx_api;
+mod influx_trouble;
 mod limits;
 mod metrics;
 mod schema;

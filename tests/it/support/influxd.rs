@@ -442,3 +442,32 @@ fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+impl Influxd {
+    /// Runs `q` as `user` (influxd with `auth-enabled = true`), and panics when InfluxDB
+    /// answers other than 200 or a statement reports an error.
+    pub fn exec_as(&self, user: &str, password: &str, q: &str) -> Value {
+        let path = format!("/query?u={}&p={}", urlencode(user), urlencode(password));
+        let body = format!("q={}", urlencode(q));
+        let resp = request(
+            self.addr(),
+            "POST",
+            &path,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            Some(&body),
+        );
+        let v = resp.json();
+        let failed = v["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r.get("error").is_some());
+        if resp.status != 200 || failed {
+            panic!(
+                "InfluxDB statement {q:?} as {user:?} answered {}: {}",
+                resp.status, resp.body
+            );
+        }
+        v
+    }
+}
