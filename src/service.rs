@@ -15,12 +15,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 use crate::delivery::{Delivery, Failure, Outcome, WriteLimits};
-use crate::ingest::line_protocol::encode_batch;
+use crate::ingest::line_protocol::{Point, encode_batch};
 use crate::ingest::payload::{Commit, Record};
 use crate::ingest::points::{self, Run};
 use crate::state::jobs::{Ages, Bounds, Change, Job, Jobs, Quota, Refusal, Tick};
 use crate::state::journal::{JournalError, Snapshots};
-use crate::state::schema::{Conflict, Schema};
+use crate::state::schema::{Claim, Conflict, Schema};
 use crate::stats::Stats;
 use crate::storage::record::{Kind, Unit};
 
@@ -337,6 +337,9 @@ impl Service {
         self.check_schema(points::HEARTBEAT, &record.fields, tags.clone())?;
         self.check_tags(&[points::EVENTS], tags)?;
         let points = points::register(&run, &record, now_ms);
+        // Checked above for the order of the answers; checked again and claimed here in one
+        // step, so a request racing with another type of a new field is refused.
+        let claim = self.claim(&points)?;
         let lines = encode_batch(&points);
         let uuid = run.uuid;
         let mut job = Job::running(run, record.fields, now_ms);
@@ -354,7 +357,7 @@ impl Service {
             )
             .map_err(Refused::NotRecorded)?;
         slot.fill(job);
-        self.schema.learn(&points);
+        self.learned(claim, &points);
         log::info!("run {uuid} registered");
         Ok(Registered {
             uuid,
@@ -378,15 +381,22 @@ impl Service {
         if !self.jobs.is_for(&uuid, caller.map(|q| q.owner)) {
             return Err(Refused::UnknownRun(uuid));
         }
-        match self.check_schema(points::HEARTBEAT, &record.fields, std::iter::empty()) {
-            // A field named like one of the run's own tags is the run's refusal, as without a
-            // schema.
-            Err(Refused::SchemaConflict {
-                conflict: Conflict::TagAndField { name, .. },
-                ..
-            }) if self.jobs.has_tag(&uuid, &name) => return Err(Refused::FieldIsTag),
-            other => other?,
-        }
+        // Checked and claimed in one step, held until the change is on disk.
+        let claimed = if self.check_schema {
+            let mut claim = self.schema.claim();
+            let fields = record.fields.iter().map(|(k, v)| (k.as_str(), v));
+            match claim.fields(points::HEARTBEAT, fields, std::iter::empty()) {
+                Ok(()) => Some(claim),
+                // A field named like one of the run's own tags is the run's refusal, as
+                // without a schema.
+                Err(Conflict::TagAndField { name, .. }) if self.jobs.has_tag(&uuid, &name) => {
+                    return Err(Refused::FieldIsTag);
+                }
+                Err(conflict) => return Err(self.schema_refused(conflict)),
+            }
+        } else {
+            None
+        };
         let fields = record.fields.clone();
         let change = self
             .jobs
@@ -395,7 +405,10 @@ impl Service {
         self.delivery
             .record(Kind::Request, &change, &[], &self.stats)
             .map_err(Refused::NotRecorded)?;
-        self.schema.learn_fields(points::HEARTBEAT, &fields);
+        match claimed {
+            Some(claim) => claim.written(),
+            None => self.schema.learn_fields(points::HEARTBEAT, &fields),
+        }
         Ok(())
     }
 
@@ -452,11 +465,21 @@ impl Service {
         let tags = run.tags.iter().map(|(k, _)| k.as_str());
         self.check_schema(points::RESULT, &commit.record.fields, tags.clone())?;
         self.check_tags(&[points::REQUEST_STATS, points::EVENTS], tags)?;
+        let mut claim = self.schema.claim();
         let left_out = match commit.stats.as_mut() {
-            Some(stats) if self.check_schema => self.leave_out_conflicts(stats),
+            Some(stats) if self.check_schema => self.leave_out_conflicts(stats, &mut claim),
             _ => 0,
         };
         let points = points::commit(&run, &commit.record, commit.stats.as_ref(), now_ms);
+        let claim = match self.check_schema {
+            true => {
+                claim
+                    .points(&points)
+                    .map_err(|conflict| self.schema_refused(conflict))?;
+                Some(claim)
+            }
+            false => None,
+        };
         let lines = encode_batch(&points);
         let change = self
             .jobs
@@ -473,7 +496,7 @@ impl Service {
             )
             .map_err(Refused::NotRecorded)?;
         guard.finish(now_ms);
-        self.schema.learn(&points);
+        self.learned(claim, &points);
         log::info!("run {uuid} committed");
         // The rows InfluxDB holds: a row left with nothing to record is not a point.
         let rows = points
@@ -595,14 +618,19 @@ impl Service {
     }
 
     /// Leaves out of the points the `requestStats` members InfluxDB would refuse, as far as the
-    /// gateway knows (a number where earlier runs wrote text, a name that is a tag there): the
-    /// load test's data never fails a commit, nor sends its row to the dead letters. They stay
-    /// in the `requestStats` text. Returns how many were left out.
-    fn leave_out_conflicts(&self, stats: &mut crate::ingest::payload::RequestStats) -> usize {
-        let fits =
+    /// gateway knows (a number where earlier runs wrote text, or where a commit under way
+    /// claimed it as a boolean; a name that is a tag there): the load test's data never fails a
+    /// commit, nor sends its row to the dead letters. They stay in the `requestStats` text.
+    /// Each member kept is claimed by `claim` as it is checked. Returns how many were left out.
+    fn leave_out_conflicts(
+        &self,
+        stats: &mut crate::ingest::payload::RequestStats,
+        claim: &mut Claim<'_>,
+    ) -> usize {
+        let mut fits =
             |measurement: &str, (k, v): &(String, crate::ingest::line_protocol::FieldValue)| {
-                self.schema
-                    .check(measurement, [(k.as_str(), v)], std::iter::empty())
+                claim
+                    .fields(measurement, [(k.as_str(), v)], std::iter::empty())
                     .is_ok()
             };
         let before = stats.scalars.len() + stats.rows.iter().map(|r| r.fields.len()).sum::<usize>();
@@ -612,6 +640,28 @@ impl Service {
         }
         let after = stats.scalars.len() + stats.rows.iter().map(|r| r.fields.len()).sum::<usize>();
         before - after
+    }
+
+    /// Checks the fields and tags of `points` against what the gateway knows and what other
+    /// requests under way claimed, and claims them, in one step; `None` without
+    /// `influxdb.check_schema`. The claim is let go if the request is not recorded.
+    fn claim(&self, points: &[Point]) -> Result<Option<Claim<'_>>, Refused> {
+        if !self.check_schema {
+            return Ok(None);
+        }
+        let mut claim = self.schema.claim();
+        claim
+            .points(points)
+            .map_err(|conflict| self.schema_refused(conflict))?;
+        Ok(Some(claim))
+    }
+
+    /// The request's record is on disk: what it wrote is learned.
+    fn learned(&self, claim: Option<Claim<'_>>, points: &[Point]) {
+        match claim {
+            Some(claim) => claim.written(),
+            None => self.schema.learn(points),
+        }
     }
 
     /// [`Service::check_schema`] of tags alone, in each of `measurements`.
@@ -1142,6 +1192,20 @@ pub(crate) mod tests {
             .schema
             .update_from_influxdb(Default::default(), true);
         register(&f, r#"{"measurement":{"fields":{"clients":"ten"}}}"#).unwrap();
+    }
+
+    #[test]
+    fn a_register_that_fails_on_disk_does_not_hold_its_new_field_type_against_others() {
+        let f = fixture("service-schema-claim-failed", 10, 1 << 20);
+        f.service.delivery.log().fail_next_writes(1);
+        let err = register(&f, r#"{"measurement":{"fields":{"fresh":1.5}}}"#).unwrap_err();
+        assert!(matches!(err, Refused::NotRecorded(_)), "{err:?}");
+        // Nobody wrote a number to it: a string is taken, and held from then on.
+        register(&f, r#"{"measurement":{"fields":{"fresh":"s"}}}"#).unwrap();
+        assert!(matches!(
+            register(&f, r#"{"measurement":{"fields":{"fresh":2}}}"#),
+            Err(Refused::SchemaConflict { .. })
+        ));
     }
 
     #[test]
