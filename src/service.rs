@@ -64,6 +64,33 @@ pub struct Service {
     /// `influxdb.check_schema`: refuse at the request what InfluxDB would refuse for a schema
     /// conflict.
     pub check_schema: bool,
+    /// The monotonic clock the expiry of runs runs on.
+    pub clock: Clock,
+}
+
+/// Where the use-cases read monotonic time: the system's `Instant`, or, in tests, one the
+/// test sets.
+#[derive(Debug, Default)]
+pub struct Clock {
+    #[cfg(test)]
+    set: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Clock {
+    /// Now, on the monotonic clock.
+    pub fn now(&self) -> Instant {
+        #[cfg(test)]
+        if let Some(at) = *self.set.lock().unwrap_or_else(|e| e.into_inner()) {
+            return at;
+        }
+        Instant::now()
+    }
+
+    /// From now on the clock says `at`.
+    #[cfg(test)]
+    pub fn set(&self, at: Instant) {
+        *self.set.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+    }
 }
 
 /// Wakes the thread that reads InfluxDB's schema again.
@@ -343,6 +370,7 @@ impl Service {
         let lines = encode_batch(&points);
         let uuid = run.uuid;
         let mut job = Job::running(run, record.fields, now_ms);
+        job.seen_mono_ms = self.jobs.mono_ms(self.clock.now());
         job.owner = quota.map(|q| q.owner.to_string());
         let change = slot
             .prepare(&job, &self.rules.bounds)
@@ -366,8 +394,8 @@ impl Service {
     }
 
     /// Live progress: new field values for the following heartbeats. Writes no point itself.
-    /// The change is made at once, and recorded; when the log cannot record it, the answer is
-    /// an error (the new values stay in memory until the next progress).
+    /// The change is prepared, recorded, and made once on disk; when the log cannot record it,
+    /// the answer is an error and the run is as before (its fields, expiry clocks and state).
     ///
     /// `caller` is the client that sent it (`None` without tokens): a run registered with
     /// another token is unknown to it, and a run it revives takes one of its places.
@@ -398,13 +426,22 @@ impl Service {
             None
         };
         let fields = record.fields.clone();
-        let change = self
+        let mono_ms = self.jobs.mono_ms(self.clock.now());
+        let (change, prepared) = self
             .jobs
-            .progress(&uuid, record.fields, now_ms, &self.rules.bounds, caller)
+            .prepare_progress(
+                &uuid,
+                record.fields,
+                (now_ms, mono_ms),
+                &self.rules.bounds,
+                caller,
+            )
             .map_err(|r| Refused::of_owner(uuid, r, caller))?;
+        // Dropped on the way out (not recorded), `prepared` leaves the job as it was.
         self.delivery
             .record(Kind::Request, &change, &[], &self.stats)
             .map_err(Refused::NotRecorded)?;
+        prepared.applied();
         match claimed {
             Some(claim) => claim.written(),
             None => self.schema.learn_fields(points::HEARTBEAT, &fields),
@@ -520,7 +557,7 @@ impl Service {
     pub fn tick(&self, now_ms: i64) {
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         let tick = self.jobs.tick(
-            now_ms,
+            (now_ms, self.jobs.mono_ms(self.clock.now())),
             &Ages {
                 max_age_ms: ms(self.rules.max_age),
                 progress_timeout_ms: ms(self.rules.progress_timeout),
@@ -591,6 +628,11 @@ impl Service {
             {
                 Ok(_) => self.jobs.count_beats(&beats),
                 Err(why) => {
+                    // The table made the tick's changes (expiries, removals): they go out with
+                    // the next change instead.
+                    if i == 0 {
+                        self.jobs.unrecorded(tick.change.clone());
+                    }
                     // Heartbeats were promised to nobody; losing some is logged, not fatal.
                     Stats::add(&self.stats.heartbeats_dropped, beats.len());
                     log::warn!("{} heartbeats dropped: {why}", beats.len());
@@ -776,7 +818,7 @@ pub(crate) mod tests {
     use crate::ingest::payload::{
         PayloadLimits, commit as parse_commit, register as parse_register,
     };
-    use crate::state::jobs::State;
+    use crate::state::jobs::{Job, State};
     use crate::state::schema::Schema;
     use crate::storage::dead_letters::DeadLetters;
     use crate::storage::log::Log;
@@ -859,6 +901,7 @@ pub(crate) mod tests {
             schema: Schema::new(loaded.restored.schema),
             schema_stale: SchemaRefresh::default(),
             check_schema: true,
+            clock: Clock::default(),
         });
         let running = Arc::clone(&service);
         let deliverer = std::thread::spawn(move || running.delivery.run(position, &running.stats));
@@ -1083,16 +1126,20 @@ pub(crate) mod tests {
     #[test]
     fn a_tick_records_each_running_run_and_expires_the_silent_ones() {
         let f = fixture("service-tick", 10, 1 << 20);
+        let t0 = Instant::now();
+        f.service.clock.set(t0);
         let a = register(&f, r#"{"measurement":{"fields":{"clients":1}}}"#)
             .unwrap()
             .uuid;
         let b = register(&f, "{}").unwrap().uuid;
         commit(&f, b).unwrap();
         let before = f.sink.stored().len();
+        f.service.clock.set(t0 + Duration::from_secs(60));
         f.service.tick(1_000 + 60_000);
         let beats: Vec<String> = stored(&f, before + 1)[before..].to_vec();
         assert_eq!(beats.len(), 1, "only the running run beats: {beats:?}");
         assert!(beats[0].contains(&a.to_string()) && beats[0].contains("elapsed=60"));
+        f.service.clock.set(t0 + Duration::from_secs(3600));
         f.service.tick(1_000 + 3_600_000);
         assert!(matches!(state(&f, a), Some(State::Expired { .. })));
         let all = stored(&f, before + 2);
@@ -1134,6 +1181,165 @@ pub(crate) mod tests {
         );
         assert!(matches!(find(b).state, State::Finished { at_ms: 2_000 }));
         let _ = std::fs::remove_dir_all(&copy);
+    }
+
+    /// The jobs a start would find in a copy of the fixture's directory as it is now.
+    fn restored(f: &Fixture, name: &str) -> Vec<Job> {
+        let copy = std::env::temp_dir().join(format!("mc-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&copy);
+        copy_dir(&f.dir.0, &copy);
+        let snapshots = Snapshots::new(&copy);
+        let mut restore = snapshots.read().unwrap();
+        Log::open(&copy.join("log"), 1 << 20, false, &mut |c| {
+            restore.log_changes(c)
+        })
+        .unwrap();
+        let loaded = snapshots.finish(restore, &copy.join("log"), 100).unwrap();
+        let _ = std::fs::remove_dir_all(&copy);
+        loaded.jobs.list(usize::MAX)
+    }
+
+    fn progress(f: &Fixture, uuid: Uuid, body: &str, now_ms: i64) -> Result<(), Refused> {
+        let record = parse_register(body.as_bytes(), LIMITS).unwrap();
+        f.service.progress(uuid, record, None, now_ms)
+    }
+
+    #[test]
+    fn a_progress_that_is_not_recorded_changes_neither_the_heartbeats_nor_what_a_restart_finds() {
+        let f = fixture("service-progress-not-recorded", 10, 1 << 20);
+        let t0 = Instant::now();
+        f.service.clock.set(t0);
+        let uuid = register(&f, r#"{"measurement":{"fields":{"step":1}}}"#)
+            .unwrap()
+            .uuid;
+        progress(&f, uuid, r#"{"measurement":{"fields":{"step":1}}}"#, 1_500).unwrap();
+        f.service.delivery.log().fail_next_writes(1);
+        f.service.clock.set(t0 + Duration::from_secs(100));
+        let err = progress(
+            &f,
+            uuid,
+            r#"{"measurement":{"fields":{"step":2}}}"#,
+            101_000,
+        );
+        assert!(matches!(err, Err(Refused::NotRecorded(_))), "{err:?}");
+        let job = f.service.jobs.list(1)[0].clone();
+        assert_eq!(job.fields, [("step".to_string(), FieldValue::Float(1.0))]);
+        assert_eq!(
+            job.last_seen_ms, 1_500,
+            "the expiry clocks did not start again"
+        );
+        // The next heartbeat carries the old value.
+        let before = f.sink.stored().len();
+        f.service.tick(102_000);
+        let beat = stored(&f, before + 1)[before].clone();
+        assert!(
+            beat.contains("step=1") && !beat.contains("step=2"),
+            "{beat}"
+        );
+        // So does a start after a stop (which writes a snapshot).
+        f.service.save_snapshot();
+        let jobs = restored(&f, "progress-not-recorded");
+        assert_eq!(
+            jobs[0].fields,
+            [("step".to_string(), FieldValue::Float(1.0))]
+        );
+        assert_eq!(jobs[0].last_seen_ms, 1_500);
+        // And the run is not stuck: the next progress is recorded and taken.
+        progress(
+            &f,
+            uuid,
+            r#"{"measurement":{"fields":{"step":3}}}"#,
+            103_000,
+        )
+        .unwrap();
+        assert_eq!(
+            f.service.jobs.list(1)[0].fields,
+            [("step".to_string(), FieldValue::Float(3.0))]
+        );
+    }
+
+    #[test]
+    fn a_progress_or_commit_of_an_expired_run_that_is_not_recorded_leaves_it_expired_as_it_was() {
+        let f = fixture("service-revive-not-recorded", 10, 1 << 20);
+        let t0 = Instant::now();
+        f.service.clock.set(t0);
+        let uuid = register(&f, "{}").unwrap().uuid;
+        f.service.clock.set(t0 + Duration::from_secs(3600));
+        f.service.tick(1_000 + 3_600_000);
+        let expired = state(&f, uuid);
+        assert!(
+            matches!(expired, Some(State::Expired { .. })),
+            "{expired:?}"
+        );
+        let places = f.service.jobs.counts();
+        f.service.delivery.log().fail_next_writes(1);
+        let err = progress(
+            &f,
+            uuid,
+            r#"{"measurement":{"fields":{"step":2}}}"#,
+            3_700_000,
+        );
+        assert!(matches!(err, Err(Refused::NotRecorded(_))), "{err:?}");
+        assert_eq!(state(&f, uuid), expired);
+        assert_eq!(f.service.jobs.counts(), places);
+        f.service.delivery.log().fail_next_writes(1);
+        assert!(matches!(commit(&f, uuid), Err(Refused::NotRecorded(_))));
+        assert_eq!(state(&f, uuid), expired, "the same expiry time");
+        f.service.save_snapshot();
+        let jobs = restored(&f, "revive-not-recorded");
+        assert_eq!(Some(jobs[0].state), expired);
+        assert!(jobs[0].fields.is_empty());
+    }
+
+    #[test]
+    fn a_wall_clock_step_forward_expires_no_run_still_reporting_and_stamps_nothing_ahead() {
+        // max_age is 1 h, progress_timeout 10 min (the fixture's).
+        let f = fixture("service-wall-clock-step", 10, 1 << 20);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        f.service.clock.set(at(0));
+        let uuid = register(&f, r#"{"measurement":{"fields":{"step":1}}}"#)
+            .unwrap()
+            .uuid;
+        f.service.clock.set(at(1));
+        progress(&f, uuid, r#"{"measurement":{"fields":{"step":2}}}"#, 2_000).unwrap();
+        // The wall clock steps 11 minutes forward for 3 s: the run still reports.
+        let before = f.sink.stored().len();
+        f.service.clock.set(at(2));
+        f.service.tick(2_000 + 11 * 60_000);
+        f.service.clock.set(at(3));
+        progress(
+            &f,
+            uuid,
+            r#"{"measurement":{"fields":{"step":3}}}"#,
+            3_000 + 11 * 60_000,
+        )
+        .unwrap();
+        f.service.clock.set(at(4));
+        f.service.tick(4_000);
+        assert_eq!(state(&f, uuid), Some(State::Running));
+        assert_eq!(stored(&f, before + 2).len(), before + 2, "two heartbeats");
+        // Silent from then on, it expires by the monotonic clock, 10 min after it was last heard
+        // from: stamped then, though the wall clock has stepped an hour ahead at that tick.
+        f.service.clock.set(at(3 + 600));
+        let wall = 4_000 + 600_000 + 3_600_000;
+        f.service.tick(wall);
+        let lines = stored(&f, before + 3);
+        let event = lines.last().unwrap();
+        assert!(event.contains("event=expired"), "{event}");
+        let stamp: i64 = event.rsplit(' ').next().unwrap().parse().unwrap();
+        let last_seen = 3_000 + 11 * 60_000;
+        assert_eq!(stamp, (last_seen + 600_000).min(wall));
+        assert!(stamp <= wall);
+        assert!(matches!(state(&f, uuid), Some(State::Expired { at_ms }) if at_ms == stamp));
+        // A wall clock behind: the stamp is never ahead of it.
+        let other = register(&f, "{}").unwrap().uuid;
+        f.service.clock.set(at(3 + 600 + 3600));
+        f.service.tick(500);
+        assert!(matches!(
+            state(&f, other),
+            Some(State::Expired { at_ms: 500 })
+        ));
     }
 
     fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
