@@ -11,10 +11,11 @@
 //! whole saved state, or its removal) with the next number of the table's changes, handed back
 //! to the caller as a [`Change`], which puts it into the log with the points of the same
 //! request. Records applied in the order of their numbers over any older state of the table
-//! give the newest one, whatever order they reached the disk in. Two changes are *prepared*
-//! rather than made at once: a register's new job and a commit's end. The table changes only
-//! once their record is on disk ([`Slot::fill`], [`Jobs::end_commit`]), so a snapshot never
-//! shows a run finished whose result may yet be lost; the snapshot says it covers the changes
+//! give the newest one, whatever order they reached the disk in. A request's changes are
+//! *prepared* rather than made at once: a register's new job, a progress, a commit's end. The
+//! table changes only once their record is on disk ([`Slot::fill`],
+//! [`PreparedProgress::applied`], [`Jobs::end_commit`]), so a request answered with an error
+//! changed nothing, and a snapshot never shows a run finished whose result may yet be lost; the snapshot says it covers the changes
 //! below the oldest one still prepared. Changes made while forgetting old runs wait in the
 //! table and go out with the next change. This module does no I/O.
 //!

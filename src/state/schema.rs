@@ -4,8 +4,9 @@
 //! a field (InfluxDB 3 refuses that too) is answered 400 at once, naming the field and the type
 //! earlier runs used, instead of ending in the dead letters.
 //!
-//! The knowledge comes from two places: the gateway's own accepted writes (learned as each
-//! request's record is written), and InfluxDB itself (`SHOW FIELD KEYS`, `SHOW TAG KEYS`), read
+//! The knowledge comes from two places: the gateway's own accepted writes (each request checks
+//! and claims the names it writes in one step, and what it claimed is learned once its record
+//! is written, or let go if it is not: see [`Claim`]), and InfluxDB itself (`SHOW FIELD KEYS`, `SHOW TAG KEYS`), read
 //! at start, every `influxdb.schema_refresh`, and soon after a refusal, so that a schema that
 //! changed under the gateway — a dropped measurement, a new database, a retention policy that
 //! expired the old points — stops being held against requests. While the log is fully
