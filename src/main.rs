@@ -440,6 +440,7 @@ fn run() -> Result<(), StartError> {
         schema: Schema::new(loaded.restored.schema),
         schema_stale: SchemaRefresh::default(),
         check_schema: c.influxdb.check_schema,
+        clock: service::Clock::default(),
     });
     // A fresh snapshot holds everything read back: the log can let go of what is delivered.
     match service.try_save_snapshot() {

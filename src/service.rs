@@ -15,12 +15,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 use crate::delivery::{Delivery, Failure, Outcome, WriteLimits};
-use crate::ingest::line_protocol::encode_batch;
+use crate::ingest::line_protocol::{Point, encode_batch};
 use crate::ingest::payload::{Commit, Record};
 use crate::ingest::points::{self, Run};
 use crate::state::jobs::{Ages, Bounds, Change, Job, Jobs, Quota, Refusal, Tick};
 use crate::state::journal::{JournalError, Snapshots};
-use crate::state::schema::{Conflict, Schema};
+use crate::state::schema::{Claim, Conflict, Schema};
 use crate::stats::Stats;
 use crate::storage::record::{Kind, Unit};
 
@@ -64,6 +64,33 @@ pub struct Service {
     /// `influxdb.check_schema`: refuse at the request what InfluxDB would refuse for a schema
     /// conflict.
     pub check_schema: bool,
+    /// The monotonic clock the expiry of runs runs on.
+    pub clock: Clock,
+}
+
+/// Where the use-cases read monotonic time: the system's `Instant`, or, in tests, one the
+/// test sets.
+#[derive(Debug, Default)]
+pub struct Clock {
+    #[cfg(test)]
+    set: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Clock {
+    /// Now, on the monotonic clock.
+    pub fn now(&self) -> Instant {
+        #[cfg(test)]
+        if let Some(at) = *self.set.lock().unwrap_or_else(|e| e.into_inner()) {
+            return at;
+        }
+        Instant::now()
+    }
+
+    /// From now on the clock says `at`.
+    #[cfg(test)]
+    pub fn set(&self, at: Instant) {
+        *self.set.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+    }
 }
 
 /// Wakes the thread that reads InfluxDB's schema again.
@@ -337,9 +364,13 @@ impl Service {
         self.check_schema(points::HEARTBEAT, &record.fields, tags.clone())?;
         self.check_tags(&[points::EVENTS], tags)?;
         let points = points::register(&run, &record, now_ms);
+        // Checked above for the order of the answers; checked again and claimed here in one
+        // step, so a request racing with another type of a new field is refused.
+        let claim = self.claim(&points)?;
         let lines = encode_batch(&points);
         let uuid = run.uuid;
         let mut job = Job::running(run, record.fields, now_ms);
+        job.seen_mono_ms = self.jobs.mono_ms(self.clock.now());
         job.owner = quota.map(|q| q.owner.to_string());
         let change = slot
             .prepare(&job, &self.rules.bounds)
@@ -354,7 +385,7 @@ impl Service {
             )
             .map_err(Refused::NotRecorded)?;
         slot.fill(job);
-        self.schema.learn(&points);
+        self.learned(claim, &points);
         log::info!("run {uuid} registered");
         Ok(Registered {
             uuid,
@@ -363,8 +394,8 @@ impl Service {
     }
 
     /// Live progress: new field values for the following heartbeats. Writes no point itself.
-    /// The change is made at once, and recorded; when the log cannot record it, the answer is
-    /// an error (the new values stay in memory until the next progress).
+    /// The change is prepared, recorded, and made once on disk; when the log cannot record it,
+    /// the answer is an error and the run is as before (its fields, expiry clocks and state).
     ///
     /// `caller` is the client that sent it (`None` without tokens): a run registered with
     /// another token is unknown to it, and a run it revives takes one of its places.
@@ -378,24 +409,43 @@ impl Service {
         if !self.jobs.is_for(&uuid, caller.map(|q| q.owner)) {
             return Err(Refused::UnknownRun(uuid));
         }
-        match self.check_schema(points::HEARTBEAT, &record.fields, std::iter::empty()) {
-            // A field named like one of the run's own tags is the run's refusal, as without a
-            // schema.
-            Err(Refused::SchemaConflict {
-                conflict: Conflict::TagAndField { name, .. },
-                ..
-            }) if self.jobs.has_tag(&uuid, &name) => return Err(Refused::FieldIsTag),
-            other => other?,
-        }
+        // Checked and claimed in one step, held until the change is on disk.
+        let claimed = if self.check_schema {
+            let mut claim = self.schema.claim();
+            let fields = record.fields.iter().map(|(k, v)| (k.as_str(), v));
+            match claim.fields(points::HEARTBEAT, fields, std::iter::empty()) {
+                Ok(()) => Some(claim),
+                // A field named like one of the run's own tags is the run's refusal, as
+                // without a schema.
+                Err(Conflict::TagAndField { name, .. }) if self.jobs.has_tag(&uuid, &name) => {
+                    return Err(Refused::FieldIsTag);
+                }
+                Err(conflict) => return Err(self.schema_refused(conflict)),
+            }
+        } else {
+            None
+        };
         let fields = record.fields.clone();
-        let change = self
+        let mono_ms = self.jobs.mono_ms(self.clock.now());
+        let (change, prepared) = self
             .jobs
-            .progress(&uuid, record.fields, now_ms, &self.rules.bounds, caller)
+            .prepare_progress(
+                &uuid,
+                record.fields,
+                (now_ms, mono_ms),
+                &self.rules.bounds,
+                caller,
+            )
             .map_err(|r| Refused::of_owner(uuid, r, caller))?;
+        // Dropped on the way out (not recorded), `prepared` leaves the job as it was.
         self.delivery
             .record(Kind::Request, &change, &[], &self.stats)
             .map_err(Refused::NotRecorded)?;
-        self.schema.learn_fields(points::HEARTBEAT, &fields);
+        prepared.applied();
+        match claimed {
+            Some(claim) => claim.written(),
+            None => self.schema.learn_fields(points::HEARTBEAT, &fields),
+        }
         Ok(())
     }
 
@@ -452,11 +502,21 @@ impl Service {
         let tags = run.tags.iter().map(|(k, _)| k.as_str());
         self.check_schema(points::RESULT, &commit.record.fields, tags.clone())?;
         self.check_tags(&[points::REQUEST_STATS, points::EVENTS], tags)?;
+        let mut claim = self.schema.claim();
         let left_out = match commit.stats.as_mut() {
-            Some(stats) if self.check_schema => self.leave_out_conflicts(stats),
+            Some(stats) if self.check_schema => self.leave_out_conflicts(stats, &mut claim),
             _ => 0,
         };
         let points = points::commit(&run, &commit.record, commit.stats.as_ref(), now_ms);
+        let claim = match self.check_schema {
+            true => {
+                claim
+                    .points(&points)
+                    .map_err(|conflict| self.schema_refused(conflict))?;
+                Some(claim)
+            }
+            false => None,
+        };
         let lines = encode_batch(&points);
         let change = self
             .jobs
@@ -473,7 +533,7 @@ impl Service {
             )
             .map_err(Refused::NotRecorded)?;
         guard.finish(now_ms);
-        self.schema.learn(&points);
+        self.learned(claim, &points);
         log::info!("run {uuid} committed");
         // The rows InfluxDB holds: a row left with nothing to record is not a point.
         let rows = points
@@ -497,7 +557,7 @@ impl Service {
     pub fn tick(&self, now_ms: i64) {
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         let tick = self.jobs.tick(
-            now_ms,
+            (now_ms, self.jobs.mono_ms(self.clock.now())),
             &Ages {
                 max_age_ms: ms(self.rules.max_age),
                 progress_timeout_ms: ms(self.rules.progress_timeout),
@@ -568,6 +628,11 @@ impl Service {
             {
                 Ok(_) => self.jobs.count_beats(&beats),
                 Err(why) => {
+                    // The table made the tick's changes (expiries, removals): they go out with
+                    // the next change instead.
+                    if i == 0 {
+                        self.jobs.unrecorded(tick.change.clone());
+                    }
                     // Heartbeats were promised to nobody; losing some is logged, not fatal.
                     Stats::add(&self.stats.heartbeats_dropped, beats.len());
                     log::warn!("{} heartbeats dropped: {why}", beats.len());
@@ -595,14 +660,19 @@ impl Service {
     }
 
     /// Leaves out of the points the `requestStats` members InfluxDB would refuse, as far as the
-    /// gateway knows (a number where earlier runs wrote text, a name that is a tag there): the
-    /// load test's data never fails a commit, nor sends its row to the dead letters. They stay
-    /// in the `requestStats` text. Returns how many were left out.
-    fn leave_out_conflicts(&self, stats: &mut crate::ingest::payload::RequestStats) -> usize {
-        let fits =
+    /// gateway knows (a number where earlier runs wrote text, or where a commit under way
+    /// claimed it as a boolean; a name that is a tag there): the load test's data never fails a
+    /// commit, nor sends its row to the dead letters. They stay in the `requestStats` text.
+    /// Each member kept is claimed by `claim` as it is checked. Returns how many were left out.
+    fn leave_out_conflicts(
+        &self,
+        stats: &mut crate::ingest::payload::RequestStats,
+        claim: &mut Claim<'_>,
+    ) -> usize {
+        let mut fits =
             |measurement: &str, (k, v): &(String, crate::ingest::line_protocol::FieldValue)| {
-                self.schema
-                    .check(measurement, [(k.as_str(), v)], std::iter::empty())
+                claim
+                    .fields(measurement, [(k.as_str(), v)], std::iter::empty())
                     .is_ok()
             };
         let before = stats.scalars.len() + stats.rows.iter().map(|r| r.fields.len()).sum::<usize>();
@@ -612,6 +682,28 @@ impl Service {
         }
         let after = stats.scalars.len() + stats.rows.iter().map(|r| r.fields.len()).sum::<usize>();
         before - after
+    }
+
+    /// Checks the fields and tags of `points` against what the gateway knows and what other
+    /// requests under way claimed, and claims them, in one step; `None` without
+    /// `influxdb.check_schema`. The claim is let go if the request is not recorded.
+    fn claim(&self, points: &[Point]) -> Result<Option<Claim<'_>>, Refused> {
+        if !self.check_schema {
+            return Ok(None);
+        }
+        let mut claim = self.schema.claim();
+        claim
+            .points(points)
+            .map_err(|conflict| self.schema_refused(conflict))?;
+        Ok(Some(claim))
+    }
+
+    /// The request's record is on disk: what it wrote is learned.
+    fn learned(&self, claim: Option<Claim<'_>>, points: &[Point]) {
+        match claim {
+            Some(claim) => claim.written(),
+            None => self.schema.learn(points),
+        }
     }
 
     /// [`Service::check_schema`] of tags alone, in each of `measurements`.
@@ -726,7 +818,7 @@ pub(crate) mod tests {
     use crate::ingest::payload::{
         PayloadLimits, commit as parse_commit, register as parse_register,
     };
-    use crate::state::jobs::State;
+    use crate::state::jobs::{Job, State};
     use crate::state::schema::Schema;
     use crate::storage::dead_letters::DeadLetters;
     use crate::storage::log::Log;
@@ -809,6 +901,7 @@ pub(crate) mod tests {
             schema: Schema::new(loaded.restored.schema),
             schema_stale: SchemaRefresh::default(),
             check_schema: true,
+            clock: Clock::default(),
         });
         let running = Arc::clone(&service);
         let deliverer = std::thread::spawn(move || running.delivery.run(position, &running.stats));
@@ -1033,16 +1126,20 @@ pub(crate) mod tests {
     #[test]
     fn a_tick_records_each_running_run_and_expires_the_silent_ones() {
         let f = fixture("service-tick", 10, 1 << 20);
+        let t0 = Instant::now();
+        f.service.clock.set(t0);
         let a = register(&f, r#"{"measurement":{"fields":{"clients":1}}}"#)
             .unwrap()
             .uuid;
         let b = register(&f, "{}").unwrap().uuid;
         commit(&f, b).unwrap();
         let before = f.sink.stored().len();
+        f.service.clock.set(t0 + Duration::from_secs(60));
         f.service.tick(1_000 + 60_000);
         let beats: Vec<String> = stored(&f, before + 1)[before..].to_vec();
         assert_eq!(beats.len(), 1, "only the running run beats: {beats:?}");
         assert!(beats[0].contains(&a.to_string()) && beats[0].contains("elapsed=60"));
+        f.service.clock.set(t0 + Duration::from_secs(3600));
         f.service.tick(1_000 + 3_600_000);
         assert!(matches!(state(&f, a), Some(State::Expired { .. })));
         let all = stored(&f, before + 2);
@@ -1084,6 +1181,165 @@ pub(crate) mod tests {
         );
         assert!(matches!(find(b).state, State::Finished { at_ms: 2_000 }));
         let _ = std::fs::remove_dir_all(&copy);
+    }
+
+    /// The jobs a start would find in a copy of the fixture's directory as it is now.
+    fn restored(f: &Fixture, name: &str) -> Vec<Job> {
+        let copy = std::env::temp_dir().join(format!("mc-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&copy);
+        copy_dir(&f.dir.0, &copy);
+        let snapshots = Snapshots::new(&copy);
+        let mut restore = snapshots.read().unwrap();
+        Log::open(&copy.join("log"), 1 << 20, false, &mut |c| {
+            restore.log_changes(c)
+        })
+        .unwrap();
+        let loaded = snapshots.finish(restore, &copy.join("log"), 100).unwrap();
+        let _ = std::fs::remove_dir_all(&copy);
+        loaded.jobs.list(usize::MAX)
+    }
+
+    fn progress(f: &Fixture, uuid: Uuid, body: &str, now_ms: i64) -> Result<(), Refused> {
+        let record = parse_register(body.as_bytes(), LIMITS).unwrap();
+        f.service.progress(uuid, record, None, now_ms)
+    }
+
+    #[test]
+    fn a_progress_that_is_not_recorded_changes_neither_the_heartbeats_nor_what_a_restart_finds() {
+        let f = fixture("service-progress-not-recorded", 10, 1 << 20);
+        let t0 = Instant::now();
+        f.service.clock.set(t0);
+        let uuid = register(&f, r#"{"measurement":{"fields":{"step":1}}}"#)
+            .unwrap()
+            .uuid;
+        progress(&f, uuid, r#"{"measurement":{"fields":{"step":1}}}"#, 1_500).unwrap();
+        f.service.delivery.log().fail_next_writes(1);
+        f.service.clock.set(t0 + Duration::from_secs(100));
+        let err = progress(
+            &f,
+            uuid,
+            r#"{"measurement":{"fields":{"step":2}}}"#,
+            101_000,
+        );
+        assert!(matches!(err, Err(Refused::NotRecorded(_))), "{err:?}");
+        let job = f.service.jobs.list(1)[0].clone();
+        assert_eq!(job.fields, [("step".to_string(), FieldValue::Float(1.0))]);
+        assert_eq!(
+            job.last_seen_ms, 1_500,
+            "the expiry clocks did not start again"
+        );
+        // The next heartbeat carries the old value.
+        let before = f.sink.stored().len();
+        f.service.tick(102_000);
+        let beat = stored(&f, before + 1)[before].clone();
+        assert!(
+            beat.contains("step=1") && !beat.contains("step=2"),
+            "{beat}"
+        );
+        // So does a start after a stop (which writes a snapshot).
+        f.service.save_snapshot();
+        let jobs = restored(&f, "progress-not-recorded");
+        assert_eq!(
+            jobs[0].fields,
+            [("step".to_string(), FieldValue::Float(1.0))]
+        );
+        assert_eq!(jobs[0].last_seen_ms, 1_500);
+        // And the run is not stuck: the next progress is recorded and taken.
+        progress(
+            &f,
+            uuid,
+            r#"{"measurement":{"fields":{"step":3}}}"#,
+            103_000,
+        )
+        .unwrap();
+        assert_eq!(
+            f.service.jobs.list(1)[0].fields,
+            [("step".to_string(), FieldValue::Float(3.0))]
+        );
+    }
+
+    #[test]
+    fn a_progress_or_commit_of_an_expired_run_that_is_not_recorded_leaves_it_expired_as_it_was() {
+        let f = fixture("service-revive-not-recorded", 10, 1 << 20);
+        let t0 = Instant::now();
+        f.service.clock.set(t0);
+        let uuid = register(&f, "{}").unwrap().uuid;
+        f.service.clock.set(t0 + Duration::from_secs(3600));
+        f.service.tick(1_000 + 3_600_000);
+        let expired = state(&f, uuid);
+        assert!(
+            matches!(expired, Some(State::Expired { .. })),
+            "{expired:?}"
+        );
+        let places = f.service.jobs.counts();
+        f.service.delivery.log().fail_next_writes(1);
+        let err = progress(
+            &f,
+            uuid,
+            r#"{"measurement":{"fields":{"step":2}}}"#,
+            3_700_000,
+        );
+        assert!(matches!(err, Err(Refused::NotRecorded(_))), "{err:?}");
+        assert_eq!(state(&f, uuid), expired);
+        assert_eq!(f.service.jobs.counts(), places);
+        f.service.delivery.log().fail_next_writes(1);
+        assert!(matches!(commit(&f, uuid), Err(Refused::NotRecorded(_))));
+        assert_eq!(state(&f, uuid), expired, "the same expiry time");
+        f.service.save_snapshot();
+        let jobs = restored(&f, "revive-not-recorded");
+        assert_eq!(Some(jobs[0].state), expired);
+        assert!(jobs[0].fields.is_empty());
+    }
+
+    #[test]
+    fn a_wall_clock_step_forward_expires_no_run_still_reporting_and_stamps_nothing_ahead() {
+        // max_age is 1 h, progress_timeout 10 min (the fixture's).
+        let f = fixture("service-wall-clock-step", 10, 1 << 20);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        f.service.clock.set(at(0));
+        let uuid = register(&f, r#"{"measurement":{"fields":{"step":1}}}"#)
+            .unwrap()
+            .uuid;
+        f.service.clock.set(at(1));
+        progress(&f, uuid, r#"{"measurement":{"fields":{"step":2}}}"#, 2_000).unwrap();
+        // The wall clock steps 11 minutes forward for 3 s: the run still reports.
+        let before = f.sink.stored().len();
+        f.service.clock.set(at(2));
+        f.service.tick(2_000 + 11 * 60_000);
+        f.service.clock.set(at(3));
+        progress(
+            &f,
+            uuid,
+            r#"{"measurement":{"fields":{"step":3}}}"#,
+            3_000 + 11 * 60_000,
+        )
+        .unwrap();
+        f.service.clock.set(at(4));
+        f.service.tick(4_000);
+        assert_eq!(state(&f, uuid), Some(State::Running));
+        assert_eq!(stored(&f, before + 2).len(), before + 2, "two heartbeats");
+        // Silent from then on, it expires by the monotonic clock, 10 min after it was last heard
+        // from: stamped then, though the wall clock has stepped an hour ahead at that tick.
+        f.service.clock.set(at(3 + 600));
+        let wall = 4_000 + 600_000 + 3_600_000;
+        f.service.tick(wall);
+        let lines = stored(&f, before + 3);
+        let event = lines.last().unwrap();
+        assert!(event.contains("event=expired"), "{event}");
+        let stamp: i64 = event.rsplit(' ').next().unwrap().parse().unwrap();
+        let last_seen = 3_000 + 11 * 60_000;
+        assert_eq!(stamp, (last_seen + 600_000).min(wall));
+        assert!(stamp <= wall);
+        assert!(matches!(state(&f, uuid), Some(State::Expired { at_ms }) if at_ms == stamp));
+        // A wall clock behind: the stamp is never ahead of it.
+        let other = register(&f, "{}").unwrap().uuid;
+        f.service.clock.set(at(3 + 600 + 3600));
+        f.service.tick(500);
+        assert!(matches!(
+            state(&f, other),
+            Some(State::Expired { at_ms: 500 })
+        ));
     }
 
     fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
@@ -1142,6 +1398,20 @@ pub(crate) mod tests {
             .schema
             .update_from_influxdb(Default::default(), true);
         register(&f, r#"{"measurement":{"fields":{"clients":"ten"}}}"#).unwrap();
+    }
+
+    #[test]
+    fn a_register_that_fails_on_disk_does_not_hold_its_new_field_type_against_others() {
+        let f = fixture("service-schema-claim-failed", 10, 1 << 20);
+        f.service.delivery.log().fail_next_writes(1);
+        let err = register(&f, r#"{"measurement":{"fields":{"fresh":1.5}}}"#).unwrap_err();
+        assert!(matches!(err, Refused::NotRecorded(_)), "{err:?}");
+        // Nobody wrote a number to it: a string is taken, and held from then on.
+        register(&f, r#"{"measurement":{"fields":{"fresh":"s"}}}"#).unwrap();
+        assert!(matches!(
+            register(&f, r#"{"measurement":{"fields":{"fresh":2}}}"#),
+            Err(Refused::SchemaConflict { .. })
+        ));
     }
 
     #[test]

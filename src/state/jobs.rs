@@ -11,10 +11,11 @@
 //! whole saved state, or its removal) with the next number of the table's changes, handed back
 //! to the caller as a [`Change`], which puts it into the log with the points of the same
 //! request. Records applied in the order of their numbers over any older state of the table
-//! give the newest one, whatever order they reached the disk in. Two changes are *prepared*
-//! rather than made at once: a register's new job and a commit's end. The table changes only
-//! once their record is on disk ([`Slot::fill`], [`Jobs::end_commit`]), so a snapshot never
-//! shows a run finished whose result may yet be lost; the snapshot says it covers the changes
+//! give the newest one, whatever order they reached the disk in. A request's changes are
+//! *prepared* rather than made at once: a register's new job, a progress, a commit's end. The
+//! table changes only once their record is on disk ([`Slot::fill`],
+//! [`PreparedProgress::applied`], [`Jobs::end_commit`]), so a request answered with an error
+//! changed nothing, and a snapshot never shows a run finished whose result may yet be lost; the snapshot says it covers the changes
 //! below the oldest one still prepared. Changes made while forgetting old runs wait in the
 //! table and go out with the next change. This module does no I/O.
 //!
@@ -23,7 +24,8 @@
 //! however many runs come and go. A finished run keeps only what the state page shows.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
@@ -36,8 +38,9 @@ use crate::state::schema::Known;
 pub enum State {
     /// Heartbeats are written.
     Running,
-    /// A commit's points are being written; `expired` says what it was before.
-    Committing { expired: bool },
+    /// A commit's points are being written; `expired` is when the run had expired, if it had
+    /// (Unix ms): what it goes back to if the commit is not recorded.
+    Committing { expired: Option<i64> },
     /// Committed at this time (Unix ms); kept for `jobs.finished_retention`.
     Finished { at_ms: i64 },
     /// No commit within `jobs.max_age`; heartbeats stopped. A late commit is still accepted:
@@ -76,8 +79,17 @@ pub struct Job {
     pub fields: Vec<(String, FieldValue)>,
     /// The heartbeat, encoded from `run` and `fields` whenever they change.
     beat: BeatLine,
-    /// When the gateway last heard of the run (Unix ms); `jobs.max_age` counts from here.
+    /// When the gateway last heard of the run (Unix ms): saved, shown, and where an expiry's
+    /// stamp counts from. Expiry itself runs on `seen_mono_ms`.
     pub last_seen_ms: i64,
+    /// When the gateway last heard of the run on the table's monotonic timeline (ms since
+    /// [`Jobs::mono_ms`]'s origin; negative for a run restored from disk, whose age is its
+    /// wall-clock age at the start): `jobs.max_age` and `jobs.progress_timeout` count from here,
+    /// so a step of the wall clock neither expires a run nor keeps one alive. Not saved.
+    pub seen_mono_ms: i64,
+    /// A progress of the run is being recorded: the job changes once its record is on disk
+    /// (or not at all), and nothing else changes it meanwhile. Not saved.
+    busy: bool,
     pub state: State,
     pub heartbeats: u64,
     /// The run has reported progress: it is expected to go on doing so, and expires after
@@ -94,7 +106,10 @@ impl Job {
             beat: BeatLine::new(&run, &fields),
             run,
             fields,
+            // The wall clock's time until the caller, who has a monotonic clock, sets it.
             last_seen_ms: now_ms,
+            seen_mono_ms: now_ms,
+            busy: false,
             state: State::Running,
             heartbeats: 0,
             progressed: false,
@@ -236,10 +251,16 @@ impl Table {
 
     /// A job has just become finished or expired; forgets the oldest ended runs beyond the cap.
     fn ended(&mut self, uuid: Uuid, at_ms: i64) -> usize {
-        self.ended.push_back((at_ms, uuid));
+        // In order of time: a run put back to the time it had expired at (a late commit that
+        // was not recorded) is not the newest.
+        let at = self.ended.partition_point(|&(at, _)| at <= at_ms);
+        self.ended.insert(at, (at_ms, uuid));
         self.ended_count += 1;
         let mut forgotten = 0;
         while self.ended_count > self.max_ended {
+            if self.front_is_busy() {
+                break;
+            }
             let Some((at, oldest)) = self.ended.pop_front() else {
                 break;
             };
@@ -249,6 +270,15 @@ impl Table {
         }
         self.tidy_ended();
         forgotten
+    }
+
+    /// Whether the oldest ended run is being revived by a progress not yet recorded: it is not
+    /// forgotten under it (its progress may yet fail, and it would then be expired still).
+    fn front_is_busy(&self) -> bool {
+        self.ended
+            .front()
+            .and_then(|(_, uuid)| self.jobs.get(uuid))
+            .is_some_and(|j| j.busy)
     }
 
     /// A finished or expired job is active again (a late commit began, or progress revived it).
@@ -341,6 +371,10 @@ pub struct Quota<'a> {
 #[derive(Debug)]
 pub struct Jobs {
     table: Mutex<Table>,
+    /// Woken when a job stops being busy.
+    settled: Condvar,
+    /// The origin of the table's monotonic timeline ([`Jobs::mono_ms`]).
+    origin: Instant,
 }
 
 /// Changes of the job table as journal records, to be made durable together with the points of
@@ -452,6 +486,78 @@ impl Drop for Slot<'_> {
             self.owner.as_deref(),
             std::mem::take(&mut self.bytes),
         );
+    }
+}
+
+/// A progress whose change is prepared and not yet on disk; see [`Jobs::prepare_progress`].
+/// Dropped without [`PreparedProgress::applied`], it leaves the table as it was.
+pub struct PreparedProgress<'a> {
+    jobs: &'a Jobs,
+    uuid: Uuid,
+    owner: Option<String>,
+    /// The number of the prepared change.
+    seq: u64,
+    /// The job as the change makes it; taken when applied.
+    job: Option<Job>,
+    /// [`Job::weight`] before the change.
+    old: usize,
+    /// Bytes held meanwhile beyond `old` (what the change adds).
+    extra: usize,
+    /// The run was expired and runs again: it holds a place meanwhile.
+    revived: bool,
+}
+
+impl PreparedProgress<'_> {
+    /// The change is on disk: the job takes it.
+    pub fn applied(mut self) {
+        let changed = self.job.take();
+        let mut guard = self.jobs.lock();
+        let t = &mut *guard;
+        self.settle(t);
+        if let (Some(mut changed), Some(job)) = (changed, t.jobs.get_mut(&self.uuid)) {
+            // Heartbeats counted meanwhile.
+            changed.heartbeats = job.heartbeats;
+            let new = changed.weight();
+            *job = changed;
+            let owner = self.owner.as_deref();
+            uncharge(&mut t.bytes, &mut t.held_bytes, owner, self.old);
+            charge(&mut t.bytes, &mut t.held_bytes, owner, new);
+            if self.revived {
+                t.revived(owner);
+            }
+        }
+        drop(guard);
+        self.jobs.settled.notify_all();
+    }
+
+    /// Gives back what the preparation held, and the job's turn; once.
+    fn settle(&mut self, t: &mut Table) {
+        if self.seq == 0 {
+            return;
+        }
+        t.preparing.remove(&self.seq);
+        self.seq = 0;
+        let owner = self.owner.as_deref();
+        if self.revived {
+            t.reserved -= 1;
+            release(&mut t.held, owner);
+        }
+        uncharge(&mut t.bytes, &mut t.held_bytes, owner, self.extra);
+        if let Some(job) = t.jobs.get_mut(&self.uuid) {
+            job.busy = false;
+        }
+    }
+}
+
+impl Drop for PreparedProgress<'_> {
+    fn drop(&mut self) {
+        if self.seq == 0 {
+            return;
+        }
+        let mut t = self.jobs.lock();
+        self.settle(&mut t);
+        drop(t);
+        self.jobs.settled.notify_all();
     }
 }
 
@@ -568,7 +674,28 @@ impl Jobs {
     pub fn new(max_ended: usize) -> Jobs {
         Jobs {
             table: Mutex::new(Table::new(max_ended)),
+            settled: Condvar::new(),
+            origin: Instant::now(),
         }
+    }
+
+    /// `at` on the table's monotonic timeline: ms since the table was made (negative before).
+    pub fn mono_ms(&self, at: Instant) -> i64 {
+        let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        match at.checked_duration_since(self.origin) {
+            Some(d) => ms(d),
+            None => -ms(self.origin.duration_since(at)),
+        }
+    }
+
+    /// The table's lock, once run `uuid` is not busy with a progress being recorded (at once
+    /// when it is not, or is unknown). The wait lasts one write of the log at most.
+    fn lock_settled(&self, uuid: &Uuid) -> MutexGuard<'_, Table> {
+        let mut t = self.lock();
+        while t.jobs.get(uuid).is_some_and(|j| j.busy) {
+            t = self.settled.wait(t).unwrap_or_else(|e| e.into_inner());
+        }
+        t
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
@@ -612,13 +739,18 @@ impl Jobs {
 
     /// Marks a job `Committing` and hands back its run, or says why it can't be committed.
     pub fn begin_commit(&self, uuid: &Uuid, caller: Option<&str>) -> Result<Run, Refusal> {
-        let mut t = self.lock();
+        let mut t = self.lock_settled(uuid);
         let Some(job) = t.jobs.get_mut(uuid).filter(|j| j.is_for(caller)) else {
             return Err(Refusal::Unknown);
         };
         let (state, was_active) = match job.state {
-            State::Running => (State::Committing { expired: false }, true),
-            State::Expired { .. } => (State::Committing { expired: true }, false),
+            State::Running => (State::Committing { expired: None }, true),
+            State::Expired { at_ms } => (
+                State::Committing {
+                    expired: Some(at_ms),
+                },
+                false,
+            ),
             State::Committing { .. } => return Err(Refusal::InProgress),
             State::Finished { at_ms } => return Err(Refusal::Finished { at_ms }),
         };
@@ -631,22 +763,26 @@ impl Jobs {
         Ok(run)
     }
 
-    /// Live progress: the fields replace those of the same name in the following heartbeats,
-    /// and the expiry clocks start again (`jobs.max_age`, and from now on
-    /// `jobs.progress_timeout`). An expired run that reports progress is running again. Made
-    /// at once; the change is for the log.
+    /// Live progress, prepared: the fields replace those of the same name in the following
+    /// heartbeats, and the expiry clocks start again (`jobs.max_age`, and from now on
+    /// `jobs.progress_timeout`); an expired run that reports progress is running again (it takes
+    /// a place at once, as a register's slot does). The table does not change until
+    /// [`PreparedProgress::applied`] says the change is on disk; dropped without it, nothing
+    /// changed. Meanwhile the run is busy: another progress or a commit of it waits for the
+    /// outcome, and a tick neither expires nor forgets it. `seen_mono_ms` is now on the table's
+    /// monotonic timeline ([`Jobs::mono_ms`]).
     ///
     /// Errors: the run is unknown, finished or being committed; a field is named like a tag;
     /// the run would break one of `bounds`.
-    pub fn progress(
+    pub fn prepare_progress(
         &self,
         uuid: &Uuid,
         fields: Vec<(String, FieldValue)>,
-        now_ms: i64,
+        (now_ms, seen_mono_ms): (i64, i64),
         bounds: &Bounds,
         caller: Option<Quota<'_>>,
-    ) -> Result<Change, Refusal> {
-        let mut guard = self.lock();
+    ) -> Result<(Change, PreparedProgress<'_>), Refusal> {
+        let mut guard = self.lock_settled(uuid);
         let t = &mut *guard;
         let job = t.jobs.get_mut(uuid).ok_or(Refusal::Unknown)?;
         if !job.is_for(caller.map(|q| q.owner)) {
@@ -712,18 +848,33 @@ impl Jobs {
             }
         }
         changed.last_seen_ms = now_ms;
+        changed.seen_mono_ms = seen_mono_ms;
         changed.progressed = true;
         if revived {
             changed.state = State::Running;
         }
-        *job = changed;
-        uncharge(&mut t.bytes, &mut t.held_bytes, owner.as_deref(), old);
-        charge(&mut t.bytes, &mut t.held_bytes, owner.as_deref(), new);
+        job.busy = true;
+        // What the change may add is held from now on, as a register's slot holds its bytes.
+        let extra = new.saturating_sub(old);
+        charge(&mut t.bytes, &mut t.held_bytes, owner.as_deref(), extra);
         if revived {
-            t.revived(owner.as_deref());
+            t.reserved += 1;
+            hold(&mut t.held, owner.as_deref());
         }
-        t.put(uuid);
-        Ok(t.take())
+        let change = t.prepare(&changed);
+        Ok((
+            change.clone(),
+            PreparedProgress {
+                jobs: self,
+                uuid: *uuid,
+                owner,
+                seq: change.seq,
+                job: Some(changed),
+                old,
+                extra,
+                revived,
+            },
+        ))
     }
 
     /// The journal record that finishes a run being committed, at `now_ms`; the table shows
@@ -755,11 +906,13 @@ impl Jobs {
         let State::Committing { expired } = job.state else {
             return;
         };
+        // Not recorded: back as it was, expiry time included; nothing to journal.
         job.state = match (recorded, expired) {
             (true, _) => State::Finished { at_ms: now_ms },
-            (false, false) => State::Running,
-            (false, true) => State::Expired { at_ms: now_ms },
+            (false, None) => State::Running,
+            (false, Some(at_ms)) => State::Expired { at_ms },
         };
+        let ended_at = job.state.ended_at().unwrap_or(now_ms);
         if recorded {
             let before = job.weight();
             job.shed();
@@ -770,24 +923,24 @@ impl Jobs {
         if job.state != State::Running {
             t.active -= 1;
             release(&mut t.held, job.owner.as_deref());
-            t.ended(*uuid, now_ms);
-        }
-        if !recorded && expired {
-            // Back to expired with a new time: the table's record of it changes.
-            t.put(uuid);
+            t.ended(*uuid, ended_at);
         }
     }
 
     /// Writes this tick's heartbeats and expiry events as line protocol, and forgets jobs past
     /// their retention. A running job expires when not heard from for `ages.max_age_ms`, or,
-    /// once it has reported progress, for `ages.progress_timeout_ms`. Only CPU work happens
-    /// under the lock; the caller sends the lines.
-    pub fn tick(&self, now_ms: i64, ages: &Ages) -> Tick {
+    /// once it has reported progress, for `ages.progress_timeout_ms`, on the monotonic clock
+    /// (`now_mono_ms`, see [`Jobs::mono_ms`]), so a step of the wall clock (`now_ms`) expires
+    /// nothing. Its expiry is stamped when its silence ran out, counted from the wall-clock time
+    /// it was last heard from, and never later than `now_ms`. A run whose progress is being
+    /// recorded is heard from: it does not expire. Only CPU work happens under the lock; the
+    /// caller sends the lines.
+    pub fn tick(&self, (now_ms, now_mono_ms): (i64, i64), ages: &Ages) -> Tick {
         let mut tick = Tick::default();
         let mut guard = self.lock();
         let t = &mut *guard;
         while let Some(&(at_ms, uuid)) = t.ended.front() {
-            if now_ms - at_ms < ages.retention_ms {
+            if now_ms - at_ms < ages.retention_ms || t.front_is_busy() {
                 break;
             }
             t.ended.pop_front();
@@ -800,7 +953,11 @@ impl Jobs {
             if job.state != State::Running {
                 continue;
             }
-            let silent_ms = now_ms - job.last_seen_ms;
+            let silent_ms = if job.busy {
+                0
+            } else {
+                now_mono_ms.saturating_sub(job.seen_mono_ms)
+            };
             let why = if silent_ms >= ages.max_age_ms {
                 Some(("no commit", ages.max_age_ms))
             } else if job.progressed && silent_ms >= ages.progress_timeout_ms {
@@ -809,7 +966,8 @@ impl Jobs {
                 None
             };
             if let Some((what, after_ms)) = why {
-                job.state = State::Expired { at_ms: now_ms };
+                let at_ms = job.last_seen_ms.saturating_add(silent_ms).min(now_ms);
+                job.state = State::Expired { at_ms };
                 let text = format!(
                     "load test on {} expired: {what} within {} (run {})",
                     job.run.host,
@@ -818,7 +976,7 @@ impl Jobs {
                     )),
                     job.run.uuid
                 );
-                let event = points::event(&job.run, Event::Expired, now_ms, text);
+                let event = points::event(&job.run, Event::Expired, at_ms, text);
                 event.encode(&mut tick.lines);
                 tick.lines.push('\n');
                 tick.units.push(TickLine {
@@ -826,7 +984,7 @@ impl Jobs {
                     end: tick.lines.len(),
                     beat: false,
                 });
-                expired.push(job.run.uuid);
+                expired.push((job.run.uuid, at_ms));
                 release(&mut t.held, job.owner.as_deref());
                 continue;
             }
@@ -840,12 +998,41 @@ impl Jobs {
         }
         tick.expired = expired.len();
         t.active -= tick.expired;
-        for uuid in expired {
+        for (uuid, at_ms) in expired {
             t.put(&uuid);
-            tick.removed += t.ended(uuid, now_ms);
+            tick.removed += t.ended(uuid, at_ms);
         }
         tick.change = t.take();
         tick
+    }
+
+    /// [`Jobs::prepare_progress`] applied at once, `now_ms` on both clocks.
+    #[cfg(test)]
+    pub fn progress(
+        &self,
+        uuid: &Uuid,
+        fields: Vec<(String, FieldValue)>,
+        now_ms: i64,
+        bounds: &Bounds,
+        caller: Option<Quota<'_>>,
+    ) -> Result<Change, Refusal> {
+        let (change, prepared) =
+            self.prepare_progress(uuid, fields, (now_ms, now_ms), bounds, caller)?;
+        prepared.applied();
+        Ok(change)
+    }
+
+    /// A tick's `change` could not be recorded: its records go out with the next change (they
+    /// are numbered, so their place among the others does not matter), and a snapshot covers
+    /// them anyway, so the log never misses a change the table made.
+    pub fn unrecorded(&self, change: Change) {
+        if change.bytes.is_empty() {
+            return;
+        }
+        let mut t = self.lock();
+        let mut bytes = change.bytes;
+        bytes.extend_from_slice(&t.pending);
+        t.pending = bytes;
     }
 
     /// Counts the heartbeats that were recorded. Not a journal record: the counts reach the
@@ -960,8 +1147,19 @@ impl Jobs {
             table.forget(&oldest, at);
         }
         table.pending = Vec::new();
+        // A restored run is as old as the wall clock says at the start (a clock that went back
+        // makes it new): it was not heard from while the gateway was down. From here on its
+        // age runs on the monotonic clock.
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        for job in table.jobs.values_mut() {
+            job.seen_mono_ms = -(now_ms.saturating_sub(job.last_seen_ms).max(0));
+        }
         Jobs {
             table: Mutex::new(table),
+            settled: Condvar::new(),
+            origin: Instant::now(),
         }
     }
 }
@@ -1138,7 +1336,7 @@ pub(crate) mod tests {
             jobs.progress(&Uuid::from_u128(9), vec![], 60, &BOUNDS, None),
             Err(Refusal::Unknown)
         );
-        let t = jobs.tick(2000, &ages(1000, 10_000));
+        let t = jobs.tick((2000, 2000), &ages(1000, 10_000));
         assert_eq!(t.expired, 1);
         jobs.progress(&id, vec![], 2100, &BOUNDS, None).unwrap();
         assert_eq!(jobs.counts().running, 1, "progress revives an expired run");
@@ -1156,7 +1354,7 @@ pub(crate) mod tests {
         let jobs = Jobs::new(1000);
         jobs.reserve(10, None).unwrap().fill(job(1, 0));
         jobs.reserve(10, None).unwrap().fill(job(2, 500));
-        let t = jobs.tick(1000, &ages(1000, 300));
+        let t = jobs.tick((1000, 1000), &ages(1000, 300));
         let (beaten, lines) = beats(&t);
         assert_eq!(
             (t.expired, beaten.len(), lines, t.units.len()),
@@ -1180,9 +1378,9 @@ pub(crate) mod tests {
         // The expired run can still be committed.
         jobs.begin_commit(&Uuid::from_u128(1), None).unwrap();
         finish(&jobs, &Uuid::from_u128(1), 1100);
-        let t = jobs.tick(1200, &ages(10_000, 300));
+        let t = jobs.tick((1200, 1200), &ages(10_000, 300));
         assert_eq!((t.expired, t.removed, beats(&t).0.len()), (0, 0, 1));
-        let t = jobs.tick(1400, &ages(10_000, 300));
+        let t = jobs.tick((1400, 1400), &ages(10_000, 300));
         assert_eq!(
             t.removed, 1,
             "finished at 1100, gone after 300 ms of retention"
@@ -1212,7 +1410,7 @@ pub(crate) mod tests {
         );
         // A revived run is no longer ended; its old entry is skipped, not used to forget it.
         jobs.reserve(10, None).unwrap().fill(job(6, 6));
-        jobs.tick(10_000, &ages(1000, 1_000_000));
+        jobs.tick((10_000, 10_000), &ages(1000, 1_000_000));
         assert_eq!(jobs.counts().expired, 1);
         assert_eq!(
             jobs.counts().finished,
@@ -1247,7 +1445,7 @@ pub(crate) mod tests {
         // Expired by a tick, revived by progress, again and again: each round leaves an entry
         // in `ended` that no longer matches the job.
         for round in 1..=5000 {
-            let t = jobs.tick(round * 10, &ages(5, i64::MAX));
+            let t = jobs.tick((round * 10, round * 10), &ages(5, i64::MAX));
             assert_eq!(t.expired, 1);
             jobs.progress(&id, vec![], round * 10, &BOUNDS, None)
                 .unwrap();
@@ -1268,7 +1466,7 @@ pub(crate) mod tests {
         for n in 0..2500 {
             jobs.reserve(10_000, None).unwrap().fill(job(n, 0));
         }
-        let t = jobs.tick(1000, &ages(10_000, 10_000));
+        let t = jobs.tick((1000, 1000), &ages(10_000, 10_000));
         let (mut beaten, lines) = beats(&t);
         assert_eq!(lines, 2500);
         beaten.sort();
@@ -1284,7 +1482,7 @@ pub(crate) mod tests {
             start = unit.end;
         }
         assert_eq!(start, t.lines.len());
-        let empty = Jobs::new(10).tick(0, &ages(1, 1));
+        let empty = Jobs::new(10).tick((0, 0), &ages(1, 1));
         assert!(empty.units.is_empty() && empty.lines.is_empty());
     }
 
@@ -1353,7 +1551,7 @@ pub(crate) mod tests {
             None,
         )
         .unwrap();
-        let t = jobs.tick(1500, &ages(10_000, 10_000));
+        let t = jobs.tick((1500, 1500), &ages(10_000, 10_000));
         let one = Uuid::from_u128(1);
         let two = Uuid::from_u128(2);
         let mut lines: Vec<&str> = t.lines.lines().collect();
@@ -1477,9 +1675,9 @@ pub(crate) mod tests {
             crate::state::journal::restore(Some(&snapshot[..]), b"", b"", 10).unwrap();
         assert_bytes_add_up(&restored);
         assert_eq!(restored.lock().bytes, jobs.lock().bytes);
-        jobs.tick(100, &ages(1, 1000));
+        jobs.tick((100, 100), &ages(1, 1000));
         assert_bytes_add_up(&jobs);
-        jobs.tick(1100, &ages(1, 1000));
+        jobs.tick((1100, 1100), &ages(1, 1000));
         assert_eq!(jobs.lock().bytes, 0, "every run forgotten");
     }
 
@@ -1502,8 +1700,12 @@ pub(crate) mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(jobs.tick(1499, &ages).expired, 0, "heard from 999 ms ago");
-        let t = jobs.tick(1500, &ages);
+        assert_eq!(
+            jobs.tick((1499, 1499), &ages).expired,
+            0,
+            "heard from 999 ms ago"
+        );
+        let t = jobs.tick((1500, 1500), &ages);
         assert_eq!(t.expired, 1);
         assert!(
             t.lines.contains("expired: no progress within 1s"),
@@ -1526,7 +1728,7 @@ pub(crate) mod tests {
         jobs.progress(&Uuid::from_u128(2), vec![], 1600, &BOUNDS, None)
             .unwrap();
         assert!(restored.lock().jobs[&reporting].progressed);
-        let t = jobs.tick(100_000, &ages);
+        let t = jobs.tick((100_000, 100_000), &ages);
         assert!(
             t.lines.contains("expired: no progress within 1s"),
             "{}",
@@ -1575,7 +1777,7 @@ pub(crate) mod tests {
         jobs.begin_commit(&Uuid::from_u128(1), None).unwrap();
         finish(&jobs, &Uuid::from_u128(1), 10);
         assert_eq!(jobs.lock().held["team-a"], 1);
-        jobs.tick(10_000, &ages(1000, 1_000_000));
+        jobs.tick((10_000, 10_000), &ages(1000, 1_000_000));
         assert!(
             !jobs.lock().held.contains_key("team-a"),
             "{:?}",
@@ -1642,7 +1844,7 @@ pub(crate) mod tests {
             ..BOUNDS
         };
         jobs.reserve(2, Some(a)).unwrap().fill(job(1, 0));
-        jobs.tick(10_000, &ages(1000, 1_000_000));
+        jobs.tick((10_000, 10_000), &ages(1000, 1_000_000));
         jobs.reserve(2, Some(a)).unwrap().fill(job(2, 10_000));
         let expired = Uuid::from_u128(1);
         assert_eq!(

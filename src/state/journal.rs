@@ -723,10 +723,10 @@ enum SavedState {
 impl<'a> SavedView<'a> {
     fn of(job: &'a Job) -> SavedView<'a> {
         let state = match job.state {
-            State::Running | State::Committing { expired: false } => SavedState::Running,
-            State::Committing { expired: true } => SavedState::Expired {
-                at_ms: job.last_seen_ms,
-            },
+            State::Running | State::Committing { expired: None } => SavedState::Running,
+            State::Committing {
+                expired: Some(at_ms),
+            } => SavedState::Expired { at_ms },
             State::Finished { at_ms } => SavedState::Finished { at_ms },
             State::Expired { at_ms } => SavedState::Expired { at_ms },
         };

@@ -4,8 +4,9 @@
 //! a field (InfluxDB 3 refuses that too) is answered 400 at once, naming the field and the type
 //! earlier runs used, instead of ending in the dead letters.
 //!
-//! The knowledge comes from two places: the gateway's own accepted writes (learned as each
-//! request's record is written), and InfluxDB itself (`SHOW FIELD KEYS`, `SHOW TAG KEYS`), read
+//! The knowledge comes from two places: the gateway's own accepted writes (each request checks
+//! and claims the names it writes in one step, and what it claimed is learned once its record
+//! is written, or let go if it is not: see [`Claim`]), and InfluxDB itself (`SHOW FIELD KEYS`, `SHOW TAG KEYS`), read
 //! at start, every `influxdb.schema_refresh`, and soon after a refusal, so that a schema that
 //! changed under the gateway — a dropped measurement, a new database, a retention policy that
 //! expired the old points — stops being held against requests. While the log is fully
@@ -161,71 +162,280 @@ impl fmt::Display for Conflict {
 /// The gateway's knowledge of the schema; see the module documentation.
 #[derive(Debug, Default)]
 pub struct Schema {
-    known: Mutex<Known>,
+    inner: Mutex<Inner>,
+}
+
+/// What [`Schema`] guards: what it knows, and what requests under way claimed.
+#[derive(Debug, Default)]
+struct Inner {
+    known: Known,
+    /// Names that requests being recorded are about to write, per measurement: what each is
+    /// (a field of a type, or a tag) and how many [`Claim`]s hold it. Checked like `known`, so
+    /// the second of two requests racing with a new field of two types is refused; never
+    /// saved, and let go by a request that fails to be recorded.
+    claimed: BTreeMap<String, BTreeMap<String, (Claimed, usize)>>,
+}
+
+/// What a claimed name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claimed {
+    Field(FieldType),
+    Tag,
+}
+
+impl Inner {
+    /// The field's type, known or claimed.
+    fn field_type(&self, measurement: &str, name: &str) -> Option<FieldType> {
+        let known = self
+            .known
+            .get(measurement)
+            .and_then(|m| m.fields.get(name).copied());
+        known.or_else(|| match self.claimed.get(measurement)?.get(name)? {
+            (Claimed::Field(t), _) => Some(*t),
+            (Claimed::Tag, _) => None,
+        })
+    }
+
+    /// Whether the name is a tag, known or claimed.
+    fn is_tag(&self, measurement: &str, name: &str) -> bool {
+        self.known
+            .get(measurement)
+            .is_some_and(|m| m.tags.contains(name))
+            || self
+                .claimed
+                .get(measurement)
+                .and_then(|m| m.get(name))
+                .is_some_and(|(c, _)| *c == Claimed::Tag)
+    }
+
+    /// Whether InfluxDB would take a field `name` of type `now` in `measurement`.
+    fn check_field(&self, measurement: &str, name: &str, now: FieldType) -> Result<(), Conflict> {
+        if let Some(earlier) = self.field_type(measurement, name)
+            && earlier != now
+        {
+            return Err(Conflict::FieldType {
+                measurement: measurement.to_string(),
+                field: name.to_string(),
+                earlier,
+                now,
+            });
+        }
+        if self.is_tag(measurement, name) {
+            return Err(Conflict::TagAndField {
+                measurement: measurement.to_string(),
+                name: name.to_string(),
+                is_tag_now: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether InfluxDB would take a tag `name` in `measurement`.
+    fn check_tag(&self, measurement: &str, name: &str) -> Result<(), Conflict> {
+        if self.field_type(measurement, name).is_some() {
+            return Err(Conflict::TagAndField {
+                measurement: measurement.to_string(),
+                name: name.to_string(),
+                is_tag_now: true,
+            });
+        }
+        Ok(())
+    }
+
+    /// One claim less on `name`; the entry goes with the last.
+    fn unclaim(&mut self, measurement: &str, name: &str) {
+        let Some(m) = self.claimed.get_mut(measurement) else {
+            return;
+        };
+        if let Some((_, n)) = m.get_mut(name) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(name);
+            }
+        }
+        if m.is_empty() {
+            self.claimed.remove(measurement);
+        }
+    }
+}
+
+/// The names one request is about to write, held against other requests from the moment they
+/// were checked until the request's record is on disk ([`Claim::written`]: they are learned)
+/// or the request fails (dropped: they are let go, so a type nobody wrote is never held
+/// against anyone). Checking and claiming are one step under the schema's lock: two requests
+/// cannot both pass with two types of one new field.
+#[derive(Debug)]
+pub struct Claim<'a> {
+    schema: &'a Schema,
+    /// The names this claim holds, each once, per measurement.
+    held: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Claim<'_> {
+    /// Checks the fields and tags (names) of one measurement against what is known and what
+    /// other requests claimed, and claims them; on a conflict (the first, in the order given)
+    /// nothing of this call is claimed.
+    pub fn fields<'b>(
+        &mut self,
+        measurement: &str,
+        fields: impl IntoIterator<Item = (&'b str, &'b FieldValue)>,
+        tags: impl IntoIterator<Item = &'b str>,
+    ) -> Result<(), Conflict> {
+        let items = fields
+            .into_iter()
+            .map(|(k, v)| (measurement, k, Claimed::Field(FieldType::of(v))))
+            .chain(tags.into_iter().map(|k| (measurement, k, Claimed::Tag)));
+        self.claim_all(items)
+    }
+
+    /// [`Claim::fields`] for every field and tag of `points`.
+    pub fn points(&mut self, points: &[Point]) -> Result<(), Conflict> {
+        let items = points.iter().flat_map(|p| {
+            let m = p.measurement();
+            p.fields()
+                .map(move |(k, v)| (m, k, Claimed::Field(FieldType::of(v))))
+                .chain(p.tags().map(move |(k, _)| (m, k, Claimed::Tag)))
+        });
+        self.claim_all(items)
+    }
+
+    fn claim_all<'b>(
+        &mut self,
+        items: impl IntoIterator<Item = (&'b str, &'b str, Claimed)>,
+    ) -> Result<(), Conflict> {
+        let mut inner = self.schema.lock();
+        let mut added: Vec<(String, String)> = Vec::new();
+        for (measurement, name, what) in items {
+            let checked = match what {
+                Claimed::Field(t) => inner.check_field(measurement, name, t),
+                Claimed::Tag => inner.check_tag(measurement, name),
+            };
+            if let Err(conflict) = checked {
+                for (m, n) in &added {
+                    inner.unclaim(m, n);
+                    if let Some(names) = self.held.get_mut(m) {
+                        names.remove(n);
+                    }
+                }
+                return Err(conflict);
+            }
+            if self
+                .held
+                .get(measurement)
+                .is_some_and(|names| names.contains(name))
+            {
+                continue;
+            }
+            inner
+                .claimed
+                .entry(measurement.to_string())
+                .or_default()
+                .entry(name.to_string())
+                .or_insert((what, 0))
+                .1 += 1;
+            self.held
+                .entry(measurement.to_string())
+                .or_default()
+                .insert(name.to_string());
+            added.push((measurement.to_string(), name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// The request's record is on disk: what it claimed is learned (a field already known
+    /// keeps its type, as the first write of a type wins in InfluxDB too).
+    pub fn written(mut self) {
+        let held = std::mem::take(&mut self.held);
+        let mut inner = self.schema.lock();
+        let held = held
+            .into_iter()
+            .flat_map(|(m, names)| names.into_iter().map(move |n| (m.clone(), n)));
+        for (measurement, name) in held {
+            let what = inner
+                .claimed
+                .get(&measurement)
+                .and_then(|m| m.get(&name))
+                .map(|(c, _)| *c);
+            inner.unclaim(&measurement, &name);
+            let m = inner.known.entry(measurement).or_default();
+            match what {
+                Some(Claimed::Field(t)) => {
+                    m.fields.entry(name).or_insert(t);
+                }
+                Some(Claimed::Tag) => {
+                    m.tags.insert(name);
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let mut inner = self.schema.lock();
+        for (measurement, names) in std::mem::take(&mut self.held) {
+            for name in names {
+                inner.unclaim(&measurement, &name);
+            }
+        }
+    }
 }
 
 impl Schema {
     /// A schema that starts from `known` (the snapshot's).
     pub fn new(known: Known) -> Schema {
         Schema {
-            known: Mutex::new(known),
+            inner: Mutex::new(Inner {
+                known,
+                claimed: BTreeMap::new(),
+            }),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Known> {
-        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A claim holding nothing yet, for one request: see [`Claim`].
+    pub fn claim(&self) -> Claim<'_> {
+        Claim {
+            schema: self,
+            held: BTreeMap::new(),
+        }
     }
 
     /// Whether InfluxDB would take `fields` and `tags` (names) in `measurement`, as far as the
-    /// gateway knows; the first conflict found, in the order given.
+    /// gateway knows (what other requests claimed included); the first conflict found, in the
+    /// order given. Claims nothing: a request that goes on to write claims what it writes.
     pub fn check<'a>(
         &self,
         measurement: &str,
         fields: impl IntoIterator<Item = (&'a str, &'a FieldValue)>,
         tags: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), Conflict> {
-        let known = self.lock();
-        let Some(m) = known.get(measurement) else {
-            return Ok(());
-        };
+        let inner = self.lock();
         for (name, value) in fields {
-            let now = FieldType::of(value);
-            if let Some(&earlier) = m.fields.get(name)
-                && earlier != now
-            {
-                return Err(Conflict::FieldType {
-                    measurement: measurement.to_string(),
-                    field: name.to_string(),
-                    earlier,
-                    now,
-                });
-            }
-            if m.tags.contains(name) {
-                return Err(Conflict::TagAndField {
-                    measurement: measurement.to_string(),
-                    name: name.to_string(),
-                    is_tag_now: false,
-                });
-            }
+            inner.check_field(measurement, name, FieldType::of(value))?;
         }
         for name in tags {
-            if m.fields.contains_key(name) {
-                return Err(Conflict::TagAndField {
-                    measurement: measurement.to_string(),
-                    name: name.to_string(),
-                    is_tag_now: true,
-                });
-            }
+            inner.check_tag(measurement, name)?;
         }
         Ok(())
     }
 
-    /// Learns the types and tags of points the gateway has accepted. A field already known
-    /// keeps its type (the first write of a type wins in InfluxDB too).
+    /// Learns the types and tags of points the gateway has written without a claim (with
+    /// `influxdb.check_schema` off). A field already known keeps its type.
     pub fn learn(&self, points: &[Point]) {
-        let mut known = self.lock();
+        let mut inner = self.lock();
         for point in points {
-            let m = known.entry(point.measurement().to_string()).or_default();
+            let m = inner
+                .known
+                .entry(point.measurement().to_string())
+                .or_default();
             for (name, value) in point.fields() {
                 if !m.fields.contains_key(name) {
                     m.fields.insert(name.to_string(), FieldType::of(value));
@@ -239,11 +449,11 @@ impl Schema {
         }
     }
 
-    /// Learns the types of `fields` written to `measurement` (a progress: the heartbeats to
-    /// come carry them).
+    /// Learns the types of `fields` written to `measurement` without a claim (a progress with
+    /// `influxdb.check_schema` off: the heartbeats to come carry them).
     pub fn learn_fields(&self, measurement: &str, fields: &[(String, FieldValue)]) {
-        let mut known = self.lock();
-        let m = known.entry(measurement.to_string()).or_default();
+        let mut inner = self.lock();
+        let m = inner.known.entry(measurement.to_string()).or_default();
         for (name, value) in fields {
             if !m.fields.contains_key(name) {
                 m.fields.insert(name.clone(), FieldType::of(value));
@@ -255,13 +465,13 @@ impl Schema {
     /// `replace` (nothing waits to be delivered, so InfluxDB has every type the gateway
     /// wrote), else it is added, InfluxDB's types winning.
     pub fn update_from_influxdb(&self, seen: Known, replace: bool) {
-        let mut known = self.lock();
+        let mut inner = self.lock();
         if replace {
-            *known = seen;
+            inner.known = seen;
             return;
         }
         for (name, m) in seen {
-            let entry = known.entry(name).or_default();
+            let entry = inner.known.entry(name).or_default();
             entry.fields.extend(m.fields);
             entry.tags.extend(m.tags);
         }
@@ -269,7 +479,7 @@ impl Schema {
 
     /// What the gateway knows, to save with the snapshot.
     pub fn known(&self) -> Known {
-        self.lock().clone()
+        self.lock().known.clone()
     }
 }
 
@@ -362,5 +572,71 @@ mod tests {
         schema.update_from_influxdb(Known::new(), true);
         let ten = FieldValue::Str("ten".into());
         assert!(schema.check("m", [("a", &ten)], []).is_ok());
+    }
+
+    #[test]
+    fn of_two_requests_racing_with_two_types_of_a_new_field_the_second_is_refused() {
+        let schema = Schema::default();
+        let (num, text) = (FieldValue::Float(1.5), FieldValue::Str("s".into()));
+        // Both are checked before either is written: the first claims the field.
+        let mut first = schema.claim();
+        first.fields("m", [("new", &num)], []).unwrap();
+        let mut second = schema.claim();
+        let err = second.fields("m", [("new", &text)], []).unwrap_err();
+        assert_eq!(err.name(), "new");
+        assert!(
+            err.to_string()
+                .starts_with("is a string, but earlier runs wrote it to m as a float"),
+            "{err}"
+        );
+        // A tag of that name is refused as well, and one of the same type goes along.
+        assert!(second.fields("m", [], ["new"]).is_err());
+        let mut third = schema.claim();
+        third.fields("m", [("new", &num)], []).unwrap();
+        assert!(
+            schema.known().is_empty(),
+            "nothing learned before it is written"
+        );
+        first.written();
+        drop(third);
+        assert_eq!(schema.known()["m"].fields["new"], FieldType::Float);
+    }
+
+    #[test]
+    fn a_claim_of_a_request_that_was_not_recorded_is_let_go() {
+        let schema = Schema::default();
+        let (num, text) = (FieldValue::Float(1.5), FieldValue::Str("s".into()));
+        let mut first = schema.claim();
+        first.fields("m", [("new", &num)], ["t"]).unwrap();
+        let mut same = schema.claim();
+        same.fields("m", [("new", &num)], []).unwrap();
+        // The first fails to be recorded; the other holding the same type still holds it.
+        drop(first);
+        assert!(schema.claim().fields("m", [("new", &text)], []).is_err());
+        drop(same);
+        // Nobody wrote it: the other type is taken now, and the tag name is free as a field.
+        let mut other = schema.claim();
+        other
+            .fields("m", [("new", &text), ("t", &num)], [])
+            .unwrap();
+        other.written();
+        assert_eq!(schema.known()["m"].fields["new"], FieldType::String);
+    }
+
+    #[test]
+    fn a_conflict_inside_one_claim_claims_nothing_of_it() {
+        let schema = Schema::default();
+        let a = point("m", &[("x", FieldValue::Float(1.0))], &[]);
+        let b = point(
+            "m",
+            &[("y", FieldValue::Float(1.0)), ("x", FieldValue::Bool(true))],
+            &[],
+        );
+        let mut claim = schema.claim();
+        assert!(claim.points(&[a, b]).is_err());
+        // y and x were let go with the refused call.
+        let mut other = schema.claim();
+        let text = FieldValue::Str("s".into());
+        other.fields("m", [("x", &text), ("y", &text)], []).unwrap();
     }
 }

@@ -106,3 +106,116 @@ fn a_schema_changed_under_the_gateway_is_taken_up_within_the_refresh_interval() 
     let states = crate::support::get(gw.addr, "/apiv0.1/states").json();
     assert_eq!(states["dead_letters"]["records"], 0, "{states}");
 }
+
+/// Runs `a` and `b` at the same moment on two threads; their answers, in that order.
+fn at_once(
+    gw: &Gateway,
+    path: &'static str,
+    a: serde_json::Value,
+    b: serde_json::Value,
+) -> [crate::support::RawResponse; 2] {
+    let barrier = std::sync::Barrier::new(2);
+    let addr = gw.addr;
+    std::thread::scope(|s| {
+        let send = |body: serde_json::Value| {
+            let barrier = &barrier;
+            s.spawn(move || {
+                barrier.wait();
+                post_json(addr, path, &body)
+            })
+        };
+        let (a, b) = (send(a), send(b));
+        [
+            a.join().expect("the request thread"),
+            b.join().expect("the request thread"),
+        ]
+    })
+}
+
+/// Waits until the log is delivered; then nothing may be in the dead letters.
+fn delivered_and_nothing_dead_lettered(gw: &Gateway) {
+    wait_until(Duration::from_secs(30), "the log delivered", || {
+        crate::support::get(gw.addr, "/apiv0.1/states").json()["spool"]["records"] == 0
+    });
+    let states = crate::support::get(gw.addr, "/apiv0.1/states").json();
+    assert_eq!(states["dead_letters"]["records"], 0, "{states}");
+}
+
+#[test]
+fn two_registers_racing_with_two_types_of_a_new_field_one_is_refused_none_dead_lettered() {
+    let influx = Influxd::start();
+    let gw = gateway(&influx);
+    const PAIRS: usize = 40;
+    for i in 0..PAIRS {
+        let field = format!("new_{i}");
+        let [a, b] = at_once(
+            &gw,
+            REGISTER,
+            json!({"measurement": {"fields": {&field: 1.5}}}),
+            json!({"measurement": {"fields": {&field: "s"}}}),
+        );
+        let mut statuses = [a.status, b.status];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 400], "pair {i}: {} / {}", a.body, b.body);
+        let refused = if a.status == 400 { &a } else { &b };
+        assert_eq!(
+            refused.json()["code"],
+            "field_type_conflict",
+            "{}",
+            refused.body
+        );
+        let error = refused.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            error.starts_with(&format!("measurement.fields.{field}: is ")),
+            "pair {i}: {error}"
+        );
+    }
+    delivered_and_nothing_dead_lettered(&gw);
+    // Every accepted heartbeat is in InfluxDB.
+    assert_eq!(influx.count("runs", "load_testing"), PAIRS);
+}
+
+#[test]
+fn two_commits_racing_with_two_types_of_a_new_stats_member_keep_both_rows() {
+    let influx = Influxd::start();
+    let gw = gateway(&influx);
+    const PAIRS: usize = 30;
+    let commit = |uuid: &str, member: &str, value: serde_json::Value| {
+        json!({"uuid": uuid, "measurement": {"fields": {"requestStats": {
+            "stats": [{"name": "/a", "method": "GET", "num_requests": 3, member: value}]
+        }}}})
+    };
+    for i in 0..PAIRS {
+        let member = format!("member_{i}");
+        let (x, y) = (
+            crate::support::register(gw.addr, &json!({})),
+            crate::support::register(gw.addr, &json!({})),
+        );
+        let [a, b] = at_once(
+            &gw,
+            "/apiv0.1/events/commit",
+            commit(&x, &member, json!(2)),
+            commit(&y, &member, json!(true)),
+        );
+        assert_eq!((a.status, b.status), (200, 200), "{} / {}", a.body, b.body);
+        let left_out = [&a, &b]
+            .iter()
+            .filter(|r| {
+                r.json()["data"]["description"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("1 requestStats members were left out")
+            })
+            .count();
+        assert_eq!(left_out, 1, "pair {i}: {} / {}", a.body, b.body);
+    }
+    delivered_and_nothing_dead_lettered(&gw);
+    assert_eq!(
+        influx.count("runs", "load_testing_request_stats"),
+        2 * PAIRS,
+        "no endpoint row lost"
+    );
+}
