@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Gateway, Influxd, config, config_with, get, post_json, wait_until};
+use crate::support::{Gateway, Influxd, config_with, get, post_json, wait_until};
 
 const REGISTER: &str = "/apiv0.1/events/register";
 
