@@ -1084,9 +1084,10 @@ mod tests {
                 .unwrap();
         }
 
-        /// Waits (10 s at most) until `done` holds.
+        /// Waits (60 s at most: a busy machine is slow to write a thousand dead letters)
+        /// until `done` holds.
         fn until(&self, what: &str, done: impl Fn(&Running) -> bool) {
-            let deadline = Instant::now() + Duration::from_secs(10);
+            let deadline = Instant::now() + Duration::from_secs(60);
             while !done(self) {
                 assert!(Instant::now() < deadline, "{what}");
                 std::thread::sleep(Duration::from_millis(5));
