@@ -3,10 +3,13 @@
 # (scripts/grafana-dashboard.json): a real headless Locust loads a tiny loopback service,
 # records the run through the real gateway into a real, throwaway InfluxDB 1.x, and the points
 # are checked by query; then every query of the dashboard must return rows. Also checks that a
-# distributed run (master + worker) commits from the master, that a run with 5 000 endpoints is
+# distributed run (master + 2 workers, with Locust's --json-file) commits from the master every
+# endpoint row with the requests of Locust's own statistics, that a run with 5 000 endpoints is
 # recorded (the plugin gzips its commit), that a --consumer-tags key naming a field stops Locust
-# at start, and that a gateway that is down never breaks the load test. First, the plugin's unit
-# tests against a stub gateway.
+# at start, that a gateway that is down never breaks the load test, and that points InfluxDB
+# refuses (the gateway's dead_letter) are a warning with InfluxDB's words; with
+# --consumer-strict, both make Locust exit non-zero. First, the plugin's unit tests against a
+# stub gateway.
 #
 # Locust comes from PyPI into a virtualenv under target/e2e-venv, made once and reused.
 # Every process started here listens on 127.0.0.1 only and is stopped by its PID on exit.
@@ -97,10 +100,15 @@ echo "influxd on $influx_url (pid $influxd_pid)"
 # The gateway, with a token and one heartbeat a second
 # ---------------------------------------------------------------------------
 
-db=e2e_locust
 token=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
-mkdir -p "$work/gateway"
-cat >"$work/gateway/consumer.toml" <<TOML
+
+# Starts a gateway named $1 (its files under $work/$1, its log $work/$1.log) writing to
+# database $2 of influxd, with the lines $3 added to its [influxdb] table and $4 to the end of
+# its configuration; sets started_addr (host:port).
+start_gateway() {
+    local name=$1 database=$2 influxdb_extra=$3 extra=$4 pid
+    mkdir -p "$work/$name"
+    cat >"$work/$name/consumer.toml" <<TOML
 [server]
 listen = "127.0.0.1:0"
 
@@ -109,28 +117,35 @@ tokens = ["$token"]
 
 [influxdb]
 url = "$influx_url"
-database = "$db"
+database = "$database"
+$influxdb_extra
 
 [jobs]
 heartbeat_interval = "1s"
 
 [storage]
-dir = "$work/gateway/data"
+dir = "$work/$name/data"
+$extra
 TOML
-"$gateway_bin" --config "$work/gateway/consumer.toml" >"$work/gateway.log" 2>&1 &
-gateway_pid=$!
-pids+=("$gateway_pid")
-listening() {
-    alive "$gateway_pid" || {
-        tail -n 30 "$work/gateway.log" >&2
-        fail "the gateway exited at start"
+    "$gateway_bin" --config "$work/$name/consumer.toml" >"$work/$name.log" 2>&1 &
+    pid=$!
+    pids+=("$pid")
+    listening() {
+        alive "$pid" || {
+            tail -n 30 "$work/$name.log" >&2
+            fail "the gateway $name exited at start"
+        }
+        grep -q 'listening on http://' "$work/$name.log"
     }
-    grep -q 'listening on http://' "$work/gateway.log"
+    wait_for 15 listening || fail "the gateway $name did not log 'listening on' within 15 s"
+    started_addr=$(sed -n 's|.*listening on http://\([0-9.:]*\).*|\1|p' "$work/$name.log" | head -n 1)
+    echo "gateway $name on http://$started_addr (pid $pid)"
 }
-wait_for 15 listening || fail "the gateway did not log 'listening on' within 15 s"
-gateway_addr=$(sed -n 's|.*listening on http://\([0-9.:]*\).*|\1|p' "$work/gateway.log" | head -n 1)
+
+db=e2e_locust
+start_gateway gateway "$db" "" ""
+gateway_addr=$started_addr
 gateway_url=http://$gateway_addr
-echo "gateway on $gateway_url (pid $gateway_pid)"
 
 # ---------------------------------------------------------------------------
 # The service under load
@@ -206,36 +221,46 @@ to_ms=$(($(date +%s) * 1000 + 5000))
     fail "the dashboard's queries do not all return rows"
 
 # ---------------------------------------------------------------------------
-# 3. A distributed run: master + one worker, the token in the URL (Basic auth).
-#    Only the master records; its commit must hold the worker's statistics.
+# 3. A distributed run: master + 2 workers, the token in the URL (Basic auth), and Locust's
+#    --json-file, which empties the master's endpoint rows as it writes them. Only the master
+#    records; its commit must hold the workers' statistics: every endpoint row with the
+#    requests of Locust's own JSON file (which replaces the printed summary).
 # ---------------------------------------------------------------------------
 
 echo
-echo "--- distributed run: master and one worker, 2 users for 5 s"
+echo "--- distributed run: master and 2 workers, 4 users for 5 s, --json-file"
 read -r master_port < <(python3 scripts/e2e/free_ports.py 1)
-"$locust" -f scripts/e2e/locustfile.py --worker --master-host 127.0.0.1 --master-port "$master_port" \
-    >"$work/locust-worker.log" 2>&1 &
-worker_pid=$!
-pids+=("$worker_pid")
+worker_pids=()
+for w in 1 2; do
+    "$locust" -f scripts/e2e/locustfile.py --worker --master-host 127.0.0.1 --master-port "$master_port" \
+        >"$work/locust-worker-$w.log" 2>&1 &
+    worker_pids+=("$!")
+    pids+=("$!")
+done
 status=0
 timeout 60 "$locust" -f scripts/e2e/locustfile.py --master --master-bind-host 127.0.0.1 \
-    --master-bind-port "$master_port" --expect-workers 1 --expect-workers-max-wait 20 \
-    --headless -u 2 -r 2 -t 5s --host "$target_url" --only-summary --exclude-tags flaky \
+    --master-bind-port "$master_port" --expect-workers 2 --expect-workers-max-wait 20 \
+    --headless -u 4 -r 4 -t 5s --host "$target_url" --only-summary --exclude-tags flaky \
+    --json-file "$work/locust-master" \
     --consumer-url "http://locust:$token@$gateway_addr" --consumer-interval 1 \
     >"$work/locust-master.log" 2>&1 || status=$?
 [ "$status" -eq 0 ] || {
     tail -n 40 "$work/locust-master.log" >&2
     fail "distributed run: the master exited $status"
 }
-wait_for 10 bash -c "! kill -0 $worker_pid 2>/dev/null" || fail "distributed run: the worker did not quit"
+[ -s "$work/locust-master.json" ] || fail "distributed run: Locust wrote no $work/locust-master.json"
+for w in 1 2; do
+    wait_for 10 bash -c "! kill -0 ${worker_pids[w - 1]} 2>/dev/null" ||
+        fail "distributed run: worker $w did not quit"
+    no_tracebacks "$work/locust-worker-$w.log" "distributed run (worker $w)"
+    if grep -q "metrics-consumer:" "$work/locust-worker-$w.log"; then
+        fail "distributed run: worker $w talked to the gateway; only the master may"
+    fi
+done
 no_tracebacks "$work/locust-master.log" "distributed run (master)"
-no_tracebacks "$work/locust-worker.log" "distributed run (worker)"
-if grep -q "metrics-consumer:" "$work/locust-worker.log"; then
-    fail "distributed run: the worker talked to the gateway; only the master may"
-fi
-distributed_uuid=$("$py" scripts/e2e/check_run.py run --influx "$influx_url" --db "$db" --users 2 \
+distributed_uuid=$("$py" scripts/e2e/check_run.py run --influx "$influx_url" --db "$db" --users 4 \
     --endpoints "GET /items,POST /orders" --min-heartbeats 3 --exclude-uuid "$run_uuid" --tag mode=distributed \
-    --requests "$(summary_requests "$work/locust-master.log")") ||
+    --locust-json "$work/locust-master.json") ||
     fail "distributed run: the points in InfluxDB are not as expected"
 
 # ---------------------------------------------------------------------------
@@ -311,9 +336,75 @@ if grep -qF "$token" "$work/locust-down.log"; then
 fi
 grep -m1 "WARNING.*metrics-consumer" "$work/locust-down.log"
 
-if grep -qF "$token" "$work/gateway.log"; then
-    fail "the token appears in the gateway's log"
-fi
+echo
+echo "--- gateway down, --consumer-strict: Locust exits 3"
+status=0
+timeout 60 "$locust" -f scripts/e2e/locustfile.py --headless -u 1 -r 1 -t 1s \
+    --host "$target_url" --only-summary --exclude-tags flaky \
+    --consumer-url http://127.0.0.1:9 --consumer-token "$token" --consumer-strict \
+    >"$work/locust-down-strict.log" 2>&1 || status=$?
+no_tracebacks "$work/locust-down-strict.log" "gateway down, strict"
+[ "$status" -eq 3 ] || {
+    tail -n 20 "$work/locust-down-strict.log" >&2
+    fail "gateway down, strict: locust exited $status, not 3"
+}
+grep -q "ERROR.*metrics-consumer: --consumer-strict: not recorded whole: .*connection refused" \
+    "$work/locust-down-strict.log" || fail "gateway down, strict: no error saying why Locust fails"
+
+# ---------------------------------------------------------------------------
+# 7. InfluxDB refuses the points: a gateway that answers once InfluxDB has the points
+#    (delivery.acknowledge = "influxdb") and does not check the schema itself, and a database
+#    where total_rps of load_testing_result is already a string. The commit's result point is
+#    refused (a field type conflict), and the answer says so in "dead_letter": the plugin warns
+#    with InfluxDB's words; Locust exits 0, or 3 with --consumer-strict.
+# ---------------------------------------------------------------------------
+
+echo
+echo "--- InfluxDB refuses the commit's points (field type conflict): a warning; 3 when strict"
+refused_db=e2e_locust_refused
+curl -fsS -o /dev/null -XPOST "$influx_url/query" --data-urlencode "q=CREATE DATABASE $refused_db" ||
+    fail "cannot create database $refused_db"
+curl -fsS -o /dev/null -XPOST "$influx_url/write?db=$refused_db" \
+    --data-binary 'load_testing_result,uuid=seed total_rps="a string"' ||
+    fail "cannot write the conflicting point to $refused_db"
+start_gateway gateway-refusing "$refused_db" 'check_schema = false' '[delivery]
+acknowledge = "influxdb"'
+refusing_url=http://$started_addr
+for strict in "" --consumer-strict; do
+    name=refused${strict:+-strict}
+    status=0
+    timeout 60 "$locust" -f scripts/e2e/locustfile.py --headless -u 1 -r 1 -t 2s \
+        --host "$target_url" --only-summary --exclude-tags flaky \
+        --consumer-url "$refusing_url" --consumer-token "$token" --consumer-interval 1 $strict \
+        >"$work/locust-$name.log" 2>&1 || status=$?
+    no_tracebacks "$work/locust-$name.log" "$name"
+    expected=0
+    [ -z "$strict" ] || expected=3
+    [ "$status" -eq "$expected" ] || {
+        tail -n 20 "$work/locust-$name.log" >&2
+        fail "$name: locust exited $status, not $expected"
+    }
+    warning=$(grep 'WARNING.*metrics-consumer: run .* finished; .*, but InfluxDB refused points of it: ' \
+        "$work/locust-$name.log" || true)
+    grep -qF 'field type conflict: input field "total_rps" on measurement "load_testing_result"' <<<"$warning" || {
+        grep "metrics-consumer" "$work/locust-$name.log" | tail -n 5 >&2
+        fail "$name: no warning with InfluxDB's words about the refused points"
+    }
+    if grep -q "recorded by the gateway" "$work/locust-$name.log"; then
+        fail "$name: the plugin says the refused commit was recorded"
+    fi
+    if [ -n "$strict" ]; then
+        grep -q "ERROR.*metrics-consumer: --consumer-strict: not recorded whole: .*field type conflict" \
+            "$work/locust-$name.log" || fail "$name: no error saying why Locust fails"
+    fi
+done
+grep -m1 "WARNING.*InfluxDB refused points" "$work/locust-refused.log"
+
+for log in "$work/gateway.log" "$work/gateway-refusing.log"; do
+    if grep -qF "$token" "$log"; then
+        fail "the token appears in the gateway's log $log"
+    fi
+done
 
 ok=1
 echo

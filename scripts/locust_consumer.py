@@ -26,6 +26,14 @@ What it does, on a local runner or on the master of a distributed run (workers d
 
 The gateway being down, slow or refusing never breaks the load test: every failure is caught
 and logged as a warning, and the commit is tried three times with a growing pause between tries.
+An answer saying that InfluxDB refused the points (`dead_letter`: the gateway keeps them in its
+dead letters) is a warning with InfluxDB's words. With --consumer-strict, a run that was not
+recorded whole (the gateway refused a call, could not be reached for the commit, or InfluxDB
+refused points) makes Locust exit with code 3, for CI.
+
+On a master the commit is sent when Locust begins to shut down, once the workers' last
+statistics are in and before Locust's own --json-file or --json output, which empties the
+endpoint rows as it writes them.
 
 Works with Locust 2.x. It needs nothing but what Locust already brings (gevent, requests).
 """
@@ -45,7 +53,7 @@ import requests
 import requests.auth
 from gevent.event import Event
 from locust import events
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
 
 __all__ = ["GatewayClient", "ConsumerRun", "request_stats"]
 
@@ -64,6 +72,11 @@ COMMIT_DEADLINE = 30.0
 # Percentiles of every stats row, as in Locust's own report; newer Locust lets a locustfile
 # change this list, so it is read when the run ends.
 DEFAULT_PERCENTILES = (0.5, 0.66, 0.75, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999, 0.9999, 1.0)
+# Locust's exit code under --consumer-strict when a run was not recorded whole. Locust's own are
+# 1 (requests failed, --exit-code-on-error) and 2 (an unexpected error), so CI can tell them apart.
+STRICT_EXIT_CODE = 3
+# The most of InfluxDB's message (from a `dead_letter` answer) shown in a log line, in characters.
+MAX_REASON_CHARS = 500
 # gzip level of compressed bodies: Locust's statistics shrink about tenfold already at 6, and
 # higher levels cost the master's CPU at the end of the run for little more.
 GZIP_LEVEL = 6
@@ -354,9 +367,13 @@ class ConsumerRun:
         self.uuid = None
         self.finished = False
         self.peak_users = 0
+        # Why this run was not recorded whole, by call ("register", "progress", "commit"): the
+        # first reason of each; --consumer-strict turns any of them into Locust's exit code.
+        self.problems = {}
         # Calls that are failing ("register", "progress"): only the first failure of a streak
         # is a warning, so a gateway that is down for an hour does not flood the log.
         self._failing = set()
+        self._register_error = "the run is not registered"
         self._stop = Event()
         self._greenlet = gevent.spawn(self._loop)
 
@@ -394,6 +411,23 @@ class ConsumerRun:
             self._failing.discard(call)
             logger.info("metrics-consumer: %s works again", call)
 
+    def _problem(self, call, reason):
+        """Notes why the run is not recorded whole; the first reason of each call is kept."""
+        self.problems.setdefault(call, reason)
+
+    def _dead_letter(self, call, answer):
+        """InfluxDB's words when the gateway says InfluxDB refused the points of this call
+        (`dead_letter`, sent by a gateway with delivery.acknowledge = "influxdb"), else None.
+        Such an answer is a 200: the gateway keeps the refused points in its dead letters."""
+        why = answer.get("dead_letter") if isinstance(answer, dict) else None
+        if not why:
+            return None
+        text = self.client.redact(str(why))
+        if len(text) > MAX_REASON_CHARS:
+            text = text[:MAX_REASON_CHARS] + "…"
+        self._problem(call, f"InfluxDB refused the points of the {call}: {text}")
+        return text
+
     def _register(self, deadline=None):
         """Registers the run once; returns whether it has a uuid."""
         if self.uuid is not None:
@@ -402,14 +436,26 @@ class ConsumerRun:
             answer = self.client.post("register", self.register_body(), deadline)
         except GatewayError as e:
             self._failed("register", "metrics-consumer: cannot register the run: %s", e)
+            self._register_error = f"cannot register the run: {e}"
             return False
         uuid = answer.get("uuid") or (answer.get("data") or {}).get("uuid")
         if not uuid:
             self._failed("register", "metrics-consumer: the register answer holds no uuid")
+            self._register_error = "the register answer holds no uuid"
             return False
         self._succeeded("register")
         self.uuid = uuid
-        logger.info("metrics-consumer: registered run %s at %s", uuid, self.client.base)
+        refused = self._dead_letter("register", answer)
+        if refused:
+            logger.warning(
+                "metrics-consumer: registered run %s at %s, but InfluxDB refused its points: %s "
+                "(the gateway keeps them in its dead letters)",
+                uuid,
+                self.client.base,
+                refused,
+            )
+        else:
+            logger.info("metrics-consumer: registered run %s at %s", uuid, self.client.base)
         return True
 
     def _loop(self):
@@ -431,7 +477,7 @@ class ConsumerRun:
         self.peak_users = max(self.peak_users, int(fields["user_count"]))
         body = {"uuid": self.uuid, "measurement": {"fields": fields}}
         try:
-            self.client.post("progress", body)
+            answer = self.client.post("progress", body)
         except GatewayError as e:
             if e.status == 409:
                 logger.warning("metrics-consumer: run %s is already finished on the gateway", self.uuid)
@@ -441,7 +487,19 @@ class ConsumerRun:
                 # heartbeats go on with the registered values either way.
                 logger.warning("metrics-consumer: no live progress for run %s: %s", self.uuid, e)
                 return False
+            if _refusal(e):
+                self._problem("progress", f"the gateway refused the progress: {e}")
             self._failed("progress", "metrics-consumer: cannot post progress: %s", e)
+            return True
+        refused = self._dead_letter("progress", answer)
+        if refused:
+            self._failed(
+                "progress",
+                "metrics-consumer: InfluxDB refused the progress of run %s: %s "
+                "(the gateway keeps it in its dead letters)",
+                self.uuid,
+                refused,
+            )
             return True
         self._succeeded("progress")
         return True
@@ -468,12 +526,14 @@ class ConsumerRun:
             logger.warning("metrics-consumer: cannot collect the run's statistics", exc_info=True)
             return
         fields = {"requestStats": stats, "duration": round(time.time() - self.started_at, 3)}
+        last = None
         for attempt in range(COMMIT_TRIES):
             if attempt:
                 pause = COMMIT_BACKOFF[min(attempt - 1, len(COMMIT_BACKOFF) - 1)]
                 gevent.sleep(max(0.0, min(pause, deadline - time.monotonic())))
             # A run whose register never got through is registered now, so its result is kept.
             if not self._register(deadline):
+                last = self._register_error
                 continue
             body = {"uuid": self.uuid, "measurement": {"fields": fields}}
             try:
@@ -483,9 +543,10 @@ class ConsumerRun:
                     # An earlier try got through, but its answer was lost (a timeout).
                     logger.info("metrics-consumer: committed run %s", self.uuid)
                     return
-                if e.status is not None and 400 <= e.status < 500 and e.status not in (408, 429):
+                if _refusal(e):
                     # The gateway refused this commit itself: sending it again cannot help.
                     logger.warning("metrics-consumer: commit of run %s refused: %s", self.uuid, e)
+                    self._problem("commit", f"the gateway refused the commit: {e}")
                     return
                 logger.warning(
                     "metrics-consumer: commit of run %s failed (try %d of %d): %s",
@@ -494,9 +555,19 @@ class ConsumerRun:
                     COMMIT_TRIES,
                     e,
                 )
+                last = str(e)
                 continue
             # The gateway says what it wrote (how many endpoint rows it kept, say).
             said = (answer.get("data") or {}).get("description") or "committed"
+            refused = self._dead_letter("commit", answer)
+            if refused:
+                logger.warning(
+                    "metrics-consumer: %s, but InfluxDB refused points of it: %s "
+                    "(the gateway keeps them in its dead letters)",
+                    said,
+                    refused,
+                )
+                return
             logger.info(
                 "metrics-consumer: %s%s",
                 said,
@@ -506,6 +577,14 @@ class ConsumerRun:
             )
             return
         logger.warning("metrics-consumer: gave up committing the run; its result is not recorded")
+        reason = last or "no time left"
+        self._problem("commit", f"the commit did not get through ({reason}), so the run's result is not recorded")
+
+
+def _refusal(error):
+    """Whether the gateway answered `error` itself, refusing the call (a 4xx other than a timeout
+    or a rate limit), so that sending it again cannot help."""
+    return error.status is not None and 400 <= error.status < 500 and error.status not in (408, 429)
 
 
 # ---------------------------------------------------------------------------
@@ -516,6 +595,8 @@ class ConsumerRun:
 _current = None
 # A run whose commit waits for the workers' last statistics (master, see on_test_stop).
 _deferred = None
+# Why runs of this process were not recorded whole ("run UUID: reason"), for --consumer-strict.
+_problems = []
 
 
 def parse_tags(text):
@@ -648,6 +729,16 @@ def on_init_command_line_parser(parser, **_kwargs):
         help="extra tags of the run's points: k=v,k2=v2",
         include_in_web_ui=False,
     )
+    _add_option(
+        group,
+        "--consumer-strict",
+        env_var="METRICS_CONSUMER_STRICT",
+        action="store_true",
+        default=False,
+        help=f"exit with code {STRICT_EXIT_CODE} when a run is not recorded whole: the gateway refused a call "
+        "or could not be reached for the commit, or InfluxDB refused points (for CI)",
+        include_in_web_ui=False,
+    )
 
 
 @events.init.add_listener
@@ -659,7 +750,15 @@ def on_init(environment, **_kwargs):
     if isinstance(environment.runner, WorkerRunner):
         return
     opts = environment.parsed_options
-    if opts is None or not getattr(opts, "consumer_url", ""):
+    if opts is None:
+        return
+    if not getattr(opts, "consumer_url", ""):
+        if getattr(opts, "consumer_strict", False):
+            logger.error(
+                "metrics-consumer: --consumer-strict without --consumer-url (or METRICS_CONSUMER_URL): "
+                "nothing would be recorded"
+            )
+            sys.exit(1)
         return
     tags = parse_tags(getattr(opts, "consumer_tags", ""))
     problems = tag_problems(tags)
@@ -702,7 +801,7 @@ def on_test_start(environment, **_kwargs):
         for earlier in (_deferred, _current):
             # Started again before an earlier run was committed: commit that one first.
             if earlier is not None:
-                earlier.finish()
+                _finish(earlier)
         _current = _deferred = None
         client = GatewayClient(opts.consumer_url, opts.consumer_token or None)
         interval = max(float(opts.consumer_interval or 15.0), 0.1)
@@ -722,27 +821,72 @@ def on_test_stop(environment, **_kwargs):
         runner = environment.runner
         if isinstance(runner, MasterRunner) and runner.user_count > 0:
             # A master that is quitting (headless --run-time, Ctrl-C) stops before its workers
-            # have stopped and sent their last statistics; they arrive while Locust shuts down,
-            # so the commit waits for the "quit" event.
+            # have stopped and sent their last statistics; they arrive while the runner quits,
+            # so the commit waits for Locust's "quitting" event (on_quitting).
             run.stop_progress()
             _deferred = run
             return
-        run.finish()
+        _finish(run)
     except Exception:
         logger.warning("metrics-consumer: commit failed", exc_info=True)
 
 
-def _on_quit(**_kwargs):
-    """Last chance before the process exits: commit whatever is still open."""
+def _finish(run):
+    """Commits `run` and keeps what kept it from being recorded whole."""
+    run.finish()
+    _problems.extend(f"run {run.uuid or '(not registered)'}: {why}" for why in run.problems.values())
+    run.problems.clear()
+
+
+def _finish_open_runs():
     global _current, _deferred
-    for run in (_deferred, _current):
+    runs, _current, _deferred = (_deferred, _current), None, None
+    for run in runs:
         if run is not None:
             try:
-                run.finish()
+                _finish(run)
             except Exception:
                 logger.warning("metrics-consumer: commit failed", exc_info=True)
-    _current = _deferred = None
 
 
-# "quit" (Locust 2.x) fires after the runner has quit and the workers' last reports are in.
-getattr(events, "quit", events.quitting).add_listener(_on_quit)
+@events.quitting.add_listener
+def on_quitting(environment, **_kwargs):
+    """Locust is shutting down: commits what is open, then, with --consumer-strict, sets Locust's
+    exit code when a run was not recorded whole.
+
+    This is the last moment both are possible: Locust reads its exit code right after this
+    event, and then writes --json-file or --json, which empties every endpoint row of the
+    master's statistics as it writes them. A runner still running (Ctrl-C, SIGTERM) is made to
+    quit first, as Locust would right after: its users stop, a master's workers send their last
+    statistics, and the commit holds them."""
+    try:
+        runner = environment.runner
+        if (_current is not None or _deferred is not None) and getattr(runner, "state", None) in (
+            STATE_SPAWNING,
+            STATE_RUNNING,
+        ):
+            runner.quit()
+        _finish_open_runs()
+    except Exception:
+        logger.warning("metrics-consumer: commit failed", exc_info=True)
+    opts = environment.parsed_options
+    if _problems and getattr(opts, "consumer_strict", False):
+        logger.error(
+            "metrics-consumer: --consumer-strict: not recorded whole: %s; Locust exits with code %d",
+            "; ".join(_problems),
+            STRICT_EXIT_CODE,
+        )
+        # Locust before 2.13 has no process_exit_code; then the error line is all there is.
+        if not getattr(environment, "process_exit_code", None):
+            environment.process_exit_code = STRICT_EXIT_CODE
+
+
+def _on_quit(**_kwargs):
+    """Last chance before the process exits: commits whatever is still open (normally nothing:
+    on_quitting committed it)."""
+    _finish_open_runs()
+
+
+# "quit" (Locust 2.x) fires after the runner has quit, as the process exits.
+if hasattr(events, "quit"):
+    events.quit.add_listener(_on_quit)

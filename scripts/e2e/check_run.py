@@ -4,9 +4,11 @@ runs every InfluxQL query of the Grafana dashboard against it.
 Usage:
     check_run.py run --influx URL --db DB --users N --endpoints "GET /items,POST /orders,..."
                      [--exclude-uuid U ...] [--min-heartbeats N] [--requests N] [--errors]
-                     [--tag K=V ...]
+                     [--tag K=V ...] [--locust-json FILE]
         finds the one run (uuid) not excluded, checks its events, heartbeats, result and
-        per-endpoint rows, and prints its uuid on stdout.
+        per-endpoint rows, and prints its uuid on stdout. With --locust-json (the file of
+        Locust's --json-file), every endpoint row, as a point and in the requestStats text, must
+        have the requests that file gives it, and Aggregated their sum.
     check_run.py dashboard --influx URL --db DB --dashboard FILE --run UUID --from-ms T --to-ms T
         fills in the dashboard's variables and checks that each of its queries returns rows.
     check_run.py rows --influx URL --db DB --rows N --sent N [--exclude-uuid U ...]
@@ -74,8 +76,21 @@ def quote(value):
 # ---------------------------------------------------------------------------
 
 
+def locust_json_requests(path):
+    """{"METHOD name": requests} of every endpoint of a file written by Locust's --json-file."""
+    with open(path) as f:
+        entries = json.load(f)
+    check(isinstance(entries, list) and entries, f"{path}: not a list of Locust's endpoint rows")
+    return {f"{e.get('method') or ''} {e['name']}".strip(): e["num_requests"] for e in entries}
+
+
 def check_run(args):
     influx, db = args.influx, args.db
+    per_locust = None
+    if args.locust_json:
+        per_locust = locust_json_requests(args.locust_json)
+        if args.requests is None:
+            args.requests = sum(per_locust.values())
     events = select(influx, db, 'SELECT * FROM "load_testing_events"')
     uuids = sorted({e["uuid"] for e in events} - set(args.exclude_uuid))
     check(len(uuids) == 1, f"expected exactly one new run in load_testing_events, found {uuids} in {events}")
@@ -132,6 +147,15 @@ def check_run(args):
         f"run {uuid}: result user_count is {result['user_count']}, not {args.users}",
     )
     aggregated = [r for r in stats["stats"] if r["name"] == "Aggregated"][0]
+    if per_locust is not None:
+        committed = {
+            f"{r['method']} {r['name']}".strip(): r["num_requests"] for r in stats["stats"] if r is not aggregated
+        }
+        check(
+            committed == per_locust,
+            f"run {uuid}: the requestStats text has the endpoint requests {committed}, "
+            f"Locust's --json-file says {per_locust}",
+        )
     if args.requests is not None:
         check(
             aggregated["num_requests"] == args.requests == result["num_requests"],
@@ -161,6 +185,18 @@ def check_run(args):
             f"run {uuid}: row {r['name']} has num_requests {r.get('num_requests')}",
         )
         check("response_time_percentile_0.95" in r, f"run {uuid}: row {r['name']} has no 95th percentile")
+    if per_locust is not None:
+        stored = {
+            f"{r.get('method', '')} {r['name']}".strip(): r.get("num_requests")
+            for r in per_endpoint
+            if r["name"] != "Aggregated"
+        }
+        check(
+            stored == per_locust,
+            f"run {uuid}: load_testing_request_stats has the endpoint requests {stored}, "
+            f"Locust's --json-file says {per_locust}",
+        )
+        log(f"run {uuid}: every endpoint row has the requests of Locust's --json-file: {per_locust}")
     log(f"run {uuid}: {len(per_endpoint)} per-endpoint rows, each with requests")
     print(uuid)
 
@@ -294,6 +330,7 @@ def main():
     )
     run.add_argument("--requests", type=int, help="the request count of Locust's own summary")
     run.add_argument("--errors", action="store_true", help="the run had failures: expect an error list")
+    run.add_argument("--locust-json", help="the file of Locust's --json-file: the requests of every endpoint")
     dash = sub.add_parser("dashboard")
     dash.add_argument("--influx", required=True)
     dash.add_argument("--db", required=True)

@@ -27,7 +27,8 @@ import locust_consumer as lc
 
 class StubGateway:
     """A loopback HTTP server that records every request and answers from a script: a list of
-    statuses per route, used up in order (200 when the list is empty)."""
+    statuses per route, used up in order (200 when the list is empty). A dict in the list is a
+    200 whose answer has its members added (e.g. {"dead_letter": "..."})."""
 
     def __init__(self):
         self.requests = []  # (route, headers, body, bytes on the wire)
@@ -40,13 +41,16 @@ class StubGateway:
                 data = self.rfile.read(int(self.headers["Content-Length"]))
                 statuses = stub.script.get(route) or []
                 status = statuses.pop(0) if statuses else 200
+                extra = {}
+                if isinstance(status, dict):
+                    status, extra = 200, status
                 wire = len(data)
                 if self.headers.get("Content-Encoding") == "gzip" and status != 415:
                     data = gzip.decompress(data)
                 body = json.loads(data) if status != 415 else None
                 stub.requests.append((route, dict(self.headers), body, wire))
                 if status == 200:
-                    answer = {"uuid": "u-1", "data": {"uuid": "u-1"}, "delivered": True}
+                    answer = {"uuid": "u-1", "data": {"uuid": "u-1"}, "delivered": not extra, **extra}
                 else:
                     answer = {"error": f"scripted {status}", "code": "scripted"}
                 data = json.dumps(answer).encode()
@@ -81,6 +85,7 @@ def environment(**options):
         consumer_token="",
         consumer_interval=0.05,
         consumer_tags="",
+        consumer_strict=False,
     )
     for key, value in options.items():
         setattr(opts, key, value)
@@ -223,6 +228,13 @@ class StartTest(unittest.TestCase):
         self.assertEqual(caught.exception.code, 1)
         self.assertIn("the value of tag 'team' contains a backslash", logs.output[0])
 
+    def test_strict_without_a_url_stops_locust_at_start(self):
+        env = environment(consumer_strict=True)
+        with self.assertLogs("locust_consumer", logging.ERROR) as logs, self.assertRaises(SystemExit) as caught:
+            lc.on_init(environment=env, runner=env.runner)
+        self.assertEqual(caught.exception.code, 1)
+        self.assertIn("--consumer-strict without --consumer-url", logs.output[0])
+
     def test_other_tags_and_no_url_start_as_usual(self):
         for options in ({"consumer_url": "http://gw.test:3000", "consumer_tags": "team=shop,env=ci"},
                         {"consumer_tags": "num_requests=x"}):
@@ -317,6 +329,28 @@ class RunTest(unittest.TestCase):
         self.assertIn("already finished", logs.output[0])
         self.assertEqual(self.gw.routes().count("progress"), 1)
 
+    def test_a_dead_letter_in_the_commit_answer_is_a_warning_with_influxdbs_words(self):
+        words = (
+            'partial write: field type conflict: input field "total_rps" on measurement '
+            '"load_testing_result" is type float, already exists as type string dropped=1'
+        )
+        self.gw.script["commit"] = [{"dead_letter": words, "data": {"description": "run u-1 finished; wrote 5 points"}}]
+        with self.assertLogs("locust_consumer", logging.INFO) as logs:
+            run = self.run_for(0.1)
+        last = logs.output[-1]
+        self.assertTrue(last.startswith("WARNING:"), last)
+        self.assertIn("run u-1 finished; wrote 5 points, but InfluxDB refused points of it: " + words, last)
+        self.assertNotIn("recorded by the gateway", "".join(logs.output))
+        self.assertEqual(self.gw.routes().count("commit"), 1)
+        self.assertIn(words, run.problems["commit"])
+
+    def test_a_dead_letter_in_the_register_answer_is_a_warning_too(self):
+        self.gw.script["register"] = [{"dead_letter": "max-values-per-tag limit exceeded (100000/100000)"}]
+        with self.assertLogs("locust_consumer", logging.WARNING) as logs:
+            run = self.run_for(0.1)
+        self.assertIn("InfluxDB refused its points: max-values-per-tag limit exceeded", logs.output[0])
+        self.assertEqual(list(run.problems), ["register"])
+
     def test_a_gateway_that_is_down_costs_warnings_not_exceptions(self):
         env = environment()
         run = lc.ConsumerRun(env, lc.GatewayClient("http://127.0.0.1:9"), 0.05, {})
@@ -326,6 +360,54 @@ class RunTest(unittest.TestCase):
             run.finish()
         self.assertLess(time.monotonic() - start, 5)
         self.assertIn("gave up committing", logs.output[-1])
+
+
+class StrictTest(unittest.TestCase):
+    """--consumer-strict: Locust's exit code, set when Locust begins to shut down (on_quitting),
+    which is before Locust reads it."""
+
+    def setUp(self):
+        self.gw = StubGateway()
+        self.addCleanup(self.gw.close)
+        self.addCleanup(lc._problems.clear)
+        self.backoff = lc.COMMIT_BACKOFF
+        lc.COMMIT_BACKOFF = (0.05, 0.05)
+        self.addCleanup(setattr, lc, "COMMIT_BACKOFF", self.backoff)
+
+    def run_through_locust_events(self, strict, url=None):
+        """A run as Locust's events drive it on a local runner: start, stop, then shutting down.
+        Returns the exit code the plugin left for Locust (None: Locust decides)."""
+        env = environment(consumer_url=url or self.gw.url, consumer_strict=strict)
+        lc.on_test_start(environment=env)
+        log_requests(env.stats)
+        time.sleep(0.1)
+        lc.on_test_stop(environment=env)
+        lc.on_quitting(environment=env)
+        return env.process_exit_code
+
+    def test_a_run_recorded_whole_leaves_the_exit_code_to_locust(self):
+        self.assertIsNone(self.run_through_locust_events(strict=True))
+        self.assertEqual(self.gw.routes()[-1], "commit")
+
+    def test_a_dead_letter_fails_the_run_only_when_strict(self):
+        for strict, code in ((False, None), (True, lc.STRICT_EXIT_CODE)):
+            lc._problems.clear()
+            self.gw.script["commit"] = [{"dead_letter": "field type conflict"}]
+            with self.assertLogs("locust_consumer", logging.WARNING) as logs:
+                self.assertEqual(self.run_through_locust_events(strict), code, f"strict={strict}")
+            self.assertEqual(any("--consumer-strict" in m for m in logs.output), strict, logs.output)
+
+    def test_a_refused_commit_fails_the_run_when_strict(self):
+        self.gw.script["commit"] = [400]
+        with self.assertLogs("locust_consumer", logging.ERROR) as logs:
+            self.assertEqual(self.run_through_locust_events(strict=True), lc.STRICT_EXIT_CODE)
+        self.assertIn("the gateway refused the commit", logs.output[-1])
+
+    def test_a_gateway_that_cannot_be_reached_fails_the_run_when_strict(self):
+        with self.assertLogs("locust_consumer", logging.ERROR) as logs:
+            code = self.run_through_locust_events(strict=True, url="http://127.0.0.1:9")
+        self.assertEqual(code, lc.STRICT_EXIT_CODE)
+        self.assertIn("connection refused", logs.output[-1])
 
 
 if __name__ == "__main__":
