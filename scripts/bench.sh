@@ -250,7 +250,7 @@ stop_gateway
 
 step "$running_jobs running jobs: heartbeat every 1s against influxd"
 # One register gives a job as the gateway saves it; the table of N running jobs is made of
-# copies of it (registering them one by one would take minutes, see README).
+# copies of it (registering them one by one would take minutes, see docs/performance.md).
 start_gateway "$null" 1h
 run seed-register register-many --addr "$gw_addr" --n 1
 stop_gateway

@@ -8,7 +8,7 @@
 #     at once, as the dynamic user, with its seccomp filter and no capabilities;
 #   - a register through the service is fsync'd (acknowledge = "disk") and lands in InfluxDB:
 #     the hardening and SystemCallFilter allow the log's flock and fdatasync;
-#   - with HTTPS added as the README says (a drop-in with LoadCredential= for cert and key),
+#   - with HTTPS added as docs/configuration.md says (a drop-in with LoadCredential= for cert and key),
 #     `systemctl restart` keeps the running run, and a commit over TLS lands;
 #   - `systemctl stop` leaves the unit inactive, not failed, after a graceful stop;
 #   - the container is powered off and the cgroups it made are removed.
@@ -222,7 +222,7 @@ python3 -c 'import json, sys; sys.exit(not json.loads(sys.argv[1])["memory"]["re
 [ -d "$machine/var/lib/private/metrics-consumer/data/log" ] || fail "no log in the state directory"
 
 # ---------------------------------------------------------------------------
-# HTTPS as the README adds it, restart keeps the run
+# HTTPS as docs/configuration.md adds it, restart keeps the run
 # ---------------------------------------------------------------------------
 
 echo "--- HTTPS through credentials, systemctl restart"

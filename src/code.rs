@@ -3,7 +3,7 @@
 //! answer carries `Retry-After`.
 //!
 //! The HTTP layer's own refusals (408, 411, 413, 431, 500, 503) and the API's (400, 401, 404,
-//! 405, 409, 503) all come from here, so a new error is one new row, and the README's table of
+//! 405, 409, 503) all come from here, so a new error is one new row, and docs/errors.md's table of
 //! codes is checked against [`Code::ALL`] by a test. The message of each answer says what went
 //! wrong in this request (naming the key or the limit); the advice here is the same for every
 //! request with that code.
@@ -19,7 +19,7 @@ macro_rules! codes {
 
         impl Code {
             /// Every code, in the order of the table.
-            // Read by the check of the README's table of codes.
+            // Read by the check of docs/errors.md's table of codes.
             #[cfg_attr(not(test), allow(dead_code))]
             pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
 
@@ -45,7 +45,7 @@ macro_rules! codes {
             }
 
             /// What the client can do about it, the same for every answer with this code.
-            // Read by the check of the README's table of codes.
+            // Read by the check of docs/errors.md's table of codes.
             #[cfg_attr(not(test), allow(dead_code))]
             pub fn advice(self) -> &'static str {
                 match self {
@@ -198,8 +198,13 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_lists_every_code() {
-        let rows = crate::readme_tables::table("| status | code | Retry-After | what to do |");
+    fn the_errors_doc_lists_every_code() {
+        use crate::doc_tables::{ERRORS, table};
+        let rows = table(
+            "docs/errors.md",
+            ERRORS,
+            "| status | code | Retry-After | what to do |",
+        );
         let documented: Vec<[String; 4]> = rows
             .into_iter()
             .map(|row| {
@@ -221,7 +226,7 @@ mod tests {
             .collect();
         assert_eq!(
             documented, expected,
-            "README.md's table of errors must list every Code, in order"
+            "docs/errors.md's table of errors must list every Code, in order"
         );
     }
 }

@@ -15,13 +15,13 @@ mod auth;
 mod code;
 mod config;
 mod delivery;
+#[cfg(test)]
+mod doc_tables;
 mod http;
 mod ingest;
 mod logtext;
 mod malloc;
 mod notify;
-#[cfg(test)]
-mod readme_tables;
 mod service;
 mod state;
 mod stats;

@@ -1,6 +1,6 @@
 //! The route table: every route's method, path, whether it needs a token and its handler, in
 //! one place. Routing, the 404 and 405 answers, the request counters of `/states` and
-//! `/metrics`, `--help` and the check of the README's table of routes all read it.
+//! `/metrics`, `--help` and the check of docs/api.md's table of routes all read it.
 //!
 //! A handler is thin glue: it asks `ingest::payload` to check the body, calls one use-case of
 //! `service`, and renders the outcome as JSON. It never holds a lock or does I/O itself.
@@ -32,7 +32,7 @@ pub struct Route {
     pub handler: fn(&App, &Request, Option<&Client>) -> Result<Reply, ApiError>,
 }
 
-/// Every route, in the order the README lists them. A route's index here is its counter slot
+/// Every route, in the order docs/api.md lists them. A route's index here is its counter slot
 /// (see `stats::Stats::new`); requests that match no route are counted as `other`.
 pub const ROUTES: &[Route] = &[
     Route {
@@ -306,8 +306,9 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_lists_every_route() {
-        let rows = crate::readme_tables::table("| method | path | token | does |");
+    fn the_api_doc_lists_every_route() {
+        use crate::doc_tables::{API, table};
+        let rows = table("docs/api.md", API, "| method | path | token | does |");
         let documented: Vec<(String, String, String)> = rows
             .into_iter()
             .map(|row| (row[0].clone(), row[1].clone(), row[2].clone()))
@@ -324,7 +325,7 @@ mod tests {
             .collect();
         assert_eq!(
             documented, expected,
-            "README.md's table of routes must list every route, in order"
+            "docs/api.md's table of routes must list every route, in order"
         );
     }
 }

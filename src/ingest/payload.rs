@@ -1,7 +1,7 @@
 //! Request payloads: turns the JSON of `register` and `commit` into checked records, for both
-//! client shapes in the field (README, "Payload rules").
+//! client shapes in the field (docs/api.md, "Payload rules").
 //!
-//! The README shape sends RFC 3339 `startedAt`, `host` and `measurement.tags`; the customized
+//! The documented shape (docs/api.md) sends RFC 3339 `startedAt`, `host` and `measurement.tags`; the customized
 //! Locust sends epoch seconds, top-level `hostname`, `targetHost` and `tags`, and `null` fields.
 //! Both become one [`Record`]. Every payload rule is enforced here, and each violation is a
 //! [`PayloadError`] naming the key, so the client can fix its request.
@@ -46,7 +46,7 @@ pub struct Commit {
     pub stats: Option<RequestStats>,
 }
 
-/// Locust's `requestStats`, taken apart for the points of the commit (README, "Points written").
+/// Locust's `requestStats`, taken apart for the points of the commit (docs/points.md).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestStats {
     /// The compact JSON text, written as the string field `requestStats`: whole when it fits

@@ -1,4 +1,4 @@
-//! The points a run writes (README, "Points written"): which measurement, which tags, which fields, which time.
+//! The points a run writes (docs/points.md): which measurement, which tags, which fields, which time.
 //!
 //! One place decides the shape of every point so that heartbeats, results and events of a run
 //! always carry the same `uuid` and `host` tags and the gateway's own tags win over the client's.

@@ -11,7 +11,9 @@
 //! - nothing in the repository cites a document it does not hold (the product's specification
 //!   lives outside it: what the code needs of it is said in README.md, ARCHITECTURE.md and
 //!   docs/);
-//! - the Python in `scripts/` passes ruff, beside the shellcheck test of the shell scripts.
+//! - the Python in `scripts/` passes ruff, beside the shellcheck test of the shell scripts;
+//! - every relative link of README.md, ARCHITECTURE.md and docs/*.md names a file that exists,
+//!   and its `#anchor` a heading of that file.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -189,5 +191,101 @@ fn the_python_in_scripts_passes_ruff() {
         "ruff:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The anchors GitHub gives the headings of a markdown text: the heading lower-cased, without
+/// what is not a letter, a digit, a space, `-` or `_`, spaces made `-`; a repeated one gets
+/// `-1`, `-2`, …. Lines inside fenced code blocks (a shell comment) are not headings.
+fn anchors(markdown: &str) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut fenced = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced || !line.starts_with('#') {
+            continue;
+        }
+        let title = line.trim_start_matches('#').trim();
+        let slug: String = title
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        let repeats = seen.iter().filter(|s| **s == slug).count();
+        seen.push(slug.clone());
+        if repeats > 0 {
+            seen.push(format!("{slug}-{repeats}"));
+        }
+    }
+    seen
+}
+
+/// The targets of the markdown links of a text, `[text](target)`, outside fenced code blocks.
+fn link_targets(markdown: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut fenced = false;
+    for (n, line) in markdown.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(at) = rest.find("](") {
+            let after = &rest[at + 2..];
+            let Some(end) = after.find(')') else { break };
+            out.push((n + 1, after[..end].to_string()));
+            rest = &after[end..];
+        }
+    }
+    out
+}
+
+#[test]
+fn every_relative_link_of_the_docs_resolves() {
+    let mut pages = vec![root().join("README.md"), root().join("ARCHITECTURE.md")];
+    pages.extend(files("docs", ".md"));
+    assert!(
+        pages.len() > 2,
+        "docs/ holds the reference pages the README links"
+    );
+    let mut broken = Vec::new();
+    for page in &pages {
+        let text = read(page);
+        for (n, target) in link_targets(&text) {
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let (path, anchor) = match target.split_once('#') {
+                Some((path, anchor)) => (path, Some(anchor)),
+                None => (target.as_str(), None),
+            };
+            let file = if path.is_empty() {
+                page.clone()
+            } else {
+                page.parent().unwrap().join(path)
+            };
+            let at = format!("{}:{n}: {target}", page.display());
+            if !file.exists() {
+                broken.push(format!("{at}: no file {}", file.display()));
+                continue;
+            }
+            if let Some(anchor) = anchor
+                && !anchors(&read(&file)).iter().any(|a| a == anchor)
+            {
+                broken.push(format!("{at}: no heading with that anchor"));
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "broken relative links:\n{}",
+        broken.join("\n")
     );
 }
