@@ -72,13 +72,13 @@ remove_cgroups() {
 }
 
 # Powers the container off (systemd's poweroff), waits for systemd-nspawn to exit (SIGKILL
-# after 30 s), and removes the cgroups it made: with --keep-unit and no systemd on the host,
+# after 60 s), and removes the cgroups it made: with --keep-unit and no systemd on the host,
 # nobody else does.
 power_off() {
     if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
         inside systemctl poweroff 2>/dev/null || kill -s RTMIN+4 "$leader" 2>/dev/null || true
-        wait_for 30 bash -c "! kill -0 $nspawn_pid 2>/dev/null" || {
-            echo "systemd-e2e: the container did not power off within 30 s; killing it" >&2
+        wait_for 60 bash -c "! kill -0 $nspawn_pid 2>/dev/null" || {
+            echo "systemd-e2e: the container did not power off within 60 s; killing it" >&2
             kill -KILL "$nspawn_pid" 2>/dev/null || true
         }
         wait "$nspawn_pid" 2>/dev/null || true
