@@ -56,25 +56,35 @@ inside() {
     nsenter -t "$leader" -a "$@"
 }
 
-# Powers the container off (systemd's poweroff), waits for systemd-nspawn to exit (SIGKILL
-# after 30 s), and removes the cgroups it made: with --keep-unit and no systemd on the host,
-# nobody else does.
-power_off() {
+# Removes the cgroups in `cgroups` (deepest first); fails while one is still there. A cgroup
+# whose last process was killed may stay busy for a moment after systemd-nspawn has exited,
+# so power_off retries it with a deadline.
+remove_cgroups() {
     local cgroup
-    if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
-        inside systemctl poweroff 2>/dev/null || kill -s RTMIN+4 "$leader" 2>/dev/null || true
-        wait_for 30 bash -c "! kill -0 $nspawn_pid 2>/dev/null" || {
-            echo "systemd-e2e: the container did not power off within 30 s; killing it" >&2
-            kill -KILL "$nspawn_pid" 2>/dev/null || true
-        }
-        wait "$nspawn_pid" 2>/dev/null || true
-    fi
-    nspawn_pid=
     for cgroup in "${cgroups[@]}"; do
         if [ -d "$cgroup" ]; then
             find "$cgroup" -depth -type d -exec rmdir {} + 2>/dev/null || true
         fi
     done
+    for cgroup in "${cgroups[@]}"; do
+        [ ! -e "$cgroup" ] || return 1
+    done
+}
+
+# Powers the container off (systemd's poweroff), waits for systemd-nspawn to exit (SIGKILL
+# after 60 s), and removes the cgroups it made: with --keep-unit and no systemd on the host,
+# nobody else does.
+power_off() {
+    if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
+        inside systemctl poweroff 2>/dev/null || kill -s RTMIN+4 "$leader" 2>/dev/null || true
+        wait_for 60 bash -c "! kill -0 $nspawn_pid 2>/dev/null" || {
+            echo "systemd-e2e: the container did not power off within 60 s; killing it" >&2
+            kill -KILL "$nspawn_pid" 2>/dev/null || true
+        }
+        wait "$nspawn_pid" 2>/dev/null || true
+    fi
+    nspawn_pid=
+    wait_for 10 remove_cgroups || true
 }
 
 cleanup() {
@@ -152,9 +162,9 @@ find_leader() {
     leader=$(cat /proc/"$nspawn_pid"/task/*/children 2>/dev/null | awk '{ print $1; exit }')
     [ -n "$leader" ] && [ "$(cat "/proc/$leader/comm" 2>/dev/null)" = systemd ]
 }
-wait_for 20 find_leader || {
+wait_for 60 find_leader || {
     tail -n 20 "$work/nspawn.log" >&2
-    fail "systemd-nspawn did not start systemd as PID 1 within 20 s"
+    fail "systemd-nspawn did not start systemd as PID 1 within 60 s"
 }
 # The cgroups to remove at the end: the container's (the parent of its init.scope) and
 # systemd-nspawn's own, when it made one, in the unified and the named systemd hierarchy.
@@ -166,10 +176,36 @@ for mount in /sys/fs/cgroup /sys/fs/cgroup/unified /sys/fs/cgroup/systemd; do
     [ "$container_cgroup" != / ] && cgroups+=("$mount$container_cgroup")
     [ "$nspawn_cgroup" != / ] && [ "$nspawn_cgroup" != "$own_cgroup" ] && cgroups+=("$mount$nspawn_cgroup")
 done
-state=$(inside systemctl is-system-running --wait 2>&1) || true
+# systemd is PID 1 well before it answers: `systemctl` (as root it talks to systemd's own
+# socket /run/systemd/private) fails with "Failed to connect to bus: No such file or
+# directory" until systemd has made that socket, then says "initializing" and "starting"
+# until the boot's jobs are done. Polled, not waited for with --wait, which fails at once
+# while the socket is missing.
+state="nothing yet"
+# Whether systemd in the container is done booting, well or not; `state` keeps what
+# `systemctl is-system-running` said last. Stops the wait if systemd-nspawn exits.
+system_booted() {
+    if ! kill -0 "$nspawn_pid" 2>/dev/null; then
+        state="gone: systemd-nspawn exited"
+        return 0
+    fi
+    state=$(timeout 10 nsenter -t "$leader" -a systemctl is-system-running 2>&1) || true
+    state=${state:-no answer within 10 s}
+    case "$state" in
+    running | degraded | maintenance | stopping | offline) return 0 ;;
+    *) return 1 ;;
+    esac
+}
+wait_for 120 system_booted || {
+    tail -n 20 "$work/nspawn.log" >&2
+    fail "systemd in the container did not finish booting within 120 s; 'systemctl is-system-running' said last: '$state'"
+}
 case "$state" in
 running | degraded) echo "systemd $(inside systemctl --version | awk 'NR == 1 { print $2 }') is $state (PID 1 is pid $leader here)" ;;
-*) fail "systemd in the container is '$state', not running" ;;
+*)
+    tail -n 20 "$work/nspawn.log" >&2
+    fail "systemd in the container is '$state', not running"
+    ;;
 esac
 
 # ---------------------------------------------------------------------------
@@ -208,13 +244,21 @@ uuid_of() {
 landed() {
     [ "$(count_points "$influx_url" "$db" "$1" "$2")" -ge 1 ]
 }
+# Whether the unit's journal holds a line containing $1. journald reads the service's
+# standard output from a socket of its own, so a line the gateway wrote before READY=1 or
+# before it exited may reach the journal after `systemctl` has returned: poll with wait_for.
+journal_has() {
+    local journal
+    journal=$(inside journalctl -u "$unit" --no-pager -o cat 2>/dev/null) || return 1
+    grep -qF -- "$1" <<<"$journal"
+}
 
 echo "--- a register through the service (fsync'd in the log, then delivered)"
 tls=()
 url=http://127.0.0.1:$port
 answer=$(post "$url" register '{"host": "systemd-e2e", "measurement": {"fields": {"users": 3}}}')
 run=$(uuid_of <<<"$answer")
-wait_for 10 landed load_testing_events "$run" ||
+wait_for 30 landed load_testing_events "$run" ||
     fail "the register's points did not reach InfluxDB"
 states=$(curl -fs "${auth[@]}" "$url/apiv0.1/states") || fail "GET /apiv0.1/states failed"
 python3 -c 'import json, sys; sys.exit(not json.loads(sys.argv[1])["memory"]["resident_bytes"])' "$states" ||
@@ -244,11 +288,11 @@ url=https://127.0.0.1:$port
 running=$(curl -fs "${tls[@]}" "${auth[@]}" "$url/apiv0.1/events/isrunning") || fail "isrunning over HTTPS failed"
 grep -q "\"$run\":true" <<<"$running" || fail "run $run is not running after the restart: $running"
 post "$url" commit "{\"uuid\": \"$run\", \"measurement\": {\"fields\": {\"requestStats\": {\"stats\": [{\"name\": \"/\", \"method\": \"GET\", \"num_requests\": 5}]}}}}" >/dev/null
-wait_for 10 landed load_testing_result "$run" ||
+wait_for 30 landed load_testing_result "$run" ||
     fail "the commit over HTTPS did not reach InfluxDB"
-journal=$(inside journalctl -u "$unit" --no-pager -o cat)
-grep -q "listening on https://127.0.0.1:$port" <<<"$journal" || fail "the restarted gateway does not listen on HTTPS"
-grep -q "1 running jobs restored" <<<"$journal" || fail "the restart did not restore the running run"
+wait_for 30 journal_has "listening on https://127.0.0.1:$port" ||
+    fail "the restarted gateway does not log listening on HTTPS (30 s)"
+journal_has "1 running jobs restored" || fail "the restart did not restore the running run"
 
 # ---------------------------------------------------------------------------
 # Stop: inactive, not failed
@@ -260,8 +304,10 @@ shown=$(inside systemctl show -p ActiveState,Result,ExecMainStatus "$unit")
 for expected in ActiveState=inactive Result=success ExecMainStatus=0; do
     grep -qx "$expected" <<<"$shown" || fail "after stop, $unit has not $expected: $(tr '\n' ' ' <<<"$shown")"
 done
+# The last line the gateway writes; once the journal has it, it has all of them.
+wait_for 30 journal_has "stopped; 0 bytes of the log wait for InfluxDB" ||
+    fail "the gateway did not log a graceful stop (30 s)"
 journal=$(inside journalctl -u "$unit" --no-pager -o cat)
-grep -q "stopped; 0 bytes of the log wait for InfluxDB" <<<"$journal" || fail "the gateway did not log a graceful stop"
 if grep -q "\[ERROR\]" <<<"$journal"; then
     grep "\[ERROR\]" <<<"$journal" >&2
     fail "the gateway logged errors"

@@ -5,18 +5,23 @@
 # Sourced after scripts/lib/install-influxdb.sh (for die, influxd_path and influxd_config);
 # defines functions only. The caller declares `pids=()` and calls stop_pids from its trap.
 
-# Polls a command every 0.1 s, up to $1 seconds.
+# Runs a command every 0.1 s until it succeeds (status 0) or $1 seconds of wall-clock time have
+# passed; it runs at least once. Returns 1 on timeout.
+# The deadline is measured, not a count of tries: a busy machine, where each try takes longer,
+# neither stretches nor shortens it. A caller that must say what it saw keeps that in a
+# variable of its own (the command runs in this shell, not a subshell).
 wait_for() {
-    local seconds=$1
+    local deadline=$((SECONDS + $1))
     shift
-    local _
-    for _ in $(seq $((seconds * 10))); do
+    while true; do
         if "$@"; then
             return 0
         fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            return 1
+        fi
         sleep 0.1
     done
-    return 1
 }
 
 # Stops every process in the caller's `pids`: SIGTERM, up to 5 s, then SIGKILL.
@@ -36,7 +41,7 @@ stop_pids() {
 }
 
 # Starts influxd with its data and log under $1, on two free loopback ports (HTTP and RPC),
-# and waits for /ping. Sets influx_url, influx_port and influxd_pid, and adds the pid to
+# and waits for /ping (30 s at most). Sets influx_url, influx_port and influxd_pid, and adds the pid to
 # `pids`. A port taken between choosing and binding it leads to new ports, 3 tries.
 start_influxd() {
     local dir=$1 attempt rpc_port influxd
@@ -50,7 +55,7 @@ start_influxd() {
         influxd_pid=$!
         pids+=("$influxd_pid")
         influx_url=http://127.0.0.1:$influx_port
-        if wait_for 15 curl -fs -o /dev/null "$influx_url/ping"; then
+        if wait_for 30 curl -fs --max-time 5 -o /dev/null "$influx_url/ping"; then
             return 0
         fi
         kill -KILL "$influxd_pid" 2>/dev/null || true
@@ -59,7 +64,7 @@ start_influxd() {
             continue
         fi
         tail -n 30 "$dir/influxd.log" >&2
-        die "influxd did not answer /ping within 15 s"
+        die "influxd did not answer /ping within 30 s"
     done
 }
 
