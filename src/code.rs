@@ -142,6 +142,8 @@ codes! {
     FieldTypeConflict = (400, "field_type_conflict", None, "send the field with the type earlier runs used, or give it another name"),
     /// A name is a tag here and a field in the measurement, or the other way.
     TagFieldConflict = (400, "tag_field_conflict", None, "give the tag or the field another name"),
+    /// `startedAt` is older than InfluxDB's retention policy keeps.
+    OlderThanRetention = (400, "older_than_retention", None, "send a later startedAt, or lengthen the retention policy"),
     /// `requestStats` is neither an object, an array of rows nor a string.
     InvalidStats = (400, "invalid_stats", None, "send requestStats as an object, an array of rows, or a string"),
 

@@ -62,6 +62,12 @@ OPTIONS:
     --listen ADDR       listen address, e.g. 127.0.0.1:3000 (overrides server.listen)
     --log-level LEVEL   off, error, warn, info, debug or trace (overrides log.level)
     --check-config      check the configuration, print it with secrets redacted, and exit
+                        (offline: InfluxDB is not contacted)
+    --check-influxdb    check the configuration, then contact InfluxDB: does it answer, may
+                        the credentials write to the database or bucket (an empty write,
+                        nothing stored), its retention, the uuid tag's values (v1); exit 0
+                        when writes can work, 3 with the reason when not, 2 for a bad
+                        configuration
     --repair            start even though a record inside the log under storage.dir is
                         damaged: drop it (and say which) and keep the records around it
     -V, --version       print the version and exit
@@ -87,13 +93,19 @@ struct Args {
     listen: Option<String>,
     log_level: Option<String>,
     check_config: bool,
+    check_influxdb: bool,
     repair: bool,
 }
+
+/// `--check-influxdb`'s exit status when InfluxDB cannot take the gateway's writes (a bad
+/// configuration exits 2).
+const EXIT_INFLUXDB_FAILED: u8 = 3;
 
 fn main() -> ExitCode {
     malloc::tune();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
+        Err(StartError::InfluxdbCheck) => ExitCode::from(EXIT_INFLUXDB_FAILED),
         Err(error) => {
             eprintln!("metrics-consumer: {error}");
             ExitCode::from(2)
@@ -131,6 +143,8 @@ enum StartError {
     },
     /// `replay-dead-letters`: this many were refused again.
     StillRefused(usize),
+    /// `--check-influxdb`: InfluxDB cannot take the writes (the reason is printed).
+    InfluxdbCheck,
 }
 
 impl fmt::Display for StartError {
@@ -155,6 +169,9 @@ impl fmt::Display for StartError {
             StartError::Serve(e) => write!(f, "server stopped: {e}"),
             StartError::DeadLetter { path, doing, error } => {
                 write!(f, "cannot {doing} {}: {error}", path.display())
+            }
+            StartError::InfluxdbCheck => {
+                f.write_str("InfluxDB cannot take the gateway's writes; see the reason above")
             }
             StartError::StillRefused(n) => write!(
                 f,
@@ -217,6 +234,102 @@ fn env_listing() -> String {
     text
 }
 
+/// `--check-influxdb`: contacts InfluxDB and prints, a line each, whether it answers, whether
+/// the credentials may write to the database or bucket (an empty write: nothing is stored),
+/// how long its retention policy keeps points, and (v1) how many values the `uuid` tag holds.
+/// Creates nothing. An error when writes cannot work, after printing InfluxDB's reason.
+fn check_influxdb(c: &config::Influxdb) -> Result<(), StartError> {
+    use crate::delivery::influx::{Influx, WriteCheck};
+    use crate::delivery::sink::SinkError;
+    let (target, who) = match c.api {
+        config::Api::V1 => (
+            format!("database {:?}", c.database),
+            match c.username.as_str() {
+                "" => "without credentials".to_string(),
+                user => format!("as user {user:?}"),
+            },
+        ),
+        config::Api::V2 => (
+            format!("bucket {:?} of org {:?}", c.bucket, c.org),
+            "with the token".to_string(),
+        ),
+        config::Api::V3 => (
+            format!("database {:?}", c.database),
+            "with the token".to_string(),
+        ),
+    };
+    let api = match c.api {
+        config::Api::V1 => "v1",
+        config::Api::V2 => "v2",
+        config::Api::V3 => "v3",
+    };
+    println!("# InfluxDB at {} (api {api}), {target}, {who}", c.url);
+    let influx = Influx::new(c);
+    if let Err(e) = influx.ping() {
+        println!("FAILED: InfluxDB does not answer /ping at influxdb.url: {e}");
+        return Err(StartError::InfluxdbCheck);
+    }
+    println!("ok: InfluxDB answers");
+    match influx.check_write() {
+        Ok(WriteCheck::Taken) => {
+            println!("ok: may write to the {target} (an empty write: nothing was stored)")
+        }
+        Ok(WriteCheck::BodyRefused(words)) => println!(
+            "ok: may write to the {target} (an empty write, which InfluxDB checked and then refused as empty: {words:?}; nothing was stored)"
+        ),
+        Err(e) => {
+            let advice = match &e {
+                SinkError::Misconfigured { status: 401, .. } => {
+                    " -- the credentials are wrong (influxdb.username/password or token)"
+                }
+                SinkError::Misconfigured { status: 403, .. } => {
+                    " -- the credentials are valid but may not write there: grant WRITE (v1: GRANT WRITE ON <db> TO <user>) or give the token write permission"
+                }
+                SinkError::Misconfigured { status: 404, .. } if c.create_database => {
+                    " -- it does not exist; the gateway tries CREATE DATABASE at start (influxdb.create_database), which takes an admin user"
+                }
+                SinkError::Misconfigured { status: 404, .. } => {
+                    " -- it does not exist: create it, or fix its name"
+                }
+                _ => "",
+            };
+            println!("FAILED: cannot write to the {target} {who}: {e}{advice}");
+            return Err(StartError::InfluxdbCheck);
+        }
+    }
+    match influx.retention() {
+        Ok(Some(r)) => println!(
+            "ok: points are kept {} (retention policy {:?}): a run whose startedAt is older is refused with 400",
+            r.keeps(),
+            r.policy
+        ),
+        Ok(None) if c.api == config::Api::V3 => {
+            println!("note: InfluxDB 3 does not tell its retention over this API")
+        }
+        Ok(None) => println!("ok: points are kept for ever"),
+        Err(e) => println!(
+            "note: cannot read the retention policy ({e}); runs older than it keeps are not refused at the request"
+        ),
+    }
+    match influx.uuid_values() {
+        Ok(Some(counts)) => {
+            let most = counts.iter().map(|(_, n)| *n).max().unwrap_or(0);
+            let each: Vec<String> = counts.iter().map(|(m, n)| format!("{m} {n}")).collect();
+            println!(
+                "ok: the uuid tag holds about {most} values (one per run; {}); InfluxDB 1.x refuses new values beyond its max-values-per-tag, 100000 unless its configuration says otherwise, which it does not tell",
+                if each.is_empty() {
+                    "none yet".to_string()
+                } else {
+                    each.join(", ")
+                }
+            )
+        }
+        Ok(None) => {}
+        Err(e) => println!("note: cannot count the uuid tag's values: {e}"),
+    }
+    Ok(())
+}
+
 /// Starts a named thread running `work`.
 fn spawn(name: &'static str, work: impl FnOnce() + Send + 'static) -> Result<(), StartError> {
     std::thread::Builder::new()
@@ -253,6 +366,7 @@ fn parse_args() -> Result<Option<Args>, StartError> {
         listen: args.opt_value_from_str("--listen").map_err(bad)?,
         log_level: args.opt_value_from_str("--log-level").map_err(bad)?,
         check_config: args.contains("--check-config"),
+        check_influxdb: args.contains("--check-influxdb"),
         repair: args.contains("--repair"),
     };
     let rest = args.finish();
@@ -309,7 +423,14 @@ fn run() -> Result<(), StartError> {
             eprintln!("warning: {warning}");
         }
         print!("{}", settings.redacted_toml());
+        println!("# InfluxDB was not contacted: --check-influxdb checks that it takes writes");
         return Ok(());
+    }
+    if args.check_influxdb {
+        for warning in &settings.warnings {
+            eprintln!("warning: {warning}");
+        }
+        return check_influxdb(&settings.config.influxdb);
     }
     init_logging(settings.level);
     if args.replay_dead_letters {
@@ -408,7 +529,10 @@ fn run() -> Result<(), StartError> {
         max_bytes: c.influxdb.max_write_bytes,
         max_lines: c.influxdb.max_write_lines,
     };
-    let sink: Box<dyn Sink> = Box::new(delivery::influx::Influx::new(&c.influxdb));
+    // One InfluxDB client: the deliverer writes through it, the schema thread reads the
+    // retention policy through it.
+    let influx = Arc::new(delivery::influx::Influx::new(&c.influxdb));
+    let sink: Box<dyn Sink> = Box::new(Arc::clone(&influx));
     let delivery = Delivery::new(
         log,
         sink,
@@ -483,7 +607,7 @@ fn run() -> Result<(), StartError> {
     let ticker = Arc::clone(&service);
     spawn("heartbeat", move || ticker.heartbeat_loop())?;
     let reader = Arc::clone(&service);
-    spawn("schema", move || reader.schema_loop(schema_every))?;
+    spawn("schema", move || reader.schema_loop(schema_every, &*influx))?;
     watch_signals(server.handle())?;
     // Only now, with every thread running and SIGTERM handled, may systemd count the
     // service as started; connections that arrived since the bind wait in the backlog.

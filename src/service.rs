@@ -14,13 +14,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
+use crate::delivery::sink::Sink;
 use crate::delivery::{Delivery, Failure, Outcome, WriteLimits};
 use crate::ingest::line_protocol::{Point, encode_batch};
 use crate::ingest::payload::{Commit, Record};
 use crate::ingest::points::{self, Run};
 use crate::state::jobs::{Ages, Bounds, Change, Job, Jobs, Quota, Refusal, Tick};
 use crate::state::journal::{JournalError, Snapshots};
-use crate::state::schema::{Claim, Conflict, Schema};
+use crate::state::schema::{Claim, Conflict, Schema, TooOld};
 use crate::stats::Stats;
 use crate::storage::record::{Kind, Unit};
 
@@ -171,6 +172,9 @@ pub enum Refused {
     NotRecorded(Failure),
     /// InfluxDB would refuse the request's points: `key` is where the name is in the request.
     SchemaConflict { key: String, conflict: Conflict },
+    /// `startedAt` is older than InfluxDB's retention policy keeps: its points would be
+    /// dropped.
+    OlderThanRetention(TooOld),
 }
 
 impl fmt::Display for Refused {
@@ -223,6 +227,13 @@ impl fmt::Display for Refused {
             ),
             Refused::NotRecorded(why) => write!(f, "nothing was recorded: {why}"),
             Refused::SchemaConflict { key, conflict } => write!(f, "{key}: {conflict}"),
+            Refused::OlderThanRetention(old) => write!(
+                f,
+                "startedAt {} is older than the retention policy {:?} keeps ({}): InfluxDB would drop these points; send a later startedAt, or lengthen the policy",
+                rfc3339(old.at_ms),
+                old.retention.policy,
+                old.retention.keeps()
+            ),
         }
     }
 }
@@ -347,6 +358,11 @@ impl Service {
                 .tags
                 .push((points::TOKEN_NAME_TAG.to_string(), q.owner.to_string()));
         }
+        if let Some(at_ms) = record.started_at_ms {
+            self.schema
+                .check_age(at_ms, now_ms)
+                .map_err(Refused::OlderThanRetention)?;
+        }
         let mut slot = self
             .jobs
             .reserve(self.rules.max_running, quota)
@@ -462,6 +478,12 @@ impl Service {
         now_ms: i64,
     ) -> Result<Committed, Refused> {
         let uuid = commit.uuid;
+        // The commit's points are stamped with its startedAt.
+        if let Some(at_ms) = commit.record.started_at_ms {
+            self.schema
+                .check_age(at_ms, now_ms)
+                .map_err(Refused::OlderThanRetention)?;
+        }
         let mut run = self
             .jobs
             .begin_commit(&uuid, caller)
@@ -736,8 +758,10 @@ impl Service {
 
     /// Reads InfluxDB's schema at once, then every `every`, and soon after a request was
     /// refused for a conflict (at most once a second), until the process ends.
-    pub fn schema_loop(self: Arc<Self>, every: Duration) {
+    /// `influx` tells the retention policy, read with the schema.
+    pub fn schema_loop(self: Arc<Self>, every: Duration, influx: &dyn Sink) {
         self.refresh_schema();
+        self.refresh_retention(influx);
         let mut last = Instant::now();
         let mut refusals = self.delivery.refusals_seen();
         loop {
@@ -753,6 +777,18 @@ impl Service {
             refusals = self.delivery.refusals_seen();
             last = Instant::now();
             self.refresh_schema();
+            self.refresh_retention(influx);
+        }
+    }
+
+    /// Reads how long InfluxDB keeps points (v1: the retention policy; v2: the bucket's rule,
+    /// where the token may read it), so that a run stamped older is refused at the request.
+    /// When InfluxDB cannot be asked (it is down, the user may not read it), what was known
+    /// holds.
+    pub fn refresh_retention(&self, influx: &dyn Sink) {
+        match influx.retention() {
+            Ok(retention) => self.schema.set_retention(retention),
+            Err(e) => log::debug!("cannot read InfluxDB's retention policy: {e}"),
         }
     }
 

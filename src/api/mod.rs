@@ -131,6 +131,7 @@ fn refused_code(refused: &Refused) -> Code {
             ..
         } => Code::FieldTypeConflict,
         Refused::SchemaConflict { .. } => Code::TagFieldConflict,
+        Refused::OlderThanRetention(_) => Code::OlderThanRetention,
     }
 }
 

@@ -19,7 +19,7 @@ use ureq::unversioned::transport::NextTimeout;
 
 use crate::config::{Api, Influxdb};
 use crate::delivery::sink::{Sink, SinkError};
-use crate::state::schema::{FieldType, Known};
+use crate::state::schema::{FieldType, Known, Retention};
 
 /// ureq looks up the host of every request, even one that goes out on a pooled connection, and
 /// with a time limit set it starts a thread for each lookup so it can stop waiting: one thread
@@ -74,6 +74,20 @@ pub struct Influx {
     create_failed: Mutex<Option<Instant>>,
     create_database: bool,
     base_url: String,
+    /// v2: the organization and the bucket, to read the bucket's retention.
+    org: String,
+    bucket: String,
+}
+
+/// What an empty write told of the right to write (`--check-influxdb`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteCheck {
+    /// InfluxDB took the empty write (v1 answers 204 once the user may write and the database
+    /// and retention policy exist).
+    Taken,
+    /// InfluxDB checked the credentials and the bucket or database, then refused the empty
+    /// body itself (InfluxDB 2 answers 400 "writing requires points"): its words.
+    BodyRefused(String),
 }
 
 impl Influx {
@@ -142,6 +156,8 @@ impl Influx {
             create_failed: Mutex::new(None),
             create_database: c.api == Api::V1 && c.create_database,
             base_url: base,
+            org: c.org.clone(),
+            bucket: c.bucket.clone(),
         }
     }
 
@@ -230,6 +246,63 @@ impl Influx {
         }
         Err(error)
     }
+
+    /// Whether the credentials may write to the database (bucket): a write with an empty body,
+    /// which stores nothing. InfluxDB checks the credentials, the database (bucket) and v1's
+    /// retention policy before it reads the body: v1 answers 204, v2 400 "writing requires
+    /// points"; 401, 403 and 404 say which is wrong ([`SinkError::Misconfigured`] with
+    /// InfluxDB's words). Never creates the database.
+    pub fn check_write(&self) -> Result<WriteCheck, SinkError> {
+        match self.post(&self.write_url, b"", "text/plain; charset=utf-8") {
+            Ok(()) => Ok(WriteCheck::Taken),
+            Err(SinkError::Refused { message, .. }) => Ok(WriteCheck::BodyRefused(message)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// v1: how many values of the `uuid` tag each measurement holds (InfluxDB's estimate,
+    /// `SHOW TAG VALUES CARDINALITY`), by measurement name; every run adds one, and InfluxDB
+    /// 1.x refuses new ones beyond its `max-values-per-tag`. `None` for v2 and v3.
+    pub fn uuid_values(&self) -> Result<Option<Vec<(String, u64)>>, SinkError> {
+        if self.api != Api::V1 {
+            return Ok(None);
+        }
+        let text = self.query("SHOW TAG VALUES CARDINALITY WITH KEY = \"uuid\"")?;
+        Ok(Some(parse_counts(&text)))
+    }
+
+    /// One InfluxQL statement on the database; the answer's text.
+    fn query(&self, statement: &str) -> Result<String, SinkError> {
+        let query = format!("db={}&q={}", encode(&self.database), encode(statement));
+        self.exchange(
+            &self.query_url,
+            query.as_bytes(),
+            "application/x-www-form-urlencoded",
+            MAX_ANSWER_BYTES,
+        )
+    }
+
+    /// GETs `url` with the credentials; the answer's text when it is 2xx.
+    fn get(&self, url: &str) -> Result<String, SinkError> {
+        let mut request = self.agent.get(url);
+        if let Some(auth) = &self.authorization {
+            request = request.header("Authorization", auth);
+        }
+        let mut response = request.call().map_err(failed)?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES)
+            .lossy_utf8(true)
+            .read_to_string()
+            .unwrap_or_default();
+        if (200..300).contains(&status) {
+            return Ok(text);
+        }
+        let message = error_message(&text).unwrap_or_else(|| cut(text.trim()));
+        Err(SinkError::from_status(status, message))
+    }
 }
 
 impl Sink for Influx {
@@ -278,6 +351,41 @@ impl Sink for Influx {
             self.create_database()?;
         }
         Ok(())
+    }
+
+    /// v1: `SHOW RETENTION POLICIES` (the user needs READ): `influxdb.retention_policy`'s
+    /// duration, or the default policy's. v2: the bucket's `retentionRules` from
+    /// `GET /api/v2/buckets` (the token needs to read buckets). v3: `None` (not told over
+    /// this API). `None` too for a policy that keeps points for ever.
+    fn retention(&self) -> Result<Option<Retention>, SinkError> {
+        match self.api {
+            Api::V1 => {
+                let statement = format!(
+                    "SHOW RETENTION POLICIES ON {}",
+                    quote_identifier(&self.database)
+                );
+                match self.query(&statement) {
+                    Ok(text) => Ok(parse_retention_policies(&text, &self.retention_policy)),
+                    // Nothing is kept for a database that does not exist (yet).
+                    Err(SinkError::Refused { message, .. })
+                        if message.contains("database not found") =>
+                    {
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Api::V2 => {
+                let url = format!(
+                    "{}/api/v2/buckets?org={}&name={}",
+                    self.base_url,
+                    encode(&self.org),
+                    encode(&self.bucket)
+                );
+                Ok(parse_bucket_retention(&self.get(&url)?, &self.bucket))
+            }
+            Api::V3 => Ok(None),
+        }
     }
 
     /// v1: `SHOW FIELD KEYS` and `SHOW TAG KEYS` of the measurements, in one query. A database
@@ -374,6 +482,91 @@ fn parse_schema(text: &str, fields: bool) -> Known {
     known
 }
 
+/// The retention of `wanted` (or of the default policy when empty) in an answer to
+/// `SHOW RETENTION POLICIES` (columns `name`, `duration`, …, `default`); `None` when it keeps
+/// points for ever (`0s`) or is not listed.
+fn parse_retention_policies(text: &str, wanted: &str) -> Option<Retention> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let series = v["results"].get(0)?["series"].get(0)?;
+    let columns: Vec<&str> = series["columns"]
+        .as_array()?
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    let at = |name: &str| columns.iter().position(|c| *c == name);
+    let (name_at, duration_at, default_at) = (at("name")?, at("duration")?, at("default")?);
+    let row = series["values"].as_array()?.iter().find(|row| {
+        if wanted.is_empty() {
+            row.get(default_at).and_then(|d| d.as_bool()) == Some(true)
+        } else {
+            row.get(name_at).and_then(|n| n.as_str()) == Some(wanted)
+        }
+    })?;
+    let keeps_ms = go_duration_ms(row.get(duration_at)?.as_str()?)?;
+    let policy = row.get(name_at)?.as_str()?.to_string();
+    (keeps_ms > 0).then_some(Retention { policy, keeps_ms })
+}
+
+/// A Go duration as InfluxDB 1.x lists it (`168h0m0s`, `1h0m0s`, `30m0s`, `0s`), in
+/// milliseconds.
+fn go_duration_ms(text: &str) -> Option<i64> {
+    let mut total: i64 = 0;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            'h' => 3_600_000,
+            'm' => 60_000,
+            's' => 1000,
+            _ => return None,
+        };
+        total = total.checked_add(number.parse::<i64>().ok()?.checked_mul(unit)?)?;
+        number.clear();
+    }
+    number.is_empty().then_some(total)
+}
+
+/// The bucket's retention in an answer to `GET /api/v2/buckets` (`retentionRules` of type
+/// `expire`, `everySeconds`); `None` when it keeps points for ever (0 or no rule).
+fn parse_bucket_retention(text: &str, bucket: &str) -> Option<Retention> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let found = v["buckets"]
+        .as_array()?
+        .iter()
+        .find(|b| b["name"].as_str() == Some(bucket))?;
+    let seconds = found["retentionRules"]
+        .as_array()?
+        .iter()
+        .filter(|r| r["type"].as_str().is_none_or(|t| t == "expire"))
+        .find_map(|r| r["everySeconds"].as_i64())?;
+    (seconds > 0).then(|| Retention {
+        policy: format!("bucket {bucket}"),
+        keeps_ms: seconds.saturating_mul(1000),
+    })
+}
+
+/// The count of each series (by its name) of an InfluxQL answer with one `count` column.
+fn parse_counts(text: &str) -> Vec<(String, u64)> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        return Vec::new();
+    };
+    let series = v["results"]
+        .get(0)
+        .and_then(|r| r["series"].as_array().cloned())
+        .unwrap_or_default();
+    series
+        .iter()
+        .filter_map(|s| {
+            let name = s["name"].as_str()?.to_string();
+            let count = s["values"].get(0)?.get(0)?.as_u64()?;
+            Some((name, count))
+        })
+        .collect()
+}
+
 /// What a request to InfluxDB that got no answer stands for: a timeout, a connection that
 /// broke once made, or none made.
 fn failed(e: ureq::Error) -> SinkError {
@@ -466,6 +659,45 @@ mod tests {
         );
         assert!(parse_schema(r#"{"results":[{"statement_id":0}]}"#, true).is_empty());
         assert_eq!(quote_identifier(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
+
+    #[test]
+    fn retention_is_read_from_each_api_answer() {
+        let policies = r#"{"results":[{"statement_id":0,"series":[{"columns":["name","duration","shardGroupDuration","replicaN","default"],"values":[["autogen","0s","168h0m0s",1,false],["onehour","1h0m0s","1h0m0s",1,true]]}]}]}"#;
+        let onehour = parse_retention_policies(policies, "").unwrap();
+        assert_eq!(
+            (onehour.policy.as_str(), onehour.keeps_ms),
+            ("onehour", 3_600_000)
+        );
+        assert_eq!(onehour.keeps(), "1h");
+        assert_eq!(
+            parse_retention_policies(policies, "autogen"),
+            None,
+            "for ever"
+        );
+        assert_eq!(parse_retention_policies(policies, "other"), None);
+        assert_eq!(
+            go_duration_ms("168h30m5s"),
+            Some((168 * 3600 + 30 * 60 + 5) * 1000)
+        );
+        assert_eq!(go_duration_ms("1x"), None);
+        let buckets = r#"{"buckets":[{"name":"runs","retentionRules":[{"type":"expire","everySeconds":86400}]}]}"#;
+        let kept = parse_bucket_retention(buckets, "runs").unwrap();
+        assert_eq!(
+            (kept.policy.as_str(), kept.keeps()),
+            ("bucket runs", "1d".into())
+        );
+        assert_eq!(parse_bucket_retention(buckets, "other"), None);
+        let for_ever = r#"{"buckets":[{"name":"runs","retentionRules":[]}]}"#;
+        assert_eq!(parse_bucket_retention(for_ever, "runs"), None);
+        let counts = r#"{"results":[{"statement_id":0,"series":[{"name":"load_testing","columns":["count"],"values":[[2]]},{"name":"load_testing_events","columns":["count"],"values":[[1]]}]}]}"#;
+        assert_eq!(
+            parse_counts(counts),
+            vec![
+                ("load_testing".into(), 2),
+                ("load_testing_events".into(), 1)
+            ]
+        );
     }
 
     #[test]

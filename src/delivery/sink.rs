@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::state::schema::Known;
+use crate::state::schema::{Known, Retention};
 
 /// A database that stores line protocol.
 pub trait Sink: Send + Sync {
@@ -33,6 +33,13 @@ pub trait Sink: Send + Sync {
     fn prepare(&self) -> Result<(), SinkError> {
         Ok(())
     }
+
+    /// How long the database keeps the points written to it: `None` when it keeps them for
+    /// ever or its API cannot say (InfluxDB 3); an error when it could not be asked (down, or
+    /// the user may not read it).
+    fn retention(&self) -> Result<Option<Retention>, SinkError> {
+        Ok(None)
+    }
 }
 
 /// A shared sink is a sink (the tests keep a handle on theirs to look into it).
@@ -51,6 +58,10 @@ impl<S: Sink + ?Sized> Sink for std::sync::Arc<S> {
 
     fn schema(&self, measurements: &[&str]) -> Result<Option<Known>, SinkError> {
         (**self).schema(measurements)
+    }
+
+    fn retention(&self) -> Result<Option<Retention>, SinkError> {
+        (**self).retention()
     }
 }
 

@@ -163,6 +163,42 @@ impl fmt::Display for Conflict {
 #[derive(Debug, Default)]
 pub struct Schema {
     inner: Mutex<Inner>,
+    /// How long InfluxDB keeps the points the gateway writes, when it could tell (read with
+    /// the schema); `None` when it keeps them for ever or could not say.
+    retention: Mutex<Option<Retention>>,
+}
+
+/// The retention policy points are written under, as InfluxDB tells it: v1 the policy's
+/// name and duration, v2 the bucket's retention rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// The policy's name (v1) or `bucket <name>` (v2), for messages.
+    pub policy: String,
+    /// How long points are kept, in milliseconds; always more than 0 (a policy that keeps
+    /// points for ever has no `Retention`).
+    pub keeps_ms: i64,
+}
+
+/// A time older than the retention policy keeps: InfluxDB would drop points stamped with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooOld {
+    /// The time, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    pub retention: Retention,
+}
+
+impl Retention {
+    /// The duration as InfluxDB writes it: `1h`, `90m`, `7d`, `30s`.
+    pub fn keeps(&self) -> String {
+        let secs = self.keeps_ms / 1000;
+        match secs {
+            s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+            s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+            s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+            s if s > 0 => format!("{s}s"),
+            _ => format!("{}ms", self.keeps_ms),
+        }
+    }
 }
 
 /// What [`Schema`] guards: what it knows, and what requests under way claimed.
@@ -393,6 +429,27 @@ impl Schema {
                 known,
                 claimed: BTreeMap::new(),
             }),
+            retention: Mutex::new(None),
+        }
+    }
+
+    /// Sets what InfluxDB said of its retention policy (`None`: it keeps points for ever, or
+    /// could not say).
+    pub fn set_retention(&self, retention: Option<Retention>) {
+        *self.retention.lock().unwrap_or_else(|e| e.into_inner()) = retention;
+    }
+
+    /// Whether points stamped `at_ms` (Unix ms) would still be kept at `now_ms`: InfluxDB drops
+    /// a point older than its retention policy's duration, so a run whose `startedAt` is older
+    /// would be recorded and never stored.
+    pub fn check_age(&self, at_ms: i64, now_ms: i64) -> Result<(), TooOld> {
+        let retention = self.retention.lock().unwrap_or_else(|e| e.into_inner());
+        match &*retention {
+            Some(r) if at_ms < now_ms.saturating_sub(r.keeps_ms) => Err(TooOld {
+                at_ms,
+                retention: r.clone(),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -485,6 +542,37 @@ impl Schema {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_time_older_than_the_retention_policy_keeps_is_refused() {
+        let schema = Schema::default();
+        let hour = 3_600_000;
+        assert_eq!(
+            schema.check_age(0, 10 * hour),
+            Ok(()),
+            "nothing known: kept"
+        );
+        let onehour = Retention {
+            policy: "onehour".into(),
+            keeps_ms: hour,
+        };
+        schema.set_retention(Some(onehour.clone()));
+        assert_eq!(schema.check_age(10 * hour - hour / 2, 10 * hour), Ok(()));
+        assert_eq!(
+            schema.check_age(8 * hour, 10 * hour),
+            Err(TooOld {
+                at_ms: 8 * hour,
+                retention: onehour
+            })
+        );
+        schema.set_retention(None);
+        assert_eq!(schema.check_age(0, 10 * hour), Ok(()), "kept for ever");
+        let odd = Retention {
+            policy: "p".into(),
+            keeps_ms: 90 * 60_000,
+        };
+        assert_eq!(odd.keeps(), "90m");
+    }
+
     use super::*;
 
     fn point(measurement: &'static str, fields: &[(&str, FieldValue)], tags: &[&str]) -> Point {

@@ -87,14 +87,16 @@ fn stub_with(status: u16, answer_body: &'static str) -> (SocketAddr, mpsc::Recei
 }
 
 /// The next request the stub saw that is not a probe (`GET /ping`) or a reading of the schema
-/// (`SHOW FIELD KEYS`, `SHOW TAG KEYS`).
+/// (`SHOW FIELD KEYS`, `SHOW TAG KEYS`) or of the retention (`SHOW RETENTION POLICIES`, v2's
+/// `GET /api/v2/buckets`).
 fn next_write(seen: &mpsc::Receiver<Seen>) -> Seen {
     loop {
         let request = seen
             .recv_timeout(Duration::from_secs(5))
             .expect("a write reached the stub");
-        let probe =
-            request.request_line.starts_with("GET /ping ") || request.body.contains("q=SHOW%20");
+        let probe = request.request_line.starts_with("GET /ping ")
+            || request.request_line.starts_with("GET /api/v2/buckets?")
+            || request.body.contains("q=SHOW%20");
         if !probe {
             return request;
         }

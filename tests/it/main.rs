@@ -7,6 +7,7 @@ mod support;
 
 mod auth;
 mod bounds;
+mod check_influxdb;
 mod cli;
 mod coalesce;
 mod commits;
@@ -20,6 +21,7 @@ mod influx_api;
 mod influx_trouble;
 mod limits;
 mod metrics;
+mod retention;
 mod schema;
 mod service;
 mod tidy;
