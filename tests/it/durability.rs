@@ -73,9 +73,9 @@ fn wait_for_empty_spool(addr: SocketAddr) {
 fn an_influxdb_outage_loses_nothing() {
     let mut influx = Influxd::start();
     let gw = Gateway::start(&config(&influx.url, "runs", NO_TICKS));
-    wait_until(Duration::from_secs(5), "the database", || {
-        influx.measurements("runs").is_empty()
-            && states(gw.addr)["influxdb"]["last_success"].is_string()
+    // The start's probe has answered (and the database was made).
+    wait_until(Duration::from_secs(10), "the database", || {
+        influx.measurements("runs").is_empty() && states(gw.addr)["influxdb"]["up"] == true
     });
     influx.stop();
     for i in 0..200 {
