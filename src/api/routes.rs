@@ -68,7 +68,12 @@ pub const ROUTES: &[Route] = &[
         path: "/apiv0.1/states",
         token: true,
         name: "states",
-        handler: |app, _, _| Ok(Reply::Json(states::states(app))),
+        handler: |app, _, client| {
+            Ok(Reply::Json(states::states(
+                app,
+                client.map(|c| c.name.as_str()),
+            )))
+        },
     },
     Route {
         method: "GET",
