@@ -68,7 +68,12 @@ pub const ROUTES: &[Route] = &[
         path: "/apiv0.1/states",
         token: true,
         name: "states",
-        handler: |app, _, _| Ok(Reply::Json(states::states(app))),
+        handler: |app, _, client| {
+            Ok(Reply::Json(states::states(
+                app,
+                client.map(|c| c.name.as_str()),
+            )))
+        },
     },
     Route {
         method: "GET",
@@ -110,8 +115,9 @@ pub fn listing(separator: &str) -> String {
 }
 
 fn register(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, ApiError> {
-    let record = payload::register(&req.body, app.payload_limits())?;
+    let mut record = payload::register(&req.body, app.payload_limits())?;
     let tolerated = record.tolerated;
+    let ignored = std::mem::take(&mut record.ignored);
     let quota = client.map(quota_of);
     // Without a host the peer's address says at least where the run came from.
     let registered = app
@@ -119,9 +125,15 @@ fn register(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, 
         .register(record, &peer_host(req.peer.ip()), quota, now_ms())?;
     let uuid = registered.uuid;
     let mut body = json!({"uuid": uuid, "data": {"uuid": uuid}});
-    if let Some(note) = tolerated_note(tolerated) {
-        body["data"]["description"] = Value::String(format!("run {uuid} registered; {note}"));
+    let notes: Vec<String> = tolerated_note(tolerated)
+        .into_iter()
+        .chain(ignored_note(&ignored))
+        .collect();
+    if !notes.is_empty() {
+        body["data"]["description"] =
+            Value::String(format!("run {uuid} registered; {}", notes.join("; ")));
     }
+    put_ignored(&mut body, &ignored);
     Ok(Reply::Json(answer(body, &registered.outcome, tolerated)))
 }
 
@@ -135,16 +147,21 @@ fn quota_of(c: &Client) -> Quota<'_> {
 }
 
 fn progress(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, ApiError> {
-    let (uuid, record) = payload::progress(&req.body, app.payload_limits())?;
+    let (uuid, mut record) = payload::progress(&req.body, app.payload_limits())?;
     let tolerated = record.tolerated;
+    let ignored = std::mem::take(&mut record.ignored);
     app.service
         .progress(uuid, record, client.map(quota_of), now_ms())?;
     let mut description = format!("run {uuid} updated");
-    if let Some(note) = tolerated_note(tolerated) {
+    for note in tolerated_note(tolerated)
+        .into_iter()
+        .chain(ignored_note(&ignored))
+    {
         description.push_str("; ");
         description.push_str(&note);
     }
     let mut body = json!({"uuid": uuid, "data": {"description": description}});
+    put_ignored(&mut body, &ignored);
     if tolerated.non_finite > 0 {
         body["non_finite_numbers"] = tolerated.non_finite.into();
     }
@@ -152,7 +169,8 @@ fn progress(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, 
 }
 
 fn commit(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, ApiError> {
-    let commit = payload::commit(&req.body, app.payload_limits())?;
+    let mut commit = payload::commit(&req.body, app.payload_limits())?;
+    let ignored = std::mem::take(&mut commit.record.ignored);
     let mut tolerated = commit.record.tolerated;
     let mut notes = Vec::new();
     if let Some(s) = &commit.stats {
@@ -160,6 +178,7 @@ fn commit(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, Ap
         notes.extend(stats_notes(s));
     }
     notes.extend(tolerated_note(tolerated));
+    notes.extend(ignored_note(&ignored));
     let c = app
         .service
         .commit(commit, client.map(|c| c.name.as_str()), now_ms())?;
@@ -187,11 +206,44 @@ fn commit(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, Ap
         description.push_str("; ");
         description.push_str(&note);
     }
-    Ok(Reply::Json(answer(
-        json!({"uuid": uuid, "data": {"description": description}}),
-        &c.outcome,
-        tolerated,
-    )))
+    let mut body = json!({"uuid": uuid, "data": {"description": description}});
+    put_ignored(&mut body, &ignored);
+    Ok(Reply::Json(answer(body, &c.outcome, tolerated)))
+}
+
+/// `ignored keys: "measurment" (did you mean "measurement"?), "state"`: the sentence of an
+/// answer about keys nothing read.
+fn ignored_note(ignored: &[payload::Ignored]) -> Option<String> {
+    if ignored.is_empty() {
+        return None;
+    }
+    let keys: Vec<String> = ignored
+        .iter()
+        .map(|i| match i.near {
+            Some(near) => format!("{:?} (did you mean {near:?}?)", i.key),
+            None => format!("{:?}", i.key),
+        })
+        .collect();
+    Some(format!("ignored keys: {}", keys.join(", ")))
+}
+
+/// Adds `ignored` (every key nothing read, as paths) and `did_you_mean` (each misspelled
+/// one's likely meaning) to an answer, when there are any.
+fn put_ignored(body: &mut Value, ignored: &[payload::Ignored]) {
+    if ignored.is_empty() {
+        return;
+    }
+    body["ignored"] = ignored
+        .iter()
+        .map(|i| Value::from(i.key.as_str()))
+        .collect();
+    let near: Map<String, Value> = ignored
+        .iter()
+        .filter_map(|i| i.near.map(|n| (i.key.clone(), Value::from(n))))
+        .collect();
+    if !near.is_empty() {
+        body["did_you_mean"] = Value::Object(near);
+    }
 }
 
 /// What the answer says about a `requestStats` whose rows or text could not be kept as sent.

@@ -1,6 +1,15 @@
 //! The two pages that say how the gateway is doing: `/apiv0.1/states` (JSON, for people and
 //! scripts) and `/apiv0.1/metrics` (the Prometheus text format). Both read counters and
 //! gauges; neither changes anything.
+//!
+//! A token sees only its own runs, as `isrunning` shows them: the job list, the counts of
+//! running, finished and expired runs and each run's heartbeat refusals are those of the runs
+//! its client may act on (`Job::is_for`). What belongs to no run is shared, in aggregate only:
+//! the counts of every token's runs together (`jobs.all`), InfluxDB's health, the log and the
+//! dead letters, the counters, memory and connections. An InfluxDB error that may be its
+//! refusal of a run's data (one seen while InfluxDB is up) is not shown to a token, as it may
+//! quote another token's run. Without tokens every request is the one client, which sees all.
+//! The Prometheus page holds aggregates alone, no run's uuid, host or error.
 
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,10 +23,16 @@ use crate::stats::{self, Stats};
 /// Jobs listed by the state page at most, newest first.
 const LISTED: usize = 1000;
 
-/// `GET /apiv0.1/states`.
-pub fn states(app: &App) -> Value {
+/// What a token is told of InfluxDB's last error while InfluxDB is up: such an error is a
+/// refusal of some run's data, or an outage that is over, and the text may quote another
+/// token's run.
+pub const WITHHELD_ERROR: &str = "not shown to a token while InfluxDB is up: it may be InfluxDB's refusal of another token's data (each run's own refusals are in its entry)";
+
+/// `GET /apiv0.1/states`, as `caller` (the client's name; `None` without tokens) sees it.
+pub fn states(app: &App, caller: Option<&str>) -> Value {
     let service = &app.service;
-    let counts = service.jobs.counts();
+    let counts = service.jobs.counts_for(caller);
+    let all = service.jobs.counts();
     let delivery = &service.delivery;
     let refusals = delivery.refusals();
     let time = |t: SystemTime| {
@@ -29,7 +44,7 @@ pub fn states(app: &App) -> Value {
     };
     let list: Vec<Value> = service
         .jobs
-        .list(LISTED)
+        .list_for(LISTED, caller)
         .iter()
         .map(|j| {
             let mut entry = json!({
@@ -65,13 +80,25 @@ pub fn states(app: &App) -> Value {
             "expired": counts.expired,
             "listed": list.len(),
             "list": list,
+            "all": {
+                "running": all.running + all.committing,
+                "finished": all.finished,
+                "expired": all.expired,
+            },
         },
         "influxdb": {
             "url": influxdb.url.trim_end_matches('/'),
             "api": influxdb.api.to_string(),
             "up": health.up,
             "last_success": health.last_success.map(time),
-            "last_error": health.last_error.map(|(t, e)| json!({"at": time(t), "error": e})),
+            "last_error": health.last_error.map(|(t, e)| {
+                let shown = if caller.is_some() && health.up == Some(true) {
+                    WITHHELD_ERROR.to_string()
+                } else {
+                    e
+                };
+                json!({"at": time(t), "error": shown})
+            }),
         },
         "spool": {
             "records": waiting_records,
@@ -103,7 +130,8 @@ pub fn states(app: &App) -> Value {
     })
 }
 
-/// `GET /apiv0.1/metrics`: the counters and the live gauges for Prometheus.
+/// `GET /apiv0.1/metrics`: the counters and the live gauges for Prometheus, of the whole
+/// gateway (aggregates only, the same for every token).
 pub fn metrics(app: &App) -> String {
     let service = &app.service;
     let counts = service.jobs.counts();

@@ -3,7 +3,8 @@
 //!
 //! A plain `serde_json::Value` costs far more memory than the text it came from: a 1 MiB body
 //! of `{"a":1}` objects becomes about 90 MiB of maps. So nothing is built that no rule asks for:
-//! unknown keys are skipped as they are read, containers where a scalar is expected are kept
+//! unknown keys are skipped as they are read (or, under [`Rule::Skip`], their name kept with
+//! `null` for a value, so an answer can name them), containers where a scalar is expected are kept
 //! only as an empty container of the same kind (so an error can still say "not an object"),
 //! and every object or array keeps at most a fixed number of entries. What is skipped is still
 //! checked to be valid JSON, within serde_json's nesting limit of 128.
@@ -55,6 +56,9 @@ pub enum Rule<'a> {
     },
     /// The value's JSON text, exactly as sent, as a `Value::String`.
     Raw,
+    /// Checked and skipped like an unknown key, but its key kept, with `null`: for keys whose
+    /// name alone matters (the answer names the keys it ignored).
+    Skip,
 }
 
 /// Deepest nesting accepted anywhere, kept or skipped (serde_json's own limit for what it
@@ -435,6 +439,10 @@ impl<'de> DeserializeSeed<'de> for Prune<'_> {
             Rule::Raw => {
                 let raw = <Box<RawValue> as serde::Deserialize>::deserialize(d)?;
                 Ok(Value::String(raw.get().to_string()))
+            }
+            Rule::Skip => {
+                <IgnoredAny as serde::Deserialize>::deserialize(d)?;
+                Ok(Value::Null)
             }
             _ => d.deserialize_any(self),
         }

@@ -36,6 +36,98 @@ pub struct Record {
     /// What the JSON reader rewrote: numbers a float cannot hold (read as `null`) and lone
     /// surrogate escapes (read as U+FFFD), so the answer can say so.
     pub tolerated: Tolerated,
+    /// Keys of the body the gateway read nothing from (at the top and in `measurement`),
+    /// sorted by key, at most [`IGNORED_LISTED`] of each object, so the answer can name them.
+    pub ignored: Vec<Ignored>,
+}
+
+/// A key of the body that nothing reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ignored {
+    /// Its path, `measurment` or `measurement.field` (a key longer than 64 bytes cut, with
+    /// `...`).
+    pub key: String,
+    /// The key it is probably a misspelling of (`measurement`, `measurement.fields`), when one
+    /// is near; never for the keys known clients send on purpose ([`SENT_ON_PURPOSE`]).
+    pub near: Option<&'static str>,
+}
+
+/// Unknown keys kept (their names only) and listed per object; more are skipped unnamed.
+pub const IGNORED_LISTED: usize = 32;
+
+/// Top-level keys the customized Locust sends on every request and the gateway ignores by
+/// design: listed as ignored, never given a "did you mean".
+pub const SENT_ON_PURPOSE: [&str; 2] = ["state", "user_count"];
+
+/// The keys read at the top of a body.
+const TOP_KEYS: [&str; 7] = [
+    "startedAt",
+    "host",
+    "hostname",
+    "targetHost",
+    "uuid",
+    "tags",
+    "measurement",
+];
+
+/// What a key near one of these means, at the top of a body: the keys read there, and
+/// `fields`, which a client putting its fields at the top means as `measurement.fields`.
+const TOP_NEAR: [(&str, &str); 8] = [
+    ("startedAt", "startedAt"),
+    ("host", "host"),
+    ("hostname", "hostname"),
+    ("targetHost", "targetHost"),
+    ("uuid", "uuid"),
+    ("tags", "tags"),
+    ("measurement", "measurement"),
+    ("fields", "measurement.fields"),
+];
+
+/// The keys read in `measurement`, and what a key near each one means.
+const MEASUREMENT_KEYS: [&str; 2] = ["tags", "fields"];
+const MEASUREMENT_NEAR: [(&str, &str); 2] = [
+    ("tags", "measurement.tags"),
+    ("fields", "measurement.fields"),
+];
+
+/// The keys of `map` (the object at `path`, empty for the body) that are not in `read`, each
+/// with the key it is probably a misspelling of (see [`near`]).
+fn ignored_in(
+    map: &Map<String, Value>,
+    path: &str,
+    read: &[&str],
+    near_to: &[(&str, &'static str)],
+    out: &mut Vec<Ignored>,
+) {
+    for key in map.keys().filter(|k| !read.contains(&k.as_str())) {
+        let on_purpose = path.is_empty() && SENT_ON_PURPOSE.contains(&key.as_str());
+        out.push(Ignored {
+            key: if path.is_empty() {
+                cut(key)
+            } else {
+                at(path, key)
+            },
+            near: if on_purpose { None } else { near(key, near_to) },
+        });
+    }
+}
+
+/// The known key `key` is a likely misspelling of: case aside, at most two edits (a letter
+/// added, left out, changed, or two swapped) and fewer than half the known key's letters.
+fn near(key: &str, known: &[(&str, &'static str)]) -> Option<&'static str> {
+    let key = key.to_lowercase();
+    known
+        .iter()
+        .map(|(k, means)| {
+            (
+                strsim::damerau_levenshtein(&key, &k.to_lowercase()),
+                k,
+                means,
+            )
+        })
+        .filter(|(d, k, _)| *d <= 2 && *d * 2 < k.len())
+        .min_by_key(|(d, _, _)| *d)
+        .map(|(_, _, means)| *means)
 }
 
 /// A commit: the run it ends, and what it reports.
@@ -175,8 +267,8 @@ fn read_body(
     let measurement_keys = [("tags", entries), ("fields", fields)];
     let measurement = Rule::Keys {
         keys: &measurement_keys,
-        other: None,
-        keep_other: 0,
+        other: Some(&Rule::Skip),
+        keep_other: IGNORED_LISTED,
     };
     let top_keys = [
         ("startedAt", Rule::Scalar),
@@ -196,8 +288,8 @@ fn read_body(
     ];
     let top = Rule::Keys {
         keys: &top_keys,
-        other: None,
-        keep_other: 0,
+        other: Some(&Rule::Skip),
+        keep_other: IGNORED_LISTED,
     };
     match crate::ingest::json::parse(&body, &top) {
         Ok((Value::Object(map), tolerated)) => Ok((map, tolerated)),
@@ -297,10 +389,15 @@ const SHOWN_BYTES: usize = 64;
 
 /// `path.key`, with a long key cut (see [`SHOWN_BYTES`]).
 fn at(path: &str, key: &str) -> String {
+    format!("{path}.{}", cut(key))
+}
+
+/// `key`, cut to [`SHOWN_BYTES`] (with `...`) when longer.
+fn cut(key: &str) -> String {
     if key.len() <= SHOWN_BYTES {
-        return format!("{path}.{key}");
+        return key.to_string();
     }
-    format!("{path}.{}...", prefix(key, SHOWN_BYTES))
+    format!("{}...", prefix(key, SHOWN_BYTES))
 }
 
 /// The part both routes share; `skip_field` names fields that another step takes apart.
@@ -431,12 +528,24 @@ fn record(
             format!("{} fields; the limit is {MAX_FIELDS}", fields.len()),
         ));
     }
+    let mut ignored = Vec::new();
+    ignored_in(body, "", &TOP_KEYS, &TOP_NEAR, &mut ignored);
+    if let Some(m) = measurement {
+        ignored_in(
+            m,
+            "measurement",
+            &MEASUREMENT_KEYS,
+            &MEASUREMENT_NEAR,
+            &mut ignored,
+        );
+    }
     Ok(Record {
         started_at_ms,
         host,
         tags,
         fields,
         tolerated,
+        ignored,
     })
 }
 
@@ -1057,6 +1166,50 @@ mod tests {
                 assert_eq!(err.code.status(), case["status"], "{route}: {name}");
             }
         }
+    }
+
+    /// A misspelled key (`measurment`, `measurement.field`) answered 200 with a run without
+    /// fields, saying nothing. Every key nothing reads is named now, with the near one.
+    #[test]
+    fn every_ignored_key_is_named_with_the_key_it_is_near() {
+        let rules: Value = serde_json::from_str(RULES).expect("payload-rules.json is JSON");
+        let cases = rules["ignored"]
+            .as_array()
+            .expect("payload-rules.json has ignored");
+        for case in cases {
+            let name = case["name"].as_str().expect("every case has a name");
+            let expected: Vec<(String, Option<String>)> =
+                serde_json::from_value(case["ignored"].clone())
+                    .expect("ignored is a list of [key, suggestion]");
+            let mut with_uuid = case["body"].clone();
+            with_uuid["uuid"] = json!(Uuid::nil());
+            let records = [
+                ("register", register(&obj(case["body"].clone()), LIMITS)),
+                ("commit", commit(&obj(with_uuid), LIMITS).map(|c| c.record)),
+            ];
+            for (route, record) in records {
+                let record = record.unwrap_or_else(|e| panic!("{route}: {name}: {e}"));
+                let got: Vec<(String, Option<String>)> = record
+                    .ignored
+                    .iter()
+                    .map(|i| (i.key.clone(), i.near.map(String::from)))
+                    .collect();
+                assert_eq!(got, expected, "{route}: {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn ignored_keys_are_listed_up_to_a_bound_and_cut() {
+        let mut body = Map::new();
+        for i in 0..100 {
+            body.insert(format!("k{i}"), json!(i));
+        }
+        body.insert("x".repeat(200), json!(1));
+        let record = register(&obj(Value::Object(body)), LIMITS).unwrap();
+        assert_eq!(record.ignored.len(), IGNORED_LISTED);
+        let long = register(&obj(json!({"y".repeat(200): 1})), LIMITS).unwrap();
+        assert_eq!(long.ignored[0].key, format!("{}...", "y".repeat(64)));
     }
 
     #[test]

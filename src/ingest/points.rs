@@ -204,16 +204,51 @@ pub fn commit(run: &Run, record: &Record, stats: Option<&RequestStats>, now_ms: 
         }
     }
 
-    let secs = (now_ms - run.started_ms).max(0) / 1000;
-    let text = format!(
-        "load test finished on {} after {}m{:02}s (run {})",
-        run.host,
-        secs / 60,
-        secs % 60,
-        run.uuid
-    );
-    points.push(event(run, Event::Finished, time, text));
+    points.push(event(
+        run,
+        Event::Finished,
+        time,
+        finished_text(run, record, now_ms),
+    ));
     points
+}
+
+/// The `finished` event's sentence. A client that says how long its test ran (a `duration`
+/// field, in seconds, as the Locust plugin sends) is believed: the time between the run's
+/// start and its commit says nothing of the test when a client registers and commits at its
+/// end (a 60 s test used to read "after 0m00s" beside its `duration` of 60). Without one, the
+/// sentence says what the gateway measured, as that: the time from the start to the commit.
+fn finished_text(run: &Run, record: &Record, now_ms: i64) -> String {
+    let reported = record.fields.iter().find_map(|(k, v)| match v {
+        FieldValue::Float(secs) if k == "duration" && secs.is_finite() && *secs >= 0.0 => {
+            Some(*secs)
+        }
+        _ => None,
+    });
+    match reported {
+        Some(secs) => format!(
+            "load test finished on {} after {} (the duration it reported; run {})",
+            run.host,
+            span(secs.round() as i64),
+            run.uuid
+        ),
+        None => format!(
+            "load test finished on {}, committed {} after its start (run {})",
+            run.host,
+            span((now_ms - run.started_ms).max(0) / 1000),
+            run.uuid
+        ),
+    }
+}
+
+/// `2m05s`, `1h02m05s`: whole seconds as a reader counts them.
+fn span(secs: i64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m:02}m{s:02}s")
+    } else {
+        format!("{m}m{s:02}s")
+    }
 }
 
 #[cfg(test)]
@@ -336,7 +371,40 @@ mod tests {
         let points = commit(&run(), &Record::default(), None, 1_125_000);
         assert_eq!(points.len(), 1);
         assert_eq!(points[0].measurement(), EVENTS);
-        assert!(encode_batch(&points).contains("after 2m05s"));
+        assert!(
+            encode_batch(&points).contains("finished on lg-1, committed 2m05s after its start"),
+            "{}",
+            encode_batch(&points)
+        );
+    }
+
+    /// A run registered and committed at once, with the `duration` of its 60 s test: its
+    /// `finished` event said "after 0m00s".
+    #[test]
+    fn finished_event_tells_the_duration_the_client_reported() {
+        let record = Record {
+            fields: vec![("duration".into(), FieldValue::Float(60.4))],
+            ..Record::default()
+        };
+        let text = encode_batch(&commit(&run(), &record, None, 1_000_100));
+        assert!(
+            text.contains("finished on lg-1 after 1m00s (the duration it reported; run"),
+            "{text}"
+        );
+        assert!(!text.contains("0m00s"), "{text}");
+        let long = Record {
+            fields: vec![("duration".into(), FieldValue::Float(3725.0))],
+            ..Record::default()
+        };
+        assert!(encode_batch(&commit(&run(), &long, None, 1_000_100)).contains("after 1h02m05s"));
+        let not_a_number = Record {
+            fields: vec![("duration".into(), FieldValue::Str("1m".into()))],
+            ..Record::default()
+        };
+        assert!(
+            encode_batch(&commit(&run(), &not_a_number, None, 1_125_000))
+                .contains("committed 2m05s after its start")
+        );
     }
 
     #[test]

@@ -1057,10 +1057,17 @@ impl Jobs {
             .collect()
     }
 
+    /// How many jobs of the whole table are in each state.
     pub fn counts(&self) -> Counts {
+        self.counts_for(None)
+    }
+
+    /// How many jobs `caller` may see (see [`Job::is_for`]; every job for `None`) are in each
+    /// state.
+    pub fn counts_for(&self, caller: Option<&str>) -> Counts {
         let t = self.lock();
         let mut c = Counts::default();
-        for job in t.jobs.values() {
+        for job in t.jobs.values().filter(|j| j.is_for(caller)) {
             match job.state {
                 State::Running => c.running += 1,
                 State::Committing { .. } => c.committing += 1,
@@ -1084,10 +1091,17 @@ impl Jobs {
             .is_some_and(|j| j.run.tags.iter().any(|(k, _)| k == name))
     }
 
-    /// Up to `limit` jobs, newest first, for the state page.
+    /// Up to `limit` jobs of the whole table, newest first.
+    #[cfg(test)]
     pub fn list(&self, limit: usize) -> Vec<Job> {
+        self.list_for(limit, None)
+    }
+
+    /// Up to `limit` of the jobs `caller` may see (see [`Job::is_for`]; every job for
+    /// `None`), newest first: a token's view of the state page.
+    pub fn list_for(&self, limit: usize, caller: Option<&str>) -> Vec<Job> {
         let t = self.lock();
-        let mut jobs: Vec<&Job> = t.jobs.values().collect();
+        let mut jobs: Vec<&Job> = t.jobs.values().filter(|j| j.is_for(caller)).collect();
         jobs.sort_by_key(|j| std::cmp::Reverse(j.run.started_ms));
         jobs.into_iter().take(limit).cloned().collect()
     }

@@ -481,6 +481,108 @@ fn a_token_cannot_act_on_another_tokens_runs() {
     );
 }
 
+/// `states` listed every token's runs to any token (uuid, host and InfluxDB's refusal of a
+/// run's heartbeat), while `isrunning` and commits kept them apart. Now a token's states and
+/// metrics hold its own runs, and others' only as counts.
+#[test]
+fn a_token_states_and_metrics_hold_only_its_own_runs() {
+    let influx = Influxd::start();
+    // The gateway's type check would refuse team-b's string at the request; off here, InfluxDB
+    // refuses its heartbeats, and the refusal text is team-b's alone.
+    let gw = Gateway::start(&crate::support::config_with(
+        &influx.url,
+        "runs",
+        "",
+        "check_schema = false\n",
+        &format!(
+            "[jobs]\nheartbeat_interval = \"300ms\"\n[[auth.token]]\nname = \"team-a\"\ntoken = \"{TOKEN}\"\n\
+             [[auth.token]]\nname = \"team-b\"\ntoken = \"{OTHER}\"\n"
+        ),
+    ));
+    let a = post_as(
+        &gw,
+        TOKEN,
+        REGISTER,
+        &json!({"host": "host-of-team-a", "measurement": {"fields": {"clients": 5}}}),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = a.json()["uuid"].as_str().unwrap().to_string();
+    let b = post_as(
+        &gw,
+        OTHER,
+        REGISTER,
+        &json!({"host": "host-of-team-b", "measurement": {"fields": {"clients": "ten"}}}),
+    );
+    assert_eq!(b.status, 200, "{}", b.body);
+    let b = b.json()["uuid"].as_str().unwrap().to_string();
+    let page = |token: &str, path: &str| {
+        let r = request(
+            gw.addr,
+            "GET",
+            path,
+            &[("Authorization", &bearer(token))],
+            None,
+        );
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        r.body
+    };
+    let entry_of = |states: &Value, uuid: &str| {
+        states["jobs"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["uuid"] == uuid)
+            .cloned()
+    };
+    let mut refusal = String::new();
+    wait_until(
+        Duration::from_secs(30),
+        "team-b's heartbeat refused",
+        || {
+            let states: Value = serde_json::from_str(&page(OTHER, "/apiv0.1/states")).unwrap();
+            match entry_of(&states, &b).and_then(|e| {
+                e["heartbeats_refused"]["last_error"]
+                    .as_str()
+                    .map(String::from)
+            }) {
+                Some(text) => {
+                    refusal = text;
+                    true
+                }
+                None => false,
+            }
+        },
+    );
+    assert!(refusal.contains("conflict"), "{refusal}");
+
+    let a_states = page(TOKEN, "/apiv0.1/states");
+    let a_metrics = page(TOKEN, "/apiv0.1/metrics");
+    for (what, text) in [("states", &a_states), ("metrics", &a_metrics)] {
+        for secret in [b.as_str(), "host-of-team-b", refusal.as_str()] {
+            assert!(
+                !text.contains(secret),
+                "team-a's {what} shows team-b's {secret:?}: {text}"
+            );
+        }
+    }
+    let a_states: Value = serde_json::from_str(&a_states).unwrap();
+    let own = entry_of(&a_states, &a).expect("team-a sees its own run");
+    assert_eq!(own["host"], "host-of-team-a");
+    assert_eq!(a_states["jobs"]["listed"], 1, "{a_states}");
+    assert_eq!(
+        a_states["jobs"]["running"], 1,
+        "its own running run: {a_states}"
+    );
+    assert_eq!(
+        a_states["jobs"]["all"]["running"], 2,
+        "every token's, as a count: {a_states}"
+    );
+
+    let b_states: Value = serde_json::from_str(&page(OTHER, "/apiv0.1/states")).unwrap();
+    assert!(entry_of(&b_states, &a).is_none(), "{b_states}");
+    assert_eq!(entry_of(&b_states, &b).unwrap()["host"], "host-of-team-b");
+}
+
 /// The table's bytes are shared as its places are: one token filling its share leaves the
 /// other able to register.
 #[test]

@@ -569,3 +569,64 @@ fn a_large_tick_writes_every_runs_heartbeat_once() {
         "one heartbeat per run per tick (a tick under way at the stop may have landed in part)"
     );
 }
+
+/// A misspelled key (`measurment`) answered 200 with a run without fields and no word about
+/// it. The answer names every key nothing read, with the key it is near, on register, progress
+/// and commit; what the customized Locust sends on purpose gets no suggestion.
+#[test]
+fn a_misspelled_key_is_named_in_the_answer_with_the_near_one() {
+    let (_influx, gw) = start("");
+    let r = post_json(
+        gw.addr,
+        "/apiv0.1/events/register",
+        &json!({"host": "lg", "measurment": {"fields": {"users": 5}}, "state": "hatching"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let answer = r.json();
+    assert_eq!(
+        answer["ignored"],
+        json!(["measurment", "state"]),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["did_you_mean"],
+        json!({"measurment": "measurement"}),
+        "{answer}"
+    );
+    let description = answer["data"]["description"].as_str().unwrap();
+    assert!(
+        description
+            .contains(r#"ignored keys: "measurment" (did you mean "measurement"?), "state""#),
+        "{description}"
+    );
+    let uuid = answer["uuid"].as_str().unwrap().to_string();
+    let progress = post_json(
+        gw.addr,
+        "/apiv0.1/events/progress",
+        &json!({"uuid": uuid, "measurement": {"field": {"users": 7}}}),
+    );
+    assert_eq!(progress.status, 200, "{}", progress.body);
+    assert_eq!(
+        progress.json()["did_you_mean"],
+        json!({"measurement.field": "measurement.fields"})
+    );
+    let commit = post_json(
+        gw.addr,
+        "/apiv0.1/events/commit",
+        &json!({"uuid": uuid, "user_count": 10, "measurement": {"fields": {"duration": 60}}}),
+    );
+    assert_eq!(commit.status, 200, "{}", commit.body);
+    assert_eq!(
+        commit.json()["ignored"],
+        json!(["user_count"]),
+        "{}",
+        commit.body
+    );
+    assert!(
+        commit.json().get("did_you_mean").is_none(),
+        "{}",
+        commit.body
+    );
+    let clean = post_json(gw.addr, "/apiv0.1/events/register", &json!({"host": "lg"}));
+    assert!(clean.json().get("ignored").is_none(), "{}", clean.body);
+}
