@@ -71,7 +71,9 @@ fn a_write_influxdb_cannot_take_is_split_and_blocks_nothing() {
     );
     wait_until(Duration::from_secs(30), "three ticks delivered", || {
         let s = states(&gw);
-        s["counters"]["heartbeat_ticks"].as_u64().unwrap_or(0) >= 3 && s["spool"]["records"] == 0
+        s["counters"]["heartbeat_ticks"].as_u64().unwrap_or(0) >= 3
+            && s["counters"]["heartbeats_refused"].as_u64().unwrap_or(0) >= 2
+            && s["spool"]["records"] == 0
     });
     let after = post_json(gw.addr, REGISTER, &json!({"host": "after"}));
     assert_eq!(after.json()["delivered"], true, "{}", after.body);
