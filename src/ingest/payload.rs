@@ -927,6 +927,16 @@ pub fn handling_cost(body: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn handling_cost_follows_the_members_not_only_the_bytes() {
+        // 1 000 numeric members in 12 kB cost far more than 12 kB of one string.
+        let members: Vec<String> = (0..1000).map(|i| format!(r#""m{i}":{i}"#)).collect();
+        let numeric = format!("{{{}}}", members.join(","));
+        let text = format!(r#"{{"f":"{}"}}"#, "x".repeat(numeric.len()));
+        assert!(handling_cost(numeric.as_bytes()) >= 1000 * 170);
+        assert!(handling_cost(text.as_bytes()) < 2 * text.len() as u64);
+    }
     use super::*;
     use serde_json::json;
 
