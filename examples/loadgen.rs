@@ -33,6 +33,12 @@
 //!   of `--bytes`, send half of it and stall; then the gateway's peak and current resident
 //!   memory, what the stalled connections were answered, and how long a normal register on a
 //!   new connection takes meanwhile.
+//! - `wide-commits --addr A --pid P [--concurrency 32] [--commits 64] [--rows 1000]
+//!   [--members 1000] [--after 10] [--max-seconds 300]`: N connections each register a run
+//!   and commit it, gzip'd, with a `requestStats` of R rows of M numeric members each (9–13 MB
+//!   inflated), C commits in all; a 503 (or a connection closed) is retried 200 ms later.
+//!   Prints the gateway's peak resident memory during the load (`VmHWM`), its resident memory
+//!   as the load ends and `--after` seconds later (`VmRSS`), and the answers by status.
 //!
 //! Everything prints `key=value` lines on stdout for the script to turn into a table.
 //! Only std and the crate's own dependencies (and `socket2`, to bind a client socket to another
@@ -71,8 +77,9 @@ fn main() {
         "free-ports" => cmd_free_ports(&mut args),
         "seed-jobs" => cmd_seed_jobs(&mut args),
         "stalled-bodies" => cmd_stalled_bodies(&mut args),
+        "wide-commits" => cmd_wide_commits(&mut args),
         _ => Err(
-            "usage: loadgen gateway|direct|null-influx|register-many|register-wide|wrk-script|tick|batch|startup|free-ports|seed-jobs|stalled-bodies [options] \
+            "usage: loadgen gateway|direct|null-influx|register-many|register-wide|wrk-script|tick|batch|startup|free-ports|seed-jobs|stalled-bodies|wide-commits [options] \
              (see the header of examples/loadgen.rs)"
                 .into(),
         ),
@@ -165,10 +172,22 @@ impl Client {
         content_type: &str,
         body: &[u8],
     ) -> Result<Answer> {
+        self.send_with(method, path, content_type, "", body)
+    }
+
+    /// `send`, with `extra` header lines (each ending in CRLF) after the others.
+    fn send_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        extra: &str,
+        body: &[u8],
+    ) -> Result<Answer> {
         self.request.clear();
         write!(
             self.request,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}\r\n",
             self.addr,
             body.len()
         )
@@ -1141,4 +1160,125 @@ fn proc_status_kib(pid: u32, field: &str) -> Result<u64> {
         .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .ok_or_else(|| format!("no {field} in {path}"))
+}
+
+/// A `requestStats` text of `rows` endpoint rows with `members` numeric members each. Each
+/// member's figure is the same in every row, as a real run's rows look alike to gzip: 1 000 ×
+/// 1 000 members inflate to about 13 MB from about 100 kB, as in the wild.
+fn wide_stats(rows: usize, members: usize) -> String {
+    use std::fmt::Write as _;
+    let mut row = String::new();
+    for m in 0..members {
+        write!(row, r#","m{m}":{}"#, (m * 13) % 1000).expect("writing to a String");
+    }
+    let mut text = String::from(r#"{"stats":["#);
+    for r in 0..rows {
+        if r > 0 {
+            text.push(',');
+        }
+        write!(text, r#"{{"name":"/endpoint/{r}","method":"GET"{row}}}"#)
+            .expect("writing to a String");
+    }
+    text.push_str(r#"],"errors":[],"total_rps":61.5,"fail_ratio":0.0025,"user_count":10}"#);
+    text
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use flate2::{Compression, write::GzEncoder};
+    let mut e = GzEncoder::new(Vec::new(), Compression::default());
+    e.write_all(data).expect("writing to a Vec");
+    e.finish().expect("writing to a Vec")
+}
+
+/// Drives the wide commits; see the header.
+fn cmd_wide_commits(args: &mut pico_args::Arguments) -> Result<()> {
+    let addr = resolve(&opt::<String>(args, "--addr")?)?;
+    let pid: u32 = opt(args, "--pid")?;
+    let concurrency: usize = opt_or(args, "--concurrency", 32)?;
+    let commits: u64 = opt_or(args, "--commits", 64)?;
+    let rows: usize = opt_or(args, "--rows", 1000)?;
+    let members: usize = opt_or(args, "--members", 1000)?;
+    let after: u64 = opt_or(args, "--after", 10)?;
+    let max_seconds: f64 = opt_or(args, "--max-seconds", 300.0)?;
+    let stats = wide_stats(rows, members);
+    // The uuid is the only part that changes from commit to commit, and it comes first: the
+    // rest is compressed once, and each body is two gzip members (RFC 1952 allows a series).
+    let body = commit_body("UUID", &stats);
+    let inflated = body.len() - 4 + 36;
+    let (head, rest) = body
+        .split_once("UUID")
+        .ok_or("no placeholder in the body")?;
+    let (head, rest) = (Arc::new(head.to_string()), Arc::new(gzip(rest.as_bytes())));
+    let next = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(max_seconds);
+    let start = Instant::now();
+    let rss_before = proc_status_kib(pid, "VmRSS")?;
+    let handles: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (next, head, rest) = (Arc::clone(&next), Arc::clone(&head), Arc::clone(&rest));
+            thread::spawn(move || -> Result<(Vec<u16>, u64)> {
+                let mut client = Client::new(addr);
+                let (mut statuses, mut wire) = (Vec::new(), 0);
+                while Instant::now() < deadline && next.fetch_add(1, Ordering::Relaxed) < commits {
+                    let body = register_body(now_ms() / 1000);
+                    let a = client.send(
+                        "POST",
+                        "/apiv0.1/events/register",
+                        "application/json",
+                        body.as_bytes(),
+                    )?;
+                    a.expect(200, "register")?;
+                    let mut body = gzip(format!("{head}{}", uuid_of(&a.body)?).as_bytes());
+                    body.extend_from_slice(&rest);
+                    wire = body.len() as u64;
+                    loop {
+                        // A connection the gateway closed counts as status 0 and is retried
+                        // on a new one.
+                        let status = client
+                            .send_with(
+                                "POST",
+                                "/apiv0.1/events/commit",
+                                "application/json",
+                                "Content-Encoding: gzip\r\n",
+                                &body,
+                            )
+                            .map_or(0, |a| a.status);
+                        statuses.push(status);
+                        if !matches!(status, 0 | 503) || Instant::now() >= deadline {
+                            break;
+                        }
+                        // Retry-After is whole seconds; a busy gateway frees memory sooner.
+                        thread::sleep(Duration::from_millis(200));
+                    }
+                }
+                Ok((statuses, wire))
+            })
+        })
+        .collect();
+    let mut counts: std::collections::BTreeMap<u16, u64> = Default::default();
+    let mut wire = 0;
+    for h in handles {
+        let (statuses, w) = h.join().map_err(|_| "a client thread panicked")??;
+        for s in statuses {
+            *counts.entry(s).or_default() += 1;
+        }
+        wire = wire.max(w);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let peak = proc_status_kib(pid, "VmHWM")?;
+    let rss_end = proc_status_kib(pid, "VmRSS")?;
+    thread::sleep(Duration::from_secs(after));
+    let rss_after = proc_status_kib(pid, "VmRSS")?;
+    println!("commits={}", counts.get(&200).copied().unwrap_or(0));
+    let answers: Vec<String> = counts.iter().map(|(k, v)| format!("{v}×{k}")).collect();
+    println!("answers={}", answers.join(" "));
+    println!("inflated_bytes={inflated}");
+    println!("wire_bytes={wire}");
+    println!("seconds={seconds:.3}");
+    println!("rss_before_kib={rss_before}");
+    println!("rss_peak_kib={peak}");
+    println!("rss_end_kib={rss_end}");
+    println!("rss_after_kib={rss_after}");
+    println!("after_s={after}");
+    Ok(())
 }

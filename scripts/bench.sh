@@ -33,12 +33,14 @@ if [ "$quick" -eq 1 ]; then
     phase_limit=4      # seconds per throughput phase at most (all rounds)
     mem_steps=(1000 10000)
     mem_limits=(4 10)  # seconds for each memory step at most
+    wide_commits=32    # wide commits (one per connection)
 else
     mode="full"
     cycles=20000
     phase_limit=30
     mem_steps=(10000 100000)
     mem_limits=(60 300)
+    wide_commits=64
 fi
 running_jobs=10000
 ticks=4
@@ -290,6 +292,11 @@ stop_gateway
 start_gateway "$null" 1h
 run stalled-budget stalled-bodies --addr "$gw_addr" --pid "$gw_pid"
 stop_gateway
+step "Memory with wide commits: 32 connections, gzip'd commits of 1 000 rows x 1 000 numeric members ($wide_commits commits), then 10 s idle"
+start_gateway "$null" 1h
+run wide-commits wide-commits --addr "$gw_addr" --pid "$gw_pid" --concurrency 32 \
+    --commits "$wide_commits" --rows 1000 --members 1000 --after 10 --max-seconds 300
+stop_gateway
 
 # --- 6: start-up and size ----------------------------------------------------------------
 step "Start-up time (median of 5) and binary size"
@@ -415,6 +422,9 @@ stalled() {
 }
 echo "| 5 | RSS with 512 stalled 1 MiB bodies, half sent, from 8 loopback addresses; no body budget (max_body_bytes_in_flight = 1 TiB, as before it existed) | $(stalled stalled-unbounded) | | |"
 echo "| 5 | the same with the default budget of 64 MiB | $(stalled stalled-budget) | peak ≤ 80 MiB | $(met "$(val rss_peak_kib "$work/stalled-budget")" "<=" 81920) |"
+wide="$work/wide-commits"
+echo "| 5 | 32 connections, gzip'd commits of 1 000 rows × 1 000 numeric members ($(val wire_bytes "$wide") bytes sent, $(val inflated_bytes "$wide") inflated; $(val commits "$wide") committed in $(val seconds "$wide") s; answers $(val answers "$wide")): peak RSS during the load (VmHWM) | $(mib "$(val rss_peak_kib "$wide")") | ≤ 256 MiB | $(met "$(val rss_peak_kib "$wide")" "<=" 262144) |"
+echo "| 5 | the same, RSS $(val after_s "$wide") s after the load (VmRSS) | $(mib "$(val rss_after_kib "$wide")") | ≤ 64 MiB | $(met "$(val rss_after_kib "$wide")" "<=" 65536) |"
 echo "| 5 | heartbeat tick, $running_jobs jobs, to influxd ($(val ticks "$work/tick") ticks after the first; $beats counted by the gateway) | wall p50 $(val tick_wall_p50_ms "$work/tick") ms, max $(val tick_wall_max_ms "$work/tick") ms; CPU p50 $(val tick_cpu_p50_ms "$work/tick") ms; the first tick, which has InfluxDB create the $running_jobs series: $(val first_tick_wall_ms "$work/tick") ms | ≤ 100 ms | $(met "$(val tick_wall_max_ms "$work/tick")" "<=" 100) |"
 echo "| 5 | $running_jobs heartbeat lines in one write straight to influxd ($(val writes "$work/batch") writes after the one creating the series): what a tick waits for | p50 $(val batch_wall_p50_ms "$work/batch") ms, max $(val batch_wall_max_ms "$work/batch") ms | | |"
 echo "| 7 | 300 registers of about 1 MiB each ($(val answers "$work/wide-1mib")) | RSS $(mib "$rss_wide") | ≤ 256 MiB | $(met "$rss_wide" "<=" 262144) |"

@@ -1,5 +1,6 @@
-//! Two tunables of glibc's allocator, set once at start: the only `unsafe` code in the crate
-//! (a call into C), kept here so that the rest can deny `unsafe` outright.
+//! Two tunables of glibc's allocator, set once at start, and giving freed memory back to the
+//! system after a burst (`trim`): the only `unsafe` code in the crate (calls into C), kept here
+//! so that the rest can deny `unsafe` outright.
 //!
 //! - glibc gives each thread that allocates its own arena, up to eight per core, and an arena
 //!   keeps what it once held, so resident memory grows with the number of threads that ever
@@ -10,6 +11,10 @@
 //!   and given back to the system when freed. glibc raises that threshold each time such a
 //!   block is freed, after which the same blocks come from the arenas and stay resident; a
 //!   fixed threshold keeps them going back.
+//! - What a large request frees in small blocks (a commit of a million members parses into as
+//!   many strings) stays in the arenas: 32 such commits at once left 930 MiB resident after
+//!   the load. `trim` hands the free pages of every arena back (`malloc_trim`), and the body
+//!   budget calls it once the requests in flight have given back what a burst held.
 #![allow(unsafe_code)]
 
 /// Sets both tunables; call it first thing in `main`, before any other thread exists.
@@ -32,3 +37,22 @@ pub fn tune() {
 /// Other allocators keep their defaults.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn tune() {}
+
+/// Gives the free pages of every arena back to the system. It walks the arenas' free blocks
+/// (a few milliseconds after a burst of large requests), so it is called after bursts, not
+/// after every request.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn trim() {
+    unsafe extern "C" {
+        fn malloc_trim(pad: usize) -> std::ffi::c_int;
+    }
+    // SAFETY: malloc_trim only releases free memory of the C allocator; it takes each arena's
+    // lock itself, so it is safe to call from any thread at any time.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+/// Other allocators give memory back by their own rules.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn trim() {}

@@ -529,7 +529,9 @@ impl Service {
             Some(stats) if self.check_schema => self.leave_out_conflicts(stats, &mut claim),
             _ => 0,
         };
-        let points = points::commit(&run, &commit.record, commit.stats.as_ref(), now_ms);
+        let rows_sent = commit.stats.as_ref().map_or(0, |s| s.rows_sent);
+        // The stats move into the points: a commit of many rows holds its members once.
+        let points = points::commit(&run, &commit.record, commit.stats.take(), now_ms);
         let claim = match self.check_schema {
             true => {
                 claim
@@ -562,7 +564,6 @@ impl Service {
             .iter()
             .filter(|p| p.measurement() == points::REQUEST_STATS)
             .count();
-        let rows_sent = commit.stats.as_ref().map_or(0, |s| s.rows_sent);
         Ok(Committed {
             uuid,
             points: points.len(),

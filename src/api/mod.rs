@@ -341,6 +341,10 @@ fn loggable(text: &str) -> String {
 }
 
 impl Handler for App {
+    fn cost(&self, req: &Request) -> u64 {
+        crate::ingest::payload::handling_cost(&req.body)
+    }
+
     fn admit(&self, head: &Head<'_>) -> Result<Option<String>, Response> {
         match self.admission(head) {
             Ok(client) => Ok(client.map(|c| c.name.clone())),

@@ -98,6 +98,12 @@ pub(super) struct BodyBudget {
 #[derive(Debug, Default)]
 struct Used {
     total: u64,
+    /// Requests holding bytes for their handling (`Hold::take_for_handling`).
+    handling: usize,
+    /// Requests waiting for bytes for their handling; bodies wait while there are any.
+    handling_waiting: usize,
+    /// The most held at once since the allocator was last trimmed.
+    peak: u64,
     /// Bytes held by each client (`caps::client_of`: an IPv4 address, an IPv6 /64); only
     /// clients that hold some.
     by_client: HashMap<IpAddr, u64>,
@@ -116,14 +122,20 @@ impl Used {
     /// cannot take back each byte given up before another client gets any.
     fn may_take(&self, client: IpAddr, n: u64, limit: u64) -> bool {
         let mine = self.held_by(client);
+        self.fits(n, limit)
+            && self.handling_waiting == 0
+            && self.waiting.keys().all(|w| self.held_by(*w) >= mine)
+    }
+
+    fn fits(&self, n: u64, limit: u64) -> bool {
         self.total
             .checked_add(n)
             .is_some_and(|total| total <= limit)
-            && self.waiting.keys().all(|w| self.held_by(*w) >= mine)
     }
 
     fn take(&mut self, client: IpAddr, n: u64) {
         self.total += n;
+        self.peak = self.peak.max(self.total);
         *self.by_client.entry(client).or_insert(0) += n;
     }
 
@@ -178,6 +190,14 @@ pub(super) enum Shortage {
     Evicted,
 }
 
+/// A request that held this much is followed by a trim of the allocator (see `malloc::trim`),
+/// and so is the moment nothing is held any more after this much was held at once: what such
+/// requests freed in small blocks goes back to the system instead of staying resident. After
+/// each request, not only at the end of a burst, because the next large request may run on the
+/// other arena: 32 commits of a million members each, handled one after the other, left both
+/// arenas at their size and peaked at 444 MiB.
+const TRIM_AFTER: u64 = 16 * 1024 * 1024;
+
 /// The budget bytes one request holds; dropping it gives them back.
 pub(super) struct Hold<'a> {
     budget: &'a BodyBudget,
@@ -187,6 +207,8 @@ pub(super) struct Hold<'a> {
     /// Closes a body that has gone silent, elsewhere, to free its bytes; true when it did.
     evict: &'a dyn Fn() -> bool,
     bytes: u64,
+    /// Whether some of `bytes` were taken for handling (counted in `Used::handling`).
+    handling: bool,
 }
 
 impl BodyBudget {
@@ -220,6 +242,7 @@ impl BodyBudget {
             client,
             evict,
             bytes: 0,
+            handling: false,
         }
     }
 
@@ -229,12 +252,23 @@ impl BodyBudget {
         self.used.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn give(&self, client: IpAddr, n: u64) {
-        if n > 0 {
+    fn give(&self, client: IpAddr, n: u64, handled: bool) {
+        if n > 0 || handled {
             let mut used = self.lock();
             used.give(client, n);
+            if handled {
+                used.handling = used.handling.saturating_sub(1);
+            }
+            // A large request, or the end of a burst: nothing is held any more, after much was.
+            let trim = n >= TRIM_AFTER || (used.total == 0 && used.peak >= TRIM_AFTER);
+            if used.total == 0 {
+                used.peak = 0;
+            }
             drop(used);
             self.freed.notify_all();
+            if trim {
+                crate::malloc::trim();
+            }
         }
     }
 
@@ -324,18 +358,77 @@ impl Hold<'_> {
         }
     }
 
+    /// Takes what handling the request will cost beyond what it holds (`cost` bytes: parsing
+    /// its body, the points and text made of it), so that requests whose bodies are small but
+    /// whose handling is not queue for memory rather than all being handled at once. A cost
+    /// larger than the whole budget takes all of it: such a request waits until the bytes
+    /// others hold are given back. While it waits, no new body takes bytes; and when no other
+    /// request holds bytes for its handling, it goes on with what is free, so that requests
+    /// holding their bodies while they wait cannot keep each other waiting. `Busy` when it got
+    /// none of that by `deadline`.
+    pub(super) fn take_for_handling(
+        &mut self,
+        cost: u64,
+        deadline: Instant,
+    ) -> Result<(), Shortage> {
+        let (budget, client) = (self.budget, self.client);
+        let n = cost.min(budget.limit.saturating_sub(self.bytes));
+        let mut waiting = false;
+        let mut used = budget.lock();
+        let outcome = loop {
+            let n = if used.fits(n, budget.limit) {
+                Some(n)
+            } else if used.handling == 0 {
+                Some(budget.limit.saturating_sub(used.total).min(n))
+            } else {
+                None
+            };
+            if let Some(n) = n {
+                used.take(client, n);
+                used.handling += 1;
+                self.handling = true;
+                self.bytes += n;
+                self.activity.held().store(self.bytes, Ordering::SeqCst);
+                break Ok(());
+            }
+            if !waiting {
+                waiting = true;
+                used.handling_waiting += 1;
+            }
+            let Some(left) = remaining(deadline) else {
+                break Err(Shortage::Busy);
+            };
+            used = budget
+                .freed
+                .wait_timeout(used, left.min(POLL))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        };
+        if waiting {
+            used.handling_waiting -= 1;
+            drop(used);
+            // Bodies waited while this did.
+            budget.freed.notify_all();
+        }
+        outcome
+    }
+
     /// Gives back `n` bytes no longer held (at most what is held).
     pub(super) fn give(&mut self, n: u64) {
         let n = n.min(self.bytes);
         self.bytes -= n;
         self.activity.held().store(self.bytes, Ordering::SeqCst);
-        self.budget.give(self.client, n);
+        self.budget.give(self.client, n, false);
     }
 }
 
 impl Drop for Hold<'_> {
     fn drop(&mut self) {
-        self.give(self.bytes);
+        let n = self.bytes;
+        self.bytes = 0;
+        self.activity.held().store(0, Ordering::SeqCst);
+        self.budget
+            .give(self.client, n, std::mem::take(&mut self.handling));
     }
 }
 

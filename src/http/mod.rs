@@ -264,6 +264,17 @@ pub trait Handler: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Bytes of memory that handling `req` takes beyond its (inflated) body, at most: what
+    /// parsing it and making its output hold at once. The body budget charges them before
+    /// `handle` runs, up to all of `server.max_body_bytes_in_flight`, so requests whose bodies
+    /// inflate to much work queue for memory instead of all being handled at once (see
+    /// `budget::Hold::take_for_handling`). Must be quick and must not panic. Without an
+    /// implementation, nothing beyond the body.
+    fn cost(&self, req: &Request) -> u64 {
+        let _ = req;
+        0
+    }
+
     /// Answers one request that `admit` let through, its body read. A panic here becomes a
     /// 500 response and closes the connection; it never takes a worker thread down.
     fn handle(&self, req: &Request) -> Response;

@@ -47,6 +47,14 @@ impl Handler for TestHandler {
         }
     }
 
+    /// `/costly/<mib>/<ms>`: handling costs that many MiB beyond the body.
+    fn cost(&self, req: &Request) -> u64 {
+        req.path
+            .strip_prefix("/costly/")
+            .and_then(|rest| rest.split('/').next()?.parse::<u64>().ok())
+            .map_or(0, |mib| mib << 20)
+    }
+
     fn handle(&self, req: &Request) -> Response {
         self.started.fetch_add(1, Ordering::SeqCst);
         match req.path.as_str() {
@@ -56,6 +64,15 @@ impl Handler for TestHandler {
                 // handler sees no query string, so the duration is the last path segment.
                 let ms = slow
                     .strip_prefix("/slow/")
+                    .and_then(|ms| ms.parse().ok())
+                    .unwrap_or(0);
+                thread::sleep(Duration::from_millis(ms));
+                Response::json(200, &json!({ "slept_ms": ms }))
+            }
+            costly if costly.starts_with("/costly/") => {
+                let ms = costly
+                    .rsplit('/')
+                    .next()
                     .and_then(|ms| ms.parse().ok())
                     .unwrap_or(0);
                 thread::sleep(Duration::from_millis(ms));
@@ -1069,4 +1086,37 @@ fn a_request_refused_from_its_head_is_answered_without_its_body_being_read() {
         1,
         "only /after reached handle"
     );
+}
+
+#[test]
+fn what_handling_costs_is_charged_to_the_body_budget() {
+    // A body of a few bytes that costs 40 MiB to handle, while another request's handling
+    // holds 40 MiB of the 64: the body fits, its cost does not, so it waits and gets 503
+    // without reaching the handler; once the first is done it is handled. Before the cost
+    // was charged, both were handled at once, whatever they cost.
+    let server = start(limits());
+    let mut first = Client::connect(server.addr);
+    first.send("POST /costly/40/2500 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
+    wait_until("the first request is handled", || {
+        server.handler.started.load(Ordering::SeqCst) == 1
+    });
+    let mut second = Client::connect(server.addr);
+    let request = "POST /costly/40/0 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
+    second.send(request);
+    let refused = second.response();
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(refused.json()["code"], "too_many_bodies", "{refused:?}");
+    assert_eq!(server.handler.started.load(Ordering::SeqCst), 1);
+    assert_eq!(first.response().status, 200);
+    second.send(request);
+    assert_eq!(second.response().status, 200);
+}
+
+#[test]
+fn a_cost_beyond_the_whole_budget_takes_all_of_it_and_is_handled() {
+    // More than all of max_body_bytes_in_flight: handled alone, not refused as too large.
+    let server = start(limits());
+    let mut client = Client::connect(server.addr);
+    client.send("POST /costly/1000/0 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
+    assert_eq!(client.response().status, 200);
 }

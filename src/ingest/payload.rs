@@ -1020,8 +1020,32 @@ fn quote(s: &str) -> String {
     format!("{:?}...", prefix(s, SHOWN_BYTES))
 }
 
+/// Bytes that reading `body` and making its points and line protocol hold at once, at most
+/// (the body budget charges them before the request is handled): about 170 bytes per member
+/// (each `:` of the body, counted in a `requestStats` sent as a string too: the tree it is
+/// read into, the row members and their points), and the body's length again for the text
+/// made of it. Measured: a commit of 1 000 rows × 1 000 numeric members (12.8 MB) took 177 MiB
+/// above the body. A count of bytes, not a parse: it runs before anything else, on any body.
+pub fn handling_cost(body: &[u8]) -> u64 {
+    const PER_MEMBER: u64 = 170;
+    let members = body.iter().filter(|&&b| b == b':').count() as u64;
+    members
+        .saturating_mul(PER_MEMBER)
+        .saturating_add(body.len() as u64)
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn handling_cost_follows_the_members_not_only_the_bytes() {
+        // 1 000 numeric members in 12 kB cost far more than 12 kB of one string.
+        let members: Vec<String> = (0..1000).map(|i| format!(r#""m{i}":{i}"#)).collect();
+        let numeric = format!("{{{}}}", members.join(","));
+        let text = format!(r#"{{"f":"{}"}}"#, "x".repeat(numeric.len()));
+        assert!(handling_cost(numeric.as_bytes()) >= 1000 * 170);
+        assert!(handling_cost(text.as_bytes()) < 2 * text.len() as u64);
+    }
     use super::*;
     use serde_json::json;
 

@@ -71,6 +71,12 @@ fn put_fields<'a>(point: &mut Point, fields: impl IntoIterator<Item = &'a (Strin
     }
 }
 
+fn put_owned(point: &mut Point, fields: Vec<(String, FieldValue)>) {
+    for (k, v) in fields {
+        let _ = point.field_owned(k, v);
+    }
+}
+
 /// A `load_testing` point: the run's fields and `elapsed`, so it always has a field.
 pub fn heartbeat(run: &Run, fields: &[(String, FieldValue)], now_ms: i64) -> Point {
     let mut p = Point::new(HEARTBEAT, now_ms);
@@ -163,25 +169,32 @@ pub fn register(run: &Run, record: &Record, now_ms: i64) -> Vec<Point> {
 
 /// The points of a commit: the result (when there is anything to record), one point per
 /// endpoint row, and the `finished` event. `run.tags` are the register's and the commit's tags.
-pub fn commit(run: &Run, record: &Record, stats: Option<&RequestStats>, now_ms: i64) -> Vec<Point> {
+/// The stats are taken over: their text and members move into the points, not copied, so a
+/// commit of many rows holds them once.
+pub fn commit(run: &Run, record: &Record, stats: Option<RequestStats>, now_ms: i64) -> Vec<Point> {
     let time = record.started_at_ms.unwrap_or(now_ms);
     let mut points = Vec::new();
 
     let mut result = Point::new(RESULT, time);
     with_run(&mut result, run, true);
-    if let Some(stats) = stats {
-        if let Some(text) = &stats.text {
-            let _ = result.field("requestStats", FieldValue::Str(text.clone()));
+    let rows = match stats {
+        Some(stats) => {
+            if let Some(text) = stats.text {
+                let _ = result.field("requestStats", FieldValue::Str(text));
+            }
+            put_owned(&mut result, stats.scalars);
+            stats.rows
         }
-        put_fields(&mut result, &stats.scalars);
-    }
+        None => Vec::new(),
+    };
     // The client's own fields are explicit, so they win over members of requestStats.
     put_fields(&mut result, &record.fields);
     if result.field_count() > 0 {
         points.push(result);
     }
 
-    for row in stats.map(|s| s.rows.as_slice()).unwrap_or_default() {
+    points.reserve(rows.len() + 1);
+    for row in rows {
         // Every row is one point, so the answer's count of rows is what InfluxDB holds. Its
         // tags go in first: the row's name and method (its identity among the rows; a run tag
         // of either name is never on a row), the run's tags and the gateway's. A member named
@@ -198,7 +211,7 @@ pub fn commit(run: &Run, record: &Record, stats: Option<&RequestStats>, now_ms: 
             }
         }
         with_run(&mut p, run, false);
-        put_fields(&mut p, &row.fields);
+        put_owned(&mut p, row.fields);
         if p.field_count() > 0 {
             points.push(p);
         }
@@ -347,7 +360,7 @@ mod tests {
             rows_sent: 2,
             ..RequestStats::default()
         };
-        let points = commit(&tagged, &Record::default(), Some(&stats), 2_000_000);
+        let points = commit(&tagged, &Record::default(), Some(stats.clone()), 2_000_000);
         let text = encode_batch(&points);
         let nil = Uuid::nil();
         assert!(
@@ -423,7 +436,7 @@ mod tests {
             fields: vec![("total_rps".into(), FieldValue::Float(5.0))],
             ..Record::default()
         };
-        let points = commit(&run(), &record, Some(&stats), 2_000_000);
+        let points = commit(&run(), &record, Some(stats.clone()), 2_000_000);
         let text = encode_batch(&points);
         let nil = Uuid::nil();
         assert!(text.contains(&format!(

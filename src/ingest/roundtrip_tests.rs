@@ -140,7 +140,7 @@ proptest! {
         }
         let Ok(commit) = payload::commit(&serde_json::to_vec(&body).unwrap(), LIMITS) else { return Ok(()) };
         let run = run_for(&commit.record);
-        let pts = points::commit(&run, &commit.record, commit.stats.as_ref(), 3_000);
+        let pts = points::commit(&run, &commit.record, commit.stats.clone(), 3_000);
         assert_round_trip(&pts, &encode_batch(&pts));
         let stats = commit.stats.unwrap();
         prop_assert_eq!(pts.iter().filter(|p| p.measurement() == points::REQUEST_STATS).count(), stats.rows.len());
