@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! storage.dir/
-//!   lock                       held by the one process using the directory (its pid inside)
+//!   lock                       the pid of the one process using the directory (which holds a
+//!                              flock on the directory itself, not on this file)
 //!   log/<first seq>.log        the log: every accepted request, in order (see `log`)
 //!   log/delivered              how far InfluxDB has taken the log
 //!   jobs.json                  a snapshot of the job table
@@ -152,38 +153,74 @@ impl std::error::Error for StorageError {}
 
 /// An exclusive lock on a directory, held while this value lives (the kernel lets it go when
 /// the process ends, however it ends).
+///
+/// The lock is a `flock` on the directory itself, opened with `O_DIRECTORY`: a directory cannot
+/// be removed while it holds files, so nobody can take the lock away from a running process by
+/// deleting a file. The file `name` beside it only carries the holder's pid, for the message a
+/// second process gives; when it is gone, that pid is looked up in `/proc/locks`.
 #[derive(Debug)]
 pub struct DirLock {
-    _file: File,
+    _dir: File,
 }
 
 impl DirLock {
-    /// Takes the lock file `name` in `dir` without waiting, and writes this process's pid into
-    /// it. When another process holds it, the error names that process's pid.
+    /// Locks `dir` without waiting, and writes this process's pid into `dir/name`. When another
+    /// process holds it, the error names that process's pid when it can be found.
     pub fn take(dir: &Path, name: &str) -> Result<DirLock, StorageError> {
+        let handle = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(dir)
+            .map_err(|e| StorageError::io("open", dir, e))?;
         let path = dir.join(name);
-        let mut file =
-            open_rw(&path).map_err(|e| StorageError::io("open the lock file", &path, e))?;
-        match file.try_lock() {
+        match handle.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
+                let pid = read_if_exists(&path)
+                    .ok()
+                    .flatten()
+                    .and_then(|text| String::from_utf8_lossy(&text).trim().parse().ok())
+                    .or_else(|| flock_holder(&handle));
                 return Err(StorageError::InUse {
                     dir: dir.to_path_buf(),
-                    pid: text.trim().parse().ok(),
+                    pid,
                 });
             }
             Err(fs::TryLockError::Error(e)) => {
-                return Err(StorageError::io("lock", &path, e));
+                return Err(StorageError::io("lock", dir, e));
             }
         }
         // The pid is for the message above, read by the next process that tries; it is not
         // what holds the lock, so a failure to write it is no reason to stop.
-        let _ = file.set_len(0);
-        let _ = (&file).write_all(format!("{}\n", std::process::id()).as_bytes());
-        Ok(DirLock { _file: file })
+        if let Ok(mut file) = open_rw(&path) {
+            let _ = file.set_len(0);
+            let _ = file.write_all(format!("{}\n", std::process::id()).as_bytes());
+        }
+        Ok(DirLock { _dir: handle })
     }
+}
+
+/// The pid of the process holding a `flock` on `file`, from `/proc/locks`
+/// (`1: FLOCK  ADVISORY  WRITE <pid> <major>:<minor>:<inode> 0 EOF`, major and minor in hex).
+fn flock_holder(file: &File) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(meta.dev()),
+        libc::minor(meta.dev()),
+        meta.ino()
+    );
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        // A lock someone waits for is listed with "->" before its kind.
+        if words.get(1) == Some(&"FLOCK") && words.get(5) == Some(&id.as_str()) {
+            words.get(4)?.parse().ok()
+        } else {
+            None
+        }
+    })
 }
 
 /// Makes `dir` (and its parents) when missing; refuses one that is a link or not a directory.
@@ -329,5 +366,17 @@ pub mod tests {
         );
         drop(held);
         DirLock::take(&dir.0, "lock").unwrap();
+    }
+
+    #[test]
+    fn removing_the_lock_file_does_not_let_a_second_holder_in() {
+        let dir = Dir::new("lock-removed");
+        let _held = DirLock::take(&dir.0, "lock").unwrap();
+        fs::remove_file(dir.0.join("lock")).unwrap();
+        let err = DirLock::take(&dir.0, "lock").unwrap_err();
+        assert!(
+            matches!(err, StorageError::InUse { pid: Some(p), .. } if p == std::process::id()),
+            "the holder is found in /proc/locks: {err}"
+        );
     }
 }

@@ -514,6 +514,42 @@ fn a_second_gateway_in_the_same_storage_dir_stops_at_once() {
     assert_eq!(post_json(gw.addr, REGISTER, &json!({})).status, 200);
 }
 
+/// Removing the lock file does not let a second gateway into the directory: the lock is held
+/// on the directory itself, and the second one still names the first one's pid.
+#[test]
+fn a_removed_lock_file_does_not_let_a_second_gateway_in() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(&config(&influx.url, "runs", NO_TICKS));
+    std::fs::remove_file(gw.dir.join("data/lock")).unwrap();
+    let mut second = Gateway::command(gw.dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            second.kill().unwrap();
+            second.wait().unwrap();
+            panic!("a second gateway started in the same storage.dir");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("is in use by another metrics-consumer")
+            && err.contains(&format!("(pid {})", gw.pid())),
+        "{err}"
+    );
+    assert_eq!(post_json(gw.addr, REGISTER, &json!({})).status, 200);
+}
+
 /// A gateway with one dead letter: `clients` is a float in InfluxDB after the first register,
 /// and the second sends it as a string, a field type conflict InfluxDB refuses. Returns the
 /// gateway and the answer to that second register.
