@@ -39,7 +39,7 @@ use uuid::Uuid;
 
 use crate::state::jobs::Change;
 use crate::stats::Stats;
-use crate::storage::dead_letters::{DeadLetters, Kept};
+use crate::storage::dead_letters::{DeadLetters, Kept, Key};
 use crate::storage::log::{Log, LogError, Position, Read};
 use crate::storage::record::{Kind, Unit};
 use sink::{Disposition, Sink, SinkError};
@@ -178,6 +178,8 @@ pub struct Delivery {
 /// Units of one batch, each with the record it belongs to.
 struct Piece<'a> {
     seq: u64,
+    /// The unit's place in its record: with `seq`, the key of its dead letter.
+    unit: u32,
     kind: Kind,
     run: Uuid,
     points: u32,
@@ -486,9 +488,11 @@ impl Delivery {
                 record
                     .units
                     .iter()
-                    .filter(|u| u.points > 0)
-                    .map(move |u| Piece {
+                    .enumerate()
+                    .filter(|(_, u)| u.points > 0)
+                    .map(move |(unit, u)| Piece {
                         seq: record.seq,
+                        unit: unit as u32,
                         kind: record.kind,
                         run: u.run,
                         points: u.points,
@@ -651,7 +655,15 @@ impl Delivery {
             log::error!("influxdb refused {points} points; they go to the dead letters: {message}");
             dead.push((piece.seq, message.clone()));
         }
-        match self.dead.store(piece.lines, points as u64, &message) {
+        match self.dead.store(
+            Key {
+                record: piece.seq,
+                unit: piece.unit,
+            },
+            piece.lines,
+            points as u64,
+            &message,
+        ) {
             Ok(Kept::Kept) => Stats::add(&stats.points_dead_lettered, points),
             Ok(Kept::Dropped) => Stats::add(&stats.points_dropped, points),
             Err(io) => {
