@@ -337,7 +337,11 @@ mod tests {
         assert_eq!(list(&dir.0).unwrap().len(), 2);
         assert_eq!((again.usage().records, again.usage().bytes), (2, 4 * 4096));
         // A 0.1 dead letter is listed beside them, in the order of its number.
-        fs::write(dir.0.join("dead-letter/00000000000000000003-2.lp"), "m v=0 0\n").unwrap();
+        fs::write(
+            dir.0.join("dead-letter/00000000000000000003-2.lp"),
+            "m v=0 0\n",
+        )
+        .unwrap();
         let listed = list(&dir.0).unwrap();
         assert_eq!(listed.len(), 3);
         assert_eq!(listed[0].1, 2);

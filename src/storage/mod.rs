@@ -7,6 +7,7 @@
 //!   log/<first seq>.log        the log: every accepted request, in order (see `log`)
 //!   log/delivered              how far InfluxDB has taken the log
 //!   jobs.json                  a snapshot of the job table
+//!   reserve                    zeros keeping room for the next snapshot on a full disk
 //!   dead-letter/<seq>-<points>.lp, .error   what InfluxDB refused, and why
 //!   dead-letter/lock           held by `replay-dead-letters` while it runs
 //! ```
@@ -61,14 +62,100 @@ pub fn create_new(path: &Path) -> io::Result<File> {
 
 /// Writes `bytes` to `path` so that it is whole or absent after a crash: to `<path>.tmp`
 /// (created exclusively), fsync'd, renamed over `path`, and the directory fsync'd.
+/// A temporary file that fails half-written is removed, so a full disk is not kept full by it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = create_new(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| fs::rename(&tmp, path));
+    if let Err(e) = written {
+        drop(file);
+        let _ = remove_if_exists(&tmp);
+        return Err(e);
+    }
     drop(file);
-    fs::rename(&tmp, path)?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// The file that keeps room on the disk for the next snapshot of the job table.
+pub const RESERVE_FILE: &str = "reserve";
+
+/// Writes the snapshot `bytes` to `path` with [`write_atomic`], even on a full disk: the file
+/// [`RESERVE_FILE`] beside it holds written zeros, about the size of the last snapshot, and is
+/// emptied when the disk has no room left for the write, which is then tried again. The
+/// snapshot is what lets the log delete delivered segments, so a disk filled by the log while
+/// InfluxDB was away is freed without a person, once InfluxDB has the log. After a snapshot
+/// written without it, the reserve grows back to `bytes` and a half, plus 1 MiB (for the table
+/// growing until the next snapshot, and the delivered mark): from room the disk has, never its
+/// last bytes. Only a snapshot that lets segments go may take the reserve (`use_reserve`): one
+/// taken while InfluxDB is away would leave none for the one that frees the disk.
+pub fn write_reserved(path: &Path, bytes: &[u8], use_reserve: bool) -> io::Result<()> {
+    let reserve_path = path.with_file_name(RESERVE_FILE);
+    match write_atomic(path, bytes) {
+        Ok(()) => {
+            let target = bytes.len() as u64 + bytes.len() as u64 / 2 + (1 << 20);
+            if let Err(e) = grow_reserve(&reserve_path, target) {
+                ::log::warn!(
+                    "cannot keep {target} bytes in {} for the next snapshot: {e}",
+                    reserve_path.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if use_reserve && is_disk_full(&e) => {
+            let released = open_rw(&reserve_path)
+                .and_then(|file| {
+                    let had = file.metadata()?.len();
+                    file.set_len(0)?;
+                    file.sync_all()?;
+                    Ok(had)
+                })
+                .unwrap_or(0);
+            if released == 0 {
+                return Err(e);
+            }
+            ::log::warn!(
+                "the disk under {} is full: {released} bytes kept for this snapshot are used for it",
+                path.display()
+            );
+            write_atomic(path, bytes)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn is_disk_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded
+}
+
+/// Grows the reserve to `target` bytes of written zeros (a hole would take no room). One that
+/// cannot grow all the way is cut back to what it was: it never takes the disk's last bytes.
+fn grow_reserve(path: &Path, target: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let file = open_rw(path)?;
+    let had = file.metadata()?.len();
+    if had >= target {
+        if had > 2 * target {
+            file.set_len(target)?;
+        }
+        return Ok(());
+    }
+    let mut at = had;
+    let grown = (|| {
+        while at < target {
+            let n = (target - at).min(ZEROS.len() as u64);
+            file.write_all_at(&ZEROS[..n as usize], at)?;
+            at += n;
+        }
+        file.sync_all()
+    })();
+    if grown.is_err() {
+        let _ = file.set_len(had).and_then(|()| file.sync_all());
+    }
+    grown
 }
 
 /// Makes the entries of `dir` (new, renamed or removed files) durable.
@@ -349,6 +436,70 @@ pub mod tests {
         fs::write(&file_dir, "").unwrap();
         assert!(ensure_dir(&file_dir).is_err());
         ensure_dir(&dir.0.join("a/b")).unwrap();
+    }
+
+    /// A tmpfs of `size` (`mount -o size=`) at a fresh directory, unmounted when dropped. Only
+    /// root may mount: the test fails saying so otherwise.
+    pub struct SmallDisk(pub Dir);
+
+    impl SmallDisk {
+        pub fn new(name: &str, size: &str) -> SmallDisk {
+            let dir = Dir::new(name);
+            let mounted = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(&dir.0)
+                .status();
+            assert!(
+                mounted.is_ok_and(|s| s.success()),
+                "this test mounts a small tmpfs to fill the disk: run it as root (with `mount`)"
+            );
+            SmallDisk(dir)
+        }
+    }
+
+    impl Drop for SmallDisk {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0.0).status();
+        }
+    }
+
+    /// Fills the disk under `dir` to its last byte.
+    pub fn fill(dir: &Path) {
+        let mut filler = create_new(&dir.join("filler")).unwrap();
+        let chunk = vec![1u8; 4096];
+        while filler.write_all(&chunk).is_ok() {}
+        while filler.write_all(&chunk[..1]).is_ok() {}
+    }
+
+    #[test]
+    fn a_snapshot_is_written_on_a_full_disk_from_the_room_kept_for_it() {
+        let disk = SmallDisk::new("reserve", "5m");
+        let path = disk.0.0.join("jobs.json");
+        let snapshot = vec![b'x'; 1 << 20];
+        write_reserved(&path, &snapshot, true).unwrap();
+        let reserve = disk.0.0.join(RESERVE_FILE);
+        assert_eq!(
+            fs::metadata(&reserve).unwrap().len(),
+            (1 << 20) + (1 << 19) + (1 << 20)
+        );
+        fill(&disk.0.0);
+        let bigger = vec![b'y'; (1 << 20) + 100_000];
+        assert!(write_atomic(&path, &bigger).is_err(), "the disk is full");
+        assert!(
+            !disk.0.0.join("jobs.tmp").exists(),
+            "a half-written temporary file is removed"
+        );
+        assert!(
+            write_reserved(&path, &bigger, false).is_err(),
+            "a snapshot that frees nothing leaves the reserve alone"
+        );
+        write_reserved(&path, &bigger, true).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), bigger);
+        assert_eq!(fs::metadata(&reserve).unwrap().len(), 0, "used");
+        // With room again, the next snapshot keeps room for the one after.
+        fs::remove_file(disk.0.0.join("filler")).unwrap();
+        write_reserved(&path, &snapshot, false).unwrap();
+        assert!(fs::metadata(&reserve).unwrap().len() > 1 << 20);
     }
 
     #[test]
