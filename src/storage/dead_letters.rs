@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{StorageError, ensure_dir, read_if_exists, write_atomic};
+use super::{DirHandle, StorageError, ensure_dir, read_if_exists, write_atomic};
 
 const RECORD_EXT: &str = "lp";
 const ERROR_EXT: &str = "error";
@@ -62,6 +62,8 @@ struct State {
 /// The dead letters of one `storage.dir`.
 pub struct DeadLetters {
     dir: PathBuf,
+    /// The directory, opened at the start: letters are written relative to it.
+    handle: DirHandle,
     limit: u64,
     state: Mutex<State>,
 }
@@ -133,8 +135,10 @@ impl DeadLetters {
         let dir = storage_dir.join("dead-letter");
         ensure_dir(&dir)?;
         let (records, bytes) = count(&dir).map_err(|e| StorageError::io("list", &dir, e))?;
+        let handle = DirHandle::open(&dir).map_err(|e| StorageError::io("open", &dir, e))?;
         Ok(DeadLetters {
             dir,
+            handle,
             limit,
             state: Mutex::new(State {
                 records,
@@ -154,9 +158,8 @@ impl DeadLetters {
     /// bound, counts them as dropped. A refusal whose `key` is kept already is not kept again
     /// (and is answered `Kept`). An error means the disk failed.
     pub fn store(&self, key: Key, lines: &str, points: u64, why: &str) -> io::Result<Kept> {
-        let target = self.dir.join(name(key, points, RECORD_EXT));
         // The lines are written last: when they are there, the letter is whole.
-        if fs::symlink_metadata(&target).is_ok() {
+        if self.handle.exists(&name(key, points, RECORD_EXT)) {
             return Ok(Kept::Kept);
         }
         let error = error_text(why);
@@ -190,8 +193,13 @@ impl DeadLetters {
             s.bytes += len;
             s.records += 1;
         }
-        let written = write_atomic(&target.with_extension(ERROR_EXT), error.as_bytes())
-            .and_then(|()| write_atomic(&target, lines.as_bytes()));
+        let written = self
+            .handle
+            .write_atomic(&name(key, points, ERROR_EXT), error.as_bytes())
+            .and_then(|()| {
+                self.handle
+                    .write_atomic(&name(key, points, RECORD_EXT), lines.as_bytes())
+            });
         if let Err(e) = written {
             let mut s = self.lock();
             s.bytes -= len;
@@ -345,5 +353,27 @@ mod tests {
         let listed = list(&dir.0).unwrap();
         assert_eq!(listed.len(), 3);
         assert_eq!(listed[0].1, 2);
+    }
+
+    #[test]
+    fn a_dead_letter_directory_swapped_for_a_link_is_not_followed() {
+        let dir = Dir::new("dead-letters-swapped");
+        let elsewhere = Dir::new("dead-letters-elsewhere");
+        let dead = DeadLetters::open(&dir.0, 1 << 20).unwrap();
+        let moved = dir.0.join("moved");
+        fs::rename(dir.0.join("dead-letter"), &moved).unwrap();
+        std::os::unix::fs::symlink(&elsewhere.0, dir.0.join("dead-letter")).unwrap();
+        let key = Key { record: 3, unit: 1 };
+        assert_eq!(dead.store(key, "m v=1 1\n", 1, "x").unwrap(), Kept::Kept);
+        assert_eq!(
+            fs::read_dir(&elsewhere.0).unwrap().count(),
+            0,
+            "nothing written through the link"
+        );
+        assert_eq!(
+            fs::read_to_string(moved.join("00000000000000000003-1-1.lp")).unwrap(),
+            "m v=1 1\n",
+            "into the directory opened at the start"
+        );
     }
 }

@@ -183,6 +183,87 @@ pub fn remove_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
+/// A directory under `storage.dir` opened once at start (`O_DIRECTORY | O_NOFOLLOW`): files in it
+/// are opened, renamed and synced relative to this handle, never by path, so a directory moved
+/// away and replaced by a link while the gateway runs is not followed: the files go on into the
+/// directory opened at the start, wherever it now is, and the gateway says so.
+#[derive(Debug)]
+pub struct DirHandle {
+    fd: std::os::fd::OwnedFd,
+    path: PathBuf,
+    warned: std::sync::atomic::AtomicBool,
+}
+
+impl DirHandle {
+    /// Opens `path`, which must be a directory and not a link.
+    pub fn open(path: &Path) -> io::Result<DirHandle> {
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(DirHandle {
+            fd,
+            path: path.to_path_buf(),
+            warned: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Whether `name` exists in the directory (a link counts, and is not followed).
+    pub fn exists(&self, name: &str) -> bool {
+        rustix::fs::statat(&self.fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok()
+    }
+
+    /// Writes `bytes` to `name` whole or not at all: to `<name>.tmp` (a leftover removed first,
+    /// then created with `O_EXCL`), fsync'd, renamed over `name`, and the directory fsync'd.
+    pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        use rustix::fs::{AtFlags, Mode, OFlags};
+        self.check_in_place();
+        let tmp = format!("{name}.tmp");
+        match rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty()) {
+            Err(e) if e != rustix::io::Errno::NOENT => return Err(e.into()),
+            _ => {}
+        }
+        let fd = rustix::fs::openat(
+            &self.fd,
+            tmp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )?;
+        let mut file = File::from(fd);
+        let written = file
+            .write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| {
+                rustix::fs::renameat(&self.fd, tmp.as_str(), &self.fd, name).map_err(Into::into)
+            });
+        drop(file);
+        if let Err(e) = written {
+            let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
+            return Err(e);
+        }
+        rustix::fs::fsync(&self.fd).map_err(Into::into)
+    }
+
+    /// Says once, at error level, when the directory at its path is no longer the one opened at
+    /// the start (moved away, or replaced by a link).
+    fn check_in_place(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(held) = rustix::fs::fstat(&self.fd) else {
+            return;
+        };
+        let same = fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.dev() == held.st_dev && m.ino() == held.st_ino);
+        if !same && !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            ::log::error!(
+                "{} is no longer the directory the gateway opened at the start (moved away, or replaced by a link): nothing is written through what is there now, files go on into the directory opened at the start, wherever it was moved; put it back before the next start",
+                self.path.display()
+            );
+        }
+    }
+}
+
 /// Why `storage.dir` cannot be used.
 #[derive(Debug)]
 pub enum StorageError {
