@@ -620,8 +620,11 @@ fn run() -> Result<(), StartError> {
     // Requests in flight have finished. The deliverer ends its write; what it has not delivered
     // waits in the log for the next start. A snapshot holds the heartbeat counts too.
     service.delivery.stop();
-    service.try_save_snapshot()?;
+    // How far the log is delivered is saved even when the snapshot cannot be: the next start
+    // then sends less again, and the old snapshot with the log is still a whole table.
+    let snapshot = service.try_save_snapshot();
     service.delivery.log().save_delivered();
+    snapshot?;
     log::info!(
         "stopped; {} bytes of the log wait for InfluxDB",
         service.delivery.log().undelivered_bytes()

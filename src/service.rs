@@ -812,7 +812,11 @@ impl Service {
 
     /// Writes a snapshot of the job table, so the log can let go of delivered segments.
     pub fn save_snapshot(&self) {
-        match self.snapshots.write(&self.jobs, &self.schema.known()) {
+        match self.snapshots.write(
+            &self.jobs,
+            &self.schema.known(),
+            self.delivery.log().snapshot_frees_segments(),
+        ) {
             Ok((covers, bytes)) => self.delivery.log().snapshot_written(covers, bytes),
             Err(e) => log::error!("{e}"),
         }
@@ -820,7 +824,11 @@ impl Service {
 
     /// Writes a snapshot; an error says why it could not be written.
     pub fn try_save_snapshot(&self) -> Result<(), JournalError> {
-        let (covers, bytes) = self.snapshots.write(&self.jobs, &self.schema.known())?;
+        let (covers, bytes) = self.snapshots.write(
+            &self.jobs,
+            &self.schema.known(),
+            self.delivery.log().snapshot_frees_segments(),
+        )?;
         self.delivery.log().snapshot_written(covers, bytes);
         Ok(())
     }

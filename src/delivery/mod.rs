@@ -40,7 +40,7 @@ use uuid::Uuid;
 use crate::ingest::line_protocol;
 use crate::state::jobs::Change;
 use crate::stats::Stats;
-use crate::storage::dead_letters::{DeadLetters, Kept};
+use crate::storage::dead_letters::{DeadLetters, Kept, Key};
 use crate::storage::log::{Log, LogError, Position, Read};
 use crate::storage::record::{Kind, Unit};
 use sink::{Disposition, Sink, SinkError};
@@ -206,7 +206,7 @@ struct Piece<'a> {
     seq: u64,
     kind: Kind,
     run: Uuid,
-    /// The unit's place in its record.
+    /// The unit's place in its record: with `seq` and `line`, the key of its dead letter.
     unit: u32,
     /// The first of the unit's lines this piece holds (0 unless the unit was cut).
     line: u32,
@@ -957,7 +957,16 @@ impl Delivery {
             );
             dead.push((piece.seq, message.clone()));
         }
-        match self.dead.store(piece.lines, points as u64, &message) {
+        match self.dead.store(
+            Key {
+                record: piece.seq,
+                unit: piece.unit,
+                line: piece.line,
+            },
+            piece.lines,
+            points as u64,
+            &message,
+        ) {
             Ok(Kept::Kept) => Stats::add(&stats.points_dead_lettered, points),
             Ok(Kept::Dropped) => Stats::add(&stats.points_dropped, points),
             Err(io) => {

@@ -31,7 +31,7 @@ use crate::ingest::line_protocol::{self, FieldValue};
 use crate::ingest::points::Run;
 use crate::state::jobs::{Job, Jobs, State};
 use crate::state::schema::Known;
-use crate::storage::{open_read, read_if_exists, remove_if_exists, write_atomic};
+use crate::storage::{open_read, read_if_exists, remove_if_exists, write_reserved};
 
 /// The snapshot's file name in `storage.dir`.
 pub const SNAPSHOT_FILE: &str = "jobs.json";
@@ -160,10 +160,18 @@ impl Snapshots {
     }
 
     /// Writes the whole table, and what the gateway knows of InfluxDB's schema; returns the
-    /// number up to which it holds every change, and its size in bytes.
-    pub fn write(&self, jobs: &Jobs, schema: &Known) -> Result<(u64, u64), JournalError> {
+    /// number up to which it holds every change, and its size in bytes. With `use_reserve` (the
+    /// snapshot lets the log delete delivered segments) a full disk gives up the room kept for
+    /// it ([`write_reserved`]).
+    pub fn write(
+        &self,
+        jobs: &Jobs,
+        schema: &Known,
+        use_reserve: bool,
+    ) -> Result<(u64, u64), JournalError> {
         let (bytes, covers) = jobs.snapshot_with(schema);
-        write_atomic(&self.path, &bytes).map_err(|e| JournalError::io("write", &self.path, e))?;
+        write_reserved(&self.path, &bytes, use_reserve)
+            .map_err(|e| JournalError::io("write", &self.path, e))?;
         Ok((covers, bytes.len() as u64))
     }
 
@@ -836,7 +844,7 @@ mod tests {
         assert!(loaded.legacy_journal);
         assert_eq!(loaded.jobs.counts().running, 3);
         assert_eq!(loaded.restored.replayed, 3);
-        let (covers, bytes) = snapshots.write(&loaded.jobs, &Known::new()).unwrap();
+        let (covers, bytes) = snapshots.write(&loaded.jobs, &Known::new(), false).unwrap();
         assert_eq!(covers, 3);
         assert!(bytes > 0);
         snapshots.remove_legacy_journal();

@@ -2,11 +2,14 @@
 //! person, each with InfluxDB's reason, and bounded by `storage.max_dead_letter_bytes`.
 //!
 //! ```text
-//! dead-letter/<n>-<points>.lp      the refused lines, exactly as they were sent
-//! dead-letter/<n>-<points>.error   when, and why: InfluxDB's status and message
+//! dead-letter/<record>-<unit>-<points>.lp      the refused lines, exactly as they were sent
+//! dead-letter/<record>-<unit>-<points>.error   when, and why: InfluxDB's status and message
 //! dead-letter/lock                 held by `replay-dead-letters` while it runs
 //! ```
 //!
+//! A dead letter is named by the log record its lines came from and the unit's place in it, so
+//! a refusal met again (the log delivered again after a restart) is kept once. Version 0.1
+//! named them `<n>-<points>` by a counter; those are listed and replayed alike.
 //! Both files are written whole or not at all. Beyond the bound a refusal is not kept: its
 //! points are counted as dropped, and the log says so at error level, at most once a minute,
 //! so a stream of refusals can never fill the disk. `replay-dead-letters` may remove dead
@@ -19,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{StorageError, ensure_dir, read_if_exists, write_atomic};
+use super::{DirHandle, StorageError, ensure_dir, read_if_exists, write_atomic};
 
 const RECORD_EXT: &str = "lp";
 const ERROR_EXT: &str = "error";
@@ -49,7 +52,6 @@ pub struct Usage {
 }
 
 struct State {
-    next: u64,
     records: u64,
     bytes: u64,
     dropped_points: u64,
@@ -60,20 +62,60 @@ struct State {
 /// The dead letters of one `storage.dir`.
 pub struct DeadLetters {
     dir: PathBuf,
+    /// The directory, opened at the start: letters are written relative to it.
+    handle: DirHandle,
     limit: u64,
     state: Mutex<State>,
 }
 
-/// `<n>-<points>.<ext>`: the number orders them, the point count keeps the counters exact
-/// without parsing line protocol again.
-fn name(n: u64, points: u64, ext: &str) -> String {
-    format!("{n:020}-{points}.{ext}")
+/// Where refused lines came from: the log record's number, the unit's place in it (from 0), and
+/// the first of the unit's lines they are (0 unless a unit too large for one write was cut into
+/// parts). The same refusal met twice has the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Key {
+    pub record: u64,
+    pub unit: u32,
+    pub line: u32,
 }
 
-/// (number, points) from a dead letter's file name.
-fn parse_name(path: &Path) -> Option<(u64, u64)> {
-    let (n, points) = path.file_stem()?.to_str()?.split_once('-')?;
-    Some((n.parse().ok()?, points.parse().ok()?))
+/// `<record>-<unit>-<points>.<ext>` (`<unit>.<line>` for a part of a unit): the key orders them
+/// and keeps each refusal once, the point count keeps the counters exact without parsing line
+/// protocol again.
+fn name(key: Key, points: u64, ext: &str) -> String {
+    match key.line {
+        0 => format!("{:020}-{}-{points}.{ext}", key.record, key.unit),
+        line => format!("{:020}-{}.{line}-{points}.{ext}", key.record, key.unit),
+    }
+}
+
+/// (key, points) from a dead letter's file name; a 0.1 name `<n>-<points>` has unit 0.
+fn parse_name(path: &Path) -> Option<(Key, u64)> {
+    let stem = path.file_stem()?.to_str()?;
+    let mut parts = stem.split('-');
+    let record = parts.next()?.parse().ok()?;
+    let second = parts.next()?;
+    match (parts.next(), parts.next()) {
+        (None, _) => Some((
+            Key {
+                record,
+                unit: 0,
+                line: 0,
+            },
+            second.parse().ok()?,
+        )),
+        (Some(points), None) => {
+            let (unit, line) = second.split_once('.').unwrap_or((second, "0"));
+            Some((
+                Key {
+                    record,
+                    unit: unit.parse().ok()?,
+                    line: line.parse().ok()?,
+                },
+                points.parse().ok()?,
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// What a file of `len` bytes takes on disk, about: whole blocks of 4 KiB (a small file takes one
@@ -83,9 +125,9 @@ fn on_disk(len: u64) -> u64 {
     len.div_ceil(4096).max(1) * 4096
 }
 
-/// (records, bytes on disk, the next free number) of the dead letters in `dir`.
-fn count(dir: &Path) -> io::Result<(u64, u64, u64)> {
-    let (mut records, mut bytes, mut next) = (0, 0, 1);
+/// (records, bytes on disk) of the dead letters in `dir`.
+fn count(dir: &Path) -> io::Result<(u64, u64)> {
+    let (mut records, mut bytes) = (0, 0);
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
@@ -95,14 +137,13 @@ fn count(dir: &Path) -> io::Result<(u64, u64, u64)> {
             let _ = fs::remove_file(&path);
             continue;
         }
-        let Some((n, _)) = parse_name(&path) else {
+        if parse_name(&path).is_none() {
             continue;
-        };
-        next = next.max(n + 1);
+        }
         records += u64::from(ext == RECORD_EXT);
         bytes += on_disk(entry.metadata()?.len());
     }
-    Ok((records, bytes, next))
+    Ok((records, bytes))
 }
 
 impl DeadLetters {
@@ -110,12 +151,13 @@ impl DeadLetters {
     pub fn open(storage_dir: &Path, limit: u64) -> Result<DeadLetters, StorageError> {
         let dir = storage_dir.join("dead-letter");
         ensure_dir(&dir)?;
-        let (records, bytes, next) = count(&dir).map_err(|e| StorageError::io("list", &dir, e))?;
+        let (records, bytes) = count(&dir).map_err(|e| StorageError::io("list", &dir, e))?;
+        let handle = DirHandle::open(&dir).map_err(|e| StorageError::io("open", &dir, e))?;
         Ok(DeadLetters {
             dir,
+            handle,
             limit,
             state: Mutex::new(State {
-                next,
                 records,
                 bytes,
                 dropped_points: 0,
@@ -130,18 +172,22 @@ impl DeadLetters {
     }
 
     /// Keeps `lines` (`points` points) that InfluxDB refused, with the reason; or, beyond the
-    /// bound, counts them as dropped. An error means the disk failed.
-    pub fn store(&self, lines: &str, points: u64, why: &str) -> io::Result<Kept> {
+    /// bound, counts them as dropped. A refusal whose `key` is kept already is not kept again
+    /// (and is answered `Kept`). An error means the disk failed.
+    pub fn store(&self, key: Key, lines: &str, points: u64, why: &str) -> io::Result<Kept> {
+        // The lines are written last: when they are there, the letter is whole.
+        if self.handle.exists(&name(key, points, RECORD_EXT)) {
+            return Ok(Kept::Kept);
+        }
         let error = error_text(why);
         let len = on_disk(lines.len() as u64) + on_disk(error.len() as u64);
-        let n = {
+        {
             let mut s = self.lock();
             if s.bytes + len > self.limit && s.last_scan.elapsed() >= RESCAN_EVERY {
                 // `replay-dead-letters` may have made room.
-                if let Ok((records, bytes, next)) = count(&self.dir) {
+                if let Ok((records, bytes)) = count(&self.dir) {
                     s.records = records;
                     s.bytes = bytes;
-                    s.next = s.next.max(next);
                 }
                 s.last_scan = Instant::now();
             }
@@ -163,12 +209,14 @@ impl DeadLetters {
             // Counted before the write, so concurrent refusals cannot overshoot together.
             s.bytes += len;
             s.records += 1;
-            s.next += 1;
-            s.next - 1
-        };
-        let target = self.dir.join(name(n, points, RECORD_EXT));
-        let written = write_atomic(&target.with_extension(ERROR_EXT), error.as_bytes())
-            .and_then(|()| write_atomic(&target, lines.as_bytes()));
+        }
+        let written = self
+            .handle
+            .write_atomic(&name(key, points, ERROR_EXT), error.as_bytes())
+            .and_then(|()| {
+                self.handle
+                    .write_atomic(&name(key, points, RECORD_EXT), lines.as_bytes())
+            });
         if let Err(e) = written {
             let mut s = self.lock();
             s.bytes -= len;
@@ -199,7 +247,7 @@ fn error_text(why: &str) -> String {
 /// The dead letters of a storage directory, oldest first: (record, points, reason).
 pub fn list(storage_dir: &Path) -> io::Result<Vec<(PathBuf, u64, String)>> {
     let dir = storage_dir.join("dead-letter");
-    let mut found: Vec<(u64, u64, PathBuf)> = Vec::new();
+    let mut found: Vec<(Key, u64, PathBuf)> = Vec::new();
     for entry in fs::read_dir(&dir)? {
         let path = entry?.path();
         if path.extension().and_then(|e| e.to_str()) == Some(RECORD_EXT)
@@ -244,13 +292,24 @@ mod tests {
     use super::*;
     use crate::storage::tests::Dir;
 
+    fn key(record: u64) -> Key {
+        Key {
+            record,
+            unit: 0,
+            line: 0,
+        }
+    }
+
     #[test]
     fn dead_letters_keep_the_lines_and_the_reason_and_read_back() {
         let dir = Dir::new("dead-letters");
         let dead = DeadLetters::open(&dir.0, 1 << 20).unwrap();
         let why = "influxdb answered 400: field type conflict";
-        assert_eq!(dead.store("m v=1 1\n", 1, why).unwrap(), Kept::Kept);
-        assert_eq!(dead.store("m v=\"x\" 2\n", 1, "bad").unwrap(), Kept::Kept);
+        assert_eq!(dead.store(key(1), "m v=1 1\n", 1, why).unwrap(), Kept::Kept);
+        assert_eq!(
+            dead.store(key(2), "m v=\"x\" 2\n", 1, "bad").unwrap(),
+            Kept::Kept
+        );
         // Each letter is two files of one 4 KiB block each, as the disk counts them.
         assert_eq!((dead.usage().records, dead.usage().bytes), (2, 4 * 4096));
         let listed = list(&dir.0).unwrap();
@@ -261,13 +320,13 @@ mod tests {
         remove(&listed[0].0).unwrap();
         let again = DeadLetters::open(&dir.0, 1 << 20).unwrap();
         assert_eq!((again.usage().records, again.usage().bytes), (1, 2 * 4096));
-        again.store("m v=3 3\n", 1, "x").unwrap();
+        again.store(key(3), "m v=3 3\n", 1, "x").unwrap();
         let names: Vec<_> = list(&dir.0).unwrap().into_iter().map(|l| l.0).collect();
         assert!(
             names[1]
                 .to_string_lossy()
-                .contains("00000000000000000003-1.lp"),
-            "numbers go on after a restart: {names:?}"
+                .contains("00000000000000000003-0-1.lp"),
+            "named by the record and the unit: {names:?}"
         );
     }
 
@@ -276,17 +335,88 @@ mod tests {
         let dir = Dir::new("dead-letters-bound");
         // Room for three letters of two blocks each, and a bit.
         let dead = DeadLetters::open(&dir.0, 6 * 4096 + 100).unwrap();
-        assert_eq!(dead.store("m v=1 1\n", 1, "x").unwrap(), Kept::Kept);
-        assert_eq!(dead.store("m v=2 2\n", 1, "x").unwrap(), Kept::Kept);
+        assert_eq!(dead.store(key(4), "m v=1 1\n", 1, "x").unwrap(), Kept::Kept);
+        assert_eq!(dead.store(key(5), "m v=2 2\n", 1, "x").unwrap(), Kept::Kept);
         let big = "m v=3 3\n".repeat(1000);
-        assert_eq!(dead.store(&big, 1000, "x").unwrap(), Kept::Dropped);
-        assert_eq!(dead.store("m v=3 3\n", 1, "x").unwrap(), Kept::Kept);
-        assert_eq!(dead.store("m v=4 4\n", 1, "x").unwrap(), Kept::Dropped);
+        assert_eq!(dead.store(key(6), &big, 1000, "x").unwrap(), Kept::Dropped);
+        assert_eq!(dead.store(key(7), "m v=3 3\n", 1, "x").unwrap(), Kept::Kept);
+        assert_eq!(
+            dead.store(key(8), "m v=4 4\n", 1, "x").unwrap(),
+            Kept::Dropped
+        );
         let usage = dead.usage();
         assert_eq!(
             (usage.records, usage.bytes, usage.dropped_points),
             (3, 6 * 4096, 1001)
         );
         assert_eq!(list(&dir.0).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_refusal_met_again_after_a_restart_is_kept_once() {
+        let dir = Dir::new("dead-letters-once");
+        let dead = DeadLetters::open(&dir.0, 1 << 20).unwrap();
+        let (a, b) = (
+            Key {
+                record: 7,
+                unit: 0,
+                line: 0,
+            },
+            Key {
+                record: 7,
+                unit: 2,
+                line: 0,
+            },
+        );
+        // A part of a unit cut at its lines has a key of its own.
+        let part = Key {
+            record: 7,
+            unit: 2,
+            line: 40,
+        };
+        assert_eq!(parse_name(Path::new(&name(part, 3, "lp"))), Some((part, 3)));
+        assert_eq!(dead.store(a, "m v=1 1\n", 1, "x").unwrap(), Kept::Kept);
+        assert_eq!(dead.store(b, "m v=2 2\n", 1, "x").unwrap(), Kept::Kept);
+        // The log is delivered again from record 7 after a restart.
+        let again = DeadLetters::open(&dir.0, 1 << 20).unwrap();
+        assert_eq!(again.store(a, "m v=1 1\n", 1, "x").unwrap(), Kept::Kept);
+        assert_eq!(again.store(b, "m v=2 2\n", 1, "x").unwrap(), Kept::Kept);
+        assert_eq!(list(&dir.0).unwrap().len(), 2);
+        assert_eq!((again.usage().records, again.usage().bytes), (2, 4 * 4096));
+        // A 0.1 dead letter is listed beside them, in the order of its number.
+        fs::write(
+            dir.0.join("dead-letter/00000000000000000003-2.lp"),
+            "m v=0 0\n",
+        )
+        .unwrap();
+        let listed = list(&dir.0).unwrap();
+        assert_eq!(listed.len(), 3);
+        assert_eq!(listed[0].1, 2);
+    }
+
+    #[test]
+    fn a_dead_letter_directory_swapped_for_a_link_is_not_followed() {
+        let dir = Dir::new("dead-letters-swapped");
+        let elsewhere = Dir::new("dead-letters-elsewhere");
+        let dead = DeadLetters::open(&dir.0, 1 << 20).unwrap();
+        let moved = dir.0.join("moved");
+        fs::rename(dir.0.join("dead-letter"), &moved).unwrap();
+        std::os::unix::fs::symlink(&elsewhere.0, dir.0.join("dead-letter")).unwrap();
+        let key = Key {
+            record: 3,
+            unit: 1,
+            line: 0,
+        };
+        assert_eq!(dead.store(key, "m v=1 1\n", 1, "x").unwrap(), Kept::Kept);
+        assert_eq!(
+            fs::read_dir(&elsewhere.0).unwrap().count(),
+            0,
+            "nothing written through the link"
+        );
+        assert_eq!(
+            fs::read_to_string(moved.join("00000000000000000003-1-1.lp")).unwrap(),
+            "m v=1 1\n",
+            "into the directory opened at the start"
+        );
     }
 }

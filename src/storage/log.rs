@@ -820,17 +820,27 @@ impl Log {
     }
 
     /// Whether a new snapshot would let delivered segments go, or the changes since the last
-    /// one have outgrown it (at least 1 MiB of them, and twice the snapshot).
+    /// one have outgrown it (at least 1 MiB of them, and half the snapshot: the room kept for
+    /// the next snapshot on a full disk is sized from the last one, so the table may not grow
+    /// far between two).
     pub fn needs_snapshot(&self) -> bool {
+        let grown = {
+            let inner = self.lock();
+            inner.changes_since_snapshot >= (1 << 20).max(inner.snapshot_bytes / 2)
+        };
+        grown || self.snapshot_frees_segments()
+    }
+
+    /// Whether a new snapshot would let delivered segments go: some closed segment is delivered
+    /// and holds job-table changes the last snapshot does not.
+    pub fn snapshot_frees_segments(&self) -> bool {
         let inner = self.lock();
-        let grown = inner.changes_since_snapshot >= (1 << 20).max(2 * inner.snapshot_bytes);
-        let waiting = inner
+        inner
             .segments
             .iter()
             .rev()
             .skip(1)
-            .any(|s| s.last <= inner.delivered && s.max_change > inner.snapshot_covers);
-        grown || waiting
+            .any(|s| s.last <= inner.delivered && s.max_change > inner.snapshot_covers)
     }
 
     /// Deletes the segments that are delivered and in a snapshot (never the one being

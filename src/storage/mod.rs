@@ -2,10 +2,12 @@
 //!
 //! ```text
 //! storage.dir/
-//!   lock                       held by the one process using the directory (its pid inside)
+//!   lock                       the pid of the one process using the directory (which holds a
+//!                              flock on the directory itself, not on this file)
 //!   log/<first seq>.log        the log: every accepted request, in order (see `log`)
 //!   log/delivered              how far InfluxDB has taken the log
 //!   jobs.json                  a snapshot of the job table
+//!   reserve                    zeros keeping room for the next snapshot on a full disk
 //!   dead-letter/<seq>-<points>.lp, .error   what InfluxDB refused, and why
 //!   dead-letter/lock           held by `replay-dead-letters` while it runs
 //! ```
@@ -60,14 +62,100 @@ pub fn create_new(path: &Path) -> io::Result<File> {
 
 /// Writes `bytes` to `path` so that it is whole or absent after a crash: to `<path>.tmp`
 /// (created exclusively), fsync'd, renamed over `path`, and the directory fsync'd.
+/// A temporary file that fails half-written is removed, so a full disk is not kept full by it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = create_new(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| fs::rename(&tmp, path));
+    if let Err(e) = written {
+        drop(file);
+        let _ = remove_if_exists(&tmp);
+        return Err(e);
+    }
     drop(file);
-    fs::rename(&tmp, path)?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// The file that keeps room on the disk for the next snapshot of the job table.
+pub const RESERVE_FILE: &str = "reserve";
+
+/// Writes the snapshot `bytes` to `path` with [`write_atomic`], even on a full disk: the file
+/// [`RESERVE_FILE`] beside it holds written zeros, about the size of the last snapshot, and is
+/// emptied when the disk has no room left for the write, which is then tried again. The
+/// snapshot is what lets the log delete delivered segments, so a disk filled by the log while
+/// InfluxDB was away is freed without a person, once InfluxDB has the log. After a snapshot
+/// written without it, the reserve grows back to `bytes` and a half, plus 1 MiB (for the table
+/// growing until the next snapshot, and the delivered mark): from room the disk has, never its
+/// last bytes. Only a snapshot that lets segments go may take the reserve (`use_reserve`): one
+/// taken while InfluxDB is away would leave none for the one that frees the disk.
+pub fn write_reserved(path: &Path, bytes: &[u8], use_reserve: bool) -> io::Result<()> {
+    let reserve_path = path.with_file_name(RESERVE_FILE);
+    match write_atomic(path, bytes) {
+        Ok(()) => {
+            let target = bytes.len() as u64 + bytes.len() as u64 / 2 + (1 << 20);
+            if let Err(e) = grow_reserve(&reserve_path, target) {
+                ::log::warn!(
+                    "cannot keep {target} bytes in {} for the next snapshot: {e}",
+                    reserve_path.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if use_reserve && is_disk_full(&e) => {
+            let released = open_rw(&reserve_path)
+                .and_then(|file| {
+                    let had = file.metadata()?.len();
+                    file.set_len(0)?;
+                    file.sync_all()?;
+                    Ok(had)
+                })
+                .unwrap_or(0);
+            if released == 0 {
+                return Err(e);
+            }
+            ::log::warn!(
+                "the disk under {} is full: {released} bytes kept for this snapshot are used for it",
+                path.display()
+            );
+            write_atomic(path, bytes)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn is_disk_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded
+}
+
+/// Grows the reserve to `target` bytes of written zeros (a hole would take no room). One that
+/// cannot grow all the way is cut back to what it was: it never takes the disk's last bytes.
+fn grow_reserve(path: &Path, target: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let file = open_rw(path)?;
+    let had = file.metadata()?.len();
+    if had >= target {
+        if had > 2 * target {
+            file.set_len(target)?;
+        }
+        return Ok(());
+    }
+    let mut at = had;
+    let grown = (|| {
+        while at < target {
+            let n = (target - at).min(ZEROS.len() as u64);
+            file.write_all_at(&ZEROS[..n as usize], at)?;
+            at += n;
+        }
+        file.sync_all()
+    })();
+    if grown.is_err() {
+        let _ = file.set_len(had).and_then(|()| file.sync_all());
+    }
+    grown
 }
 
 /// Makes the entries of `dir` (new, renamed or removed files) durable.
@@ -92,6 +180,87 @@ pub fn remove_if_exists(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
+    }
+}
+
+/// A directory under `storage.dir` opened once at start (`O_DIRECTORY | O_NOFOLLOW`): files in it
+/// are opened, renamed and synced relative to this handle, never by path, so a directory moved
+/// away and replaced by a link while the gateway runs is not followed: the files go on into the
+/// directory opened at the start, wherever it now is, and the gateway says so.
+#[derive(Debug)]
+pub struct DirHandle {
+    fd: std::os::fd::OwnedFd,
+    path: PathBuf,
+    warned: std::sync::atomic::AtomicBool,
+}
+
+impl DirHandle {
+    /// Opens `path`, which must be a directory and not a link.
+    pub fn open(path: &Path) -> io::Result<DirHandle> {
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(DirHandle {
+            fd,
+            path: path.to_path_buf(),
+            warned: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Whether `name` exists in the directory (a link counts, and is not followed).
+    pub fn exists(&self, name: &str) -> bool {
+        rustix::fs::statat(&self.fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok()
+    }
+
+    /// Writes `bytes` to `name` whole or not at all: to `<name>.tmp` (a leftover removed first,
+    /// then created with `O_EXCL`), fsync'd, renamed over `name`, and the directory fsync'd.
+    pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        use rustix::fs::{AtFlags, Mode, OFlags};
+        self.check_in_place();
+        let tmp = format!("{name}.tmp");
+        match rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty()) {
+            Err(e) if e != rustix::io::Errno::NOENT => return Err(e.into()),
+            _ => {}
+        }
+        let fd = rustix::fs::openat(
+            &self.fd,
+            tmp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )?;
+        let mut file = File::from(fd);
+        let written = file
+            .write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| {
+                rustix::fs::renameat(&self.fd, tmp.as_str(), &self.fd, name).map_err(Into::into)
+            });
+        drop(file);
+        if let Err(e) = written {
+            let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
+            return Err(e);
+        }
+        rustix::fs::fsync(&self.fd).map_err(Into::into)
+    }
+
+    /// Says once, at error level, when the directory at its path is no longer the one opened at
+    /// the start (moved away, or replaced by a link).
+    fn check_in_place(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(held) = rustix::fs::fstat(&self.fd) else {
+            return;
+        };
+        let same = fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.dev() == held.st_dev && m.ino() == held.st_ino);
+        if !same && !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            ::log::error!(
+                "{} is no longer the directory the gateway opened at the start (moved away, or replaced by a link): nothing is written through what is there now, files go on into the directory opened at the start, wherever it was moved; put it back before the next start",
+                self.path.display()
+            );
+        }
     }
 }
 
@@ -152,38 +321,74 @@ impl std::error::Error for StorageError {}
 
 /// An exclusive lock on a directory, held while this value lives (the kernel lets it go when
 /// the process ends, however it ends).
+///
+/// The lock is a `flock` on the directory itself, opened with `O_DIRECTORY`: a directory cannot
+/// be removed while it holds files, so nobody can take the lock away from a running process by
+/// deleting a file. The file `name` beside it only carries the holder's pid, for the message a
+/// second process gives; when it is gone, that pid is looked up in `/proc/locks`.
 #[derive(Debug)]
 pub struct DirLock {
-    _file: File,
+    _dir: File,
 }
 
 impl DirLock {
-    /// Takes the lock file `name` in `dir` without waiting, and writes this process's pid into
-    /// it. When another process holds it, the error names that process's pid.
+    /// Locks `dir` without waiting, and writes this process's pid into `dir/name`. When another
+    /// process holds it, the error names that process's pid when it can be found.
     pub fn take(dir: &Path, name: &str) -> Result<DirLock, StorageError> {
+        let handle = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(dir)
+            .map_err(|e| StorageError::io("open", dir, e))?;
         let path = dir.join(name);
-        let mut file =
-            open_rw(&path).map_err(|e| StorageError::io("open the lock file", &path, e))?;
-        match file.try_lock() {
+        match handle.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
+                let pid = read_if_exists(&path)
+                    .ok()
+                    .flatten()
+                    .and_then(|text| String::from_utf8_lossy(&text).trim().parse().ok())
+                    .or_else(|| flock_holder(&handle));
                 return Err(StorageError::InUse {
                     dir: dir.to_path_buf(),
-                    pid: text.trim().parse().ok(),
+                    pid,
                 });
             }
             Err(fs::TryLockError::Error(e)) => {
-                return Err(StorageError::io("lock", &path, e));
+                return Err(StorageError::io("lock", dir, e));
             }
         }
         // The pid is for the message above, read by the next process that tries; it is not
         // what holds the lock, so a failure to write it is no reason to stop.
-        let _ = file.set_len(0);
-        let _ = (&file).write_all(format!("{}\n", std::process::id()).as_bytes());
-        Ok(DirLock { _file: file })
+        if let Ok(mut file) = open_rw(&path) {
+            let _ = file.set_len(0);
+            let _ = file.write_all(format!("{}\n", std::process::id()).as_bytes());
+        }
+        Ok(DirLock { _dir: handle })
     }
+}
+
+/// The pid of the process holding a `flock` on `file`, from `/proc/locks`
+/// (`1: FLOCK  ADVISORY  WRITE <pid> <major>:<minor>:<inode> 0 EOF`, major and minor in hex).
+fn flock_holder(file: &File) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(meta.dev()),
+        libc::minor(meta.dev()),
+        meta.ino()
+    );
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        // A lock someone waits for is listed with "->" before its kind.
+        if words.get(1) == Some(&"FLOCK") && words.get(5) == Some(&id.as_str()) {
+            words.get(4)?.parse().ok()
+        } else {
+            None
+        }
+    })
 }
 
 /// Makes `dir` (and its parents) when missing; refuses one that is a link or not a directory.
@@ -314,6 +519,70 @@ pub mod tests {
         ensure_dir(&dir.0.join("a/b")).unwrap();
     }
 
+    /// A tmpfs of `size` (`mount -o size=`) at a fresh directory, unmounted when dropped. Only
+    /// root may mount: the test fails saying so otherwise.
+    pub struct SmallDisk(pub Dir);
+
+    impl SmallDisk {
+        pub fn new(name: &str, size: &str) -> SmallDisk {
+            let dir = Dir::new(name);
+            let mounted = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(&dir.0)
+                .status();
+            assert!(
+                mounted.is_ok_and(|s| s.success()),
+                "this test mounts a small tmpfs to fill the disk: run it as root (with `mount`)"
+            );
+            SmallDisk(dir)
+        }
+    }
+
+    impl Drop for SmallDisk {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0.0).status();
+        }
+    }
+
+    /// Fills the disk under `dir` to its last byte.
+    pub fn fill(dir: &Path) {
+        let mut filler = create_new(&dir.join("filler")).unwrap();
+        let chunk = vec![1u8; 4096];
+        while filler.write_all(&chunk).is_ok() {}
+        while filler.write_all(&chunk[..1]).is_ok() {}
+    }
+
+    #[test]
+    fn a_snapshot_is_written_on_a_full_disk_from_the_room_kept_for_it() {
+        let disk = SmallDisk::new("reserve", "5m");
+        let path = disk.0.0.join("jobs.json");
+        let snapshot = vec![b'x'; 1 << 20];
+        write_reserved(&path, &snapshot, true).unwrap();
+        let reserve = disk.0.0.join(RESERVE_FILE);
+        assert_eq!(
+            fs::metadata(&reserve).unwrap().len(),
+            (1 << 20) + (1 << 19) + (1 << 20)
+        );
+        fill(&disk.0.0);
+        let bigger = vec![b'y'; (1 << 20) + 100_000];
+        assert!(write_atomic(&path, &bigger).is_err(), "the disk is full");
+        assert!(
+            !disk.0.0.join("jobs.tmp").exists(),
+            "a half-written temporary file is removed"
+        );
+        assert!(
+            write_reserved(&path, &bigger, false).is_err(),
+            "a snapshot that frees nothing leaves the reserve alone"
+        );
+        write_reserved(&path, &bigger, true).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), bigger);
+        assert_eq!(fs::metadata(&reserve).unwrap().len(), 0, "used");
+        // With room again, the next snapshot keeps room for the one after.
+        fs::remove_file(disk.0.0.join("filler")).unwrap();
+        write_reserved(&path, &snapshot, false).unwrap();
+        assert!(fs::metadata(&reserve).unwrap().len() > 1 << 20);
+    }
+
     #[test]
     fn a_second_lock_names_the_holder() {
         let dir = Dir::new("lock");
@@ -329,5 +598,17 @@ pub mod tests {
         );
         drop(held);
         DirLock::take(&dir.0, "lock").unwrap();
+    }
+
+    #[test]
+    fn removing_the_lock_file_does_not_let_a_second_holder_in() {
+        let dir = Dir::new("lock-removed");
+        let _held = DirLock::take(&dir.0, "lock").unwrap();
+        fs::remove_file(dir.0.join("lock")).unwrap();
+        let err = DirLock::take(&dir.0, "lock").unwrap_err();
+        assert!(
+            matches!(err, StorageError::InUse { pid: Some(p), .. } if p == std::process::id()),
+            "the holder is found in /proc/locks: {err}"
+        );
     }
 }

@@ -514,6 +514,42 @@ fn a_second_gateway_in_the_same_storage_dir_stops_at_once() {
     assert_eq!(post_json(gw.addr, REGISTER, &json!({})).status, 200);
 }
 
+/// Removing the lock file does not let a second gateway into the directory: the lock is held
+/// on the directory itself, and the second one still names the first one's pid.
+#[test]
+fn a_removed_lock_file_does_not_let_a_second_gateway_in() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(&config(&influx.url, "runs", NO_TICKS));
+    std::fs::remove_file(gw.dir.join("data/lock")).unwrap();
+    let mut second = Gateway::command(gw.dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            second.kill().unwrap();
+            second.wait().unwrap();
+            panic!("a second gateway started in the same storage.dir");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("is in use by another metrics-consumer")
+            && err.contains(&format!("(pid {})", gw.pid())),
+        "{err}"
+    );
+    assert_eq!(post_json(gw.addr, REGISTER, &json!({})).status, 200);
+}
+
 /// A gateway with one dead letter: `clients` is a float in InfluxDB after the first register,
 /// and the second sends it as a string, a field type conflict InfluxDB refuses. Returns the
 /// gateway and the answer to that second register.
@@ -678,6 +714,120 @@ fn a_full_spool_answers_503_and_loses_nothing_accepted() {
         200,
         "room again"
     );
+}
+
+/// A tmpfs of `size` mounted at `dir`, unmounted when dropped. Only root may mount: the test
+/// fails saying so otherwise.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status();
+        assert!(
+            mounted.is_ok_and(|s| s.success()),
+            "this test fills a small tmpfs under storage.dir: run it as root (with `mount`)"
+        );
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// storage.dir on a 36 MiB disk filled by the log while InfluxDB is away (600 running runs
+/// with 8 fields of 400 characters, then commits until the disk is full): once InfluxDB has
+/// the log, the snapshot that lets its delivered segments go is written from the room kept for
+/// it, and registers are answered again without anyone freeing space; a stop and a start on
+/// that disk work too.
+#[test]
+fn a_disk_filled_while_influxdb_was_away_frees_itself_once_the_log_is_delivered() {
+    let mut influx = Influxd::start();
+    let dir = crate::support::TempDir::new("small-disk");
+    let disk = SmallDisk::mount(&dir.join("data"), "36m");
+    let mut gw = Gateway::start_in(
+        dir,
+        &config(
+            &influx.url,
+            "runs",
+            "[delivery]\nacknowledge = \"disk\"\n[jobs]\nheartbeat_interval = \"2s\"\nmax_running = 5000\nmax_table_bytes = 268435456\n",
+        ),
+    );
+    wait_until(Duration::from_secs(10), "the database", || {
+        states(gw.addr)["influxdb"]["last_success"].is_string()
+    });
+    influx.stop();
+    let wide: serde_json::Map<String, Value> = (0..8)
+        .map(|f| (format!("note{f}"), json!("n".repeat(400))))
+        .collect();
+    for i in 0..600 {
+        let answer = post_json(
+            gw.addr,
+            REGISTER,
+            &json!({"startedAt": BASE + i, "hostname": "lg", "measurement": {"fields": wide}}),
+        );
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    let rows: Vec<Value> = (0..300)
+        .map(|r| json!({"name": format!("/page/{r}"), "method": "GET", "num_requests": 5, "avg_response_time": 1.5}))
+        .collect();
+    let stats = json!({"stats": rows, "total_rps": 2.5, "fail_ratio": 0}).to_string();
+    let mut acked = 0;
+    let full = loop {
+        let register = post_json(
+            gw.addr,
+            REGISTER,
+            &json!({"startedAt": BASE + 1000 + acked, "hostname": "lg"}),
+        );
+        if register.status != 200 {
+            break register;
+        }
+        let uuid = register.json()["data"]["uuid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let commit = json!({"uuid": uuid, "startedAt": BASE + 1001 + acked,
+                            "measurement": {"fields": {"requestStats": stats}}});
+        let answer = post_json(gw.addr, COMMIT, &commit);
+        if answer.status != 200 {
+            break answer;
+        }
+        acked += 1;
+        assert!(acked < 5000, "the disk should be full by now");
+    };
+    assert_eq!(full.status, 503, "{}", full.body);
+    assert_eq!(full.json()["code"], "storage_error", "{}", full.body);
+
+    influx.restart();
+    wait_until(Duration::from_secs(180), "the log delivered", || {
+        states(gw.addr)["spool"]["records"] == 0
+    });
+    wait_until(
+        Duration::from_secs(60),
+        "a register answered without anyone freeing space",
+        || post_json(gw.addr, REGISTER, &json!({})).status == 200,
+    );
+    gw.terminate();
+    let status = gw.wait_exit(Duration::from_secs(30)).expect("exits");
+    assert!(status.success(), "{status:?}\n{}", gw.log());
+    gw.restart();
+    assert_eq!(post_json(gw.addr, REGISTER, &json!({})).status, 200);
+    let s = states(gw.addr);
+    assert!(s["jobs"]["running"].as_u64().unwrap() >= 602, "{s}");
+    assert_eq!(
+        influx
+            .uuids("runs", "load_testing_events", Some("finished"))
+            .len(),
+        acked as usize
+    );
+    gw.kill();
+    drop(disk);
 }
 
 #[test]
