@@ -122,62 +122,10 @@ impl Stats {
                 "metrics_consumer_request_duration_seconds_count{{route=\"{route}\"}} {count}"
             );
         }
-        let counters = [
-            (
-                "points_written_total",
-                "Points InfluxDB stored.",
-                &self.points_written,
-            ),
-            (
-                "points_spooled_total",
-                "Points recorded in the log under storage.dir (every accepted point).",
-                &self.points_spooled,
-            ),
-            (
-                "points_replayed_total",
-                "Points InfluxDB stored after a write of them had failed.",
-                &self.points_replayed,
-            ),
-            (
-                "points_dead_lettered_total",
-                "Points InfluxDB refused, kept in the dead letters.",
-                &self.points_dead_lettered,
-            ),
-            (
-                "influxdb_writes_total",
-                "Write requests sent to InfluxDB (requests that share a write count once).",
-                &self.influxdb_writes,
-            ),
-            (
-                "heartbeats_dropped_total",
-                "Heartbeats not recorded (the log was full or the disk failed).",
-                &self.heartbeats_dropped,
-            ),
-            (
-                "heartbeats_refused_total",
-                "Heartbeats InfluxDB refused.",
-                &self.heartbeats_refused,
-            ),
-            (
-                "points_dropped_total",
-                "Refused points that found no room in the dead letters.",
-                &self.points_dropped,
-            ),
-            (
-                "jobs_expired_total",
-                "Runs that expired without a commit.",
-                &self.jobs_expired,
-            ),
-            (
-                "auth_failures_total",
-                "Requests refused for a missing or wrong token.",
-                &self.auth_failures,
-            ),
-        ];
-        for (name, help, c) in counters {
-            let _ = writeln!(out, "# HELP metrics_consumer_{name} {help}");
-            let _ = writeln!(out, "# TYPE metrics_consumer_{name} counter");
-            let _ = writeln!(out, "metrics_consumer_{name} {}", get(c));
+        for (name, help, c) in self.counters() {
+            let _ = writeln!(out, "# HELP metrics_consumer_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE metrics_consumer_{name}_total counter");
+            let _ = writeln!(out, "metrics_consumer_{name}_total {}", get(c));
         }
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP metrics_consumer_{name} {help}");
@@ -185,6 +133,79 @@ impl Stats {
             let _ = writeln!(out, "metrics_consumer_{name} {value}");
         }
         out
+    }
+
+    /// Every counter but the requests', once: its name (the state page's key; Prometheus adds
+    /// `metrics_consumer_` before it and `_total` after), what it counts, and the counter.
+    pub fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 11] {
+        [
+            (
+                "points_written",
+                "Points InfluxDB stored.",
+                &self.points_written,
+            ),
+            (
+                "points_spooled",
+                "Points recorded in the log under storage.dir (every accepted point).",
+                &self.points_spooled,
+            ),
+            (
+                "points_replayed",
+                "Points InfluxDB stored after a write of them had failed.",
+                &self.points_replayed,
+            ),
+            (
+                "points_dead_lettered",
+                "Points InfluxDB refused, kept in the dead letters.",
+                &self.points_dead_lettered,
+            ),
+            (
+                "influxdb_writes",
+                "Write requests sent to InfluxDB (requests that share a write count once).",
+                &self.influxdb_writes,
+            ),
+            (
+                "heartbeats_dropped",
+                "Heartbeats not recorded (the log was full or the disk failed).",
+                &self.heartbeats_dropped,
+            ),
+            (
+                "heartbeats_refused",
+                "Heartbeats InfluxDB refused.",
+                &self.heartbeats_refused,
+            ),
+            (
+                "points_dropped",
+                "Refused points that found no room in the dead letters.",
+                &self.points_dropped,
+            ),
+            (
+                "heartbeat_ticks",
+                "Ticks of the heartbeat thread.",
+                &self.heartbeat_ticks,
+            ),
+            (
+                "jobs_expired",
+                "Runs that expired without a commit.",
+                &self.jobs_expired,
+            ),
+            (
+                "auth_failures",
+                "Requests refused for a missing or wrong token.",
+                &self.auth_failures,
+            ),
+        ]
+    }
+
+    /// The state page's `counters`: the requests per route and status class, and every other
+    /// counter by its name.
+    pub fn counters_json(&self) -> Value {
+        let mut all = Map::new();
+        all.insert("requests".into(), self.requests_json());
+        for (name, _, c) in self.counters() {
+            all.insert(name.into(), json!(Stats::get(c)));
+        }
+        Value::Object(all)
     }
 
     pub fn add(counter: &AtomicU64, n: usize) {

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::App;
 use crate::service::rfc3339;
-use crate::stats::{self, Stats};
+use crate::stats;
 
 /// Jobs listed by the state page at most, newest first.
 const LISTED: usize = 1000;
@@ -113,20 +113,7 @@ pub fn states(app: &App, caller: Option<&str>) -> Value {
             "limit": dead.limit,
             "points_dropped": dead.dropped_points,
         },
-        "counters": {
-            "requests": s.requests_json(),
-            "points_written": Stats::get(&s.points_written),
-            "points_spooled": Stats::get(&s.points_spooled),
-            "points_replayed": Stats::get(&s.points_replayed),
-            "points_dead_lettered": Stats::get(&s.points_dead_lettered),
-            "influxdb_writes": Stats::get(&s.influxdb_writes),
-            "heartbeats_dropped": Stats::get(&s.heartbeats_dropped),
-            "heartbeats_refused": Stats::get(&s.heartbeats_refused),
-            "points_dropped": Stats::get(&s.points_dropped),
-            "heartbeat_ticks": Stats::get(&s.heartbeat_ticks),
-            "jobs_expired": Stats::get(&s.jobs_expired),
-            "auth_failures": Stats::get(&s.auth_failures),
-        },
+        "counters": s.counters_json(),
     })
 }
 
