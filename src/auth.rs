@@ -13,7 +13,7 @@
 //! has waited, so guessing costs time.
 //!
 //! This module never logs, stores or echoes what a client sent; it only answers yes or no.
-//! It also holds the base64 code both directions of HTTP Basic need.
+//! It also holds what both directions of HTTP Basic need of base64 (the `base64` crate).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -300,7 +300,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// Standard base64 (RFC 4648 §4), written with padding and read with or without it, as HTTP
+/// clients send Basic credentials both ways.
+const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
 
 /// `Basic` credentials for a request to another server (InfluxDB v1).
 pub fn basic_credentials(user: &str, password: &str) -> String {
@@ -312,41 +318,12 @@ pub fn basic_credentials(user: &str, password: &str) -> String {
 
 /// Standard base64 with padding (RFC 4648 §4).
 pub fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64::Engine::encode(&BASE64, data)
 }
 
 /// Decodes standard base64; padding is optional. `None` for anything else.
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let bytes = text.trim_end_matches('=').as_bytes();
-    if bytes.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            let v = ALPHABET.iter().position(|&a| a == c)? as u32;
-            n |= v << (18 - 6 * i);
-        }
-        let produced = chunk.len() - 1;
-        for i in 0..produced {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-    }
-    Some(out)
+    base64::Engine::decode(&BASE64, text).ok()
 }
 
 #[cfg(test)]
