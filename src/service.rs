@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 use crate::delivery::sink::Sink;
-use crate::delivery::{Delivery, Failure, Outcome, WriteLimits};
+use crate::delivery::{Delivery, Outcome, WriteLimits};
 use crate::ingest::line_protocol::{Point, encode_batch};
 use crate::ingest::payload::{Commit, Record};
 use crate::ingest::points::{self, Run};
@@ -23,6 +23,7 @@ use crate::state::jobs::{Ages, Bounds, Change, Job, Jobs, Quota, Refusal, Tick};
 use crate::state::journal::{JournalError, Snapshots};
 use crate::state::schema::{Claim, Conflict, Schema, TooOld};
 use crate::stats::Stats;
+use crate::storage::log::LogError;
 use crate::storage::record::{Kind, Unit};
 
 /// The rules of the job table, from `[jobs]`.
@@ -169,7 +170,7 @@ pub enum Refused {
     /// The running jobs hold this many bytes (`jobs.max_table_bytes`).
     TableFull(usize),
     /// The log could not record the request: full, or the disk failed.
-    NotRecorded(Failure),
+    NotRecorded(LogError),
     /// InfluxDB would refuse the request's points: `key` is where the name is in the request.
     SchemaConflict { key: String, conflict: Conflict },
     /// `startedAt` is older than InfluxDB's retention policy keeps: its points would be

@@ -99,25 +99,6 @@ impl Outcome {
     }
 }
 
-/// Why nothing of a request was recorded.
-#[derive(Debug, Clone)]
-pub struct Failure(pub LogError);
-
-impl Failure {
-    /// True when the log is full: the disk works, InfluxDB must catch up first.
-    pub fn is_spool_full(&self) -> bool {
-        matches!(self.0, LogError::Full { .. })
-    }
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for Failure {}
-
 /// What delivery has seen of InfluxDB, for the state page. The fields say one thing: `up` is
 /// whether InfluxDB takes writes (a refusal of bad data is an answer, so it counts as up);
 /// a probe that answers while writes fail (InfluxDB answers `/ping` but the database is
@@ -458,12 +439,9 @@ impl Delivery {
         change: &Change,
         units: &[Unit<'_>],
         stats: &Stats,
-    ) -> Result<u64, Failure> {
-        let ticket = self
-            .log
-            .append(kind, change.seq, &change.bytes, units)
-            .map_err(Failure)?;
-        let seq = self.log.wait(ticket).map_err(Failure)?;
+    ) -> Result<u64, LogError> {
+        let ticket = self.log.append(kind, change.seq, &change.bytes, units)?;
+        let seq = self.log.wait(ticket)?;
         let points: u32 = units.iter().map(|u| u.points).sum();
         Stats::add(&stats.points_spooled, points as usize);
         Ok(seq)

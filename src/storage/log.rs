@@ -67,6 +67,11 @@ pub enum LogError {
 }
 
 impl LogError {
+    /// True when the log is full: the disk works, InfluxDB must catch up first.
+    pub fn is_spool_full(&self) -> bool {
+        matches!(self, LogError::Full { .. })
+    }
+
     fn io(doing: &'static str, path: &Path, error: io::Error) -> LogError {
         LogError::Io {
             doing,
