@@ -178,13 +178,19 @@ fn killed_at_random_moments(acknowledge: &str, influx_up: bool, kills: usize) {
     if !influx_up {
         influx.stop();
     }
-    // A seed printed for a failure to be run again the same way.
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64
+    // The kill moments come from a seed, printed so that a failure can be run again with the
+    // same moments: DURABILITY_SEED=<seed> cargo nextest run --test it durability::killed.
+    let mut seed = std::env::var("DURABILITY_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos() as u64
+        })
         | 1;
-    eprintln!("seed {seed}");
+    eprintln!("seed {seed} (DURABILITY_SEED={seed} to run again with the same kill moments)");
     let mut random_ms = move |below: u64| {
         seed ^= seed << 13;
         seed ^= seed >> 7;

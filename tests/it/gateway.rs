@@ -343,7 +343,13 @@ fn runs_without_commit_expire() {
     });
     assert_eq!(get(gw.addr, ISRUNNING).json()[&uuid], false);
     let beats = rows(&influx, "load_testing", &uuid).len();
-    std::thread::sleep(Duration::from_millis(1200));
+    // Two more ticks of the heartbeat thread, delivered: any heartbeat of the run would be in.
+    let ticks = |s: &serde_json::Value| s["counters"]["heartbeat_ticks"].as_u64().unwrap_or(0);
+    let then = ticks(&get(gw.addr, "/apiv0.1/states").json());
+    wait_until(Duration::from_secs(10), "two more ticks, delivered", || {
+        let s = get(gw.addr, "/apiv0.1/states").json();
+        ticks(&s) >= then + 2 && s["spool"]["records"] == 0
+    });
     assert_eq!(
         rows(&influx, "load_testing", &uuid).len(),
         beats,
