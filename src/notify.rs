@@ -76,13 +76,13 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// A fresh directory for a socket; Unix socket paths are limited to 108 bytes, so it
-    /// lives directly under the temporary directory.
-    fn temp_dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("mc-notify-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A fresh directory for a socket, removed on drop; Unix socket paths are limited to 108
+    /// bytes, so it lives directly under the temporary directory with a short name.
+    fn temp_dir(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("mc-notify-{name}-"))
+            .tempdir()
+            .unwrap()
     }
 
     fn receive(receiver: &UnixDatagram) -> String {
@@ -97,13 +97,13 @@ mod tests {
     #[test]
     fn sends_to_a_path_socket() {
         let dir = temp_dir("path");
+        let dir = dir.path();
         let path = dir.join("notify.sock");
         let receiver = UnixDatagram::bind(&path).unwrap();
         send(path.as_os_str(), "READY=1").unwrap();
         assert_eq!(receive(&receiver), "READY=1");
         send(path.as_os_str(), "STOPPING=1").unwrap();
         assert_eq!(receive(&receiver), "STOPPING=1");
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
@@ -122,13 +122,14 @@ mod tests {
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad:?}: {err}");
         }
         let dir = temp_dir("absent");
+        let dir = dir.path();
         assert!(send(dir.join("nobody.sock").as_os_str(), "READY=1").is_err());
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
     fn a_receiver_that_does_not_read_never_blocks_the_sender() {
         let dir = temp_dir("full");
+        let dir = dir.path();
         let path = dir.join("notify.sock");
         let _receiver = UnixDatagram::bind(&path).unwrap();
         // The kernel queues a handful of datagrams (net.unix.max_dgram_qlen, 10 by default)
@@ -136,6 +137,5 @@ mod tests {
         let refused = (0..10_000).find_map(|_| send(path.as_os_str(), "READY=1").err());
         let err = refused.expect("the queue fills up");
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
-        std::fs::remove_dir_all(&dir).ok();
     }
 }

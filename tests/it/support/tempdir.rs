@@ -1,58 +1,47 @@
 //! Temporary directories for servers' data, logs and config files: unique per test, removed
-//! when the test passes and kept for inspection when it fails.
+//! when the test passes and kept for inspection when it fails (`tempfile` makes and removes
+//! them; this adds the keeping).
 
-use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A fresh directory under the system temporary directory, removed on drop.
 ///
 /// When it is dropped while the thread panics (a failing test), the directory is
 /// kept and its path printed, so server logs and spool files can be inspected.
 #[derive(Debug)]
-pub struct TempDir {
-    path: PathBuf,
-}
+pub struct TempDir(Option<tempfile::TempDir>);
 
 impl TempDir {
-    /// Creates `metrics-consumer-<prefix>-<pid>-<counter>-<nanos>`. The process id
-    /// and counter keep parallel tests and test binaries apart; the timestamp
-    /// keeps a rerun from colliding with a directory kept by an earlier failure.
+    /// Creates `metrics-consumer-<prefix>-<random>` (`tempfile` picks a name nobody has, so
+    /// parallel tests and a directory kept by an earlier failure never collide).
     pub fn new(prefix: &str) -> TempDir {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "metrics-consumer-{prefix}-{}-{n}-{nanos}",
-            std::process::id()
-        ));
-        // create_dir rather than create_dir_all: an existing directory means a
-        // name collision, which must not silently share state between tests.
-        fs::create_dir(&path)
-            .unwrap_or_else(|e| panic!("cannot create temp dir {}: {e}", path.display()));
-        TempDir { path }
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("metrics-consumer-{prefix}-"))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
+        TempDir(Some(dir))
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.0
+            .as_ref()
+            .map(tempfile::TempDir::path)
+            .expect("the directory lives until drop")
     }
 
     pub fn join(&self, relative: impl AsRef<Path>) -> PathBuf {
-        self.path.join(relative)
+        self.path().join(relative)
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if thread::panicking() {
-            eprintln!("test failed: kept {} for inspection", self.path.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.path);
+        if let Some(dir) = self.0.take()
+            && thread::panicking()
+        {
+            let kept = dir.keep();
+            eprintln!("test failed: kept {} for inspection", kept.display());
         }
     }
 }
