@@ -373,6 +373,8 @@ class ConsumerRun:
         # Calls that are failing ("register", "progress"): only the first failure of a streak
         # is a warning, so a gateway that is down for an hour does not flood the log.
         self._failing = set()
+        # Calls whose ignored keys were warned about (once each).
+        self._warned_ignored = set()
         self._register_error = "the run is not registered"
         self._stop = Event()
         self._greenlet = gevent.spawn(self._loop)
@@ -428,6 +430,16 @@ class ConsumerRun:
         self._problem(call, f"InfluxDB refused the points of the {call}: {text}")
         return text
 
+    def _ignored(self, call, answer):
+        """Warns, once per call, when the gateway ignored keys of it that are near keys it reads
+        (`did_you_mean`): a misspelled key would otherwise leave the run without its data."""
+        near = answer.get("did_you_mean") if isinstance(answer, dict) else None
+        if not near or call in self._warned_ignored:
+            return
+        self._warned_ignored.add(call)
+        said = ", ".join(f"{k!r} (did you mean {v!r}?)" for k, v in sorted(near.items()))
+        logger.warning("metrics-consumer: the gateway ignored keys of the %s: %s", call, said)
+
     def _register(self, deadline=None):
         """Registers the run once; returns whether it has a uuid."""
         if self.uuid is not None:
@@ -445,6 +457,7 @@ class ConsumerRun:
             return False
         self._succeeded("register")
         self.uuid = uuid
+        self._ignored("register", answer)
         refused = self._dead_letter("register", answer)
         if refused:
             logger.warning(
@@ -559,6 +572,7 @@ class ConsumerRun:
                 continue
             # The gateway says what it wrote (how many endpoint rows it kept, say).
             said = (answer.get("data") or {}).get("description") or "committed"
+            self._ignored("commit", answer)
             refused = self._dead_letter("commit", answer)
             if refused:
                 logger.warning(

@@ -351,6 +351,15 @@ class RunTest(unittest.TestCase):
         self.assertIn("InfluxDB refused its points: max-values-per-tag limit exceeded", logs.output[0])
         self.assertEqual(list(run.problems), ["register"])
 
+    def test_keys_the_gateway_ignored_near_known_ones_are_a_warning_once(self):
+        near = {"did_you_mean": {"measurment": "measurement"}, "ignored": ["measurment"]}
+        self.gw.script["register"] = [near]
+        with self.assertLogs("locust_consumer", logging.WARNING) as logs:
+            self.run_for(0.1)
+        said = [line for line in logs.output if "ignored keys of the register" in line]
+        self.assertEqual(len(said), 1, logs.output)
+        self.assertIn("'measurment' (did you mean 'measurement'?)", said[0])
+
     def test_a_gateway_that_is_down_costs_warnings_not_exceptions(self):
         env = environment()
         run = lc.ConsumerRun(env, lc.GatewayClient("http://127.0.0.1:9"), 0.05, {})
