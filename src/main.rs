@@ -396,14 +396,9 @@ fn run() -> Result<(), StartError> {
     // The certificate and key are part of the configuration: a bad pair stops the start
     // (and fails --check-config) before anything listens.
     let tls = match settings.tls_files() {
-        Some((cert, key)) => Some(http::tls::load(&cert, &key).map_err(|message| {
-            // The message starts with the key it is about.
-            let key = if message.starts_with("server.tls_key") {
-                "server.tls_key"
-            } else {
-                "server.tls_cert"
-            };
-            StartError::Config(settings.error_about(key, message))
+        Some((cert, key)) => Some(http::tls::load(&cert, &key).map_err(|e| {
+            let problem = format!("{}: {}", e.path.display(), e.problem);
+            StartError::Config(settings.error_about(e.file.key(), problem))
         })?),
         None => None,
     };
@@ -578,8 +573,8 @@ fn run() -> Result<(), StartError> {
         c.influxdb.url.trim_end_matches('/'),
         c.influxdb.api,
         match c.delivery.acknowledge {
-            delivery::Acknowledge::Disk => "disk",
-            delivery::Acknowledge::Influxdb => "influxdb",
+            config::Acknowledge::Disk => "disk",
+            config::Acknowledge::Influxdb => "influxdb",
         },
         counts.running,
         opened.undelivered.0,

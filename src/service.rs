@@ -858,7 +858,7 @@ pub(crate) mod tests {
     //! table as it was.
 
     use super::*;
-    use crate::delivery::Acknowledge;
+    use crate::config::Acknowledge;
     use crate::delivery::sink::testing::MemorySink;
     use crate::ingest::line_protocol::FieldValue;
     use crate::ingest::payload::{

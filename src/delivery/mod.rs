@@ -37,6 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use uuid::Uuid;
 
+use crate::config::Acknowledge;
 use crate::ingest::line_protocol;
 use crate::state::jobs::Change;
 use crate::stats::Stats;
@@ -60,17 +61,6 @@ const REFUSALS_KEPT: usize = 20_000;
 /// waits (`influxdb.timeout`): the request reads it as soon as it is woken, or gave up waiting
 /// long before (and answered "recorded").
 const UNREAD_REFUSAL_WAITS: u32 = 10;
-
-/// When a request is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Acknowledge {
-    /// Once its record is on disk.
-    Disk,
-    /// Once InfluxDB stored its points or refused them (or, while InfluxDB does not answer, once
-    /// its record is on disk).
-    Influxdb,
-}
 
 /// The batch limits of the deliverer's writes, from `[influxdb]`.
 #[derive(Debug, Clone, Copy)]

@@ -10,9 +10,10 @@
 //! must never log or put into an error message anything a client sent, nor any byte of a
 //! key file; and it never sets a process-wide default crypto provider.
 
+use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::{self, PemObject};
@@ -22,12 +23,57 @@ use rustls::{ServerConfig, ServerConnection};
 /// The only application protocol offered: the HTTP layer speaks HTTP/1.1 and nothing else.
 const ALPN_HTTP_1_1: &[u8] = b"http/1.1";
 
+/// Which of the two PEM files a [`LoadError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PemFile {
+    /// The certificate chain, `server.tls_cert`.
+    Certificate,
+    /// The private key, `server.tls_key`.
+    Key,
+}
+
+impl PemFile {
+    /// The configuration key naming the file.
+    pub fn key(self) -> &'static str {
+        match self {
+            PemFile::Certificate => "server.tls_cert",
+            PemFile::Key => "server.tls_key",
+        }
+    }
+}
+
+/// Why the certificate and key do not load: the file, and what is wrong with it in words
+/// (never a byte of it).
+#[derive(Debug, Clone)]
+pub struct LoadError {
+    pub file: PemFile,
+    /// The file's path, as loaded.
+    pub path: PathBuf,
+    pub problem: String,
+}
+
+/// `server.tls_key: /etc/key.pem: the private key cannot be used …`
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (key, path, problem) = (self.file.key(), self.path.display(), &self.problem);
+        write!(f, "{key}: {path}: {problem}")
+    }
+}
+
 /// Reads the PEM certificate chain `cert` and the PEM private key `key` and builds the
-/// server configuration. Every error names the configuration key and the file, and
+/// server configuration. Every error names the file (and so its configuration key), and
 /// says what is wrong in words rather than quoting the file.
-pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
-    let cert_err = |what: &str| format!("server.tls_cert: {}: {what}", cert.display());
-    let key_err = |what: &str| format!("server.tls_key: {}: {what}", key.display());
+pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, LoadError> {
+    let cert_err = |what: &str| LoadError {
+        file: PemFile::Certificate,
+        path: cert.to_path_buf(),
+        problem: what.to_owned(),
+    };
+    let key_err = |what: &str| LoadError {
+        file: PemFile::Key,
+        path: key.to_path_buf(),
+        problem: what.to_owned(),
+    };
 
     let no_cert = "no certificate found in the PEM file";
     let chain = CertificateDer::pem_file_iter(cert)
@@ -54,7 +100,7 @@ pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
         })?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        .map_err(|e| cert_err(&format!("cannot set up TLS: {e}")))?
         .with_no_client_auth()
         .with_single_cert(chain, private_key)
         .map_err(|e| match e {
@@ -318,7 +364,7 @@ mod tests {
     fn load_err(cert: &Path, key: &Path) -> String {
         match load(cert, key) {
             Ok(_) => panic!("{} and {} should be refused", cert.display(), key.display()),
-            Err(e) => e,
+            Err(e) => e.to_string(),
         }
     }
 

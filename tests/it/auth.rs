@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Gateway, Influxd, config, connect_from, get, read_response, request, wait_until,
+    ConsumerToml, Gateway, Influxd, connect_from, get, read_response, request, wait_until,
 };
 
 const TOKEN: &str = "test-token-0123456789abcdef";
@@ -25,7 +25,10 @@ fn start(tokens_txt: &str) -> (Influxd, Gateway) {
     let toml = format!(
         "[auth]\ntokens = [\"{TOKEN}\"]\ntoken_files = [\"tokens.txt\"]\nmax_failures = 1000\n"
     );
-    let gw = Gateway::start_in(dir, &config(&influx.url, "runs", &toml));
+    let gw = Gateway::start_in(
+        dir,
+        &ConsumerToml::new(&influx.url, "runs").rest(&toml).toml(),
+    );
     (influx, gw)
 }
 
@@ -214,14 +217,14 @@ const REGISTER: &str = "/apiv0.1/events/register";
 /// (OTHER), and `rest` before their tables (keys of `[auth]` first, then other tables).
 fn two_teams(rest: &str, a_keys: &str) -> (Influxd, Gateway) {
     let influx = Influxd::start();
-    let gw = Gateway::start(&config(
-        &influx.url,
-        "runs",
-        &format!(
-            "{rest}[[auth.token]]\nname = \"team-a\"\ntoken = \"{TOKEN}\"\n{a_keys}\
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .rest(&format!(
+                "{rest}[[auth.token]]\nname = \"team-a\"\ntoken = \"{TOKEN}\"\n{a_keys}\
              [[auth.token]]\nname = \"team-b\"\ntoken = \"{OTHER}\"\n"
-        ),
-    ));
+            ))
+            .toml(),
+    );
     (influx, gw)
 }
 
@@ -252,11 +255,9 @@ fn one_token_registering_until_refused_leaves_the_other_able_to_register() {
     .unwrap();
     let gw = Gateway::start_in(
         dir,
-        &config(
-            &influx.url,
-            "runs",
-            "[delivery]\nacknowledge = \"disk\"\n[auth]\ntoken_files = [\"tokens.txt\"]\n[jobs]\nmax_running = 2000\nheartbeat_interval = \"1h\"\n",
-        ),
+        &ConsumerToml::new(&influx.url, "runs")
+            .rest("[delivery]\nacknowledge = \"disk\"\n[auth]\ntoken_files = [\"tokens.txt\"]\n[jobs]\nmax_running = 2000\nheartbeat_interval = \"1h\"\n")
+            .toml(),
     );
     let body = json!({"host": "greedy"});
     let accepted = std::sync::atomic::AtomicUsize::new(0);
@@ -347,14 +348,14 @@ fn a_token_max_running_and_name_tag_hold_and_the_name_is_never_spoofed() {
 #[test]
 fn a_token_request_rate_is_its_own() {
     let influx = Influxd::start();
-    let gw = Gateway::start(&config(
-        &influx.url,
-        "runs",
-        &format!(
-            "[[auth.token]]\nname = \"slow\"\ntoken = \"{TOKEN}\"\nrequests_per_second = 2\n\
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .rest(&format!(
+                "[[auth.token]]\nname = \"slow\"\ntoken = \"{TOKEN}\"\nrequests_per_second = 2\n\
              [[auth.token]]\nname = \"free\"\ntoken = \"{OTHER}\"\n"
-        ),
-    ));
+            ))
+            .toml(),
+    );
     let states = |token: &str| {
         request(
             gw.addr,
@@ -396,11 +397,13 @@ fn a_token_request_rate_is_its_own() {
 #[test]
 fn failed_token_checks_are_limited_per_address() {
     let influx = Influxd::start();
-    let gw = Gateway::start(&config(
-        &influx.url,
-        "runs",
-        &format!("[auth]\ntokens = [\"{TOKEN}\"]\nmax_failures = 5\nfailure_window = \"5s\"\n"),
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .rest(&format!(
+                "[auth]\ntokens = [\"{TOKEN}\"]\nmax_failures = 5\nfailure_window = \"5s\"\n"
+            ))
+            .toml(),
+    );
     let from = |ip: &str, token: &str| {
         let ip: IpAddr = ip.parse().unwrap();
         let mut stream = connect_from(ip, gw.addr);
@@ -507,16 +510,15 @@ fn a_token_states_and_metrics_hold_only_its_own_runs() {
     let influx = Influxd::start();
     // The gateway's type check would refuse team-b's string at the request; off here, InfluxDB
     // refuses its heartbeats, and the refusal text is team-b's alone.
-    let gw = Gateway::start(&crate::support::config_with(
-        &influx.url,
-        "runs",
-        "",
-        "check_schema = false\n",
-        &format!(
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .influxdb("check_schema = false\n")
+            .rest(&format!(
             "[jobs]\nheartbeat_interval = \"300ms\"\n[[auth.token]]\nname = \"team-a\"\ntoken = \"{TOKEN}\"\n\
              [[auth.token]]\nname = \"team-b\"\ntoken = \"{OTHER}\"\n"
-        ),
-    ));
+        ))
+            .toml(),
+    );
     let a = post_as(
         &gw,
         TOKEN,

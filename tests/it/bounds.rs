@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Gateway, Influxd, config, config_with, post_json};
+use crate::support::{ConsumerToml, Gateway, Influxd, post_json};
 
 const REGISTER: &str = "/apiv0.1/events/register";
 const PROGRESS: &str = "/apiv0.1/events/progress";
@@ -23,13 +23,11 @@ fn wide_register(fields: usize, bytes: usize) -> Value {
 #[test]
 fn three_hundred_one_mib_registers_are_refused_and_leave_the_gateway_small() {
     let influx = Influxd::start();
-    let gw = Gateway::start(&config_with(
-        &influx.url,
-        "runs",
-        "max_body_bytes = 2097152",
-        "",
-        "",
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .server("max_body_bytes = 2097152")
+            .toml(),
+    );
     // 63 string fields of 16 300 bytes: about 1 MiB, each field within limits.max_string_bytes.
     let body = wide_register(63, 16_300);
     std::thread::scope(|s| {
@@ -62,11 +60,11 @@ fn three_hundred_one_mib_registers_are_refused_and_leave_the_gateway_small() {
 #[test]
 fn progress_that_makes_a_run_too_large_is_refused_and_the_run_goes_on() {
     let influx = Influxd::start();
-    let gw = Gateway::start(&config(
-        &influx.url,
-        "runs",
-        "[limits]\nmax_run_bytes = 4096\n",
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .rest("[limits]\nmax_run_bytes = 4096\n")
+            .toml(),
+    );
     let uuid = post_json(gw.addr, REGISTER, &wide_register(2, 1000)).json()["uuid"].clone();
     let big = json!({"uuid": uuid, "measurement": {"fields": {"note": "y".repeat(5000)}}});
     let r = post_json(gw.addr, PROGRESS, &big);
@@ -117,11 +115,11 @@ fn restart(gw: &mut Gateway, kill: bool) -> (Duration, u64) {
 fn a_full_job_table_restarts_within_256_mib() {
     // InfluxDB is away (nothing listens on port 9): every point waits in the log, and the
     // gateway answers from the disk.
-    let mut gw = Gateway::start(&config(
-        "http://127.0.0.1:9",
-        "runs",
-        "[delivery]\nacknowledge = \"disk\"\n[jobs]\nheartbeat_interval = \"1h\"\nmax_table_bytes = 67108864\n",
-    ));
+    let mut gw = Gateway::start(
+        &ConsumerToml::new("http://127.0.0.1:9", "runs")
+            .rest("[delivery]\nacknowledge = \"disk\"\n[jobs]\nheartbeat_interval = \"1h\"\nmax_table_bytes = 67108864\n")
+            .toml(),
+    );
     let registered = fill_table(&gw);
     assert!(
         registered > 200,

@@ -9,13 +9,17 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::Output;
 use std::thread;
 
-use crate::support::{Gateway, Influxd, config_with};
+use crate::support::{ConsumerToml, Gateway, Influxd};
 
 /// Runs `--check-influxdb` against `influx_url` and `db`; its exit code and its output.
 fn check_db(influx_url: &str, db: &str, influx_extra: &str) -> (i32, String) {
     let out: Output = Gateway::spawn_with(
         &["--check-influxdb"],
-        Some(&config_with(influx_url, db, "", influx_extra, "")),
+        Some(
+            &ConsumerToml::new(influx_url, db)
+                .influxdb(influx_extra)
+                .toml(),
+        ),
     );
     let text = format!(
         "{}{}",
@@ -137,13 +141,7 @@ fn check_influxdb_proves_a_v1_user_may_write_and_names_each_reason_when_not() {
     );
     let offline = Gateway::spawn_with(
         &["--check-config"],
-        Some(&config_with(
-            &format!("http://{closed}"),
-            "runs",
-            "",
-            "",
-            "",
-        )),
+        Some(&ConsumerToml::new(&format!("http://{closed}"), "runs").toml()),
     );
     assert!(offline.status.success());
     assert!(String::from_utf8_lossy(&offline.stdout).contains("InfluxDB was not contacted"));

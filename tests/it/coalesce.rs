@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Gateway, Influxd, RawResponse, config_with, get, post_json, wait_until};
+use crate::support::{ConsumerToml, Gateway, Influxd, RawResponse, get, post_json, wait_until};
 
 const REGISTER: &str = "/apiv0.1/events/register";
 const COMMIT: &str = "/apiv0.1/events/commit";
@@ -36,13 +36,12 @@ fn post(addr: SocketAddr, path: &str, body: &Value) -> RawResponse {
 /// the only writes that follow.
 fn ready_gateway(influx: &Influxd, extra: &str) -> Gateway {
     // The gateway's own check of field types is off: these tests need InfluxDB to refuse.
-    let gw = Gateway::start(&config_with(
-        &influx.url,
-        "runs",
-        "",
-        "check_schema = false\n",
-        &format!("{NO_TICKS}{extra}"),
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .influxdb("check_schema = false\n")
+            .rest(&format!("{NO_TICKS}{extra}"))
+            .toml(),
+    );
     let first = post(
         gw.addr,
         REGISTER,

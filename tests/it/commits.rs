@@ -10,14 +10,14 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde_json::{Map, Value, json};
 
-use crate::support::{Gateway, Influxd, config, get, post_json, register, send_raw};
+use crate::support::{ConsumerToml, Gateway, Influxd, get, post_json, register, send_raw};
 
 const DB: &str = "runs";
 const COMMIT: &str = "/apiv0.1/events/commit";
 
 fn start() -> (Influxd, Gateway) {
     let influx = Influxd::start();
-    let gw = Gateway::start(&config(&influx.url, DB, ""));
+    let gw = Gateway::start(&ConsumerToml::new(&influx.url, DB).toml());
     (influx, gw)
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Gateway, Influxd, config, config_with, get, post_json, wait_until};
+use crate::support::{ConsumerToml, Gateway, Influxd, get, post_json, wait_until};
 
 const REGISTER: &str = "/apiv0.1/events/register";
 
@@ -36,13 +36,13 @@ fn dead_letter_files(gw: &Gateway) -> Vec<String> {
 #[test]
 fn a_write_influxdb_cannot_take_is_split_and_blocks_nothing() {
     let influx = Influxd::start_with("max-body-size = 2000000");
-    let gw = Gateway::start(&config_with(
-        &influx.url,
-        "runs",
-        "max_body_bytes = 8388608",
-        "max_write_bytes = 8388608",
-        "[jobs]\nheartbeat_interval = \"1s\"\n[limits]\nmax_string_bytes = 4000000\nmax_run_bytes = 4000000\n",
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .server("max_body_bytes = 8388608")
+            .influxdb("max_write_bytes = 8388608")
+            .rest("[jobs]\nheartbeat_interval = \"1s\"\n[limits]\nmax_string_bytes = 4000000\nmax_run_bytes = 4000000\n")
+            .toml(),
+    );
     let note = "n".repeat(300_000);
     let mut runs = Vec::new();
     for i in 0..10 {
@@ -113,13 +113,12 @@ fn one_refused_run_reaches_no_other_run_and_is_dead_lettered_once() {
     // The gateway's check of field types would refuse the odd register at the request
     // (tests/it/schema.rs); off here, InfluxDB refuses it, as it refuses heartbeats for causes
     // the gateway cannot see (`max-values-per-tag` reached on `uuid`).
-    let gw = Gateway::start(&config_with(
-        &influx.url,
-        "runs",
-        "",
-        "check_schema = false\n",
-        "[jobs]\nheartbeat_interval = \"300ms\"\n",
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .influxdb("check_schema = false\n")
+            .rest("[jobs]\nheartbeat_interval = \"300ms\"\n")
+            .toml(),
+    );
     let mut good = Vec::new();
     for i in 0..4 {
         let body = json!({"host": format!("good-{i}"), "measurement": {"fields": {"clients": 5}}});
@@ -200,13 +199,12 @@ fn one_refused_run_reaches_no_other_run_and_is_dead_lettered_once() {
 #[test]
 fn the_dead_letters_are_bounded_and_what_finds_no_room_is_counted() {
     let influx = Influxd::start();
-    let gw = Gateway::start(&config_with(
-        &influx.url,
-        "runs",
-        "",
-        "check_schema = false\n",
-        "max_dead_letter_bytes = 40000\n[jobs]\nheartbeat_interval = \"1h\"\n",
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .influxdb("check_schema = false\n")
+            .rest("max_dead_letter_bytes = 40000\n[jobs]\nheartbeat_interval = \"1h\"\n")
+            .toml(),
+    );
     crate::support::register(gw.addr, &json!({"measurement": {"fields": {"clients": 1}}}));
     for i in 0..20 {
         let answer = post_json(
@@ -249,7 +247,7 @@ fn the_dead_letters_are_bounded_and_what_finds_no_room_is_counted() {
 /// not true, and the metric is 0.
 #[test]
 fn a_gateway_that_never_reached_influxdb_is_not_up() {
-    let gw = Gateway::start(&config("http://127.0.0.1:9", "runs", ""));
+    let gw = Gateway::start(&ConsumerToml::new("http://127.0.0.1:9", "runs").toml());
     wait_until(Duration::from_secs(5), "the start's probe", || {
         states(&gw)["influxdb"]["up"] == false
     });
@@ -271,11 +269,11 @@ fn a_gateway_that_never_reached_influxdb_is_not_up() {
 fn each_mode_answers_when_it_says() {
     let influx = Influxd::start();
     for (mode, delivered) in [("disk", None), ("influxdb", Some(true))] {
-        let gw = Gateway::start(&config(
-            &influx.url,
-            "runs",
-            &format!("[delivery]\nacknowledge = \"{mode}\"\n"),
-        ));
+        let gw = Gateway::start(
+            &ConsumerToml::new(&influx.url, "runs")
+                .rest(&format!("[delivery]\nacknowledge = \"{mode}\"\n"))
+                .toml(),
+        );
         let answer = post_json(gw.addr, REGISTER, &json!({"host": mode}));
         assert_eq!(answer.status, 200, "{}", answer.body);
         if let Some(delivered) = delivered {
@@ -309,13 +307,12 @@ fn each_mode_answers_when_it_says() {
 #[test]
 fn names_influxdb_quotes_in_its_errors_cannot_disguise_a_log_line() {
     let influx = Influxd::start();
-    let gw = Gateway::start(&config_with(
-        &influx.url,
-        "runs",
-        "",
-        "check_schema = false\n",
-        "[jobs]\nheartbeat_interval = \"1h\"\n",
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .influxdb("check_schema = false\n")
+            .rest("[jobs]\nheartbeat_interval = \"1h\"\n")
+            .toml(),
+    );
     let name = "x\u{202E}gnp.exe\u{2028}y";
     crate::support::register(gw.addr, &json!({"measurement": {"fields": {name: 1}}}));
     let refused = post_json(

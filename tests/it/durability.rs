@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Gateway, Influxd, RawResponse, config, get, post_json, wait_until};
+use crate::support::{ConsumerToml, Gateway, Influxd, RawResponse, get, post_json, wait_until};
 
 const REGISTER: &str = "/apiv0.1/events/register";
 const COMMIT: &str = "/apiv0.1/events/commit";
@@ -72,7 +72,7 @@ fn wait_for_empty_spool(addr: SocketAddr) {
 #[test]
 fn an_influxdb_outage_loses_nothing() {
     let mut influx = Influxd::start();
-    let gw = Gateway::start(&config(&influx.url, "runs", NO_TICKS));
+    let gw = Gateway::start(&ConsumerToml::new(&influx.url, "runs").rest(NO_TICKS).toml());
     // The start's probe has answered (and the database was made).
     wait_until(Duration::from_secs(10), "the database", || {
         influx.measurements("runs").is_empty() && states(gw.addr)["influxdb"]["up"] == true
@@ -112,7 +112,7 @@ fn an_influxdb_outage_loses_nothing() {
 #[test]
 fn a_gateway_killed_mid_way_loses_nothing_acknowledged() {
     let mut influx = Influxd::start();
-    let mut gw = Gateway::start(&config(&influx.url, "runs", NO_TICKS));
+    let mut gw = Gateway::start(&ConsumerToml::new(&influx.url, "runs").rest(NO_TICKS).toml());
     influx.stop();
     let acked = Arc::new(Mutex::new(Vec::<(String, bool)>::new()));
     let addr = gw.addr;
@@ -169,12 +169,16 @@ fn a_gateway_killed_mid_way_loses_nothing_acknowledged() {
 /// acknowledged run its state in the table.
 fn killed_at_random_moments(acknowledge: &str, influx_up: bool, kills: usize) {
     let mut influx = Influxd::start();
-    let mut gw = Gateway::start(&config(
-        &influx.url,
-        "runs",
-        // Every acknowledged run is checked: none may be forgotten for jobs.max_finished.
-        &format!("[delivery]\nacknowledge = \"{acknowledge}\"\n{NO_TICKS}max_finished = 100000\n"),
-    ));
+    let mut gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .rest(
+                // Every acknowledged run is checked: none may be forgotten for jobs.max_finished.
+                &format!(
+                    "[delivery]\nacknowledge = \"{acknowledge}\"\n{NO_TICKS}max_finished = 100000\n"
+                ),
+            )
+            .toml(),
+    );
     if !influx_up {
         influx.stop();
     }
@@ -281,11 +285,11 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged_by_influxdb_when_down() {
 #[test]
 fn restored_runs_keep_heartbeating() {
     let influx = Influxd::start();
-    let mut gw = Gateway::start(&config(
-        &influx.url,
-        "runs",
-        "[jobs]\nheartbeat_interval = \"300ms\"\n",
-    ));
+    let mut gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .rest("[jobs]\nheartbeat_interval = \"300ms\"\n")
+            .toml(),
+    );
     let uuid = crate::support::register(
         gw.addr,
         &json!({"host": "h", "measurement": {"fields": {"clients": 1}}}),
@@ -323,7 +327,7 @@ fn a_corrupt_job_table_stops_the_start() {
         "{\"version\": 1, \"jobs\": [tru",
     )
     .unwrap();
-    let err = Gateway::try_start_in(dir, &config(&influx.url, "runs", ""))
+    let err = Gateway::try_start_in(dir, &ConsumerToml::new(&influx.url, "runs").toml())
         .err()
         .expect("refuses to start");
     assert!(
@@ -336,7 +340,7 @@ fn a_corrupt_job_table_stops_the_start() {
 /// directory (the log holds those requests: the snapshot written at start has none of them)
 /// and the uuids.
 fn log_of_five_runs(influx: &Influxd) -> (crate::support::TempDir, Vec<String>) {
-    let mut gw = Gateway::start(&config(&influx.url, "runs", NO_TICKS));
+    let mut gw = Gateway::start(&ConsumerToml::new(&influx.url, "runs").rest(NO_TICKS).toml());
     let uuids: Vec<String> = (0..5)
         .map(|i| cycle(gw.addr, i as i64, false).unwrap().0)
         .collect();
@@ -395,7 +399,7 @@ fn a_damaged_record_inside_the_log_stops_the_start_and_repair_keeps_the_others()
     let mut bytes = std::fs::read(&segment).unwrap();
     bytes[((third + fourth) / 2) as usize] = 0;
     std::fs::write(&segment, &bytes).unwrap();
-    let toml = config(&influx.url, "runs", NO_TICKS);
+    let toml = ConsumerToml::new(&influx.url, "runs").rest(NO_TICKS).toml();
     std::fs::write(dir.join("consumer.toml"), &toml).unwrap();
     let refused = Gateway::command(dir.path())
         .args(["--config", "consumer.toml"])
@@ -445,7 +449,10 @@ fn a_write_cut_short_at_the_end_of_the_log_is_dropped_at_the_start() {
     let cut = last as usize + 20;
     bytes[cut..].fill(0);
     std::fs::write(&segment, &bytes).unwrap();
-    let gw = Gateway::start_in(dir, &config(&influx.url, "runs", NO_TICKS));
+    let gw = Gateway::start_in(
+        dir,
+        &ConsumerToml::new(&influx.url, "runs").rest(NO_TICKS).toml(),
+    );
     assert!(gw.log().contains("cut short"), "{}", gw.log());
     let running = get(gw.addr, "/apiv0.1/events/isrunning").json();
     assert_eq!(running[&uuids[0]], false);
@@ -469,15 +476,18 @@ fn links_inside_storage_dir_are_refused_or_replaced_never_followed() {
     let dir = crate::support::TempDir::new("links");
     std::fs::create_dir_all(dir.join("data/log")).unwrap();
     std::os::unix::fs::symlink(&precious, dir.join("data/log/00000000000000000001.log")).unwrap();
-    let err = Gateway::try_start_in(dir, &config(&influx.url, "runs", NO_TICKS))
-        .err()
-        .expect("refuses to start");
+    let err = Gateway::try_start_in(
+        dir,
+        &ConsumerToml::new(&influx.url, "runs").rest(NO_TICKS).toml(),
+    )
+    .err()
+    .expect("refuses to start");
     assert!(
         err.contains("00000000000000000001.log is a symbolic link") && err.contains("move it away"),
         "{err}"
     );
 
-    let mut gw = Gateway::start(&config(&influx.url, "runs", NO_TICKS));
+    let mut gw = Gateway::start(&ConsumerToml::new(&influx.url, "runs").rest(NO_TICKS).toml());
     std::os::unix::fs::symlink(&precious, gw.dir.join("data/jobs.tmp")).unwrap();
     assert_eq!(post_json(gw.addr, REGISTER, &json!({})).status, 200);
     gw.terminate();
@@ -495,7 +505,7 @@ fn links_inside_storage_dir_are_refused_or_replaced_never_followed() {
 #[test]
 fn a_second_gateway_in_the_same_storage_dir_stops_at_once() {
     let influx = Influxd::start();
-    let gw = Gateway::start(&config(&influx.url, "runs", NO_TICKS));
+    let gw = Gateway::start(&ConsumerToml::new(&influx.url, "runs").rest(NO_TICKS).toml());
     let second = Gateway::command(gw.dir.path())
         .args(["--listen", "127.0.0.1:0"])
         .output()
@@ -561,13 +571,12 @@ fn a_removed_lock_file_does_not_let_a_second_gateway_in() {
 /// gateway and the answer to that second register.
 fn gateway_with_a_dead_letter(influx: &Influxd) -> (Gateway, RawResponse) {
     // The gateway's own check of field types is off, so the conflict reaches InfluxDB.
-    let gw = Gateway::start(&crate::support::config_with(
-        &influx.url,
-        "runs",
-        "",
-        "check_schema = false\n",
-        NO_TICKS,
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .influxdb("check_schema = false\n")
+            .rest(NO_TICKS)
+            .toml(),
+    );
     let first = post_json(
         gw.addr,
         REGISTER,
@@ -677,11 +686,11 @@ fn replay_dead_letters_delivers_them_once_the_cause_is_fixed() {
 #[test]
 fn a_full_spool_answers_503_and_loses_nothing_accepted() {
     let mut influx = Influxd::start();
-    let gw = Gateway::start(&config(
-        &influx.url,
-        "runs",
-        &format!("max_spool_bytes = 5000\n{NO_TICKS}"),
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .rest(&format!("max_spool_bytes = 5000\n{NO_TICKS}"))
+            .toml(),
+    );
     influx.stop();
     let mut accepted = 0;
     let full = loop {
@@ -839,7 +848,7 @@ fn a_disk_filled_while_influxdb_was_away_frees_itself_once_the_log_is_delivered(
 #[test]
 fn sigterm_under_load_exits_0_and_keeps_everything_acknowledged() {
     let influx = Influxd::start();
-    let mut gw = Gateway::start(&config(&influx.url, "runs", NO_TICKS));
+    let mut gw = Gateway::start(&ConsumerToml::new(&influx.url, "runs").rest(NO_TICKS).toml());
     let acked = Arc::new(Mutex::new(Vec::<(String, bool)>::new()));
     let clients: Vec<_> = (0..4)
         .map(|c| {

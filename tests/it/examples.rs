@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Gateway, Influxd, config, wait_until};
+use crate::support::{ConsumerToml, Gateway, Influxd, wait_until};
 
 const TOKEN: &str = "examples-token-0123456789abcdef";
 
@@ -79,12 +79,14 @@ fn with_uuid(
 #[test]
 fn the_curl_examples_record_a_run() {
     let influx = Influxd::start();
-    let gw = Gateway::start(&config(
-        &influx.url,
-        "runs",
-        // Frequent heartbeats, so the one after progress.sh shows its fields.
-        &format!("[auth]\ntokens = [\"{TOKEN}\"]\n[jobs]\nheartbeat_interval = \"200ms\"\n"),
-    ));
+    // Frequent heartbeats, so the one after progress.sh shows its fields.
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .rest(&format!(
+                "[auth]\ntokens = [\"{TOKEN}\"]\n[jobs]\nheartbeat_interval = \"200ms\"\n"
+            ))
+            .toml(),
+    );
     let token = Some(TOKEN);
 
     let out = run(&gw, token, "register.sh", &[]);
@@ -177,7 +179,7 @@ fn the_curl_examples_record_a_run() {
 #[test]
 fn the_examples_take_a_trailing_slash_and_locust_json_files() {
     let influx = Influxd::start();
-    let gw = Gateway::start(&config(&influx.url, "runs", ""));
+    let gw = Gateway::start(&ConsumerToml::new(&influx.url, "runs").toml());
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/locust-2.47-stats.json");
     let text = std::fs::read_to_string(&file).expect("the Locust file");
     for (url, stats) in [

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Gateway, Influxd, config, get, post_json, register, wait_until};
+use crate::support::{ConsumerToml, Gateway, Influxd, get, post_json, register, wait_until};
 
 const REGISTER: &str = "/apiv0.1/events/register";
 const COMMIT: &str = "/apiv0.1/events/commit";
@@ -14,7 +14,7 @@ const PROGRESS: &str = "/apiv0.1/events/progress";
 
 fn start(extra: &str) -> (Influxd, Gateway) {
     let influx = Influxd::start();
-    let gw = Gateway::start(&config(&influx.url, "runs", extra));
+    let gw = Gateway::start(&ConsumerToml::new(&influx.url, "runs").rest(extra).toml());
     (influx, gw)
 }
 
@@ -256,7 +256,7 @@ fn uuid_nil() -> &'static str {
 #[test]
 fn unknown_paths_and_wrong_methods() {
     let influx = Influxd::start();
-    let gw = Gateway::start(&config(&influx.url, "runs", ""));
+    let gw = Gateway::start(&ConsumerToml::new(&influx.url, "runs").toml());
     let missing = get(gw.addr, "/apiv0.1/nothing");
     assert_eq!(missing.status, 404);
     assert_eq!(missing.json()["code"], "not_found");
@@ -547,7 +547,9 @@ fn a_large_tick_writes_every_runs_heartbeat_once() {
     .unwrap();
     let gw = Gateway::start_in(
         dir,
-        &config(&influx.url, "runs", "[jobs]\nheartbeat_interval = \"1s\"\n"),
+        &ConsumerToml::new(&influx.url, "runs")
+            .rest("[jobs]\nheartbeat_interval = \"1s\"\n")
+            .toml(),
     );
     // A tick is counted as it starts, and ticks run one after the other: with three counted,
     // the first two are written whole.

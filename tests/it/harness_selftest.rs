@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{
-    Gateway, Influxd, TempDir, config, config_with, connect_from, parse_listening, request,
-    send_raw, try_send_raw, wait_until,
+    ConsumerToml, Gateway, Influxd, TempDir, config, config_with, connect_from, parse_listening,
+    request, send_raw, try_send_raw, wait_until,
 };
 
 fn pid_exists(pid: u32) -> bool {
@@ -501,4 +501,20 @@ fn config_builders_produce_the_documented_tables() {
     assert_eq!(table["server"]["max_connections"].as_integer(), Some(8));
     assert_eq!(table["influxdb"]["username"].as_str(), Some("u"));
     assert_eq!(table["limits"]["max_stats_rows"].as_integer(), Some(5));
+
+    // The positional helpers are the builder, written another way.
+    let built = ConsumerToml::new("http://127.0.0.1:1234", "db")
+        .server("workers = 2\nmax_connections = 8")
+        .influxdb("username = \"u\"")
+        .rest("[limits]\nmax_stats_rows = 5\n")
+        .toml();
+    assert_eq!(built, text);
+    let table: toml::Table = toml::from_str(&built).unwrap_or_else(|e| panic!("{e}\n{built}"));
+    assert_eq!(table["delivery"]["acknowledge"].as_str(), Some("influxdb"));
+    let own_mode = ConsumerToml::new("http://127.0.0.1:1234", "db")
+        .rest("[delivery]\nacknowledge = \"disk\"\n")
+        .toml();
+    let table: toml::Table =
+        toml::from_str(&own_mode).unwrap_or_else(|e| panic!("{e}\n{own_mode}"));
+    assert_eq!(table["delivery"]["acknowledge"].as_str(), Some("disk"));
 }

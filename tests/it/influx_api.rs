@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{Gateway, config_with, post_json};
+use crate::support::{ConsumerToml, Gateway, post_json};
 
 /// One request as the stub saw it.
 struct Seen {
@@ -113,13 +113,11 @@ fn header<'a>(seen: &'a Seen, name: &str) -> Option<&'a str> {
 #[test]
 fn v2_writes_to_the_bucket_with_a_token() {
     let (addr, seen) = stub(204);
-    let gw = Gateway::start(&config_with(
-        &format!("http://{addr}"),
-        "unused",
-        "",
-        "api = \"v2\"\norg = \"my org\"\nbucket = \"load&tests\"\ntoken = \"v2-secret-token\"\n",
-        "",
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&format!("http://{addr}"), "unused")
+            .influxdb("api = \"v2\"\norg = \"my org\"\nbucket = \"load&tests\"\ntoken = \"v2-secret-token\"\n")
+            .toml(),
+    );
     let answer = post_json(gw.addr, "/apiv0.1/events/register", &json!({"host": "lg"}));
     assert_eq!(answer.status, 200, "{}", answer.body);
     let write = next_write(&seen);
@@ -144,13 +142,11 @@ fn v2_writes_to_the_bucket_with_a_token() {
 #[test]
 fn v1_sends_basic_credentials_and_the_retention_policy() {
     let (addr, seen) = stub(204);
-    let gw = Gateway::start(&config_with(
-        &format!("http://{addr}"),
-        "runs",
-        "",
-        "username = \"writer\"\npassword = \"pa:ss\"\nretention_policy = \"week\"\ncreate_database = false\n",
-        "",
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&format!("http://{addr}"), "runs")
+            .influxdb("username = \"writer\"\npassword = \"pa:ss\"\nretention_policy = \"week\"\ncreate_database = false\n")
+            .toml(),
+    );
     assert_eq!(
         post_json(gw.addr, "/apiv0.1/events/register", &json!({})).status,
         200
@@ -171,7 +167,7 @@ fn v1_sends_basic_credentials_and_the_retention_policy() {
 #[test]
 fn v1_creates_the_database_first() {
     let (addr, seen) = stub(200);
-    let gw = Gateway::start(&config_with(&format!("http://{addr}"), "my db", "", "", ""));
+    let gw = Gateway::start(&ConsumerToml::new(&format!("http://{addr}"), "my db").toml());
     let create = next_write(&seen);
     assert_eq!(create.request_line, "POST /query HTTP/1.1");
     assert_eq!(create.body, "q=CREATE%20DATABASE%20%22my%20db%22");
@@ -190,13 +186,11 @@ fn influxdb_failures_go_to_the_spool_and_refused_data_to_the_dead_letters() {
         (400, 0, 1),
     ] {
         let (addr, _seen) = stub(status);
-        let gw = Gateway::start(&config_with(
-            &format!("http://{addr}"),
-            "runs",
-            "",
-            "create_database = false\n",
-            "",
-        ));
+        let gw = Gateway::start(
+            &ConsumerToml::new(&format!("http://{addr}"), "runs")
+                .influxdb("create_database = false\n")
+                .toml(),
+        );
         let answer = post_json(gw.addr, "/apiv0.1/events/register", &json!({}));
         assert_eq!(answer.status, 200, "influx {status}: {}", answer.body);
         assert_eq!(answer.json()["delivered"], false, "influx {status}");
@@ -229,13 +223,11 @@ fn influxdb_failures_go_to_the_spool_and_refused_data_to_the_dead_letters() {
 #[test]
 fn v3_writes_to_the_database_with_a_bearer_token_and_millisecond_precision() {
     let (addr, seen) = stub(204);
-    let gw = Gateway::start(&config_with(
-        &format!("http://{addr}"),
-        "load tests",
-        "",
-        "api = \"v3\"\ntoken = \"apiv3_secret-token\"\n",
-        "",
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&format!("http://{addr}"), "load tests")
+            .influxdb("api = \"v3\"\ntoken = \"apiv3_secret-token\"\n")
+            .toml(),
+    );
     let answer = post_json(gw.addr, "/apiv0.1/events/register", &json!({"host": "lg"}));
     assert_eq!(answer.status, 200, "{}", answer.body);
     let ping = seen.recv_timeout(Duration::from_secs(5)).unwrap();
@@ -286,13 +278,11 @@ fn influxdb_3_answers_are_read_as_documented() {
         (401, r#"{"error":"unauthorized access"}"#, None),
     ] {
         let (addr, _seen) = stub_with(status, body);
-        let gw = Gateway::start(&config_with(
-            &format!("http://{addr}"),
-            "runs",
-            "",
-            "api = \"v3\"\ntoken = \"apiv3_secret-token\"\n",
-            "",
-        ));
+        let gw = Gateway::start(
+            &ConsumerToml::new(&format!("http://{addr}"), "runs")
+                .influxdb("api = \"v3\"\ntoken = \"apiv3_secret-token\"\n")
+                .toml(),
+        );
         let answer = post_json(gw.addr, "/apiv0.1/events/register", &json!({"host": "lg"}));
         assert_eq!(answer.status, 200, "{status}: {}", answer.body);
         match expect {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Gateway, Influxd, config_with, get, post_json, wait_until};
+use crate::support::{ConsumerToml, Gateway, Influxd, get, post_json, wait_until};
 
 const REGISTER: &str = "/apiv0.1/events/register";
 
@@ -28,13 +28,11 @@ fn lines(gw: &Gateway, level: &str, text: &str) -> usize {
 fn influxdb_down_is_a_warning_at_once_and_its_return_one_line_once_delivered() {
     let mut influx = Influxd::start();
     influx.create_database("runs");
-    let gw = Gateway::start(&config_with(
-        &influx.url,
-        "runs",
-        "",
-        "create_database = false",
-        "",
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .influxdb("create_database = false")
+            .toml(),
+    );
     wait_until(Duration::from_secs(10), "the start's probe", || {
         states(&gw)["influxdb"]["up"] == true
     });
@@ -86,13 +84,11 @@ fn influxdb_down_is_a_warning_at_once_and_its_return_one_line_once_delivered() {
 fn a_wrong_retention_policy_is_a_warning_with_influxdbs_reason() {
     let influx = Influxd::start();
     influx.create_database("runs");
-    let gw = Gateway::start(&config_with(
-        &influx.url,
-        "runs",
-        "",
-        "retention_policy = \"no_such_policy\"\ncreate_database = false",
-        "",
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .influxdb("retention_policy = \"no_such_policy\"\ncreate_database = false")
+            .toml(),
+    );
     let answer = post_json(gw.addr, REGISTER, &json!({"host": "rp"}));
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(answer.json()["dead_letter"].is_null(), "{}", answer.body);
@@ -130,13 +126,11 @@ fn a_user_who_may_not_create_the_database_writes_once_an_admin_made_it() {
         "adminpw",
         "CREATE USER loadtests WITH PASSWORD 'ltpw'",
     );
-    let gw = Gateway::start(&config_with(
-        &influx.url,
-        "runs",
-        "",
-        "username = \"loadtests\"\npassword = \"ltpw\"",
-        "",
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .influxdb("username = \"loadtests\"\npassword = \"ltpw\"")
+            .toml(),
+    );
     let answer = post_json(gw.addr, REGISTER, &json!({"host": "lp"}));
     assert_eq!(answer.status, 200, "{}", answer.body);
     wait_until(
@@ -186,13 +180,11 @@ fn a_user_who_may_not_create_the_database_writes_once_an_admin_made_it() {
 #[test]
 fn health_fields_agree_while_the_database_is_missing() {
     let influx = Influxd::start();
-    let gw = Gateway::start(&config_with(
-        &influx.url,
-        "runs",
-        "",
-        "create_database = false",
-        "",
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .influxdb("create_database = false")
+            .toml(),
+    );
     let answer = post_json(gw.addr, REGISTER, &json!({"host": "h"}));
     assert_eq!(answer.status, 200, "{}", answer.body);
     wait_until(Duration::from_secs(10), "the write's failure", || {

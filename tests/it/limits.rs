@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::support::{Gateway, Influxd, config, config_with, connect_from, get, send_raw};
+use crate::support::{ConsumerToml, Gateway, Influxd, connect_from, get, send_raw};
 
 /// Ping answers 200 within a second, on a fresh connection from 127.0.0.1.
 fn assert_ping_within_a_second(addr: SocketAddr) {
@@ -19,7 +19,7 @@ fn assert_ping_within_a_second(addr: SocketAddr) {
 #[test]
 fn absurd_content_length_is_413_before_any_body_byte() {
     let influx = Influxd::start();
-    let gw = Gateway::start(&config(&influx.url, "runs", ""));
+    let gw = Gateway::start(&ConsumerToml::new(&influx.url, "runs").toml());
     let answer = send_raw(
         gw.addr,
         b"POST /apiv0.1/events/register HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000000000000000\r\n\r\n",
@@ -40,7 +40,7 @@ fn absurd_content_length_is_413_before_any_body_byte() {
 #[test]
 fn a_one_mib_header_line_is_431() {
     let influx = Influxd::start();
-    let gw = Gateway::start(&config(&influx.url, "runs", ""));
+    let gw = Gateway::start(&ConsumerToml::new(&influx.url, "runs").toml());
     let mut stream = TcpStream::connect(gw.addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -67,13 +67,11 @@ fn a_one_mib_header_line_is_431() {
 #[test]
 fn six_hundred_idle_connections_do_not_block_ping() {
     let influx = Influxd::start();
-    let gw = Gateway::start(&config_with(
-        &influx.url,
-        "runs",
-        "idle_timeout = \"30s\"\nheader_timeout = \"30s\"\n",
-        "",
-        "",
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .server("idle_timeout = \"30s\"\nheader_timeout = \"30s\"\n")
+            .toml(),
+    );
     let other = IpAddr::from([127, 0, 0, 2]);
     let idle: Vec<TcpStream> = (0..600).map(|_| connect_from(other, gw.addr)).collect();
     // Let the accept loop see all of them: the ones past the per-IP cap get 503 and are closed.
@@ -104,7 +102,7 @@ fn six_hundred_idle_connections_do_not_block_ping() {
 #[test]
 fn transfer_encoding_is_refused() {
     let influx = Influxd::start();
-    let gw = Gateway::start(&config(&influx.url, "runs", ""));
+    let gw = Gateway::start(&ConsumerToml::new(&influx.url, "runs").toml());
     let answer = send_raw(
         gw.addr,
         b"POST /apiv0.1/events/register HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
@@ -117,13 +115,11 @@ fn transfer_encoding_is_refused() {
 #[test]
 fn body_limit_comes_from_the_configuration() {
     let influx = Influxd::start();
-    let gw = Gateway::start(&config_with(
-        &influx.url,
-        "runs",
-        "max_body_bytes = 100\n",
-        "",
-        "",
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .server("max_body_bytes = 100\n")
+            .toml(),
+    );
     let body = format!("{{\"host\": \"{}\"}}", "x".repeat(100));
     let answer = crate::support::request(
         gw.addr,
@@ -149,13 +145,12 @@ fn body_limit_comes_from_the_configuration() {
 fn the_503_at_the_global_cap_names_server_max_connections() {
     let influx = Influxd::start();
     let token = "limits-test-token-0123456789";
-    let gw = Gateway::start(&config_with(
-        &influx.url,
-        "runs",
-        "max_connections = 1\nworkers = 1\nidle_timeout = \"10s\"\n",
-        "",
-        &format!("[auth]\ntokens = [\"{token}\"]\n"),
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .server("max_connections = 1\nworkers = 1\nidle_timeout = \"10s\"\n")
+            .rest(&format!("[auth]\ntokens = [\"{token}\"]\n"))
+            .toml(),
+    );
     // The only slot, kept alive by a client whose requests carry the token: it never gives way.
     let mut kept = TcpStream::connect(gw.addr).unwrap();
     kept.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

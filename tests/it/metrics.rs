@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 
-use crate::support::{Gateway, Influxd, config, request};
+use crate::support::{ConsumerToml, Gateway, Influxd, request};
 
 const TOKEN: &str = "metrics-token-0123456789";
 
@@ -55,11 +55,11 @@ fn parse(text: &str) -> HashMap<String, f64> {
 #[test]
 fn metrics_need_the_token_parse_and_move() {
     let influx = Influxd::start();
-    let gw = Gateway::start(&config(
-        &influx.url,
-        "runs",
-        &format!("[auth]\ntokens = [\"{TOKEN}\"]\n"),
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .rest(&format!("[auth]\ntokens = [\"{TOKEN}\"]\n"))
+            .toml(),
+    );
     let auth = format!("Bearer {TOKEN}");
     let h = [("Authorization", auth.as_str())];
     assert_eq!(

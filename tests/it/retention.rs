@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
-use crate::support::{Gateway, Influxd, config_with, post_json, register, wait_until};
+use crate::support::{ConsumerToml, Gateway, Influxd, post_json, register, wait_until};
 
 const REGISTER: &str = "/apiv0.1/events/register";
 const COMMIT: &str = "/apiv0.1/events/commit";
@@ -28,13 +28,12 @@ fn one_hour() -> (Influxd, Gateway) {
         "",
         "CREATE RETENTION POLICY onehour ON runs DURATION 1h REPLICATION 1 DEFAULT",
     );
-    let gw = Gateway::start(&config_with(
-        &influx.url,
-        "runs",
-        "",
-        "schema_refresh = \"1s\"\n",
-        "[jobs]\nheartbeat_interval = \"1h\"\n",
-    ));
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .influxdb("schema_refresh = \"1s\"\n")
+            .rest("[jobs]\nheartbeat_interval = \"1h\"\n")
+            .toml(),
+    );
     (influx, gw)
 }
 

@@ -8,18 +8,17 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{Gateway, Influxd, config_with, post_json, wait_until};
+use crate::support::{ConsumerToml, Gateway, Influxd, post_json, wait_until};
 
 const REGISTER: &str = "/apiv0.1/events/register";
 
 fn gateway(influx: &Influxd) -> Gateway {
-    Gateway::start(&config_with(
-        &influx.url,
-        "runs",
-        "",
-        "schema_refresh = \"1s\"\n",
-        "[jobs]\nheartbeat_interval = \"1h\"\n",
-    ))
+    Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .influxdb("schema_refresh = \"1s\"\n")
+            .rest("[jobs]\nheartbeat_interval = \"1h\"\n")
+            .toml(),
+    )
 }
 
 #[test]

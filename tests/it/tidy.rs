@@ -89,6 +89,32 @@ fn the_sans_io_code_does_no_io_and_reads_no_clock() {
     );
 }
 
+/// The layers import their settings from `config/`, never the other way round: that is what
+/// keeps `config → delivery → state → config` from being a circle.
+#[test]
+fn the_configuration_imports_no_layer() {
+    let sources = files("src/config", "rs");
+    assert!(sources.len() > 3, "src/config/ has {} files", sources.len());
+    let mut found = Vec::new();
+    for file in sources {
+        let text = read(&file);
+        for (n, l) in code_lines(&text) {
+            let layers = [
+                "crate::delivery",
+                "crate::state",
+                "crate::storage",
+                "crate::http",
+                "crate::api",
+                "crate::service",
+            ];
+            if layers.iter().any(|layer| l.contains(layer)) {
+                found.push(format!("{}:{n}: {l}", file.display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
 #[test]
 fn the_run_logic_knows_nothing_of_http() {
     let text = read(&root().join("src/service.rs"));

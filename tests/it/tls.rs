@@ -13,7 +13,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::support::{
-    Gateway, Influxd, TempDir, config_with, read_response, try_request, wait_until,
+    ConsumerToml, Gateway, Influxd, TempDir, read_response, try_request, wait_until,
 };
 
 const PING: &str = "/apiv0.1/ping";
@@ -61,7 +61,9 @@ fn start_https(influx_url: &str, server_extra: &str) -> Gateway {
     self_signed(dir.path());
     Gateway::start_in(
         dir,
-        &config_with(influx_url, "runs", &tls_server(server_extra), "", ""),
+        &ConsumerToml::new(influx_url, "runs")
+            .server(&tls_server(server_extra))
+            .toml(),
     )
 }
 
@@ -319,13 +321,12 @@ fn connections_over_the_cap_are_closed_at_once_when_none_can_give_way() {
     let (cert, _) = self_signed(dir.path());
     let gw = Gateway::start_in(
         dir,
-        &config_with(
-            NO_INFLUX,
-            "runs",
-            &tls_server("header_timeout = \"2s\"\nworkers = 1\nmax_connections = 1"),
-            "",
-            &format!("[auth]\ntokens = [\"{TOKEN}\"]\n"),
-        ),
+        &ConsumerToml::new(NO_INFLUX, "runs")
+            .server(&tls_server(
+                "header_timeout = \"2s\"\nworkers = 1\nmax_connections = 1",
+            ))
+            .rest(&format!("[auth]\ntokens = [\"{TOKEN}\"]\n"))
+            .toml(),
     );
     // The only slot is held by a kept-alive connection whose request carried the token.
     let mut conn = tls_client(&cert, &[b"http/1.1"]);
@@ -369,13 +370,9 @@ fn run_in(dir: &TempDir, config: &str, args: &[&str]) -> Output {
 }
 
 fn https_config(cert: &str, key: &str) -> String {
-    config_with(
-        NO_INFLUX,
-        "runs",
-        &format!("tls_cert = \"{cert}\"\ntls_key = \"{key}\""),
-        "",
-        "",
-    )
+    ConsumerToml::new(NO_INFLUX, "runs")
+        .server(&format!("tls_cert = \"{cert}\"\ntls_key = \"{key}\""))
+        .toml()
 }
 
 #[test]

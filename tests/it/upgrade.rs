@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::support::{Gateway, Influxd, TempDir, config, get, post_json, wait_until};
+use crate::support::{ConsumerToml, Gateway, Influxd, TempDir, get, post_json, wait_until};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/storage-0.1");
 const A: &str = "475a2d5a-5370-4c0e-9176-d0d53503d187";
@@ -36,7 +36,9 @@ fn a_storage_dir_of_version_0_1_is_taken_over_and_nothing_waiting_is_lost() {
     // No tick during the test: the finished runs are remembered, whatever the date.
     let gw = Gateway::start_in(
         dir,
-        &config(&influx.url, "runs", "[jobs]\nheartbeat_interval = \"1h\"\n"),
+        &ConsumerToml::new(&influx.url, "runs")
+            .rest("[jobs]\nheartbeat_interval = \"1h\"\n")
+            .toml(),
     );
     assert!(
         gw.log()
@@ -101,7 +103,9 @@ fn a_second_start_after_the_upgrade_finds_the_same_table() {
     let influx = Influxd::start();
     let dir = TempDir::new("upgrade-twice");
     copy_data(Path::new(FIXTURE), &dir.join("data"));
-    let toml = config(&influx.url, "runs", "[jobs]\nheartbeat_interval = \"1h\"\n");
+    let toml = ConsumerToml::new(&influx.url, "runs")
+        .rest("[jobs]\nheartbeat_interval = \"1h\"\n")
+        .toml();
     let mut gw = Gateway::start_in(dir, &toml);
     let before = get(gw.addr, "/apiv0.1/events/isrunning").json();
     gw.kill();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::support::{
-    Gateway, Influxd, RawResponse, TempDir, config_with, read_response, wait_until,
+    ConsumerToml, Gateway, Influxd, RawResponse, TempDir, read_response, wait_until,
 };
 use crate::tls::{self_signed, tls_client};
 
@@ -340,13 +340,10 @@ fn tls_handshake_trickle_from_nine_addresses_leaves_room_for_new_clients() {
     let rest = format!("[auth]\ntokens = [\"{TOKEN}\"]\n[jobs]\nheartbeat_interval = \"1h\"\n");
     let mut gw = Gateway::start_in(
         dir,
-        &config_with(
-            &influx.url,
-            super::DB,
-            "tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\nheader_timeout = \"10s\"\n",
-            "",
-            &rest,
-        ),
+        &ConsumerToml::new(&influx.url, super::DB)
+            .server("tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\nheader_timeout = \"10s\"\n")
+            .rest(&rest)
+            .toml(),
     );
     let speak = Tls { cert };
     let stream = tls_connect(gw.addr, &speak.cert).expect("a TLS connection");
@@ -572,13 +569,12 @@ fn an_answer_429_does_not_keep_a_connection_protected() {
          [[auth.token]]\nname = \"greedy\"\ntoken = \"{GREEDY}\"\nrequests_per_second = 1\n\
          [jobs]\nheartbeat_interval = \"1h\"\n"
     );
-    let mut gw = Gateway::start(&config_with(
-        &influx.url,
-        super::DB,
-        "max_connections = 8\nworkers = 8\nheader_timeout = \"10s\"\nidle_timeout = \"10s\"\n",
-        "",
-        &rest,
-    ));
+    let mut gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, super::DB)
+            .server("max_connections = 8\nworkers = 8\nheader_timeout = \"10s\"\nidle_timeout = \"10s\"\n")
+            .rest(&rest)
+            .toml(),
+    );
     let (base, stop) = (gw.threads(), Arc::new(AtomicBool::new(false)));
     let steady =
         kept_alive_token_holder([127, 0, 0, 2].into(), gw.addr, 4, STEADY, Arc::clone(&stop));

@@ -40,7 +40,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::support::{Gateway, Influxd, RawResponse, TempDir, config_with, read_response, request};
+use crate::support::{
+    ConsumerToml, Gateway, Influxd, RawResponse, TempDir, read_response, request,
+};
 
 const DB: &str = "runs";
 const TOKEN: &str = "hostile-suite-token-5f0c9a7e21d4";
@@ -86,7 +88,10 @@ fn start_with_env(
     }
     let rest =
         format!("[auth]\ntokens = [\"{TOKEN}\"]\n[jobs]\nheartbeat_interval = \"1h\"\n{rest}");
-    let config = config_with(&influx.url, DB, &server, "", &rest);
+    let config = ConsumerToml::new(&influx.url, DB)
+        .server(&server)
+        .rest(&rest)
+        .toml();
     let gw = Gateway::start_in_with_env(TempDir::new("hostile"), &config, env);
     (influx, gw)
 }

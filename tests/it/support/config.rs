@@ -1,20 +1,96 @@
 //! consumer.toml text for the gateway under test: loopback on a free port, a given InfluxDB and
 //! database, and whatever a test adds to each table.
 
-/// A minimal consumer.toml: loopback on a free port, InfluxDB at `influx_url`
-/// writing to `db`, storage in `./data` (the gateway's directory). `extra` is
-/// appended verbatim. TOML forbids repeating a table header, so `extra` must
-/// not open `[server]`, `[influxdb]` or `[storage]`; lines of `extra` before its
-/// first table header land in `[storage]`. Use `config_with` to add keys to
-/// `[server]` or `[influxdb]`.
-pub fn config(influx_url: &str, db: &str, extra: &str) -> String {
-    config_with(influx_url, db, "", "", extra)
+/// A consumer.toml for the gateway under test: loopback on a free port, InfluxDB at
+/// `influx_url` writing to `db`, storage in `./data` (the gateway's directory),
+/// `[delivery] acknowledge` = [`ACKNOWLEDGE`], and what a test adds to each table:
+///
+/// ```ignore
+/// let text = ConsumerToml::new(&influx.url, "runs")
+///     .server("max_connections = 8")
+///     .influxdb("max_write_lines = 10")
+///     .rest("[jobs]\nmax_running = 2")
+///     .toml();
+/// ```
+///
+/// A key repeated from the ones set here (e.g. `listen`) is a TOML error.
+#[derive(Debug, Clone)]
+pub struct ConsumerToml {
+    influx_url: String,
+    db: String,
+    server: String,
+    influxdb: String,
+    rest: String,
 }
 
-/// Like `config`, with `server_extra` lines added to `[server]` and
-/// `influx_extra` lines added to `[influxdb]`; `rest` is appended as `extra` is
-/// in `config`. A key repeated from the defaults (e.g. `listen`) is a TOML error.
-/// `[delivery] acknowledge` is [`ACKNOWLEDGE`] unless `rest` has a `[delivery]` of its own.
+impl ConsumerToml {
+    /// The minimal file: InfluxDB at `influx_url`, database `db`.
+    pub fn new(influx_url: &str, db: &str) -> ConsumerToml {
+        ConsumerToml {
+            influx_url: influx_url.to_string(),
+            db: db.to_string(),
+            server: String::new(),
+            influxdb: String::new(),
+            rest: String::new(),
+        }
+    }
+
+    /// Adds `lines` (keys, one a line) to `[server]`.
+    pub fn server(mut self, lines: &str) -> ConsumerToml {
+        self.server.push_str(&lines_of(lines));
+        self
+    }
+
+    /// Adds `lines` (keys, one a line) to `[influxdb]`.
+    pub fn influxdb(mut self, lines: &str) -> ConsumerToml {
+        self.influxdb.push_str(&lines_of(lines));
+        self
+    }
+
+    /// Appends `text` after `[storage]`, verbatim: lines before its first table header land in
+    /// `[storage]`, and it must not open `[server]`, `[influxdb]` or `[storage]` (TOML forbids
+    /// a table twice). A `[delivery]` table of its own replaces the default acknowledgement.
+    pub fn rest(mut self, text: &str) -> ConsumerToml {
+        self.rest.push_str(&lines_of(text));
+        self
+    }
+
+    /// The file's text.
+    pub fn toml(&self) -> String {
+        // A test that sets its own mode names `[delivery]` in `rest`.
+        let delivery = if self.rest.contains("[delivery]") {
+            String::new()
+        } else {
+            format!("[delivery]\nacknowledge = {}\n", toml_str(ACKNOWLEDGE))
+        };
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{}\n[influxdb]\nurl = {}\ndatabase = {}\n{}\n{delivery}[storage]\ndir = \"./data\"\n{}",
+            self.server,
+            toml_str(&self.influx_url),
+            toml_str(&self.db),
+            self.influxdb,
+            self.rest,
+        )
+    }
+}
+
+/// `text` ending with a line break (nothing for nothing).
+fn lines_of(text: &str) -> String {
+    if text.is_empty() || text.ends_with('\n') {
+        text.to_string()
+    } else {
+        format!("{text}\n")
+    }
+}
+
+/// `ConsumerToml::new(influx_url, db).rest(extra).toml()`: use [`ConsumerToml`] in new
+/// tests; this stays for the tests that call it.
+pub fn config(influx_url: &str, db: &str, extra: &str) -> String {
+    ConsumerToml::new(influx_url, db).rest(extra).toml()
+}
+
+/// `ConsumerToml::new(influx_url, db).server(server_extra).influxdb(influx_extra).rest(rest)
+/// .toml()`: use [`ConsumerToml`] in new tests; this stays for the tests that call it.
 pub fn config_with(
     influx_url: &str,
     db: &str,
@@ -22,27 +98,11 @@ pub fn config_with(
     influx_extra: &str,
     rest: &str,
 ) -> String {
-    fn lines(text: &str) -> String {
-        if text.is_empty() || text.ends_with('\n') {
-            text.to_string()
-        } else {
-            format!("{text}\n")
-        }
-    }
-    // A test that sets its own mode names `[delivery]` in `rest`.
-    let delivery = if rest.contains("[delivery]") {
-        String::new()
-    } else {
-        format!("[delivery]\nacknowledge = {}\n", toml_str(ACKNOWLEDGE))
-    };
-    format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{}\n[influxdb]\nurl = {}\ndatabase = {}\n{}\n{delivery}[storage]\ndir = \"./data\"\n{}",
-        lines(server_extra),
-        toml_str(influx_url),
-        toml_str(db),
-        lines(influx_extra),
-        lines(rest),
-    )
+    ConsumerToml::new(influx_url, db)
+        .server(server_extra)
+        .influxdb(influx_extra)
+        .rest(rest)
+        .toml()
 }
 
 /// The tests read back what they wrote right after the answer, so their gateways answer once

@@ -17,7 +17,7 @@ mod tempdir;
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use config::{config, config_with};
+pub use config::{ConsumerToml, config, config_with};
 pub use gateway::{Gateway, gateway_binary, parse_listening};
 pub use http::{
     RawResponse, connect_from, get, post_json, read_response, register, request, send_raw,

@@ -1,0 +1,213 @@
+//! The gateway's clients: every accepted token with its name and limits, from `auth.tokens`,
+//! `auth.token_files`, `CONSUMER_AUTH_TOKENS` and the `[[auth.token]]` tables; the checks of a
+//! token and of a name; each client's share of `jobs.max_running` and `jobs.max_table_bytes`.
+//!
+//! It reads the token files it is told about and nothing else, and never puts a token in a
+//! message: a token is named after its client or where it was found.
+
+use std::path::Path;
+
+use super::Config;
+use super::error::{ConfigError, Origins, Problem, Source};
+use super::raw::ENV_TOKENS;
+use super::secrets::{base_of, read_secret_file};
+use crate::auth::Client;
+
+/// Every client token, in the order `auth.tokens`, `auth.token_files`, `CONSUMER_AUTH_TOKENS`
+/// (`env_tokens`, comma-separated), `[[auth.token]]`, each with its name and limits. A token
+/// without a name is named after where it is: `auth.tokens[2]`, `tokens.txt:3` (file and
+/// line), `CONSUMER_AUTH_TOKENS[1]`. A client without its own `max_running` gets an equal share
+/// of `jobs.max_running`, so no token can take every slot from the others. Token files are
+/// relative to the configuration `file`.
+///
+/// Also returns a warning for each token file that holds no token.
+///
+/// Errors, blamed on what set the key: a token that is not usable, a name that is not, two
+/// clients with one name, one token under two names, a `[[auth.token]]` with neither or both
+/// of `token` and `token_file`, a token file that cannot be read.
+pub fn read(
+    config: &Config,
+    file: &Path,
+    origins: &Origins,
+    env_tokens: Option<&str>,
+) -> Result<(Vec<Client>, Vec<ConfigError>), ConfigError> {
+    let base = base_of(file);
+    let blame = |problem: Problem| origins.blame(file, problem);
+    let auth = &config.auth;
+    let mut clients: Vec<Client> = Vec::new();
+    let mut warnings = Vec::new();
+    let unnamed = |name: String, token: &str| Client {
+        name,
+        token: token.to_string(),
+        max_running: 0,
+        max_table_bytes: 0,
+        requests_per_second: 0.0,
+    };
+    for (i, token) in auth.tokens.iter().enumerate() {
+        let name = format!("auth.tokens[{}]", i + 1);
+        check_token(token)
+            .map_err(|m| blame(Problem::new("auth.tokens", format!("token #{}{m}", i + 1))))?;
+        clients.push(unnamed(name, token));
+    }
+    const FILES: &str = "auth.token_files";
+    for path in &auth.token_files {
+        let before = clients.len();
+        let full = base.join(path);
+        let text = read_secret_file(base, path).map_err(|m| blame(Problem::new(FILES, m)))?;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let at = || format!("{} line {}", full.display(), i + 1);
+            let (name, token) = match line.split_once(':') {
+                Some((name, token)) => {
+                    check_name(name).map_err(|m| {
+                        blame(Problem::new(FILES, format!("{}: the name{m}", at())))
+                    })?;
+                    (name.to_string(), token)
+                }
+                // Named after where it is: a name that can be a tag value (token_name).
+                None => (
+                    format!(
+                        "{}:{}",
+                        crate::ingest::line_protocol::sanitize_tag_value(path, 200),
+                        i + 1
+                    ),
+                    line,
+                ),
+            };
+            check_token(token)
+                .map_err(|m| blame(Problem::new(FILES, format!("{}: the token{m}", at()))))?;
+            clients.push(unnamed(name, token));
+        }
+        if clients.len() == before {
+            warnings.push(blame(Problem::new(
+                FILES,
+                format!(
+                    "{} holds no token (one per line, TOKEN or NAME:TOKEN; make one with `openssl rand -hex 32`)",
+                    full.display()
+                ),
+            )));
+        }
+    }
+    if let Some(list) = env_tokens {
+        let listed = list.split(',').map(str::trim).filter(|t| !t.is_empty());
+        for (i, token) in listed.enumerate() {
+            check_token(token).map_err(|m| ConfigError {
+                source: Source::Env(ENV_TOKENS.into()),
+                key: None,
+                problem: format!("token #{}{m}", i + 1),
+            })?;
+            clients.push(unnamed(format!("{ENV_TOKENS}[{}]", i + 1), token));
+        }
+    }
+    const TABLE: &str = "auth.token";
+    for (i, t) in auth.named.iter().enumerate() {
+        let at = format!("auth.token[{}]", i + 1);
+        let refuse = |shown: String, text: String| blame(Problem::at(TABLE, shown, text));
+        if t.name.is_empty() {
+            return Err(refuse(
+                at,
+                "every [[auth.token]] needs a name (name = \"team-a\")".into(),
+            ));
+        }
+        check_name(&t.name)
+            .map_err(|m| refuse(format!("{at}.name"), format!("{:?}{m}", t.name)))?;
+        let token = match (t.token.is_empty(), t.token_file.is_empty()) {
+            (false, true) => t.token.clone(),
+            (true, false) => read_secret_file(base, &t.token_file)
+                .map_err(|m| refuse(format!("{at}.token_file ({})", t.name), m))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            _ => {
+                return Err(refuse(
+                    format!("{at} ({})", t.name),
+                    "set one of token and token_file".into(),
+                ));
+            }
+        };
+        check_token(&token)
+            .map_err(|m| refuse(format!("{at} ({})", t.name), format!("the token{m}")))?;
+        if !(t.requests_per_second.is_finite() && t.requests_per_second >= 0.0) {
+            return Err(refuse(
+                format!("{at}.requests_per_second ({})", t.name),
+                "must be 0 (no limit) or more".into(),
+            ));
+        }
+        clients.push(Client {
+            name: t.name.clone(),
+            token,
+            max_running: t.max_running,
+            max_table_bytes: 0,
+            requests_per_second: t.requests_per_second,
+        });
+    }
+    for (i, c) in clients.iter().enumerate() {
+        let refuse = |text: String| blame(Problem::at(TABLE, "auth", text));
+        if let Some(other) = clients[..i].iter().find(|o| o.name == c.name) {
+            return Err(refuse(format!(
+                "two tokens are named {:?}; give each its own name",
+                other.name
+            )));
+        }
+        if let Some(other) = clients[..i].iter().find(|o| o.token == c.token) {
+            return Err(refuse(format!(
+                "{:?} and {:?} are the same token; give each client its own",
+                other.name, c.name
+            )));
+        }
+    }
+    share(&mut clients, config);
+    Ok((clients, warnings))
+}
+
+/// Gives each client without a `max_running` of its own an equal share of `jobs.max_running`
+/// (all of it to a client alone), and each client the part of `jobs.max_table_bytes` its
+/// places are of the table's.
+fn share(clients: &mut [Client], config: &Config) {
+    let max = config.jobs.max_running;
+    let share = if clients.len() > 1 {
+        (max / clients.len()).max(1)
+    } else {
+        max
+    };
+    let table = config.jobs.max_table_bytes;
+    for c in clients {
+        if c.max_running == 0 {
+            c.max_running = share;
+        }
+        // The table's bytes are shared as its places are; one run of the largest size always
+        // fits.
+        let part = (table as u128 * c.max_running.min(max) as u128 / max.max(1) as u128) as usize;
+        c.max_table_bytes = part.max(2 * config.limits.max_run_bytes).min(table);
+    }
+}
+
+/// A client's name: 1 to 64 letters, digits, `.`, `_` or `-` (it may become a tag value, and
+/// is shown in logs). The error follows the name in the message.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(
+            " is not usable: a name is 1 to 64 letters, digits, '.', '_' or '-'".to_string(),
+        );
+    }
+    Ok(())
+}
+
+/// A token: at least 16 characters, no spaces or control characters. The error follows the
+/// token's description in the message.
+fn check_token(token: &str) -> Result<(), String> {
+    if token.len() < 16 || token.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(" is not usable: a token must be at least 16 characters with no spaces or control characters (make one with `openssl rand -hex 32`)".to_string());
+    }
+    Ok(())
+}
