@@ -535,7 +535,7 @@ fn a_second_gateway_in_the_same_storage_dir_stops_at_once() {
 #[test]
 fn a_removed_lock_file_does_not_let_a_second_gateway_in() {
     let influx = Influxd::start();
-    let gw = Gateway::start(&config(&influx.url, "runs", NO_TICKS));
+    let gw = Gateway::start(&ConsumerToml::new(&influx.url, "runs").rest(NO_TICKS).toml());
     std::fs::remove_file(gw.dir.join("data/lock")).unwrap();
     let mut second = Gateway::command(gw.dir.path())
         .args(["--listen", "127.0.0.1:0"])
@@ -768,14 +768,13 @@ fn a_disk_filled_while_influxdb_was_away_frees_itself_once_the_log_is_delivered(
     let disk = SmallDisk::mount(&dir.join("data"), "36m");
     let mut gw = Gateway::start_in(
         dir,
-        &config(
-            &influx.url,
-            "runs",
-            "[delivery]\nacknowledge = \"disk\"\n[jobs]\nheartbeat_interval = \"2s\"\nmax_running = 5000\nmax_table_bytes = 268435456\n",
-        ),
+        &ConsumerToml::new(&influx.url, "runs")
+            .rest("[delivery]\nacknowledge = \"disk\"\n[jobs]\nheartbeat_interval = \"2s\"\nmax_running = 5000\nmax_table_bytes = 268435456\n")
+            .toml(),
     );
+    // The start's probe answered (and the database was made).
     wait_until(Duration::from_secs(10), "the database", || {
-        states(gw.addr)["influxdb"]["last_success"].is_string()
+        states(gw.addr)["influxdb"]["up"] == true
     });
     influx.stop();
     let wide: serde_json::Map<String, Value> = (0..8)

@@ -28,8 +28,9 @@ pub use tempdir::TempDir;
 
 /// How often every wait in these modules looks again.
 const POLL: Duration = Duration::from_millis(20);
-/// How long a server may take to come up.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a server may take to come up: a deadline, not a wait, so it is set for a busy
+/// machine (a gateway restoring a full job table next to another heavy test takes over 10 s).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a graceful stop may take before the process is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
