@@ -542,7 +542,6 @@ fn run() -> Result<(), StartError> {
         delivery,
         stats: stats::Stats::new(&api::route_names()),
         rules: Rules {
-            max_running: c.jobs.max_running,
             max_age: c.jobs.max_age.0,
             progress_timeout: c.jobs.progress_timeout.0,
             bounds: Bounds {

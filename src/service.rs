@@ -29,15 +29,13 @@ use crate::storage::record::{Kind, Unit};
 /// The rules of the job table, from `[jobs]`.
 #[derive(Debug, Clone, Copy)]
 pub struct Rules {
-    /// `jobs.max_running`: runs running at once at most.
-    pub max_running: usize,
     /// `jobs.max_age`: a run not heard from (no register, progress or commit) for this long
     /// expires.
     pub max_age: Duration,
     /// `jobs.progress_timeout`: a run that has reported progress, and then none for this long,
     /// expires.
     pub progress_timeout: Duration,
-    /// What a running job and the whole table may hold: `limits.max_run_bytes`,
+    /// What the table may hold: `jobs.max_running`, `limits.max_run_bytes`,
     /// `jobs.max_table_bytes`.
     pub bounds: Bounds,
     /// `auth.tag_runs_with_token_name`: a run's points carry the `token_name` tag.
@@ -366,7 +364,7 @@ impl Service {
         }
         let mut slot = self
             .jobs
-            .reserve(self.rules.max_running, quota)
+            .reserve(self.rules.bounds.max_running, quota)
             .map_err(|r| Refused::of_owner(Uuid::nil(), r, quota))?;
         let run = Run {
             uuid: Uuid::new_v4(),
@@ -930,7 +928,6 @@ pub(crate) mod tests {
             delivery,
             stats: Stats::default(),
             rules: Rules {
-                max_running,
                 max_age: Duration::from_secs(3600),
                 progress_timeout: Duration::from_secs(600),
                 bounds: Bounds {
