@@ -613,20 +613,12 @@ impl Service {
             });
             start = line.end;
         }
-        let limits = self.write_limits;
         let mut chunks: Vec<&[Unit<'_>]> = Vec::new();
         let mut rest = &units[..];
         while !rest.is_empty() {
-            let mut bytes = 0;
-            let n = rest
-                .iter()
-                .take(limits.max_lines)
-                .take_while(|u| {
-                    bytes += u.lines.len();
-                    bytes <= limits.max_bytes
-                })
-                .count()
-                .max(1);
+            let n = self
+                .write_limits
+                .first_write(rest.iter().map(|u| (u.lines.len(), u.points as usize)));
             let (chunk, after) = rest.split_at(n);
             chunks.push(chunk);
             rest = after;

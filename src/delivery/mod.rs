@@ -72,6 +72,23 @@ pub struct WriteLimits {
     pub max_lines: usize,
 }
 
+impl WriteLimits {
+    /// How many of the items whose (bytes, points) `sizes` gives go in one write: as many as
+    /// fit both limits, and at least one (a single larger item still goes, alone).
+    pub fn first_write(&self, sizes: impl IntoIterator<Item = (usize, usize)>) -> usize {
+        let (mut bytes, mut lines, mut n) = (0usize, 0usize, 0usize);
+        for (b, l) in sizes {
+            if n > 0 && (bytes + b > self.max_bytes || lines + l > self.max_lines) {
+                break;
+            }
+            bytes += b;
+            lines += l;
+            n += 1;
+        }
+        n.max(1)
+    }
+}
+
 /// Where a request's points stand when it is answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -568,20 +585,15 @@ impl Delivery {
 
     /// How many records of `queue` (at least one) go in the next write.
     fn batch_len(&self, queue: &VecDeque<Read>) -> usize {
-        let (mut bytes, mut lines) = (0usize, 0usize);
-        let max_bytes = self.learned_max_bytes.load(Ordering::Relaxed);
-        let mut n = 0;
-        for record in queue {
-            let b: usize = record.units.iter().map(|u| u.lines.len()).sum();
-            let l: usize = record.units.iter().map(|u| u.points as usize).sum();
-            if n > 0 && (bytes + b > max_bytes || lines + l > self.limits.max_lines) {
-                break;
-            }
-            bytes += b;
-            lines += l;
-            n += 1;
-        }
-        n.max(1)
+        let limits = WriteLimits {
+            max_bytes: self.learned_max_bytes.load(Ordering::Relaxed),
+            ..self.limits
+        };
+        limits.first_write(queue.iter().map(|record| {
+            let bytes = record.units.iter().map(|u| u.lines.len()).sum();
+            let points = record.units.iter().map(|u| u.points as usize).sum();
+            (bytes, points)
+        }))
     }
 
     /// After a failure that may pass: says so, then waits (probing with `/ping`) until
