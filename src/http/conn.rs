@@ -31,7 +31,7 @@ use super::deadline::{
 use super::encoding;
 use super::head::{self, HeadError, RequestHead};
 use super::render::{Disposition, render};
-use super::server::ShutdownHandle;
+use super::shutdown::ShutdownHandle;
 use super::transport::Transport;
 use super::{Exchange, Handler, Head, Limits, Request, Response};
 
