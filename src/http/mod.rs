@@ -23,8 +23,10 @@
 //!   over HTTPS) to the connection loop;
 //! - `transport.rs`: the `Transport` trait over TCP and TLS;
 //! - `tls.rs`: loading the certificate and key, and `TlsStream`;
-//! - `conn.rs`: the connection loop, which reads each request, calls the handler,
-//!   writes the response and keeps the connection or closes it;
+//! - `sequence.rs` (tests in `sequence_tests.rs`): the steps of one request (head, admit,
+//!   reserve, body, handle, answer) as values without any I/O;
+//! - `conn.rs`: the connection loop, which drives those steps over the socket within the
+//!   deadlines and keeps the connection or closes it;
 //! - `encoding.rs`: undoing a body's `Content-Encoding` (gzip, deflate) within a bound,
 //!   before the handler sees it, without any I/O;
 //! - `buffer.rs`: the fixed-size input buffer of one connection;
@@ -43,6 +45,7 @@ pub mod encoding;
 mod head;
 mod pool;
 mod render;
+mod sequence;
 mod serve;
 mod server;
 mod shutdown;
