@@ -57,6 +57,9 @@ cargo clippy --all-targets -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then
     step "Tests: cargo nextest run --all-targets --no-fail-fast"
     cargo nextest run --all-targets --no-fail-fast
+    # The tests that measure real time, one at a time (.config/nextest.toml).
+    step "Real-time fairness tests: cargo nextest run --profile slow --no-fail-fast"
+    cargo nextest run --profile slow --no-fail-fast
 else
     step "Tests: cargo test --all-targets --no-fail-fast (cargo-nextest not found)"
     cargo test --all-targets --no-fail-fast

@@ -45,12 +45,6 @@ impl InBuf {
         self.end >= self.bytes.len()
     }
 
-    /// The last `n` bytes buffered.
-    pub(super) fn tail(&self, n: usize) -> &[u8] {
-        let data = self.data();
-        data.get(data.len().saturating_sub(n)..).unwrap_or_default()
-    }
-
     pub(super) fn consume(&mut self, n: usize) {
         self.start = self.start.saturating_add(n).min(self.end);
         if self.start == self.end {

@@ -1,7 +1,8 @@
-//! The connection loop: reading requests off one connection, checking them against the
-//! limits, having the handler admit each from its head before its body is reserved or read,
-//! handing it to the handler and writing the responses, for as long as the connection is kept
-//! alive; and `report`, which tells the handler about every exchange.
+//! The connection loop: driving `sequence`'s steps for each request over one connection's
+//! socket (reading the head, having the handler admit it before its body is reserved or read,
+//! reserving and reading the body, handling it, writing the answer) within the deadlines, for
+//! as long as the connection is kept alive; and `report`, which tells the handler about every
+//! exchange.
 //!
 //! Every read and write here is bounded by a deadline taken from `Limits`, and every
 //! byte buffered by a constant or a checked limit. It must never let a handler panic
@@ -20,8 +21,6 @@ use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
 
-use crate::code::Code;
-
 use super::budget::{BODY_GRACE, BODY_WAIT, BodyBudget, Hold, Pace, Shortage};
 use super::buffer::InBuf;
 use super::caps::{Activity, ConnTable, Phase, client_of};
@@ -29,18 +28,11 @@ use super::deadline::{
     Armed, SHUTDOWN_POLL, is_retryable, remaining, write_all_before, write_all_watched,
 };
 use super::encoding;
-use super::head::{self, HeadError, RequestHead};
-use super::render::{Disposition, render};
-use super::server::ShutdownHandle;
+use super::head::HeadError;
+use super::sequence::{Admission, After, Answer, HeadIn, Kind, Memory, RecvBody, RecvHead};
+use super::shutdown::ShutdownHandle;
 use super::transport::Transport;
-use super::{Exchange, Handler, Head, Limits, Request, Response};
-
-/// Most body bytes read (and allocated ahead of their arrival) in one step.
-const BODY_STEP: usize = 64 * 1024;
-
-/// An answer the client took no byte of for this long was not read: the requests it pipelined
-/// behind it are not served, and the connection is closed after it.
-const UNREAD_ANSWER: Duration = Duration::from_millis(500);
+use super::{Exchange, Handler, Limits};
 
 /// After an error response, the connection is drained for at most this long (and at
 /// most `LINGER_BYTES`) before closing; see `linger`.
@@ -145,7 +137,9 @@ fn wait_for_request<S: Transport>(stream: &mut S, inbuf: &mut InBuf, ctx: &ConnC
 }
 
 /// Reads, checks and answers one request whose first byte is already buffered; `pipelined`
-/// when it was, before the answer to the one before it was written.
+/// when it was, before the answer to the one before it was written. The steps are
+/// `sequence`'s; this drives them over the socket, within the deadlines, telling `activity`
+/// what the connection is doing.
 fn serve_one<S: Transport>(
     stream: &mut S,
     inbuf: &mut InBuf,
@@ -156,180 +150,112 @@ fn serve_one<S: Transport>(
 ) -> Next {
     let started = Instant::now();
     let limits = &ctx.limits;
+    let finish = |stream: &mut S, inbuf: &InBuf, answer: Answer| {
+        answer_with(stream, inbuf, answer, peer, started, activity, ctx)
+    };
     if !activity.begin(pipelined) {
         return Next::Drop;
     }
-    let (head, head_len) = match read_head(stream, inbuf, limits.header_timeout) {
-        Ok(parsed) => parsed,
-        Err(Failure::Refuse(e)) => {
-            return refuse_request(stream, peer, started, None, refusal(&e), activity, ctx);
-        }
+    let head = match read_head(stream, inbuf, limits.header_timeout) {
+        Ok(head) => head,
+        Err(Failure::Refuse(e)) => return finish(stream, inbuf, Answer::unparsed(&e)),
         Err(Failure::Gone) => return Next::Drop,
     };
-    inbuf.consume(head_len);
-    let head_only = head.method == "HEAD";
-
-    let framing = match head::framing(&head, limits.max_body_bytes) {
-        Ok(framing) => framing,
-        Err(e) => {
-            let response = refusal(&e);
-            return refuse_request(stream, peer, started, Some(&head), response, activity, ctx);
-        }
+    let reserve = match head.admit(ctx.handler.as_ref(), peer, limits.max_body_bytes) {
+        Admission::Admitted(reserve) => reserve,
+        Admission::Refused(answer) => return finish(stream, inbuf, answer),
     };
-    // The length is within max_body_bytes here; this only fails where usize is
-    // narrower than the configured limit.
-    let Ok(body_len) = usize::try_from(framing.body_len) else {
-        let e = HeadError::BodyTooLarge {
-            length: framing.body_len,
-            limit: limits.max_body_bytes,
-        };
-        return refuse_request(
-            stream,
-            peer,
-            started,
-            Some(&head),
-            refusal(&e),
-            activity,
-            ctx,
-        );
-    };
-    // The handler decides from the head whether the request goes on (the token, the route,
-    // the method), before its body costs anything: a refused one is never reserved nor read.
-    let admitted = match call_admit(ctx.handler.as_ref(), &head, peer) {
-        Ok(client) => client,
-        // Its body is never read: with one, the connection is closed after the answer.
-        Err(response) if body_len > 0 || !framing.keep_alive || response.status == 500 => {
-            return refuse_request(stream, peer, started, Some(&head), response, activity, ctx);
-        }
-        Err(response) => {
-            return refuse_keeping(stream, peer, started, &head, response, activity, ctx);
-        }
-    };
-    if body_len > 0 && !activity.enter(Phase::Body) {
+    if reserve.length() > 0 && !activity.enter(Phase::Body) {
         return Next::Drop;
     }
     // The whole body is reserved before any of it is read, and held, with what it inflates to,
     // until the request has been handled (see `budget`).
     let evict = || ctx.conns.evict_stalled_body();
     let mut hold = ctx.budget.hold(activity, client_of(peer.ip()), &evict);
-    match hold.take(framing.body_len, Instant::now() + BODY_WAIT) {
+    match hold.take(reserve.length(), Instant::now() + BODY_WAIT) {
         Ok(()) => {}
         Err(Shortage::Evicted) => return Next::Drop,
         Err(shortage) => {
-            let response = short_of_memory(shortage, framing.body_len, &ctx.budget);
-            return refuse_request(stream, peer, started, Some(&head), response, activity, ctx);
+            let answer = reserve.short(shortage, ctx.budget.limit());
+            return finish(stream, inbuf, answer);
         }
     }
-
+    let mut body = reserve.reserved();
     // The body is accepted now, so a client waiting for 100 Continue may send it.
-    if framing.expect_continue && inbuf.len() < body_len {
+    if let Some(interim) = body.interim(inbuf.len()) {
         let deadline = Instant::now() + limits.header_timeout;
-        if write_all_before(stream, b"HTTP/1.1 100 Continue\r\n\r\n", deadline).is_err() {
+        if write_all_before(stream, interim, deadline).is_err() {
             return Next::Drop;
         }
     }
-    let body = match read_body(stream, inbuf, body_len, limits.header_timeout, activity) {
-        Ok(body) => body,
-        Err(Failure::Refuse(e)) => {
-            let response = refusal(&e);
-            return refuse_request(stream, peer, started, Some(&head), response, activity, ctx);
-        }
+    match read_body(stream, inbuf, &mut body, limits.header_timeout, activity) {
+        Ok(()) => {}
+        Err(Failure::Refuse(e)) => return finish(stream, inbuf, body.refuse(&e)),
         Err(Failure::Gone) => return Next::Drop,
-    };
+    }
     // From here the request is handled: the connection can no longer be evicted, and if it
     // was a moment ago, the request is dropped unhandled.
     if !activity.enter(Phase::Busy) {
         return Next::Drop;
     }
-
-    // The version stays here: keep-alive is decided inside this layer, and handlers
-    // have no use for it.
-    let RequestHead {
-        method,
-        path,
-        version,
-        mut headers,
-    } = head;
-    // The body is whole, so a refusal here keeps the connection: nothing is left unread.
-    let decoded = encoding::decode(
-        &mut headers,
-        body,
+    let answer = body.handle(
+        ctx.handler.as_ref(),
+        peer,
         usize::try_from(limits.max_inflated_bytes).unwrap_or(usize::MAX),
         &mut Inflating {
             hold: &mut hold,
             deadline: Instant::now() + BODY_WAIT,
         },
     );
-    let (body, refused) = match decoded {
-        Ok(body) => (body, None),
-        Err(e) => (Vec::new(), Some(e)),
-    };
-    let request = Request {
-        method,
-        path,
-        headers,
-        body,
-        peer,
-        client: admitted,
-    };
-    // What handling it costs is held too, beyond the body: bodies that inflate to millions of
-    // members take far more to parse than their bytes, and 32 of them at once took 930 MiB.
-    let refused = refused.or_else(|| {
-        let cost = ctx.handler.cost(&request);
-        (cost > 0)
-            .then(|| hold.take_for_handling(cost, Instant::now() + BODY_WAIT))
-            .and_then(Result::err)
-            .map(|_| encoding::DecodeError::Busy {
-                budget: ctx.budget.limit(),
-            })
-    });
-    let (response, failed) = match refused {
-        None => call_handler(ctx.handler.as_ref(), &request),
-        Some(e) => (decode_refusal(&e), false),
-    };
     // Handled: the body's memory goes back before the answer is written, which takes as long
     // as the client takes to read it.
-    let Request { method, path, .. } = request;
     drop(hold);
+    finish(stream, inbuf, answer)
+}
 
-    let close = !framing.keep_alive || failed || ctx.shutdown.is_stopping();
-    let disposition = match (close, version) {
-        (true, _) => Disposition::Close,
-        (false, 0) => Disposition::KeepAlive10,
-        (false, _) => Disposition::KeepAlive,
+/// Writes an answer and reports it, and says what becomes of the connection. A refusal is
+/// written at once within `header_timeout`; any other answer in the `Sending` phase, watched
+/// for a client that does not take it (see `send`).
+fn answer_with<S: Transport>(
+    stream: &mut S,
+    inbuf: &InBuf,
+    answer: Answer,
+    peer: SocketAddr,
+    started: Instant,
+    activity: &Activity,
+    ctx: &ConnContext,
+) -> Next {
+    let answer = answer.settle(ctx.shutdown.is_stopping());
+    let kind = answer.kind();
+    if kind == Kind::Kept && !activity.enter(Phase::Busy) {
+        return Next::Drop;
+    }
+    let rendered = answer.render(std::time::SystemTime::now());
+    let limit = ctx.limits.header_timeout;
+    let written = match kind {
+        Kind::Refusal => write_all_before(stream, &rendered.bytes, Instant::now() + limit)
+            .map(|()| Duration::ZERO),
+        Kind::Kept | Kind::Handled { .. } => send(stream, &rendered.bytes, limit, activity),
     };
-    let rendered = render(
-        &response,
-        disposition,
-        head_only,
-        std::time::SystemTime::now(),
-    );
-    let written = send(stream, &rendered.bytes, limits.header_timeout, activity);
     report(
         ctx.handler.as_ref(),
         &Exchange {
             peer,
-            method: &method,
-            path: &path,
+            method: answer.method(),
+            path: answer.path(),
             status: rendered.status,
             bytes: rendered.body_bytes,
             duration: started.elapsed(),
-            client: response.client.as_deref(),
+            client: answer.client(),
         },
     );
-    // A client whose answer sat unread is not served the requests it pipelined behind it: it
-    // would hold its slot as long as it keeps sending and does not read.
-    let unread = written
-        .as_ref()
-        .is_ok_and(|stalled| *stalled >= UNREAD_ANSWER && !inbuf.is_empty());
-    // The client the request authenticated as protects the connection, within its share (a
-    // request refused from its head, a 429 for its request rate among them, never gets here).
-    match (written, close || unread) {
-        (Err(_), _) => Next::Drop,
-        (Ok(_), false) if ctx.conns.idle(activity, response.client.as_deref()) => Next::KeepAlive,
-        (Ok(_), false) => Next::Drop,
-        (Ok(_), true) if inbuf.is_empty() => Next::Close,
-        (Ok(_), true) => Next::Linger,
+    match answer.after(written.ok(), !inbuf.is_empty()) {
+        // The client the request authenticated as protects the connection, within its share.
+        After::KeepIfIdle(client) if ctx.conns.idle(activity, client) => Next::KeepAlive,
+        After::KeepIfIdle(_) | After::Drop => Next::Drop,
+        After::Linger if kind == Kind::Refusal && !activity.enter(Phase::Closing) => Next::Drop,
+        After::Linger => Next::Linger,
+        After::Close => Next::Close,
     }
 }
 
@@ -359,35 +285,26 @@ enum Failure {
     Gone,
 }
 
-/// Reads until a whole head is buffered, all of it within `limit` from now (the
-/// first byte is already buffered, so this counts from the first byte).
+/// Reads until a whole head is buffered, all of it within `limit` from now (the first byte is
+/// already buffered, so this counts from the first byte), and takes it out of the buffer.
 ///
-/// The read timeout is set to the time left before every read, so a client that
-/// trickles one byte at a time cannot stretch the head past the deadline.
+/// The read timeout is set to the time left before every read, so a client that trickles one
+/// byte at a time cannot stretch the head past the deadline.
 fn read_head<S: Transport>(
     stream: &mut S,
     inbuf: &mut InBuf,
     limit: Duration,
-) -> Result<(RequestHead, usize), Failure> {
+) -> Result<HeadIn, Failure> {
     let deadline = Instant::now() + limit;
-    // Re-parsing the whole buffer after every read would let a client that sends
-    // one byte per packet cost quadratic time. A head can only become complete when
-    // a line ends, so parse when new bytes contain a newline, and otherwise only
-    // each time the buffer has doubled (which still catches garbage early).
-    let mut parse_now = true;
-    let mut parsed_len = 0;
+    let mut recv = RecvHead::new();
     loop {
-        if parse_now {
-            match head::parse_head(inbuf.data()) {
-                Ok(Some(parsed)) => return Ok(parsed),
-                Ok(None) => parsed_len = inbuf.len(),
-                Err(e) => return Err(Failure::Refuse(e)),
+        match recv.try_head(inbuf.data(), inbuf.is_full()) {
+            Ok(Some((head, len))) => {
+                inbuf.consume(len);
+                return Ok(head);
             }
-        }
-        if inbuf.is_full() {
-            // parse_head reports a full, incomplete buffer itself; this is only
-            // reached if that ever changes.
-            return Err(Failure::Refuse(HeadError::TooLarge));
+            Ok(None) => {}
+            Err(e) => return Err(Failure::Refuse(e)),
         }
         let Some(left) = remaining(deadline) else {
             return Err(Failure::Refuse(HeadError::HeadTimeout(limit)));
@@ -401,51 +318,39 @@ fn read_head<S: Transport>(
         }
         match inbuf.read_from(stream) {
             Ok(0) => return Err(Failure::Gone),
-            Ok(n) => {
-                parse_now = inbuf.tail(n).contains(&b'\n')
-                    || inbuf.len() >= parsed_len.saturating_mul(2)
-                    || inbuf.is_full();
-            }
-            Err(e) if is_retryable(&e) => parse_now = false,
+            Ok(n) => recv.received(inbuf.data(), n, inbuf.is_full()),
+            Err(e) if is_retryable(&e) => recv.received(inbuf.data(), 0, inbuf.is_full()),
             Err(_) => return Err(Failure::Gone),
         }
     }
 }
 
-/// Reads exactly `len` body bytes, all of them within `limit` from now, and never more than
+/// Reads the rest of the body, all of it within `limit` from now, and never more than
 /// `BODY_GRACE` behind the pace that takes (`budget::Pace`): a body trickled far slower than
 /// its length needs is closed with 408 as soon as it is behind, not when `limit` is up, so
 /// that the memory reserved for it is not held for nothing.
-///
-/// `len` was checked against the body limit before this is called. Even so the
-/// buffer grows with the bytes that actually arrive (geometrically, never past
-/// `len`) rather than being allocated in full up front, so that many clients
-/// announcing large bodies and then stalling cost only what they really sent.
 fn read_body<S: Transport>(
     stream: &mut S,
     inbuf: &mut InBuf,
-    len: usize,
+    body: &mut RecvBody,
     limit: Duration,
     activity: &Activity,
-) -> Result<Vec<u8>, Failure> {
+) -> Result<(), Failure> {
     let started = Instant::now();
     let deadline = started + limit;
-    let pace = Pace::new(started, u64::try_from(len).unwrap_or(u64::MAX), limit);
-    let mut body = Vec::with_capacity(len.min(BODY_STEP));
-    let from_buffer = len.min(inbuf.len());
-    body.extend_from_slice(inbuf.data().get(..from_buffer).unwrap_or_default());
-    inbuf.consume(from_buffer);
-    let received = |body: &Vec<u8>| u64::try_from(body.len()).unwrap_or(u64::MAX);
-    if !activity.progressed(pace.due(received(&body))) {
+    let pace = Pace::new(started, body.length(), limit);
+    let taken = body.take_buffered(inbuf.data());
+    inbuf.consume(taken);
+    if !activity.progressed(pace.due(body.received())) {
         return Err(Failure::Gone);
     }
-    while body.len() < len {
+    while !body.is_whole() {
         let Some(left) = remaining(deadline) else {
             return Err(Failure::Refuse(HeadError::BodyTimeout(limit)));
         };
-        let Some(grace) = remaining(pace.due(received(&body)) + BODY_GRACE) else {
+        let Some(grace) = remaining(pace.due(body.received()) + BODY_GRACE) else {
             return Err(Failure::Refuse(HeadError::BodyTooSlow {
-                received: received(&body),
+                received: body.received(),
                 length: pace.length(),
                 after: pace.elapsed(),
                 limit,
@@ -457,66 +362,27 @@ fn read_body<S: Transport>(
         {
             return Err(Failure::Gone);
         }
-        let filled = body.len();
-        let step = (len - filled).min(BODY_STEP);
-        if body.capacity() < filled + step {
-            let target = body
-                .capacity()
-                .saturating_mul(2)
-                .max(filled + step)
-                .min(len);
-            body.reserve_exact(target.saturating_sub(filled));
-        }
-        body.resize(filled + step, 0);
-        let read = match body.get_mut(filled..) {
-            Some(dst) => stream.read(dst),
-            None => Ok(0),
-        };
-        match read {
+        match stream.read(body.space()) {
             Ok(0) => return Err(Failure::Gone),
             Ok(n) => {
-                body.truncate(filled + n.min(step));
-                if !activity.progressed(pace.due(received(&body))) {
+                body.filled(n);
+                if !activity.progressed(pace.due(body.received())) {
                     return Err(Failure::Gone);
                 }
             }
-            Err(e) if is_retryable(&e) => body.truncate(filled),
+            Err(e) if is_retryable(&e) => body.filled(0),
             Err(_) => return Err(Failure::Gone),
         }
     }
-    Ok(body)
+    Ok(())
 }
 
-/// The answer to a request refused while it was read.
-fn refusal(error: &HeadError) -> Response {
-    Response::error(error.code(), &error.to_string())
-}
-
-/// The answer to a body that got no memory: 503, or 413 for one larger than all the memory
-/// there is for bodies (which the limits' check rules out, but the answer must be right).
-fn short_of_memory(shortage: Shortage, body_len: u64, budget: &BodyBudget) -> Response {
-    match shortage {
-        Shortage::Never { .. } => Response::error(
-            Code::BodyTooLarge,
-            &format!(
-                "request body is {body_len} bytes; the gateway holds at most {} bytes of request bodies (server.max_body_bytes_in_flight)",
-                budget.limit()
-            ),
-        ),
-        Shortage::Busy | Shortage::Evicted => {
-            let busy = encoding::DecodeError::Busy {
-                budget: budget.limit(),
-            };
-            Response::error(busy.code(), &busy.to_string())
-        }
-    }
-}
-
-/// A request's hold on the body budget, for inflating its body: every step may wait, all of
-/// them together until one deadline.
-struct Inflating<'h, 'a> {
-    hold: &'h mut Hold<'a>,
-    deadline: Instant,
+/// A request's hold on the body budget, for inflating its body (every step may wait, all of
+/// them together until one deadline) and for what handling it costs.
+pub(super) struct Inflating<'h, 'a> {
+    pub(super) hold: &'h mut Hold<'a>,
+    /// When every step of inflating must have had its bytes.
+    pub(super) deadline: Instant,
 }
 
 impl encoding::Allowance for Inflating<'_, '_> {
@@ -539,126 +405,15 @@ impl encoding::Allowance for Inflating<'_, '_> {
     }
 }
 
-/// Calls `Handler::admit` on the head: a panic there becomes a 500 (closing the connection,
-/// since the framing decides that and the head was fine).
-fn call_admit(
-    handler: &dyn Handler,
-    head: &RequestHead,
-    peer: SocketAddr,
-) -> Result<Option<String>, Response> {
-    let view = Head {
-        method: &head.method,
-        path: &head.path,
-        headers: &head.headers,
-        peer,
-    };
-    match catch_unwind(AssertUnwindSafe(|| handler.admit(&view))) {
-        Ok(Err(response)) if !(200..=599).contains(&response.status) => {
-            log::warn!(
-                "admit returned status {}, which is not a final status; answering 500",
-                response.status
-            );
-            Err(internal_error())
-        }
-        Ok(admitted) => admitted,
-        Err(payload) => {
-            log::warn!("admit panicked; answering 500 and closing the connection");
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
-            Err(internal_error())
-        }
+impl Memory for Inflating<'_, '_> {
+    fn charge(&mut self, bytes: u64) -> bool {
+        self.hold
+            .take_for_handling(bytes, Instant::now() + BODY_WAIT)
+            .is_ok()
     }
-}
 
-/// Answers a request without a body that `Handler::admit` refused, keeping the connection
-/// alive (nothing is left unread), unless the server is stopping or the client left the
-/// answer unread for `UNREAD_ANSWER`; a refused request never earns its connection the
-/// protection of an authenticated one (see `caps`).
-fn refuse_keeping<S: Transport>(
-    stream: &mut S,
-    peer: SocketAddr,
-    started: Instant,
-    head: &RequestHead,
-    response: Response,
-    activity: &Activity,
-    ctx: &ConnContext,
-) -> Next {
-    if ctx.shutdown.is_stopping() {
-        return refuse_request(stream, peer, started, Some(head), response, activity, ctx);
-    }
-    if !activity.enter(Phase::Busy) {
-        return Next::Drop;
-    }
-    let disposition = if head.version == 0 {
-        Disposition::KeepAlive10
-    } else {
-        Disposition::KeepAlive
-    };
-    let rendered = render(
-        &response,
-        disposition,
-        head.method == "HEAD",
-        std::time::SystemTime::now(),
-    );
-    let written = send(stream, &rendered.bytes, ctx.limits.header_timeout, activity);
-    report(
-        ctx.handler.as_ref(),
-        &Exchange {
-            peer,
-            method: &head.method,
-            path: &head.path,
-            status: rendered.status,
-            bytes: rendered.body_bytes,
-            duration: started.elapsed(),
-            client: response.client.as_deref(),
-        },
-    );
-    match written {
-        // A refusal whose answer sat unread: the client is not reading.
-        Ok(stalled) if stalled >= UNREAD_ANSWER => Next::Linger,
-        Ok(_) if ctx.conns.idle(activity, None) => Next::KeepAlive,
-        _ => Next::Drop,
-    }
-}
-
-/// Writes `response` (an error), reports it, and asks for the connection to be closed (after
-/// draining, since the client may still be sending).
-fn refuse_request<S: Transport>(
-    stream: &mut S,
-    peer: SocketAddr,
-    started: Instant,
-    head: Option<&RequestHead>,
-    response: Response,
-    activity: &Activity,
-    ctx: &ConnContext,
-) -> Next {
-    let head_only = head.is_some_and(|h| h.method == "HEAD");
-    let rendered = render(
-        &response,
-        Disposition::Close,
-        head_only,
-        std::time::SystemTime::now(),
-    );
-    let written = write_all_before(
-        stream,
-        &rendered.bytes,
-        Instant::now() + ctx.limits.header_timeout,
-    );
-    report(
-        ctx.handler.as_ref(),
-        &Exchange {
-            peer,
-            method: head.map_or("-", |h| h.method.as_str()),
-            path: head.map_or("-", |h| h.path.as_str()),
-            status: rendered.status,
-            bytes: rendered.body_bytes,
-            duration: started.elapsed(),
-            client: response.client.as_deref(),
-        },
-    );
-    if written.is_err() || !activity.enter(Phase::Closing) {
-        Next::Drop
-    } else {
-        Next::Linger
+    fn budget(&self) -> u64 {
+        self.hold.limit()
     }
 }
 
@@ -693,82 +448,9 @@ fn linger<S: Transport>(stream: &mut S, inbuf: &mut InBuf, max_time: Duration) {
     }
 }
 
-/// Calls the handler, turning a panic or an unusable status into a 500. The flag is
-/// true when that happened, and the connection is then closed: after a panic
-/// nothing is known about the state the handler left behind.
-fn call_handler(handler: &dyn Handler, request: &Request) -> (Response, bool) {
-    match catch_unwind(AssertUnwindSafe(|| handler.handle(request))) {
-        Ok(response) if (200..=599).contains(&response.status) => (response, false),
-        Ok(response) => {
-            log::warn!(
-                "handler returned status {}, which is not a final status; answering 500",
-                response.status
-            );
-            (internal_error(), true)
-        }
-        Err(payload) => {
-            log::warn!("handler panicked; answering 500 and closing the connection");
-            // Dropping a panic payload runs arbitrary code, which could panic again.
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
-            (internal_error(), true)
-        }
-    }
-}
-
-/// The answer to a body whose `Content-Encoding` cannot be undone; a 415 names the codings
-/// that can (RFC 9110 §15.5.16).
-fn decode_refusal(e: &encoding::DecodeError) -> Response {
-    let response = Response::error(e.code(), &e.to_string());
-    if e.code() == Code::UnsupportedContentEncoding {
-        response.with_header("Accept-Encoding", encoding::ACCEPTED)
-    } else {
-        response
-    }
-}
-
-fn internal_error() -> Response {
-    Response::error(
-        Code::InternalError,
-        "the server failed while handling this request; retry, and report it if it persists",
-    )
-}
-
 /// Calls `Handler::completed`, which must not be able to take a thread down either.
 pub(super) fn report(handler: &dyn Handler, exchange: &Exchange<'_>) {
     if catch_unwind(AssertUnwindSafe(|| handler.completed(exchange))).is_err() {
         log::warn!("Handler::completed panicked");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn handler_results_are_checked() {
-        struct Odd;
-        impl Handler for Odd {
-            fn handle(&self, req: &Request) -> Response {
-                match req.path.as_str() {
-                    "/panic" => panic!("handler panic requested by the test"),
-                    "/101" => Response::json(101, &serde_json::json!({})),
-                    _ => Response::json(200, &serde_json::json!({})),
-                }
-            }
-        }
-        let request = |path: &str| Request {
-            method: "GET".to_owned(),
-            path: path.to_owned(),
-            headers: Vec::new(),
-            body: Vec::new(),
-            peer: "127.0.0.1:1".parse().expect("addr"),
-            client: None,
-        };
-        let (ok, failed) = call_handler(&Odd, &request("/"));
-        assert_eq!((ok.status, failed), (200, false));
-        let (panicked, failed) = call_handler(&Odd, &request("/panic"));
-        assert_eq!((panicked.status, failed), (500, true));
-        let (informational, failed) = call_handler(&Odd, &request("/101"));
-        assert_eq!((informational.status, failed), (500, true));
     }
 }

@@ -10,24 +10,28 @@
 //! values or bodies, which may carry credentials.
 //!
 //! Each file owns one part, roughly in the order a connection meets them:
-//! - `server.rs`: the lifecycle, `Server` (bind, run, drain) and `ShutdownHandle`;
+//! - `server.rs`: the lifecycle, `Server` (bind, run, drain);
+//! - `shutdown.rs`: `ShutdownHandle`, the flag every part reads, and waking the accept loop;
 //! - `accept.rs`: the accept loop, and the 503 for a connection refused at a cap;
-//! - `caps.rs`: the connection caps, in total and per client (an IPv4 address or an IPv6
+//! - `caps.rs` (tests in `caps_tests.rs`): the connection caps, in total and per client (an IPv4 address or an IPv6
 //!   /64), the slot that an open connection holds, what each connection is doing, and
 //!   which one gives way to a new connection when every slot is taken;
 //! - `budget.rs`: the budget of request-body bytes held in memory at once, and the hold
 //!   of one request on it;
 //! - `pool.rs`: the generic pool of threads that runs each connection as one job;
-//! - `transport.rs`: the `Transport` trait over TCP and TLS, and the choice between
-//!   them, with the TLS handshake on the connection's own thread;
+//! - `serve.rs`: a connection's thread, from the accepted socket (and the TLS handshake,
+//!   over HTTPS) to the connection loop;
+//! - `transport.rs`: the `Transport` trait over TCP and TLS;
 //! - `tls.rs`: loading the certificate and key, and `TlsStream`;
-//! - `conn.rs`: the connection loop, which reads each request, calls the handler,
-//!   writes the response and keeps the connection or closes it;
+//! - `sequence.rs` (tests in `sequence_tests.rs`): the steps of one request (head, admit,
+//!   reserve, body, handle, answer) as values without any I/O;
+//! - `conn.rs`: the connection loop, which drives those steps over the socket within the
+//!   deadlines and keeps the connection or closes it;
 //! - `encoding.rs`: undoing a body's `Content-Encoding` (gzip, deflate) within a bound,
 //!   before the handler sees it, without any I/O;
 //! - `buffer.rs`: the fixed-size input buffer of one connection;
 //! - `deadline.rs`: deadlines, and the socket timeouts that hold every wait to them;
-//! - `head.rs` and `render.rs`: parsing request heads and rendering responses,
+//! - `head.rs` (tests in `head_tests.rs`) and `render.rs`: parsing request heads and rendering responses,
 //!   both without any I/O;
 //! - `tests.rs`: end-to-end tests of the whole layer over loopback.
 
@@ -41,7 +45,10 @@ pub mod encoding;
 mod head;
 mod pool;
 mod render;
+mod sequence;
+mod serve;
 mod server;
+mod shutdown;
 #[cfg(test)]
 mod tests;
 pub mod tls;
@@ -52,7 +59,8 @@ use std::net::SocketAddr;
 use crate::code::Code;
 use std::time::Duration;
 
-pub use server::{Server, ShutdownHandle};
+pub use server::Server;
+pub use shutdown::ShutdownHandle;
 
 /// Bounds that the server enforces on every connection.
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
 //! The server's lifecycle: `Server`, which binds the listener, checks the limits and
-//! runs the accept loop on the pool of connection threads until shutdown, and
-//! `ShutdownHandle`, which stops it from any thread and wakes the accept loop.
+//! runs the accept loop on the pool of connection threads until shutdown (which
+//! `shutdown::ShutdownHandle` asks for).
 //!
 //! It wires the other parts together and serves no connection itself. The number of
 //! connection threads must never exceed `Limits::max_connections`, limits that could
@@ -9,9 +9,9 @@
 //! finish on their own, each bounded by its deadlines.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
@@ -21,14 +21,12 @@ use super::budget::BodyBudget;
 use super::caps::ConnTable;
 use super::conn::ConnContext;
 use super::pool::Pool;
-use super::transport::serve_tcp;
+use super::serve::serve_tcp;
+use super::shutdown::ShutdownHandle;
 use super::{Handler, Limits};
 
 /// How long a connection thread beyond `Limits::workers` waits for work before exiting.
 const SPARE_WORKER_IDLE: Duration = Duration::from_secs(30);
-
-/// How long `ShutdownHandle::shutdown` waits to connect to the listener to wake it.
-const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A bound listener, ready to serve.
 #[derive(Debug)]
@@ -53,12 +51,7 @@ impl Server {
         check_limits(&limits)?;
         let listener = TcpListener::bind(addr)?;
         let local_addr = listener.local_addr()?;
-        let shutdown = ShutdownHandle {
-            inner: Arc::new(ShutdownState {
-                stopping: AtomicBool::new(false),
-                wake_addr: wake_addr(local_addr),
-            }),
-        };
+        let shutdown = ShutdownHandle::new(local_addr);
         let conns = Arc::new(ConnTable::new(
             limits.max_connections,
             limits.max_connections_per_ip,
@@ -154,62 +147,4 @@ fn check_limits(limits: &Limits) -> io::Result<()> {
         return Ok(());
     };
     Err(io::Error::new(io::ErrorKind::InvalidInput, problem))
-}
-
-/// The address `shutdown` connects to: the listening address, with a wildcard IP
-/// replaced by loopback, because connecting to a wildcard address is not portable.
-fn wake_addr(local: SocketAddr) -> SocketAddr {
-    let ip = match local.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    SocketAddr::new(ip, local.port())
-}
-
-/// Stops a running server from any thread.
-#[derive(Debug, Clone)]
-pub struct ShutdownHandle {
-    inner: Arc<ShutdownState>,
-}
-
-#[derive(Debug)]
-struct ShutdownState {
-    stopping: AtomicBool,
-    wake_addr: SocketAddr,
-}
-
-impl ShutdownHandle {
-    /// Asks the server to stop and wakes its accept loop by connecting to it. It
-    /// returns at once (or after at most a second, if the listener is unreachable);
-    /// `Server::run` returns once the server has drained. Calling it again is
-    /// harmless.
-    pub fn shutdown(&self) {
-        self.inner.stopping.store(true, Ordering::SeqCst);
-        // The accept loop checks the flag after every accept, so one connection is
-        // enough to wake it. If the connection fails, the listener is already gone
-        // or the next real client will wake it instead.
-        if let Err(e) = TcpStream::connect_timeout(&self.inner.wake_addr, WAKE_TIMEOUT) {
-            log::debug!("could not wake the accept loop: {e}");
-        }
-    }
-
-    pub(super) fn is_stopping(&self) -> bool {
-        self.inner.stopping.load(Ordering::SeqCst)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wake_address_replaces_wildcards() {
-        let v4: SocketAddr = "0.0.0.0:8086".parse().expect("addr");
-        let v6: SocketAddr = "[::]:8086".parse().expect("addr");
-        let fixed: SocketAddr = "192.0.2.1:8086".parse().expect("addr");
-        assert_eq!(wake_addr(v4), "127.0.0.1:8086".parse().expect("addr"));
-        assert_eq!(wake_addr(v6), "[::1]:8086".parse().expect("addr"));
-        assert_eq!(wake_addr(fixed), fixed);
-    }
 }

@@ -1,6 +1,9 @@
 //! End-to-end tests of the HTTP layer: a real `Server` on 127.0.0.1 with a small
 //! handler, driven by raw `TcpStream`s so that every byte on the wire is the test's
-//! choice. Waits are bounded by deadlines; nothing relies on a sleep for ordering.
+//! choice, for what only sockets show: deadlines and pace, idle connections, the
+//! connection caps and eviction, the thread pool, shutdown. (What a request's bytes come
+//! to is tested over byte slices in `sequence_tests.rs`, with this file's handler.)
+//! Waits are bounded by deadlines; nothing relies on a sleep for ordering.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -17,7 +20,7 @@ use crate::code::Code;
 /// Upper bound for any single wait in these tests; reaching it is a failure.
 const PATIENCE: Duration = Duration::from_secs(5);
 
-fn limits() -> Limits {
+pub(super) fn limits() -> Limits {
     Limits {
         header_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(2),
@@ -31,11 +34,11 @@ fn limits() -> Limits {
 }
 
 #[derive(Default)]
-struct TestHandler {
+pub(super) struct TestHandler {
     /// (status, method, path) of every exchange reported through `completed`.
-    log: Mutex<Vec<(u16, String, String)>>,
+    pub(super) log: Mutex<Vec<(u16, String, String)>>,
     /// Requests that reached `handle`.
-    started: AtomicUsize,
+    pub(super) started: AtomicUsize,
 }
 
 impl Handler for TestHandler {
@@ -218,27 +221,27 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 #[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(super) struct Resp {
+    pub(super) status: u16,
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) body: Vec<u8>,
 }
 
 impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("json body")
     }
 
     /// Checks the shape every layer-generated error must have.
     #[track_caller]
-    fn assert_error(&self, status: u16, code: &str) -> String {
+    pub(super) fn assert_error(&self, status: u16, code: &str) -> String {
         assert_eq!(self.status, status, "{self:?}");
         assert_eq!(self.header("content-type"), Some("application/json"));
         assert_eq!(self.header("connection"), Some("close"));
@@ -273,15 +276,6 @@ impl Client {
     #[track_caller]
     fn response(&mut self) -> Resp {
         match self.read_response(false) {
-            Ok(Some(resp)) => resp,
-            other => panic!("expected a response, got {other:?}"),
-        }
-    }
-
-    /// A response to HEAD: Content-Length describes a body that is not sent.
-    #[track_caller]
-    fn head_response(&mut self) -> Resp {
-        match self.read_response(true) {
             Ok(Some(resp)) => resp,
             other => panic!("expected a response, got {other:?}"),
         }
@@ -357,32 +351,8 @@ impl Client {
     }
 }
 
-fn get(path: &str) -> String {
+pub(super) fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")
-}
-
-#[test]
-fn keep_alive_serves_three_requests_on_one_connection() {
-    let srv = start(limits());
-    let mut client = Client::connect(srv.addr);
-    for i in 0..3 {
-        client.send(get(&format!("/echo/{i}?i={i}")));
-        let resp = client.response();
-        assert_eq!(resp.status, 200);
-        assert_eq!(resp.header("connection"), None);
-        assert!(resp.header("date").is_some());
-        assert_eq!(
-            resp.header("content-length"),
-            Some(resp.body.len().to_string().as_str())
-        );
-        let body = resp.json();
-        assert_eq!(body["path"], format!("/echo/{i}"));
-        assert_eq!(body["host"], "test");
-    }
-    wait_until("three exchanges", || srv.statuses() == [200, 200, 200]);
-    assert_eq!(srv.open(), 1);
-    assert_eq!(srv.log()[0].1, "GET");
-    assert_eq!(srv.log()[0].2, "/echo/0");
 }
 
 #[test]
@@ -406,69 +376,6 @@ fn pipelined_requests_in_one_write_are_all_answered() {
 }
 
 #[test]
-fn expect_100_continue_gets_continue_before_the_body() {
-    let srv = start(limits());
-    let mut client = Client::connect(srv.addr);
-    client.send("POST /upload HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
-    let interim = client.response();
-    assert_eq!(interim.status, 100);
-    client.send("hello");
-    let resp = client.response();
-    assert_eq!(resp.status, 200);
-    assert_eq!(resp.json()["body"], "hello");
-
-    // An expectation the server does not know is refused before any body.
-    client.send("POST /upload HTTP/1.1\r\nContent-Length: 5\r\nExpect: 200-ok\r\n\r\n");
-    client.response().assert_error(417, "expectation_failed");
-}
-
-#[test]
-fn oversized_body_is_refused_before_any_body_byte() {
-    let srv = start(limits());
-    let mut client = Client::connect(srv.addr);
-    let sent = Instant::now();
-    // Only the head is sent; the client even waits for 100 Continue, which must not
-    // come.
-    client.send(
-        "POST /write HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000000000000000\r\n\
-         Expect: 100-continue\r\n\r\n",
-    );
-    let resp = client.response();
-    assert!(sent.elapsed() < Duration::from_secs(1));
-    let message = resp.assert_error(413, "body_too_large");
-    assert_eq!(
-        message,
-        "request body is 9000000000000000000 bytes; the limit is 1048576 (server.max_body_bytes)"
-    );
-    client.expect_eof();
-    wait_until("the 413 to be reported", || {
-        srv.log() == [(413, "POST".to_owned(), "/write".to_owned())]
-    });
-    assert_eq!(srv.handler.started.load(Ordering::SeqCst), 0);
-}
-
-#[test]
-fn body_at_the_limit_is_read_in_full_and_one_more_byte_is_refused() {
-    let srv = start(limits());
-    let body: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
-    let sum: u64 = body.iter().map(|b| u64::from(*b)).sum();
-    let mut client = Client::connect(srv.addr);
-    client.send(format!(
-        "POST /sum HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    ));
-    for chunk in body.chunks(100_000) {
-        client.send(chunk);
-    }
-    let resp = client.response().json();
-    assert_eq!(resp["len"], body.len());
-    assert_eq!(resp["sum"], sum);
-
-    client.send("POST /sum HTTP/1.1\r\nContent-Length: 1048577\r\n\r\n");
-    client.response().assert_error(413, "body_too_large");
-}
-
-#[test]
 fn stray_line_ends_between_requests_are_skipped() {
     let srv = start(Limits {
         idle_timeout: Duration::from_millis(600),
@@ -489,55 +396,6 @@ fn stray_line_ends_between_requests_are_skipped() {
     client.expect_eof();
     wait_until("two reports", || srv.statuses().len() == 2);
     assert_eq!(srv.statuses(), [200, 200]);
-}
-
-#[test]
-fn transfer_encoding_is_refused_with_411() {
-    let srv = start(limits());
-    let mut client = Client::connect(srv.addr);
-    client.send(
-        "POST /write HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
-         5\r\nhello\r\n0\r\n\r\n",
-    );
-    let message = client
-        .response()
-        .assert_error(411, "transfer_encoding_unsupported");
-    assert_eq!(
-        message,
-        "Transfer-Encoding is not supported; send the body with Content-Length"
-    );
-    client.expect_eof();
-}
-
-#[test]
-fn megabyte_header_line_without_line_end_gets_431() {
-    let srv = start(limits());
-    let mut client = Client::connect(srv.addr);
-    client.send("GET / HTTP/1.1\r\nX-Long: ");
-    let chunk = vec![b'a'; 16 * 1024];
-    for _ in 0..64 {
-        // The server may answer and close long before the megabyte is sent.
-        if client.stream.write_all(&chunk).is_err() {
-            break;
-        }
-    }
-    let message = client.response().assert_error(431, "head_too_large");
-    assert_eq!(
-        message,
-        "request head is larger than 16384 bytes or has more than 64 headers"
-    );
-    wait_until("the 431 to be reported", || {
-        srv.log() == [(431, "-".to_owned(), "-".to_owned())]
-    });
-}
-
-#[test]
-fn too_many_headers_get_431() {
-    let srv = start(limits());
-    let mut client = Client::connect(srv.addr);
-    let headers: String = (0..65).map(|i| format!("X-{i}: v\r\n")).collect();
-    client.send(format!("GET / HTTP/1.1\r\n{headers}\r\n"));
-    client.response().assert_error(431, "head_too_large");
 }
 
 #[test]
@@ -878,96 +736,6 @@ fn shutdown_grace_bounds_run() {
 }
 
 #[test]
-fn http10_closes_unless_keep_alive_is_asked_for() {
-    let srv = start(limits());
-    let mut plain = Client::connect(srv.addr);
-    plain.send("GET /old HTTP/1.0\r\n\r\n");
-    let resp = plain.response();
-    assert_eq!(resp.header("connection"), Some("close"));
-    assert_eq!(resp.status, 200);
-    plain.expect_eof();
-
-    let mut kept = Client::connect(srv.addr);
-    for _ in 0..2 {
-        kept.send("GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
-        let resp = kept.response();
-        assert_eq!(resp.status, 200);
-        assert_eq!(resp.header("connection"), Some("keep-alive"));
-    }
-}
-
-#[test]
-fn http11_connection_close_is_honoured() {
-    let srv = start(limits());
-    let mut client = Client::connect(srv.addr);
-    client.send("GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
-    assert_eq!(client.response().header("connection"), Some("close"));
-    client.expect_eof();
-}
-
-#[test]
-fn garbage_and_other_protocols_get_400() {
-    let srv = start(limits());
-    let cases: [(&[u8], &str); 4] = [
-        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "unsupported_version"),
-        (
-            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
-            "malformed_request",
-        ),
-        (
-            b"GET http://example.com/ HTTP/1.1\r\n\r\n",
-            "invalid_target",
-        ),
-        (
-            b"POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n",
-            "invalid_content_length",
-        ),
-    ];
-    for (raw, code) in cases {
-        let mut client = Client::connect(srv.addr);
-        client.send(raw);
-        client.response().assert_error(400, code);
-        client.expect_eof();
-    }
-    wait_until("four reports", || srv.statuses() == [400; 4]);
-    assert_eq!(srv.log()[0], (400, "-".to_owned(), "-".to_owned()));
-    assert_eq!(srv.handler.started.load(Ordering::SeqCst), 0);
-}
-
-#[test]
-fn head_requests_get_headers_only() {
-    let srv = start(limits());
-    let mut client = Client::connect(srv.addr);
-    client.send("HEAD /h HTTP/1.1\r\n\r\n");
-    let resp = client.head_response();
-    assert_eq!(resp.status, 200);
-    assert!(resp.header("content-length").is_some_and(|l| l != "0"));
-    // If a body had been sent, it would be read here as a malformed response.
-    client.send(get("/next"));
-    assert_eq!(client.response().json()["path"], "/next");
-}
-
-#[test]
-fn handler_headers_cannot_break_framing() {
-    let srv = start(limits());
-    let mut client = Client::connect(srv.addr);
-    client.send(get("/bad-header"));
-    let resp = client.response();
-    assert_eq!(resp.status, 200);
-    assert_eq!(resp.header("x-split"), None);
-    assert_eq!(resp.header("injected"), None);
-    assert_eq!(resp.header("x-fine"), Some("ok"));
-    assert_eq!(resp.header("content-length"), Some("2"));
-    client.send(get("/no-content"));
-    let resp = client.response();
-    assert_eq!(resp.status, 204);
-    assert_eq!(resp.header("content-length"), None);
-    assert!(resp.body.is_empty());
-    client.send(get("/after"));
-    assert_eq!(client.response().json()["path"], "/after");
-}
-
-#[test]
 fn deep_json_fits_the_worker_stack() {
     let srv = start(limits());
     for (depth, status) in [(127usize, 200u16), (100_000, 400)] {
@@ -1048,75 +816,4 @@ fn request_header_lookup_ignores_case_and_takes_the_first() {
         peer: request.peer,
     };
     assert_eq!(head.header("x-TOKEN"), Some(&b"first"[..]));
-}
-
-#[test]
-fn a_request_refused_from_its_head_is_answered_without_its_body_being_read() {
-    let srv = start(limits());
-    // A body announced, the client waiting for 100 Continue: refused at once, without it.
-    let mut client = Client::connect(srv.addr);
-    let asked = Instant::now();
-    client
-        .send("POST /refused HTTP/1.1\r\nContent-Length: 1048576\r\nExpect: 100-continue\r\n\r\n");
-    let resp = client.response();
-    assert!(asked.elapsed() < Duration::from_secs(1));
-    resp.assert_error(401, "unauthorized");
-    assert_eq!(resp.header("connection"), Some("close"));
-    client.expect_eof();
-    // The body sent anyway, a byte at a time, is not waited for either.
-    let mut client = Client::connect(srv.addr);
-    client.send("POST /refused HTTP/1.1\r\nContent-Length: 1048576\r\n\r\nx");
-    client.response().assert_error(401, "unauthorized");
-    client.expect_eof();
-    // Without a body nothing is left unread: the connection goes on.
-    let mut client = Client::connect(srv.addr);
-    client.send(get("/refused"));
-    let refused = client.response();
-    assert_eq!(refused.status, 401);
-    assert_eq!(refused.header("connection"), None, "kept alive");
-    client.send(get("/after"));
-    assert_eq!(client.response().json()["path"], "/after");
-    // A panic in admit is a 500, and the server goes on.
-    let mut client = Client::connect(srv.addr);
-    client.send(get("/admit-panic"));
-    client.response().assert_error(500, "internal_error");
-    client.expect_eof();
-    assert_eq!(
-        srv.handler.started.load(Ordering::SeqCst),
-        1,
-        "only /after reached handle"
-    );
-}
-
-#[test]
-fn what_handling_costs_is_charged_to_the_body_budget() {
-    // A body of a few bytes that costs 40 MiB to handle, while another request's handling
-    // holds 40 MiB of the 64: the body fits, its cost does not, so it waits and gets 503
-    // without reaching the handler; once the first is done it is handled. Before the cost
-    // was charged, both were handled at once, whatever they cost.
-    let server = start(limits());
-    let mut first = Client::connect(server.addr);
-    first.send("POST /costly/40/2500 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
-    wait_until("the first request is handled", || {
-        server.handler.started.load(Ordering::SeqCst) == 1
-    });
-    let mut second = Client::connect(server.addr);
-    let request = "POST /costly/40/0 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
-    second.send(request);
-    let refused = second.response();
-    assert_eq!(refused.status, 503, "{refused:?}");
-    assert_eq!(refused.json()["code"], "too_many_bodies", "{refused:?}");
-    assert_eq!(server.handler.started.load(Ordering::SeqCst), 1);
-    assert_eq!(first.response().status, 200);
-    second.send(request);
-    assert_eq!(second.response().status, 200);
-}
-
-#[test]
-fn a_cost_beyond_the_whole_budget_takes_all_of_it_and_is_handled() {
-    // More than all of max_body_bytes_in_flight: handled alone, not refused as too large.
-    let server = start(limits());
-    let mut client = Client::connect(server.addr);
-    client.send("POST /costly/1000/0 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
-    assert_eq!(client.response().status, 200);
 }

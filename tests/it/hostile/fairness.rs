@@ -431,23 +431,33 @@ fn clients_that_never_read_their_answers_give_their_slots_up() {
         "",
     );
     let stop = Arc::new(AtomicBool::new(false));
+    // Connections whose pings the server stopped taking (each counted once).
+    let blocked = Arc::new(AtomicUsize::new(0));
     let pipelined = format!("GET {PING} HTTP/1.1\r\nHost: gw\r\n\r\n").repeat(64);
     let attackers: Vec<_> = (0..2u8)
         .map(|i| {
             let (stop, pipelined, addr) = (Arc::clone(&stop), pipelined.clone(), gw.addr);
+            let blocked = Arc::clone(&blocked);
             thread::spawn(move || {
                 let from = IpAddr::from([127, 0, 0, 2 + i]);
-                let mut conns: Vec<Option<TcpStream>> = (0..8).map(|_| None).collect();
+                let mut conns: Vec<Option<(TcpStream, bool)>> = (0..8).map(|_| None).collect();
                 while !stop.load(Ordering::SeqCst) {
                     for slot in &mut conns {
                         let fresh = slot.is_none();
-                        let c = slot.get_or_insert_with(|| connect_unread(from, addr));
+                        let (c, counted) =
+                            slot.get_or_insert_with(|| (connect_unread(from, addr), false));
                         // Pipeline pings for as long as the server takes them; never read.
                         let closed = loop {
                             match c.write(pipelined.as_bytes()) {
                                 Ok(_) if fresh => break false,
                                 Ok(_) => {}
-                                Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
+                                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                                    if !*counted {
+                                        *counted = true;
+                                        blocked.fetch_add(1, Ordering::SeqCst);
+                                    }
+                                    break false;
+                                }
                                 Err(_) => break true,
                             }
                         };
@@ -460,8 +470,11 @@ fn clients_that_never_read_their_answers_give_their_slots_up() {
             })
         })
         .collect();
-    // The answers pile up, and every connection's answer write blocks.
-    thread::sleep(Duration::from_millis(1500));
+    // The answers pile up, and the connections' answer writes block: as many connections as
+    // there are slots have had their pings refused by a full socket.
+    wait_until(Duration::from_secs(10), "16 connections blocked", || {
+        blocked.load(Ordering::SeqCst) >= 16
+    });
     let answered = fresh_pings(gw.addr, 10);
     stop.store(true, Ordering::SeqCst);
     for a in attackers {
@@ -478,13 +491,15 @@ fn clients_that_never_read_their_answers_give_their_slots_up() {
 }
 
 /// Connections from `from` that each ask `isrunning` with `token` once, then again every 4 s
-/// (within `idle_timeout`), reading every answer, until `stop`; returns the statuses.
+/// (within `idle_timeout`), reading every answer (counted in `answered`), until `stop`; returns
+/// the statuses.
 fn kept_alive_token_holder(
     from: IpAddr,
     to: SocketAddr,
     n: usize,
     token: &'static str,
     stop: Arc<AtomicBool>,
+    answered: Arc<AtomicUsize>,
 ) -> JoinHandle<Vec<u16>> {
     thread::spawn(move || {
         let request = format!(
@@ -506,6 +521,7 @@ fn kept_alive_token_holder(
                         .and_then(|()| read_response(c, false).ok())
                         .map_or(0, |r| r.status);
                     statuses.push(status);
+                    answered.fetch_add(1, Ordering::SeqCst);
                 }
             }
             thread::sleep(Duration::from_millis(20));
@@ -525,17 +541,19 @@ fn one_token_cannot_hold_every_slot() {
         "max_connections = 32\nmax_connections_per_ip = 8\nheader_timeout = \"10s\"\nidle_timeout = \"10s\"\n",
         "",
     );
-    let (base, stop) = (gw.threads(), Arc::new(AtomicBool::new(false)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let asked = Arc::new(AtomicUsize::new(0));
     let holders: Vec<_> = (0..4u8)
         .map(|i| {
             let from = IpAddr::from([127, 0, 0, 2 + i]);
-            kept_alive_token_holder(from, gw.addr, 8, TOKEN, Arc::clone(&stop))
+            let (stop, asked) = (Arc::clone(&stop), Arc::clone(&asked));
+            kept_alive_token_holder(from, gw.addr, 8, TOKEN, stop, asked)
         })
         .collect();
-    wait_until(Duration::from_secs(5), "32 connections", || {
-        gw.threads() >= base + 32
+    // Every connection's first request answered: each is kept alive, authenticated.
+    wait_until(Duration::from_secs(5), "32 first answers", || {
+        asked.load(Ordering::SeqCst) >= 32
     });
-    thread::sleep(Duration::from_millis(300));
     let answered = fresh_pings(gw.addr, 10);
     stop.store(true, Ordering::SeqCst);
     let statuses: Vec<u16> = holders
@@ -575,15 +593,20 @@ fn an_answer_429_does_not_keep_a_connection_protected() {
             .rest(&rest)
             .toml(),
     );
-    let (base, stop) = (gw.threads(), Arc::new(AtomicBool::new(false)));
-    let steady =
-        kept_alive_token_holder([127, 0, 0, 2].into(), gw.addr, 4, STEADY, Arc::clone(&stop));
-    let greedy =
-        kept_alive_token_holder([127, 0, 0, 3].into(), gw.addr, 4, GREEDY, Arc::clone(&stop));
-    wait_until(Duration::from_secs(5), "8 connections", || {
-        gw.threads() >= base + 8
+    let stop = Arc::new(AtomicBool::new(false));
+    let asked = Arc::new(AtomicUsize::new(0));
+    let holder = |from: [u8; 4], token| {
+        let (stop, asked) = (Arc::clone(&stop), Arc::clone(&asked));
+        kept_alive_token_holder(from.into(), gw.addr, 4, token, stop, asked)
+    };
+    let (steady, greedy) = (
+        holder([127, 0, 0, 2], STEADY),
+        holder([127, 0, 0, 3], GREEDY),
+    );
+    // Every connection's first request answered (200, or 429 for three of the greedy's).
+    wait_until(Duration::from_secs(5), "8 first answers", || {
+        asked.load(Ordering::SeqCst) >= 8
     });
-    thread::sleep(Duration::from_millis(300));
     let answered = fresh_pings(gw.addr, 3);
     stop.store(true, Ordering::SeqCst);
     let (steady, greedy) = (

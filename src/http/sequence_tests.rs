@@ -1,0 +1,602 @@
+//! Tests of `sequence.rs` over byte slices: a connection's bytes go in, through the real input
+//! buffer and the real body budget, and the bytes it would be answered with come out, with what
+//! became of the connection. No socket, no thread, no clock: what only sockets show (deadlines,
+//! pace, eviction, caps, TLS, shutdown) is tested over loopback in `tests.rs`.
+
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
+
+use serde_json::json;
+
+use super::*;
+use crate::http::Limits;
+use crate::http::budget::{BODY_WAIT, BodyBudget};
+use crate::http::buffer::InBuf;
+use crate::http::caps::{Activity, client_of};
+use crate::http::conn::Inflating;
+use crate::http::tests::{Resp, TestHandler, get, limits};
+
+fn peer() -> SocketAddr {
+    "127.0.0.1:1".parse().expect("addr")
+}
+
+/// What one connection's bytes came to.
+struct Served {
+    /// Every byte answered, interim `100 Continue` included, in order.
+    out: Vec<u8>,
+    /// What became of the connection after the last answer: "end" when the input ran out
+    /// between requests, "gone" when it ran out inside one, or the `After` that ended it.
+    end: String,
+}
+
+impl Served {
+    /// The answers, in order; `heads` says which were to HEAD requests (no body follows).
+    fn responses(&self, heads: &[bool]) -> Vec<Resp> {
+        let mut rest = self.out.as_slice();
+        let mut all = Vec::new();
+        let mut n = 0;
+        while !rest.is_empty() {
+            let mut fields = [httparse::EMPTY_HEADER; 64];
+            let mut parsed = httparse::Response::new(&mut fields);
+            let Ok(httparse::Status::Complete(head_len)) = parsed.parse(rest) else {
+                panic!(
+                    "an incomplete response: {:?}",
+                    String::from_utf8_lossy(rest)
+                );
+            };
+            let status = parsed.code.expect("status");
+            let headers: Vec<(String, String)> = parsed
+                .headers
+                .iter()
+                .map(|h| {
+                    let value = String::from_utf8_lossy(h.value).into_owned();
+                    (h.name.to_owned(), value)
+                })
+                .collect();
+            let head_only = status < 200 || heads.get(n).copied().unwrap_or(false);
+            let declared = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .map_or(0, |(_, v)| v.parse::<usize>().expect("content-length"));
+            let body_len = if head_only { 0 } else { declared };
+            let body = rest[head_len..head_len + body_len].to_vec();
+            rest = &rest[head_len + body_len..];
+            if status >= 200 {
+                n += 1;
+            }
+            all.push(Resp {
+                status,
+                headers,
+                body,
+            });
+        }
+        all
+    }
+
+    /// The only answer.
+    #[track_caller]
+    fn response(&self) -> Resp {
+        let mut all = self.responses(&[]);
+        assert_eq!(all.len(), 1, "{:?}", String::from_utf8_lossy(&self.out));
+        all.remove(0)
+    }
+}
+
+/// Serves `input`, all of it sent at once, as the connection loop would, with `budget` as the
+/// body budget.
+fn serve_with(handler: &TestHandler, limits: &Limits, budget: &BodyBudget, input: &[u8]) -> Served {
+    let activity = Activity::detached();
+    let evict = || false;
+    let mut rest = input;
+    let mut inbuf = InBuf::new();
+    let mut out = Vec::new();
+    let end = loop {
+        inbuf.skip_line_ends();
+        inbuf.compact();
+        if inbuf.is_empty() && inbuf.read_from(&mut rest).expect("read") == 0 {
+            break "end".to_owned();
+        }
+        inbuf.skip_line_ends();
+        if inbuf.is_empty() {
+            continue;
+        }
+        let mut hold = budget.hold(&activity, client_of(peer().ip()), &evict);
+        let answer = 'request: {
+            let mut recv = RecvHead::new();
+            let head = loop {
+                match recv.try_head(inbuf.data(), inbuf.is_full()) {
+                    Ok(Some((head, len))) => {
+                        inbuf.consume(len);
+                        break head;
+                    }
+                    Ok(None) => {}
+                    Err(e) => break 'request Answer::unparsed(&e),
+                }
+                let n = inbuf.read_from(&mut rest).expect("read");
+                recv.received(inbuf.data(), n, inbuf.is_full());
+                if n == 0 {
+                    return Served {
+                        out,
+                        end: "gone".to_owned(),
+                    };
+                }
+            };
+            let reserve = match head.admit(handler, peer(), limits.max_body_bytes) {
+                Admission::Admitted(reserve) => reserve,
+                Admission::Refused(answer) => break 'request answer,
+            };
+            if let Err(shortage) = hold.take(reserve.length(), Instant::now() + BODY_WAIT) {
+                break 'request reserve.short(shortage, budget.limit());
+            }
+            let mut body = reserve.reserved();
+            if let Some(interim) = body.interim(inbuf.len()) {
+                out.extend_from_slice(interim);
+            }
+            let taken = body.take_buffered(inbuf.data());
+            inbuf.consume(taken);
+            while !body.is_whole() {
+                let n = std::io::Read::read(&mut rest, body.space()).expect("read");
+                body.filled(n);
+                if n == 0 {
+                    return Served {
+                        out,
+                        end: "gone".to_owned(),
+                    };
+                }
+            }
+            let max_inflated = usize::try_from(limits.max_inflated_bytes).expect("fits");
+            let mut memory = Inflating {
+                hold: &mut hold,
+                deadline: Instant::now() + BODY_WAIT,
+            };
+            body.handle(handler, peer(), max_inflated, &mut memory)
+        };
+        drop(hold);
+        let answer = answer.settle(false);
+        let rendered = answer.render(SystemTime::UNIX_EPOCH);
+        out.extend_from_slice(&rendered.bytes);
+        handler.completed(&super::super::Exchange {
+            peer: peer(),
+            method: answer.method(),
+            path: answer.path(),
+            status: rendered.status,
+            bytes: rendered.body_bytes,
+            duration: Duration::ZERO,
+            client: answer.client(),
+        });
+        match answer.after(Some(Duration::ZERO), !inbuf.is_empty()) {
+            After::KeepIfIdle(_) => {}
+            other => break format!("{other:?}"),
+        }
+    };
+    Served { out, end }
+}
+
+fn serve(handler: &TestHandler, input: impl AsRef<[u8]>) -> Served {
+    let limits = limits();
+    let budget = BodyBudget::new(limits.max_body_bytes_in_flight);
+    serve_with(handler, &limits, &budget, input.as_ref())
+}
+
+fn log(handler: &TestHandler) -> Vec<(u16, String, String)> {
+    handler.log.lock().expect("log").clone()
+}
+
+#[test]
+fn keep_alive_serves_three_requests_on_one_connection() {
+    let handler = TestHandler::default();
+    let input: String = (0..3).map(|i| get(&format!("/echo/{i}?i={i}"))).collect();
+    let served = serve(&handler, input);
+    let responses = served.responses(&[]);
+    assert_eq!(responses.len(), 3);
+    for (i, resp) in responses.iter().enumerate() {
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("connection"), None);
+        assert!(resp.header("date").is_some());
+        let length = resp.body.len().to_string();
+        assert_eq!(resp.header("content-length"), Some(length.as_str()));
+        assert_eq!(resp.json()["path"], format!("/echo/{i}"));
+        assert_eq!(resp.json()["host"], "test");
+    }
+    assert_eq!(served.end, "end", "kept alive");
+    assert_eq!(
+        log(&handler)[0],
+        (200, "GET".to_owned(), "/echo/0".to_owned())
+    );
+}
+
+#[test]
+fn pipelined_requests_are_all_answered_and_connection_close_ends_them() {
+    let handler = TestHandler::default();
+    let served = serve(
+        &handler,
+        "POST /first HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello\
+         GET /second?x HTTP/1.1\r\n\r\n\
+         POST /third HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbye",
+    );
+    let responses = served.responses(&[]);
+    assert_eq!(responses[0].json()["body"], "hello");
+    assert_eq!(responses[1].json()["path"], "/second");
+    assert_eq!(responses[2].header("connection"), Some("close"));
+    assert_eq!(responses[2].json()["body"], "bye");
+    assert_eq!(served.end, "Close");
+    // Behind a `Connection: close`, what the client sent is drained, not served.
+    let served = serve(
+        &handler,
+        format!(
+            "GET / HTTP/1.1\r\nConnection: close\r\n\r\n{}",
+            get("/never")
+        ),
+    );
+    assert_eq!(served.responses(&[]).len(), 1);
+    assert_eq!(served.end, "Linger");
+}
+
+#[test]
+fn expect_100_continue_gets_continue_before_the_body() {
+    let handler = TestHandler::default();
+    let served = serve(
+        &handler,
+        "POST /upload HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    );
+    assert_eq!(
+        served.out, CONTINUE,
+        "the continue, then the body is awaited"
+    );
+    assert_eq!(served.end, "gone");
+    let served = serve(
+        &handler,
+        "POST /upload HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello",
+    );
+    assert_eq!(served.responses(&[])[0].json()["body"], "hello");
+    assert!(
+        !served.out.starts_with(CONTINUE),
+        "no continue for a body already sent"
+    );
+    // An expectation the server does not know is refused before any body.
+    let served = serve(
+        &handler,
+        "POST /upload HTTP/1.1\r\nContent-Length: 5\r\nExpect: 200-ok\r\n\r\n",
+    );
+    served.response().assert_error(417, "expectation_failed");
+    assert_eq!(served.end, "Linger");
+}
+
+#[test]
+fn oversized_body_is_refused_before_any_body_byte() {
+    let handler = TestHandler::default();
+    // Only the head is sent; the client even waits for 100 Continue, which must not come.
+    let served = serve(
+        &handler,
+        "POST /write HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000000000000000\r\n\
+         Expect: 100-continue\r\n\r\n",
+    );
+    let message = served.response().assert_error(413, "body_too_large");
+    assert_eq!(
+        message,
+        "request body is 9000000000000000000 bytes; the limit is 1048576 (server.max_body_bytes)"
+    );
+    assert_eq!(served.end, "Linger");
+    assert_eq!(
+        log(&handler),
+        [(413, "POST".to_owned(), "/write".to_owned())]
+    );
+    assert_eq!(handler.started.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn body_at_the_limit_is_read_in_full_and_one_more_byte_is_refused() {
+    let handler = TestHandler::default();
+    let body: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
+    let sum: u64 = body.iter().map(|b| u64::from(*b)).sum();
+    let mut input = format!(
+        "POST /sum HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    input.extend_from_slice(&body);
+    input.extend_from_slice(b"POST /sum HTTP/1.1\r\nContent-Length: 1048577\r\n\r\n");
+    let served = serve(&handler, input);
+    let responses = served.responses(&[]);
+    assert_eq!(responses[0].json()["len"], body.len());
+    assert_eq!(responses[0].json()["sum"], sum);
+    responses[1].assert_error(413, "body_too_large");
+}
+
+#[test]
+fn stray_line_ends_between_requests_are_skipped() {
+    let handler = TestHandler::default();
+    let input = format!(
+        "POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nok\r\n\r\n{}\r\n",
+        get("/b")
+    );
+    let served = serve(&handler, input);
+    let responses = served.responses(&[]);
+    assert_eq!(responses[1].json()["path"], "/b");
+    assert_eq!(served.end, "end", "a stray line end alone is idleness");
+    assert_eq!(handler.log.lock().expect("log").len(), 2);
+}
+
+#[test]
+fn transfer_encoding_is_refused_with_411() {
+    let handler = TestHandler::default();
+    let served = serve(
+        &handler,
+        "POST /write HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5\r\nhello\r\n0\r\n\r\n",
+    );
+    let message = served
+        .response()
+        .assert_error(411, "transfer_encoding_unsupported");
+    assert_eq!(
+        message,
+        "Transfer-Encoding is not supported; send the body with Content-Length"
+    );
+    assert_eq!(served.end, "Linger");
+}
+
+#[test]
+fn megabyte_header_line_without_line_end_gets_431() {
+    let handler = TestHandler::default();
+    let mut input = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
+    input.resize(1024 * 1024, b'a');
+    let served = serve(&handler, input);
+    let message = served.response().assert_error(431, "head_too_large");
+    assert_eq!(
+        message,
+        "request head is larger than 16384 bytes or has more than 64 headers"
+    );
+    assert_eq!(log(&handler), [(431, "-".to_owned(), "-".to_owned())]);
+}
+
+#[test]
+fn too_many_headers_get_431() {
+    let handler = TestHandler::default();
+    let headers: String = (0..65).map(|i| format!("X-{i}: v\r\n")).collect();
+    let served = serve(&handler, format!("GET / HTTP/1.1\r\n{headers}\r\n"));
+    served.response().assert_error(431, "head_too_large");
+}
+
+#[test]
+fn http10_closes_unless_keep_alive_is_asked_for() {
+    let handler = TestHandler::default();
+    let served = serve(&handler, "GET /old HTTP/1.0\r\n\r\n");
+    let resp = served.response();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert_eq!(served.end, "Close");
+
+    let kept = "GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".repeat(2);
+    let served = serve(&handler, kept);
+    for resp in served.responses(&[]) {
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("connection"), Some("keep-alive"));
+    }
+    assert_eq!(served.end, "end");
+}
+
+#[test]
+fn garbage_and_other_protocols_get_400() {
+    let handler = TestHandler::default();
+    let cases: [(&[u8], &str); 4] = [
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "unsupported_version"),
+        (
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+            "malformed_request",
+        ),
+        (
+            b"GET http://example.com/ HTTP/1.1\r\n\r\n",
+            "invalid_target",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n",
+            "invalid_content_length",
+        ),
+    ];
+    for (raw, code) in cases {
+        let served = serve(&handler, raw);
+        served.response().assert_error(400, code);
+        assert_eq!(served.end, "Linger");
+    }
+    let statuses: Vec<u16> = log(&handler).iter().map(|(s, _, _)| *s).collect();
+    assert_eq!(statuses, [400; 4]);
+    assert_eq!(log(&handler)[0], (400, "-".to_owned(), "-".to_owned()));
+    assert_eq!(handler.started.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn head_requests_get_headers_only() {
+    let handler = TestHandler::default();
+    let served = serve(
+        &handler,
+        format!("HEAD /h HTTP/1.1\r\n\r\n{}", get("/next")),
+    );
+    let responses = served.responses(&[true, false]);
+    assert_eq!(responses[0].status, 200);
+    assert!(responses[0].body.is_empty());
+    assert!(
+        responses[0]
+            .header("content-length")
+            .is_some_and(|l| l != "0")
+    );
+    // Had a body been sent, this would not parse as the next answer.
+    assert_eq!(responses[1].json()["path"], "/next");
+}
+
+#[test]
+fn handler_headers_cannot_break_framing() {
+    let handler = TestHandler::default();
+    let input = [get("/bad-header"), get("/no-content"), get("/after")].concat();
+    let served = serve(&handler, input);
+    let responses = served.responses(&[]);
+    let resp = &responses[0];
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("x-split"), None);
+    assert_eq!(resp.header("injected"), None);
+    assert_eq!(resp.header("x-fine"), Some("ok"));
+    assert_eq!(resp.header("content-length"), Some("2"));
+    let resp = &responses[1];
+    assert_eq!(resp.status, 204);
+    assert_eq!(resp.header("content-length"), None);
+    assert!(resp.body.is_empty());
+    assert_eq!(responses[2].json()["path"], "/after");
+}
+
+#[test]
+fn a_request_refused_from_its_head_is_answered_without_its_body_being_read() {
+    let handler = TestHandler::default();
+    // A body announced, the client waiting for 100 Continue: refused at once, without it.
+    let served = serve(
+        &handler,
+        "POST /refused HTTP/1.1\r\nContent-Length: 1048576\r\nExpect: 100-continue\r\n\r\n",
+    );
+    served.response().assert_error(401, "unauthorized");
+    assert_eq!(served.end, "Linger", "closed, its body drained");
+    // The body sent anyway is not read either.
+    let served = serve(
+        &handler,
+        "POST /refused HTTP/1.1\r\nContent-Length: 1048576\r\n\r\nx",
+    );
+    served.response().assert_error(401, "unauthorized");
+    assert_eq!(served.end, "Linger");
+    // Without a body nothing is left unread: the connection goes on.
+    let served = serve(&handler, [get("/refused"), get("/after")].concat());
+    let responses = served.responses(&[]);
+    assert_eq!(responses[0].status, 401);
+    assert_eq!(responses[0].header("connection"), None, "kept alive");
+    assert_eq!(responses[1].json()["path"], "/after");
+    // A panic in admit is a 500 that closes the connection.
+    let served = serve(&handler, [get("/admit-panic"), get("/never")].concat());
+    served.response().assert_error(500, "internal_error");
+    assert_eq!(served.end, "Linger");
+    assert_eq!(
+        handler.started.load(Ordering::SeqCst),
+        1,
+        "only /after reached handle"
+    );
+}
+
+#[test]
+fn a_handler_panic_is_a_500_that_closes_the_connection() {
+    let handler = TestHandler::default();
+    let served = serve(&handler, get("/panic"));
+    served.response().assert_error(500, "internal_error");
+    assert_eq!(served.end, "Close");
+}
+
+#[test]
+fn a_refusal_without_a_body_closes_when_the_server_is_stopping() {
+    let handler = TestHandler::default();
+    let refused = |stopping: bool| {
+        let head = match RecvHead::new().try_head(get("/refused").as_bytes(), false) {
+            Ok(Some((head, _))) => head,
+            _ => panic!("a whole head"),
+        };
+        let Admission::Refused(answer) = head.admit(&handler, peer(), 1024) else {
+            panic!("refused from its head");
+        };
+        answer.settle(stopping)
+    };
+    let kept = refused(false);
+    assert_eq!(kept.kind(), Kind::Kept);
+    assert_eq!(
+        kept.after(Some(Duration::ZERO), false),
+        After::KeepIfIdle(None)
+    );
+    assert_eq!(kept.after(Some(UNREAD_ANSWER), false), After::Linger);
+    assert_eq!(kept.after(None, false), After::Drop);
+    let closing = refused(true);
+    assert_eq!(closing.kind(), Kind::Refusal);
+    let rendered = closing.render(SystemTime::UNIX_EPOCH);
+    assert!(String::from_utf8_lossy(&rendered.bytes).contains("Connection: close\r\n"));
+}
+
+#[test]
+fn an_answer_left_unread_is_not_followed_by_the_requests_behind_it() {
+    let handler = TestHandler::default();
+    let head = match RecvHead::new().try_head(get("/authenticated").as_bytes(), false) {
+        Ok(Some((head, _))) => head,
+        _ => panic!("a whole head"),
+    };
+    let Admission::Admitted(reserve) = head.admit(&handler, peer(), 1024) else {
+        panic!("admitted");
+    };
+    let budget = BodyBudget::new(1024);
+    let activity = Activity::detached();
+    let mut hold = budget.hold(&activity, client_of(peer().ip()), &|| false);
+    let answer = reserve.reserved().handle(
+        &handler,
+        peer(),
+        1024,
+        &mut Inflating {
+            hold: &mut hold,
+            deadline: Instant::now() + BODY_WAIT,
+        },
+    );
+    let quick = Some(Duration::ZERO);
+    let stalled = Some(UNREAD_ANSWER);
+    assert_eq!(answer.after(quick, true), After::KeepIfIdle(Some("tester")));
+    assert_eq!(
+        answer.after(stalled, false),
+        After::KeepIfIdle(Some("tester"))
+    );
+    assert_eq!(answer.after(stalled, true), After::Linger);
+}
+
+#[test]
+fn what_handling_costs_is_charged_to_the_body_budget() {
+    // A body of a few bytes that costs 40 MiB to handle, while another request holds 40 MiB
+    // of the 64: the body fits, its cost does not, so it gets 503 without reaching the
+    // handler; once the other is done it is handled.
+    let handler = TestHandler::default();
+    let limits = limits();
+    let budget = BodyBudget::new(limits.max_body_bytes_in_flight);
+    let request = "POST /costly/40/0 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
+    let other = Activity::detached();
+    let mut held = budget.hold(&other, "10.0.0.9".parse().expect("ip"), &|| false);
+    held.take_for_handling(40 << 20, Instant::now())
+        .expect("40 MiB of 64");
+    let served = serve_with(&handler, &limits, &budget, request.as_bytes());
+    let refused = served.response();
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(refused.json()["code"], "too_many_bodies", "{refused:?}");
+    assert_eq!(handler.started.load(Ordering::SeqCst), 0);
+    drop(held);
+    let served = serve_with(&handler, &limits, &budget, request.as_bytes());
+    assert_eq!(served.response().status, 200);
+}
+
+#[test]
+fn a_cost_beyond_the_whole_budget_takes_all_of_it_and_is_handled() {
+    let handler = TestHandler::default();
+    let post = "POST /costly/1000/0 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
+    assert_eq!(serve(&handler, post).response().status, 200);
+}
+
+#[test]
+fn handler_results_are_checked() {
+    struct Odd;
+    impl Handler for Odd {
+        fn handle(&self, req: &Request) -> Response {
+            match req.path.as_str() {
+                "/panic" => panic!("handler panic requested by the test"),
+                "/101" => Response::json(101, &json!({})),
+                _ => Response::json(200, &json!({})),
+            }
+        }
+    }
+    let request = |path: &str| Request {
+        method: "GET".to_owned(),
+        path: path.to_owned(),
+        headers: Vec::new(),
+        body: Vec::new(),
+        peer: peer(),
+        client: None,
+    };
+    let (ok, failed) = call_handler(&Odd, &request("/"));
+    assert_eq!((ok.status, failed), (200, false));
+    let (panicked, failed) = call_handler(&Odd, &request("/panic"));
+    assert_eq!((panicked.status, failed), (500, true));
+    let (informational, failed) = call_handler(&Odd, &request("/101"));
+    assert_eq!((informational.status, failed), (500, true));
+}
