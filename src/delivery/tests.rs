@@ -1,0 +1,699 @@
+//! Every outcome of a write, in-process, through the in-memory sink and a real log in a
+//! temporary directory: stored; refused alone, in a shared write, or as a run's heartbeat;
+//! too large, or cut off while sending; unreachable, timed out, busy or misconfigured and
+//! then back; a sink that panics; the acknowledgement modes; the health the state page
+//! shows; the bound on the dead letters. Against a real `influxd` through the binary too
+//! (`tests/it/delivery.rs`).
+
+use super::*;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::delivery::sink::testing::{Answer, MemorySink};
+use crate::ingest::line_protocol;
+use crate::storage::dead_letters;
+use crate::storage::log::Position;
+use crate::storage::tests::Dir;
+
+struct Running {
+    delivery: Arc<Delivery>,
+    sink: Arc<MemorySink>,
+    stats: Arc<Stats>,
+    dir: Dir,
+    position: Option<Position>,
+    deliverer: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// The deliverer goes to work (records appended before wait for it, so they are
+    /// written together).
+    fn start(&mut self) {
+        let (d, stats) = (Arc::clone(&self.delivery), Arc::clone(&self.stats));
+        let at = self.position.take().unwrap();
+        self.deliverer = Some(std::thread::spawn(move || d.run(at, &stats)));
+    }
+
+    /// Appends a request's record without waiting for its answer; its ticket.
+    fn append(&self, lines: &str) -> u64 {
+        let points = line_protocol::split_lines(lines).count() as u32;
+        self.delivery
+            .log
+            .append(
+                Kind::Request,
+                0,
+                b"",
+                &[Unit {
+                    run: Uuid::nil(),
+                    points,
+                    lines,
+                }],
+            )
+            .unwrap()
+    }
+
+    /// A request's record, and the answer it gets.
+    fn request(&self, lines: &str) -> Outcome {
+        let points = line_protocol::split_lines(lines).count() as u32;
+        let seq = self
+            .delivery
+            .record(
+                Kind::Request,
+                &Change::default(),
+                &[Unit {
+                    run: Uuid::nil(),
+                    points,
+                    lines,
+                }],
+                &self.stats,
+            )
+            .unwrap();
+        self.delivery.outcome(seq)
+    }
+
+    /// A tick's record: one heartbeat unit per run.
+    fn heartbeats(&self, beats: &[(Uuid, String)]) {
+        let units: Vec<Unit<'_>> = beats
+            .iter()
+            .map(|(run, line)| Unit {
+                run: *run,
+                points: 1,
+                lines: line,
+            })
+            .collect();
+        self.delivery
+            .record(Kind::Heartbeats, &Change::default(), &units, &self.stats)
+            .unwrap();
+    }
+
+    /// Waits (60 s at most: a busy machine is slow to write a thousand dead letters)
+    /// until `done` holds.
+    fn until(&self, what: &str, done: impl Fn(&Running) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done(self) {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn delivered_all(&self) {
+        self.until("every record delivered", |r| {
+            r.delivery.log.undelivered().0 == 0
+        });
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.delivery.stop();
+        if let Some(t) = self.deliverer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn setup(name: &str, acknowledge: Acknowledge, limits: WriteLimits, dead_limit: u64) -> Running {
+    let dir = Dir::new(name);
+    let sink = Arc::new(MemorySink::new());
+    let (log, position, _) = Log::open(&dir.0.join("log"), 1 << 30, false, &mut |_| {}).unwrap();
+    let delivery = Arc::new(Delivery::new(
+        log,
+        Box::new(Arc::clone(&sink)),
+        DeadLetters::open(&dir.0, dead_limit).unwrap(),
+        acknowledge,
+        Duration::from_secs(5),
+        limits,
+    ));
+    Running {
+        delivery,
+        sink,
+        stats: Arc::new(Stats::default()),
+        dir,
+        position: Some(position),
+        deliverer: None,
+    }
+}
+
+const LIMITS: WriteLimits = WriteLimits {
+    max_bytes: 1 << 20,
+    max_lines: 5000,
+};
+
+fn started(name: &str) -> Running {
+    let mut r = setup(name, Acknowledge::Influxdb, LIMITS, 1 << 20);
+    r.start();
+    r
+}
+
+#[test]
+fn a_stored_request_is_answered_delivered() {
+    let r = started("delivery-stored");
+    assert_eq!(r.request("m,r=a v=1 1\nm,r=a v=2 2\n"), Outcome::Delivered);
+    assert_eq!(r.sink.stored(), ["m,r=a v=1 1", "m,r=a v=2 2"]);
+    assert_eq!(Stats::get(&r.stats.points_written), 2);
+    assert_eq!(r.delivery.influx_up(), Some(true));
+    r.delivered_all();
+}
+
+#[test]
+fn refused_data_goes_to_the_dead_letters_and_the_request_learns_why() {
+    for (name, answer, status) in [
+        (
+            "refused",
+            SinkError::Refused {
+                status: 400,
+                message: "partial write: field type conflict".into(),
+                lines: None,
+            },
+            400,
+        ),
+        (
+            "too-large",
+            SinkError::TooLarge {
+                message: "request entity too large".into(),
+            },
+            413,
+        ),
+        (
+            "unprocessable",
+            SinkError::from_status(422, "schema conflict".into()),
+            422,
+        ),
+    ] {
+        let r = started(&format!("delivery-{name}"));
+        r.sink.answer([Answer::Fail(answer)]);
+        let outcome = r.request("m,r=a v=1 1\n");
+        match &outcome {
+            Outcome::DeadLettered(why) => {
+                assert!(
+                    why.contains(&format!("influxdb answered {status}")),
+                    "{why}"
+                )
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        let letters = dead_letters::list(&r.dir.0).unwrap();
+        assert_eq!(letters.len(), 1, "{name}");
+        assert_eq!(dead_letters::read(&letters[0].0).unwrap(), "m,r=a v=1 1\n");
+        assert_eq!(
+            r.delivery.influx_up(),
+            Some(true),
+            "{name}: a refusal is an answer"
+        );
+        // What follows is delivered: a refusal never blocks the log.
+        assert_eq!(r.request("m,r=b v=1 1\n"), Outcome::Delivered, "{name}");
+    }
+}
+
+#[test]
+fn a_failure_that_may_pass_keeps_the_points_and_delivers_them_once_influxdb_answers() {
+    for (name, e) in [
+        (
+            "unreachable",
+            SinkError::Unreachable("connection refused".into()),
+        ),
+        ("timeout", SinkError::TimedOut("timeout: global".into())),
+        ("busy", SinkError::from_status(503, "busy".into())),
+        ("throttled", SinkError::from_status(429, "slow down".into())),
+        (
+            "credentials",
+            SinkError::from_status(401, "authorization failed".into()),
+        ),
+        (
+            "database",
+            SinkError::from_status(404, "database not found".into()),
+        ),
+    ] {
+        let r = started(&format!("delivery-retry-{name}"));
+        r.until("the start's probe", |r| {
+            r.delivery.influx_up() == Some(true)
+        });
+        r.sink
+            .answer([Answer::Fail(e.clone()), Answer::Fail(e.clone())]);
+        // In "influxdb" mode the request waits for the first write, which fails: it is
+        // answered as recorded, not delivered.
+        assert_eq!(r.request("m,r=a v=1 1\n"), Outcome::Recorded, "{name}");
+        assert_eq!(r.delivery.influx_up(), Some(false), "{name}");
+        assert!(r.delivery.health().last_error.is_some());
+        // Later requests do not wait while InfluxDB is down.
+        let started = Instant::now();
+        assert_eq!(r.request("m,r=b v=1 1\n"), Outcome::Recorded, "{name}");
+        assert!(started.elapsed() < Duration::from_secs(1), "{name}");
+        // The probe answers: both are delivered, in order, once each.
+        r.delivered_all();
+        assert_eq!(r.sink.stored(), ["m,r=a v=1 1", "m,r=b v=1 1"], "{name}");
+        assert_eq!(r.delivery.influx_up(), Some(true), "{name}");
+        assert_eq!(Stats::get(&r.stats.points_replayed), 2, "{name}");
+        assert!(dead_letters::list(&r.dir.0).unwrap().is_empty(), "{name}");
+    }
+}
+
+#[test]
+fn a_refusal_is_told_to_its_request_however_many_records_were_settled_since() {
+    let r = setup(
+        "delivery-late-reader",
+        Acknowledge::Influxdb,
+        LIMITS,
+        1 << 20,
+    );
+    r.delivery
+        .settle(5, vec![(5, "influxdb answered 400".into())]);
+    r.delivery.settle(500_000, Vec::new());
+    match r.delivery.outcome(5) {
+        Outcome::DeadLettered(why) => assert!(why.contains("400"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.delivery.outcome(6), Outcome::Delivered);
+}
+
+#[test]
+fn a_refused_request_in_a_shared_write_is_dead_lettered_alone() {
+    let mut r = setup("delivery-shared", Acknowledge::Influxdb, LIMITS, 1 << 20);
+    r.sink.refuse_lines_with("r=bad");
+    for name in ["a", "b", "bad", "c", "d"] {
+        r.append(&format!("m,r={name} v=1 1\nm,r={name} v=2 2\n"));
+    }
+    let last = r.append("m,r=e v=1 1\n");
+    r.delivery.log.wait(last).unwrap();
+    r.start();
+    r.delivered_all();
+    let bodies = r.sink.bodies();
+    assert!(
+        bodies[0].lines().count() == 11,
+        "the six requests went as one write first: {bodies:?}"
+    );
+    let letters = dead_letters::list(&r.dir.0).unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        dead_letters::read(&letters[0].0).unwrap(),
+        "m,r=bad v=1 1\nm,r=bad v=2 2\n"
+    );
+    let stored = r.sink.stored();
+    for good in ["r=a", "r=b", "r=c", "r=d", "r=e"] {
+        assert!(
+            stored.iter().any(|l| l.contains(good)),
+            "{good}: {stored:?}"
+        );
+    }
+    assert!(!stored.iter().any(|l| l.contains("r=bad")));
+    assert_eq!(Stats::get(&r.stats.points_dead_lettered), 2);
+    // The request that was refused learns it; the others do not.
+    assert!(matches!(r.delivery.outcome(3), Outcome::DeadLettered(_)));
+    assert_eq!(r.delivery.outcome(2), Outcome::Delivered);
+}
+
+#[test]
+fn a_refused_heartbeat_is_dead_lettered_once_per_run_and_reason_and_counted_after() {
+    let r = started("delivery-heartbeats");
+    r.sink.refuse_lines_with("clients=\"ten\"");
+    let runs: Vec<Uuid> = (1..=5).map(Uuid::from_u128).collect();
+    for tick in 1..=4 {
+        let beats: Vec<(Uuid, String)> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, run)| {
+                let clients = if i == 4 {
+                    "\"ten\"".to_string()
+                } else {
+                    "5".to_string()
+                };
+                (
+                    *run,
+                    format!("load_testing,uuid={run} clients={clients} {tick}\n"),
+                )
+            })
+            .collect();
+        r.heartbeats(&beats);
+    }
+    r.delivered_all();
+    let letters = dead_letters::list(&r.dir.0).unwrap();
+    assert_eq!(
+        letters.len(),
+        1,
+        "one dead letter for the run and its reason"
+    );
+    assert!(
+        dead_letters::read(&letters[0].0)
+            .unwrap()
+            .contains(&runs[4].to_string())
+    );
+    assert_eq!(Stats::get(&r.stats.heartbeats_refused), 4);
+    assert_eq!(Stats::get(&r.stats.points_dead_lettered), 1);
+    let refusals = r.delivery.refusals();
+    assert_eq!(refusals.len(), 1);
+    assert_eq!(refusals[&runs[4]].count, 4);
+    // The four good runs' heartbeats are all stored, every tick (InfluxDB stores the good
+    // lines of a partial write, and the same line again is the same point: counted once).
+    let stored: std::collections::HashSet<String> = r.sink.stored().into_iter().collect();
+    for run in &runs[..4] {
+        let beats = stored
+            .iter()
+            .filter(|l| l.contains(&run.to_string()))
+            .count();
+        assert_eq!(beats, 4, "{run}");
+    }
+    // A new reason is dead-lettered again, once.
+    r.sink.refuse_lines_with("clients=\"eleven\"");
+    for tick in 5..=6 {
+        r.heartbeats(&[(
+            runs[4],
+            format!("load_testing,uuid={} clients=\"eleven\" {tick}\n", runs[4]),
+        )]);
+    }
+    r.delivered_all();
+    assert_eq!(dead_letters::list(&r.dir.0).unwrap().len(), 2);
+    assert_eq!(r.delivery.refusals()[&runs[4]].count, 6);
+}
+
+#[test]
+fn writes_over_influxdbs_body_limit_are_split_and_never_block_what_follows() {
+    let limits = WriteLimits {
+        max_bytes: 1 << 20,
+        max_lines: 5000,
+    };
+    let mut r = setup("delivery-too-large", Acknowledge::Influxdb, limits, 1 << 22);
+    r.sink.refuse_bodies_over(10_000);
+    // Thirty runs of 900-byte heartbeats: the tick's write is 27 kB, over the sink's limit;
+    // one run's heartbeat alone (12 kB) is over it too.
+    let big = "x".repeat(900);
+    let beats: Vec<(Uuid, String)> = (1..=30)
+        .map(|n| {
+            let run = Uuid::from_u128(n);
+            let note = if n == 7 {
+                "y".repeat(12_000)
+            } else {
+                big.clone()
+            };
+            (run, format!("load_testing,uuid={run} note=\"{note}\" 1\n"))
+        })
+        .collect();
+    r.start();
+    r.heartbeats(&beats);
+    assert_eq!(r.request("m,r=after v=1 1\n"), Outcome::Delivered);
+    r.delivered_all();
+    let stored = r.sink.stored();
+    assert_eq!(stored.len(), 30, "29 heartbeats and the request after them");
+    assert!(
+        stored
+            .iter()
+            .all(|l| !l.contains(&Uuid::from_u128(7).to_string()))
+    );
+    let letters = dead_letters::list(&r.dir.0).unwrap();
+    assert_eq!(letters.len(), 1, "only the run too large on its own");
+    assert!(letters[0].2.contains("413"), "{}", letters[0].2);
+}
+
+#[test]
+fn a_connection_broken_while_sending_a_large_body_is_split_when_influxdb_answers_ping() {
+    let r = started("delivery-reset");
+    r.sink.reset_bodies_over(1 << 20);
+    let line = |n: u32| format!("m,r=r{n} note=\"{}\" 1\n", "z".repeat(100_000));
+    // One request of 2 MB: taken for a body limit, it is written in parts, and all of it
+    // is stored; nothing is dead-lettered for a broken connection.
+    let lines: String = (0..20).map(line).collect();
+    assert_eq!(r.request(&lines), Outcome::Delivered);
+    assert_eq!(r.sink.stored().len(), 20);
+    assert!(r.sink.bodies().iter().skip(1).all(|b| b.len() <= 1 << 20));
+    assert!(dead_letters::list(&r.dir.0).unwrap().is_empty());
+    assert_eq!(Stats::get(&r.stats.points_dead_lettered), 0);
+}
+
+#[test]
+fn a_line_whose_connection_breaks_is_kept_and_tried_again_never_dead_lettered() {
+    let r = started("delivery-reset-line");
+    r.until("the start's probe", |r| {
+        r.delivery.influx_up() == Some(true)
+    });
+    r.sink.reset_bodies_over(1 << 20);
+    let big = format!("m,r=big note=\"{}\" 1\n", "z".repeat(1_200_000));
+    assert_eq!(r.request(&big), Outcome::Recorded);
+    r.until("a few tries", |r| r.sink.bodies().len() >= 3);
+    assert!(dead_letters::list(&r.dir.0).unwrap().is_empty());
+    assert_eq!(r.delivery.log.undelivered().0, 1, "the record is kept");
+    // The fault passes: the line is delivered.
+    r.sink.reset_bodies_over(usize::MAX);
+    r.delivered_all();
+    assert_eq!(r.sink.stored().len(), 1);
+    assert_eq!(Stats::get(&r.stats.points_dead_lettered), 0);
+}
+
+/// 1 002 points (1.5 MB) of one commit while InfluxDB answers 500 to writes and `/ping`
+/// answers: the commit waits in the log and is delivered whole once InfluxDB takes
+/// writes again; a timeout does the same. Only a definite refusal dead-letters.
+#[test]
+fn a_large_commit_is_kept_through_a_5xx_and_a_timeout_and_delivered_later() {
+    let r = started("delivery-large-5xx");
+    r.until("the start's probe", |r| {
+        r.delivery.influx_up() == Some(true)
+    });
+    let members: String = (0..20).map(|m| format!(",m{m}=1{m}.5")).collect();
+    let mut commit = format!(
+        "load_testing_result,uuid=u requestStats=\"{}\" 1\n",
+        "s".repeat(300)
+    );
+    for row in 0..1001 {
+        commit.push_str(&format!(
+            "load_testing_request_stats,uuid=u,name=/e{row} full_name=\"{}\"{members} 1\n",
+            "n".repeat(1300)
+        ));
+    }
+    assert!(commit.len() > 1_500_000, "{}", commit.len());
+    r.sink.answer([
+        Answer::Fail(SinkError::from_status(
+            500,
+            "engine: cache maximum memory size exceeded".into(),
+        )),
+        Answer::Fail(SinkError::TimedOut("timeout: global".into())),
+        Answer::Fail(SinkError::from_status(503, "busy".into())),
+    ]);
+    assert_eq!(r.request(&commit), Outcome::Recorded);
+    r.delivered_all();
+    assert_eq!(r.sink.stored().len(), 1002);
+    assert_eq!(r.sink.bodies().len(), 4, "three failures, then one write");
+    assert!(dead_letters::list(&r.dir.0).unwrap().is_empty());
+    assert_eq!(Stats::get(&r.stats.points_dead_lettered), 0);
+    assert_eq!(Stats::get(&r.stats.points_written), 1002);
+}
+
+/// InfluxDB 3 numbers the lines of a partial write as its parser splits them: a newline
+/// inside a string value does not end a line. Run A's register holds one; run B's commit
+/// is refused; A's points are stored and B's are dead-lettered.
+#[test]
+fn influxdb_3_line_numbers_count_lines_as_its_parser_does() {
+    let mut r = setup(
+        "delivery-v3-newlines",
+        Acknowledge::Influxdb,
+        LIMITS,
+        1 << 20,
+    );
+    r.sink.name_refused_lines();
+    r.sink.refuse_lines_with("conflict=");
+    r.append("load_testing_events,uuid=a commit_msg=\"Fix login\n\nCloses #12\" 1\n");
+    r.append("load_testing_events,uuid=b event=\"started\" 2\n");
+    let last = r.append("load_testing_result,uuid=b conflict=\"text\" 3\n");
+    r.delivery.log.wait(last).unwrap();
+    r.start();
+    r.delivered_all();
+    let letters = dead_letters::list(&r.dir.0).unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        dead_letters::read(&letters[0].0).unwrap(),
+        "load_testing_result,uuid=b conflict=\"text\" 3\n"
+    );
+    assert_eq!(r.sink.bodies().len(), 1, "no second write");
+    assert_eq!(Stats::get(&r.stats.points_written), 2);
+    // The records are numbered 1, 2, 3 as they were written.
+    assert_eq!(r.delivery.outcome(1), Outcome::Delivered);
+    assert_eq!(r.delivery.outcome(2), Outcome::Delivered);
+    assert!(matches!(r.delivery.outcome(3), Outcome::DeadLettered(_)));
+}
+
+/// 1 000 runs whose heartbeats InfluxDB refuses: once known, they go in a write of their
+/// own each tick (a probe, not split again), so a tick costs two writes, not thousands,
+/// and a request recorded beside them is not held behind them.
+#[test]
+fn runs_known_to_be_refused_cost_one_write_a_tick_and_hold_nobody_back() {
+    let r = setup(
+        "delivery-refused-runs",
+        Acknowledge::Disk,
+        WriteLimits {
+            max_bytes: 1 << 20,
+            max_lines: 5000,
+        },
+        1 << 26,
+    );
+    let mut r = r;
+    r.start();
+    r.sink.refuse_lines_with("clients=\"ten\"");
+    let refused: Vec<Uuid> = (1..=1000).map(Uuid::from_u128).collect();
+    let good: Vec<Uuid> = (1001..=1005).map(Uuid::from_u128).collect();
+    let tick = |n: u32, clients: &str| -> Vec<(Uuid, String)> {
+        refused
+            .iter()
+            .map(|run| {
+                (
+                    *run,
+                    format!("load_testing,uuid={run} clients={clients} {n}\n"),
+                )
+            })
+            .chain(
+                good.iter()
+                    .map(|run| (*run, format!("load_testing,uuid={run} clients=5 {n}\n"))),
+            )
+            .collect()
+    };
+    r.heartbeats(&tick(1, "\"ten\""));
+    r.delivered_all();
+    assert_eq!(r.delivery.refusals().len(), 1000);
+    assert_eq!(dead_letters::list(&r.dir.0).unwrap().len(), 1000);
+    let before = r.sink.bodies().len();
+    for n in 2..=4 {
+        r.heartbeats(&tick(n, "\"ten\""));
+    }
+    assert_eq!(
+        r.request("load_testing_result,uuid=other v=1 5\n"),
+        Outcome::Recorded
+    );
+    r.delivered_all();
+    let writes = r.sink.bodies().len() - before;
+    assert!(
+        writes <= 8,
+        "three ticks and a request took {writes} writes"
+    );
+    assert!(
+        r.sink
+            .stored()
+            .iter()
+            .any(|l| l.starts_with("load_testing_result,uuid=other"))
+    );
+    assert_eq!(
+        dead_letters::list(&r.dir.0).unwrap().len(),
+        1000,
+        "no new dead letter for the same reason"
+    );
+    assert_eq!(Stats::get(&r.stats.heartbeats_refused), 4000);
+    assert!(r.delivery.refusals().values().all(|x| x.count == 4));
+    // InfluxDB takes them again (the conflict is gone): the probe sees it, and they are
+    // known as refused no longer.
+    r.sink.refuse_lines_with("no-such-text");
+    r.heartbeats(&tick(5, "\"ten\""));
+    r.delivered_all();
+    assert!(r.delivery.refusals().is_empty());
+    let stored = r.sink.stored();
+    assert!(stored.iter().any(|l| l.contains("clients=\"ten\" 5")));
+}
+
+#[test]
+fn a_sink_that_panics_does_not_stop_the_deliverer() {
+    let r = started("delivery-panic");
+    r.until("the start's probe", |r| {
+        r.delivery.influx_up() == Some(true)
+    });
+    r.sink.answer([Answer::Panic]);
+    assert_eq!(r.request("m v=1 1\n"), Outcome::Recorded);
+    r.delivered_all();
+    assert_eq!(r.sink.stored(), ["m v=1 1"]);
+}
+
+#[test]
+fn health_is_unknown_until_influxdb_answers_then_follows_it() {
+    let mut r = setup("delivery-health", Acknowledge::Disk, LIMITS, 1 << 20);
+    assert_eq!(r.delivery.influx_up(), None, "nothing was asked yet");
+    r.sink.set_ping_fails(true);
+    // InfluxDB is away for writes too, so the record cannot be delivered before it is
+    // answered.
+    r.sink.answer([Answer::Fail(SinkError::Unreachable(
+        "connection refused".into(),
+    ))]);
+    r.start();
+    r.until("the start's probe fails", |r| {
+        r.delivery.influx_up() == Some(false)
+    });
+    assert_eq!(r.request("m v=1 1\n"), Outcome::Recorded);
+    r.sink.set_ping_fails(false);
+    r.until("the probe answers", |r| {
+        r.delivery.influx_up() == Some(true)
+    });
+    r.delivered_all();
+    assert_eq!(r.sink.stored(), ["m v=1 1"]);
+}
+
+#[test]
+fn writes_respect_the_line_and_byte_limits() {
+    let limits = WriteLimits {
+        max_bytes: 60,
+        max_lines: 3,
+    };
+    let mut r = setup("delivery-limits", Acknowledge::Disk, limits, 1 << 20);
+    for n in 0..10 {
+        r.append(&format!("m,r=r{n} v={n} 1\n"));
+    }
+    let last = r.append("m,r=last v=1 1\n");
+    r.delivery.log.wait(last).unwrap();
+    r.start();
+    r.delivered_all();
+    let bodies = r.sink.bodies();
+    assert!(
+        bodies
+            .iter()
+            .all(|b| b.lines().count() <= 3 && b.len() <= 60),
+        "{bodies:?}"
+    );
+    assert_eq!(r.sink.stored().len(), 11);
+}
+
+#[test]
+fn beyond_the_dead_letter_bound_refusals_are_counted_as_dropped() {
+    let mut r = setup(
+        "delivery-dead-bound",
+        Acknowledge::Influxdb,
+        LIMITS,
+        3 * 4096,
+    );
+    r.start();
+    r.sink.refuse_lines_with("bad");
+    assert!(matches!(
+        r.request("m,t=bad v=1 1\n"),
+        Outcome::DeadLettered(_)
+    ));
+    assert!(matches!(
+        r.request("m,t=bad v=2 2\nm,t=bad v=3 3\n"),
+        Outcome::DeadLettered(_)
+    ));
+    assert_eq!(dead_letters::list(&r.dir.0).unwrap().len(), 1);
+    assert_eq!(Stats::get(&r.stats.points_dropped), 2);
+    let usage = r.delivery.dead_letters().usage();
+    assert_eq!((usage.records, usage.dropped_points), (1, 2));
+}
+
+#[test]
+fn refused_lines_named_by_influxdb_3_are_dead_lettered_without_a_second_write() {
+    // Three requests in one write; InfluxDB 3 refuses line 4 (the second line of the
+    // second request) and stores the rest.
+    let mut r = setup("delivery-v3-lines", Acknowledge::Influxdb, LIMITS, 1 << 20);
+    r.sink.answer([Answer::Fail(SinkError::Refused {
+        status: 400,
+        message: "partial write of line protocol occurred: line 4: invalid column type".into(),
+        lines: Some(vec![3]),
+    })]);
+    r.append("m,r=a v=1 1\nm,r=a v=2 2\n");
+    r.append("m,r=b v=1 1\nm,r=b v=2 2\n");
+    let last = r.append("m,r=c v=1 1\n");
+    r.delivery.log.wait(last).unwrap();
+    r.start();
+    r.delivered_all();
+    assert_eq!(
+        r.sink.bodies().len(),
+        1,
+        "no second write: {:?}",
+        r.sink.bodies()
+    );
+    let letters = dead_letters::list(&r.dir.0).unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        dead_letters::read(&letters[0].0).unwrap(),
+        "m,r=b v=1 1\nm,r=b v=2 2\n"
+    );
+    assert_eq!(Stats::get(&r.stats.points_written), 3);
+    assert!(matches!(r.delivery.outcome(2), Outcome::DeadLettered(_)));
+    assert_eq!(r.delivery.outcome(3), Outcome::Delivered);
+}
