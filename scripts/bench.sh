@@ -33,6 +33,7 @@ if [ "$quick" -eq 1 ]; then
     phase_limit=4      # seconds per throughput phase at most (all rounds)
     mem_steps=(1000 10000)
     mem_limits=(4 10)  # seconds for each memory step at most
+    retention_steps=(2500 20000) # cycles with finished runs forgotten after 1 s
     wide_commits=32    # wide commits (one per connection)
 else
     mode="full"
@@ -40,6 +41,7 @@ else
     phase_limit=30
     mem_steps=(10000 100000)
     mem_limits=(60 300)
+    retention_steps=(12500 100000)
     wide_commits=64
 fi
 running_jobs=10000
@@ -143,9 +145,9 @@ gw_addr=""
 gw_n=0
 # The acknowledgement mode of the next gateway started (delivery.acknowledge).
 ack=disk
-# start_gateway INFLUX_ADDR HEARTBEAT_INTERVAL [JOBS_JSON] [SERVER_LINES]: a fresh gateway with
-# its own storage dir (and SERVER_LINES added to [server]), in mode $ack; sets gw_pid and
-# gw_addr.
+# start_gateway INFLUX_ADDR HEARTBEAT_INTERVAL [JOBS_JSON] [SERVER_LINES] [JOBS_LINES]: a fresh
+# gateway with its own storage dir (and SERVER_LINES added to [server], JOBS_LINES to [jobs]),
+# in mode $ack; sets gw_pid and gw_addr.
 start_gateway() {
     gw_n=$((gw_n + 1))
     local dir="$work/gateway-$gw_n"
@@ -166,6 +168,7 @@ acknowledge = "$ack"
 [jobs]
 heartbeat_interval = "$2"
 max_running = 20000
+${5:-}
 [storage]
 dir = "$dir/data"
 EOF
@@ -248,6 +251,19 @@ run mem-2 gateway --addr "$gw_addr" --concurrency 8 \
 rss_step2=$(rss_kib "$gw_pid")
 mem_done1=$(val cycles "$work/mem-1")
 mem_done2=$((mem_done1 + $(val cycles "$work/mem-2")))
+stop_gateway
+
+step "Memory with finished runs forgotten after 1 s: ${retention_steps[0]} then ${retention_steps[1]} cycles (null InfluxDB, heartbeat every 2 s)"
+start_gateway "$null" 2s "" "" 'finished_retention = "1s"'
+run ret-1 gateway --addr "$gw_addr" --concurrency 8 --cycles "${retention_steps[0]}" --max-seconds 60
+sleep 3 # past the retention and a tick: what is left is what stays
+rss_ret1=$(rss_kib "$gw_pid")
+run ret-2 gateway --addr "$gw_addr" --concurrency 8 \
+    --cycles "$((retention_steps[1] - retention_steps[0]))" --max-seconds 120
+sleep 3
+rss_ret2=$(rss_kib "$gw_pid")
+ret_done1=$(val cycles "$work/ret-1")
+ret_done2=$((ret_done1 + $(val cycles "$work/ret-2")))
 stop_gateway
 
 step "$running_jobs running jobs: heartbeat every 1s against influxd"
@@ -412,6 +428,9 @@ echo "| 5 | RSS idle | $(mib "$rss_idle") | ≤ 4 MiB | $(met "$rss_idle" "<=" 4
 echo "| 5 | RSS after $mem_done1 cycles (asked: ${mem_steps[0]} in ${mem_limits[0]}s) | $(mib "$rss_step1"); $(val cycles_per_s "$work/mem-1") cycles/s | | |"
 grow=$((rss_step2 - rss_step1))
 echo "| 5 | RSS after $mem_done2 cycles (asked: ${mem_steps[1]} in ${mem_limits[0]}+${mem_limits[1]}s) | $(mib "$rss_step2"), +$(mib "$grow"); $(val cycles_per_s "$work/mem-2") cycles/s in this step | within 1 MiB of the first step, 100 000 vs 10 000 cycles | $(met "$grow" "<=" 1024) |"
+echo "| 5 | RSS after $ret_done1 cycles, finished runs forgotten after 1 s (finished_retention) | $(mib "$rss_ret1") | | |"
+ret_grow=$((rss_ret2 - rss_ret1))
+echo "| 5 | the same after $ret_done2 cycles | $(mib "$rss_ret2"), +$(mib "$ret_grow") | within 1 MiB of the first step | $(met "$ret_grow" "<=" 1024) |"
 echo "| 5 | RSS with $running_jobs running jobs | $(mib "$rss_jobs") | ≤ 16 MiB | $(met "$rss_jobs" "<=" 16384) |"
 # stalled FILE: the figures of one stalled-bodies run.
 stalled() {

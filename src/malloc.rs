@@ -56,3 +56,69 @@ pub fn trim() {
 /// Other allocators give memory back by their own rules.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn trim() {}
+
+/// In the unit tests only: the system allocator, counting the bytes each thread holds and the
+/// most it held, so that a test can hold code to the memory it takes ([`counted::peak_during`]).
+/// Counted per thread, so tests running at once on other threads do not disturb the figure.
+#[cfg(test)]
+pub mod counted {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+        static PEAK: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn add(bytes: isize) {
+        // try_with: a thread being torn down has no counters left, and is not measured.
+        let _ = LIVE.try_with(|live| {
+            let now = live.get() + bytes;
+            live.set(now);
+            let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+        });
+    }
+
+    pub struct Counting;
+
+    // SAFETY: every call is passed on to the system allocator unchanged; the counting touches
+    // only const-initialised thread-locals, which never allocate.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            add(layout.size() as isize);
+            // SAFETY: the caller's contract is passed on as it is.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            add(-(layout.size() as isize));
+            // SAFETY: the caller's contract is passed on as it is.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            add(layout.size() as isize);
+            // SAFETY: the caller's contract is passed on as it is.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            add(new_size as isize - layout.size() as isize);
+            // SAFETY: the caller's contract is passed on as it is.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    /// Runs `f` and returns what it gives with the most bytes this thread held above what it
+    /// held before, at any moment while it ran (blocks are counted at their requested size).
+    pub fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        let start = LIVE.with(Cell::get);
+        PEAK.with(|peak| peak.set(start));
+        let out = f();
+        let peak = PEAK.with(Cell::get);
+        (out, (peak - start).max(0) as usize)
+    }
+}

@@ -47,12 +47,17 @@ pub enum Rule<'a> {
         keep_other: usize,
     },
     /// An array read like `Entries`; of the entries past `keep`, the first that `rescue`
-    /// accepts (read by `inner`, one at a time) is kept too, after the others.
+    /// accepts (read by `inner`, one at a time) is kept too, after the others. With `take`,
+    /// each kept entry is handed to it as soon as it is read, and the array is left empty:
+    /// what the caller makes of an entry is all that stays of it, so reading a million members
+    /// in a thousand entries holds one entry's tree at a time, not a thousand. `take` is
+    /// called with `None` as an array begins (an object may repeat its key: the last wins).
     Rescue {
         keep: usize,
         inner: &'a Rule<'a>,
         seen: Option<&'a Cell<usize>>,
         rescue: fn(&Value) -> bool,
+        take: Option<&'a dyn Fn(Option<Value>)>,
     },
     /// The value's JSON text, exactly as sent, as a `Value::String`.
     Raw,
@@ -319,8 +324,9 @@ fn number_parts(token: &[u8]) -> Option<(&[u8], &[u8], i64)> {
 /// Removes the white space outside strings from valid JSON text: its compact form, with keys
 /// and numbers exactly as sent. Quotes, backslashes and white space are ASCII, and in UTF-8 an
 /// ASCII byte is always that character, so the text is scanned as bytes and copied in runs.
-pub fn compact(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+/// Text that is compact already (as most clients send it) is not copied.
+pub fn compact(text: &str) -> Cow<'_, str> {
+    let mut out = String::new();
     let mut in_string = false;
     let mut escaped = false;
     let mut start = 0;
@@ -334,14 +340,20 @@ pub fn compact(text: &str) -> String {
                 in_string = false;
             }
         } else if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            if out.capacity() == 0 {
+                out.reserve(text.len());
+            }
             out.push_str(&text[start..i]);
             start = i + 1;
         } else if b == b'"' {
             in_string = true;
         }
     }
+    if start == 0 {
+        return Cow::Borrowed(text);
+    }
     out.push_str(&text[start..]);
-    out
+    Cow::Owned(out)
 }
 
 /// Where the array that is the value of a top-level member sits in the compact text of an
@@ -490,27 +502,35 @@ impl<'de> Visitor<'de> for Prune<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut kept = Vec::new();
-        let (keep, inner, seen, mut rescue) = match self.0 {
-            Rule::Entries { keep, inner, seen } => (*keep, Some(*inner), *seen, None),
+        let (keep, inner, seen, mut rescue, take) = match self.0 {
+            Rule::Entries { keep, inner, seen } => (*keep, Some(*inner), *seen, None, None),
             Rule::Rescue {
                 keep,
                 inner,
                 seen,
                 rescue,
-            } => (*keep, Some(*inner), *seen, Some(*rescue)),
-            _ => (0, None, None, None),
+                take,
+            } => (*keep, Some(*inner), *seen, Some(*rescue), *take),
+            _ => (0, None, None, None, None),
+        };
+        if let Some(take) = take {
+            take(None);
+        }
+        let mut keep_one = |v: Value| match take {
+            Some(take) => take(Some(v)),
+            None => kept.push(v),
         };
         let mut n = 0;
         loop {
             match (inner, n < keep, rescue) {
                 (Some(rule), true, _) => match seq.next_element_seed(Prune(rule))? {
-                    Some(v) => kept.push(v),
+                    Some(v) => keep_one(v),
                     None => break,
                 },
                 // Read whole, but only one at a time: memory stays that of one entry.
                 (Some(rule), false, Some(test)) => match seq.next_element_seed(Prune(rule))? {
                     Some(v) if test(&v) => {
-                        kept.push(v);
+                        keep_one(v);
                         rescue = None;
                     }
                     Some(_) => {}
