@@ -18,6 +18,8 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver
 use ureq::unversioned::transport::NextTimeout;
 
 use crate::config::{Api, Influxdb};
+#[cfg(test)]
+use crate::delivery::sink::Disposition;
 use crate::delivery::sink::{Sink, SinkError};
 use crate::state::schema::{FieldType, Known, Retention};
 
@@ -232,6 +234,9 @@ impl Influx {
             .lossy_utf8(true)
             .read_to_string()
             .unwrap_or_default();
+        if url == self.write_url {
+            return write_answer(status, &text).map(|()| text);
+        }
         if (200..300).contains(&status) {
             // InfluxDB 1.x query answers are 200 even when the statement failed.
             if let Some(message) = error_message(&text).filter(|_| status == 200) {
@@ -240,11 +245,7 @@ impl Influx {
             return Ok(text);
         }
         let message = error_message(&text).unwrap_or_else(|| cut(text.trim()));
-        let mut error = SinkError::from_status(status, message);
-        if let SinkError::Refused { lines, .. } = &mut error {
-            *lines = refused_lines(&text);
-        }
-        Err(error)
+        Err(SinkError::from_status(status, message))
     }
 
     /// Whether the credentials may write to the database (bucket): a write with an empty body,
@@ -567,6 +568,43 @@ fn parse_counts(text: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// What InfluxDB's answer to a write (`status`, the body's `text`) means. InfluxDB 1.x, 2.x and
+/// 3.x answer a stored write with 204 and no body; anything else in 2xx (a web page, a proxy's
+/// `200 {"error": ...}`) is not InfluxDB saying it stored the points, so they are kept and tried
+/// again. A 400 or 422 refuses the data only in InfluxDB's own words (its JSON error): a proxy's
+/// 400 page says nothing of the lines, so it is tried again too.
+fn write_answer(status: u16, text: &str) -> Result<(), SinkError> {
+    let said = || cut(text.trim());
+    match status {
+        200..=299 if text.trim().is_empty() => Ok(()),
+        200..=299 => Err(SinkError::Unavailable {
+            status,
+            message: format!(
+                "answered {status} with a body instead of InfluxDB's 204 (is influxdb.url InfluxDB itself?): {}",
+                said()
+            ),
+        }),
+        400 | 422 => match error_message(text) {
+            Some(message) => Err(SinkError::Refused {
+                status,
+                message,
+                lines: refused_lines(text),
+            }),
+            None => Err(SinkError::Unavailable {
+                status,
+                message: format!(
+                    "answered {status} without InfluxDB's JSON error (a proxy?): {}",
+                    said()
+                ),
+            }),
+        },
+        _ => Err(SinkError::from_status(
+            status,
+            error_message(text).unwrap_or_else(said),
+        )),
+    }
+}
+
 /// What a request to InfluxDB that got no answer stands for: a timeout, a connection that
 /// broke once made, or none made.
 fn failed(e: ureq::Error) -> SinkError {
@@ -636,6 +674,40 @@ fn encode(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only InfluxDB's 204 is a stored write, and only its own JSON refuses the data: a web
+    /// page answering 200, a proxy's 200 with an error, or a proxy's 400 page keep the points.
+    #[test]
+    fn only_influxdbs_own_answers_store_or_refuse_a_write() {
+        assert_eq!(write_answer(204, ""), Ok(()));
+        let kept = |status, text: &str| {
+            let e = write_answer(status, text).unwrap_err();
+            assert_eq!(e.disposition(), Disposition::Retry, "{status} {text}: {e}");
+        };
+        kept(200, "<html><body>down for maintenance</body></html>");
+        kept(200, r#"{"error":"upstream timed out"}"#);
+        kept(
+            400,
+            "<html><head><title>400 Bad Request</title></head><body>nginx</body></html>",
+        );
+        kept(422, "");
+        kept(502, "<html>Bad Gateway</html>");
+        let refused = write_answer(400, r#"{"error":"partial write: field type conflict"}"#);
+        assert!(matches!(
+            refused,
+            Err(SinkError::Refused { status: 400, .. })
+        ));
+        let v2 = write_answer(
+            422,
+            r#"{"code":"unprocessable entity","message":"failure writing points"}"#,
+        );
+        assert!(matches!(v2, Err(SinkError::Refused { status: 422, .. })));
+        let v3 = write_answer(
+            400,
+            r#"{"error":"partial write of line protocol occurred","data":[{"line_number":2,"error_message":"invalid column type"}]}"#,
+        );
+        assert!(matches!(v3, Err(SinkError::Refused { lines: Some(ref l), .. }) if l == &[1]));
+    }
 
     #[test]
     fn the_schema_is_read_from_show_field_keys_and_show_tag_keys() {
