@@ -31,7 +31,7 @@ use crate::ingest::line_protocol::{self, FieldValue};
 use crate::ingest::points::Run;
 use crate::state::jobs::{Job, Jobs, State};
 use crate::state::schema::Known;
-use crate::storage::{open_read, read_if_exists, remove_if_exists, write_reserved};
+use crate::storage::{DirHandle, write_reserved};
 
 /// The snapshot's file name in `storage.dir`.
 pub const SNAPSHOT_FILE: &str = "jobs.json";
@@ -78,8 +78,11 @@ impl fmt::Display for JournalError {
 
 impl std::error::Error for JournalError {}
 
-/// Where the job table is saved: `storage.dir/jobs.json`.
+/// Where the job table is saved: `storage.dir/jobs.json`, written relative to the handle of
+/// `storage.dir` opened at the start.
 pub struct Snapshots {
+    dir: DirHandle,
+    /// The snapshot's path, for messages.
     path: PathBuf,
 }
 
@@ -93,10 +96,11 @@ pub struct Loaded {
 }
 
 impl Snapshots {
-    /// The snapshot of the table in `storage_dir`.
-    pub fn new(storage_dir: &Path) -> Snapshots {
+    /// The snapshot of the table in `storage_dir` (its handle, opened at the start).
+    pub fn new(storage_dir: DirHandle) -> Snapshots {
         Snapshots {
             path: storage_dir.join(SNAPSHOT_FILE),
+            dir: storage_dir,
         }
     }
 
@@ -104,7 +108,7 @@ impl Snapshots {
     /// log's changes go to [`Restore::log_changes`] as the log is opened; then
     /// [`Snapshots::finish`].
     pub fn read(&self) -> Result<Restore, JournalError> {
-        let snapshot = match open_read(&self.path) {
+        let snapshot = match self.dir.open_read(SNAPSHOT_FILE) {
             Ok(file) => Some(io::BufReader::with_capacity(1 << 16, file)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(JournalError::io("open", &self.path, e)),
@@ -123,10 +127,11 @@ impl Snapshots {
         log_dir: &Path,
         max_ended: usize,
     ) -> Result<Loaded, JournalError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let legacy_path = dir.join(LEGACY_JOURNAL_FILE);
-        let legacy =
-            read_if_exists(&legacy_path).map_err(|e| JournalError::io("read", &legacy_path, e))?;
+        let legacy_path = self.dir.join(LEGACY_JOURNAL_FILE);
+        let legacy = self
+            .dir
+            .read_if_exists(LEGACY_JOURNAL_FILE)
+            .map_err(|e| JournalError::io("read", &legacy_path, e))?;
         let (jobs, restored) = restore
             .finish(legacy.as_deref().unwrap_or_default(), max_ended)
             .map_err(|error| JournalError::Damaged {
@@ -170,17 +175,18 @@ impl Snapshots {
         use_reserve: bool,
     ) -> Result<(u64, u64), JournalError> {
         let (bytes, covers) = jobs.snapshot_with(schema);
-        write_reserved(&self.path, &bytes, use_reserve)
+        write_reserved(&self.dir, SNAPSHOT_FILE, &bytes, use_reserve)
             .map_err(|e| JournalError::io("write", &self.path, e))?;
         Ok((covers, bytes.len() as u64))
     }
 
     /// Removes version 0.1's journal, whose records the last snapshot holds.
     pub fn remove_legacy_journal(&self) {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let path = dir.join(LEGACY_JOURNAL_FILE);
-        if let Err(e) = remove_if_exists(&path) {
-            log::warn!("cannot remove {}: {e}", path.display());
+        if let Err(e) = self.dir.remove_if_exists(LEGACY_JOURNAL_FILE) {
+            log::warn!(
+                "cannot remove {}: {e}",
+                self.dir.join(LEGACY_JOURNAL_FILE).display()
+            );
         }
     }
 }
@@ -831,7 +837,7 @@ mod tests {
     #[test]
     fn snapshots_are_written_and_read_back_with_a_legacy_journal_and_the_log() {
         let dir = Dir::new("snapshots");
-        let snapshots = Snapshots::new(&dir.0);
+        let snapshots = Snapshots::new(crate::storage::tests::root(&dir));
         // Version 0.1 left a journal of two runs; the log holds a third.
         std::fs::write(
             dir.0.join(LEGACY_JOURNAL_FILE),

@@ -31,7 +31,7 @@
 //! file and the offset; `--repair` drops such a record knowingly and keeps the ones around it.
 
 use std::collections::VecDeque;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -39,7 +39,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::record::{self, Frame, Kind, Unit};
-use super::{StorageError, create_new, ensure_dir, open_read, open_rw, sync_dir, write_atomic};
+use super::{DirHandle, StorageError};
 
 /// A segment is closed once it holds this many bytes; the next group starts a new one.
 pub const SEGMENT_BYTES: u64 = 16 << 20;
@@ -222,7 +222,9 @@ struct Inner {
 
 /// The log of one `storage.dir`. See the module documentation.
 pub struct Log {
-    dir: PathBuf,
+    /// `storage.dir/log`, opened at the start: every file of the log is opened, created and
+    /// removed relative to it, never by path.
+    dir: DirHandle,
     limit: u64,
     /// [`SEGMENT_BYTES`], smaller in tests.
     segment_bytes: u64,
@@ -278,7 +280,7 @@ impl Log {
     /// in the log's order, so the start never holds them all at once. With `repair`, damaged
     /// records are dropped instead of stopping the start.
     pub fn open(
-        dir: &Path,
+        dir: DirHandle,
         limit: u64,
         repair: bool,
         changes: &mut dyn FnMut(&[u8]),
@@ -287,31 +289,30 @@ impl Log {
     }
 
     fn open_sized(
-        dir: &Path,
+        dir: DirHandle,
         limit: u64,
         repair: bool,
         segment_bytes: u64,
         changes: &mut dyn FnMut(&[u8]),
     ) -> Result<(Log, Position, Opened), OpenError> {
-        ensure_dir(dir)?;
         let mut names: Vec<(u64, PathBuf)> = Vec::new();
-        for entry in fs::read_dir(dir).map_err(|e| StorageError::io("list", dir, e))? {
-            let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
-            let path = entry.path();
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if let Some(first) = name
+        let entries = dir
+            .list()
+            .map_err(|e| StorageError::io("list", dir.path(), e))?;
+        for entry in entries {
+            if let Some(first) = entry
+                .name
                 .strip_suffix(".log")
                 .and_then(|n| n.parse::<u64>().ok())
             {
-                names.push((first, path));
-            } else if name.ends_with(".tmp") {
+                names.push((first, dir.join(&entry.name)));
+            } else if entry.name.ends_with(".tmp") {
                 // An unfinished write of the delivered mark or a repaired segment.
-                let _ = fs::remove_file(&path);
+                let _ = dir.remove_if_exists(&entry.name);
             }
         }
         names.sort();
-        let delivered = read_delivered(&dir.join(DELIVERED_FILE));
+        let delivered = read_delivered(&dir);
         let mut opened = Opened::default();
         let mut segments = Vec::new();
         let mut next_seq = names.first().map_or(1, |(first, _)| *first);
@@ -339,7 +340,8 @@ impl Log {
             }
             next_seq = *first;
             let scanned = scan(
-                path,
+                &dir,
+                *first,
                 next_seq,
                 i == last_index,
                 repair,
@@ -373,9 +375,12 @@ impl Log {
         opened.undelivered.1 = undelivered_bytes;
         // The last segment is written on; a new one when there is none, or it is full.
         if segments.last().is_none_or(|s| s.bytes >= segment_bytes) {
-            let path = dir.join(segment_name(next_seq));
-            create_new(&path).map_err(|e| StorageError::io("create", &path, e))?;
-            sync_dir(dir).map_err(|e| StorageError::io("sync", dir, e))?;
+            let name = segment_name(next_seq);
+            let path = dir.join(&name);
+            dir.create_new(&name)
+                .map_err(|e| StorageError::io("create", &path, e))?;
+            dir.sync()
+                .map_err(|e| StorageError::io("sync", dir.path(), e))?;
             segments.push(Segment {
                 first: next_seq,
                 path,
@@ -387,7 +392,9 @@ impl Log {
         let Some(tail) = segments.last() else {
             unreachable!("a segment was just made")
         };
-        let file = open_rw(&tail.path).map_err(|e| StorageError::io("open", &tail.path, e))?;
+        let file = dir
+            .open_rw(&segment_name(tail.first))
+            .map_err(|e| StorageError::io("open", &tail.path, e))?;
         let size = file
             .metadata()
             .map_err(|e| StorageError::io("look at", &tail.path, e))?
@@ -398,7 +405,7 @@ impl Log {
             next_seq,
         });
         let log = Log {
-            dir: dir.to_path_buf(),
+            dir,
             limit,
             segment_bytes,
             inner: Mutex::new(Inner {
@@ -631,9 +638,15 @@ impl Log {
             .set_len(closed.bytes)
             .and_then(|()| active.file.sync_all())
             .map_err(|e| LogError::io("close", &closed.path, e))?;
-        let path = self.dir.join(segment_name(first));
-        let file = create_new(&path).map_err(|e| LogError::io("create", &path, e))?;
-        sync_dir(&self.dir).map_err(|e| LogError::io("sync", &self.dir, e))?;
+        let name = segment_name(first);
+        let path = self.dir.join(&name);
+        let file = self
+            .dir
+            .create_new(&name)
+            .map_err(|e| LogError::io("create", &path, e))?;
+        self.dir
+            .sync()
+            .map_err(|e| LogError::io("sync", self.dir.path(), e))?;
         *active = Active { file, size: 0 };
         Ok(Segment {
             first,
@@ -706,7 +719,7 @@ impl Log {
                     // only a bug or a hand could do that.
                     return Err(LogError::io(
                         "read",
-                        &self.dir.join(segment_name(at.segment)),
+                        &self.dir.join(&segment_name(at.segment)),
                         io::ErrorKind::NotFound.into(),
                     ));
                 };
@@ -724,8 +737,10 @@ impl Log {
                     _ => return Ok(out),
                 }
             }
-            let file =
-                open_read(&segment.path).map_err(|e| LogError::io("open", &segment.path, e))?;
+            let file = self
+                .dir
+                .open_read(&segment_name(segment.first))
+                .map_err(|e| LogError::io("open", &segment.path, e))?;
             let end = segment.bytes;
             let want = (end - at.offset).min(max_bytes.saturating_sub(taken).max(1 << 16));
             let mut buf = vec![0; want as usize];
@@ -860,18 +875,16 @@ impl Log {
             return;
         }
         // The mark first: a start never looks for records in a deleted segment.
-        let mark = self.dir.join(DELIVERED_FILE);
-        if let Err(e) = write_atomic(&mark, format!("{delivered}\n").as_bytes()) {
-            log::warn!("cannot write {}: {e}", mark.display());
+        if !self.write_delivered(delivered) {
             return;
         }
         for segment in &gone {
-            if let Err(e) = fs::remove_file(&segment.path) {
+            if let Err(e) = self.dir.remove_if_exists(&segment_name(segment.first)) {
                 log::warn!("cannot delete {}: {e}", segment.path.display());
                 return;
             }
         }
-        let _ = sync_dir(&self.dir);
+        let _ = self.dir.sync();
         let mut inner = self.lock();
         inner
             .segments
@@ -882,9 +895,23 @@ impl Log {
     /// that does is harmless: InfluxDB keeps one point per series and time).
     pub fn save_delivered(&self) {
         let delivered = self.lock().delivered;
-        let mark = self.dir.join(DELIVERED_FILE);
-        if let Err(e) = write_atomic(&mark, format!("{delivered}\n").as_bytes()) {
-            log::warn!("cannot write {}: {e}", mark.display());
+        self.write_delivered(delivered);
+    }
+
+    /// Writes the delivered mark; false (and a warning) when it could not be.
+    fn write_delivered(&self, delivered: u64) -> bool {
+        match self
+            .dir
+            .write_atomic(DELIVERED_FILE, format!("{delivered}\n").as_bytes())
+        {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!(
+                    "cannot write {}: {e}",
+                    self.dir.join(DELIVERED_FILE).display()
+                );
+                false
+            }
         }
     }
 
@@ -924,8 +951,8 @@ fn zero_fill(active: &mut Active, size: u64) -> io::Result<()> {
     Ok(())
 }
 
-fn read_delivered(path: &Path) -> u64 {
-    match super::read_if_exists(path) {
+fn read_delivered(dir: &DirHandle) -> u64 {
+    match dir.read_if_exists(DELIVERED_FILE) {
         Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).trim().parse().unwrap_or(0),
         _ => 0,
     }
@@ -948,14 +975,18 @@ struct Scanned {
 
 /// Reads and checks one segment; see [`Log::open`].
 fn scan(
-    path: &Path,
+    dir: &DirHandle,
+    file: u64,
     first: u64,
     is_last: bool,
     repair: bool,
     opened: &mut Opened,
     changes: &mut dyn FnMut(&[u8]),
 ) -> Result<Scanned, OpenError> {
-    let bytes = super::read_if_exists(path)
+    let name = segment_name(file);
+    let path = &dir.join(&name);
+    let bytes = dir
+        .read_if_exists(&name)
         .map_err(|e| StorageError::io("read", path, e))?
         .unwrap_or_default();
     let mut records = Vec::new();
@@ -1031,7 +1062,8 @@ fn scan(
     if changed {
         // Rewrite the segment with its whole records only (after a torn tail the file is cut
         // at the last whole record; with --repair, damaged records are left out).
-        write_atomic(path, &kept).map_err(|e| StorageError::io("rewrite", path, e))?;
+        dir.write_atomic(&name, &kept)
+            .map_err(|e| StorageError::io("rewrite", path, e))?;
     }
     Ok(Scanned {
         end: kept.len() as u64,
@@ -1061,12 +1093,24 @@ fn resync(bytes: &[u8], from: usize, expected: u64) -> Option<(usize, u64)> {
 mod tests {
     use super::*;
     use crate::storage::tests::Dir;
+    use std::fs;
     use uuid::Uuid;
 
     const LIMIT: u64 = 1 << 30;
 
     fn open(dir: &Dir) -> Result<(Log, Position, Opened), OpenError> {
-        Log::open_sized(&dir.0, LIMIT, false, 4096, &mut |_| {})
+        open_sized(dir, LIMIT, false, 4096, &mut |_| {})
+    }
+
+    fn open_sized(
+        dir: &Dir,
+        limit: u64,
+        repair: bool,
+        segment_bytes: u64,
+        changes: &mut dyn FnMut(&[u8]),
+    ) -> Result<(Log, Position, Opened), OpenError> {
+        let handle = DirHandle::open(&dir.0).unwrap();
+        Log::open_sized(handle, limit, repair, segment_bytes, changes)
     }
 
     /// Appends a request record of `n`'s points and waits for it; its number.
@@ -1151,7 +1195,7 @@ mod tests {
         assert_eq!(read[41].units[0].lines, "m,r=r42 v=42 42\n");
         drop(log);
         let mut changes = Vec::new();
-        let (_, start, opened) = Log::open_sized(&dir.0, LIMIT, false, 4096, &mut |c| {
+        let (_, start, opened) = open_sized(&dir, LIMIT, false, 4096, &mut |c| {
             changes.extend_from_slice(c)
         })
         .unwrap();
@@ -1191,7 +1235,7 @@ mod tests {
     #[test]
     fn points_beyond_the_limit_are_refused_and_changes_alone_have_headroom() {
         let dir = Dir::new("log-full");
-        let (log, _, _) = Log::open_sized(&dir.0, 300, false, 4096, &mut |_| {}).unwrap();
+        let (log, _, _) = open_sized(&dir, 300, false, 4096, &mut |_| {}).unwrap();
         put(&log, 1);
         put(&log, 2);
         let lines = "m v=1 1\n";
@@ -1278,7 +1322,7 @@ mod tests {
 
     /// Five records in one segment, as (file, offsets of the records).
     fn five_records(dir: &Dir) -> (PathBuf, Vec<u64>) {
-        let (log, mut at, _) = Log::open_sized(&dir.0, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
+        let (log, mut at, _) = open_sized(dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
         for n in 1..=5 {
             put(&log, n);
         }
@@ -1298,8 +1342,7 @@ mod tests {
         let f = fs::OpenOptions::new().write(true).open(&file).unwrap();
         f.write_all_at(&[0; 20], offsets[4] + 10).unwrap();
         drop(f);
-        let (log, mut at, opened) =
-            Log::open_sized(&dir.0, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
+        let (log, mut at, opened) = open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
         let (path, offset, _) = opened.torn.clone().expect("a torn tail");
         assert_eq!((path, offset), (file.clone(), offsets[4]));
         assert_eq!(opened.records, 4);
@@ -1324,7 +1367,7 @@ mod tests {
                 _ => bytes[start] ^= 0x40,
             }
             fs::write(&file, &bytes).unwrap();
-            let err = match Log::open_sized(&dir.0, LIMIT, false, 1 << 20, &mut |_| {}) {
+            let err = match open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}) {
                 Err(e) => e,
                 Ok(_) => panic!("{what}: the start went on"),
             };
@@ -1338,14 +1381,13 @@ mod tests {
                 "{text}"
             );
             let (log, mut at, opened) =
-                Log::open_sized(&dir.0, LIMIT, true, 1 << 20, &mut |_| {}).unwrap();
+                open_sized(&dir, LIMIT, true, 1 << 20, &mut |_| {}).unwrap();
             assert_eq!(opened.repaired.len(), 1, "{what}");
             let seqs: Vec<u64> = read_all(&log, &mut at).iter().map(|r| r.seq).collect();
             assert_eq!(seqs, [1, 2, 4, 5], "{what}");
             drop(log);
             // Repaired for good: the next start needs no --repair.
-            let (_, _, opened) =
-                Log::open_sized(&dir.0, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
+            let (_, _, opened) = open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
             assert_eq!(opened.records, 4, "{what}");
         }
     }
@@ -1353,7 +1395,7 @@ mod tests {
     #[test]
     fn a_failed_write_fails_its_group_leaves_no_record_and_no_gap() {
         let dir = Dir::new("log-fail");
-        let (log, mut at, _) = Log::open_sized(&dir.0, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
+        let (log, mut at, _) = open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
         put(&log, 1);
         let path = segment_files(&dir)[0].clone();
         log.fail_writes
@@ -1379,5 +1421,50 @@ mod tests {
         assert_eq!(put(&log, 3), 2, "the failed record took no number");
         let seqs: Vec<u64> = read_all(&log, &mut at).iter().map(|r| r.seq).collect();
         assert_eq!(seqs, [1, 2]);
+    }
+
+    #[test]
+    fn a_log_directory_swapped_for_a_link_is_not_followed() {
+        let dir = Dir::new("log-swapped");
+        let elsewhere = Dir::new("log-swapped-elsewhere");
+        let log_path = dir.0.join("log");
+        let (log, mut at, _) = Log::open_sized(
+            crate::storage::tests::log_dir(&dir.0),
+            LIMIT,
+            false,
+            4096,
+            &mut |_| {},
+        )
+        .unwrap();
+        put(&log, 1);
+        let moved = dir.0.join("moved");
+        fs::rename(&log_path, &moved).unwrap();
+        std::os::unix::fs::symlink(&elsewhere.0, &log_path).unwrap();
+        // Written, rolled into new segments, read back, delivered, trimmed and marked.
+        for n in 2..=100 {
+            assert_eq!(put(&log, n), n);
+        }
+        let read = read_all(&log, &mut at);
+        assert_eq!(read.len(), 100);
+        let bytes = read.iter().map(|r| r.bytes).sum();
+        log.delivered(100, 100, bytes);
+        log.snapshot_written(100, 10);
+        log.save_delivered();
+        assert_eq!(
+            fs::read_dir(&elsewhere.0).unwrap().count(),
+            0,
+            "nothing written through the link"
+        );
+        assert_eq!(
+            fs::read_to_string(moved.join(DELIVERED_FILE)).unwrap(),
+            "100\n"
+        );
+        assert_eq!(log.segments(), 1, "the delivered segments were trimmed");
+        let left: Vec<_> = fs::read_dir(&moved)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".log"))
+            .collect();
+        assert_eq!(left.len(), 1, "{left:?}");
     }
 }

@@ -472,7 +472,7 @@ fn links_inside_storage_dir_are_refused_or_replaced_never_followed() {
     );
 
     let mut gw = Gateway::start(&config(&influx.url, "runs", NO_TICKS));
-    std::os::unix::fs::symlink(&precious, gw.dir.join("data/jobs.tmp")).unwrap();
+    std::os::unix::fs::symlink(&precious, gw.dir.join("data/jobs.json.tmp")).unwrap();
     assert_eq!(post_json(gw.addr, REGISTER, &json!({})).status, 200);
     gw.terminate();
     assert!(gw.wait_exit(Duration::from_secs(15)).unwrap().success());

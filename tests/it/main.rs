@@ -20,6 +20,7 @@ mod hostile;
 mod influx_api;
 mod influx_trouble;
 mod limits;
+mod links;
 mod metrics;
 mod retention;
 mod schema;
