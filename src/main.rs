@@ -45,7 +45,7 @@ use crate::state::jobs::Bounds;
 use crate::state::journal::{JournalError, Snapshots};
 use crate::state::schema::Schema;
 use crate::storage::dead_letters::{self, DeadLetters};
-use crate::storage::log::{Log, LogError, OpenError};
+use crate::storage::log::{Log, OpenError};
 use crate::storage::{DirHandle, DirLock, StorageError};
 
 const HELP: &str = "\
@@ -126,8 +126,6 @@ enum StartError {
     },
     Storage(StorageError),
     Log(OpenError),
-    /// The 0.1 spool could not be moved into the log.
-    Upgrade(LogError),
     Journal(JournalError),
     Thread {
         name: &'static str,
@@ -157,10 +155,6 @@ impl fmt::Display for StartError {
             }
             StartError::Storage(e) => write!(f, "storage.dir: {e}"),
             StartError::Log(e) => write!(f, "storage.dir: {e}"),
-            StartError::Upgrade(e) => write!(
-                f,
-                "storage.dir: cannot move the spool of version 0.1 into the log: {e}"
-            ),
             StartError::Journal(e) => e.fmt(f),
             StartError::Thread { name, error } => {
                 write!(f, "cannot start the {name} thread: {error}")
@@ -515,19 +509,7 @@ fn run() -> Result<(), StartError> {
             path.display()
         );
     }
-    let (imported, imported_points) =
-        storage::upgrade::import_spool(&dir, &log).map_err(StartError::Upgrade)?;
-    if imported > 0 {
-        log::info!(
-            "moved {imported} records ({imported_points} points) of the version 0.1 spool into the log"
-        );
-    }
     let loaded = snapshots.finish(restore, &log_dir, c.jobs.max_finished)?;
-    if loaded.restored.torn_tail {
-        log::warn!(
-            "the last record of jobs.journal was cut short by the previous stop; it was never acknowledged and is left out"
-        );
-    }
     let jobs = loaded.jobs;
     let counts = jobs.counts();
     let dead_usage = dead.usage();
@@ -573,10 +555,8 @@ fn run() -> Result<(), StartError> {
         clock: service::Clock::default(),
     });
     // A fresh snapshot holds everything read back: the log can let go of what is delivered.
-    match service.try_save_snapshot() {
-        Ok(()) if loaded.legacy_journal => service.snapshots.remove_legacy_journal(),
-        Ok(()) => {}
-        Err(e) => log::error!("{e}"),
+    if let Err(e) = service.try_save_snapshot() {
+        log::error!("{e}");
     }
     log::info!(
         "metrics-consumer {} writing to {} (api {}, acknowledge {}); {} running jobs restored, {} records ({} bytes) waiting for InfluxDB, {} dead letters",

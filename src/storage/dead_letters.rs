@@ -8,8 +8,7 @@
 //! ```
 //!
 //! A dead letter is named by the log record its lines came from and the unit's place in it, so
-//! a refusal met again (the log delivered again after a restart) is kept once. Version 0.1
-//! named them `<n>-<points>` by a counter; those are listed and replayed alike.
+//! a refusal met again (the log delivered again after a restart) is kept once.
 //! Both files are written whole or not at all. Beyond the bound a refusal is not kept: its
 //! points are counted as dropped, and the log says so at error level, at most once a minute,
 //! so a stream of refusals can never fill the disk. `replay-dead-letters` may remove dead
@@ -89,34 +88,25 @@ fn name(key: Key, points: u64, ext: &str) -> String {
     }
 }
 
-/// (key, points) from a dead letter's file name; a 0.1 name `<n>-<points>` has unit 0.
+/// (key, points) from a dead letter's file name, `<record>-<unit>[.<line>]-<points>.<ext>`.
 fn parse_name(path: &Path) -> Option<(Key, u64)> {
     let stem = path.file_stem()?.to_str()?;
     let mut parts = stem.split('-');
     let record = parts.next()?.parse().ok()?;
     let second = parts.next()?;
-    match (parts.next(), parts.next()) {
-        (None, _) => Some((
-            Key {
-                record,
-                unit: 0,
-                line: 0,
-            },
-            second.parse().ok()?,
-        )),
-        (Some(points), None) => {
-            let (unit, line) = second.split_once('.').unwrap_or((second, "0"));
-            Some((
-                Key {
-                    record,
-                    unit: unit.parse().ok()?,
-                    line: line.parse().ok()?,
-                },
-                points.parse().ok()?,
-            ))
-        }
-        _ => None,
+    let points = parts.next()?.parse().ok()?;
+    if parts.next().is_some() {
+        return None;
     }
+    let (unit, line) = second.split_once('.').unwrap_or((second, "0"));
+    Some((
+        Key {
+            record,
+            unit: unit.parse().ok()?,
+            line: line.parse().ok()?,
+        },
+        points,
+    ))
 }
 
 /// What a file of `len` bytes takes on disk, about: whole blocks of 4 KiB (a small file takes one
@@ -384,15 +374,15 @@ mod tests {
         assert_eq!(again.store(b, "m v=2 2\n", 1, "x").unwrap(), Kept::Kept);
         assert_eq!(list(&dir.0).unwrap().len(), 2);
         assert_eq!((again.usage().records, again.usage().bytes), (2, 4 * 4096));
-        // A 0.1 dead letter is listed beside them, in the order of its number.
+        // A file of another name is neither listed nor counted.
         fs::write(
             dir.0.join("dead-letter/00000000000000000003-2.lp"),
             "m v=0 0\n",
         )
         .unwrap();
-        let listed = list(&dir.0).unwrap();
-        assert_eq!(listed.len(), 3);
-        assert_eq!(listed[0].1, 2);
+        assert_eq!(list(&dir.0).unwrap().len(), 2);
+        let counted = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
+        assert_eq!(counted.usage().records, 2);
     }
 
     #[test]

@@ -27,7 +27,6 @@
 pub mod dead_letters;
 pub mod log;
 pub mod record;
-pub mod upgrade;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};

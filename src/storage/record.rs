@@ -6,7 +6,7 @@
 //!   crc    u32   CRC-32 (IEEE) of the seq bytes and the payload
 //!   seq    u64   the record's number; the log's records are numbered 1, 2, 3, … without gaps
 //! payload
-//!   kind     u8    1 = a request, 2 = heartbeats of a tick, 3 = taken over from a 0.1 spool
+//!   kind     u8    1 = a request, 2 = heartbeats of a tick
 //!   change   u64   the number of the last job-table change among the changes (0: none)
 //!   changes  u32 length, then that many bytes: the job-table changes (journal lines), or none
 //!   units    u32 count, then each unit:
@@ -36,8 +36,6 @@ pub enum Kind {
     Request = 1,
     /// Heartbeats of a tick, one unit per run, and the tick's job-table changes.
     Heartbeats = 2,
-    /// A record of the spool of version 0.1, taken over at the first start.
-    Imported = 3,
 }
 
 impl Kind {
@@ -45,7 +43,6 @@ impl Kind {
         match b {
             1 => Some(Kind::Request),
             2 => Some(Kind::Heartbeats),
-            3 => Some(Kind::Imported),
             _ => None,
         }
     }

@@ -3,7 +3,7 @@
 //! letters), through InfluxDB outages, a gateway killed with SIGKILL at random moments in both
 //! acknowledgement modes, a refused point, a full log and SIGTERM under load; a write cut short
 //! at the end of the log is dropped, a damaged record inside it stops the start; one gateway
-//! per `storage.dir`; no link inside it is followed; a directory of version 0.1 is taken over.
+//! per `storage.dir`; no link inside it is followed.
 //! All against a real `influxd`.
 
 use std::collections::HashSet;

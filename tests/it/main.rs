@@ -27,4 +27,3 @@ mod schema;
 mod service;
 mod tidy;
 mod tls;
-mod upgrade;
