@@ -31,6 +31,11 @@ use crate::storage::{DirHandle, write_reserved};
 
 /// The snapshot's file name in `storage.dir`.
 pub const SNAPSHOT_FILE: &str = "jobs.json";
+/// The value of the `format` member that opens every `jobs.json`.
+pub const SNAPSHOT_FORMAT: &str = "metrics-consumer-jobs";
+/// The version of `jobs.json`'s format this program writes and reads. A reader that meets
+/// another stops; a later format is a new version, read by the programs that know it.
+pub const SNAPSHOT_VERSION: u32 = 1;
 
 /// Why the job table could not be read or saved, naming the file.
 #[derive(Debug, Clone)]
@@ -316,7 +321,8 @@ pub fn encode_snapshot<'a>(
     let jobs: Vec<SavedView> = jobs.map(SavedView::of).collect();
     // Serializing plain data into a Vec cannot fail.
     serde_json::to_vec(&SnapshotView {
-        version: 1,
+        format: SNAPSHOT_FORMAT,
+        version: SNAPSHOT_VERSION,
         journal_seq: covers,
         jobs,
         schema,
@@ -329,7 +335,9 @@ pub fn encode_snapshot<'a>(
 pub enum RestoreError {
     /// `jobs.json` is not a job table; serde_json's description of where.
     NotATable(String),
-    /// `jobs.json` was written by a version of the program this one does not know.
+    /// `jobs.json` does not open with `"format": "metrics-consumer-jobs"`: what it opens with.
+    Foreign(String),
+    /// `jobs.json` is of a version of the format this program does not read.
     UnknownVersion(u32),
     /// A job of `jobs.json` breaks a rule a request would be held to (the file was edited).
     BadSavedJob { uuid: Uuid, why: String },
@@ -350,6 +358,7 @@ impl RestoreError {
     pub fn place(&self) -> Place {
         match self {
             RestoreError::NotATable(_)
+            | RestoreError::Foreign(_)
             | RestoreError::UnknownVersion(_)
             | RestoreError::BadSavedJob { .. } => Place::Snapshot,
             RestoreError::BadChange { .. }
@@ -363,9 +372,14 @@ impl fmt::Display for RestoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RestoreError::NotATable(why) => write!(f, "not a job table ({why})"),
-            RestoreError::UnknownVersion(v) => {
-                write!(f, "version {v} is not known to this program")
-            }
+            RestoreError::Foreign(found) => write!(
+                f,
+                "not a job table of metrics-consumer: it opens with {found}, where {{\"format\": \"{SNAPSHOT_FORMAT}\", \"version\": {SNAPSHOT_VERSION}, ...}} was due"
+            ),
+            RestoreError::UnknownVersion(v) => write!(
+                f,
+                "it is of version {v} of the format {SNAPSHOT_FORMAT:?}, and this program reads version {SNAPSHOT_VERSION}; start the version of metrics-consumer that wrote it until InfluxDB has its log, or give this one a new storage.dir"
+            ),
             RestoreError::BadSavedJob { uuid, why } => write!(f, "job {uuid}: {why}"),
             RestoreError::BadChange { index, why } => {
                 write!(
@@ -406,7 +420,8 @@ pub fn encode_record(out: &mut Vec<u8>, seq: u64, job: Option<&Job>, uuid: &Uuid
     out.push(b'\n');
 }
 
-/// Reads `jobs.json` (`{"version":1,"journal_seq":N,"jobs":[...],"schema":{...}}`) into
+/// Reads `jobs.json` (`{"format":"metrics-consumer-jobs","version":1,"journal_seq":N,
+/// "jobs":[...],"schema":{...}}`, the format first) into
 /// `jobs`; returns the last journal record it includes (0 in files from before the journal)
 /// and what it says of InfluxDB's schema. Members it does not know
 /// are skipped.
@@ -450,11 +465,27 @@ impl<'de> Visitor<'de> for TableSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(u64, Known), A::Error> {
         let (mut version, mut jobs_seen) = (None, false);
         let (mut seq, mut schema) = (0, Known::new());
+        // The format names the file before anything else is read of it.
+        let format = match map.next_key::<String>()? {
+            Some(key) if key == "format" => map.next_value::<serde_json::Value>()?,
+            Some(key) => {
+                *self.bad = Some(RestoreError::Foreign(format!("the member {key:?}")));
+                return Err(A::Error::custom("not a job table"));
+            }
+            None => {
+                *self.bad = Some(RestoreError::Foreign("an empty object".into()));
+                return Err(A::Error::custom("not a job table"));
+            }
+        };
+        if format != SNAPSHOT_FORMAT {
+            *self.bad = Some(RestoreError::Foreign(format!("\"format\": {format}")));
+            return Err(A::Error::custom("not a job table"));
+        }
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "version" => {
                     let v: u32 = map.next_value()?;
-                    if v != 1 {
+                    if v != SNAPSHOT_VERSION {
                         *self.bad = Some(RestoreError::UnknownVersion(v));
                         return Err(A::Error::custom("unknown version"));
                     }
@@ -524,6 +555,8 @@ impl<'de> Visitor<'de> for JobsSeed<'_> {
 
 #[derive(Serialize)]
 struct SnapshotView<'a> {
+    /// First, so a reader knows what the file is before anything else.
+    format: &'static str,
     version: u32,
     journal_seq: u64,
     jobs: Vec<SavedView<'a>>,
@@ -719,6 +752,11 @@ mod tests {
         let (covers, bytes) = snapshots.write(&loaded.jobs, &Known::new(), false).unwrap();
         assert_eq!(covers, 3);
         assert!(bytes > 0);
+        let written = std::fs::read_to_string(dir.0.join(SNAPSHOT_FILE)).unwrap();
+        assert!(
+            written.starts_with(r#"{"format":"metrics-consumer-jobs","version":1,"#),
+            "the format first: {written}"
+        );
         // The snapshot alone has everything; the log's changes are skipped as already in it.
         let again = snapshots.load(&log, &dir.0.join("log"), 100).unwrap();
         assert_eq!(again.jobs.counts().running, 3);
@@ -800,19 +838,34 @@ mod tests {
             Err(e) => panic!("{e:?}"),
         };
         assert!(load(b"").is_err());
+        let other_version =
+            load(b"{\"format\": \"metrics-consumer-jobs\", \"version\": 2, \"jobs\": []}")
+                .unwrap_err();
         assert!(
-            load(b"{\"version\": 2, \"jobs\": []}")
-                .unwrap_err()
-                .contains("version 2")
+            other_version.contains("version 2 of the format")
+                && other_version.contains("this program reads version 1"),
+            "{other_version}"
         );
-        let bad_tag = br#"{"version":1,"jobs":[{"uuid":"00000000-0000-0000-0000-000000000001","host":"h","tags":[["a\nb","v"]],"started_ms":0,"fields":[],"last_seen_ms":0,"state":"running","heartbeats":0}]}"#;
+        // Another format, or none: another program's file.
+        for foreign in [
+            &br#"{"format": "raft-engine", "version": 1, "jobs": []}"#[..],
+            br#"{"version": 1, "jobs": []}"#,
+        ] {
+            let err = load(foreign).unwrap_err();
+            assert!(
+                err.contains("not a job table of metrics-consumer")
+                    && err.contains(r#"{"format": "metrics-consumer-jobs", "version": 1"#),
+                "{err}"
+            );
+        }
+        let bad_tag = br#"{"format":"metrics-consumer-jobs","version":1,"jobs":[{"uuid":"00000000-0000-0000-0000-000000000001","host":"h","tags":[["a\nb","v"]],"started_ms":0,"fields":[],"last_seen_ms":0,"state":"running","heartbeats":0}]}"#;
         let err = load(bad_tag).unwrap_err();
         assert!(
             err.contains("00000000-0000-0000-0000-000000000001")
                 && err.contains("control character"),
             "{err}"
         );
-        assert!(load(br#"{"version":1,"jobs":[]}"#).is_ok());
+        assert!(load(br#"{"format":"metrics-consumer-jobs","version":1,"jobs":[]}"#).is_ok());
     }
 
     #[test]
@@ -880,5 +933,26 @@ mod tests {
             Err(e @ RestoreError::NotOneChangeInLog { index: 2 })
                 if e.to_string().contains("exactly one") && e.place() == Place::Log
         ));
+    }
+
+    #[test]
+    fn a_jobs_json_of_another_format_stops_the_start_naming_the_file() {
+        let dir = Dir::new("snapshots-foreign");
+        let path = dir.0.join(SNAPSHOT_FILE);
+        std::fs::write(
+            &path,
+            br#"{"format":"something-else","version":1,"jobs":[]}"#,
+        )
+        .unwrap();
+        let snapshots = Snapshots::new(crate::storage::tests::root(&dir));
+        let err = match snapshots.read() {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a foreign jobs.json was read"),
+        };
+        assert!(
+            err.contains(&path.display().to_string())
+                && err.contains(r#"it opens with "format": "something-else""#),
+            "{err}"
+        );
     }
 }

@@ -23,6 +23,11 @@
 //! **Trimming.** A segment is deleted once every record in it is delivered and every job-table
 //! change in it is in a snapshot (`jobs.json`), and it is not the one being written.
 //!
+//! **Formats.** Every segment starts with its header ([`record::segment_header`]: magic and
+//! version) and the delivered mark with its format's name and version; the start refuses a file
+//! of another program or version ([`OpenError::Format`]), naming it. Offsets count from the
+//! start of the file, header included.
+//!
 //! **Reading at start** ([`Log::open`]): every segment is read and every record checked. The
 //! records of the last segment may end in a write cut short by a crash — never acknowledged,
 //! since the answer follows the fsync — which is dropped with a warning ([`Opened::torn`]).
@@ -38,7 +43,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::record::{self, Frame, Kind, Unit};
+use super::record::{self, Frame, HeaderError, Kind, SEGMENT_HEADER_BYTES, Unit};
 use super::{DirHandle, StorageError};
 
 /// A segment is closed once it holds this many bytes; the next group starts a new one.
@@ -49,6 +54,8 @@ const ZERO_FILL_BYTES: u64 = 1 << 20;
 pub const HEADROOM_BYTES: u64 = 16 << 20;
 /// The file that says how far InfluxDB has taken the log.
 const DELIVERED_FILE: &str = "delivered";
+/// Where a segment's first record starts: after its header.
+const FIRST_RECORD: u64 = SEGMENT_HEADER_BYTES as u64;
 
 /// Why a record was not written, or the log could not be read.
 #[derive(Debug, Clone)]
@@ -107,6 +114,11 @@ pub enum OpenError {
         after_seq: u64,
         why: String,
     },
+    /// A file of the log does not start with the header of a format this program reads.
+    Format {
+        path: PathBuf,
+        why: HeaderError,
+    },
 }
 
 impl std::fmt::Display for OpenError {
@@ -120,8 +132,17 @@ impl std::fmt::Display for OpenError {
                 why,
             } => write!(
                 f,
-                "{}: the record at byte {offset} (after record {after_seq}) is damaged: {why}. Records after it are whole, so this is not a write cut short by a crash, and the gateway will not start and silently lose acknowledged data. Copy storage.dir for a post-mortem, then start once with --repair to drop the damaged record and keep the others",
+                "{}: the record at byte {offset} of the file (counting its {SEGMENT_HEADER_BYTES}-byte header; after record {after_seq}) is damaged: {why}. Records after it are whole, so this is not a write cut short by a crash, and the gateway will not start and silently lose acknowledged data. Copy storage.dir for a post-mortem, then start once with --repair to drop the damaged record and keep the others",
                 path.display()
+            ),
+            OpenError::Format { path, why } => write!(
+                f,
+                "{}: {why}. This program reads log segments of format {:?} version {} and delivered marks of format {:?} version {}: start the version of metrics-consumer that wrote this storage.dir until InfluxDB has its log, or give this one a new storage.dir (and move this file away if it is not metrics-consumer's)",
+                path.display(),
+                String::from_utf8_lossy(&record::SEGMENT_MAGIC[..5]),
+                record::SEGMENT_VERSION,
+                record::DELIVERED_FORMAT,
+                record::DELIVERED_VERSION,
             ),
         }
     }
@@ -312,7 +333,7 @@ impl Log {
             }
         }
         names.sort();
-        let delivered = read_delivered(&dir);
+        let delivered = read_delivered(&dir)?;
         let mut opened = Opened::default();
         let mut segments = Vec::new();
         let mut next_seq = names.first().map_or(1, |(first, _)| *first);
@@ -377,15 +398,14 @@ impl Log {
         if segments.last().is_none_or(|s| s.bytes >= segment_bytes) {
             let name = segment_name(next_seq);
             let path = dir.join(&name);
-            dir.create_new(&name)
-                .map_err(|e| StorageError::io("create", &path, e))?;
+            new_segment(&dir, &name).map_err(|e| StorageError::io("create", &path, e))?;
             dir.sync()
                 .map_err(|e| StorageError::io("sync", dir.path(), e))?;
             segments.push(Segment {
                 first: next_seq,
                 path,
                 last: next_seq - 1,
-                bytes: 0,
+                bytes: FIRST_RECORD,
                 max_change: 0,
             });
         }
@@ -539,7 +559,7 @@ impl Log {
         // A full segment is closed (its zero padding cut off) and a new one begun.
         let mut rolled = None;
         let mut result = Ok(());
-        if segment.bytes > 0 && segment.bytes + bytes.len() as u64 > self.segment_bytes {
+        if segment.bytes > FIRST_RECORD && segment.bytes + bytes.len() as u64 > self.segment_bytes {
             match self.roll(&segment, &mut active, first) {
                 Ok(new) => {
                     rolled = Some(new.clone());
@@ -640,19 +660,19 @@ impl Log {
             .map_err(|e| LogError::io("close", &closed.path, e))?;
         let name = segment_name(first);
         let path = self.dir.join(&name);
-        let file = self
-            .dir
-            .create_new(&name)
-            .map_err(|e| LogError::io("create", &path, e))?;
+        let file = new_segment(&self.dir, &name).map_err(|e| LogError::io("create", &path, e))?;
         self.dir
             .sync()
             .map_err(|e| LogError::io("sync", self.dir.path(), e))?;
-        *active = Active { file, size: 0 };
+        *active = Active {
+            file,
+            size: FIRST_RECORD,
+        };
         Ok(Segment {
             first,
             path,
             last: first - 1,
-            bytes: 0,
+            bytes: FIRST_RECORD,
             max_change: 0,
         })
     }
@@ -711,7 +731,7 @@ impl Log {
                 let found = found.or_else(|| {
                     let next = inner.segments.iter().position(|s| s.first == at.next_seq)?;
                     at.segment = at.next_seq;
-                    at.offset = 0;
+                    at.offset = FIRST_RECORD;
                     Some(next)
                 });
                 let Some(i) = found else {
@@ -731,7 +751,7 @@ impl Log {
                 match next_segment {
                     Some(next) if at.offset >= segment.bytes && at.next_seq <= durable => {
                         at.segment = next;
-                        at.offset = 0;
+                        at.offset = FIRST_RECORD;
                         continue;
                     }
                     _ => return Ok(out),
@@ -902,7 +922,7 @@ impl Log {
     fn write_delivered(&self, delivered: u64) -> bool {
         match self
             .dir
-            .write_atomic(DELIVERED_FILE, format!("{delivered}\n").as_bytes())
+            .write_atomic(DELIVERED_FILE, &record::encode_delivered(delivered))
         {
             Ok(()) => true,
             Err(e) => {
@@ -951,10 +971,24 @@ fn zero_fill(active: &mut Active, size: u64) -> io::Result<()> {
     Ok(())
 }
 
-fn read_delivered(dir: &DirHandle) -> u64 {
+/// Creates the segment file `name` in `dir` with its header, fsync'd (the caller syncs `dir`).
+fn new_segment(dir: &DirHandle, name: &str) -> io::Result<File> {
+    let file = dir.create_new(name)?;
+    file.write_all_at(&record::segment_header(), 0)?;
+    file.sync_all()?;
+    Ok(file)
+}
+
+/// How far the log is delivered, from its mark (0 when there is none yet). A mark of another
+/// format or version stops the start.
+fn read_delivered(dir: &DirHandle) -> Result<u64, OpenError> {
+    let path = dir.join(DELIVERED_FILE);
     match dir.read_if_exists(DELIVERED_FILE) {
-        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).trim().parse().unwrap_or(0),
-        _ => 0,
+        Ok(Some(bytes)) => {
+            record::decode_delivered(&bytes).map_err(|why| OpenError::Format { path, why })
+        }
+        Ok(None) => Ok(0),
+        Err(e) => Err(StorageError::io("read", &path, e).into()),
     }
 }
 
@@ -989,11 +1023,28 @@ fn scan(
         .read_if_exists(&name)
         .map_err(|e| StorageError::io("read", path, e))?
         .unwrap_or_default();
-    let mut records = Vec::new();
-    let mut kept: Vec<u8> = Vec::new();
     let mut changed = false;
+    let header = if is_last && bytes.iter().all(|&b| b == 0) {
+        // The file was made, but its header never reached the disk: the process stopped
+        // before anything was written to it, so it holds nothing; it gets its header now.
+        changed = true;
+        record::segment_header().to_vec()
+    } else {
+        record::check_segment_header(&bytes).map_err(|why| OpenError::Format {
+            path: path.clone(),
+            why,
+        })?;
+        bytes[..SEGMENT_HEADER_BYTES].to_vec()
+    };
+    let bytes = if bytes.len() < SEGMENT_HEADER_BYTES {
+        header.clone()
+    } else {
+        bytes
+    };
+    let mut records = Vec::new();
+    let mut kept: Vec<u8> = header;
     let mut max_change = 0;
-    let mut pos = 0usize;
+    let mut pos = SEGMENT_HEADER_BYTES;
     let mut expected = first;
     loop {
         let problem = match record::frame(&bytes[pos..]) {
@@ -1326,7 +1377,7 @@ mod tests {
         for n in 1..=5 {
             put(&log, n);
         }
-        let mut offsets = vec![0];
+        let mut offsets = vec![FIRST_RECORD];
         for r in read_all(&log, &mut at) {
             offsets.push(offsets.last().unwrap() + r.bytes);
         }
@@ -1457,7 +1508,7 @@ mod tests {
         );
         assert_eq!(
             fs::read_to_string(moved.join(DELIVERED_FILE)).unwrap(),
-            "100\n"
+            "metrics-consumer-delivered 1\n100\n"
         );
         assert_eq!(log.segments(), 1, "the delivered segments were trimmed");
         let left: Vec<_> = fs::read_dir(&moved)
@@ -1466,5 +1517,94 @@ mod tests {
             .filter(|n| n.ends_with(".log"))
             .collect();
         assert_eq!(left.len(), 1, "{left:?}");
+    }
+
+    #[test]
+    fn every_segment_starts_with_its_header_and_the_delivered_mark_names_its_format() {
+        let dir = Dir::new("log-headers");
+        let (log, mut at, _) = open(&dir).unwrap();
+        for n in 1..=100 {
+            put(&log, n);
+        }
+        let files = segment_files(&dir);
+        assert!(files.len() > 2);
+        for file in &files {
+            let bytes = fs::read(file).unwrap();
+            assert_eq!(&bytes[..8], b"MCLOG\0\x01\0", "{}", file.display());
+        }
+        let read = read_all(&log, &mut at);
+        log.delivered(100, 100, read.iter().map(|r| r.bytes).sum());
+        log.save_delivered();
+        assert_eq!(
+            fs::read_to_string(dir.0.join(DELIVERED_FILE)).unwrap(),
+            "metrics-consumer-delivered 1\n100\n"
+        );
+        drop(log);
+        let (_, at, _) = open(&dir).unwrap();
+        assert_eq!(at.next_seq, 101, "the mark reads back");
+    }
+
+    #[test]
+    fn a_segment_or_mark_of_another_version_or_format_stops_the_start_naming_the_file() {
+        for (what, file, bytes) in [
+            ("another version", "segment", b"MCLOG\0\x02\0".to_vec()),
+            ("another magic", "segment", b"RAFTLOG\x01".to_vec()),
+            ("no header", "segment", b"\x10\0\0\0 some record".to_vec()),
+            (
+                "a mark of another version",
+                "delivered",
+                b"metrics-consumer-delivered 2\n5\n".to_vec(),
+            ),
+            ("a mark without its format", "delivered", b"5\n".to_vec()),
+        ] {
+            let dir = Dir::new(&format!("log-foreign-{}", what.replace(' ', "-")));
+            let (log, _, _) = open(&dir).unwrap();
+            for n in 1..=3 {
+                put(&log, n);
+            }
+            drop(log);
+            let path = match file {
+                "segment" => segment_files(&dir)[0].clone(),
+                _ => dir.0.join(DELIVERED_FILE),
+            };
+            let mut all = fs::read(&path).unwrap_or_default();
+            if file == "segment" {
+                all[..8].copy_from_slice(&bytes[..8]);
+            } else {
+                all = bytes;
+            }
+            fs::write(&path, &all).unwrap();
+            let err = match open(&dir) {
+                Err(e) => e,
+                Ok(_) => panic!("{what}: the start went on"),
+            };
+            let text = err.to_string();
+            assert!(matches!(err, OpenError::Format { .. }), "{what}: {text}");
+            assert!(
+                text.contains(&path.display().to_string())
+                    && text.contains("reads log segments of format \"MCLOG\" version 1"),
+                "{what}: {text}"
+            );
+            if what.contains("version") {
+                assert!(text.contains("version 2 of the format"), "{what}: {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_last_segment_whose_header_never_reached_the_disk_is_taken_as_empty() {
+        let dir = Dir::new("log-no-header");
+        let (log, _, _) = open(&dir).unwrap();
+        put(&log, 1);
+        drop(log);
+        // A crash between making the next segment and writing its header.
+        fs::write(dir.0.join(segment_name(2)), [0u8; 0]).unwrap();
+        let (log, _, opened) = open(&dir).unwrap();
+        assert_eq!(opened.records, 1);
+        assert_eq!(put(&log, 2), 2);
+        assert_eq!(
+            &fs::read(dir.0.join(segment_name(2))).unwrap()[..6],
+            b"MCLOG\0"
+        );
     }
 }

@@ -356,9 +356,11 @@ fn segment_and_records(dir: &crate::support::TempDir) -> (std::path::PathBuf, Ve
     segments.sort();
     let segment = segments.pop().unwrap();
     let bytes = std::fs::read(&segment).unwrap();
+    // The segment's header names the format and its version; the records follow it.
+    assert_eq!(&bytes[..8], b"MCLOG\0\x01\0", "{}", segment.display());
     // The header of each record: its length (u32), checksum (u32) and number (u64).
     let mut records = Vec::new();
-    let mut at = 0usize;
+    let mut at = 8usize;
     while at + 16 <= bytes.len() {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
         if len == 0 {
@@ -369,6 +371,58 @@ fn segment_and_records(dir: &crate::support::TempDir) -> (std::path::PathBuf, Ve
         at += 16 + len;
     }
     (segment, records)
+}
+
+/// A log segment of another version of the format, or another program's file, and a `jobs.json`
+/// of another format, stop the start (exit 2) naming the file, what it holds and what this
+/// program reads; nothing is guessed.
+#[test]
+fn files_of_another_format_or_version_stop_the_start_naming_them() {
+    let influx = Influxd::start();
+    let (dir, _) = log_of_five_runs(&influx);
+    let (segment, _) = segment_and_records(&dir);
+    let toml = config(&influx.url, "runs", NO_TICKS);
+    std::fs::write(dir.join("consumer.toml"), &toml).unwrap();
+    let start = || {
+        let out = Gateway::command(dir.path())
+            .args(["--config", "consumer.toml"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "the start stops");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let original = std::fs::read(&segment).unwrap();
+    let file = |p: &std::path::Path| p.strip_prefix(dir.path()).unwrap().display().to_string();
+    for (header, says) in [
+        (&b"MCLOG\0\x02\0"[..], "it is of version 2 of the format"),
+        (b"RAFTLOG\x01", "it is not a file of metrics-consumer's log"),
+    ] {
+        let mut bytes = original.clone();
+        bytes[..8].copy_from_slice(header);
+        std::fs::write(&segment, &bytes).unwrap();
+        let err = start();
+        assert!(
+            err.contains(&file(&segment))
+                && err.contains(says)
+                && err.contains("reads log segments of format \"MCLOG\" version 1"),
+            "{err}"
+        );
+    }
+    std::fs::write(&segment, &original).unwrap();
+    let jobs = dir.join("data/jobs.json");
+    let table = std::fs::read_to_string(&jobs).unwrap();
+    std::fs::write(
+        &jobs,
+        table.replacen("metrics-consumer-jobs", "another-program", 1),
+    )
+    .unwrap();
+    let err = start();
+    assert!(
+        err.contains(&file(&jobs)) && err.contains(r#"it opens with "format": "another-program""#),
+        "{err}"
+    );
+    std::fs::write(&jobs, table).unwrap();
+    Gateway::start_in(dir, &toml);
 }
 
 /// Case 4 of the durable path: a byte set to NUL in the middle of an acknowledged record, with
