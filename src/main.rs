@@ -45,8 +45,8 @@ use crate::state::jobs::Bounds;
 use crate::state::journal::{JournalError, Snapshots};
 use crate::state::schema::Schema;
 use crate::storage::dead_letters::{self, DeadLetters};
-use crate::storage::log::{Log, LogError, OpenError};
-use crate::storage::{DirLock, StorageError};
+use crate::storage::log::{Log, OpenError};
+use crate::storage::{DirHandle, DirLock, StorageError};
 
 const HELP: &str = "\
 metrics-consumer: records load-test runs into InfluxDB over a small, secure HTTP API
@@ -126,8 +126,6 @@ enum StartError {
     },
     Storage(StorageError),
     Log(OpenError),
-    /// The 0.1 spool could not be moved into the log.
-    Upgrade(LogError),
     Journal(JournalError),
     Thread {
         name: &'static str,
@@ -157,10 +155,6 @@ impl fmt::Display for StartError {
             }
             StartError::Storage(e) => write!(f, "storage.dir: {e}"),
             StartError::Log(e) => write!(f, "storage.dir: {e}"),
-            StartError::Upgrade(e) => write!(
-                f,
-                "storage.dir: cannot move the spool of version 0.1 into the log: {e}"
-            ),
             StartError::Journal(e) => e.fmt(f),
             StartError::Thread { name, error } => {
                 write!(f, "cannot start the {name} thread: {error}")
@@ -479,14 +473,21 @@ fn run() -> Result<(), StartError> {
     let dir = PathBuf::from(&c.storage.dir);
     storage::ensure_dir(&dir)?;
     storage::check_tree(&dir)?;
+    // storage.dir and its directories are opened once, here: every file under them is opened
+    // relative to these handles from now on, so a directory swapped for a link is not followed.
+    let root = DirHandle::open_root(&dir).map_err(|e| StorageError::io("open", &dir, e))?;
     // Held until the process ends: one gateway per storage.dir.
-    let _lock = DirLock::take(&dir, "lock")?;
+    let _lock = DirLock::take(&root, "lock")?;
     let log_dir = dir.join("log");
+    let log_handle = root
+        .subdir("log")
+        .map_err(|e| StorageError::io("open", &log_dir, e))?;
+    let dead = DeadLetters::open(&root, c.storage.max_dead_letter_bytes)?;
     // The job table: the snapshot first, then the log's changes applied as each record is read.
-    let snapshots = Snapshots::new(&dir);
+    let snapshots = Snapshots::new(root);
     let mut restore = snapshots.read()?;
     let (log, position, opened) = Log::open(
-        &log_dir,
+        log_handle,
         c.storage.max_spool_bytes,
         args.repair,
         &mut |changes| restore.log_changes(changes),
@@ -503,21 +504,8 @@ fn run() -> Result<(), StartError> {
             path.display()
         );
     }
-    let (imported, imported_points) =
-        storage::upgrade::import_spool(&dir, &log).map_err(StartError::Upgrade)?;
-    if imported > 0 {
-        log::info!(
-            "moved {imported} records ({imported_points} points) of the version 0.1 spool into the log"
-        );
-    }
     let loaded = snapshots.finish(restore, &log_dir, c.jobs.max_finished)?;
-    if loaded.restored.torn_tail {
-        log::warn!(
-            "the last record of jobs.journal was cut short by the previous stop; it was never acknowledged and is left out"
-        );
-    }
     let jobs = loaded.jobs;
-    let dead = DeadLetters::open(&dir, c.storage.max_dead_letter_bytes)?;
     let counts = jobs.counts();
     let dead_usage = dead.usage();
     let write_limits = WriteLimits {
@@ -561,10 +549,8 @@ fn run() -> Result<(), StartError> {
         clock: service::Clock::default(),
     });
     // A fresh snapshot holds everything read back: the log can let go of what is delivered.
-    match service.try_save_snapshot() {
-        Ok(()) if loaded.legacy_journal => service.snapshots.remove_legacy_journal(),
-        Ok(()) => {}
-        Err(e) => log::error!("{e}"),
+    if let Err(e) = service.try_save_snapshot() {
+        log::error!("{e}");
     }
     log::info!(
         "metrics-consumer {} writing to {} (api {}, acknowledge {}); {} running jobs restored, {} records ({} bytes) waiting for InfluxDB, {} dead letters",
@@ -631,9 +617,10 @@ fn run() -> Result<(), StartError> {
 /// the service: it takes the dead letters' own lock, not the storage directory's.
 fn replay_dead_letters(settings: &config::Settings) -> Result<(), StartError> {
     let dir = PathBuf::from(&settings.config.storage.dir);
-    let dead_dir = dir.join("dead-letter");
+    let dead_dir = dir.join(dead_letters::DIR);
     storage::ensure_dir(&dead_dir)?;
-    let _lock = DirLock::take(&dead_dir, "lock")?;
+    let handle = DirHandle::open(&dead_dir).map_err(|e| StorageError::io("open", &dead_dir, e))?;
+    let _lock = DirLock::take(&handle, "lock")?;
     let letters = dead_letters::list(&dir).map_err(|error| StartError::DeadLetter {
         path: dead_dir.clone(),
         doing: "read the dead letters in",

@@ -895,11 +895,14 @@ pub(crate) mod tests {
     ) -> Fixture {
         let dir = Dir::new(name);
         let sink = Arc::new(MemorySink::new());
-        let snapshots = Snapshots::new(&dir.0);
+        let snapshots = Snapshots::new(crate::storage::tests::root(&dir));
         let mut restore = snapshots.read().unwrap();
-        let (log, position, _) = Log::open(&dir.0.join("log"), spool_limit, false, &mut |c| {
-            restore.log_changes(c)
-        })
+        let (log, position, _) = Log::open(
+            crate::storage::tests::log_dir(&dir.0),
+            spool_limit,
+            false,
+            &mut |c| restore.log_changes(c),
+        )
         .unwrap();
         let loaded = snapshots.finish(restore, &dir.0.join("log"), 100).unwrap();
         let write_limits = WriteLimits {
@@ -909,7 +912,7 @@ pub(crate) mod tests {
         let delivery = Delivery::new(
             log,
             Box::new(Arc::clone(&sink)),
-            DeadLetters::open(&dir.0, 1 << 20).unwrap(),
+            DeadLetters::open(&crate::storage::tests::root(&dir), 1 << 20).unwrap(),
             acknowledge,
             Duration::from_secs(5),
             write_limits,
@@ -1201,11 +1204,14 @@ pub(crate) mod tests {
             (a, b)
         };
         let copy = std::env::temp_dir().join(format!("mc-restart-copy-{}", std::process::id()));
-        let snapshots = Snapshots::new(&copy);
+        let snapshots = Snapshots::new(crate::storage::tests::root_at(&copy));
         let mut restore = snapshots.read().unwrap();
-        Log::open(&copy.join("log"), 1 << 20, false, &mut |c| {
-            restore.log_changes(c)
-        })
+        Log::open(
+            crate::storage::tests::log_dir(&copy),
+            1 << 20,
+            false,
+            &mut |c| restore.log_changes(c),
+        )
         .unwrap();
         let loaded = snapshots.finish(restore, &copy.join("log"), 100).unwrap();
         let jobs = loaded.jobs.list(10);
@@ -1223,11 +1229,14 @@ pub(crate) mod tests {
         let copy = std::env::temp_dir().join(format!("mc-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&copy);
         copy_dir(&f.dir.0, &copy);
-        let snapshots = Snapshots::new(&copy);
+        let snapshots = Snapshots::new(crate::storage::tests::root_at(&copy));
         let mut restore = snapshots.read().unwrap();
-        Log::open(&copy.join("log"), 1 << 20, false, &mut |c| {
-            restore.log_changes(c)
-        })
+        Log::open(
+            crate::storage::tests::log_dir(&copy),
+            1 << 20,
+            false,
+            &mut |c| restore.log_changes(c),
+        )
         .unwrap();
         let loaded = snapshots.finish(restore, &copy.join("log"), 100).unwrap();
         let _ = std::fs::remove_dir_all(&copy);

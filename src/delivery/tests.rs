@@ -114,11 +114,17 @@ impl Drop for Running {
 fn setup(name: &str, acknowledge: Acknowledge, limits: WriteLimits, dead_limit: u64) -> Running {
     let dir = Dir::new(name);
     let sink = Arc::new(MemorySink::new());
-    let (log, position, _) = Log::open(&dir.0.join("log"), 1 << 30, false, &mut |_| {}).unwrap();
+    let (log, position, _) = Log::open(
+        crate::storage::tests::log_dir(&dir.0),
+        1 << 30,
+        false,
+        &mut |_| {},
+    )
+    .unwrap();
     let delivery = Arc::new(Delivery::new(
         log,
         Box::new(Arc::clone(&sink)),
-        DeadLetters::open(&dir.0, dead_limit).unwrap(),
+        DeadLetters::open(&crate::storage::tests::root(&dir), dead_limit).unwrap(),
         acknowledge,
         Duration::from_secs(5),
         limits,

@@ -1446,7 +1446,7 @@ pub(crate) mod tests {
         );
         // The cap holds across a restart too.
         let (snapshot, _) = jobs.snapshot();
-        let (small, _) = crate::state::journal::restore(Some(&snapshot[..]), b"", b"", 1).unwrap();
+        let (small, _) = crate::state::journal::restore(Some(&snapshot[..]), b"", 1).unwrap();
         assert_eq!(small.counts().finished, 1);
         assert_eq!(small.counts().running, 1);
     }
@@ -1539,7 +1539,7 @@ pub(crate) mod tests {
         ]
         .concat();
         let (restored, _) =
-            crate::state::journal::restore(Some(text.as_bytes()), b"", &log, 10).unwrap();
+            crate::state::journal::restore(Some(text.as_bytes()), &log, 10).unwrap();
         assert_eq!(restored.counts().running, 2);
         assert_eq!(restored.counts().finished, 1);
         slot.fill(three);
@@ -1685,8 +1685,7 @@ pub(crate) mod tests {
         register(3).unwrap();
         // A restored table counts its bytes too.
         let (snapshot, _) = jobs.snapshot();
-        let (restored, _) =
-            crate::state::journal::restore(Some(&snapshot[..]), b"", b"", 10).unwrap();
+        let (restored, _) = crate::state::journal::restore(Some(&snapshot[..]), b"", 10).unwrap();
         assert_bytes_add_up(&restored);
         assert_eq!(restored.lock().bytes, jobs.lock().bytes);
         jobs.tick((100, 100), &ages(1, 1000));
@@ -1737,8 +1736,7 @@ pub(crate) mod tests {
         );
         // What the table remembers of it survives a restart.
         let (snapshot, _) = jobs.snapshot();
-        let (restored, _) =
-            crate::state::journal::restore(Some(&snapshot[..]), b"", b"", 10).unwrap();
+        let (restored, _) = crate::state::journal::restore(Some(&snapshot[..]), b"", 10).unwrap();
         jobs.progress(&Uuid::from_u128(2), vec![], 1600, &BOUNDS, None)
             .unwrap();
         assert!(restored.lock().jobs[&reporting].progressed);
@@ -1802,8 +1800,7 @@ pub(crate) mod tests {
         assert_eq!(jobs.lock().held["team-a"], 1);
         // The owner is saved with the job: a restarted table counts the same.
         let (snapshot, _) = jobs.snapshot();
-        let (restored, _) =
-            crate::state::journal::restore(Some(&snapshot[..]), b"", b"", 10).unwrap();
+        let (restored, _) = crate::state::journal::restore(Some(&snapshot[..]), b"", 10).unwrap();
         assert_eq!(restored.lock().held, jobs.lock().held);
         assert_eq!(
             restored

@@ -9,10 +9,6 @@
 //! reached the log in, since each holds a whole state. Anything that does not read back stops the
 //! start rather than leave out runs: forgetting running jobs silently is worse than not
 //! starting.
-//!
-//! A storage directory of version 0.1 kept the records in `jobs.journal` instead of the log;
-//! the first start reads it the old way (a last line cut short by a crash was never
-//! acknowledged and is left out), and removes it once a snapshot holds what it said.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -31,12 +27,15 @@ use crate::ingest::line_protocol::{self, FieldValue};
 use crate::ingest::points::Run;
 use crate::state::jobs::{Job, Jobs, State};
 use crate::state::schema::Known;
-use crate::storage::{open_read, read_if_exists, remove_if_exists, write_reserved};
+use crate::storage::{DirHandle, write_reserved};
 
 /// The snapshot's file name in `storage.dir`.
 pub const SNAPSHOT_FILE: &str = "jobs.json";
-/// Version 0.1's journal, taken over at the first start.
-pub const LEGACY_JOURNAL_FILE: &str = "jobs.journal";
+/// The value of the `format` member that opens every `jobs.json`.
+pub const SNAPSHOT_FORMAT: &str = "metrics-consumer-jobs";
+/// The version of `jobs.json`'s format this program writes and reads. A reader that meets
+/// another stops; a later format is a new version, read by the programs that know it.
+pub const SNAPSHOT_VERSION: u32 = 1;
 
 /// Why the job table could not be read or saved, naming the file.
 #[derive(Debug, Clone)]
@@ -78,8 +77,11 @@ impl fmt::Display for JournalError {
 
 impl std::error::Error for JournalError {}
 
-/// Where the job table is saved: `storage.dir/jobs.json`.
+/// Where the job table is saved: `storage.dir/jobs.json`, written relative to the handle of
+/// `storage.dir` opened at the start.
 pub struct Snapshots {
+    dir: DirHandle,
+    /// The snapshot's path, for messages.
     path: PathBuf,
 }
 
@@ -88,15 +90,14 @@ pub struct Snapshots {
 pub struct Loaded {
     pub jobs: Jobs,
     pub restored: Restored,
-    /// Version 0.1's `jobs.journal` was read: remove it once a snapshot is written.
-    pub legacy_journal: bool,
 }
 
 impl Snapshots {
-    /// The snapshot of the table in `storage_dir`.
-    pub fn new(storage_dir: &Path) -> Snapshots {
+    /// The snapshot of the table in `storage_dir` (its handle, opened at the start).
+    pub fn new(storage_dir: DirHandle) -> Snapshots {
         Snapshots {
             path: storage_dir.join(SNAPSHOT_FILE),
+            dir: storage_dir,
         }
     }
 
@@ -104,7 +105,7 @@ impl Snapshots {
     /// log's changes go to [`Restore::log_changes`] as the log is opened; then
     /// [`Snapshots::finish`].
     pub fn read(&self) -> Result<Restore, JournalError> {
-        let snapshot = match open_read(&self.path) {
+        let snapshot = match self.dir.open_read(SNAPSHOT_FILE) {
             Ok(file) => Some(io::BufReader::with_capacity(1 << 16, file)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(JournalError::io("open", &self.path, e)),
@@ -115,37 +116,28 @@ impl Snapshots {
         })
     }
 
-    /// Finishes rebuilding the table: applies a 0.1 journal if one is left, and reports the
-    /// first change that did not read back, naming its file (`log_dir` for the log's).
+    /// Finishes rebuilding the table, and reports the first change that did not read back,
+    /// naming its file (`log_dir` for the log's).
     pub fn finish(
         &self,
         restore: Restore,
         log_dir: &Path,
         max_ended: usize,
     ) -> Result<Loaded, JournalError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let legacy_path = dir.join(LEGACY_JOURNAL_FILE);
-        let legacy =
-            read_if_exists(&legacy_path).map_err(|e| JournalError::io("read", &legacy_path, e))?;
-        let (jobs, restored) = restore
-            .finish(legacy.as_deref().unwrap_or_default(), max_ended)
-            .map_err(|error| JournalError::Damaged {
-                path: match error.place() {
-                    Place::Snapshot => self.path.clone(),
-                    Place::LegacyJournal => legacy_path.clone(),
-                    Place::Log => log_dir.to_path_buf(),
-                },
-                error,
-            })?;
-        Ok(Loaded {
-            jobs,
-            restored,
-            legacy_journal: legacy.is_some(),
-        })
+        let (jobs, restored) =
+            restore
+                .finish(max_ended)
+                .map_err(|error| JournalError::Damaged {
+                    path: match error.place() {
+                        Place::Snapshot => self.path.clone(),
+                        Place::Log => log_dir.to_path_buf(),
+                    },
+                    error,
+                })?;
+        Ok(Loaded { jobs, restored })
     }
 
-    /// Rebuilds the table from the snapshot, a 0.1 journal if one is left, and the log's
-    /// changes (`log_changes`, journal lines in the log's order; `log_dir` names them in
+    /// Rebuilds the table from the snapshot and the log's changes (`log_changes`, journal lines in the log's order; `log_dir` names them in
     /// errors).
     #[cfg(test)]
     pub fn load(
@@ -170,18 +162,9 @@ impl Snapshots {
         use_reserve: bool,
     ) -> Result<(u64, u64), JournalError> {
         let (bytes, covers) = jobs.snapshot_with(schema);
-        write_reserved(&self.path, &bytes, use_reserve)
+        write_reserved(&self.dir, SNAPSHOT_FILE, &bytes, use_reserve)
             .map_err(|e| JournalError::io("write", &self.path, e))?;
         Ok((covers, bytes.len() as u64))
-    }
-
-    /// Removes version 0.1's journal, whose records the last snapshot holds.
-    pub fn remove_legacy_journal(&self) {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let path = dir.join(LEGACY_JOURNAL_FILE);
-        if let Err(e) = remove_if_exists(&path) {
-            log::warn!("cannot remove {}: {e}", path.display());
-        }
     }
 }
 
@@ -191,12 +174,11 @@ impl Snapshots {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place {
     Snapshot,
-    LegacyJournal,
     Log,
 }
 
 /// The table being rebuilt at start: the snapshot read first, then every change numbered after
-/// it applied as it is read, from the log and from a 0.1 journal, whatever order they come in.
+/// it applied as it is read from the log, whatever order they come in.
 /// A change holds its job's whole state (or its removal), so of each job only the change with
 /// the highest number counts: one read after a higher one of the same job is left out, which
 /// gives what applying them in the order of their numbers would. The start holds the table
@@ -254,25 +236,20 @@ impl Restore {
                     index,
                     why: e.to_string(),
                 })
-                .and_then(|record| self.apply(record, Place::Log, index));
+                .and_then(|record| self.apply(record, index));
             if let Err(e) = applied {
                 self.error = Some(e);
             }
         }
     }
 
-    /// Applies one change read at `at` (a line of the 0.1 journal, or the index of a change
-    /// in the log), unless the snapshot or a higher change of the same job holds it already.
-    fn apply(&mut self, record: SavedRecord, place: Place, at: usize) -> Result<(), RestoreError> {
+    /// Applies the `at`th change of the log, unless the snapshot or a higher change of the
+    /// same job holds it already.
+    fn apply(&mut self, record: SavedRecord, at: usize) -> Result<(), RestoreError> {
         let uuid = match (&record.put, &record.del) {
             (Some(saved), None) => saved.uuid,
             (None, Some(uuid)) => *uuid,
-            _ => {
-                return Err(match place {
-                    Place::Log => RestoreError::NotOneChangeInLog { index: at },
-                    _ => RestoreError::NotOneChange { line: at },
-                });
-            }
+            _ => return Err(RestoreError::NotOneChangeInLog { index: at }),
         };
         if record.seq <= self.covered {
             return Ok(());
@@ -280,8 +257,7 @@ impl Restore {
         self.seq = self.seq.max(record.seq);
         self.restored.replayed += 1;
         match self.applied.entry(uuid) {
-            // A change found twice (a 0.1 journal taken over, then written again) is the same
-            // change, applied once.
+            // A change found twice is the same change, applied once.
             Entry::Occupied(e) if *e.get() >= record.seq => return Ok(()),
             Entry::Occupied(mut e) => {
                 e.insert(record.seq);
@@ -292,18 +268,13 @@ impl Restore {
         }
         match record.put {
             Some(saved) => {
-                let job = saved.into_job().map_err(|why| match place {
-                    Place::Log => RestoreError::BadChangedJob {
+                let job = saved
+                    .into_job()
+                    .map_err(|why| RestoreError::BadChangedJob {
                         index: at,
                         uuid,
                         why,
-                    },
-                    _ => RestoreError::BadRecordedJob {
-                        line: at,
-                        uuid,
-                        why,
-                    },
-                })?;
+                    })?;
                 self.jobs.insert(uuid, job);
             }
             None => {
@@ -313,68 +284,12 @@ impl Restore {
         Ok(())
     }
 
-    /// Applies version 0.1's journal: records one per line, zero-filled ahead. What follows
-    /// the first zero byte was never fsync'd as a whole, so never acknowledged, and neither was
-    /// a last line that does not parse; either sets `torn_tail`.
-    fn legacy_journal(&mut self, journal: &[u8]) -> Result<(), RestoreError> {
-        let end = journal
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(journal.len());
-        if journal[end..].iter().any(|&b| b != 0) {
-            // Bytes after the zeros. A fragment of a record is a write cut short; a whole record
-            // after zeros means zeros where records were: damage, which must not be read as
-            // an end (the records after it were acknowledged).
-            let whole_after = journal[end..]
-                .split(|&b| b == b'\n' || b == 0)
-                .any(|piece| serde_json::from_slice::<SavedRecord>(piece).is_ok());
-            if whole_after {
-                let line = journal[..end].iter().filter(|&&b| b == b'\n').count() + 1;
-                return Err(RestoreError::BadRecord {
-                    line,
-                    why: "zero bytes where a record was, with whole records after them: the journal is damaged; mend or remove that line by hand (the records after it are runs the gateway acknowledged)".into(),
-                });
-            }
-            self.restored.torn_tail = true;
-        }
-        let mut rest = &journal[..end];
-        let mut line_no = 0;
-        while !rest.is_empty() {
-            line_no += 1;
-            let (line, after) = match rest.iter().position(|&b| b == b'\n') {
-                Some(i) => (&rest[..i], &rest[i + 1..]),
-                None => (rest, &rest[rest.len()..]),
-            };
-            rest = after;
-            match serde_json::from_slice::<SavedRecord>(line) {
-                Ok(record) => self.apply(record, Place::LegacyJournal, line_no)?,
-                Err(_) if after.is_empty() => {
-                    self.restored.torn_tail = true;
-                    break;
-                }
-                Err(e) => {
-                    return Err(RestoreError::BadRecord {
-                        line: line_no,
-                        why: e.to_string(),
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Applies a 0.1 journal (empty when there is none) and hands over the table, which
-    /// remembers at most `max_ended` ended runs. Errors: the first change that did not read
-    /// back.
-    pub fn finish(
-        mut self,
-        legacy_journal: &[u8],
-        max_ended: usize,
-    ) -> Result<(Jobs, Restored), RestoreError> {
+    /// Hands over the table, which remembers at most `max_ended` ended runs. Errors: the first
+    /// change that did not read back.
+    pub fn finish(mut self, max_ended: usize) -> Result<(Jobs, Restored), RestoreError> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        self.legacy_journal(legacy_journal)?;
         Ok((
             Jobs::from_saved(self.jobs, self.seq, max_ended),
             self.restored,
@@ -382,21 +297,17 @@ impl Restore {
     }
 }
 
-/// Rebuilds the table from a snapshot, a 0.1 journal and the log's changes (`log_changes`,
-/// journal lines in the log's order), as [`Restore`] does. The one exception to "anything
-/// that does not check out is an error" is the 0.1 journal's end: a last line that does not
-/// parse, or bytes after its zero padding, were being written when the process stopped, so they
-/// were never acknowledged.
+/// Rebuilds the table from a snapshot and the log's changes (`log_changes`, journal lines in
+/// the log's order), as [`Restore`] does.
 #[cfg(test)]
 pub fn restore(
     snapshot: Option<impl io::Read>,
-    legacy_journal: &[u8],
     log_changes: &[u8],
     max_ended: usize,
 ) -> Result<(Jobs, Restored), RestoreError> {
     let mut restore = Restore::from_snapshot(snapshot)?;
     restore.log_changes(log_changes);
-    restore.finish(legacy_journal, max_ended)
+    restore.finish(max_ended)
 }
 
 /// The bytes of `jobs.json`: every job of `jobs`, and the number up to which they hold every
@@ -410,7 +321,8 @@ pub fn encode_snapshot<'a>(
     let jobs: Vec<SavedView> = jobs.map(SavedView::of).collect();
     // Serializing plain data into a Vec cannot fail.
     serde_json::to_vec(&SnapshotView {
-        version: 1,
+        format: SNAPSHOT_FORMAT,
+        version: SNAPSHOT_VERSION,
         journal_seq: covers,
         jobs,
         schema,
@@ -423,20 +335,12 @@ pub fn encode_snapshot<'a>(
 pub enum RestoreError {
     /// `jobs.json` is not a job table; serde_json's description of where.
     NotATable(String),
-    /// `jobs.json` was written by a version of the program this one does not know.
+    /// `jobs.json` does not open with `"format": "metrics-consumer-jobs"`: what it opens with.
+    Foreign(String),
+    /// `jobs.json` is of a version of the format this program does not read.
     UnknownVersion(u32),
     /// A job of `jobs.json` breaks a rule a request would be held to (the file was edited).
     BadSavedJob { uuid: Uuid, why: String },
-    /// Line `line` of `jobs.journal` (1-based), followed by more records, does not parse.
-    BadRecord { line: usize, why: String },
-    /// A job in line `line` of `jobs.journal` breaks a rule a request would be held to.
-    BadRecordedJob {
-        line: usize,
-        uuid: Uuid,
-        why: String,
-    },
-    /// Line `line` of `jobs.journal` has neither or both of `put` and `del`.
-    NotOneChange { line: usize },
     /// The `index`th job-table change in the log (1-based) does not parse.
     BadChange { index: usize, why: String },
     /// A job in the `index`th change in the log breaks a rule a request would be held to.
@@ -454,11 +358,9 @@ impl RestoreError {
     pub fn place(&self) -> Place {
         match self {
             RestoreError::NotATable(_)
+            | RestoreError::Foreign(_)
             | RestoreError::UnknownVersion(_)
             | RestoreError::BadSavedJob { .. } => Place::Snapshot,
-            RestoreError::BadRecord { .. }
-            | RestoreError::BadRecordedJob { .. }
-            | RestoreError::NotOneChange { .. } => Place::LegacyJournal,
             RestoreError::BadChange { .. }
             | RestoreError::BadChangedJob { .. }
             | RestoreError::NotOneChangeInLog { .. } => Place::Log,
@@ -470,20 +372,15 @@ impl fmt::Display for RestoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RestoreError::NotATable(why) => write!(f, "not a job table ({why})"),
-            RestoreError::UnknownVersion(v) => {
-                write!(f, "version {v} is not known to this program")
-            }
-            RestoreError::BadSavedJob { uuid, why } => write!(f, "job {uuid}: {why}"),
-            RestoreError::BadRecord { line, why } => {
-                write!(f, "line {line} is not a journal record ({why})")
-            }
-            RestoreError::BadRecordedJob { line, uuid, why } => {
-                write!(f, "line {line}, job {uuid}: {why}")
-            }
-            RestoreError::NotOneChange { line } => write!(
+            RestoreError::Foreign(found) => write!(
                 f,
-                "line {line} must have exactly one of \"put\" and \"del\""
+                "not a job table of metrics-consumer: it opens with {found}, where {{\"format\": \"{SNAPSHOT_FORMAT}\", \"version\": {SNAPSHOT_VERSION}, ...}} was due"
             ),
+            RestoreError::UnknownVersion(v) => write!(
+                f,
+                "it is of version {v} of the format {SNAPSHOT_FORMAT:?}, and this program reads version {SNAPSHOT_VERSION}; start the version of metrics-consumer that wrote it until InfluxDB has its log, or give this one a new storage.dir"
+            ),
+            RestoreError::BadSavedJob { uuid, why } => write!(f, "job {uuid}: {why}"),
             RestoreError::BadChange { index, why } => {
                 write!(
                     f,
@@ -506,9 +403,6 @@ impl fmt::Display for RestoreError {
 pub struct Restored {
     /// Changes applied over the snapshot.
     pub replayed: usize,
-    /// Version 0.1's journal ended in a record that was being written when the process
-    /// stopped; it was never acknowledged and is left out.
-    pub torn_tail: bool,
     /// What the snapshot said of InfluxDB's schema.
     pub schema: Known,
 }
@@ -526,9 +420,10 @@ pub fn encode_record(out: &mut Vec<u8>, seq: u64, job: Option<&Job>, uuid: &Uuid
     out.push(b'\n');
 }
 
-/// Reads `jobs.json` (`{"version":1,"journal_seq":N,"jobs":[...],"schema":{...}}`) into
+/// Reads `jobs.json` (`{"format":"metrics-consumer-jobs","version":1,"journal_seq":N,
+/// "jobs":[...],"schema":{...}}`, the format first) into
 /// `jobs`; returns the last journal record it includes (0 in files from before the journal)
-/// and what it says of InfluxDB's schema (nothing in files of 0.1). Members it does not know
+/// and what it says of InfluxDB's schema. Members it does not know
 /// are skipped.
 fn read_snapshot(
     reader: impl io::Read,
@@ -570,11 +465,27 @@ impl<'de> Visitor<'de> for TableSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(u64, Known), A::Error> {
         let (mut version, mut jobs_seen) = (None, false);
         let (mut seq, mut schema) = (0, Known::new());
+        // The format names the file before anything else is read of it.
+        let format = match map.next_key::<String>()? {
+            Some(key) if key == "format" => map.next_value::<serde_json::Value>()?,
+            Some(key) => {
+                *self.bad = Some(RestoreError::Foreign(format!("the member {key:?}")));
+                return Err(A::Error::custom("not a job table"));
+            }
+            None => {
+                *self.bad = Some(RestoreError::Foreign("an empty object".into()));
+                return Err(A::Error::custom("not a job table"));
+            }
+        };
+        if format != SNAPSHOT_FORMAT {
+            *self.bad = Some(RestoreError::Foreign(format!("\"format\": {format}")));
+            return Err(A::Error::custom("not a job table"));
+        }
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "version" => {
                     let v: u32 = map.next_value()?;
-                    if v != 1 {
+                    if v != SNAPSHOT_VERSION {
                         *self.bad = Some(RestoreError::UnknownVersion(v));
                         return Err(A::Error::custom("unknown version"));
                     }
@@ -644,6 +555,8 @@ impl<'de> Visitor<'de> for JobsSeed<'_> {
 
 #[derive(Serialize)]
 struct SnapshotView<'a> {
+    /// First, so a reader knows what the file is before anything else.
+    format: &'static str,
     version: u32,
     journal_seq: u64,
     jobs: Vec<SavedView<'a>>,
@@ -811,15 +724,6 @@ mod tests {
     use crate::state::jobs::tests::{BOUNDS, finish, job, job_with, rows};
     use crate::storage::tests::Dir;
 
-    /// Journal lines of the jobs, numbered from 1, as version 0.1 wrote them.
-    fn legacy_lines(jobs: &[Job]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (i, job) in jobs.iter().enumerate() {
-            encode_record(&mut out, i as u64 + 1, Some(job), &job.run.uuid);
-        }
-        out
-    }
-
     /// Registers `job`, as the service does; the change for the log.
     fn register(jobs: &Jobs, job: Job) -> Vec<u8> {
         let mut slot = jobs.reserve(usize::MAX, None).unwrap();
@@ -829,31 +733,34 @@ mod tests {
     }
 
     #[test]
-    fn snapshots_are_written_and_read_back_with_a_legacy_journal_and_the_log() {
+    fn snapshots_are_written_and_read_back_with_the_log() {
         let dir = Dir::new("snapshots");
-        let snapshots = Snapshots::new(&dir.0);
-        // Version 0.1 left a journal of two runs; the log holds a third.
-        std::fs::write(
-            dir.0.join(LEGACY_JOURNAL_FILE),
-            legacy_lines(&[job(1, 0), job(2, 0)]),
-        )
-        .unwrap();
+        let snapshots = Snapshots::new(crate::storage::tests::root(&dir));
+        // The log holds three runs.
         let mut log = Vec::new();
-        encode_record(&mut log, 3, Some(&job(3, 0)), &Uuid::from_u128(3));
+        for n in 1..=3 {
+            encode_record(
+                &mut log,
+                n,
+                Some(&job(n as u128, 0)),
+                &Uuid::from_u128(n.into()),
+            );
+        }
         let loaded = snapshots.load(&log, &dir.0.join("log"), 100).unwrap();
-        assert!(loaded.legacy_journal);
         assert_eq!(loaded.jobs.counts().running, 3);
         assert_eq!(loaded.restored.replayed, 3);
         let (covers, bytes) = snapshots.write(&loaded.jobs, &Known::new(), false).unwrap();
         assert_eq!(covers, 3);
         assert!(bytes > 0);
-        snapshots.remove_legacy_journal();
-        assert!(!dir.0.join(LEGACY_JOURNAL_FILE).exists());
-        // The snapshot alone has everything; the log's change is skipped as already in it.
+        let written = std::fs::read_to_string(dir.0.join(SNAPSHOT_FILE)).unwrap();
+        assert!(
+            written.starts_with(r#"{"format":"metrics-consumer-jobs","version":1,"#),
+            "the format first: {written}"
+        );
+        // The snapshot alone has everything; the log's changes are skipped as already in it.
         let again = snapshots.load(&log, &dir.0.join("log"), 100).unwrap();
         assert_eq!(again.jobs.counts().running, 3);
         assert_eq!(again.restored.replayed, 0);
-        assert!(!again.legacy_journal);
         // A change in the log that does not parse names the log.
         let err = snapshots
             .load(b"{\"seq\":9,\"put\":\n", &dir.0.join("log"), 100)
@@ -884,9 +791,7 @@ mod tests {
         jobs.begin_commit(&Uuid::from_u128(2), None).unwrap();
         finish(&jobs, &Uuid::from_u128(2), 250);
         jobs.begin_commit(&Uuid::from_u128(3), None).unwrap();
-        let loaded = restore(Some(&jobs.snapshot().0[..]), b"", b"", 1000)
-            .unwrap()
-            .0;
+        let loaded = restore(Some(&jobs.snapshot().0[..]), b"", 1000).unwrap().0;
         let mut before = jobs.is_running(None);
         let mut after = loaded.is_running(None);
         before.sort();
@@ -927,25 +832,40 @@ mod tests {
 
     #[test]
     fn a_bad_table_is_an_error_not_an_empty_table() {
-        let load = |bytes: &[u8]| match restore(Some(bytes), b"", b"", 10) {
+        let load = |bytes: &[u8]| match restore(Some(bytes), b"", 10) {
             Ok(_) => Ok(()),
             Err(e) if e.place() == Place::Snapshot => Err(e.to_string()),
             Err(e) => panic!("{e:?}"),
         };
         assert!(load(b"").is_err());
+        let other_version =
+            load(b"{\"format\": \"metrics-consumer-jobs\", \"version\": 2, \"jobs\": []}")
+                .unwrap_err();
         assert!(
-            load(b"{\"version\": 2, \"jobs\": []}")
-                .unwrap_err()
-                .contains("version 2")
+            other_version.contains("version 2 of the format")
+                && other_version.contains("this program reads version 1"),
+            "{other_version}"
         );
-        let bad_tag = br#"{"version":1,"jobs":[{"uuid":"00000000-0000-0000-0000-000000000001","host":"h","tags":[["a\nb","v"]],"started_ms":0,"fields":[],"last_seen_ms":0,"state":"running","heartbeats":0}]}"#;
+        // Another format, or none: another program's file.
+        for foreign in [
+            &br#"{"format": "raft-engine", "version": 1, "jobs": []}"#[..],
+            br#"{"version": 1, "jobs": []}"#,
+        ] {
+            let err = load(foreign).unwrap_err();
+            assert!(
+                err.contains("not a job table of metrics-consumer")
+                    && err.contains(r#"{"format": "metrics-consumer-jobs", "version": 1"#),
+                "{err}"
+            );
+        }
+        let bad_tag = br#"{"format":"metrics-consumer-jobs","version":1,"jobs":[{"uuid":"00000000-0000-0000-0000-000000000001","host":"h","tags":[["a\nb","v"]],"started_ms":0,"fields":[],"last_seen_ms":0,"state":"running","heartbeats":0}]}"#;
         let err = load(bad_tag).unwrap_err();
         assert!(
             err.contains("00000000-0000-0000-0000-000000000001")
                 && err.contains("control character"),
             "{err}"
         );
-        assert!(load(br#"{"version":1,"jobs":[]}"#).is_ok());
+        assert!(load(br#"{"format":"metrics-consumer-jobs","version":1,"jobs":[]}"#).is_ok());
     }
 
     #[test]
@@ -973,18 +893,18 @@ mod tests {
         changes.push(finishing.bytes);
         let in_order = changes.concat();
         assert_eq!(
-            rows(&restore(Some(&old[..]), b"", &in_order, 1000).unwrap().0),
+            rows(&restore(Some(&old[..]), &in_order, 1000).unwrap().0),
             rows(&jobs)
         );
         // Records reach the log in the order their requests wrote them, not the order of the
         // changes: the numbers put them right.
         let reversed: Vec<u8> = changes.iter().rev().flatten().copied().collect();
         assert_eq!(
-            rows(&restore(Some(&old[..]), b"", &reversed, 1000).unwrap().0),
+            rows(&restore(Some(&old[..]), &reversed, 1000).unwrap().0),
             rows(&jobs)
         );
         assert_eq!(
-            rows(&restore(None::<&[u8]>, b"", &in_order, 1000).unwrap().0)
+            rows(&restore(None::<&[u8]>, &in_order, 1000).unwrap().0)
                 .iter()
                 .map(|r| r.0)
                 .collect::<Vec<_>>(),
@@ -997,62 +917,42 @@ mod tests {
             seq, 4,
             "four changes after the first register, filled without one"
         );
-        let (again, restored) = restore(Some(&new[..]), b"", &in_order, 1000).unwrap();
+        let (again, restored) = restore(Some(&new[..]), &in_order, 1000).unwrap();
         assert_eq!(rows(&again), rows(&jobs));
         assert_eq!(restored.replayed, 0);
     }
 
     #[test]
-    fn a_legacy_journal_cut_short_is_dropped_and_a_bad_line_inside_is_an_error() {
-        let journal = legacy_lines(&[job(1, 0), job(2, 0)]);
-        let first_line = journal.iter().position(|&b| b == b'\n').unwrap() + 1;
-        for cut in [journal.len() - 2, journal.len() - 20, first_line + 3] {
-            let (restored, how) = restore(None::<&[u8]>, &journal[..cut], b"", 10).unwrap();
-            assert!(how.torn_tail, "cut at {cut}");
-            assert_eq!(restored.counts().running, 1, "cut at {cut}");
-        }
-        // Whole but for its newline: the record is complete, so it counts.
-        let (restored, how) =
-            restore(None::<&[u8]>, &journal[..journal.len() - 1], b"", 10).unwrap();
-        assert_eq!((restored.counts().running, how.torn_tail), (2, false));
-        let (_, how) = restore(None::<&[u8]>, &journal, b"", 10).unwrap();
-        assert_eq!(
-            how,
-            Restored {
-                replayed: 2,
-                ..Restored::default()
-            }
-        );
-        let mut bad = journal[..first_line - 5].to_vec();
-        bad.extend_from_slice(&journal[first_line - 1..]);
-        assert!(matches!(
-            restore(None::<&[u8]>, &bad, b"", 10),
-            Err(e @ RestoreError::BadRecord { line: 1, .. }) if e.place() == Place::LegacyJournal
-        ));
-        // Zero padding ends the records; bytes after it are an unfinished write.
-        let mut padded = journal.clone();
-        padded.extend_from_slice(&[0; 100]);
-        let (restored, how) = restore(None::<&[u8]>, &padded, b"", 10).unwrap();
-        assert_eq!((restored.counts().running, how.torn_tail), (2, false));
-        padded.extend_from_slice(&journal[..10]);
-        padded.extend_from_slice(&[0; 10]);
-        let (restored, how) = restore(None::<&[u8]>, &padded, b"", 10).unwrap();
-        assert_eq!((restored.counts().running, how.torn_tail), (2, true));
-        // Zeros where a record was, with whole records after them: damage, never an end.
-        let mut damaged = legacy_lines(&[job(1, 0), job(2, 0), job(3, 0)]);
-        let second = damaged.iter().position(|&b| b == b'\n').unwrap() + 5;
-        damaged[second] = 0;
-        assert!(matches!(
-            restore(None::<&[u8]>, &damaged, b"", 10),
-            Err(RestoreError::BadRecord { line: 2, .. })
-        ));
+    fn a_change_in_the_log_with_neither_or_both_of_put_and_del_is_an_error() {
         let both = br#"{"seq":1,"del":"00000000-0000-0000-0000-000000000001"}
 {"seq":2}
 {"seq":3,"del":"00000000-0000-0000-0000-000000000001"}
 "#;
         assert!(matches!(
-            restore(None::<&[u8]>, both, b"", 10),
-            Err(e @ RestoreError::NotOneChange { line: 2 }) if e.to_string().contains("exactly one")
+            restore(None::<&[u8]>, both, 10),
+            Err(e @ RestoreError::NotOneChangeInLog { index: 2 })
+                if e.to_string().contains("exactly one") && e.place() == Place::Log
         ));
+    }
+
+    #[test]
+    fn a_jobs_json_of_another_format_stops_the_start_naming_the_file() {
+        let dir = Dir::new("snapshots-foreign");
+        let path = dir.0.join(SNAPSHOT_FILE);
+        std::fs::write(
+            &path,
+            br#"{"format":"something-else","version":1,"jobs":[]}"#,
+        )
+        .unwrap();
+        let snapshots = Snapshots::new(crate::storage::tests::root(&dir));
+        let err = match snapshots.read() {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a foreign jobs.json was read"),
+        };
+        assert!(
+            err.contains(&path.display().to_string())
+                && err.contains(r#"it opens with "format": "something-else""#),
+            "{err}"
+        );
     }
 }

@@ -8,8 +8,7 @@
 //! ```
 //!
 //! A dead letter is named by the log record its lines came from and the unit's place in it, so
-//! a refusal met again (the log delivered again after a restart) is kept once. Version 0.1
-//! named them `<n>-<points>` by a counter; those are listed and replayed alike.
+//! a refusal met again (the log delivered again after a restart) is kept once.
 //! Both files are written whole or not at all. Beyond the bound a refusal is not kept: its
 //! points are counted as dropped, and the log says so at error level, at most once a minute,
 //! so a stream of refusals can never fill the disk. `replay-dead-letters` may remove dead
@@ -22,8 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{DirHandle, StorageError, ensure_dir, read_if_exists, write_atomic};
+use super::{DirHandle, StorageError, read_if_exists, write_atomic};
 
+/// The dead letters' directory in `storage.dir`.
+pub const DIR: &str = "dead-letter";
 const RECORD_EXT: &str = "lp";
 const ERROR_EXT: &str = "error";
 /// How often a dropped refusal is logged at most.
@@ -61,7 +62,6 @@ struct State {
 
 /// The dead letters of one `storage.dir`.
 pub struct DeadLetters {
-    dir: PathBuf,
     /// The directory, opened at the start: letters are written relative to it.
     handle: DirHandle,
     limit: u64,
@@ -88,34 +88,25 @@ fn name(key: Key, points: u64, ext: &str) -> String {
     }
 }
 
-/// (key, points) from a dead letter's file name; a 0.1 name `<n>-<points>` has unit 0.
+/// (key, points) from a dead letter's file name, `<record>-<unit>[.<line>]-<points>.<ext>`.
 fn parse_name(path: &Path) -> Option<(Key, u64)> {
     let stem = path.file_stem()?.to_str()?;
     let mut parts = stem.split('-');
     let record = parts.next()?.parse().ok()?;
     let second = parts.next()?;
-    match (parts.next(), parts.next()) {
-        (None, _) => Some((
-            Key {
-                record,
-                unit: 0,
-                line: 0,
-            },
-            second.parse().ok()?,
-        )),
-        (Some(points), None) => {
-            let (unit, line) = second.split_once('.').unwrap_or((second, "0"));
-            Some((
-                Key {
-                    record,
-                    unit: unit.parse().ok()?,
-                    line: line.parse().ok()?,
-                },
-                points.parse().ok()?,
-            ))
-        }
-        _ => None,
+    let points = parts.next()?.parse().ok()?;
+    if parts.next().is_some() {
+        return None;
     }
+    let (unit, line) = second.split_once('.').unwrap_or((second, "0"));
+    Some((
+        Key {
+            record,
+            unit: unit.parse().ok()?,
+            line: line.parse().ok()?,
+        },
+        points,
+    ))
 }
 
 /// What a file of `len` bytes takes on disk, about: whole blocks of 4 KiB (a small file takes one
@@ -125,36 +116,36 @@ fn on_disk(len: u64) -> u64 {
     len.div_ceil(4096).max(1) * 4096
 }
 
-/// (records, bytes on disk) of the dead letters in `dir`.
-fn count(dir: &Path) -> io::Result<(u64, u64)> {
+/// (records, bytes on disk) of the dead letters in `dir`, listed through its handle.
+fn count(dir: &DirHandle) -> io::Result<(u64, u64)> {
     let (mut records, mut bytes) = (0, 0);
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
+    for entry in dir.list()? {
+        let path = Path::new(&entry.name);
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         if ext == "tmp" {
             // An unfinished write from a crash: never acknowledged as a dead letter.
-            let _ = fs::remove_file(&path);
+            let _ = dir.remove_if_exists(&entry.name);
             continue;
         }
-        if parse_name(&path).is_none() {
+        if !entry.is_file || parse_name(path).is_none() {
             continue;
         }
         records += u64::from(ext == RECORD_EXT);
-        bytes += on_disk(entry.metadata()?.len());
+        bytes += on_disk(entry.len);
     }
     Ok((records, bytes))
 }
 
 impl DeadLetters {
-    /// Opens (creating it) `storage.dir/dead-letter` and counts what it holds.
-    pub fn open(storage_dir: &Path, limit: u64) -> Result<DeadLetters, StorageError> {
-        let dir = storage_dir.join("dead-letter");
-        ensure_dir(&dir)?;
-        let (records, bytes) = count(&dir).map_err(|e| StorageError::io("list", &dir, e))?;
-        let handle = DirHandle::open(&dir).map_err(|e| StorageError::io("open", &dir, e))?;
+    /// Opens (creating it) `dead-letter` in `storage_dir` (the handle of `storage.dir` opened
+    /// at the start) and counts what it holds.
+    pub fn open(storage_dir: &DirHandle, limit: u64) -> Result<DeadLetters, StorageError> {
+        let path = storage_dir.join(DIR);
+        let handle = storage_dir
+            .subdir(DIR)
+            .map_err(|e| StorageError::io("open", &path, e))?;
+        let (records, bytes) = count(&handle).map_err(|e| StorageError::io("list", &path, e))?;
         Ok(DeadLetters {
-            dir,
             handle,
             limit,
             state: Mutex::new(State {
@@ -185,7 +176,7 @@ impl DeadLetters {
             let mut s = self.lock();
             if s.bytes + len > self.limit && s.last_scan.elapsed() >= RESCAN_EVERY {
                 // `replay-dead-letters` may have made room.
-                if let Ok((records, bytes)) = count(&self.dir) {
+                if let Ok((records, bytes)) = count(&self.handle) {
                     s.records = records;
                     s.bytes = bytes;
                 }
@@ -290,7 +281,7 @@ pub fn update(path: &Path, why: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::tests::Dir;
+    use crate::storage::tests::{Dir, root};
 
     fn key(record: u64) -> Key {
         Key {
@@ -303,7 +294,7 @@ mod tests {
     #[test]
     fn dead_letters_keep_the_lines_and_the_reason_and_read_back() {
         let dir = Dir::new("dead-letters");
-        let dead = DeadLetters::open(&dir.0, 1 << 20).unwrap();
+        let dead = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
         let why = "influxdb answered 400: field type conflict";
         assert_eq!(dead.store(key(1), "m v=1 1\n", 1, why).unwrap(), Kept::Kept);
         assert_eq!(
@@ -318,7 +309,7 @@ mod tests {
         assert_eq!(listed[0].1, 1);
         assert!(listed[0].2.ends_with(why), "{}", listed[0].2);
         remove(&listed[0].0).unwrap();
-        let again = DeadLetters::open(&dir.0, 1 << 20).unwrap();
+        let again = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
         assert_eq!((again.usage().records, again.usage().bytes), (1, 2 * 4096));
         again.store(key(3), "m v=3 3\n", 1, "x").unwrap();
         let names: Vec<_> = list(&dir.0).unwrap().into_iter().map(|l| l.0).collect();
@@ -334,7 +325,7 @@ mod tests {
     fn beyond_the_bound_refusals_are_counted_as_dropped_not_written() {
         let dir = Dir::new("dead-letters-bound");
         // Room for three letters of two blocks each, and a bit.
-        let dead = DeadLetters::open(&dir.0, 6 * 4096 + 100).unwrap();
+        let dead = DeadLetters::open(&root(&dir), 6 * 4096 + 100).unwrap();
         assert_eq!(dead.store(key(4), "m v=1 1\n", 1, "x").unwrap(), Kept::Kept);
         assert_eq!(dead.store(key(5), "m v=2 2\n", 1, "x").unwrap(), Kept::Kept);
         let big = "m v=3 3\n".repeat(1000);
@@ -355,7 +346,7 @@ mod tests {
     #[test]
     fn a_refusal_met_again_after_a_restart_is_kept_once() {
         let dir = Dir::new("dead-letters-once");
-        let dead = DeadLetters::open(&dir.0, 1 << 20).unwrap();
+        let dead = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
         let (a, b) = (
             Key {
                 record: 7,
@@ -378,27 +369,27 @@ mod tests {
         assert_eq!(dead.store(a, "m v=1 1\n", 1, "x").unwrap(), Kept::Kept);
         assert_eq!(dead.store(b, "m v=2 2\n", 1, "x").unwrap(), Kept::Kept);
         // The log is delivered again from record 7 after a restart.
-        let again = DeadLetters::open(&dir.0, 1 << 20).unwrap();
+        let again = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
         assert_eq!(again.store(a, "m v=1 1\n", 1, "x").unwrap(), Kept::Kept);
         assert_eq!(again.store(b, "m v=2 2\n", 1, "x").unwrap(), Kept::Kept);
         assert_eq!(list(&dir.0).unwrap().len(), 2);
         assert_eq!((again.usage().records, again.usage().bytes), (2, 4 * 4096));
-        // A 0.1 dead letter is listed beside them, in the order of its number.
+        // A file of another name is neither listed nor counted.
         fs::write(
             dir.0.join("dead-letter/00000000000000000003-2.lp"),
             "m v=0 0\n",
         )
         .unwrap();
-        let listed = list(&dir.0).unwrap();
-        assert_eq!(listed.len(), 3);
-        assert_eq!(listed[0].1, 2);
+        assert_eq!(list(&dir.0).unwrap().len(), 2);
+        let counted = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
+        assert_eq!(counted.usage().records, 2);
     }
 
     #[test]
     fn a_dead_letter_directory_swapped_for_a_link_is_not_followed() {
         let dir = Dir::new("dead-letters-swapped");
         let elsewhere = Dir::new("dead-letters-elsewhere");
-        let dead = DeadLetters::open(&dir.0, 1 << 20).unwrap();
+        let dead = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
         let moved = dir.0.join("moved");
         fs::rename(dir.0.join("dead-letter"), &moved).unwrap();
         std::os::unix::fs::symlink(&elsewhere.0, dir.0.join("dead-letter")).unwrap();

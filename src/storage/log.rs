@@ -23,6 +23,11 @@
 //! **Trimming.** A segment is deleted once every record in it is delivered and every job-table
 //! change in it is in a snapshot (`jobs.json`), and it is not the one being written.
 //!
+//! **Formats.** Every segment starts with its header ([`record::segment_header`]: magic and
+//! version) and the delivered mark with its format's name and version; the start refuses a file
+//! of another program or version ([`OpenError::Format`]), naming it. Offsets count from the
+//! start of the file, header included.
+//!
 //! **Reading at start** ([`Log::open`]): every segment is read and every record checked. The
 //! records of the last segment may end in a write cut short by a crash — never acknowledged,
 //! since the answer follows the fsync — which is dropped with a warning ([`Opened::torn`]).
@@ -31,15 +36,15 @@
 //! file and the offset; `--repair` drops such a record knowingly and keeps the ones around it.
 
 use std::collections::VecDeque;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::record::{self, Frame, Kind, Unit};
-use super::{StorageError, create_new, ensure_dir, open_read, open_rw, sync_dir, write_atomic};
+use super::record::{self, Frame, HeaderError, Kind, SEGMENT_HEADER_BYTES, Unit};
+use super::{DirHandle, StorageError};
 
 /// A segment is closed once it holds this many bytes; the next group starts a new one.
 pub const SEGMENT_BYTES: u64 = 16 << 20;
@@ -49,6 +54,8 @@ const ZERO_FILL_BYTES: u64 = 1 << 20;
 pub const HEADROOM_BYTES: u64 = 16 << 20;
 /// The file that says how far InfluxDB has taken the log.
 const DELIVERED_FILE: &str = "delivered";
+/// Where a segment's first record starts: after its header.
+const FIRST_RECORD: u64 = SEGMENT_HEADER_BYTES as u64;
 
 /// Why a record was not written, or the log could not be read.
 #[derive(Debug, Clone)]
@@ -112,6 +119,11 @@ pub enum OpenError {
         after_seq: u64,
         why: String,
     },
+    /// A file of the log does not start with the header of a format this program reads.
+    Format {
+        path: PathBuf,
+        why: HeaderError,
+    },
 }
 
 impl std::fmt::Display for OpenError {
@@ -125,8 +137,17 @@ impl std::fmt::Display for OpenError {
                 why,
             } => write!(
                 f,
-                "{}: the record at byte {offset} (after record {after_seq}) is damaged: {why}. Records after it are whole, so this is not a write cut short by a crash, and the gateway will not start and silently lose acknowledged data. Copy storage.dir for a post-mortem, then start once with --repair to drop the damaged record and keep the others",
+                "{}: the record at byte {offset} of the file (counting its {SEGMENT_HEADER_BYTES}-byte header; after record {after_seq}) is damaged: {why}. Records after it are whole, so this is not a write cut short by a crash, and the gateway will not start and silently lose acknowledged data. Copy storage.dir for a post-mortem, then start once with --repair to drop the damaged record and keep the others",
                 path.display()
+            ),
+            OpenError::Format { path, why } => write!(
+                f,
+                "{}: {why}. This program reads log segments of format {:?} version {} and delivered marks of format {:?} version {}: start the version of metrics-consumer that wrote this storage.dir until InfluxDB has its log, or give this one a new storage.dir (and move this file away if it is not metrics-consumer's)",
+                path.display(),
+                String::from_utf8_lossy(&record::SEGMENT_MAGIC[..5]),
+                record::SEGMENT_VERSION,
+                record::DELIVERED_FORMAT,
+                record::DELIVERED_VERSION,
             ),
         }
     }
@@ -227,7 +248,9 @@ struct Inner {
 
 /// The log of one `storage.dir`. See the module documentation.
 pub struct Log {
-    dir: PathBuf,
+    /// `storage.dir/log`, opened at the start: every file of the log is opened, created and
+    /// removed relative to it, never by path.
+    dir: DirHandle,
     limit: u64,
     /// [`SEGMENT_BYTES`], smaller in tests.
     segment_bytes: u64,
@@ -283,7 +306,7 @@ impl Log {
     /// in the log's order, so the start never holds them all at once. With `repair`, damaged
     /// records are dropped instead of stopping the start.
     pub fn open(
-        dir: &Path,
+        dir: DirHandle,
         limit: u64,
         repair: bool,
         changes: &mut dyn FnMut(&[u8]),
@@ -292,31 +315,30 @@ impl Log {
     }
 
     fn open_sized(
-        dir: &Path,
+        dir: DirHandle,
         limit: u64,
         repair: bool,
         segment_bytes: u64,
         changes: &mut dyn FnMut(&[u8]),
     ) -> Result<(Log, Position, Opened), OpenError> {
-        ensure_dir(dir)?;
         let mut names: Vec<(u64, PathBuf)> = Vec::new();
-        for entry in fs::read_dir(dir).map_err(|e| StorageError::io("list", dir, e))? {
-            let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
-            let path = entry.path();
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if let Some(first) = name
+        let entries = dir
+            .list()
+            .map_err(|e| StorageError::io("list", dir.path(), e))?;
+        for entry in entries {
+            if let Some(first) = entry
+                .name
                 .strip_suffix(".log")
                 .and_then(|n| n.parse::<u64>().ok())
             {
-                names.push((first, path));
-            } else if name.ends_with(".tmp") {
+                names.push((first, dir.join(&entry.name)));
+            } else if entry.name.ends_with(".tmp") {
                 // An unfinished write of the delivered mark or a repaired segment.
-                let _ = fs::remove_file(&path);
+                let _ = dir.remove_if_exists(&entry.name);
             }
         }
         names.sort();
-        let delivered = read_delivered(&dir.join(DELIVERED_FILE));
+        let delivered = read_delivered(&dir)?;
         let mut opened = Opened::default();
         let mut segments = Vec::new();
         let mut next_seq = names.first().map_or(1, |(first, _)| *first);
@@ -344,7 +366,8 @@ impl Log {
             }
             next_seq = *first;
             let scanned = scan(
-                path,
+                &dir,
+                *first,
                 next_seq,
                 i == last_index,
                 repair,
@@ -378,21 +401,25 @@ impl Log {
         opened.undelivered.1 = undelivered_bytes;
         // The last segment is written on; a new one when there is none, or it is full.
         if segments.last().is_none_or(|s| s.bytes >= segment_bytes) {
-            let path = dir.join(segment_name(next_seq));
-            create_new(&path).map_err(|e| StorageError::io("create", &path, e))?;
-            sync_dir(dir).map_err(|e| StorageError::io("sync", dir, e))?;
+            let name = segment_name(next_seq);
+            let path = dir.join(&name);
+            new_segment(&dir, &name).map_err(|e| StorageError::io("create", &path, e))?;
+            dir.sync()
+                .map_err(|e| StorageError::io("sync", dir.path(), e))?;
             segments.push(Segment {
                 first: next_seq,
                 path,
                 last: next_seq - 1,
-                bytes: 0,
+                bytes: FIRST_RECORD,
                 max_change: 0,
             });
         }
         let Some(tail) = segments.last() else {
             unreachable!("a segment was just made")
         };
-        let file = open_rw(&tail.path).map_err(|e| StorageError::io("open", &tail.path, e))?;
+        let file = dir
+            .open_rw(&segment_name(tail.first))
+            .map_err(|e| StorageError::io("open", &tail.path, e))?;
         let size = file
             .metadata()
             .map_err(|e| StorageError::io("look at", &tail.path, e))?
@@ -403,7 +430,7 @@ impl Log {
             next_seq,
         });
         let log = Log {
-            dir: dir.to_path_buf(),
+            dir,
             limit,
             segment_bytes,
             inner: Mutex::new(Inner {
@@ -537,7 +564,7 @@ impl Log {
         // A full segment is closed (its zero padding cut off) and a new one begun.
         let mut rolled = None;
         let mut result = Ok(());
-        if segment.bytes > 0 && segment.bytes + bytes.len() as u64 > self.segment_bytes {
+        if segment.bytes > FIRST_RECORD && segment.bytes + bytes.len() as u64 > self.segment_bytes {
             match self.roll(&segment, &mut active, first) {
                 Ok(new) => {
                     rolled = Some(new.clone());
@@ -636,15 +663,21 @@ impl Log {
             .set_len(closed.bytes)
             .and_then(|()| active.file.sync_all())
             .map_err(|e| LogError::io("close", &closed.path, e))?;
-        let path = self.dir.join(segment_name(first));
-        let file = create_new(&path).map_err(|e| LogError::io("create", &path, e))?;
-        sync_dir(&self.dir).map_err(|e| LogError::io("sync", &self.dir, e))?;
-        *active = Active { file, size: 0 };
+        let name = segment_name(first);
+        let path = self.dir.join(&name);
+        let file = new_segment(&self.dir, &name).map_err(|e| LogError::io("create", &path, e))?;
+        self.dir
+            .sync()
+            .map_err(|e| LogError::io("sync", self.dir.path(), e))?;
+        *active = Active {
+            file,
+            size: FIRST_RECORD,
+        };
         Ok(Segment {
             first,
             path,
             last: first - 1,
-            bytes: 0,
+            bytes: FIRST_RECORD,
             max_change: 0,
         })
     }
@@ -703,7 +736,7 @@ impl Log {
                 let found = found.or_else(|| {
                     let next = inner.segments.iter().position(|s| s.first == at.next_seq)?;
                     at.segment = at.next_seq;
-                    at.offset = 0;
+                    at.offset = FIRST_RECORD;
                     Some(next)
                 });
                 let Some(i) = found else {
@@ -711,7 +744,7 @@ impl Log {
                     // only a bug or a hand could do that.
                     return Err(LogError::io(
                         "read",
-                        &self.dir.join(segment_name(at.segment)),
+                        &self.dir.join(&segment_name(at.segment)),
                         io::ErrorKind::NotFound.into(),
                     ));
                 };
@@ -723,14 +756,16 @@ impl Log {
                 match next_segment {
                     Some(next) if at.offset >= segment.bytes && at.next_seq <= durable => {
                         at.segment = next;
-                        at.offset = 0;
+                        at.offset = FIRST_RECORD;
                         continue;
                     }
                     _ => return Ok(out),
                 }
             }
-            let file =
-                open_read(&segment.path).map_err(|e| LogError::io("open", &segment.path, e))?;
+            let file = self
+                .dir
+                .open_read(&segment_name(segment.first))
+                .map_err(|e| LogError::io("open", &segment.path, e))?;
             let end = segment.bytes;
             let want = (end - at.offset).min(max_bytes.saturating_sub(taken).max(1 << 16));
             let mut buf = vec![0; want as usize];
@@ -865,18 +900,16 @@ impl Log {
             return;
         }
         // The mark first: a start never looks for records in a deleted segment.
-        let mark = self.dir.join(DELIVERED_FILE);
-        if let Err(e) = write_atomic(&mark, format!("{delivered}\n").as_bytes()) {
-            log::warn!("cannot write {}: {e}", mark.display());
+        if !self.write_delivered(delivered) {
             return;
         }
         for segment in &gone {
-            if let Err(e) = fs::remove_file(&segment.path) {
+            if let Err(e) = self.dir.remove_if_exists(&segment_name(segment.first)) {
                 log::warn!("cannot delete {}: {e}", segment.path.display());
                 return;
             }
         }
-        let _ = sync_dir(&self.dir);
+        let _ = self.dir.sync();
         let mut inner = self.lock();
         inner
             .segments
@@ -887,9 +920,23 @@ impl Log {
     /// that does is harmless: InfluxDB keeps one point per series and time).
     pub fn save_delivered(&self) {
         let delivered = self.lock().delivered;
-        let mark = self.dir.join(DELIVERED_FILE);
-        if let Err(e) = write_atomic(&mark, format!("{delivered}\n").as_bytes()) {
-            log::warn!("cannot write {}: {e}", mark.display());
+        self.write_delivered(delivered);
+    }
+
+    /// Writes the delivered mark; false (and a warning) when it could not be.
+    fn write_delivered(&self, delivered: u64) -> bool {
+        match self
+            .dir
+            .write_atomic(DELIVERED_FILE, &record::encode_delivered(delivered))
+        {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!(
+                    "cannot write {}: {e}",
+                    self.dir.join(DELIVERED_FILE).display()
+                );
+                false
+            }
         }
     }
 
@@ -929,10 +976,24 @@ fn zero_fill(active: &mut Active, size: u64) -> io::Result<()> {
     Ok(())
 }
 
-fn read_delivered(path: &Path) -> u64 {
-    match super::read_if_exists(path) {
-        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).trim().parse().unwrap_or(0),
-        _ => 0,
+/// Creates the segment file `name` in `dir` with its header, fsync'd (the caller syncs `dir`).
+fn new_segment(dir: &DirHandle, name: &str) -> io::Result<File> {
+    let file = dir.create_new(name)?;
+    file.write_all_at(&record::segment_header(), 0)?;
+    file.sync_all()?;
+    Ok(file)
+}
+
+/// How far the log is delivered, from its mark (0 when there is none yet). A mark of another
+/// format or version stops the start.
+fn read_delivered(dir: &DirHandle) -> Result<u64, OpenError> {
+    let path = dir.join(DELIVERED_FILE);
+    match dir.read_if_exists(DELIVERED_FILE) {
+        Ok(Some(bytes)) => {
+            record::decode_delivered(&bytes).map_err(|why| OpenError::Format { path, why })
+        }
+        Ok(None) => Ok(0),
+        Err(e) => Err(StorageError::io("read", &path, e).into()),
     }
 }
 
@@ -953,21 +1014,42 @@ struct Scanned {
 
 /// Reads and checks one segment; see [`Log::open`].
 fn scan(
-    path: &Path,
+    dir: &DirHandle,
+    file: u64,
     first: u64,
     is_last: bool,
     repair: bool,
     opened: &mut Opened,
     changes: &mut dyn FnMut(&[u8]),
 ) -> Result<Scanned, OpenError> {
-    let bytes = super::read_if_exists(path)
+    let name = segment_name(file);
+    let path = &dir.join(&name);
+    let bytes = dir
+        .read_if_exists(&name)
         .map_err(|e| StorageError::io("read", path, e))?
         .unwrap_or_default();
-    let mut records = Vec::new();
-    let mut kept: Vec<u8> = Vec::new();
     let mut changed = false;
+    let header = if is_last && bytes.iter().all(|&b| b == 0) {
+        // The file was made, but its header never reached the disk: the process stopped
+        // before anything was written to it, so it holds nothing; it gets its header now.
+        changed = true;
+        record::segment_header().to_vec()
+    } else {
+        record::check_segment_header(&bytes).map_err(|why| OpenError::Format {
+            path: path.clone(),
+            why,
+        })?;
+        bytes[..SEGMENT_HEADER_BYTES].to_vec()
+    };
+    let bytes = if bytes.len() < SEGMENT_HEADER_BYTES {
+        header.clone()
+    } else {
+        bytes
+    };
+    let mut records = Vec::new();
+    let mut kept: Vec<u8> = header;
     let mut max_change = 0;
-    let mut pos = 0usize;
+    let mut pos = SEGMENT_HEADER_BYTES;
     let mut expected = first;
     loop {
         let problem = match record::frame(&bytes[pos..]) {
@@ -1036,7 +1118,8 @@ fn scan(
     if changed {
         // Rewrite the segment with its whole records only (after a torn tail the file is cut
         // at the last whole record; with --repair, damaged records are left out).
-        write_atomic(path, &kept).map_err(|e| StorageError::io("rewrite", path, e))?;
+        dir.write_atomic(&name, &kept)
+            .map_err(|e| StorageError::io("rewrite", path, e))?;
     }
     Ok(Scanned {
         end: kept.len() as u64,
@@ -1066,12 +1149,24 @@ fn resync(bytes: &[u8], from: usize, expected: u64) -> Option<(usize, u64)> {
 mod tests {
     use super::*;
     use crate::storage::tests::Dir;
+    use std::fs;
     use uuid::Uuid;
 
     const LIMIT: u64 = 1 << 30;
 
     fn open(dir: &Dir) -> Result<(Log, Position, Opened), OpenError> {
-        Log::open_sized(&dir.0, LIMIT, false, 4096, &mut |_| {})
+        open_sized(dir, LIMIT, false, 4096, &mut |_| {})
+    }
+
+    fn open_sized(
+        dir: &Dir,
+        limit: u64,
+        repair: bool,
+        segment_bytes: u64,
+        changes: &mut dyn FnMut(&[u8]),
+    ) -> Result<(Log, Position, Opened), OpenError> {
+        let handle = DirHandle::open(&dir.0).unwrap();
+        Log::open_sized(handle, limit, repair, segment_bytes, changes)
     }
 
     /// Appends a request record of `n`'s points and waits for it; its number.
@@ -1156,7 +1251,7 @@ mod tests {
         assert_eq!(read[41].units[0].lines, "m,r=r42 v=42 42\n");
         drop(log);
         let mut changes = Vec::new();
-        let (_, start, opened) = Log::open_sized(&dir.0, LIMIT, false, 4096, &mut |c| {
+        let (_, start, opened) = open_sized(&dir, LIMIT, false, 4096, &mut |c| {
             changes.extend_from_slice(c)
         })
         .unwrap();
@@ -1196,7 +1291,7 @@ mod tests {
     #[test]
     fn points_beyond_the_limit_are_refused_and_changes_alone_have_headroom() {
         let dir = Dir::new("log-full");
-        let (log, _, _) = Log::open_sized(&dir.0, 300, false, 4096, &mut |_| {}).unwrap();
+        let (log, _, _) = open_sized(&dir, 300, false, 4096, &mut |_| {}).unwrap();
         put(&log, 1);
         put(&log, 2);
         let lines = "m v=1 1\n";
@@ -1283,11 +1378,11 @@ mod tests {
 
     /// Five records in one segment, as (file, offsets of the records).
     fn five_records(dir: &Dir) -> (PathBuf, Vec<u64>) {
-        let (log, mut at, _) = Log::open_sized(&dir.0, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
+        let (log, mut at, _) = open_sized(dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
         for n in 1..=5 {
             put(&log, n);
         }
-        let mut offsets = vec![0];
+        let mut offsets = vec![FIRST_RECORD];
         for r in read_all(&log, &mut at) {
             offsets.push(offsets.last().unwrap() + r.bytes);
         }
@@ -1303,8 +1398,7 @@ mod tests {
         let f = fs::OpenOptions::new().write(true).open(&file).unwrap();
         f.write_all_at(&[0; 20], offsets[4] + 10).unwrap();
         drop(f);
-        let (log, mut at, opened) =
-            Log::open_sized(&dir.0, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
+        let (log, mut at, opened) = open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
         let (path, offset, _) = opened.torn.clone().expect("a torn tail");
         assert_eq!((path, offset), (file.clone(), offsets[4]));
         assert_eq!(opened.records, 4);
@@ -1329,7 +1423,7 @@ mod tests {
                 _ => bytes[start] ^= 0x40,
             }
             fs::write(&file, &bytes).unwrap();
-            let err = match Log::open_sized(&dir.0, LIMIT, false, 1 << 20, &mut |_| {}) {
+            let err = match open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}) {
                 Err(e) => e,
                 Ok(_) => panic!("{what}: the start went on"),
             };
@@ -1343,14 +1437,13 @@ mod tests {
                 "{text}"
             );
             let (log, mut at, opened) =
-                Log::open_sized(&dir.0, LIMIT, true, 1 << 20, &mut |_| {}).unwrap();
+                open_sized(&dir, LIMIT, true, 1 << 20, &mut |_| {}).unwrap();
             assert_eq!(opened.repaired.len(), 1, "{what}");
             let seqs: Vec<u64> = read_all(&log, &mut at).iter().map(|r| r.seq).collect();
             assert_eq!(seqs, [1, 2, 4, 5], "{what}");
             drop(log);
             // Repaired for good: the next start needs no --repair.
-            let (_, _, opened) =
-                Log::open_sized(&dir.0, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
+            let (_, _, opened) = open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
             assert_eq!(opened.records, 4, "{what}");
         }
     }
@@ -1358,7 +1451,7 @@ mod tests {
     #[test]
     fn a_failed_write_fails_its_group_leaves_no_record_and_no_gap() {
         let dir = Dir::new("log-fail");
-        let (log, mut at, _) = Log::open_sized(&dir.0, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
+        let (log, mut at, _) = open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
         put(&log, 1);
         let path = segment_files(&dir)[0].clone();
         log.fail_writes
@@ -1384,5 +1477,139 @@ mod tests {
         assert_eq!(put(&log, 3), 2, "the failed record took no number");
         let seqs: Vec<u64> = read_all(&log, &mut at).iter().map(|r| r.seq).collect();
         assert_eq!(seqs, [1, 2]);
+    }
+
+    #[test]
+    fn a_log_directory_swapped_for_a_link_is_not_followed() {
+        let dir = Dir::new("log-swapped");
+        let elsewhere = Dir::new("log-swapped-elsewhere");
+        let log_path = dir.0.join("log");
+        let (log, mut at, _) = Log::open_sized(
+            crate::storage::tests::log_dir(&dir.0),
+            LIMIT,
+            false,
+            4096,
+            &mut |_| {},
+        )
+        .unwrap();
+        put(&log, 1);
+        let moved = dir.0.join("moved");
+        fs::rename(&log_path, &moved).unwrap();
+        std::os::unix::fs::symlink(&elsewhere.0, &log_path).unwrap();
+        // Written, rolled into new segments, read back, delivered, trimmed and marked.
+        for n in 2..=100 {
+            assert_eq!(put(&log, n), n);
+        }
+        let read = read_all(&log, &mut at);
+        assert_eq!(read.len(), 100);
+        let bytes = read.iter().map(|r| r.bytes).sum();
+        log.delivered(100, 100, bytes);
+        log.snapshot_written(100, 10);
+        log.save_delivered();
+        assert_eq!(
+            fs::read_dir(&elsewhere.0).unwrap().count(),
+            0,
+            "nothing written through the link"
+        );
+        assert_eq!(
+            fs::read_to_string(moved.join(DELIVERED_FILE)).unwrap(),
+            "metrics-consumer-delivered 1\n100\n"
+        );
+        assert_eq!(log.segments(), 1, "the delivered segments were trimmed");
+        let left: Vec<_> = fs::read_dir(&moved)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".log"))
+            .collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+    }
+
+    #[test]
+    fn every_segment_starts_with_its_header_and_the_delivered_mark_names_its_format() {
+        let dir = Dir::new("log-headers");
+        let (log, mut at, _) = open(&dir).unwrap();
+        for n in 1..=100 {
+            put(&log, n);
+        }
+        let files = segment_files(&dir);
+        assert!(files.len() > 2);
+        for file in &files {
+            let bytes = fs::read(file).unwrap();
+            assert_eq!(&bytes[..8], b"MCLOG\0\x01\0", "{}", file.display());
+        }
+        let read = read_all(&log, &mut at);
+        log.delivered(100, 100, read.iter().map(|r| r.bytes).sum());
+        log.save_delivered();
+        assert_eq!(
+            fs::read_to_string(dir.0.join(DELIVERED_FILE)).unwrap(),
+            "metrics-consumer-delivered 1\n100\n"
+        );
+        drop(log);
+        let (_, at, _) = open(&dir).unwrap();
+        assert_eq!(at.next_seq, 101, "the mark reads back");
+    }
+
+    #[test]
+    fn a_segment_or_mark_of_another_version_or_format_stops_the_start_naming_the_file() {
+        for (what, file, bytes) in [
+            ("another version", "segment", b"MCLOG\0\x02\0".to_vec()),
+            ("another magic", "segment", b"RAFTLOG\x01".to_vec()),
+            ("no header", "segment", b"\x10\0\0\0 some record".to_vec()),
+            (
+                "a mark of another version",
+                "delivered",
+                b"metrics-consumer-delivered 2\n5\n".to_vec(),
+            ),
+            ("a mark without its format", "delivered", b"5\n".to_vec()),
+        ] {
+            let dir = Dir::new(&format!("log-foreign-{}", what.replace(' ', "-")));
+            let (log, _, _) = open(&dir).unwrap();
+            for n in 1..=3 {
+                put(&log, n);
+            }
+            drop(log);
+            let path = match file {
+                "segment" => segment_files(&dir)[0].clone(),
+                _ => dir.0.join(DELIVERED_FILE),
+            };
+            let mut all = fs::read(&path).unwrap_or_default();
+            if file == "segment" {
+                all[..8].copy_from_slice(&bytes[..8]);
+            } else {
+                all = bytes;
+            }
+            fs::write(&path, &all).unwrap();
+            let err = match open(&dir) {
+                Err(e) => e,
+                Ok(_) => panic!("{what}: the start went on"),
+            };
+            let text = err.to_string();
+            assert!(matches!(err, OpenError::Format { .. }), "{what}: {text}");
+            assert!(
+                text.contains(&path.display().to_string())
+                    && text.contains("reads log segments of format \"MCLOG\" version 1"),
+                "{what}: {text}"
+            );
+            if what.contains("version") {
+                assert!(text.contains("version 2 of the format"), "{what}: {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_last_segment_whose_header_never_reached_the_disk_is_taken_as_empty() {
+        let dir = Dir::new("log-no-header");
+        let (log, _, _) = open(&dir).unwrap();
+        put(&log, 1);
+        drop(log);
+        // A crash between making the next segment and writing its header.
+        fs::write(dir.0.join(segment_name(2)), [0u8; 0]).unwrap();
+        let (log, _, opened) = open(&dir).unwrap();
+        assert_eq!(opened.records, 1);
+        assert_eq!(put(&log, 2), 2);
+        assert_eq!(
+            &fs::read(dir.0.join(segment_name(2))).unwrap()[..6],
+            b"MCLOG\0"
+        );
     }
 }

@@ -12,16 +12,21 @@
 //!   dead-letter/lock           held by `replay-dead-letters` while it runs
 //! ```
 //!
-//! Nothing here follows a symbolic link: files are opened with `O_NOFOLLOW`, temporary files
-//! are created with `O_EXCL` after removing any leftover (removing a link removes the link),
-//! and [`check_tree`] refuses a start where anything in the tree is not a plain file or
-//! directory. `storage.dir` itself may be a link, set up by the operator. A file is written
-//! whole or not at all ([`write_atomic`]: temporary name, fsync, rename, directory fsync).
+//! Nothing here follows a symbolic link. `storage.dir`, `log/` and `dead-letter/` are opened
+//! once at the start ([`DirHandle`]), and every file under them is opened, created, renamed,
+//! removed and synced relative to those handles (`openat` and its kin, with `O_NOFOLLOW`), never
+//! by path: a directory moved away and replaced by a link while the gateway runs is not
+//! followed, and the gateway says so once. Temporary files are created with `O_EXCL` after
+//! removing any leftover (removing a link removes the link), and [`check_tree`] refuses a start
+//! where anything in the tree is not a plain file or directory. `storage.dir` itself may be a
+//! link, set up by the operator. A file is written whole or not at all
+//! ([`DirHandle::write_atomic`]: temporary name, fsync, rename, directory fsync). The functions
+//! taking a path are for the start's checks ([`ensure_dir`], [`check_tree`]) and for
+//! `replay-dead-letters`, a command that runs and ends.
 
 pub mod dead_letters;
 pub mod log;
 pub mod record;
-pub mod upgrade;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -32,18 +37,6 @@ use std::path::{Path, PathBuf};
 pub fn open_read(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-}
-
-/// Opens (creating it when missing) a file for reading and writing, without following a link
-/// at its name and without truncating it.
-pub fn open_rw(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
 }
@@ -82,30 +75,36 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// The file that keeps room on the disk for the next snapshot of the job table.
 pub const RESERVE_FILE: &str = "reserve";
 
-/// Writes the snapshot `bytes` to `path` with [`write_atomic`], even on a full disk: the file
-/// [`RESERVE_FILE`] beside it holds written zeros, about the size of the last snapshot, and is
-/// emptied when the disk has no room left for the write, which is then tried again. The
-/// snapshot is what lets the log delete delivered segments, so a disk filled by the log while
-/// InfluxDB was away is freed without a person, once InfluxDB has the log. After a snapshot
-/// written without it, the reserve grows back to `bytes` and a half, plus 1 MiB (for the table
-/// growing until the next snapshot, and the delivered mark): from room the disk has, never its
-/// last bytes. Only a snapshot that lets segments go may take the reserve (`use_reserve`): one
-/// taken while InfluxDB is away would leave none for the one that frees the disk.
-pub fn write_reserved(path: &Path, bytes: &[u8], use_reserve: bool) -> io::Result<()> {
-    let reserve_path = path.with_file_name(RESERVE_FILE);
-    match write_atomic(path, bytes) {
+/// Writes the snapshot `bytes` to `name` in `dir` with [`DirHandle::write_atomic`], even on a
+/// full disk: the file [`RESERVE_FILE`] beside it holds written zeros, about the size of the
+/// last snapshot, and is emptied when the disk has no room left for the write, which is then
+/// tried again. The snapshot is what lets the log delete delivered segments, so a disk filled
+/// by the log while InfluxDB was away is freed without a person, once InfluxDB has the log.
+/// After a snapshot written without it, the reserve grows back to `bytes` and a half, plus
+/// 1 MiB (for the table growing until the next snapshot, and the delivered mark): from room the
+/// disk has, never its last bytes. Only a snapshot that lets segments go may take the reserve
+/// (`use_reserve`): one taken while InfluxDB is away would leave none for the one that frees
+/// the disk.
+pub fn write_reserved(
+    dir: &DirHandle,
+    name: &str,
+    bytes: &[u8],
+    use_reserve: bool,
+) -> io::Result<()> {
+    match dir.write_atomic(name, bytes) {
         Ok(()) => {
             let target = bytes.len() as u64 + bytes.len() as u64 / 2 + (1 << 20);
-            if let Err(e) = grow_reserve(&reserve_path, target) {
+            if let Err(e) = grow_reserve(dir, target) {
                 ::log::warn!(
                     "cannot keep {target} bytes in {} for the next snapshot: {e}",
-                    reserve_path.display()
+                    dir.join(RESERVE_FILE).display()
                 );
             }
             Ok(())
         }
         Err(e) if use_reserve && is_disk_full(&e) => {
-            let released = open_rw(&reserve_path)
+            let released = dir
+                .open_rw(RESERVE_FILE)
                 .and_then(|file| {
                     let had = file.metadata()?.len();
                     file.set_len(0)?;
@@ -118,9 +117,9 @@ pub fn write_reserved(path: &Path, bytes: &[u8], use_reserve: bool) -> io::Resul
             }
             ::log::warn!(
                 "the disk under {} is full: {released} bytes kept for this snapshot are used for it",
-                path.display()
+                dir.path().display()
             );
-            write_atomic(path, bytes)
+            dir.write_atomic(name, bytes)
         }
         Err(e) => Err(e),
     }
@@ -132,10 +131,10 @@ fn is_disk_full(e: &io::Error) -> bool {
 
 /// Grows the reserve to `target` bytes of written zeros (a hole would take no room). One that
 /// cannot grow all the way is cut back to what it was: it never takes the disk's last bytes.
-fn grow_reserve(path: &Path, target: u64) -> io::Result<()> {
+fn grow_reserve(dir: &DirHandle, target: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-    let file = open_rw(path)?;
+    let file = dir.open_rw(RESERVE_FILE)?;
     let had = file.metadata()?.len();
     if had >= target {
         if had > 2 * target {
@@ -183,31 +182,94 @@ pub fn remove_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
-/// A directory under `storage.dir` opened once at start (`O_DIRECTORY | O_NOFOLLOW`): files in it
-/// are opened, renamed and synced relative to this handle, never by path, so a directory moved
-/// away and replaced by a link while the gateway runs is not followed: the files go on into the
-/// directory opened at the start, wherever it now is, and the gateway says so.
+/// A directory under `storage.dir` (or `storage.dir` itself) opened once at start
+/// (`O_DIRECTORY`, and `O_NOFOLLOW` below `storage.dir`): files in it are opened, created,
+/// renamed, removed and synced relative to this handle (`openat`, `renameat`, `unlinkat`, all
+/// with `O_NOFOLLOW`), never by path, so a directory moved away and replaced by a link while the
+/// gateway runs is not followed: the files go on into the directory opened at the start,
+/// wherever it now is, and the gateway says so once, at error level.
 #[derive(Debug)]
 pub struct DirHandle {
     fd: std::os::fd::OwnedFd,
     path: PathBuf,
+    /// `storage.dir` itself may be a link set up by the operator: its place is checked through
+    /// it.
+    follows: bool,
     warned: std::sync::atomic::AtomicBool,
+}
+
+/// An entry of a directory listed through its handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    /// A plain file (not a link, directory or anything else).
+    pub is_file: bool,
+    /// Its length in bytes (0 for what is not a plain file).
+    pub len: u64,
+}
+
+fn no_entry(e: &rustix::io::Errno) -> bool {
+    *e == rustix::io::Errno::NOENT
 }
 
 impl DirHandle {
     /// Opens `path`, which must be a directory and not a link.
     pub fn open(path: &Path) -> io::Result<DirHandle> {
+        DirHandle::open_with(path, false)
+    }
+
+    /// Opens `storage.dir` itself, which must be a directory, and may be a link the operator
+    /// set up (what is under it may not).
+    pub fn open_root(path: &Path) -> io::Result<DirHandle> {
+        DirHandle::open_with(path, true)
+    }
+
+    fn open_with(path: &Path, follows: bool) -> io::Result<DirHandle> {
         use rustix::fs::{Mode, OFlags};
-        let fd = rustix::fs::open(
-            path,
+        let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        if !follows {
+            flags |= OFlags::NOFOLLOW;
+        }
+        let fd = rustix::fs::open(path, flags, Mode::empty())?;
+        Ok(DirHandle {
+            fd,
+            path: path.to_path_buf(),
+            follows,
+            warned: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Opens the directory `name` in this one, making it first when missing; a link or a file
+    /// of that name is refused (`ELOOP`, `ENOTDIR`).
+    pub fn subdir(&self, name: &str) -> io::Result<DirHandle> {
+        use rustix::fs::{Mode, OFlags};
+        match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) => rustix::fs::fsync(&self.fd)?,
+            Err(e) if e == rustix::io::Errno::EXIST => {}
+            Err(e) => return Err(e.into()),
+        }
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
         Ok(DirHandle {
             fd,
-            path: path.to_path_buf(),
+            path: self.path.join(name),
+            follows: false,
             warned: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// The path the directory was opened at: for messages only, never to open anything.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `name`'s path in the directory, for messages only.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
     }
 
     /// Whether `name` exists in the directory (a link counts, and is not followed).
@@ -215,23 +277,101 @@ impl DirHandle {
         rustix::fs::statat(&self.fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok()
     }
 
-    /// Writes `bytes` to `name` whole or not at all: to `<name>.tmp` (a leftover removed first,
-    /// then created with `O_EXCL`), fsync'd, renamed over `name`, and the directory fsync'd.
-    pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
-        use rustix::fs::{AtFlags, Mode, OFlags};
+    fn open_at(&self, name: &str, flags: rustix::fs::OFlags) -> io::Result<File> {
+        use rustix::fs::{Mode, OFlags};
         self.check_in_place();
-        let tmp = format!("{name}.tmp");
-        match rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty()) {
-            Err(e) if e != rustix::io::Errno::NOENT => return Err(e.into()),
-            _ => {}
-        }
         let fd = rustix::fs::openat(
             &self.fd,
-            tmp.as_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            name,
+            flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o644),
         )?;
-        let mut file = File::from(fd);
+        Ok(File::from(fd))
+    }
+
+    /// Opens the existing file `name` for reading.
+    pub fn open_read(&self, name: &str) -> io::Result<File> {
+        self.open_at(name, rustix::fs::OFlags::RDONLY)
+    }
+
+    /// Opens (creating it when missing) the file `name` for reading and writing, without
+    /// truncating it.
+    pub fn open_rw(&self, name: &str) -> io::Result<File> {
+        use rustix::fs::OFlags;
+        self.open_at(name, OFlags::RDWR | OFlags::CREATE)
+    }
+
+    /// Creates `name` anew: an old file or link of that name is removed first, and the new one
+    /// is created exclusively (`O_EXCL`), so nothing is written through a link left there.
+    pub fn create_new(&self, name: &str) -> io::Result<File> {
+        use rustix::fs::OFlags;
+        self.remove_if_exists(name)?;
+        self.open_at(name, OFlags::RDWR | OFlags::CREATE | OFlags::EXCL)
+    }
+
+    /// Reads the whole file `name`; `None` when it does not exist.
+    pub fn read_if_exists(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        let mut file = match self.open_read(name) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(Some(bytes))
+    }
+
+    /// Removes the file `name` (a link itself, never what it points to); one already gone is no
+    /// error.
+    pub fn remove_if_exists(&self, name: &str) -> io::Result<()> {
+        self.check_in_place();
+        match rustix::fs::unlinkat(&self.fd, name, rustix::fs::AtFlags::empty()) {
+            Err(e) if !no_entry(&e) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes the directory's entries (new, renamed or removed files) durable.
+    pub fn sync(&self) -> io::Result<()> {
+        rustix::fs::fsync(&self.fd).map_err(Into::into)
+    }
+
+    /// The directory's entries (without `.` and `..`), in no order.
+    pub fn list(&self) -> io::Result<Vec<Entry>> {
+        self.check_in_place();
+        let mut out = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&self.fd)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == "." || name == ".." {
+                continue;
+            }
+            let stat = rustix::fs::statat(
+                &self.fd,
+                name.as_str(),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            );
+            let (is_file, len) = match stat {
+                Ok(st) => {
+                    let is_file = rustix::fs::FileType::from_raw_mode(st.st_mode).is_file();
+                    (is_file, if is_file { st.st_size as u64 } else { 0 })
+                }
+                // Removed between the listing and the look.
+                Err(e) if no_entry(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            out.push(Entry { name, is_file, len });
+        }
+        Ok(out)
+    }
+
+    /// Writes `bytes` to `name` whole or not at all: to `<name>.tmp` (a leftover removed first,
+    /// then created with `O_EXCL`), fsync'd, renamed over `name`, and the directory fsync'd.
+    /// A temporary file that fails half-written is removed, so a full disk is not kept full by
+    /// it.
+    pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let tmp = format!("{name}.tmp");
+        let mut file = self.create_new(&tmp)?;
         let written = file
             .write_all(bytes)
             .and_then(|()| file.sync_all())
@@ -240,21 +380,28 @@ impl DirHandle {
             });
         drop(file);
         if let Err(e) = written {
-            let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
+            let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), rustix::fs::AtFlags::empty());
             return Err(e);
         }
-        rustix::fs::fsync(&self.fd).map_err(Into::into)
+        self.sync()
     }
 
     /// Says once, at error level, when the directory at its path is no longer the one opened at
     /// the start (moved away, or replaced by a link).
     fn check_in_place(&self) {
         use std::os::unix::fs::MetadataExt;
+        if self.warned.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let Ok(held) = rustix::fs::fstat(&self.fd) else {
             return;
         };
-        let same = fs::symlink_metadata(&self.path)
-            .is_ok_and(|m| m.dev() == held.st_dev && m.ino() == held.st_ino);
+        let now = if self.follows {
+            fs::metadata(&self.path)
+        } else {
+            fs::symlink_metadata(&self.path)
+        };
+        let same = now.is_ok_and(|m| m.dev() == held.st_dev && m.ino() == held.st_ino);
         if !same && !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
             ::log::error!(
                 "{} is no longer the directory the gateway opened at the start (moved away, or replaced by a link): nothing is written through what is there now, files go on into the directory opened at the start, wherever it was moved; put it back before the next start",
@@ -332,35 +479,41 @@ pub struct DirLock {
 }
 
 impl DirLock {
-    /// Locks `dir` without waiting, and writes this process's pid into `dir/name`. When another
-    /// process holds it, the error names that process's pid when it can be found.
-    pub fn take(dir: &Path, name: &str) -> Result<DirLock, StorageError> {
-        let handle = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-            .open(dir)
-            .map_err(|e| StorageError::io("open", dir, e))?;
-        let path = dir.join(name);
+    /// Locks the directory of `dir` without waiting (through a new open of the same directory,
+    /// `openat(dir, ".")`: the one opened at the start, wherever it is now), and writes this
+    /// process's pid into its file `name`. When another process holds it, the error names that
+    /// process's pid when it can be found.
+    pub fn take(dir: &DirHandle, name: &str) -> Result<DirLock, StorageError> {
+        use rustix::fs::{Mode, OFlags};
+        let handle = rustix::fs::openat(
+            &dir.fd,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map(File::from)
+        .map_err(|e| StorageError::io("open", dir.path(), e.into()))?;
         match handle.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                let pid = read_if_exists(&path)
+                let pid = dir
+                    .read_if_exists(name)
                     .ok()
                     .flatten()
                     .and_then(|text| String::from_utf8_lossy(&text).trim().parse().ok())
                     .or_else(|| flock_holder(&handle));
                 return Err(StorageError::InUse {
-                    dir: dir.to_path_buf(),
+                    dir: dir.path().to_path_buf(),
                     pid,
                 });
             }
             Err(fs::TryLockError::Error(e)) => {
-                return Err(StorageError::io("lock", dir, e));
+                return Err(StorageError::io("lock", dir.path(), e));
             }
         }
         // The pid is for the message above, read by the next process that tries; it is not
         // what holds the lock, so a failure to write it is no reason to stop.
-        if let Ok(mut file) = open_rw(&path) {
+        if let Ok(mut file) = dir.open_rw(name) {
             let _ = file.set_len(0);
             let _ = file.write_all(format!("{}\n", std::process::id()).as_bytes());
         }
@@ -475,6 +628,21 @@ pub mod tests {
         }
     }
 
+    /// The handle of `dir` as a start opens `storage.dir`.
+    pub fn root(dir: &Dir) -> DirHandle {
+        DirHandle::open_root(&dir.0).unwrap()
+    }
+
+    /// The handle of `path` as a start opens `storage.dir`.
+    pub fn root_at(path: &Path) -> DirHandle {
+        DirHandle::open_root(path).unwrap()
+    }
+
+    /// The handle of `path/log`, made when missing, as a start opens the log's directory.
+    pub fn log_dir(path: &Path) -> DirHandle {
+        root_at(path).subdir("log").unwrap()
+    }
+
     #[test]
     fn write_atomic_replaces_whole_files_and_never_writes_through_a_link() {
         let dir = Dir::new("atomic");
@@ -555,9 +723,10 @@ pub mod tests {
     #[test]
     fn a_snapshot_is_written_on_a_full_disk_from_the_room_kept_for_it() {
         let disk = SmallDisk::new("reserve", "5m");
+        let root = root(&disk.0);
         let path = disk.0.0.join("jobs.json");
         let snapshot = vec![b'x'; 1 << 20];
-        write_reserved(&path, &snapshot, true).unwrap();
+        write_reserved(&root, "jobs.json", &snapshot, true).unwrap();
         let reserve = disk.0.0.join(RESERVE_FILE);
         assert_eq!(
             fs::metadata(&reserve).unwrap().len(),
@@ -565,29 +734,32 @@ pub mod tests {
         );
         fill(&disk.0.0);
         let bigger = vec![b'y'; (1 << 20) + 100_000];
-        assert!(write_atomic(&path, &bigger).is_err(), "the disk is full");
         assert!(
-            !disk.0.0.join("jobs.tmp").exists(),
+            root.write_atomic("jobs.json", &bigger).is_err(),
+            "the disk is full"
+        );
+        assert!(
+            !disk.0.0.join("jobs.json.tmp").exists(),
             "a half-written temporary file is removed"
         );
         assert!(
-            write_reserved(&path, &bigger, false).is_err(),
+            write_reserved(&root, "jobs.json", &bigger, false).is_err(),
             "a snapshot that frees nothing leaves the reserve alone"
         );
-        write_reserved(&path, &bigger, true).unwrap();
+        write_reserved(&root, "jobs.json", &bigger, true).unwrap();
         assert_eq!(fs::read(&path).unwrap(), bigger);
         assert_eq!(fs::metadata(&reserve).unwrap().len(), 0, "used");
         // With room again, the next snapshot keeps room for the one after.
         fs::remove_file(disk.0.0.join("filler")).unwrap();
-        write_reserved(&path, &snapshot, false).unwrap();
+        write_reserved(&root, "jobs.json", &snapshot, false).unwrap();
         assert!(fs::metadata(&reserve).unwrap().len() > 1 << 20);
     }
 
     #[test]
     fn a_second_lock_names_the_holder() {
         let dir = Dir::new("lock");
-        let held = DirLock::take(&dir.0, "lock").unwrap();
-        let err = DirLock::take(&dir.0, "lock").unwrap_err();
+        let held = DirLock::take(&root(&dir), "lock").unwrap();
+        let err = DirLock::take(&root(&dir), "lock").unwrap_err();
         assert!(
             matches!(err, StorageError::InUse { pid: Some(p), .. } if p == std::process::id()),
             "{err}"
@@ -597,15 +769,15 @@ pub mod tests {
                 .contains("is in use by another metrics-consumer (pid ")
         );
         drop(held);
-        DirLock::take(&dir.0, "lock").unwrap();
+        DirLock::take(&root(&dir), "lock").unwrap();
     }
 
     #[test]
     fn removing_the_lock_file_does_not_let_a_second_holder_in() {
         let dir = Dir::new("lock-removed");
-        let _held = DirLock::take(&dir.0, "lock").unwrap();
+        let _held = DirLock::take(&root(&dir), "lock").unwrap();
         fs::remove_file(dir.0.join("lock")).unwrap();
-        let err = DirLock::take(&dir.0, "lock").unwrap_err();
+        let err = DirLock::take(&root(&dir), "lock").unwrap_err();
         assert!(
             matches!(err, StorageError::InUse { pid: Some(p), .. } if p == std::process::id()),
             "the holder is found in /proc/locks: {err}"

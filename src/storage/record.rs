@@ -6,7 +6,7 @@
 //!   crc    u32   CRC-32 (IEEE) of the seq bytes and the payload
 //!   seq    u64   the record's number; the log's records are numbered 1, 2, 3, … without gaps
 //! payload
-//!   kind     u8    1 = a request, 2 = heartbeats of a tick, 3 = taken over from a 0.1 spool
+//!   kind     u8    1 = a request, 2 = heartbeats of a tick
 //!   change   u64   the number of the last job-table change among the changes (0: none)
 //!   changes  u32 length, then that many bytes: the job-table changes (journal lines), or none
 //!   units    u32 count, then each unit:
@@ -14,6 +14,20 @@
 //!     points u32        points in its lines
 //!     lines  u32 length, then that many bytes of line protocol, each line ending in '\n'
 //! ```
+//!
+//! Every segment file starts with a header naming the format and its version, before its first
+//! record ([`segment_header`], [`check_segment_header`]):
+//!
+//! ```text
+//! magic    6 bytes   "MCLOG\0"
+//! version  u16       little-endian: [`SEGMENT_VERSION`]
+//! ```
+//!
+//! The delivered mark (`log/delivered`) is two lines of text, `metrics-consumer-delivered 1`
+//! and the number of the last delivered record ([`encode_delivered`], [`decode_delivered`]).
+//! A file that does not start with its format's name, or names a version this program does not
+//! read, is refused at start rather than guessed at: a change of format is a new version, and
+//! this program says which one it reads.
 //!
 //! A unit is what InfluxDB may refuse on its own: a request's points are one unit, a tick's are
 //! one unit per run. A header of zeros marks the end of the records (the file is filled with
@@ -29,6 +43,111 @@ pub const HEADER_BYTES: usize = 16;
 /// request body is at most 64 MiB), less than a damaged length could make it allocate.
 pub const MAX_PAYLOAD_BYTES: usize = 256 << 20;
 
+/// The first bytes of every segment file.
+pub const SEGMENT_MAGIC: [u8; 6] = *b"MCLOG\0";
+/// The version of the segment format this program writes and reads: the record layout above.
+/// A reader that meets another version stops; a later format (a new record field, say) is
+/// version 2, written under a new header, and read by the programs that know it.
+pub const SEGMENT_VERSION: u16 = 1;
+/// Bytes of the segment header: records start at this offset of the file.
+pub const SEGMENT_HEADER_BYTES: usize = 8;
+/// The first line of the delivered mark, without its version.
+pub const DELIVERED_FORMAT: &str = "metrics-consumer-delivered";
+/// The version of the delivered mark's format.
+pub const DELIVERED_VERSION: u16 = 1;
+
+/// Why a file's header is not one this program reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    /// The file does not start with the format's name: another program's file, or damage.
+    Foreign { found: String },
+    /// The format is ours, of a version this program does not read.
+    Version { found: u16, reads: u16 },
+}
+
+impl std::fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeaderError::Foreign { found } => write!(
+                f,
+                "it is not a file of metrics-consumer's log (it starts with {found})"
+            ),
+            HeaderError::Version { found, reads } => write!(
+                f,
+                "it is of version {found} of the format, and this program reads version {reads}"
+            ),
+        }
+    }
+}
+
+/// Shows up to the first `n` bytes of `bytes`, printable ASCII as is and the rest escaped.
+fn show(bytes: &[u8], n: usize) -> String {
+    if bytes.is_empty() {
+        return "nothing: the file is empty".into();
+    }
+    let shown: String = bytes[..bytes.len().min(n)]
+        .iter()
+        .flat_map(|b| std::ascii::escape_default(*b))
+        .map(char::from)
+        .collect();
+    format!("\"{shown}\"")
+}
+
+/// The header every segment file starts with.
+pub fn segment_header() -> [u8; SEGMENT_HEADER_BYTES] {
+    let mut header = [0; SEGMENT_HEADER_BYTES];
+    header[..6].copy_from_slice(&SEGMENT_MAGIC);
+    header[6..].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    header
+}
+
+/// Checks the header at the start of a segment's bytes (`bytes` may be the whole file).
+pub fn check_segment_header(bytes: &[u8]) -> Result<(), HeaderError> {
+    if bytes.len() < SEGMENT_HEADER_BYTES || bytes[..6] != SEGMENT_MAGIC {
+        return Err(HeaderError::Foreign {
+            found: show(bytes, SEGMENT_HEADER_BYTES),
+        });
+    }
+    let found = u16::from_le_bytes([bytes[6], bytes[7]]);
+    if found != SEGMENT_VERSION {
+        return Err(HeaderError::Version {
+            found,
+            reads: SEGMENT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// The bytes of the delivered mark saying records up to `seq` are delivered.
+pub fn encode_delivered(seq: u64) -> Vec<u8> {
+    format!("{DELIVERED_FORMAT} {DELIVERED_VERSION}\n{seq}\n").into_bytes()
+}
+
+/// The number in a delivered mark's bytes.
+pub fn decode_delivered(bytes: &[u8]) -> Result<u64, HeaderError> {
+    let foreign = || HeaderError::Foreign {
+        found: show(bytes, 40),
+    };
+    let text = std::str::from_utf8(bytes).map_err(|_| foreign())?;
+    let mut lines = text.lines();
+    let version = lines
+        .next()
+        .and_then(|first| first.strip_prefix(DELIVERED_FORMAT))
+        .and_then(|rest| rest.strip_prefix(' '))
+        .ok_or_else(foreign)?;
+    let found: u16 = version.parse().map_err(|_| foreign())?;
+    if found != DELIVERED_VERSION {
+        return Err(HeaderError::Version {
+            found,
+            reads: DELIVERED_VERSION,
+        });
+    }
+    lines
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(foreign)
+}
+
 /// What a record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -36,8 +155,6 @@ pub enum Kind {
     Request = 1,
     /// Heartbeats of a tick, one unit per run, and the tick's job-table changes.
     Heartbeats = 2,
-    /// A record of the spool of version 0.1, taken over at the first start.
-    Imported = 3,
 }
 
 impl Kind {
@@ -45,7 +162,6 @@ impl Kind {
         match b {
             1 => Some(Kind::Request),
             2 => Some(Kind::Heartbeats),
-            3 => Some(Kind::Imported),
             _ => None,
         }
     }
@@ -390,5 +506,41 @@ mod tests {
         for cut in 0..payload.len() {
             assert!(decode(&payload[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_segment_header_names_the_format_and_its_version() {
+        let header = segment_header();
+        assert_eq!(&header[..6], b"MCLOG\0");
+        assert_eq!(check_segment_header(&header), Ok(()));
+        let mut other = header;
+        other[6] = 2;
+        assert_eq!(
+            check_segment_header(&other),
+            Err(HeaderError::Version { found: 2, reads: 1 })
+        );
+        let foreign = check_segment_header(b"{\"seq\":1}\n").unwrap_err();
+        assert!(matches!(foreign, HeaderError::Foreign { .. }));
+        assert!(
+            foreign.to_string().contains(r#"starts with "{\"seq\":1""#),
+            "{foreign}"
+        );
+        assert!(matches!(
+            check_segment_header(b""),
+            Err(HeaderError::Foreign { found }) if found.contains("empty")
+        ));
+    }
+
+    #[test]
+    fn the_delivered_mark_names_its_format_and_version() {
+        assert_eq!(decode_delivered(&encode_delivered(42)), Ok(42));
+        assert_eq!(
+            decode_delivered(b"metrics-consumer-delivered 7\n42\n"),
+            Err(HeaderError::Version { found: 7, reads: 1 })
+        );
+        assert!(matches!(
+            decode_delivered(b"42\n"),
+            Err(HeaderError::Foreign { .. })
+        ));
     }
 }

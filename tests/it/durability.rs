@@ -3,7 +3,7 @@
 //! letters), through InfluxDB outages, a gateway killed with SIGKILL at random moments in both
 //! acknowledgement modes, a refused point, a full log and SIGTERM under load; a write cut short
 //! at the end of the log is dropped, a damaged record inside it stops the start; one gateway
-//! per `storage.dir`; no link inside it is followed; a directory of version 0.1 is taken over.
+//! per `storage.dir`; no link inside it is followed.
 //! All against a real `influxd`.
 
 use std::collections::HashSet;
@@ -366,9 +366,11 @@ fn segment_and_records(dir: &crate::support::TempDir) -> (std::path::PathBuf, Ve
     segments.sort();
     let segment = segments.pop().unwrap();
     let bytes = std::fs::read(&segment).unwrap();
+    // The segment's header names the format and its version; the records follow it.
+    assert_eq!(&bytes[..8], b"MCLOG\0\x01\0", "{}", segment.display());
     // The header of each record: its length (u32), checksum (u32) and number (u64).
     let mut records = Vec::new();
-    let mut at = 0usize;
+    let mut at = 8usize;
     while at + 16 <= bytes.len() {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
         if len == 0 {
@@ -379,6 +381,58 @@ fn segment_and_records(dir: &crate::support::TempDir) -> (std::path::PathBuf, Ve
         at += 16 + len;
     }
     (segment, records)
+}
+
+/// A log segment of another version of the format, or another program's file, and a `jobs.json`
+/// of another format, stop the start (exit 2) naming the file, what it holds and what this
+/// program reads; nothing is guessed.
+#[test]
+fn files_of_another_format_or_version_stop_the_start_naming_them() {
+    let influx = Influxd::start();
+    let (dir, _) = log_of_five_runs(&influx);
+    let (segment, _) = segment_and_records(&dir);
+    let toml = ConsumerToml::new(&influx.url, "runs").rest(NO_TICKS).toml();
+    std::fs::write(dir.join("consumer.toml"), &toml).unwrap();
+    let start = || {
+        let out = Gateway::command(dir.path())
+            .args(["--config", "consumer.toml"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "the start stops");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let original = std::fs::read(&segment).unwrap();
+    let file = |p: &std::path::Path| p.strip_prefix(dir.path()).unwrap().display().to_string();
+    for (header, says) in [
+        (&b"MCLOG\0\x02\0"[..], "it is of version 2 of the format"),
+        (b"RAFTLOG\x01", "it is not a file of metrics-consumer's log"),
+    ] {
+        let mut bytes = original.clone();
+        bytes[..8].copy_from_slice(header);
+        std::fs::write(&segment, &bytes).unwrap();
+        let err = start();
+        assert!(
+            err.contains(&file(&segment))
+                && err.contains(says)
+                && err.contains("reads log segments of format \"MCLOG\" version 1"),
+            "{err}"
+        );
+    }
+    std::fs::write(&segment, &original).unwrap();
+    let jobs = dir.join("data/jobs.json");
+    let table = std::fs::read_to_string(&jobs).unwrap();
+    std::fs::write(
+        &jobs,
+        table.replacen("metrics-consumer-jobs", "another-program", 1),
+    )
+    .unwrap();
+    let err = start();
+    assert!(
+        err.contains(&file(&jobs)) && err.contains(r#"it opens with "format": "another-program""#),
+        "{err}"
+    );
+    std::fs::write(&jobs, table).unwrap();
+    Gateway::start_in(dir, &toml);
 }
 
 /// Case 4 of the durable path: a byte set to NUL in the middle of an acknowledged record, with
@@ -488,7 +542,7 @@ fn links_inside_storage_dir_are_refused_or_replaced_never_followed() {
     );
 
     let mut gw = Gateway::start(&ConsumerToml::new(&influx.url, "runs").rest(NO_TICKS).toml());
-    std::os::unix::fs::symlink(&precious, gw.dir.join("data/jobs.tmp")).unwrap();
+    std::os::unix::fs::symlink(&precious, gw.dir.join("data/jobs.json.tmp")).unwrap();
     assert_eq!(post_json(gw.addr, REGISTER, &json!({})).status, 200);
     gw.terminate();
     assert!(gw.wait_exit(Duration::from_secs(15)).unwrap().success());

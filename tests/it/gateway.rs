@@ -542,7 +542,7 @@ fn a_large_tick_writes_every_runs_heartbeat_once() {
         .collect();
     std::fs::write(
         dir.join("data/jobs.json"),
-        json!({"version": 1, "jobs": jobs}).to_string(),
+        json!({"format": "metrics-consumer-jobs", "version": 1, "jobs": jobs}).to_string(),
     )
     .unwrap();
     let gw = Gateway::start_in(
