@@ -357,7 +357,8 @@ impl Delivery {
     /// tick: a probe, never split. Runs whose heartbeat InfluxDB takes (the whole write
     /// stored, or InfluxDB 3 not naming their line) are known as refused no longer; the others
     /// are counted as refused again, without a dead letter (each run has one for its reason;
-    /// a run probed alone is refused as usual, so a new reason of its own gets one).
+    /// a run probed alone, or with only its own heartbeats, is refused as usual, so a new
+    /// reason of its own gets one).
     /// InfluxDB 1.x and 2.x store the good lines of a partial write, so a run that InfluxDB
     /// takes again among refused ones still has its heartbeats stored.
     fn probe_refused(&self, known: &[Piece<'_>], stats: &Stats) -> Result<(), SinkError> {
@@ -379,9 +380,13 @@ impl Delivery {
                     .collect()
             }
             Err(e) if e.disposition() == Disposition::Reject => {
-                if let [piece] = known {
-                    // Alone, the refusal is the run's own: a new reason gets its dead letter.
-                    self.refused(piece, &e, stats, &mut Vec::new());
+                if known.iter().all(|p| p.run == known[0].run) {
+                    // One run's heartbeats alone (one tick's, or several ticks' delivered
+                    // together): the refusal is the run's own, so a new reason gets its dead
+                    // letter, once.
+                    for piece in known {
+                        self.refused(piece, &e, stats, &mut Vec::new());
+                    }
                     return Ok(());
                 }
                 vec![true; known.len()]
