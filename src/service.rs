@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
-use crate::delivery::sink::Sink;
+use crate::delivery::sink::{Sink, SinkError};
 use crate::delivery::{Delivery, Outcome, WriteLimits};
 use crate::ingest::line_protocol::{Point, encode_batch};
 use crate::ingest::payload::{Commit, Record};
@@ -98,6 +98,9 @@ impl Clock {
 pub struct SchemaRefresh {
     wanted: std::sync::Mutex<bool>,
     woken: std::sync::Condvar,
+    /// Whether InfluxDB's refusal to let the gateway read its schema or retention was told
+    /// (once, until a reading works again).
+    unreadable_told: std::sync::atomic::AtomicBool,
 }
 
 impl SchemaRefresh {
@@ -780,7 +783,33 @@ impl Service {
     pub fn refresh_retention(&self, influx: &dyn Sink) {
         match influx.retention() {
             Ok(retention) => self.schema.set_retention(retention),
-            Err(e) => log::debug!("cannot read InfluxDB's retention policy: {e}"),
+            Err(e) => self.unreadable("its retention policy", &e),
+        }
+    }
+
+    /// A reading of InfluxDB's schema or retention failed. When InfluxDB refused it to the
+    /// user (a user with WRITE alone, as a least-privilege set-up makes), the checks that need
+    /// it cannot be made, and the operator hears so once, with what to grant; other failures
+    /// (InfluxDB down) are delivery's to tell.
+    fn unreadable(&self, what: &str, e: &SinkError) {
+        let refused = matches!(
+            e,
+            SinkError::Misconfigured {
+                status: 401 | 403,
+                ..
+            }
+        ) || e.to_string().contains("not authorized");
+        if refused
+            && !self
+                .schema_stale
+                .unreadable_told
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            log::warn!(
+                "influxdb does not let the gateway read {what} ({e}): field type conflicts and runs older than the retention policy are not answered 400 at the request, and InfluxDB refuses them later (dead letters); grant the user READ on the database as well as WRITE"
+            );
+        } else {
+            log::debug!("cannot read InfluxDB's {what}: {e}");
         }
     }
 
@@ -793,11 +822,16 @@ impl Service {
     pub fn refresh_schema(&self) {
         let caught_up = self.delivery.log().undelivered().0 == 0;
         match self.delivery.read_schema() {
-            Ok(Some(seen)) => self.schema.update_from_influxdb(seen, caught_up),
+            Ok(Some(seen)) => {
+                self.schema.update_from_influxdb(seen, caught_up);
+                self.schema_stale
+                    .unreadable_told
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+            }
             Ok(None) => self
                 .schema
                 .update_from_influxdb(Default::default(), caught_up),
-            Err(e) => log::debug!("cannot read InfluxDB's schema: {e}"),
+            Err(e) => self.unreadable("its schema", &e),
         }
     }
 

@@ -212,3 +212,43 @@ fn health_fields_agree_while_the_database_is_missing() {
         .to_string();
     assert!(success > error, "{s}");
 }
+
+/// A user with WRITE alone (a least-privilege set-up) may not read the schema or the retention
+/// policy: the checks that need them cannot be made, and the log says so once, with what to
+/// grant; the writes go on.
+#[test]
+fn a_user_who_may_not_read_the_schema_is_told_what_to_grant_once() {
+    let influx = Influxd::start_with("auth-enabled = true");
+    influx.exec_as(
+        "",
+        "",
+        "CREATE USER admin WITH PASSWORD 'adminpw' WITH ALL PRIVILEGES",
+    );
+    influx.exec_as("admin", "adminpw", "CREATE DATABASE runs");
+    influx.exec_as("admin", "adminpw", "CREATE USER writer WITH PASSWORD 'wpw'");
+    influx.exec_as("admin", "adminpw", "GRANT WRITE ON runs TO writer");
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .influxdb("username = \"writer\"\npassword = \"wpw\"\ncreate_database = false\nschema_refresh = \"1s\"")
+            .rest("[log]\nlevel = \"debug\"\n")
+            .toml(),
+    );
+    wait_until(Duration::from_secs(10), "the warning", || {
+        lines(&gw, "WARN", "does not let the gateway read") >= 1
+    });
+    let answer = post_json(gw.addr, REGISTER, &json!({"host": "w"}));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["delivered"], true, "{}", answer.body);
+    // Refreshed every second, told once.
+    // Read again every second (the later failures at debug level): told once.
+    wait_until(Duration::from_secs(15), "a few more readings", || {
+        gw.log().matches("cannot read InfluxDB's").count() >= 4
+    });
+    assert_eq!(
+        lines(&gw, "WARN", "does not let the gateway read"),
+        1,
+        "{}",
+        gw.log()
+    );
+    assert!(gw.log().contains("grant the user READ"), "{}", gw.log());
+}
