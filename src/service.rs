@@ -227,7 +227,9 @@ impl fmt::Display for Refused {
                 f,
                 "the running jobs would hold more than jobs.max_table_bytes ({limit} bytes); commit finished runs, or try again later"
             ),
-            Refused::NotRecorded(why) => write!(f, "nothing was recorded: {why}"),
+            Refused::NotRecorded(why) => {
+                write!(f, "nothing was recorded: {}", why.for_client())
+            }
             Refused::SchemaConflict { key, conflict } => write!(f, "{key}: {conflict}"),
             Refused::OlderThanRetention(old) => write!(
                 f,
@@ -1130,6 +1132,10 @@ pub(crate) mod tests {
             matches!(&err, Refused::NotRecorded(why) if !why.is_spool_full()),
             "{err:?}"
         );
+        // The answer says what failed, never where the server keeps its files.
+        let said = err.to_string();
+        assert!(said.contains("cannot write its log on disk"), "{said}");
+        assert!(!said.contains("/log/"), "{said}");
         assert_eq!(state(&f, uuid), Some(State::Running));
         let c = commit(&f, uuid).unwrap();
         assert_eq!((c.points, c.rows, c.rows_sent), (3, 1, 1));

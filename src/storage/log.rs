@@ -50,6 +50,9 @@ use super::{DirHandle, StorageError};
 pub const SEGMENT_BYTES: u64 = 16 << 20;
 /// Segment files grow by this much of zeros at a time.
 const ZERO_FILL_BYTES: u64 = 1 << 20;
+/// How often, at most, a failing disk is logged at error level (the failures between are
+/// counted in the next line).
+const FAILURE_TOLD_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// How far past `storage.max_spool_bytes` records without points may go.
 pub const HEADROOM_BYTES: u64 = 16 << 20;
 /// The file that says how far InfluxDB has taken the log.
@@ -77,6 +80,17 @@ impl LogError {
     /// True when the log is full: the disk works, InfluxDB must catch up first.
     pub fn is_spool_full(&self) -> bool {
         matches!(self, LogError::Full { .. })
+    }
+
+    /// The error as a client may read it: what failed and why, without the server's paths
+    /// (the log has them).
+    pub fn for_client(&self) -> String {
+        match self {
+            LogError::Io { doing, error, .. } => {
+                format!("the gateway cannot {doing} its log on disk: {error}")
+            }
+            other => other.to_string(),
+        }
     }
 
     fn io(doing: &'static str, path: &Path, error: io::Error) -> LogError {
@@ -244,6 +258,10 @@ struct Inner {
     changes_since_snapshot: u64,
     snapshot_bytes: u64,
     broken: bool,
+    /// When a failed group write was last logged, and the failures since that were not: a
+    /// disk that keeps failing is told once a minute, not at every request.
+    failure_told: Option<std::time::Instant>,
+    failures_untold: u64,
 }
 
 /// The log of one `storage.dir`. See the module documentation.
@@ -452,6 +470,8 @@ impl Log {
                 changes_since_snapshot: opened.change_bytes,
                 snapshot_bytes: 0,
                 broken: false,
+                failure_told: None,
+                failures_untold: 0,
             }),
             written: Condvar::new(),
             #[cfg(test)]
@@ -644,7 +664,21 @@ impl Log {
     ) -> MutexGuard<'a, Inner> {
         inner.done = inner.done.max(to);
         if let Err(e) = &outcome {
-            log::error!("{e}");
+            let now = std::time::Instant::now();
+            if inner
+                .failure_told
+                .is_none_or(|at| now.duration_since(at) >= FAILURE_TOLD_EVERY)
+            {
+                let untold = std::mem::take(&mut inner.failures_untold);
+                inner.failure_told = Some(now);
+                if untold > 0 {
+                    log::error!("{e} (and {untold} failed writes since the last line like this)");
+                } else {
+                    log::error!("{e}");
+                }
+            } else {
+                inner.failures_untold += 1;
+            }
         }
         inner.groups.push_back(Group {
             from,
