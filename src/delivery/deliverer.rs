@@ -65,6 +65,9 @@ impl<'a> Piece<'a> {
     }
 }
 
+/// How often, at most, the deliverer logs that it cannot read the log.
+const READ_FAILURE_TOLD_EVERY: Duration = Duration::from_secs(60);
+
 impl Delivery {
     /// The deliverer: takes the log to InfluxDB from `at` on, until the process ends.
     pub fn run(&self, mut at: Position, stats: &Stats) {
@@ -77,6 +80,8 @@ impl Delivery {
         let mut backoff = BACKOFF_MIN;
         // The batch at the front failed at least once.
         let mut retried = false;
+        // When a failure to read the log was last logged.
+        let mut read_failure_told: Option<Instant> = None;
         // When InfluxDB was last probed while nothing waited to be written.
         let mut idle_probe: Option<Instant> = None;
         while !self.is_stopping() {
@@ -84,7 +89,13 @@ impl Delivery {
                 match self.log.read(&mut at, self.limits.max_bytes as u64) {
                     Ok(more) => queue.extend(more),
                     Err(e) => {
-                        log::error!("the deliverer cannot read the log: {e}");
+                        // Said at once, then once a minute while it lasts.
+                        if read_failure_told
+                            .is_none_or(|at: Instant| at.elapsed() >= READ_FAILURE_TOLD_EVERY)
+                        {
+                            read_failure_told = Some(Instant::now());
+                            log::error!("the deliverer cannot read the log: {e}");
+                        }
                         self.pause(BACKOFF_MIN);
                         continue;
                     }
