@@ -654,9 +654,13 @@ pub fn started_at(value: &Value) -> Result<i64, PayloadError> {
         }
     };
     if !(MIN_TIME_MS..=MAX_TIME_MS).contains(&ms) {
-        return Err(bad(
-            "is outside the times InfluxDB can store (1677 to 2262)".into(),
-        ));
+        let sent = match value {
+            Value::String(s) => quote(s),
+            other => other.to_string(),
+        };
+        return Err(bad(format!(
+            "{sent} is outside the times InfluxDB can store (1677 to 2262)"
+        )));
     }
     Ok(ms)
 }
