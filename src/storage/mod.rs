@@ -243,7 +243,7 @@ impl DirHandle {
     /// of that name is refused (`ELOOP`, `ENOTDIR`).
     pub fn subdir(&self, name: &str) -> io::Result<DirHandle> {
         use rustix::fs::{Mode, OFlags};
-        match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o755)) {
+        match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700)) {
             Ok(()) => rustix::fs::fsync(&self.fd)?,
             Err(e) if e == rustix::io::Errno::EXIST => {}
             Err(e) => return Err(e.into()),
@@ -284,7 +284,7 @@ impl DirHandle {
             &self.fd,
             name,
             flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
+            Mode::from_raw_mode(0o600),
         )?;
         Ok(File::from(fd))
     }
@@ -553,7 +553,10 @@ pub fn ensure_dir(dir: &Path) -> Result<(), StorageError> {
             what: describe(&meta.file_type()),
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(dir).map_err(|e| StorageError::io("create", dir, e))
+            // Only the gateway's user reads what clients sent (the umask may take more away).
+            std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
+                .create(dir)
+                .map_err(|e| StorageError::io("create", dir, e))
         }
         Err(e) => Err(StorageError::io("look at", dir, e)),
     }
