@@ -26,6 +26,7 @@ mod service;
 mod state;
 mod stats;
 mod storage;
+mod sync;
 
 use std::fmt;
 use std::io;

@@ -80,7 +80,7 @@ impl Clock {
     /// Now, on the monotonic clock.
     pub fn now(&self) -> Instant {
         #[cfg(test)]
-        if let Some(at) = *self.set.lock().unwrap_or_else(|e| e.into_inner()) {
+        if let Some(at) = *crate::sync::lock(&self.set) {
             return at;
         }
         Instant::now()
@@ -89,7 +89,7 @@ impl Clock {
     /// From now on the clock says `at`.
     #[cfg(test)]
     pub fn set(&self, at: Instant) {
-        *self.set.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+        *crate::sync::lock(&self.set) = Some(at);
     }
 }
 
@@ -106,17 +106,17 @@ pub struct SchemaRefresh {
 impl SchemaRefresh {
     /// Asks for a reading soon.
     pub fn want(&self) {
-        *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        *crate::sync::lock(&self.wanted) = true;
         self.woken.notify_one();
     }
 
     /// Waits until a reading is asked for or `timeout` passes; true when it was asked for.
     fn wait(&self, timeout: Duration) -> bool {
-        let wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        let wanted = crate::sync::lock(&self.wanted);
         let (mut wanted, _) = self
             .woken
             .wait_timeout_while(wanted, timeout, |w| !*w)
-            .unwrap_or_else(|e| e.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         std::mem::take(&mut *wanted)
     }
 }

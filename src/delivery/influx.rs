@@ -180,8 +180,7 @@ impl Influx {
             query.as_bytes(),
             "application/x-www-form-urlencoded",
         );
-        *self.create_failed.lock().unwrap_or_else(|e| e.into_inner()) =
-            result.is_err().then(Instant::now);
+        *crate::sync::lock(&self.create_failed) = result.is_err().then(Instant::now);
         match &result {
             Ok(()) => log::info!("influxdb: database {:?} is ready", self.database),
             Err(SinkError::Misconfigured {
@@ -199,10 +198,7 @@ impl Influx {
     /// [`CREATE_RETRY_EVERY`] of a failed try.
     fn may_create(&self) -> bool {
         self.create_database
-            && self
-                .create_failed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+            && crate::sync::lock(&self.create_failed)
                 .is_none_or(|at| at.elapsed() >= CREATE_RETRY_EVERY)
     }
 

@@ -39,7 +39,7 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use uuid::Uuid;
@@ -50,6 +50,7 @@ use crate::stats::Stats;
 use crate::storage::dead_letters::DeadLetters;
 use crate::storage::log::{Log, LogError};
 use crate::storage::record::{Kind, Unit};
+use crate::sync::lock;
 pub use health::Health;
 use health::Streak;
 use sink::{Sink, SinkError};
@@ -289,7 +290,7 @@ impl Delivery {
                 settled = self
                     .settled_changed
                     .wait_timeout(settled, left)
-                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .0;
             }
         }
@@ -320,8 +321,4 @@ impl Delivery {
         drop(settled);
         self.settled_changed.notify_all();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

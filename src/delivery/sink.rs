@@ -229,7 +229,7 @@ pub mod testing {
         }
 
         fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-            self.state.lock().unwrap_or_else(|e| e.into_inner())
+            crate::sync::lock(&self.state)
         }
 
         /// Queues the answers to the next writes, in order.

@@ -247,9 +247,7 @@ impl BodyBudget {
     }
 
     fn lock(&self) -> MutexGuard<'_, Used> {
-        // Nothing that can panic runs under this lock, but a poisoned lock must not take the
-        // server down either.
-        self.used.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.used)
     }
 
     fn give(&self, client: IpAddr, n: u64, handled: bool) {

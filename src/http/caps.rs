@@ -399,9 +399,7 @@ impl ConnTable {
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
-        // No code that can panic runs under this lock, but a poisoned lock must not
-        // take the whole server down either.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.inner)
     }
 
     fn now_ms(&self) -> u64 {

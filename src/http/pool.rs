@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
@@ -131,7 +131,7 @@ impl<J: Send + 'static> Pool<J> {
 
 impl<J> PoolInner<J> {
     fn lock(&self) -> MutexGuard<'_, PoolState<J>> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 }
 
@@ -205,7 +205,7 @@ mod tests {
                 // Each job holds its thread until the test releases it.
                 let _ = release_rx
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .recv_timeout(Duration::from_secs(5));
                 done.fetch_add(1, Ordering::SeqCst);
             })
@@ -243,7 +243,7 @@ mod tests {
         let pool = Pool::new(0, 1, Duration::from_secs(1), move |_: u32| {
             let _ = release_rx
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .recv_timeout(Duration::from_secs(5));
         });
         assert!(pool.submit(0).is_ok());

@@ -693,7 +693,10 @@ impl Jobs {
     fn lock_settled(&self, uuid: &Uuid) -> MutexGuard<'_, Table> {
         let mut t = self.lock();
         while t.jobs.get(uuid).is_some_and(|j| j.busy) {
-            t = self.settled.wait(t).unwrap_or_else(|e| e.into_inner());
+            t = self
+                .settled
+                .wait(t)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         t
     }
@@ -701,7 +704,7 @@ impl Jobs {
     fn lock(&self) -> MutexGuard<'_, Table> {
         // A panic elsewhere must not take the table down with it: every change below leaves the
         // table consistent before anything can panic, so the data is still good.
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.table)
     }
 
     /// Reserves room for a new running job of `quota`'s owner (if any).

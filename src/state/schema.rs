@@ -436,14 +436,14 @@ impl Schema {
     /// Sets what InfluxDB said of its retention policy (`None`: it keeps points for ever, or
     /// could not say).
     pub fn set_retention(&self, retention: Option<Retention>) {
-        *self.retention.lock().unwrap_or_else(|e| e.into_inner()) = retention;
+        *crate::sync::lock(&self.retention) = retention;
     }
 
     /// Whether points stamped `at_ms` (Unix ms) would still be kept at `now_ms`: InfluxDB drops
     /// a point older than its retention policy's duration, so a run whose `startedAt` is older
     /// would be recorded and never stored.
     pub fn check_age(&self, at_ms: i64, now_ms: i64) -> Result<(), TooOld> {
-        let retention = self.retention.lock().unwrap_or_else(|e| e.into_inner());
+        let retention = crate::sync::lock(&self.retention);
         match &*retention {
             Some(r) if at_ms < now_ms.saturating_sub(r.keeps_ms) => Err(TooOld {
                 at_ms,
@@ -454,7 +454,7 @@ impl Schema {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.inner)
     }
 
     /// A claim holding nothing yet, for one request: see [`Claim`].
