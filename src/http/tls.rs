@@ -287,23 +287,23 @@ impl Write for TlsStream {
 /// Helpers for the unit tests of this module and of the server.
 #[cfg(test)]
 pub mod testing {
-    use std::fs;
     use std::path::PathBuf;
     use std::process::Command;
 
-    /// A directory for one test, removed at the end unless the test failed.
-    pub struct Dir(PathBuf);
+    /// A directory for one test (`tempfile`'s), removed at the end.
+    pub struct Dir(tempfile::TempDir);
 
     impl Dir {
         pub fn new(name: &str) -> Dir {
-            let path = std::env::temp_dir().join(format!("mc-tls-{name}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&path);
-            fs::create_dir_all(&path).expect("create the test directory");
-            Dir(path)
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("mc-tls-{name}-"))
+                .tempdir()
+                .expect("create the test directory");
+            Dir(dir)
         }
 
         pub fn join(&self, name: &str) -> PathBuf {
-            self.0.join(name)
+            self.0.path().join(name)
         }
 
         /// A self-signed certificate `NAME.crt` for localhost and its key `NAME.key`,
@@ -343,14 +343,6 @@ pub mod testing {
                 String::from_utf8_lossy(&status.stderr)
             );
             (cert, key)
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            if !std::thread::panicking() {
-                let _ = fs::remove_dir_all(&self.0);
-            }
         }
     }
 }
