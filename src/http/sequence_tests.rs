@@ -14,7 +14,7 @@ use crate::http::budget::{BODY_WAIT, BodyBudget};
 use crate::http::buffer::InBuf;
 use crate::http::caps::{Activity, client_of};
 use crate::http::conn::Inflating;
-use crate::http::tests::{Resp, TestHandler, get, limits};
+use crate::http::tests::{Resp, TestHandler, get, limits, parse_head};
 
 fn peer() -> SocketAddr {
     "127.0.0.1:1".parse().expect("addr")
@@ -36,28 +36,13 @@ impl Served {
         let mut all = Vec::new();
         let mut n = 0;
         while !rest.is_empty() {
-            let mut fields = [httparse::EMPTY_HEADER; 64];
-            let mut parsed = httparse::Response::new(&mut fields);
-            let Ok(httparse::Status::Complete(head_len)) = parsed.parse(rest) else {
+            let Some((status, headers, head_len, declared)) = parse_head(rest) else {
                 panic!(
                     "an incomplete response: {:?}",
                     String::from_utf8_lossy(rest)
                 );
             };
-            let status = parsed.code.expect("status");
-            let headers: Vec<(String, String)> = parsed
-                .headers
-                .iter()
-                .map(|h| {
-                    let value = String::from_utf8_lossy(h.value).into_owned();
-                    (h.name.to_owned(), value)
-                })
-                .collect();
             let head_only = status < 200 || heads.get(n).copied().unwrap_or(false);
-            let declared = headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                .map_or(0, |(_, v)| v.parse::<usize>().expect("content-length"));
             let body_len = if head_only { 0 } else { declared };
             let body = rest[head_len..head_len + body_len].to_vec();
             rest = &rest[head_len + body_len..];

@@ -227,6 +227,30 @@ pub(super) struct Resp {
     pub(super) body: Vec<u8>,
 }
 
+/// The head of a response at the start of `buf`: its status, its headers and its length, and
+/// the body length its `Content-Length` declares; `None` while the head is not whole.
+pub(super) fn parse_head(buf: &[u8]) -> Option<(u16, Vec<(String, String)>, usize, usize)> {
+    let mut fields = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Response::new(&mut fields);
+    let Ok(httparse::Status::Complete(head_len)) = parsed.parse(buf) else {
+        return None;
+    };
+    let status = parsed.code.unwrap_or(0);
+    let headers: Vec<(String, String)> = parsed
+        .headers
+        .iter()
+        .map(|h| {
+            let value = String::from_utf8_lossy(h.value).into_owned();
+            (h.name.to_owned(), value)
+        })
+        .collect();
+    let declared = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map_or(0, |(_, v)| v.parse::<usize>().expect("content-length"));
+    Some((status, headers, head_len, declared))
+}
+
 impl Resp {
     pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -296,28 +320,11 @@ impl Client {
     /// Reads one response; `Ok(None)` on end of stream before any byte of it.
     fn read_response(&mut self, head_only: bool) -> io::Result<Option<Resp>> {
         loop {
-            let mut fields = [httparse::EMPTY_HEADER; 64];
-            let mut parsed = httparse::Response::new(&mut fields);
-            if let Ok(httparse::Status::Complete(head_len)) = parsed.parse(&self.buf) {
-                let status = parsed.code.unwrap_or(0);
-                let headers: Vec<(String, String)> = parsed
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_owned(),
-                            String::from_utf8_lossy(h.value).into_owned(),
-                        )
-                    })
-                    .collect();
-                let declared = headers
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                    .map(|(_, v)| v.parse::<usize>().expect("content-length"));
+            if let Some((status, headers, head_len, declared)) = parse_head(&self.buf) {
                 let body_len = if head_only || status < 200 {
                     0
                 } else {
-                    declared.unwrap_or(0)
+                    declared
                 };
                 while self.buf.len() < head_len + body_len {
                     self.fill()?;
