@@ -227,9 +227,12 @@ pub(super) struct Resp {
     pub(super) body: Vec<u8>,
 }
 
-/// The head of a response at the start of `buf`: its status, its headers and its length, and
-/// the body length its `Content-Length` declares; `None` while the head is not whole.
-pub(super) fn parse_head(buf: &[u8]) -> Option<(u16, Vec<(String, String)>, usize, usize)> {
+/// A response's status, headers, the head's length and the body length its `Content-Length`
+/// declares.
+pub(super) type ParsedHead = (u16, Vec<(String, String)>, usize, usize);
+
+/// The head of a response at the start of `buf`; `None` while it is not whole.
+pub(super) fn parse_head(buf: &[u8]) -> Option<ParsedHead> {
     let mut fields = [httparse::EMPTY_HEADER; 64];
     let mut parsed = httparse::Response::new(&mut fields);
     let Ok(httparse::Status::Complete(head_len)) = parsed.parse(buf) else {
