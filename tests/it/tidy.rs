@@ -118,11 +118,17 @@ fn the_configuration_imports_no_layer() {
 
 #[test]
 fn the_run_logic_knows_nothing_of_http() {
-    let text = read(&root().join("src/service.rs"));
-    let found: Vec<String> = code_lines(&text)
-        .filter(|(_, l)| l.contains("crate::http") || l.contains("http::"))
-        .map(|(n, l)| format!("src/service.rs:{n}: {l}"))
-        .collect();
+    let mut found = Vec::new();
+    let sources = files("src/service", ".rs");
+    assert!(!sources.is_empty(), "src/service/ holds the use-cases");
+    for path in sources {
+        let text = read(&path);
+        found.extend(
+            code_lines(&text)
+                .filter(|(_, l)| l.contains("crate::http") || l.contains("http::"))
+                .map(|(n, l)| format!("{}:{n}: {l}", path.display())),
+        );
+    }
     assert!(found.is_empty(), "{}", found.join("\n"));
 }
 

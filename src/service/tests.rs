@@ -1,0 +1,688 @@
+//! The use-cases in-process, over the in-memory sink and a real log in a temporary
+//! directory: what each records, and that a refusal or a failure half-way leaves the job
+//! table as it was.
+
+use super::*;
+use std::sync::Arc;
+
+use crate::config::Acknowledge;
+use crate::delivery::sink::testing::MemorySink;
+use crate::ingest::line_protocol::FieldValue;
+use crate::ingest::payload::{PayloadLimits, commit as parse_commit, register as parse_register};
+use crate::state::jobs::{Job, State};
+use crate::state::schema::Schema;
+use crate::storage::dead_letters::DeadLetters;
+use crate::storage::log::Log;
+use crate::storage::tests::Dir;
+
+const LIMITS: PayloadLimits = PayloadLimits {
+    max_string_bytes: 1 << 20,
+    max_stats_rows: 1000,
+};
+
+/// A service over a fresh storage directory, its deliverer running on a thread of its own
+/// (stopped when the fixture is dropped), acknowledging once InfluxDB has the points.
+pub(crate) struct Fixture {
+    pub service: Arc<Service>,
+    pub sink: Arc<MemorySink>,
+    deliverer: Option<std::thread::JoinHandle<()>>,
+    pub dir: Dir,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.service.delivery.stop();
+        if let Some(t) = self.deliverer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub(crate) fn fixture(name: &str, max_running: usize, spool_limit: u64) -> Fixture {
+    fixture_with(name, max_running, spool_limit, Acknowledge::Influxdb)
+}
+
+pub(crate) fn fixture_with(
+    name: &str,
+    max_running: usize,
+    spool_limit: u64,
+    acknowledge: Acknowledge,
+) -> Fixture {
+    let dir = Dir::new(name);
+    let sink = Arc::new(MemorySink::new());
+    let snapshots = Snapshots::new(crate::storage::tests::root(&dir));
+    let mut restore = snapshots.read().unwrap();
+    let (log, position, _) = Log::open(
+        crate::storage::tests::log_dir(&dir.0),
+        spool_limit,
+        false,
+        &mut |c| restore.log_changes(c),
+    )
+    .unwrap();
+    let loaded = snapshots.finish(restore, &dir.0.join("log"), 100).unwrap();
+    let write_limits = WriteLimits {
+        max_bytes: 1 << 20,
+        max_lines: 5000,
+    };
+    let delivery = Delivery::new(
+        log,
+        Box::new(Arc::clone(&sink)),
+        DeadLetters::open(&crate::storage::tests::root(&dir), 1 << 20).unwrap(),
+        acknowledge,
+        Duration::from_secs(5),
+        write_limits,
+    );
+    let service = Arc::new(Service {
+        jobs: loaded.jobs,
+        snapshots,
+        delivery,
+        stats: Stats::default(),
+        rules: Rules {
+            max_age: Duration::from_secs(3600),
+            progress_timeout: Duration::from_secs(600),
+            bounds: Bounds {
+                max_running,
+                max_fields: crate::ingest::payload::MAX_FIELDS,
+                max_run_bytes: 64 << 10,
+                max_table_bytes: 128 << 20,
+            },
+            finished_retention: Duration::from_secs(3600),
+            heartbeat_interval: Duration::from_secs(15),
+            tag_token_name: false,
+        },
+        write_limits,
+        schema: Schema::new(loaded.restored.schema),
+        schema_stale: SchemaRefresh::default(),
+        check_schema: true,
+        clock: Clock::default(),
+    });
+    let running = Arc::clone(&service);
+    let deliverer = std::thread::spawn(move || running.delivery.run(position, &running.stats));
+    Fixture {
+        service,
+        sink,
+        deliverer: Some(deliverer),
+        dir,
+    }
+}
+
+/// Waits (10 s at most) until the sink has stored `n` lines; the lines.
+pub(crate) fn stored(f: &Fixture, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stored = f.sink.stored();
+        if stored.len() >= n {
+            return stored;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} lines stored: {stored:?}",
+            stored.len()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn register(f: &Fixture, body: &str) -> Result<Registered, Refused> {
+    let record = parse_register(body.as_bytes(), LIMITS).unwrap();
+    f.service.register(record, "10.0.0.9", None, 1_000)
+}
+
+fn commit_body(uuid: Uuid, note: &str) -> String {
+    format!(
+        r#"{{"uuid":"{uuid}","measurement":{{"fields":{{"note":"{note}","requestStats":{{"stats":[{{"name":"/a","method":"GET","num_requests":3}}],"total_rps":1.5}}}}}}}}"#
+    )
+}
+
+fn commit(f: &Fixture, uuid: Uuid) -> Result<Committed, Refused> {
+    f.service.commit(
+        parse_commit(commit_body(uuid, "").as_bytes(), LIMITS).unwrap(),
+        None,
+        2_000,
+    )
+}
+
+fn state(f: &Fixture, uuid: Uuid) -> Option<State> {
+    f.service
+        .jobs
+        .list(usize::MAX)
+        .into_iter()
+        .find(|j| j.run.uuid == uuid)
+        .map(|j| j.state)
+}
+
+#[test]
+fn register_records_the_start_and_keeps_the_run() {
+    let f = fixture("service-register", 10, 1 << 20);
+    let r = register(&f, r#"{"measurement":{"fields":{"clients":5}}}"#).unwrap();
+    assert_eq!(r.outcome, Outcome::Delivered);
+    let stored = f.sink.stored();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(stored[0].starts_with("load_testing_events,event=started,host=10.0.0.9,"));
+    assert!(stored[1].starts_with("load_testing,host=10.0.0.9,"));
+    assert!(stored[1].contains("clients=5"));
+    assert_eq!(state(&f, r.uuid), Some(State::Running));
+    let job = &f.service.jobs.list(1)[0];
+    assert_eq!(
+        job.fields,
+        [("clients".to_string(), FieldValue::Float(5.0))]
+    );
+}
+
+#[test]
+fn with_acknowledge_disk_the_answer_does_not_wait_for_influxdb() {
+    let f = fixture_with("service-disk", 10, 1 << 20, Acknowledge::Disk);
+    // InfluxDB never answers; the register is answered all the same, as recorded.
+    f.sink.set_ping_fails(true);
+    f.sink.answer(std::iter::repeat_n(
+        crate::delivery::sink::testing::Answer::Fail(
+            crate::delivery::sink::SinkError::Unreachable("connection refused".into()),
+        ),
+        100,
+    ));
+    let r = register(&f, "{}").unwrap();
+    assert_eq!(r.outcome, Outcome::Recorded);
+    assert_eq!(state(&f, r.uuid), Some(State::Running));
+}
+
+#[test]
+fn a_register_that_cannot_be_recorded_leaves_no_run_and_frees_its_slot() {
+    // The log has no room for a record with points.
+    let f = fixture("service-register-full", 1, 0);
+    let err = register(&f, "{}").unwrap_err();
+    assert!(
+        matches!(&err, Refused::NotRecorded(why) if why.is_spool_full()),
+        "{err:?}"
+    );
+    assert!(f.service.jobs.list(usize::MAX).is_empty());
+    // The slot it reserved is free again: with max_running = 1 a new register fits, and
+    // the snapshot is not held back by a change that never happened.
+    assert!(f.service.jobs.reserve(1, None).is_ok());
+    assert_eq!(f.service.jobs.snapshot().1, 1);
+}
+
+#[test]
+fn max_running_refuses_the_next_register() {
+    let f = fixture("service-max-running", 2, 1 << 20);
+    register(&f, "{}").unwrap();
+    register(&f, "{}").unwrap();
+    assert!(matches!(
+        register(&f, "{}"),
+        Err(Refused::TooManyRunning(2))
+    ));
+    assert_eq!(
+        f.sink.stored().len(),
+        4,
+        "the refused register wrote nothing"
+    );
+}
+
+#[test]
+fn a_commit_that_cannot_be_recorded_leaves_the_run_running() {
+    // Room for the register's record (delivered at once), not for a commit with a note of
+    // 2 000 bytes.
+    let f = fixture("service-commit-full", 10, 1500);
+    let uuid = register(&f, "{}").unwrap().uuid;
+    let big = parse_commit(commit_body(uuid, &"n".repeat(2000)).as_bytes(), LIMITS).unwrap();
+    for attempt in 0..2 {
+        let err = f.service.commit(big.clone(), None, 2_000).unwrap_err();
+        assert!(
+            matches!(&err, Refused::NotRecorded(why) if why.is_spool_full()),
+            "attempt {attempt}: {err:?}"
+        );
+        assert_eq!(state(&f, uuid), Some(State::Running), "attempt {attempt}");
+    }
+    assert_eq!(f.sink.stored().len(), 2, "only the register's points");
+    // A commit that fits goes through.
+    commit(&f, uuid).unwrap();
+    assert!(matches!(
+        state(&f, uuid),
+        Some(State::Finished { at_ms: 2_000 })
+    ));
+}
+
+#[test]
+fn a_commit_that_fails_on_disk_leaves_the_run_running_and_can_be_sent_again() {
+    let f = fixture("service-commit-disk", 10, 1 << 20);
+    let uuid = register(&f, "{}").unwrap().uuid;
+    f.service.delivery.log().fail_next_writes(1);
+    let err = commit(&f, uuid).unwrap_err();
+    assert!(
+        matches!(&err, Refused::NotRecorded(why) if !why.is_spool_full()),
+        "{err:?}"
+    );
+    // The answer says what failed, never where the server keeps its files.
+    let said = err.to_string();
+    assert!(said.contains("cannot write its log on disk"), "{said}");
+    assert!(!said.contains("/log/"), "{said}");
+    assert_eq!(state(&f, uuid), Some(State::Running));
+    let c = commit(&f, uuid).unwrap();
+    assert_eq!((c.points, c.rows, c.rows_sent), (3, 1, 1));
+    assert_eq!(c.outcome, Outcome::Delivered);
+    assert!(matches!(
+        state(&f, uuid),
+        Some(State::Finished { at_ms: 2_000 })
+    ));
+}
+
+#[test]
+fn a_commit_left_half_way_puts_the_run_back() {
+    let f = fixture("service-commit-panic", 10, 1 << 20);
+    let uuid = register(&f, "{}").unwrap().uuid;
+    let jobs = &f.service.jobs;
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        jobs.begin_commit(&uuid, None).unwrap();
+        let mut guard = CommitGuard {
+            jobs,
+            uuid,
+            prepared: None,
+            done: false,
+        };
+        guard.prepared = jobs.prepare_finish(&uuid, 1_500);
+        panic!("a commit fails half-way (on purpose, by the test)");
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(
+        state(&f, uuid),
+        Some(State::Running),
+        "the guard put the run back"
+    );
+    assert_eq!(
+        jobs.snapshot().1,
+        2,
+        "the abandoned change does not hold the snapshot back"
+    );
+    commit(&f, uuid).unwrap();
+    assert!(matches!(state(&f, uuid), Some(State::Finished { .. })));
+}
+
+#[test]
+fn refusals_name_the_run_and_change_nothing() {
+    let f = fixture("service-refusals", 10, 1 << 20);
+    let unknown = Uuid::from_u128(7);
+    assert!(matches!(commit(&f, unknown), Err(Refused::UnknownRun(u)) if u == unknown));
+    let uuid = register(&f, r#"{"tags":{"mode":"x"}}"#).unwrap().uuid;
+    let record = parse_register(br#"{"measurement":{"fields":{"mode":1}}}"#, LIMITS);
+    // The payload alone is fine; against the run's tags it is not.
+    let err = f
+        .service
+        .progress(uuid, record.unwrap(), None, 1_500)
+        .unwrap_err();
+    assert!(matches!(err, Refused::FieldIsTag), "{err:?}");
+    commit(&f, uuid).unwrap();
+    let written = f.sink.stored().len();
+    let err = commit(&f, uuid).unwrap_err();
+    assert!(
+        matches!(err, Refused::AlreadyCommitted { at_ms: 2_000, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("already committed"), "{err}");
+    assert_eq!(f.sink.stored().len(), written, "a refusal writes nothing");
+}
+
+#[test]
+fn a_tick_records_each_running_run_and_expires_the_silent_ones() {
+    let f = fixture("service-tick", 10, 1 << 20);
+    let t0 = Instant::now();
+    f.service.clock.set(t0);
+    let a = register(&f, r#"{"measurement":{"fields":{"clients":1}}}"#)
+        .unwrap()
+        .uuid;
+    let b = register(&f, "{}").unwrap().uuid;
+    commit(&f, b).unwrap();
+    let before = f.sink.stored().len();
+    f.service.clock.set(t0 + Duration::from_secs(60));
+    f.service.tick(1_000 + 60_000);
+    let beats: Vec<String> = stored(&f, before + 1)[before..].to_vec();
+    assert_eq!(beats.len(), 1, "only the running run beats: {beats:?}");
+    assert!(beats[0].contains(&a.to_string()) && beats[0].contains("elapsed=60"));
+    f.service.clock.set(t0 + Duration::from_secs(3600));
+    f.service.tick(1_000 + 3_600_000);
+    assert!(matches!(state(&f, a), Some(State::Expired { .. })));
+    let all = stored(&f, before + 2);
+    assert!(all.last().unwrap().contains("event=expired"));
+}
+
+#[test]
+fn a_restart_finds_every_acknowledged_change() {
+    let (a, b) = {
+        let f = fixture("service-restart", 10, 1 << 20);
+        let a = register(&f, r#"{"measurement":{"fields":{"clients":1}}}"#)
+            .unwrap()
+            .uuid;
+        let b = register(&f, "{}").unwrap().uuid;
+        let record = parse_register(br#"{"measurement":{"fields":{"clients":9}}}"#, LIMITS);
+        f.service.progress(a, record.unwrap(), None, 1_500).unwrap();
+        commit(&f, b).unwrap();
+        // A copy of the directory as it is, no snapshot written since the start: as after
+        // a kill -9.
+        let path = f.dir.0.clone();
+        let copy = std::env::temp_dir().join(format!("mc-restart-copy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&copy);
+        copy_dir(&path, &copy);
+        (a, b)
+    };
+    let copy = std::env::temp_dir().join(format!("mc-restart-copy-{}", std::process::id()));
+    let snapshots = Snapshots::new(crate::storage::tests::root_at(&copy));
+    let mut restore = snapshots.read().unwrap();
+    Log::open(
+        crate::storage::tests::log_dir(&copy),
+        1 << 20,
+        false,
+        &mut |c| restore.log_changes(c),
+    )
+    .unwrap();
+    let loaded = snapshots.finish(restore, &copy.join("log"), 100).unwrap();
+    let jobs = loaded.jobs.list(10);
+    let find = |u: Uuid| jobs.iter().find(|j| j.run.uuid == u).unwrap().clone();
+    assert_eq!(
+        find(a).fields,
+        [("clients".to_string(), FieldValue::Float(9.0))]
+    );
+    assert!(matches!(find(b).state, State::Finished { at_ms: 2_000 }));
+    let _ = std::fs::remove_dir_all(&copy);
+}
+
+/// The jobs a start would find in a copy of the fixture's directory as it is now.
+fn restored(f: &Fixture, name: &str) -> Vec<Job> {
+    let copy = std::env::temp_dir().join(format!("mc-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copy);
+    copy_dir(&f.dir.0, &copy);
+    let snapshots = Snapshots::new(crate::storage::tests::root_at(&copy));
+    let mut restore = snapshots.read().unwrap();
+    Log::open(
+        crate::storage::tests::log_dir(&copy),
+        1 << 20,
+        false,
+        &mut |c| restore.log_changes(c),
+    )
+    .unwrap();
+    let loaded = snapshots.finish(restore, &copy.join("log"), 100).unwrap();
+    let _ = std::fs::remove_dir_all(&copy);
+    loaded.jobs.list(usize::MAX)
+}
+
+fn progress(f: &Fixture, uuid: Uuid, body: &str, now_ms: i64) -> Result<(), Refused> {
+    let record = parse_register(body.as_bytes(), LIMITS).unwrap();
+    f.service.progress(uuid, record, None, now_ms)
+}
+
+#[test]
+fn a_progress_that_is_not_recorded_changes_neither_the_heartbeats_nor_what_a_restart_finds() {
+    let f = fixture("service-progress-not-recorded", 10, 1 << 20);
+    let t0 = Instant::now();
+    f.service.clock.set(t0);
+    let uuid = register(&f, r#"{"measurement":{"fields":{"step":1}}}"#)
+        .unwrap()
+        .uuid;
+    progress(&f, uuid, r#"{"measurement":{"fields":{"step":1}}}"#, 1_500).unwrap();
+    f.service.delivery.log().fail_next_writes(1);
+    f.service.clock.set(t0 + Duration::from_secs(100));
+    let err = progress(
+        &f,
+        uuid,
+        r#"{"measurement":{"fields":{"step":2}}}"#,
+        101_000,
+    );
+    assert!(matches!(err, Err(Refused::NotRecorded(_))), "{err:?}");
+    let job = f.service.jobs.list(1)[0].clone();
+    assert_eq!(job.fields, [("step".to_string(), FieldValue::Float(1.0))]);
+    assert_eq!(
+        job.last_seen_ms, 1_500,
+        "the expiry clocks did not start again"
+    );
+    // The next heartbeat carries the old value.
+    let before = f.sink.stored().len();
+    f.service.tick(102_000);
+    let beat = stored(&f, before + 1)[before].clone();
+    assert!(
+        beat.contains("step=1") && !beat.contains("step=2"),
+        "{beat}"
+    );
+    // So does a start after a stop (which writes a snapshot).
+    f.service.save_snapshot();
+    let jobs = restored(&f, "progress-not-recorded");
+    assert_eq!(
+        jobs[0].fields,
+        [("step".to_string(), FieldValue::Float(1.0))]
+    );
+    assert_eq!(jobs[0].last_seen_ms, 1_500);
+    // And the run is not stuck: the next progress is recorded and taken.
+    progress(
+        &f,
+        uuid,
+        r#"{"measurement":{"fields":{"step":3}}}"#,
+        103_000,
+    )
+    .unwrap();
+    assert_eq!(
+        f.service.jobs.list(1)[0].fields,
+        [("step".to_string(), FieldValue::Float(3.0))]
+    );
+}
+
+#[test]
+fn a_progress_or_commit_of_an_expired_run_that_is_not_recorded_leaves_it_expired_as_it_was() {
+    let f = fixture("service-revive-not-recorded", 10, 1 << 20);
+    let t0 = Instant::now();
+    f.service.clock.set(t0);
+    let uuid = register(&f, "{}").unwrap().uuid;
+    f.service.clock.set(t0 + Duration::from_secs(3600));
+    f.service.tick(1_000 + 3_600_000);
+    let expired = state(&f, uuid);
+    assert!(
+        matches!(expired, Some(State::Expired { .. })),
+        "{expired:?}"
+    );
+    let places = f.service.jobs.counts();
+    f.service.delivery.log().fail_next_writes(1);
+    let err = progress(
+        &f,
+        uuid,
+        r#"{"measurement":{"fields":{"step":2}}}"#,
+        3_700_000,
+    );
+    assert!(matches!(err, Err(Refused::NotRecorded(_))), "{err:?}");
+    assert_eq!(state(&f, uuid), expired);
+    assert_eq!(f.service.jobs.counts(), places);
+    f.service.delivery.log().fail_next_writes(1);
+    assert!(matches!(commit(&f, uuid), Err(Refused::NotRecorded(_))));
+    assert_eq!(state(&f, uuid), expired, "the same expiry time");
+    f.service.save_snapshot();
+    let jobs = restored(&f, "revive-not-recorded");
+    assert_eq!(Some(jobs[0].state), expired);
+    assert!(jobs[0].fields.is_empty());
+}
+
+#[test]
+fn a_wall_clock_step_forward_expires_no_run_still_reporting_and_stamps_nothing_ahead() {
+    // max_age is 1 h, progress_timeout 10 min (the fixture's).
+    let f = fixture("service-wall-clock-step", 10, 1 << 20);
+    let t0 = Instant::now();
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    f.service.clock.set(at(0));
+    let uuid = register(&f, r#"{"measurement":{"fields":{"step":1}}}"#)
+        .unwrap()
+        .uuid;
+    f.service.clock.set(at(1));
+    progress(&f, uuid, r#"{"measurement":{"fields":{"step":2}}}"#, 2_000).unwrap();
+    // The wall clock steps 11 minutes forward for 3 s: the run still reports.
+    let before = f.sink.stored().len();
+    f.service.clock.set(at(2));
+    f.service.tick(2_000 + 11 * 60_000);
+    f.service.clock.set(at(3));
+    progress(
+        &f,
+        uuid,
+        r#"{"measurement":{"fields":{"step":3}}}"#,
+        3_000 + 11 * 60_000,
+    )
+    .unwrap();
+    f.service.clock.set(at(4));
+    f.service.tick(4_000);
+    assert_eq!(state(&f, uuid), Some(State::Running));
+    assert_eq!(stored(&f, before + 2).len(), before + 2, "two heartbeats");
+    // Silent from then on, it expires by the monotonic clock, 10 min after it was last heard
+    // from: stamped then, though the wall clock has stepped an hour ahead at that tick.
+    f.service.clock.set(at(3 + 600));
+    let wall = 4_000 + 600_000 + 3_600_000;
+    f.service.tick(wall);
+    let lines = stored(&f, before + 3);
+    let event = lines.last().unwrap();
+    assert!(event.contains("event=expired"), "{event}");
+    let stamp: i64 = event.rsplit(' ').next().unwrap().parse().unwrap();
+    let last_seen = 3_000 + 11 * 60_000;
+    assert_eq!(stamp, (last_seen + 600_000).min(wall));
+    assert!(stamp <= wall);
+    assert!(matches!(state(&f, uuid), Some(State::Expired { at_ms }) if at_ms == stamp));
+    // A wall clock behind: the stamp is never ahead of it.
+    let other = register(&f, "{}").unwrap().uuid;
+    f.service.clock.set(at(3 + 600 + 3600));
+    f.service.tick(500);
+    assert!(matches!(
+        state(&f, other),
+        Some(State::Expired { at_ms: 500 })
+    ));
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_field_of_another_type_is_refused_at_the_request_naming_the_type_used_before() {
+    let f = fixture("service-schema", 10, 1 << 20);
+    let a = register(
+        &f,
+        r#"{"tags":{"mode":"x"},"measurement":{"fields":{"clients":5}}}"#,
+    )
+    .unwrap()
+    .uuid;
+    let written = f.sink.stored().len();
+    let err = register(&f, r#"{"measurement":{"fields":{"clients":"ten"}}}"#).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "measurement.fields.clients: is a string, but earlier runs wrote it to load_testing as a float, and InfluxDB keeps one type per field: send a number, or give the field another name"
+    );
+    // A name used as a tag is refused as a field, and the other way round.
+    let err = register(&f, r#"{"measurement":{"fields":{"mode":1}}}"#).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("measurement.fields.mode: is a field here"),
+        "{err}"
+    );
+    let err = register(&f, r#"{"tags":{"clients":"many"}}"#).unwrap_err();
+    assert!(
+        err.to_string().starts_with("tags.clients: is a tag here"),
+        "{err}"
+    );
+    // Progress is held to the same types.
+    let record = parse_register(br#"{"measurement":{"fields":{"clients":"ten"}}}"#, LIMITS);
+    assert!(matches!(
+        f.service.progress(a, record.unwrap(), None, 1_500),
+        Err(Refused::SchemaConflict { .. })
+    ));
+    assert_eq!(
+        f.sink.stored().len(),
+        written,
+        "nothing of a refused request is written"
+    );
+    // What InfluxDB says wins once the log is delivered: the measurement is gone.
+    f.service
+        .schema
+        .update_from_influxdb(Default::default(), true);
+    register(&f, r#"{"measurement":{"fields":{"clients":"ten"}}}"#).unwrap();
+}
+
+#[test]
+fn a_register_that_fails_on_disk_does_not_hold_its_new_field_type_against_others() {
+    let f = fixture("service-schema-claim-failed", 10, 1 << 20);
+    f.service.delivery.log().fail_next_writes(1);
+    let err = register(&f, r#"{"measurement":{"fields":{"fresh":1.5}}}"#).unwrap_err();
+    assert!(matches!(err, Refused::NotRecorded(_)), "{err:?}");
+    // Nobody wrote a number to it: a string is taken, and held from then on.
+    register(&f, r#"{"measurement":{"fields":{"fresh":"s"}}}"#).unwrap();
+    assert!(matches!(
+        register(&f, r#"{"measurement":{"fields":{"fresh":2}}}"#),
+        Err(Refused::SchemaConflict { .. })
+    ));
+}
+
+#[test]
+fn a_stats_member_of_another_type_than_earlier_runs_wrote_is_left_out_not_its_row() {
+    let f = fixture("service-stats-member-type", 10, 1 << 20);
+    let commit_with = |member: &str| {
+        let uuid = register(&f, "{}").unwrap().uuid;
+        let stats = format!(
+            r#"{{"stats":[{{"name":"/a","method":"GET","n":{member},"rps":2}}],"total":{member}}}"#
+        );
+        let body =
+            serde_json::json!({"uuid": uuid, "measurement": {"fields": {"requestStats": stats}}});
+        f.service
+            .commit(
+                parse_commit(body.to_string().as_bytes(), LIMITS).unwrap(),
+                None,
+                2_000,
+            )
+            .unwrap()
+    };
+    assert_eq!(commit_with("1").left_out, 0);
+    let second = commit_with("true");
+    assert_eq!(
+        (second.left_out, second.rows),
+        (2, 1),
+        "the row stays, without n"
+    );
+    let stored = f.sink.stored();
+    let last_row = stored
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("load_testing_request_stats"))
+        .unwrap();
+    assert!(
+        last_row.contains(" rps=2 ") && !last_row.contains("n="),
+        "{last_row}"
+    );
+}
+
+#[test]
+fn a_commit_field_named_like_a_tag_of_the_run_is_refused_and_the_run_goes_on() {
+    let f = fixture("service-commit-field-is-tag", 10, 1 << 20);
+    let uuid = register(&f, r#"{"tags":{"mode":"x"}}"#).unwrap().uuid;
+    let body = format!(r#"{{"uuid":"{uuid}","measurement":{{"fields":{{"mode":1}}}}}}"#);
+    let err = f
+        .service
+        .commit(parse_commit(body.as_bytes(), LIMITS).unwrap(), None, 2_000)
+        .unwrap_err();
+    assert!(matches!(err, Refused::FieldIsTag), "{err}");
+    assert!(err.to_string().starts_with("measurement.fields:"), "{err}");
+    commit(&f, uuid).unwrap();
+}
+
+#[test]
+fn where_influxdb_cannot_say_its_schema_what_was_learned_holds_until_the_next_refresh() {
+    // The memory sink, like InfluxDB 2 and 3 here, cannot say what its schema is.
+    let f = fixture("service-schema-forgotten", 10, 1 << 20);
+    register(&f, r#"{"measurement":{"fields":{"mode":1}}}"#).unwrap();
+    assert!(matches!(
+        register(&f, r#"{"measurement":{"fields":{"mode":"x"}}}"#),
+        Err(Refused::SchemaConflict { .. })
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while f.service.delivery.log().undelivered().0 > 0 {
+        assert!(Instant::now() < deadline, "the log delivered");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A bucket made anew would take the new type: the gateway lets go of what it learned.
+    f.service.refresh_schema();
+    register(&f, r#"{"measurement":{"fields":{"mode":"x"}}}"#).unwrap();
+}

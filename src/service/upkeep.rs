@@ -1,0 +1,223 @@
+//! The service's upkeep, beside the use-cases: the heartbeat tick (a record per batch of the
+//! running runs' heartbeats, expiries on the monotonic clock), the schema thread (InfluxDB's
+//! schema and retention read again, and what the operator is told when it may not be), and
+//! the snapshots of the job table. Never holds the job-table lock across I/O.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::{Service, now_ms};
+use crate::delivery::sink::{Sink, SinkError};
+use crate::state::jobs::{Ages, Change, Tick};
+use crate::state::journal::JournalError;
+use crate::stats::Stats;
+use crate::storage::record::{Kind, Unit};
+
+impl Service {
+    /// One heartbeat tick: expire what is too old, forget what is past its retention, and record
+    /// every running job's heartbeat; then save a snapshot of the table when the log asks for
+    /// one.
+    pub fn tick(&self, now_ms: i64) {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let tick = self.jobs.tick(
+            (now_ms, self.jobs.mono_ms(self.clock.now())),
+            &Ages {
+                max_age_ms: ms(self.rules.max_age),
+                progress_timeout_ms: ms(self.rules.progress_timeout),
+                retention_ms: ms(self.rules.finished_retention),
+            },
+        );
+        Stats::add(&self.stats.heartbeat_ticks, 1);
+        Stats::add(&self.stats.jobs_expired, tick.expired);
+        if tick.expired > 0 {
+            log::info!(
+                "{} runs expired: no commit within jobs.max_age, or no progress within jobs.progress_timeout",
+                tick.expired
+            );
+        }
+        self.record_tick(&tick);
+        if self.delivery.log().needs_snapshot() {
+            self.save_snapshot();
+        }
+    }
+
+    /// Records a tick's lines as records of the size of the deliverer's writes (the first one
+    /// also carries the tick's changes of the table), and counts the heartbeats recorded.
+    fn record_tick(&self, tick: &Tick) {
+        let mut units: Vec<Unit<'_>> = Vec::with_capacity(tick.units.len());
+        let mut start = 0;
+        for line in &tick.units {
+            units.push(Unit {
+                run: line.run,
+                points: 1,
+                lines: &tick.lines[start..line.end],
+            });
+            start = line.end;
+        }
+        let mut chunks: Vec<&[Unit<'_>]> = Vec::new();
+        let mut rest = &units[..];
+        while !rest.is_empty() {
+            let n = self
+                .write_limits
+                .first_write(rest.iter().map(|u| (u.lines.len(), u.points as usize)));
+            let (chunk, after) = rest.split_at(n);
+            chunks.push(chunk);
+            rest = after;
+        }
+        if chunks.is_empty() && !tick.change.bytes.is_empty() {
+            chunks.push(&[]);
+        }
+        let empty = Change::default();
+        let mut start = 0;
+        for (i, chunk) in chunks.iter().enumerate() {
+            let change = if i == 0 { &tick.change } else { &empty };
+            let beats: Vec<Uuid> = tick.units[start..start + chunk.len()]
+                .iter()
+                .filter(|l| l.beat)
+                .map(|l| l.run)
+                .collect();
+            start += chunk.len();
+            match self
+                .delivery
+                .record(Kind::Heartbeats, change, chunk, &self.stats)
+            {
+                Ok(_) => self.jobs.count_beats(&beats),
+                Err(why) => {
+                    // The table made the tick's changes (expiries, removals): they go out with
+                    // the next change instead.
+                    if i == 0 {
+                        self.jobs.unrecorded(tick.change.clone());
+                    }
+                    // Heartbeats were promised to nobody; losing some is logged, not fatal.
+                    Stats::add(&self.stats.heartbeats_dropped, beats.len());
+                    log::warn!("{} heartbeats dropped: {why}", beats.len());
+                }
+            }
+        }
+    }
+
+    /// Reads InfluxDB's schema at once, then every `every`, and soon after a request was
+    /// refused for a conflict (at most once a second), until the process ends.
+    /// `influx` tells the retention policy, read with the schema.
+    pub fn schema_loop(self: Arc<Self>, every: Duration, influx: &dyn Sink) {
+        self.refresh_schema();
+        self.refresh_retention(influx);
+        let mut last = Instant::now();
+        let mut refusals = self.delivery.refusals_seen();
+        loop {
+            let asked = self.schema_stale.wait(every.min(Duration::from_secs(1)));
+            // InfluxDB refusing a write (a dead letter) may mean its schema changed too.
+            let refused = self.delivery.refusals_seen() != refusals;
+            if !(asked || refused || last.elapsed() >= every) {
+                continue;
+            }
+            if last.elapsed() < Duration::from_secs(1) {
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(last.elapsed()));
+            }
+            refusals = self.delivery.refusals_seen();
+            last = Instant::now();
+            self.refresh_schema();
+            self.refresh_retention(influx);
+        }
+    }
+
+    /// Reads how long InfluxDB keeps points (v1: the retention policy; v2: the bucket's rule,
+    /// where the token may read it), so that a run stamped older is refused at the request.
+    /// When InfluxDB cannot be asked (it is down, the user may not read it), what was known
+    /// holds.
+    pub fn refresh_retention(&self, influx: &dyn Sink) {
+        match influx.retention() {
+            Ok(retention) => self.schema.set_retention(retention),
+            Err(e) => self.unreadable("its retention policy", &e),
+        }
+    }
+
+    /// A reading of InfluxDB's schema or retention failed. When InfluxDB refused it to the
+    /// user (a user with WRITE alone, as a least-privilege set-up makes), the checks that need
+    /// it cannot be made, and the operator hears so once, with what to grant; other failures
+    /// (InfluxDB down) are delivery's to tell.
+    fn unreadable(&self, what: &str, e: &SinkError) {
+        let refused = matches!(
+            e,
+            SinkError::Misconfigured {
+                status: 401 | 403,
+                ..
+            }
+        ) || e.to_string().contains("not authorized");
+        if refused
+            && !self
+                .schema_stale
+                .unreadable_told
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            log::warn!(
+                "influxdb does not let the gateway read {what} ({e}): field type conflicts and runs older than the retention policy are not answered 400 at the request, and InfluxDB refuses them later (dead letters); grant the user READ on the database as well as WRITE"
+            );
+        } else {
+            log::debug!("cannot read InfluxDB's {what}: {e}");
+        }
+    }
+
+    /// Reads InfluxDB's schema once, where its API allows; while nothing waits to be delivered
+    /// it replaces what the gateway knew. Where it does not (v2, v3), what the gateway learned
+    /// from its own writes is let go while nothing waits to be delivered: InfluxDB may have
+    /// dropped it since (a bucket or table made anew), and the gateway cannot ask, so a type
+    /// it learned holds until the next `influxdb.schema_refresh`, and is learned again from the
+    /// next write that uses it.
+    pub fn refresh_schema(&self) {
+        let caught_up = self.delivery.log().undelivered().0 == 0;
+        match self.delivery.read_schema() {
+            Ok(Some(seen)) => {
+                self.schema.update_from_influxdb(seen, caught_up);
+                self.schema_stale
+                    .unreadable_told
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(None) => self
+                .schema
+                .update_from_influxdb(Default::default(), caught_up),
+            Err(e) => self.unreadable("its schema", &e),
+        }
+    }
+
+    /// Writes a snapshot of the job table, so the log can let go of delivered segments.
+    pub fn save_snapshot(&self) {
+        match self.snapshots.write(
+            &self.jobs,
+            &self.schema.known(),
+            self.delivery.log().snapshot_frees_segments(),
+        ) {
+            Ok((covers, bytes)) => self.delivery.log().snapshot_written(covers, bytes),
+            Err(e) => log::error!("{e}"),
+        }
+    }
+
+    /// Writes a snapshot; an error says why it could not be written.
+    pub fn try_save_snapshot(&self) -> Result<(), JournalError> {
+        let (covers, bytes) = self.snapshots.write(
+            &self.jobs,
+            &self.schema.known(),
+            self.delivery.log().snapshot_frees_segments(),
+        )?;
+        self.delivery.log().snapshot_written(covers, bytes);
+        Ok(())
+    }
+
+    /// Runs [`Service::tick`] every `jobs.heartbeat_interval` until the process ends.
+    pub fn heartbeat_loop(self: Arc<Self>) {
+        let interval = self.rules.heartbeat_interval;
+        let mut next = Instant::now() + interval;
+        loop {
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            next += interval;
+            // A slow disk must not make ticks pile up: skip the ones already missed.
+            let now = Instant::now();
+            while next <= now {
+                next += interval;
+            }
+            self.tick(now_ms());
+        }
+    }
+}
