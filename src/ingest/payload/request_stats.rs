@@ -1,0 +1,383 @@
+//! Locust's `requestStats` taken apart: its text (cut to fit), its scalar members, and one
+//! row per endpoint, read one row at a time so that a commit of a million members never holds
+//! them as one JSON tree. Pure: bytes in, rows out.
+
+use super::*;
+
+/// Locust's `requestStats`, taken apart for the points of the commit (docs/points.md).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestStats {
+    /// The compact JSON text, written as the string field `requestStats`: whole when it fits
+    /// `limits.max_string_bytes`, else cut to fit (see [`TextCut`]); `None` when even that
+    /// does not fit.
+    pub text: Option<String>,
+    /// Numeric and boolean top-level members (`total_rps`, `fail_ratio`, ...).
+    pub scalars: Vec<(String, FieldValue)>,
+    /// Per-endpoint rows, one point each: the first `limits.max_stats_rows`, and Locust's
+    /// `Aggregated` row wherever it was sent. No two have the same `name` and `method` tags.
+    pub rows: Vec<StatsRow>,
+    /// How many rows the client sent (more than `rows.len()` when the limit cut them).
+    pub rows_sent: usize,
+    /// Rows whose `name` tag is not the name sent: made safe for a tag, or told apart from an
+    /// earlier row with the same name and method. Each has the name sent in `full_name`.
+    pub renamed: usize,
+    /// Of those, rows that repeated the name and method of an earlier row (`~2`, `~3`, …).
+    pub repeated: usize,
+    /// How the text was cut to fit `limits.max_string_bytes`.
+    pub cut: TextCut,
+    /// What the JSON reader rewrote inside a `requestStats` sent as a string.
+    pub tolerated: Tolerated,
+    /// Why a `requestStats` string could not be read as stats (it is not JSON, or holds no
+    /// object or array): its text is then kept as it is, with no rows.
+    pub not_stats: Option<String>,
+}
+
+/// What was left out of the `requestStats` text to make it fit `limits.max_string_bytes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TextCut {
+    /// The compact text's length as sent, in bytes.
+    pub sent_bytes: usize,
+    /// Elements left out of `stats` (the text says so in its member `rows_left_out`).
+    pub rows: usize,
+    /// Elements left out of `errors` (the text says so in its member `errors_left_out`).
+    pub errors: usize,
+}
+
+/// One element of `requestStats.stats`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsRow {
+    /// `name` and `method`, made safe for a tag.
+    pub tags: Vec<(String, String)>,
+    /// Numeric and boolean members, plus `full_name` when the name had to be changed.
+    pub fields: Vec<(String, FieldValue)>,
+}
+
+/// `requestStats`, from its JSON text as sent: an object, an array of rows (as `locust
+/// --json-file` writes them, read as `{"stats": [...]}`), a string holding either, or `null`.
+/// Its data is the load test's, so keys that cannot be field names are skipped rather than
+/// refused, and a text too long to keep whole is cut rather than refused.
+pub(super) fn request_stats(
+    raw: &str,
+    limits: PayloadLimits,
+) -> Result<Option<RequestStats>, PayloadError> {
+    use std::borrow::Cow;
+    const AT: &str = "measurement.fields.requestStats";
+    let bad = |message: String| PayloadError::new(AT, Code::InvalidStats, message);
+    let mut tolerated = Tolerated::default();
+    let text: Cow<str> = match raw.as_bytes().first() {
+        Some(b'{' | b'[') => Cow::Borrowed(raw),
+        Some(b'"') => {
+            let inner: String = serde_json::from_str(raw).map_err(|e| bad(e.to_string()))?;
+            if inner.trim().is_empty() {
+                return Ok(None);
+            }
+            // The string's text was never read as JSON: make it JSON the gateway can keep.
+            let t = match crate::ingest::json::tolerate(inner.as_bytes()) {
+                Ok(t) => t,
+                Err(e) => return Ok(Some(kept_as_text(inner, format!("{e}"), limits))),
+            };
+            tolerated = t.tolerated;
+            match t.bytes {
+                Cow::Borrowed(_) => Cow::Owned(inner),
+                Cow::Owned(bytes) => Cow::Owned(
+                    String::from_utf8(bytes).map_err(|_| bad("the string is not UTF-8".into()))?,
+                ),
+            }
+        }
+        Some(b'n') => return Ok(None),
+        first => {
+            let kind = match first {
+                Some(b't' | b'f') => "a boolean",
+                _ => "a number",
+            };
+            return Err(bad(format!(
+                "must be an object, an array of rows or a string holding JSON, not {kind}"
+            )));
+        }
+    };
+    // An array is the list of rows alone.
+    let text: Cow<str> = if text.trim_start().starts_with('[') {
+        Cow::Owned(format!("{{\"stats\":{text}}}"))
+    } else {
+        text
+    };
+    let rows_sent = std::cell::Cell::new(0);
+    // Each row becomes a `StatsRow` as soon as it is read: a commit of a thousand rows of a
+    // thousand members never holds the tree of all of them (about 140 bytes a member).
+    let read_rows = std::cell::RefCell::new(Vec::new());
+    let take_row = |row: Option<Value>| match row {
+        // A second `stats` member replaces the first, as in a JSON object read whole.
+        None => read_rows.borrow_mut().clear(),
+        Some(row) => {
+            if let Some(row) = row.as_object().and_then(stats_row) {
+                read_rows.borrow_mut().push(row);
+            }
+        }
+    };
+    let row = Rule::Entries {
+        keep: ENTRY_CAP,
+        inner: &Rule::Scalar,
+        seen: None,
+    };
+    let keys = [(
+        "stats",
+        Rule::Rescue {
+            keep: limits.max_stats_rows,
+            inner: &row,
+            seen: Some(&rows_sent),
+            rescue: is_total_row,
+            take: Some(&take_row),
+        },
+    )];
+    let rule = Rule::Keys {
+        keys: &keys,
+        other: Some(&Rule::Scalar),
+        keep_other: ENTRY_CAP,
+    };
+    let from_string = raw.starts_with('"');
+    let stats = match crate::ingest::json::parse_exact(text.as_bytes(), &rule) {
+        Ok(Value::Object(m)) => m,
+        // What a string holds is the load test's data: kept, not refused.
+        Ok(other) if from_string => {
+            let why = format!(
+                "it holds {}, not an object or an array of rows",
+                kind(&other)
+            );
+            return Ok(Some(kept_as_text(text.into_owned(), why, limits)));
+        }
+        Err(e) if from_string => {
+            return Ok(Some(kept_as_text(text.into_owned(), e.to_string(), limits)));
+        }
+        Ok(other) => {
+            return Err(bad(format!(
+                "must hold a JSON object or an array of rows, not {}",
+                kind(&other)
+            )));
+        }
+        Err(e) => return Err(bad(format!("not valid JSON ({e})"))),
+    };
+    let (text, cut) = fit(crate::ingest::json::compact(&text), limits.max_string_bytes);
+    let (rows, rows_sent) = match stats.get("stats") {
+        Some(Value::Array(_)) => (read_rows.take(), rows_sent.get()),
+        _ => (Vec::new(), 0),
+    };
+    let (rows, renamed, repeated) = distinct(rows);
+    Ok(Some(RequestStats {
+        text,
+        scalars: scalar_members(&stats),
+        rows,
+        rows_sent,
+        renamed,
+        repeated,
+        cut,
+        tolerated,
+        not_stats: None,
+    }))
+}
+
+/// A `requestStats` string that holds no stats (`why`): its text kept as sent (cut to
+/// `limits.max_string_bytes` at a character boundary), with no rows and no members.
+pub(super) fn kept_as_text(text: String, why: String, limits: PayloadLimits) -> RequestStats {
+    let sent_bytes = text.len();
+    let mut text = text;
+    text.truncate(prefix(&text, limits.max_string_bytes).len());
+    RequestStats {
+        text: (!text.is_empty()).then_some(text),
+        scalars: Vec::new(),
+        rows: Vec::new(),
+        rows_sent: 0,
+        renamed: 0,
+        repeated: 0,
+        cut: TextCut {
+            sent_bytes,
+            ..TextCut::default()
+        },
+        tolerated: Tolerated::default(),
+        not_stats: Some(why),
+    }
+}
+
+/// Whether a row is Locust's total of all endpoints: named `Aggregated`, without a method.
+pub(super) fn is_total_row(row: &Value) -> bool {
+    let no_method = match row.get("method") {
+        None | Some(Value::Null) => true,
+        Some(Value::String(m)) => m.is_empty(),
+        Some(_) => false,
+    };
+    no_method && row.get("name").and_then(Value::as_str) == Some("Aggregated")
+}
+
+/// The compact `requestStats` text, cut to at most `max` bytes when it is longer: rows of
+/// `stats` are left out from the end (the `Aggregated` row is kept while it fits), then
+/// elements of `errors`, and the text says how many in `rows_left_out` and `errors_left_out`.
+/// The result is valid JSON; `None` when even without its arrays it does not fit.
+pub(super) fn fit(text: std::borrow::Cow<'_, str>, max: usize) -> (Option<String>, TextCut) {
+    let mut cut = TextCut {
+        sent_bytes: text.len(),
+        ..TextCut::default()
+    };
+    if text.len() <= max {
+        return (Some(text.into_owned()), cut);
+    }
+    let mut text = text;
+    for (key, marker) in [("stats", "rows_left_out"), ("errors", "errors_left_out")] {
+        if text.len() <= max {
+            break;
+        }
+        let Some(span) = crate::ingest::json::member_array(&text, key) else {
+            continue;
+        };
+        let elements = span.elements.len();
+        // The marker's count is at most the number of elements, so this is room enough.
+        let marker_len = format!(",\"{marker}\":{elements}").len();
+        let fixed = text.len() - (span.close - span.open - 1) + marker_len;
+        let budget = max.saturating_sub(fixed);
+        let len = |&(a, b): &(usize, usize)| b - a + 1; // with its comma
+        let total = (key == "stats")
+            .then(|| {
+                span.elements.iter().rposition(|&(a, b)| {
+                    serde_json::from_str::<Value>(text.get(a..b).unwrap_or_default())
+                        .is_ok_and(|row| is_total_row(&row))
+                })
+            })
+            .flatten()
+            .filter(|&i| span.elements.get(i).is_some_and(|e| len(e) <= budget));
+        let mut used = total.and_then(|i| span.elements.get(i)).map_or(0, len);
+        let mut kept = Vec::new();
+        for (i, element) in span.elements.iter().enumerate() {
+            if Some(i) == total {
+                kept.push(*element);
+            } else if used + len(element) <= budget {
+                used += len(element);
+                kept.push(*element);
+            }
+        }
+        let left_out = elements - kept.len();
+        let mut shorter = String::with_capacity(max.min(text.len()));
+        shorter.push_str(text.get(..=span.open).unwrap_or_default());
+        for (n, &(a, b)) in kept.iter().enumerate() {
+            if n > 0 {
+                shorter.push(',');
+            }
+            shorter.push_str(text.get(a..b).unwrap_or_default());
+        }
+        // The text is a compact object: it ends with its closing brace.
+        shorter.push_str(text.get(span.close..text.len() - 1).unwrap_or_default());
+        shorter.push_str(&format!(",\"{marker}\":{left_out}}}"));
+        if key == "stats" {
+            cut.rows = left_out;
+        } else {
+            cut.errors = left_out;
+        }
+        text = std::borrow::Cow::Owned(shorter);
+    }
+    ((text.len() <= max).then(|| text.into_owned()), cut)
+}
+
+/// Numeric and boolean members whose keys can be field names, at most [`MAX_FIELDS`].
+pub(super) fn scalar_members(map: &Map<String, Value>) -> Vec<(String, FieldValue)> {
+    map.iter()
+        .filter(|(key, _)| {
+            line_protocol::check_name(key).is_ok() && !RESERVED.contains(&key.as_str())
+        })
+        .filter_map(|(key, value)| match value {
+            Value::Bool(b) => Some((key.clone(), FieldValue::Bool(*b))),
+            Value::Number(n) => n
+                .as_f64()
+                .filter(|f| f.is_finite())
+                .map(|f| (key.clone(), FieldValue::Float(f))),
+            _ => None,
+        })
+        .take(MAX_FIELDS)
+        .collect()
+}
+
+/// The tag value of a row's `name` or `method` that breaks the tag rules: made safe (control
+/// characters and backslashes become `_`), cut so that it fits with its suffix, and followed by
+/// `~` and the CRC-32 (ISO-HDLC, as gzip and zlib compute it) of the text as sent, in 8 hex
+/// digits (Python: `"%08x" % zlib.crc32(text.encode())`). So two names made safe alike still
+/// name two series, and a name names the same series in every commit.
+pub fn safe_tag(text: &str) -> String {
+    const SUFFIX: usize = 9; // "~" and 8 hex digits
+    let mut safe =
+        line_protocol::sanitize_tag_value(text, line_protocol::MAX_TAG_VALUE_BYTES - SUFFIX);
+    safe.push_str(&format!("~{:08x}", crc32fast::hash(text.as_bytes())));
+    safe
+}
+
+/// One endpoint row. `name` and `method` are data, never a reason to refuse: a value that
+/// breaks the tag rules is made safe ([`safe_tag`]), and the exact text goes into the field
+/// `full_name` (or `full_method`).
+pub(super) fn stats_row(row: &Map<String, Value>) -> Option<StatsRow> {
+    let mut tags = Vec::new();
+    let mut fields = scalar_members(row);
+    for key in ["method", "name"] {
+        let Some(text) = row.get(key).and_then(|v| tag_text(key, v).ok().flatten()) else {
+            continue;
+        };
+        if line_protocol::check_tag_value(&text).is_ok() {
+            tags.push((key.to_string(), text));
+            continue;
+        }
+        let safe = safe_tag(&text);
+        fields.push((format!("full_{key}"), FieldValue::Str(text)));
+        tags.push((key.to_string(), safe));
+    }
+    // A point needs a field; a row with nothing to record is left to the requestStats text.
+    (!fields.is_empty()).then_some(StatsRow { tags, fields })
+}
+
+/// The rows with no two sharing their `name` and `method` tags, so each is its own series:
+/// a row that repeats an earlier one's (the same name twice, which Locust never sends, or a
+/// name sent that equals another's safe form) gets `~2`, `~3`, … after its name tag, and its
+/// name as sent in `full_name`. Also returns how many rows have a `name` tag other than the
+/// name sent, and how many of those were repeats.
+pub(super) fn distinct(rows: Vec<StatsRow>) -> (Vec<StatsRow>, usize, usize) {
+    use std::collections::HashSet;
+    let tag = |row: &StatsRow, key: &str| {
+        row.tags
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let mut seen: HashSet<(Option<String>, Option<String>)> = HashSet::with_capacity(rows.len());
+    let mut out = Vec::with_capacity(rows.len());
+    let (mut renamed, mut repeated) = (0, 0);
+    for mut row in rows {
+        let method = tag(&row, "method");
+        let name = tag(&row, "name");
+        let has_full_name = row.fields.iter().any(|(k, _)| k == "full_name");
+        let has_full_method = row.fields.iter().any(|(k, _)| k == "full_method");
+        if seen.insert((name.clone(), method.clone())) {
+            renamed += usize::from(has_full_name || has_full_method);
+            out.push(row);
+            continue;
+        }
+        repeated += 1;
+        renamed += 1;
+        let base = name.clone().unwrap_or_default();
+        let mut n = 2usize;
+        let unique = loop {
+            let suffix = format!("~{n}");
+            let mut candidate = line_protocol::sanitize_tag_value(
+                &base,
+                line_protocol::MAX_TAG_VALUE_BYTES - suffix.len(),
+            );
+            candidate.push_str(&suffix);
+            if seen.insert((Some(candidate.clone()), method.clone())) {
+                break candidate;
+            }
+            n += 1;
+        };
+        // Without a full_name, the name tag was the name as sent (unless there was none).
+        if !has_full_name && name.is_some() {
+            row.fields
+                .push(("full_name".to_string(), FieldValue::Str(base)));
+        }
+        row.tags.retain(|(k, _)| k != "name");
+        row.tags.push(("name".to_string(), unique));
+        row.tags.sort();
+        out.push(row);
+    }
+    (out, renamed, repeated)
+}
