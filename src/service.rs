@@ -390,6 +390,9 @@ impl Service {
         let change = slot
             .prepare(&job, &self.rules.bounds)
             .map_err(|r| Refused::of_owner(uuid, r, quota))?;
+        // The table grows: the next snapshot must still fit in the room kept for it, or a
+        // full disk could never be freed.
+        self.keep_room()?;
         let seq = self
             .delivery
             .record(
@@ -453,6 +456,7 @@ impl Service {
             )
             .map_err(|r| Refused::of_owner(uuid, r, caller))?;
         // Dropped on the way out (not recorded), `prepared` leaves the job as it was.
+        self.keep_room()?;
         self.delivery
             .record(Kind::Request, &change, &[], &self.stats)
             .map_err(Refused::NotRecorded)?;
@@ -801,27 +805,49 @@ impl Service {
         }
     }
 
-    /// Writes a snapshot of the job table, so the log can let go of delivered segments.
+    /// Grows the room kept for the next snapshot to what the table now holds (with the
+    /// changes prepared); refuses, as not recorded, when the disk has no room for it.
+    fn keep_room(&self) -> Result<(), Refused> {
+        self.snapshots
+            .keep_room(self.jobs.bytes() as u64)
+            .map_err(|e| match e {
+                JournalError::Io { doing, path, error } => {
+                    Refused::NotRecorded(LogError::Io { doing, path, error })
+                }
+                JournalError::Damaged { .. } => Refused::NotRecorded(LogError::Broken),
+            })
+    }
+
+    /// Writes a snapshot of the job table, so the log can let go of delivered segments. A
+    /// failure is logged at once, then at most once a minute while it repeats (a full disk
+    /// fails every tick until InfluxDB has the log).
     pub fn save_snapshot(&self) {
-        match self.snapshots.write(
-            &self.jobs,
-            &self.schema.known(),
-            self.delivery.log().snapshot_frees_segments(),
-        ) {
-            Ok((covers, bytes)) => self.delivery.log().snapshot_written(covers, bytes),
-            Err(e) => log::error!("{e}"),
+        match self.try_save_snapshot() {
+            Ok(()) => self.snapshots.errors.reset(),
+            Err(e) => self.snapshots.errors.error(&e),
         }
     }
 
-    /// Writes a snapshot; an error says why it could not be written.
+    /// Writes a snapshot; an error says why it could not be written (one that found the disk
+    /// full tells the log, which may then let its segment being written go once delivered).
     pub fn try_save_snapshot(&self) -> Result<(), JournalError> {
-        let (covers, bytes) = self.snapshots.write(
+        let written = self.snapshots.write(
             &self.jobs,
             &self.schema.known(),
             self.delivery.log().snapshot_frees_segments(),
-        )?;
-        self.delivery.log().snapshot_written(covers, bytes);
-        Ok(())
+        );
+        match written {
+            Ok((covers, bytes)) => {
+                self.delivery.log().snapshot_written(covers, bytes);
+                Ok(())
+            }
+            Err(e) => {
+                if e.is_disk_full() {
+                    self.delivery.log().disk_is_full();
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Runs [`Service::tick`] every `jobs.heartbeat_interval` until the process ends.
