@@ -551,7 +551,7 @@ fn run() -> Result<(), StartError> {
     });
     // A fresh snapshot holds everything read back: the log can let go of what is delivered.
     if let Err(e) = service.try_save_snapshot() {
-        log::error!("{e}");
+        service.snapshots.errors.error(&e);
     }
     log::info!(
         "metrics-consumer {} writing to {} (api {}, acknowledge {}); {} running jobs restored, {} records ({} bytes) waiting for InfluxDB, {} dead letters",
@@ -603,9 +603,17 @@ fn run() -> Result<(), StartError> {
     service.delivery.stop();
     // How far the log is delivered is saved even when the snapshot cannot be: the next start
     // then sends less again, and the old snapshot with the log is still a whole table.
+    // On a full disk neither may fit: the log still holds every change the old snapshot does
+    // not, so the next start rebuilds the whole table, and frees the disk as this one would
+    // have once InfluxDB has the log. That is a clean stop, not a failure.
     let snapshot = service.try_save_snapshot();
     service.delivery.log().save_delivered();
-    snapshot?;
+    match snapshot {
+        Err(e) if e.is_disk_full() => log::warn!(
+            "{e}; the disk is full: the log keeps every change, and the next start rebuilds the job table from it"
+        ),
+        other => other?,
+    }
     log::info!(
         "stopped; {} bytes of the log wait for InfluxDB",
         service.delivery.log().undelivered_bytes()

@@ -395,6 +395,9 @@ impl Service {
         let change = slot
             .prepare(&job, &self.rules.bounds)
             .map_err(|r| Refused::of_owner(uuid, r, quota))?;
+        // The table grows: the next snapshot must still fit in the room kept for it, or a
+        // full disk could never be freed.
+        self.keep_room()?;
         let seq = self
             .delivery
             .record(
@@ -458,6 +461,7 @@ impl Service {
             )
             .map_err(|r| Refused::of_owner(uuid, r, caller))?;
         // Dropped on the way out (not recorded), `prepared` leaves the job as it was.
+        self.keep_room()?;
         self.delivery
             .record(Kind::Request, &change, &[], &self.stats)
             .map_err(Refused::NotRecorded)?;

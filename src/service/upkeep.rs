@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::{Service, now_ms};
+use super::{Refused, Service, now_ms};
 use crate::delivery::sink::{Sink, SinkError};
 use crate::state::jobs::{Ages, Change, Tick};
 use crate::state::journal::JournalError;
 use crate::stats::Stats;
+use crate::storage::log::LogError;
 use crate::storage::record::{Kind, Unit};
 
 impl Service {
@@ -182,27 +183,49 @@ impl Service {
         }
     }
 
-    /// Writes a snapshot of the job table, so the log can let go of delivered segments.
+    /// Grows the room kept for the next snapshot to what the table now holds (with the
+    /// changes prepared); refuses, as not recorded, when the disk has no room for it.
+    pub(super) fn keep_room(&self) -> Result<(), Refused> {
+        self.snapshots
+            .keep_room(self.jobs.bytes() as u64)
+            .map_err(|e| match e {
+                JournalError::Io { doing, path, error } => {
+                    Refused::NotRecorded(LogError::Io { doing, path, error })
+                }
+                JournalError::Damaged { .. } => Refused::NotRecorded(LogError::Broken),
+            })
+    }
+
+    /// Writes a snapshot of the job table, so the log can let go of delivered segments. A
+    /// failure is logged at once, then at most once a minute while it repeats (a full disk
+    /// fails every tick until InfluxDB has the log).
     pub fn save_snapshot(&self) {
-        match self.snapshots.write(
-            &self.jobs,
-            &self.schema.known(),
-            self.delivery.log().snapshot_frees_segments(),
-        ) {
-            Ok((covers, bytes)) => self.delivery.log().snapshot_written(covers, bytes),
-            Err(e) => log::error!("{e}"),
+        match self.try_save_snapshot() {
+            Ok(()) => self.snapshots.errors.reset(),
+            Err(e) => self.snapshots.errors.error(&e),
         }
     }
 
-    /// Writes a snapshot; an error says why it could not be written.
+    /// Writes a snapshot; an error says why it could not be written (one that found the disk
+    /// full tells the log, which may then let its segment being written go once delivered).
     pub fn try_save_snapshot(&self) -> Result<(), JournalError> {
-        let (covers, bytes) = self.snapshots.write(
+        let written = self.snapshots.write(
             &self.jobs,
             &self.schema.known(),
             self.delivery.log().snapshot_frees_segments(),
-        )?;
-        self.delivery.log().snapshot_written(covers, bytes);
-        Ok(())
+        );
+        match written {
+            Ok((covers, bytes)) => {
+                self.delivery.log().snapshot_written(covers, bytes);
+                Ok(())
+            }
+            Err(e) => {
+                if e.is_disk_full() {
+                    self.delivery.log().disk_is_full();
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Runs [`Service::tick`] every `jobs.heartbeat_interval` until the process ends.

@@ -1060,6 +1060,11 @@ impl Jobs {
             .collect()
     }
 
+    /// Bytes the table holds, by [`Job::weight`]: what `jobs.max_table_bytes` bounds.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
     /// How many jobs of the whole table are in each state.
     pub fn counts(&self) -> Counts {
         self.counts_for(None)

@@ -27,7 +27,7 @@ use crate::ingest::line_protocol::{self, FieldValue};
 use crate::ingest::points::Run;
 use crate::state::jobs::{Job, Jobs, State};
 use crate::state::schema::Known;
-use crate::storage::{DirHandle, write_reserved};
+use crate::storage::{self, DirHandle, RESERVE_FILE, RESERVE_SLACK, write_reserved};
 
 /// The snapshot's file name in `storage.dir`.
 pub const SNAPSHOT_FILE: &str = "jobs.json";
@@ -51,6 +51,11 @@ pub enum JournalError {
 }
 
 impl JournalError {
+    /// True when the file could not be written for want of room on the disk.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, JournalError::Io { error, .. } if storage::is_disk_full(error))
+    }
+
     fn io(doing: &'static str, path: &Path, error: io::Error) -> JournalError {
         JournalError::Io {
             doing,
@@ -83,6 +88,33 @@ pub struct Snapshots {
     dir: DirHandle,
     /// The snapshot's path, for messages.
     path: PathBuf,
+    /// What the reserve must hold for the next snapshot, and what it holds.
+    room: std::sync::Mutex<Room>,
+    /// Held across every change of the reserve's file (growing it, giving it up for a
+    /// snapshot), never by a register that finds the reserve large enough.
+    reserve_turn: std::sync::Mutex<()>,
+    /// The snapshot's failures as they are logged: at once, then once a minute while they
+    /// repeat.
+    pub errors: storage::Repeats,
+}
+
+/// The sizes behind the room kept for the next snapshot, in bytes.
+#[derive(Debug, Default, Clone, Copy)]
+struct Room {
+    /// The last snapshot's size, and the table's ([`Jobs::bytes`]) when it was taken.
+    snapshot: u64,
+    table: u64,
+    /// The reserve's size (`storage.dir/reserve`).
+    reserve: u64,
+}
+
+impl Room {
+    /// The next snapshot's size once the table holds `table` bytes: the last one's, plus what
+    /// the table grew by since (a run's weight, its heartbeat line and the fields it is encoded
+    /// from, is more than its entry in `jobs.json`), plus [`RESERVE_SLACK`].
+    fn needed(&self, table: u64) -> u64 {
+        self.snapshot + table.saturating_sub(self.table) + RESERVE_SLACK
+    }
 }
 
 /// What the start found of the job table.
@@ -95,9 +127,21 @@ pub struct Loaded {
 impl Snapshots {
     /// The snapshot of the table in `storage_dir` (its handle, opened at the start).
     pub fn new(storage_dir: DirHandle) -> Snapshots {
+        let room = Room {
+            reserve: storage::reserve_len(&storage_dir),
+            // Until the first snapshot is written, the one on disk tells what it takes.
+            snapshot: storage_dir
+                .open_read(SNAPSHOT_FILE)
+                .and_then(|f| f.metadata())
+                .map_or(0, |m| m.len()),
+            table: 0,
+        };
         Snapshots {
             path: storage_dir.join(SNAPSHOT_FILE),
             dir: storage_dir,
+            room: std::sync::Mutex::new(room),
+            reserve_turn: std::sync::Mutex::new(()),
+            errors: storage::Repeats::default(),
         }
     }
 
@@ -134,6 +178,9 @@ impl Snapshots {
                     },
                     error,
                 })?;
+        // The snapshot on disk is taken as the table's size now: the next snapshot needs room
+        // for what the table grows by from here.
+        lock(&self.room).table = jobs.bytes() as u64;
         Ok(Loaded { jobs, restored })
     }
 
@@ -161,11 +208,58 @@ impl Snapshots {
         schema: &Known,
         use_reserve: bool,
     ) -> Result<(u64, u64), JournalError> {
+        let _turn = lock(&self.reserve_turn);
+        let table = jobs.bytes() as u64;
         let (bytes, covers) = jobs.snapshot_with(schema);
-        write_reserved(&self.dir, SNAPSHOT_FILE, &bytes, use_reserve)
+        let reserve = write_reserved(&self.dir, SNAPSHOT_FILE, &bytes, use_reserve)
             .map_err(|e| JournalError::io("write", &self.path, e))?;
+        *lock(&self.room) = Room {
+            snapshot: bytes.len() as u64,
+            table,
+            reserve,
+        };
         Ok((covers, bytes.len() as u64))
     }
+
+    /// Keeps room for the next snapshot once the table holds `table` bytes
+    /// ([`Jobs::bytes`] with what a request adds): grows the reserve when it would hold less
+    /// than that snapshot may take. An error means the disk has no room for that: the request
+    /// that would grow the table must be refused, or the disk could fill with no way out.
+    pub fn keep_room(&self, table: u64) -> Result<(), JournalError> {
+        let room = *lock(&self.room);
+        if room.reserve >= room.needed(table) {
+            return Ok(());
+        }
+        let _turn = lock(&self.reserve_turn);
+        let room = *lock(&self.room);
+        let needed = room.needed(table);
+        let grown = storage::keep_reserve(&self.dir, room.reserve, needed);
+        let mut now = lock(&self.room);
+        match grown {
+            Ok(len) => {
+                now.reserve = len;
+                Ok(())
+            }
+            Err(e) => {
+                now.reserve = storage::reserve_len(&self.dir);
+                Err(JournalError::io(
+                    "keep room for the next snapshot of the job table in",
+                    &self.dir.join(RESERVE_FILE),
+                    e,
+                ))
+            }
+        }
+    }
+
+    /// The bytes the reserve holds, as last seen.
+    #[cfg(test)]
+    pub fn reserve(&self) -> u64 {
+        lock(&self.room).reserve
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 // The format.
@@ -933,6 +1027,26 @@ mod tests {
             Err(e @ RestoreError::NotOneChangeInLog { index: 2 })
                 if e.to_string().contains("exactly one") && e.place() == Place::Log
         ));
+    }
+
+    #[test]
+    fn the_room_for_the_next_snapshot_grows_with_the_table_and_refuses_on_a_full_disk() {
+        let disk = crate::storage::tests::SmallDisk::new("journal-room", "8m");
+        let snapshots = Snapshots::new(crate::storage::tests::root(&disk.0));
+        let jobs = Jobs::new(10);
+        let (_, bytes) = snapshots.write(&jobs, &Known::new(), false).unwrap();
+        let kept = snapshots.reserve();
+        assert!(kept >= bytes + RESERVE_SLACK, "{kept}");
+        // The table grows past what the reserve holds: it grows first.
+        snapshots.keep_room(kept).unwrap();
+        assert!(snapshots.reserve() >= kept + bytes + RESERVE_SLACK);
+        let grown = snapshots.reserve();
+        crate::storage::tests::fill(&disk.0.0);
+        snapshots.keep_room(grown - bytes - RESERVE_SLACK).unwrap();
+        let err = snapshots.keep_room(grown * 2).unwrap_err();
+        assert!(err.is_disk_full(), "{err}");
+        assert!(err.to_string().contains("reserve"), "{err}");
+        assert_eq!(snapshots.reserve(), grown, "what it held is kept");
     }
 
     #[test]

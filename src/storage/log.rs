@@ -50,9 +50,6 @@ use super::{DirHandle, StorageError};
 pub const SEGMENT_BYTES: u64 = 16 << 20;
 /// Segment files grow by this much of zeros at a time.
 const ZERO_FILL_BYTES: u64 = 1 << 20;
-/// How often, at most, a failing disk is logged at error level (the failures between are
-/// counted in the next line).
-const FAILURE_TOLD_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// How far past `storage.max_spool_bytes` records without points may go.
 pub const HEADROOM_BYTES: u64 = 16 << 20;
 /// The file that says how far InfluxDB has taken the log.
@@ -91,6 +88,11 @@ impl LogError {
             }
             other => other.to_string(),
         }
+    }
+
+    /// True when a file of the log could not be written for want of room on the disk.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, LogError::Io { error, .. } if super::is_disk_full(error))
     }
 
     fn io(doing: &'static str, path: &Path, error: io::Error) -> LogError {
@@ -257,11 +259,15 @@ struct Inner {
     /// Bytes of job-table changes written since that snapshot, and its size.
     changes_since_snapshot: u64,
     snapshot_bytes: u64,
+    /// A write found the disk full since the segment being written was begun: once that
+    /// segment is delivered, it is let go (see [`Log::trim`]) whatever its size.
+    disk_full: bool,
+    /// Letting a segment go found no room for the delivered mark: a snapshot is asked for,
+    /// which may take the room kept for it and leave some.
+    let_go_blocked: bool,
+    /// A write found the disk full: the writer looks for a segment to let go.
+    trim_wanted: bool,
     broken: bool,
-    /// When a failed group write was last logged, and the failures since that were not: a
-    /// disk that keeps failing is told once a minute, not at every request.
-    failure_told: Option<std::time::Instant>,
-    failures_untold: u64,
 }
 
 /// The log of one `storage.dir`. See the module documentation.
@@ -276,6 +282,9 @@ pub struct Log {
     /// Notified whenever a group is written: wakes the requests waiting for it, and the
     /// deliverer waiting for records.
     written: Condvar,
+    /// Failed writes as they are logged: at once, then once a minute while they repeat (on a
+    /// full disk every tick's heartbeats fail).
+    errors: super::Repeats,
     /// Tests make the next writes fail, as a disk gone bad would.
     #[cfg(test)]
     fail_writes: std::sync::atomic::AtomicUsize,
@@ -359,7 +368,9 @@ impl Log {
         let delivered = read_delivered(&dir)?;
         let mut opened = Opened::default();
         let mut segments = Vec::new();
-        let mut next_seq = names.first().map_or(1, |(first, _)| *first);
+        // With no segment left (every one delivered, in a snapshot and let go), numbering goes on
+        // after the delivered mark, which was saved before the last of them went.
+        let mut next_seq = names.first().map_or(delivered + 1, |(first, _)| *first);
         let mut start = None;
         let mut undelivered_bytes = 0;
         let last_index = names.len().saturating_sub(1);
@@ -417,35 +428,33 @@ impl Log {
             });
         }
         opened.undelivered.1 = undelivered_bytes;
-        // The last segment is written on; a new one when there is none, or it is full.
-        if segments.last().is_none_or(|s| s.bytes >= segment_bytes) {
-            let name = segment_name(next_seq);
-            let path = dir.join(&name);
-            new_segment(&dir, &name).map_err(|e| StorageError::io("create", &path, e))?;
-            dir.sync()
-                .map_err(|e| StorageError::io("sync", dir.path(), e))?;
-            segments.push(Segment {
-                first: next_seq,
-                path,
-                last: next_seq - 1,
-                bytes: FIRST_RECORD,
-                max_change: 0,
-            });
-        }
-        let Some(tail) = segments.last() else {
-            unreachable!("a segment was just made")
+        // The last segment is written on; when there is none, or it is full, the first write
+        // begins one (so a start needs no room on a full disk).
+        let tail = segments.last().filter(|s| s.bytes < segment_bytes);
+        let active = match tail {
+            Some(tail) => {
+                let file = dir
+                    .open_rw(&segment_name(tail.first))
+                    .map_err(|e| StorageError::io("open", &tail.path, e))?;
+                let size = file
+                    .metadata()
+                    .map_err(|e| StorageError::io("look at", &tail.path, e))?
+                    .len();
+                Some(Active { file, size })
+            }
+            None => None,
         };
-        let file = dir
-            .open_rw(&segment_name(tail.first))
-            .map_err(|e| StorageError::io("open", &tail.path, e))?;
-        let size = file
-            .metadata()
-            .map_err(|e| StorageError::io("look at", &tail.path, e))?
-            .len();
-        let position = start.unwrap_or(Position {
-            segment: tail.first,
-            offset: tail.bytes,
-            next_seq,
+        let position = start.unwrap_or(match tail {
+            Some(tail) => Position {
+                segment: tail.first,
+                offset: tail.bytes,
+                next_seq,
+            },
+            None => Position {
+                segment: next_seq,
+                offset: FIRST_RECORD,
+                next_seq,
+            },
         });
         let log = Log {
             dir,
@@ -462,18 +471,20 @@ impl Log {
                 groups: VecDeque::new(),
                 durable: next_seq - 1,
                 segments,
-                active: Some(Active { file, size }),
+                active,
                 undelivered: undelivered_bytes,
                 undelivered_records: opened.undelivered.0,
                 delivered: position.next_seq - 1,
                 snapshot_covers: 0,
                 changes_since_snapshot: opened.change_bytes,
                 snapshot_bytes: 0,
+                disk_full: false,
+                let_go_blocked: false,
+                trim_wanted: false,
                 broken: false,
-                failure_told: None,
-                failures_untold: 0,
             }),
             written: Condvar::new(),
+            errors: super::Repeats::default(),
             #[cfg(test)]
             fail_writes: std::sync::atomic::AtomicUsize::new(0),
         };
@@ -548,6 +559,11 @@ impl Log {
             }
             if !inner.writing && !inner.pending.is_empty() {
                 inner = self.write_group(inner);
+                if std::mem::take(&mut inner.trim_wanted) {
+                    drop(inner);
+                    self.trim();
+                    inner = self.lock();
+                }
                 continue;
             }
             inner = self.written.wait(inner).unwrap_or_else(|e| e.into_inner());
@@ -569,32 +585,63 @@ impl Log {
             let end = starts.get(i + 1).copied().unwrap_or(bytes.len());
             record::stamp(&mut bytes[*start..end], first + i as u64);
         }
-        let taken = (inner.active.take(), inner.segments.last().cloned());
-        let (Some(mut active), Some(mut segment)) = taken else {
-            // No segment to write to: an earlier failure left none.
-            inner.writing = false;
-            inner.undelivered = inner.undelivered.saturating_sub(bytes.len() as u64);
-            inner.undelivered_records = inner
-                .undelivered_records
-                .saturating_sub(starts.len() as u64);
-            return self.settle(inner, from, to, Err(LogError::Broken));
-        };
+        let mut active = inner.active.take();
+        let tail = inner.segments.last().cloned();
+        // A segment that may be let go is closed now, to be deleted by the next trim; a trim
+        // between two writes lets it go itself when the writer is idle (a full disk).
+        let let_go = tail.as_ref().is_some_and(|tail| {
+            tail.max_change <= inner.snapshot_covers && self.may_let_go(&inner, tail)
+        });
         drop(inner);
 
-        // A full segment is closed (its zero padding cut off) and a new one begun.
+        // A full segment is closed (its zero padding cut off) and a new one begun; with no
+        // segment being written (none yet, the last one full, or let go once delivered) the
+        // group begins one.
         let mut rolled = None;
         let mut result = Ok(());
-        if segment.bytes > FIRST_RECORD && segment.bytes + bytes.len() as u64 > self.segment_bytes {
-            match self.roll(&segment, &mut active, first) {
-                Ok(new) => {
-                    rolled = Some(new.clone());
-                    segment = new;
+        let segment = match (&mut active, tail) {
+            (Some(open), Some(tail))
+                if tail.bytes > FIRST_RECORD
+                    && (tail.bytes + bytes.len() as u64 > self.segment_bytes || let_go) =>
+            {
+                match self.roll(&tail, open, first) {
+                    Ok(new) => {
+                        rolled = Some(new.clone());
+                        new
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        tail
+                    }
                 }
-                Err(e) => result = Err(e),
             }
-        }
-        if result.is_ok() {
-            result = append_at(&mut active, &segment.path, segment.bytes, &bytes);
+            (Some(_), Some(tail)) => tail,
+            _ => {
+                active = None;
+                match self.begin(first) {
+                    Ok((new, file)) => {
+                        active = Some(file);
+                        rolled = Some(new.clone());
+                        new
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        // Nothing to cut back: no segment was begun.
+                        Segment {
+                            first,
+                            path: self.dir.join(&segment_name(first)),
+                            last: first - 1,
+                            bytes: FIRST_RECORD,
+                            max_change: 0,
+                        }
+                    }
+                }
+            }
+        };
+        if result.is_ok()
+            && let Some(open) = &mut active
+        {
+            result = append_at(open, &segment.path, segment.bytes, &bytes);
         }
         #[cfg(test)]
         if self
@@ -613,14 +660,16 @@ impl Log {
             ));
         }
         let mut broken = false;
-        if result.is_err() {
+        if result.is_err()
+            && let Some(open) = &mut active
+        {
             // Cut back whatever of the group reached the file, so that no record whose
             // request was refused is read back at the next start.
-            let undo = active
+            let undo = open
                 .file
                 .set_len(segment.bytes)
-                .and_then(|()| active.file.sync_all());
-            active.size = segment.bytes;
+                .and_then(|()| open.file.sync_all());
+            open.size = segment.bytes;
             broken = undo.is_err();
         }
 
@@ -628,8 +677,10 @@ impl Log {
         inner.writing = false;
         if let Some(new) = rolled {
             inner.segments.push(new);
+            // A new segment: what was found full is judged again by its own writes.
+            inner.disk_full &= result.is_err();
         }
-        inner.active = Some(active);
+        inner.active = active;
         let outcome = match result {
             Ok(()) => {
                 let last = first + starts.len() as u64 - 1;
@@ -648,6 +699,10 @@ impl Log {
                     .undelivered_records
                     .saturating_sub(starts.len() as u64);
                 inner.broken |= broken;
+                if e.is_disk_full() {
+                    inner.disk_full = true;
+                    inner.trim_wanted = true;
+                }
                 Err(e)
             }
         };
@@ -663,22 +718,9 @@ impl Log {
         outcome: Result<u64, LogError>,
     ) -> MutexGuard<'a, Inner> {
         inner.done = inner.done.max(to);
-        if let Err(e) = &outcome {
-            let now = std::time::Instant::now();
-            if inner
-                .failure_told
-                .is_none_or(|at| now.duration_since(at) >= FAILURE_TOLD_EVERY)
-            {
-                let untold = std::mem::take(&mut inner.failures_untold);
-                inner.failure_told = Some(now);
-                if untold > 0 {
-                    log::error!("{e} (and {untold} failed writes since the last line like this)");
-                } else {
-                    log::error!("{e}");
-                }
-            } else {
-                inner.failures_untold += 1;
-            }
+        match &outcome {
+            Err(e) => self.errors.error(e),
+            Ok(_) => self.errors.reset(),
         }
         inner.groups.push_back(Group {
             from,
@@ -697,23 +739,38 @@ impl Log {
             .set_len(closed.bytes)
             .and_then(|()| active.file.sync_all())
             .map_err(|e| LogError::io("close", &closed.path, e))?;
+        let (segment, file) = self.begin(first)?;
+        *active = file;
+        Ok(segment)
+    }
+
+    /// Begins the segment of record `first`: its file with the header, fsync'd, and the
+    /// directory fsync'd.
+    fn begin(&self, first: u64) -> Result<(Segment, Active), LogError> {
         let name = segment_name(first);
         let path = self.dir.join(&name);
-        let file = new_segment(&self.dir, &name).map_err(|e| LogError::io("create", &path, e))?;
+        let file = new_segment(&self.dir, &name).map_err(|e| {
+            // A header that did not fit leaves no file behind.
+            let _ = self.dir.remove_if_exists(&name);
+            LogError::io("create", &path, e)
+        })?;
         self.dir
             .sync()
             .map_err(|e| LogError::io("sync", self.dir.path(), e))?;
-        *active = Active {
-            file,
-            size: FIRST_RECORD,
-        };
-        Ok(Segment {
+        let segment = Segment {
             first,
             path,
             last: first - 1,
             bytes: FIRST_RECORD,
             max_change: 0,
-        })
+        };
+        Ok((
+            segment,
+            Active {
+                file,
+                size: FIRST_RECORD,
+            },
+        ))
     }
 
     /// Bytes of the records not yet delivered: what `storage.max_spool_bytes` bounds.
@@ -773,6 +830,11 @@ impl Log {
                     at.offset = FIRST_RECORD;
                     Some(next)
                 });
+                if found.is_none() && at.next_seq > done {
+                    // The reader's segment was let go once read and delivered, and the next
+                    // one is not begun yet: nothing more to read.
+                    return Ok(out);
+                }
                 let Some(i) = found else {
                     // The reader's segment is gone and no segment starts at its next record:
                     // only a bug or a hand could do that.
@@ -906,48 +968,102 @@ impl Log {
     }
 
     /// Whether a new snapshot would let delivered segments go: some closed segment is delivered
-    /// and holds job-table changes the last snapshot does not.
+    /// and holds job-table changes the last snapshot does not; or the segment being written is
+    /// delivered and may be let go ([`Log::may_let_go`]).
     pub fn snapshot_frees_segments(&self) -> bool {
         let inner = self.lock();
-        inner
-            .segments
+        let n = inner.segments.len().saturating_sub(1);
+        inner.segments[..n]
             .iter()
-            .rev()
-            .skip(1)
             .any(|s| s.last <= inner.delivered && s.max_change > inner.snapshot_covers)
+            || inner.let_go_blocked
+            || inner.segments.last().is_some_and(|tail| {
+                tail.max_change > inner.snapshot_covers && self.may_let_go(&inner, tail)
+            })
     }
 
-    /// Deletes the segments that are delivered and in a snapshot (never the one being
-    /// written), after saving how far the log is delivered.
+    /// Whether the segment being written, `tail`, may be let go for a new one once a snapshot
+    /// covers its changes: it holds records, every one delivered, and either the disk was found
+    /// full since it was begun or it holds a quarter of [`SEGMENT_BYTES`]. Without this, a
+    /// disk filled while InfluxDB was away by a log still in its first segment would stay full:
+    /// only closed segments could go, and the segment closes only once it is full.
+    fn may_let_go(&self, inner: &Inner, tail: &Segment) -> bool {
+        tail.last >= tail.first
+            && tail.last <= inner.delivered
+            && (inner.disk_full || tail.bytes >= self.segment_bytes / 4)
+    }
+
+    /// A write of the job table's snapshot found the disk full: the segment being written is
+    /// let go once delivered, as when the log's own write found it full.
+    pub fn disk_is_full(&self) {
+        self.lock().disk_full = true;
+        self.trim();
+    }
+
+    /// Deletes the segments that are delivered and in a snapshot, after saving how far the log
+    /// is delivered; the one being written too when it [may be let go](Log::may_let_go): then
+    /// between two writes (the writer's turn taken), its file closed and deleted first, so its
+    /// room is free before the next write begins a new segment. A crash between the two leaves
+    /// no segment, and the next start numbers on after the delivered mark.
     fn trim(&self) {
-        let (gone, delivered) = {
-            let inner = self.lock();
+        let (gone, delivered, active) = {
+            let mut inner = self.lock();
             let n = inner.segments.len().saturating_sub(1);
-            let gone: Vec<Segment> = inner.segments[..n]
+            let mut gone: Vec<Segment> = inner.segments[..n]
                 .iter()
                 .take_while(|s| s.last <= inner.delivered && s.max_change <= inner.snapshot_covers)
                 .cloned()
                 .collect();
-            (gone, inner.delivered)
+            let mut active = false;
+            if gone.len() == n
+                && !inner.writing
+                && let Some(tail) = inner.segments.last()
+                && tail.max_change <= inner.snapshot_covers
+                && self.may_let_go(&inner, tail)
+            {
+                gone.push(tail.clone());
+                inner.writing = true;
+                active = true;
+            }
+            (gone, inner.delivered, active)
         };
         if gone.is_empty() {
             return;
         }
+        let mut removed = 0;
         // The mark first: a start never looks for records in a deleted segment.
-        if !self.write_delivered(delivered) {
-            return;
-        }
-        for segment in &gone {
-            if let Err(e) = self.dir.remove_if_exists(&segment_name(segment.first)) {
-                log::warn!("cannot delete {}: {e}", segment.path.display());
-                return;
+        let marked = self.write_delivered(delivered);
+        if marked {
+            for segment in &gone {
+                if let Err(e) = self.dir.remove_if_exists(&segment_name(segment.first)) {
+                    log::warn!("cannot delete {}: {e}", segment.path.display());
+                    break;
+                }
+                removed += 1;
             }
+            let _ = self.dir.sync();
         }
-        let _ = self.dir.sync();
         let mut inner = self.lock();
+        let gone = &gone[..removed];
         inner
             .segments
             .retain(|s| !gone.iter().any(|g| g.first == s.first));
+        inner.let_go_blocked = active && !marked;
+        if active {
+            if inner.segments.is_empty() {
+                // Closed here, so the room it took is free: the next write begins a segment.
+                inner.active = None;
+                inner.disk_full = false;
+                log::info!(
+                    "the log's segment {} is delivered and in a snapshot: let go, the next write begins a new one",
+                    gone.last()
+                        .map_or_else(Default::default, |s| s.path.display().to_string())
+                );
+            }
+            inner.writing = false;
+            // A request may be waiting for the writer's turn.
+            self.written.notify_all();
+        }
     }
 
     /// Saves how far the log is delivered, so a restart does not send it again (a restart
@@ -1223,6 +1339,70 @@ mod tests {
             )
             .unwrap();
         log.wait(ticket).unwrap()
+    }
+
+    /// Appends a request record of 64 KiB of points; its number, or why it was not written.
+    fn put_wide(log: &Log, n: u64) -> Result<u64, LogError> {
+        let lines = format!("m,r=r{n} v=\"{}\" {n}\n", "w".repeat(64 << 10));
+        let change = format!("{{\"seq\":{n},\"del\":\"{}\"}}\n", Uuid::nil());
+        let unit = [Unit {
+            run: Uuid::nil(),
+            points: 1,
+            lines: &lines,
+        }];
+        let ticket = log.append(Kind::Request, n, change.as_bytes(), &unit)?;
+        log.wait(ticket)
+    }
+
+    #[test]
+    fn a_delivered_segment_still_being_written_is_let_go_on_a_full_disk_and_numbering_goes_on() {
+        let disk = crate::storage::tests::SmallDisk::new("log-let-go", "2m");
+        let handle = crate::storage::tests::log_dir(&disk.0.0);
+        // Segments of 16 MiB never fill on this disk: the first one is still being written
+        // when the disk is full.
+        let (log, mut at, _) = Log::open(handle, LIMIT, false, &mut |_| {}).unwrap();
+        let mut last = 0;
+        let full = loop {
+            match put_wide(&log, last + 1) {
+                Ok(seq) => last = seq,
+                Err(e) => break e,
+            }
+        };
+        assert!(full.is_disk_full(), "{full}");
+        assert!(last > 3, "{last} records before the disk was full");
+        assert!(!log.snapshot_frees_segments(), "nothing is delivered yet");
+        let read = read_all(&log, &mut at);
+        log.delivered(last, read.len() as u64, read.iter().map(|r| r.bytes).sum());
+        assert_eq!(log.segments(), 1, "its changes are in no snapshot yet");
+        assert!(
+            log.snapshot_frees_segments(),
+            "a snapshot would let the segment being written go"
+        );
+        log.snapshot_written(last, 10);
+        assert_eq!(log.segments(), 0, "let go, its room free");
+        assert!(segment_files(&disk.0).is_empty());
+        // A start now finds no segment: it numbers on after the delivered mark.
+        drop(log);
+        let handle = crate::storage::tests::log_dir(&disk.0.0);
+        let (log, mut at, opened) = Log::open(handle, LIMIT, false, &mut |_| {}).unwrap();
+        assert_eq!((opened.records, opened.undelivered), (0, (0, 0)));
+        assert_eq!(
+            put_wide(&log, last + 1).unwrap(),
+            last + 1,
+            "the next write begins a segment"
+        );
+        let read = read_all(&log, &mut at);
+        assert_eq!(read.iter().map(|r| r.seq).collect::<Vec<_>>(), [last + 1]);
+        // And a disk filled again gets out again, without a restart.
+        let mut more = last + 1;
+        while let Ok(seq) = put_wide(&log, more + 1) {
+            more = seq;
+        }
+        let read = read_all(&log, &mut at);
+        log.delivered(more, read.len() as u64, read.iter().map(|r| r.bytes).sum());
+        log.snapshot_written(more, 10);
+        assert_eq!(log.segments(), 0);
+        assert_eq!(put_wide(&log, more + 1).unwrap(), more + 1);
     }
 
     #[test]

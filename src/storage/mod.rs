@@ -76,31 +76,36 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub const RESERVE_FILE: &str = "reserve";
 
 /// Writes the snapshot `bytes` to `name` in `dir` with [`DirHandle::write_atomic`], even on a
-/// full disk: the file [`RESERVE_FILE`] beside it holds written zeros, about the size of the
-/// last snapshot, and is emptied when the disk has no room left for the write, which is then
-/// tried again. The snapshot is what lets the log delete delivered segments, so a disk filled
-/// by the log while InfluxDB was away is freed without a person, once InfluxDB has the log.
-/// After a snapshot written without it, the reserve grows back to `bytes` and a half, plus
-/// 1 MiB (for the table growing until the next snapshot, and the delivered mark): from room the
-/// disk has, never its last bytes. Only a snapshot that lets segments go may take the reserve
-/// (`use_reserve`): one taken while InfluxDB is away would leave none for the one that frees
-/// the disk.
+/// full disk: the file [`RESERVE_FILE`] beside it holds written zeros, at least the size of the
+/// next snapshot ([`keep_reserve`] grows it as the table grows), and is emptied when the disk
+/// has no room left for the write, which is then tried again. The snapshot is what lets the log
+/// delete delivered segments, so a disk filled by the log while InfluxDB was away is freed
+/// without a person, once InfluxDB has the log. After a snapshot written without it, the
+/// reserve grows back to `bytes` and a half, plus 1 MiB (for the table growing until the next
+/// snapshot, and the delivered mark): from room the disk has, never its last bytes. Only a
+/// snapshot that lets segments go may take the reserve (`use_reserve`): one taken while
+/// InfluxDB is away would leave none for the one that frees the disk.
+///
+/// Returns the reserve's size in bytes after the write (0 when it was used).
 pub fn write_reserved(
     dir: &DirHandle,
     name: &str,
     bytes: &[u8],
     use_reserve: bool,
-) -> io::Result<()> {
+) -> io::Result<u64> {
     match dir.write_atomic(name, bytes) {
         Ok(()) => {
-            let target = bytes.len() as u64 + bytes.len() as u64 / 2 + (1 << 20);
-            if let Err(e) = grow_reserve(dir, target) {
-                ::log::warn!(
-                    "cannot keep {target} bytes in {} for the next snapshot: {e}",
-                    dir.join(RESERVE_FILE).display()
-                );
+            let target = reserve_for(bytes.len() as u64);
+            match grow_reserve(dir, target) {
+                Ok(len) => Ok(len),
+                Err(e) => {
+                    ::log::warn!(
+                        "cannot keep {target} bytes in {} for the next snapshot: {e}",
+                        dir.join(RESERVE_FILE).display()
+                    );
+                    Ok(reserve_len(dir))
+                }
             }
-            Ok(())
         }
         Err(e) if use_reserve && is_disk_full(&e) => {
             let released = dir
@@ -119,19 +124,50 @@ pub fn write_reserved(
                 "the disk under {} is full: {released} bytes kept for this snapshot are used for it",
                 dir.path().display()
             );
-            dir.write_atomic(name, bytes)
+            dir.write_atomic(name, bytes).map(|()| 0)
         }
         Err(e) => Err(e),
     }
 }
 
-fn is_disk_full(e: &io::Error) -> bool {
+/// Room kept beyond the next snapshot itself: the delivered mark's temporary file and the
+/// blocks a filesystem rounds each file up to.
+pub const RESERVE_SLACK: u64 = 64 << 10;
+
+/// What the reserve is grown to for a snapshot of `snapshot` bytes: one and a half times it,
+/// plus 1 MiB, so that it is not grown again at every register.
+fn reserve_for(snapshot: u64) -> u64 {
+    snapshot + snapshot / 2 + (1 << 20)
+}
+
+/// Makes sure the reserve holds at least `needed` bytes (the next snapshot's size, estimated by
+/// the caller, plus [`RESERVE_SLACK`]), given that it holds `has`: grows it to
+/// [`reserve_for`] `needed` when the disk has the room, else to `needed` exactly. Returns its
+/// size; an error (the disk is full) means the next snapshot might not fit, and what would make
+/// the table grow must be refused.
+pub fn keep_reserve(dir: &DirHandle, has: u64, needed: u64) -> io::Result<u64> {
+    if has >= needed {
+        return Ok(has);
+    }
+    grow_reserve(dir, reserve_for(needed)).or_else(|_| grow_reserve(dir, needed))
+}
+
+/// The reserve's size in bytes (0 when it is missing or cannot be looked at).
+pub fn reserve_len(dir: &DirHandle) -> u64 {
+    dir.open_read(RESERVE_FILE)
+        .and_then(|f| f.metadata())
+        .map_or(0, |m| m.len())
+}
+
+/// True when `e` says the disk (or the user's quota on it) has no room left.
+pub fn is_disk_full(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded
 }
 
-/// Grows the reserve to `target` bytes of written zeros (a hole would take no room). One that
-/// cannot grow all the way is cut back to what it was: it never takes the disk's last bytes.
-fn grow_reserve(dir: &DirHandle, target: u64) -> io::Result<()> {
+/// Grows the reserve to `target` bytes of written zeros (a hole would take no room), and
+/// returns its size. One that cannot grow all the way is cut back to what it was: it never
+/// takes the disk's last bytes.
+fn grow_reserve(dir: &DirHandle, target: u64) -> io::Result<u64> {
     use std::os::unix::fs::FileExt;
     static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
     let file = dir.open_rw(RESERVE_FILE)?;
@@ -139,8 +175,9 @@ fn grow_reserve(dir: &DirHandle, target: u64) -> io::Result<()> {
     if had >= target {
         if had > 2 * target {
             file.set_len(target)?;
+            return Ok(target);
         }
-        return Ok(());
+        return Ok(had);
     }
     let mut at = had;
     let grown = (|| {
@@ -151,10 +188,62 @@ fn grow_reserve(dir: &DirHandle, target: u64) -> io::Result<()> {
         }
         file.sync_all()
     })();
-    if grown.is_err() {
+    if let Err(e) = grown {
         let _ = file.set_len(had).and_then(|()| file.sync_all());
+        return Err(e);
     }
-    grown
+    Ok(target)
+}
+
+/// A line that may repeat (the same failure every tick) logged at once the first time, then at
+/// most once a minute, saying how many times it was held back in between.
+#[derive(Debug, Default)]
+pub struct Repeats {
+    /// When a line was last let through, and how many were held back since.
+    last: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+impl Repeats {
+    /// How long a line is held back after the last one let through.
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// Whether a line may be logged at `now`: `Some(n)` with the number of lines held back
+    /// since the last one, or `None` (the line is counted and held back).
+    pub fn admit(&self, now: std::time::Instant) -> Option<u64> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match *last {
+            Some((at, ref mut held)) if now.saturating_duration_since(at) < Self::EVERY => {
+                *held += 1;
+                None
+            }
+            Some((_, held)) => {
+                *last = Some((now, 0));
+                Some(held)
+            }
+            None => {
+                *last = Some((now, 0));
+                Some(0)
+            }
+        }
+    }
+
+    /// Logs `line` at error level when [`Repeats::admit`] lets it through now, with the count
+    /// of the lines held back.
+    pub fn error(&self, line: &dyn std::fmt::Display) {
+        match self.admit(std::time::Instant::now()) {
+            Some(0) => ::log::error!("{line}"),
+            Some(held) => ::log::error!(
+                "{line} (and {held} more times since the last time logged; this line is logged at most once every {} s)",
+                Self::EVERY.as_secs()
+            ),
+            None => {}
+        }
+    }
+
+    /// Forgets the repeats: the next line is logged at once (the failure was over).
+    pub fn reset(&self) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
 }
 
 /// Makes the entries of `dir` (new, renamed or removed files) durable.
@@ -756,6 +845,56 @@ pub mod tests {
         fs::remove_file(disk.0.0.join("filler")).unwrap();
         write_reserved(&root, "jobs.json", &snapshot, false).unwrap();
         assert!(fs::metadata(&reserve).unwrap().len() > 1 << 20);
+    }
+
+    #[test]
+    fn the_reserve_grows_ahead_of_the_table_or_says_the_disk_is_full() {
+        let disk = SmallDisk::new("keep-reserve", "4m");
+        let root = root(&disk.0);
+        let reserve = disk.0.0.join(RESERVE_FILE);
+        assert_eq!(keep_reserve(&root, 0, 1 << 20).unwrap(), (5 << 19) as u64);
+        assert_eq!(
+            fs::metadata(&reserve).unwrap().len(),
+            5 << 19,
+            "written zeros"
+        );
+        assert_eq!(
+            keep_reserve(&root, 5 << 19, 2 << 20).unwrap(),
+            5 << 19,
+            "large enough"
+        );
+        fill(&disk.0.0);
+        let err = keep_reserve(&root, 5 << 19, 3 << 20).unwrap_err();
+        assert!(is_disk_full(&err), "{err}");
+        assert_eq!(
+            fs::metadata(&reserve).unwrap().len(),
+            5 << 19,
+            "a growth that did not fit is cut back"
+        );
+        assert_eq!(reserve_len(&root), 5 << 19);
+    }
+
+    #[test]
+    fn a_repeated_line_is_logged_at_once_then_once_a_minute_with_its_count() {
+        let repeats = Repeats::default();
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + std::time::Duration::from_secs(s);
+        assert_eq!(repeats.admit(at(0)), Some(0), "the first at once");
+        for s in 1..60 {
+            assert_eq!(repeats.admit(at(s)), None, "held back at {s} s");
+        }
+        assert_eq!(
+            repeats.admit(at(60)),
+            Some(59),
+            "a minute later, with the count"
+        );
+        assert_eq!(repeats.admit(at(61)), None);
+        repeats.reset();
+        assert_eq!(
+            repeats.admit(at(62)),
+            Some(0),
+            "a new failure after a success"
+        );
     }
 
     #[test]

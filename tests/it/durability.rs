@@ -898,6 +898,97 @@ fn a_disk_filled_while_influxdb_was_away_frees_itself_once_the_log_is_delivered(
     drop(disk);
 }
 
+/// storage.dir on a 12 MiB disk filled while InfluxDB is away by the heartbeats of wide runs
+/// (8 fields of 400 characters, a tick a second), the log still in its first segment, the one
+/// being written: a stop on the full disk exits cleanly and the next start comes up on it;
+/// once InfluxDB has the log, that segment is let go for a new one, the room kept for the
+/// snapshot was grown with the table, and registers are answered again without anyone freeing
+/// space; the error of the snapshot that cannot be written is not logged every second.
+#[test]
+fn a_full_disk_whose_only_segment_is_still_being_written_frees_itself_once_the_log_is_delivered() {
+    let mut influx = Influxd::start();
+    let dir = crate::support::TempDir::new("one-segment-disk");
+    let disk = SmallDisk::mount(&dir.join("data"), "12m");
+    let mut gw = Gateway::start_in(
+        dir,
+        &ConsumerToml::new(&influx.url, "runs")
+            .rest("[delivery]\nacknowledge = \"disk\"\n[jobs]\nheartbeat_interval = \"1s\"\nmax_running = 5000\nmax_table_bytes = 268435456\n")
+            .toml(),
+    );
+    wait_until(Duration::from_secs(10), "the database", || {
+        states(gw.addr)["influxdb"]["up"] == true
+    });
+    influx.stop();
+    let wide: serde_json::Map<String, Value> = (0..8)
+        .map(|f| (format!("note{f}"), json!("n".repeat(400))))
+        .collect();
+    let mut acked = Vec::new();
+    let full = loop {
+        let answer = post_json(
+            gw.addr,
+            REGISTER,
+            &json!({"startedAt": BASE + acked.len() as i64, "hostname": "lg", "measurement": {"fields": wide}}),
+        );
+        if answer.status != 200 {
+            break answer;
+        }
+        acked.push(answer.json()["data"]["uuid"].as_str().unwrap().to_string());
+        assert!(acked.len() < 5000, "the disk should be full by now");
+    };
+    assert_eq!(full.status, 503, "{}", full.body);
+    assert_eq!(full.json()["code"], "storage_error", "{}", full.body);
+
+    // A stop on the full disk, and a start on it, InfluxDB still away.
+    gw.terminate();
+    let status = gw.wait_exit(Duration::from_secs(30)).expect("exits");
+    assert!(status.success(), "{status:?}\n{}", gw.log());
+    gw.restart();
+
+    influx.restart();
+    wait_until(Duration::from_secs(180), "the log delivered", || {
+        states(gw.addr)["spool"]["records"] == 0
+    });
+    wait_until(
+        Duration::from_secs(60),
+        "a register answered without anyone freeing space",
+        || post_json(gw.addr, REGISTER, &json!({})).status == 200,
+    );
+    let log = gw.log();
+    let since_start = &log[log.rfind("----- restart -----").unwrap()..];
+    let repeated = since_start
+        .lines()
+        .filter(|l| l.contains("jobs.json") && l.contains("No space left"))
+        .count();
+    assert!(
+        repeated <= 3,
+        "the snapshot's error is not repeated every second ({repeated} lines):\n{since_start}"
+    );
+    gw.terminate();
+    let status = gw.wait_exit(Duration::from_secs(30)).expect("exits");
+    assert!(status.success(), "{status:?}\n{}", gw.log());
+    // The disk may be full again (a tick's heartbeats are 3 MB): the start gets out the same way.
+    gw.restart();
+    wait_until(
+        Duration::from_secs(60),
+        "a register answered after the start",
+        || post_json(gw.addr, REGISTER, &json!({})).status == 200,
+    );
+    let s = states(gw.addr);
+    assert!(
+        s["jobs"]["running"].as_u64().unwrap() >= acked.len() as u64 + 2,
+        "{s}"
+    );
+    let started = influx.uuids("runs", "load_testing_events", Some("started"));
+    for uuid in &acked {
+        assert!(
+            started.contains(uuid),
+            "acknowledged register of {uuid} is in InfluxDB"
+        );
+    }
+    gw.kill();
+    drop(disk);
+}
+
 #[test]
 fn sigterm_under_load_exits_0_and_keeps_everything_acknowledged() {
     let influx = Influxd::start();
