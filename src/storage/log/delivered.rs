@@ -1,0 +1,300 @@
+//! The log's delivered side: what the deliverer reads, how far InfluxDB has taken the log (the
+//! delivered mark), and trimming the segments whose records are all delivered and whose
+//! job-table changes are all in a snapshot (the segment being written too, on a full disk).
+
+use super::*;
+
+impl Log {
+    /// Waits up to `timeout` for a record after `seq` to be on disk; true when there is one.
+    pub fn wait_for_more(&self, seq: u64, timeout: Duration) -> bool {
+        let inner = self.lock();
+        let (inner, _) = self
+            .written
+            .wait_timeout_while(inner, timeout, |i| i.durable <= seq)
+            .unwrap_or_else(|e| e.into_inner());
+        inner.durable > seq
+    }
+
+    /// Reads the records after `at`, oldest first, that are on disk: at most `max_bytes` of
+    /// them (but at least one, whatever its size). Moves `at` past what it returns.
+    pub fn read(&self, at: &mut Position, max_bytes: u64) -> Result<Vec<Read>, LogError> {
+        let mut out = Vec::new();
+        let mut taken = 0u64;
+        loop {
+            let (segment, durable, next_segment) = {
+                let inner = self.lock();
+                let done = inner.durable;
+                let found = inner.segments.iter().position(|s| s.first == at.segment);
+                // A segment read to its end may be trimmed before the reader moves on: the
+                // next record is then the first of a later segment.
+                let found = found.or_else(|| {
+                    let next = inner.segments.iter().position(|s| s.first == at.next_seq)?;
+                    at.segment = at.next_seq;
+                    at.offset = FIRST_RECORD;
+                    Some(next)
+                });
+                if found.is_none() && at.next_seq > done {
+                    // The reader's segment was let go once read and delivered, and the next
+                    // one is not begun yet: nothing more to read.
+                    return Ok(out);
+                }
+                let Some(i) = found else {
+                    // The reader's segment is gone and no segment starts at its next record:
+                    // only a bug or a hand could do that.
+                    return Err(LogError::io(
+                        "read",
+                        &self.dir.join(&segment_name(at.segment)),
+                        io::ErrorKind::NotFound.into(),
+                    ));
+                };
+                let segment = inner.segments[i].clone();
+                let next = inner.segments.get(i + 1).map(|s| s.first);
+                (segment, done, next)
+            };
+            if at.offset >= segment.bytes || at.next_seq > durable {
+                match next_segment {
+                    Some(next) if at.offset >= segment.bytes && at.next_seq <= durable => {
+                        at.segment = next;
+                        at.offset = FIRST_RECORD;
+                        continue;
+                    }
+                    _ => return Ok(out),
+                }
+            }
+            let file = self
+                .dir
+                .open_read(&segment_name(segment.first))
+                .map_err(|e| LogError::io("open", &segment.path, e))?;
+            let end = segment.bytes;
+            let want = (end - at.offset).min(max_bytes.saturating_sub(taken).max(1 << 16));
+            let mut buf = vec![0; want as usize];
+            file.read_exact_at(&mut buf, at.offset)
+                .map_err(|e| LogError::io("read", &segment.path, e))?;
+            let mut pos = 0usize;
+            while pos < buf.len() {
+                match record::frame(&buf[pos..]) {
+                    Frame::Record { seq, len } => {
+                        if seq > durable {
+                            return Ok(out);
+                        }
+                        let payload = record::decode(&buf[pos + record::HEADER_BYTES..pos + len])
+                            .map_err(|e| {
+                            LogError::io(
+                                "decode a record of",
+                                &segment.path,
+                                io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+                            )
+                        })?;
+                        out.push(Read {
+                            seq,
+                            kind: payload.kind,
+                            bytes: len as u64,
+                            units: payload
+                                .units
+                                .iter()
+                                .map(|u| OwnedUnit {
+                                    run: u.run,
+                                    points: u.points,
+                                    lines: u.lines.to_string(),
+                                })
+                                .collect(),
+                        });
+                        pos += len;
+                        at.offset += len as u64;
+                        at.next_seq = seq + 1;
+                        taken += len as u64;
+                        if taken >= max_bytes {
+                            return Ok(out);
+                        }
+                    }
+                    Frame::Short { needed } => {
+                        if pos == 0 {
+                            // A record larger than the buffer: read it whole.
+                            let mut big = vec![0; needed];
+                            file.read_exact_at(&mut big, at.offset)
+                                .map_err(|e| LogError::io("read", &segment.path, e))?;
+                            buf = big;
+                            continue;
+                        }
+                        break;
+                    }
+                    Frame::End | Frame::Damaged(_) => {
+                        // What the log wrote and fsync'd does not read back: the disk lost it.
+                        return Err(LogError::io(
+                            "read",
+                            &segment.path,
+                            io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!("the record at byte {} is damaged", at.offset),
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records up to `seq` are delivered: `records` of them, taking `bytes`, leave the
+    /// undelivered count. Segments that are delivered and in a snapshot are deleted.
+    pub fn delivered(&self, seq: u64, records: u64, bytes: u64) {
+        let mut inner = self.lock();
+        if seq <= inner.delivered {
+            return;
+        }
+        inner.delivered = seq;
+        inner.undelivered = inner.undelivered.saturating_sub(bytes);
+        inner.undelivered_records = inner.undelivered_records.saturating_sub(records);
+        drop(inner);
+        self.trim();
+    }
+
+    /// The last snapshot of the job table holds every change up to `covers` and takes `bytes`.
+    pub fn snapshot_written(&self, covers: u64, bytes: u64) {
+        let mut inner = self.lock();
+        inner.snapshot_covers = inner.snapshot_covers.max(covers);
+        inner.snapshot_bytes = bytes;
+        inner.changes_since_snapshot = 0;
+        drop(inner);
+        self.trim();
+    }
+
+    /// Whether a new snapshot would let delivered segments go, or the changes since the last
+    /// one have outgrown it (at least 1 MiB of them, and half the snapshot: the room kept for
+    /// the next snapshot on a full disk is sized from the last one, so the table may not grow
+    /// far between two).
+    pub fn needs_snapshot(&self) -> bool {
+        let grown = {
+            let inner = self.lock();
+            inner.changes_since_snapshot >= (1 << 20).max(inner.snapshot_bytes / 2)
+        };
+        grown || self.snapshot_frees_segments()
+    }
+
+    /// Whether a new snapshot would let delivered segments go: some closed segment is delivered
+    /// and holds job-table changes the last snapshot does not; or the segment being written is
+    /// delivered and may be let go ([`Log::may_let_go`]).
+    pub fn snapshot_frees_segments(&self) -> bool {
+        let inner = self.lock();
+        let n = inner.segments.len().saturating_sub(1);
+        inner.segments[..n]
+            .iter()
+            .any(|s| s.last <= inner.delivered && s.max_change > inner.snapshot_covers)
+            || inner.let_go_blocked
+            || inner.segments.last().is_some_and(|tail| {
+                tail.max_change > inner.snapshot_covers && self.may_let_go(&inner, tail)
+            })
+    }
+
+    /// Whether the segment being written, `tail`, may be let go for a new one once a snapshot
+    /// covers its changes: it holds records, every one delivered, and either the disk was found
+    /// full since it was begun or it holds a quarter of [`SEGMENT_BYTES`]. Without this, a
+    /// disk filled while InfluxDB was away by a log still in its first segment would stay full:
+    /// only closed segments could go, and the segment closes only once it is full.
+    pub(super) fn may_let_go(&self, inner: &Inner, tail: &Segment) -> bool {
+        tail.last >= tail.first
+            && tail.last <= inner.delivered
+            && (inner.disk_full || tail.bytes >= self.segment_bytes / 4)
+    }
+
+    /// A write of the job table's snapshot found the disk full: the segment being written is
+    /// let go once delivered, as when the log's own write found it full.
+    pub fn disk_is_full(&self) {
+        self.lock().disk_full = true;
+        self.trim();
+    }
+
+    /// Deletes the segments that are delivered and in a snapshot, after saving how far the log
+    /// is delivered; the one being written too when it [may be let go](Log::may_let_go): then
+    /// between two writes (the writer's turn taken), its file closed and deleted first, so its
+    /// room is free before the next write begins a new segment. A crash between the two leaves
+    /// no segment, and the next start numbers on after the delivered mark.
+    pub(super) fn trim(&self) {
+        let (gone, delivered, active) = {
+            let mut inner = self.lock();
+            let n = inner.segments.len().saturating_sub(1);
+            let mut gone: Vec<Segment> = inner.segments[..n]
+                .iter()
+                .take_while(|s| s.last <= inner.delivered && s.max_change <= inner.snapshot_covers)
+                .cloned()
+                .collect();
+            let mut active = false;
+            if gone.len() == n
+                && !inner.writing
+                && let Some(tail) = inner.segments.last()
+                && tail.max_change <= inner.snapshot_covers
+                && self.may_let_go(&inner, tail)
+            {
+                gone.push(tail.clone());
+                inner.writing = true;
+                active = true;
+            }
+            (gone, inner.delivered, active)
+        };
+        if gone.is_empty() {
+            return;
+        }
+        let mut removed = 0;
+        // The mark first: a start never looks for records in a deleted segment.
+        let marked = self.write_delivered(delivered);
+        if marked {
+            for segment in &gone {
+                if let Err(e) = self.dir.remove_if_exists(&segment_name(segment.first)) {
+                    log::warn!("cannot delete {}: {e}", segment.path.display());
+                    break;
+                }
+                removed += 1;
+            }
+            let _ = self.dir.sync();
+        }
+        let mut inner = self.lock();
+        let gone = &gone[..removed];
+        inner
+            .segments
+            .retain(|s| !gone.iter().any(|g| g.first == s.first));
+        inner.let_go_blocked = active && !marked;
+        if active {
+            if inner.segments.is_empty() {
+                // Closed here, so the room it took is free: the next write begins a segment.
+                inner.active = None;
+                inner.disk_full = false;
+                log::info!(
+                    "the log's segment {} is delivered and in a snapshot: let go, the next write begins a new one",
+                    gone.last()
+                        .map_or_else(Default::default, |s| s.path.display().to_string())
+                );
+            }
+            inner.writing = false;
+            // A request may be waiting for the writer's turn.
+            self.written.notify_all();
+        }
+    }
+
+    /// Saves how far the log is delivered, so a restart does not send it again (a restart
+    /// that does is harmless: InfluxDB keeps one point per series and time).
+    pub fn save_delivered(&self) {
+        let delivered = self.lock().delivered;
+        self.write_delivered(delivered);
+    }
+
+    /// Writes the delivered mark; false (and a warning) when it could not be.
+    pub(super) fn write_delivered(&self, delivered: u64) -> bool {
+        match self
+            .dir
+            .write_atomic(DELIVERED_FILE, &record::encode_delivered(delivered))
+        {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!(
+                    "cannot write {}: {e}",
+                    self.dir.join(DELIVERED_FILE).display()
+                );
+                false
+            }
+        }
+    }
+
+    /// Records, bytes and segments in the log, for the state page.
+    pub fn segments(&self) -> usize {
+        self.lock().segments.len()
+    }
+}
