@@ -10,6 +10,7 @@
 //! start rather than leave out runs: forgetting running jobs silently is worse than not
 //! starting.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
@@ -325,7 +326,7 @@ impl Restore {
                 continue;
             }
             let index = self.log_index;
-            let applied = serde_json::from_slice::<SavedRecord>(line)
+            let applied = serde_json::from_slice::<SavedRecord<'static>>(line)
                 .map_err(|e| RestoreError::BadChange {
                     index,
                     why: e.to_string(),
@@ -339,7 +340,7 @@ impl Restore {
 
     /// Applies the `at`th change of the log, unless the snapshot or a higher change of the
     /// same job holds it already.
-    fn apply(&mut self, record: SavedRecord, at: usize) -> Result<(), RestoreError> {
+    fn apply(&mut self, record: SavedRecord<'static>, at: usize) -> Result<(), RestoreError> {
         let uuid = match (&record.put, &record.del) {
             (Some(saved), None) => saved.uuid,
             (None, Some(uuid)) => *uuid,
@@ -412,7 +413,7 @@ pub fn encode_snapshot<'a>(
     jobs: impl Iterator<Item = &'a Job>,
     schema: &Known,
 ) -> Vec<u8> {
-    let jobs: Vec<SavedView> = jobs.map(SavedView::of).collect();
+    let jobs: Vec<Saved> = jobs.map(Saved::of).collect();
     // Serializing plain data into a Vec cannot fail.
     serde_json::to_vec(&SnapshotView {
         format: SNAPSHOT_FORMAT,
@@ -504,9 +505,9 @@ pub struct Restored {
 /// Appends one journal record and its newline to `out`: `{"seq":N,"put":{job}}` (the job's
 /// whole saved state) or, when `job` is `None`, `{"seq":N,"del":"uuid"}`.
 pub fn encode_record(out: &mut Vec<u8>, seq: u64, job: Option<&Job>, uuid: &Uuid) {
-    let record = RecordView {
+    let record = SavedRecord {
         seq,
-        put: job.map(SavedView::of),
+        put: job.map(Saved::of),
         del: if job.is_none() { Some(*uuid) } else { None },
     };
     // Serializing plain data into a Vec cannot fail.
@@ -631,7 +632,7 @@ impl<'de> Visitor<'de> for JobsSeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(saved) = seq.next_element::<Saved>()? {
+        while let Some(saved) = seq.next_element::<Saved<'static>>()? {
             let uuid = saved.uuid;
             match saved.into_job() {
                 Ok(job) => {
@@ -653,78 +654,47 @@ struct SnapshotView<'a> {
     format: &'static str,
     version: u32,
     journal_seq: u64,
-    jobs: Vec<SavedView<'a>>,
+    jobs: Vec<Saved<'a>>,
     schema: &'a Known,
 }
 
-#[derive(Deserialize)]
+/// One change of the job table in the log: a job's whole saved state, or its removal.
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SavedRecord {
+struct SavedRecord<'a> {
     seq: u64,
-    #[serde(default)]
-    put: Option<Saved>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    put: Option<Saved<'a>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     del: Option<Uuid>,
 }
 
-#[derive(Serialize)]
-struct RecordView<'a> {
-    seq: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    put: Option<SavedView<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    del: Option<Uuid>,
-}
-
-#[derive(Deserialize)]
+/// A job as it is saved: one format, written from the table without copying (borrowed) and
+/// read back owned.
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Saved {
+struct Saved<'a> {
     uuid: Uuid,
-    host: String,
-    tags: Vec<(String, String)>,
+    host: Cow<'a, str>,
+    tags: Cow<'a, [(String, String)]>,
     started_ms: i64,
-    fields: Vec<(String, SavedField)>,
+    fields: Vec<(Cow<'a, str>, SavedField<'a>)>,
     last_seen_ms: i64,
     state: SavedState,
     heartbeats: u64,
     /// Older files have neither.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     progressed: bool,
-    #[serde(default)]
-    owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<Cow<'a, str>>,
 }
 
-/// A job as it is saved, borrowed from the table: the same JSON as [`Saved`].
-#[derive(Serialize)]
-struct SavedView<'a> {
-    uuid: Uuid,
-    host: &'a str,
-    tags: &'a [(String, String)],
-    started_ms: i64,
-    fields: Vec<(&'a str, SavedFieldView<'a>)>,
-    last_seen_ms: i64,
-    state: SavedState,
-    heartbeats: u64,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    progressed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    owner: Option<&'a str>,
-}
-
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-enum SavedField {
+enum SavedField<'a> {
     Float(f64),
     Bool(bool),
-    Str(String),
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "lowercase")]
-enum SavedFieldView<'a> {
-    Float(f64),
-    Bool(bool),
-    Str(&'a str),
+    Str(Cow<'a, str>),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -735,8 +705,8 @@ enum SavedState {
     Expired { at_ms: i64 },
 }
 
-impl<'a> SavedView<'a> {
-    fn of(job: &'a Job) -> SavedView<'a> {
+impl<'a> Saved<'a> {
+    fn of(job: &'a Job) -> Saved<'a> {
         let state = match job.state {
             State::Running | State::Committing { expired: None } => SavedState::Running,
             State::Committing {
@@ -745,37 +715,37 @@ impl<'a> SavedView<'a> {
             State::Finished { at_ms } => SavedState::Finished { at_ms },
             State::Expired { at_ms } => SavedState::Expired { at_ms },
         };
-        SavedView {
+        Saved {
             uuid: job.run.uuid,
-            host: &job.run.host,
-            tags: &job.run.tags,
+            host: Cow::Borrowed(&job.run.host),
+            tags: Cow::Borrowed(&job.run.tags),
             started_ms: job.run.started_ms,
             fields: job
                 .fields
                 .iter()
                 .map(|(k, v)| {
                     let v = match v {
-                        FieldValue::Float(f) => SavedFieldView::Float(*f),
-                        FieldValue::Bool(b) => SavedFieldView::Bool(*b),
-                        FieldValue::Str(s) => SavedFieldView::Str(s),
+                        FieldValue::Float(f) => SavedField::Float(*f),
+                        FieldValue::Bool(b) => SavedField::Bool(*b),
+                        FieldValue::Str(s) => SavedField::Str(Cow::Borrowed(s)),
                     };
-                    (k.as_str(), v)
+                    (Cow::Borrowed(k.as_str()), v)
                 })
                 .collect(),
             last_seen_ms: job.last_seen_ms,
             state,
             heartbeats: job.heartbeats,
             progressed: job.progressed,
-            owner: job.owner.as_deref(),
+            owner: job.owner.as_deref().map(Cow::Borrowed),
         }
     }
 }
 
-impl Saved {
+impl Saved<'_> {
     /// Checks names and values as a request's would be: the file may have been edited by hand.
     fn into_job(self) -> Result<Job, String> {
         line_protocol::check_tag_value(&self.host).map_err(|e| format!("host: {e}"))?;
-        for (k, v) in &self.tags {
+        for (k, v) in self.tags.iter() {
             line_protocol::check_name(k).map_err(|e| format!("tag {k:?}: {e}"))?;
             line_protocol::check_tag_value(v).map_err(|e| format!("tag {k:?}: {e}"))?;
         }
@@ -786,14 +756,14 @@ impl Saved {
                 SavedField::Float(f) if f.is_finite() => FieldValue::Float(f),
                 SavedField::Float(_) => return Err(format!("field {k:?}: is not a finite number")),
                 SavedField::Bool(b) => FieldValue::Bool(b),
-                SavedField::Str(s) => FieldValue::Str(s),
+                SavedField::Str(s) => FieldValue::Str(s.into_owned()),
             };
-            fields.push((k, v));
+            fields.push((k.into_owned(), v));
         }
         let run = Run {
             uuid: self.uuid,
-            host: self.host,
-            tags: self.tags,
+            host: self.host.into_owned(),
+            tags: self.tags.into_owned(),
             started_ms: self.started_ms,
         };
         let mut job = Job::running(run, fields, self.last_seen_ms);
@@ -807,7 +777,7 @@ impl Saved {
         if let Some(owner) = &self.owner {
             line_protocol::check_tag_value(owner).map_err(|e| format!("owner: {e}"))?;
         }
-        job.owner = self.owner;
+        job.owner = self.owner.map(Cow::into_owned);
         Ok(job)
     }
 }
