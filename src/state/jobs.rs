@@ -306,6 +306,20 @@ impl Table {
         true
     }
 
+    /// Gives back the room of jobs forgotten since the table was last larger: a map keeps the
+    /// capacity of the most jobs it ever held (about 210 bytes per job, mapped apart from the
+    /// allocator's arenas once above 128 KiB, so giving it back lowers the resident memory),
+    /// and the queue of ended runs likewise. Called by the tick once it has forgotten runs; the
+    /// slack of 1 024 entries keeps a table of steady size from being rebuilt every tick.
+    fn shrink(&mut self) {
+        if self.jobs.capacity() > 4 * self.jobs.len() + 1024 {
+            self.jobs.shrink_to(2 * self.jobs.len());
+        }
+        if self.ended.capacity() > 4 * self.ended.len() + 1024 {
+            self.ended.shrink_to(2 * self.ended.len());
+        }
+    }
+
     /// Drops entries of `ended` that match no job any more, once they are the majority.
     fn tidy_ended(&mut self) {
         if self.ended.len() > 2 * self.ended_count + 1024 {
@@ -951,6 +965,9 @@ impl Jobs {
                 tick.removed += 1;
             }
         }
+        if tick.removed > 0 {
+            t.shrink();
+        }
         let mut expired = Vec::new();
         for job in t.jobs.values_mut() {
             if job.state != State::Running {
@@ -1457,6 +1474,32 @@ pub(crate) mod tests {
         let (small, _) = crate::state::journal::restore(Some(&snapshot[..]), b"", 1).unwrap();
         assert_eq!(small.counts().finished, 1);
         assert_eq!(small.counts().running, 1);
+    }
+
+    #[test]
+    fn forgotten_runs_give_back_the_tables_room() {
+        let jobs = Jobs::new(100_000);
+        for n in 1..=20_000 {
+            jobs.reserve(100_000, None).unwrap().fill(job(n, 0));
+            jobs.begin_commit(&Uuid::from_u128(n), None).unwrap();
+            finish(&jobs, &Uuid::from_u128(n), 0);
+        }
+        // Then the load goes on at a small rate: one run at a time.
+        jobs.reserve(100_000, None).unwrap().fill(job(20_001, 0));
+        let t = jobs.tick((1000, 1000), &ages(i64::MAX, 500));
+        assert_eq!(t.removed, 20_000);
+        let t = jobs.lock();
+        assert_eq!(t.jobs.len(), 1);
+        assert!(
+            t.jobs.capacity() <= 4 * t.jobs.len() + 1024,
+            "the map keeps room for {} jobs once 20 000 are forgotten",
+            t.jobs.capacity()
+        );
+        assert!(
+            t.ended.capacity() <= 4 * t.ended.len() + 1024,
+            "the queue of ended runs keeps room for {}",
+            t.ended.capacity()
+        );
     }
 
     #[test]
