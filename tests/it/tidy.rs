@@ -322,3 +322,25 @@ fn every_relative_link_of_the_docs_resolves() {
         broken.join("\n")
     );
 }
+
+/// No production file is over 800 lines (its tests, below `#[cfg(test)]` or in a file of
+/// their own, are not counted): a file that grows past that does more than one thing.
+#[test]
+fn no_production_file_is_over_800_lines() {
+    let mut found = Vec::new();
+    for path in files("src", ".rs") {
+        let name = path.to_string_lossy();
+        if name.ends_with("tests.rs") || name.ends_with("_tests.rs") {
+            continue;
+        }
+        let text = read(&path);
+        let production = text
+            .lines()
+            .take_while(|l| !l.starts_with("#[cfg(test)]"))
+            .count();
+        if production > 800 {
+            found.push(format!("{}: {production} lines", path.display()));
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}

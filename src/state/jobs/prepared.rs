@@ -1,0 +1,179 @@
+//! Changes of the job table prepared by a request and made only once its record is on disk: a
+//! register's place (`Slot`, given back if the register is not recorded) and a progress's new
+//! values (`PreparedProgress`, dropped unmade if not recorded). No I/O.
+
+use super::*;
+
+/// A place for one more running job, held while register writes its points.
+pub struct Slot<'a> {
+    pub(super) jobs: &'a Jobs,
+    pub(super) filled: bool,
+    /// The number of the prepared change, once there is one.
+    pub(super) prepared: Option<u64>,
+    /// The prepared job's [`Job::weight`], counted in the table's bytes.
+    pub(super) bytes: usize,
+    /// Whose register it is: its place is counted as theirs.
+    pub(super) owner: Option<String>,
+    /// Bytes of the table its owner may hold at most.
+    pub(super) owner_max_bytes: usize,
+}
+
+impl Slot<'_> {
+    /// The journal record that adds `job`; the job joins the table with [`Slot::fill`] once
+    /// the record is on disk. Its bytes count against the table's from now on.
+    ///
+    /// Errors: [`Refusal::RunTooLarge`] when the job's heartbeat is longer than
+    /// `bounds.max_run_bytes`, [`Refusal::TableFull`] when the table would hold more than
+    /// `bounds.max_table_bytes`.
+    pub fn prepare(&mut self, job: &Job, bounds: &Bounds) -> Result<Change, Refusal> {
+        bounds.check_run(job)?;
+        let weight = job.weight();
+        let mut t = self.jobs.lock();
+        if let Some(seq) = self.prepared.take() {
+            t.preparing.remove(&seq);
+        }
+        let t = &mut *t;
+        let owner = self.owner.as_deref();
+        uncharge(
+            &mut t.bytes,
+            &mut t.held_bytes,
+            owner,
+            std::mem::take(&mut self.bytes),
+        );
+        if t.bytes + weight > bounds.max_table_bytes {
+            return Err(Refusal::TableFull {
+                limit: bounds.max_table_bytes,
+            });
+        }
+        if let Some(name) = owner
+            && t.held_bytes.get(name).copied().unwrap_or(0) + weight > self.owner_max_bytes
+        {
+            return Err(Refusal::OwnerTableFull {
+                limit: self.owner_max_bytes,
+            });
+        }
+        charge(&mut t.bytes, &mut t.held_bytes, owner, weight);
+        self.bytes = weight;
+        let change = t.prepare(job);
+        self.prepared = Some(change.seq);
+        Ok(change)
+    }
+
+    /// Adds the job, whose record is on disk. Its owner is the slot's.
+    pub fn fill(mut self, mut job: Job) {
+        let mut t = self.jobs.lock();
+        t.reserved -= 1;
+        job.owner = self.owner.take();
+        if job.state.is_active() {
+            t.active += 1;
+        } else {
+            release(&mut t.held, job.owner.as_deref());
+        }
+        if let Some(seq) = self.prepared.take() {
+            t.preparing.remove(&seq);
+        }
+        let t = &mut *t;
+        let owner = job.owner.as_deref();
+        uncharge(
+            &mut t.bytes,
+            &mut t.held_bytes,
+            owner,
+            std::mem::take(&mut self.bytes),
+        );
+        charge(&mut t.bytes, &mut t.held_bytes, owner, job.weight());
+        t.jobs.insert(job.run.uuid, job);
+        self.filled = true;
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut t = self.jobs.lock();
+        if !self.filled {
+            t.reserved -= 1;
+            release(&mut t.held, self.owner.as_deref());
+        }
+        if let Some(seq) = self.prepared.take() {
+            t.preparing.remove(&seq);
+        }
+        let t = &mut *t;
+        uncharge(
+            &mut t.bytes,
+            &mut t.held_bytes,
+            self.owner.as_deref(),
+            std::mem::take(&mut self.bytes),
+        );
+    }
+}
+
+/// A progress whose change is prepared and not yet on disk; see [`Jobs::prepare_progress`].
+/// Dropped without [`PreparedProgress::applied`], it leaves the table as it was.
+pub struct PreparedProgress<'a> {
+    pub(super) jobs: &'a Jobs,
+    pub(super) uuid: Uuid,
+    pub(super) owner: Option<String>,
+    /// The number of the prepared change.
+    pub(super) seq: u64,
+    /// The job as the change makes it; taken when applied.
+    pub(super) job: Option<Job>,
+    /// [`Job::weight`] before the change.
+    pub(super) old: usize,
+    /// Bytes held meanwhile beyond `old` (what the change adds).
+    pub(super) extra: usize,
+    /// The run was expired and runs again: it holds a place meanwhile.
+    pub(super) revived: bool,
+}
+
+impl PreparedProgress<'_> {
+    /// The change is on disk: the job takes it.
+    pub fn applied(mut self) {
+        let changed = self.job.take();
+        let mut guard = self.jobs.lock();
+        let t = &mut *guard;
+        self.settle(t);
+        if let (Some(mut changed), Some(job)) = (changed, t.jobs.get_mut(&self.uuid)) {
+            // Heartbeats counted meanwhile.
+            changed.heartbeats = job.heartbeats;
+            let new = changed.weight();
+            *job = changed;
+            let owner = self.owner.as_deref();
+            uncharge(&mut t.bytes, &mut t.held_bytes, owner, self.old);
+            charge(&mut t.bytes, &mut t.held_bytes, owner, new);
+            if self.revived {
+                t.revived(owner);
+            }
+        }
+        drop(guard);
+        self.jobs.settled.notify_all();
+    }
+
+    /// Gives back what the preparation held, and the job's turn; once.
+    pub(super) fn settle(&mut self, t: &mut Table) {
+        if self.seq == 0 {
+            return;
+        }
+        t.preparing.remove(&self.seq);
+        self.seq = 0;
+        let owner = self.owner.as_deref();
+        if self.revived {
+            t.reserved -= 1;
+            release(&mut t.held, owner);
+        }
+        uncharge(&mut t.bytes, &mut t.held_bytes, owner, self.extra);
+        if let Some(job) = t.jobs.get_mut(&self.uuid) {
+            job.busy = false;
+        }
+    }
+}
+
+impl Drop for PreparedProgress<'_> {
+    fn drop(&mut self) {
+        if self.seq == 0 {
+            return;
+        }
+        let mut t = self.jobs.lock();
+        self.settle(&mut t);
+        drop(t);
+        self.jobs.settled.notify_all();
+    }
+}
