@@ -912,7 +912,9 @@ fn a_full_disk_whose_only_segment_is_still_being_written_frees_itself_once_the_l
     let mut gw = Gateway::start_in(
         dir,
         &ConsumerToml::new(&influx.url, "runs")
-            .rest("[delivery]\nacknowledge = \"disk\"\n[jobs]\nheartbeat_interval = \"1s\"\nmax_running = 5000\nmax_table_bytes = 268435456\n")
+            // Ticks every 5 s: the runs' heartbeats (3 MB a tick) then leave a busy machine
+            // time to deliver them, so the disk does not stay full of heartbeats.
+            .rest("[delivery]\nacknowledge = \"disk\"\n[jobs]\nheartbeat_interval = \"5s\"\nmax_running = 5000\nmax_table_bytes = 268435456\n")
             .toml(),
     );
     wait_until(Duration::from_secs(10), "the database", || {
@@ -969,7 +971,7 @@ fn a_full_disk_whose_only_segment_is_still_being_written_frees_itself_once_the_l
     // The disk may be full again (a tick's heartbeats are 3 MB): the start gets out the same way.
     gw.restart();
     wait_until(
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         "a register answered after the start",
         || post_json(gw.addr, REGISTER, &json!({})).status == 200,
     );
