@@ -16,6 +16,9 @@ use crate::stats::Stats;
 use crate::storage::log::LogError;
 use crate::storage::record::{Kind, Unit};
 
+/// How often, between ticks, the heartbeat thread looks whether the log needs a snapshot.
+const SNAPSHOT_LOOK_EVERY: Duration = Duration::from_secs(1);
+
 impl Service {
     /// One heartbeat tick: expire what is too old, forget what is past its retention, and record
     /// every running job's heartbeat; then save a snapshot of the table when the log asks for
@@ -229,11 +232,22 @@ impl Service {
     }
 
     /// Runs [`Service::tick`] every `jobs.heartbeat_interval` until the process ends.
+    /// Between ticks it looks every second whether the log needs a snapshot to let delivered
+    /// segments go: on a full disk that is the way out, and it must not wait for a tick that
+    /// may be an hour away.
     pub fn heartbeat_loop(self: Arc<Self>) {
         let interval = self.rules.heartbeat_interval;
         let mut next = Instant::now() + interval;
         loop {
-            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            let wait = next.saturating_duration_since(Instant::now());
+            if wait > SNAPSHOT_LOOK_EVERY {
+                std::thread::sleep(SNAPSHOT_LOOK_EVERY);
+                if self.delivery.log().needs_snapshot() {
+                    self.save_snapshot();
+                }
+                continue;
+            }
+            std::thread::sleep(wait);
             next += interval;
             // A slow disk must not make ticks pile up: skip the ones already missed.
             let now = Instant::now();
