@@ -222,6 +222,8 @@ impl Influx {
         }
         let mut response = request.send(body).map_err(failed)?;
         let status = response.status().as_u16();
+        // InfluxDB 1.x and 2.x name themselves in every answer; a proxy in front does not.
+        let version_header = response.headers().contains_key("x-influxdb-version");
         // The answer is read (bounded) even on success so the connection can be reused.
         let text = response
             .body_mut()
@@ -231,7 +233,8 @@ impl Influx {
             .read_to_string()
             .unwrap_or_default();
         if url == self.write_url {
-            return write_answer(status, &text).map(|()| text);
+            let said = InfluxdbSaid::of(self.api, version_header, &text);
+            return write_answer(status, &text, said).map(|()| text);
         }
         if (200..300).contains(&status) {
             // InfluxDB 1.x query answers are 200 even when the statement failed.
@@ -564,23 +567,58 @@ fn parse_counts(text: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Whether an answer is InfluxDB's own. InfluxDB 1.x and 2.x send `X-Influxdb-Version` with
+/// every answer; a proxy, a load balancer or a web server in front of it does not. Without the
+/// header, an answer in the API's own error shape is taken as InfluxDB's too: v2's
+/// `{"code": ..., "message": ...}`, v3's `{"error": ...}` (whose server may not send the
+/// header). A 400 that is not InfluxDB's says nothing of the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InfluxdbSaid {
+    Yes,
+    No,
+}
+
+impl InfluxdbSaid {
+    fn of(api: Api, version_header: bool, text: &str) -> InfluxdbSaid {
+        if version_header {
+            return InfluxdbSaid::Yes;
+        }
+        let json: Option<serde_json::Value> = serde_json::from_str(text).ok();
+        let has = |key: &str| {
+            json.as_ref()
+                .and_then(|v| v.get(key))
+                .is_some_and(|v| v.is_string())
+        };
+        let own_shape = match api {
+            Api::V1 => false,
+            Api::V2 => has("code") && has("message"),
+            Api::V3 => has("error"),
+        };
+        if own_shape {
+            InfluxdbSaid::Yes
+        } else {
+            InfluxdbSaid::No
+        }
+    }
+}
+
 /// What InfluxDB's answer to a write (`status`, the body's `text`) means. InfluxDB 1.x, 2.x and
 /// 3.x answer a stored write with 204 and no body; anything else in 2xx (a web page, a proxy's
 /// `200 {"error": ...}`) is not InfluxDB saying it stored the points, so they are kept and tried
-/// again. A 400 or 422 refuses the data only in InfluxDB's own words (its JSON error): a proxy's
-/// 400 page says nothing of the lines, so it is tried again too.
-fn write_answer(status: u16, text: &str) -> Result<(), SinkError> {
-    let said = || cut(text.trim());
+/// again. A 400 or 422 refuses the data only when it is InfluxDB's own answer with its JSON
+/// error (`said`): a proxy's 400, page or JSON, says nothing of the lines, so it is tried again.
+fn write_answer(status: u16, text: &str, said: InfluxdbSaid) -> Result<(), SinkError> {
+    let shown = || cut(text.trim());
     match status {
         200..=299 if text.trim().is_empty() => Ok(()),
         200..=299 => Err(SinkError::Unavailable {
             status,
             message: format!(
                 "answered {status} with a body instead of InfluxDB's 204 (is influxdb.url InfluxDB itself?): {}",
-                said()
+                shown()
             ),
         }),
-        400 | 422 => match error_message(text) {
+        400 | 422 => match error_message(text).filter(|_| said == InfluxdbSaid::Yes) {
             Some(message) => Err(SinkError::Refused {
                 status,
                 message,
@@ -589,14 +627,14 @@ fn write_answer(status: u16, text: &str) -> Result<(), SinkError> {
             None => Err(SinkError::Unavailable {
                 status,
                 message: format!(
-                    "answered {status} without InfluxDB's JSON error (a proxy?): {}",
-                    said()
+                    "answered {status}, but not as InfluxDB answers (no X-Influxdb-Version, or no JSON error: a proxy?): {}",
+                    shown()
                 ),
             }),
         },
         _ => Err(SinkError::from_status(
             status,
-            error_message(text).unwrap_or_else(said),
+            error_message(text).unwrap_or_else(shown),
         )),
     }
 }
@@ -675,20 +713,26 @@ mod tests {
     /// page answering 200, a proxy's 200 with an error, or a proxy's 400 page keep the points.
     #[test]
     fn only_influxdbs_own_answers_store_or_refuse_a_write() {
-        assert_eq!(write_answer(204, ""), Ok(()));
-        let kept = |status, text: &str| {
-            let e = write_answer(status, text).unwrap_err();
+        let yes = InfluxdbSaid::Yes;
+        assert_eq!(write_answer(204, "", yes), Ok(()));
+        let kept = |status, text: &str, said| {
+            let e = write_answer(status, text, said).unwrap_err();
             assert_eq!(e.disposition(), Disposition::Retry, "{status} {text}: {e}");
         };
-        kept(200, "<html><body>down for maintenance</body></html>");
-        kept(200, r#"{"error":"upstream timed out"}"#);
-        kept(
+        kept(200, "<html><body>down for maintenance</body></html>", yes);
+        kept(200, r#"{"error":"upstream timed out"}"#, yes);
+        let page = "<html><head><title>400 Bad Request</title></head><body>nginx</body></html>";
+        kept(400, page, InfluxdbSaid::No);
+        kept(422, "", yes);
+        kept(502, "<html>Bad Gateway</html>", InfluxdbSaid::No);
+        // A proxy's JSON 400 (no X-Influxdb-Version) says nothing of the data: kept.
+        let proxy = r#"{"message":"Request header or cookie too large"}"#;
+        kept(400, proxy, InfluxdbSaid::No);
+        let refused = write_answer(
             400,
-            "<html><head><title>400 Bad Request</title></head><body>nginx</body></html>",
+            r#"{"error":"partial write: field type conflict"}"#,
+            yes,
         );
-        kept(422, "");
-        kept(502, "<html>Bad Gateway</html>");
-        let refused = write_answer(400, r#"{"error":"partial write: field type conflict"}"#);
         assert!(matches!(
             refused,
             Err(SinkError::Refused { status: 400, .. })
@@ -696,13 +740,44 @@ mod tests {
         let v2 = write_answer(
             422,
             r#"{"code":"unprocessable entity","message":"failure writing points"}"#,
+            yes,
         );
         assert!(matches!(v2, Err(SinkError::Refused { status: 422, .. })));
         let v3 = write_answer(
             400,
             r#"{"error":"partial write of line protocol occurred","data":[{"line_number":2,"error_message":"invalid column type"}]}"#,
+            yes,
         );
         assert!(matches!(v3, Err(SinkError::Refused { lines: Some(ref l), .. }) if l == &[1]));
+    }
+
+    /// Whose answer it is: InfluxDB 1.x and 2.x by their header; without it, only v2's and
+    /// v3's own error shapes.
+    #[test]
+    fn an_answer_is_influxdbs_by_its_header_or_its_apis_own_shape() {
+        let said = InfluxdbSaid::of;
+        assert_eq!(said(Api::V1, true, ""), InfluxdbSaid::Yes);
+        assert_eq!(
+            said(Api::V1, false, r#"{"error":"bad request"}"#),
+            InfluxdbSaid::No
+        );
+        assert_eq!(
+            said(Api::V2, false, r#"{"message":"too large"}"#),
+            InfluxdbSaid::No
+        );
+        assert_eq!(
+            said(
+                Api::V2,
+                false,
+                r#"{"code":"invalid","message":"unable to parse"}"#
+            ),
+            InfluxdbSaid::Yes
+        );
+        assert_eq!(
+            said(Api::V3, false, r#"{"error":"parse error"}"#),
+            InfluxdbSaid::Yes
+        );
+        assert_eq!(said(Api::V3, false, "<html>400</html>"), InfluxdbSaid::No);
     }
 
     #[test]

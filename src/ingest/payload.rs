@@ -610,6 +610,11 @@ mod tests {
         assert_eq!(members_read(escaped.as_bytes()), 1);
         let bom = "\u{feff} \"{\\\"a\\\":1}\"";
         assert_eq!(members_read(bom.as_bytes()), 1);
+        // Colons the reader never gets to (not after a key) cost nothing either: a body of
+        // colons is refused at its first byte, and a requestStats text of colons is no JSON.
+        assert_eq!(members_read(":".repeat(100_000).as_bytes()), 0);
+        let stats_colons = format!(r#"{{"requestStats":"{}"}}"#, ":".repeat(100_000));
+        assert_eq!(members_read(stats_colons.as_bytes()), 1);
     }
     use super::*;
     use serde_json::json;

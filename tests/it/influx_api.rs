@@ -24,8 +24,19 @@ fn stub(status: u16) -> (SocketAddr, mpsc::Receiver<Seen>) {
     stub_with(status, "")
 }
 
-/// Like `stub`, with `body` (JSON) in every answer but the probes'.
+/// Like `stub`, with `body` (JSON) in every answer but the probes', and InfluxDB's
+/// `X-Influxdb-Version` header in each, as InfluxDB answers.
 fn stub_with(status: u16, answer_body: &'static str) -> (SocketAddr, mpsc::Receiver<Seen>) {
+    stub_answering(status, answer_body, true)
+}
+
+/// Like `stub_with`; `influxdb` false answers without InfluxDB's header, as a proxy in front of
+/// it would.
+fn stub_answering(
+    status: u16,
+    answer_body: &'static str,
+    influxdb: bool,
+) -> (SocketAddr, mpsc::Receiver<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -69,8 +80,13 @@ fn stub_with(status: u16, answer_body: &'static str) -> (SocketAddr, mpsc::Recei
                         conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
                         continue;
                     }
+                    let version = if influxdb {
+                        "X-Influxdb-Version: 1.6.7-stub\r\n"
+                    } else {
+                        ""
+                    };
                     let answer = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer_body}",
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{version}Content-Length: {}\r\n\r\n{answer_body}",
                         answer_body.len()
                     );
                     conn.write_all(answer.as_bytes()).unwrap();
@@ -183,16 +199,19 @@ fn influxdb_failures_go_to_the_spool_and_refused_data_to_the_dead_letters() {
     const REFUSED: &str = r#"{"error":"partial write: field type conflict"}"#;
     const PROXY_PAGE: &str = "<html><title>400 Bad Request</title></html>";
     const WEB_PAGE: &str = "<html>down for maintenance</html>";
-    for (status, body, spooled, dead) in [
-        (503, "", 1, 0),
-        (429, "", 1, 0),
-        (401, "", 1, 0),
-        (404, "", 1, 0),
-        (400, REFUSED, 0, 1),
-        (400, PROXY_PAGE, 1, 0),
-        (200, WEB_PAGE, 1, 0),
+    const PROXY_JSON: &str = r#"{"message":"Request header or cookie too large"}"#;
+    for (status, body, influxdb, spooled, dead) in [
+        (503, "", true, 1, 0),
+        (429, "", true, 1, 0),
+        (401, "", true, 1, 0),
+        (404, "", true, 1, 0),
+        (400, REFUSED, true, 0, 1),
+        (400, PROXY_PAGE, true, 1, 0),
+        (400, PROXY_JSON, false, 1, 0),
+        (400, REFUSED, false, 1, 0),
+        (200, WEB_PAGE, true, 1, 0),
     ] {
-        let (addr, _seen) = stub_with(status, body);
+        let (addr, _seen) = stub_answering(status, body, influxdb);
         let gw = Gateway::start(
             &ConsumerToml::new(&format!("http://{addr}"), "runs")
                 .influxdb("create_database = false\n")
