@@ -172,6 +172,7 @@ impl Service {
     /// next write that uses it.
     pub fn refresh_schema(&self) {
         let caught_up = self.delivery.log().undelivered().0 == 0;
+        self.schema.reading_begins();
         match self.delivery.read_schema() {
             Ok(Some(seen)) => {
                 self.schema.update_from_influxdb(seen, caught_up);

@@ -210,6 +210,33 @@ struct Inner {
     /// the second of two requests racing with a new field of two types is refused; never
     /// saved, and let go by a request that fails to be recorded.
     claimed: BTreeMap<String, BTreeMap<String, (Claimed, usize)>>,
+    /// What the gateway learned from its own writes since a reading of InfluxDB's schema began
+    /// ([`Schema::reading_begins`]): that reading may have been answered before those writes
+    /// reached InfluxDB, so what it says must not make the gateway forget them.
+    recent: Known,
+}
+
+impl Inner {
+    /// Learns that `measurement` has the field `name` of type `t` (a field already known keeps
+    /// its type, as the first write of a type wins in InfluxDB too).
+    fn add_field(&mut self, measurement: &str, name: &str, t: FieldType) {
+        for known in [&mut self.known, &mut self.recent] {
+            let m = known.entry(measurement.to_string()).or_default();
+            if !m.fields.contains_key(name) {
+                m.fields.insert(name.to_string(), t);
+            }
+        }
+    }
+
+    /// Learns that `measurement` has the tag `name`.
+    fn add_tag(&mut self, measurement: &str, name: &str) {
+        for known in [&mut self.known, &mut self.recent] {
+            let m = known.entry(measurement.to_string()).or_default();
+            if !m.tags.contains(name) {
+                m.tags.insert(name.to_string());
+            }
+        }
+    }
 }
 
 /// What a claimed name is.
@@ -393,14 +420,9 @@ impl Claim<'_> {
                 .and_then(|m| m.get(&name))
                 .map(|(c, _)| *c);
             inner.unclaim(&measurement, &name);
-            let m = inner.known.entry(measurement).or_default();
             match what {
-                Some(Claimed::Field(t)) => {
-                    m.fields.entry(name).or_insert(t);
-                }
-                Some(Claimed::Tag) => {
-                    m.tags.insert(name);
-                }
+                Some(Claimed::Field(t)) => inner.add_field(&measurement, &name, t),
+                Some(Claimed::Tag) => inner.add_tag(&measurement, &name),
                 None => {}
             }
         }
@@ -428,6 +450,7 @@ impl Schema {
             inner: Mutex::new(Inner {
                 known,
                 claimed: BTreeMap::new(),
+                recent: Known::default(),
             }),
             retention: Mutex::new(None),
         }
@@ -489,19 +512,12 @@ impl Schema {
     pub fn learn(&self, points: &[Point]) {
         let mut inner = self.lock();
         for point in points {
-            let m = inner
-                .known
-                .entry(point.measurement().to_string())
-                .or_default();
+            let measurement = point.measurement();
             for (name, value) in point.fields() {
-                if !m.fields.contains_key(name) {
-                    m.fields.insert(name.to_string(), FieldType::of(value));
-                }
+                inner.add_field(measurement, name, FieldType::of(value));
             }
             for (name, _) in point.tags() {
-                if !m.tags.contains(name) {
-                    m.tags.insert(name.to_string());
-                }
+                inner.add_tag(measurement, name);
             }
         }
     }
@@ -510,28 +526,45 @@ impl Schema {
     /// `influxdb.check_schema` off: the heartbeats to come carry them).
     pub fn learn_fields(&self, measurement: &str, fields: &[(String, FieldValue)]) {
         let mut inner = self.lock();
-        let m = inner.known.entry(measurement.to_string()).or_default();
         for (name, value) in fields {
-            if !m.fields.contains_key(name) {
-                m.fields.insert(name.clone(), FieldType::of(value));
-            }
+            inner.add_field(measurement, name, FieldType::of(value));
         }
     }
 
     /// Takes what InfluxDB says of its schema: it replaces what the gateway knew when
     /// `replace` (nothing waits to be delivered, so InfluxDB has every type the gateway
     /// wrote), else it is added, InfluxDB's types winning.
+    ///
+    /// What the gateway learned from its own writes since the reading began stays known when
+    /// InfluxDB does not say otherwise: the reading may have been answered before those
+    /// writes reached InfluxDB. (A register that taught the gateway a field's type, followed
+    /// at once by another with another type, was accepted when a reading begun before the
+    /// first one's write replaced what the gateway knew.)
     pub fn update_from_influxdb(&self, seen: Known, replace: bool) {
         let mut inner = self.lock();
+        let recent = std::mem::take(&mut inner.recent);
         if replace {
             inner.known = seen;
-            return;
+        } else {
+            for (name, m) in seen {
+                let entry = inner.known.entry(name).or_default();
+                entry.fields.extend(m.fields);
+                entry.tags.extend(m.tags);
+            }
         }
-        for (name, m) in seen {
-            let entry = inner.known.entry(name).or_default();
-            entry.fields.extend(m.fields);
+        for (measurement, m) in recent {
+            let entry = inner.known.entry(measurement).or_default();
+            for (name, t) in m.fields {
+                entry.fields.entry(name).or_insert(t);
+            }
             entry.tags.extend(m.tags);
         }
+    }
+
+    /// A reading of InfluxDB's schema begins: from now on what the gateway learns is kept
+    /// through what that reading says ([`Schema::update_from_influxdb`]).
+    pub fn reading_begins(&self) {
+        self.lock().recent.clear();
     }
 
     /// What the gateway knows, to save with the snapshot.
@@ -542,6 +575,35 @@ impl Schema {
 
 #[cfg(test)]
 mod tests {
+    /// A reading of InfluxDB's schema answered before the gateway's own write reached
+    /// InfluxDB must not make the gateway forget what that write taught it.
+    #[test]
+    fn a_reading_older_than_a_write_does_not_forget_what_the_write_taught() {
+        use crate::ingest::line_protocol::{FieldValue, Point};
+        let schema = Schema::default();
+        schema.reading_begins();
+        let mut p = Point::new("load_testing", 1);
+        p.field("clients", FieldValue::Float(5.0)).unwrap();
+        schema.learn(&[p]);
+        // The reading began before the write and says InfluxDB has nothing.
+        schema.update_from_influxdb(Known::default(), true);
+        let ten = FieldValue::Str("ten".into());
+        assert!(
+            schema
+                .check("load_testing", [("clients", &ten)], std::iter::empty())
+                .is_err(),
+            "the type the write taught is kept"
+        );
+        // The next reading, begun after the write, is InfluxDB's word again.
+        schema.reading_begins();
+        schema.update_from_influxdb(Known::default(), true);
+        assert!(
+            schema
+                .check("load_testing", [("clients", &ten)], std::iter::empty())
+                .is_ok()
+        );
+    }
+
     #[test]
     fn a_time_older_than_the_retention_policy_keeps_is_refused() {
         let schema = Schema::default();
