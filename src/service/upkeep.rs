@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::{Refused, Service, now_ms};
 use crate::delivery::sink::{Sink, SinkError};
 use crate::state::jobs::{Ages, Change, Tick};
-use crate::state::journal::JournalError;
+use crate::state::snapshots::JournalError;
 use crate::stats::Stats;
 use crate::storage::log::LogError;
 use crate::storage::record::{Kind, Unit};

@@ -8,3 +8,4 @@
 pub mod jobs;
 pub mod journal;
 pub mod schema;
+pub mod snapshots;

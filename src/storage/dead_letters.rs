@@ -159,7 +159,7 @@ impl DeadLetters {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Keeps `lines` (`points` points) that InfluxDB refused, with the reason; or, beyond the

@@ -210,7 +210,7 @@ impl Repeats {
     /// Whether a line may be logged at `now`: `Some(n)` with the number of lines held back
     /// since the last one, or `None` (the line is counted and held back).
     pub fn admit(&self, now: std::time::Instant) -> Option<u64> {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = crate::sync::lock(&self.last);
         match *last {
             Some((at, ref mut held)) if now.saturating_duration_since(at) < Self::EVERY => {
                 *held += 1;
@@ -242,7 +242,7 @@ impl Repeats {
 
     /// Forgets the repeats: the next line is logged at once (the failure was over).
     pub fn reset(&self) {
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *crate::sync::lock(&self.last) = None;
     }
 }
 

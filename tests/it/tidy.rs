@@ -344,3 +344,38 @@ fn no_production_file_is_over_800_lines() {
     }
     assert!(found.is_empty(), "{}", found.join("\n"));
 }
+
+/// The job table and its formats do no I/O: `state/jobs/` and `state/journal.rs` reach no file,
+/// socket or storage (the snapshot's file is `state/snapshots.rs`'s, through `storage`).
+#[test]
+fn the_job_table_and_its_formats_do_no_io() {
+    let forbidden = [
+        "std::fs",
+        "std::net",
+        "File::",
+        "crate::storage",
+        "snapshots::",
+    ];
+    let mut sources: Vec<PathBuf> = files("src/state/jobs", ".rs")
+        .into_iter()
+        .filter(|p| !p.ends_with("tests.rs"))
+        .collect();
+    sources.push(root().join("src/state/journal.rs"));
+    let mut found = Vec::new();
+    for path in sources {
+        let text = read(&path);
+        let production: String = text
+            .lines()
+            .take_while(|l| !l.starts_with("#[cfg(test)]"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for (n, line) in code_lines(&production) {
+            for word in forbidden {
+                if line.contains(word) {
+                    found.push(format!("{}:{n}: {word}", path.display()));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}

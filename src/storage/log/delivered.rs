@@ -11,7 +11,7 @@ impl Log {
         let (inner, _) = self
             .written
             .wait_timeout_while(inner, timeout, |i| i.durable <= seq)
-            .unwrap_or_else(|e| e.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.durable > seq
     }
 

@@ -326,7 +326,7 @@ fn segment_name(first: u64) -> String {
 }
 
 fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    crate::sync::lock(m)
 }
 
 impl Log {
@@ -405,7 +405,10 @@ impl Log {
                 }
                 continue;
             }
-            inner = self.written.wait(inner).unwrap_or_else(|e| e.into_inner());
+            inner = self
+                .written
+                .wait(inner)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     }
 

@@ -1,0 +1,241 @@
+//! The job table's snapshot on disk, `jobs.json`: written whole (through the room kept for it,
+//! so a full disk can still be freed), read at start together with the log's changes, and the
+//! room for the next one kept as the table grows. The format is `journal`'s; this module does
+//! the I/O, through `storage`.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::state::jobs::Jobs;
+use crate::state::journal::{Place, Restore, RestoreError, Restored};
+use crate::state::schema::Known;
+use crate::storage::{self, DirHandle, RESERVE_FILE, RESERVE_SLACK, write_reserved};
+use crate::sync::lock;
+
+/// The snapshot's file name in `storage.dir`.
+pub const SNAPSHOT_FILE: &str = "jobs.json";
+
+/// Why the job table could not be read or saved, naming the file.
+#[derive(Debug, Clone)]
+pub enum JournalError {
+    /// A file could not be opened, read or written (`doing` says which).
+    Io {
+        doing: &'static str,
+        path: PathBuf,
+        error: Arc<io::Error>,
+    },
+    /// The table on disk does not read back: the start stops rather than forget runs.
+    Damaged { path: PathBuf, error: RestoreError },
+}
+
+impl JournalError {
+    /// True when the file could not be written for want of room on the disk.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, JournalError::Io { error, .. } if storage::is_disk_full(error))
+    }
+
+    fn io(doing: &'static str, path: &Path, error: io::Error) -> JournalError {
+        JournalError::Io {
+            doing,
+            path: path.to_path_buf(),
+            error: Arc::new(error),
+        }
+    }
+}
+
+impl fmt::Display for JournalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JournalError::Io { doing, path, error } => {
+                write!(f, "cannot {doing} {}: {error}", path.display())
+            }
+            JournalError::Damaged { path, error } => write!(
+                f,
+                "{}: {error}; the gateway will not start and forget its running jobs: repair the file, or move it away to start with an empty job table",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for JournalError {}
+
+/// Where the job table is saved: `storage.dir/jobs.json`, written relative to the handle of
+/// `storage.dir` opened at the start.
+pub struct Snapshots {
+    dir: DirHandle,
+    /// The snapshot's path, for messages.
+    path: PathBuf,
+    /// What the reserve must hold for the next snapshot, and what it holds.
+    room: std::sync::Mutex<Room>,
+    /// Held across every change of the reserve's file (growing it, giving it up for a
+    /// snapshot), never by a register that finds the reserve large enough.
+    reserve_turn: std::sync::Mutex<()>,
+    /// The snapshot's failures as they are logged: at once, then once a minute while they
+    /// repeat.
+    pub errors: storage::Repeats,
+}
+
+/// The sizes behind the room kept for the next snapshot, in bytes.
+#[derive(Debug, Default, Clone, Copy)]
+struct Room {
+    /// The last snapshot's size, and the table's ([`Jobs::bytes`]) when it was taken.
+    snapshot: u64,
+    table: u64,
+    /// The reserve's size (`storage.dir/reserve`).
+    reserve: u64,
+}
+
+impl Room {
+    /// The next snapshot's size once the table holds `table` bytes: the last one's, plus what
+    /// the table grew by since (a run's weight, its heartbeat line and the fields it is encoded
+    /// from, is more than its entry in `jobs.json`), plus [`RESERVE_SLACK`].
+    fn needed(&self, table: u64) -> u64 {
+        self.snapshot + table.saturating_sub(self.table) + RESERVE_SLACK
+    }
+}
+
+/// What the start found of the job table.
+#[derive(Debug)]
+pub struct Loaded {
+    pub jobs: Jobs,
+    pub restored: Restored,
+}
+
+impl Snapshots {
+    /// The snapshot of the table in `storage_dir` (its handle, opened at the start).
+    pub fn new(storage_dir: DirHandle) -> Snapshots {
+        let room = Room {
+            reserve: storage::reserve_len(&storage_dir),
+            // Until the first snapshot is written, the one on disk tells what it takes.
+            snapshot: storage_dir
+                .open_read(SNAPSHOT_FILE)
+                .and_then(|f| f.metadata())
+                .map_or(0, |m| m.len()),
+            table: 0,
+        };
+        Snapshots {
+            path: storage_dir.join(SNAPSHOT_FILE),
+            dir: storage_dir,
+            room: std::sync::Mutex::new(room),
+            reserve_turn: std::sync::Mutex::new(()),
+            errors: storage::Repeats::default(),
+        }
+    }
+
+    /// Starts rebuilding the table: reads the snapshot, if there is one, as it streams in. The
+    /// log's changes go to [`Restore::log_changes`] as the log is opened; then
+    /// [`Snapshots::finish`].
+    pub fn read(&self) -> Result<Restore, JournalError> {
+        let snapshot = match self.dir.open_read(SNAPSHOT_FILE) {
+            Ok(file) => Some(io::BufReader::with_capacity(1 << 16, file)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(JournalError::io("open", &self.path, e)),
+        };
+        Restore::from_snapshot(snapshot).map_err(|error| JournalError::Damaged {
+            path: self.path.clone(),
+            error,
+        })
+    }
+
+    /// Finishes rebuilding the table, and reports the first change that did not read back,
+    /// naming its file (`log_dir` for the log's).
+    pub fn finish(
+        &self,
+        restore: Restore,
+        log_dir: &Path,
+        max_ended: usize,
+    ) -> Result<Loaded, JournalError> {
+        let (jobs, restored) =
+            restore
+                .finish(max_ended)
+                .map_err(|error| JournalError::Damaged {
+                    path: match error.place() {
+                        Place::Snapshot => self.path.clone(),
+                        Place::Log => log_dir.to_path_buf(),
+                    },
+                    error,
+                })?;
+        // The snapshot on disk is taken as the table's size now: the next snapshot needs room
+        // for what the table grows by from here.
+        lock(&self.room).table = jobs.bytes() as u64;
+        Ok(Loaded { jobs, restored })
+    }
+
+    /// Rebuilds the table from the snapshot and the log's changes (`log_changes`, journal lines in the log's order; `log_dir` names them in
+    /// errors).
+    #[cfg(test)]
+    pub fn load(
+        &self,
+        log_changes: &[u8],
+        log_dir: &Path,
+        max_ended: usize,
+    ) -> Result<Loaded, JournalError> {
+        let mut restore = self.read()?;
+        restore.log_changes(log_changes);
+        self.finish(restore, log_dir, max_ended)
+    }
+
+    /// Writes the whole table, and what the gateway knows of InfluxDB's schema; returns the
+    /// number up to which it holds every change, and its size in bytes. With `use_reserve` (the
+    /// snapshot lets the log delete delivered segments) a full disk gives up the room kept for
+    /// it ([`write_reserved`]).
+    pub fn write(
+        &self,
+        jobs: &Jobs,
+        schema: &Known,
+        use_reserve: bool,
+    ) -> Result<(u64, u64), JournalError> {
+        let _turn = lock(&self.reserve_turn);
+        let table = jobs.bytes() as u64;
+        let (bytes, covers) = jobs.snapshot_with(schema);
+        let reserve = write_reserved(&self.dir, SNAPSHOT_FILE, &bytes, use_reserve)
+            .map_err(|e| JournalError::io("write", &self.path, e))?;
+        *lock(&self.room) = Room {
+            snapshot: bytes.len() as u64,
+            table,
+            reserve,
+        };
+        Ok((covers, bytes.len() as u64))
+    }
+
+    /// Keeps room for the next snapshot once the table holds `table` bytes
+    /// ([`Jobs::bytes`] with what a request adds): grows the reserve when it would hold less
+    /// than that snapshot may take. An error means the disk has no room for that: the request
+    /// that would grow the table must be refused, or the disk could fill with no way out.
+    pub fn keep_room(&self, table: u64) -> Result<(), JournalError> {
+        let room = *lock(&self.room);
+        if room.reserve >= room.needed(table) {
+            return Ok(());
+        }
+        let _turn = lock(&self.reserve_turn);
+        let room = *lock(&self.room);
+        let needed = room.needed(table);
+        let grown = storage::keep_reserve(&self.dir, room.reserve, needed);
+        let mut now = lock(&self.room);
+        match grown {
+            Ok(len) => {
+                now.reserve = len;
+                Ok(())
+            }
+            Err(e) => {
+                now.reserve = storage::reserve_len(&self.dir);
+                Err(JournalError::io(
+                    "keep room for the next snapshot of the job table in",
+                    &self.dir.join(RESERVE_FILE),
+                    e,
+                ))
+            }
+        }
+    }
+
+    /// The bytes the reserve holds, as last seen.
+    #[cfg(test)]
+    pub fn reserve(&self) -> u64 {
+        lock(&self.room).reserve
+    }
+}
+
+// The format.
