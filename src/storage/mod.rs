@@ -253,7 +253,12 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Reads a whole file without following a link; `None` when it does not exist.
 pub fn read_if_exists(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    let mut file = match open_read(path) {
+    read_opened(open_read(path))
+}
+
+/// The whole of a file just opened; `None` when the opening found no such file.
+fn read_opened(opened: io::Result<File>) -> io::Result<Option<Vec<u8>>> {
+    let mut file = match opened {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -400,14 +405,7 @@ impl DirHandle {
 
     /// Reads the whole file `name`; `None` when it does not exist.
     pub fn read_if_exists(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
-        let mut file = match self.open_read(name) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        Ok(Some(bytes))
+        read_opened(self.open_read(name))
     }
 
     /// Removes the file `name` (a link itself, never what it points to); one already gone is no

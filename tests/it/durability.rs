@@ -810,6 +810,34 @@ impl Drop for SmallDisk {
     }
 }
 
+/// A gateway whose `storage.dir` is a tmpfs of `size`, writing to `influx` (up at start, then
+/// stopped: the log fills the disk), heartbeating every `heartbeat`; and the wide fields (8 of
+/// 400 characters) that fill it fast.
+fn gateway_on_small_disk(
+    influx: &mut Influxd,
+    name: &str,
+    size: &str,
+    heartbeat: &str,
+) -> (Gateway, SmallDisk, serde_json::Map<String, Value>) {
+    let dir = crate::support::TempDir::new(name);
+    let disk = SmallDisk::mount(&dir.join("data"), size);
+    let gw = Gateway::start_in(
+        dir,
+        &ConsumerToml::new(&influx.url, "runs")
+            .rest(&format!("[delivery]\nacknowledge = \"disk\"\n[jobs]\nheartbeat_interval = \"{heartbeat}\"\nmax_running = 5000\nmax_table_bytes = 268435456\n"))
+            .toml(),
+    );
+    // The start's probe answered (and the database was made).
+    wait_until(Duration::from_secs(10), "the database", || {
+        states(gw.addr)["influxdb"]["up"] == true
+    });
+    influx.stop();
+    let wide = (0..8)
+        .map(|f| (format!("note{f}"), json!("n".repeat(400))))
+        .collect();
+    (gw, disk, wide)
+}
+
 /// storage.dir on a 36 MiB disk filled by the log while InfluxDB is away (600 running runs
 /// with 8 fields of 400 characters, then commits until the disk is full): once InfluxDB has
 /// the log, the snapshot that lets its delivered segments go is written from the room kept for
@@ -818,22 +846,7 @@ impl Drop for SmallDisk {
 #[test]
 fn a_disk_filled_while_influxdb_was_away_frees_itself_once_the_log_is_delivered() {
     let mut influx = Influxd::start();
-    let dir = crate::support::TempDir::new("small-disk");
-    let disk = SmallDisk::mount(&dir.join("data"), "36m");
-    let mut gw = Gateway::start_in(
-        dir,
-        &ConsumerToml::new(&influx.url, "runs")
-            .rest("[delivery]\nacknowledge = \"disk\"\n[jobs]\nheartbeat_interval = \"2s\"\nmax_running = 5000\nmax_table_bytes = 268435456\n")
-            .toml(),
-    );
-    // The start's probe answered (and the database was made).
-    wait_until(Duration::from_secs(10), "the database", || {
-        states(gw.addr)["influxdb"]["up"] == true
-    });
-    influx.stop();
-    let wide: serde_json::Map<String, Value> = (0..8)
-        .map(|f| (format!("note{f}"), json!("n".repeat(400))))
-        .collect();
+    let (mut gw, disk, wide) = gateway_on_small_disk(&mut influx, "small-disk", "36m", "2s");
     for i in 0..600 {
         let answer = post_json(
             gw.addr,
@@ -898,32 +911,18 @@ fn a_disk_filled_while_influxdb_was_away_frees_itself_once_the_log_is_delivered(
     drop(disk);
 }
 
-/// storage.dir on a 12 MiB disk filled while InfluxDB is away by the heartbeats of wide runs
-/// (8 fields of 400 characters, a tick a second), the log still in its first segment, the one
-/// being written: a stop on the full disk exits cleanly and the next start comes up on it;
+/// storage.dir on a 12 MiB disk filled while InfluxDB is away by the registers of wide runs
+/// (8 fields of 400 characters), the log still in its first segment, the one being written:
+/// a stop on the full disk exits cleanly and the next start comes up on it;
 /// once InfluxDB has the log, that segment is let go for a new one, the room kept for the
 /// snapshot was grown with the table, and registers are answered again without anyone freeing
 /// space; the error of the snapshot that cannot be written is not logged every second.
 #[test]
 fn a_full_disk_whose_only_segment_is_still_being_written_frees_itself_once_the_log_is_delivered() {
     let mut influx = Influxd::start();
-    let dir = crate::support::TempDir::new("one-segment-disk");
-    let disk = SmallDisk::mount(&dir.join("data"), "12m");
-    let mut gw = Gateway::start_in(
-        dir,
-        &ConsumerToml::new(&influx.url, "runs")
-            // No tick comes while the test runs: the way out must not wait for one (the
-            // issue's own setting), and no heartbeats fill the disk again.
-            .rest("[delivery]\nacknowledge = \"disk\"\n[jobs]\nheartbeat_interval = \"1h\"\nmax_running = 5000\nmax_table_bytes = 268435456\n")
-            .toml(),
-    );
-    wait_until(Duration::from_secs(10), "the database", || {
-        states(gw.addr)["influxdb"]["up"] == true
-    });
-    influx.stop();
-    let wide: serde_json::Map<String, Value> = (0..8)
-        .map(|f| (format!("note{f}"), json!("n".repeat(400))))
-        .collect();
+    // No tick comes while the test runs: the way out must not wait for one (the issue's own
+    // setting), and no heartbeats fill the disk again.
+    let (mut gw, disk, wide) = gateway_on_small_disk(&mut influx, "one-segment-disk", "12m", "1h");
     let mut acked = Vec::new();
     let full = loop {
         let answer = post_json(

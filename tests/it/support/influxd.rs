@@ -231,15 +231,7 @@ impl Influxd {
     /// non-200 status. Statement errors come back inside the JSON
     /// (`results[i].error`) and are left to the caller.
     pub fn query(&self, db: &str, q: &str) -> Value {
-        let path = format!("/query?db={}&epoch=ms", urlencode(db));
-        let body = format!("q={}", urlencode(q));
-        let resp = request(
-            self.addr(),
-            "POST",
-            &path,
-            &[("Content-Type", "application/x-www-form-urlencoded")],
-            Some(&body),
-        );
+        let resp = self.post_query(&format!("/query?db={}&epoch=ms", urlencode(db)), q);
         if resp.status != 200 {
             panic!(
                 "InfluxDB query {q:?} on {db:?} answered {}: {}",
@@ -444,18 +436,23 @@ fn tail(text: &str, n: usize) -> String {
 }
 
 impl Influxd {
+    /// POSTs the InfluxQL `q` as a form to `path` (`/query?…`).
+    fn post_query(&self, path: &str, q: &str) -> super::http::RawResponse {
+        let body = format!("q={}", urlencode(q));
+        request(
+            self.addr(),
+            "POST",
+            path,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            Some(&body),
+        )
+    }
+
     /// Runs `q` as `user` (influxd with `auth-enabled = true`), and panics when InfluxDB
     /// answers other than 200 or a statement reports an error.
     pub fn exec_as(&self, user: &str, password: &str, q: &str) -> Value {
         let path = format!("/query?u={}&p={}", urlencode(user), urlencode(password));
-        let body = format!("q={}", urlencode(q));
-        let resp = request(
-            self.addr(),
-            "POST",
-            &path,
-            &[("Content-Type", "application/x-www-form-urlencoded")],
-            Some(&body),
-        );
+        let resp = self.post_query(&path, q);
         let v = resp.json();
         let failed = v["results"]
             .as_array()
