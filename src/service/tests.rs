@@ -48,7 +48,16 @@ pub(crate) fn fixture_with(
     spool_limit: u64,
     acknowledge: Acknowledge,
 ) -> Fixture {
-    let dir = Dir::new(name);
+    fixture_in(Dir::new(name), max_running, spool_limit, acknowledge)
+}
+
+/// [`fixture_with`] over the storage directory `dir`.
+pub(crate) fn fixture_in(
+    dir: Dir,
+    max_running: usize,
+    spool_limit: u64,
+    acknowledge: Acknowledge,
+) -> Fixture {
     let sink = Arc::new(MemorySink::new());
     let snapshots = Snapshots::new(crate::storage::tests::root(&dir));
     let mut restore = snapshots.read().unwrap();
@@ -687,4 +696,90 @@ fn where_influxdb_cannot_say_its_schema_what_was_learned_holds_until_the_next_re
     // A bucket made anew would take the new type: the gateway lets go of what it learned.
     f.service.refresh_schema();
     register(&f, r#"{"measurement":{"fields":{"mode":"x"}}}"#).unwrap();
+}
+
+/// On a full disk the snapshot written from the room kept for it lets the delivered segment
+/// being written go while registers keep coming: none lands in that segment, or takes that
+/// room, meanwhile. One that did kept the segment (its change not in the snapshot) with the
+/// room spent, and the disk stayed full for good.
+#[test]
+fn a_snapshot_from_the_room_kept_for_it_lets_the_segment_go_while_registers_keep_coming() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let disk = crate::storage::tests::SmallDisk::new("service-full-disk", "8m");
+    let data = disk.0.0.join("data");
+    std::fs::create_dir(&data).unwrap();
+    let f = fixture_in(Dir(data.clone()), 5000, 1 << 30, Acknowledge::Disk);
+    let note = "n".repeat(400);
+    let body = |i: usize| {
+        let fields: Vec<String> = (0..8).map(|k| format!(r#""note{k}":"{note}""#)).collect();
+        format!(
+            r#"{{"startedAt":{},"hostname":"lg","measurement":{{"fields":{{{}}}}}}}"#,
+            1_479_636_000 + i,
+            fields.join(",")
+        )
+    };
+    let mut registered = 0;
+    let full = loop {
+        match register(&f, &body(registered)) {
+            Ok(_) => registered += 1,
+            Err(e) => break e,
+        }
+        assert!(registered < 5000, "the disk should be full by now");
+    };
+    assert!(
+        matches!(full, Refused::NotRecorded(ref e) if e.is_disk_full()),
+        "{full:?}"
+    );
+    let log = f.service.delivery.log();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log.undelivered().1 > 0 {
+        assert!(Instant::now() < deadline, "the log is not delivered");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let first = data.join("log").join(crate::storage::log::segment_name(1));
+    assert!(first.exists(), "{}", first.display());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let registers: Vec<_> = (0..2)
+        .map(|t| {
+            let (stop, answered, service) = (
+                Arc::clone(&stop),
+                Arc::clone(&answered),
+                Arc::clone(&f.service),
+            );
+            let body = body(100_000 * (t + 1));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let record = parse_register(body.as_bytes(), LIMITS).unwrap();
+                    if service.register(record, "10.0.0.9", None, 1_000).is_ok() {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    // The heartbeat thread's look, once a second there: here until a snapshot is written.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = f.service.try_save_snapshot() {
+        assert!(Instant::now() < deadline, "no snapshot written: {e}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while answered.load(Ordering::Relaxed) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "registers are answered again once the segment is let go"
+        );
+        std::thread::yield_now();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in registers {
+        t.join().unwrap();
+    }
+    assert!(
+        !first.exists(),
+        "the delivered segment being written is let go by the snapshot"
+    );
+    // Not full for good: the next snapshot is written too.
+    f.service.try_save_snapshot().unwrap();
 }

@@ -18,6 +18,9 @@ use crate::storage::record::{Kind, Unit};
 
 /// How often, between ticks, the heartbeat thread looks whether the log needs a snapshot.
 const SNAPSHOT_LOOK_EVERY: Duration = Duration::from_secs(1);
+/// How long a snapshot written from the room kept for it on a full disk waits, the log's writes
+/// held, for the changes already in the log to be applied to the table.
+const APPLIED_WAIT: Duration = Duration::from_millis(500);
 
 impl Service {
     /// One heartbeat tick: expire what is too old, forget what is past its retention, and record
@@ -212,24 +215,37 @@ impl Service {
 
     /// Writes a snapshot; an error says why it could not be written (one that found the disk
     /// full tells the log, which may then let its segment being written go once delivered).
+    ///
+    /// On a full disk, a snapshot that lets delivered segments go is written from the room
+    /// kept for it, with the log's writes held meanwhile ([`Log::hold_writes`]) and every
+    /// change the log holds applied to the table first: a record written meanwhile could
+    /// take that room, or put a change the snapshot lacks into the segment it is to let go,
+    /// and the room would be spent for nothing. When the changes are not applied in time, the
+    /// room is kept, and the snapshot tried again at the next look (a second later).
+    ///
+    /// [`Log::hold_writes`]: crate::storage::log::Log::hold_writes
     pub fn try_save_snapshot(&self) -> Result<(), JournalError> {
-        let written = self.snapshots.write(
-            &self.jobs,
-            &self.schema.known(),
-            self.delivery.log().snapshot_frees_segments(),
-        );
-        match written {
+        let log = self.delivery.log();
+        let error = match self.snapshots.write(&self.jobs, &self.schema.known(), None) {
             Ok((covers, bytes)) => {
-                self.delivery.log().snapshot_written(covers, bytes);
-                Ok(())
+                log.snapshot_written(covers, bytes);
+                return Ok(());
             }
-            Err(e) => {
-                if e.is_disk_full() {
-                    self.delivery.log().disk_is_full();
-                }
-                Err(e)
-            }
+            Err(e) if e.is_disk_full() => e,
+            Err(e) => return Err(e),
+        };
+        log.disk_is_full();
+        if !log.snapshot_frees_segments() {
+            return Err(error);
         }
+        let hold = log.hold_writes();
+        self.jobs.wait_applied(hold.last_change(), APPLIED_WAIT);
+        let lets_go = |covers| hold.would_let_go(covers);
+        let (covers, bytes) =
+            self.snapshots
+                .write(&self.jobs, &self.schema.known(), Some(&lets_go))?;
+        hold.snapshot_written(covers, bytes);
+        Ok(())
     }
 
     /// Runs [`Service::tick`] every `jobs.heartbeat_interval` until the process ends.

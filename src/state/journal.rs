@@ -62,6 +62,12 @@ pub struct Restore {
 }
 
 impl Restore {
+    /// The number of the last change the snapshot read holds (0 without a snapshot): the log's
+    /// changes up to it are in the snapshot already.
+    pub fn covered(&self) -> u64 {
+        self.covered
+    }
+
     /// Starts from the snapshot, if there is one, read as it streams in: each job goes into
     /// the table as soon as it is read, so the file is never held beside the table.
     pub fn from_snapshot(snapshot: Option<impl io::Read>) -> Result<Restore, RestoreError> {
@@ -583,7 +589,7 @@ mod tests {
         let loaded = snapshots.load(&log, &dir.0.join("log"), 100).unwrap();
         assert_eq!(loaded.jobs.counts().running, 3);
         assert_eq!(loaded.restored.replayed, 3);
-        let (covers, bytes) = snapshots.write(&loaded.jobs, &Known::new(), false).unwrap();
+        let (covers, bytes) = snapshots.write(&loaded.jobs, &Known::new(), None).unwrap();
         assert_eq!(covers, 3);
         assert!(bytes > 0);
         let written = std::fs::read_to_string(dir.0.join(SNAPSHOT_FILE)).unwrap();
@@ -774,7 +780,7 @@ mod tests {
         let disk = crate::storage::tests::SmallDisk::new("journal-room", "8m");
         let snapshots = Snapshots::new(crate::storage::tests::root(&disk.0));
         let jobs = Jobs::new(10);
-        let (_, bytes) = snapshots.write(&jobs, &Known::new(), false).unwrap();
+        let (_, bytes) = snapshots.write(&jobs, &Known::new(), None).unwrap();
         let kept = snapshots.reserve();
         assert!(kept >= bytes + RESERVE_SLACK, "{kept}");
         // The table grows past what the reserve holds: it grows first.

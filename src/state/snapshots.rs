@@ -179,18 +179,19 @@ impl Snapshots {
     }
 
     /// Writes the whole table, and what the gateway knows of InfluxDB's schema; returns the
-    /// number up to which it holds every change, and its size in bytes. With `use_reserve` (the
-    /// snapshot lets the log delete delivered segments) a full disk gives up the room kept for
-    /// it ([`write_reserved`]).
+    /// number up to which it holds every change, and its size in bytes. With `lets_go` (whether
+    /// a snapshot holding every change up to a number lets the log delete a segment), a full
+    /// disk gives up the room kept for it ([`write_reserved`]) when this one does.
     pub fn write(
         &self,
         jobs: &Jobs,
         schema: &Known,
-        use_reserve: bool,
+        lets_go: Option<&dyn Fn(u64) -> bool>,
     ) -> Result<(u64, u64), JournalError> {
         let _turn = lock(&self.reserve_turn);
         let table = jobs.bytes() as u64;
         let (bytes, covers) = jobs.snapshot_with(schema);
+        let use_reserve = lets_go.is_some_and(|lets_go| lets_go(covers));
         let reserve = write_reserved(&self.dir, SNAPSHOT_FILE, &bytes, use_reserve)
             .map_err(|e| JournalError::io("write", &self.path, e))?;
         *lock(&self.room) = Room {
@@ -199,6 +200,11 @@ impl Snapshots {
             reserve,
         };
         Ok((covers, bytes.len() as u64))
+    }
+
+    /// The size in bytes of the last snapshot written, or of the one found on disk at the start.
+    pub fn last_bytes(&self) -> u64 {
+        lock(&self.room).snapshot
     }
 
     /// Keeps room for the next snapshot once the table holds `table` bytes

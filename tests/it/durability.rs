@@ -964,6 +964,16 @@ fn a_full_disk_whose_only_segment_is_still_being_written_frees_itself_once_the_l
         repeated <= 3,
         "the snapshot's error is not repeated every second ({repeated} lines):\n{since_start}"
     );
+    // Logged before the register was answered; read from the gateway's stderr a little later.
+    wait_until(
+        Duration::from_secs(10),
+        "the segment being written is let go, not written on",
+        || {
+            let log = gw.log();
+            log[log.rfind("----- restart -----").unwrap()..]
+                .contains("is delivered and in a snapshot: let go")
+        },
+    );
     gw.terminate();
     let status = gw.wait_exit(Duration::from_secs(30)).expect("exits");
     assert!(status.success(), "{status:?}\n{}", gw.log());

@@ -32,7 +32,7 @@ use table::{Table, charge, hold, release, uncharge};
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
@@ -177,7 +177,7 @@ pub struct Quota<'a> {
 #[derive(Debug)]
 pub struct Jobs {
     table: Mutex<Table>,
-    /// Woken when a job stops being busy.
+    /// Woken when a job stops being busy, and when a prepared change is applied or dropped.
     settled: Condvar,
     /// The origin of the table's monotonic timeline ([`Jobs::mono_ms`]).
     origin: Instant,
@@ -530,6 +530,17 @@ impl Jobs {
     /// Records a commit's outcome: finished at `now_ms` when `recorded` (its prepared change,
     /// if one was prepared, is on disk); else back as it was, nothing of the commit recorded.
     pub fn end_commit(&self, uuid: &Uuid, prepared: Option<&Change>, recorded: bool, now_ms: i64) {
+        self.end_commit_locked(uuid, prepared, recorded, now_ms);
+        self.settled.notify_all();
+    }
+
+    fn end_commit_locked(
+        &self,
+        uuid: &Uuid,
+        prepared: Option<&Change>,
+        recorded: bool,
+        now_ms: i64,
+    ) {
         let mut guard = self.lock();
         let t = &mut *guard;
         if let Some(change) = prepared {
@@ -674,6 +685,19 @@ impl Jobs {
     #[cfg(test)]
     pub fn snapshot(&self) -> (Vec<u8>, u64) {
         self.snapshot_with(&Known::new())
+    }
+
+    /// Waits up to `timeout` until no change numbered `seq` or lower is prepared and not yet
+    /// applied (or dropped), so that a snapshot holds every change up to `seq`; false when
+    /// the time ran out first.
+    pub fn wait_applied(&self, seq: u64, timeout: Duration) -> bool {
+        let pending = |t: &mut Table| t.preparing.first().is_some_and(|&first| first <= seq);
+        let t = self.lock();
+        let (mut t, _) = self
+            .settled
+            .wait_timeout_while(t, timeout, pending)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        !pending(&mut t)
     }
 
     /// [`Jobs::snapshot`], with what the gateway knows of InfluxDB's schema saved beside.

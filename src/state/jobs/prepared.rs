@@ -87,8 +87,10 @@ impl Slot<'_> {
 }
 
 impl Drop for Slot<'_> {
+    /// Gives back what the slot held; whoever waits for its prepared change ([`Jobs::wait_applied`]) is woken (after [`Slot::fill`] too).
     fn drop(&mut self) {
-        let mut t = self.jobs.lock();
+        let mut guard = self.jobs.lock();
+        let t = &mut *guard;
         if !self.filled {
             t.reserved -= 1;
             release(&mut t.held, self.owner.as_deref());
@@ -96,13 +98,14 @@ impl Drop for Slot<'_> {
         if let Some(seq) = self.prepared.take() {
             t.preparing.remove(&seq);
         }
-        let t = &mut *t;
         uncharge(
             &mut t.bytes,
             &mut t.held_bytes,
             self.owner.as_deref(),
             std::mem::take(&mut self.bytes),
         );
+        drop(guard);
+        self.jobs.settled.notify_all();
     }
 }
 

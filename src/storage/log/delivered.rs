@@ -150,12 +150,16 @@ impl Log {
 
     /// The last snapshot of the job table holds every change up to `covers` and takes `bytes`.
     pub fn snapshot_written(&self, covers: u64, bytes: u64) {
+        self.note_snapshot(covers, bytes);
+        self.trim();
+    }
+
+    /// Notes that the last snapshot holds every change up to `covers` and takes `bytes`.
+    pub(super) fn note_snapshot(&self, covers: u64, bytes: u64) {
         let mut inner = self.lock();
         inner.snapshot_covers = inner.snapshot_covers.max(covers);
         inner.snapshot_bytes = bytes;
         inner.changes_since_snapshot = 0;
-        drop(inner);
-        self.trim();
     }
 
     /// Whether a new snapshot would let delivered segments go, or the changes since the last
@@ -209,24 +213,46 @@ impl Log {
     /// room is free before the next write begins a new segment. A crash between the two leaves
     /// no segment, and the next start numbers on after the delivered mark.
     pub(super) fn trim(&self) {
+        self.trim_as(false);
+    }
+
+    /// The segments a snapshot holding every change up to `covers` lets go now: the oldest
+    /// closed ones that are delivered and whose changes it holds, and, when that is every
+    /// closed one, the segment being written if it [may be let go](Log::may_let_go) and the
+    /// writer's turn is free (`holder`: the caller holds it).
+    pub(super) fn to_let_go(
+        &self,
+        inner: &Inner,
+        covers: u64,
+        holder: bool,
+    ) -> (Vec<Segment>, bool) {
+        let n = inner.segments.len().saturating_sub(1);
+        let mut gone: Vec<Segment> = inner.segments[..n]
+            .iter()
+            .take_while(|s| s.last <= inner.delivered && s.max_change <= covers)
+            .cloned()
+            .collect();
+        let mut tail_too = false;
+        if gone.len() == n
+            && (holder || !inner.writing)
+            && let Some(tail) = inner.segments.last()
+            && tail.max_change <= covers
+            && self.may_let_go(inner, tail)
+        {
+            gone.push(tail.clone());
+            tail_too = true;
+        }
+        (gone, tail_too)
+    }
+
+    /// [`Log::trim`]; `holder`: called by the holder of the writer's turn ([`Log::hold_writes`]),
+    /// which keeps it.
+    pub(super) fn trim_as(&self, holder: bool) {
         let (gone, delivered, active) = {
             let mut inner = self.lock();
-            let n = inner.segments.len().saturating_sub(1);
-            let mut gone: Vec<Segment> = inner.segments[..n]
-                .iter()
-                .take_while(|s| s.last <= inner.delivered && s.max_change <= inner.snapshot_covers)
-                .cloned()
-                .collect();
-            let mut active = false;
-            if gone.len() == n
-                && !inner.writing
-                && let Some(tail) = inner.segments.last()
-                && tail.max_change <= inner.snapshot_covers
-                && self.may_let_go(&inner, tail)
-            {
-                gone.push(tail.clone());
+            let (gone, active) = self.to_let_go(&inner, inner.snapshot_covers, holder);
+            if active {
                 inner.writing = true;
-                active = true;
             }
             (gone, inner.delivered, active)
         };
@@ -263,9 +289,11 @@ impl Log {
                         .map_or_else(Default::default, |s| s.path.display().to_string())
                 );
             }
-            inner.writing = false;
-            // A request may be waiting for the writer's turn.
-            self.written.notify_all();
+            if !holder {
+                inner.writing = false;
+                // A request may be waiting for the writer's turn.
+                self.written.notify_all();
+            }
         }
     }
 

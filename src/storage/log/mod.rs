@@ -36,6 +36,7 @@
 //! file and the offset; `--repair` drops such a record knowingly and keeps the ones around it.
 
 mod delivered;
+mod hold;
 mod open;
 
 use std::collections::VecDeque;
@@ -321,7 +322,7 @@ pub struct Position {
     pub next_seq: u64,
 }
 
-fn segment_name(first: u64) -> String {
+pub(crate) fn segment_name(first: u64) -> String {
     format!("{first:020}.log")
 }
 

@@ -20,6 +20,9 @@ use super::{POLL, START_TIMEOUT, STOP_TIMEOUT};
 /// command such as `--check-config` that starts serving instead of exiting must
 /// fail the test rather than hang it.
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many of its last log lines (access lines left out) a gateway prints when the test
+/// holding it fails.
+const LOG_TAIL_LINES: usize = 60;
 
 /// The gateway binary that Cargo built for this test run.
 pub fn gateway_binary() -> &'static Path {
@@ -331,6 +334,25 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        if thread::panicking() {
+            // A failed test shows what the gateway said (a CI run keeps nothing else): its
+            // whole log beside the kept files, and its last lines other than the access log.
+            let log = self.log();
+            let _ = fs::write(self.dir.join("gateway.log"), &log);
+            let tail: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains(" access: "))
+                .rev()
+                .take(LOG_TAIL_LINES)
+                .collect();
+            eprintln!(
+                "----- the gateway's last {} log lines, access lines left out -----",
+                tail.len()
+            );
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
         if self.exit.is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();

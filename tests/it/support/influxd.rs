@@ -411,14 +411,38 @@ bind-address = "127.0.0.1:{rpc_port}"
     )
 }
 
-/// Asks the kernel for `N` distinct free loopback ports. All listeners are held
-/// until every port is known, so the same port cannot be handed out twice; the
-/// port can still be taken by someone else before the server binds it, which is
+/// `N` distinct free loopback ports, below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`): outgoing connections take their local ports from that
+/// range, so a port in it that a stop released may be taken by any connection made meanwhile
+/// (a test's client, a gateway retrying InfluxDB), and the restart would find it taken. All
+/// listeners are held until every port is known, so the same port cannot be handed out twice;
+/// the port can still be taken by another test's server before this one binds it, which is
 /// why the callers retry.
 fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port"))
-        .collect();
+    use std::hash::{BuildHasher, RandomState};
+    const LOWEST: u16 = 10_000;
+    let ephemeral = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let random = RandomState::new();
+    let mut listeners: Vec<TcpListener> = Vec::new();
+    for attempt in 0u64.. {
+        if listeners.len() == N {
+            break;
+        }
+        let listener = if ephemeral > LOWEST + 1000 && attempt < 10_000 {
+            let span = u64::from(ephemeral - LOWEST);
+            let port = LOWEST + (random.hash_one(attempt) % span) as u16;
+            match TcpListener::bind(("127.0.0.1", port)) {
+                Ok(listener) => listener,
+                Err(_) => continue,
+            }
+        } else {
+            TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port")
+        };
+        listeners.push(listener);
+    }
     let mut ports = [0u16; N];
     for (port, listener) in ports.iter_mut().zip(&listeners) {
         *port = listener
