@@ -40,6 +40,8 @@ pub(super) struct Streak {
     told: Option<Instant>,
     /// Whether the log passing half of `storage.max_spool_bytes` was told in this streak.
     half_full_told: bool,
+    /// Whether the failure last told needs a person (credentials, database or bucket).
+    misconfigured_told: bool,
 }
 
 impl Delivery {
@@ -83,7 +85,8 @@ impl Delivery {
     }
 
     /// Tells the log of a failure that keeps points waiting: the first of a streak at once
-    /// (as an error when only a person can fix it), then at most every [`REMINDER_EVERY`]
+    /// (as an error when only a person can fix it), and at once too when the cause turns from
+    /// one that passes into one only a person can fix, or back; then at most every [`REMINDER_EVERY`]
     /// with what waits and since when; an error once the undelivered log passes half of
     /// `storage.max_spool_bytes`.
     pub(super) fn tell_failure(&self, e: &SinkError) {
@@ -105,9 +108,21 @@ impl Delivery {
             None => {
                 streak.since = Some(now);
                 streak.told = Some(now);
+                streak.misconfigured_told = misconfigured;
                 log::log!(
                     level,
                     "{e}: points wait in the log ({records} records, {bytes} bytes); {advice}"
+                );
+            }
+            // The cause changed between one that passes and one only a person can fix (InfluxDB
+            // back, but without the database): told at once, not a minute later.
+            Some(since) if misconfigured != streak.misconfigured_told => {
+                streak.told = Some(now);
+                streak.misconfigured_told = misconfigured;
+                log::log!(
+                    level,
+                    "influxdb has not taken writes for {}s, now because {e}: {records} records ({bytes} bytes) wait in the log; {advice}",
+                    (now - since).as_secs()
                 );
             }
             Some(since) if streak.told.is_none_or(|t| now - t >= REMINDER_EVERY) => {

@@ -18,9 +18,7 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver
 use ureq::unversioned::transport::NextTimeout;
 
 use crate::config::{Api, Influxdb};
-#[cfg(test)]
-use crate::delivery::sink::Disposition;
-use crate::delivery::sink::{Sink, SinkError};
+use crate::delivery::sink::{Disposition, Sink, SinkError};
 use crate::state::schema::{FieldType, Known, Retention};
 
 /// ureq looks up the host of every request, even one that goes out on a pooled connection, and
@@ -165,7 +163,7 @@ impl Influx {
 
     /// v1 with `create_database`: `CREATE DATABASE` (a no-op when it exists). Tried at start,
     /// and again when a write finds the database missing (not within [`CREATE_RETRY_EVERY`] of
-    /// a failed try). Its failure never holds a write back: the write's own answer
+    /// a try InfluxDB refused). Its failure never holds a write back: the write's own answer
     /// says what is wrong.
     fn create_database(&self) -> Result<(), SinkError> {
         let query = format!(
@@ -180,7 +178,13 @@ impl Influx {
             query.as_bytes(),
             "application/x-www-form-urlencoded",
         );
-        *crate::sync::lock(&self.create_failed) = result.is_err().then(Instant::now);
+        // Only InfluxDB's own refusal holds the next try back: a try that found it down, busy
+        // or slow says nothing of whether the database may be made, and the next write that
+        // finds it missing tries again at once.
+        *crate::sync::lock(&self.create_failed) = match &result {
+            Err(e) if e.disposition() != Disposition::Retry => Some(Instant::now()),
+            _ => None,
+        };
         match &result {
             Ok(()) => log::info!("influxdb: database {:?} is ready", self.database),
             Err(SinkError::Misconfigured {

@@ -252,3 +252,65 @@ fn a_user_who_may_not_read_the_schema_is_told_what_to_grant_once() {
     );
     assert!(gw.log().contains("grant the user READ"), "{}", gw.log());
 }
+
+/// A gateway started while InfluxDB is down, before it ever made its database: once InfluxDB
+/// answers, the database is made and the log delivered at once. The creation that found
+/// InfluxDB unreachable at the start held the next one back for a minute, while every write
+/// got 404 and the log said nothing of it.
+#[test]
+fn a_database_never_made_because_influxdb_was_down_is_made_once_it_answers() {
+    let mut influx = Influxd::start();
+    influx.stop();
+    let gw = Gateway::start(&ConsumerToml::new(&influx.url, "runs").toml());
+    let answer = post_json(gw.addr, REGISTER, &json!({"hostname": "lg"}));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let uuid = answer.json()["data"]["uuid"].as_str().unwrap().to_string();
+    wait_until(Duration::from_secs(10), "InfluxDB told down", || {
+        lines(&gw, "WARN", "influxdb is unreachable") >= 1
+    });
+    influx.restart();
+    wait_until(
+        Duration::from_secs(20),
+        "the register in InfluxDB, its database made",
+        || {
+            influx
+                .uuids("runs", "load_testing_events", Some("started"))
+                .contains(&uuid)
+        },
+    );
+    wait_until(Duration::from_secs(10), "the return told", || {
+        lines(&gw, "INFO", "influxdb takes writes again") == 1
+    });
+}
+
+/// A streak of failures whose cause changes is told again at once when only a person can fix
+/// the new cause: InfluxDB down, then back without the database (which the gateway may not
+/// make) is an error naming the missing database, not a warning about InfluxDB being down a
+/// minute later.
+#[test]
+fn a_failure_that_turns_into_a_missing_database_is_told_at_once() {
+    let mut influx = Influxd::start();
+    influx.stop();
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .influxdb("create_database = false")
+            .toml(),
+    );
+    let answer = post_json(gw.addr, REGISTER, &json!({"hostname": "lg"}));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    wait_until(Duration::from_secs(10), "InfluxDB told down", || {
+        lines(&gw, "WARN", "influxdb is unreachable") >= 1
+    });
+    influx.restart();
+    wait_until(
+        Duration::from_secs(20),
+        "the missing database told as an error",
+        || lines(&gw, "ERROR", "database not found") >= 1,
+    );
+    assert_eq!(
+        lines(&gw, "WARN", "influxdb is unreachable"),
+        1,
+        "the earlier cause is not repeated:\n{}",
+        gw.log()
+    );
+}
