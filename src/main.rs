@@ -495,7 +495,7 @@ fn run() -> Result<(), StartError> {
     )?;
     // The snapshot read holds the log's changes up to its number: delivered segments it covers
     // may go without a new one, which a full disk may have no room for.
-    log.snapshot_written(restore.covered(), snapshots.last_bytes());
+    log.snapshot_read(restore.covered());
     if let Some((path, offset, bytes)) = &opened.torn {
         log::warn!(
             "{}: the last {bytes} bytes (from byte {offset}) are not a whole record and are left out: a write cut short by the previous stop, which was never acknowledged (or, after a power loss or a disk error, damage to the last record)",

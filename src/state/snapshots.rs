@@ -202,11 +202,6 @@ impl Snapshots {
         Ok((covers, bytes.len() as u64))
     }
 
-    /// The size in bytes of the last snapshot written, or of the one found on disk at the start.
-    pub fn last_bytes(&self) -> u64 {
-        lock(&self.room).snapshot
-    }
-
     /// Keeps room for the next snapshot once the table holds `table` bytes
     /// ([`Jobs::bytes`] with what a request adds): grows the reserve when it would hold less
     /// than that snapshot may take. An error means the disk has no room for that: the request

@@ -154,6 +154,16 @@ impl Log {
         self.trim();
     }
 
+    /// The snapshot the start read holds every change up to `covers`: delivered segments it
+    /// holds may go without a new one (which a full disk may have no room for).
+    pub fn snapshot_read(&self, covers: u64) {
+        {
+            let mut inner = self.lock();
+            inner.snapshot_covers = inner.snapshot_covers.max(covers);
+        }
+        self.trim();
+    }
+
     /// Notes that the last snapshot holds every change up to `covers` and takes `bytes`.
     pub(super) fn note_snapshot(&self, covers: u64, bytes: u64) {
         let mut inner = self.lock();

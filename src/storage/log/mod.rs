@@ -743,6 +743,50 @@ mod tests {
         log.wait(ticket)
     }
 
+    /// A start on a full disk whose own snapshot finds no room: the delivered segment being
+    /// written goes when the snapshot the start read holds its changes, with no new snapshot.
+    #[test]
+    fn a_start_on_a_full_disk_lets_go_what_the_snapshot_it_read_holds() {
+        let disk = crate::storage::tests::SmallDisk::new("log-start-full", "2m");
+        let (log, mut at, _) = Log::open(
+            crate::storage::tests::log_dir(&disk.0.0),
+            LIMIT,
+            false,
+            &mut |_| {},
+        )
+        .unwrap();
+        let mut last = 0;
+        while let Ok(seq) = put_wide(&log, last + 1) {
+            last = seq;
+        }
+        let read = read_all(&log, &mut at);
+        log.delivered(last, read.len() as u64, read.iter().map(|r| r.bytes).sum());
+        log.save_delivered();
+        drop(log);
+        let (log, _, opened) = Log::open(
+            crate::storage::tests::log_dir(&disk.0.0),
+            LIMIT,
+            false,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(opened.undelivered, (0, 0));
+        // The start's snapshot found the disk full.
+        log.disk_is_full();
+        assert_eq!(
+            log.segments(),
+            1,
+            "held: no snapshot known to hold its changes"
+        );
+        log.snapshot_read(last);
+        assert_eq!(
+            log.segments(),
+            0,
+            "let go: the snapshot read holds its changes"
+        );
+        assert_eq!(put_wide(&log, last + 1).unwrap(), last + 1);
+    }
+
     #[test]
     fn a_delivered_segment_still_being_written_is_let_go_on_a_full_disk_and_numbering_goes_on() {
         let disk = crate::storage::tests::SmallDisk::new("log-let-go", "2m");
