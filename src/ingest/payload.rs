@@ -304,6 +304,9 @@ fn record(
     }
 
     let mut tags: Vec<(String, String)> = Vec::new();
+    // A client's own `uuid` or `host` tag, never written: the gateway's win. Named in the
+    // answer with the keys nothing reads, so the value sent is not taken as stored.
+    let mut overridden = Vec::new();
     let measurement = measurement(body)?;
     for (path, source) in [
         ("tags", body.get("tags")),
@@ -318,6 +321,11 @@ fn record(
             line_protocol::check_tag_value(&text).map_err(|e| invalid(&at, Code::InvalidTag, e))?;
             if key != "uuid" && key != "host" {
                 put(&mut tags, key, text);
+            } else {
+                overridden.push(Ignored {
+                    key: at,
+                    near: None,
+                });
             }
         }
     }
@@ -410,6 +418,7 @@ fn record(
             &mut ignored,
         );
     }
+    ignored.extend(overridden);
     Ok(Record {
         started_at_ms,
         host,
@@ -804,6 +813,24 @@ mod tests {
         assert_eq!(record.ignored.len(), IGNORED_LISTED);
         let long = register(&obj(json!({"y".repeat(200): 1})), LIMITS).unwrap();
         assert_eq!(long.ignored[0].key, format!("{}...", "y".repeat(64)));
+    }
+
+    /// A client's `uuid` or `host` tag is never written (the gateway's own win): the answer
+    /// names it with the ignored keys instead of dropping it in silence.
+    #[test]
+    fn a_clients_own_uuid_or_host_tag_is_named_as_ignored() {
+        let record = register(
+            &obj(json!({
+                "tags": {"uuid": "mine", "host": "h", "mode": "m"},
+                "measurement": {"tags": {"uuid": "again"}}
+            })),
+            LIMITS,
+        )
+        .unwrap();
+        assert_eq!(record.tags, [("mode".to_string(), "m".to_string())]);
+        let ignored: Vec<_> = record.ignored.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(ignored, ["tags.host", "tags.uuid", "measurement.tags.uuid"]);
+        assert!(record.ignored.iter().all(|i| i.near.is_none()));
     }
 
     #[test]
