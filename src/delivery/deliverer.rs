@@ -165,7 +165,7 @@ impl Delivery {
     /// How many records of `queue` (at least one) go in the next write.
     fn batch_len(&self, queue: &VecDeque<Read>) -> usize {
         let limits = WriteLimits {
-            max_bytes: self.learned_max_bytes.load(Ordering::Relaxed),
+            max_bytes: self.body_limit(),
             ..self.limits
         };
         limits.first_write(queue.iter().map(|record| {
@@ -426,9 +426,36 @@ impl Delivery {
         Ok(())
     }
 
-    /// InfluxDB refused a write of `bytes` as too large: later batches are at most half that.
+    /// The bytes a write may take now: what InfluxDB was last found to take, for
+    /// [`super::BODY_LIMIT_KEPT`] after it refused a larger one; then `influxdb.max_write_bytes` again.
+    fn body_limit(&self) -> usize {
+        let learned = self.learned_max_bytes.load(Ordering::Relaxed);
+        if learned >= self.limits.max_bytes {
+            return learned;
+        }
+        let kept = Duration::from_millis(self.body_limit_kept_ms.load(Ordering::Relaxed));
+        let mut at = lock(&self.learned_at);
+        if let Some(since) = at.map(|at| at.elapsed())
+            && since >= kept
+        {
+            *at = None;
+            self.learned_max_bytes
+                .store(self.limits.max_bytes, Ordering::Relaxed);
+            log::info!(
+                "writes of up to {} bytes (influxdb.max_write_bytes) are tried again: influxdb refused larger ones than {learned} bytes {}s ago",
+                self.limits.max_bytes,
+                since.as_secs()
+            );
+            return self.limits.max_bytes;
+        }
+        learned
+    }
+
+    /// InfluxDB refused a write of `bytes` as too large: later batches are at most half that,
+    /// for [`super::BODY_LIMIT_KEPT`].
     fn learn_body_limit(&self, bytes: usize) {
         let half = (bytes / 2).max(1024);
+        *lock(&self.learned_at) = Some(Instant::now());
         let before = self.learned_max_bytes.fetch_min(half, Ordering::Relaxed);
         if half < before {
             log::warn!(

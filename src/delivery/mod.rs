@@ -58,6 +58,9 @@ use sink::{Sink, SinkError};
 /// First and longest wait between tries while InfluxDB fails.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long a body limit learned from InfluxDB refusing a write as too large (413) holds before
+/// writes of `influxdb.max_write_bytes` are tried again: one refused write an hour at most.
+const BODY_LIMIT_KEPT: Duration = Duration::from_secs(3600);
 /// A write larger than this that ends in a reset is taken for InfluxDB closing on a body it
 /// will not read (influxd answers 413 and closes while the client still sends), once `/ping`
 /// shows InfluxDB is up: the batch is split, not retried whole forever.
@@ -159,6 +162,12 @@ pub struct Delivery {
     /// `influxdb.max_write_bytes`): later batches are cut to what it takes, so a body limit
     /// smaller than the configured batch is met with one refusal, not one per batch.
     learned_max_bytes: std::sync::atomic::AtomicUsize,
+    /// When the body limit was last learned: after [`BODY_LIMIT_KEPT`] the configured size is
+    /// tried again, so a limit raised since (or a proxy's passing refusal) does not keep the
+    /// writes small for ever.
+    learned_at: Mutex<Option<Instant>>,
+    /// [`BODY_LIMIT_KEPT`], in milliseconds (tests shorten it).
+    body_limit_kept_ms: AtomicU64,
     /// Units InfluxDB refused so far: a refusal may mean its schema changed.
     refusals_seen: AtomicU64,
     /// The failures since InfluxDB last took the log, for the log's account of them.
@@ -190,9 +199,18 @@ impl Delivery {
             waiting_since: Mutex::new(None),
             stopping: AtomicBool::new(false),
             learned_max_bytes: std::sync::atomic::AtomicUsize::new(limits.max_bytes),
+            learned_at: Mutex::new(None),
+            body_limit_kept_ms: AtomicU64::new(BODY_LIMIT_KEPT.as_millis() as u64),
             refusals_seen: AtomicU64::new(0),
             streak: Mutex::new(Streak::default()),
         }
+    }
+
+    /// Shortens [`BODY_LIMIT_KEPT`] for a test.
+    #[cfg(test)]
+    pub(crate) fn set_body_limit_kept(&self, kept: Duration) {
+        self.body_limit_kept_ms
+            .store(kept.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Makes [`Delivery::run`] return soon (within a second); what is undelivered stays in the

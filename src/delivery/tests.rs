@@ -408,6 +408,44 @@ fn writes_over_influxdbs_body_limit_are_split_and_never_block_what_follows() {
     assert!(letters[0].2.contains("413"), "{}", letters[0].2);
 }
 
+/// A body limit learned from a 413 does not hold for ever: once it has been kept its time, writes
+/// of `influxdb.max_write_bytes` are tried again, so a limit raised since (or a proxy's passing
+/// refusal) no longer keeps every write small.
+#[test]
+fn a_learned_body_limit_is_tried_again_once_kept_its_time() {
+    let mut r = setup(
+        "delivery-limit-again",
+        Acknowledge::Influxdb,
+        LIMITS,
+        1 << 20,
+    );
+    r.sink.refuse_bodies_over(10_000);
+    // Thirty requests of 950 bytes written to the log in one group: one batch of 28 kB.
+    let requests = |r: &Running, tag: &str| {
+        let tickets: Vec<u64> = (0..30)
+            .map(|n| r.append(&format!("m,t={tag} n={n},note=\"{}\" 1\n", "x".repeat(900))))
+            .collect();
+        r.delivery.log.wait(tickets[29]).unwrap();
+    };
+    r.start();
+    requests(&r, "a");
+    r.delivered_all();
+    let bodies = r.sink.bodies().len();
+    assert!(
+        bodies > 2,
+        "refused whole, then written in parts of the limit learned"
+    );
+    // InfluxDB takes large bodies again; the limit learned is kept no longer.
+    r.sink.refuse_bodies_over(usize::MAX);
+    r.delivery.set_body_limit_kept(Duration::ZERO);
+    requests(&r, "b");
+    r.delivered_all();
+    let later: Vec<String> = r.sink.bodies()[bodies..].to_vec();
+    assert_eq!(later.len(), 1, "the 30 requests in one write again");
+    assert!(later[0].len() > 20_000, "{} bytes", later[0].len());
+    assert_eq!(r.sink.stored().len(), 60);
+}
+
 #[test]
 fn a_connection_broken_while_sending_a_large_body_is_split_when_influxdb_answers_ping() {
     let r = started("delivery-reset");
