@@ -119,7 +119,7 @@ impl std::fmt::Display for LogError {
                 write!(f, "cannot {doing} {}: {error}", path.display())
             }
             LogError::Broken => f.write_str(
-                "an earlier write to the log failed and could not be undone; restart the gateway once the disk works",
+                "an earlier write to the log failed and could not be cut back yet; it is tried again at each request, and records are taken again once the disk works",
             ),
         }
     }
@@ -271,6 +271,9 @@ struct Inner {
     let_go_blocked: bool,
     /// A write found the disk full: the writer looks for a segment to let go.
     trim_wanted: bool,
+    /// A failed write could not be cut back from the segment: nothing is written until it is
+    /// ([`Log::mend`], tried again at each append), or a record refused to its request could be
+    /// read back at the next start.
     broken: bool,
 }
 
@@ -292,6 +295,9 @@ pub struct Log {
     /// Tests make the next writes fail, as a disk gone bad would.
     #[cfg(test)]
     fail_writes: std::sync::atomic::AtomicUsize,
+    /// Tests make the next cut-backs of a failed write fail too.
+    #[cfg(test)]
+    fail_undos: std::sync::atomic::AtomicUsize,
 }
 
 /// One record as the deliverer reads it.
@@ -348,7 +354,10 @@ impl Log {
         let len = record::encoded_len(changes, units) as u64;
         let mut inner = self.lock();
         if inner.broken {
-            return Err(LogError::Broken);
+            inner = self.mend(inner);
+            if inner.broken {
+                return Err(LogError::Broken);
+            }
         }
         let room = if units.iter().any(|u| u.points > 0) {
             self.limit
@@ -508,12 +517,13 @@ impl Log {
         {
             // Cut back whatever of the group reached the file, so that no record whose
             // request was refused is read back at the next start.
-            let undo = open
-                .file
-                .set_len(segment.bytes)
-                .and_then(|()| open.file.sync_all());
-            open.size = segment.bytes;
-            broken = undo.is_err();
+            if let Err(e) = self.cut_back(open, &segment) {
+                log::error!(
+                    "cannot cut the failed write back from {}: {e}; nothing is written to the log until it can be (tried again at each request)",
+                    segment.path.display()
+                );
+                broken = true;
+            }
         }
 
         let mut inner = self.lock();
@@ -632,10 +642,71 @@ impl Log {
         (inner.undelivered_records, inner.undelivered)
     }
 
+    /// Cuts the segment being written back to its whole records, `segment.bytes`, and syncs
+    /// it: what a failed write left after them is gone.
+    fn cut_back(&self, open: &mut Active, segment: &Segment) -> io::Result<()> {
+        open.size = segment.bytes;
+        #[cfg(test)]
+        if self
+            .fail_undos
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok()
+        {
+            return Err(io::Error::other("a failure the test asked for"));
+        }
+        open.file
+            .set_len(segment.bytes)
+            .and_then(|()| open.file.sync_all())
+    }
+
+    /// Tries again to cut a failed write back from the segment being written, with the
+    /// writer's turn; called with the lock, returns with it, `broken` cleared once it worked.
+    /// A disk error that passes (a full disk freed, a device back) so stops refusing every
+    /// request, without a restart.
+    fn mend<'a>(&'a self, mut inner: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
+        if inner.writing {
+            return inner;
+        }
+        let (Some(mut open), Some(tail)) = (inner.active.take(), inner.segments.last().cloned())
+        else {
+            return inner;
+        };
+        inner.writing = true;
+        drop(inner);
+        let mended = self.cut_back(&mut open, &tail);
+        let mut inner = self.lock();
+        inner.active = Some(open);
+        inner.writing = false;
+        match mended {
+            Ok(()) => {
+                inner.broken = false;
+                log::info!(
+                    "the failed write is cut back from {}: the log takes records again",
+                    tail.path.display()
+                );
+            }
+            Err(e) => log::debug!("the failed write is still not cut back: {e}"),
+        }
+        self.written.notify_all();
+        inner
+    }
+
     /// Makes the next `n` group writes fail, as a disk gone bad would.
     #[cfg(test)]
     pub fn fail_next_writes(&self, n: usize) {
         self.fail_writes
+            .store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Makes the next `n` cut-backs of a failed write fail too: the log is broken until one
+    /// works.
+    #[cfg(test)]
+    pub fn fail_next_undos(&self, n: usize) {
+        self.fail_undos
             .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
@@ -1093,6 +1164,47 @@ mod tests {
             let (_, _, opened) = open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
             assert_eq!(opened.records, 4, "{what}");
         }
+    }
+
+    /// A failed write whose cut-back fails too stops the log (a record refused to its request
+    /// must not be read back at the next start), but not for good: the cut-back is tried again
+    /// at each append, and once it works records are taken again, numbered on without a gap.
+    #[test]
+    fn a_failed_write_that_could_not_be_cut_back_is_cut_back_later_and_the_log_goes_on() {
+        let dir = Dir::new("log-mend");
+        let (log, mut at, _) = open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
+        put(&log, 1);
+        log.fail_next_writes(1);
+        log.fail_next_undos(2);
+        let unit = |lines| {
+            [Unit {
+                run: Uuid::nil(),
+                points: 1,
+                lines,
+            }]
+        };
+        let ticket = log
+            .append(Kind::Request, 0, b"", &unit("m v=2 2\n"))
+            .unwrap();
+        assert!(log.wait(ticket).is_err(), "the write failed");
+        assert!(
+            matches!(
+                log.append(Kind::Request, 0, b"", &unit("m v=3 3\n")),
+                Err(LogError::Broken)
+            ),
+            "the cut-back failed again: nothing is taken"
+        );
+        assert_eq!(put(&log, 4), 2, "cut back now: taken, numbered on");
+        let read = read_all(&log, &mut at);
+        let lines: Vec<&str> = read.iter().map(|r| r.units[0].lines.as_str()).collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(!lines.iter().any(|l| l.contains("v=2")), "{lines:?}");
+        drop(log);
+        let (_, _, opened) = open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
+        assert_eq!(
+            opened.records, 2,
+            "the failed write is not read back at a start"
+        );
     }
 
     #[test]

@@ -165,6 +165,8 @@ impl Log {
             errors: crate::storage::Repeats::default(),
             #[cfg(test)]
             fail_writes: std::sync::atomic::AtomicUsize::new(0),
+            #[cfg(test)]
+            fail_undos: std::sync::atomic::AtomicUsize::new(0),
         };
         Ok((log, position, opened))
     }
