@@ -703,3 +703,24 @@ proptest! {
         }
     }
 }
+
+/// The examples of docs/line-protocol.md are what the reader does.
+#[test]
+fn the_documented_examples_hold() {
+    let page = include_str!("../../docs/line-protocol.md");
+    let rows = crate::doc_tables::table(
+        "docs/line-protocol.md",
+        page,
+        "| line | InfluxDB 1.6.7 | stored |",
+    );
+    assert!(rows.len() > 30, "{rows:?}");
+    for row in rows {
+        let body = row[0].trim_matches('`');
+        let got = one(body, NS).map_err(|e| e.detail);
+        if row[1] == "accepted" {
+            assert!(got.is_ok(), "{body:?}: {got:?}");
+        } else {
+            assert_eq!(got, Err(row[1].trim_matches('`').to_owned()), "{body:?}");
+        }
+    }
+}
