@@ -1,7 +1,8 @@
 //! What clients send, turned into what InfluxDB stores: what clients put around their JSON
 //! (`body`), bounded and tolerant JSON reading (`json`), the
 //! checked records of both client shapes (`payload`), the points each run writes (`points`) and
-//! their line-protocol text (`line_protocol`).
+//! their line-protocol text (`line_protocol`), and the strict reader of line protocol that
+//! clients send to the InfluxDB write APIs (`lp_parse`).
 //!
 //! Nothing under this folder does I/O or reads a clock: bytes and the caller's "now" in, values
 //! and text out. That makes every rule here testable with plain data, and the tidy test
@@ -10,6 +11,9 @@
 pub mod body;
 pub mod json;
 pub mod line_protocol;
+// Read by the InfluxDB write API routes (`/write`, `/api/v2/write`, `/api/v3/write_lp`).
+#[allow(dead_code)]
+pub mod lp_parse;
 pub mod payload;
 pub mod points;
 #[cfg(test)]

@@ -1,0 +1,746 @@
+//! The strict line-protocol reader of the InfluxDB write APIs: a body and a precision in, each
+//! line out as a checked point or as the refusal InfluxDB 1.x (1.6.7) would give it, with its line
+//! number and byte range, and `Line::encode_ns` to write an accepted point again in nanoseconds.
+//! It is pure: no I/O and no clock (a line without a timestamp takes the caller's `now_ns`).
+//! docs/line-protocol.md lists what is accepted and refused.
+//!
+//! The rules are InfluxDB 1.6.7's, checked against the running `influxd`, and go beyond its
+//! parser where the database refuses a point only when it stores it, because the gateway
+//! acknowledges lines before InfluxDB sees them: a tag key `time` refuses the point, a field key
+//! `time` is dropped (the point is refused if no other field is left), and one field given twice
+//! with two types refuses the point (InfluxDB refuses the whole request with `field type
+//! conflict`). Unsigned integers (`1u`) are refused as 1.6.7 refuses them (`invalid number`).
+//! InfluxDB refuses more than this module knows, and the caller must decide about it: a field
+//! whose type differs from what another line or the database holds (`field type conflict`), and
+//! the per-database series and tag-value limits.
+//!
+//! What InfluxDB 1.x does with a body holding good and bad lines matters to the caller: `/write`
+//! stores the good lines and answers 400 `{"error":"partial write: unable to parse '<line>':
+//! <reason> dropped=0"}` (lines refused by the parser are not counted in `dropped`; points refused
+//! when stored, such as a `time` tag, are), and when no line is good it answers 400 with every
+//! refusal, one `unable to parse` per line, joined by `\n`.
+//!
+//! One deliberate difference: 1.6.7 reads a field key that has a backslash right before its `=`
+//! in two ways (its scanner takes the `=` as the key's end, its field reader as escaped), and
+//! stores an odd key or fails with a 500. Such a line is refused here ([`Kind::AmbiguousKey`]).
+
+use std::fmt::Write as _;
+use std::ops::Range;
+
+use super::line_protocol::split_lines;
+
+mod error;
+mod precision;
+
+/// Longest series key InfluxDB accepts, in bytes: the measurement and tags as written (escaped),
+/// and, for each field, that plus 4 plus the field key as written.
+pub const MAX_KEY_BYTES: usize = 65_535;
+/// Earliest time InfluxDB 1.x stores, in nanoseconds since the Unix epoch (`i64::MIN + 2`).
+pub const MIN_TIME_NS: i64 = i64::MIN + 2;
+/// Latest time InfluxDB 1.x stores, in nanoseconds since the Unix epoch (`i64::MAX - 1`).
+pub const MAX_TIME_NS: i64 = i64::MAX - 1;
+
+pub use precision::Precision;
+
+/// The value of one field as InfluxDB 1.x types it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    /// A number without suffix (`1`, `-1.5`, `1e3`, `.5`); always finite.
+    Float(f64),
+    /// A number with the `i` suffix (`-7i`), within `i64`.
+    Integer(i64),
+    /// A double-quoted value, with `\"` and `\\` unescaped (any other backslash is kept).
+    String(String),
+    /// `t`, `T`, `true`, `True`, `TRUE` and `f`, `F`, `false`, `False`, `FALSE`.
+    Boolean(bool),
+}
+
+impl FieldValue {
+    fn type_name(&self) -> &'static str {
+        match self {
+            FieldValue::Float(_) => "float",
+            FieldValue::Integer(_) => "integer",
+            FieldValue::String(_) => "string",
+            FieldValue::Boolean(_) => "boolean",
+        }
+    }
+}
+
+/// One accepted point, its names unescaped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    pub measurement: String,
+    /// Sorted by key (bytes of the unescaped key); keys are unique and values never empty.
+    pub tags: Vec<(String, String)>,
+    /// In the order of first appearance; a key given twice keeps its last value, and a field
+    /// `time` is left out, as InfluxDB stores them. Never empty.
+    pub fields: Vec<(String, FieldValue)>,
+    /// Nanoseconds since the Unix epoch, within [`MIN_TIME_NS`]..=[`MAX_TIME_NS`].
+    pub time_ns: i64,
+}
+
+pub use error::{Kind, LineError};
+
+/// One line of a body that is neither blank nor a comment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// 1-based number of the body's line (counting every `\n`, those inside string values too)
+    /// where this line starts.
+    pub number: usize,
+    /// Byte range in the body of the line, leading whitespace and the line end excluded: the
+    /// text InfluxDB quotes in `unable to parse '…'` (a `\r` before `\n` stays in it).
+    pub range: Range<usize>,
+    pub result: Result<Line, LineError>,
+}
+
+/// Every line of a body in order; blank lines and comments (`#` first) are left out.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Parsed {
+    pub entries: Vec<Entry>,
+}
+
+impl Parsed {
+    /// The accepted points, in body order.
+    pub fn lines(&self) -> impl Iterator<Item = &Line> {
+        self.entries.iter().filter_map(|e| e.result.as_ref().ok())
+    }
+
+    /// How many lines were refused.
+    pub fn refused(&self) -> usize {
+        self.entries.iter().filter(|e| e.result.is_err()).count()
+    }
+}
+
+/// Reads `body` as InfluxDB 1.6.7's `/write` does, with timestamps in `precision`; a line
+/// without a timestamp gets `now_ns` (nanoseconds since the Unix epoch) cut down to a whole
+/// number of `precision` units, as InfluxDB does with its own clock (not cut for `Auto`).
+///
+/// Lines are split as [`split_lines`] splits them (a `\n` in a quoted string value is part of
+/// it). Leading spaces, tabs and NUL bytes of a line are skipped; `\r` is not whitespace, so a
+/// `\r\n` body is refused as 1.6.7 refuses it, line by line (`bad timestamp`). One pass over each
+/// line, plus one over its fields; no allocation but the output.
+pub fn parse(body: &str, precision: Precision, now_ns: i64) -> Parsed {
+    let mut entries = Vec::new();
+    let base = body.as_ptr() as usize;
+    let (mut counted_to, mut number) = (0usize, 1usize);
+    for line in split_lines(body) {
+        let start = line.as_ptr() as usize - base;
+        let bytes = line.as_bytes();
+        let skip = skip_whitespace(bytes, 0);
+        if skip >= bytes.len() || bytes[skip] == b'#' {
+            continue;
+        }
+        number += body.as_bytes()[counted_to..start]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        counted_to = start;
+        let text = &line[skip..];
+        entries.push(Entry {
+            number,
+            range: start + skip..start + line.len(),
+            result: parse_line(text, precision, now_ns),
+        });
+    }
+    Parsed { entries }
+}
+
+/// Spaces, tabs and NUL bytes, which InfluxDB skips before each part of a line.
+fn skip_whitespace(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | 0) {
+        i += 1;
+    }
+    i
+}
+
+/// Whether `b[i]` follows a backslash: the key part's escape rule (InfluxDB looks one byte back,
+/// so in `\\,` the comma is escaped too).
+fn after_backslash(b: &[u8], i: usize) -> bool {
+    i > 0 && b[i - 1] == b'\\'
+}
+
+fn parse_line(text: &str, precision: Precision, now_ns: i64) -> Result<Line, LineError> {
+    let b = text.as_bytes();
+    let key = scan_key(b)?;
+    if key.end > MAX_KEY_BYTES {
+        return Err(max_key(key.end));
+    }
+    let fields = scan_fields(b, key.end)?;
+    let walked = walk_fields(b, &fields, key.end)?;
+    let time_ns = scan_time(b, fields.end, precision, now_ns)?;
+
+    let measurement = unescape(&text[..key.measurement_end], MEASUREMENT_CODES);
+    let mut tags = Vec::with_capacity(key.tags.len());
+    for (k, v) in &key.tags {
+        let name = unescape(&text[k.clone()], TAG_CODES);
+        if name == "time" {
+            return Err(LineError::new(
+                Kind::TimeTag,
+                format!(
+                    "invalid tag key: input tag \"time\" on measurement \"{measurement}\" is invalid"
+                ),
+            ));
+        }
+        tags.push((name, unescape(&text[v.clone()], TAG_CODES)));
+    }
+    tags.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+
+    let mut out: Vec<(String, FieldValue)> = Vec::with_capacity(walked.len());
+    for (k, v) in walked {
+        let name = unescape(&text[k], MEASUREMENT_CODES);
+        let value = field_value(&text[v])?;
+        if name == "time" {
+            continue;
+        }
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, old)) if old.type_name() != value.type_name() => {
+                return Err(LineError::new(
+                    Kind::FieldTypeConflict,
+                    "field type conflict",
+                ));
+            }
+            Some((_, old)) => *old = value,
+            None => out.push((name, value)),
+        }
+    }
+    if out.is_empty() {
+        return Err(LineError::new(
+            Kind::TimeField,
+            format!(
+                "invalid field name: input field \"time\" on measurement \"{measurement}\" is invalid"
+            ),
+        ));
+    }
+    Ok(Line {
+        measurement,
+        tags,
+        fields: out,
+        time_ns,
+    })
+}
+
+/// The raw (escaped) byte ranges of a key and its value in a line.
+type Pair = (Range<usize>, Range<usize>);
+
+/// Where the parts of the key (measurement and tags) are in a line.
+struct Key {
+    measurement_end: usize,
+    /// Raw (escaped) key and value ranges of each tag, in line order.
+    tags: Vec<Pair>,
+    /// Index of the space after the key.
+    end: usize,
+}
+
+fn missing_fields() -> LineError {
+    LineError::new(Kind::MissingFields, "missing fields")
+}
+
+fn max_key(len: usize) -> LineError {
+    LineError::new(
+        Kind::MaxKeyLength,
+        format!("max key length exceeded: {len} > {MAX_KEY_BYTES}"),
+    )
+}
+
+fn scan_key(b: &[u8]) -> Result<Key, LineError> {
+    if b.first().is_none_or(|&c| c == b',') {
+        return Err(LineError::new(
+            Kind::MissingMeasurement,
+            "missing measurement",
+        ));
+    }
+    let mut i = 0;
+    let has_tags = loop {
+        i += 1;
+        if i >= b.len() {
+            return Err(missing_fields());
+        }
+        if after_backslash(b, i) {
+            continue;
+        }
+        match b[i] {
+            b',' => break true,
+            b' ' => break false,
+            _ => {}
+        }
+    };
+    let mut key = Key {
+        measurement_end: i,
+        tags: Vec::new(),
+        end: i,
+    };
+    if !has_tags {
+        return Ok(key);
+    }
+    i += 1;
+    loop {
+        // The tag key: at least one byte, up to an unescaped '='.
+        let key_start = i;
+        if b.get(i).is_none_or(|c| matches!(c, b' ' | b',' | b'=')) {
+            return Err(LineError::new(Kind::MissingTagKey, "missing tag key"));
+        }
+        loop {
+            i += 1;
+            if i >= b.len() || (matches!(b[i], b' ' | b',') && !after_backslash(b, i)) {
+                return Err(LineError::new(Kind::MissingTagValue, "missing tag value"));
+            }
+            if b[i] == b'=' && !after_backslash(b, i) {
+                break;
+            }
+        }
+        let key_range = key_start..i;
+        i += 1;
+        // The tag value: at least one byte, up to an unescaped ',' or ' '.
+        let value_start = i;
+        if b.get(i).is_none_or(|c| matches!(c, b' ' | b',')) {
+            return Err(LineError::new(Kind::MissingTagValue, "missing tag value"));
+        }
+        let more = loop {
+            i += 1;
+            if i >= b.len() {
+                return Err(missing_fields());
+            }
+            if after_backslash(b, i) {
+                continue;
+            }
+            match b[i] {
+                b'=' => {
+                    return Err(LineError::new(Kind::InvalidTagFormat, "invalid tag format"));
+                }
+                b',' => break true,
+                b' ' => break false,
+                _ => {}
+            }
+        };
+        key.tags.push((key_range, value_start..i));
+        if !more {
+            key.end = i;
+            if key.tags.len() > 1 {
+                // InfluxDB compares the keys as written, before it looks at the fields.
+                let mut names: Vec<&[u8]> = key.tags.iter().map(|(k, _)| &b[k.clone()]).collect();
+                names.sort_unstable();
+                if names.windows(2).any(|w| w[0] == w[1]) {
+                    return Err(LineError::new(Kind::DuplicateTags, "duplicate tags"));
+                }
+            }
+            return Ok(key);
+        }
+        i += 1;
+    }
+}
+
+/// The field part of a line: its range, and where each value starts (the `=` InfluxDB's scanner
+/// takes as a key's end).
+struct Fields {
+    start: usize,
+    end: usize,
+    equals: Vec<usize>,
+}
+
+fn scan_fields(b: &[u8], from: usize) -> Result<Fields, LineError> {
+    let start = skip_whitespace(b, from);
+    let mut i = start;
+    let (mut quoted, mut commas) = (false, 0usize);
+    let mut equals = Vec::new();
+    let err = |kind, detail: &str| Err(LineError::new(kind, detail));
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\\' && i + 1 < b.len() {
+            i += 2;
+            continue;
+        }
+        if c == b'"' && equals.len() > commas {
+            quoted = !quoted;
+            i += 1;
+            continue;
+        }
+        if c == b'=' && !quoted {
+            equals.push(i);
+            // "m =1" and "m a=1,=2" have no key; "m a\ =1" does.
+            let before = |n: usize| i.checked_sub(n).map(|j| b[j]);
+            if matches!(before(1), Some(b' ' | b',')) && before(2) != Some(b'\\') {
+                return err(Kind::MissingFieldKey, "missing field key");
+            }
+            match b.get(i + 1) {
+                None | Some(b',' | b' ') => {
+                    return err(Kind::MissingFieldValue, "missing field value");
+                }
+                Some(b'0'..=b'9' | b'.' | b'-' | b'N' | b'n') => {
+                    i = scan_number(b, i + 1)?;
+                    continue;
+                }
+                Some(b'"') => {}
+                Some(_) => {
+                    i = scan_boolean(b, i + 1)?;
+                    continue;
+                }
+            }
+        }
+        if c == b',' && !quoted {
+            commas += 1;
+        }
+        if c == b' ' && !quoted {
+            break;
+        }
+        i += 1;
+    }
+    if quoted {
+        return err(Kind::UnbalancedQuotes, "unbalanced quotes");
+    }
+    if equals.is_empty() || commas + 1 != equals.len() {
+        return err(Kind::InvalidFieldFormat, "invalid field format");
+    }
+    Ok(Fields {
+        start,
+        end: i,
+        equals,
+    })
+}
+
+fn invalid_number() -> LineError {
+    LineError::new(Kind::InvalidNumber, "invalid number")
+}
+
+/// Checks a number starting at `start` the way InfluxDB's scanner does and returns its end.
+fn scan_number(b: &[u8], start: usize) -> Result<usize, LineError> {
+    let mut i = start;
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+        if i == b.len() {
+            return Err(invalid_number());
+        }
+    }
+    let (mut int, mut unsigned, mut decimal, mut scientific) = (false, false, false, false);
+    while i < b.len() && !matches!(b[i], b',' | b' ') {
+        let c = b[i];
+        if (c == b'i' || c == b'u') && i > start && !(int || unsigned) {
+            int |= c == b'i';
+            unsigned |= c == b'u';
+            i += 1;
+            continue;
+        }
+        if c == b'.' {
+            if decimal {
+                return Err(invalid_number());
+            }
+            decimal = true;
+        }
+        if i > start && (c == b'e' || c == b'E') {
+            scientific = true;
+            i += 1;
+            continue;
+        }
+        if (c == b'+' || c == b'-') && matches!(b[i - 1], b'e' | b'E') {
+            i += 1;
+            continue;
+        }
+        if i + 2 < b.len() && (c == b'N' || c == b'n') {
+            return Err(not_finite_or(&b[start..], invalid_number()));
+        }
+        if !(c.is_ascii_digit() || c == b'.') {
+            return Err(not_finite_or(&b[start..], invalid_number()));
+        }
+        i += 1;
+    }
+    if (int || unsigned) && (decimal || scientific) {
+        return Err(invalid_number());
+    }
+    let digits =
+        i - start - usize::from(int) - usize::from(decimal) - usize::from(b[start] == b'-');
+    if digits == 0 {
+        return Err(invalid_number());
+    }
+    let text = std::str::from_utf8(&b[start..i]).unwrap_or("");
+    if int {
+        if b[i - 1] != b'i' {
+            return Err(invalid_number());
+        }
+        parse_integer(&text[..text.len() - 1])?;
+    } else if unsigned {
+        return Err(LineError::new(Kind::Unsigned, "invalid number"));
+    } else if scientific || text.len() >= 25 {
+        parse_float(text)?;
+    }
+    Ok(i)
+}
+
+/// `NaN`, `Inf`, `Infinity` with or without a sign, any case: refused with InfluxDB's own
+/// detail (`fallback`'s), under the kind that says why.
+fn not_finite_or(rest: &[u8], fallback: LineError) -> LineError {
+    let end = rest
+        .iter()
+        .position(|c| matches!(c, b',' | b' '))
+        .unwrap_or(rest.len());
+    let word = rest[..end].strip_prefix(b"-").unwrap_or(&rest[..end]);
+    let spelled = |w: &str| word.eq_ignore_ascii_case(w.as_bytes());
+    if spelled("nan") || spelled("inf") || spelled("infinity") {
+        LineError::new(Kind::NotFinite, fallback.detail)
+    } else {
+        fallback
+    }
+}
+
+fn parse_integer(text: &str) -> Result<i64, LineError> {
+    text.parse::<i64>().map_err(|_| {
+        LineError::new(
+            Kind::IntegerOutOfRange,
+            format!(
+                "unable to parse integer {text}: strconv.ParseInt: parsing \"{text}\": value out of range"
+            ),
+        )
+    })
+}
+
+/// Go's `strconv.ParseFloat`: Rust reads the same decimal syntax (and rounds alike), but gives
+/// infinity where Go refuses a value out of range.
+fn parse_float(text: &str) -> Result<f64, LineError> {
+    match text.parse::<f64>() {
+        // Rust also reads `inf` and `NaN`, which InfluxDB's scanner never lets through.
+        Ok(v)
+            if v.is_finite()
+                && !text
+                    .bytes()
+                    .any(|c| c.is_ascii_alphabetic() && c != b'e' && c != b'E') =>
+        {
+            Ok(v)
+        }
+        _ => Err(LineError::new(Kind::InvalidFloat, "invalid float")),
+    }
+}
+
+fn scan_boolean(b: &[u8], start: usize) -> Result<usize, LineError> {
+    let end = b[start..]
+        .iter()
+        .position(|c| matches!(c, b',' | b' '))
+        .map_or(b.len(), |n| start + n);
+    let word = &b[start..end];
+    let ok = matches!(
+        word,
+        b"t" | b"T" | b"true" | b"True" | b"TRUE" | b"f" | b"F" | b"false" | b"False" | b"FALSE"
+    );
+    if ok {
+        Ok(end)
+    } else {
+        Err(not_finite_or(
+            word,
+            LineError::new(Kind::InvalidBoolean, "invalid boolean"),
+        ))
+    }
+}
+
+/// The fields as InfluxDB's field reader cuts them (a key ends at the first `=` that does not
+/// follow a backslash; a value at the first unquoted comma), checked against the scanner's cuts
+/// and the key length. Returns the raw key and value range of each field.
+fn walk_fields(b: &[u8], fields: &Fields, key_len: usize) -> Result<Vec<Pair>, LineError> {
+    let mut out = Vec::with_capacity(fields.equals.len());
+    let mut i = fields.start;
+    let end = fields.end;
+    while i < end {
+        let key_start = i;
+        while i < end && !(b[i] == b'=' && (i == key_start || !after_backslash(b, i))) {
+            i += 1;
+        }
+        if i + 2 > end {
+            let key = String::from_utf8_lossy(&b[key_start..i.min(end)]);
+            return Err(LineError::new(
+                Kind::AmbiguousKey,
+                format!("invalid value: field-key={key}"),
+            ));
+        }
+        if fields.equals.get(out.len()) != Some(&i) || i == key_start {
+            return Err(LineError::new(
+                Kind::AmbiguousKey,
+                "field key read two ways: a backslash right before '='",
+            ));
+        }
+        let size = key_len + 4 + (i - key_start);
+        if size > MAX_KEY_BYTES {
+            return Err(max_key(size));
+        }
+        let value_start = i + 1;
+        let mut j = value_start;
+        let mut quoted = false;
+        while j < end {
+            match b[j] {
+                b'\\' if j + 1 < end && matches!(b[j + 1], b'"' | b'\\') => j += 1,
+                b'"' => quoted = !quoted,
+                b',' if !quoted => break,
+                _ => {}
+            }
+            j += 1;
+        }
+        out.push((key_start..i, value_start..j.min(end)));
+        i = j + 1;
+    }
+    if out.len() != fields.equals.len() {
+        return Err(LineError::new(
+            Kind::AmbiguousKey,
+            "field key read two ways: a backslash right before '='",
+        ));
+    }
+    Ok(out)
+}
+
+/// A value cut by [`walk_fields`], typed by its first and last byte as InfluxDB stores it.
+fn field_value(v: &str) -> Result<FieldValue, LineError> {
+    let b = v.as_bytes();
+    match b.first() {
+        None => Err(LineError::new(
+            Kind::MissingFieldValue,
+            "missing field value",
+        )),
+        Some(b'"') if b.len() >= 2 => Ok(FieldValue::String(unescape_string(&v[1..v.len() - 1]))),
+        Some(b'0'..=b'9' | b'-' | b'.' | b'n' | b'N' | b'i' | b'I' | b'u') => {
+            if let Some(int) = v.strip_suffix('i') {
+                parse_integer(int).map(FieldValue::Integer)
+            } else if v.ends_with('u') {
+                Err(LineError::new(Kind::Unsigned, "invalid number"))
+            } else {
+                parse_float(v).map(FieldValue::Float)
+            }
+        }
+        _ => match v {
+            "t" | "T" | "true" | "True" | "TRUE" => Ok(FieldValue::Boolean(true)),
+            "f" | "F" | "false" | "False" | "FALSE" => Ok(FieldValue::Boolean(false)),
+            _ => Err(LineError::new(Kind::InvalidBoolean, "invalid boolean")),
+        },
+    }
+}
+
+fn scan_time(b: &[u8], from: usize, precision: Precision, now_ns: i64) -> Result<i64, LineError> {
+    let start = skip_whitespace(b, from);
+    let mut i = start;
+    while i < b.len() && !matches!(b[i], b'\n' | b' ') {
+        if !(b[i].is_ascii_digit() || (i == start && b[i] == b'-')) {
+            return Err(LineError::new(Kind::BadTimestamp, "bad timestamp"));
+        }
+        i += 1;
+    }
+    if i == start {
+        let unit = match precision {
+            Precision::Auto => 1,
+            p => p.multiplier(0),
+        };
+        return Ok(now_ns - now_ns.rem_euclid(unit));
+    }
+    let text = std::str::from_utf8(&b[start..i]).unwrap_or("");
+    let ts: i64 = text.parse().map_err(|_| {
+        let (kind, why) = if text == "-" {
+            (Kind::BadTimestamp, "invalid syntax")
+        } else {
+            (Kind::TimeOutOfRange, "value out of range")
+        };
+        LineError::new(kind, format!("strconv.ParseInt: parsing \"{text}\": {why}"))
+    })?;
+    let ns = ts
+        .checked_mul(precision.multiplier(ts))
+        .filter(|ns| (MIN_TIME_NS..=MAX_TIME_NS).contains(ns))
+        .ok_or_else(|| {
+            LineError::new(
+                Kind::TimeOutOfRange,
+                format!("time outside range {MIN_TIME_NS} - {MAX_TIME_NS}"),
+            )
+        })?;
+    if b[i..].iter().any(|&c| c != b' ') {
+        return Err(LineError::new(Kind::TrailingText, "point is invalid"));
+    }
+    Ok(ns)
+}
+
+/// What a backslash escapes in measurements and field keys (InfluxDB's `escape.Unescape`)…
+const MEASUREMENT_CODES: &[u8] = b", =\"";
+/// …and in tag keys and values (it leaves `\"` alone there).
+const TAG_CODES: &[u8] = b", =";
+
+/// Drops each backslash that comes right before one of `codes`; other backslashes stay.
+fn unescape(raw: &str, codes: &[u8]) -> String {
+    let b = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut from = 0;
+    for i in 0..b.len() {
+        if b[i] == b'\\' && b.get(i + 1).is_some_and(|c| codes.contains(c)) {
+            out.push_str(&raw[from..i]);
+            from = i + 1;
+        }
+    }
+    out.push_str(&raw[from..]);
+    out
+}
+
+/// A string value's content: `\\` is a backslash and `\"` a quote, read left to right; any
+/// other backslash stays.
+fn unescape_string(raw: &str) -> String {
+    let b = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let (mut from, mut i) = (0, 0);
+    while i < b.len() {
+        if b[i] == b'\\' && matches!(b.get(i + 1), Some(b'\\' | b'"')) {
+            out.push_str(&raw[from..i]);
+            from = i + 1;
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&raw[from..]);
+    out
+}
+
+/// Appends `text` with a backslash before each of `codes`.
+fn escape(out: &mut String, text: &str, codes: &[u8]) {
+    let mut from = 0;
+    for (i, c) in text.bytes().enumerate() {
+        if codes.contains(&c) {
+            out.push_str(&text[from..i]);
+            out.push('\\');
+            from = i;
+        }
+    }
+    out.push_str(&text[from..]);
+}
+
+impl Line {
+    /// Appends the line (no line end) with every special character escaped and the time in
+    /// nanoseconds, so that InfluxDB 1.x reads it back as this very point (send it with
+    /// `precision=ns`, or none). Floats are written as plain decimals (`{}`), integers with `i`,
+    /// strings quoted with `"` and `\` escaped.
+    ///
+    /// The line must be one [`parse`] gave, or hold what such lines hold: a measurement not
+    /// starting with `#`, space, tab or NUL, a first field key not starting with tab or NUL, no
+    /// name ending in a backslash or holding `\n` or `\r` without a backslash before it, and no
+    /// field key with an odd run of backslashes right before `,`, space or `=`. A measurement or
+    /// tag with such a run (which `parse` can give) reads back the same unless a string value of
+    /// the line holds a newline: InfluxDB's line splitter then cuts the line where its key
+    /// reader does not, whatever the spelling. Other lines are written as given.
+    pub fn encode_ns(&self, out: &mut String) {
+        escape(out, &self.measurement, MEASUREMENT_CODES);
+        for (k, v) in &self.tags {
+            out.push(',');
+            escape(out, k, TAG_CODES);
+            out.push('=');
+            escape(out, v, TAG_CODES);
+        }
+        for (n, (k, v)) in self.fields.iter().enumerate() {
+            out.push(if n == 0 { ' ' } else { ',' });
+            escape(out, k, MEASUREMENT_CODES);
+            out.push('=');
+            // Writing to a String cannot fail.
+            let _ = match v {
+                FieldValue::Float(f) => write!(out, "{f}"),
+                FieldValue::Integer(i) => write!(out, "{i}i"),
+                FieldValue::Boolean(x) => write!(out, "{x}"),
+                FieldValue::String(s) => {
+                    out.push('"');
+                    escape(out, s, b"\"\\");
+                    out.push('"');
+                    Ok(())
+                }
+            };
+        }
+        let _ = write!(out, " {}", self.time_ns);
+    }
+}
+
+#[cfg(test)]
+#[path = "lp_parse_tests.rs"]
+mod tests;
