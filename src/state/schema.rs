@@ -469,19 +469,47 @@ impl Claim<'_> {
     pub fn written(mut self) {
         let held = std::mem::take(&mut self.held);
         let mut inner = self.schema.lock();
+        let inner = &mut *inner;
         for (measurement, names) in held {
+            // One look at the measurement's claims and one at its schema for all its names.
+            let Some(claims) = inner.claimed.get_mut(&*measurement) else {
+                continue;
+            };
+            let mut learned: Vec<(Arc<str>, Claimed)> = Vec::with_capacity(names.len());
             for name in names.into_keys() {
-                let what = inner
-                    .claimed
-                    .get(&*measurement)
-                    .and_then(|m| m.get(&*name))
-                    .map(|(c, _)| *c);
-                inner.unclaim(&measurement, &name);
-                match what {
-                    Some(Claimed::Field(t)) => inner.add_field(&measurement, &name, t),
-                    Some(Claimed::Tag) => inner.add_tag(&measurement, &name),
-                    None => {}
+                let Some((what, count)) = claims.get_mut(&*name) else {
+                    continue;
+                };
+                let what = *what;
+                *count -= 1;
+                if *count == 0 {
+                    claims.remove(&*name);
                 }
+                learned.push((name, what));
+            }
+            if claims.is_empty() {
+                inner.claimed.remove(&*measurement);
+            }
+            if learned.is_empty() {
+                continue;
+            }
+            for known in [&mut inner.known, &mut inner.recent] {
+                in_measurement(known, &measurement, |m| {
+                    for (name, what) in &learned {
+                        match what {
+                            Claimed::Field(t) => {
+                                if !m.fields.contains_key(&**name) {
+                                    m.fields.insert(name.to_string(), *t);
+                                }
+                            }
+                            Claimed::Tag => {
+                                if !m.tags.contains(&**name) {
+                                    m.tags.insert(name.to_string());
+                                }
+                            }
+                        }
+                    }
+                });
             }
         }
     }
