@@ -587,6 +587,11 @@ impl InfluxdbSaid {
         if version_header {
             return InfluxdbSaid::Yes;
         }
+        // InfluxDB 1.x is known only by its header, and an empty answer (every stored write's)
+        // has no shape: no JSON to read.
+        if matches!(api, Api::V1) || text.trim().is_empty() {
+            return InfluxdbSaid::No;
+        }
         let json: Option<serde_json::Value> = serde_json::from_str(text).ok();
         let has = |key: &str| {
             json.as_ref()

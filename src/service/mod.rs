@@ -610,19 +610,11 @@ impl Service {
         stats: &mut crate::ingest::payload::RequestStats,
         claim: &mut Claim<'_>,
     ) -> usize {
-        let mut fits =
-            |measurement: &str, (k, v): &(String, crate::ingest::line_protocol::FieldValue)| {
-                claim
-                    .fields(measurement, [(k.as_str(), v)], std::iter::empty())
-                    .is_ok()
-            };
-        let before = stats.scalars.len() + stats.rows.iter().map(|r| r.fields.len()).sum::<usize>();
-        stats.scalars.retain(|f| fits(points::RESULT, f));
+        let mut left_out = claim.retain_fields(points::RESULT, &mut stats.scalars);
         for row in &mut stats.rows {
-            row.fields.retain(|f| fits(points::REQUEST_STATS, f));
+            left_out += claim.retain_fields(points::REQUEST_STATS, &mut row.fields);
         }
-        let after = stats.scalars.len() + stats.rows.iter().map(|r| r.fields.len()).sum::<usize>();
-        before - after
+        left_out
     }
 
     /// Checks the fields and tags of `points` against what the gateway knows and what other

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -208,36 +208,78 @@ struct Inner {
     /// Names that requests being recorded are about to write, per measurement: what each is
     /// (a field of a type, or a tag) and how many [`Claim`]s hold it. Checked like `known`, so
     /// the second of two requests racing with a new field of two types is refused; never
-    /// saved, and let go by a request that fails to be recorded.
-    claimed: BTreeMap<String, BTreeMap<String, (Claimed, usize)>>,
+    /// saved, and let go by a request that fails to be recorded. The names are shared with the
+    /// claims holding them ([`Claim`]), so a name claimed by several requests at once is
+    /// allocated once.
+    claimed: BTreeMap<Arc<str>, ClaimCounts>,
     /// What the gateway learned from its own writes since a reading of InfluxDB's schema began
     /// ([`Schema::reading_begins`]): that reading may have been answered before those writes
     /// reached InfluxDB, so what it says must not make the gateway forget them.
     recent: Known,
+    /// Counts InfluxDB's answers taken ([`Schema::update_from_influxdb`]): the only change
+    /// that can make a name a claim holds fail its check (see [`Claim`]'s `epoch`).
+    epoch: u64,
 }
 
 impl Inner {
     /// Learns that `measurement` has the field `name` of type `t` (a field already known keeps
-    /// its type, as the first write of a type wins in InfluxDB too).
+    /// its type, as the first write of a type wins in InfluxDB too). Allocates only for what
+    /// is new: every request writes names mostly known.
     fn add_field(&mut self, measurement: &str, name: &str, t: FieldType) {
         for known in [&mut self.known, &mut self.recent] {
-            let m = known.entry(measurement.to_string()).or_default();
-            if !m.fields.contains_key(name) {
-                m.fields.insert(name.to_string(), t);
-            }
+            in_measurement(known, measurement, |m| {
+                if !m.fields.contains_key(name) {
+                    m.fields.insert(name.to_string(), t);
+                }
+            });
         }
     }
 
     /// Learns that `measurement` has the tag `name`.
     fn add_tag(&mut self, measurement: &str, name: &str) {
         for known in [&mut self.known, &mut self.recent] {
-            let m = known.entry(measurement.to_string()).or_default();
-            if !m.tags.contains(name) {
-                m.tags.insert(name.to_string());
-            }
+            in_measurement(known, measurement, |m| {
+                if !m.tags.contains(name) {
+                    m.tags.insert(name.to_string());
+                }
+            });
+        }
+    }
+
+    /// Claims `name` in `measurement` once more (as `what` when it is new to the claims); the
+    /// names as held in `claimed`, for the claim to let go or learn later.
+    fn claim_one(&mut self, measurement: &str, name: &str, what: Claimed) -> (Arc<str>, Arc<str>) {
+        let m_key = shared_key(&self.claimed, measurement);
+        let names = self.claimed.entry(m_key.clone()).or_default();
+        let n_key = shared_key(names, name);
+        names.entry(n_key.clone()).or_insert((what, 0)).1 += 1;
+        (m_key, n_key)
+    }
+}
+
+/// Changes the schema of `measurement` in `known` with `change`, adding it when missing (its
+/// name is allocated only then).
+fn in_measurement(known: &mut Known, measurement: &str, change: impl FnOnce(&mut Measurement)) {
+    match known.get_mut(measurement) {
+        Some(m) => change(m),
+        None => {
+            let mut m = Measurement::default();
+            change(&mut m);
+            known.insert(measurement.to_string(), m);
         }
     }
 }
+
+/// `name` as a key of `map`: the one held there, shared, or a new one.
+fn shared_key<V>(map: &BTreeMap<Arc<str>, V>, name: &str) -> Arc<str> {
+    match map.get_key_value(name) {
+        Some((key, _)) => Arc::clone(key),
+        None => Arc::from(name),
+    }
+}
+
+/// The names claimed in one measurement: what each is, and how many claims hold it.
+type ClaimCounts = BTreeMap<Arc<str>, (Claimed, usize)>;
 
 /// What a claimed name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,8 +372,13 @@ impl Inner {
 #[derive(Debug)]
 pub struct Claim<'a> {
     schema: &'a Schema,
-    /// The names this claim holds, each once, per measurement.
-    held: BTreeMap<String, BTreeSet<String>>,
+    /// The names this claim holds, each once, per measurement (shared with the schema's
+    /// `claimed`), with what each was claimed as.
+    held: BTreeMap<Arc<str>, BTreeMap<Arc<str>, Claimed>>,
+    /// The schema's `epoch` when the claim first claimed: while it is the same, a name this
+    /// claim holds passes its check again as what it was claimed as (only InfluxDB's word
+    /// changes what a check says of a name claimed), so it is not looked up again.
+    epoch: Option<u64>,
 }
 
 impl Claim<'_> {
@@ -348,7 +395,24 @@ impl Claim<'_> {
             .into_iter()
             .map(|(k, v)| (measurement, k, Claimed::Field(FieldType::of(v))))
             .chain(tags.into_iter().map(|k| (measurement, k, Claimed::Tag)));
-        self.claim_all(items)
+        let mut inner = self.schema.lock();
+        self.claim_all(&mut inner, items)
+    }
+
+    /// Keeps of `fields` (fields of `measurement`) those that pass [`Claim::fields`] one by
+    /// one, claiming them, under one taking of the schema's lock; how many were left out.
+    pub fn retain_fields(
+        &mut self,
+        measurement: &str,
+        fields: &mut Vec<(String, FieldValue)>,
+    ) -> usize {
+        let before = fields.len();
+        let mut inner = self.schema.lock();
+        fields.retain(|(k, v)| {
+            let item = (measurement, k.as_str(), Claimed::Field(FieldType::of(v)));
+            self.claim_all(&mut inner, [item]).is_ok()
+        });
+        before - fields.len()
     }
 
     /// [`Claim::fields`] for every field and tag of `points`.
@@ -359,22 +423,30 @@ impl Claim<'_> {
                 .map(move |(k, v)| (m, k, Claimed::Field(FieldType::of(v))))
                 .chain(p.tags().map(move |(k, _)| (m, k, Claimed::Tag)))
         });
-        self.claim_all(items)
+        let mut inner = self.schema.lock();
+        self.claim_all(&mut inner, items)
     }
 
+    /// Checks and claims `items` under the schema's lock (`inner`); on a conflict nothing of
+    /// them is claimed.
     fn claim_all<'b>(
         &mut self,
+        inner: &mut Inner,
         items: impl IntoIterator<Item = (&'b str, &'b str, Claimed)>,
     ) -> Result<(), Conflict> {
-        let mut inner = self.schema.lock();
-        let mut added: Vec<(String, String)> = Vec::new();
+        let mut added: Vec<(&'b str, &'b str)> = Vec::new();
+        let same_epoch = *self.epoch.get_or_insert(inner.epoch) == inner.epoch;
         for (measurement, name, what) in items {
+            let held = self.held.get(measurement).and_then(|names| names.get(name));
+            if same_epoch && held == Some(&what) {
+                continue;
+            }
             let checked = match what {
                 Claimed::Field(t) => inner.check_field(measurement, name, t),
                 Claimed::Tag => inner.check_tag(measurement, name),
             };
             if let Err(conflict) = checked {
-                for (m, n) in &added {
+                for (m, n) in added {
                     inner.unclaim(m, n);
                     if let Some(names) = self.held.get_mut(m) {
                         names.remove(n);
@@ -382,25 +454,12 @@ impl Claim<'_> {
                 }
                 return Err(conflict);
             }
-            if self
-                .held
-                .get(measurement)
-                .is_some_and(|names| names.contains(name))
-            {
+            if held.is_some() {
                 continue;
             }
-            inner
-                .claimed
-                .entry(measurement.to_string())
-                .or_default()
-                .entry(name.to_string())
-                .or_insert((what, 0))
-                .1 += 1;
-            self.held
-                .entry(measurement.to_string())
-                .or_default()
-                .insert(name.to_string());
-            added.push((measurement.to_string(), name.to_string()));
+            let (m, n) = inner.claim_one(measurement, name, what);
+            self.held.entry(m).or_default().insert(n, what);
+            added.push((measurement, name));
         }
         Ok(())
     }
@@ -410,20 +469,47 @@ impl Claim<'_> {
     pub fn written(mut self) {
         let held = std::mem::take(&mut self.held);
         let mut inner = self.schema.lock();
-        let held = held
-            .into_iter()
-            .flat_map(|(m, names)| names.into_iter().map(move |n| (m.clone(), n)));
-        for (measurement, name) in held {
-            let what = inner
-                .claimed
-                .get(&measurement)
-                .and_then(|m| m.get(&name))
-                .map(|(c, _)| *c);
-            inner.unclaim(&measurement, &name);
-            match what {
-                Some(Claimed::Field(t)) => inner.add_field(&measurement, &name, t),
-                Some(Claimed::Tag) => inner.add_tag(&measurement, &name),
-                None => {}
+        let inner = &mut *inner;
+        for (measurement, names) in held {
+            // One look at the measurement's claims and one at its schema for all its names.
+            let Some(claims) = inner.claimed.get_mut(&*measurement) else {
+                continue;
+            };
+            let mut learned: Vec<(Arc<str>, Claimed)> = Vec::with_capacity(names.len());
+            for name in names.into_keys() {
+                let Some((what, count)) = claims.get_mut(&*name) else {
+                    continue;
+                };
+                let what = *what;
+                *count -= 1;
+                if *count == 0 {
+                    claims.remove(&*name);
+                }
+                learned.push((name, what));
+            }
+            if claims.is_empty() {
+                inner.claimed.remove(&*measurement);
+            }
+            if learned.is_empty() {
+                continue;
+            }
+            for known in [&mut inner.known, &mut inner.recent] {
+                in_measurement(known, &measurement, |m| {
+                    for (name, what) in &learned {
+                        match what {
+                            Claimed::Field(t) => {
+                                if !m.fields.contains_key(&**name) {
+                                    m.fields.insert(name.to_string(), *t);
+                                }
+                            }
+                            Claimed::Tag => {
+                                if !m.tags.contains(&**name) {
+                                    m.tags.insert(name.to_string());
+                                }
+                            }
+                        }
+                    }
+                });
             }
         }
     }
@@ -436,7 +522,7 @@ impl Drop for Claim<'_> {
         }
         let mut inner = self.schema.lock();
         for (measurement, names) in std::mem::take(&mut self.held) {
-            for name in names {
+            for name in names.into_keys() {
                 inner.unclaim(&measurement, &name);
             }
         }
@@ -451,6 +537,7 @@ impl Schema {
                 known,
                 claimed: BTreeMap::new(),
                 recent: Known::default(),
+                epoch: 0,
             }),
             retention: Mutex::new(None),
         }
@@ -485,6 +572,7 @@ impl Schema {
         Claim {
             schema: self,
             held: BTreeMap::new(),
+            epoch: None,
         }
     }
 
@@ -542,6 +630,7 @@ impl Schema {
     /// first one's write replaced what the gateway knew.)
     pub fn update_from_influxdb(&self, seen: Known, replace: bool) {
         let mut inner = self.lock();
+        inner.epoch += 1;
         let recent = std::mem::take(&mut inner.recent);
         if replace {
             inner.known = seen;
@@ -788,5 +877,30 @@ mod tests {
         let mut other = schema.claim();
         let text = FieldValue::Str("s".into());
         other.fields("m", [("x", &text), ("y", &text)], []).unwrap();
+    }
+
+    /// A name a claim already holds is not checked again while InfluxDB's word is unchanged;
+    /// once InfluxDB says otherwise, it is, so the claim cannot write it with a type InfluxDB
+    /// now holds against it.
+    #[test]
+    fn a_name_a_claim_holds_is_checked_again_after_influxdbs_word_changed() {
+        let schema = Schema::default();
+        let number = FieldValue::Float(1.0);
+        let mut claim = schema.claim();
+        claim.fields("m", [("x", &number)], []).unwrap();
+        claim.fields("m", [("x", &number)], []).unwrap();
+        let mut seen = Known::new();
+        seen.entry("m".into())
+            .or_default()
+            .fields
+            .insert("x".into(), FieldType::String);
+        schema.update_from_influxdb(seen, false);
+        assert!(matches!(
+            claim.fields("m", [("x", &number)], []),
+            Err(Conflict::FieldType { .. })
+        ));
+        let mut fields = vec![("x".to_string(), number.clone())];
+        assert_eq!(claim.retain_fields("m", &mut fields), 1);
+        assert!(fields.is_empty());
     }
 }
