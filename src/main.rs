@@ -610,6 +610,7 @@ fn run() -> Result<(), StartError> {
     // not, so the next start rebuilds the whole table, and frees the disk as this one would
     // have once InfluxDB has the log. That is a clean stop, not a failure.
     let snapshot = service.try_save_snapshot();
+    service.delivery.log().close();
     service.delivery.log().save_delivered();
     match snapshot {
         Err(e) if e.is_disk_full() => log::warn!(

@@ -213,6 +213,8 @@ pub mod testing {
         /// here, counted by InfluxDB's own line splitter).
         name_lines: bool,
         ping_fails: bool,
+        /// Every write fails as unreachable: InfluxDB away.
+        down: bool,
         /// Bodies larger than this are refused as too large (413).
         max_body: Option<usize>,
         /// Bodies larger than this break the connection (as influxd closing on a 413 does).
@@ -263,6 +265,13 @@ pub mod testing {
             self.lock().ping_fails = fails;
         }
 
+        /// InfluxDB away (every write and ping fails as unreachable), or back.
+        pub fn set_down(&self, down: bool) {
+            let mut s = self.lock();
+            s.down = down;
+            s.ping_fails = down;
+        }
+
         /// Every body written so far, in order.
         pub fn bodies(&self) -> Vec<String> {
             self.lock().bodies.clone()
@@ -295,6 +304,7 @@ pub mod testing {
                     panic!("the memory sink panics, as the test asked");
                 }
                 Some(Answer::Fail(e)) => Some(e),
+                _ if s.down => Some(SinkError::Unreachable("connection refused".into())),
                 _ if s.reset_above.is_some_and(|max| lines.len() > max) => Some(SinkError::Broken(
                     "connection reset by peer (os error 104)".into(),
                 )),

@@ -783,3 +783,202 @@ fn a_snapshot_from_the_room_kept_for_it_lets_the_segment_go_while_registers_keep
     // Not full for good: the next snapshot is written too.
     f.service.try_save_snapshot().unwrap();
 }
+
+/// The room kept for the snapshot is spent once (registers filled the disk), then the disk
+/// fills again while InfluxDB is away with commits, which do not grow the table: the room was
+/// kept again right after the segments were let go, so once InfluxDB is back the next snapshot
+/// fits and the disk is freed again (before, the reserve stayed empty and the disk full).
+#[test]
+fn a_disk_filled_again_by_commits_after_the_room_was_spent_is_freed_again() {
+    let disk = crate::storage::tests::SmallDisk::new("service-refill", "8m");
+    let data = disk.0.0.join("data");
+    std::fs::create_dir(&data).unwrap();
+    let f = fixture_in(Dir(data.clone()), 5000, 1 << 30, Acknowledge::Disk);
+    let note = "n".repeat(400);
+    let body = |i: usize| {
+        let fields: Vec<String> = (0..8).map(|k| format!(r#""note{k}":"{note}""#)).collect();
+        format!(
+            r#"{{"startedAt":{},"hostname":"lg","measurement":{{"fields":{{{}}}}}}}"#,
+            1_479_636_000 + i,
+            fields.join(",")
+        )
+    };
+    let mut runs = Vec::new();
+    let full = loop {
+        match register(&f, &body(runs.len())) {
+            Ok(r) => runs.push(r.uuid),
+            Err(e) => break e,
+        }
+        assert!(runs.len() < 5000, "the disk should be full by now");
+    };
+    assert!(
+        matches!(full, Refused::NotRecorded(ref e) if e.is_disk_full()),
+        "{full:?}"
+    );
+    let log = f.service.delivery.log();
+    let wait_delivered = || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while log.undelivered().1 > 0 {
+            assert!(Instant::now() < deadline, "the log is not delivered");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    wait_delivered();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = f.service.try_save_snapshot() {
+        assert!(Instant::now() < deadline, "no snapshot written: {e}");
+    }
+    eprintln!(
+        "reserve after the first snapshot: {}",
+        f.service.snapshots.reserve()
+    );
+    // InfluxDB away: the runs commit until the disk is full again.
+    f.sink.set_down(true);
+    let big = "c".repeat(30_000);
+    let mut committed = 0;
+    let full = loop {
+        let Some(uuid) = runs.get(committed) else {
+            panic!("all {committed} runs committed, the disk is not full");
+        };
+        let c = parse_commit(commit_body(*uuid, &big).as_bytes(), LIMITS).unwrap();
+        match f.service.commit(c, None, 2_000) {
+            Ok(_) => committed += 1,
+            Err(e) => break e,
+        }
+    };
+    eprintln!(
+        "{committed} commits, then {full:?}; reserve {}",
+        f.service.snapshots.reserve()
+    );
+    // InfluxDB back.
+    f.sink.set_down(false);
+    wait_delivered();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = f.service.try_save_snapshot() {
+        assert!(
+            Instant::now() < deadline,
+            "the disk stays full for good: no snapshot fits: {e}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = register(&f, &body(900_000)) {
+        assert!(
+            Instant::now() < deadline,
+            "registers refused for good: {e:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// As registers do above, progress and commits racing the snapshot written from the room kept
+/// for it land in no segment it lets go.
+#[test]
+fn a_snapshot_from_the_room_kept_for_it_lets_the_segment_go_while_progress_and_commits_race() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let disk = crate::storage::tests::SmallDisk::new("service-race", "8m");
+    let data = disk.0.0.join("data");
+    std::fs::create_dir(&data).unwrap();
+    let f = fixture_in(Dir(data.clone()), 5000, 1 << 30, Acknowledge::Disk);
+    let note = "n".repeat(400);
+    let body = |i: usize| {
+        let fields: Vec<String> = (0..8).map(|k| format!(r#""note{k}":"{note}""#)).collect();
+        format!(
+            r#"{{"startedAt":{},"hostname":"lg","measurement":{{"fields":{{{}}}}}}}"#,
+            1_479_636_000 + i,
+            fields.join(",")
+        )
+    };
+    let mut runs = Vec::new();
+    let full = loop {
+        match register(&f, &body(runs.len())) {
+            Ok(r) => runs.push(r.uuid),
+            Err(e) => break e,
+        }
+        assert!(runs.len() < 5000, "the disk should be full by now");
+    };
+    assert!(
+        matches!(full, Refused::NotRecorded(ref e) if e.is_disk_full()),
+        "{full:?}"
+    );
+    let log = f.service.delivery.log();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log.undelivered().1 > 0 {
+        assert!(Instant::now() < deadline, "the log is not delivered");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let first = data.join("log").join(crate::storage::log::segment_name(1));
+    assert!(first.exists());
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let runs = Arc::new(runs);
+    let mut threads = Vec::new();
+    for t in 0..4usize {
+        let (stop, answered, service, runs) = (
+            Arc::clone(&stop),
+            Arc::clone(&answered),
+            Arc::clone(&f.service),
+            Arc::clone(&runs),
+        );
+        let reg = body(100_000 * (t + 1));
+        threads.push(std::thread::spawn(move || {
+            let mut i = t;
+            while !stop.load(Ordering::Relaxed) {
+                let ok = match t {
+                    0 => {
+                        let record = parse_register(reg.as_bytes(), LIMITS).unwrap();
+                        service.register(record, "10.0.0.9", None, 1_000).is_ok()
+                    }
+                    1 | 2 => {
+                        let record =
+                            parse_register(br#"{"measurement":{"fields":{"step":2}}}"#, LIMITS)
+                                .unwrap();
+                        service
+                            .progress(runs[i % runs.len()], record, None, 1_500)
+                            .is_ok()
+                    }
+                    _ => {
+                        let c = parse_commit(
+                            commit_body(runs[(i * 7) % runs.len()], "x").as_bytes(),
+                            LIMITS,
+                        )
+                        .unwrap();
+                        service.commit(c, None, 2_000).is_ok()
+                    }
+                };
+                i += 3;
+                if ok {
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut tries = 0;
+    while let Err(e) = f.service.try_save_snapshot() {
+        tries += 1;
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot written after {tries}: {e}"
+        );
+    }
+    eprintln!("snapshot after {tries} failed tries");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while answered.load(Ordering::Relaxed) < 10 {
+        assert!(Instant::now() < deadline, "requests are answered again");
+        std::thread::yield_now();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(
+        !first.exists(),
+        "the delivered segment is let go by the snapshot"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = f.service.try_save_snapshot() {
+        assert!(Instant::now() < deadline, "not full for good: {e}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -221,7 +221,8 @@ impl Service {
     /// change the log holds applied to the table first: a record written meanwhile could
     /// take that room, or put a change the snapshot lacks into the segment it is to let go,
     /// and the room would be spent for nothing. When the changes are not applied in time, the
-    /// room is kept, and the snapshot tried again at the next look (a second later).
+    /// room is kept, and the snapshot tried again at the next look (a second later). Once the
+    /// segments are let go, the room is kept again, writes still held.
     ///
     /// [`Log::hold_writes`]: crate::storage::log::Log::hold_writes
     pub fn try_save_snapshot(&self) -> Result<(), JournalError> {
@@ -245,6 +246,14 @@ impl Service {
             self.snapshots
                 .write(&self.jobs, &self.schema.known(), Some(&lets_go))?;
         hold.snapshot_written(covers, bytes);
+        // The room just spent is kept again from what the segments let go left, before any
+        // record may take it: else a disk filled again (by commits or ticks, which do not grow
+        // the table) would find no room for the snapshot that frees it.
+        if let Err(e) = self.snapshots.keep_room(self.jobs.bytes() as u64) {
+            log::warn!(
+                "{e}: the disk is still nearly full after the log let its delivered segments go; free space under storage.dir"
+            );
+        }
         Ok(())
     }
 

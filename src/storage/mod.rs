@@ -118,7 +118,14 @@ pub fn write_reserved(
                 })
                 .unwrap_or(0);
             if released == 0 {
-                return Err(e);
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}; the room kept for it ({RESERVE_FILE}) is used up: free at least {} bytes under {}",
+                        bytes.len(),
+                        dir.path().display()
+                    ),
+                ));
             }
             ::log::warn!(
                 "the disk under {} is full: {released} bytes kept for this snapshot are used for it",

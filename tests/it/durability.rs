@@ -1040,3 +1040,134 @@ fn sigterm_under_load_exits_0_and_keeps_everything_acknowledged() {
         );
     }
 }
+
+/// The room kept for the snapshot is spent once (registers filled the disk while InfluxDB was
+/// away; once it is back the segment is let go), then, before any register could grow that room
+/// back, InfluxDB goes away again and the runs' commits fill the disk again. Once InfluxDB is
+/// back and has the log, the disk frees itself as the first time.
+#[test]
+fn a_disk_filled_again_by_commits_after_the_room_was_spent_frees_itself_again() {
+    let mut influx = Influxd::start();
+    let (mut gw, disk, wide) = gateway_on_small_disk(&mut influx, "refill-disk", "12m", "1h");
+    let mut acked = Vec::new();
+    let full = loop {
+        let answer = post_json(
+            gw.addr,
+            REGISTER,
+            &json!({"startedAt": BASE + acked.len() as i64, "hostname": "lg", "measurement": {"fields": wide}}),
+        );
+        if answer.status != 200 {
+            break answer;
+        }
+        acked.push(answer.json()["data"]["uuid"].as_str().unwrap().to_string());
+        assert!(acked.len() < 5000, "the disk should be full by now");
+    };
+    assert_eq!(full.status, 503, "{}", full.body);
+    influx.restart();
+    wait_until(Duration::from_secs(180), "the log delivered", || {
+        states(gw.addr)["spool"]["records"] == 0
+    });
+    wait_until(Duration::from_secs(30), "the segment let go", || {
+        gw.log().contains("is delivered and in a snapshot: let go")
+    });
+    // InfluxDB away again; the runs commit until the disk is full.
+    influx.stop();
+    let note = "c".repeat(30_000);
+    let mut committed = 0;
+    let full = loop {
+        let Some(uuid) = acked.get(committed) else {
+            panic!("all {committed} runs committed, the disk is not full");
+        };
+        let answer = post_json(
+            gw.addr,
+            COMMIT,
+            &json!({"uuid": uuid, "measurement": {"fields": {"note": note}}}),
+        );
+        if answer.status != 200 {
+            break answer;
+        }
+        committed += 1;
+    };
+    assert_eq!(full.status, 503, "{}", full.body);
+    eprintln!("{committed} commits before the disk was full again");
+    influx.restart();
+    wait_until(Duration::from_secs(180), "the log delivered", || {
+        states(gw.addr)["spool"]["records"] == 0
+    });
+    wait_until(
+        Duration::from_secs(60),
+        "a register answered without anyone freeing space",
+        || post_json(gw.addr, REGISTER, &json!({})).status == 200,
+    );
+    gw.kill();
+    drop(disk);
+}
+
+/// A disk filled while InfluxDB was away; InfluxDB back; the gateway killed (SIGKILL) at random
+/// moments while it frees the disk (the snapshot from the room kept for it, the segment let go):
+/// it still frees itself, and every acknowledged register is in InfluxDB.
+#[test]
+fn kill_9_while_a_full_disk_frees_itself_loses_nothing_and_frees_it() {
+    let mut influx = Influxd::start();
+    let (mut gw, disk, wide) = gateway_on_small_disk(&mut influx, "kill-full-disk", "12m", "1h");
+    let mut acked = Vec::new();
+    let full = loop {
+        let answer = post_json(
+            gw.addr,
+            REGISTER,
+            &json!({"startedAt": BASE + acked.len() as i64, "hostname": "lg", "measurement": {"fields": wide}}),
+        );
+        if answer.status != 200 {
+            break answer;
+        }
+        acked.push(answer.json()["data"]["uuid"].as_str().unwrap().to_string());
+        assert!(acked.len() < 5000, "the disk should be full by now");
+    };
+    assert_eq!(full.status, 503, "{}", full.body);
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("seed {seed}");
+    influx.restart();
+    for _ in 0..6 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        thread::sleep(Duration::from_millis(seed % 700));
+        // Registers meanwhile: some may land in the freed room.
+        let answer = post_json(
+            gw.addr,
+            REGISTER,
+            &json!({"startedAt": BASE + 9000 + acked.len() as i64, "hostname": "lg", "measurement": {"fields": wide}}),
+        );
+        if answer.status == 200 {
+            acked.push(answer.json()["data"]["uuid"].as_str().unwrap().to_string());
+        }
+        gw.kill();
+        gw.restart();
+    }
+    wait_until(Duration::from_secs(180), "the log delivered", || {
+        states(gw.addr)["spool"]["records"] == 0
+    });
+    wait_until(
+        Duration::from_secs(60),
+        "a register answered without anyone freeing space",
+        || post_json(gw.addr, REGISTER, &json!({})).status == 200,
+    );
+    let started = influx.uuids("runs", "load_testing_events", Some("started"));
+    for uuid in &acked {
+        assert!(
+            started.contains(uuid),
+            "acknowledged register of {uuid} is in InfluxDB"
+        );
+    }
+    let s = states(gw.addr);
+    assert!(
+        s["jobs"]["running"].as_u64().unwrap() > acked.len() as u64,
+        "{s}"
+    );
+    gw.kill();
+    drop(disk);
+}

@@ -671,8 +671,17 @@ impl Log {
         if inner.writing {
             return inner;
         }
-        let (Some(mut open), Some(tail)) = (inner.active.take(), inner.segments.last().cloned())
-        else {
+        let Some(tail) = inner.segments.last().cloned() else {
+            // The segment was let go since (delivered, on a full disk): its file and the failed
+            // write's bytes in it are gone.
+            inner.broken = false;
+            inner.active = None;
+            log::info!(
+                "the segment holding the failed write is let go: the log takes records again"
+            );
+            return inner;
+        };
+        let Some(mut open) = inner.active.take() else {
             return inner;
         };
         inner.writing = true;
@@ -693,6 +702,22 @@ impl Log {
         }
         self.written.notify_all();
         inner
+    }
+
+    /// The stop: a failed write not yet cut back is tried once more, so that the next start
+    /// does not read back a record refused to its request. When that fails too, it says so: the
+    /// next start may read those records back.
+    pub fn close(&self) {
+        let inner = self.lock();
+        if !inner.broken {
+            return;
+        }
+        let inner = self.mend(inner);
+        if inner.broken {
+            log::error!(
+                "the failed write could still not be cut back from the log: the next start may read back records whose requests were refused (answered 503), and deliver them"
+            );
+        }
     }
 
     /// Makes the next `n` group writes fail, as a disk gone bad would.
@@ -1205,6 +1230,73 @@ mod tests {
             opened.records, 2,
             "the failed write is not read back at a start"
         );
+    }
+
+    /// A log broken by a failed cut-back whose segment is then let go (delivered, a snapshot
+    /// holding it, the disk full: its file and the failed bytes deleted) has nothing left to cut
+    /// back: it takes records again, rather than refusing every append until a restart.
+    #[test]
+    fn a_broken_log_whose_segment_is_let_go_takes_records_again() {
+        let dir = Dir::new("log-mend-let-go");
+        let (log, mut at, _) = open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
+        put(&log, 1);
+        log.fail_next_writes(1);
+        log.fail_next_undos(1);
+        let unit = |lines| {
+            [Unit {
+                run: Uuid::nil(),
+                points: 1,
+                lines,
+            }]
+        };
+        let ticket = log
+            .append(Kind::Request, 0, b"", &unit("m v=2 2\n"))
+            .unwrap();
+        assert!(log.wait(ticket).is_err(), "the write failed");
+        let read = read_all(&log, &mut at);
+        log.delivered(1, read.len() as u64, read.iter().map(|r| r.bytes).sum());
+        log.disk_is_full();
+        log.snapshot_written(1, 10);
+        assert_eq!(log.segments(), 0, "the segment is let go");
+        let taken = log.append(Kind::Request, 0, b"", &unit("m v=3 3\n"));
+        assert!(taken.is_ok(), "nothing left to cut back, yet {taken:?}");
+    }
+
+    /// A stop while the log is broken (the failed write's cut-back failed) tries the cut-back
+    /// once more: a disk that works again then leaves no refused record for the next start to
+    /// read back.
+    #[test]
+    fn a_stop_while_broken_cuts_the_failed_write_back_once_more() {
+        let dir = Dir::new("log-broken-stop");
+        let (log, _, _) = open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
+        put(&log, 1);
+        log.fail_next_writes(1);
+        log.fail_next_undos(2);
+        let unit = |lines| {
+            [Unit {
+                run: Uuid::nil(),
+                points: 1,
+                lines,
+            }]
+        };
+        let ticket = log
+            .append(Kind::Request, 0, b"", &unit("m v=2 2\n"))
+            .unwrap();
+        assert!(
+            log.wait(ticket).is_err(),
+            "the write failed: refused to its request"
+        );
+        assert!(
+            matches!(
+                log.append(Kind::Request, 0, b"", &unit("m v=3 3\n")),
+                Err(LogError::Broken)
+            ),
+            "the cut-back failed again"
+        );
+        log.close();
+        drop(log);
+        let (_, _, opened) = open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
+        assert_eq!(opened.records, 1, "the refused record is not read back");
     }
 
     #[test]
