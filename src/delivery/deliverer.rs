@@ -457,7 +457,16 @@ impl Delivery {
         let half = (bytes / 2).max(1024);
         *lock(&self.learned_at) = Some(Instant::now());
         let before = self.learned_max_bytes.fetch_min(half, Ordering::Relaxed);
-        if half < before {
+        if half >= before {
+            return;
+        }
+        // Told as a warning once per limit: the hourly try of the configured size that InfluxDB
+        // still refuses is only information.
+        if self.body_limit_told.fetch_min(half, Ordering::Relaxed) <= half {
+            log::info!(
+                "influxdb still refuses writes of {bytes} bytes; writes stay at most {half} bytes"
+            );
+        } else {
             log::warn!(
                 "influxdb refused a write of {bytes} bytes as too large; writes are now at most {half} bytes (influxdb.max_write_bytes is {}: lower it to InfluxDB's body limit)",
                 self.limits.max_bytes
