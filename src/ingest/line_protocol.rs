@@ -118,7 +118,14 @@ fn check_text(text: &str, max: usize) -> Result<(), Invalid> {
         });
     }
     // Control characters are refused because the parsers treat tab and newline as delimiters
-    // that cannot be escaped, and the others are never meaningful in a series key.
+    // that cannot be escaped, and the others are never meaningful in a series key. Printable
+    // ASCII (nearly every name) is told apart by its bytes, without decoding characters.
+    if text
+        .bytes()
+        .all(|b| (b' '..b'\x7f').contains(&b) && b != b'\\')
+    {
+        return Ok(());
+    }
     match text.chars().find(|&c| c.is_control() || c == '\\') {
         Some('\\') => Err(Invalid::Backslash),
         Some(c) => Err(Invalid::ControlChar(c)),
