@@ -20,11 +20,27 @@ pub const MAX_TAG_VALUE_BYTES: usize = 256;
 // never escaped in names or tag values because this module refuses them there: a trailing
 // backslash would otherwise escape the following delimiter.
 /// Measurements: comma and space.
-const MEASUREMENT_SPECIALS: &[u8] = b", ";
+const MEASUREMENT_SPECIALS: Specials = specials(b", ");
 /// Tag keys, tag values and field keys: comma, equals sign and space.
-const KEY_AND_TAG_VALUE_SPECIALS: &[u8] = b",= ";
+const KEY_AND_TAG_VALUE_SPECIALS: Specials = specials(b",= ");
 /// String field values (inside the surrounding double quotes): double quote and backslash.
-const STRING_FIELD_SPECIALS: &[u8] = b"\"\\";
+const STRING_FIELD_SPECIALS: Specials = specials(b"\"\\");
+
+/// Which bytes [`escape_into`] puts a backslash in front of, one entry per byte value: a
+/// load per byte of text, rather than a search of a list.
+type Specials = [bool; 256];
+
+/// The table of `bytes`, which must be ASCII (checked when the constants are evaluated).
+const fn specials(bytes: &[u8]) -> Specials {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < bytes.len() {
+        assert!(bytes[i].is_ascii());
+        table[bytes[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
 
 /// The value of one field.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,7 +134,14 @@ fn check_text(text: &str, max: usize) -> Result<(), Invalid> {
         });
     }
     // Control characters are refused because the parsers treat tab and newline as delimiters
-    // that cannot be escaped, and the others are never meaningful in a series key.
+    // that cannot be escaped, and the others are never meaningful in a series key. Printable
+    // ASCII (nearly every name) is told apart by its bytes, without decoding characters.
+    if text
+        .bytes()
+        .all(|b| (b' '..b'\x7f').contains(&b) && b != b'\\')
+    {
+        return Ok(());
+    }
     match text.chars().find(|&c| c.is_control() || c == '\\') {
         Some('\\') => Err(Invalid::Backslash),
         Some(c) => Err(Invalid::ControlChar(c)),
@@ -291,16 +314,16 @@ impl Point {
     /// any, a space and the fields. A caller that adds fields after this must start with a comma
     /// when [`Point::field_count`] is not zero, and with a space otherwise.
     pub fn encode_head(&self, out: &mut String) {
-        escape_into(out, self.measurement, MEASUREMENT_SPECIALS);
+        escape_into(out, self.measurement, &MEASUREMENT_SPECIALS);
         for (key, value) in &self.tags {
             out.push(',');
-            escape_into(out, key, KEY_AND_TAG_VALUE_SPECIALS);
+            escape_into(out, key, &KEY_AND_TAG_VALUE_SPECIALS);
             out.push('=');
-            escape_into(out, value, KEY_AND_TAG_VALUE_SPECIALS);
+            escape_into(out, value, &KEY_AND_TAG_VALUE_SPECIALS);
         }
         for (i, (key, value)) in self.fields.iter().enumerate() {
             out.push(if i == 0 { ' ' } else { ',' });
-            escape_into(out, key, KEY_AND_TAG_VALUE_SPECIALS);
+            escape_into(out, key, &KEY_AND_TAG_VALUE_SPECIALS);
             out.push('=');
             encode_field_value(out, value);
         }
@@ -392,11 +415,12 @@ fn is_usable_measurement(name: &str) -> bool {
 /// The specials are ASCII, and in UTF-8 an ASCII byte is always that character (every byte of
 /// a longer character is 0x80 or above), so the text is scanned as bytes and copied in runs:
 /// this is the gateway's hottest loop, run over every `requestStats` text it writes.
-fn escape_into(out: &mut String, text: &str, specials: &[u8]) {
-    debug_assert!(specials.is_ascii());
+fn escape_into(out: &mut String, text: &str, specials: &Specials) {
+    // Room for the text unescaped at once: one growth at most, not one per run copied.
+    out.reserve(text.len());
     let mut start = 0;
     for (i, b) in text.bytes().enumerate() {
-        if specials.contains(&b) {
+        if specials[usize::from(b)] {
             out.push_str(&text[start..i]);
             out.push('\\');
             start = i;
@@ -416,6 +440,12 @@ pub fn encode_field_value(out: &mut String, value: &FieldValue) {
         // `Debug` would be shorter, but plain decimals avoid depending on every server version
         // accepting exponents.
         // Writing to a String cannot fail.
+        // An integral value below 1e15 (nearly every count a load test reports) is printed
+        // as an integer, which gives the same digits without the float algorithm; -0 keeps
+        // its sign through `Display`.
+        FieldValue::Float(v) if v.fract() == 0.0 && v.abs() < 1e15 && *v != 0.0 => {
+            let _ = write!(out, "{}", *v as i64);
+        }
         FieldValue::Float(v) => {
             let _ = write!(out, "{v}");
         }
@@ -425,7 +455,7 @@ pub fn encode_field_value(out: &mut String, value: &FieldValue) {
         // quotes when splitting a body into lines.
         FieldValue::Str(s) => {
             out.push('"');
-            escape_into(out, s, STRING_FIELD_SPECIALS);
+            escape_into(out, s, &STRING_FIELD_SPECIALS);
             out.push('"');
         }
     }
@@ -826,6 +856,32 @@ pub(crate) mod tests {
                 );
             }
             assert_eq!(line.timestamp, Some(p.time_ms()), "{body:?}");
+        }
+    }
+
+    /// Integral floats take a shorter path than `Display` for f64: it must print the same.
+    #[test]
+    fn integral_floats_print_as_display_does() {
+        let values = [
+            1.0,
+            -1.0,
+            1200.0,
+            912_000.0,
+            -0.0,
+            0.0,
+            999_999_999_999_999.0,
+            -999_999_999_999_999.0,
+            1e15,
+            1e16,
+            9_007_199_254_740_993.0,
+            0.5,
+            -2.5,
+            1e-7,
+        ];
+        for v in values {
+            let mut out = String::new();
+            encode_field_value(&mut out, &float(v));
+            assert_eq!(out, format!("{v}"), "{v:?}");
         }
     }
 

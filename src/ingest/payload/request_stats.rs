@@ -109,7 +109,9 @@ pub(super) fn request_stats(
         // A second `stats` member replaces the first, as in a JSON object read whole.
         None => read_rows.borrow_mut().clear(),
         Some(row) => {
-            if let Some(row) = row.as_object().and_then(stats_row) {
+            if let Value::Object(row) = row
+                && let Some(row) = stats_row(row)
+            {
                 read_rows.borrow_mut().push(row);
             }
         }
@@ -164,7 +166,7 @@ pub(super) fn request_stats(
     let (rows, renamed, repeated) = distinct(rows);
     Ok(Some(RequestStats {
         text,
-        scalars: scalar_members(&stats),
+        scalars: scalar_members(stats),
         rows,
         rows_sent,
         renamed,
@@ -274,18 +276,21 @@ pub(super) fn fit(text: std::borrow::Cow<'_, str>, max: usize) -> (Option<String
     ((text.len() <= max).then(|| text.into_owned()), cut)
 }
 
-/// Numeric and boolean members whose keys can be field names, at most [`MAX_FIELDS`].
-pub(super) fn scalar_members(map: &Map<String, Value>) -> Vec<(String, FieldValue)> {
-    map.iter()
-        .filter(|(key, _)| {
-            line_protocol::check_name(key).is_ok() && !RESERVED.contains(&key.as_str())
+/// Numeric and boolean members whose keys can be field names, at most [`MAX_FIELDS`], in the
+/// map's (sorted) order. Takes the map, so the keys kept are moved, not copied.
+pub(super) fn scalar_members(map: Map<String, Value>) -> Vec<(String, FieldValue)> {
+    map.into_iter()
+        .filter(|(key, value)| {
+            matches!(value, Value::Bool(_) | Value::Number(_))
+                && line_protocol::check_name(key).is_ok()
+                && !RESERVED.contains(&key.as_str())
         })
         .filter_map(|(key, value)| match value {
-            Value::Bool(b) => Some((key.clone(), FieldValue::Bool(*b))),
+            Value::Bool(b) => Some((key, FieldValue::Bool(b))),
             Value::Number(n) => n
                 .as_f64()
                 .filter(|f| f.is_finite())
-                .map(|f| (key.clone(), FieldValue::Float(f))),
+                .map(|f| (key, FieldValue::Float(f))),
             _ => None,
         })
         .take(MAX_FIELDS)
@@ -308,11 +313,13 @@ pub fn safe_tag(text: &str) -> String {
 /// One endpoint row. `name` and `method` are data, never a reason to refuse: a value that
 /// breaks the tag rules is made safe ([`safe_tag`]), and the exact text goes into the field
 /// `full_name` (or `full_method`).
-pub(super) fn stats_row(row: &Map<String, Value>) -> Option<StatsRow> {
+pub(super) fn stats_row(mut row: Map<String, Value>) -> Option<StatsRow> {
     let mut tags = Vec::new();
+    // Taken out before the members are: `name` and `method` are reserved, never fields.
+    let tag_values = ["method", "name"].map(|key| row.remove(key));
     let mut fields = scalar_members(row);
-    for key in ["method", "name"] {
-        let Some(text) = row.get(key).and_then(|v| tag_text(key, v).ok().flatten()) else {
+    for (key, value) in ["method", "name"].into_iter().zip(tag_values) {
+        let Some(text) = value.and_then(|v| tag_text(key, &v).ok().flatten()) else {
             continue;
         };
         if line_protocol::check_tag_value(&text).is_ok() {
