@@ -642,12 +642,17 @@ fn replay_dead_letters(settings: &config::Settings) -> Result<(), StartError> {
     let influx = delivery::influx::Influx::new(&settings.config.influxdb);
     let (mut delivered, mut failed) = (0, 0);
     for (path, _, _) in &letters {
-        let lines = dead_letters::read(path).map_err(|error| StartError::DeadLetter {
-            path: path.clone(),
-            doing: "read",
-            error,
-        })?;
-        match influx.write(&lines) {
+        let (target, lines) =
+            dead_letters::read_letter(path).map_err(|error| StartError::DeadLetter {
+                path: path.clone(),
+                doing: "read",
+                error,
+            })?;
+        let written = match &target {
+            None => influx.write(&lines),
+            Some(target) => influx.write_to(target, &lines),
+        };
+        match written {
             Ok(()) => {
                 dead_letters::remove(path).map_err(|error| StartError::DeadLetter {
                     path: path.clone(),

@@ -18,7 +18,7 @@ use super::{
 use crate::ingest::line_protocol;
 use crate::stats::Stats;
 use crate::storage::dead_letters::{Kept, Key};
-use crate::storage::log::{Position, Read};
+use crate::storage::log::{OwnedTarget, Position, Read};
 use crate::storage::record::Kind;
 
 /// A unit of a batch (or a part of one, when a unit too large for one write was cut), with
@@ -27,6 +27,8 @@ use crate::storage::record::Kind;
 struct Piece<'a> {
     seq: u64,
     kind: Kind,
+    /// Where its points go: a write through InfluxDB's API; `None`: `[influxdb]`'s database.
+    target: Option<&'a OwnedTarget>,
     run: Uuid,
     /// The unit's place in its record: with `seq` and `line`, the key of its dead letter.
     unit: u32,
@@ -168,7 +170,13 @@ impl Delivery {
             max_bytes: self.body_limit(),
             ..self.limits
         };
-        limits.first_write(queue.iter().map(|record| {
+        // A write goes to one target: the records of the first one's.
+        let target = queue.front().and_then(|r| r.target.as_ref());
+        let same = queue
+            .iter()
+            .take_while(|r| r.target.as_ref() == target)
+            .count();
+        limits.first_write(queue.iter().take(same).map(|record| {
             let bytes = record.units.iter().map(|u| u.lines.len()).sum();
             let points = record.units.iter().map(|u| u.points as usize).sum();
             (bytes, points)
@@ -189,6 +197,7 @@ impl Delivery {
                 .map(move |(unit, u)| Piece {
                     seq: record.seq,
                     kind: record.kind,
+                    target: record.target.as_ref(),
                     run: u.run,
                     unit: unit as u32,
                     line: 0,
@@ -226,7 +235,8 @@ impl Delivery {
     ) -> Result<(), SinkError> {
         let body = join(pieces);
         let points: usize = pieces.iter().map(|p| p.points as usize).sum();
-        let error = match self.write(&body, stats) {
+        // A batch holds records of one target (`batch_len`), so its pieces share it.
+        let error = match self.write(pieces[0].target, &body, stats) {
             Ok(()) => {
                 Stats::add(&stats.points_written, points);
                 return Ok(());
@@ -374,7 +384,7 @@ impl Delivery {
     /// takes again among refused ones still has its heartbeats stored.
     fn probe_refused(&self, known: &[Piece<'_>], stats: &Stats) -> Result<(), SinkError> {
         let body = join(known);
-        let refused: Vec<bool> = match self.write(&body, stats) {
+        let refused: Vec<bool> = match self.write(None, &body, stats) {
             Ok(()) => vec![false; known.len()],
             Err(SinkError::Refused {
                 lines: Some(lines), ..
@@ -476,17 +486,25 @@ impl Delivery {
 
     /// One InfluxDB write, counted. A sink that panics (a bug) fails the write as if InfluxDB
     /// did not answer, so the deliverer lives on and tries again later.
-    fn write(&self, body: &str, stats: &Stats) -> Result<(), SinkError> {
+    fn write(
+        &self,
+        target: Option<&OwnedTarget>,
+        body: &str,
+        stats: &Stats,
+    ) -> Result<(), SinkError> {
         Stats::add(&stats.influxdb_writes, 1);
-        let result =
-            catch_unwind(AssertUnwindSafe(|| self.sink.write(body))).unwrap_or_else(|_| {
-                log::error!(
-                    "the InfluxDB client panicked while writing; the write is tried again later"
-                );
-                Err(SinkError::Unreachable(
-                    "the InfluxDB client panicked".into(),
-                ))
-            });
+        let result = catch_unwind(AssertUnwindSafe(|| match target {
+            None => self.sink.write(body),
+            Some(target) => self.sink.write_to(target, body),
+        }))
+        .unwrap_or_else(|_| {
+            log::error!(
+                "the InfluxDB client panicked while writing; the write is tried again later"
+            );
+            Err(SinkError::Unreachable(
+                "the InfluxDB client panicked".into(),
+            ))
+        });
         self.record_write(&result);
         result
     }
@@ -541,6 +559,7 @@ impl Delivery {
                 unit: piece.unit,
                 line: piece.line,
             },
+            piece.target,
             piece.lines,
             points as u64,
             &message,

@@ -20,6 +20,7 @@ use ureq::unversioned::transport::NextTimeout;
 use crate::config::{Api, Influxdb};
 use crate::delivery::sink::{Disposition, Sink, SinkError};
 use crate::state::schema::{FieldType, Known, Retention};
+use crate::storage::log::OwnedTarget;
 
 /// ureq looks up the host of every request, even one that goes out on a pooled connection, and
 /// with a time limit set it starts a thread for each lookup so it can stop waiting: one thread
@@ -166,11 +167,16 @@ impl Influx {
     /// a try InfluxDB refused). Its failure never holds a write back: the write's own answer
     /// says what is wrong.
     fn create_database(&self) -> Result<(), SinkError> {
+        self.create_named(&self.database)
+    }
+
+    /// [`Influx::create_database`] for the database `database`.
+    fn create_named(&self, database: &str) -> Result<(), SinkError> {
         let query = format!(
             "q={}",
             encode(&format!(
                 "CREATE DATABASE \"{}\"",
-                self.database.replace('"', "\\\"")
+                database.replace('"', "\\\"")
             ))
         );
         let result = self.post(
@@ -186,14 +192,13 @@ impl Influx {
             _ => None,
         };
         match &result {
-            Ok(()) => log::info!("influxdb: database {:?} is ready", self.database),
+            Ok(()) => log::info!("influxdb: database {database:?} is ready"),
             Err(SinkError::Misconfigured {
                 status: 401 | 403, ..
             }) => log::warn!(
-                "influxdb: the user may not create database {:?} (it takes an admin); writes go on, and succeed once an admin creates it and grants WRITE (or set influxdb.create_database = false)",
-                self.database
+                "influxdb: the user may not create database {database:?} (it takes an admin); writes go on, and succeed once an admin creates it and grants WRITE (or set influxdb.create_database = false)"
             ),
-            Err(e) => log::warn!("influxdb: cannot create database {:?}: {e}", self.database),
+            Err(e) => log::warn!("influxdb: cannot create database {database:?}: {e}"),
         }
         result
     }
@@ -204,6 +209,48 @@ impl Influx {
         self.create_database
             && crate::sync::lock(&self.create_failed)
                 .is_none_or(|at| at.elapsed() >= CREATE_RETRY_EVERY)
+    }
+
+    /// Whether `url` is one of InfluxDB's write endpoints (its answer is read as a write's).
+    fn is_write_url(&self, url: &str) -> bool {
+        url.strip_prefix(&self.base_url).is_some_and(|path| {
+            ["/write?", "/api/v2/write?", "/api/v3/write_lp?"]
+                .iter()
+                .any(|write| path.starts_with(write))
+        })
+    }
+
+    /// The write URL for `target`, timestamps in nanoseconds: v1 its database and retention
+    /// policy; v2 the bucket named by InfluxDB 2's DBRP convention (`database`, or
+    /// `database/retention_policy`) in `influxdb.org`; v3 its database.
+    fn target_url(&self, target: &OwnedTarget) -> String {
+        let base = &self.base_url;
+        let (db, rp) = (&target.database, &target.retention_policy);
+        match self.api {
+            Api::V1 => {
+                let mut url = format!("{base}/write?db={}&precision=ns", encode(db));
+                if !rp.is_empty() {
+                    url.push_str(&format!("&rp={}", encode(rp)));
+                }
+                url
+            }
+            Api::V2 => {
+                let bucket = if rp.is_empty() {
+                    db.clone()
+                } else {
+                    format!("{db}/{rp}")
+                };
+                format!(
+                    "{base}/api/v2/write?org={}&bucket={}&precision=ns",
+                    encode(&self.org),
+                    encode(&bucket)
+                )
+            }
+            Api::V3 => format!(
+                "{base}/api/v3/write_lp?db={}&precision=nanosecond",
+                encode(db)
+            ),
+        }
     }
 
     fn post(&self, url: &str, body: &[u8], content_type: &str) -> Result<(), SinkError> {
@@ -236,7 +283,7 @@ impl Influx {
             .lossy_utf8(true)
             .read_to_string()
             .unwrap_or_default();
-        if url == self.write_url {
+        if self.is_write_url(url) {
             let said = InfluxdbSaid::of(self.api, version_header, &text);
             return write_answer(status, &text, said).map(|()| text);
         }
@@ -327,6 +374,21 @@ impl Sink for Influx {
             && self.create_database().is_ok()
         {
             // The database was dropped while we ran, or never made: made now.
+            return post();
+        }
+        result
+    }
+
+    /// Writes to `target` as [`Influx::write`] does to `[influxdb]`'s database; a v1 database
+    /// found missing is created the same way.
+    fn write_to(&self, target: &OwnedTarget, lines: &str) -> Result<(), SinkError> {
+        let url = self.target_url(target);
+        let post = || self.post(&url, lines.as_bytes(), "text/plain; charset=utf-8");
+        let result = post();
+        if let Err(SinkError::Misconfigured { status: 404, .. }) = &result
+            && self.may_create()
+            && self.create_named(&target.database).is_ok()
+        {
             return post();
         }
         result
@@ -717,6 +779,48 @@ fn encode(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write for a target of its own goes to that database (v1, v3) or the bucket InfluxDB 2's
+    /// DBRP convention names (v2), in nanoseconds, its names encoded; and its answer is read as
+    /// a write's.
+    #[test]
+    fn a_write_for_a_target_goes_to_its_database_or_bucket_in_nanoseconds() {
+        let target = |database: &str, rp: &str| OwnedTarget {
+            database: database.into(),
+            retention_policy: rp.into(),
+        };
+        let url = |api, t: &OwnedTarget| {
+            let influx = Influx::new(&Influxdb {
+                url: "http://db:8086/".into(),
+                api,
+                org: "lab".into(),
+                ..Influxdb::default()
+            });
+            let url = influx.target_url(t);
+            assert!(influx.is_write_url(&url), "{url}");
+            url
+        };
+        let k6 = target("k6 runs", "");
+        let week = target("jmeter", "week");
+        assert_eq!(
+            url(Api::V1, &k6),
+            "http://db:8086/write?db=k6%20runs&precision=ns"
+        );
+        assert_eq!(
+            url(Api::V1, &week),
+            "http://db:8086/write?db=jmeter&precision=ns&rp=week"
+        );
+        assert_eq!(
+            url(Api::V2, &week),
+            "http://db:8086/api/v2/write?org=lab&bucket=jmeter%2Fweek&precision=ns"
+        );
+        assert_eq!(
+            url(Api::V3, &k6),
+            "http://db:8086/api/v3/write_lp?db=k6%20runs&precision=nanosecond"
+        );
+        let influx = Influx::new(&Influxdb::default());
+        assert!(!influx.is_write_url(&influx.query_url));
+    }
 
     /// Only InfluxDB's 204 is a stored write, and only its own JSON refuses the data: a web
     /// page answering 200, a proxy's 200 with an error, or a proxy's 400 page keep the points.

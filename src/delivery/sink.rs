@@ -9,12 +9,24 @@
 use std::fmt;
 
 use crate::state::schema::{Known, Retention};
+use crate::storage::log::OwnedTarget;
 
 /// A database that stores line protocol.
 pub trait Sink: Send + Sync {
     /// Stores `lines`: line protocol, one point per line, separated by `'\n'`, timestamps in
     /// milliseconds since the Unix epoch. `Ok` means every line is stored.
     fn write(&self, lines: &str) -> Result<(), SinkError>;
+
+    /// Stores `lines` for `target` (a write through InfluxDB's write API, for its own
+    /// database): timestamps in nanoseconds. `Ok` means every line is stored. A sink that writes
+    /// only to one database refuses it as misconfigured.
+    fn write_to(&self, target: &OwnedTarget, lines: &str) -> Result<(), SinkError> {
+        let _ = lines;
+        Err(SinkError::Misconfigured {
+            status: 404,
+            message: format!("this sink cannot write to database {:?}", target.database),
+        })
+    }
 
     /// A cheap check that the database answers at all; `Ok` when it does.
     fn ping(&self) -> Result<(), SinkError>;
@@ -46,6 +58,10 @@ pub trait Sink: Send + Sync {
 impl<S: Sink + ?Sized> Sink for std::sync::Arc<S> {
     fn write(&self, lines: &str) -> Result<(), SinkError> {
         (**self).write(lines)
+    }
+
+    fn write_to(&self, target: &OwnedTarget, lines: &str) -> Result<(), SinkError> {
+        (**self).write_to(target, lines)
     }
 
     fn ping(&self) -> Result<(), SinkError> {
@@ -184,7 +200,7 @@ pub mod testing {
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
-    use super::{Sink, SinkError};
+    use super::{OwnedTarget, Sink, SinkError};
 
     /// How the sink answers one write.
     #[derive(Debug, Clone)]
@@ -221,6 +237,8 @@ pub mod testing {
         reset_above: Option<usize>,
         /// Every body sent, in order.
         bodies: Vec<String>,
+        /// The bodies written to a target of their own: their place in `bodies`, and where.
+        targets: Vec<(usize, OwnedTarget)>,
         /// Every line stored, in order.
         stored: Vec<String>,
     }
@@ -272,6 +290,12 @@ pub mod testing {
             s.ping_fails = down;
         }
 
+        /// The bodies written to a target of their own: their place in [`MemorySink::bodies`],
+        /// and the target.
+        pub fn targets(&self) -> Vec<(usize, OwnedTarget)> {
+            self.lock().targets.clone()
+        }
+
         /// Every body written so far, in order.
         pub fn bodies(&self) -> Vec<String> {
             self.lock().bodies.clone()
@@ -284,6 +308,16 @@ pub mod testing {
     }
 
     impl Sink for MemorySink {
+        /// Answers as [`MemorySink::write`] does, and notes where the body went.
+        fn write_to(&self, target: &OwnedTarget, lines: &str) -> Result<(), SinkError> {
+            {
+                let mut s = self.lock();
+                let at = s.bodies.len();
+                s.targets.push((at, target.clone()));
+            }
+            self.write(lines)
+        }
+
         fn write(&self, lines: &str) -> Result<(), SinkError> {
             let mut s = self.lock();
             s.bodies.push(lines.to_string());

@@ -408,6 +408,69 @@ fn writes_over_influxdbs_body_limit_are_split_and_never_block_what_follows() {
     assert!(letters[0].2.contains("413"), "{}", letters[0].2);
 }
 
+/// Writes through InfluxDB's API for targets of their own are written apart from the gateway's
+/// own points and from each other's, each to its target, in log order; a refused one is
+/// dead-lettered with its target, and read back with it for `replay-dead-letters`.
+#[test]
+fn writes_for_their_own_targets_go_each_to_its_target_and_refusals_keep_it() {
+    use crate::storage::record::Target;
+    let mut r = setup("delivery-targets", Acknowledge::Influxdb, LIMITS, 1 << 20);
+    r.sink.refuse_lines_with("refuse-me");
+    let k6 = Target {
+        database: "k6",
+        retention_policy: "",
+    };
+    let jmeter = Target {
+        database: "jmeter",
+        retention_policy: "week",
+    };
+    let write = |target: Target<'_>, lines: &str| {
+        let unit = [Unit {
+            run: Uuid::nil(),
+            points: line_protocol::split_lines(lines).count() as u32,
+            lines,
+        }];
+        r.delivery.log.append_write(target, &unit).unwrap()
+    };
+    let tickets = [
+        write(k6, "http_reqs value=1 1700000000000000001\n"),
+        write(k6, "http_reqs value=2 1700000000000000002\n"),
+        r.append("m,r=own v=1 1\n"),
+        write(jmeter, "jmeter,t=refuse-me v=1 1700000000000000003\n"),
+        write(k6, "http_reqs value=3 1700000000000000004\n"),
+    ];
+    r.delivery.log.wait(tickets[4]).unwrap();
+    r.start();
+    r.delivered_all();
+    let bodies = r.sink.bodies();
+    let targets = r.sink.targets();
+    let to = |i: usize| {
+        targets
+            .iter()
+            .find(|(at, _)| *at == i)
+            .map(|(_, t)| t.database.as_str())
+    };
+    assert_eq!(bodies.len(), 4, "{bodies:?}");
+    assert_eq!(to(0), Some("k6"));
+    assert_eq!(
+        bodies[0],
+        "http_reqs value=1 1700000000000000001\nhttp_reqs value=2 1700000000000000002\n"
+    );
+    assert_eq!(to(1), None, "the gateway's own points: {}", bodies[1]);
+    assert_eq!(to(2), Some("jmeter"));
+    assert_eq!(targets[1].1.retention_policy, "week");
+    assert_eq!(to(3), Some("k6"));
+    let letters = dead_letters::list(&r.dir.0).unwrap();
+    assert_eq!(letters.len(), 1);
+    let (target, lines) = dead_letters::read_letter(&letters[0].0).unwrap();
+    let target = target.expect("the letter names its target");
+    assert_eq!(
+        (target.database.as_str(), target.retention_policy.as_str()),
+        ("jmeter", "week")
+    );
+    assert_eq!(lines, "jmeter,t=refuse-me v=1 1700000000000000003\n");
+}
+
 /// A body limit learned from a 413 does not hold for ever: once it has been kept its time, writes
 /// of `influxdb.max_write_bytes` are tried again, so a limit raised since (or a proxy's passing
 /// refusal) no longer keeps every write small.

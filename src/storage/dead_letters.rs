@@ -2,7 +2,10 @@
 //! person, each with InfluxDB's reason, and bounded by `storage.max_dead_letter_bytes`.
 //!
 //! ```text
-//! dead-letter/<record>-<unit>-<points>.lp      the refused lines, exactly as they were sent
+//! dead-letter/<record>-<unit>-<points>.lp      the refused lines, exactly as they were sent;
+//!                                              for a write through InfluxDB's API, after a
+//!                                              first line naming its target (a comment to
+//!                                              InfluxDB: `# metrics-consumer target {…}`)
 //! dead-letter/<record>-<unit>-<points>.error   when, and why: InfluxDB's status and message
 //! dead-letter/lock                 held by `replay-dead-letters` while it runs
 //! ```
@@ -21,11 +24,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::log::OwnedTarget;
 use super::{DirHandle, StorageError, read_if_exists, write_atomic};
 
 /// The dead letters' directory in `storage.dir`.
 pub const DIR: &str = "dead-letter";
 const RECORD_EXT: &str = "lp";
+/// The first line of a dead letter whose points go to a target of their own, before its JSON.
+const TARGET_LINE: &str = "# metrics-consumer target ";
 const ERROR_EXT: &str = "error";
 /// How often a dropped refusal is logged at most.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -165,7 +171,29 @@ impl DeadLetters {
     /// Keeps `lines` (`points` points) that InfluxDB refused, with the reason; or, beyond the
     /// bound, counts them as dropped. A refusal whose `key` is kept already is not kept again
     /// (and is answered `Kept`). An error means the disk failed.
-    pub fn store(&self, key: Key, lines: &str, points: u64, why: &str) -> io::Result<Kept> {
+    /// `target`: where the points go when not to `[influxdb]`'s database (a write through
+    /// InfluxDB's API, timestamps in nanoseconds), kept in the letter's first line.
+    pub fn store(
+        &self,
+        key: Key,
+        target: Option<&OwnedTarget>,
+        lines: &str,
+        points: u64,
+        why: &str,
+    ) -> io::Result<Kept> {
+        let with_target;
+        let lines = match target {
+            None => lines,
+            Some(t) => {
+                let named = serde_json::json!({
+                    "database": t.database,
+                    "retention_policy": t.retention_policy,
+                    "precision": "ns",
+                });
+                with_target = format!("{TARGET_LINE}{named}\n{lines}");
+                &with_target
+            }
+        };
         // The lines are written last: when they are there, the letter is whole.
         if self.handle.exists(&name(key, points, RECORD_EXT)) {
             return Ok(Kept::Kept);
@@ -261,10 +289,29 @@ pub fn list(storage_dir: &Path) -> io::Result<Vec<(PathBuf, u64, String)>> {
         .collect())
 }
 
-/// Reads a dead letter's lines, without following a link.
+/// Reads a dead letter's lines (without the line naming its target), without following a link.
+#[cfg(test)]
 pub fn read(path: &Path) -> io::Result<String> {
+    Ok(read_letter(path)?.1)
+}
+
+/// Reads a dead letter: its target, when its points go to one of their own, and its lines.
+pub fn read_letter(path: &Path) -> io::Result<(Option<OwnedTarget>, String)> {
     let bytes = read_if_exists(path)?.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-    String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    let text =
+        String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let Some(rest) = text.strip_prefix(TARGET_LINE) else {
+        return Ok((None, text));
+    };
+    let (named, lines) = rest.split_once('\n').unwrap_or((rest, ""));
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "its target line does not read");
+    let named: serde_json::Value = serde_json::from_str(named).map_err(|_| bad())?;
+    let text_of = |key: &str| named[key].as_str().map(str::to_string).ok_or_else(bad);
+    let target = OwnedTarget {
+        database: text_of("database")?,
+        retention_policy: text_of("retention_policy")?,
+    };
+    Ok((Some(target), lines.to_string()))
 }
 
 /// Removes a dead letter and its reason.
@@ -296,9 +343,12 @@ mod tests {
         let dir = Dir::new("dead-letters");
         let dead = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
         let why = "influxdb answered 400: field type conflict";
-        assert_eq!(dead.store(key(1), "m v=1 1\n", 1, why).unwrap(), Kept::Kept);
         assert_eq!(
-            dead.store(key(2), "m v=\"x\" 2\n", 1, "bad").unwrap(),
+            dead.store(key(1), None, "m v=1 1\n", 1, why).unwrap(),
+            Kept::Kept
+        );
+        assert_eq!(
+            dead.store(key(2), None, "m v=\"x\" 2\n", 1, "bad").unwrap(),
             Kept::Kept
         );
         // Each letter is two files of one 4 KiB block each, as the disk counts them.
@@ -311,7 +361,7 @@ mod tests {
         remove(&listed[0].0).unwrap();
         let again = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
         assert_eq!((again.usage().records, again.usage().bytes), (1, 2 * 4096));
-        again.store(key(3), "m v=3 3\n", 1, "x").unwrap();
+        again.store(key(3), None, "m v=3 3\n", 1, "x").unwrap();
         let names: Vec<_> = list(&dir.0).unwrap().into_iter().map(|l| l.0).collect();
         assert!(
             names[1]
@@ -326,13 +376,25 @@ mod tests {
         let dir = Dir::new("dead-letters-bound");
         // Room for three letters of two blocks each, and a bit.
         let dead = DeadLetters::open(&root(&dir), 6 * 4096 + 100).unwrap();
-        assert_eq!(dead.store(key(4), "m v=1 1\n", 1, "x").unwrap(), Kept::Kept);
-        assert_eq!(dead.store(key(5), "m v=2 2\n", 1, "x").unwrap(), Kept::Kept);
-        let big = "m v=3 3\n".repeat(1000);
-        assert_eq!(dead.store(key(6), &big, 1000, "x").unwrap(), Kept::Dropped);
-        assert_eq!(dead.store(key(7), "m v=3 3\n", 1, "x").unwrap(), Kept::Kept);
         assert_eq!(
-            dead.store(key(8), "m v=4 4\n", 1, "x").unwrap(),
+            dead.store(key(4), None, "m v=1 1\n", 1, "x").unwrap(),
+            Kept::Kept
+        );
+        assert_eq!(
+            dead.store(key(5), None, "m v=2 2\n", 1, "x").unwrap(),
+            Kept::Kept
+        );
+        let big = "m v=3 3\n".repeat(1000);
+        assert_eq!(
+            dead.store(key(6), None, &big, 1000, "x").unwrap(),
+            Kept::Dropped
+        );
+        assert_eq!(
+            dead.store(key(7), None, "m v=3 3\n", 1, "x").unwrap(),
+            Kept::Kept
+        );
+        assert_eq!(
+            dead.store(key(8), None, "m v=4 4\n", 1, "x").unwrap(),
             Kept::Dropped
         );
         let usage = dead.usage();
@@ -366,12 +428,24 @@ mod tests {
             line: 40,
         };
         assert_eq!(parse_name(Path::new(&name(part, 3, "lp"))), Some((part, 3)));
-        assert_eq!(dead.store(a, "m v=1 1\n", 1, "x").unwrap(), Kept::Kept);
-        assert_eq!(dead.store(b, "m v=2 2\n", 1, "x").unwrap(), Kept::Kept);
+        assert_eq!(
+            dead.store(a, None, "m v=1 1\n", 1, "x").unwrap(),
+            Kept::Kept
+        );
+        assert_eq!(
+            dead.store(b, None, "m v=2 2\n", 1, "x").unwrap(),
+            Kept::Kept
+        );
         // The log is delivered again from record 7 after a restart.
         let again = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
-        assert_eq!(again.store(a, "m v=1 1\n", 1, "x").unwrap(), Kept::Kept);
-        assert_eq!(again.store(b, "m v=2 2\n", 1, "x").unwrap(), Kept::Kept);
+        assert_eq!(
+            again.store(a, None, "m v=1 1\n", 1, "x").unwrap(),
+            Kept::Kept
+        );
+        assert_eq!(
+            again.store(b, None, "m v=2 2\n", 1, "x").unwrap(),
+            Kept::Kept
+        );
         assert_eq!(list(&dir.0).unwrap().len(), 2);
         assert_eq!((again.usage().records, again.usage().bytes), (2, 4 * 4096));
         // A file of another name is neither listed nor counted.
@@ -398,7 +472,10 @@ mod tests {
             unit: 1,
             line: 0,
         };
-        assert_eq!(dead.store(key, "m v=1 1\n", 1, "x").unwrap(), Kept::Kept);
+        assert_eq!(
+            dead.store(key, None, "m v=1 1\n", 1, "x").unwrap(),
+            Kept::Kept
+        );
         assert_eq!(
             fs::read_dir(&elsewhere.0).unwrap().count(),
             0,

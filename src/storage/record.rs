@@ -6,9 +6,11 @@
 //!   crc    u32   CRC-32 (IEEE) of the seq bytes and the payload
 //!   seq    u64   the record's number; the log's records are numbered 1, 2, 3, … without gaps
 //! payload
-//!   kind     u8    1 = a request, 2 = heartbeats of a tick
+//!   kind     u8    1 = a request, 2 = heartbeats of a tick, 3 = a write through InfluxDB's API
 //!   change   u64   the number of the last job-table change among the changes (0: none)
 //!   changes  u32 length, then that many bytes: the job-table changes (journal lines), or none
+//!   target   kind 3 only: where its points go, two texts of u32 length then bytes: the
+//!            database and the retention policy (empty: the database's default)
 //!   units    u32 count, then each unit:
 //!     run    16 bytes   the run a heartbeat belongs to (all zeros for the other kinds)
 //!     points u32        points in its lines
@@ -45,10 +47,12 @@ pub const MAX_PAYLOAD_BYTES: usize = 256 << 20;
 
 /// The first bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 6] = *b"MCLOG\0";
-/// The version of the segment format this program writes and reads: the record layout above.
-/// A reader that meets another version stops; a later format (a new record field, say) is
-/// version 2, written under a new header, and read by the programs that know it.
-pub const SEGMENT_VERSION: u16 = 1;
+/// The version of the segment format this program writes: the record layout above. Version 2
+/// added the records of kind 3 and their target; version 1 files (no such records) are read as
+/// they are. A reader that meets a later version stops.
+pub const SEGMENT_VERSION: u16 = 2;
+/// The oldest segment version this program reads.
+pub const SEGMENT_VERSION_OLDEST: u16 = 1;
 /// Bytes of the segment header: records start at this offset of the file.
 pub const SEGMENT_HEADER_BYTES: usize = 8;
 /// The first line of the delivered mark, without its version.
@@ -109,7 +113,7 @@ pub fn check_segment_header(bytes: &[u8]) -> Result<(), HeaderError> {
         });
     }
     let found = u16::from_le_bytes([bytes[6], bytes[7]]);
-    if found != SEGMENT_VERSION {
+    if !(SEGMENT_VERSION_OLDEST..=SEGMENT_VERSION).contains(&found) {
         return Err(HeaderError::Version {
             found,
             reads: SEGMENT_VERSION,
@@ -155,6 +159,9 @@ pub enum Kind {
     Request = 1,
     /// Heartbeats of a tick, one unit per run, and the tick's job-table changes.
     Heartbeats = 2,
+    /// The points of one write through InfluxDB's write API, for its own [`Target`], with
+    /// timestamps in nanoseconds; no job-table changes.
+    Write = 3,
 }
 
 impl Kind {
@@ -162,6 +169,7 @@ impl Kind {
         match b {
             1 => Some(Kind::Request),
             2 => Some(Kind::Heartbeats),
+            3 => Some(Kind::Write),
             _ => None,
         }
     }
@@ -178,6 +186,15 @@ pub struct Unit<'a> {
     pub lines: &'a str,
 }
 
+/// Where the points of a [`Kind::Write`] record go: the database (for InfluxDB 2, the bucket
+/// of that name, or `database/retention_policy`, as its DBRP mapping names them) and the
+/// retention policy (empty: the database's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    pub database: &'a str,
+    pub retention_policy: &'a str,
+}
+
 /// A record's payload, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payload<'a> {
@@ -186,16 +203,19 @@ pub struct Payload<'a> {
     pub change_seq: u64,
     /// Job-table changes: journal lines, each ending in '\n' (empty: none).
     pub changes: &'a [u8],
+    /// Where the points go: for [`Kind::Write`] only; the others go to `[influxdb]`'s.
+    pub target: Option<Target<'a>>,
     pub units: Vec<Unit<'a>>,
 }
 
-/// Bytes the record of `changes` and `units` takes, header included.
-pub fn encoded_len(changes: &[u8], units: &[Unit<'_>]) -> usize {
+/// Bytes the record of `changes`, `target` and `units` takes, header included.
+pub fn encoded_len(changes: &[u8], target: Option<Target<'_>>, units: &[Unit<'_>]) -> usize {
     HEADER_BYTES
         + 1
         + 8
         + 4
         + changes.len()
+        + target.map_or(0, |t| 8 + t.database.len() + t.retention_policy.len())
         + 4
         + units
             .iter()
@@ -203,24 +223,40 @@ pub fn encoded_len(changes: &[u8], units: &[Unit<'_>]) -> usize {
             .sum::<usize>()
 }
 
-/// Appends the record to `out`. Lengths above `u32::MAX` cannot occur: a record is bounded by
-/// the request body limit (64 MiB at most) or by `influxdb.max_write_bytes`.
+/// Appends the record to `out`; `target` is written for [`Kind::Write`] (and must be given for
+/// it), never for the other kinds. Lengths above `u32::MAX` cannot occur: a record is bounded
+/// by the request body limit (64 MiB at most) or by `influxdb.max_write_bytes`.
 pub fn encode(
     out: &mut Vec<u8>,
     seq: u64,
     kind: Kind,
     change_seq: u64,
     changes: &[u8],
+    target: Option<Target<'_>>,
     units: &[Unit<'_>],
 ) {
+    let target = if kind == Kind::Write {
+        Some(target.unwrap_or(Target {
+            database: "",
+            retention_policy: "",
+        }))
+    } else {
+        None
+    };
     let start = out.len();
-    out.reserve(encoded_len(changes, units));
+    out.reserve(encoded_len(changes, target, units));
     out.extend_from_slice(&[0; 8]); // len and crc, filled in below
     out.extend_from_slice(&seq.to_le_bytes());
     out.push(kind as u8);
     out.extend_from_slice(&change_seq.to_le_bytes());
     out.extend_from_slice(&(changes.len() as u32).to_le_bytes());
     out.extend_from_slice(changes);
+    if let Some(target) = target {
+        for text in [target.database, target.retention_policy] {
+            out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
     out.extend_from_slice(&(units.len() as u32).to_le_bytes());
     for unit in units {
         out.extend_from_slice(unit.run.as_bytes());
@@ -330,6 +366,18 @@ pub fn decode(payload: &[u8]) -> Result<Payload<'_>, BadPayload> {
         .ok_or(BadPayload("the change number is cut short"))?;
     at += 8;
     let changes = take(payload, &mut at)?;
+    let target = if kind == Kind::Write {
+        let database = std::str::from_utf8(take(payload, &mut at)?)
+            .map_err(|_| BadPayload("a database name that is not UTF-8"))?;
+        let retention_policy = std::str::from_utf8(take(payload, &mut at)?)
+            .map_err(|_| BadPayload("a retention policy name that is not UTF-8"))?;
+        Some(Target {
+            database,
+            retention_policy,
+        })
+    } else {
+        None
+    };
     let count = read_u32(payload, &mut at)? as usize;
     // Each unit takes at least 24 bytes, which bounds what a count can make us reserve.
     if count > payload.len() / 24 {
@@ -354,6 +402,7 @@ pub fn decode(payload: &[u8]) -> Result<Payload<'_>, BadPayload> {
         kind,
         change_seq,
         changes,
+        target,
         units,
     })
 }
@@ -411,11 +460,12 @@ mod tests {
             Kind::Heartbeats,
             3,
             b"{\"seq\":3,\"del\":\"x\"}\n",
+            None,
             &units,
         );
         assert_eq!(
             out.len(),
-            encoded_len(b"{\"seq\":3,\"del\":\"x\"}\n", &units)
+            encoded_len(b"{\"seq\":3,\"del\":\"x\"}\n", None, &units)
         );
         out
     }
@@ -508,16 +558,54 @@ mod tests {
         }
     }
 
+    /// A write through InfluxDB's API carries its target; the other kinds none.
+    #[test]
+    fn a_write_record_carries_its_target() {
+        let target = Target {
+            database: "k6 \"runs\"",
+            retention_policy: "autogen",
+        };
+        let units = [Unit {
+            run: Uuid::nil(),
+            points: 1,
+            lines: "http_reqs,url=/ value=1 1700000000000000000\n",
+        }];
+        let mut out = Vec::new();
+        encode(&mut out, 9, Kind::Write, 0, b"", Some(target), &units);
+        assert_eq!(out.len(), encoded_len(b"", Some(target), &units));
+        let Frame::Record { seq, len } = frame(&out) else {
+            panic!("a whole record")
+        };
+        assert_eq!((seq, len), (9, out.len()));
+        let payload = decode(&out[HEADER_BYTES..len]).unwrap();
+        assert_eq!(payload.kind, Kind::Write);
+        assert_eq!(payload.target, Some(target));
+        assert_eq!(payload.units, units);
+        for cut in 0..len - HEADER_BYTES {
+            assert!(
+                decode(&out[HEADER_BYTES..HEADER_BYTES + cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        // A target given for another kind is not written.
+        let mut plain = Vec::new();
+        encode(&mut plain, 9, Kind::Request, 0, b"", Some(target), &units);
+        assert_eq!(decode(&plain[HEADER_BYTES..]).unwrap().target, None);
+    }
+
     #[test]
     fn a_segment_header_names_the_format_and_its_version() {
         let header = segment_header();
         assert_eq!(&header[..6], b"MCLOG\0");
         assert_eq!(check_segment_header(&header), Ok(()));
+        let mut older = header;
+        older[6] = 1;
+        assert_eq!(check_segment_header(&older), Ok(()), "version 1 is read");
         let mut other = header;
-        other[6] = 2;
+        other[6] = 3;
         assert_eq!(
             check_segment_header(&other),
-            Err(HeaderError::Version { found: 2, reads: 1 })
+            Err(HeaderError::Version { found: 3, reads: 2 })
         );
         let foreign = check_segment_header(b"{\"seq\":1}\n").unwrap_err();
         assert!(matches!(foreign, HeaderError::Foreign { .. }));

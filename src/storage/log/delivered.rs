@@ -89,6 +89,10 @@ impl Log {
                             seq,
                             kind: payload.kind,
                             bytes: len as u64,
+                            target: payload.target.map(|t| OwnedTarget {
+                                database: t.database.to_string(),
+                                retention_policy: t.retention_policy.to_string(),
+                            }),
                             units: payload
                                 .units
                                 .iter()
