@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use crate::delivery::sink::testing::{Answer, MemorySink};
 use crate::ingest::line_protocol;
 use crate::storage::dead_letters;
-use crate::storage::log::Position;
+use crate::storage::log::{OwnedTarget, Position};
 use crate::storage::tests::Dir;
 
 struct Running {
@@ -803,4 +803,337 @@ fn refused_lines_named_by_influxdb_3_are_dead_lettered_without_a_second_write() 
     assert_eq!(Stats::get(&r.stats.points_written), 3);
     assert!(matches!(r.delivery.outcome(2), Outcome::DeadLettered(_)));
     assert_eq!(r.delivery.outcome(3), Outcome::Delivered);
+}
+
+/// One write a [`Recorder`] saw: where to, the body, and its answer.
+type Written = (Option<OwnedTarget>, String, Result<(), SinkError>);
+
+/// A sink that notes every write (its target, body and answer) over a [`MemorySink`]; it
+/// answers 503 to the writes whose number (from 0) `unavailable` names, and 404 to every
+/// write for the database `missing`, as InfluxDB does for a database that does not exist.
+struct Recorder {
+    inner: Arc<MemorySink>,
+    unavailable: Vec<usize>,
+    missing: Option<String>,
+    writes: Mutex<Vec<Written>>,
+}
+
+impl Recorder {
+    fn answer(&self, target: Option<&OwnedTarget>, lines: &str) -> Result<(), SinkError> {
+        let n = lock(&self.writes).len();
+        let result = if self.unavailable.contains(&n) {
+            Err(SinkError::Unavailable {
+                status: 503,
+                message: "busy".into(),
+            })
+        } else if target.is_some_and(|t| Some(&t.database) == self.missing.as_ref()) {
+            Err(SinkError::Misconfigured {
+                status: 404,
+                message: "database not found".into(),
+            })
+        } else {
+            self.inner.write(lines)
+        };
+        lock(&self.writes).push((target.cloned(), lines.to_string(), result.clone()));
+        result
+    }
+}
+
+impl Sink for Recorder {
+    fn write(&self, lines: &str) -> Result<(), SinkError> {
+        self.answer(None, lines)
+    }
+
+    fn write_to(&self, target: &OwnedTarget, lines: &str) -> Result<(), SinkError> {
+        self.answer(Some(target), lines)
+    }
+
+    fn ping(&self) -> Result<(), SinkError> {
+        self.inner.ping()
+    }
+}
+
+/// [`setup`] with a [`Recorder`] as the sink.
+fn setup_recorded(
+    name: &str,
+    unavailable: Vec<usize>,
+    missing: Option<&str>,
+) -> (Running, Arc<Recorder>) {
+    let mut r = setup(name, Acknowledge::Influxdb, LIMITS, 1 << 20);
+    let recorder = Arc::new(Recorder {
+        inner: Arc::clone(&r.sink),
+        unavailable,
+        missing: missing.map(str::to_string),
+        writes: Mutex::new(Vec::new()),
+    });
+    let dir = Dir::new(&format!("{name}-recorded"));
+    let (log, position, _) = Log::open(
+        crate::storage::tests::log_dir(&dir.0),
+        1 << 30,
+        false,
+        &mut |_| {},
+    )
+    .unwrap();
+    r.delivery = Arc::new(Delivery::new(
+        log,
+        Box::new(Arc::clone(&recorder)),
+        DeadLetters::open(&crate::storage::tests::root(&dir), 1 << 20).unwrap(),
+        Acknowledge::Influxdb,
+        Duration::from_secs(5),
+        LIMITS,
+    ));
+    r.position = Some(position);
+    r.dir = dir;
+    (r, recorder)
+}
+
+/// Records of several targets, of none and heartbeats, interleaved; lines refused among them;
+/// 503s in the middle; bodies over 60 bytes answered 413. Every line is stored for its own
+/// target only, in log order per target; each refused line is dead-lettered once, with its
+/// target; each record's acknowledgement is right; nothing is left undelivered; a run whose
+/// heartbeats InfluxDB refuses is probed apart, never in a targeted write.
+#[test]
+fn interleaved_targets_with_refusals_5xx_and_413_each_line_lands_once_in_its_own_target() {
+    use crate::storage::record::Target;
+    let (mut r, rec) = setup_recorded("targets-interleaved", vec![1, 4, 9, 15], None);
+    r.sink.refuse_lines_with("refuse-me");
+    r.sink.refuse_bodies_over(60);
+    let targets: [Option<(&str, &str)>; 4] = [
+        None,
+        Some(("k6", "")),
+        Some(("jmeter", "week")),
+        Some(("q\"uote\n#x", "rp")),
+    ];
+    let (good_run, bad_run) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    // (seq, target index or None for a heartbeat tick, its lines)
+    let mut records: Vec<(u64, Option<usize>, Vec<String>)> = Vec::new();
+    for i in 0..80 {
+        let pick = next() % 6;
+        if pick == 5 {
+            let beat = |run: Uuid, extra: &str| format!("hb,run={run}{extra} v={i} {i}\n");
+            r.heartbeats(&[
+                (good_run, beat(good_run, "")),
+                (bad_run, beat(bad_run, ",x=refuse-me")),
+            ]);
+            continue;
+        }
+        let t = (pick % 4) as usize;
+        let n = 1 + next() % 3;
+        let lines: Vec<String> = (0..n)
+            .map(|j| {
+                let bad = if next() % 9 == 0 { ",x=refuse-me" } else { "" };
+                format!("m,rec={i},t={t},j={j}{bad} v={i} {i}\n")
+            })
+            .collect();
+        let body: String = lines.concat();
+        let unit = [Unit {
+            run: Uuid::nil(),
+            points: lines.len() as u32,
+            lines: &body,
+        }];
+        let ticket = match targets[t] {
+            None => r.delivery.log.append(Kind::Request, 0, b"", &unit).unwrap(),
+            Some((database, retention_policy)) => r
+                .delivery
+                .log
+                .append_write(
+                    Target {
+                        database,
+                        retention_policy,
+                    },
+                    &unit,
+                )
+                .unwrap(),
+        };
+        let seq = r.delivery.log.wait(ticket).unwrap();
+        records.push((seq, Some(t), lines));
+    }
+    r.start();
+    r.delivered_all();
+    let name = |t: usize| targets[t].map(|(d, _)| d.to_string());
+    // What each target holds, in the order it was stored (InfluxDB 1.x keeps a partial
+    // write's good lines).
+    let mut stored: HashMap<Option<String>, Vec<String>> = HashMap::new();
+    for (target, body, result) in lock(&rec.writes).iter() {
+        let db = target.as_ref().map(|t| t.database.clone());
+        if let Some(t) = target {
+            let rp = targets
+                .iter()
+                .flatten()
+                .find(|(d, _)| *d == t.database)
+                .unwrap()
+                .1;
+            assert_eq!(t.retention_policy, rp);
+            assert!(
+                !body.contains("hb,"),
+                "a heartbeat in a targeted write: {body}"
+            );
+        }
+        let kept = match result {
+            Ok(()) => true,
+            Err(SinkError::Refused { .. }) => false,
+            Err(_) => continue,
+        };
+        for line in body.lines() {
+            if kept || !line.contains("refuse-me") {
+                stored.entry(db.clone()).or_default().push(line.to_string());
+            }
+        }
+    }
+    let letters = dead_letters::list(&r.dir.0).unwrap();
+    let mut lettered: Vec<(Option<String>, String)> = Vec::new();
+    for (path, _, _) in &letters {
+        let (target, lines) = dead_letters::read_letter(path).unwrap();
+        for line in lines.lines() {
+            lettered.push((
+                target.as_ref().map(|t| t.database.clone()),
+                line.to_string(),
+            ));
+        }
+    }
+    for (seq, t, lines) in &records {
+        let t = t.unwrap();
+        let refused = lines.iter().any(|l| l.contains("refuse-me"));
+        for line in lines {
+            let line = line.trim_end();
+            for (db, held) in &stored {
+                let here = held.iter().any(|h| h == line);
+                if line.contains("refuse-me") {
+                    assert!(!here, "a refused line stored: {line}");
+                } else if *db == name(t) {
+                    assert!(here, "record {seq}: {line} not stored in {db:?}");
+                } else {
+                    assert!(
+                        !here,
+                        "record {seq}: {line} stored in {db:?}, not {:?}",
+                        name(t)
+                    );
+                }
+            }
+            if line.contains("refuse-me") {
+                let found: Vec<_> = lettered.iter().filter(|(_, l)| l == line).collect();
+                assert_eq!(found.len(), 1, "record {seq}: {line} lettered {found:?}");
+                assert_eq!(found[0].0, name(t), "record {seq}: the letter's target");
+            }
+        }
+        let outcome = r.delivery.outcome(*seq);
+        match outcome {
+            Outcome::DeadLettered(_) => assert!(refused, "record {seq}: {outcome:?}"),
+            Outcome::Delivered => assert!(!refused, "record {seq}: {outcome:?}"),
+            Outcome::Recorded => panic!("record {seq}: {outcome:?}"),
+        }
+    }
+    // Log order per target: the first time each record's lines were stored.
+    for (db, held) in &stored {
+        let mut firsts: Vec<u64> = Vec::new();
+        for line in held.iter().filter(|l| l.starts_with("m,")) {
+            let rec: u64 = line["m,rec=".len()..]
+                .split(',')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            if !firsts.contains(&rec) {
+                firsts.push(rec);
+            }
+        }
+        assert!(firsts.windows(2).all(|w| w[0] < w[1]), "{db:?}: {firsts:?}");
+    }
+    // The faults asked for did happen: a targeted body answered 413 and split, and 503s.
+    let writes = lock(&rec.writes);
+    assert!(
+        writes
+            .iter()
+            .any(|(t, _, e)| t.is_some() && matches!(e, Err(SinkError::TooLarge { .. })))
+    );
+    assert!(
+        writes
+            .iter()
+            .any(|(t, _, e)| t.is_some() && matches!(e, Err(SinkError::Refused { .. })))
+    );
+    assert_eq!(
+        writes
+            .iter()
+            .filter(|(_, _, e)| matches!(e, Err(SinkError::Unavailable { .. })))
+            .count(),
+        4
+    );
+    drop(writes);
+    // The good run's heartbeats are stored, the bad run's never; one letter for the bad run.
+    let own = stored.get(&None).cloned().unwrap_or_default();
+    assert!(
+        own.iter()
+            .any(|l| l.starts_with(&format!("hb,run={good_run}")))
+    );
+    assert!(
+        !own.iter()
+            .any(|l| l.starts_with(&format!("hb,run={bad_run}")))
+    );
+    assert_eq!(
+        lettered
+            .iter()
+            .filter(|(_, l)| l.starts_with("hb,"))
+            .count(),
+        1,
+        "{lettered:?}"
+    );
+}
+
+/// A write for a target InfluxDB answers 404 (its database does not exist, and the gateway
+/// may not or cannot create it) holds back every record behind it: the gateway's own points
+/// and other targets' writes wait for ever behind one client's database.
+#[test]
+fn a_targeted_write_answered_404_does_not_hold_back_other_targets_and_own_points() {
+    use crate::storage::record::Target;
+    let (mut r, _rec) = setup_recorded("targets-404", vec![], Some("nope"));
+    let unit = |lines: &'static str| {
+        [Unit {
+            run: Uuid::nil(),
+            points: 1,
+            lines,
+        }]
+    };
+    let t = r
+        .delivery
+        .log
+        .append_write(
+            Target {
+                database: "nope",
+                retention_policy: "",
+            },
+            &unit("m v=1 1\n"),
+        )
+        .unwrap();
+    r.delivery.log.wait(t).unwrap();
+    let own = r.append("own v=2 2\n");
+    r.delivery.log.wait(own).unwrap();
+    let t = r
+        .delivery
+        .log
+        .append_write(
+            Target {
+                database: "k6",
+                retention_policy: "",
+            },
+            &unit("k6 v=3 3\n"),
+        )
+        .unwrap();
+    r.delivery.log.wait(t).unwrap();
+    r.start();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && r.sink.stored().len() < 2 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        r.sink.stored(),
+        ["own v=2 2", "k6 v=3 3"],
+        "points behind a write to a missing database, 10 s on"
+    );
 }

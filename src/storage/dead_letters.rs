@@ -487,4 +487,53 @@ mod tests {
             "into the directory opened at the start"
         );
     }
+
+    /// Targets with hostile names (quotes, newlines, '#', a NUL, U+2028, backslashes), lines
+    /// that themselves begin with the target line, and letters of no target, side by side:
+    /// each reads back as it was stored.
+    #[test]
+    fn hostile_target_names_and_mixed_letters_read_back_exactly() {
+        let dir = Dir::new("targets-letters");
+        let dead = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
+        let spoof = "# metrics-consumer target {\"database\":\"evil\",\"retention_policy\":\"\"}\n";
+        let cases: Vec<(Option<OwnedTarget>, String)> = vec![
+            (None, "m v=1 1\n".into()),
+            (
+                Some(OwnedTarget {
+                    database: "q\"uote\n# metrics-consumer target {}\\".into(),
+                    retention_policy: "r\r\n\u{2028}\0p".into(),
+                }),
+                format!("{spoof}m v=2 2\n"),
+            ),
+            (
+                Some(OwnedTarget {
+                    database: "#".into(),
+                    retention_policy: String::new(),
+                }),
+                "m v=3 3".into(),
+            ),
+            (
+                Some(OwnedTarget {
+                    database: String::new(),
+                    retention_policy: String::new(),
+                }),
+                String::new(),
+            ),
+            (None, "m v=5 5\nm v=6 6\n".into()),
+        ];
+        for (i, (target, lines)) in cases.iter().enumerate() {
+            assert_eq!(
+                dead.store(key(i as u64 + 1), target.as_ref(), lines, 1, "x")
+                    .unwrap(),
+                Kept::Kept
+            );
+        }
+        let letters = list(&dir.0).unwrap();
+        assert_eq!(letters.len(), cases.len());
+        for ((path, _, _), (target, lines)) in letters.iter().zip(&cases) {
+            let (read_target, read_lines) = read_letter(path).unwrap();
+            assert_eq!(&read_target, target, "{}", path.display());
+            assert_eq!(&read_lines, lines, "{}", path.display());
+        }
+    }
 }

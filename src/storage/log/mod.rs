@@ -39,6 +39,8 @@ mod delivered;
 mod hold;
 mod mend;
 mod open;
+#[cfg(test)]
+mod targets_tests;
 
 use std::collections::VecDeque;
 use std::fs::File;

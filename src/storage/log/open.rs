@@ -46,6 +46,8 @@ impl Log {
         let delivered = read_delivered(&dir)?;
         let mut opened = Opened::default();
         let mut segments = Vec::new();
+        // Whether the last segment read names the version this program writes.
+        let mut tail_current = true;
         // With no segment left (every one delivered, in a snapshot and let go), numbering goes on
         // after the delivered mark, which was saved before the last of them went.
         let mut next_seq = names.first().map_or(delivered + 1, |(first, _)| *first);
@@ -96,6 +98,7 @@ impl Log {
             }
             opened.records += scanned.records.len() as u64;
             let last = scanned.records.last().map_or(first - 1, |r| r.seq);
+            tail_current = scanned.current;
             next_seq = last + 1;
             segments.push(Segment {
                 first: *first,
@@ -106,9 +109,13 @@ impl Log {
             });
         }
         opened.undelivered.1 = undelivered_bytes;
-        // The last segment is written on; when there is none, or it is full, the first write
-        // begins one (so a start needs no room on a full disk).
-        let tail = segments.last().filter(|s| s.bytes < segment_bytes);
+        // The last segment is written on; when there is none, or it is full, or its header
+        // names an older version (records of this version under it would be read as that
+        // version by the program that wrote it), the first write begins one (so a start needs
+        // no room on a full disk).
+        let tail = segments
+            .last()
+            .filter(|s| s.bytes < segment_bytes && tail_current);
         let active = match tail {
             Some(tail) => {
                 let file = dir
@@ -198,6 +205,8 @@ pub(super) struct Scanned {
     /// Bytes of whole records (where the next record goes).
     end: u64,
     max_change: u64,
+    /// Its header names the version this program writes: records may be added to it.
+    current: bool,
 }
 
 /// Reads and checks one segment; see [`Log::open`].
@@ -234,6 +243,7 @@ pub(super) fn scan(
     } else {
         bytes
     };
+    let current = header[6..SEGMENT_HEADER_BYTES] == record::SEGMENT_VERSION.to_le_bytes();
     let mut records = Vec::new();
     let mut kept: Vec<u8> = header;
     let mut max_change = 0;
@@ -313,6 +323,7 @@ pub(super) fn scan(
         end: kept.len() as u64,
         records,
         max_change,
+        current,
     })
 }
 
