@@ -982,3 +982,421 @@ fn a_snapshot_from_the_room_kept_for_it_lets_the_segment_go_while_progress_and_c
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Registers runs with large fields (every heartbeat carries them) until `n` are running.
+fn big_runs(f: &Fixture, n: usize) -> Vec<Uuid> {
+    let note = "n".repeat(400);
+    (0..n)
+        .map(|i| {
+            let fields: Vec<String> = (0..8).map(|k| format!(r#""note{k}":"{note}""#)).collect();
+            let body = format!(
+                r#"{{"startedAt":{},"hostname":"lg","measurement":{{"fields":{{{}}}}}}}"#,
+                1_479_636_000 + i,
+                fields.join(",")
+            );
+            register(f, &body).unwrap().uuid
+        })
+        .collect()
+}
+
+/// Ticks (InfluxDB away) until one drops its heartbeats for want of room; returns the ticks
+/// recorded and the next `now`.
+fn tick_until_full(f: &Fixture, mut now: i64) -> (usize, i64) {
+    let dropped = || {
+        f.service
+            .stats
+            .heartbeats_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = dropped();
+    let mut ticks = 0;
+    while dropped() == before {
+        now += 1_000;
+        f.service.tick(now);
+        ticks += 1;
+        assert!(ticks < 100_000, "the disk should be full by now");
+    }
+    (ticks, now)
+}
+
+fn wait_delivered(f: &Fixture) {
+    let log = f.service.delivery.log();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while log.undelivered().1 > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the log is not delivered: {:?}",
+            log.undelivered()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A disk filled by heartbeats (ticks, which neither grow the table nor pass keep_room) three
+/// times over, InfluxDB away each time and back after: each time the snapshot from the room
+/// kept for it frees it, and ticks are recorded again.
+#[test]
+fn a_disk_filled_three_times_by_ticks_is_freed_each_time() {
+    let disk = crate::storage::tests::SmallDisk::new("fulldisk-ticks", "8m");
+    let data = disk.0.0.join("data");
+    std::fs::create_dir(&data).unwrap();
+    let f = fixture_in(Dir(data.clone()), 5000, 1 << 30, Acknowledge::Disk);
+    let _runs = big_runs(&f, 40);
+    wait_delivered(&f);
+    f.service.try_save_snapshot().unwrap();
+    let mut now = 1_479_636_100_000;
+    for round in 1..=3 {
+        f.sink.set_down(true);
+        let (ticks, at) = tick_until_full(&f, now);
+        now = at;
+        eprintln!(
+            "round {round}: {ticks} ticks until full; reserve {}",
+            f.service.snapshots.reserve()
+        );
+        assert!(
+            ticks > 1,
+            "round {round}: the disk was still full from before"
+        );
+        f.sink.set_down(false);
+        wait_delivered(&f);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Err(e) = f.service.try_save_snapshot() {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the disk stays full for good: {e}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `storage.dir/reserve` deleted by hand while running, then the disk filled by commits:
+/// the snapshot cannot be written and the log says how much to free; once that is freed by
+/// hand, the gateway frees itself (the snapshot is written, segments let go, registers taken).
+#[test]
+fn a_reserve_deleted_by_hand_then_a_full_disk_is_freed_once_room_is_made() {
+    let disk = crate::storage::tests::SmallDisk::new("fulldisk-noreserve", "8m");
+    let data = disk.0.0.join("data");
+    std::fs::create_dir(&data).unwrap();
+    let f = fixture_in(Dir(data.clone()), 5000, 1 << 30, Acknowledge::Disk);
+    let mut runs = big_runs(&f, 400);
+    wait_delivered(&f);
+    f.service.try_save_snapshot().unwrap();
+    let reserve = data.join(crate::storage::RESERVE_FILE);
+    assert!(std::fs::metadata(&reserve).unwrap().len() > 0);
+    std::fs::remove_file(&reserve).unwrap();
+    let note = "n".repeat(400);
+    let body = |i: usize| {
+        let fields: Vec<String> = (0..8).map(|k| format!(r#""note{k}":"{note}""#)).collect();
+        format!(
+            r#"{{"startedAt":{},"hostname":"lg","measurement":{{"fields":{{{}}}}}}}"#,
+            1_479_636_000 + i,
+            fields.join(",")
+        )
+    };
+    // InfluxDB away: commits (which do not grow the table, so keep no room) fill the disk.
+    f.sink.set_down(true);
+    let big = "c".repeat(30_000);
+    let mut committed = 0;
+    let full = loop {
+        if committed == runs.len() {
+            runs.extend(big_runs(&f, 1));
+        }
+        let c = parse_commit(commit_body(runs[committed], &big).as_bytes(), LIMITS).unwrap();
+        match f.service.commit(c, None, 2_000) {
+            Ok(_) => committed += 1,
+            Err(e) => break e,
+        }
+        assert!(committed < 5000, "the disk should be full by now");
+    };
+    eprintln!("{committed} commits, then {full:?}");
+    f.sink.set_down(false);
+    wait_delivered(&f);
+    let err = f.service.try_save_snapshot().unwrap_err();
+    eprintln!("snapshot: {err}");
+    assert!(err.to_string().contains("free at least"), "{err}");
+    // A person makes room: the disk grown by 4 MiB.
+    let status = std::process::Command::new("mount")
+        .args(["-o", "remount,size=12m"])
+        .arg(&disk.0.0)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = f.service.try_save_snapshot() {
+        assert!(
+            Instant::now() < deadline,
+            "not freed once room was made: {e}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = register(&f, &body(900_000)) {
+        assert!(
+            Instant::now() < deadline,
+            "registers refused for good: {e:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let first = data.join("log").join(crate::storage::log::segment_name(1));
+    assert!(!first.exists(), "the delivered segment is let go");
+}
+
+/// Fills the disk with commits of `runs` (registering more when they run out), InfluxDB away.
+fn commit_until_full(f: &Fixture, runs: &mut Vec<Uuid>) -> Refused {
+    f.sink.set_down(true);
+    let big = "c".repeat(30_000);
+    loop {
+        let uuid = match runs.pop() {
+            Some(u) => u,
+            None => match big_runs_try(f) {
+                Some(u) => u,
+                None => return Refused::NotRecorded(LogError::Broken),
+            },
+        };
+        let c = parse_commit(commit_body(uuid, &big).as_bytes(), LIMITS).unwrap();
+        if let Err(e) = f.service.commit(c, None, 2_000) {
+            return e;
+        }
+    }
+}
+
+fn big_runs_try(f: &Fixture) -> Option<Uuid> {
+    let body = format!(
+        r#"{{"startedAt":{},"hostname":"lg","measurement":{{"fields":{{"a":1}}}}}}"#,
+        1_479_637_000 + f.service.jobs.bytes()
+    );
+    register(f, &body).ok().map(|r| r.uuid)
+}
+
+/// The way out of a full disk with a stop and start at each step: stopped full (InfluxDB
+/// away), started full and delivered, stopped right after the snapshot from the room kept for
+/// it, started and filled again; each start frees the disk once InfluxDB has the log.
+#[test]
+fn a_full_disk_restarted_at_each_step_of_the_way_out_is_freed() {
+    let disk = crate::storage::tests::SmallDisk::new("fulldisk-restarts", "8m");
+    let data = disk.0.0.join("data");
+    std::fs::create_dir(&data).unwrap();
+    let keep = |d: &std::path::Path| Dir(d.to_path_buf());
+    let mut f = fixture_in(keep(&data), 5000, 1 << 30, Acknowledge::Disk);
+    let mut runs = big_runs(&f, 400);
+    wait_delivered(&f);
+    f.service.try_save_snapshot().unwrap();
+    for round in 1..=3 {
+        let full = commit_until_full(&f, &mut runs);
+        eprintln!(
+            "round {round}: {full:?}, reserve {}",
+            f.service.snapshots.reserve()
+        );
+        // Stopped full, InfluxDB away.
+        let dir = std::mem::replace(&mut f.dir, Dir::new("fulldisk-unused"));
+        std::mem::forget(dir);
+        drop(f);
+        f = fixture_in(keep(&data), 5000, 1 << 30, Acknowledge::Disk);
+        wait_delivered(&f);
+        // Stopped again delivered, before any snapshot.
+        let dir = std::mem::replace(&mut f.dir, Dir::new("fulldisk-unused"));
+        std::mem::forget(dir);
+        drop(f);
+        f = fixture_in(keep(&data), 5000, 1 << 30, Acknowledge::Disk);
+        wait_delivered(&f);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Err(e) = f.service.try_save_snapshot() {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: full for good after a restart: {e}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Stopped right after the way out.
+        let dir = std::mem::replace(&mut f.dir, Dir::new("fulldisk-unused"));
+        std::mem::forget(dir);
+        drop(f);
+        f = fixture_in(keep(&data), 5000, 1 << 30, Acknowledge::Disk);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match big_runs_try(&f) {
+                Some(u) => {
+                    runs.push(u);
+                    break;
+                }
+                None => assert!(
+                    Instant::now() < deadline,
+                    "round {round}: registers refused"
+                ),
+            }
+            let _ = f.service.try_save_snapshot();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Registers, progress, commits and ticks race the way out of a full 8 MiB disk while InfluxDB
+/// flaps (away and back every few milliseconds), the heartbeat thread's look trying the
+/// snapshot all along: no request sticks behind the held writes, the disk is freed once
+/// InfluxDB stays, and a start finds every acknowledged register and commit.
+#[test]
+fn requests_and_ticks_racing_the_way_out_with_influxdb_flapping_never_stick_and_lose_nothing() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let disk = crate::storage::tests::SmallDisk::new("fulldisk-flap", "8m");
+    let data = disk.0.0.join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mut f = fixture_in(Dir(data.clone()), 5000, 1 << 30, Acknowledge::Disk);
+    let runs = big_runs(&f, 300);
+    wait_delivered(&f);
+    f.service.try_save_snapshot().unwrap();
+    let runs = Arc::new(Mutex::new(runs));
+    let stop = Arc::new(AtomicBool::new(false));
+    let slowest = Arc::new(AtomicU64::new(0));
+    let registered = Arc::new(Mutex::new(Vec::new()));
+    let committed = Arc::new(Mutex::new(Vec::new()));
+    let answered = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for t in 0..5usize {
+        let (stop, slowest, service, runs, registered, committed, answered) = (
+            Arc::clone(&stop),
+            Arc::clone(&slowest),
+            Arc::clone(&f.service),
+            Arc::clone(&runs),
+            Arc::clone(&registered),
+            Arc::clone(&committed),
+            Arc::clone(&answered),
+        );
+        threads.push(std::thread::spawn(move || {
+            let big = "c".repeat(20_000);
+            let note = "n".repeat(3000);
+            let mut i = 0usize;
+            let mut now = 1_479_636_100_000i64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let began = Instant::now();
+                let ok = match t {
+                    0 => {
+                        let body = format!(
+                            r#"{{"startedAt":{},"hostname":"lg","measurement":{{"fields":{{"note":"{note}"}}}}}}"#,
+                            1_479_700_000 + i
+                        );
+                        let record = parse_register(body.as_bytes(), LIMITS).unwrap();
+                        match service.register(record, "10.0.0.9", None, 1_000) {
+                            Ok(r) => {
+                                registered.lock().unwrap().push(r.uuid);
+                                runs.lock().unwrap().push(r.uuid);
+                                true
+                            }
+                            Err(e) => {
+                                if i % 200 == 1 {
+                                    eprintln!("register: {e:?}");
+                                }
+                                false
+                            }
+                        }
+                    }
+                    1 => {
+                        let uuid = runs.lock().unwrap().get(i * 7 % 50).copied();
+                        let record = parse_register(
+                            format!(r#"{{"measurement":{{"fields":{{"step":{i}}}}}}}"#).as_bytes(),
+                            LIMITS,
+                        )
+                        .unwrap();
+                        uuid.is_some_and(|u| service.progress(u, record, None, 1_500).is_ok())
+                    }
+                    2 => {
+                        let uuid = runs.lock().unwrap().pop();
+                        match uuid {
+                            Some(u) => {
+                                let c = parse_commit(commit_body(u, &big).as_bytes(), LIMITS)
+                                    .unwrap();
+                                match service.commit(c, None, 2_000) {
+                                    Ok(_) => {
+                                        committed.lock().unwrap().push(u);
+                                        true
+                                    }
+                                    Err(e) => {
+                                        if i % 200 == 1 {
+                                            eprintln!("commit: {e:?}");
+                                        }
+                                        runs.lock().unwrap().insert(0, u);
+                                        false
+                                    }
+                                }
+                            }
+                            None => false,
+                        }
+                    }
+                    3 => {
+                        now += 1_000;
+                        service.tick(now);
+                        std::thread::sleep(Duration::from_millis(50));
+                        false
+                    }
+                    _ => {
+                        // The heartbeat thread's look.
+                        if service.delivery.log().needs_snapshot() {
+                            service.save_snapshot();
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                        false
+                    }
+                };
+                slowest.fetch_max(began.elapsed().as_millis() as u64, Ordering::Relaxed);
+                if ok {
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let end = Instant::now() + Duration::from_secs(8);
+    let mut down = false;
+    while Instant::now() < end {
+        down = !down;
+        f.sink.set_down(down);
+        std::thread::sleep(Duration::from_millis(if down { 30 } else { 7 }));
+    }
+    f.sink.set_down(false);
+    let before = answered.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while answered.load(Ordering::Relaxed) < before + 20 {
+        assert!(
+            Instant::now() < deadline,
+            "requests are not answered again once InfluxDB stays"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stayed = deadline - Duration::from_secs(15);
+    eprintln!(
+        "answered again {:?} after InfluxDB stayed",
+        stayed.elapsed()
+    );
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let slowest = slowest.load(Ordering::Relaxed);
+    eprintln!(
+        "slowest {slowest} ms; {} registers, {} commits acknowledged; reserve {}",
+        registered.lock().unwrap().len(),
+        committed.lock().unwrap().len(),
+        f.service.snapshots.reserve()
+    );
+    // A deadline against a request stuck behind the held writes, not a measure of speed.
+    assert!(slowest < 60_000, "a request or tick waited {slowest} ms");
+    let dir = std::mem::replace(&mut f.dir, Dir::new("fulldisk-unused2"));
+    std::mem::forget(dir);
+    drop(f);
+    let f = fixture_in(Dir(data.clone()), 5000, 1 << 30, Acknowledge::Disk);
+    for u in committed.lock().unwrap().iter() {
+        let s = state(&f, *u);
+        assert!(
+            matches!(s, None | Some(State::Finished { .. })),
+            "acknowledged commit of {u} lost: {s:?}"
+        );
+    }
+    let committed = committed.lock().unwrap().clone();
+    for u in registered.lock().unwrap().iter() {
+        assert!(
+            committed.contains(u) || state(&f, *u).is_some(),
+            "acknowledged register of {u} lost"
+        );
+    }
+}
