@@ -388,3 +388,7 @@ pub(super) fn distinct(rows: Vec<StatsRow>) -> (Vec<StatsRow>, usize, usize) {
     }
     (out, renamed, repeated)
 }
+
+#[cfg(test)]
+#[path = "request_stats_tests.rs"]
+mod tests;
