@@ -67,7 +67,7 @@ pub(super) fn request_stats(
     let text: Cow<str> = match raw.as_bytes().first() {
         Some(b'{' | b'[') => Cow::Borrowed(raw),
         Some(b'"') => {
-            let inner: String = serde_json::from_str(raw).map_err(|e| bad(e.to_string()))?;
+            let inner = crate::ingest::json::unescape(raw).map_err(|e| bad(e.to_string()))?;
             if inner.trim().is_empty() {
                 return Ok(None);
             }
