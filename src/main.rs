@@ -685,12 +685,44 @@ fn init_logging(level: log::LevelFilter) {
         // logs failed handshakes itself, in fixed words.
         .add_filter_ignore_str("rustls")
         .build();
-    // simplelog writes a record in many small pieces, and stderr is unbuffered: without the
-    // LineWriter that is some 30 system calls per access-log line. Whole lines also keep the
-    // records of concurrent threads from interleaving in the journal.
-    let stderr = std::io::LineWriter::new(std::io::stderr());
     // Only fails when a logger is set already, which cannot happen here.
+    let stderr = WholeLines {
+        line: Vec::new(),
+        out: std::io::stderr(),
+    };
     let _ = simplelog::WriteLogger::init(level, config, stderr);
+}
+
+/// The log's writer. simplelog writes a record in many small pieces (some 30 for an
+/// access-log line), and stderr is unbuffered: the pieces are gathered here and written with
+/// one `write` as soon as the record's line ends, so no line waits in memory once it is
+/// whole, and the records of concurrent threads never interleave in the journal. Cheaper than
+/// `std::io::LineWriter`, which looks for a line end in every piece.
+struct WholeLines<W> {
+    /// The record being written, up to its line's end.
+    line: Vec<u8>,
+    /// Where whole lines go (stderr).
+    out: W,
+}
+
+impl<W: std::io::Write> std::io::Write for WholeLines<W> {
+    fn write(&mut self, piece: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(piece);
+        if self.line.ends_with(b"\n") {
+            self.flush()?;
+        }
+        Ok(piece.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let written = self.out.write_all(&self.line);
+        self.line.clear();
+        // A rare long line (a long error) does not keep its room.
+        if self.line.capacity() > 64 * 1024 {
+            self.line = Vec::new();
+        }
+        written
+    }
 }
 
 /// SIGTERM and SIGINT stop the server gracefully.
@@ -705,4 +737,74 @@ fn watch_signals(handle: http::ShutdownHandle) -> Result<(), StartError> {
             handle.shutdown();
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Each `write` call it gets, apart.
+    #[derive(Clone, Default)]
+    struct Writes(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    impl io::Write for Writes {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().push(bytes.to_vec());
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A log record, written by simplelog in many pieces, reaches stderr as one write of its
+    /// whole text, as soon as it is whole; a message with a line break in it stays one write.
+    #[test]
+    fn each_log_record_is_one_write_of_its_whole_lines() {
+        use log::Log;
+        let writes = Writes::default();
+        let config = simplelog::ConfigBuilder::new()
+            .set_time_level(log::LevelFilter::Off)
+            .set_target_level(log::LevelFilter::Error)
+            .set_thread_level(log::LevelFilter::Off)
+            .build();
+        let lines = WholeLines {
+            line: Vec::new(),
+            out: writes.clone(),
+        };
+        let logger = simplelog::WriteLogger::new(log::LevelFilter::Info, config, lines);
+        let record = |message: fmt::Arguments<'_>, target: &'static str| {
+            logger.log(
+                &log::Record::builder()
+                    .level(log::Level::Info)
+                    .target(target)
+                    .args(message)
+                    .build(),
+            )
+        };
+        record(format_args!("run {} registered", 7), "metrics_consumer");
+        let written = || -> Vec<String> {
+            let writes = writes.0.lock().unwrap();
+            writes
+                .iter()
+                .map(|w| String::from_utf8_lossy(w).into())
+                .collect()
+        };
+        assert_eq!(written(), ["[INFO] metrics_consumer: run 7 registered\n"]);
+        record(
+            format_args!("{} {}ms", "127.0.0.1 POST /x 200", 1.5),
+            "access",
+        );
+        record(format_args!("two\nlines"), "metrics_consumer");
+        assert_eq!(
+            written(),
+            [
+                "[INFO] metrics_consumer: run 7 registered\n",
+                "[INFO] access: 127.0.0.1 POST /x 200 1.5ms\n",
+                "[INFO] metrics_consumer: two\nlines\n",
+            ]
+        );
+    }
 }

@@ -28,6 +28,9 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
+mod unescape;
+pub use unescape::unescape;
+
 /// What to keep of a JSON value.
 pub enum Rule<'a> {
     /// Scalars as they are; an object or array becomes an empty one.
@@ -46,24 +49,55 @@ pub enum Rule<'a> {
         other: Option<&'a Rule<'a>>,
         keep_other: usize,
     },
-    /// An array read like `Entries`; of the entries past `keep`, the first that `rescue`
-    /// accepts (read by `inner`, one at a time) is kept too, after the others. With `take`,
-    /// each kept entry is handed to it as soon as it is read, and the array is left empty:
-    /// what the caller makes of an entry is all that stays of it, so reading a million members
-    /// in a thousand entries holds one entry's tree at a time, not a thousand. `take` is
-    /// called with `None` as an array begins (an object may repeat its key: the last wins).
-    Rescue {
+    /// An array of rows, each handed to `take` as a [`Row`] as soon as it is read, then let
+    /// go: the array itself is left empty, so reading a million members in a thousand rows
+    /// holds one row at a time, and no row is built as a JSON map. The first `keep` entries
+    /// are read, and of those past `keep`, the first that `rescue` accepts, after the others;
+    /// an entry that is not an object is read and skipped (`take` never sees it). `seen`
+    /// counts every entry. `take` is called with `None` as the array begins (an object may
+    /// repeat its key: the last wins). Given an object, it is read and left empty.
+    Rows {
         keep: usize,
-        inner: &'a Rule<'a>,
-        seen: Option<&'a Cell<usize>>,
-        rescue: fn(&Value) -> bool,
-        take: Option<&'a dyn Fn(Option<Value>)>,
+        /// Members kept of each row (see [`Row`]).
+        members: usize,
+        seen: &'a Cell<usize>,
+        rescue: fn(&Row<'_>) -> bool,
+        take: &'a dyn Fn(Option<Row<'_>>),
     },
     /// The value's JSON text, exactly as sent, as a `Value::String`.
     Raw,
     /// Checked and skipped like an unknown key, but its key kept, with `null`: for keys whose
     /// name alone matters (the answer names the keys it ignored).
     Skip,
+}
+
+/// One object read under [`Rule::Rows`]: its first members (as many as the rule keeps, a
+/// repeated key counting each time), each value a scalar (an object or array becomes an empty
+/// one, as under [`Rule::Scalar`]), sorted by key, the last of a repeated key winning: what
+/// reading it as a JSON map would hold. Keys without escapes borrow the text.
+#[derive(Debug, Default)]
+pub struct Row<'t> {
+    pub members: Vec<(Cow<'t, str>, Value)>,
+}
+
+impl Row<'_> {
+    /// The value of `key`, if the row has it.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.members
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+            .ok()
+            .and_then(|at| self.members.get(at))
+            .map(|(_, value)| value)
+    }
+
+    /// Takes `key` out of the row, with its value.
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        let at = self
+            .members
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+            .ok()?;
+        Some(self.members.remove(at).1)
+    }
 }
 
 /// Deepest nesting accepted anywhere, kept or skipped (serde_json's own limit for what it
@@ -501,39 +535,52 @@ impl<'de> Visitor<'de> for Prune<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut kept = Vec::new();
-        let (keep, inner, seen, mut rescue, take) = match self.0 {
-            Rule::Entries { keep, inner, seen } => (*keep, Some(*inner), *seen, None, None),
-            Rule::Rescue {
-                keep,
-                inner,
-                seen,
-                rescue,
-                take,
-            } => (*keep, Some(*inner), *seen, Some(*rescue), *take),
-            _ => (0, None, None, None, None),
-        };
-        if let Some(take) = take {
+        if let Rule::Rows {
+            keep,
+            members,
+            seen,
+            rescue,
+            take,
+        } = *self.0
+        {
             take(None);
+            let mut rescue = Some(rescue);
+            let mut n = 0;
+            loop {
+                if n < keep {
+                    match seq.next_element_seed(ReadRow(members))? {
+                        Some(Some(row)) => take(Some(row)),
+                        Some(None) => {}
+                        None => break,
+                    }
+                } else if let Some(test) = rescue {
+                    // Read whole, but only one at a time: memory stays that of one row.
+                    match seq.next_element_seed(ReadRow(members))? {
+                        Some(Some(row)) if test(&row) => {
+                            take(Some(row));
+                            rescue = None;
+                        }
+                        Some(_) => {}
+                        None => break,
+                    }
+                } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                    break;
+                }
+                n += 1;
+            }
+            seen.set(n);
+            return Ok(Value::Array(Vec::new()));
         }
-        let mut keep_one = |v: Value| match take {
-            Some(take) => take(Some(v)),
-            None => kept.push(v),
+        let mut kept = Vec::new();
+        let (keep, inner, seen) = match self.0 {
+            Rule::Entries { keep, inner, seen } => (*keep, Some(*inner), *seen),
+            _ => (0, None, None),
         };
         let mut n = 0;
         loop {
-            match (inner, n < keep, rescue) {
-                (Some(rule), true, _) => match seq.next_element_seed(Prune(rule))? {
-                    Some(v) => keep_one(v),
-                    None => break,
-                },
-                // Read whole, but only one at a time: memory stays that of one entry.
-                (Some(rule), false, Some(test)) => match seq.next_element_seed(Prune(rule))? {
-                    Some(v) if test(&v) => {
-                        keep_one(v);
-                        rescue = None;
-                    }
-                    Some(_) => {}
+            match inner {
+                Some(rule) if n < keep => match seq.next_element_seed(Prune(rule))? {
+                    Some(v) => kept.push(v),
                     None => break,
                 },
                 _ => {
@@ -556,11 +603,7 @@ impl<'de> Visitor<'de> for Prune<'_> {
         let mut others = 0;
         while let Some(key) = map.next_key::<String>()? {
             let rule = match self.0 {
-                Rule::Entries { keep, inner, .. } | Rule::Rescue { keep, inner, .. }
-                    if n < *keep =>
-                {
-                    Some(*inner)
-                }
+                Rule::Entries { keep, inner, .. } if n < *keep => Some(*inner),
                 Rule::Keys {
                     keys,
                     other,
@@ -589,13 +632,120 @@ impl<'de> Visitor<'de> for Prune<'_> {
         if let Rule::Entries {
             seen: Some(seen), ..
         }
-        | Rule::Rescue {
-            seen: Some(seen), ..
-        } = self.0
+        | Rule::Rows { seen, .. } = self.0
         {
             seen.set(n);
         }
         Ok(Value::Object(kept))
+    }
+}
+
+/// Reads one entry of a [`Rule::Rows`] array: an object as a [`Row`] of at most this many
+/// members, anything else read and skipped (`None`).
+#[derive(Clone, Copy)]
+struct ReadRow(usize);
+
+impl<'de> DeserializeSeed<'de> for ReadRow {
+    type Value = Option<Row<'de>>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ReadRow {
+    type Value = Option<Row<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members: Vec<(Cow<'de, str>, Value)> = Vec::with_capacity(16);
+        let mut n = 0;
+        while let Some(key) = map.next_key_seed(Key)? {
+            if n < self.0 {
+                members.push((key, map.next_value_seed(Prune(&Rule::Scalar))?));
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+            n += 1;
+        }
+        // Sorted, the last of a repeated key winning, as a map would hold them: the sort is
+        // stable, and of two equal keys the later value moves into the one kept.
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        members.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut kept.1);
+            }
+            same
+        });
+        Ok(Some(Row { members }))
+    }
+}
+
+/// An object's key, borrowed from the text when it holds no escape.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
     }
 }
 
@@ -790,6 +940,44 @@ mod tests {
                 .into();
             let pretty = serde_json::to_string_pretty(&value).unwrap();
             proptest::prop_assert_eq!(compact(&pretty), serde_json::to_string(&value).unwrap());
+        }
+    }
+
+    /// The quick way of undoing a string's escapes gives serde_json's text, or its error.
+    #[test]
+    fn unescape_is_serde_jsons() {
+        for raw in [
+            r#""""#,
+            r#""plain""#,
+            r#""{\"a\":1,\"b\":\"x\\y\"}""#,
+            r#""\/\b\f\n\r\t\u00e9\u00E9\uD83D\uDE00 \u0000 é""#,
+            r#""\ud83d\ude00\ud83d""#,
+            r#""\udc80""#,
+            r#""\ud800x""#,
+            r#""\ud800\u0041""#,
+            r#""\x""#,
+            r#""\u12""#,
+            r#""\u12g4""#,
+            r#""a\""#,
+            r#""a"b""#,
+            "\"tab\there\"",
+            r#""unterminated"#,
+            r#""\"#,
+            r#"""#,
+            "5",
+        ] {
+            let serde: Result<String, String> =
+                serde_json::from_str(raw).map_err(|e: serde_json::Error| e.to_string());
+            assert_eq!(unescape(raw).map_err(|e| e.to_string()), serde, "{raw}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever a string holds, its JSON text is undone to it.
+        #[test]
+        fn unescape_undoes_serialization(text in ".*") {
+            let raw = serde_json::to_string(&text).unwrap();
+            proptest::prop_assert_eq!(unescape(&raw).unwrap(), text);
         }
     }
 

@@ -67,7 +67,7 @@ pub(super) fn request_stats(
     let text: Cow<str> = match raw.as_bytes().first() {
         Some(b'{' | b'[') => Cow::Borrowed(raw),
         Some(b'"') => {
-            let inner: String = serde_json::from_str(raw).map_err(|e| bad(e.to_string()))?;
+            let inner = crate::ingest::json::unescape(raw).map_err(|e| bad(e.to_string()))?;
             if inner.trim().is_empty() {
                 return Ok(None);
             }
@@ -102,33 +102,27 @@ pub(super) fn request_stats(
         text
     };
     let rows_sent = std::cell::Cell::new(0);
-    // Each row becomes a `StatsRow` as soon as it is read: a commit of a thousand rows of a
-    // thousand members never holds the tree of all of them (about 140 bytes a member).
+    // Each row becomes a `StatsRow` as soon as it is read, straight from its members: a
+    // commit of a thousand rows of a thousand members never holds them all, nor any row as a
+    // JSON map.
     let read_rows = std::cell::RefCell::new(Vec::new());
-    let take_row = |row: Option<Value>| match row {
+    let take_row = |row: Option<crate::ingest::json::Row<'_>>| match row {
         // A second `stats` member replaces the first, as in a JSON object read whole.
         None => read_rows.borrow_mut().clear(),
         Some(row) => {
-            if let Value::Object(row) = row
-                && let Some(row) = stats_row(row)
-            {
+            if let Some(row) = stats_row(row) {
                 read_rows.borrow_mut().push(row);
             }
         }
     };
-    let row = Rule::Entries {
-        keep: ENTRY_CAP,
-        inner: &Rule::Scalar,
-        seen: None,
-    };
     let keys = [(
         "stats",
-        Rule::Rescue {
+        Rule::Rows {
             keep: limits.max_stats_rows,
-            inner: &row,
-            seen: Some(&rows_sent),
-            rescue: is_total_row,
-            take: Some(&take_row),
+            members: ENTRY_CAP,
+            seen: &rows_sent,
+            rescue: |row| is_total(row.get("method"), row.get("name")),
+            take: &take_row,
         },
     )];
     let rule = Rule::Keys {
@@ -201,12 +195,17 @@ pub(super) fn kept_as_text(text: String, why: String, limits: PayloadLimits) -> 
 
 /// Whether a row is Locust's total of all endpoints: named `Aggregated`, without a method.
 pub(super) fn is_total_row(row: &Value) -> bool {
-    let no_method = match row.get("method") {
+    is_total(row.get("method"), row.get("name"))
+}
+
+/// Whether a row with this `method` and `name` is Locust's total of all endpoints.
+fn is_total(method: Option<&Value>, name: Option<&Value>) -> bool {
+    let no_method = match method {
         None | Some(Value::Null) => true,
         Some(Value::String(m)) => m.is_empty(),
         Some(_) => false,
     };
-    no_method && row.get("name").and_then(Value::as_str) == Some("Aggregated")
+    no_method && name.and_then(Value::as_str) == Some("Aggregated")
 }
 
 /// The compact `requestStats` text, cut to at most `max` bytes when it is longer: rows of
@@ -277,24 +276,32 @@ pub(super) fn fit(text: std::borrow::Cow<'_, str>, max: usize) -> (Option<String
 }
 
 /// Numeric and boolean members whose keys can be field names, at most [`MAX_FIELDS`], in the
-/// map's (sorted) order. Takes the map, so the keys kept are moved, not copied.
-pub(super) fn scalar_members(map: Map<String, Value>) -> Vec<(String, FieldValue)> {
-    map.into_iter()
+/// members' (sorted) order. Takes the members, so the keys kept are moved, not copied (a key
+/// borrowed from the text is copied only when it is kept).
+pub(super) fn scalar_members<K: AsRef<str> + Into<String>>(
+    members: impl IntoIterator<Item = (K, Value)>,
+) -> Vec<(String, FieldValue)> {
+    // Collected into a new vector, not in place: the members' vector may be far longer than
+    // the fields kept, and a row's fields live as long as the commit.
+    let mut fields = Vec::new();
+    let kept = members
+        .into_iter()
         .filter(|(key, value)| {
             matches!(value, Value::Bool(_) | Value::Number(_))
-                && line_protocol::check_name(key).is_ok()
-                && !RESERVED.contains(&key.as_str())
+                && line_protocol::check_name(key.as_ref()).is_ok()
+                && !RESERVED.contains(&key.as_ref())
         })
         .filter_map(|(key, value)| match value {
-            Value::Bool(b) => Some((key, FieldValue::Bool(b))),
+            Value::Bool(b) => Some((key.into(), FieldValue::Bool(b))),
             Value::Number(n) => n
                 .as_f64()
                 .filter(|f| f.is_finite())
-                .map(|f| (key, FieldValue::Float(f))),
+                .map(|f| (key.into(), FieldValue::Float(f))),
             _ => None,
         })
-        .take(MAX_FIELDS)
-        .collect()
+        .take(MAX_FIELDS);
+    fields.extend(kept);
+    fields
 }
 
 /// The tag value of a row's `name` or `method` that breaks the tag rules: made safe (control
@@ -313,11 +320,11 @@ pub fn safe_tag(text: &str) -> String {
 /// One endpoint row. `name` and `method` are data, never a reason to refuse: a value that
 /// breaks the tag rules is made safe ([`safe_tag`]), and the exact text goes into the field
 /// `full_name` (or `full_method`).
-pub(super) fn stats_row(mut row: Map<String, Value>) -> Option<StatsRow> {
+pub(super) fn stats_row(mut row: crate::ingest::json::Row<'_>) -> Option<StatsRow> {
     let mut tags = Vec::new();
     // Taken out before the members are: `name` and `method` are reserved, never fields.
     let tag_values = ["method", "name"].map(|key| row.remove(key));
-    let mut fields = scalar_members(row);
+    let mut fields = scalar_members(row.members);
     for (key, value) in ["method", "name"].into_iter().zip(tag_values) {
         let Some(text) = value.and_then(|v| tag_text(key, &v).ok().flatten()) else {
             continue;
@@ -388,3 +395,7 @@ pub(super) fn distinct(rows: Vec<StatsRow>) -> (Vec<StatsRow>, usize, usize) {
     }
     (out, renamed, repeated)
 }
+
+#[cfg(test)]
+#[path = "request_stats_tests.rs"]
+mod tests;
