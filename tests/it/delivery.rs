@@ -325,8 +325,12 @@ fn names_influxdb_quotes_in_its_errors_cannot_disguise_a_log_line() {
         .unwrap_or_default()
         .to_string();
     assert!(why.contains("x?gnp.exe?y"), "{}", refused.body);
+    // The deliverer logs the refusal just before the request is answered; the line is read
+    // from the gateway's stderr a moment later.
+    wait_until(Duration::from_secs(10), "the refusal logged", || {
+        gw.log().contains("x?gnp.exe?y")
+    });
     let log = gw.log();
-    assert!(log.contains("x?gnp.exe?y"), "{log}");
     for c in ['\u{202E}', '\u{2028}'] {
         assert!(!log.contains(c), "{c:?} reached the log");
     }
