@@ -6,8 +6,10 @@ use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -20,6 +22,8 @@ use super::{POLL, START_TIMEOUT, STOP_TIMEOUT};
 /// command such as `--check-config` that starts serving instead of exiting must
 /// fail the test rather than hang it.
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`Gateway::log`] waits at most for the gateway's pipes to be read.
+const LOG_DRAIN: Duration = Duration::from_secs(2);
 /// How many of its last log lines (access lines left out) a gateway prints when the test
 /// holding it fails.
 const LOG_TAIL_LINES: usize = 60;
@@ -38,7 +42,7 @@ pub struct Gateway {
     child: Child,
     /// stderr and stdout, line by line, across restarts.
     log: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
+    readers: Vec<Pump>,
     program: PathBuf,
     config_path: PathBuf,
     /// Extra environment variables, set again on `restart`.
@@ -169,8 +173,14 @@ impl Gateway {
         run_to_completion(cmd, RUN_TIMEOUT)
     }
 
-    /// Everything the gateway wrote to stderr and stdout so far.
+    /// Everything the gateway wrote to stderr and stdout so far: what is still in its pipes is
+    /// read first (a line logged just before an answer reaches the pipe before the answer does,
+    /// and its reader a moment later), for [`LOG_DRAIN`] at most.
     pub fn log(&self) -> String {
+        let deadline = Instant::now() + LOG_DRAIN;
+        while self.readers.iter().any(|p| !p.drained()) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(1));
+        }
         lock(&self.log).clone()
     }
 
@@ -321,12 +331,12 @@ impl Gateway {
     /// reading forever.
     fn join_readers(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(2);
-        while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < deadline {
+        while self.readers.iter().any(|r| !r.thread.is_finished()) && Instant::now() < deadline {
             thread::sleep(POLL);
         }
         for reader in std::mem::take(&mut self.readers) {
-            if reader.is_finished() {
-                let _ = reader.join();
+            if reader.thread.is_finished() {
+                let _ = reader.thread.join();
             }
         }
     }
@@ -390,7 +400,7 @@ fn spawn_logged(
     env: &[(OsString, OsString)],
     args: &[OsString],
     log: Arc<Mutex<String>>,
-) -> (Child, Vec<JoinHandle<()>>) {
+) -> (Child, Vec<Pump>) {
     let mut cmd = base_command(program, dir);
     cmd.envs(env.iter().map(|(name, value)| (name, value)))
         .arg("--config")
@@ -408,13 +418,40 @@ fn spawn_logged(
     (child, readers)
 }
 
-fn pump_lines(stream: impl Read + Send + 'static, log: Arc<Mutex<String>>) -> JoinHandle<()> {
-    thread::spawn(move || {
+/// A reader thread moving one of the gateway's pipes into its log, line by line.
+struct Pump {
+    thread: JoinHandle<()>,
+    /// The pipe's read end (a second handle), to see whether anything waits in it.
+    pipe: OwnedFd,
+    /// The thread holds no bytes it has not put in the log (it waits for more).
+    idle: Arc<AtomicBool>,
+}
+
+impl Pump {
+    /// Everything written to the pipe so far is in the log (or the pipe is closed).
+    fn drained(&self) -> bool {
+        self.thread.is_finished()
+            || (self.idle.load(Ordering::SeqCst)
+                && rustix::io::ioctl_fionread(&self.pipe).is_ok_and(|n| n == 0))
+    }
+}
+
+fn pump_lines(stream: impl Read + AsFd + Send + 'static, log: Arc<Mutex<String>>) -> Pump {
+    let pipe = stream
+        .as_fd()
+        .try_clone_to_owned()
+        .expect("a second handle on the gateway's pipe");
+    let idle = Arc::new(AtomicBool::new(false));
+    let busy = Arc::clone(&idle);
+    let thread = thread::spawn(move || {
         let mut reader = BufReader::new(stream);
         let mut line = Vec::new();
         loop {
             line.clear();
-            match reader.read_until(b'\n', &mut line) {
+            busy.store(reader.buffer().is_empty(), Ordering::SeqCst);
+            let read = reader.read_until(b'\n', &mut line);
+            busy.store(false, Ordering::SeqCst);
+            match read {
                 Ok(0) => break,
                 Ok(_) => {
                     let text = String::from_utf8_lossy(&line);
@@ -428,7 +465,8 @@ fn pump_lines(stream: impl Read + Send + 'static, log: Arc<Mutex<String>>) -> Jo
                 Err(_) => break,
             }
         }
-    })
+    });
+    Pump { thread, pipe, idle }
 }
 
 /// The address in the first `listening on http://ADDR` (or `https://`) line.
