@@ -16,6 +16,7 @@
 //!
 //! No I/O here: the reading of InfluxDB's schema is `delivery::influx`'s.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -268,8 +269,9 @@ fn shared_key<V>(map: &BTreeMap<Arc<str>, V>, name: &str) -> Arc<str> {
     }
 }
 
-/// The names claimed in one measurement: what each is, and how many claims hold it.
-type ClaimCounts = BTreeMap<Arc<str>, (Claimed, usize)>;
+/// The names claimed in one measurement: what each is, and how many claims hold it (a `Cell`:
+/// one lookup of a name finds what it is, its key to share and its count to raise).
+type ClaimCounts = BTreeMap<Arc<str>, (Claimed, Cell<usize>)>;
 
 /// What a claimed name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,42 +280,34 @@ enum Claimed {
     Tag,
 }
 
-/// The field's type in one measurement, known (`known`, what the gateway knows of it) or
-/// claimed (`claimed`, what requests under way claimed in it).
-fn field_type(
-    known: Option<&Measurement>,
-    claimed: Option<&ClaimCounts>,
-    name: &str,
-) -> Option<FieldType> {
-    known
-        .and_then(|m| m.fields.get(name).copied())
-        .or_else(|| match claimed?.get(name)? {
-            (Claimed::Field(t), _) => Some(*t),
-            (Claimed::Tag, _) => None,
-        })
-}
-
-/// Whether the name is a tag of one measurement, known or claimed (as [`field_type`]).
-fn is_tag(known: Option<&Measurement>, claimed: Option<&ClaimCounts>, name: &str) -> bool {
-    known.is_some_and(|m| m.tags.contains(name))
-        || claimed
-            .and_then(|m| m.get(name))
-            .is_some_and(|(c, _)| *c == Claimed::Tag)
+/// What `name` is claimed as in one measurement, of which `claimed` is what requests under
+/// way claimed.
+fn claimed_as(claimed: Option<&ClaimCounts>, name: &str) -> Option<Claimed> {
+    claimed?.get(name).map(|(what, _)| *what)
 }
 
 /// Whether InfluxDB would take `name` as `what` in `measurement`, of which `known` is what the
-/// gateway knows and `claimed` what requests under way claimed (each looked up once by the
-/// caller for all the names it checks).
+/// gateway knows (looked up once by the caller for all the names it checks), `claimed` what
+/// requests under way claimed the name as.
 fn check(
     known: Option<&Measurement>,
-    claimed: Option<&ClaimCounts>,
+    claimed: Option<Claimed>,
     measurement: &str,
     name: &str,
     what: Claimed,
 ) -> Result<(), Conflict> {
+    // The field's type, known or claimed.
+    let field_type = || {
+        known
+            .and_then(|m| m.fields.get(name).copied())
+            .or(match claimed {
+                Some(Claimed::Field(t)) => Some(t),
+                _ => None,
+            })
+    };
     match what {
         Claimed::Field(now) => {
-            if let Some(earlier) = field_type(known, claimed, name)
+            if let Some(earlier) = field_type()
                 && earlier != now
             {
                 return Err(Conflict::FieldType {
@@ -323,7 +317,9 @@ fn check(
                     now,
                 });
             }
-            if is_tag(known, claimed, name) {
+            let is_tag =
+                known.is_some_and(|m| m.tags.contains(name)) || claimed == Some(Claimed::Tag);
+            if is_tag {
                 return Err(Conflict::TagAndField {
                     measurement: measurement.to_string(),
                     name: name.to_string(),
@@ -332,7 +328,7 @@ fn check(
             }
         }
         Claimed::Tag => {
-            if field_type(known, claimed, name).is_some() {
+            if field_type().is_some() {
                 return Err(Conflict::TagAndField {
                     measurement: measurement.to_string(),
                     name: name.to_string(),
@@ -351,6 +347,7 @@ impl Inner {
             return;
         };
         if let Some((_, n)) = m.get_mut(name) {
+            let n = n.get_mut();
             *n -= 1;
             if *n == 0 {
                 m.remove(name);
@@ -422,12 +419,29 @@ impl<'c> Cursor<'c> {
         if self.same_epoch && held == Some(what) {
             return Ok(false);
         }
-        check(self.known, Some(self.claimed), self.measurement, name, what)?;
+        // One lookup of the name in the claims: what it is claimed as, its key, its count.
+        let claimed = self.claimed.get_key_value(name);
+        check(
+            self.known,
+            claimed.map(|(_, (c, _))| *c),
+            self.measurement,
+            name,
+            what,
+        )?;
         if held.is_some() {
             return Ok(false);
         }
-        let key = shared_key(self.claimed, name);
-        self.claimed.entry(Arc::clone(&key)).or_insert((what, 0)).1 += 1;
+        let key = match claimed {
+            Some((key, (_, count))) => {
+                count.set(count.get() + 1);
+                Arc::clone(key)
+            }
+            None => {
+                let key: Arc<str> = Arc::from(name);
+                self.claimed.insert(Arc::clone(&key), (what, Cell::new(1)));
+                key
+            }
+        };
         self.held.insert(key, what);
         Ok(true)
     }
@@ -553,6 +567,7 @@ impl Claim<'_> {
                     continue;
                 };
                 let what = *what;
+                let count = count.get_mut();
                 *count -= 1;
                 if *count == 0 {
                     claims.remove(&*name);
@@ -660,16 +675,17 @@ impl Schema {
         let inner = self.lock();
         let (known, claimed) = (inner.known.get(measurement), inner.claimed.get(measurement));
         for (name, value) in fields {
-            check(
-                known,
-                claimed,
-                measurement,
-                name,
-                Claimed::Field(FieldType::of(value)),
-            )?;
+            let what = Claimed::Field(FieldType::of(value));
+            check(known, claimed_as(claimed, name), measurement, name, what)?;
         }
         for name in tags {
-            check(known, claimed, measurement, name, Claimed::Tag)?;
+            check(
+                known,
+                claimed_as(claimed, name),
+                measurement,
+                name,
+                Claimed::Tag,
+            )?;
         }
         Ok(())
     }
