@@ -974,6 +974,24 @@ mod tests {
         other.fields("m", [("x", &text), ("y", &text)], []).unwrap();
     }
 
+    /// A write teaches the gateway a field it knew when it was checked: InfluxDB's word may
+    /// have made the gateway forget the field in between.
+    #[test]
+    fn a_known_field_forgotten_by_influxdbs_word_during_a_request_is_learned_at_its_write() {
+        let schema = Schema::default();
+        let number = FieldValue::Float(1.0);
+        let mut first = schema.claim();
+        first.fields("m", [("x", &number)], []).unwrap();
+        first.written();
+        schema.reading_begins();
+        let mut claim = schema.claim();
+        claim.fields("m", [("x", &number)], []).unwrap();
+        schema.update_from_influxdb(Known::new(), true);
+        assert!(schema.known().is_empty());
+        claim.written();
+        assert_eq!(schema.known()["m"].fields["x"], FieldType::Float);
+    }
+
     /// A claim's names are looked up once per measurement (a run of names in one): a conflict
     /// in a later measurement lets go of what the call claimed in the earlier ones, and
     /// returns to a measurement claimed before in the same call.
