@@ -16,6 +16,7 @@
 //!
 //! No I/O here: the reading of InfluxDB's schema is `delivery::influx`'s.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -245,16 +246,6 @@ impl Inner {
             });
         }
     }
-
-    /// Claims `name` in `measurement` once more (as `what` when it is new to the claims); the
-    /// names as held in `claimed`, for the claim to let go or learn later.
-    fn claim_one(&mut self, measurement: &str, name: &str, what: Claimed) -> (Arc<str>, Arc<str>) {
-        let m_key = shared_key(&self.claimed, measurement);
-        let names = self.claimed.entry(m_key.clone()).or_default();
-        let n_key = shared_key(names, name);
-        names.entry(n_key.clone()).or_insert((what, 0)).1 += 1;
-        (m_key, n_key)
-    }
 }
 
 /// Changes the schema of `measurement` in `known` with `change`, adding it when missing (its
@@ -278,8 +269,9 @@ fn shared_key<V>(map: &BTreeMap<Arc<str>, V>, name: &str) -> Arc<str> {
     }
 }
 
-/// The names claimed in one measurement: what each is, and how many claims hold it.
-type ClaimCounts = BTreeMap<Arc<str>, (Claimed, usize)>;
+/// The names claimed in one measurement: what each is, and how many claims hold it (a `Cell`:
+/// one lookup of a name finds what it is, its key to share and its count to raise).
+type ClaimCounts = BTreeMap<Arc<str>, (Claimed, Cell<usize>)>;
 
 /// What a claimed name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,71 +280,74 @@ enum Claimed {
     Tag,
 }
 
+/// What `name` is claimed as in one measurement, of which `claimed` is what requests under
+/// way claimed.
+fn claimed_as(claimed: Option<&ClaimCounts>, name: &str) -> Option<Claimed> {
+    claimed?.get(name).map(|(what, _)| *what)
+}
+
+/// Whether InfluxDB would take `name` as `what` in `measurement`, of which `known` is what the
+/// gateway knows (looked up once by the caller for all the names it checks), `claimed` what
+/// requests under way claimed the name as.
+fn check(
+    known: Option<&Measurement>,
+    claimed: Option<Claimed>,
+    measurement: &str,
+    name: &str,
+    what: Claimed,
+) -> Result<(), Conflict> {
+    // The field's type, known or claimed.
+    let field_type = || {
+        known
+            .and_then(|m| m.fields.get(name).copied())
+            .or(match claimed {
+                Some(Claimed::Field(t)) => Some(t),
+                _ => None,
+            })
+    };
+    match what {
+        Claimed::Field(now) => {
+            if let Some(earlier) = field_type()
+                && earlier != now
+            {
+                return Err(Conflict::FieldType {
+                    measurement: measurement.to_string(),
+                    field: name.to_string(),
+                    earlier,
+                    now,
+                });
+            }
+            let is_tag =
+                known.is_some_and(|m| m.tags.contains(name)) || claimed == Some(Claimed::Tag);
+            if is_tag {
+                return Err(Conflict::TagAndField {
+                    measurement: measurement.to_string(),
+                    name: name.to_string(),
+                    is_tag_now: false,
+                });
+            }
+        }
+        Claimed::Tag => {
+            if field_type().is_some() {
+                return Err(Conflict::TagAndField {
+                    measurement: measurement.to_string(),
+                    name: name.to_string(),
+                    is_tag_now: true,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Inner {
-    /// The field's type, known or claimed.
-    fn field_type(&self, measurement: &str, name: &str) -> Option<FieldType> {
-        let known = self
-            .known
-            .get(measurement)
-            .and_then(|m| m.fields.get(name).copied());
-        known.or_else(|| match self.claimed.get(measurement)?.get(name)? {
-            (Claimed::Field(t), _) => Some(*t),
-            (Claimed::Tag, _) => None,
-        })
-    }
-
-    /// Whether the name is a tag, known or claimed.
-    fn is_tag(&self, measurement: &str, name: &str) -> bool {
-        self.known
-            .get(measurement)
-            .is_some_and(|m| m.tags.contains(name))
-            || self
-                .claimed
-                .get(measurement)
-                .and_then(|m| m.get(name))
-                .is_some_and(|(c, _)| *c == Claimed::Tag)
-    }
-
-    /// Whether InfluxDB would take a field `name` of type `now` in `measurement`.
-    fn check_field(&self, measurement: &str, name: &str, now: FieldType) -> Result<(), Conflict> {
-        if let Some(earlier) = self.field_type(measurement, name)
-            && earlier != now
-        {
-            return Err(Conflict::FieldType {
-                measurement: measurement.to_string(),
-                field: name.to_string(),
-                earlier,
-                now,
-            });
-        }
-        if self.is_tag(measurement, name) {
-            return Err(Conflict::TagAndField {
-                measurement: measurement.to_string(),
-                name: name.to_string(),
-                is_tag_now: false,
-            });
-        }
-        Ok(())
-    }
-
-    /// Whether InfluxDB would take a tag `name` in `measurement`.
-    fn check_tag(&self, measurement: &str, name: &str) -> Result<(), Conflict> {
-        if self.field_type(measurement, name).is_some() {
-            return Err(Conflict::TagAndField {
-                measurement: measurement.to_string(),
-                name: name.to_string(),
-                is_tag_now: true,
-            });
-        }
-        Ok(())
-    }
-
     /// One claim less on `name`; the entry goes with the last.
     fn unclaim(&mut self, measurement: &str, name: &str) {
         let Some(m) = self.claimed.get_mut(measurement) else {
             return;
         };
         if let Some((_, n)) = m.get_mut(name) {
+            let n = n.get_mut();
             *n -= 1;
             if *n == 0 {
                 m.remove(name);
@@ -379,6 +374,83 @@ pub struct Claim<'a> {
     /// claim holds passes its check again as what it was claimed as (only InfluxDB's word
     /// changes what a check says of a name claimed), so it is not looked up again.
     epoch: Option<u64>,
+}
+
+/// One measurement's part of a claim, under the schema's lock: what the gateway knows of it,
+/// what requests under way claimed in it and what this claim holds of it, each looked up once
+/// for all the names checked in it.
+struct Cursor<'c> {
+    measurement: &'c str,
+    known: Option<&'c Measurement>,
+    claimed: &'c mut ClaimCounts,
+    held: &'c mut BTreeMap<Arc<str>, Claimed>,
+    /// The schema's `epoch` is the one the claim first claimed under.
+    same_epoch: bool,
+}
+
+impl<'c> Cursor<'c> {
+    /// Looks `measurement` up in `inner` and in `held` (a claim's), adding it to both when
+    /// missing (the caller removes what is left empty: [`Claim::drop_empty`]).
+    fn open(
+        held: &'c mut BTreeMap<Arc<str>, BTreeMap<Arc<str>, Claimed>>,
+        inner: &'c mut Inner,
+        measurement: &'c str,
+        same_epoch: bool,
+    ) -> Cursor<'c> {
+        let Inner { known, claimed, .. } = inner;
+        let key = shared_key(claimed, measurement);
+        let claimed = claimed.entry(Arc::clone(&key)).or_default();
+        let held = held.entry(key).or_default();
+        Cursor {
+            measurement,
+            known: known.get(measurement),
+            claimed,
+            held,
+            same_epoch,
+        }
+    }
+
+    /// Checks `name` as `what` and claims it, unless the claim holds it already; whether it
+    /// was claimed now (to be let go if a later name of the same call conflicts).
+    fn claim(&mut self, name: &str, what: Claimed) -> Result<bool, Conflict> {
+        let held = self.held.get(name).copied();
+        // While InfluxDB's word is unchanged, a name held passes its check again as what it
+        // was claimed as.
+        if self.same_epoch && held == Some(what) {
+            return Ok(false);
+        }
+        // One lookup of the name in the claims: what it is claimed as, its key, its count.
+        let claimed = self.claimed.get_key_value(name);
+        check(
+            self.known,
+            claimed.map(|(_, (c, _))| *c),
+            self.measurement,
+            name,
+            what,
+        )?;
+        if held.is_some() {
+            return Ok(false);
+        }
+        let key = match claimed {
+            Some((key, (_, count))) => {
+                count.set(count.get() + 1);
+                Arc::clone(key)
+            }
+            None => {
+                let key: Arc<str> = Arc::from(name);
+                self.claimed.insert(Arc::clone(&key), (what, Cell::new(1)));
+                key
+            }
+        };
+        self.held.insert(key, what);
+        Ok(true)
+    }
+}
+
+/// Whether `a` and `b` are the same text, by their address first (the items of one point
+/// share their measurement's).
+fn same_str(a: &str, b: &str) -> bool {
+    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
 }
 
 impl Claim<'_> {
@@ -408,10 +480,11 @@ impl Claim<'_> {
     ) -> usize {
         let before = fields.len();
         let mut inner = self.schema.lock();
-        fields.retain(|(k, v)| {
-            let item = (measurement, k.as_str(), Claimed::Field(FieldType::of(v)));
-            self.claim_all(&mut inner, [item]).is_ok()
-        });
+        let same_epoch = self.same_epoch(&inner);
+        let mut at = Cursor::open(&mut self.held, &mut inner, measurement, same_epoch);
+        // A field refused claimed nothing: nothing to let go.
+        fields.retain(|(k, v)| at.claim(k, Claimed::Field(FieldType::of(v))).is_ok());
+        self.drop_empty(&mut inner);
         before - fields.len()
     }
 
@@ -427,6 +500,12 @@ impl Claim<'_> {
         self.claim_all(&mut inner, items)
     }
 
+    /// Whether the schema's `epoch` is the one this claim first claimed under (it is from now
+    /// on, when this is its first claim).
+    fn same_epoch(&mut self, inner: &Inner) -> bool {
+        *self.epoch.get_or_insert(inner.epoch) == inner.epoch
+    }
+
     /// Checks and claims `items` under the schema's lock (`inner`); on a conflict nothing of
     /// them is claimed.
     fn claim_all<'b>(
@@ -434,34 +513,41 @@ impl Claim<'_> {
         inner: &mut Inner,
         items: impl IntoIterator<Item = (&'b str, &'b str, Claimed)>,
     ) -> Result<(), Conflict> {
+        let same_epoch = self.same_epoch(inner);
         let mut added: Vec<(&'b str, &'b str)> = Vec::new();
-        let same_epoch = *self.epoch.get_or_insert(inner.epoch) == inner.epoch;
-        for (measurement, name, what) in items {
-            let held = self.held.get(measurement).and_then(|names| names.get(name));
-            if same_epoch && held == Some(&what) {
-                continue;
-            }
-            let checked = match what {
-                Claimed::Field(t) => inner.check_field(measurement, name, t),
-                Claimed::Tag => inner.check_tag(measurement, name),
-            };
-            if let Err(conflict) = checked {
-                for (m, n) in added {
-                    inner.unclaim(m, n);
-                    if let Some(names) = self.held.get_mut(m) {
-                        names.remove(n);
+        let mut outcome = Ok(());
+        // Consecutive items mostly share their measurement: its lookups are made once for them.
+        let mut items = items.into_iter().peekable();
+        'runs: while let Some(&(measurement, _, _)) = items.peek() {
+            let mut at = Cursor::open(&mut self.held, inner, measurement, same_epoch);
+            while let Some((_, name, what)) = items.next_if(|(m, _, _)| same_str(m, measurement)) {
+                match at.claim(name, what) {
+                    Ok(true) => added.push((measurement, name)),
+                    Ok(false) => {}
+                    Err(conflict) => {
+                        outcome = Err(conflict);
+                        break 'runs;
                     }
                 }
-                return Err(conflict);
             }
-            if held.is_some() {
-                continue;
-            }
-            let (m, n) = inner.claim_one(measurement, name, what);
-            self.held.entry(m).or_default().insert(n, what);
-            added.push((measurement, name));
         }
-        Ok(())
+        if outcome.is_err() {
+            for (m, n) in added {
+                inner.unclaim(m, n);
+                if let Some(names) = self.held.get_mut(m) {
+                    names.remove(n);
+                }
+            }
+        }
+        self.drop_empty(inner);
+        outcome
+    }
+
+    /// Removes the measurements a [`Cursor`] opened that are left without a name claimed
+    /// (in the schema) or held (by this claim).
+    fn drop_empty(&mut self, inner: &mut Inner) {
+        inner.claimed.retain(|_, names| !names.is_empty());
+        self.held.retain(|_, names| !names.is_empty());
     }
 
     /// The request's record is on disk: what it claimed is learned (a field already known
@@ -481,6 +567,7 @@ impl Claim<'_> {
                     continue;
                 };
                 let what = *what;
+                let count = count.get_mut();
                 *count -= 1;
                 if *count == 0 {
                     claims.remove(&*name);
@@ -586,11 +673,19 @@ impl Schema {
         tags: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), Conflict> {
         let inner = self.lock();
+        let (known, claimed) = (inner.known.get(measurement), inner.claimed.get(measurement));
         for (name, value) in fields {
-            inner.check_field(measurement, name, FieldType::of(value))?;
+            let what = Claimed::Field(FieldType::of(value));
+            check(known, claimed_as(claimed, name), measurement, name, what)?;
         }
         for name in tags {
-            inner.check_tag(measurement, name)?;
+            check(
+                known,
+                claimed_as(claimed, name),
+                measurement,
+                name,
+                Claimed::Tag,
+            )?;
         }
         Ok(())
     }
@@ -877,6 +972,58 @@ mod tests {
         let mut other = schema.claim();
         let text = FieldValue::Str("s".into());
         other.fields("m", [("x", &text), ("y", &text)], []).unwrap();
+    }
+
+    /// A write teaches the gateway a field it knew when it was checked: InfluxDB's word may
+    /// have made the gateway forget the field in between.
+    #[test]
+    fn a_known_field_forgotten_by_influxdbs_word_during_a_request_is_learned_at_its_write() {
+        let schema = Schema::default();
+        let number = FieldValue::Float(1.0);
+        let mut first = schema.claim();
+        first.fields("m", [("x", &number)], []).unwrap();
+        first.written();
+        schema.reading_begins();
+        let mut claim = schema.claim();
+        claim.fields("m", [("x", &number)], []).unwrap();
+        schema.update_from_influxdb(Known::new(), true);
+        assert!(schema.known().is_empty());
+        claim.written();
+        assert_eq!(schema.known()["m"].fields["x"], FieldType::Float);
+    }
+
+    /// A claim's names are looked up once per measurement (a run of names in one): a conflict
+    /// in a later measurement lets go of what the call claimed in the earlier ones, and
+    /// returns to a measurement claimed before in the same call.
+    #[test]
+    fn a_conflict_in_a_later_measurement_lets_go_of_the_earlier_ones() {
+        let schema = Schema::default();
+        let mut first = schema.claim();
+        first
+            .points(&[point("b", &[("y", FieldValue::Float(1.0))], &[])])
+            .unwrap();
+        first.written();
+        let points = [
+            point("a", &[("x", FieldValue::Float(1.0))], &["t"]),
+            point("b", &[("z", FieldValue::Float(1.0))], &[]),
+            point("a", &[("w", FieldValue::Float(1.0))], &[]),
+            point("b", &[("y", FieldValue::Bool(true))], &[]),
+        ];
+        let mut claim = schema.claim();
+        assert!(matches!(
+            claim.points(&points),
+            Err(Conflict::FieldType { field, .. }) if field == "y"
+        ));
+        let text = FieldValue::Str("s".into());
+        let mut other = schema.claim();
+        other
+            .fields("a", [("x", &text), ("w", &text), ("t", &text)], [])
+            .unwrap();
+        other.fields("b", [("z", &text)], []).unwrap();
+        // The claim refused still holds nothing: dropping it lets go of nothing of the other's.
+        drop(claim);
+        let number = FieldValue::Float(1.0);
+        assert!(schema.claim().fields("a", [("x", &number)], []).is_err());
     }
 
     /// A name a claim already holds is not checked again while InfluxDB's word is unchanged;
