@@ -705,31 +705,8 @@ fn where_influxdb_cannot_say_its_schema_what_was_learned_holds_until_the_next_re
 #[test]
 fn a_snapshot_from_the_room_kept_for_it_lets_the_segment_go_while_registers_keep_coming() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let disk = crate::storage::tests::SmallDisk::new("service-full-disk", "8m");
-    let data = disk.0.0.join("data");
-    std::fs::create_dir(&data).unwrap();
-    let f = fixture_in(Dir(data.clone()), 5000, 1 << 30, Acknowledge::Disk);
-    let note = "n".repeat(400);
-    let body = |i: usize| {
-        let fields: Vec<String> = (0..8).map(|k| format!(r#""note{k}":"{note}""#)).collect();
-        format!(
-            r#"{{"startedAt":{},"hostname":"lg","measurement":{{"fields":{{{}}}}}}}"#,
-            1_479_636_000 + i,
-            fields.join(",")
-        )
-    };
-    let mut registered = 0;
-    let full = loop {
-        match register(&f, &body(registered)) {
-            Ok(_) => registered += 1,
-            Err(e) => break e,
-        }
-        assert!(registered < 5000, "the disk should be full by now");
-    };
-    assert!(
-        matches!(full, Refused::NotRecorded(ref e) if e.is_disk_full()),
-        "{full:?}"
-    );
+    let (_disk, f, data) = on_small_disk("service-full-disk");
+    register_until_full(&f);
     let log = f.service.delivery.log();
     let deadline = Instant::now() + Duration::from_secs(10);
     while log.undelivered().1 > 0 {
@@ -748,7 +725,7 @@ fn a_snapshot_from_the_room_kept_for_it_lets_the_segment_go_while_registers_keep
                 Arc::clone(&answered),
                 Arc::clone(&f.service),
             );
-            let body = body(100_000 * (t + 1));
+            let body = wide_run(100_000 * (t + 1));
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let record = parse_register(body.as_bytes(), LIMITS).unwrap();
@@ -790,31 +767,8 @@ fn a_snapshot_from_the_room_kept_for_it_lets_the_segment_go_while_registers_keep
 /// fits and the disk is freed again (before, the reserve stayed empty and the disk full).
 #[test]
 fn a_disk_filled_again_by_commits_after_the_room_was_spent_is_freed_again() {
-    let disk = crate::storage::tests::SmallDisk::new("service-refill", "8m");
-    let data = disk.0.0.join("data");
-    std::fs::create_dir(&data).unwrap();
-    let f = fixture_in(Dir(data.clone()), 5000, 1 << 30, Acknowledge::Disk);
-    let note = "n".repeat(400);
-    let body = |i: usize| {
-        let fields: Vec<String> = (0..8).map(|k| format!(r#""note{k}":"{note}""#)).collect();
-        format!(
-            r#"{{"startedAt":{},"hostname":"lg","measurement":{{"fields":{{{}}}}}}}"#,
-            1_479_636_000 + i,
-            fields.join(",")
-        )
-    };
-    let mut runs = Vec::new();
-    let full = loop {
-        match register(&f, &body(runs.len())) {
-            Ok(r) => runs.push(r.uuid),
-            Err(e) => break e,
-        }
-        assert!(runs.len() < 5000, "the disk should be full by now");
-    };
-    assert!(
-        matches!(full, Refused::NotRecorded(ref e) if e.is_disk_full()),
-        "{full:?}"
-    );
+    let (_disk, f, _data) = on_small_disk("service-refill");
+    let runs = register_until_full(&f);
     let log = f.service.delivery.log();
     let wait_delivered = || {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -862,7 +816,7 @@ fn a_disk_filled_again_by_commits_after_the_room_was_spent_is_freed_again() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while let Err(e) = register(&f, &body(900_000)) {
+    while let Err(e) = register(&f, &wide_run(900_000)) {
         assert!(
             Instant::now() < deadline,
             "registers refused for good: {e:?}"
@@ -876,31 +830,8 @@ fn a_disk_filled_again_by_commits_after_the_room_was_spent_is_freed_again() {
 #[test]
 fn a_snapshot_from_the_room_kept_for_it_lets_the_segment_go_while_progress_and_commits_race() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let disk = crate::storage::tests::SmallDisk::new("service-race", "8m");
-    let data = disk.0.0.join("data");
-    std::fs::create_dir(&data).unwrap();
-    let f = fixture_in(Dir(data.clone()), 5000, 1 << 30, Acknowledge::Disk);
-    let note = "n".repeat(400);
-    let body = |i: usize| {
-        let fields: Vec<String> = (0..8).map(|k| format!(r#""note{k}":"{note}""#)).collect();
-        format!(
-            r#"{{"startedAt":{},"hostname":"lg","measurement":{{"fields":{{{}}}}}}}"#,
-            1_479_636_000 + i,
-            fields.join(",")
-        )
-    };
-    let mut runs = Vec::new();
-    let full = loop {
-        match register(&f, &body(runs.len())) {
-            Ok(r) => runs.push(r.uuid),
-            Err(e) => break e,
-        }
-        assert!(runs.len() < 5000, "the disk should be full by now");
-    };
-    assert!(
-        matches!(full, Refused::NotRecorded(ref e) if e.is_disk_full()),
-        "{full:?}"
-    );
+    let (_disk, f, data) = on_small_disk("service-race");
+    let runs = register_until_full(&f);
     let log = f.service.delivery.log();
     let deadline = Instant::now() + Duration::from_secs(10);
     while log.undelivered().1 > 0 {
@@ -920,7 +851,7 @@ fn a_snapshot_from_the_room_kept_for_it_lets_the_segment_go_while_progress_and_c
             Arc::clone(&f.service),
             Arc::clone(&runs),
         );
-        let reg = body(100_000 * (t + 1));
+        let reg = wide_run(100_000 * (t + 1));
         threads.push(std::thread::spawn(move || {
             let mut i = t;
             while !stop.load(Ordering::Relaxed) {
@@ -985,18 +916,54 @@ fn a_snapshot_from_the_room_kept_for_it_lets_the_segment_go_while_progress_and_c
 
 /// Registers runs with large fields (every heartbeat carries them) until `n` are running.
 fn big_runs(f: &Fixture, n: usize) -> Vec<Uuid> {
-    let note = "n".repeat(400);
     (0..n)
-        .map(|i| {
-            let fields: Vec<String> = (0..8).map(|k| format!(r#""note{k}":"{note}""#)).collect();
-            let body = format!(
-                r#"{{"startedAt":{},"hostname":"lg","measurement":{{"fields":{{{}}}}}}}"#,
-                1_479_636_000 + i,
-                fields.join(",")
-            );
-            register(f, &body).unwrap().uuid
-        })
+        .map(|i| register(f, &wide_run(i)).unwrap().uuid)
         .collect()
+}
+
+/// A service whose storage directory (`data`, its path returned) is on an 8 MiB tmpfs of its
+/// own, acknowledging once on disk.
+fn on_small_disk(
+    name: &str,
+) -> (
+    crate::storage::tests::SmallDisk,
+    Fixture,
+    std::path::PathBuf,
+) {
+    let disk = crate::storage::tests::SmallDisk::new(name, "8m");
+    let data = disk.0.0.join("data");
+    std::fs::create_dir(&data).unwrap();
+    let f = fixture_in(Dir(data.clone()), 5000, 1 << 30, Acknowledge::Disk);
+    (disk, f, data)
+}
+
+/// The register body of a wide run (8 fields of 400 characters), started `i` seconds after a
+/// fixed time.
+fn wide_run(i: usize) -> String {
+    let note = "n".repeat(400);
+    let fields: Vec<String> = (0..8).map(|k| format!(r#""note{k}":"{note}""#)).collect();
+    format!(
+        r#"{{"startedAt":{},"hostname":"lg","measurement":{{"fields":{{{}}}}}}}"#,
+        1_479_636_000 + i,
+        fields.join(",")
+    )
+}
+
+/// Registers wide runs until the disk is full (the refusal checked to say so): their uuids.
+fn register_until_full(f: &Fixture) -> Vec<Uuid> {
+    let mut runs = Vec::new();
+    let full = loop {
+        match register(f, &wide_run(runs.len())) {
+            Ok(r) => runs.push(r.uuid),
+            Err(e) => break e,
+        }
+        assert!(runs.len() < 5000, "the disk should be full by now");
+    };
+    assert!(
+        matches!(full, Refused::NotRecorded(ref e) if e.is_disk_full()),
+        "{full:?}"
+    );
+    runs
 }
 
 /// Ticks (InfluxDB away) until one drops its heartbeats for want of room; returns the ticks
@@ -1037,10 +1004,7 @@ fn wait_delivered(f: &Fixture) {
 /// kept for it frees it, and ticks are recorded again.
 #[test]
 fn a_disk_filled_three_times_by_ticks_is_freed_each_time() {
-    let disk = crate::storage::tests::SmallDisk::new("fulldisk-ticks", "8m");
-    let data = disk.0.0.join("data");
-    std::fs::create_dir(&data).unwrap();
-    let f = fixture_in(Dir(data.clone()), 5000, 1 << 30, Acknowledge::Disk);
+    let (_disk, f, _data) = on_small_disk("fulldisk-ticks");
     let _runs = big_runs(&f, 40);
     wait_delivered(&f);
     f.service.try_save_snapshot().unwrap();
@@ -1075,25 +1039,13 @@ fn a_disk_filled_three_times_by_ticks_is_freed_each_time() {
 /// hand, the gateway frees itself (the snapshot is written, segments let go, registers taken).
 #[test]
 fn a_reserve_deleted_by_hand_then_a_full_disk_is_freed_once_room_is_made() {
-    let disk = crate::storage::tests::SmallDisk::new("fulldisk-noreserve", "8m");
-    let data = disk.0.0.join("data");
-    std::fs::create_dir(&data).unwrap();
-    let f = fixture_in(Dir(data.clone()), 5000, 1 << 30, Acknowledge::Disk);
+    let (disk, f, data) = on_small_disk("fulldisk-noreserve");
     let mut runs = big_runs(&f, 400);
     wait_delivered(&f);
     f.service.try_save_snapshot().unwrap();
     let reserve = data.join(crate::storage::RESERVE_FILE);
     assert!(std::fs::metadata(&reserve).unwrap().len() > 0);
     std::fs::remove_file(&reserve).unwrap();
-    let note = "n".repeat(400);
-    let body = |i: usize| {
-        let fields: Vec<String> = (0..8).map(|k| format!(r#""note{k}":"{note}""#)).collect();
-        format!(
-            r#"{{"startedAt":{},"hostname":"lg","measurement":{{"fields":{{{}}}}}}}"#,
-            1_479_636_000 + i,
-            fields.join(",")
-        )
-    };
     // InfluxDB away: commits (which do not grow the table, so keep no room) fill the disk.
     f.sink.set_down(true);
     let big = "c".repeat(30_000);
@@ -1131,7 +1083,7 @@ fn a_reserve_deleted_by_hand_then_a_full_disk_is_freed_once_room_is_made() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while let Err(e) = register(&f, &body(900_000)) {
+    while let Err(e) = register(&f, &wide_run(900_000)) {
         assert!(
             Instant::now() < deadline,
             "registers refused for good: {e:?}"
@@ -1239,10 +1191,7 @@ fn a_full_disk_restarted_at_each_step_of_the_way_out_is_freed() {
 fn requests_and_ticks_racing_the_way_out_with_influxdb_flapping_never_stick_and_lose_nothing() {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    let disk = crate::storage::tests::SmallDisk::new("fulldisk-flap", "8m");
-    let data = disk.0.0.join("data");
-    std::fs::create_dir(&data).unwrap();
-    let mut f = fixture_in(Dir(data.clone()), 5000, 1 << 30, Acknowledge::Disk);
+    let (_disk, mut f, data) = on_small_disk("fulldisk-flap");
     let runs = big_runs(&f, 300);
     wait_delivered(&f);
     f.service.try_save_snapshot().unwrap();

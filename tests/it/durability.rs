@@ -838,6 +838,27 @@ fn gateway_on_small_disk(
     (gw, disk, wide)
 }
 
+/// Registers wide runs (`wide`: their fields) until the gateway refuses one: the uuids
+/// acknowledged, and the refusal.
+fn register_until_full(
+    gw: &Gateway,
+    wide: &serde_json::Map<String, Value>,
+) -> (Vec<String>, crate::support::RawResponse) {
+    let mut acked = Vec::new();
+    loop {
+        let answer = post_json(
+            gw.addr,
+            REGISTER,
+            &json!({"startedAt": BASE + acked.len() as i64, "hostname": "lg", "measurement": {"fields": wide}}),
+        );
+        if answer.status != 200 {
+            return (acked, answer);
+        }
+        acked.push(answer.json()["data"]["uuid"].as_str().unwrap().to_string());
+        assert!(acked.len() < 5000, "the disk should be full by now");
+    }
+}
+
 /// storage.dir on a 36 MiB disk filled by the log while InfluxDB is away (600 running runs
 /// with 8 fields of 400 characters, then commits until the disk is full): once InfluxDB has
 /// the log, the snapshot that lets its delivered segments go is written from the room kept for
@@ -923,19 +944,7 @@ fn a_full_disk_whose_only_segment_is_still_being_written_frees_itself_once_the_l
     // No tick comes while the test runs: the way out must not wait for one (the issue's own
     // setting), and no heartbeats fill the disk again.
     let (mut gw, disk, wide) = gateway_on_small_disk(&mut influx, "one-segment-disk", "12m", "1h");
-    let mut acked = Vec::new();
-    let full = loop {
-        let answer = post_json(
-            gw.addr,
-            REGISTER,
-            &json!({"startedAt": BASE + acked.len() as i64, "hostname": "lg", "measurement": {"fields": wide}}),
-        );
-        if answer.status != 200 {
-            break answer;
-        }
-        acked.push(answer.json()["data"]["uuid"].as_str().unwrap().to_string());
-        assert!(acked.len() < 5000, "the disk should be full by now");
-    };
+    let (acked, full) = register_until_full(&gw, &wide);
     assert_eq!(full.status, 503, "{}", full.body);
     assert_eq!(full.json()["code"], "storage_error", "{}", full.body);
 
@@ -1049,19 +1058,7 @@ fn sigterm_under_load_exits_0_and_keeps_everything_acknowledged() {
 fn a_disk_filled_again_by_commits_after_the_room_was_spent_frees_itself_again() {
     let mut influx = Influxd::start();
     let (mut gw, disk, wide) = gateway_on_small_disk(&mut influx, "refill-disk", "12m", "1h");
-    let mut acked = Vec::new();
-    let full = loop {
-        let answer = post_json(
-            gw.addr,
-            REGISTER,
-            &json!({"startedAt": BASE + acked.len() as i64, "hostname": "lg", "measurement": {"fields": wide}}),
-        );
-        if answer.status != 200 {
-            break answer;
-        }
-        acked.push(answer.json()["data"]["uuid"].as_str().unwrap().to_string());
-        assert!(acked.len() < 5000, "the disk should be full by now");
-    };
+    let (acked, full) = register_until_full(&gw, &wide);
     assert_eq!(full.status, 503, "{}", full.body);
     influx.restart();
     wait_until(Duration::from_secs(180), "the log delivered", || {
@@ -1110,19 +1107,7 @@ fn a_disk_filled_again_by_commits_after_the_room_was_spent_frees_itself_again() 
 fn kill_9_while_a_full_disk_frees_itself_loses_nothing_and_frees_it() {
     let mut influx = Influxd::start();
     let (mut gw, disk, wide) = gateway_on_small_disk(&mut influx, "kill-full-disk", "12m", "1h");
-    let mut acked = Vec::new();
-    let full = loop {
-        let answer = post_json(
-            gw.addr,
-            REGISTER,
-            &json!({"startedAt": BASE + acked.len() as i64, "hostname": "lg", "measurement": {"fields": wide}}),
-        );
-        if answer.status != 200 {
-            break answer;
-        }
-        acked.push(answer.json()["data"]["uuid"].as_str().unwrap().to_string());
-        assert!(acked.len() < 5000, "the disk should be full by now");
-    };
+    let (mut acked, full) = register_until_full(&gw, &wide);
     assert_eq!(full.status, 503, "{}", full.body);
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

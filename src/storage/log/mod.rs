@@ -1161,6 +1161,24 @@ mod tests {
         }
     }
 
+    /// One unit of one point, `lines`.
+    fn one_line(lines: &str) -> [Unit<'_>; 1] {
+        [Unit {
+            run: Uuid::nil(),
+            points: 1,
+            lines,
+        }]
+    }
+
+    /// Appends `m v=2 2` with its write made to fail, and the next `undos` cut-backs too; its
+    /// ticket.
+    fn fail_a_write(log: &Log, undos: usize) -> u64 {
+        log.fail_next_writes(1);
+        log.fail_next_undos(undos);
+        log.append(Kind::Request, 0, b"", &one_line("m v=2 2\n"))
+            .unwrap()
+    }
+
     /// A failed write whose cut-back fails too stops the log (a record refused to its request
     /// must not be read back at the next start), but not for good: the cut-back is tried again
     /// at each append, and once it works records are taken again, numbered on without a gap.
@@ -1169,22 +1187,11 @@ mod tests {
         let dir = Dir::new("log-mend");
         let (log, mut at, _) = open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
         put(&log, 1);
-        log.fail_next_writes(1);
-        log.fail_next_undos(2);
-        let unit = |lines| {
-            [Unit {
-                run: Uuid::nil(),
-                points: 1,
-                lines,
-            }]
-        };
-        let ticket = log
-            .append(Kind::Request, 0, b"", &unit("m v=2 2\n"))
-            .unwrap();
+        let ticket = fail_a_write(&log, 2);
         assert!(log.wait(ticket).is_err(), "the write failed");
         assert!(
             matches!(
-                log.append(Kind::Request, 0, b"", &unit("m v=3 3\n")),
+                log.append(Kind::Request, 0, b"", &one_line("m v=3 3\n")),
                 Err(LogError::Broken)
             ),
             "the cut-back failed again: nothing is taken"
@@ -1210,25 +1217,14 @@ mod tests {
         let dir = Dir::new("log-mend-let-go");
         let (log, mut at, _) = open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
         put(&log, 1);
-        log.fail_next_writes(1);
-        log.fail_next_undos(1);
-        let unit = |lines| {
-            [Unit {
-                run: Uuid::nil(),
-                points: 1,
-                lines,
-            }]
-        };
-        let ticket = log
-            .append(Kind::Request, 0, b"", &unit("m v=2 2\n"))
-            .unwrap();
+        let ticket = fail_a_write(&log, 1);
         assert!(log.wait(ticket).is_err(), "the write failed");
         let read = read_all(&log, &mut at);
         log.delivered(1, read.len() as u64, read.iter().map(|r| r.bytes).sum());
         log.disk_is_full();
         log.snapshot_written(1, 10);
         assert_eq!(log.segments(), 0, "the segment is let go");
-        let taken = log.append(Kind::Request, 0, b"", &unit("m v=3 3\n"));
+        let taken = log.append(Kind::Request, 0, b"", &one_line("m v=3 3\n"));
         assert!(taken.is_ok(), "nothing left to cut back, yet {taken:?}");
     }
 
@@ -1240,25 +1236,14 @@ mod tests {
         let dir = Dir::new("log-broken-stop");
         let (log, _, _) = open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
         put(&log, 1);
-        log.fail_next_writes(1);
-        log.fail_next_undos(2);
-        let unit = |lines| {
-            [Unit {
-                run: Uuid::nil(),
-                points: 1,
-                lines,
-            }]
-        };
-        let ticket = log
-            .append(Kind::Request, 0, b"", &unit("m v=2 2\n"))
-            .unwrap();
+        let ticket = fail_a_write(&log, 2);
         assert!(
             log.wait(ticket).is_err(),
             "the write failed: refused to its request"
         );
         assert!(
             matches!(
-                log.append(Kind::Request, 0, b"", &unit("m v=3 3\n")),
+                log.append(Kind::Request, 0, b"", &one_line("m v=3 3\n")),
                 Err(LogError::Broken)
             ),
             "the cut-back failed again"
