@@ -807,22 +807,7 @@ fn a_disk_filled_again_by_commits_after_the_room_was_spent_is_freed_again() {
     // InfluxDB back.
     f.sink.set_down(false);
     wait_delivered();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while let Err(e) = f.service.try_save_snapshot() {
-        assert!(
-            Instant::now() < deadline,
-            "the disk stays full for good: no snapshot fits: {e}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while let Err(e) = register(&f, &wide_run(900_000)) {
-        assert!(
-            Instant::now() < deadline,
-            "registers refused for good: {e:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    freed(&f, "the disk stays full for good: no snapshot fits");
 }
 
 /// As registers do above, progress and commits racing the snapshot written from the room kept
@@ -910,6 +895,24 @@ fn a_snapshot_from_the_room_kept_for_it_lets_the_segment_go_while_progress_and_c
     let deadline = Instant::now() + Duration::from_secs(10);
     while let Err(e) = f.service.try_save_snapshot() {
         assert!(Instant::now() < deadline, "not full for good: {e}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits (10 s at most each) until a snapshot is written, then a register is answered: the
+/// full disk freed. `what` says what a timeout means.
+fn freed(f: &Fixture, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = f.service.try_save_snapshot() {
+        assert!(Instant::now() < deadline, "{what}: {e}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = register(f, &wide_run(900_000)) {
+        assert!(
+            Instant::now() < deadline,
+            "registers refused for good: {e:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -1074,22 +1077,7 @@ fn a_reserve_deleted_by_hand_then_a_full_disk_is_freed_once_room_is_made() {
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while let Err(e) = f.service.try_save_snapshot() {
-        assert!(
-            Instant::now() < deadline,
-            "not freed once room was made: {e}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while let Err(e) = register(&f, &wide_run(900_000)) {
-        assert!(
-            Instant::now() < deadline,
-            "registers refused for good: {e:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    freed(&f, "not freed once room was made");
     let first = data.join("log").join(crate::storage::log::segment_name(1));
     assert!(!first.exists(), "the delivered segment is let go");
 }

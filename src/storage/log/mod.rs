@@ -928,7 +928,8 @@ mod tests {
         assert!(log.lock().groups.is_empty(), "every outcome read is let go");
     }
 
-    fn read_all(log: &Log, at: &mut Position) -> Vec<Read> {
+    /// Every record on disk after `at`, read in batches.
+    pub(super) fn read_all(log: &Log, at: &mut Position) -> Vec<Read> {
         let mut all = Vec::new();
         loop {
             let batch = log.read(at, 1 << 20).unwrap();

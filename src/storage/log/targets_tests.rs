@@ -1,6 +1,7 @@
 //! Attacks on the log's records that name a target of their own (kind 3, segment version 2):
 //! hostile payloads, version-1 segments written by hand, and targets across a restart.
 
+use super::tests::read_all;
 use super::*;
 use crate::storage::record::{HEADER_BYTES, Payload};
 use crate::storage::tests::Dir;
@@ -10,17 +11,6 @@ use uuid::Uuid;
 fn open(dir: &Dir) -> (Log, Position, Opened) {
     let handle = DirHandle::open(&dir.0).unwrap();
     Log::open_sized(handle, 1 << 30, false, 1 << 20, &mut |_| {}).unwrap()
-}
-
-fn read_all(log: &Log, at: &mut Position) -> Vec<Read> {
-    let mut all = Vec::new();
-    loop {
-        let batch = log.read(at, 1 << 20).unwrap();
-        if batch.is_empty() {
-            return all;
-        }
-        all.extend(batch);
-    }
 }
 
 fn unit(lines: &str) -> [Unit<'_>; 1] {
