@@ -34,6 +34,35 @@ pub struct Client {
     pub max_table_bytes: usize,
     /// Requests per second on average, with bursts of one second's worth; 0: no limit.
     pub requests_per_second: f64,
+    /// The databases (buckets) it may write through InfluxDB's write API, as globs; empty:
+    /// none.
+    pub databases: Vec<String>,
+    /// The measurements it may write there, as globs.
+    pub measurements: Vec<String>,
+    /// Distinct series it may make in each database (see `state::series`).
+    pub max_series: u64,
+}
+
+#[allow(dead_code)] // read by the InfluxDB write API's routes
+impl Client {
+    /// Whether the client may write `database` (a database or bucket name) through InfluxDB's
+    /// write API: one of its `databases` globs matches the whole name.
+    pub fn may_write_database(&self, database: &str) -> bool {
+        matches_any(&self.databases, database)
+    }
+
+    /// Whether the client may write points of `measurement`.
+    pub fn may_write_measurement(&self, measurement: &str) -> bool {
+        matches_any(&self.measurements, measurement)
+    }
+}
+
+#[allow(dead_code)] // read by the InfluxDB write API's routes
+/// Whether one of `globs` (`*`: any run of characters, `?`: one) matches the whole `name`.
+fn matches_any(globs: &[String], name: &str) -> bool {
+    globs
+        .iter()
+        .any(|g| wildmatch::WildMatch::new(g).matches(name))
 }
 
 /// Never shows the token.
@@ -45,6 +74,9 @@ impl std::fmt::Debug for Client {
             .field("max_running", &self.max_running)
             .field("max_table_bytes", &self.max_table_bytes)
             .field("requests_per_second", &self.requests_per_second)
+            .field("databases", &self.databases)
+            .field("measurements", &self.measurements)
+            .field("max_series", &self.max_series)
             .finish()
     }
 }
@@ -339,7 +371,30 @@ mod tests {
             max_running: 10,
             max_table_bytes: 1 << 20,
             requests_per_second: 0.0,
+            databases: vec!["k6".into(), "jmeter_*".into()],
+            measurements: vec!["*".into()],
+            max_series: 10,
         }
+    }
+
+    #[test]
+    fn a_client_may_write_the_databases_and_measurements_its_globs_match() {
+        let c = client("a", TOKEN);
+        assert!(c.may_write_database("k6"));
+        assert!(c.may_write_database("jmeter_"));
+        assert!(c.may_write_database("jmeter_team1"));
+        assert!(!c.may_write_database("k6x"));
+        assert!(!c.may_write_database("xk6"));
+        assert!(!c.may_write_database("jmeter"));
+        assert!(c.may_write_measurement("http_req_duration"));
+        let none = Client {
+            databases: Vec::new(),
+            measurements: vec!["http_*".into()],
+            ..client("b", TOKEN)
+        };
+        assert!(!none.may_write_database("k6"));
+        assert!(none.may_write_measurement("http_reqs"));
+        assert!(!none.may_write_measurement("vus"));
     }
 
     fn check(header: Option<&str>) -> Result<Option<usize>, Denied> {

@@ -42,6 +42,9 @@ pub fn read(
         max_running: 0,
         max_table_bytes: 0,
         requests_per_second: 0.0,
+        databases: Vec::new(),
+        measurements: vec!["*".into()],
+        max_series: crate::config::DEFAULT_MAX_SERIES,
     };
     for (i, token) in auth.tokens.iter().enumerate() {
         let name = format!("auth.tokens[{}]", i + 1);
@@ -144,6 +147,9 @@ pub fn read(
             max_running: t.max_running,
             max_table_bytes: 0,
             requests_per_second: t.requests_per_second,
+            databases: t.databases.clone(),
+            measurements: t.measurements.clone(),
+            max_series: t.max_series,
         });
     }
     for (i, c) in clients.iter().enumerate() {

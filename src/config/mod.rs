@@ -116,7 +116,7 @@ impl Default for Auth {
 }
 
 /// One `[[auth.token]]` table: a client's token with its name and limits.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NamedToken {
     /// Shown in the access log and, with `auth.tag_runs_with_token_name`, as the `token_name`
@@ -131,6 +131,33 @@ pub struct NamedToken {
     /// Requests per second the client may make on average, with bursts of one second's worth;
     /// 0: no limit.
     pub requests_per_second: f64,
+    /// The databases (buckets) the client may write through InfluxDB's write API: names or
+    /// globs (`*`, `?`). None by default: the run routes need none.
+    pub databases: Vec<String>,
+    /// The measurements it may write there: globs; every one by default.
+    pub measurements: Vec<String>,
+    /// Distinct series it may make in each database it writes (the series budget).
+    pub max_series: u64,
+}
+
+/// Distinct series one token may make in one database by default: far more than a load test's
+/// points need (a k6 run with its default tags makes hundreds), far fewer than blow up
+/// InfluxDB's index (its own bound, `max-series-per-database`, is 1 000 000).
+pub const DEFAULT_MAX_SERIES: u64 = 100_000;
+
+impl Default for NamedToken {
+    fn default() -> Self {
+        NamedToken {
+            name: String::new(),
+            token: String::new(),
+            token_file: String::new(),
+            max_running: 0,
+            requests_per_second: 0.0,
+            databases: Vec::new(),
+            measurements: vec!["*".into()],
+            max_series: DEFAULT_MAX_SERIES,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -28,9 +28,11 @@ const MAX_LEADING_EMPTY_LINES: usize = 8;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
     pub method: String,
-    /// The target up to the first '?', as sent. No route takes query parameters, so
-    /// the rest of the target is dropped.
+    /// The target up to the first '?', as sent.
     pub path: String,
+    /// What follows the first '?' of the target, as sent (not percent-decoded); empty
+    /// without one. It may hold credentials (InfluxDB's `p=`): it is never logged.
+    pub query: String,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub version: u8,
     /// Names as sent, values as raw bytes (surrounding whitespace already removed).
@@ -234,10 +236,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError>
     if !target.starts_with('/') {
         return Err(HeadError::BadTarget);
     }
-    let path = target
-        .split_once('?')
-        .map_or(target, |(path, _query)| path)
-        .to_owned();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (path, query) = (path.to_owned(), query.to_owned());
     let headers = parsed
         .headers
         .iter()
@@ -247,6 +247,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError>
     let head = RequestHead {
         method: method.to_owned(),
         path,
+        query,
         version,
         headers,
     };

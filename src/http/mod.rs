@@ -120,6 +120,10 @@ pub struct Head<'a> {
     pub method: &'a str,
     /// The request target up to the first '?', exactly as sent (not percent-decoded).
     pub path: &'a str,
+    /// What follows the first '?', as sent (not percent-decoded); empty without one. It may
+    /// hold credentials (InfluxDB's `u=` and `p=`): never log it.
+    #[allow(dead_code)] // read by the InfluxDB write API's routes
+    pub query: &'a str,
     /// Header names as sent, in order, with their raw values (`Content-Encoding` included:
     /// the body it applies to is not read yet).
     pub headers: &'a [(String, Vec<u8>)],
@@ -139,6 +143,10 @@ pub struct Request {
     pub method: String,
     /// The request target up to the first '?', exactly as sent (not percent-decoded).
     pub path: String,
+    /// What follows the first '?', as sent (not percent-decoded); empty without one. It may
+    /// hold credentials (InfluxDB's `u=` and `p=`): never log it.
+    #[allow(dead_code)] // read by the InfluxDB write API's routes
+    pub query: String,
     /// Header names as sent, in order; values are raw bytes because HTTP allows
     /// bytes that are not UTF-8. `Content-Encoding` is never among them: the layer has
     /// undone it (see `encoding`). (The API reads what it needs of them in `admit`; the

@@ -294,6 +294,7 @@ impl RecvBody {
         let RequestHead {
             method,
             path,
+            query,
             version,
             mut headers,
         } = head;
@@ -305,6 +306,7 @@ impl RecvBody {
         let request = Request {
             method,
             path,
+            query,
             headers,
             body,
             peer,
@@ -484,6 +486,7 @@ fn call_admit(
     let view = Head {
         method: &head.method,
         path: &head.path,
+        query: &head.query,
         headers: &head.headers,
         peer,
     };

@@ -573,6 +573,7 @@ fn handler_results_are_checked() {
     let request = |path: &str| Request {
         method: "GET".to_owned(),
         path: path.to_owned(),
+        query: String::new(),
         headers: Vec::new(),
         body: Vec::new(),
         peer: peer(),

@@ -809,6 +809,7 @@ fn request_header_lookup_ignores_case_and_takes_the_first() {
     let request = Request {
         method: "GET".to_owned(),
         path: "/".to_owned(),
+        query: String::new(),
         headers: vec![
             ("X-Token".to_owned(), b"first".to_vec()),
             ("x-token".to_owned(), b"second".to_vec()),
@@ -822,6 +823,7 @@ fn request_header_lookup_ignores_case_and_takes_the_first() {
     let head = Head {
         method: "GET",
         path: "/",
+        query: "",
         headers: &request.headers,
         peer: request.peer,
     };
