@@ -44,6 +44,7 @@ use crate::ingest::payload;
 use crate::service::{Rules, SchemaRefresh, Service};
 use crate::state::jobs::Bounds;
 use crate::state::schema::Schema;
+use crate::state::series::{SeriesBudget, SeriesError};
 use crate::state::snapshots::{JournalError, Snapshots};
 use crate::storage::dead_letters::{self, DeadLetters};
 use crate::storage::log::{Log, OpenError};
@@ -128,6 +129,7 @@ enum StartError {
     Storage(StorageError),
     Log(OpenError),
     Journal(JournalError),
+    Series(SeriesError),
     Thread {
         name: &'static str,
         error: io::Error,
@@ -157,6 +159,7 @@ impl fmt::Display for StartError {
             StartError::Storage(e) => write!(f, "storage.dir: {e}"),
             StartError::Log(e) => write!(f, "storage.dir: {e}"),
             StartError::Journal(e) => e.fmt(f),
+            StartError::Series(e) => e.fmt(f),
             StartError::Thread { name, error } => {
                 write!(f, "cannot start the {name} thread: {error}")
             }
@@ -191,6 +194,12 @@ impl From<StorageError> for StartError {
 impl From<OpenError> for StartError {
     fn from(e: OpenError) -> Self {
         StartError::Log(e)
+    }
+}
+
+impl From<SeriesError> for StartError {
+    fn from(e: SeriesError) -> Self {
+        StartError::Series(e)
     }
 }
 
@@ -484,6 +493,7 @@ fn run() -> Result<(), StartError> {
         .subdir("log")
         .map_err(|e| StorageError::io("open", &log_dir, e))?;
     let dead = DeadLetters::open(&root, c.storage.max_dead_letter_bytes)?;
+    let series = SeriesBudget::open(&root)?;
     // The job table: the snapshot first, then the log's changes applied as each record is read.
     let snapshots = Snapshots::new(root);
     let mut restore = snapshots.read()?;
@@ -550,6 +560,7 @@ fn run() -> Result<(), StartError> {
         schema: Schema::new(loaded.restored.schema),
         schema_stale: SchemaRefresh::default(),
         check_schema: c.influxdb.check_schema,
+        series,
         clock: service::Clock::default(),
     });
     // A fresh snapshot holds everything read back: the log can let go of what is delivered.

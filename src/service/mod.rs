@@ -21,6 +21,7 @@ use crate::ingest::payload::{Commit, Record};
 use crate::ingest::points::{self, Run};
 use crate::state::jobs::{Bounds, Change, Job, Jobs, Quota, Refusal};
 use crate::state::schema::{Claim, Conflict, Schema, TooOld};
+use crate::state::series::SeriesBudget;
 use crate::state::snapshots::Snapshots;
 use crate::stats::Stats;
 use crate::storage::log::LogError;
@@ -64,6 +65,10 @@ pub struct Service {
     /// `influxdb.check_schema`: refuse at the request what InfluxDB would refuse for a schema
     /// conflict.
     pub check_schema: bool,
+    /// `storage.dir/series`: the distinct series each client made in each database it writes
+    /// through InfluxDB's write API, bounded by its `max_series`.
+    #[allow(dead_code)] // read by the InfluxDB write API's routes
+    pub series: SeriesBudget,
     /// The monotonic clock the expiry of runs runs on.
     pub clock: Clock,
 }

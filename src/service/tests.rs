@@ -103,6 +103,8 @@ pub(crate) fn fixture_in(
         schema: Schema::new(loaded.restored.schema),
         schema_stale: SchemaRefresh::default(),
         check_schema: true,
+        series: crate::state::series::SeriesBudget::open(&crate::storage::tests::root(&dir))
+            .unwrap(),
         clock: Clock::default(),
     });
     let running = Arc::clone(&service);

@@ -1,5 +1,6 @@
-//! The gateway's own state: the job table (`jobs`), its formats on disk (`journal`), and what
-//! the gateway knows of InfluxDB's schema (`schema`).
+//! The gateway's own state: the job table (`jobs`), its formats on disk (`journal`), what
+//! the gateway knows of InfluxDB's schema (`schema`), and the series each client made in each
+//! database it writes through InfluxDB's write API (`series`, with its file).
 //!
 //! `jobs` decides what a run is and may become (running, committing, finished, expired) and
 //! does no I/O; `journal` owns the on-disk format of the table — its snapshot and its records
@@ -8,4 +9,5 @@
 pub mod jobs;
 pub mod journal;
 pub mod schema;
+pub mod series;
 pub mod snapshots;

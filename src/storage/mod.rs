@@ -8,6 +8,8 @@
 //!   log/delivered              how far InfluxDB has taken the log
 //!   jobs.json                  a snapshot of the job table
 //!   reserve                    zeros keeping room for the next snapshot on a full disk
+//!   series                     the series budget: each client's distinct series per database
+//!                              (`state::series`, written through the handle of storage.dir)
 //!   dead-letter/<seq>-<points>.lp, .error   what InfluxDB refused, and why
 //!   dead-letter/lock           held by `replay-dead-letters` while it runs
 //! ```
