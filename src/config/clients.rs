@@ -20,11 +20,17 @@ use crate::auth::Client;
 /// of `jobs.max_running`, so no token can take every slot from the others. Token files are
 /// relative to the configuration `file`.
 ///
+/// Only a `[[auth.token]]` table gives a client `databases` (and so the right to write through
+/// InfluxDB's write API): the tokens of `auth.tokens`, token files and `CONSUMER_AUTH_TOKENS`
+/// have none, every measurement and the default `max_series`.
+///
 /// Also returns a warning for each token file that holds no token.
 ///
 /// Errors, blamed on what set the key: a token that is not usable, a name that is not, two
 /// clients with one name, one token under two names, a `[[auth.token]]` with neither or both
-/// of `token` and `token_file`, a token file that cannot be read.
+/// of `token` and `token_file`, a token file that cannot be read, a glob of `databases` or
+/// `measurements` no name can match, `measurements = []`, a `max_series` of 0 or above
+/// [`MAX_SERIES_LIMIT`].
 pub fn read(
     config: &Config,
     file: &Path,
@@ -141,6 +147,34 @@ pub fn read(
                 "must be 0 (no limit) or more".into(),
             ));
         }
+        check_globs(&t.databases, true).map_err(|m| {
+            refuse(
+                format!("{at}.databases ({})", t.name),
+                format!("{m} (list names or globs: databases = [\"k6\", \"jmeter_*\"])"),
+            )
+        })?;
+        if t.measurements.is_empty() {
+            return Err(refuse(
+                format!("{at}.measurements ({})", t.name),
+                "is empty, so no line could be written: use [\"*\"] (every measurement, the default) or remove the key".into(),
+            ));
+        }
+        check_globs(&t.measurements, false).map_err(|m| {
+            refuse(
+                format!("{at}.measurements ({})", t.name),
+                format!("{m} (list names or globs: measurements = [\"http_*\", \"vus\"])"),
+            )
+        })?;
+        if !(1..=MAX_SERIES_LIMIT).contains(&t.max_series) {
+            return Err(refuse(
+                format!("{at}.max_series ({})", t.name),
+                format!(
+                    "{} is out of range: from 1 to {MAX_SERIES_LIMIT} distinct series in each database (default {})",
+                    t.max_series,
+                    crate::config::DEFAULT_MAX_SERIES
+                ),
+            ));
+        }
         clients.push(Client {
             name: t.name.clone(),
             token,
@@ -191,6 +225,55 @@ fn share(clients: &mut [Client], config: &Config) {
         let part = (table as u128 * c.max_running.min(max) as u128 / max.max(1) as u128) as usize;
         c.max_table_bytes = part.max(2 * config.limits.max_run_bytes).min(table);
     }
+}
+
+/// The most a token's `max_series` may be: ten times InfluxDB 1.x's own default bound on a
+/// whole database (`max-series-per-database`, 1 000 000); the budget holds 10 to 21 bytes in
+/// memory and 16 on disk per series.
+pub const MAX_SERIES_LIMIT: u64 = 10_000_000;
+
+/// The longest glob of `databases` or `measurements`, in bytes.
+const MAX_GLOB_BYTES: usize = 255;
+
+/// The globs of a token's `databases` (`database`) or `measurements`: each 1 to 255 bytes,
+/// without control characters or whitespace other than a space (InfluxDB 1.x takes only
+/// printable names); a database glob also without `/` or `\` and other than `.` and `..`,
+/// which InfluxDB refuses in a database's name. The error says which glob and why.
+fn check_globs(globs: &[String], database: bool) -> Result<(), String> {
+    for glob in globs {
+        let shown = || format!("{:?}", crate::logtext::escape(glob, 40));
+        if glob.is_empty() {
+            return Err("holds an empty glob, which matches no name: remove it".into());
+        }
+        if glob.len() > MAX_GLOB_BYTES {
+            return Err(format!(
+                "{} is longer than {MAX_GLOB_BYTES} bytes: shorten it, or match it with *",
+                shown()
+            ));
+        }
+        if glob
+            .chars()
+            .any(|c| c.is_control() || (c.is_whitespace() && c != ' '))
+        {
+            return Err(format!(
+                "{} holds a control character or a space other than ' ', which no name can: remove it",
+                shown()
+            ));
+        }
+        if database && glob.contains(['/', '\\']) {
+            return Err(format!(
+                "{} holds '/' or '\\', which InfluxDB refuses in a database's name (a v2 bucket \"db/rp\" names database db and its retention policy rp: list db)",
+                shown()
+            ));
+        }
+        if database && (glob == "." || glob == "..") {
+            return Err(format!(
+                "{} is not a name InfluxDB takes for a database",
+                shown()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A client's name: 1 to 64 letters, digits, `.`, `_` or `-` (it may become a tag value, and

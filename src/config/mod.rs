@@ -457,14 +457,34 @@ impl Settings {
             } else {
                 "no request rate limit".to_string()
             };
+            let databases = if c.databases.is_empty() {
+                "no databases (the InfluxDB write API needs an [[auth.token]] with databases)"
+                    .to_string()
+            } else {
+                format!(
+                    "databases {}, measurements {}, max_series {}",
+                    globs(&c.databases),
+                    globs(&c.measurements),
+                    c.max_series
+                )
+            };
             text.push_str(&format!(
-                "#   {}: max_running {}, {rate}\n",
+                "#   {}: max_running {}, {rate}; {databases}\n",
                 crate::logtext::escape(&c.name, 100),
                 c.max_running
             ));
         }
         text
     }
+}
+
+/// Globs as `--check-config` lists them: `["k6", "jmeter_*"]`, each made safe for a line.
+fn globs(list: &[String]) -> String {
+    let shown: Vec<String> = list
+        .iter()
+        .map(|g| format!("{:?}", crate::logtext::escape(g, 100)))
+        .collect();
+    format!("[{}]", shown.join(", "))
 }
 
 #[cfg(test)]

@@ -632,3 +632,130 @@ fn errors_are_values_with_the_key_and_what_set_it() {
         "{err}"
     );
 }
+
+/// `[[auth.token]]` named "x" with token A and `extra` keys.
+fn named_token(extra: &str) -> String {
+    format!("[[auth.token]]\nname = \"x\"\ntoken = \"{A}\"\n{extra}")
+}
+
+#[test]
+fn write_api_rights_that_cannot_work_are_refused_naming_the_key() {
+    let long = "a".repeat(256);
+    for (extra, expected) in [
+        (
+            "databases = [\"k6\", \"\"]\n".to_string(),
+            "auth.token[1].databases (x): holds an empty glob, which matches no name: remove it",
+        ),
+        (
+            format!("databases = [\"{long}\"]\n"),
+            "auth.token[1].databases (x): \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...\" is longer than 255 bytes",
+        ),
+        (
+            "databases = [\"k6\\tx\"]\n".to_string(),
+            "auth.token[1].databases (x): \"k6?x\" holds a control character",
+        ),
+        (
+            "databases = [\"k6/autogen\"]\n".to_string(),
+            "auth.token[1].databases (x): \"k6/autogen\" holds '/' or '\\', which InfluxDB refuses in a database's name",
+        ),
+        (
+            "databases = [\"..\"]\n".to_string(),
+            "auth.token[1].databases (x): \"..\" is not a name InfluxDB takes for a database",
+        ),
+        (
+            "databases = [\"k6\"]\nmeasurements = []\n".to_string(),
+            "auth.token[1].measurements (x): is empty, so no line could be written: use [\"*\"]",
+        ),
+        (
+            "measurements = [\"http_*\", \"a\\u0000\"]\n".to_string(),
+            "auth.token[1].measurements (x): \"a?\" holds a control character",
+        ),
+        (
+            format!("measurements = [\"{long}\"]\n"),
+            "auth.token[1].measurements (x): \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...\" is longer than 255 bytes",
+        ),
+        (
+            "max_series = 0\n".to_string(),
+            "auth.token[1].max_series (x): 0 is out of range: from 1 to 10000000",
+        ),
+        (
+            "max_series = 10000001\n".to_string(),
+            "auth.token[1].max_series (x): 10000001 is out of range",
+        ),
+    ] {
+        let text = named_token(&extra);
+        let err = load_text(&text, Overrides::default()).expect_err(&text);
+        assert!(
+            err.contains(expected),
+            "{err:?} should contain {expected:?}"
+        );
+    }
+    // The edges that are taken: a glob of 255 bytes, a space, 10 000 000 series, a glob of
+    // every database.
+    let edge = format!(
+        "databases = [\"{}\", \"my db\", \"*\"]\nmeasurements = [\"a b\"]\nmax_series = 10000000\n",
+        "a".repeat(255)
+    );
+    let s = load_text(&named_token(&edge), Overrides::default()).unwrap();
+    assert_eq!(s.clients[0].max_series, 10_000_000);
+    assert_eq!(s.clients[0].databases.len(), 3);
+}
+
+#[test]
+fn tokens_get_no_databases_every_measurement_and_the_default_max_series_unless_a_table_says() {
+    let text = format!(
+        "[auth]\ntokens = [\"{B}\"]\n{}[[auth.token]]\nname = \"k6\"\ntoken = \"{C}\"\n\
+         databases = [\"k6\", \"jmeter_*\"]\nmeasurements = [\"http_*\"]\nmax_series = 500\n",
+        named_token("")
+    );
+    let s = load_text(&text, env(&[("CONSUMER_AUTH_TOKENS", &"e".repeat(20))])).unwrap();
+    let rights: Vec<(&str, Vec<String>, Vec<String>, u64)> = s
+        .clients
+        .iter()
+        .map(|c| {
+            (
+                c.name.as_str(),
+                c.databases.clone(),
+                c.measurements.clone(),
+                c.max_series,
+            )
+        })
+        .collect();
+    let all = vec!["*".to_string()];
+    assert_eq!(
+        rights,
+        [
+            ("auth.tokens[1]", vec![], all.clone(), DEFAULT_MAX_SERIES),
+            (
+                "CONSUMER_AUTH_TOKENS[1]",
+                vec![],
+                all.clone(),
+                DEFAULT_MAX_SERIES
+            ),
+            ("x", vec![], all.clone(), DEFAULT_MAX_SERIES),
+            (
+                "k6",
+                vec!["k6".to_string(), "jmeter_*".to_string()],
+                vec!["http_*".to_string()],
+                500
+            ),
+        ]
+    );
+    assert_eq!(DEFAULT_MAX_SERIES, 100_000);
+    let listed = s.redacted_toml();
+    assert!(
+        listed.contains(
+            "#   k6: max_running 2500, no request rate limit; databases [\"k6\", \"jmeter_*\"], measurements [\"http_*\"], max_series 500\n"
+        ),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(
+            "#   x: max_running 2500, no request rate limit; no databases (the InfluxDB write API needs an [[auth.token]] with databases)\n"
+        ),
+        "{listed}"
+    );
+    for token in [A, B, C] {
+        assert!(!listed.contains(token), "{listed}");
+    }
+}
