@@ -1678,16 +1678,20 @@ impl LpTarget {
 }
 
 /// Bodies of `lines` k6-shaped lines each, `pool` of them, gzip'd: made before the clock
-/// starts, so the load generator's compression is not in the figures.
-fn k6_pool(pool: usize, lines: usize) -> Vec<Vec<u8>> {
+/// starts, so the load generator's compression is not in the figures. Also the bytes of a body
+/// inflated, on average.
+fn k6_pool(pool: usize, lines: usize) -> (Vec<Vec<u8>>, usize) {
     let mut stream = K6Lines::new(0, 1);
-    (0..pool)
+    let mut inflated = 0;
+    let bodies = (0..pool)
         .map(|_| {
             let mut body = Vec::with_capacity(lines * 200);
             stream.fill(&mut body, lines);
+            inflated += body.len();
             gzip(&body)
         })
-        .collect()
+        .collect();
+    (bodies, inflated / pool.max(1))
 }
 
 /// Drives line protocol writes; see the header.
@@ -1715,11 +1719,12 @@ fn cmd_lp_write(args: &mut pico_args::Arguments) -> Result<()> {
     let first = if gzip_bodies { gzip(&first) } else { first };
     target.write(&mut warm, &first)?;
     drop(warm);
-    let bodies = Arc::new(if gzip_bodies {
+    let (bodies, inflated) = if gzip_bodies {
         k6_pool(pool.max(1), lines)
     } else {
-        Vec::new()
-    });
+        (Vec::new(), 0)
+    };
+    let bodies = Arc::new(bodies);
     let wire: usize = bodies.iter().map(Vec::len).sum::<usize>() / bodies.len().max(1);
 
     let next = Arc::new(AtomicU64::new(0));
@@ -1801,6 +1806,7 @@ fn cmd_lp_write(args: &mut pico_args::Arguments) -> Result<()> {
     println!("points_per_s={:.0}", points as f64 / seconds);
     if gzip_bodies {
         println!("wire_bytes_per_request={wire}");
+        println!("inflated_bytes_per_request={inflated}");
     }
     print_percentiles("request", &mut times);
     if let Some(d) = drained {

@@ -8,7 +8,7 @@
 # yardstick is not the load generator's own limit.
 #
 #   scripts/bench.sh              full run (several minutes)
-#   scripts/bench.sh --quick      about two minutes: fewer cycles, shorter time limits
+#   scripts/bench.sh --quick      fewer cycles, shorter time limits (a few minutes)
 #   scripts/bench.sh --write-api [--quick]
 #                                 only the rows of InfluxDB's write API (k6-shaped
 #                                 batches and single lines, straight to influxd and
@@ -351,7 +351,7 @@ lp_cell() {
         printf '**failed**: %s' "$e"
         return
     fi
-    if lp_rounds stopped_early "$p" | grep -q true; then
+    if [[ "$(lp_rounds stopped_early "$p")" == *true* ]]; then
         note=" (the ${lp_seconds}s limit before the count)"
     fi
     # shellcheck disable=SC2046 # one value per round, split on purpose
