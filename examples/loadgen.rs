@@ -39,6 +39,30 @@
 //!   inflated), C commits in all; a 503 (or a connection closed) is retried 200 ms later.
 //!   Prints the gateway's peak resident memory during the load (`VmHWM`), its resident memory
 //!   as the load ends and `--after` seconds later (`VmRSS`), and the answers by status.
+//! - `lp-write --addr A --db D [--token T] [--lines 5000] [--gzip] [--concurrency 4]
+//!   [--requests 1000] [--max-seconds 10] [--pool 32] [--pid P] [--influxd-pid P]
+//!   [--wait-delivered] [--drain-seconds 120]`: InfluxDB's write API, `POST
+//!   /write?db=D&precision=ns`, straight to influxd or through the gateway (with
+//!   `Authorization: Token T`): N connections write bodies of `--lines` lines of k6-shaped line
+//!   protocol (see [`K6Lines`]: 284 series, nanosecond times), until `--requests` writes or
+//!   `--max-seconds`. One write of every series comes first, before the clock. With `--gzip`
+//!   the bodies are a pool of `--pool` gzip'd batches made before the clock and sent in turn
+//!   (past the pool the points repeat, and InfluxDB stores them again over themselves);
+//!   otherwise each body is made as it is sent, with new times. Prints requests and points a
+//!   second and the latency of a write; with `--pid`, that process's CPU (user + system, from
+//!   `/proc/PID/stat`) per 1 000 lines and its resident memory after; with `--influxd-pid`,
+//!   influxd's CPU per 1 000 lines as well. `--wait-delivered` then waits for the gateway's
+//!   log to be delivered to InfluxDB (`spool.records` of `/apiv0.1/states` at 0) and prints
+//!   how long that took and the points a second delivered; the CPU is read after it. Any
+//!   answer but 204 stops the run with an error naming the answer, and no figure is printed.
+//! - `k6-soak --addr A --db D [--token T] --pid P [--seconds 600] [--lines 5000]
+//!   [--concurrency 4] [--batches-per-second 1] [--sample-every 10] [--max-growth-kib 2048]`:
+//!   k6's pace (a batch a second, up to 4 writes at once), gzip'd k6-shaped batches with new
+//!   times, while the resident memory of process P is sampled every `--sample-every` seconds
+//!   and printed as it is read (`rss_sample=SECONDS,KIB`); then the mean of the first and the
+//!   last window (a minute, or a quarter of a shorter run), their difference, and the growth
+//!   of the last half (the last window's mean against the window before half-time). Exits
+//!   non-zero if that growth passes `--max-growth-kib`, or at any answer but 204.
 //!
 //! Everything prints `key=value` lines on stdout for the script to turn into a table.
 //! Only std and the crate's own dependencies (and `socket2`, to bind a client socket to another
@@ -78,8 +102,10 @@ fn main() {
         "seed-jobs" => cmd_seed_jobs(&mut args),
         "stalled-bodies" => cmd_stalled_bodies(&mut args),
         "wide-commits" => cmd_wide_commits(&mut args),
+        "lp-write" => cmd_lp_write(&mut args),
+        "k6-soak" => cmd_k6_soak(&mut args),
         _ => Err(
-            "usage: loadgen gateway|direct|null-influx|register-many|register-wide|wrk-script|tick|batch|startup|free-ports|seed-jobs|stalled-bodies|wide-commits [options] \
+            "usage: loadgen gateway|direct|null-influx|register-many|register-wide|wrk-script|tick|batch|startup|free-ports|seed-jobs|stalled-bodies|wide-commits|lp-write|k6-soak [options] \
              (see the header of examples/loadgen.rs)"
                 .into(),
         ),
@@ -1280,5 +1306,644 @@ fn cmd_wide_commits(args: &mut pico_args::Arguments) -> Result<()> {
     println!("rss_end_kib={rss_end}");
     println!("rss_after_kib={rss_after}");
     println!("after_s={after}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// InfluxDB's write API: k6-shaped line protocol
+// ---------------------------------------------------------------------------
+
+/// The HTTP metrics k6 records for every request, each a point of its own with the request's
+/// tags (`value` is a float; `http_reqs` counts 1, `http_req_failed` is 0 or 1).
+const K6_HTTP_METRICS: [&str; 9] = [
+    "http_reqs",
+    "http_req_duration",
+    "http_req_blocked",
+    "http_req_connecting",
+    "http_req_tls_handshaking",
+    "http_req_sending",
+    "http_req_waiting",
+    "http_req_receiving",
+    "http_req_failed",
+];
+
+/// The metrics k6 records once per iteration, tagged with the scenario only.
+const K6_ITERATION_METRICS: [&str; 4] = [
+    "data_sent",
+    "data_received",
+    "iteration_duration",
+    "iterations",
+];
+
+/// An endpoint of a k6 scenario: method, URL (also the `name` tag, as k6 sets it), protocol.
+type K6Endpoint = (&'static str, &'static str, &'static str);
+
+/// The scenarios of the k6-shaped load and their endpoints.
+const K6_SCENARIOS: [(&str, [K6Endpoint; 5]); 2] = [
+    (
+        "browse",
+        [
+            ("GET", "https://test.k6.io/", "HTTP/1.1"),
+            ("GET", "https://test.k6.io/news.php", "HTTP/1.1"),
+            ("GET", "https://test.k6.io/contacts.php", "HTTP/1.1"),
+            ("GET", "https://test.k6.io/pi.php?decimals=3", "HTTP/1.1"),
+            ("GET", "https://test.k6.io/static/favicon.ico", "HTTP/1.1"),
+        ],
+    ),
+    (
+        "checkout",
+        [
+            ("POST", "https://test.k6.io/login.php", "HTTP/1.1"),
+            ("GET", "https://test.k6.io/my_messages.php", "HTTP/1.1"),
+            (
+                "GET",
+                "https://test-api.k6.io/public/crocodiles/",
+                "HTTP/2.0",
+            ),
+            ("POST", "https://test-api.k6.io/my/crocodiles/", "HTTP/2.0"),
+            (
+                "DELETE",
+                "https://test-api.k6.io/my/crocodiles/1/",
+                "HTTP/2.0",
+            ),
+        ],
+    ),
+];
+
+/// The statuses a request ends with, and how often in 1 000: mostly 200, a few errors. Each
+/// endpoint and status is a series of each HTTP metric.
+const K6_STATUSES: [(u16, u64); 3] = [(200, 960), (404, 25), (503, 15)];
+
+/// The checks of each scenario (`check` tag, with spaces as k6 users name them).
+const K6_CHECKS: [&str; 2] = ["status is 200", "body is not empty"];
+
+/// Requests per iteration of a virtual user.
+const K6_REQUESTS_PER_ITERATION: u64 = 5;
+
+/// Escapes a line protocol tag value (commas, equals signs, spaces).
+fn lp_tag(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, ',' | '=' | ' ' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Series of the k6-shaped load: HTTP metrics × endpoints × statuses, iteration metrics and
+/// checks per scenario, `vus` and `vus_max`. 284 with the tables above: a few hundred, as a
+/// k6 test of ten endpoints makes, far below a token's series budget.
+fn k6_series() -> usize {
+    let endpoints: usize = K6_SCENARIOS.iter().map(|(_, e)| e.len()).sum();
+    K6_HTTP_METRICS.len() * endpoints * K6_STATUSES.len()
+        + K6_SCENARIOS.len() * (K6_ITERATION_METRICS.len() + K6_CHECKS.len())
+        + 2
+}
+
+/// An endless stream of line protocol shaped like k6's InfluxDB output: per HTTP request nine
+/// points with its tags (`expected_response`, `method`, `name`, `proto`, `scenario`, `status`,
+/// `tls_version`, `url`, sorted as InfluxDB's client sorts them), per iteration four more and
+/// its checks, and now and then `vus` and `vus_max`; every value a float `value=`, every time in
+/// nanoseconds. Times rise with each request and never repeat across streams with distinct
+/// `stream` numbers, so no point overwrites another.
+struct K6Lines {
+    /// xorshift64 state: values, statuses, endpoints.
+    rng: u64,
+    stream: u64,
+    streams: u64,
+    start_ns: u64,
+    /// Requests made so far.
+    seq: u64,
+    /// The tags of each (scenario, endpoint, status), joined, after the measurement's name.
+    tags: Vec<Vec<Vec<String>>>,
+    pending: std::collections::VecDeque<String>,
+}
+
+impl K6Lines {
+    /// Stream `stream` of `streams` (each client thread its own), from the current time.
+    fn new(stream: u64, streams: u64) -> K6Lines {
+        let tags = K6_SCENARIOS
+            .iter()
+            .map(|(scenario, endpoints)| {
+                endpoints
+                    .iter()
+                    .map(|(method, url, proto)| {
+                        K6_STATUSES
+                            .iter()
+                            .map(|(status, _)| {
+                                format!(
+                                    "expected_response={},method={method},name={url},proto={proto},scenario={scenario},status={status},tls_version=tls1.3,url={url}",
+                                    *status < 400,
+                                    url = lp_tag(url),
+                                    proto = lp_tag(proto),
+                                )
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        K6Lines {
+            rng: 0x9e37_79b9_7f4a_7c15 ^ (stream + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9),
+            stream,
+            streams: streams.max(1),
+            start_ns: now_ns(),
+            seq: 0,
+            tags,
+            pending: Default::default(),
+        }
+    }
+
+    fn random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// A value as k6 writes a float: the shortest text that reads back the same.
+    fn value(&mut self, below: u64) -> f64 {
+        (self.random() % (below * 1000)) as f64 / 1000.0
+    }
+
+    /// The next request's time: 1 µs steps per stream, interleaved, with nanoseconds below.
+    fn time(&mut self) -> u64 {
+        let jitter = self.random() % 1000;
+        self.start_ns + (self.seq * self.streams + self.stream) * 1000 + jitter
+    }
+
+    /// The lines of one HTTP request, and of its iteration's end every few requests.
+    fn refill(&mut self) {
+        let t = self.time();
+        let s = (self.random() % K6_SCENARIOS.len() as u64) as usize;
+        let e = (self.random() % K6_SCENARIOS[s].1.len() as u64) as usize;
+        let mut pick = self.random() % 1000;
+        let mut st = 0;
+        while st + 1 < K6_STATUSES.len() && pick >= K6_STATUSES[st].1 {
+            pick -= K6_STATUSES[st].1;
+            st += 1;
+        }
+        let failed = K6_STATUSES[st].0 >= 400;
+        for metric in K6_HTTP_METRICS {
+            let value = match metric {
+                "http_reqs" => 1.0,
+                "http_req_failed" => f64::from(u8::from(failed)),
+                "http_req_duration" | "http_req_waiting" => self.value(900),
+                _ => self.value(5),
+            };
+            let line = format!("{metric},{} value={value} {t}\n", self.tags[s][e][st]);
+            self.pending.push_back(line);
+        }
+        self.seq += 1;
+        if self.seq.is_multiple_of(K6_REQUESTS_PER_ITERATION) {
+            let scenario = K6_SCENARIOS[s].0;
+            for metric in K6_ITERATION_METRICS {
+                let value = match metric {
+                    "iterations" => 1.0,
+                    "iteration_duration" => self.value(5000),
+                    _ => (self.random() % 50_000) as f64,
+                };
+                self.pending
+                    .push_back(format!("{metric},scenario={scenario} value={value} {t}\n"));
+            }
+            for check in K6_CHECKS {
+                self.pending.push_back(format!(
+                    "checks,check={},scenario={scenario} value={} {t}\n",
+                    lp_tag(check),
+                    u8::from(!failed)
+                ));
+            }
+        }
+        if self.seq.is_multiple_of(100) {
+            self.pending.push_back(format!("vus value=20 {t}\n"));
+            self.pending.push_back(format!("vus_max value=20 {t}\n"));
+        }
+    }
+
+    /// `n` lines, appended to `out`.
+    fn fill(&mut self, out: &mut Vec<u8>, n: usize) {
+        for _ in 0..n {
+            if self.pending.is_empty() {
+                self.refill();
+            }
+            if let Some(line) = self.pending.pop_front() {
+                out.extend_from_slice(line.as_bytes());
+            }
+        }
+    }
+
+    /// One line of every series (each endpoint with each status, then the iteration's,
+    /// the checks', `vus` and `vus_max`): written first, so every run meets the series made.
+    fn every_series(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let t = self.time();
+        self.seq += 1;
+        for (s, (scenario, endpoints)) in K6_SCENARIOS.iter().enumerate() {
+            for e in 0..endpoints.len() {
+                for st in 0..K6_STATUSES.len() {
+                    for metric in K6_HTTP_METRICS {
+                        out.extend_from_slice(
+                            format!("{metric},{} value=1 {t}\n", self.tags[s][e][st]).as_bytes(),
+                        );
+                    }
+                }
+            }
+            for metric in K6_ITERATION_METRICS {
+                out.extend_from_slice(
+                    format!("{metric},scenario={scenario} value=1 {t}\n").as_bytes(),
+                );
+            }
+            for check in K6_CHECKS {
+                out.extend_from_slice(
+                    format!(
+                        "checks,check={},scenario={scenario} value=1 {t}\n",
+                        lp_tag(check)
+                    )
+                    .as_bytes(),
+                );
+            }
+        }
+        out.extend_from_slice(format!("vus value=20 {t}\nvus_max value=20 {t}\n").as_bytes());
+        out
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Where and how line protocol is written: `POST /write?db=D&precision=ns` to influxd or to
+/// the gateway, with the gateway's token as `Authorization: Token T`.
+#[derive(Clone)]
+struct LpTarget {
+    addr: SocketAddr,
+    path: String,
+    /// `Authorization: Token …` (and the gzip header when the bodies are gzip'd), CRLF-ended.
+    headers: String,
+    /// Header lines of the run routes' `/apiv0.1/states`, which takes the token as Bearer.
+    states_headers: String,
+}
+
+impl LpTarget {
+    fn from_args(args: &mut pico_args::Arguments, gzip: bool) -> Result<LpTarget> {
+        let addr = resolve(&opt::<String>(args, "--addr")?)?;
+        let db: String = opt(args, "--db")?;
+        let token: Option<String> = args
+            .opt_value_from_str("--token")
+            .map_err(|e| format!("--token: {e}"))?;
+        let mut headers = String::new();
+        let mut states_headers = String::new();
+        if let Some(t) = &token {
+            headers.push_str(&format!("Authorization: Token {t}\r\n"));
+            states_headers.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        if gzip {
+            headers.push_str("Content-Encoding: gzip\r\n");
+        }
+        Ok(LpTarget {
+            addr,
+            path: format!("/write?db={db}&precision=ns"),
+            headers,
+            states_headers,
+        })
+    }
+
+    /// Writes one body; anything but 204 is an error that says what was answered, for the run
+    /// to stop on: a figure made of refused writes would be no figure.
+    fn write(&self, client: &mut Client, body: &[u8]) -> Result<()> {
+        let a = client.send_with(
+            "POST",
+            &self.path,
+            "text/plain; charset=utf-8",
+            &self.headers,
+            body,
+        )?;
+        if a.status != 204 {
+            return Err(format!(
+                "POST {} on {} answered {} {} (a write must be answered 204)",
+                self.path,
+                self.addr,
+                a.status,
+                String::from_utf8_lossy(&a.body).trim()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits until the gateway's log holds nothing undelivered (`spool.records` of
+    /// `/apiv0.1/states` is 0), polling every 50 ms, `limit` at most; returns how long it took.
+    /// Records in the dead letters (`dead_letters.records`) are an error: their points did
+    /// not reach InfluxDB.
+    fn wait_delivered(&self, limit: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        let mut client = Client::new(self.addr);
+        loop {
+            let a = client.send_with(
+                "GET",
+                "/apiv0.1/states",
+                "application/json",
+                &self.states_headers,
+                b"",
+            )?;
+            a.expect(200, "GET /apiv0.1/states")?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&a.body).map_err(|e| format!("/apiv0.1/states: {e}"))?;
+            let waiting = v["spool"]["records"]
+                .as_u64()
+                .ok_or("/apiv0.1/states has no spool.records")?;
+            if waiting == 0 {
+                // A record the deliverer gave up on is delivered too, to the dead letters.
+                let dead = v["dead_letters"]["records"].as_u64().unwrap_or(0);
+                if dead > 0 {
+                    return Err(format!(
+                        "{dead} records in the gateway's dead letters: not every point reached InfluxDB"
+                    ));
+                }
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() >= limit {
+                return Err(format!(
+                    "{waiting} records still undelivered {} s after the load",
+                    limit.as_secs()
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Bodies of `lines` k6-shaped lines each, `pool` of them, gzip'd: made before the clock
+/// starts, so the load generator's compression is not in the figures. Also the bytes of a body
+/// inflated, on average.
+fn k6_pool(pool: usize, lines: usize) -> (Vec<Vec<u8>>, usize) {
+    let mut stream = K6Lines::new(0, 1);
+    let mut inflated = 0;
+    let bodies = (0..pool)
+        .map(|_| {
+            let mut body = Vec::with_capacity(lines * 200);
+            stream.fill(&mut body, lines);
+            inflated += body.len();
+            gzip(&body)
+        })
+        .collect();
+    (bodies, inflated / pool.max(1))
+}
+
+/// Drives line protocol writes; see the header.
+fn cmd_lp_write(args: &mut pico_args::Arguments) -> Result<()> {
+    let gzip_bodies = args.contains("--gzip");
+    let target = LpTarget::from_args(args, gzip_bodies)?;
+    let lines: usize = opt_or(args, "--lines", 5000)?;
+    let concurrency: usize = opt_or(args, "--concurrency", 4)?;
+    let requests: u64 = opt_or(args, "--requests", 1000)?;
+    let max_seconds: f64 = opt_or(args, "--max-seconds", 10.0)?;
+    let pool: usize = opt_or(args, "--pool", 32)?;
+    let pid: Option<u32> = args
+        .opt_value_from_str("--pid")
+        .map_err(|e| format!("--pid: {e}"))?;
+    let influxd_pid: Option<u32> = args
+        .opt_value_from_str("--influxd-pid")
+        .map_err(|e| format!("--influxd-pid: {e}"))?;
+    let wait_delivered = args.contains("--wait-delivered");
+    let drain_seconds: u64 = opt_or(args, "--drain-seconds", 120)?;
+
+    // Every series once, before the clock: the first write of a series costs InfluxDB more,
+    // and each side meets the series made.
+    let mut warm = Client::new(target.addr);
+    let first = K6Lines::new(0, 1).every_series();
+    let first = if gzip_bodies { gzip(&first) } else { first };
+    target.write(&mut warm, &first)?;
+    drop(warm);
+    let (bodies, inflated) = if gzip_bodies {
+        k6_pool(pool.max(1), lines)
+    } else {
+        (Vec::new(), 0)
+    };
+    let bodies = Arc::new(bodies);
+    let wire: usize = bodies.iter().map(Vec::len).sum::<usize>() / bodies.len().max(1);
+
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let barrier = Arc::new(Barrier::new(concurrency + 1));
+    let handles: Vec<_> = (0..concurrency)
+        .map(|i| {
+            let (next, stop, barrier, bodies, target) = (
+                Arc::clone(&next),
+                Arc::clone(&stop),
+                Arc::clone(&barrier),
+                Arc::clone(&bodies),
+                target.clone(),
+            );
+            thread::spawn(move || -> Result<Vec<u64>> {
+                let mut client = Client::new(target.addr);
+                let mut stream = K6Lines::new(i as u64 + 1, concurrency as u64 + 1);
+                let mut body = Vec::new();
+                let mut times = Vec::new();
+                let connected = client.connect().map(|_| ());
+                barrier.wait();
+                connected?;
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if stop.load(Ordering::Relaxed) || n >= requests {
+                        return Ok(times);
+                    }
+                    let body = if bodies.is_empty() {
+                        body.clear();
+                        stream.fill(&mut body, lines);
+                        &body
+                    } else {
+                        &bodies[n as usize % bodies.len()]
+                    };
+                    let t0 = Instant::now();
+                    if let Err(e) = target.write(&mut client, body) {
+                        stop.store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                    times.push(t0.elapsed().as_nanos() as u64);
+                }
+            })
+        })
+        .collect();
+    let cpu_before = pid.map(process_cpu_ns).transpose()?;
+    let influxd_before = influxd_pid.map(process_cpu_ns).transpose()?;
+    barrier.wait();
+    let start = Instant::now();
+    let limit = Duration::from_secs_f64(max_seconds);
+    while !handles.iter().all(|h| h.is_finished()) {
+        if start.elapsed() >= limit {
+            stop.store(true, Ordering::Relaxed);
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    let wall = start.elapsed();
+    let mut times = Vec::new();
+    for h in handles {
+        times.extend(h.join().map_err(|_| "a client thread panicked")??);
+    }
+    let drained = if wait_delivered {
+        Some(target.wait_delivered(Duration::from_secs(drain_seconds))?)
+    } else {
+        None
+    };
+    let cpu_after = pid.map(process_cpu_ns).transpose()?;
+    let influxd_after = influxd_pid.map(process_cpu_ns).transpose()?;
+
+    let done = times.len() as u64;
+    let points = done * lines as u64;
+    let seconds = wall.as_secs_f64();
+    println!("requests={done}");
+    println!("lines_per_request={lines}");
+    println!("series={}", k6_series());
+    println!("points={points}");
+    println!("stopped_early={}", done < requests);
+    println!("seconds={seconds:.3}");
+    println!("requests_per_s={:.1}", done as f64 / seconds);
+    println!("points_per_s={:.0}", points as f64 / seconds);
+    if gzip_bodies {
+        println!("wire_bytes_per_request={wire}");
+        println!("inflated_bytes_per_request={inflated}");
+    }
+    print_percentiles("request", &mut times);
+    if let Some(d) = drained {
+        println!("delivered_after_s={:.3}", d.as_secs_f64());
+        println!(
+            "delivered_points_per_s={:.0}",
+            points as f64 / (seconds + d.as_secs_f64())
+        );
+    }
+    let per_1000 = |a: u64, b: u64| (b - a) as f64 / 1e6 / points.max(1) as f64 * 1000.0;
+    if let (Some(a), Some(b), Some(p)) = (cpu_before, cpu_after, pid) {
+        println!("server_cpu_ms_per_1000_lines={:.3}", per_1000(a, b));
+        println!("server_rss_after_kib={}", proc_status_kib(p, "VmRSS")?);
+    }
+    if let (Some(a), Some(b)) = (influxd_before, influxd_after) {
+        println!("influxd_cpu_ms_per_1000_lines={:.3}", per_1000(a, b));
+    }
+    Ok(())
+}
+
+/// Drives the k6-shaped memory check; see the header.
+fn cmd_k6_soak(args: &mut pico_args::Arguments) -> Result<()> {
+    let target = LpTarget::from_args(args, true)?;
+    let pid: u32 = opt(args, "--pid")?;
+    let seconds: u64 = opt_or(args, "--seconds", 600)?;
+    let lines: usize = opt_or(args, "--lines", 5000)?;
+    let concurrency: usize = opt_or(args, "--concurrency", 4)?;
+    let per_second: f64 = opt_or(args, "--batches-per-second", 1.0)?;
+    let every: u64 = opt_or(args, "--sample-every", 10)?;
+    let max_growth: u64 = opt_or(args, "--max-growth-kib", 2048)?;
+    if seconds < 2 * every {
+        return Err(format!(
+            "--seconds {seconds}: give at least two --sample-every ({every} s)"
+        ));
+    }
+
+    let mut warm = Client::new(target.addr);
+    target.write(&mut warm, &gzip(&K6Lines::new(0, 1).every_series()))?;
+    drop(warm);
+
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let late = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let end = start + Duration::from_secs(seconds);
+    let handles: Vec<_> = (0..concurrency)
+        .map(|i| {
+            let (next, stop, late, target) = (
+                Arc::clone(&next),
+                Arc::clone(&stop),
+                Arc::clone(&late),
+                target.clone(),
+            );
+            thread::spawn(move || -> Result<u64> {
+                let mut client = Client::new(target.addr);
+                let mut stream = K6Lines::new(i as u64 + 1, concurrency as u64 + 1);
+                let mut sent = 0;
+                let mut body = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    // Batch n is due at n / rate seconds; a free connection takes the next.
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let due = start + Duration::from_secs_f64(n as f64 / per_second);
+                    if due >= end {
+                        break;
+                    }
+                    let now = Instant::now();
+                    if due > now {
+                        thread::sleep(due - now);
+                    } else if now - due > Duration::from_secs(1) {
+                        late.fetch_add(1, Ordering::Relaxed);
+                    }
+                    body.clear();
+                    stream.fill(&mut body, lines);
+                    if let Err(e) = target.write(&mut client, &gzip(&body)) {
+                        stop.store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                    sent += 1;
+                }
+                Ok(sent)
+            })
+        })
+        .collect();
+
+    let mut samples: Vec<(u64, u64)> = Vec::new();
+    let mut out = io::stdout();
+    for k in 0..=seconds / every {
+        let at = start + Duration::from_secs(k * every);
+        while Instant::now() < at && !stop.load(Ordering::Relaxed) {
+            thread::sleep(
+                Duration::from_millis(100).min(at.saturating_duration_since(Instant::now())),
+            );
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let rss = proc_status_kib(pid, "VmRSS")?;
+        samples.push((k * every, rss));
+        let _ = writeln!(out, "rss_sample={},{rss}", k * every);
+        let _ = out.flush();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut batches = 0;
+    for h in handles {
+        batches += h.join().map_err(|_| "a client thread panicked")??;
+    }
+
+    // The windows compared: a minute, or a quarter of a shorter run.
+    let window = (seconds / 4).clamp(every, 60);
+    let mean = |from: u64, to: u64| -> u64 {
+        let in_window: Vec<u64> = samples
+            .iter()
+            .filter(|(t, _)| *t >= from && *t <= to)
+            .map(|(_, r)| *r)
+            .collect();
+        in_window.iter().sum::<u64>() / (in_window.len().max(1) as u64)
+    };
+    let last_t = samples.last().map_or(0, |(t, _)| *t);
+    let half = last_t / 2;
+    let first = mean(0, window);
+    let mid = mean(half.saturating_sub(window), half);
+    let last = mean(last_t.saturating_sub(window), last_t);
+    let growth = last.saturating_sub(mid);
+    println!("batches={batches}");
+    println!("lines={}", batches * lines as u64);
+    println!("late_batches={}", late.load(Ordering::Relaxed));
+    println!("window_s={window}");
+    println!("rss_first_window_kib={first}");
+    println!("rss_mid_window_kib={mid}");
+    println!("rss_last_window_kib={last}");
+    println!("rss_first_to_last_kib={}", last as i64 - first as i64);
+    println!("rss_last_half_growth_kib={growth}");
+    println!("max_growth_kib={max_growth}");
+    if growth > max_growth {
+        return Err(format!(
+            "resident memory grew by {growth} KiB in the last half (the mean of the last {window} s against the {window} s before half-time), more than --max-growth-kib {max_growth}"
+        ));
+    }
     Ok(())
 }

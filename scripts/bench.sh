@@ -7,25 +7,52 @@
 # against wrk (Debian's package) posting the same lines, so that the comparison's
 # yardstick is not the load generator's own limit.
 #
-#   scripts/bench.sh           full run (several minutes)
-#   scripts/bench.sh --quick   under a minute: fewer cycles, shorter time limits
+#   scripts/bench.sh              full run (several minutes)
+#   scripts/bench.sh --quick      fewer cycles, shorter time limits (a few minutes)
+#   scripts/bench.sh --write-api [--quick]
+#                                 only the rows of InfluxDB's write API (k6-shaped
+#                                 batches and single lines, straight to influxd and
+#                                 through the gateway in both acknowledgement modes)
+#   scripts/bench.sh --soak-k6 [SECONDS] [--direct]
+#                                 the k6-shaped memory check: a gzip'd batch of 5 000
+#                                 lines a second from 4 connections for SECONDS (600 by
+#                                 default) through the gateway, its RSS sampled every
+#                                 10 s; fails if it grows by more than 2 MiB in the last
+#                                 half. --direct sends the same to influxd and samples
+#                                 influxd instead (a check of the check).
 #
 # Every phase has a time limit: a phase that does not finish its cycles in time
 # reports how many it did. Each throughput phase starts a fresh gateway with an
 # empty job table, so the phases are comparable. Not part of scripts/test.sh:
-# it prints figures, it asserts nothing.
+# it prints figures, it asserts nothing, but a write of the write API rows not answered
+# 204 is a failure: the table says which, and the script exits non-zero after it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # shellcheck source=scripts/lib/install-influxdb.sh
 source scripts/lib/install-influxdb.sh
 
+usage="usage: scripts/bench.sh [--quick] [--write-api] | --soak-k6 [SECONDS] [--direct]"
 quick=0
-case "${1:-}" in
---quick) quick=1 ;;
-"") ;;
-*) die "usage: scripts/bench.sh [--quick]" ;;
-esac
+only=""          # write-api: only the write API rows; soak: only the memory check
+soak_seconds=600
+soak_direct=0
+while [ "$#" -gt 0 ]; do
+    case "$1" in
+    --quick) quick=1 ;;
+    --write-api) only=write-api ;;
+    --soak-k6)
+        only=soak
+        if [[ "${2:-}" =~ ^[0-9]+$ ]]; then
+            soak_seconds=$2
+            shift
+        fi
+        ;;
+    --direct) soak_direct=1 ;;
+    *) die "$usage" ;;
+    esac
+    shift
+done
 
 if [ "$quick" -eq 1 ]; then
     mode="quick"
@@ -35,6 +62,9 @@ if [ "$quick" -eq 1 ]; then
     mem_limits=(4 10)  # seconds for each memory step at most
     retention_steps=(2500 20000) # cycles with finished runs forgotten after 1 s
     wide_commits=32    # wide commits (one per connection)
+    lp_seconds=3       # seconds per write API run at most (each round)
+    lp_batches=300     # k6-shaped batches per write API run at most
+    lp_singles=40000   # single-line writes per write API run at most
 else
     mode="full"
     cycles=20000
@@ -43,6 +73,9 @@ else
     mem_limits=(60 300)
     retention_steps=(12500 100000)
     wide_commits=64
+    lp_seconds=10
+    lp_batches=2000
+    lp_singles=200000
 fi
 running_jobs=10000
 ticks=4
@@ -64,7 +97,7 @@ loadgen=target/release/examples/loadgen
 ensure_influxd
 influxd=$(influxd_path)
 command -v curl >/dev/null 2>&1 || ensure_tools
-if ! command -v wrk >/dev/null 2>&1; then
+if [ -z "$only" ] && ! command -v wrk >/dev/null 2>&1; then
     step "Installing wrk (the yardstick of the direct writes)"
     apt_install wrk
 fi
@@ -86,6 +119,10 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
+
+# TOML appended to the configuration of the gateways started while it is set (the write
+# API's token).
+gw_extra=""
 
 # Waits up to 10 s until a command succeeds.
 wait_for() {
@@ -119,6 +156,29 @@ mib() {
     awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'
 }
 
+# met GOT OP LIMIT: "met" or "missed" (numbers compared with awk).
+met() {
+    awk -v a="$1" -v b="$3" -v op="$2" 'BEGIN {
+        ok = (op == ">=") ? (a >= b) : (a <= b)
+        print (ok ? "met" : "**missed**") }'
+}
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
+}
+# median VALUES...: the middle value (the lower middle of an even count).
+median() {
+    printf '%s\n' "$@" | sort -g | sed -n "$((($# + 1) / 2))p"
+}
+
+# The first lines of the report: the run and the machine, then the table's head.
+print_head() {
+    echo
+    echo "Benchmark ($mode$([ "$only" = write-api ] && echo ", write API only")): $(date -u +%Y-%m-%d), $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, influxd $("$influxd" version | awk '{ print $2 }')"
+    echo
+    echo "| # | measure | measured | target | |"
+    echo "|---|---|---|---|---|"
+}
+
 # --- influxd ------------------------------------------------------------------
 step "Starting a throwaway influxd"
 mapfile -t ports < <("$loadgen" free-ports --n 2)
@@ -126,10 +186,13 @@ mkdir -p "$work/influxd"
 influxd_config "$work/influxd" "${ports[0]}" "${ports[1]}" >"$work/influxd/influxd.conf"
 env -u INFLUXDB_HTTP_BIND_ADDRESS "$influxd" run -config "$work/influxd/influxd.conf" \
     >"$work/influxd/log" 2>&1 &
-pids+=("$!")
+influxd_pid=$!
+pids+=("$influxd_pid")
 influx="127.0.0.1:${ports[0]}"
 wait_for "influxd on $influx" curl -sf "http://$influx/ping"
-for db in bench_gateway bench_direct; do
+# k6bench is the gateway's target in the write API rows, made here as the direct writes'
+# k6bench_direct is, so that neither side's first write waits for a database to be made.
+for db in bench_gateway bench_direct k6bench k6bench_direct; do
     curl -sf -XPOST "http://$influx/query" --data-urlencode "q=CREATE DATABASE $db" >/dev/null
 done
 
@@ -171,6 +234,7 @@ max_running = 20000
 ${5:-}
 [storage]
 dir = "$dir/data"
+$gw_extra
 EOF
     launch_gateway
 }
@@ -205,6 +269,186 @@ run() {
         echo "warning: $name: $(val errors "$work/$name") errors, first: $(val first_error "$work/$name")" >&2
     fi
 }
+
+
+# --- 8: InfluxDB's write API ------------------------------------------------------------------
+# The token of the write API rows' gateways, allowed to write k6bench only.
+k6_token="k6bench-token-0123456789abcdef"
+k6_gateway_toml="[[auth.token]]
+name = \"k6\"
+token = \"$k6_token\"
+databases = [\"k6bench\"]"
+# The write API runs that failed (a write not answered 204): named in the table, and the
+# script exits non-zero after it.
+lp_failed=()
+
+# run_lp NAME LOADGEN-ARGS...: one `loadgen lp-write`, bounded in time, into $work/NAME; its
+# error, if it fails, into $work/NAME.err, and NAME into lp_failed.
+run_lp() {
+    local name=$1
+    shift
+    if ! timeout 600 "$loadgen" lp-write "$@" >"$work/$name" 2>"$work/$name.err"; then
+        lp_failed+=("$name")
+        echo "bench: $name failed: $(tail -n 1 "$work/$name.err")" >&2
+    fi
+}
+
+# The write API rows' runs: for each shape, rounds of direct writes, then the gateway in disk
+# mode, then in "influxdb" mode (a fresh gateway each), all against the same influxd. Each
+# gateway run waits until the gateway has delivered everything before it stops, so the next
+# run does not share influxd with a backlog.
+write_api_phase() {
+    local shape r args
+    gw_extra=$k6_gateway_toml
+    for shape in k6 single; do
+        if [ "$shape" = k6 ]; then
+            args=(--lines 5000 --gzip --concurrency 4 --requests "$lp_batches")
+        else
+            args=(--lines 1 --concurrency 32 --requests "$lp_singles")
+        fi
+        for r in $(seq "$rounds"); do
+            step "Write API, $shape, round $r of $rounds: straight to influxd, then the gateway (disk, then influxdb), up to ${lp_seconds}s each"
+            run_lp "lp-$shape-direct-$r" --addr "$influx" --db k6bench_direct "${args[@]}" \
+                --max-seconds "$lp_seconds" --influxd-pid "$influxd_pid"
+            for ack in disk influxdb; do
+                start_gateway "$influx" 1h
+                run_lp "lp-$shape-$ack-$r" --addr "$gw_addr" --db k6bench --token "$k6_token" \
+                    "${args[@]}" --max-seconds "$lp_seconds" --pid "$gw_pid" \
+                    --influxd-pid "$influxd_pid" --wait-delivered
+                stop_gateway
+            done
+            ack=disk
+        done
+    done
+    gw_extra=""
+}
+
+# lp_error PREFIX: the error of the first failed round of PREFIX, or nothing.
+lp_error() {
+    local r
+    for r in $(seq "$rounds"); do
+        if [ -s "$work/$1-$r.err" ]; then
+            tail -n 1 "$work/$1-$r.err" | cut -c1-300
+            return
+        fi
+    done
+}
+
+# lp_rounds KEY PREFIX: KEY of each round of PREFIX, one a line.
+lp_rounds() {
+    local r
+    for r in $(seq "$rounds"); do
+        val "$1" "$work/$2-$r"
+    done
+}
+
+# lp_cell PREFIX: the measured figures of a write API phase (medians of the rounds, then each
+# round's points/s), or the failure.
+lp_cell() {
+    local p=$1 e note=""
+    e=$(lp_error "$p")
+    if [ -n "$e" ]; then
+        printf '**failed**: %s' "$e"
+        return
+    fi
+    if [[ "$(lp_rounds stopped_early "$p")" == *true* ]]; then
+        note=" (the ${lp_seconds}s limit before the count)"
+    fi
+    # shellcheck disable=SC2046 # one value per round, split on purpose
+    printf 'median of %s rounds: %s points/s (%s writes/s), p50 %s ms, p99 %s ms a write; rounds: %s points/s, %s writes each%s' \
+        "$rounds" "$(median $(lp_rounds points_per_s "$p"))" "$(median $(lp_rounds requests_per_s "$p"))" \
+        "$(median $(lp_rounds request_p50_ms "$p"))" "$(median $(lp_rounds request_p99_ms "$p"))" \
+        "$(lp_rounds points_per_s "$p" | paste -sd, - | sed 's/,/, /g')" \
+        "$(lp_rounds requests "$p" | paste -sd/ -)" "$note"
+    if [ -n "$(val delivered_after_s "$work/$p-1")" ]; then
+        # shellcheck disable=SC2046
+        printf '; delivered %s points/s, the last %s s after the last answer; gateway CPU %s ms per 1 000 lines, RSS after %s' \
+            "$(median $(lp_rounds delivered_points_per_s "$p"))" "$(median $(lp_rounds delivered_after_s "$p"))" \
+            "$(median $(lp_rounds server_cpu_ms_per_1000_lines "$p"))" \
+            "$(mib "$(median $(lp_rounds server_rss_after_kib "$p"))")"
+    fi
+    # shellcheck disable=SC2046
+    printf '; influxd CPU %s ms per 1 000 lines' "$(median $(lp_rounds influxd_cpu_ms_per_1000_lines "$p"))"
+}
+
+# lp_ratios KEY SHAPE ACK: the rounds' ratios of the gateway's KEY to the direct writes'.
+lp_ratios() {
+    local r
+    for r in $(seq "$rounds"); do
+        ratio "$(val "$1" "$work/lp-$2-$3-$r")" "$(val points_per_s "$work/lp-$2-direct-$r")"
+    done
+}
+
+# The write API rows of the table.
+write_api_rows() {
+    local shape ack label target r rd verdict
+    for shape in k6 single; do
+        if [ "$shape" = k6 ]; then
+            label="k6-shaped batches (5 000 lines, gzip'd, 4 connections)"
+        else
+            label="single lines (one a write, not compressed, 32 connections)"
+        fi
+        echo "| 8 | direct /write, $label | $(lp_cell "lp-$shape-direct") | | |"
+        for ack in disk influxdb; do
+            echo "| 8 | gateway ($ack) /write, $label | $(lp_cell "lp-$shape-$ack") | | |"
+            target=""
+            if [ "$ack" = disk ]; then
+                target=1.0
+                [ "$shape" = single ] && target=2.0
+            fi
+            if [ -n "$(lp_error "lp-$shape-direct")$(lp_error "lp-$shape-$ack")" ]; then
+                echo "| 8 | gateway ($ack) / direct points/s, $label | **failed** (above) | ${target:+≥ $target×} | ${target:+**missed**} |"
+                continue
+            fi
+            # shellcheck disable=SC2046 # one value per round, split on purpose
+            r=$(median $(lp_ratios points_per_s "$shape" "$ack"))
+            # shellcheck disable=SC2046
+            rd=$(median $(lp_ratios delivered_points_per_s "$shape" "$ack"))
+            verdict=""
+            [ -n "$target" ] && verdict=$(met "$r" ">=" "$target")
+            echo "| 8 | gateway ($ack) / direct points/s answered, $label (median of the rounds' ratios: $(lp_ratios points_per_s "$shape" "$ack" | sed 's/$/×/' | paste -sd, - | sed 's/,/, /g')); delivered to influxd, load and catching up: $rd× | $r× | ${target:+≥ $target×} | $verdict |"
+        done
+    done
+}
+
+# Exits non-zero, naming them, if write API runs failed.
+write_api_verdict() {
+    if [ "${#lp_failed[@]}" -gt 0 ]; then
+        echo "bench: write API runs failed (a write not answered 204, so no figure): ${lp_failed[*]}; their errors are in $work" >&2
+        exit 1
+    fi
+}
+
+# The k6-shaped memory check (--soak-k6): exits with its outcome.
+soak_phase() {
+    local addr=$influx db=k6bench_direct pid=$influxd_pid token=() rc=0
+    if [ "$soak_direct" -eq 0 ]; then
+        gw_extra=$k6_gateway_toml
+        start_gateway "$influx" 1h
+        addr=$gw_addr
+        db=k6bench
+        pid=$gw_pid
+        token=(--token "$k6_token")
+    fi
+    step "k6-shaped memory check, $([ "$soak_direct" -eq 1 ] && echo "straight to influxd" || echo "through the gateway"): a gzip'd batch of 5 000 lines a second from 4 connections for ${soak_seconds}s, RSS every 10 s (bound: 2 MiB growth in the last half)"
+    timeout $((soak_seconds + 300)) "$loadgen" k6-soak --addr "$addr" --db "$db" "${token[@]}" \
+        --pid "$pid" --seconds "$soak_seconds" --max-growth-kib 2048 | tee "$work/soak" || rc=$?
+    if [ "$soak_direct" -eq 0 ]; then
+        stop_gateway
+    fi
+    exit "$rc"
+}
+
+if [ "$only" = soak ]; then
+    soak_phase
+fi
+write_api_phase
+if [ "$only" = write-api ]; then
+    print_head
+    write_api_rows
+    write_api_verdict
+    exit 0
+fi
 
 # --- 1-3: throughput and latency ---------------------------------------------------
 step "Warming up influxd (shards of both databases)"
@@ -329,19 +573,6 @@ strip "$work/stripped"
 size=$(stat -c %s "$work/stripped")
 
 # --- the table ------------------------------------------------------------------------------
-# met GOT OP LIMIT: "met" or "missed" (numbers compared with awk).
-met() {
-    awk -v a="$1" -v b="$3" -v op="$2" 'BEGIN {
-        ok = (op == ">=") ? (a >= b) : (a <= b)
-        print (ok ? "met" : "**missed**") }'
-}
-ratio() {
-    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
-}
-# median VALUES...: the middle value (the lower middle of an even count).
-median() {
-    printf '%s\n' "$@" | sort -g | sed -n "$((($# + 1) / 2))p"
-}
 # rounds_of KEY PREFIX: KEY of each round's file PREFIX-1, PREFIX-2, ...
 rounds_of() {
     local r
@@ -376,11 +607,7 @@ cyc() {
         "$(val cycle_p50_ms "$f")" "$(val cycle_p99_ms "$f")" "$(val cycles "$f")" "$note"
 }
 
-echo
-echo "Benchmark ($mode): $(date -u +%Y-%m-%d), $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, influxd $("$influxd" version | awk '{ print $2 }')"
-echo
-echo "| # | measure | measured | target | |"
-echo "|---|---|---|---|---|"
+print_head
 # wrk_cycles C: wrk's requests per second at concurrency C, halved (a cycle is two writes).
 wrk_cycles() {
     awk '/^Requests\/sec:/ { printf "%.1f", $2 / 2 }' "$work/wrk-$1"
@@ -451,3 +678,5 @@ echo "| 7 | registers of 60 KiB until the table is full ($(val answers "$work/wi
 echo "| 7 | restart after kill -9 with that table: time to first ping, peak RSS (RSS after) | $restart_ms ms, peak $(mib "$restart_hwm") ($(mib "$restart_rss")) | ≤ 10 s, ≤ 256 MiB | $(met "$restart_ms" "<=" 10000), $(met "$restart_hwm" "<=" 262144) |"
 echo "| 6 | start-up to first ping (median of 5: $(val startup_runs_ms "$work/startup") ms) | $(val startup_median_ms "$work/startup") ms | ≤ 20 ms | $(met "$(val startup_median_ms "$work/startup")" "<=" 20) |"
 echo "| 6 | stripped release binary | $(mib $((size / 1024))) ($size bytes) | ≤ 4 MiB | $(met "$size" "<=" 4194304) |"
+write_api_rows
+write_api_verdict
