@@ -43,7 +43,6 @@ pub struct Client {
     pub max_series: u64,
 }
 
-#[allow(dead_code)] // read by the InfluxDB write API's routes
 impl Client {
     /// Whether the client may write `database` (a database or bucket name) through InfluxDB's
     /// write API: one of its `databases` globs matches the whole name.
@@ -57,7 +56,6 @@ impl Client {
     }
 }
 
-#[allow(dead_code)] // read by the InfluxDB write API's routes
 /// Whether one of `globs` (`*`: any run of characters, `?`: one) matches the whole `name`.
 fn matches_any(globs: &[String], name: &str) -> bool {
     globs
@@ -131,10 +129,24 @@ impl Tokens {
             return Ok(None);
         }
         let presented = presented_token(authorization.ok_or(Denied::Missing)?)?;
+        self.find(&presented)
+    }
+
+    /// [`Tokens::check`] of a token sent as a password outside `Authorization` (InfluxDB 1.x's
+    /// query parameter `p`).
+    pub fn check_password(&self, password: &[u8]) -> Result<Option<usize>, Denied> {
+        if self.is_open() {
+            return Ok(None);
+        }
+        self.find(password)
+    }
+
+    /// The client whose token `presented` is, comparing every token.
+    fn find(&self, presented: &[u8]) -> Result<Option<usize>, Denied> {
         // Every token is compared, whatever the outcome of the others.
         let mut found = None;
         for (i, token) in self.tokens.iter().enumerate() {
-            if constant_time_eq(token, &presented) {
+            if constant_time_eq(token, presented) {
                 found = Some(i);
             }
         }
@@ -308,7 +320,8 @@ fn presented_token(header: &[u8]) -> Result<Vec<u8>, Denied> {
         .trim();
     let (scheme, rest) = text.split_once(' ').ok_or(Denied::Malformed)?;
     let rest = rest.trim();
-    if scheme.eq_ignore_ascii_case("bearer") {
+    // `Token` is InfluxDB 2's scheme (its clients, Telegraf's outputs.influxdb_v2).
+    if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
         return Ok(rest.as_bytes().to_vec());
     }
     if scheme.eq_ignore_ascii_case("basic") {

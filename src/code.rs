@@ -147,6 +147,25 @@ codes! {
     /// `requestStats` is neither an object, an array of rows nor a string.
     InvalidStats = (400, "invalid_stats", None, "send requestStats as an object, an array of rows, or a string"),
 
+    // InfluxDB's write API (/write, /api/v2/write, /api/v3/write_lp, /query).
+    /// No database (v1 and v3 `db`, v2 `bucket`), or one the gateway does not take.
+    MissingDatabase = (400, "missing_database", None, "name the database: db= (v1, v3) or bucket= (v2)"),
+    /// A query parameter the API defines has a value it does not take (`precision`,
+    /// `accept_partial`).
+    InvalidParameter = (400, "invalid_parameter", None, "send the parameter the message names with one of the values it lists"),
+    /// Lines of the body were refused (not line protocol, a field type the database holds
+    /// otherwise, past the token's series budget); the others were written unless the message
+    /// says nothing was.
+    LinesRefused = (400, "lines_refused", None, "fix or drop the lines the message names"),
+    /// The token may not write the database (or no token is configured for the write API).
+    DatabaseNotAllowed = (403, "database_not_allowed", None, "write a database the token's databases list names, or add it there"),
+    /// The token may not write a measurement of the body; nothing was recorded.
+    MeasurementNotAllowed = (403, "measurement_not_allowed", None, "write measurements the token's measurements globs match, or add it there"),
+    /// A query other than `CREATE DATABASE` or `SHOW DATABASES`: the gateway only writes.
+    InsertOnly = (403, "insert_only", None, "query InfluxDB itself; the gateway only takes writes"),
+    /// The write API's databases (all tokens together) are at their bound.
+    TooManyDatabases = (403, "too_many_databases", None, "write one of the databases written already, or narrow the tokens' databases globs"),
+
     // The run's state.
     /// The uuid names no run the gateway knows.
     UnknownRun = (404, "unknown_run", None, "register the run first; finished runs are forgotten after jobs.finished_retention"),

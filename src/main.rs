@@ -561,6 +561,7 @@ fn run() -> Result<(), StartError> {
         schema_stale: SchemaRefresh::default(),
         check_schema: c.influxdb.check_schema,
         series,
+        write_schemas: Default::default(),
         clock: service::Clock::default(),
     });
     // A fresh snapshot holds everything read back: the log can let go of what is delivered.

@@ -7,6 +7,7 @@
 //! here, after each answer. Handlers never hold the job-table lock while writing, and nothing
 //! here logs a request body or a token.
 
+mod influx;
 mod routes;
 mod states;
 
@@ -15,6 +16,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use routes::{ROUTES, listing, names as route_names};
+
+use influx::Flavor;
 
 use crate::auth::{Client, Denied, FailedChecks, RequestRate, Tokens, retry_after_secs};
 use crate::code::Code;
@@ -49,9 +52,11 @@ pub enum ApiError {
     /// The client (by name) has spent its `requests_per_second`; room again after this long.
     RateLimited(String, Duration),
     NoRoute,
-    /// The route takes this method.
-    Method(&'static str),
+    /// The route takes these methods (as `Allow` lists them).
+    Method(String),
     Refused(Refused),
+    /// A refusal of InfluxDB's write API: its code and the message.
+    Influx(Code, String),
 }
 
 impl ApiError {
@@ -89,9 +94,10 @@ impl ApiError {
                     Code::MethodNotAllowed,
                     &format!("this route takes {allow}"),
                 )
-                .with_header("Allow", *allow);
+                .with_header("Allow", allow.clone());
             }
             ApiError::Refused(refused) => (refused_code(refused), refused.to_string()),
+            ApiError::Influx(code, message) => (*code, message.clone()),
         };
         let response = Response::error(code, &message);
         match self {
@@ -152,6 +158,8 @@ pub enum Reply {
     Json(serde_json::Value),
     /// The Prometheus text format.
     Text(String),
+    /// An answer made whole by the route (InfluxDB's APIs: 204, their own error shapes).
+    Response(Response),
 }
 
 impl App {
@@ -170,12 +178,9 @@ impl App {
     /// its method, and its token passes the check when the route needs one. The client its
     /// token names (`None` for routes without a token, and when no tokens are configured).
     fn admission(&self, head: &Head<'_>) -> Result<Option<&Client>, ApiError> {
-        let (_, route) = routes::find(head.path).ok_or(ApiError::NoRoute)?;
-        if head.method != route.method {
-            return Err(ApiError::Method(route.method));
-        }
+        let (_, route) = routes::find_for(head.path, head.method)?;
         if route.token {
-            self.authenticate(head)
+            self.authenticate(head, route.flavor == Flavor::V1)
         } else {
             Ok(None)
         }
@@ -183,10 +188,7 @@ impl App {
 
     /// Answers `req`, which `admission` let through as `req.client`.
     fn route(&self, req: &Request) -> Result<Reply, ApiError> {
-        let (_, route) = routes::find(&req.path).ok_or(ApiError::NoRoute)?;
-        if req.method != route.method {
-            return Err(ApiError::Method(route.method));
-        }
+        let (_, route) = routes::find_for(&req.path, &req.method)?;
         let client = req
             .client
             .as_deref()
@@ -195,11 +197,17 @@ impl App {
     }
 
     /// The client whose token the request carries (`None` when no tokens are configured).
+    /// With `query_credentials` (InfluxDB 1.x's routes), a request without an `Authorization`
+    /// header may carry the token as the query's `p` (the password; `u` is not read).
     ///
     /// Errors: no token or a wrong one (401); too many failed checks from the address of late
     /// (429, checked before the token, so that guessing costs time); the client's request rate
     /// spent (429).
-    fn authenticate(&self, req: &Head<'_>) -> Result<Option<&Client>, ApiError> {
+    fn authenticate(
+        &self,
+        req: &Head<'_>,
+        query_credentials: bool,
+    ) -> Result<Option<&Client>, ApiError> {
         if self.tokens.is_open() {
             return Ok(None);
         }
@@ -209,7 +217,15 @@ impl App {
             Stats::add(&self.stats().auth_failures, 1);
             return Err(ApiError::AuthThrottled(wait));
         }
-        let index = match self.tokens.check(req.header("authorization")) {
+        let password = match req.header("authorization") {
+            None if query_credentials => influx::param(req.query, "p").ok().flatten(),
+            _ => None,
+        };
+        let checked = match &password {
+            Some(p) => self.tokens.check_password(p.as_bytes()),
+            None => self.tokens.check(req.header("authorization")),
+        };
+        let index = match checked {
             Ok(index) => index,
             Err(denied) => {
                 Stats::add(&self.stats().auth_failures, 1);
@@ -335,6 +351,17 @@ impl LineBudget {
     }
 }
 
+/// Every answer of InfluxDB's routes carries `X-Influxdb-Version`, as InfluxDB's do; a v2
+/// route's errors have v2's shape.
+fn flavored(flavor: Flavor, response: Response) -> Response {
+    let response = match flavor {
+        Flavor::Run => return response,
+        Flavor::V2 if response.status >= 400 => influx::reshape_v2(response),
+        _ => response,
+    };
+    response.with_header("X-Influxdb-Version", influx::version())
+}
+
 /// Keeps client text out of the log's structure (see `logtext`), cut to 200 characters.
 fn loggable(text: &str) -> String {
     crate::logtext::escape(text, 200)
@@ -342,14 +369,21 @@ fn loggable(text: &str) -> String {
 
 impl Handler for App {
     fn cost(&self, req: &Request) -> u64 {
-        crate::ingest::payload::handling_cost(&req.body)
+        match routes::find_for(&req.path, &req.method) {
+            Ok((_, route)) if route.flavor != Flavor::Run => {
+                crate::service::write::handling_cost(&req.body)
+            }
+            _ => crate::ingest::payload::handling_cost(&req.body),
+        }
     }
 
     fn admit(&self, head: &Head<'_>) -> Result<Option<String>, Response> {
+        let flavor =
+            routes::find_for(head.path, head.method).map_or(Flavor::Run, |(_, r)| r.flavor);
         match self.admission(head) {
             Ok(client) => Ok(client.map(|c| c.name.clone())),
             Err(e) => {
-                let mut response = e.response();
+                let mut response = flavored(flavor, e.response());
                 // The token was right: the access log names the client.
                 if let ApiError::RateLimited(name, _) = &e {
                     response.client = Some(name.clone());
@@ -361,7 +395,10 @@ impl Handler for App {
 
     fn handle(&self, req: &Request) -> Response {
         let client = req.client.clone();
+        let flavor =
+            routes::find_for(&req.path, &req.method).map_or(Flavor::Run, |(_, r)| r.flavor);
         let mut response = match self.route(req) {
+            Ok(Reply::Response(response)) => response,
             Ok(Reply::Json(body)) => Response::json(200, &body),
             Ok(Reply::Text(text)) => Response {
                 status: 200,
@@ -374,12 +411,13 @@ impl Handler for App {
             },
             Err(e) => e.response(),
         };
+        response = flavored(flavor, response);
         response.client = client;
         response
     }
 
     fn completed(&self, ex: &Exchange<'_>) {
-        let route = routes::find(ex.path).map_or(ROUTES.len(), |(i, _)| i);
+        let route = routes::find_for(ex.path, ex.method).map_or(ROUTES.len(), |(i, _)| i);
         self.stats().request(route, ex.status, ex.duration);
         if !log::log_enabled!(target: "access", log::Level::Info)
             || !ACCESS_LINES.allows(Instant::now())

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use serde_json::{Map, Value, json};
 
+use super::influx::{self, Flavor};
 use super::{ApiError, App, Reply, states};
 use crate::auth::Client;
 use crate::delivery::Outcome;
@@ -21,12 +22,14 @@ use crate::state::jobs::Quota;
 /// One route.
 pub struct Route {
     pub method: &'static str,
-    /// The whole path, from `/apiv0.1/`.
+    /// The whole path.
     pub path: &'static str,
     /// Whether a token is needed when tokens are configured.
     pub token: bool,
     /// The name its requests are counted under in `/states` and `/metrics`.
     pub name: &'static str,
+    /// The gateway's run API, or which of InfluxDB's: the shape of its answers.
+    pub flavor: Flavor,
     /// Called with the request and the client its token names (`None` without tokens, and
     /// for routes that need none).
     pub handler: fn(&App, &Request, Option<&Client>) -> Result<Reply, ApiError>,
@@ -40,6 +43,7 @@ pub const ROUTES: &[Route] = &[
         path: "/apiv0.1/events/register",
         token: true,
         name: "register",
+        flavor: Flavor::Run,
         handler: register,
     },
     Route {
@@ -47,6 +51,7 @@ pub const ROUTES: &[Route] = &[
         path: "/apiv0.1/events/progress",
         token: true,
         name: "progress",
+        flavor: Flavor::Run,
         handler: progress,
     },
     Route {
@@ -54,6 +59,7 @@ pub const ROUTES: &[Route] = &[
         path: "/apiv0.1/events/commit",
         token: true,
         name: "commit",
+        flavor: Flavor::Run,
         handler: commit,
     },
     Route {
@@ -61,6 +67,7 @@ pub const ROUTES: &[Route] = &[
         path: "/apiv0.1/events/isrunning",
         token: true,
         name: "isrunning",
+        flavor: Flavor::Run,
         handler: is_running,
     },
     Route {
@@ -68,6 +75,7 @@ pub const ROUTES: &[Route] = &[
         path: "/apiv0.1/states",
         token: true,
         name: "states",
+        flavor: Flavor::Run,
         handler: |app, _, client| {
             Ok(Reply::Json(states::states(
                 app,
@@ -80,6 +88,7 @@ pub const ROUTES: &[Route] = &[
         path: "/apiv0.1/metrics",
         token: true,
         name: "metrics",
+        flavor: Flavor::Run,
         handler: |app, _, _| Ok(Reply::Text(states::metrics(app))),
     },
     Route {
@@ -87,17 +96,106 @@ pub const ROUTES: &[Route] = &[
         path: "/apiv0.1/ping",
         token: false,
         name: "ping",
+        flavor: Flavor::Run,
         handler: |_, _, _| Ok(Reply::Json(json!({"res": "PONG!"}))),
+    },
+    Route {
+        method: "POST",
+        path: "/write",
+        token: true,
+        name: "influx_write",
+        flavor: Flavor::V1,
+        handler: influx::write_v1,
+    },
+    Route {
+        method: "GET",
+        path: "/ping",
+        token: false,
+        name: "influx_ping",
+        flavor: Flavor::V1,
+        handler: influx::ping,
+    },
+    Route {
+        method: "HEAD",
+        path: "/ping",
+        token: false,
+        name: "influx_ping_head",
+        flavor: Flavor::V1,
+        handler: influx::ping,
+    },
+    Route {
+        method: "GET",
+        path: "/query",
+        token: true,
+        name: "influx_query",
+        flavor: Flavor::V1,
+        handler: influx::query,
+    },
+    Route {
+        method: "POST",
+        path: "/query",
+        token: true,
+        name: "influx_query_post",
+        flavor: Flavor::V1,
+        handler: influx::query,
+    },
+    Route {
+        method: "POST",
+        path: "/api/v2/write",
+        token: true,
+        name: "influx_write_v2",
+        flavor: Flavor::V2,
+        handler: influx::write_v2,
+    },
+    Route {
+        method: "GET",
+        path: "/health",
+        token: false,
+        name: "influx_health",
+        flavor: Flavor::V2,
+        handler: influx::health,
+    },
+    Route {
+        method: "POST",
+        path: "/api/v3/write_lp",
+        token: true,
+        name: "influx_write_v3",
+        flavor: Flavor::V3,
+        handler: influx::write_v3,
     },
 ];
 
 /// The route of `path` and its index in [`ROUTES`]; a trailing slash is ignored.
+#[cfg(test)]
 pub fn find(path: &str) -> Option<(usize, &'static Route)> {
     let path = path
         .strip_suffix('/')
         .filter(|p| !p.is_empty())
         .unwrap_or(path);
     ROUTES.iter().enumerate().find(|(_, r)| r.path == path)
+}
+
+/// The route of `path` taking `method`, and its index in [`ROUTES`]. Errors: no route has the
+/// path (404); routes have it, but none takes the method (405, with the methods they take).
+pub fn find_for(path: &str, method: &str) -> Result<(usize, &'static Route), ApiError> {
+    let path = path
+        .strip_suffix('/')
+        .filter(|p| !p.is_empty())
+        .unwrap_or(path);
+    let mut allow: Vec<&str> = Vec::new();
+    for (i, route) in ROUTES.iter().enumerate() {
+        if route.path == path {
+            if route.method == method {
+                return Ok((i, route));
+            }
+            allow.push(route.method);
+        }
+    }
+    if allow.is_empty() {
+        Err(ApiError::NoRoute)
+    } else {
+        Err(ApiError::Method(allow.join(", ")))
+    }
 }
 
 /// The names requests are counted under, one per route.
@@ -352,8 +450,16 @@ mod tests {
         assert_eq!(name("/"), None);
         assert_eq!(name("/apiv0.1/states/x"), None);
         for (i, route) in ROUTES.iter().enumerate() {
-            assert_eq!(find(route.path).map(|(at, _)| at), Some(i));
-            assert!(route.path.starts_with("/apiv0.1/"), "{}", route.path);
+            assert_eq!(
+                find_for(route.path, route.method).map(|(at, _)| at).ok(),
+                Some(i)
+            );
+            assert_eq!(
+                route.path.starts_with("/apiv0.1/"),
+                route.flavor == Flavor::Run,
+                "{}",
+                route.path
+            );
         }
     }
 

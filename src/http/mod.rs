@@ -122,7 +122,6 @@ pub struct Head<'a> {
     pub path: &'a str,
     /// What follows the first '?', as sent (not percent-decoded); empty without one. It may
     /// hold credentials (InfluxDB's `u=` and `p=`): never log it.
-    #[allow(dead_code)] // read by the InfluxDB write API's routes
     pub query: &'a str,
     /// Header names as sent, in order, with their raw values (`Content-Encoding` included:
     /// the body it applies to is not read yet).
@@ -145,7 +144,6 @@ pub struct Request {
     pub path: String,
     /// What follows the first '?', as sent (not percent-decoded); empty without one. It may
     /// hold credentials (InfluxDB's `u=` and `p=`): never log it.
-    #[allow(dead_code)] // read by the InfluxDB write API's routes
     pub query: String,
     /// Header names as sent, in order; values are raw bytes because HTTP allows
     /// bytes that are not UTF-8. `Content-Encoding` is never among them: the layer has

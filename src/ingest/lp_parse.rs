@@ -101,11 +101,13 @@ pub struct Parsed {
 
 impl Parsed {
     /// The accepted points, in body order.
+    #[cfg(test)]
     pub fn lines(&self) -> impl Iterator<Item = &Line> {
         self.entries.iter().filter_map(|e| e.result.as_ref().ok())
     }
 
     /// How many lines were refused.
+    #[cfg(test)]
     pub fn refused(&self) -> usize {
         self.entries.iter().filter(|e| e.result.is_err()).count()
     }

@@ -11,8 +11,6 @@
 pub mod body;
 pub mod json;
 pub mod line_protocol;
-// Read by the InfluxDB write API routes (`/write`, `/api/v2/write`, `/api/v3/write_lp`).
-#[allow(dead_code)]
 pub mod lp_parse;
 pub mod payload;
 pub mod points;

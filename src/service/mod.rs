@@ -9,6 +9,7 @@
 //! `http` out of this file). Never holds the job-table lock across I/O.
 
 mod upkeep;
+pub mod write;
 
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -67,8 +68,9 @@ pub struct Service {
     pub check_schema: bool,
     /// `storage.dir/series`: the distinct series each client made in each database it writes
     /// through InfluxDB's write API, bounded by its `max_series`.
-    #[allow(dead_code)] // read by the InfluxDB write API's routes
     pub series: SeriesBudget,
+    /// The schema of each database written through InfluxDB's write API.
+    pub write_schemas: write::Schemas,
     /// The monotonic clock the expiry of runs runs on.
     pub clock: Clock,
 }

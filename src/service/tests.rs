@@ -105,6 +105,7 @@ pub(crate) fn fixture_in(
         check_schema: true,
         series: crate::state::series::SeriesBudget::open(&crate::storage::tests::root(&dir))
             .unwrap(),
+        write_schemas: Default::default(),
         clock: Clock::default(),
     });
     let running = Arc::clone(&service);

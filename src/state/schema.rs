@@ -115,6 +115,28 @@ impl Conflict {
             Conflict::TagAndField { name, .. } => name,
         }
     }
+
+    /// What InfluxDB 1.x says when it refuses a point for this conflict (its storage engine's
+    /// words, as in `partial write: field type conflict: … dropped=1`).
+    pub fn influx(&self) -> String {
+        match self {
+            Conflict::FieldType {
+                measurement,
+                field,
+                earlier,
+                now,
+            } => format!(
+                "field type conflict: input field \"{field}\" on measurement \"{measurement}\" is type {}, already exists as type {}",
+                now.name(),
+                earlier.name()
+            ),
+            Conflict::TagAndField {
+                measurement, name, ..
+            } => format!(
+                "conflict: \"{name}\" is a tag and a field in measurement \"{measurement}\""
+            ),
+        }
+    }
 }
 
 impl fmt::Display for Conflict {
@@ -471,6 +493,20 @@ impl Claim<'_> {
         self.claim_all(&mut inner, items)
     }
 
+    /// [`Claim::fields`] of fields given by their types, without tags (the InfluxDB write
+    /// API's lines: InfluxDB 1.x takes a tag and a field of one name).
+    pub fn field_types<'b>(
+        &mut self,
+        measurement: &str,
+        fields: impl IntoIterator<Item = (&'b str, FieldType)>,
+    ) -> Result<(), Conflict> {
+        let items = fields
+            .into_iter()
+            .map(|(k, t)| (measurement, k, Claimed::Field(t)));
+        let mut inner = self.schema.lock();
+        self.claim_all(&mut inner, items)
+    }
+
     /// Keeps of `fields` (fields of `measurement`) those that pass [`Claim::fields`] one by
     /// one, claiming them, under one taking of the schema's lock; how many were left out.
     pub fn retain_fields(
@@ -711,6 +747,19 @@ impl Schema {
         let mut inner = self.lock();
         for (name, value) in fields {
             inner.add_field(measurement, name, FieldType::of(value));
+        }
+    }
+
+    /// Learns the types of fields written to `measurement` without a claim (the write API's
+    /// lines with `influxdb.check_schema` off). A field already known keeps its type.
+    pub fn learn_types<'b>(
+        &self,
+        measurement: &str,
+        fields: impl IntoIterator<Item = (&'b str, FieldType)>,
+    ) {
+        let mut inner = self.lock();
+        for (name, t) in fields {
+            inner.add_field(measurement, name, t);
         }
     }
 

@@ -27,3 +27,4 @@ mod schema;
 mod service;
 mod tidy;
 mod tls;
+mod write_api;

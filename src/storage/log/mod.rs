@@ -370,7 +370,6 @@ impl Log {
 
     /// Queues a write through InfluxDB's write API ([`Kind::Write`]): `units` (timestamps in
     /// nanoseconds) for `target`; see [`Log::append`].
-    #[allow(dead_code)] // the InfluxDB write API routes record through it
     pub fn append_write(&self, target: Target<'_>, units: &[Unit<'_>]) -> Result<u64, LogError> {
         self.append_record(Kind::Write, 0, b"", Some(target), units)
     }

@@ -1,0 +1,427 @@
+//! InfluxDB's own HTTP API, as far as load tools and client libraries use it to write:
+//! v1 `/write`, `/ping` and `/query` (`CREATE DATABASE`, `SHOW DATABASES`), v2
+//! `/api/v2/write` and `/health`, v3 `/api/v3/write_lp`. Each route reads its API's query
+//! parameters (percent-decoded, as a form), calls `service::write`, and says the outcome in its
+//! API's own words: 204 for a whole write; v1's `partial write: … dropped=N`, v2's
+//! `{"code": "invalid", "message": …}`, v3's `data` naming each refused line. So a client's
+//! existing error handling works against the gateway.
+//!
+//! Nothing here holds a lock or does I/O; the query string may hold credentials (`p=`) and is
+//! never logged.
+
+use serde_json::{Value, json};
+
+use super::{ApiError, App, Reply};
+use crate::auth::Client;
+use crate::code::Code;
+use crate::delivery::Outcome;
+use crate::http::{Request, Response};
+use crate::ingest::lp_parse::Precision;
+use crate::service::write::{WriteRefused, WriteRequest, Written, check_name};
+
+/// The version the gateway's answers on these routes carry in `X-Influxdb-Version`: the 1.x
+/// API it speaks, and itself.
+pub fn version() -> String {
+    format!("1.8.10-metrics-consumer-{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Which of InfluxDB's APIs a route belongs to: the shape of its error answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// The gateway's own run API.
+    Run,
+    V1,
+    V2,
+    V3,
+}
+
+/// The value of `key` in a query string or form body (`a=1&b=2`), `+` and percent-escapes
+/// undone; the first if given twice. Errors: the value is not UTF-8 once decoded.
+pub fn param(query: &str, key: &str) -> Result<Option<String>, ApiError> {
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if decode(k).as_deref() != Some(key) {
+            continue;
+        }
+        return decode(v).map(Some).ok_or_else(|| {
+            ApiError::Influx(
+                Code::InvalidParameter,
+                format!("the query parameter {key} is not UTF-8 once percent-decoded"),
+            )
+        });
+    }
+    Ok(None)
+}
+
+fn decode(text: &str) -> Option<String> {
+    let plus = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
+}
+
+/// The client a write route needs: without tokens configured, the write API is closed (a
+/// write needs a token with its databases).
+fn writer(client: Option<&Client>) -> Result<&Client, ApiError> {
+    client.ok_or_else(|| {
+        ApiError::Influx(
+            Code::DatabaseNotAllowed,
+            "InfluxDB's write API needs a token: configure an [[auth.token]] with the databases it may write, and send it".into(),
+        )
+    })
+}
+
+/// `POST /write?db=&rp=&precision=` (v1).
+pub fn write_v1(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, ApiError> {
+    let client = writer(client)?;
+    let q = &req.query;
+    let database = required(param(q, "db")?, "db", "the database to write")?;
+    let rp = param(q, "rp")?.unwrap_or_default();
+    let precision = Precision::from_v1(&param(q, "precision")?.unwrap_or_default());
+    let written = write(app, req, client, &database, &rp, precision, true)?;
+    Ok(answer(Flavor::V1, written))
+}
+
+/// `POST /api/v2/write?org=&bucket=&precision=` (v2): the bucket `db` or `db/rp`.
+pub fn write_v2(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, ApiError> {
+    let client = writer(client)?;
+    let q = &req.query;
+    let bucket = required(param(q, "bucket")?, "bucket", "the bucket to write")?;
+    let (database, rp) = bucket.split_once('/').unwrap_or((&bucket, ""));
+    let precision = match param(q, "precision")? {
+        None => Precision::Nanosecond,
+        Some(p) => Precision::from_v2(&p).ok_or_else(|| {
+            ApiError::Influx(
+                Code::InvalidParameter,
+                format!("precision {p:?} is not one of ns, us, ms, s"),
+            )
+        })?,
+    };
+    let written = write(app, req, client, database, rp, precision, true)?;
+    Ok(answer(Flavor::V2, written))
+}
+
+/// `POST /api/v3/write_lp?db=&precision=&accept_partial=&no_sync=` (v3). `no_sync` is read and
+/// ignored: the answer always follows the fsync.
+pub fn write_v3(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, ApiError> {
+    let client = writer(client)?;
+    let q = &req.query;
+    let database = required(param(q, "db")?, "db", "the database to write")?;
+    let precision = match param(q, "precision")? {
+        None => Precision::Auto,
+        Some(p) => Precision::from_v3(&p).ok_or_else(|| {
+            ApiError::Influx(
+                Code::InvalidParameter,
+                format!(
+                    "precision {p:?} is not one of auto, nanosecond, microsecond, millisecond, second"
+                ),
+            )
+        })?,
+    };
+    let accept_partial = match param(q, "accept_partial")?.as_deref() {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            return Err(ApiError::Influx(
+                Code::InvalidParameter,
+                format!("accept_partial {other:?} is not true or false"),
+            ));
+        }
+    };
+    let written = write(app, req, client, &database, "", precision, accept_partial)?;
+    Ok(answer(Flavor::V3, written))
+}
+
+/// A parameter that must be given and not empty.
+fn required(value: Option<String>, key: &str, what: &str) -> Result<String, ApiError> {
+    match value {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(ApiError::Influx(
+            Code::MissingDatabase,
+            format!("{key} is required: {what}"),
+        )),
+    }
+}
+
+fn write(
+    app: &App,
+    req: &Request,
+    client: &Client,
+    database: &str,
+    rp: &str,
+    precision: Precision,
+    accept_partial: bool,
+) -> Result<Written, ApiError> {
+    let now_ns = crate::service::now_ms().saturating_mul(1_000_000);
+    app.service
+        .write(WriteRequest {
+            client,
+            database,
+            retention_policy: rp,
+            body: &req.body,
+            precision,
+            accept_partial,
+            now_ns,
+        })
+        .map_err(|refused| {
+            let code = match &refused {
+                WriteRefused::Database { .. } => Code::DatabaseNotAllowed,
+                WriteRefused::Measurement { .. } => Code::MeasurementNotAllowed,
+                WriteRefused::Name { .. } => Code::MissingDatabase,
+                WriteRefused::NotUtf8 { .. } => Code::LinesRefused,
+                WriteRefused::TooManyDatabases => Code::TooManyDatabases,
+                WriteRefused::Series(e) if e.is_disk_full() => Code::SpoolFull,
+                WriteRefused::Series(_) => Code::StorageError,
+                WriteRefused::NotRecorded(e) if e.is_spool_full() => Code::SpoolFull,
+                WriteRefused::NotRecorded(_) => Code::StorageError,
+            };
+            ApiError::Influx(code, refused.to_string())
+        })
+}
+
+/// The answer to a write in its API's words.
+fn answer(flavor: Flavor, w: Written) -> Reply {
+    if let Some(Outcome::DeadLettered(why)) = &w.outcome {
+        let message =
+            format!("InfluxDB refused the write ({why}); the gateway keeps it as a dead letter");
+        return Reply::Response(error(flavor, Code::LinesRefused, &message, None));
+    }
+    if w.whole() {
+        return Reply::Response(Response {
+            status: 204,
+            headers: Vec::new(),
+            body: Vec::new(),
+            client: None,
+        });
+    }
+    let written = w.points;
+    let dropped = w.refused_count;
+    let mut message = match flavor {
+        Flavor::V2 if written > 0 => format!("partial write error ({written} written): "),
+        Flavor::V3 if written > 0 => "partial write of line protocol occurred: ".to_string(),
+        Flavor::V3 => "no line of the write was recorded: ".to_string(),
+        _ if written > 0 => "partial write: ".to_string(),
+        _ => String::new(),
+    };
+    let parse: Vec<&str> = w
+        .refused
+        .iter()
+        .map(|r| r.message.as_str())
+        .take(10)
+        .collect();
+    message.push_str(&parse.join("\n"));
+    if dropped > parse.len() {
+        message.push_str(&format!("\n… and {} more", dropped - parse.len()));
+    }
+    if let Some(budget) = &w.budget {
+        message.push('\n');
+        message.push_str(budget);
+    }
+    message.push_str(&format!(" dropped={dropped}"));
+    let data = (flavor == Flavor::V3).then(|| {
+        w.refused
+            .iter()
+            .map(|r| {
+                json!({
+                    "original_line": r.text,
+                    "line_number": r.number,
+                    "error_message": r.message,
+                })
+            })
+            .collect::<Value>()
+    });
+    Reply::Response(error(flavor, Code::LinesRefused, &message, data))
+}
+
+/// An error answer in `flavor`'s shape: v1 `{"error", "code"}`, v2 `{"code": v2's word,
+/// "message", "error"}`, v3 `{"error", "code", "data"}`.
+pub fn error(flavor: Flavor, code: Code, message: &str, data: Option<Value>) -> Response {
+    let body = match flavor {
+        Flavor::V2 => json!({
+            "code": v2_code(code.status()),
+            "message": message,
+            "error": message,
+            "reason": code.as_str(),
+        }),
+        Flavor::V3 => json!({"error": message, "code": code.as_str(), "data": data}),
+        Flavor::V1 | Flavor::Run => json!({"error": message, "code": code.as_str()}),
+    };
+    let response = Response::json(code.status(), &body);
+    match code.retry_after() {
+        Some(s) => response.with_header("Retry-After", s.to_string()),
+        None => response,
+    }
+}
+
+/// The `code` word InfluxDB 2's API gives for a status.
+fn v2_code(status: u16) -> &'static str {
+    match status {
+        400 => "invalid",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not found",
+        405 => "method not allowed",
+        408 => "request timeout",
+        413 => "request too large",
+        429 => "too many requests",
+        503 => "unavailable",
+        _ => "internal error",
+    }
+}
+
+/// An error answer of the HTTP layer or of the routing (401, 429, 405, …) reshaped for a v2
+/// route: `message` beside `error`, and v2's word as `code` (the gateway's in `reason`).
+pub fn reshape_v2(mut response: Response) -> Response {
+    let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&response.body) else {
+        return response;
+    };
+    if body.contains_key("message") {
+        return response;
+    }
+    if let Some(message) = body.get("error").cloned() {
+        let ours = body.remove("code").unwrap_or(Value::Null);
+        body.insert("message".into(), message);
+        body.insert("code".into(), v2_code(response.status).into());
+        body.insert("reason".into(), ours);
+        response.body = serde_json::to_vec(&Value::Object(body)).unwrap_or_default();
+    }
+    response
+}
+
+/// `GET|HEAD /ping`: 204, as InfluxDB answers it (the version header is added to every
+/// answer of these routes).
+pub fn ping(_: &App, _: &Request, _: Option<&Client>) -> Result<Reply, ApiError> {
+    Ok(Reply::Response(Response {
+        status: 204,
+        headers: vec![("X-Influxdb-Build", "OSS".into())],
+        body: Vec::new(),
+        client: None,
+    }))
+}
+
+/// `GET /health`: InfluxDB 2's answer, `pass` while the gateway takes writes.
+pub fn health(_: &App, _: &Request, _: Option<&Client>) -> Result<Reply, ApiError> {
+    Ok(Reply::Json(json!({
+        "name": "influxdb",
+        "message": "ready for queries and writes",
+        "status": "pass",
+        "checks": [],
+        "version": version(),
+        "commit": "metrics-consumer",
+    })))
+}
+
+/// `GET|POST /query?q=`: `CREATE DATABASE` of a database the token may write (answered as
+/// done: the gateway makes it in InfluxDB with its first write), `SHOW DATABASES` (the
+/// token's, as named without globs); anything else 403, the gateway being insert-only.
+pub fn query(_: &App, req: &Request, client: Option<&Client>) -> Result<Reply, ApiError> {
+    let client = writer(client)?;
+    let form = std::str::from_utf8(&req.body).unwrap_or("");
+    let q = match param(&req.query, "q")? {
+        Some(q) => q,
+        None => param(form, "q")?.unwrap_or_default(),
+    };
+    let mut results = Vec::new();
+    for (id, statement) in q
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+    {
+        let words: Vec<&str> = statement.split_whitespace().collect();
+        let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
+        let result = match upper.as_slice() {
+            [c, d, ..] if c == "CREATE" && d == "DATABASE" && words.len() >= 3 => {
+                let name = unquote(statement, words[0].len() + 1);
+                check_name(&name).map_err(|why| {
+                    ApiError::Influx(Code::MissingDatabase, format!("the database {why}"))
+                })?;
+                if !client.may_write_database(&name) {
+                    return Err(ApiError::Influx(
+                        Code::DatabaseNotAllowed,
+                        WriteRefused::Database {
+                            database: name,
+                            allowed: client.databases.clone(),
+                        }
+                        .to_string(),
+                    ));
+                }
+                json!({"statement_id": id})
+            }
+            [s, d] if s == "SHOW" && d == "DATABASES" => {
+                let names: Vec<Value> = client
+                    .databases
+                    .iter()
+                    .filter(|d| !d.contains(['*', '?', '[']))
+                    .map(|d| json!([d]))
+                    .collect();
+                json!({"statement_id": id, "series": [
+                    {"name": "databases", "columns": ["name"], "values": names}
+                ]})
+            }
+            _ => {
+                return Err(ApiError::Influx(
+                    Code::InsertOnly,
+                    "metrics-consumer is insert-only: it answers CREATE DATABASE and SHOW DATABASES, and writes; query InfluxDB itself for anything else".into(),
+                ));
+            }
+        };
+        results.push(result);
+    }
+    if results.is_empty() {
+        return Err(ApiError::Influx(
+            Code::InvalidParameter,
+            "q is required: CREATE DATABASE <name> or SHOW DATABASES".into(),
+        ));
+    }
+    Ok(Reply::Json(json!({ "results": results })))
+}
+
+/// The name after `CREATE DATABASE` in `statement` (from byte `from` on, past `DATABASE`): a
+/// bare word, or a double-quoted identifier with `\"` escapes; what follows (`WITH …`) is left.
+fn unquote(statement: &str, from: usize) -> String {
+    let rest = statement[from..].trim_start();
+    let rest = rest
+        .get("DATABASE".len()..)
+        .map(str::trim_start)
+        .unwrap_or("");
+    if let Some(quoted) = rest.strip_prefix('"') {
+        let mut name = String::new();
+        let mut chars = quoted.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => name.extend(chars.next()),
+                '"' => break,
+                c => name.push(c),
+            }
+        }
+        return name;
+    }
+    rest.split_whitespace().next().unwrap_or("").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_read_as_a_form() {
+        let q = "db=k6&rp=a%20b&precision=ms&x=1+2&db=other";
+        assert_eq!(param(q, "db").ok().flatten().as_deref(), Some("k6"));
+        assert_eq!(param(q, "rp").ok().flatten().as_deref(), Some("a b"));
+        assert_eq!(param(q, "x").ok().flatten().as_deref(), Some("1 2"));
+        assert_eq!(param(q, "nope").ok().flatten(), None);
+        assert!(param("db=%ff", "db").is_err());
+    }
+
+    #[test]
+    fn create_database_names_are_read_bare_or_quoted() {
+        assert_eq!(unquote("CREATE DATABASE k6", 7), "k6");
+        assert_eq!(
+            unquote("create database \"my db\" WITH DURATION 1d", 7),
+            "my db"
+        );
+        assert_eq!(unquote("CREATE  DATABASE   \"a\\\"b\"", 7), "a\"b");
+    }
+}

@@ -1,0 +1,506 @@
+//! The use-case of InfluxDB's write API: a body of line protocol written by one client to one
+//! database, with the gateway's guarantees. It checks the client's rights (the database and
+//! each line's measurement), reads the lines as InfluxDB 1.x would (`ingest::lp_parse`), refuses
+//! at the request the lines InfluxDB would refuse for its schema (per database, with claims as
+//! for the run routes) and those past the client's series budget (`state::series`), and has the
+//! others recorded as one log record carrying its target before it returns.
+//!
+//! It never decides an HTTP status or a body's shape: each API (v1, v2, v3) says the outcome in
+//! its own words (`api::influx`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use super::Service;
+use crate::auth::Client;
+use crate::delivery::Outcome;
+use crate::ingest::lp_parse::{self, FieldValue, Line, Precision};
+use crate::state::schema::{Claim, FieldType, Known, Schema};
+use crate::state::series::{SeriesError, series_hash};
+use crate::stats::Stats;
+use crate::storage::log::LogError;
+use crate::storage::record::{Target, Unit};
+
+/// Databases the write API may write, all clients together: each holds a schema in memory
+/// and a book of series per client, so a glob like `*` cannot make them grow without bound.
+pub const MAX_DATABASES: usize = 1_000;
+
+/// Bytes of a database or retention policy name at most (InfluxDB 1.x takes longer ones, but
+/// no tool names its database so, and the name goes into every record of the log).
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Refused lines kept with their text in an answer at most; the others are counted.
+pub const MAX_LINES_NAMED: usize = 100;
+
+/// One write through InfluxDB's write API, as the route read it.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteRequest<'a> {
+    /// Whose token the request carries.
+    pub client: &'a Client,
+    /// The database (v1 `db`, v2 the bucket's database, v3 `db`); never empty.
+    pub database: &'a str,
+    /// The retention policy (v1 `rp`, v2 a bucket `db/rp`); empty: the database's default.
+    pub retention_policy: &'a str,
+    /// The body: line protocol.
+    pub body: &'a [u8],
+    pub precision: Precision,
+    /// Whether the valid lines are written when others are refused (v1 and v2 always; v3's
+    /// `accept_partial`).
+    pub accept_partial: bool,
+    /// When the gateway accepted the write, in nanoseconds since the Unix epoch: the time of
+    /// the lines without a timestamp.
+    pub now_ns: i64,
+}
+
+/// Why a line was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineRefusal {
+    /// It is not line protocol InfluxDB 1.x reads.
+    Parse,
+    /// A field's type, or a name as tag or field, conflicts with what the database holds.
+    Schema,
+    /// It would make a series past the client's `max_series` in the database.
+    SeriesBudget,
+}
+
+/// A refused line: its number (1-based, in the body), its text (cut to 200 bytes), and what
+/// InfluxDB would say of it (or, for the series budget, what the gateway says).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedLine {
+    pub number: usize,
+    pub text: String,
+    pub why: LineRefusal,
+    pub message: String,
+}
+
+/// What became of a write that was not refused whole.
+#[derive(Debug)]
+pub struct Written {
+    /// Points recorded (0: none; then there is no record).
+    pub points: usize,
+    /// The refused lines, the first [`MAX_LINES_NAMED`] of them.
+    pub refused: Vec<RefusedLine>,
+    /// How many lines were refused in all.
+    pub refused_count: usize,
+    /// What the series budget said, when it refused lines: the sentence for a person.
+    pub budget: Option<String>,
+    /// Where the points went (`None` when nothing was recorded).
+    pub outcome: Option<Outcome>,
+}
+
+impl Written {
+    /// Whether every line was written.
+    pub fn whole(&self) -> bool {
+        self.refused_count == 0
+    }
+}
+
+/// Why a write was refused whole.
+#[derive(Debug)]
+pub enum WriteRefused {
+    /// The client may not write the database: what it may write.
+    Database {
+        database: String,
+        allowed: Vec<String>,
+    },
+    /// The client may not write this measurement: what it may write.
+    Measurement {
+        measurement: String,
+        line: usize,
+        allowed: Vec<String>,
+    },
+    /// A database or retention policy name the gateway does not take.
+    Name { what: &'static str, why: String },
+    /// The body is not UTF-8: the line where it stops being so.
+    NotUtf8 { line: usize },
+    /// [`MAX_DATABASES`] databases are written already.
+    TooManyDatabases,
+    /// The series budget could not be written; nothing was recorded.
+    Series(SeriesError),
+    /// The log did not take the record; nothing was recorded.
+    NotRecorded(LogError),
+}
+
+impl fmt::Display for WriteRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteRefused::Database { database, allowed } if allowed.is_empty() => write!(
+                f,
+                "this token may not write {database:?}: it may write no database through InfluxDB's write API; give its [[auth.token]] a databases list"
+            ),
+            WriteRefused::Database { database, allowed } => write!(
+                f,
+                "this token may not write {database:?}: it may write {}",
+                quoted(allowed)
+            ),
+            WriteRefused::Measurement {
+                measurement,
+                line,
+                allowed,
+            } => write!(
+                f,
+                "line {line}: this token may not write the measurement {measurement:?}: it may write {}; nothing of this write was recorded",
+                quoted(allowed)
+            ),
+            WriteRefused::Name { what, why } => write!(f, "{what} {why}"),
+            WriteRefused::NotUtf8 { line } => write!(
+                f,
+                "line {line} is not UTF-8: send line protocol as UTF-8; nothing of this write was recorded"
+            ),
+            WriteRefused::TooManyDatabases => write!(
+                f,
+                "the gateway writes {MAX_DATABASES} databases through InfluxDB's write API already: write one of those, or narrow the tokens' databases"
+            ),
+            WriteRefused::Series(e) => write!(
+                f,
+                "the series budget could not be kept on disk ({e}); nothing was recorded"
+            ),
+            WriteRefused::NotRecorded(e) => write!(f, "{}", e.for_client()),
+        }
+    }
+}
+
+/// `"k6", "jmeter_*"`.
+fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Bytes per line that reading a body holds beyond its text: the line's `Line` (its
+/// measurement, tags and fields as owned strings and vectors), its outcome and series hash.
+pub const COST_PER_LINE: u64 = 192;
+
+/// Bytes that handling a write of `body` holds at once, at most (the body budget charges them
+/// before the request is handled): the lines read ([`COST_PER_LINE`] each, and their text
+/// again, unescaped) and the line protocol recorded (the text once more). A count of bytes,
+/// not a parse.
+pub fn handling_cost(body: &[u8]) -> u64 {
+    let lines = body.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+    lines
+        .saturating_mul(COST_PER_LINE)
+        .saturating_add((body.len() as u64).saturating_mul(2))
+}
+
+/// The schemas of the databases written through the write API (InfluxDB keeps one type per
+/// field and measurement in a database), each learned from the gateway's own writes there,
+/// and at most [`MAX_DATABASES`] of them.
+#[derive(Default)]
+pub struct Schemas {
+    by_database: Mutex<HashMap<String, Arc<Schema>>>,
+}
+
+impl Schemas {
+    /// The schema of `database`, made empty when it is new; `None` when [`MAX_DATABASES`] are
+    /// known and it is not one of them.
+    pub fn of(&self, database: &str) -> Option<Arc<Schema>> {
+        let mut map = crate::sync::lock(&self.by_database);
+        if let Some(schema) = map.get(database) {
+            return Some(Arc::clone(schema));
+        }
+        if map.len() >= MAX_DATABASES {
+            return None;
+        }
+        let schema = Arc::new(Schema::new(Known::default()));
+        map.insert(database.to_string(), Arc::clone(&schema));
+        Some(schema)
+    }
+}
+
+/// Checks a database or retention policy name: at most [`MAX_NAME_BYTES`] bytes, no control
+/// characters, not `.` or `..`. The error is the rest of a sentence after the name's role.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "is {} bytes long: at most {MAX_NAME_BYTES}",
+            name.len()
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("holds a control character: name it with printable characters".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{name:?} is not a name"));
+    }
+    Ok(())
+}
+
+impl Service {
+    /// Writes the lines of `w.body` to its database: see the module documentation. Lines that
+    /// InfluxDB would refuse are refused one by one (all of them when `!w.accept_partial`);
+    /// the others are recorded as one log record before this returns.
+    ///
+    /// Errors (nothing recorded): the client may not write the database or a line's
+    /// measurement, a name the gateway does not take, a body that is not UTF-8, too many
+    /// databases, the series budget or the log failing.
+    pub fn write(&self, w: WriteRequest<'_>) -> Result<Written, WriteRefused> {
+        let client = w.client;
+        if !client.may_write_database(w.database) {
+            return Err(WriteRefused::Database {
+                database: w.database.to_string(),
+                allowed: client.databases.clone(),
+            });
+        }
+        for (what, name) in [
+            ("the database", w.database),
+            ("the retention policy", w.retention_policy),
+        ] {
+            check_name(name).map_err(|why| WriteRefused::Name { what, why })?;
+        }
+        let body = std::str::from_utf8(w.body).map_err(|e| WriteRefused::NotUtf8 {
+            line: 1 + w.body[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count(),
+        })?;
+        let parsed = lp_parse::parse(body, w.precision, w.now_ns);
+        for entry in &parsed.entries {
+            if let Ok(line) = &entry.result
+                && !client.may_write_measurement(&line.measurement)
+            {
+                return Err(WriteRefused::Measurement {
+                    measurement: line.measurement.clone(),
+                    line: entry.number,
+                    allowed: client.measurements.clone(),
+                });
+            }
+        }
+        let schema = self
+            .write_schemas
+            .of(w.database)
+            .ok_or(WriteRefused::TooManyDatabases)?;
+        let mut claim = schema.claim();
+        let mut refusals = Refusals::default();
+        // Each line's outcome: `Some` while it may still be written.
+        let mut kept: Vec<Option<&Line>> = Vec::with_capacity(parsed.entries.len());
+        for entry in &parsed.entries {
+            let text = &body[entry.range.clone()];
+            match &entry.result {
+                Err(e) => {
+                    refusals.add(entry.number, text, LineRefusal::Parse, e.influx(text));
+                    kept.push(None);
+                }
+                Ok(line) => match self.claim_line(&mut claim, line) {
+                    Ok(()) => kept.push(Some(line)),
+                    Err(message) => {
+                        refusals.add(entry.number, text, LineRefusal::Schema, message);
+                        kept.push(None);
+                    }
+                },
+            }
+        }
+        if !w.accept_partial && refusals.count > 0 {
+            return Ok(refusals.into_written(0, None, None));
+        }
+        let budget = self.admit_series(&w, &parsed, &mut kept, body, &mut refusals)?;
+        if !w.accept_partial && refusals.count > 0 {
+            return Ok(refusals.into_written(0, budget, None));
+        }
+        let lines: Vec<&Line> = kept.iter().flatten().copied().collect();
+        if lines.is_empty() {
+            return Ok(refusals.into_written(0, budget, None));
+        }
+        let seq = self.record_lines(&w, &lines)?;
+        if self.check_schema {
+            claim.written();
+        } else {
+            drop(claim);
+            for line in &lines {
+                schema.learn_types(&line.measurement, field_types(line));
+            }
+        }
+        let outcome = self.delivery.outcome(seq);
+        Ok(refusals.into_written(lines.len(), budget, Some(outcome)))
+    }
+
+    /// Checks one line's fields and tags against what the database's schema knows and other
+    /// writes claimed, and claims them; InfluxDB's words for a conflict.
+    fn claim_line(&self, claim: &mut Claim<'_>, line: &Line) -> Result<(), String> {
+        if !self.check_schema {
+            return Ok(());
+        }
+        // Only field types: InfluxDB 1.x takes a tag and a field of one name in a measurement.
+        claim
+            .field_types(&line.measurement, field_types(line))
+            .map_err(|conflict| conflict.influx())
+    }
+
+    /// Takes the series of the lines still kept from the client's budget in the database;
+    /// lines past it are refused. The sentence saying so, naming the tag with the most
+    /// distinct values among them.
+    fn admit_series<'l>(
+        &self,
+        w: &WriteRequest<'_>,
+        parsed: &'l lp_parse::Parsed,
+        kept: &mut [Option<&'l Line>],
+        body: &str,
+        refusals: &mut Refusals,
+    ) -> Result<Option<String>, WriteRefused> {
+        let at: Vec<usize> = (0..kept.len()).filter(|&i| kept[i].is_some()).collect();
+        let hashes: Vec<u64> = at
+            .iter()
+            .filter_map(|&i| kept[i].map(|l| series_hash(&l.measurement, &l.tags)))
+            .collect();
+        if hashes.is_empty() {
+            return Ok(None);
+        }
+        let admitted = self
+            .series
+            .admit(&w.client.name, w.database, w.client.max_series, &hashes)
+            .map_err(WriteRefused::Series)?;
+        if admitted.refused() == 0 {
+            return Ok(None);
+        }
+        let mut over: Vec<&Line> = Vec::new();
+        for (&i, &passed) in at.iter().zip(&admitted.passed) {
+            if passed {
+                continue;
+            }
+            if let Some(line) = kept[i].take() {
+                over.push(line);
+            }
+            let entry = &parsed.entries[i];
+            refusals.add(
+                entry.number,
+                &body[entry.range.clone()],
+                LineRefusal::SeriesBudget,
+                "max-series exceeded: the token's series budget in this database is spent".into(),
+            );
+        }
+        Ok(Some(budget_sentence(w, &over)))
+    }
+
+    /// Records `lines` as one log record for the request's target, cut into units of the
+    /// deliverer's write limits, and waits until it is on disk; its number.
+    fn record_lines(&self, w: &WriteRequest<'_>, lines: &[&Line]) -> Result<u64, WriteRefused> {
+        let mut texts: Vec<(usize, String)> = Vec::new();
+        let (max_bytes, max_lines) = (
+            self.write_limits.max_bytes.max(1),
+            self.write_limits.max_lines.max(1),
+        );
+        for line in lines {
+            let start_new = match texts.last() {
+                None => true,
+                Some((n, text)) => *n >= max_lines || text.len() >= max_bytes,
+            };
+            if start_new {
+                texts.push((0, String::new()));
+            }
+            if let Some((n, text)) = texts.last_mut() {
+                line.encode_ns(text);
+                text.push('\n');
+                *n += 1;
+            }
+        }
+        let units: Vec<Unit<'_>> = texts
+            .iter()
+            .map(|(n, text)| Unit {
+                run: uuid::Uuid::nil(),
+                points: *n as u32,
+                lines: text,
+            })
+            .collect();
+        let target = Target {
+            database: w.database,
+            retention_policy: w.retention_policy,
+        };
+        let log = self.delivery.log();
+        let ticket = log
+            .append_write(target, &units)
+            .map_err(WriteRefused::NotRecorded)?;
+        let seq = log.wait(ticket).map_err(WriteRefused::NotRecorded)?;
+        Stats::add(&self.stats.points_spooled, lines.len());
+        Ok(seq)
+    }
+}
+
+/// The sentence of a write some of whose lines the series budget refused: the budget, and
+/// the tag with the most distinct values among the refused lines (the one to drop).
+fn budget_sentence(w: &WriteRequest<'_>, over: &[&Line]) -> String {
+    let mut values: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for line in over {
+        for (k, v) in &line.tags {
+            values.entry(k).or_default().insert(v);
+        }
+    }
+    let top = values
+        .iter()
+        .max_by_key(|(k, v)| (v.len(), std::cmp::Reverse(*k)))
+        .map(|(k, v)| (*k, v.len()));
+    let mut sentence = format!(
+        "{} lines would make series past the token {:?}'s max_series ({}) in the database {:?}, and were refused; series already made are still taken",
+        over.len(),
+        w.client.name,
+        w.client.max_series,
+        w.database
+    );
+    if let Some((tag, n)) = top {
+        sentence.push_str(&format!(
+            ": the tag {tag:?} has the most distinct values among them ({n}); leave it out of the points (k6: K6_INFLUXDB_TAG_EXCLUDE; JMeter and Telegraf: drop the tag), or raise max_series"
+        ));
+    } else {
+        sentence.push_str(": raise max_series, or write fewer measurements");
+    }
+    sentence
+}
+
+/// The fields of `line` with their types, as InfluxDB names them.
+fn field_types(line: &Line) -> impl Iterator<Item = (&str, FieldType)> {
+    line.fields.iter().map(|(k, v)| {
+        let t = match v {
+            FieldValue::Float(_) => FieldType::Float,
+            FieldValue::Integer(_) => FieldType::Integer,
+            FieldValue::String(_) => FieldType::String,
+            FieldValue::Boolean(_) => FieldType::Boolean,
+        };
+        (k.as_str(), t)
+    })
+}
+
+/// `text` cut to at most `max` characters.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => text[..at].to_string(),
+        None => text.to_string(),
+    }
+}
+
+/// The refused lines of a write, as they are found.
+#[derive(Default)]
+struct Refusals {
+    named: Vec<RefusedLine>,
+    count: usize,
+}
+
+impl Refusals {
+    fn add(&mut self, number: usize, text: &str, why: LineRefusal, message: String) {
+        self.count += 1;
+        if self.named.len() < MAX_LINES_NAMED {
+            self.named.push(RefusedLine {
+                number,
+                text: cut(text, 200),
+                why,
+                message,
+            });
+        }
+    }
+
+    fn into_written(
+        mut self,
+        points: usize,
+        budget: Option<String>,
+        outcome: Option<Outcome>,
+    ) -> Written {
+        self.named.sort_by_key(|r| r.number);
+        Written {
+            points,
+            refused: self.named,
+            refused_count: self.count,
+            budget,
+            outcome,
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! InfluxDB's write API through the gateway (v1 `/write`, v2 `/api/v2/write`, v3
+//! `/api/v3/write_lp`, `/ping`, `/health`, `/query`), against a real `influxd` whose stored
+//! points are read back: each API's status codes and error shapes, partial writes, the rights
+//! of a token (databases, measurements), the series budget across a restart, field types
+//! refused at the request, gzip'd bodies, lines without a timestamp.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{ConsumerToml, Gateway, Influxd, RawResponse, request, send_raw, wait_until};
+
+pub const TOKEN: &str = "k6-token-0123456789abcdef";
+const OTHER: &str = "other-token-0123456789abcdef";
+
+/// The gateway in front of `influx` with two tokens: `k6` may write `k6` and `jmeter_*`
+/// (measurements `http_*` and `vus`, 4 series), `other` may write `other`.
+pub fn gateway(influx: &Influxd) -> Gateway {
+    Gateway::start(&config(influx, ""))
+}
+
+fn config(influx: &Influxd, extra: &str) -> String {
+    ConsumerToml::new(&influx.url, "runs")
+        .rest(&format!(
+            "[auth]\n\
+             [[auth.token]]\nname = \"k6\"\ntoken = \"{TOKEN}\"\ndatabases = [\"k6\", \"jmeter_*\"]\nmeasurements = [\"http_*\", \"vus\"]\nmax_series = 4\n{extra}\
+             [[auth.token]]\nname = \"other\"\ntoken = \"{OTHER}\"\ndatabases = [\"other\"]\n"
+        ))
+        .toml()
+}
+
+/// `POST path` with `body` and `Authorization: Token TOKEN`.
+pub fn write(gw: &Gateway, path: &str, body: &str) -> RawResponse {
+    let auth = format!("Token {TOKEN}");
+    request(
+        gw.addr,
+        "POST",
+        path,
+        &[("Authorization", &auth)],
+        Some(body),
+    )
+}
+
+/// The points of `measurement` in `db`, waiting until there are `n` of them.
+fn points(
+    influx: &Influxd,
+    db: &str,
+    measurement: &str,
+    n: usize,
+) -> Vec<serde_json::Map<String, Value>> {
+    wait_until(Duration::from_secs(30), "the points in influxd", || {
+        influx.series(db, measurement).len() >= n
+    });
+    influx.series(db, measurement)
+}
+
+#[test]
+fn a_v1_write_is_answered_204_and_stored_as_sent() {
+    let influx = Influxd::start();
+    let gw = gateway(&influx);
+    let r = write(
+        &gw,
+        "/write?db=k6&precision=ms",
+        "http_req_duration,method=GET,status=200 value=12.5,ok=true,n=3i,s=\"a b\" 1700000000123\nhttp_reqs,method=GET value=1\n",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert!(
+        r.header("x-influxdb-version")
+            .is_some_and(|v| v.contains("metrics-consumer")),
+        "{:?}",
+        r.headers
+    );
+    let rows = points(&influx, "k6", "http_req_duration", 1);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    assert_eq!(row["time"], 1_700_000_000_123_i64, "milliseconds, as sent");
+    assert_eq!(row["method"], "GET");
+    assert_eq!(row["status"], "200");
+    assert_eq!(row["value"], 12.5);
+    assert_eq!(row["ok"], true);
+    assert_eq!(row["n"], 3);
+    assert_eq!(row["s"], "a b");
+    // A line without a timestamp gets the time the gateway accepted it.
+    let reqs = points(&influx, "k6", "http_reqs", 1);
+    let stamped = reqs[0]["time"].as_i64().unwrap_or_default();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        (now_ms - 60_000..=now_ms).contains(&stamped),
+        "{stamped} vs {now_ms}"
+    );
+}
+
+#[test]
+fn a_v1_partial_write_stores_the_valid_lines_and_names_the_others() {
+    let influx = Influxd::start();
+    let gw = gateway(&influx);
+    let r = write(
+        &gw,
+        "/write?db=k6",
+        "http_reqs value=1 1000000000\nhttp_reqs value= 2000000000\nhttp_reqs value=3 3000000000\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let error = r.json()["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        error.starts_with(
+            "partial write: unable to parse 'http_reqs value= 2000000000': missing field value"
+        ),
+        "{error}"
+    );
+    assert!(error.ends_with("dropped=1"), "{error}");
+    let rows = points(&influx, "k6", "http_reqs", 2);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    // Nothing valid: 400 without "partial write".
+    let r = write(&gw, "/write?db=k6", "http_reqs\n");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("unable to parse"),
+        "{}",
+        r.body
+    );
+}
+
+#[test]
+fn a_token_writes_only_its_databases_and_measurements() {
+    let influx = Influxd::start();
+    let gw = gateway(&influx);
+    let r = write(&gw, "/write?db=other", "http_reqs value=1\n");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["code"], "database_not_allowed");
+    assert_eq!(
+        r.json()["error"],
+        "this token may not write \"other\": it may write \"k6\", \"jmeter_*\""
+    );
+    let r = write(
+        &gw,
+        "/write?db=jmeter_team1",
+        "http_reqs value=1\ncpu value=1\n",
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["code"], "measurement_not_allowed");
+    assert!(r.body.contains("\\\"cpu\\\""), "{}", r.body);
+    // Without a token: 401; a wrong one: 401.
+    let r = request(
+        gw.addr,
+        "POST",
+        "/write?db=k6",
+        &[],
+        Some("http_reqs value=1\n"),
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    // The token as v1's query password, Basic, and Bearer.
+    let r = request(
+        gw.addr,
+        "POST",
+        &format!("/write?db=jmeter_team1&u=me&p={TOKEN}"),
+        &[],
+        Some("http_reqs value=2\n"),
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let basic = format!("Basic {}", base64(&format!("me:{TOKEN}")));
+    let r = request(
+        gw.addr,
+        "POST",
+        "/write?db=jmeter_team1",
+        &[("Authorization", &basic)],
+        Some("http_reqs value=3\n"),
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(points(&influx, "jmeter_team1", "http_reqs", 2).len(), 2);
+    // The other token writes its own database and no other.
+    let auth = format!("Bearer {OTHER}");
+    let r = request(
+        gw.addr,
+        "POST",
+        "/write?db=k6",
+        &[("Authorization", &auth)],
+        Some("cpu value=1\n"),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(!gw.log().contains(TOKEN), "the log shows a token");
+}
+
+/// Standard base64 with padding.
+fn base64(text: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in text.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_series_budget_refuses_new_series_naming_the_tag_and_survives_a_restart() {
+    let influx = Influxd::start();
+    let mut gw = gateway(&influx);
+    let body: String = (0..6)
+        .map(|vu| {
+            format!(
+                "http_reqs,vu={vu},method=GET value=1 {}\n",
+                1_000_000_000 + vu
+            )
+        })
+        .collect();
+    let r = write(&gw, "/write?db=k6", &body);
+    assert_eq!(r.status, 400, "{}", r.body);
+    let error = r.json()["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("max_series (4)"), "{error}");
+    assert!(
+        error.contains("the tag \"vu\" has the most distinct values among them (2)"),
+        "{error}"
+    );
+    assert!(error.ends_with("dropped=2"), "{error}");
+    assert_eq!(points(&influx, "k6", "http_reqs", 4).len(), 4);
+    // Known series are still taken, new ones not, after a restart too.
+    gw.restart();
+    let r = write(
+        &gw,
+        "/write?db=k6",
+        "http_reqs,vu=0,method=GET value=2 5000000000\n",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = write(
+        &gw,
+        "/write?db=k6",
+        "http_reqs,vu=9,method=GET value=2 5000000000\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    // Another database of the same token has its own budget.
+    let r = write(
+        &gw,
+        "/write?db=jmeter_x",
+        "http_reqs,vu=9,method=GET value=2 5000000000\n",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+}
+
+#[test]
+fn a_field_of_another_type_is_refused_at_the_request() {
+    let influx = Influxd::start();
+    let gw = gateway(&influx);
+    let r = write(&gw, "/write?db=k6", "http_reqs value=1 1000000000\n");
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = write(
+        &gw,
+        "/write?db=k6",
+        "http_reqs value=\"x\" 2000000000\nhttp_reqs value=2 3000000000\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(
+        r.json()["error"],
+        "partial write: field type conflict: input field \"value\" on measurement \"http_reqs\" is type string, already exists as type float dropped=1"
+    );
+    // Within one write too.
+    let r = write(
+        &gw,
+        "/write?db=k6",
+        "http_reqs other=1i 4000000000\nhttp_reqs other=true 5000000000\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(points(&influx, "k6", "http_reqs", 3).len(), 3);
+    let auth = format!("Bearer {TOKEN}");
+    let states = request(
+        gw.addr,
+        "GET",
+        "/apiv0.1/states",
+        &[("Authorization", &auth)],
+        None,
+    )
+    .json();
+    assert_eq!(states["dead_letters"]["records"], 0, "{states}");
+}
+
+#[test]
+fn v2_writes_take_a_bucket_and_answer_in_v2_s_shape() {
+    let influx = Influxd::start();
+    influx.create_database("k6");
+    influx.exec(
+        "k6",
+        "CREATE RETENTION POLICY week ON k6 DURATION 7d REPLICATION 1",
+    );
+    let gw = gateway(&influx);
+    // Within the week the retention policy keeps.
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let r = write(
+        &gw,
+        "/api/v2/write?org=lab&bucket=k6/week&precision=s",
+        &format!("vus value=5 {now_s}\n"),
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let in_week = || {
+        influx.query("k6", "SELECT value FROM \"week\".\"vus\"")["results"][0]["series"][0]
+            ["values"]
+            .clone()
+    };
+    wait_until(Duration::from_secs(30), "the point in k6.week", || {
+        in_week().is_array()
+    });
+    assert_eq!(
+        in_week(),
+        serde_json::json!([[now_s as i64 * 1000, 5]]),
+        "in the retention policy, in seconds"
+    );
+    let r = write(
+        &gw,
+        "/api/v2/write?org=lab&bucket=k6&precision=h",
+        "vus value=5\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["code"], "invalid");
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("precision"),
+        "{}",
+        r.body
+    );
+    let r = write(
+        &gw,
+        "/api/v2/write?org=lab&bucket=k6",
+        "vus value=1 1\nvus value=x 2\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("partial write error (1 written): unable to parse 'vus value=x 2'"),
+        "{}",
+        r.body
+    );
+    let r = request(
+        gw.addr,
+        "POST",
+        "/api/v2/write?bucket=k6",
+        &[],
+        Some("vus value=1\n"),
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.json()["code"], "unauthorized");
+    assert!(r.json()["message"].is_string(), "{}", r.body);
+    let health = request(gw.addr, "GET", "/health", &[], None);
+    assert_eq!(health.status, 200, "{}", health.body);
+    assert_eq!(health.json()["status"], "pass");
+}
+
+#[test]
+fn v3_writes_name_each_refused_line_and_take_all_or_nothing_when_asked() {
+    let influx = Influxd::start();
+    let gw = gateway(&influx);
+    let r = write(
+        &gw,
+        "/api/v3/write_lp?db=k6&precision=second&accept_partial=false",
+        "vus value=1 1700000000\nvus value= 1700000001\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["data"][0]["line_number"], 2, "{}", r.body);
+    assert_eq!(
+        r.json()["data"][0]["original_line"],
+        "vus value= 1700000001"
+    );
+    let r = write(
+        &gw,
+        "/api/v3/write_lp?db=k6&precision=second",
+        "vus value=1 1700000000\nvus value= 1700000001\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(
+        r.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .split(':')
+            .next(),
+        Some("partial write of line protocol occurred")
+    );
+    let rows = points(&influx, "k6", "vus", 1);
+    assert_eq!(
+        rows.len(),
+        1,
+        "the all-or-nothing write stored a line: {rows:?}"
+    );
+    assert_eq!(rows[0]["time"], 1_700_000_000_000_i64);
+    let r = write(
+        &gw,
+        "/api/v3/write_lp?db=k6&precision=auto",
+        "vus value=2 1700000002\n",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let rows = points(&influx, "k6", "vus", 2);
+    assert_eq!(
+        rows[1]["time"], 1_700_000_002_000_i64,
+        "auto reads seconds: {rows:?}"
+    );
+}
+
+#[test]
+fn ping_and_query_answer_what_clients_ask_before_writing() {
+    let influx = Influxd::start();
+    let gw = gateway(&influx);
+    let ping = request(gw.addr, "GET", "/ping", &[], None);
+    assert_eq!(ping.status, 204, "{}", ping.body);
+    assert!(ping.header("x-influxdb-version").is_some());
+    let head = request(gw.addr, "HEAD", "/ping", &[], None);
+    assert_eq!(head.status, 204);
+    let auth = format!("Token {TOKEN}");
+    let q = |method: &str, q: &str| {
+        request(
+            gw.addr,
+            method,
+            &format!("/query?q={q}"),
+            &[("Authorization", &auth)],
+            None,
+        )
+    };
+    let r = q("POST", "CREATE+DATABASE+%22jmeter_a%22");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["results"][0]["statement_id"], 0);
+    let r = q("POST", "CREATE+DATABASE+nope");
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = q("GET", "SHOW+DATABASES");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["results"][0]["series"][0]["values"],
+        serde_json::json!([["k6"]])
+    );
+    let r = q("GET", "SELECT+*+FROM+vus");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["code"], "insert_only");
+    let r = request(gw.addr, "PUT", "/ping", &[], None);
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+}
+
+#[test]
+fn a_gzip_body_is_written_like_a_plain_one() {
+    let influx = Influxd::start();
+    let gw = gateway(&influx);
+    let body: String = (0..3)
+        .map(|i| format!("http_reqs,method=GET value={i} {}\n", 1_000_000_000 + i))
+        .collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(body.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    let mut raw = format!(
+        "POST /write?db=k6 HTTP/1.1\r\nHost: x\r\nAuthorization: Token {TOKEN}\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        gz.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&gz);
+    let r = send_raw(gw.addr, &raw);
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(points(&influx, "k6", "http_reqs", 3).len(), 3);
+}
