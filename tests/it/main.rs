@@ -9,6 +9,7 @@ mod auth;
 mod bounds;
 mod check_influxdb;
 mod cli;
+mod clients;
 mod coalesce;
 mod commits;
 mod delivery;

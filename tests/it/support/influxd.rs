@@ -241,6 +241,19 @@ impl Influxd {
         resp.json()
     }
 
+    /// Like [`Influxd::query`], with times as integer nanoseconds (`epoch=ns`): for points
+    /// written at a precision finer than milliseconds.
+    pub fn query_ns(&self, db: &str, q: &str) -> Value {
+        let resp = self.post_query(&format!("/query?db={}&epoch=ns", urlencode(db)), q);
+        if resp.status != 200 {
+            panic!(
+                "InfluxDB query {q:?} on {db:?} answered {}: {}",
+                resp.status, resp.body
+            );
+        }
+        resp.json()
+    }
+
     /// Runs `q` and panics when any statement reports an error.
     pub fn exec(&self, db: &str, q: &str) -> Value {
         let v = self.query(db, q);

@@ -24,6 +24,7 @@ pub use http::{
     try_request, try_send_raw,
 };
 pub use influxd::Influxd;
+pub use process::run_to_completion;
 pub use tempdir::TempDir;
 
 /// How often every wait in these modules looks again.

@@ -38,7 +38,7 @@ pub(super) fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitSta
 }
 
 /// Runs `cmd` with piped output until it exits; kills it and panics after `timeout`.
-pub(super) fn run_to_completion(mut cmd: Command, timeout: Duration) -> Output {
+pub fn run_to_completion(mut cmd: Command, timeout: Duration) -> Output {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let program = cmd.get_program().to_string_lossy().into_owned();
     let mut child = cmd
