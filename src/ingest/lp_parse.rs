@@ -591,7 +591,13 @@ fn field_value(v: &str) -> Result<FieldValue, LineError> {
             Kind::MissingFieldValue,
             "missing field value",
         )),
-        Some(b'"') if b.len() >= 2 => Ok(FieldValue::String(unescape_string(&v[1..v.len() - 1]))),
+        // InfluxDB drops the first and the last byte, whatever the last is (`"x"y` is `x"`);
+        // where the last is part of a multi-byte character it would store a broken one: such
+        // a line is refused as unbalanced, never cut inside the character.
+        Some(b'"') if b.len() >= 2 => match v.get(1..v.len() - 1) {
+            Some(inner) => Ok(FieldValue::String(unescape_string(inner))),
+            None => Err(LineError::new(Kind::UnbalancedQuotes, "unbalanced quotes")),
+        },
         Some(b'0'..=b'9' | b'-' | b'.' | b'n' | b'N' | b'i' | b'I' | b'u') => {
             if let Some(int) = v.strip_suffix('i') {
                 parse_integer(int).map(FieldValue::Integer)
