@@ -500,6 +500,27 @@ impl Sink for Influx {
         }
         Ok(Some(known))
     }
+
+    /// v1: `SHOW FIELD KEYS` of every measurement of `database` (tags are not needed: InfluxDB
+    /// 1.x takes a tag and a field of one name). A database that does not exist has none.
+    fn field_types_of(&self, database: &str) -> Result<Option<Known>, SinkError> {
+        if self.api != Api::V1 {
+            return Ok(None);
+        }
+        let query = format!("db={}&q={}", encode(database), encode("SHOW FIELD KEYS"));
+        match self.exchange(
+            &self.query_url,
+            query.as_bytes(),
+            "application/x-www-form-urlencoded",
+            MAX_SCHEMA_BYTES,
+        ) {
+            Ok(text) => Ok(Some(parse_schema(&text, true))),
+            Err(SinkError::Refused { message, .. }) if message.contains("database not found") => {
+                Ok(Some(Known::new()))
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// A schema answer may list many fields (every member of Locust's endpoint rows).

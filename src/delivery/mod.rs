@@ -283,6 +283,15 @@ impl Delivery {
         self.sink.schema(&crate::ingest::points::MEASUREMENTS)
     }
 
+    /// What InfluxDB says of the field types in `database` (a write API's database), where
+    /// its API allows.
+    pub fn read_field_types_of(
+        &self,
+        database: &str,
+    ) -> Result<Option<crate::state::schema::Known>, SinkError> {
+        self.sink.field_types_of(database)
+    }
+
     /// Puts a request's points (`units`) and job-table change into one record of the log, and
     /// waits until it is on disk; its number. An error means nothing of it was recorded.
     pub fn record(

@@ -38,6 +38,13 @@ pub trait Sink: Send + Sync {
         Ok(None)
     }
 
+    /// What `database` holds of field types, every measurement of it (the InfluxDB write
+    /// API's databases), or `None` where the API cannot say.
+    fn field_types_of(&self, database: &str) -> Result<Option<Known>, SinkError> {
+        let _ = database;
+        Ok(None)
+    }
+
     /// Makes the destination ready to take writes (for InfluxDB 1.x with
     /// `influxdb.create_database`: `CREATE DATABASE`). Called once at start; its failure is
     /// told but holds nothing back (the sink may try again when a write finds the database
@@ -74,6 +81,10 @@ impl<S: Sink + ?Sized> Sink for std::sync::Arc<S> {
 
     fn schema(&self, measurements: &[&str]) -> Result<Option<Known>, SinkError> {
         (**self).schema(measurements)
+    }
+
+    fn field_types_of(&self, database: &str) -> Result<Option<Known>, SinkError> {
+        (**self).field_types_of(database)
     }
 
     fn retention(&self) -> Result<Option<Retention>, SinkError> {

@@ -188,6 +188,31 @@ impl Service {
                 .update_from_influxdb(Default::default(), caught_up),
             Err(e) => self.unreadable("its schema", &e),
         }
+        self.refresh_write_schemas(caught_up);
+    }
+
+    /// Reads the field types InfluxDB holds in each database written through the write API,
+    /// as [`Service::refresh_schema`] reads the gateway's own; the first reading of a database
+    /// is told (INFO), for it is from then on that its lines are checked against InfluxDB's word.
+    fn refresh_write_schemas(&self, caught_up: bool) {
+        for (database, schema) in self.write_schemas.all() {
+            schema.reading_begins();
+            match self.delivery.read_field_types_of(&database) {
+                Ok(Some(seen)) => {
+                    let first = !schema.read_once();
+                    let measurements = seen.len();
+                    schema.update_from_influxdb(seen, caught_up);
+                    if first {
+                        log::info!(
+                            "read InfluxDB's field types in database {:?} ({measurements} measurements): writes there are checked against them",
+                            crate::logtext::escape(&database, 255)
+                        );
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => self.unreadable(&format!("the field types of {database:?}"), &e),
+            }
+        }
     }
 
     /// Grows the room kept for the next snapshot to what the table now holds (with the

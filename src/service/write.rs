@@ -194,19 +194,27 @@ pub struct Schemas {
 }
 
 impl Schemas {
-    /// The schema of `database`, made empty when it is new; `None` when [`MAX_DATABASES`] are
-    /// known and it is not one of them.
-    pub fn of(&self, database: &str) -> Option<Arc<Schema>> {
+    /// The schema of `database`, and whether it was made now (empty: InfluxDB's word on it is
+    /// to be read); `None` when [`MAX_DATABASES`] are known and it is not one of them.
+    pub fn of(&self, database: &str) -> Option<(Arc<Schema>, bool)> {
         let mut map = crate::sync::lock(&self.by_database);
         if let Some(schema) = map.get(database) {
-            return Some(Arc::clone(schema));
+            return Some((Arc::clone(schema), false));
         }
         if map.len() >= MAX_DATABASES {
             return None;
         }
         let schema = Arc::new(Schema::new(Known::default()));
         map.insert(database.to_string(), Arc::clone(&schema));
-        Some(schema)
+        Some((schema, true))
+    }
+
+    /// Every database known, with its schema.
+    pub fn all(&self) -> Vec<(String, Arc<Schema>)> {
+        crate::sync::lock(&self.by_database)
+            .iter()
+            .map(|(name, schema)| (name.clone(), Arc::clone(schema)))
+            .collect()
     }
 }
 
@@ -268,10 +276,15 @@ impl Service {
                 });
             }
         }
-        let schema = self
+        let (schema, new) = self
             .write_schemas
             .of(w.database)
             .ok_or(WriteRefused::TooManyDatabases)?;
+        if new {
+            // The schema thread reads what InfluxDB holds there; until then the gateway
+            // knows only what it writes itself.
+            self.schema_stale.want();
+        }
         let mut claim = schema.claim();
         let mut refusals = Refusals::default();
         // Each line's outcome: `Some` while it may still be written.

@@ -702,6 +702,11 @@ impl Schema {
         }
     }
 
+    /// Whether InfluxDB's word was taken at least once ([`Schema::update_from_influxdb`]).
+    pub fn read_once(&self) -> bool {
+        self.lock().epoch > 0
+    }
+
     /// A reading of InfluxDB's schema begins: from now on what the gateway learns is kept
     /// through what that reading says ([`Schema::update_from_influxdb`]).
     pub fn reading_begins(&self) {

@@ -474,3 +474,28 @@ fn a_gzip_body_is_written_like_a_plain_one() {
     assert_eq!(r.status, 204, "{}", r.body);
     assert_eq!(points(&influx, "k6", "http_reqs", 3).len(), 3);
 }
+
+#[test]
+fn a_field_of_another_type_than_influxdb_holds_is_refused_once_its_types_are_read() {
+    let influx = Influxd::start();
+    influx.create_database("k6");
+    influx.write("k6", "http_reqs value=\"text\" 1000000000");
+    let gw = gateway(&influx);
+    // The first write to the database has its field types read soon after.
+    let r = write(&gw, "/write?db=k6", "vus value=1 1000000000\n");
+    assert_eq!(r.status, 204, "{}", r.body);
+    wait_until(
+        Duration::from_secs(30),
+        "the field types of k6 read",
+        || {
+            gw.log()
+                .contains("read InfluxDB's field types in database \"k6\"")
+        },
+    );
+    let r = write(&gw, "/write?db=k6", "http_reqs value=1 2000000000\n");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(
+        r.json()["error"],
+        "partial write: field type conflict: input field \"value\" on measurement \"http_reqs\" is type float, already exists as type string dropped=1"
+    );
+}
