@@ -196,11 +196,20 @@ fn answer(flavor: Flavor, w: Written) -> Reply {
         });
     }
     let written = w.points;
-    let dropped = w.refused_count;
+    // InfluxDB 1.x answers a body none of whose lines it could parse with the refusals alone;
+    // once a point reached its storage engine (written, or refused there), as a partial write
+    // whose `dropped=N` counts the points refused there, not the lines its parser refused.
+    let parsed_none = written == 0 && w.unparsed == w.refused_count;
+    let dropped = match flavor {
+        Flavor::V1 => w.refused_count - w.unparsed,
+        _ => w.refused_count,
+    };
     let mut message = match flavor {
         Flavor::V2 if written > 0 => format!("partial write error ({written} written): "),
         Flavor::V3 if written > 0 => "partial write of line protocol occurred: ".to_string(),
         Flavor::V3 => "no line of the write was recorded: ".to_string(),
+        Flavor::V1 if parsed_none => String::new(),
+        Flavor::V1 => "partial write: ".to_string(),
         _ if written > 0 => "partial write: ".to_string(),
         _ => String::new(),
     };
@@ -211,14 +220,16 @@ fn answer(flavor: Flavor, w: Written) -> Reply {
         .take(10)
         .collect();
     message.push_str(&parse.join("\n"));
-    if dropped > parse.len() {
-        message.push_str(&format!("\n… and {} more", dropped - parse.len()));
+    if w.refused_count > parse.len() {
+        message.push_str(&format!("\n… and {} more", w.refused_count - parse.len()));
     }
     if let Some(budget) = &w.budget {
         message.push('\n');
         message.push_str(budget);
     }
-    message.push_str(&format!(" dropped={dropped}"));
+    if !(flavor == Flavor::V1 && parsed_none) {
+        message.push_str(&format!(" dropped={dropped}"));
+    }
     let data = (flavor == Flavor::V3).then(|| {
         w.refused
             .iter()
