@@ -17,7 +17,7 @@ use crate::code::Code;
 use crate::delivery::Outcome;
 use crate::http::{Request, Response};
 use crate::ingest::lp_parse::Precision;
-use crate::service::write::{LineRefusal, WriteRefused, WriteRequest, Written, check_name};
+use crate::service::write::{WriteRefused, WriteRequest, Written, check_name};
 
 /// The version the gateway's answers on these routes carry in `X-Influxdb-Version`: the 1.x
 /// API it speaks, and itself.
@@ -196,34 +196,38 @@ fn answer(flavor: Flavor, w: Written) -> Reply {
         });
     }
     let written = w.points;
-    let dropped = w.refused_count;
-    // InfluxDB 1.x says "partial write" of what it refused when storing (a type conflict, its
-    // series limit) and of parse errors beside written points; parse errors alone are its
-    // words for the lines.
-    let stored_refusal = w.refused.iter().any(|r| r.why != LineRefusal::Parse);
-    let partial = written > 0 || stored_refusal;
+    // InfluxDB 1.x answers a body none of whose lines it could parse with the refusals alone;
+    // once a point reached its storage engine (written, or refused there), as a partial write
+    // whose `dropped=N` counts the points refused there, not the lines its parser refused.
+    let parsed_none = written == 0 && w.unparsed == w.refused_count;
+    let dropped = match flavor {
+        Flavor::V1 => w.refused_count - w.unparsed,
+        _ => w.refused_count,
+    };
     let mut message = match flavor {
         Flavor::V2 if written > 0 => format!("partial write error ({written} written): "),
         Flavor::V3 if written > 0 => "partial write of line protocol occurred: ".to_string(),
         Flavor::V3 => "no line of the write was recorded: ".to_string(),
-        Flavor::V1 | Flavor::Run if partial => "partial write: ".to_string(),
+        Flavor::V1 if parsed_none => String::new(),
+        Flavor::V1 => "partial write: ".to_string(),
+        _ if written > 0 => "partial write: ".to_string(),
         _ => String::new(),
     };
-    let named: Vec<&str> = w
+    let parse: Vec<&str> = w
         .refused
         .iter()
         .map(|r| r.message.as_str())
         .take(10)
         .collect();
-    message.push_str(&named.join("\n"));
-    if dropped > named.len() {
-        message.push_str(&format!("\n… and {} more", dropped - named.len()));
+    message.push_str(&parse.join("\n"));
+    if w.refused_count > parse.len() {
+        message.push_str(&format!("\n… and {} more", w.refused_count - parse.len()));
     }
     if let Some(budget) = &w.budget {
         message.push('\n');
         message.push_str(budget);
     }
-    if partial {
+    if !(flavor == Flavor::V1 && parsed_none) {
         message.push_str(&format!(" dropped={dropped}"));
     }
     let data = (flavor == Flavor::V3).then(|| {

@@ -8,8 +8,8 @@
 //! parser where the database refuses a point only when it stores it, because the gateway
 //! acknowledges lines before InfluxDB sees them: a tag key `time` refuses the point, a field key
 //! `time` is dropped (the point is refused if no other field is left), and one field given twice
-//! with two types refuses the point (InfluxDB refuses the whole request with `field type
-//! conflict`). Unsigned integers (`1u`) are refused as 1.6.7 refuses them (`invalid number`).
+//! with two types refuses the point with InfluxDB's `field type conflict: input field …` (it
+//! stores the body's other points). Unsigned integers (`1u`) are refused as 1.6.7 refuses them (`invalid number`).
 //! InfluxDB refuses more than this module knows, and the caller must decide about it: a field
 //! whose type differs from what another line or the database holds (`field type conflict`), and
 //! the per-database series and tag-value limits.
@@ -198,7 +198,11 @@ fn parse_line(text: &str, precision: Precision, now_ns: i64) -> Result<Line, Lin
             Some((_, old)) if old.type_name() != value.type_name() => {
                 return Err(LineError::new(
                     Kind::FieldTypeConflict,
-                    "field type conflict",
+                    format!(
+                        "field type conflict: input field \"{name}\" on measurement \"{measurement}\" is type {}, already exists as type {}",
+                        value.type_name(),
+                        old.type_name()
+                    ),
                 ));
             }
             Some((_, old)) => *old = value,

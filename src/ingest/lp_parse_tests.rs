@@ -340,8 +340,22 @@ fn refused_lines_get_influxdb_s_reason() {
             TimeTag,
             "invalid tag key: input tag \"time\" on measurement \"m\" is invalid",
         ),
-        ("m f=1,f=2i 1", FieldTypeConflict, "field type conflict"),
-        (r#"m f="a",f=1 1"#, FieldTypeConflict, "field type conflict"),
+        (
+            "m f=1,f=2i 1",
+            FieldTypeConflict,
+            "field type conflict: input field \"f\" on measurement \"m\" is type integer, already exists as type float",
+        ),
+        (
+            r#"m f="a",f=1 1"#,
+            FieldTypeConflict,
+            "field type conflict: input field \"f\" on measurement \"m\" is type float, already exists as type string",
+        ),
+        // The first type of the field is the one named, whatever comes between.
+        (
+            r#"m\ x f=t,g=1,f=1i,f="s" 1"#,
+            FieldTypeConflict,
+            "field type conflict: input field \"f\" on measurement \"m x\" is type integer, already exists as type boolean",
+        ),
         // InfluxDB fails these with `invalid value: field-key=…`.
         (
             r"m a\\=1 1",

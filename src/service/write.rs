@@ -58,6 +58,9 @@ pub struct WriteRequest<'a> {
 pub enum LineRefusal {
     /// It is not line protocol InfluxDB 1.x reads.
     Parse,
+    /// InfluxDB 1.x reads it but refuses the point when it stores it: a `time` tag or only
+    /// field, a field given twice with two types.
+    Stored,
     /// A field's type, or a name as tag or field, conflicts with what the database holds.
     Schema,
     /// It would make a series past the client's `max_series` in the database.
@@ -83,6 +86,9 @@ pub struct Written {
     pub refused: Vec<RefusedLine>,
     /// How many lines were refused in all.
     pub refused_count: usize,
+    /// How many of them InfluxDB 1.x's parser refuses ([`LineRefusal::Parse`]): its partial
+    /// writes count the others only (`dropped=N`).
+    pub unparsed: usize,
     /// What the series budget said, when it refused lines: the sentence for a person.
     pub budget: Option<String>,
     /// Where the points went (`None` when nothing was recorded).
@@ -293,7 +299,12 @@ impl Service {
             let text = &body[entry.range.clone()];
             match &entry.result {
                 Err(e) => {
-                    refusals.add(entry.number, text, LineRefusal::Parse, e.influx(text));
+                    let why = if e.when_stored() {
+                        LineRefusal::Stored
+                    } else {
+                        LineRefusal::Parse
+                    };
+                    refusals.add(entry.number, text, why, e.influx(text));
                     kept.push(None);
                 }
                 Ok(line) => match self.claim_line(&mut claim, line) {
@@ -486,11 +497,13 @@ fn cut(text: &str, max: usize) -> String {
 struct Refusals {
     named: Vec<RefusedLine>,
     count: usize,
+    unparsed: usize,
 }
 
 impl Refusals {
     fn add(&mut self, number: usize, text: &str, why: LineRefusal, message: String) {
         self.count += 1;
+        self.unparsed += usize::from(why == LineRefusal::Parse);
         if self.named.len() < MAX_LINES_NAMED {
             self.named.push(RefusedLine {
                 number,
@@ -512,6 +525,7 @@ impl Refusals {
             points,
             refused: self.named,
             refused_count: self.count,
+            unparsed: self.unparsed,
             budget,
             outcome,
         }

@@ -21,6 +21,7 @@ mod hostile;
 mod influx_api;
 mod influx_trouble;
 mod limits;
+mod line_protocol;
 mod links;
 mod metrics;
 mod retention;

@@ -112,10 +112,21 @@ impl LineError {
     /// [`Entry::range`]): `unable to parse '<line>': <detail>`, or, for a `time` tag or field and
     /// for a type conflict, the message of its storage engine.
     pub fn influx(&self, line: &str) -> String {
-        match self.kind {
-            Kind::TimeTag | Kind::TimeField | Kind::FieldTypeConflict => self.detail.clone(),
-            _ => format!("unable to parse '{line}': {}", self.detail),
+        if self.when_stored() {
+            self.detail.clone()
+        } else {
+            format!("unable to parse '{line}': {}", self.detail)
         }
+    }
+
+    /// Whether InfluxDB 1.6.7 refuses the line when it stores the point rather than when it
+    /// parses it (a `time` tag or only field, a field with two types): it then counts the
+    /// point in a partial write's `dropped=N`, which counts no line its parser refused.
+    pub fn when_stored(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::TimeTag | Kind::TimeField | Kind::FieldTypeConflict
+        )
     }
 }
 

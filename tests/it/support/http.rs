@@ -311,7 +311,7 @@ pub fn connect_from(src_ip: IpAddr, addr: SocketAddr) -> TcpStream {
 
 /// Percent-encodes everything but RFC 3986 unreserved characters; good for both
 /// query-string values and `application/x-www-form-urlencoded` bodies.
-pub(super) fn urlencode(s: &str) -> String {
+pub fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

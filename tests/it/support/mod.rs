@@ -21,7 +21,7 @@ pub use config::{ConsumerToml, config, config_with};
 pub use gateway::{Gateway, gateway_binary, parse_listening};
 pub use http::{
     RawResponse, connect_from, get, post_json, read_response, register, request, send_raw,
-    try_request, try_send_raw,
+    try_request, try_send_raw, urlencode,
 };
 pub use influxd::Influxd;
 pub use process::run_to_completion;
