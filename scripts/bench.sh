@@ -375,7 +375,9 @@ lp_cell() {
 lp_ratios() {
     local r
     for r in $(seq "$rounds"); do
+        # One ratio a line: `ratio` ends none.
         ratio "$(val "$1" "$work/lp-$2-$3-$r")" "$(val points_per_s "$work/lp-$2-direct-$r")"
+        echo
     done
 }
 
