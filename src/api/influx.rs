@@ -344,7 +344,7 @@ pub fn query(_: &App, req: &Request, client: Option<&Client>) -> Result<Reply, A
         let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
         let result = match upper.as_slice() {
             [c, d, ..] if c == "CREATE" && d == "DATABASE" && words.len() >= 3 => {
-                let name = unquote(statement, words[0].len() + 1);
+                let name = unquote(statement);
                 check_name(&name).map_err(|why| {
                     ApiError::Influx(Code::MissingDatabase, format!("the database {why}"))
                 })?;
@@ -389,14 +389,11 @@ pub fn query(_: &App, req: &Request, client: Option<&Client>) -> Result<Reply, A
     Ok(Reply::Json(json!({ "results": results })))
 }
 
-/// The name after `CREATE DATABASE` in `statement` (from byte `from` on, past `DATABASE`): a
-/// bare word, or a double-quoted identifier with `\"` escapes; what follows (`WITH …`) is left.
-fn unquote(statement: &str, from: usize) -> String {
-    let rest = statement[from..].trim_start();
-    let rest = rest
-        .get("DATABASE".len()..)
-        .map(str::trim_start)
-        .unwrap_or("");
+/// The name after `CREATE DATABASE` in `statement` (its first two words, split at any
+/// whitespace, as the statement's words were): a bare word, or a double-quoted identifier with
+/// `\"` escapes; what follows (`WITH …`) is left.
+fn unquote(statement: &str) -> String {
+    let rest = skip_word(skip_word(statement));
     if let Some(quoted) = rest.strip_prefix('"') {
         let mut name = String::new();
         let mut chars = quoted.chars();
@@ -410,6 +407,14 @@ fn unquote(statement: &str, from: usize) -> String {
         return name;
     }
     rest.split_whitespace().next().unwrap_or("").to_string()
+}
+
+/// `s` past its first word and the whitespace around it. Cut at the whitespace character's own
+/// index: some are wider than a byte (U+00A0).
+fn skip_word(s: &str) -> &str {
+    let s = s.trim_start();
+    s.find(char::is_whitespace)
+        .map_or("", |at| s[at..].trim_start())
 }
 
 #[cfg(test)]
@@ -427,12 +432,20 @@ mod tests {
     }
 
     #[test]
+    fn a_create_database_whose_words_are_split_by_a_wide_space_is_read_without_a_panic() {
+        // U+00A0 and U+3000 are whitespace to split_whitespace, and wider than one byte.
+        assert_eq!(unquote("CREATE\u{a0}DATABASE k6"), "k6");
+        assert_eq!(unquote("CREATE\u{3000}DATABASE\u{3000}\"k6\""), "k6");
+        assert_eq!(unquote("\u{a0}CREATE DATABASE"), "");
+    }
+
+    #[test]
     fn create_database_names_are_read_bare_or_quoted() {
-        assert_eq!(unquote("CREATE DATABASE k6", 7), "k6");
+        assert_eq!(unquote("CREATE DATABASE k6"), "k6");
         assert_eq!(
-            unquote("create database \"my db\" WITH DURATION 1d", 7),
+            unquote("create database \"my db\" WITH DURATION 1d"),
             "my db"
         );
-        assert_eq!(unquote("CREATE  DATABASE   \"a\\\"b\"", 7), "a\"b");
+        assert_eq!(unquote("CREATE  DATABASE   \"a\\\"b\""), "a\"b");
     }
 }

@@ -724,6 +724,16 @@ fn write_answer(status: u16, text: &str, said: InfluxdbSaid) -> Result<(), SinkE
                 ),
             }),
         },
+        // InfluxDB 1.x answers a write to a retention policy the database lacks with 500: not
+        // a passing fault, but one only a person can fix (as a missing database's 404).
+        500 if said == InfluxdbSaid::Yes
+            && error_message(text).is_some_and(|m| m.starts_with("retention policy not found")) =>
+        {
+            Err(SinkError::Misconfigured {
+                status,
+                message: error_message(text).unwrap_or_else(shown),
+            })
+        }
         _ => Err(SinkError::from_status(
             status,
             error_message(text).unwrap_or_else(shown),

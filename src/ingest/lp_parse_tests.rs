@@ -740,3 +740,20 @@ fn the_documented_examples_hold() {
         }
     }
 }
+
+#[test]
+fn a_line_of_many_fields_keeps_the_last_value_of_a_repeated_one_in_its_first_place() {
+    // Past the fields found by searching, an index finds them: the same outcome.
+    let fields: Vec<String> = (0..100).map(|i| format!("f{i}={i}i")).collect();
+    let line = format!("m {},f3=7i,f99=-1i 1", fields.join(","));
+    let parsed = parse(&line, Precision::Nanosecond, 0);
+    let Ok(l) = &parsed.entries[0].result else {
+        panic!("{parsed:?}");
+    };
+    assert_eq!(l.fields.len(), 100);
+    assert_eq!(l.fields[3], ("f3".to_string(), FieldValue::Integer(7)));
+    assert_eq!(l.fields[99], ("f99".to_string(), FieldValue::Integer(-1)));
+    let conflict = format!("m {},f50=\"s\" 1", fields.join(","));
+    let parsed = parse(&conflict, Precision::Nanosecond, 0);
+    assert!(parsed.entries[0].result.is_err(), "{parsed:?}");
+}

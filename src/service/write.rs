@@ -225,7 +225,10 @@ impl Schemas {
 }
 
 /// Checks a database or retention policy name: at most [`MAX_NAME_BYTES`] bytes, no control
-/// characters, not `.` or `..`. The error is the rest of a sentence after the name's role.
+/// characters, no whitespace but ' ', no `/` or `\`, not `.` or `..` (InfluxDB 1.x makes no
+/// database or retention policy of such a name: a write there would be acknowledged and then
+/// refused, and its refused `CREATE DATABASE` would hold back the making of every other
+/// database). The error is the rest of a sentence after the name's role.
 pub fn check_name(name: &str) -> Result<(), String> {
     if name.len() > MAX_NAME_BYTES {
         return Err(format!(
@@ -235,6 +238,14 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
     if name.chars().any(char::is_control) {
         return Err("holds a control character: name it with printable characters".into());
+    }
+    if name.chars().any(|c| c.is_whitespace() && c != ' ') {
+        return Err("holds whitespace other than ' ', which InfluxDB refuses in a name".into());
+    }
+    if name.contains(['/', '\\']) {
+        return Err(
+            "holds '/' or '\\', which InfluxDB refuses in a name (a v2 bucket \"db/rp\" is split at its first '/')".into(),
+        );
     }
     if name == "." || name == ".." {
         return Err(format!("{name:?} is not a name"));

@@ -499,3 +499,99 @@ fn a_field_of_another_type_than_influxdb_holds_is_refused_once_its_types_are_rea
         "partial write: field type conflict: input field \"value\" on measurement \"http_reqs\" is type float, already exists as type string dropped=1"
     );
 }
+
+/// `GET /apiv0.1/states` with the k6 token.
+fn states(gw: &Gateway) -> Value {
+    let auth = format!("Bearer {TOKEN}");
+    request(
+        gw.addr,
+        "GET",
+        "/apiv0.1/states",
+        &[("Authorization", &auth)],
+        None,
+    )
+    .json()
+}
+
+#[test]
+fn a_create_database_split_by_a_no_break_space_is_answered_not_a_panic() {
+    let influx = Influxd::start();
+    let gw = gateway(&influx);
+    // U+00A0 is whitespace to the statement's reader, and two bytes long.
+    let r = write(&gw, "/query?q=CREATE%C2%A0DATABASE+k6", "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!gw.log().contains("panicked"), "{}", gw.log());
+}
+
+#[test]
+fn a_database_name_influxdb_refuses_is_refused_at_the_door_and_holds_no_other_back() {
+    let influx = Influxd::start();
+    let gw = gateway(&influx);
+    // `jmeter_*` matches "jmeter_a/b", a name InfluxDB refuses to create ('/', '\').
+    for db in ["jmeter_a%2Fb", "jmeter_a%5Cb"] {
+        let r = write(
+            &gw,
+            &format!("/write?db={db}"),
+            "http_reqs value=1 1000000000\n",
+        );
+        assert_eq!(r.status, 400, "{db}: {}", r.body);
+        assert!(
+            r.json()["error"].as_str().unwrap_or_default().contains('/'),
+            "{}",
+            r.body
+        );
+    }
+    // A database of the token's that InfluxDB does not have yet is made, and the write stored.
+    let r = write(
+        &gw,
+        "/write?db=jmeter_new",
+        "http_reqs value=2 2000000000\n",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(points(&influx, "jmeter_new", "http_reqs", 1).len(), 1);
+    assert_eq!(states(&gw)["dead_letters"]["records"], 0);
+}
+
+#[test]
+fn a_retention_policy_influxdb_does_not_have_holds_no_other_write_back() {
+    let influx = Influxd::start();
+    influx.create_database("k6");
+    let gw = gateway(&influx);
+    let r = write(
+        &gw,
+        "/write?db=k6&rp=nope",
+        "http_reqs value=1 1000000000\n",
+    );
+    assert!(r.status == 204 || r.status == 400, "{}", r.body);
+    let r = write(
+        &gw,
+        "/api/v2/write?bucket=k6/..%2Fx",
+        "http_reqs value=2 2000000000\n",
+    );
+    assert!(r.status == 204 || r.status == 400, "{}", r.body);
+    // Every later write, of this token and of others, is still delivered.
+    let r = write(&gw, "/write?db=k6", "http_reqs value=3 3000000000\n");
+    assert_eq!(r.status, 204, "{}", r.body);
+    let rows = points(&influx, "k6", "http_reqs", 1);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["value"], 3);
+}
+
+#[test]
+fn a_v3_write_refused_whole_takes_nothing_from_the_series_budget() {
+    let influx = Influxd::start();
+    let gw = gateway(&influx);
+    // Five new series against a budget of four, all or nothing: nothing is written…
+    let body: String = (0..5)
+        .map(|vu| format!("vus,vu={vu} value=1 {}\n", 1_000_000_000 + vu))
+        .collect();
+    let r = write(&gw, "/api/v3/write_lp?db=k6&accept_partial=false", &body);
+    assert_eq!(r.status, 400, "{}", r.body);
+    // …so the budget is whole for four other series.
+    let body: String = (10..14)
+        .map(|vu| format!("vus,vu={vu} value=1 {}\n", 1_000_000_000 + vu))
+        .collect();
+    let r = write(&gw, "/write?db=k6", &body);
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(points(&influx, "k6", "vus", 4).len(), 4);
+}
