@@ -382,10 +382,13 @@ impl Service {
         if hashes.is_empty() {
             return Ok(None);
         }
-        let admitted = self
-            .series
-            .admit(&w.client.name, w.database, w.client.max_series, &hashes)
-            .map_err(WriteRefused::Series)?;
+        let (client, max) = (&w.client.name, w.client.max_series);
+        let admitted = if w.accept_partial {
+            self.series.admit(client, w.database, max, &hashes)
+        } else {
+            self.series.admit_whole(client, w.database, max, &hashes)
+        }
+        .map_err(WriteRefused::Series)?;
         if admitted.refused() == 0 {
             return Ok(None);
         }

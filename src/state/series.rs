@@ -300,6 +300,30 @@ impl SeriesBudget {
         max: u64,
         series: &[u64],
     ) -> Result<Admitted, SeriesError> {
+        self.admit_with(client, database, max, series, false)
+    }
+
+    /// [`SeriesBudget::admit`] of a write taken whole or not at all (InfluxDB 3's
+    /// `accept_partial=false`): when a line would be refused, no new series is taken (the
+    /// answer still says which lines would be refused).
+    pub fn admit_whole(
+        &self,
+        client: &str,
+        database: &str,
+        max: u64,
+        series: &[u64],
+    ) -> Result<Admitted, SeriesError> {
+        self.admit_with(client, database, max, series, true)
+    }
+
+    fn admit_with(
+        &self,
+        client: &str,
+        database: &str,
+        max: u64,
+        series: &[u64],
+        whole: bool,
+    ) -> Result<Admitted, SeriesError> {
         let book = book_hash(client, database);
         let mut passed = vec![false; series.len()];
         let mut taken: Vec<u64> = Vec::new();
@@ -328,6 +352,11 @@ impl SeriesBudget {
                     taken.push(*s);
                     held += 1;
                     passed[i] = true;
+                }
+            }
+            if whole && passed.contains(&false) {
+                for s in taken.drain(..) {
+                    b.pending.remove(&s);
                 }
             }
             break me;
