@@ -250,6 +250,19 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name == "." || name == ".." {
         return Err(format!("{name:?} is not a name"));
     }
+    // InfluxDB takes only printable characters (Go's unicode.IsPrint); without the Unicode
+    // categories at hand the gateway takes a narrower set it is sure of: letters and digits
+    // of any script, ASCII punctuation and ' '. A zero-width space or a joiner would otherwise
+    // be answered 204 and refused by InfluxDB at delivery.
+    if let Some(c) = name
+        .chars()
+        .find(|&c| !(c.is_alphanumeric() || c.is_ascii_punctuation() || c == ' '))
+    {
+        return Err(format!(
+            "holds {:?} (U+{:04X}): a name is letters, digits, ASCII punctuation and spaces",
+            c, c as u32
+        ));
+    }
     Ok(())
 }
 

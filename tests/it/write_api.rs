@@ -595,3 +595,21 @@ fn a_v3_write_refused_whole_takes_nothing_from_the_series_budget() {
     assert_eq!(r.status, 204, "{}", r.body);
     assert_eq!(points(&influx, "k6", "vus", 4).len(), 4);
 }
+
+#[test]
+fn a_database_name_with_an_invisible_character_is_refused_at_the_door() {
+    let influx = Influxd::start();
+    let gw = gateway(&influx);
+    let r = write(&gw, "/write?db=jmeter_%E2%80%8Bx", "http_reqs value=1\n");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["code"], "missing_database");
+    assert!(r.body.contains("U+200B"), "{}", r.body);
+    // Letters of other scripts are names.
+    let r = write(
+        &gw,
+        "/write?db=jmeter_%C3%A9t%C3%A9",
+        "http_reqs value=1 1000000000\n",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(points(&influx, "jmeter_été", "http_reqs", 1).len(), 1);
+}
