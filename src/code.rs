@@ -71,8 +71,12 @@ codes! {
     /// The body did not arrive within `server.header_timeout` after the head, or fell behind
     /// the pace that would have it arrive by then.
     BodyTimeout = (408, "body_timeout", None, "send the body right after the head, at a pace that ends it within server.header_timeout"),
-    /// A `Transfer-Encoding` header: only `Content-Length` bodies are read.
-    TransferEncodingUnsupported = (411, "transfer_encoding_unsupported", None, "send the body with Content-Length, not chunked"),
+    /// A `Transfer-Encoding` other than `chunked` alone: only `Content-Length` and chunked
+    /// bodies are read.
+    TransferEncodingUnsupported = (411, "transfer_encoding_unsupported", None, "send the body with Content-Length, or with 'Transfer-Encoding: chunked' alone"),
+    /// A request framed more than one way: `Transfer-Encoding` with `Content-Length`, twice,
+    /// or on HTTP/1.0.
+    AmbiguousFraming = (400, "ambiguous_framing", None, "send either one Content-Length or, over HTTP/1.1, 'Transfer-Encoding: chunked' alone"),
     /// The declared body is larger than `server.max_body_bytes`.
     BodyTooLarge = (413, "body_too_large", None, "send a smaller body, or raise server.max_body_bytes"),
     /// A compressed body inflates past its bound (`http::encoding::MAX_INFLATED_BYTES`, or

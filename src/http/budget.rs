@@ -2,7 +2,8 @@
 //! `BodyBudget`, and `Hold`, the bytes one request holds, given back when it is dropped.
 //!
 //! A body is reserved whole, as its `Content-Length` says, before any of it is read into a
-//! buffer (and only once the handler admitted its head), and what a compressed body inflates
+//! buffer (and only once the handler admitted its head); a chunked body, whose length is not
+//! known, as its buffer grows, before each growth (`sequence::RecvBody::to_hold`); and what a compressed body inflates
 //! to is taken as it grows (see `encoding::Allowance`); the bytes are held until the request
 //! has been handled. When the budget runs out, a new body waits (`BODY_WAIT` at most) for
 //! others to give bytes back, and closes a body that has gone silent or fallen behind its
@@ -295,7 +296,6 @@ impl BodyBudget {
 
 impl Hold<'_> {
     /// Bytes this request holds.
-    #[cfg(test)]
     pub(super) fn bytes(&self) -> u64 {
         self.bytes
     }

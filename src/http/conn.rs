@@ -159,17 +159,17 @@ fn serve_one<S: Transport>(
     let head = match read_head(stream, inbuf, limits.header_timeout) {
         Ok(head) => head,
         Err(Failure::Refuse(e)) => return finish(stream, inbuf, Answer::unparsed(&e)),
-        Err(Failure::Gone) => return Next::Drop,
+        Err(Failure::Short(_) | Failure::Gone) => return Next::Drop,
     };
     let reserve = match head.admit(ctx.handler.as_ref(), peer, limits.max_body_bytes) {
         Admission::Admitted(reserve) => reserve,
         Admission::Refused(answer) => return finish(stream, inbuf, answer),
     };
-    if reserve.length() > 0 && !activity.enter(Phase::Body) {
+    if reserve.has_body() && !activity.enter(Phase::Body) {
         return Next::Drop;
     }
-    // The whole body is reserved before any of it is read, and held, with what it inflates to,
-    // until the request has been handled (see `budget`).
+    // The whole body is reserved before any of it is read (a chunked one as it arrives), and
+    // held, with what it inflates to, until the request has been handled (see `budget`).
     let evict = || ctx.conns.evict_stalled_body();
     let mut hold = ctx.budget.hold(activity, client_of(peer.ip()), &evict);
     match hold.take(reserve.length(), Instant::now() + BODY_WAIT) {
@@ -188,9 +188,25 @@ fn serve_one<S: Transport>(
             return Next::Drop;
         }
     }
-    match read_body(stream, inbuf, &mut body, limits.header_timeout, activity) {
+    let read = if body.is_chunked() {
+        read_chunked(
+            stream,
+            inbuf,
+            &mut body,
+            &mut hold,
+            limits.header_timeout,
+            activity,
+        )
+    } else {
+        read_body(stream, inbuf, &mut body, limits.header_timeout, activity)
+    };
+    match read {
         Ok(()) => {}
         Err(Failure::Refuse(e)) => return finish(stream, inbuf, body.refuse(&e)),
+        Err(Failure::Short(shortage)) => {
+            let answer = body.short(shortage, ctx.budget.limit());
+            return finish(stream, inbuf, answer);
+        }
         Err(Failure::Gone) => return Next::Drop,
     }
     // From here the request is handled: the connection can no longer be evicted, and if it
@@ -281,6 +297,9 @@ fn send<S: Transport>(
 enum Failure {
     /// Answer with this error and close.
     Refuse(HeadError),
+    /// A chunked body got no more memory from the body budget: answer (413, 503) and close;
+    /// evicted, drop.
+    Short(Shortage),
     /// The client went away or the connection broke; there is no one to answer.
     Gone,
 }
@@ -375,6 +394,69 @@ fn read_body<S: Transport>(
         }
     }
     Ok(())
+}
+
+/// Reads a chunked body through the input buffer, decoding it as it comes, all of it within
+/// `limit` from now and at the pace of a body as long as what it holds (`budget::Pace`: at
+/// least the first growth of its buffer, so a body dripped a few bytes at a time is closed
+/// with 408 as a `Content-Length` one is). Each growth of its buffer is taken from the body
+/// budget before the bytes are decoded into it. Bytes after the body stay buffered for the next
+/// request.
+fn read_chunked<S: Transport>(
+    stream: &mut S,
+    inbuf: &mut InBuf,
+    body: &mut RecvBody,
+    hold: &mut Hold<'_>,
+    limit: Duration,
+    activity: &Activity,
+) -> Result<(), Failure> {
+    let started = Instant::now();
+    let deadline = started + limit;
+    loop {
+        if !inbuf.is_empty() {
+            let more = body.to_hold(hold.bytes(), inbuf.len());
+            if more > 0 {
+                match hold.take(more, Instant::now() + BODY_WAIT) {
+                    Ok(()) => {}
+                    Err(Shortage::Evicted) => return Err(Failure::Gone),
+                    Err(shortage) => return Err(Failure::Short(shortage)),
+                }
+            }
+            let used = body.feed(inbuf.data()).map_err(Failure::Refuse)?;
+            inbuf.consume(used);
+            if body.is_whole() {
+                return Ok(());
+            }
+        }
+        let pace = Pace::new(started, hold.bytes(), limit);
+        if !activity.progressed(pace.due(body.received())) {
+            return Err(Failure::Gone);
+        }
+        let Some(left) = remaining(deadline) else {
+            return Err(Failure::Refuse(HeadError::BodyTimeout(limit)));
+        };
+        let Some(grace) = remaining(pace.due(body.received()) + BODY_GRACE) else {
+            return Err(Failure::Refuse(HeadError::BodyTooSlow {
+                received: body.received(),
+                length: pace.length(),
+                after: pace.elapsed(),
+                limit,
+            }));
+        };
+        if stream
+            .set_read_timeout(Some(left.min(grace).min(SHUTDOWN_POLL)))
+            .is_err()
+        {
+            return Err(Failure::Gone);
+        }
+        inbuf.compact();
+        match inbuf.read_from(stream) {
+            Ok(0) => return Err(Failure::Gone),
+            Ok(_) => {}
+            Err(e) if is_retryable(&e) => {}
+            Err(_) => return Err(Failure::Gone),
+        }
+    }
 }
 
 /// A request's hold on the body budget, for inflating its body (every step may wait, all of

@@ -52,8 +52,11 @@ impl RequestHead {
 /// How a request with a valid head is to be read and answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Framing {
-    /// Exact number of body bytes that follow the head.
+    /// Exact number of body bytes that follow the head (`Content-Length`); 0 when `chunked`.
     pub body_len: u64,
+    /// The body is sent chunked (`Transfer-Encoding: chunked`), its length known only at its
+    /// end (see `chunked`).
+    pub chunked: bool,
     /// Whether the client allows the connection to stay open after the response.
     pub keep_alive: bool,
     /// Whether the client waits for `100 Continue` before sending the body.
@@ -71,8 +74,16 @@ pub enum HeadError {
     TooLarge,
     /// The request target is not in origin form (it does not start with '/').
     BadTarget,
-    /// A `Transfer-Encoding` header is present; only `Content-Length` bodies are read.
+    /// A `Transfer-Encoding` other than `chunked` alone (a list, another coding, empty): its
+    /// body cannot be read here, and a `Content-Length` could.
     TransferEncoding,
+    /// A request framed more ways than one, or in a way its version does not have:
+    /// `Transfer-Encoding` with `Content-Length`, `Transfer-Encoding` twice, or on HTTP/1.0.
+    AmbiguousFraming,
+    /// A chunked body is not valid chunked framing; the detail names the part at fault.
+    Chunked(&'static str),
+    /// A chunked body passed the configured limit (bytes) as it was decoded.
+    ChunkedTooLarge { limit: u64 },
     /// A `Content-Length` value is not a plain decimal number that fits in 64 bits.
     InvalidContentLength,
     /// Several `Content-Length` headers with different values.
@@ -105,6 +116,9 @@ impl HeadError {
             HeadError::TooLarge => Code::HeadTooLarge,
             HeadError::BadTarget => Code::InvalidTarget,
             HeadError::TransferEncoding => Code::TransferEncodingUnsupported,
+            HeadError::AmbiguousFraming => Code::AmbiguousFraming,
+            HeadError::Chunked(_) => Code::MalformedRequest,
+            HeadError::ChunkedTooLarge { .. } => Code::BodyTooLarge,
             HeadError::InvalidContentLength | HeadError::ConflictingContentLength => {
                 Code::InvalidContentLength
             }
@@ -135,9 +149,20 @@ impl fmt::Display for HeadError {
                 "request head is larger than {MAX_HEAD_BYTES} bytes or has more than {MAX_HEADERS} headers"
             ),
             HeadError::BadTarget => f.write_str("request target must be a path starting with '/'"),
-            HeadError::TransferEncoding => {
-                f.write_str("Transfer-Encoding is not supported; send the body with Content-Length")
-            }
+            HeadError::TransferEncoding => f.write_str(
+                "only 'Transfer-Encoding: chunked' is supported; send the body chunked, or with Content-Length",
+            ),
+            HeadError::AmbiguousFraming => f.write_str(
+                "the body is framed more than one way (Transfer-Encoding with Content-Length, Transfer-Encoding twice, or Transfer-Encoding on HTTP/1.0); send one Content-Length, or 'Transfer-Encoding: chunked' alone over HTTP/1.1",
+            ),
+            HeadError::Chunked(detail) => write!(
+                f,
+                "malformed chunked body ({detail}); send hex chunk sizes and CRLF line ends, ending with a 0 chunk and an empty line"
+            ),
+            HeadError::ChunkedTooLarge { limit } => write!(
+                f,
+                "chunked request body is larger than {limit} bytes (server.max_body_bytes)"
+            ),
             HeadError::InvalidContentLength => f.write_str(
                 "Content-Length must be a single non-negative decimal number that fits in 64 bits",
             ),
@@ -288,11 +313,12 @@ fn from_httparse(e: httparse::Error) -> HeadError {
 
 /// Decides how the request is framed, refusing anything this server does not read.
 ///
-/// The checks run in a fixed order: `Transfer-Encoding` (411), then `Content-Length`
-/// syntax and agreement (400), then the body limit (413), then `Expect` (417). So a
-/// client that waits for `100 Continue` is told no before it sends a body that would
-/// be refused anyway.
+/// The checks run in a fixed order: `Transfer-Encoding` (400 with `Content-Length`, twice or
+/// on HTTP/1.0; 411 for anything but `chunked` alone), then `Content-Length` syntax and
+/// agreement (400), then the body limit (413), then `Expect` (417). So a client that waits
+/// for `100 Continue` is told no before it sends a body that would be refused anyway.
 pub fn framing(head: &RequestHead, max_body_bytes: u64) -> Result<Framing, HeadError> {
+    let chunked = transfer_coding(head)?;
     let body_len = body_length(&head.headers)?;
     if body_len > max_body_bytes {
         return Err(HeadError::BodyTooLarge {
@@ -324,23 +350,43 @@ pub fn framing(head: &RequestHead, max_body_bytes: u64) -> Result<Framing, HeadE
 
     Ok(Framing {
         body_len,
+        chunked,
         keep_alive,
         expect_continue,
     })
 }
 
-/// The body length a request declares: 0 without `Content-Length`.
+/// Whether the body is chunked: true for exactly one `Transfer-Encoding` header whose value
+/// is `chunked` (any case) on HTTP/1.1 without `Content-Length`, false without the header.
 ///
-/// Any `Transfer-Encoding` is refused outright, so that no request is ever framed
-/// two ways (the classic request smuggling vector). Several `Content-Length` headers
-/// are accepted only when they are the very same digit string.
-pub fn body_length(headers: &[(String, Vec<u8>)]) -> Result<u64, HeadError> {
-    if headers
-        .iter()
-        .any(|(name, _)| name.eq_ignore_ascii_case("transfer-encoding"))
+/// No request is ever framed two ways, the classic request smuggling vector (RFC 9112 §6.1):
+/// `Transfer-Encoding` with `Content-Length`, the header twice (front ends join or pick them
+/// differently) and `Transfer-Encoding` on HTTP/1.0 (which has none) are
+/// [`HeadError::AmbiguousFraming`], 400. Any other value (a list such as `gzip, chunked`,
+/// `identity`, an unknown coding, empty) is [`HeadError::TransferEncoding`], 411: a body
+/// in a coding not read here, which the client can send with `Content-Length` instead.
+/// Either way the connection is closed, its body unread.
+pub fn transfer_coding(head: &RequestHead) -> Result<bool, HeadError> {
+    let mut values = head.values("transfer-encoding");
+    let Some(value) = values.next() else {
+        return Ok(false);
+    };
+    if values.next().is_some()
+        || head.version == 0
+        || head.values("content-length").next().is_some()
     {
+        return Err(HeadError::AmbiguousFraming);
+    }
+    if !value.eq_ignore_ascii_case(b"chunked") {
         return Err(HeadError::TransferEncoding);
     }
+    Ok(true)
+}
+
+/// The body length a request declares: 0 without `Content-Length`. Several
+/// `Content-Length` headers are accepted only when they are the very same digit string.
+/// `Transfer-Encoding` is [`transfer_coding`]'s.
+pub fn body_length(headers: &[(String, Vec<u8>)]) -> Result<u64, HeadError> {
     let mut declared: Option<(&[u8], u64)> = None;
     for (_, value) in headers
         .iter()

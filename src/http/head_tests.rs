@@ -19,6 +19,8 @@ enum Want {
     },
     /// Accepted with this body length.
     Body(u64),
+    /// Accepted with a chunked body.
+    Chunked,
     /// Accepted; the connection stays open (true) or closes (false).
     KeepAlive(bool),
     /// Accepted; the client waits for 100 Continue (true) or not.
@@ -44,7 +46,8 @@ fn check(name: &str, raw: &[u8], want: Want) {
             },
             Ok(Some((head, _, _))),
         ) => head.method == *method && head.path == *path && head.version == *version,
-        (Want::Body(n), Ok(Some((_, _, f)))) => f.body_len == *n,
+        (Want::Body(n), Ok(Some((_, _, f)))) => f.body_len == *n && !f.chunked,
+        (Want::Chunked, Ok(Some((_, _, f)))) => f.chunked && f.body_len == 0,
         (Want::KeepAlive(k), Ok(Some((_, _, f)))) => f.keep_alive == *k,
         (Want::Continue(c), Ok(Some((_, _, f)))) => f.expect_continue == *c,
         (Want::HeadLen(n), Ok(Some((_, len, _)))) => len == n,
@@ -170,40 +173,77 @@ fn request_heads() {
             post("Content-Length : 5\r\n"),
             Want::Status(400),
         ),
-        // Transfer-Encoding in any form or casing is refused.
+        // Transfer-Encoding: chunked alone, in any casing, on HTTP/1.1 frames the body.
         (
             "chunked",
             post("Transfer-Encoding: chunked\r\n"),
-            Want::Status(411),
-        ),
-        (
-            "te and cl",
-            post("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"),
-            Want::Status(411),
-        ),
-        (
-            "cl after te",
-            post("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n"),
-            Want::Status(411),
+            Want::Chunked,
         ),
         (
             "te odd casing",
             post("tRaNsFeR-eNcOdInG: ChUnKeD\r\n"),
-            Want::Status(411),
+            Want::Chunked,
         ),
+        (
+            "te with spaces around",
+            post("Transfer-Encoding:   chunked  \r\n"),
+            Want::Chunked,
+        ),
+        (
+            "chunked with expect",
+            post("Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n"),
+            Want::Continue(true),
+        ),
+        // Framed two ways, twice, or on HTTP/1.0: 400.
+        (
+            "te and cl",
+            post("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"),
+            Want::Status(400),
+        ),
+        (
+            "cl after te",
+            post("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n"),
+            Want::Status(400),
+        ),
+        (
+            "te beats huge cl",
+            post("Content-Length: 99999999999999999999999\r\nTransfer-Encoding: chunked\r\n"),
+            Want::Status(400),
+        ),
+        (
+            "te twice",
+            post("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"),
+            Want::Status(400),
+        ),
+        (
+            "te on http/1.0",
+            b"POST /write HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+            Want::Status(400),
+        ),
+        // Any coding but chunked alone: 411.
         (
             "te identity",
             post("Transfer-Encoding: identity\r\n"),
             Want::Status(411),
         ),
         (
-            "te empty",
-            post("Transfer-Encoding:\r\n"),
+            "te a list",
+            post("Transfer-Encoding: gzip, chunked\r\n"),
             Want::Status(411),
         ),
         (
-            "te beats huge cl",
-            post("Content-Length: 99999999999999999999999\r\nTransfer-Encoding: chunked\r\n"),
+            "te chunked twice in a list",
+            post("Transfer-Encoding: chunked, chunked\r\n"),
+            Want::Status(411),
+        ),
+        (
+            "te unknown",
+            post("Transfer-Encoding: xchunked\r\n"),
+            Want::Status(411),
+        ),
+        (
+            "te empty",
+            post("Transfer-Encoding:\r\n"),
             Want::Status(411),
         ),
         // Head size and header count.
@@ -523,7 +563,25 @@ fn messages() {
             HeadError::TransferEncoding,
             411,
             "transfer_encoding_unsupported",
-            "Transfer-Encoding is not supported; send the body with Content-Length",
+            "only 'Transfer-Encoding: chunked' is supported; send the body chunked, or with Content-Length",
+        ),
+        (
+            HeadError::AmbiguousFraming,
+            400,
+            "ambiguous_framing",
+            "the body is framed more than one way (Transfer-Encoding with Content-Length, Transfer-Encoding twice, or Transfer-Encoding on HTTP/1.0); send one Content-Length, or 'Transfer-Encoding: chunked' alone over HTTP/1.1",
+        ),
+        (
+            HeadError::Chunked("bare LF after a chunk size"),
+            400,
+            "malformed_request",
+            "malformed chunked body (bare LF after a chunk size); send hex chunk sizes and CRLF line ends, ending with a 0 chunk and an empty line",
+        ),
+        (
+            HeadError::ChunkedTooLarge { limit: 1_048_576 },
+            413,
+            "body_too_large",
+            "chunked request body is larger than 1048576 bytes (server.max_body_bytes)",
         ),
         (
             HeadError::TooLarge,
@@ -624,7 +682,15 @@ proptest::proptest! {
                 proptest::prop_assert!(len <= raw.len() && len <= MAX_HEAD_BYTES);
                 if let Ok(f) = framing(&head, LIMIT) {
                     proptest::prop_assert!(f.body_len <= LIMIT);
-                    proptest::prop_assert!(head.values("transfer-encoding").next().is_none());
+                    // Framed one way only: chunked alone on HTTP/1.1, or no Transfer-Encoding.
+                    let te: Vec<&[u8]> = head.values("transfer-encoding").collect();
+                    if f.chunked {
+                        proptest::prop_assert!(te.len() == 1 && te[0].eq_ignore_ascii_case(b"chunked"));
+                        proptest::prop_assert!(head.version == 1 && f.body_len == 0);
+                        proptest::prop_assert!(head.values("content-length").next().is_none());
+                    } else {
+                        proptest::prop_assert!(te.is_empty());
+                    }
                 }
             }
             Ok(None) => proptest::prop_assert!(raw.len() < MAX_HEAD_BYTES),

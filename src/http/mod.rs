@@ -27,6 +27,8 @@
 //!   reserve, body, handle, answer) as values without any I/O;
 //! - `conn.rs`: the connection loop, which drives those steps over the socket within the
 //!   deadlines and keeps the connection or closes it;
+//! - `chunked.rs`: decoding a chunked request body, strictly and within its limits, without
+//!   any I/O;
 //! - `encoding.rs`: undoing a body's `Content-Encoding` (gzip, deflate) within a bound,
 //!   before the handler sees it, without any I/O;
 //! - `buffer.rs`: the fixed-size input buffer of one connection;
@@ -39,6 +41,7 @@ mod accept;
 mod budget;
 mod buffer;
 mod caps;
+mod chunked;
 mod conn;
 mod deadline;
 pub mod encoding;

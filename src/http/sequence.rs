@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use crate::code::Code;
 
 use super::budget::Shortage;
+use super::chunked::{ChunkError, Decoder};
 use super::encoding::{self, Allowance, DecodeError};
 use super::head::{self, Framing, HeadError, RequestHead};
 use super::render::{Disposition, Rendered, render};
@@ -27,6 +28,10 @@ use super::{Handler, Head, Request, Response};
 
 /// Most body bytes read (and allocated ahead of their arrival) in one step.
 const BODY_STEP: usize = 64 * 1024;
+
+/// The least a chunked body's buffer grows by (bytes): what one fill of the input buffer can
+/// bring, so that a small body is one allocation and one take from the budget.
+const CHUNKED_STEP: usize = 16 * 1024;
 
 /// An answer the client took no byte of for this long was not read: the requests it pipelined
 /// behind it are not served, and the connection is closed after it.
@@ -132,9 +137,15 @@ impl HeadIn {
                 head,
                 framing,
                 body_len,
+                max_body_bytes,
                 client,
             }),
-            Err(response) if body_len > 0 || !framing.keep_alive || response.status == 500 => {
+            Err(response)
+                if body_len > 0
+                    || framing.chunked
+                    || !framing.keep_alive
+                    || response.status == 500 =>
+            {
                 Admission::Refused(Answer::new(response, Some(head), Kind::Refusal))
             }
             Err(response) => Admission::Refused(Answer::new(response, Some(head), Kind::Kept)),
@@ -143,25 +154,40 @@ impl HeadIn {
 }
 
 /// An admitted request whose whole body is to be reserved in the body budget before any of it
-/// is read.
+/// is read; a chunked body, whose length is not known, is reserved as it arrives instead (see
+/// `RecvBody::to_hold`).
 pub(super) struct Reserve {
     head: RequestHead,
     framing: Framing,
     body_len: usize,
+    /// The most a chunked body may decode to (`server.max_body_bytes`).
+    max_body_bytes: u64,
     client: Option<String>,
 }
 
 impl Reserve {
-    /// The body's length in bytes, as framed.
+    /// The body's length in bytes, as framed: what to reserve before reading it (0 for a
+    /// chunked body).
     pub(super) fn length(&self) -> u64 {
         self.framing.body_len
     }
 
+    /// Whether a body follows the head (of some length, or chunked).
+    pub(super) fn has_body(&self) -> bool {
+        self.framing.body_len > 0 || self.framing.chunked
+    }
+
     /// The reservation was granted: read the body.
     pub(super) fn reserved(self) -> RecvBody {
+        let (body, chunked) = if self.framing.chunked {
+            (Vec::new(), Some(Decoder::new(self.max_body_bytes)))
+        } else {
+            (Vec::with_capacity(self.body_len.min(BODY_STEP)), None)
+        };
         RecvBody {
-            body: Vec::with_capacity(self.body_len.min(BODY_STEP)),
+            body,
             mark: 0,
+            chunked,
             reserve: self,
         }
     }
@@ -170,6 +196,12 @@ impl Reserve {
     /// bodies (`budget` bytes; the limits' check rules that out, but the answer must be right).
     pub(super) fn short(self, shortage: Shortage, budget: u64) -> Answer {
         let response = match shortage {
+            Shortage::Never { .. } if self.framing.chunked => Response::error(
+                Code::BodyTooLarge,
+                &format!(
+                    "chunked request body is larger than the {budget} bytes of request bodies the gateway holds at most (server.max_body_bytes_in_flight)"
+                ),
+            ),
             Shortage::Never { .. } => Response::error(
                 Code::BodyTooLarge,
                 &format!(
@@ -200,19 +232,84 @@ pub(super) trait Memory: Allowance {
 /// (geometrically, never past the framed length) rather than being allocated in full up
 /// front, so that many clients announcing large bodies and then stalling cost only what they
 /// really sent.
+///
+/// A chunked body is decoded from the input buffer (`feed`) as it arrives; its buffer grows by
+/// doubling (at least `CHUNKED_STEP`, never past `server.max_body_bytes`), each growth taken
+/// from the body budget first (`to_hold`), so what it holds follows what was sent.
 pub(super) struct RecvBody {
     reserve: Reserve,
     body: Vec<u8>,
     /// The body's length before the space last handed out.
     mark: usize,
+    /// The decoder of a chunked body; `None` for a `Content-Length` one.
+    chunked: Option<Decoder>,
 }
 
 impl RecvBody {
     /// `100 Continue` when the client waits for it and the `buffered` bytes do not already
-    /// hold the body.
+    /// hold the body (for a chunked body: when none of it is buffered).
     pub(super) fn interim(&self, buffered: usize) -> Option<&'static [u8]> {
-        (self.reserve.framing.expect_continue && buffered < self.reserve.body_len)
-            .then_some(CONTINUE)
+        let owed = if self.chunked.is_some() {
+            buffered == 0
+        } else {
+            buffered < self.reserve.body_len
+        };
+        (self.reserve.framing.expect_continue && owed).then_some(CONTINUE)
+    }
+
+    /// Whether the body is chunked: read it with `to_hold` and `feed`, not `space`.
+    pub(super) fn is_chunked(&self) -> bool {
+        self.chunked.is_some()
+    }
+
+    /// The capacity (bytes) the chunked body's buffer needs before `buffered` more bytes are
+    /// fed: its capacity when they fit, else double it (at least `CHUNKED_STEP`), and never
+    /// past `server.max_body_bytes`, which the decoder never lets the body pass.
+    fn room_for(&self, buffered: usize) -> usize {
+        let limit = usize::try_from(self.reserve.max_body_bytes).unwrap_or(usize::MAX);
+        let len = self.body.len();
+        let needed = len.saturating_add(buffered.min(limit.saturating_sub(len)));
+        let capacity = self.body.capacity();
+        if capacity >= needed {
+            return capacity;
+        }
+        capacity
+            .saturating_mul(2)
+            .max(CHUNKED_STEP)
+            .min(limit)
+            .max(needed)
+    }
+
+    /// Bytes to take from the body budget, beyond the `held` bytes, before `buffered` bytes of
+    /// a chunked body are fed (0 when what is held covers them).
+    pub(super) fn to_hold(&self, held: u64, buffered: usize) -> u64 {
+        u64::try_from(self.room_for(buffered))
+            .unwrap_or(u64::MAX)
+            .saturating_sub(held)
+    }
+
+    /// Decodes what it can of the `buffered` bytes of a chunked body, after `to_hold`'s bytes
+    /// were taken; returns how many it used (every one until the body ends). The error is the
+    /// refusal (400 for broken framing, 413 past `server.max_body_bytes`); the connection
+    /// closes after it.
+    pub(super) fn feed(&mut self, buffered: &[u8]) -> Result<usize, HeadError> {
+        let room = self.room_for(buffered.len());
+        if room > self.body.capacity() {
+            self.body
+                .reserve_exact(room.saturating_sub(self.body.len()));
+        }
+        let Some(decoder) = self.chunked.as_mut() else {
+            return Ok(0);
+        };
+        decoder.feed(buffered, &mut self.body).map_err(|e| match e {
+            ChunkError::Malformed(detail) => HeadError::Chunked(detail),
+            ChunkError::TooLarge { limit } => HeadError::ChunkedTooLarge { limit },
+        })
+    }
+
+    /// A chunked body got no more memory from the body budget (see `Reserve::short`).
+    pub(super) fn short(self, shortage: Shortage, budget: u64) -> Answer {
+        self.reserve.short(shortage, budget)
     }
 
     /// Takes what of the body is at the front of `buffered`; returns how many bytes.
@@ -232,13 +329,16 @@ impl RecvBody {
         u64::try_from(self.body.len()).unwrap_or(u64::MAX)
     }
 
-    /// The framed length in bytes.
+    /// The framed length in bytes (0 for a chunked body).
     pub(super) fn length(&self) -> u64 {
         self.reserve.framing.body_len
     }
 
     pub(super) fn is_whole(&self) -> bool {
-        self.body.len() >= self.reserve.body_len
+        match &self.chunked {
+            Some(decoder) => decoder.is_done(),
+            None => self.body.len() >= self.reserve.body_len,
+        }
     }
 
     /// Room for the next bytes of the body (at most `BODY_STEP`); say with `filled` how many

@@ -70,15 +70,41 @@ impl Served {
 /// Serves `input`, all of it sent at once, as the connection loop would, with `budget` as the
 /// body budget.
 fn serve_with(handler: &TestHandler, limits: &Limits, budget: &BodyBudget, input: &[u8]) -> Served {
+    let mut rest = input;
+    serve_from(handler, limits, budget, &mut rest)
+}
+
+/// A client that sends one byte at a time: every read brings one.
+struct Trickle<'a>(&'a [u8]);
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match (self.0.split_first(), buf.first_mut()) {
+            (Some((&b, rest)), Some(slot)) => {
+                *slot = b;
+                self.0 = rest;
+                Ok(1)
+            }
+            _ => Ok(0),
+        }
+    }
+}
+
+/// Serves what `rest` reads, as the connection loop would.
+fn serve_from(
+    handler: &TestHandler,
+    limits: &Limits,
+    budget: &BodyBudget,
+    rest: &mut dyn std::io::Read,
+) -> Served {
     let activity = Activity::detached();
     let evict = || false;
-    let mut rest = input;
     let mut inbuf = InBuf::new();
     let mut out = Vec::new();
     let end = loop {
         inbuf.skip_line_ends();
         inbuf.compact();
-        if inbuf.is_empty() && inbuf.read_from(&mut rest).expect("read") == 0 {
+        if inbuf.is_empty() && inbuf.read_from(rest).expect("read") == 0 {
             break "end".to_owned();
         }
         inbuf.skip_line_ends();
@@ -97,7 +123,7 @@ fn serve_with(handler: &TestHandler, limits: &Limits, budget: &BodyBudget, input
                     Ok(None) => {}
                     Err(e) => break 'request Answer::unparsed(&e),
                 }
-                let n = inbuf.read_from(&mut rest).expect("read");
+                let n = inbuf.read_from(rest).expect("read");
                 recv.received(inbuf.data(), n, inbuf.is_full());
                 if n == 0 {
                     return Served {
@@ -117,10 +143,32 @@ fn serve_with(handler: &TestHandler, limits: &Limits, budget: &BodyBudget, input
             if let Some(interim) = body.interim(inbuf.len()) {
                 out.extend_from_slice(interim);
             }
+            while body.is_chunked() {
+                if !inbuf.is_empty() {
+                    let more = body.to_hold(hold.bytes(), inbuf.len());
+                    if let Err(shortage) = hold.take(more, Instant::now() + BODY_WAIT) {
+                        break 'request body.short(shortage, budget.limit());
+                    }
+                    match body.feed(inbuf.data()) {
+                        Ok(used) => inbuf.consume(used),
+                        Err(e) => break 'request body.refuse(&e),
+                    }
+                    if body.is_whole() {
+                        break;
+                    }
+                }
+                inbuf.compact();
+                if inbuf.read_from(rest).expect("read") == 0 {
+                    return Served {
+                        out,
+                        end: "gone".to_owned(),
+                    };
+                }
+            }
             let taken = body.take_buffered(inbuf.data());
             inbuf.consume(taken);
             while !body.is_whole() {
-                let n = std::io::Read::read(&mut rest, body.space()).expect("read");
+                let n = rest.read(body.space()).expect("read");
                 body.filled(n);
                 if n == 0 {
                     return Served {
@@ -302,22 +350,196 @@ fn stray_line_ends_between_requests_are_skipped() {
     assert_eq!(handler.log.lock().expect("log").len(), 2);
 }
 
+fn chunked(path: &str, extra: &str, body: &[u8]) -> Vec<u8> {
+    let mut r =
+        format!("POST {path} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n{extra}\r\n").into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// `data` as chunks of `size` bytes, the last chunk and an empty trailer.
+fn chunks(data: &[u8], size: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for piece in data.chunks(size) {
+        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
 #[test]
-fn transfer_encoding_is_refused_with_411() {
+fn a_chunked_body_is_decoded_and_the_connection_kept_for_pipelined_requests() {
+    let input = [
+        chunked(
+            "/a",
+            "",
+            b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+        ),
+        chunked("/b", "", b"0\r\n\r\n"),
+        get("/c").into_bytes(),
+    ]
+    .concat();
+    // All at once, and one byte per read: the same answers.
+    for trickle in [false, true] {
+        let handler = TestHandler::default();
+        let limits = limits();
+        let budget = BodyBudget::new(limits.max_body_bytes_in_flight);
+        let served = if trickle {
+            serve_from(&handler, &limits, &budget, &mut Trickle(&input))
+        } else {
+            serve_with(&handler, &limits, &budget, &input)
+        };
+        let responses = served.responses(&[]);
+        assert_eq!(responses.len(), 3, "trickled: {trickle}");
+        assert_eq!(responses[0].json()["body"], "hello world");
+        assert_eq!(responses[1].json()["path"], "/b");
+        assert_eq!(responses[1].json()["body"], "");
+        assert_eq!(responses[2].json()["path"], "/c");
+        assert_eq!(served.end, "end");
+    }
+}
+
+#[test]
+fn a_gzipped_chunked_body_is_inflated() {
+    use flate2::{Compression, write::GzEncoder};
+    use std::io::Write;
+    let text = "cpu,host=a usage=1 1\n".repeat(2000);
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(text.as_bytes()).expect("gzip");
+    let gz = gz.finish().expect("gzip");
     let handler = TestHandler::default();
     let served = serve(
         &handler,
-        "POST /write HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
-         5\r\nhello\r\n0\r\n\r\n",
+        chunked("/sum", "Content-Encoding: gzip\r\n", &chunks(&gz, 100)),
     );
-    let message = served
-        .response()
-        .assert_error(411, "transfer_encoding_unsupported");
+    let json = served.response().json();
+    assert_eq!(json["len"], text.len());
+    let sum: u64 = text.bytes().map(u64::from).sum();
+    assert_eq!(json["sum"], sum);
+}
+
+#[test]
+fn expect_100_continue_with_a_chunked_body() {
+    let handler = TestHandler::default();
+    let served = serve(&handler, chunked("/a", "Expect: 100-continue\r\n", b""));
     assert_eq!(
-        message,
-        "Transfer-Encoding is not supported; send the body with Content-Length"
+        served.out, CONTINUE,
+        "the continue, then the body is awaited"
     );
+    assert_eq!(served.end, "gone");
+    let served = serve(
+        &handler,
+        chunked("/a", "Expect: 100-continue\r\n", b"2\r\nok\r\n0\r\n\r\n"),
+    );
+    assert!(
+        !served.out.starts_with(CONTINUE),
+        "no continue for a body already sent"
+    );
+    assert_eq!(served.response().json()["body"], "ok");
+}
+
+#[test]
+fn a_malformed_chunked_body_is_refused_with_400_and_closes() {
+    let handler = TestHandler::default();
+    let smuggled = get("/smuggled");
+    for body in [
+        "5\nhello\r\n0\r\n\r\n",
+        "5\r\nhello!\r\n0\r\n\r\n",
+        "-1\r\n",
+        "5 junk\r\nhello\r\n0\r\n\r\n",
+        "00000000000000005\r\nhello\r\n0\r\n\r\n",
+        "0\r\nX: a\nb\r\n\r\n",
+    ] {
+        let input = [
+            chunked("/a", "", body.as_bytes()),
+            smuggled.clone().into_bytes(),
+        ]
+        .concat();
+        let served = serve(&handler, input);
+        let message = served.response().assert_error(400, "malformed_request");
+        assert!(message.starts_with("malformed chunked body ("), "{message}");
+        assert_eq!(served.end, "Linger", "{body:?}");
+    }
+    assert!(log(&handler).iter().all(|(_, _, path)| path != "/smuggled"));
+}
+
+#[test]
+fn a_chunked_body_past_max_body_bytes_gets_413_before_its_data() {
+    let handler = TestHandler::default();
+    let limits = limits();
+    let budget = BodyBudget::new(limits.max_body_bytes_in_flight);
+    // A chunk claiming far more than the limit: refused at its size line, holding next to
+    // nothing.
+    let served = serve_with(
+        &handler,
+        &limits,
+        &budget,
+        &chunked("/a", "", b"7fffffffffffffff\r\nabc"),
+    );
+    served.response().assert_error(413, "body_too_large");
     assert_eq!(served.end, "Linger");
+    // Chunks that pass the limit only together.
+    let limit = usize::try_from(limits.max_body_bytes).expect("fits");
+    let data = vec![b'x'; limit + 1];
+    let served = serve_with(
+        &handler,
+        &limits,
+        &budget,
+        &chunked("/a", "", &chunks(&data, 4096)),
+    );
+    let message = served.response().assert_error(413, "body_too_large");
+    assert!(message.contains("server.max_body_bytes"), "{message}");
+    // Exactly at the limit: taken.
+    let served = serve_with(
+        &handler,
+        &limits,
+        &budget,
+        &chunked("/sum", "", &chunks(&data[..limit], 4096)),
+    );
+    assert_eq!(served.response().json()["len"], limit);
+}
+
+#[test]
+fn framing_two_ways_is_refused_with_400_and_other_codings_with_411() {
+    let handler = TestHandler::default();
+    for (headers, status, code) in [
+        (
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+            400,
+            "ambiguous_framing",
+        ),
+        (
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            400,
+            "ambiguous_framing",
+        ),
+        (
+            "Transfer-Encoding: gzip, chunked\r\n",
+            411,
+            "transfer_encoding_unsupported",
+        ),
+        (
+            "Transfer-Encoding: gzip\r\n",
+            411,
+            "transfer_encoding_unsupported",
+        ),
+    ] {
+        let input = format!(
+            "POST /write HTTP/1.1\r\n{headers}\r\n5\r\nhello\r\n0\r\n\r\n{}",
+            get("/smuggled")
+        );
+        let served = serve(&handler, input);
+        served.response().assert_error(status, code);
+        assert_eq!(served.end, "Linger");
+    }
+    let served = serve(
+        &handler,
+        "POST /write HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    );
+    served.response().assert_error(400, "ambiguous_framing");
+    assert!(log(&handler).iter().all(|(_, _, path)| path != "/smuggled"));
 }
 
 #[test]

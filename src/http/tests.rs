@@ -829,3 +829,82 @@ fn request_header_lookup_ignores_case_and_takes_the_first() {
     };
     assert_eq!(head.header("x-TOKEN"), Some(&b"first"[..]));
 }
+
+#[test]
+fn a_chunked_body_in_pieces_keeps_the_connection_for_the_next_requests() {
+    let srv = start(limits());
+    let mut client = Client::connect(srv.addr);
+    client
+        .send("POST /first HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n");
+    let interim = client.response();
+    assert_eq!(interim.status, 100);
+    client.send("5\r\nhel");
+    client.send("lo\r\n0\r\n");
+    // The end of the body and the next request in one write.
+    client.send(format!("\r\n{}", get("/second")));
+    let first = client.response().json();
+    assert_eq!(first["path"], "/first");
+    assert_eq!(first["body"], "hello");
+    assert_eq!(client.response().json()["path"], "/second");
+    client.send("POST /third HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nbye\r\n0\r\n\r\n");
+    let third = client.response();
+    assert_eq!(third.header("connection"), Some("close"));
+    assert_eq!(third.json()["body"], "bye");
+    client.expect_eof();
+}
+
+#[test]
+fn a_dripped_chunked_body_gets_408_before_the_deadline() {
+    let srv = start(Limits {
+        header_timeout: Duration::from_secs(10),
+        ..limits()
+    });
+    let mut client = Client::connect(srv.addr);
+    client.send("POST /sum HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    // A one-byte chunk every 100 ms, never silent: it holds the first growth of its buffer and
+    // brings a byte of it at a time.
+    let mut trickle = client.stream.try_clone().expect("clone");
+    let trickler = thread::spawn(move || {
+        for _ in 0..100 {
+            if trickle.write_all(b"1\r\nx\r\n").is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let message = client.response().assert_error(408, "body_timeout");
+    assert!(message.starts_with("request body too slow: "), "{message}");
+    trickler.join().expect("trickler");
+    // The server goes on.
+    let mut next = Client::connect(srv.addr);
+    next.send(get("/after"));
+    assert_eq!(next.response().status, 200);
+}
+
+#[test]
+fn a_chunk_claiming_more_than_the_limit_gets_413_and_the_server_goes_on() {
+    let srv = start(limits());
+    for size in ["7fffffffffffffff", "100001", "ffffffffffffffffffff"] {
+        let mut client = Client::connect(srv.addr);
+        client.send(format!(
+            "POST /sum HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\nabc"
+        ));
+        let resp = client.response();
+        if size.len() > 16 {
+            resp.assert_error(400, "malformed_request");
+        } else {
+            resp.assert_error(413, "body_too_large");
+        }
+    }
+    let mut client = Client::connect(srv.addr);
+    client.send(
+        "POST /sum HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n",
+    );
+    client.response().assert_error(400, "ambiguous_framing");
+    client.expect_eof();
+    let mut next = Client::connect(srv.addr);
+    next.send(get("/after"));
+    assert_eq!(next.response().status, 200);
+    wait_until("the answers to be reported", || srv.log().len() == 5);
+    assert!(srv.log().iter().all(|(_, _, path)| path != "/smuggled"));
+}

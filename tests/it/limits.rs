@@ -101,12 +101,12 @@ fn six_hundred_idle_connections_do_not_block_ping() {
 }
 
 #[test]
-fn transfer_encoding_is_refused() {
+fn a_transfer_coding_other_than_chunked_is_refused() {
     let influx = Influxd::start();
     let gw = Gateway::start(&ConsumerToml::new(&influx.url, "runs").toml());
     let answer = send_raw(
         gw.addr,
-        b"POST /apiv0.1/events/register HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        b"POST /apiv0.1/events/register HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
     );
     assert_eq!(answer.status, 411);
     assert!(influx.measurements("runs").is_empty());

@@ -613,3 +613,48 @@ fn a_database_name_with_an_invisible_character_is_refused_at_the_door() {
     assert_eq!(r.status, 204, "{}", r.body);
     assert_eq!(points(&influx, "jmeter_été", "http_reqs", 1).len(), 1);
 }
+
+/// `data` as chunks of `size` bytes, with the last chunk and the final empty line.
+fn chunked(data: &[u8], size: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for piece in data.chunks(size) {
+        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+#[test]
+fn a_chunked_gzip_body_as_telegraf_sends_it_is_stored() {
+    let influx = Influxd::start();
+    let gw = gateway(&influx);
+    let body: String = (0..50)
+        .map(|i| format!("http_reqs,method=GET value={i} {}\n", 1_000_000_000 + i))
+        .collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(body.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    // What Telegraf's outputs.influxdb sends: gzip inside chunked, no Content-Length.
+    let mut raw = format!(
+        "POST /write?db=k6 HTTP/1.1\r\nHost: x\r\nUser-Agent: Telegraf/1.30.0\r\nAuthorization: Token {TOKEN}\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    )
+    .into_bytes();
+    raw.extend_from_slice(&chunked(&gz, 37));
+    let r = send_raw(gw.addr, &raw);
+    assert_eq!(r.status, 204, "{}", r.body);
+    // And outputs.influxdb_v2's, into another measurement of the same database.
+    let body: String = (0..5)
+        .map(|i| format!("vus value={i} {}\n", 2_000_000_000 + i))
+        .collect();
+    let mut raw = format!(
+        "POST /api/v2/write?org=o&bucket=k6 HTTP/1.1\r\nHost: x\r\nAuthorization: Token {TOKEN}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    )
+    .into_bytes();
+    raw.extend_from_slice(&chunked(body.as_bytes(), 4096));
+    let r = send_raw(gw.addr, &raw);
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(points(&influx, "k6", "http_reqs", 50).len(), 50);
+    assert_eq!(points(&influx, "k6", "vus", 5).len(), 5);
+}

@@ -35,6 +35,7 @@ const BEFORE_AUTH: &[&str] = &[
     "head_too_large",
     "invalid_target",
     "transfer_encoding_unsupported",
+    "ambiguous_framing",
     "invalid_content_length",
     "body_too_large",
     "expectation_failed",
@@ -65,7 +66,10 @@ fn nothing_works_without_a_token() {
                 raw: without_token(&c.raw),
                 ..c
             };
-            if !BEFORE_AUTH.contains(&c.code) {
+            // A chunked body is decoded only once its head is admitted: without a token its
+            // malformed chunks are never read.
+            let in_the_body = c.name.starts_with("a malformed chunk");
+            if !BEFORE_AUTH.contains(&c.code) || in_the_body {
                 (c.status, c.code, c.stalls) = (401, "unauthorized", false);
             }
             c
