@@ -397,9 +397,11 @@ fn read_body<S: Transport>(
 }
 
 /// Reads a chunked body through the input buffer, decoding it as it comes, all of it within
-/// `limit` from now and at the pace of a body as long as what it holds (`budget::Pace`: at
-/// least the first growth of its buffer, so a body dripped a few bytes at a time is closed
-/// with 408 as a `Content-Length` one is). Each growth of its buffer is taken from the body
+/// `limit` from now and at the pace of a body half as long as what it holds (`budget::Pace`:
+/// at least half the first growth of its buffer, so a body dripped a few bytes at a time is
+/// closed with 408 as a `Content-Length` one is; a steady body is never behind right after its
+/// buffer doubled). A body sent fast and then trickled holds at most twice what it sent until
+/// `limit`. Each growth of its buffer is taken from the body
 /// budget before the bytes are decoded into it. Bytes after the body stay buffered for the next
 /// request.
 fn read_chunked<S: Transport>(
@@ -428,7 +430,9 @@ fn read_chunked<S: Transport>(
                 return Ok(());
             }
         }
-        let pace = Pace::new(started, hold.bytes(), limit);
+        // Paced as a body half as long as what it holds: the buffer doubles, so right after a
+        // growth a steady body has half of it, and must not be behind then.
+        let pace = Pace::new(started, hold.bytes() / 2, limit);
         if !activity.progressed(pace.due(body.received())) {
             return Err(Failure::Gone);
         }

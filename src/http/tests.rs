@@ -908,3 +908,47 @@ fn a_chunk_claiming_more_than_the_limit_gets_413_and_the_server_goes_on() {
     wait_until("the answers to be reported", || srv.log().len() == 5);
     assert!(srv.log().iter().all(|(_, _, path)| path != "/smuggled"));
 }
+
+#[test]
+fn a_chunked_body_sent_steadily_within_the_header_timeout_is_not_cut_as_too_slow() {
+    // 34 KiB sent at an even rate over 6.5 s of an 8 s header_timeout: faster than the pace
+    // the same body with Content-Length must keep (34 KiB / 8 s). Its buffer doubles to 64 KiB
+    // once 32 KiB arrived, about 6 s in; a pace taken from what it holds then (64 KiB over 8 s:
+    // 32 KiB due at 4 s) had it a second behind and cut it with 408.
+    let srv = start(Limits {
+        header_timeout: Duration::from_secs(8),
+        max_body_bytes: 64 * 1024,
+        ..limits()
+    });
+    let mut client = Client::connect(srv.addr);
+    // The answer comes once the body ended, past the client's usual patience.
+    client
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    client.send("POST /steady HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let mut sender = client.stream.try_clone().expect("clone");
+    let pieces = 34;
+    let spread = Duration::from_millis(6500);
+    let steady = thread::spawn(move || {
+        let begun = Instant::now();
+        for i in 0..pieces {
+            let at = begun + spread * i / pieces;
+            thread::sleep(at.saturating_duration_since(Instant::now()));
+            let chunk = format!("400\r\n{}\r\n", "x".repeat(1024));
+            if sender.write_all(chunk.as_bytes()).is_err() {
+                return;
+            }
+        }
+        let _ = sender.write_all(b"0\r\n\r\n");
+    });
+    let resp = client.response();
+    steady.join().expect("sender");
+    assert_eq!(
+        resp.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&resp.body)
+    );
+    assert_eq!(resp.json()["body"].as_str().map(str::len), Some(34 * 1024));
+}
