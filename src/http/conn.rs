@@ -364,23 +364,7 @@ fn read_body<S: Transport>(
         return Err(Failure::Gone);
     }
     while !body.is_whole() {
-        let Some(left) = remaining(deadline) else {
-            return Err(Failure::Refuse(HeadError::BodyTimeout(limit)));
-        };
-        let Some(grace) = remaining(pace.due(body.received()) + BODY_GRACE) else {
-            return Err(Failure::Refuse(HeadError::BodyTooSlow {
-                received: body.received(),
-                length: pace.length(),
-                after: pace.elapsed(),
-                limit,
-            }));
-        };
-        if stream
-            .set_read_timeout(Some(left.min(grace).min(SHUTDOWN_POLL)))
-            .is_err()
-        {
-            return Err(Failure::Gone);
-        }
+        arm_body_read(stream, deadline, &pace, body.received(), limit)?;
         match stream.read(body.space()) {
             Ok(0) => return Err(Failure::Gone),
             Ok(n) => {
@@ -394,6 +378,33 @@ fn read_body<S: Transport>(
         }
     }
     Ok(())
+}
+
+/// Sets the socket's read timeout for the next read of a body that has `received` bytes: no
+/// later than `deadline` (the whole body's), nor than `BODY_GRACE` past when `pace` wants them
+/// (then the shutdown poll). Errors: the deadline passed (408 `body_timeout`), the body is
+/// behind its pace by the grace (408 too slow), the socket is gone.
+fn arm_body_read<S: Transport>(
+    stream: &mut S,
+    deadline: Instant,
+    pace: &Pace,
+    received: u64,
+    limit: Duration,
+) -> Result<(), Failure> {
+    let Some(left) = remaining(deadline) else {
+        return Err(Failure::Refuse(HeadError::BodyTimeout(limit)));
+    };
+    let Some(grace) = remaining(pace.due(received) + BODY_GRACE) else {
+        return Err(Failure::Refuse(HeadError::BodyTooSlow {
+            received,
+            length: pace.length(),
+            after: pace.elapsed(),
+            limit,
+        }));
+    };
+    stream
+        .set_read_timeout(Some(left.min(grace).min(SHUTDOWN_POLL)))
+        .map_err(|_| Failure::Gone)
 }
 
 /// Reads a chunked body through the input buffer, decoding it as it comes, all of it within
@@ -436,23 +447,7 @@ fn read_chunked<S: Transport>(
         if !activity.progressed(pace.due(body.received())) {
             return Err(Failure::Gone);
         }
-        let Some(left) = remaining(deadline) else {
-            return Err(Failure::Refuse(HeadError::BodyTimeout(limit)));
-        };
-        let Some(grace) = remaining(pace.due(body.received()) + BODY_GRACE) else {
-            return Err(Failure::Refuse(HeadError::BodyTooSlow {
-                received: body.received(),
-                length: pace.length(),
-                after: pace.elapsed(),
-                limit,
-            }));
-        };
-        if stream
-            .set_read_timeout(Some(left.min(grace).min(SHUTDOWN_POLL)))
-            .is_err()
-        {
-            return Err(Failure::Gone);
-        }
+        arm_body_read(stream, deadline, &pace, body.received(), limit)?;
         inbuf.compact();
         match inbuf.read_from(stream) {
             Ok(0) => return Err(Failure::Gone),

@@ -458,12 +458,7 @@ fn ping_and_query_answer_what_clients_ask_before_writing() {
 fn a_gzip_body_is_written_like_a_plain_one() {
     let influx = Influxd::start();
     let gw = gateway(&influx);
-    let body: String = (0..3)
-        .map(|i| format!("http_reqs,method=GET value={i} {}\n", 1_000_000_000 + i))
-        .collect();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(body.as_bytes()).unwrap();
-    let gz = gz.finish().unwrap();
+    let gz = gzip(&http_reqs(3));
     let mut raw = format!(
         "POST /write?db=k6 HTTP/1.1\r\nHost: x\r\nAuthorization: Token {TOKEN}\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         gz.len()
@@ -614,6 +609,20 @@ fn a_database_name_with_an_invisible_character_is_refused_at_the_door() {
     assert_eq!(points(&influx, "jmeter_été", "http_reqs", 1).len(), 1);
 }
 
+/// `n` lines of `http_reqs`, a nanosecond apart from 1 s after the epoch.
+fn http_reqs(n: i64) -> String {
+    (0..n)
+        .map(|i| format!("http_reqs,method=GET value={i} {}\n", 1_000_000_000 + i))
+        .collect()
+}
+
+/// `text` gzip'd.
+fn gzip(text: &str) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(text.as_bytes()).unwrap();
+    gz.finish().unwrap()
+}
+
 /// `data` as chunks of `size` bytes, with the last chunk and the final empty line.
 fn chunked(data: &[u8], size: usize) -> Vec<u8> {
     let mut out = Vec::new();
@@ -630,12 +639,7 @@ fn chunked(data: &[u8], size: usize) -> Vec<u8> {
 fn a_chunked_gzip_body_as_telegraf_sends_it_is_stored() {
     let influx = Influxd::start();
     let gw = gateway(&influx);
-    let body: String = (0..50)
-        .map(|i| format!("http_reqs,method=GET value={i} {}\n", 1_000_000_000 + i))
-        .collect();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(body.as_bytes()).unwrap();
-    let gz = gz.finish().unwrap();
+    let gz = gzip(&http_reqs(50));
     // What Telegraf's outputs.influxdb sends: gzip inside chunked, no Content-Length.
     let mut raw = format!(
         "POST /write?db=k6 HTTP/1.1\r\nHost: x\r\nUser-Agent: Telegraf/1.30.0\r\nAuthorization: Token {TOKEN}\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
