@@ -78,10 +78,11 @@ fn influxdb_down_is_a_warning_at_once_and_its_return_one_line_once_delivered() {
     assert_eq!(s["influxdb"]["up"], true, "{s}");
 }
 
-/// influxd answers a write to a retention policy that does not exist with 500: a warning with
-/// InfluxDB's words, and the points wait (a 5xx never sends them to the dead letters).
+/// influxd answers a write to a retention policy that does not exist with 500: an error with
+/// InfluxDB's words (only a person can fix it), and the gateway's own points wait (they never
+/// go to the dead letters; a client's write to a missing policy of its own does).
 #[test]
-fn a_wrong_retention_policy_is_a_warning_with_influxdbs_reason() {
+fn a_wrong_retention_policy_is_an_error_with_influxdbs_reason() {
     let influx = Influxd::start();
     influx.create_database("runs");
     let gw = Gateway::start(
@@ -95,7 +96,7 @@ fn a_wrong_retention_policy_is_a_warning_with_influxdbs_reason() {
     wait_until(
         Duration::from_secs(10),
         "a warning naming the policy",
-        || lines(&gw, "WARN", "retention policy not found") == 1,
+        || lines(&gw, "ERROR", "retention policy not found") == 1,
     );
     let s = states(&gw);
     assert_eq!(s["influxdb"]["up"], false, "{s}");
