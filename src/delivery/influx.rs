@@ -76,9 +76,11 @@ pub struct Influx {
     database: String,
     retention_policy: String,
     api: Api,
-    /// v1 with `create_database`: when `CREATE DATABASE` last failed, so that a user who may
-    /// not create databases (InfluxDB answers 403) is not asked again on every write.
-    create_failed: Mutex<Option<Instant>>,
+    /// v1 with `create_database`: when `CREATE DATABASE` of each database last failed, so that
+    /// a user who may not create databases (InfluxDB answers 403) is not asked again on every
+    /// write, and a refusal of one database (a name InfluxDB will not make) holds back no
+    /// other. At most one entry per database written (the write API's are bounded).
+    create_failed: Mutex<std::collections::HashMap<String, Instant>>,
     create_database: bool,
     base_url: String,
     /// v2: the organization and the bucket, to read the bucket's retention.
@@ -160,7 +162,7 @@ impl Influx {
             database: c.database.clone(),
             retention_policy: c.retention_policy.clone(),
             api: c.api,
-            create_failed: Mutex::new(None),
+            create_failed: Mutex::new(std::collections::HashMap::new()),
             create_database: c.api == Api::V1 && c.create_database,
             base_url: base,
             org: c.org.clone(),
@@ -193,10 +195,17 @@ impl Influx {
         // Only InfluxDB's own refusal holds the next try back: a try that found it down, busy
         // or slow says nothing of whether the database may be made, and the next write that
         // finds it missing tries again at once.
-        *crate::sync::lock(&self.create_failed) = match &result {
-            Err(e) if e.disposition() != Disposition::Retry => Some(Instant::now()),
-            _ => None,
-        };
+        {
+            let mut failed = crate::sync::lock(&self.create_failed);
+            match &result {
+                Err(e) if e.disposition() != Disposition::Retry => {
+                    failed.insert(database.to_string(), Instant::now());
+                }
+                _ => {
+                    failed.remove(database);
+                }
+            }
+        }
         match &result {
             Ok(()) => log::info!("influxdb: database {database:?} is ready"),
             Err(SinkError::Misconfigured {
@@ -209,11 +218,12 @@ impl Influx {
         result
     }
 
-    /// Whether `CREATE DATABASE` may be tried now: when asked to, and not within
-    /// [`CREATE_RETRY_EVERY`] of a failed try.
-    fn may_create(&self) -> bool {
+    /// Whether `CREATE DATABASE` of `database` may be tried now: when asked to, and not within
+    /// [`CREATE_RETRY_EVERY`] of a failed try of it.
+    fn may_create(&self, database: &str) -> bool {
         self.create_database
             && crate::sync::lock(&self.create_failed)
+                .get(database)
                 .is_none_or(|at| at.elapsed() >= CREATE_RETRY_EVERY)
     }
 
@@ -376,7 +386,7 @@ impl Sink for Influx {
         };
         let result = post();
         if let Err(SinkError::Misconfigured { status: 404, .. }) = &result
-            && self.may_create()
+            && self.may_create(&self.database)
             && self.create_database().is_ok()
         {
             // The database was dropped while we ran, or never made: made now.
@@ -392,7 +402,7 @@ impl Sink for Influx {
         let post = || self.post(&url, lines.as_bytes(), "text/plain; charset=utf-8");
         let result = post();
         if let Err(SinkError::Misconfigured { status: 404, .. }) = &result
-            && self.may_create()
+            && self.may_create(&target.database)
             && self.create_named(&target.database).is_ok()
         {
             return post();
@@ -728,6 +738,20 @@ mod tests {
         );
         let influx = Influx::new(&Influxdb::default());
         assert!(!influx.is_write_url(&influx.query_url));
+    }
+
+    /// A `CREATE DATABASE` InfluxDB refused holds back the next try of that database only: a
+    /// client's database InfluxDB will not make must not hold back the making of every other.
+    #[test]
+    fn a_refused_create_database_holds_back_that_database_only() {
+        let influx = Influx::new(&Influxdb::default());
+        assert!(influx.may_create("k6") && influx.may_create("jmeter"));
+        crate::sync::lock(&influx.create_failed).insert("k6".into(), Instant::now());
+        assert!(!influx.may_create("k6"));
+        assert!(influx.may_create("jmeter"));
+        crate::sync::lock(&influx.create_failed)
+            .insert("k6".into(), Instant::now() - CREATE_RETRY_EVERY);
+        assert!(influx.may_create("k6"), "tried again after a minute");
     }
 
     /// Only InfluxDB's 204 is a stored write, and only its own JSON refuses the data: a web
