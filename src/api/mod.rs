@@ -354,6 +354,14 @@ impl LineBudget {
 /// Every answer of InfluxDB's routes carries `X-Influxdb-Version`, as InfluxDB's do; a v2
 /// route's errors have v2's shape.
 fn flavored(flavor: Flavor, response: Response) -> Response {
+    // An answer `admit` dressed already, when the layer passes it through `Handler::dress`.
+    if response
+        .headers
+        .iter()
+        .any(|(n, _)| *n == "X-Influxdb-Version")
+    {
+        return response;
+    }
     let response = match flavor {
         Flavor::Run => return response,
         Flavor::V2 if response.status >= 400 => influx::reshape_v2(response),
@@ -414,6 +422,13 @@ impl Handler for App {
         response = flavored(flavor, response);
         response.client = client;
         response
+    }
+
+    fn dress(&self, method: &str, path: &str, response: Response) -> Response {
+        match routes::find_for(path, method) {
+            Ok((_, route)) => flavored(route.flavor, response),
+            Err(_) => response,
+        }
     }
 
     fn completed(&self, ex: &Exchange<'_>) {

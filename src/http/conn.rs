@@ -241,7 +241,9 @@ fn answer_with<S: Transport>(
     activity: &Activity,
     ctx: &ConnContext,
 ) -> Next {
-    let answer = answer.settle(ctx.shutdown.is_stopping());
+    let answer = answer
+        .settle(ctx.shutdown.is_stopping())
+        .dress(ctx.handler.as_ref());
     let kind = answer.kind();
     if kind == Kind::Kept && !activity.enter(Phase::Busy) {
         return Next::Drop;

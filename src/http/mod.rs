@@ -296,6 +296,15 @@ pub trait Handler: Send + Sync + 'static {
     /// 500 response and closes the connection; it never takes a worker thread down.
     fn handle(&self, req: &Request) -> Response;
 
+    /// Adds to an answer this layer made itself, for a request whose head it read (a body too
+    /// large, too slow, or framed two ways; no memory for it), what the service puts on every
+    /// answer of that route (InfluxDB's routes: `X-Influxdb-Version` and v2's error shape).
+    /// Must be quick; a panic leaves the answer as it was. Without an implementation, nothing.
+    fn dress(&self, method: &str, path: &str, response: Response) -> Response {
+        let _ = (method, path);
+        response
+    }
+
     /// Called once per response written (access log and counters live in the
     /// implementor). It runs on the connection's thread, or on the accept thread for
     /// connections refused at the cap, so it must be quick.

@@ -509,6 +509,26 @@ impl Answer {
         Answer::refusal(None, error)
     }
 
+    /// A refusal this layer made, dressed by `handler` for its route (`Handler::dress`); a
+    /// handled answer, or one without a head, as it is.
+    pub(super) fn dress(mut self, handler: &dyn Handler) -> Answer {
+        let Some(line) = &self.line else {
+            return self;
+        };
+        if matches!(self.kind, Kind::Handled { .. }) {
+            return self;
+        }
+        let plain = self.response.clone();
+        self.response = catch_unwind(AssertUnwindSafe(|| {
+            handler.dress(&line.method, &line.path, plain)
+        }))
+        .unwrap_or_else(|_| {
+            log::warn!("Handler::dress panicked; the answer goes as it was");
+            self.response.clone()
+        });
+        self
+    }
+
     /// The same answer for a server that is `stopping`: it closes the connection.
     pub(super) fn settle(mut self, stopping: bool) -> Answer {
         if stopping {

@@ -662,3 +662,40 @@ fn a_chunked_gzip_body_as_telegraf_sends_it_is_stored() {
     assert_eq!(points(&influx, "k6", "http_reqs", 50).len(), 50);
     assert_eq!(points(&influx, "k6", "vus", 5).len(), 5);
 }
+
+#[test]
+fn answers_the_http_layer_makes_on_influxdb_s_routes_are_in_their_api_s_shape() {
+    let influx = Influxd::start();
+    let gw = gateway(&influx);
+    let auth = format!("Token {TOKEN}");
+    let too_large = |path: &str| {
+        request(
+            gw.addr,
+            "POST",
+            path,
+            &[("Authorization", &auth), ("Content-Length", "99999999")],
+            Some(""),
+        )
+    };
+    let r = too_large("/write?db=k6");
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(r.header("x-influxdb-version").is_some(), "{:?}", r.headers);
+    assert!(r.json()["error"].is_string(), "{}", r.body);
+    let r = too_large("/api/v2/write?bucket=k6");
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(r.header("x-influxdb-version").is_some(), "{:?}", r.headers);
+    assert_eq!(r.json()["code"], "request too large", "{}", r.body);
+    assert!(r.json()["message"].is_string(), "{}", r.body);
+    // Once only, and the run routes' answers as they were.
+    let r = too_large("/apiv0.1/events/register");
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(r.header("x-influxdb-version").is_none(), "{:?}", r.headers);
+    let r = request(gw.addr, "POST", "/write?db=k6", &[], Some("x"));
+    assert_eq!(r.status, 401);
+    let versions = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("x-influxdb-version"))
+        .count();
+    assert_eq!(versions, 1, "{:?}", r.headers);
+}
