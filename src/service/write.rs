@@ -180,14 +180,25 @@ fn quoted(names: &[String]) -> String {
 /// measurement, tags and fields as owned strings and vectors), its outcome and series hash.
 pub const COST_PER_LINE: u64 = 192;
 
+/// Bytes per `=` of a body beyond its text: each tag and field of a line is one `=`, read into
+/// a pair of owned strings (or a string and a value) in a vector that may have doubled, and
+/// past 32 fields an index of them. A line of a thousand one-byte fields holds far more than
+/// its bytes: charged so, it cannot take more memory than the budget let it in for.
+pub const COST_PER_PAIR: u64 = 128;
+
 /// Bytes that handling a write of `body` holds at once, at most (the body budget charges them
-/// before the request is handled): the lines read ([`COST_PER_LINE`] each, and their text
-/// again, unescaped) and the line protocol recorded (the text once more). A count of bytes,
-/// not a parse.
+/// before the request is handled): the lines read ([`COST_PER_LINE`] each, [`COST_PER_PAIR`]
+/// for each tag and field, and their text again, unescaped) and the line protocol recorded
+/// (the text once more). A count of bytes, not a parse.
 pub fn handling_cost(body: &[u8]) -> u64 {
-    let lines = body.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+    let (mut lines, mut pairs) = (1u64, 0u64);
+    for &b in body {
+        lines += u64::from(b == b'\n');
+        pairs += u64::from(b == b'=');
+    }
     lines
         .saturating_mul(COST_PER_LINE)
+        .saturating_add(pairs.saturating_mul(COST_PER_PAIR))
         .saturating_add((body.len() as u64).saturating_mul(2))
 }
 
@@ -556,5 +567,25 @@ impl Refusals {
             budget,
             outcome,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_of_many_fields_costs_more_than_its_bytes() {
+        let plain = handling_cost(b"m v=1 1\n");
+        assert_eq!(plain, 2 * COST_PER_LINE + COST_PER_PAIR + 2 * 8);
+        let wide: Vec<u8> = std::iter::once(b"m ".to_vec())
+            .chain((0..1000).map(|i| format!("f{i}=1,").into_bytes()))
+            .flatten()
+            .collect();
+        assert!(
+            handling_cost(&wide) >= 1000 * COST_PER_PAIR,
+            "{}",
+            handling_cost(&wide)
+        );
     }
 }
