@@ -32,7 +32,8 @@ fn start(tokens_txt: &str) -> (Influxd, Gateway) {
     (influx, gw)
 }
 
-fn basic(user: &str, password: &str) -> String {
+/// `Basic base64(user:password)`, as coreutils' base64 makes it.
+pub fn basic(user: &str, password: &str) -> String {
     // The same encoding curl -u and a URL's user:password@ produce.
     let out = std::process::Command::new("base64")
         .arg("-w0")

@@ -164,7 +164,7 @@ fn a_token_writes_only_its_databases_and_measurements() {
         Some("http_reqs value=2\n"),
     );
     assert_eq!(r.status, 204, "{}", r.body);
-    let basic = format!("Basic {}", base64(&format!("me:{TOKEN}")));
+    let basic = crate::auth::basic("me", TOKEN);
     let r = request(
         gw.addr,
         "POST",
@@ -185,28 +185,6 @@ fn a_token_writes_only_its_databases_and_measurements() {
     );
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(!gw.log().contains(TOKEN), "the log shows a token");
-}
-
-/// Standard base64 with padding.
-fn base64(text: &str) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in text.as_bytes().chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[test]
