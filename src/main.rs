@@ -27,6 +27,7 @@ mod state;
 mod stats;
 mod storage;
 mod sync;
+mod verdict;
 
 use std::fmt;
 use std::io;

@@ -351,10 +351,12 @@ mod tests {
                         ("uuid".into(), FieldValue::Float(8.0)),
                         ("n".into(), FieldValue::Float(3.0)),
                     ],
+                    computed: Vec::new(),
                 },
                 StatsRow {
                     tags: vec![],
                     fields: vec![("mode".into(), FieldValue::Float(2.0))],
+                    computed: Vec::new(),
                 },
             ],
             rows_sent: 2,
@@ -428,6 +430,7 @@ mod tests {
             rows: vec![StatsRow {
                 tags: vec![("name".into(), "/x".into()), ("host".into(), "evil".into())],
                 fields: vec![("num_requests".into(), FieldValue::Float(4.0))],
+                computed: Vec::new(),
             }],
             rows_sent: 1,
             ..RequestStats::default()
