@@ -96,11 +96,6 @@ impl Metric {
             _ => Kind::Time,
         }
     }
-
-    /// Whether more is better (requests per second, requests); for the others less is.
-    pub fn higher_is_better(self) -> bool {
-        matches!(self, Metric::Rps | Metric::Requests)
-    }
 }
 
 /// `<`, `<=`, `>`, `>=`.

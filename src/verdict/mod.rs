@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-pub use check::{Check, CheckError, Limit, Metric, Op};
+pub use check::{Check, Limit, Metric};
 
 use crate::ingest::line_protocol::FieldValue;
 use crate::ingest::payload::StatsRow;
@@ -75,6 +75,12 @@ pub fn thresholds(value: &Value, source: Source) -> Result<Vec<Threshold>, (Stri
             ));
         }
     };
+    if map.len() > MAX_CHECKS {
+        return Err((
+            "thresholds".into(),
+            format!("names more than {MAX_CHECKS} endpoints; a run has at most {MAX_CHECKS} checks"),
+        ));
+    }
     let mut out = Vec::new();
     for (endpoint, checks) in map {
         let at = format!("thresholds.{endpoint}");
