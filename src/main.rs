@@ -570,7 +570,9 @@ fn run() -> Result<(), StartError> {
     });
     // A result saved for a commit the log never recorded (the gateway stopped between the
     // two) is no run's result.
-    service.results.keep_committed(|uuid| service.jobs.is_finished(uuid));
+    service
+        .results
+        .keep_committed(|uuid| service.jobs.is_finished(uuid));
     // A fresh snapshot holds everything read back: the log can let go of what is delivered.
     if let Err(e) = service.try_save_snapshot() {
         service.snapshots.errors.error(&e);

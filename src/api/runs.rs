@@ -104,8 +104,7 @@ pub fn run(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, A
 
 /// What a report page may load: nothing from anywhere (its style is inline, its chart an
 /// inline SVG, and it runs no script), so a name a client sent can never run as code.
-pub const REPORT_CSP: &str =
-    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
+pub const REPORT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
 
 /// `GET /apiv0.1/runs/<uuid>/report`.
 pub fn report(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, ApiError> {

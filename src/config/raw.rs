@@ -48,8 +48,7 @@ pub fn env_keys() -> Vec<EnvKey> {
             continue;
         };
         for (name, default) in table {
-            if (section == "auth" && name == "token") || (section == "verdict" && name == "rule")
-            {
+            if (section == "auth" && name == "token") || (section == "verdict" && name == "rule") {
                 continue;
             }
             keys.push(EnvKey {

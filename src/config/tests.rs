@@ -212,7 +212,9 @@ fn the_shipped_file_loads_and_lists_every_key() {
             if table == "verdict" && key == "rule" {
                 // So are [[verdict.rule]] tables; the one shown reads as a rule.
                 let text = include_str!("../../consumer.toml");
-                let at = text.find("# [[verdict.rule]]").expect("consumer.toml shows a rule");
+                let at = text
+                    .find("# [[verdict.rule]]")
+                    .expect("consumer.toml shows a rule");
                 let rule: String = text[at..]
                     .lines()
                     .map(|l| l.trim_start_matches('#').trim_start())
@@ -220,7 +222,11 @@ fn the_shipped_file_loads_and_lists_every_key() {
                     .collect::<Vec<_>>()
                     .join("\n");
                 let table: toml::Table = toml::from_str(&rule).unwrap();
-                assert!(table["verdict"]["rule"].as_array().is_some_and(|r| r.len() == 1));
+                assert!(
+                    table["verdict"]["rule"]
+                        .as_array()
+                        .is_some_and(|r| r.len() == 1)
+                );
                 let loaded = load_text(&rule, Overrides::default()).unwrap();
                 assert_eq!(loaded.config.verdict.rules.len(), 1);
                 continue;

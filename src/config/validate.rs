@@ -247,7 +247,10 @@ fn verdict(v: &super::Verdict) -> Result<(), Problem> {
     for (i, rule) in v.rules.iter().enumerate() {
         for (name, glob) in &rule.tags {
             crate::ingest::line_protocol::check_name(name).map_err(|e| {
-                Problem::new("verdict.rule", format!("rule {} tags: {name:?}: {e}", i + 1))
+                Problem::new(
+                    "verdict.rule",
+                    format!("rule {} tags: {name:?}: {e}", i + 1),
+                )
             })?;
             if glob.is_empty() {
                 return Err(Problem::new(
@@ -269,10 +272,11 @@ fn verdict(v: &super::Verdict) -> Result<(), Problem> {
             ));
         }
         let json = serde_json::to_value(&rule.thresholds).unwrap_or_default();
-        crate::verdict::thresholds(&json, crate::verdict::Source::Config)
-            .map_err(|(key, message)| {
+        crate::verdict::thresholds(&json, crate::verdict::Source::Config).map_err(
+            |(key, message)| {
                 Problem::new("verdict.rule", format!("rule {} {key}: {message}", i + 1))
-            })?;
+            },
+        )?;
     }
     Ok(())
 }

@@ -8,8 +8,8 @@
 //! business, so nothing here knows of requests, headers or status codes (the tidy test keeps
 //! `http` out of this file). Never holds the job-table lock across I/O.
 
-mod upkeep;
 mod judging;
+mod upkeep;
 pub mod write;
 
 pub use judging::Judging;

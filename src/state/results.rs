@@ -113,10 +113,7 @@ impl Results {
             .subdir(RESULTS_DIR)
             .map_err(|e| StorageError::io("open", &path, e))?;
         let mut index = HashMap::new();
-        for entry in dir
-            .list()
-            .map_err(|e| StorageError::io("list", &path, e))?
-        {
+        for entry in dir.list().map_err(|e| StorageError::io("list", &path, e))? {
             if entry.name.ends_with(".tmp") {
                 let _ = dir.remove_if_exists(&entry.name);
                 continue;
@@ -260,8 +257,10 @@ impl Results {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return None,
             Err(e) => {
-                self.errors
-                    .error(&format!("cannot read {}: {e}", self.dir.join(&name).display()));
+                self.errors.error(&format!(
+                    "cannot read {}: {e}",
+                    self.dir.join(&name).display()
+                ));
                 return None;
             }
         };
@@ -336,7 +335,9 @@ fn visible(owner: Option<&str>, caller: Option<&str>) -> bool {
 /// Reads the index's part of a result file, checking its format.
 fn read_meta(dir: &DirHandle, name: &str, len: u64, uuid: Uuid) -> Result<Meta, String> {
     if len > MAX_FILE_BYTES {
-        return Err(format!("{len} bytes, more than a result holds ({MAX_FILE_BYTES})"));
+        return Err(format!(
+            "{len} bytes, more than a result holds ({MAX_FILE_BYTES})"
+        ));
     }
     let bytes = dir
         .read_if_exists(name)
@@ -373,7 +374,12 @@ mod tests {
     use super::*;
     use crate::storage::tests::{Dir, root};
 
-    fn result(owner: Option<&str>, identity: Option<&str>, passed: bool, ended_ms: i64) -> RunResult {
+    fn result(
+        owner: Option<&str>,
+        identity: Option<&str>,
+        passed: bool,
+        ended_ms: i64,
+    ) -> RunResult {
         RunResult {
             format: RESULT_FORMAT.into(),
             version: RESULT_VERSION,
@@ -420,14 +426,23 @@ mod tests {
         results.save(&under_way).unwrap();
         let me = Uuid::new_v4();
         let b = results.baseline(Some("a"), "test=shop", &me).unwrap();
-        assert_eq!(b, newer, "not the failed one, nor one under way, nor another owner's");
+        assert_eq!(
+            b, newer,
+            "not the failed one, nor one under way, nor another owner's"
+        );
         assert_eq!(
             results.baseline(Some("b"), "test=shop", &me).unwrap().uuid,
             other_owner.uuid
         );
         assert!(results.baseline(None, "test=shop", &me).is_none());
         assert!(results.baseline(Some("a"), "test=none", &me).is_none());
-        assert!(results.baseline(Some("a"), "test=shop", &newer.uuid).unwrap().uuid == old.uuid);
+        assert!(
+            results
+                .baseline(Some("a"), "test=shop", &newer.uuid)
+                .unwrap()
+                .uuid
+                == old.uuid
+        );
     }
 
     #[test]
@@ -439,7 +454,10 @@ mod tests {
         assert!(results.get(&mine.uuid, Some("a")).is_none(), "under way");
         results.committed(&mine.uuid);
         assert_eq!(results.get(&mine.uuid, Some("a")).unwrap(), mine);
-        assert!(results.get(&mine.uuid, Some("b")).is_none(), "another token's");
+        assert!(
+            results.get(&mine.uuid, Some("b")).is_none(),
+            "another token's"
+        );
         assert_eq!(results.get(&mine.uuid, None).unwrap(), mine);
         let lost = result(Some("a"), Some("test=shop"), true, 2000);
         results.save(&lost).unwrap();
@@ -457,7 +475,10 @@ mod tests {
         assert!(!dir.0.join("results").join(file_name(&lost.uuid)).exists());
         assert_eq!(again.get(&mine.uuid, Some("a")).unwrap(), mine);
         assert_eq!(
-            again.baseline(Some("a"), "test=shop", &Uuid::nil()).unwrap().uuid,
+            again
+                .baseline(Some("a"), "test=shop", &Uuid::nil())
+                .unwrap()
+                .uuid,
             mine.uuid
         );
     }
@@ -475,7 +496,10 @@ mod tests {
             later.push(r.uuid);
         }
         assert_eq!(results.len(), 3);
-        assert!(results.get(&base.uuid, None).is_some(), "the baseline stays");
+        assert!(
+            results.get(&base.uuid, None).is_some(),
+            "the baseline stays"
+        );
         assert!(results.get(&later[5], None).is_some());
         assert!(results.get(&later[0], None).is_none());
         let files = std::fs::read_dir(dir.0.join("results")).unwrap().count();
@@ -487,7 +511,11 @@ mod tests {
         let dir = Dir::new("results-foreign");
         let uuid = Uuid::new_v4();
         std::fs::create_dir_all(dir.0.join("results")).unwrap();
-        std::fs::write(dir.0.join("results").join(file_name(&uuid)), b"{\"format\":\"x\"}").unwrap();
+        std::fs::write(
+            dir.0.join("results").join(file_name(&uuid)),
+            b"{\"format\":\"x\"}",
+        )
+        .unwrap();
         std::fs::write(dir.0.join("results").join("notes.txt"), b"hello").unwrap();
         let results = Results::open(&root(&dir), 10).unwrap();
         assert_eq!(results.len(), 0);

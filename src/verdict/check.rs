@@ -293,7 +293,10 @@ mod tests {
             value("fail_ratio < 1%"),
             (Metric::FailRatio, Op::Lt, Limit::Value(0.01))
         );
-        assert_eq!(value("rps > 100"), (Metric::Rps, Op::Gt, Limit::Value(100.0)));
+        assert_eq!(
+            value("rps > 100"),
+            (Metric::Rps, Op::Gt, Limit::Value(100.0))
+        );
         assert_eq!(
             value("p95 <= 1.2x baseline"),
             (Metric::P95, Op::Le, Limit::Baseline(1.2))

@@ -78,7 +78,9 @@ pub fn thresholds(value: &Value, source: Source) -> Result<Vec<Threshold>, (Stri
     if map.len() > MAX_CHECKS {
         return Err((
             "thresholds".into(),
-            format!("names more than {MAX_CHECKS} endpoints; a run has at most {MAX_CHECKS} checks"),
+            format!(
+                "names more than {MAX_CHECKS} endpoints; a run has at most {MAX_CHECKS} checks"
+            ),
         ));
     }
     let mut out = Vec::new();
@@ -99,7 +101,10 @@ pub fn thresholds(value: &Value, source: Source) -> Result<Vec<Threshold>, (Stri
             other => {
                 return Err((
                     at,
-                    format!("must be a list of checks such as [\"p95 < 500ms\"], not {}", json_kind(other)),
+                    format!(
+                        "must be a list of checks such as [\"p95 < 500ms\"], not {}",
+                        json_kind(other)
+                    ),
                 ));
             }
         };
@@ -336,7 +341,10 @@ pub fn percentile(histogram: &[(f64, u64)], quantile: f64) -> Option<f64> {
 /// The run a verdict compares against, or why there is none.
 #[derive(Debug, Clone, Copy)]
 pub enum Baseline<'a> {
-    Found { uuid: Uuid, rows: &'a [ResultRow] },
+    Found {
+        uuid: Uuid,
+        rows: &'a [ResultRow],
+    },
     /// Why there is no baseline: a sentence.
     Missing(&'a str),
 }

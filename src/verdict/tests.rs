@@ -156,7 +156,11 @@ fn a_verdict_passes_when_every_check_holds_and_fails_naming_the_one_that_does_no
     );
     assert_eq!(v.checks[1].method.as_deref(), Some("GET"));
     assert_eq!(v.checks[0].method, None);
-    assert!(v.summary().contains("/checkout p95 < 500ms (612)"), "{}", v.summary());
+    assert!(
+        v.summary().contains("/checkout p95 < 500ms (612)"),
+        "{}",
+        v.summary()
+    );
     let ok = judge(&[th("/checkout", "p95 < 1s")], &rows, Baseline::Missing(""));
     assert!(ok.passed);
     assert_eq!(ok.summary(), "passed (1 check)");
@@ -173,12 +177,27 @@ fn missing_data_fails_the_check_saying_why() {
     assert!(!v.passed);
     assert_eq!(v.checks[0].passed, Some(false));
     let why = v.checks[0].reason.as_deref().unwrap();
-    assert!(why.contains("no p95") && why.contains("response_time_percentile_0.95"), "{why}");
+    assert!(
+        why.contains("no p95") && why.contains("response_time_percentile_0.95"),
+        "{why}"
+    );
     assert_eq!(v.checks[1].passed, Some(false));
-    assert!(v.checks[1].reason.as_deref().unwrap().contains("no row named \"/gone\""));
+    assert!(
+        v.checks[1]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("no row named \"/gone\"")
+    );
     let none = judge(&[th(AGGREGATED, "rps > 1")], &[], Baseline::Missing(""));
     assert!(!none.passed);
-    assert!(none.checks[0].reason.as_deref().unwrap().contains("no endpoint rows"));
+    assert!(
+        none.checks[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("no endpoint rows")
+    );
 }
 
 #[test]
@@ -193,17 +212,17 @@ fn a_check_of_a_name_applies_to_each_of_its_methods() {
         .iter()
         .map(|c| (c.method.as_deref(), c.passed))
         .collect();
-    assert_eq!(got, [(Some("GET"), Some(true)), (Some("POST"), Some(false))]);
+    assert_eq!(
+        got,
+        [(Some("GET"), Some(true)), (Some("POST"), Some(false))]
+    );
 }
 
 #[test]
 fn baseline_checks_compare_with_the_baseline_or_are_skipped_without_one() {
     let base = [locust_row("/checkout", "GET", 400.0)];
     let uuid = Uuid::new_v4();
-    let found = Baseline::Found {
-        uuid,
-        rows: &base,
-    };
+    let found = Baseline::Found { uuid, rows: &base };
     let checks = [th("/checkout", "p95 <= 1.2x baseline")];
     let slower = judge(&checks, &[locust_row("/checkout", "GET", 500.0)], found);
     assert_eq!(slower.baseline, Some(uuid));
@@ -233,7 +252,13 @@ fn baseline_checks_compare_with_the_baseline_or_are_skipped_without_one() {
         found,
     );
     assert_eq!(new.checks[0].passed, None);
-    assert!(new.checks[0].reason.as_deref().unwrap().contains("has no avg"));
+    assert!(
+        new.checks[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("has no avg")
+    );
 }
 
 #[test]
@@ -276,7 +301,11 @@ fn thresholds_are_read_from_the_register_or_refused_naming_the_check() {
     )
     .unwrap();
     assert_eq!(t.len(), 3);
-    assert!(thresholds(&Value::Null, Source::Register).unwrap().is_empty());
+    assert!(
+        thresholds(&Value::Null, Source::Register)
+            .unwrap()
+            .is_empty()
+    );
     for (body, key, says) in [
         (json!(["p95 < 1s"]), "thresholds", "must be an object"),
         (json!({"/a": 5}), "thresholds./a", "list of checks"),
