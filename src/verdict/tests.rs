@@ -340,3 +340,26 @@ fn figures_travel_as_an_object_of_every_metric() {
     let text = serde_json::to_value(&sparse).unwrap();
     assert_eq!(text["figures"]["avg"], Value::Null);
 }
+
+#[test]
+fn the_doc_lists_every_metric_and_the_limits() {
+    let doc = include_str!("../../docs/verdicts.md");
+    for m in Metric::ALL {
+        assert!(
+            doc.contains(&format!("| `{}` |", m.name())),
+            "docs/verdicts.md has no row for {}",
+            m.name()
+        );
+    }
+    for (what, value) in [
+        ("checks per run (register and configuration together)", MAX_CHECKS),
+        ("bytes of one check", check::MAX_CHECK_BYTES),
+        ("bytes of an endpoint's name in `thresholds`", MAX_ENDPOINT_BYTES),
+    ] {
+        assert!(
+            doc.contains(&format!("| {what} | {value} |")),
+            "docs/verdicts.md does not give {what} as {value}"
+        );
+    }
+    assert!(doc.contains(&format!("at most {}", crate::state::jobs::MAX_SAMPLES)));
+}
