@@ -105,6 +105,17 @@ fn a_renamed_row_is_known_by_the_name_sent() {
     raw.fields
         .push(("full_name".into(), FieldValue::Str("bad\tname".into())));
     assert_eq!(ResultRow::of(&raw).name, "bad\tname");
+    // A name longer than a check may name is kept as far as one may.
+    let long = format!("/{}", "é".repeat(MAX_ENDPOINT_BYTES));
+    let mut raw = row("x", "GET", &[("num_requests", 1.0)]);
+    raw.fields
+        .push(("full_name".into(), FieldValue::Str(long.clone())));
+    let kept = ResultRow::of(&raw).name;
+    assert!(
+        kept.len() <= MAX_ENDPOINT_BYTES && long.starts_with(&kept),
+        "{}",
+        kept.len()
+    );
 }
 
 #[test]
@@ -352,9 +363,15 @@ fn the_doc_lists_every_metric_and_the_limits() {
         );
     }
     for (what, value) in [
-        ("checks per run (register and configuration together)", MAX_CHECKS),
+        (
+            "checks per run (register and configuration together)",
+            MAX_CHECKS,
+        ),
         ("bytes of one check", check::MAX_CHECK_BYTES),
-        ("bytes of an endpoint's name in `thresholds`", MAX_ENDPOINT_BYTES),
+        (
+            "bytes of an endpoint's name in `thresholds`",
+            MAX_ENDPOINT_BYTES,
+        ),
     ] {
         assert!(
             doc.contains(&format!("| {what} | {value} |")),
