@@ -455,3 +455,31 @@ fn a_run_is_shown_to_its_own_token_with_its_progress_result_verdict_and_baseline
     let no_token = request(gw.addr, "GET", &path, &[], None);
     assert_eq!(no_token.status, 401);
 }
+
+/// A register's checks are kept with the run: a restart between the register and the commit
+/// (kill -9, so from the log alone) still judges the commit by them.
+#[test]
+fn a_run_s_checks_survive_a_restart_between_register_and_commit() {
+    let influx = Influxd::start();
+    let mut gw = Gateway::start(&config(&influx, ""));
+    let uuid = register(
+        &gw,
+        TOKEN_A,
+        json!({"thresholds": {"/checkout": ["p95 < 500ms"], "Aggregated": "requests > 0"}}),
+    );
+    gw.kill();
+    gw.restart();
+    let answer = commit(&gw, TOKEN_A, &uuid, vec![row("/checkout", "GET", 612.0, 0)]);
+    let got: Vec<String> = checks(&answer["verdict"])
+        .into_iter()
+        .map(|(endpoint, check, _, _, passed)| format!("{endpoint} {check} {passed}"))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "/checkout p95 < 500ms false",
+            "Aggregated requests > 0 false"
+        ],
+        "{answer}"
+    );
+}
