@@ -1,3 +1,6 @@
+//! The verdict's pure parts: figures read from Locust's rows, percentiles from a histogram,
+//! thresholds read and merged, results judged, and docs/verdicts.md checked against them.
+
 use serde_json::json;
 
 use super::*;
