@@ -1052,6 +1052,12 @@ def on_init(environment, **_kwargs):
                 "nothing would be recorded"
             )
             sys.exit(1)
+        if getattr(opts, "consumer_check", None):
+            logger.error(
+                "metrics-consumer: --consumer-check without --consumer-url (or METRICS_CONSUMER_URL): "
+                "nothing would check the run"
+            )
+            sys.exit(1)
         return
     try:
         thresholds_of(getattr(opts, "consumer_check", None))

@@ -343,6 +343,13 @@ class StartTest(unittest.TestCase):
         self.assertEqual(caught.exception.code, 1)
         self.assertIn("--consumer-strict without --consumer-url", logs.output[0])
 
+    def test_checks_without_a_url_stop_locust_at_start(self):
+        env = environment(consumer_check=["p95 < 500ms"])
+        with self.assertLogs("locust_consumer", logging.ERROR) as logs, self.assertRaises(SystemExit) as caught:
+            lc.on_init(environment=env, runner=env.runner)
+        self.assertEqual(caught.exception.code, 1)
+        self.assertIn("--consumer-check without --consumer-url", logs.output[0])
+
     def test_other_tags_and_no_url_start_as_usual(self):
         for options in ({"consumer_url": "http://gw.test:3000", "consumer_tags": "team=shop,env=ci"},
                         {"consumer_tags": "num_requests=x"},
