@@ -8,7 +8,9 @@
 //! here logs a request body or a token.
 
 mod influx;
+mod report;
 mod routes;
+mod runs;
 mod states;
 
 use std::sync::atomic::AtomicUsize;
