@@ -25,8 +25,8 @@ What it does, on a local runner or on the master of a distributed run (workers d
   endpoint plus the aggregated row, the error list, total requests per second, failure ratio
   and response-time percentiles, gzip'd (Content-Encoding: gzip), so that a run with thousands
   of endpoints stays within the gateway's body limit; then logs the gateway's verdict on the
-  run's checks (each failed check with its value and limit), and a failed verdict makes Locust
-  exit with code 1.
+  run's checks (each failed check with its value and limit) and the address of the run's
+  report, and a failed verdict makes Locust exit with code 1.
 
 The gateway being down, slow or refusing never breaks the load test: every failure is caught
 and logged as a warning, and the commit is tried three times with a growing pause between tries.
@@ -696,6 +696,9 @@ class ConsumerRun:
                     else " (recorded by the gateway, which delivers it to InfluxDB)",
                 )
             self._take_verdict(answer.get("verdict"))
+            report = answer.get("report")
+            if isinstance(report, str) and report.startswith("/"):
+                logger.info("metrics-consumer: report of run %s: %s%s", self.uuid, self.client.base, report)
             return
         logger.warning("metrics-consumer: gave up committing the run; its result is not recorded")
         reason = last or "no time left"

@@ -553,10 +553,12 @@ class VerdictTest(unittest.TestCase):
             self.assertEqual(self.run_through_locust_events(["p95 < 1"], strict=True), lc.VERDICT_EXIT_CODE)
 
     def test_a_passed_verdict_leaves_the_exit_code_to_locust(self):
-        self.gw.script["commit"] = [{"verdict": PASSED}]
+        self.gw.script["commit"] = [{"verdict": PASSED, "report": "/apiv0.1/runs/u-1/report"}]
         with self.assertLogs("locust_consumer", logging.INFO) as logs:
             self.assertIsNone(self.run_through_locust_events(["requests > 1"]))
-        self.assertIn("run u-1 passed its checks: 1 of 1 passed (baseline: run b-1)", "\n".join(logs.output))
+        said = "\n".join(logs.output)
+        self.assertIn("run u-1 passed its checks: 1 of 1 passed (baseline: run b-1)", said)
+        self.assertIn(f"metrics-consumer: report of run u-1: {self.gw.url}/apiv0.1/runs/u-1/report", said)
         self.assertFalse([m for m in logs.output if m.startswith(("ERROR", "WARNING"))], logs.output)
 
     def test_a_run_without_checks_says_nothing_of_them(self):
