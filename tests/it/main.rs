@@ -29,4 +29,5 @@ mod schema;
 mod service;
 mod tidy;
 mod tls;
+mod verdicts;
 mod write_api;
