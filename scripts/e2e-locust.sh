@@ -177,7 +177,8 @@ no_tracebacks() {
 
 # ---------------------------------------------------------------------------
 # 1. A local run, 10 s, token as Bearer; it has failures (/flaky), which must
-#    not change Locust's exit code here (--exit-code-on-error 0).
+#    not change Locust's exit code here (--exit-code-on-error 0). Its checks pass, and give
+#    the dashboard's Verdict table its rows.
 # ---------------------------------------------------------------------------
 
 echo
@@ -188,6 +189,7 @@ timeout 60 "$locust" -f scripts/e2e/locustfile.py --headless -u "$users" -r "$us
     --host "$target_url" --only-summary --exit-code-on-error 0 \
     --consumer-url "$gateway_url" --consumer-token "$token" --consumer-interval 1 \
     --consumer-tags "scenario=e2e-local,suite=metrics-consumer" \
+    --consumer-check "requests > 0" --consumer-check "/items: p95 < 10s" \
     >"$work/locust-local.log" 2>&1 || status=$?
 [ "$status" -eq 0 ] || {
     tail -n 40 "$work/locust-local.log" >&2
@@ -204,6 +206,7 @@ fi
 run_uuid=$("$py" scripts/e2e/check_run.py run --influx "$influx_url" --db "$db" --users "$users" \
     --endpoints "GET /items,POST /orders,GET /flaky" --min-heartbeats 5 --errors \
     --tag "targetHost=$target_url" --tag mode=local --tag scenario=e2e-local --tag suite=metrics-consumer \
+    --tag test=locustfile --verdict \
     --requests "$(summary_requests "$work/locust-local.log")") ||
     fail "local run: the points in InfluxDB are not as expected"
 
