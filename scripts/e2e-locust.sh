@@ -8,8 +8,10 @@
 # recorded (the plugin gzips its commit), that a --consumer-tags key naming a field stops Locust
 # at start, that a gateway that is down never breaks the load test, and that points InfluxDB
 # refuses (the gateway's dead_letter) are a warning with InfluxDB's words; with
-# --consumer-strict, both make Locust exit non-zero. First, the plugin's unit tests against a
-# stub gateway.
+# --consumer-strict, both make Locust exit non-zero; and that --consumer-check decides Locust's
+# exit code: 0 when the checks pass, 1 when one fails (printed), 1 at the start for a check the
+# gateway refuses, with the test tag (the locustfile's name) finding the baseline run. First,
+# the plugin's unit tests against a stub gateway.
 #
 # Locust comes from PyPI into a virtualenv under target/e2e-venv, made once and reused.
 # Every process started here listens on 127.0.0.1 only and is stopped by its PID on exit.
@@ -82,7 +84,8 @@ started=$(date +%s)
 export PYTHONPATH=$root/scripts
 export PYTHONDONTWRITEBYTECODE=1
 # No METRICS_CONSUMER_* from the caller's environment may change what is tested.
-unset METRICS_CONSUMER_URL METRICS_CONSUMER_TOKEN METRICS_CONSUMER_INTERVAL METRICS_CONSUMER_TAGS
+unset METRICS_CONSUMER_URL METRICS_CONSUMER_TOKEN METRICS_CONSUMER_INTERVAL METRICS_CONSUMER_TAGS \
+    METRICS_CONSUMER_STRICT METRICS_CONSUMER_CHECKS
 
 echo
 echo "--- unit tests of the plugin (stub gateway)"
@@ -174,7 +177,8 @@ no_tracebacks() {
 
 # ---------------------------------------------------------------------------
 # 1. A local run, 10 s, token as Bearer; it has failures (/flaky), which must
-#    not change Locust's exit code here (--exit-code-on-error 0).
+#    not change Locust's exit code here (--exit-code-on-error 0). Its checks pass, and give
+#    the dashboard's Verdict table its rows.
 # ---------------------------------------------------------------------------
 
 echo
@@ -185,6 +189,7 @@ timeout 60 "$locust" -f scripts/e2e/locustfile.py --headless -u "$users" -r "$us
     --host "$target_url" --only-summary --exit-code-on-error 0 \
     --consumer-url "$gateway_url" --consumer-token "$token" --consumer-interval 1 \
     --consumer-tags "scenario=e2e-local,suite=metrics-consumer" \
+    --consumer-check "requests > 0" --consumer-check "/items: p95 < 10s" \
     >"$work/locust-local.log" 2>&1 || status=$?
 [ "$status" -eq 0 ] || {
     tail -n 40 "$work/locust-local.log" >&2
@@ -201,6 +206,7 @@ fi
 run_uuid=$("$py" scripts/e2e/check_run.py run --influx "$influx_url" --db "$db" --users "$users" \
     --endpoints "GET /items,POST /orders,GET /flaky" --min-heartbeats 5 --errors \
     --tag "targetHost=$target_url" --tag mode=local --tag scenario=e2e-local --tag suite=metrics-consumer \
+    --tag test=locustfile --verdict \
     --requests "$(summary_requests "$work/locust-local.log")") ||
     fail "local run: the points in InfluxDB are not as expected"
 
@@ -399,6 +405,93 @@ for strict in "" --consumer-strict; do
     fi
 done
 grep -m1 "WARNING.*InfluxDB refused points" "$work/locust-refused.log"
+
+# ---------------------------------------------------------------------------
+# 8. Checks: --consumer-check decides Locust's exit code. A locustfile of its own name, so its
+#    runs have a test tag (the gateway's run identity) no earlier run has: the first run passes
+#    (exit 0) with no baseline, the second fails a check (exit 1, the check printed) against the
+#    first as its baseline; a check the plugin cannot read, or the gateway refuses, stops Locust
+#    at the start with exit code 1.
+# ---------------------------------------------------------------------------
+
+echo
+echo "--- checks: a run that passes them, one that fails one, malformed checks"
+cp scripts/e2e/locustfile.py "$work/checkout.py"
+# Runs $work/checkout.py for $1 with the options that follow; its log is $work/locust-$name.log
+# (name: $2); sets status to Locust's exit code.
+run_checkout() {
+    local time=$1 name=$2
+    shift 2
+    status=0
+    timeout 60 "$locust" -f "$work/checkout.py" --headless -u 2 -r 2 -t "$time" \
+        --host "$target_url" --only-summary --exclude-tags flaky \
+        --consumer-url "$gateway_url" --consumer-token "$token" --consumer-interval 1 "$@" \
+        >"$work/locust-$name.log" 2>&1 || status=$?
+    no_tracebacks "$work/locust-$name.log" "$name"
+}
+# The uuid of the run a Locust log registered.
+registered_uuid() {
+    sed -n 's/.*metrics-consumer: registered run \([0-9a-f-]*\) at .*/\1/p' "$1" | head -n 1
+}
+
+run_checkout 3s checks-pass --consumer-check "requests > 0" --consumer-check "/items: fail_ratio < 50%"
+[ "$status" -eq 0 ] || {
+    grep "metrics-consumer" "$work/locust-checks-pass.log" | tail -n 10 >&2
+    fail "passing checks: locust exited $status, not 0"
+}
+grep -q "INFO.*metrics-consumer: run .* passed its checks: 2 of 2 passed (no baseline run)" \
+    "$work/locust-checks-pass.log" || {
+    grep "metrics-consumer" "$work/locust-checks-pass.log" | tail -n 10 >&2
+    fail "passing checks: no line saying the run passed its 2 checks without a baseline"
+}
+first_uuid=$(registered_uuid "$work/locust-checks-pass.log")
+[ -n "$first_uuid" ] || fail "passing checks: no 'registered run' line"
+
+run_checkout 3s checks-fail --consumer-check "requests > 0" --consumer-check "requests < 1"
+[ "$status" -eq 1 ] || {
+    grep "metrics-consumer" "$work/locust-checks-fail.log" | tail -n 10 >&2
+    fail "a failing check: locust exited $status, not 1"
+}
+grep -q "ERROR.*metrics-consumer: run .* FAILED its checks: 1 of 2 failed (baseline: run $first_uuid)" \
+    "$work/locust-checks-fail.log" || {
+    grep "metrics-consumer" "$work/locust-checks-fail.log" | tail -n 10 >&2
+    fail "a failing check: no line saying 1 of 2 checks failed against the first run as baseline"
+}
+grep -qE "ERROR.*metrics-consumer:   failed: Aggregated: requests < 1: [0-9]+, limit 1" \
+    "$work/locust-checks-fail.log" || fail "a failing check: the failed check is not printed with its value and limit"
+grep -q "ERROR.*metrics-consumer: checks not passed: .*; Locust exits with code 1" "$work/locust-checks-fail.log" ||
+    fail "a failing check: no last line saying why Locust exits with code 1"
+# The run as the gateway keeps it: the test tag is the locustfile's name, the baseline the first.
+second_uuid=$(registered_uuid "$work/locust-checks-fail.log")
+curl -fsS -H "Authorization: Bearer $token" "$gateway_url/apiv0.1/runs/$second_uuid" >"$work/run-checks-fail.json" ||
+    fail "GET /apiv0.1/runs/$second_uuid failed"
+"$py" - "$work/run-checks-fail.json" "$first_uuid" <<'PY' || fail "the failed run, as GET /apiv0.1/runs/UUID shows it"
+import json, sys
+run = json.load(open(sys.argv[1]))
+assert run["tags"].get("test") == "checkout", run["tags"]
+assert run["verdict"]["passed"] is False and run["verdict"]["baseline"] == sys.argv[2], run["verdict"]
+assert run["baseline"]["uuid"] == sys.argv[2], run["baseline"]
+PY
+
+run_checkout 30s checks-malformed --consumer-check "p96 < 500ms"
+[ "$status" -eq 1 ] || fail "a malformed check: locust exited $status, not 1"
+grep -q "ERROR.*metrics-consumer: --consumer-check: 'p96 < 500ms' reads the unknown metric 'p96'" \
+    "$work/locust-checks-malformed.log" || fail "a malformed check: no error naming it"
+if grep -q "registered run" "$work/locust-checks-malformed.log"; then
+    fail "a malformed check: a run was registered"
+fi
+
+started_refused=$(date +%s)
+run_checkout 30s checks-refused --consumer-check "p95 < 5 parsecs"
+[ "$status" -eq 1 ] || fail "a check the gateway refuses: locust exited $status, not 1"
+grep -q "ERROR.*metrics-consumer: the gateway refused the run, so its checks cannot be verified: .*answered 400: .*parsecs" \
+    "$work/locust-checks-refused.log" || {
+    grep "metrics-consumer" "$work/locust-checks-refused.log" | tail -n 5 >&2
+    fail "a check the gateway refuses: no error with the gateway's words"
+}
+[ $(($(date +%s) - started_refused)) -lt 20 ] || fail "a check the gateway refuses: the 30 s test was not stopped at its start"
+grep -m1 "FAILED its checks" "$work/locust-checks-fail.log"
+grep -m1 "failed: Aggregated" "$work/locust-checks-fail.log"
 
 for log in "$work/gateway.log" "$work/gateway-refusing.log"; do
     if grep -qF "$token" "$log"; then

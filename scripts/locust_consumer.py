@@ -1,4 +1,4 @@
-"""Record Locust runs into InfluxDB through a metrics-consumer gateway.
+"""Record Locust runs into InfluxDB through a metrics-consumer gateway, and gate CI on checks.
 
 Use it from a locustfile with one line::
 
@@ -11,25 +11,31 @@ and point it at the gateway, on the command line or in the environment::
 
 What it does, on a local runner or on the master of a distributed run (workers do nothing):
 
-- Locust start: refuses a --consumer-tags key that names a field the plugin sends (Locust exits
-  with an error before any test runs, as for its own bad options);
+- Locust start: refuses a --consumer-tags key that names a field the plugin sends and a
+  --consumer-check that is not a check (Locust exits with an error before any test runs, as for
+  its own bad options);
 - test start: registers the run (POST /apiv0.1/events/register) with the target user count,
-  the spawn rate, the live values known at that moment, the target host and the tags from
-  --consumer-tags;
+  the spawn rate, the live values known at that moment, the target host, the tags from
+  --consumer-tags, the `test` tag (the locustfile's name, unless --consumer-tags sets `test`)
+  and the checks of --consumer-check (`thresholds`);
 - while the test runs: every --consumer-interval seconds, posts the live user count, request
   count, requests per second and failure ratio (POST /apiv0.1/events/progress), which the
   gateway's heartbeat points then carry;
 - test stop: commits the run (POST /apiv0.1/events/commit) with the full statistics: one row per
   endpoint plus the aggregated row, the error list, total requests per second, failure ratio
   and response-time percentiles, gzip'd (Content-Encoding: gzip), so that a run with thousands
-  of endpoints stays within the gateway's body limit.
+  of endpoints stays within the gateway's body limit; then logs the gateway's verdict on the
+  run's checks (each failed check with its value and limit) and the address of the run's
+  report, and a failed verdict makes Locust exit with code 1.
 
 The gateway being down, slow or refusing never breaks the load test: every failure is caught
 and logged as a warning, and the commit is tried three times with a growing pause between tries.
 An answer saying that InfluxDB refused the points (`dead_letter`: the gateway keeps them in its
 dead letters) is a warning with InfluxDB's words. With --consumer-strict, a run that was not
 recorded whole (the gateway refused a call, could not be reached for the commit, or InfluxDB
-refused points) makes Locust exit with code 3, for CI.
+refused points) makes Locust exit with code 3, for CI. One refusal does stop a run that has
+checks: a register the gateway refuses (a check it cannot read, a wrong token) ends the test at
+its start with exit code 1, since no verdict could come of it.
 
 On a master the commit is sent when Locust begins to shut down, once the workers' last
 statistics are in and before Locust's own --json-file or --json output, which empties the
@@ -42,6 +48,7 @@ import gzip
 import json
 import logging
 import math
+import re
 import socket
 import sys
 import time
@@ -77,6 +84,28 @@ DEFAULT_PERCENTILES = (0.5, 0.66, 0.75, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999, 0.999
 STRICT_EXIT_CODE = 3
 # The most of InfluxDB's message (from a `dead_letter` answer) shown in a log line, in characters.
 MAX_REASON_CHARS = 500
+# Locust's exit code when a run's verdict failed, or a run with checks got none because the
+# gateway refused its register: the code of failed requests, since both say "did not pass".
+VERDICT_EXIT_CODE = 1
+# The endpoint of a check given without "ENDPOINT: ": Locust's row of all requests.
+AGGREGATED = "Aggregated"
+# The metrics a check may read, as the gateway names them. The plugin checks a check's shape
+# only (METRIC OP VALUE); the gateway reads the value and its unit, and its answer to the
+# register names what is wrong.
+CHECK_METRICS = (
+    "avg", "min", "max", "median", "p50", "p75", "p90", "p95", "p99", "p99.9",
+    "rps", "fail_ratio", "failures", "requests",
+)  # fmt: skip
+# METRIC OP VALUE, spaces around OP optional.
+CHECK_SHAPE = re.compile(r"(?P<metric>[A-Za-z0-9_.]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>\S.*)", re.S)
+# Where "ENDPOINT: " may end: ": " before a metric's name and an operator (endpoint names may
+# hold ": " too, so a check is split at the last such place).
+ENDPOINT_END = re.compile(r":\s+(?=[A-Za-z0-9_.]+\s*[<>])")
+# Response-time metrics: the verdict's figures of these are in ms.
+TIME_METRICS = {"avg", "min", "max", "median", "p50", "p75", "p90", "p95", "p99", "p99.9"}
+# The most bytes of a tag value the gateway takes; a `test` tag from a long list of
+# locustfiles is cut to it.
+MAX_TAG_VALUE_BYTES = 256
 # gzip level of compressed bodies: Locust's statistics shrink about tenfold already at 6, and
 # higher levels cost the master's CPU at the end of the run for little more.
 GZIP_LEVEL = 6
@@ -146,26 +175,36 @@ class GatewayClient:
                 logger.info("metrics-consumer: the gateway does not read gzip'd bodies; sending it plain")
         return self._post(route, data, deadline, None)
 
+    def get(self, path, deadline=None):
+        """GETs `path` (e.g. /apiv0.1/runs/UUID); returns the JSON answer of a 200, else raises
+        GatewayError, as post() does."""
+        return self._call("GET", path, None, deadline, None)
+
     def _post(self, route, data, deadline, encoding):
-        url = f"{self.base}{API}{route}"
+        return self._call("POST", f"{API}{route}", data, deadline, encoding)
+
+    def _call(self, method, path, data, deadline, encoding):
+        url = f"{self.base}{path}"
         timeout = self.timeout
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0.1:
-                raise GatewayError(f"{self.base}{API}{route}: no time left")
+                raise GatewayError(f"{url}: no time left")
             timeout = (min(timeout[0], left), min(timeout[1], left))
-        headers = {"Content-Type": "application/json"}
+        headers = {}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
         if encoding:
             headers["Content-Encoding"] = encoding
         try:
-            resp = self.session.post(url, data=data, headers=headers, timeout=timeout)
+            resp = self.session.request(method, url, data=data, headers=headers, timeout=timeout)
         except requests.RequestException as e:
-            raise GatewayError(f"{self.base}{API}{route}: {self.redact(_reason(e))}") from None
+            raise GatewayError(f"{url}: {self.redact(_reason(e))}") from None
         if resp.status_code == 200:
             try:
                 return resp.json()
             except ValueError:
-                raise GatewayError(f"{self.base}{API}{route}: the answer is not JSON", 200) from None
+                raise GatewayError(f"{url}: the answer is not JSON", 200) from None
         # The gateway answers {"error": "...", "code": "..."}; anything else is shown cut short.
         code = error = None
         try:
@@ -176,7 +215,7 @@ class GatewayClient:
         if error is None:
             error = resp.text[:200]
         raise GatewayError(
-            f"{self.base}{API}{route} answered {resp.status_code}: {self.redact(str(error))}",
+            f"{url} answered {resp.status_code}: {self.redact(str(error))}",
             resp.status_code,
             code,
         )
@@ -358,14 +397,22 @@ class ConsumerRun:
     """The life of one test run on the gateway. A greenlet registers it and posts progress;
     finish() stops that greenlet and commits. No method raises."""
 
-    def __init__(self, environment, client, interval, extra_tags):
+    def __init__(self, environment, client, interval, extra_tags, thresholds=None):
         self.environment = environment
         self.client = client
         self.interval = interval
         self.started_at = time.time()
         self.extra_tags = dict(extra_tags)
+        # The run's checks, {endpoint: [check, …]}, sent with the register; none: no verdict
+        # is expected (the gateway may still give one from its configuration's rules).
+        self.thresholds = dict(thresholds or {})
         self.uuid = None
         self.finished = False
+        # The gateway's verdict on the run's checks (the commit answer's `verdict`), once known.
+        self.verdict = None
+        # Why the run did not pass its checks (a failed verdict, or a register the gateway
+        # refused while the run has checks); Locust then exits with VERDICT_EXIT_CODE.
+        self.failed = None
         self.peak_users = 0
         # Why this run was not recorded whole, by call ("register", "progress", "commit"): the
         # first reason of each; --consumer-strict turns any of them into Locust's exit code.
@@ -396,11 +443,14 @@ class ConsumerRun:
         live = progress_fields(env)
         self.peak_users = max(self.peak_users, int(live["user_count"]))
         fields.update(live)
-        return {
+        body = {
             "startedAt": self.started_at,
             "host": socket.gethostname(),
             "measurement": {"fields": fields, "tags": tags},
         }
+        if self.thresholds:
+            body["thresholds"] = self.thresholds
+        return body
 
     def _failed(self, call, message, *args):
         """Logs a failed call: a warning the first time, at debug level while it keeps failing."""
@@ -444,11 +494,25 @@ class ConsumerRun:
         """Registers the run once; returns whether it has a uuid."""
         if self.uuid is not None:
             return True
+        if self.failed is not None:
+            return False
         try:
             answer = self.client.post("register", self.register_body(), deadline)
         except GatewayError as e:
-            self._failed("register", "metrics-consumer: cannot register the run: %s", e)
             self._register_error = f"cannot register the run: {e}"
+            if self.thresholds and _refusal(e):
+                # It would refuse the same register again; and the run, with checks that
+                # decide whether the test passed, could never get a verdict.
+                logger.error(
+                    "metrics-consumer: the gateway refused the run, so its checks cannot be "
+                    "verified: %s; Locust exits with code %d",
+                    e,
+                    VERDICT_EXIT_CODE,
+                )
+                self.failed = f"the gateway refused the run: {e}"
+                self._problem("register", self._register_error)
+                return False
+            self._failed("register", "metrics-consumer: cannot register the run: %s", e)
             return False
         uuid = answer.get("uuid") or (answer.get("data") or {}).get("uuid")
         if not uuid:
@@ -476,11 +540,15 @@ class ConsumerRun:
         run is over. A gateway that is down is tried again at the next interval."""
         try:
             self._register()
-            while not self._stop.wait(self.interval):
+            while self.failed is None and not self._stop.wait(self.interval):
                 if not self._register():
                     continue
                 if not self._progress():
                     return
+            if self.failed is not None and not self._stop.is_set():
+                # Stopping the runner finishes this run, which joins this greenlet: so it is
+                # done from another greenlet, once this one has returned.
+                gevent.spawn(_stop_test, self.environment)
         except Exception:  # never let a bug here reach Locust
             logger.warning("metrics-consumer: progress stopped by an unexpected error", exc_info=True)
 
@@ -517,6 +585,38 @@ class ConsumerRun:
         self._succeeded("progress")
         return True
 
+    def _take_verdict(self, verdict):
+        """Keeps and logs the gateway's verdict on the run's checks (None: the gateway gave
+        none); a failed one is why the run did not pass."""
+        if not isinstance(verdict, dict):
+            if self.thresholds:
+                logger.warning(
+                    "metrics-consumer: the gateway gave no verdict on the checks of run %s "
+                    "(is it older than checks?)",
+                    self.uuid,
+                )
+                self._problem("commit", "the gateway gave no verdict on the run's checks")
+            return
+        self.verdict = verdict
+        for level, line in verdict_lines(self.uuid, verdict):
+            logger.log(level, line)
+        if verdict.get("passed") is False:
+            checks = verdict.get("checks") or []
+            failed = sum(1 for c in checks if isinstance(c, dict) and c.get("passed") is False)
+            self.failed = f"{failed} of {len(checks)} checks failed"
+
+    def _verdict_of_run(self, deadline):
+        """Reads the run's verdict from GET /apiv0.1/runs/UUID, for a commit whose answer was
+        lost."""
+        try:
+            run = self.client.get(f"/apiv0.1/runs/{self.uuid}", deadline)
+        except GatewayError as e:
+            if self.thresholds:
+                logger.warning("metrics-consumer: cannot read the verdict of run %s: %s", self.uuid, e)
+                self._problem("commit", f"cannot read the run's verdict: {e}")
+            return
+        self._take_verdict(run.get("verdict") if isinstance(run, dict) else None)
+
     def stop_progress(self):
         """Stops posting progress; the run stays open for finish()."""
         self._stop.set()
@@ -534,6 +634,8 @@ class ConsumerRun:
             # register in flight is not lost and registered twice.
             self._greenlet.join(timeout=sum(self.client.timeout))
             self._greenlet.kill(block=False)
+            if self.failed is not None:
+                return  # the gateway refused the run: nothing to commit
             stats = request_stats(self.environment, self.peak_users)
         except Exception:
             logger.warning("metrics-consumer: cannot collect the run's statistics", exc_info=True)
@@ -546,6 +648,8 @@ class ConsumerRun:
                 gevent.sleep(max(0.0, min(pause, deadline - time.monotonic())))
             # A run whose register never got through is registered now, so its result is kept.
             if not self._register(deadline):
+                if self.failed is not None:
+                    return
                 last = self._register_error
                 continue
             body = {"uuid": self.uuid, "measurement": {"fields": fields}}
@@ -553,8 +657,10 @@ class ConsumerRun:
                 answer = self.client.post("commit", body, deadline, compress=True)
             except GatewayError as e:
                 if e.status == 409 and attempt:
-                    # An earlier try got through, but its answer was lost (a timeout).
+                    # An earlier try got through, but its answer was lost (a timeout); the
+                    # verdict it held is asked for.
                     logger.info("metrics-consumer: committed run %s", self.uuid)
+                    self._verdict_of_run(deadline)
                     return
                 if _refusal(e):
                     # The gateway refused this commit itself: sending it again cannot help.
@@ -581,18 +687,82 @@ class ConsumerRun:
                     said,
                     refused,
                 )
-                return
-            logger.info(
-                "metrics-consumer: %s%s",
-                said,
-                " (in InfluxDB)"
-                if answer.get("delivered")
-                else " (recorded by the gateway, which delivers it to InfluxDB)",
-            )
+            else:
+                logger.info(
+                    "metrics-consumer: %s%s",
+                    said,
+                    " (in InfluxDB)"
+                    if answer.get("delivered")
+                    else " (recorded by the gateway, which delivers it to InfluxDB)",
+                )
+            self._take_verdict(answer.get("verdict"))
+            report = answer.get("report")
+            if isinstance(report, str) and report.startswith("/"):
+                logger.info("metrics-consumer: report of run %s: %s%s", self.uuid, self.client.base, report)
             return
         logger.warning("metrics-consumer: gave up committing the run; its result is not recorded")
         reason = last or "no time left"
         self._problem("commit", f"the commit did not get through ({reason}), so the run's result is not recorded")
+
+
+def _figure(metric, value):
+    """A figure of the verdict as a person reads it: response times in ms, fail_ratio in %."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "none"
+    if metric in TIME_METRICS:
+        return f"{value:.6g} ms"
+    if metric == "fail_ratio":
+        return f"{value * 100:.4g}%"
+    return f"{value:.6g}"
+
+
+def verdict_lines(uuid, verdict):
+    """The log lines, (level, text), of a verdict (the commit answer's `verdict`): a first line
+    saying whether the checks passed, with the baseline run, then one line per failed check
+    (endpoint, check, value and limit, the gateway's reason) and one per skipped check. No lines
+    for a verdict without checks."""
+    checks = [c for c in verdict.get("checks") or [] if isinstance(c, dict)]
+    if not checks:
+        return []
+    failed = [c for c in checks if c.get("passed") is False]
+    skipped = [c for c in checks if c.get("passed") is None]
+    baseline = verdict.get("baseline")
+    against = f"baseline: run {baseline}" if baseline else "no baseline run"
+    if verdict.get("passed") is False:
+        head = f"FAILED its checks: {len(failed)} of {len(checks)} failed"
+        lines = [(logging.ERROR, f"metrics-consumer: run {uuid} {head} ({against})")]
+    else:
+        head = f"passed its checks: {len(checks) - len(skipped)} of {len(checks)} passed"
+        lines = [(logging.INFO, f"metrics-consumer: run {uuid} {head} ({against})")]
+    for level, word, group in ((logging.ERROR, "failed", failed), (logging.INFO, "skipped", skipped)):
+        for c in group:
+            endpoint = " ".join(str(p) for p in (c.get("method"), c.get("endpoint")) if p)
+            check = str(c.get("check"))
+            shape = CHECK_SHAPE.match(check)
+            metric = shape["metric"] if shape else ""
+            # A skipped check has no limit to hold its value against; its reason says why.
+            said = ""
+            if word == "failed":
+                said = f"{_figure(metric, c.get('value'))}, limit {_figure(metric, c.get('limit'))}"
+            reason = c.get("reason")
+            details = "; ".join(str(p) for p in (said, reason) if p)
+            source = " (from the gateway's configuration)" if c.get("source") == "config" else ""
+            details = details or "no reason given"
+            lines.append((level, f"metrics-consumer:   {word}: {endpoint}: {check}{source}: {details}"))
+    return lines
+
+
+def _stop_test(environment):
+    """Ends the test at once: a headless Locust quits (and exits with the code the plugin left),
+    one with a web UI stops the test and stays up."""
+    try:
+        logger.info("metrics-consumer: stopping the test")
+        if getattr(environment.parsed_options, "headless", False):
+            environment.runner.quit()
+        else:
+            environment.runner.stop()
+    except Exception:
+        logger.warning("metrics-consumer: cannot stop the test", exc_info=True)
 
 
 def _refusal(error):
@@ -611,6 +781,8 @@ _current = None
 _deferred = None
 # Why runs of this process were not recorded whole ("run UUID: reason"), for --consumer-strict.
 _problems = []
+# Why runs of this process did not pass their checks ("run UUID: reason"): Locust's exit code.
+_failures = []
 
 
 def parse_tags(text):
@@ -625,6 +797,102 @@ def parse_tags(text):
             logger.warning("metrics-consumer: --consumer-tags: %r is not key=value; skipped", pair)
             continue
         tags[key.strip()] = value.strip()
+    return tags
+
+
+def split_checks(values):
+    """The checks of --consumer-check, each given alone or several in one value separated by
+    ';' (as METRICS_CONSUMER_CHECKS holds them). A piece that is no check, such as the first
+    half of an endpoint name with a ';' in it, is joined to the next one again."""
+    checks = []
+    for value in values or ():
+        pending = None
+        for piece in str(value).split(";"):
+            text = piece if pending is None else f"{pending};{piece}"
+            if CHECK_SHAPE.search(text) or not text.strip():
+                if text.strip():
+                    checks.append(text.strip())
+                pending = None
+            else:
+                pending = text
+        if pending is not None and pending.strip():
+            checks.append(pending.strip())
+    return checks
+
+
+def parse_check(text):
+    """ "p95 < 500ms" → ("Aggregated", "p95 < 500ms"); "/checkout: p95 < 500ms" →
+    ("/checkout", "p95 < 500ms"). The endpoint ends at the last ": " that is followed by a
+    metric and an operator, since endpoint names may hold ": " themselves.
+
+    Checks the shape only (a known metric, an operator, a value) and raises ValueError with a
+    message naming what is wrong; the value and its unit are the gateway's to read."""
+    text = text.strip()
+    ends = list(ENDPOINT_END.finditer(text))
+    endpoint, check = AGGREGATED, text
+    if ends:
+        endpoint, check = text[: ends[-1].start()].strip(), text[ends[-1].end() :].strip()
+        if not endpoint:
+            raise ValueError(f"{text!r} has an empty endpoint before ': '")
+    shape = CHECK_SHAPE.fullmatch(check)
+    if shape is None:
+        raise ValueError(
+            f"{text!r} is not a check: write [ENDPOINT: ]METRIC OP VALUE, e.g. 'p95 < 500ms' or "
+            f"'/checkout: fail_ratio < 1%', OP one of <, <=, >, >="
+        )
+    if shape["metric"] not in CHECK_METRICS:
+        metrics = ", ".join(CHECK_METRICS)
+        raise ValueError(f"{text!r} reads the unknown metric {shape['metric']!r}; the metrics are {metrics}")
+    return endpoint, check
+
+
+def thresholds_of(values):
+    """The register's `thresholds` from the values of --consumer-check: {endpoint: [check, …]},
+    endpoints and checks in the order given. Raises ValueError naming the first malformed
+    check."""
+    thresholds = {}
+    for text in split_checks(values):
+        endpoint, check = parse_check(text)
+        thresholds.setdefault(endpoint, []).append(check)
+    return thresholds
+
+
+def locustfile_name(environment):
+    """The locustfile's name, the default of the `test` tag: the base name without .py of what
+    -f names (a file, a directory or package, a URL); several (-f a.py,b.py) joined by ','. Cut to
+    the gateway's 256 bytes of a tag value; None when Locust does not say."""
+    given = getattr(environment.parsed_options, "locustfile", None)
+    if not given or given == "-":
+        given = getattr(environment, "locustfile", None)
+    if not given or not isinstance(given, str):
+        return None
+    names = []
+    for part in given.split(","):
+        part = part.strip()
+        if "://" in part:
+            part = urllib.parse.urlsplit(part).path
+        name = re.split(r"[/\\]", part.rstrip("/\\"))[-1].removesuffix(".py")
+        if name and name not in names:
+            names.append(name)
+    if not names:
+        return None
+    name = ",".join(names).encode()[:MAX_TAG_VALUE_BYTES].decode(errors="ignore")
+    return name or None
+
+
+def run_tags(environment):
+    """The run's tags from the options: those of --consumer-tags, and `test`, the locustfile's
+    name, unless --consumer-tags sets it (a name the gateway would refuse is left out, with a
+    warning)."""
+    tags = parse_tags(getattr(environment.parsed_options, "consumer_tags", ""))
+    if "test" not in tags:
+        name = locustfile_name(environment)
+        if name is not None:
+            problems = tag_problems({"test": name})
+            if problems:
+                logger.warning("metrics-consumer: no test tag: %s", "; ".join(problems))
+            else:
+                tags["test"] = name
     return tags
 
 
@@ -753,6 +1021,20 @@ def on_init_command_line_parser(parser, **_kwargs):
         "or could not be reached for the commit, or InfluxDB refused points (for CI)",
         include_in_web_ui=False,
     )
+    # Repeatable. In the environment and in Locust's config file, several checks are a list in
+    # Locust's syntax (["p95 < 500ms", "/checkout: fail_ratio < 1%"]) or separated by ';'.
+    _add_option(
+        group,
+        "--consumer-check",
+        env_var="METRICS_CONSUMER_CHECKS",
+        action="append",
+        default=[],
+        metavar="[ENDPOINT: ]CHECK",
+        help="a check of the run, decided by the gateway when the run ends, e.g. 'p95 < 500ms' (of all "
+        "requests), '/checkout: fail_ratio < 1%%' or 'p95 <= 1.2x baseline'; repeat it for more checks "
+        f"(METRICS_CONSUMER_CHECKS: separated by ';'). A failed check makes Locust exit with code {VERDICT_EXIT_CODE}",
+        include_in_web_ui=False,
+    )
 
 
 @events.init.add_listener
@@ -773,8 +1055,19 @@ def on_init(environment, **_kwargs):
                 "nothing would be recorded"
             )
             sys.exit(1)
+        if getattr(opts, "consumer_check", None):
+            logger.error(
+                "metrics-consumer: --consumer-check without --consumer-url (or METRICS_CONSUMER_URL): "
+                "nothing would check the run"
+            )
+            sys.exit(1)
         return
-    tags = parse_tags(getattr(opts, "consumer_tags", ""))
+    try:
+        thresholds_of(getattr(opts, "consumer_check", None))
+    except ValueError as e:
+        logger.error("metrics-consumer: --consumer-check: %s", e)
+        sys.exit(1)
+    tags = run_tags(environment)
     problems = tag_problems(tags)
     if problems:
         logger.error(
@@ -819,7 +1112,8 @@ def on_test_start(environment, **_kwargs):
         _current = _deferred = None
         client = GatewayClient(opts.consumer_url, opts.consumer_token or None)
         interval = max(float(opts.consumer_interval or 15.0), 0.1)
-        _current = ConsumerRun(environment, client, interval, parse_tags(opts.consumer_tags))
+        thresholds = thresholds_of(getattr(opts, "consumer_check", None))
+        _current = ConsumerRun(environment, client, interval, run_tags(environment), thresholds)
     except Exception as e:
         logger.warning("metrics-consumer: not recording this run: %s", e)
         _current = None
@@ -848,8 +1142,12 @@ def on_test_stop(environment, **_kwargs):
 def _finish(run):
     """Commits `run` and keeps what kept it from being recorded whole."""
     run.finish()
-    _problems.extend(f"run {run.uuid or '(not registered)'}: {why}" for why in run.problems.values())
+    name = f"run {run.uuid or '(not registered)'}"
+    _problems.extend(f"{name}: {why}" for why in run.problems.values())
     run.problems.clear()
+    if run.failed is not None:
+        _failures.append(f"{name}: {run.failed}")
+        run.failed = None
 
 
 def _finish_open_runs():
@@ -865,8 +1163,9 @@ def _finish_open_runs():
 
 @events.quitting.add_listener
 def on_quitting(environment, **_kwargs):
-    """Locust is shutting down: commits what is open, then, with --consumer-strict, sets Locust's
-    exit code when a run was not recorded whole.
+    """Locust is shutting down: commits what is open, then sets Locust's exit code when a run did
+    not pass its checks (VERDICT_EXIT_CODE) or, with --consumer-strict, when a run was not
+    recorded whole (STRICT_EXIT_CODE); the first wins when both are so.
 
     This is the last moment both are possible: Locust reads its exit code right after this
     event, and then writes --json-file or --json, which empties every endpoint row of the
@@ -884,6 +1183,14 @@ def on_quitting(environment, **_kwargs):
     except Exception:
         logger.warning("metrics-consumer: commit failed", exc_info=True)
     opts = environment.parsed_options
+    if _failures:
+        logger.error(
+            "metrics-consumer: checks not passed: %s; Locust exits with code %d",
+            "; ".join(_failures),
+            VERDICT_EXIT_CODE,
+        )
+        if not getattr(environment, "process_exit_code", None):
+            environment.process_exit_code = VERDICT_EXIT_CODE
     if _problems and getattr(opts, "consumer_strict", False):
         logger.error(
             "metrics-consumer: --consumer-strict: not recorded whole: %s; Locust exits with code %d",

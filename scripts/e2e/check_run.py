@@ -4,8 +4,9 @@ runs every InfluxQL query of the Grafana dashboard against it.
 Usage:
     check_run.py run --influx URL --db DB --users N --endpoints "GET /items,POST /orders,..."
                      [--exclude-uuid U ...] [--min-heartbeats N] [--requests N] [--errors]
-                     [--tag K=V ...] [--locust-json FILE]
-        finds the one run (uuid) not excluded, checks its events, heartbeats, result and
+                     [--tag K=V ...] [--locust-json FILE] [--verdict]
+        finds the one run (uuid) not excluded, checks its events (with --verdict, the run had
+        checks: a verdict event too), heartbeats, result and
         per-endpoint rows, and prints its uuid on stdout. With --locust-json (the file of
         Locust's --json-file), every endpoint row, as a point and in the requestStats text, must
         have the requests that file gives it, and Aggregated their sum.
@@ -97,12 +98,10 @@ def check_run(args):
     uuid = uuids[0]
     mine = [e for e in events if e["uuid"] == uuid]
     kinds = sorted(e["event"] for e in mine)
-    check(
-        kinds == ["finished", "started"],
-        f"run {uuid}: expected one started and one finished event, got {kinds}",
-    )
+    expected = ["finished", "started", "verdict"] if args.verdict else ["finished", "started"]
+    check(kinds == expected, f"run {uuid}: expected the events {expected}, got {kinds}")
     check(all(e.get("text") for e in mine), f"run {uuid}: an event without text: {mine}")
-    log(f"run {uuid}: started and finished events")
+    log(f"run {uuid}: {', '.join(expected)} events")
 
     where = f'WHERE "uuid" = {quote(uuid)}'
     beats = select(influx, db, f'SELECT * FROM "load_testing" {where}')
@@ -331,6 +330,7 @@ def main():
     run.add_argument("--requests", type=int, help="the request count of Locust's own summary")
     run.add_argument("--errors", action="store_true", help="the run had failures: expect an error list")
     run.add_argument("--locust-json", help="the file of Locust's --json-file: the requests of every endpoint")
+    run.add_argument("--verdict", action="store_true", help="the run had checks: expect a verdict event")
     dash = sub.add_parser("dashboard")
     dash.add_argument("--influx", required=True)
     dash.add_argument("--db", required=True)

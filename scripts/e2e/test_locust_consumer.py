@@ -28,7 +28,8 @@ import locust_consumer as lc
 class StubGateway:
     """A loopback HTTP server that records every request and answers from a script: a list of
     statuses per route, used up in order (200 when the list is empty). A dict in the list is a
-    200 whose answer has its members added (e.g. {"dead_letter": "..."})."""
+    200 whose answer has its members added (e.g. {"dead_letter": "..."}). GET /apiv0.1/runs/UUID
+    is the route "runs", its answer {"uuid": UUID} with the members scripted."""
 
     def __init__(self):
         self.requests = []  # (route, headers, body, bytes on the wire)
@@ -53,6 +54,21 @@ class StubGateway:
                     answer = {"uuid": "u-1", "data": {"uuid": "u-1"}, "delivered": not extra, **extra}
                 else:
                     answer = {"error": f"scripted {status}", "code": "scripted"}
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                statuses = stub.script.get("runs") or []
+                status = statuses.pop(0) if statuses else 200
+                extra = {}
+                if isinstance(status, dict):
+                    status, extra = 200, status
+                stub.requests.append(("runs", dict(self.headers), self.path, 0))
+                answer = {"uuid": self.path.rsplit("/", 1)[-1], **extra} if status == 200 else {"error": "scripted"}
                 data = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -86,12 +102,31 @@ def environment(**options):
         consumer_interval=0.05,
         consumer_tags="",
         consumer_strict=False,
+        consumer_check=[],
+        headless=True,
     )
     for key, value in options.items():
         setattr(opts, key, value)
     env = Environment(user_classes=[], host="http://target.test", parsed_options=opts)
     env.create_local_runner()
     return env
+
+
+def verdict(passed, *checks, baseline=None):
+    """A verdict as the gateway's commit answer carries it; `checks` are (endpoint, check, value,
+    limit, passed, reason)."""
+    keys = ("endpoint", "check", "value", "limit", "passed", "reason")
+    rows = [{**dict(zip(keys, c, strict=True)), "method": None, "source": "register"} for c in checks]
+    return {"passed": passed, "baseline": baseline, "checks": rows}
+
+
+FAILED = verdict(
+    False,
+    ("/checkout", "p95 < 500ms", 612.0, 500.0, False, None),
+    ("Aggregated", "fail_ratio < 1%", 0.002, 0.01, True, None),
+    ("Aggregated", "p95 <= 1.2x baseline", 300.0, None, None, "no baseline run"),
+)
+PASSED = verdict(True, ("Aggregated", "requests > 1", 7.0, 1.0, True, None), baseline="b-1")
 
 
 def log_requests(stats):
@@ -213,6 +248,79 @@ class StatsTest(unittest.TestCase):
         self.assertEqual(tags, {"team": "shop", "env": "staging"})
 
 
+class ChecksTest(unittest.TestCase):
+    def test_a_check_is_split_from_its_endpoint_at_the_last_colon_before_a_metric(self):
+        for text, expected in (
+            ("p95 < 500ms", ("Aggregated", "p95 < 500ms")),
+            ("  /checkout:  fail_ratio<1%  ", ("/checkout", "fail_ratio<1%")),
+            ("/a: b: avg >= 2s", ("/a: b", "avg >= 2s")),
+            ("GET /x:y: p99.9 <= 1.2x baseline", ("GET /x:y", "p99.9 <= 1.2x baseline")),
+            ("Aggregated: rps > 10", ("Aggregated", "rps > 10")),
+        ):
+            self.assertEqual(lc.parse_check(text), expected, text)
+
+    def test_what_is_no_check_is_named(self):
+        for text, says in (
+            ("p96 < 3", "unknown metric 'p96'; the metrics are avg,"),
+            ("/x: p95", "is not a check: write [ENDPOINT: ]METRIC OP VALUE"),
+            ("p95 = 3", "OP one of <, <=, >, >="),
+            (": p95 < 3", "empty endpoint"),
+            ("", "is not a check"),
+        ):
+            with self.assertRaises(ValueError, msg=text) as caught:
+                lc.parse_check(text)
+            self.assertIn(says, str(caught.exception), text)
+
+    def test_checks_are_repeated_or_separated_by_semicolons(self):
+        values = ["p95 < 5; /x: avg < 3", "/a;b: p95 < 4;rps > 1", " ; "]
+        self.assertEqual(lc.split_checks(values), ["p95 < 5", "/x: avg < 3", "/a;b: p95 < 4", "rps > 1"])
+        self.assertEqual(
+            lc.thresholds_of(["p95 < 5", "/x: avg < 3", "fail_ratio < 1%"]),
+            {"Aggregated": ["p95 < 5", "fail_ratio < 1%"], "/x": ["avg < 3"]},
+        )
+        self.assertEqual(lc.thresholds_of(None), {})
+
+    def test_the_test_tag_is_the_locustfiles_name(self):
+        for given, name in (
+            ("scripts/e2e/locustfile.py", "locustfile"),
+            ("checkout.py, search.py,checkout.py", "checkout,search"),
+            ("tests/load/", "load"),
+            ("https://files.test/x/checkout.py?raw=1", "checkout"),
+            ("C:\\load\\shop.py", "shop"),
+            ("x/" + "a" * 300 + ".py", "a" * 256),
+            ("-", None),
+        ):
+            env = environment(locustfile=given)
+            self.assertEqual(lc.locustfile_name(env), name, given)
+        self.assertEqual(lc.run_tags(environment(locustfile="shop.py", consumer_tags="env=ci")),
+                         {"env": "ci", "test": "shop"})
+        self.assertEqual(lc.run_tags(environment(locustfile="shop.py", consumer_tags="test=mine")), {"test": "mine"})
+        self.assertEqual(lc.run_tags(environment()), {})
+
+    def test_a_verdict_is_told_line_by_line(self):
+        lines = lc.verdict_lines("u-1", FAILED)
+        self.assertEqual(
+            lines,
+            [
+                (logging.ERROR, "metrics-consumer: run u-1 FAILED its checks: 1 of 3 failed (no baseline run)"),
+                (logging.ERROR, "metrics-consumer:   failed: /checkout: p95 < 500ms: 612 ms, limit 500 ms"),
+                (logging.INFO, "metrics-consumer:   skipped: Aggregated: p95 <= 1.2x baseline: no baseline run"),
+            ],
+        )
+        failed_ratio = verdict(False, ("Aggregated", "fail_ratio < 1%", 0.05, 0.01, False, "5 of 100 failed"))
+        failed_ratio["checks"][0].update(source="config", method="GET")
+        self.assertEqual(
+            lc.verdict_lines("u-2", failed_ratio)[1][1],
+            "metrics-consumer:   failed: GET Aggregated: fail_ratio < 1% (from the gateway's configuration): "
+            "5%, limit 1%; 5 of 100 failed",
+        )
+        self.assertEqual(
+            lc.verdict_lines("u-3", PASSED),
+            [(logging.INFO, "metrics-consumer: run u-3 passed its checks: 1 of 1 passed (baseline: run b-1)")],
+        )
+        self.assertEqual(lc.verdict_lines("u-4", {"passed": True, "baseline": None, "checks": []}), [])
+
+
 class StartTest(unittest.TestCase):
     def test_tags_that_clash_with_fields_stop_locust_at_start(self):
         env = environment(consumer_url="http://gw.test:3000", consumer_tags="team=shop,num_requests=x")
@@ -235,11 +343,33 @@ class StartTest(unittest.TestCase):
         self.assertEqual(caught.exception.code, 1)
         self.assertIn("--consumer-strict without --consumer-url", logs.output[0])
 
+    def test_checks_without_a_url_stop_locust_at_start(self):
+        env = environment(consumer_check=["p95 < 500ms"])
+        with self.assertLogs("locust_consumer", logging.ERROR) as logs, self.assertRaises(SystemExit) as caught:
+            lc.on_init(environment=env, runner=env.runner)
+        self.assertEqual(caught.exception.code, 1)
+        self.assertIn("--consumer-check without --consumer-url", logs.output[0])
+
     def test_other_tags_and_no_url_start_as_usual(self):
         for options in ({"consumer_url": "http://gw.test:3000", "consumer_tags": "team=shop,env=ci"},
-                        {"consumer_tags": "num_requests=x"}):
+                        {"consumer_tags": "num_requests=x"},
+                        {"consumer_url": "http://gw.test:3000", "locustfile": "checkout.py",
+                         "consumer_check": ["p95 < 500ms; /checkout: fail_ratio < 1%"]}):
             env = environment(**options)
             lc.on_init(environment=env, runner=env.runner)
+
+    def test_a_malformed_check_stops_locust_at_start(self):
+        env = environment(consumer_url="http://gw.test:3000", consumer_check=["p95 < 500ms", "/checkout: p96 < 1s"])
+        with self.assertLogs("locust_consumer", logging.ERROR) as logs, self.assertRaises(SystemExit) as caught:
+            lc.on_init(environment=env, runner=env.runner)
+        self.assertEqual(caught.exception.code, 1)
+        self.assertIn("--consumer-check: '/checkout: p96 < 1s' reads the unknown metric 'p96'", logs.output[0])
+
+    def test_a_test_tag_the_gateway_would_refuse_is_left_out_with_a_warning(self):
+        env = environment(consumer_url="http://gw.test:3000", locustfile="bell\x07.py")
+        with self.assertLogs("locust_consumer", logging.WARNING) as logs:
+            lc.on_init(environment=env, runner=env.runner)
+        self.assertIn("no test tag: the value of tag 'test' contains a control character", logs.output[0])
 
 
 class RunTest(unittest.TestCase):
@@ -369,6 +499,119 @@ class RunTest(unittest.TestCase):
             run.finish()
         self.assertLess(time.monotonic() - start, 5)
         self.assertIn("gave up committing", logs.output[-1])
+
+
+class VerdictTest(unittest.TestCase):
+    """Checks through Locust's events on a local runner: sent with the register, the verdict of
+    the commit answer logged, and Locust's exit code."""
+
+    def setUp(self):
+        self.gw = StubGateway()
+        self.addCleanup(self.gw.close)
+        self.addCleanup(lc._problems.clear)
+        self.addCleanup(lc._failures.clear)
+        self.backoff = lc.COMMIT_BACKOFF
+        lc.COMMIT_BACKOFF = (0.05, 0.05)
+        self.addCleanup(setattr, lc, "COMMIT_BACKOFF", self.backoff)
+
+    def run_through_locust_events(self, checks=(), strict=False, **options):
+        env = environment(consumer_url=self.gw.url, consumer_strict=strict, locustfile="scripts/checkout.py",
+                          consumer_check=list(checks), **options)
+        lc.on_test_start(environment=env)
+        log_requests(env.stats)
+        time.sleep(0.1)
+        lc.on_test_stop(environment=env)
+        lc.on_quitting(environment=env)
+        return env.process_exit_code
+
+    def test_checks_and_the_test_tag_go_with_the_register(self):
+        self.gw.script["commit"] = [{"verdict": PASSED}]
+        self.run_through_locust_events(["fail_ratio < 1%", "/checkout: p95 < 500ms; /checkout: rps > 1"])
+        register = self.gw.requests[0][2]
+        self.assertEqual(
+            register["thresholds"],
+            {"Aggregated": ["fail_ratio < 1%"], "/checkout": ["p95 < 500ms", "rps > 1"]},
+        )
+        self.assertEqual(register["measurement"]["tags"]["test"], "checkout")
+
+    def test_a_failed_verdict_is_logged_check_by_check_and_is_exit_code_1(self):
+        self.gw.script["commit"] = [{"verdict": FAILED}]
+        with self.assertLogs("locust_consumer", logging.INFO) as logs:
+            code = self.run_through_locust_events(["/checkout: p95 < 500ms"])
+        self.assertEqual(code, lc.VERDICT_EXIT_CODE)
+        said = "\n".join(logs.output)
+        self.assertIn("ERROR:locust_consumer:metrics-consumer: run u-1 FAILED its checks: 1 of 3 failed", said)
+        self.assertIn("ERROR:locust_consumer:metrics-consumer:   failed: /checkout: p95 < 500ms: 612 ms, limit 500 ms",
+                      said)
+        self.assertIn("skipped: Aggregated: p95 <= 1.2x baseline: no baseline run", said)
+        self.assertTrue(logs.output[-1].endswith("run u-1: 1 of 3 checks failed; Locust exits with code 1"),
+                        logs.output[-1])
+
+    def test_a_failed_verdict_wins_over_strict(self):
+        self.gw.script["commit"] = [{"verdict": FAILED, "dead_letter": "field type conflict"}]
+        with self.assertLogs("locust_consumer", logging.WARNING):
+            self.assertEqual(self.run_through_locust_events(["p95 < 1"], strict=True), lc.VERDICT_EXIT_CODE)
+
+    def test_a_passed_verdict_leaves_the_exit_code_to_locust(self):
+        self.gw.script["commit"] = [{"verdict": PASSED, "report": "/apiv0.1/runs/u-1/report"}]
+        with self.assertLogs("locust_consumer", logging.INFO) as logs:
+            self.assertIsNone(self.run_through_locust_events(["requests > 1"]))
+        said = "\n".join(logs.output)
+        self.assertIn("run u-1 passed its checks: 1 of 1 passed (baseline: run b-1)", said)
+        self.assertIn(f"metrics-consumer: report of run u-1: {self.gw.url}/apiv0.1/runs/u-1/report", said)
+        self.assertFalse([m for m in logs.output if m.startswith(("ERROR", "WARNING"))], logs.output)
+
+    def test_a_run_without_checks_says_nothing_of_them(self):
+        with self.assertLogs("locust_consumer", logging.INFO) as logs:
+            self.assertIsNone(self.run_through_locust_events())
+        self.assertNotIn("thresholds", self.gw.requests[0][2])
+        self.assertFalse([m for m in logs.output if "check" in m or "verdict" in m], logs.output)
+
+    def test_checks_without_a_verdict_are_a_warning_and_fail_strict(self):
+        for strict, code in ((False, None), (True, lc.STRICT_EXIT_CODE)):
+            lc._problems.clear()
+            with self.assertLogs("locust_consumer", logging.WARNING) as logs:
+                self.assertEqual(self.run_through_locust_events(["p95 < 500ms"], strict=strict), code)
+            self.assertIn("the gateway gave no verdict on the checks of run u-1", logs.output[0])
+
+    def test_a_commit_that_fails_gives_no_verdict_and_keeps_the_exit_code(self):
+        self.gw.script["commit"] = [503, 503, 503]
+        with self.assertLogs("locust_consumer", logging.WARNING) as logs:
+            self.assertIsNone(self.run_through_locust_events(["p95 < 500ms"]))
+        self.assertIn("gave up committing", logs.output[-1])
+
+    def test_the_verdict_of_a_commit_whose_answer_was_lost_is_read_from_the_run(self):
+        self.gw.script["commit"] = [503, 409]
+        self.gw.script["runs"] = [{"verdict": FAILED}]
+        with self.assertLogs("locust_consumer", logging.INFO) as logs:
+            self.assertEqual(self.run_through_locust_events(["p95 < 500ms"]), lc.VERDICT_EXIT_CODE)
+        route, _, path, _ = self.gw.requests[-1]
+        self.assertEqual((route, path), ("runs", "/apiv0.1/runs/u-1"))
+        self.assertIn("failed: /checkout: p95 < 500ms", "\n".join(logs.output))
+
+    def test_a_register_refused_with_checks_stops_the_test_and_is_exit_code_1(self):
+        self.gw.script["register"] = [400]
+        env = environment(consumer_url=self.gw.url, locustfile="checkout.py", consumer_check=["p95 < 5 parsecs"])
+        stopped = threading.Event()
+        env.runner.quit = stopped.set
+        with self.assertLogs("locust_consumer", logging.INFO) as logs:
+            lc.on_test_start(environment=env)
+            self.assertTrue(stopped.wait(5), "the test was not stopped")
+            lc.on_test_stop(environment=env)
+            lc.on_quitting(environment=env)
+        self.assertEqual(env.process_exit_code, lc.VERDICT_EXIT_CODE)
+        self.assertEqual(self.gw.routes(), ["register"], "refused once, it is not sent again, nor a commit")
+        said = "\n".join(logs.output)
+        self.assertIn("ERROR:locust_consumer:metrics-consumer: the gateway refused the run, so its checks cannot be "
+                      "verified: ", said)
+        self.assertIn("answered 400: scripted 400", said)
+
+    def test_a_register_refused_without_checks_is_tried_again_as_before(self):
+        self.gw.script["register"] = [400]
+        with self.assertLogs("locust_consumer", logging.WARNING) as logs:
+            self.assertIsNone(self.run_through_locust_events())
+        self.assertEqual(self.gw.routes()[:2], ["register", "register"])
+        self.assertIn("cannot register the run", logs.output[0])
 
 
 class StrictTest(unittest.TestCase):

@@ -7,7 +7,13 @@
 # Environment:
 #   METRICS_CONSUMER_URL    the gateway (default http://127.0.0.1:3000; a trailing / is fine)
 #   METRICS_CONSUMER_TOKEN  sent as "Authorization: Bearer TOKEN" when set
-# Exits non-zero, after printing the gateway's error, when the answer is not a 200.
+#   METRICS_CONSUMER_THRESHOLDS  the run's checks, added to the body as its "thresholds": a JSON
+#                           object of endpoint → checks, e.g.
+#                           '{"Aggregated": ["fail_ratio < 1%"], "/checkout": ["p95 < 500ms"]}';
+#                           commit.sh then prints the verdict and fails when a check failed.
+#                           (A BODY with "thresholds" of its own needs no such variable.)
+# Exits non-zero, after printing the gateway's error, when the answer is not a 200 (400 names a
+# malformed check); 2 when METRICS_CONSUMER_THRESHOLDS is set and BODY is not a JSON object.
 set -euo pipefail
 
 url=${METRICS_CONSUMER_URL:-http://127.0.0.1:3000}
@@ -27,6 +33,20 @@ body=${1:-$(
                  "tags": {"targetHost": "http://10.10.10.1", "mode": "example"}}}
 JSON
 )}
+
+# The checks go first in the body's object, before its own members.
+if [ -n "${METRICS_CONSUMER_THRESHOLDS:-}" ]; then
+    if ! [[ $body =~ ^[[:space:]]*\{ ]]; then
+        echo "$0: METRICS_CONSUMER_THRESHOLDS is set, but the body is not a JSON object to add them to" >&2
+        exit 2
+    fi
+    members=${body#*\{}
+    separator=", "
+    if [[ $members =~ ^[[:space:]]*\} ]]; then
+        separator=""
+    fi
+    body="{\"thresholds\": $METRICS_CONSUMER_THRESHOLDS$separator$members"
+fi
 
 status=0
 answer=$(curl -sS --fail-with-body --connect-timeout 10 --max-time 60 -w '\n' \

@@ -1,6 +1,7 @@
 //! The curl examples in `scripts/examples/`, as the README shows them: each script run
 //! with bash against the real binary (with a token) and a real `influxd`, and what they
-//! wrote read back from InfluxDB.
+//! wrote read back from InfluxDB; and a CI job's use of them: checks sent by register.sh,
+//! commit.sh's exit code on the verdict, with python3 or jq reading it.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{ConsumerToml, Gateway, Influxd, wait_until};
+use crate::support::{ConsumerToml, Gateway, Influxd, TempDir, get, wait_until};
 
 const TOKEN: &str = "examples-token-0123456789abcdef";
 
@@ -21,6 +22,17 @@ fn run(gateway: &Gateway, token: Option<&str>, script: &str, args: &[&str]) -> O
 
 /// `run` with `METRICS_CONSUMER_URL` set to `url`.
 fn run_at(url: &str, token: Option<&str>, script: &str, args: &[&str]) -> Output {
+    run_with(url, token, script, args, &[])
+}
+
+/// `run_at` with the variables `env` set too (`METRICS_CONSUMER_THRESHOLDS`, `PATH`).
+fn run_with(
+    url: &str,
+    token: Option<&str>,
+    script: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("scripts/examples")
         .join(script);
@@ -29,6 +41,8 @@ fn run_at(url: &str, token: Option<&str>, script: &str, args: &[&str]) -> Output
         .args(args)
         .env("METRICS_CONSUMER_URL", url)
         .env_remove("METRICS_CONSUMER_TOKEN")
+        .env_remove("METRICS_CONSUMER_THRESHOLDS")
+        .envs(env.iter().copied())
         .stdin(Stdio::null());
     if let Some(token) = token {
         cmd.env("METRICS_CONSUMER_TOKEN", token);
@@ -212,4 +226,147 @@ fn the_examples_take_a_trailing_slash_and_locust_json_files() {
         names.sort();
         assert_eq!(names, ["/items?x=1", "/orders"], "{url}");
     }
+}
+
+/// Where `tool` is on this machine's PATH; the test fails saying what installs it when it is
+/// not.
+fn which(tool: &str, installs: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{tool} not found: {installs}"))
+}
+
+/// A directory to be the whole PATH of commit.sh: links to bash and the tools the script
+/// needs, with jq or without (python3 never).
+fn path_without_python(dir: &TempDir, with_jq: bool) -> String {
+    let mut tools = vec![
+        ("bash", "apt-get install bash"),
+        ("curl", "apt-get install curl"),
+        ("gzip", "apt-get install gzip"),
+        ("cat", "apt-get install coreutils"),
+    ];
+    if with_jq {
+        tools.push(("jq", "apt-get install jq"));
+    }
+    for (tool, installs) in tools {
+        let link = dir.join(tool);
+        if !link.exists() {
+            std::os::unix::fs::symlink(which(tool, installs), &link)
+                .unwrap_or_else(|e| panic!("cannot link {}: {e}", link.display()));
+        }
+    }
+    if !with_jq {
+        let _ = std::fs::remove_file(dir.join("jq"));
+    }
+    dir.path().display().to_string()
+}
+
+/// A CI job with the scripts: register.sh sends the run's checks (METRICS_CONSUMER_THRESHOLDS),
+/// commit.sh prints the verdict and exits 0 when it passed and 1 when it failed, with the
+/// failed check on stderr and the answer alone on stdout; python3 reads the verdict, or jq
+/// without python3, and neither is exit 2 before anything is sent.
+#[test]
+fn commit_sh_exits_on_the_verdict() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(&ConsumerToml::new(&influx.url, "runs").toml());
+    let url = format!("http://{}", gw.addr);
+    // commit.sh's example statistics: GET /items, 120 requests, 2 of them failed.
+    let register = |thresholds: &str| {
+        let out = run_with(
+            &url,
+            None,
+            "register.sh",
+            &[],
+            &[("METRICS_CONSUMER_THRESHOLDS", thresholds)],
+        );
+        answer(&out)["uuid"]
+            .as_str()
+            .expect("register answers a uuid")
+            .to_string()
+    };
+    let stderr = |out: &Output| String::from_utf8_lossy(&out.stderr).to_string();
+
+    // Passed: exit 0, a line on stderr; the run's checks are those register.sh sent.
+    let uuid = register(r#"{"/items": ["requests > 100"]}"#);
+    let out = run_at(&url, None, "commit.sh", &[&uuid]);
+    let committed = answer(&out);
+    assert_eq!(committed["verdict"]["passed"], true, "{committed}");
+    assert!(
+        stderr(&out).contains(&format!("run {uuid} passed its checks: 1 of 1 passed")),
+        "{}",
+        shown(&out)
+    );
+    let run = get(gw.addr, &format!("/apiv0.1/runs/{uuid}"));
+    assert_eq!(run.status, 200, "{}", run.body);
+    let checks = &run.json()["verdict"]["checks"];
+    assert_eq!(checks[0]["check"], "requests > 100", "{checks}");
+    assert_eq!(checks[0]["source"], "register", "{checks}");
+
+    // Failed: exit 1, the failed check on stderr, the answer alone on stdout.
+    let uuid = register(r#"{"/items": ["requests < 100", "failures < 5"]}"#);
+    let out = run_at(&url, None, "commit.sh", &[&uuid]);
+    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
+    assert_eq!(json_of(&out)["verdict"]["passed"], false, "{}", shown(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains(&format!("run {uuid} FAILED its checks: 1 of 2 failed")),
+        "{said}"
+    );
+    let failed: Vec<&str> = said.lines().filter(|l| l.contains("failed: ")).collect();
+    assert_eq!(failed.len(), 1, "{said}");
+    assert!(
+        failed[0].contains("failed: GET /items: requests < 100: value 120, limit 100"),
+        "{said}"
+    );
+
+    // The same with jq alone; and without either, nothing is sent: the run stays open.
+    let tools = TempDir::new("examples-path");
+    let uuid = register(r#"{"/items": ["requests < 100"]}"#);
+    let bare = path_without_python(&tools, false);
+    let out = run_with(&url, None, "commit.sh", &[&uuid], &[("PATH", &bare)]);
+    assert_eq!(out.status.code(), Some(2), "{}", shown(&out));
+    assert!(
+        stderr(&out).contains("neither python3 nor jq found"),
+        "{}",
+        shown(&out)
+    );
+    assert_eq!(
+        answer(&run_at(&url, None, "isrunning.sh", &[]))[&uuid],
+        true
+    );
+    let with_jq = path_without_python(&tools, true);
+    let out = run_with(&url, None, "commit.sh", &[&uuid], &[("PATH", &with_jq)]);
+    assert_eq!(out.status.code(), Some(1), "{}", shown(&out));
+    let with_python = run_at(&url, None, "commit.sh", &[&uuid]);
+    assert_eq!(
+        refused(&with_python),
+        "already_committed",
+        "committed once, by the jq run"
+    );
+    assert!(
+        stderr(&out).contains("failed: GET /items: requests < 100: value 120, limit 100"),
+        "{}",
+        shown(&out)
+    );
+
+    // A malformed check: register.sh fails with the gateway's answer naming it.
+    let out = run_with(
+        &url,
+        None,
+        "register.sh",
+        &[],
+        &[(
+            "METRICS_CONSUMER_THRESHOLDS",
+            r#"{"Aggregated": ["p96 < 1"]}"#,
+        )],
+    );
+    assert_eq!(refused(&out), "invalid_check");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("p96"),
+        "{}",
+        shown(&out)
+    );
 }
