@@ -133,7 +133,8 @@ impl super::Service {
             uuid: j.run.uuid,
             owner: j.owner.map(Into::into),
             identity: identity.ok(),
-            passed: verdict.passed,
+            // A run without checks was not judged: it passes, but is nobody's baseline.
+            passed: verdict.passed && !verdict.checks.is_empty(),
             ended_ms: j.now_ms,
             host: j.run.host.clone(),
             tags: j.run.tags.clone(),

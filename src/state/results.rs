@@ -52,6 +52,7 @@ pub struct RunResult {
     pub owner: Option<String>,
     /// The values of the identity tags (`test=shop`), `None` when the run lacks one of them.
     pub identity: Option<String>,
+    /// Its verdict passed and had checks: it may be a baseline.
     pub passed: bool,
     /// When the run was committed, in Unix milliseconds.
     pub ended_ms: i64,

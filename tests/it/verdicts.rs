@@ -263,6 +263,20 @@ fn the_baseline_is_the_last_passed_run_of_the_same_token_and_test_and_survives_a
     assert_eq!(v["baseline"], first.as_str(), "not {slower}");
     let second_good = v.clone();
 
+    // A run without checks passes, but is nobody's baseline.
+    let unchecked = register(&gw, TOKEN_A, json!({"tags": {"test": "shop"}}));
+    let answer = commit(
+        &gw,
+        TOKEN_A,
+        &unchecked,
+        vec![row("/checkout", "GET", 1.0, 0)],
+    );
+    // (It is still compared with its baseline: its report shows the change.)
+    assert_eq!(answer["verdict"]["passed"], true);
+    assert_eq!(answer["verdict"]["checks"], json!([]));
+    let (_, v) = run(&gw, TOKEN_A, "shop", 480.0);
+    assert_ne!(v["baseline"], unchecked.as_str(), "{v}");
+
     // A run without the identity tag has no baseline, and says why.
     let uuid = register(
         &gw,
