@@ -150,6 +150,8 @@ codes! {
     OlderThanRetention = (400, "older_than_retention", None, "send a later startedAt, or lengthen the retention policy"),
     /// `requestStats` is neither an object, an array of rows nor a string.
     InvalidStats = (400, "invalid_stats", None, "send requestStats as an object, an array of rows, or a string"),
+    /// A register's `thresholds` holds a check the gateway cannot read.
+    InvalidCheck = (400, "invalid_check", None, "write each check as \"<metric> <op> <value>\", e.g. \"p95 < 500ms\" (docs/verdicts.md)"),
 
     // InfluxDB's write API (/write, /api/v2/write, /api/v3/write_lp, /query).
     /// No database (v1 and v3 `db`, v2 `bucket`), or one the gateway does not take.

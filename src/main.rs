@@ -27,6 +27,7 @@ mod state;
 mod stats;
 mod storage;
 mod sync;
+mod verdict;
 
 use std::fmt;
 use std::io;
@@ -494,6 +495,7 @@ fn run() -> Result<(), StartError> {
         .map_err(|e| StorageError::io("open", &log_dir, e))?;
     let dead = DeadLetters::open(&root, c.storage.max_dead_letter_bytes)?;
     let series = SeriesBudget::open(&root)?;
+    let results = state::results::Results::open(&root, c.verdict.max_results)?;
     // The job table: the snapshot first, then the log's changes applied as each record is read.
     let snapshots = Snapshots::new(root);
     let mut restore = snapshots.read()?;
@@ -562,8 +564,15 @@ fn run() -> Result<(), StartError> {
         check_schema: c.influxdb.check_schema,
         series,
         write_schemas: Default::default(),
+        results,
+        judging: service::Judging::from_config(&c.verdict),
         clock: service::Clock::default(),
     });
+    // A result saved for a commit the log never recorded (the gateway stopped between the
+    // two) is no run's result.
+    service
+        .results
+        .keep_committed(|uuid| service.jobs.is_finished(uuid));
     // A fresh snapshot holds everything read back: the log can let go of what is delivered.
     if let Err(e) = service.try_save_snapshot() {
         service.snapshots.errors.error(&e);

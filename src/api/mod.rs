@@ -8,11 +8,9 @@
 //! here logs a request body or a token.
 
 mod influx;
-// The run report's page; its route (`GET /apiv0.1/runs/<uuid>/report`) is wired with the
-// run's JSON it renders, until then nothing calls it.
-#[allow(dead_code)]
 mod report;
 mod routes;
+mod runs;
 mod states;
 
 use std::sync::atomic::AtomicUsize;

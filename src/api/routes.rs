@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use serde_json::{Map, Value, json};
 
 use super::influx::{self, Flavor};
-use super::{ApiError, App, Reply, states};
+use super::{ApiError, App, Reply, runs, states};
 use crate::auth::Client;
 use crate::delivery::Outcome;
 use crate::http::Request;
@@ -22,7 +22,7 @@ use crate::state::jobs::Quota;
 /// One route.
 pub struct Route {
     pub method: &'static str,
-    /// The whole path.
+    /// The whole path; a segment `{uuid}` stands for any one segment (the handler reads it).
     pub path: &'static str,
     /// Whether a token is needed when tokens are configured.
     pub token: bool,
@@ -90,6 +90,22 @@ pub const ROUTES: &[Route] = &[
         name: "metrics",
         flavor: Flavor::Run,
         handler: |app, _, _| Ok(Reply::Text(states::metrics(app))),
+    },
+    Route {
+        method: "GET",
+        path: "/apiv0.1/runs/{uuid}",
+        token: true,
+        name: "run",
+        flavor: Flavor::Run,
+        handler: runs::run,
+    },
+    Route {
+        method: "GET",
+        path: "/apiv0.1/runs/{uuid}/report",
+        token: true,
+        name: "report",
+        flavor: Flavor::Run,
+        handler: runs::report,
     },
     Route {
         method: "GET",
@@ -172,7 +188,28 @@ pub fn find(path: &str) -> Option<(usize, &'static Route)> {
         .strip_suffix('/')
         .filter(|p| !p.is_empty())
         .unwrap_or(path);
-    ROUTES.iter().enumerate().find(|(_, r)| r.path == path)
+    ROUTES
+        .iter()
+        .enumerate()
+        .find(|(_, r)| path_matches(r.path, path))
+}
+
+/// Whether `path` is a path of the route path `pattern`: the same segments, a `{uuid}`
+/// segment standing for any one non-empty segment.
+fn path_matches(pattern: &str, path: &str) -> bool {
+    if !pattern.contains('{') {
+        return pattern == path;
+    }
+    let mut want = pattern.split('/');
+    let mut got = path.split('/');
+    loop {
+        match (want.next(), got.next()) {
+            (None, None) => return true,
+            (Some("{uuid}"), Some(segment)) if !segment.is_empty() => {}
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
 }
 
 /// The route of `path` taking `method`, and its index in [`ROUTES`]. Errors: no route has the
@@ -184,7 +221,7 @@ pub fn find_for(path: &str, method: &str) -> Result<(usize, &'static Route), Api
         .unwrap_or(path);
     let mut allow: Vec<&str> = Vec::new();
     for (i, route) in ROUTES.iter().enumerate() {
-        if route.path == path {
+        if path_matches(route.path, path) {
             if route.method == method {
                 return Ok((i, route));
             }
@@ -304,7 +341,16 @@ fn commit(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, Ap
         description.push_str("; ");
         description.push_str(&note);
     }
+    description.push_str("; verdict: ");
+    description.push_str(&c.verdict.summary());
+    if let Some(why) = &c.not_kept {
+        description.push_str(&format!(
+            "; its result could not be kept ({why}): no report, and no later run's baseline"
+        ));
+    }
     let mut body = json!({"uuid": uuid, "data": {"description": description}});
+    body["verdict"] = serde_json::to_value(&c.verdict).unwrap_or(Value::Null);
+    body["report"] = Value::String(format!("/apiv0.1/runs/{uuid}/report"));
     put_ignored(&mut body, &ignored);
     Ok(Reply::Json(answer(body, &c.outcome, tolerated)))
 }

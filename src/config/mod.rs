@@ -43,6 +43,7 @@ pub struct Config {
     pub storage: Storage,
     pub limits: Limits,
     pub log: Log,
+    pub verdict: Verdict,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -309,6 +310,42 @@ impl Default for Storage {
             max_dead_letter_bytes: 256 << 20,
         }
     }
+}
+
+/// `[verdict]`: how a committed run is judged (docs/verdicts.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Verdict {
+    /// The run tags that say which test a run is: its baseline is the last run that passed with
+    /// the same values of them, registered with the same token.
+    pub identity: Vec<String>,
+    /// Results of committed runs kept under `storage.dir/results` (for baselines, the
+    /// `/apiv0.1/runs` routes and their reports), at most; the oldest go first, a baseline last.
+    pub max_results: usize,
+    /// Checks for every run whose tags match: the `[[verdict.rule]]` tables.
+    #[serde(rename = "rule")]
+    pub rules: Vec<VerdictRule>,
+}
+
+impl Default for Verdict {
+    fn default() -> Self {
+        Verdict {
+            identity: vec!["test".into()],
+            max_results: 1000,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// One `[[verdict.rule]]` table: checks for the runs whose tags match `tags`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerdictRule {
+    /// Tag names with the values (globs: `*`, `?`) a run's tags must all match; none: every run.
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Endpoint names (a row's name, or `Aggregated`), each with its checks, as a register's
+    /// `thresholds`.
+    pub thresholds: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -36,8 +36,8 @@ pub struct EnvKey {
 
 /// Every key of the configuration with its variable, in the order of the file, derived from
 /// [`Config`] itself (its defaults as a TOML table, which keeps the structs' order), so a new
-/// key has its variable without a list to keep. `[[auth.token]]` has none: a list of tables
-/// has no one-line form.
+/// key has its variable without a list to keep. `[[auth.token]]` and `[[verdict.rule]]` have
+/// none: a list of tables has no one-line form.
 pub fn env_keys() -> Vec<EnvKey> {
     let Ok(defaults) = toml::Table::try_from(Config::default()) else {
         return Vec::new();
@@ -48,7 +48,7 @@ pub fn env_keys() -> Vec<EnvKey> {
             continue;
         };
         for (name, default) in table {
-            if section == "auth" && name == "token" {
+            if (section == "auth" && name == "token") || (section == "verdict" && name == "rule") {
                 continue;
             }
             keys.push(EnvKey {
@@ -307,6 +307,7 @@ mod tests {
         let at = |key: &str| keys.iter().position(|k| k == key).unwrap();
         assert!(at("server.tls_key") < at("auth.tokens"));
         assert!(at("influxdb.url") < at("influxdb.api"));
-        assert_eq!(keys.last().map(String::as_str), Some("log.level"));
+        assert!(at("log.level") < at("verdict.identity"));
+        assert_eq!(keys.last().map(String::as_str), Some("verdict.max_results"));
     }
 }

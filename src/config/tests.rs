@@ -209,6 +209,28 @@ fn the_shipped_file_loads_and_lists_every_key() {
                 assert!(include_str!("../../consumer.toml").contains("# [[auth.token]]"));
                 continue;
             }
+            if table == "verdict" && key == "rule" {
+                // So are [[verdict.rule]] tables; the one shown reads as a rule.
+                let text = include_str!("../../consumer.toml");
+                let at = text
+                    .find("# [[verdict.rule]]")
+                    .expect("consumer.toml shows a rule");
+                let rule: String = text[at..]
+                    .lines()
+                    .map(|l| l.trim_start_matches('#').trim_start())
+                    .filter(|l| !l.starts_with('#'))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let table: toml::Table = toml::from_str(&rule).unwrap();
+                assert!(
+                    table["verdict"]["rule"]
+                        .as_array()
+                        .is_some_and(|r| r.len() == 1)
+                );
+                let loaded = load_text(&rule, Overrides::default()).unwrap();
+                assert_eq!(loaded.config.verdict.rules.len(), 1);
+                continue;
+            }
             assert!(
                 shipped.get(table).and_then(|t| t.get(key)).is_some(),
                 "consumer.toml lacks [{table}] {key}"

@@ -202,6 +202,7 @@ pub fn validate(c: &Config) -> Result<(SocketAddr, log::LevelFilter), Problem> {
             ),
         ));
     }
+    verdict(&c.verdict)?;
 
     let level = c.log.level.parse::<log::LevelFilter>().map_err(|_| {
         Problem::new(
@@ -228,4 +229,54 @@ pub fn open_to_anyone(c: &Config, listen: SocketAddr, has_clients: bool) -> Resu
             "{listen} is not a loopback address and no tokens are configured, so anyone who can reach the port could write; add a token to auth.tokens, auth.token_files or {ENV_TOKENS} (make one with `openssl rand -hex 32`), or set auth.allow_unauthenticated = true if the network is trusted"
         ),
     ))
+}
+
+/// `[verdict]`: identity tags that can be tags, a bound on the results kept, and rules whose
+/// checks read (the same rules as a register's `thresholds`).
+fn verdict(v: &super::Verdict) -> Result<(), Problem> {
+    for name in &v.identity {
+        crate::ingest::line_protocol::check_name(name)
+            .map_err(|e| Problem::new("verdict.identity", format!("{name:?}: {e}")))?;
+    }
+    if !(1..=1_000_000).contains(&v.max_results) {
+        return Err(Problem::new(
+            "verdict.max_results",
+            "must be from 1 to 1000000",
+        ));
+    }
+    for (i, rule) in v.rules.iter().enumerate() {
+        for (name, glob) in &rule.tags {
+            crate::ingest::line_protocol::check_name(name).map_err(|e| {
+                Problem::new(
+                    "verdict.rule",
+                    format!("rule {} tags: {name:?}: {e}", i + 1),
+                )
+            })?;
+            if glob.is_empty() {
+                return Err(Problem::new(
+                    "verdict.rule",
+                    format!(
+                        "rule {} tags.{name} is empty; give the value (or a glob such as \"*\") the run's tag must have",
+                        i + 1
+                    ),
+                ));
+            }
+        }
+        if rule.thresholds.is_empty() {
+            return Err(Problem::new(
+                "verdict.rule",
+                format!(
+                    "rule {} has no thresholds; give e.g. thresholds = {{ Aggregated = [\"p95 < 500ms\"] }}",
+                    i + 1
+                ),
+            ));
+        }
+        let json = serde_json::to_value(&rule.thresholds).unwrap_or_default();
+        crate::verdict::thresholds(&json, crate::verdict::Source::Config).map_err(
+            |(key, message)| {
+                Problem::new("verdict.rule", format!("rule {} {key}: {message}", i + 1))
+            },
+        )?;
+    }
+    Ok(())
 }

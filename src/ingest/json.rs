@@ -61,6 +61,9 @@ pub enum Rule<'a> {
         /// Members kept of each row (see [`Row`]).
         members: usize,
         seen: &'a Cell<usize>,
+        /// A member kept with its object's entries (at most this many, each a scalar) where
+        /// every other member's object is emptied: a row's histogram.
+        nested: Option<(&'a str, usize)>,
         rescue: fn(&Row<'_>) -> bool,
         take: &'a dyn Fn(Option<Row<'_>>),
     },
@@ -539,6 +542,7 @@ impl<'de> Visitor<'de> for Prune<'_> {
             keep,
             members,
             seen,
+            nested,
             rescue,
             take,
         } = *self.0
@@ -548,14 +552,14 @@ impl<'de> Visitor<'de> for Prune<'_> {
             let mut n = 0;
             loop {
                 if n < keep {
-                    match seq.next_element_seed(ReadRow(members))? {
+                    match seq.next_element_seed(ReadRow(members, nested))? {
                         Some(Some(row)) => take(Some(row)),
                         Some(None) => {}
                         None => break,
                     }
                 } else if let Some(test) = rescue {
                     // Read whole, but only one at a time: memory stays that of one row.
-                    match seq.next_element_seed(ReadRow(members))? {
+                    match seq.next_element_seed(ReadRow(members, nested))? {
                         Some(Some(row)) if test(&row) => {
                             take(Some(row));
                             rescue = None;
@@ -641,11 +645,12 @@ impl<'de> Visitor<'de> for Prune<'_> {
 }
 
 /// Reads one entry of a [`Rule::Rows`] array: an object as a [`Row`] of at most this many
-/// members, anything else read and skipped (`None`).
+/// members (the nested member's object keeping at most its count of entries), anything else
+/// read and skipped (`None`).
 #[derive(Clone, Copy)]
-struct ReadRow(usize);
+struct ReadRow<'a>(usize, Option<(&'a str, usize)>);
 
-impl<'de> DeserializeSeed<'de> for ReadRow {
+impl<'de> DeserializeSeed<'de> for ReadRow<'_> {
     type Value = Option<Row<'de>>;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
@@ -653,7 +658,7 @@ impl<'de> DeserializeSeed<'de> for ReadRow {
     }
 }
 
-impl<'de> Visitor<'de> for ReadRow {
+impl<'de> Visitor<'de> for ReadRow<'_> {
     type Value = Option<Row<'de>>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -698,7 +703,17 @@ impl<'de> Visitor<'de> for ReadRow {
         let mut n = 0;
         while let Some(key) = map.next_key_seed(Key)? {
             if n < self.0 {
-                members.push((key, map.next_value_seed(Prune(&Rule::Scalar))?));
+                let value = match self.1 {
+                    Some((nested, keep)) if key == nested => {
+                        map.next_value_seed(Prune(&Rule::Entries {
+                            keep,
+                            inner: &Rule::Scalar,
+                            seen: None,
+                        }))?
+                    }
+                    _ => map.next_value_seed(Prune(&Rule::Scalar))?,
+                };
+                members.push((key, value));
             } else {
                 map.next_value::<IgnoredAny>()?;
             }

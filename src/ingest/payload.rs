@@ -47,6 +47,8 @@ pub struct Record {
     /// Keys of the body the gateway read nothing from (at the top and in `measurement`),
     /// sorted by key, at most [`IGNORED_LISTED`] of each object, so the answer can name them.
     pub ignored: Vec<Ignored>,
+    /// A register's checks (`thresholds`), judged at its commit; empty for the other routes.
+    pub thresholds: Vec<crate::verdict::Threshold>,
 }
 
 /// A commit: the run it ends, and what it reports.
@@ -114,6 +116,7 @@ const RESERVED: [&str; 7] = [
 fn read_body(
     body: &[u8],
     with_stats: bool,
+    with_thresholds: bool,
 ) -> Result<(Map<String, Value>, Tolerated), PayloadError> {
     let body = crate::ingest::body::unwrap(body)
         .map_err(|refusal| PayloadError::new("", refusal.code, refusal.message))?;
@@ -136,6 +139,18 @@ fn read_body(
         keep_other: ENTRY_CAP,
     };
     let measurement_keys = [("tags", entries), ("fields", fields)];
+    // Endpoints, each with its checks: a bound past the checks a run may have, so that the
+    // count refused names the limit rather than passing unseen.
+    let checks = Rule::Entries {
+        keep: crate::verdict::MAX_CHECKS + 1,
+        inner: &Rule::Scalar,
+        seen: None,
+    };
+    let thresholds = Rule::Keys {
+        keys: &[],
+        other: Some(&checks),
+        keep_other: crate::verdict::MAX_CHECKS + 1,
+    };
     let measurement = Rule::Keys {
         keys: &measurement_keys,
         other: Some(&Rule::Skip),
@@ -156,9 +171,15 @@ fn read_body(
             },
         ),
         ("measurement", measurement),
+        ("thresholds", thresholds),
     ];
+    let keys = if with_thresholds {
+        &top_keys[..]
+    } else {
+        &top_keys[..top_keys.len() - 1]
+    };
     let top = Rule::Keys {
-        keys: &top_keys,
+        keys,
         other: Some(&Rule::Skip),
         keep_other: IGNORED_LISTED,
     };
@@ -190,24 +211,29 @@ fn read_body(
 
 /// The record of a `register`.
 pub fn register(body: &[u8], limits: PayloadLimits) -> Result<Record, PayloadError> {
-    let (body, tolerated) = read_body(body, false)?;
-    record(&body, tolerated, limits, |_| false)
+    let (body, tolerated) = read_body(body, false, true)?;
+    let mut record = record(&body, tolerated, limits, |_| false, true)?;
+    if let Some(value) = body.get("thresholds") {
+        record.thresholds = crate::verdict::thresholds(value, crate::verdict::Source::Register)
+            .map_err(|(key, message)| PayloadError::new(key, Code::InvalidCheck, message))?;
+    }
+    Ok(record)
 }
 
 /// The uuid and new fields of a `progress`.
 pub fn progress(body: &[u8], limits: PayloadLimits) -> Result<(Uuid, Record), PayloadError> {
-    let (body, tolerated) = read_body(body, false)?;
+    let (body, tolerated) = read_body(body, false, false)?;
     Ok((
         uuid_of(&body)?,
-        record(&body, tolerated, limits, |_| false)?,
+        record(&body, tolerated, limits, |_| false, false)?,
     ))
 }
 
 /// The record of a `commit`, with its `uuid` and `requestStats`.
 pub fn commit(body: &[u8], limits: PayloadLimits) -> Result<Commit, PayloadError> {
-    let (body, tolerated) = read_body(body, true)?;
+    let (body, tolerated) = read_body(body, true, false)?;
     let uuid = uuid_of(&body)?;
-    let record = record(&body, tolerated, limits, |key| key == "requestStats")?;
+    let record = record(&body, tolerated, limits, |key| key == "requestStats", false)?;
     let stats = match measurement(&body)?
         .and_then(|m| m.get("fields"))
         .and_then(|f| f.get("requestStats"))
@@ -277,6 +303,7 @@ fn record(
     tolerated: Tolerated,
     limits: PayloadLimits,
     skip_field: impl Fn(&str) -> bool,
+    register: bool,
 ) -> Result<Record, PayloadError> {
     let started_at_ms = match body.get("startedAt") {
         None | Some(Value::Null) => None,
@@ -408,7 +435,11 @@ fn record(
         ));
     }
     let mut ignored = Vec::new();
-    ignored_in(body, "", &TOP_KEYS, &TOP_NEAR, &mut ignored);
+    if register {
+        ignored_in(body, "", &REGISTER_KEYS, &REGISTER_NEAR, &mut ignored);
+    } else {
+        ignored_in(body, "", &TOP_KEYS, &TOP_NEAR, &mut ignored);
+    }
     if let Some(m) = measurement {
         ignored_in(
             m,
@@ -426,6 +457,7 @@ fn record(
         fields,
         tolerated,
         ignored,
+        thresholds: Vec::new(),
     })
 }
 

@@ -13,10 +13,12 @@ pub const HEARTBEAT: &str = "load_testing";
 pub const RESULT: &str = "load_testing_result";
 pub const REQUEST_STATS: &str = "load_testing_request_stats";
 pub const EVENTS: &str = "load_testing_events";
+/// One point per check of a run's verdict.
+pub const CHECKS: &str = "load_testing_checks";
 /// The tag naming the token a run was registered with (`auth.tag_runs_with_token_name`).
 pub const TOKEN_NAME_TAG: &str = "token_name";
 /// Every measurement the gateway writes.
-pub const MEASUREMENTS: [&str; 4] = [HEARTBEAT, RESULT, REQUEST_STATS, EVENTS];
+pub const MEASUREMENTS: [&str; 5] = [HEARTBEAT, RESULT, REQUEST_STATS, EVENTS, CHECKS];
 
 /// What every point of a run shares.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +36,8 @@ pub enum Event {
     Started,
     Finished,
     Expired,
+    /// The run's verdict, judged at its commit.
+    Verdict,
 }
 
 impl Event {
@@ -42,6 +46,7 @@ impl Event {
             Event::Started => "started",
             Event::Finished => "finished",
             Event::Expired => "expired",
+            Event::Verdict => "verdict",
         }
     }
 }
@@ -226,6 +231,55 @@ pub fn commit(run: &Run, record: &Record, stats: Option<RequestStats>, now_ms: i
     points
 }
 
+/// The points of a run's verdict, at `time_ms` (the commit's): one `load_testing_checks` point
+/// per check outcome, tagged with the endpoint (`name`, `method`) and the check's text
+/// (`check`), with the fields `value` and `limit` (where known) and `result` (`passed`,
+/// `failed`, `skipped`); then the `verdict` event, whose text is the verdict's summary. A run
+/// without checks has none: there is nothing to annotate.
+pub fn verdict(run: &Run, verdict: &crate::verdict::Verdict, time_ms: i64) -> Vec<Point> {
+    use crate::ingest::line_protocol::{MAX_TAG_VALUE_BYTES, sanitize_tag_value};
+    if verdict.checks.is_empty() {
+        return Vec::new();
+    }
+    let mut points = Vec::with_capacity(verdict.checks.len() + 1);
+    for c in &verdict.checks {
+        let mut p = Point::new(CHECKS, time_ms);
+        for (k, v) in &run.tags {
+            if !matches!(k.as_str(), "name" | "method" | "check") {
+                let _ = p.tag(k, v);
+            }
+        }
+        with_run(&mut p, run, false);
+        let _ = p.tag(
+            "name",
+            &sanitize_tag_value(&c.endpoint, MAX_TAG_VALUE_BYTES),
+        );
+        if let Some(method) = &c.method {
+            let _ = p.tag("method", &sanitize_tag_value(method, MAX_TAG_VALUE_BYTES));
+        }
+        let _ = p.tag("check", &sanitize_tag_value(&c.check, MAX_TAG_VALUE_BYTES));
+        for (key, value) in [("value", c.value), ("limit", c.limit)] {
+            if let Some(v) = value {
+                let _ = p.field(key, FieldValue::Float(v));
+            }
+        }
+        let result = match c.passed {
+            Some(true) => "passed",
+            Some(false) => "failed",
+            None => "skipped",
+        };
+        let _ = p.field("result", FieldValue::Str(result.into()));
+        points.push(p);
+    }
+    points.push(event(
+        run,
+        Event::Verdict,
+        time_ms,
+        format!("verdict of run {}: {}", run.uuid, verdict.summary()),
+    ));
+    points
+}
+
 /// The `finished` event's sentence. A client that says how long its test ran (a `duration`
 /// field, in seconds, as the Locust plugin sends) is believed: the time between the run's
 /// start and its commit says nothing of the test when a client registers and commits at its
@@ -351,10 +405,12 @@ mod tests {
                         ("uuid".into(), FieldValue::Float(8.0)),
                         ("n".into(), FieldValue::Float(3.0)),
                     ],
+                    computed: Vec::new(),
                 },
                 StatsRow {
                     tags: vec![],
                     fields: vec![("mode".into(), FieldValue::Float(2.0))],
+                    computed: Vec::new(),
                 },
             ],
             rows_sent: 2,
@@ -428,6 +484,7 @@ mod tests {
             rows: vec![StatsRow {
                 tags: vec![("name".into(), "/x".into()), ("host".into(), "evil".into())],
                 fields: vec![("num_requests".into(), FieldValue::Float(4.0))],
+                computed: Vec::new(),
             }],
             rows_sent: 1,
             ..RequestStats::default()

@@ -8,8 +8,11 @@
 //! business, so nothing here knows of requests, headers or status codes (the tidy test keeps
 //! `http` out of this file). Never holds the job-table lock across I/O.
 
+mod judging;
 mod upkeep;
 pub mod write;
+
+pub use judging::Judging;
 
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -71,6 +74,10 @@ pub struct Service {
     pub series: SeriesBudget,
     /// The schema of each database written through InfluxDB's write API.
     pub write_schemas: write::Schemas,
+    /// `storage.dir/results`: committed runs' results, for reports and baselines.
+    pub results: crate::state::results::Results,
+    /// `[verdict]`: the configuration's checks and the identity of a run.
+    pub judging: Judging,
     /// The monotonic clock the expiry of runs runs on.
     pub clock: Clock,
 }
@@ -137,7 +144,7 @@ pub struct Registered {
 }
 
 /// A run that has ended with its result.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Committed {
     pub uuid: Uuid,
     /// Points written by the commit.
@@ -150,6 +157,10 @@ pub struct Committed {
     pub left_out: usize,
     /// Where the points went.
     pub outcome: Outcome,
+    /// The run's verdict.
+    pub verdict: crate::verdict::Verdict,
+    /// Why the result could not be kept for reports and baselines (a full disk), if so.
+    pub not_kept: Option<String>,
 }
 
 /// Why a use-case did not go ahead. Nothing of it was recorded, and the job table is as before.
@@ -399,6 +410,8 @@ impl Service {
         let mut job = Job::running(run, record.fields, now_ms);
         job.seen_mono_ms = self.jobs.mono_ms(self.clock.now());
         job.owner = quota.map(|q| q.owner.to_string());
+        job.thresholds = record.thresholds;
+        job.sample(now_ms);
         let change = slot
             .prepare(&job, &self.rules.bounds)
             .map_err(|r| Refused::of_owner(uuid, r, quota))?;
@@ -545,8 +558,19 @@ impl Service {
             _ => 0,
         };
         let rows_sent = commit.stats.as_ref().map_or(0, |s| s.rows_sent);
+        let (thresholds, samples) = self.jobs.judging(&uuid);
+        let result = self.judge(judging::Judged {
+            run: &run,
+            owner: caller,
+            now_ms,
+            stats: commit.stats.as_ref(),
+            thresholds: &thresholds,
+            samples,
+        });
         // The stats move into the points: a commit of many rows holds its members once.
-        let points = points::commit(&run, &commit.record, commit.stats.take(), now_ms);
+        let mut points = points::commit(&run, &commit.record, commit.stats.take(), now_ms);
+        let time = commit.record.started_at_ms.unwrap_or(now_ms);
+        points.extend(points::verdict(&run, &result.verdict, time));
         let claim = match self.check_schema {
             true => {
                 claim
@@ -562,18 +586,41 @@ impl Service {
             .prepare_finish(&uuid, now_ms)
             .ok_or(Refused::CommitInProgress(uuid))?;
         let change = guard.prepared.insert(change);
-        let seq = self
-            .delivery
-            .record(
-                Kind::Request,
-                change,
-                &request_unit(points.len(), &lines),
-                &self.stats,
-            )
-            .map_err(Refused::NotRecorded)?;
+        // Kept before the record is written, made to count once it is on disk: a baseline is
+        // always a run whose commit was acknowledged (see `state::results`).
+        let not_kept = match self.results.save(&result) {
+            Ok(()) => None,
+            Err(e) => {
+                self.results.errors.error(&format!(
+                    "cannot keep the result of run {uuid} in storage.dir/results: {e}; its commit is recorded, without a report, and it is no later run's baseline"
+                ));
+                Some(e.to_string())
+            }
+        };
+        let recorded = self.delivery.record(
+            Kind::Request,
+            change,
+            &request_unit(points.len(), &lines),
+            &self.stats,
+        );
+        let seq = match recorded {
+            Ok(seq) => seq,
+            Err(e) => {
+                if not_kept.is_none() {
+                    self.results.forget(&uuid);
+                }
+                return Err(Refused::NotRecorded(e));
+            }
+        };
         guard.finish(now_ms);
+        if not_kept.is_none() {
+            self.results.committed(&uuid);
+        }
         self.learned(claim, &points);
-        log::info!("run {uuid} committed");
+        log::info!(
+            "run {uuid} committed; verdict: {}",
+            crate::logtext::escape(&result.verdict.summary(), 300)
+        );
         // The rows InfluxDB holds: a row left with nothing to record is not a point.
         let rows = points
             .iter()
@@ -586,6 +633,8 @@ impl Service {
             rows_sent,
             left_out,
             outcome: self.delivery.outcome(seq),
+            verdict: result.verdict,
+            not_kept,
         })
     }
 

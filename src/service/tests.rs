@@ -106,6 +106,9 @@ pub(crate) fn fixture_in(
         series: crate::state::series::SeriesBudget::open(&crate::storage::tests::root(&dir))
             .unwrap(),
         write_schemas: Default::default(),
+        results: crate::state::results::Results::open(&crate::storage::tests::root(&dir), 100)
+            .unwrap(),
+        judging: Default::default(),
         clock: Clock::default(),
     });
     let running = Arc::clone(&service);

@@ -461,6 +461,9 @@ struct Saved<'a> {
     progressed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     owner: Option<Cow<'a, str>>,
+    /// The register's checks, each as its endpoint and text; older files have none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    thresholds: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -511,6 +514,16 @@ impl<'a> Saved<'a> {
             heartbeats: job.heartbeats,
             progressed: job.progressed,
             owner: job.owner.as_deref().map(Cow::Borrowed),
+            thresholds: job
+                .thresholds
+                .iter()
+                .map(|t| {
+                    (
+                        Cow::Borrowed(t.endpoint.as_str()),
+                        Cow::Borrowed(t.check.text.as_str()),
+                    )
+                })
+                .collect(),
         }
     }
 }
@@ -552,6 +565,15 @@ impl Saved<'_> {
             line_protocol::check_tag_value(owner).map_err(|e| format!("owner: {e}"))?;
         }
         job.owner = self.owner.map(Cow::into_owned);
+        for (endpoint, text) in self.thresholds {
+            let check = crate::verdict::check::parse(&text)
+                .map_err(|e| format!("check {text:?} of {endpoint:?}: {e}"))?;
+            job.thresholds.push(crate::verdict::Threshold {
+                endpoint: endpoint.into_owned(),
+                check,
+                source: crate::verdict::Source::Register,
+            });
+        }
         Ok(job)
     }
 }

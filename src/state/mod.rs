@@ -8,6 +8,7 @@
 
 pub mod jobs;
 pub mod journal;
+pub mod results;
 pub mod schema;
 pub mod series;
 pub mod snapshots;

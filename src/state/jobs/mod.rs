@@ -40,6 +40,7 @@ use crate::ingest::line_protocol::FieldValue;
 use crate::ingest::points::{self, BeatLine, Event, Run};
 use crate::state::journal;
 use crate::state::schema::Known;
+use crate::verdict::Threshold;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -104,6 +105,59 @@ pub struct Job {
     pub progressed: bool,
     /// The name of the token that registered the run (none without tokens).
     pub owner: Option<String>,
+    /// The checks the register gave (`thresholds`), judged at the commit. Saved.
+    pub thresholds: Vec<Threshold>,
+    /// Users and requests per second at the register and at each progress, oldest first, at
+    /// most [`MAX_SAMPLES`] (when full, every other one is let go, so they span the whole
+    /// run): the report's chart. Not saved: a restart begins them again.
+    pub samples: Vec<Sample>,
+}
+
+/// A run's progress at one moment, for the report's chart.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Sample {
+    /// Unix milliseconds.
+    pub ms: i64,
+    /// Users running (`user_count`, else `users`, else `clients`).
+    pub users: Option<f64>,
+    /// Requests per second (`current_rps`, else `rps`).
+    pub rps: Option<f64>,
+}
+
+/// Samples of a run kept at most.
+pub const MAX_SAMPLES: usize = 300;
+
+impl Sample {
+    /// The sample of a run whose fields are `fields` at `ms`; `None` when they say nothing of
+    /// users or requests per second.
+    pub fn of(fields: &[(String, FieldValue)], ms: i64) -> Option<Sample> {
+        let first = |keys: &[&str]| {
+            keys.iter().find_map(|key| {
+                fields.iter().find_map(|(k, v)| match v {
+                    FieldValue::Float(f) if k == key && f.is_finite() => Some(*f),
+                    _ => None,
+                })
+            })
+        };
+        let users = first(&["user_count", "users", "clients"]);
+        let rps = first(&["current_rps", "rps"]);
+        (users.is_some() || rps.is_some()).then_some(Sample { ms, users, rps })
+    }
+}
+
+/// Adds `sample` to `samples`, letting every other one go when [`MAX_SAMPLES`] are held.
+fn add_sample(samples: &mut Vec<Sample>, sample: Option<Sample>) {
+    let Some(sample) = sample else {
+        return;
+    };
+    if samples.len() >= MAX_SAMPLES {
+        let mut i = 0;
+        samples.retain(|_| {
+            i += 1;
+            i % 2 == 1
+        });
+    }
+    samples.push(sample);
 }
 
 impl Job {
@@ -121,7 +175,14 @@ impl Job {
             heartbeats: 0,
             progressed: false,
             owner: None,
+            thresholds: Vec::new(),
+            samples: Vec::new(),
         }
+    }
+
+    /// Adds a sample of the run's fields as they are at `ms` (see [`Sample::of`]).
+    pub fn sample(&mut self, ms: i64) {
+        add_sample(&mut self.samples, Sample::of(&self.fields, ms));
     }
 
     /// Bytes the run keeps in memory while it runs, about: its heartbeat encoded once, and the
@@ -140,7 +201,18 @@ impl Job {
                     }
             })
             .sum();
-        OVERHEAD + self.run.host.len() + tags + fields + self.beat.size()
+        let checks: usize = self
+            .thresholds
+            .iter()
+            .map(|t| 64 + t.endpoint.len() + t.check.text.len())
+            .sum();
+        OVERHEAD
+            + self.run.host.len()
+            + tags
+            + fields
+            + self.beat.size()
+            + checks
+            + self.samples.len() * std::mem::size_of::<Sample>()
     }
 
     /// Whether `caller` (a client's name; `None` without tokens) may act on the run: a run
@@ -162,6 +234,8 @@ impl Job {
         self.run.tags = Vec::new();
         self.fields = Vec::new();
         self.beat = BeatLine::default();
+        self.thresholds = Vec::new();
+        self.samples = Vec::new();
     }
 }
 
@@ -468,6 +542,7 @@ impl Jobs {
             ..job.clone()
         };
         changed.beat = BeatLine::new(&changed.run, &changed.fields);
+        changed.sample(now_ms);
         bounds.check_run(&changed)?;
         let new = changed.weight();
         if new > old {
@@ -653,6 +728,33 @@ impl Jobs {
     /// Whether run `uuid` exists and `caller` may act on it (see [`Job::is_for`]).
     pub fn is_for(&self, uuid: &Uuid, caller: Option<&str>) -> bool {
         self.lock().jobs.get(uuid).is_some_and(|j| j.is_for(caller))
+    }
+
+    /// Whether run `uuid` is finished (`None`: the table does not hold it).
+    pub fn is_finished(&self, uuid: &Uuid) -> Option<bool> {
+        self.lock()
+            .jobs
+            .get(uuid)
+            .map(|j| matches!(j.state, State::Finished { .. }))
+    }
+
+    /// Run `uuid` as `caller` may see it (its own runs with a token), a copy.
+    pub fn get_for(&self, uuid: &Uuid, caller: Option<&str>) -> Option<Job> {
+        self.lock()
+            .jobs
+            .get(uuid)
+            .filter(|j| j.is_for(caller))
+            .cloned()
+    }
+
+    /// What a commit of run `uuid` is judged by and charts: the register's checks and the
+    /// progress samples.
+    pub fn judging(&self, uuid: &Uuid) -> (Vec<Threshold>, Vec<Sample>) {
+        self.lock()
+            .jobs
+            .get(uuid)
+            .map(|j| (j.thresholds.clone(), j.samples.clone()))
+            .unwrap_or_default()
     }
 
     /// Whether `name` is one of the tags of run `uuid`.

@@ -1,0 +1,516 @@
+//! Judging a run: the checks of its register and of the configuration applied to the figures
+//! of its endpoint rows, some against the baseline (the last run of the same identity that
+//! passed). Pure: no I/O, no clock; `state::results` keeps the results a baseline is read from,
+//! and `service::commit` calls [`judge`].
+//!
+//! The figures of a row are read from Locust's own members (docs/verdicts.md has the table):
+//! `avg_response_time`, `response_time_percentile_0.95`, `total_rps`, `fail_ratio`, … A
+//! percentile Locust did not report is computed from the row's `response_times` (Locust's
+//! histogram of rounded response times), as Locust computes it, when the row carries one.
+
+pub mod check;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+pub use check::{Check, Limit, Metric};
+
+use crate::ingest::line_protocol::FieldValue;
+use crate::ingest::payload::StatsRow;
+
+/// Checks one run may carry at most (its register's and the configuration's together).
+pub const MAX_CHECKS: usize = 100;
+/// Bytes of an endpoint's name in a check at most (Locust names endpoints by URL).
+pub const MAX_ENDPOINT_BYTES: usize = 1024;
+/// The name of Locust's row of all endpoints together.
+pub const AGGREGATED: &str = "Aggregated";
+
+/// The percentiles a row's histogram gives: each metric with its quantile.
+pub const PERCENTILES: [(Metric, f64); 6] = [
+    (Metric::P50, 0.5),
+    (Metric::P75, 0.75),
+    (Metric::P90, 0.9),
+    (Metric::P95, 0.95),
+    (Metric::P99, 0.99),
+    (Metric::P999, 0.999),
+];
+
+/// Where a check came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The register's `thresholds`.
+    Register,
+    /// A `[[verdict.rule]]` of the configuration whose tags the run matched.
+    Config,
+}
+
+/// A check of one endpoint: the row named `endpoint` (`Aggregated`: all together).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    pub endpoint: String,
+    pub check: Check,
+    pub source: Source,
+}
+
+/// Reads a register's `thresholds`: an object of endpoint names, each with a list of checks
+/// (or one check as a string), e.g. `{"Aggregated": ["fail_ratio < 1%"], "/checkout": ["p95 <
+/// 500ms"]}`. `null` is none.
+///
+/// Errors: the key under `thresholds` (`thresholds./checkout[0]`) and what is wrong with it:
+/// not an object, not a list of strings, a malformed check ([`check::parse`]), an endpoint
+/// name over [`MAX_ENDPOINT_BYTES`], more than [`MAX_CHECKS`] checks.
+pub fn thresholds(value: &Value, source: Source) -> Result<Vec<Threshold>, (String, String)> {
+    let map = match value {
+        Value::Null => return Ok(Vec::new()),
+        Value::Object(map) => map,
+        other => {
+            return Err((
+                "thresholds".into(),
+                format!(
+                    "must be an object of endpoint names, each with a list of checks (e.g. {{\"Aggregated\": [\"p95 < 500ms\"]}}), not {}",
+                    json_kind(other)
+                ),
+            ));
+        }
+    };
+    if map.len() > MAX_CHECKS {
+        return Err((
+            "thresholds".into(),
+            format!(
+                "names more than {MAX_CHECKS} endpoints; a run has at most {MAX_CHECKS} checks"
+            ),
+        ));
+    }
+    let mut out = Vec::new();
+    for (endpoint, checks) in map {
+        let at = format!("thresholds.{endpoint}");
+        if endpoint.is_empty() || endpoint.len() > MAX_ENDPOINT_BYTES {
+            return Err((
+                at,
+                format!(
+                    "an endpoint's name is 1 to {MAX_ENDPOINT_BYTES} bytes: a row's name as Locust reports it, or \"{AGGREGATED}\""
+                ),
+            ));
+        }
+        let list: Vec<&Value> = match checks {
+            Value::Array(items) => items.iter().collect(),
+            Value::String(_) => vec![checks],
+            Value::Null => continue,
+            other => {
+                return Err((
+                    at,
+                    format!(
+                        "must be a list of checks such as [\"p95 < 500ms\"], not {}",
+                        json_kind(other)
+                    ),
+                ));
+            }
+        };
+        for (i, item) in list.into_iter().enumerate() {
+            let at = format!("{at}[{i}]");
+            let Value::String(text) = item else {
+                return Err((
+                    at,
+                    format!(
+                        "must be a check as a string such as \"p95 < 500ms\", not {}",
+                        json_kind(item)
+                    ),
+                ));
+            };
+            let check = check::parse(text).map_err(|e| (at.clone(), format!("{text:?} {e}")))?;
+            out.push(Threshold {
+                endpoint: endpoint.clone(),
+                check,
+                source,
+            });
+            if out.len() > MAX_CHECKS {
+                return Err((
+                    "thresholds".into(),
+                    format!("holds more than {MAX_CHECKS} checks; keep the ones a run must pass"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The checks a run is judged by: the register's, then the configuration's whose endpoint and
+/// metric the register has no check for (the register's check wins).
+pub fn merge(register: &[Threshold], config: &[Threshold]) -> Vec<Threshold> {
+    let mut all = register.to_vec();
+    for t in config {
+        let overridden = register
+            .iter()
+            .any(|r| r.endpoint == t.endpoint && r.check.metric == t.check.metric);
+        if !overridden && all.len() < MAX_CHECKS {
+            all.push(t.clone());
+        }
+    }
+    all
+}
+
+/// A row's figures by metric ([`Metric::index`]): milliseconds for response times, a ratio from
+/// 0 to 1 for `fail_ratio`, requests per second, counts; `None` where the row gives nothing.
+/// Serialized as an object of every metric's name, `null` for what is missing.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Figures(pub [Option<f64>; 14]);
+
+impl Figures {
+    pub fn get(&self, metric: Metric) -> Option<f64> {
+        self.0.get(metric.index()).copied().flatten()
+    }
+
+    fn set(&mut self, metric: Metric, value: Option<f64>) {
+        if let Some(slot) = self.0.get_mut(metric.index()) {
+            *slot = value.filter(|v| v.is_finite());
+        }
+    }
+}
+
+impl Serialize for Figures {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(Metric::ALL.len()))?;
+        for m in Metric::ALL {
+            map.serialize_entry(m.name(), &self.get(m))?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Figures {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Figures, D::Error> {
+        let map = Map::<String, Value>::deserialize(d)?;
+        let mut f = Figures::default();
+        for m in Metric::ALL {
+            f.set(m, map.get(m.name()).and_then(Value::as_f64));
+        }
+        Ok(f)
+    }
+}
+
+/// One endpoint row of a result: its name and method as the client sent them (`method` is
+/// empty for Locust's `Aggregated` row), and its figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRow {
+    pub name: String,
+    pub method: String,
+    pub figures: Figures,
+}
+
+impl ResultRow {
+    /// The row of a commit's endpoint row: the name and method as sent (`full_name` where the
+    /// tag had to be changed), the figures read from Locust's members, percentiles computed
+    /// from the histogram (`computed`) where Locust reported none.
+    pub fn of(row: &StatsRow) -> ResultRow {
+        let tag = |key: &str| {
+            row.tags
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        let text = |key: &str| {
+            row.fields.iter().find_map(|(k, v)| match v {
+                FieldValue::Str(s) if k == key => Some(s.as_str()),
+                _ => None,
+            })
+        };
+        let num = |key: &str| {
+            row.fields.iter().find_map(|(k, v)| match v {
+                FieldValue::Float(f) if k == key => Some(*f),
+                _ => None,
+            })
+        };
+        let name = text("full_name").or(tag("name")).unwrap_or_default();
+        let method = text("full_method").or(tag("method")).unwrap_or_default();
+        let mut f = Figures::default();
+        let requests = num("num_requests");
+        let failures = num("num_failures");
+        f.set(Metric::Requests, requests);
+        f.set(Metric::Failures, failures);
+        f.set(
+            Metric::FailRatio,
+            num("fail_ratio").or(match (failures, requests) {
+                (Some(x), Some(n)) if n > 0.0 => Some(x / n),
+                (Some(_), Some(_)) => Some(0.0),
+                _ => None,
+            }),
+        );
+        f.set(
+            Metric::Avg,
+            num("avg_response_time").or(match (num("total_response_time"), requests) {
+                (Some(t), Some(n)) if n > 0.0 => Some(t / n),
+                _ => None,
+            }),
+        );
+        f.set(Metric::Min, num("min_response_time"));
+        f.set(Metric::Max, num("max_response_time"));
+        let computed = |m: Metric| {
+            row.computed
+                .iter()
+                .find(|(c, _)| *c == m.name())
+                .map(|(_, v)| *v)
+        };
+        for (m, q) in PERCENTILES {
+            f.set(
+                m,
+                num(&format!("response_time_percentile_{q}")).or_else(|| computed(m)),
+            );
+        }
+        if f.get(Metric::P50).is_none() {
+            f.set(Metric::P50, num("median_response_time"));
+        }
+        f.set(
+            Metric::Median,
+            num("median_response_time").or(f.get(Metric::P50)),
+        );
+        let span = match (num("last_request_timestamp"), num("start_time")) {
+            (Some(last), Some(start)) if last > start => Some(last - start),
+            _ => None,
+        };
+        f.set(
+            Metric::Rps,
+            num("total_rps").or(match (requests, span) {
+                (Some(n), Some(s)) => Some(n / s),
+                _ => None,
+            }),
+        );
+        ResultRow {
+            name: name.to_string(),
+            method: method.to_string(),
+            figures: f,
+        }
+    }
+}
+
+/// The keys of a Locust row a metric is read from, for a message about a missing figure.
+fn read_from(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Requests => "num_requests",
+        Metric::Failures => "num_failures",
+        Metric::FailRatio => "fail_ratio, or num_failures and num_requests",
+        Metric::Avg => "avg_response_time",
+        Metric::Min => "min_response_time",
+        Metric::Max => "max_response_time",
+        Metric::Median => "median_response_time",
+        Metric::P50 => "response_time_percentile_0.5 or response_times",
+        Metric::P75 => "response_time_percentile_0.75 or response_times",
+        Metric::P90 => "response_time_percentile_0.9 or response_times",
+        Metric::P95 => "response_time_percentile_0.95 or response_times",
+        Metric::P99 => "response_time_percentile_0.99 or response_times",
+        Metric::P999 => "response_time_percentile_0.999 or response_times",
+        Metric::Rps => "total_rps",
+    }
+}
+
+/// The response time below which `quantile` of the requests fell, from Locust's histogram
+/// (`response_times`: rounded milliseconds → requests), as Locust computes it
+/// (`calculate_response_time_percentile`: walking down from the slowest bucket). `None` for an
+/// empty histogram.
+pub fn percentile(histogram: &[(f64, u64)], quantile: f64) -> Option<f64> {
+    let total: u64 = histogram.iter().map(|(_, n)| n).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut sorted: Vec<(f64, u64)> = histogram.to_vec();
+    sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let below = (total as f64 * quantile) as u64;
+    let mut counted = 0u64;
+    for (ms, n) in sorted {
+        counted += n;
+        if total - counted <= below {
+            return Some(ms);
+        }
+    }
+    Some(0.0)
+}
+
+/// The run a verdict compares against, or why there is none.
+#[derive(Debug, Clone, Copy)]
+pub enum Baseline<'a> {
+    Found {
+        uuid: Uuid,
+        rows: &'a [ResultRow],
+    },
+    /// Why there is no baseline: a sentence.
+    Missing(&'a str),
+}
+
+/// One check's outcome on one row. `passed` is `None` for a check skipped (a baseline check
+/// without a baseline), with the reason; a failed check says why when it is not the figure
+/// (a row or figure the result lacks).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub endpoint: String,
+    /// The row's method, when the row has one.
+    pub method: Option<String>,
+    pub check: String,
+    pub source: Source,
+    /// The row's figure, in the metric's unit (ms, ratio, requests per second, requests).
+    pub value: Option<f64>,
+    /// The limit in the same unit (a baseline check's: the factor times the baseline's figure).
+    pub limit: Option<f64>,
+    pub passed: Option<bool>,
+    pub reason: Option<String>,
+}
+
+/// A run's verdict: `passed` unless a check failed (skipped ones do not fail it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub passed: bool,
+    /// The baseline run, when there was one.
+    pub baseline: Option<Uuid>,
+    pub checks: Vec<Outcome>,
+}
+
+impl Verdict {
+    /// The checks that failed.
+    pub fn failed(&self) -> impl Iterator<Item = &Outcome> {
+        self.checks.iter().filter(|c| c.passed == Some(false))
+    }
+
+    /// One sentence for a person (the answer's description, the `verdict` event): `passed (3
+    /// checks)`, or `FAILED: /checkout p95 < 500ms (612 ms); …`.
+    pub fn summary(&self) -> String {
+        let skipped = self.checks.iter().filter(|c| c.passed.is_none()).count();
+        let skipped = match skipped {
+            0 => String::new(),
+            n => format!(", {n} skipped"),
+        };
+        if self.passed {
+            return match self.checks.len() {
+                0 => "passed (no checks)".to_string(),
+                1 => format!("passed (1 check{skipped})"),
+                n => format!("passed ({n} checks{skipped})"),
+            };
+        }
+        let failed: Vec<String> = self
+            .failed()
+            .map(|c| {
+                let why = match (c.value, &c.reason) {
+                    (Some(v), _) => format!("{}", Rounded(v)),
+                    (None, Some(r)) => r.clone(),
+                    (None, None) => "no value".into(),
+                };
+                format!("{} {} ({why})", c.endpoint, c.check)
+            })
+            .collect();
+        format!(
+            "FAILED {} of {} checks: {}",
+            failed.len(),
+            self.checks.len(),
+            failed.join("; ")
+        )
+    }
+}
+
+/// A figure as a person reads it: at most three decimals, no trailing zeros.
+pub struct Rounded(pub f64);
+
+impl std::fmt::Display for Rounded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = format!("{:.3}", self.0);
+        let text = text.trim_end_matches('0').trim_end_matches('.');
+        f.write_str(text)
+    }
+}
+
+/// Judges `rows` (a result's endpoint rows) by `thresholds`, against `baseline`. A check of an
+/// endpoint applies to every row of that name (one outcome per method); an endpoint without a
+/// row, or a row without the figure, fails the check (a CI must not pass on missing data); a
+/// baseline check without a baseline, or whose baseline lacks the figure, is skipped.
+pub fn judge(thresholds: &[Threshold], rows: &[ResultRow], baseline: Baseline<'_>) -> Verdict {
+    let mut checks = Vec::new();
+    for t in thresholds {
+        let matching: Vec<&ResultRow> = rows.iter().filter(|r| r.name == t.endpoint).collect();
+        let outcome = |row: Option<&ResultRow>| Outcome {
+            endpoint: t.endpoint.clone(),
+            method: row.map(|r| r.method.clone()).filter(|m| !m.is_empty()),
+            check: t.check.text.clone(),
+            source: t.source,
+            value: None,
+            limit: None,
+            passed: Some(false),
+            reason: None,
+        };
+        if matching.is_empty() {
+            let mut o = outcome(None);
+            o.reason = Some(if rows.is_empty() {
+                "the result has no endpoint rows (no requestStats.stats)".to_string()
+            } else {
+                format!("the result has no row named {:?}", t.endpoint)
+            });
+            checks.push(o);
+            continue;
+        }
+        for row in matching {
+            let mut o = outcome(Some(row));
+            let metric = t.check.metric;
+            o.value = row.figures.get(metric);
+            o.limit = match t.check.limit {
+                Limit::Value(v) => Some(v),
+                Limit::Baseline(factor) => match baseline {
+                    Baseline::Missing(why) => {
+                        o.passed = None;
+                        o.reason = Some(why.to_string());
+                        None
+                    }
+                    Baseline::Found { uuid, rows: base } => {
+                        let figure = base
+                            .iter()
+                            .find(|b| b.name == row.name && b.method == row.method)
+                            .and_then(|b| b.figures.get(metric));
+                        if figure.is_none() {
+                            o.passed = None;
+                            o.reason = Some(format!(
+                                "the baseline run {uuid} has no {} of {:?}",
+                                metric.name(),
+                                row.name
+                            ));
+                        }
+                        figure.map(|b| b * factor)
+                    }
+                },
+            };
+            if o.passed.is_some() {
+                match (o.value, o.limit) {
+                    (Some(v), Some(l)) => o.passed = Some(t.check.op.holds(v, l)),
+                    (None, _) => {
+                        o.passed = Some(false);
+                        o.reason = Some(format!(
+                            "the row carries no {} (read from {})",
+                            metric.name(),
+                            read_from(metric)
+                        ));
+                    }
+                    (Some(_), None) => {}
+                }
+            }
+            checks.push(o);
+        }
+    }
+    Verdict {
+        passed: !checks.iter().any(|c| c.passed == Some(false)),
+        baseline: match baseline {
+            Baseline::Found { uuid, .. } => Some(uuid),
+            Baseline::Missing(_) => None,
+        },
+        checks,
+    }
+}
+
+#[cfg(test)]
+mod tests;
