@@ -296,6 +296,37 @@ fn the_report_shows_a_failed_run_red_and_a_passed_run_green_in_a_real_browser() 
     assert_eq!(banner_rows(&shot, RED), None, "{}", kept.display());
     let dom = dump_dom(&report_url(gw.addr, &passed));
     check_dom(&dom, "PASSED");
+
+    // A run still running has no verdict yet, and its chart already.
+    let register = call(
+        gw.addr,
+        "POST",
+        "/apiv0.1/events/register",
+        Some(
+            &json!({"host": "lg-1", "tags": {"test": "shop"}, "measurement": {"fields": {"user_count": 3}}}),
+        ),
+    );
+    assert_eq!(register.status, 200, "{}", register.body);
+    let running = register.json()["uuid"].as_str().expect("uuid").to_string();
+    let page = call(
+        gw.addr,
+        "GET",
+        &format!("/apiv0.1/runs/{running}/report"),
+        None,
+    );
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body
+            .contains("<div class=\"banner none\">NO VERDICT<span>the run is running"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("No result yet"), "{}", page.body);
+    assert!(
+        page.body.contains("<polyline class=\"users\""),
+        "{}",
+        page.body
+    );
     // The hostile strings are there, as text.
     assert!(
         dom.contains("/search?q=&lt;script&gt;document.title='pwned'&lt;/script&gt;"),
