@@ -322,6 +322,8 @@ pub struct Verdict {
     /// Results of committed runs kept under `storage.dir/results` (for baselines, the
     /// `/apiv0.1/runs` routes and their reports), at most; the oldest go first, a baseline last.
     pub max_results: usize,
+    /// Bytes those results take on disk at most; the oldest go first, a baseline last.
+    pub max_results_bytes: u64,
     /// Checks for every run whose tags match: the `[[verdict.rule]]` tables.
     #[serde(rename = "rule")]
     pub rules: Vec<VerdictRule>,
@@ -332,6 +334,7 @@ impl Default for Verdict {
         Verdict {
             identity: vec!["test".into()],
             max_results: 1000,
+            max_results_bytes: 256 << 20,
             rules: Vec::new(),
         }
     }

@@ -308,6 +308,9 @@ mod tests {
         assert!(at("server.tls_key") < at("auth.tokens"));
         assert!(at("influxdb.url") < at("influxdb.api"));
         assert!(at("log.level") < at("verdict.identity"));
-        assert_eq!(keys.last().map(String::as_str), Some("verdict.max_results"));
+        assert_eq!(
+            keys.last().map(String::as_str),
+            Some("verdict.max_results_bytes")
+        );
     }
 }

@@ -244,6 +244,12 @@ fn verdict(v: &super::Verdict) -> Result<(), Problem> {
             "must be from 1 to 1000000",
         ));
     }
+    if v.max_results_bytes < 1 << 20 {
+        return Err(Problem::new(
+            "verdict.max_results_bytes",
+            "must be at least 1048576 (1 MiB): a result of many endpoints takes hundreds of KiB",
+        ));
+    }
     for (i, rule) in v.rules.iter().enumerate() {
         for (name, glob) in &rule.tags {
             crate::ingest::line_protocol::check_name(name).map_err(|e| {

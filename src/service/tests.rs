@@ -106,8 +106,12 @@ pub(crate) fn fixture_in(
         series: crate::state::series::SeriesBudget::open(&crate::storage::tests::root(&dir))
             .unwrap(),
         write_schemas: Default::default(),
-        results: crate::state::results::Results::open(&crate::storage::tests::root(&dir), 100)
-            .unwrap(),
+        results: crate::state::results::Results::open(
+            &crate::storage::tests::root(&dir),
+            100,
+            1 << 30,
+        )
+        .unwrap(),
         judging: Default::default(),
         clock: Clock::default(),
     });

@@ -74,6 +74,8 @@ struct Meta {
     ended_ms: i64,
     /// Its commit is on disk (a result saved for a commit under way is not yet).
     committed: bool,
+    /// Bytes of its file.
+    bytes: u64,
 }
 
 /// The part of a file the index reads at the start.
@@ -94,6 +96,7 @@ pub struct Results {
     dir: DirHandle,
     index: Mutex<HashMap<Uuid, Meta>>,
     max: usize,
+    max_bytes: u64,
     /// Write errors, logged at most once a minute.
     pub errors: Repeats,
 }
@@ -107,7 +110,7 @@ impl Results {
     /// Leftover temporary files are removed.
     ///
     /// Errors: the directory cannot be made, opened or listed.
-    pub fn open(root: &DirHandle, max: usize) -> Result<Results, StorageError> {
+    pub fn open(root: &DirHandle, max: usize, max_bytes: u64) -> Result<Results, StorageError> {
         let path = root.join(RESULTS_DIR);
         let dir = root
             .subdir(RESULTS_DIR)
@@ -139,6 +142,7 @@ impl Results {
             dir,
             index: Mutex::new(index),
             max,
+            max_bytes,
             errors: Repeats::default(),
         };
         results.prune();
@@ -166,6 +170,7 @@ impl Results {
                 passed: result.passed,
                 ended_ms: result.ended_ms,
                 committed: false,
+                bytes: bytes.len() as u64,
             },
         );
         Ok(())
@@ -276,13 +281,15 @@ impl Results {
         }
     }
 
-    /// Removes the oldest committed results beyond the bound: first those that are no
-    /// identity's baseline, then, when baselines alone are over it, the oldest of them.
+    /// Removes the oldest committed results beyond the bounds (`verdict.max_results`,
+    /// `verdict.max_results_bytes`): first those that are no identity's baseline, then, when
+    /// baselines alone are over them, the oldest of them.
     fn prune(&self) {
         let victims: Vec<Uuid> = {
             let mut index = lock(&self.index);
-            let over = index.len().saturating_sub(self.max);
-            if over == 0 {
+            let mut count = index.len();
+            let mut bytes: u64 = index.values().map(|m| m.bytes).sum();
+            if count <= self.max && bytes <= self.max_bytes {
                 return;
             }
             // The newest passed result of each owner and identity: the baselines.
@@ -306,9 +313,16 @@ impl Results {
                 .map(|(u, m)| (baselines.contains(u), m.ended_ms, *u))
                 .collect();
             order.sort();
-            let victims: Vec<Uuid> = order.into_iter().take(over).map(|(_, _, u)| u).collect();
-            for u in &victims {
-                index.remove(u);
+            let mut victims = Vec::new();
+            for (_, _, u) in order {
+                if count <= self.max && bytes <= self.max_bytes {
+                    break;
+                }
+                if let Some(m) = index.remove(&u) {
+                    count -= 1;
+                    bytes = bytes.saturating_sub(m.bytes);
+                    victims.push(u);
+                }
             }
             victims
         };
@@ -366,6 +380,7 @@ fn read_meta(dir: &DirHandle, name: &str, len: u64, uuid: Uuid) -> Result<Meta, 
         passed: m.passed,
         ended_ms: m.ended_ms,
         committed: false,
+        bytes: len,
     })
 }
 
@@ -413,7 +428,7 @@ mod tests {
     #[test]
     fn the_baseline_is_the_last_committed_run_that_passed_with_the_same_owner_and_identity() {
         let dir = Dir::new("results-baseline");
-        let results = Results::open(&root(&dir), 100).unwrap();
+        let results = Results::open(&root(&dir), 100, 1 << 30).unwrap();
         let old = result(Some("a"), Some("test=shop"), true, 1000);
         let newer = result(Some("a"), Some("test=shop"), true, 2000);
         let failed = result(Some("a"), Some("test=shop"), false, 3000);
@@ -448,7 +463,7 @@ mod tests {
     #[test]
     fn a_result_is_shown_to_its_owner_once_committed_and_survives_a_restart() {
         let dir = Dir::new("results-restart");
-        let results = Results::open(&root(&dir), 100).unwrap();
+        let results = Results::open(&root(&dir), 100, 1 << 30).unwrap();
         let mine = result(Some("a"), Some("test=shop"), true, 1000);
         results.save(&mine).unwrap();
         assert!(results.get(&mine.uuid, Some("a")).is_none(), "under way");
@@ -467,7 +482,7 @@ mod tests {
         assert!(!dir.0.join("results").join(file_name(&never.uuid)).exists());
         drop(results);
 
-        let again = Results::open(&root(&dir), 100).unwrap();
+        let again = Results::open(&root(&dir), 100, 1 << 30).unwrap();
         assert_eq!(again.len(), 2);
         // The table shows `lost` still running: its commit was never recorded.
         again.keep_committed(|u| (*u == lost.uuid).then_some(false));
@@ -486,7 +501,7 @@ mod tests {
     #[test]
     fn the_oldest_go_beyond_the_bound_and_a_baseline_last() {
         let dir = Dir::new("results-bound");
-        let results = Results::open(&root(&dir), 3).unwrap();
+        let results = Results::open(&root(&dir), 3, 1 << 30).unwrap();
         let base = result(None, Some("test=a"), true, 1);
         commit(&results, &base);
         let mut later = Vec::new();
@@ -507,6 +522,24 @@ mod tests {
     }
 
     #[test]
+    fn the_oldest_go_beyond_the_bytes_kept() {
+        let dir = Dir::new("results-bytes");
+        let one = serde_json::to_vec(&result(None, None, false, 1))
+            .unwrap()
+            .len() as u64;
+        let results = Results::open(&root(&dir), 100, one * 5 / 2).unwrap();
+        let mut all = Vec::new();
+        for t in 1..6 {
+            let r = result(None, None, false, t);
+            commit(&results, &r);
+            all.push(r.uuid);
+        }
+        assert_eq!(results.len(), 2);
+        assert!(results.get(&all[4], None).is_some() && results.get(&all[3], None).is_some());
+        assert!(results.get(&all[2], None).is_none());
+    }
+
+    #[test]
     fn a_file_that_is_not_a_result_is_left_alone_with_a_warning() {
         let dir = Dir::new("results-foreign");
         let uuid = Uuid::new_v4();
@@ -517,7 +550,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.0.join("results").join("notes.txt"), b"hello").unwrap();
-        let results = Results::open(&root(&dir), 10).unwrap();
+        let results = Results::open(&root(&dir), 10, 1 << 30).unwrap();
         assert_eq!(results.len(), 0);
         assert!(dir.0.join("results").join(file_name(&uuid)).exists());
     }

@@ -10,6 +10,8 @@
 //!   reserve                    zeros keeping room for the next snapshot on a full disk
 //!   series                     the series budget: each client's distinct series per database
 //!                              (`state::series`, written through the handle of storage.dir)
+//!   results/<uuid>.json        the result of a committed run, for baselines and reports
+//!                              (`state::results`)
 //!   dead-letter/<seq>-<points>.lp, .error   what InfluxDB refused, and why
 //!   dead-letter/lock           held by `replay-dead-letters` while it runs
 //! ```

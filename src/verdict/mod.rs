@@ -202,8 +202,8 @@ impl<'de> Deserialize<'de> for Figures {
     }
 }
 
-/// One endpoint row of a result: its name and method as the client sent them (`method` is
-/// empty for Locust's `Aggregated` row), and its figures.
+/// One endpoint row of a result: its name and method as the client sent them, each cut to
+/// [`MAX_ENDPOINT_BYTES`] (`method` is empty for Locust's `Aggregated` row), and its figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultRow {
     pub name: String,
@@ -289,11 +289,21 @@ impl ResultRow {
             }),
         );
         ResultRow {
-            name: name.to_string(),
-            method: method.to_string(),
+            name: cut(name, MAX_ENDPOINT_BYTES).to_string(),
+            method: cut(method, MAX_ENDPOINT_BYTES).to_string(),
             figures: f,
         }
     }
+}
+
+/// The first `max` bytes of `text` at most, cut on a character boundary: a row's name is kept
+/// as long as a check may name it, so a result stays small whatever its rows' names.
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// The keys of a Locust row a metric is read from, for a message about a missing figure.

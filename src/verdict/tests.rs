@@ -1,3 +1,6 @@
+//! The verdict's pure parts: figures read from Locust's rows, percentiles from a histogram,
+//! thresholds read and merged, results judged, and docs/verdicts.md checked against them.
+
 use serde_json::json;
 
 use super::*;
@@ -105,6 +108,17 @@ fn a_renamed_row_is_known_by_the_name_sent() {
     raw.fields
         .push(("full_name".into(), FieldValue::Str("bad\tname".into())));
     assert_eq!(ResultRow::of(&raw).name, "bad\tname");
+    // A name longer than a check may name is kept as far as one may.
+    let long = format!("/{}", "é".repeat(MAX_ENDPOINT_BYTES));
+    let mut raw = row("x", "GET", &[("num_requests", 1.0)]);
+    raw.fields
+        .push(("full_name".into(), FieldValue::Str(long.clone())));
+    let kept = ResultRow::of(&raw).name;
+    assert!(
+        kept.len() <= MAX_ENDPOINT_BYTES && long.starts_with(&kept),
+        "{}",
+        kept.len()
+    );
 }
 
 #[test]
@@ -339,4 +353,33 @@ fn figures_travel_as_an_object_of_every_metric() {
     let sparse = ResultRow::of(&row("/b", "", &[("num_requests", 1.0)]));
     let text = serde_json::to_value(&sparse).unwrap();
     assert_eq!(text["figures"]["avg"], Value::Null);
+}
+
+#[test]
+fn the_doc_lists_every_metric_and_the_limits() {
+    let doc = include_str!("../../docs/verdicts.md");
+    for m in Metric::ALL {
+        assert!(
+            doc.contains(&format!("| `{}` |", m.name())),
+            "docs/verdicts.md has no row for {}",
+            m.name()
+        );
+    }
+    for (what, value) in [
+        (
+            "checks per run (register and configuration together)",
+            MAX_CHECKS,
+        ),
+        ("bytes of one check", check::MAX_CHECK_BYTES),
+        (
+            "bytes of an endpoint's name in `thresholds`",
+            MAX_ENDPOINT_BYTES,
+        ),
+    ] {
+        assert!(
+            doc.contains(&format!("| {what} | {value} |")),
+            "docs/verdicts.md does not give {what} as {value}"
+        );
+    }
+    assert!(doc.contains(&format!("at most {}", crate::state::jobs::MAX_SAMPLES)));
 }

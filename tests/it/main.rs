@@ -30,4 +30,5 @@ mod schema;
 mod service;
 mod tidy;
 mod tls;
+mod verdicts;
 mod write_api;

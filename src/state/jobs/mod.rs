@@ -24,10 +24,16 @@
 //! however many runs come and go. A finished run keeps only what the state page shows.
 
 mod prepared;
+mod read;
+mod sample;
 mod table;
 mod tick;
 
 pub use prepared::{PreparedProgress, Slot};
+#[cfg(test)]
+pub use sample::MAX_SAMPLES;
+pub use sample::Sample;
+use sample::add_sample;
 use table::{Table, charge, hold, release, uncharge};
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -111,53 +117,6 @@ pub struct Job {
     /// most [`MAX_SAMPLES`] (when full, every other one is let go, so they span the whole
     /// run): the report's chart. Not saved: a restart begins them again.
     pub samples: Vec<Sample>,
-}
-
-/// A run's progress at one moment, for the report's chart.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Sample {
-    /// Unix milliseconds.
-    pub ms: i64,
-    /// Users running (`user_count`, else `users`, else `clients`).
-    pub users: Option<f64>,
-    /// Requests per second (`current_rps`, else `rps`).
-    pub rps: Option<f64>,
-}
-
-/// Samples of a run kept at most.
-pub const MAX_SAMPLES: usize = 300;
-
-impl Sample {
-    /// The sample of a run whose fields are `fields` at `ms`; `None` when they say nothing of
-    /// users or requests per second.
-    pub fn of(fields: &[(String, FieldValue)], ms: i64) -> Option<Sample> {
-        let first = |keys: &[&str]| {
-            keys.iter().find_map(|key| {
-                fields.iter().find_map(|(k, v)| match v {
-                    FieldValue::Float(f) if k == key && f.is_finite() => Some(*f),
-                    _ => None,
-                })
-            })
-        };
-        let users = first(&["user_count", "users", "clients"]);
-        let rps = first(&["current_rps", "rps"]);
-        (users.is_some() || rps.is_some()).then_some(Sample { ms, users, rps })
-    }
-}
-
-/// Adds `sample` to `samples`, letting every other one go when [`MAX_SAMPLES`] are held.
-fn add_sample(samples: &mut Vec<Sample>, sample: Option<Sample>) {
-    let Some(sample) = sample else {
-        return;
-    };
-    if samples.len() >= MAX_SAMPLES {
-        let mut i = 0;
-        samples.retain(|_| {
-            i += 1;
-            i % 2 == 1
-        });
-    }
-    samples.push(sample);
 }
 
 impl Job {
@@ -686,98 +645,6 @@ impl Jobs {
                 job.heartbeats += 1;
             }
         }
-    }
-
-    /// `true` for running jobs, `false` for the ones that ended within the retention: those
-    /// `caller` may act on (every one without tokens).
-    pub fn is_running(&self, caller: Option<&str>) -> Vec<(Uuid, bool)> {
-        let t = self.lock();
-        t.jobs
-            .values()
-            .filter(|j| j.is_for(caller))
-            .map(|j| (j.run.uuid, j.state.is_active()))
-            .collect()
-    }
-
-    /// Bytes the table holds, by [`Job::weight`]: what `jobs.max_table_bytes` bounds.
-    pub fn bytes(&self) -> usize {
-        self.lock().bytes
-    }
-
-    /// How many jobs of the whole table are in each state.
-    pub fn counts(&self) -> Counts {
-        self.counts_for(None)
-    }
-
-    /// How many jobs `caller` may see (see [`Job::is_for`]; every job for `None`) are in each
-    /// state.
-    pub fn counts_for(&self, caller: Option<&str>) -> Counts {
-        let t = self.lock();
-        let mut c = Counts::default();
-        for job in t.jobs.values().filter(|j| j.is_for(caller)) {
-            match job.state {
-                State::Running => c.running += 1,
-                State::Committing { .. } => c.committing += 1,
-                State::Finished { .. } => c.finished += 1,
-                State::Expired { .. } => c.expired += 1,
-            }
-        }
-        c
-    }
-
-    /// Whether run `uuid` exists and `caller` may act on it (see [`Job::is_for`]).
-    pub fn is_for(&self, uuid: &Uuid, caller: Option<&str>) -> bool {
-        self.lock().jobs.get(uuid).is_some_and(|j| j.is_for(caller))
-    }
-
-    /// Whether run `uuid` is finished (`None`: the table does not hold it).
-    pub fn is_finished(&self, uuid: &Uuid) -> Option<bool> {
-        self.lock()
-            .jobs
-            .get(uuid)
-            .map(|j| matches!(j.state, State::Finished { .. }))
-    }
-
-    /// Run `uuid` as `caller` may see it (its own runs with a token), a copy.
-    pub fn get_for(&self, uuid: &Uuid, caller: Option<&str>) -> Option<Job> {
-        self.lock()
-            .jobs
-            .get(uuid)
-            .filter(|j| j.is_for(caller))
-            .cloned()
-    }
-
-    /// What a commit of run `uuid` is judged by and charts: the register's checks and the
-    /// progress samples.
-    pub fn judging(&self, uuid: &Uuid) -> (Vec<Threshold>, Vec<Sample>) {
-        self.lock()
-            .jobs
-            .get(uuid)
-            .map(|j| (j.thresholds.clone(), j.samples.clone()))
-            .unwrap_or_default()
-    }
-
-    /// Whether `name` is one of the tags of run `uuid`.
-    pub fn has_tag(&self, uuid: &Uuid, name: &str) -> bool {
-        self.lock()
-            .jobs
-            .get(uuid)
-            .is_some_and(|j| j.run.tags.iter().any(|(k, _)| k == name))
-    }
-
-    /// Up to `limit` jobs of the whole table, newest first.
-    #[cfg(test)]
-    pub fn list(&self, limit: usize) -> Vec<Job> {
-        self.list_for(limit, None)
-    }
-
-    /// Up to `limit` of the jobs `caller` may see (see [`Job::is_for`]; every job for
-    /// `None`), newest first: a token's view of the state page.
-    pub fn list_for(&self, limit: usize, caller: Option<&str>) -> Vec<Job> {
-        let t = self.lock();
-        let mut jobs: Vec<&Job> = t.jobs.values().filter(|j| j.is_for(caller)).collect();
-        jobs.sort_by_key(|j| std::cmp::Reverse(j.run.started_ms));
-        jobs.into_iter().take(limit).cloned().collect()
     }
 
     /// The whole table as the bytes of `jobs.json`, and the number up to which it includes

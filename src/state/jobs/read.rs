@@ -1,0 +1,101 @@
+//! What the table tells without changing: which runs are running, counts, one run or a list
+//! as a client may see them, what a commit is judged by.
+
+use uuid::Uuid;
+
+use super::{Counts, Job, Jobs, Sample, State};
+use crate::verdict::Threshold;
+
+impl Jobs {
+    /// `true` for running jobs, `false` for the ones that ended within the retention: those
+    /// `caller` may act on (every one without tokens).
+    pub fn is_running(&self, caller: Option<&str>) -> Vec<(Uuid, bool)> {
+        let t = self.lock();
+        t.jobs
+            .values()
+            .filter(|j| j.is_for(caller))
+            .map(|j| (j.run.uuid, j.state.is_active()))
+            .collect()
+    }
+
+    /// Bytes the table holds, by [`Job::weight`]: what `jobs.max_table_bytes` bounds.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// How many jobs of the whole table are in each state.
+    pub fn counts(&self) -> Counts {
+        self.counts_for(None)
+    }
+
+    /// How many jobs `caller` may see (see [`Job::is_for`]; every job for `None`) are in each
+    /// state.
+    pub fn counts_for(&self, caller: Option<&str>) -> Counts {
+        let t = self.lock();
+        let mut c = Counts::default();
+        for job in t.jobs.values().filter(|j| j.is_for(caller)) {
+            match job.state {
+                State::Running => c.running += 1,
+                State::Committing { .. } => c.committing += 1,
+                State::Finished { .. } => c.finished += 1,
+                State::Expired { .. } => c.expired += 1,
+            }
+        }
+        c
+    }
+
+    /// Whether run `uuid` exists and `caller` may act on it (see [`Job::is_for`]).
+    pub fn is_for(&self, uuid: &Uuid, caller: Option<&str>) -> bool {
+        self.lock().jobs.get(uuid).is_some_and(|j| j.is_for(caller))
+    }
+
+    /// Whether run `uuid` is finished (`None`: the table does not hold it).
+    pub fn is_finished(&self, uuid: &Uuid) -> Option<bool> {
+        self.lock()
+            .jobs
+            .get(uuid)
+            .map(|j| matches!(j.state, State::Finished { .. }))
+    }
+
+    /// Run `uuid` as `caller` may see it (its own runs with a token), a copy.
+    pub fn get_for(&self, uuid: &Uuid, caller: Option<&str>) -> Option<Job> {
+        self.lock()
+            .jobs
+            .get(uuid)
+            .filter(|j| j.is_for(caller))
+            .cloned()
+    }
+
+    /// What a commit of run `uuid` is judged by and charts: the register's checks and the
+    /// progress samples.
+    pub fn judging(&self, uuid: &Uuid) -> (Vec<Threshold>, Vec<Sample>) {
+        self.lock()
+            .jobs
+            .get(uuid)
+            .map(|j| (j.thresholds.clone(), j.samples.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Whether `name` is one of the tags of run `uuid`.
+    pub fn has_tag(&self, uuid: &Uuid, name: &str) -> bool {
+        self.lock()
+            .jobs
+            .get(uuid)
+            .is_some_and(|j| j.run.tags.iter().any(|(k, _)| k == name))
+    }
+
+    /// Up to `limit` jobs of the whole table, newest first.
+    #[cfg(test)]
+    pub fn list(&self, limit: usize) -> Vec<Job> {
+        self.list_for(limit, None)
+    }
+
+    /// Up to `limit` of the jobs `caller` may see (see [`Job::is_for`]; every job for
+    /// `None`), newest first: a token's view of the state page.
+    pub fn list_for(&self, limit: usize, caller: Option<&str>) -> Vec<Job> {
+        let t = self.lock();
+        let mut jobs: Vec<&Job> = t.jobs.values().filter(|j| j.is_for(caller)).collect();
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.run.started_ms));
+        jobs.into_iter().take(limit).cloned().collect()
+    }
+}
