@@ -26,9 +26,10 @@ cargo clippy --version >/dev/null 2>&1 ||
     die "clippy not found: rustup component add clippy"
 cargo --version
 
-step "Installing test dependencies (influxd, curl, openssl, shellcheck, systemd-analyze, python3-venv, podman, runc, debootstrap, systemd-nspawn; Locust and ruff from PyPI) when missing"
+step "Installing test dependencies (influxd, curl, openssl, shellcheck, chromium, systemd-analyze, python3-venv, podman, runc, debootstrap, systemd-nspawn; Locust and ruff from PyPI) when missing"
 ensure_influxd
 ensure_tools
+ensure_chromium
 ensure_systemd_analyze
 ensure_python_venv
 ensure_test_venv

@@ -1,9 +1,10 @@
 # shellcheck shell=bash
 # Installs the system packages that the tests and the local InfluxDB need:
 # InfluxDB 1.x (`influxd`, from Debian's `influxdb` package), curl, openssl, the
-# shell linter shellcheck, systemd-analyze (from Debian's `systemd` package),
-# python3 with venv for the Locust end-to-end test, and for the deployment tests
-# podman, runc, debootstrap and systemd-nspawn (ensure_deploy_tools).
+# shell linter shellcheck, Chromium (the report page's browser test),
+# systemd-analyze (from Debian's `systemd` package), python3 with venv for the
+# Locust end-to-end test, and for the deployment tests podman, runc, debootstrap
+# and systemd-nspawn (ensure_deploy_tools).
 # Sourced by scripts/test.sh and scripts/influxdb-dev.sh; defines functions only.
 
 die() {
@@ -94,6 +95,18 @@ ensure_tools() {
         echo "installing ${missing[*]}"
         apt_install "${missing[@]}"
     fi
+}
+
+# Debian's chromium, in which the tests open the run report headless. They run
+# /usr/bin/chromium by that path, so another browser on PATH does not count.
+ensure_chromium() {
+    if [ -x /usr/bin/chromium ]; then
+        return 0
+    fi
+    echo "installing chromium"
+    apt_install chromium
+    [ -x /usr/bin/chromium ] ||
+        die "the chromium package is installed but /usr/bin/chromium is still missing"
 }
 
 # python3 able to make virtualenvs (Debian splits venv and ensurepip into python3-venv),

@@ -1,12 +1,15 @@
 //! Tests of the shared test harness in `support`: the throwaway InfluxDB,
 //! the child-process handle (driven here by a stand-in shell script, so these
 //! tests hold whatever state the gateway itself is in), the raw HTTP client,
-//! source-address binding, temporary directories and the config builders.
+//! source-address binding, temporary directories, the config builders and headless Chromium
+//! (screenshots, the DOM, and how it answers a Basic challenge with a URL's credentials).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -517,4 +520,162 @@ fn config_builders_produce_the_documented_tables() {
     let table: toml::Table =
         toml::from_str(&own_mode).unwrap_or_else(|e| panic!("{e}\n{own_mode}"));
     assert_eq!(table["delivery"]["acknowledge"].as_str(), Some("disk"));
+}
+
+/// A page server for the browser's self-tests: answers every request on its own thread with
+/// `PAGE`, or, when `challenge` is given, 401 until the request carries `Authorization` (the
+/// 401 with the `WWW-Authenticate` headers `challenge` names). Records each request's path and
+/// Authorization header. Stops (and joins) when dropped.
+struct PageServer {
+    addr: SocketAddr,
+    seen: Seen,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+/// Each request's path and Authorization header, in order.
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+/// Two blocks of known colours and size, and a mark to find in the DOM.
+const PAGE: &str = "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><style>\
+    body{margin:0;background:#fff}#a{height:200px;background:#cf222e}#b{height:100px;background:#0969da}\
+    </style></head><body><div id=\"a\"></div><div id=\"b\"></div><p id=\"mark\">seen by the browser</p></body></html>";
+
+impl PageServer {
+    fn start(challenge: Option<&'static [&'static str]>) -> PageServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let stream = match listener.accept() {
+                    Ok((stream, _)) => stream,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                    Err(e) => panic!("accept: {e}"),
+                };
+                let seen = seen2.clone();
+                // A thread a connection: a browser may open one it sends nothing on.
+                thread::spawn(move || {
+                    stream.set_nonblocking(false).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(5)))
+                        .unwrap();
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        match reader.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) => head.push_str(&line),
+                        }
+                    }
+                    let path = head.split(' ').nth(1).unwrap_or_default().to_string();
+                    let auth = head.lines().find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("authorization")
+                            .then(|| value.trim().to_string())
+                    });
+                    seen.lock().unwrap().push((path, auth.clone()));
+                    let answer = match challenge {
+                        Some(schemes) if auth.is_none() => {
+                            let headers: String = schemes
+                                .iter()
+                                .map(|s| format!("WWW-Authenticate: {s}\r\n"))
+                                .collect();
+                            format!(
+                                "HTTP/1.1 401 Unauthorized\r\n{headers}Content-Type: text/plain\r\n\
+                                 Content-Length: 8\r\nConnection: close\r\n\r\nno token"
+                            )
+                        }
+                        _ => format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\
+                             Content-Length: {}\r\nConnection: close\r\n\r\n{PAGE}",
+                            PAGE.len()
+                        ),
+                    };
+                    let mut stream = stream;
+                    let _ = stream.write_all(answer.as_bytes());
+                });
+            }
+        });
+        PageServer {
+            addr,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The requests of `path` so far, as their Authorization headers.
+    fn auth_of(&self, path: &str) -> Vec<Option<String>> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, a)| a.clone())
+            .collect()
+    }
+}
+
+impl Drop for PageServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn chromium_screenshots_decode_to_the_colours_the_page_painted() {
+    use crate::support::browser::{dump_dom, hex, screenshot};
+    let server = PageServer::start(None);
+    let url = format!("http://{}/page", server.addr);
+    let shot = screenshot(&url, 400, 500);
+    assert_eq!((shot.width, shot.height), (400, 500));
+    assert!(shot.png.starts_with(b"\x89PNG"));
+    let (red, blue) = (hex("#cf222e"), hex("#0969da"));
+    // Full rows of each block, where the page put them, and nowhere else.
+    assert_eq!(shot.rows_of(red, 4, 400), Some((0, 199)));
+    assert_eq!(shot.rows_of(blue, 4, 400), Some((200, 299)));
+    assert_eq!(shot.count_close(red, 4), 400 * 200);
+    assert_eq!(shot.count_close_in(shot.rows(0, 100), blue, 4), 0);
+    assert_eq!(shot.pixel(10, 450), [255, 255, 255]);
+    let dom = dump_dom(&url);
+    assert!(
+        dom.contains("<p id=\"mark\">seen by the browser</p>"),
+        "{dom}"
+    );
+}
+
+/// How a person's browser authenticates to the gateway: a URL's `user:TOKEN@` is sent by
+/// Chromium for a top-level page only in answer to a 401 that offers Basic (beside Bearer, as
+/// the gateway's 401 does), never up front and never without the challenge.
+#[test]
+fn chromium_sends_url_credentials_only_in_answer_to_a_basic_challenge() {
+    use crate::support::browser::dump_dom;
+    let challenged = PageServer::start(Some(&[
+        "Bearer realm=\"metrics-consumer\"",
+        "Basic realm=\"metrics-consumer\"",
+    ]));
+    let dom = dump_dom(&format!("http://:s3cret@{}/page", challenged.addr));
+    assert!(dom.contains("seen by the browser"), "{dom}");
+    assert_eq!(
+        challenged.auth_of("/page"),
+        vec![None, Some(crate::auth::basic("", "s3cret"))]
+    );
+
+    let silent = PageServer::start(Some(&[]));
+    let dom = dump_dom(&format!("http://:s3cret@{}/page", silent.addr));
+    assert!(
+        dom.contains("no token") && !dom.contains("seen by the browser"),
+        "{dom}"
+    );
+    assert_eq!(silent.auth_of("/page"), vec![None]);
 }

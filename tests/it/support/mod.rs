@@ -1,12 +1,14 @@
 //! What the integration tests share, one module per concern: temporary directories
 //! (`tempdir`), child processes (`process`), a throwaway InfluxDB 1.x server and its queries
 //! (`influxd`), the gateway binary run as a child process (`gateway`), a raw HTTP/1.1 client
-//! that can also send malformed bytes (`http`) and consumer.toml builders (`config`). The test
-//! modules use all of it through `crate::support`.
+//! that can also send malformed bytes (`http`), consumer.toml builders (`config`) and headless
+//! Chromium with its screenshots (`browser`). The test modules use all of it through
+//! `crate::support`.
 //!
 //! Every server started here listens on 127.0.0.1 only and is stopped by its PID
 //! when its handle is dropped, so a failing test cannot leave one running.
 
+pub mod browser;
 mod config;
 mod gateway;
 mod http;
