@@ -231,11 +231,19 @@ impl App {
             Ok(index) => index,
             Err(denied) => {
                 Stats::add(&self.stats().auth_failures, 1);
-                let spent = self.failed_checks.failed(ip, now);
+                // A request without credentials guesses nothing: a browser asks without them
+                // first and sends the token in answer to the 401's Basic challenge. Only a
+                // wrong or malformed token counts towards `auth.max_failures`.
+                let spent = denied != Denied::Missing && self.failed_checks.failed(ip, now);
                 if !REFUSED_LINES.allows(now) {
                     return Err(ApiError::Unauthorized(denied));
                 }
-                log::warn!(
+                let level = match denied {
+                    Denied::Missing => log::Level::Info,
+                    Denied::Malformed | Denied::WrongToken => log::Level::Warn,
+                };
+                log::log!(
+                    level,
                     "refused {} {} from {ip}: {}{}",
                     loggable(req.method),
                     loggable(req.path),

@@ -415,6 +415,24 @@ fn failed_token_checks_are_limited_per_address() {
         .unwrap();
         read_response(&mut BufReader::new(stream), false).unwrap()
     };
+    // Requests without a token guess nothing (a browser asks so before it answers the 401's
+    // Basic challenge with the token): never throttled for it.
+    let bare = |ip: &str| {
+        let ip: IpAddr = ip.parse().unwrap();
+        let mut stream = connect_from(ip, gw.addr);
+        write!(
+            stream,
+            "GET /apiv0.1/states HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        read_response(&mut BufReader::new(stream), false).unwrap()
+    };
+    // (Twice max_failures, and few enough that the refused-check log lines of this second
+    // keep room for the line the throttled address gets.)
+    for _ in 0..10 {
+        assert_eq!(bare("127.0.0.9").status, 401);
+    }
+    assert_eq!(from("127.0.0.9", TOKEN).status, 200, "no token is no guess");
     for _ in 0..5 {
         assert_eq!(from("127.0.0.7", "guess-0123456789abcdef").status, 401);
     }
@@ -448,7 +466,7 @@ fn failed_token_checks_are_limited_per_address() {
     let states = from("127.0.0.8", TOKEN).json();
     assert_eq!(
         states["counters"]["auth_failures"],
-        7 + throttled_polls.get()
+        17 + throttled_polls.get()
     );
     let log = gw.log();
     assert_eq!(
