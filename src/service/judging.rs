@@ -103,10 +103,16 @@ impl super::Service {
     /// baseline (the last run of the same owner and identity that passed). Returns the result
     /// to keep, whose `verdict` is the commit's.
     pub(super) fn judge(&self, j: Judged<'_>) -> RunResult {
-        let rows: Vec<ResultRow> = j
+        let mut rows: Vec<ResultRow> = j
             .stats
             .map(|s| s.rows.iter().map(ResultRow::of).collect())
             .unwrap_or_default();
+        // `locust --json-file` writes no Aggregated row: the gateway computes it, so a check of
+        // `Aggregated` reads the same figures whichever way Locust's stats came.
+        if !rows.is_empty() && !rows.iter().any(ResultRow::is_aggregated) {
+            let merged = j.stats.map(|s| s.merged.as_slice()).unwrap_or_default();
+            rows.push(ResultRow::aggregate(&rows, merged));
+        }
         let config = self.judging.checks_for(&j.run.tags);
         let checks = verdict::merge(j.thresholds, &config);
         let identity = self.judging.identity_of(&j.run.tags);

@@ -296,6 +296,69 @@ impl ResultRow {
     }
 }
 
+impl ResultRow {
+    /// Locust's `Aggregated` row computed from the endpoint rows, for a result that has none
+    /// (`locust --json-file` writes none): requests and failures summed, the failure ratio and
+    /// the mean response time from those sums, the least minimum and the greatest maximum,
+    /// requests per second summed, and the percentiles of all rows' histograms together
+    /// (`merged`). A figure some row lacks is missing from the sum, so not given.
+    pub fn aggregate(rows: &[ResultRow], merged: &[(&'static str, f64)]) -> ResultRow {
+        let all =
+            |m: Metric| -> Option<Vec<f64>> { rows.iter().map(|r| r.figures.get(m)).collect() };
+        let sum = |m: Metric| all(m).map(|v| v.iter().sum::<f64>());
+        let mut f = Figures::default();
+        let requests = sum(Metric::Requests);
+        let failures = sum(Metric::Failures);
+        f.set(Metric::Requests, requests);
+        f.set(Metric::Failures, failures);
+        f.set(
+            Metric::FailRatio,
+            match (failures, requests) {
+                (Some(x), Some(n)) if n > 0.0 => Some(x / n),
+                (Some(_), Some(_)) => Some(0.0),
+                _ => None,
+            },
+        );
+        let weighted = rows
+            .iter()
+            .map(|r| Some(r.figures.get(Metric::Avg)? * r.figures.get(Metric::Requests)?))
+            .collect::<Option<Vec<f64>>>();
+        f.set(
+            Metric::Avg,
+            match (weighted, requests) {
+                (Some(w), Some(n)) if n > 0.0 => Some(w.iter().sum::<f64>() / n),
+                _ => None,
+            },
+        );
+        f.set(
+            Metric::Min,
+            all(Metric::Min).and_then(|v| v.into_iter().reduce(f64::min)),
+        );
+        f.set(
+            Metric::Max,
+            all(Metric::Max).and_then(|v| v.into_iter().reduce(f64::max)),
+        );
+        f.set(Metric::Rps, sum(Metric::Rps));
+        for (m, _) in PERCENTILES {
+            f.set(
+                m,
+                merged.iter().find(|(n, _)| *n == m.name()).map(|(_, v)| *v),
+            );
+        }
+        f.set(Metric::Median, f.get(Metric::P50));
+        ResultRow {
+            name: AGGREGATED.to_string(),
+            method: String::new(),
+            figures: f,
+        }
+    }
+
+    /// Whether this is Locust's row of all endpoints together.
+    pub fn is_aggregated(&self) -> bool {
+        self.name == AGGREGATED && self.method.is_empty()
+    }
+}
+
 /// The first `max` bytes of `text` at most, cut on a character boundary: a row's name is kept
 /// as long as a check may name it, so a result stays small whatever its rows' names.
 fn cut(text: &str, max: usize) -> &str {

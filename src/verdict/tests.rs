@@ -383,3 +383,54 @@ fn the_doc_lists_every_metric_and_the_limits() {
     }
     assert!(doc.contains(&format!("at most {}", crate::state::jobs::MAX_SAMPLES)));
 }
+
+#[test]
+fn an_aggregated_row_is_computed_from_the_endpoint_rows_when_locust_sent_none() {
+    let rows = [
+        ResultRow::of(&row(
+            "/a",
+            "GET",
+            &[
+                ("num_requests", 100.0),
+                ("num_failures", 1.0),
+                ("avg_response_time", 10.0),
+                ("min_response_time", 2.0),
+                ("max_response_time", 50.0),
+                ("total_rps", 5.0),
+            ],
+        )),
+        ResultRow::of(&row(
+            "/b",
+            "POST",
+            &[
+                ("num_requests", 300.0),
+                ("num_failures", 3.0),
+                ("avg_response_time", 30.0),
+                ("min_response_time", 1.0),
+                ("max_response_time", 90.0),
+                ("total_rps", 15.0),
+            ],
+        )),
+    ];
+    let total = ResultRow::aggregate(&rows, &[("p50", 20.0), ("p95", 80.0)]);
+    assert!(total.is_aggregated());
+    let f = |m| total.figures.get(m);
+    assert_eq!(f(Metric::Requests), Some(400.0));
+    assert_eq!(f(Metric::Failures), Some(4.0));
+    assert_eq!(f(Metric::FailRatio), Some(0.01));
+    assert_eq!(f(Metric::Avg), Some(25.0));
+    assert_eq!(f(Metric::Min), Some(1.0));
+    assert_eq!(f(Metric::Max), Some(90.0));
+    assert_eq!(f(Metric::Rps), Some(20.0));
+    assert_eq!(f(Metric::P95), Some(80.0));
+    assert_eq!(f(Metric::Median), Some(20.0));
+    assert_eq!(f(Metric::P99), None, "not in the merged histogram");
+    // A figure one row lacks is not summed from the others.
+    let partial = [
+        rows[0].clone(),
+        ResultRow::of(&row("/c", "GET", &[("num_failures", 1.0)])),
+    ];
+    let total = ResultRow::aggregate(&partial, &[]);
+    assert_eq!(total.figures.get(Metric::Requests), None);
+    assert_eq!(total.figures.get(Metric::Failures), Some(2.0));
+}

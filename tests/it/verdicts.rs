@@ -492,8 +492,60 @@ fn a_run_s_checks_survive_a_restart_between_register_and_commit() {
         got,
         [
             "/checkout p95 < 500ms false",
-            "Aggregated requests > 0 false"
+            "Aggregated requests > 0 true"
         ],
         "{answer}"
+    );
+}
+
+/// `locust --json-file` writes the endpoint rows alone, with their histograms: a check of
+/// `Aggregated` reads the row the gateway computes from them (commit.sh @stats.json).
+#[test]
+fn a_result_without_an_aggregated_row_gets_one_computed_from_its_rows() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(&config(&influx, ""));
+    let uuid = register(
+        &gw,
+        TOKEN_A,
+        json!({"thresholds": {"Aggregated": ["requests >= 300", "fail_ratio < 2%", "p95 < 100ms", "avg < 50"]}}),
+    );
+    let file_rows = json!([
+        {"name": "/a", "method": "GET", "num_requests": 100, "num_failures": 1,
+         "total_response_time": 1000.0, "min_response_time": 2, "max_response_time": 150,
+         "start_time": 1000.0, "last_request_timestamp": 1010.0,
+         "response_times": {"10": 95, "150": 5}},
+        {"name": "/b", "method": "POST", "num_requests": 200, "num_failures": 2,
+         "total_response_time": 4000.0, "min_response_time": 5, "max_response_time": 40,
+         "start_time": 1000.0, "last_request_timestamp": 1010.0,
+         "response_times": {"20": 200}}
+    ]);
+    let body = json!({"uuid": uuid, "measurement": {"fields": {"requestStats": file_rows}}});
+    let answer = call(&gw, TOKEN_A, "POST", "/apiv0.1/events/commit", Some(&body));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let v = answer.json()["verdict"].clone();
+    let got: Vec<(String, Value, Value)> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["check"].as_str().unwrap().to_string(),
+                c["value"].clone(),
+                c["passed"].clone(),
+            )
+        })
+        .collect();
+    // 300 requests, 3 failures; (1000 + 4000) / 300 ms on average; of the 300 together 295
+    // took 20 ms or less, so Locust's p95 of the merged histogram is 20.
+    let avg = 5000.0 / 300.0;
+    assert_eq!(
+        got,
+        [
+            ("requests >= 300".to_string(), json!(300.0), json!(true)),
+            ("fail_ratio < 2%".to_string(), json!(0.01), json!(true)),
+            ("p95 < 100ms".to_string(), json!(20.0), json!(true)),
+            ("avg < 50".to_string(), json!(avg), json!(true)),
+        ],
+        "{v}"
     );
 }

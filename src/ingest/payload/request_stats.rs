@@ -30,6 +30,10 @@ pub struct RequestStats {
     /// Why a `requestStats` string could not be read as stats (it is not JSON, or holds no
     /// object or array): its text is then kept as it is, with no rows.
     pub not_stats: Option<String>,
+    /// The percentiles of all rows' `response_times` together (see [`StatsRow::computed`]):
+    /// what an `Aggregated` row the gateway computes has, where the client sent none (`locust
+    /// --json-file` writes none). Empty when no row has a histogram.
+    pub merged: Vec<(&'static str, f64)>,
 }
 
 /// What was left out of the `requestStats` text to make it fit `limits.max_string_bytes`.
@@ -114,10 +118,19 @@ pub(super) fn request_stats(
     // commit of a thousand rows of a thousand members never holds them all, nor any row as a
     // JSON map.
     let read_rows = std::cell::RefCell::new(Vec::new());
+    // Every row's histogram added up, bucket by bucket (keyed by the float's bits): at most
+    // HISTOGRAM_ENTRIES buckets, as one row's.
+    let merged = std::cell::RefCell::new(std::collections::HashMap::<u64, u64>::new());
     let take_row = |row: Option<crate::ingest::json::Row<'_>>| match row {
         // A second `stats` member replaces the first, as in a JSON object read whole.
-        None => read_rows.borrow_mut().clear(),
+        None => {
+            read_rows.borrow_mut().clear();
+            merged.borrow_mut().clear();
+        }
         Some(row) => {
+            if let Some(Value::Object(buckets)) = row.get("response_times") {
+                merge_histogram(&mut merged.borrow_mut(), buckets);
+            }
             if let Some(row) = stats_row(row) {
                 read_rows.borrow_mut().push(row);
             }
@@ -177,6 +190,17 @@ pub(super) fn request_stats(
         cut,
         tolerated,
         not_stats: None,
+        merged: {
+            let histogram: Vec<(f64, u64)> = merged
+                .take()
+                .into_iter()
+                .map(|(bits, n)| (f64::from_bits(bits), n))
+                .collect();
+            crate::verdict::PERCENTILES
+                .iter()
+                .filter_map(|(m, q)| Some((m.name(), crate::verdict::percentile(&histogram, *q)?)))
+                .collect()
+        },
     }))
 }
 
@@ -199,6 +223,7 @@ pub(super) fn kept_as_text(text: String, why: String, limits: PayloadLimits) -> 
         },
         tolerated: Tolerated::default(),
         not_stats: Some(why),
+        merged: Vec::new(),
     }
 }
 
@@ -356,6 +381,27 @@ pub(super) fn stats_row(mut row: crate::ingest::json::Row<'_>) -> Option<StatsRo
         fields,
         computed,
     })
+}
+
+/// Adds a row's histogram (`{"<rounded ms>": <requests>}`) to `merged`, bucket by bucket,
+/// keeping at most [`HISTOGRAM_ENTRIES`] buckets.
+fn merge_histogram(merged: &mut std::collections::HashMap<u64, u64>, buckets: &Map<String, Value>) {
+    for (ms, n) in buckets {
+        let (Some(ms), Some(n)) = (
+            ms.trim().parse::<f64>().ok().filter(|v| v.is_finite()),
+            n.as_u64(),
+        ) else {
+            continue;
+        };
+        let len = merged.len();
+        match merged.get_mut(&ms.to_bits()) {
+            Some(count) => *count = count.saturating_add(n),
+            None if len < HISTOGRAM_ENTRIES => {
+                merged.insert(ms.to_bits(), n);
+            }
+            None => {}
+        }
+    }
 }
 
 /// The percentiles of Locust's histogram of a row (`{"<rounded ms>": <requests>}`); entries
