@@ -44,6 +44,8 @@ pub(super) struct Pace {
     started: Instant,
     length: u64,
     limit: Duration,
+    /// A chunked body's, whose `length` is half the memory it holds, not its length.
+    chunked: bool,
 }
 
 impl Pace {
@@ -54,7 +56,22 @@ impl Pace {
             started,
             length,
             limit,
+            chunked: false,
         }
+    }
+
+    /// The pace of a chunked body holding `held` bytes of memory: that of a body half as long
+    /// (see `conn::read_chunked`).
+    pub(super) fn chunked(started: Instant, held: u64, limit: Duration) -> Pace {
+        Pace {
+            chunked: true,
+            ..Pace::new(started, held / 2, limit)
+        }
+    }
+
+    /// Whether this is a chunked body's pace.
+    pub(super) fn is_chunked(&self) -> bool {
+        self.chunked
     }
 
     /// When the body is due to have `received` bytes: `limit × received / length` after it

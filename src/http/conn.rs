@@ -402,6 +402,7 @@ fn arm_body_read<S: Transport>(
             length: pace.length(),
             after: pace.elapsed(),
             limit,
+            chunked: pace.is_chunked(),
         }));
     };
     stream
@@ -445,7 +446,7 @@ fn read_chunked<S: Transport>(
         }
         // Paced as a body half as long as what it holds: the buffer doubles, so right after a
         // growth a steady body has half of it, and must not be behind then.
-        let pace = Pace::new(started, hold.bytes() / 2, limit);
+        let pace = Pace::chunked(started, hold.bytes(), limit);
         if !activity.progressed(pace.due(body.received())) {
             return Err(Failure::Gone);
         }

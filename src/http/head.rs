@@ -98,12 +98,14 @@ pub enum HeadError {
     BodyTimeout(Duration),
     /// The body fell behind its pace: `received` of its `length` bytes had arrived `after`
     /// it began, and at the pace `limit` (`server.header_timeout`) asks of its length it was
-    /// due to have more, for longer than the grace allows.
+    /// due to have more, for longer than the grace allows. A chunked body has no length: its
+    /// pace is that of the memory it holds, and `length` is half of that (`chunked`).
     BodyTooSlow {
         received: u64,
         length: u64,
         after: Duration,
         limit: Duration,
+        chunked: bool,
     },
 }
 
@@ -189,6 +191,23 @@ impl fmt::Display for HeadError {
                 length,
                 after,
                 limit,
+                chunked: true,
+            } => {
+                let rate = u128::from(*length) * 1000 / limit.as_millis().max(1);
+                write!(
+                    f,
+                    "request body too slow: {received} bytes in {}; a chunked body must keep the pace of the memory it holds ({} bytes, half of it within server.header_timeout ({})), here {rate} bytes/s",
+                    Secs(*after),
+                    length.saturating_mul(2),
+                    Secs(*limit)
+                )
+            }
+            HeadError::BodyTooSlow {
+                received,
+                length,
+                after,
+                limit,
+                chunked: false,
             } => {
                 let rate = u128::from(*length) * 1000 / limit.as_millis().max(1);
                 write!(

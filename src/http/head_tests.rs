@@ -613,10 +613,23 @@ fn messages() {
                 length: 1_048_576,
                 after: Duration::from_millis(1200),
                 limit: Duration::from_secs(10),
+                chunked: false,
             },
             408,
             "body_timeout",
             "request body too slow: 4 of 1048576 bytes in 1.2s; a body must keep the pace that brings all of it within server.header_timeout (10s), here 104857 bytes/s",
+        ),
+        (
+            HeadError::BodyTooSlow {
+                received: 6,
+                length: 8192,
+                after: Duration::from_millis(1200),
+                limit: Duration::from_secs(10),
+                chunked: true,
+            },
+            408,
+            "body_timeout",
+            "request body too slow: 6 bytes in 1.2s; a chunked body must keep the pace of the memory it holds (16384 bytes, half of it within server.header_timeout (10s)), here 819 bytes/s",
         ),
     ];
     for (error, status, code, message) in cases {

@@ -874,6 +874,13 @@ fn a_dripped_chunked_body_gets_408_before_the_deadline() {
     });
     let message = client.response().assert_error(408, "body_timeout");
     assert!(message.starts_with("request body too slow: "), "{message}");
+    // No "N of M bytes": a chunked body has no length to give.
+    assert!(
+        message.contains("a chunked body must keep the pace of the memory it holds"),
+        "{message}"
+    );
+    let count = message.split(" bytes in ").next().unwrap_or_default();
+    assert!(!count.contains(" of "), "{message}");
     trickler.join().expect("trickler");
     // The server goes on.
     let mut next = Client::connect(srv.addr);
