@@ -334,8 +334,8 @@ pub fn query(_: &App, req: &Request, client: Option<&Client>) -> Result<Reply, A
         None => param(form, "q")?.unwrap_or_default(),
     };
     let mut results = Vec::new();
-    for (id, statement) in q
-        .split(';')
+    for (id, statement) in statements(&q)
+        .into_iter()
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .enumerate()
@@ -344,7 +344,17 @@ pub fn query(_: &App, req: &Request, client: Option<&Client>) -> Result<Reply, A
         let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
         let result = match upper.as_slice() {
             [c, d, ..] if c == "CREATE" && d == "DATABASE" && words.len() >= 3 => {
-                let name = unquote(statement);
+                let (name, rest) = create_database(statement);
+                if !rest.trim().is_empty() {
+                    // A retention asked for and silently not made would mislead the client.
+                    return Err(ApiError::Influx(
+                        Code::InsertOnly,
+                        format!(
+                            "metrics-consumer makes a database with InfluxDB's default retention policy at the first write, and takes no clause after the name ({}); drop it, or create the database with its retention policy in InfluxDB itself",
+                            crate::logtext::escape(rest.trim(), 64)
+                        ),
+                    ));
+                }
                 check_name(&name).map_err(|why| {
                     ApiError::Influx(Code::MissingDatabase, format!("the database {why}"))
                 })?;
@@ -389,24 +399,57 @@ pub fn query(_: &App, req: &Request, client: Option<&Client>) -> Result<Reply, A
     Ok(Reply::Json(json!({ "results": results })))
 }
 
+/// The statements of a query: `q` split at each `;` outside double-quoted identifiers and
+/// single-quoted strings (with their `\` escapes), as InfluxQL reads them, so `CREATE DATABASE
+/// "a;b"` is one statement.
+fn statements(q: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut start = 0;
+    for (at, c) in q.char_indices() {
+        match (quote, c) {
+            (Some(_), _) if escaped => escaped = false,
+            (Some(_), '\\') => escaped = true,
+            (Some(open), c) if c == open => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, ';') => {
+                out.push(&q[start..at]);
+                start = at + 1;
+            }
+            (None, _) => {}
+        }
+    }
+    out.push(&q[start..]);
+    out
+}
+
 /// The name after `CREATE DATABASE` in `statement` (its first two words, split at any
 /// whitespace, as the statement's words were): a bare word, or a double-quoted identifier with
-/// `\"` escapes; what follows (`WITH …`) is left.
-fn unquote(statement: &str) -> String {
+/// `\"` escapes; and what follows it (`WITH …`).
+fn create_database(statement: &str) -> (String, &str) {
     let rest = skip_word(skip_word(statement));
     if let Some(quoted) = rest.strip_prefix('"') {
         let mut name = String::new();
-        let mut chars = quoted.chars();
-        while let Some(c) = chars.next() {
+        let mut chars = quoted.char_indices();
+        while let Some((_, c)) = chars.next() {
             match c {
-                '\\' => name.extend(chars.next()),
+                '\\' => name.extend(chars.next().map(|(_, c)| c)),
                 '"' => break,
                 c => name.push(c),
             }
         }
-        return name;
+        let after = chars.next().map_or(quoted.len(), |(at, _)| at);
+        return (name, &quoted[after..]);
     }
-    rest.split_whitespace().next().unwrap_or("").to_string()
+    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+    (rest[..end].to_string(), &rest[end..])
+}
+
+#[cfg(test)]
+fn unquote(statement: &str) -> String {
+    create_database(statement).0
 }
 
 /// `s` past its first word and the whitespace around it. Cut at the whitespace character's own
@@ -447,5 +490,27 @@ mod tests {
             "my db"
         );
         assert_eq!(unquote("CREATE  DATABASE   \"a\\\"b\""), "a\"b");
+        assert_eq!(
+            create_database("CREATE DATABASE \"k6\" WITH DURATION 1d")
+                .1
+                .trim(),
+            "WITH DURATION 1d"
+        );
+        assert_eq!(create_database("CREATE DATABASE k6 ").1.trim(), "");
+        assert_eq!(create_database("CREATE DATABASE \"k6\"").1, "");
+    }
+
+    #[test]
+    fn statements_are_split_at_semicolons_outside_quotes() {
+        assert_eq!(
+            statements("CREATE DATABASE \"a;b\"; SHOW DATABASES"),
+            ["CREATE DATABASE \"a;b\"", " SHOW DATABASES"]
+        );
+        assert_eq!(
+            statements("CREATE DATABASE \"a\\\";b\";x"),
+            ["CREATE DATABASE \"a\\\";b\"", "x"]
+        );
+        assert_eq!(statements("SELECT 'x;y' ; z"), ["SELECT 'x;y' ", " z"]);
+        assert_eq!(statements("SHOW DATABASES"), ["SHOW DATABASES"]);
     }
 }

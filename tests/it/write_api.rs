@@ -427,6 +427,30 @@ fn ping_and_query_answer_what_clients_ask_before_writing() {
     let r = q("GET", "SELECT+*+FROM+vus");
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(r.json()["code"], "insert_only");
+    // A retention asked for is refused, never silently not made.
+    let r = q("POST", "CREATE+DATABASE+jmeter_b+WITH+DURATION+1d");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["code"], "insert_only");
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("default retention policy"),
+        "{}",
+        r.body
+    );
+    // A ';' inside a quoted name does not end the statement: one statement, one result.
+    let r = q(
+        "POST",
+        "CREATE+DATABASE+%22jmeter_%3Bx%22%3B+SHOW+DATABASES",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["results"].as_array().unwrap().len(),
+        2,
+        "{}",
+        r.body
+    );
     let r = request(gw.addr, "PUT", "/ping", &[], None);
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET, HEAD"));
