@@ -191,25 +191,18 @@ impl fmt::Display for HeadError {
                 length,
                 after,
                 limit,
-                chunked: true,
+                chunked,
             } => {
                 let rate = u128::from(*length) * 1000 / limit.as_millis().max(1);
-                write!(
-                    f,
-                    "request body too slow: {received} bytes in {}; a chunked body must keep the pace of the memory it holds ({} bytes, half of it within server.header_timeout ({})), here {rate} bytes/s",
-                    Secs(*after),
-                    length.saturating_mul(2),
-                    Secs(*limit)
-                )
-            }
-            HeadError::BodyTooSlow {
-                received,
-                length,
-                after,
-                limit,
-                chunked: false,
-            } => {
-                let rate = u128::from(*length) * 1000 / limit.as_millis().max(1);
+                if *chunked {
+                    return write!(
+                        f,
+                        "request body too slow: {received} bytes in {}; a chunked body must keep the pace of the memory it holds ({} bytes, half of it within server.header_timeout ({})), here {rate} bytes/s",
+                        Secs(*after),
+                        length.saturating_mul(2),
+                        Secs(*limit)
+                    );
+                }
                 write!(
                     f,
                     "request body too slow: {received} of {length} bytes in {}; a body must keep the pace that brings all of it within server.header_timeout ({}), here {rate} bytes/s",

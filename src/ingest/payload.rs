@@ -597,7 +597,9 @@ fn parse_time_text(s: &str) -> Option<i64> {
     i64::try_from(d.as_millis()).ok()
 }
 
-fn kind(v: &Value) -> &'static str {
+/// What a JSON value is, for a message: `null`, `a boolean`, `a number`, `a string`, `an
+/// array`, `an object`.
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

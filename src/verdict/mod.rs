@@ -70,7 +70,7 @@ pub fn thresholds(value: &Value, source: Source) -> Result<Vec<Threshold>, (Stri
                 "thresholds".into(),
                 format!(
                     "must be an object of endpoint names, each with a list of checks (e.g. {{\"Aggregated\": [\"p95 < 500ms\"]}}), not {}",
-                    json_kind(other)
+                    crate::ingest::payload::kind(other)
                 ),
             ));
         }
@@ -103,7 +103,7 @@ pub fn thresholds(value: &Value, source: Source) -> Result<Vec<Threshold>, (Stri
                     at,
                     format!(
                         "must be a list of checks such as [\"p95 < 500ms\"], not {}",
-                        json_kind(other)
+                        crate::ingest::payload::kind(other)
                     ),
                 ));
             }
@@ -115,7 +115,7 @@ pub fn thresholds(value: &Value, source: Source) -> Result<Vec<Threshold>, (Stri
                     at,
                     format!(
                         "must be a check as a string such as \"p95 < 500ms\", not {}",
-                        json_kind(item)
+                        crate::ingest::payload::kind(item)
                     ),
                 ));
             };
@@ -134,17 +134,6 @@ pub fn thresholds(value: &Value, source: Source) -> Result<Vec<Threshold>, (Stri
         }
     }
     Ok(out)
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// The checks a run is judged by: the register's, then the configuration's whose endpoint and

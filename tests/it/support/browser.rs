@@ -9,14 +9,12 @@
 //! outlive the test.
 
 use std::fs;
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::thread;
 use std::time::Duration;
 
-use super::process::wait_child;
+use super::process::run_collecting;
 use super::tempdir::TempDir;
 
 /// Debian's Chromium launcher, by its path: another browser on PATH is not what was tested.
@@ -188,33 +186,17 @@ fn run(dir: &TempDir, args: &[String]) -> String {
     .env("HOME", dir.path())
     .env_remove("DISPLAY")
     .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
     // A group of its own, so a timeout kills the browser's helper processes with it.
     .process_group(0);
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {CHROMIUM}: {e}"));
-    let collect = |mut stream: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = stream.read_to_end(&mut bytes);
-            bytes
-        })
-    };
-    let stdout = collect(Box::new(child.stdout.take().expect("piped stdout")));
-    let stderr = collect(Box::new(child.stderr.take().expect("piped stderr")));
-    let status = wait_child(&mut child, DEADLINE);
-    if status.is_none() {
+    let (status, stdout, stderr) = run_collecting(&mut cmd, DEADLINE, |child| {
         // The group's id is the child's PID, not yet reaped, so it names no other process.
         let _ = Command::new("sh")
             .args(["-c", "kill -KILL -- \"-$0\"", &child.id().to_string()])
             .stdin(Stdio::null())
             .status();
-        let _ = child.wait();
-    }
-    let stdout = String::from_utf8_lossy(&stdout.join().unwrap_or_default()).into_owned();
-    let stderr = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
+    });
+    let stdout = String::from_utf8_lossy(&stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&stderr).into_owned();
     let shown = args
         .iter()
         .map(|a| redact_credentials(a))

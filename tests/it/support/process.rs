@@ -37,8 +37,14 @@ pub(super) fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitSta
     }
 }
 
-/// Runs `cmd` with piped output until it exits; kills it and panics after `timeout`.
-pub fn run_to_completion(mut cmd: Command, timeout: Duration) -> Output {
+/// Runs `cmd` (its output piped) until it exits or `timeout` passes, reading its output as it
+/// comes; past the timeout `kill` stops it (the child is reaped after). The exit status (`None`:
+/// killed), stdout and stderr.
+pub fn run_collecting(
+    cmd: &mut Command,
+    timeout: Duration,
+    kill: impl FnOnce(&mut Child),
+) -> (Option<ExitStatus>, Vec<u8>, Vec<u8>) {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let program = cmd.get_program().to_string_lossy().into_owned();
     let mut child = cmd
@@ -55,11 +61,22 @@ pub fn run_to_completion(mut cmd: Command, timeout: Duration) -> Output {
     let stderr = collect(Box::new(child.stderr.take().expect("piped stderr")));
     let status = wait_child(&mut child, timeout);
     if status.is_none() {
-        let _ = child.kill();
+        kill(&mut child);
         let _ = child.wait();
     }
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
+    (
+        status,
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default(),
+    )
+}
+
+/// Runs `cmd` with piped output until it exits; kills it and panics after `timeout`.
+pub fn run_to_completion(mut cmd: Command, timeout: Duration) -> Output {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let (status, stdout, stderr) = run_collecting(&mut cmd, timeout, |child| {
+        let _ = child.kill();
+    });
     match status {
         Some(status) => Output {
             status,
