@@ -435,11 +435,15 @@ fn record(
         ));
     }
     let mut ignored = Vec::new();
-    if register {
-        ignored_in(body, "", &REGISTER_KEYS, &REGISTER_NEAR, &mut ignored);
-    } else {
-        ignored_in(body, "", &TOP_KEYS, &TOP_NEAR, &mut ignored);
-    }
+    // A register also reads `thresholds`.
+    let extra: &[&str] = if register { &["thresholds"] } else { &[] };
+    let keys: Vec<&str> = TOP_KEYS.iter().chain(extra).copied().collect();
+    let near: Vec<(&str, &str)> = TOP_NEAR
+        .iter()
+        .copied()
+        .chain(extra.iter().map(|k| (*k, *k)))
+        .collect();
+    ignored_in(body, "", &keys, &near, &mut ignored);
     if let Some(m) = measurement {
         ignored_in(
             m,

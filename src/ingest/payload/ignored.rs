@@ -33,31 +33,6 @@ pub(super) const TOP_KEYS: [&str; 7] = [
     "measurement",
 ];
 
-/// The keys read at the top of a register: those of every body, and `thresholds`.
-pub(super) const REGISTER_KEYS: [&str; 8] = [
-    "startedAt",
-    "host",
-    "hostname",
-    "targetHost",
-    "uuid",
-    "tags",
-    "measurement",
-    "thresholds",
-];
-
-/// What a key near one of these means, at the top of a register.
-pub(super) const REGISTER_NEAR: [(&str, &str); 9] = [
-    ("startedAt", "startedAt"),
-    ("host", "host"),
-    ("hostname", "hostname"),
-    ("targetHost", "targetHost"),
-    ("uuid", "uuid"),
-    ("tags", "tags"),
-    ("measurement", "measurement"),
-    ("fields", "measurement.fields"),
-    ("thresholds", "thresholds"),
-];
-
 /// What a key near one of these means, at the top of a body: the keys read there, and
 /// `fields`, which a client putting its fields at the top means as `measurement.fields`.
 pub(super) const TOP_NEAR: [(&str, &str); 8] = [
