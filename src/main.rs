@@ -495,8 +495,12 @@ fn run() -> Result<(), StartError> {
         .map_err(|e| StorageError::io("open", &log_dir, e))?;
     let dead = DeadLetters::open(&root, c.storage.max_dead_letter_bytes)?;
     let series = SeriesBudget::open(&root)?;
-    let results =
-        state::results::Results::open(&root, c.verdict.max_results, c.verdict.max_results_bytes)?;
+    let results = state::results::Results::open(
+        &root,
+        c.verdict.max_results,
+        c.verdict.max_results_bytes,
+        settings.clients.len(),
+    )?;
     // The job table: the snapshot first, then the log's changes applied as each record is read.
     let snapshots = Snapshots::new(root);
     let mut restore = snapshots.read()?;

@@ -202,7 +202,7 @@ fn style() -> String {
          th,td{{border-bottom:1px solid #d1d9e0;padding:3px 6px;text-align:right;vertical-align:top}}\
          th{{background:#f6f8fa;font-weight:600;white-space:nowrap}}\
          th:first-child,td:first-child,.checks td,.checks th{{text-align:left}}\
-         td.name{{word-break:break-all}}\
+         td.name{{overflow-wrap:anywhere;min-width:12em}}\
          tr.fail td{{background:#ffebe9}}\
          tr.total td{{font-weight:600}}\
          .pass{{color:{GREEN};font-weight:600}}.fail-text{{color:{RED};font-weight:700}}.skip{{color:#59636e}}\
@@ -334,7 +334,7 @@ fn checks_table(out: &mut String, checks: &[Value]) {
     );
     for c in checks.iter().take(MAX_CHECKS) {
         let check = text(&c["check"]);
-        let unit = check_unit(&check);
+        let unit = metric_unit(c["metric"].as_str().unwrap_or_default());
         let (class, result) = match c["passed"].as_bool() {
             Some(true) => ("", "<span class=\"pass\">passed</span>".to_string()),
             Some(false) => (
@@ -370,9 +370,9 @@ fn checks_table(out: &mut String, checks: &[Value]) {
     out.push_str("</tbody></table>\n");
 }
 
-/// The unit of a check's value and limit, from the metric that starts it (`p95 < 500ms`).
-fn check_unit(check: &str) -> Unit {
-    match check.split_whitespace().next().unwrap_or("") {
+/// The unit of a check's value and limit: its metric's (the outcome's `metric`).
+fn metric_unit(metric: &str) -> Unit {
+    match metric {
         "fail_ratio" => Unit::Ratio,
         "rps" => Unit::PerSecond,
         "requests" | "failures" => Unit::Count,

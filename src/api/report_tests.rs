@@ -30,13 +30,13 @@ fn failed_run() -> Value {
         ]},
         "verdict": {"passed": false, "baseline": "0a0b0c0d-1111-4222-8333-944455556666",
             "checks": [
-                {"endpoint": "/checkout", "method": "GET", "check": "p95 < 500ms",
+                {"endpoint": "/checkout", "method": "GET", "check": "p95 < 500ms", "metric": "p95",
                  "source": "register", "value": 600.0, "limit": 500.0, "passed": false,
                  "reason": null},
-                {"endpoint": "Aggregated", "method": null, "check": "fail_ratio < 5%",
+                {"endpoint": "Aggregated", "method": null, "check": "fail_ratio<5%", "metric": "fail_ratio",
                  "source": "config", "value": 0.024, "limit": 0.05, "passed": true,
                  "reason": null},
-                {"endpoint": "Aggregated", "method": null, "check": "avg < 1.2x baseline",
+                {"endpoint": "Aggregated", "method": null, "check": "avg < 1.2x baseline", "metric": "avg",
                  "source": "register", "value": null, "limit": null, "passed": null,
                  "reason": "no baseline figure"}
             ]},
@@ -322,9 +322,10 @@ fn numbers_are_written_for_people() {
     assert_eq!(with_unit(Some(500.0), Unit::Ms), "500.0 ms");
     assert_eq!(with_unit(Some(3.0), Unit::PerSecond), "3.0/s");
     assert_eq!(with_unit(None, Unit::PerSecond), "—");
-    assert_eq!(check_unit("fail_ratio < 1%"), Unit::Ratio);
-    assert_eq!(check_unit("p99.9 <= 2s"), Unit::Ms);
-    assert_eq!(check_unit("rps >= 0.9x baseline"), Unit::PerSecond);
+    assert_eq!(metric_unit("fail_ratio"), Unit::Ratio);
+    assert_eq!(metric_unit("p99.9"), Unit::Ms);
+    assert_eq!(metric_unit("rps"), Unit::PerSecond);
+    assert_eq!(metric_unit("requests"), Unit::Count);
     assert_eq!(duration_text(45.4), "45 s");
     assert_eq!(duration_text(125.0), "2 min 05 s");
     assert_eq!(duration_text(3725.0), "1 h 02 min 05 s");

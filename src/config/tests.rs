@@ -781,3 +781,29 @@ fn tokens_get_no_databases_every_measurement_and_the_default_max_series_unless_a
         assert!(!listed.contains(token), "{listed}");
     }
 }
+
+#[test]
+fn verdict_rules_are_checked_at_start() {
+    let err = |text: &str| {
+        load_text(text, Overrides::default())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err("[[verdict.rule]]\nthresholds = { Aggregated = [\"p96 < 1s\"] }\n");
+    assert!(
+        e.contains("verdict.rule") && e.contains("unknown metric"),
+        "{e}"
+    );
+    let e = err(
+        "[[verdict.rule]]\ntags = { env = \"\" }\nthresholds = { Aggregated = [\"p95 < 1s\"] }\n",
+    );
+    assert!(e.contains("tags.env is empty"), "{e}");
+    let many: Vec<String> = (0..101).map(|i| format!("\"rps > {i}\"")).collect();
+    let e = err(&format!(
+        "[[verdict.rule]]\nthresholds = {{ Aggregated = [{}] }}\n",
+        many.join(", ")
+    ));
+    assert!(e.contains("101 checks together"), "{e}");
+    let e = err("[verdict]\nmax_results = 0\n");
+    assert!(e.contains("verdict.max_results"), "{e}");
+}

@@ -250,6 +250,21 @@ fn verdict(v: &super::Verdict) -> Result<(), Problem> {
             "must be at least 1048576 (1 MiB): a result of many endpoints takes hundreds of KiB",
         ));
     }
+    let total: usize = v
+        .rules
+        .iter()
+        .flat_map(|r| r.thresholds.values())
+        .map(Vec::len)
+        .sum();
+    if total > crate::verdict::MAX_CHECKS {
+        return Err(Problem::new(
+            "verdict.rule",
+            format!(
+                "the rules hold {total} checks together; at most {} (a register may add as many)",
+                crate::verdict::MAX_CHECKS
+            ),
+        ));
+    }
     for (i, rule) in v.rules.iter().enumerate() {
         for (name, glob) in &rule.tags {
             crate::ingest::line_protocol::check_name(name).map_err(|e| {

@@ -244,18 +244,26 @@ pub fn verdict(run: &Run, verdict: &crate::verdict::Verdict, time_ms: i64) -> Ve
     let mut points = Vec::with_capacity(verdict.checks.len() + 1);
     for c in &verdict.checks {
         let mut p = Point::new(CHECKS, time_ms);
+        // The point's own tags and fields win over the run's tags of the same names: a run
+        // tagged `value` must not make its verdict's points refused.
         for (k, v) in &run.tags {
-            if !matches!(k.as_str(), "name" | "method" | "check") {
+            if !matches!(
+                k.as_str(),
+                "name" | "method" | "check" | "value" | "limit" | "result"
+            ) {
                 let _ = p.tag(k, v);
             }
         }
         with_run(&mut p, run, false);
-        let _ = p.tag(
-            "name",
-            &sanitize_tag_value(&c.endpoint, MAX_TAG_VALUE_BYTES),
-        );
+        // As an endpoint row's tags: the name as sent where a tag can carry it, else its safe
+        // form with the CRC-32 of the name (the same as the row's, so the two join).
+        let tag_of = |text: &str| match crate::ingest::line_protocol::check_tag_value(text) {
+            Ok(()) => text.to_string(),
+            Err(_) => crate::ingest::payload::safe_tag(text),
+        };
+        let _ = p.tag("name", &tag_of(&c.endpoint));
         if let Some(method) = &c.method {
-            let _ = p.tag("method", &sanitize_tag_value(method, MAX_TAG_VALUE_BYTES));
+            let _ = p.tag("method", &tag_of(method));
         }
         let _ = p.tag("check", &sanitize_tag_value(&c.check, MAX_TAG_VALUE_BYTES));
         for (key, value) in [("value", c.value), ("limit", c.limit)] {

@@ -72,7 +72,14 @@ impl Judging {
         let mut parts = Vec::with_capacity(self.identity.len());
         for name in &self.identity {
             match tags.iter().find(|(k, _)| k == name) {
-                Some((_, value)) => parts.push(format!("{name}={value}")),
+                // `\`, `,` and `=` escaped, so two sets of values never read as one.
+                Some((_, value)) => {
+                    let value = value
+                        .replace('\\', "\\\\")
+                        .replace(',', "\\,")
+                        .replace('=', "\\=");
+                    parts.push(format!("{name}={value}"));
+                }
                 None => {
                     return Err(format!(
                         "no baseline: the run has no {name:?} tag, which names the test it is (verdict.identity); the Locust plugin sends the locustfile's name"

@@ -110,6 +110,7 @@ pub(crate) fn fixture_in(
             &crate::storage::tests::root(&dir),
             100,
             1 << 30,
+            1,
         )
         .unwrap(),
         judging: Default::default(),

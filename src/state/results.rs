@@ -98,6 +98,8 @@ pub struct Results {
     index: Mutex<HashMap<Uuid, Meta>>,
     max: usize,
     max_bytes: u64,
+    /// The clients the bounds are shared by (their count; 1 without tokens).
+    owners: usize,
     /// Write errors, logged at most once a minute.
     pub errors: Repeats,
 }
@@ -111,7 +113,14 @@ impl Results {
     /// Leftover temporary files are removed.
     ///
     /// Errors: the directory cannot be made, opened or listed.
-    pub fn open(root: &DirHandle, max: usize, max_bytes: u64) -> Result<Results, StorageError> {
+    /// `max` and `max_bytes` are `verdict.max_results` and `verdict.max_results_bytes`,
+    /// shared equally by `owners` clients.
+    pub fn open(
+        root: &DirHandle,
+        max: usize,
+        max_bytes: u64,
+        owners: usize,
+    ) -> Result<Results, StorageError> {
         let path = root.join(RESULTS_DIR);
         let dir = root
             .subdir(RESULTS_DIR)
@@ -144,9 +153,10 @@ impl Results {
             index: Mutex::new(index),
             max,
             max_bytes,
+            owners,
             errors: Repeats::default(),
         };
-        results.prune();
+        results.prune(None);
         Ok(results)
     }
 
@@ -183,7 +193,7 @@ impl Results {
         if let Some(meta) = lock(&self.index).get_mut(uuid) {
             meta.committed = true;
         }
-        self.prune();
+        self.prune(Some(uuid));
     }
 
     /// The commit of `uuid` was not recorded: its result goes.
@@ -282,47 +292,52 @@ impl Results {
         }
     }
 
-    /// Removes the oldest committed results beyond the bounds (`verdict.max_results`,
-    /// `verdict.max_results_bytes`): first those that are no identity's baseline, then, when
-    /// baselines alone are over them, the oldest of them.
-    fn prune(&self) {
+    /// Removes the oldest committed results beyond the bounds: first those of `kept`'s owner
+    /// beyond its share (`verdict.max_results` and `verdict.max_results_bytes` shared equally
+    /// by the clients, so no token pushes out another's results), then anyone's beyond the
+    /// bounds themselves. Of the results that may go, those that are no identity's baseline go
+    /// first, oldest first, then baselines, oldest first; `kept` (the result just committed)
+    /// never goes.
+    fn prune(&self, kept: Option<&Uuid>) {
         let victims: Vec<Uuid> = {
             let mut index = lock(&self.index);
-            let mut count = index.len();
-            let mut bytes: u64 = index.values().map(|m| m.bytes).sum();
-            if count <= self.max && bytes <= self.max_bytes {
-                return;
-            }
-            // The newest passed result of each owner and identity: the baselines.
-            let mut newest: HashMap<(Option<&str>, &str), (i64, Uuid)> = HashMap::new();
-            for (uuid, m) in index.iter() {
-                if let (true, true, Some(identity)) = (m.committed, m.passed, m.identity.as_deref())
-                {
-                    let slot = newest
-                        .entry((m.owner.as_deref(), identity))
-                        .or_insert((m.ended_ms, *uuid));
-                    if m.ended_ms > slot.0 {
-                        *slot = (m.ended_ms, *uuid);
-                    }
-                }
-            }
-            let baselines: std::collections::HashSet<Uuid> =
-                newest.values().map(|(_, u)| *u).collect();
+            let baselines = baselines(&index);
+            // The order results go in, least first: not a baseline, then oldest.
             let mut order: Vec<(bool, i64, Uuid)> = index
                 .iter()
-                .filter(|(_, m)| m.committed)
+                .filter(|(u, m)| m.committed && Some(*u) != kept)
                 .map(|(u, m)| (baselines.contains(u), m.ended_ms, *u))
                 .collect();
             order.sort();
             let mut victims = Vec::new();
-            for (_, _, u) in order {
+            let owner = kept.and_then(|u| index.get(u)).map(|m| m.owner.clone());
+            if let Some(owner) = owner {
+                let (count_share, bytes_share) = self.share();
+                let of_owner = |index: &HashMap<Uuid, Meta>| {
+                    index
+                        .values()
+                        .filter(|m| m.owner == owner)
+                        .fold((0usize, 0u64), |(n, b), m| (n + 1, b + m.bytes))
+                };
+                for (_, _, u) in &order {
+                    let (n, b) = of_owner(&index);
+                    if n <= count_share && b <= bytes_share {
+                        break;
+                    }
+                    if index.get(u).is_some_and(|m| m.owner == owner) {
+                        index.remove(u);
+                        victims.push(*u);
+                    }
+                }
+            }
+            for (_, _, u) in &order {
+                let count = index.len();
+                let bytes: u64 = index.values().map(|m| m.bytes).sum();
                 if count <= self.max && bytes <= self.max_bytes {
                     break;
                 }
-                if let Some(m) = index.remove(&u) {
-                    count -= 1;
-                    bytes = bytes.saturating_sub(m.bytes);
-                    victims.push(u);
+                if index.remove(u).is_some() {
+                    victims.push(*u);
                 }
             }
             victims
@@ -336,15 +351,35 @@ impl Results {
             }
         }
     }
+
+    /// What one client may keep: an equal share of both bounds, at least one result.
+    fn share(&self) -> (usize, u64) {
+        let owners = self.owners.max(1);
+        ((self.max / owners).max(1), self.max_bytes / owners as u64)
+    }
+}
+
+/// The newest passed result of each owner and identity: the baselines.
+fn baselines(index: &HashMap<Uuid, Meta>) -> std::collections::HashSet<Uuid> {
+    let mut newest: HashMap<(Option<&str>, &str), (i64, Uuid)> = HashMap::new();
+    for (uuid, m) in index {
+        if let (true, true, Some(identity)) = (m.committed, m.passed, m.identity.as_deref()) {
+            let slot = newest
+                .entry((m.owner.as_deref(), identity))
+                .or_insert((m.ended_ms, *uuid));
+            if m.ended_ms > slot.0 {
+                *slot = (m.ended_ms, *uuid);
+            }
+        }
+    }
+    newest.values().map(|(_, u)| *u).collect()
 }
 
 /// Whether a result of `owner` is shown to `caller`: a run registered with a token belongs to
-/// that token's client alone (as in the job table).
+/// that token's client alone; one registered without tokens is shown only while there are none
+/// (results outlive the job table, and a token added later must not read runs it never made).
 fn visible(owner: Option<&str>, caller: Option<&str>) -> bool {
-    match (owner, caller) {
-        (Some(owner), Some(caller)) => owner == caller,
-        (Some(_), None) | (None, _) => true,
-    }
+    owner == caller
 }
 
 /// Reads the index's part of a result file, checking its format.
@@ -429,7 +464,7 @@ mod tests {
     #[test]
     fn the_baseline_is_the_last_committed_run_that_passed_with_the_same_owner_and_identity() {
         let dir = Dir::new("results-baseline");
-        let results = Results::open(&root(&dir), 100, 1 << 30).unwrap();
+        let results = Results::open(&root(&dir), 100, 1 << 30, 1).unwrap();
         let old = result(Some("a"), Some("test=shop"), true, 1000);
         let newer = result(Some("a"), Some("test=shop"), true, 2000);
         let failed = result(Some("a"), Some("test=shop"), false, 3000);
@@ -464,7 +499,7 @@ mod tests {
     #[test]
     fn a_result_is_shown_to_its_owner_once_committed_and_survives_a_restart() {
         let dir = Dir::new("results-restart");
-        let results = Results::open(&root(&dir), 100, 1 << 30).unwrap();
+        let results = Results::open(&root(&dir), 100, 1 << 30, 1).unwrap();
         let mine = result(Some("a"), Some("test=shop"), true, 1000);
         results.save(&mine).unwrap();
         assert!(results.get(&mine.uuid, Some("a")).is_none(), "under way");
@@ -474,7 +509,10 @@ mod tests {
             results.get(&mine.uuid, Some("b")).is_none(),
             "another token's"
         );
-        assert_eq!(results.get(&mine.uuid, None).unwrap(), mine);
+        assert!(
+            results.get(&mine.uuid, None).is_none(),
+            "a token's, without one"
+        );
         let lost = result(Some("a"), Some("test=shop"), true, 2000);
         results.save(&lost).unwrap();
         let never = result(Some("a"), Some("test=shop"), true, 3000);
@@ -483,7 +521,7 @@ mod tests {
         assert!(!dir.0.join("results").join(file_name(&never.uuid)).exists());
         drop(results);
 
-        let again = Results::open(&root(&dir), 100, 1 << 30).unwrap();
+        let again = Results::open(&root(&dir), 100, 1 << 30, 1).unwrap();
         assert_eq!(again.len(), 2);
         // The table shows `lost` still running: its commit was never recorded.
         again.keep_committed(|u| (*u == lost.uuid).then_some(false));
@@ -502,7 +540,7 @@ mod tests {
     #[test]
     fn the_oldest_go_beyond_the_bound_and_a_baseline_last() {
         let dir = Dir::new("results-bound");
-        let results = Results::open(&root(&dir), 3, 1 << 30).unwrap();
+        let results = Results::open(&root(&dir), 3, 1 << 30, 1).unwrap();
         let base = result(None, Some("test=a"), true, 1);
         commit(&results, &base);
         let mut later = Vec::new();
@@ -523,12 +561,61 @@ mod tests {
     }
 
     #[test]
+    fn the_run_just_committed_stays_when_baselines_fill_the_bound() {
+        let dir = Dir::new("results-kept");
+        let results = Results::open(&root(&dir), 3, 1 << 30, 1).unwrap();
+        let mut baselines = Vec::new();
+        for t in 1..4 {
+            let r = result(None, Some(&format!("test={t}")), true, t);
+            commit(&results, &r);
+            baselines.push(r.uuid);
+        }
+        let failed = result(None, Some("test=new"), false, 10);
+        commit(&results, &failed);
+        assert!(
+            results.get(&failed.uuid, None).is_some(),
+            "the new run's report stays"
+        );
+        assert!(
+            results.get(&baselines[0], None).is_none(),
+            "the oldest baseline went"
+        );
+        assert!(results.get(&baselines[2], None).is_some());
+    }
+
+    #[test]
+    fn one_client_s_results_never_push_out_another_s() {
+        let dir = Dir::new("results-share");
+        // Two clients: 4 results each.
+        let results = Results::open(&root(&dir), 8, 1 << 30, 2).unwrap();
+        let theirs = result(Some("b"), Some("test=victim"), true, 1);
+        commit(&results, &theirs);
+        let their_report = result(Some("b"), Some("test=victim"), false, 2);
+        commit(&results, &their_report);
+        for t in 10..60 {
+            commit(
+                &results,
+                &result(Some("a"), Some(&format!("test={t}")), t % 2 == 0, t),
+            );
+        }
+        assert_eq!(results.len(), 6, "b's 2 and a's share of 4");
+        assert!(results.get(&their_report.uuid, Some("b")).is_some());
+        assert_eq!(
+            results
+                .baseline(Some("b"), "test=victim", &Uuid::nil())
+                .unwrap()
+                .uuid,
+            theirs.uuid
+        );
+    }
+
+    #[test]
     fn the_oldest_go_beyond_the_bytes_kept() {
         let dir = Dir::new("results-bytes");
         let one = serde_json::to_vec(&result(None, None, false, 1))
             .unwrap()
             .len() as u64;
-        let results = Results::open(&root(&dir), 100, one * 5 / 2).unwrap();
+        let results = Results::open(&root(&dir), 100, one * 5 / 2, 1).unwrap();
         let mut all = Vec::new();
         for t in 1..6 {
             let r = result(None, None, false, t);
@@ -551,7 +638,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.0.join("results").join("notes.txt"), b"hello").unwrap();
-        let results = Results::open(&root(&dir), 10, 1 << 30).unwrap();
+        let results = Results::open(&root(&dir), 10, 1 << 30, 1).unwrap();
         assert_eq!(results.len(), 0);
         assert!(dir.0.join("results").join(file_name(&uuid)).exists());
     }

@@ -181,6 +181,11 @@ pub fn parse(text: &str) -> Result<Check, CheckError> {
             text.len()
         ));
     }
+    if text.chars().any(char::is_control) {
+        return err(
+            "holds a control character (a line break, a tab); write the check on one line".into(),
+        );
+    }
     let metric_end = text
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
         .unwrap_or(text.len());
@@ -246,6 +251,21 @@ pub fn parse(text: &str) -> Result<Check, CheckError> {
         }
         None => Limit::Value(scale(metric, n, unit)?),
     };
+    let limit_value = match limit {
+        Limit::Value(v) | Limit::Baseline(v) => v,
+    };
+    if !limit_value.is_finite() {
+        return err(format!(
+            "has the value {value:?}, which is beyond any figure a run can have"
+        ));
+    }
+    if let (Limit::Value(v), Kind::Ratio) = (limit, metric.kind())
+        && v > 1.0
+    {
+        return err(format!(
+            "gives {name} as {value:?}, more than all of the requests: a ratio is from 0 to 1, or in % (\"{number}%\" for {number} percent)"
+        ));
+    }
     Ok(Check {
         metric,
         op,
@@ -349,6 +369,10 @@ mod tests {
             ("p95 < 1.2 baseline", "<factor>x baseline"),
             ("p95 < 0x baseline", "factor of 0"),
             ("p95 < inf", "does not begin with a number"),
+            ("p95 < 5\nms", "control character"),
+            ("fail_ratio < 5", "more than all of the requests"),
+            ("fail_ratio < 150%", "more than all of the requests"),
+            ("p95 < 1e308s", "beyond any figure"),
         ] {
             let e = parse(text).expect_err(text).0;
             assert!(e.contains(says), "{text:?}: {e}");

@@ -19,8 +19,14 @@ pub use check::{Check, Limit, Metric};
 use crate::ingest::line_protocol::FieldValue;
 use crate::ingest::payload::StatsRow;
 
-/// Checks one run may carry at most (its register's and the configuration's together).
+/// Checks a register may give at most; the configuration's rules may add as many again, so a
+/// register never crowds out a lab's floor.
 pub const MAX_CHECKS: usize = 100;
+/// Outcomes of one verdict at most (a check of a name is judged once per row of that name):
+/// past it the verdict fails, saying so, rather than grow with a client's rows.
+pub const MAX_OUTCOMES: usize = 1000;
+/// Failed checks a verdict's sentence names at most; the others are counted.
+const SUMMARY_NAMED: usize = 5;
 /// Bytes of an endpoint's name in a check at most (Locust names endpoints by URL).
 pub const MAX_ENDPOINT_BYTES: usize = 1024;
 /// The name of Locust's row of all endpoints together.
@@ -85,7 +91,7 @@ pub fn thresholds(value: &Value, source: Source) -> Result<Vec<Threshold>, (Stri
     }
     let mut out = Vec::new();
     for (endpoint, checks) in map {
-        let at = format!("thresholds.{endpoint}");
+        let at = format!("thresholds.{}", shown(endpoint));
         if endpoint.is_empty() || endpoint.len() > MAX_ENDPOINT_BYTES {
             return Err((
                 at,
@@ -119,7 +125,8 @@ pub fn thresholds(value: &Value, source: Source) -> Result<Vec<Threshold>, (Stri
                     ),
                 ));
             };
-            let check = check::parse(text).map_err(|e| (at.clone(), format!("{text:?} {e}")))?;
+            let check =
+                check::parse(text).map_err(|e| (at.clone(), format!("{:?} {e}", shown(text))))?;
             out.push(Threshold {
                 endpoint: endpoint.clone(),
                 check,
@@ -137,14 +144,16 @@ pub fn thresholds(value: &Value, source: Source) -> Result<Vec<Threshold>, (Stri
 }
 
 /// The checks a run is judged by: the register's, then the configuration's whose endpoint and
-/// metric the register has no check for (the register's check wins).
+/// metric the register has no check for (the register's check wins). At most
+/// `2 × MAX_CHECKS`: a register gives at most `MAX_CHECKS`, and the configuration's rules hold
+/// at most as many together (`config::validate`).
 pub fn merge(register: &[Threshold], config: &[Threshold]) -> Vec<Threshold> {
     let mut all = register.to_vec();
     for t in config {
         let overridden = register
             .iter()
             .any(|r| r.endpoint == t.endpoint && r.check.metric == t.check.metric);
-        if !overridden && all.len() < MAX_CHECKS {
+        if !overridden {
             all.push(t.clone());
         }
     }
@@ -342,9 +351,20 @@ impl ResultRow {
         }
     }
 
-    /// Whether this is Locust's row of all endpoints together.
+    /// Whether this row is named `Aggregated`: Locust's row of all endpoints together (a
+    /// row of that name with a method is taken as one too, so no second one is computed).
     pub fn is_aggregated(&self) -> bool {
-        self.name == AGGREGATED && self.method.is_empty()
+        self.name == AGGREGATED
+    }
+}
+
+/// A client's text as an answer repeats it: its first 100 bytes, and `…` when there was more.
+fn shown(text: &str) -> String {
+    let kept = cut(text, 100);
+    if kept.len() < text.len() {
+        format!("{kept}…")
+    } else {
+        kept.to_string()
     }
 }
 
@@ -383,16 +403,17 @@ fn read_from(metric: Metric) -> &'static str {
 /// (`calculate_response_time_percentile`: walking down from the slowest bucket). `None` for an
 /// empty histogram.
 pub fn percentile(histogram: &[(f64, u64)], quantile: f64) -> Option<f64> {
-    let total: u64 = histogram.iter().map(|(_, n)| n).sum();
+    // Counted in u128: a client's counts may be as large as a u64 holds, and add up past it.
+    let total: u128 = histogram.iter().map(|(_, n)| u128::from(*n)).sum();
     if total == 0 {
         return None;
     }
     let mut sorted: Vec<(f64, u64)> = histogram.to_vec();
     sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let below = (total as f64 * quantile) as u64;
-    let mut counted = 0u64;
+    let below = (total as f64 * quantile) as u128;
+    let mut counted = 0u128;
     for (ms, n) in sorted {
-        counted += n;
+        counted += u128::from(n);
         if total - counted <= below {
             return Some(ms);
         }
@@ -417,6 +438,8 @@ pub enum Baseline<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     pub endpoint: String,
+    /// The metric checked (`p95`, `fail_ratio`, …): the unit of `value` and `limit`.
+    pub metric: String,
     /// The row's method, when the row has one.
     pub method: Option<String>,
     pub check: String,
@@ -459,20 +482,25 @@ impl Verdict {
                 n => format!("passed ({n} checks{skipped})"),
             };
         }
-        let failed: Vec<String> = self
+        let count = self.failed().count();
+        let mut failed: Vec<String> = self
             .failed()
+            .take(SUMMARY_NAMED)
             .map(|c| {
                 let why = match (c.value, &c.reason) {
                     (Some(v), _) => format!("{}", Rounded(v)),
                     (None, Some(r)) => r.clone(),
                     (None, None) => "no value".into(),
                 };
-                format!("{} {} ({why})", c.endpoint, c.check)
+                // An endpoint's name is a client's, up to a kilobyte: the sentence keeps less.
+                format!("{} {} ({why})", cut(&c.endpoint, 100), c.check)
             })
             .collect();
+        if count > SUMMARY_NAMED {
+            failed.push(format!("and {} more", count - SUMMARY_NAMED));
+        }
         format!(
-            "FAILED {} of {} checks: {}",
-            failed.len(),
+            "FAILED {count} of {} checks: {}",
             self.checks.len(),
             failed.join("; ")
         )
@@ -497,9 +525,31 @@ impl std::fmt::Display for Rounded {
 pub fn judge(thresholds: &[Threshold], rows: &[ResultRow], baseline: Baseline<'_>) -> Verdict {
     let mut checks = Vec::new();
     for t in thresholds {
-        let matching: Vec<&ResultRow> = rows.iter().filter(|r| r.name == t.endpoint).collect();
+        // One row per name and method: a row that repeats another's is the client's mistake.
+        let mut seen = std::collections::HashSet::new();
+        let matching: Vec<&ResultRow> = rows
+            .iter()
+            .filter(|r| r.name == t.endpoint && seen.insert(r.method.as_str()))
+            .collect();
+        if checks.len() + matching.len() > MAX_OUTCOMES {
+            checks.push(Outcome {
+                endpoint: t.endpoint.clone(),
+                metric: t.check.metric.name().to_string(),
+                method: None,
+                check: t.check.text.clone(),
+                source: t.source,
+                value: None,
+                limit: None,
+                passed: Some(false),
+                reason: Some(format!(
+                    "not judged: the checks' rows came to more than {MAX_OUTCOMES} outcomes (many rows of one name)"
+                )),
+            });
+            break;
+        }
         let outcome = |row: Option<&ResultRow>| Outcome {
             endpoint: t.endpoint.clone(),
+            metric: t.check.metric.name().to_string(),
             method: row.map(|r| r.method.clone()).filter(|m| !m.is_empty()),
             check: t.check.text.clone(),
             source: t.source,

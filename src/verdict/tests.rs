@@ -366,14 +366,22 @@ fn the_doc_lists_every_metric_and_the_limits() {
         );
     }
     for (what, value) in [
+        ("checks of a register", MAX_CHECKS),
         (
-            "checks per run (register and configuration together)",
+            "checks of the configuration's rules, all together",
             MAX_CHECKS,
         ),
-        ("bytes of one check", check::MAX_CHECK_BYTES),
+        (
+            "bytes of one check (one line, no control characters)",
+            check::MAX_CHECK_BYTES,
+        ),
         (
             "bytes of an endpoint's name in `thresholds`",
             MAX_ENDPOINT_BYTES,
+        ),
+        (
+            "outcomes of one verdict (a check is judged once per name and method)",
+            MAX_OUTCOMES,
         ),
     ] {
         assert!(
@@ -433,4 +441,67 @@ fn an_aggregated_row_is_computed_from_the_endpoint_rows_when_locust_sent_none() 
     let total = ResultRow::aggregate(&partial, &[]);
     assert_eq!(total.figures.get(Metric::Requests), None);
     assert_eq!(total.figures.get(Metric::Failures), Some(2.0));
+}
+
+#[test]
+fn a_verdict_stays_bounded_whatever_the_rows() {
+    let checks: Vec<Threshold> = (0..MAX_CHECKS)
+        .map(|i| th("/same", &format!("p95 < {i}")))
+        .collect();
+    // A thousand copies of one row: judged once per name and method.
+    let copies: Vec<ResultRow> = (0..1000)
+        .map(|_| locust_row("/same", "GET", 50.0))
+        .collect();
+    let v = judge(&checks, &copies, Baseline::Missing(""));
+    assert_eq!(v.checks.len(), MAX_CHECKS);
+    // A thousand methods of one name: past MAX_OUTCOMES the verdict fails, saying why.
+    let methods: Vec<ResultRow> = (0..1000)
+        .map(|i| locust_row("/same", &format!("M{i}"), 1.0))
+        .collect();
+    let v = judge(&checks, &methods, Baseline::Missing(""));
+    assert!(v.checks.len() <= MAX_OUTCOMES + 1, "{}", v.checks.len());
+    assert!(!v.passed);
+    let last = v.checks.last().unwrap();
+    assert!(
+        last.reason.as_deref().unwrap().contains("not judged"),
+        "{last:?}"
+    );
+    // Its sentence names five failures at most.
+    let failing: Vec<Threshold> = (0..50).map(|i| th(&format!("/e{i}"), "p95 < 1")).collect();
+    let v = judge(&failing, &[], Baseline::Missing(""));
+    let summary = v.summary();
+    assert!(summary.starts_with("FAILED 50 of 50 checks: "), "{summary}");
+    assert!(summary.ends_with("; and 45 more"), "{summary}");
+    assert!(summary.len() < 1000, "{}", summary.len());
+}
+
+#[test]
+fn a_row_named_aggregated_with_a_method_is_not_doubled() {
+    assert!(locust_row(AGGREGATED, "GET", 1.0).is_aggregated());
+    assert!(locust_row(AGGREGATED, "", 1.0).is_aggregated());
+    assert!(!locust_row("/Aggregated", "", 1.0).is_aggregated());
+}
+
+#[test]
+fn an_outcome_names_its_metric() {
+    let v = judge(
+        &[th("/a", "fail_ratio<1%")],
+        &[locust_row("/a", "GET", 1.0)],
+        Baseline::Missing(""),
+    );
+    assert_eq!(v.checks[0].metric, "fail_ratio");
+    assert_eq!(
+        serde_json::to_value(&v).unwrap()["checks"][0]["metric"],
+        "fail_ratio"
+    );
+}
+
+#[test]
+fn huge_histogram_counts_do_not_overflow() {
+    let h = [(1.0, u64::MAX), (2.0, 5)];
+    assert_eq!(percentile(&h, 0.5), Some(1.0));
+    assert_eq!(
+        percentile(&[(1.0, u64::MAX), (2.0, u64::MAX)], 0.99),
+        Some(2.0)
+    );
 }

@@ -549,3 +549,53 @@ fn a_result_without_an_aggregated_row_gets_one_computed_from_its_rows() {
         "{v}"
     );
 }
+
+/// What a client's rows and tags can do to a verdict stays bounded and never blocks the
+/// commit: a thousand copies of one row under a hundred checks, and run tags named like the
+/// fields of the verdict's points (`value`, `limit`, `result`).
+#[test]
+fn hostile_rows_and_tags_neither_blow_up_the_verdict_nor_block_the_commit() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(&config(&influx, ""));
+    let name = format!("/{}", "n".repeat(500));
+    let checks: Vec<String> = (0..100).map(|i| format!("p95 < {i}")).collect();
+    let uuid = register(
+        &gw,
+        TOKEN_A,
+        json!({"tags": {"value": "v", "limit": "l", "result": "r", "test": "hostile"},
+               "thresholds": {name.clone(): checks}}),
+    );
+    let rows: Vec<Value> = (0..1000)
+        .map(|_| json!({"name": name, "method": "GET", "num_requests": 10, "response_time_percentile_0.95": 50}))
+        .collect();
+    let body = json!({"uuid": uuid, "measurement": {"fields": {"requestStats": {"stats": rows}}}});
+    let answer = call(&gw, TOKEN_A, "POST", "/apiv0.1/events/commit", Some(&body));
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        &answer.body[..answer.body.len().min(500)]
+    );
+    assert!(answer.body.len() < 200_000, "{} bytes", answer.body.len());
+    let v = answer.json()["verdict"].clone();
+    assert_eq!(v["checks"].as_array().unwrap().len(), 100);
+    let description = answer.json()["data"]["description"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // p95 50 fails the checks p95 < 0 to p95 < 50: five named, the rest counted.
+    assert!(
+        description.contains("FAILED 51 of 100 checks"),
+        "{description}"
+    );
+    assert!(description.ends_with("; and 46 more"), "{description}");
+    // Its points reach InfluxDB: one per check, and the event.
+    wait_until(
+        std::time::Duration::from_secs(30),
+        "the verdict's points in InfluxDB",
+        || series_of(&influx, "load_testing_checks", &uuid).len() == 100,
+    );
+    let view = call(&gw, TOKEN_A, "GET", &format!("/apiv0.1/runs/{uuid}"), None);
+    assert_eq!(view.status, 200);
+    assert!(view.body.len() < 2_000_000, "{} bytes", view.body.len());
+}

@@ -435,6 +435,10 @@ pub(super) fn distinct(rows: Vec<StatsRow>) -> (Vec<StatsRow>, usize, usize) {
             .map(|(_, v)| v.clone())
     };
     let mut seen: HashSet<(Option<String>, Option<String>)> = HashSet::with_capacity(rows.len());
+    // The next suffix to try for each name and method: a thousand copies of one row take a
+    // thousand tries, not half a million.
+    let mut next: std::collections::HashMap<(Option<String>, Option<String>), usize> =
+        std::collections::HashMap::new();
     let mut out = Vec::with_capacity(rows.len());
     let (mut renamed, mut repeated) = (0, 0);
     for mut row in rows {
@@ -450,7 +454,8 @@ pub(super) fn distinct(rows: Vec<StatsRow>) -> (Vec<StatsRow>, usize, usize) {
         repeated += 1;
         renamed += 1;
         let base = name.clone().unwrap_or_default();
-        let mut n = 2usize;
+        let from = next.entry((name.clone(), method.clone())).or_insert(2);
+        let mut n = *from;
         let unique = loop {
             let suffix = format!("~{n}");
             let mut candidate = line_protocol::sanitize_tag_value(
@@ -463,6 +468,9 @@ pub(super) fn distinct(rows: Vec<StatsRow>) -> (Vec<StatsRow>, usize, usize) {
             }
             n += 1;
         };
+        if let Some(from) = next.get_mut(&(name.clone(), method.clone())) {
+            *from = n + 1;
+        }
         // Without a full_name, the name tag was the name as sent (unless there was none).
         if !has_full_name && name.is_some() {
             row.fields
