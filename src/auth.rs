@@ -41,6 +41,9 @@ pub struct Client {
     pub measurements: Vec<String>,
     /// Distinct series it may make in each database (see `state::series`).
     pub max_series: u64,
+    /// Bytes its records not yet delivered may take in the log: its `max_spool_bytes`, or
+    /// its equal share of `storage.max_spool_bytes`.
+    pub max_spool_bytes: u64,
 }
 
 impl Client {
@@ -75,6 +78,7 @@ impl std::fmt::Debug for Client {
             .field("databases", &self.databases)
             .field("measurements", &self.measurements)
             .field("max_series", &self.max_series)
+            .field("max_spool_bytes", &self.max_spool_bytes)
             .finish()
     }
 }
@@ -387,6 +391,7 @@ mod tests {
             databases: vec!["k6".into(), "jmeter_*".into()],
             measurements: vec!["*".into()],
             max_series: 10,
+            max_spool_bytes: 1 << 20,
         }
     }
 

@@ -194,6 +194,9 @@ codes! {
     // Storage.
     /// The spool is full (`storage.max_spool_bytes`): InfluxDB must catch up first.
     SpoolFull = (503, "spool_full", Some(30), "retry after Retry-After, once InfluxDB has caught up"),
+    /// The token's share of the spool (`[[auth.token]] max_spool_bytes`) is full, while the
+    /// spool has room for other tokens.
+    SpoolShareFull = (503, "spool_share_full", Some(30), "retry after Retry-After, once InfluxDB has taken this token's records; raise max_spool_bytes of the token if the disk has room"),
     /// The disk under `storage.dir` failed; nothing was recorded.
     StorageError = (503, "storage_error", Some(30), "retry after Retry-After; the operator should check storage.dir"),
 }

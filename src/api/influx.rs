@@ -174,6 +174,7 @@ fn write(
                 WriteRefused::Series(e) if e.is_disk_full() => Code::SpoolFull,
                 WriteRefused::Series(_) => Code::StorageError,
                 WriteRefused::NotRecorded(e) if e.is_spool_full() => Code::SpoolFull,
+                WriteRefused::NotRecorded(e) if e.is_share_full() => Code::SpoolShareFull,
                 WriteRefused::NotRecorded(_) => Code::StorageError,
             };
             ApiError::Influx(code, refused.to_string())

@@ -133,6 +133,7 @@ fn refused_code(refused: &Refused) -> Code {
         Refused::TableFull(_) => Code::JobTableFull,
         Refused::FieldIsTag => Code::InvalidField,
         Refused::NotRecorded(why) if why.is_spool_full() => Code::SpoolFull,
+        Refused::NotRecorded(why) if why.is_share_full() => Code::SpoolShareFull,
         Refused::NotRecorded(_) => Code::StorageError,
         Refused::SchemaConflict {
             conflict: Conflict::FieldType { .. },

@@ -278,6 +278,7 @@ fn quota_of(c: &Client) -> Quota<'_> {
         owner: &c.name,
         max_running: c.max_running,
         max_bytes: c.max_table_bytes,
+        max_spool_bytes: c.max_spool_bytes,
     }
 }
 
@@ -314,9 +315,7 @@ fn commit(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, Ap
     }
     notes.extend(tolerated_note(tolerated));
     notes.extend(ignored_note(&ignored));
-    let c = app
-        .service
-        .commit(commit, client.map(|c| c.name.as_str()), now_ms())?;
+    let c = app.service.commit(commit, client.map(quota_of), now_ms())?;
     let uuid = c.uuid;
     let mut description = format!(
         "run {uuid} finished; wrote {} points ({} endpoint rows)",

@@ -1,6 +1,7 @@
 //! The gateway's clients: every accepted token with its name and limits, from `auth.tokens`,
 //! `auth.token_files`, `CONSUMER_AUTH_TOKENS` and the `[[auth.token]]` tables; the checks of a
-//! token and of a name; each client's share of `jobs.max_running` and `jobs.max_table_bytes`.
+//! token and of a name; each client's share of `jobs.max_running`, `jobs.max_table_bytes` and
+//! `storage.max_spool_bytes`.
 //!
 //! It reads the token files it is told about and nothing else, and never puts a token in a
 //! message: a token is named after its client or where it was found.
@@ -17,8 +18,9 @@ use crate::auth::Client;
 /// (`env_tokens`, comma-separated), `[[auth.token]]`, each with its name and limits. A token
 /// without a name is named after where it is: `auth.tokens[2]`, `tokens.txt:3` (file and
 /// line), `CONSUMER_AUTH_TOKENS[1]`. A client without its own `max_running` gets an equal share
-/// of `jobs.max_running`, so no token can take every slot from the others. Token files are
-/// relative to the configuration `file`.
+/// of `jobs.max_running`, so no token can take every slot from the others; likewise without its
+/// own `max_spool_bytes`, of `storage.max_spool_bytes`. Token files are relative to the
+/// configuration `file`.
 ///
 /// Only a `[[auth.token]]` table gives a client `databases` (and so the right to write through
 /// InfluxDB's write API): the tokens of `auth.tokens`, token files and `CONSUMER_AUTH_TOKENS`
@@ -30,7 +32,7 @@ use crate::auth::Client;
 /// clients with one name, one token under two names, a `[[auth.token]]` with neither or both
 /// of `token` and `token_file`, a token file that cannot be read, a glob of `databases` or
 /// `measurements` no name can match, `measurements = []`, a `max_series` of 0 or above
-/// [`MAX_SERIES_LIMIT`].
+/// [`MAX_SERIES_LIMIT`], a `max_spool_bytes` above `storage.max_spool_bytes`.
 pub fn read(
     config: &Config,
     file: &Path,
@@ -51,6 +53,7 @@ pub fn read(
         databases: Vec::new(),
         measurements: vec!["*".into()],
         max_series: crate::config::DEFAULT_MAX_SERIES,
+        max_spool_bytes: 0,
     };
     for (i, token) in auth.tokens.iter().enumerate() {
         let name = format!("auth.tokens[{}]", i + 1);
@@ -175,6 +178,15 @@ pub fn read(
                 ),
             ));
         }
+        if t.max_spool_bytes > config.storage.max_spool_bytes {
+            return Err(refuse(
+                format!("{at}.max_spool_bytes ({})", t.name),
+                format!(
+                    "{} is more than storage.max_spool_bytes ({}), which bounds the log for every token together: lower it, or leave it out for an equal share",
+                    t.max_spool_bytes, config.storage.max_spool_bytes
+                ),
+            ));
+        }
         clients.push(Client {
             name: t.name.clone(),
             token,
@@ -184,6 +196,7 @@ pub fn read(
             databases: t.databases.clone(),
             measurements: t.measurements.clone(),
             max_series: t.max_series,
+            max_spool_bytes: t.max_spool_bytes,
         });
     }
     for (i, c) in clients.iter().enumerate() {
@@ -206,9 +219,17 @@ pub fn read(
 }
 
 /// Gives each client without a `max_running` of its own an equal share of `jobs.max_running`
-/// (all of it to a client alone), and each client the part of `jobs.max_table_bytes` its
-/// places are of the table's.
+/// (all of it to a client alone), each client the part of `jobs.max_table_bytes` its
+/// places are of the table's, and each client without a `max_spool_bytes` of its own an equal
+/// share of `storage.max_spool_bytes` (all of it to a client alone).
 fn share(clients: &mut [Client], config: &Config) {
+    let spool = config.storage.max_spool_bytes;
+    let spool_share = (spool / clients.len().max(1) as u64).max(1);
+    for c in clients.iter_mut() {
+        if c.max_spool_bytes == 0 {
+            c.max_spool_bytes = spool_share;
+        }
+    }
     let max = config.jobs.max_running;
     let share = if clients.len() > 1 {
         (max / clients.len()).max(1)

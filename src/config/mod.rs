@@ -139,6 +139,9 @@ pub struct NamedToken {
     pub measurements: Vec<String>,
     /// Distinct series it may make in each database it writes (the series budget).
     pub max_series: u64,
+    /// Bytes of its records not yet delivered the log may hold (while InfluxDB is away); 0:
+    /// an equal share of `storage.max_spool_bytes`. At most `storage.max_spool_bytes`.
+    pub max_spool_bytes: u64,
 }
 
 /// Distinct series one token may make in one database by default: far more than a load test's
@@ -157,6 +160,7 @@ impl Default for NamedToken {
             databases: Vec::new(),
             measurements: vec!["*".into()],
             max_series: DEFAULT_MAX_SERIES,
+            max_spool_bytes: 0,
         }
     }
 }
@@ -509,9 +513,10 @@ impl Settings {
                 )
             };
             text.push_str(&format!(
-                "#   {}: max_running {}, {rate}; {databases}\n",
+                "#   {}: max_running {}, max_spool_bytes {}, {rate}; {databases}\n",
                 crate::logtext::escape(&c.name, 100),
-                c.max_running
+                c.max_running,
+                c.max_spool_bytes
             ));
         }
         text

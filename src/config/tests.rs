@@ -64,10 +64,10 @@ const B: &str = "bbbbbbbbbbbbbbbbbbbb";
 const C: &str = "cccccccccccccccccccc";
 
 #[test]
-fn tokens_have_names_and_an_equal_share_of_max_running() {
+fn tokens_have_names_and_an_equal_share_of_max_running_and_of_the_spool() {
     let text = format!(
-        "[jobs]\nmax_running = 2000\n[auth]\ntokens = [\"{A}\"]\ntoken_files = [\"tokens\"]\n\
-         [[auth.token]]\nname = \"ci\"\ntoken_file = \"ci.token\"\nmax_running = 50\nrequests_per_second = 5.5\n"
+        "[jobs]\nmax_running = 2000\n[storage]\nmax_spool_bytes = 4000\n[auth]\ntokens = [\"{A}\"]\ntoken_files = [\"tokens\"]\n\
+         [[auth.token]]\nname = \"ci\"\ntoken_file = \"ci.token\"\nmax_running = 50\nrequests_per_second = 5.5\nmax_spool_bytes = 3000\n"
     );
     let s = load_with_files(
         &text,
@@ -93,13 +93,19 @@ fn tokens_have_names_and_an_equal_share_of_max_running() {
     );
     assert_eq!(s.clients[1].token, B);
     assert_eq!(s.clients[3].token, "d".repeat(20));
+    let spool: Vec<u64> = s.clients.iter().map(|c| c.max_spool_bytes).collect();
+    assert_eq!(
+        spool,
+        [1000, 1000, 1000, 3000],
+        "an equal share, or its own"
+    );
     let listed = s.redacted_toml();
     assert!(
-        listed.contains("#   team-a: max_running 500, no request rate limit"),
+        listed.contains("#   team-a: max_running 500, max_spool_bytes 1000, no request rate limit"),
         "{listed}"
     );
     assert!(
-        listed.contains("#   ci: max_running 50, 5.5 requests per second"),
+        listed.contains("#   ci: max_running 50, max_spool_bytes 3000, 5.5 requests per second"),
         "{listed}"
     );
     for token in [A, B, C] {
@@ -112,6 +118,11 @@ fn tokens_have_names_and_an_equal_share_of_max_running() {
     )
     .unwrap();
     assert_eq!(one.clients[0].max_running, 2000);
+    assert_eq!(
+        one.clients[0].max_spool_bytes,
+        1 << 30,
+        "and all of the spool"
+    );
 }
 
 #[test]
@@ -163,6 +174,13 @@ fn token_names_and_tables_that_cannot_work_are_refused() {
             format!("[[auth.token]]\ntoken = \"{A}\"\n"),
             vec![],
             "auth.token[1]: every [[auth.token]] needs a name",
+        ),
+        (
+            format!(
+                "[storage]\nmax_spool_bytes = 1000\n[[auth.token]]\nname = \"x\"\ntoken = \"{A}\"\nmax_spool_bytes = 1001\n"
+            ),
+            vec![],
+            "auth.token[1].max_spool_bytes (x): 1001 is more than storage.max_spool_bytes (1000)",
         ),
     ] {
         let files: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
@@ -767,13 +785,13 @@ fn tokens_get_no_databases_every_measurement_and_the_default_max_series_unless_a
     let listed = s.redacted_toml();
     assert!(
         listed.contains(
-            "#   k6: max_running 2500, no request rate limit; databases [\"k6\", \"jmeter_*\"], measurements [\"http_*\"], max_series 500\n"
+            "#   k6: max_running 2500, max_spool_bytes 268435456, no request rate limit; databases [\"k6\", \"jmeter_*\"], measurements [\"http_*\"], max_series 500\n"
         ),
         "{listed}"
     );
     assert!(
         listed.contains(
-            "#   x: max_running 2500, no request rate limit; no databases (the InfluxDB write API needs an [[auth.token]] with databases)\n"
+            "#   x: max_running 2500, max_spool_bytes 268435456, no request rate limit; no databases (the InfluxDB write API needs an [[auth.token]] with databases)\n"
         ),
         "{listed}"
     );

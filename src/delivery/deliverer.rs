@@ -134,13 +134,13 @@ impl Delivery {
             match self.deliver(&batch, stats) {
                 Ok(dead) => {
                     let last = batch.last().map_or(0, |r| r.seq);
-                    let bytes = batch.iter().map(|r| r.bytes).sum();
                     if std::mem::take(&mut retried) {
                         let points: u32 =
                             batch.iter().flat_map(|r| &r.units).map(|u| u.points).sum();
                         Stats::add(&stats.points_replayed, points as usize);
                     }
-                    self.log.delivered(last, batch.len() as u64, bytes);
+                    // The bytes of each record go back to its client's share too.
+                    self.log.delivered(last, &batch);
                     self.settle(last, dead);
                     *lock(&self.waiting_since) = if queue.is_empty() {
                         None

@@ -48,7 +48,7 @@ use crate::config::Acknowledge;
 use crate::state::jobs::Change;
 use crate::stats::Stats;
 use crate::storage::dead_letters::DeadLetters;
-use crate::storage::log::{Log, LogError};
+use crate::storage::log::{Log, LogError, Share};
 use crate::storage::record::{Kind, Unit};
 use crate::sync::lock;
 pub use health::Health;
@@ -293,15 +293,20 @@ impl Delivery {
     }
 
     /// Puts a request's points (`units`) and job-table change into one record of the log, and
-    /// waits until it is on disk; its number. An error means nothing of it was recorded.
+    /// waits until it is on disk; its number. `share` names the client the record is for and
+    /// bounds its undelivered bytes (`None`: no client). An error means nothing of it was
+    /// recorded ([`LogError::ShareFull`]: the client's share is full).
     pub fn record(
         &self,
         kind: Kind,
         change: &Change,
         units: &[Unit<'_>],
+        share: Option<Share<'_>>,
         stats: &Stats,
     ) -> Result<u64, LogError> {
-        let ticket = self.log.append(kind, change.seq, &change.bytes, units)?;
+        let ticket = self
+            .log
+            .append(kind, change.seq, &change.bytes, units, share)?;
         let seq = self.log.wait(ticket)?;
         let points: u32 = units.iter().map(|u| u.points).sum();
         Stats::add(&stats.points_spooled, points as usize);

@@ -47,6 +47,7 @@ impl Running {
                     points,
                     lines,
                 }],
+                None,
             )
             .unwrap()
     }
@@ -64,6 +65,7 @@ impl Running {
                     points,
                     lines,
                 }],
+                None,
                 &self.stats,
             )
             .unwrap();
@@ -81,7 +83,13 @@ impl Running {
             })
             .collect();
         self.delivery
-            .record(Kind::Heartbeats, &Change::default(), &units, &self.stats)
+            .record(
+                Kind::Heartbeats,
+                &Change::default(),
+                &units,
+                None,
+                &self.stats,
+            )
             .unwrap();
     }
 
@@ -430,7 +438,7 @@ fn writes_for_their_own_targets_go_each_to_its_target_and_refusals_keep_it() {
             points: line_protocol::split_lines(lines).count() as u32,
             lines,
         }];
-        r.delivery.log.append_write(target, &unit).unwrap()
+        r.delivery.log.append_write(target, &unit, None).unwrap()
     };
     let tickets = [
         write(k6, "http_reqs value=1 1700000000000000001\n"),
@@ -939,7 +947,11 @@ fn interleaved_targets_with_refusals_5xx_and_413_each_line_lands_once_in_its_own
             lines: &body,
         }];
         let ticket = match targets[t] {
-            None => r.delivery.log.append(Kind::Request, 0, b"", &unit).unwrap(),
+            None => r
+                .delivery
+                .log
+                .append(Kind::Request, 0, b"", &unit, None)
+                .unwrap(),
             Some((database, retention_policy)) => r
                 .delivery
                 .log
@@ -949,6 +961,7 @@ fn interleaved_targets_with_refusals_5xx_and_413_each_line_lands_once_in_its_own
                         retention_policy,
                     },
                     &unit,
+                    None,
                 )
                 .unwrap(),
         };
@@ -1109,6 +1122,7 @@ fn a_targeted_write_answered_404_does_not_hold_back_other_targets_and_own_points
                 retention_policy: "",
             },
             &unit("m v=1 1\n"),
+            None,
         )
         .unwrap();
     r.delivery.log.wait(t).unwrap();
@@ -1123,6 +1137,7 @@ fn a_targeted_write_answered_404_does_not_hold_back_other_targets_and_own_points
                 retention_policy: "",
             },
             &unit("k6 v=3 3\n"),
+            None,
         )
         .unwrap();
     r.delivery.log.wait(t).unwrap();

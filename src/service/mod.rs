@@ -28,7 +28,7 @@ use crate::state::schema::{Claim, Conflict, Schema, TooOld};
 use crate::state::series::SeriesBudget;
 use crate::state::snapshots::Snapshots;
 use crate::stats::Stats;
-use crate::storage::log::LogError;
+use crate::storage::log::{LogError, Share};
 use crate::storage::record::{Kind, Unit};
 
 /// The rules of the job table, from `[jobs]`.
@@ -343,6 +343,15 @@ impl Drop for CommitGuard<'_> {
     }
 }
 
+/// The share of the log of the client `quota` names: its records, and the bytes of them not yet
+/// delivered it may hold.
+fn share_of(quota: Option<Quota<'_>>) -> Option<Share<'_>> {
+    quota.map(|q| Share {
+        client: q.owner,
+        limit: q.max_spool_bytes,
+    })
+}
+
 /// A request's points as the one unit of its record.
 fn request_unit(points: usize, lines: &str) -> [Unit<'_>; 1] {
     [Unit {
@@ -424,6 +433,7 @@ impl Service {
                 Kind::Request,
                 &change,
                 &request_unit(points.len(), &lines),
+                share_of(quota),
                 &self.stats,
             )
             .map_err(Refused::NotRecorded)?;
@@ -483,7 +493,7 @@ impl Service {
         // Dropped on the way out (not recorded), `prepared` leaves the job as it was.
         self.keep_room()?;
         self.delivery
-            .record(Kind::Request, &change, &[], &self.stats)
+            .record(Kind::Request, &change, &[], share_of(caller), &self.stats)
             .map_err(Refused::NotRecorded)?;
         prepared.applied();
         match claimed {
@@ -498,13 +508,15 @@ impl Service {
     /// as it was.
     ///
     /// `caller` is the client that sent it (`None` without tokens): a run registered with
-    /// another token is unknown to it.
+    /// another token is unknown to it; the commit's record counts against its share of the log.
     pub fn commit(
         &self,
         mut commit: Commit,
-        caller: Option<&str>,
+        caller: Option<Quota<'_>>,
         now_ms: i64,
     ) -> Result<Committed, Refused> {
+        let share = share_of(caller);
+        let caller = caller.map(|q| q.owner);
         let uuid = commit.uuid;
         // The commit's points are stamped with its startedAt.
         if let Some(at_ms) = commit.record.started_at_ms {
@@ -601,6 +613,7 @@ impl Service {
             Kind::Request,
             change,
             &request_unit(points.len(), &lines),
+            share,
             &self.stats,
         );
         let seq = match recorded {

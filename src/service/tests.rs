@@ -221,6 +221,56 @@ fn a_register_that_cannot_be_recorded_leaves_no_run_and_frees_its_slot() {
     assert_eq!(f.service.jobs.snapshot().1, 1);
 }
 
+/// A token at its share of the log is refused as when the log is full (nothing recorded, no
+/// run, a commit's run left running), while another token registers; a progress (no points)
+/// still goes in.
+#[test]
+fn a_token_at_its_share_of_the_log_is_refused_and_another_is_not() {
+    let f = fixture_with("service-share", 10, 1 << 20, Acknowledge::Disk);
+    // InfluxDB never answers: what is recorded waits in the log.
+    f.sink.set_ping_fails(true);
+    f.sink.answer(std::iter::repeat_n(
+        crate::delivery::sink::testing::Answer::Fail(
+            crate::delivery::sink::SinkError::Unreachable("connection refused".into()),
+        ),
+        1000,
+    ));
+    let quota = |owner| Quota {
+        owner,
+        max_running: 10,
+        max_bytes: 1 << 20,
+        max_spool_bytes: 1,
+    };
+    let a = Some(quota("team-a"));
+    let parsed = || parse_register(b"{}", LIMITS).unwrap();
+    // With nothing waiting, a first record goes in whatever the share.
+    let uuid = f.service.register(parsed(), "h", a, 1_000).unwrap().uuid;
+    let err = f.service.register(parsed(), "h", a, 1_000).unwrap_err();
+    assert!(
+        matches!(&err, Refused::NotRecorded(why) if why.is_share_full()),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("max_spool_bytes"), "{err}");
+    assert_eq!(f.service.jobs.list(usize::MAX).len(), 1, "no run for it");
+    let record = parse_register(br#"{"measurement": {"fields": {"users": 5}}}"#, LIMITS).unwrap();
+    f.service.progress(uuid, record, a, 1_500).unwrap();
+    let body = commit_body(uuid, "");
+    let err = f
+        .service
+        .commit(parse_commit(body.as_bytes(), LIMITS).unwrap(), a, 2_000)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Refused::NotRecorded(why) if why.is_share_full()),
+        "{err:?}"
+    );
+    assert_eq!(state(&f, uuid), Some(State::Running));
+    // Another token is not held back by team-a's share.
+    f.service
+        .register(parsed(), "h", Some(quota("team-b")), 1_000)
+        .unwrap();
+    assert_eq!(f.service.jobs.list(usize::MAX).len(), 2);
+}
+
 #[test]
 fn max_running_refuses_the_next_register() {
     let f = fixture("service-max-running", 2, 1 << 20);

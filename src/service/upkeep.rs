@@ -88,7 +88,7 @@ impl Service {
             start += chunk.len();
             match self
                 .delivery
-                .record(Kind::Heartbeats, change, chunk, &self.stats)
+                .record(Kind::Heartbeats, change, chunk, None, &self.stats)
             {
                 Ok(_) => self.jobs.count_beats(&beats),
                 Err(why) => {

@@ -19,7 +19,7 @@ use crate::ingest::lp_parse::{self, FieldValue, Line, Precision};
 use crate::state::schema::{Claim, FieldType, Known, Schema};
 use crate::state::series::{SeriesError, series_hash};
 use crate::stats::Stats;
-use crate::storage::log::LogError;
+use crate::storage::log::{LogError, Share};
 use crate::storage::record::{Target, Unit};
 
 /// Databases the write API may write, all clients together: each holds a schema in memory
@@ -471,7 +471,14 @@ impl Service {
         };
         let log = self.delivery.log();
         let ticket = log
-            .append_write(target, &units)
+            .append_write(
+                target,
+                &units,
+                Some(Share {
+                    client: &w.client.name,
+                    limit: w.client.max_spool_bytes,
+                }),
+            )
             .map_err(WriteRefused::NotRecorded)?;
         let seq = log.wait(ticket).map_err(WriteRefused::NotRecorded)?;
         Stats::add(&self.stats.points_spooled, lines.len());

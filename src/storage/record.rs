@@ -6,7 +6,11 @@
 //!   crc    u32   CRC-32 (IEEE) of the seq bytes and the payload
 //!   seq    u64   the record's number; the log's records are numbered 1, 2, 3, … without gaps
 //! payload
-//!   kind     u8    1 = a request, 2 = heartbeats of a tick, 3 = a write through InfluxDB's API
+//!   kind     u8    1 = a request, 2 = heartbeats of a tick, 3 = a write through InfluxDB's API;
+//!                  with the flag 0x80 set (version 3 segments only), a client follows
+//!   client   flagged kinds only: the client (token name) that wrote the record, u32 length
+//!            then 1 to 255 bytes of UTF-8; a record without the flag has none (a tick's
+//!            heartbeats, a gateway without tokens)
 //!   change   u64   the number of the last job-table change among the changes (0: none)
 //!   changes  u32 length, then that many bytes: the job-table changes (journal lines), or none
 //!   target   kind 3 only: where its points go, two texts of u32 length then bytes: the
@@ -48,9 +52,19 @@ pub const MAX_PAYLOAD_BYTES: usize = 256 << 20;
 /// The first bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 6] = *b"MCLOG\0";
 /// The version of the segment format this program writes: the record layout above. Version 2
-/// added the records of kind 3 and their target; version 1 files (no such records) are read as
-/// they are. A reader that meets a later version stops.
-pub const SEGMENT_VERSION: u16 = 2;
+/// added the records of kind 3 and their target; version 3 the client of a record (the kind's
+/// flag [`CLIENT_FLAG`]). Version 1 files (no kind 3) and version 2 files (no client) are read
+/// as they are. A reader that meets a later version stops, naming it: a program that reads only
+/// versions 1 and 2 refuses a version 3 segment.
+pub const SEGMENT_VERSION: u16 = 3;
+/// The first segment version whose records may carry their client.
+pub const SEGMENT_VERSION_CLIENTS: u16 = 3;
+/// Set in the kind byte: the record's client follows it.
+pub const CLIENT_FLAG: u8 = 0x80;
+/// Bytes of a record's client at most. A token's own name is at most 64 bytes; a token without
+/// one is named after where it was found (`auth.tokens[2]`, a token file's name and line), at
+/// most about 220 bytes.
+pub const MAX_CLIENT_BYTES: usize = 255;
 /// The oldest segment version this program reads.
 pub const SEGMENT_VERSION_OLDEST: u16 = 1;
 /// Bytes of the segment header: records start at this offset of the file.
@@ -105,8 +119,9 @@ pub fn segment_header() -> [u8; SEGMENT_HEADER_BYTES] {
     header
 }
 
-/// Checks the header at the start of a segment's bytes (`bytes` may be the whole file).
-pub fn check_segment_header(bytes: &[u8]) -> Result<(), HeaderError> {
+/// Checks the header at the start of a segment's bytes (`bytes` may be the whole file); the
+/// version it names.
+pub fn check_segment_header(bytes: &[u8]) -> Result<u16, HeaderError> {
     if bytes.len() < SEGMENT_HEADER_BYTES || bytes[..6] != SEGMENT_MAGIC {
         return Err(HeaderError::Foreign {
             found: show(bytes, SEGMENT_HEADER_BYTES),
@@ -119,7 +134,7 @@ pub fn check_segment_header(bytes: &[u8]) -> Result<(), HeaderError> {
             reads: SEGMENT_VERSION,
         });
     }
-    Ok(())
+    Ok(found)
 }
 
 /// The bytes of the delivered mark saying records up to `seq` are delivered.
@@ -199,6 +214,9 @@ pub struct Target<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payload<'a> {
     pub kind: Kind,
+    /// The client (token name) that wrote the record; `None`: no client (a tick's heartbeats,
+    /// a gateway without tokens, a segment older than version 3).
+    pub client: Option<&'a str>,
     /// The number of the last job-table change in `changes` (0: none).
     pub change_seq: u64,
     /// Job-table changes: journal lines, each ending in '\n' (empty: none).
@@ -208,57 +226,98 @@ pub struct Payload<'a> {
     pub units: Vec<Unit<'a>>,
 }
 
-/// Bytes the record of `changes`, `target` and `units` takes, header included.
-pub fn encoded_len(changes: &[u8], target: Option<Target<'_>>, units: &[Unit<'_>]) -> usize {
+/// What a record to encode holds: see the module documentation.
+#[derive(Debug, Clone, Copy)]
+pub struct Parts<'a> {
+    pub kind: Kind,
+    /// The client that writes it: 1 to [`MAX_CLIENT_BYTES`] bytes ([`client_fits`]), or none.
+    pub client: Option<&'a str>,
+    /// The number of the last job-table change in `changes` (0: none).
+    pub change_seq: u64,
+    pub changes: &'a [u8],
+    /// Written for [`Kind::Write`] (and must be given for it), never for the other kinds.
+    pub target: Option<Target<'a>>,
+    pub units: &'a [Unit<'a>],
+}
+
+impl<'a> Parts<'a> {
+    /// A record of `kind` holding `units` alone: no client, no change, no target.
+    pub fn of(kind: Kind, units: &'a [Unit<'a>]) -> Parts<'a> {
+        Parts {
+            kind,
+            client: None,
+            change_seq: 0,
+            changes: b"",
+            target: None,
+            units,
+        }
+    }
+
+    /// The target as it is written: [`Kind::Write`]'s (empty names when none was given), none
+    /// for the other kinds.
+    fn written_target(&self) -> Option<Target<'a>> {
+        (self.kind == Kind::Write).then(|| {
+            self.target.unwrap_or(Target {
+                database: "",
+                retention_policy: "",
+            })
+        })
+    }
+}
+
+/// Whether `client` can be a record's client: 1 to [`MAX_CLIENT_BYTES`] bytes.
+pub fn client_fits(client: &str) -> bool {
+    (1..=MAX_CLIENT_BYTES).contains(&client.len())
+}
+
+/// Bytes the record of `parts` takes, header included.
+pub fn encoded_len(parts: &Parts<'_>) -> usize {
     HEADER_BYTES
         + 1
+        + parts.client.map_or(0, |c| 4 + c.len())
         + 8
         + 4
-        + changes.len()
-        + target.map_or(0, |t| 8 + t.database.len() + t.retention_policy.len())
+        + parts.changes.len()
+        + parts
+            .written_target()
+            .map_or(0, |t| 8 + t.database.len() + t.retention_policy.len())
         + 4
-        + units
+        + parts
+            .units
             .iter()
             .map(|u| 16 + 4 + 4 + u.lines.len())
             .sum::<usize>()
 }
 
-/// Appends the record to `out`; `target` is written for [`Kind::Write`] (and must be given for
-/// it), never for the other kinds. Lengths above `u32::MAX` cannot occur: a record is bounded
-/// by the request body limit (64 MiB at most) or by `influxdb.max_write_bytes`.
-pub fn encode(
-    out: &mut Vec<u8>,
-    seq: u64,
-    kind: Kind,
-    change_seq: u64,
-    changes: &[u8],
-    target: Option<Target<'_>>,
-    units: &[Unit<'_>],
-) {
-    let target = if kind == Kind::Write {
-        Some(target.unwrap_or(Target {
-            database: "",
-            retention_policy: "",
-        }))
-    } else {
-        None
-    };
+/// Appends the record of `parts`, numbered `seq`, to `out`. Lengths above `u32::MAX` cannot
+/// occur: a record is bounded by the request body limit (64 MiB at most) or by
+/// `influxdb.max_write_bytes`, and a client by [`MAX_CLIENT_BYTES`] (the caller checks it with
+/// [`client_fits`]; the reader refuses a client outside those bounds).
+pub fn encode(out: &mut Vec<u8>, seq: u64, parts: &Parts<'_>) {
+    let target = parts.written_target();
     let start = out.len();
-    out.reserve(encoded_len(changes, target, units));
+    out.reserve(encoded_len(parts));
     out.extend_from_slice(&[0; 8]); // len and crc, filled in below
     out.extend_from_slice(&seq.to_le_bytes());
-    out.push(kind as u8);
-    out.extend_from_slice(&change_seq.to_le_bytes());
-    out.extend_from_slice(&(changes.len() as u32).to_le_bytes());
-    out.extend_from_slice(changes);
+    match parts.client {
+        Some(client) => {
+            out.push(parts.kind as u8 | CLIENT_FLAG);
+            out.extend_from_slice(&(client.len() as u32).to_le_bytes());
+            out.extend_from_slice(client.as_bytes());
+        }
+        None => out.push(parts.kind as u8),
+    }
+    out.extend_from_slice(&parts.change_seq.to_le_bytes());
+    out.extend_from_slice(&(parts.changes.len() as u32).to_le_bytes());
+    out.extend_from_slice(parts.changes);
     if let Some(target) = target {
         for text in [target.database, target.retention_policy] {
             out.extend_from_slice(&(text.len() as u32).to_le_bytes());
             out.extend_from_slice(text.as_bytes());
         }
     }
-    out.extend_from_slice(&(units.len() as u32).to_le_bytes());
-    for unit in units {
+    out.extend_from_slice(&(parts.units.len() as u32).to_le_bytes());
+    for unit in parts.units {
         out.extend_from_slice(unit.run.as_bytes());
         out.extend_from_slice(&unit.points.to_le_bytes());
         out.extend_from_slice(&(unit.lines.len() as u32).to_le_bytes());
@@ -351,15 +410,29 @@ impl std::fmt::Display for BadPayload {
     }
 }
 
-/// Decodes the payload of a record (`buf[HEADER_BYTES..len]` of a [`Frame::Record`]).
-pub fn decode(payload: &[u8]) -> Result<Payload<'_>, BadPayload> {
+/// Decodes the payload of a record (`buf[HEADER_BYTES..len]` of a [`Frame::Record`]) of a
+/// segment of `version`: only version [`SEGMENT_VERSION_CLIENTS`] and later hold a client, so
+/// a flagged kind in an older segment is damage, not a record.
+pub fn decode(payload: &[u8], version: u16) -> Result<Payload<'_>, BadPayload> {
     let mut at = 0;
-    let kind = payload
-        .first()
-        .copied()
-        .and_then(Kind::from_byte)
-        .ok_or(BadPayload("unknown kind"))?;
+    let byte = payload.first().copied().ok_or(BadPayload("unknown kind"))?;
+    let flagged = byte & CLIENT_FLAG != 0;
+    if flagged && version < SEGMENT_VERSION_CLIENTS {
+        return Err(BadPayload(
+            "a record with a client in a segment of a version without clients",
+        ));
+    }
+    let kind = Kind::from_byte(byte & !CLIENT_FLAG).ok_or(BadPayload("unknown kind"))?;
     at += 1;
+    let client = if flagged {
+        let name = take(payload, &mut at)?;
+        if !(1..=MAX_CLIENT_BYTES).contains(&name.len()) {
+            return Err(BadPayload("a client name of an impossible length"));
+        }
+        Some(std::str::from_utf8(name).map_err(|_| BadPayload("a client name that is not UTF-8"))?)
+    } else {
+        None
+    };
     let change_seq = payload
         .get(at..at + 8)
         .map(|b| u64_at(b, 0))
@@ -400,6 +473,7 @@ pub fn decode(payload: &[u8]) -> Result<Payload<'_>, BadPayload> {
     }
     Ok(Payload {
         kind,
+        client,
         change_seq,
         changes,
         target,
@@ -454,19 +528,13 @@ mod tests {
                 lines: "a v=1 1\nb v=2 2\n",
             },
         ];
-        encode(
-            &mut out,
-            seq,
-            Kind::Heartbeats,
-            3,
-            b"{\"seq\":3,\"del\":\"x\"}\n",
-            None,
-            &units,
-        );
-        assert_eq!(
-            out.len(),
-            encoded_len(b"{\"seq\":3,\"del\":\"x\"}\n", None, &units)
-        );
+        let parts = Parts {
+            change_seq: 3,
+            changes: b"{\"seq\":3,\"del\":\"x\"}\n",
+            ..Parts::of(Kind::Heartbeats, &units)
+        };
+        encode(&mut out, seq, &parts);
+        assert_eq!(out.len(), encoded_len(&parts));
         out
     }
 
@@ -477,8 +545,9 @@ mod tests {
             panic!("{:?}", frame(&bytes));
         };
         assert_eq!((seq, len), (42, bytes.len()));
-        let payload = decode(&bytes[HEADER_BYTES..len]).unwrap();
+        let payload = decode(&bytes[HEADER_BYTES..len], SEGMENT_VERSION).unwrap();
         assert_eq!(payload.kind, Kind::Heartbeats);
+        assert_eq!(payload.client, None);
         assert_eq!(payload.change_seq, 3);
         assert_eq!(payload.changes, b"{\"seq\":3,\"del\":\"x\"}\n");
         assert_eq!(payload.units.len(), 2);
@@ -547,14 +616,22 @@ mod tests {
 
     #[test]
     fn payloads_this_program_did_not_write_are_refused_without_panic() {
-        assert!(decode(&[]).is_err());
-        assert!(decode(&[9]).is_err());
-        assert!(decode(&[1, 0, 0, 0]).is_err());
-        assert!(decode(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255]).is_err());
+        let v = SEGMENT_VERSION;
+        assert!(decode(&[], v).is_err());
+        assert!(decode(&[9], v).is_err());
+        assert!(decode(&[0x89], v).is_err());
+        assert!(decode(&[1, 0, 0, 0], v).is_err());
+        assert!(
+            decode(
+                &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255],
+                v
+            )
+            .is_err()
+        );
         let bytes = sample(1);
         let payload = &bytes[HEADER_BYTES..];
         for cut in 0..payload.len() {
-            assert!(decode(&payload[..cut]).is_err(), "cut at {cut}");
+            assert!(decode(&payload[..cut], v).is_err(), "cut at {cut}");
         }
     }
 
@@ -571,41 +648,136 @@ mod tests {
             lines: "http_reqs,url=/ value=1 1700000000000000000\n",
         }];
         let mut out = Vec::new();
-        encode(&mut out, 9, Kind::Write, 0, b"", Some(target), &units);
-        assert_eq!(out.len(), encoded_len(b"", Some(target), &units));
+        let parts = Parts {
+            target: Some(target),
+            ..Parts::of(Kind::Write, &units)
+        };
+        encode(&mut out, 9, &parts);
+        assert_eq!(out.len(), encoded_len(&parts));
         let Frame::Record { seq, len } = frame(&out) else {
             panic!("a whole record")
         };
         assert_eq!((seq, len), (9, out.len()));
-        let payload = decode(&out[HEADER_BYTES..len]).unwrap();
+        let payload = decode(&out[HEADER_BYTES..len], 2).unwrap();
         assert_eq!(payload.kind, Kind::Write);
         assert_eq!(payload.target, Some(target));
         assert_eq!(payload.units, units);
         for cut in 0..len - HEADER_BYTES {
             assert!(
-                decode(&out[HEADER_BYTES..HEADER_BYTES + cut]).is_err(),
+                decode(&out[HEADER_BYTES..HEADER_BYTES + cut], 2).is_err(),
                 "cut at {cut}"
             );
         }
         // A target given for another kind is not written.
         let mut plain = Vec::new();
-        encode(&mut plain, 9, Kind::Request, 0, b"", Some(target), &units);
-        assert_eq!(decode(&plain[HEADER_BYTES..]).unwrap().target, None);
+        let parts = Parts {
+            target: Some(target),
+            ..Parts::of(Kind::Request, &units)
+        };
+        encode(&mut plain, 9, &parts);
+        assert_eq!(decode(&plain[HEADER_BYTES..], 2).unwrap().target, None);
+    }
+
+    /// A record carries the client that wrote it, of every kind, and reads back exactly; cut
+    /// anywhere, or with its client's length damaged, it is refused, never a panic.
+    #[test]
+    fn a_record_carries_its_client() {
+        let units = [Unit {
+            run: Uuid::nil(),
+            points: 1,
+            lines: "http_reqs value=1 1700000000000000000\n",
+        }];
+        let target = Target {
+            database: "k6",
+            retention_policy: "",
+        };
+        for kind in [Kind::Request, Kind::Heartbeats, Kind::Write] {
+            for client in ["a", "team-a.k6_1", "auth.tokens[2]", &"x".repeat(255)] {
+                let parts = Parts {
+                    client: Some(client),
+                    change_seq: 4,
+                    changes: b"{\"seq\":4}\n",
+                    target: Some(target),
+                    ..Parts::of(kind, &units)
+                };
+                let mut out = Vec::new();
+                encode(&mut out, 5, &parts);
+                assert_eq!(out.len(), encoded_len(&parts), "{kind:?}");
+                assert_eq!(out[HEADER_BYTES], kind as u8 | CLIENT_FLAG);
+                let Frame::Record { len, .. } = frame(&out) else {
+                    panic!("a whole record")
+                };
+                let payload = decode(&out[HEADER_BYTES..len], 3).unwrap();
+                assert_eq!(payload.kind, kind);
+                assert_eq!(payload.client, Some(client));
+                assert_eq!(payload.change_seq, 4);
+                assert_eq!(payload.changes, b"{\"seq\":4}\n");
+                assert_eq!(payload.units, units);
+                assert_eq!(payload.target.is_some(), kind == Kind::Write);
+                for cut in 0..len - HEADER_BYTES {
+                    assert!(
+                        decode(&out[HEADER_BYTES..HEADER_BYTES + cut], 3).is_err(),
+                        "{kind:?} cut at {cut}"
+                    );
+                }
+                // Only a version 3 segment holds clients: in an older one it is damage.
+                for older in [1, 2] {
+                    assert!(decode(&out[HEADER_BYTES..len], older).is_err());
+                }
+            }
+        }
+        // The client's length cut short, or damaged, or of an impossible size.
+        let payload = |length: &[u8]| {
+            let mut p = vec![Kind::Request as u8 | CLIENT_FLAG];
+            p.extend_from_slice(length);
+            p
+        };
+        assert_eq!(
+            decode(&payload(&[3, 0]), 3),
+            Err(BadPayload("a length is cut short"))
+        );
+        assert!(decode(&payload(&u32::MAX.to_le_bytes()), 3).is_err());
+        let mut empty = payload(&0u32.to_le_bytes());
+        empty.extend_from_slice(&[0; 16]);
+        assert_eq!(
+            decode(&empty, 3),
+            Err(BadPayload("a client name of an impossible length"))
+        );
+        let mut long = payload(&256u32.to_le_bytes());
+        long.extend_from_slice(&[b'x'; 300]);
+        assert!(decode(&long, 3).is_err());
+        let mut not_utf8 = payload(&1u32.to_le_bytes());
+        not_utf8.extend_from_slice(&[0xff]);
+        not_utf8.extend_from_slice(&[0; 16]);
+        assert_eq!(
+            decode(&not_utf8, 3),
+            Err(BadPayload("a client name that is not UTF-8"))
+        );
+        assert!(client_fits("a") && client_fits(&"x".repeat(255)));
+        assert!(!client_fits("") && !client_fits(&"x".repeat(256)));
     }
 
     #[test]
     fn a_segment_header_names_the_format_and_its_version() {
         let header = segment_header();
         assert_eq!(&header[..6], b"MCLOG\0");
-        assert_eq!(check_segment_header(&header), Ok(()));
-        let mut older = header;
-        older[6] = 1;
-        assert_eq!(check_segment_header(&older), Ok(()), "version 1 is read");
+        assert_eq!(check_segment_header(&header), Ok(3));
+        for version in [1, 2] {
+            let mut older = header;
+            older[6] = version;
+            assert_eq!(
+                check_segment_header(&older),
+                Ok(u16::from(version)),
+                "version {version} is read"
+            );
+        }
         let mut other = header;
-        other[6] = 3;
+        other[6] = 4;
+        let later = check_segment_header(&other).unwrap_err();
+        assert_eq!(later, HeaderError::Version { found: 4, reads: 3 });
         assert_eq!(
-            check_segment_header(&other),
-            Err(HeaderError::Version { found: 3, reads: 2 })
+            later.to_string(),
+            "it is of version 4 of the format, and this program reads version 3"
         );
         let foreign = check_segment_header(b"{\"seq\":1}\n").unwrap_err();
         assert!(matches!(foreign, HeaderError::Foreign { .. }));

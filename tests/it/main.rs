@@ -28,6 +28,7 @@ mod report;
 mod retention;
 mod schema;
 mod service;
+mod spool_shares;
 mod tidy;
 mod tls;
 mod verdicts;

@@ -205,6 +205,9 @@ pub struct Quota<'a> {
     pub owner: &'a str,
     pub max_running: usize,
     pub max_bytes: usize,
+    /// Bytes of its records not yet delivered the log may hold (its `max_spool_bytes`): not
+    /// the table's to check, carried here for the log (`storage::log::Share`).
+    pub max_spool_bytes: u64,
 }
 
 #[derive(Debug)]

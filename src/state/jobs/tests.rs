@@ -601,6 +601,7 @@ fn an_owner_holds_its_max_running_at_most_and_ended_runs_free_their_places() {
         owner: "team-a",
         max_running: 2,
         max_bytes: usize::MAX,
+        max_spool_bytes: 0,
     };
     let register = |n: u128, quota: Option<Quota<'_>>| {
         let slot = jobs.reserve(100, quota)?;
@@ -623,6 +624,7 @@ fn an_owner_holds_its_max_running_at_most_and_ended_runs_free_their_places() {
             owner: "team-b",
             max_running: 2,
             max_bytes: usize::MAX,
+            max_spool_bytes: 0,
         }),
     )
     .unwrap();
@@ -667,6 +669,7 @@ fn a_run_registered_with_a_token_is_its_clients_alone() {
         owner: "team-a",
         max_running: 10,
         max_bytes: usize::MAX,
+        max_spool_bytes: 0,
     };
     let b = Quota {
         owner: "team-b",
@@ -695,6 +698,7 @@ fn progress_that_revives_a_run_takes_a_place_as_a_register_does() {
         owner: "team-a",
         max_running: 1,
         max_bytes: usize::MAX,
+        max_spool_bytes: 0,
     };
     let bounds = Bounds {
         max_running: 2,
@@ -730,6 +734,7 @@ fn an_owner_holds_its_share_of_the_tables_bytes_at_most() {
         owner: "team-a",
         max_running: 100,
         max_bytes: one.weight() * 2,
+        max_spool_bytes: 0,
     };
     let register = |n: u128, q: Quota<'_>| {
         let job = job_with(n, 0, vec![], vec![("note".into(), text(3000))]);

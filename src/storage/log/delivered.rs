@@ -77,8 +77,11 @@ impl Log {
                         if seq > durable {
                             return Ok(out);
                         }
-                        let payload = record::decode(&buf[pos + record::HEADER_BYTES..pos + len])
-                            .map_err(|e| {
+                        let payload = record::decode(
+                            &buf[pos + record::HEADER_BYTES..pos + len],
+                            segment.version,
+                        )
+                        .map_err(|e| {
                             LogError::io(
                                 "decode a record of",
                                 &segment.path,
@@ -88,6 +91,7 @@ impl Log {
                         out.push(Read {
                             seq,
                             kind: payload.kind,
+                            client: payload.client.map(str::to_string),
                             bytes: len as u64,
                             target: payload.target.map(|t| OwnedTarget {
                                 database: t.database.to_string(),
@@ -138,16 +142,27 @@ impl Log {
         }
     }
 
-    /// Records up to `seq` are delivered: `records` of them, taking `bytes`, leave the
-    /// undelivered count. Segments that are delivered and in a snapshot are deleted.
-    pub fn delivered(&self, seq: u64, records: u64, bytes: u64) {
+    /// Records up to `seq` are delivered: `records`, the ones read since the last call, leave
+    /// the undelivered count, and their bytes go back to the share of the client of each.
+    /// Segments that are delivered and in a snapshot are deleted.
+    pub fn delivered(&self, seq: u64, records: &[Read]) {
+        let bytes: u64 = records.iter().map(|r| r.bytes).sum();
+        let mut per_client: HashMap<&str, u64> = HashMap::new();
+        for r in records {
+            if let Some(client) = &r.client {
+                *per_client.entry(client).or_insert(0) += r.bytes;
+            }
+        }
         let mut inner = self.lock();
         if seq <= inner.delivered {
             return;
         }
         inner.delivered = seq;
         inner.undelivered = inner.undelivered.saturating_sub(bytes);
-        inner.undelivered_records = inner.undelivered_records.saturating_sub(records);
+        inner.undelivered_records = inner
+            .undelivered_records
+            .saturating_sub(records.len() as u64);
+        inner.release(per_client);
         drop(inner);
         self.trim();
     }

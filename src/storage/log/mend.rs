@@ -90,6 +90,7 @@ impl Log {
     ) -> MutexGuard<'a, Inner> {
         let bytes = std::mem::take(&mut inner.pending);
         let starts = std::mem::take(&mut inner.pending_starts);
+        let clients = std::mem::take(&mut inner.pending_clients);
         inner.pending_change = 0;
         let from = inner.done;
         let to = from + starts.len() as u64;
@@ -97,6 +98,7 @@ impl Log {
         inner.undelivered_records = inner
             .undelivered_records
             .saturating_sub(starts.len() as u64);
+        inner.release(clients);
         self.settle(inner, from, to, Err(LogError::Broken))
     }
 }

@@ -18,7 +18,17 @@
 //! **Bounds.** Records not yet delivered may take `storage.max_spool_bytes`; a record with
 //! points beyond that is refused ([`LogError::Full`]). A record without points (a change of the
 //! job table alone, such as progress) may go [`HEADROOM_BYTES`] further, so the table can still
-//! change while InfluxDB is away, without an unbounded log.
+//! change while InfluxDB is away, without an unbounded log. Each client's records (a record
+//! names the client that wrote it) may take its share ([`Share`]: its `max_spool_bytes`) of
+//! that, with the same headroom for records without points; a record past it is refused
+//! ([`LogError::ShareFull`]) while the log has room, so that one client writing hard while
+//! InfluxDB is away fills its share, not everyone's log. A client with nothing waiting may
+//! always write one record, whatever its size, so a share smaller than a large commit does not
+//! shut its client out for good. The bytes of each client are counted
+//! as its records are queued, given back when a write fails or when the deliverer marks them
+//! delivered, and counted again at start from the records not yet delivered. Records without
+//! a client (a tick's heartbeats, a gateway without tokens, segments older than version 3)
+//! count against the whole log only.
 //!
 //! **Trimming.** A segment is deleted once every record in it is delivered and every job-table
 //! change in it is in a snapshot (`jobs.json`), and it is not the one being written.
@@ -40,9 +50,11 @@ mod hold;
 mod mend;
 mod open;
 #[cfg(test)]
+mod shares_tests;
+#[cfg(test)]
 mod targets_tests;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -50,7 +62,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::record::{self, Frame, HeaderError, Kind, SEGMENT_HEADER_BYTES, Target, Unit};
+use super::record::{self, Frame, HeaderError, Kind, Parts, SEGMENT_HEADER_BYTES, Target, Unit};
 use super::{DirHandle, StorageError};
 
 /// A segment is closed once it holds this many bytes; the next group starts a new one.
@@ -69,6 +81,15 @@ const FIRST_RECORD: u64 = SEGMENT_HEADER_BYTES as u64;
 pub enum LogError {
     /// The record would take the undelivered records past the limit.
     Full { bytes: u64, limit: u64 },
+    /// The record would take its client's undelivered records past the client's share
+    /// (`[[auth.token]] max_spool_bytes`); the log itself has room for others.
+    ShareFull {
+        client: String,
+        /// Bytes of the client's records not yet delivered.
+        bytes: u64,
+        /// Its share, in bytes.
+        limit: u64,
+    },
     /// A file of the log could not be written or read.
     Io {
         doing: &'static str,
@@ -84,6 +105,12 @@ impl LogError {
     /// True when the log is full: the disk works, InfluxDB must catch up first.
     pub fn is_spool_full(&self) -> bool {
         matches!(self, LogError::Full { .. })
+    }
+
+    /// True when the client's share of the log is full: the disk and the log have room,
+    /// InfluxDB must take that client's records first.
+    pub fn is_share_full(&self) -> bool {
+        matches!(self, LogError::ShareFull { .. })
     }
 
     /// The error as a client may read it: what failed and why, without the server's paths
@@ -117,6 +144,14 @@ impl std::fmt::Display for LogError {
             LogError::Full { bytes, limit } => write!(
                 f,
                 "the log holds {bytes} bytes not yet delivered and is full (storage.max_spool_bytes = {limit}); InfluxDB must catch up first"
+            ),
+            LogError::ShareFull {
+                client,
+                bytes,
+                limit,
+            } => write!(
+                f,
+                "the token {client:?} has {bytes} bytes in the log not yet delivered, and its share is {limit} bytes ([[auth.token]] max_spool_bytes); InfluxDB must take them first (other tokens still write)"
             ),
             LogError::Io { doing, path, error } => {
                 write!(f, "cannot {doing} {}: {error}", path.display())
@@ -226,6 +261,8 @@ struct Segment {
     bytes: u64,
     /// The number of the last job-table change in it (0: none).
     max_change: u64,
+    /// The format version its header names (how its records decode).
+    version: u16,
 }
 
 /// The segment being written.
@@ -244,6 +281,9 @@ struct Inner {
     pending: Vec<u8>,
     /// Where each queued record starts in `pending`, in ticket order.
     pending_starts: Vec<usize>,
+    /// The client and bytes of each queued record that has a client: given back to
+    /// `clients` when their group fails.
+    pending_clients: Vec<(String, u64)>,
     /// The last job-table change among the queued records.
     pending_change: u64,
     /// A writer is at work.
@@ -260,6 +300,9 @@ struct Inner {
     /// Bytes and count of records (written or queued) not yet delivered.
     undelivered: u64,
     undelivered_records: u64,
+    /// Bytes of records (written or queued) not yet delivered, per client that has some: what
+    /// each client's [`Share`] bounds. Records without a client are not in it.
+    clients: HashMap<String, u64>,
     /// Every record up to this number is delivered.
     delivered: u64,
     /// Job-table changes up to this number are in the last snapshot.
@@ -309,11 +352,23 @@ pub struct Log {
 pub struct Read {
     pub seq: u64,
     pub kind: Kind,
+    /// The client that wrote it; `None`: no client.
+    pub client: Option<String>,
     /// Bytes the record takes in the log.
     pub bytes: u64,
     /// Where its points go ([`Kind::Write`] only); `None`: `[influxdb]`'s database.
     pub target: Option<OwnedTarget>,
     pub units: Vec<OwnedUnit>,
+}
+
+/// The client a record is appended for, and the bytes of undelivered records it may hold in
+/// the log: its `max_spool_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share<'a> {
+    /// The client's name (a token's), 1 to [`record::MAX_CLIENT_BYTES`] bytes.
+    pub client: &'a str,
+    /// Bytes, records' headers included.
+    pub limit: u64,
 }
 
 /// A record's [`Target`], read back.
@@ -357,32 +412,56 @@ impl Log {
 
     /// Queues a record and returns its ticket; [`Log::wait`] then blocks until it is on disk.
     /// Every ticket is waited for once: its group's outcome is kept until then.
-    /// `change_seq` is the number of the last job-table change in `changes` (0: none).
+    /// `change_seq` is the number of the last job-table change in `changes` (0: none); `share`
+    /// names the client the record is for and bounds what it holds (`None`: no client, the
+    /// whole log's bound alone).
+    ///
+    /// Errors: [`LogError::Full`] past `storage.max_spool_bytes`, [`LogError::ShareFull`] past
+    /// the client's share while the log has room, [`LogError::Broken`]; nothing is queued.
     pub fn append(
         &self,
         kind: Kind,
         change_seq: u64,
         changes: &[u8],
         units: &[Unit<'_>],
+        share: Option<Share<'_>>,
     ) -> Result<u64, LogError> {
-        self.append_record(kind, change_seq, changes, None, units)
+        self.append_record(
+            Parts {
+                change_seq,
+                changes,
+                ..Parts::of(kind, units)
+            },
+            share,
+        )
     }
 
     /// Queues a write through InfluxDB's write API ([`Kind::Write`]): `units` (timestamps in
     /// nanoseconds) for `target`; see [`Log::append`].
-    pub fn append_write(&self, target: Target<'_>, units: &[Unit<'_>]) -> Result<u64, LogError> {
-        self.append_record(Kind::Write, 0, b"", Some(target), units)
+    pub fn append_write(
+        &self,
+        target: Target<'_>,
+        units: &[Unit<'_>],
+        share: Option<Share<'_>>,
+    ) -> Result<u64, LogError> {
+        self.append_record(
+            Parts {
+                target: Some(target),
+                ..Parts::of(Kind::Write, units)
+            },
+            share,
+        )
     }
 
-    fn append_record(
-        &self,
-        kind: Kind,
-        change_seq: u64,
-        changes: &[u8],
-        target: Option<Target<'_>>,
-        units: &[Unit<'_>],
-    ) -> Result<u64, LogError> {
-        let len = record::encoded_len(changes, target, units) as u64;
+    fn append_record(&self, parts: Parts<'_>, share: Option<Share<'_>>) -> Result<u64, LogError> {
+        // A name that a record cannot carry (none the configuration makes) would be counted
+        // and never given back: such a record goes without a client.
+        let share = share.filter(|s| record::client_fits(s.client));
+        let parts = Parts {
+            client: share.map(|s| s.client),
+            ..parts
+        };
+        let len = record::encoded_len(&parts) as u64;
         let mut inner = self.lock();
         if inner.broken {
             inner = self.mend(inner);
@@ -390,34 +469,40 @@ impl Log {
                 return Err(LogError::Broken);
             }
         }
-        let room = if units.iter().any(|u| u.points > 0) {
-            self.limit
+        let headroom = if parts.units.iter().any(|u| u.points > 0) {
+            0
         } else {
-            self.limit.saturating_add(HEADROOM_BYTES)
+            HEADROOM_BYTES
         };
-        if inner.undelivered + len > room {
+        if inner.undelivered + len > self.limit.saturating_add(headroom) {
             return Err(LogError::Full {
                 bytes: inner.undelivered,
                 limit: self.limit,
             });
         }
+        if let Some(share) = share {
+            let held = inner.clients.get(share.client).copied().unwrap_or(0);
+            // A client with nothing waiting may always write one record (within the log's
+            // bound): a share smaller than its largest request must not shut it out for good.
+            if held > 0 && held + len > share.limit.saturating_add(headroom) {
+                return Err(LogError::ShareFull {
+                    client: share.client.to_string(),
+                    bytes: held,
+                    limit: share.limit,
+                });
+            }
+            *inner.clients.entry(share.client.to_string()).or_insert(0) += len;
+            inner.pending_clients.push((share.client.to_string(), len));
+        }
         let ticket = inner.next_ticket;
         inner.next_ticket += 1;
         let start = inner.pending.len();
         inner.pending_starts.push(start);
-        record::encode(
-            &mut inner.pending,
-            0,
-            kind,
-            change_seq,
-            changes,
-            target,
-            units,
-        );
-        inner.pending_change = inner.pending_change.max(change_seq);
+        record::encode(&mut inner.pending, 0, &parts);
+        inner.pending_change = inner.pending_change.max(parts.change_seq);
         inner.undelivered += len;
         inner.undelivered_records += 1;
-        inner.changes_since_snapshot += changes.len() as u64;
+        inner.changes_since_snapshot += parts.changes.len() as u64;
         Ok(ticket)
     }
 
@@ -475,6 +560,7 @@ impl Log {
         inner.writing = true;
         let mut bytes = std::mem::take(&mut inner.pending);
         let starts = std::mem::take(&mut inner.pending_starts);
+        let clients = std::mem::take(&mut inner.pending_clients);
         let from = inner.done;
         let to = from + starts.len() as u64;
         let first = inner.next_seq;
@@ -532,6 +618,7 @@ impl Log {
                             last: first - 1,
                             bytes: FIRST_RECORD,
                             max_change: 0,
+                            version: record::SEGMENT_VERSION,
                         }
                     }
                 }
@@ -598,6 +685,7 @@ impl Log {
                 inner.undelivered_records = inner
                     .undelivered_records
                     .saturating_sub(starts.len() as u64);
+                inner.release(clients);
                 inner.broken |= broken;
                 if e.is_disk_full() {
                     inner.disk_full = true;
@@ -663,6 +751,7 @@ impl Log {
             last: first - 1,
             bytes: FIRST_RECORD,
             max_change: 0,
+            version: record::SEGMENT_VERSION,
         };
         Ok((
             segment,
@@ -681,6 +770,12 @@ impl Log {
     /// `storage.max_spool_bytes`: the bytes of undelivered records the log takes at most.
     pub fn limit(&self) -> u64 {
         self.limit
+    }
+
+    /// Bytes of `client`'s records not yet delivered: what its [`Share`] bounds.
+    #[cfg(test)]
+    pub fn undelivered_of(&self, client: &str) -> u64 {
+        self.lock().clients.get(client).copied().unwrap_or(0)
     }
 
     /// Records not yet delivered, and their bytes.
@@ -708,6 +803,23 @@ impl Log {
     pub fn wake(&self) {
         let _inner = self.lock();
         self.written.notify_all();
+    }
+}
+
+impl Inner {
+    /// Gives back the bytes of records of each client in `records` (client, bytes): failed, or
+    /// delivered. A client left with none is forgotten, so the map holds only clients with
+    /// records waiting.
+    fn release<S: AsRef<str>>(&mut self, records: impl IntoIterator<Item = (S, u64)>) {
+        for (client, bytes) in records {
+            let client = client.as_ref();
+            if let Some(held) = self.clients.get_mut(client) {
+                *held = held.saturating_sub(bytes);
+                if *held == 0 {
+                    self.clients.remove(client);
+                }
+            }
+        }
     }
 }
 
@@ -790,6 +902,7 @@ mod tests {
                     points: 1,
                     lines: &lines,
                 }],
+                None,
             )
             .unwrap();
         log.wait(ticket).unwrap()
@@ -804,7 +917,7 @@ mod tests {
             points: 1,
             lines: &lines,
         }];
-        let ticket = log.append(Kind::Request, n, change.as_bytes(), &unit)?;
+        let ticket = log.append(Kind::Request, n, change.as_bytes(), &unit, None)?;
         log.wait(ticket)
     }
 
@@ -825,7 +938,7 @@ mod tests {
             last = seq;
         }
         let read = read_all(&log, &mut at);
-        log.delivered(last, read.len() as u64, read.iter().map(|r| r.bytes).sum());
+        log.delivered(last, &read);
         log.save_delivered();
         drop(log);
         let (log, _, opened) = Log::open(
@@ -870,7 +983,7 @@ mod tests {
         assert!(last > 3, "{last} records before the disk was full");
         assert!(!log.snapshot_frees_segments(), "nothing is delivered yet");
         let read = read_all(&log, &mut at);
-        log.delivered(last, read.len() as u64, read.iter().map(|r| r.bytes).sum());
+        log.delivered(last, &read);
         assert_eq!(log.segments(), 1, "its changes are in no snapshot yet");
         assert!(
             log.snapshot_frees_segments(),
@@ -897,7 +1010,7 @@ mod tests {
             more = seq;
         }
         let read = read_all(&log, &mut at);
-        log.delivered(more, read.len() as u64, read.iter().map(|r| r.bytes).sum());
+        log.delivered(more, &read);
         log.snapshot_written(more, 10);
         assert_eq!(log.segments(), 0);
         assert_eq!(put_wide(&log, more + 1).unwrap(), more + 1);
@@ -913,7 +1026,7 @@ mod tests {
             points: 1,
             lines,
         }];
-        let late = log.append(Kind::Request, 0, b"", &unit).unwrap();
+        let late = log.append(Kind::Request, 0, b"", &unit, None).unwrap();
         // Another request writes the late one's group, then a thousand groups of its own.
         let first = put(&log, 1);
         for n in 2..1000 {
@@ -1013,10 +1126,14 @@ mod tests {
             points: 1,
             lines,
         };
-        let err = log.append(Kind::Request, 0, b"", &[unit]).unwrap_err();
+        let err = log
+            .append(Kind::Request, 0, b"", &[unit], None)
+            .unwrap_err();
         assert!(matches!(err, LogError::Full { limit: 300, .. }), "{err}");
         assert!(err.to_string().contains("storage.max_spool_bytes = 300"));
-        let ticket = log.append(Kind::Request, 3, b"{\"seq\":3}\n", &[]).unwrap();
+        let ticket = log
+            .append(Kind::Request, 3, b"{\"seq\":3}\n", &[], None)
+            .unwrap();
         log.wait(ticket).unwrap();
     }
 
@@ -1029,10 +1146,9 @@ mod tests {
         }
         let before = segment_files(&dir).len();
         let read = log.read(&mut at, 1 << 20).unwrap();
-        let bytes: u64 = read.iter().map(|r| r.bytes).sum();
         let last = read.last().unwrap().seq;
         assert_eq!(last, 100);
-        log.delivered(last, read.len() as u64, bytes);
+        log.delivered(last, &read);
         assert_eq!(log.undelivered_bytes(), 0);
         assert!(
             log.needs_snapshot(),
@@ -1077,11 +1193,7 @@ mod tests {
             read.extend(log.read(&mut at, 1).unwrap());
         }
         assert_eq!(read.last().unwrap().seq, first.last);
-        log.delivered(
-            first.last,
-            read.len() as u64,
-            read.iter().map(|r| r.bytes).sum(),
-        );
+        log.delivered(first.last, &read);
         log.snapshot_written(first.last, 1);
         assert!(!first.path.exists(), "the delivered segment is gone");
         let rest = read_all(&log, &mut at);
@@ -1175,7 +1287,7 @@ mod tests {
     fn fail_a_write(log: &Log, undos: usize) -> u64 {
         log.fail_next_writes(1);
         log.fail_next_undos(undos);
-        log.append(Kind::Request, 0, b"", &one_line("m v=2 2\n"))
+        log.append(Kind::Request, 0, b"", &one_line("m v=2 2\n"), None)
             .unwrap()
     }
 
@@ -1191,7 +1303,7 @@ mod tests {
         assert!(log.wait(ticket).is_err(), "the write failed");
         assert!(
             matches!(
-                log.append(Kind::Request, 0, b"", &one_line("m v=3 3\n")),
+                log.append(Kind::Request, 0, b"", &one_line("m v=3 3\n"), None),
                 Err(LogError::Broken)
             ),
             "the cut-back failed again: nothing is taken"
@@ -1220,11 +1332,11 @@ mod tests {
         let ticket = fail_a_write(&log, 1);
         assert!(log.wait(ticket).is_err(), "the write failed");
         let read = read_all(&log, &mut at);
-        log.delivered(1, read.len() as u64, read.iter().map(|r| r.bytes).sum());
+        log.delivered(1, &read);
         log.disk_is_full();
         log.snapshot_written(1, 10);
         assert_eq!(log.segments(), 0, "the segment is let go");
-        let taken = log.append(Kind::Request, 0, b"", &one_line("m v=3 3\n"));
+        let taken = log.append(Kind::Request, 0, b"", &one_line("m v=3 3\n"), None);
         assert!(taken.is_ok(), "nothing left to cut back, yet {taken:?}");
     }
 
@@ -1243,7 +1355,7 @@ mod tests {
         );
         assert!(
             matches!(
-                log.append(Kind::Request, 0, b"", &one_line("m v=3 3\n")),
+                log.append(Kind::Request, 0, b"", &one_line("m v=3 3\n"), None),
                 Err(LogError::Broken)
             ),
             "the cut-back failed again"
@@ -1272,6 +1384,7 @@ mod tests {
                     points: 1,
                     lines: "m v=2 2\n",
                 }],
+                None,
             )
             .unwrap();
         let err = log.wait(ticket).unwrap_err();
@@ -1308,8 +1421,7 @@ mod tests {
         }
         let read = read_all(&log, &mut at);
         assert_eq!(read.len(), 100);
-        let bytes = read.iter().map(|r| r.bytes).sum();
-        log.delivered(100, 100, bytes);
+        log.delivered(100, &read);
         log.snapshot_written(100, 10);
         log.save_delivered();
         assert_eq!(
@@ -1341,10 +1453,10 @@ mod tests {
         assert!(files.len() > 2);
         for file in &files {
             let bytes = fs::read(file).unwrap();
-            assert_eq!(&bytes[..8], b"MCLOG\0\x02\0", "{}", file.display());
+            assert_eq!(&bytes[..8], b"MCLOG\0\x03\0", "{}", file.display());
         }
         let read = read_all(&log, &mut at);
-        log.delivered(100, 100, read.iter().map(|r| r.bytes).sum());
+        log.delivered(100, &read);
         log.save_delivered();
         assert_eq!(
             fs::read_to_string(dir.0.join(DELIVERED_FILE)).unwrap(),
@@ -1358,7 +1470,7 @@ mod tests {
     #[test]
     fn a_segment_or_mark_of_another_version_or_format_stops_the_start_naming_the_file() {
         for (what, file, bytes) in [
-            ("another version", "segment", b"MCLOG\0\x03\0".to_vec()),
+            ("another version", "segment", b"MCLOG\0\x04\0".to_vec()),
             ("another magic", "segment", b"RAFTLOG\x01".to_vec()),
             ("no header", "segment", b"\x10\0\0\0 some record".to_vec()),
             (
@@ -1393,11 +1505,11 @@ mod tests {
             assert!(matches!(err, OpenError::Format { .. }), "{what}: {text}");
             assert!(
                 text.contains(&path.display().to_string())
-                    && text.contains("reads log segments of format \"MCLOG\" versions 1 to 2"),
+                    && text.contains("reads log segments of format \"MCLOG\" versions 1 to 3"),
                 "{what}: {text}"
             );
             if what == "another version" {
-                assert!(text.contains("version 3 of the format"), "{what}: {text}");
+                assert!(text.contains("version 4 of the format"), "{what}: {text}");
             } else if what.contains("version") {
                 assert!(text.contains("version 2 of the format"), "{what}: {text}");
             }

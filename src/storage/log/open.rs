@@ -1,6 +1,7 @@
 //! The log's start: finding its segments, checking every record (a torn tail is dropped, a
 //! damaged record with whole records after it stops the start naming file and offset unless
-//! `--repair` is given), and the delivered mark. Runs once, before anything is accepted.
+//! `--repair` is given), the delivered mark, and the bytes each client holds in the records
+//! not yet delivered (what its share bounds). Runs once, before anything is accepted.
 
 use super::*;
 
@@ -53,6 +54,7 @@ impl Log {
         let mut next_seq = names.first().map_or(delivered + 1, |(first, _)| *first);
         let mut start = None;
         let mut undelivered_bytes = 0;
+        let mut clients: HashMap<String, u64> = HashMap::new();
         let last_index = names.len().saturating_sub(1);
         for (i, (first, path)) in names.iter().enumerate() {
             if *first < next_seq {
@@ -76,11 +78,15 @@ impl Log {
             next_seq = *first;
             let scanned = scan(
                 &dir,
-                *first,
-                next_seq,
-                i == last_index,
-                repair,
+                Scan {
+                    file: *first,
+                    first: next_seq,
+                    is_last: i == last_index,
+                    repair,
+                    delivered,
+                },
                 &mut opened,
+                &mut clients,
                 changes,
             )?;
             for rec in &scanned.records {
@@ -106,6 +112,7 @@ impl Log {
                 last,
                 bytes: scanned.end,
                 max_change: scanned.max_change,
+                version: scanned.version,
             });
         }
         opened.undelivered.1 = undelivered_bytes;
@@ -150,6 +157,7 @@ impl Log {
                 next_seq,
                 pending: Vec::new(),
                 pending_starts: Vec::new(),
+                pending_clients: Vec::new(),
                 pending_change: 0,
                 writing: false,
                 done: 0,
@@ -159,6 +167,7 @@ impl Log {
                 active,
                 undelivered: undelivered_bytes,
                 undelivered_records: opened.undelivered.0,
+                clients,
                 delivered: position.next_seq - 1,
                 snapshot_covers: 0,
                 changes_since_snapshot: opened.change_bytes,
@@ -207,18 +216,40 @@ pub(super) struct Scanned {
     max_change: u64,
     /// Its header names the version this program writes: records may be added to it.
     current: bool,
+    /// The version its header names.
+    version: u16,
 }
 
-/// Reads and checks one segment; see [`Log::open`].
+/// Which segment [`scan`] reads, and how.
+pub(super) struct Scan {
+    /// The segment, by the number that names its file.
+    pub file: u64,
+    /// The number its first record must have at least.
+    pub first: u64,
+    /// It is the last segment: a damaged end is a write cut short by a crash.
+    pub is_last: bool,
+    /// `--repair`: damaged records are dropped rather than stopping the start.
+    pub repair: bool,
+    /// Records up to this number are delivered.
+    pub delivered: u64,
+}
+
+/// Reads and checks one segment; see [`Log::open`]. The bytes of each record after
+/// `how.delivered` that names a client are added to that client's in `clients`.
 pub(super) fn scan(
     dir: &DirHandle,
-    file: u64,
-    first: u64,
-    is_last: bool,
-    repair: bool,
+    how: Scan,
     opened: &mut Opened,
+    clients: &mut HashMap<String, u64>,
     changes: &mut dyn FnMut(&[u8]),
 ) -> Result<Scanned, OpenError> {
+    let Scan {
+        file,
+        first,
+        is_last,
+        repair,
+        delivered,
+    } = how;
     let name = segment_name(file);
     let path = &dir.join(&name);
     let bytes = dir
@@ -238,6 +269,7 @@ pub(super) fn scan(
         })?;
         bytes[..SEGMENT_HEADER_BYTES].to_vec()
     };
+    let version = u16::from_le_bytes([header[6], header[7]]);
     let bytes = if bytes.len() < SEGMENT_HEADER_BYTES {
         header.clone()
     } else {
@@ -252,8 +284,18 @@ pub(super) fn scan(
     loop {
         let problem = match record::frame(&bytes[pos..]) {
             Frame::Record { seq, len } if seq >= expected => {
-                match record::decode(&bytes[pos + record::HEADER_BYTES..pos + len]) {
+                match record::decode(&bytes[pos + record::HEADER_BYTES..pos + len], version) {
                     Ok(payload) => {
+                        if seq > delivered
+                            && let Some(client) = payload.client
+                        {
+                            match clients.get_mut(client) {
+                                Some(held) => *held += len as u64,
+                                None => {
+                                    clients.insert(client.to_string(), len as u64);
+                                }
+                            }
+                        }
                         if !payload.changes.is_empty() {
                             opened.change_bytes += payload.changes.len() as u64;
                             changes(payload.changes);
@@ -285,7 +327,7 @@ pub(super) fn scan(
             Frame::Damaged(damage) => damage.to_string(),
         };
         // Anything whole after this point?
-        let next = resync(&bytes, pos + 1, expected);
+        let next = resync(&bytes, pos + 1, expected, version);
         if next.is_none() && is_last {
             // A write cut short by a crash: never acknowledged.
             opened.torn = Some((path.to_path_buf(), pos as u64, (bytes.len() - pos) as u64));
@@ -324,18 +366,24 @@ pub(super) fn scan(
         records,
         max_change,
         current,
+        version,
     })
 }
 
 /// The offset and number of the first whole record at or after `from` whose number is at
-/// least `expected`: what follows a damaged stretch.
-pub(super) fn resync(bytes: &[u8], from: usize, expected: u64) -> Option<(usize, u64)> {
+/// least `expected`, in a segment of `version`: what follows a damaged stretch.
+pub(super) fn resync(
+    bytes: &[u8],
+    from: usize,
+    expected: u64,
+    version: u16,
+) -> Option<(usize, u64)> {
     let mut at = from;
     while at + record::HEADER_BYTES <= bytes.len() {
         if (bytes[at] != 0 || bytes[at + 1..at + 4].iter().any(|&b| b != 0))
             && let Frame::Record { seq, len } = record::frame(&bytes[at..])
             && seq >= expected
-            && record::decode(&bytes[at + record::HEADER_BYTES..at + len]).is_ok()
+            && record::decode(&bytes[at + record::HEADER_BYTES..at + len], version).is_ok()
         {
             return Some((at, seq));
         }

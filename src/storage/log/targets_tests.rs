@@ -3,7 +3,7 @@
 
 use super::tests::read_all;
 use super::*;
-use crate::storage::record::{HEADER_BYTES, Payload};
+use crate::storage::record::{HEADER_BYTES, Parts, Payload};
 use crate::storage::tests::Dir;
 use std::fs;
 use uuid::Uuid;
@@ -24,24 +24,8 @@ fn unit(lines: &str) -> [Unit<'_>; 1] {
 /// Bytes of a version-1 segment as the previous program wrote it: two request records.
 fn version_1_segment() -> Vec<u8> {
     let mut bytes = b"MCLOG\0\x01\0".to_vec();
-    record::encode(
-        &mut bytes,
-        1,
-        Kind::Request,
-        0,
-        b"",
-        None,
-        &unit("m v=1 1\n"),
-    );
-    record::encode(
-        &mut bytes,
-        2,
-        Kind::Request,
-        0,
-        b"",
-        None,
-        &unit("m v=2 2\n"),
-    );
+    record::encode(&mut bytes, 1, &Parts::of(Kind::Request, &unit("m v=1 1\n")));
+    record::encode(&mut bytes, 2, &Parts::of(Kind::Request, &unit("m v=2 2\n")));
     bytes
 }
 
@@ -62,14 +46,15 @@ fn hostile_kind_3_payloads_never_panic_nor_reserve_beyond_their_bytes() {
         retention_policy: "week",
     };
     let mut good = Vec::new();
+    let units = unit("m v=1 1\n");
     record::encode(
         &mut good,
         1,
-        Kind::Write,
-        0,
-        b"",
-        Some(target),
-        &unit("m v=1 1\n"),
+        &Parts {
+            client: Some("team-a"),
+            target: Some(target),
+            ..Parts::of(Kind::Write, &units)
+        },
     );
     let payload = good[HEADER_BYTES..].to_vec();
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
@@ -83,14 +68,25 @@ fn hostile_kind_3_payloads_never_panic_nor_reserve_beyond_their_bytes() {
                     p[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
                 }
                 2 => p.truncate(at),
-                _ => p[0] = (next(&mut state) % 5) as u8,
+                // Kinds, flagged or not.
+                _ => p[0] = (next(&mut state) % 5) as u8 | (next(&mut state) as u8 & 0x80),
             }
             if p.is_empty() {
                 break;
             }
         }
-        if let Ok(Payload { target, units, .. }) = record::decode(&p) {
+        for version in [2, 3] {
+            let Ok(Payload {
+                target,
+                units,
+                client,
+                ..
+            }) = record::decode(&p, version)
+            else {
+                continue;
+            };
             assert!(units.len() <= p.len() / 24, "{} units", units.len());
+            assert!(client.is_none_or(|c| c.len() <= p.len()));
             if let Some(t) = target {
                 assert!(t.database.len() + t.retention_policy.len() <= p.len());
             }
@@ -100,7 +96,7 @@ fn hostile_kind_3_payloads_never_panic_nor_reserve_beyond_their_bytes() {
     for at in 0..payload.len().saturating_sub(3) {
         let mut p = payload.clone();
         p[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
-        let _ = record::decode(&p);
+        let _ = record::decode(&p, 3);
     }
 }
 
@@ -119,12 +115,12 @@ fn a_version_1_segment_written_by_hand_is_read() {
     assert!(read.iter().all(|r| r.target.is_none()));
 }
 
-/// A version-3 header stops the start, naming the file and the versions this program reads.
+/// A version-4 header stops the start, naming the file and the versions this program reads.
 #[test]
-fn a_version_3_segment_is_refused_with_a_clear_message() {
-    let dir = Dir::new("targets-v3");
+fn a_version_4_segment_is_refused_with_a_clear_message() {
+    let dir = Dir::new("targets-v4");
     let mut bytes = version_1_segment();
-    bytes[6] = 3;
+    bytes[6] = 4;
     fs::write(dir.0.join(segment_name(1)), bytes).unwrap();
     let handle = DirHandle::open(&dir.0).unwrap();
     let Err(e) = Log::open_sized(handle, 1 << 30, false, 1 << 20, &mut |_| {}) else {
@@ -132,8 +128,8 @@ fn a_version_3_segment_is_refused_with_a_clear_message() {
     };
     let text = e.to_string();
     assert!(text.contains(&segment_name(1)), "{text}");
-    assert!(text.contains("version 3"), "{text}");
-    assert!(text.contains("versions 1 to 2"), "{text}");
+    assert!(text.contains("version 4"), "{text}");
+    assert!(text.contains("versions 1 to 3"), "{text}");
 }
 
 /// The last segment of a version-1 log is written on after an upgrade. A record of kind 3
@@ -151,7 +147,7 @@ fn a_write_record_never_lands_in_a_segment_whose_header_says_version_1() {
         retention_policy: "",
     };
     let ticket = log
-        .append_write(target, &unit("http_reqs v=1 1700000000000000000\n"))
+        .append_write(target, &unit("http_reqs v=1 1700000000000000000\n"), None)
         .unwrap();
     assert_eq!(log.wait(ticket).unwrap(), 3);
     let read = read_all(&log, &mut at);
@@ -169,7 +165,8 @@ fn a_write_record_never_lands_in_a_segment_whose_header_says_version_1() {
         let bytes = fs::read(&path).unwrap();
         let mut pos = SEGMENT_HEADER_BYTES;
         while let Frame::Record { len, .. } = record::frame(&bytes[pos..]) {
-            let payload = record::decode(&bytes[pos + HEADER_BYTES..pos + len]).unwrap();
+            let version = u16::from_le_bytes([bytes[6], bytes[7]]);
+            let payload = record::decode(&bytes[pos + HEADER_BYTES..pos + len], version).unwrap();
             if payload.kind == Kind::Write {
                 assert_ne!(
                     &bytes[..SEGMENT_HEADER_BYTES],
@@ -206,11 +203,12 @@ fn targets_survive_a_restart_mixed_with_records_of_none() {
                         retention_policy: rp,
                     },
                     &unit(&lines),
+                    None,
                 )
                 .unwrap();
             log.wait(t).unwrap();
             let t = log
-                .append(Kind::Request, 0, b"", &unit("own v=1 1\n"))
+                .append(Kind::Request, 0, b"", &unit("own v=1 1\n"), None)
                 .unwrap();
             log.wait(t).unwrap();
         }
