@@ -571,6 +571,11 @@ fn run() -> Result<(), StartError> {
         write_schemas: Default::default(),
         results,
         judging: service::Judging::from_config(&c.verdict),
+        spool_shares: settings
+            .clients
+            .iter()
+            .map(|c| (c.name.clone(), c.max_spool_bytes))
+            .collect(),
         clock: service::Clock::default(),
     });
     // A result saved for a commit the log never recorded (the gateway stopped between the

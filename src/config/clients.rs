@@ -214,6 +214,21 @@ pub fn read(
             )));
         }
     }
+    // The shares must add up to the log's bound at most: each client is held to its share
+    // alone, so shares beyond the bound would let one token fill the log for the others.
+    let explicit: u64 = clients.iter().map(|c| c.max_spool_bytes).sum();
+    let without = clients.iter().filter(|c| c.max_spool_bytes == 0).count() as u64;
+    let spool = config.storage.max_spool_bytes;
+    if explicit > spool || (without > 0 && spool - explicit < without) {
+        return Err(blame(Problem::at(
+            TABLE,
+            "auth",
+            format!(
+                "the [[auth.token]] max_spool_bytes add up to {explicit}, leaving {} of storage.max_spool_bytes ({spool}) for {without} tokens without one: each token is held to its share alone, so together they must fit the log; lower them, or raise storage.max_spool_bytes",
+                spool.saturating_sub(explicit)
+            ),
+        )));
+    }
     share(&mut clients, config);
     Ok((clients, warnings))
 }
@@ -221,10 +236,17 @@ pub fn read(
 /// Gives each client without a `max_running` of its own an equal share of `jobs.max_running`
 /// (all of it to a client alone), each client the part of `jobs.max_table_bytes` its
 /// places are of the table's, and each client without a `max_spool_bytes` of its own an equal
-/// share of `storage.max_spool_bytes` (all of it to a client alone).
+/// part of what the others' leave of `storage.max_spool_bytes` (all of it to a client alone).
 fn share(clients: &mut [Client], config: &Config) {
+    // What the tokens with a share of their own leave, in equal parts to the others.
     let spool = config.storage.max_spool_bytes;
-    let spool_share = (spool / clients.len().max(1) as u64).max(1);
+    let explicit: u64 = clients.iter().map(|c| c.max_spool_bytes).sum();
+    let without = clients
+        .iter()
+        .filter(|c| c.max_spool_bytes == 0)
+        .count()
+        .max(1) as u64;
+    let spool_share = (spool.saturating_sub(explicit) / without).max(1);
     for c in clients.iter_mut() {
         if c.max_spool_bytes == 0 {
             c.max_spool_bytes = spool_share;

@@ -67,7 +67,7 @@ const C: &str = "cccccccccccccccccccc";
 fn tokens_have_names_and_an_equal_share_of_max_running_and_of_the_spool() {
     let text = format!(
         "[jobs]\nmax_running = 2000\n[storage]\nmax_spool_bytes = 4000\n[auth]\ntokens = [\"{A}\"]\ntoken_files = [\"tokens\"]\n\
-         [[auth.token]]\nname = \"ci\"\ntoken_file = \"ci.token\"\nmax_running = 50\nrequests_per_second = 5.5\nmax_spool_bytes = 3000\n"
+         [[auth.token]]\nname = \"ci\"\ntoken_file = \"ci.token\"\nmax_running = 50\nrequests_per_second = 5.5\nmax_spool_bytes = 1600\n"
     );
     let s = load_with_files(
         &text,
@@ -96,16 +96,16 @@ fn tokens_have_names_and_an_equal_share_of_max_running_and_of_the_spool() {
     let spool: Vec<u64> = s.clients.iter().map(|c| c.max_spool_bytes).collect();
     assert_eq!(
         spool,
-        [1000, 1000, 1000, 3000],
-        "an equal share, or its own"
+        [800, 800, 800, 1600],
+        "its own, or an equal part of what those leave"
     );
     let listed = s.redacted_toml();
     assert!(
-        listed.contains("#   team-a: max_running 500, max_spool_bytes 1000, no request rate limit"),
+        listed.contains("#   team-a: max_running 500, max_spool_bytes 800, no request rate limit"),
         "{listed}"
     );
     assert!(
-        listed.contains("#   ci: max_running 50, max_spool_bytes 3000, 5.5 requests per second"),
+        listed.contains("#   ci: max_running 50, max_spool_bytes 1600, 5.5 requests per second"),
         "{listed}"
     );
     for token in [A, B, C] {
@@ -824,4 +824,21 @@ fn verdict_rules_are_checked_at_start() {
     assert!(e.contains("101 checks together"), "{e}");
     let e = err("[verdict]\nmax_results = 0\n");
     assert!(e.contains("verdict.max_results"), "{e}");
+}
+
+#[test]
+fn shares_of_the_log_must_fit_it() {
+    let text = format!(
+        "[storage]\nmax_spool_bytes = 1000\n[auth]\ntokens = [\"{A}\"]\n\
+         [[auth.token]]\nname = \"x\"\ntoken = \"{B}\"\nmax_spool_bytes = 700\n\
+         [[auth.token]]\nname = \"y\"\ntoken = \"{C}\"\nmax_spool_bytes = 400\n"
+    );
+    let e = load_text(&text, Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("add up to 1100"), "{e}");
+    let fits = text.replace("max_spool_bytes = 400", "max_spool_bytes = 200");
+    let s = load_text(&fits, Overrides::default()).unwrap();
+    let spool: Vec<u64> = s.clients.iter().map(|c| c.max_spool_bytes).collect();
+    assert_eq!(spool, [100, 700, 200]);
 }

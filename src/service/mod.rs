@@ -78,6 +78,9 @@ pub struct Service {
     pub results: crate::state::results::Results,
     /// `[verdict]`: the configuration's checks and the identity of a run.
     pub judging: Judging,
+    /// Each token's share of the log (`max_spool_bytes`), by its name: what its runs'
+    /// heartbeats are charged to.
+    pub spool_shares: std::collections::HashMap<String, u64>,
     /// The monotonic clock the expiry of runs runs on.
     pub clock: Clock,
 }

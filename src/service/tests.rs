@@ -58,6 +58,17 @@ pub(crate) fn fixture_in(
     spool_limit: u64,
     acknowledge: Acknowledge,
 ) -> Fixture {
+    fixture_shares(dir, max_running, spool_limit, acknowledge, &[])
+}
+
+/// [`fixture_in`] with tokens' shares of the log (`max_spool_bytes` by name).
+pub(crate) fn fixture_shares(
+    dir: Dir,
+    max_running: usize,
+    spool_limit: u64,
+    acknowledge: Acknowledge,
+    shares: &[(&str, u64)],
+) -> Fixture {
     let sink = Arc::new(MemorySink::new());
     let snapshots = Snapshots::new(crate::storage::tests::root(&dir));
     let mut restore = snapshots.read().unwrap();
@@ -114,6 +125,7 @@ pub(crate) fn fixture_in(
         )
         .unwrap(),
         judging: Default::default(),
+        spool_shares: shares.iter().map(|(n, b)| (n.to_string(), *b)).collect(),
         clock: Clock::default(),
     });
     let running = Arc::clone(&service);
@@ -239,7 +251,9 @@ fn a_token_at_its_share_of_the_log_is_refused_and_another_is_not() {
         owner,
         max_running: 10,
         max_bytes: 1 << 20,
-        max_spool_bytes: 1,
+        // Less than one register's record; its part of the headroom for records without
+        // points (400 / 1 MiB of 16 MiB: 6 400 bytes) still takes a progress.
+        max_spool_bytes: 400,
     };
     let a = Some(quota("team-a"));
     let parsed = || parse_register(b"{}", LIMITS).unwrap();
@@ -1397,4 +1411,76 @@ fn requests_and_ticks_racing_the_way_out_with_influxdb_flapping_never_stick_and_
             "acknowledged register of {u} lost"
         );
     }
+}
+
+/// A token's runs' heartbeats are charged to its share of the log: while InfluxDB is away, one
+/// token's many large runs lose their own heartbeats at its share, and never fill the log for
+/// another token, which still registers within its own.
+#[test]
+fn one_token_s_heartbeats_never_fill_the_log_for_another() {
+    let f = fixture_shares(
+        Dir::new("service-heartbeat-shares"),
+        10,
+        4 << 20,
+        Acknowledge::Disk,
+        &[("team-a", 2 << 20), ("team-b", 2 << 20)],
+    );
+    f.sink.set_ping_fails(true);
+    f.sink.answer(std::iter::repeat_n(
+        crate::delivery::sink::testing::Answer::Fail(
+            crate::delivery::sink::SinkError::Unreachable("connection refused".into()),
+        ),
+        100_000,
+    ));
+    let quota = |owner| Quota {
+        owner,
+        max_running: 10,
+        max_bytes: 1 << 20,
+        max_spool_bytes: 2 << 20,
+    };
+    let body = format!(
+        r#"{{"measurement": {{"fields": {{"big": "{}"}}}}}}"#,
+        "x".repeat(60_000)
+    );
+    for _ in 0..3 {
+        f.service
+            .register(
+                parse_register(body.as_bytes(), LIMITS).unwrap(),
+                "h",
+                Some(quota("team-a")),
+                1_000,
+            )
+            .unwrap();
+    }
+    let dropped = || {
+        f.service
+            .stats
+            .heartbeats_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let mut now = 1_000;
+    let mut ticks = 0;
+    while dropped() == 0 && ticks < 1000 {
+        now += 1_000;
+        f.service.tick(now);
+        ticks += 1;
+    }
+    assert!(
+        dropped() > 0,
+        "team-a's heartbeats were never held to its share"
+    );
+    let log = f.service.delivery.log();
+    assert!(
+        log.undelivered_of("team-a") <= (2 << 20) + (8 << 20) + (64 << 10),
+        "team-a holds {}",
+        log.undelivered_of("team-a")
+    );
+    f.service
+        .register(
+            parse_register(body.as_bytes(), LIMITS).unwrap(),
+            "h",
+            Some(quota("team-b")),
+            now,
+        )
+        .expect("team-b registers within its share");
 }

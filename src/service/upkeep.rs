@@ -13,7 +13,7 @@ use crate::delivery::sink::{Sink, SinkError};
 use crate::state::jobs::{Ages, Change, Tick};
 use crate::state::snapshots::JournalError;
 use crate::stats::Stats;
-use crate::storage::log::LogError;
+use crate::storage::log::{LogError, Share};
 use crate::storage::record::{Kind, Unit};
 
 /// How often, between ticks, the heartbeat thread looks whether the log needs a snapshot.
@@ -50,45 +50,67 @@ impl Service {
         }
     }
 
-    /// Records a tick's lines as records of the size of the deliverer's writes (the first one
-    /// also carries the tick's changes of the table), and counts the heartbeats recorded.
+    /// Records a tick's lines as records of the size of the deliverer's writes, each holding
+    /// the lines of one token's runs, charged to that token's share of the log (so one token's
+    /// many or large runs never fill the log for the others: past its share its heartbeats are
+    /// dropped, counted and logged, as on a full log); the first record also carries the tick's
+    /// changes of the table. Counts the heartbeats recorded.
     fn record_tick(&self, tick: &Tick) {
-        let mut units: Vec<Unit<'_>> = Vec::with_capacity(tick.units.len());
         let mut start = 0;
+        // Each owner's units, in the order of their first line; runs without an owner first.
+        let mut groups: Vec<(
+            Option<&str>,
+            Vec<Unit<'_>>,
+            Vec<&crate::state::jobs::TickLine>,
+        )> = Vec::new();
         for line in &tick.units {
-            units.push(Unit {
+            let unit = Unit {
                 run: line.run,
                 points: 1,
                 lines: &tick.lines[start..line.end],
-            });
+            };
             start = line.end;
+            let owner = line.owner.as_deref();
+            match groups.iter_mut().find(|(o, _, _)| *o == owner) {
+                Some((_, units, lines)) => {
+                    units.push(unit);
+                    lines.push(line);
+                }
+                None => groups.push((owner, vec![unit], vec![line])),
+            }
         }
-        let mut chunks: Vec<&[Unit<'_>]> = Vec::new();
-        let mut rest = &units[..];
-        while !rest.is_empty() {
-            let n = self
-                .write_limits
-                .first_write(rest.iter().map(|u| (u.lines.len(), u.points as usize)));
-            let (chunk, after) = rest.split_at(n);
-            chunks.push(chunk);
-            rest = after;
+        groups.sort_by_key(|(owner, _, _)| owner.is_some());
+        let mut chunks: Vec<(Option<&str>, &[Unit<'_>], &[&crate::state::jobs::TickLine])> =
+            Vec::new();
+        for (owner, units, lines) in &groups {
+            let (mut rest, mut rest_lines) = (&units[..], &lines[..]);
+            while !rest.is_empty() {
+                let n = self
+                    .write_limits
+                    .first_write(rest.iter().map(|u| (u.lines.len(), u.points as usize)));
+                let (chunk, after) = rest.split_at(n);
+                let (chunk_lines, after_lines) = rest_lines.split_at(n);
+                chunks.push((*owner, chunk, chunk_lines));
+                rest = after;
+                rest_lines = after_lines;
+            }
         }
         if chunks.is_empty() && !tick.change.bytes.is_empty() {
-            chunks.push(&[]);
+            chunks.push((None, &[], &[]));
         }
         let empty = Change::default();
-        let mut start = 0;
-        for (i, chunk) in chunks.iter().enumerate() {
+        for (i, (owner, chunk, lines)) in chunks.iter().enumerate() {
             let change = if i == 0 { &tick.change } else { &empty };
-            let beats: Vec<Uuid> = tick.units[start..start + chunk.len()]
-                .iter()
-                .filter(|l| l.beat)
-                .map(|l| l.run)
-                .collect();
-            start += chunk.len();
+            let beats: Vec<Uuid> = lines.iter().filter(|l| l.beat).map(|l| l.run).collect();
+            let share = owner.and_then(|name| {
+                self.spool_shares.get(name).map(|limit| Share {
+                    client: name,
+                    limit: *limit,
+                })
+            });
             match self
                 .delivery
-                .record(Kind::Heartbeats, change, chunk, None, &self.stats)
+                .record(Kind::Heartbeats, change, chunk, share, &self.stats)
             {
                 Ok(_) => self.jobs.count_beats(&beats),
                 Err(why) => {

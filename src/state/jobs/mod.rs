@@ -305,9 +305,11 @@ pub enum Refusal {
 }
 
 /// One line of a tick.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TickLine {
     pub run: Uuid,
+    /// The name of the token that registered the run: whose share of the log its line takes.
+    pub owner: Option<String>,
     /// Where the line ends in [`Tick::lines`] (exclusive; it starts where the one before ends).
     pub end: usize,
     /// A heartbeat (else the run's expiry event).

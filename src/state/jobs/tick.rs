@@ -62,6 +62,7 @@ impl Jobs {
                 tick.lines.push('\n');
                 tick.units.push(TickLine {
                     run: job.run.uuid,
+                    owner: job.owner.clone(),
                     end: tick.lines.len(),
                     beat: false,
                 });
@@ -72,6 +73,7 @@ impl Jobs {
             if job.beat.encode(job.run.started_ms, now_ms, &mut tick.lines) {
                 tick.units.push(TickLine {
                     run: job.run.uuid,
+                    owner: job.owner.clone(),
                     end: tick.lines.len(),
                     beat: true,
                 });

@@ -474,7 +474,15 @@ impl Log {
         } else {
             HEADROOM_BYTES
         };
-        if inner.undelivered + len > self.limit.saturating_add(headroom) {
+        // A client with a share is held to it (below); the log as a whole only to its hard
+        // bound, so that another's progress past its own share never takes this one's room for
+        // points. The shares add up to the log's bound at most (`config::clients`), and their
+        // parts of the headroom to the headroom.
+        let room = match share {
+            Some(_) => self.limit.saturating_add(HEADROOM_BYTES),
+            None => self.limit.saturating_add(headroom),
+        };
+        if inner.undelivered + len > room {
             return Err(LogError::Full {
                 bytes: inner.undelivered,
                 limit: self.limit,
@@ -484,7 +492,12 @@ impl Log {
             let held = inner.clients.get(share.client).copied().unwrap_or(0);
             // A client with nothing waiting may always write one record (within the log's
             // bound): a share smaller than its largest request must not shut it out for good.
-            if held > 0 && held + len > share.limit.saturating_add(headroom) {
+            // Its part of the headroom is its share's part of the log: the clients' progress
+            // past their shares never takes more than the one headroom together, so it never
+            // eats another's room for points.
+            let own_headroom = (u128::from(headroom) * u128::from(share.limit)
+                / u128::from(self.limit.max(1))) as u64;
+            if held > 0 && held + len > share.limit.saturating_add(own_headroom) {
                 return Err(LogError::ShareFull {
                     client: share.client.to_string(),
                     bytes: held,

@@ -95,19 +95,74 @@ fn a_client_past_its_share_is_refused_and_the_others_write_on() {
     log.wait(t).unwrap();
 }
 
-/// When the whole log is full, that is what a client is told, whatever its share says.
+/// When the whole log is at its hard bound (`storage.max_spool_bytes` and the headroom), that is
+/// what a client is told, whatever its share says; a client without a share is held to the
+/// bound itself.
 #[test]
 fn a_full_log_is_spool_full_even_for_a_client_within_its_share() {
     let dir = Dir::new("shares-global");
     let one = record_bytes("a");
     let (log, _, _) = open_with(&dir, 2 * one);
-    put(&log, 1, "a", 1 << 30).unwrap();
-    put(&log, 2, "b", 1 << 30).unwrap();
-    let err = put(&log, 3, "a", 1 << 30).unwrap_err();
+    // Shares are held to the hard bound alone: a client within its share writes past the
+    // bound of points while the headroom lasts.
+    put(&log, 1, "a", 1 << 40).unwrap();
+    put(&log, 2, "b", 1 << 40).unwrap();
+    put(&log, 3, "a", 1 << 40).unwrap();
+    // Without a share, the bound of points itself.
+    let lines = kib(1);
+    let err = log
+        .append(Kind::Request, 0, b"", &units(&lines), None)
+        .unwrap_err();
     assert!(err.is_spool_full(), "{err}");
-    // Over its share and the log full: still the log's own error.
-    let err = put(&log, 3, "a", one / 2).unwrap_err();
+    // Past the headroom, everyone is told the log is full.
+    let big = format!("m v=\"{}\" 1\n", "x".repeat(4 << 20));
+    let mut last = Ok(0);
+    for _ in 0..8 {
+        last = log
+            .append(Kind::Request, 0, b"", &units(&big), share("a", 1 << 40))
+            .and_then(|t| log.wait(t));
+        if last.is_err() {
+            break;
+        }
+    }
+    let err = last.unwrap_err();
     assert!(err.is_spool_full(), "{err}");
+    assert!(log.undelivered_bytes() <= 2 * one + HEADROOM_BYTES);
+}
+
+/// A client's progress past its share takes only its part of the headroom, and never the room
+/// another client's share keeps for points.
+#[test]
+fn progress_past_a_share_never_takes_another_client_s_room() {
+    let dir = Dir::new("shares-headroom");
+    let limit = 2 << 20;
+    let (log, _, _) = open_with(&dir, limit);
+    let half = limit / 2;
+    // a fills its share with points, then keeps sending progress until refused.
+    while put(&log, 60, "a", half).is_ok() {}
+    // A progress's change, 60 KiB (its journal line: the run's fields).
+    let change = vec![b'x'; 60 << 10];
+    let mut held_past = 0;
+    loop {
+        let r = log
+            .append(Kind::Request, 1, &change, &[], share("a", half))
+            .and_then(|t| log.wait(t));
+        match r {
+            Ok(_) => held_past += 1,
+            Err(e) => {
+                assert!(e.is_share_full(), "{e}");
+                break;
+            }
+        }
+        assert!(held_past < 10_000, "never refused");
+    }
+    assert!(
+        log.undelivered_of("a") <= half + HEADROOM_BYTES / 2 + (64 << 10),
+        "a holds {}",
+        log.undelivered_of("a")
+    );
+    // b still writes points within its share.
+    put(&log, 60, "b", half).unwrap();
 }
 
 /// A client with nothing waiting may write one record larger than its share: a share smaller
