@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{ConsumerToml, Gateway, Influxd, RawResponse, request, wait_until};
+use crate::support::{ConsumerToml, Gateway, Influxd, RawResponse, request, states, wait_until};
 
 const A: &str = "team-a-token-0123456789abcdef";
 const B: &str = "team-b-token-0123456789abcdef";
@@ -53,22 +53,10 @@ fn write_v1(gw: &Gateway, token: &str, body: &str) -> RawResponse {
     )
 }
 
-fn states(gw: &Gateway) -> Value {
-    let auth = format!("Bearer {B}");
-    request(
-        gw.addr,
-        "GET",
-        "/apiv0.1/states",
-        &[("Authorization", &auth)],
-        None,
-    )
-    .json()
-}
-
 /// Waits until InfluxDB answers the gateway, then stops it.
 fn take_influxdb_away(gw: &Gateway, influx: &mut Influxd) {
     wait_until(Duration::from_secs(20), "influxdb up", || {
-        states(gw)["influxdb"]["up"] == true
+        states(gw.addr, B)["influxdb"]["up"] == true
     });
     influx.stop();
 }
@@ -127,7 +115,7 @@ fn a_token_at_its_share_of_the_log_is_refused_and_the_others_write_on() {
     let (written, refused) = fill_the_share_of_a(&gw);
     assert!(written >= 100, "{written} points before the share was full");
     assert_share_full(&refused);
-    let spool = states(&gw)["spool"]["bytes"].as_u64().unwrap();
+    let spool = states(gw.addr, B)["spool"]["bytes"].as_u64().unwrap();
     assert!(spool <= SHARE + 2_000, "{spool} bytes in the log");
 
     // The other token writes on, through the write API and the run routes.
@@ -171,7 +159,7 @@ fn a_token_at_its_share_of_the_log_is_refused_and_the_others_write_on() {
     // InfluxDB back: team A's records drain, and it writes again.
     influx.restart();
     wait_until(Duration::from_secs(60), "the log to drain", || {
-        states(&gw)["spool"]["records"] == 0
+        states(gw.addr, B)["spool"]["records"] == 0
     });
     let again = write_v1(&gw, A, &lines("a", written));
     assert_eq!(again.status, 204, "{}", again.body);
@@ -203,7 +191,7 @@ fn a_token_at_its_share_is_still_refused_after_a_crash_and_nothing_acknowledged_
         "every acknowledged point, once"
     );
     wait_until(Duration::from_secs(60), "the log to drain", || {
-        states(&gw)["spool"]["records"] == 0
+        states(gw.addr, B)["spool"]["records"] == 0
     });
     let again = write_v1(&gw, A, &lines("a", written));
     assert_eq!(again.status, 204, "{}", again.body);

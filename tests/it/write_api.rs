@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{ConsumerToml, Gateway, Influxd, RawResponse, request, send_raw, wait_until};
+use crate::support::{
+    ConsumerToml, Gateway, Influxd, RawResponse, request, send_raw, states, wait_until,
+};
 
 pub const TOKEN: &str = "k6-token-0123456789abcdef";
 const OTHER: &str = "other-token-0123456789abcdef";
@@ -497,19 +499,6 @@ fn a_field_of_another_type_than_influxdb_holds_is_refused_once_its_types_are_rea
     );
 }
 
-/// `GET /apiv0.1/states` with the k6 token.
-fn states(gw: &Gateway) -> Value {
-    let auth = format!("Bearer {TOKEN}");
-    request(
-        gw.addr,
-        "GET",
-        "/apiv0.1/states",
-        &[("Authorization", &auth)],
-        None,
-    )
-    .json()
-}
-
 #[test]
 fn a_create_database_split_by_a_no_break_space_is_answered_not_a_panic() {
     let influx = Influxd::start();
@@ -546,7 +535,7 @@ fn a_database_name_influxdb_refuses_is_refused_at_the_door_and_holds_no_other_ba
     );
     assert_eq!(r.status, 204, "{}", r.body);
     assert_eq!(points(&influx, "jmeter_new", "http_reqs", 1).len(), 1);
-    assert_eq!(states(&gw)["dead_letters"]["records"], 0);
+    assert_eq!(states(gw.addr, TOKEN)["dead_letters"]["records"], 0);
 }
 
 #[test]

@@ -281,6 +281,19 @@ pub fn post_json(addr: SocketAddr, path: &str, value: &Value) -> RawResponse {
     )
 }
 
+/// `GET /apiv0.1/states` with `token` as a Bearer token: the state page as JSON.
+pub fn states(addr: SocketAddr, token: &str) -> Value {
+    let auth = format!("Bearer {token}");
+    request(
+        addr,
+        "GET",
+        "/apiv0.1/states",
+        &[("Authorization", &auth)],
+        None,
+    )
+    .json()
+}
+
 pub fn get(addr: SocketAddr, path: &str) -> RawResponse {
     request(addr, "GET", path, &[], None)
 }
