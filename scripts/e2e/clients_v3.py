@@ -13,6 +13,7 @@ from influx_check import (
     as_nanos,
     expect,
     in_precision,
+    none_stored,
     run,
     same_points,
     wait_points,
@@ -115,9 +116,7 @@ def errors(args):
                     expect(needle is None or needle in message, f"{where}: {message!r} does not name {needle!r}")
                 else:
                     raise Failed(f"{what} {options}: the write succeeded")
-    for database in (args.database, args.forbidden_database):
-        rows = wait_points(args.influxd, database, "v3_refused", 0)
-        expect(rows == [], f"{database}: refused points stored: {rows}")
+    none_stored(args, "v3_refused")
 
 
 CASES = {f.__name__: f for f in (write_v2_endpoint, write_lp, refused, errors)}

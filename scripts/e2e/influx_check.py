@@ -96,6 +96,14 @@ def wait_points(influxd, database, measurement, count, rp=None, timeout=30.0):
         time.sleep(0.1)
 
 
+def none_stored(args, measurement):
+    """Fails when any point of `measurement` is in the allowed or the forbidden database: every
+    write of it was refused."""
+    for database in (args.database, args.forbidden_database):
+        rows = points(args.influxd, database, measurement)
+        expect(rows == [], f"{database}: refused points of {measurement} stored: {rows}")
+
+
 def same_points(rows, expected, what):
     """`rows` read back equal `expected` (dicts of time, tags and fields), in time order."""
     expected = sorted(expected, key=lambda p: p["time"])

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::{
-    ConsumerToml, Gateway, Influxd, connect_from, get, read_response, request, wait_until,
+    ConsumerToml, Gateway, Influxd, connect_from, get, read_response, request, states, wait_until,
 };
 
 const TOKEN: &str = "test-token-0123456789abcdef";
@@ -110,15 +110,7 @@ fn requests_without_a_valid_token_change_nothing() {
         "ping needs no token"
     );
 
-    let auth = format!("Bearer {TOKEN}");
-    let states = request(
-        gw.addr,
-        "GET",
-        "/apiv0.1/states",
-        &[("Authorization", &auth)],
-        None,
-    )
-    .json();
+    let states = states(gw.addr, TOKEN);
     assert_eq!(states["jobs"]["running"], 0, "no job was made");
     assert_eq!(states["counters"]["auth_failures"], bad_headers.len() * 4);
     let log = gw.log();

@@ -258,15 +258,7 @@ fn a_field_of_another_type_is_refused_at_the_request() {
     );
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(points(&influx, "k6", "http_reqs", 3).len(), 3);
-    let auth = format!("Bearer {TOKEN}");
-    let states = request(
-        gw.addr,
-        "GET",
-        "/apiv0.1/states",
-        &[("Authorization", &auth)],
-        None,
-    )
-    .json();
+    let states = states(gw.addr, TOKEN);
     assert_eq!(states["dead_letters"]["records"], 0, "{states}");
 }
 
