@@ -313,30 +313,32 @@ impl Results {
             let owner = kept.and_then(|u| index.get(u)).map(|m| m.owner.clone());
             if let Some(owner) = owner {
                 let (count_share, bytes_share) = self.share();
-                let of_owner = |index: &HashMap<Uuid, Meta>| {
-                    index
-                        .values()
-                        .filter(|m| m.owner == owner)
-                        .fold((0usize, 0u64), |(n, b), m| (n + 1, b + m.bytes))
-                };
+                let (mut n, mut b) = index
+                    .values()
+                    .filter(|m| m.owner == owner)
+                    .fold((0usize, 0u64), |(n, b), m| (n + 1, b + m.bytes));
                 for (_, _, u) in &order {
-                    let (n, b) = of_owner(&index);
                     if n <= count_share && b <= bytes_share {
                         break;
                     }
-                    if index.get(u).is_some_and(|m| m.owner == owner) {
-                        index.remove(u);
+                    if index.get(u).is_some_and(|m| m.owner == owner)
+                        && let Some(m) = index.remove(u)
+                    {
+                        n -= 1;
+                        b = b.saturating_sub(m.bytes);
                         victims.push(*u);
                     }
                 }
             }
+            let mut count = index.len();
+            let mut bytes: u64 = index.values().map(|m| m.bytes).sum();
             for (_, _, u) in &order {
-                let count = index.len();
-                let bytes: u64 = index.values().map(|m| m.bytes).sum();
                 if count <= self.max && bytes <= self.max_bytes {
                     break;
                 }
-                if index.remove(u).is_some() {
+                if let Some(m) = index.remove(u) {
+                    count -= 1;
+                    bytes = bytes.saturating_sub(m.bytes);
                     victims.push(*u);
                 }
             }
