@@ -470,6 +470,60 @@ impl Sink for Influx {
         }
     }
 
+    /// v1: `SHOW RETENTION POLICIES` on the target's database: the target's policy's
+    /// duration, or the default policy's when it names none. v2: the `retentionRules` of the
+    /// bucket the target is written to (`database`, or `database/retention_policy`). v3:
+    /// `None`. `None` too for a database that does not exist yet (InfluxDB makes it with a
+    /// policy that keeps points for ever) and for a policy that keeps them for ever.
+    fn retention_of(&self, target: &OwnedTarget) -> Result<Option<Retention>, SinkError> {
+        let (db, rp) = (&target.database, &target.retention_policy);
+        match self.api {
+            Api::V1 => {
+                let query = format!(
+                    "q={}",
+                    encode(&format!(
+                        "SHOW RETENTION POLICIES ON {}",
+                        quote_identifier(db)
+                    ))
+                );
+                match self.exchange(
+                    &self.query_url,
+                    query.as_bytes(),
+                    "application/x-www-form-urlencoded",
+                    MAX_SCHEMA_BYTES,
+                ) {
+                    Ok(text) => Ok(parse_retention_policies(&text, rp)),
+                    Err(SinkError::Refused { message, .. })
+                        if message.contains("database not found") =>
+                    {
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Api::V2 => {
+                let bucket = if rp.is_empty() {
+                    db.clone()
+                } else {
+                    format!("{db}/{rp}")
+                };
+                let url = format!(
+                    "{}/api/v2/buckets?org={}&name={}",
+                    self.base_url,
+                    encode(&self.org),
+                    encode(&bucket)
+                );
+                match self.get(&url) {
+                    Ok(text) => Ok(parse_bucket_retention(&text, &bucket)),
+                    // A bucket not made yet keeps nothing yet.
+                    Err(SinkError::Misconfigured { status: 404, .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+            Api::V3 => Ok(None),
+        }
+    }
+
     /// v1: `SHOW FIELD KEYS` and `SHOW TAG KEYS` of the measurements, in one query. A database
     /// that does not exist (yet, or any more) has no schema. v2 and v3 answer `None`: the gateway
     /// knows only what it wrote itself there.

@@ -292,6 +292,15 @@ impl Delivery {
         self.sink.field_types_of(database)
     }
 
+    /// How long InfluxDB keeps the points of `target` (a write API's database and retention
+    /// policy), where its API tells.
+    pub fn read_retention_of(
+        &self,
+        target: &crate::storage::log::OwnedTarget,
+    ) -> Result<Option<crate::state::schema::Retention>, SinkError> {
+        self.sink.retention_of(target)
+    }
+
     /// Puts a request's points (`units`) and job-table change into one record of the log, and
     /// waits until it is on disk; its number. `share` names the client the record is for and
     /// bounds its undelivered bytes (`None`: no client). An error means nothing of it was

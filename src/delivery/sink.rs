@@ -59,6 +59,13 @@ pub trait Sink: Send + Sync {
     fn retention(&self) -> Result<Option<Retention>, SinkError> {
         Ok(None)
     }
+
+    /// How long the database keeps the points written to `target` (a write API's database
+    /// and retention policy, empty for its default): as [`Sink::retention`], for that target.
+    fn retention_of(&self, target: &OwnedTarget) -> Result<Option<Retention>, SinkError> {
+        let _ = target;
+        Ok(None)
+    }
 }
 
 /// A shared sink is a sink (the tests keep a handle on theirs to look into it).
@@ -89,6 +96,10 @@ impl<S: Sink + ?Sized> Sink for std::sync::Arc<S> {
 
     fn retention(&self) -> Result<Option<Retention>, SinkError> {
         (**self).retention()
+    }
+
+    fn retention_of(&self, target: &OwnedTarget) -> Result<Option<Retention>, SinkError> {
+        (**self).retention_of(target)
     }
 }
 

@@ -11,9 +11,10 @@ use uuid::Uuid;
 use super::{Refused, Service, now_ms};
 use crate::delivery::sink::{Sink, SinkError};
 use crate::state::jobs::{Ages, Change, Tick};
+use crate::state::schema::Schema;
 use crate::state::snapshots::JournalError;
 use crate::stats::Stats;
-use crate::storage::log::{LogError, Share};
+use crate::storage::log::{LogError, OwnedTarget, Share};
 use crate::storage::record::{Kind, Unit};
 
 /// How often, between ticks, the heartbeat thread looks whether the log needs a snapshot.
@@ -131,6 +132,7 @@ impl Service {
     /// refused for a conflict (at most once a second), until the process ends.
     /// `influx` tells the retention policy, read with the schema.
     pub fn schema_loop(self: Arc<Self>, every: Duration, influx: &dyn Sink) {
+        self.write_schemas.reader_runs();
         self.refresh_schema();
         self.refresh_retention(influx);
         let mut last = Instant::now();
@@ -142,7 +144,10 @@ impl Service {
             if !(asked || refused || last.elapsed() >= every) {
                 continue;
             }
-            if last.elapsed() < Duration::from_secs(1) {
+            // A first write waits for its target's reading: that one is not put off.
+            if last.elapsed() < Duration::from_secs(1)
+                && self.write_schemas.targets(true).is_empty()
+            {
                 std::thread::sleep(Duration::from_secs(1).saturating_sub(last.elapsed()));
             }
             refusals = self.delivery.refusals_seen();
@@ -214,27 +219,64 @@ impl Service {
     }
 
     /// Reads the field types InfluxDB holds in each database written through the write API,
-    /// as [`Service::refresh_schema`] reads the gateway's own; the first reading of a database
-    /// is told (INFO), for it is from then on that its lines are checked against InfluxDB's word.
+    /// as [`Service::refresh_schema`] reads the gateway's own, and how long it keeps the
+    /// points of each target written; the first reading of a database is told (INFO), for it
+    /// is from then on that its lines are checked against InfluxDB's word. The targets never
+    /// read yet go first, and the writers waiting for them are woken before the rest.
     fn refresh_write_schemas(&self, caught_up: bool) {
-        for (database, schema) in self.write_schemas.all() {
-            schema.reading_begins();
-            match self.delivery.read_field_types_of(&database) {
-                Ok(Some(seen)) => {
-                    let first = !schema.read_once();
-                    let measurements = seen.len();
-                    schema.update_from_influxdb(seen, caught_up);
-                    if first {
-                        log::info!(
-                            "read InfluxDB's field types in database {:?} ({measurements} measurements): writes there are checked against them",
-                            crate::logtext::escape(&database, 255)
-                        );
-                    }
+        let schemas = &self.write_schemas;
+        let unread = schemas.targets(true);
+        if !unread.is_empty() {
+            let databases: std::collections::BTreeSet<&str> =
+                unread.iter().map(|t| t.database.as_str()).collect();
+            for (database, schema) in schemas.all() {
+                if databases.contains(database.as_str()) {
+                    self.refresh_field_types(&database, &schema, caught_up);
                 }
-                Ok(None) => {}
-                Err(e) => self.unreadable(&format!("the field types of {database:?}"), &e),
             }
+            self.refresh_retentions(&unread);
         }
+        for (database, schema) in schemas.all() {
+            self.refresh_field_types(&database, &schema, caught_up);
+        }
+        self.refresh_retentions(&schemas.targets(false));
+    }
+
+    /// Reads the field types InfluxDB holds in `database`, into its `schema`.
+    fn refresh_field_types(&self, database: &str, schema: &Schema, caught_up: bool) {
+        schema.reading_begins();
+        match self.delivery.read_field_types_of(database) {
+            Ok(Some(seen)) => {
+                let first = !schema.read_once();
+                let measurements = seen.len();
+                schema.update_from_influxdb(seen, caught_up);
+                if first {
+                    log::info!(
+                        "read InfluxDB's field types in database {:?} ({measurements} measurements): writes there are checked against them",
+                        crate::logtext::escape(database, 255)
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(e) => self.unreadable(&format!("the field types of {database:?}"), &e),
+        }
+    }
+
+    /// Reads how long InfluxDB keeps the points of each of `targets`, then wakes the writers
+    /// waiting for it (asked is enough: a target InfluxDB could not tell of is not waited for
+    /// again).
+    fn refresh_retentions(&self, targets: &[OwnedTarget]) {
+        for target in targets {
+            let said = match self.delivery.read_retention_of(target) {
+                Ok(retention) => Some(retention),
+                Err(e) => {
+                    self.unreadable(&format!("the retention of {:?}", target.database), &e);
+                    None
+                }
+            };
+            self.write_schemas.set_retention(target, said);
+        }
+        self.write_schemas.reading_ended();
     }
 
     /// Grows the room kept for the next snapshot to what the table now holds (with the

@@ -10,16 +10,17 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use super::Service;
 use crate::auth::Client;
 use crate::delivery::Outcome;
 use crate::ingest::lp_parse::{self, FieldValue, Line, Precision};
-use crate::state::schema::{Claim, FieldType, Known, Schema};
+use crate::state::schema::{Claim, FieldType, Known, Retention, Schema};
 use crate::state::series::{SeriesError, series_hash};
 use crate::stats::Stats;
-use crate::storage::log::{LogError, Share};
+use crate::storage::log::{LogError, OwnedTarget, Share};
 use crate::storage::record::{Target, Unit};
 
 /// Databases the write API may write, all clients together: each holds a schema in memory
@@ -63,6 +64,8 @@ pub enum LineRefusal {
     Stored,
     /// A field's type, or a name as tag or field, conflicts with what the database holds.
     Schema,
+    /// It is older than the target's retention policy keeps: InfluxDB would drop it.
+    Retention,
     /// It would make a series past the client's `max_series` in the database.
     SeriesBudget,
 }
@@ -204,10 +207,46 @@ pub fn handling_cost(body: &[u8]) -> u64 {
 
 /// The schemas of the databases written through the write API (InfluxDB keeps one type per
 /// field and measurement in a database), each learned from the gateway's own writes there,
-/// and at most [`MAX_DATABASES`] of them.
+/// and at most [`MAX_DATABASES`] of them; and how long InfluxDB keeps the points of each
+/// target written (a database and a retention policy), at most [`MAX_TARGETS`] of them.
 #[derive(Default)]
 pub struct Schemas {
     by_database: Mutex<HashMap<String, Arc<Schema>>>,
+    targets: Mutex<Targets>,
+    /// Told each time a reading of InfluxDB's word on the targets ends.
+    read: Condvar,
+    /// Whether a thread reads InfluxDB's word (`Service::schema_loop`): without one, a first
+    /// write has nothing to wait for.
+    reader: std::sync::atomic::AtomicBool,
+}
+
+/// Targets (database, retention policy) written at most, all clients together, whose
+/// retention the gateway reads and checks at the door; past them, lines are not checked for
+/// their age, and InfluxDB's own refusal of a point past its retention is a dead letter.
+pub const MAX_TARGETS: usize = 2 * MAX_DATABASES;
+
+/// How long a first write to a target waits for InfluxDB's word on it (its field types and
+/// its retention) before its lines are checked against what the gateway knows without it.
+pub const FIRST_READ_WAIT: Duration = Duration::from_secs(2);
+
+/// What the gateway knows of a target's retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetRetention {
+    /// InfluxDB was asked: how long it keeps the target's points (`None`: for ever, or it
+    /// did not say).
+    Known(Option<Retention>),
+    /// InfluxDB was not asked yet; `added`: the target was added now.
+    Unread { added: bool },
+    /// [`MAX_TARGETS`] are known and this is not one of them: its lines are not checked for
+    /// their age.
+    Untracked,
+}
+
+/// What the gateway knows of each target's retention: `None` until InfluxDB was asked once
+/// (whatever it answered), then the retention (`Some(None)`: kept for ever, or not told).
+#[derive(Default)]
+struct Targets {
+    retention: HashMap<(String, String), Option<Option<Retention>>>,
 }
 
 impl Schemas {
@@ -232,6 +271,78 @@ impl Schemas {
             .iter()
             .map(|(name, schema)| (name.clone(), Arc::clone(schema)))
             .collect()
+    }
+
+    /// What InfluxDB said of how long the target of `database` and `policy` keeps points;
+    /// a target not known yet is added, to be read ([`TargetRetention::Unread`]).
+    pub fn retention_of(&self, database: &str, policy: &str) -> TargetRetention {
+        let mut targets = crate::sync::lock(&self.targets);
+        let key = (database.to_string(), policy.to_string());
+        match targets.retention.get(&key) {
+            Some(Some(retention)) => TargetRetention::Known(retention.clone()),
+            Some(None) => TargetRetention::Unread { added: false },
+            None if targets.retention.len() >= MAX_TARGETS => TargetRetention::Untracked,
+            None => {
+                targets.retention.insert(key, None);
+                TargetRetention::Unread { added: true }
+            }
+        }
+    }
+
+    /// The targets known, to read their retention: every one, or (`unread_only`) those
+    /// InfluxDB was not asked of yet.
+    pub fn targets(&self, unread_only: bool) -> Vec<OwnedTarget> {
+        crate::sync::lock(&self.targets)
+            .retention
+            .iter()
+            .filter(|(_, known)| !unread_only || known.is_none())
+            .map(|((database, retention_policy), _)| OwnedTarget {
+                database: database.clone(),
+                retention_policy: retention_policy.clone(),
+            })
+            .collect()
+    }
+
+    /// Sets what InfluxDB said of `target`'s retention; `None` keeps what was known (it could
+    /// not be asked), but counts as asked.
+    pub fn set_retention(&self, target: &OwnedTarget, said: Option<Option<Retention>>) {
+        let mut targets = crate::sync::lock(&self.targets);
+        let key = (target.database.clone(), target.retention_policy.clone());
+        if let Some(known) = targets.retention.get_mut(&key) {
+            *known = match (said, known.take()) {
+                (Some(retention), _) => Some(retention),
+                (None, Some(was)) => Some(was),
+                (None, None) => Some(None),
+            };
+        }
+    }
+
+    /// A thread reads InfluxDB's word on the targets from now on.
+    pub fn reader_runs(&self) {
+        self.reader
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A reading of every target ended: wakes the writers waiting for it.
+    pub fn reading_ended(&self) {
+        let _held = crate::sync::lock(&self.targets);
+        self.read.notify_all();
+    }
+
+    /// Waits until the target of `database` and `policy` was asked once, or `timeout` passed
+    /// (InfluxDB slow or away: the write goes on without its word).
+    pub fn wait_read(&self, database: &str, policy: &str, timeout: Duration) {
+        if !self.reader.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let key = (database.to_string(), policy.to_string());
+        let targets = crate::sync::lock(&self.targets);
+        let _ = self
+            .read
+            .wait_timeout_while(targets, timeout, |t| {
+                matches!(t.retention.get(&key), Some(None))
+            })
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
     }
 }
 
@@ -326,6 +437,11 @@ impl Service {
             // knows only what it writes itself.
             self.schema_stale.want();
         }
+        let retention = self.retention_for(&w);
+        let oldest_ns = retention.as_ref().map(|r| {
+            w.now_ns
+                .saturating_sub(r.keeps_ms.saturating_mul(1_000_000))
+        });
         let mut claim = schema.claim();
         let mut refusals = Refusals::default();
         // Each line's outcome: `Some` while it may still be written.
@@ -340,6 +456,17 @@ impl Service {
                         LineRefusal::Parse
                     };
                     refusals.add(entry.number, text, why, e.influx(text));
+                    kept.push(None);
+                }
+                // InfluxDB drops a point older than its retention policy keeps before it
+                // looks at its fields.
+                Ok(line) if oldest_ns.is_some_and(|oldest| line.time_ns < oldest) => {
+                    refusals.add(
+                        entry.number,
+                        text,
+                        LineRefusal::Retention,
+                        "points beyond retention policy".into(),
+                    );
                     kept.push(None);
                 }
                 Ok(line) => match self.claim_line(&mut claim, line) {
@@ -373,6 +500,28 @@ impl Service {
         }
         let outcome = self.delivery.outcome(seq);
         Ok(refusals.into_written(lines.len(), budget, Some(outcome)))
+    }
+
+    /// How long InfluxDB keeps the points of the write's target. A first write to a target
+    /// asks for InfluxDB's word on it (its database's field types, its retention) and waits
+    /// for it, [`FIRST_READ_WAIT`] at most: InfluxDB slow or away, the write is checked
+    /// against what the gateway knows without it.
+    fn retention_for(&self, w: &WriteRequest<'_>) -> Option<Retention> {
+        let schemas = &self.write_schemas;
+        match schemas.retention_of(w.database, w.retention_policy) {
+            TargetRetention::Known(retention) => retention,
+            TargetRetention::Untracked => None,
+            TargetRetention::Unread { added } => {
+                if added {
+                    self.schema_stale.want();
+                }
+                schemas.wait_read(w.database, w.retention_policy, FIRST_READ_WAIT);
+                match schemas.retention_of(w.database, w.retention_policy) {
+                    TargetRetention::Known(retention) => retention,
+                    _ => None,
+                }
+            }
+        }
     }
 
     /// Checks one line's fields and tags against what the database's schema knows and other
@@ -580,6 +729,86 @@ impl Refusals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_s_retention_is_unread_until_influxdb_was_asked_once() {
+        let schemas = Schemas::default();
+        let target = OwnedTarget {
+            database: "k6".into(),
+            retention_policy: String::new(),
+        };
+        assert_eq!(
+            schemas.retention_of("k6", ""),
+            TargetRetention::Unread { added: true }
+        );
+        assert_eq!(
+            schemas.retention_of("k6", ""),
+            TargetRetention::Unread { added: false }
+        );
+        assert_eq!(schemas.targets(true), vec![target.clone()]);
+        // Without a reader there is nothing to wait for.
+        let started = std::time::Instant::now();
+        schemas.wait_read("k6", "", Duration::from_secs(30));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // InfluxDB could not be asked: asked all the same, kept for ever as far as known.
+        schemas.set_retention(&target, None);
+        assert_eq!(schemas.retention_of("k6", ""), TargetRetention::Known(None));
+        assert!(schemas.targets(true).is_empty());
+        let hour = Retention {
+            policy: "short".into(),
+            keeps_ms: 3_600_000,
+        };
+        schemas.set_retention(&target, Some(Some(hour.clone())));
+        assert_eq!(
+            schemas.retention_of("k6", ""),
+            TargetRetention::Known(Some(hour.clone()))
+        );
+        // A later reading that fails keeps what was known.
+        schemas.set_retention(&target, None);
+        assert_eq!(
+            schemas.retention_of("k6", ""),
+            TargetRetention::Known(Some(hour))
+        );
+        // A policy of its own is another target; past the bound, targets are not tracked.
+        for i in 1..MAX_TARGETS {
+            let _ = schemas.retention_of("k6", &format!("rp{i}"));
+        }
+        assert_eq!(
+            schemas.retention_of("k6", "one more"),
+            TargetRetention::Untracked
+        );
+    }
+
+    #[test]
+    fn a_first_write_waits_for_its_target_s_reading_at_most_its_bound() {
+        let schemas = Arc::new(Schemas::default());
+        schemas.reader_runs();
+        assert!(matches!(
+            schemas.retention_of("k6", ""),
+            TargetRetention::Unread { .. }
+        ));
+        let started = std::time::Instant::now();
+        schemas.wait_read("k6", "", Duration::from_millis(50));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        // A reading that ends wakes the writer waiting.
+        let reader = Arc::clone(&schemas);
+        let read = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            reader.set_retention(
+                &OwnedTarget {
+                    database: "k6".into(),
+                    retention_policy: String::new(),
+                },
+                Some(None),
+            );
+            reader.reading_ended();
+        });
+        let started = std::time::Instant::now();
+        schemas.wait_read("k6", "", Duration::from_secs(60));
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert_eq!(schemas.retention_of("k6", ""), TargetRetention::Known(None));
+        read.join().unwrap();
+    }
 
     #[test]
     fn a_body_of_many_fields_costs_more_than_its_bytes() {

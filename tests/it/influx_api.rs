@@ -338,3 +338,58 @@ fn influxdb_3_answers_are_read_as_documented() {
         }
     }
 }
+
+#[test]
+fn v2_s_bucket_retention_refuses_old_points_of_the_write_api_at_the_door() {
+    const BUCKETS: &str = r#"{"buckets":[{"name":"k6/short","retentionRules":[{"type":"expire","everySeconds":3600}]}]}"#;
+    let (addr, seen) = stub_with(200, BUCKETS);
+    let token = "k6-token-0123456789abcdef";
+    let gw = Gateway::start(
+        &ConsumerToml::new(&format!("http://{addr}"), "unused")
+            .influxdb(
+                "api = \"v2\"\norg = \"lab\"\nbucket = \"runs\"\ntoken = \"v2-secret-token\"\n",
+            )
+            .rest(&format!(
+                "[[auth.token]]\nname = \"k6\"\ntoken = \"{token}\"\ndatabases = [\"k6\"]\n"
+            ))
+            .toml(),
+    );
+    let now = crate::line_protocol::now_ns();
+    let body = format!(
+        "vus value=1 {}\nvus value=2 {now}\n",
+        now - 2 * 3_600_000_000_000
+    );
+    let auth = format!("Token {token}");
+    let r = crate::support::request(
+        gw.addr,
+        "POST",
+        "/write?db=k6&rp=short",
+        &[("Authorization", &auth)],
+        Some(&body),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(
+        r.json()["error"],
+        "partial write: points beyond retention policy dropped=1"
+    );
+    // The bucket the write goes to was asked of, and only the kept line written to it.
+    let mut asked = false;
+    let write = loop {
+        let request = seen
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the stub saw the write");
+        asked |= request
+            .request_line
+            .starts_with("GET /api/v2/buckets?org=lab&name=k6%2Fshort ");
+        if request.request_line.starts_with("POST /api/v2/write?") {
+            break request;
+        }
+    };
+    assert!(asked, "the bucket's retention was not read");
+    assert!(
+        write.request_line.contains("bucket=k6%2Fshort"),
+        "{}",
+        write.request_line
+    );
+    assert_eq!(write.body.trim(), format!("vus value=2 {now}"));
+}

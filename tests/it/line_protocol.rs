@@ -510,7 +510,8 @@ fn path(db: &str, precision: Option<&str>) -> String {
     }
 }
 
-fn now_ns() -> i64 {
+/// The time now, in nanoseconds since the Unix epoch.
+pub fn now_ns() -> i64 {
     let d = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

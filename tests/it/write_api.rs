@@ -467,28 +467,97 @@ fn a_gzip_body_is_written_like_a_plain_one() {
 }
 
 #[test]
-fn a_field_of_another_type_than_influxdb_holds_is_refused_once_its_types_are_read() {
+fn a_first_write_is_checked_against_the_field_types_influxdb_holds() {
     let influx = Influxd::start();
     influx.create_database("k6");
     influx.write("k6", "http_reqs value=\"text\" 1000000000");
     let gw = gateway(&influx);
-    // The first write to the database has its field types read soon after.
-    let r = write(&gw, "/write?db=k6", "vus value=1 1000000000\n");
-    assert_eq!(r.status, 204, "{}", r.body);
-    wait_until(
-        Duration::from_secs(30),
-        "the field types of k6 read",
-        || {
-            gw.log()
-                .contains("read InfluxDB's field types in database \"k6\"")
-        },
-    );
+    // The very first write to the database waits for InfluxDB's word on it.
     let r = write(&gw, "/write?db=k6", "http_reqs value=1 2000000000\n");
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(
         r.json()["error"],
         "partial write: field type conflict: input field \"value\" on measurement \"http_reqs\" is type float, already exists as type string dropped=1"
     );
+    assert!(
+        gw.log()
+            .contains("read InfluxDB's field types in database \"k6\""),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(states(gw.addr, TOKEN)["dead_letters"]["records"], 0);
+}
+
+#[test]
+fn a_point_older_than_its_retention_policy_keeps_is_refused_at_the_door_as_influxdb_refuses_it() {
+    let influx = Influxd::start();
+    influx.exec("", "CREATE DATABASE k6 WITH DURATION 1h NAME short");
+    influx.exec(
+        "",
+        "CREATE RETENTION POLICY long ON k6 DURATION 3h REPLICATION 1",
+    );
+    influx.exec("", "CREATE DATABASE k6_direct WITH DURATION 1h NAME short");
+    let gw = gateway(&influx);
+    let hour = 3_600_000_000_000i64;
+    let now = crate::line_protocol::now_ns();
+    // Two hours old: past the default policy (1h), within `long` (3h).
+    let body = format!(
+        "http_reqs,at=old value=1 {}\nhttp_reqs,at=now value=2 {now}\n",
+        now - 2 * hour
+    );
+    let direct = request(
+        influx.addr(),
+        "POST",
+        "/write?db=k6_direct",
+        &[],
+        Some(&body),
+    );
+    let r = write(&gw, "/write?db=k6", &body);
+    assert_eq!((r.status, direct.status), (400, 400), "{}", r.body);
+    assert_eq!(
+        r.json()["error"],
+        "partial write: points beyond retention policy dropped=1"
+    );
+    assert_eq!(r.json()["error"], direct.json()["error"]);
+    let stored = points(&influx, "k6", "http_reqs", 1);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0]["at"], "now");
+    // The policy named by `rp` keeps them.
+    let r = write(&gw, "/write?db=k6&rp=long", &body);
+    assert_eq!(r.status, 204, "{}", r.body);
+    // v2 names the line in its own shape; v3 names it, and takes nothing when asked so.
+    let auth = format!("Token {TOKEN}");
+    let r = request(
+        gw.addr,
+        "POST",
+        "/api/v2/write?bucket=k6&precision=ns",
+        &[("Authorization", &auth)],
+        Some(&body),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["code"], "invalid", "{}", r.body);
+    let r = request(
+        gw.addr,
+        "POST",
+        "/api/v3/write_lp?db=k6&precision=nanosecond&accept_partial=false",
+        &[("Authorization", &auth)],
+        Some(&body),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["data"][0]["line_number"], 1, "{}", r.body);
+    assert_eq!(
+        r.json()["data"][0]["error_message"],
+        "points beyond retention policy"
+    );
+    wait_until(Duration::from_secs(30), "the log delivered", || {
+        states(gw.addr, TOKEN)["spool"]["records"] == 0
+    });
+    let stored = influx.query("k6", "SELECT count(value) FROM \"long\".\"http_reqs\"");
+    assert_eq!(
+        stored["results"][0]["series"][0]["values"][0][1], 2,
+        "{stored}"
+    );
+    assert_eq!(states(gw.addr, TOKEN)["dead_letters"]["records"], 0);
 }
 
 #[test]
