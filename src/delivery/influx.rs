@@ -571,12 +571,12 @@ impl Sink for Influx {
         Ok(Some(known))
     }
 
-    /// v1: `SHOW FIELD KEYS` of every measurement of `database` (tags are not needed: InfluxDB
-    /// 1.x takes a tag and a field of one name). A database that does not exist has none.
+    /// `SHOW FIELD KEYS` of every measurement of `database` (tags are not needed: InfluxDB
+    /// 1.x takes a tag and a field of one name), through `/query`: InfluxDB 1.x's own, and the
+    /// 1.x compatibility endpoint of InfluxDB 2 (the bucket `database`, by its virtual DBRP
+    /// mapping) and of InfluxDB 3 (the database), which answer in 1.x's shape. A database that
+    /// does not exist has none.
     fn field_types_of(&self, database: &str) -> Result<Option<Known>, SinkError> {
-        if self.api != Api::V1 {
-            return Ok(None);
-        }
         let query = format!("db={}&q={}", encode(database), encode("SHOW FIELD KEYS"));
         match self.exchange(
             &self.query_url,

@@ -393,3 +393,50 @@ fn v2_s_bucket_retention_refuses_old_points_of_the_write_api_at_the_door() {
     );
     assert_eq!(write.body.trim(), format!("vus value=2 {now}"));
 }
+
+#[test]
+fn the_write_api_s_field_types_are_read_from_influxdb_2_and_3_through_their_1x_query_endpoint() {
+    const FIELD_KEYS: &str = r#"{"results":[{"statement_id":0,"series":[{"name":"http_reqs","columns":["fieldKey","fieldType"],"values":[["value","string"]]}]}]}"#;
+    let token = "k6-token-0123456789abcdef";
+    for (api, settings, auth) in [
+        (
+            "v2",
+            "api = \"v2\"\norg = \"lab\"\nbucket = \"runs\"\ntoken = \"v2-secret-token\"\n",
+            "Token v2-secret-token",
+        ),
+        (
+            "v3",
+            "api = \"v3\"\ntoken = \"apiv3_secret-token\"\n",
+            "Bearer apiv3_secret-token",
+        ),
+    ] {
+        let (addr, seen) = stub_with(200, FIELD_KEYS);
+        let gw = Gateway::start(
+            &ConsumerToml::new(&format!("http://{addr}"), "runs")
+                .influxdb(settings)
+                .rest(&format!(
+                    "[[auth.token]]\nname = \"k6\"\ntoken = \"{token}\"\ndatabases = [\"k6\"]\n"
+                ))
+                .toml(),
+        );
+        // The first write to k6 waits for its field types: InfluxDB holds `value` as a string.
+        let r = crate::support::request(
+            gw.addr,
+            "POST",
+            "/write?db=k6",
+            &[("Authorization", &format!("Token {token}"))],
+            Some("http_reqs value=1 1000000000\n"),
+        );
+        assert_eq!(r.status, 400, "{api}: {}", r.body);
+        assert_eq!(
+            r.json()["error"],
+            "partial write: field type conflict: input field \"value\" on measurement \"http_reqs\" is type float, already exists as type string dropped=1",
+            "{api}"
+        );
+        let asked = std::iter::from_fn(|| seen.recv_timeout(Duration::from_secs(5)).ok())
+            .find(|r| r.request_line.starts_with("POST /query ") && r.body.contains("db=k6&"))
+            .unwrap_or_else(|| panic!("{api}: the field types of k6 were not asked for"));
+        assert_eq!(asked.body, "db=k6&q=SHOW%20FIELD%20KEYS", "{api}");
+        assert_eq!(header(&asked, "authorization"), Some(auth), "{api}");
+    }
+}
