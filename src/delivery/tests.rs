@@ -867,14 +867,23 @@ fn setup_recorded(
     unavailable: Vec<usize>,
     missing: Option<&str>,
 ) -> (Running, Arc<Recorder>) {
-    let mut r = setup(name, Acknowledge::Influxdb, LIMITS, 1 << 20);
+    let r = setup(name, Acknowledge::Influxdb, LIMITS, 1 << 20);
     let recorder = Arc::new(Recorder {
         inner: Arc::clone(&r.sink),
         unavailable,
         missing: missing.map(str::to_string),
         writes: Mutex::new(Vec::new()),
     });
-    let dir = Dir::new(&format!("{name}-recorded"));
+    (
+        with_sink(r, name, Box::new(Arc::clone(&recorder)), LIMITS),
+        recorder,
+    )
+}
+
+/// `r` (not started) with a log and dead letters of its own, writing to `sink` in writes of
+/// `limits`.
+fn with_sink(mut r: Running, name: &str, sink: Box<dyn Sink>, limits: WriteLimits) -> Running {
+    let dir = Dir::new(&format!("{name}-own-sink"));
     let (log, position, _) = Log::open(
         crate::storage::tests::log_dir(&dir.0),
         1 << 30,
@@ -884,15 +893,175 @@ fn setup_recorded(
     .unwrap();
     r.delivery = Arc::new(Delivery::new(
         log,
-        Box::new(Arc::clone(&recorder)),
+        sink,
         DeadLetters::open(&crate::storage::tests::root(&dir), 1 << 20).unwrap(),
         Acknowledge::Influxdb,
         Duration::from_secs(5),
-        LIMITS,
+        limits,
     ));
     r.position = Some(position);
     r.dir = dir;
-    (r, recorder)
+    r
+}
+
+/// A sink over a [`MemorySink`] that counts the writes in flight at once: each waits (up to
+/// 2 s) for a second to arrive before it is stored, so two writes that may overlap do. The
+/// writes whose number (from 0) `unavailable` names are answered 503.
+struct Overlap {
+    inner: Arc<MemorySink>,
+    unavailable: Vec<usize>,
+    state: Mutex<(usize, usize, usize)>,
+    changed: std::sync::Condvar,
+}
+
+impl Overlap {
+    fn new(inner: Arc<MemorySink>, unavailable: Vec<usize>) -> Overlap {
+        Overlap {
+            inner,
+            unavailable,
+            state: Mutex::new((0, 0, 0)),
+            changed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// The most writes in flight at once.
+    fn most(&self) -> usize {
+        lock(&self.state).1
+    }
+}
+
+impl Sink for Overlap {
+    fn write(&self, lines: &str) -> Result<(), SinkError> {
+        let n = {
+            let mut s = lock(&self.state);
+            s.0 += 1;
+            s.1 = s.1.max(s.0);
+            s.2 += 1;
+            self.changed.notify_all();
+            let n = s.2 - 1;
+            let _ = self
+                .changed
+                .wait_timeout_while(s, Duration::from_secs(2), |s| s.0 < 2);
+            n
+        };
+        let result = if self.unavailable.contains(&n) {
+            Err(SinkError::Unavailable {
+                status: 503,
+                message: "busy".into(),
+            })
+        } else {
+            self.inner.write(lines)
+        };
+        lock(&self.state).0 -= 1;
+        result
+    }
+
+    fn ping(&self) -> Result<(), SinkError> {
+        self.inner.ping()
+    }
+}
+
+/// Appends records of two lines each, `m,r=<record> v=<value> <time>`, and waits until they are
+/// on disk.
+fn two_line_records(r: &Running, records: &[(u32, u32, u32)]) {
+    let mut last = 0;
+    for &(rec, value, time) in records {
+        last = r.append(&format!(
+            "m,r={rec} v={value} {time}\nm,r={rec},second=1 v={value} {time}\n"
+        ));
+    }
+    r.delivery.log.wait(last).unwrap();
+}
+
+#[test]
+fn a_backlog_of_full_writes_goes_two_at_a_time_when_they_share_no_point() {
+    let limits = WriteLimits {
+        max_bytes: 1 << 20,
+        max_lines: 2,
+    };
+    let r = setup("delivery-two-at-once", Acknowledge::Disk, limits, 1 << 20);
+    let overlap = Arc::new(Overlap::new(Arc::clone(&r.sink), Vec::new()));
+    let mut r = with_sink(
+        r,
+        "delivery-two-at-once",
+        Box::new(Arc::clone(&overlap)),
+        limits,
+    );
+    two_line_records(&r, &[(1, 1, 1), (2, 2, 2), (3, 3, 3), (4, 4, 4)]);
+    r.start();
+    r.delivered_all();
+    assert_eq!(overlap.most(), 2, "two writes in flight at once");
+    let mut stored = r.sink.stored();
+    stored.sort();
+    assert_eq!(stored.len(), 8, "{stored:?}");
+    stored.dedup();
+    assert_eq!(stored.len(), 8, "each line once: {stored:?}");
+}
+
+#[test]
+fn writes_that_share_a_point_go_one_after_the_other_and_the_last_one_wins() {
+    let limits = WriteLimits {
+        max_bytes: 1 << 20,
+        max_lines: 2,
+    };
+    let r = setup("delivery-one-at-once", Acknowledge::Disk, limits, 1 << 20);
+    let overlap = Arc::new(Overlap::new(Arc::clone(&r.sink), Vec::new()));
+    let mut r = with_sink(
+        r,
+        "delivery-one-at-once",
+        Box::new(Arc::clone(&overlap)),
+        limits,
+    );
+    // The same two points (series and time) written again with new values.
+    two_line_records(&r, &[(1, 1, 7), (1, 2, 7), (1, 3, 7)]);
+    r.start();
+    r.delivered_all();
+    assert_eq!(overlap.most(), 1, "never two writes of one point at once");
+    assert_eq!(
+        r.sink.stored(),
+        [
+            "m,r=1 v=1 7",
+            "m,r=1,second=1 v=1 7",
+            "m,r=1 v=2 7",
+            "m,r=1,second=1 v=2 7",
+            "m,r=1 v=3 7",
+            "m,r=1,second=1 v=3 7"
+        ]
+    );
+}
+
+#[test]
+fn when_one_of_two_writes_at_once_fails_it_goes_again_and_every_line_is_delivered() {
+    let limits = WriteLimits {
+        max_bytes: 1 << 20,
+        max_lines: 2,
+    };
+    for failing in [0, 1] {
+        let name = format!("delivery-two-one-fails-{failing}");
+        let r = setup(&name, Acknowledge::Disk, limits, 1 << 20);
+        let overlap = Arc::new(Overlap::new(Arc::clone(&r.sink), vec![failing]));
+        let mut r = with_sink(r, &name, Box::new(Arc::clone(&overlap)), limits);
+        two_line_records(&r, &[(1, 1, 1), (2, 2, 2)]);
+        r.start();
+        r.delivered_all();
+        assert_eq!(overlap.most(), 2, "{failing}");
+        let stored = r.sink.stored();
+        for rec in 1..=2 {
+            for line in [
+                format!("m,r={rec} v={rec} {rec}"),
+                format!("m,r={rec},second=1 v={rec} {rec}"),
+            ] {
+                assert!(
+                    stored.contains(&line),
+                    "{failing}: {line} not in {stored:?}"
+                );
+            }
+        }
+        assert!(
+            dead_letters::list(&r.dir.0).unwrap().is_empty(),
+            "{failing}: a 503 is never a refusal"
+        );
+    }
 }
 
 /// Records of several targets, of none and heartbeats, interleaved; lines refused among them;
