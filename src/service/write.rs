@@ -481,6 +481,21 @@ impl Service {
         if !w.accept_partial && refusals.count > 0 {
             return Ok(refusals.into_written(0, None, None));
         }
+        // A record the log would refuse (the token's share or the log full) must take nothing
+        // from the series budget: asked first, with the lines' text for the record's size.
+        let bytes: usize = parsed
+            .entries
+            .iter()
+            .zip(&kept)
+            .filter(|(_, line)| line.is_some())
+            .map(|(entry, _)| entry.range.len() + 1)
+            .sum();
+        if bytes > 0 {
+            self.delivery
+                .log()
+                .has_room(bytes as u64, Some(share_of(w.client)))
+                .map_err(WriteRefused::NotRecorded)?;
+        }
         let budget = self.admit_series(&w, &parsed, &mut kept, body, &mut refusals)?;
         if !w.accept_partial && refusals.count > 0 {
             return Ok(refusals.into_written(0, budget, None));
@@ -620,18 +635,19 @@ impl Service {
         };
         let log = self.delivery.log();
         let ticket = log
-            .append_write(
-                target,
-                &units,
-                Some(Share {
-                    client: &w.client.name,
-                    limit: w.client.max_spool_bytes,
-                }),
-            )
+            .append_write(target, &units, Some(share_of(w.client)))
             .map_err(WriteRefused::NotRecorded)?;
         let seq = log.wait(ticket).map_err(WriteRefused::NotRecorded)?;
         Stats::add(&self.stats.points_spooled, lines.len());
         Ok(seq)
+    }
+}
+
+/// The client's share of the log.
+fn share_of(client: &Client) -> Share<'_> {
+    Share {
+        client: &client.name,
+        limit: client.max_spool_bytes,
     }
 }
 

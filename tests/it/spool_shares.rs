@@ -18,12 +18,17 @@ const SHARE: u64 = 20_000;
 
 /// Two tokens that may write `k6`, each with a share of [`SHARE`] bytes of a 1 MiB log.
 fn config(influx: &Influxd) -> String {
+    config_with(influx, "")
+}
+
+/// [`config`] with `extra` keys in team A's table.
+fn config_with(influx: &Influxd, extra: &str) -> String {
     ConsumerToml::new(&influx.url, "runs")
         .rest(&format!(
             "max_spool_bytes = 1048576\n\
              [jobs]\nheartbeat_interval = \"1h\"\n\
              [auth]\n\
-             [[auth.token]]\nname = \"team-a\"\ntoken = \"{A}\"\ndatabases = [\"k6\"]\nmax_spool_bytes = {SHARE}\n\
+             [[auth.token]]\nname = \"team-a\"\ntoken = \"{A}\"\ndatabases = [\"k6\"]\nmax_spool_bytes = {SHARE}\n{extra}\
              [[auth.token]]\nname = \"team-b\"\ntoken = \"{B}\"\ndatabases = [\"k6\"]\nmax_spool_bytes = {SHARE}\n"
         ))
         .toml()
@@ -195,4 +200,37 @@ fn a_token_at_its_share_is_still_refused_after_a_crash_and_nothing_acknowledged_
     });
     let again = write_v1(&gw, A, &lines("a", written));
     assert_eq!(again.status, 204, "{}", again.body);
+}
+
+#[test]
+fn writes_refused_for_a_full_share_take_nothing_from_the_series_budget() {
+    let mut influx = Influxd::start();
+    let gw = Gateway::start(&config_with(&influx, "max_series = 3\n"));
+    take_influxdb_away(&gw, &mut influx);
+    let (written, refused) = fill_the_share_of_a(&gw);
+    assert_share_full(&refused);
+    // Writes of new series while the share is full: refused, and no series taken.
+    for n in 0..20 {
+        let body: String = (0..10)
+            .map(|i| format!("http_reqs,who=a,url=/new-{n}-{i} value={i}i 1700000000\n"))
+            .collect();
+        assert_share_full(&write_v1(&gw, A, &body));
+    }
+    influx.restart();
+    wait_until(Duration::from_secs(60), "the log to drain", || {
+        states(gw.addr, B)["spool"]["records"] == 0
+    });
+    // The budget holds the one series written before, and takes two more.
+    let body = "http_reqs,who=a,url=/later-1 value=1i 1700000000\n\
+                http_reqs,who=a,url=/later-2 value=2i 1700000000\n";
+    let r = write_v1(&gw, A, body);
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = write_v1(
+        &gw,
+        A,
+        "http_reqs,who=a,url=/one-too-many value=1i 1700000000\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("max-series"), "{}", r.body);
+    assert!(written > 0);
 }

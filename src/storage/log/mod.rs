@@ -469,11 +469,43 @@ impl Log {
                 return Err(LogError::Broken);
             }
         }
-        let headroom = if parts.units.iter().any(|u| u.points > 0) {
-            0
-        } else {
-            HEADROOM_BYTES
-        };
+        let points = parts.units.iter().any(|u| u.points > 0);
+        self.room_for(&inner, len, points, share)?;
+        if let Some(share) = share {
+            *inner.clients.entry(share.client.to_string()).or_insert(0) += len;
+            inner.pending_clients.push((share.client.to_string(), len));
+        }
+        let ticket = inner.next_ticket;
+        inner.next_ticket += 1;
+        let start = inner.pending.len();
+        inner.pending_starts.push(start);
+        record::encode(&mut inner.pending, 0, &parts);
+        inner.pending_change = inner.pending_change.max(parts.change_seq);
+        inner.undelivered += len;
+        inner.undelivered_records += 1;
+        inner.changes_since_snapshot += parts.changes.len() as u64;
+        Ok(ticket)
+    }
+
+    /// Whether a record of `len` bytes holding points, for `share`, would be taken now, as
+    /// [`Log::append_write`] decides it: [`LogError::Full`] or [`LogError::ShareFull`] when not.
+    /// A look, not a promise: a request that takes something before it appends (the series
+    /// budget) asks first, so that a record the log would refuse takes nothing.
+    pub fn has_room(&self, len: u64, share: Option<Share<'_>>) -> Result<(), LogError> {
+        let share = share.filter(|s| record::client_fits(s.client));
+        self.room_for(&self.lock(), len, true, share)
+    }
+
+    /// The log's bound and the client's share, for a record of `len` bytes (`points`: it holds
+    /// points; else it may take the headroom kept for progress).
+    fn room_for(
+        &self,
+        inner: &Inner,
+        len: u64,
+        points: bool,
+        share: Option<Share<'_>>,
+    ) -> Result<(), LogError> {
+        let headroom = if points { 0 } else { HEADROOM_BYTES };
         // A client with a share is held to it (below); the log as a whole only to its hard
         // bound, so that another's progress past its own share never takes this one's room for
         // points. The shares add up to the log's bound at most (`config::clients`), and their
@@ -504,19 +536,8 @@ impl Log {
                     limit: share.limit,
                 });
             }
-            *inner.clients.entry(share.client.to_string()).or_insert(0) += len;
-            inner.pending_clients.push((share.client.to_string(), len));
         }
-        let ticket = inner.next_ticket;
-        inner.next_ticket += 1;
-        let start = inner.pending.len();
-        inner.pending_starts.push(start);
-        record::encode(&mut inner.pending, 0, &parts);
-        inner.pending_change = inner.pending_change.max(parts.change_seq);
-        inner.undelivered += len;
-        inner.undelivered_records += 1;
-        inner.changes_since_snapshot += parts.changes.len() as u64;
-        Ok(ticket)
+        Ok(())
     }
 
     /// Blocks until the record of `ticket` is on disk, and returns its number; or returns why
