@@ -76,12 +76,7 @@ pub const ROUTES: &[Route] = &[
         token: true,
         name: "states",
         flavor: Flavor::Run,
-        handler: |app, _, client| {
-            Ok(Reply::Json(states::states(
-                app,
-                client.map(|c| c.name.as_str()),
-            )))
-        },
+        handler: |app, _, client| Ok(Reply::Json(states::states(app, client))),
     },
     Route {
         method: "GET",

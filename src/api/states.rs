@@ -17,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use super::App;
+use crate::auth::Client;
 use crate::service::rfc3339;
 use crate::stats;
 
@@ -28,8 +29,10 @@ const LISTED: usize = 1000;
 /// token's run.
 pub const WITHHELD_ERROR: &str = "not shown to a token while InfluxDB is up: it may be InfluxDB's refusal of another token's data (each run's own refusals are in its entry)";
 
-/// `GET /apiv0.1/states`, as `caller` (the client's name; `None` without tokens) sees it.
-pub fn states(app: &App, caller: Option<&str>) -> Value {
+/// `GET /apiv0.1/states`, as `client` (`None` without tokens) sees it. A token is also told
+/// its own share of the log (`spool.share`: its undelivered bytes and its `max_spool_bytes`).
+pub fn states(app: &App, client: Option<&Client>) -> Value {
+    let caller = client.map(|c| c.name.as_str());
     let service = &app.service;
     let counts = service.jobs.counts_for(caller);
     let all = service.jobs.counts();
@@ -106,6 +109,10 @@ pub fn states(app: &App, caller: Option<&str>) -> Value {
             "limit": app.settings.config.storage.max_spool_bytes,
             "oldest_age_seconds": delivery.oldest_waiting().map(|d| d.as_secs()),
             "segments": delivery.log().segments(),
+            "share": client.map(|c| json!({
+                "bytes": delivery.log().undelivered_of(&c.name),
+                "limit": c.max_spool_bytes,
+            })),
         },
         "dead_letters": {
             "records": dead.records,

@@ -122,6 +122,12 @@ fn a_token_at_its_share_of_the_log_is_refused_and_the_others_write_on() {
     assert_share_full(&refused);
     let spool = states(gw.addr, B)["spool"]["bytes"].as_u64().unwrap();
     assert!(spool <= SHARE + 2_000, "{spool} bytes in the log");
+    // Each token sees its own share of the log: team A's full, team B's empty.
+    let a = &states(gw.addr, A)["spool"]["share"];
+    assert_eq!(a["limit"], SHARE, "{a}");
+    let held = a["bytes"].as_u64().unwrap();
+    assert!(held > SHARE / 2 && held <= spool, "{a}, {spool} in the log");
+    assert_eq!(states(gw.addr, B)["spool"]["share"]["bytes"], 0);
 
     // The other token writes on, through the write API and the run routes.
     let b = write_v1(&gw, B, &lines("b", 0));

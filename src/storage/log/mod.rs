@@ -807,7 +807,6 @@ impl Log {
     }
 
     /// Bytes of `client`'s records not yet delivered: what its [`Share`] bounds.
-    #[cfg(test)]
     pub fn undelivered_of(&self, client: &str) -> u64 {
         self.lock().clients.get(client).copied().unwrap_or(0)
     }
