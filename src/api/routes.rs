@@ -191,14 +191,47 @@ pub fn find(path: &str) -> Option<(usize, &'static Route)> {
     ROUTES
         .iter()
         .enumerate()
-        .find(|(_, r)| path_matches(r.path, path))
+        .find(|&(i, _)| path_matches(i, path))
 }
 
-/// Whether `path` is a path of the route path `pattern`: the same segments, a `{uuid}`
-/// segment standing for any one non-empty segment.
-fn path_matches(pattern: &str, path: &str) -> bool {
-    if !pattern.contains('{') {
+/// Whether a route path holds a `{…}` segment, computed once per route at compile time: a
+/// route without one matches its path alone, compared whole.
+const fn has_segment(pattern: &str) -> bool {
+    let b = pattern.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'{' {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// [`has_segment`] of each route of [`ROUTES`], by index.
+const SEGMENTED: [bool; ROUTES.len()] = {
+    let mut out = [false; ROUTES.len()];
+    let mut i = 0;
+    while i < ROUTES.len() {
+        out[i] = has_segment(ROUTES[i].path);
+        i += 1;
+    }
+    out
+};
+
+/// Whether `path` is a path of the route `ROUTES[i]`: the same segments, a `{uuid}` segment
+/// standing for any one non-empty segment.
+fn path_matches(i: usize, path: &str) -> bool {
+    let pattern = ROUTES[i].path;
+    if !SEGMENTED[i] {
         return pattern == path;
+    }
+    // The segments before the first `{` are the same text: most paths part there.
+    let fixed = pattern
+        .split_once('{')
+        .map_or(pattern, |(before, _)| before);
+    if !path.starts_with(fixed) {
+        return false;
     }
     let mut want = pattern.split('/');
     let mut got = path.split('/');
@@ -221,7 +254,7 @@ pub fn find_for(path: &str, method: &str) -> Result<(usize, &'static Route), Api
         .unwrap_or(path);
     let mut allow: Vec<&str> = Vec::new();
     for (i, route) in ROUTES.iter().enumerate() {
-        if path_matches(route.path, path) {
+        if path_matches(i, path) {
             if route.method == method {
                 return Ok((i, route));
             }
