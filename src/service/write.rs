@@ -177,12 +177,13 @@ fn quoted(names: &[String]) -> String {
 }
 
 /// Bytes per line that reading a body holds beyond its text: the line's `Line` (its
-/// measurement, tags and fields as owned strings and vectors), its outcome and series hash.
+/// measurement, tags and fields as strings, borrowed from the body or copied where an escape
+/// was undone, and vectors), its outcome and series hash.
 pub const COST_PER_LINE: u64 = 192;
 
 /// Bytes per `=` of a body beyond its text: each tag and field of a line is one `=`, read into
-/// a pair of owned strings (or a string and a value) in a vector that may have doubled, and
-/// past 32 fields an index of them. A line of a thousand one-byte fields holds far more than
+/// a pair of strings (or a string and a value, each copied at worst) in a vector that may
+/// have doubled, and past 32 fields an index of them. A line of a thousand one-byte fields holds far more than
 /// its bytes: charged so, it cannot take more memory than the budget let it in for.
 pub const COST_PER_PAIR: u64 = 128;
 
@@ -311,7 +312,7 @@ impl Service {
                 && !client.may_write_measurement(&line.measurement)
             {
                 return Err(WriteRefused::Measurement {
-                    measurement: line.measurement.clone(),
+                    measurement: line.measurement.to_string(),
                     line: entry.number,
                     allowed: client.measurements.clone(),
                 });
@@ -517,7 +518,7 @@ fn budget_sentence(w: &WriteRequest<'_>, over: &[&Line]) -> String {
 }
 
 /// The fields of `line` with their types, as InfluxDB names them.
-fn field_types(line: &Line) -> impl Iterator<Item = (&str, FieldType)> {
+fn field_types<'l>(line: &'l Line<'_>) -> impl Iterator<Item = (&'l str, FieldType)> {
     line.fields.iter().map(|(k, v)| {
         let t = match v {
             FieldValue::Float(_) => FieldType::Float,
@@ -525,7 +526,7 @@ fn field_types(line: &Line) -> impl Iterator<Item = (&str, FieldType)> {
             FieldValue::String(_) => FieldType::String,
             FieldValue::Boolean(_) => FieldType::Boolean,
         };
-        (k.as_str(), t)
+        (k.as_ref(), t)
     })
 }
 
