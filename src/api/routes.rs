@@ -194,26 +194,26 @@ pub fn find(path: &str) -> Option<(usize, &'static Route)> {
         .find(|&(i, _)| path_matches(i, path))
 }
 
-/// Whether a route path holds a `{…}` segment, computed once per route at compile time: a
-/// route without one matches its path alone, compared whole.
-const fn has_segment(pattern: &str) -> bool {
+/// Where the first `{…}` segment of a route path starts, computed once per route at compile
+/// time; `None` for a route without one, which matches its path alone, compared whole.
+const fn segment_at(pattern: &str) -> Option<usize> {
     let b = pattern.as_bytes();
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'{' {
-            return true;
+            return Some(i);
         }
         i += 1;
     }
-    false
+    None
 }
 
-/// [`has_segment`] of each route of [`ROUTES`], by index.
-const SEGMENTED: [bool; ROUTES.len()] = {
-    let mut out = [false; ROUTES.len()];
+/// [`segment_at`] of each route of [`ROUTES`], by index.
+const SEGMENT_AT: [Option<usize>; ROUTES.len()] = {
+    let mut out = [None; ROUTES.len()];
     let mut i = 0;
     while i < ROUTES.len() {
-        out[i] = has_segment(ROUTES[i].path);
+        out[i] = segment_at(ROUTES[i].path);
         i += 1;
     }
     out
@@ -223,14 +223,11 @@ const SEGMENTED: [bool; ROUTES.len()] = {
 /// standing for any one non-empty segment.
 fn path_matches(i: usize, path: &str) -> bool {
     let pattern = ROUTES[i].path;
-    if !SEGMENTED[i] {
+    let Some(at) = SEGMENT_AT[i] else {
         return pattern == path;
-    }
-    // The segments before the first `{` are the same text: most paths part there.
-    let fixed = pattern
-        .split_once('{')
-        .map_or(pattern, |(before, _)| before);
-    if !path.starts_with(fixed) {
+    };
+    // The text before the first `{` is the same: most paths part there.
+    if !path.starts_with(&pattern[..at]) {
         return false;
     }
     let mut want = pattern.split('/');

@@ -192,11 +192,9 @@ pub const COST_PER_PAIR: u64 = 128;
 /// for each tag and field, and their text again, unescaped) and the line protocol recorded
 /// (the text once more). A count of bytes, not a parse.
 pub fn handling_cost(body: &[u8]) -> u64 {
-    let (mut lines, mut pairs) = (1u64, 0u64);
-    for &b in body {
-        lines += u64::from(b == b'\n');
-        pairs += u64::from(b == b'=');
-    }
+    // Two counts, each a loop the compiler vectorizes.
+    let lines = 1 + body.iter().filter(|&&b| b == b'\n').count() as u64;
+    let pairs = body.iter().filter(|&&b| b == b'=').count() as u64;
     lines
         .saturating_mul(COST_PER_LINE)
         .saturating_add(pairs.saturating_mul(COST_PER_PAIR))
@@ -444,13 +442,18 @@ impl Service {
             self.write_limits.max_bytes.max(1),
             self.write_limits.max_lines.max(1),
         );
-        for line in lines {
+        // A line comes out about as long as it came in, its time perhaps longer.
+        let per_line = w.body.len() / lines.len().max(1) + 24;
+        for (at, line) in lines.iter().enumerate() {
             let start_new = match texts.last() {
                 None => true,
                 Some((n, text)) => *n >= max_lines || text.len() >= max_bytes,
             };
             if start_new {
-                texts.push((0, String::new()));
+                // Room for the unit's text at once, not a growth every few lines.
+                let unit_lines = (lines.len() - at).min(max_lines);
+                let room = per_line.saturating_mul(unit_lines).min(max_bytes + 64);
+                texts.push((0, String::with_capacity(room)));
             }
             if let Some((n, text)) = texts.last_mut() {
                 line.encode_ns(text);
