@@ -61,9 +61,17 @@ impl Client {
 
 /// Whether one of `globs` (`*`: any run of characters, `?`: one) matches the whole `name`.
 fn matches_any(globs: &[String], name: &str) -> bool {
-    globs
-        .iter()
-        .any(|g| wildmatch::WildMatch::new(g).matches(name))
+    globs.iter().any(|g| {
+        // A glob without `*` or `?` matches itself alone; `*` matches everything. Neither needs
+        // the pattern built.
+        if g == "*" {
+            true
+        } else if g.contains(['*', '?']) {
+            wildmatch::WildMatch::new(g).matches(name)
+        } else {
+            g == name
+        }
+    })
 }
 
 /// Never shows the token.

@@ -40,7 +40,13 @@ pub enum Flavor {
 pub fn param(query: &str, key: &str) -> Result<Option<String>, ApiError> {
     for pair in query.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if decode(k).as_deref() != Some(key) {
+        // A name without `+` or `%` is itself decoded: compared as it is, without a copy.
+        let named = if k.bytes().any(|b| b == b'+' || b == b'%') {
+            decode(k).as_deref() == Some(key)
+        } else {
+            k == key
+        };
+        if !named {
             continue;
         }
         return decode(v).map(Some).ok_or_else(|| {
@@ -54,7 +60,11 @@ pub fn param(query: &str, key: &str) -> Result<Option<String>, ApiError> {
 }
 
 fn decode(text: &str) -> Option<String> {
-    let plus = text.replace('+', " ");
+    let plus = if text.contains('+') {
+        std::borrow::Cow::Owned(text.replace('+', " "))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    };
     percent_encoding::percent_decode_str(&plus)
         .decode_utf8()
         .ok()
@@ -473,6 +483,13 @@ mod tests {
         assert_eq!(param(q, "x").ok().flatten().as_deref(), Some("1 2"));
         assert_eq!(param(q, "nope").ok().flatten(), None);
         assert!(param("db=%ff", "db").is_err());
+        // Names are decoded too: an escaped name is the same name, a bad one none.
+        assert_eq!(param("%64b=k6", "db").ok().flatten().as_deref(), Some("k6"));
+        assert_eq!(param("a+b=1", "a b").ok().flatten().as_deref(), Some("1"));
+        assert_eq!(
+            param("%ff=1&db=2", "db").ok().flatten().as_deref(),
+            Some("2")
+        );
     }
 
     #[test]

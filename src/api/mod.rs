@@ -180,8 +180,11 @@ impl App {
     /// Whether the request of `head` may go on, before its body is read: its route exists, takes
     /// its method, and its token passes the check when the route needs one. The client its
     /// token names (`None` for routes without a token, and when no tokens are configured).
-    fn admission(&self, head: &Head<'_>) -> Result<Option<&Client>, ApiError> {
-        let (_, route) = routes::find_for(head.path, head.method)?;
+    fn admission(
+        &self,
+        head: &Head<'_>,
+        route: &'static routes::Route,
+    ) -> Result<Option<&Client>, ApiError> {
         if route.token {
             self.authenticate(head, route.flavor == Flavor::V1)
         } else {
@@ -189,9 +192,8 @@ impl App {
         }
     }
 
-    /// Answers `req`, which `admission` let through as `req.client`.
-    fn route(&self, req: &Request) -> Result<Reply, ApiError> {
-        let (_, route) = routes::find_for(&req.path, &req.method)?;
+    /// Answers `req` by `route`, which `admission` let through as `req.client`.
+    fn route(&self, req: &Request, route: &'static routes::Route) -> Result<Reply, ApiError> {
         let client = req
             .client
             .as_deref()
@@ -397,9 +399,9 @@ impl Handler for App {
     }
 
     fn admit(&self, head: &Head<'_>) -> Result<Option<String>, Response> {
-        let flavor =
-            routes::find_for(head.path, head.method).map_or(Flavor::Run, |(_, r)| r.flavor);
-        match self.admission(head) {
+        let found = routes::find_for(head.path, head.method);
+        let flavor = found.as_ref().map_or(Flavor::Run, |(_, r)| r.flavor);
+        match found.and_then(|(_, route)| self.admission(head, route)) {
             Ok(client) => Ok(client.map(|c| c.name.clone())),
             Err(e) => {
                 let mut response = flavored(flavor, e.response());
@@ -414,9 +416,9 @@ impl Handler for App {
 
     fn handle(&self, req: &Request) -> Response {
         let client = req.client.clone();
-        let flavor =
-            routes::find_for(&req.path, &req.method).map_or(Flavor::Run, |(_, r)| r.flavor);
-        let mut response = match self.route(req) {
+        let found = routes::find_for(&req.path, &req.method);
+        let flavor = found.as_ref().map_or(Flavor::Run, |(_, r)| r.flavor);
+        let mut response = match found.and_then(|(_, route)| self.route(req, route)) {
             Ok(Reply::Response(response)) => response,
             Ok(Reply::Json(body)) => Response::json(200, &body),
             Ok(Reply::Text(text)) => Response {

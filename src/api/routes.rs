@@ -186,14 +186,44 @@ pub fn find(path: &str) -> Option<(usize, &'static Route)> {
     ROUTES
         .iter()
         .enumerate()
-        .find(|(_, r)| path_matches(r.path, path))
+        .find(|&(i, _)| path_matches(i, path))
 }
 
-/// Whether `path` is a path of the route path `pattern`: the same segments, a `{uuid}`
-/// segment standing for any one non-empty segment.
-fn path_matches(pattern: &str, path: &str) -> bool {
-    if !pattern.contains('{') {
+/// Where the first `{…}` segment of a route path starts, computed once per route at compile
+/// time; `None` for a route without one, which matches its path alone, compared whole.
+const fn segment_at(pattern: &str) -> Option<usize> {
+    let b = pattern.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'{' {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// [`segment_at`] of each route of [`ROUTES`], by index.
+const SEGMENT_AT: [Option<usize>; ROUTES.len()] = {
+    let mut out = [None; ROUTES.len()];
+    let mut i = 0;
+    while i < ROUTES.len() {
+        out[i] = segment_at(ROUTES[i].path);
+        i += 1;
+    }
+    out
+};
+
+/// Whether `path` is a path of the route `ROUTES[i]`: the same segments, a `{uuid}` segment
+/// standing for any one non-empty segment.
+fn path_matches(i: usize, path: &str) -> bool {
+    let pattern = ROUTES[i].path;
+    let Some(at) = SEGMENT_AT[i] else {
         return pattern == path;
+    };
+    // The text before the first `{` is the same: most paths part there.
+    if !path.starts_with(&pattern[..at]) {
+        return false;
     }
     let mut want = pattern.split('/');
     let mut got = path.split('/');
@@ -216,7 +246,7 @@ pub fn find_for(path: &str, method: &str) -> Result<(usize, &'static Route), Api
         .unwrap_or(path);
     let mut allow: Vec<&str> = Vec::new();
     for (i, route) in ROUTES.iter().enumerate() {
-        if path_matches(route.path, path) {
+        if path_matches(i, path) {
             if route.method == method {
                 return Ok((i, route));
             }

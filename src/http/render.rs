@@ -7,7 +7,9 @@
 //! handler-supplied header decide the framing of the connection, and never write a
 //! header name or value that could split the response or corrupt the stream.
 
-use std::time::SystemTime;
+use std::cell::RefCell;
+use std::io::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Response;
 
@@ -59,9 +61,10 @@ pub(super) fn render(
     };
 
     let mut out = Vec::with_capacity(256 + body.len());
-    out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason(status));
     out.extend_from_slice(b"Date: ");
-    out.extend_from_slice(httpdate::fmt_http_date(date).as_bytes());
+    http_date(date, &mut out);
     out.extend_from_slice(b"\r\n");
     for (name, value) in &response.headers {
         if RESERVED_HEADERS
@@ -81,7 +84,7 @@ pub(super) fn render(
         out.extend_from_slice(b"\r\n");
     }
     if !bodiless {
-        out.extend_from_slice(format!("Content-Length: {}\r\n", response.body.len()).as_bytes());
+        let _ = write!(out, "Content-Length: {}\r\n", response.body.len());
     }
     match disposition {
         Disposition::Close => out.extend_from_slice(b"Connection: close\r\n"),
@@ -95,6 +98,26 @@ pub(super) fn render(
         status,
         body_bytes: body.len(),
     }
+}
+
+/// Appends `Date`'s value for `date`: the HTTP date of its second, which each thread formats
+/// once a second and copies for the other answers of that second.
+fn http_date(date: SystemTime, out: &mut Vec<u8>) {
+    thread_local! {
+        static LAST: RefCell<Option<(u64, String)>> = const { RefCell::new(None) };
+    }
+    let Ok(second) = date.duration_since(UNIX_EPOCH).map(|d| d.as_secs()) else {
+        out.extend_from_slice(httpdate::fmt_http_date(date).as_bytes());
+        return;
+    };
+    LAST.with_borrow_mut(|last| match last {
+        Some((at, text)) if *at == second => out.extend_from_slice(text.as_bytes()),
+        _ => {
+            let text = httpdate::fmt_http_date(date);
+            out.extend_from_slice(text.as_bytes());
+            *last = Some((second, text));
+        }
+    });
 }
 
 fn is_token(name: &str) -> bool {

@@ -28,10 +28,10 @@ const STRING_FIELD_SPECIALS: Specials = specials(b"\"\\");
 
 /// Which bytes [`escape_into`] puts a backslash in front of, one entry per byte value: a
 /// load per byte of text, rather than a search of a list.
-type Specials = [bool; 256];
+pub(super) type Specials = [bool; 256];
 
 /// The table of `bytes`, which must be ASCII (checked when the constants are evaluated).
-const fn specials(bytes: &[u8]) -> Specials {
+pub(super) const fn specials(bytes: &[u8]) -> Specials {
     let mut table = [false; 256];
     let mut i = 0;
     while i < bytes.len() {
@@ -415,7 +415,7 @@ fn is_usable_measurement(name: &str) -> bool {
 /// The specials are ASCII, and in UTF-8 an ASCII byte is always that character (every byte of
 /// a longer character is 0x80 or above), so the text is scanned as bytes and copied in runs:
 /// this is the gateway's hottest loop, run over every `requestStats` text it writes.
-fn escape_into(out: &mut String, text: &str, specials: &Specials) {
+pub(super) fn escape_into(out: &mut String, text: &str, specials: &Specials) {
     // Room for the text unescaped at once: one growth at most, not one per run copied.
     out.reserve(text.len());
     let mut start = 0;

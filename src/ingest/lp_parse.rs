@@ -24,10 +24,11 @@
 //! in two ways (its scanner takes the `=` as the key's end, its field reader as escaped), and
 //! stores an odd key or fails with a 500. Such a line is refused here ([`Kind::AmbiguousKey`]).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::ops::Range;
 
-use super::line_protocol::split_lines;
+use super::line_protocol::{Specials, escape_into, specials, split_lines};
 
 mod error;
 mod precision;
@@ -66,15 +67,16 @@ impl FieldValue {
     }
 }
 
-/// One accepted point, its names unescaped.
+/// One accepted point, its names unescaped: borrowed from the body where they hold no escape
+/// (most names), copied where one was undone.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Line {
-    pub measurement: String,
+pub struct Line<'a> {
+    pub measurement: Cow<'a, str>,
     /// Sorted by key (bytes of the unescaped key); keys are unique and values never empty.
-    pub tags: Vec<(String, String)>,
+    pub tags: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     /// In the order of first appearance; a key given twice keeps its last value, and a field
     /// `time` is left out, as InfluxDB stores them. Never empty.
-    pub fields: Vec<(String, FieldValue)>,
+    pub fields: Vec<(Cow<'a, str>, FieldValue)>,
     /// Nanoseconds since the Unix epoch, within [`MIN_TIME_NS`]..=[`MAX_TIME_NS`].
     pub time_ns: i64,
 }
@@ -83,26 +85,26 @@ pub use error::{Kind, LineError};
 
 /// One line of a body that is neither blank nor a comment.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
+pub struct Entry<'a> {
     /// 1-based number of the body's line (counting every `\n`, those inside string values too)
     /// where this line starts.
     pub number: usize,
     /// Byte range in the body of the line, leading whitespace and the line end excluded: the
     /// text InfluxDB quotes in `unable to parse '…'` (a `\r` before `\n` stays in it).
     pub range: Range<usize>,
-    pub result: Result<Line, LineError>,
+    pub result: Result<Line<'a>, LineError>,
 }
 
 /// Every line of a body in order; blank lines and comments (`#` first) are left out.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Parsed {
-    pub entries: Vec<Entry>,
+pub struct Parsed<'a> {
+    pub entries: Vec<Entry<'a>>,
 }
 
-impl Parsed {
+impl<'a> Parsed<'a> {
     /// The accepted points, in body order.
     #[cfg(test)]
-    pub fn lines(&self) -> impl Iterator<Item = &Line> {
+    pub fn lines(&self) -> impl Iterator<Item = &Line<'a>> {
         self.entries.iter().filter_map(|e| e.result.as_ref().ok())
     }
 
@@ -121,7 +123,7 @@ impl Parsed {
 /// it). Leading spaces, tabs and NUL bytes of a line are skipped; `\r` is not whitespace, so a
 /// `\r\n` body is refused as 1.6.7 refuses it, line by line (`bad timestamp`). One pass over each
 /// line, plus one over its fields; no allocation but the output.
-pub fn parse(body: &str, precision: Precision, now_ns: i64) -> Parsed {
+pub fn parse(body: &str, precision: Precision, now_ns: i64) -> Parsed<'_> {
     let mut entries = Vec::new();
     let base = body.as_ptr() as usize;
     let (mut counted_to, mut number) = (0usize, 1usize);
@@ -161,7 +163,7 @@ fn after_backslash(b: &[u8], i: usize) -> bool {
     i > 0 && b[i - 1] == b'\\'
 }
 
-fn parse_line(text: &str, precision: Precision, now_ns: i64) -> Result<Line, LineError> {
+fn parse_line(text: &str, precision: Precision, now_ns: i64) -> Result<Line<'_>, LineError> {
     let b = text.as_bytes();
     let key = scan_key(b)?;
     if key.end > MAX_KEY_BYTES {
@@ -187,10 +189,10 @@ fn parse_line(text: &str, precision: Precision, now_ns: i64) -> Result<Line, Lin
     }
     tags.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
-    let mut out: Vec<(String, FieldValue)> = Vec::with_capacity(walked.len());
+    let mut out: Vec<(Cow<'_, str>, FieldValue)> = Vec::with_capacity(walked.len());
     // Where each name is in `out`, for a line of many fields: searching `out` for each field
     // takes time quadratic in their number, and a line of 1 MiB holds 100 000 of them.
-    let mut index: Option<std::collections::HashMap<String, usize>> =
+    let mut index: Option<std::collections::HashMap<Cow<'_, str>, usize>> =
         (walked.len() > FIELDS_SEARCHED).then(std::collections::HashMap::new);
     for (k, v) in walked {
         let name = unescape(&text[k], MEASUREMENT_CODES);
@@ -681,9 +683,20 @@ const MEASUREMENT_CODES: &[u8] = b", =\"";
 /// …and in tag keys and values (it leaves `\"` alone there).
 const TAG_CODES: &[u8] = b", =";
 
-/// Drops each backslash that comes right before one of `codes`; other backslashes stay.
-fn unescape(raw: &str, codes: &[u8]) -> String {
+/// [`MEASUREMENT_CODES`] as a table of bytes, for [`escape_into`].
+const MEASUREMENT_SPECIALS: Specials = specials(MEASUREMENT_CODES);
+/// [`TAG_CODES`] as a table of bytes.
+const TAG_SPECIALS: Specials = specials(TAG_CODES);
+/// What a string value escapes: `"` and `\`.
+const STRING_SPECIALS: Specials = specials(b"\"\\");
+
+/// Drops each backslash that comes right before one of `codes`; other backslashes stay. Text
+/// without a backslash is itself, borrowed.
+fn unescape<'a>(raw: &'a str, codes: &[u8]) -> Cow<'a, str> {
     let b = raw.as_bytes();
+    if !b.contains(&b'\\') {
+        return Cow::Borrowed(raw);
+    }
     let mut out = String::with_capacity(raw.len());
     let mut from = 0;
     for i in 0..b.len() {
@@ -693,7 +706,7 @@ fn unescape(raw: &str, codes: &[u8]) -> String {
         }
     }
     out.push_str(&raw[from..]);
-    out
+    Cow::Owned(out)
 }
 
 /// A string value's content: `\\` is a backslash and `\"` a quote, read left to right; any
@@ -715,20 +728,7 @@ fn unescape_string(raw: &str) -> String {
     out
 }
 
-/// Appends `text` with a backslash before each of `codes`.
-fn escape(out: &mut String, text: &str, codes: &[u8]) {
-    let mut from = 0;
-    for (i, c) in text.bytes().enumerate() {
-        if codes.contains(&c) {
-            out.push_str(&text[from..i]);
-            out.push('\\');
-            from = i;
-        }
-    }
-    out.push_str(&text[from..]);
-}
-
-impl Line {
+impl Line<'_> {
     /// Appends the line (no line end) with every special character escaped and the time in
     /// nanoseconds, so that InfluxDB 1.x reads it back as this very point (send it with
     /// `precision=ns`, or none). Floats are written as plain decimals (`{}`), integers with `i`,
@@ -742,25 +742,30 @@ impl Line {
     /// the line holds a newline: InfluxDB's line splitter then cuts the line where its key
     /// reader does not, whatever the spelling. Other lines are written as given.
     pub fn encode_ns(&self, out: &mut String) {
-        escape(out, &self.measurement, MEASUREMENT_CODES);
+        escape_into(out, &self.measurement, &MEASUREMENT_SPECIALS);
         for (k, v) in &self.tags {
             out.push(',');
-            escape(out, k, TAG_CODES);
+            escape_into(out, k, &TAG_SPECIALS);
             out.push('=');
-            escape(out, v, TAG_CODES);
+            escape_into(out, v, &TAG_SPECIALS);
         }
         for (n, (k, v)) in self.fields.iter().enumerate() {
             out.push(if n == 0 { ' ' } else { ',' });
-            escape(out, k, MEASUREMENT_CODES);
+            escape_into(out, k, &MEASUREMENT_SPECIALS);
             out.push('=');
             // Writing to a String cannot fail.
             let _ = match v {
+                // An integral value below 1e15 is printed as an integer: the same digits as
+                // `{f}`, without the float algorithm (-0 keeps its sign through `{f}`).
+                FieldValue::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 && *f != 0.0 => {
+                    write!(out, "{}", *f as i64)
+                }
                 FieldValue::Float(f) => write!(out, "{f}"),
                 FieldValue::Integer(i) => write!(out, "{i}i"),
                 FieldValue::Boolean(x) => write!(out, "{x}"),
                 FieldValue::String(s) => {
                     out.push('"');
-                    escape(out, s, b"\"\\");
+                    escape_into(out, s, &STRING_SPECIALS);
                     out.push('"');
                     Ok(())
                 }

@@ -9,13 +9,13 @@ const NS: Precision = Precision::Nanosecond;
 /// The "now" of the tests: 2026-12-05T06:04:19.565794542Z, in nanoseconds.
 const NOW: i64 = 1_796_510_659_565_794_542;
 
-fn one(body: &str, precision: Precision) -> Result<Line, LineError> {
+fn one(body: &str, precision: Precision) -> Result<Line<'_>, LineError> {
     let parsed = parse(body, precision, NOW);
     assert_eq!(parsed.entries.len(), 1, "{body:?}: {parsed:?}");
     parsed.entries.into_iter().next().unwrap().result
 }
 
-fn accepted(body: &str) -> Line {
+fn accepted(body: &str) -> Line<'_> {
     one(body, NS).unwrap_or_else(|e| panic!("{body:?} refused: {e:?}"))
 }
 
@@ -27,16 +27,21 @@ fn text(s: &str) -> FieldValue {
     FieldValue::String(s.to_owned())
 }
 
-fn line(m: &str, tags: &[(&str, &str)], fields: &[(&str, FieldValue)], time_ns: i64) -> Line {
+fn line(
+    m: &str,
+    tags: &[(&str, &str)],
+    fields: &[(&str, FieldValue)],
+    time_ns: i64,
+) -> Line<'static> {
     Line {
-        measurement: m.to_owned(),
+        measurement: m.to_owned().into(),
         tags: tags
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (k.to_string().into(), v.to_string().into()))
             .collect(),
         fields: fields
             .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
+            .map(|(k, v)| (k.to_string().into(), v.clone()))
             .collect(),
         time_ns,
     }
@@ -530,7 +535,7 @@ fn keys_up_to_the_limit_are_accepted() {
     let long = "x".repeat(70_000);
     assert_eq!(
         accepted(&format!("m s=\"{long}\" 1")).fields,
-        [("s".to_owned(), text(&long))]
+        [("s".into(), text(&long))]
     );
 }
 
@@ -652,7 +657,7 @@ fn value() -> impl Strategy<Value = FieldValue> {
     ]
 }
 
-fn generated_line() -> impl Strategy<Value = Line> {
+fn generated_line() -> impl Strategy<Value = Line<'static>> {
     (
         name(|c| !matches!(c, ' ' | '\t' | '\0' | '#')),
         prop::collection::btree_map(name(|_| true), name(|_| true), 0..4),
@@ -667,9 +672,12 @@ fn generated_line() -> impl Strategy<Value = Line> {
                 }
             }
             Line {
-                measurement,
-                tags: tags.into_iter().collect(),
-                fields: unique,
+                measurement: measurement.into(),
+                tags: tags
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
+                fields: unique.into_iter().map(|(k, v)| (k.into(), v)).collect(),
                 time_ns,
             }
         })
@@ -751,8 +759,8 @@ fn a_line_of_many_fields_keeps_the_last_value_of_a_repeated_one_in_its_first_pla
         panic!("{parsed:?}");
     };
     assert_eq!(l.fields.len(), 100);
-    assert_eq!(l.fields[3], ("f3".to_string(), FieldValue::Integer(7)));
-    assert_eq!(l.fields[99], ("f99".to_string(), FieldValue::Integer(-1)));
+    assert_eq!(l.fields[3], ("f3".into(), FieldValue::Integer(7)));
+    assert_eq!(l.fields[99], ("f99".into(), FieldValue::Integer(-1)));
     let conflict = format!("m {},f50=\"s\" 1", fields.join(","));
     let parsed = parse(&conflict, Precision::Nanosecond, 0);
     assert!(parsed.entries[0].result.is_err(), "{parsed:?}");

@@ -82,15 +82,15 @@ fn fnv1a_str(hash: u64, s: &str) -> u64 {
 /// unescaped UTF-8 bytes (as `lp_parse::Line` holds them). `tags` may come in any order; a tag
 /// set as InfluxDB forms it has unique keys and no empty value (the caller's to ensure). Stable
 /// across versions and restarts: the file holds these values.
-pub fn series_hash(measurement: &str, tags: &[(String, String)]) -> u64 {
+pub fn series_hash<T: AsRef<str> + Ord>(measurement: &str, tags: &[(T, T)]) -> u64 {
     let mut hash = fnv1a_str(FNV_OFFSET, measurement);
-    let mut tag = |(k, v): &(String, String)| {
-        hash = fnv1a_str(fnv1a_str(hash, k), v);
+    let mut tag = |(k, v): &(T, T)| {
+        hash = fnv1a_str(fnv1a_str(hash, k.as_ref()), v.as_ref());
     };
     if tags.is_sorted_by(|a, b| a.0 <= b.0) {
         tags.iter().for_each(&mut tag);
     } else {
-        let mut sorted: Vec<&(String, String)> = tags.iter().collect();
+        let mut sorted: Vec<&(T, T)> = tags.iter().collect();
         sorted.sort();
         sorted.into_iter().for_each(tag);
     }

@@ -52,7 +52,7 @@ fn the_series_hash_is_fnv1a_over_the_documented_form_and_ignores_tag_order() {
         series_hash("cpu", &tags(&[("a", "bc")]))
     );
     assert_ne!(
-        series_hash("cpu", &[]),
+        series_hash::<String>("cpu", &[]),
         series_hash("cp", &tags(&[("u", "")]))
     );
     assert_ne!(book_hash("ab", "c"), book_hash("a", "bc"));
