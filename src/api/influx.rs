@@ -17,7 +17,7 @@ use crate::code::Code;
 use crate::delivery::Outcome;
 use crate::http::{Request, Response};
 use crate::ingest::lp_parse::Precision;
-use crate::service::write::{WriteRefused, WriteRequest, Written, check_name};
+use crate::service::write::{LineRefusal, WriteRefused, WriteRequest, Written, check_name};
 
 /// The version the gateway's answers on these routes carry in `X-Influxdb-Version`: the 1.x
 /// API it speaks, and itself.
@@ -224,15 +224,20 @@ fn answer(flavor: Flavor, w: Written) -> Reply {
         _ if written > 0 => "partial write: ".to_string(),
         _ => String::new(),
     };
-    let parse: Vec<&str> = w
-        .refused
-        .iter()
-        .map(|r| r.message.as_str())
-        .take(10)
-        .collect();
-    message.push_str(&parse.join("\n"));
-    if w.refused_count > parse.len() {
-        message.push_str(&format!("\n… and {} more", w.refused_count - parse.len()));
+    // The first lines refused, each with its reason; as InfluxDB 1.x says them, a reason
+    // its storage engine gives (a type conflict, a point past the retention policy) once,
+    // however many lines it refused, and a parse error for each line.
+    let shown = &w.refused[..w.refused.len().min(10)];
+    let mut reasons: Vec<&str> = Vec::with_capacity(shown.len());
+    for r in shown {
+        let told = r.why != LineRefusal::Parse && reasons.contains(&r.message.as_str());
+        if !told {
+            reasons.push(&r.message);
+        }
+    }
+    message.push_str(&reasons.join("\n"));
+    if w.refused_count > shown.len() {
+        message.push_str(&format!("\n… and {} more", w.refused_count - shown.len()));
     }
     if let Some(budget) = &w.budget {
         message.push('\n');
@@ -489,6 +494,48 @@ mod tests {
         assert_eq!(
             param("%ff=1&db=2", "db").ok().flatten().as_deref(),
             Some("2")
+        );
+    }
+
+    #[test]
+    fn a_reason_of_the_storage_engine_is_told_once_and_a_parse_error_for_each_line() {
+        use crate::service::write::RefusedLine;
+        let line = |number: usize, why: LineRefusal, message: &str| RefusedLine {
+            number,
+            text: String::new(),
+            why,
+            message: message.to_string(),
+        };
+        let old = "points beyond retention policy";
+        let written = Written {
+            points: 1,
+            refused: vec![
+                line(1, LineRefusal::Retention, old),
+                line(
+                    2,
+                    LineRefusal::Parse,
+                    "unable to parse 'bad': missing fields",
+                ),
+                line(3, LineRefusal::Retention, old),
+                line(
+                    4,
+                    LineRefusal::Parse,
+                    "unable to parse 'bad': missing fields",
+                ),
+            ],
+            refused_count: 4,
+            unparsed: 2,
+            budget: None,
+            outcome: None,
+        };
+        let Reply::Response(response) = answer(Flavor::V1, written) else {
+            panic!("a response");
+        };
+        let body: Value = serde_json::from_slice(&response.body).unwrap();
+        // influxd 1.6.7 answers two points past the policy with the reason once, dropped=2.
+        assert_eq!(
+            body["error"],
+            "partial write: points beyond retention policy\nunable to parse 'bad': missing fields\nunable to parse 'bad': missing fields dropped=2"
         );
     }
 
