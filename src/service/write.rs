@@ -246,6 +246,10 @@ pub enum TargetRetention {
 #[derive(Default)]
 struct Targets {
     retention: HashMap<(String, String), Option<Option<Retention>>>,
+    /// Unread targets a write waited [`FIRST_READ_WAIT`] for in vain (InfluxDB slow or away,
+    /// or the reader busy with many targets): later writes there do not wait again until
+    /// they are read.
+    waited_out: std::collections::HashSet<(String, String)>,
 }
 
 impl Schemas {
@@ -307,6 +311,7 @@ impl Schemas {
     pub fn set_retention(&self, target: &OwnedTarget, said: Option<Option<Retention>>) {
         let mut targets = crate::sync::lock(&self.targets);
         let key = (target.database.clone(), target.retention_policy.clone());
+        targets.waited_out.remove(&key);
         if let Some(known) = targets.retention.get_mut(&key) {
             *known = match (said, known.take()) {
                 (Some(retention), _) => Some(retention),
@@ -329,19 +334,27 @@ impl Schemas {
     }
 
     /// Waits until the target of `database` and `policy` was asked once, or `timeout` passed
-    /// (InfluxDB slow or away: the write goes on without its word).
+    /// (InfluxDB slow or away: the write goes on without its word). Once a wait for a target
+    /// timed out, the writes after it go on at once until the target is read: only a first
+    /// write waits.
     pub fn wait_read(&self, database: &str, policy: &str, timeout: Duration) {
         if !self.reader.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         let key = (database.to_string(), policy.to_string());
         let targets = crate::sync::lock(&self.targets);
-        let _ = self
+        if targets.waited_out.contains(&key) {
+            return;
+        }
+        let (mut targets, waited) = self
             .read
             .wait_timeout_while(targets, timeout, |t| {
-                matches!(t.retention.get(&key), Some(None))
+                matches!(t.retention.get(&key), Some(None)) && !t.waited_out.contains(&key)
             })
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if waited.timed_out() && matches!(targets.retention.get(&key), Some(None)) {
+            targets.waited_out.insert(key);
+        }
     }
 }
 
@@ -810,13 +823,24 @@ mod tests {
         let started = std::time::Instant::now();
         schemas.wait_read("k6", "", Duration::from_millis(50));
         assert!(started.elapsed() >= Duration::from_millis(50));
+        // The reading is late: the writes after the first one that waited for it in vain do
+        // not wait again.
+        let started = std::time::Instant::now();
+        schemas.wait_read("k6", "", Duration::from_secs(5));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // Another target's first write still waits.
+        let _ = schemas.retention_of("k6", "long");
+        let started = std::time::Instant::now();
+        schemas.wait_read("k6", "long", Duration::from_millis(50));
+        assert!(started.elapsed() >= Duration::from_millis(50));
         // A reading that ends wakes the writer waiting.
+        let _ = schemas.retention_of("wake", "");
         let reader = Arc::clone(&schemas);
         let read = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
             reader.set_retention(
                 &OwnedTarget {
-                    database: "k6".into(),
+                    database: "wake".into(),
                     retention_policy: String::new(),
                 },
                 Some(None),
@@ -824,9 +848,12 @@ mod tests {
             reader.reading_ended();
         });
         let started = std::time::Instant::now();
-        schemas.wait_read("k6", "", Duration::from_secs(60));
+        schemas.wait_read("wake", "", Duration::from_secs(60));
         assert!(started.elapsed() < Duration::from_secs(30));
-        assert_eq!(schemas.retention_of("k6", ""), TargetRetention::Known(None));
+        assert_eq!(
+            schemas.retention_of("wake", ""),
+            TargetRetention::Known(None)
+        );
         read.join().unwrap();
     }
 
