@@ -156,6 +156,9 @@ codes! {
     // InfluxDB's write API (/write, /api/v2/write, /api/v3/write_lp, /query).
     /// No database (v1 and v3 `db`, v2 `bucket`), or one the gateway does not take.
     MissingDatabase = (400, "missing_database", None, "name the database: db= (v1, v3) or bucket= (v2)"),
+    /// The write names a retention policy (v1 `rp`, v2 a bucket `db/rp`) that InfluxDB does not
+    /// list for the database.
+    UnknownRetentionPolicy = (400, "unknown_retention_policy", None, "leave rp out for the database's default policy, or name one SHOW RETENTION POLICIES lists"),
     /// A query parameter the API defines has a value it does not take (`precision`,
     /// `accept_partial`).
     InvalidParameter = (400, "invalid_parameter", None, "send the parameter the message names with one of the values it lists"),

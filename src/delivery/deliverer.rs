@@ -217,9 +217,9 @@ impl Delivery {
 
     /// How many records of `queue` go in a second write beside `batch`'s, at the same time
     /// (0: none). Only when InfluxDB has a backlog to take: `batch` filled a write and the
-    /// queue holds another of the same target. And only when no point of the second has the
-    /// series and time of one of `batch`'s: InfluxDB keeps the last write of a point, and two
-    /// writes at once have no last. Two writes at once let InfluxDB use two cores; one after
+    /// queue holds another of the same target, neither holding runs' heartbeats. And only when
+    /// no point of the second has the series and time of one of `batch`'s: InfluxDB keeps the
+    /// last write of a point, and two writes at once have no last. Two writes at once let InfluxDB use two cores; one after
     /// the other, a 5 000-line write at a time, it takes half of what its clients could send.
     fn beside(&self, batch: &[Read], queue: &VecDeque<Read>) -> usize {
         let target = batch.first().and_then(|r| r.target.as_ref());
@@ -227,6 +227,13 @@ impl Delivery {
             return 0;
         }
         let take = self.batch_len(queue);
+        // Runs' heartbeats are sorted into those of runs InfluxDB refused before and the
+        // others as a batch is written; two batches at once would sort them before either
+        // knows what the other's write found.
+        let beats = |r: &Read| r.kind == Kind::Heartbeats;
+        if batch.iter().any(beats) || queue.iter().take(take).any(beats) {
+            return 0;
+        }
         let mut keys = std::collections::HashSet::new();
         for line in batch
             .iter()

@@ -19,13 +19,13 @@ use ureq::unversioned::transport::NextTimeout;
 
 use crate::config::{Api, Influxdb};
 use crate::delivery::sink::{Disposition, Sink, SinkError};
-use crate::state::schema::{Known, Retention};
+use crate::state::schema::{Known, Retention, TargetPolicy};
 use crate::storage::log::OwnedTarget;
 
 mod answers;
 use answers::{
     MAX_SCHEMA_BYTES, parse_bucket_retention, parse_counts, parse_retention_policies, parse_schema,
-    quote_identifier,
+    parse_target_policy, quote_identifier,
 };
 
 /// ureq looks up the host of every request, even one that goes out on a pooled connection, and
@@ -471,11 +471,12 @@ impl Sink for Influx {
     }
 
     /// v1: `SHOW RETENTION POLICIES` on the target's database: the target's policy's
-    /// duration, or the default policy's when it names none. v2: the `retentionRules` of the
-    /// bucket the target is written to (`database`, or `database/retention_policy`). v3:
-    /// `None`. `None` too for a database that does not exist yet (InfluxDB makes it with a
-    /// policy that keeps points for ever) and for a policy that keeps them for ever.
-    fn retention_of(&self, target: &OwnedTarget) -> Result<Option<Retention>, SinkError> {
+    /// duration, or the default policy's when it names none; a policy the database does not
+    /// list is [`TargetPolicy::Missing`]. v2: the `retentionRules` of the bucket the target is
+    /// written to (`database`, or `database/retention_policy`). v3: nothing told. Kept for
+    /// ever (no retention) too for a database that does not exist yet (InfluxDB makes it
+    /// with the first write), a bucket not found, and a policy that keeps points for ever.
+    fn retention_of(&self, target: &OwnedTarget) -> Result<TargetPolicy, SinkError> {
         let (db, rp) = (&target.database, &target.retention_policy);
         match self.api {
             Api::V1 => {
@@ -492,11 +493,11 @@ impl Sink for Influx {
                     "application/x-www-form-urlencoded",
                     MAX_SCHEMA_BYTES,
                 ) {
-                    Ok(text) => Ok(parse_retention_policies(&text, rp)),
+                    Ok(text) => Ok(parse_target_policy(&text, rp)),
                     Err(SinkError::Refused { message, .. })
                         if message.contains("database not found") =>
                     {
-                        Ok(None)
+                        Ok(TargetPolicy::Keeps(None))
                     }
                     Err(e) => Err(e),
                 }
@@ -514,61 +515,16 @@ impl Sink for Influx {
                     encode(&bucket)
                 );
                 match self.get(&url) {
-                    Ok(text) => Ok(parse_bucket_retention(&text, &bucket)),
+                    Ok(text) => Ok(TargetPolicy::Keeps(parse_bucket_retention(&text, &bucket))),
                     // A bucket not made yet keeps nothing yet.
-                    Err(SinkError::Misconfigured { status: 404, .. }) => Ok(None),
+                    Err(SinkError::Misconfigured { status: 404, .. }) => {
+                        Ok(TargetPolicy::Keeps(None))
+                    }
                     Err(e) => Err(e),
                 }
             }
-            Api::V3 => Ok(None),
+            Api::V3 => Ok(TargetPolicy::Keeps(None)),
         }
-    }
-
-    /// v1: `SHOW FIELD KEYS` and `SHOW TAG KEYS` of the measurements, in one query. A database
-    /// that does not exist (yet, or any more) has no schema. v2 and v3 answer `None`: the gateway
-    /// knows only what it wrote itself there.
-    fn schema(&self, measurements: &[&str]) -> Result<Option<Known>, SinkError> {
-        if self.api != Api::V1 {
-            return Ok(None);
-        }
-        let from: Vec<String> = measurements
-            .iter()
-            .map(|m| match &self.retention_policy {
-                rp if rp.is_empty() => quote_identifier(m),
-                rp => format!("{}.{}", quote_identifier(rp), quote_identifier(m)),
-            })
-            .collect();
-        let from = from.join(",");
-        // Two queries, not two statements in one: InfluxDB 1.6 answers a missing database with
-        // "not executed" for the first of several statements, and names the cause only when it
-        // is alone.
-        let mut texts = Vec::new();
-        for show in ["SHOW FIELD KEYS", "SHOW TAG KEYS"] {
-            let query = format!(
-                "db={}&q={}",
-                encode(&self.database),
-                encode(&format!("{show} FROM {from}"))
-            );
-            match self.exchange(
-                &self.query_url,
-                query.as_bytes(),
-                "application/x-www-form-urlencoded",
-                MAX_SCHEMA_BYTES,
-            ) {
-                Ok(text) => texts.push(text),
-                Err(SinkError::Refused { message, .. })
-                    if message.contains("database not found") =>
-                {
-                    return Ok(Some(Known::new()));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let mut known = parse_schema(&texts[0], true);
-        for (name, m) in parse_schema(&texts[1], false) {
-            known.entry(name).or_default().tags.extend(m.tags);
-        }
-        Ok(Some(known))
     }
 
     /// `SHOW FIELD KEYS` of every measurement of `database` (tags are not needed: InfluxDB

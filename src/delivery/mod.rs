@@ -292,12 +292,12 @@ impl Delivery {
         self.sink.field_types_of(database)
     }
 
-    /// How long InfluxDB keeps the points of `target` (a write API's database and retention
-    /// policy), where its API tells.
+    /// What InfluxDB says of the retention policy of `target` (a write API's database and
+    /// retention policy), where its API tells.
     pub fn read_retention_of(
         &self,
         target: &crate::storage::log::OwnedTarget,
-    ) -> Result<Option<crate::state::schema::Retention>, SinkError> {
+    ) -> Result<crate::state::schema::TargetPolicy, SinkError> {
         self.sink.retention_of(target)
     }
 

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::state::schema::{Known, Retention};
+use crate::state::schema::{Known, Retention, TargetPolicy};
 use crate::storage::log::OwnedTarget;
 
 /// A database that stores line protocol.
@@ -60,11 +60,12 @@ pub trait Sink: Send + Sync {
         Ok(None)
     }
 
-    /// How long the database keeps the points written to `target` (a write API's database
-    /// and retention policy, empty for its default): as [`Sink::retention`], for that target.
-    fn retention_of(&self, target: &OwnedTarget) -> Result<Option<Retention>, SinkError> {
+    /// What the database says of the retention policy of `target` (a write API's database
+    /// and retention policy, empty for its default): how long it keeps points, as
+    /// [`Sink::retention`], or that it has no such policy.
+    fn retention_of(&self, target: &OwnedTarget) -> Result<TargetPolicy, SinkError> {
         let _ = target;
-        Ok(None)
+        Ok(TargetPolicy::Keeps(None))
     }
 }
 
@@ -98,7 +99,7 @@ impl<S: Sink + ?Sized> Sink for std::sync::Arc<S> {
         (**self).retention()
     }
 
-    fn retention_of(&self, target: &OwnedTarget) -> Result<Option<Retention>, SinkError> {
+    fn retention_of(&self, target: &OwnedTarget) -> Result<TargetPolicy, SinkError> {
         (**self).retention_of(target)
     }
 }

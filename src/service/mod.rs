@@ -114,6 +114,8 @@ impl Clock {
 #[derive(Debug, Default)]
 pub struct SchemaRefresh {
     wanted: std::sync::Mutex<bool>,
+    /// A first write waits for its target's reading: read the targets never read, at once.
+    first_reads: std::sync::atomic::AtomicBool,
     woken: std::sync::Condvar,
     /// Whether InfluxDB's refusal to let the gateway read its schema or retention was told
     /// (once, until a reading works again).
@@ -127,14 +129,32 @@ impl SchemaRefresh {
         self.woken.notify_one();
     }
 
-    /// Waits until a reading is asked for or `timeout` passes; true when it was asked for.
+    /// Asks for the targets never read to be read at once (a first write waits for it): a
+    /// reading of those alone, not of everything.
+    pub fn want_first_read(&self) {
+        let _wanted = crate::sync::lock(&self.wanted);
+        self.first_reads
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.woken.notify_one();
+    }
+
+    /// Waits until a reading is asked for or `timeout` passes; true when a whole reading was
+    /// asked for.
     fn wait(&self, timeout: Duration) -> bool {
         let wanted = crate::sync::lock(&self.wanted);
         let (mut wanted, _) = self
             .woken
-            .wait_timeout_while(wanted, timeout, |w| !*w)
+            .wait_timeout_while(wanted, timeout, |w| {
+                !*w && !self.first_reads.load(std::sync::atomic::Ordering::Relaxed)
+            })
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         std::mem::take(&mut *wanted)
+    }
+
+    /// Whether first reads were asked for since the last call.
+    fn take_first_reads(&self) -> bool {
+        self.first_reads
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 }
 

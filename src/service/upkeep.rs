@@ -139,15 +139,16 @@ impl Service {
         let mut refusals = self.delivery.refusals_seen();
         loop {
             let asked = self.schema_stale.wait(every.min(Duration::from_secs(1)));
+            // First writes wait for their targets: those are read at once, and alone.
+            if self.schema_stale.take_first_reads() {
+                self.refresh_first_reads();
+            }
             // InfluxDB refusing a write (a dead letter) may mean its schema changed too.
             let refused = self.delivery.refusals_seen() != refusals;
             if !(asked || refused || last.elapsed() >= every) {
                 continue;
             }
-            // A first write waits for its target's reading: that one is not put off.
-            if last.elapsed() < Duration::from_secs(1)
-                && self.write_schemas.targets(true).is_empty()
-            {
+            if last.elapsed() < Duration::from_secs(1) {
                 std::thread::sleep(Duration::from_secs(1).saturating_sub(last.elapsed()));
             }
             refusals = self.delivery.refusals_seen();
@@ -221,25 +222,32 @@ impl Service {
     /// Reads the field types InfluxDB holds in each database written through the write API,
     /// as [`Service::refresh_schema`] reads the gateway's own, and how long it keeps the
     /// points of each target written; the first reading of a database is told (INFO), for it
-    /// is from then on that its lines are checked against InfluxDB's word. The targets never
-    /// read yet go first, and the writers waiting for them are woken before the rest.
+    /// is from then on that its lines are checked against InfluxDB's word.
     fn refresh_write_schemas(&self, caught_up: bool) {
         let schemas = &self.write_schemas;
-        let unread = schemas.targets(true);
-        if !unread.is_empty() {
-            let databases: std::collections::BTreeSet<&str> =
-                unread.iter().map(|t| t.database.as_str()).collect();
-            for (database, schema) in schemas.all() {
-                if databases.contains(database.as_str()) {
-                    self.refresh_field_types(&database, &schema, caught_up);
-                }
-            }
-            self.refresh_retentions(&unread);
-        }
         for (database, schema) in schemas.all() {
             self.refresh_field_types(&database, &schema, caught_up);
         }
         self.refresh_retentions(&schemas.targets(false));
+    }
+
+    /// Reads InfluxDB's word on the targets never read (their databases' field types, their
+    /// retention), for the first writes waiting for it, and wakes them.
+    fn refresh_first_reads(&self) {
+        let schemas = &self.write_schemas;
+        let unread = schemas.targets(true);
+        if unread.is_empty() {
+            return;
+        }
+        let caught_up = self.delivery.log().undelivered().0 == 0;
+        let databases: std::collections::BTreeSet<&str> =
+            unread.iter().map(|t| t.database.as_str()).collect();
+        for (database, schema) in schemas.all() {
+            if databases.contains(database.as_str()) {
+                self.refresh_field_types(&database, &schema, caught_up);
+            }
+        }
+        self.refresh_retentions(&unread);
     }
 
     /// Reads the field types InfluxDB holds in `database`, into its `schema`.

@@ -17,7 +17,7 @@ use super::Service;
 use crate::auth::Client;
 use crate::delivery::Outcome;
 use crate::ingest::lp_parse::{self, FieldValue, Line, Precision};
-use crate::state::schema::{Claim, FieldType, Known, Retention, Schema};
+use crate::state::schema::{Claim, FieldType, Known, Retention, Schema, TargetPolicy};
 use crate::state::series::{SeriesError, series_hash};
 use crate::stats::Stats;
 use crate::storage::log::{LogError, OwnedTarget, Share};
@@ -125,6 +125,8 @@ pub enum WriteRefused {
     NotUtf8 { line: usize },
     /// [`MAX_DATABASES`] databases are written already.
     TooManyDatabases,
+    /// InfluxDB lists the database's retention policies, and `policy` is not one of them.
+    NoRetentionPolicy { database: String, policy: String },
     /// The series budget could not be written; nothing was recorded.
     Series(SeriesError),
     /// The log did not take the record; nothing was recorded.
@@ -160,6 +162,10 @@ impl fmt::Display for WriteRefused {
             WriteRefused::TooManyDatabases => write!(
                 f,
                 "the gateway writes {MAX_DATABASES} databases through InfluxDB's write API already: write one of those, or narrow the tokens' databases"
+            ),
+            WriteRefused::NoRetentionPolicy { database, policy } => write!(
+                f,
+                "retention policy not found: {policy:?} is not one of the database {database:?}'s retention policies; leave rp out for the database's default policy, or name one SHOW RETENTION POLICIES lists; nothing of this write was recorded"
             ),
             WriteRefused::Series(e) => write!(
                 f,
@@ -224,6 +230,14 @@ pub struct Schemas {
 /// their age, and InfluxDB's own refusal of a point past its retention is a dead letter.
 pub const MAX_TARGETS: usize = 2 * MAX_DATABASES;
 
+/// Targets one client adds at most (of [`MAX_TARGETS`]): one token naming policies without
+/// end stops being checked itself, long before the others would.
+pub const MAX_TARGETS_PER_CLIENT: usize = 100;
+
+/// How long a retention policy InfluxDB said is missing is taken as missing, before a write
+/// naming it has it read again.
+pub const MISSING_READ_AGAIN: Duration = Duration::from_secs(10);
+
 /// How long a first write to a target waits for InfluxDB's word on it (its field types and
 /// its retention) before its lines are checked against what the gateway knows without it.
 pub const FIRST_READ_WAIT: Duration = Duration::from_secs(2);
@@ -234,18 +248,26 @@ pub enum TargetRetention {
     /// InfluxDB was asked: how long it keeps the target's points (`None`: for ever, or it
     /// did not say).
     Known(Option<Retention>),
+    /// InfluxDB lists the database's retention policies, and the target's is not one of them.
+    Missing,
     /// InfluxDB was not asked yet; `added`: the target was added now.
     Unread { added: bool },
-    /// [`MAX_TARGETS`] are known and this is not one of them: its lines are not checked for
-    /// their age.
+    /// [`MAX_TARGETS`] are known, or the client added [`MAX_TARGETS_PER_CLIENT`], and this is
+    /// not one of them: its lines are not checked for their age.
     Untracked,
 }
 
 /// What the gateway knows of each target's retention: `None` until InfluxDB was asked once
-/// (whatever it answered), then the retention (`Some(None)`: kept for ever, or not told).
+/// (whatever it answered), then what it said (kept for ever as far as known, when it could
+/// not tell).
 #[derive(Default)]
 struct Targets {
-    retention: HashMap<(String, String), Option<Option<Retention>>>,
+    retention: HashMap<(String, String), Option<TargetPolicy>>,
+    /// How many targets each client added.
+    added_by: HashMap<String, usize>,
+    /// When InfluxDB last said a target's policy is missing: a write there then reads it
+    /// again, [`MISSING_READ_AGAIN`] later at the soonest (the operator may have made it).
+    missing_at: HashMap<(String, String), std::time::Instant>,
     /// Unread targets a write waited [`FIRST_READ_WAIT`] for in vain (InfluxDB slow or away,
     /// or the reader busy with many targets): later writes there do not wait again until
     /// they are read.
@@ -276,17 +298,33 @@ impl Schemas {
             .collect()
     }
 
-    /// What InfluxDB said of how long the target of `database` and `policy` keeps points;
-    /// a target not known yet is added, to be read ([`TargetRetention::Unread`]).
-    pub fn retention_of(&self, database: &str, policy: &str) -> TargetRetention {
+    /// What InfluxDB said of the target of `database` and `policy`; a target not known yet
+    /// is added for `client`, to be read ([`TargetRetention::Unread`]), within the bounds.
+    pub fn retention_of(&self, database: &str, policy: &str, client: &str) -> TargetRetention {
         let mut targets = crate::sync::lock(&self.targets);
         let key = (database.to_string(), policy.to_string());
         match targets.retention.get(&key) {
-            Some(Some(retention)) => TargetRetention::Known(retention.clone()),
+            Some(Some(TargetPolicy::Keeps(retention))) => TargetRetention::Known(retention.clone()),
+            Some(Some(TargetPolicy::Missing))
+                if targets
+                    .missing_at
+                    .get(&key)
+                    .is_some_and(|at| at.elapsed() >= MISSING_READ_AGAIN) =>
+            {
+                targets.missing_at.remove(&key);
+                targets.retention.insert(key, None);
+                TargetRetention::Unread { added: true }
+            }
+            Some(Some(TargetPolicy::Missing)) => TargetRetention::Missing,
             Some(None) => TargetRetention::Unread { added: false },
-            None if targets.retention.len() >= MAX_TARGETS => TargetRetention::Untracked,
+            None if targets.retention.len() >= MAX_TARGETS
+                || targets.added_by.get(client).copied().unwrap_or(0) >= MAX_TARGETS_PER_CLIENT =>
+            {
+                TargetRetention::Untracked
+            }
             None => {
                 targets.retention.insert(key, None);
+                *targets.added_by.entry(client.to_string()).or_insert(0) += 1;
                 TargetRetention::Unread { added: true }
             }
         }
@@ -306,17 +344,22 @@ impl Schemas {
             .collect()
     }
 
-    /// Sets what InfluxDB said of `target`'s retention; `None` keeps what was known (it could
-    /// not be asked), but counts as asked.
-    pub fn set_retention(&self, target: &OwnedTarget, said: Option<Option<Retention>>) {
+    /// Sets what InfluxDB said of `target`'s retention policy; `None` keeps what was known
+    /// (it could not be asked), but counts as asked.
+    pub fn set_retention(&self, target: &OwnedTarget, said: Option<TargetPolicy>) {
         let mut targets = crate::sync::lock(&self.targets);
         let key = (target.database.clone(), target.retention_policy.clone());
         targets.waited_out.remove(&key);
+        if said == Some(TargetPolicy::Missing) {
+            targets
+                .missing_at
+                .insert(key.clone(), std::time::Instant::now());
+        }
         if let Some(known) = targets.retention.get_mut(&key) {
             *known = match (said, known.take()) {
                 (Some(retention), _) => Some(retention),
                 (None, Some(was)) => Some(was),
-                (None, None) => Some(None),
+                (None, None) => Some(TargetPolicy::Keeps(None)),
             };
         }
     }
@@ -445,11 +488,11 @@ impl Service {
             .of(w.database)
             .ok_or(WriteRefused::TooManyDatabases)?;
         if new {
-            // The schema thread reads what InfluxDB holds there; until then the gateway
-            // knows only what it writes itself.
-            self.schema_stale.want();
+            // The schema thread reads what InfluxDB holds there (with the write's target,
+            // below); until then the gateway knows only what it writes itself.
+            self.schema_stale.want_first_read();
         }
-        let retention = self.retention_for(&w);
+        let retention = self.retention_for(&w)?;
         let oldest_ns = retention.as_ref().map(|r| {
             w.now_ns
                 .saturating_sub(r.keeps_ms.saturating_mul(1_000_000))
@@ -533,21 +576,26 @@ impl Service {
     /// asks for InfluxDB's word on it (its database's field types, its retention) and waits
     /// for it, [`FIRST_READ_WAIT`] at most: InfluxDB slow or away, the write is checked
     /// against what the gateway knows without it.
-    fn retention_for(&self, w: &WriteRequest<'_>) -> Option<Retention> {
+    ///
+    /// Errors: InfluxDB has no such retention policy in the database.
+    fn retention_for(&self, w: &WriteRequest<'_>) -> Result<Option<Retention>, WriteRefused> {
         let schemas = &self.write_schemas;
-        match schemas.retention_of(w.database, w.retention_policy) {
-            TargetRetention::Known(retention) => retention,
-            TargetRetention::Untracked => None,
-            TargetRetention::Unread { added } => {
-                if added {
-                    self.schema_stale.want();
-                }
-                schemas.wait_read(w.database, w.retention_policy, FIRST_READ_WAIT);
-                match schemas.retention_of(w.database, w.retention_policy) {
-                    TargetRetention::Known(retention) => retention,
-                    _ => None,
-                }
+        let (database, policy, client) = (w.database, w.retention_policy, &w.client.name);
+        let mut known = schemas.retention_of(database, policy, client);
+        if let TargetRetention::Unread { added } = known {
+            if added {
+                self.schema_stale.want_first_read();
             }
+            schemas.wait_read(database, policy, FIRST_READ_WAIT);
+            known = schemas.retention_of(database, policy, client);
+        }
+        match known {
+            TargetRetention::Known(retention) => Ok(retention),
+            TargetRetention::Missing => Err(WriteRefused::NoRetentionPolicy {
+                database: database.to_string(),
+                policy: policy.to_string(),
+            }),
+            TargetRetention::Unread { .. } | TargetRetention::Untracked => Ok(None),
         }
     }
 
@@ -771,11 +819,11 @@ mod tests {
             retention_policy: String::new(),
         };
         assert_eq!(
-            schemas.retention_of("k6", ""),
+            schemas.retention_of("k6", "", "k6"),
             TargetRetention::Unread { added: true }
         );
         assert_eq!(
-            schemas.retention_of("k6", ""),
+            schemas.retention_of("k6", "", "k6"),
             TargetRetention::Unread { added: false }
         );
         assert_eq!(schemas.targets(true), vec![target.clone()]);
@@ -785,29 +833,60 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
         // InfluxDB could not be asked: asked all the same, kept for ever as far as known.
         schemas.set_retention(&target, None);
-        assert_eq!(schemas.retention_of("k6", ""), TargetRetention::Known(None));
+        assert_eq!(
+            schemas.retention_of("k6", "", "k6"),
+            TargetRetention::Known(None)
+        );
         assert!(schemas.targets(true).is_empty());
         let hour = Retention {
             policy: "short".into(),
             keeps_ms: 3_600_000,
         };
-        schemas.set_retention(&target, Some(Some(hour.clone())));
+        schemas.set_retention(&target, Some(TargetPolicy::Keeps(Some(hour.clone()))));
         assert_eq!(
-            schemas.retention_of("k6", ""),
+            schemas.retention_of("k6", "", "k6"),
             TargetRetention::Known(Some(hour.clone()))
         );
         // A later reading that fails keeps what was known.
         schemas.set_retention(&target, None);
         assert_eq!(
-            schemas.retention_of("k6", ""),
+            schemas.retention_of("k6", "", "k6"),
             TargetRetention::Known(Some(hour))
+        );
+        // InfluxDB does not list the policy.
+        let typo = OwnedTarget {
+            database: "k6".into(),
+            retention_policy: "typo".into(),
+        };
+        let _ = schemas.retention_of("k6", "typo", "k6");
+        schemas.set_retention(&typo, Some(TargetPolicy::Missing));
+        assert_eq!(
+            schemas.retention_of("k6", "typo", "other"),
+            TargetRetention::Missing
+        );
+        // One client adds a bounded number of targets: past it, its own are not tracked,
+        // and another client's still are.
+        for i in 0..MAX_TARGETS_PER_CLIENT {
+            let _ = schemas.retention_of("greedy", &format!("rp{i}"), "greedy");
+        }
+        assert_eq!(
+            schemas.retention_of("greedy", "one more", "greedy"),
+            TargetRetention::Untracked
+        );
+        assert_eq!(
+            schemas.retention_of("k6", "fresh", "k6"),
+            TargetRetention::Unread { added: true }
         );
         // A policy of its own is another target; past the bound, targets are not tracked.
         for i in 1..MAX_TARGETS {
-            let _ = schemas.retention_of("k6", &format!("rp{i}"));
+            let _ = schemas.retention_of(
+                "k6",
+                &format!("rp{i}"),
+                &format!("client{}", i / MAX_TARGETS_PER_CLIENT),
+            );
         }
         assert_eq!(
-            schemas.retention_of("k6", "one more"),
+            schemas.retention_of("k6", "one more", "k6"),
             TargetRetention::Untracked
         );
     }
@@ -817,7 +896,7 @@ mod tests {
         let schemas = Arc::new(Schemas::default());
         schemas.reader_runs();
         assert!(matches!(
-            schemas.retention_of("k6", ""),
+            schemas.retention_of("k6", "", "k6"),
             TargetRetention::Unread { .. }
         ));
         let started = std::time::Instant::now();
@@ -829,12 +908,12 @@ mod tests {
         schemas.wait_read("k6", "", Duration::from_secs(5));
         assert!(started.elapsed() < Duration::from_secs(2));
         // Another target's first write still waits.
-        let _ = schemas.retention_of("k6", "long");
+        let _ = schemas.retention_of("k6", "long", "k6");
         let started = std::time::Instant::now();
         schemas.wait_read("k6", "long", Duration::from_millis(50));
         assert!(started.elapsed() >= Duration::from_millis(50));
         // A reading that ends wakes the writer waiting.
-        let _ = schemas.retention_of("wake", "");
+        let _ = schemas.retention_of("wake", "", "k6");
         let reader = Arc::clone(&schemas);
         let read = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
@@ -843,7 +922,7 @@ mod tests {
                     database: "wake".into(),
                     retention_policy: String::new(),
                 },
-                Some(None),
+                Some(TargetPolicy::Keeps(None)),
             );
             reader.reading_ended();
         });
@@ -851,7 +930,7 @@ mod tests {
         schemas.wait_read("wake", "", Duration::from_secs(60));
         assert!(started.elapsed() < Duration::from_secs(30));
         assert_eq!(
-            schemas.retention_of("wake", ""),
+            schemas.retention_of("wake", "", "k6"),
             TargetRetention::Known(None)
         );
         read.join().unwrap();

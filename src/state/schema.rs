@@ -110,6 +110,16 @@ pub struct Retention {
     pub keeps_ms: i64,
 }
 
+/// What InfluxDB says of the retention policy a write names (a write API's target).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetPolicy {
+    /// It exists: how long it keeps points (`None`: for ever, or InfluxDB did not say).
+    Keeps(Option<Retention>),
+    /// InfluxDB lists the database's policies and this is not one of them: a write there
+    /// would be refused (InfluxDB 1.x answers 500 `retention policy not found`).
+    Missing,
+}
+
 /// A time older than the retention policy keeps: InfluxDB would drop points stamped with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TooOld {

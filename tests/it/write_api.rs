@@ -625,6 +625,59 @@ fn a_retention_policy_influxdb_does_not_have_holds_no_other_write_back() {
 }
 
 #[test]
+fn a_retention_policy_influxdb_does_not_list_is_refused_at_the_door_until_it_is_made() {
+    let influx = Influxd::start();
+    influx.create_database("k6");
+    let gw = gateway(&influx);
+    let r = write(
+        &gw,
+        "/write?db=k6&rp=nope",
+        "http_reqs value=1 1000000000\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["code"], "unknown_retention_policy", "{}", r.body);
+    let message = r.json()["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.contains("\"nope\"") && message.contains("SHOW RETENTION POLICIES"),
+        "{message}"
+    );
+    // v2 names it as a bucket "k6/nope", in its own shape.
+    let r = request(
+        gw.addr,
+        "POST",
+        "/api/v2/write?bucket=k6/nope&precision=ns",
+        &[("Authorization", &format!("Token {TOKEN}"))],
+        Some("http_reqs value=2 2000000000\n"),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["reason"], "unknown_retention_policy", "{}", r.body);
+    // Once the operator makes it, a write there is taken (read again within seconds).
+    influx.exec(
+        "",
+        "CREATE RETENTION POLICY nope ON k6 DURATION 2h REPLICATION 1",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = write(&gw, "/write?db=k6&rp=nope", "http_reqs value=3\n");
+        if r.status == 204 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new policy still refused: {}",
+            r.body
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_until(Duration::from_secs(30), "the point stored", || {
+        influx.query("k6", "SELECT count(value) FROM \"nope\".\"http_reqs\"")["results"][0]["series"]
+            [0]["values"][0][1]
+            == 1
+    });
+    assert_eq!(states(gw.addr, TOKEN)["dead_letters"]["records"], 0);
+}
+
+#[test]
 fn a_v3_write_refused_whole_takes_nothing_from_the_series_budget() {
     let influx = Influxd::start();
     let gw = gateway(&influx);

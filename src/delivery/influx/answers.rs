@@ -2,7 +2,7 @@
 //! TAG KEYS`), the retention (v1 `SHOW RETENTION POLICIES`, v2 a bucket's rules) and counts.
 //! Pure functions of the answer's text: a malformed answer reads as nothing said.
 
-use crate::state::schema::{FieldType, Known, Retention};
+use crate::state::schema::{FieldType, Known, Retention, TargetPolicy};
 
 /// A schema answer may list many fields (every member of Locust's endpoint rows).
 pub(super) const MAX_SCHEMA_BYTES: u64 = 4 << 20;
@@ -54,6 +54,50 @@ pub(super) fn parse_schema(text: &str, fields: bool) -> Known {
 /// `SHOW RETENTION POLICIES` (columns `name`, `duration`, …, `default`); `None` when it keeps
 /// points for ever (`0s`) or is not listed.
 pub(super) fn parse_retention_policies(text: &str, wanted: &str) -> Option<Retention> {
+    match parse_target_policy(text, wanted) {
+        TargetPolicy::Keeps(retention) => retention,
+        TargetPolicy::Missing => None,
+    }
+}
+
+/// What a `SHOW RETENTION POLICIES` answer says of the policy `wanted` (empty: the default
+/// one): its retention, or [`TargetPolicy::Missing`] when the answer lists the database's
+/// policies and `wanted` is not among them. An answer that cannot be read says nothing:
+/// kept for ever, as far as the gateway knows.
+pub(super) fn parse_target_policy(text: &str, wanted: &str) -> TargetPolicy {
+    let Some((names, rows)) = policy_rows(text) else {
+        return TargetPolicy::Keeps(None);
+    };
+    let row = rows.iter().find(|row| {
+        if wanted.is_empty() {
+            row.default
+        } else {
+            row.name == wanted
+        }
+    });
+    match row {
+        Some(row) => {
+            TargetPolicy::Keeps(row.keeps_ms.filter(|&ms| ms > 0).map(|keeps_ms| Retention {
+                policy: row.name.clone(),
+                keeps_ms,
+            }))
+        }
+        None if !wanted.is_empty() && names > 0 => TargetPolicy::Missing,
+        None => TargetPolicy::Keeps(None),
+    }
+}
+
+/// A retention policy as `SHOW RETENTION POLICIES` lists it.
+struct PolicyRow {
+    name: String,
+    /// Milliseconds; 0 for ever; `None` when the answer's duration could not be read.
+    keeps_ms: Option<i64>,
+    default: bool,
+}
+
+/// The rows of a `SHOW RETENTION POLICIES` answer (those it could read), with how many rows
+/// it lists in all; `None` when it is not such an answer.
+fn policy_rows(text: &str) -> Option<(usize, Vec<PolicyRow>)> {
     let v: serde_json::Value = serde_json::from_str(text).ok()?;
     let series = v["results"].get(0)?["series"].get(0)?;
     let columns: Vec<&str> = series["columns"]
@@ -63,16 +107,21 @@ pub(super) fn parse_retention_policies(text: &str, wanted: &str) -> Option<Reten
         .collect();
     let at = |name: &str| columns.iter().position(|c| *c == name);
     let (name_at, duration_at, default_at) = (at("name")?, at("duration")?, at("default")?);
-    let row = series["values"].as_array()?.iter().find(|row| {
-        if wanted.is_empty() {
-            row.get(default_at).and_then(|d| d.as_bool()) == Some(true)
-        } else {
-            row.get(name_at).and_then(|n| n.as_str()) == Some(wanted)
-        }
-    })?;
-    let keeps_ms = go_duration_ms(row.get(duration_at)?.as_str()?)?;
-    let policy = row.get(name_at)?.as_str()?.to_string();
-    (keeps_ms > 0).then_some(Retention { policy, keeps_ms })
+    let values = series["values"].as_array()?;
+    let rows = values
+        .iter()
+        .filter_map(|row| {
+            Some(PolicyRow {
+                name: row.get(name_at)?.as_str()?.to_string(),
+                keeps_ms: row
+                    .get(duration_at)
+                    .and_then(|d| d.as_str())
+                    .and_then(go_duration_ms),
+                default: row.get(default_at).and_then(|d| d.as_bool()) == Some(true),
+            })
+        })
+        .collect();
+    Some((values.len(), rows))
 }
 
 /// A Go duration as InfluxDB 1.x lists it (`168h0m0s`, `1h0m0s`, `30m0s`, `0s`), in
