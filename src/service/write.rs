@@ -401,6 +401,63 @@ impl Schemas {
     }
 }
 
+/// Nanoseconds from Go's zero time (year 1, January 1, UTC), from which InfluxDB 1.x's shard
+/// groups are cut (`time.Truncate`), to the Unix epoch.
+const GO_ZERO_TO_UNIX_NS: i128 = 62_135_596_800 * 1_000_000_000;
+
+/// Which points of a write InfluxDB 1.x drops for its retention policy: those older than the
+/// policy keeps (`now` less its duration), unless a newer point of the same write falls in
+/// their shard group, which InfluxDB then makes or finds, and stores them in
+/// (`PointsWriter.MapShards`).
+#[derive(Default)]
+struct Beyond {
+    /// Nanoseconds since the Unix epoch: points before are older than the policy keeps.
+    oldest_ns: Option<i64>,
+    /// The shard group duration in nanoseconds (0: not told, every older point is dropped).
+    group_ns: i128,
+    /// The start of the shard group of each point of the write that is not older.
+    groups: std::collections::HashSet<i128>,
+}
+
+impl Beyond {
+    fn of(retention: &Retention, now_ns: i64, parsed: &lp_parse::Parsed) -> Beyond {
+        let oldest_ns = now_ns.saturating_sub(retention.keeps_ms.saturating_mul(1_000_000));
+        let group_ns = i128::from(retention.shard_group_ms) * 1_000_000;
+        let mut beyond = Beyond {
+            oldest_ns: Some(oldest_ns),
+            group_ns,
+            groups: Default::default(),
+        };
+        if group_ns > 0 {
+            for entry in &parsed.entries {
+                if let Ok(line) = &entry.result
+                    && line.time_ns >= oldest_ns
+                {
+                    let group = beyond.group_of(line.time_ns);
+                    beyond.groups.insert(group);
+                }
+            }
+        }
+        beyond
+    }
+
+    /// The start of the shard group of a point at `time_ns`, as Go's `time.Truncate` cuts it.
+    fn group_of(&self, time_ns: i64) -> i128 {
+        let since_zero = i128::from(time_ns) + GO_ZERO_TO_UNIX_NS;
+        i128::from(time_ns) - since_zero.rem_euclid(self.group_ns)
+    }
+
+    /// Whether InfluxDB drops a point at `time_ns` of this write.
+    fn drops(&self, time_ns: i64) -> bool {
+        match self.oldest_ns {
+            Some(oldest) if time_ns < oldest => {
+                self.group_ns <= 0 || !self.groups.contains(&self.group_of(time_ns))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Checks a database or retention policy name: at most [`MAX_NAME_BYTES`] bytes, no control
 /// characters, no whitespace but ' ', no `/` or `\`, not `.` or `..` (InfluxDB 1.x makes no
 /// database or retention policy of such a name: a write there would be acknowledged and then
@@ -493,10 +550,10 @@ impl Service {
             self.schema_stale.want_first_read();
         }
         let retention = self.retention_for(&w)?;
-        let oldest_ns = retention.as_ref().map(|r| {
-            w.now_ns
-                .saturating_sub(r.keeps_ms.saturating_mul(1_000_000))
-        });
+        let beyond = retention
+            .as_ref()
+            .map(|r| Beyond::of(r, w.now_ns, &parsed))
+            .unwrap_or_default();
         let mut claim = schema.claim();
         let mut refusals = Refusals::default();
         // Each line's outcome: `Some` while it may still be written.
@@ -515,7 +572,7 @@ impl Service {
                 }
                 // InfluxDB drops a point older than its retention policy keeps before it
                 // looks at its fields.
-                Ok(line) if oldest_ns.is_some_and(|oldest| line.time_ns < oldest) => {
+                Ok(line) if beyond.drops(line.time_ns) => {
                     refusals.add(
                         entry.number,
                         text,
@@ -841,6 +898,7 @@ mod tests {
         let hour = Retention {
             policy: "short".into(),
             keeps_ms: 3_600_000,
+            shard_group_ms: 3_600_000,
         };
         schemas.set_retention(&target, Some(TargetPolicy::Keeps(Some(hour.clone()))));
         assert_eq!(
@@ -934,6 +992,54 @@ mod tests {
             TargetRetention::Known(None)
         );
         read.join().unwrap();
+    }
+
+    #[test]
+    fn shard_groups_are_cut_from_go_s_zero_time_as_influxdb_cuts_them() {
+        let day = 86_400_000_000_000i64;
+        let week = Beyond {
+            oldest_ns: None,
+            group_ns: i128::from(7 * day),
+            groups: Default::default(),
+        };
+        // Go's zero time was a Monday, so week-long groups start on Mondays: the Unix epoch,
+        // a Thursday, is in the group that starts on Monday 1969-12-29.
+        assert_eq!(week.group_of(0), i128::from(-3 * day));
+        assert_eq!(week.group_of(4 * day - 1), i128::from(-3 * day));
+        assert_eq!(week.group_of(4 * day), i128::from(4 * day));
+        let hour = Beyond {
+            group_ns: 3_600_000_000_000,
+            ..week
+        };
+        assert_eq!(hour.group_of(7_200_000_000_001), 7_200_000_000_000);
+        assert_eq!(hour.group_of(-1), -3_600_000_000_000);
+    }
+
+    #[test]
+    fn an_older_point_is_kept_when_a_newer_one_of_the_write_is_in_its_shard_group() {
+        let hour = 3_600_000_000_000i64;
+        let retention = Retention {
+            policy: "short".into(),
+            keeps_ms: 3_600_000,
+            shard_group_ms: 3_600_000,
+        };
+        let now = 100 * hour + hour / 2;
+        let body = format!("m v=1 {}\n", 99 * hour + hour / 2 + 1);
+        let parsed = lp_parse::parse(&body, Precision::Nanosecond, now);
+        let beyond = Beyond::of(&retention, now, &parsed);
+        assert!(!beyond.drops(99 * hour + 1), "in the newer point's group");
+        assert!(beyond.drops(99 * hour - 1), "in the group before");
+        let alone = lp_parse::parse("", Precision::Nanosecond, now);
+        assert!(Beyond::of(&retention, now, &alone).drops(99 * hour + 1));
+        let untold = Retention {
+            shard_group_ms: 0,
+            ..retention
+        };
+        assert!(Beyond::of(&untold, now, &parsed).drops(99 * hour + 1));
+        assert!(
+            !Beyond::default().drops(0),
+            "no retention known: nothing dropped"
+        );
     }
 
     #[test]

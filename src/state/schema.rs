@@ -108,6 +108,10 @@ pub struct Retention {
     /// How long points are kept, in milliseconds; always more than 0 (a policy that keeps
     /// points for ever has no `Retention`).
     pub keeps_ms: i64,
+    /// The policy's shard group duration, in milliseconds (0: not told). InfluxDB 1.x keeps a
+    /// point older than the policy when a newer point of the same write falls in its shard
+    /// group.
+    pub shard_group_ms: i64,
 }
 
 /// What InfluxDB says of the retention policy a write names (a write API's target).
@@ -772,6 +776,7 @@ mod tests {
         let onehour = Retention {
             policy: "onehour".into(),
             keeps_ms: hour,
+            shard_group_ms: hour,
         };
         schema.set_retention(Some(onehour.clone()));
         assert_eq!(schema.check_age(10 * hour - hour / 2, 10 * hour), Ok(()));
@@ -787,6 +792,7 @@ mod tests {
         let odd = Retention {
             policy: "p".into(),
             keeps_ms: 90 * 60_000,
+            shard_group_ms: 0,
         };
         assert_eq!(odd.keeps(), "90m");
     }

@@ -549,9 +549,47 @@ fn a_point_older_than_its_retention_policy_keeps_is_refused_at_the_door_as_influ
         r.json()["data"][0]["error_message"],
         "points beyond retention policy"
     );
+    // At the edge: InfluxDB keeps an older point in the shard group (an hour here) of a newer
+    // point of the same write, and drops one before it; the gateway says and stores the same.
+    let newer = now - hour + 60_000_000_000;
+    let group = newer - newer.rem_euclid(hour);
+    let mut edge = format!(
+        "http_edge value=1,at=\"newer\" {newer}\nhttp_edge value=2,at=\"before\" {}\n",
+        group - 1
+    );
+    if group + 1_000_000_000 < now - hour - 5_000_000_000 {
+        edge.push_str(&format!(
+            "http_edge value=3,at=\"same\" {}\n",
+            group + 1_000_000_000
+        ));
+    }
+    let direct = request(
+        influx.addr(),
+        "POST",
+        "/write?db=k6_direct",
+        &[],
+        Some(&edge),
+    );
+    let r = write(&gw, "/write?db=k6", &edge);
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (direct.status, direct.json()["error"].clone()),
+        "{edge}"
+    );
+    let kept = |db: &str| {
+        let mut at: Vec<String> = influx
+            .series(db, "http_edge")
+            .iter()
+            .filter_map(|p| p.get("at").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        at.sort();
+        at
+    };
     wait_until(Duration::from_secs(30), "the log delivered", || {
         states(gw.addr, TOKEN)["spool"]["records"] == 0
     });
+    assert_eq!(kept("k6"), kept("k6_direct"), "{edge}");
+    assert!(kept("k6").contains(&"newer".to_string()));
     let stored = influx.query("k6", "SELECT count(value) FROM \"long\".\"http_reqs\"");
     assert_eq!(
         stored["results"][0]["series"][0]["values"][0][1], 2,

@@ -80,6 +80,7 @@ pub(super) fn parse_target_policy(text: &str, wanted: &str) -> TargetPolicy {
             TargetPolicy::Keeps(row.keeps_ms.filter(|&ms| ms > 0).map(|keeps_ms| Retention {
                 policy: row.name.clone(),
                 keeps_ms,
+                shard_group_ms: row.shard_group_ms,
             }))
         }
         None if !wanted.is_empty() && names > 0 => TargetPolicy::Missing,
@@ -92,6 +93,8 @@ struct PolicyRow {
     name: String,
     /// Milliseconds; 0 for ever; `None` when the answer's duration could not be read.
     keeps_ms: Option<i64>,
+    /// The shard group duration, in milliseconds; 0 when not told.
+    shard_group_ms: i64,
     default: bool,
 }
 
@@ -107,6 +110,7 @@ fn policy_rows(text: &str) -> Option<(usize, Vec<PolicyRow>)> {
         .collect();
     let at = |name: &str| columns.iter().position(|c| *c == name);
     let (name_at, duration_at, default_at) = (at("name")?, at("duration")?, at("default")?);
+    let shard_group_at = at("shardGroupDuration");
     let values = series["values"].as_array()?;
     let rows = values
         .iter()
@@ -118,6 +122,11 @@ fn policy_rows(text: &str) -> Option<(usize, Vec<PolicyRow>)> {
                     .and_then(|d| d.as_str())
                     .and_then(go_duration_ms),
                 default: row.get(default_at).and_then(|d| d.as_bool()) == Some(true),
+                shard_group_ms: shard_group_at
+                    .and_then(|at| row.get(at))
+                    .and_then(|d| d.as_str())
+                    .and_then(go_duration_ms)
+                    .unwrap_or(0),
             })
         })
         .collect();
@@ -154,14 +163,19 @@ pub(super) fn parse_bucket_retention(text: &str, bucket: &str) -> Option<Retenti
         .as_array()?
         .iter()
         .find(|b| b["name"].as_str() == Some(bucket))?;
-    let seconds = found["retentionRules"]
+    let rule = found["retentionRules"]
         .as_array()?
         .iter()
         .filter(|r| r["type"].as_str().is_none_or(|t| t == "expire"))
-        .find_map(|r| r["everySeconds"].as_i64())?;
+        .find(|r| r["everySeconds"].as_i64().is_some())?;
+    let seconds = rule["everySeconds"].as_i64()?;
     (seconds > 0).then(|| Retention {
         policy: format!("bucket {bucket}"),
         keeps_ms: seconds.saturating_mul(1000),
+        shard_group_ms: rule["shardGroupDurationSeconds"]
+            .as_i64()
+            .unwrap_or(0)
+            .saturating_mul(1000),
     })
 }
 
