@@ -527,6 +527,53 @@ impl Sink for Influx {
         }
     }
 
+    /// v1: `SHOW FIELD KEYS` and `SHOW TAG KEYS` of the measurements, in one query. A database
+    /// that does not exist (yet, or any more) has no schema. v2 and v3 answer `None`: the gateway
+    /// knows only what it wrote itself there.
+    fn schema(&self, measurements: &[&str]) -> Result<Option<Known>, SinkError> {
+        if self.api != Api::V1 {
+            return Ok(None);
+        }
+        let from: Vec<String> = measurements
+            .iter()
+            .map(|m| match &self.retention_policy {
+                rp if rp.is_empty() => quote_identifier(m),
+                rp => format!("{}.{}", quote_identifier(rp), quote_identifier(m)),
+            })
+            .collect();
+        let from = from.join(",");
+        // Two queries, not two statements in one: InfluxDB 1.6 answers a missing database with
+        // "not executed" for the first of several statements, and names the cause only when it
+        // is alone.
+        let mut texts = Vec::new();
+        for show in ["SHOW FIELD KEYS", "SHOW TAG KEYS"] {
+            let query = format!(
+                "db={}&q={}",
+                encode(&self.database),
+                encode(&format!("{show} FROM {from}"))
+            );
+            match self.exchange(
+                &self.query_url,
+                query.as_bytes(),
+                "application/x-www-form-urlencoded",
+                MAX_SCHEMA_BYTES,
+            ) {
+                Ok(text) => texts.push(text),
+                Err(SinkError::Refused { message, .. })
+                    if message.contains("database not found") =>
+                {
+                    return Ok(Some(Known::new()));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut known = parse_schema(&texts[0], true);
+        for (name, m) in parse_schema(&texts[1], false) {
+            known.entry(name).or_default().tags.extend(m.tags);
+        }
+        Ok(Some(known))
+    }
+
     /// `SHOW FIELD KEYS` of every measurement of `database` (tags are not needed: InfluxDB
     /// 1.x takes a tag and a field of one name), through `/query`: InfluxDB 1.x's own, and the
     /// 1.x compatibility endpoint of InfluxDB 2 (the bucket `database`, by its virtual DBRP

@@ -1,0 +1,443 @@
+//! The write API's knowledge of its databases and targets: each database's schema (field
+//! types, learned from the gateway's writes and read from InfluxDB), and each target's
+//! retention policy (how long InfluxDB keeps its points, whether it exists), with the wait of a
+//! first write for InfluxDB's word on its target; and which points of a write InfluxDB drops for
+//! its retention. It asks InfluxDB nothing itself: the schema thread reads and tells
+//! (`service::upkeep`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use super::MAX_DATABASES;
+use crate::ingest::lp_parse;
+use crate::state::schema::{Known, Retention, Schema, TargetPolicy};
+use crate::storage::log::OwnedTarget;
+
+/// The schemas of the databases written through the write API (InfluxDB keeps one type per
+/// field and measurement in a database), each learned from the gateway's own writes there,
+/// and at most [`MAX_DATABASES`] of them; and how long InfluxDB keeps the points of each
+/// target written (a database and a retention policy), at most [`MAX_TARGETS`] of them.
+#[derive(Default)]
+pub struct Schemas {
+    by_database: Mutex<HashMap<String, Arc<Schema>>>,
+    targets: Mutex<Targets>,
+    /// Told each time a reading of InfluxDB's word on the targets ends.
+    read: Condvar,
+    /// Whether a thread reads InfluxDB's word (`Service::schema_loop`): without one, a first
+    /// write has nothing to wait for.
+    reader: std::sync::atomic::AtomicBool,
+}
+
+/// Targets (database, retention policy) written at most, all clients together, whose
+/// retention the gateway reads and checks at the door; past them, lines are not checked for
+/// their age, and InfluxDB's own refusal of a point past its retention is a dead letter.
+pub const MAX_TARGETS: usize = 2 * MAX_DATABASES;
+
+/// Targets one client adds at most (of [`MAX_TARGETS`]): one token naming policies without
+/// end stops being checked itself, long before the others would.
+pub const MAX_TARGETS_PER_CLIENT: usize = 100;
+
+/// How long a retention policy InfluxDB said is missing is taken as missing, before a write
+/// naming it has it read again.
+pub const MISSING_READ_AGAIN: Duration = Duration::from_secs(10);
+
+/// How long a first write to a target waits for InfluxDB's word on it (its field types and
+/// its retention) before its lines are checked against what the gateway knows without it.
+pub const FIRST_READ_WAIT: Duration = Duration::from_secs(2);
+
+/// What the gateway knows of a target's retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetRetention {
+    /// InfluxDB was asked: how long it keeps the target's points (`None`: for ever, or it
+    /// did not say).
+    Known(Option<Retention>),
+    /// InfluxDB lists the database's retention policies, and the target's is not one of them.
+    Missing,
+    /// InfluxDB was not asked yet; `added`: the target was added now.
+    Unread { added: bool },
+    /// [`MAX_TARGETS`] are known, or the client added [`MAX_TARGETS_PER_CLIENT`], and this is
+    /// not one of them: its lines are not checked for their age.
+    Untracked,
+}
+
+/// What the gateway knows of each target's retention: `None` until InfluxDB was asked once
+/// (whatever it answered), then what it said (kept for ever as far as known, when it could
+/// not tell).
+#[derive(Default)]
+struct Targets {
+    retention: HashMap<(String, String), Option<TargetPolicy>>,
+    /// How many targets each client added.
+    added_by: HashMap<String, usize>,
+    /// When InfluxDB last said a target's policy is missing: a write there then reads it
+    /// again, [`MISSING_READ_AGAIN`] later at the soonest (the operator may have made it).
+    missing_at: HashMap<(String, String), std::time::Instant>,
+    /// Unread targets a write waited [`FIRST_READ_WAIT`] for in vain (InfluxDB slow or away,
+    /// or the reader busy with many targets): later writes there do not wait again until
+    /// they are read.
+    waited_out: std::collections::HashSet<(String, String)>,
+}
+
+impl Schemas {
+    /// The schema of `database`, and whether it was made now (empty: InfluxDB's word on it is
+    /// to be read); `None` when [`MAX_DATABASES`] are known and it is not one of them.
+    pub fn of(&self, database: &str) -> Option<(Arc<Schema>, bool)> {
+        let mut map = crate::sync::lock(&self.by_database);
+        if let Some(schema) = map.get(database) {
+            return Some((Arc::clone(schema), false));
+        }
+        if map.len() >= MAX_DATABASES {
+            return None;
+        }
+        let schema = Arc::new(Schema::new(Known::default()));
+        map.insert(database.to_string(), Arc::clone(&schema));
+        Some((schema, true))
+    }
+
+    /// Every database known, with its schema.
+    pub fn all(&self) -> Vec<(String, Arc<Schema>)> {
+        crate::sync::lock(&self.by_database)
+            .iter()
+            .map(|(name, schema)| (name.clone(), Arc::clone(schema)))
+            .collect()
+    }
+
+    /// What InfluxDB said of the target of `database` and `policy`; a target not known yet
+    /// is added for `client`, to be read ([`TargetRetention::Unread`]), within the bounds.
+    pub fn retention_of(&self, database: &str, policy: &str, client: &str) -> TargetRetention {
+        let mut targets = crate::sync::lock(&self.targets);
+        let key = (database.to_string(), policy.to_string());
+        match targets.retention.get(&key) {
+            Some(Some(TargetPolicy::Keeps(retention))) => TargetRetention::Known(retention.clone()),
+            Some(Some(TargetPolicy::Missing))
+                if targets
+                    .missing_at
+                    .get(&key)
+                    .is_some_and(|at| at.elapsed() >= MISSING_READ_AGAIN) =>
+            {
+                targets.missing_at.remove(&key);
+                targets.retention.insert(key, None);
+                TargetRetention::Unread { added: true }
+            }
+            Some(Some(TargetPolicy::Missing)) => TargetRetention::Missing,
+            Some(None) => TargetRetention::Unread { added: false },
+            None if targets.retention.len() >= MAX_TARGETS
+                || targets.added_by.get(client).copied().unwrap_or(0) >= MAX_TARGETS_PER_CLIENT =>
+            {
+                TargetRetention::Untracked
+            }
+            None => {
+                targets.retention.insert(key, None);
+                *targets.added_by.entry(client.to_string()).or_insert(0) += 1;
+                TargetRetention::Unread { added: true }
+            }
+        }
+    }
+
+    /// The targets known, to read their retention: every one, or (`unread_only`) those
+    /// InfluxDB was not asked of yet.
+    pub fn targets(&self, unread_only: bool) -> Vec<OwnedTarget> {
+        crate::sync::lock(&self.targets)
+            .retention
+            .iter()
+            .filter(|(_, known)| !unread_only || known.is_none())
+            .map(|((database, retention_policy), _)| OwnedTarget {
+                database: database.clone(),
+                retention_policy: retention_policy.clone(),
+            })
+            .collect()
+    }
+
+    /// Sets what InfluxDB said of `target`'s retention policy; `None` keeps what was known
+    /// (it could not be asked), but counts as asked.
+    pub fn set_retention(&self, target: &OwnedTarget, said: Option<TargetPolicy>) {
+        let mut targets = crate::sync::lock(&self.targets);
+        let key = (target.database.clone(), target.retention_policy.clone());
+        targets.waited_out.remove(&key);
+        if said == Some(TargetPolicy::Missing) {
+            targets
+                .missing_at
+                .insert(key.clone(), std::time::Instant::now());
+        }
+        if let Some(known) = targets.retention.get_mut(&key) {
+            *known = match (said, known.take()) {
+                (Some(retention), _) => Some(retention),
+                (None, Some(was)) => Some(was),
+                (None, None) => Some(TargetPolicy::Keeps(None)),
+            };
+        }
+    }
+
+    /// A thread reads InfluxDB's word on the targets from now on.
+    pub fn reader_runs(&self) {
+        self.reader
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A reading of every target ended: wakes the writers waiting for it.
+    pub fn reading_ended(&self) {
+        let _held = crate::sync::lock(&self.targets);
+        self.read.notify_all();
+    }
+
+    /// Waits until the target of `database` and `policy` was asked once, or `timeout` passed
+    /// (InfluxDB slow or away: the write goes on without its word). Once a wait for a target
+    /// timed out, the writes after it go on at once until the target is read: only a first
+    /// write waits.
+    pub fn wait_read(&self, database: &str, policy: &str, timeout: Duration) {
+        if !self.reader.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let key = (database.to_string(), policy.to_string());
+        let targets = crate::sync::lock(&self.targets);
+        if targets.waited_out.contains(&key) {
+            return;
+        }
+        let (mut targets, waited) = self
+            .read
+            .wait_timeout_while(targets, timeout, |t| {
+                matches!(t.retention.get(&key), Some(None)) && !t.waited_out.contains(&key)
+            })
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if waited.timed_out() && matches!(targets.retention.get(&key), Some(None)) {
+            targets.waited_out.insert(key);
+        }
+    }
+}
+
+/// Nanoseconds from Go's zero time (year 1, January 1, UTC), from which InfluxDB 1.x's shard
+/// groups are cut (`time.Truncate`), to the Unix epoch.
+const GO_ZERO_TO_UNIX_NS: i128 = 62_135_596_800 * 1_000_000_000;
+
+/// Which points of a write InfluxDB 1.x drops for its retention policy: those older than the
+/// policy keeps (`now` less its duration), unless a newer point of the same write falls in
+/// their shard group, which InfluxDB then makes or finds, and stores them in
+/// (`PointsWriter.MapShards`).
+#[derive(Default)]
+pub(super) struct Beyond {
+    /// Nanoseconds since the Unix epoch: points before are older than the policy keeps.
+    oldest_ns: Option<i64>,
+    /// The shard group duration in nanoseconds (0: not told, every older point is dropped).
+    group_ns: i128,
+    /// The start of the shard group of each point of the write that is not older.
+    groups: std::collections::HashSet<i128>,
+}
+
+impl Beyond {
+    pub(super) fn of(retention: &Retention, now_ns: i64, parsed: &lp_parse::Parsed) -> Beyond {
+        let oldest_ns = now_ns.saturating_sub(retention.keeps_ms.saturating_mul(1_000_000));
+        let group_ns = i128::from(retention.shard_group_ms) * 1_000_000;
+        let mut beyond = Beyond {
+            oldest_ns: Some(oldest_ns),
+            group_ns,
+            groups: Default::default(),
+        };
+        if group_ns > 0 {
+            for entry in &parsed.entries {
+                if let Ok(line) = &entry.result
+                    && line.time_ns >= oldest_ns
+                {
+                    let group = beyond.group_of(line.time_ns);
+                    beyond.groups.insert(group);
+                }
+            }
+        }
+        beyond
+    }
+
+    /// The start of the shard group of a point at `time_ns`, as Go's `time.Truncate` cuts it.
+    fn group_of(&self, time_ns: i64) -> i128 {
+        let since_zero = i128::from(time_ns) + GO_ZERO_TO_UNIX_NS;
+        i128::from(time_ns) - since_zero.rem_euclid(self.group_ns)
+    }
+
+    /// Whether InfluxDB drops a point at `time_ns` of this write.
+    pub(super) fn drops(&self, time_ns: i64) -> bool {
+        match self.oldest_ns {
+            Some(oldest) if time_ns < oldest => {
+                self.group_ns <= 0 || !self.groups.contains(&self.group_of(time_ns))
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::lp_parse::Precision;
+
+    #[test]
+    fn a_target_s_retention_is_unread_until_influxdb_was_asked_once() {
+        let schemas = Schemas::default();
+        let target = OwnedTarget {
+            database: "k6".into(),
+            retention_policy: String::new(),
+        };
+        assert_eq!(
+            schemas.retention_of("k6", "", "k6"),
+            TargetRetention::Unread { added: true }
+        );
+        assert_eq!(
+            schemas.retention_of("k6", "", "k6"),
+            TargetRetention::Unread { added: false }
+        );
+        assert_eq!(schemas.targets(true), vec![target.clone()]);
+        // Without a reader there is nothing to wait for.
+        let started = std::time::Instant::now();
+        schemas.wait_read("k6", "", Duration::from_secs(30));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // InfluxDB could not be asked: asked all the same, kept for ever as far as known.
+        schemas.set_retention(&target, None);
+        assert_eq!(
+            schemas.retention_of("k6", "", "k6"),
+            TargetRetention::Known(None)
+        );
+        assert!(schemas.targets(true).is_empty());
+        let hour = Retention {
+            policy: "short".into(),
+            keeps_ms: 3_600_000,
+            shard_group_ms: 3_600_000,
+        };
+        schemas.set_retention(&target, Some(TargetPolicy::Keeps(Some(hour.clone()))));
+        assert_eq!(
+            schemas.retention_of("k6", "", "k6"),
+            TargetRetention::Known(Some(hour.clone()))
+        );
+        // A later reading that fails keeps what was known.
+        schemas.set_retention(&target, None);
+        assert_eq!(
+            schemas.retention_of("k6", "", "k6"),
+            TargetRetention::Known(Some(hour))
+        );
+        // InfluxDB does not list the policy.
+        let typo = OwnedTarget {
+            database: "k6".into(),
+            retention_policy: "typo".into(),
+        };
+        let _ = schemas.retention_of("k6", "typo", "k6");
+        schemas.set_retention(&typo, Some(TargetPolicy::Missing));
+        assert_eq!(
+            schemas.retention_of("k6", "typo", "other"),
+            TargetRetention::Missing
+        );
+        // One client adds a bounded number of targets: past it, its own are not tracked,
+        // and another client's still are.
+        for i in 0..MAX_TARGETS_PER_CLIENT {
+            let _ = schemas.retention_of("greedy", &format!("rp{i}"), "greedy");
+        }
+        assert_eq!(
+            schemas.retention_of("greedy", "one more", "greedy"),
+            TargetRetention::Untracked
+        );
+        assert_eq!(
+            schemas.retention_of("k6", "fresh", "k6"),
+            TargetRetention::Unread { added: true }
+        );
+        // A policy of its own is another target; past the bound, targets are not tracked.
+        for i in 1..MAX_TARGETS {
+            let _ = schemas.retention_of(
+                "k6",
+                &format!("rp{i}"),
+                &format!("client{}", i / MAX_TARGETS_PER_CLIENT),
+            );
+        }
+        assert_eq!(
+            schemas.retention_of("k6", "one more", "k6"),
+            TargetRetention::Untracked
+        );
+    }
+
+    #[test]
+    fn a_first_write_waits_for_its_target_s_reading_at_most_its_bound() {
+        let schemas = Arc::new(Schemas::default());
+        schemas.reader_runs();
+        assert!(matches!(
+            schemas.retention_of("k6", "", "k6"),
+            TargetRetention::Unread { .. }
+        ));
+        let started = std::time::Instant::now();
+        schemas.wait_read("k6", "", Duration::from_millis(50));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        // The reading is late: the writes after the first one that waited for it in vain do
+        // not wait again.
+        let started = std::time::Instant::now();
+        schemas.wait_read("k6", "", Duration::from_secs(5));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // Another target's first write still waits.
+        let _ = schemas.retention_of("k6", "long", "k6");
+        let started = std::time::Instant::now();
+        schemas.wait_read("k6", "long", Duration::from_millis(50));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        // A reading that ends wakes the writer waiting.
+        let _ = schemas.retention_of("wake", "", "k6");
+        let reader = Arc::clone(&schemas);
+        let read = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            reader.set_retention(
+                &OwnedTarget {
+                    database: "wake".into(),
+                    retention_policy: String::new(),
+                },
+                Some(TargetPolicy::Keeps(None)),
+            );
+            reader.reading_ended();
+        });
+        let started = std::time::Instant::now();
+        schemas.wait_read("wake", "", Duration::from_secs(60));
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert_eq!(
+            schemas.retention_of("wake", "", "k6"),
+            TargetRetention::Known(None)
+        );
+        read.join().unwrap();
+    }
+
+    #[test]
+    fn shard_groups_are_cut_from_go_s_zero_time_as_influxdb_cuts_them() {
+        let day = 86_400_000_000_000i64;
+        let week = Beyond {
+            oldest_ns: None,
+            group_ns: i128::from(7 * day),
+            groups: Default::default(),
+        };
+        // Go's zero time was a Monday, so week-long groups start on Mondays: the Unix epoch,
+        // a Thursday, is in the group that starts on Monday 1969-12-29.
+        assert_eq!(week.group_of(0), i128::from(-3 * day));
+        assert_eq!(week.group_of(4 * day - 1), i128::from(-3 * day));
+        assert_eq!(week.group_of(4 * day), i128::from(4 * day));
+        let hour = Beyond {
+            group_ns: 3_600_000_000_000,
+            ..week
+        };
+        assert_eq!(hour.group_of(7_200_000_000_001), 7_200_000_000_000);
+        assert_eq!(hour.group_of(-1), -3_600_000_000_000);
+    }
+
+    #[test]
+    fn an_older_point_is_kept_when_a_newer_one_of_the_write_is_in_its_shard_group() {
+        let hour = 3_600_000_000_000i64;
+        let retention = Retention {
+            policy: "short".into(),
+            keeps_ms: 3_600_000,
+            shard_group_ms: 3_600_000,
+        };
+        let now = 100 * hour + hour / 2;
+        let body = format!("m v=1 {}\n", 99 * hour + hour / 2 + 1);
+        let parsed = lp_parse::parse(&body, Precision::Nanosecond, now);
+        let beyond = Beyond::of(&retention, now, &parsed);
+        assert!(!beyond.drops(99 * hour + 1), "in the newer point's group");
+        assert!(beyond.drops(99 * hour - 1), "in the group before");
+        let alone = lp_parse::parse("", Precision::Nanosecond, now);
+        assert!(Beyond::of(&retention, now, &alone).drops(99 * hour + 1));
+        let untold = Retention {
+            shard_group_ms: 0,
+            ..retention
+        };
+        assert!(Beyond::of(&untold, now, &parsed).drops(99 * hour + 1));
+        assert!(
+            !Beyond::default().drops(0),
+            "no retention known: nothing dropped"
+        );
+    }
+}
