@@ -377,6 +377,29 @@ impl<'a> Iterator for LineSplit<'a> {
             return None;
         }
         let bytes = self.rest.as_bytes();
+        // Most lines hold no quote: up to the first quote, only a backslash can keep a '\n'
+        // from ending the line (an odd run of them right before it), so the line end is
+        // searched for (memchr) rather than every byte read. A quote first: read byte by byte.
+        let mut from = 0;
+        loop {
+            let Some(at) = memchr::memchr2(b'\n', b'"', &bytes[from..]) else {
+                // No line end left unescaped: the rest is one line.
+                let line = self.rest;
+                self.rest = "";
+                return Some(line);
+            };
+            let i = from + at;
+            if bytes[i] == b'"' {
+                break;
+            }
+            let backslashes = bytes[..i].iter().rev().take_while(|&&b| b == b'\\').count();
+            if backslashes % 2 == 0 {
+                let line = &self.rest[..i];
+                self.rest = &self.rest[i + 1..];
+                return Some(line);
+            }
+            from = i + 1;
+        }
         let (mut fields, mut quoted, mut escaped) = (false, false, false);
         let (mut equals, mut commas) = (0usize, 0usize);
         // Every byte looked at is ASCII, and an ASCII byte in UTF-8 is always that character,

@@ -127,6 +127,7 @@ pub fn parse(body: &str, precision: Precision, now_ns: i64) -> Parsed<'_> {
     let mut entries = Vec::new();
     let base = body.as_ptr() as usize;
     let (mut counted_to, mut number) = (0usize, 1usize);
+    let mut scratch = Scratch::default();
     for line in split_lines(body) {
         let start = line.as_ptr() as usize - base;
         let bytes = line.as_bytes();
@@ -143,7 +144,7 @@ pub fn parse(body: &str, precision: Precision, now_ns: i64) -> Parsed<'_> {
         entries.push(Entry {
             number,
             range: start + skip..start + line.len(),
-            result: parse_line(text, precision, now_ns),
+            result: parse_line(text, precision, now_ns, &mut scratch),
         });
     }
     Parsed { entries }
@@ -163,19 +164,37 @@ fn after_backslash(b: &[u8], i: usize) -> bool {
     i > 0 && b[i - 1] == b'\\'
 }
 
-fn parse_line(text: &str, precision: Precision, now_ns: i64) -> Result<Line<'_>, LineError> {
+/// The byte ranges a line is cut into while it is read: kept from line to line of a body, so
+/// that reading a line allocates only what its `Line` holds.
+#[derive(Default)]
+struct Scratch {
+    /// Raw (escaped) key and value ranges of each tag, in line order.
+    tags: Vec<Pair>,
+    /// Where each field value starts (the `=` InfluxDB's scanner takes as a key's end).
+    equals: Vec<usize>,
+    /// Raw key and value range of each field.
+    walked: Vec<Pair>,
+}
+
+fn parse_line<'a>(
+    text: &'a str,
+    precision: Precision,
+    now_ns: i64,
+    scratch: &mut Scratch,
+) -> Result<Line<'a>, LineError> {
     let b = text.as_bytes();
-    let key = scan_key(b)?;
+    let key = scan_key(b, &mut scratch.tags)?;
     if key.end > MAX_KEY_BYTES {
         return Err(max_key(key.end));
     }
-    let fields = scan_fields(b, key.end)?;
-    let walked = walk_fields(b, &fields, key.end)?;
+    let fields = scan_fields(b, key.end, &mut scratch.equals)?;
+    walk_fields(b, &fields, &scratch.equals, key.end, &mut scratch.walked)?;
+    let walked = &scratch.walked;
     let time_ns = scan_time(b, fields.end, precision, now_ns)?;
 
     let measurement = unescape(&text[..key.measurement_end], MEASUREMENT_CODES);
-    let mut tags = Vec::with_capacity(key.tags.len());
-    for (k, v) in &key.tags {
+    let mut tags = Vec::with_capacity(scratch.tags.len());
+    for (k, v) in &scratch.tags {
         let name = unescape(&text[k.clone()], TAG_CODES);
         if name == "time" {
             return Err(LineError::new(
@@ -195,8 +214,8 @@ fn parse_line(text: &str, precision: Precision, now_ns: i64) -> Result<Line<'_>,
     let mut index: Option<std::collections::HashMap<Cow<'_, str>, usize>> =
         (walked.len() > FIELDS_SEARCHED).then(std::collections::HashMap::new);
     for (k, v) in walked {
-        let name = unescape(&text[k], MEASUREMENT_CODES);
-        let value = field_value(&text[v])?;
+        let name = unescape(&text[k.clone()], MEASUREMENT_CODES);
+        let value = field_value(&text[v.clone()])?;
         if name == "time" {
             continue;
         }
@@ -247,11 +266,10 @@ const FIELDS_SEARCHED: usize = 32;
 /// The raw (escaped) byte ranges of a key and its value in a line.
 type Pair = (Range<usize>, Range<usize>);
 
-/// Where the parts of the key (measurement and tags) are in a line.
+/// Where the parts of the key (measurement and tags) are in a line; the tags' ranges are in
+/// [`Scratch::tags`].
 struct Key {
     measurement_end: usize,
-    /// Raw (escaped) key and value ranges of each tag, in line order.
-    tags: Vec<Pair>,
     /// Index of the space after the key.
     end: usize,
 }
@@ -267,7 +285,13 @@ fn max_key(len: usize) -> LineError {
     )
 }
 
-fn scan_key(b: &[u8]) -> Result<Key, LineError> {
+/// Tags of a line up to which duplicate keys are found by comparing each pair; beyond, by
+/// sorting the keys.
+const TAGS_COMPARED: usize = 16;
+
+/// Reads the key of line `b`; the ranges of its tags into `tags` (cleared first).
+fn scan_key(b: &[u8], tags: &mut Vec<Pair>) -> Result<Key, LineError> {
+    tags.clear();
     if b.first().is_none_or(|&c| c == b',') {
         return Err(LineError::new(
             Kind::MissingMeasurement,
@@ -291,7 +315,6 @@ fn scan_key(b: &[u8]) -> Result<Key, LineError> {
     };
     let mut key = Key {
         measurement_end: i,
-        tags: Vec::new(),
         end: i,
     };
     if !has_tags {
@@ -337,16 +360,22 @@ fn scan_key(b: &[u8]) -> Result<Key, LineError> {
                 _ => {}
             }
         };
-        key.tags.push((key_range, value_start..i));
+        tags.push((key_range, value_start..i));
         if !more {
             key.end = i;
-            if key.tags.len() > 1 {
-                // InfluxDB compares the keys as written, before it looks at the fields.
-                let mut names: Vec<&[u8]> = key.tags.iter().map(|(k, _)| &b[k.clone()]).collect();
+            // InfluxDB compares the keys as written, before it looks at the fields.
+            let duplicate = if tags.len() <= TAGS_COMPARED {
+                let name = |t: &Pair| &b[t.0.clone()];
+                tags.iter()
+                    .enumerate()
+                    .any(|(n, t)| tags[n + 1..].iter().any(|u| name(t) == name(u)))
+            } else {
+                let mut names: Vec<&[u8]> = tags.iter().map(|(k, _)| &b[k.clone()]).collect();
                 names.sort_unstable();
-                if names.windows(2).any(|w| w[0] == w[1]) {
-                    return Err(LineError::new(Kind::DuplicateTags, "duplicate tags"));
-                }
+                names.windows(2).any(|w| w[0] == w[1])
+            };
+            if duplicate {
+                return Err(LineError::new(Kind::DuplicateTags, "duplicate tags"));
             }
             return Ok(key);
         }
@@ -354,19 +383,20 @@ fn scan_key(b: &[u8]) -> Result<Key, LineError> {
     }
 }
 
-/// The field part of a line: its range, and where each value starts (the `=` InfluxDB's scanner
-/// takes as a key's end).
+/// The field part of a line: its range (where each value starts, the `=` InfluxDB's scanner
+/// takes as a key's end, is in [`Scratch::equals`]).
 struct Fields {
     start: usize,
     end: usize,
-    equals: Vec<usize>,
 }
 
-fn scan_fields(b: &[u8], from: usize) -> Result<Fields, LineError> {
+/// Reads the field part of line `b` from `from`; where each value starts into `equals`
+/// (cleared first).
+fn scan_fields(b: &[u8], from: usize, equals: &mut Vec<usize>) -> Result<Fields, LineError> {
+    equals.clear();
     let start = skip_whitespace(b, from);
     let mut i = start;
     let (mut quoted, mut commas) = (false, 0usize);
-    let mut equals = Vec::new();
     let err = |kind, detail: &str| Err(LineError::new(kind, detail));
     while i < b.len() {
         let c = b[i];
@@ -415,11 +445,7 @@ fn scan_fields(b: &[u8], from: usize) -> Result<Fields, LineError> {
     if equals.is_empty() || commas + 1 != equals.len() {
         return err(Kind::InvalidFieldFormat, "invalid field format");
     }
-    Ok(Fields {
-        start,
-        end: i,
-        equals,
-    })
+    Ok(Fields { start, end: i })
 }
 
 fn invalid_number() -> LineError {
@@ -555,9 +581,16 @@ fn scan_boolean(b: &[u8], start: usize) -> Result<usize, LineError> {
 
 /// The fields as InfluxDB's field reader cuts them (a key ends at the first `=` that does not
 /// follow a backslash; a value at the first unquoted comma), checked against the scanner's cuts
-/// and the key length. Returns the raw key and value range of each field.
-fn walk_fields(b: &[u8], fields: &Fields, key_len: usize) -> Result<Vec<Pair>, LineError> {
-    let mut out = Vec::with_capacity(fields.equals.len());
+/// and the key length (`equals`: [`scan_fields`]'s). The raw key and value range of each
+/// field into `out` (cleared first).
+fn walk_fields(
+    b: &[u8],
+    fields: &Fields,
+    equals: &[usize],
+    key_len: usize,
+    out: &mut Vec<Pair>,
+) -> Result<(), LineError> {
+    out.clear();
     let mut i = fields.start;
     let end = fields.end;
     while i < end {
@@ -572,7 +605,7 @@ fn walk_fields(b: &[u8], fields: &Fields, key_len: usize) -> Result<Vec<Pair>, L
                 format!("invalid value: field-key={key}"),
             ));
         }
-        if fields.equals.get(out.len()) != Some(&i) || i == key_start {
+        if equals.get(out.len()) != Some(&i) || i == key_start {
             return Err(LineError::new(
                 Kind::AmbiguousKey,
                 "field key read two ways: a backslash right before '='",
@@ -597,13 +630,13 @@ fn walk_fields(b: &[u8], fields: &Fields, key_len: usize) -> Result<Vec<Pair>, L
         out.push((key_start..i, value_start..j.min(end)));
         i = j + 1;
     }
-    if out.len() != fields.equals.len() {
+    if out.len() != equals.len() {
         return Err(LineError::new(
             Kind::AmbiguousKey,
             "field key read two ways: a backslash right before '='",
         ));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A value cut by [`walk_fields`], typed by its first and last byte as InfluxDB stores it.

@@ -765,3 +765,25 @@ fn a_line_of_many_fields_keeps_the_last_value_of_a_repeated_one_in_its_first_pla
     let parsed = parse(&conflict, Precision::Nanosecond, 0);
     assert!(parsed.entries[0].result.is_err(), "{parsed:?}");
 }
+
+#[test]
+fn duplicate_tag_keys_are_found_among_few_tags_and_many() {
+    for n in [2usize, 16, 17, 40] {
+        let tags: String = (0..n).map(|i| format!(",t{i}=v")).collect();
+        assert!(
+            one(&format!("m{tags} f=1 1"), Precision::Nanosecond).is_ok(),
+            "{n}"
+        );
+        // The first key again, last; and the last again, first.
+        for body in [
+            format!("m{tags},t0=w f=1 1"),
+            format!("m,t{}=w{tags} f=1 1", n - 1),
+        ] {
+            let e = one(&body, Precision::Nanosecond).unwrap_err();
+            assert_eq!(e.kind, Kind::DuplicateTags, "{body}");
+        }
+    }
+    // Keys are compared as written, escapes and all.
+    let e = one("m,a\\ b=1,a\\ b=2 f=1 1", Precision::Nanosecond).unwrap_err();
+    assert_eq!(e.kind, Kind::DuplicateTags);
+}

@@ -199,13 +199,34 @@ pub const COST_PER_PAIR: u64 = 128;
 /// for each tag and field, and their text again, unescaped) and the line protocol recorded
 /// (the text once more). A count of bytes, not a parse.
 pub fn handling_cost(body: &[u8]) -> u64 {
-    // Two counts, each a loop the compiler vectorizes.
-    let lines = 1 + body.iter().filter(|&&b| b == b'\n').count() as u64;
-    let pairs = body.iter().filter(|&&b| b == b'=').count() as u64;
+    let (newlines, pairs) = count_newlines_and_equals(body);
+    let lines = 1 + newlines;
     lines
         .saturating_mul(COST_PER_LINE)
         .saturating_add(pairs.saturating_mul(COST_PER_PAIR))
         .saturating_add((body.len() as u64).saturating_mul(2))
+}
+
+/// How many `\n` and how many `=` `body` holds: both counted in one pass, 64 bytes at a time
+/// into byte-wide sums (at most 64 each, so they cannot overflow), which the compiler turns
+/// into vector compares; a byte-by-byte count takes about ten times the instructions.
+fn count_newlines_and_equals(body: &[u8]) -> (u64, u64) {
+    let (mut newlines, mut equals) = (0u64, 0u64);
+    let mut chunks = body.chunks_exact(64);
+    for chunk in &mut chunks {
+        let (mut n, mut e) = (0u8, 0u8);
+        for &b in chunk {
+            n += u8::from(b == b'\n');
+            e += u8::from(b == b'=');
+        }
+        newlines += u64::from(n);
+        equals += u64::from(e);
+    }
+    for &b in chunks.remainder() {
+        newlines += u64::from(b == b'\n');
+        equals += u64::from(b == b'=');
+    }
+    (newlines, equals)
 }
 
 mod targets;
@@ -621,6 +642,22 @@ impl Refusals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn newlines_and_equals_are_counted_in_any_length_of_body() {
+        for len in [0usize, 1, 63, 64, 65, 200, 1000] {
+            let body: Vec<u8> = (0..len).map(|i| b"a=\n,bc=="[i % 8]).collect();
+            let newlines = body.iter().filter(|&&b| b == b'\n').count() as u64;
+            let equals = body.iter().filter(|&&b| b == b'=').count() as u64;
+            assert_eq!(
+                count_newlines_and_equals(&body),
+                (newlines, equals),
+                "{len}"
+            );
+        }
+        let all = vec![b'='; 64 * 5 + 3];
+        assert_eq!(count_newlines_and_equals(&all), (0, 64 * 5 + 3));
+    }
 
     #[test]
     fn a_body_of_many_fields_costs_more_than_its_bytes() {
