@@ -242,8 +242,10 @@ impl Service {
         let caught_up = self.delivery.log().undelivered().0 == 0;
         let databases: std::collections::BTreeSet<&str> =
             unread.iter().map(|t| t.database.as_str()).collect();
+        // A database read once is read again only with everything (paced): a write naming
+        // a missing policy again and again must not have the whole database read each time.
         for (database, schema) in schemas.all() {
-            if databases.contains(database.as_str()) {
+            if databases.contains(database.as_str()) && !schema.read_once() {
                 self.refresh_field_types(&database, &schema, caught_up);
             }
         }

@@ -72,6 +72,8 @@ struct Targets {
     /// When InfluxDB last said a target's policy is missing: a write there then reads it
     /// again, [`MISSING_READ_AGAIN`] later at the soonest (the operator may have made it).
     missing_at: HashMap<(String, String), std::time::Instant>,
+    /// Targets found missing that are being read again.
+    rereading: std::collections::HashSet<(String, String)>,
     /// Unread targets a write waited [`FIRST_READ_WAIT`] for in vain (InfluxDB slow or away,
     /// or the reader busy with many targets): later writes there do not wait again until
     /// they are read.
@@ -115,7 +117,9 @@ impl Schemas {
                     .get(&key)
                     .is_some_and(|at| at.elapsed() >= MISSING_READ_AGAIN) =>
             {
+                // Read again; missing it stays when InfluxDB cannot be asked.
                 targets.missing_at.remove(&key);
+                targets.rereading.insert(key.clone());
                 targets.retention.insert(key, None);
                 TargetRetention::Unread { added: true }
             }
@@ -154,6 +158,11 @@ impl Schemas {
         let mut targets = crate::sync::lock(&self.targets);
         let key = (target.database.clone(), target.retention_policy.clone());
         targets.waited_out.remove(&key);
+        let was_missing = targets.rereading.remove(&key);
+        let said = match said {
+            None if was_missing => Some(TargetPolicy::Missing),
+            said => said,
+        };
         if said == Some(TargetPolicy::Missing) {
             targets
                 .missing_at
@@ -166,6 +175,8 @@ impl Schemas {
                 (None, None) => Some(TargetPolicy::Keeps(None)),
             };
         }
+        // The writer waiting for this target goes on now, not when every target is read.
+        self.read.notify_all();
     }
 
     /// A thread reads InfluxDB's word on the targets from now on.
@@ -320,6 +331,31 @@ mod tests {
         assert_eq!(
             schemas.retention_of("k6", "typo", "other"),
             TargetRetention::Missing
+        );
+        // Some time on, a write has it read again; InfluxDB away, it stays missing.
+        let key = ("k6".to_string(), "typo".to_string());
+        let long_ago = std::time::Instant::now() - MISSING_READ_AGAIN - Duration::from_secs(1);
+        crate::sync::lock(&schemas.targets)
+            .missing_at
+            .insert(key.clone(), long_ago);
+        assert_eq!(
+            schemas.retention_of("k6", "typo", "k6"),
+            TargetRetention::Unread { added: true }
+        );
+        schemas.set_retention(&typo, None);
+        assert_eq!(
+            schemas.retention_of("k6", "typo", "k6"),
+            TargetRetention::Missing
+        );
+        // Made since: taken.
+        crate::sync::lock(&schemas.targets)
+            .missing_at
+            .insert(key, long_ago);
+        let _ = schemas.retention_of("k6", "typo", "k6");
+        schemas.set_retention(&typo, Some(TargetPolicy::Keeps(None)));
+        assert_eq!(
+            schemas.retention_of("k6", "typo", "k6"),
+            TargetRetention::Known(None)
         );
         // One client adds a bounded number of targets: past it, its own are not tracked,
         // and another client's still are.
