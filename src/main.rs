@@ -508,7 +508,7 @@ fn run() -> Result<(), StartError> {
         log_handle,
         c.storage.max_spool_bytes,
         args.repair,
-        &mut |changes| restore.log_changes(changes),
+        &mut |changes| restore.log_changes(changes, &mut |result| results.restore(result)),
     )?;
     // The snapshot read holds the log's changes up to its number: delivered segments it covers
     // may go without a new one, which a full disk may have no room for.

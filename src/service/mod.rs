@@ -624,7 +624,12 @@ impl Service {
         // Kept before the record is written, made to count once it is on disk: a baseline is
         // always a run whose commit was acknowledged (see `state::results`).
         let not_kept = match self.results.save(&result) {
-            Ok(()) => None,
+            Ok(bytes) => {
+                // The record carries the result: it is durable with the record, and the file
+                // is synced before a snapshot lets the record go (see `state::results`).
+                crate::state::journal::encode_result(&mut change.bytes, change.seq, &bytes);
+                None
+            }
             Err(e) => {
                 self.results.errors.error(&format!(
                     "cannot keep the result of run {uuid} in storage.dir/results: {e}; its commit is recorded, without a report, and it is no later run's baseline"

@@ -70,13 +70,16 @@ pub(crate) fn fixture_shares(
     shares: &[(&str, u64)],
 ) -> Fixture {
     let sink = Arc::new(MemorySink::new());
+    let results =
+        crate::state::results::Results::open(&crate::storage::tests::root(&dir), 100, 1 << 30, 1)
+            .unwrap();
     let snapshots = Snapshots::new(crate::storage::tests::root(&dir));
     let mut restore = snapshots.read().unwrap();
     let (log, position, _) = Log::open(
         crate::storage::tests::log_dir(&dir.0),
         spool_limit,
         false,
-        &mut |c| restore.log_changes(c),
+        &mut |c| restore.log_changes(c, &mut |r| results.restore(r)),
     )
     .unwrap();
     let loaded = snapshots.finish(restore, &dir.0.join("log"), 100).unwrap();
@@ -117,13 +120,7 @@ pub(crate) fn fixture_shares(
         series: crate::state::series::SeriesBudget::open(&crate::storage::tests::root(&dir))
             .unwrap(),
         write_schemas: Default::default(),
-        results: crate::state::results::Results::open(
-            &crate::storage::tests::root(&dir),
-            100,
-            1 << 30,
-            1,
-        )
-        .unwrap(),
+        results,
         judging: Default::default(),
         spool_shares: shares.iter().map(|(n, b)| (n.to_string(), *b)).collect(),
         clock: Clock::default(),
@@ -303,9 +300,9 @@ fn max_running_refuses_the_next_register() {
 
 #[test]
 fn a_commit_that_cannot_be_recorded_leaves_the_run_running() {
-    // Room for the register's record (delivered at once), not for a commit with a note of
-    // 2 000 bytes.
-    let f = fixture("service-commit-full", 10, 1500);
+    // Room for the register's record (delivered at once) and a commit with its result, not
+    // for a commit with a note of 2 000 bytes.
+    let f = fixture("service-commit-full", 10, 2500);
     let uuid = register(&f, "{}").unwrap().uuid;
     let big = parse_commit(commit_body(uuid, &"n".repeat(2000)).as_bytes(), LIMITS).unwrap();
     for attempt in 0..2 {
@@ -453,7 +450,7 @@ fn a_restart_finds_every_acknowledged_change() {
         crate::storage::tests::log_dir(&copy),
         1 << 20,
         false,
-        &mut |c| restore.log_changes(c),
+        &mut |c| restore.log_changes(c, &mut |_| {}),
     )
     .unwrap();
     let loaded = snapshots.finish(restore, &copy.join("log"), 100).unwrap();
@@ -478,7 +475,7 @@ fn restored(f: &Fixture, name: &str) -> Vec<Job> {
         crate::storage::tests::log_dir(&copy),
         1 << 20,
         false,
-        &mut |c| restore.log_changes(c),
+        &mut |c| restore.log_changes(c, &mut |_| {}),
     )
     .unwrap();
     let loaded = snapshots.finish(restore, &copy.join("log"), 100).unwrap();

@@ -326,7 +326,16 @@ impl Service {
     /// [`Log::hold_writes`]: crate::storage::log::Log::hold_writes
     pub fn try_save_snapshot(&self) -> Result<(), JournalError> {
         let log = self.delivery.log();
-        let error = match self.snapshots.write(&self.jobs, &self.schema.known(), None) {
+        // The results the log's records carry are synced before a snapshot lets them go.
+        let results = || {
+            self.results.sync().map_err(|e| {
+                JournalError::io("sync the results in", self.results.path(), e)
+            })
+        };
+        let error = match self
+            .snapshots
+            .write(&self.jobs, &self.schema.known(), None, &results)
+        {
             Ok((covers, bytes)) => {
                 log.snapshot_written(covers, bytes);
                 return Ok(());
@@ -343,7 +352,7 @@ impl Service {
         let lets_go = |covers| hold.would_let_go(covers);
         let (covers, bytes) =
             self.snapshots
-                .write(&self.jobs, &self.schema.known(), Some(&lets_go))?;
+                .write(&self.jobs, &self.schema.known(), Some(&lets_go), &results)?;
         hold.snapshot_written(covers, bytes);
         // The room just spent is kept again from what the segments let go left, before any
         // record may take it: else a disk filled again (by commits or ticks, which do not grow

@@ -4,7 +4,10 @@
 //! readers in, bytes and tables out.
 //!
 //! A record is the job's whole saved state (`{"seq":N,"put":{...}}`) or its removal
-//! (`{"seq":N,"del":"uuid"}`), numbered in the order the table changed. The snapshot names the
+//! (`{"seq":N,"del":"uuid"}`), numbered in the order the table changed. A commit's change is
+//! followed by its run's result under the same number (`{"seq":N,"result":{...}}`, the file
+//! `state::results` keeps; segments of version 4 on): the log is where a result is durable
+//! until a snapshot covers it, and the start hands such lines to `Results::restore`. The snapshot names the
 //! number up to which it holds every change. At start the table is the snapshot with every
 //! record after that number applied in the order of the numbers — whatever order the records
 //! reached the log in, since each holds a whole state. Anything that does not read back stops the
@@ -93,7 +96,8 @@ impl Restore {
     /// Applies the job-table changes of one log record (journal lines, each ending in '\n').
     /// The log's records are whole (each passed its checksum), so every change must read
     /// back; the first that does not is kept as the error, and nothing after it is applied.
-    pub fn log_changes(&mut self, lines: &[u8]) {
+    /// A run's result numbered after the snapshot goes to `result` (its JSON object's bytes).
+    pub fn log_changes(&mut self, lines: &[u8], result: &mut dyn FnMut(&[u8])) {
         for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             self.log_index += 1;
             if self.error.is_some() {
@@ -105,7 +109,17 @@ impl Restore {
                     index,
                     why: e.to_string(),
                 })
-                .and_then(|record| self.apply(record, index));
+                .and_then(|mut record| match record.result.take() {
+                    Some(raw) if record.put.is_none() && record.del.is_none() => {
+                        // The snapshot's writing synced the results it covers.
+                        if record.seq > self.covered {
+                            result(raw.get().as_bytes());
+                        }
+                        Ok(())
+                    }
+                    Some(_) => Err(RestoreError::NotOneChangeInLog { index }),
+                    None => self.apply(record, index),
+                });
             if let Err(e) = applied {
                 self.error = Some(e);
             }
@@ -175,7 +189,7 @@ pub fn restore(
     max_ended: usize,
 ) -> Result<(Jobs, Restored), RestoreError> {
     let mut restore = Restore::from_snapshot(snapshot)?;
-    restore.log_changes(log_changes);
+    restore.log_changes(log_changes, &mut |_| {});
     restore.finish(max_ended)
 }
 
@@ -283,10 +297,23 @@ pub fn encode_record(out: &mut Vec<u8>, seq: u64, job: Option<&Job>, uuid: &Uuid
         seq,
         put: job.map(Saved::of),
         del: if job.is_none() { Some(*uuid) } else { None },
+        result: None,
     };
     // Serializing plain data into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, &record);
     out.push(b'\n');
+}
+
+/// Appends the result of the run whose commit is change `seq` and its newline to `out`:
+/// `{"seq":N,"result":…}`, `result` being one JSON object without a raw newline (as
+/// `serde_json::to_vec` writes it).
+pub fn encode_result(out: &mut Vec<u8>, seq: u64, result: &[u8]) {
+    debug_assert!(!result.contains(&b'\n'));
+    out.extend_from_slice(b"{\"seq\":");
+    out.extend_from_slice(seq.to_string().as_bytes());
+    out.extend_from_slice(b",\"result\":");
+    out.extend_from_slice(result);
+    out.extend_from_slice(b"}\n");
 }
 
 /// Reads `jobs.json` (`{"format":"metrics-consumer-jobs","version":1,"journal_seq":N,
@@ -441,6 +468,9 @@ struct SavedRecord<'a> {
     put: Option<Saved<'a>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     del: Option<Uuid>,
+    /// A run's result (see the module documentation): read back whole, handed on as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    result: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// A job as it is saved: one format, written from the table without copying (borrowed) and
@@ -611,7 +641,7 @@ mod tests {
         let loaded = snapshots.load(&log, &dir.0.join("log"), 100).unwrap();
         assert_eq!(loaded.jobs.counts().running, 3);
         assert_eq!(loaded.restored.replayed, 3);
-        let (covers, bytes) = snapshots.write(&loaded.jobs, &Known::new(), None).unwrap();
+        let (covers, bytes) = snapshots.write(&loaded.jobs, &Known::new(), None, &|| Ok(())).unwrap();
         assert_eq!(covers, 3);
         assert!(bytes > 0);
         let written = std::fs::read_to_string(dir.0.join(SNAPSHOT_FILE)).unwrap();
@@ -802,7 +832,7 @@ mod tests {
         let disk = crate::storage::tests::SmallDisk::new("journal-room", "8m");
         let snapshots = Snapshots::new(crate::storage::tests::root(&disk.0));
         let jobs = Jobs::new(10);
-        let (_, bytes) = snapshots.write(&jobs, &Known::new(), None).unwrap();
+        let (_, bytes) = snapshots.write(&jobs, &Known::new(), None, &|| Ok(())).unwrap();
         let kept = snapshots.reserve();
         assert!(kept >= bytes + RESERVE_SLACK, "{kept}");
         // The table grows past what the reserve holds: it grows first.

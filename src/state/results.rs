@@ -15,6 +15,14 @@
 //! never acknowledged: the start removes the files of runs the job table does not show finished
 //! ([`Results::keep_committed`]). So a baseline is always a run whose commit was acknowledged.
 //!
+//! **Durable through the log.** The file is written without an fsync: the commit's record
+//! carries the same result beside its job-table change, and that record is fsync'd with the
+//! others of its group commit. Before a snapshot of the job table is written (after which the
+//! log may let that record go), [`Results::sync`] fsyncs every file written since the last one,
+//! and the directory. At the start, a result the log still holds whose file is missing or does
+//! not read back (a power loss before its fsync) is written again from the log
+//! ([`Results::restore`]). So a commit costs no fsync of its own, nor one of the directory.
+//!
 //! Memory: the index holds each result's owner, identity, whether it passed and when it ended
 //! (about 200 bytes each); rows and progress are read from the file when asked for. A file
 //! that cannot be read at the start (damaged, or another program's) is named in a warning and
@@ -102,6 +110,8 @@ pub struct Results {
     owners: usize,
     /// Write errors, logged at most once a minute.
     pub errors: Repeats,
+    /// Files written since the last [`Results::sync`], not yet fsync'd.
+    unsynced: Mutex<Vec<Uuid>>,
 }
 
 fn file_name(uuid: &Uuid) -> String {
@@ -155,6 +165,7 @@ impl Results {
             max_bytes,
             owners,
             errors: Repeats::default(),
+            unsynced: Mutex::new(Vec::new()),
         };
         results.prune(None);
         Ok(results)
@@ -166,13 +177,15 @@ impl Results {
         lock(&self.index).len()
     }
 
-    /// Writes `result` (whole or not at all, synced) for a commit under way: it is not a
-    /// baseline nor shown until [`Results::committed`].
+    /// Writes `result` (whole or not at all, not fsync'd: see the module documentation) for a
+    /// commit under way: it is not a baseline nor shown until [`Results::committed`]. Returns
+    /// the file's bytes (one line of JSON), for the commit's record to carry.
     ///
     /// Errors: the file could not be written (a full disk); nothing is kept then.
-    pub fn save(&self, result: &RunResult) -> io::Result<()> {
+    pub fn save(&self, result: &RunResult) -> io::Result<Vec<u8>> {
         let bytes = serde_json::to_vec(result).map_err(io::Error::other)?;
-        self.dir.write_atomic(&file_name(&result.uuid), &bytes)?;
+        self.dir.write_replace(&file_name(&result.uuid), &bytes)?;
+        lock(&self.unsynced).push(result.uuid);
         lock(&self.index).insert(
             result.uuid,
             Meta {
@@ -184,7 +197,81 @@ impl Results {
                 bytes: bytes.len() as u64,
             },
         );
+        Ok(bytes)
+    }
+
+    /// Fsyncs every result file written since the last call, then the directory: called before
+    /// a snapshot of the job table lets the log forget the records that carry them. A file
+    /// removed since (its commit failed, or it was pruned) needs nothing.
+    ///
+    /// Errors: an fsync failed; the files not yet synced are tried again at the next call.
+    pub fn sync(&self) -> io::Result<()> {
+        let uuids = std::mem::take(&mut *lock(&self.unsynced));
+        if uuids.is_empty() {
+            return Ok(());
+        }
+        let synced = uuids
+            .iter()
+            .try_for_each(|uuid| match self.dir.open_read(&file_name(uuid)) {
+                Ok(file) => file.sync_all(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            })
+            .and_then(|()| self.dir.sync());
+        if let Err(e) = synced {
+            lock(&self.unsynced).extend(uuids);
+            return Err(e);
+        }
         Ok(())
+    }
+
+    /// `storage.dir/results`.
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Result files written and not yet fsync'd.
+    #[cfg(test)]
+    pub fn unsynced(&self) -> usize {
+        lock(&self.unsynced).len()
+    }
+
+    /// At the start, a result the log holds (`bytes`, as [`Results::save`] made them): when
+    /// its file did not read back or is missing (a power loss before [`Results::sync`]), it is
+    /// written again, fsync'd. Its run's commit is in the same record, so
+    /// [`Results::keep_committed`] keeps it.
+    pub fn restore(&self, bytes: &[u8]) {
+        let m = match serde_json::from_slice::<MetaFile>(bytes) {
+            Ok(m) if m.format == RESULT_FORMAT && m.version == RESULT_VERSION => m,
+            // The log's records passed their checksums: only another version's result.
+            Ok(_) | Err(_) => return,
+        };
+        if lock(&self.index).contains_key(&m.uuid) {
+            return;
+        }
+        if let Err(e) = self.dir.write_atomic(&file_name(&m.uuid), bytes) {
+            self.errors.error(&format!(
+                "cannot write the result of run {} again from the log into {}: {e}; its run has no report nor counts as a baseline",
+                m.uuid,
+                self.dir.join(&file_name(&m.uuid)).display()
+            ));
+            return;
+        }
+        log::warn!(
+            "the result of run {} was missing or damaged in storage.dir/results (the machine stopped before it was synced): written again from the log",
+            m.uuid
+        );
+        lock(&self.index).insert(
+            m.uuid,
+            Meta {
+                owner: m.owner,
+                identity: m.identity,
+                passed: m.passed,
+                ended_ms: m.ended_ms,
+                committed: false,
+                bytes: bytes.len() as u64,
+            },
+        );
     }
 
     /// The commit of `uuid` is on disk: its result counts (as a baseline, in reports). The
@@ -227,6 +314,8 @@ impl Results {
                 }
             }
         }
+        // Results written again from the log count against the bounds too.
+        self.prune(None);
     }
 
     /// The committed result of `uuid`, if `caller` may see it (its own runs with a token;
@@ -301,45 +390,66 @@ impl Results {
     fn prune(&self, kept: Option<&Uuid>) {
         let victims: Vec<Uuid> = {
             let mut index = lock(&self.index);
+            // Within every bound, as after most commits: nothing to order (a sort of every
+            // result at each commit cost more than the rest of the commit).
+            let owner = kept.and_then(|u| index.get(u)).map(|m| m.owner.clone());
+            let over_share = owner.as_ref().is_some_and(|owner| {
+                let (count_share, bytes_share) = self.share();
+                let (n, b) = index
+                    .values()
+                    .filter(|m| m.owner == *owner)
+                    .fold((0usize, 0u64), |(n, b), m| (n + 1, b + m.bytes));
+                n > count_share || b > bytes_share
+            });
+            if !over_share
+                && index.len() <= self.max
+                && index.values().map(|m| m.bytes).sum::<u64>() <= self.max_bytes
+            {
+                return;
+            }
             let baselines = baselines(&index);
             // The order results go in, least first: not a baseline, then oldest.
-            let mut order: Vec<(bool, i64, Uuid)> = index
-                .iter()
-                .filter(|(u, m)| m.committed && Some(*u) != kept)
-                .map(|(u, m)| (baselines.contains(u), m.ended_ms, *u))
-                .collect();
-            order.sort();
+            let mut order = Order::new(
+                index
+                    .iter()
+                    .filter(|(u, m)| m.committed && Some(*u) != kept)
+                    .map(|(u, m)| (baselines.contains(u), m.ended_ms, *u))
+                    .collect(),
+            );
             let mut victims = Vec::new();
-            let owner = kept.and_then(|u| index.get(u)).map(|m| m.owner.clone());
-            if let Some(owner) = owner {
+            if let Some(owner) = owner.filter(|_| over_share) {
                 let (count_share, bytes_share) = self.share();
                 let (mut n, mut b) = index
                     .values()
                     .filter(|m| m.owner == owner)
                     .fold((0usize, 0u64), |(n, b), m| (n + 1, b + m.bytes));
-                for (_, _, u) in &order {
+                let mut i = 0;
+                while let Some(u) = order.get(i) {
+                    i += 1;
                     if n <= count_share && b <= bytes_share {
                         break;
                     }
-                    if index.get(u).is_some_and(|m| m.owner == owner)
-                        && let Some(m) = index.remove(u)
+                    if index.get(&u).is_some_and(|m| m.owner == owner)
+                        && let Some(m) = index.remove(&u)
                     {
                         n -= 1;
                         b = b.saturating_sub(m.bytes);
-                        victims.push(*u);
+                        victims.push(u);
                     }
                 }
             }
             let mut count = index.len();
             let mut bytes: u64 = index.values().map(|m| m.bytes).sum();
-            for (_, _, u) in &order {
+            let mut i = 0;
+            while let Some(u) = order.get(i) {
+                i += 1;
                 if count <= self.max && bytes <= self.max_bytes {
                     break;
                 }
-                if let Some(m) = index.remove(u) {
+                if let Some(m) = index.remove(&u) {
                     count -= 1;
                     bytes = bytes.saturating_sub(m.bytes);
-                    victims.push(*u);
+                    victims.push(u);
                 }
             }
             victims
@@ -358,6 +468,41 @@ impl Results {
     fn share(&self) -> (usize, u64) {
         let owners = self.owners.max(1);
         ((self.max / owners).max(1), self.max_bytes / owners as u64)
+    }
+}
+
+/// The results that may go, in the order they go: not a baseline before a baseline, then
+/// oldest first. Ordered only as far as they are taken: as a rule one goes at a commit, and a
+/// sort of them all at each commit would cost more than the commit.
+struct Order {
+    items: Vec<(bool, i64, Uuid)>,
+    /// `items[..sorted]` are the least, in order.
+    sorted: usize,
+}
+
+impl Order {
+    fn new(items: Vec<(bool, i64, Uuid)>) -> Order {
+        Order { items, sorted: 0 }
+    }
+
+    /// The `i`th result in the order (from 0), if there are that many.
+    fn get(&mut self, i: usize) -> Option<Uuid> {
+        if i >= self.items.len() {
+            return None;
+        }
+        if i >= self.sorted {
+            // The next least, at least twice as many as so far: the smallest `k` of the rest
+            // are moved before the others, then sorted.
+            let want = (i + 1).max(self.sorted * 2).max(4).min(self.items.len());
+            let k = want - self.sorted;
+            let rest = &mut self.items[self.sorted..];
+            if k < rest.len() {
+                rest.select_nth_unstable(k - 1);
+            }
+            rest[..k].sort_unstable();
+            self.sorted = want;
+        }
+        Some(self.items[i].2)
     }
 }
 

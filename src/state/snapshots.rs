@@ -36,7 +36,7 @@ impl JournalError {
         matches!(self, JournalError::Io { error, .. } if storage::is_disk_full(error))
     }
 
-    fn io(doing: &'static str, path: &Path, error: io::Error) -> JournalError {
+    pub(crate) fn io(doing: &'static str, path: &Path, error: io::Error) -> JournalError {
         JournalError::Io {
             doing,
             path: path.to_path_buf(),
@@ -174,7 +174,7 @@ impl Snapshots {
         max_ended: usize,
     ) -> Result<Loaded, JournalError> {
         let mut restore = self.read()?;
-        restore.log_changes(log_changes);
+        restore.log_changes(log_changes, &mut |_| {});
         self.finish(restore, log_dir, max_ended)
     }
 
@@ -182,15 +182,20 @@ impl Snapshots {
     /// number up to which it holds every change, and its size in bytes. With `lets_go` (whether
     /// a snapshot holding every change up to a number lets the log delete a segment), a full
     /// disk gives up the room kept for it ([`write_reserved`]) when this one does.
+    /// `durable` runs once the table is taken and before it is written: it makes durable
+    /// elsewhere what the log's records up to the snapshot carry besides the table (the runs'
+    /// results); its error is the snapshot's, and nothing is written then.
     pub fn write(
         &self,
         jobs: &Jobs,
         schema: &Known,
         lets_go: Option<&dyn Fn(u64) -> bool>,
+        durable: &dyn Fn() -> Result<(), JournalError>,
     ) -> Result<(u64, u64), JournalError> {
         let _turn = lock(&self.reserve_turn);
         let table = jobs.bytes() as u64;
         let (bytes, covers) = jobs.snapshot_with(schema);
+        durable()?;
         let use_reserve = lets_go.is_some_and(|lets_go| lets_go(covers));
         let reserve = write_reserved(&self.dir, SNAPSHOT_FILE, &bytes, use_reserve)
             .map_err(|e| JournalError::io("write", &self.path, e))?;

@@ -7,7 +7,7 @@
 //!   seq    u64   the record's number; the log's records are numbered 1, 2, 3, … without gaps
 //! payload
 //!   kind     u8    1 = a request, 2 = heartbeats of a tick, 3 = a write through InfluxDB's API;
-//!                  with the flag 0x80 set (version 3 segments only), a client follows
+//!                  with the flag 0x80 set (version 3 segments and later), a client follows
 //!   client   flagged kinds only: the client (token name) that wrote the record, u32 length
 //!            then 1 to 255 bytes of UTF-8; a record without the flag has none (a tick's
 //!            heartbeats, a gateway without tokens)
@@ -53,10 +53,12 @@ pub const MAX_PAYLOAD_BYTES: usize = 256 << 20;
 pub const SEGMENT_MAGIC: [u8; 6] = *b"MCLOG\0";
 /// The version of the segment format this program writes: the record layout above. Version 2
 /// added the records of kind 3 and their target; version 3 the client of a record (the kind's
-/// flag [`CLIENT_FLAG`]). Version 1 files (no kind 3) and version 2 files (no client) are read
-/// as they are. A reader that meets a later version stops, naming it: a program that reads only
-/// versions 1 and 2 refuses a version 3 segment.
-pub const SEGMENT_VERSION: u16 = 3;
+/// flag [`CLIENT_FLAG`]); version 4 a commit's result among its job-table changes (a journal
+/// line `{"seq":N,"result":…}`, see `state::journal`). Version 1 files (no kind 3), version 2
+/// files (no client) and version 3 files (no result) are read as they are. A reader that meets
+/// a later version stops, naming it: a program that reads only versions 1 to 3 refuses a
+/// version 4 segment.
+pub const SEGMENT_VERSION: u16 = 4;
 /// The first segment version whose records may carry their client.
 pub const SEGMENT_VERSION_CLIENTS: u16 = 3;
 /// Set in the kind byte: the record's client follows it.
@@ -761,8 +763,8 @@ mod tests {
     fn a_segment_header_names_the_format_and_its_version() {
         let header = segment_header();
         assert_eq!(&header[..6], b"MCLOG\0");
-        assert_eq!(check_segment_header(&header), Ok(3));
-        for version in [1, 2] {
+        assert_eq!(check_segment_header(&header), Ok(4));
+        for version in [1, 2, 3] {
             let mut older = header;
             older[6] = version;
             assert_eq!(
@@ -772,12 +774,12 @@ mod tests {
             );
         }
         let mut other = header;
-        other[6] = 4;
+        other[6] = 5;
         let later = check_segment_header(&other).unwrap_err();
-        assert_eq!(later, HeaderError::Version { found: 4, reads: 3 });
+        assert_eq!(later, HeaderError::Version { found: 5, reads: 4 });
         assert_eq!(
             later.to_string(),
-            "it is of version 4 of the format, and this program reads version 3"
+            "it is of version 5 of the format, and this program reads version 4"
         );
         let foreign = check_segment_header(b"{\"seq\":1}\n").unwrap_err();
         assert!(matches!(foreign, HeaderError::Foreign { .. }));

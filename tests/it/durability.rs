@@ -367,7 +367,7 @@ fn segment_and_records(dir: &crate::support::TempDir) -> (std::path::PathBuf, Ve
     let segment = segments.pop().unwrap();
     let bytes = std::fs::read(&segment).unwrap();
     // The segment's header names the format and its version; the records follow it.
-    assert_eq!(&bytes[..8], b"MCLOG\0\x03\0", "{}", segment.display());
+    assert_eq!(&bytes[..8], b"MCLOG\0\x04\0", "{}", segment.display());
     // The header of each record: its length (u32), checksum (u32) and number (u64).
     let mut records = Vec::new();
     let mut at = 8usize;
@@ -404,7 +404,7 @@ fn files_of_another_format_or_version_stop_the_start_naming_them() {
     let original = std::fs::read(&segment).unwrap();
     let file = |p: &std::path::Path| p.strip_prefix(dir.path()).unwrap().display().to_string();
     for (header, says) in [
-        (&b"MCLOG\0\x04\0"[..], "it is of version 4 of the format"),
+        (&b"MCLOG\0\x05\0"[..], "it is of version 5 of the format"),
         (b"RAFTLOG\x01", "it is not a file of metrics-consumer's log"),
     ] {
         let mut bytes = original.clone();
@@ -414,7 +414,7 @@ fn files_of_another_format_or_version_stop_the_start_naming_them() {
         assert!(
             err.contains(&file(&segment))
                 && err.contains(says)
-                && err.contains("reads log segments of format \"MCLOG\" versions 1 to 3"),
+                && err.contains("reads log segments of format \"MCLOG\" versions 1 to 4"),
             "{err}"
         );
     }

@@ -1486,7 +1486,7 @@ mod tests {
         assert!(files.len() > 2);
         for file in &files {
             let bytes = fs::read(file).unwrap();
-            assert_eq!(&bytes[..8], b"MCLOG\0\x03\0", "{}", file.display());
+            assert_eq!(&bytes[..8], b"MCLOG\0\x04\0", "{}", file.display());
         }
         let read = read_all(&log, &mut at);
         log.delivered(100, &read);
@@ -1503,7 +1503,7 @@ mod tests {
     #[test]
     fn a_segment_or_mark_of_another_version_or_format_stops_the_start_naming_the_file() {
         for (what, file, bytes) in [
-            ("another version", "segment", b"MCLOG\0\x04\0".to_vec()),
+            ("another version", "segment", b"MCLOG\0\x05\0".to_vec()),
             ("another magic", "segment", b"RAFTLOG\x01".to_vec()),
             ("no header", "segment", b"\x10\0\0\0 some record".to_vec()),
             (
@@ -1538,11 +1538,11 @@ mod tests {
             assert!(matches!(err, OpenError::Format { .. }), "{what}: {text}");
             assert!(
                 text.contains(&path.display().to_string())
-                    && text.contains("reads log segments of format \"MCLOG\" versions 1 to 3"),
+                    && text.contains("reads log segments of format \"MCLOG\" versions 1 to 4"),
                 "{what}: {text}"
             );
             if what == "another version" {
-                assert!(text.contains("version 4 of the format"), "{what}: {text}");
+                assert!(text.contains("version 5 of the format"), "{what}: {text}");
             } else if what.contains("version") {
                 assert!(text.contains("version 2 of the format"), "{what}: {text}");
             }

@@ -284,8 +284,8 @@ fn a_version_2_segment_opens_and_counts_against_the_whole_log_only() {
     assert_eq!(read[3].client.as_deref(), Some("a"));
     assert_eq!(
         fs::read(dir.0.join(segment_name(4))).unwrap()[..8],
-        *b"MCLOG\0\x03\0",
-        "a client's record begins a segment of version 3"
+        *b"MCLOG\0\x04\0",
+        "a client's record begins a segment of the version this program writes"
     );
     drop(log);
     let (log, _, _) = open_with(&dir, 1 << 30);

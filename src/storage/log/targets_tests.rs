@@ -115,21 +115,21 @@ fn a_version_1_segment_written_by_hand_is_read() {
     assert!(read.iter().all(|r| r.target.is_none()));
 }
 
-/// A version-4 header stops the start, naming the file and the versions this program reads.
+/// A version-5 header stops the start, naming the file and the versions this program reads.
 #[test]
-fn a_version_4_segment_is_refused_with_a_clear_message() {
-    let dir = Dir::new("targets-v4");
+fn a_version_5_segment_is_refused_with_a_clear_message() {
+    let dir = Dir::new("targets-v5");
     let mut bytes = version_1_segment();
-    bytes[6] = 4;
+    bytes[6] = 5;
     fs::write(dir.0.join(segment_name(1)), bytes).unwrap();
     let handle = DirHandle::open(&dir.0).unwrap();
     let Err(e) = Log::open_sized(handle, 1 << 30, false, 1 << 20, &mut |_| {}) else {
-        panic!("a version-3 segment was opened");
+        panic!("a version-5 segment was opened");
     };
     let text = e.to_string();
     assert!(text.contains(&segment_name(1)), "{text}");
-    assert!(text.contains("version 4"), "{text}");
-    assert!(text.contains("versions 1 to 3"), "{text}");
+    assert!(text.contains("version 5"), "{text}");
+    assert!(text.contains("versions 1 to 4"), "{text}");
 }
 
 /// The last segment of a version-1 log is written on after an upgrade. A record of kind 3
