@@ -328,9 +328,9 @@ impl Service {
         let log = self.delivery.log();
         // The results the log's records carry are synced before a snapshot lets them go.
         let results = || {
-            self.results.sync().map_err(|e| {
-                JournalError::io("sync the results in", self.results.path(), e)
-            })
+            self.results
+                .sync()
+                .map_err(|e| JournalError::io("sync the results in", self.results.path(), e))
         };
         let error = match self
             .snapshots

@@ -641,7 +641,9 @@ mod tests {
         let loaded = snapshots.load(&log, &dir.0.join("log"), 100).unwrap();
         assert_eq!(loaded.jobs.counts().running, 3);
         assert_eq!(loaded.restored.replayed, 3);
-        let (covers, bytes) = snapshots.write(&loaded.jobs, &Known::new(), None, &|| Ok(())).unwrap();
+        let (covers, bytes) = snapshots
+            .write(&loaded.jobs, &Known::new(), None, &|| Ok(()))
+            .unwrap();
         assert_eq!(covers, 3);
         assert!(bytes > 0);
         let written = std::fs::read_to_string(dir.0.join(SNAPSHOT_FILE)).unwrap();
@@ -832,7 +834,9 @@ mod tests {
         let disk = crate::storage::tests::SmallDisk::new("journal-room", "8m");
         let snapshots = Snapshots::new(crate::storage::tests::root(&disk.0));
         let jobs = Jobs::new(10);
-        let (_, bytes) = snapshots.write(&jobs, &Known::new(), None, &|| Ok(())).unwrap();
+        let (_, bytes) = snapshots
+            .write(&jobs, &Known::new(), None, &|| Ok(()))
+            .unwrap();
         let kept = snapshots.reserve();
         assert!(kept >= bytes + RESERVE_SLACK, "{kept}");
         // The table grows past what the reserve holds: it grows first.

@@ -463,25 +463,6 @@ impl DirHandle {
         Ok(out)
     }
 
-    /// Writes `bytes` to `name` whole or not at all as far as this process goes: to
-    /// `<name>.tmp` (a leftover removed first, then created with `O_EXCL`), renamed over `name`;
-    /// nothing is fsync'd. A process killed meanwhile leaves `name` whole or as it was; a power
-    /// loss before the caller fsyncs the file and the directory may leave it empty or
-    /// missing. A temporary file that fails half-written is removed.
-    pub fn write_replace(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
-        let tmp = format!("{name}.tmp");
-        let mut file = self.create_new(&tmp)?;
-        let written = file.write_all(bytes).and_then(|()| {
-            rustix::fs::renameat(&self.fd, tmp.as_str(), &self.fd, name).map_err(Into::into)
-        });
-        drop(file);
-        if let Err(e) = written {
-            let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), rustix::fs::AtFlags::empty());
-            return Err(e);
-        }
-        Ok(())
-    }
-
     /// Writes `bytes` to `name` whole or not at all: to `<name>.tmp` (a leftover removed first,
     /// then created with `O_EXCL`), fsync'd, renamed over `name`, and the directory fsync'd.
     /// A temporary file that fails half-written is removed, so a full disk is not kept full by

@@ -599,3 +599,59 @@ fn hostile_rows_and_tags_neither_blow_up_the_verdict_nor_block_the_commit() {
     assert_eq!(view.status, 200);
     assert!(view.body.len() < 2_000_000, "{} bytes", view.body.len());
 }
+
+/// A result appended and acknowledged but lost before it was synced (a power loss: here the
+/// results' segments cut back to their headers after a kill -9) comes back from the log at
+/// the next start: the report still reads, and the next run still compares with it.
+#[test]
+fn a_result_lost_before_it_was_synced_comes_back_from_the_log() {
+    let influx = Influxd::start();
+    let mut gw = Gateway::start(&config(&influx, ""));
+    let checked =
+        json!({"tags": {"test": "shop"}, "thresholds": {"/checkout": ["p95 <= 1.2x baseline"]}});
+    let first = register(&gw, TOKEN_A, checked.clone());
+    let answer = commit(
+        &gw,
+        TOKEN_A,
+        &first,
+        vec![row("/checkout", "GET", 400.0, 0)],
+    );
+    assert_eq!(answer["verdict"]["passed"], true, "{answer}");
+    gw.kill();
+    let results = gw.dir.join("data/results");
+    let mut cut = 0;
+    for entry in std::fs::read_dir(&results).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let header = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+        assert!(bytes.len() > header, "{} holds the result", path.display());
+        std::fs::write(&path, &bytes[..header]).unwrap();
+        cut += 1;
+    }
+    assert_eq!(cut, 1, "one segment of results");
+    gw.restart();
+    assert!(
+        gw.log().contains(&format!(
+            "the result of run {first} was missing from storage.dir/results"
+        )),
+        "{}",
+        gw.log()
+    );
+    let view = call(&gw, TOKEN_A, "GET", &format!("/apiv0.1/runs/{first}"), None);
+    assert_eq!(view.status, 200, "{}", view.body);
+    let view = view.json();
+    assert_eq!(view["verdict"]["passed"], true, "{view}");
+    assert_eq!(view["result"]["rows"][0]["figures"]["p95"], 400.0, "{view}");
+    let second = register(&gw, TOKEN_A, checked);
+    let answer = commit(
+        &gw,
+        TOKEN_A,
+        &second,
+        vec![row("/checkout", "GET", 500.0, 0)],
+    );
+    assert_eq!(answer["verdict"]["baseline"], first.as_str(), "{answer}");
+    assert_eq!(
+        answer["verdict"]["passed"], false,
+        "500 > 1.2 × 400: {answer}"
+    );
+}

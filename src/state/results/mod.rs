@@ -1,12 +1,14 @@
 //! The results of committed runs, kept by the gateway itself so that a run's baseline is found
-//! whatever InfluxDB it writes to (1, 2 or 3), without reading InfluxDB: one JSON file per run
-//! under `storage.dir/results/` (through `storage`'s handle, no link followed), at most
-//! `verdict.max_results` of them, and an index of them in memory.
+//! whatever InfluxDB it writes to (1, 2 or 3), without reading InfluxDB: one line of JSON per
+//! run in the append-only segments of `storage.dir/results/` (`store.rs`; through `storage`'s
+//! handle, no link followed), at most `verdict.max_results` of them, and an index of them in
+//! memory.
 //!
 //! ```text
-//! results/<uuid>.json   {"format": "metrics-consumer-result", "version": 1, "uuid": …,
-//!                        "owner", "identity", "passed", "ended_ms", "host", "tags",
-//!                        "started_ms", "rows", "progress", "verdict"}
+//! results/<number>.results   a header line, then one result a line:
+//!                            {"format": "metrics-consumer-result", "version": 1, "uuid": …,
+//!                             "owner", "identity", "passed", "ended_ms", "host", "tags",
+//!                             "started_ms", "rows", "progress", "verdict"}
 //! ```
 //!
 //! A commit saves its result before its record goes into the log ([`Results::save`]) and makes
@@ -15,13 +17,14 @@
 //! never acknowledged: the start removes the files of runs the job table does not show finished
 //! ([`Results::keep_committed`]). So a baseline is always a run whose commit was acknowledged.
 //!
-//! **Durable through the log.** The file is written without an fsync: the commit's record
+//! **Durable through the log.** The line is appended without an fsync: the commit's record
 //! carries the same result beside its job-table change, and that record is fsync'd with the
 //! others of its group commit. Before a snapshot of the job table is written (after which the
-//! log may let that record go), [`Results::sync`] fsyncs every file written since the last one,
-//! and the directory. At the start, a result the log still holds whose file is missing or does
-//! not read back (a power loss before its fsync) is written again from the log
-//! ([`Results::restore`]). So a commit costs no fsync of its own, nor one of the directory.
+//! log may let that record go), [`Results::sync`] fsyncs the segments written since the last
+//! one. At the start, a result the log still holds that the segments lack (a power loss before
+//! their fsync) is appended again from the log ([`Results::restore`]). So a commit costs no
+//! fsync of its own, and no file is made or removed for one: a file per result made and
+//! removed at each commit cost more than the rest of the commit.
 //!
 //! Memory: the index holds each result's owner, identity, whether it passed and when it ended
 //! (about 200 bytes each); rows and progress are read from the file when asked for. A file
@@ -37,6 +40,9 @@ use uuid::Uuid;
 
 use crate::state::jobs::Sample;
 use crate::storage::{DirHandle, Repeats, StorageError};
+use store::{Place, Store};
+
+mod store;
 use crate::sync::lock;
 use crate::verdict::{ResultRow, Verdict};
 
@@ -46,8 +52,6 @@ pub const RESULTS_DIR: &str = "results";
 pub const RESULT_FORMAT: &str = "metrics-consumer-result";
 /// The version of the result files this program reads and writes.
 pub const RESULT_VERSION: u32 = 1;
-/// Bytes of a result file read at most: a result of `limits.max_stats_rows` rows is far less.
-const MAX_FILE_BYTES: u64 = 64 << 20;
 
 /// A committed run's result: what its report shows and what a later run's baseline reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,8 +87,15 @@ struct Meta {
     ended_ms: i64,
     /// Its commit is on disk (a result saved for a commit under way is not yet).
     committed: bool,
-    /// Bytes of its file.
-    bytes: u64,
+    /// Where its line is.
+    place: Place,
+}
+
+impl Meta {
+    /// Bytes of its line.
+    fn bytes(&self) -> u64 {
+        u64::from(self.place.len)
+    }
 }
 
 /// The part of a file the index reads at the start.
@@ -102,27 +113,24 @@ struct MetaFile {
 /// The results kept, and their index.
 #[derive(Debug)]
 pub struct Results {
-    dir: DirHandle,
+    /// `storage.dir/results`, for messages.
+    path: std::path::PathBuf,
+    /// Locked before `store` when both are.
     index: Mutex<HashMap<Uuid, Meta>>,
+    store: Mutex<Store>,
     max: usize,
     max_bytes: u64,
     /// The clients the bounds are shared by (their count; 1 without tokens).
     owners: usize,
     /// Write errors, logged at most once a minute.
     pub errors: Repeats,
-    /// Files written since the last [`Results::sync`], not yet fsync'd.
-    unsynced: Mutex<Vec<Uuid>>,
-}
-
-fn file_name(uuid: &Uuid) -> String {
-    format!("{}.json", uuid.hyphenated())
 }
 
 impl Results {
-    /// Opens `storage.dir/results` (made when missing) and reads the index from its files.
-    /// Leftover temporary files are removed.
+    /// Opens `storage.dir/results` (made when missing) and reads the index from its segments
+    /// (a line that does not read back as a result is left out, named in a warning).
     ///
-    /// Errors: the directory cannot be made, opened or listed.
+    /// Errors: the directory cannot be made, opened or listed, or a segment cannot be read.
     /// `max` and `max_bytes` are `verdict.max_results` and `verdict.max_results_bytes`,
     /// shared equally by `owners` clients.
     pub fn open(
@@ -135,38 +143,42 @@ impl Results {
         let dir = root
             .subdir(RESULTS_DIR)
             .map_err(|e| StorageError::io("open", &path, e))?;
-        let mut index = HashMap::new();
-        for entry in dir.list().map_err(|e| StorageError::io("list", &path, e))? {
-            if entry.name.ends_with(".tmp") {
-                let _ = dir.remove_if_exists(&entry.name);
-                continue;
-            }
-            let Some(uuid) = entry
-                .name
-                .strip_suffix(".json")
-                .and_then(|u| Uuid::parse_str(u).ok())
-            else {
-                continue;
-            };
-            match read_meta(&dir, &entry.name, entry.len, uuid) {
-                Ok(meta) => {
-                    index.insert(uuid, meta);
+        let mut index: HashMap<Uuid, Meta> = HashMap::new();
+        // A result found twice (appended again from the log, or moved by a compaction cut
+        // short): the later line counts.
+        let mut twice = Vec::new();
+        let store = Store::open(dir, &mut |place, line| match read_meta(line, place) {
+            Ok((uuid, meta)) => {
+                if let Some(old) = index.insert(uuid, meta) {
+                    twice.push(old.place);
                 }
-                Err(why) => log::warn!(
-                    "{}: {why}; it is left alone, and its run has no report nor counts as a baseline",
-                    dir.join(&entry.name).display()
-                ),
+                true
             }
-        }
+            Err(why) => {
+                log::warn!(
+                    "{}: the line at byte {}: {why}; left out, and that run has no report nor counts as a baseline",
+                    path.display(),
+                    place.offset
+                );
+                false
+            }
+        })
+        .map_err(|e| StorageError::io("read", &path, e))?;
         let results = Results {
-            dir,
+            path,
             index: Mutex::new(index),
+            store: Mutex::new(store),
             max,
             max_bytes,
             owners,
             errors: Repeats::default(),
-            unsynced: Mutex::new(Vec::new()),
         };
+        {
+            let mut store = lock(&results.store);
+            for place in &twice {
+                store.release(place, false);
+            }
+        }
         results.prune(None);
         Ok(results)
     }
@@ -177,101 +189,94 @@ impl Results {
         lock(&self.index).len()
     }
 
-    /// Writes `result` (whole or not at all, not fsync'd: see the module documentation) for a
-    /// commit under way: it is not a baseline nor shown until [`Results::committed`]. Returns
-    /// the file's bytes (one line of JSON), for the commit's record to carry.
+    /// Appends `result` (not fsync'd: see the module documentation) for a commit under way: it
+    /// is not a baseline nor shown until [`Results::committed`]. Returns its line (JSON without
+    /// a raw newline), for the commit's record to carry.
     ///
-    /// Errors: the file could not be written (a full disk); nothing is kept then.
+    /// Errors: it could not be written (a full disk); nothing is kept then.
     pub fn save(&self, result: &RunResult) -> io::Result<Vec<u8>> {
         let bytes = serde_json::to_vec(result).map_err(io::Error::other)?;
-        self.dir.write_replace(&file_name(&result.uuid), &bytes)?;
-        lock(&self.unsynced).push(result.uuid);
-        lock(&self.index).insert(
-            result.uuid,
-            Meta {
-                owner: result.owner.clone(),
-                identity: result.identity.clone(),
-                passed: result.passed,
-                ended_ms: result.ended_ms,
-                committed: false,
-                bytes: bytes.len() as u64,
-            },
-        );
+        let mut index = lock(&self.index);
+        let place = lock(&self.store).append(&bytes)?;
+        let meta = Meta {
+            owner: result.owner.clone(),
+            identity: result.identity.clone(),
+            passed: result.passed,
+            ended_ms: result.ended_ms,
+            committed: false,
+            place,
+        };
+        if let Some(old) = index.insert(result.uuid, meta) {
+            lock(&self.store).release(&old.place, true);
+        }
         Ok(bytes)
     }
 
-    /// Fsyncs every result file written since the last call, then the directory: called before
-    /// a snapshot of the job table lets the log forget the records that carry them. A file
-    /// removed since (its commit failed, or it was pruned) needs nothing.
+    /// Makes durable what was appended since the last call: first the segments less than half
+    /// of which still counts are written again into the current one, then every segment written
+    /// is fsync'd, and only then are the emptied ones removed (`store.rs`). Called before a
+    /// snapshot of the job table lets the log forget the records that carry the results.
     ///
-    /// Errors: an fsync failed; the files not yet synced are tried again at the next call.
+    /// Errors: an fsync failed (tried again at the next call), or a segment could not be
+    /// removed.
     pub fn sync(&self) -> io::Result<()> {
-        let uuids = std::mem::take(&mut *lock(&self.unsynced));
-        if uuids.is_empty() {
-            return Ok(());
+        let mut index = lock(&self.index);
+        let mut store = lock(&self.store);
+        let mut moved = std::collections::HashSet::new();
+        while let Some(sparse) = store.sparse().filter(|n| moved.insert(*n)) {
+            for meta in index.values_mut().filter(|m| m.place.segment == sparse) {
+                let Some(file) = store.file(&meta.place) else {
+                    continue;
+                };
+                let line = store::read_at(&file, &meta.place)?;
+                let place = store.append(&line)?;
+                store.release(&meta.place, false);
+                meta.place = place;
+            }
         }
-        let synced = uuids
-            .iter()
-            .try_for_each(|uuid| match self.dir.open_read(&file_name(uuid)) {
-                Ok(file) => file.sync_all(),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(e),
-            })
-            .and_then(|()| self.dir.sync());
-        if let Err(e) = synced {
-            lock(&self.unsynced).extend(uuids);
-            return Err(e);
-        }
-        Ok(())
+        drop(index);
+        store.sync()
     }
 
     /// `storage.dir/results`.
     pub fn path(&self) -> &std::path::Path {
-        self.dir.path()
-    }
-
-    /// Result files written and not yet fsync'd.
-    #[cfg(test)]
-    pub fn unsynced(&self) -> usize {
-        lock(&self.unsynced).len()
+        &self.path
     }
 
     /// At the start, a result the log holds (`bytes`, as [`Results::save`] made them): when
-    /// its file did not read back or is missing (a power loss before [`Results::sync`]), it is
-    /// written again, fsync'd. Its run's commit is in the same record, so
+    /// the segments lack it (a power loss before [`Results::sync`]), it is appended again (and
+    /// synced by the start's snapshot). Its run's commit is in the same record, so
     /// [`Results::keep_committed`] keeps it.
     pub fn restore(&self, bytes: &[u8]) {
-        let m = match serde_json::from_slice::<MetaFile>(bytes) {
-            Ok(m) if m.format == RESULT_FORMAT && m.version == RESULT_VERSION => m,
-            // The log's records passed their checksums: only another version's result.
-            Ok(_) | Err(_) => return,
+        let place = Place {
+            segment: 0,
+            offset: 0,
+            len: 0,
         };
-        if lock(&self.index).contains_key(&m.uuid) {
+        let Ok((uuid, _)) = read_meta(bytes, place) else {
+            // The log's records passed their checksums: only another version's result.
+            return;
+        };
+        let mut index = lock(&self.index);
+        if index.contains_key(&uuid) {
             return;
         }
-        if let Err(e) = self.dir.write_atomic(&file_name(&m.uuid), bytes) {
-            self.errors.error(&format!(
-                "cannot write the result of run {} again from the log into {}: {e}; its run has no report nor counts as a baseline",
-                m.uuid,
-                self.dir.join(&file_name(&m.uuid)).display()
-            ));
-            return;
-        }
+        let place = match lock(&self.store).append(bytes) {
+            Ok(place) => place,
+            Err(e) => {
+                self.errors.error(&format!(
+                    "cannot append the result of run {uuid} again from the log to {}: {e}; its run has no report nor counts as a baseline",
+                    self.path.display()
+                ));
+                return;
+            }
+        };
         log::warn!(
-            "the result of run {} was missing or damaged in storage.dir/results (the machine stopped before it was synced): written again from the log",
-            m.uuid
+            "the result of run {uuid} was missing from storage.dir/results (the machine stopped before it was synced): appended again from the log"
         );
-        lock(&self.index).insert(
-            m.uuid,
-            Meta {
-                owner: m.owner,
-                identity: m.identity,
-                passed: m.passed,
-                ended_ms: m.ended_ms,
-                committed: false,
-                bytes: bytes.len() as u64,
-            },
-        );
+        if let Ok((_, meta)) = read_meta(bytes, place) {
+            index.insert(uuid, meta);
+        }
     }
 
     /// The commit of `uuid` is on disk: its result counts (as a baseline, in reports). The
@@ -285,12 +290,9 @@ impl Results {
 
     /// The commit of `uuid` was not recorded: its result goes.
     pub fn forget(&self, uuid: &Uuid) {
-        lock(&self.index).remove(uuid);
-        if let Err(e) = self.dir.remove_if_exists(&file_name(uuid)) {
-            self.errors.error(&format!(
-                "cannot remove {}: {e}",
-                self.dir.join(&file_name(uuid)).display()
-            ));
+        let mut index = lock(&self.index);
+        if let Some(meta) = index.remove(uuid) {
+            lock(&self.store).release(&meta.place, true);
         }
     }
 
@@ -357,14 +359,17 @@ impl Results {
     }
 
     fn read(&self, uuid: &Uuid) -> Option<RunResult> {
-        let name = file_name(uuid);
-        let bytes = match self.dir.read_if_exists(&name) {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return None,
+        let (file, place) = {
+            let index = lock(&self.index);
+            let place = index.get(uuid)?.place;
+            (lock(&self.store).file(&place)?, place)
+        };
+        let bytes = match store::read_at(&file, &place) {
+            Ok(bytes) => bytes,
             Err(e) => {
                 self.errors.error(&format!(
-                    "cannot read {}: {e}",
-                    self.dir.join(&name).display()
+                    "cannot read the result of run {uuid} in {}: {e}",
+                    self.path.display()
                 ));
                 return None;
             }
@@ -373,8 +378,8 @@ impl Results {
             Ok(r) if r.uuid == *uuid => Some(r),
             Ok(_) | Err(_) => {
                 self.errors.error(&format!(
-                    "{} is not a result of this version: left alone",
-                    self.dir.join(&name).display()
+                    "the result of run {uuid} in {} does not read back as a result of this version",
+                    self.path.display()
                 ));
                 None
             }
@@ -388,7 +393,7 @@ impl Results {
     /// first, oldest first, then baselines, oldest first; `kept` (the result just committed)
     /// never goes.
     fn prune(&self, kept: Option<&Uuid>) {
-        let victims: Vec<Uuid> = {
+        let victims: Vec<Place> = {
             let mut index = lock(&self.index);
             // Within every bound, as after most commits: nothing to order (a sort of every
             // result at each commit cost more than the rest of the commit).
@@ -398,12 +403,12 @@ impl Results {
                 let (n, b) = index
                     .values()
                     .filter(|m| m.owner == *owner)
-                    .fold((0usize, 0u64), |(n, b), m| (n + 1, b + m.bytes));
+                    .fold((0usize, 0u64), |(n, b), m| (n + 1, b + m.bytes()));
                 n > count_share || b > bytes_share
             });
             if !over_share
                 && index.len() <= self.max
-                && index.values().map(|m| m.bytes).sum::<u64>() <= self.max_bytes
+                && index.values().map(|m| m.bytes()).sum::<u64>() <= self.max_bytes
             {
                 return;
             }
@@ -422,7 +427,7 @@ impl Results {
                 let (mut n, mut b) = index
                     .values()
                     .filter(|m| m.owner == owner)
-                    .fold((0usize, 0u64), |(n, b), m| (n + 1, b + m.bytes));
+                    .fold((0usize, 0u64), |(n, b), m| (n + 1, b + m.bytes()));
                 let mut i = 0;
                 while let Some(u) = order.get(i) {
                     i += 1;
@@ -433,13 +438,13 @@ impl Results {
                         && let Some(m) = index.remove(&u)
                     {
                         n -= 1;
-                        b = b.saturating_sub(m.bytes);
-                        victims.push(u);
+                        b = b.saturating_sub(m.bytes());
+                        victims.push(m.place);
                     }
                 }
             }
             let mut count = index.len();
-            let mut bytes: u64 = index.values().map(|m| m.bytes).sum();
+            let mut bytes: u64 = index.values().map(|m| m.bytes()).sum();
             let mut i = 0;
             while let Some(u) = order.get(i) {
                 i += 1;
@@ -448,19 +453,15 @@ impl Results {
                 }
                 if let Some(m) = index.remove(&u) {
                     count -= 1;
-                    bytes = bytes.saturating_sub(m.bytes);
-                    victims.push(u);
+                    bytes = bytes.saturating_sub(m.bytes());
+                    victims.push(m.place);
                 }
             }
             victims
         };
-        for uuid in victims {
-            if let Err(e) = self.dir.remove_if_exists(&file_name(&uuid)) {
-                self.errors.error(&format!(
-                    "cannot remove {}: {e}",
-                    self.dir.join(&file_name(&uuid)).display()
-                ));
-            }
+        let mut store = lock(&self.store);
+        for place in &victims {
+            store.release(place, true);
         }
     }
 
@@ -529,19 +530,10 @@ fn visible(owner: Option<&str>, caller: Option<&str>) -> bool {
     owner == caller
 }
 
-/// Reads the index's part of a result file, checking its format.
-fn read_meta(dir: &DirHandle, name: &str, len: u64, uuid: Uuid) -> Result<Meta, String> {
-    if len > MAX_FILE_BYTES {
-        return Err(format!(
-            "{len} bytes, more than a result holds ({MAX_FILE_BYTES})"
-        ));
-    }
-    let bytes = dir
-        .read_if_exists(name)
-        .map_err(|e| format!("cannot read it: {e}"))?
-        .ok_or("removed while the start read it")?;
-    let m: MetaFile = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("not a result file of metrics-consumer ({e})"))?;
+/// Reads the index's part of a result's line (at `place`), checking its format.
+fn read_meta(line: &[u8], place: Place) -> Result<(Uuid, Meta), String> {
+    let m: MetaFile = serde_json::from_slice(line)
+        .map_err(|e| format!("not a result of metrics-consumer ({e})"))?;
     if m.format != RESULT_FORMAT {
         return Err(format!(
             "its format is {:?}, not {RESULT_FORMAT:?}",
@@ -554,17 +546,17 @@ fn read_meta(dir: &DirHandle, name: &str, len: u64, uuid: Uuid) -> Result<Meta, 
             m.version
         ));
     }
-    if m.uuid != uuid {
-        return Err(format!("it holds the result of run {}", m.uuid));
-    }
-    Ok(Meta {
-        owner: m.owner,
-        identity: m.identity,
-        passed: m.passed,
-        ended_ms: m.ended_ms,
-        committed: false,
-        bytes: len,
-    })
+    Ok((
+        m.uuid,
+        Meta {
+            owner: m.owner,
+            identity: m.identity,
+            passed: m.passed,
+            ended_ms: m.ended_ms,
+            committed: false,
+            place,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -665,7 +657,6 @@ mod tests {
         let never = result(Some("a"), Some("test=shop"), true, 3000);
         results.save(&never).unwrap();
         results.forget(&never.uuid);
-        assert!(!dir.0.join("results").join(file_name(&never.uuid)).exists());
         drop(results);
 
         let again = Results::open(&root(&dir), 100, 1 << 30, 1).unwrap();
@@ -673,7 +664,8 @@ mod tests {
         // The table shows `lost` still running: its commit was never recorded.
         again.keep_committed(|u| (*u == lost.uuid).then_some(false));
         assert_eq!(again.len(), 1);
-        assert!(!dir.0.join("results").join(file_name(&lost.uuid)).exists());
+        assert!(again.get(&lost.uuid, Some("a")).is_none());
+        assert!(again.get(&never.uuid, Some("a")).is_none());
         assert_eq!(again.get(&mine.uuid, Some("a")).unwrap(), mine);
         assert_eq!(
             again
@@ -703,8 +695,10 @@ mod tests {
         );
         assert!(results.get(&later[5], None).is_some());
         assert!(results.get(&later[0], None).is_none());
-        let files = std::fs::read_dir(dir.0.join("results")).unwrap().count();
-        assert_eq!(files, 3);
+        // What went is blanked in its segment: a restart reads back the same three.
+        drop(results);
+        let again = Results::open(&root(&dir), 30, 1 << 30, 1).unwrap();
+        assert_eq!(again.len(), 3);
     }
 
     #[test]
@@ -775,18 +769,113 @@ mod tests {
     }
 
     #[test]
-    fn a_file_that_is_not_a_result_is_left_alone_with_a_warning() {
+    fn a_file_that_is_not_a_segment_of_results_and_a_line_that_is_not_a_result_are_left_alone() {
         let dir = Dir::new("results-foreign");
-        let uuid = Uuid::new_v4();
-        std::fs::create_dir_all(dir.0.join("results")).unwrap();
-        std::fs::write(
-            dir.0.join("results").join(file_name(&uuid)),
-            b"{\"format\":\"x\"}",
-        )
-        .unwrap();
-        std::fs::write(dir.0.join("results").join("notes.txt"), b"hello").unwrap();
+        let at = dir.0.join("results");
+        std::fs::create_dir_all(&at).unwrap();
+        let foreign = at.join("00000000000000000001.results");
+        std::fs::write(&foreign, b"{\"format\":\"x\"}\n").unwrap();
+        std::fs::write(at.join("notes.txt"), b"hello").unwrap();
+        let kept = result(None, Some("test=a"), true, 5);
+        let mut segment = store::HEADER.to_vec();
+        segment.extend_from_slice(b"{\"format\":\"x\"}\n");
+        segment.extend_from_slice(&serde_json::to_vec(&kept).unwrap());
+        segment.extend_from_slice(b"\n{\"format\":\"metrics-consumer-result\",\"ver");
+        std::fs::write(at.join("00000000000000000002.results"), &segment).unwrap();
         let results = Results::open(&root(&dir), 10, 1 << 30, 1).unwrap();
-        assert_eq!(results.len(), 0);
-        assert!(dir.0.join("results").join(file_name(&uuid)).exists());
+        results.keep_committed(|_| None);
+        assert_eq!(results.len(), 1, "the whole line that is a result");
+        assert_eq!(results.get(&kept.uuid, None).unwrap(), kept);
+        assert_eq!(std::fs::read(&foreign).unwrap(), b"{\"format\":\"x\"}\n");
+        // This start appends to a segment of its own, after the line cut short.
+        let next = result(None, Some("test=a"), true, 6);
+        commit(&results, &next);
+        assert!(at.join("00000000000000000003.results").exists());
+        drop(results);
+        let again = Results::open(&root(&dir), 10, 1 << 30, 1).unwrap();
+        again.keep_committed(|_| None);
+        assert_eq!(again.get(&next.uuid, None).unwrap(), next);
+        assert_eq!(again.get(&kept.uuid, None).unwrap(), kept);
+    }
+
+    /// A commit appends a line to an open segment: no file is made or removed for it. What is
+    /// pruned stays on disk until its segment is mostly dead; then [`Results::sync`] moves
+    /// what counts into the current segment and removes the old one, and every result still
+    /// reads back, then and after a restart.
+    #[test]
+    fn results_go_into_few_files_and_sparse_segments_are_written_again_at_a_sync() {
+        let dir = Dir::new("results-segments");
+        let at = dir.0.join("results");
+        let files = || std::fs::read_dir(&at).unwrap().count();
+        let results = Results::open(&root(&dir), 20, 1 << 30, 1).unwrap();
+        let mut all = Vec::new();
+        for t in 0..200 {
+            let r = result(None, Some(&format!("test={}", t % 3)), t % 2 == 0, t);
+            commit(&results, &r);
+            all.push(r);
+        }
+        assert_eq!(files(), 1, "one segment for them all");
+        assert_eq!(results.len(), 20);
+        // Roll to a new segment as a restart does, then sync: the first is mostly dead.
+        drop(results);
+        let results = Results::open(&root(&dir), 20, 1 << 30, 1).unwrap();
+        results.keep_committed(|_| None);
+        let (on_disk, live) = lock(&results.store).bytes();
+        assert!(live * 2 < on_disk, "{live} of {on_disk} bytes count");
+        results.sync().unwrap();
+        let (on_disk, live) = lock(&results.store).bytes();
+        assert_eq!(
+            on_disk - live,
+            store::HEADER.len() as u64,
+            "only the header is not a result"
+        );
+        assert_eq!(files(), 1, "the old segment is gone");
+        let kept: Vec<&RunResult> = all
+            .iter()
+            .filter(|r| results.get(&r.uuid, None).is_some())
+            .collect();
+        assert_eq!(kept.len(), 20);
+        for r in &kept {
+            assert_eq!(results.get(&r.uuid, None).as_ref(), Some(*r));
+        }
+        drop(results);
+        let again = Results::open(&root(&dir), 20, 1 << 30, 1).unwrap();
+        again.keep_committed(|_| None);
+        for r in &kept {
+            assert_eq!(again.get(&r.uuid, None).as_ref(), Some(*r));
+        }
+        assert_eq!(
+            again
+                .baseline(None, "test=0", &Uuid::nil())
+                .unwrap()
+                .ended_ms,
+            198
+        );
+    }
+
+    /// A result the log carries is appended again at the start when the segments lack it, and
+    /// not when they hold it.
+    #[test]
+    fn a_result_the_segments_lack_is_restored_from_the_log_once() {
+        let dir = Dir::new("results-restore");
+        let results = Results::open(&root(&dir), 20, 1 << 30, 1).unwrap();
+        let kept = result(Some("a"), Some("test=a"), true, 1);
+        let lost = result(Some("a"), Some("test=a"), true, 2);
+        let kept_line = results.save(&kept).unwrap();
+        let lost_line = serde_json::to_vec(&lost).unwrap();
+        results.restore(&kept_line);
+        results.restore(&lost_line);
+        results.restore(&lost_line);
+        results.restore(b"{\"format\":\"another\",\"version\":9}");
+        results.keep_committed(|_| Some(true));
+        assert_eq!(results.len(), 2);
+        assert_eq!(results.get(&lost.uuid, Some("a")).unwrap(), lost);
+        assert_eq!(results.get(&kept.uuid, Some("a")).unwrap(), kept);
+        let (on_disk, live) = lock(&results.store).bytes();
+        assert_eq!(
+            on_disk - live,
+            store::HEADER.len() as u64,
+            "nothing appended twice"
+        );
     }
 }
