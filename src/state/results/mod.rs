@@ -223,15 +223,28 @@ impl Results {
         let mut index = lock(&self.index);
         let mut store = lock(&self.store);
         let mut moved = std::collections::HashSet::new();
-        while let Some(sparse) = store.sparse().filter(|n| moved.insert(*n)) {
+        // Moving lines needs room: on a full disk (where the snapshot this sync comes before
+        // is what frees the log's segments) it waits, and what was written is fsync'd still.
+        'compact: while let Some(sparse) = store.sparse().filter(|n| moved.insert(*n)) {
             for meta in index.values_mut().filter(|m| m.place.segment == sparse) {
                 let Some(file) = store.file(&meta.place) else {
                     continue;
                 };
-                let line = store::read_at(&file, &meta.place)?;
-                let place = store.append(&line)?;
-                store.release(&meta.place, false);
-                meta.place = place;
+                let appended =
+                    store::read_at(&file, &meta.place).and_then(|line| store.append(&line));
+                match appended {
+                    Ok(place) => {
+                        store.release(&meta.place, false);
+                        meta.place = place;
+                    }
+                    Err(e) => {
+                        self.errors.error(&format!(
+                            "cannot write again the results of a sparse segment in {}: {e}; tried again at the next snapshot",
+                            self.path.display()
+                        ));
+                        break 'compact;
+                    }
+                }
             }
         }
         drop(index);
@@ -292,7 +305,16 @@ impl Results {
     pub fn forget(&self, uuid: &Uuid) {
         let mut index = lock(&self.index);
         if let Some(meta) = index.remove(uuid) {
-            lock(&self.store).release(&meta.place, true);
+            let mut store = lock(&self.store);
+            store.release(&meta.place, true);
+            // Durable now: a power loss must not bring back the line of a commit never
+            // recorded once its run has left the job table (then nothing at the start tells).
+            if let Err(e) = store.sync_segment(&meta.place) {
+                self.errors.error(&format!(
+                    "cannot sync {} after letting go of the result of run {uuid}: {e}",
+                    self.path.display()
+                ));
+            }
         }
     }
 
@@ -395,18 +417,26 @@ impl Results {
     fn prune(&self, kept: Option<&Uuid>) {
         let victims: Vec<Place> = {
             let mut index = lock(&self.index);
+            // The clients over their share: the owner of `kept`; at the start (no `kept`: the
+            // results read back, and those written again from the log) every client.
+            let (count_share, bytes_share) = self.share();
+            let mut usage: HashMap<Option<&str>, (usize, u64)> = HashMap::new();
+            let kept_owner = kept.and_then(|u| index.get(u)).map(|m| m.owner.as_deref());
+            for m in index.values() {
+                let owner = m.owner.as_deref();
+                if kept.is_none() || kept_owner == Some(owner) {
+                    let slot = usage.entry(owner).or_default();
+                    *slot = (slot.0 + 1, slot.1 + m.bytes());
+                }
+            }
+            let over: Vec<Option<String>> = usage
+                .into_iter()
+                .filter(|(_, (n, b))| *n > count_share || *b > bytes_share)
+                .map(|(owner, _)| owner.map(str::to_owned))
+                .collect();
             // Within every bound, as after most commits: nothing to order (a sort of every
             // result at each commit cost more than the rest of the commit).
-            let owner = kept.and_then(|u| index.get(u)).map(|m| m.owner.clone());
-            let over_share = owner.as_ref().is_some_and(|owner| {
-                let (count_share, bytes_share) = self.share();
-                let (n, b) = index
-                    .values()
-                    .filter(|m| m.owner == *owner)
-                    .fold((0usize, 0u64), |(n, b), m| (n + 1, b + m.bytes()));
-                n > count_share || b > bytes_share
-            });
-            if !over_share
+            if over.is_empty()
                 && index.len() <= self.max
                 && index.values().map(|m| m.bytes()).sum::<u64>() <= self.max_bytes
             {
@@ -422,8 +452,7 @@ impl Results {
                     .collect(),
             );
             let mut victims = Vec::new();
-            if let Some(owner) = owner.filter(|_| over_share) {
-                let (count_share, bytes_share) = self.share();
+            for owner in over {
                 let (mut n, mut b) = index
                     .values()
                     .filter(|m| m.owner == owner)
@@ -877,5 +906,109 @@ mod tests {
             store::HEADER.len() as u64,
             "nothing appended twice"
         );
+    }
+
+    /// A result let go while it is the only line of its segment that counts (a commit not
+    /// recorded, as the first of a start) is blanked too: a restart after the run left the
+    /// table does not read it back as a committed run's.
+    #[test]
+    fn a_result_let_go_as_the_last_line_of_its_segment_does_not_come_back() {
+        let dir = Dir::new("results-last-line");
+        let results = Results::open(&root(&dir), 20, 1 << 30, 1).unwrap();
+        let never = result(None, Some("test=a"), true, 1);
+        results.save(&never).unwrap();
+        results.forget(&never.uuid);
+        drop(results);
+        let again = Results::open(&root(&dir), 20, 1 << 30, 1).unwrap();
+        // The run expired and left the table since.
+        again.keep_committed(|_| None);
+        assert_eq!(again.len(), 0);
+        assert!(again.baseline(None, "test=a", &Uuid::nil()).is_none());
+    }
+
+    /// Results a restart reads back (from the segments, or again from the log after they were
+    /// pruned) are pruned to each client's share first: one client's do not push out
+    /// another's at the start either.
+    #[test]
+    fn at_the_start_one_client_s_results_never_push_out_another_s() {
+        let dir = Dir::new("results-start-share");
+        let results = Results::open(&root(&dir), 4, 1 << 30, 2).unwrap();
+        let mut lines = Vec::new();
+        let mut theirs = Vec::new();
+        for t in 1..3 {
+            let r = result(Some("b"), Some(&format!("test=b{t}")), false, t);
+            lines.push(results.save(&r).unwrap());
+            results.committed(&r.uuid);
+            theirs.push(r.uuid);
+        }
+        for t in 10..16 {
+            let r = result(Some("a"), Some(&format!("test=a{t}")), false, t);
+            lines.push(results.save(&r).unwrap());
+            results.committed(&r.uuid);
+        }
+        assert_eq!(results.len(), 4, "b's 2 and a's 2");
+        drop(results);
+        // No snapshot since: the log still carries every result of these commits.
+        let again = Results::open(&root(&dir), 4, 1 << 30, 2).unwrap();
+        for line in &lines {
+            again.restore(line);
+        }
+        again.keep_committed(|_| Some(true));
+        assert!(again.len() <= 4);
+        for u in &theirs {
+            assert!(again.get(u, Some("b")).is_some(), "b's result {u} stays");
+        }
+    }
+
+    /// A directory, a link or a file of a name past every number, named like a segment, is
+    /// left alone: the start goes on and results are still kept.
+    #[test]
+    fn what_is_named_like_a_segment_but_is_not_a_file_is_left_alone() {
+        let dir = Dir::new("results-hostile");
+        let at = dir.0.join("results");
+        std::fs::create_dir_all(at.join("00000000000000000003.results")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", at.join("00000000000000000002.results")).unwrap();
+        let mut segment = store::HEADER.to_vec();
+        segment.extend_from_slice(b"\n");
+        std::fs::write(at.join(format!("{}.results", u64::MAX)), &segment).unwrap();
+        let results = Results::open(&root(&dir), 10, 1 << 30, 1).unwrap();
+        results.keep_committed(|_| None);
+        let r = result(None, Some("test=a"), true, 5);
+        commit(&results, &r);
+        assert_eq!(results.get(&r.uuid, None).unwrap(), r);
+        results.sync().unwrap();
+        drop(results);
+        let again = Results::open(&root(&dir), 10, 1 << 30, 1).unwrap();
+        again.keep_committed(|_| None);
+        assert_eq!(again.get(&r.uuid, None).unwrap(), r);
+        assert!(at.join("00000000000000000003.results").is_dir());
+    }
+
+    /// On a full disk a sync still fsyncs what was written (the snapshot that frees the log's
+    /// segments waits on it); moving the lines of a sparse segment waits for room.
+    #[test]
+    fn a_sync_on_a_full_disk_fsyncs_without_moving_lines() {
+        let disk = crate::storage::tests::SmallDisk::new("results-full", "4m");
+        let results = Results::open(&root(&disk.0), 20, 1 << 30, 1).unwrap();
+        let mut all = Vec::new();
+        for t in 0..200 {
+            let r = result(None, Some(&format!("test={}", t % 3)), false, t);
+            commit(&results, &r);
+            all.push(r);
+        }
+        drop(results);
+        let results = Results::open(&root(&disk.0), 20, 1 << 30, 1).unwrap();
+        results.keep_committed(|_| None);
+        let late = result(None, Some("test=z"), false, 1000);
+        commit(&results, &late);
+        assert!(lock(&results.store).sparse().is_some());
+        crate::storage::tests::fill(&disk.0.0);
+        results.sync().unwrap();
+        for r in all.iter().chain([&late]) {
+            if let Some(got) = results.get(&r.uuid, None) {
+                assert_eq!(&got, r);
+            }
+        }
+        assert_eq!(results.get(&late.uuid, None).unwrap(), late);
     }
 }

@@ -76,12 +76,15 @@ fn name(number: u64) -> String {
 impl Store {
     /// Opens the segments in `dir`, handing each line of each (with its place) to `line`,
     /// oldest first; a line `line` does not take (returns false) is not counted. A file that is
-    /// not a segment (another name, another header, too large) is left alone with a warning
-    /// naming it; a last line cut short is left out.
+    /// not a segment (another name, another header, too large, not a plain file, unreadable) is
+    /// left alone with a warning naming it, and the next segment is numbered past it; a last
+    /// line cut short is left out.
     ///
-    /// Errors: the directory cannot be listed, or a segment cannot be read.
+    /// Errors: the directory cannot be listed.
     pub fn open(dir: DirHandle, line: &mut dyn FnMut(Place, &[u8]) -> bool) -> io::Result<Store> {
         let mut numbers = Vec::new();
+        // The highest number named like a segment, whatever it is: the next one is made past it.
+        let mut last = 0u64;
         for entry in dir.list()? {
             if entry.name.ends_with(".tmp") {
                 // Left by the earlier layout's writes.
@@ -89,8 +92,17 @@ impl Store {
                 continue;
             }
             match entry.name.strip_suffix(SUFFIX).map(str::parse::<u64>) {
-                Some(Ok(n)) if entry.name == name(n) && entry.len <= MAX_SEGMENT_BYTES => {
-                    numbers.push(n)
+                Some(Ok(n)) if entry.name == name(n) && n < u64::MAX => {
+                    last = last.max(n);
+                    if entry.is_file && entry.len <= MAX_SEGMENT_BYTES {
+                        numbers.push(n);
+                    } else {
+                        log::warn!(
+                            "{}: named like a segment of results, but not a file of at most {MAX_SEGMENT_BYTES} bytes ({} bytes); left alone",
+                            dir.join(&entry.name).display(),
+                            entry.len
+                        );
+                    }
                 }
                 Some(_) => log::warn!(
                     "{}: not a segment of results this binary wrote ({} bytes); left alone",
@@ -103,9 +115,21 @@ impl Store {
         numbers.sort_unstable();
         let mut segments = BTreeMap::new();
         for n in &numbers {
-            let file = dir.open_read(&name(*n))?;
-            let mut bytes = Vec::new();
-            io::Read::read_to_end(&mut (&file).take(MAX_SEGMENT_BYTES), &mut bytes)?;
+            let read = dir.open_read(&name(*n)).and_then(|file| {
+                let mut bytes = Vec::new();
+                io::Read::read_to_end(&mut (&file).take(MAX_SEGMENT_BYTES), &mut bytes)?;
+                Ok((file, bytes))
+            });
+            let (file, bytes) = match read {
+                Ok(read) => read,
+                Err(e) => {
+                    log::warn!(
+                        "{}: cannot be read ({e}); left alone, and the results in it have no report nor count as baselines",
+                        dir.join(&name(*n)).display()
+                    );
+                    continue;
+                }
+            };
             if !bytes.starts_with(HEADER) {
                 log::warn!(
                     "{}: it does not start as a segment of results of this version ({:?}); left alone",
@@ -142,7 +166,7 @@ impl Store {
             dir,
             segments,
             current: None,
-            next: numbers.last().map_or(1, |n| n + 1),
+            next: last + 1,
             dirty: BTreeSet::new(),
             dir_dirty: false,
         })
@@ -185,6 +209,9 @@ impl Store {
 
     fn begin(&mut self) -> io::Result<u64> {
         let number = self.next;
+        let next = number
+            .checked_add(1)
+            .ok_or_else(|| io::Error::other("no number is left for a segment of results"))?;
         let file = self.dir.create_new(&name(number))?;
         self.dir_dirty = true;
         if let Err(e) = file.write_all_at(HEADER, 0) {
@@ -192,7 +219,7 @@ impl Store {
             let _ = self.dir.remove_if_exists(&name(number));
             return Err(e);
         }
-        self.next += 1;
+        self.next = next;
         self.segments.insert(
             number,
             Segment {
@@ -221,7 +248,9 @@ impl Store {
     pub fn release(&mut self, place: &Place, blank: bool) {
         if let Some(s) = self.segments.get_mut(&place.segment) {
             s.live = s.live.saturating_sub(u64::from(place.len) + 1);
-            if blank && s.live > 0 {
+            // Blanked even when no line of the segment counts any more: the segment goes only
+            // at the next sync, or never while it is the one appended to.
+            if blank {
                 // A failure leaves the line to be read back at the next start, where the
                 // bounds and the job table decide again.
                 if s.file
@@ -231,6 +260,16 @@ impl Store {
                     self.dirty.insert(place.segment);
                 }
             }
+        }
+    }
+
+    /// Fsyncs the segment of `place` alone (a line blanked that must not come back).
+    ///
+    /// Errors: the fsync failed.
+    pub fn sync_segment(&self, place: &Place) -> io::Result<()> {
+        match self.segments.get(&place.segment) {
+            Some(s) => s.file.sync_all(),
+            None => Ok(()),
         }
     }
 
@@ -254,11 +293,13 @@ impl Store {
     /// Errors: an fsync failed (tried again at the next call); a segment that cannot be
     /// removed is named in the error and kept.
     pub fn sync(&mut self) -> io::Result<()> {
-        for n in std::mem::take(&mut self.dirty) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &n in &dirty {
             if let Some(s) = self.segments.get(&n)
                 && let Err(e) = s.file.sync_all()
             {
-                self.dirty.insert(n);
+                // This one and those not tried yet are tried again at the next call.
+                self.dirty.extend(dirty.range(n..));
                 return Err(e);
             }
         }
