@@ -413,7 +413,9 @@ impl Results {
     /// by the clients, so no token pushes out another's results), then anyone's beyond the
     /// bounds themselves. Of the results that may go, those that are no identity's baseline go
     /// first, oldest first, then baselines, oldest first; `kept` (the result just committed)
-    /// never goes.
+    /// never goes. A bound passed is pruned down to [`low`] of it, so that pruning (a pass over
+    /// every result) is paid once in many commits, not at each one once the bounds are
+    /// reached.
     fn prune(&self, kept: Option<&Uuid>) {
         let victims: Vec<Place> = {
             let mut index = lock(&self.index);
@@ -460,7 +462,7 @@ impl Results {
                 let mut i = 0;
                 while let Some(u) = order.get(i) {
                     i += 1;
-                    if n <= count_share && b <= bytes_share {
+                    if n <= low(count_share) && b <= low(bytes_share) {
                         break;
                     }
                     if index.get(&u).is_some_and(|m| m.owner == owner)
@@ -477,7 +479,7 @@ impl Results {
             let mut i = 0;
             while let Some(u) = order.get(i) {
                 i += 1;
-                if count <= self.max && bytes <= self.max_bytes {
+                if count <= low(self.max) && bytes <= low(self.max_bytes) {
                     break;
                 }
                 if let Some(m) = index.remove(&u) {
@@ -534,6 +536,14 @@ impl Order {
         }
         Some(self.items[i].2)
     }
+}
+
+/// What a bound passed is pruned down to: 95 % of it (the whole of a bound under 20).
+fn low<T>(bound: T) -> T
+where
+    T: Copy + std::ops::Sub<Output = T> + std::ops::Div<Output = T> + From<u8>,
+{
+    bound - bound / T::from(20)
 }
 
 /// The newest passed result of each owner and identity: the baselines.
@@ -880,6 +890,38 @@ mod tests {
                 .ended_ms,
             198
         );
+    }
+
+    /// A bound passed is pruned down to 95 % of it, oldest first: the commits after it prune
+    /// nothing until the bound is passed again.
+    #[test]
+    fn a_bound_passed_is_pruned_down_to_95_percent_of_it() {
+        let dir = Dir::new("results-low");
+        let results = Results::open(&root(&dir), 100, 1 << 30, 1).unwrap();
+        let mut all = Vec::new();
+        for t in 0..100 {
+            let r = result(None, Some("test=a"), false, t);
+            commit(&results, &r);
+            all.push(r.uuid);
+        }
+        assert_eq!(results.len(), 100, "within the bound: nothing goes");
+        let r = result(None, Some("test=a"), false, 100);
+        commit(&results, &r);
+        all.push(r.uuid);
+        assert_eq!(results.len(), 95);
+        assert!(results.get(&all[5], None).is_none() && results.get(&all[6], None).is_some());
+        for t in 101..106 {
+            let r = result(None, Some("test=a"), false, t);
+            commit(&results, &r);
+        }
+        assert_eq!(
+            results.len(),
+            100,
+            "nothing pruned until the bound is passed again"
+        );
+        assert!(results.get(&all[6], None).is_some());
+        assert_eq!(low(3usize), 3, "a bound under 20 is kept whole");
+        assert_eq!(low(256u64 << 20), (256u64 << 20) - (256u64 << 20) / 20);
     }
 
     /// A result the log carries is appended again at the start when the segments lack it, and
