@@ -629,7 +629,19 @@ fn a_result_lost_before_it_was_synced_comes_back_from_the_log() {
         cut += 1;
     }
     assert_eq!(cut, 1, "one segment of results");
+    // A result file of the layout before segments is not read, and the start says so.
+    std::fs::write(
+        results.join("00000000-0000-4000-8000-000000000001.json"),
+        b"{}",
+    )
+    .unwrap();
     gw.restart();
+    assert!(
+        gw.log()
+            .contains("1 files *.json of an earlier layout (a file per result) are not read"),
+        "{}",
+        gw.log()
+    );
     assert!(
         gw.log().contains(&format!(
             "the result of run {first} was missing from storage.dir/results"

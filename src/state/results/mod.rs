@@ -398,6 +398,8 @@ impl Results {
         };
         match serde_json::from_slice::<RunResult>(&bytes) {
             Ok(r) if r.uuid == *uuid => Some(r),
+            // Blanked by a prune or a forget between the look in the index and the read.
+            Err(_) if bytes.iter().all(|&b| b == b' ') => None,
             Ok(_) | Err(_) => {
                 self.errors.error(&format!(
                     "the result of run {uuid} in {} does not read back as a result of this version",

@@ -85,6 +85,8 @@ impl Store {
         let mut numbers = Vec::new();
         // The highest number named like a segment, whatever it is: the next one is made past it.
         let mut last = 0u64;
+        // Files of the layout before segments (`<uuid>.json`, a file per result): not read.
+        let mut earlier = 0usize;
         for entry in dir.list()? {
             if entry.name.ends_with(".tmp") {
                 // Left by the earlier layout's writes.
@@ -109,8 +111,15 @@ impl Store {
                     dir.join(&entry.name).display(),
                     entry.len
                 ),
+                None if entry.name.ends_with(".json") => earlier += 1,
                 None => {}
             }
+        }
+        if earlier > 0 {
+            log::warn!(
+                "{}: {earlier} files *.json of an earlier layout (a file per result) are not read: those runs have no report nor count as baselines; remove them once not needed",
+                dir.path().display()
+            );
         }
         numbers.sort_unstable();
         let mut segments = BTreeMap::new();
