@@ -17,8 +17,23 @@ impl Log {
 
     /// Reads the records after `at`, oldest first, that are on disk: at most `max_bytes` of
     /// them (but at least one, whatever its size). Moves `at` past what it returns.
+    /// An error met after some records were read returns those (`at` stays where the error is,
+    /// so the next call meets it): records read are never dropped with the error.
     pub fn read(&self, at: &mut Position, max_bytes: u64) -> Result<Vec<Read>, LogError> {
         let mut out = Vec::new();
+        match self.read_into(at, max_bytes, &mut out) {
+            Err(_) if !out.is_empty() => Ok(out),
+            Err(e) => Err(e),
+            Ok(()) => Ok(out),
+        }
+    }
+
+    fn read_into(
+        &self,
+        at: &mut Position,
+        max_bytes: u64,
+        out: &mut Vec<Read>,
+    ) -> Result<(), LogError> {
         let mut taken = 0u64;
         loop {
             let (segment, durable, next_segment) = {
@@ -36,7 +51,7 @@ impl Log {
                 if found.is_none() && at.next_seq > done {
                     // The reader's segment was let go once read and delivered, and the next
                     // one is not begun yet: nothing more to read.
-                    return Ok(out);
+                    return Ok(());
                 }
                 let Some(i) = found else {
                     // The reader's segment is gone and no segment starts at its next record:
@@ -58,7 +73,7 @@ impl Log {
                         at.offset = FIRST_RECORD;
                         continue;
                     }
-                    _ => return Ok(out),
+                    _ => return Ok(()),
                 }
             }
             let file = self
@@ -75,7 +90,7 @@ impl Log {
                 match record::frame(&buf[pos..]) {
                     Frame::Record { seq, len } => {
                         if seq > durable {
-                            return Ok(out);
+                            return Ok(());
                         }
                         let payload = record::decode(
                             &buf[pos + record::HEADER_BYTES..pos + len],
@@ -112,7 +127,7 @@ impl Log {
                         at.next_seq = seq + 1;
                         taken += len as u64;
                         if taken >= max_bytes {
-                            return Ok(out);
+                            return Ok(());
                         }
                     }
                     Frame::Short { needed } => {

@@ -1565,4 +1565,32 @@ mod tests {
             b"MCLOG\0"
         );
     }
+
+    /// A record that does not read back after others that do: the ones before it are handed
+    /// to the deliverer, and the error comes at the next read, where the damage is. Dropped
+    /// with the error, they would have been skipped for good.
+    #[test]
+    fn records_read_before_a_damaged_one_are_returned_and_the_error_comes_next() {
+        let dir = Dir::new("log-read-damaged");
+        let (log, mut at, _) = open(&dir).unwrap();
+        for n in 1..=3 {
+            put(&log, n);
+        }
+        let segment = segment_files(&dir)[0].clone();
+        let mut bytes = fs::read(&segment).unwrap();
+        // The third record's checksum, past the first two records.
+        let mut third = FIRST_RECORD as usize;
+        for _ in 0..2 {
+            third += record::HEADER_BYTES
+                + u32::from_le_bytes(bytes[third..third + 4].try_into().unwrap()) as usize;
+        }
+        bytes[third + 4] ^= 0xff;
+        fs::write(&segment, &bytes).unwrap();
+        let read = log.read(&mut at, 1 << 20).unwrap();
+        assert_eq!(read.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(at.next_seq, 3);
+        let err = log.read(&mut at, 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("damaged"), "{err}");
+        assert_eq!(at.next_seq, 3, "still at the damage");
+    }
 }
