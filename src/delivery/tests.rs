@@ -998,6 +998,41 @@ fn a_backlog_of_full_writes_goes_two_at_a_time_when_they_share_no_point() {
     assert_eq!(stored.len(), 8, "each line once: {stored:?}");
 }
 
+/// A backlog of ticks' heartbeats is written one write at a time, though their points differ:
+/// the heartbeats of runs InfluxDB refused are sorted out as each write is made, and two
+/// writes at once would sort them before either knew what the other found.
+#[test]
+fn a_backlog_of_heartbeats_goes_one_write_at_a_time() {
+    let limits = WriteLimits {
+        max_bytes: 1 << 20,
+        max_lines: 2,
+    };
+    let r = setup(
+        "delivery-beats-one-at-once",
+        Acknowledge::Disk,
+        limits,
+        1 << 20,
+    );
+    let overlap = Arc::new(Overlap::new(Arc::clone(&r.sink), Vec::new()));
+    let mut r = with_sink(
+        r,
+        "delivery-beats-one-at-once",
+        Box::new(Arc::clone(&overlap)),
+        limits,
+    );
+    let runs = [Uuid::new_v4(), Uuid::new_v4()];
+    for tick in 1..=4 {
+        r.heartbeats(&[
+            (runs[0], format!("beat,run=a v={tick} {tick}\n")),
+            (runs[1], format!("beat,run=b v={tick} {tick}\n")),
+        ]);
+    }
+    r.start();
+    r.delivered_all();
+    assert_eq!(overlap.most(), 1, "never two writes of heartbeats at once");
+    assert_eq!(r.sink.stored().len(), 8);
+}
+
 #[test]
 fn writes_that_share_a_point_go_one_after_the_other_and_the_last_one_wins() {
     let limits = WriteLimits {
