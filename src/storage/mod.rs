@@ -399,6 +399,11 @@ impl DirHandle {
         self.open_at(name, rustix::fs::OFlags::RDONLY)
     }
 
+    /// Opens the file `name`, which must exist, for reading and writing, without truncating it.
+    pub fn open_existing_rw(&self, name: &str) -> io::Result<File> {
+        self.open_at(name, rustix::fs::OFlags::RDWR)
+    }
+
     /// Opens (creating it when missing) the file `name` for reading and writing, without
     /// truncating it.
     pub fn open_rw(&self, name: &str) -> io::Result<File> {

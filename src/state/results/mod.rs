@@ -13,9 +13,9 @@
 //!
 //! A commit saves its result before its record goes into the log ([`Results::save`]) and makes
 //! it count once the record is on disk ([`Results::committed`]), or lets it go when the record
-//! failed ([`Results::forget`]). A crash between the two leaves a file for a commit that was
-//! never acknowledged: the start removes the files of runs the job table does not show finished
-//! ([`Results::keep_committed`]). So a baseline is always a run whose commit was acknowledged.
+//! failed ([`Results::forget`]). A crash between the two leaves a line for a commit that was
+//! never acknowledged: the start lets go the results of runs the job table does not show
+//! finished ([`Results::keep_committed`]). So a baseline is always a run whose commit was acknowledged.
 //!
 //! **Durable through the log.** The line is appended without an fsync: the commit's record
 //! carries the same result beside its job-table change, and that record is fsync'd with the
@@ -27,9 +27,10 @@
 //! removed at each commit cost more than the rest of the commit.
 //!
 //! Memory: the index holds each result's owner, identity, whether it passed and when it ended
-//! (about 200 bytes each); rows and progress are read from the file when asked for. A file
-//! that cannot be read at the start (damaged, or another program's) is named in a warning and
-//! left alone: results are for verdicts and reports, the points themselves are in the log.
+//! (about 200 bytes each); rows and progress are read from the segment when asked for. A file
+//! or a line that cannot be read at the start (damaged, or another program's) is named in a
+//! warning and left alone: results are for verdicts and reports, the points themselves are in
+//! the log.
 
 use std::collections::HashMap;
 use std::io;
@@ -40,11 +41,11 @@ use uuid::Uuid;
 
 use crate::state::jobs::Sample;
 use crate::storage::{DirHandle, Repeats, StorageError};
+use crate::sync::lock;
+use crate::verdict::{ResultRow, Verdict};
 use store::{Place, Store};
 
 mod store;
-use crate::sync::lock;
-use crate::verdict::{ResultRow, Verdict};
 
 /// The directory of results in `storage.dir`.
 pub const RESULTS_DIR: &str = "results";
@@ -98,7 +99,7 @@ impl Meta {
     }
 }
 
-/// The part of a file the index reads at the start.
+/// The part of a result's line the index reads.
 #[derive(Deserialize)]
 struct MetaFile {
     format: String,
@@ -147,9 +148,9 @@ impl Results {
         // A result found twice (appended again from the log, or moved by a compaction cut
         // short): the later line counts.
         let mut twice = Vec::new();
-        let store = Store::open(dir, &mut |place, line| match read_meta(line, place) {
-            Ok((uuid, meta)) => {
-                if let Some(old) = index.insert(uuid, meta) {
+        let store = Store::open(dir, &mut |place, line| match read_meta(line) {
+            Ok(meta) => {
+                if let Some(old) = index.insert(meta.uuid, meta.at(place)) {
                     twice.push(old.place);
                 }
                 true
@@ -261,15 +262,11 @@ impl Results {
     /// synced by the start's snapshot). Its run's commit is in the same record, so
     /// [`Results::keep_committed`] keeps it.
     pub fn restore(&self, bytes: &[u8]) {
-        let place = Place {
-            segment: 0,
-            offset: 0,
-            len: 0,
-        };
-        let Ok((uuid, _)) = read_meta(bytes, place) else {
+        let Ok(meta) = read_meta(bytes) else {
             // The log's records passed their checksums: only another version's result.
             return;
         };
+        let uuid = meta.uuid;
         let mut index = lock(&self.index);
         if index.contains_key(&uuid) {
             return;
@@ -287,9 +284,7 @@ impl Results {
         log::warn!(
             "the result of run {uuid} was missing from storage.dir/results (the machine stopped before it was synced): appended again from the log"
         );
-        if let Ok((_, meta)) = read_meta(bytes, place) {
-            index.insert(uuid, meta);
-        }
+        index.insert(uuid, meta.at(place));
     }
 
     /// The commit of `uuid` is on disk: its result counts (as a baseline, in reports). The
@@ -571,8 +566,8 @@ fn visible(owner: Option<&str>, caller: Option<&str>) -> bool {
     owner == caller
 }
 
-/// Reads the index's part of a result's line (at `place`), checking its format.
-fn read_meta(line: &[u8], place: Place) -> Result<(Uuid, Meta), String> {
+/// Reads the index's part of a result's line, checking its format.
+fn read_meta(line: &[u8]) -> Result<MetaFile, String> {
     let m: MetaFile = serde_json::from_slice(line)
         .map_err(|e| format!("not a result of metrics-consumer ({e})"))?;
     if m.format != RESULT_FORMAT {
@@ -587,17 +582,21 @@ fn read_meta(line: &[u8], place: Place) -> Result<(Uuid, Meta), String> {
             m.version
         ));
     }
-    Ok((
-        m.uuid,
+    Ok(m)
+}
+
+impl MetaFile {
+    /// What the index keeps of the result whose line is at `place`.
+    fn at(self, place: Place) -> Meta {
         Meta {
-            owner: m.owner,
-            identity: m.identity,
-            passed: m.passed,
-            ended_ms: m.ended_ms,
+            owner: self.owner,
+            identity: self.identity,
+            passed: self.passed,
+            ended_ms: self.ended_ms,
             committed: false,
             place,
-        },
-    ))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -968,6 +967,31 @@ mod tests {
         again.keep_committed(|_| None);
         assert_eq!(again.len(), 0);
         assert!(again.baseline(None, "test=a", &Uuid::nil()).is_none());
+    }
+
+    /// A result let go in a segment of an earlier start (the start's own removal of a commit
+    /// never recorded, a prune) is blanked there too: the segment is opened for writing, not
+    /// only for reading, so the line does not come back at the restart after.
+    #[test]
+    fn a_result_let_go_in_a_segment_of_an_earlier_start_does_not_come_back() {
+        let dir = Dir::new("results-earlier-segment");
+        let results = Results::open(&root(&dir), 20, 1 << 30, 1).unwrap();
+        let never = result(None, Some("test=a"), true, 1);
+        results.save(&never).unwrap();
+        drop(results);
+        // The gateway stopped while committing: the table shows the run not finished.
+        let again = Results::open(&root(&dir), 20, 1 << 30, 1).unwrap();
+        again.keep_committed(|_| Some(false));
+        assert_eq!(again.len(), 0);
+        drop(again);
+        // Later the run left the table: nothing tells any more.
+        let last = Results::open(&root(&dir), 20, 1 << 30, 1).unwrap();
+        last.keep_committed(|_| None);
+        assert_eq!(
+            last.len(),
+            0,
+            "the result of a commit never recorded came back"
+        );
     }
 
     /// Results a restart reads back (from the segments, or again from the log after they were

@@ -11,10 +11,9 @@
 //! Each start appends to a segment of its own (the next number), so a line cut short by a crash
 //! is never written after: at the start it does not read back and is left out. A segment grows
 //! to [`ROLL_BYTES`], then the next begins. A line let go ([`Store::release`]: pruned, or its
-//! commit failed) is overwritten with spaces and stays in its file until the segment holds no
-//! line that counts; segments with
-//! less than half their bytes still counting are written again into the current one
-//! ([`Store::sparse`]). Nothing here fsyncs on its own: [`Store::sync`] fsyncs what was written
+//! commit failed) is overwritten with spaces, in a segment of this start or an earlier one, and
+//! stays in its file until the segment holds no line that counts; segments with less than half
+//! their bytes still counting are written again into the current one ([`Store::sparse`]). Nothing here fsyncs on its own: [`Store::sync`] fsyncs what was written
 //! since the last call and only then removes the segments emptied, so a line moved elsewhere is
 //! durable before its old copy goes.
 
@@ -124,7 +123,8 @@ impl Store {
         numbers.sort_unstable();
         let mut segments = BTreeMap::new();
         for n in &numbers {
-            let read = dir.open_read(&name(*n)).and_then(|file| {
+            // Read and write: a line let go later is blanked in place (`release`).
+            let read = dir.open_existing_rw(&name(*n)).and_then(|file| {
                 let mut bytes = Vec::new();
                 io::Read::read_to_end(&mut (&file).take(MAX_SEGMENT_BYTES), &mut bytes)?;
                 Ok((file, bytes))
