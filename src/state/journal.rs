@@ -5,10 +5,10 @@
 //!
 //! A record is the job's whole saved state (`{"seq":N,"put":{...}}`) or its removal
 //! (`{"seq":N,"del":"uuid"}`), numbered in the order the table changed. A commit's change is
-//! followed by its run's result under the same number (`{"seq":N,"result":{...}}`, the file
+//! followed by its run's result under the same number (`{"seq":N,"result":{...}}`, the line
 //! `state::results` keeps; segments of version 4 on): the log is where a result is durable
-//! until a snapshot covers it, and the start hands such lines to `Results::restore`. The snapshot names the
-//! number up to which it holds every change. At start the table is the snapshot with every
+//! until a snapshot covers it, and the start hands such lines to `Results::restore`. The
+//! snapshot names the number up to which it holds every change. At start the table is the snapshot with every
 //! record after that number applied in the order of the numbers — whatever order the records
 //! reached the log in, since each holds a whole state. Anything that does not read back stops the
 //! start rather than leave out runs: forgetting running jobs silently is worse than not
@@ -664,6 +664,42 @@ mod tests {
             err.contains("/log:") && err.contains("change 1 in the log"),
             "{err}"
         );
+    }
+
+    /// A commit's result line goes to the start's results when it is numbered after the
+    /// snapshot (the snapshot's writing synced those before), beside the table's changes, which
+    /// it leaves as they are; a line that is both a change and a result is damage.
+    #[test]
+    fn a_result_line_after_the_snapshot_is_handed_on_and_changes_nothing_in_the_table() {
+        let dir = Dir::new("journal-results");
+        let snapshots = Snapshots::new(crate::storage::tests::root(&dir));
+        let mut log = Vec::new();
+        encode_record(&mut log, 1, Some(&job(1, 0)), &Uuid::from_u128(1));
+        encode_result(&mut log, 1, br#"{"run":1}"#);
+        let loaded = snapshots.load(&log, &dir.0.join("log"), 100).unwrap();
+        snapshots
+            .write(&loaded.jobs, &Known::new(), None, &|| Ok(()))
+            .unwrap();
+        encode_record(&mut log, 2, Some(&job(2, 0)), &Uuid::from_u128(2));
+        encode_result(&mut log, 2, br#"{"run":2}"#);
+        let mut restore = snapshots.read().unwrap();
+        let mut handed = Vec::new();
+        restore.log_changes(&log, &mut |r| handed.push(r.to_vec()));
+        assert_eq!(
+            handed,
+            [br#"{"run":2}"#.to_vec()],
+            "only after the snapshot"
+        );
+        let loaded = snapshots.finish(restore, &dir.0.join("log"), 100).unwrap();
+        assert_eq!(loaded.jobs.counts().running, 2);
+        assert_eq!(loaded.restored.replayed, 1);
+        let both = br#"{"seq":3,"del":"00000000-0000-0000-0000-000000000001","result":{}}
+"#;
+        let err = snapshots
+            .load(both, &dir.0.join("log"), 100)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("change 1 in the log"), "{err}");
     }
 
     #[test]
