@@ -32,7 +32,7 @@
 //! warning and left alone: results are for verdicts and reports, the points themselves are in
 //! the log.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::Mutex;
 
@@ -119,6 +119,10 @@ pub struct Results {
     /// Locked before `store` when both are.
     index: Mutex<HashMap<Uuid, Meta>>,
     store: Mutex<Store>,
+    /// At the start, until [`Results::keep_committed`]: the results whose last line found is
+    /// one let go (`{"gone":…}`), so that [`Results::restore`] does not bring them back from
+    /// the log.
+    gone: Mutex<HashSet<Uuid>>,
     max: usize,
     max_bytes: u64,
     /// The clients the bounds are shared by (their count; 1 without tokens).
@@ -148,12 +152,23 @@ impl Results {
         // A result found twice (appended again from the log, or moved by a compaction cut
         // short): the later line counts.
         let mut twice = Vec::new();
+        // A line let go is marked with its result's uuid: an earlier copy of that result (one
+        // a compaction cut short left behind) does not count either.
+        let mut gone = HashSet::new();
         let store = Store::open(dir, &mut |place, line| match read_meta(line) {
             Ok(meta) => {
+                gone.remove(&meta.uuid);
                 if let Some(old) = index.insert(meta.uuid, meta.at(place)) {
                     twice.push(old.place);
                 }
                 true
+            }
+            Err(_) if let Some(uuid) = read_gone(line) => {
+                if let Some(old) = index.remove(&uuid) {
+                    twice.push(old.place);
+                }
+                gone.insert(uuid);
+                false
             }
             Err(why) => {
                 log::warn!(
@@ -169,6 +184,7 @@ impl Results {
             path,
             index: Mutex::new(index),
             store: Mutex::new(store),
+            gone: Mutex::new(gone),
             max,
             max_bytes,
             owners,
@@ -177,7 +193,7 @@ impl Results {
         {
             let mut store = lock(&results.store);
             for place in &twice {
-                store.release(place, false);
+                store.release(place, None);
             }
         }
         results.prune(None);
@@ -208,7 +224,7 @@ impl Results {
             place,
         };
         if let Some(old) = index.insert(result.uuid, meta) {
-            lock(&self.store).release(&old.place, true);
+            lock(&self.store).release(&old.place, Some(&gone_mark(&result.uuid)));
         }
         Ok(bytes)
     }
@@ -235,7 +251,7 @@ impl Results {
                     store::read_at(&file, &meta.place).and_then(|line| store.append(&line));
                 match appended {
                     Ok(place) => {
-                        store.release(&meta.place, false);
+                        store.release(&meta.place, None);
                         meta.place = place;
                     }
                     Err(e) => {
@@ -268,7 +284,9 @@ impl Results {
         };
         let uuid = meta.uuid;
         let mut index = lock(&self.index);
-        if index.contains_key(&uuid) {
+        // Let go before the restart (pruned, or its commit found never recorded): the log's
+        // record does not undo that.
+        if index.contains_key(&uuid) || lock(&self.gone).contains(&uuid) {
             return;
         }
         let place = match lock(&self.store).append(bytes) {
@@ -301,7 +319,7 @@ impl Results {
         let mut index = lock(&self.index);
         if let Some(meta) = index.remove(uuid) {
             let mut store = lock(&self.store);
-            store.release(&meta.place, true);
+            store.release(&meta.place, Some(&gone_mark(uuid)));
             // Durable now: a power loss must not bring back the line of a commit never
             // recorded once its run has left the job table (then nothing at the start tells).
             if let Err(e) = store.sync_segment(&meta.place) {
@@ -333,6 +351,8 @@ impl Results {
                 }
             }
         }
+        // The log's results are all restored by now.
+        lock(&self.gone).clear();
         // Results written again from the log count against the bounds too.
         self.prune(None);
     }
@@ -394,7 +414,7 @@ impl Results {
         match serde_json::from_slice::<RunResult>(&bytes) {
             Ok(r) if r.uuid == *uuid => Some(r),
             // Blanked by a prune or a forget between the look in the index and the read.
-            Err(_) if bytes.iter().all(|&b| b == b' ') => None,
+            Err(_) if bytes.iter().all(|&b| b == b' ') || read_gone(&bytes).is_some() => None,
             Ok(_) | Err(_) => {
                 self.errors.error(&format!(
                     "the result of run {uuid} in {} does not read back as a result of this version",
@@ -414,7 +434,7 @@ impl Results {
     /// every result) is paid once in many commits, not at each one once the bounds are
     /// reached.
     fn prune(&self, kept: Option<&Uuid>) {
-        let victims: Vec<Place> = {
+        let victims: Vec<(Uuid, Place)> = {
             let mut index = lock(&self.index);
             // The clients over their share: the owner of `kept`; at the start (no `kept`: the
             // results read back, and those written again from the log) every client.
@@ -467,7 +487,7 @@ impl Results {
                     {
                         n -= 1;
                         b = b.saturating_sub(m.bytes());
-                        victims.push(m.place);
+                        victims.push((u, m.place));
                     }
                 }
             }
@@ -482,14 +502,14 @@ impl Results {
                 if let Some(m) = index.remove(&u) {
                     count -= 1;
                     bytes = bytes.saturating_sub(m.bytes());
-                    victims.push(m.place);
+                    victims.push((u, m.place));
                 }
             }
             victims
         };
         let mut store = lock(&self.store);
-        for place in &victims {
-            store.release(place, true);
+        for (uuid, place) in &victims {
+            store.release(place, Some(&gone_mark(uuid)));
         }
     }
 
@@ -564,6 +584,22 @@ fn baselines(index: &HashMap<Uuid, Meta>) -> std::collections::HashSet<Uuid> {
 /// (results outlive the job table, and a token added later must not read runs it never made).
 fn visible(owner: Option<&str>, caller: Option<&str>) -> bool {
     owner == caller
+}
+
+/// What a result's line let go begins with (the rest is spaces): `{"gone":"<uuid>"}`, so that
+/// the next start lets go an earlier copy of it too, and does not restore it from the log.
+fn gone_mark(uuid: &Uuid) -> Vec<u8> {
+    format!("{{\"gone\":\"{uuid}\"}}").into_bytes()
+}
+
+/// The uuid of a line let go ([`gone_mark`]), if `line` is one.
+fn read_gone(line: &[u8]) -> Option<Uuid> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Gone {
+        gone: Uuid,
+    }
+    serde_json::from_slice::<Gone>(line).ok().map(|g| g.gone)
 }
 
 /// Reads the index's part of a result's line, checking its format.
@@ -1078,5 +1114,75 @@ mod tests {
             }
         }
         assert_eq!(results.get(&late.uuid, None).unwrap(), late);
+    }
+
+    /// A result pruned before a restart is not brought back from the log (whose record still
+    /// carries it): the start does not undo the prune, and the report of the run committed
+    /// last (kept then, over baselines) stays.
+    #[test]
+    fn a_result_pruned_before_a_restart_is_not_restored_from_the_log() {
+        let dir = Dir::new("results-pruned-restore");
+        let results = Results::open(&root(&dir), 2, 1 << 30, 1).unwrap();
+        let mut lines = Vec::new();
+        let old = result(None, Some("test=x"), true, 1);
+        let base = result(None, Some("test=y"), true, 2);
+        let report = result(None, Some("test=z"), false, 3);
+        for r in [&old, &base, &report] {
+            lines.push(results.save(r).unwrap());
+            results.committed(&r.uuid);
+        }
+        assert!(results.get(&old.uuid, None).is_none(), "pruned");
+        assert!(results.get(&report.uuid, None).is_some());
+        drop(results);
+        // No snapshot since: the log still carries every result of these commits.
+        let again = Results::open(&root(&dir), 2, 1 << 30, 1).unwrap();
+        for line in &lines {
+            again.restore(line);
+        }
+        again.keep_committed(|_| Some(true));
+        assert!(
+            again.get(&old.uuid, None).is_none(),
+            "a result pruned came back"
+        );
+        assert_eq!(again.get(&report.uuid, None).unwrap(), report);
+        assert_eq!(again.get(&base.uuid, None).unwrap(), base);
+    }
+
+    /// A compaction cut short after its copies were written (a crash before the old segment
+    /// was removed) leaves two copies of each line; a result pruned after the restart is let
+    /// go in both: a later start does not read the old copy back.
+    #[test]
+    fn a_result_pruned_after_a_compaction_cut_short_does_not_come_back_from_the_old_copy() {
+        let dir = Dir::new("results-moved-pruned");
+        let at = dir.0.join("results");
+        let first = at.join("00000000000000000001.results");
+        let results = Results::open(&root(&dir), 20, 1 << 30, 1).unwrap();
+        let mut old = Vec::new();
+        for t in 0..100 {
+            let r = result(None, None, false, t);
+            commit(&results, &r);
+            old.push(r.uuid);
+        }
+        drop(results);
+        let copy = std::fs::read(&first).unwrap();
+        let results = Results::open(&root(&dir), 20, 1 << 30, 1).unwrap();
+        results.keep_committed(|_| None);
+        results.sync().unwrap();
+        assert!(!first.exists(), "compacted");
+        drop(results);
+        // The crash came before the old segment was removed.
+        std::fs::write(&first, &copy).unwrap();
+        let results = Results::open(&root(&dir), 20, 1 << 30, 1).unwrap();
+        results.keep_committed(|_| None);
+        for t in 1000..1020 {
+            commit(&results, &result(None, None, false, t));
+        }
+        assert!(old.iter().all(|u| results.get(u, None).is_none()));
+        drop(results);
+        // verdict.max_results raised: nothing pruned comes back within it.
+        let again = Results::open(&root(&dir), 100, 1 << 30, 1).unwrap();
+        again.keep_committed(|_| None);
+        let back = old.iter().filter(|u| again.get(u, None).is_some()).count();
+        assert_eq!(back, 0, "results pruned came back from the old copy");
     }
 }

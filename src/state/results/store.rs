@@ -251,21 +251,23 @@ impl Store {
 
     /// The line at `place` no longer counts. Its segment goes at the next [`Store::sync`]
     /// once no line of it counts (unless it is the one appended to). With `blank` the line is
-    /// also overwritten with spaces (not fsync'd), so that the next start does not read it
-    /// back: for a result pruned or forgotten, not for one moved or found twice, whose other
-    /// copy may not be durable yet.
-    pub fn release(&mut self, place: &Place, blank: bool) {
+    /// also overwritten (not fsync'd) with `blank` then spaces (spaces alone when `blank` is
+    /// longer than the line), so that the next start does not read it back: for a result
+    /// pruned or forgotten, not for one moved or found twice, whose other copy may not be
+    /// durable yet.
+    pub fn release(&mut self, place: &Place, blank: Option<&[u8]>) {
         if let Some(s) = self.segments.get_mut(&place.segment) {
             s.live = s.live.saturating_sub(u64::from(place.len) + 1);
             // Blanked even when no line of the segment counts any more: the segment goes only
             // at the next sync, or never while it is the one appended to.
-            if blank {
+            if let Some(mark) = blank {
+                let mut bytes = vec![b' '; place.len as usize];
+                if mark.len() <= bytes.len() && !mark.contains(&b'\n') {
+                    bytes[..mark.len()].copy_from_slice(mark);
+                }
                 // A failure leaves the line to be read back at the next start, where the
                 // bounds and the job table decide again.
-                if s.file
-                    .write_all_at(&vec![b' '; place.len as usize], place.offset)
-                    .is_ok()
-                {
+                if s.file.write_all_at(&bytes, place.offset).is_ok() {
                     self.dirty.insert(place.segment);
                 }
             }
