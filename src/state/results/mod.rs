@@ -24,7 +24,10 @@
 //! one. At the start, a result the log still holds that the segments lack (a power loss before
 //! their fsync) is appended again from the log ([`Results::restore`]). So a commit costs no
 //! fsync of its own, and no file is made or removed for one: a file per result made and
-//! removed at each commit cost more than the rest of the commit.
+//! removed at each commit cost more than the rest of the commit. A result that goes (pruned, or
+//! its commit not recorded) is overwritten in place by a mark naming its run
+//! (`{"gone":"<uuid>"}`, then spaces): the next start lets go any earlier copy of it and does
+//! not append it again from the log.
 //!
 //! Memory: the index holds each result's owner, identity, whether it passed and when it ended
 //! (about 200 bytes each); rows and progress are read from the segment when asked for. A file
