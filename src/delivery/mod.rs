@@ -38,8 +38,8 @@ pub mod sink;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use uuid::Uuid;
@@ -50,7 +50,7 @@ use crate::stats::Stats;
 use crate::storage::dead_letters::DeadLetters;
 use crate::storage::log::{Log, LogError, Share};
 use crate::storage::record::{Kind, Unit};
-use crate::sync::lock;
+use crate::sync::{Signal, lock};
 pub use health::Health;
 use health::Streak;
 use sink::{Sink, SinkError};
@@ -152,7 +152,7 @@ pub struct Delivery {
     /// [`UNKNOWN`], [`UP`] or [`DOWN`]: readable without the health lock on the request path.
     up: AtomicU8,
     settled: Mutex<Settled>,
-    settled_changed: Condvar,
+    settled_changed: Signal,
     refusals: Mutex<HashMap<Uuid, RunRefusal>>,
     /// Since when the oldest undelivered record has waited, as the deliverer saw it.
     waiting_since: Mutex<Option<Instant>>,
@@ -196,7 +196,7 @@ impl Delivery {
             health: Mutex::new(Health::default()),
             up: AtomicU8::new(UNKNOWN),
             settled: Mutex::new(Settled::default()),
-            settled_changed: Condvar::new(),
+            settled_changed: Signal::new(),
             refusals: Mutex::new(HashMap::new()),
             waiting_since: Mutex::new(None),
             stopping: AtomicBool::new(false),

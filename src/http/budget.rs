@@ -19,11 +19,12 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::caps::Activity;
 use super::deadline::remaining;
+use crate::sync::Signal;
 
 /// How long a body waits for memory before it is refused with 503.
 pub(super) const BODY_WAIT: Duration = Duration::from_secs(1);
@@ -106,7 +107,7 @@ const EVICT_EVERY_MS: u64 = 10;
 pub(super) struct BodyBudget {
     limit: u64,
     used: Mutex<Used>,
-    freed: Condvar,
+    freed: Signal,
     epoch: Instant,
     /// When waiters may next try to close a stalled body, in milliseconds after `epoch`.
     next_eviction_ms: AtomicU64,
@@ -235,7 +236,7 @@ impl BodyBudget {
         BodyBudget {
             limit,
             used: Mutex::new(Used::default()),
-            freed: Condvar::new(),
+            freed: Signal::new(),
             epoch: Instant::now(),
             next_eviction_ms: AtomicU64::new(0),
         }

@@ -24,10 +24,11 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Instant;
 
 use super::deadline::remaining;
+use crate::sync::Signal;
 
 /// A body silent for less than this, and behind its pace (`budget::Pace`) by less than this,
 /// is never closed for the memory it holds: a client sending at any useful rate delivers
@@ -284,7 +285,7 @@ impl Activity {
 #[derive(Debug)]
 pub(super) struct ConnTable {
     inner: Mutex<Table>,
-    drained: Condvar,
+    drained: Signal,
     /// Mirror of the number of open slots that can be read without the lock.
     open: Arc<AtomicUsize>,
     max_total: usize,
@@ -385,7 +386,7 @@ impl ConnTable {
     pub(super) fn new(max_total: usize, max_per_client: usize) -> ConnTable {
         ConnTable {
             inner: Mutex::new(Table::default()),
-            drained: Condvar::new(),
+            drained: Signal::new(),
             open: Arc::new(AtomicUsize::new(0)),
             max_total,
             max_per_client,

@@ -11,9 +11,11 @@
 use std::collections::VecDeque;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
+
+use crate::sync::Signal;
 
 /// Stack size of connection threads. The handler parses JSON (serde_json recurses up
 /// to 128 levels) and makes a blocking HTTPS call, and debug builds use much larger
@@ -42,7 +44,7 @@ pub(super) struct Pool<J> {
 
 struct PoolInner<J> {
     state: Mutex<PoolState<J>>,
-    wake: Condvar,
+    wake: Signal,
     /// Threads that never exit for want of work, once started.
     keep: usize,
     max: usize,
@@ -74,7 +76,7 @@ impl<J: Send + 'static> Pool<J> {
                     threads: 0,
                     stopping: false,
                 }),
-                wake: Condvar::new(),
+                wake: Signal::new(),
                 keep: keep.min(max),
                 max,
                 spare_idle,

@@ -116,7 +116,7 @@ pub struct SchemaRefresh {
     wanted: std::sync::Mutex<bool>,
     /// A first write waits for its target's reading: read the targets never read, at once.
     first_reads: std::sync::atomic::AtomicBool,
-    woken: std::sync::Condvar,
+    woken: crate::sync::Signal,
     /// Whether InfluxDB's refusal to let the gateway read its schema or retention was told
     /// (once, until a reading works again).
     unreadable_told: std::sync::atomic::AtomicBool,

@@ -33,10 +33,10 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use crate::storage::{self, DirHandle};
-use crate::sync::lock;
+use crate::sync::{Signal, lock};
 
 /// The budget's file name in `storage.dir`.
 pub const SERIES_FILE: &str = "series";
@@ -215,7 +215,7 @@ struct Writer {
 pub struct SeriesBudget {
     books: Mutex<Books>,
     /// Notified whenever pending series become known or are let go.
-    settled: Condvar,
+    settled: Signal,
     writer: Mutex<Writer>,
     /// The file's path, for messages.
     path: PathBuf,
@@ -278,7 +278,7 @@ impl SeriesBudget {
         }
         Ok(SeriesBudget {
             books: Mutex::new(books),
-            settled: Condvar::new(),
+            settled: Signal::new(),
             writer: Mutex::new(Writer { file, end }),
             path,
             #[cfg(test)]

@@ -6,13 +6,14 @@
 //! (`service::upkeep`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::MAX_DATABASES;
 use crate::ingest::lp_parse;
 use crate::state::schema::{Known, Retention, Schema, TargetPolicy};
 use crate::storage::log::OwnedTarget;
+use crate::sync::Signal;
 
 /// The schemas of the databases written through the write API (InfluxDB keeps one type per
 /// field and measurement in a database), each learned from the gateway's own writes there,
@@ -23,7 +24,7 @@ pub struct Schemas {
     by_database: Mutex<HashMap<String, Arc<Schema>>>,
     targets: Mutex<Targets>,
     /// Told each time a reading of InfluxDB's word on the targets ends.
-    read: Condvar,
+    read: Signal,
     /// Whether a thread reads InfluxDB's word (`Service::schema_loop`): without one, a first
     /// write has nothing to wait for.
     reader: std::sync::atomic::AtomicBool,

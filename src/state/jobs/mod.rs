@@ -37,7 +37,7 @@ use sample::add_sample;
 use table::{Table, charge, hold, release, uncharge};
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
@@ -46,6 +46,7 @@ use crate::ingest::line_protocol::FieldValue;
 use crate::ingest::points::{self, BeatLine, Event, Run};
 use crate::state::journal;
 use crate::state::schema::Known;
+use crate::sync::Signal;
 use crate::verdict::Threshold;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,7 +215,7 @@ pub struct Quota<'a> {
 pub struct Jobs {
     table: Mutex<Table>,
     /// Woken when a job stops being busy, and when a prepared change is applied or dropped.
-    settled: Condvar,
+    settled: Signal,
     /// The origin of the table's monotonic timeline ([`Jobs::mono_ms`]).
     origin: Instant,
 }
@@ -344,7 +345,7 @@ impl Jobs {
     pub fn new(max_ended: usize) -> Jobs {
         Jobs {
             table: Mutex::new(Table::new(max_ended)),
-            settled: Condvar::new(),
+            settled: Signal::new(),
             origin: Instant::now(),
         }
     }
@@ -731,7 +732,7 @@ impl Jobs {
         }
         Jobs {
             table: Mutex::new(table),
-            settled: Condvar::new(),
+            settled: Signal::new(),
             origin: Instant::now(),
         }
     }

@@ -59,11 +59,12 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::record::{self, Frame, HeaderError, Kind, Parts, SEGMENT_HEADER_BYTES, Target, Unit};
 use super::{DirHandle, StorageError};
+use crate::sync::Signal;
 
 /// A segment is closed once it holds this many bytes; the next group starts a new one.
 pub const SEGMENT_BYTES: u64 = 16 << 20;
@@ -335,7 +336,7 @@ pub struct Log {
     inner: Mutex<Inner>,
     /// Notified whenever a group is written: wakes the requests waiting for it, and the
     /// deliverer waiting for records.
-    written: Condvar,
+    written: Signal,
     /// Failed writes as they are logged: at once, then once a minute while they repeat (on a
     /// full disk every tick's heartbeats fail).
     errors: super::Repeats,

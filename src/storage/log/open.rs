@@ -177,7 +177,7 @@ impl Log {
                 trim_wanted: false,
                 broken: false,
             }),
-            written: Condvar::new(),
+            written: Signal::new(),
             errors: crate::storage::Repeats::default(),
             #[cfg(test)]
             fail_writes: std::sync::atomic::AtomicUsize::new(0),
