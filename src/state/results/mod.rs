@@ -46,8 +46,10 @@ use crate::state::jobs::Sample;
 use crate::storage::{DirHandle, Repeats, StorageError};
 use crate::sync::lock;
 use crate::verdict::{ResultRow, Verdict};
+use index::{Index, Meta};
 use store::{Place, Store};
 
+mod index;
 mod store;
 
 /// The directory of results in `storage.dir`.
@@ -82,26 +84,6 @@ pub struct RunResult {
     pub verdict: Verdict,
 }
 
-/// What the index keeps of a result.
-#[derive(Debug, Clone)]
-struct Meta {
-    owner: Option<String>,
-    identity: Option<String>,
-    passed: bool,
-    ended_ms: i64,
-    /// Its commit is on disk (a result saved for a commit under way is not yet).
-    committed: bool,
-    /// Where its line is.
-    place: Place,
-}
-
-impl Meta {
-    /// Bytes of its line.
-    fn bytes(&self) -> u64 {
-        u64::from(self.place.len)
-    }
-}
-
 /// The part of a result's line the index reads.
 #[derive(Deserialize)]
 struct MetaFile {
@@ -120,7 +102,7 @@ pub struct Results {
     /// `storage.dir/results`, for messages.
     path: std::path::PathBuf,
     /// Locked before `store` when both are.
-    index: Mutex<HashMap<Uuid, Meta>>,
+    index: Mutex<Index>,
     store: Mutex<Store>,
     /// At the start, until [`Results::keep_committed`]: the results whose last line found is
     /// one let go (`{"gone":…}`), so that [`Results::restore`] does not bring them back from
@@ -151,7 +133,7 @@ impl Results {
         let dir = root
             .subdir(RESULTS_DIR)
             .map_err(|e| StorageError::io("open", &path, e))?;
-        let mut index: HashMap<Uuid, Meta> = HashMap::new();
+        let mut index = Index::default();
         // A result found twice (appended again from the log, or moved by a compaction cut
         // short): the later line counts.
         let mut twice = Vec::new();
@@ -246,16 +228,15 @@ impl Results {
         // Moving lines needs room: on a full disk (where the snapshot this sync comes before
         // is what frees the log's segments) it waits, and what was written is fsync'd still.
         'compact: while let Some(sparse) = store.sparse().filter(|n| moved.insert(*n)) {
-            for meta in index.values_mut().filter(|m| m.place.segment == sparse) {
-                let Some(file) = store.file(&meta.place) else {
+            for (uuid, old) in index.in_segment(sparse) {
+                let Some(file) = store.file(&old) else {
                     continue;
                 };
-                let appended =
-                    store::read_at(&file, &meta.place).and_then(|line| store.append(&line));
+                let appended = store::read_at(&file, &old).and_then(|line| store.append(&line));
                 match appended {
                     Ok(place) => {
-                        store.release(&meta.place, None);
-                        meta.place = place;
+                        store.release(&old, None);
+                        index.relocate(&uuid, place);
                     }
                     Err(e) => {
                         self.errors.error(&format!(
@@ -311,9 +292,7 @@ impl Results {
     /// The commit of `uuid` is on disk: its result counts (as a baseline, in reports). The
     /// oldest results beyond `verdict.max_results` go.
     pub fn committed(&self, uuid: &Uuid) {
-        if let Some(meta) = lock(&self.index).get_mut(uuid) {
-            meta.committed = true;
-        }
+        lock(&self.index).set_committed(uuid);
         self.prune(Some(uuid));
     }
 
@@ -348,9 +327,7 @@ impl Results {
                     self.forget(&uuid);
                 }
                 Some(true) | None => {
-                    if let Some(meta) = lock(&self.index).get_mut(&uuid) {
-                        meta.committed = true;
-                    }
+                    lock(&self.index).set_committed(&uuid);
                 }
             }
         }
@@ -442,26 +419,24 @@ impl Results {
             // The clients over their share: the owner of `kept`; at the start (no `kept`: the
             // results read back, and those written again from the log) every client.
             let (count_share, bytes_share) = self.share();
-            let mut usage: HashMap<Option<&str>, (usize, u64)> = HashMap::new();
-            let kept_owner = kept.and_then(|u| index.get(u)).map(|m| m.owner.as_deref());
-            for m in index.values() {
-                let owner = m.owner.as_deref();
-                if kept.is_none() || kept_owner == Some(owner) {
-                    let slot = usage.entry(owner).or_default();
-                    *slot = (slot.0 + 1, slot.1 + m.bytes());
-                }
-            }
-            let over: Vec<Option<String>> = usage
-                .into_iter()
-                .filter(|(_, (n, b))| *n > count_share || *b > bytes_share)
-                .map(|(owner, _)| owner.map(str::to_owned))
-                .collect();
+            let over_share = |(n, b): (usize, u64)| n > count_share || b > bytes_share;
+            let over: Vec<Option<String>> = match kept {
+                Some(kept) => index
+                    .get(kept)
+                    .map(|m| m.owner.as_deref())
+                    .filter(|owner| over_share(index.usage_of(*owner)))
+                    .map(|owner| owner.map(str::to_owned))
+                    .into_iter()
+                    .collect(),
+                None => index
+                    .usage()
+                    .filter(|(_, usage)| over_share(*usage))
+                    .map(|(owner, _)| owner.map(str::to_owned))
+                    .collect(),
+            };
             // Within every bound, as after most commits: nothing to order (a sort of every
             // result at each commit cost more than the rest of the commit).
-            if over.is_empty()
-                && index.len() <= self.max
-                && index.values().map(|m| m.bytes()).sum::<u64>() <= self.max_bytes
-            {
+            if over.is_empty() && index.len() <= self.max && index.bytes() <= self.max_bytes {
                 return;
             }
             let baselines = baselines(&index);
@@ -475,10 +450,7 @@ impl Results {
             );
             let mut victims = Vec::new();
             for owner in over {
-                let (mut n, mut b) = index
-                    .values()
-                    .filter(|m| m.owner == owner)
-                    .fold((0usize, 0u64), |(n, b), m| (n + 1, b + m.bytes()));
+                let (mut n, mut b) = index.usage_of(owner.as_deref());
                 let mut i = 0;
                 while let Some(u) = order.get(i) {
                     i += 1;
@@ -495,7 +467,7 @@ impl Results {
                 }
             }
             let mut count = index.len();
-            let mut bytes: u64 = index.values().map(|m| m.bytes()).sum();
+            let mut bytes = index.bytes();
             let mut i = 0;
             while let Some(u) = order.get(i) {
                 i += 1;
@@ -567,9 +539,9 @@ where
 }
 
 /// The newest passed result of each owner and identity: the baselines.
-fn baselines(index: &HashMap<Uuid, Meta>) -> std::collections::HashSet<Uuid> {
+fn baselines(index: &Index) -> std::collections::HashSet<Uuid> {
     let mut newest: HashMap<(Option<&str>, &str), (i64, Uuid)> = HashMap::new();
-    for (uuid, m) in index {
+    for (uuid, m) in index.iter() {
         if let (true, true, Some(identity)) = (m.committed, m.passed, m.identity.as_deref()) {
             let slot = newest
                 .entry((m.owner.as_deref(), identity))
