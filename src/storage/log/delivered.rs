@@ -76,10 +76,7 @@ impl Log {
                     _ => return Ok(()),
                 }
             }
-            let file = self
-                .dir
-                .open_read(&segment_name(segment.first))
-                .map_err(|e| LogError::io("open", &segment.path, e))?;
+            let file = self.reading_file(&segment)?;
             let end = segment.bytes;
             let want = (end - at.offset).min(max_bytes.saturating_sub(taken).max(1 << 16));
             let mut buf = vec![0; want as usize];
@@ -289,6 +286,24 @@ impl Log {
         (gone, tail_too)
     }
 
+    /// The file of `segment`, opened once for the reads of it in a row.
+    fn reading_file(&self, segment: &Segment) -> Result<Arc<File>, LogError> {
+        let mut reading = crate::sync::lock(&self.reading);
+        if let Some((first, file)) = &*reading
+            && *first == segment.first
+        {
+            return Ok(Arc::clone(file));
+        }
+        *reading = None;
+        let file = self
+            .dir
+            .open_read(&segment_name(segment.first))
+            .map(Arc::new)
+            .map_err(|e| LogError::io("open", &segment.path, e))?;
+        *reading = Some((segment.first, Arc::clone(&file)));
+        Ok(file)
+    }
+
     /// [`Log::trim`]; `holder`: called by the holder of the writer's turn ([`Log::hold_writes`]),
     /// which keeps it.
     pub(super) fn trim_as(&self, holder: bool) {
@@ -307,6 +322,16 @@ impl Log {
         // The mark first: a start never looks for records in a deleted segment.
         let marked = self.write_delivered(delivered);
         if marked {
+            // The reader's file is closed first, or the room of a deleted segment would stay
+            // taken until the next read.
+            let mut reading = crate::sync::lock(&self.reading);
+            if reading
+                .as_ref()
+                .is_some_and(|(first, _)| gone.iter().any(|g| g.first == *first))
+            {
+                *reading = None;
+            }
+            drop(reading);
             for segment in &gone {
                 if let Err(e) = self.dir.remove_if_exists(&segment_name(segment.first)) {
                     log::warn!("cannot delete {}: {e}", segment.path.display());

@@ -337,6 +337,9 @@ pub struct Log {
     /// Notified whenever a group is written: wakes the requests waiting for it, and the
     /// deliverer waiting for records.
     written: Signal,
+    /// The segment [`Log::read`] read last (by its first record's number) and its file, kept
+    /// open between reads; closed before that segment is deleted, so its room is free then.
+    reading: Mutex<Option<(u64, Arc<File>)>>,
     /// Failed writes as they are logged: at once, then once a minute while they repeat (on a
     /// full disk every tick's heartbeats fail).
     errors: super::Repeats,
@@ -772,6 +775,12 @@ impl Log {
     fn begin(&self, first: u64) -> Result<(Segment, Active), LogError> {
         let name = segment_name(first);
         let path = self.dir.join(&name);
+        // A file of that name made anew is another file than one the reader kept open.
+        let mut reading = crate::sync::lock(&self.reading);
+        if reading.as_ref().is_some_and(|(kept, _)| *kept == first) {
+            *reading = None;
+        }
+        drop(reading);
         let file = new_segment(&self.dir, &name).map_err(|e| {
             // A header that did not fit leaves no file behind.
             let _ = self.dir.remove_if_exists(&name);
@@ -1230,6 +1239,18 @@ mod tests {
         log.delivered(first.last, &read);
         log.snapshot_written(first.last, 1);
         assert!(!first.path.exists(), "the delivered segment is gone");
+        // The reader kept the file open between its reads: closed when it was deleted, or its
+        // room would stay taken (on a full disk, the room the deletion was for).
+        let open_deleted = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter(|target| {
+                target
+                    .to_string_lossy()
+                    .contains(&segment_name(first.first))
+            })
+            .count();
+        assert_eq!(open_deleted, 0, "the deleted segment is still open");
         let rest = read_all(&log, &mut at);
         assert_eq!(rest.first().unwrap().seq, first.last + 1);
         assert_eq!(rest.last().unwrap().seq, 100);

@@ -178,6 +178,7 @@ impl Log {
                 broken: false,
             }),
             written: Signal::new(),
+            reading: Mutex::new(None),
             errors: crate::storage::Repeats::default(),
             #[cfg(test)]
             fail_writes: std::sync::atomic::AtomicUsize::new(0),
