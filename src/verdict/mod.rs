@@ -42,6 +42,17 @@ pub const PERCENTILES: [(Metric, f64); 6] = [
     (Metric::P999, 0.999),
 ];
 
+/// Locust's stats-row member of each of [`PERCENTILES`] (`response_time_percentile_<q>`),
+/// spelled out so that reading a row makes no string.
+const PERCENTILE_MEMBERS: [&str; 6] = [
+    "response_time_percentile_0.5",
+    "response_time_percentile_0.75",
+    "response_time_percentile_0.9",
+    "response_time_percentile_0.95",
+    "response_time_percentile_0.99",
+    "response_time_percentile_0.999",
+];
+
 /// Where a check came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -262,11 +273,8 @@ impl ResultRow {
                 .find(|(c, _)| *c == m.name())
                 .map(|(_, v)| *v)
         };
-        for (m, q) in PERCENTILES {
-            f.set(
-                m,
-                num(&format!("response_time_percentile_{q}")).or_else(|| computed(m)),
-            );
+        for ((m, _), member) in PERCENTILES.iter().zip(PERCENTILE_MEMBERS) {
+            f.set(*m, num(member).or_else(|| computed(*m)));
         }
         if f.get(Metric::P50).is_none() {
             f.set(Metric::P50, num("median_response_time"));

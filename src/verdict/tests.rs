@@ -53,6 +53,13 @@ fn th(endpoint: &str, check: &str) -> Threshold {
 }
 
 #[test]
+fn each_percentile_is_read_from_the_member_locust_names_it_by() {
+    for ((_, q), member) in PERCENTILES.iter().zip(PERCENTILE_MEMBERS) {
+        assert_eq!(member, format!("response_time_percentile_{q}"));
+    }
+}
+
+#[test]
 fn every_metric_is_read_from_the_plugin_s_row() {
     let r = locust_row("/checkout", "GET", 400.0);
     assert_eq!((r.name.as_str(), r.method.as_str()), ("/checkout", "GET"));
