@@ -340,24 +340,26 @@ fn record(
         ("measurement.tags", measurement.and_then(|m| m.get("tags"))),
     ] {
         for (key, value) in object(path, source)? {
-            let at = at(path, key);
-            line_protocol::check_name(key).map_err(|e| invalid(&at, Code::InvalidTag, e))?;
-            let Some(text) = tag_text(&at, value)? else {
+            // Written out only for an answer that names it.
+            let at = || at(path, key);
+            line_protocol::check_name(key).map_err(|e| invalid(&at(), Code::InvalidTag, e))?;
+            let Some(text) = tag_text(at, value)? else {
                 continue;
             };
-            line_protocol::check_tag_value(&text).map_err(|e| invalid(&at, Code::InvalidTag, e))?;
+            line_protocol::check_tag_value(&text)
+                .map_err(|e| invalid(&at(), Code::InvalidTag, e))?;
             if key != "uuid" && key != "host" {
                 put(&mut tags, key, text);
             } else {
                 overridden.push(Ignored {
-                    key: at,
+                    key: at(),
                     near: None,
                 });
             }
         }
     }
     if let Some(target) = body.get("targetHost")
-        && let Some(text) = tag_text("targetHost", target)?
+        && let Some(text) = tag_text(|| "targetHost".into(), target)?
     {
         line_protocol::check_tag_value(&text)
             .map_err(|e| invalid("targetHost", Code::InvalidTag, e))?;
@@ -382,18 +384,18 @@ fn record(
         if skip_field(key) {
             continue;
         }
-        let at = at("measurement.fields", key);
-        line_protocol::check_name(key).map_err(|e| invalid(&at, Code::InvalidField, e))?;
+        let at = || at("measurement.fields", key);
+        line_protocol::check_name(key).map_err(|e| invalid(&at(), Code::InvalidField, e))?;
         if key == "uuid" || key == "host" {
             return Err(PayloadError::new(
-                at,
+                at(),
                 Code::InvalidField,
                 "is a tag the gateway writes on every point; give the field another name",
             ));
         }
         if tags.iter().any(|(k, _)| k == key) {
             return Err(PayloadError::new(
-                at,
+                at(),
                 Code::InvalidField,
                 "is also a tag of this request; a name can be a tag or a field, not both",
             ));
@@ -401,10 +403,10 @@ fn record(
         let value = match value {
             Value::Null => continue,
             Value::Bool(b) => FieldValue::Bool(*b),
-            Value::Number(n) => FieldValue::Float(finite(&at, n)?),
+            Value::Number(n) => FieldValue::Float(finite(at, n)?),
             Value::String(s) if s.len() > limits.max_string_bytes => {
                 return Err(PayloadError::new(
-                    at,
+                    at(),
                     Code::StringTooLong,
                     format!(
                         "is {} bytes; the limit is {} (limits.max_string_bytes)",
@@ -416,7 +418,7 @@ fn record(
             Value::String(s) => FieldValue::Str(s.clone()),
             other => {
                 return Err(PayloadError::new(
-                    at,
+                    at(),
                     Code::InvalidField,
                     format!(
                         "must be a number, boolean, string or null, not {}",
@@ -506,7 +508,7 @@ fn object<'a>(
 
 /// A tag value as text: strings as they are, numbers and booleans as their JSON text; `null`
 /// and the empty string mean "no tag" (InfluxDB cannot store an empty tag value).
-fn tag_text(at: &str, value: &Value) -> Result<Option<String>, PayloadError> {
+fn tag_text(at: impl Fn() -> String, value: &Value) -> Result<Option<String>, PayloadError> {
     match value {
         Value::Null => Ok(None),
         Value::String(s) if s.is_empty() => Ok(None),
@@ -514,7 +516,7 @@ fn tag_text(at: &str, value: &Value) -> Result<Option<String>, PayloadError> {
         Value::Number(n) => Ok(Some(n.to_string())),
         Value::Bool(b) => Ok(Some(b.to_string())),
         other => Err(PayloadError::new(
-            at,
+            at(),
             Code::InvalidTag,
             format!(
                 "tag values must be strings, numbers or booleans, not {}",
@@ -524,11 +526,11 @@ fn tag_text(at: &str, value: &Value) -> Result<Option<String>, PayloadError> {
     }
 }
 
-fn finite(at: &str, n: &serde_json::Number) -> Result<f64, PayloadError> {
+fn finite(at: impl Fn() -> String, n: &serde_json::Number) -> Result<f64, PayloadError> {
     match n.as_f64() {
         Some(f) if f.is_finite() => Ok(f),
         _ => Err(PayloadError::new(
-            at,
+            at(),
             Code::InvalidField,
             "is not a finite number",
         )),

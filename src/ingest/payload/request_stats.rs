@@ -364,7 +364,7 @@ pub(super) fn stats_row(mut row: crate::ingest::json::Row<'_>) -> Option<StatsRo
     };
     let mut fields = scalar_members(row.members);
     for (key, value) in ["method", "name"].into_iter().zip(tag_values) {
-        let Some(text) = value.and_then(|v| tag_text(key, &v).ok().flatten()) else {
+        let Some(text) = value.and_then(|v| tag_text(|| key.to_string(), &v).ok().flatten()) else {
             continue;
         };
         if line_protocol::check_tag_value(&text).is_ok() {
