@@ -361,7 +361,7 @@ impl Log {
             if !holder {
                 inner.writing = false;
                 // A request may be waiting for the writer's turn.
-                self.written.notify_all();
+                self.wake_all();
             }
         }
     }

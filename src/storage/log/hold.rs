@@ -59,8 +59,12 @@ impl WriteHold<'_> {
 
 impl Drop for WriteHold<'_> {
     fn drop(&mut self) {
-        self.log.lock().writing = false;
+        let _inner = {
+            let mut inner = self.log.lock();
+            inner.writing = false;
+            inner
+        };
         // Records queued meanwhile are written now.
-        self.log.written.notify_all();
+        self.log.wake_all();
     }
 }

@@ -63,7 +63,7 @@ impl Log {
             }
             Err(e) => log::debug!("the failed write is still not cut back: {e}"),
         }
-        self.written.notify_all();
+        self.wake_all();
         inner
     }
 
@@ -94,6 +94,8 @@ impl Log {
         inner.pending_change = 0;
         let from = inner.done;
         let to = from + starts.len() as u64;
+        inner.taken += 1;
+        inner.taken_to = to;
         inner.undelivered = inner.undelivered.saturating_sub(bytes.len() as u64);
         inner.undelivered_records = inner
             .undelivered_records

@@ -291,6 +291,10 @@ struct Inner {
     writing: bool,
     /// Every ticket up to this one is settled: written, or failed.
     done: u64,
+    /// Groups taken from the queue so far (written or failed), and the last ticket of the
+    /// latest: a waiter whose ticket is beyond it is in the next group (see [`Log::turns`]).
+    taken: u64,
+    taken_to: u64,
     /// Groups with tickets whose waiters have not yet read the outcome, oldest first.
     groups: VecDeque<Group>,
     /// The number of the last record on disk.
@@ -337,6 +341,11 @@ pub struct Log {
     /// Notified whenever a group is written: wakes the requests waiting for it, and the
     /// deliverer waiting for records.
     written: Signal,
+    /// Where requests wait for their group: group `n` on `turns[n % 2]`. A written group wakes
+    /// its own waiters and one of the next group's, to write it; the others of the next group
+    /// sleep on until theirs is written. One signal for all woke every waiter at every group,
+    /// each waiter of the next group once for nothing (and all of them into the lock at once).
+    turns: [Signal; 2],
     /// The segment [`Log::read`] read last (by its first record's number) and its file, kept
     /// open between reads; closed before that segment is deleted, so its room is free then.
     reading: Mutex<Option<(u64, Arc<File>)>>,
@@ -403,6 +412,11 @@ pub struct Position {
 
 pub(crate) fn segment_name(first: u64) -> String {
     format!("{first:020}.log")
+}
+
+/// The signal of group `n` in [`Log::turns`].
+fn turn(group: u64) -> usize {
+    (group % 2) as usize
 }
 
 fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
@@ -577,8 +591,12 @@ impl Log {
                 }
                 continue;
             }
-            inner = self
-                .written
+            let group = if ticket <= inner.taken_to {
+                inner.taken
+            } else {
+                inner.taken + 1
+            };
+            inner = self.turns[turn(group)]
                 .wait(inner)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
@@ -601,6 +619,8 @@ impl Log {
         let clients = std::mem::take(&mut inner.pending_clients);
         let from = inner.done;
         let to = from + starts.len() as u64;
+        inner.taken += 1;
+        inner.taken_to = to;
         let first = inner.next_seq;
         let max_change = std::mem::take(&mut inner.pending_change);
         // Numbered now, in ticket order, so that only written records have numbers.
@@ -754,8 +774,23 @@ impl Log {
             outcome,
             unread: to - from,
         });
+        // The deliverer, a holder waiting for the writer's turn.
         self.written.notify_all();
+        self.turns[turn(inner.taken)].notify_all();
+        if !inner.pending.is_empty() {
+            // One of the next group writes it; the rest wait for it.
+            self.turns[turn(inner.taken + 1)].notify_one();
+        }
         inner
+    }
+
+    /// Wakes every waiter: the writer's turn is free again, or the log mended, after
+    /// something other than a group of records (a hold, a trim, a cut-back) had it.
+    pub(super) fn wake_all(&self) {
+        self.written.notify_all();
+        for signal in &self.turns {
+            signal.notify_all();
+        }
     }
 
     /// Closes the segment being written and starts the next one at record `first`.
@@ -845,7 +880,7 @@ impl Log {
     /// Wakes whoever waits in [`Log::wait_for_more`], to look at why.
     pub fn wake(&self) {
         let _inner = self.lock();
-        self.written.notify_all();
+        self.wake_all();
     }
 }
 
@@ -1155,6 +1190,70 @@ mod tests {
         assert_eq!(seqs, (1..=400).collect::<Vec<_>>());
         let read = read_all(&log, &mut at);
         assert_eq!(read.iter().map(|r| r.seq).collect::<Vec<_>>(), seqs);
+    }
+
+    /// Runs `threads` threads putting `each` records (numbered from `from`), with the writer's
+    /// turn held and given back `holds` times meanwhile (as a snapshot on a full disk does);
+    /// returns the numbers they learned, or fails when one of them never learns its own.
+    fn put_together(log: &Arc<Log>, threads: u64, each: u64, holds: usize) -> Vec<u64> {
+        let (done, finished) = std::sync::mpsc::channel();
+        let writers: Vec<_> = (0..threads)
+            .map(|t| {
+                let log = Arc::clone(log);
+                let done = done.clone();
+                std::thread::spawn(move || {
+                    let seqs: Vec<u64> = (0..each).map(|i| put(&log, t * 1000 + i)).collect();
+                    let _ = done.send(seqs);
+                })
+            })
+            .collect();
+        let holder = {
+            let log = Arc::clone(log);
+            std::thread::spawn(move || {
+                for _ in 0..holds {
+                    let hold = log.hold_writes();
+                    std::thread::yield_now();
+                    drop(hold);
+                    std::thread::yield_now();
+                }
+            })
+        };
+        let mut seqs = Vec::new();
+        for _ in 0..threads {
+            // Generous for a busy machine; a waiter never woken waits forever.
+            let some = finished
+                .recv_timeout(Duration::from_secs(120))
+                .expect("a request waiting for its group was never woken");
+            seqs.extend(some);
+        }
+        for w in writers {
+            w.join().unwrap();
+        }
+        holder.join().unwrap();
+        seqs.sort();
+        seqs
+    }
+
+    /// A waiter sleeps on its group's signal, and only one of the next group is woken to write
+    /// it: none may sleep through its group, whether the writer of the last group comes back
+    /// with another record or not, and whether the writer's turn was held meanwhile.
+    #[test]
+    fn waiters_of_the_next_group_sleep_until_theirs_is_written_and_none_is_forgotten() {
+        let dir = Dir::new("log-turns");
+        let (log, mut at, _) = open(&dir).unwrap();
+        let log = Arc::new(log);
+        // One record a thread: the writer of a group does not come back to write the next.
+        let mut seqs = Vec::new();
+        for _ in 0..20 {
+            let from = seqs.len() as u64;
+            let round = put_together(&log, 32, 1, 0);
+            assert_eq!(round, (from + 1..=from + 32).collect::<Vec<_>>());
+            seqs.extend(round);
+        }
+        // Many records a thread, the writer's turn held and given back meanwhile.
+        let round = put_together(&log, 12, 150, 200);
+        assert_eq!(round, (641..=2440).collect::<Vec<_>>());
+        assert_eq!(read_all(&log, &mut at).len(), 2440);
     }
 
     #[test]

@@ -161,6 +161,8 @@ impl Log {
                 pending_change: 0,
                 writing: false,
                 done: 0,
+                taken: 0,
+                taken_to: 0,
                 groups: VecDeque::new(),
                 durable: next_seq - 1,
                 segments,
@@ -178,6 +180,7 @@ impl Log {
                 broken: false,
             }),
             written: Signal::new(),
+            turns: [Signal::new(), Signal::new()],
             reading: Mutex::new(None),
             errors: crate::storage::Repeats::default(),
             #[cfg(test)]
