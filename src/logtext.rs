@@ -23,12 +23,13 @@ fn unsafe_in_logs(c: char) -> bool {
 /// `text` with every character unsafe in a log line replaced by `?`, cut to `max` characters
 /// (with `...` when cut).
 pub fn escape(text: &str, max: usize) -> String {
-    let mut out: String = text
-        .chars()
-        .take(max)
-        .map(|c| if unsafe_in_logs(c) { '?' } else { c })
-        .collect();
-    if text.chars().nth(max).is_some() {
+    // Sized once (a character is 4 bytes at most): a log line escapes several texts a request.
+    let mut out = String::with_capacity(text.len().min(max.saturating_mul(4)) + 3);
+    let mut chars = text.chars();
+    for c in chars.by_ref().take(max) {
+        out.push(if unsafe_in_logs(c) { '?' } else { c });
+    }
+    if chars.next().is_some() {
         out.push_str("...");
     }
     out
@@ -49,5 +50,7 @@ mod tests {
         assert_eq!(escape("\u{200E}\u{200F}\u{061C}\t\r", 100), "?????");
         assert_eq!(escape("héllo wörld", 100), "héllo wörld");
         assert_eq!(escape(&"x".repeat(500), 200).len(), 203);
+        assert_eq!(escape(&"x".repeat(200), 200), "x".repeat(200), "not cut at the bound");
+        assert_eq!(escape(&"é".repeat(201), 200), format!("{}...", "é".repeat(200)));
     }
 }
