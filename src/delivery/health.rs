@@ -172,7 +172,12 @@ impl Delivery {
     /// InfluxDB answers again.
     pub(super) fn wait_for_influxdb(&self, e: &SinkError, backoff: &mut Duration) {
         self.tell_failure(e);
-        self.up.store(DOWN, Ordering::Relaxed);
+        {
+            // Under the lock the waiters check it with, so that none checks it just before
+            // and sleeps through the notify.
+            let _settled = crate::sync::lock(&self.settled);
+            self.up.store(DOWN, Ordering::Relaxed);
+        }
         // Requests waiting in "influxdb" mode are answered now: their points are recorded.
         self.settled_changed.notify_all();
         while !self.is_stopping() {
