@@ -256,7 +256,7 @@ impl Tags {
 
 /// The bytes of tag text a point makes room for at its first tag: a run's points carry the
 /// run's `host`, `uuid`, `targetHost` and tags, and a stats row's `name` and `method`.
-const TAGS_TEXT_BYTES: usize = 256;
+const TAGS_TEXT_BYTES: usize = 128;
 /// The tags a point makes room for at its first.
 const TAGS_AT_ONCE: usize = 8;
 
