@@ -50,7 +50,14 @@ mod tests {
         assert_eq!(escape("\u{200E}\u{200F}\u{061C}\t\r", 100), "?????");
         assert_eq!(escape("héllo wörld", 100), "héllo wörld");
         assert_eq!(escape(&"x".repeat(500), 200).len(), 203);
-        assert_eq!(escape(&"x".repeat(200), 200), "x".repeat(200), "not cut at the bound");
-        assert_eq!(escape(&"é".repeat(201), 200), format!("{}...", "é".repeat(200)));
+        assert_eq!(
+            escape(&"x".repeat(200), 200),
+            "x".repeat(200),
+            "not cut at the bound"
+        );
+        assert_eq!(
+            escape(&"é".repeat(201), 200),
+            format!("{}...", "é".repeat(200))
+        );
     }
 }
