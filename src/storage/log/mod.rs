@@ -1261,6 +1261,130 @@ mod tests {
         assert_eq!(read_all(&log, &mut at).len(), 2440);
     }
 
+    /// Runs `threads` threads putting `each` records, while `beside` runs again and again on
+    /// another thread until they are done; returns what each put learned (its number, or why it
+    /// was refused), or fails when a request is never woken.
+    fn put_beside(
+        log: &Arc<Log>,
+        threads: u64,
+        each: u64,
+        beside: impl Fn(&Log) + Send + 'static,
+    ) -> Vec<Result<u64, LogError>> {
+        let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let side = {
+            let (log, finished) = (Arc::clone(log), Arc::clone(&finished));
+            std::thread::spawn(move || {
+                while !finished.load(std::sync::atomic::Ordering::SeqCst) {
+                    beside(&log);
+                    std::thread::yield_now();
+                }
+            })
+        };
+        let (done, learned) = std::sync::mpsc::channel();
+        for t in 0..threads {
+            let (log, done) = (Arc::clone(log), done.clone());
+            std::thread::spawn(move || {
+                let got: Vec<_> = (0..each).map(|i| try_put(&log, t * 1000 + i)).collect();
+                let _ = done.send(got);
+            });
+        }
+        let mut all = Vec::new();
+        for _ in 0..threads {
+            // Generous for a busy machine; a waiter never woken waits forever.
+            let got = learned
+                .recv_timeout(Duration::from_secs(120))
+                .expect("a request waiting for its group was never woken");
+            all.extend(got);
+        }
+        finished.store(true, std::sync::atomic::Ordering::SeqCst);
+        side.join().unwrap();
+        all
+    }
+
+    /// [`put`], its refusal returned.
+    fn try_put(log: &Log, n: u64) -> Result<u64, LogError> {
+        let lines = format!("m,r=r{n} v={n} {n}\n");
+        let unit = one_line(&lines);
+        let ticket = log.append(Kind::Request, 0, b"", &unit, None)?;
+        log.wait(ticket)
+    }
+
+    /// Writes failing now and then, their cut-backs too (the log broken, mended at a later
+    /// append or write, which keeps the writer's turn meanwhile, or its queue failed), while
+    /// requests come from many threads: none is left waiting, and the records written are
+    /// numbered without a gap and are what is read back, none of a failed group among them.
+    #[test]
+    fn requests_beside_failed_writes_and_mends_are_all_answered_without_a_gap() {
+        let dir = Dir::new("log-turns-mend");
+        let (log, mut at, _) = open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
+        let log = Arc::new(log);
+        let learned = put_beside(&log, 8, 150, |log| {
+            if log.fail_writes.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                log.fail_next_undos(2);
+                log.fail_next_writes(1);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        });
+        assert!(learned.iter().any(Result::is_err), "no write failed");
+        let mut seqs: Vec<u64> = learned
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
+        seqs.sort();
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "numbered without a gap"
+        );
+        let read: Vec<u64> = read_all(&log, &mut at).iter().map(|r| r.seq).collect();
+        assert_eq!(read, seqs, "what is read back is what was written");
+    }
+
+    /// The segment being written let go between two writes (delivered, the disk full): the
+    /// trim keeps the writer's turn meanwhile, and wakes the requests queued behind it when it
+    /// gives it back. Each round, requests come while such a trim runs, and no other after.
+    #[test]
+    fn requests_queued_behind_a_trim_are_woken() {
+        let dir = Dir::new("log-turns-trim");
+        let (log, mut at, _) = open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
+        let log = Arc::new(log);
+        let mut next = 1;
+        let mut unread = Vec::new();
+        for _ in 0..150 {
+            assert_eq!(put(&log, 0), next, "numbered on");
+            next += 1;
+            // Everything delivered: the segment being written goes at the next trim once
+            // the disk is found full.
+            unread.extend(read_all(&log, &mut at));
+            log.delivered(next - 1, &std::mem::take(&mut unread));
+            let start = Arc::new(std::sync::Barrier::new(9));
+            let (done, learned) = std::sync::mpsc::channel();
+            for t in 0..8 {
+                let (log, start, done) = (Arc::clone(&log), Arc::clone(&start), done.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let _ = done.send(try_put(&log, t));
+                });
+            }
+            start.wait();
+            log.disk_is_full();
+            let mut seqs: Vec<u64> = (0..8)
+                .map(|_| {
+                    learned
+                        .recv_timeout(Duration::from_secs(60))
+                        .expect("a request queued behind the trim was never woken")
+                        .unwrap()
+                })
+                .collect();
+            seqs.sort();
+            assert_eq!(seqs, (next..next + 8).collect::<Vec<_>>(), "no gap");
+            next += 8;
+            unread = read_all(&log, &mut at);
+            let read: Vec<u64> = unread.iter().map(|r| r.seq).collect();
+            assert_eq!(read, seqs, "read back, in a segment begun anew or not");
+        }
+    }
+
     #[test]
     fn points_beyond_the_limit_are_refused_and_changes_alone_have_headroom() {
         let dir = Dir::new("log-full");
