@@ -194,11 +194,6 @@ struct Tags {
 }
 
 impl Tags {
-    fn key(&self, i: usize) -> &str {
-        let (start, end, _) = self.spans[i];
-        &self.text[start..end]
-    }
-
     fn get(&self, i: usize) -> (&str, &str) {
         let (start, mid, end) = self.spans[i];
         (&self.text[start..mid], &self.text[mid..end])
@@ -214,17 +209,8 @@ impl Tags {
 
     /// Where `key` is, or where it would go.
     fn index(&self, key: &str) -> Result<usize, usize> {
-        let mut range = 0..self.spans.len();
-        // A binary search over the spans, comparing keys in `text`.
-        while range.start < range.end {
-            let mid = range.start + (range.end - range.start) / 2;
-            match self.key(mid).cmp(key) {
-                std::cmp::Ordering::Equal => return Ok(mid),
-                std::cmp::Ordering::Less => range.start = mid + 1,
-                std::cmp::Ordering::Greater => range.end = mid,
-            }
-        }
-        Err(range.start)
+        self.spans
+            .binary_search_by(|&(start, end, _)| self.text[start..end].cmp(key))
     }
 
     /// Appends `text`; returns where it ends.
