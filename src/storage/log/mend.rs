@@ -83,11 +83,12 @@ impl Log {
         }
     }
 
-    /// Fails every queued record with [`LogError::Broken`], writing nothing.
+    /// Fails every queued record with [`LogError::Broken`], writing nothing; returns with the
+    /// lock and whom to wake once it is let go.
     pub(super) fn fail_queued<'a>(
         &'a self,
         mut inner: MutexGuard<'a, Inner>,
-    ) -> MutexGuard<'a, Inner> {
+    ) -> (MutexGuard<'a, Inner>, Wake) {
         let bytes = std::mem::take(&mut inner.pending);
         let starts = std::mem::take(&mut inner.pending_starts);
         let clients = std::mem::take(&mut inner.pending_clients);

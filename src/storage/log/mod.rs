@@ -414,6 +414,38 @@ pub(crate) fn segment_name(first: u64) -> String {
     format!("{first:020}.log")
 }
 
+/// Whom a settled group wakes ([`Log::wake_settled`]).
+#[must_use]
+#[derive(Debug, Clone, Copy)]
+struct Wake {
+    /// The group settled.
+    group: u64,
+    /// Records were queued behind it: one of the next group's requests is woken to write them.
+    next: bool,
+}
+
+/// The outcome of `ticket`, settled (`done` is at or past it): its record's number, or why its
+/// group failed. Every ticket is read once; its group goes once all of its tickets were read.
+fn outcome_of(inner: &mut Inner, ticket: u64) -> Result<u64, LogError> {
+    let Some(group) = inner
+        .groups
+        .iter_mut()
+        .find(|g| ticket > g.from && ticket <= g.to)
+    else {
+        // Every ticket is waited for once; a second wait has nothing to read.
+        return Err(LogError::Broken);
+    };
+    group.unread -= 1;
+    let outcome = match &group.outcome {
+        Ok(first) => Ok(first + (ticket - group.from - 1)),
+        Err(e) => Err(e.clone()),
+    };
+    while inner.groups.front().is_some_and(|g| g.unread == 0) {
+        inner.groups.pop_front();
+    }
+    outcome
+}
+
 /// The signal of group `n` in [`Log::turns`].
 fn turn(group: u64) -> usize {
     (group % 2) as usize
@@ -564,31 +596,24 @@ impl Log {
         let mut inner = self.lock();
         loop {
             if inner.done >= ticket {
-                let Some(group) = inner
-                    .groups
-                    .iter_mut()
-                    .find(|g| ticket > g.from && ticket <= g.to)
-                else {
-                    // Every ticket is waited for once; a second wait has nothing to read.
-                    return Err(LogError::Broken);
-                };
-                group.unread -= 1;
-                let outcome = match &group.outcome {
-                    Ok(first) => Ok(first + (ticket - group.from - 1)),
-                    Err(e) => Err(e.clone()),
-                };
-                while inner.groups.front().is_some_and(|g| g.unread == 0) {
-                    inner.groups.pop_front();
-                }
-                return outcome;
+                return outcome_of(&mut inner, ticket);
             }
             if !inner.writing && !inner.pending.is_empty() {
-                inner = self.write_group(inner);
-                if std::mem::take(&mut inner.trim_wanted) {
-                    drop(inner);
+                let (mut written, wake) = self.write_group(inner);
+                let trim = std::mem::take(&mut written.trim_wanted);
+                // This request's ticket is in the group just written: its outcome is read
+                // before the others are woken, and they are woken once the lock is let go, so
+                // that they do not queue on the lock this thread holds.
+                let mine = (written.done >= ticket).then(|| outcome_of(&mut written, ticket));
+                drop(written);
+                self.wake_settled(wake);
+                if trim {
                     self.trim();
-                    inner = self.lock();
                 }
+                if let Some(outcome) = mine {
+                    return outcome;
+                }
+                inner = self.lock();
                 continue;
             }
             let group = if ticket <= inner.taken_to {
@@ -602,9 +627,13 @@ impl Log {
         }
     }
 
-    /// Writes what is queued as one group; called with the lock, returns with it. The write
-    /// itself happens without the lock: others queue meanwhile for the next group.
-    fn write_group<'a>(&'a self, mut inner: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
+    /// Writes what is queued as one group; called with the lock, returns with it and with whom
+    /// to wake once it is let go ([`Log::wake_settled`]). The write itself happens without the lock:
+    /// others queue meanwhile for the next group.
+    fn write_group<'a>(
+        &'a self,
+        mut inner: MutexGuard<'a, Inner>,
+    ) -> (MutexGuard<'a, Inner>, Wake) {
         if inner.broken {
             // Queued before an earlier failed write could not be cut back: written now, they
             // would go over the failed bytes, and leave some of those readable after them.
@@ -760,14 +789,15 @@ impl Log {
         self.settle(inner, from, to, outcome)
     }
 
-    /// Publishes the outcome of the tickets `(from, to]` and wakes everyone waiting.
+    /// Publishes the outcome of the tickets `(from, to]`; returns with the lock and whom to
+    /// wake ([`Log::wake_settled`], once the lock is let go).
     fn settle<'a>(
         &'a self,
         mut inner: MutexGuard<'a, Inner>,
         from: u64,
         to: u64,
         outcome: Result<u64, LogError>,
-    ) -> MutexGuard<'a, Inner> {
+    ) -> (MutexGuard<'a, Inner>, Wake) {
         inner.done = inner.done.max(to);
         match &outcome {
             Err(e) => self.errors.error(e),
@@ -779,14 +809,24 @@ impl Log {
             outcome,
             unread: to - from,
         });
-        // The deliverer, a holder waiting for the writer's turn.
+        let wake = Wake {
+            group: inner.taken,
+            next: !inner.pending.is_empty(),
+        };
+        (inner, wake)
+    }
+
+    /// Wakes whom a settled group wakes: the deliverer and a holder waiting for the writer's
+    /// turn, the group's requests, and, when records were queued behind it, one of the next
+    /// group's, which writes it (the rest wait for it). Called without the lock: a waiter
+    /// checks its state and counts itself under the lock before it sleeps, so a wake after the
+    /// lock is let go is never lost; at worst it wakes a later group for nothing.
+    fn wake_settled(&self, wake: Wake) {
         self.written.notify_all();
-        self.turns[turn(inner.taken)].notify_all();
-        if !inner.pending.is_empty() {
-            // One of the next group writes it; the rest wait for it.
-            self.turns[turn(inner.taken + 1)].notify_one();
+        self.turns[turn(wake.group)].notify_all();
+        if wake.next {
+            self.turns[turn(wake.group + 1)].notify_one();
         }
-        inner
     }
 
     /// Wakes every waiter: the writer's turn is free again, or the log mended, after
