@@ -358,6 +358,9 @@ pub struct Log {
     /// Tests make the next cut-backs of a failed write fail too.
     #[cfg(test)]
     fail_undos: std::sync::atomic::AtomicUsize,
+    /// Tests make the next fsyncs of the directory, after a segment was begun, fail.
+    #[cfg(test)]
+    fail_dir_syncs: std::sync::atomic::AtomicUsize,
 }
 
 /// One record as the deliverer reads it.
@@ -866,9 +869,25 @@ impl Log {
             let _ = self.dir.remove_if_exists(&name);
             LogError::io("create", &path, e)
         })?;
-        self.dir
-            .sync()
-            .map_err(|e| LogError::io("sync", self.dir.path(), e))?;
+        #[cfg(test)]
+        let synced = match self.fail_dir_syncs.fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        ) {
+            Ok(_) => Err(io::Error::other("a failure the test asked for")),
+            Err(_) => self.dir.sync(),
+        };
+        #[cfg(not(test))]
+        let synced = self.dir.sync();
+        if let Err(e) = synced {
+            // The new name may not be durable: the file goes, so that the next group begins
+            // it anew (and syncs the directory again) instead of finding it there and failing
+            // too.
+            drop(file);
+            let _ = self.dir.remove_if_exists(&name);
+            return Err(LogError::io("sync", self.dir.path(), e));
+        }
         let segment = Segment {
             first,
             path,
@@ -1720,6 +1739,35 @@ mod tests {
         assert_eq!(put(&log, 3), 2, "the failed record took no number");
         let seqs: Vec<u64> = read_all(&log, &mut at).iter().map(|r| r.seq).collect();
         assert_eq!(seqs, [1, 2]);
+    }
+
+    /// A segment begun whose directory entry could not be synced is not left behind: the
+    /// group that began it fails, and the next one begins it anew and is written.
+    #[test]
+    fn a_segment_whose_directory_sync_failed_is_begun_anew_by_the_next_group() {
+        let dir = Dir::new("log-dir-sync");
+        let (log, mut at, _) = open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
+        log.fail_dir_syncs
+            .store(1, std::sync::atomic::Ordering::SeqCst);
+        let ticket = log
+            .append(
+                Kind::Request,
+                0,
+                b"",
+                &[Unit {
+                    run: Uuid::nil(),
+                    points: 1,
+                    lines: "m v=1 1\n",
+                }],
+                None,
+            )
+            .unwrap();
+        let err = log.wait(ticket).unwrap_err();
+        assert!(err.to_string().contains("sync"), "{err}");
+        assert!(segment_files(&dir).is_empty(), "{:?}", segment_files(&dir));
+        assert_eq!(put(&log, 2), 1, "the next group is written, numbered first");
+        let seqs: Vec<u64> = read_all(&log, &mut at).iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [1]);
     }
 
     #[test]

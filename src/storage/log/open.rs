@@ -187,6 +187,8 @@ impl Log {
             fail_writes: std::sync::atomic::AtomicUsize::new(0),
             #[cfg(test)]
             fail_undos: std::sync::atomic::AtomicUsize::new(0),
+            #[cfg(test)]
+            fail_dir_syncs: std::sync::atomic::AtomicUsize::new(0),
         };
         Ok((log, position, opened))
     }
