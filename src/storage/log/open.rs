@@ -187,6 +187,8 @@ impl Log {
             fail_writes: std::sync::atomic::AtomicUsize::new(0),
             #[cfg(test)]
             fail_undos: std::sync::atomic::AtomicUsize::new(0),
+            #[cfg(test)]
+            fail_full: std::sync::atomic::AtomicBool::new(false),
         };
         Ok((log, position, opened))
     }
