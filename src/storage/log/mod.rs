@@ -1307,6 +1307,7 @@ mod tests {
         let round = put_together(&log, 12, 150, 200);
         assert_eq!(round, (641..=2440).collect::<Vec<_>>());
         assert_eq!(read_all(&log, &mut at).len(), 2440);
+        assert!(log.lock().groups.is_empty(), "every outcome read is let go");
     }
 
     /// Runs `threads` threads putting `each` records, while `beside` runs again and again on
@@ -1386,6 +1387,7 @@ mod tests {
         );
         let read: Vec<u64> = read_all(&log, &mut at).iter().map(|r| r.seq).collect();
         assert_eq!(read, seqs, "what is read back is what was written");
+        assert!(log.lock().groups.is_empty(), "every outcome read is let go");
     }
 
     /// The segment being written let go between two writes (delivered, the disk full): the
