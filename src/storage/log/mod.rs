@@ -361,6 +361,9 @@ pub struct Log {
     /// Tests make the next fsyncs of the directory, after a segment was begun, fail.
     #[cfg(test)]
     fail_dir_syncs: std::sync::atomic::AtomicUsize,
+    /// Tests make the writes they fail find the disk full.
+    #[cfg(test)]
+    fail_full: std::sync::atomic::AtomicBool,
 }
 
 /// One record as the deliverer reads it.
@@ -729,10 +732,15 @@ impl Log {
             )
             .is_ok()
         {
+            let kind = if self.fail_full.load(std::sync::atomic::Ordering::SeqCst) {
+                io::ErrorKind::StorageFull
+            } else {
+                io::ErrorKind::Other
+            };
             result = Err(LogError::io(
                 "write",
                 &segment.path,
-                io::Error::other("a failure the test asked for"),
+                io::Error::new(kind, "a failure the test asked for"),
             ));
         }
         let mut broken = false;
@@ -1318,6 +1326,7 @@ mod tests {
         let round = put_together(&log, 12, 150, 200);
         assert_eq!(round, (641..=2440).collect::<Vec<_>>());
         assert_eq!(read_all(&log, &mut at).len(), 2440);
+        assert!(log.lock().groups.is_empty(), "every outcome read is let go");
     }
 
     /// Runs `threads` threads putting `each` records, while `beside` runs again and again on
@@ -1397,6 +1406,7 @@ mod tests {
         );
         let read: Vec<u64> = read_all(&log, &mut at).iter().map(|r| r.seq).collect();
         assert_eq!(read, seqs, "what is read back is what was written");
+        assert!(log.lock().groups.is_empty(), "every outcome read is let go");
     }
 
     /// The segment being written let go between two writes (delivered, the disk full): the
@@ -1442,6 +1452,59 @@ mod tests {
             let read: Vec<u64> = unread.iter().map(|r| r.seq).collect();
             assert_eq!(read, seqs, "read back, in a segment begun anew or not");
         }
+    }
+
+    /// Writes that find the disk full while requests queue behind them: the writer of such a
+    /// group wakes the requests queued behind it, then asks for the trim that lets the segment
+    /// being written go once delivered, which keeps the writer's turn meanwhile; the deliverer
+    /// takes everything as it comes and trims too. No request is left waiting, no outcome is
+    /// left unread, and the records written are numbered without a gap and read back.
+    #[test]
+    fn requests_beside_writes_that_find_the_disk_full_and_their_trims_are_all_answered() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let dir = Dir::new("log-turns-full");
+        let (log, at, _) = open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
+        let log = Arc::new(log);
+        log.fail_full.store(true, SeqCst);
+        // The deliverer: where it reads, and the numbers it read.
+        let deliverer = Arc::new(Mutex::new((at, Vec::new())));
+        let learned = {
+            let deliverer = Arc::clone(&deliverer);
+            put_beside(&log, 8, 150, move |log| {
+                let mut guard = crate::sync::lock(&deliverer);
+                let (at, seqs) = &mut *guard;
+                let read = read_all(log, at);
+                if let Some(last) = read.last() {
+                    log.delivered(last.seq, &read);
+                }
+                seqs.extend(read.iter().map(|r| r.seq));
+                drop(guard);
+                if log.fail_writes.load(SeqCst) == 0 {
+                    log.fail_next_writes(1);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            })
+        };
+        let failed: Vec<&LogError> = learned.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert!(!failed.is_empty(), "no write failed");
+        assert!(failed.iter().all(|e| e.is_disk_full()), "{failed:?}");
+        let mut seqs: Vec<u64> = learned
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
+        seqs.sort();
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "numbered without a gap"
+        );
+        let (mut at, mut read) = {
+            let guard = crate::sync::lock(&deliverer);
+            (guard.0, guard.1.clone())
+        };
+        read.extend(read_all(&log, &mut at).iter().map(|r| r.seq));
+        assert_eq!(read, seqs, "what is read back is what was written");
+        assert!(log.lock().groups.is_empty(), "every outcome read is let go");
     }
 
     #[test]

@@ -189,6 +189,8 @@ impl Log {
             fail_undos: std::sync::atomic::AtomicUsize::new(0),
             #[cfg(test)]
             fail_dir_syncs: std::sync::atomic::AtomicUsize::new(0),
+            #[cfg(test)]
+            fail_full: std::sync::atomic::AtomicBool::new(false),
         };
         Ok((log, position, opened))
     }
