@@ -5,8 +5,11 @@
 //! - glibc gives each thread that allocates its own arena, up to eight per core, and an arena
 //!   keeps what it once held, so resident memory grows with the number of threads that ever
 //!   served a request (measured: 12 MiB after 10 000 register+commit cycles at concurrency 8,
-//!   against 8 MiB with two arenas). The requests are short and mostly wait on I/O, so two
-//!   arenas cost no measurable throughput.
+//!   against 8 MiB with two arenas). Four are kept: with two, the connection threads of 2 cores
+//!   met on their arena's lock in most allocations that missed the per-thread cache (over half
+//!   of the gateway's `futex` calls under register + commit cycles); four took those calls from
+//!   51 000 to 31 000 and the CPU a request down by about 15 %, for 0.3–1 MiB more resident
+//!   under load (docs/performance.md). Eight took more memory after bursts for no more speed.
 //! - Blocks from 128 KiB up (job-table snapshots, heartbeat batches, large bodies) are mapped
 //!   and given back to the system when freed. glibc raises that threshold each time such a
 //!   block is freed, after which the same blocks come from the arenas and stay resident; a
@@ -29,7 +32,7 @@ pub fn tune() {
     // SAFETY: mallopt only sets tunables of the C allocator; it is called first thing in
     // main, before any other thread exists. A value it refuses leaves the default in place.
     unsafe {
-        mallopt(M_ARENA_MAX, 2);
+        mallopt(M_ARENA_MAX, 4);
         mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
