@@ -366,6 +366,13 @@ pub struct Log {
     fail_full: std::sync::atomic::AtomicBool,
 }
 
+/// Why [`Log::roll`] failed, and whether the segment being written was closed first (its
+/// file cut to its records and fsync'd) before the next one could not be begun.
+struct Rolled {
+    error: LogError,
+    closed: bool,
+}
+
 /// One record as the deliverer reads it.
 #[derive(Debug, Clone)]
 pub struct Read {
@@ -677,6 +684,7 @@ impl Log {
         // group begins one.
         let mut rolled = None;
         let mut result = Ok(());
+        let mut closed = false;
         let segment = match (&mut active, tail) {
             (Some(open), Some(tail))
                 if tail.bytes > FIRST_RECORD
@@ -687,8 +695,9 @@ impl Log {
                         rolled = Some(new.clone());
                         new
                     }
-                    Err(e) => {
-                        result = Err(e);
+                    Err(Rolled { error, closed: c }) => {
+                        result = Err(error);
+                        closed = c;
                         tail
                     }
                 }
@@ -717,6 +726,13 @@ impl Log {
                 }
             }
         };
+        if closed {
+            // The segment was closed but the next one not begun: the next group begins it,
+            // so that its name is never passed over (a file of that name left behind, its
+            // removal failed or undone by a crash, would then stop the start: a segment
+            // starting inside the one before it).
+            active = None;
+        }
         if result.is_ok()
             && let Some(open) = &mut active
         {
@@ -850,13 +866,19 @@ impl Log {
     }
 
     /// Closes the segment being written and starts the next one at record `first`.
-    fn roll(&self, closed: &Segment, active: &mut Active, first: u64) -> Result<Segment, LogError> {
+    fn roll(&self, closed: &Segment, active: &mut Active, first: u64) -> Result<Segment, Rolled> {
         active
             .file
             .set_len(closed.bytes)
             .and_then(|()| active.file.sync_all())
-            .map_err(|e| LogError::io("close", &closed.path, e))?;
-        let (segment, file) = self.begin(first)?;
+            .map_err(|e| Rolled {
+                error: LogError::io("close", &closed.path, e),
+                closed: false,
+            })?;
+        let (segment, file) = self.begin(first).map_err(|error| Rolled {
+            error,
+            closed: true,
+        })?;
         *active = file;
         Ok(segment)
     }
@@ -1831,6 +1853,49 @@ mod tests {
         assert_eq!(put(&log, 2), 1, "the next group is written, numbered first");
         let seqs: Vec<u64> = read_all(&log, &mut at).iter().map(|r| r.seq).collect();
         assert_eq!(seqs, [1]);
+    }
+
+    /// A file with the name of the segment a group begins, not listed in the log (left by
+    /// a begin that failed after making it), is replaced: the group is written.
+    #[test]
+    fn a_file_in_the_way_of_a_segment_begun_is_replaced() {
+        let dir = Dir::new("log-in-the-way");
+        let (log, mut at, _) = open(&dir).unwrap();
+        fs::write(dir.0.join(segment_name(1)), record::segment_header()).unwrap();
+        assert_eq!(put(&log, 1), 1);
+        let seqs: Vec<u64> = read_all(&log, &mut at).iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [1]);
+    }
+
+    /// A full segment closed whose next one could not be begun (its directory sync failed):
+    /// the next group begins that one even when it would fit in the closed segment, so that
+    /// no segment's name is passed over. A file of that name left there (its removal failed,
+    /// or undone by a crash) is begun anew, instead of stopping the next start as a segment
+    /// that starts inside the one before it.
+    #[test]
+    fn a_segment_not_begun_at_a_roll_is_begun_by_the_next_group_even_a_small_one() {
+        let dir = Dir::new("log-roll-dir-sync");
+        let (log, mut at, _) = open(&dir).unwrap();
+        assert_eq!(put(&log, 1), 1);
+        log.fail_dir_syncs
+            .store(1, std::sync::atomic::Ordering::SeqCst);
+        let err = put_wide(&log, 2).unwrap_err();
+        assert!(err.to_string().contains("cannot sync"), "{err}");
+        // What a removal that failed would leave.
+        fs::write(dir.0.join(segment_name(2)), record::segment_header()).unwrap();
+        assert_eq!(
+            put(&log, 3),
+            2,
+            "fits in the closed segment, but begins the next"
+        );
+        for n in 4..=60 {
+            put(&log, n);
+        }
+        let seqs: Vec<u64> = read_all(&log, &mut at).iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (1..=59).collect::<Vec<_>>());
+        drop(log);
+        let (_, _, opened) = open(&dir).unwrap();
+        assert_eq!(opened.records, 59);
     }
 
     #[test]
