@@ -213,8 +213,8 @@ pub(super) enum Shortage {
 /// and so is the moment nothing is held any more after this much was held at once: what such
 /// requests freed in small blocks goes back to the system instead of staying resident. After
 /// each request, not only at the end of a burst, because the next large request may run on
-/// another arena: 32 commits of a million members each, handled one after the other, left two
-/// arenas at their size and peaked at 444 MiB.
+/// another arena: 32 commits of a million members each, handled one after the other, left both
+/// arenas (two then) at their size and peaked at 444 MiB.
 const TRIM_AFTER: u64 = 16 * 1024 * 1024;
 
 /// The budget bytes one request holds; dropping it gives them back.
