@@ -31,8 +31,8 @@ const WORKER_STACK_BYTES: usize = 512 * 1024;
 ///
 /// No thread is started before the first job: an idle thread costs a stack page, its
 /// thread-local data and glibc's per-thread cache (arenas are shared, at most four:
-/// `malloc::tune`), which a gateway that waits for its first client has no use for. Starting a thread takes tens of microseconds, next
-/// to the milliseconds of a request.
+/// `malloc::tune`), which a gateway that waits for its first client has no use for.
+/// Starting a thread takes tens of microseconds, next to the milliseconds of a request.
 ///
 /// Each job is a whole connection, so a thread is busy for as long as its
 /// connection is open. The queue cannot grow without bound: the server submits only
