@@ -1080,6 +1080,18 @@ mod tests {
         log.wait(ticket).unwrap()
     }
 
+    /// Appends a request record of one line with no job-table change; its number, or why it
+    /// was not written.
+    fn put_line(log: &Log, line: &str) -> Result<u64, LogError> {
+        let unit = [Unit {
+            run: Uuid::nil(),
+            points: 1,
+            lines: line,
+        }];
+        let ticket = log.append(Kind::Request, 0, b"", &unit, None).unwrap();
+        log.wait(ticket)
+    }
+
     /// Appends a request record of 64 KiB of points; its number, or why it was not written.
     fn put_wide(log: &Log, n: u64) -> Result<u64, LogError> {
         let lines = format!("m,r=r{n} v=\"{}\" {n}\n", "w".repeat(64 << 10));
@@ -1802,20 +1814,7 @@ mod tests {
         let path = segment_files(&dir)[0].clone();
         log.fail_writes
             .store(1, std::sync::atomic::Ordering::SeqCst);
-        let ticket = log
-            .append(
-                Kind::Request,
-                0,
-                b"",
-                &[Unit {
-                    run: Uuid::nil(),
-                    points: 1,
-                    lines: "m v=2 2\n",
-                }],
-                None,
-            )
-            .unwrap();
-        let err = log.wait(ticket).unwrap_err();
+        let err = put_line(&log, "m v=2 2\n").unwrap_err();
         assert!(
             err.to_string().contains(&path.display().to_string()),
             "{err}"
@@ -1834,20 +1833,7 @@ mod tests {
         let (log, mut at, _) = open_sized(&dir, LIMIT, false, 1 << 20, &mut |_| {}).unwrap();
         log.fail_dir_syncs
             .store(1, std::sync::atomic::Ordering::SeqCst);
-        let ticket = log
-            .append(
-                Kind::Request,
-                0,
-                b"",
-                &[Unit {
-                    run: Uuid::nil(),
-                    points: 1,
-                    lines: "m v=1 1\n",
-                }],
-                None,
-            )
-            .unwrap();
-        let err = log.wait(ticket).unwrap_err();
+        let err = put_line(&log, "m v=1 1\n").unwrap_err();
         assert!(err.to_string().contains("cannot sync"), "{err}");
         assert!(segment_files(&dir).is_empty(), "{:?}", segment_files(&dir));
         assert_eq!(put(&log, 2), 1, "the next group is written, numbered first");
