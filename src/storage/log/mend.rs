@@ -10,15 +10,7 @@ impl Log {
     pub(super) fn cut_back(&self, open: &mut Active, segment: &Segment) -> io::Result<()> {
         open.size = segment.bytes;
         #[cfg(test)]
-        if self
-            .fail_undos
-            .fetch_update(
-                std::sync::atomic::Ordering::SeqCst,
-                std::sync::atomic::Ordering::SeqCst,
-                |n| n.checked_sub(1),
-            )
-            .is_ok()
-        {
+        if super::asked_to_fail(&self.fail_undos) {
             return Err(io::Error::other("a failure the test asked for"));
         }
         open.file

@@ -459,6 +459,19 @@ fn outcome_of(inner: &mut Inner, ticket: u64) -> Result<u64, LogError> {
     outcome
 }
 
+/// Whether a test asked the next of these operations to fail (`counter` of them are still to
+/// fail); counts this one off.
+#[cfg(test)]
+fn asked_to_fail(counter: &std::sync::atomic::AtomicUsize) -> bool {
+    counter
+        .fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        )
+        .is_ok()
+}
+
 /// The signal of group `n` in [`Log::turns`].
 fn turn(group: u64) -> usize {
     (group % 2) as usize
@@ -739,15 +752,7 @@ impl Log {
             result = append_at(open, &segment.path, segment.bytes, &bytes);
         }
         #[cfg(test)]
-        if self
-            .fail_writes
-            .fetch_update(
-                std::sync::atomic::Ordering::SeqCst,
-                std::sync::atomic::Ordering::SeqCst,
-                |n| n.checked_sub(1),
-            )
-            .is_ok()
-        {
+        if asked_to_fail(&self.fail_writes) {
             let kind = if self.fail_full.load(std::sync::atomic::Ordering::SeqCst) {
                 io::ErrorKind::StorageFull
             } else {
@@ -900,20 +905,16 @@ impl Log {
             LogError::io("create", &path, e)
         })?;
         #[cfg(test)]
-        let synced = match self.fail_dir_syncs.fetch_update(
-            std::sync::atomic::Ordering::SeqCst,
-            std::sync::atomic::Ordering::SeqCst,
-            |n| n.checked_sub(1),
-        ) {
-            Ok(_) => Err(io::Error::other("a failure the test asked for")),
-            Err(_) => self.dir.sync(),
+        let synced = match asked_to_fail(&self.fail_dir_syncs) {
+            true => Err(io::Error::other("a failure the test asked for")),
+            false => self.dir.sync(),
         };
         #[cfg(not(test))]
         let synced = self.dir.sync();
         if let Err(e) = synced {
-            // The new name may not be durable: the file goes, so that the next group begins
-            // it anew (and syncs the directory again) instead of finding it there and failing
-            // too.
+            // The new name may not be durable: the file goes, so that no segment file is left
+            // that the log does not list; the next group begins it anew and syncs the
+            // directory again.
             drop(file);
             let _ = self.dir.remove_if_exists(&name);
             return Err(LogError::io("sync", self.dir.path(), e));
@@ -1083,12 +1084,7 @@ mod tests {
     /// Appends a request record of one line with no job-table change; its number, or why it
     /// was not written.
     fn put_line(log: &Log, line: &str) -> Result<u64, LogError> {
-        let unit = [Unit {
-            run: Uuid::nil(),
-            points: 1,
-            lines: line,
-        }];
-        let ticket = log.append(Kind::Request, 0, b"", &unit, None).unwrap();
+        let ticket = log.append(Kind::Request, 0, b"", &one_line(line), None)?;
         log.wait(ticket)
     }
 
@@ -1405,10 +1401,7 @@ mod tests {
 
     /// [`put`], its refusal returned.
     fn try_put(log: &Log, n: u64) -> Result<u64, LogError> {
-        let lines = format!("m,r=r{n} v={n} {n}\n");
-        let unit = one_line(&lines);
-        let ticket = log.append(Kind::Request, 0, b"", &unit, None)?;
-        log.wait(ticket)
+        put_line(log, &format!("m,r=r{n} v={n} {n}\n"))
     }
 
     /// Writes failing now and then, their cut-backs too (the log broken, mended at a later
