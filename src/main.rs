@@ -532,6 +532,7 @@ fn run() -> Result<(), StartError> {
     let write_limits = WriteLimits {
         max_bytes: c.influxdb.max_write_bytes,
         max_lines: c.influxdb.max_write_lines,
+        linger: c.delivery.linger.0,
     };
     // One InfluxDB client: the deliverer writes through it, the schema thread reads the
     // retention policy through it.

@@ -18,6 +18,10 @@ impl Dur {
     pub(super) const fn secs(s: u64) -> Dur {
         Dur(Duration::from_secs(s))
     }
+
+    pub(super) const fn millis(ms: u64) -> Dur {
+        Dur(Duration::from_millis(ms))
+    }
 }
 
 /// Parses "500ms", "15s", "5m", "24h" (also "1d"). A bare number is refused on purpose: "15"

@@ -230,17 +230,27 @@ pub enum Acknowledge {
     Influxdb,
 }
 
-/// `[delivery]`: when a request is answered.
+/// `[delivery]`: when a request is answered, and how long a batch waits to fill.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Delivery {
     pub acknowledge: Acknowledge,
+    /// With `acknowledge = "disk"`: how long the deliverer lets records it found wait for more
+    /// before it writes them, when they fill no write (`influxdb.max_write_bytes`,
+    /// `influxdb.max_write_lines`); 0 writes at once. Fewer, larger writes cost InfluxDB far
+    /// less than one write per request. Kafka's producer calls this `linger.ms`. Ignored with
+    /// `"influxdb"`, whose clients wait for the write.
+    pub linger: Dur,
 }
+
+/// `delivery.linger`'s default, in milliseconds.
+pub const DEFAULT_LINGER_MS: u64 = 20;
 
 impl Default for Delivery {
     fn default() -> Self {
         Delivery {
             acknowledge: Acknowledge::Disk,
+            linger: Dur::millis(DEFAULT_LINGER_MS),
         }
     }
 }

@@ -285,6 +285,10 @@ fn errors_name_the_key() {
         "jobs.heartbeat_interval",
     );
     check_err(
+        "[delivery]\nlinger = \"2s\"\n",
+        "delivery.linger: must be at most \"1s\"",
+    );
+    check_err(
         "[server]\ntls_cert = \"a.pem\"\n",
         "server.tls_cert: set without server.tls_key",
     );
@@ -378,6 +382,7 @@ fn variables_read_values_as_the_file_does() {
             ("CONSUMER_SERVER_MAX_INFLATED_BYTES", "16777216"),
             ("CONSUMER_INFLUXDB_CREATE_DATABASE", "false"),
             ("CONSUMER_DELIVERY_ACKNOWLEDGE", "influxdb"),
+            ("CONSUMER_DELIVERY_LINGER", "5ms"),
             ("CONSUMER_JOBS_HEARTBEAT_INTERVAL", "\"2s\""),
             ("CONSUMER_AUTH_TOKEN_FILES", ""),
             ("CONSUMER_INFLUXDB_URL", "http://influxdb:8086"),
@@ -392,6 +397,7 @@ fn variables_read_values_as_the_file_does() {
     assert_eq!(c.server.max_body_bytes, 2_000_000);
     assert!(!c.influxdb.create_database);
     assert_eq!(c.delivery.acknowledge, Acknowledge::Influxdb);
+    assert_eq!(c.delivery.linger.0, Duration::from_millis(5));
     assert_eq!(c.jobs.heartbeat_interval.0, Duration::from_secs(2));
     assert_eq!(c.influxdb.url, "http://influxdb:8086");
     assert_eq!(c.influxdb.token, "secret-token");

@@ -11,6 +11,10 @@ use super::error::Problem;
 use super::raw::ENV_TOKENS;
 use super::{Api, Config};
 
+/// `delivery.linger` at most: records already wait on disk, so a longer wait only delays what
+/// dashboards show, and writes as large as InfluxDB takes are reached well within it.
+pub const MAX_LINGER: Duration = Duration::from_secs(1);
+
 /// Checks what the types cannot: each value's range, and the values that go together. Returns
 /// the address to listen on and the log level, the two values read from text here.
 ///
@@ -169,6 +173,12 @@ pub fn validate(c: &Config) -> Result<(SocketAddr, log::LevelFilter), Problem> {
         return Err(Problem::new(
             "influxdb.max_write_lines",
             "must be at least 1",
+        ));
+    }
+    if c.delivery.linger.0 > MAX_LINGER {
+        return Err(Problem::new(
+            "delivery.linger",
+            "must be at most \"1s\"; records already wait on disk, and a longer wait only delays what dashboards show",
         ));
     }
     if c.jobs.max_running == 0 {

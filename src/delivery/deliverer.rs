@@ -15,6 +15,7 @@ use super::{
     BACKOFF_MAX, BACKOFF_MIN, DOWN, Delivery, REFUSALS_KEPT, RESET_SUSPECT_BYTES, RunRefusal, UP,
     WriteLimits, lock,
 };
+use crate::config::Acknowledge;
 use crate::ingest::line_protocol;
 use crate::stats::Stats;
 use crate::storage::dead_letters::{Kept, Key};
@@ -82,6 +83,9 @@ impl Delivery {
         let mut backoff = BACKOFF_MIN;
         // The batch at the front failed at least once.
         let mut retried = false;
+        // The records queued waited `delivery.linger` for more (those read after it, while
+        // it lasted or behind a full write, wait no more).
+        let mut lingered = false;
         // When a failure to read the log was last logged.
         let mut read_failure_told: Option<Instant> = None;
         // When InfluxDB was last probed while nothing waited to be written.
@@ -104,6 +108,7 @@ impl Delivery {
                 }
             }
             if queue.is_empty() {
+                lingered = false;
                 *lock(&self.waiting_since) = None;
                 if self.up.load(Ordering::Relaxed) == DOWN
                     && idle_probe.is_none_or(|at: Instant| at.elapsed() >= backoff)
@@ -129,6 +134,13 @@ impl Delivery {
                 continue;
             }
             lock(&self.waiting_since).get_or_insert_with(Instant::now);
+            if !lingered && self.lingers(&queue, retried) {
+                // Records that fill no write wait, once, for more to go with them: then
+                // what came meanwhile is read, and all of it written.
+                lingered = true;
+                self.pause(self.limits.linger);
+                continue;
+            }
             let take = self.batch_len(&queue);
             let batch: Vec<Read> = queue.drain(..take).collect();
             let beside = self.beside(&batch, &queue);
@@ -271,6 +283,23 @@ impl Delivery {
             let points = record.units.iter().map(|u| u.points as usize).sum();
             (bytes, points)
         }))
+    }
+
+    /// Whether the records of `queue` wait `delivery.linger` for more before they are
+    /// written: with `acknowledge = "disk"` (in `"influxdb"` mode requests wait for the
+    /// write), when they fill no write, and not for a batch that failed (`retried`: it goes
+    /// as soon as InfluxDB takes writes again).
+    fn lingers(&self, queue: &VecDeque<Read>, retried: bool) -> bool {
+        if self.acknowledge != Acknowledge::Disk || self.limits.linger.is_zero() || retried {
+            return false;
+        }
+        let units = || queue.iter().flat_map(|r| &r.units);
+        let bytes: usize = units().map(|u| u.lines.len()).sum();
+        let lines: usize = units().map(|u| u.points as usize).sum();
+        // One write takes them all, with room for more.
+        self.batch_len(queue) == queue.len()
+            && bytes < self.body_limit()
+            && lines < self.limits.max_lines
     }
 
     /// Writes a batch of records; `Ok` with the refused requests (settled: stored or

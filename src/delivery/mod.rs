@@ -72,7 +72,8 @@ const REFUSALS_KEPT: usize = 20_000;
 /// long before (and answered "recorded").
 const UNREAD_REFUSAL_WAITS: u32 = 10;
 
-/// The batch limits of the deliverer's writes, from `[influxdb]`.
+/// The deliverer's batches: the limits of one write, from `[influxdb]`, and how long records
+/// that fill no write wait for more (`delivery.linger`).
 #[derive(Debug, Clone, Copy)]
 pub struct WriteLimits {
     /// `influxdb.max_write_bytes`: bytes of line protocol in one write at most (a single
@@ -80,6 +81,10 @@ pub struct WriteLimits {
     pub max_bytes: usize,
     /// `influxdb.max_write_lines`: points in one write at most.
     pub max_lines: usize,
+    /// `delivery.linger`: with `acknowledge = "disk"`, how long the deliverer waits, once,
+    /// after it found records that fill no write, for more to write with them
+    /// ([`Duration::ZERO`]: none). Not with `"influxdb"`: its requests wait for the write.
+    pub linger: Duration,
 }
 
 impl WriteLimits {

@@ -147,9 +147,11 @@ fn setup(name: &str, acknowledge: Acknowledge, limits: WriteLimits, dead_limit: 
     }
 }
 
+/// Batches written at once: most tests here count writes made one by one.
 const LIMITS: WriteLimits = WriteLimits {
     max_bytes: 1 << 20,
     max_lines: 5000,
+    linger: Duration::ZERO,
 };
 
 fn started(name: &str) -> Running {
@@ -383,6 +385,7 @@ fn writes_over_influxdbs_body_limit_are_split_and_never_block_what_follows() {
     let limits = WriteLimits {
         max_bytes: 1 << 20,
         max_lines: 5000,
+        ..LIMITS
     };
     let mut r = setup("delivery-too-large", Acknowledge::Influxdb, limits, 1 << 22);
     r.sink.refuse_bodies_over(10_000);
@@ -633,6 +636,7 @@ fn runs_known_to_be_refused_cost_one_write_a_tick_and_hold_nobody_back() {
         WriteLimits {
             max_bytes: 1 << 20,
             max_lines: 5000,
+            ..LIMITS
         },
         1 << 26,
     );
@@ -737,6 +741,7 @@ fn writes_respect_the_line_and_byte_limits() {
     let limits = WriteLimits {
         max_bytes: 60,
         max_lines: 3,
+        ..LIMITS
     };
     let mut r = setup("delivery-limits", Acknowledge::Disk, limits, 1 << 20);
     for n in 0..10 {
@@ -978,6 +983,7 @@ fn a_backlog_of_full_writes_goes_two_at_a_time_when_they_share_no_point() {
     let limits = WriteLimits {
         max_bytes: 1 << 20,
         max_lines: 2,
+        ..LIMITS
     };
     let r = setup("delivery-two-at-once", Acknowledge::Disk, limits, 1 << 20);
     let overlap = Arc::new(Overlap::new(Arc::clone(&r.sink), Vec::new()));
@@ -1006,6 +1012,7 @@ fn a_backlog_of_heartbeats_goes_one_write_at_a_time() {
     let limits = WriteLimits {
         max_bytes: 1 << 20,
         max_lines: 2,
+        ..LIMITS
     };
     let r = setup(
         "delivery-beats-one-at-once",
@@ -1038,6 +1045,7 @@ fn writes_that_share_a_point_go_one_after_the_other_and_the_last_one_wins() {
     let limits = WriteLimits {
         max_bytes: 1 << 20,
         max_lines: 2,
+        ..LIMITS
     };
     let r = setup("delivery-one-at-once", Acknowledge::Disk, limits, 1 << 20);
     let overlap = Arc::new(Overlap::new(Arc::clone(&r.sink), Vec::new()));
@@ -1070,6 +1078,7 @@ fn when_one_of_two_writes_at_once_fails_it_goes_again_and_every_line_is_delivere
     let limits = WriteLimits {
         max_bytes: 1 << 20,
         max_lines: 2,
+        ..LIMITS
     };
     for failing in [0, 1] {
         let name = format!("delivery-two-one-fails-{failing}");
@@ -1355,4 +1364,65 @@ fn a_targeted_write_answered_404_does_not_hold_back_other_targets_and_own_points
         ["own v=2 2", "k6 v=3 3"],
         "points behind a write to a missing database, 10 s on"
     );
+}
+
+/// In disk mode, records that fill no write wait `delivery.linger` for more: a record found
+/// alone goes in one write with those that came while it waited.
+#[test]
+fn in_disk_mode_records_that_fill_no_write_wait_for_more_and_go_in_one_write() {
+    let limits = WriteLimits {
+        linger: Duration::from_secs(3),
+        ..LIMITS
+    };
+    let mut r = setup("delivery-linger", Acknowledge::Disk, limits, 1 << 20);
+    r.start();
+    let first = r.append("m,r=a v=1 1\n");
+    r.delivery.log.wait(first).unwrap();
+    // The deliverer found it: without the linger it would write it now, alone.
+    r.until("the deliverer finds the first record", |r| {
+        r.delivery.oldest_waiting().is_some()
+    });
+    let last = [r.append("m,r=b v=2 2\n"), r.append("m,r=c v=3 3\n")][1];
+    r.delivery.log.wait(last).unwrap();
+    r.delivered_all();
+    assert_eq!(
+        r.sink.bodies(),
+        ["m,r=a v=1 1\nm,r=b v=2 2\nm,r=c v=3 3\n"],
+        "one write"
+    );
+}
+
+/// Records that fill a write do not wait: a linger longer than the test's deadline would
+/// make this fail.
+#[test]
+fn records_that_fill_a_write_go_at_once_whatever_the_linger() {
+    let limits = WriteLimits {
+        max_lines: 2,
+        linger: Duration::from_secs(3600),
+        ..LIMITS
+    };
+    let mut r = setup("delivery-linger-full", Acknowledge::Disk, limits, 1 << 20);
+    let last = [r.append("m,r=a v=1 1\n"), r.append("m,r=b v=2 2\n")][1];
+    r.delivery.log.wait(last).unwrap();
+    r.start();
+    r.delivered_all();
+    assert_eq!(r.sink.bodies(), ["m,r=a v=1 1\nm,r=b v=2 2\n"]);
+}
+
+/// In `"influxdb"` mode requests wait for the write: the linger is not applied.
+#[test]
+fn in_influxdb_mode_a_request_does_not_wait_the_linger() {
+    let limits = WriteLimits {
+        linger: Duration::from_secs(3600),
+        ..LIMITS
+    };
+    let mut r = setup(
+        "delivery-linger-influxdb",
+        Acknowledge::Influxdb,
+        limits,
+        1 << 20,
+    );
+    r.start();
+    assert_eq!(r.request("m,r=a v=1 1\n"), Outcome::Delivered);
+    assert_eq!(r.sink.stored(), ["m,r=a v=1 1"]);
 }

@@ -86,6 +86,7 @@ pub(crate) fn fixture_shares(
     let write_limits = WriteLimits {
         max_bytes: 1 << 20,
         max_lines: 5000,
+        linger: Duration::ZERO,
     };
     let delivery = Delivery::new(
         log,
