@@ -179,7 +179,7 @@ impl Delivery {
             self.up.store(DOWN, Ordering::Relaxed);
         }
         // Requests waiting in "influxdb" mode are answered now: their points are recorded.
-        self.settled_changed.notify_all();
+        self.wake_every_waiter();
         while !self.is_stopping() {
             self.pause(*backoff);
             *backoff = (*backoff * 2).min(BACKOFF_MAX);

@@ -142,6 +142,11 @@ struct Settled {
 }
 
 const UNKNOWN: u8 = 0;
+/// How many signals the requests waiting for their records to be settled are spread over, by
+/// record number: requests of records this many apart share one and may wake for each other
+/// (and check again), as all did with one signal.
+const SETTLE_SIGNALS: usize = 64;
+
 const UP: u8 = 1;
 const DOWN: u8 = 2;
 
@@ -157,7 +162,10 @@ pub struct Delivery {
     /// [`UNKNOWN`], [`UP`] or [`DOWN`]: readable without the health lock on the request path.
     up: AtomicU8,
     settled: Mutex<Settled>,
-    settled_changed: Signal,
+    /// What a request waiting for its record to be settled waits on: the signal of its record's
+    /// number ([`Delivery::settle_signal`]), so a batch settled wakes its own requests, not
+    /// those waiting for the next one.
+    settled_changed: [Signal; SETTLE_SIGNALS],
     refusals: Mutex<HashMap<Uuid, RunRefusal>>,
     /// Since when the oldest undelivered record has waited, as the deliverer saw it.
     waiting_since: Mutex<Option<Instant>>,
@@ -201,7 +209,7 @@ impl Delivery {
             health: Mutex::new(Health::default()),
             up: AtomicU8::new(UNKNOWN),
             settled: Mutex::new(Settled::default()),
-            settled_changed: Signal::new(),
+            settled_changed: std::array::from_fn(|_| Signal::new()),
             refusals: Mutex::new(HashMap::new()),
             waiting_since: Mutex::new(None),
             stopping: AtomicBool::new(false),
@@ -337,7 +345,7 @@ impl Delivery {
                     break;
                 };
                 settled = self
-                    .settled_changed
+                    .settle_signal(seq)
                     .wait_timeout(settled, left)
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .0;
@@ -356,6 +364,7 @@ impl Delivery {
     /// Records up to `upto` are settled; `dead` are the requests among them that were refused.
     fn settle(&self, upto: u64, dead: Vec<(u64, String)>) {
         let mut settled = lock(&self.settled);
+        let before = settled.upto;
         settled.upto = settled.upto.max(upto);
         if self.acknowledge == Acknowledge::Influxdb {
             let now = Instant::now();
@@ -368,6 +377,26 @@ impl Delivery {
                 .extend(dead.into_iter().map(|(seq, why)| (seq, (why, now))));
         }
         drop(settled);
-        self.settled_changed.notify_all();
+        // The requests of the records settled now, `(before, upto]`.
+        if upto.saturating_sub(before) >= SETTLE_SIGNALS as u64 {
+            self.wake_every_waiter();
+        } else {
+            for seq in before + 1..=upto {
+                self.settle_signal(seq).notify_all();
+            }
+        }
+    }
+
+    /// The signal the request of record `seq` waits on to be settled.
+    fn settle_signal(&self, seq: u64) -> &Signal {
+        &self.settled_changed[(seq % SETTLE_SIGNALS as u64) as usize]
+    }
+
+    /// Wakes every request waiting for its record to be settled (InfluxDB is down: they are
+    /// answered at once).
+    fn wake_every_waiter(&self) {
+        for signal in &self.settled_changed {
+            signal.notify_all();
+        }
     }
 }

@@ -120,6 +120,23 @@ impl Drop for Running {
 }
 
 fn setup(name: &str, acknowledge: Acknowledge, limits: WriteLimits, dead_limit: u64) -> Running {
+    setup_waiting(
+        name,
+        acknowledge,
+        limits,
+        dead_limit,
+        Duration::from_secs(5),
+    )
+}
+
+/// [`setup`] with requests in `"influxdb"` mode waiting `wait_at_most` for InfluxDB.
+fn setup_waiting(
+    name: &str,
+    acknowledge: Acknowledge,
+    limits: WriteLimits,
+    dead_limit: u64,
+    wait_at_most: Duration,
+) -> Running {
     let dir = Dir::new(name);
     let sink = Arc::new(MemorySink::new());
     let (log, position, _) = Log::open(
@@ -134,7 +151,7 @@ fn setup(name: &str, acknowledge: Acknowledge, limits: WriteLimits, dead_limit: 
         Box::new(Arc::clone(&sink)),
         DeadLetters::open(&crate::storage::tests::root(&dir), dead_limit).unwrap(),
         acknowledge,
-        Duration::from_secs(5),
+        wait_at_most,
         limits,
     ));
     Running {
@@ -1425,4 +1442,45 @@ fn in_influxdb_mode_a_request_does_not_wait_the_linger() {
     r.start();
     assert_eq!(r.request("m,r=a v=1 1\n"), Outcome::Delivered);
     assert_eq!(r.sink.stored(), ["m,r=a v=1 1"]);
+}
+
+/// Requests waiting in `"influxdb"` mode are spread over signals by record number: each is
+/// woken by the batch that settles its record, whether batches are small or span more
+/// records than there are signals, and two waiting on one signal are both woken. A wake
+/// missed would leave a request waiting its whole 30 s.
+#[test]
+fn each_waiting_request_is_woken_by_the_batch_that_settles_its_record() {
+    let r = setup_waiting(
+        "delivery-settle-signals",
+        Acknowledge::Influxdb,
+        LIMITS,
+        1 << 20,
+        Duration::from_secs(30),
+    );
+    let answered: Vec<AtomicBool> = (0..=200).map(|_| AtomicBool::new(false)).collect();
+    std::thread::scope(|scope| {
+        for seq in 1..=200u64 {
+            let (delivery, answered) = (&r.delivery, &answered);
+            scope.spawn(move || {
+                assert_eq!(delivery.outcome(seq), Outcome::Delivered, "record {seq}");
+                answered[seq as usize].store(true, Ordering::SeqCst);
+            });
+        }
+        for upto in [3u64, 5, 70, 71, 200] {
+            r.delivery.settle(upto, Vec::new());
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !(1..=upto).all(|seq| answered[seq as usize].load(Ordering::SeqCst)) {
+                assert!(
+                    Instant::now() < deadline,
+                    "a request of a record up to {upto} still waits"
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            // Nothing woke beyond the batch.
+            assert!(
+                (upto + 1..=200).all(|seq| !answered[seq as usize].load(Ordering::SeqCst)),
+                "a request past {upto} was answered"
+            );
+        }
+    });
 }
