@@ -83,17 +83,27 @@ impl Delivery {
         let mut backoff = BACKOFF_MIN;
         // The batch at the front failed at least once.
         let mut retried = false;
-        // The records queued waited `delivery.linger` for more (those read after it, while
-        // it lasted or behind a full write, wait no more).
-        let mut lingered = false;
+        // When the queued records were read: each read's last record and when, oldest first.
+        // A record lingers `delivery.linger` from when it was read, so at most once: also
+        // when it was read during a write, while the queue never empties.
+        let mut found: VecDeque<(u64, Instant)> = VecDeque::new();
+        // Set while the deliverer lingers: when the records it lingers for were read. Those
+        // read right after came meanwhile, and count as read then: they wait no more.
+        let mut lingering_since: Option<Instant> = None;
         // When a failure to read the log was last logged.
         let mut read_failure_told: Option<Instant> = None;
         // When InfluxDB was last probed while nothing waited to be written.
         let mut idle_probe: Option<Instant> = None;
         while !self.is_stopping() {
+            let read_at = lingering_since.take().unwrap_or_else(Instant::now);
             if queue.iter().map(|r| r.bytes).sum::<u64>() < self.limits.max_bytes as u64 {
                 match self.log.read(&mut at, self.limits.max_bytes as u64) {
-                    Ok(more) => queue.extend(more),
+                    Ok(more) => {
+                        if let Some(last) = more.last() {
+                            found.push_back((last.seq, read_at));
+                        }
+                        queue.extend(more)
+                    }
                     Err(e) => {
                         // Said at once, then once a minute while it lasts.
                         if read_failure_told
@@ -108,7 +118,7 @@ impl Delivery {
                 }
             }
             if queue.is_empty() {
-                lingered = false;
+                found.clear();
                 *lock(&self.waiting_since) = None;
                 if self.up.load(Ordering::Relaxed) == DOWN
                     && idle_probe.is_none_or(|at: Instant| at.elapsed() >= backoff)
@@ -134,11 +144,11 @@ impl Delivery {
                 continue;
             }
             lock(&self.waiting_since).get_or_insert_with(Instant::now);
-            if !lingered && self.lingers(&queue, retried) {
+            if let Some((since, left)) = self.linger_left(&queue, retried, &mut found) {
                 // Records that fill no write wait, once, for more to go with them: then
                 // what came meanwhile is read, and all of it written.
-                lingered = true;
-                self.pause(self.limits.linger);
+                lingering_since = Some(since);
+                self.pause(left);
                 continue;
             }
             let take = self.batch_len(&queue);
@@ -283,6 +293,27 @@ impl Delivery {
             let points = record.units.iter().map(|u| u.points as usize).sum();
             (bytes, points)
         }))
+    }
+
+    /// How much longer the records of `queue` wait for more ([`Delivery::lingers`]): when
+    /// the first of them was read (`found`, of which the reads before it are let go), and what
+    /// is left of `delivery.linger` since; `None`: they go now.
+    fn linger_left(
+        &self,
+        queue: &VecDeque<Read>,
+        retried: bool,
+        found: &mut VecDeque<(u64, Instant)>,
+    ) -> Option<(Instant, Duration)> {
+        let front = queue.front()?.seq;
+        while found.front().is_some_and(|&(last, _)| last < front) {
+            found.pop_front();
+        }
+        if !self.lingers(queue, retried) {
+            return None;
+        }
+        let read_at = found.front()?.1;
+        let left = self.limits.linger.checked_sub(read_at.elapsed())?;
+        (!left.is_zero()).then_some((read_at, left))
     }
 
     /// Whether the records of `queue` wait `delivery.linger` for more before they are

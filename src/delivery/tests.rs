@@ -1484,3 +1484,166 @@ fn each_waiting_request_is_woken_by_the_batch_that_settles_its_record() {
         }
     });
 }
+
+/// A sink that takes `took` over each write, as InfluxDB does.
+struct Slow {
+    inner: Arc<MemorySink>,
+    took: Duration,
+}
+
+impl Sink for Slow {
+    fn write(&self, lines: &str) -> Result<(), SinkError> {
+        std::thread::sleep(self.took);
+        self.inner.write(lines)
+    }
+
+    fn ping(&self) -> Result<(), SinkError> {
+        self.inner.ping()
+    }
+}
+
+/// `r` (not started) in disk mode over a log of its own, writing to `sink`.
+fn in_disk_mode_with(
+    mut r: Running,
+    name: &str,
+    sink: Box<dyn Sink>,
+    limits: WriteLimits,
+) -> Running {
+    let dir = Dir::new(&format!("{name}-own-sink"));
+    let (log, position, _) = Log::open(
+        crate::storage::tests::log_dir(&dir.0),
+        1 << 30,
+        false,
+        &mut |_| {},
+    )
+    .unwrap();
+    r.delivery = Arc::new(Delivery::new(
+        log,
+        sink,
+        DeadLetters::open(&crate::storage::tests::root(&dir), 1 << 20).unwrap(),
+        Acknowledge::Disk,
+        Duration::from_secs(5),
+        limits,
+    ));
+    r.position = Some(position);
+    r.dir = dir;
+    r
+}
+
+/// A steady trickle (a record every millisecond or so) keeps the queue from ever emptying
+/// while each write takes 10 ms: the linger must still gather each batch, not only the first
+/// of the trickle. Each batch's first record waited the linger since the deliverer found
+/// it, and a batch's first record was found after the last one's linger ended (else it
+/// would have gone with it), so there are at most (time / linger) + 1 writes.
+#[test]
+fn a_trickle_that_never_lets_the_queue_empty_still_lingers_each_batch() {
+    let linger = Duration::from_millis(100);
+    let limits = WriteLimits { linger, ..LIMITS };
+    let r = setup(
+        "delivery-linger-trickle",
+        Acknowledge::Disk,
+        limits,
+        1 << 20,
+    );
+    let sink = Slow {
+        inner: Arc::clone(&r.sink),
+        took: Duration::from_millis(10),
+    };
+    let mut r = in_disk_mode_with(r, "delivery-linger-trickle", Box::new(sink), limits);
+    r.start();
+    let began = Instant::now();
+    // Four clients, each waiting for its record to be on disk, as requests do.
+    let clients: Vec<JoinHandle<u32>> = (0..4)
+        .map(|client| {
+            let d = Arc::clone(&r.delivery);
+            std::thread::spawn(move || {
+                let mut n = 0u32;
+                while began.elapsed() < Duration::from_millis(1500) {
+                    n += 1;
+                    let lines = format!("m,r={client} v={n} {n}\n");
+                    let unit = Unit {
+                        run: Uuid::nil(),
+                        points: 1,
+                        lines: &lines,
+                    };
+                    let ticket = d.log.append(Kind::Request, 0, b"", &[unit], None).unwrap();
+                    d.log.wait(ticket).unwrap();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                n
+            })
+        })
+        .collect();
+    let n: u32 = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    r.delivered_all();
+    let took = began.elapsed();
+    let writes = r.sink.bodies().len();
+    let most = (took.as_millis() / linger.as_millis()) as usize + 1;
+    assert_eq!(r.sink.stored().len(), n as usize, "every point once");
+    assert!(
+        writes <= most,
+        "{writes} writes of {n} records in {took:?}: at most {most} with a {linger:?} linger"
+    );
+}
+
+/// A stop while the deliverer lingers (1 s, the most) returns within a fraction of it; the
+/// record waits in the log for the next start.
+#[test]
+fn a_stop_during_the_linger_returns_promptly() {
+    let limits = WriteLimits {
+        linger: Duration::from_secs(1),
+        ..LIMITS
+    };
+    let mut r = setup("delivery-linger-stop", Acknowledge::Disk, limits, 1 << 20);
+    r.start();
+    let first = r.append("m,r=a v=1 1\n");
+    r.delivery.log.wait(first).unwrap();
+    r.until("the deliverer finds the record", |r| {
+        r.delivery.oldest_waiting().is_some()
+    });
+    let asked = Instant::now();
+    r.delivery.stop();
+    r.deliverer.take().unwrap().join().unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_millis(800),
+        "the deliverer took {:?} to stop",
+        asked.elapsed()
+    );
+    assert!(r.sink.bodies().is_empty(), "{:?}", r.sink.bodies());
+    assert_eq!(r.delivery.log.undelivered().0, 1, "it waits in the log");
+}
+
+/// Records that came while others lingered waited with them: when they cannot go in the same
+/// write (another target's), they go right after, without a linger of their own.
+#[test]
+fn records_that_came_during_a_linger_do_not_wait_a_second_one() {
+    use crate::storage::record::Target;
+    let linger = Duration::from_secs(1);
+    let limits = WriteLimits { linger, ..LIMITS };
+    let mut r = setup("delivery-linger-once", Acknowledge::Disk, limits, 1 << 20);
+    r.start();
+    let unit = [Unit {
+        run: Uuid::nil(),
+        points: 1,
+        lines: "http_reqs value=1 1700000000000000001\n",
+    }];
+    let k6 = Target {
+        database: "k6",
+        retention_policy: "",
+    };
+    let first = r.delivery.log.append_write(k6, &unit, None).unwrap();
+    r.delivery.log.wait(first).unwrap();
+    r.until("the deliverer finds the first record", |r| {
+        r.delivery.oldest_waiting().is_some()
+    });
+    let appended = Instant::now();
+    let own = r.append("m,r=own v=1 1\n");
+    r.delivery.log.wait(own).unwrap();
+    r.delivered_all();
+    assert_eq!(r.sink.bodies().len(), 2, "one write to each target");
+    assert!(
+        appended.elapsed() < linger + linger / 2,
+        "the record that came during the linger waited {:?}: a linger of its own after it",
+        appended.elapsed()
+    );
+}
