@@ -903,7 +903,7 @@ fn setup_recorded(
 }
 
 /// `r` (not started) with a log and dead letters of its own, writing to `sink` in writes of
-/// `limits`.
+/// `limits`, in the acknowledgement mode `r` was set up with.
 fn with_sink(mut r: Running, name: &str, sink: Box<dyn Sink>, limits: WriteLimits) -> Running {
     let dir = Dir::new(&format!("{name}-own-sink"));
     let (log, position, _) = Log::open(
@@ -917,7 +917,7 @@ fn with_sink(mut r: Running, name: &str, sink: Box<dyn Sink>, limits: WriteLimit
         log,
         sink,
         DeadLetters::open(&crate::storage::tests::root(&dir), 1 << 20).unwrap(),
-        Acknowledge::Influxdb,
+        r.delivery.acknowledge,
         Duration::from_secs(5),
         limits,
     ));
@@ -1502,34 +1502,6 @@ impl Sink for Slow {
     }
 }
 
-/// `r` (not started) in disk mode over a log of its own, writing to `sink`.
-fn in_disk_mode_with(
-    mut r: Running,
-    name: &str,
-    sink: Box<dyn Sink>,
-    limits: WriteLimits,
-) -> Running {
-    let dir = Dir::new(&format!("{name}-own-sink"));
-    let (log, position, _) = Log::open(
-        crate::storage::tests::log_dir(&dir.0),
-        1 << 30,
-        false,
-        &mut |_| {},
-    )
-    .unwrap();
-    r.delivery = Arc::new(Delivery::new(
-        log,
-        sink,
-        DeadLetters::open(&crate::storage::tests::root(&dir), 1 << 20).unwrap(),
-        Acknowledge::Disk,
-        Duration::from_secs(5),
-        limits,
-    ));
-    r.position = Some(position);
-    r.dir = dir;
-    r
-}
-
 /// A steady trickle (a record every millisecond or so) keeps the queue from ever emptying
 /// while each write takes 10 ms: the linger must still gather each batch, not only the first
 /// of the trickle. Each batch's first record waited the linger since the deliverer found
@@ -1549,7 +1521,7 @@ fn a_trickle_that_never_lets_the_queue_empty_still_lingers_each_batch() {
         inner: Arc::clone(&r.sink),
         took: Duration::from_millis(10),
     };
-    let mut r = in_disk_mode_with(r, "delivery-linger-trickle", Box::new(sink), limits);
+    let mut r = with_sink(r, "delivery-linger-trickle", Box::new(sink), limits);
     r.start();
     let began = Instant::now();
     // Four clients, each waiting for its record to be on disk, as requests do.
