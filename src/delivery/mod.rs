@@ -387,24 +387,6 @@ impl Delivery {
         }
     }
 
-    /// Waits until every record up to `seq` is settled (InfluxDB stored it, or refused it for
-    /// good), at most `timeout`; whether they are. With `seq` 0 (no record) at once.
-    pub fn wait_settled(&self, seq: u64, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut settled = lock(&self.settled);
-        while settled.upto < seq {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return false;
-            };
-            settled = self
-                .settle_signal(seq)
-                .wait_timeout(settled, left)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
-        true
-    }
-
     /// The signal the request of record `seq` waits on to be settled.
     fn settle_signal(&self, seq: u64) -> &Signal {
         &self.settled_changed[(seq % SETTLE_SIGNALS as u64) as usize]

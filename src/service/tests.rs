@@ -69,25 +69,6 @@ pub(crate) fn fixture_shares(
     acknowledge: Acknowledge,
     shares: &[(&str, u64)],
 ) -> Fixture {
-    fixture_lingering(
-        dir,
-        max_running,
-        spool_limit,
-        acknowledge,
-        shares,
-        Duration::ZERO,
-    )
-}
-
-/// [`fixture_shares`] whose deliverer lets records wait `linger` (`delivery.linger`).
-pub(crate) fn fixture_lingering(
-    dir: Dir,
-    max_running: usize,
-    spool_limit: u64,
-    acknowledge: Acknowledge,
-    shares: &[(&str, u64)],
-    linger: Duration,
-) -> Fixture {
     let sink = Arc::new(MemorySink::new());
     let results =
         crate::state::results::Results::open(&crate::storage::tests::root(&dir), 100, 1 << 30, 1)
@@ -105,7 +86,7 @@ pub(crate) fn fixture_lingering(
     let write_limits = WriteLimits {
         max_bytes: 1 << 20,
         max_lines: 5000,
-        linger,
+        linger: Duration::ZERO,
     };
     let delivery = Delivery::new(
         log,
@@ -785,29 +766,6 @@ fn where_influxdb_cannot_say_its_schema_what_was_learned_holds_until_the_next_re
         assert!(Instant::now() < deadline, "the log delivered");
         std::thread::sleep(Duration::from_millis(5));
     }
-    // A bucket made anew would take the new type: the gateway lets go of what it learned.
-    f.service.refresh_schema();
-    register(&f, r#"{"measurement":{"fields":{"mode":"x"}}}"#).unwrap();
-}
-
-/// A reading of InfluxDB's schema replaces what the gateway knew once the records written
-/// before it are delivered, though records still wait (a linger of 500 ms here): it waits for
-/// those, not for an empty log, which a steady load seldom leaves.
-#[test]
-fn a_schema_reading_replaces_what_was_known_once_the_records_before_it_are_delivered() {
-    let f = fixture_lingering(
-        Dir::new("service-schema-catch-up"),
-        10,
-        1 << 20,
-        Acknowledge::Disk,
-        &[],
-        Duration::from_millis(500),
-    );
-    register(&f, r#"{"measurement":{"fields":{"mode":1}}}"#).unwrap();
-    assert!(
-        f.service.delivery.log().undelivered().0 > 0,
-        "the register's record waits for the linger"
-    );
     // A bucket made anew would take the new type: the gateway lets go of what it learned.
     f.service.refresh_schema();
     register(&f, r#"{"measurement":{"fields":{"mode":"x"}}}"#).unwrap();

@@ -17,11 +17,6 @@ use crate::stats::Stats;
 use crate::storage::log::{LogError, OwnedTarget, Share};
 use crate::storage::record::{Kind, Unit};
 
-/// How long a reading of InfluxDB's schema waits, at most, for the records written before it
-/// to be delivered ([`Service::refresh_schema`]): the longest `delivery.linger` (1 s) and a
-/// write.
-const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
-
 /// How often, between ticks, the heartbeat thread looks whether the log needs a snapshot.
 const SNAPSHOT_LOOK_EVERY: Duration = Duration::from_secs(1);
 /// How long a snapshot written from the room kept for it on a full disk waits, the log's writes
@@ -200,22 +195,15 @@ impl Service {
         }
     }
 
-    /// Reads InfluxDB's schema once, where its API allows; once the records written before the
-    /// reading began are delivered it replaces what the gateway knew. Where it does not (v2,
-    /// v3), what the gateway learned from its own writes is let go then: InfluxDB may have
+    /// Reads InfluxDB's schema once, where its API allows; while nothing waits to be delivered
+    /// it replaces what the gateway knew. Where it does not (v2, v3), what the gateway learned
+    /// from its own writes is let go while nothing waits to be delivered: InfluxDB may have
     /// dropped it since (a bucket or table made anew), and the gateway cannot ask, so a type
     /// it learned holds until the next `influxdb.schema_refresh`, and is learned again from the
     /// next write that uses it.
-    ///
-    /// What the gateway learns once the reading began is kept through it (the schema's
-    /// `recent`); what it learned before is InfluxDB's once the records that taught it are
-    /// delivered. So the reading waits for those, [`CATCH_UP_WAIT`] at most, rather than for
-    /// an empty log, which a steady load (and `delivery.linger`) seldom leaves. Not delivered
-    /// by then (InfluxDB away or behind), InfluxDB's answer is only added.
     pub fn refresh_schema(&self) {
+        let caught_up = self.delivery.log().undelivered().0 == 0;
         self.schema.reading_begins();
-        let written = self.delivery.log().last_durable();
-        let caught_up = self.delivery.wait_settled(written, CATCH_UP_WAIT);
         match self.delivery.read_schema() {
             Ok(Some(seen)) => {
                 self.schema.update_from_influxdb(seen, caught_up);

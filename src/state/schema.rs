@@ -9,9 +9,9 @@
 //! is written, or let go if it is not: see [`Claim`]), and InfluxDB itself (`SHOW FIELD KEYS`, `SHOW TAG KEYS`), read
 //! at start, every `influxdb.schema_refresh`, and soon after a refusal, so that a schema that
 //! changed under the gateway — a dropped measurement, a new database, a retention policy that
-//! expired the old points — stops being held against requests. Once the records written before
-//! a reading began are delivered, InfluxDB's answer replaces what the gateway knew; while they
-//! wait, it is added to it (their types are not in InfluxDB yet). It is saved with the job table's snapshot, for a
+//! expired the old points — stops being held against requests. While the log is fully
+//! delivered, InfluxDB's answer replaces what the gateway knew; while records wait, it is added
+//! to it (their types are not in InfluxDB yet). It is saved with the job table's snapshot, for a
 //! start while InfluxDB is away.
 //!
 //! No I/O here: the reading of InfluxDB's schema is `delivery::influx`'s.
@@ -686,8 +686,8 @@ impl Schema {
     }
 
     /// Takes what InfluxDB says of its schema: it replaces what the gateway knew when
-    /// `replace` (the records written before the reading began are delivered, so InfluxDB has
-    /// every type they taught the gateway), else it is added, InfluxDB's types winning.
+    /// `replace` (nothing waits to be delivered, so InfluxDB has every type the gateway
+    /// wrote), else it is added, InfluxDB's types winning.
     ///
     /// What the gateway learned from its own writes since the reading began stays known when
     /// InfluxDB does not say otherwise: the reading may have been answered before those

@@ -951,11 +951,6 @@ impl Log {
         self.lock().clients.get(client).copied().unwrap_or(0)
     }
 
-    /// The number of the last record on disk (0: none yet).
-    pub fn last_durable(&self) -> u64 {
-        self.lock().durable
-    }
-
     /// Records not yet delivered, and their bytes.
     pub fn undelivered(&self) -> (u64, u64) {
         let inner = self.lock();
