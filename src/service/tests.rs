@@ -756,11 +756,15 @@ fn a_commit_field_named_like_a_tag_of_the_run_is_refused_and_the_run_goes_on() {
 fn where_influxdb_cannot_say_its_schema_what_was_learned_holds_until_the_next_refresh() {
     // The memory sink, like InfluxDB 2 and 3 here, cannot say what its schema is.
     let f = fixture("service-schema-forgotten", 10, 1 << 20);
-    register(&f, r#"{"measurement":{"fields":{"mode":1}}}"#).unwrap();
+    let run = register(&f, r#"{"measurement":{"fields":{"mode":1}}}"#)
+        .unwrap()
+        .uuid;
     assert!(matches!(
         register(&f, r#"{"measurement":{"fields":{"mode":"x"}}}"#),
         Err(Refused::SchemaConflict { .. })
     ));
+    // Ended: no heartbeat of it will write `mode` again.
+    commit(&f, run).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while f.service.delivery.log().undelivered().0 > 0 {
         assert!(Instant::now() < deadline, "the log delivered");
@@ -769,6 +773,56 @@ fn where_influxdb_cannot_say_its_schema_what_was_learned_holds_until_the_next_re
     // A bucket made anew would take the new type: the gateway lets go of what it learned.
     f.service.refresh_schema();
     register(&f, r#"{"measurement":{"fields":{"mode":"x"}}}"#).unwrap();
+}
+
+/// A progress changes a run's heartbeat fields at once, but they reach InfluxDB only with the
+/// run's next tick: a reading of InfluxDB's schema in between (the log delivered) must not
+/// forget their types, or another run could write another type to them and InfluxDB would
+/// refuse the first run's heartbeats at every tick.
+#[test]
+fn a_schema_reading_keeps_the_types_of_the_running_runs_next_heartbeats() {
+    // The memory sink, like InfluxDB 2 and 3 here, cannot say what its schema is.
+    let f = fixture("service-schema-pending-beats", 10, 1 << 20);
+    let first = register(&f, "{}").unwrap().uuid;
+    progress(
+        &f,
+        first,
+        r#"{"measurement":{"fields":{"users":5}}}"#,
+        1_500,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while f.service.delivery.log().undelivered().0 > 0 {
+        assert!(Instant::now() < deadline, "the log delivered");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    f.service.refresh_schema();
+    let second = register(&f, "{}").unwrap().uuid;
+    assert!(matches!(
+        progress(
+            &f,
+            second,
+            r#"{"measurement":{"fields":{"users":"many"}}}"#,
+            1_600
+        ),
+        Err(Refused::SchemaConflict { .. })
+    ));
+    // Once the first run ended, nothing will write `users` as a number: the next reading
+    // lets the type go.
+    commit(&f, first).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while f.service.delivery.log().undelivered().0 > 0 {
+        assert!(Instant::now() < deadline, "the log delivered");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    f.service.refresh_schema();
+    progress(
+        &f,
+        second,
+        r#"{"measurement":{"fields":{"users":"many"}}}"#,
+        1_700,
+    )
+    .unwrap();
 }
 
 /// On a full disk the snapshot written from the room kept for it lets the delivered segment

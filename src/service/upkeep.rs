@@ -10,8 +10,9 @@ use uuid::Uuid;
 
 use super::{Refused, Service, now_ms};
 use crate::delivery::sink::{Sink, SinkError};
+use crate::ingest::points;
 use crate::state::jobs::{Ages, Change, Tick};
-use crate::state::schema::Schema;
+use crate::state::schema::{Known, Schema};
 use crate::state::snapshots::JournalError;
 use crate::stats::Stats;
 use crate::storage::log::{LogError, OwnedTarget, Share};
@@ -204,16 +205,19 @@ impl Service {
     pub fn refresh_schema(&self) {
         let caught_up = self.delivery.log().undelivered().0 == 0;
         self.schema.reading_begins();
+        // The running runs' heartbeat fields reach InfluxDB only with their next tick.
+        let pending =
+            || Known::from([(points::HEARTBEAT.to_string(), self.jobs.heartbeat_fields())]);
         match self.delivery.read_schema() {
             Ok(Some(seen)) => {
-                self.schema.update_from_influxdb(seen, caught_up);
+                self.schema.update_keeping(seen, caught_up, pending());
                 self.schema_stale
                     .unreadable_told
                     .store(false, std::sync::atomic::Ordering::Relaxed);
             }
             Ok(None) => self
                 .schema
-                .update_from_influxdb(Default::default(), caught_up),
+                .update_keeping(Default::default(), caught_up, pending()),
             Err(e) => self.unreadable("its schema", &e),
         }
         self.refresh_write_schemas(caught_up);

@@ -695,9 +695,25 @@ impl Schema {
     /// at once by another with another type, was accepted when a reading begun before the
     /// first one's write replaced what the gateway knew.)
     pub fn update_from_influxdb(&self, seen: Known, replace: bool) {
+        self.update_keeping(seen, replace, Known::new());
+    }
+
+    /// [`Schema::update_from_influxdb`], keeping `pending` as well: names the gateway is yet to
+    /// write, which InfluxDB cannot hold yet (the running runs' heartbeat fields, which a
+    /// progress changed and the next tick writes). Kept like what was learned since the
+    /// reading began, in the same step, so no request is checked against a schema without
+    /// them.
+    pub fn update_keeping(&self, seen: Known, replace: bool, pending: Known) {
         let mut inner = self.lock();
         inner.epoch += 1;
-        let recent = std::mem::take(&mut inner.recent);
+        let mut recent = std::mem::take(&mut inner.recent);
+        for (measurement, m) in pending {
+            let entry = recent.entry(measurement).or_default();
+            for (name, t) in m.fields {
+                entry.fields.entry(name).or_insert(t);
+            }
+            entry.tags.extend(m.tags);
+        }
         if replace {
             inner.known = seen;
         } else {

@@ -88,6 +88,15 @@ fn a_schema_changed_under_the_gateway_is_taken_up_within_the_refresh_interval() 
     assert_eq!(first.json()["delivered"], true, "{}", first.body);
     let ten = json!({"host": "ten", "measurement": {"fields": {"clients": "ten"}}});
     assert_eq!(post_json(gw.addr, REGISTER, &ten).status, 400);
+    // Ended, so that no heartbeat of it will write `clients` again: while it ran, the
+    // gateway would keep its type through any reading of InfluxDB's schema.
+    let uuid = first.json()["uuid"].as_str().unwrap().to_string();
+    let ended = post_json(
+        gw.addr,
+        "/apiv0.1/events/commit",
+        &json!({"uuid": uuid, "state": "stopped"}),
+    );
+    assert_eq!(ended.status, 200, "{}", ended.body);
     influx.query("runs", "DROP DATABASE runs");
     // schema_refresh is 1 s here (1 min by default).
     wait_until(

@@ -74,7 +74,7 @@ impl State {
     }
 
     /// Counts against `jobs.max_running`.
-    fn is_active(self) -> bool {
+    pub(super) fn is_active(self) -> bool {
         matches!(self, State::Running | State::Committing { .. })
     }
 

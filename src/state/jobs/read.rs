@@ -4,6 +4,7 @@
 use uuid::Uuid;
 
 use super::{Counts, Job, Jobs, Sample, State};
+use crate::state::schema::{FieldType, Measurement};
 use crate::verdict::Threshold;
 
 impl Jobs {
@@ -16,6 +17,23 @@ impl Jobs {
             .filter(|j| j.is_for(caller))
             .map(|j| (j.run.uuid, j.state.is_active()))
             .collect()
+    }
+
+    /// The fields the running runs' next heartbeats carry, by the type of their values (the
+    /// first run's type where two differ): a progress changes them at once, but InfluxDB holds
+    /// them only once a tick wrote them, so a reading of InfluxDB's schema must not forget
+    /// them.
+    pub fn heartbeat_fields(&self) -> Measurement {
+        let t = self.lock();
+        let mut m = Measurement::default();
+        for job in t.jobs.values().filter(|j| j.state.is_active()) {
+            for (name, value) in &job.fields {
+                if !m.fields.contains_key(name) {
+                    m.fields.insert(name.clone(), FieldType::of(value));
+                }
+            }
+        }
+        m
     }
 
     /// Bytes the table holds, by [`Job::weight`]: what `jobs.max_table_bytes` bounds.
