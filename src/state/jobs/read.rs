@@ -19,10 +19,10 @@ impl Jobs {
             .collect()
     }
 
-    /// The fields the running runs' next heartbeats carry, by the type of their values (the
-    /// first run's type where two differ): a progress changes them at once, but InfluxDB holds
-    /// them only once a tick wrote them, so a reading of InfluxDB's schema must not forget
-    /// them.
+    /// The fields the running runs' next heartbeats carry, by the type of their values (one
+    /// run's type, in no given order, where two differ), and their tags: a progress changes
+    /// the fields at once, but InfluxDB holds them only once a tick wrote them, so a reading
+    /// of InfluxDB's schema must not forget them.
     pub fn heartbeat_fields(&self) -> Measurement {
         let t = self.lock();
         let mut m = Measurement::default();
@@ -30,6 +30,13 @@ impl Jobs {
             for (name, value) in &job.fields {
                 if !m.fields.contains_key(name) {
                     m.fields.insert(name.clone(), FieldType::of(value));
+                }
+            }
+            // The run's tags are every heartbeat's tags: InfluxDB 2 and 3, which the gateway
+            // cannot ask, or a dropped database, would otherwise have them forgotten.
+            for (name, _) in &job.run.tags {
+                if !m.tags.contains(name) {
+                    m.tags.insert(name.clone());
                 }
             }
         }
