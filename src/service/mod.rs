@@ -488,7 +488,16 @@ impl Service {
         // Checked and claimed in one step, held until the change is on disk.
         let claimed = if self.check_schema {
             let mut claim = self.schema.claim();
-            let fields = record.fields.iter().map(|(k, v)| (k.as_str(), v));
+            // An expired run comes back with the fields it had, which its next heartbeats
+            // carry again: those the progress does not send are claimed too (a reading of
+            // InfluxDB's schema may have let their types go while it did not beat).
+            let revived = self.jobs.fields_if_expired(&uuid).unwrap_or_default();
+            let fields = record.fields.iter().map(|(k, v)| (k.as_str(), v)).chain(
+                revived
+                    .iter()
+                    .filter(|(k, _)| !record.fields.iter().any(|(n, _)| n == k))
+                    .map(|(k, v)| (k.as_str(), v)),
+            );
             match claim.fields(points::HEARTBEAT, fields, std::iter::empty()) {
                 Ok(()) => Some(claim),
                 // A field named like one of the run's own tags is the run's refusal, as

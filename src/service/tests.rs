@@ -846,7 +846,6 @@ fn a_schema_reading_keeps_the_tags_of_the_running_runs_next_heartbeats() {
 /// An expired run stops beating, so a reading lets its heartbeat fields go; a progress that
 /// revives it brings back its old fields with its next heartbeat: they must be checked then.
 #[test]
-#[ignore = "open: a revived run's old heartbeat fields are not checked (review of 6424a90)"]
 fn a_progress_reviving_a_run_checks_the_fields_its_next_heartbeats_bring_back() {
     let f = fixture("service-schema-revived-beats", 10, 1 << 20);
     let t0 = Instant::now();
