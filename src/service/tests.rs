@@ -484,6 +484,15 @@ fn restored(f: &Fixture, name: &str) -> Vec<Job> {
     loaded.jobs.list(usize::MAX)
 }
 
+/// Waits (10 s at most) until the deliverer has taken the whole log.
+fn delivered(f: &Fixture) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while f.service.delivery.log().undelivered().0 > 0 {
+        assert!(Instant::now() < deadline, "the log delivered");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn progress(f: &Fixture, uuid: Uuid, body: &str, now_ms: i64) -> Result<(), Refused> {
     let record = parse_register(body.as_bytes(), LIMITS).unwrap();
     f.service.progress(uuid, record, None, now_ms)
@@ -765,11 +774,7 @@ fn where_influxdb_cannot_say_its_schema_what_was_learned_holds_until_the_next_re
     ));
     // Ended: no heartbeat of it will write `mode` again.
     commit(&f, run).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while f.service.delivery.log().undelivered().0 > 0 {
-        assert!(Instant::now() < deadline, "the log delivered");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    delivered(&f);
     // A bucket made anew would take the new type: the gateway lets go of what it learned.
     f.service.refresh_schema();
     register(&f, r#"{"measurement":{"fields":{"mode":"x"}}}"#).unwrap();
@@ -791,11 +796,7 @@ fn a_schema_reading_keeps_the_types_of_the_running_runs_next_heartbeats() {
         1_500,
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while f.service.delivery.log().undelivered().0 > 0 {
-        assert!(Instant::now() < deadline, "the log delivered");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    delivered(&f);
     f.service.refresh_schema();
     let second = register(&f, "{}").unwrap().uuid;
     assert!(matches!(
@@ -810,11 +811,7 @@ fn a_schema_reading_keeps_the_types_of_the_running_runs_next_heartbeats() {
     // Once the first run ended, nothing will write `users` as a number: the next reading
     // lets the type go.
     commit(&f, first).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while f.service.delivery.log().undelivered().0 > 0 {
-        assert!(Instant::now() < deadline, "the log delivered");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    delivered(&f);
     f.service.refresh_schema();
     progress(
         &f,
@@ -833,11 +830,7 @@ fn a_schema_reading_keeps_the_types_of_the_running_runs_next_heartbeats() {
 fn a_schema_reading_keeps_the_tags_of_the_running_runs_next_heartbeats() {
     let f = fixture("service-schema-pending-tags", 10, 1 << 20);
     register(&f, r#"{"tags":{"mode":"x"}}"#).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while f.service.delivery.log().undelivered().0 > 0 {
-        assert!(Instant::now() < deadline, "the log delivered");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    delivered(&f);
     f.service.refresh_schema();
     let second = register(&f, r#"{"measurement":{"fields":{"mode":1}}}"#);
     assert!(second.is_err(), "a field named like a running run's tag");
@@ -861,11 +854,7 @@ fn a_progress_reviving_a_run_checks_the_fields_its_next_heartbeats_bring_back() 
     f.service.clock.set(t0 + Duration::from_secs(3600));
     f.service.tick(1_000 + 3_600_000);
     assert!(matches!(state(&f, first), Some(State::Expired { .. })));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while f.service.delivery.log().undelivered().0 > 0 {
-        assert!(Instant::now() < deadline, "the log delivered");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    delivered(&f);
     f.service.refresh_schema();
     // Not running: nothing of it will write `users` as a number, as far as anyone knows.
     register(&f, r#"{"measurement":{"fields":{"users":"many"}}}"#).unwrap();
