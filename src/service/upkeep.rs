@@ -207,7 +207,7 @@ impl Service {
         self.schema.reading_begins();
         // The running runs' heartbeat fields reach InfluxDB only with their next tick.
         let pending =
-            || Known::from([(points::HEARTBEAT.to_string(), self.jobs.heartbeat_fields())]);
+            || Known::from([(points::HEARTBEAT.to_string(), self.jobs.heartbeat_schema())]);
         match self.delivery.read_schema() {
             Ok(Some(seen)) => {
                 self.schema.update_keeping(seen, caught_up, pending());

@@ -706,14 +706,7 @@ impl Schema {
     pub fn update_keeping(&self, seen: Known, replace: bool, pending: Known) {
         let mut inner = self.lock();
         inner.epoch += 1;
-        let mut recent = std::mem::take(&mut inner.recent);
-        for (measurement, m) in pending {
-            let entry = recent.entry(measurement).or_default();
-            for (name, t) in m.fields {
-                entry.fields.entry(name).or_insert(t);
-            }
-            entry.tags.extend(m.tags);
-        }
+        let recent = std::mem::take(&mut inner.recent);
         if replace {
             inner.known = seen;
         } else {
@@ -723,7 +716,9 @@ impl Schema {
                 entry.tags.extend(m.tags);
             }
         }
-        for (measurement, m) in recent {
+        // What the gateway learned since the reading began, then what it is yet to write:
+        // InfluxDB's answer wins over both, and the first over the second.
+        for (measurement, m) in recent.into_iter().chain(pending) {
             let entry = inner.known.entry(measurement).or_default();
             for (name, t) in m.fields {
                 entry.fields.entry(name).or_insert(t);

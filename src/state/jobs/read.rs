@@ -20,11 +20,11 @@ impl Jobs {
             .collect()
     }
 
-    /// The fields the running runs' next heartbeats carry, by the type of their values (one
-    /// run's type, in no given order, where two differ), and their tags: a progress changes
+    /// The schema of the running runs' next heartbeats: their fields, by the type of their
+    /// values (one run's type, in no given order, where two differ), and their tags: a progress changes
     /// the fields at once, but InfluxDB holds them only once a tick wrote them, so a reading
     /// of InfluxDB's schema must not forget them.
-    pub fn heartbeat_fields(&self) -> Measurement {
+    pub fn heartbeat_schema(&self) -> Measurement {
         let t = self.lock();
         let mut m = Measurement::default();
         for job in t.jobs.values().filter(|j| j.state.is_active()) {
