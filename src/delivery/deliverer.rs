@@ -68,6 +68,13 @@ impl<'a> Piece<'a> {
     }
 }
 
+/// A record's bytes of line protocol and its points: what the limits of a write count.
+fn size_of(record: &Read) -> (usize, usize) {
+    let bytes = record.units.iter().map(|u| u.lines.len()).sum();
+    let points = record.units.iter().map(|u| u.points as usize).sum();
+    (bytes, points)
+}
+
 /// How often, at most, the deliverer logs that it cannot read the log.
 const READ_FAILURE_TOLD_EVERY: Duration = Duration::from_secs(60);
 
@@ -288,11 +295,7 @@ impl Delivery {
             .iter()
             .take_while(|r| r.target.as_ref() == target)
             .count();
-        limits.first_write(queue.iter().take(same).map(|record| {
-            let bytes = record.units.iter().map(|u| u.lines.len()).sum();
-            let points = record.units.iter().map(|u| u.points as usize).sum();
-            (bytes, points)
-        }))
+        limits.first_write(queue.iter().take(same).map(size_of))
     }
 
     /// How much longer the records of `queue` wait for more ([`Delivery::lingers`]): when
@@ -324,9 +327,10 @@ impl Delivery {
         if self.acknowledge != Acknowledge::Disk || self.limits.linger.is_zero() || retried {
             return false;
         }
-        let units = || queue.iter().flat_map(|r| &r.units);
-        let bytes: usize = units().map(|u| u.lines.len()).sum();
-        let lines: usize = units().map(|u| u.points as usize).sum();
+        let (bytes, lines) = queue
+            .iter()
+            .map(size_of)
+            .fold((0, 0), |(b, l), (rb, rl)| (b + rb, l + rl));
         // One write takes them all, with room for more.
         self.batch_len(queue) == queue.len()
             && bytes < self.body_limit()

@@ -81,9 +81,9 @@ pub struct WriteLimits {
     pub max_bytes: usize,
     /// `influxdb.max_write_lines`: points in one write at most.
     pub max_lines: usize,
-    /// `delivery.linger`: with `acknowledge = "disk"`, how long the deliverer waits, once,
-    /// after it found records that fill no write, for more to write with them
-    /// ([`Duration::ZERO`]: none). Not with `"influxdb"`: its requests wait for the write.
+    /// `delivery.linger`: with `acknowledge = "disk"`, how long records that fill no write
+    /// wait for more to be written with them, each once, counted from when the deliverer read
+    /// it ([`Duration::ZERO`]: none). Not with `"influxdb"`: its requests wait for the write.
     pub linger: Duration,
 }
 
