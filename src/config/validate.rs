@@ -178,7 +178,10 @@ pub fn validate(c: &Config) -> Result<(SocketAddr, log::LevelFilter), Problem> {
     if c.delivery.linger.0 > MAX_LINGER {
         return Err(Problem::new(
             "delivery.linger",
-            "must be at most \"1s\"; records already wait on disk, and a longer wait only delays what dashboards show",
+            format!(
+                "must be at most \"{}\"; records already wait on disk, and a longer wait only delays what dashboards show",
+                super::duration::format_duration(MAX_LINGER)
+            ),
         ));
     }
     if c.jobs.max_running == 0 {
