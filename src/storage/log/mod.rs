@@ -1232,6 +1232,11 @@ mod tests {
         }
     }
 
+    /// The numbers of the records [`read_all`] reads.
+    fn read_seqs(log: &Log, at: &mut Position) -> Vec<u64> {
+        read_all(log, at).iter().map(|r| r.seq).collect()
+    }
+
     fn segment_files(dir: &Dir) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = fs::read_dir(&dir.0)
             .unwrap()
@@ -1697,7 +1702,7 @@ mod tests {
             let (log, mut at, opened) =
                 open_sized(&dir, LIMIT, true, 1 << 20, &mut |_| {}).unwrap();
             assert_eq!(opened.repaired.len(), 1, "{what}");
-            let seqs: Vec<u64> = read_all(&log, &mut at).iter().map(|r| r.seq).collect();
+            let seqs = read_seqs(&log, &mut at);
             assert_eq!(seqs, [1, 2, 4, 5], "{what}");
             drop(log);
             // Repaired for good: the next start needs no --repair.
@@ -1814,7 +1819,7 @@ mod tests {
         );
         assert!(log.undelivered_bytes() > 0, "the first record waits still");
         assert_eq!(put(&log, 3), 2, "the failed record took no number");
-        let seqs: Vec<u64> = read_all(&log, &mut at).iter().map(|r| r.seq).collect();
+        let seqs = read_seqs(&log, &mut at);
         assert_eq!(seqs, [1, 2]);
     }
 
@@ -1830,7 +1835,7 @@ mod tests {
         assert!(err.to_string().contains("cannot sync"), "{err}");
         assert!(segment_files(&dir).is_empty(), "{:?}", segment_files(&dir));
         assert_eq!(put(&log, 2), 1, "the next group is written, numbered first");
-        let seqs: Vec<u64> = read_all(&log, &mut at).iter().map(|r| r.seq).collect();
+        let seqs = read_seqs(&log, &mut at);
         assert_eq!(seqs, [1]);
     }
 
@@ -1842,7 +1847,7 @@ mod tests {
         let (log, mut at, _) = open(&dir).unwrap();
         fs::write(dir.0.join(segment_name(1)), record::segment_header()).unwrap();
         assert_eq!(put(&log, 1), 1);
-        let seqs: Vec<u64> = read_all(&log, &mut at).iter().map(|r| r.seq).collect();
+        let seqs = read_seqs(&log, &mut at);
         assert_eq!(seqs, [1]);
     }
 
@@ -1870,7 +1875,7 @@ mod tests {
         for n in 4..=60 {
             put(&log, n);
         }
-        let seqs: Vec<u64> = read_all(&log, &mut at).iter().map(|r| r.seq).collect();
+        let seqs = read_seqs(&log, &mut at);
         assert_eq!(seqs, (1..=59).collect::<Vec<_>>());
         drop(log);
         let (_, _, opened) = open(&dir).unwrap();
