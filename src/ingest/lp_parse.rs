@@ -127,7 +127,7 @@ pub fn parse(body: &str, precision: Precision, now_ns: i64) -> Parsed<'_> {
     let mut entries = Vec::new();
     let base = body.as_ptr() as usize;
     let (mut counted_to, mut number) = (0usize, 1usize);
-    let mut scratch = Scratch::default();
+    let mut scratch = Scratch::new();
     for line in split_lines(body) {
         let start = line.as_ptr() as usize - base;
         let bytes = line.as_bytes();
@@ -166,7 +166,6 @@ fn after_backslash(b: &[u8], i: usize) -> bool {
 
 /// The byte ranges a line is cut into while it is read: kept from line to line of a body, so
 /// that reading a line allocates only what its `Line` holds.
-#[derive(Default)]
 struct Scratch {
     /// Raw (escaped) key and value ranges of each tag, in line order.
     tags: Vec<Pair>,
@@ -174,6 +173,18 @@ struct Scratch {
     equals: Vec<usize>,
     /// Raw key and value range of each field.
     walked: Vec<Pair>,
+}
+
+impl Scratch {
+    /// Room for the lines most bodies hold (k6 writes up to 10 tags and one field), so that
+    /// they are read without growing it.
+    fn new() -> Scratch {
+        Scratch {
+            tags: Vec::with_capacity(TAGS_COMPARED),
+            equals: Vec::with_capacity(4),
+            walked: Vec::with_capacity(4),
+        }
+    }
 }
 
 fn parse_line<'a>(
