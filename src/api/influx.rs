@@ -9,6 +9,8 @@
 //! Nothing here holds a lock or does I/O; the query string may hold credentials (`p=`) and is
 //! never logged.
 
+use std::borrow::Cow;
+
 use serde_json::{Value, json};
 
 use super::{ApiError, App, Reply};
@@ -36,10 +38,15 @@ pub enum Flavor {
 }
 
 /// The value of `key` in a query string or form body (`a=1&b=2`), `+` and percent-escapes
-/// undone; the first if given twice. Errors: the value is not UTF-8 once decoded.
-pub fn param(query: &str, key: &str) -> Result<Option<String>, ApiError> {
-    for pair in query.split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+/// undone (borrowed from `query` when there were none); the first if given twice. Errors: the
+/// value is not UTF-8 once decoded.
+pub fn param<'q>(query: &'q str, key: &str) -> Result<Option<Cow<'q, str>>, ApiError> {
+    // Split by a set of one char: a query is tens of bytes, too short for the searcher of a
+    // `char` pattern (memchr) to pay for itself.
+    for pair in query.split(['&']) {
+        let (k, v) = pair
+            .find(['='])
+            .map_or((pair, ""), |at| (&pair[..at], &pair[at + 1..]));
         // A name without `+` or `%` is itself decoded: compared as it is, without a copy.
         let named = if k.bytes().any(|b| b == b'+' || b == b'%') {
             decode(k).as_deref() == Some(key)
@@ -59,16 +66,19 @@ pub fn param(query: &str, key: &str) -> Result<Option<String>, ApiError> {
     Ok(None)
 }
 
-fn decode(text: &str) -> Option<String> {
-    let plus = if text.contains('+') {
-        std::borrow::Cow::Owned(text.replace('+', " "))
-    } else {
-        std::borrow::Cow::Borrowed(text)
-    };
-    percent_encoding::percent_decode_str(&plus)
+/// `text` with `+` read as a space and percent-escapes undone, as a form is (WHATWG URL's
+/// `application/x-www-form-urlencoded`); `None` when that is not UTF-8.
+fn decode(text: &str) -> Option<Cow<'_, str>> {
+    if !text.bytes().any(|b| b == b'+') {
+        return percent_encoding::percent_decode_str(text)
+            .decode_utf8()
+            .ok();
+    }
+    let spaced = text.replace('+', " ");
+    let decoded = percent_encoding::percent_decode_str(&spaced)
         .decode_utf8()
-        .ok()
-        .map(|c| c.into_owned())
+        .ok()?;
+    Some(Cow::Owned(decoded.into_owned()))
 }
 
 /// The client a write route needs: without tokens configured, the write API is closed (a
@@ -85,7 +95,7 @@ fn writer(client: Option<&Client>) -> Result<&Client, ApiError> {
 /// `POST /write?db=&rp=&precision=` (v1).
 pub fn write_v1(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, ApiError> {
     let client = writer(client)?;
-    let q = &req.query;
+    let q = req.query();
     let database = required(param(q, "db")?, "db", "the database to write")?;
     let rp = param(q, "rp")?.unwrap_or_default();
     let precision = Precision::from_v1(&param(q, "precision")?.unwrap_or_default());
@@ -96,7 +106,7 @@ pub fn write_v1(app: &App, req: &Request, client: Option<&Client>) -> Result<Rep
 /// `POST /api/v2/write?org=&bucket=&precision=` (v2): the bucket `db` or `db/rp`.
 pub fn write_v2(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, ApiError> {
     let client = writer(client)?;
-    let q = &req.query;
+    let q = req.query();
     let bucket = required(param(q, "bucket")?, "bucket", "the bucket to write")?;
     let (database, rp) = bucket.split_once('/').unwrap_or((&bucket, ""));
     let precision = match param(q, "precision")? {
@@ -116,7 +126,7 @@ pub fn write_v2(app: &App, req: &Request, client: Option<&Client>) -> Result<Rep
 /// ignored: the answer always follows the fsync.
 pub fn write_v3(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, ApiError> {
     let client = writer(client)?;
-    let q = &req.query;
+    let q = req.query();
     let database = required(param(q, "db")?, "db", "the database to write")?;
     let precision = match param(q, "precision")? {
         None => Precision::Auto,
@@ -144,7 +154,11 @@ pub fn write_v3(app: &App, req: &Request, client: Option<&Client>) -> Result<Rep
 }
 
 /// A parameter that must be given and not empty.
-fn required(value: Option<String>, key: &str, what: &str) -> Result<String, ApiError> {
+fn required<'q>(
+    value: Option<Cow<'q, str>>,
+    key: &str,
+    what: &str,
+) -> Result<Cow<'q, str>, ApiError> {
     match value {
         Some(v) if !v.is_empty() => Ok(v),
         _ => Err(ApiError::Influx(
@@ -346,7 +360,7 @@ pub fn health(_: &App, _: &Request, _: Option<&Client>) -> Result<Reply, ApiErro
 pub fn query(_: &App, req: &Request, client: Option<&Client>) -> Result<Reply, ApiError> {
     let client = writer(client)?;
     let form = std::str::from_utf8(&req.body).unwrap_or("");
-    let q = match param(&req.query, "q")? {
+    let q = match param(req.query(), "q")? {
         Some(q) => q,
         None => param(form, "q")?.unwrap_or_default(),
     };

@@ -390,7 +390,7 @@ fn loggable(text: &str) -> String {
 
 impl Handler for App {
     fn cost(&self, req: &Request) -> u64 {
-        match routes::find_for(&req.path, &req.method) {
+        match routes::find_for(req.path(), req.method()) {
             Ok((_, route)) if route.flavor != Flavor::Run => {
                 crate::service::write::handling_cost(&req.body)
             }
@@ -416,7 +416,7 @@ impl Handler for App {
 
     fn handle(&self, req: &Request) -> Response {
         let client = req.client.clone();
-        let found = routes::find_for(&req.path, &req.method);
+        let found = routes::find_for(req.path(), req.method());
         let flavor = found.as_ref().map_or(Flavor::Run, |(_, r)| r.flavor);
         let mut response = match found.and_then(|(_, route)| self.route(req, route)) {
             Ok(Reply::Response(response)) => response,

@@ -99,7 +99,7 @@ fn of_result(r: &RunResult, baseline: Option<&RunResult>) -> Value {
 
 /// `GET /apiv0.1/runs/<uuid>`.
 pub fn run(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, ApiError> {
-    view(app, &req.path, client.map(|c| c.name.as_str())).map(Reply::Json)
+    view(app, req.path(), client.map(|c| c.name.as_str())).map(Reply::Json)
 }
 
 /// What a report page may load: nothing from anywhere (its style is inline, its chart an
@@ -108,7 +108,7 @@ pub const REPORT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img
 
 /// `GET /apiv0.1/runs/<uuid>/report`.
 pub fn report(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, ApiError> {
-    let view = view(app, &req.path, client.map(|c| c.name.as_str()))?;
+    let view = view(app, req.path(), client.map(|c| c.name.as_str()))?;
     let page = super::report::render(&view);
     Ok(Reply::Response(Response {
         status: 200,

@@ -22,6 +22,7 @@ use std::io::Read;
 
 use flate2::bufread::{DeflateDecoder, MultiGzDecoder, ZlibDecoder};
 
+use super::Headers;
 use crate::code::Code;
 
 /// Largest body a compressed request may inflate to, in bytes (16 MiB), unless
@@ -182,18 +183,13 @@ fn shown(token: &[u8]) -> String {
 /// success it holds what the result was allocated with. On an error it may hold more: the
 /// caller drops everything then.
 pub fn decode(
-    headers: &mut Vec<(String, Vec<u8>)>,
+    headers: &mut Headers,
     body: Vec<u8>,
     limit: usize,
     allowance: &mut dyn Allowance,
 ) -> Result<Vec<u8>, DecodeError> {
-    let list = codings(
-        headers
-            .iter()
-            .filter(|(name, _)| name.eq_ignore_ascii_case("content-encoding"))
-            .map(|(_, value)| value.as_slice()),
-    )?;
-    headers.retain(|(name, _)| !name.eq_ignore_ascii_case("content-encoding"));
+    let list = codings(headers.values("content-encoding"))?;
+    headers.remove("content-encoding");
     let mut body = body;
     let mut held = body.len();
     // The last coding listed was applied last, so it is undone first (RFC 9110 §8.4).
@@ -300,10 +296,11 @@ mod tests {
         e.finish().unwrap()
     }
 
-    fn with(values: &[&str]) -> Vec<(String, Vec<u8>)> {
-        let mut headers = vec![("Host".to_string(), b"gw".to_vec())];
+    fn with(values: &[&str]) -> Headers {
+        let mut headers = Headers::default();
+        headers.push("Host", b"gw");
         for v in values {
-            headers.push(("Content-Encoding".to_string(), v.as_bytes().to_vec()));
+            headers.push("Content-Encoding", v.as_bytes());
         }
         headers
     }

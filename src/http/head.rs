@@ -9,6 +9,7 @@
 //! credentials.
 
 use std::fmt;
+use std::ops::Range;
 use std::time::Duration;
 
 use crate::code::Code;
@@ -24,28 +25,144 @@ pub const MAX_HEADERS: usize = 64;
 /// client make every re-parse of the buffer walk over them again.
 const MAX_LEADING_EMPTY_LINES: usize = 8;
 
-/// A parsed request head, owning its parts.
+/// A parsed request head, owning its parts: three allocations whatever its number of headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
-    pub method: String,
-    /// The target up to the first '?', as sent.
-    pub path: String,
-    /// What follows the first '?' of the target, as sent (not percent-decoded); empty
-    /// without one. It may hold credentials (InfluxDB's `p=`): it is never logged.
-    pub query: String,
+    pub line: RequestLine,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub version: u8,
-    /// Names as sent, values as raw bytes (surrounding whitespace already removed).
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Headers,
 }
 
 impl RequestHead {
     /// Values of every header called `name`, compared without regard to case.
     pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        self.headers.values(name)
+    }
+}
+
+/// The method and the target of a request line, in one string (RFC 9112 §3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestLine {
+    /// The method, then the path, then the query, end to end.
+    text: String,
+    path_at: usize,
+    query_at: usize,
+}
+
+impl RequestLine {
+    /// A request line of `method`, `path` (the target up to its first `?`) and `query` (what
+    /// follows that `?`), each as sent.
+    pub fn new(method: &str, path: &str, query: &str) -> RequestLine {
+        let mut text = String::with_capacity(method.len() + path.len() + query.len());
+        for part in [method, path, query] {
+            text.push_str(part);
+        }
+        RequestLine {
+            text,
+            path_at: method.len(),
+            query_at: method.len() + path.len(),
+        }
+    }
+
+    pub fn method(&self) -> &str {
+        self.text.get(..self.path_at).unwrap_or_default()
+    }
+
+    /// The target up to the first '?', as sent (not percent-decoded).
+    pub fn path(&self) -> &str {
+        self.text
+            .get(self.path_at..self.query_at)
+            .unwrap_or_default()
+    }
+
+    /// What follows the first '?' of the target, as sent (not percent-decoded); empty without
+    /// one. It may hold credentials (InfluxDB's `u=` and `p=`): it is never logged.
+    pub fn query(&self) -> &str {
+        self.text.get(self.query_at..).unwrap_or_default()
+    }
+}
+
+/// The header fields of a request, in the order sent: names as sent, values as raw bytes
+/// (surrounding whitespace removed; HTTP allows bytes that are not UTF-8), all in one buffer.
+#[derive(Debug, Clone, Default)]
+pub struct Headers {
+    bytes: Vec<u8>,
+    /// The byte ranges of each field's name and value in `bytes`.
+    fields: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl Headers {
+    /// Room for `fields` fields of `bytes` bytes of names and values in all.
+    pub fn with_capacity(fields: usize, bytes: usize) -> Headers {
+        Headers {
+            bytes: Vec::with_capacity(bytes),
+            fields: Vec::with_capacity(fields),
+        }
+    }
+
+    /// Appends a field.
+    pub fn push(&mut self, name: &str, value: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(name.as_bytes());
+        let middle = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.fields.push((start..middle, middle..self.bytes.len()));
+    }
+
+    /// Every field, in order: its name and its value.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.fields.iter().map(|(name, value)| {
+            // Names went in as `&str`.
+            let name = self.bytes.get(name.clone()).unwrap_or_default();
+            (
+                std::str::from_utf8(name).unwrap_or_default(),
+                self.bytes.get(value.clone()).unwrap_or_default(),
+            )
+        })
+    }
+
+    /// Values of every field called `name`, compared without regard to case.
+    pub fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        self.fields.iter().filter_map(move |(n, value)| {
+            let n = self.bytes.get(n.clone())?;
+            n.eq_ignore_ascii_case(name.as_bytes())
+                .then(|| self.bytes.get(value.clone()).unwrap_or_default())
+        })
+    }
+
+    /// The value of the first field called `name`, compared without regard to case.
+    pub fn first(&self, name: &str) -> Option<&[u8]> {
+        self.values(name).next()
+    }
+
+    /// Removes every field called `name`, compared without regard to case.
+    pub fn remove(&mut self, name: &str) {
+        let bytes = &self.bytes;
+        self.fields.retain(|(n, _)| {
+            !bytes
+                .get(n.clone())
+                .is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+        });
+    }
+}
+
+/// Two header lists are equal when they hold the same fields in the same order.
+impl PartialEq for Headers {
+    fn eq(&self, other: &Headers) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Headers {}
+
+impl<N: AsRef<str>, V: AsRef<[u8]>> FromIterator<(N, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(fields: I) -> Headers {
+        let mut headers = Headers::default();
+        for (name, value) in fields {
+            headers.push(name.as_ref(), value.as_ref());
+        }
+        headers
     }
 }
 
@@ -274,17 +391,15 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError>
         return Err(HeadError::BadTarget);
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let (path, query) = (path.to_owned(), query.to_owned());
-    let headers = parsed
-        .headers
-        .iter()
-        .map(|h| (h.name.to_owned(), h.value.to_vec()))
-        .collect();
+    let fields = parsed.headers;
+    let bytes = fields.iter().map(|h| h.name.len() + h.value.len()).sum();
+    let mut headers = Headers::with_capacity(fields.len(), bytes);
+    for field in fields.iter() {
+        headers.push(field.name, field.value);
+    }
 
     let head = RequestHead {
-        method: method.to_owned(),
-        path,
-        query,
+        line: RequestLine::new(method, path, query),
         version,
         headers,
     };
@@ -398,19 +513,16 @@ pub fn transfer_coding(head: &RequestHead) -> Result<bool, HeadError> {
 /// The body length a request declares: 0 without `Content-Length`. Several
 /// `Content-Length` headers are accepted only when they are the very same digit string.
 /// `Transfer-Encoding` is [`transfer_coding`]'s.
-pub fn body_length(headers: &[(String, Vec<u8>)]) -> Result<u64, HeadError> {
+pub fn body_length(headers: &Headers) -> Result<u64, HeadError> {
     let mut declared: Option<(&[u8], u64)> = None;
-    for (_, value) in headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-    {
+    for value in headers.values("content-length") {
         let length = parse_decimal(value).ok_or(HeadError::InvalidContentLength)?;
         match declared {
-            Some((first, _)) if first != value.as_slice() => {
+            Some((first, _)) if first != value => {
                 return Err(HeadError::ConflictingContentLength);
             }
             Some(_) => {}
-            None => declared = Some((value.as_slice(), length)),
+            None => declared = Some((value, length)),
         }
     }
     Ok(declared.map_or(0, |(_, length)| length))

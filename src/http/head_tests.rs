@@ -45,7 +45,7 @@ fn check(name: &str, raw: &[u8], want: Want) {
                 version,
             },
             Ok(Some((head, _, _))),
-        ) => head.method == *method && head.path == *path && head.version == *version,
+        ) => head.line.method() == *method && head.line.path() == *path && head.version == *version,
         (Want::Body(n), Ok(Some((_, _, f)))) => f.body_len == *n && !f.chunked,
         (Want::Chunked, Ok(Some((_, _, f)))) => f.chunked && f.body_len == 0,
         (Want::KeepAlive(k), Ok(Some((_, _, f)))) => f.keep_alive == *k,
@@ -513,10 +513,7 @@ fn content_length_values() {
         (&[b"5", b"5", b"6"], Err(400)),
     ];
     for (values, want) in cases {
-        let headers: Vec<(String, Vec<u8>)> = values
-            .iter()
-            .map(|v| ("Content-Length".to_owned(), v.to_vec()))
-            .collect();
+        let headers: Headers = values.iter().map(|v| ("Content-Length", v)).collect();
         let got = body_length(&headers).map_err(|e| e.code().status());
         assert_eq!(&got, want, "values {values:?}");
     }
@@ -717,4 +714,49 @@ proptest::proptest! {
             let _ = framing(&head, LIMIT);
         }
     }
+}
+
+#[test]
+fn headers_keep_their_order_and_are_found_and_removed_without_regard_to_case() {
+    let mut headers: Headers = [
+        ("Host", &b"gw"[..]),
+        ("Content-Encoding", b"gzip"),
+        ("X-Bytes", b"\xff\x00"),
+        ("content-encoding", b"deflate"),
+    ]
+    .into_iter()
+    .collect();
+    let encodings: Vec<&[u8]> = headers.values("CONTENT-ENCODING").collect();
+    assert_eq!(encodings, [&b"gzip"[..], b"deflate"]);
+    assert_eq!(headers.first("x-bytes"), Some(&b"\xff\x00"[..]));
+    assert_eq!(headers.first("missing"), None);
+    headers.remove("Content-encoding");
+    let left: Vec<(&str, &[u8])> = headers.iter().collect();
+    assert_eq!(left, [("Host", &b"gw"[..]), ("X-Bytes", b"\xff\x00")]);
+    // Equal to the same fields built afresh, whatever the buffer still holds.
+    let fresh: Headers = [("Host", &b"gw"[..]), ("X-Bytes", b"\xff\x00")]
+        .into_iter()
+        .collect();
+    assert_eq!(headers, fresh);
+    headers.push("Accept", b"*/*");
+    assert_ne!(headers, fresh);
+}
+
+#[test]
+fn a_request_line_gives_back_its_three_parts() {
+    let line = RequestLine::new("POST", "/write", "db=k6&p=secret");
+    assert_eq!(
+        (line.method(), line.path(), line.query()),
+        ("POST", "/write", "db=k6&p=secret")
+    );
+    let head = parse_head(b"GET /a/b?x=1?y HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .expect("valid")
+        .expect("complete")
+        .0;
+    assert_eq!(
+        (head.line.method(), head.line.path(), head.line.query()),
+        ("GET", "/a/b", "x=1?y")
+    );
+    let empty = RequestLine::new("GET", "/", "");
+    assert_eq!(empty.query(), "");
 }

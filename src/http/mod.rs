@@ -62,6 +62,7 @@ use std::net::SocketAddr;
 use crate::code::Code;
 use std::time::Duration;
 
+pub use head::{Headers, RequestLine};
 pub use server::Server;
 pub use shutdown::ShutdownHandle;
 
@@ -128,32 +129,28 @@ pub struct Head<'a> {
     pub query: &'a str,
     /// Header names as sent, in order, with their raw values (`Content-Encoding` included:
     /// the body it applies to is not read yet).
-    pub headers: &'a [(String, Vec<u8>)],
+    pub headers: &'a Headers,
     pub peer: SocketAddr,
 }
 
 impl Head<'_> {
     /// The value of the first header called `name`, compared without regard to case.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        first_header(self.headers, name)
+        self.headers.first(name)
     }
 }
 
 /// A complete request: head and body, both already checked against the limits.
 #[derive(Debug, Clone)]
 pub struct Request {
-    pub method: String,
-    /// The request target up to the first '?', exactly as sent (not percent-decoded).
-    pub path: String,
-    /// What follows the first '?', as sent (not percent-decoded); empty without one. It may
-    /// hold credentials (InfluxDB's `u=` and `p=`): never log it.
-    pub query: String,
+    /// The method and the target, as sent.
+    pub line: RequestLine,
     /// Header names as sent, in order; values are raw bytes because HTTP allows
     /// bytes that are not UTF-8. `Content-Encoding` is never among them: the layer has
     /// undone it (see `encoding`). (The API reads what it needs of them in `admit`; the
     /// layer's tests read them here.)
     #[cfg_attr(not(test), allow(dead_code))]
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Headers,
     /// The body as the client meant it: inflated when it was sent compressed.
     pub body: Vec<u8>,
     pub peer: SocketAddr,
@@ -163,18 +160,26 @@ pub struct Request {
 }
 
 impl Request {
+    pub fn method(&self) -> &str {
+        self.line.method()
+    }
+
+    /// The request target up to the first '?', exactly as sent (not percent-decoded).
+    pub fn path(&self) -> &str {
+        self.line.path()
+    }
+
+    /// What follows the first '?', as sent (not percent-decoded); empty without one. It may
+    /// hold credentials (InfluxDB's `u=` and `p=`): never log it.
+    pub fn query(&self) -> &str {
+        self.line.query()
+    }
+
     /// The value of the first header called `name`, compared without regard to case.
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        first_header(&self.headers, name)
+        self.headers.first(name)
     }
-}
-
-fn first_header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_slice())
 }
 
 /// A response produced by a handler or by the layer itself.

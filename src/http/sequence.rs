@@ -22,7 +22,7 @@ use crate::code::Code;
 use super::budget::Shortage;
 use super::chunked::{ChunkError, Decoder};
 use super::encoding::{self, Allowance, DecodeError};
-use super::head::{self, Framing, HeadError, RequestHead};
+use super::head::{self, Framing, HeadError, RequestHead, RequestLine};
 use super::render::{Disposition, Rendered, render};
 use super::{Handler, Head, Request, Response};
 
@@ -392,9 +392,7 @@ impl RecvBody {
         // The version stays here: keep-alive is decided inside this layer, and handlers have
         // no use for it.
         let RequestHead {
-            method,
-            path,
-            query,
+            line,
             version,
             mut headers,
         } = head;
@@ -404,9 +402,7 @@ impl RecvBody {
             Err(e) => (Vec::new(), Some(e)),
         };
         let request = Request {
-            method,
-            path,
-            query,
+            line,
             headers,
             body,
             peer,
@@ -425,10 +421,8 @@ impl RecvBody {
             None => call_handler(handler, &request),
             Some(e) => (decode_refusal(&e), false),
         };
-        let Request { method, path, .. } = request;
         let line = Line {
-            method,
-            path,
+            line: request.line,
             version,
         };
         Answer {
@@ -443,8 +437,7 @@ impl RecvBody {
 
 /// What of the head an answer needs: for its framing and for the access log.
 struct Line {
-    method: String,
-    path: String,
+    line: RequestLine,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     version: u8,
 }
@@ -487,8 +480,7 @@ pub(super) enum After<'a> {
 impl Answer {
     fn new(response: Response, head: Option<RequestHead>, kind: Kind) -> Answer {
         let line = head.map(|h| Line {
-            method: h.method,
-            path: h.path,
+            line: h.line,
             version: h.version,
         });
         Answer {
@@ -520,7 +512,7 @@ impl Answer {
         }
         let plain = self.response.clone();
         self.response = catch_unwind(AssertUnwindSafe(|| {
-            handler.dress(&line.method, &line.path, plain)
+            handler.dress(line.line.method(), line.line.path(), plain)
         }))
         .unwrap_or_else(|_| {
             log::warn!("Handler::dress panicked; the answer goes as it was");
@@ -547,12 +539,12 @@ impl Answer {
 
     /// The method, or "-" when the head could not be parsed.
     pub(super) fn method(&self) -> &str {
-        self.line.as_ref().map_or("-", |l| l.method.as_str())
+        self.line.as_ref().map_or("-", |l| l.line.method())
     }
 
     /// The path, or "-" when the head could not be parsed.
     pub(super) fn path(&self) -> &str {
-        self.line.as_ref().map_or("-", |l| l.path.as_str())
+        self.line.as_ref().map_or("-", |l| l.line.path())
     }
 
     /// Who the request authenticated as (`Response::client`).
@@ -568,7 +560,10 @@ impl Answer {
             (_, 0) => Disposition::KeepAlive10,
             (_, _) => Disposition::KeepAlive,
         };
-        let head_only = self.line.as_ref().is_some_and(|l| l.method == "HEAD");
+        let head_only = self
+            .line
+            .as_ref()
+            .is_some_and(|l| l.line.method() == "HEAD");
         render(&self.response, disposition, head_only, date)
     }
 
@@ -604,9 +599,9 @@ fn call_admit(
     peer: SocketAddr,
 ) -> Result<Option<String>, Response> {
     let view = Head {
-        method: &head.method,
-        path: &head.path,
-        query: &head.query,
+        method: head.line.method(),
+        path: head.line.path(),
+        query: head.line.query(),
         headers: &head.headers,
         peer,
     };

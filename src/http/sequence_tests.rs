@@ -9,12 +9,12 @@ use std::time::{Instant, SystemTime};
 use serde_json::json;
 
 use super::*;
-use crate::http::Limits;
 use crate::http::budget::{BODY_WAIT, BodyBudget};
 use crate::http::buffer::InBuf;
 use crate::http::caps::{Activity, client_of};
 use crate::http::conn::Inflating;
 use crate::http::tests::{Resp, TestHandler, get, limits, parse_head};
+use crate::http::{Headers, Limits};
 
 fn peer() -> SocketAddr {
     "127.0.0.1:1".parse().expect("addr")
@@ -785,7 +785,7 @@ fn handler_results_are_checked() {
     struct Odd;
     impl Handler for Odd {
         fn handle(&self, req: &Request) -> Response {
-            match req.path.as_str() {
+            match req.path() {
                 "/panic" => panic!("handler panic requested by the test"),
                 "/101" => Response::json(101, &json!({})),
                 _ => Response::json(200, &json!({})),
@@ -793,10 +793,8 @@ fn handler_results_are_checked() {
         }
     }
     let request = |path: &str| Request {
-        method: "GET".to_owned(),
-        path: path.to_owned(),
-        query: String::new(),
-        headers: Vec::new(),
+        line: RequestLine::new("GET", path, ""),
+        headers: Headers::default(),
         body: Vec::new(),
         peer: peer(),
         client: None,

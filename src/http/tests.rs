@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Exchange, Handler, Head, Limits, Request, Response, Server, ShutdownHandle};
+use super::{
+    Exchange, Handler, Head, Limits, Request, RequestLine, Response, Server, ShutdownHandle,
+};
 use crate::code::Code;
 
 /// Upper bound for any single wait in these tests; reaching it is a failure.
@@ -52,7 +54,7 @@ impl Handler for TestHandler {
 
     /// `/costly/<mib>/<ms>`: handling costs that many MiB beyond the body.
     fn cost(&self, req: &Request) -> u64 {
-        req.path
+        req.path()
             .strip_prefix("/costly/")
             .and_then(|rest| rest.split('/').next()?.parse::<u64>().ok())
             .map_or(0, |mib| mib << 20)
@@ -60,7 +62,7 @@ impl Handler for TestHandler {
 
     fn handle(&self, req: &Request) -> Response {
         self.started.fetch_add(1, Ordering::SeqCst);
-        match req.path.as_str() {
+        match req.path() {
             "/panic" => panic!("handler panic requested by the test"),
             slow if slow.starts_with("/slow/") => {
                 // Simulates a slow backend call; the test never waits on it. The
@@ -109,8 +111,8 @@ impl Handler for TestHandler {
             _ => Response::json(
                 200,
                 &json!({
-                    "method": req.method,
-                    "path": req.path,
+                    "method": req.method(),
+                    "path": req.path(),
                     "body": String::from_utf8_lossy(&req.body),
                     "host": req.header("HOST").map(|h| String::from_utf8_lossy(h).into_owned()),
                 }),
@@ -807,13 +809,10 @@ fn error_bodies_are_escaped_json_with_error_first() {
 #[test]
 fn request_header_lookup_ignores_case_and_takes_the_first() {
     let request = Request {
-        method: "GET".to_owned(),
-        path: "/".to_owned(),
-        query: String::new(),
-        headers: vec![
-            ("X-Token".to_owned(), b"first".to_vec()),
-            ("x-token".to_owned(), b"second".to_vec()),
-        ],
+        line: RequestLine::new("GET", "/", ""),
+        headers: [("X-Token", &b"first"[..]), ("x-token", b"second")]
+            .into_iter()
+            .collect(),
         body: Vec::new(),
         peer: "127.0.0.1:1".parse().expect("addr"),
         client: None,
