@@ -291,6 +291,14 @@ impl Delivery {
         self.refusals_seen.load(Ordering::Relaxed)
     }
 
+    /// Whether every record of the log is delivered (InfluxDB stored its points, or refused
+    /// them into the dead letters): then InfluxDB holds every type the gateway wrote, so far as
+    /// its records go. A record is counted from when it is appended, before the request that
+    /// wrote it learns its types ([`crate::state::schema::Claim::written`]).
+    pub fn caught_up(&self) -> bool {
+        self.log.undelivered().0 == 0
+    }
+
     /// What InfluxDB says of the schema of the gateway's measurements, where its API allows.
     pub fn read_schema(&self) -> Result<Option<crate::state::schema::Known>, SinkError> {
         self.sink.schema(&crate::ingest::points::MEASUREMENTS)

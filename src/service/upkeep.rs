@@ -203,7 +203,7 @@ impl Service {
     /// it learned holds until the next `influxdb.schema_refresh`, and is learned again from the
     /// next write that uses it.
     pub fn refresh_schema(&self) {
-        let caught_up = self.delivery.log().undelivered().0 == 0;
+        let caught_up = self.delivery.caught_up();
         self.schema.reading_begins();
         // The running runs' heartbeat fields reach InfluxDB only with their next tick.
         let pending =
@@ -243,7 +243,7 @@ impl Service {
         if unread.is_empty() {
             return;
         }
-        let caught_up = self.delivery.log().undelivered().0 == 0;
+        let caught_up = self.delivery.caught_up();
         let databases: std::collections::BTreeSet<&str> =
             unread.iter().map(|t| t.database.as_str()).collect();
         // A database read once is read again only with everything (paced): a write naming
