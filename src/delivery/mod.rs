@@ -187,6 +187,10 @@ pub struct Delivery {
     refusals_seen: AtomicU64,
     /// The failures since InfluxDB last took the log, for the log's account of them.
     streak: Mutex<Streak>,
+    /// Run once, right after [`Delivery::caught_up`] next looked at the log: a test puts a
+    /// request there, between the look and what follows it.
+    #[cfg(test)]
+    after_caught_up: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl Delivery {
@@ -219,6 +223,8 @@ impl Delivery {
             body_limit_told: std::sync::atomic::AtomicUsize::new(usize::MAX),
             refusals_seen: AtomicU64::new(0),
             streak: Mutex::new(Streak::default()),
+            #[cfg(test)]
+            after_caught_up: Mutex::new(None),
         }
     }
 
@@ -227,6 +233,12 @@ impl Delivery {
     pub(crate) fn set_body_limit_kept(&self, kept: Duration) {
         self.body_limit_kept_ms
             .store(kept.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Has `hook` run once, right after [`Delivery::caught_up`] next looked at the log.
+    #[cfg(test)]
+    pub(crate) fn after_caught_up(&self, hook: impl FnOnce() + Send + 'static) {
+        *lock(&self.after_caught_up) = Some(Box::new(hook));
     }
 
     /// Makes [`Delivery::run`] return soon (within a second); what is undelivered stays in the
@@ -296,7 +308,15 @@ impl Delivery {
     /// its records go. A record is counted from when it is appended, before the request that
     /// wrote it learns its types ([`crate::state::schema::Claim::written`]).
     pub fn caught_up(&self) -> bool {
-        self.log.undelivered().0 == 0
+        let caught_up = self.log.undelivered().0 == 0;
+        #[cfg(test)]
+        {
+            let hook = lock(&self.after_caught_up).take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        caught_up
     }
 
     /// What InfluxDB says of the schema of the gateway's measurements, where its API allows.
