@@ -928,6 +928,43 @@ fn a_commit_recorded_right_after_a_reading_found_the_log_delivered_keeps_its_typ
     );
 }
 
+/// A tick recorded right after a reading found the log delivered carries the running runs'
+/// fields, and InfluxDB may answer before it has them; a run that ends meanwhile is not running
+/// when the answer is taken. The types its tick carried are kept all the same: forgotten,
+/// another run could take another type of the field, and InfluxDB would refuse its heartbeats.
+#[test]
+fn a_tick_recorded_right_after_a_reading_found_the_log_delivered_keeps_the_types_it_carries() {
+    let f = fixture("service-schema-race-tick", 10, 1 << 20);
+    f.sink.say_schema(Known::new());
+    let first = register(&f, "{}").unwrap().uuid;
+    progress(
+        &f,
+        first,
+        r#"{"measurement":{"fields":{"users":5}}}"#,
+        1_500,
+    )
+    .unwrap();
+    let second = register(&f, "{}").unwrap().uuid;
+    delivered(&f);
+    let service = Arc::clone(&f.service);
+    f.service.delivery.after_caught_up(move || {
+        // The first run's heartbeat carries users=5 for the first time; then it ends.
+        service.tick(1_600);
+        commit_fields(&service, first, "{}").unwrap();
+    });
+    f.service.refresh_schema();
+    let other = progress(
+        &f,
+        second,
+        r#"{"measurement":{"fields":{"users":"many"}}}"#,
+        1_700,
+    );
+    assert!(
+        matches!(other, Err(Refused::SchemaConflict { .. })),
+        "{other:?}"
+    );
+}
+
 /// A write API's database is read after the gateway's own measurements and the databases
 /// before it, each over HTTP: a write recorded meanwhile, after the log was found delivered,
 /// keeps its types through its database's reading, which InfluxDB answers before the write

@@ -12,7 +12,7 @@ use super::{Refused, Service, now_ms};
 use crate::delivery::sink::{Sink, SinkError};
 use crate::ingest::points;
 use crate::state::jobs::{Ages, Change, Tick};
-use crate::state::schema::{Known, Schema};
+use crate::state::schema::{Known, Measurement, Schema};
 use crate::state::snapshots::JournalError;
 use crate::stats::Stats;
 use crate::storage::log::{LogError, OwnedTarget, Share};
@@ -204,11 +204,25 @@ impl Service {
     /// again from the next write that uses it. Then it reads each write API database's field
     /// types, each reading asking anew whether the log is delivered as it begins.
     pub fn refresh_schema(&self) {
+        // The running runs' heartbeat fields and tags reach InfluxDB only with their next
+        // tick, which learns nothing: kept are those of the runs running once the reading
+        // began, looked at before the log is (a tick recorded after the log was found
+        // delivered carries them, and its run may end before InfluxDB answers), and those of
+        // the runs running when the answer is taken.
+        let mut beating = Measurement::default();
         // Asked once the reading began, never before: see `Schema::reading_begins`.
-        let caught_up = self.schema.reading_begins(|| self.delivery.caught_up());
-        // The running runs' heartbeat fields reach InfluxDB only with their next tick.
-        let pending =
-            || Known::from([(points::HEARTBEAT.to_string(), self.jobs.heartbeat_schema())]);
+        let caught_up = self.schema.reading_begins(|| {
+            beating = self.jobs.heartbeat_schema();
+            self.delivery.caught_up()
+        });
+        let pending = || {
+            let mut now = self.jobs.heartbeat_schema();
+            for (name, t) in &beating.fields {
+                now.fields.entry(name.clone()).or_insert(*t);
+            }
+            now.tags.extend(beating.tags.iter().cloned());
+            Known::from([(points::HEARTBEAT.to_string(), now)])
+        };
         match self.delivery.read_schema() {
             Ok(Some(seen)) => {
                 self.schema.update_keeping(seen, caught_up, pending());

@@ -749,6 +749,9 @@ impl Schema {
     /// that replaced what the gateway knew forgot its types: a request with another type was
     /// answered 200, and InfluxDB refused one of the two, a dead letter.) Names claimed and
     /// not yet written stay claimed whatever the reading says, and are learned when written.
+    /// A heartbeat tick's record learns nothing: its types are the running runs', which the
+    /// caller keeps as `pending`, taking those of the runs running just before it asks
+    /// `caught_up` as well as those running when the answer is taken.
     pub fn reading_begins(&self, caught_up: impl FnOnce() -> bool) -> bool {
         self.lock().recent.clear();
         caught_up()
