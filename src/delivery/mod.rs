@@ -187,6 +187,10 @@ pub struct Delivery {
     refusals_seen: AtomicU64,
     /// The failures since InfluxDB last took the log, for the log's account of them.
     streak: Mutex<Streak>,
+    /// Run once, right after [`Delivery::caught_up`] next looked at the log: a test puts a
+    /// request there, between the look and what follows it.
+    #[cfg(test)]
+    after_caught_up: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl Delivery {
@@ -219,6 +223,8 @@ impl Delivery {
             body_limit_told: std::sync::atomic::AtomicUsize::new(usize::MAX),
             refusals_seen: AtomicU64::new(0),
             streak: Mutex::new(Streak::default()),
+            #[cfg(test)]
+            after_caught_up: Mutex::new(None),
         }
     }
 
@@ -227,6 +233,12 @@ impl Delivery {
     pub(crate) fn set_body_limit_kept(&self, kept: Duration) {
         self.body_limit_kept_ms
             .store(kept.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Has `hook` run once, right after [`Delivery::caught_up`] next looked at the log.
+    #[cfg(test)]
+    pub(crate) fn after_caught_up(&self, hook: impl FnOnce() + Send + 'static) {
+        *lock(&self.after_caught_up) = Some(Box::new(hook));
     }
 
     /// Makes [`Delivery::run`] return soon (within a second); what is undelivered stays in the
@@ -289,6 +301,22 @@ impl Delivery {
     /// changed under the gateway.
     pub fn refusals_seen(&self) -> u64 {
         self.refusals_seen.load(Ordering::Relaxed)
+    }
+
+    /// Whether every record of the log is delivered (InfluxDB stored its points, or refused
+    /// them into the dead letters): then InfluxDB holds every type the gateway wrote, so far as
+    /// its records go. A record is counted from when it is appended, before the request that
+    /// wrote it learns its types ([`crate::state::schema::Claim::written`]).
+    pub fn caught_up(&self) -> bool {
+        let caught_up = self.log.undelivered().0 == 0;
+        #[cfg(test)]
+        {
+            let hook = lock(&self.after_caught_up).take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        caught_up
     }
 
     /// What InfluxDB says of the schema of the gateway's measurements, where its API allows.

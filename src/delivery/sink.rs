@@ -223,7 +223,7 @@ pub mod testing {
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
-    use super::{OwnedTarget, Sink, SinkError};
+    use super::{Known, OwnedTarget, Sink, SinkError};
 
     /// How the sink answers one write.
     #[derive(Debug, Clone)]
@@ -264,6 +264,9 @@ pub mod testing {
         targets: Vec<(usize, OwnedTarget)>,
         /// Every line stored, in order.
         stored: Vec<String>,
+        /// What the sink says it holds when its schema is read (of the gateway's measurements
+        /// and of every database alike); `None`: it cannot say, as InfluxDB 2 and 3 here.
+        schema: Option<Known>,
     }
 
     impl MemorySink {
@@ -311,6 +314,14 @@ pub mod testing {
             let mut s = self.lock();
             s.down = down;
             s.ping_fails = down;
+        }
+
+        /// From now on, a reading of the sink's schema (the gateway's measurements, or any
+        /// database's field types) answers `known`, as InfluxDB 1.x answers `SHOW FIELD KEYS`,
+        /// whatever was written since: it stands for an answer given before those writes
+        /// reached InfluxDB.
+        pub fn say_schema(&self, known: Known) {
+            self.lock().schema = Some(known);
         }
 
         /// The bodies written to a target of their own: their place in [`MemorySink::bodies`],
@@ -411,6 +422,14 @@ pub mod testing {
             } else {
                 Ok(())
             }
+        }
+
+        fn schema(&self, _measurements: &[&str]) -> Result<Option<Known>, SinkError> {
+            Ok(self.lock().schema.clone())
+        }
+
+        fn field_types_of(&self, _database: &str) -> Result<Option<Known>, SinkError> {
+            Ok(self.lock().schema.clone())
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::delivery::sink::testing::MemorySink;
 use crate::ingest::line_protocol::FieldValue;
 use crate::ingest::payload::{PayloadLimits, commit as parse_commit, register as parse_register};
 use crate::state::jobs::{Job, State};
-use crate::state::schema::Schema;
+use crate::state::schema::{Known, Schema};
 use crate::storage::dead_letters::DeadLetters;
 use crate::storage::log::Log;
 use crate::storage::tests::Dir;
@@ -689,7 +689,7 @@ fn a_field_of_another_type_is_refused_at_the_request_naming_the_type_used_before
     );
     // What InfluxDB says wins once the log is delivered: the measurement is gone (a reading
     // begun after the writes, as the schema thread's are).
-    f.service.schema.reading_begins();
+    f.service.schema.reading_begins(|| true);
     f.service
         .schema
         .update_from_influxdb(Default::default(), true);
@@ -868,6 +868,145 @@ fn a_progress_reviving_a_run_checks_the_fields_its_next_heartbeats_bring_back() 
     assert!(
         matches!(revived, Err(Refused::SchemaConflict { .. })),
         "{revived:?}"
+    );
+}
+
+/// Commits `fields` (a JSON object) as `uuid`'s end.
+fn commit_fields(service: &Service, uuid: Uuid, fields: &str) -> Result<Committed, Refused> {
+    let body = format!(r#"{{"uuid":"{uuid}","measurement":{{"fields":{fields}}}}}"#);
+    service.commit(parse_commit(body.as_bytes(), LIMITS).unwrap(), None, 2_000)
+}
+
+/// Writes `body` (line protocol) to `database` through the write API, as a client that may
+/// write every database and measurement; how many lines were refused.
+fn write_lines(service: &Service, database: &str, body: &str) -> usize {
+    let client = crate::auth::Client {
+        name: "writer".into(),
+        token: "t".into(),
+        max_running: 10,
+        max_table_bytes: 1 << 20,
+        requests_per_second: 0.0,
+        databases: vec!["*".into()],
+        measurements: vec!["*".into()],
+        max_series: 1000,
+        max_spool_bytes: 1 << 20,
+    };
+    let written = service
+        .write(super::write::WriteRequest {
+            client: &client,
+            database,
+            retention_policy: "",
+            body: body.as_bytes(),
+            precision: crate::ingest::lp_parse::Precision::Nanosecond,
+            accept_partial: true,
+            now_ns: 1_000_000_000,
+        })
+        .unwrap();
+    written.refused_count
+}
+
+/// A commit recorded right after a reading of InfluxDB's schema found the log delivered is not
+/// counted by that look, and InfluxDB may answer before the commit reaches it: the types the
+/// commit taught are kept through that answer. Forgotten, a commit with another type of the
+/// field was answered 200, and InfluxDB refused one of the two: an acknowledged point lost.
+#[test]
+fn a_commit_recorded_right_after_a_reading_found_the_log_delivered_keeps_its_types() {
+    let f = fixture("service-schema-race-runs", 10, 1 << 20);
+    f.sink.say_schema(Known::new());
+    let first = register(&f, "{}").unwrap().uuid;
+    let second = register(&f, "{}").unwrap().uuid;
+    delivered(&f);
+    let service = Arc::clone(&f.service);
+    f.service.delivery.after_caught_up(move || {
+        commit_fields(&service, first, r#"{"score":1}"#).unwrap();
+    });
+    f.service.refresh_schema();
+    let other = commit_fields(&f.service, second, r#"{"score":"high"}"#);
+    assert!(
+        matches!(other, Err(Refused::SchemaConflict { .. })),
+        "{other:?}"
+    );
+}
+
+/// A tick recorded right after a reading found the log delivered carries the running runs'
+/// fields, and InfluxDB may answer before it has them; a run that ends meanwhile is not running
+/// when the answer is taken. The types its tick carried are kept all the same: forgotten,
+/// another run could take another type of the field, and InfluxDB would refuse its heartbeats.
+#[test]
+fn a_tick_recorded_right_after_a_reading_found_the_log_delivered_keeps_the_types_it_carries() {
+    let f = fixture("service-schema-race-tick", 10, 1 << 20);
+    f.sink.say_schema(Known::new());
+    let first = register(&f, "{}").unwrap().uuid;
+    progress(
+        &f,
+        first,
+        r#"{"measurement":{"fields":{"users":5}}}"#,
+        1_500,
+    )
+    .unwrap();
+    let second = register(&f, "{}").unwrap().uuid;
+    delivered(&f);
+    let service = Arc::clone(&f.service);
+    f.service.delivery.after_caught_up(move || {
+        // The first run's heartbeat carries users=5 for the first time; then it ends.
+        service.tick(1_600);
+        commit_fields(&service, first, "{}").unwrap();
+    });
+    f.service.refresh_schema();
+    let other = progress(
+        &f,
+        second,
+        r#"{"measurement":{"fields":{"users":"many"}}}"#,
+        1_700,
+    );
+    assert!(
+        matches!(other, Err(Refused::SchemaConflict { .. })),
+        "{other:?}"
+    );
+}
+
+/// A write API's database is read after the gateway's own measurements and the databases
+/// before it, each over HTTP: a write recorded meanwhile, after the log was found delivered,
+/// keeps its types through its database's reading, which InfluxDB answers before the write
+/// reaches it.
+#[test]
+fn a_write_recorded_while_the_schemas_before_its_database_are_read_keeps_its_types() {
+    let f = fixture_with("service-schema-race-write", 10, 1 << 20, Acknowledge::Disk);
+    f.sink.say_schema(Known::new());
+    assert_eq!(write_lines(&f.service, "w", "other y=1"), 0);
+    delivered(&f);
+    // From now on what is written waits in the log.
+    f.sink.set_down(true);
+    let service = Arc::clone(&f.service);
+    f.service.delivery.after_caught_up(move || {
+        assert_eq!(write_lines(&service, "w", "m x=1"), 0);
+    });
+    f.service.refresh_schema();
+    assert_eq!(
+        write_lines(&f.service, "w", "m x=\"s\""),
+        1,
+        "a string where a float waits to be written"
+    );
+}
+
+/// As [`a_write_recorded_while_the_schemas_before_its_database_are_read_keeps_its_types`],
+/// for the first reading of a database, which a first write there asks for.
+#[test]
+fn a_write_recorded_right_after_a_first_reading_found_the_log_delivered_keeps_its_types() {
+    let f = fixture_with("service-schema-race-first", 10, 1 << 20, Acknowledge::Disk);
+    f.sink.say_schema(Known::new());
+    assert_eq!(write_lines(&f.service, "w", "other y=1"), 0);
+    delivered(&f);
+    f.sink.set_down(true);
+    let service = Arc::clone(&f.service);
+    f.service.delivery.after_caught_up(move || {
+        assert_eq!(write_lines(&service, "w", "m x=1"), 0);
+    });
+    f.service.refresh_first_reads();
+    assert_eq!(
+        write_lines(&f.service, "w", "m x=\"s\""),
+        1,
+        "a string where a float waits to be written"
     );
 }
 

@@ -12,7 +12,7 @@ use super::{Refused, Service, now_ms};
 use crate::delivery::sink::{Sink, SinkError};
 use crate::ingest::points;
 use crate::state::jobs::{Ages, Change, Tick};
-use crate::state::schema::{Known, Schema};
+use crate::state::schema::{Known, Measurement, Schema};
 use crate::state::snapshots::JournalError;
 use crate::stats::Stats;
 use crate::storage::log::{LogError, OwnedTarget, Share};
@@ -196,18 +196,33 @@ impl Service {
         }
     }
 
-    /// Reads InfluxDB's schema once, where its API allows; while nothing waits to be delivered
-    /// it replaces what the gateway knew. Where it does not (v2, v3), what the gateway learned
-    /// from its own writes is let go while nothing waits to be delivered: InfluxDB may have
-    /// dropped it since (a bucket or table made anew), and the gateway cannot ask, so a type
-    /// it learned holds until the next `influxdb.schema_refresh`, and is learned again from the
-    /// next write that uses it.
+    /// Reads InfluxDB's schema once, where its API allows; when nothing waited to be delivered
+    /// as the reading began it replaces what the gateway knew. Where it does not (v2, v3), what
+    /// the gateway learned from its own writes is let go when nothing waited to be delivered:
+    /// InfluxDB may have dropped it since (a bucket or table made anew), and the gateway cannot
+    /// ask, so a type it learned holds until the next `influxdb.schema_refresh`, and is learned
+    /// again from the next write that uses it. Then it reads each write API database's field
+    /// types, each reading asking anew whether the log is delivered as it begins.
     pub fn refresh_schema(&self) {
-        let caught_up = self.delivery.log().undelivered().0 == 0;
-        self.schema.reading_begins();
-        // The running runs' heartbeat fields reach InfluxDB only with their next tick.
-        let pending =
-            || Known::from([(points::HEARTBEAT.to_string(), self.jobs.heartbeat_schema())]);
+        // The running runs' heartbeat fields and tags reach InfluxDB only with their next
+        // tick, which learns nothing: kept are those of the runs running once the reading
+        // began, looked at before the log is (a tick recorded after the log was found
+        // delivered carries them, and its run may end before InfluxDB answers), and those of
+        // the runs running when the answer is taken.
+        let mut beating = Measurement::default();
+        // Asked once the reading began, never before: see `Schema::reading_begins`.
+        let caught_up = self.schema.reading_begins(|| {
+            beating = self.jobs.heartbeat_schema();
+            self.delivery.caught_up()
+        });
+        let pending = || {
+            let mut now = self.jobs.heartbeat_schema();
+            for (name, t) in &beating.fields {
+                now.fields.entry(name.clone()).or_insert(*t);
+            }
+            now.tags.extend(beating.tags.iter().cloned());
+            Known::from([(points::HEARTBEAT.to_string(), now)])
+        };
         match self.delivery.read_schema() {
             Ok(Some(seen)) => {
                 self.schema.update_keeping(seen, caught_up, pending());
@@ -220,45 +235,49 @@ impl Service {
                 .update_keeping(Default::default(), caught_up, pending()),
             Err(e) => self.unreadable("its schema", &e),
         }
-        self.refresh_write_schemas(caught_up);
+        self.refresh_write_schemas();
     }
 
     /// Reads the field types InfluxDB holds in each database written through the write API,
     /// as [`Service::refresh_schema`] reads the gateway's own, and how long it keeps the
     /// points of each target written; the first reading of a database is told (INFO), for it
     /// is from then on that its lines are checked against InfluxDB's word.
-    fn refresh_write_schemas(&self, caught_up: bool) {
+    fn refresh_write_schemas(&self) {
         let schemas = &self.write_schemas;
         for (database, schema) in schemas.all() {
-            self.refresh_field_types(&database, &schema, caught_up);
+            self.refresh_field_types(&database, &schema);
         }
         self.refresh_retentions(&schemas.targets(false));
     }
 
     /// Reads InfluxDB's word on the targets never read (their databases' field types, their
     /// retention), for the first writes waiting for it, and wakes them.
-    fn refresh_first_reads(&self) {
+    pub(super) fn refresh_first_reads(&self) {
         let schemas = &self.write_schemas;
         let unread = schemas.targets(true);
         if unread.is_empty() {
             return;
         }
-        let caught_up = self.delivery.log().undelivered().0 == 0;
         let databases: std::collections::BTreeSet<&str> =
             unread.iter().map(|t| t.database.as_str()).collect();
         // A database read once is read again only with everything (paced): a write naming
         // a missing policy again and again must not have the whole database read each time.
         for (database, schema) in schemas.all() {
             if databases.contains(database.as_str()) && !schema.read_once() {
-                self.refresh_field_types(&database, &schema, caught_up);
+                self.refresh_field_types(&database, &schema);
             }
         }
         self.refresh_retentions(&unread);
     }
 
-    /// Reads the field types InfluxDB holds in `database`, into its `schema`.
-    fn refresh_field_types(&self, database: &str, schema: &Schema, caught_up: bool) {
-        schema.reading_begins();
+    /// Reads the field types InfluxDB holds in `database`, into its `schema`: they replace what
+    /// it knew when nothing waited to be delivered as this reading began, else are added to it.
+    /// Whether the log is delivered is asked here, once this database's reading began, not
+    /// once for all of them: the readings of the databases before it take time (each over
+    /// HTTP), and a write recorded meanwhile must be counted or kept (see
+    /// [`Schema::reading_begins`]).
+    fn refresh_field_types(&self, database: &str, schema: &Schema) {
+        let caught_up = schema.reading_begins(|| self.delivery.caught_up());
         match self.delivery.read_field_types_of(database) {
             Ok(Some(seen)) => {
                 let first = !schema.read_once();

@@ -9,9 +9,10 @@
 //! is written, or let go if it is not: see [`Claim`]), and InfluxDB itself (`SHOW FIELD KEYS`, `SHOW TAG KEYS`), read
 //! at start, every `influxdb.schema_refresh`, and soon after a refusal, so that a schema that
 //! changed under the gateway — a dropped measurement, a new database, a retention policy that
-//! expired the old points — stops being held against requests. While the log is fully
-//! delivered, InfluxDB's answer replaces what the gateway knew; while records wait, it is added
-//! to it (their types are not in InfluxDB yet). It is saved with the job table's snapshot, for a
+//! expired the old points — stops being held against requests. When the log is fully
+//! delivered as a reading begins, InfluxDB's answer replaces what the gateway knew, but for
+//! what it learned since; while records wait, it is added to it (their types are not in
+//! InfluxDB yet). It is saved with the job table's snapshot, for a
 //! start while InfluxDB is away.
 //!
 //! No I/O here: the reading of InfluxDB's schema is `delivery::influx`'s.
@@ -686,8 +687,9 @@ impl Schema {
     }
 
     /// Takes what InfluxDB says of its schema: it replaces what the gateway knew when
-    /// `replace` (nothing waits to be delivered, so InfluxDB has every type the gateway
-    /// wrote), else it is added, InfluxDB's types winning.
+    /// `replace` (nothing waited to be delivered as the reading began, so InfluxDB has every
+    /// type the gateway wrote but those learned since: see [`Schema::reading_begins`]), else
+    /// it is added, InfluxDB's types winning.
     ///
     /// What the gateway learned from its own writes since the reading began stays known when
     /// InfluxDB does not say otherwise: the reading may have been answered before those
@@ -733,9 +735,26 @@ impl Schema {
     }
 
     /// A reading of InfluxDB's schema begins: from now on what the gateway learns is kept
-    /// through what that reading says ([`Schema::update_from_influxdb`]).
-    pub fn reading_begins(&self) {
+    /// through what that reading says ([`Schema::update_keeping`]). Then `caught_up` is asked
+    /// whether every record of the log is delivered, and its answer returned: the reading's
+    /// `replace`.
+    ///
+    /// Asked after, never before: each record's types must be in InfluxDB's answer, or the
+    /// record counted as undelivered, or its types learned since the reading began. A record
+    /// is counted from when it is appended, and its request learns its types once it is on
+    /// disk ([`Claim::written`], or [`Schema::learn`] without claims), after the append: a
+    /// record appended after `caught_up` looked is learned after the reading began; one
+    /// appended before is counted, or was delivered before InfluxDB was asked. (Asked before,
+    /// a record appended and learned between the two was in none of the three, and a reading
+    /// that replaced what the gateway knew forgot its types: a request with another type was
+    /// answered 200, and InfluxDB refused one of the two, a dead letter.) Names claimed and
+    /// not yet written stay claimed whatever the reading says, and are learned when written.
+    /// A heartbeat tick's record learns nothing: its types are the running runs', which the
+    /// caller keeps as `pending`, taking those of the runs running just before it asks
+    /// `caught_up` as well as those running when the answer is taken.
+    pub fn reading_begins(&self, caught_up: impl FnOnce() -> bool) -> bool {
         self.lock().recent.clear();
+        caught_up()
     }
 
     /// What the gateway knows, to save with the snapshot.
@@ -752,7 +771,7 @@ mod tests {
     fn a_reading_older_than_a_write_does_not_forget_what_the_write_taught() {
         use crate::ingest::line_protocol::{FieldValue, Point};
         let schema = Schema::default();
-        schema.reading_begins();
+        schema.reading_begins(|| true);
         let mut p = Point::new("load_testing", 1);
         p.field("clients", FieldValue::Float(5.0)).unwrap();
         schema.learn(&[p]);
@@ -766,13 +785,33 @@ mod tests {
             "the type the write taught is kept"
         );
         // The next reading, begun after the write, is InfluxDB's word again.
-        schema.reading_begins();
+        schema.reading_begins(|| true);
         schema.update_from_influxdb(Known::default(), true);
         assert!(
             schema
                 .check("load_testing", [("clients", &ten)], std::iter::empty())
                 .is_ok()
         );
+    }
+
+    /// A request that appends its record right after a reading found the log delivered, and
+    /// learns its types, is not counted by that answer: what it taught is kept through the
+    /// reading, for it was learned after the reading began.
+    #[test]
+    fn a_write_learned_right_after_the_log_was_found_delivered_is_kept_through_the_reading() {
+        use crate::ingest::line_protocol::FieldValue;
+        let schema = Schema::default();
+        let number = FieldValue::Float(1.0);
+        let caught_up = schema.reading_begins(|| {
+            let delivered = true;
+            let mut claim = schema.claim();
+            claim.fields("m", [("x", &number)], []).unwrap();
+            claim.written();
+            delivered
+        });
+        assert!(caught_up);
+        schema.update_from_influxdb(Known::new(), caught_up);
+        assert_eq!(schema.known()["m"].fields["x"], FieldType::Float);
     }
 
     #[test]
@@ -972,7 +1011,7 @@ mod tests {
         let mut first = schema.claim();
         first.fields("m", [("x", &number)], []).unwrap();
         first.written();
-        schema.reading_begins();
+        schema.reading_begins(|| true);
         let mut claim = schema.claim();
         claim.fields("m", [("x", &number)], []).unwrap();
         schema.update_from_influxdb(Known::new(), true);
