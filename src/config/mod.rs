@@ -457,6 +457,7 @@ impl Settings {
         let (listen, level) = validate::validate(&config).map_err(blame)?;
         validate::open_to_anyone(&config, listen, !clients.is_empty()).map_err(blame)?;
         warnings.extend(secrets::credential_warnings(&config).into_iter().map(blame));
+        warnings.extend(validate::ignored(&config).into_iter().map(blame));
         Ok(Settings {
             file,
             file_found,

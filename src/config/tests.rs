@@ -401,7 +401,14 @@ fn variables_read_values_as_the_file_does() {
     assert_eq!(c.jobs.heartbeat_interval.0, Duration::from_secs(2));
     assert_eq!(c.influxdb.url, "http://influxdb:8086");
     assert_eq!(c.influxdb.token, "secret-token");
-    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    // The one warning: a linger does nothing with InfluxDB acknowledgements, and the variable
+    // that set it is named.
+    let warnings: Vec<String> = s.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("CONSUMER_DELIVERY_LINGER") && warnings[0].contains("is ignored"),
+        "{warnings:?}"
+    );
     assert!(
         !s.from_env
             .contains(&"CONSUMER_AUTH_TOKEN_FILES".to_string())
@@ -847,4 +854,25 @@ fn shares_of_the_log_must_fit_it() {
     let s = load_text(&fits, Overrides::default()).unwrap();
     let spool: Vec<u64> = s.clients.iter().map(|c| c.max_spool_bytes).collect();
     assert_eq!(spool, [100, 700, 200]);
+}
+
+#[test]
+fn a_linger_set_for_influxdb_acknowledgements_is_told_to_be_ignored() {
+    let warned = |text: &str| -> Vec<String> {
+        load_text(text, Overrides::default())
+            .unwrap()
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    let w = warned("[delivery]\nacknowledge = \"influxdb\"\nlinger = \"50ms\"\n");
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("delivery.linger") && w[0].contains("is ignored"),
+        "{w:?}"
+    );
+    // The default linger, or a linger with disk acknowledgements, is no news.
+    assert!(warned("[delivery]\nacknowledge = \"influxdb\"\n").is_empty());
+    assert!(warned("[delivery]\nlinger = \"50ms\"\n").is_empty());
 }

@@ -244,6 +244,22 @@ pub fn open_to_anyone(c: &Config, listen: SocketAddr, has_clients: bool) -> Resu
     ))
 }
 
+/// Settings that are valid but do nothing with the others given, each a warning: the operator
+/// who set them expects an effect.
+pub fn ignored(c: &Config) -> Vec<Problem> {
+    let mut ignored = Vec::new();
+    let default_linger = Duration::from_millis(super::DEFAULT_LINGER_MS);
+    if c.delivery.acknowledge == super::Acknowledge::Influxdb
+        && c.delivery.linger.0 != default_linger
+    {
+        ignored.push(Problem::new(
+            "delivery.linger",
+            "is ignored with delivery.acknowledge = \"influxdb\": there every request waits for its own write, so no batch waits to fill",
+        ));
+    }
+    ignored
+}
+
 /// `[verdict]`: identity tags that can be tags, a bound on the results kept, and rules whose
 /// checks read (the same rules as a register's `thresholds`).
 fn verdict(v: &super::Verdict) -> Result<(), Problem> {
