@@ -486,27 +486,13 @@ impl Service {
             return Err(Refused::UnknownRun(uuid));
         }
         // Checked and claimed in one step, held until the change is on disk.
-        let claimed = if self.check_schema {
+        let mut claimed = if self.check_schema {
             let mut claim = self.schema.claim();
-            // An expired run comes back with the fields it had, which its next heartbeats
-            // carry again: those the progress does not send are claimed too (a reading of
-            // InfluxDB's schema may have let their types go while it did not beat).
-            let revived = self.jobs.fields_if_expired(&uuid).unwrap_or_default();
-            let fields = record.fields.iter().map(|(k, v)| (k.as_str(), v)).chain(
-                revived
-                    .iter()
-                    .filter(|(k, _)| !record.fields.iter().any(|(n, _)| n == k))
-                    .map(|(k, v)| (k.as_str(), v)),
-            );
-            match claim.fields(points::HEARTBEAT, fields, std::iter::empty()) {
-                Ok(()) => Some(claim),
-                // A field named like one of the run's own tags is the run's refusal, as
-                // without a schema.
-                Err(Conflict::TagAndField { name, .. }) if self.jobs.has_tag(&uuid, &name) => {
-                    return Err(Refused::FieldIsTag);
-                }
-                Err(conflict) => return Err(self.schema_refused(conflict)),
-            }
+            let fields = record.fields.iter().map(|(k, v)| (k.as_str(), v));
+            claim
+                .fields(points::HEARTBEAT, fields, std::iter::empty())
+                .map_err(|conflict| self.heartbeat_refused(&uuid, conflict))?;
+            Some(claim)
         } else {
             None
         };
@@ -522,6 +508,20 @@ impl Service {
                 caller,
             )
             .map_err(|r| Refused::of_owner(uuid, r, caller))?;
+        // An expired run comes back with the fields it had, which its next heartbeats carry
+        // again: those the progress does not send are claimed too (a reading of InfluxDB's
+        // schema may have let their types go while it did not beat). Asked of the prepared
+        // change, which holds the run (no tick expires it meanwhile), not before: a run that
+        // expired between the two would have come back unchecked.
+        if let (Some(claim), Some(had)) = (claimed.as_mut(), prepared.revived_fields()) {
+            let old = had
+                .iter()
+                .filter(|(k, _)| !fields.iter().any(|(n, _)| n == k))
+                .map(|(k, v)| (k.as_str(), v));
+            claim
+                .fields(points::HEARTBEAT, old, std::iter::empty())
+                .map_err(|conflict| self.heartbeat_refused(&uuid, conflict))?;
+        }
         // Dropped on the way out (not recorded), `prepared` leaves the job as it was.
         self.keep_room()?;
         self.delivery
@@ -533,6 +533,17 @@ impl Service {
             None => self.schema.learn_fields(points::HEARTBEAT, &fields),
         }
         Ok(())
+    }
+
+    /// The refusal of a progress whose heartbeat fields conflict with the schema: a field
+    /// named like one of the run's own tags is the run's refusal, as without a schema.
+    fn heartbeat_refused(&self, uuid: &Uuid, conflict: Conflict) -> Refused {
+        match conflict {
+            Conflict::TagAndField { ref name, .. } if self.jobs.has_tag(uuid, name) => {
+                Refused::FieldIsTag
+            }
+            conflict => self.schema_refused(conflict),
+        }
     }
 
     /// Ends a run with its result: records the result, per-endpoint and `finished` points with

@@ -150,6 +150,15 @@ impl PreparedProgress<'_> {
         self.jobs.settled.notify_all();
     }
 
+    /// When the progress brings an expired run back: every field its next heartbeats carry
+    /// (those it had, with the progress's); `None` for a run that was running.
+    pub fn revived_fields(&self) -> Option<&[(String, FieldValue)]> {
+        if !self.revived {
+            return None;
+        }
+        self.job.as_ref().map(|job| job.fields.as_slice())
+    }
+
     /// Gives back what the preparation held, and the job's turn; once.
     pub(super) fn settle(&mut self, t: &mut Table) {
         if self.seq == 0 {

@@ -4,7 +4,6 @@
 use uuid::Uuid;
 
 use super::{Counts, Job, Jobs, Sample, State};
-use crate::ingest::line_protocol::FieldValue;
 use crate::state::schema::{FieldType, Measurement};
 use crate::verdict::Threshold;
 
@@ -100,17 +99,6 @@ impl Jobs {
             .get(uuid)
             .map(|j| (j.thresholds.clone(), j.samples.clone()))
             .unwrap_or_default()
-    }
-
-    /// The heartbeat fields of run `uuid` when it has expired: a progress brings it back, and
-    /// its next heartbeats carry them again (beside the progress's own). `None` for a run
-    /// running, ended or unknown.
-    pub fn fields_if_expired(&self, uuid: &Uuid) -> Option<Vec<(String, FieldValue)>> {
-        self.lock()
-            .jobs
-            .get(uuid)
-            .filter(|j| matches!(j.state, State::Expired { .. }))
-            .map(|j| j.fields.clone())
     }
 
     /// Whether `name` is one of the tags of run `uuid`.
