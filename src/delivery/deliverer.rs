@@ -147,7 +147,9 @@ impl Delivery {
                     }
                 }
                 self.log
-                    .wait_for_more(at.next_seq - 1, Duration::from_secs(1));
+                    .wait_for_more(at.next_seq - 1, Duration::from_secs(1), || {
+                        self.is_stopping()
+                    });
                 continue;
             }
             lock(&self.waiting_since).get_or_insert_with(Instant::now);

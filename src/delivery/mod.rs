@@ -241,8 +241,9 @@ impl Delivery {
         *lock(&self.after_caught_up) = Some(Box::new(hook));
     }
 
-    /// Makes [`Delivery::run`] return soon (within a second); what is undelivered stays in the
-    /// log for the next start.
+    /// Makes [`Delivery::run`] return soon: at once from a wait for records, within 100 ms
+    /// from a linger or a backoff, after the write in flight (bounded by its timeout); what is
+    /// undelivered stays in the log for the next start.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.log.wake();

@@ -5,12 +5,14 @@
 use super::*;
 
 impl Log {
-    /// Waits up to `timeout` for a record after `seq` to be on disk; true when there is one.
-    pub fn wait_for_more(&self, seq: u64, timeout: Duration) -> bool {
+    /// Waits up to `timeout` for a record after `seq` to be on disk, or for `stop` to say
+    /// true once [`Log::wake`] woke it (the waiter's own reason to look up: a stop); true when
+    /// there is a record.
+    pub fn wait_for_more(&self, seq: u64, timeout: Duration, stop: impl Fn() -> bool) -> bool {
         let inner = self.lock();
         let (inner, _) = self
             .written
-            .wait_timeout_while(inner, timeout, |i| i.durable <= seq)
+            .wait_timeout_while(inner, timeout, |i| i.durable <= seq && !stop())
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.durable > seq
     }

@@ -972,7 +972,7 @@ impl Log {
             .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Wakes whoever waits in [`Log::wait_for_more`], to look at why.
+    /// Wakes whoever waits in [`Log::wait_for_more`], to ask its `stop` again.
     pub fn wake(&self) {
         let _inner = self.lock();
         self.wake_all();
@@ -1245,6 +1245,45 @@ mod tests {
             .collect();
         files.sort();
         files
+    }
+
+    /// A wake makes a waiter ask its `stop` again at once, and a record ends the wait whatever
+    /// `stop` says; without either the wait lasts its whole timeout.
+    #[test]
+    fn a_wake_ends_a_wait_for_more_whose_stop_says_so() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let dir = Dir::new("log-wake");
+        let (log, _, _) = open(&dir).unwrap();
+        let (stopping, asked) = (AtomicBool::new(false), AtomicUsize::new(0));
+        let long = Duration::from_secs(60);
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let began = std::time::Instant::now();
+                let more = log.wait_for_more(0, long, || {
+                    asked.fetch_add(1, Ordering::SeqCst);
+                    stopping.load(Ordering::SeqCst)
+                });
+                (more, began.elapsed())
+            });
+            // Asked once under the log's lock, the waiter waits before a wake can take it.
+            let deadline = std::time::Instant::now() + long;
+            while asked.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            stopping.store(true, Ordering::SeqCst);
+            log.wake();
+            let (more, waited) = waiter.join().unwrap();
+            assert!(!more, "no record came");
+            assert!(waited < long / 2, "the wake went unheard: {waited:?}");
+        });
+        // A record ends the wait whatever `stop` says.
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| log.wait_for_more(0, long, || false));
+            put(&log, 1);
+            assert!(waiter.join().unwrap(), "the record is seen");
+        });
+        // Nothing to wait for: the timeout, with `stop` saying no.
+        assert!(!log.wait_for_more(1, Duration::from_millis(10), || false));
     }
 
     #[test]
