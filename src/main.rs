@@ -22,6 +22,7 @@ mod ingest;
 mod logtext;
 mod malloc;
 mod notify;
+mod replay;
 mod service;
 mod state;
 mod stats;
@@ -58,7 +59,13 @@ USAGE:
     metrics-consumer [OPTIONS]                         run the service
     metrics-consumer replay-dead-letters [--config PATH]
                                                        send the dead letters to InfluxDB again,
-                                                       after fixing what made InfluxDB refuse them
+                                                       after fixing what made InfluxDB refuse them;
+                                                       exit 0 when all were delivered, 1 when
+                                                       InfluxDB refused some again, 3 when it
+                                                       could not take writes (stopped there,
+                                                       nothing changed), 4 when a letter could
+                                                       not be read or removed, 2 for a bad
+                                                       configuration
 
 OPTIONS:
     --config PATH       configuration file (default: ./consumer.toml; all keys have defaults)
@@ -100,9 +107,17 @@ struct Args {
     repair: bool,
 }
 
-/// `--check-influxdb`'s exit status when InfluxDB cannot take the gateway's writes (a bad
-/// configuration exits 2).
+/// The exit status of anything that stops the program before or instead of its work: a bad
+/// command line or configuration, a storage directory that cannot be used.
+const EXIT_START_FAILED: u8 = 2;
+/// The exit status when InfluxDB cannot take the gateway's writes: `--check-influxdb` found
+/// so, or `replay-dead-letters` stopped on it (unreachable, 5xx, a timeout, credentials).
 const EXIT_INFLUXDB_FAILED: u8 = 3;
+/// `replay-dead-letters`: InfluxDB refused dead letters again (the others were delivered).
+const EXIT_STILL_REFUSED: u8 = 1;
+/// `replay-dead-letters`: a dead letter could not be read, or a delivered one removed, or a
+/// refused one given its new reason (a matter of the files, not of InfluxDB).
+const EXIT_DEAD_LETTER_FILES: u8 = 4;
 
 fn main() -> ExitCode {
     malloc::tune();
@@ -111,7 +126,7 @@ fn main() -> ExitCode {
         Err(StartError::InfluxdbCheck) => ExitCode::from(EXIT_INFLUXDB_FAILED),
         Err(error) => {
             eprintln!("metrics-consumer: {error}");
-            ExitCode::from(2)
+            ExitCode::from(error.exit_status())
         }
     }
 }
@@ -137,14 +152,14 @@ enum StartError {
     },
     Signals(io::Error),
     Serve(io::Error),
-    /// `replay-dead-letters`: a dead letter could not be read or removed.
+    /// `replay-dead-letters`: the dead letters could not be listed.
     DeadLetter {
         path: PathBuf,
         doing: &'static str,
         error: io::Error,
     },
-    /// `replay-dead-letters`: this many were refused again.
-    StillRefused(usize),
+    /// `replay-dead-letters`: not every dead letter was delivered and removed.
+    Replay(replay::Unfinished),
     /// `--check-influxdb`: InfluxDB cannot take the writes (the reason is printed).
     InfluxdbCheck,
 }
@@ -172,10 +187,21 @@ impl fmt::Display for StartError {
             StartError::InfluxdbCheck => {
                 f.write_str("InfluxDB cannot take the gateway's writes; see the reason above")
             }
-            StartError::StillRefused(n) => write!(
-                f,
-                "{n} dead letters were not delivered; see the messages above"
-            ),
+            StartError::Replay(unfinished) => unfinished.fmt(f),
+        }
+    }
+}
+
+impl StartError {
+    /// The program's exit status for it.
+    fn exit_status(&self) -> u8 {
+        match self {
+            StartError::InfluxdbCheck | StartError::Replay(replay::Unfinished::Influxdb { .. }) => {
+                EXIT_INFLUXDB_FAILED
+            }
+            StartError::Replay(replay::Unfinished::Files { .. }) => EXIT_DEAD_LETTER_FILES,
+            StartError::Replay(replay::Unfinished::StillRefused(_)) => EXIT_STILL_REFUSED,
+            _ => EXIT_START_FAILED,
         }
     }
 }
@@ -658,8 +684,9 @@ fn run() -> Result<(), StartError> {
 }
 
 /// `metrics-consumer replay-dead-letters`: sends each dead letter to InfluxDB again, oldest
-/// first; a delivered one is removed, a refused one stays with the new reason. It may run beside
-/// the service: it takes the dead letters' own lock, not the storage directory's.
+/// first (`replay`), prints what came of them and ends with the exit status that tells it.
+/// It may run beside the service: it takes the dead letters' own lock, not the storage
+/// directory's.
 fn replay_dead_letters(settings: &config::Settings) -> Result<(), StartError> {
     let dir = PathBuf::from(&settings.config.storage.dir);
     let dead_dir = dir.join(dead_letters::DIR);
@@ -671,40 +698,11 @@ fn replay_dead_letters(settings: &config::Settings) -> Result<(), StartError> {
         doing: "read the dead letters in",
         error,
     })?;
+    let letters: Vec<PathBuf> = letters.into_iter().map(|(path, _, _)| path).collect();
     let influx = delivery::influx::Influx::new(&settings.config.influxdb);
-    let (mut delivered, mut failed) = (0, 0);
-    for (path, _, _) in &letters {
-        let (target, lines) =
-            dead_letters::read_letter(path).map_err(|error| StartError::DeadLetter {
-                path: path.clone(),
-                doing: "read",
-                error,
-            })?;
-        let written = match &target {
-            None => influx.write(&lines),
-            Some(target) => influx.write_to(target, &lines),
-        };
-        match written {
-            Ok(()) => {
-                dead_letters::remove(path).map_err(|error| StartError::DeadLetter {
-                    path: path.clone(),
-                    doing: "remove",
-                    error,
-                })?;
-                delivered += 1;
-            }
-            Err(e) => {
-                eprintln!("{}: {e}", path.display());
-                let _ = dead_letters::update(path, &e.to_string());
-                failed += 1;
-            }
-        }
-    }
-    println!("{delivered} dead letters delivered, {failed} still refused");
-    if failed > 0 {
-        return Err(StartError::StillRefused(failed));
-    }
-    Ok(())
+    let replayed = replay::send(&letters, &influx);
+    println!("{replayed}");
+    replayed.outcome().map_err(StartError::Replay)
 }
 
 fn init_logging(level: log::LevelFilter) {

@@ -469,14 +469,13 @@ impl Delivery {
                 self.write_split(pieces, &e, stats, dead)
             }
             // A client's own database, bucket or retention policy that InfluxDB says is
-            // missing or closed to the gateway (404, 403; 500 "retention policy not found"):
-            // only a person can fix it, and keeping the batch would hold back every other
-            // target's points and the gateway's own behind it. Refused: to the dead letters
-            // with their target, for `replay-dead-letters` once it is fixed.
-            e @ SinkError::Misconfigured {
-                status: 403 | 404 | 500,
-                ..
-            } if pieces[0].target.is_some() => {
+            // missing or closed to the gateway (`SinkError::disposition_for`): only a person
+            // can fix it, and keeping the batch would hold back every other target's points
+            // and the gateway's own behind it. Refused: to the dead letters with their target,
+            // for `replay-dead-letters` once it is fixed.
+            e @ SinkError::Misconfigured { .. }
+                if e.disposition_for(pieces[0].target) == Disposition::Reject =>
+            {
                 for piece in pieces {
                     self.refused(piece, &e, stats, dead);
                 }

@@ -161,6 +161,21 @@ impl SinkError {
         }
     }
 
+    /// What a failed write of points for `target` means for them: as
+    /// [`SinkError::disposition`], except that a client's own database, bucket or retention
+    /// policy (a write through InfluxDB's API) that InfluxDB says is missing or closed to the
+    /// gateway (404, 403; 500 "retention policy not found") refuses the points. Only a person
+    /// can fix it, and waiting for it would hold back every other target's points behind them.
+    pub fn disposition_for(&self, target: Option<&OwnedTarget>) -> Disposition {
+        match self {
+            SinkError::Misconfigured {
+                status: 403 | 404 | 500,
+                ..
+            } if target.is_some() => Disposition::Reject,
+            _ => self.disposition(),
+        }
+    }
+
     /// The error an InfluxDB HTTP answer with `status` (not 2xx) stands for. Only the answers
     /// that say the data is wrong refuse it: 400 (a line InfluxDB cannot parse, a field type
     /// conflict, a partial write) and 422 (InfluxDB 2's unprocessable points); 413 says the
@@ -474,6 +489,28 @@ mod tests {
             SinkError::from_io(K::ConnectionRefused, "x".into()),
             SinkError::Unreachable(_)
         ));
+        // For a client's own database, a missing or closed database refuses the points; for
+        // the gateway's own, or with wrong credentials, they wait.
+        let target = OwnedTarget {
+            database: "theirs".into(),
+            retention_policy: String::new(),
+        };
+        for s in [403, 404] {
+            let e = SinkError::from_status(s, String::new());
+            assert_eq!(e.disposition_for(Some(&target)), Disposition::Reject, "{s}");
+            assert_eq!(
+                e.disposition_for(None),
+                Disposition::RetryMisconfigured,
+                "{s}"
+            );
+        }
+        let unauthorized = SinkError::from_status(401, String::new());
+        assert_eq!(
+            unauthorized.disposition_for(Some(&target)),
+            Disposition::RetryMisconfigured
+        );
+        let busy = SinkError::from_status(503, String::new());
+        assert_eq!(busy.disposition_for(Some(&target)), Disposition::Retry);
         assert_eq!(
             SinkError::from_status(413, "too big".into()).to_string(),
             "influxdb answered 413: too big"

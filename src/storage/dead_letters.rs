@@ -314,9 +314,14 @@ pub fn read_letter(path: &Path) -> io::Result<(Option<OwnedTarget>, String)> {
     Ok((Some(target), lines.to_string()))
 }
 
-/// Removes a dead letter and its reason.
+/// Removes a dead letter and its reason. The reason goes first: when it cannot be removed,
+/// the letter stays whole (and an error says so), and no reason is ever left without its letter,
+/// where nothing would list it and the bound would count it for ever.
 pub fn remove(path: &Path) -> io::Result<()> {
-    let _ = fs::remove_file(path.with_extension(ERROR_EXT));
+    match fs::remove_file(path.with_extension(ERROR_EXT)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     fs::remove_file(path)
 }
 

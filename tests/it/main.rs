@@ -24,6 +24,7 @@ mod limits;
 mod line_protocol;
 mod links;
 mod metrics;
+mod replay;
 mod report;
 mod retention;
 mod schema;

@@ -1,0 +1,380 @@
+//! `metrics-consumer replay-dead-letters` when not every letter goes through, against a real
+//! `influxd`: a letter that cannot be read is named and kept while the others are delivered;
+//! InfluxDB down, or answering 5xx (a loopback stub, for the 5xx on demand), stops the replay at
+//! once and changes no letter; a letter InfluxDB refuses again keeps InfluxDB's new reason; a
+//! letter whose files cannot be changed is named and the others go on. Each case has its own
+//! exit status (docs/delivery.md, "Watching and emptying").
+//!
+//! The letters are written as the gateway keeps them (src/storage/dead_letters.rs):
+//! `dead-letter/<record>-<unit>-<points>.lp` with the lines (timestamps in milliseconds, or a
+//! first line naming a target and nanoseconds) and `.error` beside it with the reason.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{ConsumerToml, Gateway, Influxd, TempDir, run_to_completion};
+
+/// The exit statuses of `replay-dead-letters`, as documented.
+const EXIT_STILL_REFUSED: i32 = 1;
+const EXIT_INFLUXDB_UNREACHABLE: i32 = 3;
+const EXIT_FILES: i32 = 4;
+
+/// A reason as the gateway recorded it when InfluxDB refused a letter.
+const OLD_REASON: &str = "2024-05-01T10:00:00Z influxdb answered 400: an old reason\n";
+
+/// The measurement the letters write.
+const MEASUREMENT: &str = "replayed";
+
+/// A directory with a consumer.toml for `influx_url` (database `runs`, `influxdb_extra` in
+/// `[influxdb]`) and an empty `data/dead-letter`.
+fn setup(influx_url: &str, influxdb_extra: &str) -> TempDir {
+    let dir = TempDir::new("replay");
+    fs::write(
+        dir.join("consumer.toml"),
+        ConsumerToml::new(influx_url, "runs")
+            .influxdb(influxdb_extra)
+            .toml(),
+    )
+    .unwrap();
+    fs::create_dir_all(dir.join("data/dead-letter")).unwrap();
+    dir
+}
+
+/// Writes dead letter `record` (one point) with `lines` and the reason [`OLD_REASON`]; its
+/// `.lp` path.
+fn letter(dir: &TempDir, record: u64, lines: &[u8]) -> PathBuf {
+    let path = dir.join(format!("data/dead-letter/{record:020}-0-1.lp"));
+    fs::write(path.with_extension("error"), OLD_REASON).unwrap();
+    fs::write(&path, lines).unwrap();
+    path
+}
+
+/// The line of point `n` of [`MEASUREMENT`], field `v` a float, time in milliseconds.
+fn point(n: u64) -> String {
+    format!("{MEASUREMENT},letter={n} v={n} {}\n", 1_700_000_000_000 + n)
+}
+
+/// Every file under `data/dead-letter` but the lock, with its bytes, escaped (a directory as
+/// `None`).
+fn files(dir: &TempDir) -> BTreeMap<String, Option<String>> {
+    fs::read_dir(dir.join("data/dead-letter"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap() != "lock")
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let bytes = fs::read(&p).ok();
+            (name, bytes.map(|b| b.escape_ascii().to_string()))
+        })
+        .collect()
+}
+
+fn name(path: &Path) -> String {
+    path.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// Runs `replay-dead-letters` in `dir`: its exit code, stdout and stderr.
+fn replay(dir: &TempDir) -> (Option<i32>, String, String) {
+    let mut cmd = Gateway::command(dir.path());
+    cmd.arg("replay-dead-letters");
+    let out = run_to_completion(cmd, Duration::from_secs(60));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The `letter` tags of the points of [`MEASUREMENT`] in `runs`, read back from InfluxDB.
+fn stored(influx: &Influxd) -> Vec<String> {
+    let mut letters: Vec<String> = influx
+        .series("runs", MEASUREMENT)
+        .into_iter()
+        .map(|row| row["letter"].as_str().unwrap().to_string())
+        .collect();
+    letters.sort();
+    letters
+}
+
+/// Letters 2 and 3 cannot be read (not UTF-8; a target line cut short): letters 1 and 4 are
+/// still delivered and removed, the two are named, kept byte for byte with their reasons, and
+/// the exit status says that letters are left that cannot be read.
+#[test]
+fn an_unreadable_letter_is_named_and_kept_and_the_others_are_delivered() {
+    let influx = Influxd::start();
+    let dir = setup(&influx.url, "");
+    let first = letter(&dir, 1, point(1).as_bytes());
+    let not_utf8 = letter(&dir, 2, &[point(2).as_bytes(), b"\xff\xfe\n"].concat());
+    let cut = letter(
+        &dir,
+        3,
+        format!(
+            "# metrics-consumer target {{\"database\":\"ru\n{}",
+            point(3)
+        )
+        .as_bytes(),
+    );
+    let last = letter(&dir, 4, point(4).as_bytes());
+    let before = files(&dir);
+
+    let (code, out, err) = replay(&dir);
+    assert_eq!(stored(&influx), ["1", "4"], "{out}{err}");
+    let after = files(&dir);
+    let stem = |path: &Path| path.file_stem().unwrap().to_string_lossy().into_owned();
+    let bad = [stem(&not_utf8), stem(&cut)];
+    let kept: BTreeMap<_, _> = before
+        .into_iter()
+        .filter(|(file, _)| bad.iter().any(|b| file.starts_with(&format!("{b}."))))
+        .collect();
+    assert_eq!(kept.len(), 4, "{kept:?}");
+    assert_eq!(
+        after, kept,
+        "only the unreadable letters are left, as they were"
+    );
+    assert!(!first.exists() && !last.exists());
+    for bad in [&not_utf8, &cut] {
+        assert!(err.contains(&name(bad)), "names {}: {err}", bad.display());
+    }
+    assert!(
+        out.contains("2 dead letters delivered, 0 still refused, 2 unreadable, 0 left untried"),
+        "{out}"
+    );
+    assert_eq!(code, Some(EXIT_FILES), "{out}{err}");
+}
+
+/// InfluxDB is stopped: the replay stops at the first letter, says InfluxDB could not be
+/// reached and how many letters were left, and no letter's file changes (the reasons
+/// InfluxDB gave stay what the operator reads).
+#[test]
+fn influxdb_down_changes_no_letter_and_says_so() {
+    let mut influx = Influxd::start();
+    let dir = setup(&influx.url, "");
+    for n in 1..=3 {
+        letter(&dir, n, point(n).as_bytes());
+    }
+    influx.stop();
+    let before = files(&dir);
+
+    let (code, out, err) = replay(&dir);
+    assert_eq!(files(&dir), before, "no letter changed: {out}{err}");
+    assert!(err.contains("InfluxDB could not be reached"), "{err}");
+    assert!(err.contains("3 dead letters left untouched"), "{err}");
+    assert!(
+        out.contains("0 dead letters delivered, 0 still refused, 0 unreadable, 3 left untried"),
+        "{out}"
+    );
+    influx.restart();
+    assert!(stored(&influx).is_empty());
+    assert_eq!(code, Some(EXIT_INFLUXDB_UNREACHABLE), "{out}{err}");
+}
+
+/// A loopback stand-in for InfluxDB: `GET /ping` answers 204, every other request 503; the
+/// number of requests other than `/ping` it got.
+fn failing_influxdb() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let writes = Arc::new(AtomicUsize::new(0));
+    let counted = writes.clone();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let counted = counted.clone();
+            thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut len = 0;
+                    loop {
+                        let mut header = String::new();
+                        if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let header = header.trim_end().to_ascii_lowercase();
+                        if header.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = header.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let answer = if line.starts_with("GET /ping ") {
+                        "HTTP/1.1 204 No Content\r\n\r\n".to_string()
+                    } else {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        let body = r#"{"error":"the stand-in is overloaded"}"#;
+                        format!(
+                            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nX-Influxdb-Version: 1.8\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                    };
+                    if conn.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, writes)
+}
+
+/// InfluxDB answers 503: the replay stops after the first write (the others would fail the
+/// same way), changes no letter, and exits as when InfluxDB cannot be reached.
+#[test]
+fn a_5xx_stops_the_replay_at_once_and_changes_no_letter() {
+    let (addr, writes) = failing_influxdb();
+    let dir = setup(&format!("http://{addr}"), "");
+    for n in 1..=3 {
+        letter(&dir, n, point(n).as_bytes());
+    }
+    let before = files(&dir);
+
+    let (code, out, err) = replay(&dir);
+    assert_eq!(
+        writes.load(Ordering::SeqCst),
+        1,
+        "one write, then stopped: {out}{err}"
+    );
+    assert_eq!(files(&dir), before, "no letter changed");
+    assert!(
+        err.contains("503") && err.contains("the stand-in is overloaded"),
+        "{err}"
+    );
+    assert!(err.contains("3 dead letters left untouched"), "{err}");
+    assert!(
+        out.contains("0 dead letters delivered, 0 still refused, 0 unreadable, 3 left untried"),
+        "{out}"
+    );
+    assert_eq!(code, Some(EXIT_INFLUXDB_UNREACHABLE), "{out}{err}");
+}
+
+/// Letter 1 meets a field type conflict and letter 2 names a database InfluxDB does not have
+/// (and the gateway may not create): both stay, each with InfluxDB's new reason in place of
+/// the old one, letter 3 is delivered, and the exit status says letters are still refused.
+#[test]
+fn a_letter_still_refused_keeps_influxdbs_new_reason() {
+    let influx = Influxd::start();
+    influx.create_database("runs");
+    influx.write("runs", &point(0));
+    let dir = setup(&influx.url, "create_database = false");
+    let conflict = letter(
+        &dir,
+        1,
+        format!("{MEASUREMENT},letter=1 v=\"text\" 1700000000001\n").as_bytes(),
+    );
+    let missing = letter(
+        &dir,
+        2,
+        format!(
+            "# metrics-consumer target {{\"database\":\"gone\",\"retention_policy\":\"\",\"precision\":\"ns\"}}\n{MEASUREMENT},letter=2 v=2 1700000000002000000\n"
+        )
+        .as_bytes(),
+    );
+    let good = letter(&dir, 3, point(3).as_bytes());
+    let lines_before: Vec<Vec<u8>> = [&conflict, &missing]
+        .iter()
+        .map(|p| fs::read(p).unwrap())
+        .collect();
+
+    let (code, out, err) = replay(&dir);
+    for (path, lines) in [&conflict, &missing].iter().zip(&lines_before) {
+        assert_eq!(
+            &fs::read(path).unwrap(),
+            lines,
+            "the lines are kept: {out}{err}"
+        );
+    }
+    let reason = |path: &Path| fs::read_to_string(path.with_extension("error")).unwrap();
+    let why = reason(&conflict);
+    assert!(
+        why.contains("field type conflict") && !why.contains("an old reason"),
+        "{why}"
+    );
+    let why = reason(&missing);
+    assert!(
+        why.contains("database not found") && !why.contains("an old reason"),
+        "{why}"
+    );
+    assert!(!good.exists() && !good.with_extension("error").exists());
+    assert_eq!(stored(&influx), ["0", "3"]);
+    let refused: Value = influx.query("gone", "SHOW MEASUREMENTS");
+    assert!(refused["results"][0]["series"].is_null(), "{refused}");
+    for path in [&conflict, &missing] {
+        assert!(err.contains(&name(path)), "names {}: {err}", path.display());
+    }
+    assert!(
+        out.contains("1 dead letters delivered, 2 still refused, 0 unreadable, 0 left untried"),
+        "{out}"
+    );
+    assert_eq!(code, Some(EXIT_STILL_REFUSED), "{out}{err}");
+}
+
+/// A letter whose reason is a directory (so neither its removal nor a new reason can be
+/// written): letter 1 is delivered but cannot be removed, and the replay says it will be sent
+/// again (which stores nothing twice) and goes on; letter 2 is refused again and its new
+/// reason cannot be written, which is said; letter 3 is delivered and removed.
+#[test]
+fn a_letter_whose_files_cannot_be_changed_is_named_and_the_others_go_on() {
+    let influx = Influxd::start();
+    influx.create_database("runs");
+    influx.write("runs", &point(0));
+    let dir = setup(&influx.url, "");
+    let stuck = letter(&dir, 1, point(1).as_bytes());
+    let refused = letter(
+        &dir,
+        2,
+        format!("{MEASUREMENT},letter=2 v=\"text\" 1700000000002\n").as_bytes(),
+    );
+    for path in [&stuck, &refused] {
+        let reason = path.with_extension("error");
+        fs::remove_file(&reason).unwrap();
+        fs::create_dir(&reason).unwrap();
+        fs::write(reason.join("in-the-way"), "x").unwrap();
+    }
+    let last = letter(&dir, 3, point(3).as_bytes());
+
+    let (code, out, err) = replay(&dir);
+    assert!(
+        stuck.exists() && refused.exists(),
+        "the letters whose files could not be changed are kept: {out}{err}"
+    );
+    assert!(!last.exists());
+    assert_eq!(stored(&influx), ["0", "1", "3"]);
+    assert!(
+        out.contains("2 dead letters delivered, 1 still refused, 0 unreadable, 0 left untried"),
+        "{out}"
+    );
+    let about = |path: &Path| {
+        err.lines()
+            .find(|l| l.contains(&name(path)))
+            .unwrap_or_else(|| panic!("names {}: {err}", path.display()))
+            .to_string()
+    };
+    let line = about(&stuck);
+    assert!(
+        line.contains("delivered") && line.contains("sent again") && line.contains("overwrite"),
+        "{line}"
+    );
+    let line = about(&refused);
+    assert!(
+        line.contains("field type conflict") && line.contains("could not be recorded"),
+        "{line}"
+    );
+    assert_eq!(code, Some(EXIT_FILES), "{out}{err}");
+}
