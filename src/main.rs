@@ -313,15 +313,25 @@ fn check_influxdb(c: &config::Influxdb) -> Result<(), StartError> {
                 SinkError::Misconfigured { status: 401, .. } => {
                     " -- the credentials are wrong (influxdb.username/password or token)"
                 }
-                SinkError::Misconfigured { status: 403, .. } => {
+                SinkError::Misconfigured {
+                    status: 403,
+                    by_influxdb: true,
+                    ..
+                } => {
                     " -- the credentials are valid but may not write there: grant WRITE (v1: GRANT WRITE ON <db> TO <user>) or give the token write permission"
                 }
-                SinkError::Misconfigured { status: 404, .. } if c.create_database => {
+                SinkError::Misconfigured {
+                    status: 404,
+                    by_influxdb: true,
+                    ..
+                } if c.create_database => {
                     " -- it does not exist; the gateway tries CREATE DATABASE at start (influxdb.create_database), which takes an admin user"
                 }
-                SinkError::Misconfigured { status: 404, .. } => {
-                    " -- it does not exist: create it, or fix its name"
-                }
+                SinkError::Misconfigured {
+                    status: 404,
+                    by_influxdb: true,
+                    ..
+                } => " -- it does not exist: create it, or fix its name",
                 _ => "",
             };
             println!("FAILED: cannot write to the {target} {who}: {e}{advice}");

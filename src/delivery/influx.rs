@@ -674,8 +674,19 @@ fn write_answer(status: u16, text: &str, said: InfluxdbSaid) -> Result<(), SinkE
             Err(SinkError::Misconfigured {
                 status,
                 message: error_message(text).unwrap_or_else(shown),
+                by_influxdb: true,
             })
         }
+        // A 404 or 403 that is not InfluxDB's (a proxy's, or another server's at a wrong
+        // `influxdb.url`) is wrong configuration too, but says nothing of a database.
+        403 | 404 if said == InfluxdbSaid::No => Err(SinkError::Misconfigured {
+            status,
+            message: format!(
+                "answered {status}, but not as InfluxDB answers (no X-Influxdb-Version, or no JSON error: is influxdb.url InfluxDB itself?): {}",
+                shown()
+            ),
+            by_influxdb: false,
+        }),
         _ => Err(SinkError::from_status(
             status,
             error_message(text).unwrap_or_else(shown),
@@ -851,6 +862,30 @@ mod tests {
             yes,
         );
         assert!(matches!(v3, Err(SinkError::Refused { lines: Some(ref l), .. }) if l == &[1]));
+    }
+
+    /// A write API target's database that InfluxDB says is missing or closed refuses its
+    /// points; the same 404 or 403 from a proxy or another server at `influxdb.url` says
+    /// nothing of the database: the points wait, as the gateway's own do.
+    #[test]
+    fn only_influxdbs_own_404_or_403_refuses_a_targets_points() {
+        let target = OwnedTarget {
+            database: "k6".into(),
+            retention_policy: String::new(),
+        };
+        let missing = r#"{"error":"database not found: \"k6\""}"#;
+        let e = write_answer(404, missing, InfluxdbSaid::Yes).unwrap_err();
+        assert_eq!(e.disposition_for(Some(&target)), Disposition::Reject, "{e}");
+        let page = "<html><body>404 Not Found</body></html>";
+        for status in [403, 404] {
+            let e = write_answer(status, page, InfluxdbSaid::No).unwrap_err();
+            assert_eq!(
+                e.disposition_for(Some(&target)),
+                Disposition::RetryMisconfigured,
+                "{e}"
+            );
+            assert_eq!(e.disposition_for(None), Disposition::RetryMisconfigured);
+        }
     }
 
     /// Whose answer it is: InfluxDB 1.x and 2.x by their header; without it, only v2's and

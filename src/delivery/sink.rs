@@ -25,6 +25,7 @@ pub trait Sink: Send + Sync {
         Err(SinkError::Misconfigured {
             status: 404,
             message: format!("this sink cannot write to database {:?}", target.database),
+            by_influxdb: true,
         })
     }
 
@@ -128,8 +129,14 @@ pub enum SinkError {
     /// No answer within `influxdb.timeout`.
     TimedOut(String),
     /// Credentials, database or bucket are wrong (401, 403, 404): nothing arrives until the
-    /// configuration is fixed.
-    Misconfigured { status: u16, message: String },
+    /// configuration is fixed. `by_influxdb`: InfluxDB itself answered (its
+    /// `X-Influxdb-Version`, or its API's own error shape), not a proxy or another server at
+    /// `influxdb.url`, whose 404 or 403 says nothing of a database.
+    Misconfigured {
+        status: u16,
+        message: String,
+        by_influxdb: bool,
+    },
     /// The database is busy or failing (5xx, 429, 408), or answered a status that does not
     /// say the data is wrong: it may take the same write later.
     Unavailable { status: u16, message: String },
@@ -166,10 +173,13 @@ impl SinkError {
     /// policy (a write through InfluxDB's API) that InfluxDB says is missing or closed to the
     /// gateway (404, 403; 500 "retention policy not found") refuses the points. Only a person
     /// can fix it, and waiting for it would hold back every other target's points behind them.
+    /// The same status from another server (a proxy, a wrong `influxdb.url`) says nothing of
+    /// the database: the points wait, as the gateway's own do.
     pub fn disposition_for(&self, target: Option<&OwnedTarget>) -> Disposition {
         match self {
             SinkError::Misconfigured {
                 status: 403 | 404 | 500,
+                by_influxdb: true,
                 ..
             } if target.is_some() => Disposition::Reject,
             _ => self.disposition(),
@@ -179,7 +189,8 @@ impl SinkError {
     /// The error an InfluxDB HTTP answer with `status` (not 2xx) stands for. Only the answers
     /// that say the data is wrong refuse it: 400 (a line InfluxDB cannot parse, a field type
     /// conflict, a partial write) and 422 (InfluxDB 2's unprocessable points); 413 says the
-    /// body is too large. 401, 403 and 404 say the configuration is wrong; every other status
+    /// body is too large. 401, 403 and 404 say the configuration is wrong (taken as
+    /// InfluxDB's own answer); every other status
     /// (5xx, 408, 429, and a 4xx a proxy may answer, such as 405 or 502's cousins) says
     /// nothing about the data, so the points are kept and tried again.
     pub fn from_status(status: u16, message: String) -> SinkError {
@@ -189,7 +200,11 @@ impl SinkError {
                 message,
                 lines: None,
             },
-            401 | 403 | 404 => SinkError::Misconfigured { status, message },
+            401 | 403 | 404 => SinkError::Misconfigured {
+                status,
+                message,
+                by_influxdb: true,
+            },
             413 => SinkError::TooLarge { message },
             _ => SinkError::Unavailable { status, message },
         }
@@ -220,7 +235,9 @@ impl fmt::Display for SinkError {
             SinkError::Refused {
                 status, message, ..
             }
-            | SinkError::Misconfigured { status, message }
+            | SinkError::Misconfigured {
+                status, message, ..
+            }
             | SinkError::Unavailable { status, message } => {
                 write!(f, "influxdb answered {status}: {message}")
             }

@@ -860,6 +860,7 @@ impl Recorder {
             Err(SinkError::Misconfigured {
                 status: 404,
                 message: "database not found".into(),
+                by_influxdb: true,
             })
         } else {
             self.inner.write(lines)

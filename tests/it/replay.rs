@@ -180,6 +180,16 @@ fn influxdb_down_changes_no_letter_and_says_so() {
 /// A loopback stand-in for InfluxDB: `GET /ping` answers 204, every other request 503; the
 /// number of requests other than `/ping` it got.
 fn failing_influxdb() -> (SocketAddr, Arc<AtomicUsize>) {
+    let body = r#"{"error":"the stand-in is overloaded"}"#;
+    stand_in(format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nX-Influxdb-Version: 1.8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+/// A loopback stand-in for InfluxDB: `GET /ping` answers 204, every other request `answer`
+/// (a whole HTTP response); the number of requests other than `/ping` it got.
+fn stand_in(answer: String) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let writes = Arc::new(AtomicUsize::new(0));
@@ -188,6 +198,7 @@ fn failing_influxdb() -> (SocketAddr, Arc<AtomicUsize>) {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { return };
             let counted = counted.clone();
+            let answer = answer.clone();
             thread::spawn(move || {
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
                 let mut conn = conn;
@@ -215,14 +226,10 @@ fn failing_influxdb() -> (SocketAddr, Arc<AtomicUsize>) {
                         return;
                     }
                     let answer = if line.starts_with("GET /ping ") {
-                        "HTTP/1.1 204 No Content\r\n\r\n".to_string()
+                        "HTTP/1.1 204 No Content\r\n\r\n"
                     } else {
                         counted.fetch_add(1, Ordering::SeqCst);
-                        let body = r#"{"error":"the stand-in is overloaded"}"#;
-                        format!(
-                            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nX-Influxdb-Version: 1.8\r\nContent-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        )
+                        answer.as_str()
                     };
                     if conn.write_all(answer.as_bytes()).is_err() {
                         return;
@@ -261,6 +268,37 @@ fn a_5xx_stops_the_replay_at_once_and_changes_no_letter() {
         out.contains("0 dead letters delivered, 0 still refused, 0 unreadable, 3 left untried"),
         "{out}"
     );
+    assert_eq!(code, Some(EXIT_INFLUXDB_UNREACHABLE), "{out}{err}");
+}
+
+/// A server at `influxdb.url` that is not InfluxDB (a proxy's route, a web server) answers
+/// every write 404 with a page of its own: that says nothing of the letters' databases, so
+/// letters for a client's own database are not "refused again" with the page as their reason.
+/// The replay stops at the first, as for the gateway's own database, and changes no letter.
+#[test]
+fn a_404_that_is_not_influxdbs_changes_no_letter_of_a_clients_database() {
+    let page = "<html><body>404 Not Found</body></html>";
+    let (addr, writes) = stand_in(format!(
+        "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{page}",
+        page.len()
+    ));
+    let dir = setup(&format!("http://{addr}"), "create_database = false");
+    for n in 1..=2 {
+        let target =
+            r#"# metrics-consumer target {"database":"k6","retention_policy":"","precision":"ns"}"#;
+        letter(&dir, n, format!("{target}\n{}", point(n)).as_bytes());
+    }
+    let before = files(&dir);
+
+    let (code, out, err) = replay(&dir);
+    assert_eq!(files(&dir), before, "no letter changed: {out}{err}");
+    assert_eq!(
+        writes.load(Ordering::SeqCst),
+        1,
+        "stopped at the first: {err}"
+    );
+    assert!(err.contains("not as InfluxDB answers"), "{err}");
+    assert!(err.contains("2 dead letters left untouched"), "{err}");
     assert_eq!(code, Some(EXIT_INFLUXDB_UNREACHABLE), "{out}{err}");
 }
 
