@@ -158,6 +158,11 @@ enum StartError {
         doing: &'static str,
         error: io::Error,
     },
+    /// `replay-dead-letters`: another one holds the dead letters' lock (its pid when known).
+    ReplayRunning {
+        dir: PathBuf,
+        pid: Option<u32>,
+    },
     /// `replay-dead-letters`: not every dead letter was delivered and removed.
     Replay(replay::Unfinished),
     /// `--check-influxdb`: InfluxDB cannot take the writes (the reason is printed).
@@ -186,6 +191,17 @@ impl fmt::Display for StartError {
             }
             StartError::InfluxdbCheck => {
                 f.write_str("InfluxDB cannot take the gateway's writes; see the reason above")
+            }
+            StartError::ReplayRunning { dir, pid } => {
+                f.write_str("another replay-dead-letters")?;
+                if let Some(pid) = pid {
+                    write!(f, " (pid {pid})")?;
+                }
+                write!(
+                    f,
+                    " is sending the dead letters in {}: nothing was sent; wait for it to end, then run replay-dead-letters again if letters are left",
+                    dir.display()
+                )
             }
             StartError::Replay(unfinished) => unfinished.fmt(f),
         }
@@ -702,7 +718,11 @@ fn replay_dead_letters(settings: &config::Settings) -> Result<(), StartError> {
     let dead_dir = dir.join(dead_letters::DIR);
     storage::ensure_dir(&dead_dir)?;
     let handle = DirHandle::open(&dead_dir).map_err(|e| StorageError::io("open", &dead_dir, e))?;
-    let _lock = DirLock::take(&handle, "lock")?;
+    // Only another replay takes this lock (the service takes storage.dir's).
+    let _lock = DirLock::take(&handle, "lock").map_err(|e| match e {
+        StorageError::InUse { dir, pid } => StartError::ReplayRunning { dir, pid },
+        e => StartError::Storage(e),
+    })?;
     let letters = dead_letters::list(&dir).map_err(|error| StartError::DeadLetter {
         path: dead_dir.clone(),
         doing: "read the dead letters in",

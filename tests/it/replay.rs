@@ -302,6 +302,33 @@ fn a_404_that_is_not_influxdbs_changes_no_letter_of_a_clients_database() {
     assert_eq!(code, Some(EXIT_INFLUXDB_UNREACHABLE), "{out}{err}");
 }
 
+/// Another replay-dead-letters holds the dead letters' lock: this one sends nothing, changes
+/// no letter, and says another replay is running (not another gateway, nor a storage.dir to
+/// give it), exiting 2.
+#[test]
+fn a_second_replay_says_another_replay_runs_and_sends_nothing() {
+    let (addr, writes) = failing_influxdb();
+    let dir = setup(&format!("http://{addr}"), "");
+    letter(&dir, 1, point(1).as_bytes());
+    let dead = dir.join("data/dead-letter");
+    // Held as a running replay holds it: a lock on the directory, its pid in `lock`.
+    let held = fs::File::open(&dead).unwrap();
+    held.try_lock().unwrap();
+    fs::write(dead.join("lock"), "4242\n").unwrap();
+    let before = files(&dir);
+
+    let (code, out, err) = replay(&dir);
+    assert_eq!(files(&dir), before, "no letter changed: {out}{err}");
+    assert_eq!(writes.load(Ordering::SeqCst), 0, "nothing sent: {err}");
+    assert!(
+        err.contains("another replay-dead-letters (pid 4242) is sending the dead letters"),
+        "{err}"
+    );
+    assert!(!err.contains("storage.dir of its own"), "{err}");
+    assert_eq!(code, Some(2), "{out}{err}");
+    drop(held);
+}
+
 /// Letter 1 meets a field type conflict and letter 2 names a database InfluxDB does not have
 /// (and the gateway may not create): both stay, each with InfluxDB's new reason in place of
 /// the old one, letter 3 is delivered, and the exit status says letters are still refused.
