@@ -158,6 +158,12 @@ enum StartError {
         doing: &'static str,
         error: io::Error,
     },
+    /// `replay-dead-letters`: `storage.dir` has no dead letters directory (`relative`: the
+    /// storage.dir configured is relative to the working directory).
+    NoDeadLetters {
+        dir: PathBuf,
+        relative: bool,
+    },
     /// `replay-dead-letters`: another one holds the dead letters' lock (its pid when known).
     ReplayRunning {
         dir: PathBuf,
@@ -191,6 +197,24 @@ impl fmt::Display for StartError {
             }
             StartError::InfluxdbCheck => {
                 f.write_str("InfluxDB cannot take the gateway's writes; see the reason above")
+            }
+            StartError::NoDeadLetters { dir, relative } => {
+                write!(
+                    f,
+                    "no dead letters directory at {}: nothing was sent",
+                    dir.display()
+                )?;
+                if *relative {
+                    let cwd = std::env::current_dir().unwrap_or_default();
+                    write!(
+                        f,
+                        "; storage.dir is relative to the working directory ({}): run replay-dead-letters in the directory the service runs in (systemd: cd /var/lib/metrics-consumer), or give storage.dir as an absolute path",
+                        cwd.display()
+                    )?;
+                } else {
+                    f.write_str("; is storage.dir the service's?")?;
+                }
+                Ok(())
             }
             StartError::ReplayRunning { dir, pid } => {
                 f.write_str("another replay-dead-letters")?;
@@ -716,7 +740,14 @@ fn run() -> Result<(), StartError> {
 fn replay_dead_letters(settings: &config::Settings) -> Result<(), StartError> {
     let dir = PathBuf::from(&settings.config.storage.dir);
     let dead_dir = dir.join(dead_letters::DIR);
-    storage::ensure_dir(&dead_dir)?;
+    // Never made here: a replay run from another working directory than the service's (a
+    // relative storage.dir) would find an empty one and say every letter was delivered.
+    if !dead_dir.exists() {
+        return Err(StartError::NoDeadLetters {
+            dir: dead_dir,
+            relative: dir.is_relative(),
+        });
+    }
     let handle = DirHandle::open(&dead_dir).map_err(|e| StorageError::io("open", &dead_dir, e))?;
     // Only another replay takes this lock (the service takes storage.dir's).
     let _lock = DirLock::take(&handle, "lock").map_err(|e| match e {

@@ -329,6 +329,25 @@ fn a_second_replay_says_another_replay_runs_and_sends_nothing() {
     drop(held);
 }
 
+/// Run where `storage.dir` (relative to the working directory) is not, the replay finds no
+/// dead letters directory: it says so, naming where it looked and why, exits 2, and makes
+/// nothing there. Making it and answering "0 dead letters delivered" with 0 told an operator
+/// who ran it from the wrong directory that every letter was delivered.
+#[test]
+fn a_replay_where_there_is_no_dead_letter_directory_says_so_and_makes_none() {
+    let (addr, writes) = failing_influxdb();
+    let dir = setup(&format!("http://{addr}"), "");
+    fs::remove_dir_all(dir.join("data")).unwrap();
+
+    let (code, out, err) = replay(&dir);
+    assert!(!dir.join("data").exists(), "nothing made: {out}{err}");
+    assert_eq!(writes.load(Ordering::SeqCst), 0);
+    assert!(err.contains("data/dead-letter"), "{err}");
+    assert!(err.contains("relative to the working directory"), "{err}");
+    assert!(!out.contains("dead letters delivered"), "{out}");
+    assert_eq!(code, Some(2), "{out}{err}");
+}
+
 /// Letter 1 meets a field type conflict and letter 2 names a database InfluxDB does not have
 /// (and the gateway may not create): both stay, each with InfluxDB's new reason in place of
 /// the old one, letter 3 is delivered, and the exit status says letters are still refused.
