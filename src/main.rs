@@ -646,6 +646,7 @@ fn run() -> Result<(), StartError> {
         check_schema: c.influxdb.check_schema,
         series,
         write_schemas: Default::default(),
+        own_target: service::write::OwnTarget::of(&c.influxdb),
         results,
         judging: service::Judging::from_config(&c.verdict),
         spool_shares: settings

@@ -191,7 +191,9 @@ fn write(
         .map_err(|refused| {
             let code = match &refused {
                 WriteRefused::Database { .. } => Code::DatabaseNotAllowed,
-                WriteRefused::Measurement { .. } => Code::MeasurementNotAllowed,
+                WriteRefused::Measurement { .. } | WriteRefused::RunMeasurement { .. } => {
+                    Code::MeasurementNotAllowed
+                }
                 WriteRefused::Name { .. } => Code::MissingDatabase,
                 WriteRefused::NotUtf8 { .. } => Code::LinesRefused,
                 WriteRefused::TooManyDatabases => Code::TooManyDatabases,

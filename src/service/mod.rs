@@ -74,6 +74,8 @@ pub struct Service {
     pub series: SeriesBudget,
     /// The schema of each database written through InfluxDB's write API.
     pub write_schemas: write::Schemas,
+    /// Where the runs' points go: the write API may not write their measurements there.
+    pub own_target: write::OwnTarget,
     /// `storage.dir/results`: committed runs' results, for reports and baselines.
     pub results: crate::state::results::Results,
     /// `[verdict]`: the configuration's checks and the identity of a run.

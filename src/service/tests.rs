@@ -29,6 +29,9 @@ pub(crate) struct Fixture {
     pub dir: Dir,
 }
 
+/// The database the fixture's gateway writes its runs to.
+const RUNS_DATABASE: &str = "runs";
+
 impl Drop for Fixture {
     fn drop(&mut self) {
         self.service.delivery.stop();
@@ -121,6 +124,10 @@ pub(crate) fn fixture_shares(
         series: crate::state::series::SeriesBudget::open(&crate::storage::tests::root(&dir))
             .unwrap(),
         write_schemas: Default::default(),
+        own_target: crate::service::write::OwnTarget::of(&crate::config::Influxdb {
+            database: RUNS_DATABASE.into(),
+            ..Default::default()
+        }),
         results,
         judging: Default::default(),
         spool_shares: shares.iter().map(|(n, b)| (n.to_string(), *b)).collect(),
@@ -1720,4 +1727,60 @@ fn one_token_s_heartbeats_never_fill_the_log_for_another() {
             now,
         )
         .expect("team-b registers within its share");
+}
+
+/// The write API may not write the runs' measurements where the runs' points go: their types
+/// are the run API's to claim, and a write there went unseen by it. Another measurement there,
+/// and the runs' measurements in another database, are written.
+#[test]
+fn the_write_api_may_not_write_the_runs_measurements_where_the_runs_go() {
+    let f = fixture("service-own-target", 10, 1 << 20);
+    let client = crate::auth::Client {
+        name: "writer".into(),
+        token: "t".into(),
+        max_running: 10,
+        max_table_bytes: 1 << 20,
+        requests_per_second: 0.0,
+        databases: vec!["*".into()],
+        measurements: vec!["*".into()],
+        max_series: 1000,
+        max_spool_bytes: 1 << 20,
+    };
+    let refused = f
+        .service
+        .write(super::write::WriteRequest {
+            client: &client,
+            database: RUNS_DATABASE,
+            retention_policy: "autogen",
+            body: b"k6 v=1\nload_testing users=\"many\"",
+            precision: crate::ingest::lp_parse::Precision::Nanosecond,
+            accept_partial: true,
+            now_ns: 1_000_000_000,
+        })
+        .unwrap_err();
+    let told = refused.to_string();
+    assert!(
+        matches!(
+            refused,
+            super::write::WriteRefused::RunMeasurement { line: 2, .. }
+        ),
+        "{told}"
+    );
+    assert!(
+        told.contains("\"load_testing\"") && told.contains("nothing of this write was recorded"),
+        "{told}"
+    );
+    assert_eq!(
+        f.service.delivery.log().undelivered().0,
+        0,
+        "nothing recorded"
+    );
+    // A run's users=5 is then taken: no other type of it was acknowledged.
+    let run = register(&f, r#"{"measurement":{"fields":{"users":5}}}"#);
+    assert!(run.is_ok(), "{run:?}");
+    assert_eq!(write_lines(&f.service, RUNS_DATABASE, "k6 v=1"), 0);
+    assert_eq!(
+        write_lines(&f.service, "w", "load_testing users=\"many\""),
+        0
+    );
 }

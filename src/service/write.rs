@@ -15,6 +15,7 @@ use super::Service;
 use crate::auth::Client;
 use crate::delivery::Outcome;
 use crate::ingest::lp_parse::{self, FieldValue, Line, Precision};
+use crate::ingest::points;
 use crate::state::schema::{Claim, FieldType, Retention};
 use crate::state::series::{SeriesError, series_hash};
 use crate::stats::Stats;
@@ -117,6 +118,13 @@ pub enum WriteRefused {
         line: usize,
         allowed: Vec<String>,
     },
+    /// A line of one of the runs' measurements, in the database where the gateway writes its
+    /// runs ([`OwnTarget`]).
+    RunMeasurement {
+        measurement: String,
+        line: usize,
+        database: String,
+    },
     /// A database or retention policy name the gateway does not take.
     Name { what: &'static str, why: String },
     /// The body is not UTF-8: the line where it stops being so.
@@ -151,6 +159,14 @@ impl fmt::Display for WriteRefused {
                 f,
                 "line {line}: this token may not write the measurement {measurement:?}: it may write {}; nothing of this write was recorded",
                 quoted(allowed)
+            ),
+            WriteRefused::RunMeasurement {
+                measurement,
+                line,
+                database,
+            } => write!(
+                f,
+                "line {line}: the measurement {measurement:?} in {database:?} holds the runs the gateway records (its run API writes it there): InfluxDB's write API may not write it; write another measurement or another database; nothing of this write was recorded"
             ),
             WriteRefused::Name { what, why } => write!(f, "{what} {why}"),
             WriteRefused::NotUtf8 { line } => write!(
@@ -231,7 +247,7 @@ fn count_newlines_and_equals(body: &[u8]) -> (u64, u64) {
 
 mod targets;
 use targets::Beyond;
-pub use targets::{FIRST_READ_WAIT, Schemas, TargetRetention};
+pub use targets::{FIRST_READ_WAIT, OwnTarget, Schemas, TargetRetention};
 
 /// Checks a database or retention policy name: at most [`MAX_NAME_BYTES`] bytes, no control
 /// characters, no whitespace but ' ', no `/` or `\`, not `.` or `..` (InfluxDB 1.x makes no
@@ -304,14 +320,21 @@ impl Service {
                 .count(),
         })?;
         let parsed = lp_parse::parse(body, w.precision, w.now_ns);
+        let own = self.own_target.is(w.database, w.retention_policy);
         for entry in &parsed.entries {
-            if let Ok(line) = &entry.result
-                && !client.may_write_measurement(&line.measurement)
-            {
+            let Ok(line) = &entry.result else { continue };
+            if !client.may_write_measurement(&line.measurement) {
                 return Err(WriteRefused::Measurement {
                     measurement: line.measurement.to_string(),
                     line: entry.number,
                     allowed: client.measurements.clone(),
+                });
+            }
+            if own && points::MEASUREMENTS.contains(&&*line.measurement) {
+                return Err(WriteRefused::RunMeasurement {
+                    measurement: line.measurement.to_string(),
+                    line: entry.number,
+                    database: w.database.to_string(),
                 });
             }
         }

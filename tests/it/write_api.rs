@@ -826,3 +826,59 @@ fn answers_the_http_layer_makes_on_influxdb_s_routes_are_in_their_api_s_shape() 
         .count();
     assert_eq!(versions, 1, "{:?}", r.headers);
 }
+
+/// The write API may not write the runs' measurements in the database the runs go to: their
+/// field types are the run API's to claim. A token that wrote `load_testing users="many"` there
+/// had a run's `users=5` answered 200 and then refused by InfluxDB, a dead letter of another
+/// client's points (and could write into runs it does not own).
+#[test]
+fn the_runs_measurements_in_the_runs_database_are_the_run_apis_alone() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .rest(&format!(
+                "[auth]\n[[auth.token]]\nname = \"all\"\ntoken = \"{TOKEN}\"\ndatabases = [\"*\"]\n"
+            ))
+            .toml(),
+    );
+    let r = write(
+        &gw,
+        "/write?db=runs",
+        "k6_custom v=1 1000000000\nload_testing,uuid=x users=\"many\" 2000000000\n",
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["code"], "measurement_not_allowed", "{}", r.body);
+    assert!(
+        r.body.contains("holds the runs") && r.body.contains("line 2"),
+        "{}",
+        r.body
+    );
+    // Another measurement there, and the runs' measurement elsewhere, are written.
+    let r = write(&gw, "/write?db=runs", "k6_custom v=1 1000000000\n");
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = write(
+        &gw,
+        "/write?db=k6",
+        "load_testing users=\"many\" 1000000000\n",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    // The run's users=5 is taken, and stored.
+    let auth = format!("Bearer {TOKEN}");
+    let body = r#"{"hostname": "lg", "measurement": {"fields": {"users": 5}}, "state": "running"}"#;
+    let r = request(
+        gw.addr,
+        "POST",
+        "/apiv0.1/events/register",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        Some(body),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let beats = points(&influx, "runs", "load_testing", 1);
+    assert_eq!(beats[0]["users"], 5.0, "{beats:?}");
+    assert_eq!(points(&influx, "runs", "k6_custom", 1).len(), 1);
+    assert_eq!(points(&influx, "k6", "load_testing", 1).len(), 1);
+    assert_eq!(states(gw.addr, TOKEN)["dead_letters"]["records"], 0);
+}

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::MAX_DATABASES;
+use crate::config::Api;
 use crate::ingest::lp_parse;
 use crate::state::schema::{Known, Retention, Schema, TargetPolicy};
 use crate::storage::log::OwnedTarget;
@@ -46,6 +47,46 @@ pub const MISSING_READ_AGAIN: Duration = Duration::from_secs(10);
 /// How long a first write to a target waits for InfluxDB's word on it (its field types and
 /// its retention) before its lines are checked against what the gateway knows without it.
 pub const FIRST_READ_WAIT: Duration = Duration::from_secs(2);
+
+/// Where the gateway writes its runs' points (`[influxdb]`'s database, or bucket with v2): the
+/// write API may not write the runs' measurements ([`crate::ingest::points::MEASUREMENTS`])
+/// there. Their field types are the run API's to claim, which a write through the write API
+/// (checked against its own database's schema) would not see: a token writing
+/// `load_testing users="many"` there had a run's `users=5` acknowledged and then refused by
+/// InfluxDB, a dead letter of another client's points; and it could write points in runs it
+/// does not own.
+#[derive(Debug, Clone)]
+pub struct OwnTarget {
+    api: Api,
+    /// v1 and v3: the database; v2: the bucket.
+    name: String,
+}
+
+impl OwnTarget {
+    pub fn of(c: &crate::config::Influxdb) -> OwnTarget {
+        let name = match c.api {
+            Api::V2 => c.bucket.clone(),
+            Api::V1 | Api::V3 => c.database.clone(),
+        };
+        OwnTarget { api: c.api, name }
+    }
+
+    /// Whether a write API write to `database` and `retention_policy` lands where the runs'
+    /// points are: v1 the same database (whatever the policy: a database has one type a
+    /// field), v2 the same bucket (`database`, or `database/retention_policy`, as the
+    /// deliverer names it), v3 the same database.
+    pub fn is(&self, database: &str, retention_policy: &str) -> bool {
+        match self.api {
+            Api::V2 if !retention_policy.is_empty() => {
+                self.name
+                    .strip_prefix(database)
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    == Some(retention_policy)
+            }
+            Api::V1 | Api::V2 | Api::V3 => self.name == database,
+        }
+    }
+}
 
 /// What the gateway knows of a target's retention.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -476,5 +517,34 @@ mod tests {
             !Beyond::default().drops(0),
             "no retention known: nothing dropped"
         );
+    }
+
+    #[test]
+    fn the_runs_target_is_the_database_or_the_bucket_the_runs_go_to() {
+        use crate::config::Influxdb;
+        let v1 = OwnTarget::of(&Influxdb {
+            database: "runs".into(),
+            ..Default::default()
+        });
+        assert!(v1.is("runs", "") && v1.is("runs", "autogen") && v1.is("runs", "weekly"));
+        assert!(!v1.is("runs2", "") && !v1.is("Runs", ""));
+        let v2 = OwnTarget::of(&Influxdb {
+            api: Api::V2,
+            bucket: "runs".into(),
+            ..Default::default()
+        });
+        assert!(v2.is("runs", "") && !v2.is("runs", "autogen"));
+        let v2rp = OwnTarget::of(&Influxdb {
+            api: Api::V2,
+            bucket: "runs/autogen".into(),
+            ..Default::default()
+        });
+        assert!(v2rp.is("runs", "autogen") && !v2rp.is("runs", "") && !v2rp.is("run", "s/autogen"));
+        let v3 = OwnTarget::of(&Influxdb {
+            api: Api::V3,
+            database: "runs".into(),
+            ..Default::default()
+        });
+        assert!(v3.is("runs", "") && !v3.is("other", ""));
     }
 }
