@@ -227,9 +227,11 @@ impl SinkError {
 impl fmt::Display for SinkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SinkError::Unreachable(why) | SinkError::TimedOut(why) => {
-                write!(f, "influxdb is unreachable: {why}")
-            }
+            SinkError::Unreachable(why) => write!(f, "influxdb is unreachable: {why}"),
+            SinkError::TimedOut(why) => write!(
+                f,
+                "influxdb did not answer within influxdb.timeout ({why}): raise it if InfluxDB is only slow"
+            ),
             SinkError::Broken(why) => write!(f, "the connection to influxdb broke: {why}"),
             SinkError::TooLarge { message } => write!(f, "influxdb answered 413: {message}"),
             SinkError::Refused {
@@ -532,5 +534,19 @@ mod tests {
             SinkError::from_status(413, "too big".into()).to_string(),
             "influxdb answered 413: too big"
         );
+    }
+
+    /// A write that got no answer in time says so, and which setting bounds it: "unreachable"
+    /// sent operators looking for a network fault when InfluxDB was only slow.
+    #[test]
+    fn a_timeout_is_told_as_one_not_as_unreachable() {
+        let told = SinkError::TimedOut("timeout: global".into()).to_string();
+        assert!(
+            told.contains("did not answer within influxdb.timeout")
+                && !told.contains("unreachable"),
+            "{told}"
+        );
+        let told = SinkError::Unreachable("connection refused".into()).to_string();
+        assert_eq!(told, "influxdb is unreachable: connection refused");
     }
 }
