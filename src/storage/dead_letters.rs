@@ -16,7 +16,8 @@
 //! points are counted as dropped, and the log says so at error level, at most once a minute,
 //! so a stream of refusals can never fill the disk. `replay-dead-letters` may remove dead
 //! letters while the gateway runs; the gateway counts the directory again when the bound is
-//! near, at most every few seconds, to notice the room made.
+//! near and when its counts are read (the state page, the metrics), at most every few
+//! seconds, to notice the room made and to stop showing letters delivered.
 
 use std::fs;
 use std::io;
@@ -122,15 +123,19 @@ fn on_disk(len: u64) -> u64 {
     len.div_ceil(4096).max(1) * 4096
 }
 
-/// (records, bytes on disk) of the dead letters in `dir`, listed through its handle.
-fn count(dir: &DirHandle) -> io::Result<(u64, u64)> {
+/// (records, bytes on disk) of the dead letters in `dir`, listed through its handle. At the
+/// start (`at_start`), unfinished writes (`.tmp`) are removed: a crash left them, and they were
+/// never acknowledged as dead letters. Later counts leave them: `replay-dead-letters` may be
+/// writing one beside the gateway.
+fn count(dir: &DirHandle, at_start: bool) -> io::Result<(u64, u64)> {
     let (mut records, mut bytes) = (0, 0);
     for entry in dir.list()? {
         let path = Path::new(&entry.name);
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         if ext == "tmp" {
-            // An unfinished write from a crash: never acknowledged as a dead letter.
-            let _ = dir.remove_if_exists(&entry.name);
+            if at_start {
+                let _ = dir.remove_if_exists(&entry.name);
+            }
             continue;
         }
         if !entry.is_file || parse_name(path).is_none() {
@@ -150,7 +155,8 @@ impl DeadLetters {
         let handle = storage_dir
             .subdir(DIR)
             .map_err(|e| StorageError::io("open", &path, e))?;
-        let (records, bytes) = count(&handle).map_err(|e| StorageError::io("list", &path, e))?;
+        let (records, bytes) =
+            count(&handle, true).map_err(|e| StorageError::io("list", &path, e))?;
         Ok(DeadLetters {
             handle,
             limit,
@@ -202,13 +208,9 @@ impl DeadLetters {
         let len = on_disk(lines.len() as u64) + on_disk(error.len() as u64);
         {
             let mut s = self.lock();
-            if s.bytes + len > self.limit && s.last_scan.elapsed() >= RESCAN_EVERY {
+            if s.bytes + len > self.limit {
                 // `replay-dead-letters` may have made room.
-                if let Ok((records, bytes)) = count(&self.handle) {
-                    s.records = records;
-                    s.bytes = bytes;
-                }
-                s.last_scan = Instant::now();
+                self.recount(&mut s);
             }
             if s.bytes + len > self.limit {
                 s.dropped_points += points;
@@ -245,8 +247,27 @@ impl DeadLetters {
         Ok(Kept::Kept)
     }
 
+    /// Counts the directory again, unless it was counted within [`RESCAN_EVERY`]:
+    /// `replay-dead-letters` may have removed letters while the gateway runs.
+    fn recount(&self, s: &mut State) {
+        if s.last_scan.elapsed() < RESCAN_EVERY {
+            return;
+        }
+        if let Ok((records, bytes)) = count(&self.handle, false) {
+            s.records = records;
+            s.bytes = bytes;
+        }
+        s.last_scan = Instant::now();
+    }
+
+    /// The counts, for the state page and the metrics; the directory counted again first
+    /// when it holds letters and was not counted within [`RESCAN_EVERY`], so that letters a
+    /// `replay-dead-letters` delivered stop being shown within seconds.
     pub fn usage(&self) -> Usage {
-        let s = self.lock();
+        let mut s = self.lock();
+        if s.records > 0 {
+            self.recount(&mut s);
+        }
         Usage {
             records: s.records,
             bytes: s.bytes,
@@ -540,5 +561,35 @@ mod tests {
             assert_eq!(&read_target, target, "{}", path.display());
             assert_eq!(&read_lines, lines, "{}", path.display());
         }
+    }
+
+    /// Letters a `replay-dead-letters` removed beside the running gateway stop being counted
+    /// once the directory is counted again, at most every few seconds; a `.tmp` being written
+    /// meanwhile is left alone.
+    #[test]
+    fn letters_removed_beside_the_gateway_stop_being_counted() {
+        let dir = Dir::new("dead-letters-recount");
+        let dead = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
+        for record in 1..=3 {
+            dead.store(key(record), None, "m v=1 1\n", 1, "bad")
+                .unwrap();
+        }
+        assert_eq!(dead.usage().records, 3);
+        let letters = list(&dir.0).unwrap();
+        remove(&letters[0].0).unwrap();
+        let writing = dir.0.join("dead-letter/00000000000000000002-0-1.tmp");
+        fs::write(&writing, "being written").unwrap();
+        // Counted within RESCAN_EVERY: the count stands.
+        assert_eq!(dead.usage().records, 3);
+        dead.lock().last_scan -= RESCAN_EVERY;
+        assert_eq!(
+            (dead.usage().records, dead.usage().bytes),
+            (2, 4 * 4096),
+            "counted again"
+        );
+        assert!(writing.exists(), "a .tmp is removed only at the start");
+        drop(dead);
+        let _reopened = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
+        assert!(!writing.exists(), "the start removes what a crash left");
     }
 }
