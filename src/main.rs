@@ -661,6 +661,15 @@ fn run() -> Result<(), StartError> {
     service
         .results
         .keep_committed(|uuid| service.jobs.is_finished(uuid));
+    // The types of the points waiting are the gateway's word until InfluxDB has them.
+    let learned_from = Instant::now();
+    let learned = service.learn_undelivered(position);
+    if learned > 0 {
+        log::info!(
+            "read the field types of the {learned} records waiting for InfluxDB in {} ms",
+            learned_from.elapsed().as_millis()
+        );
+    }
     // A fresh snapshot holds everything read back: the log can let go of what is delivered.
     if let Err(e) = service.try_save_snapshot() {
         service.snapshots.errors.error(&e);

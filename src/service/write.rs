@@ -19,7 +19,7 @@ use crate::ingest::points;
 use crate::state::schema::{Claim, FieldType, Retention};
 use crate::state::series::{SeriesError, series_hash};
 use crate::stats::Stats;
-use crate::storage::log::{LogError, Share};
+use crate::storage::log::{LogError, Position, Share};
 use crate::storage::record::{Target, Unit};
 
 /// Databases the write API may write, all clients together: each holds a schema in memory
@@ -602,6 +602,54 @@ fn budget_sentence(w: &WriteRequest<'_>, over: &[&Line]) -> String {
 }
 
 /// The fields of `line` with their types, as InfluxDB names them.
+impl Service {
+    /// Learns the field types (and the run measurements' tags) of the points still waiting
+    /// in the log from `from` on (where the deliverer starts), before any request is taken:
+    /// the gateway answered them knowing those types, and without them, after a restart, a
+    /// request bringing another type of one of their fields would be taken, and InfluxDB
+    /// would refuse one of the two (a dead letter). The write API's schemas are not in the
+    /// snapshot, and the run API's holds only what it learned before the snapshot was taken.
+    /// A field already known keeps its type. Returns how many records were read; a record
+    /// the log cannot read stops it (the deliverer meets it too, and says so).
+    pub fn learn_undelivered(&self, from: Position) -> u64 {
+        let (mut at, mut records) = (from, 0);
+        loop {
+            let read = match self.delivery.log().read(&mut at, LEARN_CHUNK_BYTES) {
+                Ok(read) if !read.is_empty() => read,
+                _ => return records,
+            };
+            for record in &read {
+                records += 1;
+                for unit in &record.units {
+                    let parsed = lp_parse::parse(&unit.lines, Precision::Nanosecond, 0);
+                    for line in parsed.entries.iter().filter_map(|e| e.result.as_ref().ok()) {
+                        match &record.target {
+                            None => self.schema.learn_types_and_tags(
+                                &line.measurement,
+                                field_types(line),
+                                line.tags.iter().map(|(k, _)| k.as_ref()),
+                            ),
+                            Some(target) => {
+                                if let Some((schema, new)) = self.write_schemas.of(&target.database)
+                                {
+                                    if new {
+                                        // Read from InfluxDB as soon as the schema thread runs.
+                                        self.schema_stale.want_first_read();
+                                    }
+                                    schema.learn_types(&line.measurement, field_types(line));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How much of the log [`Service::learn_undelivered`] reads at a time, in bytes.
+const LEARN_CHUNK_BYTES: u64 = 4 << 20;
+
 fn field_types<'l>(line: &'l Line<'_>) -> impl Iterator<Item = (&'l str, FieldType)> {
     line.fields.iter().map(|(k, v)| {
         let t = match v {

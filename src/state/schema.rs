@@ -686,6 +686,23 @@ impl Schema {
         }
     }
 
+    /// Learns the field types and the tags of `measurement` from points written before (the
+    /// log's undelivered records, read at the start). A field already known keeps its type.
+    pub fn learn_types_and_tags<'b>(
+        &self,
+        measurement: &str,
+        fields: impl IntoIterator<Item = (&'b str, FieldType)>,
+        tags: impl IntoIterator<Item = &'b str>,
+    ) {
+        let mut inner = self.lock();
+        for (name, t) in fields {
+            inner.add_field(measurement, name, t);
+        }
+        for name in tags {
+            inner.add_tag(measurement, name);
+        }
+    }
+
     /// Takes what InfluxDB says of its schema: it replaces what the gateway knew when
     /// `replace` (nothing waited to be delivered as the reading began, so InfluxDB has every
     /// type the gateway wrote but those learned since: see [`Schema::reading_begins`]), else

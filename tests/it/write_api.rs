@@ -882,3 +882,57 @@ fn the_runs_measurements_in_the_runs_database_are_the_run_apis_alone() {
     assert_eq!(points(&influx, "k6", "load_testing", 1).len(), 1);
     assert_eq!(states(gw.addr, TOKEN)["dead_letters"]["records"], 0);
 }
+
+/// The field types of points still waiting in the log are the gateway's word after a restart:
+/// the write API's schemas are not in the snapshot, and a crash loses what the run API learned
+/// since the last one. Before, a write of another type after the restart was answered 204, and
+/// InfluxDB refused one of the two once back: a dead letter of acknowledged points.
+#[test]
+fn the_types_of_points_waiting_in_the_log_hold_after_a_crash() {
+    let mut influx = Influxd::start();
+    let mut gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .rest(&format!(
+                "[auth]\n[[auth.token]]\nname = \"all\"\ntoken = \"{TOKEN}\"\ndatabases = [\"*\"]\n"
+            ))
+            .toml(),
+    );
+    let r = write(&gw, "/write?db=k6", "http_reqs value=1 1000000000\n");
+    assert_eq!(r.status, 204, "{}", r.body);
+    points(&influx, "k6", "http_reqs", 1);
+    // InfluxDB away: what comes now waits in the log.
+    influx.stop();
+    let r = write(&gw, "/write?db=k6", "vus value=5i 1000000000\n");
+    assert_eq!(r.status, 204, "{}", r.body);
+    let auth = format!("Bearer {TOKEN}");
+    let register = |gw: &Gateway, users: &str| {
+        request(
+            gw.addr,
+            "POST",
+            "/apiv0.1/events/register",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            Some(&format!(
+                r#"{{"hostname": "lg", "measurement": {{"fields": {{"users": {users}}}}}, "state": "running"}}"#
+            )),
+        )
+    };
+    assert_eq!(register(&gw, "5").status, 200);
+    gw.kill();
+    gw.restart();
+    let r = write(&gw, "/write?db=k6", "vus value=\"many\" 2000000000\n");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("field type conflict"), "{}", r.body);
+    let r = register(&gw, "\"many\"");
+    assert_eq!(r.status, 400, "{}", r.body);
+    // What the log held reaches InfluxDB once it is back, and nothing is a dead letter.
+    influx.restart();
+    assert_eq!(points(&influx, "k6", "vus", 1)[0]["value"], 5);
+    assert_eq!(points(&influx, "runs", "load_testing", 1)[0]["users"], 5.0);
+    wait_until(Duration::from_secs(30), "the log delivered", || {
+        states(gw.addr, TOKEN)["spool"]["records"] == 0
+    });
+    assert_eq!(states(gw.addr, TOKEN)["dead_letters"]["records"], 0);
+}
