@@ -80,7 +80,9 @@ pub(super) fn accept_loop(
         match conns.try_acquire(peer.ip(), Arc::downgrade(&stream)) {
             Ok(slot) => {
                 // The pool runs a thread per slot, so it is full only with every slot taken.
-                if let Err(conn) = pool.submit(Conn { stream, peer, slot }) {
+                let conn = Conn { stream, peer, slot };
+                let evicted = |queued: &Conn| queued.slot.activity().is_evicted();
+                if let Err(conn) = pool.submit(conn, evicted) {
                     refuse(&conn.stream, peer, accepted, Refused::Full, ctx);
                 }
             }

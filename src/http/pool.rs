@@ -5,8 +5,8 @@
 //! It knows nothing of sockets or HTTP; a job is whatever the closure given to
 //! `Pool::new` takes, and only the name and stack size of its threads are chosen for
 //! connection threads. It must never run more than `max` threads nor queue more than
-//! `max` jobs, and a panicking job must never take its thread down, or the count of
-//! live threads would leak.
+//! `max` jobs (those it is told are gone give way), and a panicking job must never take its
+//! thread down, or the count of live threads would leak.
 
 use std::collections::VecDeque;
 use std::io;
@@ -85,9 +85,15 @@ impl<J: Send + 'static> Pool<J> {
         }
     }
 
-    /// Runs `job` on a pool thread, or gives it back if the pool cannot take it.
-    pub(super) fn submit(&self, job: J) -> Result<(), J> {
+    /// Runs `job` on a pool thread, or gives it back if the pool cannot take it. When the
+    /// queue is full, the queued jobs `gone` says have nothing left to do are dropped first:
+    /// a connection evicted before a thread took it gave its slot to the one submitted now,
+    /// and a thread still starting would take it first, leaving no room for its successor.
+    pub(super) fn submit(&self, job: J, gone: impl Fn(&J) -> bool) -> Result<(), J> {
         let mut state = self.inner.lock();
+        if state.queue.len() >= self.inner.max {
+            state.queue.retain(|queued| !gone(queued));
+        }
         if state.stopping || state.queue.len() >= self.inner.max {
             return Err(job);
         }
@@ -214,12 +220,12 @@ mod tests {
         };
         assert_eq!(pool.threads(), 0, "no thread before the first job");
         for job in 0..3 {
-            assert!(pool.submit(job).is_ok());
+            assert!(pool.submit(job, |_| false).is_ok());
         }
         wait_until("three running jobs", || running.load(Ordering::SeqCst) == 3);
         assert_eq!(pool.threads(), 3);
         // A fourth job waits for a thread instead of starting a fourth one.
-        assert!(pool.submit(3).is_ok());
+        assert!(pool.submit(3, |_| false).is_ok());
         assert_eq!(pool.threads(), 3);
         for _ in 0..4 {
             release_tx.send(()).expect("release");
@@ -229,13 +235,16 @@ mod tests {
         // The kept thread outlives many idle periods and takes the next job.
         thread::sleep(Duration::from_millis(200));
         assert_eq!(pool.threads(), 1);
-        assert!(pool.submit(4).is_ok());
+        assert!(pool.submit(4, |_| false).is_ok());
         release_tx.send(()).expect("release");
         wait_until("the fifth job done", || done.load(Ordering::SeqCst) == 5);
         assert_eq!(pool.threads(), 1);
         pool.stop();
         wait_until("the kept thread to exit", || pool.threads() == 0);
-        assert!(pool.submit(5).is_err(), "a stopped pool takes no jobs");
+        assert!(
+            pool.submit(5, |_| false).is_err(),
+            "a stopped pool takes no jobs"
+        );
     }
 
     #[test]
@@ -248,10 +257,16 @@ mod tests {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .recv_timeout(Duration::from_secs(5));
         });
-        assert!(pool.submit(0).is_ok());
+        assert!(pool.submit(0, |_| false).is_ok());
         wait_until("the job to start", || pool.inner.lock().queue.is_empty());
-        assert!(pool.submit(1).is_ok(), "one job may wait");
-        assert_eq!(pool.submit(2), Err(2), "the queue is full");
+        assert!(pool.submit(1, |_| false).is_ok(), "one job may wait");
+        assert_eq!(pool.submit(2, |_| false), Err(2), "the queue is full");
+        // A queued job that has nothing left to do gives its place.
+        assert!(
+            pool.submit(3, |&queued| queued == 1).is_ok(),
+            "job 1 was gone"
+        );
+        assert_eq!(pool.submit(4, |&queued| queued == 1), Err(4), "job 3 waits");
         release_tx.send(()).expect("release");
         release_tx.send(()).expect("release");
         pool.stop();
@@ -268,7 +283,7 @@ mod tests {
             })
         };
         for (i, panic) in [true, true, false].into_iter().enumerate() {
-            assert!(pool.submit(panic).is_ok());
+            assert!(pool.submit(panic, |_| false).is_ok());
             wait_until("the job to run", || ran.load(Ordering::SeqCst) == i + 1);
             assert_eq!(pool.threads(), 1);
         }
