@@ -124,6 +124,8 @@ pub enum WriteRefused {
         measurement: String,
         line: usize,
         database: String,
+        /// How the write names the runs' target: by an ID, the bucket may be the runs' one.
+        lands: Lands,
     },
     /// A database or retention policy name the gateway does not take.
     Name { what: &'static str, why: String },
@@ -164,9 +166,19 @@ impl fmt::Display for WriteRefused {
                 measurement,
                 line,
                 database,
+                lands: Lands::ByName,
             } => write!(
                 f,
                 "line {line}: the measurement {measurement:?} in {database:?} holds the runs the gateway records (its run API writes it there): InfluxDB's write API may not write it; write another measurement or another database; nothing of this write was recorded"
+            ),
+            WriteRefused::RunMeasurement {
+                measurement,
+                line,
+                database,
+                lands: Lands::ById,
+            } => write!(
+                f,
+                "line {line}: InfluxDB 2 takes the bucket {database:?} for a bucket ID, which may be the bucket where the gateway records its runs: InfluxDB's write API may not write the runs' measurement {measurement:?} there; name the bucket, or write another measurement; nothing of this write was recorded"
             ),
             WriteRefused::Name { what, why } => write!(f, "{what} {why}"),
             WriteRefused::NotUtf8 { line } => write!(
@@ -247,7 +259,7 @@ fn count_newlines_and_equals(body: &[u8]) -> (u64, u64) {
 
 mod targets;
 use targets::Beyond;
-pub use targets::{FIRST_READ_WAIT, OwnTarget, Schemas, TargetRetention};
+pub use targets::{FIRST_READ_WAIT, Lands, OwnTarget, Schemas, TargetRetention};
 
 /// Checks a database or retention policy name: at most [`MAX_NAME_BYTES`] bytes, no control
 /// characters, no whitespace but ' ', no `/` or `\`, not `.` or `..` (InfluxDB 1.x makes no
@@ -320,7 +332,7 @@ impl Service {
                 .count(),
         })?;
         let parsed = lp_parse::parse(body, w.precision, w.now_ns);
-        let own = self.own_target.is(w.database, w.retention_policy);
+        let own = self.own_target.lands(w.database, w.retention_policy);
         for entry in &parsed.entries {
             let Ok(line) = &entry.result else { continue };
             if !client.may_write_measurement(&line.measurement) {
@@ -330,11 +342,14 @@ impl Service {
                     allowed: client.measurements.clone(),
                 });
             }
-            if own && points::MEASUREMENTS.contains(&&*line.measurement) {
+            if let Some(lands) = own
+                && points::MEASUREMENTS.contains(&&*line.measurement)
+            {
                 return Err(WriteRefused::RunMeasurement {
                     measurement: line.measurement.to_string(),
                     line: entry.number,
                     database: w.database.to_string(),
+                    lands,
                 });
             }
         }

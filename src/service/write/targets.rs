@@ -75,8 +75,19 @@ impl OwnTarget {
     /// points are: v1 the same database (whatever the policy: a database has one type a
     /// field), v2 the same bucket (`database`, or `database/retention_policy`, as the
     /// deliverer names it), v3 the same database.
+    #[cfg(test)]
     pub fn is(&self, database: &str, retention_policy: &str) -> bool {
-        match self.api {
+        self.lands(database, retention_policy).is_some()
+    }
+
+    /// [`OwnTarget::is`], and how: [`Lands::ById`] for a v2 bucket named by 16 hexadecimal
+    /// digits, which InfluxDB 2's `/api/v2/write` looks up as a bucket ID before it looks for a
+    /// name, and which may be the runs' bucket (the gateway does not know its ID).
+    pub fn lands(&self, database: &str, retention_policy: &str) -> Option<Lands> {
+        let by_name = match self.api {
+            Api::V2 if retention_policy.is_empty() && is_bucket_id(database) => {
+                return Some(Lands::ById);
+            }
             Api::V2 if !retention_policy.is_empty() => {
                 self.name
                     .strip_prefix(database)
@@ -84,8 +95,26 @@ impl OwnTarget {
                     == Some(retention_policy)
             }
             Api::V1 | Api::V2 | Api::V3 => self.name == database,
-        }
+        };
+        by_name.then_some(Lands::ByName)
     }
+}
+
+/// How a write reaches the runs' target ([`OwnTarget::lands`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lands {
+    /// It names it.
+    ByName,
+    /// It names a bucket ID, which may be the runs' bucket.
+    ById,
+}
+
+/// Whether InfluxDB 2 reads `bucket` as a bucket ID (`platform.IDFromString`): 16 hexadecimal
+/// digits, not all zeros.
+fn is_bucket_id(bucket: &str) -> bool {
+    bucket.len() == 16
+        && bucket.bytes().all(|b| b.is_ascii_hexdigit())
+        && bucket.bytes().any(|b| b != b'0')
 }
 
 /// What the gateway knows of a target's retention.
@@ -534,6 +563,14 @@ mod tests {
             ..Default::default()
         });
         assert!(v2.is("runs", "") && !v2.is("runs", "autogen"));
+        // InfluxDB 2 looks a bucket of 16 hexadecimal digits up as an ID first: it may be the
+        // runs' bucket by its ID.
+        assert!(v2.is("0a1B2c3D4e5F6789", ""));
+        assert_eq!(v2.lands("0a1B2c3D4e5F6789", ""), Some(Lands::ById));
+        assert_eq!(v2.lands("runs", ""), Some(Lands::ByName));
+        assert!(!v2.is("0000000000000000", "") && !v2.is("0a1b2c3d4e5f678", ""));
+        assert!(!v2.is("0a1b2c3d4e5f6789", "autogen") && !v2.is("0a1b2c3d4e5f678g", ""));
+        assert!(!v1.is("0a1b2c3d4e5f6789", ""), "v1 and v3 have no IDs");
         let v2rp = OwnTarget::of(&Influxdb {
             api: Api::V2,
             bucket: "runs/autogen".into(),
