@@ -62,6 +62,10 @@ pub struct Usage {
 struct State {
     records: u64,
     bytes: u64,
+    /// Letters being written (their records and bytes are in `records` and `bytes`): a count
+    /// of the directory does not see them yet.
+    writing_records: u64,
+    writing_bytes: u64,
     dropped_points: u64,
     last_drop_log: Option<Instant>,
     last_scan: Instant,
@@ -163,6 +167,8 @@ impl DeadLetters {
             state: Mutex::new(State {
                 records,
                 bytes,
+                writing_records: 0,
+                writing_bytes: 0,
                 dropped_points: 0,
                 last_drop_log: None,
                 last_scan: Instant::now(),
@@ -227,9 +233,7 @@ impl DeadLetters {
                 }
                 return Ok(Kept::Dropped);
             }
-            // Counted before the write, so concurrent refusals cannot overshoot together.
-            s.bytes += len;
-            s.records += 1;
+            s.reserve(len);
         }
         let written = self
             .handle
@@ -238,13 +242,8 @@ impl DeadLetters {
                 self.handle
                     .write_atomic(&name(key, points, RECORD_EXT), lines.as_bytes())
             });
-        if let Err(e) = written {
-            let mut s = self.lock();
-            s.bytes -= len;
-            s.records -= 1;
-            return Err(e);
-        }
-        Ok(Kept::Kept)
+        self.lock().settle(len, written.is_ok());
+        written.map(|()| Kept::Kept)
     }
 
     /// Counts the directory again, unless it was counted within [`RESCAN_EVERY`]:
@@ -254,8 +253,8 @@ impl DeadLetters {
             return;
         }
         if let Ok((records, bytes)) = count(&self.handle, false) {
-            s.records = records;
-            s.bytes = bytes;
+            s.records = records + s.writing_records;
+            s.bytes = bytes + s.writing_bytes;
         }
         s.last_scan = Instant::now();
     }
@@ -273,6 +272,29 @@ impl DeadLetters {
             bytes: s.bytes,
             limit: self.limit,
             dropped_points: s.dropped_points,
+        }
+    }
+}
+
+impl State {
+    /// Counts a letter of `len` bytes before it is written, so concurrent refusals cannot
+    /// overshoot the bound together.
+    fn reserve(&mut self, len: u64) {
+        self.bytes += len;
+        self.records += 1;
+        self.writing_bytes += len;
+        self.writing_records += 1;
+    }
+
+    /// The letter [`State::reserve`] counted is written, or failed (and is counted no more).
+    /// The directory may have been counted again meanwhile, without it: saturating, so a
+    /// count can never wrap below zero.
+    fn settle(&mut self, len: u64, written: bool) {
+        self.writing_bytes = self.writing_bytes.saturating_sub(len);
+        self.writing_records = self.writing_records.saturating_sub(1);
+        if !written {
+            self.bytes = self.bytes.saturating_sub(len);
+            self.records = self.records.saturating_sub(1);
         }
     }
 }
@@ -560,6 +582,43 @@ mod tests {
             let (read_target, read_lines) = read_letter(path).unwrap();
             assert_eq!(&read_target, target, "{}", path.display());
             assert_eq!(&read_lines, lines, "{}", path.display());
+        }
+    }
+
+    /// A count of the directory taken while a letter is being written (a state page read
+    /// meanwhile) keeps that letter counted: it was dropped from the counts, which then went
+    /// below zero when its write failed (a panic with overflow checks, else 2^64 - 1 letters
+    /// shown), and stayed one short when it succeeded, letting refusals pass the bound.
+    #[test]
+    fn a_count_taken_while_a_letter_is_written_keeps_it() {
+        let dir = Dir::new("dead-letters-recount-writing");
+        let dead = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
+        let len = 2 * 4096;
+        for written in [false, true] {
+            dead.lock().reserve(len);
+            dead.lock().last_scan -= RESCAN_EVERY;
+            let usage = dead.usage();
+            assert_eq!(
+                (usage.records, usage.bytes),
+                (1, len),
+                "counted while written"
+            );
+            if written {
+                dead.store(key(7), None, "m v=1 1\n", 1, "bad").unwrap();
+                // The letter stored above stands in for the one being written.
+                let mut s = dead.lock();
+                s.records -= 1;
+                s.bytes -= len;
+            }
+            dead.lock().settle(len, written);
+            dead.lock().last_scan -= RESCAN_EVERY;
+            let counted = {
+                let s = dead.lock();
+                (s.records, s.bytes)
+            };
+            let usage = dead.usage();
+            assert_eq!(counted, (usage.records, usage.bytes), "{written}");
+            assert_eq!(usage.records, u64::from(written), "{written}");
         }
     }
 
