@@ -616,7 +616,6 @@ fn budget_sentence(w: &WriteRequest<'_>, over: &[&Line]) -> String {
     sentence
 }
 
-/// The fields of `line` with their types, as InfluxDB names them.
 impl Service {
     /// Learns the field types (and the run measurements' tags) of the points still waiting
     /// in the log from `from` on (where the deliverer starts), before any request is taken:
@@ -665,6 +664,7 @@ impl Service {
 /// How much of the log [`Service::learn_undelivered`] reads at a time, in bytes.
 const LEARN_CHUNK_BYTES: u64 = 4 << 20;
 
+/// The fields of `line` with their types, as InfluxDB names them.
 fn field_types<'l>(line: &'l Line<'_>) -> impl Iterator<Item = (&'l str, FieldType)> {
     line.fields.iter().map(|(k, v)| {
         let t = match v {
