@@ -169,7 +169,7 @@ codes! {
     /// The token may not write the database (or no token is configured for the write API).
     DatabaseNotAllowed = (403, "database_not_allowed", None, "write a database the token's databases list names, or add it there"),
     /// The token may not write a measurement of the body; nothing was recorded.
-    MeasurementNotAllowed = (403, "measurement_not_allowed", None, "write measurements the token's measurements globs match, or add it there"),
+    MeasurementNotAllowed = (403, "measurement_not_allowed", None, "write measurements the token's measurements globs match, or add it there; never the runs' own (load_testing*) where the gateway writes its runs"),
     /// A query other than `CREATE DATABASE` or `SHOW DATABASES`: the gateway only writes.
     InsertOnly = (403, "insert_only", None, "query InfluxDB itself; the gateway only takes writes"),
     /// The write API's databases (all tokens together) are at their bound.
