@@ -698,6 +698,11 @@ fn write_answer(status: u16, text: &str, said: InfluxdbSaid) -> Result<(), SinkE
 /// broke once made, or none made.
 fn failed(e: ureq::Error) -> SinkError {
     match e {
+        // No connection made in time is a network fault (a host that drops packets, a name
+        // that does not resolve), not a slow InfluxDB.
+        ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => {
+            SinkError::Unreachable(format!("no connection within influxdb.timeout ({e})"))
+        }
         ureq::Error::Timeout(_) => SinkError::TimedOut(e.to_string()),
         ureq::Error::Io(io) => SinkError::from_io(io.kind(), io.to_string()),
         _ => SinkError::Unreachable(e.to_string()),
@@ -1016,5 +1021,24 @@ mod tests {
         );
         assert_eq!(cut("a\nb"), "a?b");
         assert_eq!(cut("field \"x\u{2028}y\u{202E}\""), "field \"x?y?\"");
+    }
+
+    /// A connection not made in time is a network fault, told as unreachable; a timeout once
+    /// connected is InfluxDB being slow.
+    #[test]
+    fn a_connect_timeout_is_unreachable_and_a_late_answer_timed_out() {
+        for kind in [ureq::Timeout::Connect, ureq::Timeout::Resolve] {
+            let e = failed(ureq::Error::Timeout(kind));
+            assert!(matches!(e, SinkError::Unreachable(_)), "{kind:?}: {e:?}");
+            assert!(
+                e.to_string()
+                    .contains("no connection within influxdb.timeout"),
+                "{e}"
+            );
+        }
+        for kind in [ureq::Timeout::Global, ureq::Timeout::RecvResponse] {
+            let e = failed(ureq::Error::Timeout(kind));
+            assert!(matches!(e, SinkError::TimedOut(_)), "{kind:?}: {e:?}");
+        }
     }
 }
