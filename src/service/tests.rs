@@ -978,7 +978,24 @@ fn a_tick_recorded_right_after_a_reading_found_the_log_delivered_keeps_the_types
 /// reaches it.
 #[test]
 fn a_write_recorded_while_the_schemas_before_its_database_are_read_keeps_its_types() {
-    let f = fixture_with("service-schema-race-write", 10, 1 << 20, Acknowledge::Disk);
+    write_recorded_after_the_look_keeps_its_types("service-schema-race-write", |s| {
+        s.refresh_schema()
+    });
+}
+
+/// As [`a_write_recorded_while_the_schemas_before_its_database_are_read_keeps_its_types`],
+/// for the first reading of a database, which a first write there asks for.
+#[test]
+fn a_write_recorded_right_after_a_first_reading_found_the_log_delivered_keeps_its_types() {
+    write_recorded_after_the_look_keeps_its_types("service-schema-race-first", |s| {
+        s.refresh_first_reads()
+    });
+}
+
+/// A write recorded right after `reading` looked at the log (found delivered) keeps its type
+/// through the reading: another type of its field is refused after it.
+fn write_recorded_after_the_look_keeps_its_types(name: &str, reading: fn(&Service)) {
+    let f = fixture_with(name, 10, 1 << 20, Acknowledge::Disk);
     f.sink.say_schema(Known::new());
     assert_eq!(write_lines(&f.service, "w", "other y=1"), 0);
     delivered(&f);
@@ -988,28 +1005,7 @@ fn a_write_recorded_while_the_schemas_before_its_database_are_read_keeps_its_typ
     f.service.delivery.after_caught_up(move || {
         assert_eq!(write_lines(&service, "w", "m x=1"), 0);
     });
-    f.service.refresh_schema();
-    assert_eq!(
-        write_lines(&f.service, "w", "m x=\"s\""),
-        1,
-        "a string where a float waits to be written"
-    );
-}
-
-/// As [`a_write_recorded_while_the_schemas_before_its_database_are_read_keeps_its_types`],
-/// for the first reading of a database, which a first write there asks for.
-#[test]
-fn a_write_recorded_right_after_a_first_reading_found_the_log_delivered_keeps_its_types() {
-    let f = fixture_with("service-schema-race-first", 10, 1 << 20, Acknowledge::Disk);
-    f.sink.say_schema(Known::new());
-    assert_eq!(write_lines(&f.service, "w", "other y=1"), 0);
-    delivered(&f);
-    f.sink.set_down(true);
-    let service = Arc::clone(&f.service);
-    f.service.delivery.after_caught_up(move || {
-        assert_eq!(write_lines(&service, "w", "m x=1"), 0);
-    });
-    f.service.refresh_first_reads();
+    reading(&f.service);
     assert_eq!(
         write_lines(&f.service, "w", "m x=\"s\""),
         1,

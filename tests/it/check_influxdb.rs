@@ -4,12 +4,10 @@
 //! answering as their write endpoints do (v2 answers an empty body with 400 "writing requires
 //! points" after it checked the token and the bucket).
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::Output;
-use std::thread;
 
-use crate::support::{ConsumerToml, Gateway, Influxd};
+use crate::support::{ConsumerToml, Gateway, Influxd, stand_in};
 
 /// Runs `--check-influxdb` against `influx_url` and `db`; its exit code and its output.
 fn check_db(influx_url: &str, db: &str, influx_extra: &str) -> (i32, String) {
@@ -150,51 +148,13 @@ fn check_influxdb_proves_a_v1_user_may_write_and_names_each_reason_when_not() {
 /// A loopback InfluxDB 2 or 3 stand-in: `GET /ping` answers 204, every other request
 /// `status` with `body`.
 fn stub(status: u16, body: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { return };
-            thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut conn = conn;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut len = 0;
-                    loop {
-                        let mut header = String::new();
-                        if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let header = header.trim_end().to_ascii_lowercase();
-                        if header.is_empty() {
-                            break;
-                        }
-                        if let Some(v) = header.strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap();
-                        }
-                    }
-                    let mut skip = vec![0; len];
-                    reader.read_exact(&mut skip).unwrap();
-                    let answer = if line.starts_with("GET /ping ") {
-                        "HTTP/1.1 204 No Content\r\n\r\n".to_string()
-                    } else {
-                        format!(
-                            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        )
-                    };
-                    if conn.write_all(answer.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
+    stand_in(move |_| {
+        format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    })
+    .0
 }
 
 const V2: &str = "api = \"v2\"\norg = \"lab\"\nbucket = \"runs\"\ntoken = \"secret-token\"\n";

@@ -1,22 +1,13 @@
 //! The shape of the requests sent to InfluxDB, checked against a stub where the real InfluxDB
 //! 1.6 cannot serve the case (the v2 API), or cannot show what it received (credentials).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{ConsumerToml, Gateway, post_json};
-
-/// One request as the stub saw it.
-struct Seen {
-    request_line: String,
-    headers: Vec<(String, String)>,
-    body: String,
-}
+use crate::support::{ConsumerToml, Gateway, Seen, post_json, stand_in};
 
 /// A loopback listener that answers every request with `status` and reports what it got,
 /// but for the probes (`GET /ping`).
@@ -37,69 +28,17 @@ fn stub_answering(
     answer_body: &'static str,
     influxdb: bool,
 ) -> (SocketAddr, mpsc::Receiver<Seen>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { return };
-            let tx = tx.clone();
-            thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut conn = conn;
-                loop {
-                    let mut request_line = String::new();
-                    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut headers = Vec::new();
-                    loop {
-                        let mut line = String::new();
-                        reader.read_line(&mut line).unwrap();
-                        let line = line.trim_end();
-                        if line.is_empty() {
-                            break;
-                        }
-                        let (k, v) = line.split_once(':').unwrap();
-                        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-                    }
-                    let len: usize = headers
-                        .iter()
-                        .find(|(k, _)| k == "content-length")
-                        .map_or(0, |(_, v)| v.parse().unwrap());
-                    let mut body = vec![0; len];
-                    reader.read_exact(&mut body).unwrap();
-                    // The deliverer probes with GET /ping at start and while InfluxDB fails;
-                    // the tests look at the writes.
-                    if request_line.starts_with("GET /ping ") {
-                        let _ = tx.send(Seen {
-                            request_line: request_line.trim_end().to_string(),
-                            headers,
-                            body: String::new(),
-                        });
-                        conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
-                        continue;
-                    }
-                    let version = if influxdb {
-                        "X-Influxdb-Version: 1.6.7-stub\r\n"
-                    } else {
-                        ""
-                    };
-                    let answer = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{version}Content-Length: {}\r\n\r\n{answer_body}",
-                        answer_body.len()
-                    );
-                    conn.write_all(answer.as_bytes()).unwrap();
-                    let _ = tx.send(Seen {
-                        request_line: request_line.trim_end().to_string(),
-                        headers,
-                        body: String::from_utf8(body).unwrap(),
-                    });
-                }
-            });
-        }
-    });
-    (addr, rx)
+    let version = if influxdb {
+        "X-Influxdb-Version: 1.6.7-stub\r\n"
+    } else {
+        ""
+    };
+    stand_in(move |_| {
+        format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{version}Content-Length: {}\r\n\r\n{answer_body}",
+            answer_body.len()
+        )
+    })
 }
 
 /// The next request the stub saw that is not a probe (`GET /ping`) or a reading of the schema

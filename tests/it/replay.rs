@@ -11,17 +11,15 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{ConsumerToml, Gateway, Influxd, TempDir, run_to_completion};
+use crate::support::{ConsumerToml, Gateway, Influxd, TempDir, run_to_completion, stand_in};
 
 /// The exit statuses of `replay-dead-letters`, as documented.
 const EXIT_STILL_REFUSED: i32 = 1;
@@ -181,7 +179,7 @@ fn influxdb_down_changes_no_letter_and_says_so() {
 /// number of requests other than `/ping` it got.
 fn failing_influxdb() -> (SocketAddr, Arc<AtomicUsize>) {
     let body = r#"{"error":"the stand-in is overloaded"}"#;
-    stand_in(format!(
+    counting_stand_in(format!(
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nX-Influxdb-Version: 1.8\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     ))
@@ -189,54 +187,12 @@ fn failing_influxdb() -> (SocketAddr, Arc<AtomicUsize>) {
 
 /// A loopback stand-in for InfluxDB: `GET /ping` answers 204, every other request `answer`
 /// (a whole HTTP response); the number of requests other than `/ping` it got.
-fn stand_in(answer: String) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
+fn counting_stand_in(answer: String) -> (SocketAddr, Arc<AtomicUsize>) {
     let writes = Arc::new(AtomicUsize::new(0));
-    let counted = writes.clone();
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { return };
-            let counted = counted.clone();
-            let answer = answer.clone();
-            thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut conn = conn;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut len = 0;
-                    loop {
-                        let mut header = String::new();
-                        if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let header = header.trim_end().to_ascii_lowercase();
-                        if header.is_empty() {
-                            break;
-                        }
-                        if let Some(v) = header.strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap();
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let answer = if line.starts_with("GET /ping ") {
-                        "HTTP/1.1 204 No Content\r\n\r\n"
-                    } else {
-                        counted.fetch_add(1, Ordering::SeqCst);
-                        answer.as_str()
-                    };
-                    if conn.write_all(answer.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
+    let counted = Arc::clone(&writes);
+    let (addr, _) = stand_in(move |_| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        answer.clone()
     });
     (addr, writes)
 }
@@ -278,7 +234,7 @@ fn a_5xx_stops_the_replay_at_once_and_changes_no_letter() {
 #[test]
 fn a_404_that_is_not_influxdbs_changes_no_letter_of_a_clients_database() {
     let page = "<html><body>404 Not Found</body></html>";
-    let (addr, writes) = stand_in(format!(
+    let (addr, writes) = counting_stand_in(format!(
         "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{page}",
         page.len()
     ));

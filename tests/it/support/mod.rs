@@ -14,6 +14,7 @@ mod gateway;
 mod http;
 mod influxd;
 mod process;
+mod stub;
 mod tempdir;
 
 use std::thread;
@@ -27,6 +28,7 @@ pub use http::{
 };
 pub use influxd::Influxd;
 pub use process::run_to_completion;
+pub use stub::{Seen, stand_in};
 pub use tempdir::TempDir;
 
 /// How often every wait in these modules looks again.
