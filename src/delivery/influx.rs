@@ -10,6 +10,7 @@
 //! from the environment, never reads more than [`MAX_ANSWER_BYTES`] of an answer, and never
 //! logs a credential. It knows nothing of jobs or HTTP clients of the gateway.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -250,18 +251,11 @@ impl Influx {
                 }
                 url
             }
-            Api::V2 => {
-                let bucket = if rp.is_empty() {
-                    db.clone()
-                } else {
-                    format!("{db}/{rp}")
-                };
-                format!(
-                    "{base}/api/v2/write?org={}&bucket={}&precision=ns",
-                    encode(&self.org),
-                    encode(&bucket)
-                )
-            }
+            Api::V2 => format!(
+                "{base}/api/v2/write?org={}&bucket={}&precision=ns",
+                encode(&self.org),
+                encode(&v2_bucket(db, rp))
+            ),
             Api::V3 => format!(
                 "{base}/api/v3/write_lp?db={}&precision=nanosecond",
                 encode(db)
@@ -503,11 +497,7 @@ impl Sink for Influx {
                 }
             }
             Api::V2 => {
-                let bucket = if rp.is_empty() {
-                    db.clone()
-                } else {
-                    format!("{db}/{rp}")
-                };
+                let bucket = v2_bucket(db, rp);
                 let url = format!(
                     "{}/api/v2/buckets?org={}&name={}",
                     self.base_url,
@@ -691,6 +681,16 @@ fn write_answer(status: u16, text: &str, said: InfluxdbSaid) -> Result<(), SinkE
             status,
             error_message(text).unwrap_or_else(shown),
         )),
+    }
+}
+
+/// The InfluxDB 2 bucket a database and retention policy name, by its DBRP convention:
+/// `database`, or `database/retention_policy`.
+pub fn v2_bucket<'a>(database: &'a str, retention_policy: &str) -> Cow<'a, str> {
+    if retention_policy.is_empty() {
+        Cow::Borrowed(database)
+    } else {
+        Cow::Owned(format!("{database}/{retention_policy}"))
     }
 }
 

@@ -887,6 +887,17 @@ fn commit_fields(service: &Service, uuid: Uuid, fields: &str) -> Result<Committe
 /// Writes `body` (line protocol) to `database` through the write API, as a client that may
 /// write every database and measurement; how many lines were refused.
 fn write_lines(service: &Service, database: &str, body: &str) -> usize {
+    write_to(service, database, "", body).unwrap().refused_count
+}
+
+/// Writes `body` (line protocol) to `database` and `retention_policy` through the write API,
+/// as a client that may write every database and measurement.
+fn write_to(
+    service: &Service,
+    database: &str,
+    retention_policy: &str,
+    body: &str,
+) -> Result<super::write::Written, super::write::WriteRefused> {
     let client = crate::auth::Client {
         name: "writer".into(),
         token: "t".into(),
@@ -898,18 +909,15 @@ fn write_lines(service: &Service, database: &str, body: &str) -> usize {
         max_series: 1000,
         max_spool_bytes: 1 << 20,
     };
-    let written = service
-        .write(super::write::WriteRequest {
-            client: &client,
-            database,
-            retention_policy: "",
-            body: body.as_bytes(),
-            precision: crate::ingest::lp_parse::Precision::Nanosecond,
-            accept_partial: true,
-            now_ns: 1_000_000_000,
-        })
-        .unwrap();
-    written.refused_count
+    service.write(super::write::WriteRequest {
+        client: &client,
+        database,
+        retention_policy,
+        body: body.as_bytes(),
+        precision: crate::ingest::lp_parse::Precision::Nanosecond,
+        accept_partial: true,
+        now_ns: 1_000_000_000,
+    })
 }
 
 /// A commit recorded right after a reading of InfluxDB's schema found the log delivered is not
@@ -1731,29 +1739,13 @@ fn one_token_s_heartbeats_never_fill_the_log_for_another() {
 #[test]
 fn the_write_api_may_not_write_the_runs_measurements_where_the_runs_go() {
     let f = fixture("service-own-target", 10, 1 << 20);
-    let client = crate::auth::Client {
-        name: "writer".into(),
-        token: "t".into(),
-        max_running: 10,
-        max_table_bytes: 1 << 20,
-        requests_per_second: 0.0,
-        databases: vec!["*".into()],
-        measurements: vec!["*".into()],
-        max_series: 1000,
-        max_spool_bytes: 1 << 20,
-    };
-    let refused = f
-        .service
-        .write(super::write::WriteRequest {
-            client: &client,
-            database: RUNS_DATABASE,
-            retention_policy: "autogen",
-            body: b"k6 v=1\nload_testing users=\"many\"",
-            precision: crate::ingest::lp_parse::Precision::Nanosecond,
-            accept_partial: true,
-            now_ns: 1_000_000_000,
-        })
-        .unwrap_err();
+    let refused = write_to(
+        &f.service,
+        RUNS_DATABASE,
+        "autogen",
+        "k6 v=1\nload_testing users=\"many\"",
+    )
+    .unwrap_err();
     let told = refused.to_string();
     assert!(
         matches!(

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::MAX_DATABASES;
 use crate::config::Api;
+use crate::delivery::influx::v2_bucket;
 use crate::ingest::lp_parse;
 use crate::state::schema::{Known, Retention, Schema, TargetPolicy};
 use crate::storage::log::OwnedTarget;
@@ -88,13 +89,8 @@ impl OwnTarget {
             Api::V2 if retention_policy.is_empty() && is_bucket_id(database) => {
                 return Some(Lands::ById);
             }
-            Api::V2 if !retention_policy.is_empty() => {
-                self.name
-                    .strip_prefix(database)
-                    .and_then(|rest| rest.strip_prefix('/'))
-                    == Some(retention_policy)
-            }
-            Api::V1 | Api::V2 | Api::V3 => self.name == database,
+            Api::V2 => self.name == v2_bucket(database, retention_policy),
+            Api::V1 | Api::V3 => self.name == database,
         };
         by_name.then_some(Lands::ByName)
     }
