@@ -634,24 +634,33 @@ impl Service {
             };
             for record in &read {
                 records += 1;
+                // The write API's lines learn into their database's schema, the others into
+                // the runs'.
+                let database = match &record.target {
+                    None => None,
+                    Some(target) => match self.write_schemas.of(&target.database) {
+                        Some((schema, new)) => {
+                            if new {
+                                // Read from InfluxDB as soon as the schema thread runs.
+                                self.schema_stale.want_first_read();
+                            }
+                            Some(schema)
+                        }
+                        // Past the databases the gateway keeps a schema of.
+                        None => continue,
+                    },
+                };
                 for unit in &record.units {
                     let parsed = lp_parse::parse(&unit.lines, Precision::Nanosecond, 0);
                     for line in parsed.entries.iter().filter_map(|e| e.result.as_ref().ok()) {
-                        match &record.target {
+                        match &database {
                             None => self.schema.learn_types_and_tags(
                                 &line.measurement,
                                 field_types(line),
                                 line.tags.iter().map(|(k, _)| k.as_ref()),
                             ),
-                            Some(target) => {
-                                if let Some((schema, new)) = self.write_schemas.of(&target.database)
-                                {
-                                    if new {
-                                        // Read from InfluxDB as soon as the schema thread runs.
-                                        self.schema_stale.want_first_read();
-                                    }
-                                    schema.learn_types(&line.measurement, field_types(line));
-                                }
+                            Some(schema) => {
+                                schema.learn_types(&line.measurement, field_types(line))
                             }
                         }
                     }
