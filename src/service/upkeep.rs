@@ -12,7 +12,7 @@ use super::{Refused, Service, now_ms};
 use crate::delivery::sink::{Sink, SinkError};
 use crate::ingest::points;
 use crate::state::jobs::{Ages, Change, Tick};
-use crate::state::schema::{Known, Measurement, Schema};
+use crate::state::schema::{Measurement, Schema};
 use crate::state::snapshots::JournalError;
 use crate::stats::Stats;
 use crate::storage::log::{LogError, OwnedTarget, Share};
@@ -215,13 +215,9 @@ impl Service {
             beating = self.jobs.heartbeat_schema();
             self.delivery.caught_up()
         });
-        let pending = || {
-            let mut now = self.jobs.heartbeat_schema();
-            for (name, t) in &beating.fields {
-                now.fields.entry(name.clone()).or_insert(*t);
-            }
-            now.tags.extend(beating.tags.iter().cloned());
-            Known::from([(points::HEARTBEAT.to_string(), now)])
+        let pending = move || {
+            let now = self.jobs.heartbeat_schema();
+            [now, beating].map(|m| (points::HEARTBEAT.to_string(), m))
         };
         match self.delivery.read_schema() {
             Ok(Some(seen)) => {

@@ -680,10 +680,7 @@ impl Schema {
         measurement: &str,
         fields: impl IntoIterator<Item = (&'b str, FieldType)>,
     ) {
-        let mut inner = self.lock();
-        for (name, t) in fields {
-            inner.add_field(measurement, name, t);
-        }
+        self.learn_types_and_tags(measurement, fields, std::iter::empty());
     }
 
     /// Learns the field types and the tags of `measurement` from points written before (the
@@ -722,7 +719,12 @@ impl Schema {
     /// progress changed and the next tick writes). Kept like what was learned since the
     /// reading began, in the same step, so no request is checked against a schema without
     /// them.
-    pub fn update_keeping(&self, seen: Known, replace: bool, pending: Known) {
+    pub fn update_keeping(
+        &self,
+        seen: Known,
+        replace: bool,
+        pending: impl IntoIterator<Item = (String, Measurement)>,
+    ) {
         let mut inner = self.lock();
         inner.epoch += 1;
         let recent = std::mem::take(&mut inner.recent);
@@ -735,8 +737,8 @@ impl Schema {
                 entry.tags.extend(m.tags);
             }
         }
-        // What the gateway learned since the reading began, then what it is yet to write:
-        // InfluxDB's answer wins over both, and the first over the second.
+        // What the gateway learned since the reading began, then what it is yet to write (in
+        // the order given): InfluxDB's answer wins over all, and the first over the next.
         for (measurement, m) in recent.into_iter().chain(pending) {
             let entry = inner.known.entry(measurement).or_default();
             for (name, t) in m.fields {
