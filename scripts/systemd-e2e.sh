@@ -4,8 +4,8 @@
 # PID 1 in systemd-nspawn, sharing the host's network; scripts/install.sh installs the static
 # gateway into a copy of that root with DESTDIR, configured as README.md's "Run as a service"
 # says, against a throwaway influxd on the host's loopback. Then:
-#   - `systemctl start` returns once the gateway reported READY=1 (Type=notify), and it serves
-#     at once, as the dynamic user, with its seccomp filter and no capabilities;
+#   - `systemctl start` returns once the gateway reported READY=1 (Type=notify), with the
+#     status `serving`, and it serves at once, as the dynamic user, with its seccomp filter and no capabilities;
 #   - a register through the service is fsync'd (acknowledge = "disk") and lands in InfluxDB:
 #     the hardening and SystemCallFilter allow the log's flock and fdatasync;
 #   - with HTTPS added as docs/configuration.md says (a drop-in with LoadCredential= for cert and key),
@@ -219,6 +219,9 @@ inside systemctl start "$unit" || fail "systemctl start $unit failed"
 [ "$(inside systemctl show -p ActiveState --value "$unit")" = active ] || fail "$unit is not active after start"
 # Type=notify: start returned after READY=1, so the port answers now, without waiting.
 curl -fs -o /dev/null "http://127.0.0.1:$port/apiv0.1/ping" || fail "no answer right after systemctl start returned"
+# The status sent with READY=1 (a long start sets another while it reads storage.dir back).
+status_text=$(inside systemctl show -p StatusText --value "$unit")
+[ "$status_text" = serving ] || fail "systemctl status shows '$status_text', not the status sent with READY=1 ('serving')"
 
 main_pid=$(inside systemctl show -p MainPID --value "$unit")
 status_of_main=$(inside cat "/proc/$main_pid/status")

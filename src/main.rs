@@ -557,6 +557,8 @@ fn run() -> Result<(), StartError> {
             }
         );
     }
+    // Reading storage.dir back may outlast systemd's start timeout: ask for more while it reads.
+    let starting = notify::starting();
     let dir = PathBuf::from(&c.storage.dir);
     storage::ensure_dir(&dir)?;
     storage::check_tree(&dir)?;
@@ -713,6 +715,7 @@ fn run() -> Result<(), StartError> {
     watch_signals(server.handle())?;
     // Only now, with every thread running and SIGTERM handled, may systemd count the
     // service as started; connections that arrived since the bind wait in the backlog.
+    drop(starting);
     notify::ready();
 
     let handler: Arc<App> = Arc::clone(&app);

@@ -1,5 +1,7 @@
 //! The systemd notification protocol (`sd_notify`) for a `Type=notify` service: tells the
-//! service manager `READY=1` once the gateway serves and `STOPPING=1` when it begins to stop.
+//! service manager `READY=1` once the gateway serves and `STOPPING=1` when it begins to stop,
+//! and, while a long start reads `storage.dir` back, asks for more time than its start timeout
+//! (`EXTEND_TIMEOUT_USEC`, see [`starting`]).
 //!
 //! This module owns reading `NOTIFY_SOCKET` and sending one datagram per state to it, a path
 //! (`/run/systemd/notify`) or an abstract address (`@name`). Without `NOTIFY_SOCKET` (run by
@@ -10,24 +12,128 @@
 //! do is make systemd time the start out, which is visible in `systemctl status`; an error
 //! here must not stop a gateway that is otherwise serving.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// The environment variable systemd sets for `Type=notify` services.
 const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 
-/// Tells the service manager that the gateway is up and serving.
+/// How often a start that is still reading asks for more time.
+const EXTEND_EVERY: Duration = Duration::from_secs(10);
+
+/// How much more time it asks for each time: three times [`EXTEND_EVERY`], so one late tick
+/// on a busy host does not end the start.
+const EXTEND_BY: Duration = Duration::from_secs(30);
+
+/// Tells the service manager that the gateway is up and serving, and replaces the status a
+/// long start set ([`starting`]).
 pub fn ready() {
-    notify("READY=1");
+    notify("READY=1\nSTATUS=serving");
 }
 
-/// Tells the service manager that the gateway has begun to stop.
+/// Begins a start that may outlast the service manager's start timeout (systemd's
+/// `TimeoutStartSec=`, 90 s by default): a log of many GiB waiting for InfluxDB is read back
+/// before the gateway serves, at several seconds per GiB.
+///
+/// Until the returned value is dropped, a thread looks every 10 s at how many bytes the
+/// process has read (`rchar` in `/proc/self/io`); when that has grown since it last looked,
+/// it sends `EXTEND_TIMEOUT_USEC=30000000` (30 s more from now) with a `STATUS=` naming the
+/// bytes read, which `systemctl status` shows. A start that reads nothing for 30 s (stuck, not
+/// slow) still times out; so does every start when `/proc/self/io` cannot be read. Without
+/// `NOTIFY_SOCKET` no thread is started. See systemd's `sd_notify(3)`.
+pub fn starting() -> Starting {
+    match std::env::var_os(NOTIFY_SOCKET) {
+        Some(socket) => Starting::begin(socket, EXTEND_EVERY, EXTEND_BY, Box::new(read_so_far)),
+        None => Starting::default(),
+    }
+}
+
+/// A start being watched by [`starting`]; dropping it stops the watch (before `READY=1`).
+#[derive(Default)]
+pub struct Starting {
+    /// Dropped to stop the thread.
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Bytes read so far, or `None` when that cannot be told.
+type Progress = Box<dyn Fn() -> Option<u64> + Send>;
+
+impl Starting {
+    /// Watches a start, telling `socket` every `every` that it needs `by` more, as long as
+    /// `progress` grows. A thread that cannot be started leaves the start unwatched.
+    fn begin(socket: OsString, every: Duration, by: Duration, progress: Progress) -> Starting {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let watch = move || {
+            let mut last = progress();
+            // Every message is sent until `stop` is dropped; any other end of the wait means
+            // the same.
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                let now = progress();
+                let Some(read) = now.filter(|&read| last.is_some_and(|last| read > last)) else {
+                    last = now;
+                    continue;
+                };
+                last = now;
+                let state = format!(
+                    "EXTEND_TIMEOUT_USEC={}\nSTATUS=starting: reading storage.dir back ({} MiB read)",
+                    by.as_micros(),
+                    read >> 20
+                );
+                if let Err(e) = send(&socket, &state) {
+                    log::debug!(
+                        "sd_notify: cannot send {state:?} to NOTIFY_SOCKET={socket:?}: {e}"
+                    );
+                }
+            }
+        };
+        match std::thread::Builder::new()
+            .name("starting".into())
+            .spawn(watch)
+        {
+            Ok(thread) => Starting {
+                stop: Some(stop),
+                thread: Some(thread),
+            },
+            Err(e) => {
+                log::debug!("sd_notify: no thread to extend a long start: {e}");
+                Starting::default()
+            }
+        }
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `rchar` of `/proc/self/io`: the bytes every thread of the process has read so far, from
+/// files and sockets alike (proc(5)); `None` when the file cannot be read, as under a
+/// hardening that hides it.
+fn read_so_far() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|line| line.strip_prefix("rchar:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// Tells the service manager that the gateway has begun to stop, and what it does meanwhile.
 pub fn stopping() {
-    notify("STOPPING=1");
+    notify(
+        "STOPPING=1\nSTATUS=stopping: finishing the requests in flight, then saving the job table",
+    );
 }
 
 /// Sends `state` to `NOTIFY_SOCKET` when it is set.
@@ -74,7 +180,8 @@ fn address(socket: &OsStr) -> io::Result<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     /// A fresh directory for a socket, removed on drop; Unix socket paths are limited to 108
     /// bytes, so it lives directly under the temporary directory with a short name.
@@ -137,5 +244,98 @@ mod tests {
         let refused = (0..10_000).find_map(|_| send(path.as_os_str(), "READY=1").err());
         let err = refused.expect("the queue fills up");
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+    }
+
+    #[test]
+    fn a_start_that_reads_asks_for_more_time_and_one_that_does_not_is_left_to_time_out() {
+        let dir = temp_dir("starting");
+        let path = dir.path().join("notify.sock");
+        let receiver = UnixDatagram::bind(&path).unwrap();
+        let read = Arc::new(AtomicU64::new(5 << 20));
+        let looks = Arc::new(AtomicU64::new(0));
+        let progress = {
+            let (read, looks) = (Arc::clone(&read), Arc::clone(&looks));
+            Box::new(move || {
+                looks.fetch_add(1, Ordering::SeqCst);
+                Some(read.load(Ordering::SeqCst))
+            })
+        };
+        let every = Duration::from_millis(20);
+        let starting = Starting::begin(
+            path.clone().into_os_string(),
+            every,
+            Duration::from_secs(30),
+            progress,
+        );
+        // The watch looked as it began and at three ticks, with nothing read: no message.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while looks.load(Ordering::SeqCst) < 4 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the watch never looked"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut buf = [0u8; 256];
+        receiver.set_nonblocking(true).unwrap();
+        let err = receiver
+            .recv(&mut buf)
+            .expect_err("no message while nothing is read");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+        receiver.set_nonblocking(false).unwrap();
+        read.store(7 << 20, Ordering::SeqCst);
+        assert_eq!(
+            receive(&receiver),
+            "EXTEND_TIMEOUT_USEC=30000000\nSTATUS=starting: reading storage.dir back (7 MiB read)"
+        );
+        drop(starting);
+        // Dropped: the thread has ended, so more reading brings nothing.
+        read.store(9 << 20, Ordering::SeqCst);
+        receiver.set_nonblocking(true).unwrap();
+        let err = receiver
+            .recv(&mut buf)
+            .expect_err("no message after the drop");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+    }
+
+    #[test]
+    fn a_start_that_cannot_tell_what_it_read_is_left_to_time_out() {
+        let dir = temp_dir("starting-blind");
+        let path = dir.path().join("notify.sock");
+        let receiver = UnixDatagram::bind(&path).unwrap();
+        let looks = Arc::new(AtomicU64::new(0));
+        let progress = {
+            let looks = Arc::clone(&looks);
+            Box::new(move || {
+                looks.fetch_add(1, Ordering::SeqCst);
+                None
+            })
+        };
+        let starting = Starting::begin(
+            path.into_os_string(),
+            Duration::from_millis(10),
+            Duration::from_secs(30),
+            progress,
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while looks.load(Ordering::SeqCst) < 4 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the watch never looked"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(starting);
+        receiver.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 256];
+        let err = receiver.recv(&mut buf).expect_err("no message");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+    }
+
+    #[test]
+    fn the_bytes_read_so_far_are_read_from_proc() {
+        let before = read_so_far().expect("/proc/self/io is readable here");
+        std::fs::read("/proc/self/status").unwrap();
+        assert!(read_so_far().unwrap() > before);
     }
 }

@@ -38,6 +38,14 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// The next datagram on `receiver`, waiting up to `NOTIFY_TIMEOUT`.
+/// What the gateway sends once it serves: `READY=1`, and a status replacing the one a long
+/// start set.
+const READY: &str = "READY=1\nSTATUS=serving";
+
+/// What it sends as it begins to stop.
+const STOPPING: &str =
+    "STOPPING=1\nSTATUS=stopping: finishing the requests in flight, then saving the job table";
+
 fn next_notification(receiver: &UnixDatagram, waiting_for: &str) -> String {
     receiver.set_read_timeout(Some(NOTIFY_TIMEOUT)).unwrap();
     let mut buf = [0u8; 4096];
@@ -66,13 +74,13 @@ fn ready_then_stopping(notify_socket: &OsStr, receiver: &UnixDatagram) {
         NO_INFLUX,
         &[("NOTIFY_SOCKET", notify_socket)],
     );
-    assert_eq!(next_notification(receiver, "READY=1"), "READY=1");
+    assert_eq!(next_notification(receiver, "READY=1"), READY);
     assert!(gw.log().contains("listening on http://"), "{}", gw.log());
     assert_eq!(get(gw.addr, "/apiv0.1/ping").status, 200);
     assert_nothing_more(receiver);
 
     gw.terminate();
-    assert_eq!(next_notification(receiver, "STOPPING=1"), "STOPPING=1");
+    assert_eq!(next_notification(receiver, "STOPPING=1"), STOPPING);
     let status = gw
         .wait_exit(Duration::from_secs(15))
         .expect("the gateway exits after SIGTERM");
@@ -541,7 +549,7 @@ fn the_gateway_runs_with_its_config_and_secrets_in_a_credentials_directory() {
             }
         })
     };
-    assert_eq!(next_notification(&receiver, "READY=1"), "READY=1");
+    assert_eq!(next_notification(&receiver, "READY=1"), READY);
     // The gateway logged `listening on` before READY=1, but the reader thread may not
     // have taken the line from the pipe yet.
     let deadline = Instant::now() + NOTIFY_TIMEOUT;
@@ -584,7 +592,7 @@ fn the_gateway_runs_with_its_config_and_secrets_in_a_credentials_directory() {
         .status()
         .unwrap();
     assert!(status.success());
-    assert_eq!(next_notification(&receiver, "STOPPING=1"), "STOPPING=1");
+    assert_eq!(next_notification(&receiver, "STOPPING=1"), STOPPING);
     let deadline = Instant::now() + Duration::from_secs(15);
     let exit = loop {
         if let Some(exit) = child.0.try_wait().unwrap() {
