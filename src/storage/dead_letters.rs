@@ -128,15 +128,27 @@ fn on_disk(len: u64) -> u64 {
 }
 
 /// (records, bytes on disk) of the dead letters in `dir`, listed through its handle. At the
-/// start (`at_start`), unfinished writes (`.tmp`) are removed: a crash left them, and they were
-/// never acknowledged as dead letters. Later counts leave them: `replay-dead-letters` may be
-/// writing one beside the gateway.
+/// start (`at_start`), what a letter's write cut short is removed: unfinished files (`.tmp`)
+/// and a reason without its lines (the reason is written first). A crash left them; the letter
+/// was never kept, so its refusal is met again when the log is delivered again, and nothing
+/// would list them while the bound counted them for ever. Later counts leave both:
+/// `replay-dead-letters` may be writing beside the gateway.
 fn count(dir: &DirHandle, at_start: bool) -> io::Result<(u64, u64)> {
     let (mut records, mut bytes) = (0, 0);
-    for entry in dir.list()? {
+    let entries = dir.list()?;
+    let letters: std::collections::HashSet<&str> = entries
+        .iter()
+        .filter_map(|e| e.name.strip_suffix(".lp"))
+        .collect();
+    for entry in &entries {
         let path = Path::new(&entry.name);
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        if ext == "tmp" {
+        let reason_alone = ext == ERROR_EXT
+            && path
+                .file_stem()
+                .and_then(|stem| stem.to_str())
+                .is_some_and(|stem| !letters.contains(stem));
+        if ext == "tmp" || (at_start && reason_alone) {
             if at_start {
                 let _ = dir.remove_if_exists(&entry.name);
             }
@@ -235,12 +247,17 @@ impl DeadLetters {
             }
             s.reserve(len);
         }
+        let reason = name(key, points, ERROR_EXT);
         let written = self
             .handle
-            .write_atomic(&name(key, points, ERROR_EXT), error.as_bytes())
+            .write_atomic(&reason, error.as_bytes())
             .and_then(|()| {
                 self.handle
                     .write_atomic(&name(key, points, RECORD_EXT), lines.as_bytes())
+                    // No reason is left without its letter (a start removes one a crash left).
+                    .inspect_err(|_| {
+                        let _ = self.handle.remove_if_exists(&reason);
+                    })
             });
         self.lock().settle(len, written.is_ok());
         written.map(|()| Kept::Kept)
@@ -417,6 +434,26 @@ mod tests {
                 .contains("00000000000000000003-0-1.lp"),
             "named by the record and the unit: {names:?}"
         );
+    }
+
+    #[test]
+    fn a_reason_a_crash_left_without_its_lines_is_removed_at_the_start() {
+        let dir = Dir::new("dead-letters-reason-alone");
+        let dead = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
+        dead.store(key(1), None, "m v=1 1\n", 1, "kept").unwrap();
+        drop(dead);
+        // The reason of a letter whose lines were never written (the write cut short).
+        let letters = dir.0.join(DIR);
+        let alone = letters.join("00000000000000000002-0-1.error");
+        fs::write(&alone, "2026-12-06T00:00:00Z influxdb answered 400\n").unwrap();
+        let dead = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
+        assert!(
+            !alone.exists(),
+            "a start removes a reason without its lines"
+        );
+        assert_eq!((dead.usage().records, dead.usage().bytes), (1, 2 * 4096));
+        assert_eq!(list(&dir.0).unwrap().len(), 1);
+        assert!(letters.join("00000000000000000001-0-1.error").exists());
     }
 
     #[test]
