@@ -131,13 +131,14 @@ impl Delivery {
                     && idle_probe.is_none_or(|at: Instant| at.elapsed() >= backoff)
                 {
                     // Nothing waits to be written, so a probe that answers is all there is to
-                    // know: InfluxDB is up again.
+                    // know: InfluxDB answers again (InfluxDB is down here only by a probe: a
+                    // write that failed keeps its records waiting, so the queue is not empty).
                     idle_probe = Some(Instant::now());
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     match self.sink.ping() {
                         Ok(()) => {
                             self.up.store(UP, Ordering::Relaxed);
-                            self.tell_delivered();
+                            self.tell_answering();
                             backoff = BACKOFF_MIN;
                         }
                         Err(e) => {
@@ -674,7 +675,7 @@ impl Delivery {
                 "the InfluxDB client panicked".into(),
             ))
         });
-        self.record_write(&result);
+        self.record_write(target, &result);
         result
     }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::sink::{Disposition, SinkError};
 use super::{BACKOFF_MAX, DOWN, Delivery, UNKNOWN, UP, lock};
+use crate::storage::log::OwnedTarget;
 
 /// How often, at most, the log says again that InfluxDB still fails.
 const REMINDER_EVERY: Duration = Duration::from_secs(60);
@@ -45,9 +46,15 @@ pub(super) struct Streak {
 }
 
 impl Delivery {
-    /// Notes a write's outcome in the health: stored, refused (InfluxDB is up, it only did not
-    /// like the data) or failed.
-    pub(super) fn record_write(&self, result: &Result<(), SinkError>) {
+    /// Notes the outcome of a write to `target` (`None`: `[influxdb]`'s database) in the
+    /// health: stored, refused (InfluxDB is up, it only did not like the data, or a client's
+    /// own database is missing or closed to the gateway: [`SinkError::disposition_for`]) or
+    /// failed.
+    pub(super) fn record_write(
+        &self,
+        target: Option<&OwnedTarget>,
+        result: &Result<(), SinkError>,
+    ) {
         let mut health = lock(&self.health);
         match result {
             Ok(()) => {
@@ -56,7 +63,7 @@ impl Delivery {
             }
             Err(e) => {
                 health.last_error = Some((SystemTime::now(), e.to_string()));
-                let up = if e.disposition() == Disposition::Reject {
+                let up = if e.disposition_for(target) == Disposition::Reject {
                     UP
                 } else {
                     DOWN
@@ -105,6 +112,19 @@ impl Delivery {
             "they are delivered once it takes writes again"
         };
         match streak.since {
+            // A probe's failure (at the start, or while nothing waited) comes before any point
+            // waits: it says so, rather than that none wait.
+            None if records == 0 => {
+                streak.since = Some(now);
+                streak.told = Some(now);
+                streak.misconfigured_told = misconfigured;
+                let advice = if misconfigured {
+                    advice
+                } else {
+                    "points will wait in the log until it takes writes again"
+                };
+                log::log!(level, "{e}: nothing waits to be written yet; {advice}");
+            }
             None => {
                 streak.since = Some(now);
                 streak.told = Some(now);
@@ -146,13 +166,31 @@ impl Delivery {
 
     /// Tells the log, once, that InfluxDB took the whole log again after a streak of failures.
     pub(super) fn tell_delivered(&self) {
+        self.end_streak(|secs| {
+            log::info!(
+                "influxdb takes writes again: the log is delivered, {secs}s after the first failure"
+            )
+        });
+    }
+
+    /// Tells the log, once, that InfluxDB answers `/ping` again after a streak of failures,
+    /// while nothing waits to be written: whether it takes writes is not known yet, and the
+    /// next write tells (an error then, when it does not).
+    pub(super) fn tell_answering(&self) {
+        self.end_streak(|secs| {
+            log::info!(
+                "influxdb answers again, {secs}s after the first failure; nothing waits to be written, so the next write will tell whether it takes writes"
+            )
+        });
+    }
+
+    /// Ends a streak of failures: `tell` is given the seconds since its first failure, when
+    /// there was one.
+    fn end_streak(&self, tell: impl FnOnce(u64)) {
         let mut streak = lock(&self.streak);
         if let Some(since) = streak.since.take() {
             *streak = Streak::default();
-            log::info!(
-                "influxdb takes writes again: the log is delivered, {}s after the first failure",
-                since.elapsed().as_secs()
-            );
+            tell(since.elapsed().as_secs());
         }
     }
 

@@ -1384,6 +1384,48 @@ fn a_targeted_write_answered_404_does_not_hold_back_other_targets_and_own_points
     );
 }
 
+/// A client's own database that InfluxDB says is missing refuses that client's points: it says
+/// nothing of InfluxDB, which stays up for everyone (and the refusal's text, about one
+/// client's data, stays off other clients' state page, which shows the last error only while
+/// InfluxDB is down).
+#[test]
+fn a_clients_missing_database_leaves_influxdb_up() {
+    use crate::storage::record::Target;
+    let (mut r, recorder) = setup_recorded("targets-404-health", vec![], Some("nope"));
+    let own = r.append("own v=1 1\n");
+    r.delivery.log.wait(own).unwrap();
+    r.start();
+    r.until("the gateway's own point is stored", |r| {
+        r.sink.stored().len() == 1
+    });
+    assert_eq!(r.delivery.influx_up(), Some(true));
+    // A probe from now on fails: InfluxDB taken for down would stay so.
+    r.sink.set_ping_fails(true);
+    let t = r
+        .delivery
+        .log
+        .append_write(
+            Target {
+                database: "nope",
+                retention_policy: "",
+            },
+            &[Unit {
+                run: Uuid::nil(),
+                points: 1,
+                lines: "m v=2 2\n",
+            }],
+            None,
+        )
+        .unwrap();
+    r.delivery.log.wait(t).unwrap();
+    r.until("the write to the missing database is answered", |_| {
+        lock(&recorder.writes).len() == 2
+    });
+    assert_eq!(r.delivery.influx_up(), Some(true));
+    r.delivered_all();
+    assert_eq!(r.delivery.influx_up(), Some(true));
+}
+
 /// In disk mode, records that fill no write wait `delivery.linger` for more: a record found
 /// alone goes in one write with those that came while it waited.
 #[test]

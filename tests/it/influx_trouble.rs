@@ -1,7 +1,7 @@
 //! What the operator hears of InfluxDB trouble, against a real `influxd`: the first failure of
 //! a streak is a warning with InfluxDB's reason (down, or a 500 for a wrong retention policy),
 //! never repeated more than once a minute; the log says once, and only once it is delivered,
-//! that InfluxDB takes writes again. A user who may not create databases writes as soon as an
+//! that InfluxDB takes writes again (with nothing to deliver, that it answers again). A user who may not create databases writes as soon as an
 //! admin made the database, without a restart; the health fields agree with each other.
 
 use std::time::Duration;
@@ -22,6 +22,37 @@ fn lines(gw: &Gateway, level: &str, text: &str) -> usize {
         .lines()
         .filter(|l| l.contains(&format!("[{level}]")) && l.contains(text))
         .count()
+}
+
+/// InfluxDB away at the start and back while nothing waits: its `/ping` answering is told as
+/// that, not as "takes writes again", which no write has shown yet.
+#[test]
+fn influxdb_back_while_nothing_waits_is_told_as_answering_not_as_taking_writes() {
+    let mut influx = Influxd::start();
+    influx.create_database("runs");
+    influx.stop();
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .influxdb("create_database = false")
+            .toml(),
+    );
+    wait_until(Duration::from_secs(10), "the start's probe fails", || {
+        states(&gw)["influxdb"]["up"] == false
+    });
+    influx.restart();
+    wait_until(Duration::from_secs(40), "the return told", || {
+        lines(&gw, "INFO", "influxdb answers again") == 1
+    });
+    assert_eq!(
+        lines(&gw, "INFO", "influxdb takes writes"),
+        0,
+        "{}",
+        gw.log()
+    );
+    // Nor did the failure say that points waited, when none did.
+    assert_eq!(lines(&gw, "WARN", "nothing waits to be written yet"), 1);
+    assert_eq!(lines(&gw, "WARN", "points wait in the log"), 0);
+    assert_eq!(states(&gw)["influxdb"]["up"], true);
 }
 
 #[test]
