@@ -22,6 +22,23 @@ use crate::storage::dead_letters::{Kept, Key};
 use crate::storage::log::{OwnedTarget, Position, Read};
 use crate::storage::record::Kind;
 
+/// What a batch's write settled: the requests InfluxDB refused (their record's number and
+/// InfluxDB's reason), and the points it stored.
+#[derive(Default)]
+struct Settled {
+    dead: Vec<(u64, String)>,
+    /// Points stored, as `points_written` counts them.
+    stored: usize,
+}
+
+impl Settled {
+    /// `points` stored: counted here and in `points_written`.
+    fn count_stored(&mut self, stats: &Stats, points: usize) {
+        self.stored += points;
+        Stats::add(&stats.points_written, points);
+    }
+}
+
 /// A unit of a batch (or a part of one, when a unit too large for one write was cut), with
 /// the record it belongs to.
 #[derive(Clone, Copy)]
@@ -180,9 +197,9 @@ impl Delivery {
             // Settled in the log's order: the second only once the first is.
             let mut failed = None;
             let first_done = match first {
-                Ok(dead) => {
+                Ok(settled) => {
                     let last = queue.is_empty() && second.is_empty();
-                    self.delivered(&batch, dead, &mut retried, last, stats);
+                    self.delivered(&batch, settled, &mut retried, last, stats);
                     true
                 }
                 Err(e) => {
@@ -191,8 +208,8 @@ impl Delivery {
                 }
             };
             match then {
-                Some(Ok(dead)) if failed.is_none() => {
-                    self.delivered(&second, dead, &mut retried, queue.is_empty(), stats)
+                Some(Ok(settled)) if failed.is_none() => {
+                    self.delivered(&second, settled, &mut retried, queue.is_empty(), stats)
                 }
                 Some(Err(e)) if failed.is_none() => failed = Some(e),
                 _ => {}
@@ -225,18 +242,18 @@ impl Delivery {
     fn delivered(
         &self,
         batch: &[Read],
-        dead: Vec<(u64, String)>,
+        settled: Settled,
         retried: &mut bool,
         queue_empty: bool,
         stats: &Stats,
     ) {
         let last = batch.last().map_or(0, |r| r.seq);
+        // Stored after a failed try: what InfluxDB refused is not.
         if std::mem::take(retried) {
-            let points: u32 = batch.iter().flat_map(|r| &r.units).map(|u| u.points).sum();
-            Stats::add(&stats.points_replayed, points as usize);
+            Stats::add(&stats.points_replayed, settled.stored);
         }
         self.log.delivered(last, batch);
-        self.settle(last, dead);
+        self.settle(last, settled.dead);
         *lock(&self.waiting_since) = if queue_empty {
             None
         } else {
@@ -344,7 +361,7 @@ impl Delivery {
     /// dead-lettered), or the failure that may pass. The heartbeats of runs InfluxDB refused
     /// before go in a write of their own ([`Delivery::probe_refused`]), so that they never make
     /// everyone else's points wait while a shared write is split to find them again.
-    fn deliver(&self, batch: &[Read], stats: &Stats) -> Result<Vec<(u64, String)>, SinkError> {
+    fn deliver(&self, batch: &[Read], stats: &Stats) -> Result<Settled, SinkError> {
         let pieces = batch.iter().flat_map(|record| {
             record
                 .units
@@ -366,14 +383,14 @@ impl Delivery {
         let (known, others): (Vec<Piece<'_>>, Vec<Piece<'_>>) =
             pieces.partition(|p| p.is_heartbeat() && refusals.contains_key(&p.run));
         drop(refusals);
-        let mut dead = Vec::new();
+        let mut out = Settled::default();
         if !others.is_empty() {
-            self.write_pieces(&others, stats, &mut dead)?;
+            self.write_pieces(&others, stats, &mut out)?;
         }
         if !known.is_empty() {
-            self.probe_refused(&known, stats)?;
+            self.probe_refused(&known, stats, &mut out)?;
         }
-        Ok(dead)
+        Ok(out)
     }
 
     /// Writes `pieces` as one write. Only InfluxDB's definite refusal of the data sends
@@ -388,14 +405,14 @@ impl Delivery {
         &self,
         pieces: &[Piece<'_>],
         stats: &Stats,
-        dead: &mut Vec<(u64, String)>,
+        out: &mut Settled,
     ) -> Result<(), SinkError> {
         let body = join(pieces);
         let points: usize = pieces.iter().map(|p| p.points as usize).sum();
         // A batch holds records of one target (`batch_len`), so its pieces share it.
         let error = match self.write(pieces[0].target, &body, stats) {
             Ok(()) => {
-                Stats::add(&stats.points_written, points);
+                out.count_stored(stats, points);
                 return Ok(());
             }
             Err(e) => e,
@@ -426,24 +443,24 @@ impl Delivery {
                 if refused.iter().any(|&line| line >= total) {
                     // The answer does not fit the body sent: find the refused lines by
                     // writing in parts, as when InfluxDB does not name them.
-                    return self.refused_write(pieces, e, stats, dead);
+                    return self.refused_write(pieces, e, stats, out);
                 }
                 let mut first_line = 0;
                 for (piece, count) in pieces.iter().zip(counts) {
                     let range = first_line..first_line + count;
                     first_line += count;
                     if refused.iter().any(|line| range.contains(line)) {
-                        self.refused(piece, &e, stats, dead);
+                        self.refused(piece, &e, stats, out);
                     } else {
-                        Stats::add(&stats.points_written, piece.points as usize);
+                        out.count_stored(stats, piece.points as usize);
                     }
                 }
                 Ok(())
             }
-            e @ SinkError::Refused { .. } => self.refused_write(pieces, e, stats, dead),
+            e @ SinkError::Refused { .. } => self.refused_write(pieces, e, stats, out),
             e @ SinkError::TooLarge { .. } if one_line() => {
                 // A single line InfluxDB will not take for its size: a definite refusal.
-                self.refused(&pieces[0], &e, stats, dead);
+                self.refused(&pieces[0], &e, stats, out);
                 Ok(())
             }
             e @ SinkError::TooLarge { .. } => {
@@ -452,7 +469,7 @@ impl Delivery {
                     "influxdb refused a write of {} bytes as too large; writing it in parts: {e}",
                     body.len()
                 );
-                self.write_split(pieces, &e, stats, dead)
+                self.write_split(pieces, &e, stats, out)
             }
             SinkError::Broken(why)
                 if body.len() > RESET_SUSPECT_BYTES && !one_line() && self.sink.ping().is_ok() =>
@@ -467,7 +484,7 @@ impl Delivery {
                 );
                 self.learn_body_limit(body.len());
                 let e = SinkError::Broken(why);
-                self.write_split(pieces, &e, stats, dead)
+                self.write_split(pieces, &e, stats, out)
             }
             // A client's own database, bucket or retention policy that InfluxDB says is
             // missing or closed to the gateway (`SinkError::disposition_for`): only a person
@@ -478,7 +495,7 @@ impl Delivery {
                 if e.disposition_for(pieces[0].target) == Disposition::Reject =>
             {
                 for piece in pieces {
-                    self.refused(piece, &e, stats, dead);
+                    self.refused(piece, &e, stats, out);
                 }
                 Ok(())
             }
@@ -493,17 +510,17 @@ impl Delivery {
         pieces: &[Piece<'_>],
         e: SinkError,
         stats: &Stats,
-        dead: &mut Vec<(u64, String)>,
+        out: &mut Settled,
     ) -> Result<(), SinkError> {
         if let [piece] = pieces {
-            self.refused(piece, &e, stats, dead);
+            self.refused(piece, &e, stats, out);
             return Ok(());
         }
         log::debug!(
             "influxdb refused a write of {} units; writing it in parts to find the refused ones: {e}",
             pieces.len()
         );
-        self.write_split(pieces, &e, stats, dead)
+        self.write_split(pieces, &e, stats, out)
     }
 
     /// Writes `pieces` (more than one line), which failed with `e`, in parts: requests' points
@@ -514,14 +531,14 @@ impl Delivery {
         pieces: &[Piece<'_>],
         e: &SinkError,
         stats: &Stats,
-        dead: &mut Vec<(u64, String)>,
+        out: &mut Settled,
     ) -> Result<(), SinkError> {
         let parts: Vec<Vec<Piece<'_>>> = match pieces {
             [piece] => match piece.halves() {
                 Some((first, second)) => vec![vec![first], vec![second]],
                 // The callers split only what holds more than one line; a line cannot be cut.
                 None if e.disposition() == Disposition::Reject => {
-                    self.refused(piece, e, stats, dead);
+                    self.refused(piece, e, stats, out);
                     return Ok(());
                 }
                 None => return Err(e.clone()),
@@ -539,7 +556,7 @@ impl Delivery {
             }
         };
         for part in parts {
-            self.write_pieces(&part, stats, dead)?;
+            self.write_pieces(&part, stats, out)?;
         }
         Ok(())
     }
@@ -552,7 +569,12 @@ impl Delivery {
     /// reason of its own gets one).
     /// InfluxDB 1.x and 2.x store the good lines of a partial write, so a run that InfluxDB
     /// takes again among refused ones still has its heartbeats stored.
-    fn probe_refused(&self, known: &[Piece<'_>], stats: &Stats) -> Result<(), SinkError> {
+    fn probe_refused(
+        &self,
+        known: &[Piece<'_>],
+        stats: &Stats,
+        out: &mut Settled,
+    ) -> Result<(), SinkError> {
         let body = join(known);
         let refused: Vec<bool> = match self.write(None, &body, stats) {
             Ok(()) => vec![false; known.len()],
@@ -576,7 +598,7 @@ impl Delivery {
                     // together): the refusal is the run's own, so a new reason gets its dead
                     // letter, once.
                     for piece in known {
-                        self.refused(piece, &e, stats, &mut Vec::new());
+                        self.refused(piece, &e, stats, out);
                     }
                     return Ok(());
                 }
@@ -594,7 +616,7 @@ impl Delivery {
                     entry.at = SystemTime::now();
                 }
             } else {
-                Stats::add(&stats.points_written, piece.points as usize);
+                out.count_stored(stats, piece.points as usize);
                 refusals.remove(&piece.run);
                 taken += 1;
             }
@@ -681,13 +703,7 @@ impl Delivery {
 
     /// A unit InfluxDB refused on its own: a request's points go to the dead letters; a run's
     /// heartbeat too, the first time for each reason, and is counted after that.
-    fn refused(
-        &self,
-        piece: &Piece<'_>,
-        e: &SinkError,
-        stats: &Stats,
-        dead: &mut Vec<(u64, String)>,
-    ) {
+    fn refused(&self, piece: &Piece<'_>, e: &SinkError, stats: &Stats, out: &mut Settled) {
         self.refusals_seen.fetch_add(1, Ordering::Relaxed);
         let message = e.to_string();
         let points = piece.points as usize;
@@ -721,7 +737,7 @@ impl Delivery {
                 piece.unit,
                 piece.line
             );
-            dead.push((piece.seq, message.clone()));
+            out.dead.push((piece.seq, message.clone()));
         }
         match self.dead.store(
             Key {

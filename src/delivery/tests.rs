@@ -280,6 +280,30 @@ fn a_failure_that_may_pass_keeps_the_points_and_delivers_them_once_influxdb_answ
     }
 }
 
+/// `points_replayed` counts the points stored after a failed try, not those InfluxDB refused
+/// once it answered.
+#[test]
+fn points_refused_after_a_failed_try_are_not_counted_as_replayed() {
+    let r = started("delivery-replayed-refused");
+    r.until("the start's probe", |r| {
+        r.delivery.influx_up() == Some(true)
+    });
+    r.sink.refuse_lines_with("r=bad");
+    r.sink
+        .answer([Answer::Fail(SinkError::from_status(503, "busy".into()))]);
+    // The first write fails; then the good request is stored and the bad one refused.
+    assert_eq!(
+        r.request("m,r=good v=1 1\nm,r=good v=2 2\n"),
+        Outcome::Recorded
+    );
+    assert_eq!(r.request("m,r=bad v=1 1\n"), Outcome::Recorded);
+    r.delivered_all();
+    assert!(!r.sink.stored().iter().any(|l| l.contains("r=bad")));
+    assert_eq!(Stats::get(&r.stats.points_written), 2);
+    assert_eq!(Stats::get(&r.stats.points_dead_lettered), 1);
+    assert_eq!(Stats::get(&r.stats.points_replayed), 2);
+}
+
 #[test]
 fn a_refusal_is_told_to_its_request_however_many_records_were_settled_since() {
     let r = setup(
