@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use super::sink::{Disposition, SinkError};
 use super::{
-    BACKOFF_MAX, BACKOFF_MIN, DOWN, Delivery, REFUSALS_KEPT, RESET_SUSPECT_BYTES, RunRefusal, UP,
-    WriteLimits, lock,
+    BACKOFF_MAX, BACKOFF_MIN, DOWN, Delivery, MIN_BODY_LIMIT, REFUSALS_KEPT, RESET_SUSPECT_BYTES,
+    RunRefusal, UP, WriteLimits, lock,
 };
 use crate::config::Acknowledge;
 use crate::ingest::line_protocol;
@@ -458,6 +458,22 @@ impl Delivery {
                 Ok(())
             }
             e @ SinkError::Refused { .. } => self.refused_write(pieces, e, stats, out),
+            // A single line of no more than the smallest body the gateway ever cuts writes
+            // to: a 413 cannot be about its size, but about a body limit (InfluxDB's, or a
+            // proxy's) set below any write. Kept and tried again, as a failure only a person
+            // can fix; never a dead letter.
+            SinkError::TooLarge { message } if one_line() && body.len() <= MIN_BODY_LIMIT => {
+                let e = SinkError::Unavailable {
+                    status: 413,
+                    message: format!(
+                        "{message} (to a write of a single line of {} bytes: the body limit of InfluxDB, or of a proxy in front of it, is set below any write; raise it)",
+                        body.len()
+                    ),
+                };
+                // The health says so too: InfluxDB takes no write, for this reason.
+                self.record_write(pieces[0].target, &Err(e.clone()));
+                Err(e)
+            }
             e @ SinkError::TooLarge { .. } if one_line() => {
                 // A single line InfluxDB will not take for its size: a definite refusal.
                 self.refused(&pieces[0], &e, stats, out);
@@ -656,7 +672,7 @@ impl Delivery {
     /// InfluxDB refused a write of `bytes` as too large: later batches are at most half that,
     /// for [`super::BODY_LIMIT_KEPT`].
     fn learn_body_limit(&self, bytes: usize) {
-        let half = (bytes / 2).max(1024);
+        let half = (bytes / 2).max(MIN_BODY_LIMIT);
         *lock(&self.learned_at) = Some(Instant::now());
         let before = self.learned_max_bytes.fetch_min(half, Ordering::Relaxed);
         if half >= before {

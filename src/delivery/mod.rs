@@ -65,6 +65,9 @@ const BODY_LIMIT_KEPT: Duration = Duration::from_secs(3600);
 /// will not read (influxd answers 413 and closes while the client still sends), once `/ping`
 /// shows InfluxDB is up: the batch is split, not retried whole forever.
 const RESET_SUSPECT_BYTES: usize = 1 << 20;
+/// The smallest body, in bytes, that a 413 makes writes go down to; a single line no larger
+/// than this answered 413 says the body limit is wrong, not the line (it is kept).
+const MIN_BODY_LIMIT: usize = 1024;
 /// Per-run heartbeat refusals remembered at most; the oldest are forgotten first.
 const REFUSALS_KEPT: usize = 20_000;
 /// How long a refusal waits for its request to read it, in multiples of the longest a request

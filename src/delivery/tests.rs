@@ -214,7 +214,13 @@ fn refused_data_goes_to_the_dead_letters_and_the_request_learns_why() {
     ] {
         let r = started(&format!("delivery-{name}"));
         r.sink.answer([Answer::Fail(answer)]);
-        let outcome = r.request("m,r=a v=1 1\n");
+        // A 413 refuses a line alone only when the line could be too large: over 1 KiB.
+        let line = if status == 413 {
+            format!("m,r=a v=\"{}\" 1\n", "x".repeat(1100))
+        } else {
+            "m,r=a v=1 1\n".to_string()
+        };
+        let outcome = r.request(&line);
         match &outcome {
             Outcome::DeadLettered(why) => {
                 assert!(
@@ -226,7 +232,7 @@ fn refused_data_goes_to_the_dead_letters_and_the_request_learns_why() {
         }
         let letters = dead_letters::list(&r.dir.0).unwrap();
         assert_eq!(letters.len(), 1, "{name}");
-        assert_eq!(dead_letters::read(&letters[0].0).unwrap(), "m,r=a v=1 1\n");
+        assert_eq!(dead_letters::read(&letters[0].0).unwrap(), line);
         assert_eq!(
             r.delivery.influx_up(),
             Some(true),
@@ -235,6 +241,30 @@ fn refused_data_goes_to_the_dead_letters_and_the_request_learns_why() {
         // What follows is delivered: a refusal never blocks the log.
         assert_eq!(r.request("m,r=b v=1 1\n"), Outcome::Delivered, "{name}");
     }
+}
+
+/// A 413 to a single line of no more than 1 KiB cannot be about the line: the body limit of
+/// InfluxDB (or of a proxy in front of it) is set below any write. The point is kept and
+/// delivered once the limit is raised, never dead-lettered.
+#[test]
+fn a_413_to_a_small_line_keeps_it_for_when_the_body_limit_is_raised() {
+    let r = started("delivery-413-small");
+    r.until("the start's probe", |r| {
+        r.delivery.influx_up() == Some(true)
+    });
+    let too_large = || {
+        Answer::Fail(SinkError::TooLarge {
+            message: "request entity too large".into(),
+        })
+    };
+    r.sink.answer([too_large(), too_large()]);
+    assert_eq!(r.request("m,r=a v=1 1\n"), Outcome::Recorded);
+    let error = r.delivery.health().last_error.unwrap().1;
+    assert!(error.contains("a single line of 12 bytes"), "{error}");
+    assert_eq!(r.delivery.influx_up(), Some(false));
+    r.delivered_all();
+    assert_eq!(r.sink.stored(), ["m,r=a v=1 1"]);
+    assert!(dead_letters::list(&r.dir.0).unwrap().is_empty());
 }
 
 #[test]
@@ -1160,7 +1190,10 @@ fn interleaved_targets_with_refusals_5xx_and_413_each_line_lands_once_in_its_own
     use crate::storage::record::Target;
     let (mut r, rec) = setup_recorded("targets-interleaved", vec![1, 4, 9, 15], None);
     r.sink.refuse_lines_with("refuse-me");
-    r.sink.refuse_bodies_over(60);
+    // Bodies of several lines are too large, and the bad run's heartbeat alone (over 1 KiB);
+    // other lines alone never are (a 413 to a line of no more than 1 KiB is not taken as
+    // about that line).
+    r.sink.refuse_bodies_over(66);
     let targets: [Option<(&str, &str)>; 4] = [
         None,
         Some(("k6", "")),
@@ -1183,7 +1216,11 @@ fn interleaved_targets_with_refusals_5xx_and_413_each_line_lands_once_in_its_own
             let beat = |run: Uuid, extra: &str| format!("hb,run={run}{extra} v={i} {i}\n");
             r.heartbeats(&[
                 (good_run, beat(good_run, "")),
-                (bad_run, beat(bad_run, ",x=refuse-me")),
+                // Refused by its size, as a line over 1 KiB can be: one reason each time.
+                (
+                    bad_run,
+                    beat(bad_run, &format!(",x=refuse-me,pad={}", "p".repeat(1100))),
+                ),
             ]);
             continue;
         }
