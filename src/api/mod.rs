@@ -233,11 +233,15 @@ impl App {
         let index = match checked {
             Ok(index) => index,
             Err(denied) => {
-                Stats::add(&self.stats().auth_failures, 1);
                 // A request without credentials guesses nothing: a browser asks without them
                 // first and sends the token in answer to the 401's Basic challenge. Only a
-                // wrong or malformed token counts towards `auth.max_failures`.
-                let spent = denied != Denied::Missing && self.failed_checks.failed(ip, now);
+                // wrong or malformed token is a failure: counted, and towards
+                // `auth.max_failures`.
+                let guessed = denied != Denied::Missing;
+                if guessed {
+                    Stats::add(&self.stats().auth_failures, 1);
+                }
+                let spent = guessed && self.failed_checks.failed(ip, now);
                 if !REFUSED_LINES.allows(now) {
                     return Err(ApiError::Unauthorized(denied));
                 }
