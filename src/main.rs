@@ -657,6 +657,7 @@ fn run() -> Result<(), StartError> {
             .map(|c| (c.name.clone(), c.max_spool_bytes))
             .collect(),
         clock: service::Clock::default(),
+        dropped_beats: Default::default(),
     });
     // A result saved for a commit the log never recorded (the gateway stopped between the
     // two) is no run's result.

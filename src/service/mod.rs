@@ -85,6 +85,9 @@ pub struct Service {
     pub spool_shares: std::collections::HashMap<String, u64>,
     /// The monotonic clock the expiry of runs runs on.
     pub clock: Clock,
+    /// Ticks whose heartbeats could not be recorded (a full disk), told at once, then at most
+    /// once a minute with a count.
+    pub dropped_beats: crate::storage::Repeats,
 }
 
 /// Where the use-cases read monotonic time: the system's `Instant`, or, in tests, one the

@@ -132,6 +132,7 @@ pub(crate) fn fixture_shares(
         judging: Default::default(),
         spool_shares: shares.iter().map(|(n, b)| (n.to_string(), *b)).collect(),
         clock: Clock::default(),
+        dropped_beats: Default::default(),
     });
     let running = Arc::clone(&service);
     let deliverer = std::thread::spawn(move || running.delivery.run(position, &running.stats));
@@ -1347,6 +1348,10 @@ fn a_disk_filled_three_times_by_ticks_is_freed_each_time() {
             ticks > 1,
             "round {round}: the disk was still full from before"
         );
+        // The next tick's drop is not told again within the minute: held back, counted.
+        let (_, at) = tick_until_full(&f, now);
+        now = at;
+        assert_eq!(f.service.dropped_beats.admit(Instant::now()), None);
         f.sink.set_down(false);
         wait_delivered(&f);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -1357,6 +1362,11 @@ fn a_disk_filled_three_times_by_ticks_is_freed_each_time() {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        // A tick recorded again ends the streak: the next drop is told at once.
+        now += 1_000;
+        f.service.tick(now);
+        assert_eq!(f.service.dropped_beats.admit(Instant::now()), Some(0));
+        f.service.dropped_beats.reset();
     }
 }
 

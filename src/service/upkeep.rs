@@ -114,7 +114,10 @@ impl Service {
                 .delivery
                 .record(Kind::Heartbeats, change, chunk, share, &self.stats)
             {
-                Ok(_) => self.jobs.count_beats(&beats),
+                Ok(_) => {
+                    self.jobs.count_beats(&beats);
+                    self.dropped_beats.reset();
+                }
                 Err(why) => {
                     // The table made the tick's changes (expiries, removals): they go out with
                     // the next change instead.
@@ -123,7 +126,13 @@ impl Service {
                     }
                     // Heartbeats were promised to nobody; losing some is logged, not fatal.
                     Stats::add(&self.stats.heartbeats_dropped, beats.len());
-                    log::warn!("{} heartbeats dropped: {why}", beats.len());
+                    self.dropped_beats.log(
+                        log::Level::Warn,
+                        &format_args!(
+                            "{} heartbeats dropped: {why} (counters.heartbeats_dropped counts them all)",
+                            beats.len()
+                        ),
+                    );
                 }
             }
         }

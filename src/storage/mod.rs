@@ -241,9 +241,16 @@ impl Repeats {
     /// Logs `line` at error level when [`Repeats::admit`] lets it through now, with the count
     /// of the lines held back.
     pub fn error(&self, line: &dyn std::fmt::Display) {
+        self.log(::log::Level::Error, line);
+    }
+
+    /// Logs `line` at `level` when [`Repeats::admit`] lets it through now, with the count of
+    /// the lines held back.
+    pub fn log(&self, level: ::log::Level, line: &dyn std::fmt::Display) {
         match self.admit(std::time::Instant::now()) {
-            Some(0) => ::log::error!("{line}"),
-            Some(held) => ::log::error!(
+            Some(0) => ::log::log!(level, "{line}"),
+            Some(held) => ::log::log!(
+                level,
                 "{line} (and {held} more times since the last time logged; this line is logged at most once every {} s)",
                 Self::EVERY.as_secs()
             ),
