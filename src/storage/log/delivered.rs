@@ -177,7 +177,20 @@ impl Log {
             .undelivered_records
             .saturating_sub(records.len() as u64);
         inner.release(per_client);
+        let save = inner
+            .mark_saved_at
+            .is_none_or(|at| at.elapsed() >= MARK_SAVE_EVERY);
+        if save {
+            inner.mark_saved_at = Some(std::time::Instant::now());
+        }
         drop(inner);
+        if save {
+            // Not told when it fails: the stop and the letting go of segments write it too, and
+            // say so; a crash meanwhile only sends InfluxDB again what it has.
+            if let Err(e) = self.write_mark(seq) {
+                log::debug!("cannot save how far the log is delivered: {e}");
+            }
+        }
         self.trim();
     }
 
@@ -377,10 +390,7 @@ impl Log {
 
     /// Writes the delivered mark; false (and a warning) when it could not be.
     pub(super) fn write_delivered(&self, delivered: u64) -> bool {
-        match self
-            .dir
-            .write_atomic(DELIVERED_FILE, &record::encode_delivered(delivered))
-        {
+        match self.write_mark(delivered) {
             Ok(()) => true,
             Err(e) => {
                 log::warn!(
@@ -390,6 +400,19 @@ impl Log {
                 false
             }
         }
+    }
+
+    /// Writes the delivered mark `delivered`, unless one as far or further is written: the
+    /// writers take turns, so a mark never goes back.
+    fn write_mark(&self, delivered: u64) -> std::io::Result<()> {
+        let mut mark = crate::sync::lock(&self.mark);
+        if delivered <= *mark {
+            return Ok(());
+        }
+        self.dir
+            .write_atomic(DELIVERED_FILE, &record::encode_delivered(delivered))?;
+        *mark = delivered;
+        Ok(())
     }
 
     /// Records, bytes and segments in the log, for the state page.

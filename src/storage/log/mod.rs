@@ -74,6 +74,10 @@ const ZERO_FILL_BYTES: u64 = 1 << 20;
 pub const HEADROOM_BYTES: u64 = 16 << 20;
 /// The file that says how far InfluxDB has taken the log.
 const DELIVERED_FILE: &str = "delivered";
+/// How often, at most, the deliverer saves how far the log is delivered as it goes (besides at
+/// the stop and when segments are let go): what a crash sends InfluxDB again, and counts as
+/// waiting at the next start, is what was delivered in the last few seconds, not a segment.
+const MARK_SAVE_EVERY: Duration = Duration::from_secs(2);
 /// Where a segment's first record starts: after its header.
 const FIRST_RECORD: u64 = SEGMENT_HEADER_BYTES as u64;
 
@@ -321,6 +325,8 @@ struct Inner {
     /// Letting a segment go found no room for the delivered mark: a snapshot is asked for,
     /// which may take the room kept for it and leave some.
     let_go_blocked: bool,
+    /// When the deliverer last saved the delivered mark as it went ([`MARK_SAVE_EVERY`]).
+    mark_saved_at: Option<std::time::Instant>,
     /// A write found the disk full: the writer looks for a segment to let go.
     trim_wanted: bool,
     /// A failed write could not be cut back from the segment: nothing is written until it is
@@ -352,6 +358,9 @@ pub struct Log {
     /// Failed writes as they are logged: at once, then once a minute while they repeat (on a
     /// full disk every tick's heartbeats fail).
     errors: super::Repeats,
+    /// The delivered mark as last written: its writes (by the deliverer, by a letting go of
+    /// segments, at the stop) take turns here, and a mark never goes back.
+    mark: Mutex<u64>,
     /// Tests make the next writes fail, as a disk gone bad would.
     #[cfg(test)]
     fail_writes: std::sync::atomic::AtomicUsize,
@@ -1194,6 +1203,25 @@ mod tests {
         log.snapshot_written(more, 10);
         assert_eq!(log.segments(), 0);
         assert_eq!(put_wide(&log, more + 1).unwrap(), more + 1);
+    }
+
+    /// The deliverer saves how far it got as it goes: a crash (no stop to save it) does not
+    /// make a start count, and send again, what was delivered before it.
+    #[test]
+    fn a_crash_after_a_delivery_does_not_count_what_was_delivered_as_waiting() {
+        let dir = Dir::new("log-mark-as-it-goes");
+        let (log, mut at, _) = open(&dir).unwrap();
+        let last = (1..=3)
+            .map(|n| put_line(&log, &format!("m v={n} {n}\n")).unwrap())
+            .last()
+            .unwrap();
+        let read = read_all(&log, &mut at);
+        log.delivered(last, &read);
+        // Killed: no save_delivered.
+        drop(log);
+        let (_, at, opened) = open(&dir).unwrap();
+        assert_eq!(opened.undelivered, (0, 0));
+        assert_eq!(at.next_seq, last + 1);
     }
 
     #[test]

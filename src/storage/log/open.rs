@@ -176,6 +176,7 @@ impl Log {
                 snapshot_bytes: 0,
                 disk_full: false,
                 let_go_blocked: false,
+                mark_saved_at: None,
                 trim_wanted: false,
                 broken: false,
             }),
@@ -183,6 +184,7 @@ impl Log {
             turns: [Signal::new(), Signal::new()],
             reading: Mutex::new(None),
             errors: crate::storage::Repeats::default(),
+            mark: Mutex::new(delivered),
             #[cfg(test)]
             fail_writes: std::sync::atomic::AtomicUsize::new(0),
             #[cfg(test)]
