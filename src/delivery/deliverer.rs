@@ -143,7 +143,6 @@ impl Delivery {
             }
             if queue.is_empty() {
                 found.clear();
-                *lock(&self.waiting_since) = None;
                 if self.up.load(Ordering::Relaxed) == DOWN
                     && idle_probe.is_none_or(|at: Instant| at.elapsed() >= backoff)
                 {
@@ -170,7 +169,6 @@ impl Delivery {
                     });
                 continue;
             }
-            lock(&self.waiting_since).get_or_insert_with(Instant::now);
             if let Some((since, left)) = self.linger_left(&queue, retried, &mut found) {
                 // Records that fill no write wait, once, for more to go with them: then
                 // what came meanwhile is read, and all of it written.
@@ -254,11 +252,6 @@ impl Delivery {
         }
         self.log.delivered(last, batch);
         self.settle(last, settled.dead);
-        *lock(&self.waiting_since) = if queue_empty {
-            None
-        } else {
-            Some(Instant::now())
-        };
         if queue_empty && self.log.undelivered().0 == 0 {
             self.tell_delivered();
         }

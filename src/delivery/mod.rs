@@ -170,8 +170,6 @@ pub struct Delivery {
     /// those waiting for the next one.
     settled_changed: [Signal; SETTLE_SIGNALS],
     refusals: Mutex<HashMap<Uuid, RunRefusal>>,
-    /// Since when the oldest undelivered record has waited, as the deliverer saw it.
-    waiting_since: Mutex<Option<Instant>>,
     /// Set by [`Delivery::stop`]: the deliverer returns.
     stopping: AtomicBool,
     /// Bytes of one write at most, as learned from InfluxDB refusing larger ones (it starts at
@@ -218,7 +216,6 @@ impl Delivery {
             settled: Mutex::new(Settled::default()),
             settled_changed: std::array::from_fn(|_| Signal::new()),
             refusals: Mutex::new(HashMap::new()),
-            waiting_since: Mutex::new(None),
             stopping: AtomicBool::new(false),
             learned_max_bytes: std::sync::atomic::AtomicUsize::new(limits.max_bytes),
             learned_at: Mutex::new(None),
@@ -291,9 +288,10 @@ impl Delivery {
         self.health().up
     }
 
-    /// How long the oldest undelivered record has waited.
+    /// How long the oldest undelivered record has waited
+    /// ([`crate::storage::log::Log::oldest_waiting`]).
     pub fn oldest_waiting(&self) -> Option<Duration> {
-        lock(&self.waiting_since).map(|at| at.elapsed())
+        self.log.oldest_waiting()
     }
 
     /// The last refusal of each run whose heartbeat InfluxDB refused.

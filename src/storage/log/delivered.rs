@@ -177,6 +177,18 @@ impl Log {
             .undelivered_records
             .saturating_sub(records.len() as u64);
         inner.release(per_client);
+        // The windows whose records are all delivered: those the next window begins at or
+        // before the oldest record waiting.
+        while inner
+            .appended
+            .get(1)
+            .is_some_and(|(first, _)| *first <= seq + 1)
+        {
+            inner.appended.pop_front();
+        }
+        if seq >= inner.durable {
+            inner.appended.clear();
+        }
         let save = inner
             .mark_saved_at
             .is_none_or(|at| at.elapsed() >= MARK_SAVE_EVERY);

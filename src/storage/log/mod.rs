@@ -74,6 +74,10 @@ const ZERO_FILL_BYTES: u64 = 1 << 20;
 pub const HEADROOM_BYTES: u64 = 16 << 20;
 /// The file that says how far InfluxDB has taken the log.
 const DELIVERED_FILE: &str = "delivered";
+/// Records written within this long of each other share one entry of [`Inner::appended`]: the
+/// age of the oldest record waiting is told to within it, and a log waiting for days keeps a
+/// few tens of thousands of entries at most.
+const APPENDED_WINDOW: Duration = Duration::from_secs(10);
 /// How often, at most, the deliverer saves how far the log is delivered as it goes (besides at
 /// the stop and when segments are let go): what a crash sends InfluxDB again, and counts as
 /// waiting at the next start, is what was delivered in the last few seconds, not a segment.
@@ -327,6 +331,13 @@ struct Inner {
     let_go_blocked: bool,
     /// When the deliverer last saved the delivered mark as it went ([`MARK_SAVE_EVERY`]).
     mark_saved_at: Option<std::time::Instant>,
+    /// When records not yet delivered were written: the number of the first record written in
+    /// each [`APPENDED_WINDOW`], and when, in ms since `opened_at` (negative for records read at
+    /// the start: when their segment was begun). The front entry's window holds the oldest
+    /// record waiting.
+    appended: VecDeque<(u64, i64)>,
+    /// When the log was opened: what `appended` counts from.
+    opened_at: std::time::Instant,
     /// A write found the disk full: the writer looks for a segment to let go.
     trim_wanted: bool,
     /// A failed write could not be cut back from the segment: nothing is written until it is
@@ -806,6 +817,15 @@ impl Log {
                 let last = first + starts.len() as u64 - 1;
                 inner.next_seq = last + 1;
                 inner.durable = last;
+                let now = inner.opened_at.elapsed().as_millis() as i64;
+                let window = APPENDED_WINDOW.as_millis() as i64;
+                if inner
+                    .appended
+                    .back()
+                    .is_none_or(|(_, at)| now - at >= window)
+                {
+                    inner.appended.push_back((first, now));
+                }
                 if let Some(tail) = inner.segments.last_mut() {
                     tail.bytes += bytes.len() as u64;
                     tail.last = last;
@@ -964,6 +984,21 @@ impl Log {
     pub fn undelivered(&self) -> (u64, u64) {
         let inner = self.lock();
         (inner.undelivered_records, inner.undelivered)
+    }
+
+    /// How long the oldest record written and not yet delivered has waited, to within
+    /// [`APPENDED_WINDOW`] (never less); `None` when every record written is delivered. For
+    /// records read at the start: at least since their segment was begun.
+    pub fn oldest_waiting(&self) -> Option<Duration> {
+        let inner = self.lock();
+        if inner.durable <= inner.delivered {
+            return None;
+        }
+        let now = inner.opened_at.elapsed().as_millis() as i64;
+        inner
+            .appended
+            .front()
+            .map(|(_, at)| Duration::from_millis(now.saturating_sub(*at).max(0) as u64))
     }
 
     /// Makes the next `n` group writes fail, as a disk gone bad would.
@@ -1222,6 +1257,33 @@ mod tests {
         let (_, at, opened) = open(&dir).unwrap();
         assert_eq!(opened.undelivered, (0, 0));
         assert_eq!(at.next_seq, last + 1);
+    }
+
+    /// The age of the oldest record waiting is that record's: a delivery of the records before
+    /// it does not start it again, a start finds it again, and it is gone once all are
+    /// delivered.
+    #[test]
+    fn the_oldest_record_waiting_keeps_its_age_until_it_is_delivered() {
+        let dir = Dir::new("log-oldest-age");
+        let (log, mut at, _) = open(&dir).unwrap();
+        assert_eq!(log.oldest_waiting(), None);
+        let first = put_line(&log, "m v=1 1\n").unwrap();
+        let second = put_line(&log, "m v=2 2\n").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while log.oldest_waiting().unwrap() < Duration::from_millis(50) {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let read = read_all(&log, &mut at);
+        log.delivered(first, &read[..1]);
+        assert!(log.oldest_waiting().unwrap() >= Duration::from_millis(50));
+        drop(log);
+        // A start finds a record waiting (how long: at least since its segment was begun).
+        let (log, mut at, _) = open(&dir).unwrap();
+        assert!(log.oldest_waiting().is_some());
+        let read = read_all(&log, &mut at);
+        log.delivered(second, &read);
+        assert_eq!(log.oldest_waiting(), None);
     }
 
     #[test]

@@ -116,6 +116,24 @@ impl Log {
             });
         }
         opened.undelivered.1 = undelivered_bytes;
+        // When the records waiting were written, as well as a start can tell: each segment
+        // holding some was begun when its file was made (or, where the filesystem does not
+        // keep that, last written), so its records have waited at least that long.
+        let (opened_at, now) = (std::time::Instant::now(), std::time::SystemTime::now());
+        let appended: VecDeque<(u64, i64)> = segments
+            .iter()
+            .filter(|s| s.last > delivered)
+            .filter_map(|s| {
+                let meta = dir
+                    .open_read(&segment_name(s.first))
+                    .ok()?
+                    .metadata()
+                    .ok()?;
+                let made = meta.created().or_else(|_| meta.modified()).ok()?;
+                let age = now.duration_since(made).unwrap_or_default();
+                Some((s.first.max(delivered + 1), -(age.as_millis() as i64)))
+            })
+            .collect();
         // The last segment is written on; when there is none, or it is full, or its header
         // names an older version (records of this version under it would be read as that
         // version by the program that wrote it), the first write begins one (so a start needs
@@ -177,6 +195,8 @@ impl Log {
                 disk_full: false,
                 let_go_blocked: false,
                 mark_saved_at: None,
+                appended,
+                opened_at,
                 trim_wanted: false,
                 broken: false,
             }),
