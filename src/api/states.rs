@@ -108,6 +108,7 @@ pub fn states(app: &App, client: Option<&Client>) -> Value {
             "bytes": waiting_bytes,
             "limit": app.settings.config.storage.max_spool_bytes,
             "oldest_age_seconds": delivery.oldest_waiting().map(|d| d.as_secs()),
+            "write_error": delivery.log().write_failure().map(|(t, e)| json!({"at": time(t), "error": e})),
             "segments": delivery.log().segments(),
             "share": client.map(|c| json!({
                 "bytes": delivery.log().undelivered_of(&c.name),

@@ -338,6 +338,9 @@ struct Inner {
     appended: VecDeque<(u64, i64)>,
     /// When the log was opened: what `appended` counts from.
     opened_at: std::time::Instant,
+    /// The last write of a group that failed (when, and why), until a write succeeds again:
+    /// for the state page, while requests are answered 503.
+    write_failure: Option<(std::time::SystemTime, String)>,
     /// A write found the disk full: the writer looks for a segment to let go.
     trim_wanted: bool,
     /// A failed write could not be cut back from the segment: nothing is written until it is
@@ -817,6 +820,7 @@ impl Log {
                 let last = first + starts.len() as u64 - 1;
                 inner.next_seq = last + 1;
                 inner.durable = last;
+                inner.write_failure = None;
                 let now = inner.opened_at.elapsed().as_millis() as i64;
                 let window = APPENDED_WINDOW.as_millis() as i64;
                 if inner
@@ -834,6 +838,7 @@ impl Log {
                 Ok(first)
             }
             Err(e) => {
+                inner.write_failure = Some((std::time::SystemTime::now(), e.to_string()));
                 inner.undelivered = inner.undelivered.saturating_sub(bytes.len() as u64);
                 inner.undelivered_records = inner
                     .undelivered_records
@@ -984,6 +989,12 @@ impl Log {
     pub fn undelivered(&self) -> (u64, u64) {
         let inner = self.lock();
         (inner.undelivered_records, inner.undelivered)
+    }
+
+    /// The last failed write to the log (when, and why), while no write has succeeded since:
+    /// requests are answered 503 `storage_error` meanwhile.
+    pub fn write_failure(&self) -> Option<(std::time::SystemTime, String)> {
+        self.lock().write_failure.clone()
     }
 
     /// How long the oldest record written and not yet delivered has waited, to within
@@ -1284,6 +1295,20 @@ mod tests {
         let read = read_all(&log, &mut at);
         log.delivered(second, &read);
         assert_eq!(log.oldest_waiting(), None);
+    }
+
+    /// A failed write is told (for the state page) until a write succeeds again.
+    #[test]
+    fn a_failed_write_is_told_until_one_succeeds() {
+        let dir = Dir::new("log-write-failure");
+        let (log, _, _) = open(&dir).unwrap();
+        assert_eq!(log.write_failure(), None);
+        log.fail_next_writes(1);
+        assert!(put_line(&log, "m v=1 1\n").is_err());
+        let (_, why) = log.write_failure().expect("told");
+        assert!(why.contains("write"), "{why}");
+        put_line(&log, "m v=2 2\n").unwrap();
+        assert_eq!(log.write_failure(), None);
     }
 
     #[test]

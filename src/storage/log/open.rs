@@ -197,6 +197,7 @@ impl Log {
                 mark_saved_at: None,
                 appended,
                 opened_at,
+                write_failure: None,
                 trim_wanted: false,
                 broken: false,
             }),
