@@ -43,14 +43,24 @@ pub fn ready() {
 /// before the gateway serves, at several seconds per GiB.
 ///
 /// Until the returned value is dropped, a thread looks every 10 s at how many bytes the
-/// process has read (`rchar` in `/proc/self/io`); when that has grown since it last looked,
+/// calling thread (the one that reads `storage.dir` back) has read: `rchar` in
+/// `/proc/self/task/<its id>/io`, which the watching thread's own reads of that file do not
+/// grow. When that has grown since it last looked,
 /// it sends `EXTEND_TIMEOUT_USEC=30000000` (30 s more from now) with a `STATUS=` naming the
 /// bytes read, which `systemctl status` shows. A start that reads nothing for 30 s (stuck, not
-/// slow) still times out; so does every start when `/proc/self/io` cannot be read. Without
-/// `NOTIFY_SOCKET` no thread is started. See systemd's `sd_notify(3)`.
+/// slow) still times out; so does every start when that file cannot be read. Without
+/// `NOTIFY_SOCKET` no thread is started. See systemd's `sd_notify(3)`. Called by the process's
+/// main thread.
 pub fn starting() -> Starting {
+    // The main thread's id is the process's.
+    let io = format!("/proc/self/task/{}/io", std::process::id());
     match std::env::var_os(NOTIFY_SOCKET) {
-        Some(socket) => Starting::begin(socket, EXTEND_EVERY, EXTEND_BY, Box::new(read_so_far)),
+        Some(socket) => Starting::begin(
+            socket,
+            EXTEND_EVERY,
+            EXTEND_BY,
+            Box::new(move || read_so_far(&io)),
+        ),
         None => Starting::default(),
     }
 }
@@ -119,11 +129,11 @@ impl Drop for Starting {
     }
 }
 
-/// `rchar` of `/proc/self/io`: the bytes every thread of the process has read so far, from
-/// files and sockets alike (proc(5)); `None` when the file cannot be read, as under a
+/// `rchar` of an `io` file of `/proc` (a process's or a thread's, `io`): the bytes read so far
+/// through `read` and its kin (proc(5)); `None` when the file cannot be read, as under a
 /// hardening that hides it.
-fn read_so_far() -> Option<u64> {
-    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+fn read_so_far(io: &str) -> Option<u64> {
+    let io = std::fs::read_to_string(io).ok()?;
     io.lines()
         .find_map(|line| line.strip_prefix("rchar:"))
         .and_then(|n| n.trim().parse().ok())
@@ -333,9 +343,67 @@ mod tests {
     }
 
     #[test]
-    fn the_bytes_read_so_far_are_read_from_proc() {
-        let before = read_so_far().expect("/proc/self/io is readable here");
+    fn the_bytes_a_thread_read_are_read_from_proc() {
+        let before = read_so_far("/proc/thread-self/io").expect("readable here");
         std::fs::read("/proc/self/status").unwrap();
-        assert!(read_so_far().unwrap() > before);
+        assert!(read_so_far("/proc/thread-self/io").unwrap() > before);
+    }
+
+    /// The watch reads a file of `/proc` at each look: its own reads must not count as the
+    /// start's, or a start stuck for good would be given more time for ever.
+    #[test]
+    fn the_watchs_own_reads_do_not_count_as_the_starts() {
+        let dir = temp_dir("starting-stuck");
+        let path = dir.path().join("notify.sock");
+        let receiver = UnixDatagram::bind(&path).unwrap();
+        // A thread that reads nothing, as a start stuck on its disk: the watch looks at it.
+        let (unstick, stuck) = mpsc::channel::<()>();
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let sleeper = std::thread::spawn(move || {
+            // `/proc/thread-self` links to `<pid>/task/<tid>`, under `/proc`.
+            let task = std::fs::read_link("/proc/thread-self").unwrap();
+            tid_tx
+                .send(Path::new("/proc").join(task).join("io"))
+                .unwrap();
+            let _ = stuck.recv();
+        });
+        let io = tid_rx.recv().unwrap().to_string_lossy().into_owned();
+        let readable = read_so_far(&io);
+        assert!(readable.is_some(), "{io} is readable here");
+        let looks = Arc::new(AtomicU64::new(0));
+        let progress = {
+            let (looks, io) = (Arc::clone(&looks), io.clone());
+            Box::new(move || {
+                looks.fetch_add(1, Ordering::SeqCst);
+                read_so_far(&io)
+            })
+        };
+        let starting = Starting::begin(
+            path.into_os_string(),
+            Duration::from_millis(10),
+            Duration::from_secs(30),
+            progress,
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while looks.load(Ordering::SeqCst) < 6 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the watch never looked"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(starting);
+        assert!(
+            read_so_far(&io).is_some(),
+            "the stuck thread was alive throughout"
+        );
+        drop(unstick);
+        receiver.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 256];
+        let err = receiver
+            .recv(&mut buf)
+            .expect_err("no message for a start that reads nothing");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+        sleeper.join().unwrap();
     }
 }
