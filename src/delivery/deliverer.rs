@@ -118,6 +118,8 @@ impl Delivery {
         let mut read_failure_told: Option<Instant> = None;
         // When InfluxDB was last probed while nothing waited to be written.
         let mut idle_probe: Option<Instant> = None;
+        // Since when nothing has waited to be written.
+        let mut idle_since: Option<Instant> = None;
         while !self.is_stopping() {
             let read_at = lingering_since.take().unwrap_or_else(Instant::now);
             if queue.iter().map(|r| r.bytes).sum::<u64>() < self.limits.max_bytes as u64 {
@@ -143,6 +145,10 @@ impl Delivery {
             }
             if queue.is_empty() {
                 found.clear();
+                // Quiet for a second: how far the log is delivered is saved, if it is not.
+                if idle_since.get_or_insert_with(Instant::now).elapsed() >= Duration::from_secs(1) {
+                    self.log.save_delivered_if_behind();
+                }
                 if self.up.load(Ordering::Relaxed) == DOWN
                     && idle_probe.is_none_or(|at: Instant| at.elapsed() >= backoff)
                 {
@@ -169,6 +175,7 @@ impl Delivery {
                     });
                 continue;
             }
+            idle_since = None;
             if let Some((since, left)) = self.linger_left(&queue, retried, &mut found) {
                 // Records that fill no write wait, once, for more to go with them: then
                 // what came meanwhile is read, and all of it written.

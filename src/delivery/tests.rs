@@ -334,6 +334,32 @@ fn points_refused_after_a_failed_try_are_not_counted_as_replayed() {
     assert_eq!(Stats::get(&r.stats.points_replayed), 2);
 }
 
+/// How far the log is delivered is saved once the deliverer has nothing left to deliver for a
+/// moment, not only every few seconds while it delivers: a crash after a burst then a quiet
+/// spell sends InfluxDB nothing again.
+#[test]
+fn the_delivered_mark_is_saved_when_delivery_goes_quiet() {
+    let r = started("delivery-mark-quiet");
+    r.until("the start's probe", |r| {
+        r.delivery.influx_up() == Some(true)
+    });
+    for n in 0..20 {
+        assert_eq!(r.request(&format!("m v={n} {n}\n")), Outcome::Delivered);
+    }
+    let last = r.delivery.log().undelivered();
+    assert_eq!(last.0, 0);
+    let mark = || {
+        std::fs::read(r.dir.0.join("log/delivered"))
+            .ok()
+            .and_then(|b| crate::storage::record::decode_delivered(&b).ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mark() != Some(20) {
+        assert!(Instant::now() < deadline, "the mark says {:?}", mark());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_refusal_is_told_to_its_request_however_many_records_were_settled_since() {
     let r = setup(

@@ -414,6 +414,20 @@ impl Log {
         }
     }
 
+    /// Saves the delivered mark when it is behind what is delivered: the deliverer calls it
+    /// once nothing was left to deliver for a while, so that the last deliveries before a
+    /// quiet spell are saved too ([`Log::delivered`] saves at most every few seconds, as it
+    /// goes). Not told when it fails, as there.
+    pub fn save_delivered_if_behind(&self) {
+        let delivered = self.lock().delivered;
+        if *crate::sync::lock(&self.mark) >= delivered {
+            return;
+        }
+        if let Err(e) = self.write_mark(delivered) {
+            log::debug!("cannot save how far the log is delivered: {e}");
+        }
+    }
+
     /// Writes the delivered mark `delivered`, unless one as far or further is written: the
     /// writers take turns, so a mark never goes back.
     fn write_mark(&self, delivered: u64) -> std::io::Result<()> {
