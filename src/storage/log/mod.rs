@@ -333,7 +333,7 @@ struct Inner {
     mark_saved_at: Option<std::time::Instant>,
     /// When records not yet delivered were written: the number of the first record written in
     /// each [`APPENDED_WINDOW`], and when, in ms since `opened_at` (negative for records read at
-    /// the start: when their segment was begun). The front entry's window holds the oldest
+    /// the start: when their segment file was last written, which they are no younger than). The front entry's window holds the oldest
     /// record waiting.
     appended: VecDeque<(u64, i64)>,
     /// When the log was opened: what `appended` counts from.
@@ -999,7 +999,7 @@ impl Log {
 
     /// How long the oldest record written and not yet delivered has waited, to within
     /// [`APPENDED_WINDOW`] (never less); `None` when every record written is delivered. For
-    /// records read at the start: at least since their segment was begun.
+    /// records read at the start: at least since their segment file was last written.
     pub fn oldest_waiting(&self) -> Option<Duration> {
         let inner = self.lock();
         if inner.durable <= inner.delivered {
@@ -1289,9 +1289,25 @@ mod tests {
         log.delivered(first, &read[..1]);
         assert!(log.oldest_waiting().unwrap() >= Duration::from_millis(50));
         drop(log);
-        // A start finds a record waiting (how long: at least since its segment was begun).
+        // A start finds a record waiting, as old as its segment file's last write at least:
+        // here 30 s ago (the file was made just now).
+        let segment = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "log"))
+            .unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&segment)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - Duration::from_secs(30))
+            .unwrap();
         let (log, mut at, _) = open(&dir).unwrap();
-        assert!(log.oldest_waiting().is_some());
+        let age = log.oldest_waiting().unwrap();
+        assert!(
+            age >= Duration::from_secs(30) && age < Duration::from_secs(40),
+            "{age:?}"
+        );
         let read = read_all(&log, &mut at);
         log.delivered(second, &read);
         assert_eq!(log.oldest_waiting(), None);

@@ -116,9 +116,10 @@ impl Log {
             });
         }
         opened.undelivered.1 = undelivered_bytes;
-        // When the records waiting were written, as well as a start can tell: each segment
-        // holding some was begun when its file was made (or, where the filesystem does not
-        // keep that, last written), so its records have waited at least that long.
+        // When the records waiting were written, as well as a start can tell (a record does not
+        // keep its time): each was written before its segment file was last written, so it
+        // has waited at least since then. Never more than it has: an alert on the age does
+        // not go off for a restart.
         let (opened_at, now) = (std::time::Instant::now(), std::time::SystemTime::now());
         let appended: VecDeque<(u64, i64)> = segments
             .iter()
@@ -129,8 +130,8 @@ impl Log {
                     .ok()?
                     .metadata()
                     .ok()?;
-                let made = meta.created().or_else(|_| meta.modified()).ok()?;
-                let age = now.duration_since(made).unwrap_or_default();
+                let written = meta.modified().ok()?;
+                let age = now.duration_since(written).unwrap_or_default();
                 Some((s.first.max(delivered + 1), -(age.as_millis() as i64)))
             })
             .collect();
