@@ -659,6 +659,12 @@ fn run() -> Result<(), StartError> {
         clock: service::Clock::default(),
         dropped_beats: Default::default(),
     });
+    // InfluxDB's 404 or 403 for a write API target where the runs' points go is about the
+    // gateway's own configuration: those points wait, as the runs' do.
+    let own = service.own_target.clone();
+    service.delivery.set_own_target(move |t| {
+        own.lands(&t.database, &t.retention_policy) == Some(service::write::Lands::ByName)
+    });
     // A result saved for a commit the log never recorded (the gateway stopped between the
     // two) is no run's result.
     service

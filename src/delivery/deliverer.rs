@@ -508,7 +508,7 @@ impl Delivery {
             // and the gateway's own behind it. Refused: to the dead letters with their target,
             // for `replay-dead-letters` once it is fixed.
             e @ SinkError::Misconfigured { .. }
-                if e.disposition_for(pieces[0].target) == Disposition::Reject =>
+                if self.disposition_of(&e, pieces[0].target) == Disposition::Reject =>
             {
                 for piece in pieces {
                     self.refused(piece, &e, stats, out);

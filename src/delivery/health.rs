@@ -63,7 +63,7 @@ impl Delivery {
             }
             Err(e) => {
                 health.last_error = Some((SystemTime::now(), e.to_string()));
-                let up = if e.disposition_for(target) == Disposition::Reject {
+                let up = if self.disposition_of(e, target) == Disposition::Reject {
                     UP
                 } else {
                     DOWN

@@ -48,12 +48,16 @@ use crate::config::Acknowledge;
 use crate::state::jobs::Change;
 use crate::stats::Stats;
 use crate::storage::dead_letters::DeadLetters;
+use crate::storage::log::OwnedTarget;
 use crate::storage::log::{Log, LogError, Share};
 use crate::storage::record::{Kind, Unit};
 use crate::sync::{Signal, lock};
 pub use health::Health;
 use health::Streak;
-use sink::{Sink, SinkError};
+use sink::{Disposition, Sink, SinkError};
+
+/// Whether a write API target lands where `[influxdb]`'s own points go.
+type OwnTargetTest = Box<dyn Fn(&OwnedTarget) -> bool + Send + Sync>;
 
 /// First and longest wait between tries while InfluxDB fails.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -188,6 +192,9 @@ pub struct Delivery {
     refusals_seen: AtomicU64,
     /// The failures since InfluxDB last took the log, for the log's account of them.
     streak: Mutex<Streak>,
+    /// Whether a write API target lands where `[influxdb]`'s own points go
+    /// ([`Delivery::set_own_target`]); unset, none does.
+    own_target: std::sync::OnceLock<OwnTargetTest>,
     /// Run once, right after [`Delivery::caught_up`] next looked at the log: a test puts a
     /// request there, between the look and what follows it.
     #[cfg(test)]
@@ -195,6 +202,23 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// Tells the deliverer which write API targets land where `[influxdb]`'s own points go:
+    /// InfluxDB's answer that such a target is missing or closed (404, 403) is about the
+    /// gateway's configuration, and keeps the points as it keeps the gateway's own, instead of
+    /// refusing them as a client's database it cannot write ([`SinkError::disposition_for`]).
+    /// Set once, before the deliverer runs; later calls change nothing.
+    pub fn set_own_target(&self, lands: impl Fn(&OwnedTarget) -> bool + Send + Sync + 'static) {
+        let _ = self.own_target.set(Box::new(lands));
+    }
+
+    /// What a failed write of points for `target` means for them:
+    /// [`SinkError::disposition_for`], with a target where `[influxdb]`'s own points go taken
+    /// as the gateway's own ([`Delivery::set_own_target`]).
+    fn disposition_of(&self, e: &SinkError, target: Option<&OwnedTarget>) -> Disposition {
+        let own = |t: &&OwnedTarget| self.own_target.get().is_some_and(|lands| lands(t));
+        e.disposition_for(target.filter(|t| !own(t)))
+    }
+
     /// Delivery over `log` (opened at start), to `sink`, with refusals kept in `dead`.
     pub fn new(
         log: Log,
@@ -223,6 +247,7 @@ impl Delivery {
             body_limit_told: std::sync::atomic::AtomicUsize::new(usize::MAX),
             refusals_seen: AtomicU64::new(0),
             streak: Mutex::new(Streak::default()),
+            own_target: std::sync::OnceLock::new(),
             #[cfg(test)]
             after_caught_up: Mutex::new(None),
         }

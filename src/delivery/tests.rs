@@ -1513,6 +1513,40 @@ fn a_clients_missing_database_leaves_influxdb_up() {
     assert_eq!(r.delivery.influx_up(), Some(true));
 }
 
+/// A write API target where the gateway's own points go, answered 404, is the gateway's own
+/// database missing: its points wait, as the gateway's own do, and InfluxDB is down; they are
+/// not refused as a client's database would be.
+#[test]
+fn the_gateways_own_database_missing_keeps_a_clients_points_there() {
+    use crate::storage::record::Target;
+    let (mut r, recorder) = setup_recorded("targets-own-404", vec![], Some("runs"));
+    r.delivery.set_own_target(|t| t.database == "runs");
+    let t = r
+        .delivery
+        .log
+        .append_write(
+            Target {
+                database: "runs",
+                retention_policy: "",
+            },
+            &[Unit {
+                run: Uuid::nil(),
+                points: 1,
+                lines: "m v=1 1\n",
+            }],
+            None,
+        )
+        .unwrap();
+    r.delivery.log.wait(t).unwrap();
+    r.start();
+    r.until("the write answered", |_| !lock(&recorder.writes).is_empty());
+    r.until("InfluxDB taken for down", |r| {
+        r.delivery.influx_up() == Some(false)
+    });
+    assert!(dead_letters::list(&r.dir.0).unwrap().is_empty());
+    assert_eq!(r.delivery.log().undelivered().0, 1, "the point waits");
+}
+
 /// In disk mode, records that fill no write wait `delivery.linger` for more: a record found
 /// alone goes in one write with those that came while it waited.
 #[test]
