@@ -23,18 +23,32 @@ use crate::storage::log::{OwnedTarget, Position, Read};
 use crate::storage::record::Kind;
 
 /// What a batch's write settled: the requests InfluxDB refused (their record's number and
-/// InfluxDB's reason), and the points it stored.
+/// InfluxDB's reason), and the points it stored of records tried before.
 #[derive(Default)]
 struct Settled {
     dead: Vec<(u64, String)>,
-    /// Points stored, as `points_written` counts them.
-    stored: usize,
+    /// Records up to this number were in a write that failed (0: none).
+    retried_upto: u64,
+    /// Points stored of those records: `points_replayed`.
+    replayed: usize,
 }
 
 impl Settled {
-    /// `points` stored: counted here and in `points_written`.
-    fn count_stored(&mut self, stats: &Stats, points: usize) {
-        self.stored += points;
+    /// Nothing settled yet, of a batch whose records up to `retried_upto` were in a write that
+    /// failed.
+    fn new(retried_upto: u64) -> Settled {
+        Settled {
+            retried_upto,
+            ..Settled::default()
+        }
+    }
+
+    /// `points` of record `seq` stored: counted in `points_written`, and as replayed when the
+    /// record was tried before.
+    fn count_stored(&mut self, stats: &Stats, seq: u64, points: usize) {
+        if seq <= self.retried_upto {
+            self.replayed += points;
+        }
         Stats::add(&stats.points_written, points);
     }
 }
@@ -106,7 +120,9 @@ impl Delivery {
         let mut queue: VecDeque<Read> = VecDeque::new();
         let mut backoff = BACKOFF_MIN;
         // The batch at the front failed at least once.
-        let mut retried = false;
+        // Records up to this number were in a write that failed (0: none): they go again, and
+        // what of them is stored then is counted as replayed.
+        let mut retried_upto = 0u64;
         // When the queued records were read: each read's last record and when, oldest first.
         // A record lingers `delivery.linger` from when it was read, so at most once: also
         // when it was read during a write, while the queue never empties.
@@ -176,7 +192,7 @@ impl Delivery {
                 continue;
             }
             idle_since = None;
-            if let Some((since, left)) = self.linger_left(&queue, retried, &mut found) {
+            if let Some((since, left)) = self.linger_left(&queue, retried_upto > 0, &mut found) {
                 // Records that fill no write wait, once, for more to go with them: then
                 // what came meanwhile is read, and all of it written.
                 lingering_since = Some(since);
@@ -188,11 +204,11 @@ impl Delivery {
             let beside = self.beside(&batch, &queue);
             let second: Vec<Read> = queue.drain(..beside).collect();
             let (first, then) = if second.is_empty() {
-                (self.deliver(&batch, stats), None)
+                (self.deliver(&batch, retried_upto, stats), None)
             } else {
                 std::thread::scope(|scope| {
-                    let other = scope.spawn(|| self.deliver(&second, stats));
-                    let first = self.deliver(&batch, stats);
+                    let other = scope.spawn(|| self.deliver(&second, retried_upto, stats));
+                    let first = self.deliver(&batch, retried_upto, stats);
                     let then = other.join().unwrap_or_else(|_| {
                         Err(SinkError::Unreachable("the second write panicked".into()))
                     });
@@ -204,7 +220,7 @@ impl Delivery {
             let first_done = match first {
                 Ok(settled) => {
                     let last = queue.is_empty() && second.is_empty();
-                    self.delivered(&batch, settled, &mut retried, last, stats);
+                    self.delivered(&batch, settled, &mut retried_upto, last, stats);
                     true
                 }
                 Err(e) => {
@@ -214,7 +230,7 @@ impl Delivery {
             };
             match then {
                 Some(Ok(settled)) if failed.is_none() => {
-                    self.delivered(&second, settled, &mut retried, queue.is_empty(), stats)
+                    self.delivered(&second, settled, &mut retried_upto, queue.is_empty(), stats)
                 }
                 Some(Err(e)) if failed.is_none() => failed = Some(e),
                 _ => {}
@@ -222,7 +238,6 @@ impl Delivery {
             match failed {
                 None => backoff = BACKOFF_MIN,
                 Some(e) => {
-                    retried = true;
                     // Nothing of the failed batch is settled: it goes again, first in line,
                     // with the second behind it when the first failed. A second written
                     // meanwhile is written again after the first: its points share no point
@@ -233,6 +248,9 @@ impl Delivery {
                     } else {
                         batch.into_iter().chain(second).collect()
                     };
+                    if let Some(last) = again.last() {
+                        retried_upto = retried_upto.max(last.seq);
+                    }
                     for record in again.into_iter().rev() {
                         queue.push_front(record);
                     }
@@ -248,14 +266,15 @@ impl Delivery {
         &self,
         batch: &[Read],
         settled: Settled,
-        retried: &mut bool,
+        retried_upto: &mut u64,
         queue_empty: bool,
         stats: &Stats,
     ) {
         let last = batch.last().map_or(0, |r| r.seq);
-        // Stored after a failed try: what InfluxDB refused is not.
-        if std::mem::take(retried) {
-            Stats::add(&stats.points_replayed, settled.stored);
+        // Stored after a failed try: what InfluxDB refused is not, nor records read since.
+        Stats::add(&stats.points_replayed, settled.replayed);
+        if last >= *retried_upto {
+            *retried_upto = 0;
         }
         self.log.delivered(last, batch);
         self.settle(last, settled.dead);
@@ -361,7 +380,12 @@ impl Delivery {
     /// dead-lettered), or the failure that may pass. The heartbeats of runs InfluxDB refused
     /// before go in a write of their own ([`Delivery::probe_refused`]), so that they never make
     /// everyone else's points wait while a shared write is split to find them again.
-    fn deliver(&self, batch: &[Read], stats: &Stats) -> Result<Settled, SinkError> {
+    fn deliver(
+        &self,
+        batch: &[Read],
+        retried_upto: u64,
+        stats: &Stats,
+    ) -> Result<Settled, SinkError> {
         let pieces = batch.iter().flat_map(|record| {
             record
                 .units
@@ -383,7 +407,7 @@ impl Delivery {
         let (known, others): (Vec<Piece<'_>>, Vec<Piece<'_>>) =
             pieces.partition(|p| p.is_heartbeat() && refusals.contains_key(&p.run));
         drop(refusals);
-        let mut out = Settled::default();
+        let mut out = Settled::new(retried_upto);
         if !others.is_empty() {
             self.write_pieces(&others, stats, &mut out)?;
         }
@@ -408,11 +432,12 @@ impl Delivery {
         out: &mut Settled,
     ) -> Result<(), SinkError> {
         let body = join(pieces);
-        let points: usize = pieces.iter().map(|p| p.points as usize).sum();
         // A batch holds records of one target (`batch_len`), so its pieces share it.
         let error = match self.write(pieces[0].target, &body, stats) {
             Ok(()) => {
-                out.count_stored(stats, points);
+                for piece in pieces {
+                    out.count_stored(stats, piece.seq, piece.points as usize);
+                }
                 return Ok(());
             }
             Err(e) => e,
@@ -452,7 +477,7 @@ impl Delivery {
                     if refused.iter().any(|line| range.contains(line)) {
                         self.refused(piece, &e, stats, out);
                     } else {
-                        out.count_stored(stats, piece.points as usize);
+                        out.count_stored(stats, piece.seq, piece.points as usize);
                     }
                 }
                 Ok(())
@@ -632,7 +657,7 @@ impl Delivery {
                     entry.at = SystemTime::now();
                 }
             } else {
-                out.count_stored(stats, piece.points as usize);
+                out.count_stored(stats, piece.seq, piece.points as usize);
                 refusals.remove(&piece.run);
                 taken += 1;
             }

@@ -360,6 +360,29 @@ fn the_delivered_mark_is_saved_when_delivery_goes_quiet() {
     }
 }
 
+/// Points read after a write failed, and written with the ones that go again, were never
+/// tried before: not counted as replayed.
+#[test]
+fn points_first_tried_with_a_retried_batch_are_not_counted_as_replayed() {
+    let r = setup("delivery-replayed-new", Acknowledge::Disk, LIMITS, 1 << 20);
+    r.sink
+        .answer([Answer::Fail(SinkError::from_status(503, "busy".into()))]);
+    let t = r.append("m,r=a v=1 1\n");
+    r.delivery.log.wait(t).unwrap();
+    let mut r = r;
+    r.start();
+    r.until("the first write failed", |r| {
+        r.delivery.influx_up() == Some(false)
+    });
+    for n in 0..10 {
+        let t = r.append(&format!("m,r=b v={n} {n}\n"));
+        r.delivery.log.wait(t).unwrap();
+    }
+    r.delivered_all();
+    assert_eq!(Stats::get(&r.stats.points_written), 11);
+    assert_eq!(Stats::get(&r.stats.points_replayed), 1);
+}
+
 #[test]
 fn a_refusal_is_told_to_its_request_however_many_records_were_settled_since() {
     let r = setup(
