@@ -198,7 +198,6 @@ fn write(
                 WriteRefused::NotUtf8 { .. } => Code::LinesRefused,
                 WriteRefused::TooManyDatabases => Code::TooManyDatabases,
                 WriteRefused::NoRetentionPolicy { .. } => Code::UnknownRetentionPolicy,
-                WriteRefused::Series(e) if e.is_disk_full() => Code::SpoolFull,
                 WriteRefused::Series(_) => Code::StorageError,
                 WriteRefused::NotRecorded(e) if e.is_spool_full() => Code::SpoolFull,
                 WriteRefused::NotRecorded(e) if e.is_share_full() => Code::SpoolShareFull,

@@ -921,6 +921,29 @@ fn write_to(
     })
 }
 
+/// A write whose new series cannot be kept in the series budget's file (a disk gone bad or
+/// full) is refused, nothing of it recorded, and the failure is logged (once a minute at most).
+#[test]
+fn a_series_budget_that_cannot_be_written_refuses_the_write_and_is_told() {
+    let f = fixture("service-series-fail", 10, 1 << 20);
+    f.service.series.fail_next_writes(2);
+    let refused = write_to(&f.service, "k6", "", "m,vu=1 v=1 1\n");
+    assert!(
+        matches!(refused, Err(super::write::WriteRefused::Series(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        f.service.delivery.log().undelivered().0,
+        0,
+        "nothing recorded"
+    );
+    // Told at the first failure; the second, within the minute, is held back.
+    assert!(write_to(&f.service, "k6", "", "m,vu=2 v=1 1\n").is_err());
+    assert_eq!(f.service.series.errors.admit(Instant::now()), None);
+    // The file takes writes again: so do the series.
+    assert_eq!(write_lines(&f.service, "k6", "m,vu=3 v=1 1\n"), 0);
+}
+
 /// A commit recorded right after a reading of InfluxDB's schema found the log delivered is not
 /// counted by that look, and InfluxDB may answer before the commit reaches it: the types the
 /// commit taught are kept through that answer. Forgotten, a commit with another type of the

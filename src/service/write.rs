@@ -506,7 +506,13 @@ impl Service {
         } else {
             self.series.admit_whole(client, w.database, max, &hashes)
         }
-        .map_err(WriteRefused::Series)?;
+        .map_err(|e| {
+            // The operator's to fix (a full disk), as a failed write to the log.
+            self.series.errors.error(&format_args!(
+                "the series budget could not be kept on disk: {e}; writes with new series are answered 503 until it can"
+            ));
+            WriteRefused::Series(e)
+        })?;
         if admitted.refused() == 0 {
             return Ok(None);
         }

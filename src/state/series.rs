@@ -35,7 +35,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use crate::storage::{self, DirHandle};
+use crate::storage::DirHandle;
 use crate::sync::{Signal, lock};
 
 /// The budget's file name in `storage.dir`.
@@ -130,12 +130,6 @@ impl SeriesError {
             error,
         }
     }
-
-    /// True when the file could not be written for want of room on the disk (or in the user's
-    /// quota).
-    pub fn is_disk_full(&self) -> bool {
-        matches!(self, SeriesError::Io { error, .. } if storage::is_disk_full(error))
-    }
 }
 
 impl fmt::Display for SeriesError {
@@ -219,6 +213,8 @@ pub struct SeriesBudget {
     writer: Mutex<Writer>,
     /// The file's path, for messages.
     path: PathBuf,
+    /// Failed writes of the file, as they are logged: at once, then once a minute.
+    pub errors: crate::storage::Repeats,
     /// Tests make the next writes fail, as a disk gone bad would.
     #[cfg(test)]
     fail_writes: std::sync::atomic::AtomicUsize,
@@ -281,6 +277,7 @@ impl SeriesBudget {
             settled: Signal::new(),
             writer: Mutex::new(Writer { file, end }),
             path,
+            errors: crate::storage::Repeats::default(),
             #[cfg(test)]
             fail_writes: std::sync::atomic::AtomicUsize::new(0),
         })
