@@ -108,7 +108,11 @@ pub fn states(app: &App, client: Option<&Client>) -> Value {
             "bytes": waiting_bytes,
             "limit": app.settings.config.storage.max_spool_bytes,
             "oldest_age_seconds": delivery.oldest_waiting().map(|d| d.as_secs()),
-            "write_error": delivery.log().write_failure().map(|(t, e)| json!({"at": time(t), "error": e})),
+            // A token is not shown where storage.dir is.
+            "write_error": delivery.log().write_failure().map(|w| json!({
+                "at": time(w.at),
+                "error": if caller.is_some() { w.for_client } else { w.error },
+            })),
             "segments": delivery.log().segments(),
             "share": client.map(|c| json!({
                 "bytes": delivery.log().undelivered_of(&c.name),

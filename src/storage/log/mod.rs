@@ -147,6 +147,16 @@ impl LogError {
     }
 }
 
+/// A failed write to the log, for the state page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteFailure {
+    pub at: std::time::SystemTime,
+    /// Why, naming the file (for the operator).
+    pub error: String,
+    /// Why, without the file's path under `storage.dir` ([`LogError::for_client`]).
+    pub for_client: String,
+}
+
 impl std::fmt::Display for LogError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -340,7 +350,7 @@ struct Inner {
     opened_at: std::time::Instant,
     /// The last write of a group that failed (when, and why), until a write succeeds again:
     /// for the state page, while requests are answered 503.
-    write_failure: Option<(std::time::SystemTime, String)>,
+    write_failure: Option<WriteFailure>,
     /// A write found the disk full: the writer looks for a segment to let go.
     trim_wanted: bool,
     /// A failed write could not be cut back from the segment: nothing is written until it is
@@ -838,7 +848,11 @@ impl Log {
                 Ok(first)
             }
             Err(e) => {
-                inner.write_failure = Some((std::time::SystemTime::now(), e.to_string()));
+                inner.write_failure = Some(WriteFailure {
+                    at: std::time::SystemTime::now(),
+                    error: e.to_string(),
+                    for_client: e.for_client(),
+                });
                 inner.undelivered = inner.undelivered.saturating_sub(bytes.len() as u64);
                 inner.undelivered_records = inner
                     .undelivered_records
@@ -991,9 +1005,9 @@ impl Log {
         (inner.undelivered_records, inner.undelivered)
     }
 
-    /// The last failed write to the log (when, and why), while no write has succeeded since:
-    /// requests are answered 503 `storage_error` meanwhile.
-    pub fn write_failure(&self) -> Option<(std::time::SystemTime, String)> {
+    /// The last failed write to the log, while no write has succeeded since: requests are
+    /// answered 503 `storage_error` meanwhile.
+    pub fn write_failure(&self) -> Option<WriteFailure> {
         self.lock().write_failure.clone()
     }
 
@@ -1321,8 +1335,17 @@ mod tests {
         assert_eq!(log.write_failure(), None);
         log.fail_next_writes(1);
         assert!(put_line(&log, "m v=1 1\n").is_err());
-        let (_, why) = log.write_failure().expect("told");
-        assert!(why.contains("write"), "{why}");
+        let told = log.write_failure().expect("told");
+        assert!(
+            told.error.contains(&dir.0.display().to_string()),
+            "{told:?}"
+        );
+        // A client is not told where storage.dir is.
+        assert!(
+            !told.for_client.contains(&dir.0.display().to_string()),
+            "{told:?}"
+        );
+        assert!(told.for_client.contains("log"), "{told:?}");
         put_line(&log, "m v=2 2\n").unwrap();
         assert_eq!(log.write_failure(), None);
     }
