@@ -487,13 +487,21 @@ impl Delivery {
             // to: a 413 cannot be about its size, but about a body limit (InfluxDB's, or a
             // proxy's) set below any write. Kept and tried again, as a failure only a person
             // can fix; never a dead letter.
-            SinkError::TooLarge { message } if one_line() && body.len() <= MIN_BODY_LIMIT => {
-                let e = SinkError::Unavailable {
+            // Once such a limit was met, until a write is stored again, a 413 to a longer line
+            // is not taken as about that line either.
+            SinkError::TooLarge { message }
+                if one_line()
+                    && (body.len() <= MIN_BODY_LIMIT
+                        || self.body_limit_broken.load(Ordering::Relaxed)) =>
+            {
+                self.body_limit_broken.store(true, Ordering::Relaxed);
+                let e = SinkError::Misconfigured {
                     status: 413,
                     message: format!(
-                        "{message} (to a write of a single line of {} bytes: the body limit of InfluxDB, or of a proxy in front of it, is set below any write; raise it)",
+                        "{message} (to a write of a single line of {} bytes: the body limit of InfluxDB, or of a proxy in front of it, is set below what it must take)",
                         body.len()
                     ),
+                    by_influxdb: false,
                 };
                 // The health says so too: InfluxDB takes no write, for this reason.
                 self.record_write(pieces[0].target, &Err(e.clone()));

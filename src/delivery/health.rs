@@ -60,6 +60,7 @@ impl Delivery {
             Ok(()) => {
                 health.last_success = Some(SystemTime::now());
                 self.up.store(UP, Ordering::Relaxed);
+                self.body_limit_broken.store(false, Ordering::Relaxed);
             }
             Err(e) => {
                 health.last_error = Some((SystemTime::now(), e.to_string()));
@@ -106,7 +107,9 @@ impl Delivery {
         } else {
             log::Level::Warn
         };
-        let advice = if misconfigured {
+        let advice = if let SinkError::Misconfigured { status: 413, .. } = e {
+            "raise that body limit (InfluxDB's max-body-size, or the proxy's)"
+        } else if misconfigured {
             "fix the [influxdb] credentials, database or bucket"
         } else {
             "they are delivered once it takes writes again"

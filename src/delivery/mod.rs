@@ -186,6 +186,9 @@ pub struct Delivery {
     learned_at: Mutex<Option<Instant>>,
     /// [`BODY_LIMIT_KEPT`], in milliseconds (tests shorten it).
     body_limit_kept_ms: AtomicU64,
+    /// InfluxDB (or a proxy) answered 413 to a single line no body limit should refuse: until
+    /// a write is stored again, no 413 to a single line is taken as about that line.
+    body_limit_broken: AtomicBool,
     /// The smallest body limit told as a warning (`usize::MAX`: none yet).
     body_limit_told: std::sync::atomic::AtomicUsize,
     /// Units InfluxDB refused so far: a refusal may mean its schema changed.
@@ -244,6 +247,7 @@ impl Delivery {
             learned_max_bytes: std::sync::atomic::AtomicUsize::new(limits.max_bytes),
             learned_at: Mutex::new(None),
             body_limit_kept_ms: AtomicU64::new(BODY_LIMIT_KEPT.as_millis() as u64),
+            body_limit_broken: AtomicBool::new(false),
             body_limit_told: std::sync::atomic::AtomicUsize::new(usize::MAX),
             refusals_seen: AtomicU64::new(0),
             streak: Mutex::new(Streak::default()),

@@ -267,6 +267,28 @@ fn a_413_to_a_small_line_keeps_it_for_when_the_body_limit_is_raised() {
     assert!(dead_letters::list(&r.dir.0).unwrap().is_empty());
 }
 
+/// Once a 413 came to a line no body limit should refuse, a 413 to a longer line alone is not
+/// taken as about that line either, until a write is stored again: both wait, and both are
+/// delivered once the limit is raised.
+#[test]
+fn after_a_413_to_a_small_line_a_413_to_a_long_one_keeps_it_too() {
+    let mut r = setup("delivery-413-long", Acknowledge::Disk, LIMITS, 1 << 20);
+    r.sink.refuse_bodies_over(0);
+    let long = format!("m,r=b v=\"{}\" 2\n", "x".repeat(1200));
+    for lines in ["m,r=a v=1 1\n", long.as_str()] {
+        let t = r.append(lines);
+        r.delivery.log.wait(t).unwrap();
+    }
+    r.start();
+    r.until("the long line written alone", |r| {
+        r.sink.bodies().iter().any(|b| b == &long)
+    });
+    r.sink.refuse_bodies_over(usize::MAX);
+    r.delivered_all();
+    assert!(dead_letters::list(&r.dir.0).unwrap().is_empty());
+    assert_eq!(r.sink.stored().len(), 2);
+}
+
 #[test]
 fn a_failure_that_may_pass_keeps_the_points_and_delivers_them_once_influxdb_answers() {
     for (name, e) in [
