@@ -182,7 +182,7 @@ impl Delivery {
     pub(super) fn tell_answering(&self) {
         self.end_streak(|secs| {
             log::info!(
-                "influxdb answers again, {secs}s after the first failure; nothing waits to be written, so the next write will tell whether it takes writes"
+                "influxdb answers again, {secs}s after the first failure; nothing waits to be written"
             )
         });
     }
