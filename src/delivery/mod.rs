@@ -33,6 +33,7 @@
 mod deliverer;
 mod health;
 pub mod influx;
+mod pieces;
 pub mod sink;
 #[cfg(test)]
 mod tests;

@@ -1000,6 +1000,11 @@ impl Log {
     }
 
     /// Records not yet delivered, and their bytes.
+    /// The number of the last record written (on disk).
+    pub fn last_written(&self) -> u64 {
+        self.lock().durable
+    }
+
     pub fn undelivered(&self) -> (u64, u64) {
         let inner = self.lock();
         (inner.undelivered_records, inner.undelivered)
