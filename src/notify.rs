@@ -210,6 +210,38 @@ mod tests {
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
+    /// `progress`, counting its looks in the returned counter.
+    fn counted(progress: impl Fn() -> Option<u64> + Send + 'static) -> (Arc<AtomicU64>, Progress) {
+        let looks = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&looks);
+        let progress = Box::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            progress()
+        });
+        (looks, progress)
+    }
+
+    /// Waits (10 s at most) until the watch looked `n` times.
+    fn until_looked(looks: &AtomicU64, n: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while looks.load(Ordering::SeqCst) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the watch never looked"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Nothing was sent to `receiver`.
+    fn assert_nothing_sent(receiver: &UnixDatagram) {
+        receiver.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 256];
+        let err = receiver.recv(&mut buf).expect_err("no message");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+        receiver.set_nonblocking(false).unwrap();
+    }
+
     #[test]
     fn sends_to_a_path_socket() {
         let dir = temp_dir("path");
@@ -261,37 +293,19 @@ mod tests {
         let path = dir.path().join("notify.sock");
         let receiver = UnixDatagram::bind(&path).unwrap();
         let read = Arc::new(AtomicU64::new(5 << 20));
-        let looks = Arc::new(AtomicU64::new(0));
-        let progress = {
-            let (read, looks) = (Arc::clone(&read), Arc::clone(&looks));
-            Box::new(move || {
-                looks.fetch_add(1, Ordering::SeqCst);
-                Some(read.load(Ordering::SeqCst))
-            })
-        };
-        let every = Duration::from_millis(20);
+        let (looks, progress) = counted({
+            let read = Arc::clone(&read);
+            move || Some(read.load(Ordering::SeqCst))
+        });
         let starting = Starting::begin(
-            path.clone().into_os_string(),
-            every,
+            path.into_os_string(),
+            Duration::from_millis(20),
             Duration::from_secs(30),
             progress,
         );
         // The watch looked as it began and at three ticks, with nothing read: no message.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while looks.load(Ordering::SeqCst) < 4 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the watch never looked"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let mut buf = [0u8; 256];
-        receiver.set_nonblocking(true).unwrap();
-        let err = receiver
-            .recv(&mut buf)
-            .expect_err("no message while nothing is read");
-        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
-        receiver.set_nonblocking(false).unwrap();
+        until_looked(&looks, 4);
+        assert_nothing_sent(&receiver);
         read.store(7 << 20, Ordering::SeqCst);
         assert_eq!(
             receive(&receiver),
@@ -300,11 +314,7 @@ mod tests {
         drop(starting);
         // Dropped: the thread has ended, so more reading brings nothing.
         read.store(9 << 20, Ordering::SeqCst);
-        receiver.set_nonblocking(true).unwrap();
-        let err = receiver
-            .recv(&mut buf)
-            .expect_err("no message after the drop");
-        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+        assert_nothing_sent(&receiver);
     }
 
     #[test]
@@ -312,33 +322,16 @@ mod tests {
         let dir = temp_dir("starting-blind");
         let path = dir.path().join("notify.sock");
         let receiver = UnixDatagram::bind(&path).unwrap();
-        let looks = Arc::new(AtomicU64::new(0));
-        let progress = {
-            let looks = Arc::clone(&looks);
-            Box::new(move || {
-                looks.fetch_add(1, Ordering::SeqCst);
-                None
-            })
-        };
+        let (looks, progress) = counted(|| None);
         let starting = Starting::begin(
             path.into_os_string(),
             Duration::from_millis(10),
             Duration::from_secs(30),
             progress,
         );
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while looks.load(Ordering::SeqCst) < 4 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the watch never looked"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        until_looked(&looks, 4);
         drop(starting);
-        receiver.set_nonblocking(true).unwrap();
-        let mut buf = [0u8; 256];
-        let err = receiver.recv(&mut buf).expect_err("no message");
-        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+        assert_nothing_sent(&receiver);
     }
 
     #[test]
@@ -367,42 +360,25 @@ mod tests {
             let _ = stuck.recv();
         });
         let io = tid_rx.recv().unwrap().to_string_lossy().into_owned();
-        let readable = read_so_far(&io);
-        assert!(readable.is_some(), "{io} is readable here");
-        let looks = Arc::new(AtomicU64::new(0));
-        let progress = {
-            let (looks, io) = (Arc::clone(&looks), io.clone());
-            Box::new(move || {
-                looks.fetch_add(1, Ordering::SeqCst);
-                read_so_far(&io)
-            })
-        };
+        assert!(read_so_far(&io).is_some(), "{io} is readable here");
+        let (looks, progress) = counted({
+            let io = io.clone();
+            move || read_so_far(&io)
+        });
         let starting = Starting::begin(
             path.into_os_string(),
             Duration::from_millis(10),
             Duration::from_secs(30),
             progress,
         );
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while looks.load(Ordering::SeqCst) < 6 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the watch never looked"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        until_looked(&looks, 6);
         drop(starting);
         assert!(
             read_so_far(&io).is_some(),
             "the stuck thread was alive throughout"
         );
         drop(unstick);
-        receiver.set_nonblocking(true).unwrap();
-        let mut buf = [0u8; 256];
-        let err = receiver
-            .recv(&mut buf)
-            .expect_err("no message for a start that reads nothing");
-        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+        assert_nothing_sent(&receiver);
         sleeper.join().unwrap();
     }
 }

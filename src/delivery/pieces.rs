@@ -141,8 +141,9 @@ impl Delivery {
     /// Writes `pieces` as one write. Only InfluxDB's definite refusal of the data sends
     /// anything to the dead letters: a refused write of several pieces is written again in
     /// parts until the refused pieces stand alone ([`Delivery::write_split`]); a 413 is a
-    /// refusal only of a single line; lines InfluxDB 3 names are refused and the rest counted
-    /// as stored. Every other failure (5xx, 429, a timeout, a broken connection, credentials)
+    /// refusal only of a single line over 1 KiB ([`MIN_BODY_LIMIT`]), and not even that once
+    /// a smaller line got one, until a write is stored again; lines InfluxDB 3 names are
+    /// refused and the rest counted as stored. Every other failure (5xx, 429, a timeout, a broken connection, credentials)
     /// is returned, and the caller keeps the whole batch to try again; a connection that broke
     /// while sending a large body, while `/ping` answers, is taken for a body limit and the
     /// write is split, never refused for it.
