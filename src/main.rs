@@ -662,9 +662,9 @@ fn run() -> Result<(), StartError> {
     // InfluxDB's 404 or 403 for a write API target where the runs' points go is about the
     // gateway's own configuration: those points wait, as the runs' do.
     let own = service.own_target.clone();
-    service.delivery.set_own_target(move |t| {
-        own.lands(&t.database, &t.retention_policy) == Some(service::write::Lands::ByName)
-    });
+    service
+        .delivery
+        .set_own_target(move |t| own.holds_the_runs(&t.database, &t.retention_policy));
     // A result saved for a commit the log never recorded (the gateway stopped between the
     // two) is no run's result.
     service

@@ -61,6 +61,8 @@ pub struct OwnTarget {
     api: Api,
     /// v1 and v3: the database; v2: the bucket.
     name: String,
+    /// v1: the runs' retention policy (`influxdb.retention_policy`; empty: the default).
+    retention_policy: String,
 }
 
 impl OwnTarget {
@@ -69,7 +71,23 @@ impl OwnTarget {
             Api::V2 => c.bucket.clone(),
             Api::V1 | Api::V3 => c.database.clone(),
         };
-        OwnTarget { api: c.api, name }
+        OwnTarget {
+            api: c.api,
+            name,
+            retention_policy: c.retention_policy.clone(),
+        }
+    }
+
+    /// Whether a write API write to `database` and `retention_policy` goes exactly where the
+    /// runs' points go: as [`OwnTarget::lands`] by name, and for v1 under the runs' retention
+    /// policy (or none named). InfluxDB's answer that such a target is missing or closed is
+    /// about `[influxdb]`; one about another policy of that database (a client's typo) is the
+    /// client's.
+    pub fn holds_the_runs(&self, database: &str, retention_policy: &str) -> bool {
+        self.lands(database, retention_policy) == Some(Lands::ByName)
+            && (self.api != Api::V1
+                || retention_policy.is_empty()
+                || retention_policy == self.retention_policy)
     }
 
     /// Whether a write API write to `database` and `retention_policy` lands where the runs'
@@ -579,5 +597,17 @@ mod tests {
             ..Default::default()
         });
         assert!(v3.is("runs", "") && !v3.is("other", ""));
+        // Where the runs' points go exactly: v1 under the runs' policy, or none named.
+        let v1rp = OwnTarget::of(&Influxdb {
+            database: "runs".into(),
+            retention_policy: "weekly".into(),
+            ..Default::default()
+        });
+        assert!(v1rp.holds_the_runs("runs", "") && v1rp.holds_the_runs("runs", "weekly"));
+        assert!(!v1rp.holds_the_runs("runs", "typo") && !v1.holds_the_runs("runs", "typo"));
+        assert!(
+            v2rp.holds_the_runs("runs", "autogen") && !v2.holds_the_runs("0a1b2c3d4e5f6789", "")
+        );
+        assert!(v3.holds_the_runs("runs", "") && !v3.holds_the_runs("other", ""));
     }
 }
