@@ -43,25 +43,25 @@ pub fn ready() {
 /// before the gateway serves, at several seconds per GiB.
 ///
 /// Until the returned value is dropped, a thread looks every 10 s at how many bytes the
-/// calling thread (the one that reads `storage.dir` back) has read: `rchar` in
-/// `/proc/self/task/<its id>/io`, which the watching thread's own reads of that file do not
+/// process's main thread (which reads `storage.dir` back) has read: `rchar` in
+/// `/proc/self/task/<pid>/io`, which the watching thread's own reads of that file do not
 /// grow. When that has grown since it last looked, it sends `EXTEND_TIMEOUT_USEC=30000000`
 /// (30 s more from now) with a `STATUS=` naming the bytes read, which `systemctl status` shows. A start that reads nothing for 30 s (stuck, not
 /// slow) still times out; so does every start when that file cannot be read. Without
 /// `NOTIFY_SOCKET` no thread is started. See systemd's `sd_notify(3)`. Called by the process's
 /// main thread.
 pub fn starting() -> Starting {
-    // The main thread's id is the process's.
-    let io = format!("/proc/self/task/{}/io", std::process::id());
     match std::env::var_os(NOTIFY_SOCKET) {
-        Some(socket) => Starting::begin(
-            socket,
-            EXTEND_EVERY,
-            EXTEND_BY,
-            Box::new(move || read_so_far(&io)),
-        ),
+        Some(socket) => Starting::begin(socket, EXTEND_EVERY, EXTEND_BY, main_thread_read()),
         None => Starting::default(),
     }
+}
+
+/// The bytes the process's main thread has read so far ([`read_so_far`] of its `io` file:
+/// the main thread's id is the process's).
+fn main_thread_read() -> Progress {
+    let io = format!("/proc/self/task/{}/io", std::process::id());
+    Box::new(move || read_so_far(&io))
 }
 
 /// A start being watched by [`starting`]; dropping it stops the watch (before `READY=1`).
@@ -339,6 +339,30 @@ mod tests {
         let before = read_so_far("/proc/thread-self/io").expect("readable here");
         std::fs::read("/proc/self/status").unwrap();
         assert!(read_so_far("/proc/thread-self/io").unwrap() > before);
+    }
+
+    /// What a start reads is the main thread's reads: not the watch's own, which would grow
+    /// at each look. Here the main thread is the test harness's, idle meanwhile.
+    #[test]
+    fn the_main_threads_reads_are_what_a_start_is_watched_by() {
+        let dir = temp_dir("starting-main");
+        let path = dir.path().join("notify.sock");
+        let receiver = UnixDatagram::bind(&path).unwrap();
+        let read = main_thread_read();
+        assert!(
+            read().is_some(),
+            "the main thread's io file is readable here"
+        );
+        let (looks, progress) = counted(read);
+        let starting = Starting::begin(
+            path.into_os_string(),
+            Duration::from_millis(10),
+            Duration::from_secs(30),
+            progress,
+        );
+        until_looked(&looks, 6);
+        drop(starting);
+        assert_nothing_sent(&receiver);
     }
 
     /// The watch reads a file of `/proc` at each look: its own reads must not count as the
