@@ -195,7 +195,8 @@ impl fmt::Display for WriteRefused {
             ),
             WriteRefused::Series(e) => write!(
                 f,
-                "the series budget could not be kept on disk ({e}); nothing was recorded"
+                "the series budget could not be kept on disk ({}); nothing was recorded",
+                e.for_client()
             ),
             WriteRefused::NotRecorded(e) => write!(f, "{}", e.for_client()),
         }

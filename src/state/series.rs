@@ -123,6 +123,14 @@ pub enum SeriesError {
 }
 
 impl SeriesError {
+    /// What a client is told: why, without the file's path under `storage.dir`.
+    pub fn for_client(&self) -> String {
+        match self {
+            SeriesError::Io { doing, error, .. } => format!("cannot {doing} its file: {error}"),
+            other => other.to_string(),
+        }
+    }
+
     fn io(doing: &'static str, path: &Path, error: io::Error) -> SeriesError {
         SeriesError::Io {
             doing,
