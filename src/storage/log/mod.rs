@@ -999,12 +999,12 @@ impl Log {
         self.lock().clients.get(client).copied().unwrap_or(0)
     }
 
-    /// Records not yet delivered, and their bytes.
     /// The number of the last record written (on disk).
     pub fn last_written(&self) -> u64 {
         self.lock().durable
     }
 
+    /// Records not yet delivered, and their bytes.
     pub fn undelivered(&self) -> (u64, u64) {
         let inner = self.lock();
         (inner.undelivered_records, inner.undelivered)
