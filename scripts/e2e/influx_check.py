@@ -105,8 +105,12 @@ def none_stored(args, measurement):
 
 
 def same_points(rows, expected, what):
-    """`rows` read back equal `expected` (dicts of time, tags and fields), in time order."""
-    expected = sorted(expected, key=lambda p: p["time"])
+    """`rows` read back equal `expected` (dicts of time, tags and fields), in time order.
+    InfluxDB returns points of one time in no set order: those are compared as a set."""
+    def in_order(points):
+        return sorted(points, key=lambda p: (p["time"], json.dumps(p, sort_keys=True)))
+
+    rows, expected = in_order(rows), in_order(expected)
     expect(rows == expected, f"{what}: stored {rows}, expected {expected}")
 
 
