@@ -317,21 +317,31 @@ mod tests {
         assert_nothing_sent(&receiver);
     }
 
-    #[test]
-    fn a_start_that_cannot_tell_what_it_read_is_left_to_time_out() {
-        let dir = temp_dir("starting-blind");
+    /// Watches `progress` every 10 ms, telling a socket of its own, until it looked `looks`
+    /// times; then asserts that nothing was sent.
+    fn nothing_sent_while_watching(
+        name: &str,
+        progress: impl Fn() -> Option<u64> + Send + 'static,
+        looks: u64,
+    ) {
+        let dir = temp_dir(name);
         let path = dir.path().join("notify.sock");
         let receiver = UnixDatagram::bind(&path).unwrap();
-        let (looks, progress) = counted(|| None);
+        let (looked, progress) = counted(progress);
         let starting = Starting::begin(
             path.into_os_string(),
             Duration::from_millis(10),
             Duration::from_secs(30),
             progress,
         );
-        until_looked(&looks, 4);
+        until_looked(&looked, looks);
         drop(starting);
         assert_nothing_sent(&receiver);
+    }
+
+    #[test]
+    fn a_start_that_cannot_tell_what_it_read_is_left_to_time_out() {
+        nothing_sent_while_watching("starting-blind", || None, 4);
     }
 
     #[test]
@@ -345,33 +355,18 @@ mod tests {
     /// at each look. Here the main thread is the test harness's, idle meanwhile.
     #[test]
     fn the_main_threads_reads_are_what_a_start_is_watched_by() {
-        let dir = temp_dir("starting-main");
-        let path = dir.path().join("notify.sock");
-        let receiver = UnixDatagram::bind(&path).unwrap();
         let read = main_thread_read();
         assert!(
             read().is_some(),
             "the main thread's io file is readable here"
         );
-        let (looks, progress) = counted(read);
-        let starting = Starting::begin(
-            path.into_os_string(),
-            Duration::from_millis(10),
-            Duration::from_secs(30),
-            progress,
-        );
-        until_looked(&looks, 6);
-        drop(starting);
-        assert_nothing_sent(&receiver);
+        nothing_sent_while_watching("starting-main", read, 6);
     }
 
     /// The watch reads a file of `/proc` at each look: its own reads must not count as the
     /// start's, or a start stuck for good would be given more time for ever.
     #[test]
     fn the_watchs_own_reads_do_not_count_as_the_starts() {
-        let dir = temp_dir("starting-stuck");
-        let path = dir.path().join("notify.sock");
-        let receiver = UnixDatagram::bind(&path).unwrap();
         // A thread that reads nothing, as a start stuck on its disk: the watch looks at it.
         let (unstick, stuck) = mpsc::channel::<()>();
         let (tid_tx, tid_rx) = mpsc::channel();
@@ -385,24 +380,19 @@ mod tests {
         });
         let io = tid_rx.recv().unwrap().to_string_lossy().into_owned();
         assert!(read_so_far(&io).is_some(), "{io} is readable here");
-        let (looks, progress) = counted({
-            let io = io.clone();
-            move || read_so_far(&io)
-        });
-        let starting = Starting::begin(
-            path.into_os_string(),
-            Duration::from_millis(10),
-            Duration::from_secs(30),
-            progress,
+        nothing_sent_while_watching(
+            "starting-stuck",
+            {
+                let io = io.clone();
+                move || read_so_far(&io)
+            },
+            6,
         );
-        until_looked(&looks, 6);
-        drop(starting);
         assert!(
             read_so_far(&io).is_some(),
             "the stuck thread was alive throughout"
         );
         drop(unstick);
-        assert_nothing_sent(&receiver);
         sleeper.join().unwrap();
     }
 }
