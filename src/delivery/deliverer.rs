@@ -8,7 +8,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::pieces::Settled;
+use super::pieces::{Carried, Settled};
 use super::sink::SinkError;
 use super::{BACKOFF_MAX, BACKOFF_MIN, DOWN, Delivery, MIN_BODY_LIMIT, UP, WriteLimits, lock};
 use crate::config::Acknowledge;
@@ -41,6 +41,8 @@ impl Delivery {
         // failure (0: none): what of them is stored is counted as replayed. Records written
         // once it answers again did not wait through it.
         let mut retried_upto = 0u64;
+        // What tries that failed settled of records still waiting.
+        let mut carried = Carried::default();
         // When the queued records were read: each read's last record and when, oldest first.
         // A record lingers `delivery.linger` from when it was read, so at most once: also
         // when it was read during a write, while the queue never empties.
@@ -122,45 +124,45 @@ impl Delivery {
             let beside = self.beside(&batch, &queue);
             let second: Vec<Read> = queue.drain(..beside).collect();
             let (first, then) = if second.is_empty() {
-                (self.deliver(&batch, retried_upto, stats), None)
+                (self.deliver(&batch, &carried, retried_upto, stats), None)
             } else {
                 std::thread::scope(|scope| {
-                    let other = scope.spawn(|| self.deliver(&second, retried_upto, stats));
-                    let first = self.deliver(&batch, retried_upto, stats);
+                    let other =
+                        scope.spawn(|| self.deliver(&second, &carried, retried_upto, stats));
+                    let first = self.deliver(&batch, &carried, retried_upto, stats);
                     let then = other.join().unwrap_or_else(|_| {
-                        Err(SinkError::Unreachable("the second write panicked".into()))
+                        Settled::failed(SinkError::Unreachable("the second write panicked".into()))
                     });
                     (first, Some(then))
                 })
             };
-            // Settled in the log's order: the second only once the first is.
+            // Settled in the log's order: the second only once the first is. What a try
+            // that failed settled before its failure, and what a second written beside a
+            // first that failed settled, is carried until its records are settled.
             let mut failed = None;
-            let first_done = match first {
-                Ok(settled) => {
-                    let last = queue.is_empty() && second.is_empty();
-                    self.delivered(&batch, settled, &mut retried_upto, last, stats);
-                    true
+            let first_done = first.failed.is_none();
+            if first_done {
+                let last = queue.is_empty() && second.is_empty();
+                self.delivered(&batch, first, &mut carried, &mut retried_upto, last, stats);
+            } else {
+                failed = first.failed.clone();
+                carried.keep(first, stats);
+            }
+            if let Some(then) = then {
+                if failed.is_none() && then.failed.is_none() {
+                    let last = queue.is_empty();
+                    self.delivered(&second, then, &mut carried, &mut retried_upto, last, stats);
+                } else {
+                    failed = failed.or_else(|| then.failed.clone());
+                    carried.keep(then, stats);
                 }
-                Err(e) => {
-                    failed = Some(e);
-                    false
-                }
-            };
-            match then {
-                Some(Ok(settled)) if failed.is_none() => {
-                    self.delivered(&second, settled, &mut retried_upto, queue.is_empty(), stats)
-                }
-                Some(Err(e)) if failed.is_none() => failed = Some(e),
-                _ => {}
             }
             match failed {
                 None => backoff = BACKOFF_MIN,
                 Some(e) => {
-                    // Nothing of the failed batch is settled: it goes again, first in line,
-                    // with the second behind it when the first failed. A second written
-                    // meanwhile is written again after the first: its points share no point
-                    // (series and time) with the first's, so the order of the two writes
-                    // changes nothing InfluxDB holds.
+                    // What is not settled of the failed batch goes again, first in line, with
+                    // the second behind it when the first failed. A second written meanwhile
+                    // is carried as settled, and its records settled after the first's.
                     let again: Vec<Read> = if first_done {
                         second
                     } else {
@@ -182,6 +184,7 @@ impl Delivery {
         &self,
         batch: &[Read],
         settled: Settled,
+        carried: &mut Carried,
         retried_upto: &mut u64,
         queue_empty: bool,
         stats: &Stats,
@@ -192,6 +195,7 @@ impl Delivery {
         if last >= *retried_upto {
             *retried_upto = 0;
         }
+        carried.settle(last);
         self.log.delivered(last, batch);
         self.settle(last, settled.dead);
         if queue_empty && self.log.undelivered().0 == 0 {

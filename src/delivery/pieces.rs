@@ -5,6 +5,7 @@
 //! (`deliverer.rs`), which keeps a batch whose write failed in a way that may pass.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
@@ -18,8 +19,10 @@ use crate::storage::dead_letters::{Kept, Key};
 use crate::storage::log::{OwnedTarget, Read};
 use crate::storage::record::Kind;
 
-/// What a batch's write settled: the requests InfluxDB refused (their record's number and
-/// InfluxDB's reason), and the points it stored of records that waited through a failure.
+/// What a try at writing a batch settled: the requests InfluxDB refused (their record's number
+/// and InfluxDB's reason), the points it stored of records that waited through a failure, the
+/// pieces settled, and the failure that ended the try early, if one did: what it settled
+/// before stays settled ([`Carried`]).
 #[derive(Default)]
 pub(super) struct Settled {
     pub(super) dead: Vec<(u64, String)>,
@@ -28,6 +31,11 @@ pub(super) struct Settled {
     retried_upto: u64,
     /// Points stored of those records: `points_replayed`.
     pub(super) replayed: usize,
+    /// The pieces stored, dead-lettered or counted as refused: their record and unit, and
+    /// where their lines are in the unit's (bytes).
+    done: Vec<((u64, u32), Range<usize>)>,
+    /// The failure that may pass which ended the try (what is not settled waits for the next).
+    pub(super) failed: Option<SinkError>,
 }
 
 impl Settled {
@@ -40,13 +48,95 @@ impl Settled {
         }
     }
 
-    /// `points` of record `seq` stored: counted in `points_written`, and as replayed when the
+    /// A try that settled nothing: it failed with `e`.
+    pub(super) fn failed(e: SinkError) -> Settled {
+        Settled {
+            failed: Some(e),
+            ..Settled::default()
+        }
+    }
+
+    /// `piece` stored: its points counted in `points_written`, and as replayed when its
     /// record waited through a failure.
-    fn count_stored(&mut self, stats: &Stats, seq: u64, points: usize) {
-        if seq <= self.retried_upto {
+    fn count_stored(&mut self, stats: &Stats, piece: &Piece<'_>) {
+        let points = piece.points as usize;
+        if piece.seq <= self.retried_upto {
             self.replayed += points;
         }
         Stats::add(&stats.points_written, points);
+        self.settled(piece);
+    }
+
+    /// `piece` is settled: a later try of its batch leaves it out.
+    fn settled(&mut self, piece: &Piece<'_>) {
+        let at = piece.at as usize;
+        self.done
+            .push(((piece.seq, piece.unit), at..at + piece.lines.len()));
+    }
+}
+
+/// What tries of batches that failed settled before the failure, kept by the deliverer until
+/// their records are settled: the next try writes only the pieces left, so no point is written
+/// or counted twice (`points_written`, `points_replayed`, dead letters, refused heartbeats).
+/// A refusal found by such a try is not told to its request: the failure answered it already
+/// (its record is kept).
+#[derive(Default)]
+pub(super) struct Carried {
+    /// By record and unit, the bytes of the unit's lines settled.
+    done: HashMap<(u64, u32), Vec<Range<usize>>>,
+}
+
+impl Carried {
+    /// Keeps what a try that failed (or one written beside it, which goes again after it)
+    /// settled; the points it stored of records that waited are counted as replayed now.
+    pub(super) fn keep(&mut self, settled: Settled, stats: &Stats) {
+        for (key, range) in settled.done {
+            self.done.entry(key).or_default().push(range);
+        }
+        Stats::add(&stats.points_replayed, settled.replayed);
+    }
+
+    /// Records up to `last` are settled: what was kept of them is let go.
+    pub(super) fn settle(&mut self, last: u64) {
+        if !self.done.is_empty() {
+            self.done.retain(|&(seq, _), _| seq > last);
+        }
+    }
+
+    /// The pieces of `piece` (a whole unit) not settled yet: itself when none of it is, else
+    /// one piece for each run of lines left.
+    fn left<'a>(&self, piece: Piece<'a>, out: &mut Vec<Piece<'a>>) {
+        let Some(done) = self.done.get(&(piece.seq, piece.unit)) else {
+            out.push(piece);
+            return;
+        };
+        let mut done = done.clone();
+        done.sort_by_key(|r| r.start);
+        let mut from = 0;
+        let mut gaps = Vec::new();
+        for range in done {
+            if range.start > from {
+                gaps.push(from..range.start);
+            }
+            from = from.max(range.end);
+        }
+        if from < piece.lines.len() {
+            gaps.push(from..piece.lines.len());
+        }
+        for gap in gaps {
+            let lines = &piece.lines[gap.clone()];
+            let count = line_protocol::split_lines(lines).count();
+            if count == 0 {
+                continue;
+            }
+            out.push(Piece {
+                at: gap.start as u32,
+                line: line_protocol::split_lines(&piece.lines[..gap.start]).count() as u32,
+                points: count as u32,
+                lines,
+                ..piece
+            });
+        }
     }
 }
 
@@ -63,6 +153,8 @@ pub(super) struct Piece<'a> {
     unit: u32,
     /// The first of the unit's lines this piece holds (0 unless the unit was cut).
     line: u32,
+    /// Where its lines begin in the unit's, in bytes (0 unless the unit was cut).
+    at: u32,
     points: u32,
     lines: &'a str,
 }
@@ -88,6 +180,7 @@ impl<'a> Piece<'a> {
         };
         let second = Piece {
             line: self.line + mid as u32,
+            at: self.at + cut as u32,
             points: (starts.len() - mid) as u32,
             lines: tail,
             ..*self
@@ -97,45 +190,53 @@ impl<'a> Piece<'a> {
 }
 
 impl Delivery {
-    /// Writes a batch of records; `Ok` with the refused requests (settled: stored or
-    /// dead-lettered), or the failure that may pass. The heartbeats of runs InfluxDB refused
-    /// before go in a write of their own ([`Delivery::probe_refused`]), so that they never make
-    /// everyone else's points wait while a shared write is split to find them again.
+    /// Writes what is left of a batch of records (what `carried` does not hold as settled by
+    /// earlier tries): what it settled, with the failure that may pass which ended the try, if
+    /// one did. The heartbeats of runs InfluxDB refused before go in a write of their own
+    /// ([`Delivery::probe_refused`]), so that they never make everyone else's points wait
+    /// while a shared write is split to find them again.
     pub(super) fn deliver(
         &self,
         batch: &[Read],
+        carried: &Carried,
         retried_upto: u64,
         stats: &Stats,
-    ) -> Result<Settled, SinkError> {
-        let pieces = batch.iter().flat_map(|record| {
-            record
-                .units
-                .iter()
-                .enumerate()
-                .filter(|(_, u)| u.points > 0)
-                .map(move |(unit, u)| Piece {
+    ) -> Settled {
+        let mut pieces = Vec::new();
+        for record in batch {
+            for (unit, u) in record.units.iter().enumerate() {
+                if u.points == 0 {
+                    continue;
+                }
+                let piece = Piece {
                     seq: record.seq,
                     kind: record.kind,
                     target: record.target.as_ref(),
                     run: u.run,
                     unit: unit as u32,
                     line: 0,
+                    at: 0,
                     points: u.points,
                     lines: &u.lines,
-                })
-        });
+                };
+                carried.left(piece, &mut pieces);
+            }
+        }
         let refusals = lock(&self.refusals);
-        let (known, others): (Vec<Piece<'_>>, Vec<Piece<'_>>) =
-            pieces.partition(|p| p.is_heartbeat() && refusals.contains_key(&p.run));
+        let (known, others): (Vec<Piece<'_>>, Vec<Piece<'_>>) = pieces
+            .into_iter()
+            .partition(|p| p.is_heartbeat() && refusals.contains_key(&p.run));
         drop(refusals);
         let mut out = Settled::new(retried_upto);
+        let mut tried = Ok(());
         if !others.is_empty() {
-            self.write_pieces(&others, stats, &mut out)?;
+            tried = self.write_pieces(&others, stats, &mut out);
         }
-        if !known.is_empty() {
-            self.probe_refused(&known, stats, &mut out)?;
+        if tried.is_ok() && !known.is_empty() {
+            tried = self.probe_refused(&known, stats, &mut out);
         }
-        Ok(out)
+        out.failed = tried.err();
+        out
     }
 
     /// Writes `pieces` as one write. Only InfluxDB's definite refusal of the data sends
@@ -158,7 +259,7 @@ impl Delivery {
         let error = match self.write(pieces[0].target, &body, stats) {
             Ok(()) => {
                 for piece in pieces {
-                    out.count_stored(stats, piece.seq, piece.points as usize);
+                    out.count_stored(stats, piece);
                 }
                 return Ok(());
             }
@@ -199,7 +300,7 @@ impl Delivery {
                     if refused.iter().any(|line| range.contains(line)) {
                         self.refused(piece, &e, stats, out);
                     } else {
-                        out.count_stored(stats, piece.seq, piece.points as usize);
+                        out.count_stored(stats, piece);
                     }
                 }
                 Ok(())
@@ -381,13 +482,14 @@ impl Delivery {
         let mut refusals = lock(&self.refusals);
         for (piece, refused) in known.iter().zip(refused) {
             if refused {
+                out.settled(piece);
                 Stats::add(&stats.heartbeats_refused, 1);
                 if let Some(entry) = refusals.get_mut(&piece.run) {
                     entry.count += 1;
                     entry.at = SystemTime::now();
                 }
             } else {
-                out.count_stored(stats, piece.seq, piece.points as usize);
+                out.count_stored(stats, piece);
                 refusals.remove(&piece.run);
                 taken += 1;
             }
@@ -403,6 +505,7 @@ impl Delivery {
     /// heartbeat too, the first time for each reason, and is counted after that.
     fn refused(&self, piece: &Piece<'_>, e: &SinkError, stats: &Stats, out: &mut Settled) {
         self.refusals_seen.fetch_add(1, Ordering::Relaxed);
+        out.settled(piece);
         let message = e.to_string();
         let points = piece.points as usize;
         if piece.kind == Kind::Heartbeats && !piece.run.is_nil() {

@@ -267,6 +267,8 @@ pub mod testing {
         Fail(SinkError),
         /// Panics, as a bug in a sink would.
         Panic,
+        /// Answers as without a queued answer: lets a later queued answer reach a later write.
+        AsUsual,
     }
 
     /// A sink that stores lines in memory. Writes are answered by the queued answers in order;
@@ -413,7 +415,7 @@ pub mod testing {
                 _ if s.max_body.is_some_and(|max| lines.len() > max) => Some(SinkError::TooLarge {
                     message: "request entity too large".into(),
                 }),
-                None if split(lines).iter().any(|l| refused(l)) => {
+                None | Some(Answer::AsUsual) if split(lines).iter().any(|l| refused(l)) => {
                     let why = format!(
                         "partial write: field type conflict on lines with {}",
                         marker.as_deref().unwrap_or_default()
@@ -432,7 +434,7 @@ pub mod testing {
                         lines: named,
                     })
                 }
-                None => None,
+                None | Some(Answer::AsUsual) => None,
             };
             match error {
                 // InfluxDB 1.x stores the good lines of a partial write before answering 400.

@@ -356,6 +356,111 @@ fn points_refused_after_a_failed_try_are_not_counted_as_replayed() {
     assert_eq!(Stats::get(&r.stats.points_replayed), 2);
 }
 
+/// A batch split to find a refused request, whose later part meets a failure that may pass
+/// (a 503): what the earlier parts settled stays settled. The next try writes only what is
+/// left, so no point is written or counted twice, and no refusal is dead-lettered or counted
+/// twice.
+#[test]
+fn what_a_failed_try_settled_is_neither_written_nor_counted_again() {
+    let busy = || Answer::Fail(SinkError::from_status(503, "busy".into()));
+    for (name, records, answers) in [
+        // The good request stored, then the refused one meets the 503.
+        (
+            "stored-first",
+            ["m,r=good v=1 1\nm,r=good v=2 2\n", "m,r=bad v=1 1\n"],
+            vec![Answer::AsUsual, Answer::AsUsual, busy()],
+        ),
+        // The refused request dead-lettered, then the good one meets the 503.
+        (
+            "refused-first",
+            ["m,r=bad v=1 1\n", "m,r=good v=1 1\nm,r=good v=2 2\n"],
+            vec![Answer::AsUsual, Answer::AsUsual, busy()],
+        ),
+    ] {
+        let mut r = setup(
+            &format!("delivery-carried-{name}"),
+            Acknowledge::Disk,
+            LIMITS,
+            1 << 20,
+        );
+        r.sink.refuse_lines_with("r=bad");
+        r.sink.answer(answers);
+        let last = records.iter().map(|lines| r.append(lines)).max().unwrap();
+        r.delivery.log.wait(last).unwrap();
+        r.start();
+        r.delivered_all();
+        assert_eq!(Stats::get(&r.stats.points_written), 2, "{name}");
+        assert_eq!(Stats::get(&r.stats.points_dead_lettered), 1, "{name}");
+        assert_eq!(Stats::get(&r.stats.points_dropped), 0, "{name}");
+        assert_eq!(dead_letters::list(&r.dir.0).unwrap().len(), 1, "{name}");
+        // Written alone once each: the whole batch (refused), each request alone (one of
+        // them 503), then only the one the 503 met.
+        let bodies = r.sink.bodies();
+        let alone = |lines: &str| bodies.iter().filter(|b| b.as_str() == lines).count();
+        assert_eq!(bodies.len(), 4, "{name}: {bodies:?}");
+        let (settled_first, met_the_503) = (records[0], records[1]);
+        assert_eq!(alone(settled_first), 1, "{name}: {bodies:?}");
+        assert_eq!(alone(met_the_503), 2, "{name}: {bodies:?}");
+    }
+}
+
+/// A unit cut in halves (its write too large), whose second half meets a 503: the next try
+/// writes that half alone, and when it is refused it is dead-lettered under its own place in
+/// the unit.
+#[test]
+fn a_unit_cut_before_a_failure_goes_again_from_where_it_was_cut() {
+    let mut r = setup(
+        "delivery-carried-halves",
+        Acknowledge::Disk,
+        LIMITS,
+        1 << 20,
+    );
+    r.sink.refuse_lines_with("r=bad");
+    r.sink.answer([
+        Answer::Fail(SinkError::TooLarge {
+            message: "request entity too large".into(),
+        }),
+        Answer::AsUsual,
+        Answer::Fail(SinkError::from_status(503, "busy".into())),
+    ]);
+    let seq = r.append("m,r=a v=1 1\nm,r=b v=1 1\nm,r=bad v=1 1\nm,r=d v=1 1\n");
+    r.delivery.log.wait(seq).unwrap();
+    r.start();
+    r.delivered_all();
+    let bodies = r.sink.bodies();
+    assert_eq!(
+        bodies[..4],
+        [
+            "m,r=a v=1 1\nm,r=b v=1 1\nm,r=bad v=1 1\nm,r=d v=1 1\n",
+            "m,r=a v=1 1\nm,r=b v=1 1\n",
+            "m,r=bad v=1 1\nm,r=d v=1 1\n",
+            "m,r=bad v=1 1\nm,r=d v=1 1\n",
+        ],
+        "{bodies:?}"
+    );
+    assert!(
+        !bodies[4..].iter().any(|b| b.contains("r=a ")),
+        "{bodies:?}"
+    );
+    // A piece alone refused is dead-lettered whole: the half that met the 503, under the
+    // place of its first line in the unit.
+    assert_eq!(Stats::get(&r.stats.points_written), 2);
+    assert_eq!(Stats::get(&r.stats.points_dead_lettered), 2);
+    let letters = dead_letters::list(&r.dir.0).unwrap();
+    assert_eq!(letters.len(), 1);
+    let name = letters[0]
+        .0
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(name.ends_with("-0.2-2.lp"), "{name}");
+    assert_eq!(
+        dead_letters::read(&letters[0].0).unwrap(),
+        "m,r=bad v=1 1\nm,r=d v=1 1\n"
+    );
+}
+
 /// How far the log is delivered is saved once the deliverer has nothing left to deliver for a
 /// moment, not only every few seconds while it delivers: a crash after a burst then a quiet
 /// spell sends InfluxDB nothing again.
@@ -1227,7 +1332,7 @@ fn writes_that_share_a_point_go_one_after_the_other_and_the_last_one_wins() {
 }
 
 #[test]
-fn when_one_of_two_writes_at_once_fails_it_goes_again_and_every_line_is_delivered() {
+fn when_one_of_two_writes_at_once_fails_it_alone_goes_again_and_every_line_is_delivered() {
     let limits = WriteLimits {
         max_bytes: 1 << 20,
         max_lines: 2,
@@ -1258,6 +1363,10 @@ fn when_one_of_two_writes_at_once_fails_it_goes_again_and_every_line_is_delivere
             dead_letters::list(&r.dir.0).unwrap().is_empty(),
             "{failing}: a 503 is never a refusal"
         );
+        // The write that did not fail is not written again, nor counted twice (the failed
+        // one never reached the sink).
+        assert_eq!(Stats::get(&r.stats.points_written), 4, "{failing}");
+        assert_eq!(r.sink.bodies().len(), 2, "{failing}: {:?}", r.sink.bodies());
     }
 }
 
