@@ -3,10 +3,10 @@
 //!
 //! The table is one `Mutex<HashMap<Uuid, Job>>`. The lock is held only to read or change the
 //! table, never across I/O: handlers take what they need, write to InfluxDB without the lock,
-//! and come back to record the outcome. A snapshot takes the jobs' shared parts under it
-//! ([`Job::saved`]) and encodes them after it is let go. That is why a register first reserves a slot (so
+//! and come back to record the outcome. That is why a register first reserves a slot (so
 //! `jobs.max_running` holds under concurrency) and a commit first marks the job `Committing`
-//! (so two commits of one run cannot both succeed).
+//! (so two commits of one run cannot both succeed). A snapshot takes the jobs' shared parts
+//! under the lock ([`Job::saved`]) and encodes them after it is let go.
 //!
 //! Every change that must survive a restart is one journal record (a line of JSON: the job's
 //! whole saved state, or its removal) with the next number of the table's changes, handed back
