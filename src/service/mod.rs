@@ -15,6 +15,7 @@ pub mod write;
 pub use judging::Judging;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
@@ -446,8 +447,8 @@ impl Service {
         let uuid = run.uuid;
         let mut job = Job::running(run, record.fields, now_ms);
         job.seen_mono_ms = self.jobs.mono_ms(self.clock.now());
-        job.owner = quota.map(|q| q.owner.to_string());
-        job.thresholds = record.thresholds;
+        job.owner = quota.map(|q| q.owner.into());
+        job.thresholds = Arc::new(record.thresholds);
         job.sample(now_ms);
         let change = slot
             .prepare(&job, &self.rules.bounds)

@@ -202,7 +202,7 @@ fn register_records_the_start_and_keeps_the_run() {
     assert_eq!(state(&f, r.uuid), Some(State::Running));
     let job = &f.service.jobs.list(1)[0];
     assert_eq!(
-        job.fields,
+        *job.fields,
         [("clients".to_string(), FieldValue::Float(5.0))]
     );
 }
@@ -466,7 +466,7 @@ fn a_restart_finds_every_acknowledged_change() {
     let jobs = loaded.jobs.list(10);
     let find = |u: Uuid| jobs.iter().find(|j| j.run.uuid == u).unwrap().clone();
     assert_eq!(
-        find(a).fields,
+        *find(a).fields,
         [("clients".to_string(), FieldValue::Float(9.0))]
     );
     assert!(matches!(find(b).state, State::Finished { at_ms: 2_000 }));
@@ -525,7 +525,7 @@ fn a_progress_that_is_not_recorded_changes_neither_the_heartbeats_nor_what_a_res
     );
     assert!(matches!(err, Err(Refused::NotRecorded(_))), "{err:?}");
     let job = f.service.jobs.list(1)[0].clone();
-    assert_eq!(job.fields, [("step".to_string(), FieldValue::Float(1.0))]);
+    assert_eq!(*job.fields, [("step".to_string(), FieldValue::Float(1.0))]);
     assert_eq!(
         job.last_seen_ms, 1_500,
         "the expiry clocks did not start again"
@@ -542,7 +542,7 @@ fn a_progress_that_is_not_recorded_changes_neither_the_heartbeats_nor_what_a_res
     f.service.save_snapshot();
     let jobs = restored(&f, "progress-not-recorded");
     assert_eq!(
-        jobs[0].fields,
+        *jobs[0].fields,
         [("step".to_string(), FieldValue::Float(1.0))]
     );
     assert_eq!(jobs[0].last_seen_ms, 1_500);
@@ -555,7 +555,7 @@ fn a_progress_that_is_not_recorded_changes_neither_the_heartbeats_nor_what_a_res
     )
     .unwrap();
     assert_eq!(
-        f.service.jobs.list(1)[0].fields,
+        *f.service.jobs.list(1)[0].fields,
         [("step".to_string(), FieldValue::Float(3.0))]
     );
 }

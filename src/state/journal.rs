@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 
 use serde::de::{
     DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
@@ -28,7 +29,7 @@ use uuid::Uuid;
 
 use crate::ingest::line_protocol::{self, FieldValue};
 use crate::ingest::points::Run;
-use crate::state::jobs::{Job, Jobs, State};
+use crate::state::jobs::{Job, Jobs, SavedJob, State};
 use crate::state::schema::Known;
 /// The value of the `format` member that opens every `jobs.json`.
 pub const SNAPSHOT_FORMAT: &str = "metrics-consumer-jobs";
@@ -198,7 +199,7 @@ pub fn restore(
 /// not been answered yet.
 pub fn encode_snapshot<'a>(
     covers: u64,
-    jobs: impl Iterator<Item = &'a Job>,
+    jobs: impl Iterator<Item = &'a SavedJob>,
     schema: &Known,
 ) -> Vec<u8> {
     let jobs: Vec<Saved> = jobs.map(Saved::of).collect();
@@ -293,9 +294,10 @@ pub struct Restored {
 /// Appends one journal record and its newline to `out`: `{"seq":N,"put":{job}}` (the job's
 /// whole saved state) or, when `job` is `None`, `{"seq":N,"del":"uuid"}`.
 pub fn encode_record(out: &mut Vec<u8>, seq: u64, job: Option<&Job>, uuid: &Uuid) {
+    let saved = job.map(Job::saved);
     let record = SavedRecord {
         seq,
-        put: job.map(Saved::of),
+        put: saved.as_ref().map(Saved::of),
         del: if job.is_none() { Some(*uuid) } else { None },
         result: None,
     };
@@ -513,7 +515,7 @@ enum SavedState {
 }
 
 impl<'a> Saved<'a> {
-    fn of(job: &'a Job) -> Saved<'a> {
+    fn of(job: &'a SavedJob) -> Saved<'a> {
         let state = match job.state {
             State::Running | State::Committing { expired: None } => SavedState::Running,
             State::Committing {
@@ -594,16 +596,18 @@ impl Saved<'_> {
         if let Some(owner) = &self.owner {
             line_protocol::check_tag_value(owner).map_err(|e| format!("owner: {e}"))?;
         }
-        job.owner = self.owner.map(Cow::into_owned);
+        job.owner = self.owner.as_deref().map(Arc::from);
+        let mut thresholds = Vec::with_capacity(self.thresholds.len());
         for (endpoint, text) in self.thresholds {
             let check = crate::verdict::check::parse(&text)
                 .map_err(|e| format!("check {text:?} of {endpoint:?}: {e}"))?;
-            job.thresholds.push(crate::verdict::Threshold {
+            thresholds.push(crate::verdict::Threshold {
                 endpoint: endpoint.into_owned(),
                 check,
                 source: crate::verdict::Source::Register,
             });
         }
+        job.thresholds = Arc::new(thresholds);
         Ok(job)
     }
 }

@@ -7,7 +7,7 @@
 //!   log/<first seq>.log        the log: every accepted request, in order (see `log`)
 //!   log/delivered              how far InfluxDB has taken the log
 //!   jobs.json                  a snapshot of the job table
-//!   reserve                    zeros keeping room for the next snapshot on a full disk
+//!   reserve                    blocks allocated to keep room for the next snapshot on a full disk
 //!   series                     the series budget: each client's distinct series per database
 //!                              (`state::series`, written through the handle of storage.dir)
 //!   results/<uuid>.json        the result of a committed run, for baselines and reports
@@ -80,7 +80,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub const RESERVE_FILE: &str = "reserve";
 
 /// Writes the snapshot `bytes` to `name` in `dir` with [`DirHandle::write_atomic`], even on a
-/// full disk: the file [`RESERVE_FILE`] beside it holds written zeros, at least the size of the
+/// full disk: the file [`RESERVE_FILE`] beside it holds allocated blocks, at least the size of the
 /// next snapshot ([`keep_reserve`] grows it as the table grows), and is emptied when the disk
 /// has no room left for the write, which is then tried again. The snapshot is what lets the log
 /// delete delivered segments, so a disk filled by the log while InfluxDB was away is freed
@@ -175,13 +175,33 @@ pub fn is_disk_full(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded
 }
 
-/// Grows the reserve to `target` bytes of written zeros (a hole would take no room), and
+/// Grows the reserve to `target` bytes allocated on the disk (a hole would take no room), and
 /// returns its size. One that cannot grow all the way is cut back to what it was: it never
 /// takes the disk's last bytes.
+///
+/// Errors: the file cannot be opened, looked at or grown; [`is_disk_full`] when the disk (or
+/// the user's quota) has no room for `target` bytes.
 fn grow_reserve(dir: &DirHandle, target: u64) -> io::Result<u64> {
+    let file = dir.open_rw(RESERVE_FILE)?;
+    grow_allocated(&file, target, allocate)
+}
+
+/// Allocates bytes `at..at + len` of `file` with `fallocate` (mode 0: real blocks, not a hole;
+/// the size grows with them) without writing them.
+fn allocate(file: &File, at: u64, len: u64) -> io::Result<()> {
+    rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), at, len).map_err(Into::into)
+}
+
+/// [`grow_reserve`] on an open `file`, allocating with `allocate` (`fallocate`: a few metadata
+/// changes, however large the growth). Where the filesystem cannot allocate that way
+/// (`EOPNOTSUPP`, `ENOSYS`) the bytes are written as zeros instead. Then `file` is synced.
+fn grow_allocated(
+    file: &File,
+    target: u64,
+    allocate: impl Fn(&File, u64, u64) -> io::Result<()>,
+) -> io::Result<u64> {
     use std::os::unix::fs::FileExt;
     static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-    let file = dir.open_rw(RESERVE_FILE)?;
     let had = file.metadata()?.len();
     if had >= target {
         if had > 2 * target {
@@ -190,12 +210,17 @@ fn grow_reserve(dir: &DirHandle, target: u64) -> io::Result<u64> {
         }
         return Ok(had);
     }
-    let mut at = had;
     let grown = (|| {
-        while at < target {
-            let n = (target - at).min(ZEROS.len() as u64);
-            file.write_all_at(&ZEROS[..n as usize], at)?;
-            at += n;
+        match allocate(file, had, target - had) {
+            Err(e) if cannot_allocate(&e) => {
+                let mut at = had;
+                while at < target {
+                    let n = (target - at).min(ZEROS.len() as u64);
+                    file.write_all_at(&ZEROS[..n as usize], at)?;
+                    at += n;
+                }
+            }
+            other => other?,
         }
         file.sync_all()
     })();
@@ -204,6 +229,13 @@ fn grow_reserve(dir: &DirHandle, target: u64) -> io::Result<u64> {
         return Err(e);
     }
     Ok(target)
+}
+
+/// True when `e` says the filesystem cannot allocate a file's blocks without writing them.
+fn cannot_allocate(e: &io::Error) -> bool {
+    let unsupported = [rustix::io::Errno::OPNOTSUPP, rustix::io::Errno::NOSYS];
+    e.raw_os_error()
+        .is_some_and(|code| unsupported.iter().any(|u| u.raw_os_error() == code))
 }
 
 /// A line that may repeat (the same failure every tick) logged at once the first time, then at
@@ -874,11 +906,7 @@ pub mod tests {
         let root = root(&disk.0);
         let reserve = disk.0.0.join(RESERVE_FILE);
         assert_eq!(keep_reserve(&root, 0, 1 << 20).unwrap(), (5 << 19) as u64);
-        assert_eq!(
-            fs::metadata(&reserve).unwrap().len(),
-            5 << 19,
-            "written zeros"
-        );
+        assert_eq!(fs::metadata(&reserve).unwrap().len(), 5 << 19, "allocated");
         assert_eq!(
             keep_reserve(&root, 5 << 19, 2 << 20).unwrap(),
             5 << 19,
@@ -893,6 +921,87 @@ pub mod tests {
             "a growth that did not fit is cut back"
         );
         assert_eq!(reserve_len(&root), 5 << 19);
+    }
+
+    /// Bytes the calling thread has handed to `write` and its kin so far (`wchar` of
+    /// `/proc/thread-self/io`).
+    fn written_by_this_thread() -> u64 {
+        let io = fs::read_to_string("/proc/thread-self/io").unwrap();
+        io.lines()
+            .find_map(|l| l.strip_prefix("wchar: "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_reserve_is_allocated_on_the_disk_without_writing_it() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = Dir::new("reserve-allocated");
+        let root = root(&dir);
+        let reserve = dir.0.join(RESERVE_FILE);
+        let before = written_by_this_thread();
+        let len = keep_reserve(&root, 0, 8 << 20).unwrap();
+        let written = written_by_this_thread() - before;
+        assert_eq!(len, reserve_for(8 << 20));
+        let meta = fs::metadata(&reserve).unwrap();
+        assert_eq!(meta.len(), len);
+        assert!(
+            meta.blocks() * 512 >= len,
+            "{} bytes of blocks for {len} bytes: a hole keeps no room",
+            meta.blocks() * 512
+        );
+        // Grown again, from what it holds.
+        let grown = keep_reserve(&root, len, 16 << 20).unwrap();
+        let meta = fs::metadata(&reserve).unwrap();
+        assert!(meta.len() == grown && meta.blocks() * 512 >= grown);
+        let probe = create_new(&dir.0.join("probe")).unwrap();
+        match allocate(&probe, 0, 4096) {
+            Ok(()) => assert!(
+                written < 1 << 20,
+                "{written} bytes written to grow the reserve by {len}"
+            ),
+            Err(e) if cannot_allocate(&e) => {
+                eprintln!(
+                    "{}: no fallocate here ({e}), zeros written",
+                    dir.0.display()
+                );
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_filesystem_that_cannot_allocate_gets_zeros_written() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = Dir::new("reserve-zeros");
+        let file = root(&dir).open_rw(RESERVE_FILE).unwrap();
+        for errno in [rustix::io::Errno::OPNOTSUPP, rustix::io::Errno::NOSYS] {
+            file.set_len(0).unwrap();
+            let unsupported = |_: &File, _: u64, _: u64| Err(io::Error::from(errno));
+            assert_eq!(
+                grow_allocated(&file, 200_000, unsupported).unwrap(),
+                200_000
+            );
+            let meta = file.metadata().unwrap();
+            assert!(meta.len() == 200_000 && meta.blocks() * 512 >= 200_000);
+            let bytes = fs::read(dir.0.join(RESERVE_FILE)).unwrap();
+            assert!(bytes.iter().all(|&b| b == 0), "zeros");
+        }
+        // Any other failure is the growth's: it is cut back, and a full disk says so.
+        let full = |f: &File, at: u64, len: u64| {
+            f.set_len(at + len / 2)?;
+            Err(io::Error::from(rustix::io::Errno::NOSPC))
+        };
+        let err = grow_allocated(&file, 400_000, full).unwrap_err();
+        assert!(is_disk_full(&err), "{err}");
+        assert_eq!(file.metadata().unwrap().len(), 200_000, "cut back");
+        let failing = |_: &File, _: u64, _: u64| Err(io::Error::from(rustix::io::Errno::IO));
+        assert!(
+            grow_allocated(&file, 400_000, failing).is_err(),
+            "no zeros written"
+        );
+        assert_eq!(file.metadata().unwrap().len(), 200_000);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! table, never across I/O: handlers take what they need, write to InfluxDB without the lock,
 //! and come back to record the outcome. That is why a register first reserves a slot (so
 //! `jobs.max_running` holds under concurrency) and a commit first marks the job `Committing`
-//! (so two commits of one run cannot both succeed).
+//! (so two commits of one run cannot both succeed). A snapshot takes the jobs' shared parts
+//! under the lock ([`Job::saved`]) and encodes them after it is let go.
 //!
 //! Every change that must survive a restart is one journal record (a line of JSON: the job's
 //! whole saved state, or its removal) with the next number of the table's changes, handed back
@@ -37,7 +38,7 @@ use sample::add_sample;
 use table::{Table, charge, hold, release, uncharge};
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
@@ -87,11 +88,15 @@ impl State {
     }
 }
 
+/// One run in the table. What a snapshot saves of it (its run, fields, checks and owner) is
+/// shared (`Arc`), never changed in place but replaced, so that a snapshot takes it under the
+/// table's lock for a few pointer copies and encodes it after the lock is let go
+/// ([`Job::saved`]).
 #[derive(Debug, Clone)]
 pub struct Job {
-    pub run: Run,
+    pub run: Arc<Run>,
     /// The fields every heartbeat repeats.
-    pub fields: Vec<(String, FieldValue)>,
+    pub fields: Arc<Vec<(String, FieldValue)>>,
     /// The heartbeat, encoded from `run` and `fields` whenever they change.
     beat: BeatLine,
     /// When the gateway last heard of the run (Unix ms): saved, shown, and where an expiry's
@@ -111,9 +116,9 @@ pub struct Job {
     /// `jobs.progress_timeout` without it.
     pub progressed: bool,
     /// The name of the token that registered the run (none without tokens).
-    pub owner: Option<String>,
+    pub owner: Option<Arc<str>>,
     /// The checks the register gave (`thresholds`), judged at the commit. Saved.
-    pub thresholds: Vec<Threshold>,
+    pub thresholds: Arc<Vec<Threshold>>,
     /// Users and requests per second at the register and at each progress, oldest first, at
     /// most [`MAX_SAMPLES`] (when full, every other one is let go, so they span the whole
     /// run): the report's chart. Not saved: a restart begins them again.
@@ -125,8 +130,8 @@ impl Job {
     pub fn running(run: Run, fields: Vec<(String, FieldValue)>, now_ms: i64) -> Job {
         Job {
             beat: BeatLine::new(&run, &fields),
-            run,
-            fields,
+            run: Arc::new(run),
+            fields: Arc::new(fields),
             // The wall clock's time until the caller, who has a monotonic clock, sets it.
             last_seen_ms: now_ms,
             seen_mono_ms: now_ms,
@@ -135,8 +140,23 @@ impl Job {
             heartbeats: 0,
             progressed: false,
             owner: None,
-            thresholds: Vec::new(),
+            thresholds: Arc::default(),
             samples: Vec::new(),
+        }
+    }
+
+    /// What a snapshot saves of the job, sharing its parts with the table: taking it costs a
+    /// few pointer copies, whatever the run's size.
+    pub fn saved(&self) -> SavedJob {
+        SavedJob {
+            run: Arc::clone(&self.run),
+            fields: Arc::clone(&self.fields),
+            thresholds: Arc::clone(&self.thresholds),
+            owner: self.owner.clone(),
+            last_seen_ms: self.last_seen_ms,
+            state: self.state,
+            heartbeats: self.heartbeats,
+            progressed: self.progressed,
         }
     }
 
@@ -178,7 +198,7 @@ impl Job {
     /// Whether `caller` (a client's name; `None` without tokens) may act on the run: a run
     /// registered with a token belongs to that token's client alone.
     pub fn is_for(&self, caller: Option<&str>) -> bool {
-        match (&self.owner, caller) {
+        match (self.owner.as_deref(), caller) {
             (Some(owner), Some(caller)) => owner == caller,
             (Some(_), None) | (None, _) => true,
         }
@@ -191,12 +211,43 @@ impl Job {
 
     /// Lets go of what a finished run no longer needs: its tags, fields and heartbeat.
     fn shed(&mut self) {
-        self.run.tags = Vec::new();
-        self.fields = Vec::new();
+        if !self.run.tags.is_empty() {
+            self.run = Arc::new(Run {
+                uuid: self.run.uuid,
+                host: self.run.host.clone(),
+                tags: Vec::new(),
+                started_ms: self.run.started_ms,
+            });
+        }
+        self.fields = Arc::default();
         self.beat = BeatLine::default();
-        self.thresholds = Vec::new();
+        self.thresholds = Arc::default();
         self.samples = Vec::new();
     }
+}
+
+/// A job as a snapshot saves it ([`Job::saved`]): its run, fields and checks shared with the
+/// table as they were when the snapshot was taken, and its scalars copied. The table replaces
+/// those parts rather than changing them, so a change made while the snapshot is encoded is
+/// not in it.
+#[derive(Debug, Clone)]
+pub struct SavedJob {
+    /// The run: its uuid, host, tags and start (Unix ms).
+    pub run: Arc<Run>,
+    /// The fields every heartbeat repeats.
+    pub fields: Arc<Vec<(String, FieldValue)>>,
+    /// The register's checks.
+    pub thresholds: Arc<Vec<Threshold>>,
+    /// The name of the token that registered the run (none without tokens).
+    pub owner: Option<Arc<str>>,
+    /// When the gateway last heard of the run (Unix ms).
+    pub last_seen_ms: i64,
+    /// Saved as running (or expired) while `Committing`: the commit is not answered yet.
+    pub state: State,
+    /// Heartbeats recorded.
+    pub heartbeats: u64,
+    /// The run has reported progress.
+    pub progressed: bool,
 }
 
 /// What one owner (a token's client) may hold: `max_running` active jobs and registers under
@@ -310,7 +361,7 @@ pub enum Refusal {
 pub struct TickLine {
     pub run: Uuid,
     /// The name of the token that registered the run: whose share of the log its line takes.
-    pub owner: Option<String>,
+    pub owner: Option<Arc<str>>,
     /// Where the line ends in [`Tick::lines`] (exclusive; it starts where the one before ends).
     pub end: usize,
     /// A heartbeat (else the run's expiry event).
@@ -429,7 +480,7 @@ impl Jobs {
             State::Finished { at_ms } => return Err(Refusal::Finished { at_ms }),
         };
         job.state = state;
-        let run = job.run.clone();
+        let run = Run::clone(&job.run);
         let owner = job.owner.clone();
         if !was_active {
             t.revived(owner.as_deref());
@@ -490,7 +541,7 @@ impl Jobs {
                 });
             }
         }
-        let mut merged = job.fields.clone();
+        let mut merged = Vec::clone(&job.fields);
         for (k, v) in fields {
             match merged.iter_mut().find(|(key, _)| *key == k) {
                 Some(slot) => slot.1 = v,
@@ -502,7 +553,7 @@ impl Jobs {
         }
         let old = job.weight();
         let mut changed = Job {
-            fields: merged,
+            fields: Arc::new(merged),
             beat: BeatLine::default(),
             ..job.clone()
         };
@@ -676,13 +727,24 @@ impl Jobs {
     }
 
     /// [`Jobs::snapshot`], with what the gateway knows of InfluxDB's schema saved beside.
+    /// The table is locked only to take the jobs ([`Job::saved`]: a few pointer copies each);
+    /// the bytes are encoded after the lock is let go, so requests that change the table do not
+    /// wait for them.
     pub fn snapshot_with(&self, schema: &Known) -> (Vec<u8>, u64) {
-        let t = self.lock();
-        let covers = t.preparing.first().map_or(t.seq, |first| first - 1);
-        (
-            journal::encode_snapshot(covers, t.jobs.values(), schema),
-            covers,
-        )
+        self.snapshot_by(|covers, jobs| journal::encode_snapshot(covers, jobs.iter(), schema))
+    }
+
+    /// The jobs as a snapshot saves them and the number up to which they hold every change
+    /// (the latest one, or the one before the oldest change still prepared), taken together
+    /// under the lock; `encode` makes them the snapshot once the lock is let go.
+    fn snapshot_by<T>(&self, encode: impl FnOnce(u64, &[SavedJob]) -> T) -> (T, u64) {
+        let (covers, jobs) = {
+            let t = self.lock();
+            let covers = t.preparing.first().map_or(t.seq, |first| first - 1);
+            let jobs: Vec<SavedJob> = t.jobs.values().map(Job::saved).collect();
+            (covers, jobs)
+        };
+        (encode(covers, &jobs), covers)
     }
 
     /// A table of `jobs` (restored from disk by `journal`), whose last change was journal

@@ -63,7 +63,7 @@ impl Slot<'_> {
     pub fn fill(mut self, mut job: Job) {
         let mut t = self.jobs.lock();
         t.reserved -= 1;
-        job.owner = self.owner.take();
+        job.owner = self.owner.take().map(Arc::from);
         if job.state.is_active() {
             t.active += 1;
         } else {
@@ -114,7 +114,7 @@ impl Drop for Slot<'_> {
 pub struct PreparedProgress<'a> {
     pub(super) jobs: &'a Jobs,
     pub(super) uuid: Uuid,
-    pub(super) owner: Option<String>,
+    pub(super) owner: Option<Arc<str>>,
     /// The number of the prepared change.
     pub(super) seq: u64,
     /// The job as the change makes it; taken when applied.

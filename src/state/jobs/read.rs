@@ -27,7 +27,7 @@ impl Jobs {
         let t = self.lock();
         let mut m = Measurement::default();
         for job in t.jobs.values().filter(|j| j.state.is_active()) {
-            for (name, value) in &job.fields {
+            for (name, value) in job.fields.iter() {
                 if !m.fields.contains_key(name) {
                     m.fields.insert(name.clone(), FieldType::of(value));
                 }
@@ -97,7 +97,7 @@ impl Jobs {
         self.lock()
             .jobs
             .get(uuid)
-            .map(|j| (j.thresholds.clone(), j.samples.clone()))
+            .map(|j| (Vec::clone(&j.thresholds), j.samples.clone()))
             .unwrap_or_default()
     }
 

@@ -58,7 +58,7 @@ pub(crate) fn rows(jobs: &Jobs) -> Vec<Row> {
     let mut rows: Vec<_> = jobs
         .list(usize::MAX)
         .into_iter()
-        .map(|j| (j.run.uuid, j.state.as_str(), j.fields))
+        .map(|j| (j.run.uuid, j.state.as_str(), Vec::clone(&j.fields)))
         .collect();
     rows.sort_by_key(|r| r.0);
     rows
@@ -134,7 +134,7 @@ fn progress_updates_fields_and_revives_expired_runs() {
         ("new".into(), FieldValue::Bool(true)),
     ];
     jobs.progress(&id, update, 50, &BOUNDS, None).unwrap();
-    let fields = jobs.list(1)[0].fields.clone();
+    let fields = Vec::clone(&jobs.list(1)[0].fields);
     assert_eq!(
         fields,
         vec![
@@ -391,6 +391,65 @@ fn a_snapshot_covers_only_the_changes_before_one_still_prepared() {
     slot.fill(three);
     jobs.end_commit(&Uuid::from_u128(1), Some(&finishing), true, 50);
     assert_eq!(jobs.snapshot().1, progress.seq, "nothing prepared any more");
+}
+
+/// Whether run `n` of a snapshot's `jobs.json` is saved with field `name` a float.
+fn saves_float(snapshot: &[u8], n: u128, name: &str) -> bool {
+    let (restored, _) = crate::state::journal::restore(Some(snapshot), b"", 10).unwrap();
+    restored
+        .get_for(&Uuid::from_u128(n), None)
+        .is_some_and(|j| {
+            j.fields
+                .iter()
+                .any(|(k, v)| k == name && matches!(v, FieldValue::Float(_)))
+        })
+}
+
+#[test]
+fn a_snapshot_is_encoded_after_the_lock_is_let_go_and_holds_the_table_as_taken() {
+    let jobs = Jobs::new(10);
+    // A large run (60 KiB of fields) and a run being committed (saved as it was before).
+    let fields: Vec<(String, FieldValue)> = (0..50)
+        .map(|i| (format!("f{i}"), FieldValue::Str("x".repeat(1200))))
+        .collect();
+    let big = Uuid::from_u128(1);
+    jobs.reserve(10, None)
+        .unwrap()
+        .fill(job_with(1, 0, vec![], fields));
+    jobs.reserve(10, None).unwrap().fill(job(2, 0));
+    jobs.begin_commit(&Uuid::from_u128(2), None).unwrap();
+    let taken = jobs.snapshot();
+    let during = jobs.snapshot_by(|covers, saved| {
+        // The table is free while the snapshot is encoded (a lock held across the encoding
+        // fails here, on this thread, rather than waiting) ...
+        assert!(
+            jobs.table.try_lock().is_ok(),
+            "the table is locked while its snapshot is encoded"
+        );
+        // ... so another thread changes it meanwhile, without waiting for the encoding: the
+        // large run's fields replaced, the commit ended, a run registered.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let f0 = vec![("f0".into(), FieldValue::Float(1.0))];
+                jobs.progress(&big, f0, 10, &BOUNDS, None).unwrap();
+                finish(&jobs, &Uuid::from_u128(2), 20);
+                let mut slot = jobs.reserve(10, None).unwrap();
+                slot.prepare(&job(3, 30), &BOUNDS).unwrap();
+                slot.fill(job(3, 30));
+            })
+            .join()
+            .unwrap();
+        });
+        journal::encode_snapshot(covers, saved.iter(), &Known::new())
+    });
+    assert!(
+        during == taken,
+        "the table as it was taken, and the changes it covers"
+    );
+    assert!(!saves_float(&during.0, 1, "f0"));
+    let after = jobs.snapshot();
+    assert!(saves_float(&after.0, 1, "f0"), "the change made meanwhile");
+    assert!(after.1 > taken.1 && jobs.counts().finished == 1 && jobs.counts().running == 2);
 }
 
 #[test]
