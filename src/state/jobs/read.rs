@@ -117,10 +117,20 @@ impl Jobs {
 
     /// Up to `limit` of the jobs `caller` may see (see [`Job::is_for`]; every job for
     /// `None`), newest first: a token's view of the state page.
+    /// Under the lock only the newest `limit` are picked (linear in the table's size) and
+    /// cloned (their parts shared, not copied: see [`Job`]); they are sorted after.
     pub fn list_for(&self, limit: usize, caller: Option<&str>) -> Vec<Job> {
-        let t = self.lock();
-        let mut jobs: Vec<&Job> = t.jobs.values().filter(|j| j.is_for(caller)).collect();
-        jobs.sort_by_key(|j| std::cmp::Reverse(j.run.started_ms));
-        jobs.into_iter().take(limit).cloned().collect()
+        let newest_first = |j: &Job| (std::cmp::Reverse(j.run.started_ms), j.run.uuid);
+        let mut jobs: Vec<Job> = {
+            let t = self.lock();
+            let mut mine: Vec<&Job> = t.jobs.values().filter(|j| j.is_for(caller)).collect();
+            if limit < mine.len() {
+                mine.select_nth_unstable_by_key(limit, |j| newest_first(j));
+                mine.truncate(limit);
+            }
+            mine.into_iter().cloned().collect()
+        };
+        jobs.sort_by_key(newest_first);
+        jobs
     }
 }

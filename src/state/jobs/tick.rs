@@ -11,8 +11,10 @@ impl Jobs {
     /// (`now_mono_ms`, see [`Jobs::mono_ms`]), so a step of the wall clock (`now_ms`) expires
     /// nothing. Its expiry is stamped when its silence ran out, counted from the wall-clock time
     /// it was last heard from, and never later than `now_ms`. A run whose progress is being
-    /// recorded is heard from: it does not expire. Only CPU work happens under the lock; the
-    /// caller sends the lines.
+    /// recorded is heard from: it does not expire. Only CPU work happens under the lock, and
+    /// only in proportion to the number of runs: each heartbeat is taken as a shared
+    /// [`BeatLine`] and its bytes are copied once the lock is let go, so runs with large
+    /// fields never hold other requests up. The caller sends the lines.
     pub fn tick(&self, (now_ms, now_mono_ms): (i64, i64), ages: &Ages) -> Tick {
         let mut tick = Tick::default();
         let mut guard = self.lock();
@@ -30,6 +32,7 @@ impl Jobs {
             t.shrink();
         }
         let mut expired = Vec::new();
+        let mut beats = Vec::new();
         for job in t.jobs.values_mut() {
             if job.state != State::Running {
                 continue;
@@ -70,14 +73,12 @@ impl Jobs {
                 release(&mut t.held, job.owner.as_deref());
                 continue;
             }
-            if job.beat.encode(job.run.started_ms, now_ms, &mut tick.lines) {
-                tick.units.push(TickLine {
-                    run: job.run.uuid,
-                    owner: job.owner.clone(),
-                    end: tick.lines.len(),
-                    beat: true,
-                });
-            }
+            beats.push((
+                job.beat.clone(),
+                job.run.started_ms,
+                job.run.uuid,
+                job.owner.clone(),
+            ));
         }
         tick.expired = expired.len();
         t.active -= tick.expired;
@@ -86,6 +87,17 @@ impl Jobs {
             tick.removed += t.ended(uuid, at_ms);
         }
         tick.change = t.take();
+        drop(guard);
+        for (beat, started_ms, run, owner) in beats {
+            if beat.encode(started_ms, now_ms, &mut tick.lines) {
+                tick.units.push(TickLine {
+                    run,
+                    owner,
+                    end: tick.lines.len(),
+                    beat: true,
+                });
+            }
+        }
         tick
     }
 }
