@@ -349,5 +349,8 @@ fn an_authenticated_trickle_cannot_hold_the_budget() {
         "the trickle's sockets to close",
         || gw.open_fds() < 64,
     );
-    after_each_with_threads(&mut gw, &influx, &expected, 3 * 64 + 32);
+    // A thread per connection the pool served stays 30 s: the trickle's 192, the registers
+    // beside, and the reconnections of slots whose 408 came while the old connection's thread
+    // was still closing it (more of them the busier the machine: 232 threads were seen).
+    after_each_with_threads(&mut gw, &influx, &expected, 4 * 64 + 32);
 }
