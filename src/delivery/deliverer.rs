@@ -183,7 +183,7 @@ impl Delivery {
     fn delivered(
         &self,
         batch: &[Read],
-        settled: Settled,
+        mut settled: Settled,
         carried: &mut Carried,
         retried_upto: &mut u64,
         queue_empty: bool,
@@ -195,7 +195,7 @@ impl Delivery {
         if last >= *retried_upto {
             *retried_upto = 0;
         }
-        carried.settle(last);
+        carried.settle(last, &mut settled.dead);
         self.log.delivered(last, batch);
         self.settle(last, settled.dead);
         if queue_empty && self.log.undelivered().0 == 0 {

@@ -77,13 +77,15 @@ impl Settled {
 
 /// What tries of batches that failed settled before the failure, kept by the deliverer until
 /// their records are settled: the next try writes only the pieces left, so no point is written
-/// or counted twice (`points_written`, `points_replayed`, dead letters, refused heartbeats).
-/// A refusal found by such a try is not told to its request: the failure answered it already
-/// (its record is kept).
+/// or counted twice (`points_written`, `points_replayed`, dead letters, refused heartbeats),
+/// and the refusals found are told when their records are settled (to a request that reads its
+/// outcome then: one waiting was answered by the failure).
 #[derive(Default)]
 pub(super) struct Carried {
     /// By record and unit, the bytes of the unit's lines settled.
     done: HashMap<(u64, u32), Vec<Range<usize>>>,
+    /// The requests refused, with InfluxDB's reason, of records not yet settled.
+    dead: Vec<(u64, String)>,
 }
 
 impl Carried {
@@ -93,13 +95,22 @@ impl Carried {
         for (key, range) in settled.done {
             self.done.entry(key).or_default().push(range);
         }
+        self.dead.extend(settled.dead);
         Stats::add(&stats.points_replayed, settled.replayed);
     }
 
-    /// Records up to `last` are settled: what was kept of them is let go.
-    pub(super) fn settle(&mut self, last: u64) {
+    /// Records up to `last` are settled: what was kept of them is let go, and the refusals
+    /// found of them by earlier tries are added to `dead`.
+    pub(super) fn settle(&mut self, last: u64, dead: &mut Vec<(u64, String)>) {
         if !self.done.is_empty() {
             self.done.retain(|&(seq, _), _| seq > last);
+        }
+        if !self.dead.is_empty() {
+            let (theirs, later) = std::mem::take(&mut self.dead)
+                .into_iter()
+                .partition(|(seq, _)| *seq <= last);
+            self.dead = later;
+            dead.extend(theirs);
         }
     }
 
@@ -245,7 +256,7 @@ impl Delivery {
     /// refusal only of a single line over 1 KiB ([`MIN_BODY_LIMIT`]), and not even that once
     /// a smaller line got one, until a write is stored again; lines InfluxDB 3 names are
     /// refused and the rest counted as stored. Every other failure (5xx, 429, a timeout, a broken connection, credentials)
-    /// is returned, and the caller keeps the whole batch to try again; a connection that broke
+    /// is returned, and the caller keeps the batch to try again what is left of it ([`Carried`]); a connection that broke
     /// while sending a large body, while `/ping` answers, is taken for a body limit and the
     /// write is split, never refused for it.
     fn write_pieces(

@@ -404,6 +404,40 @@ fn what_a_failed_try_settled_is_neither_written_nor_counted_again() {
     }
 }
 
+/// In `"influxdb"` mode a request that reads its outcome after its record was settled (a late
+/// reader, `a_refusal_is_told_to_its_request_however_many_records_were_settled_since`) learns
+/// that it was dead-lettered, also when the refusal was found by a try that then met a 503:
+/// `Carried::keep` must not drop the try's `dead`.
+#[test]
+fn a_refusal_found_before_a_failure_is_still_told_to_its_request() {
+    let mut r = setup(
+        "delivery-carried-refusal-told",
+        Acknowledge::Influxdb,
+        LIMITS,
+        1 << 20,
+    );
+    r.sink.refuse_lines_with("r=bad");
+    // The whole batch refused, the bad request alone refused (dead-lettered), then the good
+    // one alone meets a 503; the next try writes only the good one.
+    r.sink.answer([
+        Answer::AsUsual,
+        Answer::AsUsual,
+        Answer::Fail(SinkError::from_status(503, "busy".into())),
+    ]);
+    let bad = r.append("m,r=bad v=1 1\n");
+    let good = r.append("m,r=good v=1 1\nm,r=good v=2 2\n");
+    r.delivery.log.wait(good).unwrap();
+    r.start();
+    r.delivered_all();
+    assert_eq!(Stats::get(&r.stats.points_dead_lettered), 1);
+    assert_eq!(r.delivery.outcome(good), Outcome::Delivered);
+    assert!(
+        matches!(r.delivery.outcome(bad), Outcome::DeadLettered(_)),
+        "{:?}: its points are in the dead letters",
+        r.delivery.outcome(bad)
+    );
+}
+
 /// A unit cut in halves (its write too large), whose second half meets a 503: the next try
 /// writes that half alone, and when it is refused it is dead-lettered under its own place in
 /// the unit.

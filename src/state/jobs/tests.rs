@@ -835,3 +835,32 @@ fn an_owner_holds_its_share_of_the_tables_bytes_at_most() {
     let t = jobs.lock();
     assert_eq!(t.held_bytes["team-a"], 2 * one.weight());
 }
+
+/// `list_for` picks under the lock with `select_nth` and sorts after: for every limit (0, below,
+/// equal to and above the table's size) it gives what sorting the whole table newest first and
+/// taking `limit` gives; runs started at the same time come in the order of their uuid.
+#[test]
+fn list_for_gives_the_newest_for_every_limit_ties_by_uuid() {
+    let jobs = Jobs::new(100);
+    // Starts with many ties: 7 runs at 10, 5 at 20, 3 at 30.
+    let starts: Vec<(u128, i64)> = (1..=15u128)
+        .map(|n| (n * 7919 % 101, [10, 20, 30][(n % 3) as usize]))
+        .collect();
+    for &(n, at) in &starts {
+        jobs.reserve(100, None).unwrap().fill(job(n, at));
+    }
+    let mut expected: Vec<(i64, Uuid)> = starts
+        .iter()
+        .map(|&(n, at)| (at, Uuid::from_u128(n)))
+        .collect();
+    expected.sort_by_key(|&(at, uuid)| (std::cmp::Reverse(at), uuid));
+    for limit in [0, 1, 6, 7, 14, 15, 16, usize::MAX] {
+        let got: Vec<(i64, Uuid)> = jobs
+            .list_for(limit, None)
+            .iter()
+            .map(|j| (j.run.started_ms, j.run.uuid))
+            .collect();
+        let want: Vec<(i64, Uuid)> = expected.iter().take(limit).copied().collect();
+        assert_eq!(got, want, "limit {limit}");
+    }
+}
