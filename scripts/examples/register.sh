@@ -11,9 +11,11 @@
 #                           object of endpoint → checks, e.g.
 #                           '{"Aggregated": ["fail_ratio < 1%"], "/checkout": ["p95 < 500ms"]}';
 #                           commit.sh then prints the verdict and fails when a check failed.
-#                           (A BODY with "thresholds" of its own needs no such variable.)
+#                           (A BODY with "thresholds" of its own needs no such variable; the
+#                           two together are refused, as one would silently replace the other.)
 # Exits non-zero, after printing the gateway's error, when the answer is not a 200 (400 names a
-# malformed check); 2 when METRICS_CONSUMER_THRESHOLDS is set and BODY is not a JSON object.
+# malformed check); 2 when METRICS_CONSUMER_THRESHOLDS is set and BODY is not a JSON object, or
+# holds "thresholds" of its own.
 set -euo pipefail
 
 url=${METRICS_CONSUMER_URL:-http://127.0.0.1:3000}
@@ -38,6 +40,10 @@ JSON
 if [ -n "${METRICS_CONSUMER_THRESHOLDS:-}" ]; then
     if ! [[ $body =~ ^[[:space:]]*\{ ]]; then
         echo "$0: METRICS_CONSUMER_THRESHOLDS is set, but the body is not a JSON object to add them to" >&2
+        exit 2
+    fi
+    if [[ $body == *'"thresholds"'* ]]; then
+        echo "$0: METRICS_CONSUMER_THRESHOLDS is set, but the body has \"thresholds\" of its own; the gateway would keep only one of them: unset the variable or take them out of the body" >&2
         exit 2
     fi
     members=${body#*\{}

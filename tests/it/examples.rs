@@ -369,4 +369,24 @@ fn commit_sh_exits_on_the_verdict() {
         "{}",
         shown(&out)
     );
+
+    // Checks in the variable and in the body: one would silently replace the other, so
+    // register.sh sends nothing and says why.
+    let out = run_with(
+        &url,
+        None,
+        "register.sh",
+        &[r#"{"host": "lg-1", "thresholds": {"Aggregated": ["p95 < 1s"]}}"#],
+        &[(
+            "METRICS_CONSUMER_THRESHOLDS",
+            r#"{"Aggregated": ["fail_ratio < 1%"]}"#,
+        )],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", shown(&out));
+    assert!(out.stdout.is_empty(), "nothing sent: {}", shown(&out));
+    assert!(
+        stderr(&out).contains("has \"thresholds\" of its own"),
+        "{}",
+        shown(&out)
+    );
 }
