@@ -109,7 +109,7 @@ pub fn states(app: &App, client: Option<&Client>) -> Value {
             "limit": app.settings.config.storage.max_spool_bytes,
             "oldest_age_seconds": delivery.oldest_waiting().map(|d| d.as_secs()),
             // A token is not shown where storage.dir is.
-            "write_error": delivery.log().write_failure().map(|w| json!({
+            "write_error": last_write_failure(delivery, service).map(|w| json!({
                 "at": time(w.at),
                 "error": if caller.is_some() { w.for_client } else { w.error },
             })),
@@ -190,4 +190,18 @@ pub fn metrics(app: &App) -> String {
             app.started.elapsed().as_secs_f64(),
         ),
     ])
+}
+
+/// The latest of the log's failed write and the reserve's failed growth, each while none of
+/// its kind has succeeded since: why requests are answered 503 `storage_error` (a full disk).
+fn last_write_failure(
+    delivery: &crate::delivery::Delivery,
+    service: &crate::service::Service,
+) -> Option<crate::storage::log::WriteFailure> {
+    let log = delivery.log().write_failure();
+    let reserve = service.snapshots.failure();
+    match (log, reserve) {
+        (Some(a), Some(b)) => Some(if b.at > a.at { b } else { a }),
+        (a, b) => a.or(b),
+    }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::state::jobs::Jobs;
 use crate::state::journal::{Place, Restore, RestoreError, Restored};
 use crate::state::schema::Known;
+use crate::storage::log::WriteFailure;
 use crate::storage::{self, DirHandle, RESERVE_FILE, RESERVE_SLACK, write_reserved};
 use crate::sync::lock;
 
@@ -76,6 +77,9 @@ pub struct Snapshots {
     /// The snapshot's failures as they are logged: at once, then once a minute while they
     /// repeat.
     pub errors: storage::Repeats,
+    /// The last failed growth of the reserve, while none has succeeded since: what would grow
+    /// the table is answered 503 `storage_error` meanwhile ([`Snapshots::failure`]).
+    failure: std::sync::Mutex<Option<WriteFailure>>,
 }
 
 /// The sizes behind the room kept for the next snapshot, in bytes.
@@ -122,7 +126,16 @@ impl Snapshots {
             room: std::sync::Mutex::new(room),
             reserve_turn: std::sync::Mutex::new(()),
             errors: storage::Repeats::default(),
+            failure: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The last failed growth of the reserve (a full disk), while the room it keeps has not
+    /// been found enough since: registers and progress that grow the table are refused
+    /// meanwhile, while the log may still take other writes. For the state page, beside the
+    /// log's own failed write.
+    pub fn failure(&self) -> Option<WriteFailure> {
+        lock(&self.failure).clone()
     }
 
     /// Starts rebuilding the table: reads the snapshot, if there is one, as it streams in. The
@@ -214,6 +227,7 @@ impl Snapshots {
     pub fn keep_room(&self, table: u64) -> Result<(), JournalError> {
         let room = *lock(&self.room);
         if room.reserve >= room.needed(table) {
+            self.keeps_room();
             return Ok(());
         }
         let _turn = lock(&self.reserve_turn);
@@ -224,16 +238,37 @@ impl Snapshots {
         match grown {
             Ok(len) => {
                 now.reserve = len;
+                drop(now);
+                self.keeps_room();
                 Ok(())
             }
             Err(e) => {
                 now.reserve = storage::reserve_len(&self.dir);
+                drop(now);
+                *lock(&self.failure) = Some(WriteFailure {
+                    at: std::time::SystemTime::now(),
+                    for_client: format!(
+                        "the gateway cannot keep room on disk for the next snapshot of its job table: {e}"
+                    ),
+                    error: format!(
+                        "cannot keep room for the next snapshot of the job table in {}: {e}",
+                        self.dir.join(RESERVE_FILE).display()
+                    ),
+                });
                 Err(JournalError::io(
                     "keep room for the next snapshot of the job table in",
                     &self.dir.join(RESERVE_FILE),
                     e,
                 ))
             }
+        }
+    }
+
+    /// The reserve holds what the table needs: a failure to grow it is over.
+    fn keeps_room(&self) {
+        let mut failure = lock(&self.failure);
+        if failure.is_some() {
+            *failure = None;
         }
     }
 
@@ -245,3 +280,31 @@ impl Snapshots {
 }
 
 // The format.
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::tests::{SmallDisk, fill, root};
+
+    /// A reserve that cannot grow refuses what would grow the table while the log may still
+    /// take other writes: the state page must say why, until the room is found again.
+    #[test]
+    fn a_reserve_that_cannot_grow_is_told_until_it_has_room_again() {
+        let disk = SmallDisk::new("reserve-failure", "4m");
+        let snapshots = Snapshots::new(root(&disk.0));
+        snapshots.keep_room(1 << 10).unwrap();
+        assert_eq!(snapshots.failure(), None);
+        fill(&disk.0.0);
+        let err = snapshots.keep_room(8 << 20).unwrap_err();
+        assert!(err.is_disk_full(), "{err}");
+        let failure = snapshots.failure().expect("told");
+        let dir = disk.0.0.display().to_string();
+        assert!(failure.error.contains(&dir), "{failure:?}");
+        assert!(failure.error.contains("No space left"), "{failure:?}");
+        assert!(!failure.for_client.contains(&dir), "{failure:?}");
+        assert!(failure.for_client.contains("No space left"), "{failure:?}");
+        // Room enough for a smaller table: the failure is over.
+        snapshots.keep_room(1 << 10).unwrap();
+        assert_eq!(snapshots.failure(), None);
+    }
+}

@@ -947,6 +947,14 @@ fn a_full_disk_whose_only_segment_is_still_being_written_frees_itself_once_the_l
     let (acked, full) = register_until_full(&gw, &wide);
     assert_eq!(full.status, 503, "{}", full.body);
     assert_eq!(full.json()["code"], "storage_error", "{}", full.body);
+    // The state page says why requests are refused, until a write succeeds.
+    let shown = states(gw.addr);
+    assert!(
+        shown["spool"]["write_error"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("No space left")),
+        "{shown}"
+    );
 
     // A stop on the full disk, and a start on it, InfluxDB still away.
     gw.terminate();
@@ -963,6 +971,8 @@ fn a_full_disk_whose_only_segment_is_still_being_written_frees_itself_once_the_l
         "a register answered without anyone freeing space",
         || post_json(gw.addr, REGISTER, &json!({})).status == 200,
     );
+    let shown = states(gw.addr);
+    assert!(shown["spool"]["write_error"].is_null(), "{shown}");
     let log = gw.log();
     let since_start = &log[log.rfind("----- restart -----").unwrap()..];
     let repeated = since_start
