@@ -1076,6 +1076,29 @@ fn beyond_the_dead_letter_bound_refusals_are_counted_as_dropped() {
     assert_eq!((usage.records, usage.dropped_points), (1, 2));
 }
 
+/// A dead letter that cannot be written (a full disk, its directory gone) drops its points:
+/// both counts of dropped points say so, the gateway's and the dead letters'.
+#[test]
+fn a_dead_letter_that_cannot_be_written_is_counted_as_dropped_by_both_counts() {
+    let mut r = setup(
+        "delivery-dead-unwritable",
+        Acknowledge::Influxdb,
+        LIMITS,
+        1 << 20,
+    );
+    r.start();
+    r.sink.refuse_lines_with("bad");
+    std::fs::remove_dir(r.dir.0.join("dead-letter")).unwrap();
+    r.request("m,t=bad v=1 1\nm,t=bad v=2 2\n");
+    r.until("the refusal settled", |r| {
+        r.delivery.log.undelivered().0 == 0
+    });
+    assert_eq!(Stats::get(&r.stats.points_dropped), 2);
+    assert_eq!(Stats::get(&r.stats.points_dead_lettered), 0);
+    let usage = r.delivery.dead_letters().usage();
+    assert_eq!((usage.records, usage.dropped_points), (0, 2));
+}
+
 #[test]
 fn refused_lines_named_by_influxdb_3_are_dead_lettered_without_a_second_write() {
     // Three requests in one write; InfluxDB 3 refuses line 4 (the second line of the

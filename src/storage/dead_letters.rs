@@ -259,7 +259,13 @@ impl DeadLetters {
                         let _ = self.handle.remove_if_exists(&reason);
                     })
             });
-        self.lock().settle(len, written.is_ok());
+        let mut s = self.lock();
+        s.settle(len, written.is_ok());
+        if written.is_err() {
+            // Kept nowhere: dropped, as beyond the bound (the caller says why).
+            s.dropped_points += points;
+        }
+        drop(s);
         written.map(|()| Kept::Kept)
     }
 
