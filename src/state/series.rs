@@ -285,7 +285,7 @@ impl SeriesBudget {
             settled: Signal::new(),
             writer: Mutex::new(Writer { file, end }),
             path,
-            errors: crate::storage::Repeats::default(),
+            errors: crate::storage::Repeats::new(module_path!()),
             #[cfg(test)]
             fail_writes: std::sync::atomic::AtomicUsize::new(0),
         })

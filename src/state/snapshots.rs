@@ -125,7 +125,7 @@ impl Snapshots {
             dir: storage_dir,
             room: std::sync::Mutex::new(room),
             reserve_turn: std::sync::Mutex::new(()),
-            errors: storage::Repeats::default(),
+            errors: storage::Repeats::new(module_path!()),
             failure: std::sync::Mutex::new(None),
         }
     }

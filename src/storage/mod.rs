@@ -239,14 +239,25 @@ fn cannot_allocate(e: &io::Error) -> bool {
 }
 
 /// A line that may repeat (the same failure every tick) logged at once the first time, then at
-/// most once a minute, saying how many times it was held back in between.
-#[derive(Debug, Default)]
+/// most once a minute, saying how many times it was held back in between, under the log target
+/// of the part that failed ([`Repeats::new`]).
+#[derive(Debug)]
 pub struct Repeats {
     /// When a line was last let through, and how many were held back since.
     last: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+    /// The log target the lines go under: the module of the part they are about.
+    target: &'static str,
 }
 
 impl Repeats {
+    /// Lines logged under `target` (the caller's `module_path!()`), as its own lines are.
+    pub fn new(target: &'static str) -> Repeats {
+        Repeats {
+            last: std::sync::Mutex::new(None),
+            target,
+        }
+    }
+
     /// How long a line is held back after the last one let through.
     pub const EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -280,8 +291,9 @@ impl Repeats {
     /// the lines held back.
     pub fn log(&self, level: ::log::Level, line: &dyn std::fmt::Display) {
         match self.admit(std::time::Instant::now()) {
-            Some(0) => ::log::log!(level, "{line}"),
+            Some(0) => ::log::log!(target: self.target, level, "{line}"),
             Some(held) => ::log::log!(
+                target: self.target,
                 level,
                 "{line} (and {held} more times since the last time logged; this line is logged at most once every {} s)",
                 Self::EVERY.as_secs()
@@ -1006,7 +1018,7 @@ pub mod tests {
 
     #[test]
     fn a_repeated_line_is_logged_at_once_then_once_a_minute_with_its_count() {
-        let repeats = Repeats::default();
+        let repeats = Repeats::new(module_path!());
         let t0 = std::time::Instant::now();
         let at = |s: u64| t0 + std::time::Duration::from_secs(s);
         assert_eq!(repeats.admit(at(0)), Some(0), "the first at once");

@@ -975,10 +975,18 @@ fn a_full_disk_whose_only_segment_is_still_being_written_frees_itself_once_the_l
     assert!(shown["spool"]["write_error"].is_null(), "{shown}");
     let log = gw.log();
     let since_start = &log[log.rfind("----- restart -----").unwrap()..];
-    let repeated = since_start
+    let snapshot_errors: Vec<&str> = since_start
         .lines()
         .filter(|l| l.contains("jobs.json") && l.contains("No space left"))
-        .count();
+        .collect();
+    // Under the log target of the part that failed, as its other lines are.
+    for line in &snapshot_errors {
+        assert!(
+            line.contains("[ERROR] metrics_consumer::state::snapshots:"),
+            "{line}"
+        );
+    }
+    let repeated = snapshot_errors.len();
     assert!(
         repeated <= 3,
         "the snapshot's error is not repeated every second ({repeated} lines):\n{since_start}"

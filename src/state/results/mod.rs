@@ -173,7 +173,7 @@ impl Results {
             max,
             max_bytes,
             owners,
-            errors: Repeats::default(),
+            errors: Repeats::new(module_path!()),
         };
         {
             let mut store = lock(&results.store);
