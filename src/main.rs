@@ -657,7 +657,7 @@ fn run() -> Result<(), StartError> {
             .map(|c| (c.name.clone(), c.max_spool_bytes))
             .collect(),
         clock: service::Clock::default(),
-        dropped_beats: storage::Repeats::new("metrics_consumer::service::upkeep"),
+        dropped_beats: storage::Repeats::new(crate::service::UPKEEP_TARGET),
     });
     // InfluxDB's 404 or 403 for a write API target where the runs' points go is about the
     // gateway's own configuration: those points wait, as the runs' do.

@@ -12,7 +12,8 @@
 #                           '{"Aggregated": ["fail_ratio < 1%"], "/checkout": ["p95 < 500ms"]}';
 #                           commit.sh then prints the verdict and fails when a check failed.
 #                           (A BODY with "thresholds" of its own needs no such variable; the
-#                           two together are refused, as one would silently replace the other.)
+#                           two together are refused, as one would silently replace the other.
+#                           Without python3 or jq, any "thresholds" in BODY's text counts.)
 # Exits non-zero, after printing the gateway's error, when the answer is not a 200 (400 names a
 # malformed check); 2 when METRICS_CONSUMER_THRESHOLDS is set and BODY is not a JSON object, or
 # holds "thresholds" of its own.
@@ -42,7 +43,16 @@ if [ -n "${METRICS_CONSUMER_THRESHOLDS:-}" ]; then
         echo "$0: METRICS_CONSUMER_THRESHOLDS is set, but the body is not a JSON object to add them to" >&2
         exit 2
     fi
-    if [[ $body == *'"thresholds"'* ]]; then
+    # Whether the body's object has a member "thresholds": read as JSON where python3 or jq
+    # can (a key written with escapes is the same key), else any "thresholds" in its text.
+    if command -v python3 >/dev/null; then
+        has_own() { python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if isinstance(d, dict) and "thresholds" in d else 1)'; }
+    elif command -v jq >/dev/null; then
+        has_own() { jq -e 'type == "object" and has("thresholds")' >/dev/null; }
+    else
+        has_own() { [[ $(cat) == *'"thresholds"'* ]]; }
+    fi
+    if printf '%s' "$body" | has_own 2>/dev/null; then
         echo "$0: METRICS_CONSUMER_THRESHOLDS is set, but the body has \"thresholds\" of its own; the gateway would keep only one of them: unset the variable or take them out of the body" >&2
         exit 2
     fi

@@ -10,6 +10,8 @@
 
 mod judging;
 mod upkeep;
+/// The log target of the heartbeat tick and the schema thread ([`crate::storage::Repeats::new`]).
+pub use upkeep::LOG_TARGET as UPKEEP_TARGET;
 pub mod write;
 
 pub use judging::Judging;

@@ -132,7 +132,7 @@ pub(crate) fn fixture_shares(
         judging: Default::default(),
         spool_shares: shares.iter().map(|(n, b)| (n.to_string(), *b)).collect(),
         clock: Clock::default(),
-        dropped_beats: crate::storage::Repeats::new("metrics_consumer::service::upkeep"),
+        dropped_beats: crate::storage::Repeats::new(crate::service::UPKEEP_TARGET),
     });
     let running = Arc::clone(&service);
     let deliverer = std::thread::spawn(move || running.delivery.run(position, &running.stats));

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::{Refused, Service, now_ms};
+
+/// The log target of the upkeep's lines, also of those that may repeat (dropped heartbeats).
+pub const LOG_TARGET: &str = module_path!();
 use crate::delivery::sink::{Sink, SinkError};
 use crate::ingest::points;
 use crate::state::jobs::{Ages, Change, Tick};

@@ -77,9 +77,10 @@ pub struct Snapshots {
     /// The snapshot's failures as they are logged: at once, then once a minute while they
     /// repeat.
     pub errors: storage::Repeats,
-    /// The last failed growth of the reserve, while none has succeeded since: what would grow
-    /// the table is answered 503 `storage_error` meanwhile ([`Snapshots::failure`]).
-    failure: std::sync::Mutex<Option<WriteFailure>>,
+    /// The last failed growth of the reserve, and the size it failed to reach (bytes), while
+    /// the reserve holds less: what would grow the table that far is answered 503
+    /// `storage_error` meanwhile ([`Snapshots::failure`]).
+    failure: std::sync::Mutex<Option<(WriteFailure, u64)>>,
 }
 
 /// The sizes behind the room kept for the next snapshot, in bytes.
@@ -130,12 +131,13 @@ impl Snapshots {
         }
     }
 
-    /// The last failed growth of the reserve (a full disk), while the room it keeps has not
-    /// been found enough since: registers and progress that grow the table are refused
-    /// meanwhile, while the log may still take other writes. For the state page, beside the
-    /// log's own failed write.
+    /// The last failed growth of the reserve (a full disk), while the reserve holds less than
+    /// that growth asked for: registers and progress that grow the table that far are refused
+    /// meanwhile, while the log may still take other writes. It ends when a register, a
+    /// progress or a snapshot finds the room. For the state page, beside the log's own failed
+    /// write.
     pub fn failure(&self) -> Option<WriteFailure> {
-        lock(&self.failure).clone()
+        lock(&self.failure).as_ref().map(|(told, _)| told.clone())
     }
 
     /// Starts rebuilding the table: reads the snapshot, if there is one, as it streams in. The
@@ -212,11 +214,13 @@ impl Snapshots {
         let use_reserve = lets_go.is_some_and(|lets_go| lets_go(covers));
         let reserve = write_reserved(&self.dir, SNAPSHOT_FILE, &bytes, use_reserve)
             .map_err(|e| JournalError::io("write", &self.path, e))?;
+        let reserve = self.grow_as_failed(reserve);
         *lock(&self.room) = Room {
             snapshot: bytes.len() as u64,
             table,
             reserve,
         };
+        self.room_found(reserve);
         Ok((covers, bytes.len() as u64))
     }
 
@@ -227,7 +231,7 @@ impl Snapshots {
     pub fn keep_room(&self, table: u64) -> Result<(), JournalError> {
         let room = *lock(&self.room);
         if room.reserve >= room.needed(table) {
-            self.keeps_room();
+            self.room_found(room.reserve);
             return Ok(());
         }
         let _turn = lock(&self.reserve_turn);
@@ -239,13 +243,13 @@ impl Snapshots {
             Ok(len) => {
                 now.reserve = len;
                 drop(now);
-                self.keeps_room();
+                self.room_found(len);
                 Ok(())
             }
             Err(e) => {
                 now.reserve = storage::reserve_len(&self.dir);
                 drop(now);
-                *lock(&self.failure) = Some(WriteFailure {
+                let told = WriteFailure {
                     at: std::time::SystemTime::now(),
                     for_client: format!(
                         "the gateway cannot keep room on disk for the next snapshot of its job table: {e}"
@@ -254,7 +258,8 @@ impl Snapshots {
                         "cannot keep room for the next snapshot of the job table in {}: {e}",
                         self.dir.join(RESERVE_FILE).display()
                     ),
-                });
+                };
+                *lock(&self.failure) = Some((told, needed));
                 Err(JournalError::io(
                     "keep room for the next snapshot of the job table in",
                     &self.dir.join(RESERVE_FILE),
@@ -264,12 +269,28 @@ impl Snapshots {
         }
     }
 
-    /// The reserve holds what the table needs: a failure to grow it is over.
-    fn keeps_room(&self) {
+    /// The reserve holds `reserve` bytes: a failure to grow it to no more than that is over.
+    fn room_found(&self, reserve: u64) {
         let mut failure = lock(&self.failure);
-        if failure.is_some() {
+        if failure
+            .as_ref()
+            .is_some_and(|(_, needed)| *needed <= reserve)
+        {
             *failure = None;
         }
+    }
+
+    /// After a snapshot, with the reserve's turn held: a growth that failed is tried again
+    /// (the disk may have been freed since), so that the failure is not told after its cause
+    /// is gone, nor until the next register. The reserve's size after it.
+    fn grow_as_failed(&self, reserve: u64) -> u64 {
+        let Some(needed) = lock(&self.failure).as_ref().map(|(_, needed)| *needed) else {
+            return reserve;
+        };
+        if needed <= reserve {
+            return reserve;
+        }
+        storage::keep_reserve(&self.dir, reserve, needed).unwrap_or(reserve)
     }
 
     /// The bytes the reserve holds, as last seen.
@@ -295,7 +316,7 @@ mod tests {
         snapshots.keep_room(1 << 10).unwrap();
         assert_eq!(snapshots.failure(), None);
         fill(&disk.0.0);
-        let err = snapshots.keep_room(8 << 20).unwrap_err();
+        let err = snapshots.keep_room(2 << 20).unwrap_err();
         assert!(err.is_disk_full(), "{err}");
         let failure = snapshots.failure().expect("told");
         let dir = disk.0.0.display().to_string();
@@ -303,8 +324,54 @@ mod tests {
         assert!(failure.error.contains("No space left"), "{failure:?}");
         assert!(!failure.for_client.contains(&dir), "{failure:?}");
         assert!(failure.for_client.contains("No space left"), "{failure:?}");
-        // Room enough for a smaller table: the failure is over.
+        // Room for a smaller table (a progress) does not end it: a register still fails.
         snapshots.keep_room(1 << 10).unwrap();
+        assert!(snapshots.failure().is_some());
+        // Room for it found: it is over.
+        std::fs::remove_file(disk.0.0.join("filler")).unwrap();
+        snapshots.keep_room(2 << 20).unwrap();
         assert_eq!(snapshots.failure(), None);
+    }
+
+    /// A register asks room for the table and its run, a running run's progress only for the
+    /// table: on a full disk the first fails and the second passes. The failure stays told
+    /// while the larger need cannot be met.
+    #[test]
+    fn a_smaller_need_met_does_not_hide_a_larger_one_that_still_fails() {
+        let disk = SmallDisk::new("reserve-failure-flicker", "4m");
+        let snapshots = Snapshots::new(root(&disk.0));
+        snapshots.keep_room(1 << 10).unwrap();
+        fill(&disk.0.0);
+        snapshots.keep_room(8 << 20).unwrap_err();
+        snapshots.keep_room(1 << 10).unwrap();
+        assert!(
+            snapshots.keep_room(8 << 20).is_err(),
+            "registers still refused"
+        );
+        snapshots.keep_room(1 << 10).unwrap();
+        assert!(
+            snapshots.failure().is_some(),
+            "told while registers are refused"
+        );
+    }
+
+    /// The disk freed, a snapshot (which comes without any register) grows the reserve as the
+    /// failed growth asked: the failure is not told after its cause is gone.
+    #[test]
+    fn a_snapshot_after_the_disk_is_freed_ends_the_failure() {
+        let disk = SmallDisk::new("reserve-failure-stale", "4m");
+        let snapshots = Snapshots::new(root(&disk.0));
+        let jobs = Jobs::new(10);
+        snapshots.keep_room(1 << 10).unwrap();
+        fill(&disk.0.0);
+        snapshots.keep_room(2 << 20).unwrap_err();
+        assert!(snapshots.failure().is_some());
+        std::fs::remove_file(disk.0.0.join("filler")).unwrap();
+        snapshots
+            .write(&jobs, &Known::new(), None, &|| Ok(()))
+            .unwrap();
+        assert_eq!(snapshots.failure(), None, "the reserve has room again");
+        // The room the register asked for is there: it would not be refused now.
+        snapshots.keep_room(2 << 20).unwrap();
     }
 }

@@ -389,4 +389,16 @@ fn commit_sh_exits_on_the_verdict() {
         "{}",
         shown(&out)
     );
+    // The word elsewhere in the body (a tag's value) is no checks of its own.
+    let out = run_with(
+        &url,
+        None,
+        "register.sh",
+        &[r#"{"host": "lg-1", "measurement": {"tags": {"mode": "thresholds"}}}"#],
+        &[(
+            "METRICS_CONSUMER_THRESHOLDS",
+            r#"{"Aggregated": ["fail_ratio < 1%"]}"#,
+        )],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
 }

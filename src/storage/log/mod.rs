@@ -68,6 +68,9 @@ use crate::sync::Signal;
 
 /// A segment is closed once it holds this many bytes; the next group starts a new one.
 pub const SEGMENT_BYTES: u64 = 16 << 20;
+
+/// The log target of the log's own lines, also of those that may repeat ([`super::Repeats`]).
+pub(crate) const LOG_TARGET: &str = module_path!();
 /// Segment files grow by this much of zeros at a time.
 const ZERO_FILL_BYTES: u64 = 1 << 20;
 /// How far past `storage.max_spool_bytes` records without points may go.

@@ -205,7 +205,7 @@ impl Log {
             written: Signal::new(),
             turns: [Signal::new(), Signal::new()],
             reading: Mutex::new(None),
-            errors: crate::storage::Repeats::new("metrics_consumer::storage::log"),
+            errors: crate::storage::Repeats::new(super::LOG_TARGET),
             mark: Mutex::new(delivered),
             #[cfg(test)]
             fail_writes: std::sync::atomic::AtomicUsize::new(0),
