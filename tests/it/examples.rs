@@ -352,17 +352,18 @@ fn commit_sh_exits_on_the_verdict() {
         shown(&out)
     );
 
+    // register.sh with checks in METRICS_CONSUMER_THRESHOLDS, and `args` (a body).
+    let register_with = |checks: &str, args: &[&str]| {
+        run_with(
+            &url,
+            None,
+            "register.sh",
+            args,
+            &[("METRICS_CONSUMER_THRESHOLDS", checks)],
+        )
+    };
     // A malformed check: register.sh fails with the gateway's answer naming it.
-    let out = run_with(
-        &url,
-        None,
-        "register.sh",
-        &[],
-        &[(
-            "METRICS_CONSUMER_THRESHOLDS",
-            r#"{"Aggregated": ["p96 < 1"]}"#,
-        )],
-    );
+    let out = register_with(r#"{"Aggregated": ["p96 < 1"]}"#, &[]);
     assert_eq!(refused(&out), "invalid_check");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("p96"),
@@ -372,15 +373,10 @@ fn commit_sh_exits_on_the_verdict() {
 
     // Checks in the variable and in the body: one would silently replace the other, so
     // register.sh sends nothing and says why.
-    let out = run_with(
-        &url,
-        None,
-        "register.sh",
+    let checks = r#"{"Aggregated": ["fail_ratio < 1%"]}"#;
+    let out = register_with(
+        checks,
         &[r#"{"host": "lg-1", "thresholds": {"Aggregated": ["p95 < 1s"]}}"#],
-        &[(
-            "METRICS_CONSUMER_THRESHOLDS",
-            r#"{"Aggregated": ["fail_ratio < 1%"]}"#,
-        )],
     );
     assert_eq!(out.status.code(), Some(2), "{}", shown(&out));
     assert!(out.stdout.is_empty(), "nothing sent: {}", shown(&out));
@@ -390,15 +386,9 @@ fn commit_sh_exits_on_the_verdict() {
         shown(&out)
     );
     // The word elsewhere in the body (a tag's value) is no checks of its own.
-    let out = run_with(
-        &url,
-        None,
-        "register.sh",
+    let out = register_with(
+        checks,
         &[r#"{"host": "lg-1", "measurement": {"tags": {"mode": "thresholds"}}}"#],
-        &[(
-            "METRICS_CONSUMER_THRESHOLDS",
-            r#"{"Aggregated": ["fail_ratio < 1%"]}"#,
-        )],
     );
     assert_eq!(out.status.code(), Some(0), "{}", shown(&out));
 }
