@@ -46,10 +46,10 @@ pub fn ready() {
 /// process's main thread (which reads `storage.dir` back) has read: `rchar` in
 /// `/proc/self/task/<pid>/io`, which the watching thread's own reads of that file do not
 /// grow. When that has grown since it last looked, it sends `EXTEND_TIMEOUT_USEC=30000000`
-/// (30 s more from now) with a `STATUS=` naming the bytes read, which `systemctl status` shows. A start that reads nothing for 30 s (stuck, not
-/// slow) still times out; so does every start when that file cannot be read. Without
-/// `NOTIFY_SOCKET` no thread is started. See systemd's `sd_notify(3)`. Called by the process's
-/// main thread.
+/// (30 s more from now) with a `STATUS=` naming the bytes read, which `systemctl status`
+/// shows. A start that reads nothing for 30 s (stuck, not slow) still times out; so does every
+/// start when that file cannot be read. Without `NOTIFY_SOCKET` no thread is started. See
+/// systemd's `sd_notify(3)`. Called by the process's main thread.
 pub fn starting() -> Starting {
     match std::env::var_os(NOTIFY_SOCKET) {
         Some(socket) => Starting::begin(socket, EXTEND_EVERY, EXTEND_BY, main_thread_read()),

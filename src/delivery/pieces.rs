@@ -255,10 +255,11 @@ impl Delivery {
     /// parts until the refused pieces stand alone ([`Delivery::write_split`]); a 413 is a
     /// refusal only of a single line over 1 KiB ([`MIN_BODY_LIMIT`]), and not even that once
     /// a smaller line got one, until a write is stored again; lines InfluxDB 3 names are
-    /// refused and the rest counted as stored. Every other failure (5xx, 429, a timeout, a broken connection, credentials)
-    /// is returned, and the caller keeps the batch to try again what is left of it ([`Carried`]); a connection that broke
-    /// while sending a large body, while `/ping` answers, is taken for a body limit and the
-    /// write is split, never refused for it.
+    /// refused and the rest counted as stored. Every other failure (5xx, 429, a timeout, a
+    /// broken connection, credentials) is returned, and the caller keeps the batch to try
+    /// again what is left of it ([`Carried`]); a connection that broke while sending a large
+    /// body, while `/ping` answers, is taken for a body limit and the write is split, never
+    /// refused for it.
     fn write_pieces(
         &self,
         pieces: &[Piece<'_>],
@@ -294,21 +295,14 @@ impl Delivery {
                     message,
                     lines: None,
                 };
-                let counts: Vec<usize> = pieces
-                    .iter()
-                    .map(|p| line_protocol::split_lines(p.lines).count())
-                    .collect();
-                let total: usize = counts.iter().sum();
-                if refused.iter().any(|&line| line >= total) {
+                let (holding, lines) = holding_named(pieces, &refused);
+                if refused.iter().any(|&line| line >= lines) {
                     // The answer does not fit the body sent: find the refused lines by
                     // writing in parts, as when InfluxDB does not name them.
                     return self.refused_write(pieces, e, stats, out);
                 }
-                let mut first_line = 0;
-                for (piece, count) in pieces.iter().zip(counts) {
-                    let range = first_line..first_line + count;
-                    first_line += count;
-                    if refused.iter().any(|line| range.contains(line)) {
+                for (piece, refused) in pieces.iter().zip(holding) {
+                    if refused {
                         self.refused(piece, &e, stats, out);
                     } else {
                         out.count_stored(stats, piece);
@@ -463,18 +457,7 @@ impl Delivery {
             Ok(()) => vec![false; known.len()],
             Err(SinkError::Refused {
                 lines: Some(lines), ..
-            }) => {
-                let mut first_line = 0;
-                known
-                    .iter()
-                    .map(|piece| {
-                        let count = line_protocol::split_lines(piece.lines).count();
-                        let range = first_line..first_line + count;
-                        first_line += count;
-                        lines.iter().any(|line| range.contains(line))
-                    })
-                    .collect()
-            }
+            }) => holding_named(known, &lines).0,
             Err(e) if e.disposition() == Disposition::Reject => {
                 if known.iter().all(|p| p.run == known[0].run) {
                     // One run's heartbeats alone (one tick's, or several ticks' delivered
@@ -582,6 +565,22 @@ fn forget_oldest(refusals: &mut HashMap<Uuid, RunRefusal>) {
     times.sort_unstable();
     let cut = times[times.len() / 10];
     refusals.retain(|_, r| r.at > cut);
+}
+
+/// Which of `pieces`, written as one body, hold a line InfluxDB 3 named as refused (`named`:
+/// 0-based, counted as its parser splits lines, a newline inside a string value ending none,
+/// as [`line_protocol::split_lines`] counts them), and how many lines the body has.
+fn holding_named(pieces: &[Piece<'_>], named: &[usize]) -> (Vec<bool>, usize) {
+    let mut first_line = 0;
+    let holding = pieces
+        .iter()
+        .map(|piece| {
+            let lines = first_line..first_line + line_protocol::split_lines(piece.lines).count();
+            first_line = lines.end;
+            named.iter().any(|line| lines.contains(line))
+        })
+        .collect();
+    (holding, first_line)
 }
 
 /// The lines of several units as one body. Each unit's lines end with '\n'; one that does not

@@ -68,9 +68,6 @@ use crate::sync::Signal;
 
 /// A segment is closed once it holds this many bytes; the next group starts a new one.
 pub const SEGMENT_BYTES: u64 = 16 << 20;
-
-/// The log target of the log's own lines, also of those that may repeat ([`super::Repeats`]).
-pub(crate) const LOG_TARGET: &str = module_path!();
 /// Segment files grow by this much of zeros at a time.
 const ZERO_FILL_BYTES: u64 = 1 << 20;
 /// How far past `storage.max_spool_bytes` records without points may go.
@@ -87,6 +84,8 @@ const APPENDED_WINDOW: Duration = Duration::from_secs(10);
 const MARK_SAVE_EVERY: Duration = Duration::from_secs(2);
 /// Where a segment's first record starts: after its header.
 const FIRST_RECORD: u64 = SEGMENT_HEADER_BYTES as u64;
+/// The log target of the log's own lines, also of those that may repeat ([`super::Repeats`]).
+pub(crate) const LOG_TARGET: &str = module_path!();
 
 /// Why a record was not written, or the log could not be read.
 #[derive(Debug, Clone)]
@@ -346,8 +345,8 @@ struct Inner {
     mark_saved_at: Option<std::time::Instant>,
     /// When records not yet delivered were written: the number of the first record written in
     /// each [`APPENDED_WINDOW`], and when, in ms since `opened_at` (negative for records read at
-    /// the start: when their segment file was last written, which they are no younger than). The front entry's window holds the oldest
-    /// record waiting.
+    /// the start: when their segment file was last written, which they are no younger than).
+    /// The front entry's window holds the oldest record waiting.
     appended: VecDeque<(u64, i64)>,
     /// When the log was opened: what `appended` counts from.
     opened_at: std::time::Instant,
