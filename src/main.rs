@@ -715,6 +715,10 @@ fn run() -> Result<(), StartError> {
     spawn("deliver", move || {
         deliverer.delivery.run(position, &deliverer.stats)
     })?;
+    // Writes the records of the requests whose answer the log's writer sends (see
+    // `storage::log::waiters`).
+    let writer = Arc::clone(&service);
+    spawn("log", move || writer.delivery.log().write_for_waiters())?;
     let ticker = Arc::clone(&service);
     spawn("heartbeat", move || ticker.heartbeat_loop())?;
     let reader = Arc::clone(&service);
@@ -731,6 +735,7 @@ fn run() -> Result<(), StartError> {
         .map_err(StartError::Serve)?;
     // Requests in flight have finished. The deliverer ends its write; what it has not delivered
     // waits in the log for the next start. A snapshot holds the heartbeat counts too.
+    service.delivery.log().stop_writer();
     service.delivery.stop();
     // How far the log is delivered is saved even when the snapshot cannot be: the next start
     // then sends less again, and the old snapshot with the log is still a whole table.

@@ -2,7 +2,7 @@
 //! caught and answered 500) poisons it; the data behind every lock of the gateway stays
 //! consistent between its statements, so the lock is taken as it is rather than failing every
 //! later request. The one place that says so. Also the condition variable that costs nothing
-//! to notify while nobody waits ([`Signal`]).
+//! to notify while nobody waits ([`Signal`]), and the [`Waiter`] a settling thread acts for.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, LockResult, Mutex, MutexGuard, PoisonError, WaitTimeoutResult};
@@ -84,6 +84,19 @@ impl Signal {
             self.condvar.notify_one();
         }
     }
+}
+
+/// A request waiting for an outcome that another thread settles, and that lets that thread
+/// act for it at once: the log's writer tells a request whose record it has just written
+/// (`settled`), and the request's answer can go out from there, before the request's own
+/// thread is even awake. The waiting thread calls [`Waiter::wait`], which returns once
+/// `settled` was called; `settled` is called once at most, must not block (it runs on the
+/// thread that serves every request's write), and may come before `wait`.
+pub trait Waiter: Send + Sync {
+    /// The outcome is known: `ok` when the request's record is on disk.
+    fn settled(&self, ok: bool);
+    /// Blocks until [`Waiter::settled`] was called.
+    fn wait(&self);
 }
 
 #[cfg(test)]

@@ -99,7 +99,16 @@ pub fn write_v1(app: &App, req: &Request, client: Option<&Client>) -> Result<Rep
     let database = required(param(q, "db")?, "db", "the database to write")?;
     let rp = param(q, "rp")?.unwrap_or_default();
     let precision = Precision::from_v1(&param(q, "precision")?.unwrap_or_default());
-    let written = write(app, req, client, &database, &rp, precision, true)?;
+    let written = write(
+        app,
+        req,
+        client,
+        &database,
+        &rp,
+        precision,
+        true,
+        Flavor::V1,
+    )?;
     Ok(answer(Flavor::V1, written))
 }
 
@@ -118,7 +127,7 @@ pub fn write_v2(app: &App, req: &Request, client: Option<&Client>) -> Result<Rep
             )
         })?,
     };
-    let written = write(app, req, client, database, rp, precision, true)?;
+    let written = write(app, req, client, database, rp, precision, true, Flavor::V2)?;
     Ok(answer(Flavor::V2, written))
 }
 
@@ -149,7 +158,16 @@ pub fn write_v3(app: &App, req: &Request, client: Option<&Client>) -> Result<Rep
             ));
         }
     };
-    let written = write(app, req, client, &database, "", precision, accept_partial)?;
+    let written = write(
+        app,
+        req,
+        client,
+        &database,
+        "",
+        precision,
+        accept_partial,
+        Flavor::V3,
+    )?;
     Ok(answer(Flavor::V3, written))
 }
 
@@ -168,6 +186,10 @@ fn required<'q>(
     }
 }
 
+/// Writes the request's lines; `flavor` shapes the answer to a whole write that the log's
+/// writer may send for it (see `http::EarlyAnswer`), exactly as [`answer`] and the handler
+/// would.
+#[allow(clippy::too_many_arguments)]
 fn write(
     app: &App,
     req: &Request,
@@ -176,8 +198,17 @@ fn write(
     rp: &str,
     precision: Precision,
     accept_partial: bool,
+    flavor: Flavor,
 ) -> Result<Written, ApiError> {
     let now_ns = crate::service::now_ms().saturating_mul(1_000_000);
+    let arm = || {
+        let Reply::Response(whole) = answer(flavor, Written::all_recorded()) else {
+            return None;
+        };
+        let mut response = super::flavored(flavor, whole);
+        response.client = req.client.clone();
+        req.early.as_ref()?.arm(response)
+    };
     app.service
         .write(WriteRequest {
             client,
@@ -187,6 +218,7 @@ fn write(
             precision,
             accept_partial,
             now_ns,
+            answer_early: Some(&arm),
         })
         .map_err(|refused| {
             let code = match &refused {

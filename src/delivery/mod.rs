@@ -395,6 +395,12 @@ impl Delivery {
         Ok(seq)
     }
 
+    /// Whether a request is answered once its record is on disk (`delivery.acknowledge =
+    /// "disk"`), whatever InfluxDB says of it later.
+    pub fn acknowledges_at_disk(&self) -> bool {
+        self.acknowledge == Acknowledge::Disk
+    }
+
     /// What to answer for record `seq` (see the module documentation).
     pub fn outcome(&self, seq: u64) -> Outcome {
         let mut settled = lock(&self.settled);

@@ -14,7 +14,7 @@
 //! ends at once), never calling the handler for an evicted connection.
 
 use std::io::Write;
-use std::net::{Shutdown, SocketAddr};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +27,7 @@ use super::caps::{Activity, ConnTable, Phase, client_of};
 use super::deadline::{
     Armed, SHUTDOWN_POLL, is_retryable, remaining, write_all_before, write_all_watched,
 };
+use super::early::{self, EarlyAnswer, Finished};
 use super::encoding;
 use super::head::HeadError;
 use super::sequence::{Admission, After, Answer, HeadIn, Kind, Memory, RecvBody, RecvHead};
@@ -64,8 +65,11 @@ enum Next {
     Drop,
 }
 
+/// Serves requests on `stream` while the connection is kept; `socket` is the plain TCP socket
+/// under it (`None` over TLS), on which an early answer may be written by another thread.
 pub(super) fn serve_connection<S: Transport>(
     stream: &mut S,
+    socket: Option<&Arc<TcpStream>>,
     peer: SocketAddr,
     activity: &Activity,
     ctx: &ConnContext,
@@ -82,7 +86,7 @@ pub(super) fn serve_connection<S: Transport>(
         if !pipelined && !wait_for_request(stream, &mut inbuf, ctx) {
             return;
         }
-        let next = serve_one(stream, &mut inbuf, peer, pipelined, activity, ctx);
+        let next = serve_one(stream, &mut inbuf, socket, peer, pipelined, activity, ctx);
         match next {
             Next::KeepAlive => {}
             Next::Close => {
@@ -143,6 +147,7 @@ fn wait_for_request<S: Transport>(stream: &mut S, inbuf: &mut InBuf, ctx: &ConnC
 fn serve_one<S: Transport>(
     stream: &mut S,
     inbuf: &mut InBuf,
+    socket: Option<&Arc<TcpStream>>,
     peer: SocketAddr,
     pipelined: bool,
     activity: &Activity,
@@ -214,6 +219,11 @@ fn serve_one<S: Transport>(
     if !activity.enter(Phase::Busy) {
         return Next::Drop;
     }
+    // Another thread may write the answer only when nothing the client sent behind this
+    // request waits to be answered first, and the server is not stopping (its answers close).
+    let early = socket
+        .filter(|_| inbuf.is_empty() && !ctx.shutdown.is_stopping())
+        .map(|socket| EarlyAnswer::new(Arc::clone(socket), body.version()));
     let answer = body.handle(
         ctx.handler.as_ref(),
         peer,
@@ -222,11 +232,60 @@ fn serve_one<S: Transport>(
             hold: &mut hold,
             deadline: Instant::now() + BODY_WAIT,
         },
+        early.as_ref(),
     );
     // Handled: the body's memory goes back before the answer is written, which takes as long
     // as the client takes to read it.
     drop(hold);
+    if let Some(Finished::Sent { answer: sent, at }) = early.as_ref().map(EarlyAnswer::finish) {
+        return answered_early(
+            stream, inbuf, answer, sent, at, peer, started, activity, ctx,
+        );
+    }
     finish(stream, inbuf, answer)
+}
+
+/// Finishes an exchange whose answer another thread wrote (see `early`), at `at`: writes what
+/// the socket did not take then, reports the answer as written (the handler's own is not
+/// sent), and says what becomes of the connection, as `answer_with` does.
+#[allow(clippy::too_many_arguments)]
+fn answered_early<S: Transport>(
+    stream: &mut S,
+    inbuf: &InBuf,
+    answer: Answer,
+    sent: early::Written,
+    at: Instant,
+    peer: SocketAddr,
+    started: Instant,
+    activity: &Activity,
+    ctx: &ConnContext,
+) -> Next {
+    let written = if sent.rest.is_empty() {
+        Ok(Duration::ZERO)
+    } else {
+        send(stream, &sent.rest, ctx.limits.header_timeout, activity)
+    };
+    report(
+        ctx.handler.as_ref(),
+        &Exchange {
+            peer,
+            method: answer.method(),
+            path: answer.path(),
+            status: sent.status,
+            bytes: sent.body_bytes,
+            duration: at.saturating_duration_since(started),
+            client: answer.client(),
+        },
+    );
+    let answer = answer.settle(ctx.shutdown.is_stopping());
+    next_after(
+        &answer,
+        written,
+        inbuf,
+        Kind::Handled { close: false },
+        activity,
+        ctx,
+    )
 }
 
 /// Writes an answer and reports it, and says what becomes of the connection. A refusal is
@@ -267,6 +326,19 @@ fn answer_with<S: Transport>(
             client: answer.client(),
         },
     );
+    next_after(&answer, written, inbuf, kind, activity, ctx)
+}
+
+/// What becomes of the connection once `answer` (of `kind`) was written (`written`: the
+/// longest the client took no byte of it) or failed to be.
+fn next_after(
+    answer: &Answer,
+    written: std::io::Result<Duration>,
+    inbuf: &InBuf,
+    kind: Kind,
+    activity: &Activity,
+    ctx: &ConnContext,
+) -> Next {
     match answer.after(written.ok(), !inbuf.is_empty()) {
         // The client the request authenticated as protects the connection, within its share.
         After::KeepIfIdle(client) if ctx.conns.idle(activity, client) => Next::KeepAlive,

@@ -27,6 +27,8 @@
 //!   reserve, body, handle, answer) as values without any I/O;
 //! - `conn.rs`: the connection loop, which drives those steps over the socket within the
 //!   deadlines and keeps the connection or closes it;
+//! - `early.rs`: an answer a handler arms before it waits, written by the thread that
+//!   settles the wait;
 //! - `chunked.rs`: decoding a chunked request body, strictly and within its limits, without
 //!   any I/O;
 //! - `encoding.rs`: undoing a body's `Content-Encoding` (gzip, deflate) within a bound,
@@ -44,6 +46,9 @@ mod caps;
 mod chunked;
 mod conn;
 mod deadline;
+mod early;
+#[cfg(test)]
+mod early_tests;
 pub mod encoding;
 mod head;
 mod pool;
@@ -62,6 +67,7 @@ use std::net::SocketAddr;
 use crate::code::Code;
 use std::time::Duration;
 
+pub use early::EarlyAnswer;
 pub use head::{Headers, RequestLine};
 pub use server::Server;
 pub use shutdown::ShutdownHandle;
@@ -157,6 +163,10 @@ pub struct Request {
     /// What `Handler::admit` said of the head: the name of the client the request
     /// authenticated as, or `None`.
     pub client: Option<String>,
+    /// An answer the handler may arm before it waits for another thread, written by that
+    /// thread (see [`EarlyAnswer`]); `None` where the layer offers none (TLS, a pipelined
+    /// request behind it, a connection that closes after the answer).
+    pub early: Option<EarlyAnswer>,
 }
 
 impl Request {

@@ -21,6 +21,7 @@ use crate::code::Code;
 
 use super::budget::Shortage;
 use super::chunked::{ChunkError, Decoder};
+use super::early::EarlyAnswer;
 use super::encoding::{self, Allowance, DecodeError};
 use super::head::{self, Framing, HeadError, RequestHead, RequestLine};
 use super::render::{Disposition, Rendered, render};
@@ -257,6 +258,11 @@ impl RecvBody {
         (self.reserve.framing.expect_continue && owed).then_some(CONTINUE)
     }
 
+    /// The request's HTTP version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub(super) fn version(&self) -> u8 {
+        self.reserve.head.version
+    }
+
     /// Whether the body is chunked: read it with `to_hold` and `feed`, not `space`.
     pub(super) fn is_chunked(&self) -> bool {
         self.chunked.is_some()
@@ -382,6 +388,7 @@ impl RecvBody {
         peer: SocketAddr,
         max_inflated: usize,
         memory: &mut dyn Memory,
+        early: Option<&EarlyAnswer>,
     ) -> Answer {
         let Reserve {
             head,
@@ -401,12 +408,15 @@ impl RecvBody {
             Ok(body) => (body, None),
             Err(e) => (Vec::new(), Some(e)),
         };
+        // An early answer keeps the connection: offered only to a request whose answer does.
+        let early = early.filter(|_| framing.keep_alive).cloned();
         let request = Request {
             line,
             headers,
             body,
             peer,
             client,
+            early,
         };
         // What handling it costs is held too, beyond the body: bodies that inflate to millions
         // of members take far more to parse than their bytes, and 32 of them at once took

@@ -182,7 +182,7 @@ fn serve_from(
                 hold: &mut hold,
                 deadline: Instant::now() + BODY_WAIT,
             };
-            body.handle(handler, peer(), max_inflated, &mut memory)
+            body.handle(handler, peer(), max_inflated, &mut memory, None)
         };
         drop(hold);
         let answer = answer.settle(false);
@@ -739,6 +739,7 @@ fn an_answer_left_unread_is_not_followed_by_the_requests_behind_it() {
             hold: &mut hold,
             deadline: Instant::now() + BODY_WAIT,
         },
+        None,
     );
     let quick = Some(Duration::ZERO);
     let stalled = Some(UNREAD_ANSWER);
@@ -798,6 +799,7 @@ fn handler_results_are_checked() {
         body: Vec::new(),
         peer: peer(),
         client: None,
+        early: None,
     };
     let (ok, failed) = call_handler(&Odd, &request("/"));
     assert_eq!((ok.status, failed), (200, false));

@@ -38,7 +38,7 @@ pub(super) fn serve_tcp(conn: Conn, ctx: &ConnContext) {
     match &ctx.tls {
         None => {
             let mut socket: &TcpStream = &stream;
-            serve_connection(&mut socket, peer, activity, ctx);
+            serve_connection(&mut socket, Some(&stream), peer, activity, ctx);
             drop(stream);
         }
         Some(config) => serve_tls(stream, peer, Arc::clone(config), activity, ctx),
@@ -71,7 +71,7 @@ fn serve_tls(
         }
     };
     match handshake(&mut stream, ctx) {
-        Ok(true) => serve_connection(&mut stream, peer, activity, ctx),
+        Ok(true) => serve_connection(&mut stream, None, peer, activity, ctx),
         Ok(false) => {}
         // The table closed it to admit another, and said so.
         Err(_) if activity.is_evicted() => {}

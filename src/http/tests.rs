@@ -20,7 +20,7 @@ use super::{
 use crate::code::Code;
 
 /// Upper bound for any single wait in these tests; reaching it is a failure.
-const PATIENCE: Duration = Duration::from_secs(5);
+pub(super) const PATIENCE: Duration = Duration::from_secs(5);
 
 pub(super) fn limits() -> Limits {
     Limits {
@@ -214,7 +214,7 @@ impl Drop for TestServer {
 
 /// Polls `cond` until it holds, failing the test after `PATIENCE`.
 #[track_caller]
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+pub(super) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -283,13 +283,13 @@ impl Resp {
     }
 }
 
-struct Client {
+pub(super) struct Client {
     stream: TcpStream,
     buf: Vec<u8>,
 }
 
 impl Client {
-    fn connect(addr: SocketAddr) -> Client {
+    pub(super) fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
         Client {
@@ -298,12 +298,12 @@ impl Client {
         }
     }
 
-    fn send(&mut self, bytes: impl AsRef<[u8]>) {
+    pub(super) fn send(&mut self, bytes: impl AsRef<[u8]>) {
         self.stream.write_all(bytes.as_ref()).expect("send");
     }
 
     #[track_caller]
-    fn response(&mut self) -> Resp {
+    pub(super) fn response(&mut self) -> Resp {
         match self.read_response(false) {
             Ok(Some(resp)) => resp,
             other => panic!("expected a response, got {other:?}"),
@@ -312,7 +312,7 @@ impl Client {
 
     /// Asserts that the server closes without sending anything (more).
     #[track_caller]
-    fn expect_eof(&mut self) {
+    pub(super) fn expect_eof(&mut self) {
         assert!(self.buf.is_empty(), "unexpected bytes {:?}", self.buf);
         let mut byte = [0u8; 1];
         match self.stream.read(&mut byte) {
@@ -816,6 +816,7 @@ fn request_header_lookup_ignores_case_and_takes_the_first() {
         body: Vec::new(),
         peer: "127.0.0.1:1".parse().expect("addr"),
         client: None,
+        early: None,
     };
     assert_eq!(request.header("X-TOKEN"), Some(&b"first"[..]));
     assert_eq!(request.header("missing"), None);

@@ -899,6 +899,17 @@ fn write_to(
     retention_policy: &str,
     body: &str,
 ) -> Result<super::write::Written, super::write::WriteRefused> {
+    write_arming(service, database, retention_policy, body, None)
+}
+
+/// [`write_to`], with `answer_early` to arm an answer for the log's writer.
+fn write_arming(
+    service: &Service,
+    database: &str,
+    retention_policy: &str,
+    body: &str,
+    answer_early: Option<&dyn Fn() -> Option<Arc<dyn crate::sync::Waiter>>>,
+) -> Result<super::write::Written, super::write::WriteRefused> {
     let client = crate::auth::Client {
         name: "writer".into(),
         token: "t".into(),
@@ -918,7 +929,38 @@ fn write_to(
         precision: crate::ingest::lp_parse::Precision::Nanosecond,
         accept_partial: true,
         now_ns: 1_000_000_000,
+        answer_early,
     })
+}
+
+/// A write's answer is armed for the log's writer only where it cannot change once the record
+/// is on disk: every line taken, with `delivery.acknowledge = "disk"`. A write with a line
+/// refused, or one answered once InfluxDB has it, is answered by its own thread.
+#[test]
+fn only_a_whole_write_acknowledged_at_the_disk_arms_an_early_answer() {
+    let cases = [
+        (Acknowledge::Disk, "m v=1 1\n", 1),
+        (Acknowledge::Disk, "m v=1 1\nnot line protocol\n", 0),
+        (Acknowledge::Disk, "m v=\"a string now\" 2\n", 0),
+        (Acknowledge::Influxdb, "m v=1 1\n", 0),
+    ];
+    for (acknowledge, body, armed) in cases {
+        let f = fixture_with("write-early", 10, 1 << 20, acknowledge);
+        // The first write tells the field's type, which the third case's write conflicts with.
+        write_to(&f.service, "w", "", "m v=0 0\n").unwrap();
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let arm = || {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            None
+        };
+        let written = write_arming(&f.service, "w", "", body, Some(&arm)).unwrap();
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            armed,
+            "{acknowledge:?} {body:?}: {} refused",
+            written.refused_count
+        );
+    }
 }
 
 /// A write whose new series cannot be kept in the series budget's file (a disk gone bad or

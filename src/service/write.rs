@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use super::Service;
 use crate::auth::Client;
@@ -21,6 +22,7 @@ use crate::state::series::{SeriesError, series_hash};
 use crate::stats::Stats;
 use crate::storage::log::{LogError, Position, Share};
 use crate::storage::record::{Target, Unit};
+use crate::sync::Waiter;
 
 /// Databases the write API may write, all clients together: each holds a schema in memory
 /// and a book of series per client, so a glob like `*` cannot make them grow without bound.
@@ -34,7 +36,7 @@ pub const MAX_NAME_BYTES: usize = 255;
 pub const MAX_LINES_NAMED: usize = 100;
 
 /// One write through InfluxDB's write API, as the route read it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct WriteRequest<'a> {
     /// Whose token the request carries.
     pub client: &'a Client,
@@ -51,6 +53,11 @@ pub struct WriteRequest<'a> {
     /// When the gateway accepted the write, in nanoseconds since the Unix epoch: the time of
     /// the lines without a timestamp.
     pub now_ns: i64,
+    /// Arms the answer to a write whose every line is taken, for the log's writer to send
+    /// once the record is on disk (see `http::EarlyAnswer`); `None`, or a call that gives
+    /// `None`, when the request's own thread answers. Called only where that answer cannot
+    /// change after the record is on disk: `delivery.acknowledge = "disk"`.
+    pub answer_early: Option<&'a dyn Fn() -> Option<Arc<dyn Waiter>>>,
 }
 
 /// Why a line was refused.
@@ -98,6 +105,19 @@ pub struct Written {
 }
 
 impl Written {
+    /// A write whose every line was recorded, as far as its answer tells it (the number of
+    /// points is not told): what an answer armed before the record is on disk is made from.
+    pub fn all_recorded() -> Written {
+        Written {
+            points: 0,
+            refused: Vec::new(),
+            refused_count: 0,
+            unparsed: 0,
+            budget: None,
+            outcome: Some(Outcome::Recorded),
+        }
+    }
+
     /// Whether every line was written.
     pub fn whole(&self) -> bool {
         self.refused_count == 0
@@ -430,7 +450,11 @@ impl Service {
         if lines.is_empty() {
             return Ok(refusals.into_written(0, budget, None));
         }
-        let seq = self.record_lines(&w, &lines)?;
+        let early =
+            (refusals.count == 0 && budget.is_none() && self.delivery.acknowledges_at_disk())
+                .then_some(w.answer_early)
+                .flatten();
+        let seq = self.record_lines(&w, &lines, early)?;
         if self.check_schema {
             claim.written();
         } else {
@@ -537,8 +561,14 @@ impl Service {
     }
 
     /// Records `lines` as one log record for the request's target, cut into units of the
-    /// deliverer's write limits, and waits until it is on disk; its number.
-    fn record_lines(&self, w: &WriteRequest<'_>, lines: &[&Line]) -> Result<u64, WriteRefused> {
+    /// deliverer's write limits, and waits until it is on disk, leaving the answer to the log's
+    /// writer when `answer_early` arms one; its number.
+    fn record_lines(
+        &self,
+        w: &WriteRequest<'_>,
+        lines: &[&Line],
+        answer_early: Option<&dyn Fn() -> Option<Arc<dyn Waiter>>>,
+    ) -> Result<u64, WriteRefused> {
         let mut texts: Vec<(usize, String)> = Vec::new();
         let (max_bytes, max_lines) = (
             self.write_limits.max_bytes.max(1),
@@ -579,7 +609,11 @@ impl Service {
         let ticket = log
             .append_write(target, &units, Some(share_of(w.client)))
             .map_err(WriteRefused::NotRecorded)?;
-        let seq = log.wait(ticket).map_err(WriteRefused::NotRecorded)?;
+        let seq = match answer_early.and_then(|arm| arm()) {
+            Some(waiter) => log.wait_with(ticket, waiter),
+            None => log.wait(ticket),
+        }
+        .map_err(WriteRefused::NotRecorded)?;
         Stats::add(&self.stats.points_spooled, lines.len());
         Ok(seq)
     }

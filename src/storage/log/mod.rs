@@ -53,8 +53,11 @@ mod open;
 mod shares_tests;
 #[cfg(test)]
 mod targets_tests;
+mod waiters;
+#[cfg(test)]
+mod waiters_tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -64,7 +67,8 @@ use std::time::Duration;
 
 use super::record::{self, Frame, HeaderError, Kind, Parts, SEGMENT_HEADER_BYTES, Target, Unit};
 use super::{DirHandle, StorageError};
-use crate::sync::Signal;
+use crate::sync::{Signal, Waiter};
+use waiters::Writer;
 
 /// A segment is closed once it holds this many bytes; the next group starts a new one.
 pub const SEGMENT_BYTES: u64 = 16 << 20;
@@ -317,6 +321,11 @@ struct Inner {
     taken_to: u64,
     /// Groups with tickets whose waiters have not yet read the outcome, oldest first.
     groups: VecDeque<Group>,
+    /// The requests that left their wait to a [`Waiter`] ([`Log::wait_with`]), by ticket: told
+    /// by whoever settles their group.
+    waiters: BTreeMap<u64, Arc<dyn Waiter>>,
+    /// Whether the writer of waiters' records runs ([`Log::write_for_waiters`]).
+    writer: Writer,
     /// The number of the last record on disk.
     durable: u64,
     /// Every segment, oldest first; the last one is being written.
@@ -373,6 +382,8 @@ pub struct Log {
     /// Notified whenever a group is written: wakes the requests waiting for it, and the
     /// deliverer waiting for records.
     written: Signal,
+    /// Where the writer of waiters' records waits for one ([`Log::write_for_waiters`]).
+    writer_signal: Signal,
     /// Where requests wait for their group: group `n` on `turns[n % 2]`. A written group wakes
     /// its own waiters and one of the next group's, to write it; the others of the next group
     /// sleep on until theirs is written. One signal for all woke every waiter at every group,
@@ -464,12 +475,16 @@ pub(crate) fn segment_name(first: u64) -> String {
 
 /// Whom a settled group wakes ([`Log::wake_settled`]).
 #[must_use]
-#[derive(Debug, Clone, Copy)]
 struct Wake {
     /// The group settled.
     group: u64,
     /// Records were queued behind it: one of the next group's requests is woken to write them.
     next: bool,
+    /// The group's requests that left their wait to a [`Waiter`], and whether it was written.
+    waiters: Vec<Arc<dyn Waiter>>,
+    written: bool,
+    /// Waiters' records were queued behind it: the writer of waiters' records is woken.
+    writer: bool,
 }
 
 /// The outcome of `ticket`, settled (`done` is at or past it): its record's number, or why its
@@ -881,6 +896,7 @@ impl Log {
         outcome: Result<u64, LogError>,
     ) -> (MutexGuard<'a, Inner>, Wake) {
         inner.done = inner.done.max(to);
+        let outcome_ok = outcome.is_ok();
         match &outcome {
             Err(e) => self.errors.error(e),
             Ok(_) => self.errors.reset(),
@@ -891,9 +907,14 @@ impl Log {
             outcome,
             unread: to - from,
         });
+        let later = inner.waiters.split_off(&(to + 1));
+        let waiters = std::mem::replace(&mut inner.waiters, later);
         let wake = Wake {
             group: inner.taken,
             next: !inner.pending.is_empty(),
+            waiters: waiters.into_values().collect(),
+            written: outcome_ok,
+            writer: !inner.waiters.is_empty(),
         };
         (inner, wake)
     }
@@ -909,12 +930,19 @@ impl Log {
         if wake.next {
             self.turns[turn(wake.group + 1)].notify_one();
         }
+        if wake.writer {
+            self.writer_signal.notify_one();
+        }
+        for waiter in wake.waiters {
+            waiter.settled(wake.written);
+        }
     }
 
     /// Wakes every waiter: the writer's turn is free again, or the log mended, after
     /// something other than a group of records (a hold, a trim, a cut-back) had it.
     pub(super) fn wake_all(&self) {
         self.written.notify_all();
+        self.writer_signal.notify_all();
         for signal in &self.turns {
             signal.notify_all();
         }

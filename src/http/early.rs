@@ -1,0 +1,197 @@
+//! An answer written for a handler by the thread that settles what the handler waits for.
+//!
+//! A handler that waits for something another thread settles (the log's writer, for a record
+//! on disk) may know its answer before it waits, as long as the wait ends well: a write to the
+//! gateway is answered 204 once its record is on disk. It arms that answer
+//! ([`EarlyAnswer::arm`]) and gives the [`Waiter`] it gets to the settling thread. That thread
+//! writes the answer to the socket as soon as the outcome is known, without blocking (what the
+//! socket does not take at once is left to the connection's thread), or writes nothing when the
+//! outcome is a failure; the handler's thread meanwhile sleeps on the socket itself, and wakes
+//! for the client's next request, not once for the outcome and again for the next request.
+//! When the handler returns, the connection's thread takes back an answer not yet written
+//! ([`EarlyAnswer::finish`]) and writes the handler's own; one that was written is reported
+//! as written, and what the handler returned beside it is not sent.
+//!
+//! Offered only where it cannot change what the client sees: plain TCP (a TLS stream belongs
+//! to its thread), a request whose answer keeps the connection, and nothing pipelined behind
+//! it (see `conn`). It never decides the answer, the connection's fate or the access log.
+
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use rustix::net::{SendFlags, send};
+
+use super::Response;
+use super::render::{Disposition, render};
+use crate::sync::{Signal, Waiter, lock};
+
+/// The longest the handler's thread sleeps on its socket at once while it waits: it looks
+/// whether its answer was written after each, so that an answer written to a client with
+/// nothing more to send lets the handler go on within this long.
+const LOOK: Duration = Duration::from_millis(10);
+
+/// The longest the handler's thread sleeps on the settling thread's signal at once, once its
+/// client sent more before the answer (a pipelined request, or a client gone): a bound in
+/// case a wake is missed, not a pace.
+const SIGNAL_LOOK: Duration = Duration::from_millis(200);
+
+/// An answer the handler may arm before it waits; see the module documentation.
+#[derive(Clone)]
+pub struct EarlyAnswer {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for EarlyAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EarlyAnswer")
+    }
+}
+
+struct Shared {
+    socket: Arc<TcpStream>,
+    /// The request's HTTP version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    version: u8,
+    state: Mutex<State>,
+    /// Notified when the answer was written, or will not be.
+    signal: Signal,
+}
+
+enum State {
+    /// Nothing armed.
+    Open,
+    /// Armed: written when the outcome is a success.
+    Armed(Written),
+    /// Written, whole (`rest` empty) or in part, when the outcome was known; the rest is the
+    /// connection thread's to write.
+    Sent { answer: Written, at: Instant },
+    /// Not written, and never will be: the outcome was a failure, or the handler returned
+    /// before it was known.
+    Dropped,
+}
+
+/// An answer on the wire, and what the access log says of it.
+pub(super) struct Written {
+    /// What is left to write (all of it, until written).
+    pub(super) rest: Vec<u8>,
+    pub(super) status: u16,
+    pub(super) body_bytes: usize,
+}
+
+/// What came of an early answer when the handler returned.
+pub(super) enum Finished {
+    /// Written (what is left of it in `answer.rest`, for the connection's thread to write), at
+    /// `at`.
+    Sent { answer: Written, at: Instant },
+    /// Not written: the handler's own answer goes.
+    NotSent,
+}
+
+impl EarlyAnswer {
+    /// An answer that may be written for a request of HTTP version `version` (0: 1.0, 1: 1.1)
+    /// on `socket`, kept alive.
+    pub(super) fn new(socket: Arc<TcpStream>, version: u8) -> EarlyAnswer {
+        EarlyAnswer {
+            shared: Arc::new(Shared {
+                socket,
+                version,
+                state: Mutex::new(State::Open),
+                signal: Signal::new(),
+            }),
+        }
+    }
+
+    /// Arms `response` as the answer to write once what the handler waits for ends well,
+    /// framed as the layer frames a handled request that keeps its connection, and gives the
+    /// waiter to hand to the thread that settles it. `None` when an answer was armed before:
+    /// one a request.
+    pub fn arm(&self, response: Response) -> Option<Arc<dyn Waiter>> {
+        let disposition = match self.shared.version {
+            0 => Disposition::KeepAlive10,
+            _ => Disposition::KeepAlive,
+        };
+        let rendered = render(&response, disposition, false, SystemTime::now());
+        let mut state = lock(&self.shared.state);
+        if !matches!(*state, State::Open) {
+            return None;
+        }
+        *state = State::Armed(Written {
+            rest: rendered.bytes,
+            status: rendered.status,
+            body_bytes: rendered.body_bytes,
+        });
+        drop(state);
+        Some(Arc::clone(&self.shared) as Arc<dyn Waiter>)
+    }
+
+    /// The handler returned: what became of the answer. One armed and not yet written is taken
+    /// back, and will never be written.
+    pub(super) fn finish(&self) -> Finished {
+        let mut state = lock(&self.shared.state);
+        match std::mem::replace(&mut *state, State::Dropped) {
+            State::Sent { answer, at } => Finished::Sent { answer, at },
+            State::Open | State::Armed(_) | State::Dropped => Finished::NotSent,
+        }
+    }
+}
+
+impl Waiter for Shared {
+    /// Writes the armed answer when `ok`, as much of it as the socket takes at once (never
+    /// waiting for the client), or drops it.
+    fn settled(&self, ok: bool) {
+        let mut state = lock(&self.state);
+        let State::Armed(mut answer) = std::mem::replace(&mut *state, State::Dropped) else {
+            return;
+        };
+        if ok {
+            // A socket that fails here fails the connection thread's write of the rest too.
+            let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+            let taken = send(&*self.socket, &answer.rest, flags).unwrap_or(0);
+            answer.rest.drain(..taken.min(answer.rest.len()));
+            *state = State::Sent {
+                answer,
+                at: Instant::now(),
+            };
+        }
+        drop(state);
+        self.signal.notify_all();
+    }
+
+    /// Sleeps on the socket until the client sends more (its next request, once it has the
+    /// answer) or [`LOOK`] passes, as long as the answer is armed; on the signal once the client
+    /// sent more before the answer was written.
+    fn wait(&self) {
+        let mut client_sent = false;
+        let mut state = lock(&self.state);
+        while matches!(*state, State::Armed(_)) {
+            if client_sent {
+                state = self
+                    .signal
+                    .wait_timeout(state, SIGNAL_LOOK)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0;
+                continue;
+            }
+            drop(state);
+            client_sent = readable(&self.socket, LOOK);
+            state = lock(&self.state);
+        }
+    }
+}
+
+/// Whether `socket` has something to read (bytes, the client's end, or an error) within
+/// `limit`, or could not be looked at (then the caller waits on its signal instead); false
+/// when nothing came, or a signal cut the look short.
+fn readable(socket: &TcpStream, limit: Duration) -> bool {
+    let mut fds = [PollFd::new(socket, PollFlags::IN)];
+    let timeout = Timespec {
+        tv_sec: limit.as_secs() as i64,
+        tv_nsec: i64::from(limit.subsec_nanos()),
+    };
+    match poll(&mut fds, Some(&timeout)) {
+        Ok(n) => n > 0,
+        Err(rustix::io::Errno::INTR) => false,
+        Err(_) => true,
+    }
+}

@@ -1,0 +1,96 @@
+//! Requests that leave their wait to a [`Waiter`], and the thread that writes their records.
+//!
+//! A request waiting in [`Log::wait`] sleeps until its group is written and is then woken,
+//! only to answer and sleep again until its client's next request: two sleeps and two wakes a
+//! request, which cost more of the gateway's CPU than anything else on a write (a third of it
+//! for single-line writes). A request that can be answered from wherever its group is settled
+//! registers a [`Waiter`] instead ([`Log::wait_with`]): whoever settles the group tells it,
+//! at once, on its own thread (the waiter's answer goes out from there), and the request's
+//! thread sleeps only once, until its client's next request. Such requests never write a
+//! group themselves, so one thread does ([`Log::write_for_waiters`]), whenever records of
+//! theirs are queued and no write is under way. A request in [`Log::wait`] may still write
+//! a group holding waiters' records, and then tells them.
+
+use super::*;
+
+/// The writer of waiters' records: whether it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Writer {
+    /// None runs: [`Log::wait_with`] waits as [`Log::wait`] does.
+    Off,
+    On,
+    /// Asked to end ([`Log::stop_writer`]); it ends once no waiter's record is queued.
+    Stopping,
+}
+
+/// How long the writer sleeps between looks when nothing wakes it: a bound in case a wake
+/// is ever missed, not a pace (every queued waiter's record wakes it).
+const WRITER_LOOK: Duration = Duration::from_secs(1);
+
+impl Log {
+    /// [`Log::wait`], with the wait left to `waiter`: whoever settles the record's group calls
+    /// [`Waiter::settled`] (`true`: written) on its own thread, and this thread blocks in
+    /// [`Waiter::wait`]. Then the record's number, or why its write failed, as `wait` gives
+    /// them. Without the writer of waiters' records ([`Log::write_for_waiters`]), or with the
+    /// record already settled, `waiter` is never told and this is [`Log::wait`].
+    pub fn wait_with(&self, ticket: u64, waiter: Arc<dyn Waiter>) -> Result<u64, LogError> {
+        let mut inner = self.lock();
+        if inner.done < ticket && inner.writer == Writer::On {
+            inner.waiters.insert(ticket, Arc::clone(&waiter));
+            let idle = !inner.writing;
+            drop(inner);
+            if idle {
+                self.writer_signal.notify_one();
+            }
+            waiter.wait();
+        } else {
+            drop(inner);
+        }
+        self.wait(ticket)
+    }
+
+    /// Writes the groups that hold records of requests waiting through a [`Waiter`], as long as
+    /// the log is open: run on a thread of its own. Returns after [`Log::stop_writer`], once
+    /// no such record is queued.
+    pub fn write_for_waiters(&self) {
+        let mut inner = self.lock();
+        if inner.writer != Writer::Off {
+            return;
+        }
+        inner.writer = Writer::On;
+        loop {
+            let queued = inner.waiters.range(inner.taken_to + 1..).next().is_some();
+            if queued && !inner.writing {
+                let (mut written, wake) = self.write_group(inner);
+                let trim = std::mem::take(&mut written.trim_wanted);
+                drop(written);
+                self.wake_settled(wake);
+                if trim {
+                    self.trim();
+                }
+                inner = self.lock();
+                continue;
+            }
+            if inner.writer == Writer::Stopping && !queued {
+                inner.writer = Writer::Off;
+                return;
+            }
+            inner = self
+                .writer_signal
+                .wait_timeout(inner, WRITER_LOOK)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Asks the writer of waiters' records to end; from now on [`Log::wait_with`] waits as
+    /// [`Log::wait`] does. Records already left to it are still written.
+    pub fn stop_writer(&self) {
+        let mut inner = self.lock();
+        if inner.writer == Writer::On {
+            inner.writer = Writer::Stopping;
+        }
+        drop(inner);
+        self.writer_signal.notify_all();
+    }
+}

@@ -1,0 +1,173 @@
+//! Requests that leave their wait to a [`Waiter`] ([`Log::wait_with`]) and the writer of their
+//! records ([`Log::write_for_waiters`]).
+
+use super::tests::read_all;
+use super::*;
+use crate::storage::tests::Dir;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::{self, ThreadId};
+use uuid::Uuid;
+
+fn open(dir: &Dir) -> (Log, Position, Opened) {
+    let handle = DirHandle::open(&dir.0).unwrap();
+    Log::open_sized(handle, 1 << 30, false, 1 << 20, &mut |_| {}).unwrap()
+}
+
+/// A waiter that notes how it was told: by which thread, the outcome, and whether its record's
+/// bytes were in the log's files by then.
+struct Noting {
+    dir: PathBuf,
+    line: String,
+    told: Mutex<Vec<(ThreadId, bool, bool)>>,
+    signal: Signal,
+}
+
+impl Noting {
+    fn new(dir: &Dir, line: String) -> Arc<Noting> {
+        Arc::new(Noting {
+            dir: dir.0.clone(),
+            line,
+            told: Mutex::new(Vec::new()),
+            signal: Signal::new(),
+        })
+    }
+
+    fn told(&self) -> Vec<(ThreadId, bool, bool)> {
+        crate::sync::lock(&self.told).clone()
+    }
+}
+
+impl Waiter for Noting {
+    fn settled(&self, ok: bool) {
+        let on_disk = std::fs::read_dir(&self.dir).unwrap().any(|entry| {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap_or_default();
+            bytes
+                .windows(self.line.len())
+                .any(|w| w == self.line.as_bytes())
+        });
+        crate::sync::lock(&self.told).push((thread::current().id(), ok, on_disk));
+        self.signal.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut told = crate::sync::lock(&self.told);
+        while told.is_empty() {
+            told = self.signal.wait(told).unwrap();
+        }
+    }
+}
+
+fn append(log: &Log, line: &str) -> u64 {
+    let units = [Unit {
+        run: Uuid::nil(),
+        points: 1,
+        lines: line,
+    }];
+    log.append(Kind::Request, 0, b"", &units, None).unwrap()
+}
+
+/// Requests of three threads leave their wait to waiters, beside three that wait as before: each
+/// waiter is told once, that its record was written, on another thread than its request's and
+/// with the record in the file by then; every request gets its own number, and the records
+/// read back whole.
+#[test]
+fn each_waiter_is_told_once_its_record_is_written_and_on_another_thread() {
+    let dir = Dir::new("log-waiters");
+    let (log, mut at, _) = open(&dir);
+    let told_elsewhere = AtomicUsize::new(0);
+    let numbers = Mutex::new(Vec::new());
+    thread::scope(|scope| {
+        scope.spawn(|| log.write_for_waiters());
+        let requests: Vec<_> = (0..6)
+            .map(|t| {
+                let (log, dir, numbers, told_elsewhere) = (&log, &dir, &numbers, &told_elsewhere);
+                scope.spawn(move || {
+                    for i in 0..150 {
+                        let line = format!("m,t=t{t} v={i} {i}\n");
+                        let ticket = append(log, &line);
+                        let seq = if t % 2 == 0 {
+                            let waiter = Noting::new(dir, line);
+                            let seq = log.wait_with(ticket, waiter.clone()).unwrap();
+                            let told = waiter.told();
+                            // Told at most once; not told only when the record was written
+                            // before the waiter could be left.
+                            assert!(told.len() <= 1, "{told:?}");
+                            if let Some((thread, ok, on_disk)) = told.first() {
+                                assert!(*ok && *on_disk, "{told:?}");
+                                assert_ne!(*thread, thread::current().id());
+                                told_elsewhere.fetch_add(1, Ordering::SeqCst);
+                            }
+                            seq
+                        } else {
+                            log.wait(ticket).unwrap()
+                        };
+                        crate::sync::lock(numbers).push(seq);
+                    }
+                })
+            })
+            .collect();
+        for request in requests {
+            request.join().unwrap();
+        }
+        log.stop_writer();
+    });
+    let mut numbers = numbers.into_inner().unwrap();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=900).collect::<Vec<u64>>());
+    assert!(
+        told_elsewhere.load(Ordering::SeqCst) > 0,
+        "no waiter was told"
+    );
+    assert_eq!(read_all(&log, &mut at).len(), 900);
+}
+
+/// A write that fails tells its waiter so, sends nothing, and the request gets the failure.
+#[test]
+fn a_failed_write_tells_its_waiter_and_the_request_gets_the_failure() {
+    let dir = Dir::new("log-waiters-failed");
+    let (log, _, _) = open(&dir);
+    thread::scope(|scope| {
+        scope.spawn(|| log.write_for_waiters());
+        // The writer runs once it has said so under the lock.
+        while crate::sync::lock(&log.inner).writer != Writer::On {
+            thread::yield_now();
+        }
+        log.fail_next_writes(1);
+        let line = "m v=1 1\n".to_string();
+        let ticket = append(&log, &line);
+        let waiter = Noting::new(&dir, line);
+        let outcome = log.wait_with(ticket, waiter.clone());
+        assert!(outcome.is_err(), "{outcome:?}");
+        let told = waiter.told();
+        assert_eq!(told.len(), 1);
+        assert!(!told[0].1, "told that the write failed: {told:?}");
+        log.stop_writer();
+    });
+}
+
+/// Without the writer (none started, or one asked to end), a request waits as [`Log::wait`]
+/// does and its waiter is never told; the writer asked to end returns.
+#[test]
+fn without_the_writer_a_request_waits_as_before_and_its_waiter_is_never_told() {
+    let dir = Dir::new("log-waiters-none");
+    let (log, _, _) = open(&dir);
+    let line = "m v=1 1\n".to_string();
+    let waiter = Noting::new(&dir, line.clone());
+    let seq = log.wait_with(append(&log, &line), waiter.clone()).unwrap();
+    assert_eq!(seq, 1);
+    assert!(waiter.told().is_empty());
+    thread::scope(|scope| {
+        let writer = scope.spawn(|| log.write_for_waiters());
+        while crate::sync::lock(&log.inner).writer != Writer::On {
+            thread::yield_now();
+        }
+        log.stop_writer();
+        writer.join().unwrap();
+    });
+    let waiter = Noting::new(&dir, "m v=2 2\n".into());
+    let seq = log
+        .wait_with(append(&log, "m v=2 2\n"), waiter.clone())
+        .unwrap();
+    assert_eq!(seq, 2);
+    assert!(waiter.told().is_empty());
+}
