@@ -2,6 +2,7 @@
 //! directory: what each records, and that a refusal or a failure half-way leaves the job
 //! table as it was.
 
+use super::runs::CommitGuard;
 use super::*;
 use std::sync::Arc;
 
