@@ -6,6 +6,7 @@ use super::*;
 use crate::storage::tests::Dir;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, ThreadId};
+use std::time::Duration;
 use uuid::Uuid;
 
 fn open(dir: &Dir) -> (Log, Position, Opened) {
@@ -170,4 +171,87 @@ fn without_the_writer_a_request_waits_as_before_and_its_waiter_is_never_told() {
         .unwrap();
     assert_eq!(seq, 2);
     assert!(waiter.told().is_empty());
+}
+
+/// Requests leaving their wait to waiters beside requests waiting as before, while writes fail
+/// now and then (some of them cut back only later, which breaks the log and fails what was
+/// queued behind; some finding the disk full, which trims): a waiter is told once at most,
+/// `ok` exactly when its request gets a number, never after its request returned, and one
+/// that was told was told before its request returned; every request returns.
+#[test]
+fn beside_failing_writes_a_waiter_is_told_once_and_only_ok_for_a_record_written() {
+    let dir = Dir::new("log-waiters-failing");
+    let (log, _, _) = open(&dir);
+    let returned = AtomicUsize::new(0);
+    let (ok, failed) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    thread::scope(|scope| {
+        scope.spawn(|| log.write_for_waiters());
+        while crate::sync::lock(&log.inner).writer != Writer::On {
+            thread::yield_now();
+        }
+        let failer = scope.spawn(|| {
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                log.fail_full.store(i % 3 == 0, Ordering::SeqCst);
+                log.fail_next_undos(usize::from(i % 4 == 0));
+                log.fail_next_writes(1);
+                thread::sleep(Duration::from_millis(2));
+            }
+        });
+        let requests: Vec<_> = (0..6)
+            .map(|t| {
+                let (log, dir, returned, ok, failed) = (&log, &dir, &returned, &ok, &failed);
+                scope.spawn(move || {
+                    for i in 0..200 {
+                        let line = format!("m,t=t{t} v={i} {i}\n");
+                        let units = [Unit {
+                            run: Uuid::nil(),
+                            points: 1,
+                            lines: &line,
+                        }];
+                        // A broken log refuses the record until it is mended: tried again.
+                        let ticket = loop {
+                            match log.append(Kind::Request, 0, b"", &units, None) {
+                                Ok(ticket) => break ticket,
+                                Err(_) => thread::sleep(Duration::from_micros(200)),
+                            }
+                        };
+                        if t % 3 == 0 {
+                            let _ = log.wait(ticket);
+                            continue;
+                        }
+                        let waiter = Noting::new(dir, line);
+                        let outcome = log.wait_with(ticket, waiter.clone());
+                        let told = waiter.told();
+                        assert!(told.len() <= 1, "told twice: {told:?}");
+                        if let Some((_, told_ok, on_disk)) = told.first() {
+                            assert_eq!(*told_ok, outcome.is_ok(), "{told:?} {outcome:?}");
+                            assert!(!told_ok || *on_disk, "told ok before on disk");
+                        }
+                        match outcome {
+                            Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
+                            Err(_) => failed.fetch_add(1, Ordering::SeqCst),
+                        };
+                        // Told nothing more once the request went on.
+                        thread::yield_now();
+                        assert_eq!(waiter.told().len(), told.len(), "told after it returned");
+                    }
+                    returned.fetch_add(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for request in requests {
+            request.join().unwrap();
+        }
+        stop.store(true, Ordering::SeqCst);
+        failer.join().unwrap();
+        log.fail_next_writes(0);
+        log.fail_next_undos(0);
+        log.stop_writer();
+    });
+    assert_eq!(returned.load(Ordering::SeqCst), 6);
+    let (ok, failed) = (ok.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
+    assert!(ok > 0 && failed > 0, "{ok} written, {failed} failed");
 }
