@@ -625,7 +625,7 @@ fn run() -> Result<(), StartError> {
         write_limits,
     );
     let service = Arc::new(Service {
-        jobs,
+        jobs: Arc::new(jobs),
         snapshots,
         delivery,
         stats: stats::Stats::new(&api::route_names()),
@@ -649,7 +649,7 @@ fn run() -> Result<(), StartError> {
         series,
         write_schemas: Default::default(),
         own_target: service::write::OwnTarget::of(&c.influxdb),
-        results,
+        results: Arc::new(results),
         judging: service::Judging::from_config(&c.verdict),
         spool_shares: settings
             .clients

@@ -95,7 +95,10 @@ impl Signal {
 pub trait Waiter: Send + Sync {
     /// The outcome is known: `ok` when the request's record is on disk.
     fn settled(&self, ok: bool);
-    /// Blocks until [`Waiter::settled`] was called.
+    /// The outcome will not be told (the settling thread ended): nothing is done for the
+    /// request, and [`Waiter::wait`] returns; the request learns the outcome itself.
+    fn untold(&self);
+    /// Blocks until [`Waiter::settled`] or [`Waiter::untold`] was called.
     fn wait(&self);
 }
 

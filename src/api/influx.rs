@@ -201,14 +201,7 @@ fn write(
     flavor: Flavor,
 ) -> Result<Written, ApiError> {
     let now_ns = crate::service::now_ms().saturating_mul(1_000_000);
-    let arm = || {
-        let Reply::Response(whole) = answer(flavor, Written::all_recorded()) else {
-            return None;
-        };
-        let mut response = super::flavored(flavor, whole);
-        response.client = req.client.clone();
-        req.early.as_ref()?.arm(response)
-    };
+    let arm = || super::arm_early(req, flavor, answer(flavor, Written::all_recorded()));
     app.service
         .write(WriteRequest {
             client,

@@ -29,6 +29,7 @@ use crate::ingest::payload::{PayloadError, PayloadLimits};
 use crate::service::{Refused, Service};
 use crate::state::schema::Conflict;
 use crate::stats::Stats;
+use crate::sync::Waiter;
 
 /// Everything the handlers share.
 pub struct App {
@@ -163,6 +164,25 @@ pub enum Reply {
     Text(String),
     /// An answer made whole by the route (InfluxDB's APIs: 204, their own error shapes).
     Response(Response),
+}
+
+impl Reply {
+    /// The answer on the wire's terms: JSON and text with 200.
+    fn into_response(self) -> Response {
+        match self {
+            Reply::Response(response) => response,
+            Reply::Json(body) => Response::json(200, &body),
+            Reply::Text(text) => Response {
+                status: 200,
+                headers: vec![(
+                    "Content-Type",
+                    "text/plain; version=0.0.4; charset=utf-8".into(),
+                )],
+                body: text.into_bytes(),
+                client: None,
+            },
+        }
+    }
 }
 
 impl App {
@@ -370,6 +390,16 @@ impl LineBudget {
 
 /// Every answer of InfluxDB's routes carries `X-Influxdb-Version`, as InfluxDB's do; a v2
 /// route's errors have v2's shape.
+/// Arms `reply` as the answer to `req` that the thread writing its record sends (see
+/// `http::EarlyAnswer`), shaped as `handle` shapes a route's reply in `flavor`; `None` where
+/// the layer offers no early answer.
+fn arm_early(req: &Request, flavor: Flavor, reply: Reply) -> Option<Arc<dyn Waiter>> {
+    let early = req.early.as_ref()?;
+    let mut response = flavored(flavor, reply.into_response());
+    response.client = req.client.clone();
+    early.arm(response)
+}
+
 fn flavored(flavor: Flavor, response: Response) -> Response {
     // An answer `admit` dressed already, when the layer passes it through `Handler::dress`.
     if response
@@ -423,17 +453,7 @@ impl Handler for App {
         let found = routes::find_for(req.path(), req.method());
         let flavor = found.as_ref().map_or(Flavor::Run, |(_, r)| r.flavor);
         let mut response = match found.and_then(|(_, route)| self.route(req, route)) {
-            Ok(Reply::Response(response)) => response,
-            Ok(Reply::Json(body)) => Response::json(200, &body),
-            Ok(Reply::Text(text)) => Response {
-                status: 200,
-                headers: vec![(
-                    "Content-Type",
-                    "text/plain; version=0.0.4; charset=utf-8".into(),
-                )],
-                body: text.into_bytes(),
-                client: None,
-            },
+            Ok(reply) => reply.into_response(),
             Err(e) => e.response(),
         };
         response = flavored(flavor, response);

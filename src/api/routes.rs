@@ -10,13 +10,13 @@ use std::net::IpAddr;
 use serde_json::{Map, Value, json};
 
 use super::influx::{self, Flavor};
-use super::{ApiError, App, Reply, runs, states};
+use super::{ApiError, App, Reply, arm_early, runs, states};
 use crate::auth::Client;
 use crate::delivery::Outcome;
 use crate::http::Request;
 use crate::ingest::json::Tolerated;
 use crate::ingest::payload;
-use crate::service::now_ms;
+use crate::service::{Committed, Registered, now_ms};
 use crate::state::jobs::Quota;
 
 /// One route.
@@ -279,22 +279,30 @@ fn register(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, 
     let tolerated = record.tolerated;
     let ignored = std::mem::take(&mut record.ignored);
     let quota = client.map(quota_of);
+    let reply = |registered: &Registered| {
+        let uuid = registered.uuid;
+        let mut body = json!({"uuid": uuid, "data": {"uuid": uuid}});
+        let notes: Vec<String> = tolerated_note(tolerated)
+            .into_iter()
+            .chain(ignored_note(&ignored))
+            .collect();
+        if !notes.is_empty() {
+            body["data"]["description"] =
+                Value::String(format!("run {uuid} registered; {}", notes.join("; ")));
+        }
+        put_ignored(&mut body, &ignored);
+        Reply::Json(answer(body, &registered.outcome, tolerated))
+    };
+    let arm = |registered: &Registered| arm_early(req, Flavor::Run, reply(registered));
     // Without a host the peer's address says at least where the run came from.
-    let registered = app
-        .service
-        .register(record, &peer_host(req.peer.ip()), quota, now_ms())?;
-    let uuid = registered.uuid;
-    let mut body = json!({"uuid": uuid, "data": {"uuid": uuid}});
-    let notes: Vec<String> = tolerated_note(tolerated)
-        .into_iter()
-        .chain(ignored_note(&ignored))
-        .collect();
-    if !notes.is_empty() {
-        body["data"]["description"] =
-            Value::String(format!("run {uuid} registered; {}", notes.join("; ")));
-    }
-    put_ignored(&mut body, &ignored);
-    Ok(Reply::Json(answer(body, &registered.outcome, tolerated)))
+    let registered = app.service.register_answering(
+        record,
+        &peer_host(req.peer.ip()),
+        quota,
+        now_ms(),
+        Some(&arm),
+    )?;
+    Ok(reply(&registered))
 }
 
 /// What a client may hold of the job table.
@@ -340,7 +348,21 @@ fn commit(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, Ap
     }
     notes.extend(tolerated_note(tolerated));
     notes.extend(ignored_note(&ignored));
-    let c = app.service.commit(commit, client.map(quota_of), now_ms())?;
+    let reply = |c: &Committed| committed_reply(c, notes.clone(), tolerated, &ignored);
+    let arm = |c: &Committed| arm_early(req, Flavor::Run, reply(c));
+    let c = app
+        .service
+        .commit_answering(commit, client.map(quota_of), now_ms(), Some(&arm))?;
+    Ok(reply(&c))
+}
+
+/// The answer to a commit: the run, its points, the verdict and what was not kept as sent.
+fn committed_reply(
+    c: &Committed,
+    mut notes: Vec<String>,
+    tolerated: Tolerated,
+    ignored: &[payload::Ignored],
+) -> Reply {
     let uuid = c.uuid;
     let mut description = format!(
         "run {uuid} finished; wrote {} points ({} endpoint rows)",
@@ -375,8 +397,8 @@ fn commit(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, Ap
     let mut body = json!({"uuid": uuid, "data": {"description": description}});
     body["verdict"] = serde_json::to_value(&c.verdict).unwrap_or(Value::Null);
     body["report"] = Value::String(format!("/apiv0.1/runs/{uuid}/report"));
-    put_ignored(&mut body, &ignored);
-    Ok(Reply::Json(answer(body, &c.outcome, tolerated)))
+    put_ignored(&mut body, ignored);
+    Reply::Json(answer(body, &c.outcome, tolerated))
 }
 
 /// `ignored keys: "measurment" (did you mean "measurement"?), "state"`: the sentence of an

@@ -39,8 +39,8 @@ pub mod sink;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use uuid::Uuid;
@@ -386,10 +386,27 @@ impl Delivery {
         share: Option<Share<'_>>,
         stats: &Stats,
     ) -> Result<u64, LogError> {
+        self.record_with(kind, change, units, share, stats, None)
+    }
+
+    /// [`Delivery::record`], the wait left to `waiter` when there is one
+    /// ([`Log::wait_with`]).
+    pub fn record_with(
+        &self,
+        kind: Kind,
+        change: &Change,
+        units: &[Unit<'_>],
+        share: Option<Share<'_>>,
+        stats: &Stats,
+        waiter: Option<Arc<dyn crate::sync::Waiter>>,
+    ) -> Result<u64, LogError> {
         let ticket = self
             .log
             .append(kind, change.seq, &change.bytes, units, share)?;
-        let seq = self.log.wait(ticket)?;
+        let seq = match waiter {
+            Some(waiter) => self.log.wait_with(ticket, waiter),
+            None => self.log.wait(ticket),
+        }?;
         let points: u32 = units.iter().map(|u| u.points).sum();
         Stats::add(&stats.points_spooled, points as usize);
         Ok(seq)

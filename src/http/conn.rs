@@ -221,6 +221,8 @@ fn serve_one<S: Transport>(
     }
     // Another thread may write the answer only when nothing the client sent behind this
     // request waits to be answered first, and the server is not stopping (its answers close).
+    // A stop that begins while the record is written finds the early answer announcing
+    // keep-alive, and closes the connection after it, as it closes an idle one.
     let early = socket
         .filter(|_| inbuf.is_empty() && !ctx.shutdown.is_stopping())
         .map(|socket| EarlyAnswer::new(Arc::clone(socket), body.version()));

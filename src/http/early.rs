@@ -158,6 +158,16 @@ impl Waiter for Shared {
         self.signal.notify_all();
     }
 
+    /// Drops the armed answer: the handler's own goes.
+    fn untold(&self) {
+        let mut state = lock(&self.state);
+        if matches!(*state, State::Armed(_)) {
+            *state = State::Dropped;
+        }
+        drop(state);
+        self.signal.notify_all();
+    }
+
     /// Sleeps on the socket until the client sends more (its next request, once it has the
     /// answer) or [`LOOK`] passes, as long as the answer is armed; on the signal once the client
     /// sent more before the answer was written.

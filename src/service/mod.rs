@@ -8,6 +8,9 @@
 //! business, so nothing here knows of requests, headers or status codes (the tidy test keeps
 //! `http` out of this file). Never holds the job-table lock across I/O.
 
+mod answered;
+#[cfg(test)]
+mod answered_tests;
 mod judging;
 mod runs;
 mod upkeep;
@@ -15,6 +18,7 @@ mod upkeep;
 pub use upkeep::LOG_TARGET as UPKEEP_TARGET;
 pub mod write;
 
+pub use answered::ArmEarly;
 pub use judging::Judging;
 
 use std::fmt;
@@ -27,7 +31,7 @@ use crate::delivery::{Delivery, Outcome, WriteLimits};
 use crate::ingest::line_protocol::{Point, encode_batch};
 use crate::ingest::payload::{Commit, Record};
 use crate::ingest::points::{self, Run};
-use crate::state::jobs::{Bounds, Change, Job, Jobs, Quota, Refusal};
+use crate::state::jobs::{Bounds, Job, Jobs, Quota, Refusal};
 use crate::state::schema::{Claim, Conflict, Schema, TooOld};
 use crate::state::series::SeriesBudget;
 use crate::state::snapshots::Snapshots;
@@ -57,7 +61,7 @@ pub struct Rules {
 
 /// Everything the use-cases share.
 pub struct Service {
-    pub jobs: Jobs,
+    pub jobs: Arc<Jobs>,
     /// `storage.dir/jobs.json`.
     pub snapshots: Snapshots,
     pub delivery: Delivery,
@@ -81,7 +85,7 @@ pub struct Service {
     /// Where the runs' points go: the write API may not write their measurements there.
     pub own_target: write::OwnTarget,
     /// `storage.dir/results`: committed runs' results, for reports and baselines.
-    pub results: crate::state::results::Results,
+    pub results: Arc<crate::state::results::Results>,
     /// `[verdict]`: the configuration's checks and the identity of a run.
     pub judging: Judging,
     /// Each token's share of the log (`max_spool_bytes`), by its name: what its runs'

@@ -6,28 +6,28 @@ use super::*;
 
 /// A commit that has begun; if the use-case leaves early (an error or a panic), the job goes
 /// back to what it was, so a run is never stuck in `Committing`.
-pub(super) struct CommitGuard<'a> {
-    pub(super) jobs: &'a Jobs,
+pub(super) struct CommitGuard {
+    pub(super) jobs: Arc<Jobs>,
     pub(super) uuid: Uuid,
-    /// The finishing change, once prepared.
-    pub(super) prepared: Option<Change>,
+    /// The number of the finishing change, once prepared.
+    pub(super) prepared: Option<u64>,
     pub(super) done: bool,
 }
 
-impl CommitGuard<'_> {
+impl CommitGuard {
     /// The commit's record is on disk: the run is finished.
     fn finish(mut self, now_ms: i64) {
         self.done = true;
         self.jobs
-            .end_commit(&self.uuid, self.prepared.as_ref(), true, now_ms);
+            .end_commit(&self.uuid, self.prepared, true, now_ms);
     }
 }
 
-impl Drop for CommitGuard<'_> {
+impl Drop for CommitGuard {
     fn drop(&mut self) {
         if !self.done {
             self.jobs
-                .end_commit(&self.uuid, self.prepared.as_ref(), false, now_ms());
+                .end_commit(&self.uuid, self.prepared, false, now_ms());
         }
     }
 }
@@ -37,13 +37,29 @@ impl Service {
     /// it to the table. `default_host` is the run's host when the record names none (the
     /// client's address). `quota` names the client (a token's name) and how many runs it may
     /// have running; with `auth.tag_runs_with_token_name`, that name becomes the run's
-    /// `token_name` tag, whatever the client sent under that name.
+    /// `token_name` tag, whatever the client sent under that name. (The API calls
+    /// [`Service::register_answering`].)
+    #[cfg(test)]
     pub fn register(
+        &self,
+        record: Record,
+        default_host: &str,
+        quota: Option<Quota<'_>>,
+        now_ms: i64,
+    ) -> Result<Registered, Refused> {
+        self.register_answering(record, default_host, quota, now_ms, None)
+    }
+
+    /// [`Service::register`]; with `delivery.acknowledge = "disk"`, `answer_early` arms the
+    /// answer to the register as it will be, for the thread that writes its record to send once
+    /// the run is in the table (see `answered`).
+    pub fn register_answering(
         &self,
         mut record: Record,
         default_host: &str,
         quota: Option<Quota<'_>>,
         now_ms: i64,
+        answer_early: Option<ArmEarly<'_, Registered>>,
     ) -> Result<Registered, Refused> {
         if self.rules.tag_token_name
             && let Some(q) = quota
@@ -98,23 +114,29 @@ impl Service {
         // The table grows: the next snapshot must still fit in the room kept for it, or a
         // full disk could never be freed.
         self.keep_room()?;
+        let mut registered = Registered {
+            uuid,
+            outcome: Outcome::Recorded,
+        };
+        let answer = self.arm(answer_early, &registered);
+        let slot = slot.shared(Arc::clone(&self.jobs));
         let seq = self
-            .delivery
-            .record(
-                Kind::Request,
+            .record_applying(
                 &change,
                 &request_unit(points.len(), &lines),
                 share_of(quota),
-                &self.stats,
+                Box::new(move |ok| {
+                    if ok {
+                        slot.fill(job);
+                    }
+                }),
+                answer,
             )
             .map_err(Refused::NotRecorded)?;
-        slot.fill(job);
         self.learned(claim, &points);
         log::info!("run {uuid} registered");
-        Ok(Registered {
-            uuid,
-            outcome: self.delivery.outcome(seq),
-        })
+        registered.outcome = self.delivery.outcome(seq);
+        Ok(registered)
     }
 
     /// Live progress: new field values for the following heartbeats. Writes no point itself.
@@ -200,11 +222,26 @@ impl Service {
     ///
     /// `caller` is the client that sent it (`None` without tokens): a run registered with
     /// another token is unknown to it; the commit's record counts against its share of the log.
+    /// (The API calls [`Service::commit_answering`].)
+    #[cfg(test)]
     pub fn commit(
+        &self,
+        commit: Commit,
+        caller: Option<Quota<'_>>,
+        now_ms: i64,
+    ) -> Result<Committed, Refused> {
+        self.commit_answering(commit, caller, now_ms, None)
+    }
+
+    /// [`Service::commit`]; with `delivery.acknowledge = "disk"`, `answer_early` arms the answer
+    /// to the commit as it will be, for the thread that writes its record to send once the run
+    /// is finished in the table and its result counts (see `answered`).
+    pub fn commit_answering(
         &self,
         mut commit: Commit,
         caller: Option<Quota<'_>>,
         now_ms: i64,
+        answer_early: Option<ArmEarly<'_, Committed>>,
     ) -> Result<Committed, Refused> {
         let share = share_of(caller);
         let caller = caller.map(|q| q.owner);
@@ -220,7 +257,7 @@ impl Service {
             .begin_commit(&uuid, caller)
             .map_err(|r| Refused::of(uuid, r))?;
         let mut guard = CommitGuard {
-            jobs: &self.jobs,
+            jobs: Arc::clone(&self.jobs),
             uuid,
             prepared: None,
             done: false,
@@ -284,11 +321,11 @@ impl Service {
             false => None,
         };
         let lines = encode_batch(&points);
-        let change = self
+        let mut change = self
             .jobs
             .prepare_finish(&uuid, now_ms)
             .ok_or(Refused::CommitInProgress(uuid))?;
-        let change = guard.prepared.insert(change);
+        guard.prepared = Some(change.seq);
         // Kept before the record is written, made to count once it is on disk: a baseline is
         // always a run whose commit was acknowledged (see `state::results`).
         let not_kept = match self.results.save(&result) {
@@ -305,45 +342,51 @@ impl Service {
                 Some(e.to_string())
             }
         };
-        let recorded = self.delivery.record(
-            Kind::Request,
-            change,
-            &request_unit(points.len(), &lines),
-            share,
-            &self.stats,
-        );
-        let seq = match recorded {
-            Ok(seq) => seq,
-            Err(e) => {
-                if not_kept.is_none() {
-                    self.results.forget(&uuid);
-                }
-                return Err(Refused::NotRecorded(e));
-            }
-        };
-        guard.finish(now_ms);
-        if not_kept.is_none() {
-            self.results.committed(&uuid);
-        }
-        self.learned(claim, &points);
-        log::info!(
-            "run {uuid} committed; verdict: {}",
-            crate::logtext::escape(&result.verdict.summary(), 300)
-        );
         // The rows InfluxDB holds: a row left with nothing to record is not a point.
         let rows = points
             .iter()
             .filter(|p| p.measurement() == points::REQUEST_STATS)
             .count();
-        Ok(Committed {
+        let mut committed = Committed {
             uuid,
             points: points.len(),
             rows,
             rows_sent,
             left_out,
-            outcome: self.delivery.outcome(seq),
+            outcome: Outcome::Recorded,
             verdict: result.verdict,
             not_kept,
-        })
+        };
+        let answer = self.arm(answer_early, &committed);
+        // Made once the record is on disk, given up if it is not: the run finished (or put
+        // back as it was), its result counted or let go.
+        let kept = committed.not_kept.is_none();
+        let results = Arc::clone(&self.results);
+        let apply = move |ok: bool| {
+            if ok {
+                guard.finish(now_ms);
+                if kept {
+                    results.committed(&uuid);
+                }
+            } else if kept {
+                results.forget(&uuid);
+            }
+        };
+        let seq = self
+            .record_applying(
+                &change,
+                &request_unit(points.len(), &lines),
+                share,
+                Box::new(apply),
+                answer,
+            )
+            .map_err(Refused::NotRecorded)?;
+        self.learned(claim, &points);
+        log::info!(
+            "run {uuid} committed; verdict: {}",
+            crate::logtext::escape(&committed.verdict.summary(), 300)
+        );
+        committed.outcome = self.delivery.outcome(seq);
+        Ok(committed)
     }
 }

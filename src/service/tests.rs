@@ -16,7 +16,7 @@ use crate::storage::dead_letters::DeadLetters;
 use crate::storage::log::Log;
 use crate::storage::tests::Dir;
 
-const LIMITS: PayloadLimits = PayloadLimits {
+pub(super) const LIMITS: PayloadLimits = PayloadLimits {
     max_string_bytes: 1 << 20,
     max_stats_rows: 1000,
 };
@@ -101,7 +101,7 @@ pub(crate) fn fixture_shares(
         write_limits,
     );
     let service = Arc::new(Service {
-        jobs: loaded.jobs,
+        jobs: Arc::new(loaded.jobs),
         snapshots,
         delivery,
         stats: Stats::default(),
@@ -129,7 +129,7 @@ pub(crate) fn fixture_shares(
             database: RUNS_DATABASE.into(),
             ..Default::default()
         }),
-        results,
+        results: Arc::new(results),
         judging: Default::default(),
         spool_shares: shares.iter().map(|(n, b)| (n.to_string(), *b)).collect(),
         clock: Clock::default(),
@@ -364,12 +364,12 @@ fn a_commit_left_half_way_puts_the_run_back() {
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         jobs.begin_commit(&uuid, None).unwrap();
         let mut guard = CommitGuard {
-            jobs,
+            jobs: Arc::clone(jobs),
             uuid,
             prepared: None,
             done: false,
         };
-        guard.prepared = jobs.prepare_finish(&uuid, 1_500);
+        guard.prepared = jobs.prepare_finish(&uuid, 1_500).map(|c| c.seq);
         panic!("a commit fails half-way (on purpose, by the test)");
     }));
     assert!(panicked.is_err());

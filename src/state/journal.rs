@@ -823,7 +823,7 @@ mod tests {
         );
         jobs.begin_commit(&Uuid::from_u128(1), None).unwrap();
         let finishing = jobs.prepare_finish(&Uuid::from_u128(1), 40).unwrap();
-        jobs.end_commit(&Uuid::from_u128(1), Some(&finishing), true, 40);
+        jobs.end_commit(&Uuid::from_u128(1), Some(finishing.seq), true, 40);
         changes.push(finishing.bytes);
         let in_order = changes.concat();
         assert_eq!(

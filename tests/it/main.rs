@@ -5,6 +5,7 @@
 
 mod support;
 
+mod answered;
 mod auth;
 mod bounds;
 mod check_influxdb;

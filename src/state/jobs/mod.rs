@@ -30,6 +30,7 @@ mod sample;
 mod table;
 mod tick;
 
+use prepared::Held;
 pub use prepared::{PreparedProgress, Slot};
 #[cfg(test)]
 pub use sample::MAX_SAMPLES;
@@ -453,7 +454,7 @@ impl Jobs {
         let owner = quota.map(|q| q.owner);
         hold(&mut t.held, owner);
         Ok(Slot {
-            jobs: self,
+            jobs: Held::Borrowed(self),
             filled: false,
             prepared: None,
             bytes: 0,
@@ -620,22 +621,16 @@ impl Jobs {
 
     /// Records a commit's outcome: finished at `now_ms` when `recorded` (its prepared change,
     /// if one was prepared, is on disk); else back as it was, nothing of the commit recorded.
-    pub fn end_commit(&self, uuid: &Uuid, prepared: Option<&Change>, recorded: bool, now_ms: i64) {
+    pub fn end_commit(&self, uuid: &Uuid, prepared: Option<u64>, recorded: bool, now_ms: i64) {
         self.end_commit_locked(uuid, prepared, recorded, now_ms);
         self.settled.notify_all();
     }
 
-    fn end_commit_locked(
-        &self,
-        uuid: &Uuid,
-        prepared: Option<&Change>,
-        recorded: bool,
-        now_ms: i64,
-    ) {
+    fn end_commit_locked(&self, uuid: &Uuid, prepared: Option<u64>, recorded: bool, now_ms: i64) {
         let mut guard = self.lock();
         let t = &mut *guard;
-        if let Some(change) = prepared {
-            t.preparing.remove(&change.seq);
+        if let Some(seq) = prepared {
+            t.preparing.remove(&seq);
         }
         let Some(job) = t.jobs.get_mut(uuid) else {
             return;

@@ -4,9 +4,26 @@
 
 use super::*;
 
+/// The job table a prepared change holds on to: borrowed by the request that made it, or
+/// shared when another thread is to make the change (the one that writes the record).
+pub(super) enum Held<'a> {
+    Borrowed(&'a Jobs),
+    Shared(Arc<Jobs>),
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = Jobs;
+    fn deref(&self) -> &Jobs {
+        match self {
+            Held::Borrowed(jobs) => jobs,
+            Held::Shared(jobs) => jobs,
+        }
+    }
+}
+
 /// A place for one more running job, held while register writes its points.
 pub struct Slot<'a> {
-    pub(super) jobs: &'a Jobs,
+    pub(super) jobs: Held<'a>,
     pub(super) filled: bool,
     /// The number of the prepared change, once there is one.
     pub(super) prepared: Option<u64>,
@@ -19,6 +36,26 @@ pub struct Slot<'a> {
 }
 
 impl Slot<'_> {
+    /// The same place, held on to through `jobs` (the table it was taken from), so that
+    /// another thread may fill it or give it back.
+    pub fn shared(mut self, jobs: Arc<Jobs>) -> Slot<'static> {
+        debug_assert!(
+            std::ptr::eq(&*self.jobs, &*jobs),
+            "the table it was taken from"
+        );
+        let shared = Slot {
+            jobs: Held::Shared(jobs),
+            filled: self.filled,
+            prepared: self.prepared.take(),
+            bytes: std::mem::take(&mut self.bytes),
+            owner: self.owner.take(),
+            owner_max_bytes: self.owner_max_bytes,
+        };
+        // This one now holds nothing: its drop gives nothing back.
+        self.filled = true;
+        shared
+    }
+
     /// The journal record that adds `job`; the job joins the table with [`Slot::fill`] once
     /// the record is on disk. Its bytes count against the table's from now on.
     ///

@@ -42,7 +42,7 @@ pub(crate) fn job_with(
 /// Ends a commit begun with `begin_commit`, as recorded at `at_ms`.
 pub(crate) fn finish(jobs: &Jobs, id: &Uuid, at_ms: i64) {
     let change = jobs.prepare_finish(id, at_ms).unwrap();
-    jobs.end_commit(id, Some(&change), true, at_ms);
+    jobs.end_commit(id, Some(change.seq), true, at_ms);
 }
 
 /// The heartbeats of a tick (the runs), and the number of its lines.
@@ -389,7 +389,7 @@ fn a_snapshot_covers_only_the_changes_before_one_still_prepared() {
     assert_eq!(restored.counts().running, 2);
     assert_eq!(restored.counts().finished, 1);
     slot.fill(three);
-    jobs.end_commit(&Uuid::from_u128(1), Some(&finishing), true, 50);
+    jobs.end_commit(&Uuid::from_u128(1), Some(finishing.seq), true, 50);
     assert_eq!(jobs.snapshot().1, progress.seq, "nothing prepared any more");
 }
 

@@ -23,6 +23,24 @@ pub(super) enum Writer {
     Stopping,
 }
 
+/// Turns the writer of waiters' records off when its loop ends, and lets every request that
+/// left its wait to it go ([`Waiter::untold`]), so that each waits as [`Log::wait`] does, and
+/// writes its group if no one else does.
+pub(super) struct WriterOff<'a>(pub(super) &'a Log);
+
+impl Drop for WriterOff<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.0.lock();
+        inner.writer = Writer::Off;
+        let left: Vec<_> = std::mem::take(&mut inner.waiters).into_values().collect();
+        drop(inner);
+        for waiter in left {
+            waiter.untold();
+        }
+        self.0.wake_all();
+    }
+}
+
 /// How long the writer sleeps between looks when nothing wakes it: a bound in case a wake
 /// is ever missed, not a pace (every queued waiter's record wakes it).
 const WRITER_LOOK: Duration = Duration::from_secs(1);
@@ -58,6 +76,11 @@ impl Log {
             return;
         }
         inner.writer = Writer::On;
+        drop(inner);
+        // However this ends (a panic too), requests stop leaving their wait to it, and those
+        // that did are woken: their records are written by whoever waits next.
+        let _off = WriterOff(self);
+        let mut inner = self.lock();
         loop {
             let queued = inner.waiters.range(inner.taken_to + 1..).next().is_some();
             if queued && !inner.writing {
@@ -72,7 +95,6 @@ impl Log {
                 continue;
             }
             if inner.writer == Writer::Stopping && !queued {
-                inner.writer = Writer::Off;
                 return;
             }
             inner = self
@@ -81,6 +103,12 @@ impl Log {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
         }
+    }
+
+    /// Whether the writer of waiters' records runs.
+    #[cfg(test)]
+    pub fn writer_runs(&self) -> bool {
+        self.lock().writer == Writer::On
     }
 
     /// Asks the writer of waiters' records to end; from now on [`Log::wait_with`] waits as

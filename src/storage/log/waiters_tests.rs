@@ -4,7 +4,7 @@
 use super::tests::read_all;
 use super::*;
 use crate::storage::tests::Dir;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, ThreadId};
 use std::time::Duration;
 use uuid::Uuid;
@@ -20,6 +20,8 @@ struct Noting {
     dir: PathBuf,
     line: String,
     told: Mutex<Vec<(ThreadId, bool, bool)>>,
+    /// Let go untold ([`Waiter::untold`]).
+    untold: AtomicBool,
     signal: Signal,
 }
 
@@ -29,6 +31,7 @@ impl Noting {
             dir: dir.0.clone(),
             line,
             told: Mutex::new(Vec::new()),
+            untold: AtomicBool::new(false),
             signal: Signal::new(),
         })
     }
@@ -50,9 +53,15 @@ impl Waiter for Noting {
         self.signal.notify_all();
     }
 
+    fn untold(&self) {
+        let _told = crate::sync::lock(&self.told);
+        self.untold.store(true, Ordering::SeqCst);
+        self.signal.notify_all();
+    }
+
     fn wait(&self) {
         let mut told = crate::sync::lock(&self.told);
-        while told.is_empty() {
+        while told.is_empty() && !self.untold.load(Ordering::SeqCst) {
             told = self.signal.wait(told).unwrap();
         }
     }
@@ -194,8 +203,8 @@ fn beside_failing_writes_a_waiter_is_told_once_and_only_ok_for_a_record_written(
             let mut i = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
-                log.fail_full.store(i % 3 == 0, Ordering::SeqCst);
-                log.fail_next_undos(usize::from(i % 4 == 0));
+                log.fail_full.store(i.is_multiple_of(3), Ordering::SeqCst);
+                log.fail_next_undos(usize::from(i.is_multiple_of(4)));
                 log.fail_next_writes(1);
                 thread::sleep(Duration::from_millis(2));
             }
@@ -254,4 +263,27 @@ fn beside_failing_writes_a_waiter_is_told_once_and_only_ok_for_a_record_written(
     assert_eq!(returned.load(Ordering::SeqCst), 6);
     let (ok, failed) = (ok.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
     assert!(ok > 0 && failed > 0, "{ok} written, {failed} failed");
+}
+
+/// A writer that ends while a request waits on it (as a panic would end it) lets the request go
+/// untold: the request writes its group itself and gets its number, and no waiter is told.
+#[test]
+fn a_writer_that_ends_lets_its_waiters_go_and_they_write_their_own_group() {
+    let dir = Dir::new("log-waiters-ended");
+    let (log, _, _) = open(&dir);
+    // The writer counted as running, as it is between its start and its end.
+    crate::sync::lock(&log.inner).writer = Writer::On;
+    let line = "m v=1 1\n".to_string();
+    let waiter = Noting::new(&dir, line.clone());
+    thread::scope(|scope| {
+        let request = scope.spawn(|| log.wait_with(append(&log, &line), waiter.clone()));
+        while crate::sync::lock(&log.inner).waiters.is_empty() {
+            thread::yield_now();
+        }
+        drop(waiters::WriterOff(&log));
+        assert_eq!(request.join().unwrap().unwrap(), 1);
+    });
+    assert!(waiter.told().is_empty(), "{:?}", waiter.told());
+    assert!(waiter.untold.load(Ordering::SeqCst));
+    assert!(!log.writer_runs());
 }

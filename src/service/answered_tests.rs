@@ -1,0 +1,176 @@
+//! The run routes' answers sent by the thread that writes their records (`answered`): each is
+//! let go only once the job table shows its change, and never for a record that failed.
+
+use super::tests::{Fixture, LIMITS, fixture_with};
+use super::*;
+use crate::config::Acknowledge;
+use crate::ingest::payload::{commit as parse_commit, register as parse_register};
+use crate::state::jobs::State;
+use crate::sync::{Signal, Waiter, lock};
+use std::sync::Mutex;
+use std::thread::{self, ThreadId};
+
+/// When an answer was let go: the thread, whether the record was written, the run's state in
+/// the table, and whether its result could be read.
+type Told = (ThreadId, bool, Option<State>, bool);
+
+/// An answer that notes, when it is let go, on which thread, whether the record was written,
+/// and what the job table and the results showed of its run then.
+struct Noting {
+    service: Arc<Service>,
+    uuid: Uuid,
+    told: Mutex<Option<Told>>,
+    signal: Signal,
+}
+
+impl Noting {
+    fn new(service: &Arc<Service>, uuid: Uuid) -> Arc<Noting> {
+        Arc::new(Noting {
+            service: Arc::clone(service),
+            uuid,
+            told: Mutex::new(None),
+            signal: Signal::new(),
+        })
+    }
+}
+
+impl Waiter for Noting {
+    fn settled(&self, ok: bool) {
+        let state = self
+            .service
+            .jobs
+            .list(usize::MAX)
+            .into_iter()
+            .find(|j| j.run.uuid == self.uuid)
+            .map(|j| j.state);
+        let result = self.service.results.get(&self.uuid, None).is_some();
+        *lock(&self.told) = Some((thread::current().id(), ok, state, result));
+        self.signal.notify_all();
+    }
+
+    fn untold(&self) {
+        panic!("the writer runs throughout");
+    }
+
+    fn wait(&self) {
+        let mut told = lock(&self.told);
+        while told.is_none() {
+            told = self.signal.wait(told).unwrap();
+        }
+    }
+}
+
+/// Runs `body` beside the log's writer thread (the program's `log` thread), once it runs;
+/// stops it after.
+fn with_writer(f: &Fixture, body: impl FnOnce()) {
+    let log = f.service.delivery.log();
+    thread::scope(|scope| {
+        scope.spawn(|| log.write_for_waiters());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !log.writer_runs() {
+            assert!(std::time::Instant::now() < deadline, "the writer never ran");
+            thread::yield_now();
+        }
+        body();
+        log.stop_writer();
+    });
+}
+
+/// A register's and a commit's answers are let go by the log's writer thread, and only once
+/// the table shows the run running (then finished, its result readable): a client that sends
+/// the next request on another connection the moment it has the answer finds the run.
+#[test]
+fn a_run_route_s_answer_goes_once_the_table_shows_its_change() {
+    let f = fixture_with("answered-runs", 10, 1 << 20, Acknowledge::Disk);
+    let noted: Mutex<Vec<Arc<Noting>>> = Mutex::new(Vec::new());
+    let arm_registered = |r: &Registered| {
+        let noting = Noting::new(&f.service, r.uuid);
+        lock(&noted).push(Arc::clone(&noting));
+        Some(noting as Arc<dyn Waiter>)
+    };
+    let arm_committed = |c: &Committed| {
+        let noting = Noting::new(&f.service, c.uuid);
+        lock(&noted).push(Arc::clone(&noting));
+        Some(noting as Arc<dyn Waiter>)
+    };
+    with_writer(&f, || {
+        for _ in 0..20 {
+            let record = parse_register(br#"{"measurement":{"fields":{"clients":5}}}"#, LIMITS);
+            let registered = f
+                .service
+                .register_answering(
+                    record.unwrap(),
+                    "10.0.0.9",
+                    None,
+                    1_000,
+                    Some(&arm_registered),
+                )
+                .unwrap();
+            let body = format!(
+                r#"{{"uuid":"{}","measurement":{{"fields":{{}}}}}}"#,
+                registered.uuid
+            );
+            let commit = parse_commit(body.as_bytes(), LIMITS).unwrap();
+            f.service
+                .commit_answering(commit, None, 2_000, Some(&arm_committed))
+                .unwrap();
+        }
+    });
+    let noted = noted.into_inner().unwrap();
+    assert_eq!(noted.len(), 40);
+    for (i, noting) in noted.iter().enumerate() {
+        let told = *lock(&noting.told);
+        let (thread, ok, state, result) = told.expect("every answer was left to the writer");
+        assert!(ok, "the record was written");
+        assert_ne!(
+            thread,
+            thread::current().id(),
+            "told by the thread that wrote the record"
+        );
+        if i % 2 == 0 {
+            assert_eq!(
+                state,
+                Some(State::Running),
+                "a registered run is in the table"
+            );
+        } else {
+            assert!(
+                matches!(state, Some(State::Finished { .. })),
+                "a committed run is finished: {state:?}"
+            );
+            assert!(result, "its result is readable");
+        }
+    }
+}
+
+/// A register whose record fails lets no answer go, leaves no run in the table, and is refused.
+#[test]
+fn a_register_whose_record_fails_lets_no_answer_go_and_leaves_no_run() {
+    let f = fixture_with("answered-failed", 10, 1 << 20, Acknowledge::Disk);
+    let noted: Mutex<Option<Arc<Noting>>> = Mutex::new(None);
+    let arm = |r: &Registered| {
+        let noting = Noting::new(&f.service, r.uuid);
+        *lock(&noted) = Some(Arc::clone(&noting));
+        Some(noting as Arc<dyn Waiter>)
+    };
+    with_writer(&f, || {
+        f.service.delivery.log().fail_next_writes(1);
+        let record = parse_register(b"{}", LIMITS).unwrap();
+        let refused = f
+            .service
+            .register_answering(record, "10.0.0.9", None, 1_000, Some(&arm));
+        assert!(
+            matches!(refused, Err(Refused::NotRecorded(_))),
+            "{refused:?}"
+        );
+    });
+    let noting = lock(&noted).clone().expect("armed");
+    let told = *lock(&noting.told);
+    let (_, ok, state, _) = told.expect("the answer was left to the writer");
+    assert!(!ok, "told that the write failed");
+    assert_eq!(state, None, "no run in the table when told");
+    assert!(
+        f.service.jobs.list(usize::MAX).is_empty(),
+        "the place was given back"
+    );
+}

@@ -1,0 +1,172 @@
+//! Answers sent by the thread that writes the log's group, in `delivery.acknowledge = "disk"`
+//! mode, to clients on kept-alive connections as k6, Telegraf, the client libraries and Locust
+//! keep them: writes through each of InfluxDB's APIs, one after the other and pipelined, every
+//! point read back from a real influxd; and a run registered, then committed, found at once
+//! from another connection.
+
+use std::io::{BufReader, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{ConsumerToml, Gateway, Influxd, RawResponse, get, read_response, wait_until};
+
+const TOKEN: &str = "k6-token-0123456789abcdef";
+
+/// A kept-alive connection: requests written, answers read in order.
+struct Kept {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Kept {
+    fn open(addr: SocketAddr) -> Kept {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let reader = BufReader::new(stream.try_clone().expect("clone"));
+        Kept { stream, reader }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    fn answer(&mut self) -> RawResponse {
+        read_response(&mut self.reader, false).expect("an answer")
+    }
+}
+
+/// A POST of `body` to `path`, kept alive, with the token.
+fn post(path: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: gw\r\nAuthorization: Token {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Each of the three APIs' write paths for the database `k6`, in nanoseconds.
+const WRITE_PATHS: [&str; 3] = [
+    "/write?db=k6&precision=ns",
+    "/api/v2/write?bucket=k6&precision=ns",
+    "/api/v3/write_lp?db=k6&precision=nanosecond",
+];
+
+/// Four connections write 150 single lines each, one after the other and through each API in
+/// turn, then one connection pipelines 30 in one send: every write is answered 204, kept alive,
+/// in order, and every point is in influxd.
+#[test]
+fn writes_on_kept_connections_are_answered_in_order_and_all_stored() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .rest(&format!(
+                "[delivery]\nacknowledge = \"disk\"\n\
+                 [auth]\n[[auth.token]]\nname = \"k6\"\ntoken = \"{TOKEN}\"\ndatabases = [\"k6\"]\n"
+            ))
+            .toml(),
+    );
+    let addr = gw.addr;
+    let writers: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut kept = Kept::open(addr);
+                for i in 0..150_u64 {
+                    let line = format!(
+                        "http_reqs,conn=c{t} value={i}i {}\n",
+                        1_700_000_000_000_000_000 + i
+                    );
+                    kept.send(&post(WRITE_PATHS[i as usize % 3], &line));
+                    let answer = kept.answer();
+                    assert_eq!(
+                        answer.status, 204,
+                        "write {i} of connection {t}: {}",
+                        answer.body
+                    );
+                    assert_eq!(answer.header("connection"), None, "kept alive");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("a writer");
+    }
+    let mut kept = Kept::open(addr);
+    let mut burst = Vec::new();
+    for i in 0..30_u64 {
+        let line = format!(
+            "http_reqs,conn=burst value={i}i {}\n",
+            1_700_000_000_000_000_000 + i
+        );
+        burst.extend(post(WRITE_PATHS[i as usize % 3], &line));
+    }
+    kept.send(&burst);
+    for i in 0..30 {
+        let answer = kept.answer();
+        assert_eq!(answer.status, 204, "pipelined write {i}: {}", answer.body);
+    }
+    wait_until(Duration::from_secs(30), "every point in influxd", || {
+        influx.series("k6", "http_reqs").len() >= 630
+    });
+    let rows = influx.series("k6", "http_reqs");
+    assert_eq!(rows.len(), 630, "each point once");
+    for conn in ["c0", "c1", "c2", "c3", "burst"] {
+        let n = rows.iter().filter(|r| r["conn"] == conn).count();
+        assert_eq!(n, if conn == "burst" { 30 } else { 150 }, "{conn}");
+    }
+}
+
+/// A run registered on a kept-alive connection is committed at once from a new connection, and
+/// its result read at once from a third: each answer went only once the job table showed it.
+#[test]
+fn a_run_answered_on_one_connection_is_found_at_once_on_another() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .rest("[delivery]\nacknowledge = \"disk\"\n")
+            .toml(),
+    );
+    let mut kept = Kept::open(gw.addr);
+    for i in 0..40 {
+        let body = r#"{"host": "lg", "measurement": {"fields": {"users": 5}}}"#;
+        kept.send(
+            format!(
+                "POST /apiv0.1/events/register HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        let registered = kept.answer();
+        assert_eq!(registered.status, 200, "register {i}: {}", registered.body);
+        let uuid = registered.json()["uuid"]
+            .as_str()
+            .expect("a uuid")
+            .to_string();
+        let commit = format!(r#"{{"uuid": "{uuid}", "measurement": {{"fields": {{}}}}}}"#);
+        let mut other = Kept::open(gw.addr);
+        other.send(
+            format!(
+                "POST /apiv0.1/events/commit HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{commit}",
+                commit.len()
+            )
+            .as_bytes(),
+        );
+        let committed = other.answer();
+        assert_eq!(
+            committed.status, 200,
+            "commit {i} of {uuid}: {}",
+            committed.body
+        );
+        let run = get(gw.addr, &format!("/apiv0.1/runs/{uuid}"));
+        assert_eq!(run.status, 200, "the result of {uuid}: {}", run.body);
+        assert_eq!(
+            run.json()["uuid"],
+            Value::from(uuid.as_str()),
+            "{}",
+            run.body
+        );
+    }
+}
