@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use crate::support::{ConsumerToml, Gateway, Influxd, run_to_completion};
+use crate::support::{ConsumerToml, Gateway, Influxd, run_to_completion, wait_until};
 
 /// The token the libraries write with; it may write [`DB`] only.
 const TOKEN: &str = "clients-token-0123456789abcdef";
@@ -53,11 +53,20 @@ fn python(module: &str) -> PathBuf {
 
 /// influxd and a gateway in front of it whose token may write [`DB`].
 fn start() -> (Influxd, Gateway) {
+    start_with("")
+}
+
+/// [`start`], with `delivery` (lines of a `[delivery]` table; empty: the tests' default).
+fn start_with(delivery: &str) -> (Influxd, Gateway) {
     let influx = Influxd::start();
+    let delivery = match delivery {
+        "" => String::new(),
+        lines => format!("[delivery]\n{lines}\n"),
+    };
     let gw = Gateway::start(
         &ConsumerToml::new(&influx.url, "runs")
             .rest(&format!(
-                "[[auth.token]]\nname = \"clients\"\ntoken = \"{TOKEN}\"\ndatabases = [\"{DB}\"]\n"
+                "{delivery}[[auth.token]]\nname = \"clients\"\ntoken = \"{TOKEN}\"\ndatabases = [\"{DB}\"]\n"
             ))
             .toml(),
     );
@@ -316,6 +325,27 @@ fn v2_library_batching_writer_stores_every_record_by_its_close() {
     let mut seqs: Vec<i64> = rows.iter().map(|r| r["seq"].as_i64().unwrap()).collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (0..120).collect::<Vec<_>>());
+}
+
+/// Both libraries' batching writers against a gateway answering once the records are on disk
+/// (its default): they keep their connections, so the thread that writes the log's group sends
+/// their answers; every point reaches influxd, once.
+#[test]
+fn the_libraries_batching_writers_store_every_point_answered_at_the_disk() {
+    let (influx, gw) = start_with("acknowledge = \"disk\"");
+    run_v1("batches", &influx, &gw);
+    run_v2("batching", &influx, &gw);
+    let seqs = |measurement: &str| {
+        let rows = rows_ns(&influx, &format!("SELECT * FROM {measurement}"));
+        let mut seqs: Vec<i64> = rows.iter().map(|r| r["seq"].as_i64().unwrap()).collect();
+        seqs.sort_unstable();
+        seqs
+    };
+    wait_until(Duration::from_secs(30), "every point delivered", || {
+        seqs("v1_batch").len() >= 250 && seqs("v2_batch").len() >= 120
+    });
+    assert_eq!(seqs("v1_batch"), (0..250).collect::<Vec<_>>());
+    assert_eq!(seqs("v2_batch"), (0..120).collect::<Vec<_>>());
 }
 
 #[test]
