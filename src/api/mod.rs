@@ -164,6 +164,9 @@ pub enum Reply {
     Text(String),
     /// An answer made whole by the route (InfluxDB's APIs: 204, their own error shapes).
     Response(Response),
+    /// The answer went early ([`http::EarlyAnswer::is_sent`](crate::http::EarlyAnswer::is_sent)):
+    /// nothing is made, and nothing of it is sent.
+    SentEarly,
 }
 
 impl Reply {
@@ -179,6 +182,12 @@ impl Reply {
                     "text/plain; version=0.0.4; charset=utf-8".into(),
                 )],
                 body: text.into_bytes(),
+                client: None,
+            },
+            Reply::SentEarly => Response {
+                status: 204,
+                headers: Vec::new(),
+                body: Vec::new(),
                 client: None,
             },
         }
@@ -388,8 +397,6 @@ impl LineBudget {
     }
 }
 
-/// Every answer of InfluxDB's routes carries `X-Influxdb-Version`, as InfluxDB's do; a v2
-/// route's errors have v2's shape.
 /// Arms `reply` as the answer to `req` that the thread writing its record sends (see
 /// `http::EarlyAnswer`), shaped as `handle` shapes a route's reply in `flavor`; `None` where
 /// the layer offers no early answer.
@@ -400,6 +407,16 @@ fn arm_early(req: &Request, flavor: Flavor, reply: Reply) -> Option<Arc<dyn Wait
     early.arm(response)
 }
 
+/// `reply()`, unless the answer to `req` went early: then nothing is made.
+fn unless_sent_early(req: &Request, reply: impl FnOnce() -> Reply) -> Reply {
+    match &req.early {
+        Some(early) if early.is_sent() => Reply::SentEarly,
+        _ => reply(),
+    }
+}
+
+/// Every answer of InfluxDB's routes carries `X-Influxdb-Version`, as InfluxDB's do; a v2
+/// route's errors have v2's shape.
 fn flavored(flavor: Flavor, response: Response) -> Response {
     // An answer `admit` dressed already, when the layer passes it through `Handler::dress`.
     if response

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use serde_json::{Map, Value, json};
 
 use super::influx::{self, Flavor};
-use super::{ApiError, App, Reply, arm_early, runs, states};
+use super::{ApiError, App, Reply, arm_early, runs, states, unless_sent_early};
 use crate::auth::Client;
 use crate::delivery::Outcome;
 use crate::http::Request;
@@ -302,7 +302,7 @@ fn register(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, 
         now_ms(),
         Some(&arm),
     )?;
-    Ok(reply(&registered))
+    Ok(unless_sent_early(req, || reply(&registered)))
 }
 
 /// What a client may hold of the job table.
@@ -353,7 +353,7 @@ fn commit(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, Ap
     let c = app
         .service
         .commit_answering(commit, client.map(quota_of), now_ms(), Some(&arm))?;
-    Ok(reply(&c))
+    Ok(unless_sent_early(req, || reply(&c)))
 }
 
 /// The answer to a commit: the run, its points, the verdict and what was not kept as sent.

@@ -125,6 +125,12 @@ impl EarlyAnswer {
         Some(Arc::clone(&self.shared) as Arc<dyn Waiter>)
     }
 
+    /// Whether the armed answer was written (whole or in part): the handler's own answer will
+    /// not be sent, and need not be made.
+    pub fn is_sent(&self) -> bool {
+        matches!(*lock(&self.shared.state), State::Sent { .. })
+    }
+
     /// The handler returned: what became of the answer. One armed and not yet written is taken
     /// back, and will never be written.
     pub(super) fn finish(&self) -> Finished {
