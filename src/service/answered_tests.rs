@@ -174,3 +174,181 @@ fn a_register_whose_record_fails_lets_no_answer_go_and_leaves_no_run() {
         "the place was given back"
     );
 }
+
+/// A change that panics on the writer's thread once its record is on disk is not made: the
+/// request must not be answered as a success then, by the writer (it is not) nor by its own
+/// thread, or a 200 goes out for a change the table does not show.
+#[test]
+fn a_change_that_panics_once_on_disk_is_not_answered_as_a_success() {
+    let f = fixture_with("answered-panics", 10, 1 << 20, Acknowledge::Disk);
+    let noting = Noting::new(&f.service, Uuid::nil());
+    let mut recorded = None;
+    with_writer(&f, || {
+        recorded = Some(f.service.record_applying(
+            &crate::state::jobs::Change::default(),
+            &[],
+            None,
+            Box::new(|ok| {
+                if ok {
+                    panic!("a change that cannot be made");
+                }
+            }),
+            Some(Arc::clone(&noting) as Arc<dyn Waiter>),
+        ));
+    });
+    let told = *lock(&noting.told);
+    let (_, ok, _, _) = told.expect("the answer was left to the writer");
+    assert!(!ok, "no answer sent early");
+    let recorded = recorded.expect("recorded");
+    assert!(
+        recorded.is_err(),
+        "the change was not made, yet the request is told its record is: {recorded:?}"
+    );
+}
+
+/// Registers and commits from several threads beside failing writes, heartbeat ticks and
+/// snapshots, all answered by the writer: an answer let go (ok) always finds the change in the
+/// table, a refused commit leaves its run running without a result, nothing hangs, and the
+/// table's counts add up.
+#[test]
+fn beside_failing_writes_ticks_and_snapshots_every_answer_finds_its_change() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let f = fixture_with("answered-stress", 1000, 64 << 20, Acknowledge::Disk);
+    let noted: Mutex<Vec<(bool, Arc<Noting>)>> = Mutex::new(Vec::new());
+    // (uuid, commit answered ok)
+    let outcomes: Mutex<Vec<(Uuid, Option<bool>)>> = Mutex::new(Vec::new());
+    let stop = AtomicBool::new(false);
+    with_writer(&f, || {
+        thread::scope(|scope| {
+            let log = f.service.delivery.log();
+            scope.spawn(|| {
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    i += 1;
+                    log.fail_next_writes(usize::from(i.is_multiple_of(2)));
+                    thread::sleep(std::time::Duration::from_millis(1));
+                }
+                log.fail_next_writes(0);
+            });
+            scope.spawn(|| {
+                let mut now = 1_000;
+                while !stop.load(Ordering::SeqCst) {
+                    now += 1;
+                    f.service.tick(now);
+                    f.service.save_snapshot();
+                    thread::sleep(std::time::Duration::from_millis(1));
+                }
+            });
+            let clients: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let arm_registered = |r: &Registered| {
+                            let noting = Noting::new(&f.service, r.uuid);
+                            lock(&noted).push((true, Arc::clone(&noting)));
+                            Some(noting as Arc<dyn Waiter>)
+                        };
+                        let arm_committed = |c: &Committed| {
+                            let noting = Noting::new(&f.service, c.uuid);
+                            lock(&noted).push((false, Arc::clone(&noting)));
+                            Some(noting as Arc<dyn Waiter>)
+                        };
+                        for _ in 0..20 {
+                            let record = parse_register(
+                                br#"{"measurement":{"fields":{"clients":5}}}"#,
+                                LIMITS,
+                            );
+                            let Ok(registered) = f.service.register_answering(
+                                record.unwrap(),
+                                "10.0.0.9",
+                                None,
+                                1_000,
+                                Some(&arm_registered),
+                            ) else {
+                                continue;
+                            };
+                            let body = format!(
+                                r#"{{"uuid":"{}","measurement":{{"fields":{{}}}}}}"#,
+                                registered.uuid
+                            );
+                            let commit = parse_commit(body.as_bytes(), LIMITS).unwrap();
+                            let committed = f.service.commit_answering(
+                                commit,
+                                None,
+                                2_000,
+                                Some(&arm_committed),
+                            );
+                            match committed {
+                                Ok(_) => lock(&outcomes).push((registered.uuid, Some(true))),
+                                Err(Refused::NotRecorded(_)) => {
+                                    lock(&outcomes).push((registered.uuid, Some(false)))
+                                }
+                                Err(e) => panic!("{e:?}"),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for client in clients {
+                client.join().unwrap();
+            }
+            stop.store(true, Ordering::SeqCst);
+        });
+    });
+    let outcomes = outcomes.into_inner().unwrap();
+    assert!(
+        outcomes.iter().any(|(_, ok)| *ok == Some(true))
+            && outcomes.iter().any(|(_, ok)| *ok == Some(false)),
+        "both kinds of commit: {outcomes:?}"
+    );
+    for (uuid, ok) in &outcomes {
+        let state = f
+            .service
+            .jobs
+            .list(usize::MAX)
+            .into_iter()
+            .find(|j| j.run.uuid == *uuid)
+            .map(|j| j.state);
+        let result = f.service.results.get(uuid, None).is_some();
+        match ok {
+            Some(true) => {
+                assert!(matches!(state, Some(State::Finished { .. })), "{state:?}");
+                assert!(result, "a committed run's result counts");
+            }
+            _ => {
+                assert_eq!(state, Some(State::Running), "a refused commit's run runs");
+                assert!(!result, "a refused commit's result does not count");
+            }
+        }
+    }
+    let noted = noted.into_inner().unwrap();
+    let told_ok = noted
+        .iter()
+        .filter(|(_, n)| matches!(*lock(&n.told), Some((_, true, _, _))))
+        .count();
+    assert!(told_ok > 0, "answers were let go by the writer");
+    for (register, noting) in noted {
+        let told = *lock(&noting.told);
+        let Some((_, true, state, result)) = told else {
+            continue;
+        };
+        if register {
+            assert!(
+                state.is_some(),
+                "a registered run is in the table when answered"
+            );
+        } else {
+            assert!(
+                matches!(state, Some(State::Finished { .. })) && result,
+                "a committed run is finished with its result when answered: {state:?} {result}"
+            );
+        }
+    }
+    let counts = f.service.jobs.counts();
+    let refused = outcomes.iter().filter(|(_, ok)| *ok != Some(true)).count();
+    assert_eq!(counts.running, refused, "{counts:?}");
+    assert_eq!(counts.committing, 0, "{counts:?}");
+    assert!(
+        f.service.jobs.reserve(counts.running + 1, None).is_ok(),
+        "no place is left reserved"
+    );
+}
