@@ -30,6 +30,9 @@ pub(super) type Apply = Box<dyn FnOnce(bool) + Send>;
 struct Applying {
     apply: Mutex<Option<Apply>>,
     answer: Arc<dyn Waiter>,
+    /// What a change that panicked on the thread that wrote the record panicked with: raised
+    /// again on the request's thread, which answers as for any panic (500).
+    panicked: Mutex<Option<Box<dyn std::any::Any + Send>>>,
 }
 
 impl Applying {
@@ -43,19 +46,28 @@ impl Applying {
 }
 
 impl Waiter for Applying {
-    /// Makes or gives up the change, then lets the answer go (or not). A change that panics
-    /// sends no answer early: the request's own thread answers, as after a failed write.
+    /// On disk (`ok`): makes the change, then lets the answer go. A failed write sends nothing,
+    /// and leaves the giving up to the request's thread ([`Applying::apply_here`]): it may
+    /// take storage I/O (a result let go is synced), which this thread, the one that writes
+    /// every group, must not wait for. A change that panics sends nothing either, and its
+    /// panic is raised again on the request's thread.
     fn settled(&self, ok: bool) {
-        let apply = lock(&self.apply).take();
-        let applied = apply.is_none_or(|apply| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(ok))).is_ok()
-        });
-        if !applied {
-            log::error!(
-                "a request's change of the job table panicked once its record was on disk; its answer is left to its own thread"
-            );
+        if !ok {
+            self.answer.settled(false);
+            return;
         }
-        self.answer.settled(ok && applied);
+        let apply = lock(&self.apply).take();
+        let applied = match apply {
+            None => Ok(()),
+            Some(apply) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(true))),
+        };
+        match applied {
+            Ok(()) => self.answer.settled(true),
+            Err(payload) => {
+                *lock(&self.panicked) = Some(payload);
+                self.answer.settled(false);
+            }
+        }
     }
 
     /// The change stays for the request's thread to make ([`Applying::apply_here`]).
@@ -85,7 +97,10 @@ impl Service {
     /// Records a request's job-table `change` and points ([`crate::delivery::Delivery::record`])
     /// and then `apply`s the outcome: on the thread that wrote the record, right before it sends
     /// `answer` (an answer armed for the request, `None`: none), or on this one. The record's
-    /// number, or why it was not written (then `apply(false)` ran).
+    /// number, or why it was not written (then `apply(false)` ran, on this thread).
+    ///
+    /// Panics as `apply` did, when it panicked on the thread that wrote the record (the
+    /// handler's caller answers 500, as when it panics here).
     pub(super) fn record_applying(
         &self,
         change: &Change,
@@ -104,6 +119,7 @@ impl Service {
         let applying = Arc::new(Applying {
             apply: Mutex::new(Some(apply)),
             answer,
+            panicked: Mutex::new(None),
         });
         let recorded = self.delivery.record_with(
             Kind::Request,
@@ -114,6 +130,10 @@ impl Service {
             Some(Arc::clone(&applying) as Arc<dyn Waiter>),
         );
         applying.apply_here(recorded.is_ok());
+        let panicked = lock(&applying.panicked).take();
+        if let Some(payload) = panicked {
+            std::panic::resume_unwind(payload);
+        }
         recorded
     }
 }

@@ -177,24 +177,29 @@ fn a_register_whose_record_fails_lets_no_answer_go_and_leaves_no_run() {
 
 /// A change that panics on the writer's thread once its record is on disk is not made: the
 /// request must not be answered as a success then, by the writer (it is not) nor by its own
-/// thread, or a 200 goes out for a change the table does not show.
+/// thread, or a 200 goes out for a change the table does not show. Its thread panics as the
+/// change did, and the handler's caller answers 500.
 #[test]
 fn a_change_that_panics_once_on_disk_is_not_answered_as_a_success() {
     let f = fixture_with("answered-panics", 10, 1 << 20, Acknowledge::Disk);
     let noting = Noting::new(&f.service, Uuid::nil());
     let mut recorded = None;
     with_writer(&f, || {
-        recorded = Some(f.service.record_applying(
-            &crate::state::jobs::Change::default(),
-            &[],
-            None,
-            Box::new(|ok| {
-                if ok {
-                    panic!("a change that cannot be made");
-                }
-            }),
-            Some(Arc::clone(&noting) as Arc<dyn Waiter>),
-        ));
+        recorded = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+            || {
+                f.service.record_applying(
+                    &crate::state::jobs::Change::default(),
+                    &[],
+                    None,
+                    Box::new(|ok| {
+                        if ok {
+                            panic!("a change that cannot be made (on purpose, by the test)");
+                        }
+                    }),
+                    Some(Arc::clone(&noting) as Arc<dyn Waiter>),
+                )
+            },
+        )));
     });
     let told = *lock(&noting.told);
     let (_, ok, _, _) = told.expect("the answer was left to the writer");

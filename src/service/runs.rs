@@ -366,7 +366,7 @@ impl Service {
             if ok {
                 guard.finish(now_ms);
                 if kept {
-                    results.committed(&uuid);
+                    results.mark_committed(&uuid);
                 }
             } else if kept {
                 results.forget(&uuid);
@@ -381,6 +381,10 @@ impl Service {
                 answer,
             )
             .map_err(Refused::NotRecorded)?;
+        if kept {
+            // The bound on results is kept here, not where the answer goes: it may write.
+            self.results.prune_after(&uuid);
+        }
         self.learned(claim, &points);
         log::info!(
             "run {uuid} committed; verdict: {}",

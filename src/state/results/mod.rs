@@ -291,8 +291,21 @@ impl Results {
 
     /// The commit of `uuid` is on disk: its result counts (as a baseline, in reports). The
     /// oldest results beyond `verdict.max_results` go.
+    #[cfg(test)]
     pub fn committed(&self, uuid: &Uuid) {
+        self.mark_committed(uuid);
+        self.prune_after(uuid);
+    }
+
+    /// The commit of `uuid` is on disk: its result counts (as a baseline, in reports) from now
+    /// on. Takes the index's lock alone, no I/O.
+    pub fn mark_committed(&self, uuid: &Uuid) {
         lock(&self.index).set_committed(uuid);
+    }
+
+    /// After [`Results::mark_committed`]: the oldest results beyond `verdict.max_results` (or
+    /// the share of `uuid`'s owner) go, their lines blanked in their files.
+    pub fn prune_after(&self, uuid: &Uuid) {
         self.prune(Some(uuid));
     }
 

@@ -77,8 +77,9 @@ impl Log {
         }
         inner.writer = Writer::On;
         drop(inner);
-        // However this ends (a panic too), requests stop leaving their wait to it, and those
-        // that did are woken: their records are written by whoever waits next.
+        // However this ends (a panic in a trim too), requests stop leaving their wait to it, and
+        // those that did are woken: their records are written by whoever waits next. (A panic
+        // inside a group's write leaves the writer's turn taken, as it would a request's.)
         let _off = WriterOff(self);
         let mut inner = self.lock();
         loop {
