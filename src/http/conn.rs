@@ -267,18 +267,8 @@ fn answered_early<S: Transport>(
     } else {
         send(stream, &sent.rest, ctx.limits.header_timeout, activity)
     };
-    report(
-        ctx.handler.as_ref(),
-        &Exchange {
-            peer,
-            method: answer.method(),
-            path: answer.path(),
-            status: sent.status,
-            bytes: sent.body_bytes,
-            duration: at.saturating_duration_since(started),
-            client: answer.client(),
-        },
-    );
+    let duration = at.saturating_duration_since(started);
+    report_answer(ctx, peer, &answer, (sent.status, sent.body_bytes), duration);
     let answer = answer.settle(ctx.shutdown.is_stopping());
     next_after(
         &answer,
@@ -316,19 +306,32 @@ fn answer_with<S: Transport>(
             .map(|()| Duration::ZERO),
         Kind::Kept | Kind::Handled { .. } => send(stream, &rendered.bytes, limit, activity),
     };
+    let written_as = (rendered.status, rendered.body_bytes);
+    report_answer(ctx, peer, &answer, written_as, started.elapsed());
+    next_after(&answer, written, inbuf, kind, activity, ctx)
+}
+
+/// Reports an exchange whose `answer` was written as `(status, body bytes)`, `duration` after
+/// the request's first byte.
+fn report_answer(
+    ctx: &ConnContext,
+    peer: SocketAddr,
+    answer: &Answer,
+    (status, bytes): (u16, usize),
+    duration: Duration,
+) {
     report(
         ctx.handler.as_ref(),
         &Exchange {
             peer,
             method: answer.method(),
             path: answer.path(),
-            status: rendered.status,
-            bytes: rendered.body_bytes,
-            duration: started.elapsed(),
+            status,
+            bytes,
+            duration,
             client: answer.client(),
         },
     );
-    next_after(&answer, written, inbuf, kind, activity, ctx)
 }
 
 /// What becomes of the connection once `answer` (of `kind`) was written (`written`: the
