@@ -5,15 +5,19 @@
 //! **Writing.** A request encodes its record into the queue under the log's lock, takes a
 //! ticket, and waits: the first waiter that finds no write under way becomes the writer, takes
 //! everything queued, numbers the records (so a group that fails leaves no gap in the numbers),
-//! writes them with one `write` and one `fdatasync`, and wakes the others. No thread is added and no lock is held across the disk but the writer's
-//! turn. Segment files are filled with zeros ahead of the records, 1 MiB at a time, and records
-//! overwrite the zeros: an `fdatasync` of blocks inside the file's length flushes those blocks
-//! alone, while one that grows the file also commits the filesystem's metadata, several times
-//! slower (ext4: 0.2 ms against 1.2 ms on a busy machine). A segment is closed once it passes
-//! [`SEGMENT_BYTES`], and the next group starts a new one named by its first record's number.
-//! A failed write fails every request of its group; the segment is cut back to where the group
-//! began (so no failed record survives to be read at the next start) and a new segment is
-//! started; if even that fails, the log refuses writes until the process is restarted.
+//! writes them with one `write` and one `fdatasync`, and wakes the others. No lock is held
+//! across the disk but the writer's turn. A request may instead leave its wait to a
+//! [`crate::sync::Waiter`] ([`Log::wait_with`]): then the log's own thread
+//! ([`Log::write_for_waiters`]) writes its group, and whoever writes it tells the waiter (see
+//! `waiters`). Segment files are filled with zeros ahead of the records, 1 MiB at a time, and
+//! records overwrite the zeros: an `fdatasync` of blocks inside the file's length flushes
+//! those blocks alone, while one that grows the file also commits the filesystem's metadata,
+//! several times slower (ext4: 0.2 ms against 1.2 ms on a busy machine). A segment is closed
+//! once it passes [`SEGMENT_BYTES`], and the next group starts a new one named by its first
+//! record's number. A failed write fails every request of its group; the segment is cut back
+//! to where the group began (so no failed record survives to be read at the next start) and a
+//! new segment is started; if even that fails, the log refuses writes until the process is
+//! restarted.
 //!
 //! **Bounds.** Records not yet delivered may take `storage.max_spool_bytes`; a record with
 //! points beyond that is refused ([`LogError::Full`]). A record without points (a change of the
