@@ -4,38 +4,29 @@
 //! point read back from a real influxd; and a run registered, then committed, found at once
 //! from another connection.
 
-use std::io::{BufReader, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{ConsumerToml, Gateway, Influxd, RawResponse, get, read_response, wait_until};
+use crate::support::{ConsumerToml, Gateway, Influxd, KeptAlive, RawResponse, get, wait_until};
 
 const TOKEN: &str = "k6-token-0123456789abcdef";
 
-/// A kept-alive connection: requests written, answers read in order.
-struct Kept {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
-}
+/// A kept-alive connection to `addr`, whose sends and answers must work.
+struct Kept(KeptAlive);
 
 impl Kept {
     fn open(addr: SocketAddr) -> Kept {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
-        let reader = BufReader::new(stream.try_clone().expect("clone"));
-        Kept { stream, reader }
+        Kept(KeptAlive::open(addr).expect("connect"))
     }
 
     fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("send");
+        self.0.send(bytes).expect("send");
     }
 
     fn answer(&mut self) -> RawResponse {
-        read_response(&mut self.reader, false).expect("an answer")
+        self.0.answer().expect("an answer")
     }
 }
 

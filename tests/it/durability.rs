@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{ConsumerToml, Gateway, Influxd, RawResponse, get, post_json, wait_until};
+use crate::support::{
+    ConsumerToml, Gateway, Influxd, KeptAlive, RawResponse, get, post_json, wait_until,
+};
 
 const REGISTER: &str = "/apiv0.1/events/register";
 const COMMIT: &str = "/apiv0.1/events/commit";
@@ -34,14 +36,26 @@ fn stats_body() -> String {
 /// One register (2 points) and, when `commit`, its commit (result, 2 rows, finished: 4 points).
 /// Returns the uuid and the answers' `delivered` values, or `None` once the gateway is gone.
 fn cycle(addr: SocketAddr, i: i64, commit: bool) -> Option<(String, Vec<bool>)> {
-    let register = crate::support::try_request(
-        addr,
-        "POST",
+    cycle_on(addr, None, i, commit)
+}
+
+/// [`cycle`], on `kept` when given (a kept-alive connection: in disk mode the thread that
+/// writes the log's group sends the answers), else on a connection a request.
+fn cycle_on(
+    addr: SocketAddr,
+    mut kept: Option<&mut KeptAlive>,
+    i: i64,
+    commit: bool,
+) -> Option<(String, Vec<bool>)> {
+    let mut post = |path: &str, body: String| match kept.as_deref_mut() {
+        Some(kept) => kept.post(path, &[], &body).ok(),
+        None => crate::support::try_request(addr, "POST", path, &[], Some(&body)).ok(),
+    };
+    let register = post(
         REGISTER,
-        &[],
-        Some(&json!({"startedAt": BASE + i, "hostname": "lg", "measurement": {"fields": {"clients": i}}}).to_string()),
-    )
-    .ok()?;
+        json!({"startedAt": BASE + i, "hostname": "lg", "measurement": {"fields": {"clients": i}}})
+            .to_string(),
+    )?;
     assert_eq!(register.status, 200, "{}", register.body);
     let uuid = register.json()["data"]["uuid"]
         .as_str()
@@ -51,8 +65,7 @@ fn cycle(addr: SocketAddr, i: i64, commit: bool) -> Option<(String, Vec<bool>)> 
     if commit {
         let body = json!({"uuid": uuid, "startedAt": BASE + i + 1,
                           "measurement": {"fields": {"requestStats": stats_body()}}});
-        let answer =
-            crate::support::try_request(addr, "POST", COMMIT, &[], Some(&body.to_string())).ok()?;
+        let answer = post(COMMIT, body.to_string())?;
         assert_eq!(answer.status, 200, "{}", answer.body);
         delivered.push(answer.json()["delivered"].as_bool().unwrap());
     }
@@ -164,9 +177,10 @@ fn a_gateway_killed_mid_way_loses_nothing_acknowledged() {
 }
 
 /// Kills the gateway (SIGKILL) at `kills` random moments while four clients run cycles
-/// against it, restarting it after each, in the given acknowledgement mode with InfluxDB up or
-/// down; then checks that every request answered 200 has all its points in InfluxDB, and every
-/// acknowledged run its state in the table.
+/// against it (two on kept-alive connections, two on a connection a request), restarting it
+/// after each, in the given acknowledgement mode with InfluxDB up or down; then checks that
+/// every request answered 200 has all its points in InfluxDB, and every acknowledged run its
+/// state in the table.
 fn killed_at_random_moments(acknowledge: &str, influx_up: bool, kills: usize) {
     let mut influx = Influxd::start();
     let mut gw = Gateway::start(
@@ -209,9 +223,13 @@ fn killed_at_random_moments(acknowledge: &str, influx_up: bool, kills: usize) {
                 let (acked, addr) = (Arc::clone(&acked), gw.addr);
                 let base = next + c * 10_000;
                 thread::spawn(move || {
+                    let mut kept = match c % 2 {
+                        0 => KeptAlive::open(addr).ok(),
+                        _ => None,
+                    };
                     for i in 0.. {
                         let commit = i % 3 != 0;
-                        match cycle(addr, base + i, commit) {
+                        match cycle_on(addr, kept.as_mut(), base + i, commit) {
                             Some((uuid, _)) => acked.lock().unwrap().push((uuid, commit)),
                             None => return,
                         }

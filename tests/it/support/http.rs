@@ -1,6 +1,7 @@
 //! A raw HTTP/1.1 client: well-formed requests, or any bytes at all for the hostile tests, and
-//! the one response read back whatever its framing; plus a client socket bound to a chosen
-//! loopback source address.
+//! the one response read back whatever its framing; a kept-alive connection, as k6, the client
+//! libraries and Locust keep theirs; plus a client socket bound to a chosen loopback source
+//! address.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -334,4 +335,47 @@ pub fn urlencode(s: &str) -> String {
         }
     }
     out
+}
+
+/// A kept-alive connection: requests written without `Connection: close`, answers read in
+/// order (what a gateway in disk mode may answer from the thread that writes its log).
+pub struct KeptAlive {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl KeptAlive {
+    /// Connects to `addr`; reads wait 30 s at most.
+    pub fn open(addr: SocketAddr) -> io::Result<KeptAlive> {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let reader = BufReader::new(stream.try_clone()?);
+        Ok(KeptAlive { stream, reader })
+    }
+
+    /// Writes `bytes` as they are (one request, several, or part of one).
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads the next answer.
+    pub fn answer(&mut self) -> io::Result<RawResponse> {
+        read_response(&mut self.reader, false)
+    }
+
+    /// `POST path` with `headers` and `body` (its `Content-Length` added), and its answer.
+    pub fn post(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> io::Result<RawResponse> {
+        let mut req = format!("POST {path} HTTP/1.1\r\nHost: gateway\r\n");
+        for (name, value) in headers {
+            req.push_str(&format!("{name}: {value}\r\n"));
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        self.send(req.as_bytes())?;
+        self.answer()
+    }
 }

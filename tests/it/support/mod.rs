@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 pub use config::{ConsumerToml, config, config_with};
 pub use gateway::{Gateway, gateway_binary, parse_listening};
 pub use http::{
-    RawResponse, connect_from, get, post_json, read_response, register, request, send_raw, states,
-    try_request, try_send_raw, urlencode,
+    KeptAlive, RawResponse, connect_from, get, post_json, read_response, register, request,
+    send_raw, states, try_request, try_send_raw, urlencode,
 };
 pub use influxd::Influxd;
 pub use process::run_to_completion;
