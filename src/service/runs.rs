@@ -33,12 +33,7 @@ impl Drop for CommitGuard {
 }
 
 impl Service {
-    /// Starts a run: records its `started` event and first heartbeat with the new job, and adds
-    /// it to the table. `default_host` is the run's host when the record names none (the
-    /// client's address). `quota` names the client (a token's name) and how many runs it may
-    /// have running; with `auth.tag_runs_with_token_name`, that name becomes the run's
-    /// `token_name` tag, whatever the client sent under that name. (The API calls
-    /// [`Service::register_answering`].)
+    /// [`Service::register_answering`] without an answer to arm.
     #[cfg(test)]
     pub fn register(
         &self,
@@ -50,9 +45,14 @@ impl Service {
         self.register_answering(record, default_host, quota, now_ms, None)
     }
 
-    /// [`Service::register`]; with `delivery.acknowledge = "disk"`, `answer_early` arms the
-    /// answer to the register as it will be, for the thread that writes its record to send once
-    /// the run is in the table (see `answered`).
+    /// Starts a run: records its `started` event and first heartbeat with the new job, and adds
+    /// it to the table. `default_host` is the run's host when the record names none (the
+    /// client's address). `quota` names the client (a token's name) and how many runs it may
+    /// have running; with `auth.tag_runs_with_token_name`, that name becomes the run's
+    /// `token_name` tag, whatever the client sent under that name. With
+    /// `delivery.acknowledge = "disk"`, `answer_early` arms the answer to the register as it
+    /// will be, for the thread that writes its record to send once the run is in the table
+    /// (see `answered`).
     pub fn register_answering(
         &self,
         mut record: Record,
@@ -216,13 +216,7 @@ impl Service {
         }
     }
 
-    /// Ends a run with its result: records the result, per-endpoint and `finished` points with
-    /// the run's end, and marks the run finished. If the record cannot be written, the run is
-    /// as it was.
-    ///
-    /// `caller` is the client that sent it (`None` without tokens): a run registered with
-    /// another token is unknown to it; the commit's record counts against its share of the log.
-    /// (The API calls [`Service::commit_answering`].)
+    /// [`Service::commit_answering`] without an answer to arm.
     #[cfg(test)]
     pub fn commit(
         &self,
@@ -233,9 +227,15 @@ impl Service {
         self.commit_answering(commit, caller, now_ms, None)
     }
 
-    /// [`Service::commit`]; with `delivery.acknowledge = "disk"`, `answer_early` arms the answer
-    /// to the commit as it will be, for the thread that writes its record to send once the run
-    /// is finished in the table and its result counts (see `answered`).
+    /// Ends a run with its result: records the result, per-endpoint and `finished` points with
+    /// the run's end, and marks the run finished. If the record cannot be written, the run is
+    /// as it was.
+    ///
+    /// `caller` is the client that sent it (`None` without tokens): a run registered with
+    /// another token is unknown to it; the commit's record counts against its share of the log.
+    /// With `delivery.acknowledge = "disk"`, `answer_early` arms the answer to the commit as it
+    /// will be, for the thread that writes its record to send once the run is finished in the
+    /// table and its result counts (see `answered`).
     pub fn commit_answering(
         &self,
         mut commit: Commit,
