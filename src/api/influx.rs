@@ -109,7 +109,7 @@ pub fn write_v1(app: &App, req: &Request, client: Option<&Client>) -> Result<Rep
         true,
         Flavor::V1,
     )?;
-    Ok(answer(Flavor::V1, written))
+    Ok(answer(Flavor::V1, &written))
 }
 
 /// `POST /api/v2/write?org=&bucket=&precision=` (v2): the bucket `db` or `db/rp`.
@@ -128,7 +128,7 @@ pub fn write_v2(app: &App, req: &Request, client: Option<&Client>) -> Result<Rep
         })?,
     };
     let written = write(app, req, client, database, rp, precision, true, Flavor::V2)?;
-    Ok(answer(Flavor::V2, written))
+    Ok(answer(Flavor::V2, &written))
 }
 
 /// `POST /api/v3/write_lp?db=&precision=&accept_partial=&no_sync=` (v3). `no_sync` is read and
@@ -168,7 +168,7 @@ pub fn write_v3(app: &App, req: &Request, client: Option<&Client>) -> Result<Rep
         accept_partial,
         Flavor::V3,
     )?;
-    Ok(answer(Flavor::V3, written))
+    Ok(answer(Flavor::V3, &written))
 }
 
 /// A parameter that must be given and not empty.
@@ -201,7 +201,7 @@ fn write(
     flavor: Flavor,
 ) -> Result<Written, ApiError> {
     let now_ns = crate::service::now_ms().saturating_mul(1_000_000);
-    let arm = || super::arm_early(req, flavor, answer(flavor, Written::all_recorded()));
+    let arm = |whole: &Written| super::arm_early(req, flavor, answer(flavor, whole));
     app.service
         .write(WriteRequest {
             client,
@@ -233,7 +233,7 @@ fn write(
 }
 
 /// The answer to a write in its API's words.
-fn answer(flavor: Flavor, w: Written) -> Reply {
+fn answer(flavor: Flavor, w: &Written) -> Reply {
     if let Some(Outcome::DeadLettered(why)) = &w.outcome {
         let message =
             format!("InfluxDB refused the write ({why}); the gateway keeps it as a dead letter");
@@ -569,7 +569,7 @@ mod tests {
             budget: None,
             outcome: None,
         };
-        let Reply::Response(response) = answer(Flavor::V1, written) else {
+        let Reply::Response(response) = answer(Flavor::V1, &written) else {
             panic!("a response");
         };
         let body: Value = serde_json::from_slice(&response.body).unwrap();

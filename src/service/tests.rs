@@ -909,7 +909,7 @@ fn write_arming(
     database: &str,
     retention_policy: &str,
     body: &str,
-    answer_early: Option<&dyn Fn() -> Option<Arc<dyn crate::sync::Waiter>>>,
+    answer_early: Option<super::ArmEarly<'_, super::write::Written>>,
 ) -> Result<super::write::Written, super::write::WriteRefused> {
     let client = crate::auth::Client {
         name: "writer".into(),
@@ -950,7 +950,7 @@ fn only_a_whole_write_acknowledged_at_the_disk_arms_an_early_answer() {
         // The first write tells the field's type, which the third case's write conflicts with.
         write_to(&f.service, "w", "", "m v=0 0\n").unwrap();
         let calls = std::sync::atomic::AtomicUsize::new(0);
-        let arm = || {
+        let arm = |_: &super::write::Written| {
             calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             None
         };

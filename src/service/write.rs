@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
-use super::Service;
+use super::{ArmEarly, Service};
 use crate::auth::Client;
 use crate::delivery::Outcome;
 use crate::ingest::lp_parse::{self, FieldValue, Line, Precision};
@@ -53,11 +53,10 @@ pub struct WriteRequest<'a> {
     /// When the gateway accepted the write, in nanoseconds since the Unix epoch: the time of
     /// the lines without a timestamp.
     pub now_ns: i64,
-    /// Arms the answer to a write whose every line is taken, for the log's writer to send
-    /// once the record is on disk (see `http::EarlyAnswer`); `None`, or a call that gives
-    /// `None`, when the request's own thread answers. Called only where that answer cannot
-    /// change after the record is on disk: `delivery.acknowledge = "disk"`.
-    pub answer_early: Option<&'a dyn Fn() -> Option<Arc<dyn Waiter>>>,
+    /// Arms the answer to a write whose every line is taken (given [`Written::all_recorded`]),
+    /// for the thread that writes its record to send once it is on disk (see `answered`);
+    /// called only with `delivery.acknowledge = "disk"`.
+    pub answer_early: Option<ArmEarly<'a, Written>>,
 }
 
 /// Why a line was refused.
@@ -450,11 +449,12 @@ impl Service {
         if lines.is_empty() {
             return Ok(refusals.into_written(0, budget, None));
         }
-        let early =
-            (refusals.count == 0 && budget.is_none() && self.delivery.acknowledges_at_disk())
-                .then_some(w.answer_early)
-                .flatten();
-        let seq = self.record_lines(&w, &lines, early)?;
+        // Only a write with nothing refused has an answer that cannot change once on disk.
+        let answer = match refusals.count == 0 && budget.is_none() {
+            true => self.arm(w.answer_early, &Written::all_recorded()),
+            false => None,
+        };
+        let seq = self.record_lines(&w, &lines, answer)?;
         if self.check_schema {
             claim.written();
         } else {
@@ -561,13 +561,13 @@ impl Service {
     }
 
     /// Records `lines` as one log record for the request's target, cut into units of the
-    /// deliverer's write limits, and waits until it is on disk, leaving the answer to the log's
-    /// writer when `answer_early` arms one; its number.
+    /// deliverer's write limits, and waits until it is on disk (through `answer`, an answer armed
+    /// for the thread that writes the record to send, when there is one); its number.
     fn record_lines(
         &self,
         w: &WriteRequest<'_>,
         lines: &[&Line],
-        answer_early: Option<&dyn Fn() -> Option<Arc<dyn Waiter>>>,
+        answer: Option<Arc<dyn Waiter>>,
     ) -> Result<u64, WriteRefused> {
         let mut texts: Vec<(usize, String)> = Vec::new();
         let (max_bytes, max_lines) = (
@@ -609,7 +609,7 @@ impl Service {
         let ticket = log
             .append_write(target, &units, Some(share_of(w.client)))
             .map_err(WriteRefused::NotRecorded)?;
-        let seq = match answer_early.and_then(|arm| arm()) {
+        let seq = match answer {
             Some(waiter) => log.wait_with(ticket, waiter),
             None => log.wait(ticket),
         }
