@@ -255,7 +255,7 @@ fn answered_early<S: Transport>(
     stream: &mut S,
     inbuf: &InBuf,
     answer: Answer,
-    sent: early::Written,
+    sent: early::Outgoing,
     at: Instant,
     peer: SocketAddr,
     started: Instant,

@@ -62,17 +62,17 @@ enum State {
     /// Nothing armed.
     Open,
     /// Armed: written when the outcome is a success.
-    Armed(Written),
+    Armed(Outgoing),
     /// Written, whole (`rest` empty) or in part, when the outcome was known; the rest is the
     /// connection thread's to write.
-    Sent { answer: Written, at: Instant },
+    Sent { answer: Outgoing, at: Instant },
     /// Not written, and never will be: the outcome was a failure, or the handler returned
     /// before it was known.
     Dropped,
 }
 
 /// An answer on the wire, and what the access log says of it.
-pub(super) struct Written {
+pub(super) struct Outgoing {
     /// What is left to write (all of it, until written).
     pub(super) rest: Vec<u8>,
     pub(super) status: u16,
@@ -83,7 +83,7 @@ pub(super) struct Written {
 pub(super) enum Finished {
     /// Written (what is left of it in `answer.rest`, for the connection's thread to write), at
     /// `at`.
-    Sent { answer: Written, at: Instant },
+    Sent { answer: Outgoing, at: Instant },
     /// Not written: the handler's own answer goes.
     NotSent,
 }
@@ -116,7 +116,7 @@ impl EarlyAnswer {
         if !matches!(*state, State::Open) {
             return None;
         }
-        *state = State::Armed(Written {
+        *state = State::Armed(Outgoing {
             rest: rendered.bytes,
             status: rendered.status,
             body_bytes: rendered.body_bytes,
