@@ -680,16 +680,11 @@ impl Log {
             }
             if !inner.writing && !inner.pending.is_empty() {
                 let (mut written, wake) = self.write_group(inner);
-                let trim = std::mem::take(&mut written.trim_wanted);
                 // This request's ticket is in the group just written: its outcome is read
                 // before the others are woken, and they are woken once the lock is let go, so
                 // that they do not queue on the lock this thread holds.
                 let mine = (written.done >= ticket).then(|| outcome_of(&mut written, ticket));
-                drop(written);
-                self.wake_settled(wake);
-                if trim {
-                    self.trim();
-                }
+                self.group_written(written, wake);
                 if let Some(outcome) = mine {
                     return outcome;
                 }
@@ -921,6 +916,17 @@ impl Log {
             writer: !inner.waiters.is_empty(),
         };
         (inner, wake)
+    }
+
+    /// After [`Log::write_group`]: lets the lock go, wakes whom the group wakes, and trims
+    /// when the write asked for it (a full disk).
+    fn group_written(&self, mut inner: MutexGuard<'_, Inner>, wake: Wake) {
+        let trim = std::mem::take(&mut inner.trim_wanted);
+        drop(inner);
+        self.wake_settled(wake);
+        if trim {
+            self.trim();
+        }
     }
 
     /// Wakes whom a settled group wakes: the deliverer and a holder waiting for the writer's

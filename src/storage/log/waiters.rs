@@ -85,13 +85,8 @@ impl Log {
         loop {
             let queued = inner.waiters.range(inner.taken_to + 1..).next().is_some();
             if queued && !inner.writing {
-                let (mut written, wake) = self.write_group(inner);
-                let trim = std::mem::take(&mut written.trim_wanted);
-                drop(written);
-                self.wake_settled(wake);
-                if trim {
-                    self.trim();
-                }
+                let (written, wake) = self.write_group(inner);
+                self.group_written(written, wake);
                 inner = self.lock();
                 continue;
             }
