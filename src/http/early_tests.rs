@@ -70,6 +70,16 @@ impl Handler for EarlyHandler {
                 waiter.wait();
                 Response::json(500, &json!({"error": "the handler's own, never sent"}))
             }
+            "/early/idle" => {
+                assert!(settle(true, armed()).is_some(), "an early answer offered");
+                Response::json(500, &json!({"error": "the handler's own, never sent"}))
+            }
+            "/early/unsettled" => {
+                // Armed, and nobody settles it: the handler's own answer goes.
+                let early = req.early.as_ref().expect("an early answer offered");
+                assert!(early.arm(armed()).is_some());
+                Response::json(200, &json!({"answer": "the handler's own"}))
+            }
             "/early/failed" => {
                 assert!(settle(false, armed()).is_some(), "an early answer offered");
                 Response::error(Code::StorageError, "the record was not written")
@@ -251,4 +261,36 @@ fn a_request_arriving_during_the_wait_is_answered_after_the_early_answer() {
     );
     let next = client.response();
     assert_eq!(next.json()["path"], "/next");
+}
+
+/// A client that sends nothing after its early answer does not keep the handler waiting: the
+/// handler goes on within its looks at the socket, and the exchange is reported.
+#[test]
+fn an_idle_client_after_its_early_answer_lets_the_handler_return() {
+    let server = start();
+    let mut client = Client::connect(server.addr);
+    client.send(post("/early/idle"));
+    let answer = client.response();
+    assert_eq!(
+        (answer.status, answer.header("x-answer")),
+        (204, Some("early"))
+    );
+    // Nothing more is sent: the exchange is reported once the handler returned.
+    wait_until("the exchange reported", || {
+        lock(&server.handler.log).contains(&(204, "/early/idle".to_owned()))
+    });
+}
+
+/// An answer armed and never settled (the wait ended another way) is taken back when the
+/// handler returns: the client gets the handler's own answer, once.
+#[test]
+fn an_armed_answer_never_settled_gives_way_to_the_handler_s() {
+    let server = start();
+    let mut client = Client::connect(server.addr);
+    client.send(post("/early/unsettled"));
+    let answer = client.response();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.json()["answer"], "the handler's own");
+    client.send(super::tests::get("/next"));
+    assert_eq!(client.response().json()["path"], "/next");
 }
