@@ -226,12 +226,15 @@ fn beside_failing_writes_ticks_and_snapshots_every_answer_finds_its_change() {
     with_writer(&f, || {
         thread::scope(|scope| {
             let log = f.service.delivery.log();
+            // Every other group write fails: a failure is asked for once a write went through
+            // since the last one was, so both kinds happen however slow the disk is.
             scope.spawn(|| {
-                let mut i = 0u64;
                 while !stop.load(Ordering::SeqCst) {
-                    i += 1;
-                    log.fail_next_writes(usize::from(i.is_multiple_of(2)));
-                    thread::sleep(std::time::Duration::from_millis(1));
+                    let before = log.last_written();
+                    while log.last_written() == before && !stop.load(Ordering::SeqCst) {
+                        thread::sleep(std::time::Duration::from_micros(200));
+                    }
+                    log.fail_next_writes(1);
                 }
                 log.fail_next_writes(0);
             });

@@ -199,14 +199,25 @@ fn beside_failing_writes_a_waiter_is_told_once_and_only_ok_for_a_record_written(
         while crate::sync::lock(&log.inner).writer != Writer::On {
             thread::yield_now();
         }
+        // A failure is asked for only once a write went through since the last one, and the
+        // next only once it failed a request: both kinds of outcome happen however slow the
+        // disk is (a failure every few ms would fail every group on a disk whose fdatasync
+        // takes longer).
         let failer = scope.spawn(|| {
             let mut i = 0u64;
+            let until = |count: &AtomicUsize, past: usize| {
+                while count.load(Ordering::SeqCst) <= past && !stop.load(Ordering::SeqCst) {
+                    thread::sleep(Duration::from_micros(200));
+                }
+            };
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
+                until(&ok, ok.load(Ordering::SeqCst));
                 log.fail_full.store(i.is_multiple_of(3), Ordering::SeqCst);
                 log.fail_next_undos(usize::from(i.is_multiple_of(4)));
+                let failed_before = failed.load(Ordering::SeqCst);
                 log.fail_next_writes(1);
-                thread::sleep(Duration::from_millis(2));
+                until(&failed, failed_before);
             }
         });
         let requests: Vec<_> = (0..6)
@@ -228,7 +239,10 @@ fn beside_failing_writes_a_waiter_is_told_once_and_only_ok_for_a_record_written(
                             }
                         };
                         if t % 3 == 0 {
-                            let _ = log.wait(ticket);
+                            match log.wait(ticket) {
+                                Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
+                                Err(_) => failed.fetch_add(1, Ordering::SeqCst),
+                            };
                             continue;
                         }
                         let waiter = Noting::new(dir, line);
