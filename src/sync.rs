@@ -88,18 +88,22 @@ impl Signal {
 
 /// A request waiting for an outcome that another thread settles, and that lets that thread
 /// act for it at once: the log's writer tells a request whose record it has just written
-/// (`settled`), and the request's answer can go out from there, before the request's own
-/// thread is even awake. The waiting thread calls [`Waiter::wait`], which returns once
-/// `settled` was called; `settled` is called once at most, must not block (it runs on the
-/// thread that serves every request's write), and may come before `wait`.
+/// (`settled`), the deliverer one whose record InfluxDB has just stored, and the request's
+/// answer can go out from there, before the request's own thread is even awake. The waiting
+/// thread calls [`Waiter::wait`], which returns once `settled` was called; `settled` is called
+/// once at most, must not block (it runs on a thread that serves every request), and may come
+/// before `wait`.
 pub trait Waiter: Send + Sync {
-    /// The outcome is known: `ok` when the request's record is on disk.
+    /// The outcome is known: `ok` when it is the one the request hoped for (its record on
+    /// disk, or stored by InfluxDB).
     fn settled(&self, ok: bool);
-    /// The outcome will not be told (the settling thread ended): nothing is done for the
-    /// request, and [`Waiter::wait`] returns; the request learns the outcome itself.
+    /// The outcome will not be told (the settling thread ended, or will not tell this
+    /// outcome): nothing is done for the request, and [`Waiter::wait`] returns; the request
+    /// learns the outcome itself.
     fn untold(&self);
-    /// Blocks until [`Waiter::settled`] or [`Waiter::untold`] was called.
-    fn wait(&self);
+    /// Blocks until [`Waiter::settled`] or [`Waiter::untold`] was called, or until `deadline`
+    /// passed (`None`: no deadline).
+    fn wait(&self, deadline: Option<std::time::Instant>);
 }
 
 #[cfg(test)]

@@ -239,7 +239,7 @@ fn answer(flavor: Flavor, w: &Written) -> Reply {
             format!("InfluxDB refused the write ({why}); the gateway keeps it as a dead letter");
         return Reply::Response(error(flavor, Code::LinesRefused, &message, None));
     }
-    if w.whole() {
+    if w.is_whole() {
         return Reply::Response(Response {
             status: 204,
             headers: Vec::new(),

@@ -27,9 +27,20 @@ fn size_of(record: &Read) -> (usize, usize) {
 /// How often, at most, the deliverer logs that it cannot read the log.
 const READ_FAILURE_TOLD_EVERY: Duration = Duration::from_secs(60);
 
+/// Drops the answers left to the deliverer when its loop ends, however it ends (a panic too):
+/// their requests answer from their own threads.
+struct DropAnswersAtEnd<'a>(&'a Delivery);
+
+impl Drop for DropAnswersAtEnd<'_> {
+    fn drop(&mut self) {
+        self.0.drop_answers();
+    }
+}
+
 impl Delivery {
     /// The deliverer: takes the log to InfluxDB from `at` on, until the process ends.
     pub fn run(&self, mut at: Position, stats: &Stats) {
+        let _answers = DropAnswersAtEnd(self);
         self.prepare();
         if at.next_seq > 1 {
             // Everything before the first undelivered record was delivered by an earlier run.

@@ -220,6 +220,7 @@ impl Delivery {
             self.up.store(DOWN, Ordering::Relaxed);
         }
         // Requests waiting in "influxdb" mode are answered now: their points are recorded.
+        self.drop_answers();
         self.wake_every_waiter();
         while !self.is_stopping() {
             self.pause(*backoff);

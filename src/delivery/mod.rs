@@ -8,7 +8,9 @@
 //! normally not yet in InfluxDB); with `"influxdb"` once the deliverer has stored the record's
 //! points or dead-lettered them (or, while InfluxDB does not answer, at once, as recorded but
 //! not delivered). A request that gets no record on disk (the log is full, the disk failed)
-//! gets an error, and nothing of it was recorded.
+//! gets an error, and nothing of it was recorded. In `"influxdb"` mode a request may leave its
+//! answer to the deliverer ([`Delivery::outcome_with`]): the deliverer sends it right after
+//! InfluxDB stored the record's points, and the request's thread is not woken to send it.
 //!
 //! **The deliverer** ([`Delivery::run`]) reads the log in order and writes what it reads to
 //! InfluxDB in batches of at most `influxdb.max_write_bytes` and `influxdb.max_write_lines`.
@@ -52,7 +54,7 @@ use crate::storage::dead_letters::DeadLetters;
 use crate::storage::log::OwnedTarget;
 use crate::storage::log::{Log, LogError, Share};
 use crate::storage::record::{Kind, Unit};
-use crate::sync::{Signal, lock};
+use crate::sync::{Signal, Waiter, lock};
 pub use health::Health;
 use health::Streak;
 use sink::{Disposition, Sink, SinkError};
@@ -147,6 +149,9 @@ struct Settled {
     /// Dead-lettered requests, InfluxDB's message and when it came, until their request takes
     /// it (or gave up waiting for it long since).
     dead: BTreeMap<u64, (String, Instant)>,
+    /// Answers armed for records not yet settled, by record number, for the deliverer to send
+    /// once InfluxDB stored their points ([`Delivery::outcome_with`]).
+    answers: BTreeMap<u64, Arc<dyn Waiter>>,
 }
 
 const UNKNOWN: u8 = 0;
@@ -434,6 +439,11 @@ impl Delivery {
                     .0;
             }
         }
+        Self::outcome_now(&mut settled, seq)
+    }
+
+    /// What to answer for record `seq`, as far as it is settled now.
+    fn outcome_now(settled: &mut Settled, seq: u64) -> Outcome {
         if let Some((why, _)) = settled.dead.remove(&seq) {
             return Outcome::DeadLettered(why);
         }
@@ -444,22 +454,72 @@ impl Delivery {
         }
     }
 
+    /// [`Delivery::outcome`], with the answer for InfluxDB having stored record `seq` armed as
+    /// `answer` (`None`: none): with `delivery.acknowledge = "influxdb"` the deliverer sends it
+    /// ([`Waiter::settled`]) right after InfluxDB's answer, and this thread sleeps in
+    /// [`Waiter::wait`] meanwhile. A record dead-lettered, InfluxDB down, the deliverer ending
+    /// or the wait's bound passing drops it ([`Waiter::untold`]); the outcome returned says
+    /// which answer goes, and matches the one sent.
+    pub fn outcome_with(&self, seq: u64, answer: Option<Arc<dyn Waiter>>) -> Outcome {
+        let Some(answer) = answer else {
+            return self.outcome(seq);
+        };
+        let mut settled = lock(&self.settled);
+        if self.acknowledge != Acknowledge::Influxdb
+            || self.up.load(Ordering::Relaxed) == DOWN
+            || self.is_stopping()
+            || settled.upto >= seq
+        {
+            drop(settled);
+            return self.outcome(seq);
+        }
+        settled.answers.insert(seq, Arc::clone(&answer));
+        drop(settled);
+        answer.wait(Some(Instant::now() + self.wait_at_most));
+        let mut settled = lock(&self.settled);
+        if settled.answers.remove(&seq).is_some() {
+            // Still here: the bound passed. The deliverer will not send it.
+            drop(settled);
+            answer.untold();
+        } else {
+            // Taken by the deliverer (or dropped), which tells it right after taking it. Bounded
+            // all the same: an answer never told is taken back by the connection's thread.
+            drop(settled);
+            answer.wait(Some(Instant::now() + self.wait_at_most));
+        }
+        Self::outcome_now(&mut lock(&self.settled), seq)
+    }
+
     /// Records up to `upto` are settled; `dead` are the requests among them that were refused.
+    /// The answers armed for the others are sent here ([`Delivery::outcome_with`]).
     fn settle(&self, upto: u64, dead: Vec<(u64, String)>) {
         let mut settled = lock(&self.settled);
         let before = settled.upto;
         settled.upto = settled.upto.max(upto);
+        let mut answers = Vec::new();
         if self.acknowledge == Acknowledge::Influxdb {
             let now = Instant::now();
             let keep = self.wait_at_most * UNREAD_REFUSAL_WAITS;
             settled
                 .dead
                 .retain(|_, (_, at)| now.duration_since(*at) < keep);
+            let later = settled.answers.split_off(&(upto + 1));
+            let due = std::mem::replace(&mut settled.answers, later);
+            answers = due
+                .into_iter()
+                .map(|(seq, answer)| (dead.iter().all(|(d, _)| *d != seq), answer))
+                .collect();
             settled
                 .dead
                 .extend(dead.into_iter().map(|(seq, why)| (seq, (why, now))));
         }
         drop(settled);
+        for (stored, answer) in answers {
+            match stored {
+                true => answer.settled(true),
+                false => answer.untold(),
+            }
+        }
         // The requests of the records settled now, `(before, upto]`.
         if upto.saturating_sub(before) >= SETTLE_SIGNALS as u64 {
             self.wake_every_waiter();
@@ -480,6 +540,15 @@ impl Delivery {
     fn wake_every_waiter(&self) {
         for signal in &self.settled_changed {
             signal.notify_all();
+        }
+    }
+
+    /// Drops every answer left to the deliverer ([`Delivery::outcome_with`]): InfluxDB is
+    /// down, or the deliverer ends. Their requests answer at once, from their own threads.
+    fn drop_answers(&self) {
+        let answers = std::mem::take(&mut lock(&self.settled).answers);
+        for answer in answers.into_values() {
+            answer.untold();
         }
     }
 }

@@ -2004,3 +2004,5 @@ fn records_that_came_during_a_linger_do_not_wait_a_second_one() {
         appended.elapsed()
     );
 }
+
+mod answers;

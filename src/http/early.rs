@@ -1,8 +1,9 @@
 //! An answer written for a handler by the thread that settles what the handler waits for.
 //!
 //! A handler that waits for something another thread settles (the log's writer, for a record
-//! on disk) may know its answer before it waits, as long as the wait ends well: a write to the
-//! gateway is answered 204 once its record is on disk. It arms that answer
+//! on disk; the deliverer, for a record InfluxDB stored) may know its answer before it waits,
+//! as long as the wait ends well: a write to the gateway is answered 204 once its record is on
+//! disk (or stored by InfluxDB). It arms that answer
 //! ([`EarlyAnswer::arm`]) and gives the [`Waiter`] it gets to the settling thread. That thread
 //! writes the answer to the socket as soon as the outcome is known, without blocking (what the
 //! socket does not take at once is left to the connection's thread), or writes nothing when the
@@ -175,22 +176,29 @@ impl Waiter for Shared {
     }
 
     /// Sleeps on the socket until the client sends more (its next request, once it has the
-    /// answer) or [`LOOK`] passes, as long as the answer is armed; on the signal once the client
-    /// sent more before the answer was written.
-    fn wait(&self) {
+    /// answer) or [`LOOK`] passes, as long as the answer is armed and `deadline` has not
+    /// passed; on the signal once the client sent more before the answer was written.
+    fn wait(&self, deadline: Option<Instant>) {
         let mut client_sent = false;
         let mut state = lock(&self.state);
         while matches!(*state, State::Armed(_)) {
+            let left = match deadline {
+                None => Duration::MAX,
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => return,
+                },
+            };
             if client_sent {
                 state = self
                     .signal
-                    .wait_timeout(state, SIGNAL_LOOK)
+                    .wait_timeout(state, SIGNAL_LOOK.min(left))
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .0;
                 continue;
             }
             drop(state);
-            client_sent = readable(&self.socket, LOOK);
+            client_sent = readable(&self.socket, LOOK.min(left));
             state = lock(&self.state);
         }
     }

@@ -43,7 +43,7 @@ impl Handler for EarlyHandler {
             let waiter = req.early.as_ref()?.arm(response)?;
             let settler = Arc::clone(&waiter);
             thread::spawn(move || settler.settled(ok));
-            waiter.wait();
+            waiter.wait(None);
             Some(())
         };
         match req.path() {
@@ -67,7 +67,7 @@ impl Handler for EarlyHandler {
                     settler.settled(told.is_ok());
                 });
                 lock(&self.armed).send(()).expect("the test listens");
-                waiter.wait();
+                waiter.wait(None);
                 Response::json(500, &json!({"error": "the handler's own, never sent"}))
             }
             "/early/idle" => {

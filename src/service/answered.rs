@@ -17,9 +17,10 @@ use crate::storage::log::{LogError, Share};
 use crate::storage::record::{Kind, Unit};
 use crate::sync::{Waiter, lock};
 
-/// Arms the answer to a request as it will be once its record is on disk (given that answer
-/// with the outcome `Recorded`), for the thread that writes the record to send; `None` when
-/// the request's own thread answers (see `http::EarlyAnswer`).
+/// Arms the answer to a request as it will be once its record is settled well (given that
+/// answer with the outcome `Recorded` for a record on disk, `Delivered` for one InfluxDB
+/// stored), for the thread that settles the record to send; `None` when the request's own
+/// thread answers (see `http::EarlyAnswer`).
 pub type ArmEarly<'a, T> = &'a dyn Fn(&T) -> Option<Arc<dyn Waiter>>;
 
 /// What a request does once its record's outcome is known: `true`, on disk (make the change);
@@ -75,8 +76,8 @@ impl Waiter for Applying {
         self.answer.untold();
     }
 
-    fn wait(&self) {
-        self.answer.wait();
+    fn wait(&self, deadline: Option<std::time::Instant>) {
+        self.answer.wait(deadline);
     }
 }
 
@@ -89,6 +90,20 @@ impl Service {
         answer: &T,
     ) -> Option<Arc<dyn Waiter>> {
         if !self.delivery.acknowledges_at_disk() {
+            return None;
+        }
+        answer_early?(answer)
+    }
+
+    /// The answer armed by `answer_early` for `answer`, as it is once InfluxDB stored the
+    /// request's record, for the deliverer to send ([`crate::delivery::Delivery::outcome_with`]):
+    /// with `delivery.acknowledge = "influxdb"`.
+    pub(super) fn arm_stored<T>(
+        &self,
+        answer_early: Option<ArmEarly<'_, T>>,
+        answer: &T,
+    ) -> Option<Arc<dyn Waiter>> {
+        if self.delivery.acknowledges_at_disk() {
             return None;
         }
         answer_early?(answer)

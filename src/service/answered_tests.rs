@@ -52,7 +52,7 @@ impl Waiter for Noting {
         panic!("the writer runs throughout");
     }
 
-    fn wait(&self) {
+    fn wait(&self, _deadline: Option<std::time::Instant>) {
         let mut told = lock(&self.told);
         while told.is_none() {
             told = self.signal.wait(told).unwrap();

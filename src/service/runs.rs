@@ -135,7 +135,9 @@ impl Service {
             .map_err(Refused::NotRecorded)?;
         self.learned(claim, &points);
         log::info!("run {uuid} registered");
-        registered.outcome = self.delivery.outcome(seq);
+        registered.outcome = Outcome::Delivered;
+        let stored = self.arm_stored(answer_early, &registered);
+        registered.outcome = self.delivery.outcome_with(seq, stored);
         Ok(registered)
     }
 
@@ -390,7 +392,9 @@ impl Service {
             "run {uuid} committed; verdict: {}",
             crate::logtext::escape(&committed.verdict.summary(), 300)
         );
-        committed.outcome = self.delivery.outcome(seq);
+        committed.outcome = Outcome::Delivered;
+        let stored = self.arm_stored(answer_early, &committed);
+        committed.outcome = self.delivery.outcome_with(seq, stored);
         Ok(committed)
     }
 }

@@ -934,30 +934,32 @@ fn write_arming(
     })
 }
 
-/// A write's answer is armed for the log's writer only where it cannot change once the record
-/// is on disk: every line taken, with `delivery.acknowledge = "disk"`. A write with a line
-/// refused, or one answered once InfluxDB has it, is answered by its own thread.
+/// A write's answer is armed for the thread that settles its record only where it cannot
+/// change once settled: every line taken. With `delivery.acknowledge = "disk"` it is the answer
+/// to a record on disk, for the log's writer; with `"influxdb"` the answer to a record InfluxDB
+/// stored, for the deliverer. A write with a line refused is answered by its own thread.
 #[test]
-fn only_a_whole_write_acknowledged_at_the_disk_arms_an_early_answer() {
+fn only_a_whole_write_arms_an_early_answer_for_its_outcome() {
     let cases = [
-        (Acknowledge::Disk, "m v=1 1\n", 1),
-        (Acknowledge::Disk, "m v=1 1\nnot line protocol\n", 0),
-        (Acknowledge::Disk, "m v=\"a string now\" 2\n", 0),
-        (Acknowledge::Influxdb, "m v=1 1\n", 0),
+        (Acknowledge::Disk, "m v=1 1\n", Some(Outcome::Recorded)),
+        (Acknowledge::Disk, "m v=1 1\nnot line protocol\n", None),
+        (Acknowledge::Disk, "m v=\"a string now\" 2\n", None),
+        (Acknowledge::Influxdb, "m v=1 1\n", Some(Outcome::Delivered)),
+        (Acknowledge::Influxdb, "m v=1 1\nnot line protocol\n", None),
     ];
     for (acknowledge, body, armed) in cases {
         let f = fixture_with("write-early", 10, 1 << 20, acknowledge);
         // The first write tells the field's type, which the third case's write conflicts with.
         write_to(&f.service, "w", "", "m v=0 0\n").unwrap();
-        let calls = std::sync::atomic::AtomicUsize::new(0);
-        let arm = |_: &super::write::Written| {
-            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let outcomes = std::sync::Mutex::new(Vec::new());
+        let arm = |w: &super::write::Written| {
+            crate::sync::lock(&outcomes).push(w.outcome.clone());
             None
         };
         let written = write_arming(&f.service, "w", "", body, Some(&arm)).unwrap();
         assert_eq!(
-            calls.load(std::sync::atomic::Ordering::SeqCst),
-            armed,
+            outcomes.into_inner().unwrap(),
+            armed.map(Some).into_iter().collect::<Vec<_>>(),
             "{acknowledge:?} {body:?}: {} refused",
             written.refused_count
         );

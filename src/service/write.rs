@@ -53,9 +53,10 @@ pub struct WriteRequest<'a> {
     /// When the gateway accepted the write, in nanoseconds since the Unix epoch: the time of
     /// the lines without a timestamp.
     pub now_ns: i64,
-    /// Arms the answer to a write whose every line is taken (given [`Written::all_recorded`]),
-    /// for the thread that writes its record to send once it is on disk (see `answered`);
-    /// called only with `delivery.acknowledge = "disk"`.
+    /// Arms the answer to a write whose every line is taken (given [`Written::whole`]), for
+    /// the thread that settles its record to send: once it is on disk with
+    /// `delivery.acknowledge = "disk"`, once InfluxDB stored it with `"influxdb"` (see
+    /// `answered`).
     pub answer_early: Option<ArmEarly<'a, Written>>,
 }
 
@@ -104,21 +105,22 @@ pub struct Written {
 }
 
 impl Written {
-    /// A write whose every line was recorded, as far as its answer tells it (the number of
-    /// points is not told): what an answer armed before the record is on disk is made from.
-    pub fn all_recorded() -> Written {
+    /// A write whose every line was taken, with `outcome`, as far as its answer tells it (the
+    /// number of points is not told): what an answer armed before the outcome is known is made
+    /// from.
+    pub fn whole(outcome: Outcome) -> Written {
         Written {
             points: 0,
             refused: Vec::new(),
             refused_count: 0,
             unparsed: 0,
             budget: None,
-            outcome: Some(Outcome::Recorded),
+            outcome: Some(outcome),
         }
     }
 
     /// Whether every line was written.
-    pub fn whole(&self) -> bool {
+    pub fn is_whole(&self) -> bool {
         self.refused_count == 0
     }
 }
@@ -450,8 +452,9 @@ impl Service {
             return Ok(refusals.into_written(0, budget, None));
         }
         // Only a write with nothing refused has an answer that cannot change once on disk.
-        let answer = match refusals.count == 0 && budget.is_none() {
-            true => self.arm(w.answer_early, &Written::all_recorded()),
+        let whole = refusals.count == 0 && budget.is_none();
+        let answer = match whole {
+            true => self.arm(w.answer_early, &Written::whole(Outcome::Recorded)),
             false => None,
         };
         let seq = self.record_lines(&w, &lines, answer)?;
@@ -463,7 +466,11 @@ impl Service {
                 schema.learn_types(&line.measurement, field_types(line));
             }
         }
-        let outcome = self.delivery.outcome(seq);
+        let stored = match whole {
+            true => self.arm_stored(w.answer_early, &Written::whole(Outcome::Delivered)),
+            false => None,
+        };
+        let outcome = self.delivery.outcome_with(seq, stored);
         Ok(refusals.into_written(lines.len(), budget, Some(outcome)))
     }
 

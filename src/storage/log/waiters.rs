@@ -60,7 +60,7 @@ impl Log {
             if idle {
                 self.writer_signal.notify_one();
             }
-            waiter.wait();
+            waiter.wait(None);
         } else {
             drop(inner);
         }

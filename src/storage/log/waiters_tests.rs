@@ -59,7 +59,7 @@ impl Waiter for Noting {
         self.signal.notify_all();
     }
 
-    fn wait(&self) {
+    fn wait(&self, _deadline: Option<std::time::Instant>) {
         let mut told = crate::sync::lock(&self.told);
         while told.is_empty() && !self.untold.load(Ordering::SeqCst) {
             told = self.signal.wait(told).unwrap();
