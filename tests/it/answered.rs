@@ -262,3 +262,184 @@ fn in_influxdb_mode_a_refusal_by_influxdb_is_answered_as_one_on_a_kept_connectio
     let rows = influx.series("k6", "http_reqs");
     assert_eq!(rows.len(), 2, "the two stored, at once: {rows:?}");
 }
+
+/// In `"influxdb"` mode, six kept-alive connections write at once, a fifth of their lines of a
+/// type influxd refuses, so that influxd gets writes that hold both and refuses them in part
+/// (a partial write, which stores the good lines): every 204 means the point is in influxd
+/// when the client reads it, and every refusal that it is not, and neither is ever the other.
+#[test]
+fn in_influxdb_mode_a_204_means_influxd_has_the_point_even_in_a_write_it_refused_in_part() {
+    let influx = Influxd::start();
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .influxdb("check_schema = false\n")
+            .rest(&format!(
+                "[delivery]\nacknowledge = \"influxdb\"\n\
+                 [auth]\n[[auth.token]]\nname = \"k6\"\ntoken = \"{TOKEN}\"\ndatabases = [\"k6\"]\n"
+            ))
+            .toml(),
+    );
+    let mut first = Kept::open(gw.addr);
+    first.send(&post(WRITE_PATHS[0], "mixed,c=seed v=0.5 1\n"));
+    assert_eq!(first.answer().status, 204, "the field's type set as float");
+    let addr = gw.addr;
+    let influx = &influx;
+    std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..6_u64)
+            .map(|t| {
+                scope.spawn(move || {
+                    let mut kept = Kept::open(addr);
+                    let (mut stored, mut refused) = (0, 0);
+                    for i in 0..25_u64 {
+                        let ts = 1_700_000_000_000_000_000 + t * 1_000 + i;
+                        let value = match i % 5 {
+                            2 => "\"text\"".to_string(),
+                            _ => format!("{i}.5"),
+                        };
+                        let line = format!("mixed,c=c{t} v={value} {ts}\n");
+                        kept.send(&post(WRITE_PATHS[i as usize % 3], &line));
+                        let answer = kept.answer();
+                        assert_eq!(answer.header("connection"), None, "{line}: kept alive");
+                        let found = influx.query_ns(
+                            "k6",
+                            &format!("SELECT v FROM mixed WHERE c = 'c{t}' AND time = {ts}"),
+                        );
+                        let rows = found["results"][0]["series"][0]["values"]
+                            .as_array()
+                            .map_or(0, Vec::len);
+                        match answer.status {
+                            204 => {
+                                assert_ne!(i % 5, 2, "{line}: a refused line answered 204");
+                                assert_eq!(
+                                    rows, 1,
+                                    "{line}: answered 204, not in influxd: {found}"
+                                );
+                                stored += 1;
+                            }
+                            400 => {
+                                assert_eq!(i % 5, 2, "{line}: {}", answer.body);
+                                assert!(answer.body.contains("dead letter"), "{}", answer.body);
+                                assert_eq!(rows, 0, "{line}: refused, yet in influxd: {found}");
+                                refused += 1;
+                            }
+                            other => panic!("{line}: answered {other}: {}", answer.body),
+                        }
+                    }
+                    (stored, refused)
+                })
+            })
+            .collect();
+        for writer in writers {
+            let (stored, refused) = writer.join().expect("a writer");
+            assert_eq!((stored, refused), (20, 5));
+        }
+    });
+}
+
+/// A stand-in InfluxDB that takes 0 to 1.1 s to answer a write (`influxdb.timeout` is 1 s, so
+/// some writes time out while others end just as a request's wait does), answers every seventh
+/// one 503, and refuses any write holding the register of host `badhost`: registers on four
+/// kept-alive connections, in `"influxdb"` mode. Each is answered once, in order, within the
+/// bound; `"delivered": true` only after the stand-in answered 204 to a write holding that
+/// run's register; `badhost` never delivered; and nothing more ever comes on a connection (no
+/// answer the deliverer sent late, after the request's own thread answered).
+#[test]
+fn in_influxdb_mode_a_slow_and_failing_influxdb_never_gets_a_run_answered_stored_or_twice() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    let stored: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+    let writes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (influx, _seen) = {
+        let stored = Arc::clone(&stored);
+        let writes = Arc::clone(&writes);
+        crate::support::stand_in(move |seen| {
+            let reply = |status: u16, body: &str| {
+                format!(
+                    "HTTP/1.1 {status} X\r\nX-Influxdb-Version: 1.8.10\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            };
+            if !seen.request_line.starts_with("POST /write") {
+                return reply(200, r#"{"results":[{"statement_id":0}]}"#);
+            }
+            let n = writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(n * 397 % 1100));
+            if seen.body.contains("started on badhost") {
+                return reply(400, r#"{"error":"field type conflict: badhost"}"#);
+            }
+            if n % 7 == 3 {
+                return reply(503, r#"{"error":"busy"}"#);
+            }
+            stored
+                .lock()
+                .unwrap()
+                .push((Instant::now(), seen.body.clone()));
+            reply(204, "")
+        })
+    };
+    let gw = Gateway::start(
+        &ConsumerToml::new(&format!("http://{influx}"), "runs")
+            .influxdb("timeout = \"1s\"\ncheck_schema = false\n")
+            .rest("[delivery]\nacknowledge = \"influxdb\"\n")
+            .toml(),
+    );
+    let addr = gw.addr;
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            let stored = Arc::clone(&stored);
+            std::thread::spawn(move || {
+                let mut kept = Kept::open(addr);
+                let mut delivered = 0;
+                for i in 0..20 {
+                    let host = if i % 4 == 1 { "badhost".to_string() } else { format!("lg{t}") };
+                    let body = format!(
+                        r#"{{"host": "{host}", "measurement": {{"fields": {{"users": 5}}}}}}"#
+                    );
+                    let sent = Instant::now();
+                    kept.send(
+                        format!(
+                            "POST /apiv0.1/events/register HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    );
+                    let answer = kept.answer();
+                    let at = Instant::now();
+                    assert_eq!(answer.status, 200, "{t}/{i}: {}", answer.body);
+                    assert!(
+                        at - sent < Duration::from_millis(2_500),
+                        "{t}/{i}: answered after {:?}",
+                        at - sent
+                    );
+                    let json = answer.json();
+                    let uuid = json["uuid"].as_str().expect("a uuid").to_string();
+                    if json["delivered"] == true {
+                        assert_ne!(host, "badhost", "{t}/{i}: {}", answer.body);
+                        let line = format!("started on {host} (run {uuid})");
+                        let before = stored
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .any(|(when, body)| *when < at && body.contains(&line));
+                        assert!(before, "{t}/{i}: delivered, never stored: {}", answer.body);
+                        delivered += 1;
+                    }
+                }
+                // Nothing more comes: no answer sent late on this connection.
+                kept.0
+                    .set_read_timeout(Some(Duration::from_secs(3)))
+                    .expect("a read timeout");
+                match kept.0.answer() {
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::UnexpectedEof) => {}
+                    other => panic!("{t}: something more came: {other:?}"),
+                }
+                delivered
+            })
+        })
+        .collect();
+    let delivered: usize = clients
+        .into_iter()
+        .map(|c| c.join().expect("a client"))
+        .sum();
+    assert!(delivered > 0, "some registers answered as stored");
+}

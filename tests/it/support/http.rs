@@ -353,6 +353,11 @@ impl KeptAlive {
         Ok(KeptAlive { stream, reader })
     }
 
+    /// Reads wait `limit` at most from now on (`None`: forever).
+    pub fn set_read_timeout(&self, limit: Option<Duration>) -> io::Result<()> {
+        self.stream.set_read_timeout(limit)
+    }
+
     /// Writes `bytes` as they are (one request, several, or part of one).
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)
