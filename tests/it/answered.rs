@@ -443,3 +443,80 @@ fn in_influxdb_mode_a_slow_and_failing_influxdb_never_gets_a_run_answered_stored
         .sum();
     assert!(delivered > 0, "some registers answered as stored");
 }
+
+/// A register of host `host`, kept alive.
+fn register_request(host: &str) -> Vec<u8> {
+    let body = format!(r#"{{"host": "{host}", "measurement": {{"fields": {{"users": 5}}}}}}"#);
+    format!(
+        "POST /apiv0.1/events/register HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// In `"influxdb"` mode, against a stand-in that takes 400 ms to store each write, with answers
+/// left to the deliverer: a request sent while the one before it waits for InfluxDB is answered
+/// after it, each once; a client that closes while its answer waits leaves the gateway as it
+/// was; and a SIGTERM while requests wait answers each of them once (then closes) and stops.
+#[test]
+fn in_influxdb_mode_a_request_behind_a_waiting_one_a_client_gone_and_a_stop_are_answered_once() {
+    let (influx, _seen) = crate::support::stand_in(|seen| {
+        let (status, body) = match seen.request_line.starts_with("POST /write") {
+            true => {
+                std::thread::sleep(Duration::from_millis(400));
+                (204, "")
+            }
+            false => (200, r#"{"results":[{"statement_id":0}]}"#),
+        };
+        format!(
+            "HTTP/1.1 {status} X\r\nX-Influxdb-Version: 1.8.10\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    });
+    let mut gw = Gateway::start(
+        &ConsumerToml::new(&format!("http://{influx}"), "runs")
+            .influxdb("timeout = \"5s\"\n")
+            .rest("[delivery]\nacknowledge = \"influxdb\"\n")
+            .toml(),
+    );
+    // One sent while the one before waits for InfluxDB.
+    let mut kept = Kept::open(gw.addr);
+    kept.send(&register_request("first"));
+    std::thread::sleep(Duration::from_millis(150));
+    kept.send(&register_request("second"));
+    let (a, b) = (kept.answer(), kept.answer());
+    for answer in [&a, &b] {
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.json()["delivered"], true, "{}", answer.body);
+    }
+    assert_ne!(a.json()["uuid"], b.json()["uuid"]);
+    // A client gone while its answer waits.
+    {
+        let mut gone = Kept::open(gw.addr);
+        gone.send(&register_request("gone"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kept.send(&register_request("after"));
+    let after = kept.answer();
+    assert_eq!(after.json()["delivered"], true, "{}", after.body);
+    // A stop while three wait.
+    let mut waiting: Vec<Kept> = (0..3).map(|_| Kept::open(gw.addr)).collect();
+    for (i, kept) in waiting.iter_mut().enumerate() {
+        kept.send(&register_request(&format!("stopping{i}")));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    gw.terminate();
+    for (i, kept) in waiting.iter_mut().enumerate() {
+        let answer = kept.answer();
+        assert_eq!(answer.status, 200, "{i}: {}", answer.body);
+        assert!(answer.json()["delivered"].is_boolean(), "{}", answer.body);
+        match kept.0.answer() {
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            other => panic!("{i}: after its answer, not the connection's end: {other:?}"),
+        }
+    }
+    let status = gw.wait_exit(Duration::from_secs(20)).expect("stopped");
+    assert!(status.success(), "{}", gw.log());
+    assert!(!gw.log().contains("panicked"), "{}", gw.log());
+    assert_eq!(gw.log().matches("registered").count(), 7, "{}", gw.log());
+}
