@@ -520,3 +520,57 @@ fn in_influxdb_mode_a_request_behind_a_waiting_one_a_client_gone_and_a_stop_are_
     assert!(!gw.log().contains("panicked"), "{}", gw.log());
     assert_eq!(gw.log().matches("registered").count(), 7, "{}", gw.log());
 }
+
+/// In `"influxdb"` mode, on kept-alive connections, influxd stopped while the gateway thinks
+/// it up: a register and a write whose answers were left to the deliverer are answered at
+/// once by their own threads, as recorded and not delivered (`"delivered": false`; the write
+/// API's 204, which says no more), never left to wait out `influxdb.timeout`; once influxd is
+/// back, both reach it.
+#[test]
+fn in_influxdb_mode_influxd_gone_answers_the_waiting_requests_at_once_as_not_delivered() {
+    let mut influx = Influxd::start();
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .influxdb("timeout = \"8s\"\n")
+            .rest(&format!(
+                "[delivery]\nacknowledge = \"influxdb\"\n\
+                 [auth]\n[[auth.token]]\nname = \"k6\"\ntoken = \"{TOKEN}\"\ndatabases = [\"k6\"]\n"
+            ))
+            .toml(),
+    );
+    let register_request = |host: &str| {
+        let plain = String::from_utf8(register_request(host)).expect("text");
+        let auth = format!("Host: gw\r\nAuthorization: Token {TOKEN}\r\n");
+        plain.replacen("Host: gw\r\n", &auth, 1).into_bytes()
+    };
+    let mut kept = Kept::open(gw.addr);
+    kept.send(&post(WRITE_PATHS[0], "gone,c=a v=1i 1\n"));
+    assert_eq!(kept.answer().status, 204);
+    kept.send(&register_request("before"));
+    assert_eq!(kept.answer().json()["delivered"], true);
+    influx.stop();
+    let sent = std::time::Instant::now();
+    kept.send(&register_request("while-gone"));
+    let registered = kept.answer();
+    assert_eq!(registered.json()["delivered"], false, "{}", registered.body);
+    let uuid = registered.json()["uuid"]
+        .as_str()
+        .expect("a uuid")
+        .to_string();
+    kept.send(&post(WRITE_PATHS[1], "gone,c=b v=2i 2\n"));
+    let written = kept.answer();
+    assert_eq!(written.status, 204, "{}", written.body);
+    assert!(
+        sent.elapsed() < Duration::from_secs(4),
+        "answered after {:?}",
+        sent.elapsed()
+    );
+    influx.restart();
+    wait_until(Duration::from_secs(60), "both in influxd", || {
+        influx.series("k6", "gone").len() == 2
+            && influx
+                .series("runs", "load_testing_events")
+                .iter()
+                .any(|r| r.get("uuid").and_then(Value::as_str) == Some(uuid.as_str()))
+    });
+}
