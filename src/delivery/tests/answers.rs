@@ -63,6 +63,11 @@ impl Waiter for Noting {
 impl Running {
     /// A request's record, its answer left to the deliverer through `answer`: the outcome.
     fn request_answered(&self, lines: &str, answer: &Arc<Noting>) -> Outcome {
+        self.request_with(lines, Arc::clone(answer) as Arc<dyn Waiter>)
+    }
+
+    /// [`Running::request_answered`], for any waiter.
+    fn request_with(&self, lines: &str, answer: Arc<dyn Waiter>) -> Outcome {
         let points = line_protocol::split_lines(lines).count() as u32;
         let seq = self
             .delivery
@@ -78,7 +83,6 @@ impl Running {
                 &self.stats,
             )
             .unwrap();
-        let answer = Arc::clone(answer) as Arc<dyn Waiter>;
         self.delivery.outcome_with(seq, Some(answer))
     }
 
@@ -330,4 +334,102 @@ fn in_disk_mode_no_answer_is_left_to_the_deliverer() {
     );
     assert_eq!(answer.untold() + answer.settled().len(), 0);
     assert_eq!(r.answers_left(), 0);
+}
+
+/// A waiter whose first wait ends as if its bound passed just as the deliverer takes it, before
+/// the deliverer tells it: its `settled` holds the deliverer until the request's thread has
+/// looked for the answer again and found it taken.
+#[derive(Default)]
+struct Racing {
+    state: Mutex<RacingState>,
+    signal: Signal,
+}
+
+#[derive(Default)]
+struct RacingState {
+    taken: bool,
+    looked_again: bool,
+    told: Vec<bool>,
+    untold: usize,
+    waits: usize,
+}
+
+impl Waiter for Racing {
+    fn settled(&self, ok: bool) {
+        let mut state = lock(&self.state);
+        state.taken = true;
+        self.signal.notify_all();
+        let until = Instant::now() + Duration::from_secs(10);
+        while !state.looked_again {
+            let Some(left) = until.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            state = self.signal.wait_timeout(state, left).unwrap().0;
+        }
+        state.told.push(ok);
+        self.signal.notify_all();
+    }
+
+    fn untold(&self) {
+        lock(&self.state).untold += 1;
+        self.signal.notify_all();
+    }
+
+    fn wait(&self, _deadline: Option<Instant>) {
+        let mut state = lock(&self.state);
+        state.waits += 1;
+        if state.waits == 1 {
+            while !state.taken && state.untold == 0 {
+                state = self.signal.wait(state).unwrap();
+            }
+            return;
+        }
+        state.looked_again = true;
+        self.signal.notify_all();
+        while state.told.is_empty() && state.untold == 0 {
+            state = self.signal.wait(state).unwrap();
+        }
+    }
+}
+
+/// The wait's bound passes just as the deliverer takes the answer, before it tells it: the
+/// request's thread, finding it taken, waits for the deliverer to tell it rather than answer
+/// itself, and learns `Delivered`, the answer the deliverer sent; it is told once, never
+/// dropped, and the deliverer keeps nothing of it.
+#[test]
+fn an_answer_taken_as_the_bound_passes_is_told_once_and_the_outcome_matches_it() {
+    let mut r = setup(
+        "delivery-answers-race",
+        Acknowledge::Influxdb,
+        LIMITS,
+        1 << 20,
+    );
+    let at = r.position.take().unwrap();
+    let answer = Arc::new(Racing::default());
+    let outcome = std::thread::scope(|scope| {
+        let waiting = {
+            let (r, answer) = (&r, Arc::clone(&answer));
+            scope.spawn(move || r.request_with("m,r=a v=1 1\n", answer))
+        };
+        r.until("the answer is left to the deliverer", |r| {
+            r.answers_left() == 1
+        });
+        let (d, stats) = (Arc::clone(&r.delivery), Arc::clone(&r.stats));
+        scope.spawn(move || d.run(at, &stats));
+        let outcome = waiting.join().unwrap();
+        r.delivery.stop();
+        outcome
+    });
+    assert_eq!(outcome, Outcome::Delivered);
+    let state = lock(&answer.state);
+    assert!(
+        state.looked_again,
+        "the request looked again before it was told"
+    );
+    assert_eq!(state.told, [true]);
+    assert_eq!(state.untold, 0);
+    assert_eq!(state.waits, 2);
+    drop(state);
+    assert_eq!(r.answers_left(), 0);
+    assert_eq!(r.sink.stored(), ["m,r=a v=1 1"]);
 }
