@@ -505,9 +505,10 @@ impl Delivery {
                 .retain(|_, (_, at)| now.duration_since(*at) < keep);
             let later = settled.answers.split_off(&(upto + 1));
             let due = std::mem::replace(&mut settled.answers, later);
+            let refused: std::collections::HashSet<u64> = dead.iter().map(|(d, _)| *d).collect();
             answers = due
                 .into_iter()
-                .map(|(seq, answer)| (dead.iter().all(|(d, _)| *d != seq), answer))
+                .map(|(seq, answer)| (!refused.contains(&seq), answer))
                 .collect();
             settled
                 .dead

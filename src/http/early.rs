@@ -28,10 +28,16 @@ use super::Response;
 use super::render::{Disposition, render};
 use crate::sync::{Signal, Waiter, lock};
 
-/// The longest the handler's thread sleeps on its socket at once while it waits: it looks
+/// The longest the handler's thread first sleeps on its socket at once while it waits: it looks
 /// whether its answer was written after each, so that an answer written to a client with
-/// nothing more to send lets the handler go on within this long.
+/// nothing more to send lets the handler go on within this long. Each look after the first
+/// is twice as long, up to [`LOOK_MAX`]: a wait that lasts (an `"influxdb"` mode request while
+/// InfluxDB is slow) wakes a few times, not every 10 ms of it.
 const LOOK: Duration = Duration::from_millis(10);
+
+/// The longest look on the socket ([`LOOK`]): an answer written after a long wait lets a
+/// handler whose client sends nothing more go on within this long.
+const LOOK_MAX: Duration = Duration::from_millis(160);
 
 /// The longest the handler's thread sleeps on the settling thread's signal at once, once its
 /// client sent more before the answer (a pipelined request, or a client gone): a bound in
@@ -57,6 +63,9 @@ struct Shared {
     state: Mutex<State>,
     /// Notified when the answer was written, or will not be.
     signal: Signal,
+    /// How many times the handler's thread looked at its socket.
+    #[cfg(test)]
+    looks: std::sync::atomic::AtomicUsize,
 }
 
 enum State {
@@ -99,6 +108,8 @@ impl EarlyAnswer {
                 version,
                 state: Mutex::new(State::Open),
                 signal: Signal::new(),
+                #[cfg(test)]
+                looks: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -124,6 +135,12 @@ impl EarlyAnswer {
         });
         drop(state);
         Some(Arc::clone(&self.shared) as Arc<dyn Waiter>)
+    }
+
+    /// How many times the handler's thread looked at its socket while it waited.
+    #[cfg(test)]
+    pub fn looks(&self) -> usize {
+        self.shared.looks.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether the armed answer was written (whole or in part): the handler's own answer will
@@ -176,10 +193,12 @@ impl Waiter for Shared {
     }
 
     /// Sleeps on the socket until the client sends more (its next request, once it has the
-    /// answer) or [`LOOK`] passes, as long as the answer is armed and `deadline` has not
-    /// passed; on the signal once the client sent more before the answer was written.
+    /// answer) or a look ([`LOOK`], growing to [`LOOK_MAX`]) passes, as long as the answer is
+    /// armed and `deadline` has not passed; on the signal once the client sent more before the
+    /// answer was written.
     fn wait(&self, deadline: Option<Instant>) {
         let mut client_sent = false;
+        let mut look = LOOK;
         let mut state = lock(&self.state);
         while matches!(*state, State::Armed(_)) {
             let left = match deadline {
@@ -198,7 +217,10 @@ impl Waiter for Shared {
                 continue;
             }
             drop(state);
-            client_sent = readable(&self.socket, LOOK.min(left));
+            #[cfg(test)]
+            self.looks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            client_sent = readable(&self.socket, look.min(left));
+            look = (look * 2).min(LOOK_MAX);
             state = lock(&self.state);
         }
     }

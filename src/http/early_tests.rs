@@ -24,6 +24,8 @@ struct EarlyHandler {
     /// wait is settled.
     armed: Mutex<Sender<()>>,
     settle_late: Arc<Mutex<Receiver<()>>>,
+    /// How many times `/early/slow`'s thread looked at its socket while it waited.
+    slow_looks: Mutex<Option<usize>>,
 }
 
 /// The answer `/early/…` arms: 204, with a header to tell it from the handler's own.
@@ -73,6 +75,26 @@ impl Handler for EarlyHandler {
             "/early/idle" => {
                 assert!(settle(true, armed()).is_some(), "an early answer offered");
                 Response::json(500, &json!({"error": "the handler's own, never sent"}))
+            }
+            "/early/slow" => {
+                // Settled 1.2 s later, as a slow InfluxDB settles a record.
+                let early = req.early.as_ref().expect("an early answer offered");
+                let waiter = early.arm(armed()).expect("armed once");
+                let settler = Arc::clone(&waiter);
+                thread::spawn(move || {
+                    thread::sleep(SLOW);
+                    settler.settled(true);
+                });
+                waiter.wait(None);
+                *lock(&self.slow_looks) = Some(early.looks());
+                Response::json(500, &json!({"error": "the handler's own, never sent"}))
+            }
+            "/early/deadline" => {
+                // Armed, nobody settles it, and the wait ends at its deadline.
+                let early = req.early.as_ref().expect("an early answer offered");
+                let waiter = early.arm(armed()).expect("armed once");
+                waiter.wait(Some(std::time::Instant::now() + DEADLINE));
+                Response::json(200, &json!({"answer": "the handler's own"}))
             }
             "/early/unsettled" => {
                 // Armed, and nobody settles it: the handler's own answer goes.
@@ -133,6 +155,7 @@ fn start() -> Running {
         log: Mutex::new(Vec::new()),
         armed: Mutex::new(armed_tx),
         settle_late: Arc::new(Mutex::new(late)),
+        slow_looks: Mutex::new(None),
     });
     let addr = server.local_addr();
     let handle = server.handle();
@@ -279,6 +302,48 @@ fn an_idle_client_after_its_early_answer_lets_the_handler_return() {
     wait_until("the exchange reported", || {
         lock(&server.handler.log).contains(&(204, "/early/idle".to_owned()))
     });
+}
+
+/// How long `/early/slow`'s wait lasts.
+const SLOW: std::time::Duration = std::time::Duration::from_millis(1200);
+
+/// How long `/early/deadline`'s wait lasts at most.
+const DEADLINE: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// A wait that lasts (an `"influxdb"` mode request while InfluxDB is slow) looks at its socket
+/// a few times, each look longer than the one before, not every 10 ms of it: 1.2 s in looks
+/// of 10 ms would be 120.
+#[test]
+fn a_long_wait_looks_at_the_socket_a_few_times() {
+    let server = start();
+    let mut client = Client::connect(server.addr);
+    client.send(post("/early/slow"));
+    let answer = client.response();
+    assert_eq!(
+        (answer.status, answer.header("x-answer")),
+        (204, Some("early"))
+    );
+    wait_until("the handler returned", || {
+        lock(&server.handler.slow_looks).is_some()
+    });
+    let looks = lock(&server.handler.slow_looks).unwrap();
+    assert!((2..=20).contains(&looks), "{looks} looks in {SLOW:?}");
+}
+
+/// A wait given a deadline ends there when nothing settles it: the handler goes on and its own
+/// answer goes, once.
+#[test]
+fn a_wait_ends_at_its_deadline() {
+    let server = start();
+    let mut client = Client::connect(server.addr);
+    let began = std::time::Instant::now();
+    client.send(post("/early/deadline"));
+    let answer = client.response();
+    assert!(began.elapsed() >= DEADLINE, "{:?}", began.elapsed());
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.json()["answer"], "the handler's own");
+    client.send(super::tests::get("/next"));
+    assert_eq!(client.response().json()["path"], "/next");
 }
 
 /// An answer armed and never settled (the wait ended another way) is taken back when the
