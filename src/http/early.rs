@@ -25,7 +25,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::net::{SendFlags, send};
 
 use super::Response;
-use super::render::{Disposition, render};
+use super::render::{Disposition, render, set_date};
 use crate::sync::{Signal, Waiter, lock};
 
 /// The longest the handler's thread first sleeps on its socket at once while it waits: it looks
@@ -71,8 +71,8 @@ struct Shared {
 enum State {
     /// Nothing armed.
     Open,
-    /// Armed: written when the outcome is a success.
-    Armed(Outgoing),
+    /// Armed (when, for its `Date`): written when the outcome is a success.
+    Armed(Outgoing, SystemTime),
     /// Written, whole (`rest` empty) or in part, when the outcome was known; the rest is the
     /// connection thread's to write.
     Sent { answer: Outgoing, at: Instant },
@@ -123,16 +123,20 @@ impl EarlyAnswer {
             0 => Disposition::KeepAlive10,
             _ => Disposition::KeepAlive,
         };
-        let rendered = render(&response, disposition, false, SystemTime::now());
+        let now = SystemTime::now();
+        let rendered = render(&response, disposition, false, now);
         let mut state = lock(&self.shared.state);
         if !matches!(*state, State::Open) {
             return None;
         }
-        *state = State::Armed(Outgoing {
-            rest: rendered.bytes,
-            status: rendered.status,
-            body_bytes: rendered.body_bytes,
-        });
+        *state = State::Armed(
+            Outgoing {
+                rest: rendered.bytes,
+                status: rendered.status,
+                body_bytes: rendered.body_bytes,
+            },
+            now,
+        );
         drop(state);
         Some(Arc::clone(&self.shared) as Arc<dyn Waiter>)
     }
@@ -155,7 +159,7 @@ impl EarlyAnswer {
         let mut state = lock(&self.shared.state);
         match std::mem::replace(&mut *state, State::Dropped) {
             State::Sent { answer, at } => Finished::Sent { answer, at },
-            State::Open | State::Armed(_) | State::Dropped => Finished::NotSent,
+            State::Open | State::Armed(..) | State::Dropped => Finished::NotSent,
         }
     }
 }
@@ -165,10 +169,16 @@ impl Waiter for Shared {
     /// waiting for the client), or drops it.
     fn settled(&self, ok: bool) {
         let mut state = lock(&self.state);
-        let State::Armed(mut answer) = std::mem::replace(&mut *state, State::Dropped) else {
+        let State::Armed(mut answer, armed_at) = std::mem::replace(&mut *state, State::Dropped)
+        else {
             return;
         };
         if ok {
+            // Armed in an earlier second (a wait for InfluxDB): the `Date` says when it goes.
+            let now = SystemTime::now();
+            if now.duration_since(armed_at).unwrap_or_default() >= Duration::from_secs(1) {
+                set_date(&mut answer.rest, now);
+            }
             // A socket that fails here fails the connection thread's write of the rest too.
             let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
             let taken = send(&*self.socket, &answer.rest, flags).unwrap_or(0);
@@ -185,7 +195,7 @@ impl Waiter for Shared {
     /// Drops the armed answer: the handler's own goes.
     fn untold(&self) {
         let mut state = lock(&self.state);
-        if matches!(*state, State::Armed(_)) {
+        if matches!(*state, State::Armed(..)) {
             *state = State::Dropped;
         }
         drop(state);
@@ -200,7 +210,7 @@ impl Waiter for Shared {
         let mut client_sent = false;
         let mut look = LOOK;
         let mut state = lock(&self.state);
-        while matches!(*state, State::Armed(_)) {
+        while matches!(*state, State::Armed(..)) {
             let left = match deadline {
                 None => Duration::MAX,
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {

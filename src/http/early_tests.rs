@@ -312,16 +312,25 @@ const DEADLINE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// A wait that lasts (an `"influxdb"` mode request while InfluxDB is slow) looks at its socket
 /// a few times, each look longer than the one before, not every 10 ms of it: 1.2 s in looks
-/// of 10 ms would be 120.
+/// of 10 ms would be 120. The answer's `Date` is when it was sent.
 #[test]
 fn a_long_wait_looks_at_the_socket_a_few_times() {
     let server = start();
     let mut client = Client::connect(server.addr);
+    let sent = std::time::SystemTime::now();
     client.send(post("/early/slow"));
     let answer = client.response();
     assert_eq!(
         (answer.status, answer.header("x-answer")),
         (204, Some("early"))
+    );
+    // Its `Date` says when it went, not when it was armed (an earlier second).
+    let date = httpdate::parse_http_date(answer.header("date").expect("a Date")).unwrap();
+    let secs =
+        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(
+        secs(date) > secs(sent),
+        "{date:?} for a request sent at {sent:?}"
     );
     wait_until("the handler returned", || {
         lock(&server.handler.slow_looks).is_some()

@@ -100,6 +100,28 @@ pub(super) fn render(
     }
 }
 
+/// Sets the `Date` of an answer `render` made (`bytes`, whole) to `date`: an answer rendered
+/// ahead of when it is sent (an early answer, armed before its wait) says when it went. Leaves
+/// `bytes` as they are where the date would not fit the same length (a year outside
+/// 1000–9999), or where `bytes` are not such an answer.
+pub(super) fn set_date(bytes: &mut [u8], date: SystemTime) {
+    let Some(line_end) = bytes.windows(2).position(|w| w == b"\r\n") else {
+        return;
+    };
+    let start = line_end + 2 + b"Date: ".len();
+    let mut value = Vec::with_capacity(29);
+    http_date(date, &mut value);
+    let Some(old) = bytes.get(start..start + value.len()) else {
+        return;
+    };
+    let framed = bytes[line_end + 2..].starts_with(b"Date: ")
+        && bytes.get(start + value.len()..start + value.len() + 2) == Some(b"\r\n")
+        && old.len() == value.len();
+    if framed {
+        bytes[start..start + value.len()].copy_from_slice(&value);
+    }
+}
+
 /// Appends `Date`'s value for `date`: the HTTP date of its second, which each thread formats
 /// once a second and copies for the other answers of that second.
 fn http_date(date: SystemTime, out: &mut Vec<u8>) {
@@ -172,6 +194,37 @@ mod tests {
 
     fn text(rendered: &Rendered) -> String {
         String::from_utf8_lossy(&rendered.bytes).into_owned()
+    }
+
+    /// `set_date` changes the `Date` of a rendered answer and nothing else; bytes that are not
+    /// such an answer are left as they are.
+    #[test]
+    fn set_date_changes_the_date_alone() {
+        let response = Response {
+            status: 200,
+            headers: vec![("X-Ok", "fine".into())],
+            body: b"hello".to_vec(),
+            client: None,
+        };
+        let then = UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let later = then + std::time::Duration::from_secs(5);
+        let mut bytes = render(&response, Disposition::KeepAlive, false, then).bytes;
+        let again = render(&response, Disposition::KeepAlive, false, later).bytes;
+        assert_ne!(bytes, again);
+        set_date(&mut bytes, later);
+        assert_eq!(
+            String::from_utf8_lossy(&bytes),
+            String::from_utf8_lossy(&again)
+        );
+        for odd in [
+            &b""[..],
+            b"HTTP/1.1 200 OK",
+            b"HTTP/1.1 200 OK\r\nX-Ok: fine\r\n\r\n",
+        ] {
+            let mut bytes = odd.to_vec();
+            set_date(&mut bytes, later);
+            assert_eq!(bytes, odd);
+        }
     }
 
     #[test]
