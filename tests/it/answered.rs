@@ -406,8 +406,11 @@ fn in_influxdb_mode_a_slow_and_failing_influxdb_never_gets_a_run_answered_stored
                     let answer = kept.answer();
                     let at = Instant::now();
                     assert_eq!(answer.status, 200, "{t}/{i}: {}", answer.body);
+                    // Within the bound (1 s, twice at most when the deliverer took the answer
+                    // just as it passed), with room for a busy machine: a request left
+                    // waiting would take far longer.
                     assert!(
-                        at - sent < Duration::from_millis(2_500),
+                        at - sent < Duration::from_secs(6),
                         "{t}/{i}: answered after {:?}",
                         at - sent
                     );
@@ -479,10 +482,17 @@ fn in_influxdb_mode_a_request_behind_a_waiting_one_a_client_gone_and_a_stop_are_
             .rest("[delivery]\nacknowledge = \"influxdb\"\n")
             .toml(),
     );
+    // The runs registered so far, by the gateway's log: each record on disk, its answer
+    // waiting for the stand-in.
+    let registered = |n: usize| {
+        wait_until(Duration::from_secs(30), "registered", || {
+            gw.log().matches("registered").count() >= n
+        })
+    };
     // One sent while the one before waits for InfluxDB.
     let mut kept = Kept::open(gw.addr);
     kept.send(&register_request("first"));
-    std::thread::sleep(Duration::from_millis(150));
+    registered(1);
     kept.send(&register_request("second"));
     let (a, b) = (kept.answer(), kept.answer());
     for answer in [&a, &b] {
@@ -494,7 +504,7 @@ fn in_influxdb_mode_a_request_behind_a_waiting_one_a_client_gone_and_a_stop_are_
     {
         let mut gone = Kept::open(gw.addr);
         gone.send(&register_request("gone"));
-        std::thread::sleep(Duration::from_millis(50));
+        registered(3);
     }
     kept.send(&register_request("after"));
     let after = kept.answer();
@@ -504,7 +514,7 @@ fn in_influxdb_mode_a_request_behind_a_waiting_one_a_client_gone_and_a_stop_are_
     for (i, kept) in waiting.iter_mut().enumerate() {
         kept.send(&register_request(&format!("stopping{i}")));
     }
-    std::thread::sleep(Duration::from_millis(100));
+    registered(7);
     gw.terminate();
     for (i, kept) in waiting.iter_mut().enumerate() {
         let answer = kept.answer();
@@ -560,8 +570,9 @@ fn in_influxdb_mode_influxd_gone_answers_the_waiting_requests_at_once_as_not_del
     kept.send(&post(WRITE_PATHS[1], "gone,c=b v=2i 2\n"));
     let written = kept.answer();
     assert_eq!(written.status, 204, "{}", written.body);
+    // Well within `influxdb.timeout` (8 s), with room for a busy machine.
     assert!(
-        sent.elapsed() < Duration::from_secs(4),
+        sent.elapsed() < Duration::from_secs(6),
         "answered after {:?}",
         sent.elapsed()
     );
