@@ -319,22 +319,26 @@ fn progress(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, 
     let (uuid, mut record) = payload::progress(&req.body, app.payload_limits())?;
     let tolerated = record.tolerated;
     let ignored = std::mem::take(&mut record.ignored);
+    let reply = || {
+        let mut description = format!("run {uuid} updated");
+        for note in tolerated_note(tolerated)
+            .into_iter()
+            .chain(ignored_note(&ignored))
+        {
+            description.push_str("; ");
+            description.push_str(&note);
+        }
+        let mut body = json!({"uuid": uuid, "data": {"description": description}});
+        put_ignored(&mut body, &ignored);
+        if tolerated.non_finite > 0 {
+            body["non_finite_numbers"] = tolerated.non_finite.into();
+        }
+        Reply::Json(body)
+    };
+    let arm = |_: &()| arm_early(req, Flavor::Run, reply());
     app.service
-        .progress(uuid, record, client.map(quota_of), now_ms())?;
-    let mut description = format!("run {uuid} updated");
-    for note in tolerated_note(tolerated)
-        .into_iter()
-        .chain(ignored_note(&ignored))
-    {
-        description.push_str("; ");
-        description.push_str(&note);
-    }
-    let mut body = json!({"uuid": uuid, "data": {"description": description}});
-    put_ignored(&mut body, &ignored);
-    if tolerated.non_finite > 0 {
-        body["non_finite_numbers"] = tolerated.non_finite.into();
-    }
-    Ok(Reply::Json(body))
+        .progress_answering(uuid, record, client.map(quota_of), now_ms(), Some(&arm))?;
+    Ok(unless_sent_early(req, reply))
 }
 
 fn commit(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, ApiError> {

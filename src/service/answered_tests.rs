@@ -4,6 +4,7 @@
 use super::tests::{Fixture, LIMITS, fixture_with};
 use super::*;
 use crate::config::Acknowledge;
+use crate::ingest::line_protocol::FieldValue;
 use crate::ingest::payload::{commit as parse_commit, register as parse_register};
 use crate::state::jobs::State;
 use crate::sync::{Signal, Waiter, lock};
@@ -359,4 +360,128 @@ fn beside_failing_writes_ticks_and_snapshots_every_answer_finds_its_change() {
         f.service.jobs.reserve(counts.running + 1, None).is_ok(),
         "no place is left reserved"
     );
+}
+
+/// When a progress's answer was let go: the thread, whether the record was written, and the
+/// run's fields in the table then.
+type ToldFields = (ThreadId, bool, Vec<(String, FieldValue)>);
+
+/// A waiter that notes, when told, on which thread and whether the record was written, and the
+/// run's fields in the table then.
+struct NotingFields {
+    service: Arc<Service>,
+    uuid: Uuid,
+    told: Mutex<Option<ToldFields>>,
+    signal: Signal,
+}
+
+impl Waiter for NotingFields {
+    fn settled(&self, ok: bool) {
+        let fields = self
+            .service
+            .jobs
+            .list(usize::MAX)
+            .into_iter()
+            .find(|j| j.run.uuid == self.uuid)
+            .map(|j| j.fields.as_ref().clone())
+            .unwrap_or_default();
+        *lock(&self.told) = Some((thread::current().id(), ok, fields));
+        self.signal.notify_all();
+    }
+
+    fn untold(&self) {
+        panic!("the writer runs throughout");
+    }
+
+    fn wait(&self, _deadline: Option<std::time::Instant>) {
+        let mut told = lock(&self.told);
+        while told.is_none() {
+            told = self.signal.wait(told).unwrap();
+        }
+    }
+}
+
+/// A progress's answer is let go by the log's writer thread once the table shows the run's new
+/// fields, in either acknowledgement mode (a progress writes no point: its answer is the same
+/// once on disk); one whose record fails lets no answer go and leaves the fields as they were.
+#[test]
+fn a_progress_s_answer_goes_once_the_table_shows_its_fields() {
+    for acknowledge in [Acknowledge::Disk, Acknowledge::Influxdb] {
+        let f = fixture_with("answered-progress", 10, 1 << 20, acknowledge);
+        let register = parse_register(br#"{"measurement":{"fields":{"users":1}}}"#, LIMITS);
+        let uuid = f
+            .service
+            .register(register.unwrap(), "10.0.0.9", None, 1_000)
+            .unwrap()
+            .uuid;
+        let noted: Mutex<Vec<Arc<NotingFields>>> = Mutex::new(Vec::new());
+        let arm = |_: &()| {
+            let noting = Arc::new(NotingFields {
+                service: Arc::clone(&f.service),
+                uuid,
+                told: Mutex::new(None),
+                signal: Signal::new(),
+            });
+            lock(&noted).push(Arc::clone(&noting));
+            Some(noting as Arc<dyn Waiter>)
+        };
+        with_writer(&f, || {
+            for users in 2..12 {
+                let body = format!(r#"{{"measurement":{{"fields":{{"users":{users}}}}}}}"#);
+                let record = parse_register(body.as_bytes(), LIMITS).unwrap();
+                f.service
+                    .progress_answering(uuid, record, None, 1_500, Some(&arm))
+                    .unwrap();
+            }
+            f.service.delivery.log().fail_next_writes(1);
+            let body = r#"{"measurement":{"fields":{"users":99}}}"#;
+            let record = parse_register(body.as_bytes(), LIMITS).unwrap();
+            let refused = f
+                .service
+                .progress_answering(uuid, record, None, 1_500, Some(&arm));
+            assert!(
+                matches!(refused, Err(Refused::NotRecorded(_))),
+                "{refused:?}"
+            );
+        });
+        let noted = noted.into_inner().unwrap();
+        assert_eq!(noted.len(), 11, "{acknowledge:?}");
+        for (i, noting) in noted.iter().enumerate() {
+            let (thread, ok, fields) = lock(&noting.told)
+                .clone()
+                .expect("every answer was left to the writer");
+            assert_ne!(thread, thread::current().id(), "told by the writer");
+            let users = fields
+                .iter()
+                .find(|(k, _)| k == "users")
+                .map(|(_, v)| v.clone());
+            if i < 10 {
+                assert!(ok, "{acknowledge:?}: written");
+                assert_eq!(
+                    users,
+                    Some(FieldValue::Float(i as f64 + 2.0)),
+                    "{acknowledge:?}: the table shows the progress when its answer goes"
+                );
+            } else {
+                assert!(!ok, "{acknowledge:?}: told that the write failed");
+            }
+        }
+        let job = f
+            .service
+            .jobs
+            .list(usize::MAX)
+            .into_iter()
+            .find(|j| j.run.uuid == uuid);
+        let users = job.and_then(|j| {
+            j.fields
+                .iter()
+                .find(|(k, _)| k == "users")
+                .map(|(_, v)| v.clone())
+        });
+        assert_eq!(
+            users,
+            Some(FieldValue::Float(11.0)),
+            "{acknowledge:?}: the failed one left it"
+        );
+    }
 }

@@ -37,7 +37,7 @@ use crate::state::series::SeriesBudget;
 use crate::state::snapshots::Snapshots;
 use crate::stats::Stats;
 use crate::storage::log::{LogError, Share};
-use crate::storage::record::{Kind, Unit};
+use crate::storage::record::Unit;
 
 /// The rules of the job table, from `[jobs]`.
 #[derive(Debug, Clone, Copy)]

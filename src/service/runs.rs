@@ -141,18 +141,35 @@ impl Service {
         Ok(registered)
     }
 
-    /// Live progress: new field values for the following heartbeats. Writes no point itself.
-    /// The change is prepared, recorded, and made once on disk; when the log cannot record it,
-    /// the answer is an error and the run is as before (its fields, expiry clocks and state).
-    ///
-    /// `caller` is the client that sent it (`None` without tokens): a run registered with
-    /// another token is unknown to it, and a run it revives takes one of its places.
+    /// [`Service::progress_answering`] without an answer to arm.
+    #[cfg(test)]
     pub fn progress(
         &self,
         uuid: Uuid,
         record: Record,
         caller: Option<Quota<'_>>,
         now_ms: i64,
+    ) -> Result<(), Refused> {
+        self.progress_answering(uuid, record, caller, now_ms, None)
+    }
+
+    /// Live progress: new field values for the following heartbeats. Writes no point itself.
+    /// The change is prepared, recorded, and made once on disk; when the log cannot record it,
+    /// the answer is an error and the run is as before (its fields, expiry clocks and state).
+    ///
+    /// `caller` is the client that sent it (`None` without tokens): a run registered with
+    /// another token is unknown to it, and a run it revives takes one of its places.
+    ///
+    /// `answer_early` arms the answer for the thread that writes the record to send, once the
+    /// change is made (see `answered`): a progress writes no point, so its answer is the same
+    /// once on disk in either acknowledgement mode.
+    pub fn progress_answering(
+        &self,
+        uuid: Uuid,
+        record: Record,
+        caller: Option<Quota<'_>>,
+        now_ms: i64,
+        answer_early: Option<ArmEarly<'_, ()>>,
     ) -> Result<(), Refused> {
         if !self.jobs.is_for(&uuid, caller.map(|q| q.owner)) {
             return Err(Refused::UnknownRun(uuid));
@@ -196,10 +213,20 @@ impl Service {
         }
         // Dropped on the way out (not recorded), `prepared` leaves the job as it was.
         self.keep_room()?;
-        self.delivery
-            .record(Kind::Request, &change, &[], share_of(caller), &self.stats)
-            .map_err(Refused::NotRecorded)?;
-        prepared.applied();
+        let answer = answer_early.and_then(|arm| arm(&()));
+        let prepared = prepared.shared(Arc::clone(&self.jobs));
+        self.record_applying(
+            &change,
+            &[],
+            share_of(caller),
+            Box::new(move |ok| {
+                if ok {
+                    prepared.applied();
+                }
+            }),
+            answer,
+        )
+        .map_err(Refused::NotRecorded)?;
         match claimed {
             Some(claim) => claim.written(),
             None => self.schema.learn_fields(points::HEARTBEAT, &fields),

@@ -592,7 +592,7 @@ impl Jobs {
         Ok((
             change.clone(),
             PreparedProgress {
-                jobs: self,
+                jobs: Held::Borrowed(self),
                 uuid: *uuid,
                 owner,
                 seq: change.seq,

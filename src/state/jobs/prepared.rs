@@ -6,6 +6,7 @@ use super::*;
 
 /// The job table a prepared change holds on to: borrowed by the request that made it, or
 /// shared when another thread is to make the change (the one that writes the record).
+#[derive(Clone)]
 pub(super) enum Held<'a> {
     Borrowed(&'a Jobs),
     Shared(Arc<Jobs>),
@@ -149,7 +150,7 @@ impl Drop for Slot<'_> {
 /// A progress whose change is prepared and not yet on disk; see [`Jobs::prepare_progress`].
 /// Dropped without [`PreparedProgress::applied`], it leaves the table as it was.
 pub struct PreparedProgress<'a> {
-    pub(super) jobs: &'a Jobs,
+    pub(super) jobs: Held<'a>,
     pub(super) uuid: Uuid,
     pub(super) owner: Option<Arc<str>>,
     /// The number of the prepared change.
@@ -165,10 +166,34 @@ pub struct PreparedProgress<'a> {
 }
 
 impl PreparedProgress<'_> {
+    /// The same prepared change, holding on to `jobs` (the table it was prepared in) rather
+    /// than borrowing it: to be made or given up by another thread (the one that writes its
+    /// record).
+    pub fn shared(mut self, jobs: Arc<Jobs>) -> PreparedProgress<'static> {
+        debug_assert!(
+            std::ptr::eq(&*self.jobs, &*jobs),
+            "the table it was prepared in"
+        );
+        let shared = PreparedProgress {
+            jobs: Held::Shared(jobs),
+            uuid: self.uuid,
+            owner: self.owner.take(),
+            seq: self.seq,
+            job: self.job.take(),
+            old: self.old,
+            extra: self.extra,
+            revived: self.revived,
+        };
+        // This one now holds nothing: its drop gives nothing back.
+        self.seq = 0;
+        shared
+    }
+
     /// The change is on disk: the job takes it.
     pub fn applied(mut self) {
         let changed = self.job.take();
-        let mut guard = self.jobs.lock();
+        let jobs = self.jobs.clone();
+        let mut guard = jobs.lock();
         let t = &mut *guard;
         self.settle(t);
         if let (Some(mut changed), Some(job)) = (changed, t.jobs.get_mut(&self.uuid)) {
@@ -220,9 +245,10 @@ impl Drop for PreparedProgress<'_> {
         if self.seq == 0 {
             return;
         }
-        let mut t = self.jobs.lock();
+        let jobs = self.jobs.clone();
+        let mut t = jobs.lock();
         self.settle(&mut t);
         drop(t);
-        self.jobs.settled.notify_all();
+        jobs.settled.notify_all();
     }
 }
