@@ -122,8 +122,9 @@ fn writes_answered_in_order(acknowledge: &str) {
     }
 }
 
-/// A run registered on a kept-alive connection is committed at once from a new connection, and
-/// its result read at once from a third: each answer went only once the job table showed it.
+/// A run registered on a kept-alive connection, given a progress there, is committed at once
+/// from a new connection, and its result read at once from a third: each answer went only once
+/// the job table showed it.
 #[test]
 fn a_run_answered_on_one_connection_is_found_at_once_on_another() {
     run_found_at_once("disk");
@@ -166,6 +167,22 @@ fn run_found_at_once(acknowledge: &str) {
             .as_str()
             .expect("a uuid")
             .to_string();
+        // A progress on the same connection, answered and kept alive.
+        let progress = format!(
+            r#"{{"uuid": "{uuid}", "measurement": {{"fields": {{"users": {}}}}}}}"#,
+            i + 10
+        );
+        kept.send(
+            format!(
+                "POST /apiv0.1/events/progress HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{progress}",
+                progress.len()
+            )
+            .as_bytes(),
+        );
+        let updated = kept.answer();
+        assert_eq!(updated.status, 200, "progress {i}: {}", updated.body);
+        assert_eq!(updated.json()["uuid"], Value::from(uuid.as_str()));
+        assert_eq!(updated.header("connection"), None, "kept alive");
         let commit = format!(r#"{{"uuid": "{uuid}", "measurement": {{"fields": {{}}}}}}"#);
         let mut other = Kept::open(gw.addr);
         other.send(
