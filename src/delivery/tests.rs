@@ -54,9 +54,14 @@ impl Running {
 
     /// A request's record, and the answer it gets.
     fn request(&self, lines: &str) -> Outcome {
+        let seq = self.record_request(lines);
+        self.delivery.outcome(seq)
+    }
+
+    /// A request's record of `lines`, on disk: its number.
+    fn record_request(&self, lines: &str) -> u64 {
         let points = line_protocol::split_lines(lines).count() as u32;
-        let seq = self
-            .delivery
+        self.delivery
             .record(
                 Kind::Request,
                 &Change::default(),
@@ -68,8 +73,7 @@ impl Running {
                 None,
                 &self.stats,
             )
-            .unwrap();
-        self.delivery.outcome(seq)
+            .unwrap()
     }
 
     /// A tick's record: one heartbeat unit per run.
@@ -137,6 +141,19 @@ fn setup_waiting(
     dead_limit: u64,
     wait_at_most: Duration,
 ) -> Running {
+    let sink = |memory: &Arc<MemorySink>| Box::new(Arc::clone(memory)) as Box<dyn Sink>;
+    setup_over(name, acknowledge, limits, dead_limit, wait_at_most, sink)
+}
+
+/// [`setup_waiting`], delivering to the sink `sink` makes over the in-memory one.
+fn setup_over(
+    name: &str,
+    acknowledge: Acknowledge,
+    limits: WriteLimits,
+    dead_limit: u64,
+    wait_at_most: Duration,
+    sink_over: impl FnOnce(&Arc<MemorySink>) -> Box<dyn Sink>,
+) -> Running {
     let dir = Dir::new(name);
     let sink = Arc::new(MemorySink::new());
     let (log, position, _) = Log::open(
@@ -148,7 +165,7 @@ fn setup_waiting(
     .unwrap();
     let delivery = Arc::new(Delivery::new(
         log,
-        Box::new(Arc::clone(&sink)),
+        sink_over(&sink),
         DeadLetters::open(&crate::storage::tests::root(&dir), dead_limit).unwrap(),
         acknowledge,
         wait_at_most,

@@ -16,11 +16,12 @@ use std::thread::{self, ThreadId};
 type Told = (ThreadId, bool, Option<State>, bool);
 
 /// An answer that notes, when it is let go, on which thread, whether the record was written,
-/// and what the job table and the results showed of its run then.
+/// and what the job table and the results showed of its run then (its fields too).
 struct Noting {
     service: Arc<Service>,
     uuid: Uuid,
     told: Mutex<Option<Told>>,
+    fields: Mutex<Vec<(String, FieldValue)>>,
     signal: Signal,
 }
 
@@ -30,6 +31,7 @@ impl Noting {
             service: Arc::clone(service),
             uuid,
             told: Mutex::new(None),
+            fields: Mutex::new(Vec::new()),
             signal: Signal::new(),
         })
     }
@@ -37,13 +39,14 @@ impl Noting {
 
 impl Waiter for Noting {
     fn settled(&self, ok: bool) {
-        let state = self
+        let job = self
             .service
             .jobs
             .list(usize::MAX)
             .into_iter()
-            .find(|j| j.run.uuid == self.uuid)
-            .map(|j| j.state);
+            .find(|j| j.run.uuid == self.uuid);
+        let state = job.as_ref().map(|j| j.state);
+        *lock(&self.fields) = job.map(|j| j.fields.as_ref().clone()).unwrap_or_default();
         let result = self.service.results.get(&self.uuid, None).is_some();
         *lock(&self.told) = Some((thread::current().id(), ok, state, result));
         self.signal.notify_all();
@@ -362,45 +365,6 @@ fn beside_failing_writes_ticks_and_snapshots_every_answer_finds_its_change() {
     );
 }
 
-/// When a progress's answer was let go: the thread, whether the record was written, and the
-/// run's fields in the table then.
-type ToldFields = (ThreadId, bool, Vec<(String, FieldValue)>);
-
-/// A waiter that notes, when told, on which thread and whether the record was written, and the
-/// run's fields in the table then.
-struct NotingFields {
-    service: Arc<Service>,
-    uuid: Uuid,
-    told: Mutex<Option<ToldFields>>,
-    signal: Signal,
-}
-
-impl Waiter for NotingFields {
-    fn settled(&self, ok: bool) {
-        let fields = self
-            .service
-            .jobs
-            .list(usize::MAX)
-            .into_iter()
-            .find(|j| j.run.uuid == self.uuid)
-            .map(|j| j.fields.as_ref().clone())
-            .unwrap_or_default();
-        *lock(&self.told) = Some((thread::current().id(), ok, fields));
-        self.signal.notify_all();
-    }
-
-    fn untold(&self) {
-        panic!("the writer runs throughout");
-    }
-
-    fn wait(&self, _deadline: Option<std::time::Instant>) {
-        let mut told = lock(&self.told);
-        while told.is_none() {
-            told = self.signal.wait(told).unwrap();
-        }
-    }
-}
-
 /// A progress's answer is let go by the log's writer thread once the table shows the run's new
 /// fields, in either acknowledgement mode (a progress writes no point: its answer is the same
 /// once on disk); one whose record fails lets no answer go and leaves the fields as they were.
@@ -414,14 +378,9 @@ fn a_progress_s_answer_goes_once_the_table_shows_its_fields() {
             .register(register.unwrap(), "10.0.0.9", None, 1_000)
             .unwrap()
             .uuid;
-        let noted: Mutex<Vec<Arc<NotingFields>>> = Mutex::new(Vec::new());
+        let noted: Mutex<Vec<Arc<Noting>>> = Mutex::new(Vec::new());
         let arm = |_: &()| {
-            let noting = Arc::new(NotingFields {
-                service: Arc::clone(&f.service),
-                uuid,
-                told: Mutex::new(None),
-                signal: Signal::new(),
-            });
+            let noting = Noting::new(&f.service, uuid);
             lock(&noted).push(Arc::clone(&noting));
             Some(noting as Arc<dyn Waiter>)
         };
@@ -447,9 +406,9 @@ fn a_progress_s_answer_goes_once_the_table_shows_its_fields() {
         let noted = noted.into_inner().unwrap();
         assert_eq!(noted.len(), 11, "{acknowledge:?}");
         for (i, noting) in noted.iter().enumerate() {
-            let (thread, ok, fields) = lock(&noting.told)
-                .clone()
-                .expect("every answer was left to the writer");
+            let (thread, ok, _, _) =
+                lock(&noting.told).expect("every answer was left to the writer");
+            let fields = lock(&noting.fields).clone();
             assert_ne!(thread, thread::current().id(), "told by the writer");
             let users = fields
                 .iter()

@@ -40,6 +40,21 @@ fn post(path: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A gateway writing to `influx_url`, acknowledging as `acknowledge` says, with `influxdb`'s
+/// lines added to `[influxdb]`, and the token [`TOKEN`] (named `k6`) that may write the
+/// database `k6`.
+fn with_token(influx_url: &str, acknowledge: &str, influxdb: &str) -> Gateway {
+    Gateway::start(
+        &ConsumerToml::new(influx_url, "runs")
+            .influxdb(influxdb)
+            .rest(&format!(
+                "[delivery]\nacknowledge = \"{acknowledge}\"\n\
+                 [auth]\n[[auth.token]]\nname = \"k6\"\ntoken = \"{TOKEN}\"\ndatabases = [\"k6\"]\n"
+            ))
+            .toml(),
+    )
+}
+
 /// Each of the three APIs' write paths for the database `k6`, in nanoseconds.
 const WRITE_PATHS: [&str; 3] = [
     "/write?db=k6&precision=ns",
@@ -64,14 +79,7 @@ fn in_influxdb_mode_writes_on_kept_connections_are_answered_in_order_and_all_sto
 
 fn writes_answered_in_order(acknowledge: &str) {
     let influx = Influxd::start();
-    let gw = Gateway::start(
-        &ConsumerToml::new(&influx.url, "runs")
-            .rest(&format!(
-                "[delivery]\nacknowledge = \"{acknowledge}\"\n\
-                 [auth]\n[[auth.token]]\nname = \"k6\"\ntoken = \"{TOKEN}\"\ndatabases = [\"k6\"]\n"
-            ))
-            .toml(),
-    );
+    let gw = with_token(&influx.url, acknowledge, "");
     let addr = gw.addr;
     let writers: Vec<_> = (0..4)
         .map(|t| {
@@ -222,15 +230,7 @@ fn run_found_at_once(acknowledge: &str) {
 #[test]
 fn in_influxdb_mode_a_refusal_by_influxdb_is_answered_as_one_on_a_kept_connection() {
     let influx = Influxd::start();
-    let gw = Gateway::start(
-        &ConsumerToml::new(&influx.url, "runs")
-            .influxdb("check_schema = false\n")
-            .rest(&format!(
-                "[delivery]\nacknowledge = \"influxdb\"\n\
-                 [auth]\n[[auth.token]]\nname = \"k6\"\ntoken = \"{TOKEN}\"\ndatabases = [\"k6\"]\n"
-            ))
-            .toml(),
-    );
+    let gw = with_token(&influx.url, "influxdb", "check_schema = false\n");
     let mut kept = Kept::open(gw.addr);
     let register = |fields: &str| {
         let body = format!(r#"{{"host": "lg", "measurement": {{"fields": {fields}}}}}"#);
@@ -287,15 +287,7 @@ fn in_influxdb_mode_a_refusal_by_influxdb_is_answered_as_one_on_a_kept_connectio
 #[test]
 fn in_influxdb_mode_a_204_means_influxd_has_the_point_even_in_a_write_it_refused_in_part() {
     let influx = Influxd::start();
-    let gw = Gateway::start(
-        &ConsumerToml::new(&influx.url, "runs")
-            .influxdb("check_schema = false\n")
-            .rest(&format!(
-                "[delivery]\nacknowledge = \"influxdb\"\n\
-                 [auth]\n[[auth.token]]\nname = \"k6\"\ntoken = \"{TOKEN}\"\ndatabases = [\"k6\"]\n"
-            ))
-            .toml(),
-    );
+    let gw = with_token(&influx.url, "influxdb", "check_schema = false\n");
     let mut first = Kept::open(gw.addr);
     first.send(&post(WRITE_PATHS[0], "mixed,c=seed v=0.5 1\n"));
     assert_eq!(first.answer().status, 204, "the field's type set as float");
@@ -556,15 +548,7 @@ fn in_influxdb_mode_a_request_behind_a_waiting_one_a_client_gone_and_a_stop_are_
 #[test]
 fn in_influxdb_mode_influxd_gone_answers_the_waiting_requests_at_once_as_not_delivered() {
     let mut influx = Influxd::start();
-    let gw = Gateway::start(
-        &ConsumerToml::new(&influx.url, "runs")
-            .influxdb("timeout = \"8s\"\n")
-            .rest(&format!(
-                "[delivery]\nacknowledge = \"influxdb\"\n\
-                 [auth]\n[[auth.token]]\nname = \"k6\"\ntoken = \"{TOKEN}\"\ndatabases = [\"k6\"]\n"
-            ))
-            .toml(),
-    );
+    let gw = with_token(&influx.url, "influxdb", "timeout = \"8s\"\n");
     let register_request = |host: &str| {
         let plain = String::from_utf8(register_request(host)).expect("text");
         let auth = format!("Host: gw\r\nAuthorization: Token {TOKEN}\r\n");

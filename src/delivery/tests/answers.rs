@@ -68,21 +68,7 @@ impl Running {
 
     /// [`Running::request_answered`], for any waiter.
     fn request_with(&self, lines: &str, answer: Arc<dyn Waiter>) -> Outcome {
-        let points = line_protocol::split_lines(lines).count() as u32;
-        let seq = self
-            .delivery
-            .record(
-                Kind::Request,
-                &Change::default(),
-                &[Unit {
-                    run: Uuid::nil(),
-                    points,
-                    lines,
-                }],
-                None,
-                &self.stats,
-            )
-            .unwrap();
+        let seq = self.record_request(lines);
         self.delivery.outcome_with(seq, Some(answer))
     }
 
@@ -196,36 +182,24 @@ impl Sink for Arc<Gated> {
 /// 60 s; while InfluxDB is down nothing is left to it. Both points are delivered later.
 #[test]
 fn answers_are_dropped_at_once_when_influxdb_is_down() {
-    let dir = Dir::new("delivery-answers-down");
-    let sink = Arc::new(MemorySink::new());
-    let gate = Arc::new(Gated {
-        inner: Arc::clone(&sink),
-        open: Mutex::new(false),
-        opened: Signal::new(),
-    });
-    let (log, position, _) = Log::open(
-        crate::storage::tests::log_dir(&dir.0),
-        1 << 30,
-        false,
-        &mut |_| {},
-    )
-    .unwrap();
-    let delivery = Arc::new(Delivery::new(
-        log,
-        Box::new(Arc::clone(&gate)),
-        DeadLetters::open(&crate::storage::tests::root(&dir), 1 << 20).unwrap(),
+    let mut gate = None;
+    let mut r = setup_over(
+        "delivery-answers-down",
         Acknowledge::Influxdb,
-        Duration::from_secs(60),
         LIMITS,
-    ));
-    let mut r = Running {
-        delivery,
-        sink,
-        stats: Arc::new(Stats::default()),
-        dir,
-        position: Some(position),
-        deliverer: None,
-    };
+        1 << 20,
+        Duration::from_secs(60),
+        |memory| {
+            let gated = Arc::new(Gated {
+                inner: Arc::clone(memory),
+                open: Mutex::new(false),
+                opened: Signal::new(),
+            });
+            gate = Some(Arc::clone(&gated));
+            Box::new(gated)
+        },
+    );
+    let gate = gate.expect("made");
     r.start();
     r.until("the start's probe", |r| {
         r.delivery.influx_up() == Some(true)
