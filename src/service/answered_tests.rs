@@ -444,3 +444,169 @@ fn a_progress_s_answer_goes_once_the_table_shows_its_fields() {
         );
     }
 }
+
+/// Progresses of the same runs from several threads beside failing writes, a commit of some of
+/// those runs, registers that take the places expired runs leave, heartbeat ticks that expire
+/// runs (the clock jumps past `progress_timeout`) and snapshots, every answer sent by the
+/// writer: an answer let go (ok) always finds its own value in the table, a progress that
+/// returned Ok was let go, one not recorded was not, nothing hangs, and once all is done the
+/// table's bytes are its jobs' weights and no place is left reserved (a revival's place given
+/// back once, whether its record was written or not).
+#[test]
+fn progresses_beside_failing_writes_commits_expiry_and_snapshots_are_answered_with_their_values() {
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+    use std::time::{Duration, Instant};
+    const MAX_RUNNING: usize = 6;
+    let f = fixture_with(
+        "answered-progress-stress",
+        MAX_RUNNING,
+        64 << 20,
+        Acknowledge::Disk,
+    );
+    let t0 = Instant::now();
+    f.service.clock.set(t0);
+    let runs: Vec<Uuid> = (0..MAX_RUNNING)
+        .map(|_| {
+            let record = parse_register(br#"{"measurement":{"fields":{"users":1}}}"#, LIMITS);
+            f.service
+                .register(record.unwrap(), "10.0.0.9", None, 1_000)
+                .unwrap()
+                .uuid
+        })
+        .collect();
+    let now_ms = AtomicI64::new(1_000);
+    let stop = AtomicBool::new(false);
+    // (field, value, what the call returned, the answer armed for it)
+    type Tried = (String, f64, Result<(), String>, Option<Arc<NotingFields>>);
+    let tried: Mutex<Vec<Tried>> = Mutex::new(Vec::new());
+    let expired = std::sync::atomic::AtomicUsize::new(0);
+    with_writer(&f, || {
+        thread::scope(|scope| {
+            let log = f.service.delivery.log();
+            scope.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    let before = log.last_written();
+                    while log.last_written() == before && !stop.load(Ordering::SeqCst) {
+                        thread::sleep(Duration::from_micros(200));
+                    }
+                    log.fail_next_writes(1);
+                }
+                log.fail_next_writes(0);
+            });
+            // Ticks and snapshots; now and then the clock jumps past `progress_timeout`, so
+            // that runs expire and the next progress revives them.
+            scope.spawn(|| {
+                let mut mono = Duration::ZERO;
+                let mut n = 0u32;
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    let step = if n.is_multiple_of(5) {
+                        expired.fetch_add(1, Ordering::SeqCst);
+                        Duration::from_secs(700)
+                    } else {
+                        Duration::from_millis(1)
+                    };
+                    mono += step;
+                    f.service.clock.set(t0 + mono);
+                    let now = now_ms.fetch_add(step.as_millis() as i64, Ordering::SeqCst);
+                    f.service.tick(now + step.as_millis() as i64);
+                    f.service.save_snapshot();
+                    thread::sleep(Duration::from_millis(1));
+                }
+            });
+            // Registers that take the places expired runs leave.
+            scope.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    let record = parse_register(b"{}", LIMITS).unwrap();
+                    let now = now_ms.load(Ordering::SeqCst);
+                    let _ = f.service.register(record, "10.0.0.9", None, now);
+                    thread::sleep(Duration::from_millis(3));
+                }
+            });
+            // Commits of two of the runs, racing their progresses.
+            scope.spawn(|| {
+                for uuid in &runs[..2] {
+                    thread::sleep(Duration::from_millis(60));
+                    let body = format!(r#"{{"uuid":"{uuid}","measurement":{{"fields":{{}}}}}}"#);
+                    let commit = parse_commit(body.as_bytes(), LIMITS).unwrap();
+                    let now = now_ms.load(Ordering::SeqCst);
+                    let _ = f.service.commit(commit, None, now);
+                }
+            });
+            let clients: Vec<_> = (0..4)
+                .map(|k| {
+                    let (runs, tried, now_ms, f) = (&runs, &tried, &now_ms, &f);
+                    scope.spawn(move || {
+                        for i in 0..150 {
+                            let uuid = runs[i % runs.len()];
+                            let field = format!("c{k}");
+                            let value = (i * 10 + k) as f64;
+                            let armed: Mutex<Option<Arc<NotingFields>>> = Mutex::new(None);
+                            let arm = |_: &()| {
+                                let noting = Arc::new(NotingFields {
+                                    service: Arc::clone(&f.service),
+                                    uuid,
+                                    told: Mutex::new(None),
+                                    signal: Signal::new(),
+                                });
+                                *lock(&armed) = Some(Arc::clone(&noting));
+                                Some(noting as Arc<dyn Waiter>)
+                            };
+                            let body =
+                                format!(r#"{{"measurement":{{"fields":{{"{field}":{value}}}}}}}"#);
+                            let record = parse_register(body.as_bytes(), LIMITS).unwrap();
+                            let now = now_ms.load(Ordering::SeqCst);
+                            let got = f
+                                .service
+                                .progress_answering(uuid, record, None, now, Some(&arm))
+                                .map_err(|e| format!("{e:?}"));
+                            let armed = lock(&armed).take();
+                            lock(tried).push((field, value, got, armed));
+                        }
+                    })
+                })
+                .collect();
+            for client in clients {
+                client.join().unwrap();
+            }
+            stop.store(true, Ordering::SeqCst);
+        });
+    });
+    let tried = tried.into_inner().unwrap();
+    let ok = tried.iter().filter(|t| t.2.is_ok()).count();
+    let not_recorded = tried
+        .iter()
+        .filter(|t| matches!(&t.2, Err(e) if e.starts_with("NotRecorded")))
+        .count();
+    assert!(
+        ok > 0 && not_recorded > 0,
+        "{ok} recorded, {not_recorded} not, of {}",
+        tried.len()
+    );
+    assert!(expired.load(Ordering::SeqCst) > 0, "the clock never jumped");
+    for (field, value, got, armed) in &tried {
+        let told = armed.as_ref().and_then(|n| lock(&n.told).clone());
+        match got {
+            Ok(()) => {
+                let (_, told_ok, fields) = told.expect("a recorded progress's answer was told");
+                assert!(told_ok, "a recorded progress's answer was let go");
+                assert!(
+                    fields
+                        .iter()
+                        .any(|(k, v)| k == field && *v == FieldValue::Float(*value)),
+                    "the table shows {field}={value} when its answer goes: {fields:?}"
+                );
+            }
+            Err(_) => assert!(
+                !matches!(told, Some((_, true, _))),
+                "a refused progress's answer went: {got:?}"
+            ),
+        }
+    }
+    let (bytes, weights, reserved) = f.service.jobs.accounted();
+    assert_eq!(bytes, weights, "the table's bytes are its jobs' weights");
+    assert_eq!(reserved, 0, "no place is left reserved");
+    let counts = f.service.jobs.counts();
+    assert_eq!(counts.committing, 0, "{counts:?}");
+    assert!(counts.running <= MAX_RUNNING, "{counts:?}");
+}

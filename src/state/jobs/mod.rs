@@ -424,6 +424,15 @@ impl Jobs {
         t
     }
 
+    /// The table's count of bytes, the weight of its jobs summed, and the places reserved:
+    /// the first two equal and the third 0 when no register or progress is under way.
+    #[cfg(test)]
+    pub fn accounted(&self) -> (usize, usize, usize) {
+        let t = self.lock();
+        let sum = t.jobs.values().map(Job::weight).sum();
+        (t.bytes, sum, t.reserved)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Table> {
         // A panic elsewhere must not take the table down with it: every change below leaves the
         // table consistent before anything can panic, so the data is still good.
