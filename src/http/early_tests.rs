@@ -89,6 +89,18 @@ impl Handler for EarlyHandler {
                 *lock(&self.slow_looks) = Some(early.looks());
                 Response::json(500, &json!({"error": "the handler's own, never sent"}))
             }
+            "/early/slow-next" => {
+                // Settled just after a look of the wait began, as a slow InfluxDB may.
+                let early = req.early.as_ref().expect("an early answer offered");
+                let waiter = early.arm(armed()).expect("armed once");
+                let settler = Arc::clone(&waiter);
+                thread::spawn(move || {
+                    thread::sleep(SLOW_NEXT);
+                    settler.settled(true);
+                });
+                waiter.wait(None);
+                Response::json(500, &json!({"error": "the handler's own, never sent"}))
+            }
             "/early/deadline" => {
                 // Armed, nobody settles it, and the wait ends at its deadline.
                 let early = req.early.as_ref().expect("an early answer offered");
@@ -307,6 +319,10 @@ fn an_idle_client_after_its_early_answer_lets_the_handler_return() {
 /// How long `/early/slow`'s wait lasts.
 const SLOW: std::time::Duration = std::time::Duration::from_millis(1200);
 
+/// How long `/early/slow-next`'s wait lasts: 5 ms into a look of 160 ms (the looks end 10,
+/// 30, 70, 150, 310, then every 160 ms: 1110, 1270 ms).
+const SLOW_NEXT: std::time::Duration = std::time::Duration::from_millis(1115);
+
 /// How long `/early/deadline`'s wait lasts at most.
 const DEADLINE: std::time::Duration = std::time::Duration::from_millis(300);
 
@@ -337,6 +353,29 @@ fn a_long_wait_looks_at_the_socket_a_few_times() {
     });
     let looks = lock(&server.handler.slow_looks).unwrap();
     assert!((2..=20).contains(&looks), "{looks} looks in {SLOW:?}");
+}
+
+/// A client that sends its next request during a long look (an answer written after a long
+/// wait) is answered at once: the handler wakes when the request comes, not when the look ends
+/// (about 150 ms later here).
+#[test]
+fn a_request_sent_during_a_long_look_is_answered_at_once() {
+    let server = start();
+    let mut client = Client::connect(server.addr);
+    client.send(post("/early/slow-next"));
+    let answer = client.response();
+    assert_eq!(
+        (answer.status, answer.header("x-answer")),
+        (204, Some("early"))
+    );
+    let began = std::time::Instant::now();
+    client.send(super::tests::get("/next"));
+    assert_eq!(client.response().json()["path"], "/next");
+    let took = began.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(80),
+        "the next request was answered {took:?} after it was sent"
+    );
 }
 
 /// A wait given a deadline ends there when nothing settles it: the handler goes on and its own
