@@ -19,7 +19,7 @@
 
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::net::{SendFlags, send};
@@ -176,7 +176,7 @@ impl Waiter for Shared {
         if ok {
             // Armed in an earlier second (a wait for InfluxDB): the `Date` says when it goes.
             let now = SystemTime::now();
-            if now.duration_since(armed_at).unwrap_or_default() >= Duration::from_secs(1) {
+            if in_a_later_second(armed_at, now) {
                 set_date(&mut answer.rest, now);
             }
             // A socket that fails here fails the connection thread's write of the rest too.
@@ -249,5 +249,31 @@ fn readable(socket: &TcpStream, limit: Duration) -> bool {
         Ok(n) => n > 0,
         Err(rustix::io::Errno::INTR) => false,
         Err(_) => true,
+    }
+}
+
+/// Whether `now` is in a later second (of the Unix time) than `armed_at`: the `Date` an answer
+/// armed then was rendered with no longer says when it goes. Not for a clock that went back.
+fn in_a_later_second(armed_at: SystemTime, now: SystemTime) -> bool {
+    let second = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).ok();
+    matches!((second(armed_at), second(now)), (Some(armed), Some(now)) if now > armed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An answer armed at .9 s and sent at 1.1 s goes in a later second (its `Date` is set
+    /// again) though less than a second passed; one sent later within its second does not.
+    #[test]
+    fn a_later_second_is_one_the_clock_s_second_moved_on_to() {
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms);
+        assert!(in_a_later_second(at(900), at(1_100)));
+        assert!(in_a_later_second(at(0), at(1_000)));
+        assert!(!in_a_later_second(at(0), at(999)));
+        assert!(
+            !in_a_later_second(at(1_100), at(900)),
+            "a clock that went back"
+        );
     }
 }
