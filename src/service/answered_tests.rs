@@ -477,7 +477,7 @@ fn progresses_beside_failing_writes_commits_expiry_and_snapshots_are_answered_wi
     let now_ms = AtomicI64::new(1_000);
     let stop = AtomicBool::new(false);
     // (field, value, what the call returned, the answer armed for it)
-    type Tried = (String, f64, Result<(), String>, Option<Arc<NotingFields>>);
+    type Tried = (String, f64, Result<(), String>, Option<Arc<Noting>>);
     let tried: Mutex<Vec<Tried>> = Mutex::new(Vec::new());
     let expired = std::sync::atomic::AtomicUsize::new(0);
     with_writer(&f, || {
@@ -541,14 +541,9 @@ fn progresses_beside_failing_writes_commits_expiry_and_snapshots_are_answered_wi
                             let uuid = runs[i % runs.len()];
                             let field = format!("c{k}");
                             let value = (i * 10 + k) as f64;
-                            let armed: Mutex<Option<Arc<NotingFields>>> = Mutex::new(None);
+                            let armed: Mutex<Option<Arc<Noting>>> = Mutex::new(None);
                             let arm = |_: &()| {
-                                let noting = Arc::new(NotingFields {
-                                    service: Arc::clone(&f.service),
-                                    uuid,
-                                    told: Mutex::new(None),
-                                    signal: Signal::new(),
-                                });
+                                let noting = Noting::new(&f.service, uuid);
                                 *lock(&armed) = Some(Arc::clone(&noting));
                                 Some(noting as Arc<dyn Waiter>)
                             };
@@ -585,10 +580,11 @@ fn progresses_beside_failing_writes_commits_expiry_and_snapshots_are_answered_wi
     );
     assert!(expired.load(Ordering::SeqCst) > 0, "the clock never jumped");
     for (field, value, got, armed) in &tried {
-        let told = armed.as_ref().and_then(|n| lock(&n.told).clone());
+        let told = armed.as_ref().and_then(|n| *lock(&n.told));
         match got {
             Ok(()) => {
-                let (_, told_ok, fields) = told.expect("a recorded progress's answer was told");
+                let (_, told_ok, _, _) = told.expect("a recorded progress's answer was told");
+                let fields = lock(&armed.as_ref().expect("armed").fields).clone();
                 assert!(told_ok, "a recorded progress's answer was let go");
                 assert!(
                     fields
@@ -598,7 +594,7 @@ fn progresses_beside_failing_writes_commits_expiry_and_snapshots_are_answered_wi
                 );
             }
             Err(_) => assert!(
-                !matches!(told, Some((_, true, _))),
+                !matches!(told, Some((_, true, _, _))),
                 "a refused progress's answer went: {got:?}"
             ),
         }
