@@ -571,9 +571,15 @@ fn a_point_older_than_its_retention_policy_keeps_is_refused_at_the_door_as_influ
         Some(&edge),
     );
     let r = write(&gw, "/write?db=k6", &edge);
+    // In the last minute of an hour the shard group of `newer` begins after `now - hour`: no
+    // point of the edge is past the policy, and both answer 204, with no body.
+    let error = |r: &RawResponse| match r.status {
+        204 => Value::Null,
+        _ => r.json()["error"].clone(),
+    };
     assert_eq!(
-        (r.status, r.json()["error"].clone()),
-        (direct.status, direct.json()["error"].clone()),
+        (r.status, error(&r)),
+        (direct.status, error(&direct)),
         "{edge}"
     );
     let kept = |db: &str| {
