@@ -579,11 +579,18 @@ fn progresses_beside_failing_writes_commits_expiry_and_snapshots_are_answered_wi
         tried.len()
     );
     assert!(expired.load(Ordering::SeqCst) > 0, "the clock never jumped");
+    let mut let_go = 0;
     for (field, value, got, armed) in &tried {
         let told = armed.as_ref().and_then(|n| *lock(&n.told));
         match got {
             Ok(()) => {
-                let (_, told_ok, _, _) = told.expect("a recorded progress's answer was told");
+                // Untold when another request (a tick, a register, a commit) wrote the group
+                // holding the record before the progress left its wait: then its own thread
+                // answered, as without an armed answer.
+                let Some((_, told_ok, _, _)) = told else {
+                    continue;
+                };
+                let_go += 1;
                 let fields = lock(&armed.as_ref().expect("armed").fields).clone();
                 assert!(told_ok, "a recorded progress's answer was let go");
                 assert!(
@@ -599,6 +606,7 @@ fn progresses_beside_failing_writes_commits_expiry_and_snapshots_are_answered_wi
             ),
         }
     }
+    assert!(let_go > 0, "no progress's answer was let go by the writer");
     let (bytes, weights, reserved) = f.service.jobs.accounted();
     assert_eq!(bytes, weights, "the table's bytes are its jobs' weights");
     assert_eq!(reserved, 0, "no place is left reserved");
