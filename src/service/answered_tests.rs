@@ -80,6 +80,21 @@ fn with_writer(f: &Fixture, body: impl FnOnce()) {
     });
 }
 
+/// Makes every other group write of `log` fail until `stop`: a failure is asked for once a
+/// write went through since the last one was, so both kinds happen however slow the disk is
+/// (a failure asked for on a clock would fail nearly every group on a slow one).
+fn fail_every_other_write(log: &crate::storage::log::Log, stop: &std::sync::atomic::AtomicBool) {
+    use std::sync::atomic::Ordering;
+    while !stop.load(Ordering::SeqCst) {
+        let before = log.last_written();
+        while log.last_written() == before && !stop.load(Ordering::SeqCst) {
+            thread::sleep(std::time::Duration::from_micros(200));
+        }
+        log.fail_next_writes(1);
+    }
+    log.fail_next_writes(0);
+}
+
 /// A register's and a commit's answers are let go by the log's writer thread, and only once
 /// the table shows the run running (then finished, its result readable): a client that sends
 /// the next request on another connection the moment it has the answer finds the run.
@@ -230,18 +245,7 @@ fn beside_failing_writes_ticks_and_snapshots_every_answer_finds_its_change() {
     with_writer(&f, || {
         thread::scope(|scope| {
             let log = f.service.delivery.log();
-            // Every other group write fails: a failure is asked for once a write went through
-            // since the last one was, so both kinds happen however slow the disk is.
-            scope.spawn(|| {
-                while !stop.load(Ordering::SeqCst) {
-                    let before = log.last_written();
-                    while log.last_written() == before && !stop.load(Ordering::SeqCst) {
-                        thread::sleep(std::time::Duration::from_micros(200));
-                    }
-                    log.fail_next_writes(1);
-                }
-                log.fail_next_writes(0);
-            });
+            scope.spawn(|| fail_every_other_write(log, &stop));
             scope.spawn(|| {
                 let mut now = 1_000;
                 while !stop.load(Ordering::SeqCst) {
@@ -483,16 +487,7 @@ fn progresses_beside_failing_writes_commits_expiry_and_snapshots_are_answered_wi
     with_writer(&f, || {
         thread::scope(|scope| {
             let log = f.service.delivery.log();
-            scope.spawn(|| {
-                while !stop.load(Ordering::SeqCst) {
-                    let before = log.last_written();
-                    while log.last_written() == before && !stop.load(Ordering::SeqCst) {
-                        thread::sleep(Duration::from_micros(200));
-                    }
-                    log.fail_next_writes(1);
-                }
-                log.fail_next_writes(0);
-            });
+            scope.spawn(|| fail_every_other_write(log, &stop));
             // Ticks and snapshots; now and then the clock jumps past `progress_timeout`, so
             // that runs expire and the next progress revives them.
             scope.spawn(|| {
