@@ -503,16 +503,15 @@ impl Delivery {
             settled
                 .dead
                 .retain(|_, (_, at)| now.duration_since(*at) < keep);
-            let later = settled.answers.split_off(&(upto + 1));
-            let due = std::mem::replace(&mut settled.answers, later);
-            let refused: std::collections::HashSet<u64> = dead.iter().map(|(d, _)| *d).collect();
-            answers = due
-                .into_iter()
-                .map(|(seq, answer)| (!refused.contains(&seq), answer))
-                .collect();
             settled
                 .dead
                 .extend(dead.into_iter().map(|(seq, why)| (seq, (why, now))));
+            let later = settled.answers.split_off(&(upto + 1));
+            let due = std::mem::replace(&mut settled.answers, later);
+            answers = due
+                .into_iter()
+                .map(|(seq, answer)| (!settled.dead.contains_key(&seq), answer))
+                .collect();
         }
         drop(settled);
         for (stored, answer) in answers {
