@@ -160,8 +160,11 @@ struct Inner {
     claimed: BTreeMap<Arc<str>, ClaimCounts>,
     /// What the gateway learned from its own writes since a reading of InfluxDB's schema began
     /// ([`Schema::reading_begins`]): that reading may have been answered before those writes
-    /// reached InfluxDB, so what it says must not make the gateway forget them.
+    /// reached InfluxDB, so what it says must not make the gateway forget them. Kept only while
+    /// `reading`: at other times it would be cleared, unread, when the next reading begins.
     recent: Known,
+    /// A reading of InfluxDB's schema began and its answer is not yet taken.
+    reading: bool,
     /// Counts InfluxDB's answers taken ([`Schema::update_from_influxdb`]): the only change
     /// that can make a name a claim holds fail its check (see [`Claim`]'s `epoch`).
     epoch: u64,
@@ -172,7 +175,7 @@ impl Inner {
     /// its type, as the first write of a type wins in InfluxDB too). Allocates only for what
     /// is new: every request writes names mostly known.
     fn add_field(&mut self, measurement: &str, name: &str, t: FieldType) {
-        for known in [&mut self.known, &mut self.recent] {
+        for known in self.learning() {
             in_measurement(known, measurement, |m| {
                 if !m.fields.contains_key(name) {
                     m.fields.insert(name.to_string(), t);
@@ -183,13 +186,22 @@ impl Inner {
 
     /// Learns that `measurement` has the tag `name`.
     fn add_tag(&mut self, measurement: &str, name: &str) {
-        for known in [&mut self.known, &mut self.recent] {
+        for known in self.learning() {
             in_measurement(known, measurement, |m| {
                 if !m.tags.contains(name) {
                     m.tags.insert(name.to_string());
                 }
             });
         }
+    }
+}
+
+impl Inner {
+    /// What a name learned goes into: what the gateway knows, and, while a reading of
+    /// InfluxDB's schema is under way, what it learned since that reading began.
+    fn learning(&mut self) -> impl Iterator<Item = &mut Known> {
+        let recent = self.reading.then_some(&mut self.recent);
+        std::iter::once(&mut self.known).chain(recent)
     }
 }
 
@@ -539,7 +551,7 @@ impl Claim<'_> {
             if learned.is_empty() {
                 continue;
             }
-            for known in [&mut inner.known, &mut inner.recent] {
+            for known in inner.learning() {
                 in_measurement(known, &measurement, |m| {
                     for (name, what) in &learned {
                         match what {
@@ -583,6 +595,7 @@ impl Schema {
                 known,
                 claimed: BTreeMap::new(),
                 recent: Known::default(),
+                reading: false,
                 epoch: 0,
             }),
             retention: Mutex::new(None),
@@ -727,6 +740,7 @@ impl Schema {
     ) {
         let mut inner = self.lock();
         inner.epoch += 1;
+        inner.reading = false;
         let recent = std::mem::take(&mut inner.recent);
         if replace {
             inner.known = seen;
@@ -772,7 +786,10 @@ impl Schema {
     /// caller keeps as `pending`, taking those of the runs running just before it asks
     /// `caught_up` as well as those running when the answer is taken.
     pub fn reading_begins(&self, caught_up: impl FnOnce() -> bool) -> bool {
-        self.lock().recent.clear();
+        let mut inner = self.lock();
+        inner.recent.clear();
+        inner.reading = true;
+        drop(inner);
         caught_up()
     }
 
