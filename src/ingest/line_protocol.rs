@@ -380,8 +380,8 @@ impl Point {
             return;
         }
         self.encode_head(out);
-        // Writing to a String cannot fail.
-        let _ = write!(out, " {}", self.time_ms);
+        out.push(' ');
+        push_integer(out, self.time_ms);
     }
 
     /// Appends the line without its timestamp: measurement, sorted tags and, when there are
@@ -526,6 +526,12 @@ pub(super) fn escape_into(out: &mut String, text: &str, specials: &Specials) {
     out.push_str(&text[start..]);
 }
 
+/// Appends `n` in decimal: the digits `{n}` prints, without the formatting machinery (a line's
+/// timestamp and most of its numbers go through here).
+pub(super) fn push_integer(out: &mut String, n: i64) {
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
 /// Appends a field value as line protocol writes it.
 pub fn encode_field_value(out: &mut String, value: &FieldValue) {
     match value {
@@ -541,7 +547,7 @@ pub fn encode_field_value(out: &mut String, value: &FieldValue) {
         // as an integer, which gives the same digits without the float algorithm; -0 keeps
         // its sign through `Display`.
         FieldValue::Float(v) if v.fract() == 0.0 && v.abs() < 1e15 && *v != 0.0 => {
-            let _ = write!(out, "{}", *v as i64);
+            push_integer(out, *v as i64);
         }
         FieldValue::Float(v) => {
             let _ = write!(out, "{v}");

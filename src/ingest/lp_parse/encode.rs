@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{FieldValue, Line, MEASUREMENT_CODES, TAG_CODES};
-use crate::ingest::line_protocol::{Specials, escape_into, specials};
+use crate::ingest::line_protocol::{Specials, escape_into, push_integer, specials};
 
 /// [`MEASUREMENT_CODES`] as a table of bytes, for [`escape_into`].
 const MEASUREMENT_SPECIALS: Specials = specials(MEASUREMENT_CODES);
@@ -43,10 +43,15 @@ impl Line<'_> {
                 // An integral value below 1e15 is printed as an integer: the same digits as
                 // `{f}`, without the float algorithm (-0 keeps its sign through `{f}`).
                 FieldValue::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 && *f != 0.0 => {
-                    write!(out, "{}", *f as i64)
+                    push_integer(out, *f as i64);
+                    Ok(())
                 }
                 FieldValue::Float(f) => write!(out, "{f}"),
-                FieldValue::Integer(i) => write!(out, "{i}i"),
+                FieldValue::Integer(i) => {
+                    push_integer(out, *i);
+                    out.push('i');
+                    Ok(())
+                }
                 FieldValue::Boolean(x) => write!(out, "{x}"),
                 FieldValue::String(s) => {
                     out.push('"');
@@ -56,6 +61,7 @@ impl Line<'_> {
                 }
             };
         }
-        let _ = write!(out, " {}", self.time_ns);
+        out.push(' ');
+        push_integer(out, self.time_ns);
     }
 }
