@@ -200,23 +200,27 @@ pub fn commit(run: &Run, record: &Record, stats: Option<RequestStats>, now_ms: i
     }
 
     points.reserve(rows.len() + 1);
-    for row in rows {
-        // Every row is one point, so the answer's count of rows is what InfluxDB holds. Its
-        // tags go in first: the row's name and method (its identity among the rows; a run tag
-        // of either name is never on a row), the run's tags and the gateway's. A member named
-        // like one of them is left out of the point (it stays in the requestStats text): a
-        // name written as a tag and as a field would be refused by InfluxDB 3 and by the
-        // gateway's own schema check for every later run.
-        let mut p = Point::new(REQUEST_STATS, time);
-        for (k, v) in &row.tags {
-            let _ = p.tag(k, v);
+    // Every row is one point, so the answer's count of rows is what InfluxDB holds. Its tags
+    // go in first: the run's tags and the gateway's, the same for every row (made once and
+    // copied), then the row's name and method (its identity among the rows; a run tag of
+    // either name is never on a row), where the run's identity has no tag of that name. A
+    // member named like one of them is left out of the point (it stays in the requestStats
+    // text): a name written as a tag and as a field would be refused by InfluxDB 3 and by the
+    // gateway's own schema check for every later run.
+    let mut run_tags = Point::new(REQUEST_STATS, time);
+    for (k, v) in &run.tags {
+        if k != "name" && k != "method" {
+            let _ = run_tags.tag(k, v);
         }
-        for (k, v) in &run.tags {
-            if k != "name" && k != "method" {
+    }
+    with_run(&mut run_tags, run, false);
+    for row in rows {
+        let mut p = run_tags.clone();
+        for (k, v) in &row.tags {
+            if !run_tags.has_tag(k) {
                 let _ = p.tag(k, v);
             }
         }
-        with_run(&mut p, run, false);
         put_owned(&mut p, row.fields);
         if p.field_count() > 0 {
             points.push(p);
