@@ -657,6 +657,12 @@ mod tests {
         // An escaped quote does not end a string.
         let escaped = r#"{"k":"a\":b"}"#;
         assert_eq!(members_read(escaped.as_bytes()), 1);
+        // An escaped backslash does not escape the quote after it.
+        let backslash = r#"{"k":"a\\","l":2}"#;
+        assert_eq!(members_read(backslash.as_bytes()), 2);
+        // A string that never ends holds no member, whatever follows.
+        let open = r#"{"a":1,"k":"x:y,\"m\":3"#;
+        assert_eq!(members_read(open.as_bytes()), 2);
         let bom = "\u{feff} \"{\\\"a\\\":1}\"";
         assert_eq!(members_read(bom.as_bytes()), 1);
         // Colons the reader never gets to (not after a key) cost nothing either: a body of
