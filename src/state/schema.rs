@@ -24,7 +24,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 mod conflict;
+mod retention;
 pub use conflict::Conflict;
+pub use retention::{Retention, TargetPolicy, TooOld};
 
 use crate::ingest::line_protocol::{FieldValue, Point};
 
@@ -100,53 +102,6 @@ pub struct Schema {
     retention: Mutex<Option<Retention>>,
 }
 
-/// The retention policy points are written under, as InfluxDB tells it: v1 the policy's
-/// name and duration, v2 the bucket's retention rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Retention {
-    /// The policy's name (v1) or `bucket <name>` (v2), for messages.
-    pub policy: String,
-    /// How long points are kept, in milliseconds; always more than 0 (a policy that keeps
-    /// points for ever has no `Retention`).
-    pub keeps_ms: i64,
-    /// The policy's shard group duration, in milliseconds (0: not told). InfluxDB 1.x keeps a
-    /// point older than the policy when a newer point of the same write falls in its shard
-    /// group.
-    pub shard_group_ms: i64,
-}
-
-/// What InfluxDB says of the retention policy a write names (a write API's target).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TargetPolicy {
-    /// It exists: how long it keeps points (`None`: for ever, or InfluxDB did not say).
-    Keeps(Option<Retention>),
-    /// InfluxDB lists the database's policies and this is not one of them: a write there
-    /// would be refused (InfluxDB 1.x answers 500 `retention policy not found`).
-    Missing,
-}
-
-/// A time older than the retention policy keeps: InfluxDB would drop points stamped with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TooOld {
-    /// The time, in milliseconds since the Unix epoch.
-    pub at_ms: i64,
-    pub retention: Retention,
-}
-
-impl Retention {
-    /// The duration as InfluxDB writes it: `1h`, `90m`, `7d`, `30s`.
-    pub fn keeps(&self) -> String {
-        let secs = self.keeps_ms / 1000;
-        match secs {
-            s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
-            s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
-            s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
-            s if s > 0 => format!("{s}s"),
-            _ => format!("{}ms", self.keeps_ms),
-        }
-    }
-}
-
 /// What [`Schema`] guards: what it knows, and what requests under way claimed.
 #[derive(Debug, Default)]
 struct Inner {
@@ -163,7 +118,8 @@ struct Inner {
     /// reached InfluxDB, so what it says must not make the gateway forget them. Kept only while
     /// `reading`: at other times it would be cleared, unread, when the next reading begins.
     recent: Known,
-    /// A reading of InfluxDB's schema began and its answer is not yet taken.
+    /// A reading of InfluxDB's schema began and its answer is not yet taken (one at a time:
+    /// see [`Schema::reading_begins`]).
     reading: bool,
     /// Counts InfluxDB's answers taken ([`Schema::update_from_influxdb`]): the only change
     /// that can make a name a claim holds fail its check (see [`Claim`]'s `epoch`).
@@ -194,9 +150,7 @@ impl Inner {
             });
         }
     }
-}
 
-impl Inner {
     /// What a name learned goes into: what the gateway knows, and, while a reading of
     /// InfluxDB's schema is under way, what it learned since that reading began.
     fn learning(&mut self) -> impl Iterator<Item = &mut Known> {
@@ -785,6 +739,9 @@ impl Schema {
     /// A heartbeat tick's record learns nothing: its types are the running runs', which the
     /// caller keeps as `pending`, taking those of the runs running just before it asks
     /// `caught_up` as well as those running when the answer is taken.
+    ///
+    /// One reading at a time (the schema thread's), its answer taken before the next begins,
+    /// or none: the first answer of two overlapping readings would end what the second keeps.
     pub fn reading_begins(&self, caught_up: impl FnOnce() -> bool) -> bool {
         let mut inner = self.lock();
         inner.recent.clear();
