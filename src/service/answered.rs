@@ -12,6 +12,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::Service;
+use crate::config::Acknowledge;
 use crate::state::jobs::Change;
 use crate::storage::log::{LogError, Share};
 use crate::storage::record::{Kind, Unit};
@@ -82,28 +83,18 @@ impl Waiter for Applying {
 }
 
 impl Service {
-    /// The answer armed by `answer_early` for `answer`, where it cannot change once the record
-    /// is on disk: with `delivery.acknowledge = "disk"`.
+    /// The answer armed by `answer_early` for `answer`, when `answer` is the one that goes in
+    /// mode `final_in`: `Disk`, the answer for a record on disk, sent by the thread that
+    /// writes the log's group; `Influxdb`, the answer for a record InfluxDB stored, sent by the
+    /// deliverer ([`crate::delivery::Delivery::outcome_with`]). `None` in the other mode, and
+    /// where the request's own thread answers.
     pub(super) fn arm<T>(
         &self,
+        final_in: Acknowledge,
         answer_early: Option<ArmEarly<'_, T>>,
         answer: &T,
     ) -> Option<Arc<dyn Waiter>> {
-        if !self.delivery.acknowledges_at_disk() {
-            return None;
-        }
-        answer_early?(answer)
-    }
-
-    /// The answer armed by `answer_early` for `answer`, as it is once InfluxDB stored the
-    /// request's record, for the deliverer to send ([`crate::delivery::Delivery::outcome_with`]):
-    /// with `delivery.acknowledge = "influxdb"`.
-    pub(super) fn arm_stored<T>(
-        &self,
-        answer_early: Option<ArmEarly<'_, T>>,
-        answer: &T,
-    ) -> Option<Arc<dyn Waiter>> {
-        if self.delivery.acknowledges_at_disk() {
+        if self.delivery.acknowledges_at_disk() != (final_in == Acknowledge::Disk) {
             return None;
         }
         answer_early?(answer)

@@ -3,6 +3,7 @@
 //! written as one log record, and makes the change once the record is on disk.
 
 use super::*;
+use crate::config::Acknowledge;
 
 /// A commit that has begun; if the use-case leaves early (an error or a panic), the job goes
 /// back to what it was, so a run is never stuck in `Committing`.
@@ -118,7 +119,7 @@ impl Service {
             uuid,
             outcome: Outcome::Recorded,
         };
-        let answer = self.arm(answer_early, &registered);
+        let answer = self.arm(Acknowledge::Disk, answer_early, &registered);
         let slot = slot.shared(Arc::clone(&self.jobs));
         let seq = self
             .record_applying(
@@ -136,7 +137,7 @@ impl Service {
         self.learned(claim, &points);
         log::info!("run {uuid} registered");
         registered.outcome = Outcome::Delivered;
-        let stored = self.arm_stored(answer_early, &registered);
+        let stored = self.arm(Acknowledge::Influxdb, answer_early, &registered);
         registered.outcome = self.delivery.outcome_with(seq, stored);
         Ok(registered)
     }
@@ -386,7 +387,7 @@ impl Service {
             verdict: result.verdict,
             not_kept,
         };
-        let answer = self.arm(answer_early, &committed);
+        let answer = self.arm(Acknowledge::Disk, answer_early, &committed);
         // Made once the record is on disk, given up if it is not: the run finished (or put
         // back as it was), its result counted or let go.
         let kept = committed.not_kept.is_none();
@@ -420,7 +421,7 @@ impl Service {
             crate::logtext::escape(&committed.verdict.summary(), 300)
         );
         committed.outcome = Outcome::Delivered;
-        let stored = self.arm_stored(answer_early, &committed);
+        let stored = self.arm(Acknowledge::Influxdb, answer_early, &committed);
         committed.outcome = self.delivery.outcome_with(seq, stored);
         Ok(committed)
     }

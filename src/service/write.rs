@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use super::{ArmEarly, Service};
 use crate::auth::Client;
+use crate::config::Acknowledge;
 use crate::delivery::Outcome;
 use crate::ingest::lp_parse::{self, FieldValue, Line, Precision};
 use crate::ingest::points;
@@ -454,7 +455,11 @@ impl Service {
         // Only a write with nothing refused has an answer that cannot change once on disk.
         let whole = refusals.count == 0 && budget.is_none();
         let answer = match whole {
-            true => self.arm(w.answer_early, &Written::whole(Outcome::Recorded)),
+            true => self.arm(
+                Acknowledge::Disk,
+                w.answer_early,
+                &Written::whole(Outcome::Recorded),
+            ),
             false => None,
         };
         let seq = self.record_lines(&w, &lines, answer)?;
@@ -467,7 +472,11 @@ impl Service {
             }
         }
         let stored = match whole {
-            true => self.arm_stored(w.answer_early, &Written::whole(Outcome::Delivered)),
+            true => self.arm(
+                Acknowledge::Influxdb,
+                w.answer_early,
+                &Written::whole(Outcome::Delivered),
+            ),
             false => None,
         };
         let outcome = self.delivery.outcome_with(seq, stored);
