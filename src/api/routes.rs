@@ -281,17 +281,21 @@ fn register(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, 
     let quota = client.map(quota_of);
     let reply = |registered: &Registered| {
         let uuid = registered.uuid;
-        let mut body = json!({"uuid": uuid, "data": {"uuid": uuid}});
         let notes: Vec<String> = tolerated_note(tolerated)
             .into_iter()
             .chain(ignored_note(&ignored))
             .collect();
-        if !notes.is_empty() {
-            body["data"]["description"] =
-                Value::String(format!("run {uuid} registered; {}", notes.join("; ")));
+        let description =
+            (!notes.is_empty()).then(|| format!("run {uuid} registered; {}", notes.join("; ")));
+        RunAnswer {
+            data: AnswerData {
+                description,
+                uuid: Some(uuid),
+            },
+            ..RunAnswer::new(uuid, &ignored, tolerated)
         }
-        put_ignored(&mut body, &ignored);
-        Reply::Json(answer(body, &registered.outcome, tolerated))
+        .with_outcome(&registered.outcome)
+        .reply()
     };
     let arm = |registered: &Registered| arm_early(req, Flavor::Run, reply(registered));
     // Without a host the peer's address says at least where the run came from.
@@ -328,12 +332,14 @@ fn progress(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply, 
             description.push_str("; ");
             description.push_str(&note);
         }
-        let mut body = json!({"uuid": uuid, "data": {"description": description}});
-        put_ignored(&mut body, &ignored);
-        if tolerated.non_finite > 0 {
-            body["non_finite_numbers"] = tolerated.non_finite.into();
+        RunAnswer {
+            data: AnswerData {
+                description: Some(description),
+                uuid: None,
+            },
+            ..RunAnswer::new(uuid, &ignored, tolerated)
         }
-        Reply::Json(body)
+        .reply()
     };
     let arm = |_: &()| arm_early(req, Flavor::Run, reply());
     app.service
@@ -398,11 +404,99 @@ fn committed_reply(
             "; its result could not be kept ({why}): no report, and no later run's baseline"
         ));
     }
-    let mut body = json!({"uuid": uuid, "data": {"description": description}});
-    body["verdict"] = serde_json::to_value(&c.verdict).unwrap_or(Value::Null);
-    body["report"] = Value::String(format!("/apiv0.1/runs/{uuid}/report"));
-    put_ignored(&mut body, ignored);
-    Reply::Json(answer(body, &c.outcome, tolerated))
+    RunAnswer {
+        data: AnswerData {
+            description: Some(description),
+            uuid: None,
+        },
+        verdict: Some(&c.verdict),
+        report: Some(format!("/apiv0.1/runs/{uuid}/report")),
+        ..RunAnswer::new(uuid, ignored, tolerated)
+    }
+    .with_outcome(&c.outcome)
+    .reply()
+}
+
+/// The JSON answer of the run routes (register, progress, commit), written straight from what
+/// it says rather than built as a `serde_json::Value` first. Its members are in the order of
+/// their names, as a `Value`'s object writes them; the optional ones are left out when absent.
+#[derive(serde::Serialize)]
+struct RunAnswer<'a> {
+    data: AnswerData,
+    /// Why InfluxDB refused the request's points (they are in the dead letters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dead_letter: Option<&'a str>,
+    /// Whether InfluxDB has the points (register and commit; a progress writes none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivered: Option<bool>,
+    /// Each misspelled key nothing read, with its likely meaning.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    did_you_mean: std::collections::BTreeMap<&'a str, &'static str>,
+    /// Every key nothing read, as a path.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ignored: Vec<&'a str>,
+    /// Numbers not finite, read as `null` and left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    non_finite_numbers: Option<usize>,
+    /// The run's report page (commit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report: Option<String>,
+    uuid: uuid::Uuid,
+    /// The run's verdict (commit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verdict: Option<&'a crate::verdict::Verdict>,
+}
+
+/// An answer's `data`: what Locust's client reads (`uuid` at a register, `description`).
+#[derive(serde::Serialize)]
+struct AnswerData {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uuid: Option<uuid::Uuid>,
+}
+
+impl<'a> RunAnswer<'a> {
+    /// The answer about run `uuid`, with the keys nothing read and the numbers not finite.
+    fn new(uuid: uuid::Uuid, ignored: &'a [payload::Ignored], tolerated: Tolerated) -> Self {
+        RunAnswer {
+            data: AnswerData {
+                description: None,
+                uuid: None,
+            },
+            dead_letter: None,
+            delivered: None,
+            did_you_mean: ignored
+                .iter()
+                .filter_map(|i| Some((i.key.as_str(), i.near?)))
+                .collect(),
+            ignored: ignored.iter().map(|i| i.key.as_str()).collect(),
+            non_finite_numbers: (tolerated.non_finite > 0).then_some(tolerated.non_finite),
+            report: None,
+            uuid,
+            verdict: None,
+        }
+    }
+
+    /// With what became of the request's points: `delivered`, and `dead_letter` when InfluxDB
+    /// refused them.
+    fn with_outcome(self, outcome: &'a Outcome) -> Self {
+        RunAnswer {
+            delivered: Some(outcome.delivered()),
+            dead_letter: match outcome {
+                Outcome::DeadLettered(why) => Some(why),
+                _ => None,
+            },
+            ..self
+        }
+    }
+
+    fn reply(&self) -> Reply {
+        // Serialising these cannot fail (every map key is a string); the fallback keeps the
+        // path free of panics all the same, as `Response::json`'s.
+        let bytes = serde_json::to_vec(self).unwrap_or_else(|_| b"null".to_vec());
+        Reply::Response(crate::http::Response::json_bytes(200, bytes))
+    }
 }
 
 /// `ignored keys: "measurment" (did you mean "measurement"?), "state"`: the sentence of an
@@ -419,25 +513,6 @@ fn ignored_note(ignored: &[payload::Ignored]) -> Option<String> {
         })
         .collect();
     Some(format!("ignored keys: {}", keys.join(", ")))
-}
-
-/// Adds `ignored` (every key nothing read, as paths) and `did_you_mean` (each misspelled
-/// one's likely meaning) to an answer, when there are any.
-fn put_ignored(body: &mut Value, ignored: &[payload::Ignored]) {
-    if ignored.is_empty() {
-        return;
-    }
-    body["ignored"] = ignored
-        .iter()
-        .map(|i| Value::from(i.key.as_str()))
-        .collect();
-    let near: Map<String, Value> = ignored
-        .iter()
-        .filter_map(|i| i.near.map(|n| (i.key.clone(), Value::from(n))))
-        .collect();
-    if !near.is_empty() {
-        body["did_you_mean"] = Value::Object(near);
-    }
 }
 
 /// What the answer says about a `requestStats` whose rows or text could not be kept as sent.
@@ -515,19 +590,6 @@ fn is_running(app: &App, _: &Request, client: Option<&Client>) -> Result<Reply, 
     Ok(Reply::Json(Value::Object(map)))
 }
 
-/// A successful answer: `body` plus where the points went, and how many numbers were left
-/// out for not being finite (only when some were).
-fn answer(mut body: Value, outcome: &Outcome, tolerated: Tolerated) -> Value {
-    body["delivered"] = Value::Bool(outcome.delivered());
-    if let Outcome::DeadLettered(why) = outcome {
-        body["dead_letter"] = Value::String(why.clone());
-    }
-    if tolerated.non_finite > 0 {
-        body["non_finite_numbers"] = tolerated.non_finite.into();
-    }
-    body
-}
-
 fn peer_host(ip: IpAddr) -> String {
     ip.to_string()
 }
@@ -535,6 +597,73 @@ fn peer_host(ip: IpAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The run routes' answers, written straight from what they say, hold what a
+    /// `serde_json::Value` of the same members held; their members come in the order of
+    /// their names, as the `Value`'s did, and the verdict's in its own (`passed` first, as
+    /// docs/verdicts.md shows it).
+    #[test]
+    fn a_run_answer_is_written_as_a_json_object_of_its_members() {
+        let uuid = uuid::Uuid::from_u128(7);
+        let ignored = [
+            payload::Ignored {
+                key: "measurment".into(),
+                near: Some("measurement"),
+            },
+            payload::Ignored {
+                key: "state".into(),
+                near: None,
+            },
+        ];
+        let tolerated = Tolerated {
+            non_finite: 2,
+            lone_surrogates: 0,
+        };
+        let verdict = crate::verdict::Verdict {
+            passed: true,
+            baseline: Some(uuid),
+            checks: Vec::new(),
+        };
+        let refused = Outcome::DeadLettered("field type conflict".into());
+        let bytes = |reply: Reply| match reply {
+            Reply::Response(r) => String::from_utf8(r.body).unwrap(),
+            _ => panic!("not a response"),
+        };
+        let full = RunAnswer {
+            data: AnswerData {
+                description: Some("run finished".into()),
+                uuid: Some(uuid),
+            },
+            verdict: Some(&verdict),
+            report: Some("/apiv0.1/runs/x/report".into()),
+            ..RunAnswer::new(uuid, &ignored, tolerated)
+        }
+        .with_outcome(&refused)
+        .reply();
+        // What a `Value` of the members writes, the verdict's members in its own order.
+        let as_value = json!({
+            "uuid": uuid,
+            "data": {"uuid": uuid, "description": "run finished"},
+            "verdict": "VERDICT",
+            "report": "/apiv0.1/runs/x/report",
+            "ignored": ["measurment", "state"],
+            "did_you_mean": {"measurment": "measurement"},
+            "delivered": false,
+            "dead_letter": "field type conflict",
+            "non_finite_numbers": 2,
+        });
+        let expected = serde_json::to_string(&as_value)
+            .unwrap()
+            .replace(r#""VERDICT""#, &serde_json::to_string(&verdict).unwrap());
+        assert_eq!(bytes(full), expected);
+        assert!(
+            expected.contains(r#""verdict":{"passed":true,"#),
+            "{expected}"
+        );
+        // The optional members are left out when absent.
+        let bare = RunAnswer::new(uuid, &[], Tolerated::default()).reply();
+        assert_eq!(bytes(bare), format!(r#"{{"data":{{}},"uuid":"{uuid}"}}"#));
+    }
 
     #[test]
     fn routes_are_found_with_or_without_a_trailing_slash() {

@@ -247,7 +247,8 @@ impl Response {
         self
     }
 
-    fn json_bytes(status: u16, body: Vec<u8>) -> Response {
+    /// A JSON response of `body`, already serialized (`Content-Type: application/json`).
+    pub fn json_bytes(status: u16, body: Vec<u8>) -> Response {
         Response {
             status,
             headers: vec![("Content-Type", "application/json".to_owned())],
