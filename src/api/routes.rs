@@ -665,6 +665,96 @@ mod tests {
         assert_eq!(bytes(bare), format!(r#"{{"data":{{}},"uuid":"{uuid}"}}"#));
     }
 
+    /// A commit's answer as the code before 5713430 wrote it: a `serde_json::Value` (the verdict
+    /// through `serde_json::to_value`), its maps written in the order of their keys. The change
+    /// claimed one difference only: the verdict's own members (`passed`, `baseline`, `checks`)
+    /// in its struct order. Each check outcome inside `checks` must then still come as the
+    /// `Value` wrote it, members sorted by name.
+    #[test]
+    fn a_commit_answer_differs_from_the_value_one_only_in_the_verdicts_own_member_order() {
+        let uuid = uuid::Uuid::from_u128(7);
+        let ignored = [payload::Ignored {
+            key: "measurment".into(),
+            near: Some("measurement"),
+        }];
+        let tolerated = Tolerated {
+            non_finite: 1,
+            lone_surrogates: 0,
+        };
+        let verdict = crate::verdict::Verdict {
+            passed: false,
+            baseline: None,
+            checks: vec![crate::verdict::Outcome {
+                endpoint: "/checkout".into(),
+                metric: "p95".into(),
+                method: Some("GET".into()),
+                check: "p95 < 500ms".into(),
+                source: crate::verdict::Source::Register,
+                value: Some(612.0),
+                limit: Some(500.0),
+                passed: Some(false),
+                reason: None,
+            }],
+        };
+        let committed = Committed {
+            uuid,
+            points: 3,
+            rows: 1,
+            rows_sent: 1,
+            left_out: 0,
+            outcome: Outcome::Recorded,
+            verdict: verdict.clone(),
+            not_kept: None,
+        };
+        // The notes as `commit` gathers them (no requestStats here).
+        let notes: Vec<String> = tolerated_note(tolerated)
+            .into_iter()
+            .chain(ignored_note(&ignored))
+            .collect();
+        let Reply::Response(new) = committed_reply(&committed, notes, tolerated, &ignored) else {
+            panic!("not a response");
+        };
+        let new = String::from_utf8(new.body).unwrap();
+
+        // The old code, as of 157655b:src/api/routes.rs (`committed_reply`, `put_ignored`,
+        // `answer`).
+        let description = format!(
+            "run {uuid} finished; wrote 3 points (1 endpoint rows); {}; {}; verdict: {}",
+            tolerated_note(tolerated).unwrap(),
+            ignored_note(&ignored).unwrap(),
+            verdict.summary()
+        );
+        let mut old = json!({"uuid": uuid, "data": {"description": description}});
+        old["verdict"] = serde_json::to_value(&verdict).unwrap_or(Value::Null);
+        old["report"] = Value::String(format!("/apiv0.1/runs/{uuid}/report"));
+        old["ignored"] = ignored
+            .iter()
+            .map(|i| Value::from(i.key.as_str()))
+            .collect();
+        old["did_you_mean"] = json!({"measurment": "measurement"});
+        old["delivered"] = Value::Bool(false);
+        old["non_finite_numbers"] = 1.into();
+        // The one difference claimed: the verdict's own members in its order.
+        let old_verdict = serde_json::to_string(&old["verdict"]).unwrap();
+        let claimed_verdict = format!(
+            r#"{{"passed":false,"baseline":null,"checks":{}}}"#,
+            serde_json::to_string(&old["verdict"]["checks"]).unwrap()
+        );
+        let claimed = serde_json::to_string(&old)
+            .unwrap()
+            .replace(&old_verdict, &claimed_verdict);
+        // Same members and values at least.
+        assert_eq!(
+            serde_json::from_str::<Value>(&new).unwrap(),
+            old,
+            "members or values differ"
+        );
+        assert_eq!(
+            new, claimed,
+            "member order differs beyond the verdict's own"
+        );
+    }
+
     #[test]
     fn routes_are_found_with_or_without_a_trailing_slash() {
         let name = |path| find(path).map(|(_, r)| r.name);
