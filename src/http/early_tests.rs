@@ -48,6 +48,19 @@ impl Handler for EarlyHandler {
             waiter.wait(None);
             Some(())
         };
+        // Arms the answer, has it settled well `after` this long, as a slow InfluxDB settles
+        // a record, and waits for it.
+        let settle_after = |after: std::time::Duration| {
+            let early = req.early.as_ref().expect("an early answer offered");
+            let waiter = early.arm(armed()).expect("armed once");
+            let settler = Arc::clone(&waiter);
+            thread::spawn(move || {
+                thread::sleep(after);
+                settler.settled(true);
+            });
+            waiter.wait(None);
+            early
+        };
         match req.path() {
             "/offered" => Response::json(200, &json!({ "offered": offered })),
             "/early/held" => {
@@ -77,28 +90,14 @@ impl Handler for EarlyHandler {
                 Response::json(500, &json!({"error": "the handler's own, never sent"}))
             }
             "/early/slow" => {
-                // Settled 1.2 s later, as a slow InfluxDB settles a record.
-                let early = req.early.as_ref().expect("an early answer offered");
-                let waiter = early.arm(armed()).expect("armed once");
-                let settler = Arc::clone(&waiter);
-                thread::spawn(move || {
-                    thread::sleep(SLOW);
-                    settler.settled(true);
-                });
-                waiter.wait(None);
+                // Settled 1.2 s later.
+                let early = settle_after(SLOW);
                 *lock(&self.slow_looks) = Some(early.looks());
                 Response::json(500, &json!({"error": "the handler's own, never sent"}))
             }
             "/early/slow-next" => {
-                // Settled just after a look of the wait began, as a slow InfluxDB may.
-                let early = req.early.as_ref().expect("an early answer offered");
-                let waiter = early.arm(armed()).expect("armed once");
-                let settler = Arc::clone(&waiter);
-                thread::spawn(move || {
-                    thread::sleep(SLOW_NEXT);
-                    settler.settled(true);
-                });
-                waiter.wait(None);
+                // Settled just after a look of the wait began.
+                settle_after(SLOW_NEXT);
                 Response::json(500, &json!({"error": "the handler's own, never sent"}))
             }
             "/early/deadline" => {

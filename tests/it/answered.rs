@@ -40,6 +40,15 @@ fn post(path: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A POST of the JSON `body` to the run route `path`, kept alive, without a token.
+fn run_post(path: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// A gateway writing to `influx_url`, acknowledging as `acknowledge` says, with `influxdb`'s
 /// lines added to `[influxdb]`, and the token [`TOKEN`] (named `k6`) that may write the
 /// database `k6`.
@@ -155,14 +164,7 @@ fn run_found_at_once(acknowledge: &str) {
     let delivered = acknowledge == "influxdb";
     let mut kept = Kept::open(gw.addr);
     for i in 0..40 {
-        let body = r#"{"host": "lg", "measurement": {"fields": {"users": 5}}}"#;
-        kept.send(
-            format!(
-                "POST /apiv0.1/events/register HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        );
+        kept.send(&register_request("lg"));
         let registered = kept.answer();
         assert_eq!(registered.status, 200, "register {i}: {}", registered.body);
         assert_eq!(
@@ -180,26 +182,14 @@ fn run_found_at_once(acknowledge: &str) {
             r#"{{"uuid": "{uuid}", "measurement": {{"fields": {{"users": {}}}}}}}"#,
             i + 10
         );
-        kept.send(
-            format!(
-                "POST /apiv0.1/events/progress HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{progress}",
-                progress.len()
-            )
-            .as_bytes(),
-        );
+        kept.send(&run_post("/apiv0.1/events/progress", &progress));
         let updated = kept.answer();
         assert_eq!(updated.status, 200, "progress {i}: {}", updated.body);
         assert_eq!(updated.json()["uuid"], Value::from(uuid.as_str()));
         assert_eq!(updated.header("connection"), None, "kept alive");
         let commit = format!(r#"{{"uuid": "{uuid}", "measurement": {{"fields": {{}}}}}}"#);
         let mut other = Kept::open(gw.addr);
-        other.send(
-            format!(
-                "POST /apiv0.1/events/commit HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{commit}",
-                commit.len()
-            )
-            .as_bytes(),
-        );
+        other.send(&run_post("/apiv0.1/events/commit", &commit));
         let committed = other.answer();
         assert_eq!(
             committed.status, 200,
@@ -400,18 +390,13 @@ fn in_influxdb_mode_a_slow_and_failing_influxdb_never_gets_a_run_answered_stored
                 let mut kept = Kept::open(addr);
                 let mut delivered = 0;
                 for i in 0..20 {
-                    let host = if i % 4 == 1 { "badhost".to_string() } else { format!("lg{t}") };
-                    let body = format!(
-                        r#"{{"host": "{host}", "measurement": {{"fields": {{"users": 5}}}}}}"#
-                    );
+                    let host = if i % 4 == 1 {
+                        "badhost".to_string()
+                    } else {
+                        format!("lg{t}")
+                    };
                     let sent = Instant::now();
-                    kept.send(
-                        format!(
-                            "POST /apiv0.1/events/register HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        )
-                        .as_bytes(),
-                    );
+                    kept.send(&register_request(&host));
                     let answer = kept.answer();
                     let at = Instant::now();
                     assert_eq!(answer.status, 200, "{t}/{i}: {}", answer.body);
@@ -442,7 +427,13 @@ fn in_influxdb_mode_a_slow_and_failing_influxdb_never_gets_a_run_answered_stored
                     .set_read_timeout(Some(Duration::from_secs(3)))
                     .expect("a read timeout");
                 match kept.0.answer() {
-                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::UnexpectedEof) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock
+                                | std::io::ErrorKind::TimedOut
+                                | std::io::ErrorKind::UnexpectedEof
+                        ) => {}
                     other => panic!("{t}: something more came: {other:?}"),
                 }
                 delivered
@@ -459,11 +450,7 @@ fn in_influxdb_mode_a_slow_and_failing_influxdb_never_gets_a_run_answered_stored
 /// A register of host `host`, kept alive.
 fn register_request(host: &str) -> Vec<u8> {
     let body = format!(r#"{{"host": "{host}", "measurement": {{"fields": {{"users": 5}}}}}}"#);
-    format!(
-        "POST /apiv0.1/events/register HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+    run_post("/apiv0.1/events/register", &body)
 }
 
 /// In `"influxdb"` mode, against a stand-in that takes 400 ms to store each write, with answers
