@@ -657,9 +657,9 @@ mod tests {
         assert_eq!(bytes(bare), format!(r#"{{"data":{{}},"uuid":"{uuid}"}}"#));
     }
 
-    /// A commit's answer, with a check, is what the code before 5713430 wrote: a
-    /// `serde_json::Value` (the verdict through `serde_json::to_value`), its maps written in
-    /// the order of their keys, down to each check outcome's members.
+    /// A commit's answer, with a check, is what the same answer built as a `serde_json::Value`
+    /// writes (the verdict through `serde_json::to_value`): its maps in the order of their
+    /// keys, down to each check outcome's members.
     #[test]
     fn a_commit_answer_with_checks_is_written_as_the_value_wrote_it() {
         let uuid = uuid::Uuid::from_u128(7);
@@ -706,8 +706,7 @@ mod tests {
         };
         let new = String::from_utf8(new.body).unwrap();
 
-        // The old code, as of 157655b:src/api/routes.rs (`committed_reply`, `put_ignored`,
-        // `answer`).
+        // The same answer built as a `serde_json::Value`, member by member.
         let description = format!(
             "run {uuid} finished; wrote 3 points (1 endpoint rows); {}; {}; verdict: {}",
             tolerated_note(tolerated).unwrap(),
