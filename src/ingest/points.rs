@@ -144,7 +144,7 @@ impl BeatLine {
             line_protocol::encode_field_value(out, &FieldValue::Float(elapsed));
         }
         out.push(' ');
-        out.push_str(&now_ms.to_string());
+        line_protocol::push_integer(out, now_ms);
         out.push('\n');
         true
     }
