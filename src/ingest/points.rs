@@ -215,7 +215,8 @@ pub fn commit(run: &Run, record: &Record, stats: Option<RequestStats>, now_ms: i
     }
     with_run(&mut run_tags, run, false);
     for row in rows {
-        let mut p = run_tags.clone();
+        let tag_bytes = row.tags.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let mut p = run_tags.copy_with_room(row.tags.len(), tag_bytes, row.fields.len());
         for (k, v) in &row.tags {
             if !run_tags.has_tag(k) {
                 let _ = p.tag(k, v);

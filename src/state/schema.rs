@@ -447,7 +447,8 @@ impl Claim<'_> {
         items: impl IntoIterator<Item = (&'b str, &'b str, Claimed)>,
     ) -> Result<(), Conflict> {
         let same_epoch = self.same_epoch(inner);
-        let mut added: Vec<(&'b str, &'b str)> = Vec::new();
+        // Room for a commit's names at once (its rows' names are claimed once, by the first).
+        let mut added: Vec<(&'b str, &'b str)> = Vec::with_capacity(32);
         let mut outcome = Ok(());
         // Consecutive items mostly share their measurement: its lookups are made once for them.
         let mut items = items.into_iter().peekable();

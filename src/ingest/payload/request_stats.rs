@@ -316,10 +316,11 @@ pub(super) fn scalar_members<K: AsRef<str> + Into<String>>(
     members: impl IntoIterator<Item = (K, Value)>,
 ) -> Vec<(String, FieldValue)> {
     // Collected into a new vector, not in place: the members' vector may be far longer than
-    // the fields kept, and a row's fields live as long as the commit.
-    let mut fields = Vec::new();
+    // the fields kept, and a row's fields live as long as the commit. Room for as many as
+    // may be kept, made at once.
+    let members = members.into_iter();
+    let mut fields = Vec::with_capacity(members.size_hint().0.min(MAX_FIELDS));
     let kept = members
-        .into_iter()
         .filter(|(key, value)| {
             matches!(value, Value::Bool(_) | Value::Number(_))
                 && line_protocol::check_name(key.as_ref()).is_ok()
@@ -355,7 +356,7 @@ pub fn safe_tag(text: &str) -> String {
 /// breaks the tag rules is made safe ([`safe_tag`]), and the exact text goes into the field
 /// `full_name` (or `full_method`).
 pub(super) fn stats_row(mut row: crate::ingest::json::Row<'_>) -> Option<StatsRow> {
-    let mut tags = Vec::new();
+    let mut tags = Vec::with_capacity(2);
     // Taken out before the members are: `name` and `method` are reserved, never fields.
     let tag_values = ["method", "name"].map(|key| row.remove(key));
     let computed = match row.remove("response_times") {

@@ -197,7 +197,11 @@ impl Results {
     ///
     /// Errors: it could not be written (a full disk); nothing is kept then.
     pub fn save(&self, result: &RunResult) -> io::Result<Vec<u8>> {
-        let bytes = serde_json::to_vec(result).map_err(io::Error::other)?;
+        // Room at once for what a result's line usually takes (each row's fourteen figures
+        // about 400 bytes), where serde_json's buffer would grow from 128 bytes.
+        let mut bytes =
+            Vec::with_capacity(1024 + 512 * result.rows.len() + 64 * result.progress.len());
+        serde_json::to_writer(&mut bytes, result).map_err(io::Error::other)?;
         let mut index = lock(&self.index);
         let place = lock(&self.store).append(&bytes)?;
         let meta = Meta {

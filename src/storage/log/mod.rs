@@ -95,6 +95,10 @@ const FIRST_RECORD: u64 = SEGMENT_HEADER_BYTES as u64;
 /// The log target of the log's own lines, also of those that may repeat ([`super::Repeats`]).
 pub(crate) const LOG_TARGET: &str = module_path!();
 
+/// The most room a written group's buffer keeps for the next group ([`Inner::spare`]), in
+/// bytes: what many requests' records take at once, not what one large write's does.
+const SPARE_BYTES: usize = 256 * 1024;
+
 /// Why a record was not written, or the log could not be read.
 #[derive(Debug, Clone)]
 pub enum LogError {
@@ -308,6 +312,10 @@ struct Inner {
     /// The number the next written record gets.
     next_seq: u64,
     pending: Vec<u8>,
+    /// The buffer of the group written last, emptied, for `pending` to be once that group's
+    /// successor is taken: two buffers take turns rather than each group's growing from
+    /// nothing. Not kept past [`SPARE_BYTES`] of room (after a group of large records).
+    spare: Vec<u8>,
     /// Where each queued record starts in `pending`, in ticket order.
     pending_starts: Vec<usize>,
     /// The client and bytes of each queued record that has a client: given back to
@@ -609,6 +617,7 @@ impl Log {
         inner.next_ticket += 1;
         let start = inner.pending.len();
         inner.pending_starts.push(start);
+        inner.pending.reserve(len as usize);
         record::encode(&mut inner.pending, 0, &parts);
         inner.pending_change = inner.pending_change.max(parts.change_seq);
         inner.undelivered += len;
@@ -718,7 +727,8 @@ impl Log {
             }
         }
         inner.writing = true;
-        let mut bytes = std::mem::take(&mut inner.pending);
+        let spare = std::mem::take(&mut inner.spare);
+        let mut bytes = std::mem::replace(&mut inner.pending, spare);
         let starts = std::mem::take(&mut inner.pending_starts);
         let clients = std::mem::take(&mut inner.pending_clients);
         let from = inner.done;
@@ -882,6 +892,10 @@ impl Log {
                 Err(e)
             }
         };
+        if bytes.capacity() <= SPARE_BYTES {
+            bytes.clear();
+            inner.spare = bytes;
+        }
         self.settle(inner, from, to, outcome)
     }
 
@@ -1370,6 +1384,43 @@ mod tests {
         let read = read_all(&log, &mut at);
         log.delivered(second, &read);
         assert_eq!(log.oldest_waiting(), None);
+    }
+
+    /// A written group's buffer is kept, emptied, for the next group to fill, unless a group
+    /// of large records made it larger than the room kept; what it holds is never written
+    /// twice.
+    #[test]
+    fn a_written_groups_buffer_is_kept_for_the_next_unless_it_grew_large() {
+        let dir = Dir::new("log-spare");
+        let (log, mut at, _) = open_sized(&dir, LIMIT, false, 1 << 22, &mut |_| {}).unwrap();
+        let spare = |log: &Log| {
+            let inner = log.lock();
+            (inner.spare.len(), inner.spare.capacity())
+        };
+        assert_eq!(spare(&log), (0, 0));
+        put(&log, 1);
+        let (len, room) = spare(&log);
+        assert_eq!(len, 0);
+        assert!(room > 0);
+        put(&log, 2);
+        for n in 3..8 {
+            put_wide(&log, n).unwrap();
+        }
+        // Each wide record alone is a group of 64 KiB: kept.
+        assert!(spare(&log).1 >= 64 << 10);
+        // A group larger than SPARE_BYTES is not kept.
+        let lines = format!("m v=\"{}\" 9\n", "w".repeat(SPARE_BYTES));
+        let ticket = log
+            .append(Kind::Request, 0, b"", &one_line(&lines), None)
+            .unwrap();
+        log.wait(ticket).unwrap();
+        assert_eq!(spare(&log), (0, 0));
+        put(&log, 10);
+        let read = log.read(&mut at, u64::MAX).unwrap();
+        let seqs: Vec<u64> = read.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (1..=9).collect::<Vec<u64>>());
+        assert!(read[0].units[0].lines.starts_with("m,r=r1 "));
+        assert!(read[8].units[0].lines.starts_with("m,r=r10 "));
     }
 
     /// A failed write is told (for the state page) until a write succeeds again.

@@ -175,6 +175,7 @@ impl Log {
                 next_ticket: 1,
                 next_seq,
                 pending: Vec::new(),
+                spare: Vec::new(),
                 pending_starts: Vec::new(),
                 pending_clients: Vec::new(),
                 pending_change: 0,
