@@ -107,7 +107,7 @@ impl Service {
         let mut job = Job::running(run, record.fields, now_ms);
         job.seen_mono_ms = self.jobs.mono_ms(self.clock.now());
         job.owner = quota.map(|q| q.owner.into());
-        job.thresholds = Arc::new(record.thresholds);
+        job.thresholds = crate::state::jobs::thresholds(record.thresholds);
         job.sample(now_ms);
         let change = slot
             .prepare(&job, &self.rules.bounds)

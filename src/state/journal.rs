@@ -615,7 +615,7 @@ impl Saved<'_> {
                 source: crate::verdict::Source::Register,
             });
         }
-        job.thresholds = Arc::new(thresholds);
+        job.thresholds = super::jobs::thresholds(thresholds);
         Ok(job)
     }
 }

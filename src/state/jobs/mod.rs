@@ -141,7 +141,7 @@ impl Job {
             heartbeats: 0,
             progressed: false,
             owner: None,
-            thresholds: Arc::default(),
+            thresholds: thresholds(Vec::new()),
             samples: Vec::new(),
         }
     }
@@ -222,8 +222,19 @@ impl Job {
         }
         self.fields = Arc::default();
         self.beat = BeatLine::default();
-        self.thresholds = Arc::default();
+        self.thresholds = thresholds(Vec::new());
         self.samples = Vec::new();
+    }
+}
+
+/// `checks` as a job holds them: most runs register none, and those share one empty list
+/// rather than each holding an allocation of its own (10 000 running jobs, 0.4 MiB).
+pub fn thresholds(checks: Vec<Threshold>) -> Arc<Vec<Threshold>> {
+    static NONE: std::sync::LazyLock<Arc<Vec<Threshold>>> = std::sync::LazyLock::new(Arc::default);
+    if checks.is_empty() {
+        Arc::clone(&NONE)
+    } else {
+        Arc::new(checks)
     }
 }
 

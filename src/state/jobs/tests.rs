@@ -864,3 +864,22 @@ fn list_for_gives_the_newest_for_every_limit_ties_by_uuid() {
         assert_eq!(got, want, "limit {limit}");
     }
 }
+
+/// Runs without checks share one empty list; a run with checks has its own, and a job shed
+/// of its run keeps none.
+#[test]
+fn runs_without_checks_share_one_empty_list_of_them() {
+    let a = thresholds(Vec::new());
+    let b = thresholds(Vec::new());
+    assert!(Arc::ptr_eq(&a, &b));
+    let check = crate::verdict::Threshold {
+        endpoint: "Aggregated".into(),
+        check: crate::verdict::check::parse("p95 < 500ms").unwrap(),
+        source: crate::verdict::Source::Register,
+    };
+    let own = thresholds(vec![check.clone()]);
+    assert!(!Arc::ptr_eq(&own, &a));
+    assert_eq!(*own, vec![check]);
+    let job = job(1, 0);
+    assert!(Arc::ptr_eq(&job.thresholds, &a));
+}
