@@ -19,7 +19,7 @@ use crate::storage::record::Kind;
 
 /// A record's bytes of line protocol and its points: what the limits of a write count.
 fn size_of(record: &Read) -> (usize, usize) {
-    let bytes = record.units.iter().map(|u| u.lines.len()).sum();
+    let bytes = record.units.iter().map(|u| u.len()).sum();
     let points = record.units.iter().map(|u| u.points as usize).sum();
     (bytes, points)
 }
@@ -236,8 +236,8 @@ impl Delivery {
         let mut keys = std::collections::HashSet::new();
         for line in batch
             .iter()
-            .flat_map(|r| &r.units)
-            .flat_map(|u| line_protocol::split_lines(&u.lines))
+            .flat_map(Read::units_with_lines)
+            .flat_map(|(_, lines)| line_protocol::split_lines(lines))
         {
             match point_key(line) {
                 Some(key) => keys.insert(key),
@@ -247,8 +247,8 @@ impl Delivery {
         let apart = queue
             .iter()
             .take(take)
-            .flat_map(|r| &r.units)
-            .flat_map(|u| line_protocol::split_lines(&u.lines))
+            .flat_map(Read::units_with_lines)
+            .flat_map(|(_, lines)| line_protocol::split_lines(lines))
             .all(|line| point_key(line).is_some_and(|key| !keys.contains(&key)));
         if apart { take } else { 0 }
     }

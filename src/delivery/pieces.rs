@@ -215,7 +215,7 @@ impl Delivery {
     ) -> Settled {
         let mut pieces = Vec::new();
         for record in batch {
-            for (unit, u) in record.units.iter().enumerate() {
+            for (unit, (u, lines)) in record.units_with_lines().enumerate() {
                 if u.points == 0 {
                     continue;
                 }
@@ -228,7 +228,7 @@ impl Delivery {
                     line: 0,
                     at: 0,
                     points: u.points,
-                    lines: &u.lines,
+                    lines,
                 };
                 carried.left(piece, &mut pieces);
             }

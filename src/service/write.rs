@@ -707,8 +707,8 @@ impl Service {
                         None => continue,
                     },
                 };
-                for unit in &record.units {
-                    let parsed = lp_parse::parse(&unit.lines, Precision::Nanosecond, 0);
+                for (_, lines) in record.units_with_lines() {
+                    let parsed = lp_parse::parse(lines, Precision::Nanosecond, 0);
                     for line in parsed.entries.iter().filter_map(|e| e.result.as_ref().ok()) {
                         match &database {
                             None => self.schema.learn_types_and_tags(

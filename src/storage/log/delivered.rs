@@ -102,6 +102,22 @@ impl Log {
                                 io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
                             )
                         })?;
+                        let mut text = String::with_capacity(
+                            payload.units.iter().map(|u| u.lines.len()).sum(),
+                        );
+                        let units = payload
+                            .units
+                            .iter()
+                            .map(|u| {
+                                let start = text.len();
+                                text.push_str(u.lines);
+                                OwnedUnit {
+                                    run: u.run,
+                                    points: u.points,
+                                    lines: start..text.len(),
+                                }
+                            })
+                            .collect();
                         out.push(Read {
                             seq,
                             kind: payload.kind,
@@ -111,15 +127,8 @@ impl Log {
                                 database: t.database.to_string(),
                                 retention_policy: t.retention_policy.to_string(),
                             }),
-                            units: payload
-                                .units
-                                .iter()
-                                .map(|u| OwnedUnit {
-                                    run: u.run,
-                                    points: u.points,
-                                    lines: u.lines.to_string(),
-                                })
-                                .collect(),
+                            units,
+                            text,
                         });
                         pos += len;
                         at.offset += len as u64;

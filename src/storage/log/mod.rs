@@ -443,6 +443,23 @@ pub struct Read {
     /// Where its points go ([`Kind::Write`] only); `None`: `[influxdb]`'s database.
     pub target: Option<OwnedTarget>,
     pub units: Vec<OwnedUnit>,
+    /// The lines of every unit, one after the other ([`Read::lines`]): one buffer a record
+    /// (a large one goes back to the system when freed), where a buffer a unit left a tick's
+    /// record (a heartbeat unit for each running run) as ten thousand small blocks in the
+    /// allocator's arenas once delivered.
+    text: String,
+}
+
+impl Read {
+    /// The lines of `unit`, one of this record's.
+    pub fn lines(&self, unit: &OwnedUnit) -> &str {
+        self.text.get(unit.lines.clone()).unwrap_or_default()
+    }
+
+    /// Each unit with its lines.
+    pub fn units_with_lines(&self) -> impl Iterator<Item = (&OwnedUnit, &str)> {
+        self.units.iter().map(|u| (u, self.lines(u)))
+    }
 }
 
 /// The client a record is appended for, and the bytes of undelivered records it may hold in
@@ -463,12 +480,21 @@ pub struct OwnedTarget {
     pub retention_policy: String,
 }
 
-/// A unit of a record read back: see [`record::Unit`].
+/// A unit of a record read back: see [`record::Unit`]. Its lines are the record's
+/// ([`Read::lines`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnedUnit {
     pub run: uuid::Uuid,
     pub points: u32,
-    pub lines: String,
+    /// Where its lines are in the record's text, in bytes.
+    lines: std::ops::Range<usize>,
+}
+
+impl OwnedUnit {
+    /// The bytes of its lines.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
 }
 
 /// Where the deliverer is in the log.
@@ -1419,8 +1445,43 @@ mod tests {
         let read = log.read(&mut at, u64::MAX).unwrap();
         let seqs: Vec<u64> = read.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, (1..=9).collect::<Vec<u64>>());
-        assert!(read[0].units[0].lines.starts_with("m,r=r1 "));
-        assert!(read[8].units[0].lines.starts_with("m,r=r10 "));
+        assert!(read[0].lines(&read[0].units[0]).starts_with("m,r=r1 "));
+        assert!(read[8].lines(&read[8].units[0]).starts_with("m,r=r10 "));
+    }
+
+    /// A record of several units reads back as one buffer of lines, each unit its own part of
+    /// it, with its run and points.
+    #[test]
+    fn each_unit_of_a_record_reads_back_its_own_lines() {
+        let dir = Dir::new("log-units");
+        let (log, mut at, _) = open(&dir).unwrap();
+        let lines = ["a v=1 1\n", "b v=2 2\nb v=3 3\n", "", "c s=\"x\" 4\n"];
+        let units: Vec<Unit<'_>> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Unit {
+                run: Uuid::from_u128(i as u128 + 1),
+                points: l.matches('\n').count() as u32,
+                lines: l,
+            })
+            .collect();
+        let ticket = log.append(Kind::Heartbeats, 0, b"", &units, None).unwrap();
+        log.wait(ticket).unwrap();
+        let read = log.read(&mut at, u64::MAX).unwrap();
+        assert_eq!(read.len(), 1);
+        let back: Vec<(u128, u32, &str, usize)> = read[0]
+            .units_with_lines()
+            .map(|(u, l)| (u.run.as_u128(), u.points, l, u.len()))
+            .collect();
+        assert_eq!(
+            back,
+            vec![
+                (1, 1, lines[0], lines[0].len()),
+                (2, 2, lines[1], lines[1].len()),
+                (3, 0, lines[2], 0),
+                (4, 1, lines[3], lines[3].len()),
+            ]
+        );
     }
 
     /// A failed write is told (for the state page) until a write succeeds again.
@@ -1548,7 +1609,7 @@ mod tests {
         let read = read_all(&log, &mut at);
         assert_eq!(read.len(), 200);
         assert_eq!(read[41].seq, 42);
-        assert_eq!(read[41].units[0].lines, "m,r=r42 v=42 42\n");
+        assert_eq!(read[41].lines(&read[41].units[0]), "m,r=r42 v=42 42\n");
         drop(log);
         let mut changes = Vec::new();
         let (_, start, opened) = open_sized(&dir, LIMIT, false, 4096, &mut |c| {
@@ -2037,7 +2098,7 @@ mod tests {
         );
         assert_eq!(put(&log, 4), 2, "cut back now: taken, numbered on");
         let read = read_all(&log, &mut at);
-        let lines: Vec<&str> = read.iter().map(|r| r.units[0].lines.as_str()).collect();
+        let lines: Vec<&str> = read.iter().map(|r| r.lines(&r.units[0])).collect();
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(!lines.iter().any(|l| l.contains("v=2")), "{lines:?}");
         drop(log);

@@ -111,7 +111,7 @@ fn a_version_1_segment_written_by_hand_is_read() {
     assert!(opened.torn.is_none());
     let read = read_all(&log, &mut at);
     assert_eq!(read.len(), 2);
-    assert_eq!(read[1].units[0].lines, "m v=2 2\n");
+    assert_eq!(read[1].lines(&read[1].units[0]), "m v=2 2\n");
     assert!(read.iter().all(|r| r.target.is_none()));
 }
 
