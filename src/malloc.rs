@@ -20,6 +20,11 @@
 //!   budget calls it once the requests in flight have given back what a burst held.
 #![allow(unsafe_code)]
 
+/// The bytes of heartbeat lines (a tick of about 5 000 running runs) past which the tick, once
+/// recorded, calls [`trim`]: each run's line and unit, and the lists growing to hold them, are
+/// small blocks the arenas would keep (10 000 runs: about 2 MiB between ticks).
+pub const TRIM_AFTER_HEARTBEAT_BYTES: usize = 1 << 20;
+
 /// Sets both tunables; call it first thing in `main`, before any other thread exists.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn tune() {

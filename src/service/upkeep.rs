@@ -13,9 +13,6 @@ use super::{Refused, Service, now_ms};
 /// The log target of the upkeep's lines, also of those that may repeat (dropped heartbeats).
 pub const LOG_TARGET: &str = module_path!();
 
-/// The bytes of heartbeat lines (about 5 000 runs' worth) past which a tick gives the memory
-/// it freed back to the system.
-const TRIM_AFTER_TICK_BYTES: usize = 1 << 20;
 use crate::delivery::sink::{Sink, SinkError};
 use crate::ingest::points;
 use crate::state::jobs::{Ages, Change, Tick};
@@ -54,16 +51,18 @@ impl Service {
             );
         }
         self.record_tick(&tick);
-        // A tick of thousands of runs leaves its small blocks (each run's line and unit, the
-        // lists growing to hold them) free in the allocator's arenas, which keep them: given
-        // back to the system after each such tick, as after a burst of large bodies (10 000
-        // running runs: about 2 MiB less resident between ticks; the trim takes 0.1 ms, 2 ms at most).
-        if tick.lines.len() >= TRIM_AFTER_TICK_BYTES {
-            drop(tick);
-            crate::malloc::trim();
-        }
+        let large = tick.lines.len() >= crate::malloc::TRIM_AFTER_HEARTBEAT_BYTES;
+        drop(tick);
         if self.delivery.log().needs_snapshot() {
             self.save_snapshot();
+        }
+        // A tick of thousands of runs (and the snapshot of their table it may ask for) leaves
+        // its small blocks (each run's line and unit, the lists growing to hold them) free in
+        // the allocator's arenas, which keep them: given back to the system after each such
+        // tick, as after a burst of large bodies (10 000 running runs: about 2 MiB less
+        // resident between ticks; a trim takes about 0.1 ms, 2 ms at most).
+        if large {
+            crate::malloc::trim();
         }
     }
 
