@@ -192,6 +192,16 @@ type ClaimCounts = Names<(Claimed, Cell<usize>)>;
 /// those of the requests being recorded), never `known`, which stays sorted.
 type Names<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
 
+/// Gives back most of the room of `map` once it holds a quarter of what it has room for: a
+/// hashed map keeps the table of its largest size, and the claims of a burst (a write of a
+/// million measurements) are let go, but the schema lives as long as the gateway. Halving at
+/// least each time, it rebuilds the table a few times per burst, not per name.
+fn shrink_if_sparse<V>(map: &mut Names<V>) {
+    if map.capacity() > 64 && map.len() * 4 < map.capacity() {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 /// What a claimed name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Claimed {
@@ -270,10 +280,12 @@ impl Inner {
             *n -= 1;
             if *n == 0 {
                 m.remove(name);
+                shrink_if_sparse(m);
             }
         }
         if m.is_empty() {
             self.claimed.remove(measurement);
+            shrink_if_sparse(&mut self.claimed);
         }
     }
 }
@@ -417,7 +429,7 @@ impl Claim<'_> {
         let mut at = Cursor::open(&mut self.held, &mut inner, measurement, same_epoch);
         // A field refused claimed nothing: nothing to let go.
         fields.retain(|(k, v)| at.claim(k, Claimed::Field(FieldType::of(v))).is_ok());
-        self.drop_empty(&mut inner);
+        self.drop_empty(&mut inner, measurement);
         before - fields.len()
     }
 
@@ -452,7 +464,7 @@ impl Claim<'_> {
         let mut outcome = Ok(());
         // Consecutive items mostly share their measurement: its lookups are made once for them.
         let mut items = items.into_iter().peekable();
-        'runs: while let Some(&(measurement, _, _)) = items.peek() {
+        while let Some(&(measurement, _, _)) = items.peek() {
             let mut at = Cursor::open(&mut self.held, inner, measurement, same_epoch);
             while let Some((_, name, what)) = items.next_if(|(m, _, _)| same_str(m, measurement)) {
                 match at.claim(name, what) {
@@ -460,9 +472,13 @@ impl Claim<'_> {
                     Ok(false) => {}
                     Err(conflict) => {
                         outcome = Err(conflict);
-                        break 'runs;
+                        break;
                     }
                 }
+            }
+            self.drop_empty(inner, measurement);
+            if outcome.is_err() {
+                break;
             }
         }
         if outcome.is_err() {
@@ -470,18 +486,26 @@ impl Claim<'_> {
                 inner.unclaim(m, n);
                 if let Some(names) = self.held.get_mut(m) {
                     names.remove(n);
+                    if names.is_empty() {
+                        self.held.remove(m);
+                    }
                 }
             }
         }
-        self.drop_empty(inner);
         outcome
     }
 
-    /// Removes the measurements a [`Cursor`] opened that are left without a name claimed
-    /// (in the schema) or held (by this claim).
-    fn drop_empty(&mut self, inner: &mut Inner) {
-        inner.claimed.retain(|_, names| !names.is_empty());
-        self.held.retain(|_, names| !names.is_empty());
+    /// Removes `measurement`, which a [`Cursor`] opened, where it is left without a name
+    /// claimed (in the schema) or held (by this claim). Only that one is looked at: the write
+    /// API claims each line's names with a call of its own, and a look at every measurement
+    /// claimed made a body of n measurements cost n²/2 steps under the schema's lock.
+    fn drop_empty(&mut self, inner: &mut Inner, measurement: &str) {
+        if inner.claimed.get(measurement).is_some_and(|n| n.is_empty()) {
+            inner.claimed.remove(measurement);
+        }
+        if self.held.get(measurement).is_some_and(|n| n.is_empty()) {
+            self.held.remove(measurement);
+        }
     }
 
     /// The request's record is on disk: what it claimed is learned (a field already known
@@ -510,6 +534,9 @@ impl Claim<'_> {
             }
             if claims.is_empty() {
                 inner.claimed.remove(&*measurement);
+                shrink_if_sparse(&mut inner.claimed);
+            } else {
+                shrink_if_sparse(claims);
             }
             if learned.is_empty() {
                 continue;

@@ -336,6 +336,11 @@ pub(super) fn scalar_members<K: AsRef<str> + Into<String>>(
         })
         .take(MAX_FIELDS);
     fields.extend(kept);
+    // The room made was for every member; a row of few numbers among many other members
+    // keeps only what it holds (its fields live as long as the commit).
+    if fields.capacity() > fields.len() + 8 {
+        fields.shrink_to_fit();
+    }
     fields
 }
 
