@@ -646,6 +646,45 @@ pub(crate) mod tests {
         FieldValue::Str(s.to_owned())
     }
 
+    proptest! {
+        /// A copy with room, then the same tags (new, replaced, refused) and fields, is the
+        /// point and the line a plain copy makes, whatever room was asked for.
+        #[test]
+        fn a_copy_with_room_takes_the_same_changes_as_a_clone(
+            base in proptest::collection::vec(("(name|method|host|uuid|a b|k,=)", "[a-z ,=\\\\\"]{0,6}x"), 0..5),
+            base_fields in proptest::collection::vec(("(users|full_name|f)", -1e300f64..1e300), 0..3),
+            extra in proptest::collection::vec(("(name|method|host|users|t\\ x)", "[a-z ,=/\\\\]{0,40}y"), 0..5),
+            extra_fields in proptest::collection::vec(("(full_name|full_method|users|g)", "[a-z \"\\\\]{0,10}"), 0..4),
+            room in (0usize..4, 0usize..64, 0usize..4),
+        ) {
+            let mut run = Point::new("load_testing_requests", 1_700_000_000_000);
+            for (k, v) in &base {
+                let _ = run.tag(k, v);
+            }
+            for (k, v) in &base_fields {
+                let _ = run.field(k, FieldValue::Float(*v));
+            }
+            let _ = run.field("always", FieldValue::Bool(true));
+            let mut plain = run.clone();
+            let mut roomy = run.copy_with_room(room.0, room.1, room.2);
+            prop_assert_eq!(&plain, &roomy);
+            for (k, v) in &extra {
+                prop_assert_eq!(plain.tag(k, v).is_ok(), roomy.tag(k, v).is_ok());
+            }
+            for (k, v) in &extra_fields {
+                let v = FieldValue::Str(v.clone());
+                prop_assert_eq!(plain.field(k, v.clone()).is_ok(), roomy.field(k, v).is_ok());
+            }
+            prop_assert_eq!(&plain, &roomy);
+            let (mut a, mut b) = (String::new(), String::new());
+            plain.encode(&mut a);
+            roomy.encode(&mut b);
+            prop_assert_eq!(&a, &b);
+            let batch = [plain.clone(), roomy.clone(), plain];
+            prop_assert_eq!(encode_batch(&batch), format!("{a}\n{a}\n{a}\n"));
+        }
+    }
+
     #[test]
     fn a_copy_with_room_is_the_point_and_takes_what_it_made_room_for_without_growing() {
         let run = point(

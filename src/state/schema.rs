@@ -1107,4 +1107,73 @@ mod tests {
         assert_eq!(claim.retain_fields("m", &mut fields), 1);
         assert!(fields.is_empty());
     }
+
+    /// The claims are let go when their requests end: what a burst of names claimed (one
+    /// InfluxDB write of a million one-line measurements, refused, or many in flight at once)
+    /// must not stay held by the schema, which lives as long as the gateway. A sorted map gave
+    /// its nodes back as names were let go; a hashed one keeps its table at its largest.
+    #[test]
+    fn a_burst_of_names_claimed_and_let_go_leaves_no_room_held() {
+        let schema = Schema::default();
+        let names: Vec<String> = (0..20_000).map(|i| format!("m{i}")).collect();
+        let mut claim = schema.claim();
+        for name in &names {
+            claim
+                .field_types(name, [("x", FieldType::Float)])
+                .unwrap();
+        }
+        // One measurement with many fields, as well.
+        claim
+            .field_types("wide", names.iter().map(|n| (n.as_str(), FieldType::Float)))
+            .unwrap();
+        drop(claim);
+        {
+            let inner = schema.lock();
+            assert!(inner.claimed.is_empty());
+            assert!(
+                inner.claimed.capacity() <= 1024,
+                "room for {} measurements kept after every claim was let go",
+                inner.claimed.capacity()
+            );
+        }
+        // The same through `written`.
+        let mut claim = schema.claim();
+        for name in &names {
+            claim
+                .field_types(name, [("x", FieldType::Float)])
+                .unwrap();
+        }
+        claim.written();
+        let inner = schema.lock();
+        assert!(inner.claimed.is_empty());
+        assert!(
+            inner.claimed.capacity() <= 1024,
+            "room for {} measurements kept after every claim was written",
+            inner.claimed.capacity()
+        );
+    }
+
+    /// One InfluxDB write claims each line's names with a call of its own: a call must not
+    /// walk every measurement the request (or any other in flight) claimed before it, or a
+    /// write of n one-line measurements takes n²/2 steps under the schema's lock, which every
+    /// request of the gateway takes. (50 000 lines: about 50 s in a debug build, each other
+    /// request waiting; a body may hold a million.)
+    #[test]
+    fn claiming_a_writes_lines_one_by_one_takes_time_in_proportion_to_them() {
+        let schema = Schema::default();
+        let names: Vec<String> = (0..50_000).map(|i| format!("m{i}")).collect();
+        let started = std::time::Instant::now();
+        let mut claim = schema.claim();
+        for name in &names {
+            claim
+                .field_types(name, [("x", FieldType::Float)])
+                .unwrap();
+        }
+        claim.written();
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_secs(10),
+            "50 000 one-line measurements claimed in {took:?}"
+        );
+    }
 }
