@@ -161,7 +161,8 @@ fn scalar_members_room_follows_the_fields_kept_not_the_members_sent() {
         fields.capacity()
     );
     // All kept: room for exactly them, as the change meant.
-    let members: Vec<(String, Value)> = (0..10).map(|i| (format!("f{i}"), Value::from(i))).collect();
+    let members: Vec<(String, Value)> =
+        (0..10).map(|i| (format!("f{i}"), Value::from(i))).collect();
     let fields = scalar_members(members);
     assert_eq!((fields.len(), fields.capacity()), (10, 10));
 }
