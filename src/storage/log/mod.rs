@@ -2173,6 +2173,47 @@ mod tests {
         assert_eq!(seqs, [1, 2]);
     }
 
+    /// The group buffer kept for the next group (`spare`) carries none of a failed group's
+    /// bytes, nor of a written one's: after a failed write, a wide write and small ones taking
+    /// turns, every record read back holds its own line only, once, and the files hold
+    /// exactly the records read (no bytes of a group written again in another).
+    #[test]
+    fn records_after_failed_and_wide_groups_hold_their_own_lines_only() {
+        let dir = Dir::new("log-spare-fail");
+        let (log, mut at, _) = open_sized(&dir, LIMIT, false, 1 << 22, &mut |_| {}).unwrap();
+        put(&log, 1);
+        log.fail_next_writes(1);
+        put_line(&log, "m,r=failed v=99 99\n").unwrap_err();
+        put(&log, 2);
+        put_wide(&log, 3).unwrap();
+        put(&log, 4);
+        log.fail_next_writes(1);
+        put_wide(&log, 5).unwrap_err();
+        put(&log, 6);
+        let read = read_all(&log, &mut at);
+        let lines: Vec<String> = read
+            .iter()
+            .flat_map(|r| r.units.iter().map(|u| u.lines.to_string()))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            5,
+            "{:?}",
+            read.iter().map(|r| r.seq).collect::<Vec<_>>()
+        );
+        for (line, n) in lines.iter().zip([1, 2, 3, 4, 6]) {
+            assert!(line.starts_with(&format!("m,r=r{n} ")), "{n}: {line:.40}");
+            assert_eq!(line.matches('\n').count(), 1, "{n}: {line:.40}");
+        }
+        assert!(!lines.iter().any(|l| l.contains("failed")));
+        let on_disk: u64 = segment_files(&dir)
+            .iter()
+            .map(|p| fs::read(p).unwrap())
+            .map(|b| b.windows(6).filter(|w| w == b"m,r=r6").count() as u64)
+            .sum();
+        assert_eq!(on_disk, 1, "record 6 is in the files once");
+    }
+
     /// A segment begun whose directory entry could not be synced is not left behind: the
     /// group that began it fails, and the next one begins it anew and is written.
     #[test]
