@@ -2193,7 +2193,7 @@ mod tests {
         let read = read_all(&log, &mut at);
         let lines: Vec<String> = read
             .iter()
-            .flat_map(|r| r.units.iter().map(|u| u.lines.to_string()))
+            .flat_map(|r| r.units_with_lines().map(|(_, l)| l.to_string()))
             .collect();
         assert_eq!(
             lines.len(),
