@@ -184,13 +184,18 @@ fn shared_key<V>(map: &Names<V>, name: &str) -> Arc<str> {
 /// one lookup of a name finds what it is, its key to share and its count to raise).
 type ClaimCounts = Names<(Claimed, Cell<usize>)>;
 
-/// A map keyed by names, for the claims: the schema's (`claimed`) and a claim's own (`held`).
-/// Hashed, not sorted: a name is looked up several times a request, and a sorted map compares
-/// it with several names each time (hashed, a register + commit cycle takes 5 % fewer
-/// instructions: docs/performance.md). The hash is foldhash's, seeded at random per process and per map; what a name
-/// crafted to collide could slow is a lookup among the names in flight (a request's own, and
-/// those of the requests being recorded), never `known`, which stays sorted.
-type Names<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
+/// A map keyed by names, for the claims. Hashed, not sorted: a name is looked up several
+/// times a request, and a sorted map compares it with several names each time (hashed, a
+/// register + commit cycle takes 5 % fewer instructions: docs/performance.md). The schema's
+/// own (`claimed`, and each measurement's in it) live as long as the gateway, are shared by
+/// every request and can be made to hold a million names by one write: they use std's
+/// SipHash, keyed at random, which a client cannot make names collide in.
+type Names<V> = HashMap<Arc<str>, V>;
+
+/// A claim's own names (`held`): hashed with foldhash, quicker for short names, seeded at
+/// random per process and per map. A claim lives for one request and holds that request's
+/// names only, so names crafted to collide could slow that request alone.
+type Held<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
 
 /// Gives back most of the room of `map` once it holds a quarter of what it has room for: a
 /// hashed map keeps the table of its largest size, and the claims of a burst (a write of a
@@ -300,7 +305,7 @@ pub struct Claim<'a> {
     schema: &'a Schema,
     /// The names this claim holds, each once, per measurement (shared with the schema's
     /// `claimed`), with what each was claimed as.
-    held: Names<Names<Claimed>>,
+    held: Held<Held<Claimed>>,
     /// The schema's `epoch` when the claim first claimed: while it is the same, a name this
     /// claim holds passes its check again as what it was claimed as (only InfluxDB's word
     /// changes what a check says of a name claimed), so it is not looked up again.
@@ -314,7 +319,7 @@ struct Cursor<'c> {
     measurement: &'c str,
     known: Option<&'c Measurement>,
     claimed: &'c mut ClaimCounts,
-    held: &'c mut Names<Claimed>,
+    held: &'c mut Held<Claimed>,
     /// The schema's `epoch` is the one the claim first claimed under.
     same_epoch: bool,
 }
@@ -323,7 +328,7 @@ impl<'c> Cursor<'c> {
     /// Looks `measurement` up in `inner` and in `held` (a claim's), adding it to both when
     /// missing (the caller removes what is left empty: [`Claim::drop_empty`]).
     fn open(
-        held: &'c mut Names<Names<Claimed>>,
+        held: &'c mut Held<Held<Claimed>>,
         inner: &'c mut Inner,
         measurement: &'c str,
         same_epoch: bool,
@@ -620,7 +625,7 @@ impl Schema {
     pub fn claim(&self) -> Claim<'_> {
         Claim {
             schema: self,
-            held: Names::default(),
+            held: Held::default(),
             epoch: None,
         }
     }
