@@ -1185,4 +1185,155 @@ mod tests {
         assert!(inner.claimed.is_empty());
         assert_eq!(inner.known.len(), names.len());
     }
+
+    /// What the schema's claims and every live claim hold, checked after each call of a long
+    /// run of random calls (several claims; points with measurements coming back within one
+    /// call; conflicts in any measurement of a call; retain_fields refusing some or all;
+    /// InfluxDB's word changing; claims written or dropped): no measurement left empty in
+    /// `claimed` or in any `held`; each name's count is the number of live claims holding it,
+    /// as what they hold it as; a refused call changes nothing a claim holds; a call that
+    /// passes holds every name it was given.
+    #[test]
+    fn claims_keep_their_counts_and_leave_nothing_empty_through_random_calls() {
+        use std::collections::BTreeMap;
+        type Snapshot = BTreeMap<String, BTreeMap<String, Claimed>>;
+        fn snapshot(claim: &Claim<'_>) -> Snapshot {
+            claim
+                .held
+                .iter()
+                .map(|(m, names)| {
+                    let names = names.iter().map(|(n, w)| (n.to_string(), *w)).collect();
+                    (m.to_string(), names)
+                })
+                .collect()
+        }
+        fn check_all(schema: &Schema, claims: &[Option<Claim<'_>>], step: usize) {
+            let inner = schema.lock();
+            // (What each holds a name as may differ once InfluxDB's word changed: a known
+            // type wins over a claimed one in the check. Only the counts are compared.)
+            let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
+            for claim in claims.iter().flatten() {
+                for (m, names) in &claim.held {
+                    assert!(
+                        !names.is_empty(),
+                        "step {step}: {m} empty in a claim's held"
+                    );
+                    for n in names.keys() {
+                        *counts.entry((m.to_string(), n.to_string())).or_default() += 1;
+                    }
+                }
+            }
+            let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+            for (m, names) in &inner.claimed {
+                assert!(
+                    !names.is_empty(),
+                    "step {step}: {m} empty in the schema's claimed"
+                );
+                for (n, (_, count)) in names {
+                    seen.insert((m.to_string(), n.to_string()), count.get());
+                }
+            }
+            assert_eq!(seen, counts, "step {step}: the schema's counts");
+        }
+        const MEASUREMENTS: [&str; 3] = ["a", "b", "c"];
+        const NAMES: [&str; 4] = ["w", "x", "y", "z"];
+        let values = [
+            FieldValue::Float(1.0),
+            FieldValue::Bool(true),
+            FieldValue::Str("s".into()),
+        ];
+        let types = [FieldType::Float, FieldType::Boolean, FieldType::String];
+        let mut seed: u64 = std::env::var("CLAIM_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0x9e37_79b9_7f4a_7c15);
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let schema = Schema::default();
+        let mut claims: Vec<Option<Claim<'_>>> = (0..4).map(|_| Some(schema.claim())).collect();
+        for step in 0..20_000 {
+            let c = next(claims.len());
+            if claims[c].is_none() {
+                claims[c] = Some(schema.claim());
+            }
+            let op = next(100);
+            let claim = claims[c].as_mut().unwrap();
+            let before = snapshot(claim);
+            match op {
+                0..=39 => {
+                    // Points of one to four measurements, a measurement coming back (A, B, A).
+                    let points: Vec<Point> = (0..1 + next(4))
+                        .map(|_| {
+                            let fields: Vec<(&str, FieldValue)> = (0..next(3))
+                                .map(|_| (NAMES[next(4)], values[next(3)].clone()))
+                                .collect();
+                            let tags: Vec<&str> = (0..next(2)).map(|_| NAMES[next(4)]).collect();
+                            let mut p = Point::new(MEASUREMENTS[next(3)], 1);
+                            for (k, v) in &fields {
+                                let _ = p.field(k, v.clone());
+                            }
+                            for t in &tags {
+                                let _ = p.tag(t, "v");
+                            }
+                            p
+                        })
+                        .collect();
+                    match claim.points(&points) {
+                        Err(_) => assert_eq!(snapshot(claim), before, "step {step}: refused"),
+                        Ok(()) => {
+                            let held = snapshot(claim);
+                            for p in &points {
+                                for (k, _) in p.fields().map(|(k, v)| (k, v)) {
+                                    assert!(held[p.measurement()].contains_key(k), "step {step}");
+                                }
+                                for (k, _) in p.tags() {
+                                    assert!(held[p.measurement()].contains_key(k), "step {step}");
+                                }
+                            }
+                        }
+                    }
+                }
+                40..=59 => {
+                    let m = MEASUREMENTS[next(3)];
+                    let fields: Vec<(&str, FieldType)> = (0..next(4))
+                        .map(|_| (NAMES[next(4)], types[next(3)]))
+                        .collect();
+                    if claim.field_types(m, fields.iter().copied()).is_err() {
+                        assert_eq!(snapshot(claim), before, "step {step}: refused");
+                    }
+                }
+                60..=79 => {
+                    let m = MEASUREMENTS[next(3)];
+                    let mut fields: Vec<(String, FieldValue)> = (0..next(4))
+                        .map(|_| (NAMES[next(4)].to_string(), values[next(3)].clone()))
+                        .collect();
+                    claim.retain_fields(m, &mut fields);
+                    let held = snapshot(claim);
+                    for (k, _) in &fields {
+                        assert!(held[m].contains_key(k.as_str()), "step {step}: kept, held");
+                    }
+                }
+                80..=87 => claims[c].take().unwrap().written(),
+                88..=95 => drop(claims[c].take()),
+                _ => {
+                    // InfluxDB's word: forgets, or holds a type against a name.
+                    let mut seen = Known::new();
+                    if next(2) == 0 {
+                        seen.entry(MEASUREMENTS[next(3)].to_string())
+                            .or_default()
+                            .fields
+                            .insert(NAMES[next(4)].to_string(), types[next(3)]);
+                    }
+                    schema.update_from_influxdb(seen, next(2) == 0);
+                }
+            }
+            check_all(&schema, &claims, step);
+        }
+        claims.clear();
+        assert!(schema.lock().claimed.is_empty());
+    }
 }
