@@ -2023,3 +2023,76 @@ fn records_that_came_during_a_linger_do_not_wait_a_second_one() {
 }
 
 mod answers;
+
+/// A record of several units, some of them empty (no lines, no points), one of them refused:
+/// split until the refused unit stands alone, its dead letter holds exactly its lines, and
+/// every other unit's lines are stored as sent, nothing of a neighbour's (units read back as
+/// ranges of one text a record since b290270). Both ways InfluxDB refuses: a partial write
+/// that does not say which lines (1.x), and one that names them (3).
+#[test]
+fn a_refused_unit_among_empty_ones_is_dead_lettered_with_exactly_its_lines() {
+    for (name, named) in [
+        ("delivery-units-empty", false),
+        ("delivery-units-named", true),
+    ] {
+        let mut r = setup(name, Acknowledge::Influxdb, LIMITS, 1 << 20);
+        r.sink.refuse_lines_with("r=bad");
+        if named {
+            r.sink.name_refused_lines();
+        }
+        let parts = [
+            "m,r=a v=1 1\nm,r=a v=2 2\n",
+            "",
+            "m,r=bad v=1 1\nm,r=bad v=2 2\nm,r=bad v=3 3\n",
+            "",
+            "",
+            "m,r=c s=\"x\\ny\" 4\n",
+            "m,r=d v=1 5\nm,r=d v=2 6\nm,r=d v=3 7\nm,r=d v=4 8\n",
+            "",
+        ];
+        let units: Vec<Unit<'_>> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, lines)| Unit {
+                run: Uuid::from_u128(i as u128 + 1),
+                points: line_protocol::split_lines(lines).count() as u32,
+                lines,
+            })
+            .collect();
+        let first = r.append("m,r=before v=1 1\n");
+        let ticket = r
+            .delivery
+            .log
+            .append(Kind::Request, 0, b"", &units, None)
+            .unwrap();
+        let last = r.append("m,r=after v=1 1\n");
+        r.delivery.log.wait(first).unwrap();
+        r.delivery.log.wait(ticket).unwrap();
+        r.delivery.log.wait(last).unwrap();
+        r.start();
+        r.delivered_all();
+        let letters = dead_letters::list(&r.dir.0).unwrap();
+        assert_eq!(letters.len(), 1, "{name}: {letters:?}");
+        assert_eq!(
+            dead_letters::read(&letters[0].0).unwrap(),
+            parts[2],
+            "{name}"
+        );
+        let mut stored = r.sink.stored();
+        stored.sort();
+        stored.dedup();
+        let mut expected: Vec<String> = parts
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 2)
+            .flat_map(|(_, l)| line_protocol::split_lines(l).map(str::to_string))
+            .chain([
+                "m,r=before v=1 1".to_string(),
+                "m,r=after v=1 1".to_string(),
+            ])
+            .collect();
+        expected.sort();
+        assert_eq!(stored, expected, "{name}");
+        assert_eq!(Stats::get(&r.stats.points_dead_lettered), 3, "{name}");
+    }
+}
