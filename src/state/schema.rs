@@ -18,7 +18,7 @@
 //! No I/O here: the reading of InfluxDB's schema is `delivery::influx`'s.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
@@ -184,28 +184,13 @@ fn shared_key<V>(map: &Names<V>, name: &str) -> Arc<str> {
 /// one lookup of a name finds what it is, its key to share and its count to raise).
 type ClaimCounts = Names<(Claimed, Cell<usize>)>;
 
-/// A map keyed by names, for the claims. Hashed, not sorted: a name is looked up several
-/// times a request, and a sorted map compares it with several names each time (hashed, a
-/// register + commit cycle takes 5 % fewer instructions: docs/performance.md). The schema's
-/// own (`claimed`, and each measurement's in it) live as long as the gateway, are shared by
-/// every request and can be made to hold a million names by one write: they use std's
-/// SipHash, keyed at random, which a client cannot make names collide in.
-type Names<V> = HashMap<Arc<str>, V>;
-
-/// A claim's own names (`held`): hashed with foldhash, quicker for short names, seeded at
-/// random per process and per map. A claim lives for one request and holds that request's
-/// names only, so names crafted to collide could slow that request alone.
-type Held<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
-
-/// Gives back most of the room of `map` once it holds a quarter of what it has room for: a
-/// hashed map keeps the table of its largest size, and the claims of a burst (a write of a
-/// million measurements) are let go, but the schema lives as long as the gateway. Halving at
-/// least each time, it rebuilds the table a few times per burst, not per name.
-fn shrink_if_sparse<V>(map: &mut Names<V>) {
-    if map.capacity() > 64 && map.len() * 4 < map.capacity() {
-        map.shrink_to(map.len() * 2);
-    }
-}
+/// A map keyed by names, for the claims: the schema's own (`claimed`, and each
+/// measurement's in it) and a claim's (`held`). Sorted: all are read under the schema's lock,
+/// which every request takes, and one write can fill them with a million names, so their
+/// worst case must not depend on names a client chooses. Hashed maps were measured
+/// (docs/performance.md): foldhash took 5 % off a cycle's instructions but promises nothing
+/// against names crafted to collide; std's SipHash does, and was slower than these.
+type Names<V> = BTreeMap<Arc<str>, V>;
 
 /// What a claimed name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,12 +270,10 @@ impl Inner {
             *n -= 1;
             if *n == 0 {
                 m.remove(name);
-                shrink_if_sparse(m);
             }
         }
         if m.is_empty() {
             self.claimed.remove(measurement);
-            shrink_if_sparse(&mut self.claimed);
         }
     }
 }
@@ -305,7 +288,7 @@ pub struct Claim<'a> {
     schema: &'a Schema,
     /// The names this claim holds, each once, per measurement (shared with the schema's
     /// `claimed`), with what each was claimed as.
-    held: Held<Held<Claimed>>,
+    held: Names<Names<Claimed>>,
     /// The schema's `epoch` when the claim first claimed: while it is the same, a name this
     /// claim holds passes its check again as what it was claimed as (only InfluxDB's word
     /// changes what a check says of a name claimed), so it is not looked up again.
@@ -319,7 +302,7 @@ struct Cursor<'c> {
     measurement: &'c str,
     known: Option<&'c Measurement>,
     claimed: &'c mut ClaimCounts,
-    held: &'c mut Held<Claimed>,
+    held: &'c mut Names<Claimed>,
     /// The schema's `epoch` is the one the claim first claimed under.
     same_epoch: bool,
 }
@@ -328,7 +311,7 @@ impl<'c> Cursor<'c> {
     /// Looks `measurement` up in `inner` and in `held` (a claim's), adding it to both when
     /// missing (the caller removes what is left empty: [`Claim::drop_empty`]).
     fn open(
-        held: &'c mut Held<Held<Claimed>>,
+        held: &'c mut Names<Names<Claimed>>,
         inner: &'c mut Inner,
         measurement: &'c str,
         same_epoch: bool,
@@ -539,9 +522,6 @@ impl Claim<'_> {
             }
             if claims.is_empty() {
                 inner.claimed.remove(&*measurement);
-                shrink_if_sparse(&mut inner.claimed);
-            } else {
-                shrink_if_sparse(claims);
             }
             if learned.is_empty() {
                 continue;
@@ -625,7 +605,7 @@ impl Schema {
     pub fn claim(&self) -> Claim<'_> {
         Claim {
             schema: self,
-            held: Held::default(),
+            held: Names::default(),
             epoch: None,
         }
     }
@@ -1115,10 +1095,11 @@ mod tests {
 
     /// The claims are let go when their requests end: what a burst of names claimed (one
     /// InfluxDB write of a million one-line measurements, refused, or many in flight at once)
-    /// must not stay held by the schema, which lives as long as the gateway. A sorted map gave
-    /// its nodes back as names were let go; a hashed one keeps its table at its largest.
+    /// must not stay held by the schema, which lives as long as the gateway: nothing is left
+    /// claimed, and a sorted map holds no room for what it no longer holds (a hashed one kept
+    /// its table at its largest).
     #[test]
-    fn a_burst_of_names_claimed_and_let_go_leaves_no_room_held() {
+    fn a_burst_of_names_claimed_and_let_go_leaves_nothing_claimed() {
         let schema = Schema::default();
         let names: Vec<String> = (0..20_000).map(|i| format!("m{i}")).collect();
         let mut claim = schema.claim();
@@ -1133,11 +1114,6 @@ mod tests {
         {
             let inner = schema.lock();
             assert!(inner.claimed.is_empty());
-            assert!(
-                inner.claimed.capacity() <= 1024,
-                "room for {} measurements kept after every claim was let go",
-                inner.claimed.capacity()
-            );
         }
         // The same through `written`.
         let mut claim = schema.claim();
@@ -1147,11 +1123,7 @@ mod tests {
         claim.written();
         let inner = schema.lock();
         assert!(inner.claimed.is_empty());
-        assert!(
-            inner.claimed.capacity() <= 1024,
-            "room for {} measurements kept after every claim was written",
-            inner.claimed.capacity()
-        );
+        assert_eq!(inner.known.len(), names.len());
     }
 
     /// One InfluxDB write claims each line's names with a call of its own: a call looks only
