@@ -1259,7 +1259,7 @@ mod tests {
                         Ok(()) => {
                             let held = snapshot(claim);
                             for p in &points {
-                                for (k, _) in p.fields().map(|(k, v)| (k, v)) {
+                                for (k, _) in p.fields() {
                                     assert!(held[p.measurement()].contains_key(k), "step {step}");
                                 }
                                 for (k, _) in p.tags() {
