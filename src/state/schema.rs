@@ -1102,10 +1102,7 @@ mod tests {
     fn a_burst_of_names_claimed_and_let_go_leaves_nothing_claimed() {
         let schema = Schema::default();
         let names: Vec<String> = (0..20_000).map(|i| format!("m{i}")).collect();
-        let mut claim = schema.claim();
-        for name in &names {
-            claim.field_types(name, [("x", FieldType::Float)]).unwrap();
-        }
+        let mut claim = claim_each(&schema, &names);
         // One measurement with many fields, as well.
         claim
             .field_types("wide", names.iter().map(|n| (n.as_str(), FieldType::Float)))
@@ -1116,14 +1113,20 @@ mod tests {
             assert!(inner.claimed.is_empty());
         }
         // The same through `written`.
-        let mut claim = schema.claim();
-        for name in &names {
-            claim.field_types(name, [("x", FieldType::Float)]).unwrap();
-        }
-        claim.written();
+        claim_each(&schema, &names).written();
         let inner = schema.lock();
         assert!(inner.claimed.is_empty());
         assert_eq!(inner.known.len(), names.len());
+    }
+
+    /// A claim of the field `x` in each measurement of `names`, one call each, as the write
+    /// API claims a body's lines.
+    fn claim_each<'s>(schema: &'s Schema, names: &[String]) -> Claim<'s> {
+        let mut claim = schema.claim();
+        for name in names {
+            claim.field_types(name, [("x", FieldType::Float)]).unwrap();
+        }
+        claim
     }
 
     /// One InfluxDB write claims each line's names with a call of its own: a call looks only
@@ -1136,10 +1139,7 @@ mod tests {
     fn claiming_a_writes_lines_one_by_one_claims_each_and_leaves_nothing() {
         let schema = Schema::default();
         let names: Vec<String> = (0..50_000).map(|i| format!("m{i}")).collect();
-        let mut claim = schema.claim();
-        for name in &names {
-            claim.field_types(name, [("x", FieldType::Float)]).unwrap();
-        }
+        let claim = claim_each(&schema, &names);
         assert_eq!(claim.held.len(), names.len());
         assert_eq!(schema.lock().claimed.len(), names.len());
         // A conflict in the middle of a call leaves the other measurements as they were.
