@@ -451,9 +451,12 @@ pub struct Read {
 }
 
 impl Read {
-    /// The lines of `unit`, one of this record's.
+    /// The lines of `unit`, one of this record's (a unit of another record is a bug: loud in
+    /// debug builds, no lines in release ones).
     pub fn lines(&self, unit: &OwnedUnit) -> &str {
-        self.text.get(unit.lines.clone()).unwrap_or_default()
+        let lines = self.text.get(unit.lines.clone());
+        debug_assert!(lines.is_some(), "a unit read with another record");
+        lines.unwrap_or_default()
     }
 
     /// Each unit with its lines.
