@@ -17,14 +17,16 @@
 //!
 //! No I/O here: the reading of InfluxDB's schema is `delivery::influx`'s.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
+mod claim;
 mod conflict;
 mod retention;
+pub use claim::Claim;
+use claim::{ClaimCounts, Claimed, Names, claimed_as};
 pub use conflict::Conflict;
 pub use retention::{Retention, TargetPolicy, TooOld};
 
@@ -172,39 +174,6 @@ fn in_measurement(known: &mut Known, measurement: &str, change: impl FnOnce(&mut
     }
 }
 
-/// `name` as a key of `map`: the one held there, shared, or a new one.
-fn shared_key<V>(map: &Names<V>, name: &str) -> Arc<str> {
-    match map.get_key_value(name) {
-        Some((key, _)) => Arc::clone(key),
-        None => Arc::from(name),
-    }
-}
-
-/// The names claimed in one measurement: what each is, and how many claims hold it (a `Cell`:
-/// one lookup of a name finds what it is, its key to share and its count to raise).
-type ClaimCounts = Names<(Claimed, Cell<usize>)>;
-
-/// A map keyed by names, for the claims: the schema's own (`claimed`, and each
-/// measurement's in it) and a claim's (`held`). Sorted: all are read under the schema's lock,
-/// which every request takes, and one write can fill them with a million names, so their
-/// worst case must not depend on names a client chooses. Hashed maps were measured
-/// (docs/performance.md): foldhash took 5 % off a cycle's instructions but promises nothing
-/// against names crafted to collide; std's SipHash does, and was slower than these.
-type Names<V> = BTreeMap<Arc<str>, V>;
-
-/// What a claimed name is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Claimed {
-    Field(FieldType),
-    Tag,
-}
-
-/// What `name` is claimed as in one measurement, of which `claimed` is what requests under
-/// way claimed.
-fn claimed_as(claimed: Option<&ClaimCounts>, name: &str) -> Option<Claimed> {
-    claimed?.get(name).map(|(what, _)| *what)
-}
-
 /// Whether InfluxDB would take `name` as `what` in `measurement`, of which `known` is what the
 /// gateway knows (looked up once by the caller for all the names it checks), `claimed` what
 /// requests under way claimed the name as.
@@ -259,309 +228,6 @@ fn check(
     Ok(())
 }
 
-impl Inner {
-    /// One claim less on `name`; the entry goes with the last.
-    fn unclaim(&mut self, measurement: &str, name: &str) {
-        let Some(m) = self.claimed.get_mut(measurement) else {
-            return;
-        };
-        if let Some((_, n)) = m.get_mut(name) {
-            let n = n.get_mut();
-            *n -= 1;
-            if *n == 0 {
-                m.remove(name);
-            }
-        }
-        if m.is_empty() {
-            self.claimed.remove(measurement);
-        }
-    }
-}
-
-/// The names one request is about to write, held against other requests from the moment they
-/// were checked until the request's record is on disk ([`Claim::written`]: they are learned)
-/// or the request fails (dropped: they are let go, so a type nobody wrote is never held
-/// against anyone). Checking and claiming are one step under the schema's lock: two requests
-/// cannot both pass with two types of one new field.
-#[derive(Debug)]
-pub struct Claim<'a> {
-    schema: &'a Schema,
-    /// The names this claim holds, each once, per measurement (shared with the schema's
-    /// `claimed`), with what each was claimed as.
-    held: Names<Names<Claimed>>,
-    /// The schema's `epoch` when the claim first claimed: while it is the same, a name this
-    /// claim holds passes its check again as what it was claimed as (only InfluxDB's word
-    /// changes what a check says of a name claimed), so it is not looked up again.
-    epoch: Option<u64>,
-}
-
-/// One measurement's part of a claim, under the schema's lock: what the gateway knows of it,
-/// what requests under way claimed in it and what this claim holds of it, each looked up once
-/// for all the names checked in it.
-struct Cursor<'c> {
-    measurement: &'c str,
-    known: Option<&'c Measurement>,
-    claimed: &'c mut ClaimCounts,
-    held: &'c mut Names<Claimed>,
-    /// The schema's `epoch` is the one the claim first claimed under.
-    same_epoch: bool,
-}
-
-impl<'c> Cursor<'c> {
-    /// Looks `measurement` up in `inner` and in `held` (a claim's), adding it to both when
-    /// missing (the caller removes what is left empty: [`Claim::drop_empty`]).
-    fn open(
-        held: &'c mut Names<Names<Claimed>>,
-        inner: &'c mut Inner,
-        measurement: &'c str,
-        same_epoch: bool,
-    ) -> Cursor<'c> {
-        let Inner { known, claimed, .. } = inner;
-        let key = shared_key(claimed, measurement);
-        let claimed = claimed.entry(Arc::clone(&key)).or_default();
-        let held = held.entry(key).or_default();
-        Cursor {
-            measurement,
-            known: known.get(measurement),
-            claimed,
-            held,
-            same_epoch,
-        }
-    }
-
-    /// Checks `name` as `what` and claims it, unless the claim holds it already; whether it
-    /// was claimed now (to be let go if a later name of the same call conflicts).
-    fn claim(&mut self, name: &str, what: Claimed) -> Result<bool, Conflict> {
-        let held = self.held.get(name).copied();
-        // While InfluxDB's word is unchanged, a name held passes its check again as what it
-        // was claimed as.
-        if self.same_epoch && held == Some(what) {
-            return Ok(false);
-        }
-        // One lookup of the name in the claims: what it is claimed as, its key, its count.
-        let claimed = self.claimed.get_key_value(name);
-        check(
-            self.known,
-            claimed.map(|(_, (c, _))| *c),
-            self.measurement,
-            name,
-            what,
-        )?;
-        if held.is_some() {
-            return Ok(false);
-        }
-        let key = match claimed {
-            Some((key, (_, count))) => {
-                count.set(count.get() + 1);
-                Arc::clone(key)
-            }
-            None => {
-                let key: Arc<str> = Arc::from(name);
-                self.claimed.insert(Arc::clone(&key), (what, Cell::new(1)));
-                key
-            }
-        };
-        self.held.insert(key, what);
-        Ok(true)
-    }
-}
-
-/// Whether `a` and `b` are the same text, by their address first (the items of one point
-/// share their measurement's).
-fn same_str(a: &str, b: &str) -> bool {
-    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
-}
-
-impl Claim<'_> {
-    /// Checks the fields and tags (names) of one measurement against what is known and what
-    /// other requests claimed, and claims them; on a conflict (the first, in the order given)
-    /// nothing of this call is claimed.
-    pub fn fields<'b>(
-        &mut self,
-        measurement: &str,
-        fields: impl IntoIterator<Item = (&'b str, &'b FieldValue)>,
-        tags: impl IntoIterator<Item = &'b str>,
-    ) -> Result<(), Conflict> {
-        let items = fields
-            .into_iter()
-            .map(|(k, v)| (measurement, k, Claimed::Field(FieldType::of(v))))
-            .chain(tags.into_iter().map(|k| (measurement, k, Claimed::Tag)));
-        let mut inner = self.schema.lock();
-        self.claim_all(&mut inner, items)
-    }
-
-    /// [`Claim::fields`] of fields given by their types, without tags (the InfluxDB write
-    /// API's lines: InfluxDB 1.x takes a tag and a field of one name).
-    pub fn field_types<'b>(
-        &mut self,
-        measurement: &str,
-        fields: impl IntoIterator<Item = (&'b str, FieldType)>,
-    ) -> Result<(), Conflict> {
-        let items = fields
-            .into_iter()
-            .map(|(k, t)| (measurement, k, Claimed::Field(t)));
-        let mut inner = self.schema.lock();
-        self.claim_all(&mut inner, items)
-    }
-
-    /// Keeps of `fields` (fields of `measurement`) those that pass [`Claim::fields`] one by
-    /// one, claiming them, under one taking of the schema's lock; how many were left out.
-    pub fn retain_fields(
-        &mut self,
-        measurement: &str,
-        fields: &mut Vec<(String, FieldValue)>,
-    ) -> usize {
-        let before = fields.len();
-        let mut inner = self.schema.lock();
-        let same_epoch = self.same_epoch(&inner);
-        let mut at = Cursor::open(&mut self.held, &mut inner, measurement, same_epoch);
-        // A field refused claimed nothing: nothing to let go.
-        fields.retain(|(k, v)| at.claim(k, Claimed::Field(FieldType::of(v))).is_ok());
-        self.drop_empty(&mut inner, measurement);
-        before - fields.len()
-    }
-
-    /// [`Claim::fields`] for every field and tag of `points`.
-    pub fn points(&mut self, points: &[Point]) -> Result<(), Conflict> {
-        let items = points.iter().flat_map(|p| {
-            let m = p.measurement();
-            p.fields()
-                .map(move |(k, v)| (m, k, Claimed::Field(FieldType::of(v))))
-                .chain(p.tags().map(move |(k, _)| (m, k, Claimed::Tag)))
-        });
-        let mut inner = self.schema.lock();
-        self.claim_all(&mut inner, items)
-    }
-
-    /// Whether the schema's `epoch` is the one this claim first claimed under (it is from now
-    /// on, when this is its first claim).
-    fn same_epoch(&mut self, inner: &Inner) -> bool {
-        *self.epoch.get_or_insert(inner.epoch) == inner.epoch
-    }
-
-    /// Checks and claims `items` under the schema's lock (`inner`); on a conflict nothing of
-    /// them is claimed.
-    fn claim_all<'b>(
-        &mut self,
-        inner: &mut Inner,
-        items: impl IntoIterator<Item = (&'b str, &'b str, Claimed)>,
-    ) -> Result<(), Conflict> {
-        let same_epoch = self.same_epoch(inner);
-        // Room for a commit's names at once (its rows' names are claimed once, by the first).
-        let mut added: Vec<(&'b str, &'b str)> = Vec::with_capacity(32);
-        let mut outcome = Ok(());
-        // Consecutive items mostly share their measurement: its lookups are made once for them.
-        let mut items = items.into_iter().peekable();
-        while let Some(&(measurement, _, _)) = items.peek() {
-            let mut at = Cursor::open(&mut self.held, inner, measurement, same_epoch);
-            while let Some((_, name, what)) = items.next_if(|(m, _, _)| same_str(m, measurement)) {
-                match at.claim(name, what) {
-                    Ok(true) => added.push((measurement, name)),
-                    Ok(false) => {}
-                    Err(conflict) => {
-                        outcome = Err(conflict);
-                        break;
-                    }
-                }
-            }
-            self.drop_empty(inner, measurement);
-            if outcome.is_err() {
-                break;
-            }
-        }
-        if outcome.is_err() {
-            for (m, n) in added {
-                inner.unclaim(m, n);
-                if let Some(names) = self.held.get_mut(m) {
-                    names.remove(n);
-                    if names.is_empty() {
-                        self.held.remove(m);
-                    }
-                }
-            }
-        }
-        outcome
-    }
-
-    /// Removes `measurement`, which a [`Cursor`] opened, where it is left without a name
-    /// claimed (in the schema) or held (by this claim). Only that one is looked at: the write
-    /// API claims each line's names with a call of its own, and a look at every measurement
-    /// claimed made a body of n measurements cost n²/2 steps under the schema's lock.
-    fn drop_empty(&mut self, inner: &mut Inner, measurement: &str) {
-        if inner.claimed.get(measurement).is_some_and(|n| n.is_empty()) {
-            inner.claimed.remove(measurement);
-        }
-        if self.held.get(measurement).is_some_and(|n| n.is_empty()) {
-            self.held.remove(measurement);
-        }
-    }
-
-    /// The request's record is on disk: what it claimed is learned (a field already known
-    /// keeps its type, as the first write of a type wins in InfluxDB too).
-    pub fn written(mut self) {
-        let held = std::mem::take(&mut self.held);
-        let mut inner = self.schema.lock();
-        let inner = &mut *inner;
-        for (measurement, names) in held {
-            // One look at the measurement's claims and one at its schema for all its names.
-            let Some(claims) = inner.claimed.get_mut(&*measurement) else {
-                continue;
-            };
-            let mut learned: Vec<(Arc<str>, Claimed)> = Vec::with_capacity(names.len());
-            for name in names.into_keys() {
-                let Some((what, count)) = claims.get_mut(&*name) else {
-                    continue;
-                };
-                let what = *what;
-                let count = count.get_mut();
-                *count -= 1;
-                if *count == 0 {
-                    claims.remove(&*name);
-                }
-                learned.push((name, what));
-            }
-            if claims.is_empty() {
-                inner.claimed.remove(&*measurement);
-            }
-            if learned.is_empty() {
-                continue;
-            }
-            for known in inner.learning() {
-                in_measurement(known, &measurement, |m| {
-                    for (name, what) in &learned {
-                        match what {
-                            Claimed::Field(t) => {
-                                if !m.fields.contains_key(&**name) {
-                                    m.fields.insert(name.to_string(), *t);
-                                }
-                            }
-                            Claimed::Tag => {
-                                if !m.tags.contains(&**name) {
-                                    m.tags.insert(name.to_string());
-                                }
-                            }
-                        }
-                    }
-                });
-            }
-        }
-    }
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        if self.held.is_empty() {
-            return;
-        }
-        let mut inner = self.schema.lock();
-        for (measurement, names) in std::mem::take(&mut self.held) {
-            for name in names.into_keys() {
-                inner.unclaim(&measurement, &name);
-            }
-        }
-    }
-}
-
 impl Schema {
     /// A schema that starts from `known` (the snapshot's).
     pub fn new(known: Known) -> Schema {
@@ -603,11 +269,7 @@ impl Schema {
 
     /// A claim holding nothing yet, for one request: see [`Claim`].
     pub fn claim(&self) -> Claim<'_> {
-        Claim {
-            schema: self,
-            held: Names::default(),
-            epoch: None,
-        }
+        Claim::new(self)
     }
 
     /// Whether InfluxDB would take `fields` and `tags` (names) in `measurement`, as far as the
@@ -923,6 +585,86 @@ mod tests {
         );
     }
 
+    /// A commit's endpoint rows have the same names: a row like the one before it is passed
+    /// without lookups, but only that: one field of another type, a tag more, or another
+    /// measurement is looked at, and everything is learned at the write.
+    #[test]
+    fn points_alike_are_claimed_once_and_a_difference_is_still_found() {
+        let schema = Schema::default();
+        let (one, text) = (FieldValue::Float(1.0), FieldValue::Str("s".into()));
+        let row = |v: &FieldValue, tags: &[&str]| point("rows", &[("n", v.clone())], tags);
+        schema.learn(&[point(
+            "rows",
+            &[("n", one.clone()), ("x", one.clone())],
+            &[],
+        )]);
+        let mut claim = schema.claim();
+        let err = claim
+            .points(&[
+                row(&one, &["name"]),
+                row(&one, &["name"]),
+                row(&text, &["name"]),
+            ])
+            .unwrap_err();
+        assert!(matches!(err, Conflict::FieldType { .. }), "{err}");
+        drop(claim);
+        let mut claim = schema.claim();
+        let err = claim
+            .points(&[row(&one, &["name"]), row(&one, &["name", "x"])])
+            .unwrap_err();
+        assert!(matches!(err, Conflict::TagAndField { .. }), "{err}");
+        drop(claim);
+        let other = point("other", &[("n", text.clone())], &["name"]);
+        let mut claim = schema.claim();
+        claim
+            .points(&[row(&one, &["name"]), row(&one, &["name"]), other])
+            .unwrap();
+        claim.written();
+        let known = schema.known();
+        assert!(known["rows"].tags.contains("name"));
+        assert_eq!(known["other"].fields["n"], FieldType::String);
+    }
+
+    /// Rows alike after a row kept whole are kept without lookups; after a row that lost a
+    /// field, or once InfluxDB's word changed, each is checked as it would be alone.
+    #[test]
+    fn rows_alike_are_checked_again_after_a_row_lost_a_field_or_influxdbs_word_changed() {
+        let schema = Schema::default();
+        let (one, text) = (FieldValue::Float(1.0), FieldValue::Str("s".into()));
+        let fields =
+            |v: &FieldValue| vec![("a".to_string(), one.clone()), ("b".to_string(), v.clone())];
+        schema.learn(&[point("m", &[("b", one.clone())], &[])]);
+        let mut claim = schema.claim();
+        let mut rows = [
+            fields(&one),
+            fields(&one),
+            fields(&text),
+            fields(&text),
+            fields(&one),
+        ];
+        assert_eq!(claim.retain_rows("m", rows.iter_mut()), 2);
+        let kept: Vec<usize> = rows.iter().map(Vec::len).collect();
+        assert_eq!(kept, [2, 2, 1, 1, 2]);
+        // InfluxDB says `a` is a string while the rows are checked: the second row, like the
+        // first kept whole, loses it.
+        let mut seen = Known::new();
+        seen.entry("m".into())
+            .or_default()
+            .fields
+            .insert("a".into(), FieldType::String);
+        let mut rows = [fields(&one), fields(&one)];
+        let rows_read = rows.iter_mut().enumerate().map(|(i, row)| {
+            if i == 1 {
+                schema.update_from_influxdb(seen.clone(), false);
+            }
+            row
+        });
+        assert_eq!(claim.retain_rows("m", rows_read), 1);
+        assert_eq!(rows[0].len(), 2);
+        assert_eq!(rows[1].len(), 1);
+        assert_eq!(rows[1][0].0, "b");
+    }
+
     #[test]
     fn influxdbs_answer_replaces_or_adds_to_what_was_learned() {
         let schema = Schema::default();
@@ -1140,7 +882,7 @@ mod tests {
         let schema = Schema::default();
         let names: Vec<String> = (0..50_000).map(|i| format!("m{i}")).collect();
         let claim = claim_each(&schema, &names);
-        assert_eq!(claim.held.len(), names.len());
+        assert_eq!(claim.held().len(), names.len());
         assert_eq!(schema.lock().claimed.len(), names.len());
         // A conflict in the middle of a call leaves the other measurements as they were.
         let mut other = schema.claim();
@@ -1171,7 +913,7 @@ mod tests {
         type Snapshot = BTreeMap<String, BTreeMap<String, Claimed>>;
         fn snapshot(claim: &Claim<'_>) -> Snapshot {
             claim
-                .held
+                .held()
                 .iter()
                 .map(|(m, names)| {
                     let names = names.iter().map(|(n, w)| (n.to_string(), *w)).collect();
@@ -1185,7 +927,7 @@ mod tests {
             // type wins over a claimed one in the check. Only the counts are compared.)
             let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
             for claim in claims.iter().flatten() {
-                for (m, names) in &claim.held {
+                for (m, names) in claim.held() {
                     assert!(
                         !names.is_empty(),
                         "step {step}: {m} empty in a claim's held"
