@@ -230,35 +230,67 @@ impl<'a> Edit<'a> {
 /// quote (or the end of the text). Escapes of a lone surrogate are replaced by `\ufffd`,
 /// which has the same length.
 fn skip_string(text: &[u8], mut i: usize, edit: &mut Edit<'_>, tolerated: &mut Tolerated) -> usize {
-    while let Some(&b) = text.get(i) {
-        match b {
-            b'"' => return i + 1,
-            b'\\' if text.get(i + 1) == Some(&b'u') => {
-                match hex4(text, i + 2) {
-                    Some(0xD800..=0xDBFF) => {
-                        let low = text.get(i + 6..i + 8) == Some(b"\\u")
-                            && matches!(hex4(text, i + 8), Some(0xDC00..=0xDFFF));
-                        if low {
-                            i += 12;
-                            continue;
-                        }
-                        edit.replace(i, i + 6, b"\\ufffd");
-                        tolerated.lone_surrogates += 1;
-                    }
-                    Some(0xDC00..=0xDFFF) => {
-                        edit.replace(i, i + 6, b"\\ufffd");
-                        tolerated.lone_surrogates += 1;
-                    }
-                    // An ordinary escape, or a malformed one that serde_json will report.
-                    _ => {}
-                }
-                i += 2;
-            }
-            b'\\' => i += 2,
-            _ => i += 1,
+    loop {
+        let Some(at) = text.get(i..).and_then(quote_or_backslash) else {
+            return text.len();
+        };
+        i += at;
+        if text.get(i) == Some(&b'"') {
+            return i + 1;
         }
+        if text.get(i + 1) == Some(&b'u') {
+            match hex4(text, i + 2) {
+                Some(0xD800..=0xDBFF) => {
+                    let low = text.get(i + 6..i + 8) == Some(b"\\u")
+                        && matches!(hex4(text, i + 8), Some(0xDC00..=0xDFFF));
+                    if low {
+                        i += 12;
+                        continue;
+                    }
+                    edit.replace(i, i + 6, b"\\ufffd");
+                    tolerated.lone_surrogates += 1;
+                }
+                Some(0xDC00..=0xDFFF) => {
+                    edit.replace(i, i + 6, b"\\ufffd");
+                    tolerated.lone_surrogates += 1;
+                }
+                // An ordinary escape, or a malformed one that serde_json will report.
+                _ => {}
+            }
+        }
+        i += 2;
     }
-    i
+}
+
+/// The bytes [`quote_or_backslash`] looks at one by one before it searches: a search for each
+/// of escapes a few bytes apart made a body of them (`\"ab\"ab…`) three times as slow to scan
+/// as a byte-by-byte scan; with four, no shape measured was more than 7 % slower (64 MB, by
+/// hand), and a Locust commit's escaped text a quarter quicker.
+const NEAR: usize = 4;
+
+/// The offset of the first `"` or `\` in `text`, which is where a scan of a JSON string from
+/// inside it must stop (its end, or an escape); `None` when there is none. The next [`NEAR`]
+/// bytes are looked at one by one (a text dense with escapes would otherwise cost a search
+/// each); past them, a search (`memchr`) pays.
+pub(crate) fn quote_or_backslash(text: &[u8]) -> Option<usize> {
+    let near = text
+        .iter()
+        .take(NEAR)
+        .position(|&b| b == b'"' || b == b'\\');
+    near.or_else(|| memchr::memchr2(b'"', b'\\', text.get(NEAR..)?).map(|at| at + NEAR))
+}
+
+/// The index after the closing quote of the string whose text starts at `i` (just after its
+/// opening quote), or the end of `text`: escapes are stepped over whole.
+fn string_end(text: &[u8], mut i: usize) -> usize {
+    while let Some(at) = text.get(i..).and_then(quote_or_backslash) {
+        i += at;
+        if text.get(i) == Some(&b'"') {
+            return i + 1;
+        }
+        i += 2;
+    }
+    text.len()
 }
 
 /// The four hex digits at `at`, as a number.
@@ -363,28 +395,26 @@ fn number_parts(token: &[u8]) -> Option<(&[u8], &[u8], i64)> {
 /// ASCII byte is always that character, so the text is scanned as bytes and copied in runs.
 /// Text that is compact already (as most clients send it) is not copied.
 pub fn compact(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
     let mut out = String::new();
-    let mut in_string = false;
-    let mut escaped = false;
     let mut start = 0;
-    for (i, b) in text.bytes().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'"' => {
+                i = string_end(bytes, i + 1);
+                continue;
             }
-        } else if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-            if out.capacity() == 0 {
-                out.reserve(text.len());
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                if out.capacity() == 0 {
+                    out.reserve(text.len());
+                }
+                out.push_str(&text[start..i]);
+                start = i + 1;
             }
-            out.push_str(&text[start..i]);
-            start = i + 1;
-        } else if b == b'"' {
-            in_string = true;
+            _ => {}
         }
+        i += 1;
     }
     if start == 0 {
         return Cow::Borrowed(text);
@@ -1007,6 +1037,95 @@ mod tests {
         assert_eq!(member_array(text, "z").unwrap().elements, []);
         assert_eq!(member_array(text, "x"), None, "an object, not an array");
         assert_eq!(member_array(text, "nope"), None);
+    }
+
+    /// The string scans as they were before they searched for quotes and backslashes (one
+    /// byte at a time): what [`skip_string`] and [`compact`] must still give.
+    fn skip_string_bytewise(
+        text: &[u8],
+        mut i: usize,
+        edit: &mut Edit<'_>,
+        tolerated: &mut Tolerated,
+    ) -> usize {
+        while let Some(&b) = text.get(i) {
+            match b {
+                b'"' => return i + 1,
+                b'\\' if text.get(i + 1) == Some(&b'u') => {
+                    match hex4(text, i + 2) {
+                        Some(0xD800..=0xDBFF) => {
+                            let low = text.get(i + 6..i + 8) == Some(b"\\u")
+                                && matches!(hex4(text, i + 8), Some(0xDC00..=0xDFFF));
+                            if low {
+                                i += 12;
+                                continue;
+                            }
+                            edit.replace(i, i + 6, b"\\ufffd");
+                            tolerated.lone_surrogates += 1;
+                        }
+                        Some(0xDC00..=0xDFFF) => {
+                            edit.replace(i, i + 6, b"\\ufffd");
+                            tolerated.lone_surrogates += 1;
+                        }
+                        _ => {}
+                    }
+                    i += 2;
+                }
+                b'\\' => i += 2,
+                _ => i += 1,
+            }
+        }
+        i
+    }
+
+    fn compact_bytewise(text: &str) -> String {
+        let (mut out, mut in_string, mut escaped) = (String::new(), false, false);
+        for c in text.chars() {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == '"' {
+                    in_string = false;
+                }
+            } else if matches!(c, ' ' | '\t' | '\n' | '\r') {
+                continue;
+            } else if c == '"' {
+                in_string = true;
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// On any text of quotes, backslashes, surrogate escapes and white space (valid JSON or
+        /// not, strings ended or not), the scans give what the byte-by-byte ones gave.
+        #[test]
+        fn string_scans_match_the_bytewise_ones(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "\"", "\\", "\\\"", "\\\\", "\\ud83d", "\\ude00", "\\udc80", "\\u00e9",
+                    "\\u12", "u", "ab", "abcdefghij", " ", "\n", "é", ":", "{", "}",
+                ]),
+                0..40,
+            ),
+            start in 0usize..4,
+        ) {
+            let text = pieces.concat();
+            proptest::prop_assert_eq!(compact(&text).into_owned(), compact_bytewise(&text));
+            let bytes = text.as_bytes();
+            let start = start.min(bytes.len());
+            let (mut t1, mut t2) = (Tolerated::default(), Tolerated::default());
+            let mut e1 = Edit { text: bytes, out: None, copied: 0 };
+            let mut e2 = Edit { text: bytes, out: None, copied: 0 };
+            let end = skip_string(bytes, start, &mut e1, &mut t1);
+            let end_bytewise = skip_string_bytewise(bytes, start, &mut e2, &mut t2);
+            // Both stop at the end of the text, the old one sometimes a byte past it.
+            proptest::prop_assert_eq!(end, end_bytewise.min(bytes.len()));
+            proptest::prop_assert_eq!(t1, t2);
+            proptest::prop_assert_eq!(e1.finish(), e2.finish());
+        }
     }
 
     #[test]

@@ -63,12 +63,6 @@ pub(super) fn members_read(body: &[u8]) -> u64 {
     members
 }
 
-/// The bytes [`string_at`] looks at one by one before it searches: a search for each of
-/// escapes a few bytes apart made a body of them (`\"ab\"ab…`) three times as slow to scan as
-/// the byte-by-byte scan; with four, no shape measured was more than 7 % slower (64 MB, by
-/// hand), and a Locust commit's escaped text a quarter quicker.
-const NEAR: usize = 4;
-
 /// The string of `body` from `start` (just after its opening quote): where it ends (its
 /// closing quote, or the end of the body) and, when it is read as JSON (`counting`), the
 /// members in it: each `:` after an escaped quote and nothing but whitespace. Only quotes and
@@ -77,15 +71,9 @@ fn string_at(body: &[u8], start: usize, counting: bool) -> (usize, u64) {
     let mut members = 0;
     let mut i = start;
     loop {
-        let rest = body.get(i..).unwrap_or_default();
-        // A quote or backslash among the next few bytes is found by looking at them (a text
-        // dense with escapes would otherwise cost a search each); past them, a search pays.
-        let near = rest
-            .iter()
-            .take(NEAR)
-            .position(|&b| b == b'"' || b == b'\\');
-        let found =
-            near.or_else(|| memchr::memchr2(b'"', b'\\', rest.get(NEAR..)?).map(|at| at + NEAR));
+        let found = body
+            .get(i..)
+            .and_then(crate::ingest::json::quote_or_backslash);
         let Some(at) = found else {
             return (body.len(), members);
         };
