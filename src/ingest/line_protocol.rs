@@ -571,6 +571,28 @@ pub(super) fn push_integer(out: &mut String, n: i64) {
     out.push_str(itoa::Buffer::new().format(n));
 }
 
+/// Appends `v` as `Display` prints it (see [`encode_field_value`]): zmij's text where it is
+/// `Display`'s, else `Display`'s. Both give the fewest digits that read back as `v`, but where
+/// several numbers of those digits do, they may not pick the same one (zmij printed
+/// 813466183164149.2 for `Display`'s 813466183164149.3); with at most 15 digits there is one
+/// (any decimal of 15 digits reads back from the float nearest it: IEEE 754's 15 decimal
+/// digits of a binary64). So zmij's text is taken with at most [`ZMIJ_DIGITS`] digits and no
+/// exponent, less the `.0` it gives a whole number.
+fn push_float(out: &mut String, v: f64) {
+    let mut buffer = zmij::Buffer::new();
+    let text = buffer.format(v);
+    let digits = text.bytes().filter(u8::is_ascii_digit).count();
+    if digits <= ZMIJ_DIGITS && !text.contains('e') {
+        out.push_str(text.strip_suffix(".0").unwrap_or(text));
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+/// The most digits (leading zeros of a fraction included) of zmij's text [`push_float`]
+/// takes: up to 15, a float's shortest text is the only one of its length.
+const ZMIJ_DIGITS: usize = 15;
+
 /// Appends a field value as line protocol writes it.
 pub fn encode_field_value(out: &mut String, value: &FieldValue) {
     match value {
@@ -588,9 +610,7 @@ pub fn encode_field_value(out: &mut String, value: &FieldValue) {
         FieldValue::Float(v) if v.fract() == 0.0 && v.abs() < 1e15 && *v != 0.0 => {
             push_integer(out, *v as i64);
         }
-        FieldValue::Float(v) => {
-            let _ = write!(out, "{v}");
-        }
+        FieldValue::Float(v) => push_float(out, *v),
         FieldValue::Bool(true) => out.push_str("true"),
         FieldValue::Bool(false) => out.push_str("false"),
         // Everything except `"` and `\` goes in literally, newlines included: the parsers track
@@ -1117,7 +1137,8 @@ pub(crate) mod tests {
         }
     }
 
-    /// Integral floats take a shorter path than `Display` for f64: it must print the same.
+    /// Integral floats take a shorter path than `Display` for f64, and others zmij's: they must
+    /// print the same.
     #[test]
     fn integral_floats_print_as_display_does() {
         let values = [
@@ -1135,11 +1156,34 @@ pub(crate) mod tests {
             0.5,
             -2.5,
             1e-7,
+            1e-5,
+            1.5e-5,
+            9_999_999_999_999_998.0,
+            1e16 + 2.0,
+            1e21,
+            5e-324,
+            f64::MAX,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
         ];
         for v in values {
             let mut out = String::new();
             encode_field_value(&mut out, &float(v));
             assert_eq!(out, format!("{v}"), "{v:?}");
+        }
+    }
+
+    proptest! {
+        /// Every float, whichever path prints it (an integer, zmij, `Display`), is printed as
+        /// `Display` prints it: NaN and infinities too, though a point never holds them.
+        #[test]
+        fn floats_print_as_display_does(bits in any::<u64>(), near in -1e17f64..1e17) {
+            for v in [f64::from_bits(bits), near, near / 1e9, near.trunc(), near.round() / 100.0] {
+                let mut out = String::new();
+                encode_field_value(&mut out, &float(v));
+                prop_assert_eq!(out, format!("{}", v), "{:?}", v);
+            }
         }
     }
 
