@@ -900,6 +900,220 @@ mod tests {
         assert_eq!(inner.known.len(), names.len());
     }
 
+    /// The shortcuts for points and rows alike ([`Claim::points`], [`Claim::retain_rows`])
+    /// against the plain calls, two schemas in lockstep through random calls of three claims,
+    /// the rows' iterator changing the schema between rows (InfluxDB's word, another claim
+    /// written or let go): each call's outcome, what each claim holds, the counts claimed and
+    /// what is known stay the same. `CLAIM_RUNS` sets the number of runs (each its own seed,
+    /// named in a failure: `CLAIM_FIRST_RUN` starts there).
+    #[test]
+    fn the_shortcuts_for_names_alike_claim_what_the_plain_calls_claim() {
+        use std::collections::BTreeMap;
+        fn held(claim: &Claim<'_>) -> BTreeMap<String, BTreeMap<String, Claimed>> {
+            claim
+                .held()
+                .iter()
+                .map(|(m, n)| {
+                    (
+                        m.to_string(),
+                        n.iter().map(|(k, w)| (k.to_string(), *w)).collect(),
+                    )
+                })
+                .collect()
+        }
+        fn claimed(schema: &Schema) -> BTreeMap<(String, String), (Claimed, usize)> {
+            let inner = schema.lock();
+            let mut out = BTreeMap::new();
+            for (m, names) in &inner.claimed {
+                for (n, (w, c)) in names {
+                    out.insert((m.to_string(), n.to_string()), (*w, c.get()));
+                }
+            }
+            out
+        }
+        const MS: [&str; 2] = ["a", "b"];
+        const NAMES: [&str; 3] = ["x", "y", "z"];
+        let values = [
+            FieldValue::Float(1.0),
+            FieldValue::Float(-0.0),
+            FieldValue::Bool(true),
+            FieldValue::Str("s".into()),
+        ];
+        let types = [FieldType::Float, FieldType::Boolean, FieldType::String];
+        let env = |name: &str, or: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(or)
+        };
+        let first = env("CLAIM_FIRST_RUN", 0);
+        for run in first..first + env("CLAIM_RUNS", 200) {
+            let mut seed: u64 = 0x9e37_79b9_7f4a_7c15 ^ (run.wrapping_mul(0x2545F4914F6CDD1D) | 1);
+            let mut next = move |n: usize| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed % n as u64) as usize
+            };
+            let (s1, s2) = (Schema::default(), Schema::default());
+            let mut c1: Vec<Option<Claim<'_>>> = (0..3).map(|_| Some(s1.claim())).collect();
+            let mut c2: Vec<Option<Claim<'_>>> = (0..3).map(|_| Some(s2.claim())).collect();
+            for step in 0..300 {
+                let c = next(3);
+                if c1[c].is_none() {
+                    c1[c] = Some(s1.claim());
+                    c2[c] = Some(s2.claim());
+                }
+                let mut seen = Known::new();
+                for _ in 0..next(3) {
+                    let m = seen.entry(MS[next(2)].into()).or_default();
+                    if next(3) == 0 {
+                        m.tags.insert(NAMES[next(3)].into());
+                    } else {
+                        m.fields.insert(NAMES[next(3)].into(), types[next(3)]);
+                    }
+                }
+                let replace = next(2) == 0;
+                match next(100) {
+                    0..=34 => {
+                        let alike = next(2) == 0;
+                        let mut points: Vec<Point> = Vec::new();
+                        for _ in 0..1 + next(5) {
+                            if alike && !points.is_empty() && next(3) != 0 {
+                                // The one before, with other tag and field values (`-0.0` for `0.0`).
+                                let prev = points.last().unwrap();
+                                let mut p = Point::new(prev.measurement(), 2);
+                                for (k, v) in prev.fields() {
+                                    let v = match v {
+                                        FieldValue::Float(f) => FieldValue::Float(-f),
+                                        o => o.clone(),
+                                    };
+                                    let _ = p.field(k, v);
+                                }
+                                for (k, _) in prev.tags() {
+                                    let _ = p.tag(k, "other");
+                                }
+                                points.push(p);
+                                continue;
+                            }
+                            let mut p = Point::new(MS[next(2)], 1);
+                            for _ in 0..next(3) {
+                                let _ = p.field(NAMES[next(3)], values[next(4)].clone());
+                            }
+                            for _ in 0..next(2) {
+                                let _ = p.tag(NAMES[next(3)], "v");
+                            }
+                            points.push(p);
+                        }
+                        let r1 = c1[c]
+                            .as_mut()
+                            .unwrap()
+                            .points(&points)
+                            .map_err(|e| e.to_string());
+                        let r2 = c2[c]
+                            .as_mut()
+                            .unwrap()
+                            .points_plain(&points)
+                            .map_err(|e| e.to_string());
+                        assert_eq!(r1, r2, "run {run} step {step}: points {points:?}");
+                    }
+                    35..=69 => {
+                        let mut rows: Vec<Vec<(String, FieldValue)>> = Vec::new();
+                        for _ in 0..next(6) {
+                            if !rows.is_empty() && next(3) != 0 {
+                                let r = rows.last().unwrap().clone();
+                                rows.push(r);
+                                continue;
+                            }
+                            rows.push(
+                                (0..next(3))
+                                    .map(|_| (NAMES[next(3)].to_string(), values[next(4)].clone()))
+                                    .collect(),
+                            );
+                        }
+                        let m = MS[next(2)];
+                        let change_at = if next(3) == 0 {
+                            next(rows.len() + 1)
+                        } else {
+                            usize::MAX
+                        };
+                        let mut rows2 = rows.clone();
+                        let orig = rows.clone();
+                        let (s1r, s2r) = (&s1, &s2);
+                        let (seen1, seen2) = (seen.clone(), seen.clone());
+                        let j = (c + 1 + next(2)) % 3;
+                        let other_op = next(3);
+                        let mut o1 = c1[j].take();
+                        let mut o2 = c2[j].take();
+                        let it1 = rows.iter_mut().enumerate().map(|(i, r)| {
+                            if i == change_at {
+                                match other_op {
+                                    0 => s1r.update_from_influxdb(seen1.clone(), replace),
+                                    1 => {
+                                        if let Some(o) = o1.take() {
+                                            o.written();
+                                        }
+                                    }
+                                    _ => {
+                                        o1.take();
+                                    }
+                                }
+                            }
+                            r
+                        });
+                        let n1 = c1[c].as_mut().unwrap().retain_rows(m, it1);
+                        let claim2 = c2[c].as_mut().unwrap();
+                        let mut n2 = 0;
+                        for (i, r) in rows2.iter_mut().enumerate() {
+                            if i == change_at {
+                                match other_op {
+                                    0 => s2r.update_from_influxdb(seen2.clone(), replace),
+                                    1 => {
+                                        if let Some(o) = o2.take() {
+                                            o.written();
+                                        }
+                                    }
+                                    _ => {
+                                        o2.take();
+                                    }
+                                }
+                            }
+                            n2 += claim2.retain_fields(m, r);
+                        }
+                        assert_eq!(
+                            (n1, &rows),
+                            (n2, &rows2),
+                            "run {run} step {step}: rows {orig:?}"
+                        );
+                        c1[j] = o1;
+                        c2[j] = o2;
+                    }
+                    70..=79 => {
+                        s1.update_from_influxdb(seen.clone(), replace);
+                        s2.update_from_influxdb(seen, replace);
+                    }
+                    80..=89 => {
+                        c1[c].take().unwrap().written();
+                        c2[c].take().unwrap().written();
+                    }
+                    _ => {
+                        c1[c] = None;
+                        c2[c] = None;
+                    }
+                }
+                for i in 0..3 {
+                    assert_eq!(
+                        c1[i].as_ref().map(held),
+                        c2[i].as_ref().map(held),
+                        "run {run} step {step}: held of {i}"
+                    );
+                }
+                assert_eq!(claimed(&s1), claimed(&s2), "run {run} step {step}: claimed");
+                assert_eq!(s1.known(), s2.known(), "run {run} step {step}: known");
+            }
+        }
+    }
+
     /// What the schema's claims and every live claim hold, checked after each call of a long
     /// run of random calls (several claims; points with measurements coming back within one
     /// call; conflicts in any measurement of a call; retain_fields refusing some or all;

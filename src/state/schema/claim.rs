@@ -286,6 +286,19 @@ impl Claim<'_> {
         self.claim_all(&mut inner, items)
     }
 
+    /// [`Claim::points`] without its shortcut, for the tests to compare it with.
+    #[cfg(test)]
+    pub(super) fn points_plain(&mut self, points: &[Point]) -> Result<(), Conflict> {
+        let items = points.iter().flat_map(|p| {
+            let m = p.measurement();
+            p.fields()
+                .map(move |(k, v)| (m, k, Claimed::Field(FieldType::of(v))))
+                .chain(p.tags().map(move |(k, _)| (m, k, Claimed::Tag)))
+        });
+        let mut inner = self.schema.lock();
+        self.claim_all(&mut inner, items)
+    }
+
     /// Whether the schema's `epoch` is the one this claim first claimed under (it is from now
     /// on, when this is its first claim).
     fn same_epoch(&mut self, inner: &Inner) -> bool {
