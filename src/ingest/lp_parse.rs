@@ -203,10 +203,17 @@ fn parse_line<'a>(
     let walked = &scratch.walked;
     let time_ns = scan_time(b, fields.end, precision, now_ns)?;
 
-    let measurement = unescape(&text[..key.measurement_end], MEASUREMENT_CODES);
+    // One search of the key, and one of the fields, for a backslash: most lines have none,
+    // and their names and values are then borrowed as they are, without a search each.
+    let key_text = |escaped: bool, range: Range<usize>, codes| match escaped {
+        true => unescape(&text[range], codes),
+        false => Cow::Borrowed(&text[range]),
+    };
+    let key_escaped = b[..key.end].contains(&b'\\');
+    let measurement = key_text(key_escaped, 0..key.measurement_end, MEASUREMENT_CODES);
     let mut tags = Vec::with_capacity(scratch.tags.len());
     for (k, v) in &scratch.tags {
-        let name = unescape(&text[k.clone()], TAG_CODES);
+        let name = key_text(key_escaped, k.clone(), TAG_CODES);
         if name == "time" {
             return Err(LineError::new(
                 Kind::TimeTag,
@@ -215,7 +222,7 @@ fn parse_line<'a>(
                 ),
             ));
         }
-        tags.push((name, unescape(&text[v.clone()], TAG_CODES)));
+        tags.push((name, key_text(key_escaped, v.clone(), TAG_CODES)));
     }
     tags.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
@@ -224,8 +231,9 @@ fn parse_line<'a>(
     // takes time quadratic in their number, and a line of 1 MiB holds 100 000 of them.
     let mut index: Option<std::collections::HashMap<Cow<'_, str>, usize>> =
         (walked.len() > FIELDS_SEARCHED).then(std::collections::HashMap::new);
+    let fields_escaped = b[key.end..fields.end].contains(&b'\\');
     for (k, v) in walked {
-        let name = unescape(&text[k.clone()], MEASUREMENT_CODES);
+        let name = key_text(fields_escaped, k.clone(), MEASUREMENT_CODES);
         let value = field_value(&text[v.clone()])?;
         if name == "time" {
             continue;
@@ -374,9 +382,13 @@ fn scan_key(b: &[u8], tags: &mut Vec<Pair>) -> Result<Key, LineError> {
         tags.push((key_range, value_start..i));
         if !more {
             key.end = i;
-            // InfluxDB compares the keys as written, before it looks at the fields.
-            let duplicate = if tags.len() <= TAGS_COMPARED {
-                let name = |t: &Pair| &b[t.0.clone()];
+            // InfluxDB compares the keys as written, before it looks at the fields. Clients
+            // write them sorted: keys in rising order have no two alike, one look each.
+            let name = |t: &Pair| &b[t.0.clone()];
+            let rising = tags.windows(2).all(|w| name(&w[0]) < name(&w[1]));
+            let duplicate = if rising {
+                false
+            } else if tags.len() <= TAGS_COMPARED {
                 tags.iter()
                     .enumerate()
                     .any(|(n, t)| tags[n + 1..].iter().any(|u| name(t) == name(u)))

@@ -783,6 +783,17 @@ fn duplicate_tag_keys_are_found_among_few_tags_and_many() {
             assert_eq!(e.kind, Kind::DuplicateTags, "{body}");
         }
     }
+    // Keys in rising order (as clients write them) are taken at one look each; a key again,
+    // next to itself or further on, ends the rise and is found.
+    assert!(one("m,a=1,b=2,c=3 f=1 1", Precision::Nanosecond).is_ok());
+    for body in [
+        "m,a=1,b=2,b=3 f=1 1",
+        "m,a=1,c=2,b=3,c=4 f=1 1",
+        "m,b=1,a=2,b=3 f=1 1",
+    ] {
+        let e = one(body, Precision::Nanosecond).unwrap_err();
+        assert_eq!(e.kind, Kind::DuplicateTags, "{body}");
+    }
     // Keys are compared as written, escapes and all.
     let e = one("m,a\\ b=1,a\\ b=2 f=1 1", Precision::Nanosecond).unwrap_err();
     assert_eq!(e.kind, Kind::DuplicateTags);
