@@ -571,20 +571,34 @@ pub(super) fn push_integer(out: &mut String, n: i64) {
     out.push_str(itoa::Buffer::new().format(n));
 }
 
-/// Appends `v` as `Display` prints it (see [`encode_field_value`]): zmij's text where it is
-/// `Display`'s, else `Display`'s. Both give the fewest digits that read back as `v`, but where
-/// several numbers of those digits do, they may not pick the same one (zmij printed
-/// 813466183164149.2 for `Display`'s 813466183164149.3); with at most 15 digits there is one
-/// (any decimal of 15 digits reads back from the float nearest it: IEEE 754's 15 decimal
-/// digits of a binary64). So zmij's text is taken with at most [`ZMIJ_DIGITS`] digits and no
-/// exponent, less the `.0` it gives a whole number.
-fn push_float(out: &mut String, v: f64) {
+/// Appends `v` as `Display` prints it: the shortest decimal that reads back as the same bits,
+/// never with an exponent, so that every InfluxDB parser reads it as a float (a number without
+/// the `i` or `u` suffix is one) and it round-trips exactly: 1.0 becomes `1`, -0.0 becomes
+/// `-0`, and extremes are long (1e300 takes 301 characters, 5e-324 takes 326) but exact. The
+/// exponent form of `Debug` would be shorter, but plain decimals avoid depending on every
+/// server version accepting exponents. Both fields of the gateway's points and lines of the
+/// write API go through here.
+///
+/// Two quicker ways give the same text where they apply. A whole number below 1e15 (nearly
+/// every count a load test reports) is printed as an integer (-0 keeps its sign through
+/// `Display`). Otherwise zmij's text, where it has at most [`ZMIJ_DIGITS`] digits and no
+/// exponent, less the `.0` it gives a whole number: zmij too gives the fewest digits that
+/// read back as `v`, but where several numbers of those digits do, it may not pick `Display`'s
+/// (it printed 813466183164149.2 for `Display`'s 813466183164149.3); with at most 15 digits
+/// there is one (any decimal of 15 digits reads back from the float nearest it: IEEE 754's 15
+/// decimal digits of a binary64).
+pub(crate) fn push_float(out: &mut String, v: f64) {
+    if v.fract() == 0.0 && v.abs() < 1e15 && v != 0.0 {
+        push_integer(out, v as i64);
+        return;
+    }
     let mut buffer = zmij::Buffer::new();
     let text = buffer.format(v);
     let digits = text.bytes().filter(u8::is_ascii_digit).count();
     if digits <= ZMIJ_DIGITS && !text.contains('e') {
         out.push_str(text.strip_suffix(".0").unwrap_or(text));
     } else {
+        // Writing to a String cannot fail.
         let _ = write!(out, "{v}");
     }
 }
@@ -596,20 +610,6 @@ const ZMIJ_DIGITS: usize = 15;
 /// Appends a field value as line protocol writes it.
 pub fn encode_field_value(out: &mut String, value: &FieldValue) {
     match value {
-        // `Display` for f64 prints the shortest decimal that parses back to the same bits and
-        // never uses exponent notation, so the output is a plain decimal number that every
-        // InfluxDB parser reads as a float (a number without the `i` or `u` suffix is a float)
-        // and that round-trips exactly: 1.0 becomes `1`, -0.0 becomes `-0`, and extremes are
-        // long (1e300 takes 301 characters, 5e-324 takes 326) but exact. The exponent form of
-        // `Debug` would be shorter, but plain decimals avoid depending on every server version
-        // accepting exponents.
-        // Writing to a String cannot fail.
-        // An integral value below 1e15 (nearly every count a load test reports) is printed
-        // as an integer, which gives the same digits without the float algorithm; -0 keeps
-        // its sign through `Display`.
-        FieldValue::Float(v) if v.fract() == 0.0 && v.abs() < 1e15 && *v != 0.0 => {
-            push_integer(out, *v as i64);
-        }
         FieldValue::Float(v) => push_float(out, *v),
         FieldValue::Bool(true) => out.push_str("true"),
         FieldValue::Bool(false) => out.push_str("false"),
