@@ -731,7 +731,7 @@ impl Service {
 const LEARN_CHUNK_BYTES: u64 = 4 << 20;
 
 /// The fields of `line` with their types, as InfluxDB names them.
-fn field_types<'l>(line: &'l Line<'_>) -> impl Iterator<Item = (&'l str, FieldType)> {
+fn field_types<'l>(line: &'l Line<'_>) -> impl Iterator<Item = (&'l str, FieldType)> + Clone {
     line.fields.iter().map(|(k, v)| {
         let t = match v {
             FieldValue::Float(_) => FieldType::Float,

@@ -18,6 +18,7 @@
 //! No I/O here: the reading of InfluxDB's schema is `delivery::influx`'s.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
@@ -102,6 +103,11 @@ pub struct Schema {
     /// How long InfluxDB keeps the points the gateway writes, when it could tell (read with
     /// the schema); `None` when it keeps them for ever or could not say.
     retention: Mutex<Option<Retention>>,
+    /// Counts InfluxDB's answers taken ([`Schema::update_from_influxdb`]): the only change
+    /// that can make a name a claim holds fail its check (see [`Claim`]'s `epoch`). Changed
+    /// only under the lock of `inner`; read without it by a claim that holds every name it is
+    /// asked for again.
+    epoch: AtomicU64,
 }
 
 /// What [`Schema`] guards: what it knows, and what requests under way claimed.
@@ -123,9 +129,6 @@ struct Inner {
     /// A reading of InfluxDB's schema began and its answer is not yet taken (one at a time:
     /// see [`Schema::reading_begins`]).
     reading: bool,
-    /// Counts InfluxDB's answers taken ([`Schema::update_from_influxdb`]): the only change
-    /// that can make a name a claim holds fail its check (see [`Claim`]'s `epoch`).
-    epoch: u64,
 }
 
 impl Inner {
@@ -237,9 +240,9 @@ impl Schema {
                 claimed: Names::default(),
                 recent: Known::default(),
                 reading: false,
-                epoch: 0,
             }),
             retention: Mutex::new(None),
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -265,6 +268,11 @@ impl Schema {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         crate::sync::lock(&self.inner)
+    }
+
+    /// InfluxDB's answers taken so far (see `epoch`).
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// A claim holding nothing yet, for one request: see [`Claim`].
@@ -376,7 +384,7 @@ impl Schema {
         pending: impl IntoIterator<Item = (String, Measurement)>,
     ) {
         let mut inner = self.lock();
-        inner.epoch += 1;
+        self.epoch.fetch_add(1, Ordering::Release);
         inner.reading = false;
         let recent = std::mem::take(&mut inner.recent);
         if replace {
@@ -401,7 +409,7 @@ impl Schema {
 
     /// Whether InfluxDB's word was taken at least once ([`Schema::update_from_influxdb`]).
     pub fn read_once(&self) -> bool {
-        self.lock().epoch > 0
+        self.epoch() > 0
     }
 
     /// A reading of InfluxDB's schema begins: from now on what the gateway learns is kept
@@ -833,6 +841,42 @@ mod tests {
         let mut fields = vec![("x".to_string(), number.clone())];
         assert_eq!(claim.retain_fields("m", &mut fields), 1);
         assert!(fields.is_empty());
+    }
+
+    /// The write API's lines: fields a claim holds as the types asked pass again without the
+    /// lock; a type it does not hold them as, a field it does not hold, or InfluxDB's word
+    /// changed since, and they are checked (and claimed) as any other.
+    #[test]
+    fn fields_a_claim_holds_pass_again_until_influxdbs_word_changes() {
+        let schema = Schema::default();
+        let mut other = schema.claim();
+        other.field_types("m", [("y", FieldType::Boolean)]).unwrap();
+        let mut claim = schema.claim();
+        claim.field_types("m", [("x", FieldType::Float)]).unwrap();
+        claim.field_types("m", [("x", FieldType::Float)]).unwrap();
+        assert!(matches!(
+            claim.field_types("m", [("x", FieldType::String)]),
+            Err(Conflict::FieldType { .. })
+        ));
+        assert!(matches!(
+            claim.field_types("m", [("x", FieldType::Float), ("y", FieldType::Float)]),
+            Err(Conflict::FieldType { .. })
+        ));
+        assert!(matches!(
+            claim.field_types("n", [("x", FieldType::String)]),
+            Ok(())
+        ));
+        assert_eq!(claim.held()["m"].len(), 1, "nothing of a refused call held");
+        let mut seen = Known::new();
+        seen.entry("m".into())
+            .or_default()
+            .fields
+            .insert("x".into(), FieldType::Integer);
+        schema.update_from_influxdb(seen, false);
+        assert!(matches!(
+            claim.field_types("m", [("x", FieldType::Float)]),
+            Err(Conflict::FieldType { .. })
+        ));
     }
 
     /// The claims are let go when their requests end: what a burst of names claimed (one
