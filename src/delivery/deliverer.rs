@@ -381,25 +381,63 @@ impl Delivery {
     }
 }
 
-/// A point's identity to InfluxDB, hashed: its series key (the text before the first
-/// unescaped space: the gateway writes tags sorted, so one series has one text) and its
-/// timestamp (the text after the last space). `None` for a line without a timestamp at its end
-/// (its time would be InfluxDB's clock), or where the two cannot be told apart.
-fn point_key(line: &str) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
+/// A point's identity to InfluxDB: a checksum (CRC-32) of its series key (the text before the
+/// first unescaped space: the gateway writes tags sorted, so one series has one text) and its
+/// timestamp (the text after the last space, in nanoseconds). `None` for a line without a
+/// timestamp at its end (its time would be InfluxDB's clock), or where the two cannot be told
+/// apart. Two points of one series and time have one key; two others share one only when
+/// their times are equal and their series' checksums collide, which keeps a second write from
+/// going beside the first for nothing, and never the other way.
+fn point_key(line: &str) -> Option<(u32, i64)> {
     let bytes = line.as_bytes();
+    // The series key ends at the first space not escaped: backslashes are rare, so the search
+    // jumps to the next space or backslash.
     let mut i = 0;
-    while i < bytes.len() && bytes[i] != b' ' {
-        i += if bytes[i] == b'\\' { 2 } else { 1 };
+    while let Some(at) = memchr::memchr2(b' ', b'\\', bytes.get(i..)?) {
+        i += at;
+        if bytes.get(i) == Some(&b' ') {
+            break;
+        }
+        i += 2;
     }
-    let series = line.get(..i)?;
+    let series = bytes.get(..i)?;
     let at = line.rfind(' ').filter(|&at| at > i)?;
     let time = &line[at + 1..];
     let digits = time.strip_prefix('-').unwrap_or(time);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (series, time).hash(&mut hasher);
-    Some(hasher.finish())
+    Some((crc32fast::hash(series), time.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::point_key;
+
+    /// One series and time, one key; its series ends at the first space no backslash escapes;
+    /// a line without a time of digits at its end has none.
+    #[test]
+    fn a_points_key_is_its_series_and_time() {
+        let key = |line: &str| point_key(line).map(|(_, time)| time);
+        assert_eq!(point_key("m,t=a v=1 5"), point_key("m,t=a v=2 5"));
+        assert_ne!(point_key("m,t=a v=1 5"), point_key("m,t=a v=1 6"));
+        assert_ne!(point_key("m,t=a v=1 5"), point_key("m,t=b v=1 5"));
+        assert_eq!(key("m,t=a\\ b v=1 -5"), Some(-5));
+        assert_ne!(point_key("m,t=a\\ b v=1 5"), point_key("m,t=a v=1 5"));
+        assert_eq!(
+            point_key("m,t=a\\\\ v=\"x y\" 7"),
+            point_key("m,t=a\\\\ v=2 7")
+        );
+        for line in [
+            "m,t=a v=1",
+            "m v=1 5x",
+            "m v=1 ",
+            "m\\ v=1",
+            "m,t=a\\",
+            "nospace",
+            "m v=1 99999999999999999999",
+        ] {
+            assert_eq!(point_key(line), None, "{line}");
+        }
+    }
 }
