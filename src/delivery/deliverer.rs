@@ -413,6 +413,7 @@ fn point_key(line: &str) -> Option<(u32, i64)> {
 #[cfg(test)]
 mod tests {
     use super::point_key;
+    use proptest::prelude::*;
 
     /// One series and time, one key; its series ends at the first space no backslash escapes;
     /// a line without a time of digits at its end has none.
@@ -438,6 +439,150 @@ mod tests {
             "m v=1 99999999999999999999",
         ] {
             assert_eq!(point_key(line), None, "{line}");
+        }
+    }
+
+    /// A name as clients write them: escapes of every kind, backslash runs, quotes, equals
+    /// signs, non-ASCII.
+    fn raw_name() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop::sample::select(vec![
+                "a", "b", "\\", "\\\\", "\\,", "\\ ", "\\=", "\\\"", "\"", "é", "🚀", "\\é", "x\\",
+            ]),
+            1..5,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    /// A line's series as a client writes it, tags in the order given.
+    fn raw_series() -> impl Strategy<Value = String> {
+        (raw_name(), prop::collection::vec((raw_name(), raw_name()), 0..5)).prop_map(
+            |(m, tags)| {
+                let mut s = m;
+                for (k, v) in tags {
+                    s.push_str(&format!(",{k}={v}"));
+                }
+                s
+            },
+        )
+    }
+
+    /// A field set whose string values hold spaces, escaped quotes and backslashes, and digits
+    /// after a space.
+    fn raw_fields() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            (
+                raw_name(),
+                prop::sample::select(vec![
+                    "1", "-2i", "t", "\"a b\"", "\"x\\\" 5\"", "\"\\\\\"", "\" 7\"", "1.5",
+                ]),
+            ),
+            1..4,
+        )
+        .prop_map(|fields| {
+            fields
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+        /// 93ad524: two lines the write API accepted as one point (series and time), however
+        /// their client wrote them (tags in another order, other fields, another spelling of
+        /// the time), come out of `encode_ns` with one key, never `None`.
+        #[test]
+        fn one_point_one_key_through_encode_ns(
+            a in raw_series(),
+            fa in raw_fields(),
+            fb in raw_fields(),
+            time in any::<i64>(),
+            reverse in any::<bool>(),
+        ) {
+            use crate::ingest::lp_parse::{Precision, parse};
+            let body_a = format!("{a} {fa} {time}");
+            let parsed_a = parse(&body_a, Precision::Nanosecond, 0);
+            let Some(Ok(line_a)) = parsed_a.entries.first().map(|e| e.result.clone()) else {
+                return Ok(());
+            };
+            // The same series, its tags the other way round.
+            let b = if reverse {
+                let mut parts = split_series(&a);
+                parts[1..].reverse();
+                parts.join(",")
+            } else {
+                a.clone()
+            };
+            let body_b = format!("{b} {fb} {time}");
+            let parsed_b = parse(&body_b, Precision::Nanosecond, 0);
+            let Some(Ok(line_b)) = parsed_b.entries.first().map(|e| e.result.clone()) else {
+                return Ok(());
+            };
+            prop_assume!(line_a.measurement == line_b.measurement && line_a.tags == line_b.tags);
+            let (mut ta, mut tb) = (String::new(), String::new());
+            line_a.encode_ns(&mut ta);
+            line_b.encode_ns(&mut tb);
+            let (ka, kb) = (point_key(&ta), point_key(&tb));
+            prop_assert!(ka.is_some(), "{:?} → {:?}", body_a, ta);
+            prop_assert_eq!(ka, kb, "{:?} / {:?}", ta, tb);
+            prop_assert_eq!(ka.map(|(_, t)| t), Some(line_a.time_ns));
+        }
+
+        /// No line makes `point_key` panic.
+        #[test]
+        fn any_line_is_keyed_without_panic(line in any::<String>(), series in raw_series(), f in raw_fields()) {
+            let _ = point_key(&line);
+            let _ = point_key(&format!("{series} {f}"));
+            let _ = point_key(&format!("{series}\\"));
+            let _ = point_key(&format!("{series} {f} 99999999999999999999"));
+        }
+    }
+
+    /// A series as written cut at its unescaped commas (InfluxDB's one-byte-back rule).
+    fn split_series(s: &str) -> Vec<String> {
+        let b = s.as_bytes();
+        let mut parts = Vec::new();
+        let mut from = 0;
+        for i in 0..b.len() {
+            if b[i] == b',' && (i == 0 || b[i - 1] != b'\\') {
+                parts.push(s[from..i].to_string());
+                from = i + 1;
+            }
+        }
+        parts.push(s[from..].to_string());
+        parts
+    }
+
+    /// The review's named lines: escapes, negative times, times beyond i64, trailing
+    /// backslashes, string fields holding spaces and `\"`.
+    #[test]
+    fn named_lines_are_keyed_as_their_point() {
+        let same = [
+            ("m,t=a\\\\\\ b v=\"x y\" -5", "m,t=a\\\\\\ b w=1i -5"),
+            ("m\\ x,t=\\,a v=\"a\\\" 7\" 1", "m\\ x,t=\\,a v=1 1"),
+            ("m,t=a v=\" 7\" -9223372036854775806", "m,t=a v=2 -9223372036854775806"),
+            ("m v=\"\\\\\" 0", "m v=1 0"),
+        ];
+        for (a, b) in same {
+            assert!(point_key(a).is_some(), "{a}");
+            assert_eq!(point_key(a), point_key(b), "{a} / {b}");
+        }
+        for line in [
+            "m,t=a v=\"x 5\"",
+            "m,t=a\\",
+            "m,t=a\\\\",
+            "m v=1 9223372036854775808",
+            "m v=1 -9223372036854775809",
+            "m v=1 -",
+            "m\\",
+            "\\",
+            "",
+            " ",
+        ] {
+            assert_eq!(point_key(line), None, "{line:?}");
         }
     }
 }
