@@ -489,7 +489,10 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(2048),
+        ..ProptestConfig::default()
+    })]
 
         /// 93ad524: two lines the write API accepted as one point (series and time), however
         /// their client wrote them (tags in another order, other fields, another spelling of

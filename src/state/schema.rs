@@ -879,6 +879,106 @@ mod tests {
         ));
     }
 
+    /// e419e29, the review's cases: a field held as one type in one measurement asked for in
+    /// another, two claims, InfluxDB's word taken between calls (added to, then replacing
+    /// what was known), `read_once`; each answer of the shortcut is the plain call's.
+    #[test]
+    fn field_types_with_two_claims_and_influxdbs_word_between_calls_answer_as_the_plain_call() {
+        let (s1, s2) = (Schema::default(), Schema::default());
+        let (mut a1, mut a2) = (s1.claim(), s2.claim());
+        let (mut b1, mut b2) = (s1.claim(), s2.claim());
+        let word = |m: &str, x: &str, t: FieldType| {
+            let mut seen = Known::new();
+            seen.entry(m.into()).or_default().fields.insert(x.into(), t);
+            seen
+        };
+        type Call<'c> = (&'c str, usize, &'c str, &'c [(&'c str, FieldType)]);
+        let calls: &[Call<'_>] = &[
+            ("a", 0, "m", &[("x", FieldType::Float)]),
+            ("a", 0, "m", &[("x", FieldType::Float)]),
+            ("b", 0, "n", &[("x", FieldType::String)]),
+            ("a", 0, "n", &[("x", FieldType::Float)]),
+            ("a", 0, "n", &[("x", FieldType::String)]),
+            ("a", 0, "m", &[("x", FieldType::Float), ("x", FieldType::String)]),
+            ("a", 0, "m", &[("x", FieldType::Float)]),
+            ("word", 0, "m", &[("x", FieldType::Integer)]),
+            ("a", 0, "m", &[("x", FieldType::Float)]),
+            ("a", 0, "m", &[("y", FieldType::Float)]),
+            ("a", 0, "m", &[("y", FieldType::Float)]),
+            ("b", 0, "m", &[("y", FieldType::Boolean)]),
+            ("replace", 0, "", &[]),
+            ("a", 0, "m", &[("x", FieldType::Float)]),
+            ("a", 0, "m", &[("x", FieldType::Float)]),
+            ("b", 0, "m", &[("x", FieldType::Integer)]),
+            ("b", 0, "n", &[("x", FieldType::String)]),
+            ("word", 0, "n", &[("x", FieldType::Float)]),
+            ("b", 0, "n", &[("x", FieldType::String)]),
+            ("a", 0, "n", &[("x", FieldType::Float)]),
+            ("a", 0, "m", &[("y", FieldType::Float)]),
+        ];
+        for (step, &(who, _, m, fields)) in calls.iter().enumerate() {
+            let (r1, r2) = match who {
+                "a" => (
+                    a1.field_types(m, fields.iter().copied()),
+                    a2.field_types_plain(m, fields.iter().copied()),
+                ),
+                "b" => (
+                    b1.field_types(m, fields.iter().copied()),
+                    b2.field_types_plain(m, fields.iter().copied()),
+                ),
+                "word" => {
+                    let (x, t) = fields[0];
+                    s1.update_from_influxdb(word(m, x, t), false);
+                    s2.update_from_influxdb(word(m, x, t), false);
+                    assert!(s1.read_once());
+                    continue;
+                }
+                _ => {
+                    s1.update_from_influxdb(Known::new(), true);
+                    s2.update_from_influxdb(Known::new(), true);
+                    continue;
+                }
+            };
+            let show = |r: Result<(), Conflict>| r.map_err(|e| e.to_string());
+            assert_eq!(show(r1), show(r2), "step {step}: {who} {m} {fields:?}");
+            assert_eq!(s1.known(), s2.known(), "step {step}");
+        }
+    }
+
+    /// e419e29: InfluxDB's word taken on another thread, and seen taken (a flag set after
+    /// it), is never passed over by the shortcut: a field the claim holds as a type InfluxDB
+    /// now holds otherwise is refused from then on.
+    #[test]
+    fn influxdbs_word_taken_on_another_thread_is_seen_by_the_shortcut() {
+        use std::sync::atomic::AtomicBool;
+        for _ in 0..200 {
+            let schema = Schema::default();
+            let taken = AtomicBool::new(false);
+            std::thread::scope(|scope| {
+                let mut claim = schema.claim();
+                claim.field_types("m", [("x", FieldType::Float)]).unwrap();
+                scope.spawn(|| {
+                    let mut seen = Known::new();
+                    seen.entry("m".into())
+                        .or_default()
+                        .fields
+                        .insert("x".into(), FieldType::Integer);
+                    schema.update_from_influxdb(seen, false);
+                    taken.store(true, Ordering::Release);
+                });
+                loop {
+                    let after = taken.load(Ordering::Acquire);
+                    let r = claim.field_types("m", [("x", FieldType::Float)]);
+                    if after {
+                        assert!(r.is_err(), "passed after InfluxDB's word was taken");
+                        assert!(schema.read_once());
+                        break;
+                    }
+                }
+            });
+        }
+    }
+
     /// The claims are let go when their requests end: what a burst of names claimed (one
     /// InfluxDB write of a million one-line measurements, refused, or many in flight at once)
     /// must not stay held by the schema, which lives as long as the gateway: nothing is left
@@ -1019,7 +1119,26 @@ mod tests {
                 }
                 let replace = next(2) == 0;
                 match next(100) {
-                    0..=34 => {
+                    25..=34 => {
+                        // The write API's lines: one measurement's fields by their types,
+                        // often those the claim holds (in this measurement or the other).
+                        let m = MS[next(2)];
+                        let fields: Vec<(&str, FieldType)> = (0..1 + next(3))
+                            .map(|_| (NAMES[next(3)], types[next(3)]))
+                            .collect();
+                        let r1 = c1[c]
+                            .as_mut()
+                            .unwrap()
+                            .field_types(m, fields.iter().copied())
+                            .map_err(|e| e.to_string());
+                        let r2 = c2[c]
+                            .as_mut()
+                            .unwrap()
+                            .field_types_plain(m, fields.iter().copied())
+                            .map_err(|e| e.to_string());
+                        assert_eq!(r1, r2, "run {run} step {step}: field types {m} {fields:?}");
+                    }
+                    0..=24 => {
                         let alike = next(2) == 0;
                         let mut points: Vec<Point> = Vec::new();
                         for _ in 0..1 + next(5) {

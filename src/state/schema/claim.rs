@@ -228,6 +228,21 @@ impl Claim<'_> {
         self.claim_all(&mut inner, items)
     }
 
+    /// [`Claim::field_types`] without its shortcut (always under the lock), for the tests to
+    /// compare it with.
+    #[cfg(test)]
+    pub(super) fn field_types_plain<'b>(
+        &mut self,
+        measurement: &str,
+        fields: impl IntoIterator<Item = (&'b str, FieldType)>,
+    ) -> Result<(), Conflict> {
+        let items = fields
+            .into_iter()
+            .map(|(k, t)| (measurement, k, Claimed::Field(t)));
+        let mut inner = self.schema.lock();
+        self.claim_all(&mut inner, items)
+    }
+
     /// Keeps of `fields` (fields of `measurement`) those that pass [`Claim::fields`] one by
     /// one, claiming them, under one taking of the schema's lock; how many were left out.
     pub fn retain_fields(
