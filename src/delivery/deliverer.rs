@@ -456,15 +456,17 @@ mod tests {
 
     /// A line's series as a client writes it, tags in the order given.
     fn raw_series() -> impl Strategy<Value = String> {
-        (raw_name(), prop::collection::vec((raw_name(), raw_name()), 0..5)).prop_map(
-            |(m, tags)| {
+        (
+            raw_name(),
+            prop::collection::vec((raw_name(), raw_name()), 0..5),
+        )
+            .prop_map(|(m, tags)| {
                 let mut s = m;
                 for (k, v) in tags {
                     s.push_str(&format!(",{k}={v}"));
                 }
                 s
-            },
-        )
+            })
     }
 
     /// A field set whose string values hold spaces, escaped quotes and backslashes, and digits
@@ -474,7 +476,14 @@ mod tests {
             (
                 raw_name(),
                 prop::sample::select(vec![
-                    "1", "-2i", "t", "\"a b\"", "\"x\\\" 5\"", "\"\\\\\"", "\" 7\"", "1.5",
+                    "1",
+                    "-2i",
+                    "t",
+                    "\"a b\"",
+                    "\"x\\\" 5\"",
+                    "\"\\\\\"",
+                    "\" 7\"",
+                    "1.5",
                 ]),
             ),
             1..4,
@@ -566,7 +575,10 @@ mod tests {
         let same = [
             ("m,t=a\\\\\\ b v=\"x y\" -5", "m,t=a\\\\\\ b w=1i -5"),
             ("m\\ x,t=\\,a v=\"a\\\" 7\" 1", "m\\ x,t=\\,a v=1 1"),
-            ("m,t=a v=\" 7\" -9223372036854775806", "m,t=a v=2 -9223372036854775806"),
+            (
+                "m,t=a v=\" 7\" -9223372036854775806",
+                "m,t=a v=2 -9223372036854775806",
+            ),
             ("m v=\"\\\\\" 0", "m v=1 0"),
         ];
         for (a, b) in same {

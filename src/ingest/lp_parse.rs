@@ -20,9 +20,14 @@
 //! when stored, such as a `time` tag, are), and when no line is good it answers 400 with every
 //! refusal, one `unable to parse` per line, joined by `\n`.
 //!
-//! One deliberate difference: 1.6.7 reads a field key that has a backslash right before its `=`
-//! in two ways (its scanner takes the `=` as the key's end, its field reader as escaped), and
-//! stores an odd key or fails with a 500. Such a line is refused here ([`Kind::AmbiguousKey`]).
+//! Two deliberate differences. 1.6.7 reads a field key that has a backslash right before its
+//! `=` in two ways (its scanner takes the `=` as the key's end, its field reader as escaped),
+//! and stores an odd key or fails with a 500: such a line is refused here
+//! ([`Kind::AmbiguousKey`]). And a body that starts with a space is all fields to its line
+//! splitter, so a quote opened there keeps a line break inside the line, and 1.6.7 stores a
+//! name holding it; no line can carry such a name again (line protocol has no escape for a
+//! line break), so the gateway, which writes every line again, refuses it
+//! ([`Kind::LineBreakInName`]).
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -31,6 +36,9 @@ use super::line_protocol::split_lines;
 
 mod encode;
 mod error;
+mod names;
+
+use names::{holds_line_break, unescape, unescape_string};
 mod precision;
 
 /// Longest series key InfluxDB accepts, in bytes: the measurement and tags as written (escaped),
@@ -269,6 +277,20 @@ fn parse_line<'a>(
                 "invalid field name: input field \"time\" on measurement \"{measurement}\" is invalid"
             ),
         ));
+    }
+    // A name holding a line break (a body starting with a space is all fields to InfluxDB's
+    // line splitter, so a quote opened there keeps a `\n` in the line) cannot be written again
+    // as one line: refused (see the module documentation).
+    if memchr::memchr2(b'\n', b'\r', b).is_some() {
+        let mut names = std::iter::once(&measurement)
+            .chain(tags.iter().flat_map(|(k, v)| [k, v]))
+            .chain(out.iter().map(|(k, _)| k));
+        if names.any(|name| holds_line_break(name)) {
+            return Err(LineError::new(
+                Kind::LineBreakInName,
+                "a name holds a line break, which no line can carry",
+            ));
+        }
     }
     Ok(Line {
         measurement,
@@ -738,44 +760,6 @@ fn scan_time(b: &[u8], from: usize, precision: Precision, now_ns: i64) -> Result
 const MEASUREMENT_CODES: &[u8] = b", =\"";
 /// …and in tag keys and values (it leaves `\"` alone there).
 const TAG_CODES: &[u8] = b", =";
-
-/// Drops each backslash that comes right before one of `codes`; other backslashes stay. Text
-/// without a backslash is itself, borrowed.
-fn unescape<'a>(raw: &'a str, codes: &[u8]) -> Cow<'a, str> {
-    let b = raw.as_bytes();
-    if !b.contains(&b'\\') {
-        return Cow::Borrowed(raw);
-    }
-    let mut out = String::with_capacity(raw.len());
-    let mut from = 0;
-    for i in 0..b.len() {
-        if b[i] == b'\\' && b.get(i + 1).is_some_and(|c| codes.contains(c)) {
-            out.push_str(&raw[from..i]);
-            from = i + 1;
-        }
-    }
-    out.push_str(&raw[from..]);
-    Cow::Owned(out)
-}
-
-/// A string value's content: `\\` is a backslash and `\"` a quote, read left to right; any
-/// other backslash stays.
-fn unescape_string(raw: &str) -> String {
-    let b = raw.as_bytes();
-    let mut out = String::with_capacity(raw.len());
-    let (mut from, mut i) = (0, 0);
-    while i < b.len() {
-        if b[i] == b'\\' && matches!(b.get(i + 1), Some(b'\\' | b'"')) {
-            out.push_str(&raw[from..i]);
-            from = i + 1;
-            i += 2;
-        } else {
-            i += 1;
-        }
-    }
-    out.push_str(&raw[from..]);
-    out
-}
 
 #[cfg(test)]
 #[path = "lp_parse_tests.rs"]

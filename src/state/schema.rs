@@ -899,7 +899,12 @@ mod tests {
             ("b", 0, "n", &[("x", FieldType::String)]),
             ("a", 0, "n", &[("x", FieldType::Float)]),
             ("a", 0, "n", &[("x", FieldType::String)]),
-            ("a", 0, "m", &[("x", FieldType::Float), ("x", FieldType::String)]),
+            (
+                "a",
+                0,
+                "m",
+                &[("x", FieldType::Float), ("x", FieldType::String)],
+            ),
             ("a", 0, "m", &[("x", FieldType::Float)]),
             ("word", 0, "m", &[("x", FieldType::Integer)]),
             ("a", 0, "m", &[("x", FieldType::Float)]),

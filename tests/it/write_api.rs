@@ -942,3 +942,36 @@ fn the_types_of_points_waiting_in_the_log_hold_after_a_crash() {
     });
     assert_eq!(states(gw.addr, TOKEN)["dead_letters"]["records"], 0);
 }
+
+/// A body starting with a space is all fields to InfluxDB 1.x's line splitter, so a quote
+/// opened there keeps a line break inside the line: influxd stores a point whose name holds
+/// it. No line can carry that name again, and the gateway writes every line again, so it
+/// refuses the line at the request (with the other lines of the body stored), rather than
+/// take it and see influxd refuse what it wrote: nothing goes to the dead letters.
+#[test]
+fn a_line_whose_name_holds_a_line_break_is_refused_at_the_request() {
+    let influx = Influxd::start();
+    let bad = " http_m=\" a\n=\"\" 1700000000123";
+    influx.create_database("direct");
+    let direct = request(
+        influx.addr(),
+        "POST",
+        "/write?db=direct&precision=ms",
+        &[],
+        Some(bad),
+    );
+    assert_eq!(direct.status, 204, "influxd stores it: {}", direct.body);
+    let gw = gateway(&influx);
+    let body = format!("http_reqs value=1 1700000000000\n{bad}");
+    let r = write(&gw, "/write?db=k6&precision=ms", &body);
+    assert_eq!(r.status, 400, "{}", r.body);
+    let error = r.json()["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        error.starts_with("partial write: unable to parse"),
+        "{error}"
+    );
+    assert!(error.contains("line break"), "{error}");
+    assert_eq!(points(&influx, "k6", "http_reqs", 1).len(), 1);
+    assert_eq!(states(gw.addr, TOKEN)["dead_letters"]["records"], 0);
+    assert_eq!(influx.measurements("k6"), ["http_reqs"]);
+}

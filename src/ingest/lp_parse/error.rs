@@ -38,6 +38,9 @@ pub enum Kind {
     FieldTypeConflict,
     /// A field key InfluxDB reads in two ways (a backslash right before its `=`), or an empty one.
     AmbiguousKey,
+    /// A measurement, tag or field name holding a line break (InfluxDB stores it from a body
+    /// starting with a space, but no line can carry it again).
+    LineBreakInName,
     MaxKeyLength,
     /// A timestamp that is not an integer.
     BadTimestamp,
@@ -81,6 +84,10 @@ impl Kind {
             Kind::FieldTypeConflict => "a field is given twice with two different types",
             Kind::AmbiguousKey => {
                 "a field key is empty or ends in a backslash right before '=': rename it"
+            }
+            Kind::LineBreakInName => {
+                "a name holds a line break, which line protocol cannot carry: remove it (a body \
+                 starting with a space keeps one inside a quote)"
             }
             Kind::MaxKeyLength => "the measurement, tags and a field key are over 65535 bytes",
             Kind::BadTimestamp => "the timestamp is not an integer",
