@@ -1057,6 +1057,27 @@ mod tests {
     /// named in a failure: `CLAIM_FIRST_RUN` starts there).
     #[test]
     fn the_shortcuts_for_names_alike_claim_what_the_plain_calls_claim() {
+        // What happens to the schema between two rows: InfluxDB's word, or another claim
+        // written or let go.
+        fn between_rows(
+            op: usize,
+            schema: &Schema,
+            seen: &Known,
+            replace: bool,
+            other: &mut Option<Claim<'_>>,
+        ) {
+            match op {
+                0 => schema.update_from_influxdb(seen.clone(), replace),
+                1 => {
+                    if let Some(o) = other.take() {
+                        o.written();
+                    }
+                }
+                _ => {
+                    other.take();
+                }
+            }
+        }
         use std::collections::BTreeMap;
         fn held(claim: &Claim<'_>) -> BTreeMap<String, BTreeMap<String, Claimed>> {
             claim
@@ -1215,17 +1236,7 @@ mod tests {
                         let mut o2 = c2[j].take();
                         let it1 = rows.iter_mut().enumerate().map(|(i, r)| {
                             if i == change_at {
-                                match other_op {
-                                    0 => s1r.update_from_influxdb(seen1.clone(), replace),
-                                    1 => {
-                                        if let Some(o) = o1.take() {
-                                            o.written();
-                                        }
-                                    }
-                                    _ => {
-                                        o1.take();
-                                    }
-                                }
+                                between_rows(other_op, s1r, &seen1, replace, &mut o1);
                             }
                             r
                         });
@@ -1234,17 +1245,7 @@ mod tests {
                         let mut n2 = 0;
                         for (i, r) in rows2.iter_mut().enumerate() {
                             if i == change_at {
-                                match other_op {
-                                    0 => s2r.update_from_influxdb(seen2.clone(), replace),
-                                    1 => {
-                                        if let Some(o) = o2.take() {
-                                            o.written();
-                                        }
-                                    }
-                                    _ => {
-                                        o2.take();
-                                    }
-                                }
+                                between_rows(other_op, s2r, &seen2, replace, &mut o2);
                             }
                             n2 += claim2.retain_fields(m, r);
                         }

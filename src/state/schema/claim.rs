@@ -295,20 +295,21 @@ impl Claim<'_> {
             .enumerate()
             .filter(|&(i, p)| i == 0 || !same_names(&points[i - 1], p))
             .map(|(_, p)| p);
-        let items = distinct.flat_map(|p| {
-            let m = p.measurement();
-            p.fields()
-                .map(move |(k, v)| (m, k, Claimed::Field(FieldType::of(v))))
-                .chain(p.tags().map(move |(k, _)| (m, k, Claimed::Tag)))
-        });
-        let mut inner = self.schema.lock();
-        self.claim_all(&mut inner, items)
+        self.claim_points(distinct)
     }
 
     /// [`Claim::points`] without its shortcut, for the tests to compare it with.
     #[cfg(test)]
     pub(super) fn points_plain(&mut self, points: &[Point]) -> Result<(), Conflict> {
-        let items = points.iter().flat_map(|p| {
+        self.claim_points(points.iter())
+    }
+
+    /// Checks and claims every field and tag of `points` under one taking of the lock.
+    fn claim_points<'p>(
+        &mut self,
+        points: impl Iterator<Item = &'p Point>,
+    ) -> Result<(), Conflict> {
+        let items = points.flat_map(|p| {
             let m = p.measurement();
             p.fields()
                 .map(move |(k, v)| (m, k, Claimed::Field(FieldType::of(v))))
