@@ -533,6 +533,16 @@ mod tests {
 
     use super::*;
 
+    /// InfluxDB's word, added to what the gateway knows: `measurement` has `field` of type `t`.
+    fn influxdb_says(schema: &Schema, measurement: &str, field: &str, t: FieldType) {
+        let mut seen = Known::new();
+        seen.entry(measurement.into())
+            .or_default()
+            .fields
+            .insert(field.into(), t);
+        schema.update_from_influxdb(seen, false);
+    }
+
     fn point(measurement: &'static str, fields: &[(&str, FieldValue)], tags: &[&str]) -> Point {
         let mut p = Point::new(measurement, 1);
         for (k, v) in fields {
@@ -828,12 +838,7 @@ mod tests {
         let mut claim = schema.claim();
         claim.fields("m", [("x", &number)], []).unwrap();
         claim.fields("m", [("x", &number)], []).unwrap();
-        let mut seen = Known::new();
-        seen.entry("m".into())
-            .or_default()
-            .fields
-            .insert("x".into(), FieldType::String);
-        schema.update_from_influxdb(seen, false);
+        influxdb_says(&schema, "m", "x", FieldType::String);
         assert!(matches!(
             claim.fields("m", [("x", &number)], []),
             Err(Conflict::FieldType { .. })
@@ -867,12 +872,7 @@ mod tests {
             Ok(())
         ));
         assert_eq!(claim.held()["m"].len(), 1, "nothing of a refused call held");
-        let mut seen = Known::new();
-        seen.entry("m".into())
-            .or_default()
-            .fields
-            .insert("x".into(), FieldType::Integer);
-        schema.update_from_influxdb(seen, false);
+        influxdb_says(&schema, "m", "x", FieldType::Integer);
         assert!(matches!(
             claim.field_types("m", [("x", FieldType::Float)]),
             Err(Conflict::FieldType { .. })
@@ -963,12 +963,7 @@ mod tests {
                 let mut claim = schema.claim();
                 claim.field_types("m", [("x", FieldType::Float)]).unwrap();
                 scope.spawn(|| {
-                    let mut seen = Known::new();
-                    seen.entry("m".into())
-                        .or_default()
-                        .fields
-                        .insert("x".into(), FieldType::Integer);
-                    schema.update_from_influxdb(seen, false);
+                    influxdb_says(&schema, "m", "x", FieldType::Integer);
                     taken.store(true, Ordering::Release);
                 });
                 loop {
