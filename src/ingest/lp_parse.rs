@@ -281,7 +281,7 @@ fn parse_line<'a>(
     // A name holding a line break (a body starting with a space is all fields to InfluxDB's
     // line splitter, so a quote opened there keeps a `\n` in the line) cannot be written again
     // as one line: refused (see the module documentation).
-    if memchr::memchr2(b'\n', b'\r', b).is_some() {
+    if memchr::memchr(b'\n', b).is_some() {
         let mut names = std::iter::once(&measurement)
             .chain(tags.iter().flat_map(|(k, v)| [k, v]))
             .chain(out.iter().map(|(k, _)| k));

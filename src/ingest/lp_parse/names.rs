@@ -3,13 +3,13 @@
 
 use std::borrow::Cow;
 
-use super::after_backslash;
-
-/// Whether `name` holds a `\n` or `\r` without a backslash right before it: written again, it
-/// would end the line there (see [`super::Line::encode_ns`]).
+/// Whether `name` holds a `\n` not escaped by an odd run of backslashes right before it (two
+/// backslashes escape each other, for `split_lines` and InfluxDB's line splitter alike): written
+/// again, it would end the line there (see [`super::Line::encode_ns`]). A `\r` ends no line.
 pub(super) fn holds_line_break(name: &str) -> bool {
     let b = name.as_bytes();
-    (0..b.len()).any(|i| matches!(b[i], b'\n' | b'\r') && !after_backslash(b, i))
+    memchr::memchr_iter(b'\n', b)
+        .any(|i| b[..i].iter().rev().take_while(|&&c| c == b'\\').count() % 2 == 0)
 }
 
 /// Drops each backslash that comes right before one of `codes`; other backslashes stay. Text
