@@ -498,12 +498,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(2048),
-        ..ProptestConfig::default()
-    })]
-
-        /// 93ad524: two lines the write API accepted as one point (series and time), however
+        /// Two lines the write API accepted as one point (series and time), however
         /// their client wrote them (tags in another order, other fields, another spelling of
         /// the time), come out of `encode_ns` with one key, never `None`.
         #[test]
@@ -568,7 +563,7 @@ mod tests {
         parts
     }
 
-    /// The review's named lines: escapes, negative times, times beyond i64, trailing
+    /// Lines of one point and lines without a key: escapes, negative times, times beyond i64, trailing
     /// backslashes, string fields holding spaces and `\"`.
     #[test]
     fn named_lines_are_keyed_as_their_point() {

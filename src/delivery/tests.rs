@@ -2026,8 +2026,8 @@ mod answers;
 
 /// A record of several units, some of them empty (no lines, no points), one of them refused:
 /// split until the refused unit stands alone, its dead letter holds exactly its lines, and
-/// every other unit's lines are stored as sent, nothing of a neighbour's (units read back as
-/// ranges of one text a record since b290270). Both ways InfluxDB refuses: a partial write
+/// every other unit's lines are stored as sent, nothing of a neighbour's (a record's units are
+/// read back as ranges of one text). Both ways InfluxDB refuses: a partial write
 /// that does not say which lines (1.x), and one that names them (3).
 #[test]
 fn a_refused_unit_among_empty_ones_is_dead_lettered_with_exactly_its_lines() {

@@ -587,7 +587,7 @@ pub(super) fn push_integer(out: &mut String, n: i64) {
 /// (it printed 813466183164149.2 for `Display`'s 813466183164149.3); with at most 15 digits
 /// there is one (any decimal of 15 digits reads back from the float nearest it: IEEE 754's 15
 /// decimal digits of a binary64).
-pub(crate) fn push_float(out: &mut String, v: f64) {
+pub(super) fn push_float(out: &mut String, v: f64) {
     if v.fract() == 0.0 && v.abs() < 1e15 && v != 0.0 {
         push_integer(out, v as i64);
         return;

@@ -824,10 +824,11 @@ fn a_name_holding_a_line_break_is_refused() {
     }
 }
 
-/// Review: every line the reader accepts from these bodies is written by `encode_ns` as one
-/// line that reads back as the same `Line` (the claim of `every_accepted_line_reads_back_the_same`).
+/// Every line the reader accepts from bodies of line breaks after backslashes, NUL bytes and
+/// quoted line breaks is written by `encode_ns` as one line that reads back as the same `Line`
+/// (what `every_accepted_line_reads_back_the_same` says of random bodies).
 #[test]
-fn review_crafted_bodies_read_back_the_same() {
+fn crafted_bodies_of_line_breaks_read_back_the_same() {
     let bodies = [
         // An escaped backslash then a bare newline in a tag value, reached by a leading space.
         " m=\",t=a\\\\\nb f=1 1",
@@ -861,11 +862,11 @@ fn review_crafted_bodies_read_back_the_same() {
     assert!(broken.is_empty(), "{broken:#?}");
 }
 
-/// Review: a `\r` does not end a line for InfluxDB 1.6.7's splitter nor for `split_lines`, so a
-/// name holding one in an ordinary line is stored by InfluxDB and written again as one line that
-/// reads back the same; it was accepted before 3ff2743 and must not be refused now.
+/// A `\r` does not end a line for InfluxDB 1.6.7's splitter nor for `split_lines`, so a name
+/// holding one in an ordinary line is stored by InfluxDB and written again as one line that
+/// reads back the same: it is kept, not refused as a line break.
 #[test]
-fn review_a_carriage_return_in_a_name_of_an_ordinary_line_is_kept() {
+fn a_carriage_return_in_a_name_of_an_ordinary_line_is_kept() {
     for body in ["m,t=a\rb f=1 1", "m\rx f=1 1", "m f\rg=1 1"] {
         let l = one(body, NS).unwrap_or_else(|e| panic!("{body:?} refused: {e:?}"));
         let mut out = String::new();
