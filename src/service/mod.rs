@@ -398,9 +398,11 @@ impl Service {
         stats: &mut crate::ingest::payload::RequestStats,
         claim: &mut Claim<'_>,
     ) -> usize {
-        let rows = stats.rows.iter_mut().map(|row| &mut row.fields);
-        claim.retain_fields(points::RESULT, &mut stats.scalars)
-            + claim.retain_rows(points::REQUEST_STATS, rows)
+        let mut left_out = claim.retain_fields(points::RESULT, &mut stats.scalars);
+        for row in &mut stats.rows {
+            left_out += claim.retain_fields(points::REQUEST_STATS, &mut row.fields);
+        }
+        left_out
     }
 
     /// Checks the fields and tags of `points` against what the gateway knows and what other

@@ -1,7 +1,8 @@
 //! The names requests being recorded are about to write, claimed against each other: a
 //! [`Claim`] checks and claims a request's names in one step under the schema's lock, learns
 //! them when the request's record is written, and lets them go when it is not. Names alike
-//! are looked up once: a commit's endpoint rows all have the same. No I/O, and nothing of what
+//! are looked up once: consecutive points alike in one call, and fields a claim holds already
+//! (a commit's endpoint rows, a write's lines of one measurement) without the lock. No I/O, and nothing of what
 //! the schema knows is changed here but by a claim's end (learned, or let go).
 
 use std::cell::Cell;
@@ -161,14 +162,6 @@ fn same_names(a: &Point, b: &Point) -> bool {
             .eq(b.fields().map(|(k, v)| (k, FieldType::of(v))))
 }
 
-/// Whether `a` and `b` have the same field names and types, in the same order.
-fn same_types(a: &[(String, FieldValue)], b: &[(String, FieldValue)]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|((ka, va), (kb, vb))| ka == kb && FieldType::of(va) == FieldType::of(vb))
-}
-
 /// Whether `a` and `b` are the same text, by their address first (the items of one point
 /// share their measurement's).
 fn same_str(a: &str, b: &str) -> bool {
@@ -223,15 +216,22 @@ impl Claim<'_> {
         if self.holds(measurement, fields.clone()) {
             return Ok(());
         }
-        let items = fields.map(|(k, t)| (measurement, k, Claimed::Field(t)));
-        let mut inner = self.schema.lock();
-        self.claim_all(&mut inner, items)
+        self.claim_types(measurement, fields)
     }
 
     /// [`Claim::field_types`] without its shortcut (always under the lock), for the tests to
     /// compare it with.
     #[cfg(test)]
     pub(super) fn field_types_plain<'b>(
+        &mut self,
+        measurement: &str,
+        fields: impl IntoIterator<Item = (&'b str, FieldType)>,
+    ) -> Result<(), Conflict> {
+        self.claim_types(measurement, fields)
+    }
+
+    /// Checks and claims `fields` of `measurement` under the schema's lock.
+    fn claim_types<'b>(
         &mut self,
         measurement: &str,
         fields: impl IntoIterator<Item = (&'b str, FieldType)>,
@@ -245,7 +245,32 @@ impl Claim<'_> {
 
     /// Keeps of `fields` (fields of `measurement`) those that pass [`Claim::fields`] one by
     /// one, claiming them, under one taking of the schema's lock; how many were left out.
+    /// Fields this claim holds already, as those types, are kept without the lock while
+    /// InfluxDB's word is unchanged (a commit's endpoint rows have the same members).
     pub fn retain_fields(
+        &mut self,
+        measurement: &str,
+        fields: &mut Vec<(String, FieldValue)>,
+    ) -> usize {
+        let types = fields.iter().map(|(k, v)| (k.as_str(), FieldType::of(v)));
+        if self.holds(measurement, types) {
+            return 0;
+        }
+        self.retain_locked(measurement, fields)
+    }
+
+    /// [`Claim::retain_fields`] without its shortcut, for the tests to compare it with.
+    #[cfg(test)]
+    pub(super) fn retain_fields_plain(
+        &mut self,
+        measurement: &str,
+        fields: &mut Vec<(String, FieldValue)>,
+    ) -> usize {
+        self.retain_locked(measurement, fields)
+    }
+
+    /// [`Claim::retain_fields`] under the schema's lock.
+    fn retain_locked(
         &mut self,
         measurement: &str,
         fields: &mut Vec<(String, FieldValue)>,
@@ -258,32 +283,6 @@ impl Claim<'_> {
         fields.retain(|(k, v)| at.claim(k, Claimed::Field(FieldType::of(v))).is_ok());
         self.drop_empty(&mut inner, measurement);
         before - fields.len()
-    }
-
-    /// [`Claim::retain_fields`] for each of `rows` (each a list of fields of `measurement`),
-    /// taking the lock once a row; how many fields were left out in all. A row with the names
-    /// and types of the one before it, which kept all its fields, is not looked at: this claim
-    /// holds those names, and while InfluxDB's word is unchanged they pass again.
-    pub fn retain_rows<'r>(
-        &mut self,
-        measurement: &str,
-        rows: impl IntoIterator<Item = &'r mut Vec<(String, FieldValue)>>,
-    ) -> usize {
-        let mut left_out = 0;
-        // The last row that kept all its fields.
-        let mut whole: Option<&'r Vec<(String, FieldValue)>> = None;
-        for row in rows {
-            if let Some(earlier) = whole
-                && same_types(earlier, row)
-                && self.same_epoch()
-            {
-                continue;
-            }
-            let n = self.retain_fields(measurement, row);
-            left_out += n;
-            whole = (n == 0).then_some(&*row);
-        }
-        left_out
     }
 
     /// [`Claim::fields`] for every field and tag of `points`. A point with the names and types
