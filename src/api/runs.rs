@@ -30,10 +30,16 @@ fn uuid_in(path: &str) -> Result<Uuid, ApiError> {
     })
 }
 
-fn tags_object(tags: &[(String, String)]) -> Value {
+/// A run's tags as a JSON object, from a running run's (inline strings) or a result's.
+fn tags_object<S: AsRef<str>>(tags: &[(S, S)]) -> Value {
     Value::Object(
         tags.iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .map(|(k, v)| {
+                (
+                    k.as_ref().to_string(),
+                    Value::String(v.as_ref().to_string()),
+                )
+            })
             .collect::<Map<String, Value>>(),
     )
 }

@@ -4,6 +4,7 @@
 //! always carry the same `uuid` and `host` tags and the gateway's own tags win over the client's.
 //! Pure: no I/O, no clock, no job table; the caller passes the run and the time.
 
+use compact_str::CompactString;
 use uuid::Uuid;
 
 use crate::ingest::line_protocol::{self, FieldValue, Point};
@@ -24,9 +25,11 @@ pub const MEASUREMENTS: [&str; 5] = [HEARTBEAT, RESULT, REQUEST_STATS, EVENTS, C
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
     pub uuid: Uuid,
-    pub host: String,
+    /// Held inline up to 24 bytes, as the tags are: a running run keeps them for its whole
+    /// life, and most are short.
+    pub host: CompactString,
     /// Client tags, already checked.
-    pub tags: Vec<(String, String)>,
+    pub tags: Vec<(CompactString, CompactString)>,
     /// When the run started, in Unix milliseconds.
     pub started_ms: i64,
 }
@@ -70,9 +73,13 @@ fn with_run(point: &mut Point, run: &Run, client_tags: bool) {
     let _ = point.tag("host", &run.host);
 }
 
-fn put_fields<'a>(point: &mut Point, fields: impl IntoIterator<Item = &'a (String, FieldValue)>) {
+/// Names are a request's (`String`) or a running run's (held inline).
+fn put_fields<'a, K: AsRef<str> + 'a>(
+    point: &mut Point,
+    fields: impl IntoIterator<Item = &'a (K, FieldValue)>,
+) {
     for (k, v) in fields {
-        let _ = point.field(k, v.clone());
+        let _ = point.field(k.as_ref(), v.clone());
     }
 }
 
@@ -83,7 +90,7 @@ fn put_owned(point: &mut Point, fields: Vec<(String, FieldValue)>) {
 }
 
 /// A `load_testing` point: the run's fields and `elapsed`, so it always has a field.
-pub fn heartbeat(run: &Run, fields: &[(String, FieldValue)], now_ms: i64) -> Point {
+pub fn heartbeat<K: AsRef<str>>(run: &Run, fields: &[(K, FieldValue)], now_ms: i64) -> Point {
     let mut p = Point::new(HEARTBEAT, now_ms);
     with_run(&mut p, run, true);
     put_fields(&mut p, fields);
@@ -113,11 +120,14 @@ impl BeatLine {
         self.head.len()
     }
 
-    pub fn new(run: &Run, fields: &[(String, FieldValue)]) -> BeatLine {
+    pub fn new<K: AsRef<str>>(run: &Run, fields: &[(K, FieldValue)]) -> BeatLine {
         let mut p = Point::new(HEARTBEAT, 0);
         with_run(&mut p, run, true);
         // The gateway's `elapsed` replaces a client field of that name, as in [`heartbeat`].
-        put_fields(&mut p, fields.iter().filter(|(k, _)| k != "elapsed"));
+        put_fields(
+            &mut p,
+            fields.iter().filter(|(k, _)| k.as_ref() != "elapsed"),
+        );
         let mut head = String::new();
         p.encode_head(&mut head);
         BeatLine {
@@ -404,7 +414,7 @@ mod tests {
     /// shares the encoded text, so a run of 60 KiB of fields costs a pointer copy there.
     #[test]
     fn a_cloned_beat_line_shares_its_text() {
-        let fields = vec![("big".into(), FieldValue::Str("x".repeat(60 << 10)))];
+        let fields = vec![("big", FieldValue::Str("x".repeat(60 << 10)))];
         let beat = BeatLine::new(&run(), &fields);
         let clone = beat.clone();
         assert!(beat.size() > 60 << 10);

@@ -88,8 +88,12 @@ fn payload() -> impl Strategy<Value = Map<String, Value>> {
 fn run_for(record: &payload::Record) -> Run {
     Run {
         uuid: Uuid::from_u128(7),
-        host: record.host.clone().unwrap_or_else(|| "127.0.0.1".into()),
-        tags: record.tags.clone(),
+        host: record.host.as_deref().unwrap_or("127.0.0.1").into(),
+        tags: record
+            .tags
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+            .collect(),
         started_ms: record.started_at_ms.unwrap_or(1_000),
     }
 }

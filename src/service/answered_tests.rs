@@ -46,7 +46,14 @@ impl Waiter for Noting {
             .into_iter()
             .find(|j| j.run.uuid == self.uuid);
         let state = job.as_ref().map(|j| j.state);
-        *lock(&self.fields) = job.map(|j| j.fields.as_ref().clone()).unwrap_or_default();
+        *lock(&self.fields) = job
+            .map(|j| {
+                j.fields
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         let result = self.service.results.get(&self.uuid, None).is_some();
         *lock(&self.told) = Some((thread::current().id(), ok, state, result));
         self.signal.notify_all();

@@ -2,6 +2,7 @@
 //! tags, a run's identity (`verdict.identity`) and its baseline from `state::results`, and the
 //! result kept for reports and later baselines.
 
+use compact_str::CompactString;
 use uuid::Uuid;
 use wildmatch::WildMatch;
 
@@ -53,7 +54,7 @@ impl Judging {
     }
 
     /// The checks of every rule whose tags the run's `tags` match, in the order of the rules.
-    pub fn checks_for(&self, tags: &[(String, String)]) -> Vec<Threshold> {
+    pub fn checks_for(&self, tags: &[(CompactString, CompactString)]) -> Vec<Threshold> {
         self.rules
             .iter()
             .filter(|rule| {
@@ -68,7 +69,7 @@ impl Judging {
 
     /// The run's identity, `test=shop` (each identity tag with its value, joined by `,`), or
     /// why it has none: the sentence a skipped baseline check gives.
-    pub fn identity_of(&self, tags: &[(String, String)]) -> Result<String, String> {
+    pub fn identity_of(&self, tags: &[(CompactString, CompactString)]) -> Result<String, String> {
         let mut parts = Vec::with_capacity(self.identity.len());
         for name in &self.identity {
             match tags.iter().find(|(k, _)| k == name) {
@@ -149,8 +150,13 @@ impl super::Service {
             // A run without checks was not judged: it passes, but is nobody's baseline.
             passed: verdict.passed && !verdict.checks.is_empty(),
             ended_ms: j.now_ms,
-            host: j.run.host.clone(),
-            tags: j.run.tags.clone(),
+            host: j.run.host.to_string(),
+            tags: j
+                .run
+                .tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             started_ms: j.run.started_ms,
             rows,
             progress: j.samples,

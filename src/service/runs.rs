@@ -88,11 +88,12 @@ impl Service {
             .map_err(|r| Refused::of_owner(Uuid::nil(), r, quota))?;
         let run = Run {
             uuid: Uuid::new_v4(),
-            host: record
-                .host
-                .clone()
-                .unwrap_or_else(|| default_host.to_string()),
-            tags: record.tags.clone(),
+            host: record.host.as_deref().unwrap_or(default_host).into(),
+            tags: record
+                .tags
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+                .collect(),
             started_ms: record.started_at_ms.unwrap_or(now_ms),
         };
         let tags = record.tags.iter().map(|(k, _)| k.as_str());
@@ -299,8 +300,8 @@ impl Service {
                 continue;
             }
             match run.tags.iter_mut().find(|(key, _)| key == k) {
-                Some(slot) => slot.1 = v.clone(),
-                None => run.tags.push((k.clone(), v.clone())),
+                Some(slot) => slot.1 = v.as_str().into(),
+                None => run.tags.push((k.as_str().into(), v.as_str().into())),
             }
         }
         // A field named like one of the run's tags would be left off the result: refused, as

@@ -14,6 +14,7 @@
 //! start rather than leave out runs: forgetting running jobs silently is worse than not
 //! starting.
 
+use compact_str::CompactString;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -51,7 +52,7 @@ pub enum Place {
 /// gives what applying them in the order of their numbers would. The start holds the table
 /// and one change at a time, never the log's changes all together.
 pub struct Restore {
-    jobs: HashMap<Uuid, Job>,
+    jobs: HashMap<Uuid, Box<Job>>,
     /// The snapshot holds every change up to this number.
     covered: u64,
     /// The highest change number seen.
@@ -159,7 +160,7 @@ impl Restore {
                         uuid,
                         why,
                     })?;
-                self.jobs.insert(uuid, job);
+                self.jobs.insert(uuid, Box::new(job));
             }
             None => {
                 self.jobs.remove(&uuid);
@@ -333,7 +334,7 @@ pub fn encode_result(out: &mut Vec<u8>, seq: u64, result: &[u8]) {
 /// are skipped.
 fn read_snapshot(
     reader: impl io::Read,
-    jobs: &mut HashMap<Uuid, Job>,
+    jobs: &mut HashMap<Uuid, Box<Job>>,
 ) -> Result<(u64, Known), RestoreError> {
     let mut bad = None;
     let mut de = serde_json::Deserializer::from_reader(reader);
@@ -348,7 +349,7 @@ fn read_snapshot(
 
 /// Reads the table object, its jobs straight into the map.
 struct TableSeed<'a> {
-    jobs: &'a mut HashMap<Uuid, Job>,
+    jobs: &'a mut HashMap<Uuid, Box<Job>>,
     /// Set when the reading stops for a reason better said than serde's message.
     bad: &'a mut Option<RestoreError>,
 }
@@ -423,7 +424,7 @@ impl<'de> Visitor<'de> for TableSeed<'_> {
 
 /// Reads the array of saved jobs, checking each and putting it into the map as it comes.
 struct JobsSeed<'a> {
-    jobs: &'a mut HashMap<Uuid, Job>,
+    jobs: &'a mut HashMap<Uuid, Box<Job>>,
     bad: &'a mut Option<RestoreError>,
 }
 
@@ -447,7 +448,7 @@ impl<'de> Visitor<'de> for JobsSeed<'_> {
             let uuid = saved.uuid;
             match saved.into_job() {
                 Ok(job) => {
-                    self.jobs.insert(uuid, job);
+                    self.jobs.insert(uuid, Box::new(job));
                 }
                 Err(why) => {
                     *self.bad = Some(RestoreError::BadSavedJob { uuid, why });
@@ -490,7 +491,7 @@ struct SavedRecord<'a> {
 struct Saved<'a> {
     uuid: Uuid,
     host: Cow<'a, str>,
-    tags: Cow<'a, [(String, String)]>,
+    tags: Cow<'a, [(CompactString, CompactString)]>,
     started_ms: i64,
     fields: Vec<(Cow<'a, str>, SavedField<'a>)>,
     last_seen_ms: i64,
@@ -593,7 +594,7 @@ impl Saved<'_> {
         tags.shrink_to_fit();
         let run = Run {
             uuid: self.uuid,
-            host: self.host.into_owned(),
+            host: self.host.as_ref().into(),
             tags,
             started_ms: self.started_ms,
         };
@@ -767,10 +768,15 @@ mod tests {
         );
         assert_eq!(
             restored.run.tags,
-            [("mode".to_string(), "single".to_string())]
+            [(CompactString::from("mode"), CompactString::from("single"))]
         );
         // Read back without room to spare, as a registered run's tags are.
         assert_eq!(restored.run.tags.capacity(), 1);
+        // Short names and values read back inside their handles, with no heap block each.
+        let (k, v) = &restored.run.tags[0];
+        assert!(!k.is_heap_allocated() && !v.is_heap_allocated());
+        assert!(!restored.run.host.is_heap_allocated());
+        assert!(restored.fields.iter().all(|(k, _)| !k.is_heap_allocated()));
         assert!(
             loaded.reserve(2, None).is_err(),
             "the two running jobs count against max_running"

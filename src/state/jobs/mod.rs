@@ -1,7 +1,7 @@
 //! The job table: which runs are running, committing, finished or expired, and the ticker's
 //! heartbeat lines.
 //!
-//! The table is one `Mutex<HashMap<Uuid, Job>>`. The lock is held only to read or change the
+//! The table is one `Mutex<HashMap<Uuid, Box<Job>>>`. The lock is held only to read or change the
 //! table, never across I/O: handlers take what they need, write to InfluxDB without the lock,
 //! and come back to record the outcome. That is why a register first reserves a slot (so
 //! `jobs.max_running` holds under concurrency) and a commit first marks the job `Committing`
@@ -42,6 +42,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use compact_str::CompactString;
 use uuid::Uuid;
 
 use crate::ingest::line_protocol::FieldValue;
@@ -97,7 +98,7 @@ impl State {
 pub struct Job {
     pub run: Arc<Run>,
     /// The fields every heartbeat repeats.
-    pub fields: Arc<Vec<(String, FieldValue)>>,
+    pub fields: Arc<Vec<(CompactString, FieldValue)>>,
     /// The heartbeat, encoded from `run` and `fields` whenever they change.
     beat: BeatLine,
     /// When the gateway last heard of the run (Unix ms): saved, shown, and where an expiry's
@@ -129,6 +130,10 @@ pub struct Job {
 impl Job {
     /// A run that has just registered.
     pub fn running(run: Run, fields: Vec<(String, FieldValue)>, now_ms: i64) -> Job {
+        // Names held inline (most are short); the list keeps its allocation, its items being
+        // of one size.
+        let fields: Vec<(CompactString, FieldValue)> =
+            fields.into_iter().map(|(k, v)| (k.into(), v)).collect();
         Job {
             beat: BeatLine::new(&run, &fields),
             run: Arc::new(run),
@@ -247,7 +252,7 @@ pub struct SavedJob {
     /// The run: its uuid, host, tags and start (Unix ms).
     pub run: Arc<Run>,
     /// The fields every heartbeat repeats.
-    pub fields: Arc<Vec<(String, FieldValue)>>,
+    pub fields: Arc<Vec<(CompactString, FieldValue)>>,
     /// The register's checks.
     pub thresholds: Arc<Vec<Threshold>>,
     /// The name of the token that registered the run (none without tokens).
@@ -440,7 +445,7 @@ impl Jobs {
     #[cfg(test)]
     pub fn accounted(&self) -> (usize, usize, usize) {
         let t = self.lock();
-        let sum = t.jobs.values().map(Job::weight).sum();
+        let sum = t.jobs.values().map(|j| j.weight()).sum();
         (t.bytes, sum, t.reserved)
     }
 
@@ -566,7 +571,7 @@ impl Jobs {
         for (k, v) in fields {
             match merged.iter_mut().find(|(key, _)| *key == k) {
                 Some(slot) => slot.1 = v,
-                None => merged.push((k, v)),
+                None => merged.push((k.into(), v)),
             }
         }
         if merged.len() > bounds.max_fields {
@@ -576,7 +581,7 @@ impl Jobs {
         let mut changed = Job {
             fields: Arc::new(merged),
             beat: BeatLine::default(),
-            ..job.clone()
+            ..Job::clone(job)
         };
         changed.beat = BeatLine::new(&changed.run, &changed.fields);
         changed.sample(now_ms);
@@ -756,7 +761,7 @@ impl Jobs {
         let (covers, jobs) = {
             let t = self.lock();
             let covers = t.preparing.first().map_or(t.seq, |first| first - 1);
-            let jobs: Vec<SavedJob> = t.jobs.values().map(Job::saved).collect();
+            let jobs: Vec<SavedJob> = t.jobs.values().map(|j| j.saved()).collect();
             (covers, jobs)
         };
         (encode(covers, &jobs), covers)
@@ -765,7 +770,7 @@ impl Jobs {
     /// A table of `jobs` (restored from disk by `journal`), whose last change was journal
     /// record `seq`: counts what is running, orders what has ended, and forgets the oldest
     /// ended runs beyond `max_ended`.
-    pub fn from_saved(jobs: HashMap<Uuid, Job>, seq: u64, max_ended: usize) -> Jobs {
+    pub fn from_saved(jobs: HashMap<Uuid, Box<Job>>, seq: u64, max_ended: usize) -> Jobs {
         let mut table = Table::new(max_ended);
         table.jobs = jobs;
         table.seq = seq;

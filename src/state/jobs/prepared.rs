@@ -119,7 +119,7 @@ impl Slot<'_> {
             std::mem::take(&mut self.bytes),
         );
         charge(&mut t.bytes, &mut t.held_bytes, owner, job.weight());
-        t.jobs.insert(job.run.uuid, job);
+        t.jobs.insert(job.run.uuid, Box::new(job));
         self.filled = true;
     }
 }
@@ -200,7 +200,7 @@ impl PreparedProgress<'_> {
             // Heartbeats counted meanwhile.
             changed.heartbeats = job.heartbeats;
             let new = changed.weight();
-            *job = changed;
+            **job = changed;
             let owner = self.owner.as_deref();
             uncharge(&mut t.bytes, &mut t.held_bytes, owner, self.old);
             charge(&mut t.bytes, &mut t.held_bytes, owner, new);
@@ -214,7 +214,7 @@ impl PreparedProgress<'_> {
 
     /// When the progress brings an expired run back: every field its next heartbeats carry
     /// (those it had, with the progress's); `None` for a run that was running.
-    pub fn revived_fields(&self) -> Option<&[(String, FieldValue)]> {
+    pub fn revived_fields(&self) -> Option<&[(CompactString, FieldValue)]> {
         if !self.revived {
             return None;
         }

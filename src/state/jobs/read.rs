@@ -28,15 +28,15 @@ impl Jobs {
         let mut m = Measurement::default();
         for job in t.jobs.values().filter(|j| j.state.is_active()) {
             for (name, value) in job.fields.iter() {
-                if !m.fields.contains_key(name) {
-                    m.fields.insert(name.clone(), FieldType::of(value));
+                if !m.fields.contains_key(name.as_str()) {
+                    m.fields.insert(name.to_string(), FieldType::of(value));
                 }
             }
             // The run's tags are every heartbeat's tags: InfluxDB 2 and 3, which the gateway
             // cannot ask, or a dropped database, would otherwise have them forgotten.
             for (name, _) in &job.run.tags {
-                if !m.tags.contains(name) {
-                    m.tags.insert(name.clone());
+                if !m.tags.contains(name.as_str()) {
+                    m.tags.insert(name.to_string());
                 }
             }
         }
@@ -88,7 +88,7 @@ impl Jobs {
             .jobs
             .get(uuid)
             .filter(|j| j.is_for(caller))
-            .cloned()
+            .map(|j| Job::clone(j))
     }
 
     /// What a commit of run `uuid` is judged by and charts: the register's checks and the
@@ -123,7 +123,12 @@ impl Jobs {
         let newest_first = |j: &Job| (std::cmp::Reverse(j.run.started_ms), j.run.uuid);
         let mut jobs: Vec<Job> = {
             let t = self.lock();
-            let mut mine: Vec<&Job> = t.jobs.values().filter(|j| j.is_for(caller)).collect();
+            let mut mine: Vec<&Job> = t
+                .jobs
+                .values()
+                .map(|j| &**j)
+                .filter(|j| j.is_for(caller))
+                .collect();
             if limit < mine.len() {
                 mine.select_nth_unstable_by_key(limit, |j| newest_first(j));
                 mine.truncate(limit);

@@ -20,11 +20,11 @@ pub const MAX_SAMPLES: usize = 300;
 impl Sample {
     /// The sample of a run whose fields are `fields` at `ms`; `None` when they say nothing of
     /// users or requests per second.
-    pub fn of(fields: &[(String, FieldValue)], ms: i64) -> Option<Sample> {
+    pub fn of<K: AsRef<str>>(fields: &[(K, FieldValue)], ms: i64) -> Option<Sample> {
         let first = |keys: &[&str]| {
             keys.iter().find_map(|key| {
                 fields.iter().find_map(|(k, v)| match v {
-                    FieldValue::Float(f) if k == key && f.is_finite() => Some(*f),
+                    FieldValue::Float(f) if k.as_ref() == *key && f.is_finite() => Some(*f),
                     _ => None,
                 })
             })

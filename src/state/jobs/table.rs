@@ -7,7 +7,9 @@ use super::*;
 
 #[derive(Debug)]
 pub(super) struct Table {
-    pub(super) jobs: HashMap<Uuid, Job>,
+    /// Boxed, so that the hash table's empty slots (a third of them, typically) cost 24 bytes
+    /// each rather than a job's 144: 10 000 jobs sit in 16 384 slots, 0.6 MiB less.
+    pub(super) jobs: HashMap<Uuid, Box<Job>>,
     /// Jobs in an active state, kept with every state change so a register needs no scan.
     pub(super) active: usize,
     /// Registers between their slot reservation and their outcome.

@@ -33,7 +33,10 @@ pub(crate) fn job_with(
     let run = Run {
         uuid: Uuid::from_u128(n),
         host: "h".into(),
-        tags,
+        tags: tags
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect(),
         started_ms: now_ms,
     };
     Job::running(run, fields, now_ms)
@@ -51,7 +54,7 @@ fn beats(t: &Tick) -> (Vec<Uuid>, usize) {
     (beats, t.lines.lines().count())
 }
 
-pub(crate) type Row = (Uuid, &'static str, Vec<(String, FieldValue)>);
+pub(crate) type Row = (Uuid, &'static str, Vec<(CompactString, FieldValue)>);
 
 /// The table as (uuid, state, fields) rows, sorted, to compare two tables.
 pub(crate) fn rows(jobs: &Jobs) -> Vec<Row> {
@@ -488,7 +491,7 @@ fn tick_writes_each_running_job_once_with_its_fields() {
 /// The table's count of bytes is the weight of its jobs (with no register under way).
 fn assert_bytes_add_up(jobs: &Jobs) {
     let t = jobs.lock();
-    let sum: usize = t.jobs.values().map(Job::weight).sum();
+    let sum: usize = t.jobs.values().map(|j| j.weight()).sum();
     assert_eq!(t.bytes, sum);
 }
 
@@ -523,7 +526,10 @@ fn a_run_whose_heartbeat_is_over_max_run_bytes_is_refused_and_holds_nothing() {
         jobs.progress(&id, vec![("note".into(), text(5000))], 5, &bounds, None),
         Err(Refusal::RunTooLarge { limit: 4096, .. })
     ));
-    assert_eq!(rows(&jobs)[0].2, vec![("note".to_string(), text(10))]);
+    assert_eq!(
+        rows(&jobs)[0].2,
+        vec![(CompactString::from("note"), text(10))]
+    );
     assert_bytes_add_up(&jobs);
     jobs.progress(&id, vec![("note".into(), text(3000))], 5, &bounds, None)
         .unwrap();
