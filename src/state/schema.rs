@@ -18,7 +18,7 @@
 //! No I/O here: the reading of InfluxDB's schema is `delivery::influx`'s.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
@@ -103,11 +103,13 @@ pub struct Schema {
     /// How long InfluxDB keeps the points the gateway writes, when it could tell (read with
     /// the schema); `None` when it keeps them for ever or could not say.
     retention: Mutex<Option<Retention>>,
-    /// Counts InfluxDB's answers taken ([`Schema::update_from_influxdb`]): the only change
-    /// that can make a name a claim holds fail its check (see [`Claim`]'s `epoch`). Changed
-    /// only under the lock of `inner`; read without it by a claim that holds every name it is
-    /// asked for again.
+    /// Counts the changes that can make a name a claim holds fail its check (see [`Claim`]'s
+    /// `epoch`): InfluxDB's answers taken ([`Schema::update_from_influxdb`]) and names learned
+    /// without a claim (`learn*`). Changed only under the lock of `inner`; read without it by
+    /// a claim that holds every name it is asked for again.
     epoch: AtomicU64,
+    /// InfluxDB's word was taken at least once.
+    read: AtomicBool,
 }
 
 /// What [`Schema`] guards: what it knows, and what requests under way claimed.
@@ -243,6 +245,7 @@ impl Schema {
             }),
             retention: Mutex::new(None),
             epoch: AtomicU64::new(0),
+            read: AtomicBool::new(false),
         }
     }
 
@@ -270,7 +273,16 @@ impl Schema {
         crate::sync::lock(&self.inner)
     }
 
-    /// InfluxDB's answers taken so far (see `epoch`).
+    /// The lock, taken to change what is known other than by a claim: the epoch moves, so
+    /// that no claim passes a name it holds without looking again (learning adds only names
+    /// not known, but one of them may be a name a claim holds as another type).
+    fn changing(&self) -> MutexGuard<'_, Inner> {
+        let inner = self.lock();
+        self.epoch.fetch_add(1, Ordering::Release);
+        inner
+    }
+
+    /// Changes to what is known other than by claims so far (see `epoch`).
     fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
@@ -310,7 +322,7 @@ impl Schema {
     /// Learns the types and tags of points the gateway has written without a claim (with
     /// `influxdb.check_schema` off). A field already known keeps its type.
     pub fn learn(&self, points: &[Point]) {
-        let mut inner = self.lock();
+        let mut inner = self.changing();
         for point in points {
             let measurement = point.measurement();
             for (name, value) in point.fields() {
@@ -325,7 +337,7 @@ impl Schema {
     /// Learns the types of `fields` written to `measurement` without a claim (a progress with
     /// `influxdb.check_schema` off: the heartbeats to come carry them).
     pub fn learn_fields(&self, measurement: &str, fields: &[(String, FieldValue)]) {
-        let mut inner = self.lock();
+        let mut inner = self.changing();
         for (name, value) in fields {
             inner.add_field(measurement, name, FieldType::of(value));
         }
@@ -349,7 +361,7 @@ impl Schema {
         fields: impl IntoIterator<Item = (&'b str, FieldType)>,
         tags: impl IntoIterator<Item = &'b str>,
     ) {
-        let mut inner = self.lock();
+        let mut inner = self.changing();
         for (name, t) in fields {
             inner.add_field(measurement, name, t);
         }
@@ -383,8 +395,8 @@ impl Schema {
         replace: bool,
         pending: impl IntoIterator<Item = (String, Measurement)>,
     ) {
-        let mut inner = self.lock();
-        self.epoch.fetch_add(1, Ordering::Release);
+        let mut inner = self.changing();
+        self.read.store(true, Ordering::Release);
         inner.reading = false;
         let recent = std::mem::take(&mut inner.recent);
         if replace {
@@ -409,7 +421,7 @@ impl Schema {
 
     /// Whether InfluxDB's word was taken at least once ([`Schema::update_from_influxdb`]).
     pub fn read_once(&self) -> bool {
-        self.epoch() > 0
+        self.read.load(Ordering::Acquire)
     }
 
     /// A reading of InfluxDB's schema begins: from now on what the gateway learns is kept
@@ -670,6 +682,26 @@ mod tests {
         assert_eq!(claim.retain_fields("m", &mut row), 1);
         assert_eq!(row.len(), 1);
         assert_eq!(row[0].0, "b");
+    }
+
+    /// Names learned without a claim move the epoch as InfluxDB's word does: a claim that
+    /// holds a name learned meanwhile as another type looks again rather than passing it.
+    #[test]
+    fn a_name_learned_as_another_type_is_not_passed_by_a_claim_holding_it() {
+        let schema = Schema::default();
+        let one = FieldValue::Float(1.0);
+        let row = || vec![("a".to_string(), one.clone())];
+        let mut claim = schema.claim();
+        assert_eq!(claim.retain_fields("m", &mut row()), 0);
+        assert_eq!(
+            claim.retain_fields("m", &mut row()),
+            0,
+            "held: passes again"
+        );
+        schema.learn_types("m", [("a", FieldType::String)]);
+        let mut again = row();
+        assert_eq!(claim.retain_fields("m", &mut again), 1);
+        assert!(again.is_empty());
     }
 
     #[test]
