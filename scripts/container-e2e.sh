@@ -192,7 +192,7 @@ pod restart -t 20 "$container" >/dev/null
 await_listening 2
 podman logs "$container" >"$work/gateway-2.log" 2>&1
 grep -q "signal 15: stopping" "$work/gateway-2.log" || fail "the restart did not stop the gateway with SIGTERM"
-grep -q "1 running jobs restored" "$work/gateway-2.log" || fail "the restarted gateway did not restore the running run"
+grep -q "running jobs restored: 1," "$work/gateway-2.log" || fail "the restarted gateway did not restore the running run"
 running=$(curl -fs "${auth[@]}" "$gateway/apiv0.1/events/isrunning")
 grep -q "\"$second\":true" <<<"$running" || fail "run $second is not running after the restart: $running"
 post commit "{\"uuid\": \"$second\", \"measurement\": {\"fields\": {\"duration\": 3}}}" >/dev/null

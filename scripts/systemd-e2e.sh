@@ -295,7 +295,7 @@ wait_for 30 landed load_testing_result "$run" ||
     fail "the commit over HTTPS did not reach InfluxDB"
 wait_for 30 journal_has "listening on https://127.0.0.1:$port" ||
     fail "the restarted gateway does not log listening on HTTPS (30 s)"
-journal_has "1 running jobs restored" || fail "the restart did not restore the running run"
+journal_has "running jobs restored: 1," || fail "the restart did not restore the running run"
 
 # ---------------------------------------------------------------------------
 # Stop: inactive, not failed

@@ -684,7 +684,7 @@ fn run() -> Result<(), StartError> {
         service.snapshots.errors.error(&e);
     }
     log::info!(
-        "metrics-consumer {} writing to {} (api {}, acknowledge {}); {} running jobs restored, {} records ({} bytes) waiting for InfluxDB, {} dead letters",
+        "metrics-consumer {} writing to {} (api {}, acknowledge {}); running jobs restored: {}, records waiting for InfluxDB: {} ({} bytes), dead letters: {}",
         env!("CARGO_PKG_VERSION"),
         c.influxdb.url.trim_end_matches('/'),
         c.influxdb.api,
