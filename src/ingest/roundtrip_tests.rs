@@ -99,7 +99,8 @@ fn run_for(record: &payload::Record) -> Run {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    // 512 cases at the least; more with PROPTEST_CASES (which `default` reads).
+    #![proptest_config(ProptestConfig::with_cases(ProptestConfig::default().cases.max(512)))]
 
     #[test]
     fn accepted_registers_read_back_exactly(body in payload()) {
