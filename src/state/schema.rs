@@ -704,6 +704,30 @@ mod tests {
         assert!(again.is_empty());
     }
 
+    /// Review 11: names learned without a claim move the epoch but are not InfluxDB's word:
+    /// the schema is still unread (upkeep's first reading of a write database is still due),
+    /// and a claim's held names of the same type still pass, unrelated names learned or not.
+    #[test]
+    fn names_learned_are_not_a_reading_and_leave_a_claims_own_names_passing() {
+        let schema = Schema::default();
+        schema.learn_types_and_tags("m", [("x", FieldType::Float)], ["t"]);
+        schema.learn_fields("m", &[("y".to_string(), FieldValue::Bool(true))]);
+        assert!(!schema.read_once(), "learning is not InfluxDB's word");
+        let mut claim = schema.claim();
+        let row = || vec![("a".to_string(), FieldValue::Float(1.0))];
+        assert_eq!(claim.retain_fields("m", &mut row()), 0);
+        schema.learn_types("m", [("b", FieldType::String)]);
+        schema.learn_types("m", [("a", FieldType::Float)]);
+        assert_eq!(claim.retain_fields("m", &mut row()), 0, "same type: passes");
+        assert!(claim.fields("m", std::iter::empty(), ["t"]).is_ok());
+        let s = FieldValue::Str("s".into());
+        assert!(claim.fields("m", [("x", &s)], std::iter::empty()).is_err());
+        claim.written();
+        assert!(!schema.read_once());
+        schema.update_from_influxdb(Known::new(), false);
+        assert!(schema.read_once());
+    }
+
     #[test]
     fn influxdbs_answer_replaces_or_adds_to_what_was_learned() {
         let schema = Schema::default();
