@@ -638,3 +638,30 @@ fn a_misspelled_key_is_named_in_the_answer_with_the_near_one() {
     let clean = post_json(gw.addr, "/apiv0.1/events/register", &json!({"host": "lg"}));
     assert!(clean.json().get("ignored").is_none(), "{}", clean.body);
 }
+
+/// Review 11: `GET /apiv0.1/runs/<uuid>` of a running run, and after a restart (snapshot and
+/// log), shows host and tags at compact_str's inline boundary (24, 25 bytes, multi-byte UTF-8
+/// across byte 24) and with escapes exactly as registered.
+#[test]
+fn a_running_runs_page_shows_names_at_the_inline_boundary_as_sent_across_a_restart() {
+    let (_influx, mut gw) = start("");
+    let k24 = "k".repeat(24);
+    let k25 = "q".repeat(25);
+    let v25 = format!("{}é", "v".repeat(23));
+    let host = format!("{}€", "h".repeat(22));
+    let uuid = register(
+        gw.addr,
+        &json!({"hostname": host, "tags": {k24.clone(): "a b,c=d", k25.clone(): v25}, "measurement": {"fields": {"clients": 1}}}),
+    );
+    let expected = json!({k24.clone(): "a b,c=d", k25.clone(): v25});
+    let page = get(gw.addr, &format!("/apiv0.1/runs/{uuid}"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    let json = page.json();
+    assert_eq!(json["host"], Value::from(host.as_str()), "{}", page.body);
+    assert_eq!(json["tags"], expected, "{}", page.body);
+    gw.restart();
+    let page = get(gw.addr, &format!("/apiv0.1/runs/{uuid}"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(page.json()["host"], Value::from(host.as_str()), "{}", page.body);
+    assert_eq!(page.json()["tags"], expected, "{}", page.body);
+}
