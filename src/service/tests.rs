@@ -1870,7 +1870,7 @@ fn the_write_api_may_not_write_the_runs_measurements_where_the_runs_go() {
     );
 }
 
-/// Review 11: a run whose host, tags and field names sit at compact_str's inline boundary
+/// A run whose host, tags and field names sit at compact_str's inline boundary
 /// (24 and 25 bytes, multi-byte UTF-8 across byte 24), with escapes, through a progress that
 /// adds a field, an expiry, a progress that revives it, and a commit whose tags replace and add
 /// to the register's: the heartbeats carry them escaped, and the result keeps them as sent.
@@ -1890,11 +1890,23 @@ fn names_at_the_inline_boundary_go_through_expiry_revival_and_a_commit_with_tags
     let job = f.service.jobs.list(1)[0].clone();
     assert_eq!(job.run.host, host.as_str());
     let z = "z".repeat(24);
-    progress(&f, uuid, &format!(r#"{{"measurement":{{"fields":{{"{z}":"s"}}}}}}"#), 1_500).unwrap();
+    progress(
+        &f,
+        uuid,
+        &format!(r#"{{"measurement":{{"fields":{{"{z}":"s"}}}}}}"#),
+        1_500,
+    )
+    .unwrap();
     f.service.clock.set(t0 + Duration::from_secs(3600));
     f.service.tick(1_000 + 3_600_000);
     assert!(matches!(state(&f, uuid), Some(State::Expired { .. })));
-    progress(&f, uuid, r#"{"measurement":{"fields":{"step":2}}}"#, 3_700_000).unwrap();
+    progress(
+        &f,
+        uuid,
+        r#"{"measurement":{"fields":{"step":2}}}"#,
+        3_700_000,
+    )
+    .unwrap();
     let job = f.service.jobs.list(1)[0].clone();
     let names: Vec<&str> = job.fields.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(names, [format!("{k25}x").as_str(), z.as_str(), "step"]);
@@ -1907,7 +1919,9 @@ fn names_at_the_inline_boundary_go_through_expiry_revival_and_a_commit_with_tags
         .find(|l| l.starts_with("load_testing,") && l.contains("step=2"))
         .unwrap();
     assert!(
-        beat.contains(&format!(",host={host},{k24}=a\\ b\\,c\\=d,{k25}={v25},uuid={uuid} {k25}x=1,{z}=\"s\",step=2,")),
+        beat.contains(&format!(
+            ",host={host},{k24}=a\\ b\\,c\\=d,{k25}={v25},uuid={uuid} {k25}x=1,{z}=\"s\",step=2,"
+        )),
         "{beat}"
     );
     // The commit replaces the 25-byte tag's value with a 24-byte one and adds one.
@@ -1916,7 +1930,11 @@ fn names_at_the_inline_boundary_go_through_expiry_revival_and_a_commit_with_tags
         r#"{{"uuid":"{uuid}","tags":{{"{k25}":"{w24}","new":"{v25}"}},"measurement":{{"fields":{{"note":""}}}}}}"#
     );
     f.service
-        .commit(parse_commit(body.as_bytes(), LIMITS).unwrap(), None, 3_702_000)
+        .commit(
+            parse_commit(body.as_bytes(), LIMITS).unwrap(),
+            None,
+            3_702_000,
+        )
         .unwrap();
     let result = f.service.results.get(&uuid, None).unwrap();
     assert_eq!(result.host, host);

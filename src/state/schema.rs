@@ -704,7 +704,7 @@ mod tests {
         assert!(again.is_empty());
     }
 
-    /// Review 11: names learned without a claim move the epoch but are not InfluxDB's word:
+    /// Names learned without a claim move the epoch but are not InfluxDB's word:
     /// the schema is still unread (upkeep's first reading of a write database is still due),
     /// and a claim's held names of the same type still pass, unrelated names learned or not.
     #[test]

@@ -639,7 +639,7 @@ fn a_misspelled_key_is_named_in_the_answer_with_the_near_one() {
     assert!(clean.json().get("ignored").is_none(), "{}", clean.body);
 }
 
-/// Review 11: `GET /apiv0.1/runs/<uuid>` of a running run, and after a restart (snapshot and
+/// `GET /apiv0.1/runs/<uuid>` of a running run, and after a restart (snapshot and
 /// log), shows host and tags at compact_str's inline boundary (24, 25 bytes, multi-byte UTF-8
 /// across byte 24) and with escapes exactly as registered.
 #[test]
@@ -662,6 +662,11 @@ fn a_running_runs_page_shows_names_at_the_inline_boundary_as_sent_across_a_resta
     gw.restart();
     let page = get(gw.addr, &format!("/apiv0.1/runs/{uuid}"));
     assert_eq!(page.status, 200, "{}", page.body);
-    assert_eq!(page.json()["host"], Value::from(host.as_str()), "{}", page.body);
+    assert_eq!(
+        page.json()["host"],
+        Value::from(host.as_str()),
+        "{}",
+        page.body
+    );
     assert_eq!(page.json()["tags"], expected, "{}", page.body);
 }
