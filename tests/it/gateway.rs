@@ -654,19 +654,14 @@ fn a_running_runs_page_shows_names_at_the_inline_boundary_as_sent_across_a_resta
         &json!({"hostname": host, "tags": {k24.clone(): "a b,c=d", k25.clone(): v25}, "measurement": {"fields": {"clients": 1}}}),
     );
     let expected = json!({k24.clone(): "a b,c=d", k25.clone(): v25});
-    let page = get(gw.addr, &format!("/apiv0.1/runs/{uuid}"));
-    assert_eq!(page.status, 200, "{}", page.body);
-    let json = page.json();
-    assert_eq!(json["host"], Value::from(host.as_str()), "{}", page.body);
-    assert_eq!(json["tags"], expected, "{}", page.body);
+    let shows_as_sent = |addr| {
+        let page = get(addr, &format!("/apiv0.1/runs/{uuid}"));
+        assert_eq!(page.status, 200, "{}", page.body);
+        let json = page.json();
+        assert_eq!(json["host"], Value::from(host.as_str()), "{}", page.body);
+        assert_eq!(json["tags"], expected, "{}", page.body);
+    };
+    shows_as_sent(gw.addr);
     gw.restart();
-    let page = get(gw.addr, &format!("/apiv0.1/runs/{uuid}"));
-    assert_eq!(page.status, 200, "{}", page.body);
-    assert_eq!(
-        page.json()["host"],
-        Value::from(host.as_str()),
-        "{}",
-        page.body
-    );
-    assert_eq!(page.json()["tags"], expected, "{}", page.body);
+    shows_as_sent(gw.addr);
 }
