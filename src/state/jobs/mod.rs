@@ -130,8 +130,7 @@ pub struct Job {
 impl Job {
     /// A run that has just registered.
     pub fn running(run: Run, fields: Vec<(String, FieldValue)>, now_ms: i64) -> Job {
-        // Names held inline (most are short); the list keeps its allocation, its items being
-        // of one size.
+        // Names held inline (most are short).
         let fields: Vec<(CompactString, FieldValue)> =
             fields.into_iter().map(|(k, v)| (k.into(), v)).collect();
         Job {

@@ -76,8 +76,9 @@ pub struct Claim<'a> {
     /// `claimed`), with what each was claimed as.
     held: Names<Names<Claimed>>,
     /// The schema's `epoch` when the claim first claimed: while it is the same, a name this
-    /// claim holds passes its check again as what it was claimed as (only InfluxDB's word
-    /// changes what a check says of a name claimed), so it is not looked up again.
+    /// claim holds passes its check again as what it was claimed as (only a change the epoch
+    /// counts, InfluxDB's word or a name learned without a claim, changes what a check says
+    /// of a name claimed), so it is not looked up again.
     epoch: Option<u64>,
 }
 
@@ -119,8 +120,8 @@ impl<'c> Cursor<'c> {
     /// was claimed now (to be let go if a later name of the same call conflicts).
     fn claim(&mut self, name: &str, what: Claimed) -> Result<bool, Conflict> {
         let held = self.held.get(name).copied();
-        // While InfluxDB's word is unchanged, a name held passes its check again as what it
-        // was claimed as.
+        // While the schema's epoch is unchanged, a name held passes its check again as what
+        // it was claimed as.
         if self.same_epoch && held == Some(what) {
             return Ok(false);
         }
@@ -205,7 +206,7 @@ impl Claim<'_> {
 
     /// [`Claim::fields`] of fields given by their types, without tags (the InfluxDB write
     /// API's lines: InfluxDB 1.x takes a tag and a field of one name). Fields this claim holds
-    /// already, as those types, pass without the schema's lock while InfluxDB's word is
+    /// already, as those types, pass without the schema's lock while the schema's epoch is
     /// unchanged (a body of 5 000 lines repeats a few measurements and fields).
     pub fn field_types<'b, I>(&mut self, measurement: &str, fields: I) -> Result<(), Conflict>
     where
@@ -246,7 +247,7 @@ impl Claim<'_> {
     /// Keeps of `fields` (fields of `measurement`) those that pass [`Claim::fields`] one by
     /// one, claiming them, under one taking of the schema's lock; how many were left out.
     /// Fields this claim holds already, as those types, are kept without the lock while
-    /// InfluxDB's word is unchanged (a commit's endpoint rows have the same members).
+    /// the schema's epoch is unchanged (a commit's endpoint rows have the same members).
     pub fn retain_fields(
         &mut self,
         measurement: &str,
@@ -326,9 +327,9 @@ impl Claim<'_> {
     }
 
     /// Whether this claim holds every one of `fields` in `measurement`, as that type, and
-    /// InfluxDB's word is unchanged since it first claimed: they would pass again, claiming
+    /// the schema's epoch is unchanged since it first claimed: they would pass again, claiming
     /// nothing more. Read without the schema's lock: only the claim itself changes what it
-    /// holds, and an answer of InfluxDB taken right after this looks is taken after it.
+    /// holds, and a change the epoch counts made right after this looks is made after it.
     fn holds<'b>(
         &self,
         measurement: &str,
