@@ -9,7 +9,7 @@
 //!   met on their arena's lock in most allocations that missed the per-thread cache (over half
 //!   of the gateway's `futex` calls under register + commit cycles); four took those calls from
 //!   51 000 to 31 000 and the CPU a request down by about 15 %, for 0.3–1 MiB more resident
-//!   under load (docs/performance.md). Eight took more memory after bursts for no more speed.
+//!   under load (docs/performance-history.md). Eight took more memory after bursts for no more speed.
 //! - Blocks from 128 KiB up (job-table snapshots, heartbeat batches, large bodies) are mapped
 //!   and given back to the system when freed. glibc raises that threshold each time such a
 //!   block is freed, after which the same blocks come from the arenas and stay resident; a

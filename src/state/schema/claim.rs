@@ -28,7 +28,7 @@ pub(super) type ClaimCounts = Names<(Claimed, Cell<usize>)>;
 /// measurement's in it) and a claim's (`held`). Sorted: all are read under the schema's lock,
 /// which every request takes, and one write can fill them with a million names, so their
 /// worst case must not depend on names a client chooses. Hashed maps were measured
-/// (docs/performance.md): foldhash took 5 % off a cycle's instructions but promises nothing
+/// (docs/performance-history.md): foldhash took 5 % off a cycle's instructions but promises nothing
 /// against names crafted to collide; std's SipHash does, and was slower than these.
 pub(super) type Names<V> = BTreeMap<Arc<str>, V>;
 
