@@ -571,7 +571,9 @@ fn run() -> Result<(), StartError> {
     let log_handle = root
         .subdir("log")
         .map_err(|e| StorageError::io("open", &log_dir, e))?;
-    let dead = DeadLetters::open(&root, c.storage.max_dead_letter_bytes)?;
+    // Each token's refusals within its share: one cannot take another's room.
+    let dead = DeadLetters::open(&root, c.storage.max_dead_letter_bytes)?
+        .with_shares(config::dead_letter_shares(&settings.clients, c));
     let series = SeriesBudget::open(&root)?;
     let results = state::results::Results::open(
         &root,
@@ -647,7 +649,14 @@ fn run() -> Result<(), StartError> {
         schema_stale: SchemaRefresh::default(),
         check_schema: c.influxdb.check_schema,
         series,
-        write_schemas: Default::default(),
+        // Each token that may write databases adds at most an equal share of them.
+        write_schemas: service::write::Schemas::shared_by(
+            settings
+                .clients
+                .iter()
+                .filter(|c| !c.databases.is_empty())
+                .count(),
+        ),
         own_target: service::write::OwnTarget::of(&c.influxdb),
         results: Arc::new(results),
         judging: service::Judging::from_config(&c.verdict),

@@ -6,6 +6,7 @@
 //! It reads the token files it is told about and nothing else, and never puts a token in a
 //! message: a token is named after its client or where it was found.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use super::Config;
@@ -268,6 +269,24 @@ fn share(clients: &mut [Client], config: &Config) {
         let part = (table as u128 * c.max_running.min(max) as u128 / max.max(1) as u128) as usize;
         c.max_table_bytes = part.max(2 * config.limits.max_run_bytes).min(table);
     }
+}
+
+/// Each client's share of `storage.max_dead_letter_bytes`, by its name: the part of it that
+/// its `max_spool_bytes` is of `storage.max_spool_bytes` (all of it to a client alone), so that
+/// a client whose writes InfluxDB refuses at delivery keeps its letters within the room its log
+/// share gives it, and never takes another's. At least the room of one small letter (its lines
+/// and its reason, a block of 4 KiB each on disk).
+pub fn dead_letter_shares(clients: &[Client], config: &Config) -> HashMap<String, u64> {
+    let limit = config.storage.max_dead_letter_bytes;
+    let spool = config.storage.max_spool_bytes.max(1);
+    clients
+        .iter()
+        .map(|c| {
+            let part =
+                (limit as u128 * c.max_spool_bytes.min(spool) as u128 / spool as u128) as u64;
+            (c.name.clone(), part.max(2 * 4096).min(limit))
+        })
+        .collect()
 }
 
 /// The most a token's `max_series` may be: ten times InfluxDB 1.x's own default bound on a

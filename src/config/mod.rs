@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Client;
+pub use clients::dead_letter_shares;
 pub use duration::{Dur, format_duration};
 pub use error::ConfigError;
 use error::{Origins, Problem};

@@ -99,6 +99,19 @@ fn tokens_have_names_and_an_equal_share_of_max_running_and_of_the_spool() {
         [800, 800, 800, 1600],
         "its own, or an equal part of what those leave"
     );
+    // The dead letters are shared out as the log is (the default bound, 256 MiB).
+    let letters = super::dead_letter_shares(&s.clients, &s.config);
+    let part = |name: &str| letters[name];
+    let dead = 256u64 << 20;
+    assert_eq!(
+        [
+            part("auth.tokens[1]"),
+            part("team-a"),
+            part("tokens:4"),
+            part("ci")
+        ],
+        [dead / 5, dead / 5, dead / 5, dead * 2 / 5]
+    );
     let listed = s.redacted_toml();
     assert!(
         listed.contains("#   team-a: max_running 500, max_spool_bytes 800, no request rate limit"),
@@ -122,6 +135,24 @@ fn tokens_have_names_and_an_equal_share_of_max_running_and_of_the_spool() {
         one.clients[0].max_spool_bytes,
         1 << 30,
         "and all of the spool"
+    );
+    assert_eq!(
+        super::dead_letter_shares(&one.clients, &one.config)["auth.tokens[1]"],
+        256 << 20,
+        "and all of the dead letters"
+    );
+    // A share never holds less than one small letter (two blocks of 4 KiB).
+    let many = load_text(
+        &format!(
+            "[storage]\nmax_dead_letter_bytes = 10000\n[auth]\ntokens = [\"{A}\", \"{B}\", \"{C}\"]\n"
+        ),
+        Overrides::default(),
+    )
+    .unwrap();
+    assert!(
+        super::dead_letter_shares(&many.clients, &many.config)
+            .values()
+            .all(|&share| share == 8192)
     );
 }
 

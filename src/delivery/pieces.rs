@@ -159,6 +159,9 @@ pub(super) struct Piece<'a> {
     kind: Kind,
     /// Where its points go: a write through InfluxDB's API; `None`: `[influxdb]`'s database.
     target: Option<&'a OwnedTarget>,
+    /// The client that wrote its record (a token's name); `None`: none. Its dead letter is
+    /// counted in that client's share.
+    client: Option<&'a str>,
     run: Uuid,
     /// The unit's place in its record: with `seq` and `line`, the key of its dead letter.
     unit: u32,
@@ -223,6 +226,7 @@ impl Delivery {
                     seq: record.seq,
                     kind: record.kind,
                     target: record.target.as_ref(),
+                    client: record.client.as_deref(),
                     run: u.run,
                     unit: unit as u32,
                     line: 0,
@@ -540,6 +544,7 @@ impl Delivery {
                 unit: piece.unit,
                 line: piece.line,
             },
+            piece.client,
             piece.target,
             piece.lines,
             points as u64,

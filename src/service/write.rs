@@ -153,7 +153,7 @@ pub enum WriteRefused {
     Name { what: &'static str, why: String },
     /// The body is not UTF-8: the line where it stops being so.
     NotUtf8 { line: usize },
-    /// [`MAX_DATABASES`] databases are written already.
+    /// [`MAX_DATABASES`] databases are written already, or the token added its share of them.
     TooManyDatabases,
     /// InfluxDB lists the database's retention policies, and `policy` is not one of them.
     NoRetentionPolicy { database: String, policy: String },
@@ -209,7 +209,7 @@ impl fmt::Display for WriteRefused {
             ),
             WriteRefused::TooManyDatabases => write!(
                 f,
-                "the gateway writes {MAX_DATABASES} databases through InfluxDB's write API already: write one of those, or narrow the tokens' databases"
+                "the gateway writes at most {MAX_DATABASES} databases through InfluxDB's write API, each token at most an equal share of them; this token's share, or all of them, are written already: write one of the databases written already, or narrow the tokens' databases"
             ),
             WriteRefused::NoRetentionPolicy { database, policy } => write!(
                 f,
@@ -378,7 +378,7 @@ impl Service {
         }
         let (schema, new) = self
             .write_schemas
-            .of(w.database)
+            .of(w.database, Some(&w.client.name))
             .ok_or(WriteRefused::TooManyDatabases)?;
         if new {
             // The schema thread reads what InfluxDB holds there (with the write's target,
@@ -695,7 +695,10 @@ impl Service {
                 // the runs'.
                 let database = match &record.target {
                     None => None,
-                    Some(target) => match self.write_schemas.of(&target.database) {
+                    Some(target) => match self
+                        .write_schemas
+                        .of(&target.database, record.client.as_deref())
+                    {
                         Some((schema, new)) => {
                             if new {
                                 // Read from InfluxDB as soon as the schema thread runs.

@@ -1,24 +1,31 @@
 //! The dead letters: points InfluxDB refused, kept under `storage.dir/dead-letter/` for a
-//! person, each with InfluxDB's reason, and bounded by `storage.max_dead_letter_bytes`.
+//! person, each with InfluxDB's reason, and bounded by `storage.max_dead_letter_bytes`, each
+//! client (a token's name) to its share of it.
 //!
 //! ```text
-//! dead-letter/<record>-<unit>-<points>.lp      the refused lines, exactly as they were sent;
-//!                                              for a write through InfluxDB's API, after a
-//!                                              first line naming its target (a comment to
-//!                                              InfluxDB: `# metrics-consumer target {…}`)
-//! dead-letter/<record>-<unit>-<points>.error   when, and why: InfluxDB's status and message
+//! dead-letter/<record>-<unit>-<points>[-<client>].lp     the refused lines, exactly as they
+//!                                                        were sent; for a write through
+//!                                                        InfluxDB's API, after a first line
+//!                                                        naming its target (a comment to
+//!                                                        InfluxDB: `# metrics-consumer target {…}`)
+//! dead-letter/<record>-<unit>-<points>[-<client>].error  when, and why: InfluxDB's status and
+//!                                                        message
 //! dead-letter/lock                 held by `replay-dead-letters` while it runs
 //! ```
 //!
 //! A dead letter is named by the log record its lines came from and the unit's place in it, so
-//! a refusal met again (the log delivered again after a restart) is kept once.
-//! Both files are written whole or not at all. Beyond the bound a refusal is not kept: its
-//! points are counted as dropped, and the log says so at error level, at most once a minute,
-//! so a stream of refusals can never fill the disk. `replay-dead-letters` may remove dead
+//! a refusal met again (the log delivered again after a restart) is kept once, and by the
+//! client that wrote the record (none: a record without one), so that each client's letters
+//! are counted from the directory alone.
+//! Both files are written whole or not at all. Beyond the bound, or beyond its client's share,
+//! a refusal is not kept: its points are counted as dropped, and the log says so at error
+//! level, at most once a minute, so a stream of refusals can never fill the disk, nor one
+//! client's refusals take the room of another's. `replay-dead-letters` may remove dead
 //! letters while the gateway runs; the gateway counts the directory again when the bound is
 //! near and when its counts are read (the state page, the metrics), at most every few
 //! seconds, to notice the room made and to stop showing letters delivered.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -62,10 +69,13 @@ pub struct Usage {
 struct State {
     records: u64,
     bytes: u64,
-    /// Letters being written (their records and bytes are in `records` and `bytes`): a count
-    /// of the directory does not see them yet.
+    /// Bytes of each client's letters (in `bytes` too); letters without a client are not in it.
+    clients: HashMap<String, u64>,
+    /// Letters being written (their records and bytes are in `records`, `bytes` and `clients`):
+    /// a count of the directory does not see them yet.
     writing_records: u64,
     writing_bytes: u64,
+    writing_clients: HashMap<String, u64>,
     dropped_points: u64,
     last_drop_log: Option<Instant>,
     last_scan: Instant,
@@ -76,6 +86,9 @@ pub struct DeadLetters {
     /// The directory, opened at the start: letters are written relative to it.
     handle: DirHandle,
     limit: u64,
+    /// Each client's share of `limit`, in bytes ([`DeadLetters::with_shares`]); a client not
+    /// in it, and letters without a client, are held to `limit` alone.
+    shares: HashMap<String, u64>,
     state: Mutex<State>,
 }
 
@@ -89,24 +102,31 @@ pub struct Key {
     pub line: u32,
 }
 
-/// `<record>-<unit>-<points>.<ext>` (`<unit>.<line>` for a part of a unit): the key orders them
-/// and keeps each refusal once, the point count keeps the counters exact without parsing line
-/// protocol again.
-fn name(key: Key, points: u64, ext: &str) -> String {
-    match key.line {
-        0 => format!("{:020}-{}-{points}.{ext}", key.record, key.unit),
-        line => format!("{:020}-{}.{line}-{points}.{ext}", key.record, key.unit),
+/// `<record>-<unit>-<points>[-<client>].<ext>` (`<unit>.<line>` for a part of a unit): the
+/// key orders them and keeps each refusal once, the point count keeps the counters exact
+/// without parsing line protocol again, the client (a token's name: letters, digits, `.`,
+/// `_` and `-`, so a file name's) counts each client's letters from the directory.
+fn name(key: Key, points: u64, client: Option<&str>, ext: &str) -> String {
+    let unit = match key.line {
+        0 => format!("{:020}-{}-{points}", key.record, key.unit),
+        line => format!("{:020}-{}.{line}-{points}", key.record, key.unit),
+    };
+    match client {
+        Some(client) => format!("{unit}-{client}.{ext}"),
+        None => format!("{unit}.{ext}"),
     }
 }
 
-/// (key, points) from a dead letter's file name, `<record>-<unit>[.<line>]-<points>.<ext>`.
-fn parse_name(path: &Path) -> Option<(Key, u64)> {
+/// (key, points, client) from a dead letter's file name,
+/// `<record>-<unit>[.<line>]-<points>[-<client>].<ext>`.
+fn parse_name(path: &Path) -> Option<(Key, u64, Option<&str>)> {
     let stem = path.file_stem()?.to_str()?;
-    let mut parts = stem.split('-');
+    let mut parts = stem.splitn(4, '-');
     let record = parts.next()?.parse().ok()?;
     let second = parts.next()?;
     let points = parts.next()?.parse().ok()?;
-    if parts.next().is_some() {
+    let client = parts.next();
+    if client.is_some_and(|c| !is_client_name(c)) {
         return None;
     }
     let (unit, line) = second.split_once('.').unwrap_or((second, "0"));
@@ -117,7 +137,17 @@ fn parse_name(path: &Path) -> Option<(Key, u64)> {
             line: line.parse().ok()?,
         },
         points,
+        client,
     ))
+}
+
+/// Whether `name` can be a client's: 1 to 64 letters, digits, `.`, `_` or `-` (the rule of
+/// `[[auth.token]]`'s `name`).
+fn is_client_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// What a file of `len` bytes takes on disk, about: whole blocks of 4 KiB (a small file takes one
@@ -127,14 +157,22 @@ fn on_disk(len: u64) -> u64 {
     len.div_ceil(4096).max(1) * 4096
 }
 
-/// (records, bytes on disk) of the dead letters in `dir`, listed through its handle. At the
+/// What a count of the directory found: letters, their bytes on disk, and those of each client.
+#[derive(Default)]
+struct Counted {
+    records: u64,
+    bytes: u64,
+    clients: HashMap<String, u64>,
+}
+
+/// What the dead letters in `dir` take ([`Counted`]), listed through its handle. At the
 /// start (`at_start`), what a letter's write cut short is removed: unfinished files (`.tmp`)
 /// and a reason without its lines (the reason is written first). A crash left them; the letter
 /// was never kept, so its refusal is met again when the log is delivered again, and nothing
 /// would list them while the bound counted them for ever. Later counts leave both:
 /// `replay-dead-letters` may be writing beside the gateway.
-fn count(dir: &DirHandle, at_start: bool) -> io::Result<(u64, u64)> {
-    let (mut records, mut bytes) = (0, 0);
+fn count(dir: &DirHandle, at_start: bool) -> io::Result<Counted> {
+    let mut counted = Counted::default();
     let entries = dir.list()?;
     let letters: std::collections::HashSet<&str> = entries
         .iter()
@@ -154,13 +192,16 @@ fn count(dir: &DirHandle, at_start: bool) -> io::Result<(u64, u64)> {
             }
             continue;
         }
-        if !entry.is_file || parse_name(path).is_none() {
+        let Some((_, _, client)) = parse_name(path).filter(|_| entry.is_file) else {
             continue;
+        };
+        counted.records += u64::from(ext == RECORD_EXT);
+        counted.bytes += on_disk(entry.len);
+        if let Some(client) = client {
+            *counted.clients.entry(client.to_string()).or_default() += on_disk(entry.len);
         }
-        records += u64::from(ext == RECORD_EXT);
-        bytes += on_disk(entry.len);
     }
-    Ok((records, bytes))
+    Ok(counted)
 }
 
 impl DeadLetters {
@@ -171,16 +212,18 @@ impl DeadLetters {
         let handle = storage_dir
             .subdir(DIR)
             .map_err(|e| StorageError::io("open", &path, e))?;
-        let (records, bytes) =
-            count(&handle, true).map_err(|e| StorageError::io("list", &path, e))?;
+        let counted = count(&handle, true).map_err(|e| StorageError::io("list", &path, e))?;
         Ok(DeadLetters {
             handle,
             limit,
+            shares: HashMap::new(),
             state: Mutex::new(State {
-                records,
-                bytes,
+                records: counted.records,
+                bytes: counted.bytes,
+                clients: counted.clients,
                 writing_records: 0,
                 writing_bytes: 0,
+                writing_clients: HashMap::new(),
                 dropped_points: 0,
                 last_drop_log: None,
                 last_scan: Instant::now(),
@@ -188,18 +231,30 @@ impl DeadLetters {
         })
     }
 
+    /// Holds each client (a token's name) to its share of the bound, in bytes: its letters
+    /// beyond it are dropped, whatever room the others leave, so that one client's refusals
+    /// never take the room of another's. Letters of a client not named, and of records without
+    /// a client, are held to the bound alone.
+    pub fn with_shares(mut self, shares: HashMap<String, u64>) -> DeadLetters {
+        self.shares = shares;
+        self
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         crate::sync::lock(&self.state)
     }
 
     /// Keeps `lines` (`points` points) that InfluxDB refused, with the reason; or, beyond the
-    /// bound, counts them as dropped. A refusal whose `key` is kept already is not kept again
-    /// (and is answered `Kept`). An error means the disk failed.
+    /// bound or beyond `client`'s share of it ([`DeadLetters::with_shares`]), counts them as
+    /// dropped. A refusal whose `key` is kept already is not kept again (and is answered
+    /// `Kept`). An error means the disk failed.
+    /// `client`: the client that wrote the record (a token's name), `None` for none.
     /// `target`: where the points go when not to `[influxdb]`'s database (a write through
     /// InfluxDB's API, timestamps in nanoseconds), kept in the letter's first line.
     pub fn store(
         &self,
         key: Key,
+        client: Option<&str>,
         target: Option<&OwnedTarget>,
         lines: &str,
         points: u64,
@@ -219,48 +274,58 @@ impl DeadLetters {
             }
         };
         // The lines are written last: when they are there, the letter is whole.
-        if self.handle.exists(&name(key, points, RECORD_EXT)) {
+        if self.handle.exists(&name(key, points, client, RECORD_EXT)) {
             return Ok(Kept::Kept);
         }
         let error = error_text(why);
         let len = on_disk(lines.len() as u64) + on_disk(error.len() as u64);
+        let share = client.and_then(|c| self.shares.get(c).copied());
         {
             let mut s = self.lock();
-            if s.bytes + len > self.limit {
+            if !s.has_room(len, client, share, self.limit) {
                 // `replay-dead-letters` may have made room.
                 self.recount(&mut s);
             }
-            if s.bytes + len > self.limit {
+            if !s.has_room(len, client, share, self.limit) {
                 s.dropped_points += points;
                 if s.last_drop_log
                     .is_none_or(|at| at.elapsed() >= DROP_LOG_EVERY)
                 {
                     s.last_drop_log = Some(Instant::now());
+                    let full = match (client, share) {
+                        (Some(client), Some(share)) if s.bytes + len <= self.limit => format!(
+                            "the dead letters of client {client} are full ({} bytes, its share of storage.max_dead_letter_bytes = {share}; {} bytes for every client)",
+                            s.clients.get(client).copied().unwrap_or(0),
+                            s.bytes,
+                        ),
+                        _ => format!(
+                            "the dead letters are full ({} bytes, storage.max_dead_letter_bytes = {})",
+                            s.bytes, self.limit
+                        ),
+                    };
                     log::error!(
-                        "the dead letters are full ({} bytes, storage.max_dead_letter_bytes = {}): {points} refused points were dropped ({} since the start); empty them with `metrics-consumer replay-dead-letters`, or raise the limit. The latest refusal: {why}",
-                        s.bytes,
-                        self.limit,
+                        "{full}: {points} refused points were dropped ({} since the start); empty them with `metrics-consumer replay-dead-letters`, or raise the limit. The latest refusal: {why}",
                         s.dropped_points
                     );
                 }
                 return Ok(Kept::Dropped);
             }
-            s.reserve(len);
+            s.reserve(len, client);
         }
-        let reason = name(key, points, ERROR_EXT);
+        let reason = name(key, points, client, ERROR_EXT);
         let written = self
             .handle
             .write_atomic(&reason, error.as_bytes())
             .and_then(|()| {
                 self.handle
-                    .write_atomic(&name(key, points, RECORD_EXT), lines.as_bytes())
+                    .write_atomic(&name(key, points, client, RECORD_EXT), lines.as_bytes())
                     // No reason is left without its letter (a start removes one a crash left).
                     .inspect_err(|_| {
                         let _ = self.handle.remove_if_exists(&reason);
                     })
             });
         let mut s = self.lock();
-        s.settle(len, written.is_ok());
+        s.settle(len, client, written.is_ok());
         if written.is_err() {
             // Kept nowhere: dropped, as beyond the bound (the caller says why).
             s.dropped_points += points;
@@ -275,9 +340,13 @@ impl DeadLetters {
         if s.last_scan.elapsed() < RESCAN_EVERY {
             return;
         }
-        if let Ok((records, bytes)) = count(&self.handle, false) {
-            s.records = records + s.writing_records;
-            s.bytes = bytes + s.writing_bytes;
+        if let Ok(counted) = count(&self.handle, false) {
+            s.records = counted.records + s.writing_records;
+            s.bytes = counted.bytes + s.writing_bytes;
+            s.clients = counted.clients;
+            for (client, bytes) in &s.writing_clients {
+                *s.clients.entry(client.clone()).or_default() += bytes;
+            }
         }
         s.last_scan = Instant::now();
     }
@@ -300,24 +369,54 @@ impl DeadLetters {
 }
 
 impl State {
-    /// Counts a letter of `len` bytes before it is written, so concurrent refusals cannot
-    /// overshoot the bound together.
-    fn reserve(&mut self, len: u64) {
+    /// Whether a letter of `len` bytes for `client` fits the bound (`limit`) and the client's
+    /// `share` of it (`None`: no share of its own).
+    fn has_room(&self, len: u64, client: Option<&str>, share: Option<u64>, limit: u64) -> bool {
+        let held = |c: &str| self.clients.get(c).copied().unwrap_or(0);
+        self.bytes + len <= limit
+            && client
+                .zip(share)
+                .is_none_or(|(client, share)| held(client) + len <= share)
+    }
+
+    /// Counts a letter of `len` bytes for `client` before it is written, so concurrent
+    /// refusals cannot overshoot the bound or a share together.
+    fn reserve(&mut self, len: u64, client: Option<&str>) {
         self.bytes += len;
         self.records += 1;
         self.writing_bytes += len;
         self.writing_records += 1;
+        if let Some(client) = client {
+            *self.clients.entry(client.to_string()).or_default() += len;
+            *self.writing_clients.entry(client.to_string()).or_default() += len;
+        }
     }
 
     /// The letter [`State::reserve`] counted is written, or failed (and is counted no more).
     /// The directory may have been counted again meanwhile, without it: saturating, so a
     /// count can never wrap below zero.
-    fn settle(&mut self, len: u64, written: bool) {
+    fn settle(&mut self, len: u64, client: Option<&str>, written: bool) {
         self.writing_bytes = self.writing_bytes.saturating_sub(len);
         self.writing_records = self.writing_records.saturating_sub(1);
+        if let Some(client) = client {
+            forget(&mut self.writing_clients, client, len);
+        }
         if !written {
             self.bytes = self.bytes.saturating_sub(len);
             self.records = self.records.saturating_sub(1);
+            if let Some(client) = client {
+                forget(&mut self.clients, client, len);
+            }
+        }
+    }
+}
+
+/// Takes `len` bytes off `client`'s count in `counts`, forgetting a client left with none.
+fn forget(counts: &mut HashMap<String, u64>, client: &str, len: u64) {
+    if let Some(bytes) = counts.get_mut(client) {
+        *bytes = bytes.saturating_sub(len);
+        if *bytes == 0 {
+            counts.remove(client);
         }
     }
 }
@@ -336,7 +435,7 @@ pub fn list(storage_dir: &Path) -> io::Result<Vec<(PathBuf, u64, String)>> {
     for entry in fs::read_dir(&dir)? {
         let path = entry?.path();
         if path.extension().and_then(|e| e.to_str()) == Some(RECORD_EXT)
-            && let Some((n, points)) = parse_name(&path)
+            && let Some((n, points, _)) = parse_name(&path)
         {
             found.push((n, points, path));
         }
@@ -415,11 +514,12 @@ mod tests {
         let dead = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
         let why = "influxdb answered 400: field type conflict";
         assert_eq!(
-            dead.store(key(1), None, "m v=1 1\n", 1, why).unwrap(),
+            dead.store(key(1), None, None, "m v=1 1\n", 1, why).unwrap(),
             Kept::Kept
         );
         assert_eq!(
-            dead.store(key(2), None, "m v=\"x\" 2\n", 1, "bad").unwrap(),
+            dead.store(key(2), None, None, "m v=\"x\" 2\n", 1, "bad")
+                .unwrap(),
             Kept::Kept
         );
         // Each letter is two files of one 4 KiB block each, as the disk counts them.
@@ -432,7 +532,9 @@ mod tests {
         remove(&listed[0].0).unwrap();
         let again = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
         assert_eq!((again.usage().records, again.usage().bytes), (1, 2 * 4096));
-        again.store(key(3), None, "m v=3 3\n", 1, "x").unwrap();
+        again
+            .store(key(3), None, None, "m v=3 3\n", 1, "x")
+            .unwrap();
         let names: Vec<_> = list(&dir.0).unwrap().into_iter().map(|l| l.0).collect();
         assert!(
             names[1]
@@ -446,7 +548,8 @@ mod tests {
     fn a_reason_a_crash_left_without_its_lines_is_removed_at_the_start() {
         let dir = Dir::new("dead-letters-reason-alone");
         let dead = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
-        dead.store(key(1), None, "m v=1 1\n", 1, "kept").unwrap();
+        dead.store(key(1), None, None, "m v=1 1\n", 1, "kept")
+            .unwrap();
         drop(dead);
         // The reason of a letter whose lines were never written (the write cut short).
         let letters = dir.0.join(DIR);
@@ -463,29 +566,161 @@ mod tests {
     }
 
     #[test]
+    fn a_letters_name_carries_its_client_and_reads_back() {
+        let part = Key {
+            record: 12,
+            unit: 3,
+            line: 40,
+        };
+        for client in ["a", "ci-runner.eu-west_1", &"x".repeat(64)] {
+            let named = name(part, 5, Some(client), RECORD_EXT);
+            assert_eq!(
+                parse_name(Path::new(&named)),
+                Some((part, 5, Some(client))),
+                "{named}"
+            );
+        }
+        // Letters without a client, and those written before letters named theirs.
+        assert_eq!(
+            name(key(1), 2, None, RECORD_EXT),
+            "00000000000000000001-0-2.lp"
+        );
+        assert_eq!(
+            parse_name(Path::new("00000000000000000001-0-2.lp")),
+            Some((key(1), 2, None))
+        );
+        // What no client's name can be is no letter's.
+        for stranger in [
+            "1-0-2-.lp",
+            "1-0-2-a b.lp",
+            "1-0-2-é.lp",
+            &format!("1-0-2-{}.lp", "x".repeat(65)),
+        ] {
+            assert_eq!(parse_name(Path::new(stranger)), None, "{stranger}");
+        }
+    }
+
+    #[test]
+    fn one_clients_refusals_never_take_the_room_of_another() {
+        let dir = Dir::new("dead-letters-shares");
+        // Each small letter takes two blocks: room for two of each client's, and many in all.
+        let shares = || {
+            HashMap::from([
+                ("greedy".to_string(), 4 * 4096 + 100),
+                ("other".to_string(), 4 * 4096 + 100),
+            ])
+        };
+        let dead = DeadLetters::open(&root(&dir), 1 << 20)
+            .unwrap()
+            .with_shares(shares());
+        for record in 1..=2 {
+            assert_eq!(
+                dead.store(key(record), Some("greedy"), None, "m v=1 1\n", 1, "x")
+                    .unwrap(),
+                Kept::Kept
+            );
+        }
+        // The greedy client's share is full: its next refusal is dropped, the others' kept.
+        assert_eq!(
+            dead.store(key(3), Some("greedy"), None, "m v=1 1\n", 1, "x")
+                .unwrap(),
+            Kept::Dropped
+        );
+        assert_eq!(
+            dead.store(key(4), Some("other"), None, "m v=1 1\n", 1, "x")
+                .unwrap(),
+            Kept::Kept
+        );
+        // A record without a client, and a client without a share, have the bound alone.
+        assert_eq!(
+            dead.store(key(5), None, None, "m v=1 1\n", 1, "x").unwrap(),
+            Kept::Kept
+        );
+        assert_eq!(
+            dead.store(key(6), Some("unnamed"), None, "m v=1 1\n", 1, "x")
+                .unwrap(),
+            Kept::Kept
+        );
+        let usage = dead.usage();
+        assert_eq!((usage.records, usage.dropped_points), (5, 1));
+        // Met again (the log delivered again), a kept refusal is kept once, and costs nothing.
+        assert_eq!(
+            dead.store(key(1), Some("greedy"), None, "m v=1 1\n", 1, "x")
+                .unwrap(),
+            Kept::Kept
+        );
+        assert_eq!(dead.usage().records, 5);
+        // After a restart each client's letters are counted from their names again.
+        let again = DeadLetters::open(&root(&dir), 1 << 20)
+            .unwrap()
+            .with_shares(shares());
+        assert_eq!(
+            again
+                .store(key(7), Some("greedy"), None, "m v=1 1\n", 1, "x")
+                .unwrap(),
+            Kept::Dropped
+        );
+        assert_eq!(
+            again
+                .store(key(8), Some("other"), None, "m v=1 1\n", 1, "x")
+                .unwrap(),
+            Kept::Kept
+        );
+        assert_eq!(
+            again
+                .store(key(9), Some("other"), None, "m v=1 1\n", 1, "x")
+                .unwrap(),
+            Kept::Dropped
+        );
+        let letters = list(&dir.0).unwrap();
+        assert_eq!(letters.len(), 6);
+        assert!(
+            letters
+                .iter()
+                .any(|(path, _, _)| path.ends_with("00000000000000000004-0-1-other.lp"))
+        );
+        // A letter replayed away gives its client's room back, read from the directory again
+        // while the gateway runs (as when the bound is near), or at the next start.
+        for (path, _, _) in letters
+            .iter()
+            .filter(|(p, _, _)| p.to_string_lossy().contains("-greedy."))
+        {
+            remove(path).unwrap();
+        }
+        again.lock().last_scan -= RESCAN_EVERY;
+        assert_eq!(
+            again
+                .store(key(10), Some("greedy"), None, "m v=1 1\n", 1, "x")
+                .unwrap(),
+            Kept::Kept
+        );
+        assert_eq!(again.lock().clients.get("greedy"), Some(&(2 * 4096)));
+    }
+
+    #[test]
     fn beyond_the_bound_refusals_are_counted_as_dropped_not_written() {
         let dir = Dir::new("dead-letters-bound");
         // Room for three letters of two blocks each, and a bit.
         let dead = DeadLetters::open(&root(&dir), 6 * 4096 + 100).unwrap();
         assert_eq!(
-            dead.store(key(4), None, "m v=1 1\n", 1, "x").unwrap(),
+            dead.store(key(4), None, None, "m v=1 1\n", 1, "x").unwrap(),
             Kept::Kept
         );
         assert_eq!(
-            dead.store(key(5), None, "m v=2 2\n", 1, "x").unwrap(),
+            dead.store(key(5), None, None, "m v=2 2\n", 1, "x").unwrap(),
             Kept::Kept
         );
         let big = "m v=3 3\n".repeat(1000);
         assert_eq!(
-            dead.store(key(6), None, &big, 1000, "x").unwrap(),
+            dead.store(key(6), None, None, &big, 1000, "x").unwrap(),
             Kept::Dropped
         );
         assert_eq!(
-            dead.store(key(7), None, "m v=3 3\n", 1, "x").unwrap(),
+            dead.store(key(7), None, None, "m v=3 3\n", 1, "x").unwrap(),
             Kept::Kept
         );
         assert_eq!(
-            dead.store(key(8), None, "m v=4 4\n", 1, "x").unwrap(),
+            dead.store(key(8), None, None, "m v=4 4\n", 1, "x").unwrap(),
             Kept::Dropped
         );
         let usage = dead.usage();
@@ -518,23 +753,26 @@ mod tests {
             unit: 2,
             line: 40,
         };
-        assert_eq!(parse_name(Path::new(&name(part, 3, "lp"))), Some((part, 3)));
         assert_eq!(
-            dead.store(a, None, "m v=1 1\n", 1, "x").unwrap(),
+            parse_name(Path::new(&name(part, 3, None, "lp"))),
+            Some((part, 3, None))
+        );
+        assert_eq!(
+            dead.store(a, None, None, "m v=1 1\n", 1, "x").unwrap(),
             Kept::Kept
         );
         assert_eq!(
-            dead.store(b, None, "m v=2 2\n", 1, "x").unwrap(),
+            dead.store(b, None, None, "m v=2 2\n", 1, "x").unwrap(),
             Kept::Kept
         );
         // The log is delivered again from record 7 after a restart.
         let again = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
         assert_eq!(
-            again.store(a, None, "m v=1 1\n", 1, "x").unwrap(),
+            again.store(a, None, None, "m v=1 1\n", 1, "x").unwrap(),
             Kept::Kept
         );
         assert_eq!(
-            again.store(b, None, "m v=2 2\n", 1, "x").unwrap(),
+            again.store(b, None, None, "m v=2 2\n", 1, "x").unwrap(),
             Kept::Kept
         );
         assert_eq!(list(&dir.0).unwrap().len(), 2);
@@ -564,7 +802,7 @@ mod tests {
             line: 0,
         };
         assert_eq!(
-            dead.store(key, None, "m v=1 1\n", 1, "x").unwrap(),
+            dead.store(key, None, None, "m v=1 1\n", 1, "x").unwrap(),
             Kept::Kept
         );
         assert_eq!(
@@ -614,7 +852,7 @@ mod tests {
         ];
         for (i, (target, lines)) in cases.iter().enumerate() {
             assert_eq!(
-                dead.store(key(i as u64 + 1), target.as_ref(), lines, 1, "x")
+                dead.store(key(i as u64 + 1), None, target.as_ref(), lines, 1, "x")
                     .unwrap(),
                 Kept::Kept
             );
@@ -638,7 +876,7 @@ mod tests {
         let dead = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
         let len = 2 * 4096;
         for written in [false, true] {
-            dead.lock().reserve(len);
+            dead.lock().reserve(len, None);
             dead.lock().last_scan -= RESCAN_EVERY;
             let usage = dead.usage();
             assert_eq!(
@@ -647,13 +885,14 @@ mod tests {
                 "counted while written"
             );
             if written {
-                dead.store(key(7), None, "m v=1 1\n", 1, "bad").unwrap();
+                dead.store(key(7), None, None, "m v=1 1\n", 1, "bad")
+                    .unwrap();
                 // The letter stored above stands in for the one being written.
                 let mut s = dead.lock();
                 s.records -= 1;
                 s.bytes -= len;
             }
-            dead.lock().settle(len, written);
+            dead.lock().settle(len, None, written);
             dead.lock().last_scan -= RESCAN_EVERY;
             let counted = {
                 let s = dead.lock();
@@ -673,7 +912,7 @@ mod tests {
         let dir = Dir::new("dead-letters-recount");
         let dead = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
         for record in 1..=3 {
-            dead.store(key(record), None, "m v=1 1\n", 1, "bad")
+            dead.store(key(record), None, None, "m v=1 1\n", 1, "bad")
                 .unwrap();
         }
         assert_eq!(dead.usage().records, 3);

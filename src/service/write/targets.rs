@@ -19,11 +19,12 @@ use crate::sync::Signal;
 
 /// The schemas of the databases written through the write API (InfluxDB keeps one type per
 /// field and measurement in a database), each learned from the gateway's own writes there,
-/// and at most [`MAX_DATABASES`] of them; and how long InfluxDB keeps the points of each
-/// target written (a database and a retention policy), at most [`MAX_TARGETS`] of them.
+/// and at most [`MAX_DATABASES`] of them, each client adding at most its share; and how long
+/// InfluxDB keeps the points of each target written (a database and a retention policy), at
+/// most [`MAX_TARGETS`] of them.
 #[derive(Default)]
 pub struct Schemas {
-    by_database: Mutex<HashMap<String, Arc<Schema>>>,
+    by_database: Mutex<Databases>,
     targets: Mutex<Targets>,
     /// Told each time a reading of InfluxDB's word on the targets ends.
     read: Signal,
@@ -146,6 +147,15 @@ pub enum TargetRetention {
     Untracked,
 }
 
+/// The databases with a schema, and how many each client added.
+#[derive(Default)]
+struct Databases {
+    schemas: HashMap<String, Arc<Schema>>,
+    added_by: HashMap<String, usize>,
+    /// Databases one client adds at most ([`Schemas::shared_by`]); 0: [`MAX_DATABASES`].
+    per_client: usize,
+}
+
 /// What the gateway knows of each target's retention: `None` until InfluxDB was asked once
 /// (whatever it answered), then what it said (kept for ever as far as known, when it could
 /// not tell).
@@ -166,24 +176,49 @@ struct Targets {
 }
 
 impl Schemas {
+    /// Schemas for `clients` clients that may write databases: each adds at most an equal
+    /// share of [`MAX_DATABASES`] (all of them to a client alone), so that one token whose
+    /// globs allow many names cannot take every place and lock the others out of their own
+    /// databases (403 `too_many_databases`).
+    pub fn shared_by(clients: usize) -> Schemas {
+        let schemas = Schemas::default();
+        crate::sync::lock(&schemas.by_database).per_client = MAX_DATABASES / clients.max(1);
+        schemas
+    }
+
     /// The schema of `database`, and whether it was made now (empty: InfluxDB's word on it is
-    /// to be read); `None` when [`MAX_DATABASES`] are known and it is not one of them.
-    pub fn of(&self, database: &str) -> Option<(Arc<Schema>, bool)> {
-        let mut map = crate::sync::lock(&self.by_database);
-        if let Some(schema) = map.get(database) {
+    /// to be read); a database not known yet is added for `client` (`None`: no client, held to
+    /// the bound alone). `None` when [`MAX_DATABASES`] are known, or `client` added its share
+    /// ([`Schemas::shared_by`]), and it is not one of them.
+    pub fn of(&self, database: &str, client: Option<&str>) -> Option<(Arc<Schema>, bool)> {
+        let mut databases = crate::sync::lock(&self.by_database);
+        if let Some(schema) = databases.schemas.get(database) {
             return Some((Arc::clone(schema), false));
         }
-        if map.len() >= MAX_DATABASES {
+        let per_client = match databases.per_client {
+            0 => MAX_DATABASES,
+            n => n,
+        };
+        let added = |c: &str| databases.added_by.get(c).copied().unwrap_or(0);
+        if databases.schemas.len() >= MAX_DATABASES
+            || client.is_some_and(|c| added(c) >= per_client)
+        {
             return None;
         }
+        if let Some(client) = client {
+            *databases.added_by.entry(client.to_string()).or_default() += 1;
+        }
         let schema = Arc::new(Schema::new(Known::default()));
-        map.insert(database.to_string(), Arc::clone(&schema));
+        databases
+            .schemas
+            .insert(database.to_string(), Arc::clone(&schema));
         Some((schema, true))
     }
 
     /// Every database known, with its schema.
     pub fn all(&self) -> Vec<(String, Arc<Schema>)> {
         crate::sync::lock(&self.by_database)
+            .schemas
             .iter()
             .map(|(name, schema)| (name.clone(), Arc::clone(schema)))
             .collect()
@@ -467,6 +502,37 @@ mod tests {
             schemas.retention_of("k6", "one more", "k6"),
             TargetRetention::Untracked
         );
+    }
+
+    #[test]
+    fn each_client_adds_at_most_its_share_of_the_databases() {
+        let schemas = Schemas::shared_by(4);
+        let share = MAX_DATABASES / 4;
+        for i in 0..share {
+            let (_, new) = schemas.of(&format!("jmeter_{i}"), Some("greedy")).unwrap();
+            assert!(new);
+        }
+        // Past its share the greedy client is refused a new database, not one it has.
+        assert!(schemas.of("jmeter_more", Some("greedy")).is_none());
+        assert!(!schemas.of("jmeter_0", Some("greedy")).unwrap().1);
+        // Another client's first write to its own database is taken; and a database one
+        // client added is every client's to write (a schema is the database's, not a token's).
+        assert!(schemas.of("other", Some("other")).unwrap().1);
+        assert!(!schemas.of("jmeter_1", Some("other")).unwrap().1);
+        // Records of no client (read back at the start) are held to the bound alone, and the
+        // bound holds for everyone.
+        for i in 0..MAX_DATABASES - share - 1 {
+            assert!(schemas.of(&format!("old_{i}"), None).is_some());
+        }
+        assert!(schemas.of("one_more", None).is_none());
+        assert!(schemas.of("one_more", Some("third")).is_none());
+        assert_eq!(schemas.all().len(), MAX_DATABASES);
+        // A token alone has every place.
+        let alone = Schemas::shared_by(1);
+        for i in 0..MAX_DATABASES {
+            assert!(alone.of(&format!("db{i}"), Some("only")).is_some());
+        }
+        assert!(alone.of("past", Some("only")).is_none());
     }
 
     #[test]
