@@ -1045,6 +1045,31 @@ fn a_full_disk_whose_only_segment_is_still_being_written_frees_itself_once_the_l
     drop(disk);
 }
 
+/// `GET /health` is what InfluxDB's clients and load balancers ask before they write, and the
+/// gateway answers it for InfluxDB ("`pass` while the gateway takes writes", says its
+/// handler). On a full disk every write is refused 503 `storage_error`, yet /health answered
+/// 200 `{"status": "pass", "message": "ready for queries and writes"}`: it must say `fail`
+/// (503, as InfluxDB 2 does when it is not ready) until the log can be written again.
+#[test]
+fn health_does_not_pass_while_a_full_disk_refuses_every_write() {
+    let mut influx = Influxd::start();
+    let (gw, disk, wide) = gateway_on_small_disk(&mut influx, "health-full-disk", "12m", "1h");
+    // Bound again after `disk`, so that a failure stops the gateway before it unmounts the disk.
+    let mut gw = gw;
+    let (_, full) = register_until_full(&gw, &wide);
+    assert_eq!(full.status, 503, "{}", full.body);
+    assert_eq!(full.json()["code"], "storage_error", "{}", full.body);
+    let health = get(gw.addr, "/health");
+    assert_ne!(
+        (health.status, health.json()["status"].clone()),
+        (200, json!("pass")),
+        "/health passes while writes are refused for a full disk: {}",
+        health.body
+    );
+    gw.kill();
+    drop(disk);
+}
+
 #[test]
 fn sigterm_under_load_exits_0_and_keeps_everything_acknowledged() {
     let influx = Influxd::start();
