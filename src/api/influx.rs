@@ -368,8 +368,24 @@ pub fn ping(_: &App, _: &Request, _: Option<&Client>) -> Result<Reply, ApiError>
     }))
 }
 
-/// `GET /health`: InfluxDB 2's answer, `pass` while the gateway takes writes.
-pub fn health(_: &App, _: &Request, _: Option<&Client>) -> Result<Reply, ApiError> {
+/// `GET /health`: InfluxDB 2's answer, `pass` while the gateway takes writes; while the log
+/// cannot be written (a full disk: every write is answered 503 `storage_error`), 503 `fail`,
+/// as InfluxDB 2 answers when it is not ready, saying why (without the path under
+/// `storage.dir`).
+pub fn health(app: &App, _: &Request, _: Option<&Client>) -> Result<Reply, ApiError> {
+    if let Some(failure) = app.service.delivery.log().write_failure() {
+        return Ok(Reply::Response(Response::json(
+            503,
+            &json!({
+                "name": "influxdb",
+                "message": format!("the gateway cannot write its log: {}", failure.for_client),
+                "status": "fail",
+                "checks": [],
+                "version": version(),
+                "commit": "metrics-consumer",
+            }),
+        )));
+    }
     Ok(Reply::Json(json!({
         "name": "influxdb",
         "message": "ready for queries and writes",
