@@ -335,3 +335,69 @@ fn names_influxdb_quotes_in_its_errors_cannot_disguise_a_log_line() {
         assert!(!log.contains(c), "{c:?} reached the log");
     }
 }
+
+/// The dead letters are one store for every client (`storage.max_dead_letter_bytes`), where
+/// the log and the job table are shared out by client: one token's writes that InfluxDB
+/// refuses at delivery fill it, and another token's refused points, acknowledged 204 as its
+/// own, are then dropped (counted) rather than kept for a replay. Here the greedy token writes,
+/// while InfluxDB is away, lines under a retention policy its database lacks (nothing can
+/// refuse them at the door then: InfluxDB was not asked); a second token does the same with
+/// one line. Once InfluxDB is back, the second token's line is nowhere: not in InfluxDB, not a
+/// dead letter. A client's greed reaches another client's data.
+#[test]
+fn one_tokens_refused_writes_do_not_crowd_another_tokens_out_of_the_dead_letters() {
+    const GREEDY: &str = "greedy-token-0123456789abcdef";
+    const VICTIM: &str = "victim-token-0123456789abcdef";
+    let mut influx = Influxd::start();
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .rest(&format!(
+                "max_dead_letter_bytes = 40000\n[jobs]\nheartbeat_interval = \"1h\"\n\
+                 [auth]\n\
+                 [[auth.token]]\nname = \"greedy\"\ntoken = \"{GREEDY}\"\ndatabases = [\"greedy\"]\n\
+                 [[auth.token]]\nname = \"victim\"\ntoken = \"{VICTIM}\"\ndatabases = [\"victim\"]\n"
+            ))
+            .toml(),
+    );
+    wait_until(Duration::from_secs(10), "the start's probe", || {
+        crate::support::states(gw.addr, VICTIM)["influxdb"]["up"] == true
+    });
+    influx.stop();
+    let write = |token: &str, path: &str, body: &str| {
+        crate::support::request(
+            gw.addr,
+            "POST",
+            path,
+            &[("Authorization", &format!("Token {token}"))],
+            Some(body),
+        )
+    };
+    let lines: String = (0..200)
+        .map(|i| format!("junk,t=greedy v={i} {}\n", 1_700_000_000_000_000_000i64 + i))
+        .collect();
+    for _ in 0..5 {
+        let answer = write(GREEDY, "/write?db=greedy&rp=nope", &lines);
+        assert_eq!(answer.status, 204, "{}", answer.body);
+    }
+    let answer = write(
+        VICTIM,
+        "/write?db=victim&rp=typo",
+        "victim_line value=42 1700000000000000000\n",
+    );
+    assert_eq!(answer.status, 204, "{}", answer.body);
+
+    influx.restart();
+    wait_until(Duration::from_secs(60), "the log delivered", || {
+        crate::support::states(gw.addr, VICTIM)["spool"]["records"] == 0
+    });
+    let kept = dead_letter_files(&gw)
+        .iter()
+        .any(|letter| letter.contains("victim_line"));
+    let s = crate::support::states(gw.addr, VICTIM);
+    assert!(
+        kept,
+        "the victim token's acknowledged line, refused by InfluxDB, was dropped because the \
+         greedy token's refusals filled the dead letters: {}",
+        s["dead_letters"]
+    );
+}
