@@ -975,3 +975,31 @@ fn a_line_whose_name_holds_a_line_break_is_refused_at_the_request() {
     assert_eq!(states(gw.addr, TOKEN)["dead_letters"]["records"], 0);
     assert_eq!(influx.measurements("k6"), ["http_reqs"]);
 }
+
+/// The gateway writes at most 1 000 databases through the write API, all tokens together,
+/// and a database takes its place with a token's first write there, even one refused whole
+/// (here: no line of it parses; nothing is recorded, nothing reaches InfluxDB). One token
+/// whose globs allow many names (`jmeter_*`) spends every place with 1 000 bad requests, and
+/// another token's first write to the one database it may write is then refused 403
+/// `too_many_databases` until the gateway restarts: one client's greed reaches another.
+#[test]
+fn one_token_cannot_spend_every_database_place_and_lock_another_out() {
+    let influx = Influxd::start();
+    let gw = gateway(&influx);
+    for i in 0..1_000 {
+        let answer = write(&gw, &format!("/write?db=jmeter_{i}"), "not line protocol\n");
+        assert_eq!(answer.status, 400, "{}", answer.body);
+    }
+    let other = request(
+        gw.addr,
+        "POST",
+        "/write?db=other",
+        &[("Authorization", &format!("Token {OTHER}"))],
+        Some("vus value=1\n"),
+    );
+    assert_eq!(
+        other.status, 204,
+        "another token's first write to its own database: {}",
+        other.body
+    );
+}
