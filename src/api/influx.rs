@@ -368,17 +368,33 @@ pub fn ping(_: &App, _: &Request, _: Option<&Client>) -> Result<Reply, ApiError>
     }))
 }
 
-/// `GET /health`: InfluxDB 2's answer, `pass` while the gateway takes writes; while the log
-/// cannot be written (a full disk: every write is answered 503 `storage_error`), 503 `fail`,
-/// as InfluxDB 2 answers when it is not ready, saying why (without the path under
-/// `storage.dir`).
+/// How long after a failed write to the log `GET /health` says `fail` (while no write has
+/// succeeded since). The log is tried again by the next request only: a health check that
+/// failed for as long as nothing wrote would keep a load balancer from ever sending the
+/// write that finds the disk freed.
+pub const HEALTH_FAILS_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `GET /health`: InfluxDB 2's answer, `pass` while the gateway takes writes; within
+/// [`HEALTH_FAILS_FOR`] of a failed write to the log (a full disk: every write is answered
+/// 503 `storage_error`), while none has succeeded since, 503 `fail`, as InfluxDB 2 answers
+/// when it is not ready, saying why (without the path under `storage.dir`).
 pub fn health(app: &App, _: &Request, _: Option<&Client>) -> Result<Reply, ApiError> {
-    if let Some(failure) = app.service.delivery.log().write_failure() {
+    let now = std::time::SystemTime::now();
+    let failed = app
+        .service
+        .delivery
+        .log()
+        .write_failure()
+        .filter(|f| fails_health(f.at, now));
+    if let Some(failure) = failed {
         return Ok(Reply::Response(Response::json(
             503,
             &json!({
                 "name": "influxdb",
-                "message": format!("the gateway cannot write its log: {}", failure.for_client),
+                "message": format!(
+                    "the gateway cannot write its log: {} (the next write tries again)",
+                    failure.for_client
+                ),
                 "status": "fail",
                 "checks": [],
                 "version": version(),
@@ -394,6 +410,13 @@ pub fn health(app: &App, _: &Request, _: Option<&Client>) -> Result<Reply, ApiEr
         "version": version(),
         "commit": "metrics-consumer",
     })))
+}
+
+/// Whether a write to the log that failed `at` (none succeeding since) makes `GET /health`
+/// say `fail` `now`: within [`HEALTH_FAILS_FOR`] of it (a clock set back counts as within).
+fn fails_health(at: std::time::SystemTime, now: std::time::SystemTime) -> bool {
+    now.duration_since(at)
+        .map_or(true, |since| since < HEALTH_FAILS_FOR)
 }
 
 /// `GET|POST /query?q=`: `CREATE DATABASE` of a database the token may write (answered as
@@ -536,6 +559,18 @@ fn skip_word(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_fails_for_a_minute_after_a_failed_write_to_the_log() {
+        let at = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let later = |s: u64| at + std::time::Duration::from_secs(s);
+        assert!(fails_health(at, at));
+        assert!(fails_health(at, later(59)));
+        assert!(!fails_health(at, later(60)));
+        assert!(!fails_health(at, later(3600)));
+        // A clock set back since: the failure is taken as recent.
+        assert!(fails_health(later(10), at));
+    }
 
     #[test]
     fn parameters_are_read_as_a_form() {
