@@ -655,3 +655,57 @@ fn one_token_filling_its_share_of_the_table_leaves_the_other_able_to_register() 
     let b = post_as(&gw, OTHER, REGISTER, &body);
     assert_eq!(b.status, 200, "team-b still registers: {}", b.body);
 }
+
+/// Ended runs are remembered in one list for every client (`jobs.max_finished`, the oldest
+/// forgotten first), where the running ones are shared out by client. A run that expired
+/// (no progress within `jobs.progress_timeout`) may still be committed while it is
+/// remembered (without team-a's runs below, the late commit is answered 200); here team-b's
+/// run expires, team-a registers and commits `max_finished` runs of its own, and team-b's late
+/// commit is then refused 404 `unknown_run`: its results are lost because of another client's
+/// runs.
+#[test]
+fn another_tokens_finished_runs_do_not_push_out_a_tokens_expired_run() {
+    let (_influx, gw) = two_teams(
+        "[jobs]\nheartbeat_interval = \"1s\"\nprogress_timeout = \"2s\"\nmax_finished = 10\n",
+        "",
+    );
+    let victim = post_as(&gw, OTHER, REGISTER, &json!({"host": "b"}));
+    assert_eq!(victim.status, 200, "{}", victim.body);
+    let uuid = victim.json()["uuid"].as_str().unwrap().to_string();
+    let progress = json!({"uuid": uuid, "measurement": {"fields": {"clients": 5}}});
+    let answer = post_as(&gw, OTHER, "/apiv0.1/events/progress", &progress);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    wait_until(Duration::from_secs(20), "team-b's run expired", || {
+        let shown = request(
+            gw.addr,
+            "GET",
+            "/apiv0.1/events/isrunning",
+            &[("Authorization", &bearer(OTHER))],
+            None,
+        );
+        shown.json()[&uuid] == false
+    });
+    for i in 0..10 {
+        let r = post_as(&gw, TOKEN, REGISTER, &json!({"host": format!("a-{i}")}));
+        assert_eq!(r.status, 200, "{}", r.body);
+        let run = r.json()["uuid"].as_str().unwrap().to_string();
+        let c = post_as(
+            &gw,
+            TOKEN,
+            "/apiv0.1/events/commit",
+            &json!({"uuid": run, "measurement": {"fields": {"duration": 1}}}),
+        );
+        assert_eq!(c.status, 200, "{}", c.body);
+    }
+    let late = post_as(
+        &gw,
+        OTHER,
+        "/apiv0.1/events/commit",
+        &json!({"uuid": uuid, "measurement": {"fields": {"duration": 60}}}),
+    );
+    assert_eq!(
+        late.status, 200,
+        "team-b's late commit of its expired run, after team-a's runs: {}",
+        late.body
+    );
+}
