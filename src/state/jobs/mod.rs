@@ -21,8 +21,9 @@
 //! table and go out with the next change. This module does no I/O.
 //!
 //! Finished and expired runs are remembered for `jobs.finished_retention`, and at most
-//! `jobs.max_finished` of them (the oldest are forgotten first), so memory stays bounded
-//! however many runs come and go. A finished run keeps only what the state page shows.
+//! `jobs.max_finished` of them (past it, the oldest of the owner holding the most is forgotten
+//! first, so one token's runs never push out another's), so memory stays bounded however many
+//! runs come and go. A finished run keeps only what the state page shows.
 
 mod prepared;
 mod read;
@@ -767,8 +768,8 @@ impl Jobs {
     }
 
     /// A table of `jobs` (restored from disk by `journal`), whose last change was journal
-    /// record `seq`: counts what is running, orders what has ended, and forgets the oldest
-    /// ended runs beyond `max_ended`.
+    /// record `seq`: counts what is running, orders what has ended, and forgets ended runs
+    /// beyond `max_ended` (the oldest of the owner holding the most first).
     pub fn from_saved(jobs: HashMap<Uuid, Box<Job>>, seq: u64, max_ended: usize) -> Jobs {
         let mut table = Table::new(max_ended);
         table.jobs = jobs;
@@ -776,7 +777,13 @@ impl Jobs {
         let mut ended: Vec<(i64, Uuid)> = Vec::new();
         for (uuid, job) in &mut table.jobs {
             match job.state.ended_at() {
-                Some(at_ms) => ended.push((at_ms, *uuid)),
+                Some(at_ms) => {
+                    ended.push((at_ms, *uuid));
+                    *table
+                        .ended_by
+                        .entry(table::owner_key(job.owner.as_deref()))
+                        .or_default() += 1;
+                }
                 None => {
                     table.active += 1;
                     hold(&mut table.held, job.owner.as_deref());
@@ -795,12 +802,7 @@ impl Jobs {
         ended.sort_unstable();
         table.ended_count = ended.len();
         table.ended = ended.into();
-        while table.ended_count > table.max_ended {
-            let Some((at, oldest)) = table.ended.pop_front() else {
-                break;
-            };
-            table.forget(&oldest, at);
-        }
+        table.forget_over_cap();
         table.pending = Vec::new();
         // A restored run is as old as the wall clock says at the start (a clock that went back
         // makes it new): it was not heard from while the gateway was down. From here on its

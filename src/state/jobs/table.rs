@@ -27,6 +27,10 @@ pub(super) struct Table {
     pub(super) ended: VecDeque<(i64, Uuid)>,
     /// Jobs now finished or expired.
     pub(super) ended_count: usize,
+    /// The same, per owner ([`owner_key`]): past `jobs.max_finished` the owner holding the most
+    /// loses its oldest first, so one token's many finished runs never push out another
+    /// token's few (an expired run whose late commit is still to come).
+    pub(super) ended_by: HashMap<String, usize>,
     /// `jobs.max_finished`.
     pub(super) max_ended: usize,
     /// Journal records of changes not yet handed out (removals of forgotten runs); they go
@@ -49,6 +53,7 @@ impl Table {
             held_bytes: HashMap::new(),
             ended: VecDeque::new(),
             ended_count: 0,
+            ended_by: HashMap::new(),
             max_ended,
             pending: Vec::new(),
             seq: 0,
@@ -98,26 +103,57 @@ impl Table {
             .is_some_and(|at| at == at_ms)
     }
 
-    /// A job has just become finished or expired; forgets the oldest ended runs beyond the cap.
+    /// A job has just become finished or expired; forgets ended runs beyond the cap
+    /// ([`Table::forget_over_cap`]); how many.
     pub(super) fn ended(&mut self, uuid: Uuid, at_ms: i64) -> usize {
         // In order of time: a run put back to the time it had expired at (a late commit that
         // was not recorded) is not the newest.
         let at = self.ended.partition_point(|&(at, _)| at <= at_ms);
         self.ended.insert(at, (at_ms, uuid));
         self.ended_count += 1;
+        let owner = owner_key(self.jobs.get(&uuid).and_then(|j| j.owner.as_deref()));
+        *self.ended_by.entry(owner).or_default() += 1;
+        let forgotten = self.forget_over_cap();
+        self.tidy_ended();
+        forgotten
+    }
+
+    /// Forgets ended runs while more than `jobs.max_finished` are kept: each time the oldest of
+    /// the owner holding the most (of those holding as many, the one whose run ended first),
+    /// unless it is being revived (then none, this time: its progress may yet fail); how many.
+    pub(super) fn forget_over_cap(&mut self) -> usize {
         let mut forgotten = 0;
         while self.ended_count > self.max_ended {
-            if self.front_is_busy() {
-                break;
+            // Entries of runs revived or forgotten since go first, so that the search below
+            // does not walk over them again and again.
+            while let Some(&(at, uuid)) = self.ended.front()
+                && !self.is_ended_at(&uuid, at)
+            {
+                self.ended.pop_front();
             }
-            let Some((at, oldest)) = self.ended.pop_front() else {
+            let Some(most) = self.ended_by.values().copied().max() else {
                 break;
             };
-            if self.forget(&oldest, at) {
+            let jobs = &self.jobs;
+            let ended_by = &self.ended_by;
+            let victim = self.ended.iter().position(|(at, uuid)| {
+                jobs.get(uuid).is_some_and(|j| {
+                    j.state.ended_at() == Some(*at)
+                        && ended_by.get(&owner_key(j.owner.as_deref())) == Some(&most)
+                })
+            });
+            let Some(i) = victim else {
+                break;
+            };
+            let (at, uuid) = self.ended[i];
+            if self.jobs.get(&uuid).is_some_and(|j| j.busy) {
+                break;
+            }
+            self.ended.remove(i);
+            if self.forget(&uuid, at) {
                 forgotten += 1;
             }
         }
-        self.tidy_ended();
         forgotten
     }
 
@@ -133,6 +169,7 @@ impl Table {
     /// A finished or expired job is active again (a late commit began, or progress revived it).
     pub(super) fn revived(&mut self, owner: Option<&str>) {
         self.ended_count -= 1;
+        release(&mut self.ended_by, Some(&owner_key(owner)));
         self.active += 1;
         hold(&mut self.held, owner);
     }
@@ -149,6 +186,7 @@ impl Table {
                 job.owner.as_deref(),
                 job.weight(),
             );
+            release(&mut self.ended_by, Some(&owner_key(job.owner.as_deref())));
         }
         self.ended_count -= 1;
         self.del(uuid);
@@ -180,6 +218,12 @@ impl Table {
             });
         }
     }
+}
+
+/// The key of `owner` in the per-owner counts of ended runs: its name, or `""` for runs of no
+/// owner (no token's name is empty).
+pub(super) fn owner_key(owner: Option<&str>) -> String {
+    owner.unwrap_or_default().to_string()
 }
 
 /// One more active job or register under way for `owner`.

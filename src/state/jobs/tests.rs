@@ -268,11 +268,71 @@ fn ended_runs_beyond_max_finished_are_forgotten_oldest_first() {
             ..Counts::default()
         }
     );
+    // The revived run left the per-owner counts of ended runs, as it left the count.
+    assert_eq!(jobs.lock().ended_by.values().sum::<usize>(), 2);
     // The cap holds across a restart too.
     let (snapshot, _) = jobs.snapshot();
     let (small, _) = crate::state::journal::restore(Some(&snapshot[..]), b"", 1).unwrap();
     assert_eq!(small.counts().finished, 1);
     assert_eq!(small.counts().running, 1);
+}
+
+#[test]
+fn past_max_finished_the_owner_holding_the_most_ended_runs_loses_its_oldest() {
+    let jobs = Jobs::new(3);
+    let quota = |owner| Quota {
+        owner,
+        max_running: 100,
+        max_bytes: usize::MAX,
+        max_spool_bytes: 0,
+    };
+    let ended = |n: u128, owner, at_ms: i64| {
+        jobs.reserve(10, Some(quota(owner)))
+            .unwrap()
+            .fill(job(n, 0));
+        jobs.begin_commit(&Uuid::from_u128(n), None).unwrap();
+        finish(&jobs, &Uuid::from_u128(n), at_ms);
+    };
+    // Team-b's run ends first, then team-a's many: team-a's own oldest go, team-b's stays.
+    ended(1, "team-b", 10);
+    for n in 2..=6 {
+        ended(n, "team-a", 10 + n as i64);
+    }
+    let kept: Vec<Uuid> = rows(&jobs).iter().map(|r| r.0).collect();
+    assert_eq!(
+        kept,
+        [Uuid::from_u128(1), Uuid::from_u128(5), Uuid::from_u128(6)]
+    );
+    assert_eq!(jobs.lock().ended_by["team-b"], 1);
+    assert_eq!(jobs.lock().ended_by["team-a"], 2);
+    // Owners holding as many: the one whose run ended first loses it (team-b's own run
+    // pushes out its older one).
+    ended(7, "team-b", 20);
+    let kept: Vec<Uuid> = rows(&jobs).iter().map(|r| r.0).collect();
+    assert_eq!(
+        kept,
+        [Uuid::from_u128(5), Uuid::from_u128(6), Uuid::from_u128(7)]
+    );
+    // Runs of no owner count as one more owner.
+    for n in 8..=9 {
+        jobs.reserve(10, None).unwrap().fill(job(n, 0));
+        jobs.begin_commit(&Uuid::from_u128(n), None).unwrap();
+        finish(&jobs, &Uuid::from_u128(n), 30 + n as i64);
+    }
+    assert_eq!(jobs.counts().finished, 3);
+    assert_eq!(jobs.lock().ended_by.values().sum::<usize>(), 3);
+    // A restart counts them again and keeps the rule.
+    let big = Jobs::new(10);
+    for (n, owner) in [(1, "team-b"), (2, "team-a"), (3, "team-a"), (4, "team-a")] {
+        big.reserve(10, Some(quota(owner))).unwrap().fill(job(n, 0));
+        big.begin_commit(&Uuid::from_u128(n), None).unwrap();
+        finish(&big, &Uuid::from_u128(n), n as i64);
+    }
+    let (snapshot, _) = big.snapshot();
+    let (small, _) = crate::state::journal::restore(Some(&snapshot[..]), b"", 2).unwrap();
+    let kept: Vec<Uuid> = rows(&small).iter().map(|r| r.0).collect();
+    assert_eq!(kept, [Uuid::from_u128(1), Uuid::from_u128(4)]);
+    assert_eq!(small.lock().ended_by["team-a"], 1);
 }
 
 #[test]
