@@ -250,7 +250,11 @@ fn read_bounded(
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(corrupt("it ends before the compressed data does"));
+                // Cut short, or bytes after a whole gzip member that begin no other (too few
+                // for a member's header): the decoder cannot tell the two apart.
+                return Err(corrupt(
+                    "it ends before the compressed data does, or bytes after it are not compressed data",
+                ));
             }
             Err(_) => return Err(corrupt("its header, data or checksum is wrong")),
         };
@@ -415,6 +419,15 @@ mod tests {
             );
             assert_eq!(err.code().status(), 400, "{name}");
         }
+        // What is said of bytes after a whole member names them, as it names a body cut short.
+        let after = decode(
+            &mut with(&["gzip"]),
+            [whole.clone(), b"xx".to_vec()].concat(),
+            MAX_INFLATED_BYTES,
+            &mut Unbounded,
+        )
+        .unwrap_err();
+        assert!(after.to_string().contains("bytes after it"), "{after}");
     }
 
     #[test]
