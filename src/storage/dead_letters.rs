@@ -273,8 +273,11 @@ impl DeadLetters {
                 &with_target
             }
         };
-        // The lines are written last: when they are there, the letter is whole.
-        if self.handle.exists(&name(key, points, client, RECORD_EXT)) {
+        // The lines are written last: when they are there, the letter is whole. A letter kept
+        // before letters named their client has the name without it.
+        if self.handle.exists(&name(key, points, client, RECORD_EXT))
+            || (client.is_some() && self.handle.exists(&name(key, points, None, RECORD_EXT)))
+        {
             return Ok(Kept::Kept);
         }
         let error = error_text(why);
@@ -643,7 +646,24 @@ mod tests {
         );
         let usage = dead.usage();
         assert_eq!((usage.records, usage.dropped_points), (5, 1));
-        // Met again (the log delivered again), a kept refusal is kept once, and costs nothing.
+        // Met again (the log delivered again), a kept refusal is kept once, and costs nothing;
+        // so is one kept before letters named their client.
+        std::fs::rename(
+            dir.0.join(DIR).join("00000000000000000005-0-1.lp"),
+            dir.0.join(DIR).join("00000000000000000011-0-1.lp"),
+        )
+        .unwrap();
+        assert_eq!(
+            dead.store(key(11), Some("other"), None, "m v=1 1\n", 1, "x")
+                .unwrap(),
+            Kept::Kept
+        );
+        assert!(
+            !dir.0
+                .join(DIR)
+                .join("00000000000000000011-0-1-other.lp")
+                .exists()
+        );
         assert_eq!(
             dead.store(key(1), Some("greedy"), None, "m v=1 1\n", 1, "x")
                 .unwrap(),
