@@ -781,7 +781,7 @@ impl Jobs {
                     ended.push((at_ms, *uuid));
                     *table
                         .ended_by
-                        .entry(table::owner_key(job.owner.as_deref()))
+                        .entry(table::owner_key(job.owner.as_deref()).to_string())
                         .or_default() += 1;
                 }
                 None => {
@@ -801,6 +801,14 @@ impl Jobs {
         }
         ended.sort_unstable();
         table.ended_count = ended.len();
+        for &(at, uuid) in &ended {
+            let owner = table.jobs.get(&uuid).and_then(|j| j.owner.as_deref());
+            table
+                .ended_of
+                .entry(table::owner_key(owner).to_string())
+                .or_default()
+                .push_back((at, uuid));
+        }
         table.ended = ended.into();
         table.forget_over_cap();
         table.pending = Vec::new();

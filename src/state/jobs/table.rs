@@ -31,6 +31,10 @@ pub(super) struct Table {
     /// loses its oldest first, so one token's many finished runs never push out another
     /// token's few (an expired run whose late commit is still to come).
     pub(super) ended_by: HashMap<String, usize>,
+    /// The same runs as `ended`, per owner, oldest first: where the one to forget is found
+    /// without a walk over the others' (entries of runs revived or forgotten since are skipped,
+    /// and let go once they are the majority).
+    pub(super) ended_of: HashMap<String, VecDeque<(i64, Uuid)>>,
     /// `jobs.max_finished`.
     pub(super) max_ended: usize,
     /// Journal records of changes not yet handed out (removals of forgotten runs); they go
@@ -54,6 +58,7 @@ impl Table {
             ended: VecDeque::new(),
             ended_count: 0,
             ended_by: HashMap::new(),
+            ended_of: HashMap::new(),
             max_ended,
             pending: Vec::new(),
             seq: 0,
@@ -97,10 +102,7 @@ impl Table {
     }
 
     pub(super) fn is_ended_at(&self, uuid: &Uuid, at_ms: i64) -> bool {
-        self.jobs
-            .get(uuid)
-            .and_then(|j| j.state.ended_at())
-            .is_some_and(|at| at == at_ms)
+        ended_at(&self.jobs, uuid, at_ms)
     }
 
     /// A job has just become finished or expired; forgets ended runs beyond the cap
@@ -111,7 +113,10 @@ impl Table {
         let at = self.ended.partition_point(|&(at, _)| at <= at_ms);
         self.ended.insert(at, (at_ms, uuid));
         self.ended_count += 1;
-        let owner = owner_key(self.jobs.get(&uuid).and_then(|j| j.owner.as_deref()));
+        let owner = owner_key(self.jobs.get(&uuid).and_then(|j| j.owner.as_deref())).to_string();
+        let queue = self.ended_of.entry(owner.clone()).or_default();
+        let at = queue.partition_point(|&(at, _)| at <= at_ms);
+        queue.insert(at, (at_ms, uuid));
         *self.ended_by.entry(owner).or_default() += 1;
         let forgotten = self.forget_over_cap();
         self.tidy_ended();
@@ -124,32 +129,36 @@ impl Table {
     pub(super) fn forget_over_cap(&mut self) -> usize {
         let mut forgotten = 0;
         while self.ended_count > self.max_ended {
-            // Entries of runs revived or forgotten since go first, so that the search below
-            // does not walk over them again and again.
-            while let Some(&(at, uuid)) = self.ended.front()
-                && !self.is_ended_at(&uuid, at)
-            {
-                self.ended.pop_front();
-            }
             let Some(most) = self.ended_by.values().copied().max() else {
                 break;
             };
-            let jobs = &self.jobs;
-            let ended_by = &self.ended_by;
-            let victim = self.ended.iter().position(|(at, uuid)| {
-                jobs.get(uuid).is_some_and(|j| {
-                    j.state.ended_at() == Some(*at)
-                        && ended_by.get(&owner_key(j.owner.as_deref())) == Some(&most)
-                })
-            });
-            let Some(i) = victim else {
+            // Of the owners holding the most, the one whose oldest ended run ended first.
+            let mut victim: Option<(i64, Uuid, &str)> = None;
+            for (owner, queue) in &mut self.ended_of {
+                if self.ended_by.get(owner) != Some(&most) {
+                    continue;
+                }
+                while let Some(&(at, uuid)) = queue.front()
+                    && !ended_at(&self.jobs, &uuid, at)
+                {
+                    queue.pop_front();
+                }
+                if let Some(&(at, uuid)) = queue.front()
+                    && victim.is_none_or(|(a, u, _)| (at, uuid) < (a, u))
+                {
+                    victim = Some((at, uuid, owner));
+                }
+            }
+            let Some((at, uuid, owner)) = victim else {
                 break;
             };
-            let (at, uuid) = self.ended[i];
             if self.jobs.get(&uuid).is_some_and(|j| j.busy) {
                 break;
             }
-            self.ended.remove(i);
+            let owner = owner.to_string();
+            if let Some(queue) = self.ended_of.get_mut(&owner) {
+                queue.pop_front();
+            }
             if self.forget(&uuid, at) {
                 forgotten += 1;
             }
@@ -169,9 +178,19 @@ impl Table {
     /// A finished or expired job is active again (a late commit began, or progress revived it).
     pub(super) fn revived(&mut self, owner: Option<&str>) {
         self.ended_count -= 1;
-        release(&mut self.ended_by, Some(&owner_key(owner)));
+        self.one_less_ended(owner);
         self.active += 1;
         hold(&mut self.held, owner);
+    }
+
+    /// One ended run less for `owner`; an owner left with none is forgotten, with what its
+    /// queue still held (entries of runs no longer ended).
+    fn one_less_ended(&mut self, owner: Option<&str>) {
+        let owner = owner_key(owner);
+        release(&mut self.ended_by, Some(owner));
+        if !self.ended_by.contains_key(owner) {
+            self.ended_of.remove(owner);
+        }
     }
 
     /// Removes a job that ended at `at_ms`, if it still did.
@@ -186,7 +205,7 @@ impl Table {
                 job.owner.as_deref(),
                 job.weight(),
             );
-            release(&mut self.ended_by, Some(&owner_key(job.owner.as_deref())));
+            self.one_less_ended(job.owner.as_deref());
         }
         self.ended_count -= 1;
         self.del(uuid);
@@ -209,21 +228,30 @@ impl Table {
 
     /// Drops entries of `ended` that match no job any more, once they are the majority.
     pub(super) fn tidy_ended(&mut self) {
+        let jobs = &self.jobs;
         if self.ended.len() > 2 * self.ended_count + 1024 {
-            let jobs = &self.jobs;
-            self.ended.retain(|(at, uuid)| {
-                jobs.get(uuid)
-                    .and_then(|j| j.state.ended_at())
-                    .is_some_and(|a| a == *at)
-            });
+            self.ended.retain(|(at, uuid)| ended_at(jobs, uuid, *at));
+        }
+        for (owner, queue) in &mut self.ended_of {
+            let count = self.ended_by.get(owner).copied().unwrap_or(0);
+            if queue.len() > 2 * count + 64 {
+                queue.retain(|(at, uuid)| ended_at(jobs, uuid, *at));
+            }
         }
     }
 }
 
+/// Whether the job `uuid` of `jobs` ended at `at_ms` (and was not revived, or ended again, since).
+fn ended_at(jobs: &HashMap<Uuid, Box<Job>>, uuid: &Uuid, at_ms: i64) -> bool {
+    jobs.get(uuid)
+        .and_then(|j| j.state.ended_at())
+        .is_some_and(|at| at == at_ms)
+}
+
 /// The key of `owner` in the per-owner counts of ended runs: its name, or `""` for runs of no
 /// owner (no token's name is empty).
-pub(super) fn owner_key(owner: Option<&str>) -> String {
-    owner.unwrap_or_default().to_string()
+pub(super) fn owner_key(owner: Option<&str>) -> &str {
+    owner.unwrap_or_default()
 }
 
 /// One more active job or register under way for `owner`.
