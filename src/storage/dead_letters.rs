@@ -569,6 +569,31 @@ mod tests {
     }
 
     #[test]
+    fn letters_of_tokens_named_after_where_they_are_are_listed_counted_and_kept() {
+        // Tokens without a name are named after where they are (`config::clients`):
+        // `auth.tokens[1]`, `METRICS_CONSUMER_TOKENS[2]`, `tokens.txt:3`, `secrets/tokens.txt:4`.
+        let dir = Dir::new("dead-letters-place-names");
+        let clients = [
+            "auth.tokens[1]",
+            "METRICS_CONSUMER_TOKENS[2]",
+            "tokens.txt:3",
+            "secrets/tokens.txt:4",
+        ];
+        let dead = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
+        for (i, client) in clients.iter().enumerate() {
+            let kept = dead.store(key(i as u64 + 1), Some(client), None, "m v=1 1\n", 1, "bad");
+            assert!(
+                matches!(kept, Ok(Kept::Kept)),
+                "a refusal of {client} is kept: {kept:?}"
+            );
+        }
+        // replay-dead-letters lists every letter, and a restart counts them in the bound.
+        assert_eq!(list(&dir.0).unwrap().len(), clients.len());
+        let again = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
+        assert_eq!(again.usage().records, clients.len() as u64);
+    }
+
+    #[test]
     fn a_letters_name_carries_its_client_and_reads_back() {
         let part = Key {
             record: 12,
