@@ -15,8 +15,9 @@
 //!
 //! A dead letter is named by the log record its lines came from and the unit's place in it, so
 //! a refusal met again (the log delivered again after a restart) is kept once, and by the
-//! client that wrote the record (none: a record without one), so that each client's letters
-//! are counted from the directory alone.
+//! client that wrote the record (none: a record without one; [`file_key`]: a token named
+//! after where it was found, `tokens.txt:3`, is `tokens.txt%3A3`), so that each client's
+//! letters are counted from the directory alone.
 //! Both files are written whole or not at all. Beyond the bound, or beyond its client's share,
 //! a refusal is not kept: its points are counted as dropped, and the log says so at error
 //! level, at most once a minute, so a stream of refusals can never fill the disk, nor one
@@ -69,7 +70,8 @@ pub struct Usage {
 struct State {
     records: u64,
     bytes: u64,
-    /// Bytes of each client's letters (in `bytes` too); letters without a client are not in it.
+    /// Bytes of each client's letters (in `bytes` too), by its [`file_key`]; letters without a
+    /// client are not in it.
     clients: HashMap<String, u64>,
     /// Letters being written (their records and bytes are in `records`, `bytes` and `clients`):
     /// a count of the directory does not see them yet.
@@ -86,8 +88,9 @@ pub struct DeadLetters {
     /// The directory, opened at the start: letters are written relative to it.
     handle: DirHandle,
     limit: u64,
-    /// Each client's share of `limit`, in bytes ([`DeadLetters::with_shares`]); a client not
-    /// in it, and letters without a client, are held to `limit` alone.
+    /// Each client's share of `limit`, in bytes, by its [`file_key`]
+    /// ([`DeadLetters::with_shares`]); a client not in it, and letters without a client, are
+    /// held to `limit` alone.
     shares: HashMap<String, u64>,
     state: Mutex<State>,
 }
@@ -102,10 +105,36 @@ pub struct Key {
     pub line: u32,
 }
 
+/// Bytes of a client's name kept in a letter's file name, once made a [`file_key`]; past them,
+/// the first of them and a checksum of the whole name.
+const MAX_FILE_KEY_BYTES: usize = 96;
+
+/// What a client's name is in a letter's file name: its letters, digits, `.`, `_` and `-` as
+/// they are, every other byte as `%` and two hex digits (a token named after where it was
+/// found: `auth.tokens[1]`, `secrets/tokens.txt:4`); a name longer than
+/// [`MAX_FILE_KEY_BYTES`] so made is cut there and ends with `~` and the CRC-32 of the whole
+/// name, so that a file name stays within what a file system takes. The key is what the
+/// per-client counts and shares go by.
+pub fn file_key(client: &str) -> String {
+    let mut key = String::with_capacity(client.len());
+    for b in client.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            key.push(char::from(b));
+        } else {
+            key.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if key.len() > MAX_FILE_KEY_BYTES {
+        key.truncate(MAX_FILE_KEY_BYTES - 9);
+        key.push_str(&format!("~{:08x}", crc32fast::hash(client.as_bytes())));
+    }
+    key
+}
+
 /// `<record>-<unit>-<points>[-<client>].<ext>` (`<unit>.<line>` for a part of a unit): the
 /// key orders them and keeps each refusal once, the point count keeps the counters exact
-/// without parsing line protocol again, the client (a token's name: letters, digits, `.`,
-/// `_` and `-`, so a file name's) counts each client's letters from the directory.
+/// without parsing line protocol again, the client (its [`file_key`]) counts each client's
+/// letters from the directory.
 fn name(key: Key, points: u64, client: Option<&str>, ext: &str) -> String {
     let unit = match key.line {
         0 => format!("{:020}-{}-{points}", key.record, key.unit),
@@ -141,13 +170,13 @@ fn parse_name(path: &Path) -> Option<(Key, u64, Option<&str>)> {
     ))
 }
 
-/// Whether `name` can be a client's: 1 to 64 letters, digits, `.`, `_` or `-` (the rule of
-/// `[[auth.token]]`'s `name`).
+/// Whether `name` can be a client's [`file_key`]: 1 to [`MAX_FILE_KEY_BYTES`] letters,
+/// digits, `.`, `_`, `-`, `%` or `~`.
 fn is_client_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
+    (1..=MAX_FILE_KEY_BYTES).contains(&name.len())
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'%' | b'~'))
 }
 
 /// What a file of `len` bytes takes on disk, about: whole blocks of 4 KiB (a small file takes one
@@ -236,7 +265,10 @@ impl DeadLetters {
     /// never take the room of another's. Letters of a client not named, and of records without
     /// a client, are held to the bound alone.
     pub fn with_shares(mut self, shares: HashMap<String, u64>) -> DeadLetters {
-        self.shares = shares;
+        self.shares = shares
+            .into_iter()
+            .map(|(client, share)| (file_key(&client), share))
+            .collect();
         self
     }
 
@@ -248,13 +280,13 @@ impl DeadLetters {
     /// bound or beyond `client`'s share of it ([`DeadLetters::with_shares`]), counts them as
     /// dropped. A refusal whose `key` is kept already is not kept again (and is answered
     /// `Kept`). An error means the disk failed.
-    /// `client`: the client that wrote the record (a token's name), `None` for none.
+    /// `client_name`: the client that wrote the record (a token's name), `None` for none.
     /// `target`: where the points go when not to `[influxdb]`'s database (a write through
     /// InfluxDB's API, timestamps in nanoseconds), kept in the letter's first line.
     pub fn store(
         &self,
         key: Key,
-        client: Option<&str>,
+        client_name: Option<&str>,
         target: Option<&OwnedTarget>,
         lines: &str,
         points: u64,
@@ -273,6 +305,8 @@ impl DeadLetters {
                 &with_target
             }
         };
+        let client_key = client_name.map(file_key);
+        let client = client_key.as_deref();
         // The lines are written last: when they are there, the letter is whole. A letter kept
         // before letters named their client has the name without it.
         if self.handle.exists(&name(key, points, client, RECORD_EXT))
@@ -295,12 +329,14 @@ impl DeadLetters {
                     .is_none_or(|at| at.elapsed() >= DROP_LOG_EVERY)
                 {
                     s.last_drop_log = Some(Instant::now());
-                    let full = match (client, share) {
-                        (Some(client), Some(share)) if s.bytes + len <= self.limit => format!(
-                            "the dead letters of client {client} are full ({} bytes, its share of storage.max_dead_letter_bytes = {share}; {} bytes for every client)",
-                            s.clients.get(client).copied().unwrap_or(0),
-                            s.bytes,
-                        ),
+                    let full = match (client, client_name, share) {
+                        (Some(client), Some(name), Some(share)) if s.bytes + len <= self.limit => {
+                            format!(
+                                "the dead letters of client {name} are full ({} bytes, its share of storage.max_dead_letter_bytes = {share}; {} bytes for every client)",
+                                s.clients.get(client).copied().unwrap_or(0),
+                                s.bytes,
+                            )
+                        }
                         _ => format!(
                             "the dead letters are full ({} bytes, storage.max_dead_letter_bytes = {})",
                             s.bytes, self.limit
@@ -591,6 +627,25 @@ mod tests {
         assert_eq!(list(&dir.0).unwrap().len(), clients.len());
         let again = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
         assert_eq!(again.usage().records, clients.len() as u64);
+        // And such a token is held to its share as any other: its one letter fills it.
+        let shared = DeadLetters::open(&root(&dir), 1 << 20)
+            .unwrap()
+            .with_shares(HashMap::from([(
+                "tokens.txt:3".to_string(),
+                2 * 4096 + 100,
+            )]));
+        assert_eq!(
+            shared
+                .store(key(9), Some("tokens.txt:3"), None, "m v=1 1\n", 1, "bad")
+                .unwrap(),
+            Kept::Dropped
+        );
+        assert_eq!(
+            shared
+                .store(key(9), Some("auth.tokens[1]"), None, "m v=1 1\n", 1, "bad")
+                .unwrap(),
+            Kept::Kept
+        );
     }
 
     #[test]
@@ -622,9 +677,26 @@ mod tests {
             "1-0-2-.lp",
             "1-0-2-a b.lp",
             "1-0-2-é.lp",
-            &format!("1-0-2-{}.lp", "x".repeat(65)),
+            &format!("1-0-2-{}.lp", "x".repeat(MAX_FILE_KEY_BYTES + 1)),
         ] {
             assert_eq!(parse_name(Path::new(stranger)), None, "{stranger}");
+        }
+    }
+
+    #[test]
+    fn a_tokens_name_becomes_a_file_name_of_its_own() {
+        assert_eq!(file_key("ci-runner.eu_1"), "ci-runner.eu_1");
+        assert_eq!(file_key("auth.tokens[1]"), "auth.tokens%5B1%5D");
+        assert_eq!(file_key("tokens.txt:3"), "tokens.txt%3A3");
+        assert_eq!(file_key("secrets/tokens.txt:4"), "secrets%2Ftokens.txt%3A4");
+        assert_eq!(file_key("é"), "%C3%A9");
+        // A long one (a token file deep in a tree) is cut, and told from another by its checksum.
+        let deep = |n: u32| format!("/etc/metrics-consumer/{}/tokens.txt:{n}", "d/".repeat(40));
+        let (a, b) = (file_key(&deep(1)), file_key(&deep(2)));
+        assert_eq!(a.len(), MAX_FILE_KEY_BYTES);
+        assert_ne!(a, b);
+        for key in [a, b, file_key("secrets/tokens.txt:4")] {
+            assert!(is_client_name(&key), "{key}");
         }
     }
 
