@@ -379,13 +379,13 @@ pub const HEALTH_FAILS_FOR: std::time::Duration = std::time::Duration::from_secs
 /// 503 `storage_error`), while none has succeeded since, 503 `fail`, as InfluxDB 2 answers
 /// when it is not ready, saying why (without the path under `storage.dir`).
 pub fn health(app: &App, _: &Request, _: Option<&Client>) -> Result<Reply, ApiError> {
-    let now = std::time::SystemTime::now();
+    let now = std::time::Instant::now();
     let failed = app
         .service
         .delivery
         .log()
         .write_failure()
-        .filter(|f| fails_health(f.at, now));
+        .filter(|f| fails_health(f.since, now));
     if let Some(failure) = failed {
         return Ok(Reply::Response(Response::json(
             503,
@@ -412,11 +412,12 @@ pub fn health(app: &App, _: &Request, _: Option<&Client>) -> Result<Reply, ApiEr
     })))
 }
 
-/// Whether a write to the log that failed `at` (none succeeding since) makes `GET /health`
-/// say `fail` `now`: within [`HEALTH_FAILS_FOR`] of it (a clock set back counts as within).
-fn fails_health(at: std::time::SystemTime, now: std::time::SystemTime) -> bool {
-    now.duration_since(at)
-        .map_or(true, |since| since < HEALTH_FAILS_FOR)
+/// Whether a write to the log that failed `since` (none succeeding since; a request refused
+/// while the log is broken counts as one) makes `GET /health` say `fail` `now`: within
+/// [`HEALTH_FAILS_FOR`] of it, on the monotonic clock, so that a wall clock set back cannot
+/// keep it failing.
+fn fails_health(since: std::time::Instant, now: std::time::Instant) -> bool {
+    now.saturating_duration_since(since) < HEALTH_FAILS_FOR
 }
 
 /// `GET|POST /query?q=`: `CREATE DATABASE` of a database the token may write (answered as
@@ -562,14 +563,12 @@ mod tests {
 
     #[test]
     fn health_fails_for_a_minute_after_a_failed_write_to_the_log() {
-        let at = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
-        let later = |s: u64| at + std::time::Duration::from_secs(s);
-        assert!(fails_health(at, at));
-        assert!(fails_health(at, later(59)));
-        assert!(!fails_health(at, later(60)));
-        assert!(!fails_health(at, later(3600)));
-        // A clock set back since: the failure is taken as recent.
-        assert!(fails_health(later(10), at));
+        let since = std::time::Instant::now();
+        let later = |s: u64| since + std::time::Duration::from_secs(s);
+        assert!(fails_health(since, since));
+        assert!(fails_health(since, later(59)));
+        assert!(!fails_health(since, later(60)));
+        assert!(!fails_health(since, later(3600)));
     }
 
     #[test]

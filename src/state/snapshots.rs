@@ -251,6 +251,7 @@ impl Snapshots {
                 drop(now);
                 let told = WriteFailure {
                     at: std::time::SystemTime::now(),
+                    since: std::time::Instant::now(),
                     for_client: format!(
                         "the gateway cannot keep room on disk for the next snapshot of its job table: {e}"
                     ),

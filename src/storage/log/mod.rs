@@ -67,7 +67,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::record::{self, Frame, HeaderError, Kind, Parts, SEGMENT_HEADER_BYTES, Target, Unit};
 use super::{DirHandle, StorageError};
@@ -165,6 +165,8 @@ impl LogError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteFailure {
     pub at: std::time::SystemTime,
+    /// The same, on the monotonic clock (how long ago, whatever the wall clock does since).
+    pub since: Instant,
     /// Why, naming the file (for the operator).
     pub error: String,
     /// Why, without the file's path under `storage.dir` ([`LogError::for_client`]).
@@ -633,6 +635,11 @@ impl Log {
         if inner.broken {
             inner = self.mend(inner);
             if inner.broken {
+                // Refused without a write: the failure stands as of now.
+                if let Some(failure) = &mut inner.write_failure {
+                    failure.at = std::time::SystemTime::now();
+                    failure.since = Instant::now();
+                }
                 return Err(LogError::Broken);
             }
         }
@@ -905,6 +912,7 @@ impl Log {
             Err(e) => {
                 inner.write_failure = Some(WriteFailure {
                     at: std::time::SystemTime::now(),
+                    since: Instant::now(),
                     error: e.to_string(),
                     for_client: e.for_client(),
                 });
@@ -2092,6 +2100,7 @@ mod tests {
         put(&log, 1);
         let ticket = fail_a_write(&log, 2);
         assert!(log.wait(ticket).is_err(), "the write failed");
+        let failed = log.write_failure().expect("told").since;
         assert!(
             matches!(
                 log.append(Kind::Request, 0, b"", &one_line("m v=3 3\n"), None),
@@ -2099,7 +2108,12 @@ mod tests {
             ),
             "the cut-back failed again: nothing is taken"
         );
+        assert!(
+            log.write_failure().expect("still told").since > failed,
+            "a request refused while the log is broken is a failure as of now (GET /health)"
+        );
         assert_eq!(put(&log, 4), 2, "cut back now: taken, numbered on");
+        assert_eq!(log.write_failure(), None, "a write that succeeds clears it");
         let read = read_all(&log, &mut at);
         let lines: Vec<&str> = read.iter().map(|r| r.lines(&r.units[0])).collect();
         assert_eq!(lines.len(), 2, "{lines:?}");
