@@ -418,3 +418,41 @@ fn a_letter_whose_files_cannot_be_changed_is_named_and_the_others_go_on() {
     );
     assert_eq!(code, Some(EXIT_FILES), "{out}{err}");
 }
+
+/// Letters named by the token that wrote them (`-<token>` before the extension, bytes other
+/// than letters, digits, `.`, `_` and `-` as `%XX`, as the gateway names them) are listed,
+/// delivered and removed as any other; one InfluxDB refuses again keeps its name and takes
+/// InfluxDB's new reason.
+#[test]
+fn letters_named_by_their_token_are_replayed_as_any_other() {
+    let influx = Influxd::start();
+    let dir = setup(&influx.url, "");
+    let named = |record: u64, token: &str, lines: &str| {
+        let path = dir.join(format!("data/dead-letter/{record:020}-0-1-{token}.lp"));
+        fs::write(path.with_extension("error"), OLD_REASON).unwrap();
+        fs::write(&path, lines).unwrap();
+        path
+    };
+    let first = named(1, "ci-runner.eu", &point(1));
+    let second = named(2, "tokens.txt%3A3", &point(2));
+    // `v` is a float in InfluxDB once the letters before it are delivered.
+    let conflict = format!("{MEASUREMENT},letter=3 v=\"text\" {}\n", 1_700_000_000_003u64);
+    let third = named(3, "secrets%2Ftokens.txt%3A4", &conflict);
+
+    let (code, out, err) = replay(&dir);
+    assert_eq!(stored(&influx), ["1", "2"], "{out}{err}");
+    assert!(!first.exists() && !second.exists(), "{:?}", files(&dir));
+    assert_eq!(
+        fs::read_to_string(&third).unwrap(),
+        conflict,
+        "kept under its name"
+    );
+    let reason = fs::read_to_string(third.with_extension("error")).unwrap();
+    assert_ne!(reason, OLD_REASON);
+    assert!(reason.contains("field type conflict"), "{reason}");
+    assert!(
+        out.contains("2 dead letters delivered, 1 still refused, 0 unreadable, 0 left untried"),
+        "{out}"
+    );
+    assert_eq!(code, Some(EXIT_STILL_REFUSED), "{out}{err}");
+}
