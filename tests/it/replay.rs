@@ -436,7 +436,10 @@ fn letters_named_by_their_token_are_replayed_as_any_other() {
     let first = named(1, "ci-runner.eu", &point(1));
     let second = named(2, "tokens.txt%3A3", &point(2));
     // `v` is a float in InfluxDB once the letters before it are delivered.
-    let conflict = format!("{MEASUREMENT},letter=3 v=\"text\" {}\n", 1_700_000_000_003u64);
+    let conflict = format!(
+        "{MEASUREMENT},letter=3 v=\"text\" {}\n",
+        1_700_000_000_003u64
+    );
     let third = named(3, "secrets%2Ftokens.txt%3A4", &conflict);
 
     let (code, out, err) = replay(&dir);
