@@ -701,6 +701,36 @@ mod tests {
     }
 
     #[test]
+    fn two_tokens_with_long_names_never_share_a_file_key() {
+        // Two token files deep in a tree, each's first token named after where it is; their
+        // names differ past the cut, and their CRC-32 is the same.
+        let a = "secrets/performance-engineering/load-tests/eu-west-1/checkout-service/tokens-l98cu.txt:1";
+        let b = "secrets/performance-engineering/load-tests/eu-west-1/checkout-service/tokens-pvdba.txt:1";
+        assert_eq!(crc32fast::hash(a.as_bytes()), crc32fast::hash(b.as_bytes()));
+        assert_ne!(file_key(a), file_key(b), "two tokens, one key");
+        // Else one's refusals fill the other's share of the dead letters.
+        let dir = Dir::new("dead-letters-long-names");
+        let share = 2 * 4096 + 100;
+        let dead = DeadLetters::open(&root(&dir), 1 << 20)
+            .unwrap()
+            .with_shares(HashMap::from([
+                (a.to_string(), share),
+                (b.to_string(), share),
+            ]));
+        assert_eq!(
+            dead.store(key(1), Some(a), None, "m v=1 1\n", 1, "bad")
+                .unwrap(),
+            Kept::Kept
+        );
+        assert_eq!(
+            dead.store(key(2), Some(b), None, "m v=1 1\n", 1, "bad")
+                .unwrap(),
+            Kept::Kept,
+            "{b}'s first refusal is kept within its own share"
+        );
+    }
+
+    #[test]
     fn one_clients_refusals_never_take_the_room_of_another() {
         let dir = Dir::new("dead-letters-shares");
         // Each small letter takes two blocks: room for two of each client's, and many in all.
