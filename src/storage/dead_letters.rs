@@ -112,8 +112,8 @@ const MAX_FILE_KEY_BYTES: usize = 96;
 /// What a client's name is in a letter's file name: its letters, digits, `.`, `_` and `-` as
 /// they are, every other byte as `%` and two hex digits (a token named after where it was
 /// found: `auth.tokens[1]`, `secrets/tokens.txt:4`); a name longer than
-/// [`MAX_FILE_KEY_BYTES`] so made is cut there and ends with `~` and the CRC-32 of the whole
-/// name, so that a file name stays within what a file system takes. The key is what the
+/// [`MAX_FILE_KEY_BYTES`] so made is cut there and ends with `~` and the first 128 bits of the
+/// SHA-256 of the whole name, so that a file name stays within what a file system takes. The key is what the
 /// per-client counts and shares go by.
 pub fn file_key(client: &str) -> String {
     let mut key = String::with_capacity(client.len());
@@ -125,8 +125,13 @@ pub fn file_key(client: &str) -> String {
         }
     }
     if key.len() > MAX_FILE_KEY_BYTES {
-        key.truncate(MAX_FILE_KEY_BYTES - 9);
-        key.push_str(&format!("~{:08x}", crc32fast::hash(client.as_bytes())));
+        // A checksum two names cannot be made to share (a CRC-32 can: it is linear).
+        let digest = ring::digest::digest(&ring::digest::SHA256, client.as_bytes());
+        key.truncate(MAX_FILE_KEY_BYTES - 33);
+        key.push('~');
+        for b in &digest.as_ref()[..16] {
+            key.push_str(&format!("{b:02x}"));
+        }
     }
     key
 }
