@@ -106,15 +106,15 @@ pub struct Key {
 }
 
 /// Bytes of a client's name kept in a letter's file name, once made a [`file_key`]; past them,
-/// the first of them and a checksum of the whole name.
+/// the first of them and a digest of the whole name.
 const MAX_FILE_KEY_BYTES: usize = 96;
 
 /// What a client's name is in a letter's file name: its letters, digits, `.`, `_` and `-` as
 /// they are, every other byte as `%` and two hex digits (a token named after where it was
 /// found: `auth.tokens[1]`, `secrets/tokens.txt:4`); a name longer than
-/// [`MAX_FILE_KEY_BYTES`] so made is cut there and ends with `~` and the first 128 bits of the
-/// SHA-256 of the whole name, so that a file name stays within what a file system takes. The key is what the
-/// per-client counts and shares go by.
+/// [`MAX_FILE_KEY_BYTES`] so made is cut short and ends with `~` and the first 128 bits of the
+/// SHA-256 of the whole name, so that a file name stays within what a file system takes. The
+/// key is what the per-client counts and shares go by.
 pub fn file_key(client: &str) -> String {
     let mut key = String::with_capacity(client.len());
     for b in client.bytes() {
