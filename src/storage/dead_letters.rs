@@ -109,6 +109,13 @@ pub struct Key {
 /// the first of them and a digest of the whole name.
 const MAX_FILE_KEY_BYTES: usize = 96;
 
+/// The bytes of a client's name that [`file_key`] keeps as they are: letters, digits, `.`, `_`
+/// and `-` (the rest are `%` and two hex digits).
+const FILE_KEY_KEEPS: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'-');
+
 /// What a client's name is in a letter's file name: its letters, digits, `.`, `_` and `-` as
 /// they are, every other byte as `%` and two hex digits (a token named after where it was
 /// found: `auth.tokens[1]`, `secrets/tokens.txt:4`); a name longer than
@@ -116,14 +123,7 @@ const MAX_FILE_KEY_BYTES: usize = 96;
 /// SHA-256 of the whole name, so that a file name stays within what a file system takes. The
 /// key is what the per-client counts and shares go by.
 pub fn file_key(client: &str) -> String {
-    let mut key = String::with_capacity(client.len());
-    for b in client.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
-            key.push(char::from(b));
-        } else {
-            key.push_str(&format!("%{b:02X}"));
-        }
-    }
+    let mut key = percent_encoding::utf8_percent_encode(client, FILE_KEY_KEEPS).to_string();
     if key.len() > MAX_FILE_KEY_BYTES {
         // A checksum two names cannot be made to share (a CRC-32 can: it is linear).
         let digest = ring::digest::digest(&ring::digest::SHA256, client.as_bytes());
