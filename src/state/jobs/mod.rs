@@ -777,13 +777,7 @@ impl Jobs {
         let mut ended: Vec<(i64, Uuid)> = Vec::new();
         for (uuid, job) in &mut table.jobs {
             match job.state.ended_at() {
-                Some(at_ms) => {
-                    ended.push((at_ms, *uuid));
-                    *table
-                        .ended_by
-                        .entry(table::owner_key(job.owner.as_deref()).to_string())
-                        .or_default() += 1;
-                }
+                Some(at_ms) => ended.push((at_ms, *uuid)),
                 None => {
                     table.active += 1;
                     hold(&mut table.held, job.owner.as_deref());
@@ -800,16 +794,9 @@ impl Jobs {
             );
         }
         ended.sort_unstable();
-        table.ended_count = ended.len();
-        for &(at, uuid) in &ended {
-            let owner = table.jobs.get(&uuid).and_then(|j| j.owner.as_deref());
-            table
-                .ended_of
-                .entry(table::owner_key(owner).to_string())
-                .or_default()
-                .push_back((at, uuid));
+        for (at_ms, uuid) in ended {
+            table.count_ended(uuid, at_ms);
         }
-        table.ended = ended.into();
         table.forget_over_cap();
         table.pending = Vec::new();
         // A restored run is as old as the wall clock says at the start (a clock that went back

@@ -27,14 +27,11 @@ pub(super) struct Table {
     pub(super) ended: VecDeque<(i64, Uuid)>,
     /// Jobs now finished or expired.
     pub(super) ended_count: usize,
-    /// The same, per owner ([`owner_key`]): past `jobs.max_finished` the owner holding the most
-    /// loses its oldest first, so one token's many finished runs never push out another
-    /// token's few (an expired run whose late commit is still to come).
-    pub(super) ended_by: HashMap<String, usize>,
-    /// The same runs as `ended`, per owner, oldest first: where the one to forget is found
-    /// without a walk over the others' (entries of runs revived or forgotten since are skipped,
-    /// and let go once they are the majority).
-    pub(super) ended_of: HashMap<String, VecDeque<(i64, Uuid)>>,
+    /// The same, per owner ([`owner_key`]; owners with none have no entry): past
+    /// `jobs.max_finished` the owner holding the most loses its oldest first, so one token's
+    /// many finished runs never push out another token's few (an expired run whose late commit
+    /// is still to come).
+    pub(super) ended_by: HashMap<String, Ended>,
     /// `jobs.max_finished`.
     pub(super) max_ended: usize,
     /// Journal records of changes not yet handed out (removals of forgotten runs); they go
@@ -58,7 +55,6 @@ impl Table {
             ended: VecDeque::new(),
             ended_count: 0,
             ended_by: HashMap::new(),
-            ended_of: HashMap::new(),
             max_ended,
             pending: Vec::new(),
             seq: 0,
@@ -108,19 +104,22 @@ impl Table {
     /// A job has just become finished or expired; forgets ended runs beyond the cap
     /// ([`Table::forget_over_cap`]); how many.
     pub(super) fn ended(&mut self, uuid: Uuid, at_ms: i64) -> usize {
-        // In order of time: a run put back to the time it had expired at (a late commit that
-        // was not recorded) is not the newest.
-        let at = self.ended.partition_point(|&(at, _)| at <= at_ms);
-        self.ended.insert(at, (at_ms, uuid));
-        self.ended_count += 1;
-        let owner = owner_key(self.jobs.get(&uuid).and_then(|j| j.owner.as_deref())).to_string();
-        let queue = self.ended_of.entry(owner.clone()).or_default();
-        let at = queue.partition_point(|&(at, _)| at <= at_ms);
-        queue.insert(at, (at_ms, uuid));
-        *self.ended_by.entry(owner).or_default() += 1;
+        self.count_ended(uuid, at_ms);
         let forgotten = self.forget_over_cap();
         self.tidy_ended();
         forgotten
+    }
+
+    /// Counts the job `uuid`, ended at `at_ms`, among the ended runs, and its owner's.
+    pub(super) fn count_ended(&mut self, uuid: Uuid, at_ms: i64) {
+        // In order of time: a run put back to the time it had expired at (a late commit that
+        // was not recorded) is not the newest.
+        insert_in_time(&mut self.ended, at_ms, uuid);
+        self.ended_count += 1;
+        let owner = owner_key(self.jobs.get(&uuid).and_then(|j| j.owner.as_deref()));
+        let ended = self.ended_by.entry(owner.to_string()).or_default();
+        insert_in_time(&mut ended.queue, at_ms, uuid);
+        ended.count += 1;
     }
 
     /// Forgets ended runs while more than `jobs.max_finished` are kept: each time the oldest of
@@ -129,13 +128,13 @@ impl Table {
     pub(super) fn forget_over_cap(&mut self) -> usize {
         let mut forgotten = 0;
         while self.ended_count > self.max_ended {
-            let Some(most) = self.ended_by.values().copied().max() else {
+            let Some(most) = self.ended_by.values().map(|e| e.count).max() else {
                 break;
             };
             // Of the owners holding the most, the one whose oldest ended run ended first.
             let mut victim: Option<(i64, Uuid, &str)> = None;
-            for (owner, queue) in &mut self.ended_of {
-                if self.ended_by.get(owner) != Some(&most) {
+            for (owner, Ended { count, queue }) in &mut self.ended_by {
+                if *count != most {
                     continue;
                 }
                 while let Some(&(at, uuid)) = queue.front()
@@ -156,8 +155,8 @@ impl Table {
                 break;
             }
             let owner = owner.to_string();
-            if let Some(queue) = self.ended_of.get_mut(&owner) {
-                queue.pop_front();
+            if let Some(ended) = self.ended_by.get_mut(&owner) {
+                ended.queue.pop_front();
             }
             if self.forget(&uuid, at) {
                 forgotten += 1;
@@ -187,9 +186,11 @@ impl Table {
     /// queue still held (entries of runs no longer ended).
     fn one_less_ended(&mut self, owner: Option<&str>) {
         let owner = owner_key(owner);
-        release(&mut self.ended_by, Some(owner));
-        if !self.ended_by.contains_key(owner) {
-            self.ended_of.remove(owner);
+        if let Some(ended) = self.ended_by.get_mut(owner) {
+            ended.count -= 1;
+            if ended.count == 0 {
+                self.ended_by.remove(owner);
+            }
         }
     }
 
@@ -232,13 +233,27 @@ impl Table {
         if self.ended.len() > 2 * self.ended_count + 1024 {
             self.ended.retain(|(at, uuid)| ended_at(jobs, uuid, *at));
         }
-        for (owner, queue) in &mut self.ended_of {
-            let count = self.ended_by.get(owner).copied().unwrap_or(0);
-            if queue.len() > 2 * count + 64 {
+        for Ended { count, queue } in self.ended_by.values_mut() {
+            if queue.len() > 2 * *count + 64 {
                 queue.retain(|(at, uuid)| ended_at(jobs, uuid, *at));
             }
         }
     }
+}
+
+/// One owner's ended runs: how many, and their entries oldest first, where the one to forget
+/// is found without a walk over the other owners' (entries of runs revived or forgotten since
+/// are skipped, and let go once they are the majority).
+#[derive(Debug, Default)]
+pub(super) struct Ended {
+    pub(super) count: usize,
+    pub(super) queue: VecDeque<(i64, Uuid)>,
+}
+
+/// Puts (`at_ms`, `uuid`) into `queue`, kept in order of time, after those of the same time.
+fn insert_in_time(queue: &mut VecDeque<(i64, Uuid)>, at_ms: i64, uuid: Uuid) {
+    let at = queue.partition_point(|&(at, _)| at <= at_ms);
+    queue.insert(at, (at_ms, uuid));
 }
 
 /// Whether the job `uuid` of `jobs` ended at `at_ms` (and was not revived, or ended again, since).

@@ -269,7 +269,14 @@ fn ended_runs_beyond_max_finished_are_forgotten_oldest_first() {
         }
     );
     // The revived run left the per-owner counts of ended runs, as it left the count.
-    assert_eq!(jobs.lock().ended_by.values().sum::<usize>(), 2);
+    assert_eq!(
+        jobs.lock()
+            .ended_by
+            .values()
+            .map(|e| e.count)
+            .sum::<usize>(),
+        2
+    );
     // The cap holds across a restart too.
     let (snapshot, _) = jobs.snapshot();
     let (small, _) = crate::state::journal::restore(Some(&snapshot[..]), b"", 1).unwrap();
@@ -303,8 +310,8 @@ fn past_max_finished_the_owner_holding_the_most_ended_runs_loses_its_oldest() {
         kept,
         [Uuid::from_u128(1), Uuid::from_u128(5), Uuid::from_u128(6)]
     );
-    assert_eq!(jobs.lock().ended_by["team-b"], 1);
-    assert_eq!(jobs.lock().ended_by["team-a"], 2);
+    assert_eq!(jobs.lock().ended_by["team-b"].count, 1);
+    assert_eq!(jobs.lock().ended_by["team-a"].count, 2);
     // Owners holding as many: the one whose run ended first loses it (team-b's own run
     // pushes out its older one).
     ended(7, "team-b", 20);
@@ -320,7 +327,14 @@ fn past_max_finished_the_owner_holding_the_most_ended_runs_loses_its_oldest() {
         finish(&jobs, &Uuid::from_u128(n), 30 + n as i64);
     }
     assert_eq!(jobs.counts().finished, 3);
-    assert_eq!(jobs.lock().ended_by.values().sum::<usize>(), 3);
+    assert_eq!(
+        jobs.lock()
+            .ended_by
+            .values()
+            .map(|e| e.count)
+            .sum::<usize>(),
+        3
+    );
     // A restart counts them again and keeps the rule.
     let big = Jobs::new(10);
     for (n, owner) in [(1, "team-b"), (2, "team-a"), (3, "team-a"), (4, "team-a")] {
@@ -332,7 +346,7 @@ fn past_max_finished_the_owner_holding_the_most_ended_runs_loses_its_oldest() {
     let (small, _) = crate::state::journal::restore(Some(&snapshot[..]), b"", 2).unwrap();
     let kept: Vec<Uuid> = rows(&small).iter().map(|r| r.0).collect();
     assert_eq!(kept, [Uuid::from_u128(1), Uuid::from_u128(4)]);
-    assert_eq!(small.lock().ended_by["team-a"], 1);
+    assert_eq!(small.lock().ended_by["team-a"].count, 1);
 }
 
 #[test]
@@ -384,10 +398,10 @@ fn entries_of_revived_runs_do_not_pile_up() {
         "{}",
         t.ended.len()
     );
-    let queued: usize = t.ended_of.values().map(|q| q.len()).sum();
+    let queued: usize = t.ended_by.values().map(|e| e.queue.len()).sum();
     assert!(queued <= 2 * t.ended_count + 64, "{queued}");
     assert_eq!(t.ended_count, 1);
-    assert_eq!(t.ended_by[""], 1);
+    assert_eq!(t.ended_by[""].count, 1);
     assert_eq!(t.active, 1);
 }
 
