@@ -148,12 +148,21 @@ pub enum TargetRetention {
 }
 
 /// The databases with a schema, and how many each client added.
-#[derive(Default)]
 struct Databases {
     schemas: HashMap<String, Arc<Schema>>,
     added_by: HashMap<String, usize>,
-    /// Databases one client adds at most ([`Schemas::shared_by`]); 0: [`MAX_DATABASES`].
+    /// Databases one client adds at most ([`Schemas::shared_by`]; all of them by default).
     per_client: usize,
+}
+
+impl Default for Databases {
+    fn default() -> Databases {
+        Databases {
+            schemas: HashMap::new(),
+            added_by: HashMap::new(),
+            per_client: MAX_DATABASES,
+        }
+    }
 }
 
 /// What the gateway knows of each target's retention: `None` until InfluxDB was asked once
@@ -195,13 +204,9 @@ impl Schemas {
         if let Some(schema) = databases.schemas.get(database) {
             return Some((Arc::clone(schema), false));
         }
-        let per_client = match databases.per_client {
-            0 => MAX_DATABASES,
-            n => n,
-        };
         let added = |c: &str| databases.added_by.get(c).copied().unwrap_or(0);
         if databases.schemas.len() >= MAX_DATABASES
-            || client.is_some_and(|c| added(c) >= per_client)
+            || client.is_some_and(|c| added(c) >= databases.per_client)
         {
             return None;
         }
