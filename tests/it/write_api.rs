@@ -1020,3 +1020,34 @@ fn one_token_cannot_spend_every_database_place_and_lock_another_out() {
         other.body
     );
 }
+
+#[test]
+fn the_answer_to_a_small_body_of_long_refused_lines_stays_small() {
+    let influx = Influxd::start();
+    let gw = gateway(&influx);
+    // 100 lines of 160 000 bytes each, none with a field: 16 MB inflated, 16 KB sent.
+    let line = format!("http_{}", "\u{1}".repeat(160_000));
+    let text = vec![line; 100].join("\n");
+    let gz = gzip(&text);
+    assert!(gz.len() < 64 * 1024, "{} bytes", gz.len());
+    for path in [
+        "/api/v3/write_lp?db=k6",
+        "/write?db=k6",
+        "/api/v2/write?bucket=k6",
+    ] {
+        let mut raw = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Token {TOKEN}\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            gz.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(&gz);
+        let r = send_raw(gw.addr, &raw);
+        assert_eq!(r.status, 400, "{path}");
+        assert!(
+            r.body.len() < 1024 * 1024,
+            "{path}: a {}-byte body answered with {} bytes",
+            gz.len(),
+            r.body.len()
+        );
+    }
+}
