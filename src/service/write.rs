@@ -403,7 +403,9 @@ impl Service {
                     } else {
                         LineRefusal::Parse
                     };
-                    refusals.add(entry.number, text, why, e.influx(text));
+                    // The line quoted as its text is kept, cut: a body's long lines must
+                    // not make an answer many times its size.
+                    refusals.add(entry.number, text, why, e.influx(&cut(text, 200)));
                     kept.push(None);
                 }
                 // InfluxDB drops a point older than its retention policy keeps before it
