@@ -402,6 +402,23 @@ pub fn health(app: &App, _: &Request, _: Option<&Client>) -> Result<Reply, ApiEr
             }),
         )));
     }
+    let log = app.service.delivery.log();
+    if log.is_full() {
+        return Ok(Reply::Response(Response::json(
+            503,
+            &json!({
+                "name": "influxdb",
+                "message": format!(
+                    "the gateway's log is full (storage.max_spool_bytes = {}): writes are refused until InfluxDB takes what waits",
+                    log.limit()
+                ),
+                "status": "fail",
+                "checks": [],
+                "version": version(),
+                "commit": "metrics-consumer",
+            }),
+        )));
+    }
     Ok(Reply::Json(json!({
         "name": "influxdb",
         "message": "ready for queries and writes",

@@ -182,6 +182,7 @@ impl Log {
         }
         inner.delivered = seq;
         inner.undelivered = inner.undelivered.saturating_sub(bytes);
+        inner.full = false;
         inner.undelivered_records = inner
             .undelivered_records
             .saturating_sub(records.len() as u64);

@@ -348,6 +348,9 @@ struct Inner {
     /// Bytes and count of records (written or queued) not yet delivered.
     undelivered: u64,
     undelivered_records: u64,
+    /// Whether the last record with points asked for was refused for the whole log's bound
+    /// ([`LogError::Full`]), and nothing was delivered since: every write is refused then.
+    full: bool,
     /// Bytes of records (written or queued) not yet delivered, per client that has some: what
     /// each client's [`Share`] bounds. Records without a client are not in it.
     clients: HashMap<String, u64>,
@@ -644,7 +647,15 @@ impl Log {
             }
         }
         let points = parts.units.iter().any(|u| u.points > 0);
-        self.room_for(&inner, len, points, share)?;
+        if let Err(e) = self.room_for(&inner, len, points, share) {
+            if points && matches!(e, LogError::Full { .. }) {
+                inner.full = true;
+            }
+            return Err(e);
+        }
+        if points {
+            inner.full = false;
+        }
         if let Some(share) = share {
             *inner.clients.entry(share.client.to_string()).or_insert(0) += len;
             inner.pending_clients.push((share.client.to_string(), len));
@@ -1105,6 +1116,12 @@ impl Log {
     /// answered 503 `storage_error` meanwhile.
     pub fn write_failure(&self) -> Option<WriteFailure> {
         self.lock().write_failure.clone()
+    }
+
+    /// Whether the log refuses writes for being full (`storage.max_spool_bytes`): the last
+    /// record with points asked for was refused so, and nothing was delivered since.
+    pub fn is_full(&self) -> bool {
+        self.lock().full
     }
 
     /// How long the oldest record written and not yet delivered has waited, to within

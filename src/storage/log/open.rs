@@ -191,6 +191,7 @@ impl Log {
                 active,
                 undelivered: undelivered_bytes,
                 undelivered_records: opened.undelivered.0,
+                full: false,
                 clients,
                 delivered: position.next_seq - 1,
                 snapshot_covers: 0,
