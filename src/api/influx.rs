@@ -374,59 +374,43 @@ pub fn ping(_: &App, _: &Request, _: Option<&Client>) -> Result<Reply, ApiError>
 /// write that finds the disk freed.
 pub const HEALTH_FAILS_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// `GET /health`: InfluxDB 2's answer, `pass` while the gateway takes writes; within
-/// [`HEALTH_FAILS_FOR`] of a failed write to the log (a full disk: every write is answered
-/// 503 `storage_error`), while none has succeeded since, 503 `fail`, as InfluxDB 2 answers
-/// when it is not ready, saying why (without the path under `storage.dir`).
+/// `GET /health`: InfluxDB 2's answer, `pass` while the gateway takes writes; 503 `fail`, as
+/// InfluxDB 2 answers when it is not ready, saying why, while every write is refused:
+/// within [`HEALTH_FAILS_FOR`] of a failed write to the log (a full disk: 503
+/// `storage_error`) while none has succeeded since (without the path under `storage.dir`),
+/// and from a write refused for the log's bound (503 `spool_full`: InfluxDB has been away)
+/// until InfluxDB takes part of the log or a write is taken.
 pub fn health(app: &App, _: &Request, _: Option<&Client>) -> Result<Reply, ApiError> {
     let now = std::time::Instant::now();
-    let failed = app
-        .service
-        .delivery
-        .log()
-        .write_failure()
-        .filter(|f| fails_health(f.since, now));
-    if let Some(failure) = failed {
-        return Ok(Reply::Response(Response::json(
-            503,
-            &json!({
-                "name": "influxdb",
-                "message": format!(
-                    "the gateway cannot write its log: {} (the next write tries again)",
-                    failure.for_client
-                ),
-                "status": "fail",
-                "checks": [],
-                "version": version(),
-                "commit": "metrics-consumer",
-            }),
-        )));
-    }
     let log = app.service.delivery.log();
-    if log.is_full() {
-        return Ok(Reply::Response(Response::json(
-            503,
-            &json!({
-                "name": "influxdb",
-                "message": format!(
-                    "the gateway's log is full (storage.max_spool_bytes = {}): writes are refused until InfluxDB takes what waits",
-                    log.limit()
-                ),
-                "status": "fail",
-                "checks": [],
-                "version": version(),
-                "commit": "metrics-consumer",
-            }),
-        )));
-    }
-    Ok(Reply::Json(json!({
+    let failing = match log.write_failure().filter(|f| fails_health(f.since, now)) {
+        Some(failure) => Some(format!(
+            "the gateway cannot write its log: {} (the next write tries again)",
+            failure.for_client
+        )),
+        None => log.is_full().then(|| {
+            format!(
+                "the gateway's log holds storage.max_spool_bytes = {} bytes InfluxDB has not taken: writes are refused 503 spool_full until it takes some",
+                log.limit()
+            )
+        }),
+    };
+    let (status, message) = match &failing {
+        Some(why) => ("fail", why.as_str()),
+        None => ("pass", "ready for queries and writes"),
+    };
+    let body = json!({
         "name": "influxdb",
-        "message": "ready for queries and writes",
-        "status": "pass",
+        "message": message,
+        "status": status,
         "checks": [],
         "version": version(),
         "commit": "metrics-consumer",
-    })))
+    });
+    Ok(match failing {
+        Some(_) => Reply::Response(Response::json(503, &body)),
+        None => Reply::Json(body),
+    })
 }
 
 /// Whether a write to the log that failed `since` (none succeeding since; a request refused

@@ -280,7 +280,9 @@ fn count_newlines_and_equals(body: &[u8]) -> (u64, u64) {
     (newlines, equals)
 }
 
+mod refusals;
 mod targets;
+use refusals::{QUOTED_CHARS, Refusals, cut};
 use targets::Beyond;
 pub use targets::{FIRST_READ_WAIT, Lands, OwnTarget, Schemas, TargetRetention};
 
@@ -360,7 +362,7 @@ impl Service {
             let Ok(line) = &entry.result else { continue };
             if !client.may_write_measurement(&line.measurement) {
                 return Err(WriteRefused::Measurement {
-                    measurement: line.measurement.to_string(),
+                    measurement: cut(&line.measurement, QUOTED_CHARS),
                     line: entry.number,
                     allowed: client.measurements.clone(),
                 });
@@ -369,7 +371,7 @@ impl Service {
                 && points::MEASUREMENTS.contains(&&*line.measurement)
             {
                 return Err(WriteRefused::RunMeasurement {
-                    measurement: line.measurement.to_string(),
+                    measurement: cut(&line.measurement, QUOTED_CHARS),
                     line: entry.number,
                     database: w.database.to_string(),
                     lands,
@@ -403,26 +405,21 @@ impl Service {
                     } else {
                         LineRefusal::Parse
                     };
-                    // The line quoted as its text is kept, cut: a body's long lines must
-                    // not make an answer many times its size.
-                    refusals.add(entry.number, text, why, e.influx(&cut(text, 200)));
+                    refusals.add(entry.number, text, why, |quoted| e.influx(quoted));
                     kept.push(None);
                 }
                 // InfluxDB drops a point older than its retention policy keeps before it
                 // looks at its fields.
                 Ok(line) if beyond.drops(line.time_ns) => {
-                    refusals.add(
-                        entry.number,
-                        text,
-                        LineRefusal::Retention,
-                        "points beyond retention policy".into(),
-                    );
+                    refusals.add(entry.number, text, LineRefusal::Retention, |_| {
+                        "points beyond retention policy".into()
+                    });
                     kept.push(None);
                 }
                 Ok(line) => match self.claim_line(&mut claim, line) {
                     Ok(()) => kept.push(Some(line)),
                     Err(message) => {
-                        refusals.add(entry.number, text, LineRefusal::Schema, message);
+                        refusals.add(entry.number, text, LineRefusal::Schema, |_| message);
                         kept.push(None);
                     }
                 },
@@ -572,7 +569,10 @@ impl Service {
                 entry.number,
                 &body[entry.range.clone()],
                 LineRefusal::SeriesBudget,
-                "max-series exceeded: the token's series budget in this database is spent".into(),
+                |_| {
+                    "max-series exceeded: the token's series budget in this database is spent"
+                        .into()
+                },
             );
         }
         Ok(Some(budget_sentence(w, &over)))
@@ -746,54 +746,6 @@ fn field_types<'l>(line: &'l Line<'_>) -> impl Iterator<Item = (&'l str, FieldTy
         };
         (k.as_ref(), t)
     })
-}
-
-/// `text` cut to at most `max` characters.
-fn cut(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((at, _)) => text[..at].to_string(),
-        None => text.to_string(),
-    }
-}
-
-/// The refused lines of a write, as they are found.
-#[derive(Default)]
-struct Refusals {
-    named: Vec<RefusedLine>,
-    count: usize,
-    unparsed: usize,
-}
-
-impl Refusals {
-    fn add(&mut self, number: usize, text: &str, why: LineRefusal, message: String) {
-        self.count += 1;
-        self.unparsed += usize::from(why == LineRefusal::Parse);
-        if self.named.len() < MAX_LINES_NAMED {
-            self.named.push(RefusedLine {
-                number,
-                text: cut(text, 200),
-                why,
-                message,
-            });
-        }
-    }
-
-    fn into_written(
-        mut self,
-        points: usize,
-        budget: Option<String>,
-        outcome: Option<Outcome>,
-    ) -> Written {
-        self.named.sort_by_key(|r| r.number);
-        Written {
-            points,
-            refused: self.named,
-            refused_count: self.count,
-            unparsed: self.unparsed,
-            budget,
-            outcome,
-        }
-    }
 }
 
 #[cfg(test)]

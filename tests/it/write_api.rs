@@ -1051,3 +1051,34 @@ fn the_answer_to_a_small_body_of_long_refused_lines_stays_small() {
         );
     }
 }
+
+#[test]
+fn the_answer_to_lines_whose_field_conflicts_stays_small_however_long_its_name() {
+    let influx = Influxd::start();
+    let gw = gateway(&influx);
+    let field = "f".repeat(60_000);
+    let first = write(&gw, "/write?db=k6", &format!("http_m {field}=1i"));
+    assert_eq!(first.status, 204, "{}", first.body);
+    // 100 lines that write the field as a string: 6 MB inflated, a few KB sent.
+    let text = vec![format!("http_m {field}=\"x\""); 100].join("\n");
+    let gz = gzip(&text);
+    let mut raw = format!(
+        "POST /api/v3/write_lp?db=k6 HTTP/1.1\r\nHost: x\r\nAuthorization: Token {TOKEN}\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        gz.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&gz);
+    let r = send_raw(gw.addr, &raw);
+    assert_eq!(r.status, 400, "{}", &r.body[..r.body.len().min(300)]);
+    assert!(
+        r.body.contains("type"),
+        "{}",
+        &r.body[..r.body.len().min(300)]
+    );
+    assert!(
+        r.body.len() < 256 * 1024,
+        "a {}-byte body answered with {} bytes",
+        gz.len(),
+        r.body.len()
+    );
+}

@@ -1940,6 +1940,43 @@ mod tests {
         log.wait(ticket).unwrap();
     }
 
+    /// `is_full` (what `/health` reads): set by points refused for the log's bound, not by a
+    /// change alone; cleared by points taken or by a delivery; set at a start whose bound is
+    /// below what waits.
+    #[test]
+    fn the_log_says_it_is_full_from_a_refusal_for_its_bound_until_room_is_made() {
+        let dir = Dir::new("log-is-full");
+        let (log, mut at, _) = open_sized(&dir, 300, false, 4096, &mut |_| {}).unwrap();
+        put(&log, 1);
+        put(&log, 2);
+        assert!(!log.is_full());
+        let unit = Unit {
+            run: Uuid::nil(),
+            points: 1,
+            lines: "m v=1 1\n",
+        };
+        let ticket = log
+            .append(Kind::Request, 3, b"{\"seq\":3}\n", &[], None)
+            .unwrap();
+        log.wait(ticket).unwrap();
+        assert!(!log.is_full(), "a change alone has headroom");
+        assert!(log.append(Kind::Request, 0, b"", &[unit], None).is_err());
+        assert!(log.is_full(), "points were refused for the bound");
+        let read = read_all(&log, &mut at);
+        log.delivered(read[0].seq, &read[..1]);
+        assert!(!log.is_full(), "InfluxDB took part of the log");
+        put(&log, 4);
+        assert!(log.append(Kind::Request, 0, b"", &[unit], None).is_err());
+        assert!(log.is_full());
+        drop(log);
+        let (log, _, opened) = open_sized(&dir, 100, false, 4096, &mut |_| {}).unwrap();
+        assert!(opened.undelivered.1 >= 100, "{:?}", opened.undelivered);
+        assert!(log.is_full(), "opened with more waiting than its bound");
+        drop(log);
+        let (log, _, _) = open_sized(&dir, 1 << 20, false, 4096, &mut |_| {}).unwrap();
+        assert!(!log.is_full());
+    }
+
     #[test]
     fn delivered_segments_in_a_snapshot_are_deleted_and_the_start_resumes_after_them() {
         let dir = Dir::new("log-trim");

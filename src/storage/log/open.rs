@@ -191,7 +191,8 @@ impl Log {
                 active,
                 undelivered: undelivered_bytes,
                 undelivered_records: opened.undelivered.0,
-                full: false,
+                // A log opened at its bound refuses points until InfluxDB takes some.
+                full: undelivered_bytes >= limit,
                 clients,
                 delivered: position.next_seq - 1,
                 snapshot_covers: 0,
