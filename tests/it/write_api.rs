@@ -454,14 +454,7 @@ fn ping_and_query_answer_what_clients_ask_before_writing() {
 fn a_gzip_body_is_written_like_a_plain_one() {
     let influx = Influxd::start();
     let gw = gateway(&influx);
-    let gz = gzip(&http_reqs(3));
-    let mut raw = format!(
-        "POST /write?db=k6 HTTP/1.1\r\nHost: x\r\nAuthorization: Token {TOKEN}\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        gz.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(&gz);
-    let r = send_raw(gw.addr, &raw);
+    let r = post_gzip(&gw, "/write?db=k6", &gzip(&http_reqs(3)));
     assert_eq!(r.status, 204, "{}", r.body);
     assert_eq!(points(&influx, "k6", "http_reqs", 3).len(), 3);
 }
@@ -750,6 +743,17 @@ fn http_reqs(n: i64) -> String {
 }
 
 /// `text` gzip'd.
+/// POSTs `gz` to `path` as a gzip'd body with the `k6` token, on a connection of its own.
+fn post_gzip(gw: &Gateway, path: &str, gz: &[u8]) -> RawResponse {
+    let mut raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Token {TOKEN}\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        gz.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(gz);
+    send_raw(gw.addr, &raw)
+}
+
 fn gzip(text: &str) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(text.as_bytes()).unwrap();
@@ -1035,13 +1039,7 @@ fn the_answer_to_a_small_body_of_long_refused_lines_stays_small() {
         "/write?db=k6",
         "/api/v2/write?bucket=k6",
     ] {
-        let mut raw = format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Token {TOKEN}\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            gz.len()
-        )
-        .into_bytes();
-        raw.extend_from_slice(&gz);
-        let r = send_raw(gw.addr, &raw);
+        let r = post_gzip(&gw, path, &gz);
         assert_eq!(r.status, 400, "{path}");
         assert!(
             r.body.len() < 1024 * 1024,
@@ -1062,13 +1060,7 @@ fn the_answer_to_lines_whose_field_conflicts_stays_small_however_long_its_name()
     // 100 lines that write the field as a string: 6 MB inflated, a few KB sent.
     let text = vec![format!("http_m {field}=\"x\""); 100].join("\n");
     let gz = gzip(&text);
-    let mut raw = format!(
-        "POST /api/v3/write_lp?db=k6 HTTP/1.1\r\nHost: x\r\nAuthorization: Token {TOKEN}\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        gz.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(&gz);
-    let r = send_raw(gw.addr, &raw);
+    let r = post_gzip(&gw, "/api/v3/write_lp?db=k6", &gz);
     assert_eq!(r.status, 400, "{}", &r.body[..r.body.len().min(300)]);
     assert!(
         r.body.contains("type"),
