@@ -709,3 +709,48 @@ fn another_tokens_finished_runs_do_not_push_out_a_tokens_expired_run() {
         late.body
     );
 }
+
+#[test]
+fn rotating_an_unnamed_token_out_of_a_token_file_does_not_give_its_runs_to_the_next_token() {
+    let influx = Influxd::start();
+    let dir = crate::support::TempDir::new("auth");
+    let old = "team-a-old-0123456789abcdef";
+    let team_b = "team-b-0123456789abcdef";
+    let new = "team-a-new-0123456789abcdef";
+    // The rotation docs/security.md gives: add the new token next to the old one, restart,
+    // move the clients, remove the old one, restart.
+    std::fs::write(dir.join("tokens"), format!("{old}\n{team_b}\n")).unwrap();
+    let mut gw = Gateway::start_in(
+        dir,
+        &ConsumerToml::new(&influx.url, "runs")
+            .rest("[auth]\ntoken_files = [\"tokens\"]\n")
+            .toml(),
+    );
+    let call = |gw: &Gateway, token: &str, method: &str, path: &str, body: Option<&str>| {
+        let auth = format!("Bearer {token}");
+        request(gw.addr, method, path, &[("Authorization", &auth)], body)
+    };
+    let answer = call(
+        &gw,
+        old,
+        "POST",
+        "/apiv0.1/events/register",
+        Some(r#"{"host": "team-a-host"}"#),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let uuid = answer.json()["uuid"].as_str().unwrap().to_string();
+    let run = format!("/apiv0.1/runs/{uuid}");
+    assert_eq!(call(&gw, team_b, "GET", &run, None).status, 404);
+    std::fs::write(gw.dir.join("tokens"), format!("{old}\n{team_b}\n{new}\n")).unwrap();
+    gw.restart();
+    std::fs::write(gw.dir.join("tokens"), format!("{team_b}\n{new}\n")).unwrap();
+    gw.restart();
+    let seen = call(&gw, team_b, "GET", &run, None);
+    assert_eq!(
+        seen.status, 404,
+        "team B's token sees team A's run after A's token was rotated: {}",
+        seen.body
+    );
+    let states = states(gw.addr, team_b);
+    assert_eq!(states["jobs"]["listed"], 0, "{}", states["jobs"]);
+}
