@@ -85,9 +85,9 @@ fn tokens_have_names_and_an_equal_share_of_max_running_and_of_the_spool() {
     assert_eq!(
         shown,
         [
-            ("auth.tokens[1]", 500, 0.0),
+            ("auth.tokens#42492da06234", 500, 0.0),
             ("team-a", 500, 0.0),
-            ("tokens:4", 500, 0.0),
+            ("tokens#2bc3a47fe2de", 500, 0.0),
             ("ci", 50, 5.5),
         ]
     );
@@ -105,9 +105,9 @@ fn tokens_have_names_and_an_equal_share_of_max_running_and_of_the_spool() {
     let dead = 256u64 << 20;
     assert_eq!(
         [
-            part("auth.tokens[1]"),
+            part("auth.tokens#42492da06234"),
             part("team-a"),
-            part("tokens:4"),
+            part("tokens#2bc3a47fe2de"),
             part("ci")
         ],
         [dead / 5, dead / 5, dead / 5, dead * 2 / 5]
@@ -137,7 +137,7 @@ fn tokens_have_names_and_an_equal_share_of_max_running_and_of_the_spool() {
         "and all of the spool"
     );
     assert_eq!(
-        super::dead_letter_shares(&one.clients, &one.config)["auth.tokens[1]"],
+        super::dead_letter_shares(&one.clients, &one.config)["auth.tokens#42492da06234"],
         256 << 20,
         "and all of the dead letters"
     );
@@ -156,13 +156,43 @@ fn tokens_have_names_and_an_equal_share_of_max_running_and_of_the_spool() {
     );
 }
 
+/// A run belongs to its token's name: a token listed without one keeps it wherever the token
+/// moves in its list (a rotation removes the token before it), and two tokens never share one.
+#[test]
+fn a_token_listed_without_a_name_keeps_its_name_wherever_it_moves() {
+    let names = |list: &str| -> Vec<String> {
+        let s =
+            load_with_files("[auth]\ntoken_files = [\"tokens\"]\n", &[("tokens", list)]).unwrap();
+        s.clients.into_iter().map(|c| c.name).collect()
+    };
+    let before = names(&format!("{A}\n{C}\n"));
+    // Python: hashlib.sha256(b"a" * 20).hexdigest()[:12]
+    assert_eq!(before[0], "tokens#42492da06234");
+    assert_ne!(before[0], before[1]);
+    assert_eq!(
+        names(&format!("{C}\n")),
+        [before[1].clone()],
+        "the first one removed"
+    );
+    assert_eq!(
+        names(&format!("# moved\n{C}\n\n{A}\n")),
+        [before[1].clone(), before[0].clone()]
+    );
+    let twice = load_with_files(
+        "[auth]\ntoken_files = [\"tokens\"]\n",
+        &[("tokens", &format!("{A}\n{A}\n"))],
+    )
+    .unwrap_err();
+    assert!(twice.contains("are the same token"), "{twice}");
+}
+
 #[test]
 fn token_names_and_tables_that_cannot_work_are_refused() {
     for (text, files, expected) in [
         (
             format!("[auth]\ntokens = [\"{A}\"]\n[[auth.token]]\nname = \"x\"\ntoken = \"{A}\"\n"),
             vec![],
-            "\"auth.tokens[1]\" and \"x\" are the same token",
+            "\"auth.tokens#42492da06234\" and \"x\" are the same token",
         ),
         (
             format!(
@@ -809,9 +839,14 @@ fn tokens_get_no_databases_every_measurement_and_the_default_max_series_unless_a
     assert_eq!(
         rights,
         [
-            ("auth.tokens[1]", vec![], all.clone(), DEFAULT_MAX_SERIES),
             (
-                "CONSUMER_AUTH_TOKENS[1]",
+                "auth.tokens#efbe42620ff9",
+                vec![],
+                all.clone(),
+                DEFAULT_MAX_SERIES
+            ),
+            (
+                "CONSUMER_AUTH_TOKENS#58a791e28b5f",
                 vec![],
                 all.clone(),
                 DEFAULT_MAX_SERIES

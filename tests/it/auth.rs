@@ -188,7 +188,10 @@ fn bearer_and_basic_tokens_are_accepted() {
             .count()
     };
     assert_eq!(
-        (by("auth.tokens[1]"), by("tokens.txt:1")),
+        (
+            by("auth.tokens#67e95073ea7d"),
+            by("tokens.txt#5a6a3ec8f955")
+        ),
         (3, 2),
         "{registers:?}"
     );
