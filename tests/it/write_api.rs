@@ -1074,3 +1074,53 @@ fn the_answer_to_lines_whose_field_conflicts_stays_small_however_long_its_name()
         r.body.len()
     );
 }
+
+#[test]
+fn the_points_influxdb_stored_of_a_partial_write_count_as_written() {
+    let influx = Influxd::start();
+    // The gateway's own check of field types is off, so the conflict reaches InfluxDB.
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .influxdb("check_schema = false\n")
+            .rest(&format!(
+                "[auth]\n[[auth.token]]\nname = \"other\"\ntoken = \"{OTHER}\"\ndatabases = [\"other\"]\n"
+            ))
+            .toml(),
+    );
+    let auth = format!("Token {OTHER}");
+    let send = |body: &str| {
+        request(
+            gw.addr,
+            "POST",
+            "/write?db=other",
+            &[("Authorization", &auth)],
+            Some(body),
+        )
+    };
+    assert_eq!(send("warm v=1 1000000000").status, 204);
+    // `x f` is a string in InfluxDB; the request below sends it as a number.
+    influx.write("other", "x f=\"s\" 1000");
+    let counters = || states(gw.addr, OTHER)["counters"].clone();
+    let before = counters();
+    let answer = send(
+        "a v=1 2000000000\n\
+         b v=2 2000000000\n\
+         x f=3 2000000000\n\
+         c v=4 2000000000\n",
+    );
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    wait_until(Duration::from_secs(30), "the dead letter", || {
+        states(gw.addr, OTHER)["dead_letters"]["records"] == 1
+    });
+    // InfluxDB stored the three good lines of its partial write (dropped=1).
+    for m in ["a", "b", "c"] {
+        assert_eq!(influx.series("other", m).len(), 1, "{m}");
+    }
+    let after = counters();
+    let delta = |key: &str| after[key].as_u64().unwrap() - before[key].as_u64().unwrap();
+    assert_eq!(
+        (delta("points_written"), delta("points_dead_lettered")),
+        (3, 1),
+        "points_written counts what InfluxDB stored, points_dead_lettered what it refused: {after}"
+    );
+}
