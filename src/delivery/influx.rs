@@ -647,7 +647,6 @@ fn write_answer(status: u16, text: &str, said: InfluxdbSaid) -> Result<(), SinkE
                 status,
                 message,
                 lines: refused_lines(text),
-                dropped: partial_dropped(text),
             }),
             None => Err(SinkError::Unavailable {
                 status,
@@ -746,21 +745,6 @@ fn refused_lines(text: &str) -> Option<Vec<usize>> {
         .filter_map(|n| usize::try_from(n).ok()?.checked_sub(1))
         .collect();
     (!lines.is_empty() && lines.len() == data.len()).then_some(lines)
-}
-
-/// How many points an InfluxDB 1.x or 2.x partial write refused, from its answer's text (read
-/// whole: the message kept is cut): `partial write: <why> dropped=N`, N the points of the
-/// write it did not store (InfluxDB 1.x `coordinator/points_writer.go`'s `PartialWriteError`,
-/// which InfluxDB 2 OSS passes on in its `message`). `None` for any other answer.
-fn partial_dropped(text: &str) -> Option<usize> {
-    let (before, after) = text.rsplit_once("dropped=")?;
-    if !before.contains("partial write") {
-        return None;
-    }
-    let digits: &str = &after[..after
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(after.len())];
-    digits.parse().ok()
 }
 
 /// InfluxDB's message, which may quote a client's names, made safe for answers and logs.
@@ -1005,31 +989,6 @@ mod tests {
     fn query_values_are_encoded() {
         assert_eq!(encode("my db&x=1"), "my%20db%26x%3D1");
         assert_eq!(encode("telegraf"), "telegraf");
-    }
-
-    /// InfluxDB 1.x's and 2.x's partial writes say how many points they refused, after a
-    /// message that may be far longer than the one kept.
-    #[test]
-    fn the_points_a_partial_write_refused_are_read_from_its_whole_answer() {
-        let v1 = r#"{"error":"partial write: field type conflict: input field \"f\" on measurement \"x\" is type float, already exists as type string dropped=1"}"#;
-        assert_eq!(partial_dropped(v1), Some(1));
-        let v2 = r#"{"code":"invalid","message":"failure writing points to database: partial write: points beyond retention policy dropped=12"}"#;
-        assert_eq!(partial_dropped(v2), Some(12));
-        let long = format!(
-            r#"{{"error":"partial write: field type conflict: input field \"{}\" is type float dropped=3"}}"#,
-            "f".repeat(5000)
-        );
-        assert!(!error_message(&long).unwrap().contains("dropped="), "cut");
-        assert_eq!(partial_dropped(&long), Some(3));
-        assert_eq!(
-            partial_dropped(r#"{"error":"unable to parse 'x': dropped=7"}"#),
-            None
-        );
-        assert_eq!(
-            partial_dropped(r#"{"error":"partial write: x dropped="}"#),
-            None
-        );
-        assert_eq!(partial_dropped(r#"{"error":"field type conflict"}"#), None);
     }
 
     #[test]

@@ -289,7 +289,6 @@ impl Delivery {
                 status,
                 message,
                 lines: Some(refused),
-                ..
             } => {
                 // InfluxDB 3 names the refused lines and stored the others (a partial write):
                 // the pieces holding a refused line are dead-lettered, the rest are written.
@@ -299,7 +298,6 @@ impl Delivery {
                     status,
                     message,
                     lines: None,
-                    dropped: None,
                 };
                 let (holding, lines) = holding_named(pieces, &refused);
                 if refused.iter().any(|&line| line >= lines) {
@@ -506,29 +504,8 @@ impl Delivery {
     fn refused(&self, piece: &Piece<'_>, e: &SinkError, stats: &Stats, out: &mut Settled) {
         self.refusals_seen.fetch_add(1, Ordering::Relaxed);
         out.settled(piece);
-        let mut message = e.to_string();
-        // InfluxDB 1.x and 2.x store the good lines of a partial write and count the others:
-        // the piece's stored points count as written, and only the refused as dead letters
-        // (the letter holds the whole piece: written again, the stored lines are the same
-        // points).
-        let stored = match e {
-            SinkError::Refused {
-                dropped: Some(dropped),
-                ..
-            } if *dropped < piece.points as usize => piece.points as usize - dropped,
-            _ => 0,
-        };
-        if stored > 0 {
-            if piece.seq <= out.retried_upto {
-                out.replayed += stored;
-            }
-            Stats::add(&stats.points_written, stored);
-            message.push_str(&format!(
-                " (influxdb stored the other {stored} of the letter's {} points)",
-                piece.points
-            ));
-        }
-        let points = piece.points as usize - stored;
+        let message = e.to_string();
+        let points = piece.points as usize;
         if piece.kind == Kind::Heartbeats && !piece.run.is_nil() {
             Stats::add(&stats.heartbeats_refused, 1);
             let mut refusals = lock(&self.refusals);
@@ -570,8 +547,6 @@ impl Delivery {
             piece.client,
             piece.target,
             piece.lines,
-            // The points refused: those a partial write stored are written, not dead letters
-            // (the letter holds their lines too, and its reason says so).
             points as u64,
             &message,
         ) {

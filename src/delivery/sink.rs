@@ -111,14 +111,11 @@ pub enum SinkError {
     /// The database refused the data itself (InfluxDB: 400 with a bad line or a field type
     /// conflict, a partial write, 422). Sending it again cannot help. `lines` names the
     /// refused lines (0-based, as [`crate::ingest::line_protocol::split_lines`] counts them)
-    /// when the answer says which (InfluxDB 3); `dropped`, how many points of the write were
-    /// refused when the answer is a partial write that says so and not which (InfluxDB 1.x and
-    /// 2.x: `partial write: … dropped=N`; the others were stored).
+    /// when the answer says which.
     Refused {
         status: u16,
         message: String,
         lines: Option<Vec<usize>>,
-        dropped: Option<usize>,
     },
     /// The body is larger than the database takes in one write (413).
     TooLarge { message: String },
@@ -202,7 +199,6 @@ impl SinkError {
                 status,
                 message,
                 lines: None,
-                dropped: None,
             },
             401 | 403 | 404 => SinkError::Misconfigured {
                 status,
@@ -432,12 +428,10 @@ pub mod testing {
                             .map(|(i, _)| i)
                             .collect()
                     });
-                    let dropped = split(lines).iter().filter(|l| refused(l)).count();
                     Some(SinkError::Refused {
                         status: 400,
                         message: why,
                         lines: named,
-                        dropped: Some(dropped),
                     })
                 }
                 None | Some(Answer::AsUsual) => None,
