@@ -1076,7 +1076,7 @@ fn the_answer_to_lines_whose_field_conflicts_stays_small_however_long_its_name()
 }
 
 #[test]
-fn the_points_influxdb_stored_of_a_partial_write_count_as_written() {
+fn a_partial_write_is_one_dead_letter_counted_whole_and_its_reason_says_partial() {
     let influx = Influxd::start();
     // The gateway's own check of field types is off, so the conflict reaches InfluxDB.
     let gw = Gateway::start(
@@ -1116,11 +1116,22 @@ fn the_points_influxdb_stored_of_a_partial_write_count_as_written() {
     for m in ["a", "b", "c"] {
         assert_eq!(influx.series("other", m).len(), 1, "{m}");
     }
+    // InfluxDB 1.x's `dropped=N` counts one shard group's refusals only, so it is no count of
+    // what it stored: the request's points are one dead letter and counted as such, and the
+    // letter's reason, InfluxDB's answer, says it was a partial write.
     let after = counters();
     let delta = |key: &str| after[key].as_u64().unwrap() - before[key].as_u64().unwrap();
     assert_eq!(
         (delta("points_written"), delta("points_dead_lettered")),
-        (3, 1),
-        "points_written counts what InfluxDB stored, points_dead_lettered what it refused: {after}"
+        (0, 4),
+        "a partial write's points are counted with its dead letter: {after}"
     );
+    let letters: Vec<std::path::PathBuf> = std::fs::read_dir(gw.dir.join("data/dead-letter"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "error"))
+        .collect();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let reason = std::fs::read_to_string(&letters[0]).unwrap();
+    assert!(reason.contains("partial write"), "{reason}");
 }
