@@ -1977,6 +1977,23 @@ mod tests {
         assert!(!log.is_full());
     }
 
+    /// A record of points larger than the log's whole bound is refused whatever waits: the
+    /// log is not full for it, and the writes after it are taken.
+    #[test]
+    fn a_record_larger_than_the_bound_does_not_make_the_log_full() {
+        let dir = Dir::new("log-not-full-of-one");
+        let (log, _, _) = open_sized(&dir, 300, false, 4096, &mut |_| {}).unwrap();
+        let big = "m v=1 1\n".repeat(100);
+        let unit = Unit {
+            run: Uuid::nil(),
+            points: 100,
+            lines: &big,
+        };
+        assert!(log.append(Kind::Request, 0, b"", &[unit], None).is_err());
+        assert!(!log.is_full(), "the log holds nothing: the next write is taken");
+        put(&log, 1);
+    }
+
     #[test]
     fn delivered_segments_in_a_snapshot_are_deleted_and_the_start_resumes_after_them() {
         let dir = Dir::new("log-trim");
