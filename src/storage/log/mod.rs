@@ -648,7 +648,9 @@ impl Log {
         }
         let points = parts.units.iter().any(|u| u.points > 0);
         if let Err(e) = self.room_for(&inner, len, points, share) {
-            if points && matches!(e, LogError::Full { .. }) {
+            // Full for what waits, not for a record larger than the whole bound (refused
+            // whatever waits, while the writes after it are taken).
+            if points && matches!(e, LogError::Full { .. }) && len <= self.limit {
                 inner.full = true;
             }
             return Err(e);
