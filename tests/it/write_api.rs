@@ -1135,3 +1135,29 @@ fn a_partial_write_is_one_dead_letter_counted_whole_and_its_reason_says_partial(
     let reason = std::fs::read_to_string(&letters[0]).unwrap();
     assert!(reason.contains("partial write"), "{reason}");
 }
+
+#[test]
+fn the_answer_to_lines_past_the_series_budget_stays_small_however_long_their_tag() {
+    let influx = Influxd::start();
+    let gw = gateway(&influx);
+    let tag = "t".repeat(60_000);
+    // Eight series, past the token's max_series (4): a few hundred bytes sent.
+    let text = (0..8)
+        .map(|i| format!("http_m,{tag}=v{i} v=1i"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let gz = gzip(&text);
+    let r = post_gzip(&gw, "/write?db=k6", &gz);
+    assert!(
+        r.body.contains("max_series"),
+        "{} {}",
+        r.status,
+        &r.body[..r.body.len().min(300)]
+    );
+    assert!(
+        r.body.len() < 16 * 1024,
+        "a {}-byte body answered with {} bytes",
+        gz.len(),
+        r.body.len()
+    );
+}
