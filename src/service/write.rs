@@ -666,6 +666,8 @@ fn budget_sentence(w: &WriteRequest<'_>, over: &[&Line]) -> String {
         w.database
     );
     if let Some((tag, n)) = top {
+        // A client's tag key, as long as its line: quoted by its first characters.
+        let tag = cut(tag, QUOTED_CHARS);
         sentence.push_str(&format!(
             ": the tag {tag:?} has the most distinct values among them ({n}); leave it out of the points (k6: K6_INFLUXDB_TAG_EXCLUDE; JMeter and Telegraf: drop the tag), or raise max_series"
         ));
