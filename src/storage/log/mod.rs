@@ -1992,7 +1992,10 @@ mod tests {
             lines: &big,
         };
         assert!(log.append(Kind::Request, 0, b"", &[unit], None).is_err());
-        assert!(!log.is_full(), "the log holds nothing: the next write is taken");
+        assert!(
+            !log.is_full(),
+            "the log holds nothing: the next write is taken"
+        );
         put(&log, 1);
     }
 
