@@ -17,8 +17,8 @@ use crate::auth::Client;
 
 /// Every client token, in the order `auth.tokens`, `auth.token_files`, `CONSUMER_AUTH_TOKENS`
 /// (`env_tokens`, comma-separated), `[[auth.token]]`, each with its name and limits. A token
-/// without a name is named after where it is listed and what it is ([`unnamed_name`]):
-/// `auth.tokens#3f9c1a2b7d40`, `tokens.txt#…`, `CONSUMER_AUTH_TOKENS#…`. A client without its own `max_running` gets an equal share
+/// without a name is named after what it is ([`unnamed_name`]: `token#3f9c1a2b7d40`). A
+/// client without its own `max_running` gets an equal share
 /// of `jobs.max_running`, so no token can take every slot from the others; likewise without its
 /// own `max_spool_bytes`, of `storage.max_spool_bytes`. Token files are relative to the
 /// configuration `file`.
@@ -57,7 +57,7 @@ pub fn read(
         max_spool_bytes: 0,
     };
     for (i, token) in auth.tokens.iter().enumerate() {
-        let name = unnamed_name("auth.tokens", token);
+        let name = unnamed_name(token);
         check_token(token)
             .map_err(|m| blame(Problem::new("auth.tokens", format!("token #{}{m}", i + 1))))?;
         clients.push(unnamed(name, token));
@@ -80,14 +80,7 @@ pub fn read(
                     })?;
                     (name.to_string(), token)
                 }
-                // Named after its file, in a name that can be a tag value (token_name).
-                None => (
-                    unnamed_name(
-                        &crate::ingest::line_protocol::sanitize_tag_value(path, 200),
-                        line,
-                    ),
-                    line,
-                ),
+                None => (unnamed_name(line), line),
             };
             check_token(token)
                 .map_err(|m| blame(Problem::new(FILES, format!("{}: the token{m}", at()))))?;
@@ -111,7 +104,7 @@ pub fn read(
                 key: None,
                 problem: format!("token #{}{m}", i + 1),
             })?;
-            clients.push(unnamed(unnamed_name(ENV_TOKENS, token), token));
+            clients.push(unnamed(unnamed_name(token), token));
         }
     }
     const TABLE: &str = "auth.token";
@@ -338,16 +331,16 @@ fn check_globs(globs: &[String], database: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// The name of a token listed without one: where it is listed (`auth.tokens`, the token
-/// file's path as configured, `CONSUMER_AUTH_TOKENS`), `#` and the first
-/// [`FINGERPRINT_HEX`] hex digits of the token's SHA-256. A run, a result and a share belong
-/// to a client's name, so the name must stay with its token when the list changes: named
-/// after its place in the list (as it was), a token removed from the front of a file handed
-/// its runs to the token listed after it. Only the digest's first 48 bits are shown, of a
-/// token of at least 16 characters (`openssl rand -hex 32` makes 256 bits): the name tells
-/// nothing usable of the token. Two tokens whose digests begin alike would get one name, and
-/// are refused as two clients of one name.
-fn unnamed_name(listed_in: &str, token: &str) -> String {
+/// The name of a token listed without one: `token#` and the first [`FINGERPRINT_HEX`] hex
+/// digits of the token's SHA-256 (`sha256sum` of the token finds it). A run, a result and a
+/// share belong to a client's name, so the name must stay with its token: named after its
+/// place in its list (as it was), a token removed from the front of a file handed its runs to
+/// the token listed after it; named after its file too, a path written another way
+/// (`./tokens`) would rename it. The digest's first 48 bits tell nothing usable of a random
+/// token (`openssl rand -hex 32` makes 256 bits), but can confirm guesses of a token a person
+/// chose (docs/security.md says so). Two tokens whose digests begin alike would get one name,
+/// and are refused as two clients of one name.
+fn unnamed_name(token: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
     let hex: String = digest
         .as_ref()
@@ -355,7 +348,7 @@ fn unnamed_name(listed_in: &str, token: &str) -> String {
         .take(FINGERPRINT_HEX / 2)
         .map(|b| format!("{b:02x}"))
         .collect();
-    format!("{listed_in}#{hex}")
+    format!("token#{hex}")
 }
 
 /// The hex digits of a token's SHA-256 in the name of a token listed without one.

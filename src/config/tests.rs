@@ -85,9 +85,9 @@ fn tokens_have_names_and_an_equal_share_of_max_running_and_of_the_spool() {
     assert_eq!(
         shown,
         [
-            ("auth.tokens#42492da06234", 500, 0.0),
+            ("token#42492da06234", 500, 0.0),
             ("team-a", 500, 0.0),
-            ("tokens#2bc3a47fe2de", 500, 0.0),
+            ("token#2bc3a47fe2de", 500, 0.0),
             ("ci", 50, 5.5),
         ]
     );
@@ -105,9 +105,9 @@ fn tokens_have_names_and_an_equal_share_of_max_running_and_of_the_spool() {
     let dead = 256u64 << 20;
     assert_eq!(
         [
-            part("auth.tokens#42492da06234"),
+            part("token#42492da06234"),
             part("team-a"),
-            part("tokens#2bc3a47fe2de"),
+            part("token#2bc3a47fe2de"),
             part("ci")
         ],
         [dead / 5, dead / 5, dead / 5, dead * 2 / 5]
@@ -137,7 +137,7 @@ fn tokens_have_names_and_an_equal_share_of_max_running_and_of_the_spool() {
         "and all of the spool"
     );
     assert_eq!(
-        super::dead_letter_shares(&one.clients, &one.config)["auth.tokens#42492da06234"],
+        super::dead_letter_shares(&one.clients, &one.config)["token#42492da06234"],
         256 << 20,
         "and all of the dead letters"
     );
@@ -167,7 +167,7 @@ fn a_token_listed_without_a_name_keeps_its_name_wherever_it_moves() {
     };
     let before = names(&format!("{A}\n{C}\n"));
     // Python: hashlib.sha256(b"a" * 20).hexdigest()[:12]
-    assert_eq!(before[0], "tokens#42492da06234");
+    assert_eq!(before[0], "token#42492da06234");
     assert_ne!(before[0], before[1]);
     assert_eq!(
         names(&format!("{C}\n")),
@@ -192,7 +192,7 @@ fn token_names_and_tables_that_cannot_work_are_refused() {
         (
             format!("[auth]\ntokens = [\"{A}\"]\n[[auth.token]]\nname = \"x\"\ntoken = \"{A}\"\n"),
             vec![],
-            "\"auth.tokens#42492da06234\" and \"x\" are the same token",
+            "\"token#42492da06234\" and \"x\" are the same token",
         ),
         (
             format!(
@@ -840,13 +840,13 @@ fn tokens_get_no_databases_every_measurement_and_the_default_max_series_unless_a
         rights,
         [
             (
-                "auth.tokens#efbe42620ff9",
+                "token#efbe42620ff9",
                 vec![],
                 all.clone(),
                 DEFAULT_MAX_SERIES
             ),
             (
-                "CONSUMER_AUTH_TOKENS#58a791e28b5f",
+                "token#58a791e28b5f",
                 vec![],
                 all.clone(),
                 DEFAULT_MAX_SERIES

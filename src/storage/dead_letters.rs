@@ -16,7 +16,7 @@
 //! A dead letter is named by the log record its lines came from and the unit's place in it, so
 //! a refusal met again (the log delivered again after a restart) is kept once, and by the
 //! client that wrote the record (none: a record without one; [`file_key`]: a token listed
-//! without a name, `tokens.txt#3f9c1a2b7d40`, is `tokens.txt%233f9c1a2b7d40`), so that each client's
+//! without a name, `token#3f9c1a2b7d40`, is `token%233f9c1a2b7d40`), so that each client's
 //! letters are counted from the directory alone.
 //! Both files are written whole or not at all. Beyond the bound, or beyond its client's share,
 //! a refusal is not kept: its points are counted as dropped, and the log says so at error
@@ -118,7 +118,7 @@ const FILE_KEY_KEEPS: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHA
 
 /// What a client's name is in a letter's file name: its letters, digits, `.`, `_` and `-` as
 /// they are, every other byte as `%` and two hex digits (a token listed without a name:
-/// `auth.tokens#3f9c1a2b7d40`, `secrets/tokens.txt#…`; any other name a client once had); a
+/// `token#3f9c1a2b7d40`; any other name a client once had: `tokens.txt:3`); a
 /// name longer than
 /// [`MAX_FILE_KEY_BYTES`] so made is cut short and ends with `~` and the first 128 bits of the
 /// SHA-256 of the whole name, so that a file name stays within what a file system takes. The
@@ -613,7 +613,7 @@ mod tests {
     #[test]
     fn letters_of_tokens_named_after_where_they_are_are_listed_counted_and_kept() {
         // Names with bytes a file name cannot keep as they are: tokens listed without a name
-        // (`config::clients`: `tokens.txt#…`), and the forms such names had before (`[1]`, `:3`).
+        // (`config::clients`: `token#…`), and the forms such names had before (`[1]`, `:3`).
         let dir = Dir::new("dead-letters-place-names");
         let clients = [
             "auth.tokens[1]",

@@ -64,8 +64,8 @@ pub const SEGMENT_VERSION_CLIENTS: u16 = 3;
 /// Set in the kind byte: the record's client follows it.
 pub const CLIENT_FLAG: u8 = 0x80;
 /// Bytes of a record's client at most. A token's own name is at most 64 bytes; a token without
-/// one is named after where it was found and its digest (`auth.tokens#3f9c1a2b7d40`, a token
-/// file's path as configured), at most about 215 bytes.
+/// one is named after its digest (`token#3f9c1a2b7d40`); names of older versions were up to
+/// about 220 bytes.
 pub const MAX_CLIENT_BYTES: usize = 255;
 /// The oldest segment version this program reads.
 pub const SEGMENT_VERSION_OLDEST: u16 = 1;

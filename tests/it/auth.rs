@@ -188,10 +188,7 @@ fn bearer_and_basic_tokens_are_accepted() {
             .count()
     };
     assert_eq!(
-        (
-            by("auth.tokens#67e95073ea7d"),
-            by("tokens.txt#5a6a3ec8f955")
-        ),
+        (by("token#67e95073ea7d"), by("token#5a6a3ec8f955")),
         (3, 2),
         "{registers:?}"
     );
