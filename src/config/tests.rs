@@ -186,6 +186,23 @@ fn a_token_listed_without_a_name_keeps_its_name_wherever_it_moves() {
     assert!(twice.contains("are the same token"), "{twice}");
 }
 
+/// The same token file, written another way in the configuration, is the same place: its
+/// tokens keep their names, and with them their runs.
+#[test]
+fn a_token_file_written_another_way_keeps_its_tokens_names() {
+    let name = |path: &str| {
+        load_with_files(
+            &format!("[auth]\ntoken_files = [\"{path}\"]\n"),
+            &[("tokens", &format!("{A}\n"))],
+        )
+        .unwrap()
+        .clients[0]
+            .name
+            .clone()
+    };
+    assert_eq!(name("./tokens"), name("tokens"));
+}
+
 #[test]
 fn token_names_and_tables_that_cannot_work_are_refused() {
     for (text, files, expected) in [
