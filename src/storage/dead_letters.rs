@@ -692,6 +692,9 @@ mod tests {
     #[test]
     fn a_tokens_name_becomes_a_file_name_of_its_own() {
         assert_eq!(file_key("ci-runner.eu_1"), "ci-runner.eu_1");
+        // A token listed without a name (`config::clients`), and the names such tokens had
+        // before: their letters are still read.
+        assert_eq!(file_key("token#3f9c1a2b7d40"), "token%233f9c1a2b7d40");
         assert_eq!(file_key("auth.tokens[1]"), "auth.tokens%5B1%5D");
         assert_eq!(file_key("tokens.txt:3"), "tokens.txt%3A3");
         assert_eq!(file_key("secrets/tokens.txt:4"), "secrets%2Ftokens.txt%3A4");

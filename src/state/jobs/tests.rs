@@ -269,19 +269,17 @@ fn ended_runs_beyond_max_finished_are_forgotten_oldest_first() {
         }
     );
     // The revived run left the per-owner counts of ended runs, as it left the count.
-    assert_eq!(
-        jobs.lock()
-            .ended_by
-            .values()
-            .map(|e| e.count)
-            .sum::<usize>(),
-        2
-    );
+    assert_eq!(ended_counted(&jobs), 2);
     // The cap holds across a restart too.
     let (snapshot, _) = jobs.snapshot();
     let (small, _) = crate::state::journal::restore(Some(&snapshot[..]), b"", 1).unwrap();
     assert_eq!(small.counts().finished, 1);
     assert_eq!(small.counts().running, 1);
+}
+
+/// The ended runs the per-owner counts hold, all owners together.
+fn ended_counted(jobs: &Jobs) -> usize {
+    jobs.lock().ended_by.values().map(|e| e.count).sum()
 }
 
 #[test]
@@ -327,14 +325,7 @@ fn past_max_finished_the_owner_holding_the_most_ended_runs_loses_its_oldest() {
         finish(&jobs, &Uuid::from_u128(n), 30 + n as i64);
     }
     assert_eq!(jobs.counts().finished, 3);
-    assert_eq!(
-        jobs.lock()
-            .ended_by
-            .values()
-            .map(|e| e.count)
-            .sum::<usize>(),
-        3
-    );
+    assert_eq!(ended_counted(&jobs), 3);
     // A restart counts them again and keeps the rule.
     let big = Jobs::new(10);
     for (n, owner) in [(1, "team-b"), (2, "team-a"), (3, "team-a"), (4, "team-a")] {

@@ -348,8 +348,9 @@ struct Inner {
     /// Bytes and count of records (written or queued) not yet delivered.
     undelivered: u64,
     undelivered_records: u64,
-    /// Whether the last record with points asked for was refused for the whole log's bound
-    /// ([`LogError::Full`]), and nothing was delivered since: every write is refused then.
+    /// Whether a record with points that fits the bound was refused for what waits
+    /// ([`LogError::Full`]), and since then neither was anything delivered nor a record with
+    /// points taken: every write is refused then (`GET /health` says `fail`).
     full: bool,
     /// Bytes of records (written or queued) not yet delivered, per client that has some: what
     /// each client's [`Share`] bounds. Records without a client are not in it.
@@ -1120,8 +1121,10 @@ impl Log {
         self.lock().write_failure.clone()
     }
 
-    /// Whether the log refuses writes for being full (`storage.max_spool_bytes`): the last
-    /// record with points asked for was refused so, and nothing was delivered since.
+    /// Whether the log refuses writes for being full (`storage.max_spool_bytes`): a record with
+    /// points that fits the bound was refused for what waits, and since then nothing was
+    /// delivered and no record with points taken; or it was opened with more waiting than the
+    /// bound.
     pub fn is_full(&self) -> bool {
         self.lock().full
     }
