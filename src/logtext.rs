@@ -3,7 +3,11 @@
 //! log lines. Control characters (a newline would start a forged line), the Unicode line and
 //! paragraph separators (U+2028, U+2029: line breaks to many log viewers) and the bidirectional
 //! controls (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C: they reorder what a reader
-//! sees, "Trojan Source", CVE-2021-42574) all become `?`, and the text is cut.
+//! sees, "Trojan Source", CVE-2021-42574) all become `?`, and the text is cut. And lines that
+//! clients cause, bounded: a [`LineBudget`] a kind.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Whether `c` may not appear in a log line as it is.
 fn unsafe_in_logs(c: char) -> bool {
@@ -18,6 +22,82 @@ fn unsafe_in_logs(c: char) -> bool {
                 | '\u{200F}'
                 | '\u{061C}'
         )
+}
+
+/// A bound on log lines of one kind that clients cause (a line a request, a run, a refused
+/// token or refused points): `per_second` in each second at most; the others are counted, and
+/// the first line written after them is preceded by one saying how many were left out. A
+/// flood of requests cannot fill the disk, nor (under journald's rate limit, 10 000 lines in
+/// 30 s a service by default: `RateLimitBurst=` in journald.conf(5)) push the gateway's own
+/// warnings and errors out of the journal; traffic far below the bound keeps every line. The
+/// counters of `states` and `metrics` count every request, run and point all the same.
+pub struct LineBudget {
+    per_second: u32,
+    /// What a line is, in the line that counts those left out.
+    what: &'static str,
+    window: Mutex<Option<Window>>,
+}
+
+/// One second of a `LineBudget`.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    started: Instant,
+    written: u32,
+    left_out: u64,
+}
+
+impl LineBudget {
+    /// A budget of `per_second` lines a second; `what` names a line in the one that says how
+    /// many were left out ("access-log lines").
+    pub const fn new(per_second: u32, what: &'static str) -> LineBudget {
+        LineBudget {
+            per_second,
+            what,
+            window: Mutex::new(None),
+        }
+    }
+
+    /// Whether one more line may be written at `now`; when lines were left out before it, a
+    /// line saying how many is written first.
+    pub fn allows(&self, now: Instant) -> bool {
+        let (allowed, left_out) = self.take(now);
+        if let Some((count, over)) = left_out {
+            log::warn!(
+                "{count} {} left out in the {:.1} s before this line (more than {} a second)",
+                self.what,
+                over.as_secs_f64(),
+                self.per_second
+            );
+        }
+        allowed
+    }
+
+    /// Whether one more line may be written at `now`, and, when a second has passed since the
+    /// window began and lines were left out in it, how many and over how long.
+    fn take(&self, now: Instant) -> (bool, Option<(u64, Duration)>) {
+        let mut guard = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        let fresh = Window {
+            started: now,
+            written: 0,
+            left_out: 0,
+        };
+        let window = guard.get_or_insert(fresh);
+        let mut left_out = None;
+        let over = now.saturating_duration_since(window.started);
+        if over >= Duration::from_secs(1) {
+            if window.left_out > 0 {
+                left_out = Some((window.left_out, over));
+            }
+            *window = fresh;
+        }
+        let allowed = window.written < self.per_second;
+        if allowed {
+            window.written += 1;
+        } else {
+            window.left_out += 1;
+        }
+        (allowed, left_out)
+    }
 }
 
 /// `text` with every character unsafe in a log line replaced by `?`, cut to `max` characters
@@ -38,6 +118,22 @@ pub fn escape(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_budget_writes_its_lines_a_second_and_counts_the_others() {
+        let budget = LineBudget::new(3, "test lines");
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let taken: Vec<bool> = (0..5).map(|i| budget.take(at(i * 10)).0).collect();
+        assert_eq!(taken, [true, true, true, false, false]);
+        // A second later: a fresh window, and the two left out are told.
+        let (allowed, told) = budget.take(at(1000));
+        assert!(allowed);
+        assert_eq!(told, Some((2, Duration::from_secs(1))));
+        assert_eq!(budget.take(at(1100)), (true, None), "told once");
+        // Nothing left out: nothing to tell.
+        assert_eq!(budget.take(at(2500)), (true, None));
+    }
 
     #[test]
     fn nothing_a_client_sends_can_forge_or_disguise_a_log_line() {

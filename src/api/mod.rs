@@ -13,8 +13,8 @@ mod routes;
 mod runs;
 mod states;
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use routes::{ROUTES, listing, names as route_names};
@@ -26,6 +26,7 @@ use crate::code::Code;
 use crate::config::Settings;
 use crate::http::{Exchange, Handler, Head, Request, Response};
 use crate::ingest::payload::{PayloadError, PayloadLimits};
+use crate::logtext::LineBudget;
 use crate::service::{Refused, Service};
 use crate::state::schema::Conflict;
 use crate::stats::Stats;
@@ -324,79 +325,6 @@ static ACCESS_LINES: LineBudget = LineBudget::new(ACCESS_LINES_PER_SECOND, "acce
 static REFUSED_LINES: LineBudget =
     LineBudget::new(REFUSED_LINES_PER_SECOND, "refused token checks");
 
-/// A bound on log lines of one kind: `per_second` in each second at most; the others are
-/// counted, and the first line written after them is preceded by one saying how many were left
-/// out. A flood of requests or of wrong tokens cannot fill the disk, nor (under journald's rate
-/// limit, 10 000 lines in 30 s by default) push the gateway's own warnings and errors out of
-/// the journal; traffic far below the bound keeps every line. The request counters of `states`
-/// and `metrics` count every request all the same.
-struct LineBudget {
-    per_second: u32,
-    /// What a line is, in the line that counts those left out.
-    what: &'static str,
-    window: Mutex<Option<Window>>,
-}
-
-/// One second of a `LineBudget`.
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    started: Instant,
-    written: u32,
-    left_out: u64,
-}
-
-impl LineBudget {
-    const fn new(per_second: u32, what: &'static str) -> LineBudget {
-        LineBudget {
-            per_second,
-            what,
-            window: Mutex::new(None),
-        }
-    }
-
-    /// Whether one more line may be written at `now`; when lines were left out before it, a
-    /// line saying how many is written first.
-    fn allows(&self, now: Instant) -> bool {
-        let (allowed, left_out) = self.take(now);
-        if let Some((count, over)) = left_out {
-            log::warn!(
-                "{count} {} left out in the {:.1} s before this line (more than {} a second)",
-                self.what,
-                over.as_secs_f64(),
-                self.per_second
-            );
-        }
-        allowed
-    }
-
-    /// Whether one more line may be written at `now`, and, when a second has passed since the
-    /// window began and lines were left out in it, how many and over how long.
-    fn take(&self, now: Instant) -> (bool, Option<(u64, Duration)>) {
-        let mut guard = self.window.lock().unwrap_or_else(PoisonError::into_inner);
-        let fresh = Window {
-            started: now,
-            written: 0,
-            left_out: 0,
-        };
-        let window = guard.get_or_insert(fresh);
-        let mut left_out = None;
-        let over = now.saturating_duration_since(window.started);
-        if over >= Duration::from_secs(1) {
-            if window.left_out > 0 {
-                left_out = Some((window.left_out, over));
-            }
-            *window = fresh;
-        }
-        let allowed = window.written < self.per_second;
-        if allowed {
-            window.written += 1;
-        } else {
-            window.left_out += 1;
-        }
-        (allowed, left_out)
-    }
-}
-
 /// Arms `reply` as the answer to `req` that the thread writing its record sends (see
 /// `http::EarlyAnswer`), shaped as `handle` shapes a route's reply in `flavor`; `None` where
 /// the layer offers no early answer.
@@ -511,22 +439,6 @@ impl Handler for App {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_line_budget_writes_its_lines_a_second_and_counts_the_others() {
-        let budget = LineBudget::new(3, "test lines");
-        let start = Instant::now();
-        let at = |ms| start + Duration::from_millis(ms);
-        let taken: Vec<bool> = (0..5).map(|i| budget.take(at(i * 10)).0).collect();
-        assert_eq!(taken, [true, true, true, false, false]);
-        // A second later: a fresh window, and the two left out are told.
-        let (allowed, told) = budget.take(at(1000));
-        assert!(allowed);
-        assert_eq!(told, Some((2, Duration::from_secs(1))));
-        assert_eq!(budget.take(at(1100)), (true, None), "told once");
-        // Nothing left out: nothing to tell.
-        assert_eq!(budget.take(at(2500)), (true, None));
-    }
 
     #[test]
     fn log_text_cannot_forge_lines() {

@@ -7,13 +7,14 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use uuid::Uuid;
 
 use super::sink::{Disposition, SinkError};
 use super::{Delivery, MIN_BODY_LIMIT, REFUSALS_KEPT, RESET_SUSPECT_BYTES, RunRefusal, lock};
 use crate::ingest::line_protocol;
+use crate::logtext::LineBudget;
 use crate::stats::Stats;
 use crate::storage::dead_letters::{Kept, Key};
 use crate::storage::log::{OwnedTarget, Read};
@@ -525,17 +526,21 @@ impl Delivery {
             if seen {
                 return;
             }
-            log::error!(
-                "influxdb refused the heartbeat of run {}; it goes to the dead letters once for this reason, later ones are counted: {message}",
-                piece.run
-            );
+            if REFUSED_POINTS_LINES.allows(Instant::now()) {
+                log::error!(
+                    "influxdb refused the heartbeat of run {}; it goes to the dead letters once for this reason, later ones are counted: {message}",
+                    piece.run
+                );
+            }
         } else {
-            log::error!(
-                "influxdb refused {points} points (record {}, unit {}, from its line {}); they go to the dead letters: {message}",
-                piece.seq,
-                piece.unit,
-                piece.line
-            );
+            if REFUSED_POINTS_LINES.allows(Instant::now()) {
+                log::error!(
+                    "influxdb refused {points} points (record {}, unit {}, from its line {}); they go to the dead letters: {message}",
+                    piece.seq,
+                    piece.unit,
+                    piece.line
+                );
+            }
             out.dead.push((piece.seq, message.clone()));
         }
         match self.dead.store(
@@ -555,14 +560,28 @@ impl Delivery {
             Err(io) => {
                 // The points can be kept nowhere; holding up everything behind them would not
                 // bring them back.
-                log::error!(
-                    "cannot write a dead letter ({io}); {points} refused points are dropped"
-                );
+                if REFUSED_POINTS_LINES.allows(Instant::now()) {
+                    log::error!(
+                        "cannot write a dead letter ({io}); {points} refused points are dropped"
+                    );
+                }
                 Stats::add(&stats.points_dropped, points);
             }
         }
     }
 }
+
+/// Lines a second, at most, that tell of points InfluxDB refused (a line a refused piece):
+/// a client whose every write InfluxDB refuses (points older than its retention policy, a
+/// tag past `max-values-per-tag`) must not make a line a request. Each piece is dead-lettered
+/// and counted all the same (`points_dead_lettered`, `points_dropped`).
+const REFUSED_POINTS_LINES_PER_SECOND: u32 = 20;
+
+/// The budget of lines of points InfluxDB refused.
+static REFUSED_POINTS_LINES: LineBudget = LineBudget::new(
+    REFUSED_POINTS_LINES_PER_SECOND,
+    "lines of points InfluxDB refused",
+);
 
 /// Forgets the tenth of the refusals heard of longest ago.
 fn forget_oldest(refusals: &mut HashMap<Uuid, RunRefusal>) {

@@ -2,8 +2,23 @@
 //! before it writes, prepares its change of the job table, has its points and that change
 //! written as one log record, and makes the change once the record is on disk.
 
+use std::time::Instant;
+
 use super::*;
 use crate::config::Acknowledge;
+use crate::logtext::LineBudget;
+
+/// Lines a second, at most, that say a run was registered or committed (all tokens together):
+/// every run of normal use (a load test registers and commits a few times a minute, a CI farm
+/// a few a second), not a line a request under a flood of cycles (8 000 cycles a second, two
+/// lines each, against a null InfluxDB).
+const RUN_LINES_PER_SECOND: u32 = 100;
+
+/// The budget of lines of runs registered or committed.
+static RUN_LINES: LineBudget = LineBudget::new(
+    RUN_LINES_PER_SECOND,
+    "lines of runs registered or committed",
+);
 
 /// A commit that has begun; if the use-case leaves early (an error or a panic), the job goes
 /// back to what it was, so a run is never stuck in `Committing`.
@@ -136,7 +151,9 @@ impl Service {
             )
             .map_err(Refused::NotRecorded)?;
         self.learned(claim, &points);
-        log::info!("run {uuid} registered");
+        if RUN_LINES.allows(Instant::now()) {
+            log::info!("run {uuid} registered");
+        }
         registered.outcome = Outcome::Delivered;
         let stored = self.arm(Acknowledge::Influxdb, answer_early, &registered);
         registered.outcome = self.delivery.outcome_with(seq, stored);
@@ -417,10 +434,12 @@ impl Service {
             self.results.prune_after(&uuid);
         }
         self.learned(claim, &points);
-        log::info!(
-            "run {uuid} committed; verdict: {}",
-            crate::logtext::escape(&committed.verdict.summary(), 300)
-        );
+        if RUN_LINES.allows(Instant::now()) {
+            log::info!(
+                "run {uuid} committed; verdict: {}",
+                crate::logtext::escape(&committed.verdict.summary(), 300)
+            );
+        }
         committed.outcome = Outcome::Delivered;
         let stored = self.arm(Acknowledge::Influxdb, answer_early, &committed);
         committed.outcome = self.delivery.outcome_with(seq, stored);

@@ -10,9 +10,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{connect_from, wait_until};
+use crate::support::{ConsumerToml, Gateway, Influxd, KeptAlive, connect_from, get, wait_until};
 
-use super::{Expected, ISRUNNING, PING, after_each, get_authed, start};
+use super::{
+    COMMIT, Expected, ISRUNNING, PING, REGISTER, after_each, bearer, get_authed,
+    ping_within_a_second, start,
+};
 
 /// Access-log lines of `what` (" GET /apiv0.1/ping 200 " and the like) in `log`.
 fn lines_of(log: &str, what: &str) -> usize {
@@ -115,6 +118,149 @@ fn a_flood_cannot_flood_the_log() {
         "the refused check after the flood is logged"
     );
     after_each(&mut gw, &influx, &Expected::default());
+}
+
+/// The gateway's lines that say a run was registered or committed, in `log`.
+fn run_lines(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.ends_with(" registered") || l.contains(" committed; verdict: "))
+        .count()
+}
+
+/// Registers and commits one run on `conn`; panics unless both answer 200.
+fn cycle(conn: &mut KeptAlive) {
+    let auth = bearer();
+    let headers = [("Authorization", auth.as_str())];
+    let registered = conn
+        .post(REGISTER, &headers, r#"{"host": "lg-flood"}"#)
+        .expect("register");
+    assert_eq!(registered.status, 200, "{}", registered.body);
+    let uuid = registered.json()["uuid"]
+        .as_str()
+        .expect("a uuid")
+        .to_string();
+    let body = format!(r#"{{"uuid": "{uuid}", "state": "stopped"}}"#);
+    let committed = conn.post(COMMIT, &headers, &body).expect("commit");
+    assert_eq!(committed.status, 200, "{}", committed.body);
+}
+
+/// Every run made a line as it was registered and another as it was committed, unbounded:
+/// 8 000 cycles a second against a null InfluxDB wrote 16 000 lines a second, which under
+/// journald's rate limit (10 000 lines in 30 s) pushes every later warning out of the journal
+/// for the rest of the 30 s. Now those lines share a bound of 100 a second
+/// (`service::runs::RUN_LINES_PER_SECOND`), then a line says how many were left out; a few
+/// runs are all logged.
+#[test]
+fn runs_at_any_rate_cannot_flood_the_log() {
+    let (_influx, gw) = start("", "");
+    let mut conn = KeptAlive::open(gw.addr).expect("connect");
+    for _ in 0..10 {
+        cycle(&mut conn);
+    }
+    wait_until(Duration::from_secs(5), "20 lines of runs", || {
+        run_lines(&gw.log()) == 20
+    });
+
+    // Eight connections, register + commit as fast as they are answered, for 2 s and at
+    // least 1 000 cycles (2 000 lines unbounded), whichever is later.
+    let logged_before = gw.log().len();
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    thread::scope(|s| {
+        for _ in 0..8 {
+            let (done, addr) = (Arc::clone(&done), gw.addr);
+            s.spawn(move || {
+                let mut conn = KeptAlive::open(addr).expect("connect");
+                while started.elapsed() < Duration::from_secs(60)
+                    && (started.elapsed() < Duration::from_secs(2)
+                        || done.load(Ordering::SeqCst) < 1000)
+                {
+                    cycle(&mut conn);
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let flooded_for = started.elapsed();
+    let cycles = done.load(Ordering::SeqCst);
+    let lines = run_lines(&gw.log()[logged_before..]);
+    println!("{cycles} cycles in {flooded_for:?}: {lines} lines of runs");
+    // At most 100 a second, in each second the flood takes.
+    let seconds = flooded_for.as_secs() as usize + 2;
+    assert!(
+        lines <= 100 * seconds,
+        "{lines} lines of runs for {cycles} cycles in {flooded_for:?}"
+    );
+    assert!(cycles >= 1000, "the flood made {cycles} cycles");
+    // One run every 200 ms after the flood until one of their lines comes after the line
+    // that counts those left out (the first written once a second has passed).
+    let told = "lines of runs registered or committed left out";
+    wait_until(Duration::from_secs(20), "the line of runs left out", || {
+        cycle(&mut conn);
+        thread::sleep(Duration::from_millis(200));
+        gw.log()[logged_before..].contains(told)
+    });
+    ping_within_a_second(gw.addr);
+}
+
+/// A client whose every write InfluxDB refuses made one error line a write: the lines of
+/// refused points share a bound of 20 a second (`delivery::pieces::REFUSED_POINTS_LINES_PER_SECOND`),
+/// then a line says how many were left out; every refused point is dead-lettered and counted
+/// all the same.
+#[test]
+fn points_influxdb_refuses_at_any_rate_cannot_flood_the_log() {
+    let influx = Influxd::start();
+    // Unchecked by the gateway, as causes it cannot see are (`max-values-per-tag`): InfluxDB
+    // refuses a string where the first run wrote a number.
+    let gw = Gateway::start(
+        &ConsumerToml::new(&influx.url, "runs")
+            .influxdb("check_schema = false\n")
+            .rest("[jobs]\nheartbeat_interval = \"1h\"\n")
+            .toml(),
+    );
+    let dead_lettered = || {
+        get(gw.addr, "/apiv0.1/states").json()["counters"]["points_dead_lettered"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let mut conn = KeptAlive::open(gw.addr).expect("connect");
+    let mut register = |fields: &str| {
+        let body = format!(r#"{{"host": "lg", "measurement": {{"fields": {fields}}}}}"#);
+        let answer = conn.post(REGISTER, &[], &body).expect("register");
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    };
+    register(r#"{"clients": 5}"#);
+    let started = Instant::now();
+    for _ in 0..600 {
+        register(r#"{"clients": "ten"}"#);
+    }
+    // Each refused register: its `started` event and its first heartbeat.
+    wait_until(
+        Duration::from_secs(60),
+        "600 registers dead-lettered",
+        || dead_lettered() >= 1200,
+    );
+    let took = started.elapsed();
+    let refused = "influxdb refused ";
+    let lines = lines_of(&gw.log(), refused);
+    println!("600 refused registers dead-lettered in {took:?}: {lines} lines of refused points");
+    let seconds = took.as_secs() as usize + 2;
+    assert!(
+        lines <= 20 * seconds,
+        "{lines} lines of refused points in {took:?}"
+    );
+    // One more refusal every 200 ms until a line counts those left out.
+    let told = "lines of points InfluxDB refused left out";
+    wait_until(
+        Duration::from_secs(20),
+        "the line of refused points left out",
+        || {
+            register(r#"{"clients": "ten"}"#);
+            thread::sleep(Duration::from_millis(200));
+            gw.log().contains(told)
+        },
+    );
+    ping_within_a_second(gw.addr);
 }
 
 /// `n` requests with a wrong token from `from`, pipelined on one connection; the answers are
