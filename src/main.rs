@@ -608,6 +608,23 @@ fn run() -> Result<(), StartError> {
     let loaded = snapshots.finish(restore, &log_dir, c.jobs.max_finished)?;
     let jobs = loaded.jobs;
     let counts = jobs.counts();
+    if !settings.clients.is_empty() {
+        let listed: Vec<&str> = settings.clients.iter().map(|c| c.name.as_str()).collect();
+        let unlisted = jobs.active_owners_not_in(&listed);
+        if !unlisted.is_empty() {
+            let runs: usize = unlisted.iter().map(|(_, n)| n).sum();
+            let names: Vec<String> = unlisted
+                .iter()
+                .take(10)
+                .map(|(name, n)| format!("{} ({n})", logtext::escape(name, 64)))
+                .collect();
+            log::warn!(
+                "{runs} running runs restored belong to tokens no longer listed: {}{}; no token can see or commit them, they expire after jobs.max_age or jobs.progress_timeout (their heartbeats written until then); list the token again, under the same name, to commit them",
+                names.join(", "),
+                if unlisted.len() > 10 { ", …" } else { "" }
+            );
+        }
+    }
     let dead_usage = dead.usage();
     let write_limits = WriteLimits {
         max_bytes: c.influxdb.max_write_bytes,

@@ -69,6 +69,23 @@ impl Jobs {
         c
     }
 
+    /// The owners of active runs (running or being committed) that `listed` (the clients'
+    /// names) does not hold, each with how many such runs, sorted by name: runs of a token no
+    /// longer configured, which no token can see, commit or end.
+    pub fn active_owners_not_in(&self, listed: &[&str]) -> Vec<(String, usize)> {
+        let t = self.lock();
+        let mut owners: std::collections::BTreeMap<&str, usize> = Default::default();
+        for job in t.jobs.values().filter(|j| j.state.is_active()) {
+            if let Some(owner) = job.owner.as_deref().filter(|o| !listed.contains(o)) {
+                *owners.entry(owner).or_default() += 1;
+            }
+        }
+        owners
+            .into_iter()
+            .map(|(o, n)| (o.to_string(), n))
+            .collect()
+    }
+
     /// Whether run `uuid` exists and `caller` may act on it (see [`Job::is_for`]).
     pub fn is_for(&self, uuid: &Uuid, caller: Option<&str>) -> bool {
         self.lock().jobs.get(uuid).is_some_and(|j| j.is_for(caller))
