@@ -28,7 +28,9 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
+mod text;
 mod unescape;
+pub use text::{compact, member_array};
 pub use unescape::unescape;
 
 /// What to keep of a JSON value.
@@ -100,6 +102,19 @@ impl Row<'_> {
             .binary_search_by(|(k, _)| k.as_ref().cmp(key))
             .ok()?;
         Some(self.members.remove(at).1)
+    }
+}
+
+/// What a JSON value is, for a message: `null`, `a boolean`, `a number`, `a string`, `an
+/// array`, `an object`.
+pub fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -388,123 +403,6 @@ fn number_parts(token: &[u8]) -> Option<(&[u8], &[u8], i64)> {
         rest = after.get(n..).unwrap_or_default();
     }
     rest.is_empty().then_some((int, frac, exp))
-}
-
-/// Removes the white space outside strings from valid JSON text: its compact form, with keys
-/// and numbers exactly as sent. Quotes, backslashes and white space are ASCII, and in UTF-8 an
-/// ASCII byte is always that character, so the text is scanned as bytes and copied in runs.
-/// Text that is compact already (as most clients send it) is not copied.
-pub fn compact(text: &str) -> Cow<'_, str> {
-    let bytes = text.as_bytes();
-    let mut out = String::new();
-    let mut start = 0;
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'"' => {
-                i = string_end(bytes, i + 1);
-                continue;
-            }
-            b' ' | b'\t' | b'\n' | b'\r' => {
-                if out.capacity() == 0 {
-                    out.reserve(text.len());
-                }
-                out.push_str(&text[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    if start == 0 {
-        return Cow::Borrowed(text);
-    }
-    out.push_str(&text[start..]);
-    Cow::Owned(out)
-}
-
-/// Where the array that is the value of a top-level member sits in the compact text of an
-/// object (see [`member_array`]): byte offsets of its brackets and of each element.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArraySpan {
-    /// The offset of `[`.
-    pub open: usize,
-    /// The offset of the matching `]`.
-    pub close: usize,
-    /// Each element's start and end (exclusive).
-    pub elements: Vec<(usize, usize)>,
-}
-
-/// The array that is the value of the top-level member `key` (spelled without escapes) of the
-/// compact JSON text of an object, as [`compact`] writes it; `None` when there is none.
-pub fn member_array(text: &str, key: &str) -> Option<ArraySpan> {
-    let b = text.as_bytes();
-    let wanted = format!("\"{key}\":[");
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    let mut open = None;
-    for (i, &c) in b.iter().enumerate() {
-        if in_string {
-            match c {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            b'"' => {
-                let is_key = depth == 1 && i > 0 && matches!(b.get(i - 1), Some(b'{' | b','));
-                if is_key
-                    && b.get(i..)
-                        .is_some_and(|rest| rest.starts_with(wanted.as_bytes()))
-                {
-                    open = Some(i + wanted.len() - 1);
-                    break;
-                }
-                in_string = true;
-            }
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    let open = open?;
-    let mut elements = Vec::new();
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    let mut start = open + 1;
-    for (i, &c) in b.iter().enumerate().skip(open + 1) {
-        if in_string {
-            match c {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            b'"' => in_string = true,
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' if depth > 0 => depth -= 1,
-            b',' if depth == 0 => {
-                elements.push((start, i));
-                start = i + 1;
-            }
-            b']' => {
-                if i > start {
-                    elements.push((start, i));
-                }
-                return Some(ArraySpan {
-                    open,
-                    close: i,
-                    elements,
-                });
-            }
-            _ => {}
-        }
-    }
-    None
 }
 
 #[derive(Clone, Copy)]

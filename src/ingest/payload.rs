@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::code::Code;
-use crate::ingest::json::{Rule, Tolerated};
+use crate::ingest::json::{Rule, Tolerated, kind};
 use crate::ingest::line_protocol::{self, FieldValue};
 
 /// Client tags per point at most.
@@ -601,19 +601,6 @@ fn parse_time_text(s: &str) -> Option<i64> {
     let t = httpdate::parse_http_date(s).ok()?;
     let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
     i64::try_from(d.as_millis()).ok()
-}
-
-/// What a JSON value is, for a message: `null`, `a boolean`, `a number`, `a string`, `an
-/// array`, `an object`.
-pub(crate) fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Quotes client text for an error message, cut (see [`SHOWN_BYTES`]).

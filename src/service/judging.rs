@@ -7,7 +7,7 @@ use uuid::Uuid;
 use wildmatch::WildMatch;
 
 use crate::config;
-use crate::ingest::payload::RequestStats;
+use crate::ingest::payload::{RequestStats, StatsRow};
 use crate::ingest::points::Run;
 use crate::state::jobs::Sample;
 use crate::state::results::{RESULT_FORMAT, RESULT_VERSION, RunResult};
@@ -114,7 +114,7 @@ impl super::Service {
         // Room for an `Aggregated` row the gateway may add: a row is a few hundred bytes.
         let sent = j.stats.map_or(&[][..], |s| s.rows.as_slice());
         let mut rows: Vec<ResultRow> = Vec::with_capacity(sent.len() + 1);
-        rows.extend(sent.iter().map(ResultRow::of));
+        rows.extend(sent.iter().map(StatsRow::result_row));
         // `locust --json-file` writes no Aggregated row: the gateway computes it, so a check of
         // `Aggregated` reads the same figures whichever way Locust's stats came.
         if !rows.is_empty() && !rows.iter().any(ResultRow::is_aggregated) {

@@ -16,9 +16,6 @@ use uuid::Uuid;
 
 pub use check::{Check, Limit, Metric};
 
-use crate::ingest::line_protocol::FieldValue;
-use crate::ingest::payload::StatsRow;
-
 /// Checks a register may give at most; the configuration's rules may add as many again, so a
 /// register never crowds out a lab's floor.
 pub const MAX_CHECKS: usize = 100;
@@ -44,7 +41,7 @@ pub const PERCENTILES: [(Metric, f64); 6] = [
 
 /// Locust's stats-row member of each of [`PERCENTILES`] (`response_time_percentile_<q>`),
 /// spelled out so that reading a row makes no string.
-const PERCENTILE_MEMBERS: [&str; 6] = [
+pub const PERCENTILE_MEMBERS: [&str; 6] = [
     "response_time_percentile_0.5",
     "response_time_percentile_0.75",
     "response_time_percentile_0.9",
@@ -87,7 +84,7 @@ pub fn thresholds(value: &Value, source: Source) -> Result<Vec<Threshold>, (Stri
                 "thresholds".into(),
                 format!(
                     "must be an object of endpoint names, each with a list of checks (e.g. {{\"Aggregated\": [\"p95 < 500ms\"]}}), not {}",
-                    crate::ingest::payload::kind(other)
+                    crate::ingest::json::kind(other)
                 ),
             ));
         }
@@ -120,7 +117,7 @@ pub fn thresholds(value: &Value, source: Source) -> Result<Vec<Threshold>, (Stri
                     at,
                     format!(
                         "must be a list of checks such as [\"p95 < 500ms\"], not {}",
-                        crate::ingest::payload::kind(other)
+                        crate::ingest::json::kind(other)
                     ),
                 ));
             }
@@ -132,7 +129,7 @@ pub fn thresholds(value: &Value, source: Source) -> Result<Vec<Threshold>, (Stri
                     at,
                     format!(
                         "must be a check as a string such as \"p95 < 500ms\", not {}",
-                        crate::ingest::payload::kind(item)
+                        crate::ingest::json::kind(item)
                     ),
                 ));
             };
@@ -178,11 +175,13 @@ pub fn merge(register: &[Threshold], config: &[Threshold]) -> Vec<Threshold> {
 pub struct Figures(pub [Option<f64>; 14]);
 
 impl Figures {
+    /// The figure of `metric`, if the result has it.
     pub fn get(&self, metric: Metric) -> Option<f64> {
         self.0.get(metric.index()).copied().flatten()
     }
 
-    fn set(&mut self, metric: Metric, value: Option<f64>) {
+    /// Sets the figure of `metric`; a value that is not finite is no figure.
+    pub fn set(&mut self, metric: Metric, value: Option<f64>) {
         if let Some(slot) = self.0.get_mut(metric.index()) {
             *slot = value.filter(|v| v.is_finite());
         }
@@ -218,88 +217,6 @@ pub struct ResultRow {
     pub name: String,
     pub method: String,
     pub figures: Figures,
-}
-
-impl ResultRow {
-    /// The row of a commit's endpoint row: the name and method as sent (`full_name` where the
-    /// tag had to be changed), the figures read from Locust's members, percentiles computed
-    /// from the histogram (`computed`) where Locust reported none.
-    pub fn of(row: &StatsRow) -> ResultRow {
-        let tag = |key: &str| {
-            row.tags
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-        };
-        let text = |key: &str| {
-            row.fields.iter().find_map(|(k, v)| match v {
-                FieldValue::Str(s) if k == key => Some(s.as_str()),
-                _ => None,
-            })
-        };
-        let num = |key: &str| {
-            row.fields.iter().find_map(|(k, v)| match v {
-                FieldValue::Float(f) if k == key => Some(*f),
-                _ => None,
-            })
-        };
-        let name = text("full_name").or(tag("name")).unwrap_or_default();
-        let method = text("full_method").or(tag("method")).unwrap_or_default();
-        let mut f = Figures::default();
-        let requests = num("num_requests");
-        let failures = num("num_failures");
-        f.set(Metric::Requests, requests);
-        f.set(Metric::Failures, failures);
-        f.set(
-            Metric::FailRatio,
-            num("fail_ratio").or(match (failures, requests) {
-                (Some(x), Some(n)) if n > 0.0 => Some(x / n),
-                (Some(_), Some(_)) => Some(0.0),
-                _ => None,
-            }),
-        );
-        f.set(
-            Metric::Avg,
-            num("avg_response_time").or(match (num("total_response_time"), requests) {
-                (Some(t), Some(n)) if n > 0.0 => Some(t / n),
-                _ => None,
-            }),
-        );
-        f.set(Metric::Min, num("min_response_time"));
-        f.set(Metric::Max, num("max_response_time"));
-        let computed = |m: Metric| {
-            row.computed
-                .iter()
-                .find(|(c, _)| *c == m.name())
-                .map(|(_, v)| *v)
-        };
-        for ((m, _), member) in PERCENTILES.iter().zip(PERCENTILE_MEMBERS) {
-            f.set(*m, num(member).or_else(|| computed(*m)));
-        }
-        if f.get(Metric::P50).is_none() {
-            f.set(Metric::P50, num("median_response_time"));
-        }
-        f.set(
-            Metric::Median,
-            num("median_response_time").or(f.get(Metric::P50)),
-        );
-        let span = match (num("last_request_timestamp"), num("start_time")) {
-            (Some(last), Some(start)) if last > start => Some(last - start),
-            _ => None,
-        };
-        f.set(
-            Metric::Rps,
-            num("total_rps").or(match (requests, span) {
-                (Some(n), Some(s)) => Some(n / s),
-                _ => None,
-            }),
-        );
-        ResultRow {
-            name: cut(name, MAX_ENDPOINT_BYTES).to_string(),
-            method: cut(method, MAX_ENDPOINT_BYTES).to_string(),
-            figures: f,
-        }
-    }
 }
 
 impl ResultRow {

@@ -4,6 +4,13 @@
 use serde_json::json;
 
 use super::*;
+use crate::ingest::line_protocol::FieldValue;
+use crate::ingest::payload::StatsRow;
+
+/// A row's part of a result (`StatsRow::result_row`).
+fn of(row: &StatsRow) -> ResultRow {
+    row.result_row()
+}
 
 fn row(name: &str, method: &str, fields: &[(&str, f64)]) -> StatsRow {
     let mut tags = vec![("name".to_string(), name.to_string())];
@@ -22,7 +29,7 @@ fn row(name: &str, method: &str, fields: &[(&str, f64)]) -> StatsRow {
 
 /// A row as the Locust plugin sends it (`stats_row`).
 fn locust_row(name: &str, method: &str, p95: f64) -> ResultRow {
-    ResultRow::of(&row(
+    of(&row(
         name,
         method,
         &[
@@ -99,7 +106,7 @@ fn what_locust_s_serialized_row_lacks_is_derived_from_what_it_has() {
         ],
     );
     raw.computed = vec![("p50", 20.0), ("p95", 90.0)];
-    let r = ResultRow::of(&raw);
+    let r = of(&raw);
     assert_eq!(r.figures.get(Metric::FailRatio), Some(0.1));
     assert_eq!(r.figures.get(Metric::Avg), Some(25.0));
     assert_eq!(r.figures.get(Metric::Rps), Some(2.0));
@@ -114,13 +121,13 @@ fn a_renamed_row_is_known_by_the_name_sent() {
     let mut raw = row("bad_name~1234abcd", "GET", &[("num_requests", 1.0)]);
     raw.fields
         .push(("full_name".into(), FieldValue::Str("bad\tname".into())));
-    assert_eq!(ResultRow::of(&raw).name, "bad\tname");
+    assert_eq!(of(&raw).name, "bad\tname");
     // A name longer than a check may name is kept as far as one may.
     let long = format!("/{}", "é".repeat(MAX_ENDPOINT_BYTES));
     let mut raw = row("x", "GET", &[("num_requests", 1.0)]);
     raw.fields
         .push(("full_name".into(), FieldValue::Str(long.clone())));
-    let kept = ResultRow::of(&raw).name;
+    let kept = of(&raw).name;
     assert!(
         kept.len() <= MAX_ENDPOINT_BYTES && long.starts_with(&kept),
         "{}",
@@ -189,7 +196,7 @@ fn a_verdict_passes_when_every_check_holds_and_fails_naming_the_one_that_does_no
 
 #[test]
 fn missing_data_fails_the_check_saying_why() {
-    let bare = ResultRow::of(&row("/bare", "GET", &[("num_requests", 3.0)]));
+    let bare = of(&row("/bare", "GET", &[("num_requests", 3.0)]));
     let v = judge(
         &[th("/bare", "p95 < 500ms"), th("/gone", "avg < 1s")],
         std::slice::from_ref(&bare),
@@ -357,7 +364,7 @@ fn figures_travel_as_an_object_of_every_metric() {
     assert_eq!(text["figures"].as_object().unwrap().len(), 14);
     let back: ResultRow = serde_json::from_value(text).unwrap();
     assert_eq!(back, r);
-    let sparse = ResultRow::of(&row("/b", "", &[("num_requests", 1.0)]));
+    let sparse = of(&row("/b", "", &[("num_requests", 1.0)]));
     let text = serde_json::to_value(&sparse).unwrap();
     assert_eq!(text["figures"]["avg"], Value::Null);
 }
@@ -402,7 +409,7 @@ fn the_doc_lists_every_metric_and_the_limits() {
 #[test]
 fn an_aggregated_row_is_computed_from_the_endpoint_rows_when_locust_sent_none() {
     let rows = [
-        ResultRow::of(&row(
+        of(&row(
             "/a",
             "GET",
             &[
@@ -414,7 +421,7 @@ fn an_aggregated_row_is_computed_from_the_endpoint_rows_when_locust_sent_none() 
                 ("total_rps", 5.0),
             ],
         )),
-        ResultRow::of(&row(
+        of(&row(
             "/b",
             "POST",
             &[
@@ -443,7 +450,7 @@ fn an_aggregated_row_is_computed_from_the_endpoint_rows_when_locust_sent_none() 
     // A figure one row lacks is not summed from the others.
     let partial = [
         rows[0].clone(),
-        ResultRow::of(&row("/c", "GET", &[("num_failures", 1.0)])),
+        of(&row("/c", "GET", &[("num_failures", 1.0)])),
     ];
     let total = ResultRow::aggregate(&partial, &[]);
     assert_eq!(total.figures.get(Metric::Requests), None);

@@ -3,7 +3,9 @@
 //! - nothing under `src/ingest/`, nor the sans-I/O files of `http/` and `storage/` (the head's
 //!   parser, the response's renderer, the sequence of one request, the decoder of compressed
 //!   bodies, the log record's format), does I/O or reads a clock (`std::fs`, `std::net`, `SystemTime::now`, `Instant`);
-//! - `service` knows nothing of HTTP;
+//! - `service` knows nothing of HTTP; no two modules import each other, through any number of
+//!   others (one known pair aside), and `config/` imports no layer;
+//! - no production file is over 800 lines, its tests in a module at its end or apart;
 //! - `unsafe` appears only in `src/malloc.rs` (the compiler holds the rest: the crate denies
 //!   `unsafe_code`), and code outside tests may not `unwrap` or `expect` (clippy denies it, by an
 //!   attribute this test checks is there);
@@ -88,6 +90,181 @@ fn the_sans_io_code_does_no_io_and_reads_no_clock() {
         "src/ingest/ and the sans-I/O files must stay pure:\n{}",
         found.join("\n")
     );
+}
+
+/// Each module of `src/` (one a file: `a/b.rs` and `a/b/mod.rs` are `a::b`, `main.rs` is
+/// ""), with the modules its production code names (`crate::a::b::…`, `super::…`), each the
+/// longest path that is a module; a module's own ancestors are left out (what encloses it is
+/// its to use). Files of tests (`*tests.rs`, and those declared under `#[cfg(test)]`) are not
+/// modules here.
+fn module_imports() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let src = root().join("src");
+    let mut texts = BTreeMap::new();
+    let mut test_only = BTreeSet::new();
+    for path in files("src", ".rs") {
+        let rel = path
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .replace(".rs", "");
+        let mut parts: Vec<&str> = rel.split('/').collect();
+        if parts.last() == Some(&"mod") || parts == ["main"] {
+            parts.pop();
+        }
+        let module = parts.join("::");
+        let text = read(&path);
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if !line.starts_with("#[cfg(test)]") {
+                continue;
+            }
+            for next in lines.iter().skip(i + 1).take(2) {
+                if let Some(name) = next.strip_prefix("mod ").and_then(|n| n.strip_suffix(';')) {
+                    let child = if module.is_empty() {
+                        name.to_string()
+                    } else {
+                        format!("{module}::{name}")
+                    };
+                    test_only.insert(child);
+                }
+            }
+        }
+        if rel.ends_with("tests") {
+            continue;
+        }
+        let production: Vec<&str> = lines[..production_lines(&text)]
+            .iter()
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .collect();
+        texts.insert(module, production.join("\n"));
+    }
+    for module in &test_only {
+        texts.remove(module);
+    }
+    let is_module = |path: &[&str]| texts.contains_key(&path.join("::"));
+    let longest = |path: &[&str]| {
+        (1..=path.len())
+            .rev()
+            .map(|n| &path[..n])
+            .find(|p| is_module(p))
+            .map(|p| p.join("::"))
+    };
+    let mut imports = BTreeMap::new();
+    for (module, text) in &texts {
+        let own: Vec<&str> = module.split("::").filter(|p| !p.is_empty()).collect();
+        let mut named = BTreeSet::new();
+        let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        for (at, _) in text
+            .match_indices("crate::")
+            .chain(text.match_indices("super::"))
+        {
+            if text[..at].ends_with(|c: char| ident(c) || c == ':') {
+                continue;
+            }
+            let rest = &text[at..];
+            let mut base: Vec<&str> = Vec::new();
+            let mut tail = rest;
+            if let Some(r) = tail.strip_prefix("crate::") {
+                tail = r;
+            } else {
+                base = own.clone();
+                while let Some(r) = tail.strip_prefix("super::") {
+                    base.pop();
+                    tail = r;
+                }
+            }
+            let mut path = base;
+            for part in tail.split("::") {
+                let end = part.find(|c: char| !ident(c)).unwrap_or(part.len());
+                if end == 0 {
+                    break;
+                }
+                path.push(&part[..end]);
+                if end < part.len() {
+                    break;
+                }
+            }
+            if let Some(target) = longest(&path) {
+                let enclosing = own.starts_with(&target.split("::").collect::<Vec<_>>());
+                if target != *module && !enclosing {
+                    named.insert(target);
+                }
+            }
+        }
+        imports.insert(module.clone(), named);
+    }
+    imports
+}
+
+/// No two modules import each other, through any number of others: each layer, and each
+/// file within one, builds on what is below it. One pair is known and stays (ARCHITECTURE.md,
+/// "Departures"): `state::jobs` and `state::journal`, the job table and its format.
+#[test]
+fn no_import_goes_round_in_a_circle() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let imports = module_imports();
+    assert!(imports.len() > 40, "{} modules", imports.len());
+    assert!(
+        imports["ingest::payload"].contains("verdict"),
+        "the reading of imports misses `crate::` paths"
+    );
+    assert!(
+        imports["delivery::deliverer"].contains("delivery::pieces"),
+        "the reading of imports misses `super::` paths"
+    );
+    let group = &imports["storage::log::group"];
+    assert!(
+        !group.contains("storage::log") && !group.contains("storage"),
+        "a module's enclosing modules are its own: {group:?}"
+    );
+    // Tarjan's strongly connected components: each circle is one of more than one module.
+    struct Walk<'a> {
+        imports: &'a BTreeMap<String, BTreeSet<String>>,
+        index: BTreeMap<&'a str, usize>,
+        low: BTreeMap<&'a str, usize>,
+        stack: Vec<&'a str>,
+        circles: Vec<Vec<&'a str>>,
+    }
+    fn visit<'a>(w: &mut Walk<'a>, v: &'a str) {
+        let n = w.index.len();
+        w.index.insert(v, n);
+        w.low.insert(v, n);
+        w.stack.push(v);
+        for u in w.imports.get(v).into_iter().flatten() {
+            let u = u.as_str();
+            if !w.index.contains_key(u) {
+                visit(w, u);
+                let low = w.low[v].min(w.low[u]);
+                w.low.insert(v, low);
+            } else if w.stack.contains(&u) {
+                let low = w.low[v].min(w.index[u]);
+                w.low.insert(v, low);
+            }
+        }
+        if w.low[v] == w.index[v] {
+            let at = w.stack.iter().rposition(|m| *m == v).unwrap();
+            let mut circle: Vec<&str> = w.stack.split_off(at);
+            if circle.len() > 1 {
+                circle.sort();
+                w.circles.push(circle);
+            }
+        }
+    }
+    let mut walk = Walk {
+        imports: &imports,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        circles: Vec::new(),
+    };
+    for module in imports.keys() {
+        if !walk.index.contains_key(module.as_str()) {
+            visit(&mut walk, module);
+        }
+    }
+    let known = vec![vec!["state::jobs", "state::journal"]];
+    assert_eq!(walk.circles, known, "modules that import each other");
 }
 
 /// The layers import their settings from `config/`, never the other way round: that is what

@@ -3,6 +3,9 @@
 //! them as one JSON tree. Pure: bytes in, rows out.
 
 use super::*;
+use crate::verdict::{
+    Figures, MAX_ENDPOINT_BYTES, Metric, PERCENTILE_MEMBERS, PERCENTILES, ResultRow,
+};
 
 /// Locust's `requestStats`, taken apart for the points of the commit (docs/points.md).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -58,6 +61,89 @@ pub struct StatsRow {
     /// of their metric (`p95`, …; see `verdict::PERCENTILES`), in milliseconds: what a verdict
     /// reads where Locust reported no percentile. Empty without a histogram. Not written.
     pub computed: Vec<(&'static str, f64)>,
+}
+
+impl StatsRow {
+    /// The row's part of a run's result, which a verdict judges: the name and method as sent
+    /// (`full_name` where the tag had to be changed), the figures read from Locust's members,
+    /// percentiles computed from the histogram (`computed`) where Locust reported none.
+    pub fn result_row(&self) -> ResultRow {
+        let row = self;
+        let tag = |key: &str| {
+            row.tags
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        let text = |key: &str| {
+            row.fields.iter().find_map(|(k, v)| match v {
+                FieldValue::Str(s) if k == key => Some(s.as_str()),
+                _ => None,
+            })
+        };
+        let num = |key: &str| {
+            row.fields.iter().find_map(|(k, v)| match v {
+                FieldValue::Float(f) if k == key => Some(*f),
+                _ => None,
+            })
+        };
+        let name = text("full_name").or(tag("name")).unwrap_or_default();
+        let method = text("full_method").or(tag("method")).unwrap_or_default();
+        let mut f = Figures::default();
+        let requests = num("num_requests");
+        let failures = num("num_failures");
+        f.set(Metric::Requests, requests);
+        f.set(Metric::Failures, failures);
+        f.set(
+            Metric::FailRatio,
+            num("fail_ratio").or(match (failures, requests) {
+                (Some(x), Some(n)) if n > 0.0 => Some(x / n),
+                (Some(_), Some(_)) => Some(0.0),
+                _ => None,
+            }),
+        );
+        f.set(
+            Metric::Avg,
+            num("avg_response_time").or(match (num("total_response_time"), requests) {
+                (Some(t), Some(n)) if n > 0.0 => Some(t / n),
+                _ => None,
+            }),
+        );
+        f.set(Metric::Min, num("min_response_time"));
+        f.set(Metric::Max, num("max_response_time"));
+        let computed = |m: Metric| {
+            row.computed
+                .iter()
+                .find(|(c, _)| *c == m.name())
+                .map(|(_, v)| *v)
+        };
+        for ((m, _), member) in PERCENTILES.iter().zip(PERCENTILE_MEMBERS) {
+            f.set(*m, num(member).or_else(|| computed(*m)));
+        }
+        if f.get(Metric::P50).is_none() {
+            f.set(Metric::P50, num("median_response_time"));
+        }
+        f.set(
+            Metric::Median,
+            num("median_response_time").or(f.get(Metric::P50)),
+        );
+        let span = match (num("last_request_timestamp"), num("start_time")) {
+            (Some(last), Some(start)) if last > start => Some(last - start),
+            _ => None,
+        };
+        f.set(
+            Metric::Rps,
+            num("total_rps").or(match (requests, span) {
+                (Some(n), Some(s)) => Some(n / s),
+                _ => None,
+            }),
+        );
+        ResultRow {
+            name: prefix(name, MAX_ENDPOINT_BYTES).to_string(),
+            method: prefix(method, MAX_ENDPOINT_BYTES).to_string(),
+            figures: f,
+        }
+    }
 }
 
 /// Entries of a row's `response_times` read at most: Locust's buckets (1 ms to 100 ms, then
