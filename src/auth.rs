@@ -313,7 +313,7 @@ impl RequestRate {
         if *rate <= 0.0 {
             return Ok(());
         }
-        let mut bucket = bucket.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut bucket = crate::sync::lock(bucket);
         bucket.refill(now, *rate, rate.max(1.0));
         match bucket.wait(*rate) {
             Duration::ZERO => {

@@ -6,7 +6,7 @@
 //! sees, "Trojan Source", CVE-2021-42574) all become `?`, and the text is cut. And lines that
 //! clients cause, bounded: a [`LineBudget`] a kind.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Whether `c` may not appear in a log line as it is.
@@ -75,7 +75,7 @@ impl LineBudget {
     /// Whether one more line may be written at `now`, and, when a second has passed since the
     /// window began and lines were left out in it, how many and over how long.
     fn take(&self, now: Instant) -> (bool, Option<(u64, Duration)>) {
-        let mut guard = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = crate::sync::lock(&self.window);
         let fresh = Window {
             started: now,
             written: 0,
