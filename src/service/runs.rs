@@ -380,7 +380,7 @@ impl Service {
             Ok(bytes) => {
                 // The record carries the result: it is durable with the record, and the file
                 // is synced before a snapshot lets the record go (see `state::results`).
-                crate::state::journal::encode_result(&mut change.bytes, change.seq, &bytes);
+                crate::state::jobs::format::encode_result(&mut change.bytes, change.seq, &bytes);
                 None
             }
             Err(e) => {

@@ -25,6 +25,7 @@
 //! first, so one token's runs never push out another's), so memory stays bounded however many
 //! runs come and go. A finished run keeps only what the state page shows.
 
+pub mod format;
 mod prepared;
 mod read;
 mod sample;
@@ -50,7 +51,6 @@ use uuid::Uuid;
 
 use crate::ingest::line_protocol::FieldValue;
 use crate::ingest::points::{self, BeatLine, Event, Run};
-use crate::state::journal;
 use crate::state::schema::Known;
 use crate::sync::Signal;
 use crate::verdict::Threshold;

@@ -56,7 +56,7 @@ impl Jobs {
     /// the bytes are encoded after the lock is let go, so requests that change the table do not
     /// wait for them.
     pub fn snapshot_with(&self, schema: &Known) -> (Vec<u8>, u64) {
-        self.snapshot_by(|covers, jobs| journal::encode_snapshot(covers, jobs.iter(), schema))
+        self.snapshot_by(|covers, jobs| format::encode_snapshot(covers, jobs.iter(), schema))
     }
 
     /// The jobs as a snapshot saves them and the number up to which they hold every change

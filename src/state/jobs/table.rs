@@ -78,7 +78,7 @@ impl Table {
     /// prepared; its removals waiting (if any) go with it.
     pub(super) fn prepare(&mut self, job: &Job) -> Change {
         self.seq += 1;
-        journal::encode_record(&mut self.pending, self.seq, Some(job), &job.run.uuid);
+        format::encode_record(&mut self.pending, self.seq, Some(job), &job.run.uuid);
         self.preparing.insert(self.seq);
         self.take()
     }
@@ -87,14 +87,14 @@ impl Table {
     pub(super) fn put(&mut self, uuid: &Uuid) {
         if let Some(job) = self.jobs.get(uuid) {
             self.seq += 1;
-            journal::encode_record(&mut self.pending, self.seq, Some(job), uuid);
+            format::encode_record(&mut self.pending, self.seq, Some(job), uuid);
         }
     }
 
     /// Records the job's removal in the journal.
     pub(super) fn del(&mut self, uuid: &Uuid) {
         self.seq += 1;
-        journal::encode_record(&mut self.pending, self.seq, None, uuid);
+        format::encode_record(&mut self.pending, self.seq, None, uuid);
     }
 
     pub(super) fn is_ended_at(&self, uuid: &Uuid, at_ms: i64) -> bool {

@@ -515,7 +515,7 @@ fn a_snapshot_is_encoded_after_the_lock_is_let_go_and_holds_the_table_as_taken()
             .join()
             .unwrap();
         });
-        journal::encode_snapshot(covers, saved.iter(), &Known::new())
+        super::format::encode_snapshot(covers, saved.iter(), &Known::new())
     });
     assert!(
         during == taken,
