@@ -9,6 +9,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use log::Level;
+
 /// Whether `c` may not appear in a log line as it is.
 fn unsafe_in_logs(c: char) -> bool {
     c.is_control()
@@ -31,6 +33,11 @@ fn unsafe_in_logs(c: char) -> bool {
 /// 30 s a service by default: `RateLimitBurst=` in journald.conf(5)) push the gateway's own
 /// warnings and errors out of the journal; traffic far below the bound keeps every line. The
 /// counters of `states` and `metrics` count every request, run and point all the same.
+///
+/// A line the log level would not write anyway is neither written nor counted, and the line
+/// that counts those left out is written at the level of the most severe of them: at
+/// `log.level = "error"` the refused points left out are told (an error), at `"warn"` no
+/// info line is said to be left out.
 pub struct LineBudget {
     per_second: u32,
     /// What a line is, in the line that counts those left out.
@@ -44,7 +51,12 @@ struct Window {
     started: Instant,
     written: u32,
     left_out: u64,
+    /// The most severe level of the lines left out (`Level::Error` is the most severe).
+    worst: Level,
 }
+
+/// Lines left out in a window that is over: how many, over how long, the most severe level.
+type LeftOut = (u64, Duration, Level);
 
 impl LineBudget {
     /// A budget of `per_second` lines a second; `what` names a line in the one that says how
@@ -57,36 +69,48 @@ impl LineBudget {
         }
     }
 
-    /// Whether one more line may be written at `now`; when lines were left out before it, a
-    /// line saying how many is written first.
-    pub fn allows(&self, now: Instant) -> bool {
-        let (allowed, left_out) = self.take(now);
-        if let Some((count, over)) = left_out {
-            log::warn!(
-                "{count} {} left out in the {:.1} s before this line (more than {} a second)",
-                self.what,
-                over.as_secs_f64(),
-                self.per_second
-            );
+    /// Whether one more line at `level` may be written at `now` (never one the log level
+    /// leaves out); when lines were left out before it, a line saying how many is written
+    /// first.
+    pub fn allows(&self, level: Level, now: Instant) -> bool {
+        if !log::log_enabled!(level) {
+            return false;
+        }
+        let (allowed, left_out) = self.take(level, now);
+        if let Some(told) = left_out {
+            self.tell(told);
         }
         allowed
     }
 
-    /// Whether one more line may be written at `now`, and, when a second has passed since the
-    /// window began and lines were left out in it, how many and over how long.
-    fn take(&self, now: Instant) -> (bool, Option<(u64, Duration)>) {
+    /// Writes the line that counts the lines left out.
+    fn tell(&self, (count, over, level): LeftOut) {
+        log::log!(
+            level,
+            "{count} {} left out in the {:.1} s before this line (more than {} a second)",
+            self.what,
+            over.as_secs_f64(),
+            self.per_second
+        );
+    }
+
+    /// Whether one more line at `level` may be written at `now`, and, when a second has
+    /// passed since the window began and lines were left out in it, how many, over how long
+    /// and the most severe of them.
+    fn take(&self, level: Level, now: Instant) -> (bool, Option<LeftOut>) {
         let mut guard = crate::sync::lock(&self.window);
         let fresh = Window {
             started: now,
             written: 0,
             left_out: 0,
+            worst: Level::Trace,
         };
         let window = guard.get_or_insert(fresh);
         let mut left_out = None;
         let over = now.saturating_duration_since(window.started);
         if over >= Duration::from_secs(1) {
             if window.left_out > 0 {
-                left_out = Some((window.left_out, over));
+                left_out = Some((window.left_out, over, window.worst));
             }
             *window = fresh;
         }
@@ -95,6 +119,7 @@ impl LineBudget {
             window.written += 1;
         } else {
             window.left_out += 1;
+            window.worst = window.worst.min(level);
         }
         (allowed, left_out)
     }
@@ -124,15 +149,47 @@ mod tests {
         let budget = LineBudget::new(3, "test lines");
         let start = Instant::now();
         let at = |ms| start + Duration::from_millis(ms);
-        let taken: Vec<bool> = (0..5).map(|i| budget.take(at(i * 10)).0).collect();
+        let info = Level::Info;
+        let taken: Vec<bool> = (0..5).map(|i| budget.take(info, at(i * 10)).0).collect();
         assert_eq!(taken, [true, true, true, false, false]);
         // A second later: a fresh window, and the two left out are told.
-        let (allowed, told) = budget.take(at(1000));
+        let (allowed, told) = budget.take(info, at(1000));
         assert!(allowed);
-        assert_eq!(told, Some((2, Duration::from_secs(1))));
-        assert_eq!(budget.take(at(1100)), (true, None), "told once");
+        assert_eq!(told, Some((2, Duration::from_secs(1), info)));
+        assert_eq!(budget.take(info, at(1100)), (true, None), "told once");
         // Nothing left out: nothing to tell.
-        assert_eq!(budget.take(at(2500)), (true, None));
+        assert_eq!(budget.take(info, at(2500)), (true, None));
+    }
+
+    /// The line that counts the lines left out was a warning whatever they were: at
+    /// `log.level = "error"` the errors of refused points were cut to 20 a second and the
+    /// count of the others never written.
+    #[test]
+    fn the_lines_left_out_are_told_at_the_level_of_the_most_severe() {
+        let budget = LineBudget::new(1, "test lines");
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        assert!(budget.take(Level::Info, at(0)).0);
+        assert!(!budget.take(Level::Info, at(10)).0);
+        assert!(!budget.take(Level::Error, at(20)).0);
+        assert!(!budget.take(Level::Warn, at(30)).0);
+        let (_, told) = budget.take(Level::Info, at(1000));
+        assert_eq!(told, Some((3, Duration::from_secs(1), Level::Error)));
+    }
+
+    /// A line the log level leaves out is not counted as one the budget left out: at
+    /// `log.level = "warn"` a flood of runs wrote warnings counting info lines that would
+    /// never have been written.
+    #[test]
+    fn a_line_the_log_level_leaves_out_is_not_counted() {
+        // No logger in unit tests: every level is off.
+        let budget = LineBudget::new(1, "test lines");
+        assert!(!log::log_enabled!(Level::Error));
+        assert!(!budget.allows(Level::Error, Instant::now()));
+        assert!(
+            budget.window.lock().unwrap().is_none(),
+            "nothing counted while the level is off"
+        );
     }
 
     #[test]

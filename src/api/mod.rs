@@ -272,13 +272,13 @@ impl App {
                     Stats::add(&self.stats().auth_failures, 1);
                 }
                 let spent = guessed && self.failed_checks.failed(ip, now);
-                if !REFUSED_LINES.allows(now) {
-                    return Err(ApiError::Unauthorized(denied));
-                }
                 let level = match denied {
                     Denied::Missing => log::Level::Info,
                     Denied::Malformed | Denied::WrongToken => log::Level::Warn,
                 };
+                if !REFUSED_LINES.allows(level, now) {
+                    return Err(ApiError::Unauthorized(denied));
+                }
                 log::log!(
                     level,
                     "refused {} {} from {ip}: {}{}",
@@ -416,9 +416,7 @@ impl Handler for App {
     fn completed(&self, ex: &Exchange<'_>) {
         let route = routes::find_for(ex.path, ex.method).map_or(ROUTES.len(), |(i, _)| i);
         self.stats().request(route, ex.status, ex.duration);
-        if !log::log_enabled!(target: "access", log::Level::Info)
-            || !ACCESS_LINES.allows(Instant::now())
-        {
+        if !ACCESS_LINES.allows(log::Level::Info, Instant::now()) {
             return;
         }
         log::info!(

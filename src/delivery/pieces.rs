@@ -526,14 +526,14 @@ impl Delivery {
             if seen {
                 return;
             }
-            if REFUSED_POINTS_LINES.allows(Instant::now()) {
+            if REFUSED_POINTS_LINES.allows(log::Level::Error, Instant::now()) {
                 log::error!(
                     "influxdb refused the heartbeat of run {}; it goes to the dead letters once for this reason, later ones are counted: {message}",
                     piece.run
                 );
             }
         } else {
-            if REFUSED_POINTS_LINES.allows(Instant::now()) {
+            if REFUSED_POINTS_LINES.allows(log::Level::Error, Instant::now()) {
                 log::error!(
                     "influxdb refused {points} points (record {}, unit {}, from its line {}); they go to the dead letters: {message}",
                     piece.seq,
@@ -560,7 +560,7 @@ impl Delivery {
             Err(io) => {
                 // The points can be kept nowhere; holding up everything behind them would not
                 // bring them back.
-                if REFUSED_POINTS_LINES.allows(Instant::now()) {
+                if REFUSED_POINTS_LINES.allows(log::Level::Error, Instant::now()) {
                     log::error!(
                         "cannot write a dead letter ({io}); {points} refused points are dropped"
                     );

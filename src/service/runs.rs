@@ -151,7 +151,7 @@ impl Service {
             )
             .map_err(Refused::NotRecorded)?;
         self.learned(claim, &points);
-        if RUN_LINES.allows(Instant::now()) {
+        if RUN_LINES.allows(log::Level::Info, Instant::now()) {
             log::info!("run {uuid} registered");
         }
         registered.outcome = Outcome::Delivered;
@@ -434,7 +434,7 @@ impl Service {
             self.results.prune_after(&uuid);
         }
         self.learned(claim, &points);
-        if RUN_LINES.allows(Instant::now()) {
+        if RUN_LINES.allows(log::Level::Info, Instant::now()) {
             log::info!(
                 "run {uuid} committed; verdict: {}",
                 crate::logtext::escape(&committed.verdict.summary(), 300)
