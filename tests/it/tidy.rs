@@ -564,11 +564,18 @@ fn the_job_table_and_its_formats_do_no_io() {
     let mut found = Vec::new();
     for path in sources {
         let text = read(&path);
+        // Up to the module of tests, as the count of lines reads them: up to the first
+        // `#[cfg(test)]` this read 36 lines of `state/jobs/mod.rs` (one on a `pub use`) and 186
+        // of `state/journal.rs` (one on a helper), about a tenth of the table's code.
         let production: String = text
             .lines()
-            .take_while(|l| !l.starts_with("#[cfg(test)]"))
+            .take(production_lines(&text))
             .collect::<Vec<_>>()
             .join("\n");
+        if path.ends_with("state/jobs/mod.rs") || path.ends_with("state/journal.rs") {
+            let read = production.lines().count();
+            assert!(read > 600, "{}: {read} lines read", path.display());
+        }
         for (n, line) in code_lines(&production) {
             for word in forbidden {
                 if line.contains(word) {
