@@ -16,6 +16,7 @@
 //! - the Python in `scripts/` passes ruff, beside the shellcheck test of the shell scripts;
 //! - every relative link of README.md, ARCHITECTURE.md and docs/*.md names a file that exists,
 //!   and its `#anchor` a heading of that file.
+//! - ARCHITECTURE.md's code map names every production file under `src/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -585,4 +586,65 @@ fn the_job_table_and_its_formats_do_no_io() {
         }
     }
     assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+/// Whether `rel` (a file's path under `src/`) is in one of ARCHITECTURE.md's tables: named by
+/// that path, or, in the row of a file of its folder or of the module the folder belongs to
+/// (`service/write.rs` for `service/write/targets.rs`), by its name or its path from there.
+fn mapped(rel: &str, rows: &[&str]) -> bool {
+    let quoted = |s: &str| format!("`{s}`");
+    if rows.iter().any(|r| r.contains(&quoted(rel))) {
+        return true;
+    }
+    let Some((folder, name)) = rel.rsplit_once('/') else {
+        return false;
+    };
+    let short = match folder.rsplit_once('/') {
+        Some((_, last)) => format!("{last}/{name}"),
+        None => format!("{folder}/{name}"),
+    };
+    rows.iter().any(|r| {
+        (r.contains(&quoted(name)) || r.contains(&quoted(&short)))
+            && r.contains(&format!("`{folder}"))
+    })
+}
+
+/// ARCHITECTURE.md's code map shows the layout: every production file under `src/` has its
+/// row (its tests, `tests.rs`, `*_tests.rs` and what is under a `tests/` folder, are the
+/// convention the map states once). `state/jobs/read.rs`, `state/jobs/sample.rs`,
+/// `ingest/mod.rs` and `state/mod.rs` were in none.
+#[test]
+fn every_source_file_is_in_the_code_map() {
+    let map = read(&root().join("ARCHITECTURE.md"));
+    let rows: Vec<&str> = map.lines().filter(|l| l.starts_with('|')).collect();
+    assert!(
+        mapped("state/jobs/prepared.rs", &rows),
+        "a name beside its folder's file"
+    );
+    assert!(
+        mapped("service/write/targets.rs", &rows),
+        "a path from its module"
+    );
+    assert!(!mapped("state/nothing.rs", &rows));
+    assert!(
+        rows.iter().any(|r| r.contains("`*_tests.rs`")),
+        "the map states where unit tests live"
+    );
+    let src = root().join("src");
+    let mut missing = Vec::new();
+    for path in files("src", ".rs") {
+        let rel = path
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let test = rel.ends_with("tests.rs") || rel.contains("tests/");
+        if !test && !mapped(&rel, &rows) {
+            missing.push(rel);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not in ARCHITECTURE.md's tables: {missing:?}"
+    );
 }
