@@ -4,7 +4,7 @@
 //! paragraph separators (U+2028, U+2029: line breaks to many log viewers) and the bidirectional
 //! controls (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C: they reorder what a reader
 //! sees, "Trojan Source", CVE-2021-42574) all become `?`, and the text is cut. And lines that
-//! clients cause, bounded: a [`LineBudget`] a kind.
+//! clients cause, bounded: a [`LineBudget`] a kind, all of them here.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -26,9 +26,55 @@ fn unsafe_in_logs(c: char) -> bool {
         )
 }
 
+/// Access-log lines written in one second at most, all connections together: far more than
+/// normal traffic (a load test reports a few times a second), far fewer than a client
+/// pipelining pings asks for (90 000 in 2 s).
+pub static ACCESS_LINES: LineBudget = LineBudget::new(200, "access-log lines");
+
+/// Lines of refused token checks written in one second at most, all addresses together.
+pub static REFUSED_TOKEN_LINES: LineBudget = LineBudget::new(20, "refused token checks");
+
+/// Lines a second, at most, that say a run was registered or committed (all tokens together):
+/// every run of normal use (a load test registers and commits a few times a minute, a CI farm
+/// a few a second), not a line a request under a flood of cycles (8 000 cycles a second, two
+/// lines each, against a null InfluxDB).
+pub static RUN_LINES: LineBudget = LineBudget::new(100, "lines of runs registered or committed");
+
+/// Lines a second, at most, that tell of points InfluxDB refused (a line a refused piece):
+/// a client whose every write InfluxDB refuses (a tag past `max-values-per-tag`, a type
+/// another writer gave a field) must not make a line a request. Each piece is dead-lettered
+/// and counted all the same (`points_dead_lettered`, `points_dropped`).
+pub static REFUSED_POINTS_LINES: LineBudget =
+    LineBudget::new(20, "lines of points InfluxDB refused");
+
+/// Lines a second, at most, that tell of a dead letter the gateway could not write (its own
+/// disk's fault, not a client's): a budget of their own, so refusals cannot crowd them out;
+/// the points are counted as dropped (`points_dropped`) all the same.
+pub static DEAD_LETTER_FAILURE_LINES: LineBudget =
+    LineBudget::new(20, "lines of dead letters not written");
+
+/// Every budget, for [`tell_left_out`].
+const BUDGETS: [&LineBudget; 5] = [
+    &ACCESS_LINES,
+    &REFUSED_TOKEN_LINES,
+    &RUN_LINES,
+    &REFUSED_POINTS_LINES,
+    &DEAD_LETTER_FAILURE_LINES,
+];
+
+/// Tells, for every budget, the lines left out in a second that is over by `now`. Called
+/// about every second (the heartbeat loop's looks), so a flood that stopped is told of within
+/// a second or two, and not only before the next line of its kind, which may never come.
+pub fn tell_left_out(now: Instant) {
+    for budget in BUDGETS {
+        budget.tell_left_out(now);
+    }
+}
+
 /// A bound on log lines of one kind that clients cause (a line a request, a run, a refused
 /// token or refused points): `per_second` in each second at most; the others are counted, and
-/// the first line written after them is preceded by one saying how many were left out. A
+/// one line says how many were left out, once their second is over: before the next line of
+/// the kind, or at the heartbeat loop's next look ([`tell_left_out`]), whichever is first. A
 /// flood of requests cannot fill the disk, nor (under journald's rate limit, 10 000 lines in
 /// 30 s a service by default: `RateLimitBurst=` in journald.conf(5)) push the gateway's own
 /// warnings and errors out of the journal; traffic far below the bound keeps every line. The
@@ -81,6 +127,31 @@ impl LineBudget {
             self.tell(told);
         }
         allowed
+    }
+
+    /// Tells the lines left out in a window that is over by `now`, if any; the next line
+    /// begins a new window.
+    fn tell_left_out(&self, now: Instant) {
+        let told = {
+            let mut guard = crate::sync::lock(&self.window);
+            match *guard {
+                Some(w)
+                    if w.left_out > 0
+                        && now.saturating_duration_since(w.started) >= Duration::from_secs(1) =>
+                {
+                    *guard = None;
+                    Some((
+                        w.left_out,
+                        now.saturating_duration_since(w.started),
+                        w.worst,
+                    ))
+                }
+                _ => None,
+            }
+        };
+        if let Some(told) = told {
+            self.tell(told);
+        }
     }
 
     /// Writes the line that counts the lines left out.
@@ -159,6 +230,31 @@ mod tests {
         assert_eq!(budget.take(info, at(1100)), (true, None), "told once");
         // Nothing left out: nothing to tell.
         assert_eq!(budget.take(info, at(2500)), (true, None));
+    }
+
+    /// The lines left out were told only before the next line of their kind, which may never
+    /// come: a flood that stopped left its count untold. The heartbeat loop's looks tell it
+    /// once its second is over, and only once.
+    #[test]
+    fn lines_left_out_are_told_once_their_second_is_over_without_another_line() {
+        let budget = LineBudget::new(1, "test lines");
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        assert!(budget.take(Level::Info, at(0)).0);
+        assert!(!budget.take(Level::Info, at(10)).0);
+        let window = |b: &LineBudget| b.window.lock().unwrap().map(|w| w.left_out);
+        budget.tell_left_out(at(500));
+        assert_eq!(window(&budget), Some(1), "not yet: the second is not over");
+        budget.tell_left_out(at(1000));
+        assert_eq!(window(&budget), None, "told, and the window begins again");
+        assert_eq!(
+            budget.take(Level::Info, at(1100)),
+            (true, None),
+            "told once"
+        );
+        // Nothing left out: nothing told, the window kept.
+        budget.tell_left_out(at(2500));
+        assert_eq!(window(&budget), Some(0));
     }
 
     /// The line that counts the lines left out was a warning whatever they were: at

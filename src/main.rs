@@ -514,7 +514,7 @@ fn run() -> Result<(), StartError> {
                 .map(|(name, n)| format!("{} ({n})", logtext::escape(name, 64)))
                 .collect();
             log::warn!(
-                "{runs} running runs restored belong to tokens no longer listed: {}{}; no token can see or commit them, they expire after jobs.max_age or jobs.progress_timeout (their heartbeats written until then); list the token again, under the same name, to commit them",
+                "running runs restored whose token is no longer listed: {runs} ({}{}); no token can see or commit them, they expire after jobs.max_age or jobs.progress_timeout (their heartbeats written until then); list the token again, under the same name, to commit them",
                 names.join(", "),
                 if unlisted.len() > 10 { ", …" } else { "" }
             );

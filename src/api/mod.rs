@@ -26,7 +26,7 @@ use crate::code::Code;
 use crate::config::Settings;
 use crate::http::{Exchange, Handler, Head, Request, Response};
 use crate::ingest::payload::{PayloadError, PayloadLimits};
-use crate::logtext::LineBudget;
+use crate::logtext::{ACCESS_LINES, REFUSED_TOKEN_LINES};
 use crate::service::{Refused, Service};
 use crate::state::schema::Conflict;
 use crate::stats::Stats;
@@ -276,7 +276,7 @@ impl App {
                     Denied::Missing => log::Level::Info,
                     Denied::Malformed | Denied::WrongToken => log::Level::Warn,
                 };
-                if !REFUSED_LINES.allows(level, now) {
+                if !REFUSED_TOKEN_LINES.allows(level, now) {
                     return Err(ApiError::Unauthorized(denied));
                 }
                 log::log!(
@@ -309,21 +309,6 @@ impl App {
         Ok(client)
     }
 }
-
-/// Access-log lines written in one second at most, all connections together: far more than
-/// normal traffic (a load test reports a few times a second), far fewer than a client
-/// pipelining pings asks for (90 000 in 2 s).
-const ACCESS_LINES_PER_SECOND: u32 = 200;
-
-/// Lines of refused token checks written in one second at most, all addresses together.
-const REFUSED_LINES_PER_SECOND: u32 = 20;
-
-/// The access log's budget of lines (one log per process, so one budget).
-static ACCESS_LINES: LineBudget = LineBudget::new(ACCESS_LINES_PER_SECOND, "access-log lines");
-
-/// The budget of lines of refused token checks.
-static REFUSED_LINES: LineBudget =
-    LineBudget::new(REFUSED_LINES_PER_SECOND, "refused token checks");
 
 /// Arms `reply` as the answer to `req` that the thread writing its record sends (see
 /// `http::EarlyAnswer`), shaped as `handle` shapes a route's reply in `flavor`; `None` where

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::sink::{Disposition, SinkError};
 use super::{Delivery, MIN_BODY_LIMIT, REFUSALS_KEPT, RESET_SUSPECT_BYTES, RunRefusal, lock};
 use crate::ingest::line_protocol;
-use crate::logtext::LineBudget;
+use crate::logtext::{DEAD_LETTER_FAILURE_LINES, REFUSED_POINTS_LINES};
 use crate::stats::Stats;
 use crate::storage::dead_letters::{Kept, Key};
 use crate::storage::log::{OwnedTarget, Read};
@@ -560,7 +560,7 @@ impl Delivery {
             Err(io) => {
                 // The points can be kept nowhere; holding up everything behind them would not
                 // bring them back.
-                if REFUSED_POINTS_LINES.allows(log::Level::Error, Instant::now()) {
+                if DEAD_LETTER_FAILURE_LINES.allows(log::Level::Error, Instant::now()) {
                     log::error!(
                         "cannot write a dead letter ({io}); {points} refused points are dropped"
                     );
@@ -570,18 +570,6 @@ impl Delivery {
         }
     }
 }
-
-/// Lines a second, at most, that tell of points InfluxDB refused (a line a refused piece):
-/// a client whose every write InfluxDB refuses (points older than its retention policy, a
-/// tag past `max-values-per-tag`) must not make a line a request. Each piece is dead-lettered
-/// and counted all the same (`points_dead_lettered`, `points_dropped`).
-const REFUSED_POINTS_LINES_PER_SECOND: u32 = 20;
-
-/// The budget of lines of points InfluxDB refused.
-static REFUSED_POINTS_LINES: LineBudget = LineBudget::new(
-    REFUSED_POINTS_LINES_PER_SECOND,
-    "lines of points InfluxDB refused",
-);
 
 /// Forgets the tenth of the refusals heard of longest ago.
 fn forget_oldest(refusals: &mut HashMap<Uuid, RunRefusal>) {

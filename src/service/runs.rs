@@ -6,19 +6,7 @@ use std::time::Instant;
 
 use super::*;
 use crate::config::Acknowledge;
-use crate::logtext::LineBudget;
-
-/// Lines a second, at most, that say a run was registered or committed (all tokens together):
-/// every run of normal use (a load test registers and commits a few times a minute, a CI farm
-/// a few a second), not a line a request under a flood of cycles (8 000 cycles a second, two
-/// lines each, against a null InfluxDB).
-const RUN_LINES_PER_SECOND: u32 = 100;
-
-/// The budget of lines of runs registered or committed.
-static RUN_LINES: LineBudget = LineBudget::new(
-    RUN_LINES_PER_SECOND,
-    "lines of runs registered or committed",
-);
+use crate::logtext::RUN_LINES;
 
 /// A commit that has begun; if the use-case leaves early (an error or a panic), the job goes
 /// back to what it was, so a run is never stuck in `Committing`.

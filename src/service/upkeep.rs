@@ -409,8 +409,9 @@ impl Service {
 
     /// Runs [`Service::tick`] every `jobs.heartbeat_interval` until the process ends.
     /// Between ticks it looks every second whether the log needs a snapshot to let delivered
-    /// segments go: on a full disk that is the way out, and it must not wait for a tick that
-    /// may be an hour away.
+    /// segments go (on a full disk that is the way out, and it must not wait for a tick that
+    /// may be an hour away), and tells the log lines left out by a budget in a second that is
+    /// over (`logtext::tell_left_out`).
     pub fn heartbeat_loop(self: Arc<Self>) {
         let interval = self.rules.heartbeat_interval;
         let mut next = Instant::now() + interval;
@@ -418,6 +419,7 @@ impl Service {
             let wait = next.saturating_duration_since(Instant::now());
             if wait > SNAPSHOT_LOOK_EVERY {
                 std::thread::sleep(SNAPSHOT_LOOK_EVERY);
+                crate::logtext::tell_left_out(Instant::now());
                 if self.delivery.log().needs_snapshot() {
                     self.save_snapshot();
                 }
@@ -430,6 +432,7 @@ impl Service {
             while next <= now {
                 next += interval;
             }
+            crate::logtext::tell_left_out(now);
             self.tick(now_ms());
         }
     }

@@ -755,6 +755,6 @@ fn rotating_an_unnamed_token_out_of_a_token_file_does_not_give_its_runs_to_the_n
     assert_eq!(states["jobs"]["listed"], 0, "{}", states["jobs"]);
     // The run no token can see or commit now is told of at the start that left its token
     // out, and only then.
-    let told = "1 running runs restored belong to tokens no longer listed: token#";
+    let told = "running runs restored whose token is no longer listed: 1 (token#";
     assert_eq!(gw.log().matches(told).count(), 1, "{}", gw.log());
 }

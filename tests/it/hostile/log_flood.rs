@@ -56,7 +56,7 @@ fn a_flood_cannot_flood_the_log() {
     let refused_line = format!("refused GET {ISRUNNING} from ");
     let refused = lines_of(&gw.log()[logged_before..], &refused_line);
     println!("wrong tokens from 200 addresses: {refused} warning lines in {guessed_for:?}");
-    // At most 20 a second (api::REFUSED_LINES_PER_SECOND).
+    // At most 20 a second (logtext::REFUSED_TOKEN_LINES).
     assert!(
         refused <= 20 * (guessed_for.as_secs() as usize + 2),
         "{refused} lines of refused token checks in {guessed_for:?}"
@@ -103,7 +103,7 @@ fn a_flood_cannot_flood_the_log() {
         "ping flood: {} pings sent in {flooded_for:?}, {pings} access-log lines, the log grew by {grew} bytes",
         sent.load(Ordering::SeqCst)
     );
-    // At most 200 lines a second (api::ACCESS_LINES_PER_SECOND), in each second the flood
+    // At most 200 lines a second (logtext::ACCESS_LINES), in each second the flood
     // and its tail take.
     let seconds = flooded_for.as_secs() as usize + 2;
     assert!(
@@ -118,6 +118,18 @@ fn a_flood_cannot_flood_the_log() {
         "the refused check after the flood is logged"
     );
     after_each(&mut gw, &influx, &Expected::default());
+}
+
+/// The lines `log` says were left out of `what` ("access-log lines"), summed over the lines
+/// that count them (`N what left out in …`).
+fn told_left_out(log: &str, what: &str) -> u64 {
+    let marker = format!(" {what} left out in the ");
+    log.lines()
+        .filter_map(|l| {
+            let at = l.find(&marker)?;
+            l[..at].rsplit(' ').next()?.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 /// The gateway's lines that say a run was registered or committed, in `log`.
@@ -148,7 +160,7 @@ fn cycle(conn: &mut KeptAlive) {
 /// 8 000 cycles a second against a null InfluxDB wrote 16 000 lines a second, which under
 /// journald's rate limit (10 000 lines in 30 s) pushes every later warning out of the journal
 /// for the rest of the 30 s. Now those lines share a bound of 100 a second
-/// (`service::runs::RUN_LINES_PER_SECOND`), then a line says how many were left out; a few
+/// (`logtext::RUN_LINES`), then a line says how many were left out; a few
 /// runs are all logged.
 #[test]
 fn runs_at_any_rate_cannot_flood_the_log() {
@@ -192,19 +204,31 @@ fn runs_at_any_rate_cannot_flood_the_log() {
         "{lines} lines of runs for {cycles} cycles in {flooded_for:?}"
     );
     assert!(cycles >= 1000, "the flood made {cycles} cycles");
-    // One run every 200 ms after the flood until one of their lines comes after the line
-    // that counts those left out (the first written once a second has passed).
-    let told = "lines of runs registered or committed left out";
-    wait_until(Duration::from_secs(20), "the line of runs left out", || {
-        cycle(&mut conn);
-        thread::sleep(Duration::from_millis(200));
-        gw.log()[logged_before..].contains(told)
-    });
+    // Every line is written or counted: with no run after the flood, the lines left out in
+    // its last second are told once that second is over (the heartbeat loop looks every
+    // second), not only before a next line that may never come.
+    let what = "lines of runs registered or committed";
+    wait_until(
+        Duration::from_secs(10),
+        "every run line written or told",
+        || {
+            let log = gw.log();
+            let after = &log[logged_before..];
+            run_lines(after) as u64 + told_left_out(after, what) == 2 * cycles as u64
+        },
+    );
+    // And a run after it is logged.
+    cycle(&mut conn);
+    wait_until(
+        Duration::from_secs(5),
+        "a run after the flood logged",
+        || run_lines(&gw.log()[logged_before..]) == lines + 2,
+    );
     ping_within_a_second(gw.addr);
 }
 
 /// A client whose every write InfluxDB refuses made one error line a write: the lines of
-/// refused points share a bound of 20 a second (`delivery::pieces::REFUSED_POINTS_LINES_PER_SECOND`),
+/// refused points share a bound of 20 a second (`logtext::REFUSED_POINTS_LINES`),
 /// then a line says how many were left out; every refused point is dead-lettered and counted
 /// all the same.
 #[test]
@@ -249,15 +273,15 @@ fn points_influxdb_refuses_at_any_rate_cannot_flood_the_log() {
         lines <= 20 * seconds,
         "{lines} lines of refused points in {took:?}"
     );
-    // One more refusal every 200 ms until a line counts those left out.
-    let told = "lines of points InfluxDB refused left out";
+    // Every line is written or counted (one a refused register), the last second's too,
+    // with no refusal after them.
+    let what = "lines of points InfluxDB refused";
     wait_until(
-        Duration::from_secs(20),
-        "the line of refused points left out",
+        Duration::from_secs(10),
+        "every refusal written or told",
         || {
-            register(r#"{"clients": "ten"}"#);
-            thread::sleep(Duration::from_millis(200));
-            gw.log().contains(told)
+            let log = gw.log();
+            lines_of(&log, refused) as u64 + told_left_out(&log, what) == 600
         },
     );
     ping_within_a_second(gw.addr);
