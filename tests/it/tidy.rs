@@ -46,6 +46,15 @@ fn files(dir: &str, ext: &str) -> Vec<PathBuf> {
     out
 }
 
+/// `path`, a file under `src/`, relative to `src/` (`storage/log/mod.rs`).
+fn under_src(path: &Path) -> String {
+    let src = root().join("src");
+    path.strip_prefix(&src)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -100,15 +109,10 @@ fn the_sans_io_code_does_no_io_and_reads_no_clock() {
 /// modules here.
 fn module_imports() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
     use std::collections::{BTreeMap, BTreeSet};
-    let src = root().join("src");
     let mut texts = BTreeMap::new();
     let mut test_only = BTreeSet::new();
     for path in files("src", ".rs") {
-        let rel = path
-            .strip_prefix(&src)
-            .unwrap()
-            .to_string_lossy()
-            .replace(".rs", "");
+        let rel = under_src(&path).replace(".rs", "");
         let mut parts: Vec<&str> = rel.split('/').collect();
         if parts.last() == Some(&"mod") || parts == ["main"] {
             parts.pop();
@@ -630,14 +634,9 @@ fn every_source_file_is_in_the_code_map() {
         rows.iter().any(|r| r.contains("`*_tests.rs`")),
         "the map states where unit tests live"
     );
-    let src = root().join("src");
     let mut missing = Vec::new();
     for path in files("src", ".rs") {
-        let rel = path
-            .strip_prefix(&src)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+        let rel = under_src(&path);
         let test = rel.ends_with("tests.rs") || rel.contains("tests/");
         if !test && !mapped(&rel, &rows) {
             missing.push(rel);
