@@ -105,8 +105,8 @@ fn the_sans_io_code_does_no_io_and_reads_no_clock() {
 /// Each module of `src/` (one a file: `a/b.rs` and `a/b/mod.rs` are `a::b`, `main.rs` is
 /// ""), with the modules its production code names (`crate::a::b::…`, `super::…`), each the
 /// longest path that is a module; a module's own ancestors are left out (what encloses it is
-/// its to use). Files of tests (`*tests.rs`, and those declared under `#[cfg(test)]`) are not
-/// modules here.
+/// its to use). Files of tests (`*tests.rs`, what is under a `tests/` folder, and those
+/// declared under `#[cfg(test)]`) are not modules here.
 fn module_imports() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
     use std::collections::{BTreeMap, BTreeSet};
     let mut texts = BTreeMap::new();
@@ -124,18 +124,28 @@ fn module_imports() -> std::collections::BTreeMap<String, std::collections::BTre
             if !line.starts_with("#[cfg(test)]") {
                 continue;
             }
-            for next in lines.iter().skip(i + 1).take(2) {
-                if let Some(name) = next.strip_prefix("mod ").and_then(|n| n.strip_suffix(';')) {
-                    let child = if module.is_empty() {
-                        name.to_string()
-                    } else {
-                        format!("{module}::{name}")
-                    };
-                    test_only.insert(child);
-                }
+            // The item the attribute is on: the first line after it that is no attribute
+            // (`#[path = …]`). Only that one: the `mod http;` after `#[cfg(test)] mod
+            // doc_tables;` is production, and reading two lines on took it for a test.
+            let item = lines[i + 1..].iter().find(|l| !l.starts_with("#["));
+            if let Some(name) = item
+                .map(|l| {
+                    l.trim_start_matches("pub(crate) ")
+                        .trim_start_matches("pub ")
+                })
+                .and_then(|l| l.strip_prefix("mod "))
+                .and_then(|n| n.strip_suffix(';'))
+            {
+                let child = if module.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{module}::{name}")
+                };
+                test_only.insert(child);
             }
         }
-        if rel.ends_with("tests") {
+        // Files of tests: `tests.rs`, `*_tests.rs`, and what is under a `tests/` folder.
+        if rel.split('/').any(|part| part.ends_with("tests")) {
             continue;
         }
         let production: Vec<&str> = lines[..production_lines(&text)]
@@ -179,27 +189,63 @@ fn module_imports() -> std::collections::BTreeMap<String, std::collections::BTre
                     tail = r;
                 }
             }
-            let mut path = base;
-            for part in tail.split("::") {
-                let end = part.find(|c: char| !ident(c)).unwrap_or(part.len());
-                if end == 0 {
-                    break;
-                }
-                path.push(&part[..end]);
-                if end < part.len() {
-                    break;
-                }
-            }
-            if let Some(target) = longest(&path) {
-                let enclosing = own.starts_with(&target.split("::").collect::<Vec<_>>());
-                if target != *module && !enclosing {
-                    named.insert(target);
+            let mut paths = Vec::new();
+            named_paths(base, tail, &mut paths);
+            for path in paths {
+                if let Some(target) = longest(&path) {
+                    let enclosing = own.starts_with(&target.split("::").collect::<Vec<_>>());
+                    if target != *module && !enclosing {
+                        named.insert(target);
+                    }
                 }
             }
         }
         imports.insert(module.clone(), named);
     }
     imports
+}
+
+/// The paths that `tail` (what follows `crate::` or the last `super::`) names from `base`: one
+/// for a plain path (`a::b::C`), one for each member of a use tree's group (`{a::b, c::{d,
+/// e}, self}` from `x` is `x::a::b`, `x::c::d`, `x::c::e` and `x`), however it is spread over
+/// lines. Reading up to the `{` alone left out every module a group names: `use
+/// super::{runs, states}` in `api/routes.rs`, `use crate::{StartError, config}`.
+fn named_paths<'a>(base: Vec<&'a str>, tail: &'a str, out: &mut Vec<Vec<&'a str>>) {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut path = base;
+    let mut rest = tail.trim_start();
+    loop {
+        if let Some(group) = rest.strip_prefix('{') {
+            let (mut depth, mut start) = (0usize, 0);
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' | ',' if depth == 0 => {
+                        named_paths(path.clone(), &group[start..i], out);
+                        if c == '}' {
+                            return;
+                        }
+                        start = i + 1;
+                    }
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+            }
+            return;
+        }
+        let end = rest.find(|c: char| !ident(c)).unwrap_or(rest.len());
+        if end == 0 {
+            break;
+        }
+        if &rest[..end] != "self" {
+            path.push(&rest[..end]);
+        }
+        match rest[end..].strip_prefix("::") {
+            Some(r) => rest = r.trim_start(),
+            None => break,
+        }
+    }
+    out.push(path);
 }
 
 /// No two modules import each other, through any number of others: each layer, and each
@@ -216,6 +262,25 @@ fn no_import_goes_round_in_a_circle() {
     assert!(
         imports["delivery::deliverer"].contains("delivery::pieces"),
         "the reading of imports misses `super::` paths"
+    );
+    for module in ["http", "service::judging", "storage::log::waiters"] {
+        assert!(
+            imports.contains_key(module),
+            "{module}, declared on the line after a module of tests, is production code"
+        );
+    }
+    assert!(
+        imports["api::routes"].contains("api::runs") && imports["api::routes"].contains("http"),
+        "the modules a use tree's group names are read: {:?}",
+        imports["api::routes"]
+    );
+    assert!(
+        imports["check_influxdb"].contains("config"),
+        "`use crate::{{StartError, config}}` names `config`"
+    );
+    assert!(
+        !imports.keys().any(|m| m.contains("tests")),
+        "files of tests are not modules here"
     );
     let group = &imports["storage::log::group"];
     assert!(
