@@ -77,7 +77,8 @@ pub fn tell_left_out(now: Instant) {
 /// the kind, or at the heartbeat loop's next look ([`tell_left_out`]), whichever is first. A
 /// flood of requests cannot fill the disk, nor (under journald's rate limit, 10 000 lines in
 /// 30 s a service by default: `RateLimitBurst=` in journald.conf(5)) push the gateway's own
-/// warnings and errors out of the journal; traffic far below the bound keeps every line. The
+/// warnings and errors out of the journal; traffic far below the bound keeps every line (a
+/// budget is one for all clients: while one floods, the others' lines of the kind go too). The
 /// counters of `states` and `metrics` count every request, run and point all the same.
 ///
 /// A line the log level would not write anyway is neither written nor counted, and the line
