@@ -302,3 +302,32 @@ fn guess(from: IpAddr, to: std::net::SocketAddr, n: usize) {
     let mut answers = Vec::new();
     let _ = c.read_to_end(&mut answers);
 }
+
+/// Requests without a token are told in a line each at info (a browser asks so before it
+/// answers the Basic challenge; nothing counts them, nor answers them 429), and they had the
+/// budget of the warnings of wrong tokens: 40 of them in a second, from anyone, left a wrong
+/// token guessed in the same second unsaid (its address, and that the address is now
+/// answered 429), but for a count.
+#[test]
+fn requests_without_a_token_do_not_crowd_out_the_warnings_of_wrong_tokens() {
+    let (influx, mut gw) = start("", "");
+    let request = format!("GET {ISRUNNING} HTTP/1.1\r\nHost: gw\r\n\r\n");
+    let last = format!("GET {ISRUNNING} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n");
+    let mut c = connect_from(IpAddr::from([127, 0, 0, 3]), gw.addr);
+    c.write_all(format!("{}{last}", request.repeat(39)).as_bytes())
+        .expect("send");
+    let mut answers = Vec::new();
+    let _ = c.read_to_end(&mut answers);
+    guess(IpAddr::from([127, 0, 0, 4]), gw.addr, 1);
+    let wrong = format!("refused GET {ISRUNNING} from 127.0.0.4: wrong token");
+    wait_until(Duration::from_secs(3), "the wrong token's warning", || {
+        gw.log().contains(&wrong)
+    });
+    assert!(
+        gw.log()
+            .contains(&format!("refused GET {ISRUNNING} from 127.0.0.3: no token")),
+        "{}",
+        gw.log()
+    );
+    after_each(&mut gw, &influx, &Expected::default());
+}
