@@ -31,8 +31,15 @@ fn unsafe_in_logs(c: char) -> bool {
 /// pipelining pings asks for (90 000 in 2 s).
 pub static ACCESS_LINES: LineBudget = LineBudget::new(200, "access-log lines");
 
-/// Lines of refused token checks written in one second at most, all addresses together.
+/// Lines of refused token checks (a wrong or malformed token, a warning) written in one second
+/// at most, all addresses together.
 pub static REFUSED_TOKEN_LINES: LineBudget = LineBudget::new(20, "refused token checks");
+
+/// Lines of requests refused for having no token (an info line: a browser asks so before it
+/// answers the Basic challenge) written in one second at most, all addresses together: a
+/// budget of their own, since anyone may send them (they are not counted towards
+/// `auth.max_failures`), so they cannot crowd out the warnings of wrong tokens.
+pub static MISSING_TOKEN_LINES: LineBudget = LineBudget::new(20, "requests without a token");
 
 /// Lines a second, at most, that say a run was registered or committed (all tokens together):
 /// every run of normal use (a load test registers and commits a few times a minute, a CI farm
@@ -54,9 +61,10 @@ pub static DEAD_LETTER_FAILURE_LINES: LineBudget =
     LineBudget::new(20, "lines of dead letters not written");
 
 /// Every budget, for [`tell_left_out`].
-const BUDGETS: [&LineBudget; 5] = [
+const BUDGETS: [&LineBudget; 6] = [
     &ACCESS_LINES,
     &REFUSED_TOKEN_LINES,
+    &MISSING_TOKEN_LINES,
     &RUN_LINES,
     &REFUSED_POINTS_LINES,
     &DEAD_LETTER_FAILURE_LINES,

@@ -26,7 +26,7 @@ use crate::code::Code;
 use crate::config::Settings;
 use crate::http::{Exchange, Handler, Head, Request, Response};
 use crate::ingest::payload::{PayloadError, PayloadLimits};
-use crate::logtext::{ACCESS_LINES, REFUSED_TOKEN_LINES};
+use crate::logtext::{ACCESS_LINES, MISSING_TOKEN_LINES, REFUSED_TOKEN_LINES};
 use crate::service::{Refused, Service};
 use crate::state::schema::Conflict;
 use crate::stats::Stats;
@@ -272,11 +272,13 @@ impl App {
                     Stats::add(&self.stats().auth_failures, 1);
                 }
                 let spent = guessed && self.failed_checks.failed(ip, now);
-                let level = match denied {
-                    Denied::Missing => log::Level::Info,
-                    Denied::Malformed | Denied::WrongToken => log::Level::Warn,
+                let (level, budget) = match denied {
+                    Denied::Missing => (log::Level::Info, &MISSING_TOKEN_LINES),
+                    Denied::Malformed | Denied::WrongToken => {
+                        (log::Level::Warn, &REFUSED_TOKEN_LINES)
+                    }
                 };
-                if !REFUSED_TOKEN_LINES.allows(level, now) {
+                if !budget.allows(level, now) {
                     return Err(ApiError::Unauthorized(denied));
                 }
                 log::log!(
