@@ -278,9 +278,14 @@ run() {
 
 
 # --- 8: InfluxDB's write API ------------------------------------------------------------------
-# The token of the write API rows' gateways, allowed to write k6bench only.
+# The token of the write API rows' gateways, allowed to write k6bench only. Their log may hold
+# what a run sends before InfluxDB takes it (2 000 k6-shaped batches inflate to about 2 GB): at
+# the default 1 GiB a machine that answers faster than influxd takes the lines filled it within
+# a 10 s round (1 400 batches), and the gateway answered 503 `spool_share_full`, as it should.
+# The first lines go under the [storage] table the gateway's configuration ends with.
 k6_token="k6bench-token-0123456789abcdef"
-k6_gateway_toml="[[auth.token]]
+k6_gateway_toml="max_spool_bytes = 4294967296
+[[auth.token]]
 name = \"k6\"
 token = \"$k6_token\"
 databases = [\"k6bench\"]"
