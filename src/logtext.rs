@@ -113,6 +113,25 @@ struct Window {
 /// Lines left out in a window that is over: how many, over how long, the most severe level.
 type LeftOut = (u64, Duration, Level);
 
+impl Window {
+    /// Whether the window's second is over at `now`.
+    fn is_over(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.started) >= Duration::from_secs(1)
+    }
+
+    /// The lines it left out, to be told: once its second is over at `now`, and only when
+    /// there are some.
+    fn left_out_by(&self, now: Instant) -> Option<LeftOut> {
+        (self.is_over(now) && self.left_out > 0).then(|| {
+            (
+                self.left_out,
+                now.saturating_duration_since(self.started),
+                self.worst,
+            )
+        })
+    }
+}
+
 impl LineBudget {
     /// A budget of `per_second` lines a second; `what` names a line in the one that says how
     /// many were left out ("access-log lines").
@@ -143,20 +162,11 @@ impl LineBudget {
     fn tell_left_out(&self, now: Instant) {
         let told = {
             let mut guard = crate::sync::lock(&self.window);
-            match *guard {
-                Some(w)
-                    if w.left_out > 0
-                        && now.saturating_duration_since(w.started) >= Duration::from_secs(1) =>
-                {
-                    *guard = None;
-                    Some((
-                        w.left_out,
-                        now.saturating_duration_since(w.started),
-                        w.worst,
-                    ))
-                }
-                _ => None,
+            let told = guard.and_then(|w| w.left_out_by(now));
+            if told.is_some() {
+                *guard = None;
             }
+            told
         };
         if let Some(told) = told {
             self.tell(told);
@@ -186,12 +196,8 @@ impl LineBudget {
             worst: Level::Trace,
         };
         let window = guard.get_or_insert(fresh);
-        let mut left_out = None;
-        let over = now.saturating_duration_since(window.started);
-        if over >= Duration::from_secs(1) {
-            if window.left_out > 0 {
-                left_out = Some((window.left_out, over, window.worst));
-            }
+        let left_out = window.left_out_by(now);
+        if window.is_over(now) {
             *window = fresh;
         }
         let allowed = window.written < self.per_second;
