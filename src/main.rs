@@ -306,6 +306,31 @@ fn env_listing() -> String {
     text
 }
 
+/// Warns at start of restored running runs whose token is no longer listed (`clients`; none
+/// without tokens, where every client may act on every run): no token can see, commit or end
+/// them, and they would otherwise expire without a word.
+fn warn_of_runs_without_their_token(jobs: &state::jobs::Jobs, clients: &[auth::Client]) {
+    if clients.is_empty() {
+        return;
+    }
+    let listed: Vec<&str> = clients.iter().map(|c| c.name.as_str()).collect();
+    let unlisted = jobs.active_owners_not_in(&listed);
+    if unlisted.is_empty() {
+        return;
+    }
+    let runs: usize = unlisted.iter().map(|(_, n)| n).sum();
+    let names: Vec<String> = unlisted
+        .iter()
+        .take(10)
+        .map(|(name, n)| format!("{} ({n})", logtext::escape(name, 64)))
+        .collect();
+    log::warn!(
+        "running runs restored whose token is no longer listed: {runs} ({}{}); no token can see or commit them, they expire after jobs.max_age or jobs.progress_timeout (their heartbeats written until then); list the token again, under the same name, to commit them",
+        names.join(", "),
+        if unlisted.len() > 10 { ", …" } else { "" }
+    );
+}
+
 /// Starts a named thread running `work`.
 fn spawn(name: &'static str, work: impl FnOnce() + Send + 'static) -> Result<(), StartError> {
     std::thread::Builder::new()
@@ -503,23 +528,7 @@ fn run() -> Result<(), StartError> {
     let loaded = snapshots.finish(restore, &log_dir, c.jobs.max_finished)?;
     let jobs = loaded.jobs;
     let counts = jobs.counts();
-    if !settings.clients.is_empty() {
-        let listed: Vec<&str> = settings.clients.iter().map(|c| c.name.as_str()).collect();
-        let unlisted = jobs.active_owners_not_in(&listed);
-        if !unlisted.is_empty() {
-            let runs: usize = unlisted.iter().map(|(_, n)| n).sum();
-            let names: Vec<String> = unlisted
-                .iter()
-                .take(10)
-                .map(|(name, n)| format!("{} ({n})", logtext::escape(name, 64)))
-                .collect();
-            log::warn!(
-                "running runs restored whose token is no longer listed: {runs} ({}{}); no token can see or commit them, they expire after jobs.max_age or jobs.progress_timeout (their heartbeats written until then); list the token again, under the same name, to commit them",
-                names.join(", "),
-                if unlisted.len() > 10 { ", …" } else { "" }
-            );
-        }
-    }
+    warn_of_runs_without_their_token(&jobs, &settings.clients);
     let dead_usage = dead.usage();
     let write_limits = WriteLimits {
         max_bytes: c.influxdb.max_write_bytes,
