@@ -935,6 +935,12 @@ mod tests {
         assert_eq!(member_array(text, "z").unwrap().elements, []);
         assert_eq!(member_array(text, "x"), None, "an object, not an array");
         assert_eq!(member_array(text, "nope"), None);
+        // Escapes inside strings, a backslash before a quote among them.
+        let text = r#"{"k\\":"\\","stats":["a\\\"],[",2],"t":1}"#;
+        let span = member_array(text, "stats").unwrap();
+        let elements: Vec<&str> = span.elements.iter().map(|&(a, b)| &text[a..b]).collect();
+        assert_eq!(elements, [r#""a\\\"],[""#, "2"]);
+        assert_eq!(member_array(r#"{"stats":["unended"#, "stats"), None);
     }
 
     /// The string scans as they were before they searched for quotes and backslashes (one

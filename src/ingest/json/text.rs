@@ -56,51 +56,34 @@ pub struct ArraySpan {
 pub fn member_array(text: &str, key: &str) -> Option<ArraySpan> {
     let b = text.as_bytes();
     let wanted = format!("\"{key}\":[");
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    let mut open = None;
-    for (i, &c) in b.iter().enumerate() {
-        if in_string {
-            match c {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
+    let mut depth = 0usize;
+    let mut i = 0;
+    let open = loop {
+        match *b.get(i)? {
             b'"' => {
                 let is_key = depth == 1 && i > 0 && matches!(b.get(i - 1), Some(b'{' | b','));
-                if is_key
-                    && b.get(i..)
-                        .is_some_and(|rest| rest.starts_with(wanted.as_bytes()))
-                {
-                    open = Some(i + wanted.len() - 1);
-                    break;
+                if is_key && b[i..].starts_with(wanted.as_bytes()) {
+                    break i + wanted.len() - 1;
                 }
-                in_string = true;
+                i = string_end(b, i + 1);
+                continue;
             }
             b'{' | b'[' => depth += 1,
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
-    }
-    let open = open?;
+        i += 1;
+    };
     let mut elements = Vec::new();
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let mut depth = 0usize;
     let mut start = open + 1;
-    for (i, &c) in b.iter().enumerate().skip(open + 1) {
-        if in_string {
-            match c {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut i = open + 1;
+    while let Some(&c) = b.get(i) {
         match c {
-            b'"' => in_string = true,
+            b'"' => {
+                i = string_end(b, i + 1);
+                continue;
+            }
             b'{' | b'[' => depth += 1,
             b'}' | b']' if depth > 0 => depth -= 1,
             b',' if depth == 0 => {
@@ -119,6 +102,7 @@ pub fn member_array(text: &str, key: &str) -> Option<ArraySpan> {
             }
             _ => {}
         }
+        i += 1;
     }
     None
 }
