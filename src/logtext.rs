@@ -226,9 +226,31 @@ pub fn escape(text: &str, max: usize) -> String {
     out
 }
 
+/// The longest start of `text` of at most `max` bytes that ends on a character boundary: where
+/// client text is kept or shown only in part (a key in an error message, an endpoint's name in a
+/// result, the `requestStats` text cut to fit a string field). The one cut by bytes in the crate.
+pub fn prefix(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cut never splits a character: it ends before one that would not fit whole.
+    #[test]
+    fn a_prefix_ends_on_a_character_boundary() {
+        assert_eq!(prefix("abc", 10), "abc");
+        assert_eq!(prefix("abc", 2), "ab");
+        assert_eq!(prefix("aé", 2), "a"); // é is two bytes: 1..3
+        assert_eq!(prefix("aé", 3), "aé");
+        assert_eq!(prefix("€", 2), ""); // three bytes
+        assert_eq!(prefix("", 0), "");
+    }
 
     #[test]
     fn a_line_budget_writes_its_lines_a_second_and_counts_the_others() {

@@ -24,6 +24,7 @@ use uuid::Uuid;
 use crate::code::Code;
 use crate::ingest::json::{Rule, Tolerated, kind};
 use crate::ingest::line_protocol::{self, FieldValue};
+use crate::logtext::prefix;
 
 /// Client tags per point at most.
 pub const MAX_TAGS: usize = 32;
@@ -269,15 +270,6 @@ fn uuid_of(body: &Map<String, Value>) -> Result<Uuid, PayloadError> {
             format!("must be a string, not {}", kind(other)),
         )),
     }
-}
-
-/// The longest start of `text` of at most `max` bytes that ends at a character boundary.
-fn prefix(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// Client text shown in an error message: cut to 64 bytes (with `...`), so an error never

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::logtext::prefix;
+
 pub use check::{Check, Limit, Metric};
 
 /// Checks a register may give at most; the configuration's rules may add as many again, so a
@@ -285,22 +287,12 @@ impl ResultRow {
 
 /// A client's text as an answer repeats it: its first 100 bytes, and `…` when there was more.
 fn shown(text: &str) -> String {
-    let kept = cut(text, 100);
+    let kept = prefix(text, 100);
     if kept.len() < text.len() {
         format!("{kept}…")
     } else {
         kept.to_string()
     }
-}
-
-/// The first `max` bytes of `text` at most, cut on a character boundary: a row's name is kept
-/// as long as a check may name it, so a result stays small whatever its rows' names.
-fn cut(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// The keys of a Locust row a metric is read from, for a message about a missing figure.
@@ -418,7 +410,7 @@ impl Verdict {
                     (None, None) => "no value".into(),
                 };
                 // An endpoint's name is a client's, up to a kilobyte: the sentence keeps less.
-                format!("{} {} ({why})", cut(&c.endpoint, 100), c.check)
+                format!("{} {} ({why})", prefix(&c.endpoint, 100), c.check)
             })
             .collect();
         if count > SUMMARY_NAMED {
