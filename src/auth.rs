@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A client of the gateway: one token, the name it goes by and its limits.
@@ -241,10 +241,7 @@ impl FailedChecks {
     /// `Err(wait)` when `ip` has spent its failures: its requests are answered 429 without a
     /// check for `wait`.
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        let mut addresses = self
-            .addresses
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut addresses = crate::sync::lock(&self.addresses);
         let Some(bucket) = addresses.get_mut(&address_key(ip)) else {
             return Ok(());
         };
@@ -258,10 +255,7 @@ impl FailedChecks {
     /// Counts one failed check from `ip`; `true` when that spent its last one (worth one log
     /// line, rather than one per attempt).
     pub fn failed(&self, ip: IpAddr, now: Instant) -> bool {
-        let mut addresses = self
-            .addresses
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut addresses = crate::sync::lock(&self.addresses);
         let key = address_key(ip);
         if addresses.len() >= MAX_ADDRESSES && !addresses.contains_key(&key) {
             // Addresses that have their whole allowance back need no entry.

@@ -215,12 +215,13 @@ impl LineBudget {
 /// (with `...` when cut).
 pub fn escape(text: &str, max: usize) -> String {
     // Sized once (a character is 4 bytes at most): a log line escapes several texts a request.
-    let mut out = String::with_capacity(text.len().min(max.saturating_mul(4)) + 3);
-    let mut chars = text.chars();
-    for c in chars.by_ref().take(max) {
-        out.push(if unsafe_in_logs(c) { '?' } else { c });
-    }
-    if chars.next().is_some() {
+    let kept = prefix_chars(text, max);
+    let mut out = String::with_capacity(kept.len() + 3);
+    out.extend(
+        kept.chars()
+            .map(|c| if unsafe_in_logs(c) { '?' } else { c }),
+    );
+    if kept.len() < text.len() {
         out.push_str("...");
     }
     out
@@ -228,13 +229,23 @@ pub fn escape(text: &str, max: usize) -> String {
 
 /// The longest start of `text` of at most `max` bytes that ends on a character boundary: where
 /// client text is kept or shown only in part (a key in an error message, an endpoint's name in a
-/// result, the `requestStats` text cut to fit a string field). The one cut by bytes in the crate.
+/// result or a tag, the `requestStats` text cut to fit a string field). The one cut by bytes in
+/// the crate; [`prefix_chars`] is the one by characters.
 pub fn prefix(text: &str, max: usize) -> &str {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
     &text[..end]
+}
+
+/// The start of `text` of at most `max` characters: where a limit is told in characters (a log
+/// line's text, a refused line an answer quotes).
+pub fn prefix_chars(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
 }
 
 #[cfg(test)]
@@ -250,6 +261,16 @@ mod tests {
         assert_eq!(prefix("aé", 3), "aé");
         assert_eq!(prefix("€", 2), ""); // three bytes
         assert_eq!(prefix("", 0), "");
+    }
+
+    /// A cut by characters counts a character of several bytes once.
+    #[test]
+    fn a_prefix_of_characters_counts_characters_not_bytes() {
+        assert_eq!(prefix_chars("héllo", 2), "hé");
+        assert_eq!(prefix_chars("日本語", 2), "日本");
+        assert_eq!(prefix_chars("abc", 3), "abc");
+        assert_eq!(prefix_chars("abc", 0), "");
+        assert_eq!(prefix_chars("", 5), "");
     }
 
     #[test]

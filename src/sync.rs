@@ -10,7 +10,13 @@ use std::time::Duration;
 
 /// Takes `m`, poisoned or not.
 pub fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+    unpoisoned(m.lock())
+}
+
+/// What a lock or a wait on a condition variable returned, poisoned or not: the guard of a
+/// wait ([`Signal`]'s or a [`Condvar`]'s) comes back through here, as [`lock`]'s does.
+pub fn unpoisoned<G>(result: LockResult<G>) -> G {
+    result.unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A [`Condvar`] that makes no system call to notify when no thread waits on it. std's

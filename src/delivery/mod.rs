@@ -432,11 +432,8 @@ impl Delivery {
                 let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                     break;
                 };
-                settled = self
-                    .settle_signal(seq)
-                    .wait_timeout(settled, left)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .0;
+                settled =
+                    crate::sync::unpoisoned(self.settle_signal(seq).wait_timeout(settled, left)).0;
             }
         }
         Self::outcome_now(&mut settled, seq)

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::caps::Activity;
@@ -367,10 +367,7 @@ impl Hold<'_> {
             }
             // Woken when bytes are given back; an evicted body gives its bytes back as soon as
             // its thread sees the close, moments after.
-            let _ = budget
-                .freed
-                .wait_timeout(used, left.min(POLL))
-                .unwrap_or_else(PoisonError::into_inner);
+            let _ = crate::sync::unpoisoned(budget.freed.wait_timeout(used, left.min(POLL)));
         }
     }
 
@@ -414,11 +411,7 @@ impl Hold<'_> {
             let Some(left) = remaining(deadline) else {
                 break Err(Shortage::Busy);
             };
-            used = budget
-                .freed
-                .wait_timeout(used, left.min(POLL))
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            used = crate::sync::unpoisoned(budget.freed.wait_timeout(used, left.min(POLL))).0;
         };
         if waiting {
             used.handling_waiting -= 1;

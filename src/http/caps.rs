@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Instant;
 
 use super::deadline::remaining;
@@ -248,9 +248,7 @@ impl Activity {
 
     /// The client name it is protected under.
     fn protected_as(&self) -> MutexGuard<'_, Option<String>> {
-        self.protected_as
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.protected_as)
     }
 
     /// Bytes of the body budget held, kept by `budget::Hold`.

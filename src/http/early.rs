@@ -219,11 +219,9 @@ impl Waiter for Shared {
                 },
             };
             if client_sent {
-                state = self
-                    .signal
-                    .wait_timeout(state, SIGNAL_LOOK.min(left))
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .0;
+                state =
+                    crate::sync::unpoisoned(self.signal.wait_timeout(state, SIGNAL_LOOK.min(left)))
+                        .0;
                 continue;
             }
             drop(state);

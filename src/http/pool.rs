@@ -211,10 +211,7 @@ mod tests {
             Pool::new(1, 3, Duration::from_millis(50), move |_: u32| {
                 running.fetch_add(1, Ordering::SeqCst);
                 // Each job holds its thread until the test releases it.
-                let _ = release_rx
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .recv_timeout(Duration::from_secs(5));
+                let _ = crate::sync::lock(&release_rx).recv_timeout(Duration::from_secs(5));
                 done.fetch_add(1, Ordering::SeqCst);
             })
         };
@@ -252,10 +249,7 @@ mod tests {
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let release_rx = Mutex::new(release_rx);
         let pool = Pool::new(0, 1, Duration::from_secs(1), move |_: u32| {
-            let _ = release_rx
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .recv_timeout(Duration::from_secs(5));
+            let _ = crate::sync::lock(&release_rx).recv_timeout(Duration::from_secs(5));
         });
         assert!(pool.submit(0, |_| false).is_ok());
         wait_until("the job to start", || pool.inner.lock().queue.is_empty());

@@ -157,14 +157,9 @@ fn check_text(text: &str, max: usize) -> Result<(), Invalid> {
 /// result is empty when `value` is empty or its first character is longer than `max`; such a
 /// value is still refused by [`Point::tag`], so callers keep handling that error.
 pub fn sanitize_tag_value(value: &str, max: usize) -> String {
-    let mut out = String::with_capacity(value.len().min(max));
-    for c in value.chars() {
-        let c = if c.is_control() || c == '\\' { '_' } else { c };
-        if out.len() + c.len_utf8() > max {
-            break;
-        }
-        out.push(c);
-    }
+    let safe = |c: char| if c.is_control() || c == '\\' { '_' } else { c };
+    let mut out: String = value.chars().map(safe).collect();
+    out.truncate(crate::logtext::prefix(&out, max).len());
     out
 }
 

@@ -155,12 +155,10 @@ impl SchemaRefresh {
     /// asked for.
     fn wait(&self, timeout: Duration) -> bool {
         let wanted = crate::sync::lock(&self.wanted);
-        let (mut wanted, _) = self
-            .woken
-            .wait_timeout_while(wanted, timeout, |w| {
-                !*w && !self.first_reads.load(std::sync::atomic::Ordering::Relaxed)
-            })
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let waiting =
+            |w: &mut bool| !*w && !self.first_reads.load(std::sync::atomic::Ordering::Relaxed);
+        let (mut wanted, _) =
+            crate::sync::unpoisoned(self.woken.wait_timeout_while(wanted, timeout, waiting));
         std::mem::take(&mut *wanted)
     }
 

@@ -33,7 +33,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use crate::storage::DirHandle;
 use crate::sync::{Signal, lock};
@@ -341,10 +341,7 @@ impl SeriesBudget {
                 .iter()
                 .any(|s| !b.known.contains(s) && b.pending.contains_key(s))
             {
-                books = self
-                    .settled
-                    .wait(books)
-                    .unwrap_or_else(PoisonError::into_inner);
+                books = crate::sync::unpoisoned(self.settled.wait(books));
                 continue;
             }
             let mut held = (b.known.len() + b.pending.len()) as u64;

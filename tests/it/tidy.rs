@@ -713,3 +713,31 @@ fn every_source_file_is_in_the_code_map() {
         "not in ARCHITECTURE.md's tables: {missing:?}"
     );
 }
+
+/// Facts defined once: a lock or a wait taken whatever a panic left poisoned goes through
+/// `sync.rs` (`lock`, `unpoisoned`), and text is cut at a character boundary by `logtext.rs`
+/// alone (`prefix`, `prefix_chars`), tests included.
+#[test]
+fn poisoned_locks_and_cuts_of_text_each_have_one_place() {
+    let rules: [(&str, &[&str], &str); 3] = [
+        ("PoisonError", &["sync.rs"], "take the lock with sync::lock or sync::unpoisoned"),
+        ("is_char_boundary", &["logtext.rs"], "cut with logtext::prefix"),
+        ("char_indices().nth(", &["logtext.rs"], "cut with logtext::prefix_chars"),
+    ];
+    let mut found = Vec::new();
+    for path in files("src", ".rs") {
+        let name = under_src(&path);
+        let text = read(&path);
+        for (needle, home, fix) in rules {
+            if home.contains(&name.as_str()) {
+                continue;
+            }
+            for (n, line) in code_lines(&text) {
+                if line.contains(needle) {
+                    found.push(format!("src/{name}:{n}: {needle}: {fix}"));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}

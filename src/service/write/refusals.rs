@@ -5,12 +5,9 @@
 use super::{LineRefusal, MAX_LINES_NAMED, RefusedLine, Written};
 use crate::delivery::Outcome;
 
-/// `text` cut to at most `max` characters.
+/// `text` cut to at most `max` characters, owned for an answer.
 pub(super) fn cut(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((at, _)) => text[..at].to_string(),
-        None => text.to_string(),
-    }
+    crate::logtext::prefix_chars(text, max).to_string()
 }
 
 /// The characters of a refused line an answer quotes at most (InfluxDB 3's `original_line`,

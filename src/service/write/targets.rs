@@ -329,12 +329,11 @@ impl Schemas {
         if targets.waited_out.contains(&key) {
             return;
         }
-        let (mut targets, waited) = self
-            .read
-            .wait_timeout_while(targets, timeout, |t| {
-                matches!(t.retention.get(&key), Some(None)) && !t.waited_out.contains(&key)
-            })
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let waiting = |t: &mut Targets| {
+            matches!(t.retention.get(&key), Some(None)) && !t.waited_out.contains(&key)
+        };
+        let (mut targets, waited) =
+            crate::sync::unpoisoned(self.read.wait_timeout_while(targets, timeout, waiting));
         if waited.timed_out() && matches!(targets.retention.get(&key), Some(None)) {
             targets.waited_out.insert(key);
         }

@@ -410,10 +410,7 @@ impl Jobs {
     fn lock_settled(&self, uuid: &Uuid) -> MutexGuard<'_, Table> {
         let mut t = self.lock();
         while t.jobs.get(uuid).is_some_and(|j| j.busy) {
-            t = self
-                .settled
-                .wait(t)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            t = crate::sync::unpoisoned(self.settled.wait(t));
         }
         t
     }

@@ -44,10 +44,8 @@ impl Jobs {
     pub fn wait_applied(&self, seq: u64, timeout: Duration) -> bool {
         let pending = |t: &mut Table| t.preparing.first().is_some_and(|&first| first <= seq);
         let t = self.lock();
-        let (mut t, _) = self
-            .settled
-            .wait_timeout_while(t, timeout, pending)
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (mut t, _) =
+            crate::sync::unpoisoned(self.settled.wait_timeout_while(t, timeout, pending));
         !pending(&mut t)
     }
 

@@ -10,10 +10,11 @@ impl Log {
     /// there is a record.
     pub fn wait_for_more(&self, seq: u64, timeout: Duration, stop: impl Fn() -> bool) -> bool {
         let inner = self.lock();
-        let (inner, _) = self
-            .written
-            .wait_timeout_while(inner, timeout, |i| i.durable <= seq && !stop())
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (inner, _) = crate::sync::unpoisoned(self.written.wait_timeout_while(
+            inner,
+            timeout,
+            |i| i.durable <= seq && !stop(),
+        ));
         inner.durable > seq
     }
 

@@ -21,10 +21,7 @@ impl Log {
     pub fn hold_writes(&self) -> WriteHold<'_> {
         let mut inner = self.lock();
         while inner.writing {
-            inner = self
-                .written
-                .wait(inner)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            inner = crate::sync::unpoisoned(self.written.wait(inner));
         }
         inner.writing = true;
         WriteHold { log: self }

@@ -602,9 +602,7 @@ impl Log {
             } else {
                 inner.taken + 1
             };
-            inner = self.turns[turn(group)]
-                .wait(inner)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            inner = crate::sync::unpoisoned(self.turns[turn(group)].wait(inner));
         }
     }
 

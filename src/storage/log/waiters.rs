@@ -93,11 +93,7 @@ impl Log {
             if inner.writer == Writer::Stopping && !queued {
                 return;
             }
-            inner = self
-                .writer_signal
-                .wait_timeout(inner, WRITER_LOOK)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
+            inner = crate::sync::unpoisoned(self.writer_signal.wait_timeout(inner, WRITER_LOOK)).0;
         }
     }
 
