@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::App;
 use crate::auth::Client;
 use crate::service::rfc3339;
-use crate::stats;
+use crate::stats::{self, Stats};
 
 /// Jobs listed by the state page at most, newest first.
 const LISTED: usize = 1000;
@@ -123,7 +123,7 @@ pub fn states(app: &App, client: Option<&Client>) -> Value {
             "records": dead.records,
             "bytes": dead.bytes,
             "limit": dead.limit,
-            "points_dropped": dead.dropped_points,
+            "points_dropped": Stats::get(&s.points_dropped),
         },
         "counters": s.counters_json(),
     })

@@ -63,8 +63,6 @@ pub struct Usage {
     pub bytes: u64,
     /// `storage.max_dead_letter_bytes`.
     pub limit: u64,
-    /// Points refused since the start that found no room.
-    pub dropped_points: u64,
 }
 
 struct State {
@@ -78,7 +76,6 @@ struct State {
     writing_records: u64,
     writing_bytes: u64,
     writing_clients: HashMap<String, u64>,
-    dropped_points: u64,
     last_drop_log: Option<Instant>,
     last_scan: Instant,
 }
@@ -259,7 +256,6 @@ impl DeadLetters {
                 writing_records: 0,
                 writing_bytes: 0,
                 writing_clients: HashMap::new(),
-                dropped_points: 0,
                 last_drop_log: None,
                 last_scan: Instant::now(),
             }),
@@ -330,7 +326,6 @@ impl DeadLetters {
                 self.recount(&mut s);
             }
             if !s.has_room(len, client, share, self.limit) {
-                s.dropped_points += points;
                 if s.last_drop_log
                     .is_none_or(|at| at.elapsed() >= DROP_LOG_EVERY)
                 {
@@ -349,8 +344,7 @@ impl DeadLetters {
                         ),
                     };
                     log::error!(
-                        "{full}: {points} refused points were dropped ({} since the start); empty them with `metrics-consumer replay-dead-letters`, or raise the limit. The latest refusal: {why}",
-                        s.dropped_points
+                        "{full}: {points} refused points were dropped (counters.points_dropped counts them all); empty them with `metrics-consumer replay-dead-letters`, or raise the limit. The latest refusal: {why}"
                     );
                 }
                 return Ok(Kept::Dropped);
@@ -371,10 +365,6 @@ impl DeadLetters {
             });
         let mut s = self.lock();
         s.settle(len, client, written.is_ok());
-        if written.is_err() {
-            // Kept nowhere: dropped, as beyond the bound (the caller says why).
-            s.dropped_points += points;
-        }
         drop(s);
         written.map(|()| Kept::Kept)
     }
@@ -408,7 +398,6 @@ impl DeadLetters {
             records: s.records,
             bytes: s.bytes,
             limit: self.limit,
-            dropped_points: s.dropped_points,
         }
     }
 }
@@ -781,7 +770,7 @@ mod tests {
             Kept::Kept
         );
         let usage = dead.usage();
-        assert_eq!((usage.records, usage.dropped_points), (5, 1));
+        assert_eq!(usage.records, 5);
         // Met again (the log delivered again), a kept refusal is kept once, and costs nothing;
         // so is one kept before letters named their client.
         std::fs::rename(
@@ -880,10 +869,7 @@ mod tests {
             Kept::Dropped
         );
         let usage = dead.usage();
-        assert_eq!(
-            (usage.records, usage.bytes, usage.dropped_points),
-            (3, 6 * 4096, 1001)
-        );
+        assert_eq!((usage.records, usage.bytes), (3, 6 * 4096));
         assert_eq!(list(&dir.0).unwrap().len(), 3);
     }
 

@@ -720,9 +720,21 @@ fn every_source_file_is_in_the_code_map() {
 #[test]
 fn poisoned_locks_and_cuts_of_text_each_have_one_place() {
     let rules: [(&str, &[&str], &str); 3] = [
-        ("PoisonError", &["sync.rs"], "take the lock with sync::lock or sync::unpoisoned"),
-        ("is_char_boundary", &["logtext.rs"], "cut with logtext::prefix"),
-        ("char_indices().nth(", &["logtext.rs"], "cut with logtext::prefix_chars"),
+        (
+            "PoisonError",
+            &["sync.rs"],
+            "take the lock with sync::lock or sync::unpoisoned",
+        ),
+        (
+            "is_char_boundary",
+            &["logtext.rs"],
+            "cut with logtext::prefix",
+        ),
+        (
+            "char_indices().nth(",
+            &["logtext.rs"],
+            "cut with logtext::prefix_chars",
+        ),
     ];
     let mut found = Vec::new();
     for path in files("src", ".rs") {
