@@ -1949,3 +1949,63 @@ fn names_at_the_inline_boundary_go_through_expiry_revival_and_a_commit_with_tags
         ]
     );
 }
+
+/// A write's lines are cut into units by the deliverer's rule: a unit keeps to a write's byte
+/// and line limits, and only a single line larger than a write goes alone over them. (The
+/// units were once cut after a line went over, so that one could ask InfluxDB for more than
+/// `influxdb.max_write_bytes`.)
+#[test]
+fn a_write_s_units_keep_to_a_write_s_limits() {
+    let lines = [
+        "a v=1 1\n",
+        "b v=2 2\n",
+        "c v=3 3\n",
+        &"d v=4444444444 4\n".repeat(1),
+    ];
+    let mut text = String::new();
+    let mut ends = Vec::new();
+    for line in lines {
+        text.push_str(line);
+        ends.push(text.len());
+    }
+    let cut = |max_bytes, max_lines| {
+        let limits = WriteLimits {
+            max_bytes,
+            max_lines,
+            linger: Duration::ZERO,
+        };
+        super::write::cut_units(&text, &ends, &limits)
+            .iter()
+            .map(|u| (u.points, u.lines.to_string()))
+            .collect::<Vec<_>>()
+    };
+    // 8-byte lines and a 17-byte one: 20 bytes hold two short lines, never the third's start.
+    assert_eq!(
+        cut(20, 100),
+        [
+            (2, "a v=1 1\nb v=2 2\n".to_string()),
+            (1, "c v=3 3\n".to_string()),
+            (1, "d v=4444444444 4\n".to_string()),
+        ]
+    );
+    // A line larger than a write goes alone.
+    assert_eq!(cut(10, 100).len(), 4);
+    assert!(cut(10, 100).iter().all(|(points, _)| *points == 1));
+    // The line limit.
+    assert_eq!(
+        cut(1 << 20, 3)
+            .iter()
+            .map(|(points, _)| *points)
+            .collect::<Vec<_>>(),
+        [3, 1]
+    );
+    // Everything in one unit when it fits; the units together are the text.
+    assert_eq!(cut(1 << 20, 100), [(4, text.clone())]);
+    assert_eq!(
+        cut(9, 2)
+            .iter()
+            .map(|(_, t)| t.as_str())
+            .collect::<String>(),
+        text
+    );
+}

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use super::{ArmEarly, Service};
 use crate::auth::Client;
 use crate::config::Acknowledge;
-use crate::delivery::Outcome;
+use crate::delivery::{Outcome, WriteLimits};
 use crate::ingest::lp_parse::{self, FieldValue, Line, Precision};
 use crate::ingest::points;
 use crate::state::schema::{Claim, FieldType, Retention};
@@ -587,38 +587,16 @@ impl Service {
         lines: &[&Line],
         answer: Option<Arc<dyn Waiter>>,
     ) -> Result<u64, WriteRefused> {
-        let mut texts: Vec<(usize, String)> = Vec::new();
-        let (max_bytes, max_lines) = (
-            self.write_limits.max_bytes.max(1),
-            self.write_limits.max_lines.max(1),
-        );
-        // A line comes out about as long as it came in, its time perhaps longer.
-        let per_line = w.body.len() / lines.len().max(1) + 24;
-        for (at, line) in lines.iter().enumerate() {
-            let start_new = match texts.last() {
-                None => true,
-                Some((n, text)) => *n >= max_lines || text.len() >= max_bytes,
-            };
-            if start_new {
-                // Room for the unit's text at once, not a growth every few lines.
-                let unit_lines = (lines.len() - at).min(max_lines);
-                let room = per_line.saturating_mul(unit_lines).min(max_bytes + 64);
-                texts.push((0, String::with_capacity(room)));
-            }
-            if let Some((n, text)) = texts.last_mut() {
-                line.encode_ns(text);
-                text.push('\n');
-                *n += 1;
-            }
+        // Every line encoded once into one text (a line comes out about as long as it came in,
+        // its time perhaps longer), then cut into units.
+        let mut text = String::with_capacity(w.body.len() + 24 * lines.len());
+        let mut ends = Vec::with_capacity(lines.len());
+        for line in lines {
+            line.encode_ns(&mut text);
+            text.push('\n');
+            ends.push(text.len());
         }
-        let units: Vec<Unit<'_>> = texts
-            .iter()
-            .map(|(n, text)| Unit {
-                run: uuid::Uuid::nil(),
-                points: *n as u32,
-                lines: text,
-            })
-            .collect();
+        let units = cut_units(&text, &ends, &self.write_limits);
         let target = Target {
             database: w.database,
             retention_policy: w.retention_policy,
@@ -635,6 +613,29 @@ impl Service {
         Stats::add(&self.stats.points_spooled, lines.len());
         Ok(seq)
     }
+}
+
+/// `text`, lines of line protocol ending at the byte offsets `ends`, cut into units by the rule
+/// the deliverer's writes follow ([`WriteLimits::first_write`]): a unit goes over a write's
+/// limits (bytes, lines) only when it is a single line, so a unit never asks InfluxDB for more
+/// than one write may hold.
+pub(super) fn cut_units<'a>(text: &'a str, ends: &[usize], limits: &WriteLimits) -> Vec<Unit<'a>> {
+    let mut units = Vec::new();
+    let (mut start, mut first_line) = (0, 0);
+    while let Some(rest) = ends.get(first_line..).filter(|rest| !rest.is_empty()) {
+        let sizes = rest.iter().scan(start, |at, &end| {
+            Some((end - std::mem::replace(at, end), 1))
+        });
+        let n = limits.first_write(sizes);
+        let end = rest.get(n - 1).copied().unwrap_or(text.len());
+        units.push(Unit {
+            run: uuid::Uuid::nil(),
+            points: n as u32,
+            lines: text.get(start..end).unwrap_or_default(),
+        });
+        (start, first_line) = (end, first_line + n);
+    }
+    units
 }
 
 /// The client's share of the log.
