@@ -1956,12 +1956,7 @@ fn names_at_the_inline_boundary_go_through_expiry_revival_and_a_commit_with_tags
 /// `influxdb.max_write_bytes`.)
 #[test]
 fn a_write_s_units_keep_to_a_write_s_limits() {
-    let lines = [
-        "a v=1 1\n",
-        "b v=2 2\n",
-        "c v=3 3\n",
-        &"d v=4444444444 4\n".repeat(1),
-    ];
+    let lines = ["a v=1 1\n", "b v=2 2\n", "c v=3 3\n", "d v=4444444444 4\n"];
     let mut text = String::new();
     let mut ends = Vec::new();
     for line in lines {
