@@ -55,16 +55,18 @@ cargo fmt --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
-if cargo nextest --version >/dev/null 2>&1; then
-    step "Tests: cargo nextest run --all-targets --no-fail-fast"
-    cargo nextest run --all-targets --no-fail-fast
-    # The tests that measure real time, one at a time (.config/nextest.toml).
-    step "Real-time fairness tests: cargo nextest run --profile slow --no-fail-fast"
-    cargo nextest run --profile slow --no-fail-fast
-else
-    step "Tests: cargo test --all-targets --no-fail-fast (cargo-nextest not found)"
-    cargo test --all-targets --no-fail-fast
+# The profiles of .config/nextest.toml (the real-time tests apart, one at a time) need
+# cargo-nextest: `cargo test` would run them beside everything else.
+if ! cargo nextest --version >/dev/null 2>&1; then
+    step "Installing cargo-nextest (cargo install --locked cargo-nextest)"
+    cargo install --locked cargo-nextest ||
+        die "cannot install cargo-nextest; install it (https://nexte.st) and run again"
 fi
+step "Tests: cargo nextest run --all-targets --no-fail-fast"
+cargo nextest run --all-targets --no-fail-fast
+# The tests that measure real time, one at a time (.config/nextest.toml).
+step "Real-time fairness tests: cargo nextest run --profile slow --no-fail-fast"
+cargo nextest run --profile slow --no-fail-fast
 
 step "End to end: Locust plugin and Grafana dashboard (scripts/e2e-locust.sh)"
 scripts/e2e-locust.sh

@@ -176,6 +176,33 @@ fn a_gateway_killed_mid_way_loses_nothing_acknowledged() {
     );
 }
 
+/// The random moments of a test's kills, in ms below a bound: drawn from a seed that is printed,
+/// so that a failure can be run again with the same moments by setting `DURABILITY_SEED`
+/// (docs/testing.md); `test` is the filter the printed command runs.
+fn kill_moments(test: &str) -> impl FnMut(u64) -> u64 {
+    let mut seed = std::env::var("DURABILITY_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos() as u64
+        })
+        | 1;
+    eprintln!(
+        "seed {seed}: DURABILITY_SEED={seed} cargo nextest run --test it durability::{test} \
+         runs again with the same kill moments"
+    );
+    move |below: u64| {
+        // xorshift64: the same seed, the same moments.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % below.max(1)
+    }
+}
+
 /// Kills the gateway (SIGKILL) at `kills` random moments while four clients run cycles
 /// against it (two on kept-alive connections, two on a connection a request), restarting it
 /// after each, in the given acknowledgement mode with InfluxDB up or down; then checks that
@@ -196,25 +223,7 @@ fn killed_at_random_moments(acknowledge: &str, influx_up: bool, kills: usize) {
     if !influx_up {
         influx.stop();
     }
-    // The kill moments come from a seed, printed so that a failure can be run again with the
-    // same moments: DURABILITY_SEED=<seed> cargo nextest run --test it durability::killed.
-    let mut seed = std::env::var("DURABILITY_SEED")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos() as u64
-        })
-        | 1;
-    eprintln!("seed {seed} (DURABILITY_SEED={seed} to run again with the same kill moments)");
-    let mut random_ms = move |below: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % below
-    };
+    let mut random_ms = kill_moments("killed");
     let acked = Arc::new(Mutex::new(Vec::<(String, bool)>::new()));
     let mut next = 0i64;
     for round in 0..kills {
@@ -1181,18 +1190,10 @@ fn kill_9_while_a_full_disk_frees_itself_loses_nothing_and_frees_it() {
     let (mut gw, disk, wide) = gateway_on_small_disk(&mut influx, "kill-full-disk", "12m", "1h");
     let (mut acked, full) = register_until_full(&gw, &wide);
     assert_eq!(full.status, 503, "{}", full.body);
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("seed {seed}");
+    let mut random_ms = kill_moments("kill_9_while_a_full_disk");
     influx.restart();
     for _ in 0..6 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        thread::sleep(Duration::from_millis(seed % 700));
+        thread::sleep(Duration::from_millis(random_ms(700)));
         // Registers meanwhile: some may land in the freed room.
         let answer = post_json(
             gw.addr,
