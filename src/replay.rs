@@ -207,7 +207,7 @@ mod tests {
     /// Dead letters of one point each, with `bodies` as their files' text and the reason
     /// [`OLD`]; their paths, oldest first.
     fn letters(dir: &Dir, bodies: &[&str]) -> Vec<PathBuf> {
-        let dead = dir.0.join(dead_letters::DIR);
+        let dead = dir.path().join(dead_letters::DIR);
         fs::create_dir_all(&dead).unwrap();
         bodies
             .iter()

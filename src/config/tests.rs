@@ -18,7 +18,13 @@ fn env(vars: &[(&str, &str)]) -> Overrides {
     }
 }
 
-static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// A fresh temporary directory (`tempfile`'s, removed when dropped), `name` in its name.
+fn fresh_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("mc-{name}-"))
+        .tempdir()
+        .expect("create the test directory")
+}
 
 /// Loads `text` as `consumer.toml` in a directory of its own, with `files` (name, content)
 /// beside it.
@@ -27,20 +33,14 @@ fn load_in_dir(
     files: &[(&str, &str)],
     overrides: Overrides,
 ) -> Result<Settings, ConfigError> {
-    let dir = std::env::temp_dir().join(format!(
-        "mc-config-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    fs::create_dir_all(&dir).unwrap();
+    let temp = fresh_dir("config");
+    let dir = temp.path();
     for (name, content) in files {
         fs::write(dir.join(name), content).unwrap();
     }
     let file = dir.join("consumer.toml");
     fs::write(&file, text).unwrap();
-    let result = load(&file, true, overrides);
-    fs::remove_dir_all(&dir).ok();
-    result
+    load(&file, true, overrides)
 }
 
 /// The whole error, origin and message, of loading `text` with `overrides`.
@@ -492,8 +492,8 @@ fn variables_read_values_as_the_file_does() {
             .contains(&"CONSUMER_AUTH_TOKEN_FILES".to_string())
     );
 
-    let dir = std::env::temp_dir().join(format!("mc-env-lists-{}", std::process::id()));
-    fs::create_dir_all(&dir).unwrap();
+    let temp = fresh_dir("env-lists");
+    let dir = temp.path();
     fs::write(dir.join("a"), "0123456789abcdef-a\n").unwrap();
     fs::write(dir.join("b"), "0123456789abcdef-b\n").unwrap();
     let file = dir.join("consumer.toml");
@@ -507,7 +507,6 @@ fn variables_read_values_as_the_file_does() {
             .collect::<Vec<_>>(),
         ["0123456789abcdef-a", "0123456789abcdef-b"]
     );
-    fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -622,8 +621,8 @@ fn credentials_that_can_never_work_are_warned_about() {
     assert!(warned("[influxdb]\npassword = \"p\"\n")[0].contains("never sent"));
     assert!(warned("").is_empty());
 
-    let dir = std::env::temp_dir().join(format!("mc-empty-secrets-{}", std::process::id()));
-    fs::create_dir_all(&dir).unwrap();
+    let temp = fresh_dir("empty-secrets");
+    let dir = temp.path();
     fs::write(dir.join("secret"), "\n").unwrap();
     fs::write(dir.join("tokens"), "# none yet\n").unwrap();
     let file = dir.join("consumer.toml");
@@ -641,7 +640,6 @@ fn credentials_that_can_never_work_are_warned_about() {
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(warnings[0].contains("influxdb.password_file:") && warnings[0].contains("is empty"));
     assert!(warnings[1].contains("auth.token_files:") && warnings[1].contains("holds no token"));
-    fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -661,8 +659,8 @@ fn no_tokens_on_a_public_address_is_refused() {
 #[test]
 fn secrets_readable_by_others_are_found() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("mc-secrets-{}", std::process::id()));
-    fs::create_dir_all(&dir).unwrap();
+    let temp = fresh_dir("secrets");
+    let dir = temp.path();
     let file = dir.join("consumer.toml");
     fs::write(
         &file,
@@ -677,14 +675,13 @@ fn secrets_readable_by_others_are_found() {
     fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
     fs::set_permissions(dir.join("tok"), fs::Permissions::from_mode(0o604)).unwrap();
     assert_eq!(s.readable_secrets(), vec![dir.join("tok")]);
-    fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn tls_paths_are_relative_to_the_config_file() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("mc-tls-paths-{}", std::process::id()));
-    fs::create_dir_all(&dir).unwrap();
+    let temp = fresh_dir("tls-paths");
+    let dir = temp.path();
     let file = dir.join("consumer.toml");
     fs::write(
         &file,
@@ -713,7 +710,6 @@ fn tls_paths_are_relative_to_the_config_file() {
     fs::set_permissions(dir.join("key.pem"), fs::Permissions::from_mode(0o644)).unwrap();
     let s = load(&file, true, Overrides::default()).unwrap();
     assert_eq!(s.readable_secrets(), vec![dir.join("key.pem")]);
-    fs::remove_dir_all(&dir).ok();
 }
 
 /// An error is a value: its source, its key and its problem are fields, read by the command

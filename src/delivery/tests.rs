@@ -157,7 +157,7 @@ fn setup_over(
     let dir = Dir::new(name);
     let sink = Arc::new(MemorySink::new());
     let (log, position, _) = Log::open(
-        crate::storage::tests::log_dir(&dir.0),
+        crate::storage::tests::log_dir(dir.path()),
         1 << 30,
         false,
         &mut |_| {},
@@ -247,7 +247,7 @@ fn refused_data_goes_to_the_dead_letters_and_the_request_learns_why() {
             }
             other => panic!("{name}: {other:?}"),
         }
-        let letters = dead_letters::list(&r.dir.0).unwrap();
+        let letters = dead_letters::list(r.dir.path()).unwrap();
         assert_eq!(letters.len(), 1, "{name}");
         assert_eq!(dead_letters::read(&letters[0].0).unwrap(), line);
         assert_eq!(
@@ -281,7 +281,7 @@ fn a_413_to_a_small_line_keeps_it_for_when_the_body_limit_is_raised() {
     assert_eq!(r.delivery.influx_up(), Some(false));
     r.delivered_all();
     assert_eq!(r.sink.stored(), ["m,r=a v=1 1"]);
-    assert!(dead_letters::list(&r.dir.0).unwrap().is_empty());
+    assert!(dead_letters::list(r.dir.path()).unwrap().is_empty());
 }
 
 /// Once a 413 came to a line no body limit should refuse, a 413 to a longer line alone is not
@@ -302,7 +302,7 @@ fn after_a_413_to_a_small_line_a_413_to_a_long_one_keeps_it_too() {
     });
     r.sink.refuse_bodies_over(usize::MAX);
     r.delivered_all();
-    assert!(dead_letters::list(&r.dir.0).unwrap().is_empty());
+    assert!(dead_letters::list(r.dir.path()).unwrap().is_empty());
     assert_eq!(r.sink.stored().len(), 2);
 }
 
@@ -345,7 +345,10 @@ fn a_failure_that_may_pass_keeps_the_points_and_delivers_them_once_influxdb_answ
         assert_eq!(r.sink.stored(), ["m,r=a v=1 1", "m,r=b v=1 1"], "{name}");
         assert_eq!(r.delivery.influx_up(), Some(true), "{name}");
         assert_eq!(Stats::get(&r.stats.points_replayed), 2, "{name}");
-        assert!(dead_letters::list(&r.dir.0).unwrap().is_empty(), "{name}");
+        assert!(
+            dead_letters::list(r.dir.path()).unwrap().is_empty(),
+            "{name}"
+        );
     }
 }
 
@@ -409,7 +412,7 @@ fn what_a_failed_try_settled_is_neither_written_nor_counted_again() {
         assert_eq!(Stats::get(&r.stats.points_written), 2, "{name}");
         assert_eq!(Stats::get(&r.stats.points_dead_lettered), 1, "{name}");
         assert_eq!(Stats::get(&r.stats.points_dropped), 0, "{name}");
-        assert_eq!(dead_letters::list(&r.dir.0).unwrap().len(), 1, "{name}");
+        assert_eq!(dead_letters::list(r.dir.path()).unwrap().len(), 1, "{name}");
         // Written alone once each: the whole batch (refused), each request alone (one of
         // them 503), then only the one the 503 met.
         let bodies = r.sink.bodies();
@@ -497,7 +500,7 @@ fn a_unit_cut_before_a_failure_goes_again_from_where_it_was_cut() {
     // place of its first line in the unit.
     assert_eq!(Stats::get(&r.stats.points_written), 2);
     assert_eq!(Stats::get(&r.stats.points_dead_lettered), 2);
-    let letters = dead_letters::list(&r.dir.0).unwrap();
+    let letters = dead_letters::list(r.dir.path()).unwrap();
     assert_eq!(letters.len(), 1);
     let name = letters[0]
         .0
@@ -527,7 +530,7 @@ fn the_delivered_mark_is_saved_when_delivery_goes_quiet() {
     let last = r.delivery.log().undelivered();
     assert_eq!(last.0, 0);
     let mark = || {
-        std::fs::read(r.dir.0.join("log/delivered"))
+        std::fs::read(r.dir.path().join("log/delivered"))
             .ok()
             .and_then(|b| crate::storage::record::decode_delivered(&b).ok())
     };
@@ -605,7 +608,7 @@ fn a_refused_request_in_a_shared_write_is_dead_lettered_alone() {
         bodies[0].lines().count() == 11,
         "the six requests went as one write first: {bodies:?}"
     );
-    let letters = dead_letters::list(&r.dir.0).unwrap();
+    let letters = dead_letters::list(r.dir.path()).unwrap();
     assert_eq!(letters.len(), 1);
     assert_eq!(
         dead_letters::read(&letters[0].0).unwrap(),
@@ -649,7 +652,7 @@ fn a_refused_heartbeat_is_dead_lettered_once_per_run_and_reason_and_counted_afte
         r.heartbeats(&beats);
     }
     r.delivered_all();
-    let letters = dead_letters::list(&r.dir.0).unwrap();
+    let letters = dead_letters::list(r.dir.path()).unwrap();
     assert_eq!(
         letters.len(),
         1,
@@ -684,7 +687,7 @@ fn a_refused_heartbeat_is_dead_lettered_once_per_run_and_reason_and_counted_afte
         )]);
     }
     r.delivered_all();
-    assert_eq!(dead_letters::list(&r.dir.0).unwrap().len(), 2);
+    assert_eq!(dead_letters::list(r.dir.path()).unwrap().len(), 2);
     assert_eq!(r.delivery.refusals()[&runs[4]].count, 6);
 }
 
@@ -722,7 +725,7 @@ fn writes_over_influxdbs_body_limit_are_split_and_never_block_what_follows() {
             .iter()
             .all(|l| !l.contains(&Uuid::from_u128(7).to_string()))
     );
-    let letters = dead_letters::list(&r.dir.0).unwrap();
+    let letters = dead_letters::list(r.dir.path()).unwrap();
     assert_eq!(letters.len(), 1, "only the run too large on its own");
     assert!(letters[0].2.contains("413"), "{}", letters[0].2);
 }
@@ -779,7 +782,7 @@ fn writes_for_their_own_targets_go_each_to_its_target_and_refusals_keep_it() {
     assert_eq!(to(2), Some("jmeter"));
     assert_eq!(targets[1].1.retention_policy, "week");
     assert_eq!(to(3), Some("k6"));
-    let letters = dead_letters::list(&r.dir.0).unwrap();
+    let letters = dead_letters::list(r.dir.path()).unwrap();
     assert_eq!(letters.len(), 1);
     let (target, lines) = dead_letters::read_letter(&letters[0].0).unwrap();
     let target = target.expect("the letter names its target");
@@ -839,7 +842,7 @@ fn a_connection_broken_while_sending_a_large_body_is_split_when_influxdb_answers
     assert_eq!(r.request(&lines), Outcome::Delivered);
     assert_eq!(r.sink.stored().len(), 20);
     assert!(r.sink.bodies().iter().skip(1).all(|b| b.len() <= 1 << 20));
-    assert!(dead_letters::list(&r.dir.0).unwrap().is_empty());
+    assert!(dead_letters::list(r.dir.path()).unwrap().is_empty());
     assert_eq!(Stats::get(&r.stats.points_dead_lettered), 0);
 }
 
@@ -853,7 +856,7 @@ fn a_line_whose_connection_breaks_is_kept_and_tried_again_never_dead_lettered() 
     let big = format!("m,r=big note=\"{}\" 1\n", "z".repeat(1_200_000));
     assert_eq!(r.request(&big), Outcome::Recorded);
     r.until("a few tries", |r| r.sink.bodies().len() >= 3);
-    assert!(dead_letters::list(&r.dir.0).unwrap().is_empty());
+    assert!(dead_letters::list(r.dir.path()).unwrap().is_empty());
     assert_eq!(r.delivery.log.undelivered().0, 1, "the record is kept");
     // The fault passes: the line is delivered.
     r.sink.reset_bodies_over(usize::MAX);
@@ -895,7 +898,7 @@ fn a_large_commit_is_kept_through_a_5xx_and_a_timeout_and_delivered_later() {
     r.delivered_all();
     assert_eq!(r.sink.stored().len(), 1002);
     assert_eq!(r.sink.bodies().len(), 4, "three failures, then one write");
-    assert!(dead_letters::list(&r.dir.0).unwrap().is_empty());
+    assert!(dead_letters::list(r.dir.path()).unwrap().is_empty());
     assert_eq!(Stats::get(&r.stats.points_dead_lettered), 0);
     assert_eq!(Stats::get(&r.stats.points_written), 1002);
 }
@@ -919,7 +922,7 @@ fn influxdb_3_line_numbers_count_lines_as_its_parser_does() {
     r.delivery.log.wait(last).unwrap();
     r.start();
     r.delivered_all();
-    let letters = dead_letters::list(&r.dir.0).unwrap();
+    let letters = dead_letters::list(r.dir.path()).unwrap();
     assert_eq!(letters.len(), 1);
     assert_eq!(
         dead_letters::read(&letters[0].0).unwrap(),
@@ -971,7 +974,7 @@ fn runs_known_to_be_refused_cost_one_write_a_tick_and_hold_nobody_back() {
     r.heartbeats(&tick(1, "\"ten\""));
     r.delivered_all();
     assert_eq!(r.delivery.refusals().len(), 1000);
-    assert_eq!(dead_letters::list(&r.dir.0).unwrap().len(), 1000);
+    assert_eq!(dead_letters::list(r.dir.path()).unwrap().len(), 1000);
     let before = r.sink.bodies().len();
     for n in 2..=4 {
         r.heartbeats(&tick(n, "\"ten\""));
@@ -993,7 +996,7 @@ fn runs_known_to_be_refused_cost_one_write_a_tick_and_hold_nobody_back() {
             .any(|l| l.starts_with("load_testing_result,uuid=other"))
     );
     assert_eq!(
-        dead_letters::list(&r.dir.0).unwrap().len(),
+        dead_letters::list(r.dir.path()).unwrap().len(),
         1000,
         "no new dead letter for the same reason"
     );
@@ -1087,7 +1090,7 @@ fn beyond_the_dead_letter_bound_refusals_are_counted_as_dropped() {
         r.request("m,t=bad v=2 2\nm,t=bad v=3 3\n"),
         Outcome::DeadLettered(_)
     ));
-    assert_eq!(dead_letters::list(&r.dir.0).unwrap().len(), 1);
+    assert_eq!(dead_letters::list(r.dir.path()).unwrap().len(), 1);
     assert_eq!(Stats::get(&r.stats.points_dropped), 2);
     let usage = r.delivery.dead_letters().usage();
     assert_eq!(usage.records, 1);
@@ -1105,7 +1108,7 @@ fn a_dead_letter_that_cannot_be_written_is_counted_as_dropped() {
     );
     r.start();
     r.sink.refuse_lines_with("bad");
-    std::fs::remove_dir(r.dir.0.join("dead-letter")).unwrap();
+    std::fs::remove_dir(r.dir.path().join("dead-letter")).unwrap();
     r.request("m,t=bad v=1 1\nm,t=bad v=2 2\n");
     r.until("the refusal settled", |r| {
         r.delivery.log.undelivered().0 == 0
@@ -1138,7 +1141,7 @@ fn refused_lines_named_by_influxdb_3_are_dead_lettered_without_a_second_write() 
         "no second write: {:?}",
         r.sink.bodies()
     );
-    let letters = dead_letters::list(&r.dir.0).unwrap();
+    let letters = dead_letters::list(r.dir.path()).unwrap();
     assert_eq!(letters.len(), 1);
     assert_eq!(
         dead_letters::read(&letters[0].0).unwrap(),
@@ -1222,7 +1225,7 @@ fn setup_recorded(
 fn with_sink(mut r: Running, name: &str, sink: Box<dyn Sink>, limits: WriteLimits) -> Running {
     let dir = Dir::new(&format!("{name}-own-sink"));
     let (log, position, _) = Log::open(
-        crate::storage::tests::log_dir(&dir.0),
+        crate::storage::tests::log_dir(dir.path()),
         1 << 30,
         false,
         &mut |_| {},
@@ -1434,7 +1437,7 @@ fn when_one_of_two_writes_at_once_fails_it_alone_goes_again_and_every_line_is_de
             }
         }
         assert!(
-            dead_letters::list(&r.dir.0).unwrap().is_empty(),
+            dead_letters::list(r.dir.path()).unwrap().is_empty(),
             "{failing}: a 503 is never a refusal"
         );
         // The write that did not fail is not written again, nor counted twice (the failed
@@ -1556,7 +1559,7 @@ fn interleaved_targets_with_refusals_5xx_and_413_each_line_lands_once_in_its_own
             }
         }
     }
-    let letters = dead_letters::list(&r.dir.0).unwrap();
+    let letters = dead_letters::list(r.dir.path()).unwrap();
     let mut lettered: Vec<(Option<String>, String)> = Vec::new();
     for (path, _, _) in &letters {
         let (target, lines) = dead_letters::read_letter(path).unwrap();
@@ -1781,7 +1784,7 @@ fn the_gateways_own_database_missing_keeps_a_clients_points_there() {
     r.until("InfluxDB taken for down", |r| {
         r.delivery.influx_up() == Some(false)
     });
-    assert!(dead_letters::list(&r.dir.0).unwrap().is_empty());
+    assert!(dead_letters::list(r.dir.path()).unwrap().is_empty());
     assert_eq!(r.delivery.log().undelivered().0, 1, "the point waits");
 }
 
@@ -2071,7 +2074,7 @@ fn a_refused_unit_among_empty_ones_is_dead_lettered_with_exactly_its_lines() {
         r.delivery.log.wait(last).unwrap();
         r.start();
         r.delivered_all();
-        let letters = dead_letters::list(&r.dir.0).unwrap();
+        let letters = dead_letters::list(r.dir.path()).unwrap();
         assert_eq!(letters.len(), 1, "{name}: {letters:?}");
         assert_eq!(
             dead_letters::read(&letters[0].0).unwrap(),

@@ -81,13 +81,15 @@ pub(crate) fn fixture_shares(
     let snapshots = Snapshots::new(crate::storage::tests::root(&dir));
     let mut restore = snapshots.read().unwrap();
     let (log, position, _) = Log::open(
-        crate::storage::tests::log_dir(&dir.0),
+        crate::storage::tests::log_dir(dir.path()),
         spool_limit,
         false,
         &mut |c| restore.log_changes(c, &mut |r| results.restore(r)),
     )
     .unwrap();
-    let loaded = snapshots.finish(restore, &dir.0.join("log"), 100).unwrap();
+    let loaded = snapshots
+        .finish(restore, &dir.path().join("log"), 100)
+        .unwrap();
     let write_limits = WriteLimits {
         max_bytes: 1 << 20,
         max_lines: 5000,
@@ -449,6 +451,7 @@ fn a_tick_records_each_running_run_and_expires_the_silent_ones() {
 
 #[test]
 fn a_restart_finds_every_acknowledged_change() {
+    let temp = temp_copy("service-restart");
     let (a, b) = {
         let f = fixture("service-restart", 10, 1 << 20);
         let a = register(&f, r#"{"measurement":{"fields":{"clients":1}}}"#)
@@ -460,17 +463,14 @@ fn a_restart_finds_every_acknowledged_change() {
         commit(&f, b).unwrap();
         // A copy of the directory as it is, no snapshot written since the start: as after
         // a kill -9.
-        let path = f.dir.0.clone();
-        let copy = std::env::temp_dir().join(format!("mc-restart-copy-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&copy);
-        copy_dir(&path, &copy);
+        copy_dir(f.dir.path(), temp.path());
         (a, b)
     };
-    let copy = std::env::temp_dir().join(format!("mc-restart-copy-{}", std::process::id()));
-    let snapshots = Snapshots::new(crate::storage::tests::root_at(&copy));
+    let copy = temp.path();
+    let snapshots = Snapshots::new(crate::storage::tests::root_at(copy));
     let mut restore = snapshots.read().unwrap();
     Log::open(
-        crate::storage::tests::log_dir(&copy),
+        crate::storage::tests::log_dir(copy),
         1 << 20,
         false,
         &mut |c| restore.log_changes(c, &mut |_| {}),
@@ -484,25 +484,31 @@ fn a_restart_finds_every_acknowledged_change() {
         [(CompactString::from("clients"), FieldValue::Float(9.0))]
     );
     assert!(matches!(find(b).state, State::Finished { at_ms: 2_000 }));
-    let _ = std::fs::remove_dir_all(&copy);
+}
+
+/// A temporary directory (`tempfile`'s, removed when dropped) for a copy of a fixture's.
+fn temp_copy(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("mc-{name}-copy-"))
+        .tempdir()
+        .expect("create the directory of the copy")
 }
 
 /// The jobs a start would find in a copy of the fixture's directory as it is now.
 fn restored(f: &Fixture, name: &str) -> Vec<Job> {
-    let copy = std::env::temp_dir().join(format!("mc-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&copy);
-    copy_dir(&f.dir.0, &copy);
-    let snapshots = Snapshots::new(crate::storage::tests::root_at(&copy));
+    let temp = temp_copy(name);
+    let copy = temp.path();
+    copy_dir(f.dir.path(), copy);
+    let snapshots = Snapshots::new(crate::storage::tests::root_at(copy));
     let mut restore = snapshots.read().unwrap();
     Log::open(
-        crate::storage::tests::log_dir(&copy),
+        crate::storage::tests::log_dir(copy),
         1 << 20,
         false,
         &mut |c| restore.log_changes(c, &mut |_| {}),
     )
     .unwrap();
     let loaded = snapshots.finish(restore, &copy.join("log"), 100).unwrap();
-    let _ = std::fs::remove_dir_all(&copy);
     loaded.jobs.list(usize::MAX)
 }
 
@@ -995,7 +1001,10 @@ fn a_series_budget_that_cannot_be_written_refuses_the_write_and_is_told() {
     };
     // The client is told why, not where storage.dir is.
     assert!(told.contains("series budget could not be kept"), "{told}");
-    assert!(!told.contains(&f.dir.0.display().to_string()), "{told}");
+    assert!(
+        !told.contains(&f.dir.path().display().to_string()),
+        "{told}"
+    );
     assert_eq!(
         f.service.delivery.log().undelivered().0,
         0,
@@ -1345,9 +1354,9 @@ fn on_small_disk(
     std::path::PathBuf,
 ) {
     let disk = crate::storage::tests::SmallDisk::new(name, "8m");
-    let data = disk.0.0.join("data");
+    let data = disk.0.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    let f = fixture_in(Dir(data.clone()), 5000, 1 << 30, Acknowledge::Disk);
+    let f = fixture_in(Dir::at(&data), 5000, 1 << 30, Acknowledge::Disk);
     (disk, f, data)
 }
 
@@ -1493,7 +1502,7 @@ fn a_reserve_deleted_by_hand_then_a_full_disk_is_freed_once_room_is_made() {
     // A person makes room: the disk grown by 4 MiB.
     let status = std::process::Command::new("mount")
         .args(["-o", "remount,size=12m"])
-        .arg(&disk.0.0)
+        .arg(disk.0.path())
         .status()
         .unwrap();
     assert!(status.success());
@@ -1535,10 +1544,9 @@ fn big_runs_try(f: &Fixture) -> Option<Uuid> {
 #[test]
 fn a_full_disk_restarted_at_each_step_of_the_way_out_is_freed() {
     let disk = crate::storage::tests::SmallDisk::new("fulldisk-restarts", "8m");
-    let data = disk.0.0.join("data");
+    let data = disk.0.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    let keep = |d: &std::path::Path| Dir(d.to_path_buf());
-    let mut f = fixture_in(keep(&data), 5000, 1 << 30, Acknowledge::Disk);
+    let mut f = fixture_in(Dir::at(&data), 5000, 1 << 30, Acknowledge::Disk);
     let mut runs = big_runs(&f, 400);
     wait_delivered(&f);
     f.service.try_save_snapshot().unwrap();
@@ -1549,16 +1557,12 @@ fn a_full_disk_restarted_at_each_step_of_the_way_out_is_freed() {
             f.service.snapshots.reserve()
         );
         // Stopped full, InfluxDB away.
-        let dir = std::mem::replace(&mut f.dir, Dir::new("fulldisk-unused"));
-        std::mem::forget(dir);
         drop(f);
-        f = fixture_in(keep(&data), 5000, 1 << 30, Acknowledge::Disk);
+        f = fixture_in(Dir::at(&data), 5000, 1 << 30, Acknowledge::Disk);
         wait_delivered(&f);
         // Stopped again delivered, before any snapshot.
-        let dir = std::mem::replace(&mut f.dir, Dir::new("fulldisk-unused"));
-        std::mem::forget(dir);
         drop(f);
-        f = fixture_in(keep(&data), 5000, 1 << 30, Acknowledge::Disk);
+        f = fixture_in(Dir::at(&data), 5000, 1 << 30, Acknowledge::Disk);
         wait_delivered(&f);
         let deadline = Instant::now() + Duration::from_secs(10);
         while let Err(e) = f.service.try_save_snapshot() {
@@ -1569,10 +1573,8 @@ fn a_full_disk_restarted_at_each_step_of_the_way_out_is_freed() {
             std::thread::sleep(Duration::from_millis(50));
         }
         // Stopped right after the way out.
-        let dir = std::mem::replace(&mut f.dir, Dir::new("fulldisk-unused"));
-        std::mem::forget(dir);
         drop(f);
-        f = fixture_in(keep(&data), 5000, 1 << 30, Acknowledge::Disk);
+        f = fixture_in(Dir::at(&data), 5000, 1 << 30, Acknowledge::Disk);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match big_runs_try(&f) {
@@ -1599,7 +1601,7 @@ fn a_full_disk_restarted_at_each_step_of_the_way_out_is_freed() {
 fn requests_and_ticks_racing_the_way_out_with_influxdb_flapping_never_stick_and_lose_nothing() {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    let (_disk, mut f, data) = on_small_disk("fulldisk-flap");
+    let (_disk, f, data) = on_small_disk("fulldisk-flap");
     let runs = big_runs(&f, 300);
     wait_delivered(&f);
     f.service.try_save_snapshot().unwrap();
@@ -1738,10 +1740,8 @@ fn requests_and_ticks_racing_the_way_out_with_influxdb_flapping_never_stick_and_
     );
     // A deadline against a request stuck behind the held writes, not a measure of speed.
     assert!(slowest < 60_000, "a request or tick waited {slowest} ms");
-    let dir = std::mem::replace(&mut f.dir, Dir::new("fulldisk-unused2"));
-    std::mem::forget(dir);
     drop(f);
-    let f = fixture_in(Dir(data.clone()), 5000, 1 << 30, Acknowledge::Disk);
+    let f = fixture_in(Dir::at(&data), 5000, 1 << 30, Acknowledge::Disk);
     for u in committed.lock().unwrap().iter() {
         let s = state(&f, *u);
         assert!(

@@ -423,7 +423,7 @@ mod tests {
                 &Uuid::from_u128(n.into()),
             );
         }
-        let loaded = snapshots.load(&log, &dir.0.join("log"), 100).unwrap();
+        let loaded = snapshots.load(&log, &dir.path().join("log"), 100).unwrap();
         assert_eq!(loaded.jobs.counts().running, 3);
         assert_eq!(loaded.restored.replayed, 3);
         let (covers, bytes) = snapshots
@@ -431,18 +431,18 @@ mod tests {
             .unwrap();
         assert_eq!(covers, 3);
         assert!(bytes > 0);
-        let written = std::fs::read_to_string(dir.0.join(SNAPSHOT_FILE)).unwrap();
+        let written = std::fs::read_to_string(dir.path().join(SNAPSHOT_FILE)).unwrap();
         assert!(
             written.starts_with(r#"{"format":"metrics-consumer-jobs","version":1,"#),
             "the format first: {written}"
         );
         // The snapshot alone has everything; the log's changes are skipped as already in it.
-        let again = snapshots.load(&log, &dir.0.join("log"), 100).unwrap();
+        let again = snapshots.load(&log, &dir.path().join("log"), 100).unwrap();
         assert_eq!(again.jobs.counts().running, 3);
         assert_eq!(again.restored.replayed, 0);
         // A change in the log that does not parse names the log.
         let err = snapshots
-            .load(b"{\"seq\":9,\"put\":\n", &dir.0.join("log"), 100)
+            .load(b"{\"seq\":9,\"put\":\n", &dir.path().join("log"), 100)
             .unwrap_err()
             .to_string();
         assert!(
@@ -461,7 +461,7 @@ mod tests {
         let mut log = Vec::new();
         encode_record(&mut log, 1, Some(&job(1, 0)), &Uuid::from_u128(1));
         encode_result(&mut log, 1, br#"{"run":1}"#);
-        let loaded = snapshots.load(&log, &dir.0.join("log"), 100).unwrap();
+        let loaded = snapshots.load(&log, &dir.path().join("log"), 100).unwrap();
         snapshots
             .write(&loaded.jobs, &Known::new(), None, &|| Ok(()))
             .unwrap();
@@ -475,13 +475,15 @@ mod tests {
             [br#"{"run":2}"#.to_vec()],
             "only after the snapshot"
         );
-        let loaded = snapshots.finish(restore, &dir.0.join("log"), 100).unwrap();
+        let loaded = snapshots
+            .finish(restore, &dir.path().join("log"), 100)
+            .unwrap();
         assert_eq!(loaded.jobs.counts().running, 2);
         assert_eq!(loaded.restored.replayed, 1);
         let both = br#"{"seq":3,"del":"00000000-0000-0000-0000-000000000001","result":{}}
 "#;
         let err = snapshots
-            .load(both, &dir.0.join("log"), 100)
+            .load(both, &dir.path().join("log"), 100)
             .unwrap_err()
             .to_string();
         assert!(err.contains("change 1 in the log"), "{err}");
@@ -671,7 +673,7 @@ mod tests {
         snapshots.keep_room(kept).unwrap();
         assert!(snapshots.reserve() >= kept + bytes + RESERVE_SLACK);
         let grown = snapshots.reserve();
-        crate::storage::tests::fill(&disk.0.0);
+        crate::storage::tests::fill(disk.0.path());
         snapshots.keep_room(grown - bytes - RESERVE_SLACK).unwrap();
         let err = snapshots.keep_room(grown * 2).unwrap_err();
         assert!(err.is_disk_full(), "{err}");
@@ -682,7 +684,7 @@ mod tests {
     #[test]
     fn a_jobs_json_of_another_format_stops_the_start_naming_the_file() {
         let dir = Dir::new("snapshots-foreign");
-        let path = dir.0.join(SNAPSHOT_FILE);
+        let path = dir.path().join(SNAPSHOT_FILE);
         std::fs::write(
             &path,
             br#"{"format":"something-else","version":1,"jobs":[]}"#,

@@ -19,7 +19,7 @@ fn series(from: u64, to: u64) -> Vec<u64> {
 }
 
 fn entries_on_disk(dir: &Dir) -> u64 {
-    let len = fs::metadata(dir.0.join(SERIES_FILE)).unwrap().len();
+    let len = fs::metadata(dir.path().join(SERIES_FILE)).unwrap().len();
     assert_eq!((len - HEADER_BYTES) % ENTRY_BYTES, 0, "whole entries only");
     (len - HEADER_BYTES) / ENTRY_BYTES
 }
@@ -182,7 +182,7 @@ fn a_restart_keeps_every_book() {
 fn a_torn_tail_is_left_out_and_cut_off() {
     let dir = Dir::new("series-torn");
     open(&dir).admit("k6", "db", 10, &series(0, 2)).unwrap();
-    let path = dir.0.join(SERIES_FILE);
+    let path = dir.path().join(SERIES_FILE);
     let whole = fs::metadata(&path).unwrap().len();
     // A crash in the middle of the next entry, and a block of zeros a filesystem can show
     // after one.
@@ -202,7 +202,7 @@ fn a_torn_tail_is_left_out_and_cut_off() {
 #[test]
 fn a_file_that_is_not_the_budget_stops_the_start_naming_it() {
     let dir = Dir::new("series-foreign");
-    let path = dir.0.join(SERIES_FILE);
+    let path = dir.path().join(SERIES_FILE);
     fs::write(&path, "host,region=eu value=1\n").unwrap();
     let err = SeriesBudget::open(&root(&dir)).unwrap_err();
     assert!(matches!(err, SeriesError::Foreign { .. }), "{err:?}");
@@ -229,9 +229,9 @@ fn a_file_that_is_not_the_budget_stops_the_start_naming_it() {
 #[test]
 fn the_file_is_never_reached_through_a_link() {
     let dir = Dir::new("series-link");
-    let elsewhere = dir.0.join("elsewhere");
+    let elsewhere = dir.path().join("elsewhere");
     fs::write(&elsewhere, "precious").unwrap();
-    std::os::unix::fs::symlink(&elsewhere, dir.0.join(SERIES_FILE)).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dir.path().join(SERIES_FILE)).unwrap();
     assert!(SeriesBudget::open(&root(&dir)).is_err());
     assert_eq!(fs::read(&elsewhere).unwrap(), b"precious");
 }
@@ -285,7 +285,7 @@ fn a_full_disk_refuses_the_write_and_takes_its_series_back() {
     let budget = SeriesBudget::open(&root(&disk.0)).unwrap();
     // 255 entries fill the file's first page; the next write needs a page the disk lacks.
     budget.admit("k6", "db", 1000, &series(0, 255)).unwrap();
-    fill(&disk.0.0);
+    fill(disk.0.path());
     let err = budget
         .admit("k6", "db", 1000, &series(255, 300))
         .unwrap_err();
@@ -302,7 +302,7 @@ fn a_full_disk_refuses_the_write_and_takes_its_series_back() {
             .passed,
         vec![true; 255]
     );
-    fs::remove_file(disk.0.0.join("filler")).unwrap();
+    fs::remove_file(disk.0.path().join("filler")).unwrap();
     assert_eq!(
         budget
             .admit("k6", "db", 1000, &series(255, 300))
@@ -322,7 +322,7 @@ fn a_full_disk_refuses_the_write_and_takes_its_series_back() {
 #[test]
 fn a_start_makes_the_file_empty_and_the_first_write_puts_the_header_before_its_entries() {
     let dir = Dir::new("series-new");
-    let path = dir.0.join(SERIES_FILE);
+    let path = dir.path().join(SERIES_FILE);
     drop(open(&dir));
     assert_eq!(
         fs::metadata(&path).unwrap().len(),

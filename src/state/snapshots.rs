@@ -316,11 +316,11 @@ mod tests {
         let snapshots = Snapshots::new(root(&disk.0));
         snapshots.keep_room(1 << 10).unwrap();
         assert_eq!(snapshots.failure(), None);
-        fill(&disk.0.0);
+        fill(disk.0.path());
         let err = snapshots.keep_room(2 << 20).unwrap_err();
         assert!(err.is_disk_full(), "{err}");
         let failure = snapshots.failure().expect("told");
-        let dir = disk.0.0.display().to_string();
+        let dir = disk.0.path().display().to_string();
         assert!(failure.error.contains(&dir), "{failure:?}");
         assert!(failure.error.contains("No space left"), "{failure:?}");
         assert!(!failure.for_client.contains(&dir), "{failure:?}");
@@ -329,7 +329,7 @@ mod tests {
         snapshots.keep_room(1 << 10).unwrap();
         assert!(snapshots.failure().is_some());
         // Room for it found: it is over.
-        std::fs::remove_file(disk.0.0.join("filler")).unwrap();
+        std::fs::remove_file(disk.0.path().join("filler")).unwrap();
         snapshots.keep_room(2 << 20).unwrap();
         assert_eq!(snapshots.failure(), None);
     }
@@ -342,7 +342,7 @@ mod tests {
         let disk = SmallDisk::new("reserve-failure-flicker", "4m");
         let snapshots = Snapshots::new(root(&disk.0));
         snapshots.keep_room(1 << 10).unwrap();
-        fill(&disk.0.0);
+        fill(disk.0.path());
         snapshots.keep_room(8 << 20).unwrap_err();
         snapshots.keep_room(1 << 10).unwrap();
         assert!(
@@ -364,10 +364,10 @@ mod tests {
         let snapshots = Snapshots::new(root(&disk.0));
         let jobs = Jobs::new(10);
         snapshots.keep_room(1 << 10).unwrap();
-        fill(&disk.0.0);
+        fill(disk.0.path());
         snapshots.keep_room(2 << 20).unwrap_err();
         assert!(snapshots.failure().is_some());
-        std::fs::remove_file(disk.0.0.join("filler")).unwrap();
+        std::fs::remove_file(disk.0.path().join("filler")).unwrap();
         snapshots
             .write(&jobs, &Known::new(), None, &|| Ok(()))
             .unwrap();

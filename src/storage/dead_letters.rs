@@ -558,7 +558,7 @@ mod tests {
         );
         // Each letter is two files of one 4 KiB block each, as the disk counts them.
         assert_eq!((dead.usage().records, dead.usage().bytes), (2, 4 * 4096));
-        let listed = list(&dir.0).unwrap();
+        let listed = list(dir.path()).unwrap();
         assert_eq!(listed.len(), 2);
         assert_eq!(read(&listed[0].0).unwrap(), "m v=1 1\n");
         assert_eq!(listed[0].1, 1);
@@ -569,7 +569,7 @@ mod tests {
         again
             .store(key(3), None, None, "m v=3 3\n", 1, "x")
             .unwrap();
-        let names: Vec<_> = list(&dir.0).unwrap().into_iter().map(|l| l.0).collect();
+        let names: Vec<_> = list(dir.path()).unwrap().into_iter().map(|l| l.0).collect();
         assert!(
             names[1]
                 .to_string_lossy()
@@ -586,7 +586,7 @@ mod tests {
             .unwrap();
         drop(dead);
         // The reason of a letter whose lines were never written (the write cut short).
-        let letters = dir.0.join(DIR);
+        let letters = dir.path().join(DIR);
         let alone = letters.join("00000000000000000002-0-1.error");
         fs::write(&alone, "2026-12-06T00:00:00Z influxdb answered 400\n").unwrap();
         let dead = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
@@ -595,7 +595,7 @@ mod tests {
             "a start removes a reason without its lines"
         );
         assert_eq!((dead.usage().records, dead.usage().bytes), (1, 2 * 4096));
-        assert_eq!(list(&dir.0).unwrap().len(), 1);
+        assert_eq!(list(dir.path()).unwrap().len(), 1);
         assert!(letters.join("00000000000000000001-0-1.error").exists());
     }
 
@@ -619,7 +619,7 @@ mod tests {
             );
         }
         // replay-dead-letters lists every letter, and a restart counts them in the bound.
-        assert_eq!(list(&dir.0).unwrap().len(), clients.len());
+        assert_eq!(list(dir.path()).unwrap().len(), clients.len());
         let again = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
         assert_eq!(again.usage().records, clients.len() as u64);
         // And such a token is held to its share as any other: its one letter fills it.
@@ -774,8 +774,8 @@ mod tests {
         // Met again (the log delivered again), a kept refusal is kept once, and costs nothing;
         // so is one kept before letters named their client.
         std::fs::rename(
-            dir.0.join(DIR).join("00000000000000000005-0-1.lp"),
-            dir.0.join(DIR).join("00000000000000000011-0-1.lp"),
+            dir.path().join(DIR).join("00000000000000000005-0-1.lp"),
+            dir.path().join(DIR).join("00000000000000000011-0-1.lp"),
         )
         .unwrap();
         assert_eq!(
@@ -784,7 +784,7 @@ mod tests {
             Kept::Kept
         );
         assert!(
-            !dir.0
+            !dir.path()
                 .join(DIR)
                 .join("00000000000000000011-0-1-other.lp")
                 .exists()
@@ -817,7 +817,7 @@ mod tests {
                 .unwrap(),
             Kept::Dropped
         );
-        let letters = list(&dir.0).unwrap();
+        let letters = list(dir.path()).unwrap();
         assert_eq!(letters.len(), 6);
         assert!(
             letters
@@ -870,7 +870,7 @@ mod tests {
         );
         let usage = dead.usage();
         assert_eq!((usage.records, usage.bytes), (3, 6 * 4096));
-        assert_eq!(list(&dir.0).unwrap().len(), 3);
+        assert_eq!(list(dir.path()).unwrap().len(), 3);
     }
 
     #[test]
@@ -917,15 +917,15 @@ mod tests {
             again.store(b, None, None, "m v=2 2\n", 1, "x").unwrap(),
             Kept::Kept
         );
-        assert_eq!(list(&dir.0).unwrap().len(), 2);
+        assert_eq!(list(dir.path()).unwrap().len(), 2);
         assert_eq!((again.usage().records, again.usage().bytes), (2, 4 * 4096));
         // A file of another name is neither listed nor counted.
         fs::write(
-            dir.0.join("dead-letter/00000000000000000003-2.lp"),
+            dir.path().join("dead-letter/00000000000000000003-2.lp"),
             "m v=0 0\n",
         )
         .unwrap();
-        assert_eq!(list(&dir.0).unwrap().len(), 2);
+        assert_eq!(list(dir.path()).unwrap().len(), 2);
         let counted = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
         assert_eq!(counted.usage().records, 2);
     }
@@ -935,9 +935,9 @@ mod tests {
         let dir = Dir::new("dead-letters-swapped");
         let elsewhere = Dir::new("dead-letters-elsewhere");
         let dead = DeadLetters::open(&root(&dir), 1 << 20).unwrap();
-        let moved = dir.0.join("moved");
-        fs::rename(dir.0.join("dead-letter"), &moved).unwrap();
-        std::os::unix::fs::symlink(&elsewhere.0, dir.0.join("dead-letter")).unwrap();
+        let moved = dir.path().join("moved");
+        fs::rename(dir.path().join("dead-letter"), &moved).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("dead-letter")).unwrap();
         let key = Key {
             record: 3,
             unit: 1,
@@ -948,7 +948,7 @@ mod tests {
             Kept::Kept
         );
         assert_eq!(
-            fs::read_dir(&elsewhere.0).unwrap().count(),
+            fs::read_dir(elsewhere.path()).unwrap().count(),
             0,
             "nothing written through the link"
         );
@@ -999,7 +999,7 @@ mod tests {
                 Kept::Kept
             );
         }
-        let letters = list(&dir.0).unwrap();
+        let letters = list(dir.path()).unwrap();
         assert_eq!(letters.len(), cases.len());
         for ((path, _, _), (target, lines)) in letters.iter().zip(&cases) {
             let (read_target, read_lines) = read_letter(path).unwrap();
@@ -1058,9 +1058,9 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(dead.usage().records, 3);
-        let letters = list(&dir.0).unwrap();
+        let letters = list(dir.path()).unwrap();
         remove(&letters[0].0).unwrap();
-        let writing = dir.0.join("dead-letter/00000000000000000002-0-1.tmp");
+        let writing = dir.path().join("dead-letter/00000000000000000002-0-1.tmp");
         fs::write(&writing, "being written").unwrap();
         // Counted within RESCAN_EVERY: the count stands.
         assert_eq!(dead.usage().records, 3);

@@ -763,31 +763,43 @@ pub mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
-    /// A temporary directory, removed when dropped.
-    pub struct Dir(pub PathBuf);
-
-    impl Dir {
-        pub fn new(name: &str) -> Dir {
-            let path = std::env::temp_dir().join(format!(
-                "mc-storage-{name}-{}-{:?}",
-                std::process::id(),
-                std::thread::current().id()
-            ));
-            let _ = fs::remove_dir_all(&path);
-            fs::create_dir_all(&path).unwrap();
-            Dir(path)
-        }
+    /// A test's directory: a temporary one of its own (`tempfile`'s, removed when dropped),
+    /// or one it is given, which outlives it (a directory on a test's own tmpfs, read again by
+    /// the next start of a restart).
+    pub struct Dir {
+        path: PathBuf,
+        _temp: Option<tempfile::TempDir>,
     }
 
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
+    impl Dir {
+        /// A fresh temporary directory, `name` in its name to tell whose it is.
+        pub fn new(name: &str) -> Dir {
+            let temp = tempfile::Builder::new()
+                .prefix(&format!("mc-storage-{name}-"))
+                .tempdir()
+                .expect("create the test directory");
+            Dir {
+                path: temp.path().to_path_buf(),
+                _temp: Some(temp),
+            }
+        }
+
+        /// The directory at `path`, left in place when dropped.
+        pub fn at(path: &Path) -> Dir {
+            Dir {
+                path: path.to_path_buf(),
+                _temp: None,
+            }
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.path
         }
     }
 
     /// The handle of `dir` as a start opens `storage.dir`.
     pub fn root(dir: &Dir) -> DirHandle {
-        DirHandle::open_root(&dir.0).unwrap()
+        DirHandle::open_root(dir.path()).unwrap()
     }
 
     /// The handle of `path` as a start opens `storage.dir`.
@@ -803,11 +815,11 @@ pub mod tests {
     #[test]
     fn write_atomic_replaces_whole_files_and_never_writes_through_a_link() {
         let dir = Dir::new("atomic");
-        let target = dir.0.join("elsewhere");
+        let target = dir.path().join("elsewhere");
         fs::write(&target, "precious").unwrap();
-        let file = dir.0.join("jobs.json");
+        let file = dir.path().join("jobs.json");
         // An attacker's link at the temporary name, and at the name itself.
-        symlink(&target, dir.0.join("jobs.tmp")).unwrap();
+        symlink(&target, dir.path().join("jobs.tmp")).unwrap();
         write_atomic(&file, b"one").unwrap();
         assert_eq!(fs::read(&file).unwrap(), b"one");
         assert_eq!(fs::read(&target).unwrap(), b"precious");
@@ -820,28 +832,28 @@ pub mod tests {
             "the link itself was replaced"
         );
         // Reading does not follow a link either.
-        let link = dir.0.join("link");
+        let link = dir.path().join("link");
         symlink(&target, &link).unwrap();
         assert!(read_if_exists(&link).is_err());
-        assert_eq!(read_if_exists(&dir.0.join("nothing")).unwrap(), None);
+        assert_eq!(read_if_exists(&dir.path().join("nothing")).unwrap(), None);
     }
 
     #[test]
     fn the_tree_may_hold_only_plain_files_and_directories() {
         let dir = Dir::new("tree");
-        fs::create_dir_all(dir.0.join("log")).unwrap();
-        fs::write(dir.0.join("log/1.log"), "").unwrap();
-        check_tree(&dir.0).unwrap();
-        symlink("/etc/passwd", dir.0.join("log/2.log")).unwrap();
-        let err = check_tree(&dir.0).unwrap_err().to_string();
+        fs::create_dir_all(dir.path().join("log")).unwrap();
+        fs::write(dir.path().join("log/1.log"), "").unwrap();
+        check_tree(dir.path()).unwrap();
+        symlink("/etc/passwd", dir.path().join("log/2.log")).unwrap();
+        let err = check_tree(dir.path()).unwrap_err().to_string();
         assert!(
             err.contains("log/2.log is a symbolic link") && err.contains("move it away"),
             "{err}"
         );
-        let file_dir = dir.0.join("file");
+        let file_dir = dir.path().join("file");
         fs::write(&file_dir, "").unwrap();
         assert!(ensure_dir(&file_dir).is_err());
-        ensure_dir(&dir.0.join("a/b")).unwrap();
+        ensure_dir(&dir.path().join("a/b")).unwrap();
     }
 
     /// A tmpfs of `size` (`mount -o size=`) at a fresh directory, unmounted when dropped. Only
@@ -853,7 +865,7 @@ pub mod tests {
             let dir = Dir::new(name);
             let mounted = std::process::Command::new("mount")
                 .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-                .arg(&dir.0)
+                .arg(dir.path())
                 .status();
             assert!(
                 mounted.is_ok_and(|s| s.success()),
@@ -865,7 +877,9 @@ pub mod tests {
 
     impl Drop for SmallDisk {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0.0).status();
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
         }
     }
 
@@ -881,22 +895,22 @@ pub mod tests {
     fn a_snapshot_is_written_on_a_full_disk_from_the_room_kept_for_it() {
         let disk = SmallDisk::new("reserve", "5m");
         let root = root(&disk.0);
-        let path = disk.0.0.join("jobs.json");
+        let path = disk.0.path().join("jobs.json");
         let snapshot = vec![b'x'; 1 << 20];
         write_reserved(&root, "jobs.json", &snapshot, true).unwrap();
-        let reserve = disk.0.0.join(RESERVE_FILE);
+        let reserve = disk.0.path().join(RESERVE_FILE);
         assert_eq!(
             fs::metadata(&reserve).unwrap().len(),
             (1 << 20) + (1 << 19) + (1 << 20)
         );
-        fill(&disk.0.0);
+        fill(disk.0.path());
         let bigger = vec![b'y'; (1 << 20) + 100_000];
         assert!(
             root.write_atomic("jobs.json", &bigger).is_err(),
             "the disk is full"
         );
         assert!(
-            !disk.0.0.join("jobs.json.tmp").exists(),
+            !disk.0.path().join("jobs.json.tmp").exists(),
             "a half-written temporary file is removed"
         );
         assert!(
@@ -907,7 +921,7 @@ pub mod tests {
         assert_eq!(fs::read(&path).unwrap(), bigger);
         assert_eq!(fs::metadata(&reserve).unwrap().len(), 0, "used");
         // With room again, the next snapshot keeps room for the one after.
-        fs::remove_file(disk.0.0.join("filler")).unwrap();
+        fs::remove_file(disk.0.path().join("filler")).unwrap();
         write_reserved(&root, "jobs.json", &snapshot, false).unwrap();
         assert!(fs::metadata(&reserve).unwrap().len() > 1 << 20);
     }
@@ -916,7 +930,7 @@ pub mod tests {
     fn the_reserve_grows_ahead_of_the_table_or_says_the_disk_is_full() {
         let disk = SmallDisk::new("keep-reserve", "4m");
         let root = root(&disk.0);
-        let reserve = disk.0.0.join(RESERVE_FILE);
+        let reserve = disk.0.path().join(RESERVE_FILE);
         assert_eq!(keep_reserve(&root, 0, 1 << 20).unwrap(), (5 << 19) as u64);
         assert_eq!(fs::metadata(&reserve).unwrap().len(), 5 << 19, "allocated");
         assert_eq!(
@@ -924,7 +938,7 @@ pub mod tests {
             5 << 19,
             "large enough"
         );
-        fill(&disk.0.0);
+        fill(disk.0.path());
         let err = keep_reserve(&root, 5 << 19, 3 << 20).unwrap_err();
         assert!(is_disk_full(&err), "{err}");
         assert_eq!(
@@ -951,7 +965,7 @@ pub mod tests {
         use std::os::unix::fs::MetadataExt;
         let dir = Dir::new("reserve-allocated");
         let root = root(&dir);
-        let reserve = dir.0.join(RESERVE_FILE);
+        let reserve = dir.path().join(RESERVE_FILE);
         let before = written_by_this_thread();
         let len = keep_reserve(&root, 0, 8 << 20).unwrap();
         let written = written_by_this_thread() - before;
@@ -967,7 +981,7 @@ pub mod tests {
         let grown = keep_reserve(&root, len, 16 << 20).unwrap();
         let meta = fs::metadata(&reserve).unwrap();
         assert!(meta.len() == grown && meta.blocks() * 512 >= grown);
-        let probe = create_new(&dir.0.join("probe")).unwrap();
+        let probe = create_new(&dir.path().join("probe")).unwrap();
         match allocate(&probe, 0, 4096) {
             Ok(()) => assert!(
                 written < 1 << 20,
@@ -976,7 +990,7 @@ pub mod tests {
             Err(e) if cannot_allocate(&e) => {
                 eprintln!(
                     "{}: no fallocate here ({e}), zeros written",
-                    dir.0.display()
+                    dir.path().display()
                 );
             }
             Err(e) => panic!("{e}"),
@@ -997,7 +1011,7 @@ pub mod tests {
             );
             let meta = file.metadata().unwrap();
             assert!(meta.len() == 200_000 && meta.blocks() * 512 >= 200_000);
-            let bytes = fs::read(dir.0.join(RESERVE_FILE)).unwrap();
+            let bytes = fs::read(dir.path().join(RESERVE_FILE)).unwrap();
             assert!(bytes.iter().all(|&b| b == 0), "zeros");
         }
         // Any other failure is the growth's: it is cut back, and a full disk says so.
@@ -1060,7 +1074,7 @@ pub mod tests {
     fn removing_the_lock_file_does_not_let_a_second_holder_in() {
         let dir = Dir::new("lock-removed");
         let _held = DirLock::take(&root(&dir), "lock").unwrap();
-        fs::remove_file(dir.0.join("lock")).unwrap();
+        fs::remove_file(dir.path().join("lock")).unwrap();
         let err = DirLock::take(&root(&dir), "lock").unwrap_err();
         assert!(
             matches!(err, StorageError::InUse { pid: Some(p), .. } if p == std::process::id()),

@@ -839,7 +839,7 @@ mod tests {
     #[test]
     fn a_file_that_is_not_a_segment_of_results_and_a_line_that_is_not_a_result_are_left_alone() {
         let dir = Dir::new("results-foreign");
-        let at = dir.0.join("results");
+        let at = dir.path().join("results");
         std::fs::create_dir_all(&at).unwrap();
         let foreign = at.join("00000000000000000001.results");
         std::fs::write(&foreign, b"{\"format\":\"x\"}\n").unwrap();
@@ -873,7 +873,7 @@ mod tests {
     #[test]
     fn results_go_into_few_files_and_sparse_segments_are_written_again_at_a_sync() {
         let dir = Dir::new("results-segments");
-        let at = dir.0.join("results");
+        let at = dir.path().join("results");
         let files = || std::fs::read_dir(&at).unwrap().count();
         let results = Results::open(&root(&dir), 20, 1 << 30, 1).unwrap();
         let mut all = Vec::new();
@@ -1061,7 +1061,7 @@ mod tests {
     #[test]
     fn what_is_named_like_a_segment_but_is_not_a_file_is_left_alone() {
         let dir = Dir::new("results-hostile");
-        let at = dir.0.join("results");
+        let at = dir.path().join("results");
         std::fs::create_dir_all(at.join("00000000000000000003.results")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", at.join("00000000000000000002.results")).unwrap();
         let mut segment = store::HEADER.to_vec();
@@ -1098,7 +1098,7 @@ mod tests {
         let late = result(None, Some("test=z"), false, 1000);
         commit(&results, &late);
         assert!(lock(&results.store).sparse().is_some());
-        crate::storage::tests::fill(&disk.0.0);
+        crate::storage::tests::fill(disk.0.path());
         results.sync().unwrap();
         for r in all.iter().chain([&late]) {
             if let Some(got) = results.get(&r.uuid, None) {
@@ -1146,7 +1146,7 @@ mod tests {
     #[test]
     fn a_result_pruned_after_a_compaction_cut_short_does_not_come_back_from_the_old_copy() {
         let dir = Dir::new("results-moved-pruned");
-        let at = dir.0.join("results");
+        let at = dir.path().join("results");
         let first = at.join("00000000000000000001.results");
         let results = Results::open(&root(&dir), 20, 1 << 30, 1).unwrap();
         let mut old = Vec::new();

@@ -720,7 +720,7 @@ mod tests {
         segment_bytes: u64,
         changes: &mut dyn FnMut(&[u8]),
     ) -> Result<(Log, Position, Opened), OpenError> {
-        let handle = DirHandle::open(&dir.0).unwrap();
+        let handle = DirHandle::open(dir.path()).unwrap();
         Log::open_sized(handle, limit, repair, segment_bytes, changes)
     }
 
@@ -773,7 +773,7 @@ mod tests {
     fn a_start_on_a_full_disk_lets_go_what_the_snapshot_it_read_holds() {
         let disk = crate::storage::tests::SmallDisk::new("log-start-full", "2m");
         let (log, mut at, _) = Log::open(
-            crate::storage::tests::log_dir(&disk.0.0),
+            crate::storage::tests::log_dir(disk.0.path()),
             LIMIT,
             false,
             &mut |_| {},
@@ -788,7 +788,7 @@ mod tests {
         log.save_delivered();
         drop(log);
         let (log, _, opened) = Log::open(
-            crate::storage::tests::log_dir(&disk.0.0),
+            crate::storage::tests::log_dir(disk.0.path()),
             LIMIT,
             false,
             &mut |_| {},
@@ -814,7 +814,7 @@ mod tests {
     #[test]
     fn a_delivered_segment_still_being_written_is_let_go_on_a_full_disk_and_numbering_goes_on() {
         let disk = crate::storage::tests::SmallDisk::new("log-let-go", "2m");
-        let handle = crate::storage::tests::log_dir(&disk.0.0);
+        let handle = crate::storage::tests::log_dir(disk.0.path());
         // Segments of 16 MiB never fill on this disk: the first one is still being written
         // when the disk is full.
         let (log, mut at, _) = Log::open(handle, LIMIT, false, &mut |_| {}).unwrap();
@@ -840,7 +840,7 @@ mod tests {
         assert!(segment_files(&disk.0).is_empty());
         // A start now finds no segment: it numbers on after the delivered mark.
         drop(log);
-        let handle = crate::storage::tests::log_dir(&disk.0.0);
+        let handle = crate::storage::tests::log_dir(disk.0.path());
         let (log, mut at, opened) = Log::open(handle, LIMIT, false, &mut |_| {}).unwrap();
         assert_eq!((opened.records, opened.undelivered), (0, (0, 0)));
         assert_eq!(
@@ -902,7 +902,7 @@ mod tests {
         drop(log);
         // A start finds a record waiting, as old as its segment file's last write at least:
         // here 30 s ago (the file was made just now).
-        let segment = std::fs::read_dir(&dir.0)
+        let segment = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
             .find(|p| p.extension().is_some_and(|x| x == "log"))
@@ -1006,12 +1006,12 @@ mod tests {
         assert!(put_line(&log, "m v=1 1\n").is_err());
         let told = log.write_failure().expect("told");
         assert!(
-            told.error.contains(&dir.0.display().to_string()),
+            told.error.contains(&dir.path().display().to_string()),
             "{told:?}"
         );
         // A client is not told where storage.dir is.
         assert!(
-            !told.for_client.contains(&dir.0.display().to_string()),
+            !told.for_client.contains(&dir.path().display().to_string()),
             "{told:?}"
         );
         assert!(told.for_client.contains("log"), "{told:?}");
@@ -1061,7 +1061,7 @@ mod tests {
     }
 
     fn segment_files(dir: &Dir) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = fs::read_dir(&dir.0)
+        let mut files: Vec<PathBuf> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| p.extension().is_some_and(|e| e == "log"))
@@ -1811,7 +1811,7 @@ mod tests {
     fn a_file_in_the_way_of_a_segment_begun_is_replaced() {
         let dir = Dir::new("log-in-the-way");
         let (log, mut at, _) = open(&dir).unwrap();
-        fs::write(dir.0.join(segment_name(1)), record::segment_header()).unwrap();
+        fs::write(dir.path().join(segment_name(1)), record::segment_header()).unwrap();
         assert_eq!(put(&log, 1), 1);
         let seqs = read_seqs(&log, &mut at);
         assert_eq!(seqs, [1]);
@@ -1832,7 +1832,7 @@ mod tests {
         let err = put_wide(&log, 2).unwrap_err();
         assert!(err.to_string().contains("cannot sync"), "{err}");
         // What a removal that failed would leave.
-        fs::write(dir.0.join(segment_name(2)), record::segment_header()).unwrap();
+        fs::write(dir.path().join(segment_name(2)), record::segment_header()).unwrap();
         assert_eq!(
             put(&log, 3),
             2,
@@ -1852,9 +1852,9 @@ mod tests {
     fn a_log_directory_swapped_for_a_link_is_not_followed() {
         let dir = Dir::new("log-swapped");
         let elsewhere = Dir::new("log-swapped-elsewhere");
-        let log_path = dir.0.join("log");
+        let log_path = dir.path().join("log");
         let (log, mut at, _) = Log::open_sized(
-            crate::storage::tests::log_dir(&dir.0),
+            crate::storage::tests::log_dir(dir.path()),
             LIMIT,
             false,
             4096,
@@ -1862,9 +1862,9 @@ mod tests {
         )
         .unwrap();
         put(&log, 1);
-        let moved = dir.0.join("moved");
+        let moved = dir.path().join("moved");
         fs::rename(&log_path, &moved).unwrap();
-        std::os::unix::fs::symlink(&elsewhere.0, &log_path).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), &log_path).unwrap();
         // Written, rolled into new segments, read back, delivered, trimmed and marked.
         for n in 2..=100 {
             assert_eq!(put(&log, n), n);
@@ -1875,7 +1875,7 @@ mod tests {
         log.snapshot_written(100, 10);
         log.save_delivered();
         assert_eq!(
-            fs::read_dir(&elsewhere.0).unwrap().count(),
+            fs::read_dir(elsewhere.path()).unwrap().count(),
             0,
             "nothing written through the link"
         );
@@ -1909,7 +1909,7 @@ mod tests {
         log.delivered(100, &read);
         log.save_delivered();
         assert_eq!(
-            fs::read_to_string(dir.0.join(DELIVERED_FILE)).unwrap(),
+            fs::read_to_string(dir.path().join(DELIVERED_FILE)).unwrap(),
             "metrics-consumer-delivered 1\n100\n"
         );
         drop(log);
@@ -1938,7 +1938,7 @@ mod tests {
             drop(log);
             let path = match file {
                 "segment" => segment_files(&dir)[0].clone(),
-                _ => dir.0.join(DELIVERED_FILE),
+                _ => dir.path().join(DELIVERED_FILE),
             };
             let mut all = fs::read(&path).unwrap_or_default();
             if file == "segment" {
@@ -1973,12 +1973,12 @@ mod tests {
         put(&log, 1);
         drop(log);
         // A crash between making the next segment and writing its header.
-        fs::write(dir.0.join(segment_name(2)), [0u8; 0]).unwrap();
+        fs::write(dir.path().join(segment_name(2)), [0u8; 0]).unwrap();
         let (log, _, opened) = open(&dir).unwrap();
         assert_eq!(opened.records, 1);
         assert_eq!(put(&log, 2), 2);
         assert_eq!(
-            &fs::read(dir.0.join(segment_name(2))).unwrap()[..6],
+            &fs::read(dir.path().join(segment_name(2))).unwrap()[..6],
             b"MCLOG\0"
         );
     }
@@ -2020,7 +2020,7 @@ mod tests {
         let dir = Dir::new("log-empty-old-tail");
         let mut header = record::segment_header();
         header[6..].copy_from_slice(&record::SEGMENT_VERSION_CLIENTS.to_le_bytes());
-        fs::write(dir.0.join(segment_name(1)), header).unwrap();
+        fs::write(dir.path().join(segment_name(1)), header).unwrap();
         let (log, mut at, _) = open(&dir).unwrap();
         assert_eq!(put(&log, 1), 1);
         assert_eq!(log.segments(), 1, "the segment is listed once");

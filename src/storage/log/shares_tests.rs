@@ -11,7 +11,7 @@ use std::fs;
 use uuid::Uuid;
 
 fn open_with(dir: &Dir, limit: u64) -> (Log, Position, Opened) {
-    let handle = DirHandle::open(&dir.0).unwrap();
+    let handle = DirHandle::open(dir.path()).unwrap();
     Log::open_sized(handle, limit, false, 1 << 20, &mut |_| {}).unwrap()
 }
 
@@ -270,7 +270,7 @@ fn version_2_segment(records: u64) -> Vec<u8> {
 fn a_version_2_segment_opens_and_counts_against_the_whole_log_only() {
     let dir = Dir::new("shares-v2");
     let old = version_2_segment(3);
-    fs::write(dir.0.join(segment_name(1)), &old).unwrap();
+    fs::write(dir.path().join(segment_name(1)), &old).unwrap();
     let (log, mut at, opened) = open_with(&dir, 1 << 30);
     assert_eq!(
         opened.undelivered,
@@ -283,7 +283,7 @@ fn a_version_2_segment_opens_and_counts_against_the_whole_log_only() {
     assert!(read[..3].iter().all(|r| r.client.is_none()));
     assert_eq!(read[3].client.as_deref(), Some("a"));
     assert_eq!(
-        fs::read(dir.0.join(segment_name(4))).unwrap()[..8],
+        fs::read(dir.path().join(segment_name(4))).unwrap()[..8],
         *b"MCLOG\0\x04\0",
         "a client's record begins a segment of the version this program writes"
     );
@@ -309,8 +309,8 @@ fn a_record_with_a_client_in_a_version_2_segment_is_damage() {
         },
     );
     record::encode(&mut bytes, 3, &Parts::of(Kind::Request, &units));
-    fs::write(dir.0.join(segment_name(1)), &bytes).unwrap();
-    let handle = DirHandle::open(&dir.0).unwrap();
+    fs::write(dir.path().join(segment_name(1)), &bytes).unwrap();
+    let handle = DirHandle::open(dir.path()).unwrap();
     let Err(e) = Log::open_sized(handle, 1 << 30, false, 1 << 20, &mut |_| {}) else {
         panic!("a client's record in a version-2 segment was read");
     };
@@ -318,7 +318,7 @@ fn a_record_with_a_client_in_a_version_2_segment_is_damage() {
     assert!(e.to_string().contains("a version without clients"), "{e}");
     // The same record under a version-3 header reads.
     bytes[6] = 3;
-    fs::write(dir.0.join(segment_name(1)), &bytes).unwrap();
+    fs::write(dir.path().join(segment_name(1)), &bytes).unwrap();
     let (log, _, opened) = open_with(&dir, 1 << 30);
     assert_eq!(opened.records, 3);
     assert_eq!(

@@ -9,7 +9,7 @@ use std::fs;
 use uuid::Uuid;
 
 fn open(dir: &Dir) -> (Log, Position, Opened) {
-    let handle = DirHandle::open(&dir.0).unwrap();
+    let handle = DirHandle::open(dir.path()).unwrap();
     Log::open_sized(handle, 1 << 30, false, 1 << 20, &mut |_| {}).unwrap()
 }
 
@@ -105,7 +105,7 @@ fn hostile_kind_3_payloads_never_panic_nor_reserve_beyond_their_bytes() {
 #[test]
 fn a_version_1_segment_written_by_hand_is_read() {
     let dir = Dir::new("targets-v1-read");
-    fs::write(dir.0.join(segment_name(1)), version_1_segment()).unwrap();
+    fs::write(dir.path().join(segment_name(1)), version_1_segment()).unwrap();
     let (log, mut at, opened) = open(&dir);
     assert_eq!(opened.records, 2);
     assert!(opened.torn.is_none());
@@ -121,8 +121,8 @@ fn a_version_5_segment_is_refused_with_a_clear_message() {
     let dir = Dir::new("targets-v5");
     let mut bytes = version_1_segment();
     bytes[6] = 5;
-    fs::write(dir.0.join(segment_name(1)), bytes).unwrap();
-    let handle = DirHandle::open(&dir.0).unwrap();
+    fs::write(dir.path().join(segment_name(1)), bytes).unwrap();
+    let handle = DirHandle::open(dir.path()).unwrap();
     let Err(e) = Log::open_sized(handle, 1 << 30, false, 1 << 20, &mut |_| {}) else {
         panic!("a version-5 segment was opened");
     };
@@ -140,7 +140,7 @@ fn a_version_5_segment_is_refused_with_a_clear_message() {
 #[test]
 fn a_write_record_never_lands_in_a_segment_whose_header_says_version_1() {
     let dir = Dir::new("targets-v1-append");
-    fs::write(dir.0.join(segment_name(1)), version_1_segment()).unwrap();
+    fs::write(dir.path().join(segment_name(1)), version_1_segment()).unwrap();
     let (log, mut at, _) = open(&dir);
     let target = Target {
         database: "k6",
@@ -157,7 +157,7 @@ fn a_write_record_never_lands_in_a_segment_whose_header_says_version_1() {
         Some("k6")
     );
     drop(log);
-    for entry in fs::read_dir(&dir.0).unwrap() {
+    for entry in fs::read_dir(dir.path()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "log") {
             continue;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 fn open(dir: &Dir) -> (Log, Position, Opened) {
-    let handle = DirHandle::open(&dir.0).unwrap();
+    let handle = DirHandle::open(dir.path()).unwrap();
     Log::open_sized(handle, 1 << 30, false, 1 << 20, &mut |_| {}).unwrap()
 }
 
@@ -28,7 +28,7 @@ struct Noting {
 impl Noting {
     fn new(dir: &Dir, line: String) -> Arc<Noting> {
         Arc::new(Noting {
-            dir: dir.0.clone(),
+            dir: dir.path().to_path_buf(),
             line,
             told: Mutex::new(Vec::new()),
             untold: AtomicBool::new(false),
