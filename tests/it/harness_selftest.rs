@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::support::{
     ConsumerToml, Gateway, Influxd, TempDir, config, config_with, connect_from, parse_listening,
-    request, send_raw, try_send_raw, wait_until,
+    request, send_raw, try_send_raw, urlencode, wait_until,
 };
 
 fn pid_exists(pid: u32) -> bool {
@@ -453,6 +453,16 @@ fn connect_from_uses_the_given_source_address() {
     let _client = connect_from(src, addr);
     let (_server_side, peer) = listener.accept().unwrap();
     assert_eq!(peer.ip(), src);
+}
+
+#[test]
+fn urlencode_keeps_only_rfc_3986_unreserved_characters() {
+    let unreserved = "azAZ09-._~";
+    assert_eq!(urlencode(unreserved), unreserved);
+    assert_eq!(
+        urlencode("a b&c=d/e?f+g%h#i\"j'k\u{e9}"),
+        "a%20b%26c%3Dd%2Fe%3Ff%2Bg%25h%23i%22j%27k%C3%A9"
+    );
 }
 
 #[test]
