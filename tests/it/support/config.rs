@@ -83,28 +83,6 @@ fn lines_of(text: &str) -> String {
     }
 }
 
-/// `ConsumerToml::new(influx_url, db).rest(extra).toml()`: use [`ConsumerToml`] in new
-/// tests; this stays for the tests that call it.
-pub fn config(influx_url: &str, db: &str, extra: &str) -> String {
-    ConsumerToml::new(influx_url, db).rest(extra).toml()
-}
-
-/// `ConsumerToml::new(influx_url, db).server(server_extra).influxdb(influx_extra).rest(rest)
-/// .toml()`: use [`ConsumerToml`] in new tests; this stays for the tests that call it.
-pub fn config_with(
-    influx_url: &str,
-    db: &str,
-    server_extra: &str,
-    influx_extra: &str,
-    rest: &str,
-) -> String {
-    ConsumerToml::new(influx_url, db)
-        .server(server_extra)
-        .influxdb(influx_extra)
-        .rest(rest)
-        .toml()
-}
-
 /// The tests read back what they wrote right after the answer, so their gateways answer once
 /// InfluxDB has the points; the tests of the "disk" mode say so themselves.
 pub const ACKNOWLEDGE: &str = "influxdb";

@@ -1,7 +1,7 @@
 //! What the integration tests share, one module per concern: temporary directories
 //! (`tempdir`), child processes (`process`), a throwaway InfluxDB 1.x server and its queries
 //! (`influxd`), the gateway binary run as a child process (`gateway`), a raw HTTP/1.1 client
-//! that can also send malformed bytes (`http`), consumer.toml builders (`config`) and headless
+//! that can also send malformed bytes (`http`), the consumer.toml builder (`config`) and headless
 //! Chromium with its screenshots (`browser`). The test modules use all of it through
 //! `crate::support`.
 //!
@@ -20,7 +20,7 @@ mod tempdir;
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use config::{ConsumerToml, config, config_with};
+pub use config::ConsumerToml;
 pub use gateway::{Gateway, gateway_binary, parse_listening};
 pub use http::{
     KeptAlive, RawResponse, connect_from, get, post_json, read_response, register, request,
