@@ -353,10 +353,10 @@ mod tests {
     use super::*;
     use std::fs;
 
-    fn load_err(cert: &Path, key: &Path) -> String {
+    fn load_err(cert: &Path, key: &Path) -> LoadError {
         match load(cert, key) {
             Ok(_) => panic!("{} and {} should be refused", cert.display(), key.display()),
-            Err(e) => e.to_string(),
+            Err(e) => e,
         }
     }
 
@@ -393,69 +393,60 @@ mod tests {
             (
                 &missing,
                 &key,
-                "server.tls_cert",
+                PemFile::Certificate,
                 &missing,
                 "cannot read the file",
             ),
             (
                 &garbage,
                 &key,
-                "server.tls_cert",
+                PemFile::Certificate,
                 &garbage,
                 "no certificate found in the PEM file",
             ),
             (
                 &bad_base64,
                 &key,
-                "server.tls_cert",
+                PemFile::Certificate,
                 &bad_base64,
                 "not a valid PEM file",
             ),
             (
                 &not_x509,
                 &key,
-                "server.tls_cert",
+                PemFile::Certificate,
                 &not_x509,
                 "not a valid X.509 certificate",
             ),
             (
                 &cert,
                 &missing,
-                "server.tls_key",
+                PemFile::Key,
                 &missing,
                 "cannot read the file",
             ),
             (
                 &cert,
                 &garbage,
-                "server.tls_key",
+                PemFile::Key,
                 &garbage,
                 "no private key found",
             ),
             // A certificate is not a key.
-            (
-                &cert,
-                &cert,
-                "server.tls_key",
-                &cert,
-                "no private key found",
-            ),
+            (&cert, &cert, PemFile::Key, &cert, "no private key found"),
             (
                 &other_cert,
                 &key,
-                "server.tls_key",
+                PemFile::Key,
                 &key,
                 "does not match the certificate",
             ),
         ];
-        for (cert, key, name, file, what) in cases {
+        for (cert, key, file, path, what) in cases {
             let err = load_err(cert, key);
-            let prefix = format!("{name}: {}: ", file.display());
-            assert!(
-                err.starts_with(&prefix),
-                "{err:?} should start with {prefix:?}"
-            );
-            assert!(err.contains(what), "{err:?} should say {what:?}");
+            assert_eq!(err.file, file, "{err}");
+            assert_eq!(&err.path, path, "{err}");
+            assert!(err.problem.contains(what), "{err:?} should say {what:?}");
         }
     }
 
@@ -470,9 +461,12 @@ mod tests {
         )
         .expect("write");
         let err = load_err(&cert, &broken);
-        assert!(err.starts_with("server.tls_key: "), "{err}");
+        assert_eq!(err.file, PemFile::Key, "{err}");
+        assert_eq!(err.path, broken, "{err}");
+        // The message is what reaches the log and the command line: it must not quote the key.
+        let message = err.to_string();
         for secret in ["c2VjcmV0", "secret-key", "99, 50"] {
-            assert!(!err.contains(secret), "{err:?} quotes the key file");
+            assert!(!message.contains(secret), "{message:?} quotes the key file");
         }
     }
 
