@@ -77,6 +77,12 @@ impl Signal {
         woken
     }
 
+    /// How many threads wait on it now: a test's sign that the thread it started sleeps.
+    #[cfg(test)]
+    pub fn waiters(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
     /// Wakes every waiter; nothing when none waits.
     pub fn notify_all(&self) {
         if self.waiting.load(Ordering::SeqCst) > 0 {

@@ -456,6 +456,22 @@ mod tests {
         IpAddr::from([10, 0, 0, 1])
     }
 
+    /// Waits (5 s at most) until `n` requests wait for bytes: the sign that a thread a test
+    /// started is waiting, rather than a sleep long enough for it on an idle machine.
+    fn until_waiting(budget: &BodyBudget, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let used = budget.lock();
+            let waiting = used.waiting.values().sum::<usize>() + used.handling_waiting;
+            drop(used);
+            if waiting >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{waiting} of {n} waiting");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn bytes_given_back_go_first_to_the_client_holding_least() {
         let budget = BodyBudget::new(100);
@@ -474,18 +490,20 @@ mod tests {
                 let got = hold.take(10, Instant::now() + Duration::from_millis(600));
                 (got, Instant::now())
             });
-            thread::sleep(Duration::from_millis(100));
-            let modest = s.spawn(|| {
-                let mut hold = budget.hold(&c, small, &never_evict);
+            until_waiting(&budget, 1);
+            let (answer, release) = (std::sync::mpsc::channel(), std::sync::mpsc::channel());
+            let (to_test, from_test) = (answer.0, release.1);
+            let (budget, c) = (&budget, &c);
+            let modest = s.spawn(move || {
+                let mut hold = budget.hold(c, small, &never_evict);
                 let got = hold.take(10, Instant::now() + Duration::from_secs(2));
-                let at = Instant::now();
+                let _ = to_test.send((got, Instant::now()));
                 // Held until the other has given up.
-                thread::sleep(Duration::from_millis(600));
-                (got, at)
+                let _ = from_test.recv();
             });
-            thread::sleep(Duration::from_millis(100));
+            until_waiting(budget, 2);
             held.give(10);
-            let (got, modest_at) = modest.join().expect("modest");
+            let (got, modest_at) = answer.1.recv().expect("modest");
             assert_eq!(
                 got,
                 Ok(()),
@@ -498,6 +516,8 @@ mod tests {
                 "and the client holding most waits on"
             );
             assert!(greedy_at > modest_at);
+            let _ = release.0.send(());
+            modest.join().expect("modest");
         });
     }
 
@@ -565,12 +585,10 @@ mod tests {
                 let got = hold.take(50, started + Duration::from_secs(2));
                 (got, started.elapsed())
             });
-            thread::sleep(Duration::from_millis(200));
+            until_waiting(&budget, 1);
             drop(holder);
             let (got, waited) = waiter.join().expect("waiter");
-            assert_eq!(got, Ok(()));
-            assert!(waited >= Duration::from_millis(150), "{waited:?}");
-            assert!(waited < Duration::from_secs(1), "{waited:?}");
+            assert_eq!(got, Ok(()), "the bytes given back, after {waited:?}");
         });
         // Held by nobody now; a hold that nobody gives back makes the next one wait it out.
         let mut holder = budget.hold(&a, ip(), &never_evict);
@@ -624,7 +642,7 @@ mod tests {
                     started.elapsed(),
                 )
             });
-            thread::sleep(Duration::from_millis(100));
+            until_waiting(&budget, 1);
             d.mark_evicted_for_tests();
             let (got, waited) = waiter.join().expect("waiter");
             assert_eq!(got, Err(Shortage::Evicted));

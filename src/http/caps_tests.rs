@@ -264,7 +264,14 @@ fn a_full_table_closes_the_least_progress_to_admit_a_newcomer() {
 
 #[test]
 fn a_silent_body_gives_up_its_memory() {
-    let table = Arc::new(ConnTable::new(10, 10));
+    // The table's clock started longer ago than a body may be silent, so that a body last
+    // heard of at its start (below) is stalled now, with no wait for the real clock.
+    let mut table = ConnTable::new(10, 10);
+    let silent = std::time::Duration::from_millis(STALLED_MS + 10);
+    table.epoch = Instant::now()
+        .checked_sub(silent)
+        .expect("a clock older than a second");
+    let table = Arc::new(table);
     let guard = acquire(&table, "10.0.0.1").expect("a slot");
     assert!(guard.activity().enter(Phase::Body));
     guard.activity().held().store(1 << 20, Ordering::SeqCst);
@@ -277,7 +284,6 @@ fn a_silent_body_gives_up_its_memory() {
         since_ms: 0,
     };
     guard.activity().state.store(state.pack(), Ordering::SeqCst);
-    std::thread::sleep(std::time::Duration::from_millis(STALLED_MS + 10));
     assert!(table.evict_stalled_body());
     assert!(guard.activity().is_evicted());
     assert_eq!(table.open.load(Ordering::SeqCst), 0);

@@ -564,7 +564,11 @@ mod tests {
         let _ = schemas.retention_of("wake", "", "k6");
         let reader = Arc::clone(&schemas);
         let read = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
+            // Once the writer sleeps, so that the wake is what ends its wait.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while reader.read.waiters() == 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             reader.set_retention(
                 &OwnedTarget {
                     database: "wake".into(),

@@ -52,8 +52,14 @@ fn a_flood_cannot_flood_the_log() {
         }
     });
     let guessed_for = started.elapsed();
-    thread::sleep(Duration::from_millis(300));
     let refused_line = format!("refused GET {ISRUNNING} from ");
+    // The lines of the first second at least are written by now (the budget writes its first
+    // 20 at once); the count of those left out follows within a second or two.
+    wait_until(
+        Duration::from_secs(10),
+        "the refused checks left out told",
+        || gw.log()[logged_before..].contains("refused token checks left out"),
+    );
     let refused = lines_of(&gw.log()[logged_before..], &refused_line);
     println!("wrong tokens from 200 addresses: {refused} warning lines in {guessed_for:?}");
     // At most 20 a second (logtext::REFUSED_TOKEN_LINES).
@@ -95,7 +101,14 @@ fn a_flood_cannot_flood_the_log() {
     // One more wrong token, more than a second after the others: its line comes after one
     // that counts those left out.
     guess(IpAddr::from([127, 0, 9, 1]), gw.addr, 1);
-    thread::sleep(Duration::from_millis(300));
+    wait_until(
+        Duration::from_secs(10),
+        "the guess after the flood logged",
+        || {
+            gw.log()[logged_before..].contains(&refused_line)
+                && gw.log().contains("access-log lines left out")
+        },
+    );
     let log = gw.log();
     let pings = lines_of(&log[logged_before..], &format!(" GET {PING} 200 "));
     let grew = log.len() - logged_before;
