@@ -37,7 +37,8 @@
 //! - `deadline.rs`: deadlines, and the socket timeouts that hold every wait to them;
 //! - `head.rs` (tests in `head_tests.rs`) and `render.rs`: parsing request heads and rendering responses,
 //!   both without any I/O;
-//! - `tests.rs`: end-to-end tests of the whole layer over loopback.
+//! - `tests.rs`: end-to-end tests of the whole layer over loopback;
+//! - `responses.rs`: the tests' reader of responses, over a socket or over bytes.
 
 mod accept;
 mod budget;
@@ -53,6 +54,8 @@ pub mod encoding;
 mod head;
 mod pool;
 mod render;
+#[cfg(test)]
+mod responses;
 mod sequence;
 mod serve;
 mod server;

@@ -13,7 +13,8 @@ use crate::http::budget::{BODY_WAIT, BodyBudget};
 use crate::http::buffer::InBuf;
 use crate::http::caps::{Activity, client_of};
 use crate::http::conn::Inflating;
-use crate::http::tests::{Resp, TestHandler, get, limits, parse_head};
+use crate::http::responses::{Resp, read_response};
+use crate::http::tests::{TestHandler, get, limits};
 use crate::http::{Headers, Limits};
 
 fn peer() -> SocketAddr {
@@ -30,32 +31,29 @@ struct Served {
 }
 
 impl Served {
-    /// The answers, in order; `heads` says which were to HEAD requests (no body follows).
+    /// The answers, in order, interim ones included; `heads` says which of the others were to
+    /// HEAD requests (no body follows).
     fn responses(&self, heads: &[bool]) -> Vec<Resp> {
         let mut rest = self.out.as_slice();
         let mut all = Vec::new();
-        let mut n = 0;
-        while !rest.is_empty() {
-            let Some((status, headers, head_len, declared)) = parse_head(rest) else {
-                panic!(
-                    "an incomplete response: {:?}",
-                    String::from_utf8_lossy(rest)
-                );
-            };
-            let head_only = status < 200 || heads.get(n).copied().unwrap_or(false);
-            let body_len = if head_only { 0 } else { declared };
-            let body = rest[head_len..head_len + body_len].to_vec();
-            rest = &rest[head_len + body_len..];
-            if status >= 200 {
-                n += 1;
+        let mut finals = 0;
+        loop {
+            let head = heads.get(finals).copied().unwrap_or(false);
+            let unread = rest;
+            match read_response(&mut rest, head) {
+                Ok(Some(resp)) => {
+                    if resp.status >= 200 {
+                        finals += 1;
+                    }
+                    all.push(resp);
+                }
+                Ok(None) => return all,
+                Err(e) => panic!(
+                    "an incomplete or malformed response ({e}): {:?}",
+                    String::from_utf8_lossy(unread)
+                ),
             }
-            all.push(Resp {
-                status,
-                headers,
-                body,
-            });
         }
-        all
     }
 
     /// The only answer.

@@ -5,7 +5,7 @@
 //! to is tested over byte slices in `sequence_tests.rs`, with this file's handler.)
 //! Waits are bounded by deadlines; nothing relies on a sleep for ordering.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::responses::{Resp, read_response};
 use super::{
     Exchange, Handler, Head, Limits, Request, RequestLine, Response, Server, ShutdownHandle,
 };
@@ -222,80 +223,18 @@ pub(super) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-#[derive(Debug)]
-pub(super) struct Resp {
-    pub(super) status: u16,
-    pub(super) headers: Vec<(String, String)>,
-    pub(super) body: Vec<u8>,
-}
-
-/// A response's status, headers, the head's length and the body length its `Content-Length`
-/// declares.
-pub(super) type ParsedHead = (u16, Vec<(String, String)>, usize, usize);
-
-/// The head of a response at the start of `buf`; `None` while it is not whole.
-pub(super) fn parse_head(buf: &[u8]) -> Option<ParsedHead> {
-    let mut fields = [httparse::EMPTY_HEADER; 64];
-    let mut parsed = httparse::Response::new(&mut fields);
-    let Ok(httparse::Status::Complete(head_len)) = parsed.parse(buf) else {
-        return None;
-    };
-    let status = parsed.code.unwrap_or(0);
-    let headers: Vec<(String, String)> = parsed
-        .headers
-        .iter()
-        .map(|h| {
-            let value = String::from_utf8_lossy(h.value).into_owned();
-            (h.name.to_owned(), value)
-        })
-        .collect();
-    let declared = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .map_or(0, |(_, v)| v.parse::<usize>().expect("content-length"));
-    Some((status, headers, head_len, declared))
-}
-
-impl Resp {
-    pub(super) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub(super) fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("json body")
-    }
-
-    /// Checks the shape every layer-generated error must have.
-    #[track_caller]
-    pub(super) fn assert_error(&self, status: u16, code: &str) -> String {
-        assert_eq!(self.status, status, "{self:?}");
-        assert_eq!(self.header("content-type"), Some("application/json"));
-        assert_eq!(self.header("connection"), Some("close"));
-        assert!(self.header("date").is_some());
-        let body = self.json();
-        let object = body.as_object().expect("object");
-        assert_eq!(object.len(), 2, "{body}");
-        assert_eq!(body["code"], code);
-        body["error"].as_str().expect("error message").to_owned()
-    }
-}
-
 pub(super) struct Client {
     stream: TcpStream,
-    buf: Vec<u8>,
+    /// The same socket, read through a buffer: the answers, one at a time.
+    reader: BufReader<TcpStream>,
 }
 
 impl Client {
     pub(super) fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
+        let reader = BufReader::new(stream.try_clone().expect("clone"));
+        Client { stream, reader }
     }
 
     pub(super) fn send(&mut self, bytes: impl AsRef<[u8]>) {
@@ -304,7 +243,7 @@ impl Client {
 
     #[track_caller]
     pub(super) fn response(&mut self) -> Resp {
-        match self.read_response(false) {
+        match read_response(&mut self.reader, false) {
             Ok(Some(resp)) => resp,
             other => panic!("expected a response, got {other:?}"),
         }
@@ -313,53 +252,14 @@ impl Client {
     /// Asserts that the server closes without sending anything (more).
     #[track_caller]
     pub(super) fn expect_eof(&mut self) {
-        assert!(self.buf.is_empty(), "unexpected bytes {:?}", self.buf);
+        let unread = self.reader.buffer();
+        assert!(unread.is_empty(), "unexpected bytes {unread:?}");
         let mut byte = [0u8; 1];
         match self.stream.read(&mut byte) {
             Ok(0) => {}
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
             other => panic!("expected end of stream, got {other:?} {byte:?}"),
         }
-    }
-
-    /// Reads one response; `Ok(None)` on end of stream before any byte of it.
-    fn read_response(&mut self, head_only: bool) -> io::Result<Option<Resp>> {
-        loop {
-            if let Some((status, headers, head_len, declared)) = parse_head(&self.buf) {
-                let body_len = if head_only || status < 200 {
-                    0
-                } else {
-                    declared
-                };
-                while self.buf.len() < head_len + body_len {
-                    self.fill()?;
-                }
-                let rest = self.buf.split_off(head_len + body_len);
-                let body = self.buf.split_off(head_len);
-                self.buf = rest;
-                return Ok(Some(Resp {
-                    status,
-                    headers,
-                    body,
-                }));
-            }
-            match self.fill() {
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && self.buf.is_empty() => {
-                    return Ok(None);
-                }
-                other => other?,
-            }
-        }
-    }
-
-    fn fill(&mut self) -> io::Result<()> {
-        let mut chunk = [0u8; 4096];
-        let n = self.stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(())
     }
 }
 
