@@ -73,63 +73,24 @@ pub fn send_raw(addr: SocketAddr, bytes: &[u8]) -> RawResponse {
     })
 }
 
-/// Reads one response from `reader`: status line, headers, then a body framed
+/// Most header fields of a response `read_response` takes.
+const MAX_FIELDS: usize = 100;
+
+/// Most bytes of a response head, and of one line of a chunked body's framing, so that a
+/// misbehaving server cannot grow either without bound.
+const MAX_LINE: u64 = 64 * 1024;
+
+/// Reads one response from `reader`: its head, parsed by `httparse`, then a body framed
 /// by Content-Length, chunked encoding or the end of the stream. Interim 1xx
 /// responses are skipped. `head_request` means no body follows whatever the
 /// headers say. Usable on a kept-alive connection for a second response.
 pub fn read_response(reader: &mut impl BufRead, head_request: bool) -> io::Result<RawResponse> {
     loop {
-        let status_line = read_line(reader)?.ok_or_else(|| {
-            bad(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before a response",
-            )
-        })?;
-        let mut parts = status_line.splitn(3, ' ');
-        let version = parts.next().unwrap_or_default();
-        if !version.starts_with("HTTP/1.") {
-            return Err(bad(
-                io::ErrorKind::InvalidData,
-                &format!("bad status line {status_line:?}"),
-            ));
-        }
-        let status: u16 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| {
-            bad(
-                io::ErrorKind::InvalidData,
-                &format!("bad status line {status_line:?}"),
-            )
-        })?;
-        let reason = parts.next().unwrap_or_default().to_string();
-
-        let mut headers = Vec::new();
-        loop {
-            let line = read_line(reader)?.ok_or_else(|| {
-                bad(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed inside the headers",
-                )
-            })?;
-            if line.is_empty() {
-                break;
-            }
-            let (name, value) = line.split_once(':').ok_or_else(|| {
-                bad(
-                    io::ErrorKind::InvalidData,
-                    &format!("bad header line {line:?}"),
-                )
-            })?;
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
-        }
+        let mut resp = read_head(reader)?;
+        let status = resp.status;
         if (100..200).contains(&status) && status != 101 {
             continue;
         }
-
-        let mut resp = RawResponse {
-            status,
-            reason,
-            headers,
-            body: String::new(),
-        };
         if head_request || status == 204 || status == 304 || status == 101 {
             return Ok(resp);
         }
@@ -158,28 +119,71 @@ pub fn read_response(reader: &mut impl BufRead, head_request: bool) -> io::Resul
     }
 }
 
+/// A response's head, line by line until `httparse` finds it whole; the body is left empty.
+fn read_head(reader: &mut impl BufRead) -> io::Result<RawResponse> {
+    let mut raw = Vec::new();
+    loop {
+        let room = MAX_LINE.saturating_sub(raw.len() as u64);
+        if room == 0 {
+            return Err(bad(io::ErrorKind::InvalidData, "response head too long"));
+        }
+        if reader.take(room).read_until(b'\n', &mut raw)? == 0 {
+            let message = if raw.is_empty() {
+                "connection closed before a response"
+            } else {
+                "connection closed inside the headers"
+            };
+            return Err(bad(io::ErrorKind::UnexpectedEof, message));
+        }
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut head = httparse::Response::new(&mut fields);
+        match head.parse(&raw) {
+            Ok(httparse::Status::Complete(_)) => {
+                return Ok(RawResponse {
+                    status: head.code.unwrap_or_default(),
+                    reason: head.reason.unwrap_or_default().to_string(),
+                    headers: head
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            let value = String::from_utf8_lossy(h.value);
+                            (h.name.to_ascii_lowercase(), value.trim().to_string())
+                        })
+                        .collect(),
+                    body: String::new(),
+                });
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(e) => {
+                let shown = String::from_utf8_lossy(&raw);
+                return Err(bad(
+                    io::ErrorKind::InvalidData,
+                    &format!("bad response head ({e}): {shown:?}"),
+                ));
+            }
+        }
+    }
+}
+
 fn bad(kind: io::ErrorKind, message: &str) -> io::Error {
     io::Error::new(kind, message.to_string())
 }
 
-/// One CRLF- (or LF-) terminated line without its terminator; None at EOF.
-/// Capped at 64 KiB so a misbehaving server cannot grow it without bound.
-fn read_line(reader: &mut impl BufRead) -> io::Result<Option<String>> {
+/// One line of a chunked body's framing, its line end included; None at EOF.
+fn read_line(reader: &mut impl BufRead) -> io::Result<Option<Vec<u8>>> {
     let mut line = Vec::new();
-    let n = reader.take(64 * 1024).read_until(b'\n', &mut line)?;
+    let n = reader.take(MAX_LINE).read_until(b'\n', &mut line)?;
     if n == 0 {
         return Ok(None);
     }
     if line.last() != Some(&b'\n') {
         return Err(bad(io::ErrorKind::InvalidData, "line too long or cut off"));
     }
-    line.pop();
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
-    Ok(Some(String::from_utf8_lossy(&line).into_owned()))
+    Ok(Some(line))
 }
 
+/// A chunked body, decoded: each chunk's size line read by `httparse::parse_chunk_size`, the
+/// trailer fields, if any, skipped up to the blank line.
 fn read_chunked(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
     loop {
@@ -189,17 +193,19 @@ fn read_chunked(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
                 "connection closed inside a chunked body",
             )
         })?;
-        let size_text = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| {
+        let size = match httparse::parse_chunk_size(&line) {
+            Ok(httparse::Status::Complete((_, size))) => usize::try_from(size).ok(),
+            _ => None,
+        }
+        .ok_or_else(|| {
             bad(
                 io::ErrorKind::InvalidData,
-                &format!("bad chunk size {line:?}"),
+                &format!("bad chunk size {:?}", String::from_utf8_lossy(&line)),
             )
         })?;
         if size == 0 {
-            // Trailer fields, if any, up to the blank line.
             while let Some(trailer) = read_line(reader)? {
-                if trailer.is_empty() {
+                if trailer == b"\r\n" || trailer == b"\n" {
                     break;
                 }
             }
@@ -208,7 +214,7 @@ fn read_chunked(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
         let start = body.len();
         body.resize(start + size, 0);
         reader.read_exact(&mut body[start..])?;
-        if read_line(reader)?.is_none_or(|rest| !rest.is_empty()) {
+        if read_line(reader)?.is_none_or(|rest| rest != b"\r\n" && rest != b"\n") {
             return Err(bad(
                 io::ErrorKind::InvalidData,
                 "chunk not followed by CRLF",
