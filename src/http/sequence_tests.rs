@@ -246,6 +246,8 @@ fn pipelined_requests_are_all_answered_and_connection_close_ends_them() {
          POST /third HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbye",
     );
     let responses = served.responses(&[]);
+    assert_eq!(responses.len(), 3);
+    assert_eq!(responses[0].json()["path"], "/first");
     assert_eq!(responses[0].json()["body"], "hello");
     assert_eq!(responses[1].json()["path"], "/second");
     assert_eq!(responses[2].header("connection"), Some("close"));

@@ -268,26 +268,6 @@ pub(super) fn get(path: &str) -> String {
 }
 
 #[test]
-fn pipelined_requests_in_one_write_are_all_answered() {
-    let srv = start(limits());
-    let mut client = Client::connect(srv.addr);
-    client.send(
-        "POST /first HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello\
-         GET /second?x HTTP/1.1\r\n\r\n\
-         POST /third HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbye",
-    );
-    let first = client.response().json();
-    assert_eq!(first["path"], "/first");
-    assert_eq!(first["body"], "hello");
-    let second = client.response().json();
-    assert_eq!(second["path"], "/second");
-    let third = client.response();
-    assert_eq!(third.header("connection"), Some("close"));
-    assert_eq!(third.json()["body"], "bye");
-    client.expect_eof();
-}
-
-#[test]
 fn stray_line_ends_between_requests_are_skipped() {
     let srv = start(Limits {
         idle_timeout: Duration::from_millis(600),
