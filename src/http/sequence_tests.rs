@@ -502,6 +502,43 @@ fn a_chunked_body_past_max_body_bytes_gets_413_before_its_data() {
 }
 
 #[test]
+fn a_chunk_claiming_more_than_the_limit_gets_413_and_the_next_connection_is_served() {
+    let handler = TestHandler::default();
+    let limits = limits();
+    let budget = BodyBudget::new(limits.max_body_bytes_in_flight);
+    // Past any limit, one byte past `max_body_bytes` (0x100000), and more than 16 hex digits.
+    for size in ["7fffffffffffffff", "100001", "ffffffffffffffffffff"] {
+        let body = format!("{size}\r\nabc");
+        let served = serve_with(
+            &handler,
+            &limits,
+            &budget,
+            &chunked("/sum", "", body.as_bytes()),
+        );
+        let resp = served.response();
+        if size.len() > 16 {
+            resp.assert_error(400, "malformed_request");
+        } else {
+            resp.assert_error(413, "body_too_large");
+        }
+        assert_eq!(served.end, "Linger", "{size}");
+    }
+    // Framed two ways, the chunked body ending at once: what follows it is not served.
+    let served = serve_with(
+        &handler,
+        &limits,
+        &budget,
+        b"POST /sum HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n",
+    );
+    served.response().assert_error(400, "ambiguous_framing");
+    assert_eq!(served.end, "Linger");
+    let served = serve_with(&handler, &limits, &budget, get("/after").as_bytes());
+    assert_eq!(served.response().status, 200);
+    assert_eq!(log(&handler).len(), 5);
+    assert!(log(&handler).iter().all(|(_, _, path)| path != "/smuggled"));
+}
+
+#[test]
 fn framing_two_ways_is_refused_with_400_and_other_codings_with_411() {
     let handler = TestHandler::default();
     for (headers, status, code) in [
