@@ -1,9 +1,10 @@
 //! End-to-end tests of the HTTP layer: a real `Server` on 127.0.0.1 with a small
 //! handler, driven by raw `TcpStream`s so that every byte on the wire is the test's
 //! choice, for what only sockets show: deadlines and pace, idle connections, the
-//! connection caps and eviction, the thread pool, shutdown. (What a request's bytes come
-//! to is tested over byte slices in `sequence_tests.rs`, with this file's handler.)
-//! Waits are bounded by deadlines; nothing relies on a sleep for ordering.
+//! connection caps and eviction, the thread pool, shutdown, and the connection loop's own
+//! reads. (What a request's bytes come to is tested over byte slices in `sequence_tests.rs`,
+//! with this file's handler; both read the answers with `responses.rs`.) Waits are bounded
+//! by deadlines; nothing relies on a sleep for ordering.
 
 use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
