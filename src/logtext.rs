@@ -214,7 +214,8 @@ impl LineBudget {
 /// `text` with every character unsafe in a log line replaced by `?`, cut to `max` characters
 /// (with `...` when cut).
 pub fn escape(text: &str, max: usize) -> String {
-    // Sized once (a character is 4 bytes at most): a log line escapes several texts a request.
+    // Sized once (`?` is never longer than what it replaces): a log line escapes several texts
+    // a request.
     let kept = prefix_chars(text, max);
     let mut out = String::with_capacity(kept.len() + 3);
     out.extend(

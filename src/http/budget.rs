@@ -487,7 +487,8 @@ mod tests {
             // The client holding everything waits for more, first; then one holding nothing.
             let greedy = s.spawn(|| {
                 let mut hold = budget.hold(&b, big, &never_evict);
-                let got = hold.take(10, Instant::now() + Duration::from_millis(600));
+                // Long enough that both waiters are counted before it gives up, on a busy machine.
+                let got = hold.take(10, Instant::now() + Duration::from_secs(3));
                 (got, Instant::now())
             });
             until_waiting(&budget, 1);

@@ -5,7 +5,7 @@
 //! chunked body decoded by `chunked.rs`, `Content-Length` bytes, or the rest of the input.
 
 use std::io::ErrorKind::{InvalidData, UnexpectedEof};
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Read};
 
 use serde_json::Value;
 
@@ -13,6 +13,10 @@ use super::chunked::Decoder;
 
 /// Most header fields of a response the reader takes; the layer sends a handful.
 const MAX_FIELDS: usize = 64;
+
+/// Most body bytes a `Content-Length` may announce: the layer's answers are far smaller, and a
+/// larger number is taken for the mistake it would be.
+const MAX_BODY: u64 = 1 << 30;
 
 /// One response as a client reads it.
 #[derive(Debug)]
@@ -105,14 +109,41 @@ pub(super) fn read_response(input: &mut impl BufRead, head: bool) -> io::Result<
         let last = codings.rsplit(',').next().unwrap_or_default();
         last.trim().eq_ignore_ascii_case("chunked")
     });
-    if chunked {
+    let lengths: Vec<&str> = resp
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .flat_map(|(_, value)| value.split(','))
+        .map(str::trim)
+        .collect();
+    if let Some(&length) = lengths.first() {
+        // As a client must (RFC 9112, section 6.3): digits alone, the same value if repeated,
+        // never beside chunked framing; and no more than a layer's answer could be.
+        let all = lengths.join(",");
+        if chunked {
+            return Err(failed(
+                InvalidData,
+                "a Content-Length beside chunked",
+                all.as_bytes(),
+            ));
+        }
+        let digits = !length.is_empty() && length.bytes().all(|b| b.is_ascii_digit());
+        let length = match length.parse::<u64>() {
+            Ok(n) if digits && lengths.iter().all(|l| *l == lengths[0]) && n <= MAX_BODY => n,
+            _ => {
+                return Err(failed(
+                    InvalidData,
+                    "not one Content-Length",
+                    all.as_bytes(),
+                ));
+            }
+        };
+        input.by_ref().take(length).read_to_end(&mut resp.body)?;
+        if resp.body.len() as u64 != length {
+            return Err(failed(UnexpectedEof, "the body cut short", &resp.body));
+        }
+    } else if chunked {
         resp.body = read_chunked(input)?;
-    } else if let Some(length) = resp.header("content-length") {
-        let length: usize = length
-            .parse()
-            .map_err(|_| failed(InvalidData, "not a Content-Length", length.as_bytes()))?;
-        resp.body = vec![0; length];
-        input.read_exact(&mut resp.body)?;
     } else {
         input.read_to_end(&mut resp.body)?;
     }
@@ -169,4 +200,31 @@ fn each_framing_is_read_and_the_next_response_follows() {
         false,
     );
     assert_eq!(cut.map(|_| ()).map_err(|e| e.kind()), Err(UnexpectedEof));
+}
+
+/// A framing a client may not guess at is an error, not a body of some length: a
+/// `Content-Length` that is not digits, two that differ, one beside chunked framing, one past
+/// what an answer could be. Repeated with the same value, it is one.
+#[test]
+fn a_framing_a_client_may_not_guess_at_is_an_error() {
+    for head in [
+        "Content-Length: +2",
+        "Content-Length: 2 2",
+        "Content-Length: 2\r\nContent-Length: 3",
+        "Content-Length: 2, 3",
+        "Content-Length: 2\r\nTransfer-Encoding: chunked",
+        "Content-Length: 99999999999999",
+        "Content-Length: ",
+    ] {
+        let input = format!("HTTP/1.1 200 OK\r\n{head}\r\n\r\nhi");
+        let read = read_response(&mut input.as_bytes(), false);
+        assert_eq!(
+            read.map(|_| ()).map_err(|e| e.kind()),
+            Err(InvalidData),
+            "{head:?}"
+        );
+    }
+    let input = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi";
+    let read = read_response(&mut input.as_bytes(), false).expect("a response");
+    assert_eq!(read.expect("one").body, b"hi");
 }

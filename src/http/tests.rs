@@ -772,6 +772,38 @@ fn a_dripped_chunked_body_gets_408_before_the_deadline() {
     assert_eq!(next.response().status, 200);
 }
 
+/// Over a socket as well as over bytes (`sequence_tests`): the connection loop's own reading
+/// of a chunked body refuses a size past the limit (`conn::read_chunked`), drains and closes
+/// (`linger`) after an ambiguous framing, and the next connection is served; what a byte-slice
+/// test's driver does in its stead is not what the socket loop does.
+#[test]
+fn a_chunk_claiming_more_than_the_limit_gets_413_and_the_server_goes_on() {
+    let srv = start(limits());
+    for size in ["7fffffffffffffff", "100001", "ffffffffffffffffffff"] {
+        let mut client = Client::connect(srv.addr);
+        client.send(format!(
+            "POST /sum HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\nabc"
+        ));
+        let resp = client.response();
+        if size.len() > 16 {
+            resp.assert_error(400, "malformed_request");
+        } else {
+            resp.assert_error(413, "body_too_large");
+        }
+    }
+    let mut client = Client::connect(srv.addr);
+    client.send(
+        "POST /sum HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n",
+    );
+    client.response().assert_error(400, "ambiguous_framing");
+    client.expect_eof();
+    let mut next = Client::connect(srv.addr);
+    next.send(get("/after"));
+    assert_eq!(next.response().status, 200);
+    wait_until("the answers to be reported", || srv.log().len() == 5);
+    assert!(srv.log().iter().all(|(_, _, path)| path != "/smuggled"));
+}
+
 #[test]
 fn a_chunked_body_sent_steadily_within_the_header_timeout_is_not_cut_as_too_slow() {
     // 34 KiB sent at an even rate over 6.5 s of an 8 s header_timeout: faster than the pace

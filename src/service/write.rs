@@ -627,11 +627,12 @@ pub(super) fn cut_units<'a>(text: &'a str, ends: &[usize], limits: &WriteLimits)
             Some((end - std::mem::replace(at, end), 1))
         });
         let n = limits.first_write(sizes);
-        let end = rest.get(n - 1).copied().unwrap_or(text.len());
+        // `first_write` counts at most the sizes it was given, and at least one.
+        let end = rest[n - 1];
         units.push(Unit {
             run: uuid::Uuid::nil(),
             points: n as u32,
-            lines: text.get(start..end).unwrap_or_default(),
+            lines: &text[start..end],
         });
         (start, first_line) = (end, first_line + n);
     }

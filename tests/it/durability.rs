@@ -178,8 +178,15 @@ fn a_gateway_killed_mid_way_loses_nothing_acknowledged() {
 
 /// The random moments of a test's kills, in ms below a bound: drawn from a seed that is printed,
 /// so that a failure can be run again with the same moments by setting `DURABILITY_SEED`
-/// (docs/testing.md); `test` is the filter the printed command runs.
-fn kill_moments(test: &str) -> impl FnMut(u64) -> u64 {
+/// (docs/testing.md). The printed command runs the test by its name, which the test harness
+/// gives the thread it runs on; `fallback` where the thread has none.
+fn kill_moments(fallback: &str) -> impl FnMut(u64) -> u64 {
+    let current = std::thread::current();
+    let test = current
+        .name()
+        .filter(|name| name.starts_with("durability::"))
+        .unwrap_or(fallback)
+        .to_string();
     let mut seed = std::env::var("DURABILITY_SEED")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
@@ -191,8 +198,8 @@ fn kill_moments(test: &str) -> impl FnMut(u64) -> u64 {
         })
         | 1;
     eprintln!(
-        "seed {seed}: DURABILITY_SEED={seed} cargo nextest run --test it durability::{test} \
-         runs again with the same kill moments"
+        "seed {seed}: DURABILITY_SEED={seed} cargo nextest run --test it {test} runs again with \
+         the same kill moments"
     );
     move |below: u64| {
         // xorshift64: the same seed, the same moments.
@@ -223,7 +230,7 @@ fn killed_at_random_moments(acknowledge: &str, influx_up: bool, kills: usize) {
     if !influx_up {
         influx.stop();
     }
-    let mut random_ms = kill_moments("killed");
+    let mut random_ms = kill_moments("durability::kill_9_at_random_moments");
     let acked = Arc::new(Mutex::new(Vec::<(String, bool)>::new()));
     let mut next = 0i64;
     for round in 0..kills {
@@ -1190,7 +1197,7 @@ fn kill_9_while_a_full_disk_frees_itself_loses_nothing_and_frees_it() {
     let (mut gw, disk, wide) = gateway_on_small_disk(&mut influx, "kill-full-disk", "12m", "1h");
     let (mut acked, full) = register_until_full(&gw, &wide);
     assert_eq!(full.status, 503, "{}", full.body);
-    let mut random_ms = kill_moments("kill_9_while_a_full_disk");
+    let mut random_ms = kill_moments("durability::kill_9_while_a_full_disk");
     influx.restart();
     for _ in 0..6 {
         thread::sleep(Duration::from_millis(random_ms(700)));

@@ -676,3 +676,30 @@ fn chromium_sends_url_credentials_only_in_answer_to_a_basic_challenge() {
     );
     assert_eq!(silent.auth_of("/page"), vec![None]);
 }
+
+/// The tests' reader of answers refuses a framing a client may not guess at (RFC 9112, section
+/// 6.3), so that a gateway sending one fails the test that reads it; and reads a control byte
+/// in a field value, which httparse refuses (influxd quotes a refused line's NUL in
+/// `X-Influxdb-Error`), as `?`.
+#[test]
+fn the_answer_reader_refuses_ambiguous_framing_and_reads_a_control_byte_as_a_question_mark() {
+    for head in [
+        "Content-Length: +2",
+        "Content-Length: 2\r\nContent-Length: 3",
+        "Content-Length: 2\r\nTransfer-Encoding: chunked",
+        "Content-Length: 99999999999999",
+    ] {
+        let input = format!("HTTP/1.1 200 OK\r\n{head}\r\n\r\nhi");
+        let read = crate::support::read_response(&mut input.as_bytes(), false);
+        assert_eq!(
+            read.map(|_| ()).map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::InvalidData),
+            "{head:?}"
+        );
+    }
+    let input =
+        "HTTP/1.1 400 Bad Request\r\nX-Influxdb-Error: line\0 1\r\nContent-Length: 2\r\n\r\nno";
+    let read = crate::support::read_response(&mut input.as_bytes(), false).expect("read");
+    assert_eq!((read.status, read.body.as_str()), (400, "no"));
+    assert_eq!(read.header("x-influxdb-error"), Some("line? 1"));
+}

@@ -716,7 +716,8 @@ fn every_source_file_is_in_the_code_map() {
 
 /// Facts defined once: a lock or a wait taken whatever a panic left poisoned goes through
 /// `sync.rs` (`lock`, `unpoisoned`), and text is cut at a character boundary by `logtext.rs`
-/// alone (`prefix`, `prefix_chars`), tests included.
+/// alone (`prefix`, `prefix_chars`), in every file under `src/`, its unit tests included (the
+/// integration tests, another crate, cannot call them).
 #[test]
 fn poisoned_locks_and_cuts_of_text_each_have_one_place() {
     let rules: [(&str, &[&str], &str); 3] = [

@@ -105,8 +105,9 @@ fn a_flood_cannot_flood_the_log() {
         Duration::from_secs(10),
         "the guess after the flood logged",
         || {
-            gw.log()[logged_before..].contains(&refused_line)
-                && gw.log().contains("access-log lines left out")
+            let log = gw.log();
+            log[logged_before..].contains(&refused_line)
+                && log[logged_before..].contains("access-log lines left out")
         },
     );
     let log = gw.log();
@@ -123,9 +124,11 @@ fn a_flood_cannot_flood_the_log() {
         pings <= 200 * seconds,
         "{pings} access-log lines in {flooded_for:?} ({grew} bytes)"
     );
-    for what in ["access-log lines left out", "refused token checks left out"] {
-        assert!(log.contains(what), "a line says how many {what}");
-    }
+    // The ping flood's own count; the wrong tokens' was waited for above.
+    assert!(
+        log[logged_before..].contains("access-log lines left out"),
+        "a line after the flood says how many access-log lines were left out"
+    );
     assert!(
         log[logged_before..].contains(&refused_line),
         "the refused check after the flood is logged"

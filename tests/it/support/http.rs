@@ -97,18 +97,18 @@ pub fn read_response(reader: &mut impl BufRead, head_request: bool) -> io::Resul
         let chunked = resp
             .header("transfer-encoding")
             .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
-        let body = if chunked {
-            read_chunked(reader)?
-        } else if let Some(length) = resp.header("content-length") {
-            let length: usize = length.parse().map_err(|_| {
-                bad(
-                    io::ErrorKind::InvalidData,
-                    &format!("bad Content-Length {length:?}"),
-                )
-            })?;
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body)?;
+        let body = if let Some(length) = content_length(&resp, chunked)? {
+            let mut body = Vec::new();
+            reader.take(length).read_to_end(&mut body)?;
+            if body.len() as u64 != length {
+                return Err(bad(
+                    io::ErrorKind::UnexpectedEof,
+                    &format!("{} of {length} body bytes before the end", body.len()),
+                ));
+            }
             body
+        } else if chunked {
+            read_chunked(reader)?
         } else {
             let mut body = Vec::new();
             reader.read_to_end(&mut body)?;
@@ -116,6 +116,40 @@ pub fn read_response(reader: &mut impl BufRead, head_request: bool) -> io::Resul
         };
         resp.body = String::from_utf8_lossy(&body).into_owned();
         return Ok(resp);
+    }
+}
+
+/// The most body bytes a response's `Content-Length` may announce here: a server's answer is
+/// at most a few MiB, and a larger number is taken for the mistake it would be.
+const MAX_BODY: u64 = 1 << 30;
+
+/// The body length a response's framing gives, checked as RFC 9112 (section 6.3) asks of a
+/// client: `Content-Length` is digits alone, the same value if repeated, never beside
+/// `Transfer-Encoding: chunked`; `None` without it.
+fn content_length(resp: &RawResponse, chunked: bool) -> io::Result<Option<u64>> {
+    let values: Vec<&str> = resp
+        .headers
+        .iter()
+        .filter(|(name, _)| name == "content-length")
+        .flat_map(|(_, value)| value.split(','))
+        .map(str::trim)
+        .collect();
+    let Some(first) = values.first() else {
+        return Ok(None);
+    };
+    let framing = |why: &str| bad(io::ErrorKind::InvalidData, &format!("{why}: {values:?}"));
+    if chunked {
+        return Err(framing("Content-Length beside Transfer-Encoding: chunked"));
+    }
+    if values.iter().any(|v| v != first) {
+        return Err(framing("Content-Lengths that differ"));
+    }
+    if first.is_empty() || !first.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(framing("a Content-Length that is not digits"));
+    }
+    match first.parse::<u64>() {
+        Ok(length) if length <= MAX_BODY => Ok(Some(length)),
+        _ => Err(framing("a Content-Length past 1 GiB")),
     }
 }
 
@@ -137,7 +171,17 @@ fn read_head(reader: &mut impl BufRead) -> io::Result<RawResponse> {
         }
         let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
         let mut head = httparse::Response::new(&mut fields);
-        match head.parse(&raw) {
+        // influxd's `X-Influxdb-Error` quotes a refused line as it came, a NUL byte too, which
+        // httparse refuses in a field value: such a byte is read as `?`.
+        let shown: Vec<u8> = raw
+            .iter()
+            .map(|&b| match b {
+                b'\t' | b'\r' | b'\n' => b,
+                0..0x20 | 0x7f => b'?',
+                _ => b,
+            })
+            .collect();
+        match head.parse(&shown) {
             Ok(httparse::Status::Complete(_)) => {
                 return Ok(RawResponse {
                     status: head.code.unwrap_or_default(),
