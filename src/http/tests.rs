@@ -773,9 +773,9 @@ fn a_dripped_chunked_body_gets_408_before_the_deadline() {
 }
 
 /// Over a socket as well as over bytes (`sequence_tests`): the connection loop's own reading
-/// of a chunked body refuses a size past the limit (`conn::read_chunked`), drains and closes
-/// (`linger`) after an ambiguous framing, and the next connection is served; what a byte-slice
-/// test's driver does in its stead is not what the socket loop does.
+/// of a chunked body refuses a size past the limit (`conn::read_chunked`, where the byte-slice
+/// tests drive the sequence with a loop of their own), a request of ambiguous framing ends its
+/// connection, and the next connection is served.
 #[test]
 fn a_chunk_claiming_more_than_the_limit_gets_413_and_the_server_goes_on() {
     let srv = start(limits());

@@ -158,8 +158,8 @@ fn check_text(text: &str, max: usize) -> Result<(), Invalid> {
 /// value is still refused by [`Point::tag`], so callers keep handling that error.
 pub fn sanitize_tag_value(value: &str, max: usize) -> String {
     let safe = |c: char| if c.is_control() || c == '\\' { '_' } else { c };
-    // A character replaced is never longer than it was, so `max` characters make `max` bytes
-    // at least: nothing past them is copied, however long the value.
+    // Every character is a byte at least, so the first `max` bytes of the result lie within
+    // its first `max` characters: nothing past them is copied, however long the value.
     let mut out: String = value.chars().take(max).map(safe).collect();
     out.truncate(crate::logtext::prefix(&out, max).len());
     out
