@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -203,16 +203,18 @@ fn inflated_bytes_count_against_the_body_budget() {
 /// The attack of issue 1: `n` connections from `from`, each sending `head` (a 1 MiB body
 /// announced) and then one body byte every 300 ms, never silent for the 500 ms after which a
 /// body may be closed for its memory; a connection the server closes is replaced at once, as a
-/// determined attacker would. Stopped (and every connection closed) by `stop`; returns how many
-/// answers the connections got, by status.
+/// determined attacker would. Stopped (and every connection closed) by `stop`; its thread
+/// returns how many answers the connections got, by status.
 fn trickle_bodies(
     from: IpAddr,
     to: SocketAddr,
     n: usize,
     head: String,
     stop: Arc<AtomicBool>,
-) -> thread::JoinHandle<BTreeMap<u16, usize>> {
-    thread::spawn(move || {
+) -> Trickle {
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&rounds);
+    let thread = thread::spawn(move || {
         let mut answers = BTreeMap::new();
         let mut conns: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
         let mut next_byte = Instant::now();
@@ -249,10 +251,36 @@ fn trickle_bodies(
                     }
                 }
             }
+            if trickle {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
             thread::sleep(Duration::from_millis(20));
         }
         answers
-    })
+    });
+    Trickle { thread, rounds }
+}
+
+/// A trickle under way ([`trickle_bodies`]).
+struct Trickle {
+    thread: thread::JoinHandle<BTreeMap<u16, usize>>,
+    /// Rounds in which every connection was sent its byte (one each 300 ms) or replaced.
+    rounds: Arc<AtomicUsize>,
+}
+
+impl Trickle {
+    /// Waits (30 s at most) until `rounds` more rounds of bytes than now are sent: the attack's
+    /// own pace, counted as it goes, where a sleep would guess how soon its thread runs.
+    fn wait_rounds(&self, rounds: usize) {
+        let until = self.rounds.load(Ordering::SeqCst) + rounds;
+        wait_until(Duration::from_secs(30), "the trickle's rounds", || {
+            self.rounds.load(Ordering::SeqCst) >= until
+        });
+    }
+
+    fn join(self) -> BTreeMap<u16, usize> {
+        self.thread.join().expect("attack")
+    }
 }
 
 /// 20 small registers with the token from 127.0.0.1, one after another, while `attack` runs
@@ -290,11 +318,12 @@ fn trickled_bodies_without_a_token_take_no_budget() {
         head,
         stop.clone(),
     );
-    thread::sleep(Duration::from_millis(700));
+    // Its connections opened and trickling (refused from their heads, and opened again).
+    attack.wait_rounds(3);
     let mut expected = Expected::default();
     let (ok, refused) = registers_beside(&gw, &mut expected);
     stop.store(true, Ordering::SeqCst);
-    let answers = attack.join().expect("attack");
+    let answers = attack.join();
     println!("without a token: {ok} of 20 registers beside the trickle; it got {answers:?}");
     assert_eq!(ok, 20, "registers refused beside the trickle: {refused:?}");
     // 503: the replacements of connections still closing, past the cap per address.
@@ -325,18 +354,20 @@ fn an_authenticated_trickle_cannot_hold_the_budget() {
             trickle_bodies(from, gw.addr, 64, head.clone(), stop.clone())
         })
         .collect();
-    thread::sleep(Duration::from_millis(1000));
+    // The bodies under way, a second of bytes into them (three rounds and the first).
+    for attack in &attacks {
+        attack.wait_rounds(4);
+    }
     let mut expected = Expected::default();
     let started = Instant::now();
     let (ok, refused) = registers_beside(&gw, &mut expected);
     let took = started.elapsed();
-    // Long enough for the first bodies to be a second behind.
-    thread::sleep(Duration::from_millis(300));
+    // One round more: long enough for the first bodies to be a second behind.
+    for attack in &attacks {
+        attack.wait_rounds(1);
+    }
     stop.store(true, Ordering::SeqCst);
-    let answers: Vec<_> = attacks
-        .into_iter()
-        .map(|a| a.join().expect("attack"))
-        .collect();
+    let answers: Vec<_> = attacks.into_iter().map(Trickle::join).collect();
     println!(
         "with the token: {ok} of 20 registers beside the trickle in {took:?}; it got {answers:?}"
     );
