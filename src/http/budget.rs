@@ -458,18 +458,12 @@ mod tests {
 
     /// Waits (5 s at most) until `n` requests wait for bytes: the sign that a thread a test
     /// started is waiting, rather than a sleep long enough for it on an idle machine.
+    #[track_caller]
     fn until_waiting(budget: &BodyBudget, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
+        crate::http::tests::wait_until(&format!("{n} requests waiting for bytes"), || {
             let used = budget.lock();
-            let waiting = used.waiting.values().sum::<usize>() + used.handling_waiting;
-            drop(used);
-            if waiting >= n {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{waiting} of {n} waiting");
-            thread::sleep(Duration::from_millis(1));
-        }
+            used.waiting.values().sum::<usize>() + used.handling_waiting >= n
+        });
     }
 
     #[test]

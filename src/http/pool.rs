@@ -189,16 +189,8 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
-    use std::time::Instant;
 
-    #[track_caller]
-    fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
+    use crate::http::tests::wait_until;
 
     #[test]
     fn pool_starts_threads_on_demand_up_to_its_cap_and_keeps_some() {

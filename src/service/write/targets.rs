@@ -566,7 +566,11 @@ mod tests {
         let read = std::thread::spawn(move || {
             // Once the writer sleeps, so that the wake is what ends its wait.
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while reader.read.waiters() == 0 && std::time::Instant::now() < deadline {
+            while reader.read.waiters() == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the writer never waited"
+                );
                 std::thread::sleep(Duration::from_millis(1));
             }
             reader.set_retention(
