@@ -636,6 +636,7 @@ fn run() -> Result<(), StartError> {
         service: Arc::clone(&service),
         started: Instant::now(),
         connections: server.connections(),
+        bodies: server.bodies(),
         settings,
     });
 

@@ -79,9 +79,14 @@ impl Stats {
             .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
     }
 
-    /// The counters in the Prometheus text format (version 0.0.4), followed by `gauges`
-    /// (name, help, value) that the caller reads from elsewhere.
-    pub fn prometheus(&self, gauges: &[(&str, &str, f64)]) -> String {
+    /// The counters in the Prometheus text format (version 0.0.4), followed by `counters`
+    /// and `gauges` (name, help, value) that the caller reads from elsewhere (a counter's name
+    /// without its `_total`, which is added).
+    pub fn prometheus(
+        &self,
+        counters: &[(&str, &str, u64)],
+        gauges: &[(&str, &str, f64)],
+    ) -> String {
         use std::fmt::Write;
         let mut out = String::new();
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -126,6 +131,11 @@ impl Stats {
             let _ = writeln!(out, "# HELP metrics_consumer_{name}_total {help}");
             let _ = writeln!(out, "# TYPE metrics_consumer_{name}_total counter");
             let _ = writeln!(out, "metrics_consumer_{name}_total {}", get(c));
+        }
+        for (name, help, n) in counters {
+            let _ = writeln!(out, "# HELP metrics_consumer_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE metrics_consumer_{name}_total counter");
+            let _ = writeln!(out, "metrics_consumer_{name}_total {n}");
         }
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP metrics_consumer_{name} {help}");
@@ -260,7 +270,10 @@ mod tests {
         assert_eq!(j["other"]["5xx"], 1);
         assert_eq!(j["ping"]["1xx"], 1);
         assert!(j["states"].as_object().unwrap().is_empty());
-        let text = s.prometheus(&[("running_jobs", "Runs now running.", 2.0)]);
+        let text = s.prometheus(
+            &[("request_bodies_refused", "Bodies refused.", 3)],
+            &[("running_jobs", "Runs now running.", 2.0)],
+        );
         for line in [
             "metrics_consumer_requests_total{route=\"register\",status=\"2xx\"} 2",
             "metrics_consumer_request_duration_seconds_bucket{route=\"register\",le=\"0.005\"} 1",
@@ -269,6 +282,8 @@ mod tests {
             "metrics_consumer_request_duration_seconds_bucket{route=\"other\",le=\"+Inf\"} 1",
             "metrics_consumer_request_duration_seconds_sum{route=\"register\"} 0.033",
             "metrics_consumer_running_jobs 2",
+            "# TYPE metrics_consumer_request_bodies_refused_total counter",
+            "metrics_consumer_request_bodies_refused_total 3",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }

@@ -44,6 +44,8 @@ pub struct App {
     pub started: Instant,
     /// Open connections, kept by the HTTP server.
     pub connections: Arc<AtomicUsize>,
+    /// The request bodies held in memory and waiting for it, kept by the HTTP server.
+    pub bodies: crate::http::BodyGauges,
 }
 
 /// Why a request was not done. Mapped to an answer in [`ApiError::response`].

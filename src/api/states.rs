@@ -72,11 +72,19 @@ pub fn states(app: &App, client: Option<&Client>) -> Value {
     let dead = delivery.dead_letters().usage();
     let s = &service.stats;
     let influxdb = &app.settings.config.influxdb;
+    let bodies = app.bodies.now();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": app.started.elapsed().as_secs(),
         "memory": {"resident_bytes": stats::resident_bytes()},
         "connections": app.connections.load(Ordering::Relaxed),
+        "bodies": {
+            "bytes": bodies.held_bytes,
+            "limit": bodies.limit_bytes,
+            "waiting": bodies.waiting,
+            "refused": bodies.refused,
+            "closed": bodies.closed,
+        },
         "jobs": {
             "running": counts.running + counts.committing,
             "finished": counts.finished,
@@ -137,13 +145,26 @@ pub fn metrics(app: &App) -> String {
     let delivery = &service.delivery;
     let (waiting_records, waiting_bytes) = delivery.log().undelivered();
     let dead = delivery.dead_letters().usage();
+    let bodies = app.bodies.now();
     // Unknown counts as not up: a gateway that never reached InfluxDB must not look healthy.
     let up = if delivery.influx_up() == Some(true) {
         1.0
     } else {
         0.0
     };
-    service.stats.prometheus(&[
+    let counters = [
+        (
+            "request_bodies_refused",
+            "Requests answered 503 too_many_bodies: no memory for their bodies came within a second.",
+            bodies.refused,
+        ),
+        (
+            "request_bodies_closed",
+            "Bodies closed to make memory for a waiting one: silent, or sent slower than server.header_timeout asks for.",
+            bodies.closed,
+        ),
+    ];
+    service.stats.prometheus(&counters, &[
         (
             "running_jobs",
             "Runs now running.",
@@ -178,6 +199,16 @@ pub fn metrics(app: &App) -> String {
             "open_connections",
             "Open client connections.",
             app.connections.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "request_body_bytes",
+            "Bytes of request bodies held in memory (server.max_body_bytes_in_flight at most).",
+            bodies.held_bytes as f64,
+        ),
+        (
+            "request_bodies_waiting",
+            "Requests waiting for memory for their bodies (each a second at most, then answered 503 too_many_bodies).",
+            bodies.waiting as f64,
         ),
         (
             "resident_memory_bytes",

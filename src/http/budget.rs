@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::caps::Activity;
@@ -111,6 +111,47 @@ pub(super) struct BodyBudget {
     epoch: Instant,
     /// When waiters may next try to close a stalled body, in milliseconds after `epoch`.
     next_eviction_ms: AtomicU64,
+    /// Requests refused (503 `too_many_bodies`) for want of bytes, since the start.
+    refused: AtomicU64,
+    /// Bodies closed to make bytes for a waiting one (silent, or behind their `Pace`), since
+    /// the start.
+    closed: AtomicU64,
+}
+
+/// What the state page shows of the body budget (`/apiv0.1/states`' `bodies`,
+/// docs/api.md): read at any time, from any thread, without touching a connection.
+#[derive(Debug, Clone)]
+pub struct BodyGauges(Arc<BodyBudget>);
+
+/// The body budget now ([`BodyGauges::now`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodiesNow {
+    /// Bytes of request bodies (and of what they inflate to, and of their handling) held now.
+    pub held_bytes: u64,
+    /// `server.max_body_bytes_in_flight`, in bytes.
+    pub limit_bytes: u64,
+    /// Requests waiting now for bytes others hold (each at most a second, then refused).
+    pub waiting: usize,
+    /// Requests answered 503 `too_many_bodies` since the start: no bytes came within a second.
+    pub refused: u64,
+    /// Bodies closed since the start to make bytes for a waiting one: silent, or sent slower
+    /// than `server.header_timeout` asks for.
+    pub closed: u64,
+}
+
+impl BodyGauges {
+    /// The figures now; the lock of the budget is held for the reading alone.
+    pub fn now(&self) -> BodiesNow {
+        let budget = &self.0;
+        let used = budget.lock();
+        BodiesNow {
+            held_bytes: used.total,
+            limit_bytes: budget.limit,
+            waiting: used.waiting.values().sum::<usize>() + used.handling_waiting,
+            refused: budget.refused.load(Ordering::Relaxed),
+            closed: budget.closed.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// What the budget's lock guards: the bytes held, in all and by client, and who waits.
@@ -239,7 +280,20 @@ impl BodyBudget {
             freed: Signal::new(),
             epoch: Instant::now(),
             next_eviction_ms: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
         }
+    }
+
+    /// The state page's view of this budget.
+    pub(super) fn gauges(self: &Arc<Self>) -> BodyGauges {
+        BodyGauges(Arc::clone(self))
+    }
+
+    /// A request gets no bytes: counted, and told so.
+    fn refuse(&self) -> Result<(), Shortage> {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        Err(Shortage::Busy)
     }
 
     /// The most bytes that may be held at once.
@@ -355,11 +409,11 @@ impl Hold<'_> {
                 return Err(Shortage::Evicted);
             }
             let Some(left) = remaining(deadline) else {
-                return Err(Shortage::Busy);
+                return budget.refuse();
             };
             // Not under the budget's lock: this takes the connection table's.
-            if budget.may_evict() {
-                (self.evict)();
+            if budget.may_evict() && (self.evict)() {
+                budget.closed.fetch_add(1, Ordering::Relaxed);
             }
             let used = budget.lock();
             if used.may_take(client, n, budget.limit) {
@@ -409,7 +463,7 @@ impl Hold<'_> {
                 used.handling_waiting += 1;
             }
             let Some(left) = remaining(deadline) else {
-                break Err(Shortage::Busy);
+                break budget.refuse();
             };
             used = crate::sync::unpoisoned(budget.freed.wait_timeout(used, left.min(POLL))).0;
         };
@@ -514,6 +568,54 @@ mod tests {
             let _ = release.0.send(());
             modest.join().expect("modest");
         });
+    }
+
+    /// The state page's figures follow the budget: bytes held, requests waiting, and the
+    /// requests refused and bodies closed for it, each counted once.
+    #[test]
+    fn the_gauges_count_what_the_budget_holds_refuses_and_closes() {
+        let budget = std::sync::Arc::new(BodyBudget::new(100));
+        let gauges = budget.gauges();
+        let now = || gauges.now();
+        let (a, b) = (Activity::detached(), Activity::detached());
+        let mut held = budget.hold(&a, ip(), &never_evict);
+        held.take(70, Instant::now()).expect("70 of 100");
+        assert_eq!((now().held_bytes, now().limit_bytes), (70, 100));
+        let closes = AtomicUsize::new(0);
+        let close_one = || {
+            closes.fetch_add(1, Ordering::SeqCst);
+            true
+        };
+        thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let mut hold = budget.hold(&b, IpAddr::from([10, 0, 0, 2]), &close_one);
+                hold.take(50, Instant::now() + Duration::from_millis(300))
+            });
+            until_waiting(&budget, 1);
+            assert_eq!(now().waiting, 1);
+            assert_eq!(waiter.join().expect("waiter"), Err(Shortage::Busy));
+        });
+        let counted = closes.load(Ordering::SeqCst) as u64;
+        assert!(counted >= 1, "the waiter tried to close a stalled body");
+        let after = now();
+        assert_eq!(
+            (after.waiting, after.refused, after.closed, after.held_bytes),
+            (0, 1, counted, 70)
+        );
+        // A request refused memory for its handling is counted too.
+        let c = Activity::detached();
+        let mut handling = budget.hold(&b, ip(), &never_evict);
+        handling
+            .take_for_handling(30, Instant::now())
+            .expect("the 30 left");
+        let mut late = budget.hold(&c, ip(), &never_evict);
+        assert_eq!(
+            late.take_for_handling(10, Instant::now()),
+            Err(Shortage::Busy)
+        );
+        assert_eq!((now().refused, now().held_bytes), (2, 100));
+        drop((held, handling, late));
+        assert_eq!((now().held_bytes, now().waiting), (0, 0));
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub(super) struct ConnContext {
     /// The open connections: a body short of memory closes a stalled one through it.
     pub(super) conns: Arc<ConnTable>,
     /// Request-body bytes held in memory at once (`Limits::max_body_bytes_in_flight`).
-    pub(super) budget: BodyBudget,
+    pub(super) budget: Arc<BodyBudget>,
 }
 
 /// What to do with the connection after one exchange.

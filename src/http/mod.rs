@@ -70,6 +70,7 @@ use std::net::SocketAddr;
 use crate::code::Code;
 use std::time::Duration;
 
+pub use budget::BodyGauges;
 pub use early::EarlyAnswer;
 pub use head::{Headers, RequestLine};
 pub use server::Server;

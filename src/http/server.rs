@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rustls::ServerConfig;
 
 use super::accept::{Conn, accept_loop};
-use super::budget::BodyBudget;
+use super::budget::{BodyBudget, BodyGauges};
 use super::caps::ConnTable;
 use super::conn::ConnContext;
 use super::pool::Pool;
@@ -37,6 +37,8 @@ pub struct Server {
     tls: Option<Arc<ServerConfig>>,
     shutdown: ShutdownHandle,
     conns: Arc<ConnTable>,
+    /// Request-body bytes held in memory at once, shared with the state page's gauges.
+    budget: Arc<BodyBudget>,
 }
 
 impl Server {
@@ -56,6 +58,7 @@ impl Server {
             limits.max_connections,
             limits.max_connections_per_ip,
         ));
+        let budget = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
         Ok(Server {
             listener,
             local_addr,
@@ -63,6 +66,7 @@ impl Server {
             tls,
             shutdown,
             conns,
+            budget,
         })
     }
 
@@ -82,6 +86,12 @@ impl Server {
         Arc::clone(self.conns.open())
     }
 
+    /// The body budget (`Limits::max_body_bytes_in_flight`) as it stands, readable at any
+    /// time from anywhere: bytes held, requests waiting, and refused or closed for it.
+    pub fn bodies(&self) -> BodyGauges {
+        self.budget.gauges()
+    }
+
     /// Accepts and serves until shutdown. Then it stops accepting, closes idle
     /// keep-alive connections, lets in-flight requests finish for at most `grace`,
     /// and returns. Connection threads still busy after `grace` are left to finish
@@ -94,9 +104,9 @@ impl Server {
             tls,
             shutdown,
             conns,
+            budget,
             ..
         } = self;
-        let budget = BodyBudget::new(limits.max_body_bytes_in_flight);
         let ctx = Arc::new(ConnContext {
             limits,
             tls,

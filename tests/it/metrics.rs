@@ -105,6 +105,16 @@ fn metrics_need_the_token_parse_and_move() {
     // The wrong token, not the request without one.
     assert_eq!(after["metrics_consumer_auth_failures_total"], 1.0);
     assert!(after["metrics_consumer_resident_memory_bytes"] > 0.0);
+    // No body is held or waits between requests, and none was refused or closed for memory
+    // (the stalled-bodies test sees them count).
+    for series in [
+        "metrics_consumer_request_body_bytes",
+        "metrics_consumer_request_bodies_waiting",
+        "metrics_consumer_request_bodies_refused_total",
+        "metrics_consumer_request_bodies_closed_total",
+    ] {
+        assert_eq!(after.get(series), Some(&0.0), "{series}");
+    }
     assert_eq!(
         after["metrics_consumer_request_duration_seconds_count{route=\"register\"}"],
         1.0

@@ -17,8 +17,8 @@ use serde_json::json;
 use crate::support::{connect_from, read_response, wait_until};
 
 use super::{
-    Expected, MIB, REGISTER, TOKEN, after_each, after_each_with_threads, case, check,
-    open_connections, peak_rss_kib, post, raw, register, start,
+    Expected, MIB, REGISTER, STATES, TOKEN, after_each, after_each_with_threads, case, check,
+    get_authed, open_connections, peak_rss_kib, post, raw, register, start,
 };
 
 /// 512 connections, 64 from each of 8 addresses (the per-address cap; 512 in all is
@@ -49,7 +49,15 @@ fn stalled_bodies_from_eight_addresses_keep_memory_near_the_budget() {
         .collect();
     assert_eq!(conns.len(), 512);
     // Every body has had its chance: a second to get memory and be read, or to be refused.
-    thread::sleep(Duration::from_millis(2500));
+    // 64 bodies of 1 MiB fit the budget of 64 MiB; each of the others is answered 503, or
+    // closed to make room for one waiting, within a second of waiting. Read from the
+    // clients' side: a request for the state page would take a stalled body's slot.
+    let budget_bodies = 64;
+    wait_until(
+        Duration::from_secs(30),
+        "every body beyond the budget to be answered or closed",
+        || answered_or_closed(&conns) >= conns.len() - budget_bodies,
+    );
     let peak = peak_rss_kib(&gw);
     println!(
         "512 stalled 1 MiB bodies: peak RSS {peak} KiB (before: {rss_before} KiB), now {} KiB",
@@ -66,18 +74,44 @@ fn stalled_bodies_from_eight_addresses_keep_memory_near_the_budget() {
     expected.register(&uuid, "normal", &[]);
 
     // What the stalled connections got: 503 too_many_bodies, or closed to make room.
-    let mut refused = 0;
+    // A body that got its memory late may also be closed with 408 `body_timeout`, behind
+    // the pace `header_timeout` asks for.
+    let (mut refused, mut timed_out) = (0, 0);
     for c in &mut conns {
         c.set_nonblocking(true).expect("nonblocking");
         let mut buf = [0u8; 512];
-        if let Ok(n) = c.read(&mut buf)
-            && String::from_utf8_lossy(&buf[..n]).contains("\"too_many_bodies\"")
-        {
-            refused += 1;
+        if let Ok(n) = c.read(&mut buf) {
+            let answer = String::from_utf8_lossy(&buf[..n]);
+            refused += usize::from(answer.contains("\"too_many_bodies\""));
+            timed_out += usize::from(answer.contains("\"body_timeout\""));
         }
     }
-    println!("512 stalled 1 MiB bodies: {refused} refused with 503 too_many_bodies");
+    println!(
+        "512 stalled 1 MiB bodies: {refused} refused with 503 too_many_bodies, {timed_out} closed with 408 body_timeout"
+    );
     assert!(refused > 0, "no body was refused for want of memory");
+    // The state page counts what the clients saw: every 503 too_many_bodies, and the bodies
+    // closed to make room (some of the connections closed without an answer; the others were
+    // closed to admit the normal register and this request).
+    let bodies = get_authed(gw.addr, STATES).json()["bodies"].clone();
+    println!("the state page's bodies: {bodies}");
+    assert_eq!(bodies["refused"].as_u64(), Some(refused as u64), "{bodies}");
+    assert_eq!(bodies["limit"].as_u64(), Some(64 * MIB as u64), "{bodies}");
+    assert_eq!(bodies["waiting"].as_u64(), Some(0), "{bodies}");
+    let closed = bodies["closed"].as_u64().expect("bodies.closed");
+    assert!(
+        closed > 0 && closed as usize <= 512 - refused,
+        "{closed} closed to make room, {refused} refused: {bodies}"
+    );
+    // Each body is held, refused, closed to make room or timed out: all 512 but those whose
+    // slots the normal register and this request took (a held body's, closed by the
+    // connection table).
+    let held = bodies["bytes"].as_u64().expect("bodies.bytes") as usize / MIB;
+    let accounted = held + refused + closed as usize + timed_out;
+    assert!(
+        (510..=512).contains(&accounted),
+        "{held} held + {refused} refused + {closed} closed + {timed_out} timed out of 512: {bodies}"
+    );
     assert!(
         peak < 64 * 1024 + 48 * 1024,
         "peak resident memory {peak} KiB with a budget of 64 MiB for bodies"
@@ -90,6 +124,18 @@ fn stalled_bodies_from_eight_addresses_keep_memory_near_the_budget() {
     );
     // One thread per slot at most: they outlive their connections by 30 s.
     after_each_with_threads(&mut gw, &influx, &expected, 512 + 16);
+}
+
+/// How many of `conns` (non-blocking) have an answer to read, or were closed.
+fn answered_or_closed(conns: &[TcpStream]) -> usize {
+    let mut byte = [0u8; 1];
+    conns
+        .iter()
+        .filter(|c| match c.peek(&mut byte) {
+            Ok(_) => true,
+            Err(e) => e.kind() != ErrorKind::WouldBlock,
+        })
+        .count()
 }
 
 /// `n` connections from `from`, each sent `head` and as much of `half` as the server takes
