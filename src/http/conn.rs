@@ -65,15 +65,31 @@ enum Next {
     Drop,
 }
 
+/// How the service of a connection ended ([`serve_connection`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ended {
+    /// No next request came: the client closed or went silent (`idle_timeout`) between
+    /// requests, the connection broke while idle, or the server is stopping.
+    Idle,
+    /// Closed after an answer; everything the client sent had been read.
+    Close,
+    /// Closed after an answer, once what the client still sent was drained (see `linger`).
+    Linger,
+    /// Dropped inside a request: the client gone or too slow, the connection broken or
+    /// evicted.
+    Drop,
+}
+
 /// Serves requests on `stream` while the connection is kept; `socket` is the plain TCP socket
 /// under it (`None` over TLS), on which an early answer may be written by another thread.
+/// Returns how it ended.
 pub(super) fn serve_connection<S: Transport>(
     stream: &mut S,
     socket: Option<&Arc<TcpStream>>,
     peer: SocketAddr,
     activity: &Activity,
     ctx: &ConnContext,
-) {
+) -> Ended {
     let peer = stream.peer_addr().unwrap_or(peer);
     let stream = &mut Armed::new(stream);
     let mut inbuf = InBuf::new();
@@ -84,7 +100,7 @@ pub(super) fn serve_connection<S: Transport>(
         // once; otherwise wait, bounded by the idle timeout, for its first byte.
         let pipelined = !inbuf.is_empty();
         if !pipelined && !wait_for_request(stream, &mut inbuf, ctx) {
-            return;
+            return Ended::Idle;
         }
         let next = serve_one(stream, &mut inbuf, socket, peer, pipelined, activity, ctx);
         match next {
@@ -92,7 +108,7 @@ pub(super) fn serve_connection<S: Transport>(
             Next::Close => {
                 let _ = stream.flush();
                 let _ = stream.shutdown(Shutdown::Both);
-                return;
+                return Ended::Close;
             }
             Next::Linger => {
                 linger(
@@ -100,9 +116,9 @@ pub(super) fn serve_connection<S: Transport>(
                     &mut inbuf,
                     ctx.limits.header_timeout.min(LINGER_TIME),
                 );
-                return;
+                return Ended::Linger;
             }
-            Next::Drop => return,
+            Next::Drop => return Ended::Drop,
         }
     }
 }

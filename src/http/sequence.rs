@@ -1,6 +1,6 @@
 //! The sequence of one request, as values without any I/O: head → admit → reserve → body →
 //! handle → answer. The connection loop (`conn.rs`) drives it over a socket; the tests
-//! (`sequence_tests.rs`) drive it over byte slices.
+//! (`sequence_tests.rs`) run the same loop over byte slices, through an in-memory transport.
 //!
 //! Each stage is a value that only offers the moves the protocol allows from there:
 //! `RecvHead` finds a whole head in the buffered bytes; `HeadIn::admit` frames it and asks

@@ -1,8 +1,11 @@
-//! Tests of `sequence.rs` over byte slices: a connection's bytes go in, through the real input
-//! buffer and the real body budget, and the bytes it would be answered with come out, with what
-//! became of the connection. No socket, no thread, no clock: what only sockets show (deadlines,
-//! pace, eviction, caps, TLS, shutdown) is tested over loopback in `tests.rs`.
+//! Tests of `sequence.rs` over byte slices: a connection's bytes go in, through the connection
+//! loop itself (`conn::serve_connection`, over a `Script` in place of a socket), the real input
+//! buffer and the real body budget, and the bytes it would be answered with come out, with how
+//! the connection ended. No socket, no thread, and no wait: the input never stalls, so no
+//! deadline passes. What only sockets show (deadlines, pace, eviction, caps, TLS, shutdown,
+//! early answers) is tested over loopback in `tests.rs`.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
@@ -10,11 +13,12 @@ use serde_json::json;
 
 use super::*;
 use crate::http::budget::{BODY_WAIT, BodyBudget};
-use crate::http::buffer::InBuf;
-use crate::http::caps::{Activity, client_of};
-use crate::http::conn::Inflating;
+use crate::http::caps::{Activity, ConnTable, client_of};
+use crate::http::conn::{ConnContext, Ended, Inflating, serve_connection};
 use crate::http::responses::{Resp, read_response};
+use crate::http::shutdown::ShutdownHandle;
 use crate::http::tests::{TestHandler, get, limits};
+use crate::http::transport::Transport;
 use crate::http::{Headers, Limits};
 
 fn peer() -> SocketAddr {
@@ -25,9 +29,9 @@ fn peer() -> SocketAddr {
 struct Served {
     /// Every byte answered, interim `100 Continue` included, in order.
     out: Vec<u8>,
-    /// What became of the connection after the last answer: "end" when the input ran out
-    /// between requests, "gone" when it ran out inside one, or the `After` that ended it.
-    end: String,
+    /// What became of the connection: `Idle` when the input ran out between requests,
+    /// `Drop` when it ran out inside one, or how the last answer closed it.
+    end: Ended,
 }
 
 impl Served {
@@ -67,7 +71,12 @@ impl Served {
 
 /// Serves `input`, all of it sent at once, as the connection loop would, with `budget` as the
 /// body budget.
-fn serve_with(handler: &TestHandler, limits: &Limits, budget: &BodyBudget, input: &[u8]) -> Served {
+fn serve_with(
+    handler: &Arc<TestHandler>,
+    limits: &Limits,
+    budget: &Arc<BodyBudget>,
+    input: &[u8],
+) -> Served {
     let mut rest = input;
     serve_from(handler, limits, budget, &mut rest)
 }
@@ -88,124 +97,88 @@ impl std::io::Read for Trickle<'_> {
     }
 }
 
-/// Serves what `rest` reads, as the connection loop would.
-fn serve_from(
-    handler: &TestHandler,
-    limits: &Limits,
-    budget: &BodyBudget,
-    rest: &mut dyn std::io::Read,
-) -> Served {
-    let activity = Activity::detached();
-    let evict = || false;
-    let mut inbuf = InBuf::new();
-    let mut out = Vec::new();
-    let end = loop {
-        inbuf.skip_line_ends();
-        inbuf.compact();
-        if inbuf.is_empty() && inbuf.read_from(rest).expect("read") == 0 {
-            break "end".to_owned();
-        }
-        inbuf.skip_line_ends();
-        if inbuf.is_empty() {
-            continue;
-        }
-        let mut hold = budget.hold(&activity, client_of(peer().ip()), &evict);
-        let answer = 'request: {
-            let mut recv = RecvHead::new();
-            let head = loop {
-                match recv.try_head(inbuf.data(), inbuf.is_full()) {
-                    Ok(Some((head, len))) => {
-                        inbuf.consume(len);
-                        break head;
-                    }
-                    Ok(None) => {}
-                    Err(e) => break 'request Answer::unparsed(&e),
-                }
-                let n = inbuf.read_from(rest).expect("read");
-                recv.received(inbuf.data(), n, inbuf.is_full());
-                if n == 0 {
-                    return Served {
-                        out,
-                        end: "gone".to_owned(),
-                    };
-                }
-            };
-            let reserve = match head.admit(handler, peer(), limits.max_body_bytes) {
-                Admission::Admitted(reserve) => reserve,
-                Admission::Refused(answer) => break 'request answer,
-            };
-            if let Err(shortage) = hold.take(reserve.length(), Instant::now() + BODY_WAIT) {
-                break 'request reserve.short(shortage, budget.limit());
-            }
-            let mut body = reserve.reserved();
-            if let Some(interim) = body.interim(inbuf.len()) {
-                out.extend_from_slice(interim);
-            }
-            while body.is_chunked() {
-                if !inbuf.is_empty() {
-                    let more = body.to_hold(hold.bytes(), inbuf.len());
-                    if let Err(shortage) = hold.take(more, Instant::now() + BODY_WAIT) {
-                        break 'request body.short(shortage, budget.limit());
-                    }
-                    match body.feed(inbuf.data()) {
-                        Ok(used) => inbuf.consume(used),
-                        Err(e) => break 'request body.refuse(&e),
-                    }
-                    if body.is_whole() {
-                        break;
-                    }
-                }
-                inbuf.compact();
-                if inbuf.read_from(rest).expect("read") == 0 {
-                    return Served {
-                        out,
-                        end: "gone".to_owned(),
-                    };
-                }
-            }
-            let taken = body.take_buffered(inbuf.data());
-            inbuf.consume(taken);
-            while !body.is_whole() {
-                let n = rest.read(body.space()).expect("read");
-                body.filled(n);
-                if n == 0 {
-                    return Served {
-                        out,
-                        end: "gone".to_owned(),
-                    };
-                }
-            }
-            let max_inflated = usize::try_from(limits.max_inflated_bytes).expect("fits");
-            let mut memory = Inflating {
-                hold: &mut hold,
-                deadline: Instant::now() + BODY_WAIT,
-            };
-            body.handle(handler, peer(), max_inflated, &mut memory, None)
-        };
-        drop(hold);
-        let answer = answer.settle(false);
-        let rendered = answer.render(SystemTime::UNIX_EPOCH);
-        out.extend_from_slice(&rendered.bytes);
-        handler.completed(&super::super::Exchange {
-            peer: peer(),
-            method: answer.method(),
-            path: answer.path(),
-            status: rendered.status,
-            bytes: rendered.body_bytes,
-            duration: Duration::ZERO,
-            client: answer.client(),
-        });
-        match answer.after(Some(Duration::ZERO), !inbuf.is_empty()) {
-            After::KeepIfIdle(_) => {}
-            other => break format!("{other:?}"),
-        }
-    };
-    Served { out, end }
+/// A connection without a socket: what the client sends is read from `input`, what the
+/// gateway writes is kept, and a shutdown ends the reading.
+struct Script<'a> {
+    input: &'a mut dyn std::io::Read,
+    out: Vec<u8>,
+    shut: bool,
 }
 
-fn serve(handler: &TestHandler, input: impl AsRef<[u8]>) -> Served {
+impl std::io::Read for Script<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.shut {
+            return Ok(0);
+        }
+        self.input.read(buf)
+    }
+}
+
+impl std::io::Write for Script<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for Script<'_> {
+    fn set_read_timeout(&self, _: Option<Duration>) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn set_write_timeout(&self, _: Option<Duration>) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn peer_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(peer())
+    }
+
+    fn shutdown(&mut self, _: std::net::Shutdown) -> std::io::Result<()> {
+        self.shut = true;
+        Ok(())
+    }
+}
+
+/// Serves what `rest` reads through the connection loop itself (`conn::serve_connection`),
+/// over a [`Script`] instead of a socket.
+fn serve_from(
+    handler: &Arc<TestHandler>,
+    limits: &Limits,
+    budget: &Arc<BodyBudget>,
+    rest: &mut dyn std::io::Read,
+) -> Served {
+    let local = "127.0.0.1:2".parse().expect("addr");
+    let ctx = ConnContext {
+        limits: limits.clone(),
+        tls: None,
+        handler: Arc::clone(handler) as Arc<dyn Handler>,
+        shutdown: ShutdownHandle::new(local),
+        conns: Arc::new(ConnTable::new(
+            limits.max_connections,
+            limits.max_connections_per_ip,
+        )),
+        budget: Arc::clone(budget),
+    };
+    let mut script = Script {
+        input: rest,
+        out: Vec::new(),
+        shut: false,
+    };
+    let ended = serve_connection(&mut script, None, peer(), &Activity::detached(), &ctx);
+    Served {
+        out: script.out,
+        end: ended,
+    }
+}
+
+fn serve(handler: &Arc<TestHandler>, input: impl AsRef<[u8]>) -> Served {
     let limits = limits();
-    let budget = BodyBudget::new(limits.max_body_bytes_in_flight);
+    let budget = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
     serve_with(handler, &limits, &budget, input.as_ref())
 }
 
@@ -215,7 +188,7 @@ fn log(handler: &TestHandler) -> Vec<(u16, String, String)> {
 
 #[test]
 fn keep_alive_serves_three_requests_on_one_connection() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     let input: String = (0..3).map(|i| get(&format!("/echo/{i}?i={i}"))).collect();
     let served = serve(&handler, input);
     let responses = served.responses(&[]);
@@ -229,7 +202,7 @@ fn keep_alive_serves_three_requests_on_one_connection() {
         assert_eq!(resp.json()["path"], format!("/echo/{i}"));
         assert_eq!(resp.json()["host"], "test");
     }
-    assert_eq!(served.end, "end", "kept alive");
+    assert_eq!(served.end, Ended::Idle, "kept alive");
     assert_eq!(
         log(&handler)[0],
         (200, "GET".to_owned(), "/echo/0".to_owned())
@@ -238,7 +211,7 @@ fn keep_alive_serves_three_requests_on_one_connection() {
 
 #[test]
 fn pipelined_requests_are_all_answered_and_connection_close_ends_them() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     let served = serve(
         &handler,
         "POST /first HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello\
@@ -252,7 +225,7 @@ fn pipelined_requests_are_all_answered_and_connection_close_ends_them() {
     assert_eq!(responses[1].json()["path"], "/second");
     assert_eq!(responses[2].header("connection"), Some("close"));
     assert_eq!(responses[2].json()["body"], "bye");
-    assert_eq!(served.end, "Close");
+    assert_eq!(served.end, Ended::Close);
     // Behind a `Connection: close`, what the client sent is drained, not served.
     let served = serve(
         &handler,
@@ -262,12 +235,12 @@ fn pipelined_requests_are_all_answered_and_connection_close_ends_them() {
         ),
     );
     assert_eq!(served.responses(&[]).len(), 1);
-    assert_eq!(served.end, "Linger");
+    assert_eq!(served.end, Ended::Linger);
 }
 
 #[test]
 fn expect_100_continue_gets_continue_before_the_body() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     let served = serve(
         &handler,
         "POST /upload HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
@@ -276,7 +249,7 @@ fn expect_100_continue_gets_continue_before_the_body() {
         served.out, CONTINUE,
         "the continue, then the body is awaited"
     );
-    assert_eq!(served.end, "gone");
+    assert_eq!(served.end, Ended::Drop);
     let served = serve(
         &handler,
         "POST /upload HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello",
@@ -292,12 +265,12 @@ fn expect_100_continue_gets_continue_before_the_body() {
         "POST /upload HTTP/1.1\r\nContent-Length: 5\r\nExpect: 200-ok\r\n\r\n",
     );
     served.response().assert_error(417, "expectation_failed");
-    assert_eq!(served.end, "Linger");
+    assert_eq!(served.end, Ended::Linger);
 }
 
 #[test]
 fn oversized_body_is_refused_before_any_body_byte() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     // Only the head is sent; the client even waits for 100 Continue, which must not come.
     let served = serve(
         &handler,
@@ -309,7 +282,7 @@ fn oversized_body_is_refused_before_any_body_byte() {
         message,
         "request body is 9000000000000000000 bytes; the limit is 1048576 (server.max_body_bytes)"
     );
-    assert_eq!(served.end, "Linger");
+    assert_eq!(served.end, Ended::Linger);
     assert_eq!(
         log(&handler),
         [(413, "POST".to_owned(), "/write".to_owned())]
@@ -319,7 +292,7 @@ fn oversized_body_is_refused_before_any_body_byte() {
 
 #[test]
 fn body_at_the_limit_is_read_in_full_and_one_more_byte_is_refused() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     let body: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
     let sum: u64 = body.iter().map(|b| u64::from(*b)).sum();
     let mut input = format!(
@@ -338,7 +311,7 @@ fn body_at_the_limit_is_read_in_full_and_one_more_byte_is_refused() {
 
 #[test]
 fn stray_line_ends_between_requests_are_skipped() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     let input = format!(
         "POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nok\r\n\r\n{}\r\n",
         get("/b")
@@ -346,7 +319,11 @@ fn stray_line_ends_between_requests_are_skipped() {
     let served = serve(&handler, input);
     let responses = served.responses(&[]);
     assert_eq!(responses[1].json()["path"], "/b");
-    assert_eq!(served.end, "end", "a stray line end alone is idleness");
+    assert_eq!(
+        served.end,
+        Ended::Idle,
+        "a stray line end alone is idleness"
+    );
     assert_eq!(handler.log.lock().expect("log").len(), 2);
 }
 
@@ -383,9 +360,9 @@ fn a_chunked_body_is_decoded_and_the_connection_kept_for_pipelined_requests() {
     .concat();
     // All at once, and one byte per read: the same answers.
     for trickle in [false, true] {
-        let handler = TestHandler::default();
+        let handler = Arc::new(TestHandler::default());
         let limits = limits();
-        let budget = BodyBudget::new(limits.max_body_bytes_in_flight);
+        let budget = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
         let served = if trickle {
             serve_from(&handler, &limits, &budget, &mut Trickle(&input))
         } else {
@@ -397,7 +374,7 @@ fn a_chunked_body_is_decoded_and_the_connection_kept_for_pipelined_requests() {
         assert_eq!(responses[1].json()["path"], "/b");
         assert_eq!(responses[1].json()["body"], "");
         assert_eq!(responses[2].json()["path"], "/c");
-        assert_eq!(served.end, "end");
+        assert_eq!(served.end, Ended::Idle);
     }
 }
 
@@ -409,7 +386,7 @@ fn a_gzipped_chunked_body_is_inflated() {
     let mut gz = GzEncoder::new(Vec::new(), Compression::default());
     gz.write_all(text.as_bytes()).expect("gzip");
     let gz = gz.finish().expect("gzip");
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     let served = serve(
         &handler,
         chunked("/sum", "Content-Encoding: gzip\r\n", &chunks(&gz, 100)),
@@ -422,13 +399,13 @@ fn a_gzipped_chunked_body_is_inflated() {
 
 #[test]
 fn expect_100_continue_with_a_chunked_body() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     let served = serve(&handler, chunked("/a", "Expect: 100-continue\r\n", b""));
     assert_eq!(
         served.out, CONTINUE,
         "the continue, then the body is awaited"
     );
-    assert_eq!(served.end, "gone");
+    assert_eq!(served.end, Ended::Drop);
     let served = serve(
         &handler,
         chunked("/a", "Expect: 100-continue\r\n", b"2\r\nok\r\n0\r\n\r\n"),
@@ -442,7 +419,7 @@ fn expect_100_continue_with_a_chunked_body() {
 
 #[test]
 fn a_malformed_chunked_body_is_refused_with_400_and_closes() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     let smuggled = get("/smuggled");
     for body in [
         "5\nhello\r\n0\r\n\r\n",
@@ -460,16 +437,16 @@ fn a_malformed_chunked_body_is_refused_with_400_and_closes() {
         let served = serve(&handler, input);
         let message = served.response().assert_error(400, "malformed_request");
         assert!(message.starts_with("malformed chunked body ("), "{message}");
-        assert_eq!(served.end, "Linger", "{body:?}");
+        assert_eq!(served.end, Ended::Linger, "{body:?}");
     }
     assert!(log(&handler).iter().all(|(_, _, path)| path != "/smuggled"));
 }
 
 #[test]
 fn a_chunked_body_past_max_body_bytes_gets_413_before_its_data() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     let limits = limits();
-    let budget = BodyBudget::new(limits.max_body_bytes_in_flight);
+    let budget = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
     // A chunk claiming far more than the limit: refused at its size line, holding next to
     // nothing.
     let served = serve_with(
@@ -479,7 +456,7 @@ fn a_chunked_body_past_max_body_bytes_gets_413_before_its_data() {
         &chunked("/a", "", b"7fffffffffffffff\r\nabc"),
     );
     served.response().assert_error(413, "body_too_large");
-    assert_eq!(served.end, "Linger");
+    assert_eq!(served.end, Ended::Linger);
     // Chunks that pass the limit only together.
     let limit = usize::try_from(limits.max_body_bytes).expect("fits");
     let data = vec![b'x'; limit + 1];
@@ -503,9 +480,9 @@ fn a_chunked_body_past_max_body_bytes_gets_413_before_its_data() {
 
 #[test]
 fn a_chunk_claiming_more_than_the_limit_gets_413_and_the_next_connection_is_served() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     let limits = limits();
-    let budget = BodyBudget::new(limits.max_body_bytes_in_flight);
+    let budget = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
     // Past any limit, one byte past `max_body_bytes` (0x100000), and more than 16 hex digits.
     for size in ["7fffffffffffffff", "100001", "ffffffffffffffffffff"] {
         let body = format!("{size}\r\nabc");
@@ -521,7 +498,7 @@ fn a_chunk_claiming_more_than_the_limit_gets_413_and_the_next_connection_is_serv
         } else {
             resp.assert_error(413, "body_too_large");
         }
-        assert_eq!(served.end, "Linger", "{size}");
+        assert_eq!(served.end, Ended::Linger, "{size}");
     }
     // Framed two ways, the chunked body ending at once: what follows it is not served.
     let served = serve_with(
@@ -531,7 +508,7 @@ fn a_chunk_claiming_more_than_the_limit_gets_413_and_the_next_connection_is_serv
         b"POST /sum HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n",
     );
     served.response().assert_error(400, "ambiguous_framing");
-    assert_eq!(served.end, "Linger");
+    assert_eq!(served.end, Ended::Linger);
     let served = serve_with(&handler, &limits, &budget, get("/after").as_bytes());
     assert_eq!(served.response().status, 200);
     assert_eq!(log(&handler).len(), 5);
@@ -540,7 +517,7 @@ fn a_chunk_claiming_more_than_the_limit_gets_413_and_the_next_connection_is_serv
 
 #[test]
 fn framing_two_ways_is_refused_with_400_and_other_codings_with_411() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     for (headers, status, code) in [
         (
             "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
@@ -569,7 +546,7 @@ fn framing_two_ways_is_refused_with_400_and_other_codings_with_411() {
         );
         let served = serve(&handler, input);
         served.response().assert_error(status, code);
-        assert_eq!(served.end, "Linger");
+        assert_eq!(served.end, Ended::Linger);
     }
     let served = serve(
         &handler,
@@ -581,7 +558,7 @@ fn framing_two_ways_is_refused_with_400_and_other_codings_with_411() {
 
 #[test]
 fn megabyte_header_line_without_line_end_gets_431() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     let mut input = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
     input.resize(1024 * 1024, b'a');
     let served = serve(&handler, input);
@@ -595,7 +572,7 @@ fn megabyte_header_line_without_line_end_gets_431() {
 
 #[test]
 fn too_many_headers_get_431() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     let headers: String = (0..65).map(|i| format!("X-{i}: v\r\n")).collect();
     let served = serve(&handler, format!("GET / HTTP/1.1\r\n{headers}\r\n"));
     served.response().assert_error(431, "head_too_large");
@@ -603,12 +580,12 @@ fn too_many_headers_get_431() {
 
 #[test]
 fn http10_closes_unless_keep_alive_is_asked_for() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     let served = serve(&handler, "GET /old HTTP/1.0\r\n\r\n");
     let resp = served.response();
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("connection"), Some("close"));
-    assert_eq!(served.end, "Close");
+    assert_eq!(served.end, Ended::Close);
 
     let kept = "GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".repeat(2);
     let served = serve(&handler, kept);
@@ -616,12 +593,12 @@ fn http10_closes_unless_keep_alive_is_asked_for() {
         assert_eq!(resp.status, 200);
         assert_eq!(resp.header("connection"), Some("keep-alive"));
     }
-    assert_eq!(served.end, "end");
+    assert_eq!(served.end, Ended::Idle);
 }
 
 #[test]
 fn garbage_and_other_protocols_get_400() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     let cases: [(&[u8], &str); 4] = [
         (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "unsupported_version"),
         (
@@ -640,7 +617,7 @@ fn garbage_and_other_protocols_get_400() {
     for (raw, code) in cases {
         let served = serve(&handler, raw);
         served.response().assert_error(400, code);
-        assert_eq!(served.end, "Linger");
+        assert_eq!(served.end, Ended::Linger);
     }
     let statuses: Vec<u16> = log(&handler).iter().map(|(s, _, _)| *s).collect();
     assert_eq!(statuses, [400; 4]);
@@ -650,7 +627,7 @@ fn garbage_and_other_protocols_get_400() {
 
 #[test]
 fn head_requests_get_headers_only() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     let served = serve(
         &handler,
         format!("HEAD /h HTTP/1.1\r\n\r\n{}", get("/next")),
@@ -669,7 +646,7 @@ fn head_requests_get_headers_only() {
 
 #[test]
 fn handler_headers_cannot_break_framing() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     let input = [get("/bad-header"), get("/no-content"), get("/after")].concat();
     let served = serve(&handler, input);
     let responses = served.responses(&[]);
@@ -688,21 +665,21 @@ fn handler_headers_cannot_break_framing() {
 
 #[test]
 fn a_request_refused_from_its_head_is_answered_without_its_body_being_read() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     // A body announced, the client waiting for 100 Continue: refused at once, without it.
     let served = serve(
         &handler,
         "POST /refused HTTP/1.1\r\nContent-Length: 1048576\r\nExpect: 100-continue\r\n\r\n",
     );
     served.response().assert_error(401, "unauthorized");
-    assert_eq!(served.end, "Linger", "closed, its body drained");
+    assert_eq!(served.end, Ended::Linger, "closed, its body drained");
     // The body sent anyway is not read either.
     let served = serve(
         &handler,
         "POST /refused HTTP/1.1\r\nContent-Length: 1048576\r\n\r\nx",
     );
     served.response().assert_error(401, "unauthorized");
-    assert_eq!(served.end, "Linger");
+    assert_eq!(served.end, Ended::Linger);
     // Without a body nothing is left unread: the connection goes on.
     let served = serve(&handler, [get("/refused"), get("/after")].concat());
     let responses = served.responses(&[]);
@@ -712,7 +689,7 @@ fn a_request_refused_from_its_head_is_answered_without_its_body_being_read() {
     // A panic in admit is a 500 that closes the connection.
     let served = serve(&handler, [get("/admit-panic"), get("/never")].concat());
     served.response().assert_error(500, "internal_error");
-    assert_eq!(served.end, "Linger");
+    assert_eq!(served.end, Ended::Linger);
     assert_eq!(
         handler.started.load(Ordering::SeqCst),
         1,
@@ -722,21 +699,21 @@ fn a_request_refused_from_its_head_is_answered_without_its_body_being_read() {
 
 #[test]
 fn a_handler_panic_is_a_500_that_closes_the_connection() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     let served = serve(&handler, get("/panic"));
     served.response().assert_error(500, "internal_error");
-    assert_eq!(served.end, "Close");
+    assert_eq!(served.end, Ended::Close);
 }
 
 #[test]
 fn a_refusal_without_a_body_closes_when_the_server_is_stopping() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     let refused = |stopping: bool| {
         let head = match RecvHead::new().try_head(get("/refused").as_bytes(), false) {
             Ok(Some((head, _))) => head,
             _ => panic!("a whole head"),
         };
-        let Admission::Refused(answer) = head.admit(&handler, peer(), 1024) else {
+        let Admission::Refused(answer) = head.admit(handler.as_ref(), peer(), 1024) else {
             panic!("refused from its head");
         };
         answer.settle(stopping)
@@ -757,19 +734,19 @@ fn a_refusal_without_a_body_closes_when_the_server_is_stopping() {
 
 #[test]
 fn an_answer_left_unread_is_not_followed_by_the_requests_behind_it() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     let head = match RecvHead::new().try_head(get("/authenticated").as_bytes(), false) {
         Ok(Some((head, _))) => head,
         _ => panic!("a whole head"),
     };
-    let Admission::Admitted(reserve) = head.admit(&handler, peer(), 1024) else {
+    let Admission::Admitted(reserve) = head.admit(handler.as_ref(), peer(), 1024) else {
         panic!("admitted");
     };
     let budget = BodyBudget::new(1024);
     let activity = Activity::detached();
     let mut hold = budget.hold(&activity, client_of(peer().ip()), &|| false);
     let answer = reserve.reserved().handle(
-        &handler,
+        handler.as_ref(),
         peer(),
         1024,
         &mut Inflating {
@@ -793,9 +770,9 @@ fn what_handling_costs_is_charged_to_the_body_budget() {
     // A body of a few bytes that costs 40 MiB to handle, while another request holds 40 MiB
     // of the 64: the body fits, its cost does not, so it gets 503 without reaching the
     // handler; once the other is done it is handled.
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     let limits = limits();
-    let budget = BodyBudget::new(limits.max_body_bytes_in_flight);
+    let budget = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
     let request = "POST /costly/40/0 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
     let other = Activity::detached();
     let mut held = budget.hold(&other, "10.0.0.9".parse().expect("ip"), &|| false);
@@ -813,7 +790,7 @@ fn what_handling_costs_is_charged_to_the_body_budget() {
 
 #[test]
 fn a_cost_beyond_the_whole_budget_takes_all_of_it_and_is_handled() {
-    let handler = TestHandler::default();
+    let handler = Arc::new(TestHandler::default());
     let post = "POST /costly/1000/0 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
     assert_eq!(serve(&handler, post).response().status, 200);
 }

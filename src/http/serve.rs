@@ -71,7 +71,9 @@ fn serve_tls(
         }
     };
     match handshake(&mut stream, ctx) {
-        Ok(true) => serve_connection(&mut stream, None, peer, activity, ctx),
+        Ok(true) => {
+            serve_connection(&mut stream, None, peer, activity, ctx);
+        }
         Ok(false) => {}
         // The table closed it to admit another, and said so.
         Err(_) if activity.is_evicted() => {}
