@@ -18,9 +18,7 @@ macro_rules! codes {
         }
 
         impl Code {
-            /// Every code, in the order of the table.
-            // Read by the check of docs/errors.md's table of codes.
-            #[cfg_attr(not(test), allow(dead_code))]
+            /// Every code, in the order of the table: `code as usize` is its place here.
             pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
 
             /// The HTTP status of an answer with this code.
@@ -211,7 +209,11 @@ mod tests {
     #[test]
     fn codes_are_unique_lowercase_and_error_statuses() {
         let mut seen = std::collections::HashSet::new();
-        for code in Code::ALL {
+        for (i, code) in Code::ALL.iter().enumerate() {
+            assert_eq!(
+                *code as usize, i,
+                "{code:?}: the refusals are counted at its place"
+            );
             assert!(seen.insert(code.as_str()), "{} twice", code.as_str());
             assert!(
                 code.as_str()

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value, json};
 
+use crate::code::Code;
+
 /// Where requests that match no route (404s, errors before routing) are counted.
 const OTHER: &str = "other";
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -45,6 +47,9 @@ pub struct Stats {
     pub heartbeat_ticks: AtomicU64,
     pub jobs_expired: AtomicU64,
     pub auth_failures: AtomicU64,
+    /// Answers refusing a request, by their error code: one counter per [`Code::ALL`], in its
+    /// order.
+    refusals: Vec<AtomicU64>,
 }
 
 impl Stats {
@@ -56,8 +61,37 @@ impl Stats {
             requests: names.iter().map(|_| Default::default()).collect(),
             durations: names.iter().map(|_| Histogram::default()).collect(),
             routes: names,
+            refusals: Code::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             ..Stats::default()
         }
+    }
+
+    /// Counts one answer refusing a request with `code` (the HTTP layer's and the API's alike,
+    /// a connection refused at the accept too).
+    pub fn refusal(&self, code: Code) {
+        if let Some(n) = self.refusals.get(code as usize) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many answers refused a request with `code` since the start.
+    pub fn refusals_of(&self, code: Code) -> u64 {
+        self.refusals
+            .get(code as usize)
+            .map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    /// `{"too_many_bodies": 3, ...}`: the refusals by code, in the table's order, the codes
+    /// never answered left out.
+    pub fn refusals_json(&self) -> Value {
+        let mut codes = Map::new();
+        for code in Code::ALL {
+            let n = self.refusals_of(*code);
+            if n > 0 {
+                codes.insert(code.as_str().into(), json!(n));
+            }
+        }
+        Value::Object(codes)
     }
 
     /// Counts one answered request; `route` is an index into the routes given to
@@ -125,6 +159,17 @@ impl Stats {
             let _ = writeln!(
                 out,
                 "metrics_consumer_request_duration_seconds_count{{route=\"{route}\"}} {count}"
+            );
+        }
+        out.push_str("# HELP metrics_consumer_refusals_total Answers refusing a request, by error code (docs/errors.md) and status.\n");
+        out.push_str("# TYPE metrics_consumer_refusals_total counter\n");
+        for code in Code::ALL {
+            let _ = writeln!(
+                out,
+                "metrics_consumer_refusals_total{{code=\"{}\",status=\"{}\"}} {}",
+                code.as_str(),
+                code.status(),
+                self.refusals_of(*code)
             );
         }
         for (name, help, c) in self.counters() {
@@ -212,6 +257,7 @@ impl Stats {
     pub fn counters_json(&self) -> Value {
         let mut all = Map::new();
         all.insert("requests".into(), self.requests_json());
+        all.insert("refusals".into(), self.refusals_json());
         for (name, _, c) in self.counters() {
             all.insert(name.into(), json!(Stats::get(c)));
         }
@@ -270,6 +316,15 @@ mod tests {
         assert_eq!(j["other"]["5xx"], 1);
         assert_eq!(j["ping"]["1xx"], 1);
         assert!(j["states"].as_object().unwrap().is_empty());
+        s.refusal(Code::TooManyBodies);
+        s.refusal(Code::TooManyBodies);
+        s.refusal(Code::Unauthorized);
+        assert_eq!(
+            s.refusals_json(),
+            json!({"too_many_bodies": 2, "unauthorized": 1}),
+            "the codes answered, and no other"
+        );
+        assert_eq!(s.counters_json()["refusals"]["too_many_bodies"], 2);
         let text = s.prometheus(
             &[("request_bodies_refused", "Bodies refused.", 3)],
             &[("running_jobs", "Runs now running.", 2.0)],
@@ -284,6 +339,9 @@ mod tests {
             "metrics_consumer_running_jobs 2",
             "# TYPE metrics_consumer_request_bodies_refused_total counter",
             "metrics_consumer_request_bodies_refused_total 3",
+            "metrics_consumer_refusals_total{code=\"too_many_bodies\",status=\"503\"} 2",
+            "metrics_consumer_refusals_total{code=\"unauthorized\",status=\"401\"} 1",
+            "metrics_consumer_refusals_total{code=\"not_found\",status=\"404\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }

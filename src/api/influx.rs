@@ -245,6 +245,7 @@ fn answer(flavor: Flavor, w: &Written) -> Reply {
             headers: Vec::new(),
             body: Vec::new(),
             client: None,
+            code: None,
         });
     }
     let written = w.points;
@@ -315,7 +316,10 @@ pub fn error(flavor: Flavor, code: Code, message: &str, data: Option<Value>) -> 
         Flavor::V3 => json!({"error": message, "code": code.as_str(), "data": data}),
         Flavor::V1 | Flavor::Run => json!({"error": message, "code": code.as_str()}),
     };
-    let response = Response::json(code.status(), &body);
+    let response = Response {
+        code: Some(code),
+        ..Response::json(code.status(), &body)
+    };
     match code.retry_after() {
         Some(s) => response.with_header("Retry-After", s.to_string()),
         None => response,
@@ -365,6 +369,7 @@ pub fn ping(_: &App, _: &Request, _: Option<&Client>) -> Result<Reply, ApiError>
         headers: vec![("X-Influxdb-Build", "OSS".into())],
         body: Vec::new(),
         client: None,
+        code: None,
     }))
 }
 

@@ -186,12 +186,14 @@ impl Reply {
                 )],
                 body: text.into_bytes(),
                 client: None,
+                code: None,
             },
             Reply::SentEarly => Response {
                 status: 204,
                 headers: Vec::new(),
                 body: Vec::new(),
                 client: None,
+                code: None,
             },
         }
     }
@@ -405,6 +407,9 @@ impl Handler for App {
     fn completed(&self, ex: &Exchange<'_>) {
         let route = routes::find_for(ex.path, ex.method).map_or(ROUTES.len(), |(i, _)| i);
         self.stats().request(route, ex.status, ex.duration);
+        if let Some(code) = ex.code {
+            self.stats().refusal(code);
+        }
         if !ACCESS_LINES.allows(log::Level::Info, Instant::now()) {
             return;
         }

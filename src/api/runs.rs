@@ -126,5 +126,6 @@ pub fn report(app: &App, req: &Request, client: Option<&Client>) -> Result<Reply
         ],
         body: page.into_bytes(),
         client: None,
+        code: None,
     }))
 }

@@ -144,6 +144,7 @@ fn refuse(
             bytes: body_bytes,
             duration: accepted.elapsed(),
             client: None,
+            code: Some(Code::TooManyConnections),
         },
     );
 }

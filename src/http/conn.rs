@@ -34,6 +34,7 @@ use super::sequence::{Admission, After, Answer, HeadIn, Kind, Memory, RecvBody, 
 use super::shutdown::ShutdownHandle;
 use super::transport::Transport;
 use super::{Exchange, Handler, Limits};
+use crate::code::Code;
 
 /// After an error response, the connection is drained for at most this long (and at
 /// most `LINGER_BYTES`) before closing; see `linger`.
@@ -284,7 +285,13 @@ fn answered_early<S: Transport>(
         send(stream, &sent.rest, ctx.limits.header_timeout, activity)
     };
     let duration = at.saturating_duration_since(started);
-    report_answer(ctx, peer, &answer, (sent.status, sent.body_bytes), duration);
+    report_answer(
+        ctx,
+        peer,
+        &answer,
+        (sent.status, sent.body_bytes, sent.code),
+        duration,
+    );
     let answer = answer.settle(ctx.shutdown.is_stopping());
     next_after(
         &answer,
@@ -322,18 +329,18 @@ fn answer_with<S: Transport>(
             .map(|()| Duration::ZERO),
         Kind::Kept | Kind::Handled { .. } => send(stream, &rendered.bytes, limit, activity),
     };
-    let written_as = (rendered.status, rendered.body_bytes);
+    let written_as = (rendered.status, rendered.body_bytes, rendered.code);
     report_answer(ctx, peer, &answer, written_as, started.elapsed());
     next_after(&answer, written, inbuf, kind, activity, ctx)
 }
 
-/// Reports an exchange whose `answer` was written as `(status, body bytes)`, `duration` after
-/// the request's first byte.
+/// Reports an exchange whose `answer` was written as `(status, body bytes, code)`, `duration`
+/// after the request's first byte.
 fn report_answer(
     ctx: &ConnContext,
     peer: SocketAddr,
     answer: &Answer,
-    (status, bytes): (u16, usize),
+    (status, bytes, code): (u16, usize, Option<Code>),
     duration: Duration,
 ) {
     report(
@@ -346,6 +353,7 @@ fn report_answer(
             bytes,
             duration,
             client: answer.client(),
+            code,
         },
     );
 }

@@ -87,6 +87,8 @@ pub(super) struct Outgoing {
     pub(super) rest: Vec<u8>,
     pub(super) status: u16,
     pub(super) body_bytes: usize,
+    /// The answer's `Response::code`.
+    pub(super) code: Option<crate::code::Code>,
 }
 
 /// What came of an early answer when the handler returned.
@@ -134,6 +136,7 @@ impl EarlyAnswer {
                 rest: rendered.bytes,
                 status: rendered.status,
                 body_bytes: rendered.body_bytes,
+                code: rendered.code,
             },
             now,
         );

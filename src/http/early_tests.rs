@@ -35,6 +35,7 @@ fn armed() -> Response {
         headers: vec![("X-Answer", "early".into())],
         body: Vec::new(),
         client: Some("tester".into()),
+        code: None,
     }
 }
 
@@ -124,6 +125,7 @@ impl Handler for EarlyHandler {
                     headers: vec![("Content-Type", "application/octet-stream".into())],
                     body,
                     client: None,
+                    code: None,
                 };
                 assert!(settle(true, large).is_some(), "an early answer offered");
                 Response::json(500, &json!({"error": "the handler's own, never sent"}))

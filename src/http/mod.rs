@@ -215,6 +215,10 @@ pub struct Response {
     /// by `Handler::admit` (a 429 for its request rate, say) never protects its connection.
     /// The access log names it.
     pub client: Option<String>,
+    /// The error code of a refusal (`Response::error`, and the write API's answers in
+    /// InfluxDB's shapes); `None` for an answer that is none. Never sent beyond the body: the
+    /// state page and the Prometheus page count refusals by it (`Exchange::code`).
+    pub code: Option<Code>,
 }
 
 impl Response {
@@ -238,7 +242,10 @@ impl Response {
         let message = serde_json::to_string(message).unwrap_or_else(|_| "\"\"".to_owned());
         let name = serde_json::to_string(code.as_str()).unwrap_or_else(|_| "\"\"".to_owned());
         let body = format!("{{\"error\":{message},\"code\":{name}}}");
-        let response = Response::json_bytes(code.status(), body.into_bytes());
+        let response = Response {
+            code: Some(code),
+            ..Response::json_bytes(code.status(), body.into_bytes())
+        };
         match code.retry_after() {
             Some(seconds) => response.with_header("Retry-After", seconds.to_string()),
             None => response,
@@ -258,6 +265,7 @@ impl Response {
             headers: vec![("Content-Type", "application/json".to_owned())],
             body,
             client: None,
+            code: None,
         }
     }
 }
@@ -284,6 +292,8 @@ pub struct Exchange<'a> {
     /// `Response::client` of the answer: who the request authenticated as, if anyone. Client
     /// text for a log line: escape it (see `logtext`).
     pub client: Option<&'a str>,
+    /// `Response::code` of the answer written: why the request was refused, if it was.
+    pub code: Option<Code>,
 }
 
 /// The application side of the server.

@@ -12,6 +12,7 @@ use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Response;
+use crate::code::Code;
 
 /// How the connection continues after a response, as the response must announce it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +30,8 @@ pub(super) struct Rendered {
     pub(super) bytes: Vec<u8>,
     pub(super) status: u16,
     pub(super) body_bytes: usize,
+    /// The response's `code`: why the request was refused, if it was.
+    pub(super) code: Option<Code>,
 }
 
 /// Response headers that only the layer may set, because they decide the framing
@@ -97,6 +100,7 @@ pub(super) fn render(
         bytes: out,
         status,
         body_bytes: body.len(),
+        code: response.code,
     }
 }
 
@@ -205,6 +209,7 @@ mod tests {
             headers: vec![("X-Ok", "fine".into())],
             body: b"hello".to_vec(),
             client: None,
+            code: None,
         };
         let then = UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
         let later = then + std::time::Duration::from_secs(5);
@@ -241,6 +246,7 @@ mod tests {
             ],
             body: b"hello".to_vec(),
             client: None,
+            code: None,
         };
         let out = text(&render(
             &response,
@@ -280,6 +286,7 @@ mod tests {
             headers: Vec::new(),
             body: b"dropped".to_vec(),
             client: None,
+            code: None,
         };
         let rendered = render(
             &empty,

@@ -102,6 +102,7 @@ impl Handler for TestHandler {
                 .with_header("X-Fine", "ok"),
             "/authenticated" => Response {
                 client: Some("tester".to_owned()),
+                code: None,
                 ..Response::json(200, &json!({}))
             },
             "/no-content" => Response {
@@ -109,6 +110,7 @@ impl Handler for TestHandler {
                 headers: Vec::new(),
                 body: b"ignored".to_vec(),
                 client: None,
+                code: None,
             },
             _ => Response::json(
                 200,

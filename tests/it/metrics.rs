@@ -104,6 +104,15 @@ fn metrics_need_the_token_parse_and_move() {
     assert_eq!(after["metrics_consumer_influxdb_up"], 1.0);
     // The wrong token, not the request without one.
     assert_eq!(after["metrics_consumer_auth_failures_total"], 1.0);
+    // Both refused, by their code: every code is listed, the others at 0.
+    assert_eq!(
+        after["metrics_consumer_refusals_total{code=\"unauthorized\",status=\"401\"}"],
+        2.0
+    );
+    assert_eq!(
+        after["metrics_consumer_refusals_total{code=\"too_many_bodies\",status=\"503\"}"],
+        0.0
+    );
     assert!(after["metrics_consumer_resident_memory_bytes"] > 0.0);
     // No body is held or waits between requests, and none was refused or closed for memory
     // (the stalled-bodies test sees them count).
