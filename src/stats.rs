@@ -326,7 +326,7 @@ mod tests {
         );
         assert_eq!(s.counters_json()["refusals"]["too_many_bodies"], 2);
         let text = s.prometheus(
-            &[("request_bodies_refused", "Bodies refused.", 3)],
+            &[("request_bodies_closed", "Bodies closed.", 3)],
             &[("running_jobs", "Runs now running.", 2.0)],
         );
         for line in [
@@ -337,8 +337,8 @@ mod tests {
             "metrics_consumer_request_duration_seconds_bucket{route=\"other\",le=\"+Inf\"} 1",
             "metrics_consumer_request_duration_seconds_sum{route=\"register\"} 0.033",
             "metrics_consumer_running_jobs 2",
-            "# TYPE metrics_consumer_request_bodies_refused_total counter",
-            "metrics_consumer_request_bodies_refused_total 3",
+            "# TYPE metrics_consumer_request_bodies_closed_total counter",
+            "metrics_consumer_request_bodies_closed_total 3",
             "metrics_consumer_refusals_total{code=\"too_many_bodies\",status=\"503\"} 2",
             "metrics_consumer_refusals_total{code=\"unauthorized\",status=\"401\"} 1",
             "metrics_consumer_refusals_total{code=\"not_found\",status=\"404\"} 0",

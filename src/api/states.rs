@@ -82,7 +82,6 @@ pub fn states(app: &App, client: Option<&Client>) -> Value {
             "bytes": bodies.held_bytes,
             "limit": bodies.limit_bytes,
             "waiting": bodies.waiting,
-            "refused": bodies.refused,
             "closed": bodies.closed,
         },
         "jobs": {
@@ -152,18 +151,11 @@ pub fn metrics(app: &App) -> String {
     } else {
         0.0
     };
-    let counters = [
-        (
-            "request_bodies_refused",
-            "Requests answered 503 too_many_bodies: no memory for their bodies came within a second.",
-            bodies.refused,
-        ),
-        (
-            "request_bodies_closed",
-            "Bodies closed to make memory for a waiting one: silent, or sent slower than server.header_timeout asks for.",
-            bodies.closed,
-        ),
-    ];
+    let counters = [(
+        "request_bodies_closed",
+        "Bodies closed to make memory for a waiting one: silent, or sent slower than server.header_timeout asks for.",
+        bodies.closed,
+    )];
     service.stats.prometheus(&counters, &[
         (
             "running_jobs",

@@ -111,15 +111,14 @@ pub(super) struct BodyBudget {
     epoch: Instant,
     /// When waiters may next try to close a stalled body, in milliseconds after `epoch`.
     next_eviction_ms: AtomicU64,
-    /// Requests refused (503 `too_many_bodies`) for want of bytes, since the start.
-    refused: AtomicU64,
     /// Bodies closed to make bytes for a waiting one (silent, or behind their `Pace`), since
     /// the start.
     closed: AtomicU64,
 }
 
 /// What the state page shows of the body budget (`/apiv0.1/states`' `bodies`,
-/// docs/api.md): read at any time, from any thread, without touching a connection.
+/// docs/api.md): read at any time, from any thread, without touching a connection. The
+/// requests it refused are counted with every refusal, by their code (`Stats::refusal`).
 #[derive(Debug, Clone)]
 pub struct BodyGauges(Arc<BodyBudget>);
 
@@ -130,10 +129,9 @@ pub struct BodiesNow {
     pub held_bytes: u64,
     /// `server.max_body_bytes_in_flight`, in bytes.
     pub limit_bytes: u64,
-    /// Requests waiting now for bytes others hold (each at most a second, then refused).
+    /// Requests waiting now for bytes others hold (each at most a second, then answered 503
+    /// `too_many_bodies`: counted with the other refusals, by code, in `Stats`).
     pub waiting: usize,
-    /// Requests answered 503 `too_many_bodies` since the start: no bytes came within a second.
-    pub refused: u64,
     /// Bodies closed since the start to make bytes for a waiting one: silent, or sent slower
     /// than `server.header_timeout` asks for.
     pub closed: u64,
@@ -148,7 +146,6 @@ impl BodyGauges {
             held_bytes: used.total,
             limit_bytes: budget.limit,
             waiting: used.waiting.values().sum::<usize>() + used.handling_waiting,
-            refused: budget.refused.load(Ordering::Relaxed),
             closed: budget.closed.load(Ordering::Relaxed),
         }
     }
@@ -280,7 +277,6 @@ impl BodyBudget {
             freed: Signal::new(),
             epoch: Instant::now(),
             next_eviction_ms: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
             closed: AtomicU64::new(0),
         }
     }
@@ -288,12 +284,6 @@ impl BodyBudget {
     /// The state page's view of this budget.
     pub(super) fn gauges(self: &Arc<Self>) -> BodyGauges {
         BodyGauges(Arc::clone(self))
-    }
-
-    /// A request gets no bytes: counted, and told so.
-    fn refuse(&self) -> Result<(), Shortage> {
-        self.refused.fetch_add(1, Ordering::Relaxed);
-        Err(Shortage::Busy)
     }
 
     /// The most bytes that may be held at once.
@@ -409,7 +399,7 @@ impl Hold<'_> {
                 return Err(Shortage::Evicted);
             }
             let Some(left) = remaining(deadline) else {
-                return budget.refuse();
+                return Err(Shortage::Busy);
             };
             // Not under the budget's lock: this takes the connection table's.
             if budget.may_evict() && (self.evict)() {
@@ -463,7 +453,7 @@ impl Hold<'_> {
                 used.handling_waiting += 1;
             }
             let Some(left) = remaining(deadline) else {
-                break budget.refuse();
+                break Err(Shortage::Busy);
             };
             used = crate::sync::unpoisoned(budget.freed.wait_timeout(used, left.min(POLL))).0;
         };
@@ -570,10 +560,10 @@ mod tests {
         });
     }
 
-    /// The state page's figures follow the budget: bytes held, requests waiting, and the
-    /// requests refused and bodies closed for it, each counted once.
+    /// The state page's figures follow the budget: bytes held (for bodies and for handling),
+    /// requests waiting, and the bodies closed to make room, each counted once.
     #[test]
-    fn the_gauges_count_what_the_budget_holds_refuses_and_closes() {
+    fn the_gauges_count_what_the_budget_holds_and_closes() {
         let budget = std::sync::Arc::new(BodyBudget::new(100));
         let gauges = budget.gauges();
         let now = || gauges.now();
@@ -599,22 +589,16 @@ mod tests {
         assert!(counted >= 1, "the waiter tried to close a stalled body");
         let after = now();
         assert_eq!(
-            (after.waiting, after.refused, after.closed, after.held_bytes),
-            (0, 1, counted, 70)
+            (after.waiting, after.closed, after.held_bytes),
+            (0, counted, 70)
         );
-        // A request refused memory for its handling is counted too.
-        let c = Activity::detached();
+        // Bytes held for handling count as held.
         let mut handling = budget.hold(&b, ip(), &never_evict);
         handling
             .take_for_handling(30, Instant::now())
             .expect("the 30 left");
-        let mut late = budget.hold(&c, ip(), &never_evict);
-        assert_eq!(
-            late.take_for_handling(10, Instant::now()),
-            Err(Shortage::Busy)
-        );
-        assert_eq!((now().refused, now().held_bytes), (2, 100));
-        drop((held, handling, late));
+        assert_eq!(now().held_bytes, 100);
+        drop((held, handling));
         assert_eq!((now().held_bytes, now().waiting), (0, 0));
     }
 

@@ -119,7 +119,6 @@ fn metrics_need_the_token_parse_and_move() {
     for series in [
         "metrics_consumer_request_body_bytes",
         "metrics_consumer_request_bodies_waiting",
-        "metrics_consumer_request_bodies_refused_total",
         "metrics_consumer_request_bodies_closed_total",
     ] {
         assert_eq!(after.get(series), Some(&0.0), "{series}");

@@ -90,19 +90,18 @@ fn stalled_bodies_from_eight_addresses_keep_memory_near_the_budget() {
         "512 stalled 1 MiB bodies: {refused} refused with 503 too_many_bodies, {timed_out} closed with 408 body_timeout"
     );
     assert!(refused > 0, "no body was refused for want of memory");
-    // The state page counts what the clients saw: every 503 too_many_bodies, and the bodies
-    // closed to make room (some of the connections closed without an answer; the others were
-    // closed to admit the normal register and this request).
+    // The state page counts what the clients saw: every 503 too_many_bodies (with the other
+    // refusals, by code), and the bodies closed to make room (some of the connections closed
+    // without an answer; the others were closed to admit the normal register and this request).
     let states = get_authed(gw.addr, STATES).json();
     let bodies = states["bodies"].clone();
+    println!("the state page's bodies: {bodies}");
     assert_eq!(
         states["counters"]["refusals"]["too_many_bodies"].as_u64(),
         Some(refused as u64),
-        "the refusals by code count the same answers: {}",
+        "{}",
         states["counters"]["refusals"]
     );
-    println!("the state page's bodies: {bodies}");
-    assert_eq!(bodies["refused"].as_u64(), Some(refused as u64), "{bodies}");
     assert_eq!(bodies["limit"].as_u64(), Some(64 * MIB as u64), "{bodies}");
     assert_eq!(bodies["waiting"].as_u64(), Some(0), "{bodies}");
     let closed = bodies["closed"].as_u64().expect("bodies.closed");
