@@ -635,8 +635,7 @@ fn run() -> Result<(), StartError> {
         request_rate: auth::RequestRate::new(&settings.clients),
         service: Arc::clone(&service),
         started: Instant::now(),
-        connections: server.connections(),
-        bodies: server.bodies(),
+        http: server.gauges(),
         settings,
     });
 

@@ -14,7 +14,6 @@ mod runs;
 mod states;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 pub use routes::{ROUTES, listing, names as route_names};
@@ -42,10 +41,8 @@ pub struct App {
     pub request_rate: RequestRate,
     pub service: Arc<Service>,
     pub started: Instant,
-    /// Open connections, kept by the HTTP server.
-    pub connections: Arc<AtomicUsize>,
-    /// The request bodies held in memory and waiting for it, kept by the HTTP server.
-    pub bodies: crate::http::BodyGauges,
+    /// The connections and the request bodies in memory, kept by the HTTP server.
+    pub http: crate::http::Gauges,
 }
 
 /// Why a request was not done. Mapped to an answer in [`ApiError::response`].

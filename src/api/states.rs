@@ -11,7 +11,6 @@
 //! quote another token's run. Without tokens every request is the one client, which sees all.
 //! The Prometheus page holds aggregates alone, no run's uuid, host or error.
 
-use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -72,17 +71,18 @@ pub fn states(app: &App, client: Option<&Client>) -> Value {
     let dead = delivery.dead_letters().usage();
     let s = &service.stats;
     let influxdb = &app.settings.config.influxdb;
-    let bodies = app.bodies.now();
+    let http = app.http.now();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": app.started.elapsed().as_secs(),
         "memory": {"resident_bytes": stats::resident_bytes()},
-        "connections": app.connections.load(Ordering::Relaxed),
+        "connections": http.connections,
+        "connections_closed_to_admit": http.connections_closed_to_admit,
         "bodies": {
-            "bytes": bodies.held_bytes,
-            "limit": bodies.limit_bytes,
-            "waiting": bodies.waiting,
-            "closed": bodies.closed,
+            "bytes": http.body_bytes,
+            "limit": http.body_limit_bytes,
+            "waiting": http.bodies_waiting,
+            "closed": http.bodies_closed,
         },
         "jobs": {
             "running": counts.running + counts.committing,
@@ -144,18 +144,25 @@ pub fn metrics(app: &App) -> String {
     let delivery = &service.delivery;
     let (waiting_records, waiting_bytes) = delivery.log().undelivered();
     let dead = delivery.dead_letters().usage();
-    let bodies = app.bodies.now();
+    let http = app.http.now();
     // Unknown counts as not up: a gateway that never reached InfluxDB must not look healthy.
     let up = if delivery.influx_up() == Some(true) {
         1.0
     } else {
         0.0
     };
-    let counters = [(
-        "request_bodies_closed",
-        "Bodies closed to make memory for a waiting one: silent, or sent slower than server.header_timeout asks for.",
-        bodies.closed,
-    )];
+    let counters = [
+        (
+            "connections_closed_to_admit",
+            "Connections closed to give their slot to a newcomer, every slot (server.max_connections) being taken.",
+            http.connections_closed_to_admit,
+        ),
+        (
+            "request_bodies_closed",
+            "Bodies closed to make memory for a waiting one: silent, or sent slower than server.header_timeout asks for.",
+            http.bodies_closed,
+        ),
+    ];
     service.stats.prometheus(&counters, &[
         (
             "running_jobs",
@@ -190,17 +197,17 @@ pub fn metrics(app: &App) -> String {
         (
             "open_connections",
             "Open client connections.",
-            app.connections.load(Ordering::Relaxed) as f64,
+            http.connections as f64,
         ),
         (
             "request_body_bytes",
             "Bytes of request bodies held in memory (server.max_body_bytes_in_flight at most).",
-            bodies.held_bytes as f64,
+            http.body_bytes as f64,
         ),
         (
             "request_bodies_waiting",
             "Requests waiting for memory for their bodies (each a second at most, then answered 503 too_many_bodies).",
-            bodies.waiting as f64,
+            http.bodies_waiting as f64,
         ),
         (
             "resident_memory_bytes",

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::caps::Activity;
@@ -111,44 +111,6 @@ pub(super) struct BodyBudget {
     epoch: Instant,
     /// When waiters may next try to close a stalled body, in milliseconds after `epoch`.
     next_eviction_ms: AtomicU64,
-    /// Bodies closed to make bytes for a waiting one (silent, or behind their `Pace`), since
-    /// the start.
-    closed: AtomicU64,
-}
-
-/// What the state page shows of the body budget (`/apiv0.1/states`' `bodies`,
-/// docs/api.md): read at any time, from any thread, without touching a connection. The
-/// requests it refused are counted with every refusal, by their code (`Stats::refusal`).
-#[derive(Debug, Clone)]
-pub struct BodyGauges(Arc<BodyBudget>);
-
-/// The body budget now ([`BodyGauges::now`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BodiesNow {
-    /// Bytes of request bodies (and of what they inflate to, and of their handling) held now.
-    pub held_bytes: u64,
-    /// `server.max_body_bytes_in_flight`, in bytes.
-    pub limit_bytes: u64,
-    /// Requests waiting now for bytes others hold (each at most a second, then answered 503
-    /// `too_many_bodies`: counted with the other refusals, by code, in `Stats`).
-    pub waiting: usize,
-    /// Bodies closed since the start to make bytes for a waiting one: silent, or sent slower
-    /// than `server.header_timeout` asks for.
-    pub closed: u64,
-}
-
-impl BodyGauges {
-    /// The figures now; the lock of the budget is held for the reading alone.
-    pub fn now(&self) -> BodiesNow {
-        let budget = &self.0;
-        let used = budget.lock();
-        BodiesNow {
-            held_bytes: used.total,
-            limit_bytes: budget.limit,
-            waiting: used.waiting.values().sum::<usize>() + used.handling_waiting,
-            closed: budget.closed.load(Ordering::Relaxed),
-        }
-    }
 }
 
 /// What the budget's lock guards: the bytes held, in all and by client, and who waits.
@@ -277,13 +239,18 @@ impl BodyBudget {
             freed: Signal::new(),
             epoch: Instant::now(),
             next_eviction_ms: AtomicU64::new(0),
-            closed: AtomicU64::new(0),
         }
     }
 
-    /// The state page's view of this budget.
-    pub(super) fn gauges(self: &Arc<Self>) -> BodyGauges {
-        BodyGauges(Arc::clone(self))
+    /// Bytes held now, and the requests waiting for bytes (each a second at most, then
+    /// answered 503 `too_many_bodies`): what the state page shows (`server::Gauges`). The lock
+    /// is held for the reading alone.
+    pub(super) fn held_and_waiting(&self) -> (u64, usize) {
+        let used = self.lock();
+        (
+            used.total,
+            used.waiting.values().sum::<usize>() + used.handling_waiting,
+        )
     }
 
     /// The most bytes that may be held at once.
@@ -402,8 +369,8 @@ impl Hold<'_> {
                 return Err(Shortage::Busy);
             };
             // Not under the budget's lock: this takes the connection table's.
-            if budget.may_evict() && (self.evict)() {
-                budget.closed.fetch_add(1, Ordering::Relaxed);
+            if budget.may_evict() {
+                (self.evict)();
             }
             let used = budget.lock();
             if used.may_take(client, n, budget.limit) {
@@ -560,46 +527,36 @@ mod tests {
         });
     }
 
-    /// The state page's figures follow the budget: bytes held (for bodies and for handling),
-    /// requests waiting, and the bodies closed to make room, each counted once.
+    /// What the state page shows follows the budget: bytes held (for bodies and for
+    /// handling) and requests waiting.
     #[test]
-    fn the_gauges_count_what_the_budget_holds_and_closes() {
-        let budget = std::sync::Arc::new(BodyBudget::new(100));
-        let gauges = budget.gauges();
-        let now = || gauges.now();
+    fn bytes_held_and_requests_waiting_are_read_as_they_are() {
+        let budget = BodyBudget::new(100);
         let (a, b) = (Activity::detached(), Activity::detached());
         let mut held = budget.hold(&a, ip(), &never_evict);
         held.take(70, Instant::now()).expect("70 of 100");
-        assert_eq!((now().held_bytes, now().limit_bytes), (70, 100));
-        let closes = AtomicUsize::new(0);
-        let close_one = || {
-            closes.fetch_add(1, Ordering::SeqCst);
-            true
-        };
+        assert_eq!(budget.held_and_waiting(), (70, 0));
         thread::scope(|s| {
             let waiter = s.spawn(|| {
-                let mut hold = budget.hold(&b, IpAddr::from([10, 0, 0, 2]), &close_one);
+                let mut hold = budget.hold(&b, IpAddr::from([10, 0, 0, 2]), &never_evict);
                 hold.take(50, Instant::now() + Duration::from_millis(300))
             });
             until_waiting(&budget, 1);
-            assert_eq!(now().waiting, 1);
+            assert_eq!(budget.held_and_waiting(), (70, 1));
             assert_eq!(waiter.join().expect("waiter"), Err(Shortage::Busy));
         });
-        let counted = closes.load(Ordering::SeqCst) as u64;
-        assert!(counted >= 1, "the waiter tried to close a stalled body");
-        let after = now();
-        assert_eq!(
-            (after.waiting, after.closed, after.held_bytes),
-            (0, counted, 70)
-        );
-        // Bytes held for handling count as held.
+        assert_eq!(budget.held_and_waiting(), (70, 0));
         let mut handling = budget.hold(&b, ip(), &never_evict);
         handling
             .take_for_handling(30, Instant::now())
             .expect("the 30 left");
-        assert_eq!(now().held_bytes, 100);
+        assert_eq!(
+            budget.held_and_waiting(),
+            (100, 0),
+            "handling's bytes count"
+        );
         drop((held, handling));
-        assert_eq!((now().held_bytes, now().waiting), (0, 0));
+        assert_eq!(budget.held_and_waiting(), (0, 0));
     }
 
     #[test]

@@ -289,6 +289,10 @@ pub(super) struct ConnTable {
     max_total: usize,
     max_per_client: usize,
     epoch: Instant,
+    /// Connections closed since the start to give their slot to a newcomer (every slot taken).
+    closed_to_admit: AtomicU64,
+    /// Connections closed since the start to free the memory their body held for a waiting one.
+    closed_for_memory: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -389,7 +393,18 @@ impl ConnTable {
             max_total,
             max_per_client,
             epoch: Instant::now(),
+            closed_to_admit: AtomicU64::new(0),
+            closed_for_memory: AtomicU64::new(0),
         }
+    }
+
+    /// Connections closed since the start: to admit a newcomer to a full table, and to free
+    /// a stalled body's memory for a waiting one.
+    pub(super) fn closed(&self) -> (u64, u64) {
+        (
+            self.closed_to_admit.load(Ordering::Relaxed),
+            self.closed_for_memory.load(Ordering::Relaxed),
+        )
     }
 
     /// The number of open connections, which can be read without the lock.
@@ -490,6 +505,7 @@ impl ConnTable {
         };
         if let Some(evicted) = evicted {
             evicted.close(Some(client));
+            self.closed_to_admit.fetch_add(1, Ordering::Relaxed);
         }
         Ok(guard)
     }
@@ -502,6 +518,7 @@ impl ConnTable {
         match self.evict_one(&mut self.lock(), memory_rank) {
             Some(evicted) => {
                 evicted.close(None);
+                self.closed_for_memory.fetch_add(1, Ordering::Relaxed);
                 true
             }
             None => false,

@@ -235,8 +235,10 @@ fn a_full_table_closes_the_least_progress_to_admit_a_newcomer() {
     let trusted = slot("10.0.0.1", &mut sockets).expect("a slot");
     assert!(trusted.activity().idle(true));
     let head = slot("10.0.0.2", &mut sockets).expect("a slot");
+    assert_eq!(table.closed(), (0, 0));
     let newcomer = slot("10.0.0.3", &mut sockets).expect("the head gives its slot up");
     assert!(head.activity().is_evicted());
+    assert_eq!(table.closed(), (1, 0), "counted as closed to admit another");
     assert!(
         !head.activity().enter(Phase::Busy),
         "an evicted connection stops"
@@ -258,6 +260,7 @@ fn a_full_table_closes_the_least_progress_to_admit_a_newcomer() {
         slot("10.0.0.4", &mut sockets).is_none(),
         "trusted and busy connections stay"
     );
+    assert_eq!(table.closed(), (1, 0), "a refusal closes nothing");
     drop((trusted, newcomer));
     assert!(table.wait_drained(Instant::now()));
 }
@@ -284,10 +287,13 @@ fn a_silent_body_gives_up_its_memory() {
         since_ms: 0,
     };
     guard.activity().state.store(state.pack(), Ordering::SeqCst);
+    assert_eq!(table.closed(), (0, 0));
     assert!(table.evict_stalled_body());
     assert!(guard.activity().is_evicted());
     assert_eq!(table.open.load(Ordering::SeqCst), 0);
+    assert_eq!(table.closed(), (0, 1), "counted as closed for memory");
     assert!(!table.evict_stalled_body(), "nothing left to close");
+    assert_eq!(table.closed(), (0, 1));
 }
 
 #[test]

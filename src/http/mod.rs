@@ -70,10 +70,9 @@ use std::net::SocketAddr;
 use crate::code::Code;
 use std::time::Duration;
 
-pub use budget::BodyGauges;
 pub use early::EarlyAnswer;
 pub use head::{Headers, RequestLine};
-pub use server::Server;
+pub use server::{Gauges, Server};
 pub use shutdown::ShutdownHandle;
 
 /// Bounds that the server enforces on every connection.

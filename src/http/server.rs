@@ -11,13 +11,13 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
 
 use super::accept::{Conn, accept_loop};
-use super::budget::{BodyBudget, BodyGauges};
+use super::budget::BodyBudget;
 use super::caps::ConnTable;
 use super::conn::ConnContext;
 use super::pool::Pool;
@@ -80,16 +80,13 @@ impl Server {
         self.shutdown.clone()
     }
 
-    /// The number of open connections, readable at any time from anywhere. It counts
-    /// connections that hold a slot: refused connections never do.
-    pub fn connections(&self) -> Arc<AtomicUsize> {
-        Arc::clone(self.conns.open())
-    }
-
-    /// The body budget (`Limits::max_body_bytes_in_flight`) as it stands, readable at any
-    /// time from anywhere: bytes held, requests waiting, and refused or closed for it.
-    pub fn bodies(&self) -> BodyGauges {
-        self.budget.gauges()
+    /// The connections and the body budget as they stand, readable at any time from anywhere
+    /// (the state page's `connections` and `bodies`).
+    pub fn gauges(&self) -> Gauges {
+        Gauges {
+            conns: Arc::clone(&self.conns),
+            budget: Arc::clone(&self.budget),
+        }
     }
 
     /// Accepts and serves until shutdown. Then it stops accepting, closes idle
@@ -139,6 +136,51 @@ impl Server {
             );
         }
         Ok(())
+    }
+}
+
+/// What the state page and the Prometheus page show of the HTTP layer ([`Server::gauges`]).
+#[derive(Clone)]
+pub struct Gauges {
+    conns: Arc<ConnTable>,
+    budget: Arc<BodyBudget>,
+}
+
+/// The HTTP layer's figures at one moment ([`Gauges::now`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GaugesNow {
+    /// Connections holding a slot now (`Limits::max_connections` at most); refused
+    /// connections never hold one.
+    pub connections: usize,
+    /// Connections closed since the start to give their slot to a newcomer, every slot
+    /// being taken: the one making least progress (see `caps`).
+    pub connections_closed_to_admit: u64,
+    /// Bytes of request bodies held now (bodies being read, what they inflate to, what their
+    /// handling holds).
+    pub body_bytes: u64,
+    /// `Limits::max_body_bytes_in_flight`, in bytes.
+    pub body_limit_bytes: u64,
+    /// Requests waiting now for bytes others hold (a second at most, then answered 503
+    /// `too_many_bodies`).
+    pub bodies_waiting: usize,
+    /// Bodies closed since the start to free their memory for a waiting one: silent, or sent
+    /// slower than `Limits::header_timeout` asks for.
+    pub bodies_closed: u64,
+}
+
+impl Gauges {
+    /// The figures now; each lock is held for its reading alone.
+    pub fn now(&self) -> GaugesNow {
+        let (body_bytes, bodies_waiting) = self.budget.held_and_waiting();
+        let (connections_closed_to_admit, bodies_closed) = self.conns.closed();
+        GaugesNow {
+            connections: self.conns.open().load(Ordering::SeqCst),
+            connections_closed_to_admit,
+            body_bytes,
+            body_limit_bytes: self.budget.limit(),
+            bodies_waiting,
+            bodies_closed,
+        }
     }
 }
 

@@ -148,7 +148,7 @@ fn depth(value: &Value) -> usize {
 struct TestServer {
     addr: SocketAddr,
     handle: ShutdownHandle,
-    conns: Arc<AtomicUsize>,
+    gauges: super::Gauges,
     handler: Arc<TestHandler>,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -161,14 +161,14 @@ fn start_with_grace(limits: Limits, grace: Duration) -> TestServer {
     let server = Server::bind("127.0.0.1:0", limits, None).expect("bind");
     let addr = server.local_addr();
     let handle = server.handle();
-    let conns = server.connections();
+    let gauges = server.gauges();
     let handler = Arc::new(TestHandler::default());
     let for_run: Arc<dyn Handler> = handler.clone();
     let thread = thread::spawn(move || server.run(for_run, grace));
     TestServer {
         addr,
         handle,
-        conns,
+        gauges,
         handler,
         thread: Some(thread),
     }
@@ -176,7 +176,7 @@ fn start_with_grace(limits: Limits, grace: Duration) -> TestServer {
 
 impl TestServer {
     fn open(&self) -> usize {
-        self.conns.load(Ordering::SeqCst)
+        self.gauges.now().connections
     }
 
     fn statuses(&self) -> Vec<u16> {

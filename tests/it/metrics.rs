@@ -120,6 +120,7 @@ fn metrics_need_the_token_parse_and_move() {
         "metrics_consumer_request_body_bytes",
         "metrics_consumer_request_bodies_waiting",
         "metrics_consumer_request_bodies_closed_total",
+        "metrics_consumer_connections_closed_to_admit_total",
     ] {
         assert_eq!(after.get(series), Some(&0.0), "{series}");
     }

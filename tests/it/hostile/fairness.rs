@@ -487,6 +487,12 @@ fn clients_that_never_read_their_answers_give_their_slots_up() {
         answered >= 9,
         "{answered} of 10 fresh pings answered within 1 s"
     );
+    // The operator sees it: connections were closed to admit the pings (the attackers' are
+    // closed now, so this request takes a free slot).
+    let states = super::get_authed(gw.addr, STATES).json();
+    let closed = states["connections_closed_to_admit"].as_u64();
+    println!("connections closed to admit another: {closed:?}");
+    assert!(closed.is_some_and(|n| n >= 1), "{closed:?}");
     after_each_with_threads(&mut gw, &influx, &Expected::default(), 64);
 }
 
