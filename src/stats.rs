@@ -47,9 +47,17 @@ pub struct Stats {
     pub heartbeat_ticks: AtomicU64,
     pub jobs_expired: AtomicU64,
     pub auth_failures: AtomicU64,
-    /// Answers refusing a request, by their error code: one counter per [`Code::ALL`], in its
-    /// order.
-    refusals: Vec<AtomicU64>,
+    /// Answers refusing a request, by their error code.
+    refusals: Refusals,
+}
+
+/// One counter per [`Code::ALL`], in its order (`code as usize`).
+struct Refusals([AtomicU64; Code::ALL.len()]);
+
+impl Default for Refusals {
+    fn default() -> Refusals {
+        Refusals(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
 }
 
 impl Stats {
@@ -61,7 +69,6 @@ impl Stats {
             requests: names.iter().map(|_| Default::default()).collect(),
             durations: names.iter().map(|_| Histogram::default()).collect(),
             routes: names,
-            refusals: Code::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             ..Stats::default()
         }
     }
@@ -69,7 +76,7 @@ impl Stats {
     /// Counts one answer refusing a request with `code` (the HTTP layer's and the API's alike,
     /// a connection refused at the accept too).
     pub fn refusal(&self, code: Code) {
-        if let Some(n) = self.refusals.get(code as usize) {
+        if let Some(n) = self.refusals.0.get(code as usize) {
             n.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -77,6 +84,7 @@ impl Stats {
     /// How many answers refused a request with `code` since the start.
     pub fn refusals_of(&self, code: Code) -> u64 {
         self.refusals
+            .0
             .get(code as usize)
             .map_or(0, |n| n.load(Ordering::Relaxed))
     }
@@ -161,14 +169,13 @@ impl Stats {
                 "metrics_consumer_request_duration_seconds_count{{route=\"{route}\"}} {count}"
             );
         }
-        out.push_str("# HELP metrics_consumer_refusals_total Answers refusing a request, by error code (docs/errors.md) and status.\n");
+        out.push_str("# HELP metrics_consumer_refusals_total Answers refusing a request, by error code (docs/errors.md; the code gives the status).\n");
         out.push_str("# TYPE metrics_consumer_refusals_total counter\n");
         for code in Code::ALL {
             let _ = writeln!(
                 out,
-                "metrics_consumer_refusals_total{{code=\"{}\",status=\"{}\"}} {}",
+                "metrics_consumer_refusals_total{{code=\"{}\"}} {}",
                 code.as_str(),
-                code.status(),
                 self.refusals_of(*code)
             );
         }
@@ -246,7 +253,7 @@ impl Stats {
             ),
             (
                 "auth_failures",
-                "Requests refused for a missing or wrong token.",
+                "Requests refused for a wrong or malformed token, or from an address whose failed token checks are spent (429).",
                 &self.auth_failures,
             ),
         ]
@@ -325,6 +332,13 @@ mod tests {
             "the codes answered, and no other"
         );
         assert_eq!(s.counters_json()["refusals"]["too_many_bodies"], 2);
+        let bare = Stats::default();
+        bare.refusal(Code::NotFound);
+        assert_eq!(
+            bare.refusals_of(Code::NotFound),
+            1,
+            "counted without routes too"
+        );
         let text = s.prometheus(
             &[("request_bodies_closed", "Bodies closed.", 3)],
             &[("running_jobs", "Runs now running.", 2.0)],
@@ -339,9 +353,9 @@ mod tests {
             "metrics_consumer_running_jobs 2",
             "# TYPE metrics_consumer_request_bodies_closed_total counter",
             "metrics_consumer_request_bodies_closed_total 3",
-            "metrics_consumer_refusals_total{code=\"too_many_bodies\",status=\"503\"} 2",
-            "metrics_consumer_refusals_total{code=\"unauthorized\",status=\"401\"} 1",
-            "metrics_consumer_refusals_total{code=\"not_found\",status=\"404\"} 0",
+            "metrics_consumer_refusals_total{code=\"too_many_bodies\"} 2",
+            "metrics_consumer_refusals_total{code=\"unauthorized\"} 1",
+            "metrics_consumer_refusals_total{code=\"not_found\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }

@@ -6,7 +6,8 @@
 //! running, finished and expired runs and each run's heartbeat refusals are those of the runs
 //! its client may act on (`Job::is_for`). What belongs to no run is shared, in aggregate only:
 //! the counts of every token's runs together (`jobs.all`), InfluxDB's health, the log and the
-//! dead letters, the counters, memory and connections. An InfluxDB error that may be its
+//! dead letters, the counters (the refusals by code among them: how often any client was
+//! refused, and why, never whom), memory and connections. An InfluxDB error that may be its
 //! refusal of a run's data (one seen while InfluxDB is up) is not shown to a token, as it may
 //! quote another token's run. Without tokens every request is the one client, which sees all.
 //! The Prometheus page holds aggregates alone, no run's uuid, host or error.

@@ -322,6 +322,12 @@ fn answer_with<S: Transport>(
     if kind == Kind::Kept && !activity.enter(Phase::Busy) {
         return Next::Drop;
     }
+    // A refusal is being written: the connection no longer reads a body, so no waiting body
+    // closes it for its memory meanwhile (a 408 and that close would both count it); one
+    // closed already gets no answer, and none is counted.
+    if kind == Kind::Refusal && !activity.enter(Phase::Sending) {
+        return Next::Drop;
+    }
     let rendered = answer.render(std::time::SystemTime::now());
     let limit = ctx.limits.header_timeout;
     let written = match kind {
@@ -329,7 +335,9 @@ fn answer_with<S: Transport>(
             .map(|()| Duration::ZERO),
         Kind::Kept | Kind::Handled { .. } => send(stream, &rendered.bytes, limit, activity),
     };
-    let written_as = (rendered.status, rendered.body_bytes, rendered.code);
+    // A refusal is counted by its code once it was written: one the client never got is not.
+    let code = rendered.code.filter(|_| written.is_ok());
+    let written_as = (rendered.status, rendered.body_bytes, code);
     report_answer(ctx, peer, &answer, written_as, started.elapsed());
     next_after(&answer, written, inbuf, kind, activity, ctx)
 }

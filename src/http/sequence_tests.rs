@@ -1,8 +1,8 @@
 //! Tests of `sequence.rs` over byte slices: a connection's bytes go in, through the connection
 //! loop itself (`conn::serve_connection`, over a `Script` in place of a socket), the real input
 //! buffer and the real body budget, and the bytes it would be answered with come out, with how
-//! the connection ended. No socket, no thread, and no wait: the input never stalls, so no
-//! deadline passes. What only sockets show (deadlines, pace, eviction, caps, TLS, shutdown,
+//! the connection ended. No socket and no thread; the input never stalls, so no deadline
+//! passes, and the only wait is the body budget's own (a request it refuses waits its second). What only sockets show (deadlines, pace, eviction, caps, TLS, shutdown,
 //! early answers) is tested over loopback in `tests.rs`.
 
 use std::sync::Arc;
@@ -81,6 +81,25 @@ fn serve_with(
     serve_from(handler, limits, budget, &mut rest)
 }
 
+/// A client whose every byte comes after a read interrupted by a signal (`EINTR`), as a
+/// blocking read with a timeout may be: the connection loop reads again.
+struct Jolted<'a> {
+    rest: &'a [u8],
+    jolt: bool,
+}
+
+impl std::io::Read for Jolted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.jolt = !self.jolt;
+        if self.jolt && !self.rest.is_empty() {
+            return Err(std::io::ErrorKind::Interrupted.into());
+        }
+        Trickle(self.rest)
+            .read(buf)
+            .inspect(|&n| self.rest = &self.rest[n..])
+    }
+}
+
 /// A client that sends one byte at a time: every read brings one.
 struct Trickle<'a>(&'a [u8]);
 
@@ -98,11 +117,13 @@ impl std::io::Read for Trickle<'_> {
 }
 
 /// A connection without a socket: what the client sends is read from `input`, what the
-/// gateway writes is kept, and a shutdown ends the reading.
+/// gateway writes is kept (or, `broken`, refused as by a socket the client reset), and a
+/// shutdown ends the reading.
 struct Script<'a> {
     input: &'a mut dyn std::io::Read,
     out: Vec<u8>,
     shut: bool,
+    broken: bool,
 }
 
 impl std::io::Read for Script<'_> {
@@ -116,6 +137,9 @@ impl std::io::Read for Script<'_> {
 
 impl std::io::Write for Script<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.broken {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
         self.out.extend_from_slice(buf);
         Ok(buf.len())
     }
@@ -152,6 +176,17 @@ fn serve_from(
     budget: &Arc<BodyBudget>,
     rest: &mut dyn std::io::Read,
 ) -> Served {
+    serve_script(handler, limits, budget, rest, false)
+}
+
+/// [`serve_from`], over a connection whose writes fail when `broken`.
+fn serve_script(
+    handler: &Arc<TestHandler>,
+    limits: &Limits,
+    budget: &Arc<BodyBudget>,
+    rest: &mut dyn std::io::Read,
+    broken: bool,
+) -> Served {
     let local = "127.0.0.1:2".parse().expect("addr");
     let ctx = ConnContext {
         limits: limits.clone(),
@@ -168,6 +203,7 @@ fn serve_from(
         input: rest,
         out: Vec::new(),
         shut: false,
+        broken,
     };
     let ended = serve_connection(&mut script, None, peer(), &Activity::detached(), &ctx);
     Served {
@@ -821,4 +857,68 @@ fn handler_results_are_checked() {
     assert_eq!((panicked.status, failed), (500, true));
     let (informational, failed) = call_handler(&Odd, &request("/101"));
     assert_eq!((informational.status, failed), (500, true));
+}
+
+/// Every answer is reported with its code: a refusal the handler made, one from the head, the
+/// layer's own, a panic's; none for an answer that is no refusal. A refusal the client never
+/// got (the write failed) is reported without its code: it is not counted.
+#[test]
+fn every_answer_is_reported_with_its_code_once_written() {
+    let handler = Arc::new(TestHandler::default());
+    let bad_json = "POST /json HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n{";
+    serve(&handler, [get("/a"), bad_json.to_owned()].concat());
+    serve(&handler, get("/refused"));
+    let too_large = limits().max_body_bytes + 1;
+    serve(
+        &handler,
+        format!("POST /sum HTTP/1.1\r\nHost: x\r\nContent-Length: {too_large}\r\n\r\n"),
+    );
+    serve(&handler, get("/panic"));
+    let limits = limits();
+    let budget = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
+    let request = get("/refused");
+    let served = serve_script(&handler, &limits, &budget, &mut request.as_bytes(), true);
+    assert!(served.out.is_empty());
+    let codes = handler.codes.lock().expect("codes").clone();
+    assert_eq!(
+        codes,
+        [
+            None,
+            Some(Code::InvalidJson),
+            Some(Code::Unauthorized),
+            Some(Code::BodyTooLarge),
+            Some(Code::InternalError),
+            None,
+        ]
+    );
+    assert_eq!(log(&handler).last().map(|(status, ..)| *status), Some(401));
+}
+
+/// A read interrupted by a signal is read again: requests whose every byte comes after one
+/// are answered, and the connection kept.
+#[test]
+fn interrupted_reads_are_read_again() {
+    let handler = Arc::new(TestHandler::default());
+    let limits = limits();
+    let budget = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
+    let input = [
+        "POST /sum HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello".to_owned(),
+        get("/second"),
+    ]
+    .concat();
+    let mut jolted = Jolted {
+        rest: input.as_bytes(),
+        jolt: false,
+    };
+    let served = serve_from(&handler, &limits, &budget, &mut jolted);
+    let answers = served.responses(&[]);
+    assert_eq!(
+        answers.len(),
+        2,
+        "{:?}",
+        String::from_utf8_lossy(&served.out)
+    );
+    assert_eq!(answers[0].json()["len"], 5);
+    assert_eq!(answers[1].json()["path"], "/second");
+    assert_eq!(served.end, Ended::Idle);
 }

@@ -41,6 +41,8 @@ pub(super) fn limits() -> Limits {
 pub(super) struct TestHandler {
     /// (status, method, path) of every exchange reported through `completed`.
     pub(super) log: Mutex<Vec<(u16, String, String)>>,
+    /// The `Exchange::code` of each, in the same order.
+    pub(super) codes: Mutex<Vec<Option<Code>>>,
     /// Requests that reached `handle`.
     pub(super) started: AtomicUsize,
 }
@@ -134,6 +136,10 @@ impl Handler for TestHandler {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push(entry);
+        self.codes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(exchange.code);
     }
 }
 
