@@ -106,6 +106,8 @@ fn refuse(
     ctx: &ConnContext,
 ) {
     let mut body_bytes = 0;
+    // Counted as a refusal once written; over HTTPS, where nothing can be, once decided.
+    let mut code = Some(Code::TooManyConnections);
     if ctx.tls.is_none() {
         let message = match why {
             Refused::PerClient => format!(
@@ -124,10 +126,13 @@ fn refuse(
             false,
             std::time::SystemTime::now(),
         );
-        if stream.set_nonblocking(true).is_ok()
-            && let Err(e) = { stream }.write(&rendered.bytes)
-        {
+        let written = match stream.set_nonblocking(true) {
+            Ok(()) => { stream }.write(&rendered.bytes),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             log::debug!("could not send 503 to a refused connection: {e}");
+            code = None;
         }
         body_bytes = rendered.body_bytes;
     }
@@ -144,7 +149,7 @@ fn refuse(
             bytes: body_bytes,
             duration: accepted.elapsed(),
             client: None,
-            code: Some(Code::TooManyConnections),
+            code,
         },
     );
 }

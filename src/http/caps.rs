@@ -289,7 +289,8 @@ pub(super) struct ConnTable {
     max_total: usize,
     max_per_client: usize,
     epoch: Instant,
-    /// Connections closed since the start to give their slot to a newcomer (every slot taken).
+    /// Connections closed since the start to give their slot to a newcomer (every slot taken),
+    /// but those closing anyway after a refusal.
     closed_to_admit: AtomicU64,
     /// Connections closed since the start to free the memory their body held for a waiting one.
     closed_for_memory: AtomicU64,
@@ -504,8 +505,12 @@ impl ConnTable {
             }
         };
         if let Some(evicted) = evicted {
+            // One already answered and draining before its close cuts nothing short: not
+            // counted (its refusal was).
+            if evicted.state.phase != Phase::Closing {
+                self.closed_to_admit.fetch_add(1, Ordering::Relaxed);
+            }
             evicted.close(Some(client));
-            self.closed_to_admit.fetch_add(1, Ordering::Relaxed);
         }
         Ok(guard)
     }

@@ -265,6 +265,22 @@ fn a_full_table_closes_the_least_progress_to_admit_a_newcomer() {
     assert!(table.wait_drained(Instant::now()));
 }
 
+/// A connection already closing after a refusal gives its slot first, and is not counted as
+/// closed to admit another: nothing of it was cut short.
+#[test]
+fn a_connection_closing_anyway_gives_its_slot_uncounted() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let table = Arc::new(ConnTable::new(1, 10));
+    let mut sockets = Vec::new();
+    let closing = slot_for_socket(&table, &listener, &mut sockets, "10.0.0.1").expect("a slot");
+    assert!(closing.activity().enter(Phase::Closing));
+    let newcomer = slot_for_socket(&table, &listener, &mut sockets, "10.0.0.2")
+        .expect("the closing one gives way");
+    assert!(closing.activity().is_evicted());
+    assert_eq!(table.closed(), (0, 0));
+    drop((closing, newcomer));
+}
+
 #[test]
 fn a_silent_body_gives_up_its_memory() {
     // The table's clock started longer ago than a body may be silent, so that a body last

@@ -199,6 +199,7 @@ fn serve_one<S: Transport>(
         Err(Shortage::Evicted) => return Next::Drop,
         Err(shortage) => {
             let answer = reserve.short(shortage, ctx.budget.limit());
+            drop(hold);
             return finish(stream, inbuf, answer);
         }
     }
@@ -222,11 +223,17 @@ fn serve_one<S: Transport>(
     } else {
         read_body(stream, inbuf, &mut body, limits.header_timeout, activity)
     };
+    // A refused body's memory goes back before its answer is written, as a handled one's
+    // does: a client that does not read the answer holds none of the budget meanwhile.
     match read {
         Ok(()) => {}
-        Err(Failure::Refuse(e)) => return finish(stream, inbuf, body.refuse(&e)),
+        Err(Failure::Refuse(e)) => {
+            drop(hold);
+            return finish(stream, inbuf, body.refuse(&e));
+        }
         Err(Failure::Short(shortage)) => {
             let answer = body.short(shortage, ctx.budget.limit());
+            drop(hold);
             return finish(stream, inbuf, answer);
         }
         Err(Failure::Gone) => return Next::Drop,
@@ -320,12 +327,6 @@ fn answer_with<S: Transport>(
         .dress(ctx.handler.as_ref());
     let kind = answer.kind();
     if kind == Kind::Kept && !activity.enter(Phase::Busy) {
-        return Next::Drop;
-    }
-    // A refusal is being written: the connection no longer reads a body, so no waiting body
-    // closes it for its memory meanwhile (a 408 and that close would both count it); one
-    // closed already gets no answer, and none is counted.
-    if kind == Kind::Refusal && !activity.enter(Phase::Sending) {
         return Next::Drop;
     }
     let rendered = answer.render(std::time::SystemTime::now());

@@ -2,8 +2,9 @@
 //! loop itself (`conn::serve_connection`, over a `Script` in place of a socket), the real input
 //! buffer and the real body budget, and the bytes it would be answered with come out, with how
 //! the connection ended. No socket and no thread; the input never stalls, so no deadline
-//! passes, and the only wait is the body budget's own (a request it refuses waits its second). What only sockets show (deadlines, pace, eviction, caps, TLS, shutdown,
-//! early answers) is tested over loopback in `tests.rs`.
+//! passes, and the only wait is the body budget's own (a request it refuses waits its
+//! second). What only sockets show (deadlines, pace, eviction, caps, TLS, shutdown, early
+//! answers) is tested over loopback in `tests.rs`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -32,6 +33,8 @@ struct Served {
     /// What became of the connection: `Idle` when the input ran out between requests,
     /// `Drop` when it ran out inside one, or how the last answer closed it.
     end: Ended,
+    /// The bytes the body budget held as each write began.
+    held_at_writes: Vec<u64>,
 }
 
 impl Served {
@@ -124,6 +127,9 @@ struct Script<'a> {
     out: Vec<u8>,
     shut: bool,
     broken: bool,
+    /// The body budget, and the bytes it held at each write.
+    budget: &'a BodyBudget,
+    held_at_writes: Vec<u64>,
 }
 
 impl std::io::Read for Script<'_> {
@@ -140,6 +146,7 @@ impl std::io::Write for Script<'_> {
         if self.broken {
             return Err(std::io::ErrorKind::BrokenPipe.into());
         }
+        self.held_at_writes.push(self.budget.held_and_waiting().0);
         self.out.extend_from_slice(buf);
         Ok(buf.len())
     }
@@ -204,11 +211,14 @@ fn serve_script(
         out: Vec::new(),
         shut: false,
         broken,
+        budget,
+        held_at_writes: Vec::new(),
     };
     let ended = serve_connection(&mut script, None, peer(), &Activity::detached(), &ctx);
     Served {
         out: script.out,
         end: ended,
+        held_at_writes: script.held_at_writes,
     }
 }
 
@@ -921,4 +931,28 @@ fn interrupted_reads_are_read_again() {
     assert_eq!(answers[0].json()["len"], 5);
     assert_eq!(answers[1].json()["path"], "/second");
     assert_eq!(served.end, Ended::Idle);
+}
+
+/// A body's memory goes back before its answer is written, refused or handled: a client that
+/// does not read its answer holds none of the budget meanwhile, where no waiting body could
+/// close it to take the memory back (it reads no body any more).
+#[test]
+fn a_body_s_memory_goes_back_before_its_answer_is_written() {
+    let handler = Arc::new(TestHandler::default());
+    let limits = limits();
+    let budget = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
+    // A chunked body refused at its second chunk's size, after its buffer took memory; one
+    // handled.
+    let refused = chunked("/sum", "", b"5\r\nhello\r\nzz\r\n");
+    let handled = "POST /sum HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+    for input in [refused, handled.as_bytes().to_vec()] {
+        let served = serve_with(&handler, &limits, &budget, &input);
+        let status = served.response().status;
+        assert!(!served.held_at_writes.is_empty(), "{status}: answered");
+        assert!(
+            served.held_at_writes.iter().all(|&held| held == 0),
+            "{status}: {:?} bytes held as the answer was written",
+            served.held_at_writes
+        );
+    }
 }

@@ -109,6 +109,18 @@ fn stalled_bodies_from_eight_addresses_keep_memory_near_the_budget() {
         closed > 0 && closed as usize <= 512 - refused,
         "{closed} closed to make room, {refused} refused: {bodies}"
     );
+    // The Prometheus page says the same (no body waits: nothing closes one any more).
+    let metrics = get_authed(gw.addr, "/apiv0.1/metrics").body;
+    for (series, value) in [
+        ("metrics_consumer_request_bodies_closed_total", closed),
+        (
+            "metrics_consumer_refusals_total{code=\"too_many_bodies\"}",
+            refused as u64,
+        ),
+    ] {
+        let line = format!("{series} {value}");
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
     // Each body is held, refused, closed to make room or timed out: all 512 but those whose
     // slots the normal register and this request took (a held body's, closed by the
     // connection table).
