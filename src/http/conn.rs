@@ -329,6 +329,12 @@ fn answer_with<S: Transport>(
     if kind == Kind::Kept && !activity.enter(Phase::Busy) {
         return Next::Drop;
     }
+    // A refusal is being written: from here no waiting body closes the connection for its
+    // memory (it holds none: see `serve_one`), so one event is not also counted as a body
+    // closed; one closed a moment ago gets no answer, and its refusal is not counted.
+    if kind == Kind::Refusal && !activity.enter(Phase::Sending) {
+        return Next::Drop;
+    }
     let rendered = answer.render(std::time::SystemTime::now());
     let limit = ctx.limits.header_timeout;
     let written = match kind {
