@@ -130,11 +130,17 @@ fn refuse(
             Ok(()) => { stream }.write(&rendered.bytes),
             Err(e) => Err(e),
         };
-        if let Err(e) = written {
-            log::debug!("could not send 503 to a refused connection: {e}");
-            code = None;
+        match written {
+            Ok(n) if n == rendered.bytes.len() => body_bytes = rendered.body_bytes,
+            Ok(n) => {
+                log::debug!("sent {n} bytes of a 503 to a refused connection, not all of it");
+                code = None;
+            }
+            Err(e) => {
+                log::debug!("could not send 503 to a refused connection: {e}");
+                code = None;
+            }
         }
-        body_bytes = rendered.body_bytes;
     }
     // Sending FIN right after the response lets the client read it before it
     // notices the close.

@@ -5,7 +5,7 @@
 //! buffer (and only once the handler admitted its head); a chunked body, whose length is not
 //! known, as its buffer grows, before each growth (`sequence::RecvBody::to_hold`); and what a compressed body inflates
 //! to is taken as it grows (see `encoding::Allowance`); the bytes are held until the request
-//! has been handled. When the budget runs out, a new body waits (`BODY_WAIT` at most) for
+//! has been handled or refused, and given back before its answer is written. When the budget runs out, a new body waits (`BODY_WAIT` at most) for
 //! others to give bytes back, and closes a body that has gone silent or fallen behind its
 //! `Pace` (`caps::ConnTable::evict_stalled_body`) to make them; bytes given back go first to
 //! the waiting client (an address, an IPv6 /64) that holds least; one that gets none in time is

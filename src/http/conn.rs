@@ -191,7 +191,8 @@ fn serve_one<S: Transport>(
         return Next::Drop;
     }
     // The whole body is reserved before any of it is read (a chunked one as it arrives), and
-    // held, with what it inflates to, until the request has been handled (see `budget`).
+    // held, with what it inflates to, until the request has been handled or refused (see
+    // `budget`): given back before the answer is written.
     let evict = || ctx.conns.evict_stalled_body();
     let mut hold = ctx.budget.hold(activity, client_of(peer.ip()), &evict);
     match hold.take(reserve.length(), Instant::now() + BODY_WAIT) {
@@ -199,7 +200,6 @@ fn serve_one<S: Transport>(
         Err(Shortage::Evicted) => return Next::Drop,
         Err(shortage) => {
             let answer = reserve.short(shortage, ctx.budget.limit());
-            drop(hold);
             return finish(stream, inbuf, answer);
         }
     }
@@ -228,8 +228,9 @@ fn serve_one<S: Transport>(
     match read {
         Ok(()) => {}
         Err(Failure::Refuse(e)) => {
+            let answer = body.refuse(&e);
             drop(hold);
-            return finish(stream, inbuf, body.refuse(&e));
+            return finish(stream, inbuf, answer);
         }
         Err(Failure::Short(shortage)) => {
             let answer = body.short(shortage, ctx.budget.limit());
@@ -300,14 +301,7 @@ fn answered_early<S: Transport>(
         duration,
     );
     let answer = answer.settle(ctx.shutdown.is_stopping());
-    next_after(
-        &answer,
-        written,
-        inbuf,
-        Kind::Handled { close: false },
-        activity,
-        ctx,
-    )
+    next_after(&answer, written, inbuf, activity, ctx)
 }
 
 /// Writes an answer and reports it, and says what becomes of the connection. A refusal is
@@ -346,7 +340,7 @@ fn answer_with<S: Transport>(
     let code = rendered.code.filter(|_| written.is_ok());
     let written_as = (rendered.status, rendered.body_bytes, code);
     report_answer(ctx, peer, &answer, written_as, started.elapsed());
-    next_after(&answer, written, inbuf, kind, activity, ctx)
+    next_after(&answer, written, inbuf, activity, ctx)
 }
 
 /// Reports an exchange whose `answer` was written as `(status, body bytes, code)`, `duration`
@@ -373,13 +367,12 @@ fn report_answer(
     );
 }
 
-/// What becomes of the connection once `answer` (of `kind`) was written (`written`: the
-/// longest the client took no byte of it) or failed to be.
+/// What becomes of the connection once `answer` was written (`written`: the longest the
+/// client took no byte of it) or failed to be.
 fn next_after(
     answer: &Answer,
     written: std::io::Result<Duration>,
     inbuf: &InBuf,
-    kind: Kind,
     activity: &Activity,
     ctx: &ConnContext,
 ) -> Next {
@@ -387,7 +380,8 @@ fn next_after(
         // The client the request authenticated as protects the connection, within its share.
         After::KeepIfIdle(client) if ctx.conns.idle(activity, client) => Next::KeepAlive,
         After::KeepIfIdle(_) | After::Drop => Next::Drop,
-        After::Linger if kind == Kind::Refusal && !activity.enter(Phase::Closing) => Next::Drop,
+        // Closing anyway: first to give its slot, and not counted as closed to admit another.
+        After::Linger if !activity.enter(Phase::Closing) => Next::Drop,
         After::Linger => Next::Linger,
         After::Close => Next::Close,
     }

@@ -130,6 +130,11 @@ struct Script<'a> {
     /// The body budget, and the bytes it held at each write.
     budget: &'a BodyBudget,
     held_at_writes: Vec<u64>,
+    /// The connection's activity, marked evicted (as the table does) as soon as this many
+    /// bytes were read.
+    activity: &'a Activity,
+    evict_after: Option<usize>,
+    read: usize,
 }
 
 impl std::io::Read for Script<'_> {
@@ -137,7 +142,13 @@ impl std::io::Read for Script<'_> {
         if self.shut {
             return Ok(0);
         }
-        self.input.read(buf)
+        let n = self.input.read(buf)?;
+        self.read += n;
+        if self.evict_after.is_some_and(|after| self.read >= after) {
+            self.evict_after = None;
+            self.activity.mark_evicted_for_tests();
+        }
+        Ok(n)
     }
 }
 
@@ -183,16 +194,17 @@ fn serve_from(
     budget: &Arc<BodyBudget>,
     rest: &mut dyn std::io::Read,
 ) -> Served {
-    serve_script(handler, limits, budget, rest, false)
+    serve_script(handler, limits, budget, rest, (false, None))
 }
 
-/// [`serve_from`], over a connection whose writes fail when `broken`.
+/// [`serve_from`], over a connection whose writes fail when `broken`, and which the table
+/// closes as soon as `evicted_after` bytes were read.
 fn serve_script(
     handler: &Arc<TestHandler>,
     limits: &Limits,
     budget: &Arc<BodyBudget>,
     rest: &mut dyn std::io::Read,
-    broken: bool,
+    (broken, evicted_after): (bool, Option<usize>),
 ) -> Served {
     let local = "127.0.0.1:2".parse().expect("addr");
     let ctx = ConnContext {
@@ -206,6 +218,7 @@ fn serve_script(
         )),
         budget: Arc::clone(budget),
     };
+    let activity = Activity::detached();
     let mut script = Script {
         input: rest,
         out: Vec::new(),
@@ -213,8 +226,11 @@ fn serve_script(
         broken,
         budget,
         held_at_writes: Vec::new(),
+        activity: &activity,
+        evict_after: evicted_after,
+        read: 0,
     };
-    let ended = serve_connection(&mut script, None, peer(), &Activity::detached(), &ctx);
+    let ended = serve_connection(&mut script, None, peer(), &activity, &ctx);
     Served {
         out: script.out,
         end: ended,
@@ -887,7 +903,13 @@ fn every_answer_is_reported_with_its_code_once_written() {
     let limits = limits();
     let budget = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
     let request = get("/refused");
-    let served = serve_script(&handler, &limits, &budget, &mut request.as_bytes(), true);
+    let served = serve_script(
+        &handler,
+        &limits,
+        &budget,
+        &mut request.as_bytes(),
+        (true, None),
+    );
     assert!(served.out.is_empty());
     let codes = handler.codes.lock().expect("codes").clone();
     assert_eq!(
@@ -945,8 +967,15 @@ fn a_body_s_memory_goes_back_before_its_answer_is_written() {
     // handled.
     let refused = chunked("/sum", "", b"5\r\nhello\r\nzz\r\n");
     let handled = "POST /sum HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
-    for input in [refused, handled.as_bytes().to_vec()] {
-        let served = serve_with(&handler, &limits, &budget, &input);
+    let small = Arc::new(BodyBudget::new(20_000));
+    // A chunked body that outgrows a budget of 20 000 bytes: 413 once its buffer would pass it.
+    let outgrown = chunked("/sum", "", &chunks(&[b'x'; 30_000], 4096));
+    for (input, budget) in [
+        (refused, &budget),
+        (handled.as_bytes().to_vec(), &budget),
+        (outgrown, &small),
+    ] {
+        let served = serve_with(&handler, &limits, budget, &input);
         let status = served.response().status;
         assert!(!served.held_at_writes.is_empty(), "{status}: answered");
         assert!(
@@ -955,4 +984,31 @@ fn a_body_s_memory_goes_back_before_its_answer_is_written() {
             served.held_at_writes
         );
     }
+}
+
+/// A connection the table closes (to admit another, or for its body's memory) just as its
+/// request turns out to be refused gets no answer, and its refusal is not counted: the close
+/// is, once, by the table.
+#[test]
+fn a_connection_closed_as_its_refusal_is_decided_is_not_answered() {
+    let handler = Arc::new(TestHandler::default());
+    let limits = limits();
+    let budget = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
+    let input = chunked("/sum", "", b"5\r\nhello\r\nzz\r\n");
+    // Closed as the first `z`, where the refusal is decided, is read.
+    let first_z = input.iter().position(|&b| b == b'z').expect("a z") + 1;
+    let served = serve_script(
+        &handler,
+        &limits,
+        &budget,
+        &mut Trickle(&input),
+        (false, Some(first_z)),
+    );
+    assert!(
+        served.out.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&served.out)
+    );
+    assert!(handler.codes.lock().expect("codes").is_empty());
+    assert_eq!(served.end, Ended::Drop);
 }
