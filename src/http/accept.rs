@@ -130,12 +130,9 @@ fn refuse(
             Ok(()) => { stream }.write(&rendered.bytes),
             Err(e) => Err(e),
         };
+        // A fresh socket's send buffer takes these few hundred bytes whole, or none.
         match written {
-            Ok(n) if n == rendered.bytes.len() => body_bytes = rendered.body_bytes,
-            Ok(n) => {
-                log::debug!("sent {n} bytes of a 503 to a refused connection, not all of it");
-                code = None;
-            }
+            Ok(_) => body_bytes = rendered.body_bytes,
             Err(e) => {
                 log::debug!("could not send 503 to a refused connection: {e}");
                 code = None;

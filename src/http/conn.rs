@@ -380,8 +380,12 @@ fn next_after(
         // The client the request authenticated as protects the connection, within its share.
         After::KeepIfIdle(client) if ctx.conns.idle(activity, client) => Next::KeepAlive,
         After::KeepIfIdle(_) | After::Drop => Next::Drop,
-        // Closing anyway: first to give its slot, and not counted as closed to admit another.
-        After::Linger if !activity.enter(Phase::Closing) => Next::Drop,
+        // A refusal drains before its close: first to give its slot, and not counted as closed
+        // to admit another (it was counted as refused). A handled answer that lingers stays
+        // in `Sending`: closed early, its socket's reset could lose what was written of it.
+        After::Linger if answer.kind() == Kind::Refusal && !activity.enter(Phase::Closing) => {
+            Next::Drop
+        }
         After::Linger => Next::Linger,
         After::Close => Next::Close,
     }
