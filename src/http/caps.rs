@@ -54,10 +54,11 @@ pub(super) enum Phase {
     Body,
     /// Its request is being handled.
     Busy,
-    /// Its answer is being written. Since the peer last took bytes of it (or the write began):
-    /// a client that does not read its answers makes no progress here.
+    /// Its answer is being written (or, handled, drained behind before the close: see
+    /// `conn::linger`). Since the peer last took bytes of it (or the write began): a client
+    /// that does not read its answers makes no progress here.
     Sending,
-    /// Draining before the close, after an error answer.
+    /// A refusal was written: draining before the close.
     Closing,
     /// Closed by the table to admit another connection or free memory; it must stop.
     Evicted,
@@ -254,6 +255,12 @@ impl Activity {
     /// Bytes of the body budget held, kept by `budget::Hold`.
     pub(super) fn held(&self) -> &AtomicU64 {
         &self.held
+    }
+
+    /// The phase the connection is in, as the table would see it.
+    #[cfg(test)]
+    pub(super) fn phase_for_tests(&self) -> Phase {
+        self.load().phase
     }
 
     /// Marks the connection evicted, as the table does.

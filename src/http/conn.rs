@@ -36,8 +36,9 @@ use super::transport::Transport;
 use super::{Exchange, Handler, Limits};
 use crate::code::Code;
 
-/// After an error response, the connection is drained for at most this long (and at
-/// most `LINGER_BYTES`) before closing; see `linger`.
+/// After an answer that closes the connection while the client may still be sending (a
+/// refusal, or one with requests pipelined behind it), the connection is drained for at most
+/// this long (and at most `LINGER_BYTES`) before closing; see `linger`.
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 * 1024;
 
@@ -293,20 +294,15 @@ fn answered_early<S: Transport>(
         send(stream, &sent.rest, ctx.limits.header_timeout, activity)
     };
     let duration = at.saturating_duration_since(started);
-    report_answer(
-        ctx,
-        peer,
-        &answer,
-        (sent.status, sent.body_bytes, sent.code),
-        duration,
-    );
+    let written_as = (sent.status, sent.body_bytes, sent.code);
+    report_answer(ctx, peer, &answer, written_as, written.is_ok(), duration);
     let answer = answer.settle(ctx.shutdown.is_stopping());
     next_after(&answer, written, inbuf, activity, ctx)
 }
 
-/// Writes an answer and reports it, and says what becomes of the connection. A refusal is
-/// written at once within `header_timeout`; any other answer in the `Sending` phase, watched
-/// for a client that does not take it (see `send`).
+/// Writes an answer within `header_timeout` in the `Sending` phase, watched for a client that
+/// does not take it (see `send`), reports it, and says what becomes of the connection. A
+/// refusal enters `Closing` as soon as it is written (see `next_after`).
 fn answer_with<S: Transport>(
     stream: &mut S,
     inbuf: &InBuf,
@@ -330,28 +326,31 @@ fn answer_with<S: Transport>(
         return Next::Drop;
     }
     let rendered = answer.render(std::time::SystemTime::now());
-    let limit = ctx.limits.header_timeout;
-    let written = match kind {
-        Kind::Refusal => write_all_before(stream, &rendered.bytes, Instant::now() + limit)
-            .map(|()| Duration::ZERO),
-        Kind::Kept | Kind::Handled { .. } => send(stream, &rendered.bytes, limit, activity),
-    };
-    // A refusal is counted by its code once it was written: one the client never got is not.
-    let code = rendered.code.filter(|_| written.is_ok());
-    let written_as = (rendered.status, rendered.body_bytes, code);
-    report_answer(ctx, peer, &answer, written_as, started.elapsed());
+    let written = send(stream, &rendered.bytes, ctx.limits.header_timeout, activity);
+    // A refusal written is counted as refused, once: the connection enters `Closing` before
+    // it is counted, so an eviction after it counts no close. One evicted in between counts
+    // as the close alone (its socket's reset may lose the answer), and is not answered more.
+    let kept = written.is_ok() && (kind != Kind::Refusal || activity.enter(Phase::Closing));
+    let written_as = (rendered.status, rendered.body_bytes, rendered.code);
+    report_answer(ctx, peer, &answer, written_as, kept, started.elapsed());
+    if !kept {
+        return Next::Drop;
+    }
     next_after(&answer, written, inbuf, activity, ctx)
 }
 
-/// Reports an exchange whose `answer` was written as `(status, body bytes, code)`, `duration`
-/// after the request's first byte.
+/// Reports an exchange whose `answer` was rendered as `(status, body bytes, code)`, `duration`
+/// after the request's first byte. One not `written` whole reports no body bytes and no code:
+/// a refusal the client never got is not counted (as at the accept, see `accept::refuse`).
 fn report_answer(
     ctx: &ConnContext,
     peer: SocketAddr,
     answer: &Answer,
     (status, bytes, code): (u16, usize, Option<Code>),
+    written: bool,
     duration: Duration,
 ) {
+    let (bytes, code) = if written { (bytes, code) } else { (0, None) };
     report(
         ctx.handler.as_ref(),
         &Exchange {
@@ -380,12 +379,10 @@ fn next_after(
         // The client the request authenticated as protects the connection, within its share.
         After::KeepIfIdle(client) if ctx.conns.idle(activity, client) => Next::KeepAlive,
         After::KeepIfIdle(_) | After::Drop => Next::Drop,
-        // A refusal drains before its close: first to give its slot, and not counted as closed
-        // to admit another (it was counted as refused). A handled answer that lingers stays
-        // in `Sending`: closed early, its socket's reset could lose what was written of it.
-        After::Linger if answer.kind() == Kind::Refusal && !activity.enter(Phase::Closing) => {
-            Next::Drop
-        }
+        // A refusal drains in `Closing` (entered in `answer_with`): first to give its slot,
+        // and not counted as closed to admit another (it was counted as refused). A handled
+        // answer that lingers stays in `Sending`: closed early, its socket's reset could lose
+        // what was written of it.
         After::Linger => Next::Linger,
         After::Close => Next::Close,
     }

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::*;
 use crate::http::budget::{BODY_WAIT, BodyBudget};
-use crate::http::caps::{Activity, ConnTable, client_of};
+use crate::http::caps::{Activity, ConnTable, Phase, client_of};
 use crate::http::conn::{ConnContext, Ended, Inflating, serve_connection};
 use crate::http::responses::{Resp, read_response};
 use crate::http::shutdown::ShutdownHandle;
@@ -35,6 +35,9 @@ struct Served {
     end: Ended,
     /// The bytes the body budget held as each write began.
     held_at_writes: Vec<u64>,
+    /// The connection's phase when its socket was first shut down (`None`: never was), as
+    /// the connection table would rank it meanwhile.
+    phase_at_shutdown: Option<Phase>,
 }
 
 impl Served {
@@ -134,7 +137,10 @@ struct Script<'a> {
     /// bytes were read.
     activity: &'a Activity,
     evict_after: Option<usize>,
+    /// Marked evicted as its first write is taken.
+    evict_at_write: bool,
     read: usize,
+    phase_at_shutdown: Option<Phase>,
 }
 
 impl std::io::Read for Script<'_> {
@@ -159,6 +165,9 @@ impl std::io::Write for Script<'_> {
         }
         self.held_at_writes.push(self.budget.held_and_waiting().0);
         self.out.extend_from_slice(buf);
+        if std::mem::take(&mut self.evict_at_write) {
+            self.activity.mark_evicted_for_tests();
+        }
         Ok(buf.len())
     }
 
@@ -181,6 +190,9 @@ impl Transport for Script<'_> {
     }
 
     fn shutdown(&mut self, _: std::net::Shutdown) -> std::io::Result<()> {
+        if !self.shut {
+            self.phase_at_shutdown = Some(self.activity.phase_for_tests());
+        }
         self.shut = true;
         Ok(())
     }
@@ -194,17 +206,27 @@ fn serve_from(
     budget: &Arc<BodyBudget>,
     rest: &mut dyn std::io::Read,
 ) -> Served {
-    serve_script(handler, limits, budget, rest, (false, None))
+    serve_script(handler, limits, budget, rest, Faults::default())
 }
 
-/// [`serve_from`], over a connection whose writes fail when `broken`, and which the table
-/// closes as soon as `evicted_after` bytes were read.
+/// What goes wrong with a [`Script`]ed connection.
+#[derive(Default)]
+struct Faults {
+    /// Its writes fail, as on a socket the client reset.
+    broken: bool,
+    /// The table closes it as soon as this many bytes were read.
+    evicted_after: Option<usize>,
+    /// The table closes it as its first write is taken.
+    evicted_at_write: bool,
+}
+
+/// [`serve_from`], over a connection with `faults`.
 fn serve_script(
     handler: &Arc<TestHandler>,
     limits: &Limits,
     budget: &Arc<BodyBudget>,
     rest: &mut dyn std::io::Read,
-    (broken, evicted_after): (bool, Option<usize>),
+    faults: Faults,
 ) -> Served {
     let local = "127.0.0.1:2".parse().expect("addr");
     let ctx = ConnContext {
@@ -223,18 +245,21 @@ fn serve_script(
         input: rest,
         out: Vec::new(),
         shut: false,
-        broken,
+        broken: faults.broken,
         budget,
         held_at_writes: Vec::new(),
         activity: &activity,
-        evict_after: evicted_after,
+        evict_after: faults.evicted_after,
+        evict_at_write: faults.evicted_at_write,
         read: 0,
+        phase_at_shutdown: None,
     };
     let ended = serve_connection(&mut script, None, peer(), &activity, &ctx);
     Served {
         out: script.out,
         end: ended,
         held_at_writes: script.held_at_writes,
+        phase_at_shutdown: script.phase_at_shutdown,
     }
 }
 
@@ -908,7 +933,10 @@ fn every_answer_is_reported_with_its_code_once_written() {
         &limits,
         &budget,
         &mut request.as_bytes(),
-        (true, None),
+        Faults {
+            broken: true,
+            ..Faults::default()
+        },
     );
     assert!(served.out.is_empty());
     let codes = handler.codes.lock().expect("codes").clone();
@@ -1005,7 +1033,10 @@ fn a_connection_closed_as_its_refusal_is_decided_is_not_answered() {
         &limits,
         &budget,
         &mut Trickle(&input),
-        (false, Some(first_z)),
+        Faults {
+            evicted_after: Some(first_z),
+            ..Faults::default()
+        },
     );
     assert!(
         served.out.is_empty(),
@@ -1014,4 +1045,67 @@ fn a_connection_closed_as_its_refusal_is_decided_is_not_answered() {
     );
     assert!(handler.codes.lock().expect("codes").is_empty());
     assert_eq!(served.end, Ended::Drop);
+}
+
+/// A request the layer refuses from its head (an expectation it does not know), its body
+/// unsent: answered 417 and drained.
+const REFUSED: &str = "POST /upload HTTP/1.1\r\nContent-Length: 5\r\nExpect: 200-ok\r\n\r\n";
+
+#[test]
+fn only_a_refusal_drains_in_the_phase_that_gives_its_slot_first() {
+    let handler = Arc::new(TestHandler::default());
+    // A refusal lingers in `Closing`: the first a newcomer closes at the connection cap, and
+    // not counted as closed to admit it (the refusal was counted).
+    let served = serve(&handler, REFUSED);
+    served.response().assert_error(417, "expectation_failed");
+    assert_eq!(served.end, Ended::Linger);
+    assert_eq!(served.phase_at_shutdown, Some(Phase::Closing));
+    // A handled answer drained behind (a request pipelined after `Connection: close`) stays
+    // in `Sending`: closed early, the socket's reset could lose the answer unread.
+    let served = serve(
+        &handler,
+        format!(
+            "GET / HTTP/1.1\r\nConnection: close\r\n\r\n{}",
+            get("/never")
+        ),
+    );
+    assert_eq!(served.responses(&[]).len(), 1);
+    assert_eq!(served.end, Ended::Linger);
+    assert_eq!(served.phase_at_shutdown, Some(Phase::Sending));
+    // One that closes with nothing behind it is closed at once, from `Sending` too.
+    let served = serve(&handler, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(served.end, Ended::Close);
+    assert_eq!(served.phase_at_shutdown, Some(Phase::Sending));
+}
+
+/// A refusal is counted once: as refused when it was written and its connection entered
+/// `Closing` (where the table counts no close), or as the close alone when the table closed
+/// the connection as the refusal was taken (its socket's reset may lose it).
+#[test]
+fn a_refusal_closed_as_it_is_written_counts_as_the_close_alone() {
+    let limits = limits();
+    let budget = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
+    for evicted_at_write in [false, true] {
+        let handler = Arc::new(TestHandler::default());
+        let served = serve_script(
+            &handler,
+            &limits,
+            &budget,
+            &mut REFUSED.as_bytes(),
+            Faults {
+                evicted_at_write,
+                ..Faults::default()
+            },
+        );
+        served.response().assert_error(417, "expectation_failed");
+        let codes = handler.codes.lock().expect("codes").clone();
+        if evicted_at_write {
+            assert_eq!(codes, [None], "closed: not counted as refused");
+            assert_eq!(served.end, Ended::Drop, "not drained: the table closed it");
+        } else {
+            assert_eq!(codes, [Some(Code::ExpectationFailed)]);
+            assert_eq!(served.end, Ended::Linger);
+            assert_eq!(served.phase_at_shutdown, Some(Phase::Closing));
+        }
+    }
 }
