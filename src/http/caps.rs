@@ -473,6 +473,16 @@ impl ConnTable {
         activity.idle(mine.is_some())
     }
 
+    /// The connection doing `activity` will not be kept alive (it drains before its close):
+    /// the place it took among its client's protected connections is free for another of them
+    /// at once, not only when it is gone (up to `conn::LINGER_TIME` later).
+    pub(super) fn unprotect(&self, activity: &Activity) {
+        let mut table = self.lock();
+        if let Some(name) = activity.protected_as().take() {
+            release_name(&mut table.protected, &name);
+        }
+    }
+
     /// Takes a slot for a connection from `ip` whose socket is `socket`. Refused when its
     /// client holds `max_per_client` slots already, or when every slot is taken and none can be
     /// given up (see `slot_rank`). When every slot is taken and one can, that connection is

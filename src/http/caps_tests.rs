@@ -345,10 +345,26 @@ fn a_client_has_at_most_its_share_of_connections_protected() {
     assert!(trusted(&c), "a's second place was free again");
     assert!(table.idle(a[0].activity(), Some("a")));
     assert!(!trusted(&a[0]), "a has two protected already");
-    // A closed connection gives its place back.
-    drop(c);
+    // One that drains before its close gives its place back at once, and once.
+    table.unprotect(c.activity());
+    table.unprotect(c.activity());
+    assert_eq!(table.lock().protected.get("a"), Some(&1), "a[1] alone");
     assert!(table.idle(a[0].activity(), Some("a")));
-    assert!(trusted(&a[0]));
+    assert!(trusted(&a[0]), "c's place is free while it drains");
+    drop(c);
+    assert_eq!(
+        table.lock().protected.get("a"),
+        Some(&2),
+        "not given back twice"
+    );
+    // A closed connection gives its place back.
+    let d = acquire(&table, "10.0.0.5").expect("a slot");
+    assert!(table.idle(d.activity(), Some("a")));
+    assert!(!trusted(&d), "a has two protected already");
+    drop(a.remove(1));
+    assert!(table.idle(d.activity(), Some("a")));
+    assert!(trusted(&d));
+    drop(d);
     drop((a, b));
     assert!(table.lock().protected.is_empty());
 }

@@ -113,6 +113,7 @@ pub(super) fn serve_connection<S: Transport>(
                 return Ended::Close;
             }
             Next::Linger => {
+                ctx.conns.unprotect(activity);
                 linger(
                     stream,
                     &mut inbuf,
