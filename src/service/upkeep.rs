@@ -154,9 +154,10 @@ impl Service {
 
     /// Reads InfluxDB's schema at once, then every `every`, and soon after a request was
     /// refused for a conflict (at most once a second), until the process ends.
-    /// `influx` tells the retention policy, read with the schema.
+    /// `influx` tells the retention policy, read with the schema. The caller says that it runs
+    /// (`Schemas::reader_runs`) before the first request can be handled, not this thread once
+    /// it is scheduled: a first write handled before then would not wait for its reading.
     pub fn schema_loop(self: Arc<Self>, every: Duration, influx: &dyn Sink) {
-        self.write_schemas.reader_runs();
         self.refresh_schema();
         self.refresh_retention(influx);
         let mut last = Instant::now();
