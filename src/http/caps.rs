@@ -4,10 +4,10 @@
 //! eviction: when every slot is taken, the connection making the least progress is closed to
 //! admit the new one.
 //!
-//! Who is closed (see `slot_rank`): first a connection that is closing anyway, then one still in
-//! its TLS handshake or reading its request head, then one kept alive between requests, then one
-//! whose body has gone silent; within each, one from the client holding the most connections,
-//! and among those the one waiting longest. Never one whose request is being handled, and never
+//! Who is closed (see `slot_rank`): first a connection closing anyway after a refusal, then one
+//! still in its TLS handshake or reading its request head, then one kept alive between
+//! requests, then one whose body has gone silent; within each, one from the client holding the
+//! most connections, and among those the one waiting longest. Never one whose request is being handled, and never
 //! one whose last request authenticated (`Response::client`), for a client's share of
 //! connections (`max_protected`): beyond it, its connections give way like anyone's, so that no
 //! client, with or without a token, can hold every slot. A client that does not read its answers
@@ -54,24 +54,28 @@ pub(super) enum Phase {
     Body,
     /// Its request is being handled.
     Busy,
-    /// Its answer is being written (or, handled, drained behind before the close: see
-    /// `conn::linger`). Since the peer last took bytes of it (or the write began): a client
-    /// that does not read its answers makes no progress here.
+    /// Its answer is being written. Since the peer last took bytes of it (or the write began):
+    /// a client that does not read its answers makes no progress here.
     Sending,
-    /// A refusal was written: draining before the close.
+    /// Its refusal was written: draining before the close (see `conn::linger`).
     Closing,
+    /// Its handled answer was written, with what the client sent behind it still to drain
+    /// before the close. Since the answer was written. Ranked as `Sending`: closed early, the
+    /// socket's reset could lose the answer unread.
+    Draining,
     /// Closed by the table to admit another connection or free memory; it must stop.
     Evicted,
 }
 
 impl Phase {
-    const ALL: [Phase; 7] = [
+    const ALL: [Phase; 8] = [
         Phase::Head,
         Phase::Idle,
         Phase::Body,
         Phase::Busy,
         Phase::Sending,
         Phase::Closing,
+        Phase::Draining,
         Phase::Evicted,
     ];
 
@@ -84,6 +88,7 @@ impl Phase {
             Phase::Closing => 5,
             Phase::Evicted => 6,
             Phase::Sending => 7,
+            Phase::Draining => 8,
         }
     }
 
@@ -92,6 +97,12 @@ impl Phase {
             .into_iter()
             .find(|p| p.code() == code)
             .unwrap_or(Phase::Evicted)
+    }
+
+    /// Closing anyway, its answer written: an eviction cuts nothing short, and is not counted
+    /// as a close (its answer was counted).
+    fn is_closing(self) -> bool {
+        matches!(self, Phase::Closing | Phase::Draining)
     }
 
     /// In words, for the debug log.
@@ -103,6 +114,7 @@ impl Phase {
             Phase::Busy => "busy",
             Phase::Sending => "with its answer unread",
             Phase::Closing => "closing",
+            Phase::Draining => "draining after its answer",
             Phase::Evicted => "evicted",
         }
     }
@@ -297,7 +309,7 @@ pub(super) struct ConnTable {
     max_per_client: usize,
     epoch: Instant,
     /// Connections closed since the start to give their slot to a newcomer (every slot taken),
-    /// but those closing anyway after a refusal.
+    /// but those closing anyway after their answer.
     closed_to_admit: AtomicU64,
     /// Connections closed since the start to free the memory their body held for a waiting one.
     closed_for_memory: AtomicU64,
@@ -481,6 +493,16 @@ impl ConnTable {
         if let Some(name) = activity.protected_as().take() {
             release_name(&mut table.protected, &name);
         }
+        activity.update(|s| State {
+            trusted: false,
+            ..s
+        });
+    }
+
+    /// How many connections are protected under the client name `name`.
+    #[cfg(test)]
+    pub(super) fn protected_for_tests(&self, name: &str) -> usize {
+        self.lock().protected.get(name).copied().unwrap_or(0)
     }
 
     /// Takes a slot for a connection from `ip` whose socket is `socket`. Refused when its
@@ -524,7 +546,7 @@ impl ConnTable {
         if let Some(evicted) = evicted {
             // One already answered and draining before its close cuts nothing short: not
             // counted (its refusal was).
-            if evicted.state.phase != Phase::Closing {
+            if !evicted.state.phase.is_closing() {
                 self.closed_to_admit.fetch_add(1, Ordering::Relaxed);
             }
             evicted.close(Some(client));
@@ -667,9 +689,10 @@ type Key = (u8, u64, u64);
 type Rank = fn(&Candidate, u64) -> Option<Key>;
 
 /// Which connection gives up its slot to a new one, least first; `None` for one that never
-/// does. The least progress goes first: a connection closing anyway; one still in its handshake
-/// or head (legitimate clients send a head in one packet, so a head that takes long is a
-/// slowloris), or whose answer the client has not taken a byte of for `STALLED_MS`, or that
+/// does. The least progress goes first: a connection closing anyway after a refusal; one still
+/// in its handshake or head (legitimate clients send a head in one packet, so a head that takes
+/// long is a slowloris), or whose answer the client has not taken a byte of for `STALLED_MS`
+/// (being written, or draining before the close: `Draining`), or that
 /// serves requests pipelined before their answers were written (a client that does not read its
 /// answers, token or not: the kernel takes answers for a few megabytes before a write blocks);
 /// one idle between requests; a body that has gone silent longest. Within each, the client
@@ -681,8 +704,8 @@ fn slot_rank(c: &Candidate, now_ms: u64) -> Option<Key> {
     let unread = now_ms.saturating_sub(c.state.since_ms) >= STALLED_MS || c.state.pipelined;
     let tier = match c.state.phase {
         Phase::Closing => 0,
-        Phase::Sending if unread => 1,
-        Phase::Sending => return None,
+        Phase::Sending | Phase::Draining if unread => 1,
+        Phase::Sending | Phase::Draining => return None,
         Phase::Head if c.state.pipelined => 1,
         _ if c.state.trusted => return None,
         Phase::Head => 1,

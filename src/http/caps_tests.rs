@@ -108,6 +108,11 @@ fn the_least_progress_goes_first_and_authenticated_busy_or_read_never() {
         ("trusted, closing", candidate(Closing, true, 950, 1)),
         ("already evicted", candidate(Evicted, false, 0, 1)),
         ("answer taken lately", candidate(Sending, false, 600, 1)),
+        ("draining, lately", candidate(Draining, false, 700, 1)),
+        (
+            "trusted, draining unread",
+            candidate(Draining, true, 200, 1),
+        ),
         ("trusted, answer unread", candidate(Sending, true, 300, 1)),
         (
             "trusted, pipelined answer",
@@ -123,6 +128,7 @@ fn the_least_progress_goes_first_and_authenticated_busy_or_read_never() {
         [
             "trusted, closing",
             "head, old",
+            "trusted, draining unread",
             "trusted, answer unread",
             "head, young",
             "trusted, pipelined answer",
@@ -265,20 +271,48 @@ fn a_full_table_closes_the_least_progress_to_admit_a_newcomer() {
     assert!(table.wait_drained(Instant::now()));
 }
 
-/// A connection already closing after a refusal gives its slot first, and is not counted as
-/// closed to admit another: nothing of it was cut short.
+/// A connection already closing after its answer (a refusal, or a handled answer draining
+/// what the client sent behind it) gives its slot, and is not counted as closed to admit
+/// another: nothing of it was cut short, and its answer was counted.
 #[test]
 fn a_connection_closing_anyway_gives_its_slot_uncounted() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let table = Arc::new(ConnTable::new(1, 10));
+    let mut table = ConnTable::new(1, 10);
+    // A clock older than an unread answer, so a draining one can give way with no wait.
+    table.epoch = Instant::now()
+        .checked_sub(std::time::Duration::from_millis(STALLED_MS + 10))
+        .expect("a clock older than a second");
+    let table = Arc::new(table);
     let mut sockets = Vec::new();
-    let closing = slot_for_socket(&table, &listener, &mut sockets, "10.0.0.1").expect("a slot");
-    assert!(closing.activity().enter(Phase::Closing));
+    for phase in [Phase::Closing, Phase::Draining] {
+        let closing = slot_for_socket(&table, &listener, &mut sockets, "10.0.0.1").expect("a slot");
+        let mut state = closing.activity().load();
+        state.phase = phase;
+        state.since_ms = 0;
+        closing
+            .activity()
+            .state
+            .store(state.pack(), Ordering::SeqCst);
+        let newcomer = slot_for_socket(&table, &listener, &mut sockets, "10.0.0.2")
+            .expect("the closing one gives way");
+        assert!(closing.activity().is_evicted(), "{phase:?}");
+        assert_eq!(table.closed(), (0, 0), "{phase:?}");
+        drop((closing, newcomer));
+    }
+    // The control: one whose answer is being written counts.
+    let sending = slot_for_socket(&table, &listener, &mut sockets, "10.0.0.1").expect("a slot");
+    let mut state = sending.activity().load();
+    state.phase = Phase::Sending;
+    state.since_ms = 0;
+    sending
+        .activity()
+        .state
+        .store(state.pack(), Ordering::SeqCst);
     let newcomer = slot_for_socket(&table, &listener, &mut sockets, "10.0.0.2")
-        .expect("the closing one gives way");
-    assert!(closing.activity().is_evicted());
-    assert_eq!(table.closed(), (0, 0));
-    drop((closing, newcomer));
+        .expect("the unread one gives way");
+    assert!(sending.activity().is_evicted());
+    assert_eq!(table.closed(), (1, 0));
+    drop((sending, newcomer));
 }
 
 #[test]
@@ -348,6 +382,7 @@ fn a_client_has_at_most_its_share_of_connections_protected() {
     // One that drains before its close gives its place back at once, and once.
     table.unprotect(c.activity());
     table.unprotect(c.activity());
+    assert!(!trusted(&c), "no longer protected");
     assert_eq!(table.lock().protected.get("a"), Some(&1), "a[1] alone");
     assert!(table.idle(a[0].activity(), Some("a")));
     assert!(trusted(&a[0]), "c's place is free while it drains");

@@ -295,15 +295,16 @@ fn answered_early<S: Transport>(
         send(stream, &sent.rest, ctx.limits.header_timeout, activity)
     };
     let duration = at.saturating_duration_since(started);
-    let written_as = (sent.status, sent.body_bytes, sent.code);
-    report_answer(ctx, peer, &answer, written_as, written.is_ok(), duration);
     let answer = answer.settle(ctx.shutdown.is_stopping());
-    next_after(&answer, written, inbuf, activity, ctx)
+    let after = conclude(&answer, written, !inbuf.is_empty(), activity);
+    let written_as = (sent.status, sent.body_bytes, sent.code);
+    report_answer(ctx, peer, &answer, written_as, after.is_some(), duration);
+    next_after(after, activity, ctx)
 }
 
 /// Writes an answer within `header_timeout` in the `Sending` phase, watched for a client that
-/// does not take it (see `send`), reports it, and says what becomes of the connection. A
-/// refusal enters `Closing` as soon as it is written (see `next_after`).
+/// does not take it (see `send`), reports it, and says what becomes of the connection (see
+/// `conclude`).
 fn answer_with<S: Transport>(
     stream: &mut S,
     inbuf: &InBuf,
@@ -322,22 +323,53 @@ fn answer_with<S: Transport>(
     }
     // A refusal is being written: from here no waiting body closes the connection for its
     // memory (it holds none: see `serve_one`), so one event is not also counted as a body
-    // closed; one closed a moment ago gets no answer, and its refusal is not counted.
+    // closed; one closed a moment ago gets no answer, and its refusal is not counted. (`send`
+    // enters `Sending` too, but only after the answer is rendered.)
     if kind == Kind::Refusal && !activity.enter(Phase::Sending) {
         return Next::Drop;
     }
     let rendered = answer.render(std::time::SystemTime::now());
     let written = send(stream, &rendered.bytes, ctx.limits.header_timeout, activity);
-    // A refusal written is counted as refused, once: the connection enters `Closing` before
-    // it is counted, so an eviction after it counts no close. One evicted in between counts
-    // as the close alone (its socket's reset may lose the answer), and is not answered more.
-    let kept = written.is_ok() && (kind != Kind::Refusal || activity.enter(Phase::Closing));
+    let after = conclude(&answer, written, !inbuf.is_empty(), activity);
     let written_as = (rendered.status, rendered.body_bytes, rendered.code);
-    report_answer(ctx, peer, &answer, written_as, kept, started.elapsed());
-    if !kept {
-        return Next::Drop;
-    }
-    next_after(&answer, written, inbuf, activity, ctx)
+    report_answer(
+        ctx,
+        peer,
+        &answer,
+        written_as,
+        after.is_some(),
+        started.elapsed(),
+    );
+    next_after(after, activity, ctx)
+}
+
+/// What becomes of the connection once `answer` was written (`written`: the longest the
+/// client took no byte of it) or failed to be, `buffered` when the client sent bytes behind
+/// its request; `None` when the connection is no longer its to
+/// decide: the write failed, or the table closed it before it was marked as draining.
+///
+/// A connection that drains before its close is marked so here, before its answer is counted:
+/// a refusal enters `Closing` (the first to give its slot), a handled answer `Draining` (given
+/// up only when its client is not reading, like `Sending`: closed early, the socket's reset
+/// could lose the answer). The table counts no close for either, so each answer is counted
+/// once: as written, or, when the table closed the connection first, as the close alone (its
+/// reset may lose the answer).
+pub(super) fn conclude<'a>(
+    answer: &'a Answer,
+    written: std::io::Result<Duration>,
+    buffered: bool,
+    activity: &Activity,
+) -> Option<After<'a>> {
+    let after = answer.after(written.ok(), buffered);
+    let ours = match after {
+        After::Drop => false,
+        After::Linger if matches!(answer.kind(), Kind::Handled { .. }) => {
+            activity.enter(Phase::Draining)
+        }
+        After::Linger => activity.enter(Phase::Closing),
+        After::KeepIfIdle(_) | After::Close => true,
+    };
+    ours.then_some(after)
 }
 
 /// Reports an exchange whose `answer` was rendered as `(status, body bytes, code)`, `duration`
@@ -367,25 +399,14 @@ fn report_answer(
     );
 }
 
-/// What becomes of the connection once `answer` was written (`written`: the longest the
-/// client took no byte of it) or failed to be.
-fn next_after(
-    answer: &Answer,
-    written: std::io::Result<Duration>,
-    inbuf: &InBuf,
-    activity: &Activity,
-    ctx: &ConnContext,
-) -> Next {
-    match answer.after(written.ok(), !inbuf.is_empty()) {
+/// The connection's next step once `conclude` said `after`.
+fn next_after(after: Option<After<'_>>, activity: &Activity, ctx: &ConnContext) -> Next {
+    match after {
         // The client the request authenticated as protects the connection, within its share.
-        After::KeepIfIdle(client) if ctx.conns.idle(activity, client) => Next::KeepAlive,
-        After::KeepIfIdle(_) | After::Drop => Next::Drop,
-        // A refusal drains in `Closing` (entered in `answer_with`): first to give its slot,
-        // and not counted as closed to admit another (it was counted as refused). A handled
-        // answer that lingers stays in `Sending`: closed early, its socket's reset could lose
-        // what was written of it.
-        After::Linger => Next::Linger,
-        After::Close => Next::Close,
+        Some(After::KeepIfIdle(client)) if ctx.conns.idle(activity, client) => Next::KeepAlive,
+        Some(After::KeepIfIdle(_) | After::Drop) | None => Next::Drop,
+        Some(After::Linger) => Next::Linger,
+        Some(After::Close) => Next::Close,
     }
 }
 

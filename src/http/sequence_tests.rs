@@ -6,8 +6,8 @@
 //! second). What only sockets show (deadlines, pace, eviction, caps, TLS, shutdown, early
 //! answers) is tested over loopback in `tests.rs`.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::{Instant, SystemTime};
 
 use serde_json::json;
@@ -15,7 +15,7 @@ use serde_json::json;
 use super::*;
 use crate::http::budget::{BODY_WAIT, BodyBudget};
 use crate::http::caps::{Activity, ConnTable, Phase, client_of};
-use crate::http::conn::{ConnContext, Ended, Inflating, serve_connection};
+use crate::http::conn::{ConnContext, Ended, Inflating, conclude, serve_connection};
 use crate::http::responses::{Resp, read_response};
 use crate::http::shutdown::ShutdownHandle;
 use crate::http::tests::{TestHandler, get, limits};
@@ -38,6 +38,10 @@ struct Served {
     /// The connection's phase when its socket was first shut down (`None`: never was), as
     /// the connection table would rank it meanwhile.
     phase_at_shutdown: Option<Phase>,
+    /// Connections protected as `"tester"` then, and when the connection loop returned
+    /// (`Faults::in_table`).
+    protected_at_shutdown: Option<usize>,
+    protected_at_end: Option<usize>,
 }
 
 impl Served {
@@ -139,8 +143,15 @@ struct Script<'a> {
     evict_after: Option<usize>,
     /// Marked evicted as its first write is taken.
     evict_at_write: bool,
+    /// Writes take at most `CHOPPY_BYTES`, and every other one times out (`Faults::choppy`).
+    choppy: bool,
+    timed_out: bool,
     read: usize,
     phase_at_shutdown: Option<Phase>,
+    /// The table its slot is in, and its connections protected as `"tester"` at the first
+    /// shutdown.
+    table: Option<&'a ConnTable>,
+    protected_at_shutdown: Option<usize>,
 }
 
 impl std::io::Read for Script<'_> {
@@ -163,6 +174,15 @@ impl std::io::Write for Script<'_> {
         if self.broken {
             return Err(std::io::ErrorKind::BrokenPipe.into());
         }
+        let buf = if self.choppy {
+            self.timed_out = !self.timed_out;
+            if self.timed_out {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            &buf[..buf.len().min(CHOPPY_BYTES)]
+        } else {
+            buf
+        };
         self.held_at_writes.push(self.budget.held_and_waiting().0);
         self.out.extend_from_slice(buf);
         if std::mem::take(&mut self.evict_at_write) {
@@ -192,6 +212,7 @@ impl Transport for Script<'_> {
     fn shutdown(&mut self, _: std::net::Shutdown) -> std::io::Result<()> {
         if !self.shut {
             self.phase_at_shutdown = Some(self.activity.phase_for_tests());
+            self.protected_at_shutdown = self.table.map(|t| t.protected_for_tests("tester"));
         }
         self.shut = true;
         Ok(())
@@ -209,6 +230,9 @@ fn serve_from(
     serve_script(handler, limits, budget, rest, Faults::default())
 }
 
+/// The most a choppy [`Script`] takes of one write, in bytes.
+const CHOPPY_BYTES: usize = 5;
+
 /// What goes wrong with a [`Script`]ed connection.
 #[derive(Default)]
 struct Faults {
@@ -218,6 +242,12 @@ struct Faults {
     evicted_after: Option<usize>,
     /// The table closes it as its first write is taken.
     evicted_at_write: bool,
+    /// Its writes take a few bytes at most, and every other one times out first (a client
+    /// reading slowly), as a socket's may.
+    choppy: bool,
+    /// It holds a slot in a connection table (else its activity is no table's), whose
+    /// connections protected as `"tester"` are counted when its socket is first shut down.
+    in_table: bool,
 }
 
 /// [`serve_from`], over a connection with `faults`.
@@ -240,7 +270,13 @@ fn serve_script(
         )),
         budget: Arc::clone(budget),
     };
-    let activity = Activity::detached();
+    let slot = faults.in_table.then(|| {
+        ctx.conns
+            .try_acquire(peer().ip(), Weak::new())
+            .expect("a slot")
+    });
+    let detached = Activity::detached();
+    let activity = slot.as_ref().map_or(&detached, |slot| slot.activity());
     let mut script = Script {
         input: rest,
         out: Vec::new(),
@@ -248,18 +284,24 @@ fn serve_script(
         broken: faults.broken,
         budget,
         held_at_writes: Vec::new(),
-        activity: &activity,
+        activity,
         evict_after: faults.evicted_after,
         evict_at_write: faults.evicted_at_write,
+        choppy: faults.choppy,
+        timed_out: false,
         read: 0,
         phase_at_shutdown: None,
+        table: faults.in_table.then_some(ctx.conns.as_ref()),
+        protected_at_shutdown: None,
     };
-    let ended = serve_connection(&mut script, None, peer(), &activity, &ctx);
+    let ended = serve_connection(&mut script, None, peer(), activity, &ctx);
     Served {
         out: script.out,
         end: ended,
         held_at_writes: script.held_at_writes,
         phase_at_shutdown: script.phase_at_shutdown,
+        protected_at_shutdown: script.protected_at_shutdown,
+        protected_at_end: slot.map(|_| ctx.conns.protected_for_tests("tester")),
     }
 }
 
@@ -819,6 +861,56 @@ fn a_refusal_without_a_body_closes_when_the_server_is_stopping() {
     assert!(String::from_utf8_lossy(&rendered.bytes).contains("Connection: close\r\n"));
 }
 
+/// Every answer after which the connection drains is marked so before it is counted: a
+/// refusal kept alive but left unread enters `Closing` like any refusal, a handled one
+/// `Draining`; one the table closed first is the table's (no answer counted).
+#[test]
+fn an_answer_that_drains_is_marked_draining_before_it_is_counted() {
+    let handler = Arc::new(TestHandler::default());
+    let head = |path: &str| match RecvHead::new().try_head(get(path).as_bytes(), false) {
+        Ok(Some((head, _))) => head,
+        _ => panic!("a whole head"),
+    };
+    let Admission::Refused(kept) = head("/refused").admit(handler.as_ref(), peer(), 1024) else {
+        panic!("refused from its head");
+    };
+    assert_eq!(kept.kind(), Kind::Kept);
+    let Admission::Admitted(reserve) = head("/a").admit(handler.as_ref(), peer(), 1024) else {
+        panic!("admitted");
+    };
+    let budget = BodyBudget::new(1024);
+    let activity = Activity::detached();
+    let mut hold = budget.hold(&activity, client_of(peer().ip()), &|| false);
+    let handled = reserve.reserved().handle(
+        handler.as_ref(),
+        peer(),
+        1024,
+        &mut Inflating {
+            hold: &mut hold,
+            deadline: Instant::now() + BODY_WAIT,
+        },
+        None,
+    );
+    drop(hold);
+    for (answer, drains_in) in [(&kept, Phase::Closing), (&handled, Phase::Draining)] {
+        let activity = Activity::detached();
+        let after = conclude(answer, Ok(UNREAD_ANSWER), true, &activity);
+        assert_eq!(after, Some(After::Linger));
+        assert_eq!(activity.phase_for_tests(), drains_in);
+        // Kept alive, it is not marked.
+        let activity = Activity::detached();
+        let after = conclude(answer, Ok(Duration::ZERO), false, &activity);
+        assert!(matches!(after, Some(After::KeepIfIdle(_))), "{after:?}");
+        assert_eq!(activity.phase_for_tests(), Phase::Head);
+        // Closed by the table first, or not written: not the connection's.
+        let activity = Activity::detached();
+        activity.mark_evicted_for_tests();
+        assert_eq!(conclude(answer, Ok(UNREAD_ANSWER), true, &activity), None);
+        let gone = Err(std::io::ErrorKind::BrokenPipe.into());
+        assert_eq!(conclude(answer, gone, true, &Activity::detached()), None);
+    }
+}
+
 #[test]
 fn an_answer_left_unread_is_not_followed_by_the_requests_behind_it() {
     let handler = Arc::new(TestHandler::default());
@@ -1060,8 +1152,9 @@ fn only_a_refusal_drains_in_the_phase_that_gives_its_slot_first() {
     served.response().assert_error(417, "expectation_failed");
     assert_eq!(served.end, Ended::Linger);
     assert_eq!(served.phase_at_shutdown, Some(Phase::Closing));
-    // A handled answer drained behind (a request pipelined after `Connection: close`) stays
-    // in `Sending`: closed early, the socket's reset could lose the answer unread.
+    // A handled answer drained behind (a request pipelined after `Connection: close`) drains
+    // in `Draining`, ranked as `Sending`: closed early, the socket's reset could lose the
+    // answer unread; not counted as closed when it is.
     let served = serve(
         &handler,
         format!(
@@ -1071,7 +1164,7 @@ fn only_a_refusal_drains_in_the_phase_that_gives_its_slot_first() {
     );
     assert_eq!(served.responses(&[]).len(), 1);
     assert_eq!(served.end, Ended::Linger);
-    assert_eq!(served.phase_at_shutdown, Some(Phase::Sending));
+    assert_eq!(served.phase_at_shutdown, Some(Phase::Draining));
     // One that closes with nothing behind it is closed at once, from `Sending` too.
     let served = serve(&handler, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
     assert_eq!(served.end, Ended::Close);
@@ -1106,6 +1199,89 @@ fn a_refusal_closed_as_it_is_written_counts_as_the_close_alone() {
             assert_eq!(codes, [Some(Code::ExpectationFailed)]);
             assert_eq!(served.end, Ended::Linger);
             assert_eq!(served.phase_at_shutdown, Some(Phase::Closing));
+        }
+    }
+}
+
+/// Writes the socket takes in part, or not at all before a timeout (a client reading slowly),
+/// are written on: every answer arrives whole and in order, interim ones included, as over a
+/// socket that takes them at once.
+#[test]
+fn answers_written_in_pieces_arrive_whole() {
+    let limits = limits();
+    let budget = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
+    let input = [
+        get("/first"),
+        "POST /sum HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello"
+            .to_owned(),
+        "GET /refused HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+        REFUSED.to_owned(),
+    ]
+    .concat();
+    let answers = |choppy| {
+        let handler = Arc::new(TestHandler::default());
+        let served = serve_script(
+            &handler,
+            &limits,
+            &budget,
+            &mut input.as_bytes(),
+            Faults {
+                choppy,
+                ..Faults::default()
+            },
+        );
+        let answers: Vec<(u16, Vec<u8>)> = served
+            .responses(&[])
+            .into_iter()
+            .map(|resp| (resp.status, resp.body))
+            .collect();
+        let codes = handler.codes.lock().expect("codes").clone();
+        (answers, codes, served.end)
+    };
+    let whole = answers(false);
+    assert_eq!(
+        whole
+            .0
+            .iter()
+            .map(|(status, _)| *status)
+            .collect::<Vec<_>>(),
+        [200, 200, 401, 417],
+        "the control"
+    );
+    assert_eq!(answers(true), whole);
+}
+
+/// A connection protected by its client's token gives its place back as it starts to drain
+/// before its close, not only once it is gone (a second later): another of the client's
+/// connections may take it meanwhile.
+#[test]
+fn a_draining_connection_is_no_longer_protected() {
+    let limits = limits();
+    let budget = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
+    for (then, drains) in [(REFUSED, true), ("", false)] {
+        let handler = Arc::new(TestHandler::default());
+        let input = [get("/authenticated").as_str(), then].concat();
+        let served = serve_script(
+            &handler,
+            &limits,
+            &budget,
+            &mut input.as_bytes(),
+            Faults {
+                in_table: true,
+                ..Faults::default()
+            },
+        );
+        if drains {
+            assert_eq!(served.end, Ended::Linger);
+            assert_eq!(
+                served.protected_at_shutdown,
+                Some(0),
+                "its place given back"
+            );
+        } else {
+            // The control: kept alive, it stays protected until it is gone.
+            assert_eq!(served.end, Ended::Idle);
+            assert_eq!(served.protected_at_end, Some(1));
         }
     }
 }
