@@ -651,12 +651,7 @@ fn run() -> Result<(), StartError> {
     spawn("log", move || writer.delivery.log().write_for_waiters())?;
     let ticker = Arc::clone(&service);
     spawn("heartbeat", move || ticker.heartbeat_loop())?;
-    // Marked before the thread is spawned: a first write to a database waits for InfluxDB's
-    // word on it only while a reader runs, and the thread may be scheduled after the first
-    // request is handled.
-    service.write_schemas.reader_runs();
-    let reader = Arc::clone(&service);
-    spawn("schema", move || reader.schema_loop(schema_every, &*influx))?;
+    spawn("schema", service.schema_reader(schema_every, influx))?;
     watch_signals(server.handle())?;
     // Only now, with every thread running and SIGTERM handled, may systemd count the
     // service as started; connections that arrived since the bind wait in the backlog.

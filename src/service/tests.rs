@@ -2004,3 +2004,39 @@ fn a_write_s_units_keep_to_a_write_s_limits() {
         text
     );
 }
+
+/// A first write to a database waits for InfluxDB's word on it from the moment the schema
+/// reader is made, before its thread runs: a write handled first would otherwise be checked
+/// without it (and take a line InfluxDB refuses for its field type).
+#[test]
+fn a_first_write_waits_for_the_schema_reader_before_its_thread_runs() {
+    let f = fixture("service-schema-reader-made", 10, 1 << 20);
+    let unread = |service: &Service| {
+        matches!(
+            service.write_schemas.retention_of("k6", "", "k6"),
+            write::TargetRetention::Unread { .. }
+        )
+    };
+    // The control: no reader, no wait.
+    assert!(unread(&f.service));
+    let started = std::time::Instant::now();
+    f.service
+        .write_schemas
+        .wait_read("k6", "", Duration::from_secs(20));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "no reader runs"
+    );
+    let sink: Arc<dyn crate::delivery::sink::Sink> = f.sink.clone();
+    let reader = f.service.schema_reader(Duration::from_secs(60), sink);
+    assert!(unread(&f.service));
+    let started = std::time::Instant::now();
+    f.service
+        .write_schemas
+        .wait_read("k6", "", Duration::from_millis(50));
+    assert!(
+        started.elapsed() >= Duration::from_millis(50),
+        "waited for the reader"
+    );
+    drop(reader);
+}

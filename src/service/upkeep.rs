@@ -152,12 +152,25 @@ impl Service {
         }
     }
 
+    /// The schema reader ([`Service::schema_loop`]), to run on a thread of its own, with
+    /// `influx` telling the retention policy. From this call on, before the thread is even
+    /// scheduled, a first write to a database waits for InfluxDB's word on it: the reader is
+    /// said to run here, not once its thread runs (a first write handled in between took a
+    /// line InfluxDB would refuse for its field type).
+    pub fn schema_reader(
+        self: &Arc<Self>,
+        every: Duration,
+        influx: Arc<dyn Sink>,
+    ) -> impl FnOnce() + Send + 'static {
+        self.write_schemas.reader_runs();
+        let service = Arc::clone(self);
+        move || service.schema_loop(every, &*influx)
+    }
+
     /// Reads InfluxDB's schema at once, then every `every`, and soon after a request was
     /// refused for a conflict (at most once a second), until the process ends.
-    /// `influx` tells the retention policy, read with the schema. The caller says that it runs
-    /// (`Schemas::reader_runs`) before the first request can be handled, not this thread once
-    /// it is scheduled: a first write handled before then would not wait for its reading.
-    pub fn schema_loop(self: Arc<Self>, every: Duration, influx: &dyn Sink) {
+    /// `influx` tells the retention policy, read with the schema.
+    fn schema_loop(self: Arc<Self>, every: Duration, influx: &dyn Sink) {
         self.refresh_schema();
         self.refresh_retention(influx);
         let mut last = Instant::now();
