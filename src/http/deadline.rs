@@ -86,6 +86,9 @@ impl<S: Transport> Transport for Armed<'_, S> {
     fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
         self.inner.shutdown(how)
     }
+    fn flush_step(&mut self) -> io::Result<bool> {
+        self.inner.flush_step()
+    }
 }
 
 /// Writes all of `buf` before `deadline`, however slowly the client reads.
@@ -123,7 +126,8 @@ pub(super) fn write_all_before<S: Transport>(
 }
 
 /// Writes all of `buf` before `deadline`, as `write_all_before` does, but in slices of at most
-/// `SHUTDOWN_POLL`, calling `took` each time the peer took bytes; when `took` returns false
+/// `SHUTDOWN_POLL`, calling `took` each time the peer took bytes (over TLS, each time the
+/// socket took records the stream held: see `Transport::flush_step`); when `took` returns false
 /// (the connection was evicted) the write stops with `ConnectionAborted`. Returns the longest
 /// the peer went without taking a byte.
 pub(super) fn write_all_watched<S: Transport>(
@@ -158,16 +162,19 @@ pub(super) fn write_all_watched<S: Transport>(
             Err(e) => return Err(e),
         }
     }
-    // The records a TLS stream still holds (nothing, for a TcpStream).
+    // The records a TLS stream still holds (nothing, for a TcpStream), each step the client
+    // takes of them told.
     loop {
         let Some(left) = remaining(deadline) else {
             return Err(io::ErrorKind::TimedOut.into());
         };
         stream.set_write_timeout(Some(left.min(SHUTDOWN_POLL)))?;
-        match stream.flush() {
-            Ok(()) => {
+        match stream.flush_step() {
+            Ok(done) => {
                 progress(&mut since, &mut longest)?;
-                return Ok(longest);
+                if done {
+                    return Ok(longest);
+                }
             }
             Err(e) if is_retryable(&e) => {}
             Err(e) => return Err(e),
@@ -263,5 +270,84 @@ mod tests {
             "200 first; 150 is shorter; 300 is within twice 150; 301 is not; 600 is within twice \
              301; 10 is shorter; 10 again is kept; no timeout at all is always set"
         );
+    }
+
+    /// A stream that holds what it is given, as a TLS stream holds records, and hands it to
+    /// the socket in `steps` steps, each after a step in which the socket took nothing.
+    struct Holding {
+        steps: usize,
+        idle: bool,
+    }
+
+    impl Read for Holding {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Ok(0)
+        }
+    }
+
+    impl Write for Holding {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            unreachable!("written step by step")
+        }
+    }
+
+    impl Transport for Holding {
+        fn set_read_timeout(&self, _: Option<Duration>) -> io::Result<()> {
+            Ok(())
+        }
+        fn set_write_timeout(&self, _: Option<Duration>) -> io::Result<()> {
+            Ok(())
+        }
+        fn peer_addr(&self) -> io::Result<SocketAddr> {
+            Ok(SocketAddr::from(([127, 0, 0, 1], 1)))
+        }
+        fn shutdown(&mut self, _: Shutdown) -> io::Result<()> {
+            Ok(())
+        }
+        fn flush_step(&mut self) -> io::Result<bool> {
+            self.idle = !self.idle;
+            if self.idle {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.steps -= 1;
+            Ok(self.steps == 0)
+        }
+    }
+
+    /// Each step in which the socket takes what the stream held is told as progress, and only
+    /// those: a client reading a TLS answer slowly is seen taking it, step by step.
+    #[test]
+    fn every_step_of_a_held_answer_the_client_takes_is_told() {
+        let mut stream = Holding {
+            steps: 3,
+            idle: false,
+        };
+        let told = std::cell::Cell::new(0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let took = || {
+            told.set(told.get() + 1);
+            true
+        };
+        write_all_watched(&mut stream, b"answer", deadline, &took).expect("written");
+        assert_eq!(told.get(), 1 + 3, "the write, then each of the three steps");
+        // One evicted between two steps stops there.
+        let mut stream = Holding {
+            steps: 3,
+            idle: false,
+        };
+        let steps = std::cell::Cell::new(0);
+        let evicted_after_two = || {
+            steps.set(steps.get() + 1);
+            steps.get() < 3
+        };
+        let stopped = write_all_watched(&mut stream, b"answer", deadline, &evicted_after_two);
+        assert_eq!(
+            stopped.map_err(|e| e.kind()),
+            Err(io::ErrorKind::ConnectionAborted)
+        );
+        assert_eq!(stream.steps, 1, "the last step not taken");
     }
 }

@@ -217,6 +217,18 @@ impl TlsStream {
         let _ = self.conn.write_tls(&mut &*self.sock);
     }
 
+    /// One socket write of queued records: `Ok(true)` when none are left queued, `Ok(false)`
+    /// when the socket took some and more are (see `Transport::flush_step`).
+    pub(super) fn flush_step(&mut self) -> io::Result<bool> {
+        if self.conn.wants_write() {
+            self.send_some()?;
+            if self.conn.wants_write() {
+                return Ok(false);
+            }
+        }
+        (&*self.sock).flush().map(|()| true)
+    }
+
     /// One socket write of queued records.
     fn send_some(&mut self) -> io::Result<()> {
         match self.conn.write_tls(&mut &*self.sock)? {
@@ -274,13 +286,10 @@ impl Write for TlsStream {
     /// Hands queued records to the socket, one socket write per call; `WouldBlock`
     /// means some are still queued and the caller should call again before its deadline.
     fn flush(&mut self) -> io::Result<()> {
-        if self.conn.wants_write() {
-            self.send_some()?;
-            if self.conn.wants_write() {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
+        match self.flush_step()? {
+            true => Ok(()),
+            false => Err(io::ErrorKind::WouldBlock.into()),
         }
-        (&*self.sock).flush()
     }
 }
 

@@ -22,6 +22,16 @@ pub(super) trait Transport: Read + Write {
     fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
     fn peer_addr(&self) -> io::Result<SocketAddr>;
     fn shutdown(&mut self, how: Shutdown) -> io::Result<()>;
+
+    /// One step of `flush`, for a caller that tells when the client takes bytes: hands the
+    /// socket some of what the stream still holds of what was written. `Ok(true)` once the
+    /// socket has all of it; `Ok(false)` when this step moved some and more is held (the
+    /// client is taking it: call again). Fails as `flush` does, with `WouldBlock` or
+    /// `TimedOut` when the socket took nothing before its timeout. The default (a stream that
+    /// holds nothing, like a `TcpStream`): `flush`, done in one step.
+    fn flush_step(&mut self) -> io::Result<bool> {
+        self.flush().map(|()| true)
+    }
 }
 
 /// A shared socket: the connection table holds it too, to shut it down on eviction.
@@ -57,6 +67,9 @@ impl Transport for TlsStream {
             self.send_close_notify();
         }
         self.socket().shutdown(how)
+    }
+    fn flush_step(&mut self) -> io::Result<bool> {
+        TlsStream::flush_step(self)
     }
 }
 
