@@ -99,8 +99,10 @@ impl Phase {
             .unwrap_or(Phase::Evicted)
     }
 
-    /// Closing anyway, its answer written: an eviction cuts nothing short, and is not counted
-    /// as a close (its answer was counted).
+    /// Closing anyway, its answer written (and counted): an eviction is not counted as a
+    /// close to admit another. It cuts no request or answer short; a `Draining` one's reset
+    /// may still lose the answer the client had not read, which is why it is ranked as
+    /// `Sending` and not first.
     fn is_closing(self) -> bool {
         matches!(self, Phase::Closing | Phase::Draining)
     }
@@ -544,8 +546,7 @@ impl ConnTable {
             }
         };
         if let Some(evicted) = evicted {
-            // One already answered and draining before its close cuts nothing short: not
-            // counted (its refusal was).
+            // One closing anyway, its answer written, is not counted (its answer was).
             if !evicted.state.phase.is_closing() {
                 self.closed_to_admit.fetch_add(1, Ordering::Relaxed);
             }
@@ -692,7 +693,8 @@ type Rank = fn(&Candidate, u64) -> Option<Key>;
 /// does. The least progress goes first: a connection closing anyway after a refusal; one still
 /// in its handshake or head (legitimate clients send a head in one packet, so a head that takes
 /// long is a slowloris), or whose answer the client has not taken a byte of for `STALLED_MS`
-/// (being written, or draining before the close: `Draining`), or that
+/// (being written; or, draining before the close, `Draining`, for `STALLED_MS` since it was
+/// written, for nothing tells whether the client reads it then), or that
 /// serves requests pipelined before their answers were written (a client that does not read its
 /// answers, token or not: the kernel takes answers for a few megabytes before a write blocks);
 /// one idle between requests; a body that has gone silent longest. Within each, the client

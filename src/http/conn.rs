@@ -56,7 +56,8 @@ pub(super) struct ConnContext {
 }
 
 /// What to do with the connection after one exchange.
-enum Next {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Next {
     /// Keep the connection open for the next request.
     KeepAlive,
     /// Close; everything the client sent has been read.
@@ -296,10 +297,10 @@ fn answered_early<S: Transport>(
     };
     let duration = at.saturating_duration_since(started);
     let answer = answer.settle(ctx.shutdown.is_stopping());
-    let after = conclude(&answer, written, !inbuf.is_empty(), activity);
+    let next = conclude(&answer, written, !inbuf.is_empty(), activity, &ctx.conns);
     let written_as = (sent.status, sent.body_bytes, sent.code);
-    report_answer(ctx, peer, &answer, written_as, after.is_some(), duration);
-    next_after(after, activity, ctx)
+    report_answer(ctx, peer, &answer, written_as, next != Next::Drop, duration);
+    next
 }
 
 /// Writes an answer within `header_timeout` in the `Sending` phase, watched for a client that
@@ -330,46 +331,43 @@ fn answer_with<S: Transport>(
     }
     let rendered = answer.render(std::time::SystemTime::now());
     let written = send(stream, &rendered.bytes, ctx.limits.header_timeout, activity);
-    let after = conclude(&answer, written, !inbuf.is_empty(), activity);
+    let next = conclude(&answer, written, !inbuf.is_empty(), activity, &ctx.conns);
     let written_as = (rendered.status, rendered.body_bytes, rendered.code);
-    report_answer(
-        ctx,
-        peer,
-        &answer,
-        written_as,
-        after.is_some(),
-        started.elapsed(),
-    );
-    next_after(after, activity, ctx)
+    let ours = next != Next::Drop;
+    report_answer(ctx, peer, &answer, written_as, ours, started.elapsed());
+    next
 }
 
 /// What becomes of the connection once `answer` was written (`written`: the longest the
 /// client took no byte of it) or failed to be, `buffered` when the client sent bytes behind
-/// its request; `None` when the connection is no longer its to
-/// decide: the write failed, or the table closed it before it was marked as draining.
+/// its request. `Next::Drop` when it is no longer the connection's to decide: the write
+/// failed, or the table closed the connection first; its answer is then not counted.
 ///
-/// A connection that drains before its close is marked so here, before its answer is counted:
-/// a refusal enters `Closing` (the first to give its slot), a handled answer `Draining` (given
-/// up only when its client is not reading, like `Sending`: closed early, the socket's reset
-/// could lose the answer). The table counts no close for either, so each answer is counted
-/// once: as written, or, when the table closed the connection first, as the close alone (its
-/// reset may lose the answer).
-pub(super) fn conclude<'a>(
-    answer: &'a Answer,
+/// The connection takes its next phase here, before its answer is counted, so that the table
+/// counts no close of it afterwards: kept alive, it goes idle (see `ConnTable::idle`); closing
+/// with everything read, or draining after a refusal (kept alive or not), it enters `Closing`
+/// (the first to give its slot); draining after a handled answer, `Draining` (given up only
+/// when its client does not take the answer, like `Sending`: closed early, the socket's reset
+/// could lose the answer). Each answer is counted once: as written, or, when the table closed
+/// the connection first, as the close alone (its reset may lose the answer).
+pub(super) fn conclude(
+    answer: &Answer,
     written: std::io::Result<Duration>,
     buffered: bool,
     activity: &Activity,
-) -> Option<After<'a>> {
-    let after = answer.after(written.ok(), buffered);
-    let ours = match after {
-        After::Drop => false,
+    conns: &ConnTable,
+) -> Next {
+    let (next, ours) = match answer.after(written.ok(), buffered) {
+        After::Drop => (Next::Drop, false),
+        // The client the request authenticated as protects the connection, within its share.
+        After::KeepIfIdle(client) => (Next::KeepAlive, conns.idle(activity, client)),
+        After::Close => (Next::Close, activity.enter(Phase::Closing)),
         After::Linger if matches!(answer.kind(), Kind::Handled { .. }) => {
-            activity.enter(Phase::Draining)
+            (Next::Linger, activity.enter(Phase::Draining))
         }
-        After::Linger => activity.enter(Phase::Closing),
-        After::KeepIfIdle(_) | After::Close => true,
+        After::Linger => (Next::Linger, activity.enter(Phase::Closing)),
     };
-    ours.then_some(after)
+    if ours { next } else { Next::Drop }
 }
 
 /// Reports an exchange whose `answer` was rendered as `(status, body bytes, code)`, `duration`
@@ -397,17 +395,6 @@ fn report_answer(
             code,
         },
     );
-}
-
-/// The connection's next step once `conclude` said `after`.
-fn next_after(after: Option<After<'_>>, activity: &Activity, ctx: &ConnContext) -> Next {
-    match after {
-        // The client the request authenticated as protects the connection, within its share.
-        Some(After::KeepIfIdle(client)) if ctx.conns.idle(activity, client) => Next::KeepAlive,
-        Some(After::KeepIfIdle(_) | After::Drop) | None => Next::Drop,
-        Some(After::Linger) => Next::Linger,
-        Some(After::Close) => Next::Close,
-    }
 }
 
 /// Writes an answer within `limit`, in the `Sending` phase, telling `activity` each time the

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::*;
 use crate::http::budget::{BODY_WAIT, BodyBudget};
 use crate::http::caps::{Activity, ConnTable, Phase, client_of};
-use crate::http::conn::{ConnContext, Ended, Inflating, conclude, serve_connection};
+use crate::http::conn::{ConnContext, Ended, Inflating, Next, conclude, serve_connection};
 use crate::http::responses::{Resp, read_response};
 use crate::http::shutdown::ShutdownHandle;
 use crate::http::tests::{TestHandler, get, limits};
@@ -861,53 +861,73 @@ fn a_refusal_without_a_body_closes_when_the_server_is_stopping() {
     assert!(String::from_utf8_lossy(&rendered.bytes).contains("Connection: close\r\n"));
 }
 
-/// Every answer after which the connection drains is marked so before it is counted: a
-/// refusal kept alive but left unread enters `Closing` like any refusal, a handled one
-/// `Draining`; one the table closed first is the table's (no answer counted).
+/// Every connection takes its next phase before its answer is counted, so the table counts
+/// no close of it afterwards: kept alive, it goes idle; closing with everything read, or
+/// draining after a refusal (kept alive but left unread too), `Closing`; draining after a
+/// handled answer, `Draining`. One the table closed first, or whose answer was not written, is
+/// dropped (its answer not counted: the close is, by the table).
 #[test]
-fn an_answer_that_drains_is_marked_draining_before_it_is_counted() {
+fn a_connection_takes_its_next_phase_before_its_answer_is_counted() {
     let handler = Arc::new(TestHandler::default());
-    let head = |path: &str| match RecvHead::new().try_head(get(path).as_bytes(), false) {
+    let head = |raw: &str| match RecvHead::new().try_head(raw.as_bytes(), false) {
         Ok(Some((head, _))) => head,
         _ => panic!("a whole head"),
     };
-    let Admission::Refused(kept) = head("/refused").admit(handler.as_ref(), peer(), 1024) else {
+    let Admission::Refused(kept) = head(&get("/refused")).admit(handler.as_ref(), peer(), 1024)
+    else {
         panic!("refused from its head");
     };
     assert_eq!(kept.kind(), Kind::Kept);
-    let Admission::Admitted(reserve) = head("/a").admit(handler.as_ref(), peer(), 1024) else {
-        panic!("admitted");
-    };
     let budget = BodyBudget::new(1024);
-    let activity = Activity::detached();
-    let mut hold = budget.hold(&activity, client_of(peer().ip()), &|| false);
-    let handled = reserve.reserved().handle(
-        handler.as_ref(),
-        peer(),
-        1024,
-        &mut Inflating {
-            hold: &mut hold,
-            deadline: Instant::now() + BODY_WAIT,
-        },
-        None,
-    );
-    drop(hold);
-    for (answer, drains_in) in [(&kept, Phase::Closing), (&handled, Phase::Draining)] {
+    let handle = |raw: &str| {
+        let Admission::Admitted(reserve) = head(raw).admit(handler.as_ref(), peer(), 1024) else {
+            panic!("admitted");
+        };
         let activity = Activity::detached();
-        let after = conclude(answer, Ok(UNREAD_ANSWER), true, &activity);
-        assert_eq!(after, Some(After::Linger));
-        assert_eq!(activity.phase_for_tests(), drains_in);
-        // Kept alive, it is not marked.
+        let mut hold = budget.hold(&activity, client_of(peer().ip()), &|| false);
+        reserve.reserved().handle(
+            handler.as_ref(),
+            peer(),
+            1024,
+            &mut Inflating {
+                hold: &mut hold,
+                deadline: Instant::now() + BODY_WAIT,
+            },
+            None,
+        )
+    };
+    let handled = handle(&get("/a"));
+    let closing = handle("GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let conns = ConnTable::new(8, 8);
+    let (quick, unread) = (Duration::ZERO, UNREAD_ANSWER);
+    // (answer, the longest the client took no byte of it, bytes behind it, what follows)
+    let cases = [
+        (&kept, quick, true, Next::KeepAlive, Phase::Idle),
+        (&kept, unread, true, Next::Linger, Phase::Closing),
+        (&handled, quick, true, Next::KeepAlive, Phase::Idle),
+        (&handled, unread, true, Next::Linger, Phase::Draining),
+        (&closing, quick, false, Next::Close, Phase::Closing),
+        (&closing, quick, true, Next::Linger, Phase::Draining),
+    ];
+    for (answer, written, buffered, next, phase) in cases {
         let activity = Activity::detached();
-        let after = conclude(answer, Ok(Duration::ZERO), false, &activity);
-        assert!(matches!(after, Some(After::KeepIfIdle(_))), "{after:?}");
-        assert_eq!(activity.phase_for_tests(), Phase::Head);
-        // Closed by the table first, or not written: not the connection's.
+        let said = conclude(answer, Ok(written), buffered, &activity, &conns);
+        assert_eq!((said, activity.phase_for_tests()), (next, phase));
+        // Closed by the table first: not the connection's.
         let activity = Activity::detached();
         activity.mark_evicted_for_tests();
-        assert_eq!(conclude(answer, Ok(UNREAD_ANSWER), true, &activity), None);
+        assert_eq!(
+            conclude(answer, Ok(written), buffered, &activity, &conns),
+            Next::Drop,
+            "{next:?}"
+        );
+        // Not written.
         let gone = Err(std::io::ErrorKind::BrokenPipe.into());
-        assert_eq!(conclude(answer, gone, true, &Activity::detached()), None);
+        let activity = Activity::detached();
+        assert_eq!(
+            conclude(answer, gone, buffered, &activity, &conns),
+            Next::Drop
+        );
     }
 }
 
@@ -1144,7 +1164,7 @@ fn a_connection_closed_as_its_refusal_is_decided_is_not_answered() {
 const REFUSED: &str = "POST /upload HTTP/1.1\r\nContent-Length: 5\r\nExpect: 200-ok\r\n\r\n";
 
 #[test]
-fn only_a_refusal_drains_in_the_phase_that_gives_its_slot_first() {
+fn a_handled_answer_drains_where_it_keeps_its_slot_and_a_refusal_where_it_gives_it() {
     let handler = Arc::new(TestHandler::default());
     // A refusal lingers in `Closing`: the first a newcomer closes at the connection cap, and
     // not counted as closed to admit it (the refusal was counted).
@@ -1165,10 +1185,11 @@ fn only_a_refusal_drains_in_the_phase_that_gives_its_slot_first() {
     assert_eq!(served.responses(&[]).len(), 1);
     assert_eq!(served.end, Ended::Linger);
     assert_eq!(served.phase_at_shutdown, Some(Phase::Draining));
-    // One that closes with nothing behind it is closed at once, from `Sending` too.
+    // One that closes with nothing behind it is closed at once, from `Closing`: everything
+    // was read, so closing it sooner resets nothing.
     let served = serve(&handler, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
     assert_eq!(served.end, Ended::Close);
-    assert_eq!(served.phase_at_shutdown, Some(Phase::Sending));
+    assert_eq!(served.phase_at_shutdown, Some(Phase::Closing));
 }
 
 /// A refusal is counted once: as refused when it was written and its connection entered

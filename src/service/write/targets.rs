@@ -28,8 +28,8 @@ pub struct Schemas {
     targets: Mutex<Targets>,
     /// Told each time a reading of InfluxDB's word on the targets ends.
     read: Signal,
-    /// Whether a thread reads InfluxDB's word (`Service::schema_loop`): without one, a first
-    /// write has nothing to wait for.
+    /// Whether a thread reads InfluxDB's word (said by `Service::schema_reader` before the
+    /// thread runs): without one, a first write has nothing to wait for.
     reader: std::sync::atomic::AtomicBool,
 }
 
