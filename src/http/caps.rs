@@ -4,8 +4,8 @@
 //! eviction: when every slot is taken, the connection making the least progress is closed to
 //! admit the new one.
 //!
-//! Who is closed (see `slot_rank`): first a connection closing anyway after a refusal, then one
-//! still in its TLS handshake or reading its request head, then one kept alive between
+//! Who is closed (see `slot_rank`): first a connection closing anyway (after a refusal, or an
+//! answer that closes it with everything read), then one still in its TLS handshake or reading its request head, then one kept alive between
 //! requests, then one whose body has gone silent; within each, one from the client holding the
 //! most connections, and among those the one waiting longest. Never one whose request is being handled, and never
 //! one whose last request authenticated (`Response::client`), for a client's share of
@@ -57,7 +57,8 @@ pub(super) enum Phase {
     /// Its answer is being written. Since the peer last took bytes of it (or the write began):
     /// a client that does not read its answers makes no progress here.
     Sending,
-    /// Its refusal was written: draining before the close (see `conn::linger`).
+    /// Closing anyway, its answer written: a refusal, draining before the close (see
+    /// `conn::linger`), or an answer that closes the connection with everything read.
     Closing,
     /// Its handled answer was written, with what the client sent behind it still to drain
     /// before the close. Since the answer was written. Ranked as `Sending`: closed early, the
@@ -690,8 +691,8 @@ type Key = (u8, u64, u64);
 type Rank = fn(&Candidate, u64) -> Option<Key>;
 
 /// Which connection gives up its slot to a new one, least first; `None` for one that never
-/// does. The least progress goes first: a connection closing anyway after a refusal; one still
-/// in its handshake or head (legitimate clients send a head in one packet, so a head that takes
+/// does. The least progress goes first: a connection closing anyway (`Closing`), token or not;
+/// one still in its handshake or head (legitimate clients send a head in one packet, so a head that takes
 /// long is a slowloris), or whose answer the client has not taken a byte of for `STALLED_MS`
 /// (being written; or, draining before the close, `Draining`, for `STALLED_MS` since it was
 /// written, for nothing tells whether the client reads it then), or that

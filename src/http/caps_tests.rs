@@ -271,9 +271,9 @@ fn a_full_table_closes_the_least_progress_to_admit_a_newcomer() {
     assert!(table.wait_drained(Instant::now()));
 }
 
-/// A connection already closing after its answer (a refusal, or a handled answer draining
-/// what the client sent behind it) gives its slot, and is not counted as closed to admit
-/// another: nothing of it was cut short, and its answer was counted.
+/// A connection already closing after its answer (`Closing`: a refusal, or an answer closing
+/// it with everything read; `Draining`: a handled answer draining what the client sent behind
+/// it) gives its slot, and is not counted as closed to admit another: its answer was counted.
 #[test]
 fn a_connection_closing_anyway_gives_its_slot_uncounted() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");

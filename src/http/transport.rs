@@ -25,8 +25,8 @@ pub(super) trait Transport: Read + Write {
 
     /// One step of `flush`, for a caller that tells when the client takes bytes: hands the
     /// socket some of what the stream still holds of what was written. `Ok(true)` once the
-    /// socket has all of it; `Ok(false)` when this step moved some and more is held (the
-    /// client is taking it: call again). Fails as `flush` does, with `WouldBlock` or
+    /// socket has all of it; `Ok(false)` when the socket took some in this step and more is
+    /// held (the client is taking what the socket had: call again). Fails as `flush` does, with `WouldBlock` or
     /// `TimedOut` when the socket took nothing before its timeout. The default (a stream that
     /// holds nothing, like a `TcpStream`): `flush`, done in one step.
     fn flush_step(&mut self) -> io::Result<bool> {
@@ -174,5 +174,64 @@ mod tests {
             took < limit + Duration::from_millis(500),
             "the write took {took:?} with a deadline of {limit:?}"
         );
+    }
+
+    /// A flush step tells the socket taking records from the socket taking none: with the
+    /// client reading nothing and the socket full, every step fails as a timeout (never "some
+    /// moved", which would keep a stalled client's connection looking alive); once the client
+    /// reads, steps move records until none is held, and every byte arrives.
+    #[test]
+    fn a_tls_flush_step_moves_records_only_when_the_client_takes_them() {
+        let dir = tls::testing::Dir::new("server-steps");
+        let (mut server, client_sock, client) = tls_pair(&dir);
+        server
+            .set_write_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut written = 0usize;
+        // Until rustls' buffer is full and the socket took nothing of it in its timeout (a
+        // refused write alone may only mean rustls' buffer is full).
+        loop {
+            assert!(Instant::now() < deadline, "the socket never filled");
+            match server.write(&chunk) {
+                Ok(n) => written += n,
+                Err(e) if is_retryable(&e) => match server.flush_step() {
+                    Err(e) if is_retryable(&e) => break,
+                    Ok(_) => {}
+                    Err(e) => panic!("flush step: {e}"),
+                },
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        for _ in 0..5 {
+            match server.flush_step() {
+                Err(e) if is_retryable(&e) => {}
+                other => panic!("a step while the client reads nothing: {other:?}"),
+            }
+        }
+        let reader = thread::spawn(move || {
+            let mut stream = rustls::StreamOwned::new(client, client_sock);
+            stream
+                .sock
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .expect("timeout");
+            let mut got = Vec::new();
+            let result = stream.read_to_end(&mut got);
+            (result.map(drop), got.len())
+        });
+        loop {
+            assert!(Instant::now() < deadline, "the held records never went");
+            match server.flush_step() {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) if is_retryable(&e) => {}
+                Err(e) => panic!("flush step: {e}"),
+            }
+        }
+        server.shutdown(Shutdown::Both).expect("close");
+        let (result, got) = reader.join().expect("reader thread");
+        assert!(result.is_ok(), "the client saw close_notify: {result:?}");
+        assert_eq!(got, written, "every byte written arrived");
     }
 }
