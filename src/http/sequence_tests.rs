@@ -227,7 +227,7 @@ fn serve_from(
     budget: &Arc<BodyBudget>,
     rest: &mut dyn std::io::Read,
 ) -> Served {
-    serve_script(handler, limits, budget, rest, Faults::default())
+    serve_in(handler, limits, budget, rest, Faults::default())
 }
 
 /// The most a choppy [`Script`] takes of one write, in bytes.
@@ -250,8 +250,19 @@ struct Faults {
     in_table: bool,
 }
 
-/// [`serve_from`], over a connection with `faults`.
+/// [`serve_in`] with the test limits and a body budget of their own.
 fn serve_script(
+    handler: &Arc<TestHandler>,
+    rest: &mut dyn std::io::Read,
+    faults: Faults,
+) -> Served {
+    let limits = limits();
+    let budget = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
+    serve_in(handler, &limits, &budget, rest, faults)
+}
+
+/// [`serve_from`], over a connection with `faults`.
+fn serve_in(
     handler: &Arc<TestHandler>,
     limits: &Limits,
     budget: &Arc<BodyBudget>,
@@ -355,7 +366,9 @@ fn pipelined_requests_are_all_answered_and_connection_close_ends_them() {
     assert_eq!(responses[2].header("connection"), Some("close"));
     assert_eq!(responses[2].json()["body"], "bye");
     assert_eq!(served.end, Ended::Close);
-    // Behind a `Connection: close`, what the client sent is drained, not served.
+    // Behind a `Connection: close`, what the client sent is drained, not served, in
+    // `Draining`, ranked as `Sending`: closed early, the socket's reset could lose the answer
+    // unread; not counted as closed when it is.
     let served = serve(
         &handler,
         format!(
@@ -365,6 +378,7 @@ fn pipelined_requests_are_all_answered_and_connection_close_ends_them() {
     );
     assert_eq!(served.responses(&[]).len(), 1);
     assert_eq!(served.end, Ended::Linger);
+    assert_eq!(served.phase_at_shutdown, Some(Phase::Draining));
 }
 
 #[test]
@@ -1037,13 +1051,9 @@ fn every_answer_is_reported_with_its_code_once_written() {
         format!("POST /sum HTTP/1.1\r\nHost: x\r\nContent-Length: {too_large}\r\n\r\n"),
     );
     serve(&handler, get("/panic"));
-    let limits = limits();
-    let budget = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
     let request = get("/refused");
     let served = serve_script(
         &handler,
-        &limits,
-        &budget,
         &mut request.as_bytes(),
         Faults {
             broken: true,
@@ -1135,15 +1145,11 @@ fn a_body_s_memory_goes_back_before_its_answer_is_written() {
 #[test]
 fn a_connection_closed_as_its_refusal_is_decided_is_not_answered() {
     let handler = Arc::new(TestHandler::default());
-    let limits = limits();
-    let budget = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
     let input = chunked("/sum", "", b"5\r\nhello\r\nzz\r\n");
     // Closed as the first `z`, where the refusal is decided, is read.
     let first_z = input.iter().position(|&b| b == b'z').expect("a z") + 1;
     let served = serve_script(
         &handler,
-        &limits,
-        &budget,
         &mut Trickle(&input),
         Faults {
             evicted_after: Some(first_z),
@@ -1163,30 +1169,18 @@ fn a_connection_closed_as_its_refusal_is_decided_is_not_answered() {
 /// unsent: answered 417 and drained.
 const REFUSED: &str = "POST /upload HTTP/1.1\r\nContent-Length: 5\r\nExpect: 200-ok\r\n\r\n";
 
+/// A connection closing anyway after a refusal, or after an answer with nothing behind it, is
+/// in `Closing` as it closes: the first a newcomer closes at the connection cap, and not
+/// counted as closed to admit it (its answer was counted). One draining after a handled
+/// answer is in `Draining`: see `pipelined_requests_are_all_answered_and_connection_close_ends_them`.
 #[test]
-fn a_handled_answer_drains_where_it_keeps_its_slot_and_a_refusal_where_it_gives_it() {
+fn a_connection_closing_anyway_after_its_answer_is_closing() {
     let handler = Arc::new(TestHandler::default());
-    // A refusal lingers in `Closing`: the first a newcomer closes at the connection cap, and
-    // not counted as closed to admit it (the refusal was counted).
     let served = serve(&handler, REFUSED);
     served.response().assert_error(417, "expectation_failed");
     assert_eq!(served.end, Ended::Linger);
     assert_eq!(served.phase_at_shutdown, Some(Phase::Closing));
-    // A handled answer drained behind (a request pipelined after `Connection: close`) drains
-    // in `Draining`, ranked as `Sending`: closed early, the socket's reset could lose the
-    // answer unread; not counted as closed when it is.
-    let served = serve(
-        &handler,
-        format!(
-            "GET / HTTP/1.1\r\nConnection: close\r\n\r\n{}",
-            get("/never")
-        ),
-    );
-    assert_eq!(served.responses(&[]).len(), 1);
-    assert_eq!(served.end, Ended::Linger);
-    assert_eq!(served.phase_at_shutdown, Some(Phase::Draining));
-    // One that closes with nothing behind it is closed at once, from `Closing`: everything
-    // was read, so closing it sooner resets nothing.
+    // Everything was read, so closing it sooner resets nothing.
     let served = serve(&handler, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
     assert_eq!(served.end, Ended::Close);
     assert_eq!(served.phase_at_shutdown, Some(Phase::Closing));
@@ -1197,14 +1191,10 @@ fn a_handled_answer_drains_where_it_keeps_its_slot_and_a_refusal_where_it_gives_
 /// the connection as the refusal was taken (its socket's reset may lose it).
 #[test]
 fn a_refusal_closed_as_it_is_written_counts_as_the_close_alone() {
-    let limits = limits();
-    let budget = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
     for evicted_at_write in [false, true] {
         let handler = Arc::new(TestHandler::default());
         let served = serve_script(
             &handler,
-            &limits,
-            &budget,
             &mut REFUSED.as_bytes(),
             Faults {
                 evicted_at_write,
@@ -1229,8 +1219,6 @@ fn a_refusal_closed_as_it_is_written_counts_as_the_close_alone() {
 /// socket that takes them at once.
 #[test]
 fn answers_written_in_pieces_arrive_whole() {
-    let limits = limits();
-    let budget = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
     let input = [
         get("/first"),
         "POST /sum HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello"
@@ -1243,8 +1231,6 @@ fn answers_written_in_pieces_arrive_whole() {
         let handler = Arc::new(TestHandler::default());
         let served = serve_script(
             &handler,
-            &limits,
-            &budget,
             &mut input.as_bytes(),
             Faults {
                 choppy,
@@ -1277,15 +1263,11 @@ fn answers_written_in_pieces_arrive_whole() {
 /// connections may take it meanwhile.
 #[test]
 fn a_draining_connection_is_no_longer_protected() {
-    let limits = limits();
-    let budget = Arc::new(BodyBudget::new(limits.max_body_bytes_in_flight));
     for (then, drains) in [(REFUSED, true), ("", false)] {
         let handler = Arc::new(TestHandler::default());
         let input = [get("/authenticated").as_str(), then].concat();
         let served = serve_script(
             &handler,
-            &limits,
-            &budget,
             &mut input.as_bytes(),
             Faults {
                 in_table: true,

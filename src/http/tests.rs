@@ -224,6 +224,17 @@ impl Drop for TestServer {
 
 /// Polls `cond` until it holds, failing the test after `PATIENCE`.
 #[track_caller]
+/// Waits until the server reported an exchange of `path`: its connection has then taken its
+/// next phase (idle, closing), which it does before the report (see `conn::conclude`), not
+/// before the client reads the answer.
+fn wait_reported(handler: &TestHandler, path: &str) {
+    wait_until(&format!("the exchange of {path} to be reported"), || {
+        crate::sync::lock(&handler.log)
+            .iter()
+            .any(|(_, _, reported)| reported == path)
+    });
+}
+
 pub(super) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !cond() {
@@ -520,6 +531,8 @@ fn at_the_global_cap_authenticated_and_busy_connections_keep_their_slots() {
     assert!(asked.elapsed() < Duration::from_secs(1));
     extra.expect_eof();
     assert_eq!(busy.response().status, 200);
+    // The client may read its answer before the connection's thread made it idle.
+    wait_reported(&srv.handler, "/slow/1000");
     trusted.send(get("/again"));
     assert_eq!(trusted.response().json()["path"], "/again");
     // A request without the token ends the trust: the next newcomer takes its slot (the busy
