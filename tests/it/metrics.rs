@@ -85,14 +85,16 @@ fn metrics_need_the_token_parse_and_move() {
         200
     );
     let register_ok = "metrics_consumer_requests_total{route=\"register\",status=\"2xx\"}";
-    // A request is counted just after its answer is sent, so the count may trail by a moment.
+    let unauthorized = "metrics_consumer_refusals_total{code=\"unauthorized\"}";
+    // A request is counted just after its answer is sent, so the count may trail by a moment
+    // (the two 401s' too, read by their clients before that).
     let mut after = HashMap::new();
     crate::support::wait_until(
         std::time::Duration::from_secs(5),
-        "the register to be counted",
+        "the register and the 401s to be counted",
         || {
             after = parse(&request(gw.addr, "GET", "/apiv0.1/metrics", &h, None).body);
-            after[register_ok] - before[register_ok] == 1.0
+            after[register_ok] - before[register_ok] == 1.0 && after[unauthorized] == 2.0
         },
     );
     assert_eq!(
@@ -105,10 +107,7 @@ fn metrics_need_the_token_parse_and_move() {
     // The wrong token, not the request without one.
     assert_eq!(after["metrics_consumer_auth_failures_total"], 1.0);
     // Both refused, by their code: every code is listed, the others at 0.
-    assert_eq!(
-        after["metrics_consumer_refusals_total{code=\"unauthorized\"}"],
-        2.0
-    );
+    assert_eq!(after[unauthorized], 2.0);
     assert_eq!(
         after["metrics_consumer_refusals_total{code=\"too_many_bodies\"}"],
         0.0

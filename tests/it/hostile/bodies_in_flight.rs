@@ -93,7 +93,16 @@ fn stalled_bodies_from_eight_addresses_keep_memory_near_the_budget() {
     // The state page counts what the clients saw: every 503 too_many_bodies (with the other
     // refusals, by code), and the bodies closed to make room (some of the connections closed
     // without an answer; the others were closed to admit the normal register and this request).
-    let states = get_authed(gw.addr, STATES).json();
+    // A refusal is counted just after its client could read it: the count may trail a moment.
+    let mut states = serde_json::Value::Null;
+    wait_until(
+        Duration::from_secs(10),
+        "the state page to count every 503 the clients read",
+        || {
+            states = get_authed(gw.addr, STATES).json();
+            states["counters"]["refusals"]["too_many_bodies"].as_u64() >= Some(refused as u64)
+        },
+    );
     let bodies = states["bodies"].clone();
     println!("the state page's bodies: {bodies}");
     assert_eq!(
