@@ -371,17 +371,19 @@ pub(super) fn conclude(
 }
 
 /// Reports an exchange whose `answer` was rendered as `(status, body bytes, code)`, `duration`
-/// after the request's first byte. One not `written` whole reports no body bytes and no code:
-/// a refusal the client never got is not counted (as at the accept, see `accept::refuse`).
+/// after the request's first byte. One not `ours` (its write failed, or the table closed the
+/// connection before it took its next phase: see `conclude`) reports no body bytes and no
+/// code: a refusal the client never got is not counted (as at the accept, see
+/// `accept::refuse`), and one the table's close is counted for is not counted twice.
 fn report_answer(
     ctx: &ConnContext,
     peer: SocketAddr,
     answer: &Answer,
     (status, bytes, code): (u16, usize, Option<Code>),
-    written: bool,
+    ours: bool,
     duration: Duration,
 ) {
-    let (bytes, code) = if written { (bytes, code) } else { (0, None) };
+    let (bytes, code) = if ours { (bytes, code) } else { (0, None) };
     report(
         ctx.handler.as_ref(),
         &Exchange {
