@@ -1,16 +1,17 @@
 //! The budget of request-body bytes held in memory at once (`server.max_body_bytes_in_flight`):
 //! `BodyBudget`, and `Hold`, the bytes one request holds, given back when it is dropped.
 //!
-//! A body is reserved whole, as its `Content-Length` says, before any of it is read into a
-//! buffer (and only once the handler admitted its head); a chunked body, whose length is not
-//! known, as its buffer grows, before each growth (`sequence::RecvBody::to_hold`); and what a compressed body inflates
-//! to is taken as it grows (see `encoding::Allowance`); the bytes are held until the request
-//! has been handled or refused, and given back before its answer is written. When the budget runs out, a new body waits (`BODY_WAIT` at most) for
-//! others to give bytes back, and closes a body that has gone silent or fallen behind its
-//! `Pace` (`caps::ConnTable::evict_stalled_body`) to make them; bytes given back go first to
-//! the waiting client (an address, an IPv6 /64) that holds least; one that gets none in time is
-//! answered 503. Without it, 512 connections announcing 1 MiB bodies and stalling halfway made
-//! the gateway hold 312 MiB; with the default 64 MiB, 53 MiB.
+//! A body is reserved whole, as its `Content-Length` says, before any of it is read into a buffer
+//! (and only once the handler admitted its head); a chunked body, whose length is not known, as its
+//! buffer grows, before each growth (`sequence::RecvBody::to_hold`); and what a compressed body
+//! inflates to is taken as it grows (see `encoding::Allowance`); the bytes are held until the
+//! request has been handled or refused, and given back before its answer is written. When the
+//! budget runs out, a new body waits (`BODY_WAIT` at most) for others to give bytes back, and
+//! closes a body that has gone silent or fallen behind its `Pace`
+//! (`caps::ConnTable::evict_stalled_body`) to make them; bytes given back go first to the waiting
+//! client (an address, an IPv6 /64) that holds least; one that gets none in time is answered 503.
+//! Without it, 512 connections announcing 1 MiB bodies and stalling halfway made the gateway hold
+//! 312 MiB; with the default 64 MiB, 53 MiB.
 //!
 //! Nothing here touches a socket; the only waits are on the budget's condition variable, each
 //! bounded by a deadline and by `POLL`, so a waiter notices its own eviction promptly. The lock

@@ -5,14 +5,14 @@
 //! admit the new one.
 //!
 //! Who is closed (see `slot_rank`): first a connection closing anyway (after a refusal, or an
-//! answer that closes it with everything read), then one still in its TLS handshake or reading its request head, then one kept alive between
-//! requests, then one whose body has gone silent; within each, one from the client holding the
-//! most connections, and among those the one waiting longest. Never one whose request is being handled, and never
-//! one whose last request authenticated (`Response::client`), for a client's share of
-//! connections (`max_protected`): beyond it, its connections give way like anyone's, so that no
-//! client, with or without a token, can hold every slot. A client that does not read its answers
-//! gives way whatever it sent. The same table closes a body that
-//! has gone silent, or fallen behind its pace, when the budget of body bytes runs out
+//! answer that closes it with everything read), then one still in its TLS handshake or reading its
+//! request head, then one kept alive between requests, then one whose body has gone silent; within
+//! each, one from the client holding the most connections, and among those the one waiting longest.
+//! Never one whose request is being handled, and never one whose last request authenticated
+//! (`Response::client`), for a client's share of connections (`max_protected`): beyond it, its
+//! connections give way like anyone's, so that no client, with or without a token, can hold every
+//! slot. A client that does not read its answers gives way whatever it sent. The same table closes
+//! a body that has gone silent, or fallen behind its pace, when the budget of body bytes runs out
 //! (`evict_stalled_body`).
 //!
 //! The caps are exact, because the counts change only under one lock; a slot is given back by a
@@ -492,10 +492,7 @@ impl ConnTable {
     /// the place it took among its client's protected connections is free for another of them
     /// at once, not only when it is gone (up to `conn::LINGER_TIME` later).
     pub(super) fn unprotect(&self, activity: &Activity) {
-        let mut table = self.lock();
-        if let Some(name) = activity.protected_as().take() {
-            release_name(&mut table.protected, &name);
-        }
+        release_protection(&mut self.lock(), activity);
         activity.update(|s| State {
             trusted: false,
             ..s
@@ -630,7 +627,13 @@ fn release(table: &mut Table, entry: &Entry) {
             table.per_client.remove(&entry.client);
         }
     }
-    if let Some(name) = entry.activity.protected_as().take() {
+    release_protection(table, &entry.activity);
+}
+
+/// Gives back the place the connection doing `activity` took among its client's protected
+/// connections, if it took one (once: the place is forgotten).
+fn release_protection(table: &mut Table, activity: &Activity) {
+    if let Some(name) = activity.protected_as().take() {
         release_name(&mut table.protected, &name);
     }
 }
@@ -690,19 +693,18 @@ type Key = (u8, u64, u64);
 /// or `None` for one that must not be closed.
 type Rank = fn(&Candidate, u64) -> Option<Key>;
 
-/// Which connection gives up its slot to a new one, least first; `None` for one that never
-/// does. The least progress goes first: a connection closing anyway (`Closing`), token or not;
-/// one still in its handshake or head (legitimate clients send a head in one packet, so a head that takes
-/// long is a slowloris), or whose answer the client has not taken a byte of for `STALLED_MS`
-/// (being written; or, draining before the close, `Draining`, for `STALLED_MS` since it was
-/// written, for nothing tells whether the client reads it then), or that
-/// serves requests pipelined before their answers were written (a client that does not read its
-/// answers, token or not: the kernel takes answers for a few megabytes before a write blocks);
-/// one idle between requests; a body that has gone silent longest. Within each, the client
-/// holding the most connections goes first, so a client with one connection is closed last
-/// however many others come and go; then the one waiting longest. A connection whose last
-/// request authenticated, whose request is being handled, or whose answer is being taken by a
-/// client that waits for it, is never closed.
+/// Which connection gives up its slot to a new one, least first; `None` for one that never does.
+/// The least progress goes first: a connection closing anyway (`Closing`), token or not; one still
+/// in its handshake or head (legitimate clients send a head in one packet, so a head that takes
+/// long is a slowloris), or whose answer the client has not taken a byte of for `STALLED_MS` (being
+/// written; or, draining before the close, `Draining`, for `STALLED_MS` since it was written, for
+/// nothing tells whether the client reads it then), or that serves requests pipelined before their
+/// answers were written (a client that does not read its answers, token or not: the kernel takes
+/// answers for a few megabytes before a write blocks); one idle between requests; a body that has
+/// gone silent longest. Within each, the client holding the most connections goes first, so a
+/// client with one connection is closed last however many others come and go; then the one waiting
+/// longest. A connection whose last request authenticated, whose request is being handled, or whose
+/// answer is being taken by a client that waits for it, is never closed.
 fn slot_rank(c: &Candidate, now_ms: u64) -> Option<Key> {
     let unread = now_ms.saturating_sub(c.state.since_ms) >= STALLED_MS || c.state.pipelined;
     let tier = match c.state.phase {

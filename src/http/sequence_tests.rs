@@ -848,19 +848,47 @@ fn a_handler_panic_is_a_500_that_closes_the_connection() {
     assert_eq!(served.end, Ended::Close);
 }
 
+/// The request whose whole head is `raw`, admitted or refused from its head by `handler`.
+fn admit(handler: &TestHandler, raw: &str) -> Admission {
+    match RecvHead::new().try_head(raw.as_bytes(), false) {
+        Ok(Some((head, _))) => head.admit(handler, peer(), 1024),
+        _ => panic!("a whole head"),
+    }
+}
+
+/// The answer to the request whose whole head is `raw` (no body), refused from its head.
+fn refused_from_its_head(handler: &TestHandler, raw: &str) -> Answer {
+    let Admission::Refused(answer) = admit(handler, raw) else {
+        panic!("refused from its head");
+    };
+    answer
+}
+
+/// The answer `handler` gives the request whose whole head is `raw` (no body).
+fn handled(handler: &TestHandler, raw: &str) -> Answer {
+    let Admission::Admitted(reserve) = admit(handler, raw) else {
+        panic!("admitted");
+    };
+    let budget = BodyBudget::new(1024);
+    let activity = Activity::detached();
+    let mut hold = budget.hold(&activity, client_of(peer().ip()), &|| false);
+    reserve.reserved().handle(
+        handler,
+        peer(),
+        1024,
+        &mut Inflating {
+            hold: &mut hold,
+            deadline: Instant::now() + BODY_WAIT,
+        },
+        None,
+    )
+}
+
 #[test]
 fn a_refusal_without_a_body_closes_when_the_server_is_stopping() {
-    let handler = Arc::new(TestHandler::default());
-    let refused = |stopping: bool| {
-        let head = match RecvHead::new().try_head(get("/refused").as_bytes(), false) {
-            Ok(Some((head, _))) => head,
-            _ => panic!("a whole head"),
-        };
-        let Admission::Refused(answer) = head.admit(handler.as_ref(), peer(), 1024) else {
-            panic!("refused from its head");
-        };
-        answer.settle(stopping)
-    };
+    let handler = TestHandler::default();
+    let refused =
+        |stopping: bool| refused_from_its_head(&handler, &get("/refused")).settle(stopping);
     let kept = refused(false);
     assert_eq!(kept.kind(), Kind::Kept);
     assert_eq!(
@@ -882,44 +910,22 @@ fn a_refusal_without_a_body_closes_when_the_server_is_stopping() {
 /// dropped (its answer not counted: the close is, by the table).
 #[test]
 fn a_connection_takes_its_next_phase_before_its_answer_is_counted() {
-    let handler = Arc::new(TestHandler::default());
-    let head = |raw: &str| match RecvHead::new().try_head(raw.as_bytes(), false) {
-        Ok(Some((head, _))) => head,
-        _ => panic!("a whole head"),
-    };
-    let Admission::Refused(kept) = head(&get("/refused")).admit(handler.as_ref(), peer(), 1024)
-    else {
-        panic!("refused from its head");
-    };
+    let handler = TestHandler::default();
+    let kept = refused_from_its_head(&handler, &get("/refused"));
     assert_eq!(kept.kind(), Kind::Kept);
-    let budget = BodyBudget::new(1024);
-    let handle = |raw: &str| {
-        let Admission::Admitted(reserve) = head(raw).admit(handler.as_ref(), peer(), 1024) else {
-            panic!("admitted");
-        };
-        let activity = Activity::detached();
-        let mut hold = budget.hold(&activity, client_of(peer().ip()), &|| false);
-        reserve.reserved().handle(
-            handler.as_ref(),
-            peer(),
-            1024,
-            &mut Inflating {
-                hold: &mut hold,
-                deadline: Instant::now() + BODY_WAIT,
-            },
-            None,
-        )
-    };
-    let handled = handle(&get("/a"));
-    let closing = handle("GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let answered = handled(&handler, &get("/a"));
+    let closing = handled(
+        &handler,
+        "GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     let conns = ConnTable::new(8, 8);
     let (quick, unread) = (Duration::ZERO, UNREAD_ANSWER);
     // (answer, the longest the client took no byte of it, bytes behind it, what follows)
     let cases = [
         (&kept, quick, true, Next::KeepAlive, Phase::Idle),
         (&kept, unread, true, Next::Linger, Phase::Closing),
-        (&handled, quick, true, Next::KeepAlive, Phase::Idle),
-        (&handled, unread, true, Next::Linger, Phase::Draining),
+        (&answered, quick, true, Next::KeepAlive, Phase::Idle),
+        (&answered, unread, true, Next::Linger, Phase::Draining),
         (&closing, quick, false, Next::Close, Phase::Closing),
         (&closing, quick, true, Next::Linger, Phase::Draining),
     ];
@@ -947,27 +953,7 @@ fn a_connection_takes_its_next_phase_before_its_answer_is_counted() {
 
 #[test]
 fn an_answer_left_unread_is_not_followed_by_the_requests_behind_it() {
-    let handler = Arc::new(TestHandler::default());
-    let head = match RecvHead::new().try_head(get("/authenticated").as_bytes(), false) {
-        Ok(Some((head, _))) => head,
-        _ => panic!("a whole head"),
-    };
-    let Admission::Admitted(reserve) = head.admit(handler.as_ref(), peer(), 1024) else {
-        panic!("admitted");
-    };
-    let budget = BodyBudget::new(1024);
-    let activity = Activity::detached();
-    let mut hold = budget.hold(&activity, client_of(peer().ip()), &|| false);
-    let answer = reserve.reserved().handle(
-        handler.as_ref(),
-        peer(),
-        1024,
-        &mut Inflating {
-            hold: &mut hold,
-            deadline: Instant::now() + BODY_WAIT,
-        },
-        None,
-    );
+    let answer = handled(&TestHandler::default(), &get("/authenticated"));
     let quick = Some(Duration::ZERO);
     let stalled = Some(UNREAD_ANSWER);
     assert_eq!(answer.after(quick, true), After::KeepIfIdle(Some("tester")));

@@ -26,8 +26,8 @@ pub(super) trait Transport: Read + Write {
     /// One step of `flush`, for a caller that tells when the client takes bytes: hands the
     /// socket some of what the stream still holds of what was written. `Ok(true)` once the
     /// socket has all of it; `Ok(false)` when the socket took some in this step and more is
-    /// held (the client is taking what the socket had: call again). Fails as `flush` does, with `WouldBlock` or
-    /// `TimedOut` when the socket took nothing before its timeout. The default (a stream that
+    /// held (the client is taking what the socket had: call again). Fails as `flush` does,
+    /// with `WouldBlock` or `TimedOut` when the socket took nothing before its timeout. The default (a stream that
     /// holds nothing, like a `TcpStream`): `flush`, done in one step.
     fn flush_step(&mut self) -> io::Result<bool> {
         self.flush().map(|()| true)
